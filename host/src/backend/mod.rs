@@ -1,0 +1,92 @@
+//! The storage boundary.
+//!
+//! [`Backend`] is everything the engine needs from durable storage, one method per
+//! atomic operation: each state change happens in one transaction, and every
+//! worker write is fenced by the [`LeaseHandle`] it carries. Callers above this
+//! trait never see SQL; implementations never see HTTP or wasm.
+//!
+//! Inputs arrive validated (see [`crate::engine`]); a backend enforces only what
+//! needs the stored state: fencing, transitions, idempotency.
+
+pub mod postgres;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+
+use crate::error::Result;
+use crate::model::{
+    ClaimRequest, ClaimedExecution, CompletionEvent, Created, Execution, ExecutionFilter,
+    ExecutionId, FailOutcome, Failure, LeaseHandle, NewExecution, Tenant, TenantId,
+};
+
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Apply pending schema migrations.
+    async fn migrate(&self) -> Result<()>;
+
+    async fn create_tenant(&self, name: &str) -> Result<Tenant>;
+    async fn list_tenants(&self) -> Result<Vec<Tenant>>;
+
+    /// Create executions in one transaction. Idempotency keys already mapped (within
+    /// their dedup window) return the existing execution with `created: false`.
+    async fn create_executions(
+        &self,
+        tenant: TenantId,
+        executions: &[NewExecution],
+    ) -> Result<Vec<Created>>;
+
+    async fn get_execution(&self, tenant: TenantId, id: ExecutionId) -> Result<Execution>;
+    async fn list_executions(
+        &self,
+        tenant: TenantId,
+        filter: &ExecutionFilter,
+    ) -> Result<Vec<Execution>>;
+
+    /// Lease up to `request.limit` runnable executions, fairly across tenants.
+    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedExecution>>;
+
+    /// Extend a held lease; returns the new expiry. Never bumps the epoch.
+    async fn renew(&self, lease: &LeaseHandle, ttl: Duration) -> Result<DateTime<Utc>>;
+
+    /// Finish successfully. Idempotent for the handle that completed it.
+    async fn complete(&self, lease: &LeaseHandle, result: &[u8]) -> Result<()>;
+
+    /// Record a failed attempt; the frozen retry policy decides between another
+    /// attempt and terminal failure. Idempotent for the handle that failed it.
+    async fn fail(&self, lease: &LeaseHandle, failure: &Failure) -> Result<FailOutcome>;
+
+    /// The worker gives up the execution for good.
+    async fn cancel_by_worker(&self, lease: &LeaseHandle, reason: &str) -> Result<()>;
+
+    /// An operator cancels a non-terminal execution, revoking any live lease.
+    /// Returns `false` if it was already cancelled.
+    async fn cancel(&self, tenant: TenantId, id: ExecutionId, reason: &str) -> Result<bool>;
+
+    /// Release the lease and make the execution runnable again at `until`.
+    async fn delay(&self, lease: &LeaseHandle, until: DateTime<Utc>) -> Result<()>;
+
+    /// Change the priority of a runnable execution.
+    async fn change_priority(&self, tenant: TenantId, id: ExecutionId, priority: i32)
+        -> Result<()>;
+
+    /// Completion events after `after` (an event id), oldest first.
+    async fn completion_events(
+        &self,
+        tenant: TenantId,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<CompletionEvent>>;
+
+    /// A signal that changes whenever new work may be claimable.
+    async fn work_signal(&self) -> Result<watch::Receiver<u64>>;
+
+    /// Scanner passes. Each handles at most `limit` rows per tenant and returns how
+    /// many it changed; all are safe to run concurrently on several hosts.
+    async fn reclaim_expired_leases(&self, limit: u32) -> Result<u64>;
+    async fn promote_delayed(&self, limit: u32) -> Result<u64>;
+    async fn fail_timed_out_attempts(&self, limit: u32) -> Result<u64>;
+    async fn expire_past_deadline(&self, limit: u32) -> Result<u64>;
+}

@@ -1,0 +1,352 @@
+//! Tenants, execution creation, reads and operator operations.
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::rows::{col, execution, EXECUTION_COLUMNS};
+use crate::error::{EngineError, Result};
+use crate::model::{
+    CompletionEvent, Created, Execution, ExecutionFilter, ExecutionId, NewExecution, PublicState,
+    Tenant, TenantId, DEFAULT_DEDUP_WINDOW_MS,
+};
+
+pub(super) async fn create_tenant(pool: &PgPool, name: &str) -> Result<Tenant> {
+    let row = sqlx::query(
+        "INSERT INTO tenants (tenant_id, name) VALUES ($1, $2) \
+         ON CONFLICT (name) DO NOTHING RETURNING tenant_id, name, created_at",
+    )
+    .bind(Uuid::now_v7())
+    .bind(name)
+    .fetch_optional(pool)
+    .await
+    .map_err(EngineError::storage("create tenant"))?
+    .ok_or_else(|| EngineError::Conflict(format!("a tenant named `{name}` already exists")))?;
+    tenant(&row)
+}
+
+pub(super) async fn list_tenants(pool: &PgPool) -> Result<Vec<Tenant>> {
+    let rows = sqlx::query("SELECT tenant_id, name, created_at FROM tenants ORDER BY name")
+        .fetch_all(pool)
+        .await
+        .map_err(EngineError::storage("list tenants"))?;
+    rows.iter().map(tenant).collect()
+}
+
+fn tenant(row: &sqlx::postgres::PgRow) -> Result<Tenant> {
+    Ok(Tenant {
+        tenant_id: col(row, "tenant_id")?,
+        name: col(row, "name")?,
+        created_at: col(row, "created_at")?,
+    })
+}
+
+/// All rows go in through `unnest`, so a batch of 100 is one statement. A key
+/// already mapped inside its dedup window is left alone (`ON CONFLICT … WHERE`
+/// expired) and its execution is reported instead of a new one.
+const CREATE_SQL: &str = r#"
+WITH input AS (
+    SELECT * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::bytea[], $6::int4[],
+                         $7::jsonb[], $8::jsonb[], $9::jsonb[], $10::text[],
+                         $11::timestamptz[], $12::int8[], $13::int8[])
+        WITH ORDINALITY AS i(execution_id, kind, lane, input, priority, caps, tags, policy,
+                             idem_key, delay_until, deadline_ms, dedup_ms, ord)
+),
+keyed AS (
+    INSERT INTO idempotency_keys (tenant_id, key, execution_id, expires_at)
+    SELECT $1, idem_key, execution_id, now() + dedup_ms * interval '1 millisecond'
+    FROM input WHERE idem_key IS NOT NULL
+    ON CONFLICT (tenant_id, key) DO UPDATE
+        SET execution_id = EXCLUDED.execution_id, expires_at = EXCLUDED.expires_at
+        WHERE idempotency_keys.expires_at <= now()
+    RETURNING execution_id
+),
+inserted AS (
+    INSERT INTO executions (tenant_id, execution_id, kind, lane, priority, required_capabilities,
+        tags, policy, idempotency_key, input, lifecycle_phase, ownership_state,
+        eligibility_state, blocking_reason, attempt_state, eligible_at, deadline_at)
+    SELECT $1, i.execution_id, i.kind, i.lane, i.priority,
+        ARRAY(SELECT jsonb_array_elements_text(i.caps)), i.tags, i.policy, i.idem_key, i.input,
+        'runnable', 'unowned',
+        CASE WHEN i.delay_until > now() THEN 'not_eligible_until_time' ELSE 'eligible_now' END,
+        CASE WHEN i.delay_until > now() THEN 'waiting_for_delay' ELSE 'waiting_for_worker' END,
+        'pending_first_attempt',
+        greatest(coalesce(i.delay_until, now()), now()),
+        now() + i.deadline_ms * interval '1 millisecond'
+    FROM input i
+    WHERE i.idem_key IS NULL OR i.execution_id IN (SELECT execution_id FROM keyed)
+    RETURNING execution_id, eligibility_state
+),
+wake AS (
+    SELECT pg_notify('flowfabric_work', '')
+    WHERE EXISTS (SELECT 1 FROM inserted WHERE eligibility_state = 'eligible_now')
+)
+SELECT i.ord, i.idem_key, ins.execution_id AS inserted_id, k.execution_id AS existing_id,
+       (SELECT count(*) FROM wake) AS woke
+FROM input i
+LEFT JOIN inserted ins ON ins.execution_id = i.execution_id
+LEFT JOIN idempotency_keys k ON k.tenant_id = $1 AND k.key = i.idem_key
+ORDER BY i.ord
+"#;
+
+pub(super) async fn create_executions(
+    pool: &PgPool,
+    tenant: TenantId,
+    new: &[NewExecution],
+) -> Result<Vec<Created>> {
+    let ids: Vec<Uuid> = new.iter().map(|_| Uuid::now_v7()).collect();
+    let to_json = |v: serde_json::Result<serde_json::Value>| v.expect("model serialises to JSON");
+    let rows = sqlx::query(CREATE_SQL)
+        .bind(tenant)
+        .bind(&ids)
+        .bind(new.iter().map(|n| n.kind.as_str()).collect::<Vec<_>>())
+        .bind(new.iter().map(|n| n.lane.as_str()).collect::<Vec<_>>())
+        .bind(new.iter().map(|n| n.input.as_slice()).collect::<Vec<_>>())
+        .bind(new.iter().map(|n| n.priority).collect::<Vec<_>>())
+        .bind(
+            new.iter()
+                .map(|n| to_json(serde_json::to_value(&n.required_capabilities)))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            new.iter()
+                .map(|n| to_json(serde_json::to_value(&n.tags)))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            new.iter()
+                .map(|n| to_json(serde_json::to_value(&n.policy)))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            new.iter()
+                .map(|n| n.idempotency_key.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(new.iter().map(|n| n.delay_until).collect::<Vec<_>>())
+        .bind(
+            new.iter()
+                .map(|n| n.policy.timeouts.execution_deadline_ms.map(ms))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            new.iter()
+                .map(|n| ms(n.policy.dedup_window_ms.unwrap_or(DEFAULT_DEDUP_WINDOW_MS)))
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(pool)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => EngineError::NotFound {
+                what: "tenant",
+                id: tenant.to_string(),
+            },
+            _ => EngineError::Storage {
+                op: "create executions",
+                source: e,
+            },
+        })?;
+
+    let mut created = Vec::with_capacity(rows.len());
+    for row in rows {
+        let inserted: Option<Uuid> = col(&row, "inserted_id")?;
+        let existing: Option<Uuid> = col(&row, "existing_id")?;
+        let key: Option<String> = col(&row, "idem_key")?;
+        created.push(match (inserted, existing, key) {
+            (Some(id), _, _) => Created {
+                execution_id: id,
+                created: true,
+            },
+            (None, Some(id), _) => Created {
+                execution_id: id,
+                created: false,
+            },
+            // The key was mapped by a transaction that committed after this
+            // statement's snapshot was taken: read it now.
+            (None, None, Some(key)) => Created {
+                execution_id: existing_for_key(pool, tenant, &key).await?,
+                created: false,
+            },
+            (None, None, None) => {
+                return Err(EngineError::Corrupt(
+                    "an execution without a key was not inserted".into(),
+                ))
+            }
+        });
+    }
+    Ok(created)
+}
+
+fn ms(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+async fn existing_for_key(pool: &PgPool, tenant: TenantId, key: &str) -> Result<Uuid> {
+    sqlx::query_scalar(
+        "SELECT execution_id FROM idempotency_keys WHERE tenant_id = $1 AND key = $2",
+    )
+    .bind(tenant)
+    .bind(key)
+    .fetch_one(pool)
+    .await
+    .map_err(EngineError::storage("read idempotency key"))
+}
+
+pub(super) async fn get_execution(
+    pool: &PgPool,
+    tenant: TenantId,
+    id: ExecutionId,
+) -> Result<Execution> {
+    let sql = format!(
+        "SELECT {EXECUTION_COLUMNS} FROM executions WHERE tenant_id = $1 AND execution_id = $2"
+    );
+    let row = sqlx::query(&sql)
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+        .map_err(EngineError::storage("get execution"))?
+        .ok_or_else(|| not_found(id))?;
+    execution(&row)
+}
+
+fn not_found(id: ExecutionId) -> EngineError {
+    EngineError::NotFound {
+        what: "execution",
+        id: id.to_string(),
+    }
+}
+
+/// Keyset pagination over the time-ordered id; `executions_state_idx` serves the
+/// state filter, the primary key the rest.
+pub(super) async fn list_executions(
+    pool: &PgPool,
+    tenant: TenantId,
+    filter: &ExecutionFilter,
+) -> Result<Vec<Execution>> {
+    let sql = format!(
+        "SELECT {EXECUTION_COLUMNS} FROM executions \
+         WHERE tenant_id = $1 \
+           AND ($2::text IS NULL OR public_state = $2) \
+           AND ($3::text IS NULL OR kind = $3) \
+           AND ($4::text IS NULL OR lane = $4) \
+           AND ($5::uuid IS NULL OR execution_id > $5) \
+         ORDER BY execution_id LIMIT $6"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(tenant)
+        .bind(filter.state.map(PublicState::as_str))
+        .bind(filter.kind.as_deref())
+        .bind(filter.lane.as_deref())
+        .bind(filter.after)
+        .bind(i64::from(filter.limit))
+        .fetch_all(pool)
+        .await
+        .map_err(EngineError::storage("list executions"))?;
+    rows.iter().map(execution).collect()
+}
+
+/// Operator cancel: any non-terminal execution; a live lease is revoked by the same
+/// statement (its attempt ends `cancelled`, so the worker's next write is fenced out).
+pub(super) async fn cancel(
+    pool: &PgPool,
+    tenant: TenantId,
+    id: ExecutionId,
+    reason: &str,
+) -> Result<bool> {
+    let cancelled: Option<i64> = sqlx::query_scalar(
+        r#"
+WITH moved AS (
+    UPDATE executions SET lifecycle_phase = 'terminal', ownership_state = 'unowned',
+        eligibility_state = 'not_applicable', blocking_reason = NULL,
+        terminal_outcome = 'cancelled', attempt_state = 'attempt_terminal',
+        lease_id = NULL, lease_expires_at = NULL, attempt_timeout_at = NULL,
+        cancellation_reason = $3, finished_at = now(), updated_at = now()
+    WHERE tenant_id = $1 AND execution_id = $2 AND lifecycle_phase <> 'terminal'
+    RETURNING tenant_id, execution_id, attempt_index
+),
+attempt AS (
+    UPDATE attempts a SET state = 'cancelled', ended_at = now()
+    FROM moved m
+    WHERE a.tenant_id = m.tenant_id AND a.execution_id = m.execution_id
+      AND a.attempt_index = m.attempt_index AND a.state = 'running'
+),
+event AS (
+    INSERT INTO completion_events (tenant_id, execution_id, attempt_index, outcome)
+    SELECT tenant_id, execution_id, attempt_index, 'cancelled' FROM moved
+)
+SELECT count(*) FROM moved HAVING count(*) > 0
+"#,
+    )
+    .bind(tenant)
+    .bind(id)
+    .bind(reason)
+    .fetch_optional(pool)
+    .await
+    .map_err(EngineError::storage("cancel"))?;
+    if cancelled.is_some() {
+        return Ok(true);
+    }
+    match get_execution(pool, tenant, id).await?.state {
+        PublicState::Cancelled => Ok(false),
+        state => Err(EngineError::NotActive {
+            execution_id: id,
+            state,
+        }),
+    }
+}
+
+pub(super) async fn change_priority(
+    pool: &PgPool,
+    tenant: TenantId,
+    id: ExecutionId,
+    priority: i32,
+) -> Result<()> {
+    let changed = sqlx::query(
+        "UPDATE executions SET priority = $3, updated_at = now() \
+         WHERE tenant_id = $1 AND execution_id = $2 AND lifecycle_phase = 'runnable'",
+    )
+    .bind(tenant)
+    .bind(id)
+    .bind(priority)
+    .execute(pool)
+    .await
+    .map_err(EngineError::storage("change priority"))?
+    .rows_affected();
+    if changed == 1 {
+        return Ok(());
+    }
+    let state = get_execution(pool, tenant, id).await?.state;
+    Err(EngineError::NotRunnable {
+        execution_id: id,
+        state,
+    })
+}
+
+pub(super) async fn completion_events(
+    pool: &PgPool,
+    tenant: TenantId,
+    after: i64,
+    limit: u32,
+) -> Result<Vec<CompletionEvent>> {
+    let rows = sqlx::query(
+        "SELECT event_id, execution_id, attempt_index, outcome, created_at FROM completion_events \
+         WHERE tenant_id = $1 AND event_id > $2 ORDER BY event_id LIMIT $3",
+    )
+    .bind(tenant)
+    .bind(after)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await
+    .map_err(EngineError::storage("read completion events"))?;
+    rows.iter()
+        .map(|r| {
+            Ok(CompletionEvent {
+                event_id: col(r, "event_id")?,
+                execution_id: col(r, "execution_id")?,
+                attempt_index: col(r, "attempt_index")?,
+                outcome: col(r, "outcome")?,
+                created_at: col(r, "created_at")?,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,444 @@
+//! Claim, renew and the fenced worker operations.
+//!
+//! Every write here names the lease it holds in its `WHERE` clause
+//! (`attempt_index`, `lease_id`, `lease_epoch`, phase `active`), so a stale handle
+//! changes nothing; [`explain_lease_miss`] then says why, or recognises a replay by
+//! the caller that already succeeded.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, PgPool};
+
+use super::rows::{col, explain_lease_miss, json, parse, LeaseMiss};
+use crate::error::{EngineError, Result};
+use crate::model::{
+    AttemptState, AttemptType, ClaimRequest, ClaimedExecution, ExecutionPolicy, FailOutcome,
+    Failure, LeaseHandle, PublicState, RetryDecision,
+};
+
+/// Round-robin across tenants: each (tenant, lane) contributes its best `$3`
+/// candidates from an ordered, `SKIP LOCKED` probe of `executions_claim_idx`; the
+/// first of every tenant ranks before the second of any.
+const CLAIM_SQL: &str = r#"
+WITH locked AS (
+    SELECT c.*
+    FROM tenants t
+    CROSS JOIN unnest($1::text[]) AS l(lane)
+    CROSS JOIN LATERAL (
+        SELECT e.tenant_id, e.execution_id, e.priority, e.eligible_at, e.attempt_state
+        FROM executions e
+        WHERE e.tenant_id = t.tenant_id
+          AND e.lane = l.lane
+          AND e.lifecycle_phase = 'runnable'
+          AND e.eligibility_state = 'eligible_now'
+          AND e.required_capabilities <@ $2::text[]
+        ORDER BY e.priority DESC, e.eligible_at, e.execution_id
+        LIMIT $3
+        FOR UPDATE SKIP LOCKED
+    ) c
+),
+picked AS (
+    SELECT * FROM (
+        SELECT l.*, row_number() OVER (
+            PARTITION BY l.tenant_id ORDER BY l.priority DESC, l.eligible_at, l.execution_id
+        ) AS turn
+        FROM locked l
+    ) ranked
+    ORDER BY turn, priority DESC, eligible_at, execution_id
+    LIMIT $3
+),
+claimed AS (
+    UPDATE executions e SET
+        lifecycle_phase = 'active',
+        ownership_state = 'leased',
+        eligibility_state = 'not_applicable',
+        blocking_reason = NULL,
+        attempt_state = 'running_attempt',
+        attempt_index = e.attempt_index + 1,
+        lease_epoch = e.lease_epoch + 1,
+        lease_id = gen_random_uuid(),
+        lease_expires_at = now() + $6 * interval '1 millisecond',
+        attempt_timeout_at = now()
+            + (e.policy -> 'timeouts' ->> 'attempt_timeout_ms')::bigint * interval '1 millisecond',
+        started_at = coalesce(e.started_at, now()),
+        updated_at = now()
+    FROM picked p
+    WHERE e.tenant_id = p.tenant_id AND e.execution_id = p.execution_id
+    RETURNING e.tenant_id, e.execution_id, e.attempt_index, e.lease_id, e.lease_epoch,
+        e.lease_expires_at, e.kind, e.lane, e.input, e.priority, e.tags, e.policy, e.retry_count,
+        e.eligible_at, p.turn,
+        CASE p.attempt_state
+            WHEN 'pending_retry_attempt' THEN 'retry'
+            WHEN 'attempt_interrupted' THEN 'reclaim'
+            WHEN 'pending_replay_attempt' THEN 'replay'
+            WHEN 'pending_delayed_attempt' THEN 'delayed'
+            ELSE 'initial'
+        END AS attempt_type
+),
+attempt AS (
+    INSERT INTO attempts (tenant_id, execution_id, attempt_index, attempt_type, lease_id,
+                          lease_epoch, worker_id, worker_instance, state)
+    SELECT tenant_id, execution_id, attempt_index, attempt_type, lease_id, lease_epoch,
+           $4, $5, 'running'
+    FROM claimed
+)
+SELECT * FROM claimed ORDER BY turn, priority DESC, eligible_at, execution_id
+"#;
+
+#[tracing::instrument(skip_all, fields(worker = %request.worker_id, limit = request.limit))]
+pub(super) async fn claim(pool: &PgPool, request: &ClaimRequest) -> Result<Vec<ClaimedExecution>> {
+    let rows = sqlx::query(CLAIM_SQL)
+        .bind(&request.lanes)
+        .bind(&request.capabilities)
+        .bind(i64::from(request.limit))
+        .bind(&request.worker_id)
+        .bind(&request.worker_instance)
+        .bind(millis(request.lease_ttl))
+        .fetch_all(pool)
+        .await
+        .map_err(EngineError::storage("claim"))?;
+    let claimed = rows
+        .iter()
+        .map(claimed_execution)
+        .collect::<Result<Vec<_>>>()?;
+    tracing::debug!(claimed = claimed.len(), "claim");
+    Ok(claimed)
+}
+
+fn claimed_execution(row: &PgRow) -> Result<ClaimedExecution> {
+    Ok(ClaimedExecution {
+        lease: LeaseHandle {
+            tenant_id: col(row, "tenant_id")?,
+            execution_id: col(row, "execution_id")?,
+            attempt_index: col(row, "attempt_index")?,
+            lease_id: col(row, "lease_id")?,
+            lease_epoch: col(row, "lease_epoch")?,
+        },
+        kind: col(row, "kind")?,
+        lane: col(row, "lane")?,
+        input: col(row, "input")?,
+        priority: col(row, "priority")?,
+        tags: json(col(row, "tags")?, "tags")?,
+        policy: json(col(row, "policy")?, "policy")?,
+        attempt_type: parse::<AttemptType>(&col::<String>(row, "attempt_type")?)?,
+        retry_count: col(row, "retry_count")?,
+        lease_expires_at: col(row, "lease_expires_at")?,
+    })
+}
+
+pub(super) fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+const FENCE: &str = "tenant_id = $1 AND execution_id = $2 AND attempt_index = $3 \
+    AND lease_id = $4 AND lease_epoch = $5 AND lifecycle_phase = 'active'";
+
+pub(super) async fn renew(
+    pool: &PgPool,
+    lease: &LeaseHandle,
+    ttl: Duration,
+) -> Result<DateTime<Utc>> {
+    let sql = format!(
+        "UPDATE executions SET lease_expires_at = now() + $6 * interval '1 millisecond' \
+         WHERE {FENCE} RETURNING lease_expires_at"
+    );
+    let expires = bind_lease(sqlx::query_scalar(&sql), lease)
+        .bind(millis(ttl))
+        .fetch_optional(pool)
+        .await
+        .map_err(EngineError::storage("renew"))?;
+    match expires {
+        Some(at) => Ok(at),
+        None => Err(rejection(pool, lease, None).await?),
+    }
+}
+
+fn bind_lease<'q, O>(
+    q: sqlx::query::QueryScalar<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    lease: &LeaseHandle,
+) -> sqlx::query::QueryScalar<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+    q.bind(lease.tenant_id)
+        .bind(lease.execution_id)
+        .bind(lease.attempt_index)
+        .bind(lease.lease_id)
+        .bind(lease.lease_epoch)
+}
+
+/// A fenced write matched nothing and is not a replay of `replay_as`: the error.
+async fn rejection(
+    pool: &PgPool,
+    lease: &LeaseHandle,
+    replay_as: Option<AttemptState>,
+) -> Result<EngineError> {
+    let replay_as = replay_as.unwrap_or(AttemptState::Running);
+    Ok(match explain_lease_miss(pool, lease, replay_as).await? {
+        LeaseMiss::Rejected(e) => e,
+        LeaseMiss::Replayed { .. } => EngineError::StaleLease {
+            execution_id: lease.execution_id,
+            attempt_index: lease.attempt_index,
+            lease_epoch: lease.lease_epoch,
+            reason: "the lease is no longer held",
+        },
+    })
+}
+
+/// One fenced move out of `active`: the execution row (fence + new state), the
+/// attempt row, the completion outbox when it ends, and a wake-up when it is
+/// immediately runnable again, all in one statement.
+struct Transition {
+    op: &'static str,
+    /// `SET` assignments for the execution row. Parameters: `$6` result (bytea),
+    /// `$7` reason (text), `$8` eligible at (timestamptz), `$9` failure (jsonb),
+    /// `$11` delay in ms (bigint).
+    set: &'static str,
+    attempt_state: AttemptState,
+}
+
+#[derive(Default)]
+struct TransitionArgs<'a> {
+    result: Option<&'a [u8]>,
+    reason: Option<&'a str>,
+    eligible_at: Option<DateTime<Utc>>,
+    failure: Option<&'a Failure>,
+    delay_ms: Option<i64>,
+}
+
+/// What a transition left behind, when it matched.
+struct Moved {
+    phase: String,
+    eligible_at: DateTime<Utc>,
+}
+
+async fn transition(
+    conn: &mut PgConnection,
+    lease: &LeaseHandle,
+    t: &Transition,
+    args: TransitionArgs<'_>,
+) -> Result<Option<Moved>> {
+    let sql = format!(
+        r#"
+WITH moved AS (
+    UPDATE executions SET {set},
+        ownership_state = 'unowned', lease_id = NULL, lease_expires_at = NULL,
+        attempt_timeout_at = NULL, updated_at = now()
+    WHERE {FENCE}
+    RETURNING tenant_id, execution_id, attempt_index, lifecycle_phase, terminal_outcome,
+              eligibility_state, eligible_at
+),
+attempt AS (
+    UPDATE attempts a SET state = $10, failure = $9, ended_at = now()
+    FROM moved m
+    WHERE a.tenant_id = m.tenant_id AND a.execution_id = m.execution_id
+      AND a.attempt_index = m.attempt_index
+),
+event AS (
+    INSERT INTO completion_events (tenant_id, execution_id, attempt_index, outcome)
+    SELECT tenant_id, execution_id, attempt_index, terminal_outcome
+    FROM moved WHERE lifecycle_phase = 'terminal'
+),
+wake AS (
+    SELECT pg_notify('flowfabric_work', '') FROM moved WHERE eligibility_state = 'eligible_now'
+)
+SELECT m.lifecycle_phase, m.eligible_at, (SELECT count(*) FROM wake) AS woke FROM moved m
+"#,
+        set = t.set
+    );
+    let failure = args
+        .failure
+        .map(|f| serde_json::to_value(f).expect("failure serialises"));
+    let row = sqlx::query(&sql)
+        .bind(lease.tenant_id)
+        .bind(lease.execution_id)
+        .bind(lease.attempt_index)
+        .bind(lease.lease_id)
+        .bind(lease.lease_epoch)
+        .bind(args.result)
+        .bind(args.reason)
+        .bind(args.eligible_at)
+        .bind(failure)
+        .bind(attempt_state_str(t.attempt_state))
+        .bind(args.delay_ms)
+        .fetch_optional(conn)
+        .await
+        .map_err(EngineError::storage(t.op))?;
+    row.map(|r| {
+        Ok(Moved {
+            phase: col(&r, "lifecycle_phase")?,
+            eligible_at: col(&r, "eligible_at")?,
+        })
+    })
+    .transpose()
+}
+
+fn attempt_state_str(s: AttemptState) -> &'static str {
+    match s {
+        AttemptState::Running => "running",
+        AttemptState::Succeeded => "succeeded",
+        AttemptState::Failed => "failed",
+        AttemptState::Cancelled => "cancelled",
+        AttemptState::Delayed => "delayed",
+        AttemptState::LeaseExpired => "lease_expired",
+        AttemptState::Expired => "expired",
+    }
+}
+
+const COMPLETE: Transition = Transition {
+    op: "complete",
+    set: "lifecycle_phase = 'terminal', eligibility_state = 'not_applicable', \
+          blocking_reason = NULL, terminal_outcome = 'success', attempt_state = 'attempt_terminal', \
+          result = $6, finished_at = now()",
+    attempt_state: AttemptState::Succeeded,
+};
+
+const CANCEL: Transition = Transition {
+    op: "cancel",
+    set: "lifecycle_phase = 'terminal', eligibility_state = 'not_applicable', \
+          blocking_reason = NULL, terminal_outcome = 'cancelled', attempt_state = 'attempt_terminal', \
+          cancellation_reason = $7, finished_at = now()",
+    attempt_state: AttemptState::Cancelled,
+};
+
+const DELAY: Transition = Transition {
+    op: "delay",
+    set: "lifecycle_phase = 'runnable', \
+          eligibility_state = CASE WHEN $8 <= now() THEN 'eligible_now' ELSE 'not_eligible_until_time' END, \
+          blocking_reason = CASE WHEN $8 <= now() THEN 'waiting_for_worker' ELSE 'waiting_for_delay' END, \
+          attempt_state = 'pending_delayed_attempt', eligible_at = greatest($8, now())",
+    attempt_state: AttemptState::Delayed,
+};
+
+/// `$11` is the backoff in ms, or NULL when the failure is terminal.
+const FAIL: Transition = Transition {
+    op: "fail",
+    set: "lifecycle_phase = CASE WHEN $11::bigint IS NULL THEN 'terminal' ELSE 'runnable' END, \
+          eligibility_state = CASE WHEN $11::bigint IS NULL THEN 'not_applicable' \
+              WHEN $11 = 0 THEN 'eligible_now' ELSE 'not_eligible_until_time' END, \
+          blocking_reason = CASE WHEN $11::bigint IS NULL THEN NULL \
+              WHEN $11 = 0 THEN 'waiting_for_worker' ELSE 'waiting_for_retry_backoff' END, \
+          terminal_outcome = CASE WHEN $11::bigint IS NULL THEN 'failed' END, \
+          attempt_state = CASE WHEN $11::bigint IS NULL THEN 'attempt_terminal' \
+              ELSE 'pending_retry_attempt' END, \
+          retry_count = retry_count + CASE WHEN $11::bigint IS NULL THEN 0 ELSE 1 END, \
+          eligible_at = CASE WHEN $11::bigint IS NULL THEN eligible_at \
+              ELSE now() + $11 * interval '1 millisecond' END, \
+          finished_at = CASE WHEN $11::bigint IS NULL THEN now() END, \
+          last_failure = $9",
+    attempt_state: AttemptState::Failed,
+};
+
+async fn simple_transition(
+    pool: &PgPool,
+    lease: &LeaseHandle,
+    t: &Transition,
+    args: TransitionArgs<'_>,
+) -> Result<()> {
+    let mut conn = pool.acquire().await.map_err(EngineError::storage(t.op))?;
+    if transition(&mut conn, lease, t, args).await?.is_some() {
+        return Ok(());
+    }
+    drop(conn);
+    match explain_lease_miss(pool, lease, t.attempt_state).await? {
+        LeaseMiss::Replayed { .. } => Ok(()),
+        LeaseMiss::Rejected(e) => Err(e),
+    }
+}
+
+#[tracing::instrument(skip_all, fields(execution = %lease.execution_id, attempt = lease.attempt_index))]
+pub(super) async fn complete(pool: &PgPool, lease: &LeaseHandle, result: &[u8]) -> Result<()> {
+    let args = TransitionArgs {
+        result: Some(result),
+        ..Default::default()
+    };
+    simple_transition(pool, lease, &COMPLETE, args).await
+}
+
+#[tracing::instrument(skip_all, fields(execution = %lease.execution_id, attempt = lease.attempt_index))]
+pub(super) async fn cancel_by_worker(
+    pool: &PgPool,
+    lease: &LeaseHandle,
+    reason: &str,
+) -> Result<()> {
+    let args = TransitionArgs {
+        reason: Some(reason),
+        ..Default::default()
+    };
+    simple_transition(pool, lease, &CANCEL, args).await
+}
+
+#[tracing::instrument(skip_all, fields(execution = %lease.execution_id, attempt = lease.attempt_index))]
+pub(super) async fn delay(pool: &PgPool, lease: &LeaseHandle, until: DateTime<Utc>) -> Result<()> {
+    let args = TransitionArgs {
+        eligible_at: Some(until),
+        ..Default::default()
+    };
+    simple_transition(pool, lease, &DELAY, args).await
+}
+
+#[tracing::instrument(skip_all, fields(execution = %lease.execution_id, attempt = lease.attempt_index, class = failure.class.as_str()))]
+pub(super) async fn fail(
+    pool: &PgPool,
+    lease: &LeaseHandle,
+    failure: &Failure,
+) -> Result<FailOutcome> {
+    let mut tx = pool.begin().await.map_err(EngineError::storage("fail"))?;
+    let sql = format!("SELECT policy, retry_count FROM executions WHERE {FENCE} FOR UPDATE");
+    let locked = sqlx::query(&sql)
+        .bind(lease.tenant_id)
+        .bind(lease.execution_id)
+        .bind(lease.attempt_index)
+        .bind(lease.lease_id)
+        .bind(lease.lease_epoch)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(EngineError::storage("fail"))?;
+    let Some(row) = locked else {
+        drop(tx);
+        return match explain_lease_miss(pool, lease, AttemptState::Failed).await? {
+            LeaseMiss::Replayed {
+                state,
+                attempt_is_current,
+            } if state == PublicState::Failed && attempt_is_current => {
+                Ok(FailOutcome::TerminalFailed)
+            }
+            LeaseMiss::Replayed { .. } => Ok(FailOutcome::RetryScheduled { retry_at: None }),
+            LeaseMiss::Rejected(e) => Err(e),
+        };
+    };
+    let policy: ExecutionPolicy = json(col(&row, "policy")?, "policy")?;
+    let retry_count: i32 = col(&row, "retry_count")?;
+    let outcome = fail_locked(&mut tx, lease, failure, &policy, retry_count).await?;
+    tx.commit().await.map_err(EngineError::storage("fail"))?;
+    Ok(outcome)
+}
+
+/// Apply a failure to an execution whose row the caller has locked under `lease`.
+/// Shared by worker `fail` and the attempt-timeout scanner.
+pub(super) async fn fail_locked(
+    conn: &mut PgConnection,
+    lease: &LeaseHandle,
+    failure: &Failure,
+    policy: &ExecutionPolicy,
+    retry_count: i32,
+) -> Result<FailOutcome> {
+    let decision = policy.retry_decision(failure.class, u32::try_from(retry_count).unwrap_or(0));
+    let delay_ms = match decision {
+        RetryDecision::RetryAfter(d) => Some(millis(d)),
+        RetryDecision::Terminal => None,
+    };
+    let args = TransitionArgs {
+        failure: Some(failure),
+        delay_ms,
+        ..Default::default()
+    };
+    let moved = transition(conn, lease, &FAIL, args)
+        .await?
+        .ok_or_else(|| EngineError::Conflict("locked execution changed under its lock".into()))?;
+    Ok(match moved.phase.as_str() {
+        "terminal" => FailOutcome::TerminalFailed,
+        _ => FailOutcome::RetryScheduled {
+            retry_at: Some(moved.eligible_at),
+        },
+    })
+}

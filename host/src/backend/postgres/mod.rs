@@ -1,0 +1,182 @@
+//! [`Backend`] on Postgres.
+//!
+//! Layout: `ingress` (tenants, create, read, operator ops), `lease` (claim, renew and
+//! the fenced worker ops), `scan` (the scanner passes), `notify` (LISTEN wake-ups).
+//! All SQL of the crate lives below this module.
+//!
+//! Design rules, each an improvement on the upstream Postgres backend:
+//! * **One claim statement.** A `FOR UPDATE SKIP LOCKED` probe per (tenant, lane)
+//!   in a `LATERAL` join, ranked round-robin across tenants, then one `UPDATE` and
+//!   one `INSERT` in the same statement: no partition walk and no per-tenant
+//!   starvation. Each probe is an ordered scan of `executions_claim_idx`.
+//! * **One lock point.** The live lease is mirrored on the execution row; every
+//!   fenced write starts by updating that row with the fence in its `WHERE`
+//!   clause, then touches the attempt and the outbox. Everything that changes an
+//!   execution locks it first, so lease ops, operator ops and scanners never
+//!   deadlock on lock order.
+//! * **Tenant-first indexes.** Scanners walk tenants laterally too, so one tenant's
+//!   backlog of expiries cannot delay another's.
+
+mod ingress;
+mod lease;
+mod notify;
+mod rows;
+mod scan;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+use tokio::sync::watch;
+
+use super::Backend;
+use crate::error::{EngineError, Result};
+use crate::model::{
+    ClaimRequest, ClaimedExecution, CompletionEvent, Created, Execution, ExecutionFilter,
+    ExecutionId, FailOutcome, Failure, LeaseHandle, NewExecution, Tenant, TenantId,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// Channel that carries "new work may be claimable" (empty payload, coalesced).
+const WORK_CHANNEL: &str = "flowfabric_work";
+
+pub struct PgBackend {
+    pool: PgPool,
+    work: notify::WorkSignal,
+}
+
+impl PgBackend {
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        let options: PgConnectOptions = url
+            .parse()
+            .map_err(|e: sqlx::Error| EngineError::invalid("database url", e.to_string()))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.application_name("flowfabric"))
+            .await
+            .map_err(EngineError::storage("connect"))?;
+        Ok(Self::from_pool(pool))
+    }
+
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self {
+            work: notify::WorkSignal::new(pool.clone()),
+            pool,
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+#[async_trait]
+impl Backend for PgBackend {
+    async fn migrate(&self) -> Result<()> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|e| EngineError::Storage {
+                op: "migrate",
+                source: e.into(),
+            })
+    }
+
+    async fn create_tenant(&self, name: &str) -> Result<Tenant> {
+        ingress::create_tenant(&self.pool, name).await
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<Tenant>> {
+        ingress::list_tenants(&self.pool).await
+    }
+
+    async fn create_executions(
+        &self,
+        tenant: TenantId,
+        executions: &[NewExecution],
+    ) -> Result<Vec<Created>> {
+        ingress::create_executions(&self.pool, tenant, executions).await
+    }
+
+    async fn get_execution(&self, tenant: TenantId, id: ExecutionId) -> Result<Execution> {
+        ingress::get_execution(&self.pool, tenant, id).await
+    }
+
+    async fn list_executions(
+        &self,
+        tenant: TenantId,
+        filter: &ExecutionFilter,
+    ) -> Result<Vec<Execution>> {
+        ingress::list_executions(&self.pool, tenant, filter).await
+    }
+
+    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedExecution>> {
+        lease::claim(&self.pool, request).await
+    }
+
+    async fn renew(&self, lease: &LeaseHandle, ttl: Duration) -> Result<DateTime<Utc>> {
+        lease::renew(&self.pool, lease, ttl).await
+    }
+
+    async fn complete(&self, lease: &LeaseHandle, result: &[u8]) -> Result<()> {
+        lease::complete(&self.pool, lease, result).await
+    }
+
+    async fn fail(&self, lease: &LeaseHandle, failure: &Failure) -> Result<FailOutcome> {
+        lease::fail(&self.pool, lease, failure).await
+    }
+
+    async fn cancel_by_worker(&self, lease: &LeaseHandle, reason: &str) -> Result<()> {
+        lease::cancel_by_worker(&self.pool, lease, reason).await
+    }
+
+    async fn cancel(&self, tenant: TenantId, id: ExecutionId, reason: &str) -> Result<bool> {
+        ingress::cancel(&self.pool, tenant, id, reason).await
+    }
+
+    async fn delay(&self, lease: &LeaseHandle, until: DateTime<Utc>) -> Result<()> {
+        lease::delay(&self.pool, lease, until).await
+    }
+
+    async fn change_priority(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        priority: i32,
+    ) -> Result<()> {
+        ingress::change_priority(&self.pool, tenant, id, priority).await
+    }
+
+    async fn completion_events(
+        &self,
+        tenant: TenantId,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<CompletionEvent>> {
+        ingress::completion_events(&self.pool, tenant, after, limit).await
+    }
+
+    async fn work_signal(&self) -> Result<watch::Receiver<u64>> {
+        self.work.subscribe().await
+    }
+
+    async fn reclaim_expired_leases(&self, limit: u32) -> Result<u64> {
+        scan::reclaim_expired_leases(&self.pool, limit).await
+    }
+
+    async fn promote_delayed(&self, limit: u32) -> Result<u64> {
+        scan::promote_delayed(&self.pool, limit).await
+    }
+
+    async fn fail_timed_out_attempts(&self, limit: u32) -> Result<u64> {
+        scan::fail_timed_out_attempts(&self.pool, limit).await
+    }
+
+    async fn expire_past_deadline(&self, limit: u32) -> Result<u64> {
+        scan::expire_past_deadline(&self.pool, limit).await
+    }
+}

@@ -1,0 +1,151 @@
+//! Decoding rows into model types, and explaining why a fenced write matched no row.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row as _};
+
+use crate::error::{EngineError, Result};
+use crate::model::{AttemptState, Execution, ExecutionPolicy, Failure, LeaseHandle, PublicState};
+
+/// Columns read by [`execution`], in a form ready for `SELECT … FROM executions`.
+pub(super) const EXECUTION_COLUMNS: &str = "tenant_id, execution_id, kind, lane, priority, \
+    required_capabilities, tags, policy, idempotency_key, public_state, attempt_index, \
+    lease_epoch, retry_count, reclaim_count, eligible_at, deadline_at, created_at, started_at, \
+    finished_at, input, result, last_failure, cancellation_reason";
+
+pub(super) fn json<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+    what: &str,
+) -> Result<T> {
+    serde_json::from_value(value).map_err(|e| EngineError::Corrupt(format!("{what}: {e}")))
+}
+
+pub(super) fn parse<T: FromStr<Err = String>>(s: &str) -> Result<T> {
+    s.parse().map_err(EngineError::Corrupt)
+}
+
+pub(super) fn execution(row: &PgRow) -> Result<Execution> {
+    let tags: serde_json::Value = col(row, "tags")?;
+    let policy: serde_json::Value = col(row, "policy")?;
+    let failure: Option<serde_json::Value> = col(row, "last_failure")?;
+    let state: String = col(row, "public_state")?;
+    Ok(Execution {
+        tenant_id: col(row, "tenant_id")?,
+        execution_id: col(row, "execution_id")?,
+        kind: col(row, "kind")?,
+        lane: col(row, "lane")?,
+        priority: col(row, "priority")?,
+        required_capabilities: col(row, "required_capabilities")?,
+        tags: json::<BTreeMap<String, String>>(tags, "tags")?,
+        policy: json::<ExecutionPolicy>(policy, "policy")?,
+        idempotency_key: col(row, "idempotency_key")?,
+        state: parse::<PublicState>(&state)?,
+        attempt_index: col(row, "attempt_index")?,
+        lease_epoch: col(row, "lease_epoch")?,
+        retry_count: col(row, "retry_count")?,
+        reclaim_count: col(row, "reclaim_count")?,
+        eligible_at: col(row, "eligible_at")?,
+        deadline_at: col(row, "deadline_at")?,
+        created_at: col(row, "created_at")?,
+        started_at: col(row, "started_at")?,
+        finished_at: col(row, "finished_at")?,
+        input: col(row, "input")?,
+        result: col(row, "result")?,
+        last_failure: failure
+            .map(|f| json::<Failure>(f, "last_failure"))
+            .transpose()?,
+        cancellation_reason: col(row, "cancellation_reason")?,
+    })
+}
+
+/// Why a fenced write by `lease` changed nothing, read after the fact.
+pub(super) enum LeaseMiss {
+    /// The same handle already ended its attempt this way: a replayed call.
+    Replayed {
+        state: PublicState,
+        attempt_is_current: bool,
+    },
+    Rejected(EngineError),
+}
+
+/// Classify a fenced write that matched no row. `replay_as` is the attempt state
+/// the operation itself would have written, which makes a retry by the same
+/// caller recognisable (the reference's replay reconciliation).
+pub(super) async fn explain_lease_miss(
+    pool: &PgPool,
+    lease: &LeaseHandle,
+    replay_as: AttemptState,
+) -> Result<LeaseMiss> {
+    let row = sqlx::query(
+        "SELECT e.public_state, e.attempt_index, e.lease_epoch, \
+                a.lease_id AS attempt_lease_id, a.lease_epoch AS attempt_lease_epoch, \
+                a.state AS attempt_state \
+         FROM executions e \
+         LEFT JOIN attempts a ON a.tenant_id = e.tenant_id AND a.execution_id = e.execution_id \
+                              AND a.attempt_index = $3 \
+         WHERE e.tenant_id = $1 AND e.execution_id = $2",
+    )
+    .bind(lease.tenant_id)
+    .bind(lease.execution_id)
+    .bind(lease.attempt_index)
+    .fetch_optional(pool)
+    .await
+    .map_err(EngineError::storage("read lease state"))?;
+    let Some(row) = row else {
+        return Ok(LeaseMiss::Rejected(EngineError::NotFound {
+            what: "execution",
+            id: lease.execution_id.to_string(),
+        }));
+    };
+    let state = parse::<PublicState>(&col::<String>(&row, "public_state")?)?;
+    let current_attempt: i32 = col(&row, "attempt_index")?;
+    let current_epoch: i64 = col(&row, "lease_epoch")?;
+    let attempt_lease: Option<uuid::Uuid> = col(&row, "attempt_lease_id")?;
+    let attempt_epoch: Option<i64> = col(&row, "attempt_lease_epoch")?;
+    let attempt_state: Option<String> = col(&row, "attempt_state")?;
+    let attempt_state = attempt_state
+        .as_deref()
+        .map(parse::<AttemptState>)
+        .transpose()?;
+
+    let same_lease =
+        attempt_lease == Some(lease.lease_id) && attempt_epoch == Some(lease.lease_epoch);
+    if same_lease && attempt_state == Some(replay_as) {
+        return Ok(LeaseMiss::Replayed {
+            state,
+            attempt_is_current: current_attempt == lease.attempt_index,
+        });
+    }
+    if state.is_terminal() {
+        return Ok(LeaseMiss::Rejected(EngineError::NotActive {
+            execution_id: lease.execution_id,
+            state,
+        }));
+    }
+    let reason = if current_epoch > lease.lease_epoch {
+        "a newer lease holds the execution"
+    } else if attempt_state == Some(AttemptState::LeaseExpired) {
+        "the lease expired and the execution was reclaimed"
+    } else if !same_lease {
+        "the handle does not match the attempt's lease"
+    } else {
+        "the lease is no longer held"
+    };
+    Ok(LeaseMiss::Rejected(EngineError::StaleLease {
+        execution_id: lease.execution_id,
+        attempt_index: lease.attempt_index,
+        lease_epoch: lease.lease_epoch,
+        reason,
+    }))
+}
+
+/// One column of a row, with a storage error naming it on failure.
+pub(super) fn col<'r, T>(row: &'r PgRow, name: &str) -> Result<T>
+where
+    T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    row.try_get(name)
+        .map_err(|e| EngineError::Corrupt(format!("column {name}: {e}")))
+}

@@ -1,0 +1,228 @@
+//! Scanner passes: lease expiry, delayed promotion, attempt timeouts, deadlines.
+//!
+//! Each pass visits every tenant through a `LATERAL` probe of a tenant-first
+//! partial index, taking at most `limit` rows per tenant with `SKIP LOCKED`, so
+//! several hosts can run the same pass at once without waiting on each other, and
+//! a tenant with a huge backlog does not delay the others.
+
+use sqlx::PgPool;
+
+use super::lease::fail_locked;
+use super::rows::{col, json};
+use crate::error::{EngineError, Result};
+use crate::model::{ExecutionPolicy, Failure, FailureClass, LeaseHandle};
+
+/// Expired leases become a new attempt (`attempt_interrupted` → type `reclaim`), or
+/// terminal failure once the reclaim cap of the frozen policy is spent.
+const RECLAIM_SQL: &str = r#"
+WITH expired AS (
+    SELECT c.tenant_id, c.execution_id, c.spent
+    FROM tenants t
+    CROSS JOIN LATERAL (
+        SELECT e.tenant_id, e.execution_id,
+               e.reclaim_count + 1
+                   > coalesce((e.policy -> 'timeouts' ->> 'max_reclaim_count')::int, 100) AS spent
+        FROM executions e
+        WHERE e.tenant_id = t.tenant_id AND e.lifecycle_phase = 'active'
+          AND e.lease_expires_at < now()
+        ORDER BY e.lease_expires_at
+        LIMIT $1
+        FOR UPDATE SKIP LOCKED
+    ) c
+),
+moved AS (
+    UPDATE executions e SET
+        reclaim_count = e.reclaim_count + 1,
+        lifecycle_phase = CASE WHEN x.spent THEN 'terminal' ELSE 'runnable' END,
+        eligibility_state = CASE WHEN x.spent THEN 'not_applicable' ELSE 'eligible_now' END,
+        blocking_reason = CASE WHEN x.spent THEN NULL ELSE 'waiting_for_worker' END,
+        terminal_outcome = CASE WHEN x.spent THEN 'failed' END,
+        attempt_state = CASE WHEN x.spent THEN 'attempt_terminal' ELSE 'attempt_interrupted' END,
+        finished_at = CASE WHEN x.spent THEN now() END,
+        last_failure = CASE WHEN x.spent THEN $2::jsonb ELSE e.last_failure END,
+        eligible_at = CASE WHEN x.spent THEN e.eligible_at ELSE now() END,
+        ownership_state = 'unowned', lease_id = NULL, lease_expires_at = NULL,
+        attempt_timeout_at = NULL, updated_at = now()
+    FROM expired x
+    WHERE e.tenant_id = x.tenant_id AND e.execution_id = x.execution_id
+    RETURNING e.tenant_id, e.execution_id, e.attempt_index, e.lifecycle_phase
+),
+attempt AS (
+    UPDATE attempts a SET state = 'lease_expired', ended_at = now(), failure = $3::jsonb
+    FROM moved m
+    WHERE a.tenant_id = m.tenant_id AND a.execution_id = m.execution_id
+      AND a.attempt_index = m.attempt_index
+),
+event AS (
+    INSERT INTO completion_events (tenant_id, execution_id, attempt_index, outcome)
+    SELECT tenant_id, execution_id, attempt_index, 'failed' FROM moved
+    WHERE lifecycle_phase = 'terminal'
+),
+wake AS (
+    SELECT pg_notify('flowfabric_work', '')
+    WHERE EXISTS (SELECT 1 FROM moved WHERE lifecycle_phase = 'runnable')
+)
+SELECT (SELECT count(*) FROM moved) + 0 * (SELECT count(*) FROM wake)
+"#;
+
+pub(super) async fn reclaim_expired_leases(pool: &PgPool, limit: u32) -> Result<u64> {
+    let spent = Failure::new(
+        FailureClass::LeaseExpired,
+        "the lease expired more often than max_reclaim_count allows",
+    );
+    let expired = Failure::new(
+        FailureClass::LeaseExpired,
+        "the lease expired before the attempt ended",
+    );
+    let n: i64 = sqlx::query_scalar(RECLAIM_SQL)
+        .bind(i64::from(limit))
+        .bind(serde_json::to_value(&spent).expect("failure serialises"))
+        .bind(serde_json::to_value(&expired).expect("failure serialises"))
+        .fetch_one(pool)
+        .await
+        .map_err(EngineError::storage("reclaim expired leases"))?;
+    Ok(n as u64)
+}
+
+pub(super) async fn promote_delayed(pool: &PgPool, limit: u32) -> Result<u64> {
+    let n: i64 = sqlx::query_scalar(
+        r#"
+WITH due AS (
+    SELECT c.tenant_id, c.execution_id
+    FROM tenants t
+    CROSS JOIN LATERAL (
+        SELECT e.tenant_id, e.execution_id FROM executions e
+        WHERE e.tenant_id = t.tenant_id AND e.lifecycle_phase = 'runnable'
+          AND e.eligibility_state = 'not_eligible_until_time' AND e.eligible_at <= now()
+        ORDER BY e.eligible_at
+        LIMIT $1
+        FOR UPDATE SKIP LOCKED
+    ) c
+),
+moved AS (
+    UPDATE executions e SET eligibility_state = 'eligible_now',
+        blocking_reason = 'waiting_for_worker', updated_at = now()
+    FROM due d
+    WHERE e.tenant_id = d.tenant_id AND e.execution_id = d.execution_id
+    RETURNING 1
+),
+wake AS (SELECT pg_notify('flowfabric_work', '') WHERE EXISTS (SELECT 1 FROM moved))
+SELECT (SELECT count(*) FROM moved) + 0 * (SELECT count(*) FROM wake)
+"#,
+    )
+    .bind(i64::from(limit))
+    .fetch_one(pool)
+    .await
+    .map_err(EngineError::storage("promote delayed"))?;
+    Ok(n as u64)
+}
+
+/// Attempts past their timeout fail with class `timeout`, through the same code
+/// path as a worker's `fail`, so the retry policy decides what follows.
+pub(super) async fn fail_timed_out_attempts(pool: &PgPool, limit: u32) -> Result<u64> {
+    let candidates = sqlx::query(
+        "SELECT c.tenant_id, c.execution_id FROM tenants t \
+         CROSS JOIN LATERAL (SELECT e.tenant_id, e.execution_id FROM executions e \
+             WHERE e.tenant_id = t.tenant_id AND e.lifecycle_phase = 'active' \
+               AND e.attempt_timeout_at IS NOT NULL AND e.attempt_timeout_at < now() \
+             ORDER BY e.attempt_timeout_at LIMIT $1) c",
+    )
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await
+    .map_err(EngineError::storage("find timed out attempts"))?;
+
+    let mut failed = 0;
+    for candidate in candidates {
+        let tenant: uuid::Uuid = col(&candidate, "tenant_id")?;
+        let execution: uuid::Uuid = col(&candidate, "execution_id")?;
+        let mut tx = pool
+            .begin()
+            .await
+            .map_err(EngineError::storage("attempt timeout"))?;
+        let locked = sqlx::query(
+            "SELECT attempt_index, lease_id, lease_epoch, policy, retry_count FROM executions \
+             WHERE tenant_id = $1 AND execution_id = $2 AND lifecycle_phase = 'active' \
+               AND attempt_timeout_at < now() FOR UPDATE SKIP LOCKED",
+        )
+        .bind(tenant)
+        .bind(execution)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(EngineError::storage("attempt timeout"))?;
+        let Some(row) = locked else { continue };
+        let lease = LeaseHandle {
+            tenant_id: tenant,
+            execution_id: execution,
+            attempt_index: col(&row, "attempt_index")?,
+            lease_id: col(&row, "lease_id")?,
+            lease_epoch: col(&row, "lease_epoch")?,
+        };
+        let policy: ExecutionPolicy = json(col(&row, "policy")?, "policy")?;
+        let limit_ms = policy.timeouts.attempt_timeout_ms.unwrap_or_default();
+        let failure = Failure::new(
+            FailureClass::Timeout,
+            format!("the attempt ran past its timeout of {limit_ms} ms"),
+        );
+        fail_locked(
+            &mut tx,
+            &lease,
+            &failure,
+            &policy,
+            col(&row, "retry_count")?,
+        )
+        .await?;
+        tx.commit()
+            .await
+            .map_err(EngineError::storage("attempt timeout"))?;
+        failed += 1;
+    }
+    Ok(failed)
+}
+
+/// Non-terminal executions past their deadline end `expired`; a live lease is
+/// revoked with them.
+pub(super) async fn expire_past_deadline(pool: &PgPool, limit: u32) -> Result<u64> {
+    let n: i64 = sqlx::query_scalar(
+        r#"
+WITH due AS (
+    SELECT c.tenant_id, c.execution_id
+    FROM tenants t
+    CROSS JOIN LATERAL (
+        SELECT e.tenant_id, e.execution_id FROM executions e
+        WHERE e.tenant_id = t.tenant_id AND e.lifecycle_phase <> 'terminal'
+          AND e.deadline_at IS NOT NULL AND e.deadline_at < now()
+        ORDER BY e.deadline_at
+        LIMIT $1
+        FOR UPDATE SKIP LOCKED
+    ) c
+),
+moved AS (
+    UPDATE executions e SET lifecycle_phase = 'terminal', ownership_state = 'unowned',
+        eligibility_state = 'not_applicable', blocking_reason = NULL,
+        terminal_outcome = 'expired', attempt_state = 'attempt_terminal',
+        lease_id = NULL, lease_expires_at = NULL, attempt_timeout_at = NULL,
+        finished_at = now(), updated_at = now()
+    FROM due d
+    WHERE e.tenant_id = d.tenant_id AND e.execution_id = d.execution_id
+    RETURNING e.tenant_id, e.execution_id, e.attempt_index
+),
+attempt AS (
+    UPDATE attempts a SET state = 'expired', ended_at = now()
+    FROM moved m
+    WHERE a.tenant_id = m.tenant_id AND a.execution_id = m.execution_id
+      AND a.attempt_index = m.attempt_index AND a.state = 'running'
+),
+event AS (
+    INSERT INTO completion_events (tenant_id, execution_id, attempt_index, outcome)
+    SELECT tenant_id, execution_id, attempt_index, 'expired' FROM moved
+)
+SELECT count(*) FROM moved
+"#,
+    )
+    .bind(i64::from(limit))
+    .fetch_one(pool)
+    .await
+    .map_err(EngineError::storage("expire past deadline"))?;
+    Ok(n as u64)
+}

@@ -1,0 +1,306 @@
+//! The engine: the one entry point the API and the worker pool use.
+//!
+//! It validates every request before storage sees it (so bad input is rejected
+//! with the field at fault and nothing is written), then delegates to a
+//! [`Backend`]. It owns no state of its own beyond limits; everything durable is
+//! in the backend, so any number of engines may share one database.
+
+mod scanners;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+
+pub use scanners::{ScannerConfig, Scanners};
+
+use crate::backend::Backend;
+use crate::error::{EngineError, Result};
+use crate::model::{
+    ClaimRequest, ClaimedExecution, CompletionEvent, Created, Execution, ExecutionFilter,
+    ExecutionId, FailOutcome, Failure, LeaseHandle, NewExecution, Tenant, TenantId,
+};
+
+/// Size and shape limits applied to every request.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_input_bytes: usize,
+    pub max_result_bytes: usize,
+    pub max_batch: usize,
+    pub max_claim_batch: u32,
+    pub max_tags: usize,
+    pub max_name_len: usize,
+    pub priority_range: (i32, i32),
+    pub max_lease_ttl: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_input_bytes: 1 << 20,
+            max_result_bytes: 4 << 20,
+            max_batch: 1_000,
+            max_claim_batch: 1_000,
+            max_tags: 32,
+            max_name_len: 128,
+            priority_range: (-1_000, 1_000),
+            max_lease_ttl: Duration::from_secs(3_600),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    backend: Arc<dyn Backend>,
+    limits: Limits,
+}
+
+impl Engine {
+    pub fn new(backend: Arc<dyn Backend>, limits: Limits) -> Self {
+        Self { backend, limits }
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub async fn create_tenant(&self, name: &str) -> Result<Tenant> {
+        self.check_name("tenant name", name)?;
+        self.backend.create_tenant(name).await
+    }
+
+    pub async fn list_tenants(&self) -> Result<Vec<Tenant>> {
+        self.backend.list_tenants().await
+    }
+
+    pub async fn create(&self, tenant: TenantId, new: NewExecution) -> Result<Created> {
+        let mut created = self
+            .create_batch(tenant, std::slice::from_ref(&new))
+            .await?;
+        Ok(created.remove(0))
+    }
+
+    pub async fn create_batch(
+        &self,
+        tenant: TenantId,
+        batch: &[NewExecution],
+    ) -> Result<Vec<Created>> {
+        if batch.is_empty() || batch.len() > self.limits.max_batch {
+            return Err(EngineError::invalid(
+                "batch",
+                format!("must hold 1 to {} executions", self.limits.max_batch),
+            ));
+        }
+        let mut keys = std::collections::HashSet::new();
+        for (i, new) in batch.iter().enumerate() {
+            self.check_new(new)
+                .map_err(|e| at_index(e, i, batch.len()))?;
+            if let Some(key) = &new.idempotency_key {
+                if !keys.insert(key.as_str()) {
+                    return Err(EngineError::invalid(
+                        format!("executions[{i}].idempotency_key"),
+                        "appears twice in one batch",
+                    ));
+                }
+            }
+        }
+        self.backend.create_executions(tenant, batch).await
+    }
+
+    fn check_new(&self, new: &NewExecution) -> Result<()> {
+        self.check_name("kind", &new.kind)?;
+        self.check_name("lane", &new.lane)?;
+        if new.input.len() > self.limits.max_input_bytes {
+            return Err(EngineError::PayloadTooLarge {
+                field: "input",
+                size: new.input.len(),
+                limit: self.limits.max_input_bytes,
+            });
+        }
+        let (lo, hi) = self.limits.priority_range;
+        if !(lo..=hi).contains(&new.priority) {
+            return Err(EngineError::invalid(
+                "priority",
+                format!("must be between {lo} and {hi}"),
+            ));
+        }
+        if new.tags.len() > self.limits.max_tags {
+            return Err(EngineError::invalid(
+                "tags",
+                format!("at most {} tags", self.limits.max_tags),
+            ));
+        }
+        for (k, v) in &new.tags {
+            self.check_name("tag key", k)?;
+            if v.len() > 1024 {
+                return Err(EngineError::invalid(
+                    format!("tags.{k}"),
+                    "longer than 1024 bytes",
+                ));
+            }
+        }
+        for cap in &new.required_capabilities {
+            self.check_name("required capability", cap)?;
+        }
+        if let Some(key) = &new.idempotency_key {
+            if key.is_empty() || key.len() > 256 {
+                return Err(EngineError::invalid(
+                    "idempotency_key",
+                    "must be 1 to 256 bytes",
+                ));
+            }
+        }
+        new.policy.validate()
+    }
+
+    fn check_name(&self, field: &str, value: &str) -> Result<()> {
+        let ok_chars = value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/'));
+        if value.is_empty() || value.len() > self.limits.max_name_len || !ok_chars {
+            return Err(EngineError::invalid(
+                field,
+                format!(
+                    "`{value}` must be 1 to {} characters of [A-Za-z0-9-_.:/]",
+                    self.limits.max_name_len
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub async fn get(&self, tenant: TenantId, id: ExecutionId) -> Result<Execution> {
+        self.backend.get_execution(tenant, id).await
+    }
+
+    pub async fn list(
+        &self,
+        tenant: TenantId,
+        mut filter: ExecutionFilter,
+    ) -> Result<Vec<Execution>> {
+        filter.limit = filter.limit.clamp(1, 1_000);
+        self.backend.list_executions(tenant, &filter).await
+    }
+
+    pub async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedExecution>> {
+        if request.limit == 0 || request.limit > self.limits.max_claim_batch {
+            return Err(EngineError::invalid(
+                "claim limit",
+                format!("must be 1 to {}", self.limits.max_claim_batch),
+            ));
+        }
+        if request.lanes.is_empty() {
+            return Err(EngineError::invalid("lanes", "name at least one lane"));
+        }
+        self.check_ttl(request.lease_ttl)?;
+        self.backend.claim(request).await
+    }
+
+    fn check_ttl(&self, ttl: Duration) -> Result<()> {
+        if ttl < Duration::from_millis(100) || ttl > self.limits.max_lease_ttl {
+            return Err(EngineError::invalid(
+                "lease ttl",
+                format!("must be between 100 ms and {:?}", self.limits.max_lease_ttl),
+            ));
+        }
+        Ok(())
+    }
+
+    pub async fn renew(&self, lease: &LeaseHandle, ttl: Duration) -> Result<DateTime<Utc>> {
+        self.check_ttl(ttl)?;
+        self.backend.renew(lease, ttl).await
+    }
+
+    pub async fn complete(&self, lease: &LeaseHandle, result: &[u8]) -> Result<()> {
+        if result.len() > self.limits.max_result_bytes {
+            return Err(EngineError::PayloadTooLarge {
+                field: "result",
+                size: result.len(),
+                limit: self.limits.max_result_bytes,
+            });
+        }
+        self.backend.complete(lease, result).await
+    }
+
+    pub async fn fail(&self, lease: &LeaseHandle, mut failure: Failure) -> Result<FailOutcome> {
+        truncate_utf8(&mut failure.message, 4_096);
+        self.backend.fail(lease, &failure).await
+    }
+
+    pub async fn cancel_by_worker(&self, lease: &LeaseHandle, reason: &str) -> Result<()> {
+        self.backend.cancel_by_worker(lease, clipped(reason)).await
+    }
+
+    pub async fn cancel(&self, tenant: TenantId, id: ExecutionId, reason: &str) -> Result<bool> {
+        self.backend.cancel(tenant, id, clipped(reason)).await
+    }
+
+    pub async fn delay(&self, lease: &LeaseHandle, until: DateTime<Utc>) -> Result<()> {
+        self.backend.delay(lease, until).await
+    }
+
+    pub async fn change_priority(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        priority: i32,
+    ) -> Result<()> {
+        let (lo, hi) = self.limits.priority_range;
+        if !(lo..=hi).contains(&priority) {
+            return Err(EngineError::invalid(
+                "priority",
+                format!("must be between {lo} and {hi}"),
+            ));
+        }
+        self.backend.change_priority(tenant, id, priority).await
+    }
+
+    pub async fn completion_events(
+        &self,
+        tenant: TenantId,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<CompletionEvent>> {
+        self.backend
+            .completion_events(tenant, after, limit.clamp(1, 1_000))
+            .await
+    }
+
+    pub async fn work_signal(&self) -> Result<watch::Receiver<u64>> {
+        self.backend.work_signal().await
+    }
+}
+
+fn at_index(e: EngineError, i: usize, len: usize) -> EngineError {
+    match e {
+        EngineError::InvalidInput { field, reason } if len > 1 => EngineError::InvalidInput {
+            field: format!("executions[{i}].{field}"),
+            reason,
+        },
+        other => other,
+    }
+}
+
+fn truncate_utf8(s: &mut String, max: usize) {
+    if s.len() > max {
+        let cut = (0..=max)
+            .rev()
+            .find(|&i| s.is_char_boundary(i))
+            .unwrap_or(0);
+        s.truncate(cut);
+    }
+}
+
+fn clipped(reason: &str) -> &str {
+    let max = 1_024.min(reason.len());
+    let cut = (0..=max)
+        .rev()
+        .find(|&i| reason.is_char_boundary(i))
+        .unwrap_or(0);
+    &reason[..cut]
+}

@@ -1,0 +1,121 @@
+//! The scanner supervisor: one task per scanner pass, each on its own interval.
+//!
+//! A pass that fills its per-tenant limit runs again at once; otherwise it sleeps
+//! for its interval. Errors are logged and retried on the next tick: a scanner
+//! must outlive a database restart. Stopping is cooperative through a watch
+//! channel, so `shutdown` returns once every pass has finished its current batch.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::backend::Backend;
+
+#[derive(Debug, Clone)]
+pub struct ScannerConfig {
+    pub lease_expiry: Duration,
+    pub delayed: Duration,
+    pub attempt_timeout: Duration,
+    pub deadline: Duration,
+    /// Rows per tenant per pass.
+    pub batch: u32,
+}
+
+impl Default for ScannerConfig {
+    fn default() -> Self {
+        Self {
+            lease_expiry: Duration::from_millis(1_000),
+            delayed: Duration::from_millis(250),
+            attempt_timeout: Duration::from_millis(1_000),
+            deadline: Duration::from_millis(2_000),
+            batch: 500,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Pass {
+    LeaseExpiry,
+    Delayed,
+    AttemptTimeout,
+    Deadline,
+}
+
+impl Pass {
+    fn name(self) -> &'static str {
+        match self {
+            Pass::LeaseExpiry => "lease_expiry",
+            Pass::Delayed => "delayed_promoter",
+            Pass::AttemptTimeout => "attempt_timeout",
+            Pass::Deadline => "execution_deadline",
+        }
+    }
+
+    async fn run(self, backend: &dyn Backend, batch: u32) -> crate::error::Result<u64> {
+        match self {
+            Pass::LeaseExpiry => backend.reclaim_expired_leases(batch).await,
+            Pass::Delayed => backend.promote_delayed(batch).await,
+            Pass::AttemptTimeout => backend.fail_timed_out_attempts(batch).await,
+            Pass::Deadline => backend.expire_past_deadline(batch).await,
+        }
+    }
+}
+
+pub struct Scanners {
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Scanners {
+    pub fn start(backend: Arc<dyn Backend>, config: ScannerConfig) -> Self {
+        let (stop, _) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        for (pass, interval) in [
+            (Pass::LeaseExpiry, config.lease_expiry),
+            (Pass::Delayed, config.delayed),
+            (Pass::AttemptTimeout, config.attempt_timeout),
+            (Pass::Deadline, config.deadline),
+        ] {
+            let backend = backend.clone();
+            let mut stopped = stop.subscribe();
+            let batch = config.batch;
+            tasks.spawn(async move {
+                loop {
+                    let span = tracing::debug_span!("scan", pass = pass.name());
+                    let _guard = span.enter();
+                    let again = match pass.run(backend.as_ref(), batch).await {
+                        Ok(n) => {
+                            if n > 0 {
+                                tracing::debug!(pass = pass.name(), changed = n, "scanner pass");
+                            }
+                            n >= u64::from(batch)
+                        }
+                        Err(e) => {
+                            tracing::warn!(pass = pass.name(), error = %e, "scanner pass failed");
+                            false
+                        }
+                    };
+                    drop(_guard);
+                    if *stopped.borrow() {
+                        return;
+                    }
+                    if again {
+                        continue;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(interval) => {}
+                        _ = stopped.changed() => return,
+                    }
+                }
+            });
+        }
+        Self { stop, tasks }
+    }
+
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}

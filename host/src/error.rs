@@ -1,0 +1,98 @@
+//! Typed engine errors.
+//!
+//! Each variant is a distinct answer a caller can act on (retry, fix the input,
+//! give up the lease); `kind()` is the stable machine-readable name the HTTP API
+//! and CLI expose, so renaming a variant never breaks a client.
+
+use uuid::Uuid;
+
+use crate::model::PublicState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("invalid {field}: {reason}")]
+    InvalidInput { field: String, reason: String },
+
+    #[error("{field} is {size} bytes, over the limit of {limit}")]
+    PayloadTooLarge {
+        field: &'static str,
+        size: usize,
+        limit: usize,
+    },
+
+    #[error("{what} {id} not found")]
+    NotFound { what: &'static str, id: String },
+
+    /// The handle no longer names the live lease: it expired and was reclaimed, was
+    /// revoked, or a newer attempt holds the execution.
+    #[error(
+        "stale lease for execution {execution_id} (attempt {attempt_index}, epoch {lease_epoch}): {reason}"
+    )]
+    StaleLease {
+        execution_id: Uuid,
+        attempt_index: i32,
+        lease_epoch: i64,
+        reason: &'static str,
+    },
+
+    /// A lease operation reached an execution that already ended another way.
+    #[error("execution {execution_id} is not active: it is {state}")]
+    NotActive {
+        execution_id: Uuid,
+        state: PublicState,
+    },
+
+    #[error("execution {execution_id} is not runnable: it is {state}")]
+    NotRunnable {
+        execution_id: Uuid,
+        state: PublicState,
+    },
+
+    #[error("conflict: {0}")]
+    Conflict(String),
+
+    #[error("storage error during {op}: {source}")]
+    Storage {
+        op: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+}
+
+impl EngineError {
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::InvalidInput {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn storage(op: &'static str) -> impl FnOnce(sqlx::Error) -> Self {
+        move |source| Self::Storage { op, source }
+    }
+
+    /// Stable machine-readable name of the error.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::InvalidInput { .. } => "invalid_input",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::NotFound { .. } => "not_found",
+            Self::StaleLease { .. } => "stale_lease",
+            Self::NotActive { .. } => "not_active",
+            Self::NotRunnable { .. } => "not_runnable",
+            Self::Conflict(_) => "conflict",
+            Self::Storage { .. } => "storage",
+            Self::Corrupt(_) => "corrupt",
+        }
+    }
+
+    /// Whether the same call may succeed if simply retried later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Storage { .. })
+    }
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

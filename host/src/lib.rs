@@ -1,0 +1,17 @@
+//! FlowFabric: a WebAssembly component host that runs tenant task code as durable
+//! executions on Postgres.
+//!
+//! Layers, with data flowing one way (API → engine → storage; worker → engine +
+//! runtime):
+//! * [`model`]: the vocabulary (executions, leases, policies), pure data;
+//! * [`backend`]: the storage trait and its Postgres implementation — the only
+//!   place that knows SQL;
+//! * [`engine`]: validation and the scanner supervisor over a backend.
+
+pub mod backend;
+pub mod engine;
+pub mod error;
+pub mod model;
+
+pub use engine::Engine;
+pub use error::{EngineError, Result};

@@ -1,0 +1,53 @@
+//! The `flowfabric` command line.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use flowfabric::backend::postgres::PgBackend;
+use flowfabric::backend::Backend;
+
+#[derive(Parser)]
+#[command(
+    name = "flowfabric",
+    version,
+    about = "Durable WebAssembly task executions on Postgres"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply pending database migrations.
+    Migrate {
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+    },
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(Cli::parse()).await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Migrate { database_url } => {
+            let backend = PgBackend::connect(&database_url, 2)
+                .await
+                .context("connecting to the database")?;
+            backend.migrate().await.context("migrating")?;
+            println!("migrations applied");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,200 @@
+//! The engine's vocabulary: what an execution is, what a lease handle proves, and
+//! what each lifecycle operation takes and returns. Pure data, no I/O, shared by
+//! every storage backend, the worker pool and the API.
+
+mod policy;
+mod state;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub use policy::{
+    Backoff, ExecutionPolicy, FailureClass, RetryDecision, RetryPolicy, TimeoutPolicy,
+    DEFAULT_DEDUP_WINDOW_MS,
+};
+pub use state::{AttemptState, AttemptType, PublicState};
+
+pub type TenantId = Uuid;
+pub type ExecutionId = Uuid;
+
+pub const DEFAULT_LANE: &str = "default";
+
+/// A request to create one execution. Validated by the engine before any write.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewExecution {
+    /// Which component runs it.
+    pub kind: String,
+    #[serde(default = "default_lane")]
+    pub lane: String,
+    #[serde(default)]
+    pub input: Vec<u8>,
+    /// Higher runs first, within a tenant and lane.
+    #[serde(default)]
+    pub priority: i32,
+    #[serde(default)]
+    pub required_capabilities: Vec<String>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    #[serde(default)]
+    pub policy: ExecutionPolicy,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// Not runnable before this time.
+    #[serde(default)]
+    pub delay_until: Option<DateTime<Utc>>,
+}
+
+fn default_lane() -> String {
+    DEFAULT_LANE.to_owned()
+}
+
+impl NewExecution {
+    pub fn new(kind: impl Into<String>, input: impl Into<Vec<u8>>) -> Self {
+        Self {
+            kind: kind.into(),
+            lane: default_lane(),
+            input: input.into(),
+            priority: 0,
+            required_capabilities: Vec::new(),
+            tags: BTreeMap::new(),
+            policy: ExecutionPolicy::default(),
+            idempotency_key: None,
+            delay_until: None,
+        }
+    }
+}
+
+/// What `create` did: made a new execution, or found the one an idempotency key
+/// already maps to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Created {
+    pub execution_id: ExecutionId,
+    pub created: bool,
+}
+
+/// A stored execution as read back.
+#[derive(Debug, Clone, Serialize)]
+pub struct Execution {
+    pub tenant_id: TenantId,
+    pub execution_id: ExecutionId,
+    pub kind: String,
+    pub lane: String,
+    pub priority: i32,
+    pub required_capabilities: Vec<String>,
+    pub tags: BTreeMap<String, String>,
+    pub policy: ExecutionPolicy,
+    pub idempotency_key: Option<String>,
+    pub state: PublicState,
+    pub attempt_index: i32,
+    pub lease_epoch: i64,
+    pub retry_count: i32,
+    pub reclaim_count: i32,
+    pub eligible_at: DateTime<Utc>,
+    pub deadline_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    #[serde(skip)]
+    pub input: Vec<u8>,
+    #[serde(skip)]
+    pub result: Option<Vec<u8>>,
+    pub last_failure: Option<Failure>,
+    pub cancellation_reason: Option<String>,
+}
+
+/// Why an attempt failed, as recorded on the attempt and the execution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub class: FailureClass,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(class: FailureClass, message: impl Into<String>) -> Self {
+        Self {
+            class,
+            message: message.into(),
+        }
+    }
+}
+
+/// Proof of a held lease. Every worker write carries it; storage rejects it unless
+/// it names the execution's current attempt, lease id and epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseHandle {
+    pub tenant_id: TenantId,
+    pub execution_id: ExecutionId,
+    pub attempt_index: i32,
+    pub lease_id: Uuid,
+    pub lease_epoch: i64,
+}
+
+/// Who is claiming, what it can run, and how much.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    pub worker_id: String,
+    pub worker_instance: String,
+    pub lanes: Vec<String>,
+    pub capabilities: Vec<String>,
+    pub limit: u32,
+    pub lease_ttl: Duration,
+}
+
+/// One execution handed to a worker, with everything needed to run it.
+#[derive(Debug, Clone)]
+pub struct ClaimedExecution {
+    pub lease: LeaseHandle,
+    pub kind: String,
+    pub lane: String,
+    pub input: Vec<u8>,
+    pub priority: i32,
+    pub tags: BTreeMap<String, String>,
+    pub policy: ExecutionPolicy,
+    pub attempt_type: AttemptType,
+    pub retry_count: i32,
+    pub lease_expires_at: DateTime<Utc>,
+}
+
+/// What a failure led to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum FailOutcome {
+    /// Another attempt will run; `retry_at` is `None` when reconstructed on replay.
+    RetryScheduled {
+        retry_at: Option<DateTime<Utc>>,
+    },
+    TerminalFailed,
+}
+
+/// Filters and keyset cursor for listing a tenant's executions.
+#[derive(Debug, Clone, Default)]
+pub struct ExecutionFilter {
+    pub state: Option<PublicState>,
+    pub kind: Option<String>,
+    pub lane: Option<String>,
+    /// Only executions whose id sorts after this one (ids are time-ordered v7).
+    pub after: Option<ExecutionId>,
+    pub limit: u32,
+}
+
+/// A completion event from the outbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CompletionEvent {
+    pub event_id: i64,
+    pub execution_id: ExecutionId,
+    pub attempt_index: i32,
+    pub outcome: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Tenant {
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}

@@ -1,0 +1,144 @@
+use std::collections::HashSet;
+use std::time::Duration;
+
+use flowfabric::model::{ClaimRequest, NewExecution};
+
+use crate::{claim_none, claim_one, request, setup, task};
+
+#[tokio::test]
+async fn priority_then_age_ordering() {
+    let (db, t) = setup().await;
+    let e = &db.engine;
+    let mut ids = Vec::new();
+    for (input, priority) in [("low", -3), ("old-high", 5), ("mid", 0), ("new-high", 5)] {
+        let mut new = task(input);
+        new.priority = priority;
+        ids.push(e.create(t, new).await.unwrap().execution_id);
+    }
+    let claimed = e.claim(&request(10)).await.unwrap();
+    let order: Vec<_> = claimed.iter().map(|c| c.lease.execution_id).collect();
+    assert_eq!(order, [ids[1], ids[3], ids[2], ids[0]]);
+}
+
+#[tokio::test]
+async fn capability_subset_match() {
+    let (db, t) = setup().await;
+    let e = &db.engine;
+    let mut gpu = task("needs gpu");
+    gpu.required_capabilities = vec!["gpu".into(), "cuda12".into()];
+    let gpu_id = e.create(t, gpu).await.unwrap().execution_id;
+
+    claim_none(e).await;
+    let partial = ClaimRequest {
+        capabilities: vec!["gpu".into()],
+        ..request(10)
+    };
+    assert!(
+        e.claim(&partial).await.unwrap().is_empty(),
+        "missing one capability"
+    );
+    let superset = ClaimRequest {
+        capabilities: vec!["cuda12".into(), "gpu".into(), "x86".into()],
+        ..request(10)
+    };
+    let got = e.claim(&superset).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].lease.execution_id, gpu_id);
+
+    // No requirement: any worker.
+    e.create(t, task("plain")).await.unwrap();
+    assert_eq!(e.claim(&superset).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn lanes_partition_work() {
+    let (db, t) = setup().await;
+    let e = &db.engine;
+    let mut new = task("x");
+    new.lane = "video".into();
+    e.create(t, new).await.unwrap();
+    claim_none(e).await;
+    let video = ClaimRequest {
+        lanes: vec!["default".into(), "video".into()],
+        ..request(10)
+    };
+    assert_eq!(e.claim(&video).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn concurrent_claimers_never_claim_one_execution_twice() {
+    let (db, t) = setup().await;
+    let total = 600;
+    let batch: Vec<NewExecution> = (0..total).map(|i| task(&i.to_string())).collect();
+    for chunk in batch.chunks(200) {
+        db.engine.create_batch(t, chunk).await.unwrap();
+    }
+    let mut workers = Vec::new();
+    for w in 0..8 {
+        let engine = db.engine.clone();
+        workers.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let req = ClaimRequest {
+                    worker_instance: format!("w{w}"),
+                    ..request(7)
+                };
+                let claimed = engine.claim(&req).await.unwrap();
+                if claimed.is_empty() {
+                    return mine;
+                }
+                for c in claimed {
+                    engine.complete(&c.lease, b"").await.unwrap();
+                    mine.push(c.lease.execution_id);
+                }
+            }
+        }));
+    }
+    let mut seen = HashSet::new();
+    let mut claims = 0;
+    for w in workers {
+        for id in w.await.unwrap() {
+            claims += 1;
+            assert!(seen.insert(id), "execution {id} was claimed twice");
+        }
+    }
+    assert_eq!((claims, seen.len()), (total, total));
+    assert_eq!(db.count("attempts").await, total as i64, "one attempt each");
+    assert_eq!(db.count("completion_events").await, total as i64);
+}
+
+#[tokio::test]
+async fn claim_is_fair_across_tenants() {
+    let db = flowfabric_tests::TestDb::new().await;
+    let big = db.tenant("big").await;
+    let small = db.tenant("small").await;
+    let backlog: Vec<NewExecution> = (0..300).map(|i| task(&i.to_string())).collect();
+    db.engine.create_batch(big, &backlog).await.unwrap();
+    db.engine
+        .create_batch(small, &[task("a"), task("b")])
+        .await
+        .unwrap();
+
+    let claimed = db.engine.claim(&request(4)).await.unwrap();
+    let small_claimed = claimed
+        .iter()
+        .filter(|c| c.lease.tenant_id == small)
+        .count();
+    assert_eq!(
+        small_claimed, 2,
+        "the small tenant's work starts in the first batch"
+    );
+}
+
+#[tokio::test]
+async fn notify_wakes_a_waiting_claimer() {
+    let (db, t) = setup().await;
+    let mut signal = db.engine.work_signal().await.unwrap();
+    signal.borrow_and_update();
+    db.engine.create(t, task("wake")).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), signal.changed())
+        .await
+        .expect("a NOTIFY within 5 s")
+        .unwrap();
+    claim_one(&db.engine).await;
+}

@@ -1,0 +1,47 @@
+//! Engine scenarios against a real Postgres (reference §6 scenario names).
+
+mod claim;
+mod errors;
+mod lifecycle;
+mod scanners;
+
+use std::time::Duration;
+
+use flowfabric::model::{ClaimRequest, ClaimedExecution, NewExecution, DEFAULT_LANE};
+use flowfabric::Engine;
+use flowfabric_tests::TestDb;
+
+pub fn request(limit: u32) -> ClaimRequest {
+    ClaimRequest {
+        worker_id: "test-worker".into(),
+        worker_instance: "instance-1".into(),
+        lanes: vec![DEFAULT_LANE.into()],
+        capabilities: vec![],
+        limit,
+        lease_ttl: Duration::from_secs(30),
+    }
+}
+
+pub async fn claim_one(engine: &Engine) -> ClaimedExecution {
+    let mut claimed = engine.claim(&request(1)).await.expect("claim");
+    assert_eq!(claimed.len(), 1, "expected exactly one claimable execution");
+    claimed.remove(0)
+}
+
+pub async fn claim_none(engine: &Engine) {
+    let claimed = engine.claim(&request(10)).await.expect("claim");
+    assert!(
+        claimed.is_empty(),
+        "expected nothing claimable, got {claimed:?}"
+    );
+}
+
+pub async fn setup() -> (TestDb, uuid::Uuid) {
+    let db = TestDb::new().await;
+    let tenant = db.tenant("acme").await;
+    (db, tenant)
+}
+
+pub fn task(input: &str) -> NewExecution {
+    NewExecution::new("echo", input.as_bytes())
+}

@@ -1,0 +1,153 @@
+use std::time::Duration;
+
+use flowfabric::engine::{ScannerConfig, Scanners};
+use flowfabric::model::{AttemptType, Backoff, FailureClass, PublicState};
+use flowfabric::EngineError;
+
+use crate::{claim_none, claim_one, setup, task};
+
+#[tokio::test]
+async fn reclaim_expired_lease_fences_the_old_holder() {
+    let (db, t) = setup().await;
+    let e = &db.engine;
+    let id = e.create(t, task("x")).await.unwrap().execution_id;
+    let old = claim_one(e).await;
+    assert_eq!(
+        db.backend().reclaim_expired_leases(100).await.unwrap(),
+        0,
+        "lease still live"
+    );
+
+    db.expire_lease(id).await;
+    assert_eq!(db.backend().reclaim_expired_leases(100).await.unwrap(), 1);
+    let ex = e.get(t, id).await.unwrap();
+    assert_eq!((ex.state, ex.reclaim_count), (PublicState::Waiting, 1));
+
+    let new = claim_one(e).await;
+    assert_eq!((new.lease.attempt_index, new.lease.lease_epoch), (2, 2));
+    assert_eq!(new.attempt_type, AttemptType::Reclaim);
+
+    for err in [
+        e.complete(&old.lease, b"stale").await.unwrap_err(),
+        e.renew(&old.lease, Duration::from_secs(5))
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+    ] {
+        assert!(matches!(err, EngineError::StaleLease { .. }), "{err}");
+    }
+    e.complete(&new.lease, b"fresh").await.unwrap();
+    let ex = e.get(t, id).await.unwrap();
+    assert_eq!(ex.result.as_deref(), Some(&b"fresh"[..]));
+}
+
+#[tokio::test]
+async fn reclaim_cap_fails_the_execution() {
+    let (db, t) = setup().await;
+    let e = &db.engine;
+    let mut new = task("x");
+    new.policy.timeouts.max_reclaim_count = 0;
+    let id = e.create(t, new).await.unwrap().execution_id;
+    claim_one(e).await;
+    db.expire_lease(id).await;
+    assert_eq!(db.backend().reclaim_expired_leases(100).await.unwrap(), 1);
+    let ex = e.get(t, id).await.unwrap();
+    assert_eq!(ex.state, PublicState::Failed);
+    assert_eq!(ex.last_failure.unwrap().class, FailureClass::LeaseExpired);
+    claim_none(e).await;
+}
+
+#[tokio::test]
+async fn renew_extends_without_bumping_the_epoch() {
+    let (db, t) = setup().await;
+    let e = &db.engine;
+    e.create(t, task("x")).await.unwrap();
+    let c = claim_one(e).await;
+    let until = e.renew(&c.lease, Duration::from_secs(600)).await.unwrap();
+    assert!(until > c.lease_expires_at);
+    let ex = e.get(t, c.lease.execution_id).await.unwrap();
+    assert_eq!(ex.lease_epoch, 1);
+    e.complete(&c.lease, b"").await.unwrap();
+}
+
+#[tokio::test]
+async fn attempt_timeout_fails_the_attempt_and_retries() {
+    let (db, t) = setup().await;
+    let e = &db.engine;
+    let mut new = task("slow");
+    new.policy.timeouts.attempt_timeout_ms = Some(1);
+    new.policy.retry.backoff = Backoff::Fixed { delay_ms: 0 };
+    let id = e.create(t, new).await.unwrap().execution_id;
+    let c = claim_one(e).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(db.backend().fail_timed_out_attempts(100).await.unwrap(), 1);
+    let ex = e.get(t, id).await.unwrap();
+    assert_eq!(ex.state, PublicState::Waiting);
+    assert_eq!(ex.last_failure.unwrap().class, FailureClass::Timeout);
+    let err = e.complete(&c.lease, b"").await.unwrap_err();
+    assert!(matches!(err, EngineError::StaleLease { .. }), "{err}");
+    assert_eq!(claim_one(e).await.attempt_type, AttemptType::Retry);
+}
+
+#[tokio::test]
+async fn execution_deadline_expires_runnable_and_active() {
+    let (db, t) = setup().await;
+    let e = &db.engine;
+    let mut short = task("x");
+    short.policy.timeouts.execution_deadline_ms = Some(1);
+    let active = e.create(t, short.clone()).await.unwrap().execution_id;
+    let held = claim_one(e).await;
+    let kept = e.create(t, task("no deadline")).await.unwrap().execution_id;
+    let kept_lease = claim_one(e).await;
+    let waiting = e.create(t, short).await.unwrap().execution_id;
+
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(db.backend().expire_past_deadline(100).await.unwrap(), 2);
+    for id in [waiting, active] {
+        assert_eq!(e.get(t, id).await.unwrap().state, PublicState::Expired);
+    }
+    assert_eq!(e.get(t, kept).await.unwrap().state, PublicState::Active);
+    let err = e.complete(&held.lease, b"").await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            EngineError::NotActive {
+                state: PublicState::Expired,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    e.complete(&kept_lease.lease, b"").await.unwrap();
+    let outcomes: Vec<_> = e
+        .completion_events(t, 0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.outcome)
+        .collect();
+    assert_eq!(outcomes.iter().filter(|o| *o == "expired").count(), 2);
+}
+
+#[tokio::test]
+async fn supervised_scanners_promote_delayed_work() {
+    let (db, t) = setup().await;
+    let config = ScannerConfig {
+        delayed: Duration::from_millis(50),
+        ..ScannerConfig::default()
+    };
+    let scanners = Scanners::start(db.backend(), config);
+    let mut new = task("soon");
+    new.delay_until = Some(chrono::Utc::now() + chrono::Duration::milliseconds(200));
+    let id = db.engine.create(t, new).await.unwrap().execution_id;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if db.engine.get(t, id).await.unwrap().state == PublicState::Waiting {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never promoted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    scanners.shutdown().await;
+    claim_one(&db.engine).await;
+}
