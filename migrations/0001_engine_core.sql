@@ -137,13 +137,5 @@ CREATE TABLE completion_events (
     created_at    timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, event_id)
 );
-CREATE INDEX completion_events_execution_idx ON completion_events (tenant_id, execution_id);
-
-CREATE FUNCTION notify_completion() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('flowfabric_completion', NEW.event_id::text);
-    RETURN NULL;
-END $$;
-
-CREATE TRIGGER completion_events_notify AFTER INSERT ON completion_events
-    FOR EACH ROW EXECUTE FUNCTION notify_completion();
+-- NOTIFY flowfabric_completion (payload: the newest event id) is sent by the
+-- statement that writes the events, once per statement, not by a per-row trigger.

@@ -1,5 +1,7 @@
 //! The `flowfabric` command line.
 
+mod cli;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use flowfabric::backend::postgres::PgBackend;
@@ -23,6 +25,15 @@ enum Command {
         #[arg(long, env = "DATABASE_URL")]
         database_url: String,
     },
+    /// Benchmarks (figures are ratios to a baseline measured in the same run).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// create -> claim -> complete throughput, engine vs raw SQL.
+    Engine(cli::bench::EngineBench),
 }
 
 #[tokio::main]
@@ -48,6 +59,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             backend.migrate().await.context("migrating")?;
             println!("migrations applied");
         }
+        Command::Bench(BenchCommand::Engine(args)) => cli::bench::run(args).await?,
     }
     Ok(())
 }

@@ -3,7 +3,9 @@
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::rows::{col, execution, EXECUTION_COLUMNS};
+use std::sync::LazyLock;
+
+use super::rows::{col, completion_outbox, execution, EXECUTION_COLUMNS};
 use crate::error::{EngineError, Result};
 use crate::model::{
     CompletionEvent, Created, Execution, ExecutionFilter, ExecutionId, NewExecution, PublicState,
@@ -245,15 +247,8 @@ pub(super) async fn list_executions(
     rows.iter().map(execution).collect()
 }
 
-/// Operator cancel: any non-terminal execution; a live lease is revoked by the same
-/// statement (its attempt ends `cancelled`, so the worker's next write is fenced out).
-pub(super) async fn cancel(
-    pool: &PgPool,
-    tenant: TenantId,
-    id: ExecutionId,
-    reason: &str,
-) -> Result<bool> {
-    let cancelled: Option<i64> = sqlx::query_scalar(
+static CANCEL_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
         r#"
 WITH moved AS (
     UPDATE executions SET lifecycle_phase = 'terminal', ownership_state = 'unowned',
@@ -265,24 +260,32 @@ WITH moved AS (
     RETURNING tenant_id, execution_id, attempt_index
 ),
 attempt AS (
-    UPDATE attempts a SET state = 'cancelled', ended_at = now()
-    FROM moved m
-    WHERE a.tenant_id = m.tenant_id AND a.execution_id = m.execution_id
-      AND a.attempt_index = m.attempt_index AND a.state = 'running'
+    UPDATE attempts SET state = 'cancelled', ended_at = now()
+    WHERE tenant_id = $1 AND execution_id = $2
+      AND attempt_index = (SELECT attempt_index FROM moved) AND state = 'running'
 ),
-event AS (
-    INSERT INTO completion_events (tenant_id, execution_id, attempt_index, outcome)
-    SELECT tenant_id, execution_id, attempt_index, 'cancelled' FROM moved
-)
-SELECT count(*) FROM moved HAVING count(*) > 0
+{outbox}
+SELECT count(*) + (SELECT count(*) FROM event_notify) FROM moved HAVING count(*) > 0
 "#,
+        outbox = completion_outbox("moved", "'cancelled'", "true"),
     )
-    .bind(tenant)
-    .bind(id)
-    .bind(reason)
-    .fetch_optional(pool)
-    .await
-    .map_err(EngineError::storage("cancel"))?;
+});
+
+/// Operator cancel: any non-terminal execution; a live lease is revoked by the same
+/// statement (its attempt ends `cancelled`, so the worker's next write is fenced out).
+pub(super) async fn cancel(
+    pool: &PgPool,
+    tenant: TenantId,
+    id: ExecutionId,
+    reason: &str,
+) -> Result<bool> {
+    let cancelled: Option<i64> = sqlx::query_scalar(&CANCEL_SQL)
+        .bind(tenant)
+        .bind(id)
+        .bind(reason)
+        .fetch_optional(pool)
+        .await
+        .map_err(EngineError::storage("cancel"))?;
     if cancelled.is_some() {
         return Ok(true);
     }

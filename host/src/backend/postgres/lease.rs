@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool};
 
-use super::rows::{col, explain_lease_miss, json, parse, LeaseMiss};
+use super::rows::{col, completion_outbox, explain_lease_miss, json, parse, LeaseMiss};
 use crate::error::{EngineError, Result};
 use crate::model::{
     AttemptState, AttemptType, ClaimRequest, ClaimedExecution, ExecutionPolicy, FailOutcome,
@@ -33,7 +33,10 @@ WITH locked AS (
           AND e.lane = l.lane
           AND e.lifecycle_phase = 'runnable'
           AND e.eligibility_state = 'eligible_now'
-          AND e.required_capabilities <@ $2::text[]
+          -- `= '{}'` is implied by `<@` but keeps the planner on the index: alone,
+          -- `<@` is estimated at 0.5% selectivity and a large LIMIT then looks
+          -- cheaper as a sequential scan plus sort of the whole backlog.
+          AND (e.required_capabilities = '{}' OR e.required_capabilities <@ $2::text[])
         ORDER BY e.priority DESC, e.eligible_at, e.execution_id
         LIMIT $3
         FOR UPDATE SKIP LOCKED
@@ -228,22 +231,22 @@ WITH moved AS (
               eligibility_state, eligible_at
 ),
 attempt AS (
-    UPDATE attempts a SET state = $10, failure = $9, ended_at = now()
-    FROM moved m
-    WHERE a.tenant_id = m.tenant_id AND a.execution_id = m.execution_id
-      AND a.attempt_index = m.attempt_index
+    -- Keyed by parameters, not joined to `moved`: a join can plan as a scan of
+    -- every attempt when statistics are thin.
+    UPDATE attempts SET state = $10, failure = $9, ended_at = now()
+    WHERE tenant_id = $1 AND execution_id = $2 AND attempt_index = $3
+      AND EXISTS (SELECT 1 FROM moved)
 ),
-event AS (
-    INSERT INTO completion_events (tenant_id, execution_id, attempt_index, outcome)
-    SELECT tenant_id, execution_id, attempt_index, terminal_outcome
-    FROM moved WHERE lifecycle_phase = 'terminal'
-),
+{outbox},
 wake AS (
     SELECT pg_notify('flowfabric_work', '') FROM moved WHERE eligibility_state = 'eligible_now'
 )
-SELECT m.lifecycle_phase, m.eligible_at, (SELECT count(*) FROM wake) AS woke FROM moved m
+SELECT m.lifecycle_phase, m.eligible_at,
+       (SELECT count(*) FROM wake) + (SELECT count(*) FROM event_notify) AS notified
+FROM moved m
 "#,
-        set = t.set
+        set = t.set,
+        outbox = completion_outbox("moved", "terminal_outcome", "lifecycle_phase = 'terminal'"),
     );
     let failure = args
         .failure

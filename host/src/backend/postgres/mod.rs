@@ -17,6 +17,7 @@
 //! * **Tenant-first indexes.** Scanners walk tenants laterally too, so one tenant's
 //!   backlog of expiries cannot delay another's.
 
+pub mod bench;
 mod ingress;
 mod lease;
 mod notify;

@@ -149,3 +149,20 @@ where
     row.try_get(name)
         .map_err(|e| EngineError::Corrupt(format!("column {name}: {e}")))
 }
+
+/// CTEs `event` and `event_notify`: a completion-outbox row for every row of
+/// `source` matching `filter`, then one NOTIFY carrying the newest event id.
+/// The statement's final `SELECT` must read `event_notify`, or Postgres skips it.
+pub(super) fn completion_outbox(source: &str, outcome: &str, filter: &str) -> String {
+    format!(
+        "event AS (
+    INSERT INTO completion_events (tenant_id, execution_id, attempt_index, outcome)
+    SELECT tenant_id, execution_id, attempt_index, {outcome} FROM {source} WHERE {filter}
+    RETURNING event_id
+),
+event_notify AS (
+    SELECT pg_notify('flowfabric_completion', max(event_id)::text) FROM event
+    HAVING count(*) > 0
+)"
+    )
+}

@@ -5,16 +5,20 @@
 //! several hosts can run the same pass at once without waiting on each other, and
 //! a tenant with a huge backlog does not delay the others.
 
+use std::sync::LazyLock;
+
 use sqlx::PgPool;
 
 use super::lease::fail_locked;
-use super::rows::{col, json};
+use super::rows::{col, completion_outbox, json};
 use crate::error::{EngineError, Result};
 use crate::model::{ExecutionPolicy, Failure, FailureClass, LeaseHandle};
 
 /// Expired leases become a new attempt (`attempt_interrupted` → type `reclaim`), or
 /// terminal failure once the reclaim cap of the frozen policy is spent.
-const RECLAIM_SQL: &str = r#"
+static RECLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        r#"
 WITH expired AS (
     SELECT c.tenant_id, c.execution_id, c.spent
     FROM tenants t
@@ -53,17 +57,17 @@ attempt AS (
     WHERE a.tenant_id = m.tenant_id AND a.execution_id = m.execution_id
       AND a.attempt_index = m.attempt_index
 ),
-event AS (
-    INSERT INTO completion_events (tenant_id, execution_id, attempt_index, outcome)
-    SELECT tenant_id, execution_id, attempt_index, 'failed' FROM moved
-    WHERE lifecycle_phase = 'terminal'
-),
+{outbox},
 wake AS (
     SELECT pg_notify('flowfabric_work', '')
     WHERE EXISTS (SELECT 1 FROM moved WHERE lifecycle_phase = 'runnable')
 )
-SELECT (SELECT count(*) FROM moved) + 0 * (SELECT count(*) FROM wake)
-"#;
+SELECT (SELECT count(*) FROM moved)
+    + 0 * ((SELECT count(*) FROM wake) + (SELECT count(*) FROM event_notify))
+"#,
+        outbox = completion_outbox("moved", "'failed'", "lifecycle_phase = 'terminal'"),
+    )
+});
 
 pub(super) async fn reclaim_expired_leases(pool: &PgPool, limit: u32) -> Result<u64> {
     let spent = Failure::new(
@@ -74,7 +78,7 @@ pub(super) async fn reclaim_expired_leases(pool: &PgPool, limit: u32) -> Result<
         FailureClass::LeaseExpired,
         "the lease expired before the attempt ended",
     );
-    let n: i64 = sqlx::query_scalar(RECLAIM_SQL)
+    let n: i64 = sqlx::query_scalar(&RECLAIM_SQL)
         .bind(i64::from(limit))
         .bind(serde_json::to_value(&spent).expect("failure serialises"))
         .bind(serde_json::to_value(&expired).expect("failure serialises"))
@@ -183,7 +187,16 @@ pub(super) async fn fail_timed_out_attempts(pool: &PgPool, limit: u32) -> Result
 /// Non-terminal executions past their deadline end `expired`; a live lease is
 /// revoked with them.
 pub(super) async fn expire_past_deadline(pool: &PgPool, limit: u32) -> Result<u64> {
-    let n: i64 = sqlx::query_scalar(
+    let n: i64 = sqlx::query_scalar(&DEADLINE_SQL)
+        .bind(i64::from(limit))
+        .fetch_one(pool)
+        .await
+        .map_err(EngineError::storage("expire past deadline"))?;
+    Ok(n as u64)
+}
+
+static DEADLINE_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
         r#"
 WITH due AS (
     SELECT c.tenant_id, c.execution_id
@@ -213,16 +226,9 @@ attempt AS (
     WHERE a.tenant_id = m.tenant_id AND a.execution_id = m.execution_id
       AND a.attempt_index = m.attempt_index AND a.state = 'running'
 ),
-event AS (
-    INSERT INTO completion_events (tenant_id, execution_id, attempt_index, outcome)
-    SELECT tenant_id, execution_id, attempt_index, 'expired' FROM moved
-)
-SELECT count(*) FROM moved
+{outbox}
+SELECT count(*) + 0 * (SELECT count(*) FROM event_notify) FROM moved
 "#,
+        outbox = completion_outbox("moved", "'expired'", "true"),
     )
-    .bind(i64::from(limit))
-    .fetch_one(pool)
-    .await
-    .map_err(EngineError::storage("expire past deadline"))?;
-    Ok(n as u64)
-}
+});

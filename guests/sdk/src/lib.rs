@@ -1,0 +1,94 @@
+//! Write FlowFabric tasks in Rust.
+//!
+//! ```ignore
+//! struct Echo;
+//! impl flowfabric_guest::Task for Echo {
+//!     fn run(input: Vec<u8>) -> Result<Vec<u8>, flowfabric_guest::TaskError> {
+//!         flowfabric_guest::progress(50, "echoing");
+//!         Ok(input)
+//!     }
+//! }
+//! flowfabric_guest::export_task!(Echo);
+//! ```
+//!
+//! The functions here call the host imports of the `claimed-task` interface; the
+//! raw bindings stay available in [`bindings`].
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "task",
+        path: "../../wit",
+        pub_export_macro: true,
+        export_macro_name: "export_task_world",
+        default_bindings_module: "flowfabric_guest::bindings",
+    });
+}
+
+pub use bindings::flowfabric::task::claimed_task as host;
+pub use bindings::flowfabric::task::types::{
+    AttemptType, FailureClass, HostError, LogLevel, ResumeCondition, Signal, StreamMode,
+    TaskError, TaskInfo, TimeoutBehavior, UsageResult, Waitpoint,
+};
+/// Implement this for your task type, then call [`export_task!`].
+pub use bindings::Guest as Task;
+
+/// Export a type implementing [`Task`] as this component's `run`.
+#[macro_export]
+macro_rules! export_task {
+    ($ty:ident) => {
+        $crate::bindings::export_task_world!($ty);
+    };
+}
+
+impl TaskError {
+    /// A failure worth retrying.
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self { class: FailureClass::Transient, message: message.into() }
+    }
+
+    /// A failure retrying cannot fix.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self { class: FailureClass::Permanent, message: message.into() }
+    }
+}
+
+impl From<HostError> for TaskError {
+    fn from(e: HostError) -> Self {
+        let class = match e {
+            HostError::Invalid(_) | HostError::Unsupported(_) => FailureClass::Permanent,
+            _ => FailureClass::Transient,
+        };
+        let message = match e {
+            HostError::LeaseLost => "lease lost".to_string(),
+            HostError::Invalid(m) => format!("invalid: {m}"),
+            HostError::LimitExceeded(m) => format!("limit exceeded: {m}"),
+            HostError::Unsupported(m) => format!("unsupported: {m}"),
+            HostError::Unavailable(m) => format!("unavailable: {m}"),
+        };
+        Self { class, message }
+    }
+}
+
+/// The running execution.
+pub fn info() -> TaskInfo {
+    host::info()
+}
+
+/// Report progress; errors (a lost lease) are returned for callers that care.
+pub fn progress(percent: u8, message: &str) -> Result<(), HostError> {
+    host::progress(percent, message)
+}
+
+/// Append a durable frame to this attempt's stream; returns its sequence number.
+pub fn frame(frame_type: &str, payload: &[u8]) -> Result<u64, HostError> {
+    host::append_frame(frame_type, payload, StreamMode::Durable)
+}
+
+pub fn log(level: LogLevel, message: &str) {
+    host::log(level, message)
+}
+
+pub fn lease_healthy() -> bool {
+    host::lease_healthy()
+}

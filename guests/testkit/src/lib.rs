@@ -1,0 +1,99 @@
+//! One component, many behaviours, chosen by the input `command[:argument]`:
+//!
+//! | input | behaviour |
+//! |---|---|
+//! | `echo:TEXT` | returns TEXT |
+//! | `fail-until:N` | transient failure on attempts before N, then `ok` |
+//! | `permanent` | permanent failure |
+//! | `panic` | panics (a trap) |
+//! | `loop` | spins forever |
+//! | `alloc:MIB` | touches MIB MiB of memory, then `ok` |
+//! | `open:PATH` | tries to read a file; returns what happened |
+//! | `connect:ADDR` | tries a TCP connection; returns what happened |
+//! | `env` | returns the environment it sees |
+//! | `frames:N` | progress + N frames + a log line, returns `frames=N` |
+//! | `print:TEXT` | writes TEXT to stdout and stderr |
+//! | `info` | returns the task info as `key=value` lines |
+
+use flowfabric_guest::{export_task, host, LogLevel, Task, TaskError};
+
+struct Testkit;
+
+impl Task for Testkit {
+    fn run(input: Vec<u8>) -> Result<Vec<u8>, TaskError> {
+        let input = String::from_utf8(input).map_err(|_| TaskError::permanent("input is not UTF-8"))?;
+        let (command, arg) = input.split_once(':').unwrap_or((input.as_str(), ""));
+        match command {
+            "echo" => Ok(arg.as_bytes().to_vec()),
+            "fail-until" => {
+                let n: u32 = arg.parse().map_err(|_| TaskError::permanent("fail-until needs a number"))?;
+                let attempt = host::info().attempt;
+                if attempt < n {
+                    Err(TaskError::transient(format!("attempt {attempt} fails on purpose")))
+                } else {
+                    Ok(format!("ok on attempt {attempt}").into_bytes())
+                }
+            }
+            "permanent" => Err(TaskError::permanent("this input can never succeed")),
+            "panic" => panic!("testkit panics on purpose"),
+            "loop" => {
+                let mut x: u64 = 0;
+                loop {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            "alloc" => {
+                let mib: usize = arg.parse().map_err(|_| TaskError::permanent("alloc needs MiB"))?;
+                let mut v = vec![0u8; mib << 20];
+                for i in (0..v.len()).step_by(4096) {
+                    v[i] = 1;
+                }
+                Ok(format!("allocated {}", std::hint::black_box(v).len()).into_bytes())
+            }
+            "open" => Ok(match std::fs::read(arg) {
+                Ok(bytes) => format!("read {} bytes", bytes.len()),
+                Err(e) => format!("denied: {e}"),
+            }
+            .into_bytes()),
+            "connect" => Ok(match std::net::TcpStream::connect(arg) {
+                Ok(_) => "connected".to_string(),
+                Err(e) => format!("denied: {e}"),
+            }
+            .into_bytes()),
+            "env" => Ok(std::env::vars().map(|(k, v)| format!("{k}={v}\n")).collect::<String>().into_bytes()),
+            "frames" => {
+                let n: u32 = arg.parse().map_err(|_| TaskError::permanent("frames needs a count"))?;
+                flowfabric_guest::log(LogLevel::Info, "producing frames");
+                for i in 0..n {
+                    flowfabric_guest::progress((i * 100 / n.max(1)) as u8, &format!("frame {i}"))?;
+                    let seq = flowfabric_guest::frame("item", format!("{i}").as_bytes())?;
+                    if u64::from(i) + 1 != seq {
+                        return Err(TaskError::permanent(format!("frame {i} got seq {seq}")));
+                    }
+                }
+                flowfabric_guest::progress(100, "done")?;
+                Ok(format!("frames={n}").into_bytes())
+            }
+            "print" => {
+                println!("{arg}");
+                eprintln!("err: {arg}");
+                Ok(b"printed".to_vec())
+            }
+            "info" => {
+                let i = host::info();
+                Ok(format!(
+                    "execution={}\nkind={}\nattempt={}\nretries={}\nhealthy={}\n",
+                    i.execution_id,
+                    i.kind,
+                    i.attempt,
+                    i.retry_count,
+                    host::lease_healthy()
+                )
+                .into_bytes())
+            }
+            other => Err(TaskError::permanent(format!("unknown command `{other}`"))),
+        }
+    }
+}
+
+export_task!(Testkit);

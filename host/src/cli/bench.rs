@@ -1,0 +1,205 @@
+//! `flowfabric bench engine`: create → claim → complete throughput, engine versus
+//! the raw-SQL baseline, measured in the same process against the same server.
+//!
+//! Each round runs in a scratch database: create N executions in batches of
+//! `batch` (one statement per batch), then `workers` concurrent loops claim up to
+//! `batch` at a time and complete each. Figures are executions per second through
+//! the whole lifecycle; the ratio is what to compare across machines.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use flowfabric::backend::postgres::bench::{RawQueue, ScratchDatabase};
+use flowfabric::backend::postgres::PgBackend;
+use flowfabric::backend::Backend;
+use flowfabric::engine::{Engine, Limits};
+use flowfabric::model::{ClaimRequest, NewExecution, DEFAULT_LANE};
+
+#[derive(clap::Args)]
+pub struct EngineBench {
+    /// A Postgres server; the bench creates and drops its own scratch databases.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: String,
+    #[arg(long, default_value_t = 5_000)]
+    executions: usize,
+    #[arg(long, default_value_t = 4)]
+    workers: usize,
+    /// Claim and create batch sizes to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,100")]
+    batch: Vec<u32>,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+#[derive(serde::Serialize)]
+struct Row {
+    batch: u32,
+    path: &'static str,
+    create_per_s: f64,
+    process_per_s: f64,
+    e2e_per_s: f64,
+}
+
+pub async fn run(args: EngineBench) -> anyhow::Result<()> {
+    let mut rows = Vec::new();
+    for &batch in &args.batch {
+        anyhow::ensure!(batch >= 1, "batch sizes start at 1");
+        let raw = round(&args, batch, Path::Raw).await?;
+        let engine = round(&args, batch, Path::Engine).await?;
+        rows.push(raw);
+        rows.push(engine);
+    }
+    println!(
+        "{} executions, {} workers; executions/s (higher is better)",
+        args.executions, args.workers
+    );
+    println!(
+        "{:>5}  {:<8} {:>10} {:>15} {:>10} {:>14}",
+        "batch", "path", "create", "claim+complete", "e2e", "engine/raw"
+    );
+    for pair in rows.chunks(2) {
+        let ratio = pair[1].e2e_per_s / pair[0].e2e_per_s;
+        for (i, r) in pair.iter().enumerate() {
+            let shown = if i == 1 {
+                format!("{ratio:.2}")
+            } else {
+                String::new()
+            };
+            println!(
+                "{:>5}  {:<8} {:>10.0} {:>15.0} {:>10.0} {:>14}",
+                r.batch, r.path, r.create_per_s, r.process_per_s, r.e2e_per_s, shown
+            );
+        }
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&rows)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+enum Path {
+    Raw,
+    Engine,
+}
+
+async fn round(args: &EngineBench, batch: u32, path: Path) -> anyhow::Result<Row> {
+    let scratch = ScratchDatabase::create(&args.database_url)
+        .await
+        .context("creating a scratch database")?;
+    let pool_size = u32::try_from(args.workers + 2)?;
+    let backend = PgBackend::connect(&scratch.url, pool_size).await?;
+    backend.migrate().await?;
+    let payloads: Vec<Vec<u8>> = (0..args.executions)
+        .map(|i| format!("job {i}").into_bytes())
+        .collect();
+
+    let (create, process) = match path {
+        Path::Raw => {
+            let queue = Arc::new(RawQueue::setup(backend.pool().clone()).await?);
+            let started = Instant::now();
+            for chunk in payloads.chunks(batch as usize) {
+                queue.insert(chunk).await?;
+            }
+            let create = started.elapsed();
+            let started = Instant::now();
+            drain(args.workers, args.executions, {
+                let queue = queue.clone();
+                move || {
+                    let queue = queue.clone();
+                    async move {
+                        let ids = queue.claim(batch).await?;
+                        for id in &ids {
+                            queue.complete(*id, b"done").await?;
+                        }
+                        Ok(ids.len())
+                    }
+                }
+            })
+            .await?;
+            (create, started.elapsed())
+        }
+        Path::Engine => {
+            let engine = Engine::new(Arc::new(backend), Limits::default());
+            let tenant = engine.create_tenant("bench").await?.tenant_id;
+            let news: Vec<NewExecution> = payloads
+                .into_iter()
+                .map(|p| NewExecution::new("bench", p))
+                .collect();
+            let started = Instant::now();
+            for chunk in news.chunks(batch as usize) {
+                engine.create_batch(tenant, chunk).await?;
+            }
+            let create = started.elapsed();
+            let request = ClaimRequest {
+                worker_id: "bench".into(),
+                worker_instance: "bench-1".into(),
+                lanes: vec![DEFAULT_LANE.into()],
+                capabilities: vec![],
+                limit: batch,
+                lease_ttl: Duration::from_secs(60),
+            };
+            let started = Instant::now();
+            drain(args.workers, args.executions, {
+                let engine = engine.clone();
+                move || {
+                    let engine = engine.clone();
+                    let request = request.clone();
+                    async move {
+                        let claimed = engine.claim(&request).await?;
+                        for c in &claimed {
+                            engine.complete(&c.lease, b"done").await?;
+                        }
+                        Ok(claimed.len())
+                    }
+                }
+            })
+            .await?;
+            (create, started.elapsed())
+        }
+    };
+    scratch.drop().await?;
+    let n = args.executions as f64;
+    Ok(Row {
+        batch,
+        path: match path {
+            Path::Raw => "raw-sql",
+            Path::Engine => "engine",
+        },
+        create_per_s: n / create.as_secs_f64(),
+        process_per_s: n / process.as_secs_f64(),
+        e2e_per_s: n / (create + process).as_secs_f64(),
+    })
+}
+
+/// Run `workers` loops of `step` until `total` items were processed.
+async fn drain<F, Fut>(workers: usize, total: usize, step: F) -> anyhow::Result<()>
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = flowfabric::Result<usize>> + Send,
+{
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        let step = step.clone();
+        let done = done.clone();
+        tasks.spawn(async move {
+            use std::sync::atomic::Ordering::Relaxed;
+            while done.load(Relaxed) < total {
+                let n = step().await?;
+                if n == 0 {
+                    tokio::task::yield_now().await;
+                }
+                done.fetch_add(n, Relaxed);
+            }
+            Ok::<_, flowfabric::EngineError>(())
+        });
+    }
+    while let Some(res) = tasks.join_next().await {
+        res??;
+    }
+    Ok(())
+}

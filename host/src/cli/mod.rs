@@ -1,0 +1,3 @@
+//! Subcommands of the `flowfabric` binary.
+
+pub mod bench;
