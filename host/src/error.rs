@@ -51,6 +51,14 @@ pub enum EngineError {
     #[error("conflict: {0}")]
     Conflict(String),
 
+    /// Uploaded bytes are not a component implementing the task world.
+    #[error("{0}")]
+    InvalidComponent(String),
+
+    /// The wasm runtime failed for a reason of its own (not the guest's).
+    #[error("runtime error: {0}")]
+    Runtime(String),
+
     #[error("storage error during {op}: {source}")]
     Storage {
         op: &'static str,
@@ -84,6 +92,8 @@ impl EngineError {
             Self::NotActive { .. } => "not_active",
             Self::NotRunnable { .. } => "not_runnable",
             Self::Conflict(_) => "conflict",
+            Self::InvalidComponent(_) => "invalid_component",
+            Self::Runtime(_) => "runtime",
             Self::Storage { .. } => "storage",
             Self::Corrupt(_) => "corrupt",
         }

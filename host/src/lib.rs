@@ -9,9 +9,12 @@
 //! * [`engine`]: validation and the scanner supervisor over a backend.
 
 pub mod backend;
+pub mod components;
 pub mod engine;
 pub mod error;
 pub mod model;
+pub mod runtime;
+pub mod worker;
 
 pub use engine::Engine;
 pub use error::{EngineError, Result};

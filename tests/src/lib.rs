@@ -144,3 +144,25 @@ async fn prepare_template(server: &str) {
         .await
         .expect("template unlock");
 }
+
+/// Bytes of a guest component built from `guests/` (`echo`, `testkit`).
+pub fn guest(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("FLOWFABRIC_GUESTS_DIR")).join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// One wasm runtime for the whole test binary: engines are heavy (the pooling
+/// allocator reserves address space) and compiled components are worth sharing.
+pub fn runtime() -> Arc<flowfabric::runtime::Runtime> {
+    static RUNTIME: std::sync::OnceLock<Arc<flowfabric::runtime::Runtime>> =
+        std::sync::OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            let config = flowfabric::runtime::RuntimeConfig {
+                max_instances: 128,
+                ..Default::default()
+            };
+            Arc::new(flowfabric::runtime::Runtime::new(config).expect("wasm runtime"))
+        })
+        .clone()
+}

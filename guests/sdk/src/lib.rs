@@ -27,8 +27,8 @@ pub mod bindings {
 
 pub use bindings::flowfabric::task::claimed_task as host;
 pub use bindings::flowfabric::task::types::{
-    AttemptType, FailureClass, HostError, LogLevel, ResumeCondition, Signal, StreamMode,
-    TaskError, TaskInfo, TimeoutBehavior, UsageResult, Waitpoint,
+    AttemptType, FailureClass, HostError, LogLevel, ResumeCondition, Signal, StreamMode, TaskError,
+    TaskInfo, TimeoutBehavior, UsageResult, Waitpoint,
 };
 /// Implement this for your task type, then call [`export_task!`].
 pub use bindings::Guest as Task;
@@ -44,12 +44,18 @@ macro_rules! export_task {
 impl TaskError {
     /// A failure worth retrying.
     pub fn transient(message: impl Into<String>) -> Self {
-        Self { class: FailureClass::Transient, message: message.into() }
+        Self {
+            class: FailureClass::Transient,
+            message: message.into(),
+        }
     }
 
     /// A failure retrying cannot fix.
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self { class: FailureClass::Permanent, message: message.into() }
+        Self {
+            class: FailureClass::Permanent,
+            message: message.into(),
+        }
     }
 }
 

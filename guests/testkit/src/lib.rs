@@ -7,6 +7,7 @@
 //! | `permanent` | permanent failure |
 //! | `panic` | panics (a trap) |
 //! | `loop` | spins forever |
+//! | `stall-until:N` | on attempts before N, spins until the lease is lost; then `ok` |
 //! | `alloc:MIB` | touches MIB MiB of memory, then `ok` |
 //! | `open:PATH` | tries to read a file; returns what happened |
 //! | `connect:ADDR` | tries a TCP connection; returns what happened |
@@ -21,18 +22,36 @@ struct Testkit;
 
 impl Task for Testkit {
     fn run(input: Vec<u8>) -> Result<Vec<u8>, TaskError> {
-        let input = String::from_utf8(input).map_err(|_| TaskError::permanent("input is not UTF-8"))?;
+        let input =
+            String::from_utf8(input).map_err(|_| TaskError::permanent("input is not UTF-8"))?;
         let (command, arg) = input.split_once(':').unwrap_or((input.as_str(), ""));
         match command {
             "echo" => Ok(arg.as_bytes().to_vec()),
             "fail-until" => {
-                let n: u32 = arg.parse().map_err(|_| TaskError::permanent("fail-until needs a number"))?;
+                let n: u32 = arg
+                    .parse()
+                    .map_err(|_| TaskError::permanent("fail-until needs a number"))?;
                 let attempt = host::info().attempt;
                 if attempt < n {
-                    Err(TaskError::transient(format!("attempt {attempt} fails on purpose")))
+                    Err(TaskError::transient(format!(
+                        "attempt {attempt} fails on purpose"
+                    )))
                 } else {
                     Ok(format!("ok on attempt {attempt}").into_bytes())
                 }
+            }
+            "stall-until" => {
+                let n: u32 = arg
+                    .parse()
+                    .map_err(|_| TaskError::permanent("stall-until needs a number"))?;
+                let attempt = host::info().attempt;
+                if attempt >= n {
+                    return Ok(format!("ok on attempt {attempt}").into_bytes());
+                }
+                while host::lease_healthy() {
+                    std::hint::spin_loop();
+                }
+                Err(TaskError::transient("lease lost while stalling"))
             }
             "permanent" => Err(TaskError::permanent("this input can never succeed")),
             "panic" => panic!("testkit panics on purpose"),
@@ -43,7 +62,9 @@ impl Task for Testkit {
                 }
             }
             "alloc" => {
-                let mib: usize = arg.parse().map_err(|_| TaskError::permanent("alloc needs MiB"))?;
+                let mib: usize = arg
+                    .parse()
+                    .map_err(|_| TaskError::permanent("alloc needs MiB"))?;
                 let mut v = vec![0u8; mib << 20];
                 for i in (0..v.len()).step_by(4096) {
                     v[i] = 1;
@@ -60,16 +81,25 @@ impl Task for Testkit {
                 Err(e) => format!("denied: {e}"),
             }
             .into_bytes()),
-            "env" => Ok(std::env::vars().map(|(k, v)| format!("{k}={v}\n")).collect::<String>().into_bytes()),
+            "env" => Ok(std::env::vars()
+                .map(|(k, v)| format!("{k}={v}\n"))
+                .collect::<String>()
+                .into_bytes()),
             "frames" => {
-                let n: u32 = arg.parse().map_err(|_| TaskError::permanent("frames needs a count"))?;
+                let n: u32 = arg
+                    .parse()
+                    .map_err(|_| TaskError::permanent("frames needs a count"))?;
                 flowfabric_guest::log(LogLevel::Info, "producing frames");
+                let mut last = 0;
                 for i in 0..n {
                     flowfabric_guest::progress((i * 100 / n.max(1)) as u8, &format!("frame {i}"))?;
                     let seq = flowfabric_guest::frame("item", format!("{i}").as_bytes())?;
-                    if u64::from(i) + 1 != seq {
-                        return Err(TaskError::permanent(format!("frame {i} got seq {seq}")));
+                    if seq != last + 1 && last != 0 {
+                        return Err(TaskError::permanent(format!(
+                            "frame {i} got seq {seq} after {last}"
+                        )));
                     }
+                    last = seq;
                 }
                 flowfabric_guest::progress(100, "done")?;
                 Ok(format!("frames={n}").into_bytes())

@@ -18,8 +18,9 @@ use tokio::sync::watch;
 
 use crate::error::Result;
 use crate::model::{
-    ClaimRequest, ClaimedExecution, CompletionEvent, Created, Execution, ExecutionFilter,
-    ExecutionId, FailOutcome, Failure, LeaseHandle, NewExecution, Tenant, TenantId,
+    ClaimRequest, ClaimedExecution, CompletionEvent, ComponentVersion, Created, Execution,
+    ExecutionFilter, ExecutionId, FailOutcome, Failure, Frame, LeaseHandle, NewExecution,
+    StreamMode, Tenant, TenantId,
 };
 
 #[async_trait]
@@ -79,6 +80,50 @@ pub trait Backend: Send + Sync + 'static {
         after: i64,
         limit: u32,
     ) -> Result<Vec<CompletionEvent>>;
+
+    /// Store a component version for `kind`. Uploading the bytes the newest
+    /// version already has returns that version (`created: false`) instead of a
+    /// new one, so retried uploads are harmless.
+    async fn put_component(
+        &self,
+        tenant: TenantId,
+        kind: &str,
+        digest: &str,
+        wasm: &[u8],
+    ) -> Result<(ComponentVersion, bool)>;
+
+    /// The newest non-deprecated version of `kind`.
+    async fn latest_component(
+        &self,
+        tenant: TenantId,
+        kind: &str,
+    ) -> Result<Option<ComponentVersion>>;
+
+    async fn component_wasm(&self, tenant: TenantId, digest: &str) -> Result<Vec<u8>>;
+
+    async fn list_components(&self, tenant: TenantId) -> Result<Vec<ComponentVersion>>;
+
+    /// Append a frame to the lease's attempt; returns its sequence number (1, 2, …).
+    async fn append_frame(
+        &self,
+        lease: &LeaseHandle,
+        frame_type: &str,
+        mode: StreamMode,
+        payload: &[u8],
+    ) -> Result<i64>;
+
+    /// Frames of one attempt with `seq > after`, in order.
+    async fn read_frames(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        attempt_index: i32,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Frame>>;
+
+    /// Record the latest progress of the lease's attempt.
+    async fn set_progress(&self, lease: &LeaseHandle, percent: u8, message: &str) -> Result<()>;
 
     /// A signal that changes whenever new work may be claimable.
     async fn work_signal(&self) -> Result<watch::Receiver<u64>>;

@@ -18,8 +18,9 @@ pub use scanners::{ScannerConfig, Scanners};
 use crate::backend::Backend;
 use crate::error::{EngineError, Result};
 use crate::model::{
-    ClaimRequest, ClaimedExecution, CompletionEvent, Created, Execution, ExecutionFilter,
-    ExecutionId, FailOutcome, Failure, LeaseHandle, NewExecution, Tenant, TenantId,
+    ClaimRequest, ClaimedExecution, CompletionEvent, ComponentVersion, Created, Execution,
+    ExecutionFilter, ExecutionId, FailOutcome, Failure, Frame, LeaseHandle, NewExecution,
+    StreamMode, Tenant, TenantId,
 };
 
 /// Size and shape limits applied to every request.
@@ -33,6 +34,8 @@ pub struct Limits {
     pub max_name_len: usize,
     pub priority_range: (i32, i32),
     pub max_lease_ttl: Duration,
+    pub max_frame_bytes: usize,
+    pub max_frames_per_attempt: u32,
 }
 
 impl Default for Limits {
@@ -46,6 +49,8 @@ impl Default for Limits {
             max_name_len: 128,
             priority_range: (-1_000, 1_000),
             max_lease_ttl: Duration::from_secs(3_600),
+            max_frame_bytes: 256 << 10,
+            max_frames_per_attempt: 10_000,
         }
     }
 }
@@ -268,6 +273,79 @@ impl Engine {
     ) -> Result<Vec<CompletionEvent>> {
         self.backend
             .completion_events(tenant, after, limit.clamp(1, 1_000))
+            .await
+    }
+
+    /// Store validated component bytes as the next version of `kind`. Callers
+    /// validate with the runtime first (see [`crate::components`]).
+    pub async fn put_component(
+        &self,
+        tenant: TenantId,
+        kind: &str,
+        digest: &str,
+        wasm: &[u8],
+    ) -> Result<(ComponentVersion, bool)> {
+        self.check_name("kind", kind)?;
+        self.backend.put_component(tenant, kind, digest, wasm).await
+    }
+
+    pub async fn latest_component(
+        &self,
+        tenant: TenantId,
+        kind: &str,
+    ) -> Result<Option<ComponentVersion>> {
+        self.backend.latest_component(tenant, kind).await
+    }
+
+    pub async fn component_wasm(&self, tenant: TenantId, digest: &str) -> Result<Vec<u8>> {
+        self.backend.component_wasm(tenant, digest).await
+    }
+
+    pub async fn list_components(&self, tenant: TenantId) -> Result<Vec<ComponentVersion>> {
+        self.backend.list_components(tenant).await
+    }
+
+    pub async fn append_frame(
+        &self,
+        lease: &LeaseHandle,
+        frame_type: &str,
+        mode: StreamMode,
+        payload: &[u8],
+    ) -> Result<i64> {
+        self.check_name("frame type", frame_type)?;
+        if payload.len() > self.limits.max_frame_bytes {
+            return Err(EngineError::PayloadTooLarge {
+                field: "frame",
+                size: payload.len(),
+                limit: self.limits.max_frame_bytes,
+            });
+        }
+        self.backend
+            .append_frame(lease, frame_type, mode, payload)
+            .await
+    }
+
+    pub async fn read_frames(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        attempt_index: i32,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Frame>> {
+        self.backend
+            .read_frames(tenant, id, attempt_index, after, limit.clamp(1, 1_000))
+            .await
+    }
+
+    pub async fn set_progress(
+        &self,
+        lease: &LeaseHandle,
+        percent: u8,
+        message: &str,
+    ) -> Result<()> {
+        self.backend
+            .set_progress(lease, percent.min(100), clipped(message))
             .await
     }
 

@@ -198,3 +198,57 @@ pub struct Tenant {
     pub name: String,
     pub created_at: DateTime<Utc>,
 }
+
+/// One stored version of a component kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ComponentVersion {
+    pub kind: String,
+    pub version: i32,
+    /// sha256 of the wasm bytes, lowercase hex.
+    pub digest: String,
+    pub size_bytes: i32,
+    pub deprecated: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// How a frame is kept (see `stream-mode` in the WIT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamMode {
+    Durable,
+    Summary,
+    BestEffort,
+}
+
+impl StreamMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Durable => "durable",
+            Self::Summary => "summary",
+            Self::BestEffort => "best_effort",
+        }
+    }
+}
+
+impl std::str::FromStr for StreamMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "durable" => Self::Durable,
+            "summary" => Self::Summary,
+            "best_effort" => Self::BestEffort,
+            other => return Err(format!("unknown stream mode `{other}`")),
+        })
+    }
+}
+
+/// One frame of an attempt's output stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Frame {
+    pub seq: i64,
+    pub frame_type: String,
+    pub mode: StreamMode,
+    #[serde(skip)]
+    pub payload: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+}

@@ -66,6 +66,7 @@ claimed AS (
         attempt_timeout_at = now()
             + (e.policy -> 'timeouts' ->> 'attempt_timeout_ms')::bigint * interval '1 millisecond',
         started_at = coalesce(e.started_at, now()),
+        frame_seq = 0, progress_percent = NULL, progress_message = NULL,
         updated_at = now()
     FROM picked p
     WHERE e.tenant_id = p.tenant_id AND e.execution_id = p.execution_id
@@ -135,7 +136,7 @@ pub(super) fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-const FENCE: &str = "tenant_id = $1 AND execution_id = $2 AND attempt_index = $3 \
+pub(super) const FENCE: &str = "tenant_id = $1 AND execution_id = $2 AND attempt_index = $3 \
     AND lease_id = $4 AND lease_epoch = $5 AND lifecycle_phase = 'active'";
 
 pub(super) async fn renew(
@@ -170,7 +171,7 @@ fn bind_lease<'q, O>(
 }
 
 /// A fenced write matched nothing and is not a replay of `replay_as`: the error.
-async fn rejection(
+pub(super) async fn rejection(
     pool: &PgPool,
     lease: &LeaseHandle,
     replay_as: Option<AttemptState>,

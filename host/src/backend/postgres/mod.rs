@@ -18,9 +18,11 @@
 //!   backlog of expiries cannot delay another's.
 
 pub mod bench;
+mod components;
 mod ingress;
 mod lease;
 mod notify;
+mod output;
 mod rows;
 mod scan;
 
@@ -35,8 +37,9 @@ use tokio::sync::watch;
 use super::Backend;
 use crate::error::{EngineError, Result};
 use crate::model::{
-    ClaimRequest, ClaimedExecution, CompletionEvent, Created, Execution, ExecutionFilter,
-    ExecutionId, FailOutcome, Failure, LeaseHandle, NewExecution, Tenant, TenantId,
+    ClaimRequest, ClaimedExecution, CompletionEvent, ComponentVersion, Created, Execution,
+    ExecutionFilter, ExecutionId, FailOutcome, Failure, Frame, LeaseHandle, NewExecution,
+    StreamMode, Tenant, TenantId,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
@@ -159,6 +162,57 @@ impl Backend for PgBackend {
         limit: u32,
     ) -> Result<Vec<CompletionEvent>> {
         ingress::completion_events(&self.pool, tenant, after, limit).await
+    }
+
+    async fn put_component(
+        &self,
+        tenant: TenantId,
+        kind: &str,
+        digest: &str,
+        wasm: &[u8],
+    ) -> Result<(ComponentVersion, bool)> {
+        components::put(&self.pool, tenant, kind, digest, wasm).await
+    }
+
+    async fn latest_component(
+        &self,
+        tenant: TenantId,
+        kind: &str,
+    ) -> Result<Option<ComponentVersion>> {
+        components::latest(&self.pool, tenant, kind).await
+    }
+
+    async fn component_wasm(&self, tenant: TenantId, digest: &str) -> Result<Vec<u8>> {
+        components::wasm(&self.pool, tenant, digest).await
+    }
+
+    async fn list_components(&self, tenant: TenantId) -> Result<Vec<ComponentVersion>> {
+        components::list(&self.pool, tenant).await
+    }
+
+    async fn append_frame(
+        &self,
+        lease: &LeaseHandle,
+        frame_type: &str,
+        mode: StreamMode,
+        payload: &[u8],
+    ) -> Result<i64> {
+        output::append_frame(&self.pool, lease, frame_type, mode, payload).await
+    }
+
+    async fn read_frames(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        attempt_index: i32,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Frame>> {
+        output::read_frames(&self.pool, tenant, id, attempt_index, after, limit).await
+    }
+
+    async fn set_progress(&self, lease: &LeaseHandle, percent: u8, message: &str) -> Result<()> {
+        output::set_progress(&self.pool, lease, percent, message).await
     }
 
     async fn work_signal(&self) -> Result<watch::Receiver<u64>> {

@@ -1,0 +1,133 @@
+//! Component versions and their wasm bytes.
+
+use sqlx::postgres::PgRow;
+use sqlx::PgPool;
+
+use super::rows::col;
+use crate::error::{EngineError, Result};
+use crate::model::{ComponentVersion, TenantId};
+
+const COLUMNS: &str = "kind, version, digest, size_bytes, deprecated, created_at";
+
+fn version(row: &PgRow) -> Result<ComponentVersion> {
+    Ok(ComponentVersion {
+        kind: col(row, "kind")?,
+        version: col(row, "version")?,
+        digest: col(row, "digest")?,
+        size_bytes: col(row, "size_bytes")?,
+        deprecated: col(row, "deprecated")?,
+        created_at: col(row, "created_at")?,
+    })
+}
+
+/// One transaction under an advisory lock on (tenant, kind), so concurrent
+/// uploads of one kind get consecutive versions instead of a key conflict.
+pub(super) async fn put(
+    pool: &PgPool,
+    tenant: TenantId,
+    kind: &str,
+    digest: &str,
+    wasm: &[u8],
+) -> Result<(ComponentVersion, bool)> {
+    let err = EngineError::storage;
+    let mut tx = pool.begin().await.map_err(err("put component"))?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text || '/' || $2, 0))")
+        .bind(tenant)
+        .bind(kind)
+        .execute(&mut *tx)
+        .await
+        .map_err(err("put component"))?;
+    let latest = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM components WHERE tenant_id = $1 AND kind = $2 \
+         ORDER BY version DESC LIMIT 1"
+    ))
+    .bind(tenant)
+    .bind(kind)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(err("put component"))?
+    .map(|r| version(&r))
+    .transpose()?;
+    if let Some(latest) = latest
+        .as_ref()
+        .filter(|v| v.digest == digest && !v.deprecated)
+    {
+        return Ok((latest.clone(), false));
+    }
+    sqlx::query(
+        "INSERT INTO component_blobs (tenant_id, digest, wasm) VALUES ($1, $2, $3) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(tenant)
+    .bind(digest)
+    .bind(wasm)
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| match &e {
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => EngineError::NotFound {
+            what: "tenant",
+            id: tenant.to_string(),
+        },
+        _ => EngineError::Storage {
+            op: "put component",
+            source: e,
+        },
+    })?;
+    let row = sqlx::query(&format!(
+        "INSERT INTO components (tenant_id, kind, version, digest, size_bytes) \
+         VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"
+    ))
+    .bind(tenant)
+    .bind(kind)
+    .bind(latest.map_or(1, |v| v.version + 1))
+    .bind(digest)
+    .bind(i32::try_from(wasm.len()).unwrap_or(i32::MAX))
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(err("put component"))?;
+    let stored = version(&row)?;
+    tx.commit().await.map_err(err("put component"))?;
+    Ok((stored, true))
+}
+
+pub(super) async fn latest(
+    pool: &PgPool,
+    tenant: TenantId,
+    kind: &str,
+) -> Result<Option<ComponentVersion>> {
+    sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM components WHERE tenant_id = $1 AND kind = $2 AND NOT deprecated \
+         ORDER BY version DESC LIMIT 1"
+    ))
+    .bind(tenant)
+    .bind(kind)
+    .fetch_optional(pool)
+    .await
+    .map_err(EngineError::storage("latest component"))?
+    .map(|r| version(&r))
+    .transpose()
+}
+
+pub(super) async fn wasm(pool: &PgPool, tenant: TenantId, digest: &str) -> Result<Vec<u8>> {
+    sqlx::query_scalar("SELECT wasm FROM component_blobs WHERE tenant_id = $1 AND digest = $2")
+        .bind(tenant)
+        .bind(digest)
+        .fetch_optional(pool)
+        .await
+        .map_err(EngineError::storage("component wasm"))?
+        .ok_or_else(|| EngineError::NotFound {
+            what: "component",
+            id: digest.to_owned(),
+        })
+}
+
+pub(super) async fn list(pool: &PgPool, tenant: TenantId) -> Result<Vec<ComponentVersion>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM components WHERE tenant_id = $1 ORDER BY kind, version"
+    ))
+    .bind(tenant)
+    .fetch_all(pool)
+    .await
+    .map_err(EngineError::storage("list components"))?;
+    rows.iter().map(version).collect()
+}

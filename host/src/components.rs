@@ -1,0 +1,31 @@
+//! Registering components: the runtime checks the bytes, the engine stores them.
+//!
+//! Kept apart from both so that neither the runtime learns about storage nor the
+//! engine about wasm: this is the one place that needs both.
+
+use crate::engine::Engine;
+use crate::error::{EngineError, Result};
+use crate::model::{ComponentVersion, TenantId};
+use crate::runtime::{ComponentError, Runtime};
+
+/// Validate `wasm` as a `flowfabric:task` component (compiling and caching it)
+/// and store it as the next version of `kind`. Returns the version and whether
+/// it is new (re-uploading the newest version's bytes is a no-op).
+pub async fn register(
+    engine: &Engine,
+    runtime: &Runtime,
+    tenant: TenantId,
+    kind: &str,
+    wasm: &[u8],
+) -> Result<(ComponentVersion, bool)> {
+    let digest = runtime.register(wasm).await.map_err(|e| match e {
+        ComponentError::Internal(m) => EngineError::Runtime(m),
+        ComponentError::TooLarge { size, limit } => EngineError::PayloadTooLarge {
+            field: "component",
+            size,
+            limit,
+        },
+        invalid => EngineError::InvalidComponent(invalid.to_string()),
+    })?;
+    engine.put_component(tenant, kind, &digest, wasm).await
+}

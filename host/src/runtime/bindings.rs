@@ -1,0 +1,16 @@
+//! Host bindings for the `flowfabric:task` world, generated from `wit/`.
+//!
+//! Imports are async (they reach Postgres) and trappable (the host can stop a
+//! guest from inside an import, which is how `suspend` will never return).
+
+wasmtime::component::bindgen!({
+    world: "task",
+    path: "../wit",
+    imports: { default: async | trappable },
+    exports: { default: async },
+});
+
+pub use flowfabric::task::types::{
+    AttemptType, Breach, FailureClass, HostError, LogLevel, ResumeCondition, Signal, StreamMode,
+    TaskInfo, TimeoutBehavior, UsageResult, Waitpoint,
+};

@@ -1,0 +1,131 @@
+//! The guest's `claimed-task` imports, forwarded to a [`TaskImports`] object.
+//!
+//! The runtime knows nothing of storage: the worker implements [`TaskImports`]
+//! for the execution it claimed, fencing every call with its lease. One span per
+//! host call makes a slow or failing import visible in traces.
+
+use async_trait::async_trait;
+use tracing::Instrument;
+
+use super::bindings::flowfabric::task::{claimed_task, types};
+use super::bindings::{
+    HostError, LogLevel, ResumeCondition, Signal, StreamMode, TaskInfo, TimeoutBehavior,
+    UsageResult, Waitpoint,
+};
+use super::sandbox::StoreState;
+
+/// What a running guest may do to the execution it was started for.
+#[async_trait]
+pub trait TaskImports: Send + Sync + 'static {
+    fn info(&self) -> TaskInfo;
+    async fn progress(&self, percent: u8, message: String) -> Result<(), HostError>;
+    async fn append_frame(
+        &self,
+        frame_type: String,
+        payload: Vec<u8>,
+        mode: StreamMode,
+    ) -> Result<u64, HostError>;
+    async fn report_usage(
+        &self,
+        dimension: String,
+        delta: u64,
+        dedup_key: Option<String>,
+    ) -> Result<UsageResult, HostError>;
+    async fn create_waitpoint(
+        &self,
+        key: String,
+        timeout_ms: Option<u64>,
+    ) -> Result<Waitpoint, HostError>;
+    async fn suspend(
+        &self,
+        condition: ResumeCondition,
+        timeout_ms: Option<u64>,
+        on_timeout: TimeoutBehavior,
+    ) -> Result<Vec<Signal>, HostError>;
+    fn resume_signals(&self) -> Vec<Signal>;
+    fn lease_healthy(&self) -> bool;
+    async fn log(&self, level: LogLevel, message: String);
+}
+
+impl types::Host for StoreState {}
+
+macro_rules! host_call {
+    ($name:literal, $body:expr) => {
+        Ok($body
+            .instrument(tracing::debug_span!("host_call", name = $name))
+            .await)
+    };
+}
+
+impl claimed_task::Host for StoreState {
+    async fn info(&mut self) -> wasmtime::Result<TaskInfo> {
+        Ok(self.imports.info())
+    }
+
+    async fn progress(
+        &mut self,
+        percent: u8,
+        message: String,
+    ) -> wasmtime::Result<Result<(), HostError>> {
+        host_call!("progress", self.imports.progress(percent, message))
+    }
+
+    async fn append_frame(
+        &mut self,
+        frame_type: String,
+        payload: Vec<u8>,
+        mode: StreamMode,
+    ) -> wasmtime::Result<Result<u64, HostError>> {
+        host_call!(
+            "append_frame",
+            self.imports.append_frame(frame_type, payload, mode)
+        )
+    }
+
+    async fn report_usage(
+        &mut self,
+        dimension: String,
+        delta: u64,
+        dedup_key: Option<String>,
+    ) -> wasmtime::Result<Result<UsageResult, HostError>> {
+        host_call!(
+            "report_usage",
+            self.imports.report_usage(dimension, delta, dedup_key)
+        )
+    }
+
+    async fn create_waitpoint(
+        &mut self,
+        key: String,
+        timeout_ms: Option<u64>,
+    ) -> wasmtime::Result<Result<Waitpoint, HostError>> {
+        host_call!(
+            "create_waitpoint",
+            self.imports.create_waitpoint(key, timeout_ms)
+        )
+    }
+
+    async fn suspend(
+        &mut self,
+        condition: ResumeCondition,
+        timeout_ms: Option<u64>,
+        on_timeout: TimeoutBehavior,
+    ) -> wasmtime::Result<Result<Vec<Signal>, HostError>> {
+        host_call!(
+            "suspend",
+            self.imports.suspend(condition, timeout_ms, on_timeout)
+        )
+    }
+
+    async fn resume_signals(&mut self) -> wasmtime::Result<Vec<Signal>> {
+        Ok(self.imports.resume_signals())
+    }
+
+    async fn lease_healthy(&mut self) -> wasmtime::Result<bool> {
+        Ok(self.imports.lease_healthy())
+    }
+
+    async fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
+        host_call!("log", self.imports.log(level, message))
+    }
+}

@@ -1,0 +1,172 @@
+//! One sandboxed run: the store, its limits, and how a run ends.
+//!
+//! Nothing is granted by default: no preopened directories, no network, an
+//! empty environment; stdout and stderr go to bounded in-memory pipes the worker
+//! turns into frames. CPU time is bounded through epoch interruption: every tick
+//! (10 ms) the store's callback checks the deadline and the cancel flag, and
+//! otherwise yields to the async executor, so a spinning guest neither outlives
+//! its deadline nor starves the worker's other tasks.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, UpdateDeadline};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::imports::TaskImports;
+
+/// Per-run limits.
+#[derive(Debug, Clone)]
+pub struct SandboxLimits {
+    /// Wall-clock budget of one run (the guest's CPU time cannot exceed it).
+    pub timeout: Duration,
+    /// Linear memory the guest may grow to, in bytes.
+    pub memory_bytes: usize,
+    /// Bytes of stdout and of stderr kept; writing past it traps.
+    pub output_bytes: usize,
+    /// Wasm fuel per run, when the runtime was built with fuel metering.
+    pub fuel: Option<u64>,
+}
+
+impl Default for SandboxLimits {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(60),
+            memory_bytes: 128 << 20,
+            output_bytes: 64 << 10,
+            fuel: None,
+        }
+    }
+}
+
+/// Why the host stopped a guest from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    Timeout,
+    Cancelled,
+}
+
+/// A flag the worker raises to stop a running guest at its next epoch tick.
+#[derive(Debug, Clone, Default)]
+pub struct CancelFlag(Arc<AtomicBool>);
+
+impl CancelFlag {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+pub struct StoreState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(super) memory: MemoryLimiter,
+    pub(super) imports: Arc<dyn TaskImports>,
+    pub(super) stopped: Option<StopReason>,
+    pub(super) stdout: MemoryOutputPipe,
+    pub(super) stderr: MemoryOutputPipe,
+}
+
+impl StoreState {
+    pub(super) fn new(imports: Arc<dyn TaskImports>, limits: &SandboxLimits) -> Self {
+        let stdout = MemoryOutputPipe::new(limits.output_bytes);
+        let stderr = MemoryOutputPipe::new(limits.output_bytes);
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+            memory: MemoryLimiter::new(limits.memory_bytes),
+            imports,
+            stopped: None,
+            stdout,
+            stderr,
+        }
+    }
+}
+
+impl WasiView for StoreState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// The epoch callback of one run: stop at the deadline or on cancel, else yield.
+pub(super) fn epoch_callback(
+    deadline: Instant,
+    cancel: CancelFlag,
+) -> impl FnMut(wasmtime::StoreContextMut<'_, StoreState>) -> wasmtime::Result<UpdateDeadline>
+       + Send
+       + Sync
+       + 'static {
+    move |mut store| {
+        let reason = if cancel.is_cancelled() {
+            Some(StopReason::Cancelled)
+        } else if Instant::now() >= deadline {
+            Some(StopReason::Timeout)
+        } else {
+            None
+        };
+        Ok(match reason {
+            Some(r) => {
+                store.data_mut().stopped = Some(r);
+                UpdateDeadline::Interrupt
+            }
+            None => UpdateDeadline::Yield(1),
+        })
+    }
+}
+
+/// Caps linear memory and remembers that a guest hit the cap, so the failure is
+/// reported as out-of-memory whatever trap the guest turns the refusal into.
+pub(super) struct MemoryLimiter {
+    max_bytes: usize,
+    pub(super) hit: bool,
+}
+
+impl MemoryLimiter {
+    fn new(max_bytes: usize) -> Self {
+        Self {
+            max_bytes,
+            hit: false,
+        }
+    }
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1 << 20)
+    }
+}

@@ -1,0 +1,216 @@
+//! The guest's view of one claimed execution: [`TaskImports`] over the engine,
+//! every call fenced by the lease this attempt holds.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use crate::engine::Engine;
+use crate::error::EngineError;
+use crate::model::{AttemptType as ModelAttemptType, ClaimedExecution, LeaseHandle, StreamMode};
+use crate::runtime::{
+    AttemptType, CancelFlag, GuestStreamMode, HostError, LogLevel, ResumeCondition, Signal,
+    TaskImports, TaskInfo, TimeoutBehavior, UsageResult, Waitpoint,
+};
+
+/// Progress is written at most this often; the newest value in between wins.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
+
+pub(super) struct ClaimedTask {
+    engine: Engine,
+    pub(super) claimed: ClaimedExecution,
+    pub(super) cancel: CancelFlag,
+    lease_lost: AtomicBool,
+    frames: AtomicU32,
+    progress: Mutex<Progress>,
+}
+
+#[derive(Default)]
+struct Progress {
+    last_write: Option<Instant>,
+    pending: Option<(u8, String)>,
+}
+
+impl ClaimedTask {
+    pub(super) fn new(engine: Engine, claimed: ClaimedExecution, cancel: CancelFlag) -> Self {
+        Self {
+            engine,
+            claimed,
+            cancel,
+            lease_lost: AtomicBool::new(false),
+            frames: AtomicU32::new(0),
+            progress: Mutex::new(Progress::default()),
+        }
+    }
+
+    pub(super) fn lease(&self) -> &LeaseHandle {
+        &self.claimed.lease
+    }
+
+    /// The lease is gone: remember it, and stop the guest at its next tick.
+    pub(super) fn mark_lease_lost(&self) {
+        self.lease_lost.store(true, Ordering::Release);
+        self.cancel.cancel();
+    }
+
+    pub(super) fn is_lease_lost(&self) -> bool {
+        self.lease_lost.load(Ordering::Acquire)
+    }
+
+    fn host_error(&self, e: EngineError) -> HostError {
+        match e {
+            EngineError::StaleLease { .. }
+            | EngineError::NotActive { .. }
+            | EngineError::NotFound { .. } => {
+                self.mark_lease_lost();
+                HostError::LeaseLost
+            }
+            EngineError::InvalidInput { .. } | EngineError::PayloadTooLarge { .. } => {
+                HostError::Invalid(e.to_string())
+            }
+            other => HostError::Unavailable(other.to_string()),
+        }
+    }
+
+    /// Append captured output or a log line as a frame, within the frame budget.
+    pub(super) async fn frame(&self, frame_type: &str, payload: &[u8]) -> Result<u64, HostError> {
+        if self.is_lease_lost() {
+            return Err(HostError::LeaseLost);
+        }
+        let max = self.engine.limits().max_frames_per_attempt;
+        if self.frames.fetch_add(1, Ordering::AcqRel) >= max {
+            return Err(HostError::LimitExceeded(format!(
+                "at most {max} frames per attempt"
+            )));
+        }
+        self.engine
+            .append_frame(self.lease(), frame_type, StreamMode::Durable, payload)
+            .await
+            .map(|seq| seq as u64)
+            .map_err(|e| self.host_error(e))
+    }
+
+    /// Write progress held back by the throttle, if any.
+    pub(super) async fn flush_progress(&self) {
+        let pending = self.progress.lock().expect("progress lock").pending.take();
+        if let Some((percent, message)) = pending {
+            if !self.is_lease_lost() {
+                let _ = self
+                    .engine
+                    .set_progress(self.lease(), percent, &message)
+                    .await;
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl TaskImports for ClaimedTask {
+    fn info(&self) -> TaskInfo {
+        let c = &self.claimed;
+        TaskInfo {
+            execution_id: c.lease.execution_id.to_string(),
+            kind: c.kind.clone(),
+            lane: c.lane.clone(),
+            attempt: u32::try_from(c.lease.attempt_index).unwrap_or(0),
+            attempt_type: match c.attempt_type {
+                ModelAttemptType::Initial => AttemptType::Initial,
+                ModelAttemptType::Retry => AttemptType::Retry,
+                ModelAttemptType::Reclaim => AttemptType::Reclaim,
+                ModelAttemptType::Replay => AttemptType::Replay,
+                ModelAttemptType::Delayed => AttemptType::Delayed,
+            },
+            retry_count: u32::try_from(c.retry_count).unwrap_or(0),
+            priority: c.priority,
+            tags: c.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        }
+    }
+
+    async fn progress(&self, percent: u8, message: String) -> Result<(), HostError> {
+        if self.is_lease_lost() {
+            return Err(HostError::LeaseLost);
+        }
+        {
+            let mut p = self.progress.lock().expect("progress lock");
+            if p.last_write
+                .is_some_and(|t| t.elapsed() < PROGRESS_INTERVAL)
+            {
+                p.pending = Some((percent, message));
+                return Ok(());
+            }
+            p.last_write = Some(Instant::now());
+            p.pending = None;
+        }
+        self.engine
+            .set_progress(self.lease(), percent, &message)
+            .await
+            .map_err(|e| self.host_error(e))
+    }
+
+    async fn append_frame(
+        &self,
+        frame_type: String,
+        payload: Vec<u8>,
+        mode: GuestStreamMode,
+    ) -> Result<u64, HostError> {
+        match mode {
+            GuestStreamMode::Durable => self.frame(&frame_type, &payload).await,
+            GuestStreamMode::Summary | GuestStreamMode::BestEffort => Err(HostError::Unsupported(
+                "only durable frames are supported by this host version".into(),
+            )),
+        }
+    }
+
+    async fn report_usage(
+        &self,
+        _: String,
+        _: u64,
+        _: Option<String>,
+    ) -> Result<UsageResult, HostError> {
+        Err(HostError::Unsupported(
+            "budgets are not supported by this host version".into(),
+        ))
+    }
+
+    async fn create_waitpoint(&self, _: String, _: Option<u64>) -> Result<Waitpoint, HostError> {
+        Err(HostError::Unsupported(
+            "waitpoints are not supported by this host version".into(),
+        ))
+    }
+
+    async fn suspend(
+        &self,
+        _: ResumeCondition,
+        _: Option<u64>,
+        _: TimeoutBehavior,
+    ) -> Result<Vec<Signal>, HostError> {
+        Err(HostError::Unsupported(
+            "suspension is not supported by this host version".into(),
+        ))
+    }
+
+    fn resume_signals(&self) -> Vec<Signal> {
+        // Nothing can have resumed this execution: this host never suspends one.
+        Vec::new()
+    }
+
+    fn lease_healthy(&self) -> bool {
+        !self.is_lease_lost()
+    }
+
+    async fn log(&self, level: LogLevel, message: String) {
+        let level = match level {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        };
+        tracing::debug!(execution = %self.lease().execution_id, level, %message, "guest log");
+        let payload = serde_json::json!({ "level": level, "message": message }).to_string();
+        // Logging never fails the guest; a lost lease shows up on its next real call.
+        let _ = self.frame("log", payload.as_bytes()).await;
+    }
+}

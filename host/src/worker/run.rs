@@ -1,0 +1,188 @@
+//! One claimed execution, start to finish: component, lease renewal, sandboxed
+//! run, captured output, and the result mapped onto complete or fail.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::Instrument;
+
+use super::claimed::ClaimedTask;
+use super::WorkerConfig;
+use crate::engine::Engine;
+use crate::error::EngineError;
+use crate::model::{ClaimedExecution, Failure, FailureClass};
+use crate::runtime::{CancelFlag, Prepared, RunResult, Runtime, SandboxLimits, TaskImports};
+
+pub(super) struct Job {
+    pub engine: Engine,
+    pub runtime: Arc<Runtime>,
+    pub config: Arc<WorkerConfig>,
+    pub claimed: ClaimedExecution,
+    pub cancel: CancelFlag,
+}
+
+/// Storage errors on the final write are retried this often; the terminal
+/// operations are idempotent for the same lease, so a retry after a lost reply
+/// is safe.
+const FINISH_ATTEMPTS: u32 = 5;
+
+impl Job {
+    pub(super) async fn run(self) {
+        let lease = &self.claimed.lease;
+        let span = tracing::info_span!(
+            "execution",
+            execution = %lease.execution_id,
+            attempt = lease.attempt_index,
+            kind = %self.claimed.kind,
+        );
+        self.run_inner().instrument(span).await
+    }
+
+    async fn run_inner(self) {
+        let Job {
+            engine,
+            runtime,
+            config,
+            claimed,
+            cancel,
+        } = self;
+        let input = claimed.input.clone();
+        let limits = sandbox_limits(&config.sandbox, &claimed);
+        let task = Arc::new(ClaimedTask::new(engine.clone(), claimed, cancel));
+        let renewer = AbortOnDrop(tokio::spawn(renew_until_lost(
+            engine.clone(),
+            task.clone(),
+            config.lease_ttl,
+        )));
+
+        let outcome = match component(&engine, &runtime, &task).await {
+            Ok(component) => {
+                let imports: Arc<dyn TaskImports> = task.clone();
+                let outcome = runtime
+                    .run(&component, imports, &input, &limits, task.cancel.clone())
+                    .await;
+                tracing::debug!(
+                    elapsed_us = outcome.elapsed.as_micros() as u64,
+                    "guest returned"
+                );
+                save_output(&task, "stdout", &outcome.stdout).await;
+                save_output(&task, "stderr", &outcome.stderr).await;
+                outcome.result
+            }
+            Err(failure) => RunResult::Failed(failure),
+        };
+        drop(renewer);
+        task.flush_progress().await;
+        finish(&engine, &task, outcome).await;
+    }
+}
+
+/// Renewal must stop when the run stops, however it stops (an aborted run is a
+/// crashed worker: its lease has to expire).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The sandbox timeout: the worker's, or the execution's attempt timeout if smaller.
+fn sandbox_limits(base: &SandboxLimits, claimed: &ClaimedExecution) -> SandboxLimits {
+    let mut limits = base.clone();
+    if let Some(ms) = claimed.policy.timeouts.attempt_timeout_ms {
+        limits.timeout = limits.timeout.min(Duration::from_millis(ms));
+    }
+    limits
+}
+
+async fn component(
+    engine: &Engine,
+    runtime: &Runtime,
+    task: &ClaimedTask,
+) -> Result<Prepared, Failure> {
+    let tenant = task.lease().tenant_id;
+    let kind = &task.claimed.kind;
+    let version = engine
+        .latest_component(tenant, kind)
+        .await
+        .map_err(|e| Failure::new(FailureClass::Internal, format!("looking up component: {e}")))?
+        .ok_or_else(|| {
+            Failure::new(
+                FailureClass::Permanent,
+                format!("no component is registered for kind `{kind}`"),
+            )
+        })?;
+    runtime
+        .prepare(&version.digest, || {
+            engine.component_wasm(tenant, &version.digest)
+        })
+        .await
+        .map_err(|e| Failure::new(FailureClass::Internal, format!("preparing component: {e}")))
+}
+
+async fn save_output(task: &ClaimedTask, stream: &str, bytes: &[u8]) {
+    if bytes.is_empty() || task.is_lease_lost() {
+        return;
+    }
+    if let Err(e) = task.frame(stream, bytes).await {
+        tracing::debug!(stream, error = ?e, "captured output not saved");
+    }
+}
+
+async fn renew_until_lost(engine: Engine, task: Arc<ClaimedTask>, ttl: Duration) {
+    let every = ttl / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        match engine.renew(task.lease(), ttl).await {
+            Ok(_) => {}
+            Err(
+                e @ (EngineError::StaleLease { .. }
+                | EngineError::NotActive { .. }
+                | EngineError::NotFound { .. }),
+            ) => {
+                tracing::info!(reason = %e, "lease lost; stopping the guest");
+                task.mark_lease_lost();
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "lease renewal failed; retrying"),
+        }
+    }
+}
+
+async fn finish(engine: &Engine, task: &ClaimedTask, result: RunResult) {
+    let lease = task.lease();
+    if task.is_lease_lost() {
+        tracing::info!("lease lost before the run ended; nothing recorded");
+        return;
+    }
+    for attempt in 1..=FINISH_ATTEMPTS {
+        let written = match &result {
+            RunResult::Completed(output) => {
+                engine.complete(lease, output).await.map(|()| "completed")
+            }
+            RunResult::Failed(failure) => {
+                engine.fail(lease, failure.clone()).await.map(|_| "failed")
+            }
+            // Stopped by the pool while the lease was healthy: shutting down.
+            RunResult::Cancelled => engine
+                .delay(lease, chrono::Utc::now())
+                .await
+                .map(|()| "released"),
+        };
+        match written {
+            Ok(what) => {
+                tracing::debug!(outcome = what, "execution attempt recorded");
+                return;
+            }
+            Err(e) if e.is_retryable() && attempt < FINISH_ATTEMPTS => {
+                tracing::warn!(error = %e, attempt, "recording the outcome failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "outcome not recorded");
+                return;
+            }
+        }
+    }
+}

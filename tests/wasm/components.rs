@@ -1,0 +1,76 @@
+//! Uploading components: precise rejections, content-addressed versions.
+
+use flowfabric::EngineError;
+use flowfabric_tests::{guest, runtime, TestDb};
+
+async fn register(
+    db: &TestDb,
+    tenant: uuid::Uuid,
+    kind: &str,
+    wasm: &[u8],
+) -> Result<(flowfabric::model::ComponentVersion, bool), EngineError> {
+    flowfabric::components::register(&db.engine, &runtime(), tenant, kind, wasm).await
+}
+
+#[tokio::test]
+async fn malformed_uploads_are_rejected_with_a_clear_message() {
+    let db = TestDb::new().await;
+    let t = db.tenant("acme").await;
+    let cases: [(&[u8], &str); 4] = [
+        (b"hello world, not wasm", "not WebAssembly"),
+        // A core module header: version 1, layer 0.
+        (
+            b"\0asm\x01\0\0\0",
+            "core WebAssembly module, not a component",
+        ),
+        // A valid, empty component: it exports no `run`.
+        (
+            b"\0asm\x0d\0\x01\0",
+            "does not implement the flowfabric:task world",
+        ),
+        // A component header followed by garbage.
+        (b"\0asm\x0d\0\x01\0\xff\xff\xff", "invalid component"),
+    ];
+    for (bytes, expected) in cases {
+        let err = register(&db, t, "bad", bytes).await.unwrap_err();
+        assert_eq!(err.kind(), "invalid_component", "{err}");
+        assert!(
+            err.to_string().contains(expected),
+            "`{err}` should mention `{expected}`"
+        );
+    }
+    assert_eq!(db.count("components").await, 0, "nothing stored");
+    assert_eq!(db.count("component_blobs").await, 0);
+}
+
+#[tokio::test]
+async fn versions_are_content_addressed_and_reuploads_are_idempotent() {
+    let db = TestDb::new().await;
+    let t = db.tenant("acme").await;
+    let (v1, created) = register(&db, t, "job", &guest("echo")).await.unwrap();
+    assert!(created);
+    assert_eq!(v1.version, 1);
+    assert_eq!(
+        v1.digest,
+        flowfabric::runtime::Runtime::digest(&guest("echo"))
+    );
+    let (again, created) = register(&db, t, "job", &guest("echo")).await.unwrap();
+    assert!(!created);
+    assert_eq!(again.version, 1);
+    let (v2, created) = register(&db, t, "job", &guest("testkit")).await.unwrap();
+    assert!(created);
+    assert_eq!(v2.version, 2);
+    let latest = db.engine.latest_component(t, "job").await.unwrap().unwrap();
+    assert_eq!(latest.digest, v2.digest);
+    assert_eq!(db.engine.list_components(t).await.unwrap().len(), 2);
+
+    // Per tenant: another tenant sees none of it.
+    let other = db.tenant("globex").await;
+    assert!(db
+        .engine
+        .latest_component(other, "job")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(db.engine.component_wasm(other, &v1.digest).await.is_err());
+}

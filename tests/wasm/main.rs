@@ -1,0 +1,110 @@
+//! The runtime and worker pool with real compiled guests and a real Postgres.
+
+mod components;
+mod pool;
+mod sandbox;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flowfabric::model::{Backoff, Execution, ExecutionId, NewExecution, PublicState};
+use flowfabric::runtime::{Runtime, SandboxLimits};
+use flowfabric::worker::{WorkerConfig, WorkerPool};
+use flowfabric_tests::{guest, runtime, TestDb};
+use uuid::Uuid;
+
+pub struct Env {
+    pub db: TestDb,
+    pub tenant: Uuid,
+    pub runtime: Arc<Runtime>,
+}
+
+impl Env {
+    /// A database with one tenant that has `echo` and `testkit` registered.
+    pub async fn new() -> Self {
+        let db = TestDb::new().await;
+        let tenant = db.tenant("acme").await;
+        let runtime = runtime();
+        for name in ["echo", "testkit"] {
+            flowfabric::components::register(&db.engine, &runtime, tenant, name, &guest(name))
+                .await
+                .expect("register guest");
+        }
+        Self {
+            db,
+            tenant,
+            runtime,
+        }
+    }
+
+    pub fn pool(&self, config: WorkerConfig) -> WorkerPool {
+        WorkerPool::start(self.db.engine.clone(), self.runtime.clone(), config)
+    }
+
+    /// Submit a `testkit` execution with no retries unless `retries` says so.
+    pub async fn submit(&self, kind: &str, input: &str, retries: u32) -> ExecutionId {
+        let mut new = NewExecution::new(kind, input.as_bytes());
+        new.policy.retry.max_retries = retries;
+        new.policy.retry.backoff = Backoff::Fixed { delay_ms: 0 };
+        self.db
+            .engine
+            .create(self.tenant, new)
+            .await
+            .expect("create")
+            .execution_id
+    }
+
+    pub async fn wait_terminal(&self, id: ExecutionId) -> Execution {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let ex = self.db.engine.get(self.tenant, id).await.expect("get");
+            if ex.state.is_terminal() {
+                return ex;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "execution {id} stuck in {}",
+                ex.state
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn wait_state(&self, id: ExecutionId, state: PublicState) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while self
+            .db
+            .engine
+            .get(self.tenant, id)
+            .await
+            .expect("get")
+            .state
+            != state
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "execution {id} never reached {state}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+pub fn config(slots: usize) -> WorkerConfig {
+    WorkerConfig {
+        slots,
+        lease_ttl: Duration::from_secs(5),
+        poll_interval: Duration::from_millis(100),
+        sandbox: SandboxLimits {
+            timeout: Duration::from_secs(10),
+            memory_bytes: 64 << 20,
+            ..SandboxLimits::default()
+        },
+        drain_timeout: Duration::from_secs(5),
+        ..WorkerConfig::default()
+    }
+}
+
+pub fn text(bytes: &Option<Vec<u8>>) -> String {
+    String::from_utf8_lossy(bytes.as_deref().unwrap_or_default()).into_owned()
+}

@@ -1,0 +1,118 @@
+//! The worker pool's lease handling: crashes, cancels, shutdown, concurrency.
+
+use std::time::Duration;
+
+use flowfabric::engine::{ScannerConfig, Scanners};
+use flowfabric::model::PublicState;
+
+use crate::{config, text, Env};
+
+#[tokio::test]
+async fn a_killed_worker_is_reclaimed_and_another_completes() {
+    let env = Env::new().await;
+    let scanners = Scanners::start(
+        env.db.backend(),
+        ScannerConfig {
+            lease_expiry: Duration::from_millis(100),
+            ..ScannerConfig::default()
+        },
+    );
+    let mut short = config(1);
+    short.lease_ttl = Duration::from_millis(600);
+    let doomed = env.pool(short.clone());
+    let id = env.submit("testkit", "stall-until:2", 0).await;
+    env.wait_state(id, PublicState::Active).await;
+    drop(doomed); // a crash: no outcome recorded, renewals stop
+
+    let rescuer = env.pool(short);
+    let ex = env.wait_terminal(id).await;
+    assert_eq!(ex.state, PublicState::Completed, "{:?}", ex.last_failure);
+    assert_eq!(text(&ex.result), "ok on attempt 2");
+    assert_eq!(ex.reclaim_count, 1);
+    rescuer.shutdown().await;
+    scanners.shutdown().await;
+}
+
+#[tokio::test]
+async fn operator_cancel_stops_the_running_guest() {
+    let env = Env::new().await;
+    let mut cfg = config(1);
+    cfg.lease_ttl = Duration::from_millis(900);
+    let pool = env.pool(cfg);
+    let id = env.submit("testkit", "loop", 0).await;
+    env.wait_state(id, PublicState::Active).await;
+    assert!(env
+        .db
+        .engine
+        .cancel(env.tenant, id, "operator")
+        .await
+        .unwrap());
+    // The only slot frees up only if the looping guest was stopped.
+    let next = env.submit("echo", "after cancel", 0).await;
+    assert_eq!(env.wait_terminal(next).await.state, PublicState::Completed);
+    assert_eq!(
+        env.db.engine.get(env.tenant, id).await.unwrap().state,
+        PublicState::Cancelled
+    );
+    pool.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_drains_and_releases_unfinished_work() {
+    let env = Env::new().await;
+    let mut cfg = config(1);
+    cfg.drain_timeout = Duration::from_millis(200);
+    let pool = env.pool(cfg);
+    let id = env.submit("testkit", "loop", 0).await;
+    env.wait_state(id, PublicState::Active).await;
+    pool.shutdown().await;
+    let ex = env.db.engine.get(env.tenant, id).await.unwrap();
+    assert_eq!(ex.state, PublicState::Waiting, "released back to the queue");
+    assert_eq!(ex.retry_count, 0, "a release is not a failure");
+}
+
+#[tokio::test]
+async fn many_executions_run_exactly_once_across_pools() {
+    let env = Env::new().await;
+    let pools = [env.pool(config(4)), env.pool(config(4))];
+    let batch: Vec<_> = (0..80)
+        .map(|i| flowfabric::model::NewExecution::new("testkit", format!("echo:{i}").into_bytes()))
+        .collect();
+    let ids: Vec<_> = env
+        .db
+        .engine
+        .create_batch(env.tenant, &batch)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.execution_id)
+        .collect();
+    for (i, id) in ids.iter().enumerate() {
+        let ex = env.wait_terminal(*id).await;
+        assert_eq!(text(&ex.result), i.to_string());
+        assert_eq!(ex.attempt_index, 1);
+    }
+    assert_eq!(env.db.count("attempts").await, 80);
+    assert_eq!(env.db.count("completion_events").await, 80);
+    for pool in pools {
+        pool.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_kind_fails_permanently() {
+    let env = Env::new().await;
+    let pool = env.pool(config(1));
+    let id = env.submit("never-uploaded", "x", 3).await;
+    let ex = env.wait_terminal(id).await;
+    assert_eq!(ex.state, PublicState::Failed);
+    let failure = ex.last_failure.unwrap();
+    assert!(
+        failure
+            .message
+            .contains("no component is registered for kind `never-uploaded`"),
+        "{}",
+        failure.message
+    );
+    pool.shutdown().await;
+}
