@@ -25,6 +25,10 @@ enum Command {
         #[arg(long, env = "DATABASE_URL")]
         database_url: String,
     },
+    /// Run a worker pool (and the scanners) until SIGTERM, then drain.
+    Worker(cli::worker::Worker),
+    /// Demo: upload the example guests, run executions, show what happened.
+    Dev(cli::dev::Dev),
     /// Benchmarks (figures are ratios to a baseline measured in the same run).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -59,6 +63,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             backend.migrate().await.context("migrating")?;
             println!("migrations applied");
         }
+        Command::Worker(args) => cli::worker::run(args).await?,
+        Command::Dev(args) => cli::dev::run(args).await?,
         Command::Bench(BenchCommand::Engine(args)) => cli::bench::run(args).await?,
     }
     Ok(())

@@ -72,18 +72,17 @@ impl Env {
 
     pub async fn wait_state(&self, id: ExecutionId, state: PublicState) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while self
-            .db
-            .engine
-            .get(self.tenant, id)
-            .await
-            .expect("get")
-            .state
-            != state
-        {
+        loop {
+            let ex = self.db.engine.get(self.tenant, id).await.expect("get");
+            if ex.state == state {
+                return;
+            }
             assert!(
-                tokio::time::Instant::now() < deadline,
-                "execution {id} never reached {state}"
+                !ex.state.is_terminal() && tokio::time::Instant::now() < deadline,
+                "execution {id} never reached {state}: it is {} after attempt {} ({:?})",
+                ex.state,
+                ex.attempt_index,
+                ex.last_failure
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

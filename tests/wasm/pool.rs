@@ -18,10 +18,10 @@ async fn a_killed_worker_is_reclaimed_and_another_completes() {
         },
     );
     let mut short = config(1);
-    short.lease_ttl = Duration::from_millis(600);
+    short.lease_ttl = Duration::from_secs(2);
     let doomed = env.pool(short.clone());
     let id = env.submit("testkit", "stall-until:2", 0).await;
-    env.wait_state(id, PublicState::Active).await;
+    let doomed_instance = first_attempt_worker(&env, id).await;
     drop(doomed); // a crash: no outcome recorded, renewals stop
 
     let rescuer = env.pool(short);
@@ -29,8 +29,35 @@ async fn a_killed_worker_is_reclaimed_and_another_completes() {
     assert_eq!(ex.state, PublicState::Completed, "{:?}", ex.last_failure);
     assert_eq!(text(&ex.result), "ok on attempt 2");
     assert_eq!(ex.reclaim_count, 1);
+    let (state, worker): (String, String) = sqlx::query_as(
+        "SELECT state, worker_instance FROM attempts WHERE execution_id = $1 AND attempt_index = 2",
+    )
+    .bind(id)
+    .fetch_one(&env.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(state, "succeeded");
+    assert_ne!(worker, doomed_instance, "completed by the other pool");
     rescuer.shutdown().await;
     scanners.shutdown().await;
+}
+
+/// The worker instance that took the first attempt, once it has.
+async fn first_attempt_worker(env: &Env, id: uuid::Uuid) -> String {
+    for _ in 0..1_500 {
+        let row: Option<String> = sqlx::query_scalar(
+            "SELECT worker_instance FROM attempts WHERE execution_id = $1 AND attempt_index = 1",
+        )
+        .bind(id)
+        .fetch_optional(&env.db.pool)
+        .await
+        .unwrap();
+        if let Some(worker) = row {
+            return worker;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("execution {id} was never claimed");
 }
 
 #[tokio::test]

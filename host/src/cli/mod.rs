@@ -1,3 +1,109 @@
 //! Subcommands of the `flowfabric` binary.
 
 pub mod bench;
+pub mod dev;
+pub mod worker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use flowfabric::backend::postgres::PgBackend;
+use flowfabric::backend::Backend;
+use flowfabric::engine::{Engine, Limits};
+use flowfabric::runtime::{Runtime, RuntimeConfig, SandboxLimits};
+use flowfabric::worker::WorkerConfig;
+
+/// Connect, migrate, and wrap the backend in an engine.
+pub async fn connect(database_url: &str, max_connections: u32) -> anyhow::Result<Engine> {
+    let backend = PgBackend::connect(database_url, max_connections)
+        .await
+        .context("connecting to Postgres")?;
+    backend.migrate().await.context("applying migrations")?;
+    Ok(Engine::new(Arc::new(backend), Limits::default()))
+}
+
+/// Settings of the worker pool and its sandbox, shared by `worker` and `dev`.
+#[derive(clap::Args, Clone)]
+pub struct WorkerArgs {
+    /// Executions run at once.
+    #[arg(long, env = "FLOWFABRIC_SLOTS", default_value_t = 16)]
+    pub slots: usize,
+    /// Lanes to claim from (comma-separated).
+    #[arg(
+        long,
+        env = "FLOWFABRIC_LANES",
+        value_delimiter = ',',
+        default_value = "default"
+    )]
+    pub lanes: Vec<String>,
+    /// Capabilities this worker offers (comma-separated).
+    #[arg(long, env = "FLOWFABRIC_CAPABILITIES", value_delimiter = ',')]
+    pub capabilities: Vec<String>,
+    /// Lease time-to-live; renewed every third of it.
+    #[arg(long, env = "FLOWFABRIC_LEASE_TTL_MS", default_value_t = 30_000)]
+    pub lease_ttl_ms: u64,
+    /// Longest one run of a guest may take.
+    #[arg(long, env = "FLOWFABRIC_TASK_TIMEOUT_MS", default_value_t = 60_000)]
+    pub task_timeout_ms: u64,
+    /// Linear memory cap per guest, in MiB.
+    #[arg(long, env = "FLOWFABRIC_TASK_MEMORY_MIB", default_value_t = 128)]
+    pub task_memory_mib: usize,
+    /// Directory for compiled components (created if missing).
+    #[arg(
+        long,
+        env = "FLOWFABRIC_CACHE_DIR",
+        default_value = ".flowfabric/cache"
+    )]
+    pub cache_dir: std::path::PathBuf,
+    /// How long shutdown waits for running executions before releasing them.
+    #[arg(long, env = "FLOWFABRIC_DRAIN_TIMEOUT_MS", default_value_t = 30_000)]
+    pub drain_timeout_ms: u64,
+}
+
+impl WorkerArgs {
+    pub fn runtime(&self) -> anyhow::Result<Arc<Runtime>> {
+        let config = RuntimeConfig {
+            max_instances: u32::try_from(self.slots.max(1))?,
+            max_memory_bytes: (self.task_memory_mib << 20).max(256 << 20),
+            cache_dir: Some(self.cache_dir.clone()),
+            ..RuntimeConfig::default()
+        };
+        Ok(Arc::new(
+            Runtime::new(config).context("starting the wasm runtime")?,
+        ))
+    }
+
+    pub fn worker_config(&self) -> WorkerConfig {
+        WorkerConfig {
+            worker_id: hostname(),
+            slots: self.slots,
+            lanes: self.lanes.clone(),
+            capabilities: self.capabilities.clone(),
+            lease_ttl: Duration::from_millis(self.lease_ttl_ms),
+            sandbox: SandboxLimits {
+                timeout: Duration::from_millis(self.task_timeout_ms),
+                memory_bytes: self.task_memory_mib << 20,
+                ..SandboxLimits::default()
+            },
+            drain_timeout: Duration::from_millis(self.drain_timeout_ms),
+            ..WorkerConfig::default()
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "flowfabric-worker".into())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -10,7 +10,7 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use flowfabric::task::types::{
+pub use self::flowfabric::task::types::{
     AttemptType, Breach, FailureClass, HostError, LogLevel, ResumeCondition, Signal, StreamMode,
     TaskInfo, TimeoutBehavior, UsageResult, Waitpoint,
 };

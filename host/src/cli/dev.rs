@@ -1,0 +1,174 @@
+//! `flowfabric dev`: the product end to end in one command. Uploads the example
+//! guests, submits a handful of executions (a retry and a timeout among them),
+//! runs them on an in-process worker pool and prints what happened.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use flowfabric::engine::{Engine, ScannerConfig, Scanners};
+use flowfabric::model::{Backoff, Execution, NewExecution};
+use flowfabric::worker::WorkerPool;
+
+use super::{connect, WorkerArgs};
+
+#[derive(clap::Args)]
+pub struct Dev {
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: String,
+    /// Where the built guests (`echo.wasm`, `testkit.wasm`) are.
+    #[arg(long, default_value = "guests/target/wasm32-wasip2/release")]
+    guests: PathBuf,
+    #[command(flatten)]
+    worker: WorkerArgs,
+}
+
+const DEMO: &[(&str, &str, u32, &str)] = &[
+    (
+        "echo",
+        "hello from a wasm component",
+        0,
+        "returns its input",
+    ),
+    (
+        "testkit",
+        "fail-until:3",
+        5,
+        "fails twice, retried with backoff",
+    ),
+    ("testkit", "frames:3", 0, "streams frames and progress"),
+    ("testkit", "permanent", 5, "fails permanently: not retried"),
+    (
+        "testkit",
+        "loop",
+        0,
+        "spins forever: stopped by the timeout",
+    ),
+    (
+        "testkit",
+        "alloc:512",
+        0,
+        "allocates 512 MiB: over the memory cap",
+    ),
+    (
+        "testkit",
+        "open:/etc/passwd",
+        0,
+        "tries to read a host file",
+    ),
+];
+
+pub async fn run(mut args: Dev) -> anyhow::Result<()> {
+    args.worker.task_timeout_ms = args.worker.task_timeout_ms.min(1_000);
+    args.worker.task_memory_mib = args.worker.task_memory_mib.min(64);
+    let engine = connect(&args.database_url, 20).await?;
+    let runtime = args.worker.runtime()?;
+    let tenant_name = format!("demo-{}", chrono::Utc::now().format("%H%M%S"));
+    let tenant = engine.create_tenant(&tenant_name).await?.tenant_id;
+    println!("tenant `{tenant_name}` created");
+
+    for kind in ["echo", "testkit"] {
+        let path = args.guests.join(format!("{kind}.wasm"));
+        let wasm = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let (v, _) =
+            flowfabric::components::register(&engine, &runtime, tenant, kind, &wasm).await?;
+        println!(
+            "uploaded `{kind}` v{} ({} KiB, sha256 {}…)",
+            v.version,
+            v.size_bytes / 1024,
+            &v.digest[..12]
+        );
+    }
+
+    let mut ids = Vec::new();
+    for (kind, input, retries, _) in DEMO {
+        let mut new = NewExecution::new(*kind, input.as_bytes());
+        new.policy.retry.max_retries = *retries;
+        new.policy.retry.backoff = Backoff::Exponential {
+            initial_delay_ms: 200,
+            max_delay_ms: 1_000,
+            multiplier: 2.0,
+            jitter: true,
+        };
+        ids.push(engine.create(tenant, new).await?.execution_id);
+    }
+    println!(
+        "submitted {} executions; running them on {} slots…\n",
+        ids.len(),
+        args.worker.slots
+    );
+
+    let scanners = Scanners::start(
+        engine.backend().clone(),
+        ScannerConfig {
+            delayed: Duration::from_millis(50),
+            ..ScannerConfig::default()
+        },
+    );
+    let pool = WorkerPool::start(engine.clone(), runtime, args.worker.worker_config());
+    let finished = wait_all(&engine, tenant, &ids).await?;
+    pool.shutdown().await;
+    scanners.shutdown().await;
+
+    println!(
+        "{:<28} {:<10} {:>8}  result / failure",
+        "input", "state", "attempts"
+    );
+    for ((_, input, _, what), ex) in DEMO.iter().zip(&finished) {
+        let outcome = match (&ex.result, &ex.last_failure) {
+            (Some(r), _) => format!("\"{}\"", String::from_utf8_lossy(r)),
+            (None, Some(f)) => format!("{}: {}", f.class.as_str(), first_line(&f.message)),
+            (None, None) => String::new(),
+        };
+        println!(
+            "{:<28} {:<10} {:>8}  {outcome}",
+            input,
+            ex.state.as_str(),
+            ex.attempt_index
+        );
+        println!("{:<28} {}", "", what);
+        let frames = engine
+            .read_frames(tenant, ex.execution_id, ex.attempt_index, 0, 100)
+            .await?;
+        if !frames.is_empty() {
+            let list: Vec<String> = frames
+                .iter()
+                .map(|f| {
+                    format!(
+                        "{}={}",
+                        f.frame_type,
+                        String::from_utf8_lossy(&f.payload).trim_end()
+                    )
+                })
+                .collect();
+            println!("{:<28} frames: {}", "", list.join(", "));
+        }
+    }
+    Ok(())
+}
+
+async fn wait_all(
+    engine: &Engine,
+    tenant: uuid::Uuid,
+    ids: &[uuid::Uuid],
+) -> anyhow::Result<Vec<Execution>> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut all = Vec::with_capacity(ids.len());
+        for id in ids {
+            all.push(engine.get(tenant, *id).await?);
+        }
+        if all.iter().all(|e| e.state.is_terminal()) {
+            return Ok(all);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "executions did not finish within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or_default()
+}
