@@ -38,6 +38,8 @@ enum Command {
 enum BenchCommand {
     /// create -> claim -> complete throughput, engine vs raw SQL.
     Engine(cli::bench::EngineBench),
+    /// Per-task wasm overhead (pooling vs on-demand) and end-to-end cost of wasm.
+    Wasm(cli::bench_wasm::WasmBench),
 }
 
 #[tokio::main]
@@ -66,6 +68,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Worker(args) => cli::worker::run(args).await?,
         Command::Dev(args) => cli::dev::run(args).await?,
         Command::Bench(BenchCommand::Engine(args)) => cli::bench::run(args).await?,
+        Command::Bench(BenchCommand::Wasm(args)) => cli::bench_wasm::run(args).await?,
     }
     Ok(())
 }

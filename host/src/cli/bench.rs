@@ -176,7 +176,7 @@ async fn round(args: &EngineBench, batch: u32, path: Path) -> anyhow::Result<Row
 }
 
 /// Run `workers` loops of `step` until `total` items were processed.
-async fn drain<F, Fut>(workers: usize, total: usize, step: F) -> anyhow::Result<()>
+pub(super) async fn drain<F, Fut>(workers: usize, total: usize, step: F) -> anyhow::Result<()>
 where
     F: Fn() -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = flowfabric::Result<usize>> + Send,

@@ -54,6 +54,8 @@ pub struct RuntimeConfig {
     pub cache_dir: Option<PathBuf>,
     /// Compiled components kept ready in memory.
     pub cached_components: usize,
+    /// Pre-allocate instance slots (fast); `false` allocates per instance.
+    pub pooling: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -65,6 +67,7 @@ impl Default for RuntimeConfig {
             fuel: false,
             cache_dir: None,
             cached_components: 256,
+            pooling: true,
         }
     }
 }
@@ -270,10 +273,14 @@ fn engine_config(config: &RuntimeConfig) -> Config {
         .table_keep_resident(64 << 10)
         .decommit_batch_size(64);
     let mut cfg = Config::new();
-    cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
-        .epoch_interruption(true)
-        .consume_fuel(config.fuel)
-        .concurrency_support(false);
+    cfg.allocation_strategy(if config.pooling {
+        InstanceAllocationStrategy::Pooling(pool)
+    } else {
+        InstanceAllocationStrategy::OnDemand
+    })
+    .epoch_interruption(true)
+    .consume_fuel(config.fuel)
+    .concurrency_support(false);
     cfg
 }
 

@@ -14,6 +14,7 @@
 //! everything, as a crash would: leases then expire and the scanners reclaim.
 
 mod claimed;
+mod resolve;
 mod run;
 
 use std::collections::HashMap;
@@ -144,6 +145,7 @@ async fn claim_loop(
     let config = Arc::new(config);
     let slots = Arc::new(Semaphore::new(config.slots.max(1)));
     let mut runs = JoinSet::new();
+    let resolver = Arc::new(resolve::Resolver::default());
     let instance = Uuid::now_v7().to_string();
     let mut work = match engine.work_signal().await {
         Ok(signal) => Some(signal),
@@ -196,6 +198,7 @@ async fn claim_loop(
             let job = run::Job {
                 engine: engine.clone(),
                 runtime: runtime.clone(),
+                resolver: resolver.clone(),
                 config: config.clone(),
                 claimed,
                 cancel,

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tracing::Instrument;
 
 use super::claimed::ClaimedTask;
+use super::resolve::Resolver;
 use super::WorkerConfig;
 use crate::engine::Engine;
 use crate::error::EngineError;
@@ -16,6 +17,7 @@ use crate::runtime::{CancelFlag, Prepared, RunResult, Runtime, SandboxLimits, Ta
 pub(super) struct Job {
     pub engine: Engine,
     pub runtime: Arc<Runtime>,
+    pub resolver: Arc<Resolver>,
     pub config: Arc<WorkerConfig>,
     pub claimed: ClaimedExecution,
     pub cancel: CancelFlag,
@@ -42,6 +44,7 @@ impl Job {
         let Job {
             engine,
             runtime,
+            resolver,
             config,
             claimed,
             cancel,
@@ -55,7 +58,7 @@ impl Job {
             config.lease_ttl,
         )));
 
-        let outcome = match component(&engine, &runtime, &task).await {
+        let outcome = match component(&engine, &runtime, &resolver, &task).await {
             Ok(component) => {
                 let imports: Arc<dyn TaskImports> = task.clone();
                 let outcome = runtime
@@ -99,12 +102,13 @@ fn sandbox_limits(base: &SandboxLimits, claimed: &ClaimedExecution) -> SandboxLi
 async fn component(
     engine: &Engine,
     runtime: &Runtime,
+    resolver: &Resolver,
     task: &ClaimedTask,
 ) -> Result<Prepared, Failure> {
     let tenant = task.lease().tenant_id;
     let kind = &task.claimed.kind;
-    let version = engine
-        .latest_component(tenant, kind)
+    let version = resolver
+        .latest(engine, tenant, kind)
         .await
         .map_err(|e| Failure::new(FailureClass::Internal, format!("looking up component: {e}")))?
         .ok_or_else(|| {

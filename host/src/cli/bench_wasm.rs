@@ -1,0 +1,236 @@
+//! `flowfabric bench wasm`: what running tasks as wasm costs, as ratios measured
+//! in one run.
+//!
+//! 1. Per task: a fresh instance of `testkit` plus one `run` call (no imports
+//!    used), with the pooling allocator against on-demand allocation.
+//! 2. End to end through Postgres: N executions created in batches of 100, then
+//!    run by the worker pool (claim, instantiate, run, complete), against the
+//!    engine-only path (the same claims and completions with no wasm at all).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use async_trait::async_trait;
+use flowfabric::backend::postgres::bench::ScratchDatabase;
+use flowfabric::engine::Engine;
+use flowfabric::model::{ClaimRequest, NewExecution, TenantId, DEFAULT_LANE};
+use flowfabric::runtime::{
+    AttemptType, CancelFlag, GuestStreamMode, HostError, LogLevel, ResumeCondition, RunResult,
+    Runtime, RuntimeConfig, SandboxLimits, Signal, TaskImports, TaskInfo, TimeoutBehavior,
+    UsageResult, Waitpoint,
+};
+use flowfabric::worker::{WorkerConfig, WorkerPool};
+
+use super::bench::drain;
+
+#[derive(clap::Args)]
+pub struct WasmBench {
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: String,
+    /// Where the built guests are (`testkit.wasm` is used).
+    #[arg(long, default_value = "guests/target/wasm32-wasip2/release")]
+    guests: PathBuf,
+    /// Instantiate+call iterations per allocator.
+    #[arg(long, default_value_t = 5_000)]
+    calls: usize,
+    /// Executions for the end-to-end comparison.
+    #[arg(long, default_value_t = 3_000)]
+    executions: usize,
+    /// Worker pool slots (and claim batch) for the end-to-end comparison.
+    #[arg(long, default_value_t = 16)]
+    slots: usize,
+}
+
+pub async fn run(args: WasmBench) -> anyhow::Result<()> {
+    let wasm = std::fs::read(args.guests.join("testkit.wasm"))
+        .context("reading testkit.wasm (build the guests first)")?;
+    println!(
+        "per task: fresh instance + run(\"echo:x\"), {} calls, 1 task at a time",
+        args.calls
+    );
+    let mut per_call = Vec::new();
+    for (name, pooling) in [("on-demand", false), ("pooling", true)] {
+        let runtime = Runtime::new(RuntimeConfig {
+            pooling,
+            ..RuntimeConfig::default()
+        })?;
+        let micros = per_task_micros(&runtime, &wasm, args.calls).await?;
+        per_call.push(micros);
+        println!(
+            "  {name:<10} {micros:>8.1} µs/task  {:>9.0} tasks/s",
+            1e6 / micros
+        );
+    }
+    println!(
+        "  pooling / on-demand time: {:.2}",
+        per_call[1] / per_call[0]
+    );
+
+    let engine_only = end_to_end(&args, &wasm, false).await?;
+    let with_wasm = end_to_end(&args, &wasm, true).await?;
+    println!(
+        "end to end through Postgres, {} executions, {} slots:\n  engine only {:>8.0} executions/s\n  wasm pool   {:>8.0} executions/s\n  wasm / engine-only throughput: {:.2} (cost per execution +{:.0}%)",
+        args.executions,
+        args.slots,
+        engine_only,
+        with_wasm,
+        with_wasm / engine_only,
+        (engine_only / with_wasm - 1.0) * 100.0
+    );
+    Ok(())
+}
+
+async fn per_task_micros(runtime: &Runtime, wasm: &[u8], calls: usize) -> anyhow::Result<f64> {
+    let digest = runtime.register(wasm).await?;
+    let component = runtime
+        .prepare(&digest, || async { Ok::<_, String>(wasm.to_vec()) })
+        .await?;
+    let imports: Arc<dyn TaskImports> = Arc::new(NoImports);
+    let limits = SandboxLimits::default();
+    let mut timed = Duration::ZERO;
+    for i in 0..calls + 200 {
+        let started = Instant::now();
+        let outcome = runtime
+            .run(
+                &component,
+                imports.clone(),
+                b"echo:x",
+                &limits,
+                CancelFlag::default(),
+            )
+            .await;
+        if i >= 200 {
+            timed += started.elapsed();
+        }
+        anyhow::ensure!(
+            matches!(outcome.result, RunResult::Completed(_)),
+            "run failed: {:?}",
+            outcome.result
+        );
+    }
+    Ok(timed.as_secs_f64() * 1e6 / calls as f64)
+}
+
+async fn end_to_end(args: &WasmBench, wasm: &[u8], with_wasm: bool) -> anyhow::Result<f64> {
+    let scratch = ScratchDatabase::create(&args.database_url).await?;
+    let engine = super::connect(&scratch.url, u32::try_from(args.slots)? + 4).await?;
+    let tenant = engine.create_tenant("bench").await?.tenant_id;
+    let runtime = Arc::new(Runtime::new(RuntimeConfig::default())?);
+    flowfabric::components::register(&engine, &runtime, tenant, "testkit", wasm).await?;
+    create(&engine, tenant, args.executions).await?;
+    let started = Instant::now();
+    if with_wasm {
+        let config = WorkerConfig {
+            slots: args.slots,
+            claim_batch: u32::try_from(args.slots)?,
+            poll_interval: Duration::from_millis(20),
+            ..WorkerConfig::default()
+        };
+        let pool = WorkerPool::start(engine.clone(), runtime, config);
+        while engine
+            .completion_events(tenant, (args.executions - 1) as i64, 1)
+            .await?
+            .is_empty()
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let elapsed = started.elapsed();
+        pool.shutdown().await;
+        scratch.drop().await?;
+        return Ok(args.executions as f64 / elapsed.as_secs_f64());
+    }
+    let request = ClaimRequest {
+        worker_id: "bench".into(),
+        worker_instance: "bench".into(),
+        lanes: vec![DEFAULT_LANE.into()],
+        capabilities: vec![],
+        limit: u32::try_from(args.slots)?,
+        lease_ttl: Duration::from_secs(60),
+    };
+    drain(4, args.executions, {
+        let engine = engine.clone();
+        move || {
+            let engine = engine.clone();
+            let request = request.clone();
+            async move {
+                let claimed = engine.claim(&request).await?;
+                for c in &claimed {
+                    engine.complete(&c.lease, b"x").await?;
+                }
+                Ok(claimed.len())
+            }
+        }
+    })
+    .await?;
+    let elapsed = started.elapsed();
+    scratch.drop().await?;
+    Ok(args.executions as f64 / elapsed.as_secs_f64())
+}
+
+async fn create(engine: &Engine, tenant: TenantId, n: usize) -> anyhow::Result<()> {
+    let all: Vec<NewExecution> = (0..n)
+        .map(|_| NewExecution::new("testkit", b"echo:x".to_vec()))
+        .collect();
+    for chunk in all.chunks(100) {
+        engine.create_batch(tenant, chunk).await?;
+    }
+    Ok(())
+}
+
+/// Imports for the per-task measurement, where the guest calls none of them.
+struct NoImports;
+
+#[async_trait]
+impl TaskImports for NoImports {
+    fn info(&self) -> TaskInfo {
+        TaskInfo {
+            execution_id: String::new(),
+            kind: "testkit".into(),
+            lane: DEFAULT_LANE.into(),
+            attempt: 1,
+            attempt_type: AttemptType::Initial,
+            retry_count: 0,
+            priority: 0,
+            tags: Vec::new(),
+        }
+    }
+    async fn progress(&self, _: u8, _: String) -> Result<(), HostError> {
+        Ok(())
+    }
+    async fn append_frame(
+        &self,
+        _: String,
+        _: Vec<u8>,
+        _: GuestStreamMode,
+    ) -> Result<u64, HostError> {
+        Ok(0)
+    }
+    async fn report_usage(
+        &self,
+        _: String,
+        _: u64,
+        _: Option<String>,
+    ) -> Result<UsageResult, HostError> {
+        Ok(UsageResult::Ok)
+    }
+    async fn create_waitpoint(&self, _: String, _: Option<u64>) -> Result<Waitpoint, HostError> {
+        Err(HostError::Unsupported("benchmark".into()))
+    }
+    async fn suspend(
+        &self,
+        _: ResumeCondition,
+        _: Option<u64>,
+        _: TimeoutBehavior,
+    ) -> Result<Vec<Signal>, HostError> {
+        Err(HostError::Unsupported("benchmark".into()))
+    }
+    fn resume_signals(&self) -> Vec<Signal> {
+        Vec::new()
+    }
+    fn lease_healthy(&self) -> bool {
+        true
+    }
+    async fn log(&self, _: LogLevel, _: String) {}
+}
