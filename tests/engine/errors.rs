@@ -186,3 +186,82 @@ async fn bad_claim_requests_are_rejected() {
         Err(EngineError::InvalidInput { .. })
     ));
 }
+
+#[tokio::test]
+async fn frames_and_progress_are_fenced_by_the_lease() {
+    let (db, t) = setup().await;
+    let e = &db.engine;
+    let id = e.create(t, task("x")).await.unwrap().execution_id;
+    let old = claim_one(e).await;
+    assert_eq!(
+        e.append_frame(
+            &old.lease,
+            "item",
+            flowfabric::model::StreamMode::Durable,
+            b"1"
+        )
+        .await
+        .unwrap(),
+        1
+    );
+    db.expire_lease(id).await;
+    db.backend().reclaim_expired_leases(10).await.unwrap();
+    let new = claim_one(e).await;
+
+    let err = e
+        .append_frame(
+            &old.lease,
+            "item",
+            flowfabric::model::StreamMode::Durable,
+            b"late",
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::StaleLease { .. }), "{err}");
+    let err = e.set_progress(&old.lease, 99, "late").await.unwrap_err();
+    assert!(matches!(err, EngineError::StaleLease { .. }), "{err}");
+
+    // The new attempt's stream starts at 1 and holds nothing of the old holder.
+    assert_eq!(
+        e.append_frame(
+            &new.lease,
+            "item",
+            flowfabric::model::StreamMode::Durable,
+            b"2"
+        )
+        .await
+        .unwrap(),
+        1
+    );
+    assert_eq!(db.count("frames").await, 2);
+    let old_frames = e.read_frames(t, id, 1, 0, 10).await.unwrap();
+    assert_eq!(
+        old_frames
+            .iter()
+            .map(|f| f.payload.clone())
+            .collect::<Vec<_>>(),
+        [b"1".to_vec()]
+    );
+    let progress: Option<i16> =
+        sqlx::query_scalar("SELECT progress_percent FROM executions WHERE execution_id = $1")
+            .bind(id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(progress, None, "the stale progress did not land");
+
+    let big = vec![0u8; e.limits().max_frame_bytes + 1];
+    let err = e
+        .append_frame(
+            &new.lease,
+            "item",
+            flowfabric::model::StreamMode::Durable,
+            &big,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, EngineError::PayloadTooLarge { field: "frame", .. }),
+        "{err}"
+    );
+}

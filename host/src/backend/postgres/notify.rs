@@ -15,7 +15,16 @@ use crate::error::{EngineError, Result};
 
 pub(super) struct WorkSignal {
     pool: PgPool,
-    sender: OnceCell<watch::Sender<u64>>,
+    sender: OnceCell<(watch::Sender<u64>, tokio::task::AbortHandle)>,
+}
+
+/// The listener lives as long as the backend that started it.
+impl Drop for WorkSignal {
+    fn drop(&mut self) {
+        if let Some((_, listener)) = self.sender.get() {
+            listener.abort();
+        }
+    }
 }
 
 impl WorkSignal {
@@ -38,11 +47,11 @@ impl WorkSignal {
                     .await
                     .map_err(EngineError::storage("listen"))?;
                 let (tx, _) = watch::channel(0u64);
-                tokio::spawn(forward(listener, tx.clone()));
-                Ok::<_, EngineError>(tx)
+                let task = tokio::spawn(forward(listener, tx.clone()));
+                Ok::<_, EngineError>((tx, task.abort_handle()))
             })
             .await?;
-        Ok(sender.subscribe())
+        Ok(sender.0.subscribe())
     }
 }
 
