@@ -134,30 +134,8 @@ async fn round(args: &EngineBench, batch: u32, path: Path) -> anyhow::Result<Row
                 engine.create_batch(tenant, chunk).await?;
             }
             let create = started.elapsed();
-            let request = ClaimRequest {
-                worker_id: "bench".into(),
-                worker_instance: "bench-1".into(),
-                lanes: vec![DEFAULT_LANE.into()],
-                capabilities: vec![],
-                limit: batch,
-                lease_ttl: Duration::from_secs(60),
-            };
             let started = Instant::now();
-            drain(args.workers, args.executions, {
-                let engine = engine.clone();
-                move || {
-                    let engine = engine.clone();
-                    let request = request.clone();
-                    async move {
-                        let claimed = engine.claim(&request).await?;
-                        for c in &claimed {
-                            engine.complete(&c.lease, b"done").await?;
-                        }
-                        Ok(claimed.len())
-                    }
-                }
-            })
-            .await?;
+            drain_engine(&engine, args.workers, args.executions, batch).await?;
             (create, started.elapsed())
         }
     };
@@ -175,8 +153,39 @@ async fn round(args: &EngineBench, batch: u32, path: Path) -> anyhow::Result<Row
     })
 }
 
+/// `workers` loops that claim up to `batch` executions and complete each, until
+/// `total` were processed: the engine-only path both benchmarks compare against.
+pub(super) async fn drain_engine(
+    engine: &Engine,
+    workers: usize,
+    total: usize,
+    batch: u32,
+) -> anyhow::Result<()> {
+    let request = ClaimRequest {
+        worker_id: "bench".into(),
+        worker_instance: "bench-1".into(),
+        lanes: vec![DEFAULT_LANE.into()],
+        capabilities: vec![],
+        limit: batch,
+        lease_ttl: Duration::from_secs(60),
+    };
+    let engine = engine.clone();
+    drain(workers, total, move || {
+        let engine = engine.clone();
+        let request = request.clone();
+        async move {
+            let claimed = engine.claim(&request).await?;
+            for c in &claimed {
+                engine.complete(&c.lease, b"done").await?;
+            }
+            Ok(claimed.len())
+        }
+    })
+    .await
+}
+
 /// Run `workers` loops of `step` until `total` items were processed.
-pub(super) async fn drain<F, Fut>(workers: usize, total: usize, step: F) -> anyhow::Result<()>
+async fn drain<F, Fut>(workers: usize, total: usize, step: F) -> anyhow::Result<()>
 where
     F: Fn() -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = flowfabric::Result<usize>> + Send,

@@ -15,7 +15,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use flowfabric::backend::postgres::bench::ScratchDatabase;
 use flowfabric::engine::Engine;
-use flowfabric::model::{ClaimRequest, NewExecution, TenantId, DEFAULT_LANE};
+use flowfabric::model::{NewExecution, TenantId, DEFAULT_LANE};
 use flowfabric::runtime::{
     AttemptType, CancelFlag, GuestStreamMode, HostError, LogLevel, ResumeCondition, RunResult,
     Runtime, RuntimeConfig, SandboxLimits, Signal, TaskImports, TaskInfo, TimeoutBehavior,
@@ -23,7 +23,7 @@ use flowfabric::runtime::{
 };
 use flowfabric::worker::{WorkerConfig, WorkerPool};
 
-use super::bench::drain;
+use super::bench::drain_engine;
 
 #[derive(clap::Args)]
 pub struct WasmBench {
@@ -141,29 +141,7 @@ async fn end_to_end(args: &WasmBench, wasm: &[u8], with_wasm: bool) -> anyhow::R
         scratch.drop().await?;
         return Ok(args.executions as f64 / elapsed.as_secs_f64());
     }
-    let request = ClaimRequest {
-        worker_id: "bench".into(),
-        worker_instance: "bench".into(),
-        lanes: vec![DEFAULT_LANE.into()],
-        capabilities: vec![],
-        limit: u32::try_from(args.slots)?,
-        lease_ttl: Duration::from_secs(60),
-    };
-    drain(4, args.executions, {
-        let engine = engine.clone();
-        move || {
-            let engine = engine.clone();
-            let request = request.clone();
-            async move {
-                let claimed = engine.claim(&request).await?;
-                for c in &claimed {
-                    engine.complete(&c.lease, b"x").await?;
-                }
-                Ok(claimed.len())
-            }
-        }
-    })
-    .await?;
+    drain_engine(&engine, 4, args.executions, u32::try_from(args.slots)?).await?;
     let elapsed = started.elapsed();
     scratch.drop().await?;
     Ok(args.executions as f64 / elapsed.as_secs_f64())

@@ -3,7 +3,7 @@
 use sqlx::postgres::PgRow;
 use sqlx::PgPool;
 
-use super::rows::col;
+use super::rows::{col, unknown_tenant_or};
 use crate::error::{EngineError, Result};
 use crate::model::{ComponentVersion, TenantId};
 
@@ -63,16 +63,7 @@ pub(super) async fn put(
     .bind(wasm)
     .execute(&mut *tx)
     .await
-    .map_err(|e| match &e {
-        sqlx::Error::Database(db) if db.is_foreign_key_violation() => EngineError::NotFound {
-            what: "tenant",
-            id: tenant.to_string(),
-        },
-        _ => EngineError::Storage {
-            op: "put component",
-            source: e,
-        },
-    })?;
+    .map_err(unknown_tenant_or("put component", tenant))?;
     let row = sqlx::query(&format!(
         "INSERT INTO components (tenant_id, kind, version, digest, size_bytes) \
          VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"

@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use std::sync::LazyLock;
 
-use super::rows::{col, completion_outbox, execution, EXECUTION_COLUMNS};
+use super::rows::{col, completion_outbox, execution, unknown_tenant_or, EXECUTION_COLUMNS};
 use crate::error::{EngineError, Result};
 use crate::model::{
     CompletionEvent, Created, Execution, ExecutionFilter, ExecutionId, NewExecution, PublicState,
@@ -137,16 +137,7 @@ pub(super) async fn create_executions(
         )
         .fetch_all(pool)
         .await
-        .map_err(|e| match &e {
-            sqlx::Error::Database(db) if db.is_foreign_key_violation() => EngineError::NotFound {
-                what: "tenant",
-                id: tenant.to_string(),
-            },
-            _ => EngineError::Storage {
-                op: "create executions",
-                source: e,
-            },
-        })?;
+        .map_err(unknown_tenant_or("create executions", tenant))?;
 
     let mut created = Vec::with_capacity(rows.len());
     for row in rows {

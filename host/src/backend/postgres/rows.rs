@@ -166,3 +166,18 @@ event_notify AS (
 )"
     )
 }
+
+/// A storage error, except that a foreign-key violation (only `tenant_id`
+/// references `tenants` among the columns callers write) means an unknown tenant.
+pub(super) fn unknown_tenant_or(
+    op: &'static str,
+    tenant: uuid::Uuid,
+) -> impl FnOnce(sqlx::Error) -> EngineError {
+    move |e| match &e {
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => EngineError::NotFound {
+            what: "tenant",
+            id: tenant.to_string(),
+        },
+        _ => EngineError::Storage { op, source: e },
+    }
+}
