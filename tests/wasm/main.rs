@@ -55,7 +55,11 @@ impl Env {
     }
 
     pub async fn wait_terminal(&self, id: ExecutionId) -> Execution {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        self.wait_terminal_within(id, Duration::from_secs(30)).await
+    }
+
+    pub async fn wait_terminal_within(&self, id: ExecutionId, limit: Duration) -> Execution {
+        let deadline = tokio::time::Instant::now() + limit;
         loop {
             let ex = self.db.engine.get(self.tenant, id).await.expect("get");
             if ex.state.is_terminal() {

@@ -61,10 +61,13 @@ async fn first_attempt_worker(env: &Env, id: uuid::Uuid) -> String {
 }
 
 #[tokio::test]
-async fn operator_cancel_stops_the_running_guest() {
+async fn operator_cancel_stops_the_running_guest_at_once() {
     let env = Env::new().await;
     let mut cfg = config(1);
-    cfg.lease_ttl = Duration::from_millis(900);
+    // Neither renewal (every 20 s) nor the sandbox timeout (120 s) can stop the
+    // guest within the bound below: only the revocation notification can.
+    cfg.lease_ttl = Duration::from_secs(60);
+    cfg.sandbox.timeout = Duration::from_secs(120);
     let pool = env.pool(cfg);
     let id = env.submit("testkit", "loop", 0).await;
     env.wait_state(id, PublicState::Active).await;
@@ -76,11 +79,13 @@ async fn operator_cancel_stops_the_running_guest() {
         .unwrap());
     // The only slot frees up only if the looping guest was stopped.
     let next = env.submit("echo", "after cancel", 0).await;
-    assert_eq!(env.wait_terminal(next).await.state, PublicState::Completed);
-    assert_eq!(
-        env.db.engine.get(env.tenant, id).await.unwrap().state,
-        PublicState::Cancelled
-    );
+    let ex = env
+        .wait_terminal_within(next, Duration::from_secs(10))
+        .await;
+    assert_eq!(ex.state, PublicState::Completed);
+    let cancelled = env.db.engine.get(env.tenant, id).await.unwrap();
+    assert_eq!(cancelled.state, PublicState::Cancelled);
+    assert_eq!(cancelled.cancellation_reason.as_deref(), Some("operator"));
     pool.shutdown().await;
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::error::Result;
 use crate::model::{
@@ -127,6 +127,11 @@ pub trait Backend: Send + Sync + 'static {
 
     /// A signal that changes whenever new work may be claimable.
     async fn work_signal(&self) -> Result<watch::Receiver<u64>>;
+
+    /// Ids of executions whose lease an operator or a deadline revoked, so a
+    /// worker running one can stop it at once. Best effort: lease renewal
+    /// remains the guarantee.
+    async fn revocations(&self) -> Result<broadcast::Receiver<ExecutionId>>;
 
     /// Scanner passes. Each handles at most `limit` rows per tenant and returns how
     /// many it changed; all are safe to run concurrently on several hosts.

@@ -349,6 +349,10 @@ impl Engine {
             .await
     }
 
+    pub async fn revocations(&self) -> Result<tokio::sync::broadcast::Receiver<ExecutionId>> {
+        self.backend.revocations().await
+    }
+
     pub async fn work_signal(&self) -> Result<watch::Receiver<u64>> {
         self.backend.work_signal().await
     }

@@ -14,6 +14,8 @@
 //! everything, as a crash would: leases then expire and the scanners reclaim.
 
 mod claimed;
+
+use claimed::ClaimedTask;
 mod resolve;
 mod run;
 
@@ -62,8 +64,8 @@ impl Default for WorkerConfig {
     }
 }
 
-/// Runs that are in flight, so shutdown can stop them.
-type Running = Arc<Mutex<HashMap<ExecutionId, CancelFlag>>>;
+/// Runs that are in flight, so shutdown and revocations can stop them.
+type Running = Arc<Mutex<HashMap<ExecutionId, Arc<ClaimedTask>>>>;
 
 pub struct WorkerPool {
     stop: watch::Sender<bool>,
@@ -108,7 +110,7 @@ impl WorkerPool {
         })
         .await;
         if drained.is_err() {
-            let flags: Vec<CancelFlag> = self
+            let tasks: Vec<Arc<ClaimedTask>> = self
                 .running
                 .lock()
                 .expect("running lock")
@@ -116,14 +118,51 @@ impl WorkerPool {
                 .cloned()
                 .collect();
             tracing::info!(
-                count = flags.len(),
+                count = tasks.len(),
                 "drain timeout: releasing in-flight executions"
             );
-            for flag in flags {
-                flag.cancel();
+            for task in tasks {
+                task.cancel.cancel();
             }
             while runs.join_next().await.is_some() {}
         }
+    }
+}
+
+/// Stop running guests whose lease was revoked as soon as the notification
+/// arrives; lease renewal still catches whatever a lost notification misses.
+async fn watch_revocations(engine: &Engine, running: Running) -> Option<AbortOnDrop> {
+    let mut revoked = match engine.revocations().await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "no revocation notifications; relying on lease renewal");
+            return None;
+        }
+    };
+    let task = tokio::spawn(async move {
+        loop {
+            match revoked.recv().await {
+                Ok(id) => {
+                    let task = running.lock().expect("running lock").get(&id).cloned();
+                    if let Some(task) = task {
+                        tracing::info!(execution = %id, "lease revoked; stopping the guest");
+                        task.mark_lease_lost();
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    Some(AbortOnDrop(task))
+}
+
+/// A background task that must not outlive its owner.
+pub(super) struct AbortOnDrop(pub(super) tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -147,6 +186,7 @@ async fn claim_loop(
     let mut runs = JoinSet::new();
     let resolver = Arc::new(resolve::Resolver::default());
     let instance = Uuid::now_v7().to_string();
+    let _revocations = watch_revocations(&engine, running.clone()).await;
     let mut work = match engine.work_signal().await {
         Ok(signal) => Some(signal),
         Err(e) => {
@@ -189,19 +229,22 @@ async fn claim_loop(
         };
         let got = claimed.len();
         for (claimed, permit) in claimed.into_iter().zip(permits.drain(..)) {
-            let cancel = CancelFlag::default();
             let id = claimed.lease.execution_id;
+            let task = Arc::new(ClaimedTask::new(
+                engine.clone(),
+                claimed,
+                CancelFlag::default(),
+            ));
             running
                 .lock()
                 .expect("running lock")
-                .insert(id, cancel.clone());
+                .insert(id, task.clone());
             let job = run::Job {
                 engine: engine.clone(),
                 runtime: runtime.clone(),
                 resolver: resolver.clone(),
                 config: config.clone(),
-                claimed,
-                cancel,
+                task,
             };
             let running = running.clone();
             runs.spawn(async move {

@@ -8,19 +8,18 @@ use tracing::Instrument;
 
 use super::claimed::ClaimedTask;
 use super::resolve::Resolver;
-use super::WorkerConfig;
+use super::{AbortOnDrop, WorkerConfig};
 use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::model::{ClaimedExecution, Failure, FailureClass};
-use crate::runtime::{CancelFlag, Prepared, RunResult, Runtime, SandboxLimits, TaskImports};
+use crate::runtime::{Prepared, RunResult, Runtime, SandboxLimits, TaskImports};
 
 pub(super) struct Job {
     pub engine: Engine,
     pub runtime: Arc<Runtime>,
     pub resolver: Arc<Resolver>,
     pub config: Arc<WorkerConfig>,
-    pub claimed: ClaimedExecution,
-    pub cancel: CancelFlag,
+    pub task: Arc<ClaimedTask>,
 }
 
 /// Storage errors on the final write are retried this often; the terminal
@@ -30,12 +29,12 @@ const FINISH_ATTEMPTS: u32 = 5;
 
 impl Job {
     pub(super) async fn run(self) {
-        let lease = &self.claimed.lease;
+        let lease = &self.task.claimed.lease;
         let span = tracing::info_span!(
             "execution",
             execution = %lease.execution_id,
             attempt = lease.attempt_index,
-            kind = %self.claimed.kind,
+            kind = %self.task.claimed.kind,
         );
         self.run_inner().instrument(span).await
     }
@@ -46,12 +45,10 @@ impl Job {
             runtime,
             resolver,
             config,
-            claimed,
-            cancel,
+            task,
         } = self;
-        let input = claimed.input.clone();
-        let limits = sandbox_limits(&config.sandbox, &claimed);
-        let task = Arc::new(ClaimedTask::new(engine.clone(), claimed, cancel));
+        let input = task.claimed.input.clone();
+        let limits = sandbox_limits(&config.sandbox, &task.claimed);
         let renewer = AbortOnDrop(tokio::spawn(renew_until_lost(
             engine.clone(),
             task.clone(),
@@ -77,16 +74,6 @@ impl Job {
         drop(renewer);
         task.flush_progress().await;
         finish(&engine, &task, outcome).await;
-    }
-}
-
-/// Renewal must stop when the run stops, however it stops (an aborted run is a
-/// crashed worker: its lease has to expire).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

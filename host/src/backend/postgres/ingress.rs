@@ -255,8 +255,10 @@ attempt AS (
     WHERE tenant_id = $1 AND execution_id = $2
       AND attempt_index = (SELECT attempt_index FROM moved) AND state = 'running'
 ),
-{outbox}
-SELECT count(*) + (SELECT count(*) FROM event_notify) FROM moved HAVING count(*) > 0
+{outbox},
+revoke AS (SELECT pg_notify('flowfabric_revoked', execution_id::text) FROM moved)
+SELECT count(*) + 0 * ((SELECT count(*) FROM event_notify) + (SELECT count(*) FROM revoke))
+FROM moved HAVING count(*) > 0
 "#,
         outbox = completion_outbox("moved", "'cancelled'", "true"),
     )

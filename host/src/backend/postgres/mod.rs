@@ -32,7 +32,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use super::Backend;
 use crate::error::{EngineError, Result};
@@ -46,10 +46,12 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
 /// Channel that carries "new work may be claimable" (empty payload, coalesced).
 const WORK_CHANNEL: &str = "flowfabric_work";
+/// Channel that carries the id of an execution whose lease was revoked.
+const REVOKED_CHANNEL: &str = "flowfabric_revoked";
 
 pub struct PgBackend {
     pool: PgPool,
-    work: notify::WorkSignal,
+    notifications: notify::Notifications,
 }
 
 impl PgBackend {
@@ -68,7 +70,7 @@ impl PgBackend {
 
     pub fn from_pool(pool: PgPool) -> Self {
         Self {
-            work: notify::WorkSignal::new(pool.clone()),
+            notifications: notify::Notifications::new(pool.clone()),
             pool,
         }
     }
@@ -216,7 +218,11 @@ impl Backend for PgBackend {
     }
 
     async fn work_signal(&self) -> Result<watch::Receiver<u64>> {
-        self.work.subscribe().await
+        self.notifications.work().await
+    }
+
+    async fn revocations(&self) -> Result<broadcast::Receiver<ExecutionId>> {
+        self.notifications.revoked().await
     }
 
     async fn reclaim_expired_leases(&self, limit: u32) -> Result<u64> {

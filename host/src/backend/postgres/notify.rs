@@ -1,71 +1,102 @@
-//! LISTEN-based wake-ups with one connection per backend.
+//! LISTEN-based notifications over one connection per backend.
 //!
-//! The listener task bumps a `watch` counter on every notification; waiters use
-//! `changed()` with a timeout, so a lost connection or a dropped notification
-//! only costs one polling interval, never a stuck worker.
+//! Two channels: `flowfabric_work` (new work may be claimable; the listener bumps
+//! a `watch` counter, and waiters pair `changed()` with a polling timeout, so a
+//! lost connection or notification costs one polling interval, never a stuck
+//! worker) and `flowfabric_revoked` (an execution's lease was revoked by an
+//! operator cancel or its deadline; broadcast so a worker can stop the guest at
+//! once instead of at its next lease renewal, which remains the fallback).
 
 use std::time::Duration;
 
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
-use tokio::sync::{watch, OnceCell};
+use tokio::sync::{broadcast, watch, OnceCell};
 
-use super::WORK_CHANNEL;
+use super::{REVOKED_CHANNEL, WORK_CHANNEL};
 use crate::error::{EngineError, Result};
+use crate::model::ExecutionId;
 
-pub(super) struct WorkSignal {
+pub(super) struct Notifications {
     pool: PgPool,
-    sender: OnceCell<(watch::Sender<u64>, tokio::task::AbortHandle)>,
+    listening: OnceCell<Listening>,
+}
+
+struct Listening {
+    work: watch::Sender<u64>,
+    revoked: broadcast::Sender<ExecutionId>,
+    task: tokio::task::AbortHandle,
 }
 
 /// The listener lives as long as the backend that started it.
-impl Drop for WorkSignal {
+impl Drop for Notifications {
     fn drop(&mut self) {
-        if let Some((_, listener)) = self.sender.get() {
-            listener.abort();
+        if let Some(listening) = self.listening.get() {
+            listening.task.abort();
         }
     }
 }
 
-impl WorkSignal {
+impl Notifications {
     pub(super) fn new(pool: PgPool) -> Self {
         Self {
             pool,
-            sender: OnceCell::new(),
+            listening: OnceCell::new(),
         }
     }
 
-    pub(super) async fn subscribe(&self) -> Result<watch::Receiver<u64>> {
-        let sender = self
-            .sender
+    async fn listening(&self) -> Result<&Listening> {
+        self.listening
             .get_or_try_init(|| async {
                 let mut listener = PgListener::connect_with(&self.pool)
                     .await
                     .map_err(EngineError::storage("listen"))?;
                 listener
-                    .listen(WORK_CHANNEL)
+                    .listen_all([WORK_CHANNEL, REVOKED_CHANNEL])
                     .await
                     .map_err(EngineError::storage("listen"))?;
-                let (tx, _) = watch::channel(0u64);
-                let task = tokio::spawn(forward(listener, tx.clone()));
-                Ok::<_, EngineError>((tx, task.abort_handle()))
+                let (work, _) = watch::channel(0u64);
+                let (revoked, _) = broadcast::channel(1024);
+                let task = tokio::spawn(forward(listener, work.clone(), revoked.clone()));
+                Ok::<_, EngineError>(Listening {
+                    work,
+                    revoked,
+                    task: task.abort_handle(),
+                })
             })
-            .await?;
-        Ok(sender.0.subscribe())
+            .await
+    }
+
+    pub(super) async fn work(&self) -> Result<watch::Receiver<u64>> {
+        Ok(self.listening().await?.work.subscribe())
+    }
+
+    pub(super) async fn revoked(&self) -> Result<broadcast::Receiver<ExecutionId>> {
+        Ok(self.listening().await?.revoked.subscribe())
     }
 }
 
-async fn forward(mut listener: PgListener, tx: watch::Sender<u64>) {
+async fn forward(
+    mut listener: PgListener,
+    work: watch::Sender<u64>,
+    revoked: broadcast::Sender<ExecutionId>,
+) {
     loop {
         // `recv` reconnects (and re-LISTENs) by itself after a lost connection.
         match listener.recv().await {
+            Ok(n) if n.channel() == REVOKED_CHANNEL => {
+                if let Ok(id) = n.payload().parse() {
+                    // No receivers is fine: no worker here runs anything.
+                    let _ = revoked.send(id);
+                }
+            }
             Ok(_) => {
-                tx.send_modify(|n| *n = n.wrapping_add(1));
+                work.send_modify(|n| *n = n.wrapping_add(1));
             }
             Err(e) => {
-                tracing::warn!(error = %e, "work listener failed; retrying");
+                tracing::warn!(error = %e, "listener failed; retrying");
                 // Wake everyone once: work may have arrived while we were deaf.
-                tx.send_modify(|n| *n = n.wrapping_add(1));
+                work.send_modify(|n| *n = n.wrapping_add(1));
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }

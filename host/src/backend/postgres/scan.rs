@@ -226,8 +226,10 @@ attempt AS (
     WHERE a.tenant_id = m.tenant_id AND a.execution_id = m.execution_id
       AND a.attempt_index = m.attempt_index AND a.state = 'running'
 ),
-{outbox}
-SELECT count(*) + 0 * (SELECT count(*) FROM event_notify) FROM moved
+{outbox},
+revoke AS (SELECT pg_notify('flowfabric_revoked', execution_id::text) FROM moved)
+SELECT count(*) + 0 * ((SELECT count(*) FROM event_notify) + (SELECT count(*) FROM revoke))
+FROM moved
 "#,
         outbox = completion_outbox("moved", "'expired'", "true"),
     )
