@@ -6,7 +6,12 @@
 //! * [`model`]: the vocabulary (executions, leases, policies), pure data;
 //! * [`backend`]: the storage trait and its Postgres implementation — the only
 //!   place that knows SQL;
-//! * [`engine`]: validation and the scanner supervisor over a backend.
+//! * [`engine`]: validation and the scanner supervisor over a backend;
+//! * [`runtime`]: wasmtime — components validated, compiled, cached, and run in
+//!   a sandbox; knows nothing of storage;
+//! * [`worker`]: the pool that claims executions through the engine and runs
+//!   them on the runtime, implementing the guest's imports over its lease;
+//! * [`components`]: upload = runtime validation + engine storage.
 
 pub mod backend;
 pub mod components;

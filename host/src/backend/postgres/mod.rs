@@ -1,8 +1,10 @@
 //! [`Backend`] on Postgres.
 //!
 //! Layout: `ingress` (tenants, create, read, operator ops), `lease` (claim, renew and
-//! the fenced worker ops), `scan` (the scanner passes), `notify` (LISTEN wake-ups).
-//! All SQL of the crate lives below this module.
+//! the fenced worker ops), `output` (fenced frames and progress), `components`
+//! (versions and wasm bytes), `scan` (the scanner passes), `notify` (LISTEN
+//! wake-ups and revocations), `bench` (scratch databases and the raw-SQL
+//! baseline). All SQL of the crate lives below this module.
 //!
 //! Design rules, each an improvement on the upstream Postgres backend:
 //! * **One claim statement.** A `FOR UPDATE SKIP LOCKED` probe per (tenant, lane)
