@@ -142,3 +142,33 @@ async fn notify_wakes_a_waiting_claimer() {
         .unwrap();
     claim_one(&db.engine).await;
 }
+
+#[tokio::test]
+async fn claim_stays_on_its_index_with_a_large_backlog() {
+    let (db, t) = setup().await;
+    let backlog: Vec<NewExecution> = (0..1_000).map(|i| task(&i.to_string())).collect();
+    for chunk in backlog.chunks(500) {
+        db.engine.create_batch(t, chunk).await.unwrap();
+    }
+    let backend = flowfabric::backend::postgres::PgBackend::from_pool(db.pool.clone());
+    for analyzed in [false, true] {
+        if analyzed {
+            sqlx::query("ANALYZE").execute(&db.pool).await.unwrap();
+        }
+        for limit in [1, 100] {
+            let plan = backend.explain_claim(&request(limit)).await.unwrap();
+            // The SKIP LOCKED probe must lock rows straight off the ordered index.
+            // (The regression this guards against was LockRows -> Sort -> Seq Scan.
+            // The UPDATE's join to the picked rows may hash-join a small table.)
+            let lines: Vec<&str> = plan.lines().collect();
+            let lock = lines
+                .iter()
+                .position(|l| l.contains("LockRows"))
+                .expect("a LockRows node");
+            assert!(
+                lines[lock + 1].contains("Index Scan using executions_claim_idx"),
+                "claim (limit {limit}, analyzed: {analyzed}) left its index:\n{plan}"
+            );
+        }
+    }
+}

@@ -111,6 +111,23 @@ pub(super) async fn claim(pool: &PgPool, request: &ClaimRequest) -> Result<Vec<C
     Ok(claimed)
 }
 
+/// The plan Postgres chooses for the claim statement with these arguments
+/// (`EXPLAIN`, nothing is executed). Lets tests and operators check that the
+/// claim stays on `executions_claim_idx` however large the backlog.
+pub(super) async fn explain_claim(pool: &PgPool, request: &ClaimRequest) -> Result<String> {
+    let lines: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {CLAIM_SQL}"))
+        .bind(&request.lanes)
+        .bind(&request.capabilities)
+        .bind(i64::from(request.limit))
+        .bind(&request.worker_id)
+        .bind(&request.worker_instance)
+        .bind(millis(request.lease_ttl))
+        .fetch_all(pool)
+        .await
+        .map_err(EngineError::storage("explain claim"))?;
+    Ok(lines.join("\n"))
+}
+
 fn claimed_execution(row: &PgRow) -> Result<ClaimedExecution> {
     Ok(ClaimedExecution {
         lease: LeaseHandle {

@@ -80,6 +80,11 @@ impl PgBackend {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+
+    /// The query plan of the claim statement for `request` (nothing is claimed).
+    pub async fn explain_claim(&self, request: &ClaimRequest) -> Result<String> {
+        lease::explain_claim(&self.pool, request).await
+    }
 }
 
 #[async_trait]
