@@ -59,11 +59,12 @@ pub enum EngineError {
     #[error("runtime error: {0}")]
     Runtime(String),
 
-    #[error("storage error during {op}: {source}")]
+    /// The cause is part of the message rather than a chained `source()`, so
+    /// error reports that print the chain do not repeat it.
+    #[error("storage error during {op}: {cause}")]
     Storage {
         op: &'static str,
-        #[source]
-        source: sqlx::Error,
+        cause: sqlx::Error,
     },
 
     #[error("corrupt stored data: {0}")]
@@ -79,7 +80,7 @@ impl EngineError {
     }
 
     pub fn storage(op: &'static str) -> impl FnOnce(sqlx::Error) -> Self {
-        move |source| Self::Storage { op, source }
+        move |cause| Self::Storage { op, cause }
     }
 
     /// Stable machine-readable name of the error.

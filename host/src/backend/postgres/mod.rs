@@ -95,7 +95,7 @@ impl Backend for PgBackend {
             .await
             .map_err(|e| EngineError::Storage {
                 op: "migrate",
-                source: e.into(),
+                cause: e.into(),
             })
     }
 

@@ -178,6 +178,6 @@ pub(super) fn unknown_tenant_or(
             what: "tenant",
             id: tenant.to_string(),
         },
-        _ => EngineError::Storage { op, source: e },
+        _ => EngineError::Storage { op, cause: e },
     }
 }
