@@ -47,7 +47,6 @@ impl Job {
             config,
             task,
         } = self;
-        let input = task.claimed.input.clone();
         let limits = sandbox_limits(&config.sandbox, &task.claimed);
         let renewer = AbortOnDrop(tokio::spawn(renew_until_lost(
             engine.clone(),
@@ -59,7 +58,13 @@ impl Job {
             Ok(component) => {
                 let imports: Arc<dyn TaskImports> = task.clone();
                 let outcome = runtime
-                    .run(&component, imports, &input, &limits, task.cancel.clone())
+                    .run(
+                        &component,
+                        imports,
+                        &task.claimed.input,
+                        &limits,
+                        task.cancel.clone(),
+                    )
                     .await;
                 tracing::debug!(
                     elapsed_us = outcome.elapsed.as_micros() as u64,

@@ -8,10 +8,10 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::PgRow;
+use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::{PgConnection, PgPool};
 
-use super::rows::{col, completion_outbox, explain_lease_miss, json, parse, LeaseMiss};
+use super::rows::{col, completion_outbox, explain_lease_miss, json, parse, Args, LeaseMiss};
 use crate::error::{EngineError, Result};
 use crate::model::{
     AttemptState, AttemptType, ClaimRequest, ClaimedExecution, ExecutionPolicy, FailOutcome,
@@ -93,13 +93,7 @@ SELECT * FROM claimed ORDER BY turn, priority DESC, eligible_at, execution_id
 
 #[tracing::instrument(skip_all, fields(worker = %request.worker_id, limit = request.limit))]
 pub(super) async fn claim(pool: &PgPool, request: &ClaimRequest) -> Result<Vec<ClaimedExecution>> {
-    let rows = sqlx::query(CLAIM_SQL)
-        .bind(&request.lanes)
-        .bind(&request.capabilities)
-        .bind(i64::from(request.limit))
-        .bind(&request.worker_id)
-        .bind(&request.worker_instance)
-        .bind(millis(request.lease_ttl))
+    let rows = sqlx::query_with(CLAIM_SQL, claim_args(request, "claim")?)
         .fetch_all(pool)
         .await
         .map_err(EngineError::storage("claim"))?;
@@ -115,17 +109,26 @@ pub(super) async fn claim(pool: &PgPool, request: &ClaimRequest) -> Result<Vec<C
 /// (`EXPLAIN`, nothing is executed). Lets tests and operators check that the
 /// claim stays on `executions_claim_idx` however large the backlog.
 pub(super) async fn explain_claim(pool: &PgPool, request: &ClaimRequest) -> Result<String> {
-    let lines: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {CLAIM_SQL}"))
-        .bind(&request.lanes)
-        .bind(&request.capabilities)
-        .bind(i64::from(request.limit))
-        .bind(&request.worker_id)
-        .bind(&request.worker_instance)
-        .bind(millis(request.lease_ttl))
-        .fetch_all(pool)
-        .await
-        .map_err(EngineError::storage("explain claim"))?;
+    let lines: Vec<String> = sqlx::query_scalar_with(
+        &format!("EXPLAIN {CLAIM_SQL}"),
+        claim_args(request, "explain claim")?,
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(EngineError::storage("explain claim"))?;
     Ok(lines.join("\n"))
+}
+
+/// `$1`–`$6` of [`CLAIM_SQL`].
+fn claim_args(request: &ClaimRequest, op: &'static str) -> Result<PgArguments> {
+    Args::new()
+        .push(&request.lanes)
+        .push(&request.capabilities)
+        .push(i64::from(request.limit))
+        .push(&request.worker_id)
+        .push(&request.worker_instance)
+        .push(millis(request.lease_ttl))
+        .done(op)
 }
 
 fn claimed_execution(row: &PgRow) -> Result<ClaimedExecution> {
@@ -165,26 +168,15 @@ pub(super) async fn renew(
         "UPDATE executions SET lease_expires_at = now() + $6 * interval '1 millisecond' \
          WHERE {FENCE} RETURNING lease_expires_at"
     );
-    let expires = bind_lease(sqlx::query_scalar(&sql), lease)
-        .bind(millis(ttl))
-        .fetch_optional(pool)
-        .await
-        .map_err(EngineError::storage("renew"))?;
+    let expires =
+        sqlx::query_scalar_with(&sql, Args::fence(lease).push(millis(ttl)).done("renew")?)
+            .fetch_optional(pool)
+            .await
+            .map_err(EngineError::storage("renew"))?;
     match expires {
         Some(at) => Ok(at),
         None => Err(rejection(pool, lease, None).await?),
     }
-}
-
-fn bind_lease<'q, O>(
-    q: sqlx::query::QueryScalar<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
-    lease: &LeaseHandle,
-) -> sqlx::query::QueryScalar<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
-    q.bind(lease.tenant_id)
-        .bind(lease.execution_id)
-        .bind(lease.attempt_index)
-        .bind(lease.lease_id)
-        .bind(lease.lease_epoch)
 }
 
 /// A fenced write matched nothing and is not a replay of `replay_as`: the error.
@@ -269,18 +261,15 @@ FROM moved m
     let failure = args
         .failure
         .map(|f| serde_json::to_value(f).expect("failure serialises"));
-    let row = sqlx::query(&sql)
-        .bind(lease.tenant_id)
-        .bind(lease.execution_id)
-        .bind(lease.attempt_index)
-        .bind(lease.lease_id)
-        .bind(lease.lease_epoch)
-        .bind(args.result)
-        .bind(args.reason)
-        .bind(args.eligible_at)
-        .bind(failure)
-        .bind(attempt_state_str(t.attempt_state))
-        .bind(args.delay_ms)
+    let bound = Args::fence(lease)
+        .push(args.result)
+        .push(args.reason)
+        .push(args.eligible_at)
+        .push(failure)
+        .push(attempt_state_str(t.attempt_state))
+        .push(args.delay_ms)
+        .done(t.op)?;
+    let row = sqlx::query_with(&sql, bound)
         .fetch_optional(conn)
         .await
         .map_err(EngineError::storage(t.op))?;
@@ -405,12 +394,7 @@ pub(super) async fn fail(
 ) -> Result<FailOutcome> {
     let mut tx = pool.begin().await.map_err(EngineError::storage("fail"))?;
     let sql = format!("SELECT policy, retry_count FROM executions WHERE {FENCE} FOR UPDATE");
-    let locked = sqlx::query(&sql)
-        .bind(lease.tenant_id)
-        .bind(lease.execution_id)
-        .bind(lease.attempt_index)
-        .bind(lease.lease_id)
-        .bind(lease.lease_epoch)
+    let locked = sqlx::query_with(&sql, Args::fence(lease).done("fail")?)
         .fetch_optional(&mut *tx)
         .await
         .map_err(EngineError::storage("fail"))?;

@@ -4,7 +4,7 @@
 use sqlx::PgPool;
 
 use super::lease::{rejection, FENCE};
-use super::rows::{col, parse};
+use super::rows::{col, parse, Args};
 use crate::error::{EngineError, Result};
 use crate::model::{ExecutionId, Frame, LeaseHandle, StreamMode, TenantId};
 
@@ -24,15 +24,12 @@ pub(super) async fn append_frame(
          INSERT INTO frames (tenant_id, execution_id, attempt_index, seq, frame_type, mode, payload) \
          SELECT $1, $2, $3, frame_seq, $6, $7, $8 FROM seq RETURNING seq"
     );
-    let seq: Option<i64> = sqlx::query_scalar(&sql)
-        .bind(lease.tenant_id)
-        .bind(lease.execution_id)
-        .bind(lease.attempt_index)
-        .bind(lease.lease_id)
-        .bind(lease.lease_epoch)
-        .bind(frame_type)
-        .bind(mode.as_str())
-        .bind(payload)
+    let bound = Args::fence(lease)
+        .push(frame_type)
+        .push(mode.as_str())
+        .push(payload)
+        .done("append frame")?;
+    let seq: Option<i64> = sqlx::query_scalar_with(&sql, bound)
         .fetch_optional(pool)
         .await
         .map_err(EngineError::storage("append frame"))?;
@@ -84,14 +81,11 @@ pub(super) async fn set_progress(
 ) -> Result<()> {
     let sql =
         format!("UPDATE executions SET progress_percent = $6, progress_message = $7 WHERE {FENCE}");
-    let updated = sqlx::query(&sql)
-        .bind(lease.tenant_id)
-        .bind(lease.execution_id)
-        .bind(lease.attempt_index)
-        .bind(lease.lease_id)
-        .bind(lease.lease_epoch)
-        .bind(i16::from(percent.min(100)))
-        .bind(message)
+    let bound = Args::fence(lease)
+        .push(i16::from(percent.min(100)))
+        .push(message)
+        .done("set progress")?;
+    let updated = sqlx::query_with(&sql, bound)
         .execute(pool)
         .await
         .map_err(EngineError::storage("set progress"))?

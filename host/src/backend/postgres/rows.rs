@@ -181,3 +181,44 @@ pub(super) fn unknown_tenant_or(
         _ => EngineError::Storage { op, cause: e },
     }
 }
+
+/// Positional arguments built before the statement, so that the lease fence
+/// (`$1`–`$5`, see `lease::FENCE`) and the claim's arguments are each bound in
+/// one place. An encoding error is kept until `done`.
+pub(super) struct Args(Result<sqlx::postgres::PgArguments, sqlx::error::BoxDynError>);
+
+impl Args {
+    pub(super) fn new() -> Self {
+        Self(Ok(Default::default()))
+    }
+
+    /// `$1`–`$5`: tenant, execution, attempt index, lease id, lease epoch.
+    pub(super) fn fence(lease: &LeaseHandle) -> Self {
+        Self::new()
+            .push(lease.tenant_id)
+            .push(lease.execution_id)
+            .push(lease.attempt_index)
+            .push(lease.lease_id)
+            .push(lease.lease_epoch)
+    }
+
+    pub(super) fn push<'q, T>(mut self, value: T) -> Self
+    where
+        T: 'q + sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+    {
+        if let Ok(args) = &mut self.0 {
+            if let Err(e) = sqlx::Arguments::add(args, value) {
+                self.0 = Err(e);
+            }
+        }
+        self
+    }
+
+    /// The arguments, or the encoding error as a storage error of `op`.
+    pub(super) fn done(self, op: &'static str) -> Result<sqlx::postgres::PgArguments> {
+        self.0.map_err(|e| EngineError::Storage {
+            op,
+            cause: sqlx::Error::Encode(e),
+        })
+    }
+}
