@@ -48,6 +48,14 @@ pub enum EngineError {
         state: PublicState,
     },
 
+    /// A tenant limit refuses the request; it may succeed once work drains.
+    #[error("{what} quota exceeded: the limit is {limit}")]
+    QuotaExceeded { what: &'static str, limit: u64 },
+
+    /// No valid credentials were presented.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(&'static str),
+
     #[error("conflict: {0}")]
     Conflict(String),
 
@@ -92,6 +100,8 @@ impl EngineError {
             Self::StaleLease { .. } => "stale_lease",
             Self::NotActive { .. } => "not_active",
             Self::NotRunnable { .. } => "not_runnable",
+            Self::QuotaExceeded { .. } => "quota_exceeded",
+            Self::Unauthenticated(_) => "unauthenticated",
             Self::Conflict(_) => "conflict",
             Self::InvalidComponent(_) => "invalid_component",
             Self::Runtime(_) => "runtime",
@@ -102,7 +112,7 @@ impl EngineError {
 
     /// Whether the same call may succeed if simply retried later.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Storage { .. })
+        matches!(self, Self::Storage { .. } | Self::QuotaExceeded { .. })
     }
 }
 

@@ -18,9 +18,9 @@ use tokio::sync::{broadcast, watch};
 
 use crate::error::Result;
 use crate::model::{
-    ClaimRequest, ClaimedExecution, CompletionEvent, ComponentVersion, Created, Execution,
-    ExecutionFilter, ExecutionId, FailOutcome, Failure, Frame, LeaseHandle, NewExecution,
-    StreamMode, Tenant, TenantId,
+    ApiKey, ClaimRequest, ClaimedExecution, CompletionEvent, ComponentVersion, Created, Execution,
+    ExecutionFilter, ExecutionId, ExecutionUpdate, FailOutcome, Failure, Frame, LeaseHandle,
+    NewExecution, StoredApiKey, StreamMode, Tenant, TenantId, TenantLimits,
 };
 
 #[async_trait]
@@ -30,13 +30,31 @@ pub trait Backend: Send + Sync + 'static {
 
     async fn create_tenant(&self, name: &str) -> Result<Tenant>;
     async fn list_tenants(&self) -> Result<Vec<Tenant>>;
+    async fn get_tenant(&self, tenant: TenantId) -> Result<Tenant>;
+    async fn set_tenant_limits(&self, tenant: TenantId, limits: &TenantLimits) -> Result<Tenant>;
+
+    /// Store a key; only the hash of its secret is kept.
+    async fn create_api_key(
+        &self,
+        tenant: TenantId,
+        key_id: uuid::Uuid,
+        name: &str,
+        secret_sha256: &[u8],
+    ) -> Result<ApiKey>;
+    /// The key with this id, revoked or not.
+    async fn find_api_key(&self, key_id: uuid::Uuid) -> Result<Option<StoredApiKey>>;
+    async fn list_api_keys(&self, tenant: TenantId) -> Result<Vec<ApiKey>>;
+    async fn revoke_api_key(&self, tenant: TenantId, key_id: uuid::Uuid) -> Result<ApiKey>;
 
     /// Create executions in one transaction. Idempotency keys already mapped (within
     /// their dedup window) return the existing execution with `created: false`.
+    /// With `max_queued`, the whole batch is refused (`QuotaExceeded`) if it would
+    /// take the tenant's backlog over that many.
     async fn create_executions(
         &self,
         tenant: TenantId,
         executions: &[NewExecution],
+        max_queued: Option<u32>,
     ) -> Result<Vec<Created>>;
 
     async fn get_execution(&self, tenant: TenantId, id: ExecutionId) -> Result<Execution>;
@@ -103,6 +121,21 @@ pub trait Backend: Send + Sync + 'static {
 
     async fn list_components(&self, tenant: TenantId) -> Result<Vec<ComponentVersion>>;
 
+    async fn get_component(
+        &self,
+        tenant: TenantId,
+        kind: &str,
+        version: i32,
+    ) -> Result<ComponentVersion>;
+
+    /// New attempts stop using this version; it stays stored. Idempotent.
+    async fn deprecate_component(
+        &self,
+        tenant: TenantId,
+        kind: &str,
+        version: i32,
+    ) -> Result<ComponentVersion>;
+
     /// Append a frame to the lease's attempt; returns its sequence number (1, 2, …).
     async fn append_frame(
         &self,
@@ -132,6 +165,10 @@ pub trait Backend: Send + Sync + 'static {
     /// worker running one can stop it at once. Best effort: lease renewal
     /// remains the guarantee.
     async fn revocations(&self) -> Result<broadcast::Receiver<ExecutionId>>;
+
+    /// Wake-ups for watchers of an execution: a frame was appended or it ended.
+    /// Best effort, like revocations: watchers poll slowly as well.
+    async fn updates(&self) -> Result<broadcast::Receiver<ExecutionUpdate>>;
 
     /// Scanner passes. Each handles at most `limit` rows per tenant and returns how
     /// many it changed; all are safe to run concurrently on several hosts.

@@ -6,6 +6,7 @@
 //! in the backend, so any number of engines may share one database.
 
 mod scanners;
+mod tenancy;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,13 +15,14 @@ use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
 pub use scanners::{ScannerConfig, Scanners};
+pub use tenancy::IssuedKey;
 
 use crate::backend::Backend;
 use crate::error::{EngineError, Result};
 use crate::model::{
     ClaimRequest, ClaimedExecution, CompletionEvent, ComponentVersion, Created, Execution,
     ExecutionFilter, ExecutionId, FailOutcome, Failure, Frame, LeaseHandle, NewExecution,
-    StreamMode, Tenant, TenantId,
+    StreamMode, TenantId,
 };
 
 /// Size and shape limits applied to every request.
@@ -36,6 +38,9 @@ pub struct Limits {
     pub max_lease_ttl: Duration,
     pub max_frame_bytes: usize,
     pub max_frames_per_attempt: u32,
+    /// Installation-wide backlog limit per tenant (a tenant's own may be lower).
+    pub max_queued: Option<u32>,
+    pub max_component_bytes: usize,
 }
 
 impl Default for Limits {
@@ -51,6 +56,8 @@ impl Default for Limits {
             max_lease_ttl: Duration::from_secs(3_600),
             max_frame_bytes: 256 << 10,
             max_frames_per_attempt: 10_000,
+            max_queued: None,
+            max_component_bytes: 64 << 20,
         }
     }
 }
@@ -74,15 +81,6 @@ impl Engine {
         &self.limits
     }
 
-    pub async fn create_tenant(&self, name: &str) -> Result<Tenant> {
-        self.check_name("tenant name", name)?;
-        self.backend.create_tenant(name).await
-    }
-
-    pub async fn list_tenants(&self) -> Result<Vec<Tenant>> {
-        self.backend.list_tenants().await
-    }
-
     pub async fn create(&self, tenant: TenantId, new: NewExecution) -> Result<Created> {
         let mut created = self
             .create_batch(tenant, std::slice::from_ref(&new))
@@ -101,9 +99,11 @@ impl Engine {
                 format!("must hold 1 to {} executions", self.limits.max_batch),
             ));
         }
+        let limits = self.backend.get_tenant(tenant).await?.limits;
+        let max_input = tighter(self.limits.max_input_bytes, limits.max_input_bytes);
         let mut keys = std::collections::HashSet::new();
         for (i, new) in batch.iter().enumerate() {
-            self.check_new(new)
+            self.check_new(new, max_input)
                 .map_err(|e| at_index(e, i, batch.len()))?;
             if let Some(key) = &new.idempotency_key {
                 if !keys.insert(key.as_str()) {
@@ -114,17 +114,23 @@ impl Engine {
                 }
             }
         }
-        self.backend.create_executions(tenant, batch).await
+        let max_queued = match (limits.max_queued, self.limits.max_queued) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.backend
+            .create_executions(tenant, batch, max_queued)
+            .await
     }
 
-    fn check_new(&self, new: &NewExecution) -> Result<()> {
+    fn check_new(&self, new: &NewExecution, max_input: usize) -> Result<()> {
         self.check_name("kind", &new.kind)?;
         self.check_name("lane", &new.lane)?;
-        if new.input.len() > self.limits.max_input_bytes {
+        if new.input.len() > max_input {
             return Err(EngineError::PayloadTooLarge {
                 field: "input",
                 size: new.input.len(),
-                limit: self.limits.max_input_bytes,
+                limit: max_input,
             });
         }
         let (lo, hi) = self.limits.priority_range;
@@ -163,7 +169,7 @@ impl Engine {
         new.policy.validate()
     }
 
-    fn check_name(&self, field: &str, value: &str) -> Result<()> {
+    pub(crate) fn check_name(&self, field: &str, value: &str) -> Result<()> {
         let ok_chars = value
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/'));
@@ -289,6 +295,46 @@ impl Engine {
         self.backend.put_component(tenant, kind, digest, wasm).await
     }
 
+    /// Refuse a component over the installation's or the tenant's size limit
+    /// before anything compiles it.
+    pub async fn check_component_size(&self, tenant: TenantId, size: usize) -> Result<()> {
+        let tenant_limit = self
+            .backend
+            .get_tenant(tenant)
+            .await?
+            .limits
+            .max_component_bytes;
+        let limit = tighter(self.limits.max_component_bytes, tenant_limit);
+        if size > limit {
+            return Err(EngineError::PayloadTooLarge {
+                field: "component",
+                size,
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    pub async fn get_component(
+        &self,
+        tenant: TenantId,
+        kind: &str,
+        version: i32,
+    ) -> Result<ComponentVersion> {
+        self.backend.get_component(tenant, kind, version).await
+    }
+
+    pub async fn deprecate_component(
+        &self,
+        tenant: TenantId,
+        kind: &str,
+        version: i32,
+    ) -> Result<ComponentVersion> {
+        self.backend
+            .deprecate_component(tenant, kind, version)
+            .await
+    }
+
     pub async fn latest_component(
         &self,
         tenant: TenantId,
@@ -353,9 +399,20 @@ impl Engine {
         self.backend.revocations().await
     }
 
+    pub async fn updates(
+        &self,
+    ) -> Result<tokio::sync::broadcast::Receiver<crate::model::ExecutionUpdate>> {
+        self.backend.updates().await
+    }
+
     pub async fn work_signal(&self) -> Result<watch::Receiver<u64>> {
         self.backend.work_signal().await
     }
+}
+
+/// The installation's limit, or the tenant's where that is lower.
+fn tighter(installation: usize, tenant: Option<u32>) -> usize {
+    tenant.map_or(installation, |t| installation.min(t as usize))
 }
 
 fn at_index(e: EngineError, i: usize, len: usize) -> EngineError {

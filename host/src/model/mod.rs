@@ -4,6 +4,7 @@
 
 mod policy;
 mod state;
+mod tenancy;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -17,6 +18,7 @@ pub use policy::{
     DEFAULT_DEDUP_WINDOW_MS,
 };
 pub use state::{AttemptState, AttemptType, PublicState};
+pub use tenancy::{ApiKey, StoredApiKey, TaskCeilings, Tenant, TenantLimits};
 
 pub type TenantId = Uuid;
 pub type ExecutionId = Uuid;
@@ -105,6 +107,9 @@ pub struct Execution {
     pub result: Option<Vec<u8>>,
     pub last_failure: Option<Failure>,
     pub cancellation_reason: Option<String>,
+    /// Latest progress reported by the current attempt.
+    pub progress_percent: Option<i16>,
+    pub progress_message: Option<String>,
 }
 
 /// Why an attempt failed, as recorded on the attempt and the execution.
@@ -158,6 +163,8 @@ pub struct ClaimedExecution {
     pub attempt_type: AttemptType,
     pub retry_count: i32,
     pub lease_expires_at: DateTime<Utc>,
+    /// The tenant's sandbox ceilings, applied on top of the worker's own.
+    pub ceilings: TaskCeilings,
 }
 
 /// What a failure led to.
@@ -177,9 +184,19 @@ pub struct ExecutionFilter {
     pub state: Option<PublicState>,
     pub kind: Option<String>,
     pub lane: Option<String>,
+    /// Only executions carrying this tag (key, value).
+    pub tag: Option<(String, String)>,
     /// Only executions whose id sorts after this one (ids are time-ordered v7).
     pub after: Option<ExecutionId>,
     pub limit: u32,
+}
+
+/// Something about this execution changed (a frame, or it ended): a wake-up
+/// for whoever watches it, who then reads what changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecutionUpdate {
+    pub tenant_id: TenantId,
+    pub execution_id: ExecutionId,
 }
 
 /// A completion event from the outbox.
@@ -189,13 +206,6 @@ pub struct CompletionEvent {
     pub execution_id: ExecutionId,
     pub attempt_index: i32,
     pub outcome: String,
-    pub created_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Tenant {
-    pub tenant_id: TenantId,
-    pub name: String,
     pub created_at: DateTime<Utc>,
 }
 

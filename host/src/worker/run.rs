@@ -82,11 +82,18 @@ impl Job {
     }
 }
 
-/// The sandbox timeout: the worker's, or the execution's attempt timeout if smaller.
+/// The worker's sandbox limits, tightened by the execution's attempt timeout
+/// and its tenant's ceilings: the smallest of each applies.
 fn sandbox_limits(base: &SandboxLimits, claimed: &ClaimedExecution) -> SandboxLimits {
     let mut limits = base.clone();
     if let Some(ms) = claimed.policy.timeouts.attempt_timeout_ms {
         limits.timeout = limits.timeout.min(Duration::from_millis(ms));
+    }
+    if let Some(timeout) = claimed.ceilings.timeout {
+        limits.timeout = limits.timeout.min(timeout);
+    }
+    if let Some(memory) = claimed.ceilings.memory_bytes {
+        limits.memory_bytes = limits.memory_bytes.min(memory);
     }
     limits
 }

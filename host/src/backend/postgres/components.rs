@@ -122,3 +122,51 @@ pub(super) async fn list(pool: &PgPool, tenant: TenantId) -> Result<Vec<Componen
     .map_err(EngineError::storage("list components"))?;
     rows.iter().map(version).collect()
 }
+
+pub(super) async fn get(
+    pool: &PgPool,
+    tenant: TenantId,
+    kind: &str,
+    number: i32,
+) -> Result<ComponentVersion> {
+    sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM components WHERE tenant_id = $1 AND kind = $2 AND version = $3"
+    ))
+    .bind(tenant)
+    .bind(kind)
+    .bind(number)
+    .fetch_optional(pool)
+    .await
+    .map_err(EngineError::storage("get component"))?
+    .ok_or_else(|| version_not_found(kind, number))
+    .and_then(|r| version(&r))
+}
+
+/// Deprecated versions stay stored (attempts already running keep them) but new
+/// attempts run the newest version that is not deprecated. Idempotent.
+pub(super) async fn deprecate(
+    pool: &PgPool,
+    tenant: TenantId,
+    kind: &str,
+    number: i32,
+) -> Result<ComponentVersion> {
+    sqlx::query(&format!(
+        "UPDATE components SET deprecated = true \
+         WHERE tenant_id = $1 AND kind = $2 AND version = $3 RETURNING {COLUMNS}"
+    ))
+    .bind(tenant)
+    .bind(kind)
+    .bind(number)
+    .fetch_optional(pool)
+    .await
+    .map_err(EngineError::storage("deprecate component"))?
+    .ok_or_else(|| version_not_found(kind, number))
+    .and_then(|r| version(&r))
+}
+
+fn version_not_found(kind: &str, number: i32) -> EngineError {
+    EngineError::NotFound {
+        what: "component version",
+        id: format!("{kind}@{number}"),
+    }
+}

@@ -1,4 +1,4 @@
-//! Tenants, execution creation, reads and operator operations.
+//! Execution creation, reads and operator operations.
 
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -9,38 +9,8 @@ use super::rows::{col, completion_outbox, execution, unknown_tenant_or, EXECUTIO
 use crate::error::{EngineError, Result};
 use crate::model::{
     CompletionEvent, Created, Execution, ExecutionFilter, ExecutionId, NewExecution, PublicState,
-    Tenant, TenantId, DEFAULT_DEDUP_WINDOW_MS,
+    TenantId, DEFAULT_DEDUP_WINDOW_MS,
 };
-
-pub(super) async fn create_tenant(pool: &PgPool, name: &str) -> Result<Tenant> {
-    let row = sqlx::query(
-        "INSERT INTO tenants (tenant_id, name) VALUES ($1, $2) \
-         ON CONFLICT (name) DO NOTHING RETURNING tenant_id, name, created_at",
-    )
-    .bind(Uuid::now_v7())
-    .bind(name)
-    .fetch_optional(pool)
-    .await
-    .map_err(EngineError::storage("create tenant"))?
-    .ok_or_else(|| EngineError::Conflict(format!("a tenant named `{name}` already exists")))?;
-    tenant(&row)
-}
-
-pub(super) async fn list_tenants(pool: &PgPool) -> Result<Vec<Tenant>> {
-    let rows = sqlx::query("SELECT tenant_id, name, created_at FROM tenants ORDER BY name")
-        .fetch_all(pool)
-        .await
-        .map_err(EngineError::storage("list tenants"))?;
-    rows.iter().map(tenant).collect()
-}
-
-fn tenant(row: &sqlx::postgres::PgRow) -> Result<Tenant> {
-    Ok(Tenant {
-        tenant_id: col(row, "tenant_id")?,
-        name: col(row, "name")?,
-        created_at: col(row, "created_at")?,
-    })
-}
 
 /// All rows go in through `unnest`, so a batch of 100 is one statement. A key
 /// already mapped inside its dedup window is left alone (`ON CONFLICT … WHERE`
@@ -53,10 +23,21 @@ WITH input AS (
         WITH ORDINALITY AS i(execution_id, kind, lane, input, priority, caps, tags, policy,
                              idem_key, delay_until, deadline_ms, dedup_ms, ord)
 ),
+-- `max_queued` ($14): the backlog is counted off executions_state_idx, and never
+-- past the limit itself, so the check costs at most `limit` index entries.
+admission AS (
+    SELECT $14::int8 IS NULL OR (
+        SELECT count(*) FROM (
+            SELECT 1 FROM executions
+            WHERE tenant_id = $1 AND public_state IN
+                ('waiting', 'delayed', 'rate_limited', 'waiting_children', 'suspended')
+            LIMIT $14) backlog
+    ) + cardinality($2::uuid[]) <= $14 AS admitted
+),
 keyed AS (
     INSERT INTO idempotency_keys (tenant_id, key, execution_id, expires_at)
     SELECT $1, idem_key, execution_id, now() + dedup_ms * interval '1 millisecond'
-    FROM input WHERE idem_key IS NOT NULL
+    FROM input WHERE idem_key IS NOT NULL AND (SELECT admitted FROM admission)
     ON CONFLICT (tenant_id, key) DO UPDATE
         SET execution_id = EXCLUDED.execution_id, expires_at = EXCLUDED.expires_at
         WHERE idempotency_keys.expires_at <= now()
@@ -75,7 +56,8 @@ inserted AS (
         greatest(coalesce(i.delay_until, now()), now()),
         now() + i.deadline_ms * interval '1 millisecond'
     FROM input i
-    WHERE i.idem_key IS NULL OR i.execution_id IN (SELECT execution_id FROM keyed)
+    WHERE (SELECT admitted FROM admission)
+      AND (i.idem_key IS NULL OR i.execution_id IN (SELECT execution_id FROM keyed))
     RETURNING execution_id, eligibility_state
 ),
 wake AS (
@@ -83,7 +65,7 @@ wake AS (
     WHERE EXISTS (SELECT 1 FROM inserted WHERE eligibility_state = 'eligible_now')
 )
 SELECT i.ord, i.idem_key, ins.execution_id AS inserted_id, k.execution_id AS existing_id,
-       (SELECT count(*) FROM wake) AS woke
+       (SELECT count(*) FROM wake) AS woke, (SELECT admitted FROM admission) AS admitted
 FROM input i
 LEFT JOIN inserted ins ON ins.execution_id = i.execution_id
 LEFT JOIN idempotency_keys k ON k.tenant_id = $1 AND k.key = i.idem_key
@@ -94,6 +76,7 @@ pub(super) async fn create_executions(
     pool: &PgPool,
     tenant: TenantId,
     new: &[NewExecution],
+    max_queued: Option<u32>,
 ) -> Result<Vec<Created>> {
     let ids: Vec<Uuid> = new.iter().map(|_| Uuid::now_v7()).collect();
     let to_json = |v: serde_json::Result<serde_json::Value>| v.expect("model serialises to JSON");
@@ -135,9 +118,18 @@ pub(super) async fn create_executions(
                 .map(|n| ms(n.policy.dedup_window_ms.unwrap_or(DEFAULT_DEDUP_WINDOW_MS)))
                 .collect::<Vec<_>>(),
         )
+        .bind(max_queued.map(i64::from))
         .fetch_all(pool)
         .await
         .map_err(unknown_tenant_or("create executions", tenant))?;
+    if let (Some(limit), Some(row)) = (max_queued, rows.first()) {
+        if !col::<bool>(row, "admitted")? {
+            return Err(EngineError::QuotaExceeded {
+                what: "queued executions",
+                limit: limit.into(),
+            });
+        }
+    }
 
     let mut created = Vec::with_capacity(rows.len());
     for row in rows {
@@ -223,6 +215,7 @@ pub(super) async fn list_executions(
            AND ($3::text IS NULL OR kind = $3) \
            AND ($4::text IS NULL OR lane = $4) \
            AND ($5::uuid IS NULL OR execution_id > $5) \
+           AND ($7::jsonb IS NULL OR tags @> $7) \
          ORDER BY execution_id LIMIT $6"
     );
     let rows = sqlx::query(&sql)
@@ -232,6 +225,12 @@ pub(super) async fn list_executions(
         .bind(filter.lane.as_deref())
         .bind(filter.after)
         .bind(i64::from(filter.limit))
+        .bind(
+            filter
+                .tag
+                .as_ref()
+                .map(|(k, v)| serde_json::json!({ k: v })),
+        )
         .fetch_all(pool)
         .await
         .map_err(EngineError::storage("list executions"))?;

@@ -15,16 +15,29 @@ use super::rows::{col, completion_outbox, explain_lease_miss, json, parse, Args,
 use crate::error::{EngineError, Result};
 use crate::model::{
     AttemptState, AttemptType, ClaimRequest, ClaimedExecution, ExecutionPolicy, FailOutcome,
-    Failure, LeaseHandle, PublicState, RetryDecision,
+    Failure, LeaseHandle, PublicState, RetryDecision, TaskCeilings,
 };
 
 /// Round-robin across tenants: each (tenant, lane) contributes its best `$3`
 /// candidates from an ordered, `SKIP LOCKED` probe of `executions_claim_idx`; the
 /// first of every tenant ranks before the second of any.
+///
+/// A tenant with `max_running` gets at most its free room: the running count
+/// comes off `executions_lease_expiry_idx`, bounded by the limit. Claims that
+/// run at the same moment each see the other's claims only after commit, so
+/// the limit can be overshot by concurrent claimers for as long as they race;
+/// it is never exceeded by a single claimer.
 const CLAIM_SQL: &str = r#"
 WITH locked AS (
-    SELECT c.*
+    SELECT c.*, room.n AS room, t.max_task_timeout_ms, t.max_memory_mib
     FROM tenants t
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN t.max_running IS NULL THEN $3 ELSE greatest(0, least($3,
+            t.max_running - (SELECT count(*) FROM (
+                SELECT 1 FROM executions r
+                WHERE r.tenant_id = t.tenant_id AND r.lifecycle_phase = 'active'
+                LIMIT t.max_running) running))) END AS n
+    ) room
     CROSS JOIN unnest($1::text[]) AS l(lane)
     CROSS JOIN LATERAL (
         SELECT e.tenant_id, e.execution_id, e.priority, e.eligible_at, e.attempt_state
@@ -38,9 +51,10 @@ WITH locked AS (
           -- cheaper as a sequential scan plus sort of the whole backlog.
           AND (e.required_capabilities = '{}' OR e.required_capabilities <@ $2::text[])
         ORDER BY e.priority DESC, e.eligible_at, e.execution_id
-        LIMIT $3
+        LIMIT room.n
         FOR UPDATE SKIP LOCKED
     ) c
+    WHERE room.n > 0
 ),
 picked AS (
     SELECT * FROM (
@@ -49,6 +63,7 @@ picked AS (
         ) AS turn
         FROM locked l
     ) ranked
+    WHERE turn <= room
     ORDER BY turn, priority DESC, eligible_at, execution_id
     LIMIT $3
 ),
@@ -72,7 +87,7 @@ claimed AS (
     WHERE e.tenant_id = p.tenant_id AND e.execution_id = p.execution_id
     RETURNING e.tenant_id, e.execution_id, e.attempt_index, e.lease_id, e.lease_epoch,
         e.lease_expires_at, e.kind, e.lane, e.input, e.priority, e.tags, e.policy, e.retry_count,
-        e.eligible_at, p.turn,
+        e.eligible_at, p.turn, p.max_task_timeout_ms, p.max_memory_mib,
         CASE p.attempt_state
             WHEN 'pending_retry_attempt' THEN 'retry'
             WHEN 'attempt_interrupted' THEN 'reclaim'
@@ -149,6 +164,12 @@ fn claimed_execution(row: &PgRow) -> Result<ClaimedExecution> {
         attempt_type: parse::<AttemptType>(&col::<String>(row, "attempt_type")?)?,
         retry_count: col(row, "retry_count")?,
         lease_expires_at: col(row, "lease_expires_at")?,
+        ceilings: TaskCeilings {
+            timeout: col::<Option<i64>>(row, "max_task_timeout_ms")?
+                .map(|ms| Duration::from_millis(ms.max(0) as u64)),
+            memory_bytes: col::<Option<i32>>(row, "max_memory_mib")?
+                .map(|mib| (mib.max(0) as usize) << 20),
+        },
     })
 }
 

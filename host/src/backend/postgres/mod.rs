@@ -1,6 +1,7 @@
 //! [`Backend`] on Postgres.
 //!
-//! Layout: `ingress` (tenants, create, read, operator ops), `lease` (claim, renew and
+//! Layout: `tenancy` (tenants, limits, API keys), `ingress` (create, read,
+//! operator ops), `lease` (claim, renew and
 //! the fenced worker ops), `output` (fenced frames and progress), `components`
 //! (versions and wasm bytes), `scan` (the scanner passes), `notify` (LISTEN
 //! wake-ups and revocations), `bench` (scratch databases and the raw-SQL
@@ -27,6 +28,7 @@ mod notify;
 mod output;
 mod rows;
 mod scan;
+mod tenancy;
 
 use std::time::Duration;
 
@@ -39,9 +41,9 @@ use tokio::sync::{broadcast, watch};
 use super::Backend;
 use crate::error::{EngineError, Result};
 use crate::model::{
-    ClaimRequest, ClaimedExecution, CompletionEvent, ComponentVersion, Created, Execution,
-    ExecutionFilter, ExecutionId, FailOutcome, Failure, Frame, LeaseHandle, NewExecution,
-    StreamMode, Tenant, TenantId,
+    ApiKey, ClaimRequest, ClaimedExecution, CompletionEvent, ComponentVersion, Created, Execution,
+    ExecutionFilter, ExecutionId, ExecutionUpdate, FailOutcome, Failure, Frame, LeaseHandle,
+    NewExecution, StoredApiKey, StreamMode, Tenant, TenantId, TenantLimits,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
@@ -50,6 +52,10 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 const WORK_CHANNEL: &str = "flowfabric_work";
 /// Channel that carries the id of an execution whose lease was revoked.
 const REVOKED_CHANNEL: &str = "flowfabric_revoked";
+/// Channel that carries `<tenant>:<execution>` when a frame is appended.
+const UPDATES_CHANNEL: &str = "flowfabric_updates";
+/// Channel that carries the newest completion outbox id.
+const COMPLETION_CHANNEL: &str = "flowfabric_completion";
 
 pub struct PgBackend {
     pool: PgPool,
@@ -100,19 +106,50 @@ impl Backend for PgBackend {
     }
 
     async fn create_tenant(&self, name: &str) -> Result<Tenant> {
-        ingress::create_tenant(&self.pool, name).await
+        tenancy::create_tenant(&self.pool, name).await
     }
 
     async fn list_tenants(&self) -> Result<Vec<Tenant>> {
-        ingress::list_tenants(&self.pool).await
+        tenancy::list_tenants(&self.pool).await
+    }
+
+    async fn get_tenant(&self, tenant: TenantId) -> Result<Tenant> {
+        tenancy::get_tenant(&self.pool, tenant).await
+    }
+
+    async fn set_tenant_limits(&self, tenant: TenantId, limits: &TenantLimits) -> Result<Tenant> {
+        tenancy::set_tenant_limits(&self.pool, tenant, limits).await
+    }
+
+    async fn create_api_key(
+        &self,
+        tenant: TenantId,
+        key_id: uuid::Uuid,
+        name: &str,
+        secret_sha256: &[u8],
+    ) -> Result<ApiKey> {
+        tenancy::create_api_key(&self.pool, tenant, key_id, name, secret_sha256).await
+    }
+
+    async fn find_api_key(&self, key_id: uuid::Uuid) -> Result<Option<StoredApiKey>> {
+        tenancy::find_api_key(&self.pool, key_id).await
+    }
+
+    async fn list_api_keys(&self, tenant: TenantId) -> Result<Vec<ApiKey>> {
+        tenancy::list_api_keys(&self.pool, tenant).await
+    }
+
+    async fn revoke_api_key(&self, tenant: TenantId, key_id: uuid::Uuid) -> Result<ApiKey> {
+        tenancy::revoke_api_key(&self.pool, tenant, key_id).await
     }
 
     async fn create_executions(
         &self,
         tenant: TenantId,
         executions: &[NewExecution],
+        max_queued: Option<u32>,
     ) -> Result<Vec<Created>> {
-        ingress::create_executions(&self.pool, tenant, executions).await
+        ingress::create_executions(&self.pool, tenant, executions, max_queued).await
     }
 
     async fn get_execution(&self, tenant: TenantId, id: ExecutionId) -> Result<Execution> {
@@ -199,6 +236,24 @@ impl Backend for PgBackend {
         components::list(&self.pool, tenant).await
     }
 
+    async fn get_component(
+        &self,
+        tenant: TenantId,
+        kind: &str,
+        version: i32,
+    ) -> Result<ComponentVersion> {
+        components::get(&self.pool, tenant, kind, version).await
+    }
+
+    async fn deprecate_component(
+        &self,
+        tenant: TenantId,
+        kind: &str,
+        version: i32,
+    ) -> Result<ComponentVersion> {
+        components::deprecate(&self.pool, tenant, kind, version).await
+    }
+
     async fn append_frame(
         &self,
         lease: &LeaseHandle,
@@ -230,6 +285,10 @@ impl Backend for PgBackend {
 
     async fn revocations(&self) -> Result<broadcast::Receiver<ExecutionId>> {
         self.notifications.revoked().await
+    }
+
+    async fn updates(&self) -> Result<broadcast::Receiver<ExecutionUpdate>> {
+        self.notifications.updates().await
     }
 
     async fn reclaim_expired_leases(&self, limit: u32) -> Result<u64> {

@@ -5,6 +5,7 @@ use sqlx::PgPool;
 
 use super::lease::{rejection, FENCE};
 use super::rows::{col, parse, Args};
+use super::UPDATES_CHANNEL;
 use crate::error::{EngineError, Result};
 use crate::model::{ExecutionId, Frame, LeaseHandle, StreamMode, TenantId};
 
@@ -20,15 +21,18 @@ pub(super) async fn append_frame(
 ) -> Result<i64> {
     let sql = format!(
         "WITH seq AS (UPDATE executions SET frame_seq = frame_seq + 1 WHERE {FENCE} \
-                      RETURNING frame_seq) \
-         INSERT INTO frames (tenant_id, execution_id, attempt_index, seq, frame_type, mode, payload) \
-         SELECT $1, $2, $3, frame_seq, $6, $7, $8 FROM seq RETURNING seq"
+                      RETURNING frame_seq), \
+              inserted AS (INSERT INTO frames (tenant_id, execution_id, attempt_index, seq, \
+                               frame_type, mode, payload) \
+                           SELECT $1, $2, $3, frame_seq, $6, $7, $8 FROM seq RETURNING seq) \
+         SELECT seq, pg_notify('{UPDATES_CHANNEL}', $1::text || ':' || $2::text) FROM inserted"
     );
     let bound = Args::fence(lease)
         .push(frame_type)
         .push(mode.as_str())
         .push(payload)
         .done("append frame")?;
+    // The second column (the notify's `void`) is never decoded.
     let seq: Option<i64> = sqlx::query_scalar_with(&sql, bound)
         .fetch_optional(pool)
         .await

@@ -6,6 +6,7 @@ use std::str::FromStr;
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row as _};
 
+use super::COMPLETION_CHANNEL;
 use crate::error::{EngineError, Result};
 use crate::model::{AttemptState, Execution, ExecutionPolicy, Failure, LeaseHandle, PublicState};
 
@@ -13,7 +14,8 @@ use crate::model::{AttemptState, Execution, ExecutionPolicy, Failure, LeaseHandl
 pub(super) const EXECUTION_COLUMNS: &str = "tenant_id, execution_id, kind, lane, priority, \
     required_capabilities, tags, policy, idempotency_key, public_state, attempt_index, \
     lease_epoch, retry_count, reclaim_count, eligible_at, deadline_at, created_at, started_at, \
-    finished_at, input, result, last_failure, cancellation_reason";
+    finished_at, input, result, last_failure, cancellation_reason, progress_percent, \
+    progress_message";
 
 pub(super) fn json<T: serde::de::DeserializeOwned>(
     value: serde_json::Value,
@@ -57,6 +59,8 @@ pub(super) fn execution(row: &PgRow) -> Result<Execution> {
             .map(|f| json::<Failure>(f, "last_failure"))
             .transpose()?,
         cancellation_reason: col(row, "cancellation_reason")?,
+        progress_percent: col(row, "progress_percent")?,
+        progress_message: col(row, "progress_message")?,
     })
 }
 
@@ -161,7 +165,7 @@ pub(super) fn completion_outbox(source: &str, outcome: &str, filter: &str) -> St
     RETURNING event_id
 ),
 event_notify AS (
-    SELECT pg_notify('flowfabric_completion', max(event_id)::text) FROM event
+    SELECT pg_notify('{COMPLETION_CHANNEL}', max(event_id)::text) FROM event
     HAVING count(*) > 0
 )"
     )

@@ -1,0 +1,192 @@
+//! Tenants, their limits and their API keys.
+
+use sqlx::postgres::PgRow;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::rows::{col, unknown_tenant_or};
+use crate::error::{EngineError, Result};
+use crate::model::{ApiKey, StoredApiKey, Tenant, TenantId, TenantLimits};
+
+const TENANT_COLUMNS: &str = "tenant_id, name, created_at, max_running, max_queued, \
+    max_input_bytes, max_component_bytes, max_task_timeout_ms, max_memory_mib";
+
+pub(super) async fn create_tenant(pool: &PgPool, name: &str) -> Result<Tenant> {
+    let row = sqlx::query(&format!(
+        "INSERT INTO tenants (tenant_id, name) VALUES ($1, $2) \
+         ON CONFLICT (name) DO NOTHING RETURNING {TENANT_COLUMNS}"
+    ))
+    .bind(Uuid::now_v7())
+    .bind(name)
+    .fetch_optional(pool)
+    .await
+    .map_err(EngineError::storage("create tenant"))?
+    .ok_or_else(|| EngineError::Conflict(format!("a tenant named `{name}` already exists")))?;
+    tenant(&row)
+}
+
+pub(super) async fn list_tenants(pool: &PgPool) -> Result<Vec<Tenant>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {TENANT_COLUMNS} FROM tenants ORDER BY name"
+    ))
+    .fetch_all(pool)
+    .await
+    .map_err(EngineError::storage("list tenants"))?;
+    rows.iter().map(tenant).collect()
+}
+
+pub(super) async fn get_tenant(pool: &PgPool, id: TenantId) -> Result<Tenant> {
+    let row = sqlx::query(&format!(
+        "SELECT {TENANT_COLUMNS} FROM tenants WHERE tenant_id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .map_err(EngineError::storage("get tenant"))?
+    .ok_or_else(|| unknown_tenant(id))?;
+    tenant(&row)
+}
+
+pub(super) async fn set_tenant_limits(
+    pool: &PgPool,
+    id: TenantId,
+    limits: &TenantLimits,
+) -> Result<Tenant> {
+    let row = sqlx::query(&format!(
+        "UPDATE tenants SET max_running = $2, max_queued = $3, max_input_bytes = $4, \
+             max_component_bytes = $5, max_task_timeout_ms = $6, max_memory_mib = $7 \
+         WHERE tenant_id = $1 RETURNING {TENANT_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(limits.max_running.map(to_i32))
+    .bind(limits.max_queued.map(to_i32))
+    .bind(limits.max_input_bytes.map(to_i32))
+    .bind(limits.max_component_bytes.map(to_i32))
+    .bind(
+        limits
+            .max_task_timeout_ms
+            .map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
+    )
+    .bind(limits.max_memory_mib.map(to_i32))
+    .fetch_optional(pool)
+    .await
+    .map_err(EngineError::storage("set tenant limits"))?
+    .ok_or_else(|| unknown_tenant(id))?;
+    tenant(&row)
+}
+
+fn to_i32(v: u32) -> i32 {
+    i32::try_from(v).unwrap_or(i32::MAX)
+}
+
+fn unknown_tenant(id: TenantId) -> EngineError {
+    EngineError::NotFound {
+        what: "tenant",
+        id: id.to_string(),
+    }
+}
+
+fn tenant(row: &PgRow) -> Result<Tenant> {
+    let limit = |name: &str| -> Result<Option<u32>> {
+        Ok(col::<Option<i32>>(row, name)?.map(|v| v.max(0) as u32))
+    };
+    Ok(Tenant {
+        tenant_id: col(row, "tenant_id")?,
+        name: col(row, "name")?,
+        created_at: col(row, "created_at")?,
+        limits: TenantLimits {
+            max_running: limit("max_running")?,
+            max_queued: limit("max_queued")?,
+            max_input_bytes: limit("max_input_bytes")?,
+            max_component_bytes: limit("max_component_bytes")?,
+            max_task_timeout_ms: col::<Option<i64>>(row, "max_task_timeout_ms")?
+                .map(|v| v.max(0) as u64),
+            max_memory_mib: limit("max_memory_mib")?,
+        },
+    })
+}
+
+const KEY_COLUMNS: &str = "key_id, tenant_id, name, created_at, revoked_at";
+
+pub(super) async fn create_api_key(
+    pool: &PgPool,
+    tenant: TenantId,
+    key_id: Uuid,
+    name: &str,
+    secret_sha256: &[u8],
+) -> Result<ApiKey> {
+    let row = sqlx::query(&format!(
+        "INSERT INTO api_keys (key_id, tenant_id, name, secret_sha256) VALUES ($1, $2, $3, $4) \
+         RETURNING {KEY_COLUMNS}"
+    ))
+    .bind(key_id)
+    .bind(tenant)
+    .bind(name)
+    .bind(secret_sha256)
+    .fetch_one(pool)
+    .await
+    .map_err(unknown_tenant_or("create api key", tenant))?;
+    api_key(&row)
+}
+
+/// The key with this id, revoked or not (one primary-key probe).
+pub(super) async fn find_api_key(pool: &PgPool, key_id: Uuid) -> Result<Option<StoredApiKey>> {
+    let row = sqlx::query(&format!(
+        "SELECT {KEY_COLUMNS}, secret_sha256 FROM api_keys WHERE key_id = $1"
+    ))
+    .bind(key_id)
+    .fetch_optional(pool)
+    .await
+    .map_err(EngineError::storage("find api key"))?;
+    row.map(|r| {
+        Ok(StoredApiKey {
+            key: api_key(&r)?,
+            secret_sha256: col(&r, "secret_sha256")?,
+        })
+    })
+    .transpose()
+}
+
+/// Uses `api_keys_tenant_idx`.
+pub(super) async fn list_api_keys(pool: &PgPool, tenant: TenantId) -> Result<Vec<ApiKey>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY created_at"
+    ))
+    .bind(tenant)
+    .fetch_all(pool)
+    .await
+    .map_err(EngineError::storage("list api keys"))?;
+    rows.iter().map(api_key).collect()
+}
+
+/// Revoking twice keeps the first revocation time.
+pub(super) async fn revoke_api_key(
+    pool: &PgPool,
+    tenant: TenantId,
+    key_id: Uuid,
+) -> Result<ApiKey> {
+    let row = sqlx::query(&format!(
+        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) \
+         WHERE key_id = $1 AND tenant_id = $2 RETURNING {KEY_COLUMNS}"
+    ))
+    .bind(key_id)
+    .bind(tenant)
+    .fetch_optional(pool)
+    .await
+    .map_err(EngineError::storage("revoke api key"))?
+    .ok_or_else(|| EngineError::NotFound {
+        what: "api key",
+        id: key_id.to_string(),
+    })?;
+    api_key(&row)
+}
+
+fn api_key(row: &PgRow) -> Result<ApiKey> {
+    Ok(ApiKey {
+        key_id: col(row, "key_id")?,
+        tenant_id: col(row, "tenant_id")?,
+        name: col(row, "name")?,
+        created_at: col(row, "created_at")?,
+        revoked_at: col(row, "revoked_at")?,
+    })
+}

@@ -1,0 +1,144 @@
+//! Tenants, their limits and API keys: issuing, checking and revoking keys.
+//!
+//! A key is `ffk_<key id>_<secret>`: the key id (a uuid, in the clear) finds the
+//! stored row with one primary-key probe, and the secret (256 random bits) is
+//! checked against its stored sha256 in constant time. The secret is shown once,
+//! at creation, and never stored.
+
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+use super::Engine;
+use crate::error::{EngineError, Result};
+use crate::model::{ApiKey, Tenant, TenantId, TenantLimits};
+
+const KEY_PREFIX: &str = "ffk_";
+
+/// A newly issued key: the secret `token` is only ever available here.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IssuedKey {
+    #[serde(flatten)]
+    pub key: ApiKey,
+    pub token: String,
+}
+
+impl Engine {
+    pub async fn create_tenant(&self, name: &str) -> Result<Tenant> {
+        self.check_name("tenant name", name)?;
+        self.backend.create_tenant(name).await
+    }
+
+    pub async fn list_tenants(&self) -> Result<Vec<Tenant>> {
+        self.backend.list_tenants().await
+    }
+
+    pub async fn get_tenant(&self, tenant: TenantId) -> Result<Tenant> {
+        self.backend.get_tenant(tenant).await
+    }
+
+    pub async fn set_tenant_limits(
+        &self,
+        tenant: TenantId,
+        limits: TenantLimits,
+    ) -> Result<Tenant> {
+        let positive = [
+            ("max_running", limits.max_running.map(u64::from)),
+            ("max_queued", limits.max_queued.map(u64::from)),
+            ("max_input_bytes", limits.max_input_bytes.map(u64::from)),
+            (
+                "max_component_bytes",
+                limits.max_component_bytes.map(u64::from),
+            ),
+            ("max_task_timeout_ms", limits.max_task_timeout_ms),
+            ("max_memory_mib", limits.max_memory_mib.map(u64::from)),
+        ];
+        for (field, value) in positive {
+            if let Some(v) = value {
+                if v == 0 || v > i32::MAX as u64 {
+                    return Err(EngineError::invalid(
+                        format!("limits.{field}"),
+                        format!("must be between 1 and {}", i32::MAX),
+                    ));
+                }
+            }
+        }
+        self.backend.set_tenant_limits(tenant, &limits).await
+    }
+
+    /// Issue a key for `tenant`. The returned token is the only copy.
+    pub async fn issue_api_key(&self, tenant: TenantId, name: &str) -> Result<IssuedKey> {
+        self.check_name("key name", name)?;
+        let key_id = Uuid::now_v7();
+        let mut secret = [0u8; 32];
+        rand::rng().fill_bytes(&mut secret);
+        let secret = hex::encode(secret);
+        let key = self
+            .backend
+            .create_api_key(tenant, key_id, name, &Sha256::digest(secret.as_bytes()))
+            .await?;
+        Ok(IssuedKey {
+            key,
+            token: format!("{KEY_PREFIX}{}_{secret}", key_id.simple()),
+        })
+    }
+
+    pub async fn list_api_keys(&self, tenant: TenantId) -> Result<Vec<ApiKey>> {
+        self.backend.list_api_keys(tenant).await
+    }
+
+    pub async fn revoke_api_key(&self, tenant: TenantId, key_id: Uuid) -> Result<ApiKey> {
+        self.backend.revoke_api_key(tenant, key_id).await
+    }
+
+    /// The tenant a presented token belongs to. Every failure is the same
+    /// `Unauthenticated` answer, so a caller learns nothing about which keys exist.
+    pub async fn authenticate(&self, token: &str) -> Result<TenantId> {
+        let denied = EngineError::Unauthenticated("invalid or revoked API key");
+        let Some((key_id, secret)) = parse_token(token) else {
+            return Err(denied);
+        };
+        let Some(stored) = self.backend.find_api_key(key_id).await? else {
+            return Err(denied);
+        };
+        let presented = Sha256::digest(secret.as_bytes());
+        let matches: bool = presented.as_slice().ct_eq(&stored.secret_sha256).into();
+        if !matches || stored.key.revoked_at.is_some() {
+            return Err(denied);
+        }
+        Ok(stored.key.tenant_id)
+    }
+}
+
+fn parse_token(token: &str) -> Option<(Uuid, &str)> {
+    let rest = token.strip_prefix(KEY_PREFIX)?;
+    let (id, secret) = rest.split_once('_')?;
+    if id.len() != 32 || secret.len() != 64 {
+        return None;
+    }
+    Some((Uuid::try_parse(id).ok()?, secret))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_parse_only_in_their_exact_shape() {
+        let id = Uuid::now_v7();
+        let secret = "ab".repeat(32);
+        let token = format!("ffk_{}_{secret}", id.simple());
+        assert_eq!(parse_token(&token), Some((id, secret.as_str())));
+        for bad in [
+            "",
+            "ffk_",
+            &token[4..],
+            &format!("ffk_{}_{}", id.simple(), "ab"),
+            &format!("ffk_{}_{secret}", id.hyphenated()),
+            &format!("Bearer {token}"),
+        ] {
+            assert_eq!(parse_token(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! API keys and per-tenant limits, at the engine level.
+
+use std::time::Duration;
+
+use flowfabric::model::{ExecutionFilter, TenantLimits};
+use flowfabric::EngineError;
+
+use crate::{claim_one, request, setup, task};
+
+#[tokio::test]
+async fn api_keys_authenticate_until_revoked() {
+    let (db, tenant) = setup().await;
+    let issued = db.engine.issue_api_key(tenant, "ci").await.unwrap();
+    assert!(issued.token.starts_with("ffk_"));
+    assert_eq!(db.engine.authenticate(&issued.token).await.unwrap(), tenant);
+
+    // Same key id, wrong secret; malformed; unknown id: all the same answer.
+    let mut forged = issued.token.clone();
+    forged.pop();
+    forged.push(if issued.token.ends_with('0') {
+        '1'
+    } else {
+        '0'
+    });
+    let unknown = format!("ffk_{}_{}", uuid::Uuid::now_v7().simple(), "0".repeat(64));
+    for bad in [forged.as_str(), "ffk_nope", "", unknown.as_str()] {
+        let err = db.engine.authenticate(bad).await.unwrap_err();
+        assert!(
+            matches!(err, EngineError::Unauthenticated(_)),
+            "{bad}: {err}"
+        );
+    }
+
+    let listed = db.engine.list_api_keys(tenant).await.unwrap();
+    assert_eq!(listed, vec![issued.key.clone()]);
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT secret_sha256 FROM api_keys")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(!issued.token.contains(&hex_lower(&stored)));
+
+    let revoked = db
+        .engine
+        .revoke_api_key(tenant, issued.key.key_id)
+        .await
+        .unwrap();
+    assert!(revoked.revoked_at.is_some());
+    let again = db
+        .engine
+        .revoke_api_key(tenant, issued.key.key_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        again.revoked_at, revoked.revoked_at,
+        "revoking twice keeps the first time"
+    );
+    assert!(matches!(
+        db.engine.authenticate(&issued.token).await,
+        Err(EngineError::Unauthenticated(_))
+    ));
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn another_tenants_key_cannot_be_revoked() {
+    let (db, tenant) = setup().await;
+    let other = db.tenant("other").await;
+    let issued = db.engine.issue_api_key(tenant, "ci").await.unwrap();
+    let err = db
+        .engine
+        .revoke_api_key(other, issued.key.key_id)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::NotFound { .. }), "{err}");
+    assert_eq!(db.engine.authenticate(&issued.token).await.unwrap(), tenant);
+}
+
+#[tokio::test]
+async fn max_queued_refuses_the_whole_batch_and_writes_nothing() {
+    let (db, tenant) = setup().await;
+    let limits = TenantLimits {
+        max_queued: Some(3),
+        ..TenantLimits::default()
+    };
+    db.engine.set_tenant_limits(tenant, limits).await.unwrap();
+    db.engine
+        .create_batch(tenant, &[task("a"), task("b")])
+        .await
+        .unwrap();
+    let err = db
+        .engine
+        .create_batch(tenant, &[task("c"), task("d")])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, EngineError::QuotaExceeded { limit: 3, .. }),
+        "{err}"
+    );
+    assert_eq!(db.count("executions").await, 2);
+    db.engine.create(tenant, task("c")).await.unwrap();
+
+    // Running work is not queued: claiming one makes room for one more.
+    claim_one(&db.engine).await;
+    db.engine.create(tenant, task("d")).await.unwrap();
+    assert!(db.engine.create(tenant, task("e")).await.is_err());
+
+    // Other tenants are not affected.
+    let other = db.tenant("other").await;
+    db.engine.create(other, task("x")).await.unwrap();
+}
+
+#[tokio::test]
+async fn max_input_bytes_is_per_tenant_and_only_tightens() {
+    let (db, tenant) = setup().await;
+    let limits = TenantLimits {
+        max_input_bytes: Some(10),
+        ..TenantLimits::default()
+    };
+    db.engine.set_tenant_limits(tenant, limits).await.unwrap();
+    let err = db
+        .engine
+        .create(tenant, task("eleven byte"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, EngineError::PayloadTooLarge { limit: 10, .. }),
+        "{err}"
+    );
+    db.engine.create(tenant, task("ten bytes!")).await.unwrap();
+
+    let loose = TenantLimits {
+        max_input_bytes: Some(u32::MAX >> 1),
+        ..TenantLimits::default()
+    };
+    db.engine.set_tenant_limits(tenant, loose).await.unwrap();
+    let big = "x".repeat(db.engine.limits().max_input_bytes + 1);
+    assert!(db.engine.create(tenant, task(&big)).await.is_err());
+}
+
+#[tokio::test]
+async fn bad_limits_are_rejected_and_unknown_tenants_are_not_found() {
+    let (db, tenant) = setup().await;
+    let zero = TenantLimits {
+        max_running: Some(0),
+        ..TenantLimits::default()
+    };
+    let err = db.engine.set_tenant_limits(tenant, zero).await.unwrap_err();
+    assert!(err.to_string().contains("limits.max_running"), "{err}");
+    assert_eq!(
+        db.engine.get_tenant(tenant).await.unwrap().limits,
+        TenantLimits::default()
+    );
+    let err = db
+        .engine
+        .set_tenant_limits(uuid::Uuid::now_v7(), TenantLimits::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::NotFound { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn max_running_caps_claims_per_tenant() {
+    let (db, tenant) = setup().await;
+    let other = db.tenant("other").await;
+    let limits = TenantLimits {
+        max_running: Some(2),
+        ..TenantLimits::default()
+    };
+    db.engine.set_tenant_limits(tenant, limits).await.unwrap();
+    let batch: Vec<_> = (0..5).map(|i| task(&i.to_string())).collect();
+    db.engine.create_batch(tenant, &batch).await.unwrap();
+    db.engine.create_batch(other, &batch).await.unwrap();
+
+    let claimed = db.engine.claim(&request(10)).await.unwrap();
+    let mine = claimed
+        .iter()
+        .filter(|c| c.lease.tenant_id == tenant)
+        .count();
+    assert_eq!(mine, 2, "limited tenant gets its room only");
+    assert_eq!(claimed.len(), 7, "the other tenant is not limited");
+    assert!(db.engine.claim(&request(10)).await.unwrap().is_empty());
+
+    // Finishing one frees one slot.
+    let done = claimed
+        .iter()
+        .find(|c| c.lease.tenant_id == tenant)
+        .unwrap();
+    db.engine.complete(&done.lease, b"ok").await.unwrap();
+    let next = db.engine.claim(&request(10)).await.unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].lease.tenant_id, tenant);
+}
+
+#[tokio::test]
+async fn claims_carry_the_tenants_sandbox_ceilings() {
+    let (db, tenant) = setup().await;
+    let limits = TenantLimits {
+        max_task_timeout_ms: Some(1_500),
+        max_memory_mib: Some(32),
+        ..TenantLimits::default()
+    };
+    db.engine.set_tenant_limits(tenant, limits).await.unwrap();
+    db.engine.create(tenant, task("a")).await.unwrap();
+    let claimed = claim_one(&db.engine).await;
+    assert_eq!(claimed.ceilings.timeout, Some(Duration::from_millis(1_500)));
+    assert_eq!(claimed.ceilings.memory_bytes, Some(32 << 20));
+}
+
+#[tokio::test]
+async fn listing_filters_by_tag() {
+    let (db, tenant) = setup().await;
+    let mut tagged = task("a");
+    tagged.tags.insert("customer".into(), "42".into());
+    let id = db.engine.create(tenant, tagged).await.unwrap().execution_id;
+    db.engine.create(tenant, task("b")).await.unwrap();
+    let filter = ExecutionFilter {
+        tag: Some(("customer".into(), "42".into())),
+        limit: 10,
+        ..ExecutionFilter::default()
+    };
+    let found = db.engine.list(tenant, filter).await.unwrap();
+    assert_eq!(
+        found.iter().map(|e| e.execution_id).collect::<Vec<_>>(),
+        vec![id]
+    );
+}
+
+#[tokio::test]
+async fn watchers_are_woken_by_frames_and_by_completion() {
+    let (db, tenant) = setup().await;
+    let mut updates = db.engine.updates().await.unwrap();
+    let id = db
+        .engine
+        .create(tenant, task("a"))
+        .await
+        .unwrap()
+        .execution_id;
+    let claimed = claim_one(&db.engine).await;
+    db.engine
+        .append_frame(
+            &claimed.lease,
+            "log",
+            flowfabric::model::StreamMode::Durable,
+            b"hi",
+        )
+        .await
+        .unwrap();
+    db.engine.complete(&claimed.lease, b"ok").await.unwrap();
+    for _ in 0..2 {
+        let update = tokio::time::timeout(Duration::from_secs(10), updates.recv())
+            .await
+            .expect("an update within 10 s")
+            .unwrap();
+        assert_eq!((update.tenant_id, update.execution_id), (tenant, id));
+    }
+}
