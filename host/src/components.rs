@@ -18,7 +18,7 @@ pub async fn register(
     kind: &str,
     wasm: &[u8],
 ) -> Result<(ComponentVersion, bool)> {
-    engine.check_component_size(tenant, wasm.len()).await?;
+    engine.check_upload(tenant, kind, wasm.len()).await?;
     let digest = runtime.register(wasm).await.map_err(|e| match e {
         ComponentError::Internal(m) => EngineError::Runtime(m),
         ComponentError::TooLarge { size, limit } => EngineError::PayloadTooLarge {

@@ -13,6 +13,7 @@
 //!   them on the runtime, implementing the guest's imports over its lease;
 //! * [`components`]: upload = runtime validation + engine storage.
 
+pub mod api;
 pub mod backend;
 pub mod components;
 pub mod engine;

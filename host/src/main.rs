@@ -25,6 +25,8 @@ enum Command {
         #[arg(long, env = "DATABASE_URL")]
         database_url: String,
     },
+    /// Serve the HTTP API with a worker pool and the scanners.
+    Serve(cli::serve::Serve),
     /// Run a worker pool (and the scanners) until SIGTERM, then drain.
     Worker(cli::worker::Worker),
     /// Demo: upload the example guests, run executions, show what happened.
@@ -65,6 +67,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             backend.migrate().await.context("migrating")?;
             println!("migrations applied");
         }
+        Command::Serve(args) => cli::serve::run(args).await?,
         Command::Worker(args) => cli::worker::run(args).await?,
         Command::Dev(args) => cli::dev::run(args).await?,
         Command::Bench(BenchCommand::Engine(args)) => cli::bench::run(args).await?,

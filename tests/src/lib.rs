@@ -9,6 +9,7 @@
 //! seeing each other's rows.
 
 mod postgres;
+pub mod server;
 
 use std::sync::Arc;
 
@@ -31,8 +32,14 @@ pub struct TestDb {
 }
 
 impl TestDb {
+    /// Engine tests exercise the engine without uploading components, so
+    /// creating an execution of a kind with no component is allowed here.
     pub async fn new() -> Self {
-        Self::with_limits(Limits::default()).await
+        Self::with_limits(Limits {
+            require_component: false,
+            ..Limits::default()
+        })
+        .await
     }
 
     pub async fn with_limits(limits: Limits) -> Self {

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod bench_wasm;
 pub mod dev;
+pub mod serve;
 pub mod worker;
 
 use std::sync::Arc;
@@ -15,13 +16,21 @@ use flowfabric::engine::{Engine, Limits};
 use flowfabric::runtime::{Runtime, RuntimeConfig, SandboxLimits};
 use flowfabric::worker::WorkerConfig;
 
-/// Connect, migrate, and wrap the backend in an engine.
+/// Connect, migrate, and wrap the backend in an engine with default limits.
 pub async fn connect(database_url: &str, max_connections: u32) -> anyhow::Result<Engine> {
+    connect_with(database_url, max_connections, Limits::default()).await
+}
+
+pub async fn connect_with(
+    database_url: &str,
+    max_connections: u32,
+    limits: Limits,
+) -> anyhow::Result<Engine> {
     let backend = PgBackend::connect(database_url, max_connections)
         .await
         .context("connecting to Postgres")?;
     backend.migrate().await.context("applying migrations")?;
-    Ok(Engine::new(Arc::new(backend), Limits::default()))
+    Ok(Engine::new(Arc::new(backend), limits))
 }
 
 /// Settings of the worker pool and its sandbox, shared by `worker` and `dev`.

@@ -41,6 +41,9 @@ pub struct Limits {
     /// Installation-wide backlog limit per tenant (a tenant's own may be lower).
     pub max_queued: Option<u32>,
     pub max_component_bytes: usize,
+    /// Refuse to create executions of a kind with no runnable component (the
+    /// worker would only fail them). Off for engine-only embedding and tests.
+    pub require_component: bool,
 }
 
 impl Default for Limits {
@@ -58,6 +61,7 @@ impl Default for Limits {
             max_frames_per_attempt: 10_000,
             max_queued: None,
             max_component_bytes: 64 << 20,
+            require_component: true,
         }
     }
 }
@@ -114,6 +118,9 @@ impl Engine {
                 }
             }
         }
+        if self.limits.require_component {
+            self.check_kinds_runnable(tenant, batch).await?;
+        }
         let max_queued = match (limits.max_queued, self.limits.max_queued) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -121,6 +128,20 @@ impl Engine {
         self.backend
             .create_executions(tenant, batch, max_queued)
             .await
+    }
+
+    async fn check_kinds_runnable(&self, tenant: TenantId, batch: &[NewExecution]) -> Result<()> {
+        let kinds: std::collections::BTreeSet<&str> =
+            batch.iter().map(|n| n.kind.as_str()).collect();
+        for kind in kinds {
+            if self.backend.latest_component(tenant, kind).await?.is_none() {
+                return Err(EngineError::invalid(
+                    "kind",
+                    format!("`{kind}` has no component: upload one first"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn check_new(&self, new: &NewExecution, max_input: usize) -> Result<()> {
@@ -295,9 +316,10 @@ impl Engine {
         self.backend.put_component(tenant, kind, digest, wasm).await
     }
 
-    /// Refuse a component over the installation's or the tenant's size limit
-    /// before anything compiles it.
-    pub async fn check_component_size(&self, tenant: TenantId, size: usize) -> Result<()> {
+    /// Refuse a bad kind name, or a component over the installation's or the
+    /// tenant's size limit, before anything compiles it.
+    pub async fn check_upload(&self, tenant: TenantId, kind: &str, size: usize) -> Result<()> {
+        self.check_name("kind", kind)?;
         let tenant_limit = self
             .backend
             .get_tenant(tenant)

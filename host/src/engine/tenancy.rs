@@ -17,7 +17,7 @@ use crate::model::{ApiKey, Tenant, TenantId, TenantLimits};
 const KEY_PREFIX: &str = "ffk_";
 
 /// A newly issued key: the secret `token` is only ever available here.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct IssuedKey {
     #[serde(flatten)]
     pub key: ApiKey,
@@ -43,6 +43,12 @@ impl Engine {
         tenant: TenantId,
         limits: TenantLimits,
     ) -> Result<Tenant> {
+        self.check_limits(&limits)?;
+        self.backend.set_tenant_limits(tenant, &limits).await
+    }
+
+    /// Every limit given must be a positive number that storage can hold.
+    pub fn check_limits(&self, limits: &TenantLimits) -> Result<()> {
         let positive = [
             ("max_running", limits.max_running.map(u64::from)),
             ("max_queued", limits.max_queued.map(u64::from)),
@@ -64,7 +70,7 @@ impl Engine {
                 }
             }
         }
-        self.backend.set_tenant_limits(tenant, &limits).await
+        Ok(())
     }
 
     /// Issue a key for `tenant`. The returned token is the only copy.

@@ -73,16 +73,19 @@ impl NewExecution {
 
 /// What `create` did: made a new execution, or found the one an idempotency key
 /// already maps to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Created {
+    #[schema(value_type = uuid::Uuid)]
     pub execution_id: ExecutionId,
     pub created: bool,
 }
 
 /// A stored execution as read back.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Execution {
+    #[schema(value_type = uuid::Uuid)]
     pub tenant_id: TenantId,
+    #[schema(value_type = uuid::Uuid)]
     pub execution_id: ExecutionId,
     pub kind: String,
     pub lane: String,
@@ -113,7 +116,7 @@ pub struct Execution {
 }
 
 /// Why an attempt failed, as recorded on the attempt and the execution.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Failure {
     pub class: FailureClass,
     pub message: String,
@@ -200,9 +203,10 @@ pub struct ExecutionUpdate {
 }
 
 /// A completion event from the outbox.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct CompletionEvent {
     pub event_id: i64,
+    #[schema(value_type = uuid::Uuid)]
     pub execution_id: ExecutionId,
     pub attempt_index: i32,
     pub outcome: String,
@@ -210,7 +214,7 @@ pub struct CompletionEvent {
 }
 
 /// One stored version of a component kind.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ComponentVersion {
     pub kind: String,
     pub version: i32,
@@ -222,7 +226,7 @@ pub struct ComponentVersion {
 }
 
 /// How a frame is kept (see `stream-mode` in the WIT).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StreamMode {
     Durable,

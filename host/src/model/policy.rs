@@ -14,7 +14,7 @@ use crate::error::EngineError;
 
 /// Why an attempt failed. The guest chooses `transient` or `permanent`; the host
 /// maps traps, timeouts, memory exhaustion and lost leases to the other classes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureClass {
     Transient,
@@ -41,7 +41,7 @@ impl FailureClass {
 }
 
 /// How long to wait before the next attempt.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Backoff {
     Fixed {
@@ -93,7 +93,7 @@ impl Backoff {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Retries after the first attempt; 0 means fail on the first failure.
@@ -119,7 +119,7 @@ impl Default for RetryPolicy {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct TimeoutPolicy {
     /// Longest one attempt may hold its lease in total (renewals included).
@@ -140,7 +140,7 @@ impl Default for TimeoutPolicy {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ExecutionPolicy {
     pub retry: RetryPolicy,

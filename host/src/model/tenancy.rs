@@ -8,8 +8,9 @@ use uuid::Uuid;
 
 use super::TenantId;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Tenant {
+    #[schema(value_type = uuid::Uuid)]
     pub tenant_id: TenantId,
     pub name: String,
     pub created_at: DateTime<Utc>,
@@ -18,7 +19,7 @@ pub struct Tenant {
 
 /// Per-tenant ceilings. `None` means the installation's default applies; a
 /// tenant's limit can only tighten the installation's, never loosen it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TenantLimits {
     /// Executions of this tenant running at once, across all workers.
@@ -51,9 +52,10 @@ impl From<&TenantLimits> for TaskCeilings {
 }
 
 /// An API key as listed; its secret is never stored or shown again.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ApiKey {
     pub key_id: Uuid,
+    #[schema(value_type = uuid::Uuid)]
     pub tenant_id: TenantId,
     pub name: String,
     pub created_at: DateTime<Utc>,

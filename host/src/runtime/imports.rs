@@ -50,11 +50,12 @@ pub trait TaskImports: Send + Sync + 'static {
 impl types::Host for StoreState {}
 
 macro_rules! host_call {
-    ($name:literal, $body:expr) => {
+    ($name:literal, $body:expr) => {{
+        metrics::counter!("flowfabric_host_calls_total", "function" => $name).increment(1);
         Ok($body
             .instrument(tracing::debug_span!("host_call", name = $name))
             .await)
-    };
+    }};
 }
 
 impl claimed_task::Host for StoreState {

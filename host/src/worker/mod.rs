@@ -228,6 +228,8 @@ async fn claim_loop(
             }
         };
         let got = claimed.len();
+        metrics::counter!("flowfabric_claims_total").increment(1);
+        metrics::counter!("flowfabric_claimed_executions_total").increment(got as u64);
         for (claimed, permit) in claimed.into_iter().zip(permits.drain(..)) {
             let id = claimed.lease.execution_id;
             let task = Arc::new(ClaimedTask::new(

@@ -70,6 +70,8 @@ impl Job {
                     elapsed_us = outcome.elapsed.as_micros() as u64,
                     "guest returned"
                 );
+                metrics::histogram!("flowfabric_guest_run_seconds")
+                    .record(outcome.elapsed.as_secs_f64());
                 save_output(&task, "stdout", &outcome.stdout).await;
                 save_output(&task, "stderr", &outcome.stderr).await;
                 outcome.result
@@ -157,6 +159,8 @@ async fn finish(engine: &Engine, task: &ClaimedTask, result: RunResult) {
     let lease = task.lease();
     if task.is_lease_lost() {
         tracing::info!("lease lost before the run ended; nothing recorded");
+        metrics::counter!("flowfabric_attempts_finished_total", "outcome" => "lease_lost")
+            .increment(1);
         return;
     }
     for attempt in 1..=FINISH_ATTEMPTS {
@@ -176,6 +180,8 @@ async fn finish(engine: &Engine, task: &ClaimedTask, result: RunResult) {
         match written {
             Ok(what) => {
                 tracing::debug!(outcome = what, "execution attempt recorded");
+                metrics::counter!("flowfabric_attempts_finished_total", "outcome" => what)
+                    .increment(1);
                 return;
             }
             Err(e) if e.is_retryable() && attempt < FINISH_ATTEMPTS => {

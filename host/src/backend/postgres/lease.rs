@@ -20,7 +20,10 @@ use crate::model::{
 
 /// Round-robin across tenants: each (tenant, lane) contributes its best `$3`
 /// candidates from an ordered, `SKIP LOCKED` probe of `executions_claim_idx`; the
-/// first of every tenant ranks before the second of any.
+/// first of every tenant ranks before the second of any. Within a turn, tenants
+/// go in a fresh random order per claim: priority and age only order a tenant's
+/// own work, so neither a tenant's high priorities nor its old backlog can put
+/// it first every time (with one free slot, every claim would go to it).
 ///
 /// A tenant with `max_running` gets at most its free room: the running count
 /// comes off `executions_lease_expiry_idx`, bounded by the limit. Claims that
@@ -29,10 +32,10 @@ use crate::model::{
 /// it is never exceeded by a single claimer.
 const CLAIM_SQL: &str = r#"
 WITH locked AS (
-    SELECT c.*, room.n AS room, t.max_task_timeout_ms, t.max_memory_mib
+    SELECT c.*, room.n AS room, room.draw, t.max_task_timeout_ms, t.max_memory_mib
     FROM tenants t
     CROSS JOIN LATERAL (
-        SELECT CASE WHEN t.max_running IS NULL THEN $3 ELSE greatest(0, least($3,
+        SELECT random() AS draw, CASE WHEN t.max_running IS NULL THEN $3 ELSE greatest(0, least($3,
             t.max_running - (SELECT count(*) FROM (
                 SELECT 1 FROM executions r
                 WHERE r.tenant_id = t.tenant_id AND r.lifecycle_phase = 'active'
@@ -64,7 +67,7 @@ picked AS (
         FROM locked l
     ) ranked
     WHERE turn <= room
-    ORDER BY turn, priority DESC, eligible_at, execution_id
+    ORDER BY turn, draw
     LIMIT $3
 ),
 claimed AS (
@@ -87,7 +90,7 @@ claimed AS (
     WHERE e.tenant_id = p.tenant_id AND e.execution_id = p.execution_id
     RETURNING e.tenant_id, e.execution_id, e.attempt_index, e.lease_id, e.lease_epoch,
         e.lease_expires_at, e.kind, e.lane, e.input, e.priority, e.tags, e.policy, e.retry_count,
-        e.eligible_at, p.turn, p.max_task_timeout_ms, p.max_memory_mib,
+        e.eligible_at, p.turn, p.draw, p.max_task_timeout_ms, p.max_memory_mib,
         CASE p.attempt_state
             WHEN 'pending_retry_attempt' THEN 'retry'
             WHEN 'attempt_interrupted' THEN 'reclaim'
@@ -103,7 +106,7 @@ attempt AS (
            $4, $5, 'running'
     FROM claimed
 )
-SELECT * FROM claimed ORDER BY turn, priority DESC, eligible_at, execution_id
+SELECT * FROM claimed ORDER BY turn, draw
 "#;
 
 #[tracing::instrument(skip_all, fields(worker = %request.worker_id, limit = request.limit))]

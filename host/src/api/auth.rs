@@ -1,0 +1,86 @@
+//! Who is calling: a tenant (by API key) or the operator (by admin token).
+//!
+//! Handlers take [`Caller`] or [`Admin`] as an argument, so a route cannot be
+//! written without deciding whose it is; every tenant route passes
+//! `caller.tenant` to the engine, which filters every query by it.
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::model::TenantId;
+
+/// An authenticated tenant.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    pub tenant: TenantId,
+}
+
+/// The operator, holding the installation's admin token.
+#[derive(Debug, Clone, Copy)]
+pub struct Admin;
+
+fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    let value = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| unauthenticated("missing `authorization: Bearer <key>` header"))?;
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| unauthenticated("the authorization header is not `Bearer <key>`"))
+}
+
+fn unauthenticated(message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
+}
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts)?;
+        let tenant = state.engine.authenticate(token).await?;
+        tracing::Span::current().record("tenant", tracing::field::display(tenant));
+        Ok(Self { tenant })
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(expected) = &state.admin_token_sha256 else {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "admin_disabled",
+                "admin routes are disabled: the server has no admin token configured",
+            ));
+        };
+        let presented = Sha256::digest(bearer(parts)?.as_bytes());
+        if bool::from(presented.as_slice().ct_eq(expected)) {
+            Ok(Admin)
+        } else {
+            Err(unauthenticated("invalid admin token"))
+        }
+    }
+}
+
+/// What the server keeps of the admin token.
+pub fn hash_admin_token(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}

@@ -1,0 +1,127 @@
+//! `/v1/components`: upload a wasm component as the next version of a kind,
+//! list, read and deprecate versions.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::auth::Caller;
+use super::error::{ApiResult, ErrorBody, Json, Path, RawBody};
+use super::AppState;
+use crate::model::ComponentVersion;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Uploaded {
+    #[serde(flatten)]
+    pub version: ComponentVersion,
+    /// False when these bytes already were the newest version.
+    pub created: bool,
+}
+
+/// Upload a component (the raw `.wasm` bytes as the body). It is validated
+/// against the `flowfabric:task` world and compiled before it is stored.
+#[utoipa::path(post, path = "/v1/components/{kind}", tag = "components",
+    params(("kind" = String, Path)),
+    request_body(content = Vec<u8>, content_type = "application/wasm"),
+    responses(
+        (status = 201, body = Uploaded), (status = 200, body = Uploaded),
+        (status = 400, body = ErrorBody, description = "not a valid task component"),
+        (status = 401, body = ErrorBody), (status = 413, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn upload(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(kind): Path<String>,
+    RawBody(wasm): RawBody,
+) -> ApiResult<(StatusCode, Json<Uploaded>)> {
+    let (version, created) =
+        crate::components::register(&state.engine, &state.runtime, caller.tenant, &kind, &wasm)
+            .await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(Uploaded { version, created })))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ComponentList {
+    pub items: Vec<ComponentVersion>,
+}
+
+/// Every version of every kind the caller uploaded.
+#[utoipa::path(get, path = "/v1/components", tag = "components",
+    responses((status = 200, body = ComponentList), (status = 401, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> ApiResult<Json<ComponentList>> {
+    let items = state.engine.list_components(caller.tenant).await?;
+    Ok(Json(ComponentList { items }))
+}
+
+/// The versions of one kind.
+#[utoipa::path(get, path = "/v1/components/{kind}", tag = "components",
+    params(("kind" = String, Path)),
+    responses((status = 200, body = ComponentList), (status = 404, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn versions(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(kind): Path<String>,
+) -> ApiResult<Json<ComponentList>> {
+    let items: Vec<_> = state
+        .engine
+        .list_components(caller.tenant)
+        .await?
+        .into_iter()
+        .filter(|v| v.kind == kind)
+        .collect();
+    if items.is_empty() {
+        return Err(super::error::ApiError::not_found(&format!(
+            "component {kind}"
+        )));
+    }
+    Ok(Json(ComponentList { items }))
+}
+
+#[utoipa::path(get, path = "/v1/components/{kind}/versions/{version}", tag = "components",
+    params(("kind" = String, Path), ("version" = i32, Path)),
+    responses((status = 200, body = ComponentVersion), (status = 404, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((kind, version)): Path<(String, i32)>,
+) -> ApiResult<Json<ComponentVersion>> {
+    Ok(Json(
+        state
+            .engine
+            .get_component(caller.tenant, &kind, version)
+            .await?,
+    ))
+}
+
+/// Deprecate a version: new attempts run the newest version that is not
+/// deprecated. The bytes are kept, so running attempts are unaffected.
+#[utoipa::path(delete, path = "/v1/components/{kind}/versions/{version}", tag = "components",
+    params(("kind" = String, Path), ("version" = i32, Path)),
+    responses((status = 200, body = ComponentVersion), (status = 404, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn deprecate(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((kind, version)): Path<(String, i32)>,
+) -> ApiResult<Json<ComponentVersion>> {
+    Ok(Json(
+        state
+            .engine
+            .deprecate_component(caller.tenant, &kind, version)
+            .await?,
+    ))
+}

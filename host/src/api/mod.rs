@@ -1,0 +1,137 @@
+//! The HTTP API (axum): tenants upload components and submit, watch and
+//! operate executions; operators manage tenants.
+//!
+//! The API is the only layer that knows HTTP. It authenticates the caller
+//! ([`auth`]), turns JSON into engine requests and engine errors into the
+//! stable `{error, kind}` shape ([`error`]), and nothing else: validation,
+//! limits and tenancy filtering live in the engine and storage, so the worker
+//! pool and the CLI get the same rules.
+
+mod admin;
+mod auth;
+mod components;
+pub mod error;
+mod executions;
+pub mod metrics;
+pub mod openapi;
+mod payload;
+mod streams;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post, put};
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::engine::Engine;
+use crate::runtime::Runtime;
+
+pub use auth::hash_admin_token;
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Enables `/v1/admin`; requests there must present it as a bearer token.
+    pub admin_token: Option<String>,
+    /// Largest body of a bulk create.
+    pub max_batch_body_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            admin_token: None,
+            max_batch_body_bytes: 32 << 20,
+        }
+    }
+}
+
+pub struct AppState {
+    engine: Engine,
+    runtime: Arc<Runtime>,
+    admin_token_sha256: Option<[u8; 32]>,
+    metrics: PrometheusHandle,
+}
+
+/// Small JSON bodies: everything that is not an upload or a create.
+const SMALL_BODY: usize = 64 << 10;
+
+pub fn router(engine: Engine, runtime: Arc<Runtime>, config: &ApiConfig) -> Router {
+    let limits = engine.limits().clone();
+    // An input travels as JSON text or base64 (4/3 of its size), plus the
+    // rest of the request.
+    let create_body = limits.max_input_bytes * 2 + SMALL_BODY;
+    let state = Arc::new(AppState {
+        engine,
+        runtime,
+        admin_token_sha256: config.admin_token.as_deref().map(hash_admin_token),
+        metrics: metrics::handle(),
+    });
+    let v1 = Router::new()
+        .route(
+            "/executions",
+            post(executions::create)
+                .layer(DefaultBodyLimit::max(create_body))
+                .get(executions::list),
+        )
+        .route(
+            "/executions/batch",
+            post(executions::create_batch)
+                .layer(DefaultBodyLimit::max(config.max_batch_body_bytes)),
+        )
+        .route("/executions/{id}", get(executions::get))
+        .route("/executions/{id}/result", get(executions::result))
+        .route("/executions/{id}/cancel", post(executions::cancel))
+        .route("/executions/{id}/priority", put(executions::priority))
+        .route("/executions/{id}/stream", get(streams::follow))
+        .route(
+            "/executions/{id}/attempts/{attempt}/frames",
+            get(streams::frames),
+        )
+        .route("/components", get(components::list))
+        .route(
+            "/components/{kind}",
+            post(components::upload)
+                .layer(DefaultBodyLimit::max(limits.max_component_bytes))
+                .get(components::versions),
+        )
+        .route(
+            "/components/{kind}/versions/{version}",
+            get(components::get).delete(components::deprecate),
+        )
+        .route("/tenant", get(admin::whoami))
+        .route(
+            "/admin/tenants",
+            post(admin::create_tenant).get(admin::list_tenants),
+        )
+        .route("/admin/tenants/{tenant}/limits", put(admin::set_limits))
+        .route(
+            "/admin/tenants/{tenant}/keys",
+            post(admin::create_key).get(admin::list_keys),
+        )
+        .route(
+            "/admin/tenants/{tenant}/keys/{key}",
+            delete(admin::revoke_key),
+        )
+        .layer(DefaultBodyLimit::max(SMALL_BODY));
+    Router::new()
+        .nest("/v1", v1)
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics::render))
+        .route("/openapi.json", get(openapi::serve))
+        .fallback(|| async { error::ApiError::not_found("route") })
+        .layer(axum::middleware::from_fn(metrics::track))
+        .with_state(state)
+}
+
+/// Serve until `shutdown` resolves, then finish in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

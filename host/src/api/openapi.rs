@@ -1,0 +1,62 @@
+//! The OpenAPI document, generated from the handlers and types themselves
+//! (utoipa), served at `/openapi.json` and checked into the repository as
+//! `openapi.json`; a test fails when the two drift apart.
+
+use axum::response::IntoResponse;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{admin, components, executions, streams};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "FlowFabric",
+        description = "Durable WebAssembly task executions. Every `/v1` route except \
+            `/v1/admin` is scoped to the tenant of the API key presented as a bearer \
+            token; errors are `{error, kind, retryable}`."
+    ),
+    paths(
+        executions::create, executions::create_batch, executions::list, executions::get,
+        executions::result, executions::cancel, executions::priority,
+        streams::frames, streams::follow,
+        components::upload, components::list, components::versions, components::get,
+        components::deprecate,
+        admin::whoami, admin::create_tenant, admin::list_tenants, admin::set_limits,
+        admin::create_key, admin::list_keys, admin::revoke_key,
+    ),
+    modifiers(&Security),
+    tags(
+        (name = "executions"), (name = "streams"), (name = "components"), (name = "tenant"),
+        (name = "admin", description = "Operator routes; need the server's admin token."),
+    )
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for name in ["api_key", "admin_token"] {
+            components.add_security_scheme(
+                name,
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+        }
+    }
+}
+
+/// The document as served and as checked in.
+pub fn document() -> String {
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .expect("the OpenAPI document serialises")
+}
+
+pub async fn serve() -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        document(),
+    )
+}

@@ -1,0 +1,80 @@
+//! The HTTP API through real HTTP on loopback: a real server, a real Postgres,
+//! real components.
+
+mod errors;
+mod fairness;
+mod isolation;
+mod openapi;
+mod user_path;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use flowfabric_tests::server::{ApiTenant, TestServer};
+
+/// A server with one tenant that has `echo` and `testkit` uploaded.
+pub async fn setup() -> (TestServer, ApiTenant) {
+    let server = TestServer::start().await;
+    let tenant = server.tenant("acme").await;
+    server.upload(&tenant, "echo", "echo").await;
+    server.upload(&tenant, "testkit", "testkit").await;
+    (server, tenant)
+}
+
+pub async fn submit(server: &TestServer, tenant: &ApiTenant, kind: &str, input: Value) -> String {
+    let (status, body) = server
+        .call(
+            tenant,
+            Method::POST,
+            "/v1/executions",
+            Some(json!({ "kind": kind, "input": input })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    body["execution_id"]
+        .as_str()
+        .expect("execution id")
+        .to_owned()
+}
+
+/// Submit with raw text as the input (the testkit guest reads commands as text).
+pub async fn submit_text(
+    server: &TestServer,
+    tenant: &ApiTenant,
+    kind: &str,
+    text: &str,
+) -> String {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(text);
+    let (status, body) = server
+        .call(
+            tenant,
+            Method::POST,
+            "/v1/executions",
+            Some(json!({ "kind": kind, "input_base64": encoded })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    body["execution_id"]
+        .as_str()
+        .expect("execution id")
+        .to_owned()
+}
+
+/// Parse a finished Server-Sent Events body into (event, data) pairs.
+pub fn sse_events(body: &str) -> Vec<(String, Value)> {
+    body.split("\n\n")
+        .filter_map(|block| {
+            let mut event = None;
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    event = Some(v.trim().to_owned());
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim_start());
+                }
+            }
+            Some((event?, serde_json::from_str(&data).unwrap_or(Value::Null)))
+        })
+        .collect()
+}

@@ -1,0 +1,424 @@
+//! The path a tenant takes: upload, submit, follow, read the result; plus
+//! bulk create, listing and the operator routes.
+
+use reqwest::Method;
+use serde_json::json;
+
+use flowfabric_tests::server::{worker_config, TestServer};
+
+use crate::{setup, sse_events, submit, submit_text};
+
+#[tokio::test]
+async fn upload_submit_follow_result() {
+    let (mut server, tenant) = setup().await;
+    server.start_workers(worker_config(4));
+
+    let id = submit_text(&server, &tenant, "testkit", "frames:3").await;
+    // Follow live: frames as they are written, then the end of the execution.
+    let response = server
+        .http
+        .get(server.url(&format!("/v1/executions/{id}/stream")))
+        .bearer_auth(&tenant.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let events = sse_events(&response.text().await.unwrap());
+    // testkit logs once, then writes one `item` frame per step.
+    let frames: Vec<_> = events.iter().filter(|(e, _)| e == "frame").collect();
+    assert_eq!(frames.len(), 4, "{events:?}");
+    for (i, (_, frame)) in frames.iter().enumerate() {
+        assert_eq!(frame["seq"], i as i64 + 1);
+        assert_eq!(frame["attempt"], 1);
+    }
+    let items: Vec<_> = frames
+        .iter()
+        .filter(|(_, f)| f["frame_type"] == "item")
+        .map(|(_, f)| f["payload"]["value"].clone())
+        .collect();
+    assert_eq!(items, vec![json!(0), json!(1), json!(2)]);
+    let states: Vec<_> = events
+        .iter()
+        .filter(|(e, _)| e == "state")
+        .map(|(_, s)| s["state"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some("completed"),
+        "{states:?}"
+    );
+    let (last, end) = events.last().unwrap();
+    assert_eq!(last, "end");
+    assert_eq!(end["state"], "completed");
+
+    let (status, result) = server
+        .call(
+            &tenant,
+            Method::GET,
+            &format!("/v1/executions/{id}/result"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(result["state"], "completed");
+    assert!(result["result"]["base64"].is_string());
+
+    // Frames by cursor, and resuming the stream after the second frame.
+    let (status, page) = server
+        .call(
+            &tenant,
+            Method::GET,
+            &format!("/v1/executions/{id}/attempts/1/frames?after=1&limit=1"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["items"][0]["seq"], 2);
+    assert_eq!(page["next_cursor"], 2);
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+    let resumed = server
+        .http
+        .get(server.url(&format!("/v1/executions/{id}/stream")))
+        .header("last-event-id", "1:2")
+        .bearer_auth(&tenant.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let resumed = sse_events(&resumed);
+    let seqs: Vec<_> = resumed
+        .iter()
+        .filter(|(e, _)| e == "frame")
+        .map(|(_, f)| f["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![3, 4]);
+}
+
+#[tokio::test]
+async fn echo_result_round_trips_json_and_bytes() {
+    let (mut server, tenant) = setup().await;
+    server.start_workers(worker_config(2));
+    let id = submit(&server, &tenant, "echo", json!({ "hello": [1, 2, 3] })).await;
+    let done = server.wait_terminal(&tenant, &id).await;
+    assert_eq!(done["state"], "completed", "{done}");
+    let (_, result) = server
+        .call(
+            &tenant,
+            Method::GET,
+            &format!("/v1/executions/{id}/result"),
+            None,
+        )
+        .await;
+    assert_eq!(result["result"]["value"], json!({ "hello": [1, 2, 3] }));
+
+    let (status, body) = server
+        .call(
+            &tenant,
+            Method::POST,
+            "/v1/executions",
+            Some(json!({ "kind": "echo", "input_base64": "AAEC/w==" })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["execution_id"].as_str().unwrap();
+    server.wait_terminal(&tenant, id).await;
+    let (_, result) = server
+        .call(
+            &tenant,
+            Method::GET,
+            &format!("/v1/executions/{id}/result"),
+            None,
+        )
+        .await;
+    assert_eq!(result["result"]["base64"], "AAEC/w==");
+}
+
+#[tokio::test]
+async fn idempotent_create_answers_200_with_the_same_execution() {
+    let (server, tenant) = setup().await;
+    let body = json!({ "kind": "echo", "input": "x", "idempotency_key": "order-7" });
+    let (first, a) = server
+        .call(&tenant, Method::POST, "/v1/executions", Some(body.clone()))
+        .await;
+    let (second, b) = server
+        .call(&tenant, Method::POST, "/v1/executions", Some(body))
+        .await;
+    assert_eq!((first, second), (201, 200));
+    assert_eq!(a["execution_id"], b["execution_id"]);
+    assert_eq!(b["created"], false);
+    assert_eq!(server.db.count("executions").await, 1);
+}
+
+#[tokio::test]
+async fn bulk_create_then_list_with_filters_and_pagination() {
+    let (server, tenant) = setup().await;
+    let executions: Vec<_> = (0..25)
+        .map(|i| {
+            json!({
+                "kind": if i % 5 == 0 { "testkit" } else { "echo" },
+                "input": i,
+                "tags": { "batch": if i < 10 { "a" } else { "b" } },
+            })
+        })
+        .collect();
+    let (status, body) = server
+        .call(
+            &tenant,
+            Method::POST,
+            "/v1/executions/batch",
+            Some(json!({ "executions": executions })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"].as_array().unwrap().len(), 25);
+
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            None => "/v1/executions?limit=10".to_owned(),
+            Some(c) => format!("/v1/executions?limit=10&cursor={c}"),
+        };
+        let (status, page) = server.call(&tenant, Method::GET, &path, None).await;
+        assert_eq!(status, 200, "{page}");
+        for item in page["items"].as_array().unwrap() {
+            seen.push(item["execution_id"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    let created: Vec<_> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["execution_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(seen, created, "every execution once, in creation order");
+
+    for (query, expected) in [
+        ("kind=testkit", 5),
+        ("tag=batch:a", 10),
+        ("state=waiting&kind=echo", 20),
+        ("state=completed", 0),
+    ] {
+        let (status, page) = server
+            .call(
+                &tenant,
+                Method::GET,
+                &format!("/v1/executions?{query}"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{query}: {page}");
+        assert_eq!(page["items"].as_array().unwrap().len(), expected, "{query}");
+    }
+}
+
+#[tokio::test]
+async fn cancel_and_priority() {
+    let (server, tenant) = setup().await;
+    let id = submit(&server, &tenant, "echo", json!("x")).await;
+    let (status, body) = server
+        .call(
+            &tenant,
+            Method::PUT,
+            &format!("/v1/executions/{id}/priority"),
+            Some(json!({ "priority": 7 })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, got) = server
+        .call(&tenant, Method::GET, &format!("/v1/executions/{id}"), None)
+        .await;
+    assert_eq!(got["priority"], 7);
+
+    let path = format!("/v1/executions/{id}/cancel");
+    let (status, body) = server
+        .call(
+            &tenant,
+            Method::POST,
+            &path,
+            Some(json!({ "reason": "changed my mind" })),
+        )
+        .await;
+    assert_eq!((status, body["cancelled"].as_bool()), (200, Some(true)));
+    let (status, body) = server.call(&tenant, Method::POST, &path, None).await;
+    assert_eq!(
+        (status, body["cancelled"].as_bool()),
+        (200, Some(false)),
+        "idempotent"
+    );
+    let (_, got) = server
+        .call(&tenant, Method::GET, &format!("/v1/executions/{id}"), None)
+        .await;
+    assert_eq!(got["state"], "cancelled");
+    assert_eq!(got["cancellation_reason"], "changed my mind");
+
+    // Priority of a terminal execution is a conflict.
+    let (status, body) = server
+        .call(
+            &tenant,
+            Method::PUT,
+            &format!("/v1/executions/{id}/priority"),
+            Some(json!({ "priority": 1 })),
+        )
+        .await;
+    assert_eq!((status, body["kind"].as_str()), (409, Some("not_runnable")));
+}
+
+#[tokio::test]
+async fn components_list_versions_and_deprecate() {
+    let (server, tenant) = setup().await;
+    let again = server.upload(&tenant, "echo", "echo").await;
+    assert_eq!(again["created"], false, "same bytes: same version");
+    let second = server.upload(&tenant, "echo", "testkit").await;
+    assert_eq!(second["version"], 2);
+
+    let (status, list) = server
+        .call(&tenant, Method::GET, "/v1/components", None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(list["items"].as_array().unwrap().len(), 3);
+    let (_, echo) = server
+        .call(&tenant, Method::GET, "/v1/components/echo", None)
+        .await;
+    assert_eq!(echo["items"].as_array().unwrap().len(), 2);
+
+    let (status, deprecated) = server
+        .call(
+            &tenant,
+            Method::DELETE,
+            "/v1/components/echo/versions/2",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, deprecated["deprecated"].as_bool()),
+        (200, Some(true))
+    );
+    let (_, v2) = server
+        .call(&tenant, Method::GET, "/v1/components/echo/versions/2", None)
+        .await;
+    assert_eq!(v2["deprecated"], true);
+    // Version 1 runs new executions again.
+    let latest = server.db.engine.latest_component(tenant.id, "echo").await;
+    assert_eq!(latest.unwrap().unwrap().version, 1);
+}
+
+#[tokio::test]
+async fn operator_routes_manage_tenants_and_keys() {
+    let server = TestServer::start().await;
+    let tenant = server.tenant("acme").await;
+    let admin = |method, path: &str| {
+        server
+            .http
+            .request(method, server.url(path))
+            .bearer_auth(flowfabric_tests::server::ADMIN_TOKEN)
+    };
+    let response = admin(Method::GET, "/v1/admin/tenants")
+        .send()
+        .await
+        .unwrap();
+    let (status, list) = flowfabric_tests::server::response_parts(response).await;
+    assert_eq!(status, 200);
+    assert_eq!(list["items"][0]["name"], "acme");
+
+    let response = admin(
+        Method::PUT,
+        &format!("/v1/admin/tenants/{}/limits", tenant.id),
+    )
+    .json(&json!({ "max_running": 3, "max_queued": 100 }))
+    .send()
+    .await
+    .unwrap();
+    let (status, updated) = flowfabric_tests::server::response_parts(response).await;
+    assert_eq!(status, 200, "{updated}");
+    let (_, me) = server.call(&tenant, Method::GET, "/v1/tenant", None).await;
+    assert_eq!(me["limits"]["max_running"], 3);
+
+    // A second key; revoking the first leaves the second working.
+    let response = admin(
+        Method::POST,
+        &format!("/v1/admin/tenants/{}/keys", tenant.id),
+    )
+    .json(&json!({ "name": "rotated" }))
+    .send()
+    .await
+    .unwrap();
+    let (status, second) = flowfabric_tests::server::response_parts(response).await;
+    assert_eq!(status, 201, "{second}");
+    let response = admin(
+        Method::GET,
+        &format!("/v1/admin/tenants/{}/keys", tenant.id),
+    )
+    .send()
+    .await
+    .unwrap();
+    let (_, keys) = flowfabric_tests::server::response_parts(response).await;
+    let first_key = keys["items"][0]["key_id"].as_str().unwrap().to_owned();
+    assert!(
+        keys["items"][0].get("token").is_none(),
+        "tokens are never listed"
+    );
+    let response = admin(
+        Method::DELETE,
+        &format!("/v1/admin/tenants/{}/keys/{first_key}", tenant.id),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    let (status, _) = server.call(&tenant, Method::GET, "/v1/tenant", None).await;
+    assert_eq!(status, 401, "the revoked key is refused");
+    let rotated = flowfabric_tests::server::ApiTenant {
+        id: tenant.id,
+        token: second["token"].as_str().unwrap().to_owned(),
+    };
+    let (status, _) = server.call(&rotated, Method::GET, "/v1/tenant", None).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn health_metrics_and_openapi_are_served() {
+    let (mut server, tenant) = setup().await;
+    server.start_workers(worker_config(2));
+    let id = submit(&server, &tenant, "echo", json!("m")).await;
+    server.wait_terminal(&tenant, &id).await;
+    let health = server
+        .http
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let metrics = server
+        .http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "flowfabric_http_requests_total",
+        "flowfabric_http_request_duration_seconds_bucket",
+        "flowfabric_claimed_executions_total",
+        "flowfabric_attempts_finished_total",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics");
+    }
+    assert!(
+        metrics.contains(r#"route="/v1/executions/{id}""#),
+        "routes are labelled by template, not raw path"
+    );
+    assert!(!metrics.contains(&id), "no ids in labels");
+}
