@@ -16,6 +16,8 @@ use flowfabric::backend::Backend;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    connection: cli::client::Connection,
 }
 
 #[derive(Subcommand)]
@@ -29,6 +31,28 @@ enum Command {
     Serve(cli::serve::Serve),
     /// Run a worker pool (and the scanners) until SIGTERM, then drain.
     Worker(cli::worker::Worker),
+    /// Manage tenants (needs the server's admin token).
+    #[command(subcommand)]
+    Tenant(cli::remote::TenantCommand),
+    /// Upload and list components.
+    #[command(subcommand)]
+    Component(cli::remote::ComponentCommand),
+    /// Submit an execution, print its frames as they stream, then its result.
+    Run(cli::remote::Run),
+    /// Submit executions in bulk from a JSON-lines file.
+    Submit(cli::remote::Submit),
+    /// Show one execution and its result.
+    Get { id: String },
+    /// List executions, oldest first.
+    List(cli::remote::List),
+    /// Cancel an execution.
+    Cancel {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Follow an execution's frames until it ends.
+    Tail { id: String },
     /// Demo: upload the example guests, run executions, show what happened.
     Dev(cli::dev::Dev),
     /// Benchmarks (figures are ratios to a baseline measured in the same run).
@@ -70,6 +94,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => cli::serve::run(args).await?,
         Command::Worker(args) => cli::worker::run(args).await?,
         Command::Dev(args) => cli::dev::run(args).await?,
+        Command::Tenant(command) => cli::remote::tenant(&cli.connection, command).await?,
+        Command::Component(command) => cli::remote::component(&cli.connection, command).await?,
+        Command::Run(args) => cli::remote::run(&cli.connection, args).await?,
+        Command::Submit(args) => cli::remote::submit(&cli.connection, args).await?,
+        Command::Get { id } => cli::remote::get(&cli.connection, &id).await?,
+        Command::List(args) => cli::remote::list(&cli.connection, args).await?,
+        Command::Cancel { id, reason } => cli::remote::cancel(&cli.connection, &id, reason).await?,
+        Command::Tail { id } => cli::remote::tail(&cli.connection, &id).await?,
         Command::Bench(BenchCommand::Engine(args)) => cli::bench::run(args).await?,
         Command::Bench(BenchCommand::Wasm(args)) => cli::bench_wasm::run(args).await?,
     }

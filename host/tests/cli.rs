@@ -76,3 +76,190 @@ fn errors_are_one_line_with_a_non_zero_exit() {
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.starts_with("error: "), "{stderr}");
 }
+
+/// `flowfabric serve` in a process of its own, and the remote commands
+/// against it, as a user would run them.
+struct Served {
+    process: tokio::process::Child,
+    url: String,
+    _db: TestDb,
+    dir: std::path::PathBuf,
+}
+
+const ADMIN: &str = "cli-test-admin";
+
+impl Served {
+    async fn start() -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let db = TestDb::new().await;
+        let dir = std::env::temp_dir().join(format!("ff-cli-{}", uuid::Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut process = tokio::process::Command::new(BIN)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--slots",
+                "2",
+                "--cache-dir",
+            ])
+            .arg(dir.join("cache"))
+            .env("DATABASE_URL", &db.url)
+            .env("FLOWFABRIC_ADMIN_TOKEN", ADMIN)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the server");
+        let mut lines = tokio::io::BufReader::new(process.stderr.take().unwrap()).lines();
+        let url = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(rest) = line.strip_prefix("serving on ") {
+                    return rest.split_whitespace().next().unwrap().to_owned();
+                }
+            }
+            panic!("the server exited before serving");
+        })
+        .await
+        .expect("the server starts within 60 s");
+        // Keep draining stderr so the server never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self {
+            process,
+            url,
+            _db: db,
+            dir,
+        }
+    }
+
+    /// Run the CLI against this server; returns (success, stdout, stderr).
+    fn cli(&self, key: Option<&str>, args: &[&str]) -> (bool, String, String) {
+        let mut command = Command::new(BIN);
+        command
+            .args(args)
+            .env("FLOWFABRIC_URL", &self.url)
+            .env("FLOWFABRIC_ADMIN_TOKEN", ADMIN)
+            .env_remove("FLOWFABRIC_API_KEY");
+        if let Some(key) = key {
+            command.env("FLOWFABRIC_API_KEY", key);
+        }
+        let out = command.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) -> String {
+        let path = self.dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path.to_string_lossy().into_owned()
+    }
+}
+
+fn one_line_error(what: &str, (ok, _, stderr): &(bool, String, String)) {
+    assert!(!ok, "{what}: should fail");
+    assert_eq!(stderr.trim().lines().count(), 1, "{what}: {stderr}");
+    assert!(stderr.starts_with("error: "), "{what}: {stderr}");
+}
+
+#[tokio::test]
+async fn remote_commands_drive_a_served_installation() {
+    let mut served = Served::start().await;
+    let (ok, out, err) = served.cli(None, &["tenant", "create", "acme", "--json"]);
+    assert!(ok, "{err}");
+    let created: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let key = created["api_key"]["token"].as_str().unwrap().to_owned();
+    let key = Some(key.as_str());
+    let (ok, out, _) = served.cli(None, &["tenant", "list"]);
+    assert!(ok && out.contains("acme"), "{out}");
+
+    for kind in ["echo", "testkit"] {
+        let file = served.write(&format!("{kind}.wasm"), &guest(kind));
+        let (ok, out, err) = served.cli(key, &["component", "upload", kind, &file]);
+        assert!(ok, "{err}");
+        assert!(out.starts_with(&format!("uploaded {kind} v1")), "{out}");
+    }
+    let (_, out, _) = served.cli(key, &["component", "list"]);
+    assert!(out.contains("echo") && out.contains("testkit"), "{out}");
+
+    // run: frames on stderr, the result alone on stdout.
+    let (ok, out, err) = served.cli(key, &["run", "testkit", "--input-text", "frames:2"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "frames=2");
+    assert!(err.contains("item: 0") && err.contains("item: 1"), "{err}");
+    let (ok, out, _) = served.cli(key, &["run", "echo", "--input", r#"{"a":1}"#]);
+    assert!(ok);
+    assert_eq!(out.trim(), r#"{"a":1}"#);
+    // A failed run exits non-zero; after the progress lines it followed, the
+    // error is one line, last.
+    let (ok, _, err) = served.cli(key, &["run", "testkit", "--input-text", "permanent"]);
+    assert!(!ok);
+    let last = err.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: execution ") && last.contains(" failed: "),
+        "{err}"
+    );
+    assert_eq!(err.matches("error: ").count(), 1, "{err}");
+
+    // submit from JSON lines, then list, get, tail, cancel.
+    let lines = (0..3)
+        .map(|i| format!(r#"{{"kind": "echo", "input": {i}, "tags": {{"from": "file"}}}}"#))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let file = served.write("batch.jsonl", lines.as_bytes());
+    let (ok, out, err) = served.cli(key, &["submit", &file, "--json"]);
+    assert!(ok, "{err}");
+    let submitted: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(submitted["created"], 3);
+    let bad = served.write("bad.jsonl", b"{\"kind\": \"echo\"}\nnot json\n");
+    let refused = served.cli(key, &["submit", &bad]);
+    one_line_error("a malformed line", &refused);
+    assert!(refused.2.contains(":2:"), "names the line: {}", refused.2);
+
+    let (ok, out, _) = served.cli(key, &["list", "--tag", "from:file", "--json"]);
+    assert!(ok);
+    let page: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), 3);
+    let id = submitted["ids"][0].as_str().unwrap().to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, out, _) = served.cli(key, &["get", &id]);
+        if out.contains("completed") {
+            assert!(out.contains("result    0"), "{out}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{out}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (ok, out, _) = served.cli(key, &["tail", &id]);
+    assert!(ok);
+    assert!(out.trim_end().ends_with("-- completed --"), "{out}");
+    one_line_error(
+        "cancel a completed execution",
+        &served.cli(key, &["cancel", &id]),
+    );
+
+    // Wrong or missing credentials, and an unreachable server.
+    one_line_error("no key", &served.cli(None, &["list"]));
+    one_line_error("bad key", &served.cli(Some("ffk_nope"), &["list"]));
+    let unknown = uuid::Uuid::now_v7().to_string();
+    one_line_error("unknown id", &served.cli(key, &["get", &unknown]));
+
+    let pid = served.process.id().unwrap().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::time::timeout(Duration::from_secs(20), served.process.wait())
+        .await
+        .expect("the server exits after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let unreachable = served.cli(key, &["list"]);
+    one_line_error("server gone", &unreachable);
+    assert!(unreachable.2.contains("cannot reach"), "{}", unreachable.2);
+    let _ = std::fs::remove_dir_all(&served.dir);
+}

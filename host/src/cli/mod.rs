@@ -2,7 +2,9 @@
 
 pub mod bench;
 pub mod bench_wasm;
+pub mod client;
 pub mod dev;
+pub mod remote;
 pub mod serve;
 pub mod worker;
 

@@ -76,6 +76,7 @@ pub async fn run(args: Serve) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
+    let address = listener.local_addr().context("reading the bound address")?;
 
     let scanners = (!args.no_scanners)
         .then(|| Scanners::start(engine.backend().clone(), ScannerConfig::default()));
@@ -88,8 +89,7 @@ pub async fn run(args: Serve) -> anyhow::Result<()> {
         let _ = stopped.wait_for(|s| *s).await;
     }));
     eprintln!(
-        "serving on http://{} ({}; admin routes {}); SIGTERM or Ctrl-C stops",
-        args.listen,
+        "serving on http://{address} ({}; admin routes {}); SIGTERM or Ctrl-C stops",
         match &pool {
             Some(_) => format!("{} worker slots", args.worker.slots),
             None => "no worker".into(),

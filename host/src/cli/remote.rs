@@ -1,0 +1,493 @@
+//! Commands that talk to a running server over its HTTP API: tenants,
+//! components, and executions (run, submit, get, list, cancel, tail).
+//!
+//! Human-readable output by default; `--json` prints the API's JSON for
+//! scripts. Frames a command follows go to stderr when a result is printed to
+//! stdout, so `flowfabric run … > out` captures the result alone.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use base64::Engine as _;
+use futures::StreamExt;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use super::client::{ApiClient, Connection};
+
+#[derive(clap::Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant and print its first API key (shown only once).
+    Create {
+        name: String,
+        #[arg(long)]
+        max_running: Option<u32>,
+        #[arg(long)]
+        max_queued: Option<u32>,
+    },
+    /// List tenants.
+    List,
+}
+
+#[derive(clap::Subcommand)]
+pub enum ComponentCommand {
+    /// Upload a `.wasm` component as the next version of `kind`.
+    Upload { kind: String, file: PathBuf },
+    /// List the tenant's components.
+    List,
+}
+
+/// The input of an execution, from one of three flags.
+#[derive(clap::Args, Debug)]
+#[group(multiple = false)]
+pub struct InputArgs {
+    /// Input as JSON.
+    #[arg(long)]
+    input: Option<String>,
+    /// Input as text, sent byte for byte.
+    #[arg(long)]
+    input_text: Option<String>,
+    /// Input read from a file, byte for byte.
+    #[arg(long)]
+    input_file: Option<PathBuf>,
+}
+
+impl InputArgs {
+    fn into_fields(self) -> anyhow::Result<Value> {
+        let base64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+        Ok(if let Some(text) = self.input {
+            let value: Value = serde_json::from_str(&text).context("--input is not JSON")?;
+            json!({ "input": value })
+        } else if let Some(text) = self.input_text {
+            json!({ "input_base64": base64(text.as_bytes()) })
+        } else if let Some(path) = self.input_file {
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            json!({ "input_base64": base64(&bytes) })
+        } else {
+            json!({})
+        })
+    }
+}
+
+#[derive(clap::Args)]
+pub struct Run {
+    kind: String,
+    #[command(flatten)]
+    input: InputArgs,
+    #[arg(long)]
+    lane: Option<String>,
+    #[arg(long, default_value_t = 0)]
+    priority: i32,
+    /// Retries after a failed attempt.
+    #[arg(long)]
+    max_retries: Option<u32>,
+    /// Submit and print the id without waiting.
+    #[arg(long)]
+    detach: bool,
+}
+
+#[derive(clap::Args)]
+pub struct Submit {
+    /// JSON lines, one execution each (the body of `POST /v1/executions`).
+    file: PathBuf,
+    /// Executions per request.
+    #[arg(long, default_value_t = 500)]
+    batch_size: usize,
+}
+
+#[derive(clap::Args)]
+pub struct List {
+    #[arg(long)]
+    state: Option<String>,
+    #[arg(long)]
+    kind: Option<String>,
+    #[arg(long)]
+    lane: Option<String>,
+    /// `key:value`
+    #[arg(long)]
+    tag: Option<String>,
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
+    /// Continue after this execution id (the previous page's cursor).
+    #[arg(long)]
+    cursor: Option<String>,
+}
+
+pub async fn tenant(connection: &Connection, command: TenantCommand) -> anyhow::Result<()> {
+    let client = ApiClient::admin(connection)?;
+    match command {
+        TenantCommand::Create {
+            name,
+            max_running,
+            max_queued,
+        } => {
+            let limits = json!({ "max_running": max_running, "max_queued": max_queued });
+            let body = json!({ "name": name, "limits": limits });
+            let created = client
+                .json(Method::POST, "/v1/admin/tenants", Some(&body))
+                .await?;
+            if connection.json {
+                return print_json(&created);
+            }
+            println!(
+                "tenant {} ({})",
+                created["tenant"]["name"].as_str().unwrap_or_default(),
+                created["tenant"]["tenant_id"].as_str().unwrap_or_default()
+            );
+            println!("api key (shown once; store it now):");
+            println!(
+                "{}",
+                created["api_key"]["token"].as_str().unwrap_or_default()
+            );
+        }
+        TenantCommand::List => {
+            let list = client.json(Method::GET, "/v1/admin/tenants", None).await?;
+            if connection.json {
+                return print_json(&list);
+            }
+            for tenant in items(&list) {
+                println!("{}  {}", text(&tenant["tenant_id"]), text(&tenant["name"]));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn component(connection: &Connection, command: ComponentCommand) -> anyhow::Result<()> {
+    let client = ApiClient::tenant(connection)?;
+    match command {
+        ComponentCommand::Upload { kind, file } => {
+            let wasm =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let uploaded = client
+                .upload(&format!("/v1/components/{kind}"), wasm)
+                .await?;
+            if connection.json {
+                return print_json(&uploaded);
+            }
+            let verb = if uploaded["created"] == true {
+                "uploaded"
+            } else {
+                "unchanged:"
+            };
+            println!(
+                "{verb} {kind} v{} ({} bytes, sha256 {})",
+                uploaded["version"],
+                uploaded["size_bytes"],
+                text(&uploaded["digest"])
+            );
+        }
+        ComponentCommand::List => {
+            let list = client.json(Method::GET, "/v1/components", None).await?;
+            if connection.json {
+                return print_json(&list);
+            }
+            println!("{:<24} {:>7} {:>10}  DIGEST", "KIND", "VERSION", "BYTES");
+            for v in items(&list) {
+                let deprecated = if v["deprecated"] == true {
+                    " (deprecated)"
+                } else {
+                    ""
+                };
+                println!(
+                    "{:<24} {:>7} {:>10}  {}{deprecated}",
+                    text(&v["kind"]),
+                    v["version"],
+                    v["size_bytes"],
+                    &text(&v["digest"])[..12.min(text(&v["digest"]).len())]
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn run(connection: &Connection, args: Run) -> anyhow::Result<()> {
+    let client = ApiClient::tenant(connection)?;
+    let mut body = args.input.into_fields()?;
+    body["kind"] = json!(args.kind);
+    body["priority"] = json!(args.priority);
+    if let Some(lane) = args.lane {
+        body["lane"] = json!(lane);
+    }
+    if let Some(retries) = args.max_retries {
+        body["policy"] = json!({ "retry": { "max_retries": retries } });
+    }
+    let created = client
+        .json(Method::POST, "/v1/executions", Some(&body))
+        .await?;
+    let id = text(&created["execution_id"]);
+    if args.detach {
+        return if connection.json {
+            print_json(&created)
+        } else {
+            println!("{id}");
+            Ok(())
+        };
+    }
+    eprintln!("execution {id} submitted; following it");
+    let end = follow(&client, &id, connection.json, true).await?;
+    finish(&id, &end, connection.json)
+}
+
+pub async fn tail(connection: &Connection, id: &str) -> anyhow::Result<()> {
+    let client = ApiClient::tenant(connection)?;
+    let end = follow(&client, id, connection.json, false).await?;
+    if !connection.json {
+        println!("-- {} --", text(&end["state"]));
+    }
+    Ok(())
+}
+
+/// Print an execution's events as they arrive; returns the `end` event.
+async fn follow(
+    client: &ApiClient,
+    id: &str,
+    json_output: bool,
+    frames_to_stderr: bool,
+) -> anyhow::Result<Value> {
+    let mut events = Box::pin(
+        client
+            .events(&format!("/v1/executions/{id}/stream"))
+            .await?,
+    );
+    while let Some(event) = events.next().await {
+        let (name, data) = event?;
+        if json_output {
+            println!("{}", json!({ "event": name, "data": data }));
+        }
+        match name.as_str() {
+            "end" => return Ok(data),
+            "error" => bail!("{} ({})", text(&data["error"]), text(&data["kind"])),
+            _ if json_output => {}
+            "frame" => {
+                let line = format!(
+                    "[{}:{}] {}: {}",
+                    data["attempt"],
+                    data["seq"],
+                    text(&data["frame_type"]),
+                    payload_text(&data["payload"])
+                );
+                if frames_to_stderr {
+                    eprintln!("{line}");
+                } else {
+                    println!("{line}");
+                }
+            }
+            "state" => eprintln!(
+                "state: {} (attempt {})",
+                text(&data["state"]),
+                data["attempt"]
+            ),
+            _ => {}
+        }
+    }
+    bail!("the server closed the stream before the execution ended")
+}
+
+/// Print the result; an execution that did not complete is an error.
+fn finish(id: &str, end: &Value, json_output: bool) -> anyhow::Result<()> {
+    let state = text(&end["state"]);
+    if state == "completed" {
+        if !json_output {
+            println!("{}", payload_text(&end["result"]));
+        }
+        return Ok(());
+    }
+    let reason = end["last_failure"]["message"]
+        .as_str()
+        .map(|m| format!(": {m}"))
+        .unwrap_or_default();
+    bail!("execution {id} {state}{reason}")
+}
+
+pub async fn submit(connection: &Connection, args: Submit) -> anyhow::Result<()> {
+    let client = ApiClient::tenant(connection)?;
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("reading {}", args.file.display()))?;
+    // Parse everything before sending anything, so a bad line submits nothing.
+    let mut executions = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: Value = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not JSON", args.file.display(), number + 1))?;
+        executions.push((number + 1, value));
+    }
+    if executions.is_empty() {
+        bail!("{} holds no executions", args.file.display());
+    }
+    let progress = if connection.json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(executions.len() as u64)
+    };
+    let (mut created, mut existing) = (0usize, 0usize);
+    let mut ids = Vec::new();
+    for chunk in executions.chunks(args.batch_size.clamp(1, 1_000)) {
+        let body = json!({ "executions": chunk.iter().map(|(_, v)| v).collect::<Vec<_>>() });
+        let (first, last) = (chunk[0].0, chunk[chunk.len() - 1].0);
+        let answer = client
+            .json(Method::POST, "/v1/executions/batch", Some(&body))
+            .await
+            .with_context(|| {
+                format!(
+                    "lines {first}-{last} were refused; {} executions before them were submitted",
+                    created + existing
+                )
+            })?;
+        for result in items_at(&answer, "results") {
+            if result["created"] == true {
+                created += 1;
+            } else {
+                existing += 1;
+            }
+            ids.push(result["execution_id"].clone());
+        }
+        progress.inc(chunk.len() as u64);
+    }
+    progress.finish_and_clear();
+    if connection.json {
+        return print_json(&json!({ "created": created, "existing": existing, "ids": ids }));
+    }
+    println!(
+        "submitted {} executions ({created} new, {existing} already existed)",
+        created + existing
+    );
+    Ok(())
+}
+
+pub async fn get(connection: &Connection, id: &str) -> anyhow::Result<()> {
+    let client = ApiClient::tenant(connection)?;
+    let execution = client
+        .json(Method::GET, &format!("/v1/executions/{id}"), None)
+        .await?;
+    let result = client
+        .json(Method::GET, &format!("/v1/executions/{id}/result"), None)
+        .await?;
+    if connection.json {
+        return print_json(&json!({ "execution": execution, "result": result }));
+    }
+    println!("id        {}", text(&execution["execution_id"]));
+    println!(
+        "kind      {} (lane {})",
+        text(&execution["kind"]),
+        text(&execution["lane"])
+    );
+    println!("state     {}", text(&execution["state"]));
+    println!(
+        "attempts  {} ({} retries, {} reclaims)",
+        execution["attempt_index"], execution["retry_count"], execution["reclaim_count"]
+    );
+    println!("created   {}", text(&execution["created_at"]));
+    if let Some(finished) = execution["finished_at"].as_str() {
+        println!("finished  {finished}");
+    }
+    if !result["result"].is_null() {
+        println!("result    {}", payload_text(&result["result"]));
+    }
+    if let Some(message) = execution["last_failure"]["message"].as_str() {
+        println!(
+            "failure   {} ({})",
+            message,
+            text(&execution["last_failure"]["class"])
+        );
+    }
+    Ok(())
+}
+
+pub async fn list(connection: &Connection, args: List) -> anyhow::Result<()> {
+    let client = ApiClient::tenant(connection)?;
+    let mut query = vec![("limit", args.limit.to_string())];
+    for (name, value) in [
+        ("state", args.state),
+        ("kind", args.kind),
+        ("lane", args.lane),
+        ("tag", args.tag),
+        ("cursor", args.cursor),
+    ] {
+        query.extend(value.map(|v| (name, v)));
+    }
+    let page = client.get_with_query("/v1/executions", &query).await?;
+    if connection.json {
+        return print_json(&page);
+    }
+    println!(
+        "{:<36}  {:<16} {:<10} {:>7}  CREATED",
+        "ID", "KIND", "STATE", "ATTEMPT"
+    );
+    for e in items(&page) {
+        println!(
+            "{:<36}  {:<16} {:<10} {:>7}  {}",
+            text(&e["execution_id"]),
+            text(&e["kind"]),
+            text(&e["state"]),
+            e["attempt_index"],
+            text(&e["created_at"])
+        );
+    }
+    if let Some(cursor) = page["next_cursor"].as_str() {
+        eprintln!("more: --cursor {cursor}");
+    }
+    Ok(())
+}
+
+pub async fn cancel(
+    connection: &Connection,
+    id: &str,
+    reason: Option<String>,
+) -> anyhow::Result<()> {
+    let client = ApiClient::tenant(connection)?;
+    let body = json!({ "reason": reason });
+    let answer = client
+        .json(
+            Method::POST,
+            &format!("/v1/executions/{id}/cancel"),
+            Some(&body),
+        )
+        .await?;
+    if connection.json {
+        return print_json(&answer);
+    }
+    if answer["cancelled"] == true {
+        println!("cancelled {id}");
+    } else {
+        println!("{id} was already cancelled");
+    }
+    Ok(())
+}
+
+fn print_json(value: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn items(value: &Value) -> impl Iterator<Item = &Value> {
+    items_at(value, "items")
+}
+
+fn items_at<'a>(value: &'a Value, field: &str) -> impl Iterator<Item = &'a Value> {
+    value[field].as_array().into_iter().flatten()
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// A payload (`{value, base64}`) for a human: its text or JSON.
+fn payload_text(payload: &Value) -> String {
+    match &payload["value"] {
+        Value::Null => format!(
+            "<{} bytes>",
+            payload["base64"].as_str().map_or(0, |b| b.len() / 4 * 3)
+        ),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
