@@ -222,3 +222,66 @@ async fn task_info_reaches_the_guest() {
     );
     pool.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_tenants_ceilings_tighten_the_workers_sandbox() {
+    let env = Env::new().await;
+    let other = env.db.tenant("roomy").await;
+    flowfabric::components::register(
+        &env.db.engine,
+        &env.runtime,
+        other,
+        "testkit",
+        &flowfabric_tests::guest("testkit"),
+    )
+    .await
+    .unwrap();
+    let ceilings = flowfabric::model::TenantLimits {
+        max_memory_mib: Some(16),
+        max_task_timeout_ms: Some(300),
+        ..Default::default()
+    };
+    env.db
+        .engine
+        .set_tenant_limits(env.tenant, ceilings)
+        .await
+        .unwrap();
+    // The worker allows 64 MiB and 10 s; this tenant gets 16 MiB and 300 ms.
+    let pool = env.pool(config(2));
+    let alloc = env.submit("testkit", "alloc:32", 0).await;
+    let spin = env.submit("testkit", "loop", 0).await;
+    let alloc = env
+        .wait_terminal(alloc)
+        .await
+        .last_failure
+        .expect("alloc fails");
+    assert_eq!(alloc.class, FailureClass::OutOfMemory, "{}", alloc.message);
+    let spin = env
+        .wait_terminal(spin)
+        .await
+        .last_failure
+        .expect("loop fails");
+    assert_eq!(spin.class, FailureClass::Timeout, "{}", spin.message);
+
+    // Another tenant on the same worker keeps the worker's own limits.
+    let mut roomy = flowfabric::model::NewExecution::new("testkit", b"alloc:32".to_vec());
+    roomy.policy.retry.max_retries = 0;
+    let id = env
+        .db
+        .engine
+        .create(other, roomy)
+        .await
+        .unwrap()
+        .execution_id;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let ex = env.db.engine.get(other, id).await.unwrap();
+        if ex.state.is_terminal() {
+            assert_eq!(ex.state, PublicState::Completed, "{:?}", ex.last_failure);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    pool.shutdown().await;
+}
