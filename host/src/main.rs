@@ -51,6 +51,8 @@ enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Run an execution that ended again, as a new attempt.
+    Replay { id: String },
     /// Follow an execution's frames until it ends.
     Tail { id: String },
     /// Demo: upload the example guests, run executions, show what happened.
@@ -101,6 +103,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Get { id } => cli::remote::get(&cli.connection, &id).await?,
         Command::List(args) => cli::remote::list(&cli.connection, args).await?,
         Command::Cancel { id, reason } => cli::remote::cancel(&cli.connection, &id, reason).await?,
+        Command::Replay { id } => cli::remote::replay(&cli.connection, &id).await?,
         Command::Tail { id } => cli::remote::tail(&cli.connection, &id).await?,
         Command::Bench(BenchCommand::Engine(args)) => cli::bench::run(args).await?,
         Command::Bench(BenchCommand::Wasm(args)) => cli::bench_wasm::run(args).await?,

@@ -30,6 +30,7 @@ async fn another_tenants_ids_are_not_found_on_every_route() {
             None,
         ),
         (Method::POST, format!("/v1/executions/{id}/cancel"), None),
+        (Method::POST, format!("/v1/executions/{id}/replay"), None),
         (
             Method::PUT,
             format!("/v1/executions/{id}/priority"),
@@ -135,6 +136,7 @@ async fn missing_or_invalid_keys_are_refused_on_every_tenant_route() {
         ),
         (Method::POST, format!("/v1/executions/{id}/cancel")),
         (Method::PUT, format!("/v1/executions/{id}/priority")),
+        (Method::POST, format!("/v1/executions/{id}/replay")),
         (Method::GET, "/v1/components".to_owned()),
         (Method::POST, "/v1/components/echo".to_owned()),
         (Method::GET, "/v1/components/echo/versions/1".to_owned()),

@@ -272,6 +272,38 @@ async fn cancel_and_priority() {
         )
         .await;
     assert_eq!((status, body["kind"].as_str()), (409, Some("not_runnable")));
+
+    // Replay makes it run again.
+    let (status, body) = server
+        .call(
+            &tenant,
+            Method::POST,
+            &format!("/v1/executions/{id}/replay"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["replay_count"].as_i64()),
+        (200, Some(1)),
+        "{body}"
+    );
+    let (_, got) = server
+        .call(&tenant, Method::GET, &format!("/v1/executions/{id}"), None)
+        .await;
+    assert_eq!(got["state"], "waiting");
+    let (status, body) = server
+        .call(
+            &tenant,
+            Method::POST,
+            &format!("/v1/executions/{id}/replay"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["kind"].as_str()),
+        (409, Some("conflict")),
+        "{body}"
+    );
 }
 
 #[tokio::test]

@@ -353,3 +353,43 @@ async fn completion_events_replay_by_cursor() {
         "tenant-scoped"
     );
 }
+
+#[tokio::test]
+async fn replay_runs_an_ended_execution_again_up_to_its_cap() {
+    let (db, tenant) = setup().await;
+    let mut new = task("again");
+    new.policy.max_replays = Some(1);
+    let id = db.engine.create(tenant, new).await.unwrap().execution_id;
+    let err = db.engine.replay(tenant, id).await.unwrap_err();
+    assert!(
+        err.to_string().contains("only an execution that ended"),
+        "{err}"
+    );
+
+    let first = claim_one(&db.engine).await;
+    db.engine.complete(&first.lease, b"one").await.unwrap();
+    assert_eq!(db.engine.replay(tenant, id).await.unwrap(), 1);
+    let replayed = db.engine.get(tenant, id).await.unwrap();
+    assert_eq!(replayed.state, PublicState::Waiting);
+    assert_eq!((replayed.result, replayed.finished_at), (None, None));
+
+    let second = claim_one(&db.engine).await;
+    assert_eq!(second.attempt_type, AttemptType::Replay);
+    assert_eq!(second.lease.attempt_index, 2);
+    // The first attempt retrying its own completion is still acknowledged
+    // (terminal ops are idempotent) and writes nothing.
+    db.engine.complete(&first.lease, b"late").await.unwrap();
+    db.engine.complete(&second.lease, b"two").await.unwrap();
+    let done = db.engine.get(tenant, id).await.unwrap();
+    assert_eq!(done.result.as_deref(), Some(&b"two"[..]));
+    assert_eq!(db.count("completion_events").await, 2);
+
+    let err = db.engine.replay(tenant, id).await.unwrap_err();
+    assert!(matches!(err, EngineError::Conflict(_)), "{err}");
+    assert!(err.to_string().contains("limit"), "{err}");
+    let other = db.tenant("other").await;
+    assert!(matches!(
+        db.engine.replay(other, id).await,
+        Err(EngineError::NotFound { .. })
+    ));
+}

@@ -295,3 +295,25 @@ pub async fn priority(
         .await?;
     Ok(Json(body))
 }
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Replayed {
+    /// Times the execution has now been replayed.
+    pub replay_count: i32,
+}
+
+/// Run an execution that ended (completed, failed, cancelled, expired) again,
+/// as a new attempt; refused past the policy's `max_replays` (default 10).
+#[utoipa::path(post, path = "/v1/executions/{id}/replay", tag = "executions",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = Replayed), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn replay(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<Replayed>> {
+    let replay_count = state.engine.replay(caller.tenant, id).await?;
+    Ok(Json(Replayed { replay_count }))
+}

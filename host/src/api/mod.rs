@@ -84,6 +84,7 @@ pub fn router(engine: Engine, runtime: Arc<Runtime>, config: &ApiConfig) -> Rout
         .route("/executions/{id}/result", get(executions::result))
         .route("/executions/{id}/cancel", post(executions::cancel))
         .route("/executions/{id}/priority", put(executions::priority))
+        .route("/executions/{id}/replay", post(executions::replay))
         .route("/executions/{id}/stream", get(streams::follow))
         .route(
             "/executions/{id}/attempts/{attempt}/frames",

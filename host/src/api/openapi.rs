@@ -18,7 +18,7 @@ use super::{admin, components, executions, streams};
     ),
     paths(
         executions::create, executions::create_batch, executions::list, executions::get,
-        executions::result, executions::cancel, executions::priority,
+        executions::result, executions::cancel, executions::priority, executions::replay,
         streams::frames, streams::follow,
         components::upload, components::list, components::versions, components::get,
         components::deprecate,

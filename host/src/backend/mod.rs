@@ -84,6 +84,10 @@ pub trait Backend: Send + Sync + 'static {
     /// Returns `false` if it was already cancelled.
     async fn cancel(&self, tenant: TenantId, id: ExecutionId, reason: &str) -> Result<bool>;
 
+    /// An operator runs an ended execution again (a new `replay` attempt);
+    /// returns how many times it has been replayed.
+    async fn replay(&self, tenant: TenantId, id: ExecutionId) -> Result<i32>;
+
     /// Release the lease and make the execution runnable again at `until`.
     async fn delay(&self, lease: &LeaseHandle, until: DateTime<Utc>) -> Result<()>;
 

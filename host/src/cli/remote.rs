@@ -491,3 +491,15 @@ fn payload_text(payload: &Value) -> String {
         other => other.to_string(),
     }
 }
+
+pub async fn replay(connection: &Connection, id: &str) -> anyhow::Result<()> {
+    let client = ApiClient::tenant(connection)?;
+    let answer = client
+        .json(Method::POST, &format!("/v1/executions/{id}/replay"), None)
+        .await?;
+    if connection.json {
+        return print_json(&answer);
+    }
+    println!("replaying {id} (replay {})", answer["replay_count"]);
+    Ok(())
+}

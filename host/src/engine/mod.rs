@@ -272,6 +272,10 @@ impl Engine {
         self.backend.cancel(tenant, id, clipped(reason)).await
     }
 
+    pub async fn replay(&self, tenant: TenantId, id: ExecutionId) -> Result<i32> {
+        self.backend.replay(tenant, id).await
+    }
+
     pub async fn delay(&self, lease: &LeaseHandle, until: DateTime<Utc>) -> Result<()> {
         self.backend.delay(lease, until).await
     }

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 pub use policy::{
     Backoff, ExecutionPolicy, FailureClass, RetryDecision, RetryPolicy, TimeoutPolicy,
-    DEFAULT_DEDUP_WINDOW_MS,
+    DEFAULT_DEDUP_WINDOW_MS, DEFAULT_MAX_REPLAYS,
 };
 pub use state::{AttemptState, AttemptType, PublicState};
 pub use tenancy::{ApiKey, StoredApiKey, TaskCeilings, Tenant, TenantLimits};
@@ -99,6 +99,8 @@ pub struct Execution {
     pub lease_epoch: i64,
     pub retry_count: i32,
     pub reclaim_count: i32,
+    /// Times an operator replayed it after it ended.
+    pub replay_count: i32,
     pub eligible_at: DateTime<Utc>,
     pub deadline_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,

@@ -147,7 +147,13 @@ pub struct ExecutionPolicy {
     pub timeouts: TimeoutPolicy,
     /// How long an idempotency key keeps mapping to this execution.
     pub dedup_window_ms: Option<u64>,
+    /// How often an operator may replay the execution once it ended
+    /// (default [`DEFAULT_MAX_REPLAYS`]).
+    pub max_replays: Option<u32>,
 }
+
+/// Replays allowed when the policy does not say.
+pub const DEFAULT_MAX_REPLAYS: u32 = 10;
 
 /// Upper bounds that keep a policy from meaning "forever" by accident.
 const MAX_RETRIES: u32 = 1_000;
@@ -208,6 +214,9 @@ impl ExecutionPolicy {
                 }
             }
             Backoff::Fixed { .. } => {}
+        }
+        if self.max_replays.is_some_and(|n| n > MAX_RETRIES) {
+            return invalid("max_replays", format!("must be at most {MAX_RETRIES}"));
         }
         let t = &self.timeouts;
         for (field, value) in [

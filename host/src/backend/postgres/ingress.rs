@@ -9,7 +9,7 @@ use super::rows::{col, completion_outbox, execution, unknown_tenant_or, EXECUTIO
 use crate::error::{EngineError, Result};
 use crate::model::{
     CompletionEvent, Created, Execution, ExecutionFilter, ExecutionId, NewExecution, PublicState,
-    TenantId, DEFAULT_DEDUP_WINDOW_MS,
+    TenantId, DEFAULT_DEDUP_WINDOW_MS, DEFAULT_MAX_REPLAYS,
 };
 
 /// All rows go in through `unnest`, so a batch of 100 is one statement. A key
@@ -288,6 +288,53 @@ pub(super) async fn cancel(
             state,
         }),
     }
+}
+
+/// Operator replay: a terminal execution becomes runnable again, due now, with
+/// its result, failure and counters cleared, and its next claim is a `replay`
+/// attempt. Refused past the policy's `max_replays`.
+const REPLAY_SQL: &str = r#"
+WITH replayed AS (
+    UPDATE executions SET lifecycle_phase = 'runnable', ownership_state = 'unowned',
+        eligibility_state = 'eligible_now', blocking_reason = 'waiting_for_worker',
+        terminal_outcome = NULL, attempt_state = 'pending_replay_attempt',
+        replay_count = replay_count + 1, retry_count = 0, reclaim_count = 0,
+        result = NULL, last_failure = NULL, cancellation_reason = NULL, finished_at = NULL,
+        eligible_at = now(),
+        deadline_at = now()
+            + (policy -> 'timeouts' ->> 'execution_deadline_ms')::bigint * interval '1 millisecond',
+        updated_at = now()
+    WHERE tenant_id = $1 AND execution_id = $2 AND lifecycle_phase = 'terminal'
+      AND replay_count < coalesce((policy ->> 'max_replays')::int, $3)
+    RETURNING replay_count
+),
+wake AS (SELECT pg_notify('flowfabric_work', '') FROM replayed)
+SELECT replay_count, (SELECT count(*) FROM wake) AS woke FROM replayed
+"#;
+
+pub(super) async fn replay(pool: &PgPool, tenant: TenantId, id: ExecutionId) -> Result<i32> {
+    let replayed: Option<i32> = sqlx::query_scalar(REPLAY_SQL)
+        .bind(tenant)
+        .bind(id)
+        .bind(DEFAULT_MAX_REPLAYS as i32)
+        .fetch_optional(pool)
+        .await
+        .map_err(EngineError::storage("replay"))?;
+    if let Some(count) = replayed {
+        return Ok(count);
+    }
+    let execution = get_execution(pool, tenant, id).await?;
+    Err(EngineError::Conflict(if execution.state.is_terminal() {
+        format!(
+            "execution {id} was replayed {} times, its policy's limit",
+            execution.replay_count
+        )
+    } else {
+        format!(
+            "execution {id} is {}: only an execution that ended can be replayed",
+            execution.state
+        )
+    }))
 }
 
 pub(super) async fn change_priority(

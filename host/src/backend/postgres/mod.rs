@@ -188,6 +188,10 @@ impl Backend for PgBackend {
         ingress::cancel(&self.pool, tenant, id, reason).await
     }
 
+    async fn replay(&self, tenant: TenantId, id: ExecutionId) -> Result<i32> {
+        ingress::replay(&self.pool, tenant, id).await
+    }
+
     async fn delay(&self, lease: &LeaseHandle, until: DateTime<Utc>) -> Result<()> {
         lease::delay(&self.pool, lease, until).await
     }

@@ -13,7 +13,8 @@ use crate::model::{AttemptState, Execution, ExecutionPolicy, Failure, LeaseHandl
 /// Columns read by [`execution`], in a form ready for `SELECT … FROM executions`.
 pub(super) const EXECUTION_COLUMNS: &str = "tenant_id, execution_id, kind, lane, priority, \
     required_capabilities, tags, policy, idempotency_key, public_state, attempt_index, \
-    lease_epoch, retry_count, reclaim_count, eligible_at, deadline_at, created_at, started_at, \
+    lease_epoch, retry_count, reclaim_count, replay_count, eligible_at, deadline_at, created_at, \
+    started_at, \
     finished_at, input, result, last_failure, cancellation_reason, progress_percent, \
     progress_message";
 
@@ -48,6 +49,7 @@ pub(super) fn execution(row: &PgRow) -> Result<Execution> {
         lease_epoch: col(row, "lease_epoch")?,
         retry_count: col(row, "retry_count")?,
         reclaim_count: col(row, "reclaim_count")?,
+        replay_count: col(row, "replay_count")?,
         eligible_at: col(row, "eligible_at")?,
         deadline_at: col(row, "deadline_at")?,
         created_at: col(row, "created_at")?,
