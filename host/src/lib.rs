@@ -3,6 +3,8 @@
 //!
 //! Layers, with data flowing one way (API → engine → storage; worker → engine +
 //! runtime):
+//! * [`api`]: HTTP (axum) — authentication, JSON, errors, streams, metrics; the
+//!   only layer that knows HTTP;
 //! * [`model`]: the vocabulary (executions, leases, policies), pure data;
 //! * [`backend`]: the storage trait and its Postgres implementation — the only
 //!   place that knows SQL;
