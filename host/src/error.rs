@@ -56,6 +56,13 @@ pub enum EngineError {
     #[error("unauthenticated: {0}")]
     Unauthenticated(&'static str),
 
+    /// A waitpoint token is missing, malformed, forged or signed by a retired key.
+    #[error("{message}")]
+    Token {
+        kind: &'static str,
+        message: &'static str,
+    },
+
     #[error("conflict: {0}")]
     Conflict(String),
 
@@ -102,6 +109,7 @@ impl EngineError {
             Self::NotRunnable { .. } => "not_runnable",
             Self::QuotaExceeded { .. } => "quota_exceeded",
             Self::Unauthenticated(_) => "unauthenticated",
+            Self::Token { kind, .. } => kind,
             Self::Conflict(_) => "conflict",
             Self::InvalidComponent(_) => "invalid_component",
             Self::Runtime(_) => "runtime",

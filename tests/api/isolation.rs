@@ -31,6 +31,8 @@ async fn another_tenants_ids_are_not_found_on_every_route() {
         ),
         (Method::POST, format!("/v1/executions/{id}/cancel"), None),
         (Method::POST, format!("/v1/executions/{id}/replay"), None),
+        (Method::POST, format!("/v1/executions/{id}/resume"), None),
+        (Method::GET, format!("/v1/executions/{id}/waitpoints"), None),
         (
             Method::PUT,
             format!("/v1/executions/{id}/priority"),
@@ -137,6 +139,8 @@ async fn missing_or_invalid_keys_are_refused_on_every_tenant_route() {
         (Method::POST, format!("/v1/executions/{id}/cancel")),
         (Method::PUT, format!("/v1/executions/{id}/priority")),
         (Method::POST, format!("/v1/executions/{id}/replay")),
+        (Method::POST, format!("/v1/executions/{id}/resume")),
+        (Method::GET, format!("/v1/executions/{id}/waitpoints")),
         (Method::GET, "/v1/components".to_owned()),
         (Method::POST, "/v1/components/echo".to_owned()),
         (Method::GET, "/v1/components/echo/versions/1".to_owned()),

@@ -454,3 +454,73 @@ async fn health_metrics_and_openapi_are_served() {
     );
     assert!(!metrics.contains(&id), "no ids in labels");
 }
+
+#[tokio::test]
+async fn signals_over_http_resume_a_suspended_guest() {
+    let (mut server, tenant) = setup().await;
+    server.start_workers(worker_config(2));
+    let id = submit_text(&server, &tenant, "testkit", "wait:approval").await;
+    // Wait until it suspended; its waitpoint is then listed with its token.
+    let token = loop {
+        let (status, list) = server
+            .call(
+                &tenant,
+                Method::GET,
+                &format!("/v1/executions/{id}/waitpoints"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{list}");
+        let (_, ex) = server
+            .call(&tenant, Method::GET, &format!("/v1/executions/{id}"), None)
+            .await;
+        if ex["state"] == "suspended" {
+            break list["items"][0]["token"].as_str().unwrap().to_owned();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let send = |token: Option<String>, body: serde_json::Value| {
+        let mut request = server.http.post(server.url("/v1/signals")).json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move { flowfabric_tests::server::response_parts(request.send().await.unwrap()).await }
+    };
+    let body = json!({ "name": "approve", "payload": "ok", "idempotency_key": "sig-1" });
+    // Missing and invalid tokens, and an API key instead of a token.
+    let (status, err) = send(None, body.clone()).await;
+    assert_eq!((status, err["kind"].as_str()), (401, Some("missing_token")));
+    let (status, err) = send(Some("wpt_nope".into()), body.clone()).await;
+    assert_eq!((status, err["kind"].as_str()), (401, Some("invalid_token")));
+    let (status, err) = send(Some(tenant.token.clone()), body.clone()).await;
+    assert_eq!((status, err["kind"].as_str()), (401, Some("invalid_token")));
+    let (status, err) = send(Some(token.clone()), json!({ "payload": 1 })).await;
+    assert_eq!((status, err["kind"].as_str()), (400, Some("invalid_input")));
+
+    let (status, accepted) = send(Some(token.clone()), body.clone()).await;
+    assert_eq!(status, 202, "{accepted}");
+    assert_eq!(accepted["resumed"], true);
+    let (status, dup) = send(Some(token.clone()), body).await;
+    assert_eq!(
+        (status, &dup["signal_id"]),
+        (200, &accepted["signal_id"]),
+        "{dup}"
+    );
+    let done = server.wait_terminal(&tenant, &id).await;
+    assert_eq!(done["state"], "completed", "{done}");
+    let (_, result) = server
+        .call(
+            &tenant,
+            Method::GET,
+            &format!("/v1/executions/{id}/result"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        result["result"]["value"],
+        "resumed attempt=1: approve=\"ok\""
+    );
+    // The waitpoint closed with the resume.
+    let (status, err) = send(Some(token), json!({ "name": "late" })).await;
+    assert_eq!((status, err["kind"].as_str()), (409, Some("conflict")));
+}

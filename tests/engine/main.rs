@@ -4,6 +4,7 @@ mod claim;
 mod errors;
 mod lifecycle;
 mod scanners;
+mod suspension;
 mod tenancy;
 
 use std::time::Duration;

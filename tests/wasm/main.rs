@@ -3,6 +3,7 @@
 mod components;
 mod pool;
 mod sandbox;
+mod suspension;
 
 use std::sync::Arc;
 use std::time::Duration;

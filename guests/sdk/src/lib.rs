@@ -98,3 +98,24 @@ pub fn log(level: LogLevel, message: &str) {
 pub fn lease_healthy() -> bool {
     host::lease_healthy()
 }
+
+/// Create (or get back) a waitpoint; hand its token to whoever should signal.
+pub fn waitpoint(key: &str, timeout_ms: Option<u64>) -> Result<Waitpoint, HostError> {
+    host::create_waitpoint(key, timeout_ms)
+}
+
+/// Suspend until `condition` holds. Returns only if signals already buffered
+/// satisfy it; otherwise the run stops here and, once resumed, `run` starts
+/// again from the top with [`resume_signals`] saying what woke it.
+pub fn suspend(
+    condition: &ResumeCondition,
+    timeout_ms: Option<u64>,
+    on_timeout: TimeoutBehavior,
+) -> Result<Vec<Signal>, HostError> {
+    host::suspend(condition, timeout_ms, on_timeout)
+}
+
+/// The signals that resumed this run (empty on a first run).
+pub fn resume_signals() -> Vec<Signal> {
+    host::resume_signals()
+}

@@ -15,8 +15,17 @@
 //! | `frames:N` | progress + N frames + a log line, returns `frames=N` |
 //! | `print:TEXT` | writes TEXT to stdout and stderr |
 //! | `info` | returns the task info as `key=value` lines |
+//! | `wait:KEY` | waits for a signal on KEY (the token is written as a `waitpoint` frame) |
+//! | `wait-all:K1,K2,…` | waits for a signal on every key |
+//! | `wait-timeout:MS:BEHAVIOUR` | waits only for the timeout (`fail`, `cancel`, `expire`, `auto-resume`) |
+//! | `wait-operator` | waits for an operator to resume it |
+//!
+//! A waiting command, once resumed (or satisfied at once), returns
+//! `resumed attempt=N: name=payload,…` or `satisfied: …`.
 
-use flowfabric_guest::{export_task, host, LogLevel, Task, TaskError};
+use flowfabric_guest::{
+    export_task, host, LogLevel, ResumeCondition, Signal, Task, TaskError, TimeoutBehavior,
+};
 
 struct Testkit;
 
@@ -121,9 +130,59 @@ impl Task for Testkit {
                 )
                 .into_bytes())
             }
+            "wait" => wait(&[arg], ResumeCondition::Waitpoint(arg.into()), None, TimeoutBehavior::Fail),
+            "wait-all" => {
+                let keys: Vec<&str> = arg.split(',').collect();
+                let condition = ResumeCondition::AllOf(keys.iter().map(|k| k.to_string()).collect());
+                wait(&keys, condition, None, TimeoutBehavior::Fail)
+            }
+            "wait-timeout" => {
+                let (ms, behaviour) = arg.split_once(':').unwrap_or((arg, "fail"));
+                let ms: u64 = ms
+                    .parse()
+                    .map_err(|_| TaskError::permanent("wait-timeout needs milliseconds"))?;
+                let behaviour = match behaviour {
+                    "fail" => TimeoutBehavior::Fail,
+                    "cancel" => TimeoutBehavior::Cancel,
+                    "expire" => TimeoutBehavior::Expire,
+                    "auto-resume" => TimeoutBehavior::AutoResume,
+                    other => return Err(TaskError::permanent(format!("unknown behaviour `{other}`"))),
+                };
+                wait(&[], ResumeCondition::TimeoutOnly, Some(ms), behaviour)
+            }
+            "wait-operator" => wait(&[], ResumeCondition::OperatorOnly, None, TimeoutBehavior::Fail),
             other => Err(TaskError::permanent(format!("unknown command `{other}`"))),
         }
     }
+}
+
+/// Wait as the command says: on a resumed run, report what woke it; on a
+/// first run, create the waitpoints (their tokens go out as frames) and suspend.
+fn wait(
+    keys: &[&str],
+    condition: ResumeCondition,
+    timeout_ms: Option<u64>,
+    on_timeout: TimeoutBehavior,
+) -> Result<Vec<u8>, TaskError> {
+    let resumed = flowfabric_guest::resume_signals();
+    if !resumed.is_empty() || host::info().attempt_type == flowfabric_guest::AttemptType::Resumed {
+        let attempt = host::info().attempt;
+        return Ok(format!("resumed attempt={attempt}: {}", describe(&resumed)).into_bytes());
+    }
+    for key in keys {
+        let waitpoint = flowfabric_guest::waitpoint(key, None)?;
+        flowfabric_guest::frame("waitpoint", format!("{key}={}", waitpoint.token).as_bytes())?;
+    }
+    let signals = flowfabric_guest::suspend(&condition, timeout_ms, on_timeout)?;
+    Ok(format!("satisfied: {}", describe(&signals)).into_bytes())
+}
+
+fn describe(signals: &[Signal]) -> String {
+    signals
+        .iter()
+        .map(|s| format!("{}={}", s.name, String::from_utf8_lossy(&s.payload)))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 export_task!(Testkit);

@@ -73,7 +73,7 @@ impl From<EngineError> for ApiError {
         use EngineError as E;
         let status = match &e {
             E::InvalidInput { .. } | E::InvalidComponent(_) => StatusCode::BAD_REQUEST,
-            E::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            E::Unauthenticated(_) | E::Token { .. } => StatusCode::UNAUTHORIZED,
             E::NotFound { .. } => StatusCode::NOT_FOUND,
             E::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             E::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,

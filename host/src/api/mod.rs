@@ -15,6 +15,7 @@ mod executions;
 pub mod metrics;
 pub mod openapi;
 mod payload;
+mod signals;
 mod streams;
 
 use std::future::Future;
@@ -85,6 +86,12 @@ pub fn router(engine: Engine, runtime: Arc<Runtime>, config: &ApiConfig) -> Rout
         .route("/executions/{id}/cancel", post(executions::cancel))
         .route("/executions/{id}/priority", put(executions::priority))
         .route("/executions/{id}/replay", post(executions::replay))
+        .route("/executions/{id}/resume", post(signals::resume))
+        .route("/executions/{id}/waitpoints", get(signals::waitpoints))
+        .route(
+            "/signals",
+            post(signals::deliver).layer(DefaultBodyLimit::max(SMALL_BODY * 8)),
+        )
         .route("/executions/{id}/stream", get(streams::follow))
         .route(
             "/executions/{id}/attempts/{attempt}/frames",

@@ -6,7 +6,7 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, components, executions, streams};
+use super::{admin, components, executions, signals, streams};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,6 +20,7 @@ use super::{admin, components, executions, streams};
         executions::create, executions::create_batch, executions::list, executions::get,
         executions::result, executions::cancel, executions::priority, executions::replay,
         streams::frames, streams::follow,
+        signals::deliver, signals::waitpoints, signals::resume,
         components::upload, components::list, components::versions, components::get,
         components::deprecate,
         admin::whoami, admin::create_tenant, admin::list_tenants, admin::set_limits,
@@ -27,7 +28,7 @@ use super::{admin, components, executions, streams};
     ),
     modifiers(&Security),
     tags(
-        (name = "executions"), (name = "streams"), (name = "components"), (name = "tenant"),
+        (name = "executions"), (name = "streams"), (name = "signals"), (name = "components"), (name = "tenant"),
         (name = "admin", description = "Operator routes; need the server's admin token."),
     )
 )]
@@ -38,7 +39,7 @@ struct Security;
 impl Modify for Security {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
-        for name in ["api_key", "admin_token"] {
+        for name in ["api_key", "admin_token", "waitpoint_token"] {
             components.add_security_scheme(
                 name,
                 SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),

@@ -20,7 +20,8 @@ use crate::error::Result;
 use crate::model::{
     ApiKey, ClaimRequest, ClaimedExecution, CompletionEvent, ComponentVersion, Created, Execution,
     ExecutionFilter, ExecutionId, ExecutionUpdate, FailOutcome, Failure, Frame, LeaseHandle,
-    NewExecution, StoredApiKey, StreamMode, Tenant, TenantId, TenantLimits,
+    NewExecution, NewSignal, Signal, SignalOutcome, StoredApiKey, StreamMode, SuspendOutcome,
+    Suspension, Tenant, TenantId, TenantLimits, Waitpoint,
 };
 
 #[async_trait]
@@ -162,6 +163,47 @@ pub trait Backend: Send + Sync + 'static {
     /// Record the latest progress of the lease's attempt.
     async fn set_progress(&self, lease: &LeaseHandle, percent: u8, message: &str) -> Result<()>;
 
+    /// Create a waitpoint of the lease's execution, or return the open one
+    /// with this key. Pending waitpoints buffer signals until a suspension.
+    async fn create_waitpoint(
+        &self,
+        lease: &LeaseHandle,
+        key: &str,
+        expires_in: Option<Duration>,
+    ) -> Result<Waitpoint>;
+
+    /// Suspend the lease's execution (releasing the lease), unless signals
+    /// already buffered satisfy the condition, which are then consumed.
+    async fn suspend(
+        &self,
+        lease: &LeaseHandle,
+        suspension: &Suspension,
+        timeout: Option<Duration>,
+    ) -> Result<SuspendOutcome>;
+
+    /// Deliver a signal to a waitpoint; resumes the execution when it completes
+    /// the condition. Idempotent by the signal's key.
+    async fn deliver_signal(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        waitpoint_id: uuid::Uuid,
+        signal: &NewSignal,
+    ) -> Result<SignalOutcome>;
+
+    /// An operator resumes a suspended execution.
+    async fn resume(&self, tenant: TenantId, id: ExecutionId) -> Result<()>;
+
+    /// The signals the resume numbered `seq` consumed.
+    async fn resume_signals(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        seq: i32,
+    ) -> Result<Vec<Signal>>;
+
+    async fn list_waitpoints(&self, tenant: TenantId, id: ExecutionId) -> Result<Vec<Waitpoint>>;
+
     /// A signal that changes whenever new work may be claimable.
     async fn work_signal(&self) -> Result<watch::Receiver<u64>>;
 
@@ -180,4 +222,5 @@ pub trait Backend: Send + Sync + 'static {
     async fn promote_delayed(&self, limit: u32) -> Result<u64>;
     async fn fail_timed_out_attempts(&self, limit: u32) -> Result<u64>;
     async fn expire_past_deadline(&self, limit: u32) -> Result<u64>;
+    async fn time_out_suspensions(&self, limit: u32) -> Result<u64>;
 }

@@ -18,8 +18,8 @@ use flowfabric::engine::Engine;
 use flowfabric::model::{NewExecution, TenantId, DEFAULT_LANE};
 use flowfabric::runtime::{
     AttemptType, CancelFlag, GuestStreamMode, HostError, LogLevel, ResumeCondition, RunResult,
-    Runtime, RuntimeConfig, SandboxLimits, Signal, TaskImports, TaskInfo, TimeoutBehavior,
-    UsageResult, Waitpoint,
+    Runtime, RuntimeConfig, SandboxLimits, Signal, SuspendReply, TaskImports, TaskInfo,
+    TimeoutBehavior, UsageResult, Waitpoint,
 };
 use flowfabric::worker::{WorkerConfig, WorkerPool};
 
@@ -201,7 +201,7 @@ impl TaskImports for NoImports {
         _: ResumeCondition,
         _: Option<u64>,
         _: TimeoutBehavior,
-    ) -> Result<Vec<Signal>, HostError> {
+    ) -> Result<SuspendReply, HostError> {
         Err(HostError::Unsupported("benchmark".into()))
     }
     fn resume_signals(&self) -> Vec<Signal> {

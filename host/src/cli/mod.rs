@@ -71,9 +71,28 @@ pub struct WorkerArgs {
     /// How long shutdown waits for running executions before releasing them.
     #[arg(long, env = "FLOWFABRIC_DRAIN_TIMEOUT_MS", default_value_t = 30_000)]
     pub drain_timeout_ms: u64,
+    /// Keys for waitpoint tokens, `kid=secret[@retire-time],…` (secrets of 32+
+    /// bytes; the first signs, the rest verify until retired). Every API and
+    /// worker process needs the same list. Without it, a random key valid in
+    /// this process only.
+    #[arg(long, env = "FLOWFABRIC_SIGNAL_KEYS", hide_env_values = true)]
+    pub signal_keys: Option<String>,
 }
 
 impl WorkerArgs {
+    /// The engine with this process's waitpoint token keys.
+    pub fn with_signal_keys(&self, engine: Engine) -> anyhow::Result<Engine> {
+        match &self.signal_keys {
+            Some(spec) => Ok(engine.with_signal_keys(
+                flowfabric::engine::SignalKeys::parse(spec).context("--signal-keys")?,
+            )),
+            None => {
+                tracing::warn!("no --signal-keys: waitpoint tokens are valid in this process only");
+                Ok(engine)
+            }
+        }
+    }
+
     pub fn runtime(&self) -> anyhow::Result<Arc<Runtime>> {
         let config = RuntimeConfig {
             max_instances: u32::try_from(self.slots.max(1))?,

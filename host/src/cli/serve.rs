@@ -67,6 +67,7 @@ pub async fn run(args: Serve) -> anyhow::Result<()> {
         limits,
     )
     .await?;
+    let engine = args.worker.with_signal_keys(engine)?;
     let runtime = args.worker.runtime()?;
     let config = ApiConfig {
         admin_token: args.admin_token.clone(),

@@ -19,6 +19,7 @@ pub struct Worker {
 pub async fn run(args: Worker) -> anyhow::Result<()> {
     let connections = u32::try_from(args.worker.slots)? + 4;
     let engine = connect(&args.database_url, connections).await?;
+    let engine = args.worker.with_signal_keys(engine)?;
     let runtime = args.worker.runtime()?;
     let scanners = (!args.no_scanners)
         .then(|| Scanners::start(engine.backend().clone(), ScannerConfig::default()));

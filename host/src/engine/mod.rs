@@ -6,6 +6,7 @@
 //! in the backend, so any number of engines may share one database.
 
 mod scanners;
+mod signals;
 mod tenancy;
 
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
 pub use scanners::{ScannerConfig, Scanners};
+pub use signals::{SignalKeys, WaitpointWithToken};
 pub use tenancy::IssuedKey;
 
 use crate::backend::Backend;
@@ -70,11 +72,16 @@ impl Default for Limits {
 pub struct Engine {
     backend: Arc<dyn Backend>,
     limits: Limits,
+    signal_keys: Arc<SignalKeys>,
 }
 
 impl Engine {
     pub fn new(backend: Arc<dyn Backend>, limits: Limits) -> Self {
-        Self { backend, limits }
+        Self {
+            backend,
+            limits,
+            signal_keys: Arc::new(SignalKeys::ephemeral()),
+        }
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {

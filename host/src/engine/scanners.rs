@@ -19,6 +19,7 @@ pub struct ScannerConfig {
     pub delayed: Duration,
     pub attempt_timeout: Duration,
     pub deadline: Duration,
+    pub suspension_timeout: Duration,
     /// Rows per tenant per pass.
     pub batch: u32,
 }
@@ -30,6 +31,7 @@ impl Default for ScannerConfig {
             delayed: Duration::from_millis(250),
             attempt_timeout: Duration::from_millis(1_000),
             deadline: Duration::from_millis(2_000),
+            suspension_timeout: Duration::from_millis(500),
             batch: 500,
         }
     }
@@ -41,6 +43,7 @@ enum Pass {
     Delayed,
     AttemptTimeout,
     Deadline,
+    SuspensionTimeout,
 }
 
 impl Pass {
@@ -50,6 +53,7 @@ impl Pass {
             Pass::Delayed => "delayed_promoter",
             Pass::AttemptTimeout => "attempt_timeout",
             Pass::Deadline => "execution_deadline",
+            Pass::SuspensionTimeout => "suspension_timeout",
         }
     }
 
@@ -59,6 +63,7 @@ impl Pass {
             Pass::Delayed => backend.promote_delayed(batch).await,
             Pass::AttemptTimeout => backend.fail_timed_out_attempts(batch).await,
             Pass::Deadline => backend.expire_past_deadline(batch).await,
+            Pass::SuspensionTimeout => backend.time_out_suspensions(batch).await,
         }
     }
 }
@@ -77,6 +82,7 @@ impl Scanners {
             (Pass::Delayed, config.delayed),
             (Pass::AttemptTimeout, config.attempt_timeout),
             (Pass::Deadline, config.deadline),
+            (Pass::SuspensionTimeout, config.suspension_timeout),
         ] {
             let backend = backend.clone();
             let mut stopped = stop.subscribe();

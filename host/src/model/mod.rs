@@ -4,6 +4,7 @@
 
 mod policy;
 mod state;
+mod suspension;
 mod tenancy;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,10 @@ pub use policy::{
     DEFAULT_DEDUP_WINDOW_MS, DEFAULT_MAX_REPLAYS,
 };
 pub use state::{AttemptState, AttemptType, PublicState};
+pub use suspension::{
+    NewSignal, ResumeCondition, Signal, SignalOutcome, SuspendOutcome, Suspension, TimeoutBehavior,
+    Waitpoint, TIMEOUT_SIGNAL,
+};
 pub use tenancy::{ApiKey, StoredApiKey, TaskCeilings, Tenant, TenantLimits};
 
 pub type TenantId = Uuid;
@@ -170,6 +175,9 @@ pub struct ClaimedExecution {
     pub lease_expires_at: DateTime<Utc>,
     /// The tenant's sandbox ceilings, applied on top of the worker's own.
     pub ceilings: TaskCeilings,
+    /// Set when this claim resumes a suspension (the same attempt, a new
+    /// epoch): the number of the suspension whose signals woke it.
+    pub resumed_from: Option<i32>,
 }
 
 /// What a failure led to.

@@ -90,6 +90,8 @@ pub enum AttemptType {
     Reclaim,
     Replay,
     Delayed,
+    /// The same attempt, continued after a suspension (a new lease epoch).
+    Resume,
 }
 
 impl FromStr for AttemptType {
@@ -101,6 +103,7 @@ impl FromStr for AttemptType {
             "reclaim" => Self::Reclaim,
             "replay" => Self::Replay,
             "delayed" => Self::Delayed,
+            "resume" => Self::Resume,
             other => return Err(format!("unknown attempt type `{other}`")),
         })
     }
@@ -111,6 +114,7 @@ impl FromStr for AttemptType {
 #[serde(rename_all = "snake_case")]
 pub enum AttemptState {
     Running,
+    Suspended,
     Succeeded,
     Failed,
     Cancelled,
@@ -124,6 +128,7 @@ impl FromStr for AttemptState {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Ok(match s {
             "running" => Self::Running,
+            "suspended" => Self::Suspended,
             "succeeded" => Self::Succeeded,
             "failed" => Self::Failed,
             "cancelled" => Self::Cancelled,

@@ -12,7 +12,16 @@ use super::bindings::{
     HostError, LogLevel, ResumeCondition, Signal, StreamMode, TaskInfo, TimeoutBehavior,
     UsageResult, Waitpoint,
 };
-use super::sandbox::StoreState;
+use super::sandbox::{StopReason, StoreState};
+
+/// The answer to a guest's `suspend`.
+#[derive(Debug)]
+pub enum SuspendReply {
+    /// Signals already buffered satisfy the condition; the guest carries on.
+    Satisfied(Vec<Signal>),
+    /// The execution is suspended: the runtime stops the guest.
+    Suspended,
+}
 
 /// What a running guest may do to the execution it was started for.
 #[async_trait]
@@ -41,7 +50,7 @@ pub trait TaskImports: Send + Sync + 'static {
         condition: ResumeCondition,
         timeout_ms: Option<u64>,
         on_timeout: TimeoutBehavior,
-    ) -> Result<Vec<Signal>, HostError>;
+    ) -> Result<SuspendReply, HostError>;
     fn resume_signals(&self) -> Vec<Signal>;
     fn lease_healthy(&self) -> bool;
     async fn log(&self, level: LogLevel, message: String);
@@ -112,10 +121,20 @@ impl claimed_task::Host for StoreState {
         timeout_ms: Option<u64>,
         on_timeout: TimeoutBehavior,
     ) -> wasmtime::Result<Result<Vec<Signal>, HostError>> {
-        host_call!(
+        let reply: wasmtime::Result<Result<SuspendReply, HostError>> = host_call!(
             "suspend",
             self.imports.suspend(condition, timeout_ms, on_timeout)
-        )
+        );
+        match reply? {
+            Ok(SuspendReply::Satisfied(signals)) => Ok(Ok(signals)),
+            Err(e) => Ok(Err(e)),
+            // The suspension is recorded and the lease released: unwind the
+            // guest; `run` starts again from the top when it resumes.
+            Ok(SuspendReply::Suspended) => {
+                self.stopped = Some(StopReason::Suspended);
+                Err(wasmtime::Error::msg("the execution suspended"))
+            }
+        }
     }
 
     async fn resume_signals(&mut self) -> wasmtime::Result<Vec<Signal>> {

@@ -31,7 +31,7 @@ pub use bindings::{
     Signal, StreamMode as GuestStreamMode, TaskError, TaskInfo, TimeoutBehavior, UsageResult,
     Waitpoint,
 };
-pub use imports::TaskImports;
+pub use imports::{SuspendReply, TaskImports};
 pub use sandbox::{CancelFlag, SandboxLimits};
 
 use crate::model::{Failure, FailureClass};
@@ -105,6 +105,8 @@ pub enum RunResult {
     Failed(Failure),
     /// The worker cancelled it (lease lost or execution cancelled).
     Cancelled,
+    /// The guest suspended the execution; its lease is already released.
+    Suspended,
 }
 
 #[derive(Debug)]
@@ -323,6 +325,7 @@ fn classify_error(
     let state = store.data();
     match state.stopped {
         Some(StopReason::Cancelled) => return RunResult::Cancelled,
+        Some(StopReason::Suspended) => return RunResult::Suspended,
         Some(StopReason::Timeout) => {
             return RunResult::Failed(Failure::new(
                 FailureClass::Timeout,

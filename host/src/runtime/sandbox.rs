@@ -47,6 +47,9 @@ impl Default for SandboxLimits {
 pub enum StopReason {
     Timeout,
     Cancelled,
+    /// The guest suspended the execution (not from outside, but it ends the run
+    /// the same way).
+    Suspended,
 }
 
 /// A flag the worker raises to stop a running guest at its next epoch tick.

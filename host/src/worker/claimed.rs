@@ -9,10 +9,13 @@ use async_trait::async_trait;
 
 use crate::engine::Engine;
 use crate::error::EngineError;
-use crate::model::{AttemptType as ModelAttemptType, ClaimedExecution, LeaseHandle, StreamMode};
+use crate::model::{
+    self, AttemptType as ModelAttemptType, ClaimedExecution, LeaseHandle, StreamMode,
+    SuspendOutcome,
+};
 use crate::runtime::{
     AttemptType, CancelFlag, GuestStreamMode, HostError, LogLevel, ResumeCondition, Signal,
-    TaskImports, TaskInfo, TimeoutBehavior, UsageResult, Waitpoint,
+    SuspendReply, TaskImports, TaskInfo, TimeoutBehavior, UsageResult, Waitpoint,
 };
 
 /// Progress is written at most this often; the newest value in between wins.
@@ -25,6 +28,8 @@ pub(super) struct ClaimedTask {
     lease_lost: AtomicBool,
     frames: AtomicU32,
     progress: Mutex<Progress>,
+    /// What resumed this attempt (set before the run, when it is a resume).
+    resume_signals: Mutex<Vec<Signal>>,
 }
 
 #[derive(Default)]
@@ -42,7 +47,23 @@ impl ClaimedTask {
             lease_lost: AtomicBool::new(false),
             frames: AtomicU32::new(0),
             progress: Mutex::new(Progress::default()),
+            resume_signals: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Load the signals that resumed this attempt, if it is a resume.
+    pub(super) async fn load_resume_signals(&self) -> Result<(), EngineError> {
+        let Some(seq) = self.claimed.resumed_from else {
+            return Ok(());
+        };
+        let lease = self.lease();
+        let signals = self
+            .engine
+            .resume_signals(lease.tenant_id, lease.execution_id, seq)
+            .await?;
+        *self.resume_signals.lock().expect("resume signals lock") =
+            signals.into_iter().map(guest_signal).collect();
+        Ok(())
     }
 
     pub(super) fn lease(&self) -> &LeaseHandle {
@@ -121,6 +142,7 @@ impl TaskImports for ClaimedTask {
                 ModelAttemptType::Reclaim => AttemptType::Reclaim,
                 ModelAttemptType::Replay => AttemptType::Replay,
                 ModelAttemptType::Delayed => AttemptType::Delayed,
+                ModelAttemptType::Resume => AttemptType::Resumed,
             },
             retry_count: u32::try_from(c.retry_count).unwrap_or(0),
             priority: c.priority,
@@ -174,26 +196,56 @@ impl TaskImports for ClaimedTask {
         ))
     }
 
-    async fn create_waitpoint(&self, _: String, _: Option<u64>) -> Result<Waitpoint, HostError> {
-        Err(HostError::Unsupported(
-            "waitpoints are not supported by this host version".into(),
-        ))
+    async fn create_waitpoint(
+        &self,
+        key: String,
+        timeout_ms: Option<u64>,
+    ) -> Result<Waitpoint, HostError> {
+        let created = self
+            .engine
+            .create_waitpoint(self.lease(), &key, timeout_ms)
+            .await
+            .map_err(|e| self.host_error(e))?;
+        Ok(Waitpoint {
+            id: created.waitpoint.waitpoint_id.to_string(),
+            key: created.waitpoint.key,
+            token: created.token,
+        })
     }
 
     async fn suspend(
         &self,
-        _: ResumeCondition,
-        _: Option<u64>,
-        _: TimeoutBehavior,
-    ) -> Result<Vec<Signal>, HostError> {
-        Err(HostError::Unsupported(
-            "suspension is not supported by this host version".into(),
-        ))
+        condition: ResumeCondition,
+        timeout_ms: Option<u64>,
+        on_timeout: TimeoutBehavior,
+    ) -> Result<SuspendReply, HostError> {
+        let outcome = self
+            .engine
+            .suspend(
+                self.lease(),
+                model_condition(condition),
+                timeout_ms,
+                model_timeout(on_timeout),
+            )
+            .await
+            .map_err(|e| self.host_error(e))?;
+        Ok(match outcome {
+            SuspendOutcome::AlreadySatisfied(signals) => {
+                SuspendReply::Satisfied(signals.into_iter().map(guest_signal).collect())
+            }
+            SuspendOutcome::Suspended => {
+                // The lease went with the suspension: nothing more is written.
+                self.lease_lost.store(true, Ordering::Release);
+                SuspendReply::Suspended
+            }
+        })
     }
 
     fn resume_signals(&self) -> Vec<Signal> {
-        // Nothing can have resumed this execution: this host never suspends one.
-        Vec::new()
+        self.resume_signals
+            .lock()
+            .expect("resume signals lock")
+            .clone()
     }
 
     fn lease_healthy(&self) -> bool {
@@ -212,5 +264,33 @@ impl TaskImports for ClaimedTask {
         let payload = serde_json::json!({ "level": level, "message": message }).to_string();
         // Logging never fails the guest; a lost lease shows up on its next real call.
         let _ = self.frame("log", payload.as_bytes()).await;
+    }
+}
+
+fn guest_signal(signal: model::Signal) -> Signal {
+    Signal {
+        id: signal.signal_id.to_string(),
+        waitpoint_key: signal.waitpoint_key,
+        name: signal.name,
+        payload: signal.payload,
+    }
+}
+
+fn model_condition(condition: ResumeCondition) -> model::ResumeCondition {
+    match condition {
+        ResumeCondition::Waitpoint(key) => model::ResumeCondition::Waitpoint { key },
+        ResumeCondition::Count((n, keys)) => model::ResumeCondition::Count { n, keys },
+        ResumeCondition::AllOf(keys) => model::ResumeCondition::AllOf { keys },
+        ResumeCondition::OperatorOnly => model::ResumeCondition::OperatorOnly,
+        ResumeCondition::TimeoutOnly => model::ResumeCondition::TimeoutOnly,
+    }
+}
+
+fn model_timeout(behavior: TimeoutBehavior) -> model::TimeoutBehavior {
+    match behavior {
+        TimeoutBehavior::Fail => model::TimeoutBehavior::Fail,
+        TimeoutBehavior::Cancel => model::TimeoutBehavior::Cancel,
+        TimeoutBehavior::Expire => model::TimeoutBehavior::Expire,
+        TimeoutBehavior::AutoResume => model::TimeoutBehavior::AutoResume,
     }
 }

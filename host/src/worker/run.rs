@@ -54,7 +54,14 @@ impl Job {
             config.lease_ttl,
         )));
 
-        let outcome = match component(&engine, &runtime, &resolver, &task).await {
+        let prepared = match task.load_resume_signals().await {
+            Ok(()) => component(&engine, &runtime, &resolver, &task).await,
+            Err(e) => Err(Failure::new(
+                FailureClass::Transient,
+                format!("loading the signals that resumed this attempt: {e}"),
+            )),
+        };
+        let outcome = match prepared {
             Ok(component) => {
                 let imports: Arc<dyn TaskImports> = task.clone();
                 let outcome = runtime
@@ -157,6 +164,12 @@ async fn renew_until_lost(engine: Engine, task: Arc<ClaimedTask>, ttl: Duration)
 
 async fn finish(engine: &Engine, task: &ClaimedTask, result: RunResult) {
     let lease = task.lease();
+    if matches!(result, RunResult::Suspended) {
+        tracing::debug!("execution suspended");
+        metrics::counter!("flowfabric_attempts_finished_total", "outcome" => "suspended")
+            .increment(1);
+        return;
+    }
     if task.is_lease_lost() {
         tracing::info!("lease lost before the run ended; nothing recorded");
         metrics::counter!("flowfabric_attempts_finished_total", "outcome" => "lease_lost")
@@ -172,6 +185,7 @@ async fn finish(engine: &Engine, task: &ClaimedTask, result: RunResult) {
                 engine.fail(lease, failure.clone()).await.map(|_| "failed")
             }
             // Stopped by the pool while the lease was healthy: shutting down.
+            RunResult::Suspended => unreachable!("handled above"),
             RunResult::Cancelled => engine
                 .delay(lease, chrono::Utc::now())
                 .await

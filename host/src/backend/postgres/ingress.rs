@@ -245,14 +245,16 @@ WITH moved AS (
         eligibility_state = 'not_applicable', blocking_reason = NULL,
         terminal_outcome = 'cancelled', attempt_state = 'attempt_terminal',
         lease_id = NULL, lease_expires_at = NULL, attempt_timeout_at = NULL,
-        cancellation_reason = $3, finished_at = now(), updated_at = now()
+        cancellation_reason = $3, suspension = NULL, suspension_timeout_at = NULL,
+        finished_at = now(), updated_at = now()
     WHERE tenant_id = $1 AND execution_id = $2 AND lifecycle_phase <> 'terminal'
     RETURNING tenant_id, execution_id, attempt_index
 ),
 attempt AS (
     UPDATE attempts SET state = 'cancelled', ended_at = now()
     WHERE tenant_id = $1 AND execution_id = $2
-      AND attempt_index = (SELECT attempt_index FROM moved) AND state = 'running'
+      AND attempt_index = (SELECT attempt_index FROM moved)
+      AND state IN ('running', 'suspended')
 ),
 {outbox},
 revoke AS (SELECT pg_notify('flowfabric_revoked', execution_id::text) FROM moved)

@@ -77,14 +77,17 @@ claimed AS (
         eligibility_state = 'not_applicable',
         blocking_reason = NULL,
         attempt_state = 'running_attempt',
-        attempt_index = e.attempt_index + 1,
+        -- A resumed suspension continues its attempt (and its frame sequence).
+        attempt_index = e.attempt_index
+            + CASE WHEN e.attempt_state = 'pending_resume_attempt' THEN 0 ELSE 1 END,
         lease_epoch = e.lease_epoch + 1,
         lease_id = gen_random_uuid(),
         lease_expires_at = now() + $6 * interval '1 millisecond',
         attempt_timeout_at = now()
             + (e.policy -> 'timeouts' ->> 'attempt_timeout_ms')::bigint * interval '1 millisecond',
         started_at = coalesce(e.started_at, now()),
-        frame_seq = 0, progress_percent = NULL, progress_message = NULL,
+        frame_seq = CASE WHEN e.attempt_state = 'pending_resume_attempt' THEN e.frame_seq ELSE 0 END,
+        progress_percent = NULL, progress_message = NULL,
         updated_at = now()
     FROM picked p
     WHERE e.tenant_id = p.tenant_id AND e.execution_id = p.execution_id
@@ -96,15 +99,24 @@ claimed AS (
             WHEN 'attempt_interrupted' THEN 'reclaim'
             WHEN 'pending_replay_attempt' THEN 'replay'
             WHEN 'pending_delayed_attempt' THEN 'delayed'
+            WHEN 'pending_resume_attempt' THEN 'resume'
             ELSE 'initial'
-        END AS attempt_type
+        END AS attempt_type,
+        CASE WHEN p.attempt_state = 'pending_resume_attempt' THEN e.suspension_seq END
+            AS resumed_from
 ),
 attempt AS (
     INSERT INTO attempts (tenant_id, execution_id, attempt_index, attempt_type, lease_id,
                           lease_epoch, worker_id, worker_instance, state)
-    SELECT tenant_id, execution_id, attempt_index, attempt_type, lease_id, lease_epoch,
-           $4, $5, 'running'
+    -- A resumed attempt's row exists and keeps its type; it takes the new lease.
+    SELECT tenant_id, execution_id, attempt_index,
+           CASE attempt_type WHEN 'resume' THEN 'initial' ELSE attempt_type END,
+           lease_id, lease_epoch, $4, $5, 'running'
     FROM claimed
+    ON CONFLICT (tenant_id, execution_id, attempt_index) DO UPDATE SET
+        lease_id = EXCLUDED.lease_id, lease_epoch = EXCLUDED.lease_epoch,
+        worker_id = EXCLUDED.worker_id, worker_instance = EXCLUDED.worker_instance,
+        state = 'running'
 )
 SELECT * FROM claimed ORDER BY turn, draw
 "#;
@@ -167,6 +179,7 @@ fn claimed_execution(row: &PgRow) -> Result<ClaimedExecution> {
         attempt_type: parse::<AttemptType>(&col::<String>(row, "attempt_type")?)?,
         retry_count: col(row, "retry_count")?,
         lease_expires_at: col(row, "lease_expires_at")?,
+        resumed_from: col(row, "resumed_from")?,
         ceilings: TaskCeilings {
             timeout: col::<Option<i64>>(row, "max_task_timeout_ms")?
                 .map(|ms| Duration::from_millis(ms.max(0) as u64)),
@@ -309,6 +322,7 @@ FROM moved m
 fn attempt_state_str(s: AttemptState) -> &'static str {
     match s {
         AttemptState::Running => "running",
+        AttemptState::Suspended => "suspended",
         AttemptState::Succeeded => "succeeded",
         AttemptState::Failed => "failed",
         AttemptState::Cancelled => "cancelled",

@@ -3,7 +3,8 @@
 //! Layout: `tenancy` (tenants, limits, API keys), `ingress` (create, read,
 //! operator ops), `lease` (claim, renew and
 //! the fenced worker ops), `output` (fenced frames and progress), `components`
-//! (versions and wasm bytes), `scan` (the scanner passes), `notify` (LISTEN
+//! (versions and wasm bytes), `suspension` (waitpoints, suspend, signals,
+//! resume), `scan` (the scanner passes), `notify` (LISTEN
 //! wake-ups and revocations), `bench` (scratch databases and the raw-SQL
 //! baseline). All SQL of the crate lives below this module.
 //!
@@ -28,6 +29,7 @@ mod notify;
 mod output;
 mod rows;
 mod scan;
+mod suspension;
 mod tenancy;
 
 use std::time::Duration;
@@ -43,7 +45,8 @@ use crate::error::{EngineError, Result};
 use crate::model::{
     ApiKey, ClaimRequest, ClaimedExecution, CompletionEvent, ComponentVersion, Created, Execution,
     ExecutionFilter, ExecutionId, ExecutionUpdate, FailOutcome, Failure, Frame, LeaseHandle,
-    NewExecution, StoredApiKey, StreamMode, Tenant, TenantId, TenantLimits,
+    NewExecution, NewSignal, Signal, SignalOutcome, StoredApiKey, StreamMode, SuspendOutcome,
+    Suspension, Tenant, TenantId, TenantLimits, Waitpoint,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
@@ -283,6 +286,51 @@ impl Backend for PgBackend {
         output::set_progress(&self.pool, lease, percent, message).await
     }
 
+    async fn create_waitpoint(
+        &self,
+        lease: &LeaseHandle,
+        key: &str,
+        expires_in: Option<Duration>,
+    ) -> Result<Waitpoint> {
+        suspension::create_waitpoint(&self.pool, lease, key, expires_in).await
+    }
+
+    async fn suspend(
+        &self,
+        lease: &LeaseHandle,
+        suspension: &Suspension,
+        timeout: Option<Duration>,
+    ) -> Result<SuspendOutcome> {
+        suspension::suspend(&self.pool, lease, suspension, timeout).await
+    }
+
+    async fn deliver_signal(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        waitpoint_id: uuid::Uuid,
+        signal: &NewSignal,
+    ) -> Result<SignalOutcome> {
+        suspension::deliver_signal(&self.pool, tenant, id, waitpoint_id, signal).await
+    }
+
+    async fn resume(&self, tenant: TenantId, id: ExecutionId) -> Result<()> {
+        suspension::resume_by_operator(&self.pool, tenant, id).await
+    }
+
+    async fn resume_signals(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        seq: i32,
+    ) -> Result<Vec<Signal>> {
+        suspension::resume_signals(&self.pool, tenant, id, seq).await
+    }
+
+    async fn list_waitpoints(&self, tenant: TenantId, id: ExecutionId) -> Result<Vec<Waitpoint>> {
+        suspension::list_waitpoints(&self.pool, tenant, id).await
+    }
+
     async fn work_signal(&self) -> Result<watch::Receiver<u64>> {
         self.notifications.work().await
     }
@@ -309,5 +357,9 @@ impl Backend for PgBackend {
 
     async fn expire_past_deadline(&self, limit: u32) -> Result<u64> {
         scan::expire_past_deadline(&self.pool, limit).await
+    }
+
+    async fn time_out_suspensions(&self, limit: u32) -> Result<u64> {
+        suspension::time_out_suspensions(&self.pool, limit).await
     }
 }

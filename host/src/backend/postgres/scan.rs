@@ -215,7 +215,7 @@ moved AS (
         eligibility_state = 'not_applicable', blocking_reason = NULL,
         terminal_outcome = 'expired', attempt_state = 'attempt_terminal',
         lease_id = NULL, lease_expires_at = NULL, attempt_timeout_at = NULL,
-        finished_at = now(), updated_at = now()
+        suspension = NULL, suspension_timeout_at = NULL, finished_at = now(), updated_at = now()
     FROM due d
     WHERE e.tenant_id = d.tenant_id AND e.execution_id = d.execution_id
     RETURNING e.tenant_id, e.execution_id, e.attempt_index
@@ -224,7 +224,7 @@ attempt AS (
     UPDATE attempts a SET state = 'expired', ended_at = now()
     FROM moved m
     WHERE a.tenant_id = m.tenant_id AND a.execution_id = m.execution_id
-      AND a.attempt_index = m.attempt_index AND a.state = 'running'
+      AND a.attempt_index = m.attempt_index AND a.state IN ('running', 'suspended')
 ),
 {outbox},
 revoke AS (SELECT pg_notify('flowfabric_revoked', execution_id::text) FROM moved)

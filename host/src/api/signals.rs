@@ -1,0 +1,124 @@
+//! Signals and suspension over HTTP.
+//!
+//! `POST /v1/signals` is authorised by a waitpoint token alone (the bearer a
+//! guest handed out), so an external system can signal without an API key; the
+//! token names the tenant, execution and waitpoint it opens. Listing
+//! waitpoints and operator resume are tenant routes.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use serde::Deserialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::auth::Caller;
+use super::error::{ApiError, ApiResult, ErrorBody, Json, Path};
+use super::payload::decode_input;
+use super::AppState;
+use crate::engine::WaitpointWithToken;
+use crate::model::{NewSignal, SignalOutcome};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverSignal {
+    pub name: String,
+    /// The payload as JSON; or `payload_base64` for bytes.
+    #[serde(default)]
+    pub payload: Option<Value>,
+    #[serde(default)]
+    pub payload_base64: Option<String>,
+    /// Delivering again with the same key returns the first signal.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+/// The waitpoint token presented as the bearer credential.
+pub struct WaitpointToken(String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for WaitpointToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| Self(t.trim().to_owned()))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "missing_token",
+                    "missing `authorization: Bearer <waitpoint token>` header",
+                )
+            })
+    }
+}
+
+/// Deliver a signal to the waitpoint the bearer token opens. 202 when stored
+/// (`resumed` says whether it woke the execution), 200 for a duplicate.
+#[utoipa::path(post, path = "/v1/signals", tag = "signals", request_body = DeliverSignal,
+    responses(
+        (status = 202, body = SignalOutcome), (status = 200, body = SignalOutcome),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody,
+            description = "kind: missing_token, invalid_token or token_expired"),
+        (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "the waitpoint is closed or expired"),
+        (status = 413, body = ErrorBody)),
+    security(("waitpoint_token" = [])))]
+pub async fn deliver(
+    State(state): State<Arc<AppState>>,
+    WaitpointToken(token): WaitpointToken,
+    Json(body): Json<DeliverSignal>,
+) -> ApiResult<(StatusCode, Json<SignalOutcome>)> {
+    let signal = NewSignal {
+        payload: decode_input("payload", body.payload, body.payload_base64)?,
+        name: body.name,
+        idempotency_key: body.idempotency_key,
+    };
+    let (_, _, outcome) = state.engine.deliver_signal(&token, signal).await?;
+    let status = match outcome {
+        SignalOutcome::Accepted { .. } => StatusCode::ACCEPTED,
+        SignalOutcome::Duplicate { .. } => StatusCode::OK,
+    };
+    Ok((status, Json(outcome)))
+}
+
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct WaitpointList {
+    pub items: Vec<WaitpointWithToken>,
+}
+
+/// An execution's waitpoints, each with the token that signals it.
+#[utoipa::path(get, path = "/v1/executions/{id}/waitpoints", tag = "signals",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = WaitpointList), (status = 404, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn waitpoints(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<WaitpointList>> {
+    let items = state.engine.list_waitpoints(caller.tenant, id).await?;
+    Ok(Json(WaitpointList { items }))
+}
+
+/// Resume a suspended execution now, whatever its condition (operator).
+#[utoipa::path(post, path = "/v1/executions/{id}/resume", tag = "signals",
+    params(("id" = Uuid, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "not suspended")),
+    security(("api_key" = [])))]
+pub async fn resume(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> ApiResult<StatusCode> {
+    state.engine.resume(caller.tenant, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

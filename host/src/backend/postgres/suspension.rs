@@ -1,0 +1,520 @@
+//! Waitpoints, suspension, signal delivery and resume.
+//!
+//! Every operation locks the execution row first (the fenced worker calls
+//! through the lease, delivery and operator resume by id), so a suspension and
+//! the signals that end it are serialised: a condition is evaluated once per
+//! change, and an execution cannot be resumed twice by racing signals.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::lease::{millis, rejection, FENCE};
+use super::rows::{col, json, Args};
+use crate::error::{EngineError, Result};
+use crate::model::{
+    ExecutionId, LeaseHandle, NewSignal, PublicState, Signal, SignalOutcome, SuspendOutcome,
+    Suspension, TenantId, TimeoutBehavior, Waitpoint, TIMEOUT_SIGNAL,
+};
+
+const WAITPOINT_COLUMNS: &str = "waitpoint_id, waitpoint_key, state, expires_at, created_at";
+const SIGNAL_COLUMNS: &str = "signal_id, waitpoint_key, name, payload, created_at";
+
+fn err(op: &'static str) -> impl FnOnce(sqlx::Error) -> EngineError {
+    EngineError::storage(op)
+}
+
+/// Lock the lease's execution row, or explain why the lease does not hold.
+/// Returns the execution's suspension count.
+async fn lock_leased(
+    pool: &PgPool,
+    tx: &mut PgConnection,
+    lease: &LeaseHandle,
+    op: &'static str,
+) -> Result<i32> {
+    let sql = format!("SELECT suspension_seq FROM executions WHERE {FENCE} FOR UPDATE");
+    let seq = sqlx::query_scalar_with(&sql, Args::fence(lease).done(op)?)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(err(op))?;
+    match seq {
+        Some(seq) => Ok(seq),
+        None => Err(rejection(pool, lease, None).await?),
+    }
+}
+
+/// Create (or, for a key already open, return) a waitpoint of the lease's
+/// execution. Signals delivered to it are kept until a suspension uses them.
+pub(super) async fn create_waitpoint(
+    pool: &PgPool,
+    lease: &LeaseHandle,
+    key: &str,
+    expires_in: Option<Duration>,
+) -> Result<Waitpoint> {
+    let op = "create waitpoint";
+    let mut tx = pool.begin().await.map_err(err(op))?;
+    lock_leased(pool, &mut tx, lease, op).await?;
+    let row = sqlx::query(&format!(
+        "INSERT INTO waitpoints (tenant_id, execution_id, waitpoint_id, waitpoint_key, state, \
+             expires_at) \
+         VALUES ($1, $2, $3, $4, 'pending', now() + $5 * interval '1 millisecond') \
+         ON CONFLICT (tenant_id, execution_id, waitpoint_key) WHERE state <> 'closed' \
+         DO UPDATE SET waitpoint_key = EXCLUDED.waitpoint_key \
+         RETURNING {WAITPOINT_COLUMNS}"
+    ))
+    .bind(lease.tenant_id)
+    .bind(lease.execution_id)
+    .bind(Uuid::now_v7())
+    .bind(key)
+    .bind(expires_in.map(millis))
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(err(op))?;
+    tx.commit().await.map_err(err(op))?;
+    waitpoint(&row)
+}
+
+/// Suspend the lease's execution, unless signals already buffered on the
+/// condition's waitpoints satisfy it.
+pub(super) async fn suspend(
+    pool: &PgPool,
+    lease: &LeaseHandle,
+    suspension: &Suspension,
+    timeout: Option<Duration>,
+) -> Result<SuspendOutcome> {
+    let op = "suspend";
+    let mut tx = pool.begin().await.map_err(err(op))?;
+    let seq = lock_leased(pool, &mut tx, lease, op).await? + 1;
+    let keys = suspension.condition.keys();
+    let ids: Vec<Uuid> = keys.iter().map(|_| Uuid::now_v7()).collect();
+    sqlx::query(
+        "INSERT INTO waitpoints (tenant_id, execution_id, waitpoint_id, waitpoint_key, state) \
+         SELECT $1, $2, id, key, 'active' FROM unnest($3::text[], $4::uuid[]) AS k(key, id) \
+         ON CONFLICT (tenant_id, execution_id, waitpoint_key) WHERE state <> 'closed' \
+         DO UPDATE SET state = 'active'",
+    )
+    .bind(lease.tenant_id)
+    .bind(lease.execution_id)
+    .bind(&keys)
+    .bind(&ids)
+    .execute(&mut *tx)
+    .await
+    .map_err(err(op))?;
+    let buffered = buffered_signals(&mut tx, lease.tenant_id, lease.execution_id).await?;
+    if suspension
+        .condition
+        .is_satisfied(buffered.iter().map(|s| s.waitpoint_key.as_str()))
+    {
+        let consumed = consume_and_close(&mut tx, lease.tenant_id, lease.execution_id, seq).await?;
+        sqlx::query(
+            "UPDATE executions SET suspension_seq = $3 WHERE tenant_id = $1 AND execution_id = $2",
+        )
+        .bind(lease.tenant_id)
+        .bind(lease.execution_id)
+        .bind(seq)
+        .execute(&mut *tx)
+        .await
+        .map_err(err(op))?;
+        tx.commit().await.map_err(err(op))?;
+        return Ok(SuspendOutcome::AlreadySatisfied(consumed));
+    }
+    let sql = format!(
+        "WITH moved AS ( \
+             UPDATE executions SET lifecycle_phase = 'suspended', ownership_state = 'unowned', \
+                 eligibility_state = 'not_applicable', blocking_reason = 'waiting_for_signal', \
+                 attempt_state = 'attempt_suspended', lease_id = NULL, lease_expires_at = NULL, \
+                 attempt_timeout_at = NULL, suspension = $6, suspension_seq = $7, \
+                 suspension_timeout_at = now() + $8 * interval '1 millisecond', updated_at = now() \
+             WHERE {FENCE} RETURNING 1) \
+         UPDATE attempts SET state = 'suspended' \
+         WHERE tenant_id = $1 AND execution_id = $2 AND attempt_index = $3 \
+           AND EXISTS (SELECT 1 FROM moved)"
+    );
+    let args = Args::fence(lease)
+        .push(serde_json::to_value(suspension).expect("a suspension serialises"))
+        .push(seq)
+        .push(timeout.map(millis))
+        .done(op)?;
+    sqlx::query_with(&sql, args)
+        .execute(&mut *tx)
+        .await
+        .map_err(err(op))?;
+    tx.commit().await.map_err(err(op))?;
+    Ok(SuspendOutcome::Suspended)
+}
+
+/// Unconsumed signals on the execution's active waitpoints.
+async fn buffered_signals(
+    tx: &mut PgConnection,
+    tenant: TenantId,
+    id: ExecutionId,
+) -> Result<Vec<Signal>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {SIGNAL_COLUMNS} FROM signals s \
+         WHERE s.tenant_id = $1 AND s.execution_id = $2 AND s.consumed_in IS NULL \
+           AND s.waitpoint_id IN (SELECT waitpoint_id FROM waitpoints \
+               WHERE tenant_id = $1 AND execution_id = $2 AND state = 'active') \
+         ORDER BY s.created_at, s.signal_id"
+    ))
+    .bind(tenant)
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(err("read buffered signals"))?;
+    rows.iter().map(signal).collect()
+}
+
+/// The active waitpoints' buffered signals become the resume's (`seq`); the
+/// waitpoints close, so a later signal to them is refused.
+async fn consume_and_close(
+    tx: &mut PgConnection,
+    tenant: TenantId,
+    id: ExecutionId,
+    seq: i32,
+) -> Result<Vec<Signal>> {
+    let op = "consume signals";
+    let rows = sqlx::query(&format!(
+        "WITH active AS ( \
+             UPDATE waitpoints SET state = 'closed' \
+             WHERE tenant_id = $1 AND execution_id = $2 AND state = 'active' \
+             RETURNING waitpoint_id) \
+         UPDATE signals SET consumed_in = $3 \
+         WHERE tenant_id = $1 AND execution_id = $2 AND consumed_in IS NULL \
+           AND waitpoint_id IN (SELECT waitpoint_id FROM active) \
+         RETURNING {SIGNAL_COLUMNS}"
+    ))
+    .bind(tenant)
+    .bind(id)
+    .bind(seq)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(err(op))?;
+    let mut signals = rows.iter().map(signal).collect::<Result<Vec<_>>>()?;
+    signals.sort_by_key(|s| (s.created_at, s.signal_id));
+    Ok(signals)
+}
+
+/// Make a suspended execution runnable again on its suspended attempt.
+async fn resume(tx: &mut PgConnection, tenant: TenantId, id: ExecutionId, seq: i32) -> Result<()> {
+    consume_and_close(tx, tenant, id, seq).await?;
+    sqlx::query(
+        "WITH resumed AS ( \
+             UPDATE executions SET lifecycle_phase = 'runnable', eligibility_state = 'eligible_now', \
+                 blocking_reason = 'waiting_for_worker', attempt_state = 'pending_resume_attempt', \
+                 suspension = NULL, suspension_timeout_at = NULL, eligible_at = now(), \
+                 updated_at = now() \
+             WHERE tenant_id = $1 AND execution_id = $2 AND lifecycle_phase = 'suspended' \
+             RETURNING 1) \
+         SELECT pg_notify('flowfabric_work', '') FROM resumed",
+    )
+    .bind(tenant)
+    .bind(id)
+    .execute(&mut *tx)
+    .await
+    .map_err(err("resume"))?;
+    Ok(())
+}
+
+struct Locked {
+    state: PublicState,
+    suspension: Option<Suspension>,
+    seq: i32,
+}
+
+async fn lock_by_id(tx: &mut PgConnection, tenant: TenantId, id: ExecutionId) -> Result<Locked> {
+    let row = sqlx::query(
+        "SELECT public_state, suspension, suspension_seq FROM executions \
+         WHERE tenant_id = $1 AND execution_id = $2 FOR UPDATE",
+    )
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(err("lock execution"))?
+    .ok_or_else(|| EngineError::NotFound {
+        what: "execution",
+        id: id.to_string(),
+    })?;
+    let state: String = col(&row, "public_state")?;
+    let suspension: Option<serde_json::Value> = col(&row, "suspension")?;
+    Ok(Locked {
+        state: super::rows::parse(&state)?,
+        suspension: suspension.map(|s| json(s, "suspension")).transpose()?,
+        seq: col(&row, "suspension_seq")?,
+    })
+}
+
+/// Deliver a signal to a waitpoint; resumes the execution when this signal
+/// completes its suspension's condition.
+pub(super) async fn deliver_signal(
+    pool: &PgPool,
+    tenant: TenantId,
+    id: ExecutionId,
+    waitpoint_id: Uuid,
+    new: &NewSignal,
+) -> Result<SignalOutcome> {
+    let op = "deliver signal";
+    let mut tx = pool.begin().await.map_err(err(op))?;
+    let locked = lock_by_id(&mut tx, tenant, id).await?;
+    if let Some(key) = &new.idempotency_key {
+        let existing: Option<Uuid> = sqlx::query_scalar(
+            "SELECT signal_id FROM signals \
+             WHERE tenant_id = $1 AND execution_id = $2 AND idempotency_key = $3",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(err(op))?;
+        if let Some(signal_id) = existing {
+            return Ok(SignalOutcome::Duplicate { signal_id });
+        }
+    }
+    let row = sqlx::query(&format!(
+        "SELECT {WAITPOINT_COLUMNS}, expires_at <= now() AS expired FROM waitpoints \
+         WHERE tenant_id = $1 AND execution_id = $2 AND waitpoint_id = $3"
+    ))
+    .bind(tenant)
+    .bind(id)
+    .bind(waitpoint_id)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(err(op))?
+    .ok_or_else(|| EngineError::NotFound {
+        what: "waitpoint",
+        id: waitpoint_id.to_string(),
+    })?;
+    let target = waitpoint(&row)?;
+    if target.state == "closed" || col::<Option<bool>>(&row, "expired")? == Some(true) {
+        return Err(EngineError::Conflict(format!(
+            "waitpoint `{}` is closed: its suspension already resumed or it expired",
+            target.key
+        )));
+    }
+    if locked.state.is_terminal() {
+        return Err(EngineError::Conflict(format!(
+            "execution {id} is {}: it takes no more signals",
+            locked.state
+        )));
+    }
+    let signal_id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO signals (tenant_id, execution_id, signal_id, waitpoint_id, waitpoint_key, \
+             name, payload, idempotency_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(tenant)
+    .bind(id)
+    .bind(signal_id)
+    .bind(waitpoint_id)
+    .bind(&target.key)
+    .bind(&new.name)
+    .bind(&new.payload)
+    .bind(&new.idempotency_key)
+    .execute(&mut *tx)
+    .await
+    .map_err(err(op))?;
+    let mut resumed = false;
+    if let (PublicState::Suspended, Some(suspension)) = (locked.state, &locked.suspension) {
+        let buffered = buffered_signals(&mut tx, tenant, id).await?;
+        if suspension
+            .condition
+            .is_satisfied(buffered.iter().map(|s| s.waitpoint_key.as_str()))
+        {
+            resume(&mut tx, tenant, id, locked.seq).await?;
+            resumed = true;
+        }
+    }
+    tx.commit().await.map_err(err(op))?;
+    Ok(SignalOutcome::Accepted { signal_id, resumed })
+}
+
+/// An operator resumes a suspended execution, whatever its condition.
+pub(super) async fn resume_by_operator(
+    pool: &PgPool,
+    tenant: TenantId,
+    id: ExecutionId,
+) -> Result<()> {
+    let op = "resume";
+    let mut tx = pool.begin().await.map_err(err(op))?;
+    let locked = lock_by_id(&mut tx, tenant, id).await?;
+    if locked.state != PublicState::Suspended {
+        return Err(EngineError::Conflict(format!(
+            "execution {id} is {}, not suspended",
+            locked.state
+        )));
+    }
+    resume(&mut tx, tenant, id, locked.seq).await?;
+    tx.commit().await.map_err(err(op))
+}
+
+/// The signals a resume consumed (what `resume-signals` returns to the guest).
+pub(super) async fn resume_signals(
+    pool: &PgPool,
+    tenant: TenantId,
+    id: ExecutionId,
+    seq: i32,
+) -> Result<Vec<Signal>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {SIGNAL_COLUMNS} FROM signals \
+         WHERE tenant_id = $1 AND execution_id = $2 AND consumed_in = $3 \
+         ORDER BY created_at, signal_id"
+    ))
+    .bind(tenant)
+    .bind(id)
+    .bind(seq)
+    .fetch_all(pool)
+    .await
+    .map_err(err("read resume signals"))?;
+    rows.iter().map(signal).collect()
+}
+
+pub(super) async fn list_waitpoints(
+    pool: &PgPool,
+    tenant: TenantId,
+    id: ExecutionId,
+) -> Result<Vec<Waitpoint>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {WAITPOINT_COLUMNS} FROM waitpoints \
+         WHERE tenant_id = $1 AND execution_id = $2 ORDER BY created_at, waitpoint_id"
+    ))
+    .bind(tenant)
+    .bind(id)
+    .fetch_all(pool)
+    .await
+    .map_err(err("list waitpoints"))?;
+    rows.iter().map(waitpoint).collect()
+}
+
+/// Scanner: suspensions past their timeout, up to `limit` per tenant, each in
+/// its own transaction (the behaviours differ and each locks one row).
+pub(super) async fn time_out_suspensions(pool: &PgPool, limit: u32) -> Result<u64> {
+    let due: Vec<(TenantId, ExecutionId)> = sqlx::query_as(
+        "SELECT c.tenant_id, c.execution_id FROM tenants t CROSS JOIN LATERAL ( \
+             SELECT e.tenant_id, e.execution_id FROM executions e \
+             WHERE e.tenant_id = t.tenant_id AND e.lifecycle_phase = 'suspended' \
+               AND e.suspension_timeout_at IS NOT NULL AND e.suspension_timeout_at < now() \
+             ORDER BY e.suspension_timeout_at LIMIT $1) c",
+    )
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await
+    .map_err(err("find timed-out suspensions"))?;
+    let mut changed = 0;
+    for (tenant, id) in due {
+        if time_out_one(pool, tenant, id).await? {
+            changed += 1;
+        }
+    }
+    Ok(changed)
+}
+
+async fn time_out_one(pool: &PgPool, tenant: TenantId, id: ExecutionId) -> Result<bool> {
+    let op = "time out suspension";
+    let mut tx = pool.begin().await.map_err(err(op))?;
+    let row = sqlx::query(
+        "SELECT suspension, suspension_seq FROM executions \
+         WHERE tenant_id = $1 AND execution_id = $2 AND lifecycle_phase = 'suspended' \
+           AND suspension_timeout_at < now() FOR UPDATE SKIP LOCKED",
+    )
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(err(op))?;
+    let Some(row) = row else {
+        return Ok(false);
+    };
+    let suspension: Suspension = json(col(&row, "suspension")?, "suspension")?;
+    let seq: i32 = col(&row, "suspension_seq")?;
+    match suspension.on_timeout {
+        TimeoutBehavior::AutoResume => {
+            sqlx::query(
+                "INSERT INTO signals (tenant_id, execution_id, signal_id, waitpoint_id, \
+                     waitpoint_key, name, payload, consumed_in) \
+                 VALUES ($1, $2, $3, '00000000-0000-0000-0000-000000000000', '', $4, '', $5)",
+            )
+            .bind(tenant)
+            .bind(id)
+            .bind(Uuid::now_v7())
+            .bind(TIMEOUT_SIGNAL)
+            .bind(seq)
+            .execute(&mut *tx)
+            .await
+            .map_err(err(op))?;
+            resume(&mut tx, tenant, id, seq).await?;
+        }
+        behaviour => end_suspended(&mut tx, tenant, id, behaviour).await?,
+    }
+    tx.commit().await.map_err(err(op))?;
+    Ok(true)
+}
+
+/// A timed-out suspension ends the execution: failed, cancelled or expired.
+async fn end_suspended(
+    tx: &mut PgConnection,
+    tenant: TenantId,
+    id: ExecutionId,
+    behaviour: TimeoutBehavior,
+) -> Result<()> {
+    let (outcome, attempt_state, failure) = match behaviour {
+        TimeoutBehavior::Fail => (
+            "failed",
+            "failed",
+            Some(serde_json::json!({ "class": "timeout", "message": "the suspension timed out" })),
+        ),
+        TimeoutBehavior::Cancel => ("cancelled", "cancelled", None),
+        _ => ("expired", "expired", None),
+    };
+    sqlx::query(&format!(
+        "WITH moved AS ( \
+             UPDATE executions SET lifecycle_phase = 'terminal', eligibility_state = 'not_applicable', \
+                 blocking_reason = NULL, terminal_outcome = $3, attempt_state = 'attempt_terminal', \
+                 last_failure = coalesce($4, last_failure), \
+                 cancellation_reason = CASE WHEN $3 = 'cancelled' \
+                     THEN 'the suspension timed out' END, \
+                 suspension = NULL, suspension_timeout_at = NULL, finished_at = now(), \
+                 updated_at = now() \
+             WHERE tenant_id = $1 AND execution_id = $2 RETURNING tenant_id, execution_id, \
+                 attempt_index), \
+         attempt AS ( \
+             UPDATE attempts a SET state = $5, failure = $4, ended_at = now() FROM moved m \
+             WHERE a.tenant_id = m.tenant_id AND a.execution_id = m.execution_id \
+               AND a.attempt_index = m.attempt_index), \
+         {} \
+         SELECT (SELECT count(*) FROM event_notify)",
+        super::rows::completion_outbox("moved", "$3", "true")
+    ))
+    .bind(tenant)
+    .bind(id)
+    .bind(outcome)
+    .bind(failure)
+    .bind(attempt_state)
+    .execute(&mut *tx)
+    .await
+    .map_err(err("end timed-out suspension"))?;
+    Ok(())
+}
+
+fn waitpoint(row: &PgRow) -> Result<Waitpoint> {
+    Ok(Waitpoint {
+        waitpoint_id: col(row, "waitpoint_id")?,
+        key: col(row, "waitpoint_key")?,
+        state: col(row, "state")?,
+        expires_at: col::<Option<DateTime<Utc>>>(row, "expires_at")?,
+        created_at: col(row, "created_at")?,
+    })
+}
+
+fn signal(row: &PgRow) -> Result<Signal> {
+    Ok(Signal {
+        signal_id: col(row, "signal_id")?,
+        waitpoint_key: col(row, "waitpoint_key")?,
+        name: col(row, "name")?,
+        payload: col(row, "payload")?,
+        created_at: col(row, "created_at")?,
+    })
+}

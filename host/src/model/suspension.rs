@@ -1,0 +1,194 @@
+//! Suspension and signals: an execution waits on named waitpoints, signals
+//! delivered to them are kept, and a resume condition over those signals makes
+//! it runnable again (same attempt, new lease epoch).
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::EngineError;
+
+/// When a suspended execution becomes runnable again, over waitpoint keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ResumeCondition {
+    /// Any signal on this waitpoint.
+    Waitpoint { key: String },
+    /// Signals on at least `n` distinct waitpoints among `keys`.
+    Count { n: u32, keys: Vec<String> },
+    /// A signal on every waitpoint among `keys`.
+    AllOf { keys: Vec<String> },
+    /// Only an operator resumes it.
+    OperatorOnly,
+    /// Only its timeout ends it.
+    TimeoutOnly,
+}
+
+impl ResumeCondition {
+    /// The waitpoints the condition reads.
+    pub fn keys(&self) -> Vec<&str> {
+        match self {
+            Self::Waitpoint { key } => vec![key.as_str()],
+            Self::Count { keys, .. } | Self::AllOf { keys } => {
+                let unique: BTreeSet<&str> = keys.iter().map(String::as_str).collect();
+                unique.into_iter().collect()
+            }
+            Self::OperatorOnly | Self::TimeoutOnly => Vec::new(),
+        }
+    }
+
+    /// Whether signals on the waitpoints named by `signalled` satisfy it.
+    pub fn is_satisfied<'a>(&self, signalled: impl IntoIterator<Item = &'a str>) -> bool {
+        let signalled: BTreeSet<&str> = signalled.into_iter().collect();
+        let hits = self
+            .keys()
+            .iter()
+            .filter(|k| signalled.contains(*k))
+            .count();
+        match self {
+            Self::Waitpoint { .. } => hits >= 1,
+            Self::Count { n, .. } => hits >= *n as usize,
+            Self::AllOf { keys } => !keys.is_empty() && hits == self.keys().len(),
+            Self::OperatorOnly | Self::TimeoutOnly => false,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), EngineError> {
+        let count = match self {
+            Self::Count { n, keys } => {
+                if *n == 0 || *n as usize > keys.len() {
+                    return Err(EngineError::invalid(
+                        "condition.n",
+                        format!("must be 1 to the number of keys ({})", keys.len()),
+                    ));
+                }
+                keys.len()
+            }
+            Self::AllOf { keys } if keys.is_empty() => {
+                return Err(EngineError::invalid("condition.keys", "name at least one"))
+            }
+            other => other.keys().len(),
+        };
+        if count > 64 {
+            return Err(EngineError::invalid("condition.keys", "at most 64"));
+        }
+        Ok(())
+    }
+}
+
+/// What happens when a suspension's timeout passes before it resumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeoutBehavior {
+    /// Fail the execution (class `timeout`; not retried).
+    Fail,
+    Cancel,
+    Expire,
+    /// Resume it with a synthetic signal named `timeout`.
+    AutoResume,
+}
+
+/// A suspension as recorded on the execution while it waits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Suspension {
+    pub condition: ResumeCondition,
+    pub on_timeout: TimeoutBehavior,
+}
+
+/// Name of the synthetic signal an `auto_resume` timeout delivers.
+pub const TIMEOUT_SIGNAL: &str = "timeout";
+
+/// A waitpoint of an execution. `token` is the bearer credential for
+/// delivering a signal to it; it is derived, never stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Waitpoint {
+    pub waitpoint_id: Uuid,
+    pub key: String,
+    /// `pending` (created, not yet waited on), `active` or `closed`.
+    pub state: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A delivered signal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Signal {
+    pub signal_id: Uuid,
+    pub waitpoint_key: String,
+    pub name: String,
+    #[serde(skip)]
+    pub payload: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A signal to deliver.
+#[derive(Debug, Clone)]
+pub struct NewSignal {
+    pub name: String,
+    pub payload: Vec<u8>,
+    /// Delivering twice with one key returns the first signal.
+    pub idempotency_key: Option<String>,
+}
+
+/// What `suspend` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SuspendOutcome {
+    /// The execution now waits; its lease is released.
+    Suspended,
+    /// Signals already buffered satisfy the condition: they are consumed and
+    /// the execution carries on under its lease.
+    AlreadySatisfied(Vec<Signal>),
+}
+
+/// What delivering a signal did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum SignalOutcome {
+    /// Stored; `resumed` says whether it completed the resume condition.
+    Accepted { signal_id: Uuid, resumed: bool },
+    /// The idempotency key was used before: nothing new was stored.
+    Duplicate { signal_id: Uuid },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(k: &[&str]) -> Vec<String> {
+        k.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn conditions_count_distinct_waitpoints() {
+        let any = ResumeCondition::Waitpoint { key: "a".into() };
+        assert!(any.is_satisfied(["a"]));
+        assert!(!any.is_satisfied(["b"]));
+        let two = ResumeCondition::Count {
+            n: 2,
+            keys: keys(&["a", "b", "c"]),
+        };
+        assert!(!two.is_satisfied(["a", "a"]));
+        assert!(two.is_satisfied(["a", "c"]));
+        let all = ResumeCondition::AllOf {
+            keys: keys(&["a", "b", "b"]),
+        };
+        assert!(!all.is_satisfied(["a"]));
+        assert!(all.is_satisfied(["b", "a", "x"]));
+        assert!(!ResumeCondition::OperatorOnly.is_satisfied(["a"]));
+        assert!(ResumeCondition::Count {
+            n: 0,
+            keys: keys(&["a"])
+        }
+        .validate()
+        .is_err());
+        assert!(ResumeCondition::Count {
+            n: 2,
+            keys: keys(&["a"])
+        }
+        .validate()
+        .is_err());
+        assert!(ResumeCondition::AllOf { keys: vec![] }.validate().is_err());
+    }
+}
