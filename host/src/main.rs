@@ -68,6 +68,8 @@ enum BenchCommand {
     Engine(cli::bench::EngineBench),
     /// Per-task wasm overhead (pooling vs on-demand) and end-to-end cost of wasm.
     Wasm(cli::bench_wasm::WasmBench),
+    /// Suspend -> signal -> resume latency against submit -> start latency.
+    Signal(cli::bench_signal::SignalBench),
 }
 
 #[tokio::main]
@@ -107,6 +109,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tail { id } => cli::remote::tail(&cli.connection, &id).await?,
         Command::Bench(BenchCommand::Engine(args)) => cli::bench::run(args).await?,
         Command::Bench(BenchCommand::Wasm(args)) => cli::bench_wasm::run(args).await?,
+        Command::Bench(BenchCommand::Signal(args)) => cli::bench_signal::run(args).await?,
     }
     Ok(())
 }

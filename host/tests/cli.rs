@@ -263,3 +263,61 @@ async fn remote_commands_drive_a_served_installation() {
     assert!(unreachable.2.contains("cannot reach"), "{}", unreachable.2);
     let _ = std::fs::remove_dir_all(&served.dir);
 }
+
+#[test]
+fn every_command_parses_without_panicking() {
+    // clap checks a derived struct against its definition only when a command
+    // is parsed for real (a subcommand flag named like a global one panics
+    // then, not at `--help`): run each one far enough to fail cleanly.
+    let id = "00000000-0000-7000-8000-000000000000";
+    let commands: &[&[&str]] = &[
+        &["serve", "--listen", "127.0.0.1:0"],
+        &["worker"],
+        &["migrate"],
+        &["dev"],
+        &["tenant", "create", "x"],
+        &["tenant", "list"],
+        &["component", "upload", "k", "f"],
+        &["component", "list"],
+        &["run", "k"],
+        &["submit", "/nonexistent"],
+        &["get", id],
+        &["list"],
+        &["cancel", id],
+        &["replay", id],
+        &["tail", id],
+        &["bench", "engine"],
+        &["bench", "wasm"],
+        &["bench", "signal"],
+    ];
+    // All at once: the database commands each wait out a connect timeout.
+    let running: Vec<_> = commands
+        .iter()
+        .map(|command| {
+            Command::new(BIN)
+                .args(*command)
+                .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+                .env("FLOWFABRIC_URL", "http://127.0.0.1:1")
+                .env("FLOWFABRIC_API_KEY", "ffk_x")
+                .env("FLOWFABRIC_ADMIN_TOKEN", "x")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (command, child) in commands.iter().zip(running) {
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{command:?} cannot succeed here");
+        assert_eq!(out.status.code(), Some(1), "{command:?}: {stderr}");
+        assert!(
+            stderr
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .starts_with("error: "),
+            "{command:?}: {stderr}"
+        );
+    }
+}

@@ -30,7 +30,7 @@ pub struct EngineBench {
     batch: Vec<u32>,
     /// Also write the results as JSON to this file.
     #[arg(long)]
-    json: Option<std::path::PathBuf>,
+    json_out: Option<std::path::PathBuf>,
 }
 
 #[derive(serde::Serialize)]
@@ -73,7 +73,7 @@ pub async fn run(args: EngineBench) -> anyhow::Result<()> {
             );
         }
     }
-    if let Some(path) = &args.json {
+    if let Some(path) = &args.json_out {
         std::fs::write(path, serde_json::to_vec_pretty(&rows)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }

@@ -1,0 +1,161 @@
+//! `flowfabric bench signal`: suspend → signal → resume latency, against the
+//! submit → start latency of a fresh execution measured in the same run.
+//!
+//! Both paths are timed the same way, from the API-side call (create, or
+//! deliver the signal) until a claimer that sleeps on the work notification
+//! holds the execution: the baseline is the engine's own wake-up path, so the
+//! ratio says what a resume costs on top of it (the signal transaction, the
+//! condition check, the resume). One execution is in flight at a time, so the
+//! figures are latency, not throughput.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use flowfabric::backend::postgres::bench::ScratchDatabase;
+use flowfabric::engine::{Engine, Limits};
+use flowfabric::model::{
+    ClaimRequest, ClaimedExecution, NewExecution, NewSignal, ResumeCondition, SuspendOutcome,
+    TenantId, TimeoutBehavior, DEFAULT_LANE,
+};
+
+use super::connect_with;
+
+#[derive(clap::Args)]
+pub struct SignalBench {
+    /// A Postgres server; the bench creates and drops its own scratch database.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: String,
+    /// Measured round trips per path (after 20 warm-up rounds).
+    #[arg(long, default_value_t = 500)]
+    rounds: usize,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json_out: Option<std::path::PathBuf>,
+}
+
+#[derive(serde::Serialize)]
+struct Summary {
+    path: &'static str,
+    p50_ms: f64,
+    p95_ms: f64,
+    p99_ms: f64,
+}
+
+pub async fn run(args: SignalBench) -> anyhow::Result<()> {
+    let scratch = ScratchDatabase::create(&args.database_url).await?;
+    let result = measure(&scratch.url, args.rounds).await;
+    scratch.drop().await?;
+    let (start, resume) = result?;
+    let rows = [
+        summary("submit -> start", start),
+        summary("signal -> resume", resume),
+    ];
+    println!(
+        "{} rounds each, one execution in flight; milliseconds",
+        args.rounds
+    );
+    println!("{:<18} {:>8} {:>8} {:>8}", "path", "p50", "p95", "p99");
+    for r in &rows {
+        println!(
+            "{:<18} {:>8.2} {:>8.2} {:>8.2}",
+            r.path, r.p50_ms, r.p95_ms, r.p99_ms
+        );
+    }
+    println!(
+        "signal -> resume / submit -> start at p50: {:.2}",
+        rows[1].p50_ms / rows[0].p50_ms
+    );
+    if let Some(path) = args.json_out {
+        std::fs::write(&path, serde_json::to_string_pretty(&rows)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn summary(path: &'static str, mut samples: Vec<Duration>) -> Summary {
+    samples.sort();
+    let at = |q: f64| {
+        let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
+        samples[i].as_secs_f64() * 1e3
+    };
+    Summary {
+        path,
+        p50_ms: at(0.50),
+        p95_ms: at(0.95),
+        p99_ms: at(0.99),
+    }
+}
+
+async fn measure(url: &str, rounds: usize) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+    let limits = Limits {
+        require_component: false,
+        ..Limits::default()
+    };
+    let engine = connect_with(url, 8, limits).await?;
+    let tenant = engine.create_tenant("bench").await?.tenant_id;
+    let (mut start, mut resume) = (Vec::new(), Vec::new());
+    for round in 0..rounds + 20 {
+        let (to_start, to_resume) = one_round(&engine, tenant).await?;
+        if round >= 20 {
+            start.push(to_start);
+            resume.push(to_resume);
+        }
+    }
+    Ok((start, resume))
+}
+
+/// Submit, claim (timed), suspend on a waitpoint, signal and claim again (timed).
+async fn one_round(engine: &Engine, tenant: TenantId) -> anyhow::Result<(Duration, Duration)> {
+    let mut wake = engine.work_signal().await?;
+    wake.borrow_and_update();
+    let submitted = Instant::now();
+    engine
+        .create(tenant, NewExecution::new("bench", b"x".to_vec()))
+        .await?;
+    let claimed = claim_when_woken(engine, &mut wake).await?;
+    let to_start = submitted.elapsed();
+
+    let waitpoint = engine.create_waitpoint(&claimed.lease, "go", None).await?;
+    let condition = ResumeCondition::Waitpoint { key: "go".into() };
+    let outcome = engine
+        .suspend(&claimed.lease, condition, None, TimeoutBehavior::Fail)
+        .await?;
+    anyhow::ensure!(
+        outcome == SuspendOutcome::Suspended,
+        "expected a suspension"
+    );
+    wake.borrow_and_update();
+    let signalled = Instant::now();
+    let signal = NewSignal {
+        name: "go".into(),
+        payload: Vec::new(),
+        idempotency_key: None,
+    };
+    engine.deliver_signal(&waitpoint.token, signal).await?;
+    let resumed = claim_when_woken(engine, &mut wake).await?;
+    let to_resume = signalled.elapsed();
+    anyhow::ensure!(resumed.resumed_from.is_some(), "expected a resume claim");
+    engine.complete(&resumed.lease, b"done").await?;
+    Ok((to_start, to_resume))
+}
+
+/// Sleep on the work notification, then claim; as a worker does.
+async fn claim_when_woken(
+    engine: &Engine,
+    wake: &mut tokio::sync::watch::Receiver<u64>,
+) -> anyhow::Result<ClaimedExecution> {
+    let request = ClaimRequest {
+        worker_id: "bench".into(),
+        worker_instance: "bench-1".into(),
+        lanes: vec![DEFAULT_LANE.into()],
+        capabilities: Vec::new(),
+        limit: 1,
+        lease_ttl: Duration::from_secs(30),
+    };
+    loop {
+        let _ = tokio::time::timeout(Duration::from_secs(1), wake.changed()).await;
+        if let Some(claimed) = engine.claim(&request).await?.pop() {
+            return Ok(claimed);
+        }
+    }
+}
