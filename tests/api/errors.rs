@@ -308,6 +308,24 @@ async fn reads_reject_malformed_paths_and_queries() {
         ),
         (Method::GET, "/v1/components/nope".into(), 404, "not_found"),
         (Method::GET, "/v1/nothing-here".into(), 404, "not_found"),
+        (
+            Method::GET,
+            "/v1/events?after=-1".into(),
+            400,
+            "invalid_input",
+        ),
+        (
+            Method::GET,
+            "/v1/events?limit=0".into(),
+            400,
+            "invalid_input",
+        ),
+        (
+            Method::GET,
+            "/v1/events/stream?after=x".into(),
+            400,
+            "invalid_input",
+        ),
     ];
     for (method, path, status, kind) in cases {
         let got = server.call(&tenant, method.clone(), &path, None).await;

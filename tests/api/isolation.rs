@@ -146,6 +146,8 @@ async fn missing_or_invalid_keys_are_refused_on_every_tenant_route() {
         (Method::GET, "/v1/components/echo/versions/1".to_owned()),
         (Method::DELETE, "/v1/components/echo/versions/1".to_owned()),
         (Method::GET, "/v1/tenant".to_owned()),
+        (Method::GET, "/v1/events".to_owned()),
+        (Method::GET, "/v1/events/stream".to_owned()),
     ];
     let mut forged = tenant.token.clone();
     forged.replace_range(forged.len() - 4.., "0000");

@@ -462,19 +462,19 @@ async fn signals_over_http_resume_a_suspended_guest() {
     let id = submit_text(&server, &tenant, "testkit", "wait:approval").await;
     // Wait until it suspended; its waitpoint is then listed with its token.
     let token = loop {
-        let (status, list) = server
-            .call(
-                &tenant,
-                Method::GET,
-                &format!("/v1/executions/{id}/waitpoints"),
-                None,
-            )
-            .await;
-        assert_eq!(status, 200, "{list}");
         let (_, ex) = server
             .call(&tenant, Method::GET, &format!("/v1/executions/{id}"), None)
             .await;
         if ex["state"] == "suspended" {
+            let (status, list) = server
+                .call(
+                    &tenant,
+                    Method::GET,
+                    &format!("/v1/executions/{id}/waitpoints"),
+                    None,
+                )
+                .await;
+            assert_eq!(status, 200, "{list}");
             break list["items"][0]["token"].as_str().unwrap().to_owned();
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -523,4 +523,67 @@ async fn signals_over_http_resume_a_suspended_guest() {
     // The waitpoint closed with the resume.
     let (status, err) = send(Some(token), json!({ "name": "late" })).await;
     assert_eq!((status, err["kind"].as_str()), (409, Some("conflict")));
+}
+
+#[tokio::test]
+async fn completion_events_by_cursor_and_live() {
+    let (mut server, tenant) = setup().await;
+    let other = server.tenant("other").await;
+    server.upload(&other, "echo", "echo").await;
+    // Follow live from the start, before anything ends.
+    let live = server
+        .http
+        .get(server.url("/v1/events/stream"))
+        .bearer_auth(&tenant.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
+    server.start_workers(worker_config(2));
+    let mine: Vec<String> =
+        futures::future::join_all((0..3).map(|i| submit(&server, &tenant, "echo", json!(i)))).await;
+    let theirs = submit(&server, &other, "echo", json!("x")).await;
+    for id in &mine {
+        server.wait_terminal(&tenant, id).await;
+    }
+    server.wait_terminal(&other, &theirs).await;
+
+    let (status, page) = server.call(&tenant, Method::GET, "/v1/events", None).await;
+    assert_eq!(status, 200, "{page}");
+    let ids: Vec<_> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["execution_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 3, "only this tenant's: {page}");
+    assert!(mine.iter().all(|id| ids.contains(id)));
+    let first = page["items"][0]["event_id"].as_i64().unwrap();
+    let (_, rest) = server
+        .call(
+            &tenant,
+            Method::GET,
+            &format!("/v1/events?after={first}"),
+            None,
+        )
+        .await;
+    assert_eq!(rest["items"].as_array().unwrap().len(), 2);
+    assert_eq!(rest["next_cursor"], page["next_cursor"]);
+
+    // The live stream delivered the same three, in order.
+    use futures::StreamExt;
+    let mut body = live.bytes_stream();
+    let mut text = String::new();
+    while text.matches("event: completion").count() < 3 {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), body.next())
+            .await
+            .expect("live events within 10 s")
+            .unwrap()
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    for id in &ids {
+        assert!(text.contains(id.as_str()), "{text}");
+    }
+    assert!(!text.contains(&theirs), "another tenant's event leaked");
 }

@@ -11,6 +11,7 @@ mod admin;
 mod auth;
 mod components;
 pub mod error;
+mod events;
 mod executions;
 pub mod metrics;
 pub mod openapi;
@@ -108,6 +109,8 @@ pub fn router(engine: Engine, runtime: Arc<Runtime>, config: &ApiConfig) -> Rout
             "/components/{kind}/versions/{version}",
             get(components::get).delete(components::deprecate),
         )
+        .route("/events", get(events::list))
+        .route("/events/stream", get(events::follow))
         .route("/tenant", get(admin::whoami))
         .route(
             "/admin/tenants",

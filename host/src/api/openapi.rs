@@ -6,7 +6,7 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, components, executions, signals, streams};
+use super::{admin, components, events, executions, signals, streams};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -21,6 +21,7 @@ use super::{admin, components, executions, signals, streams};
         executions::result, executions::cancel, executions::priority, executions::replay,
         streams::frames, streams::follow,
         signals::deliver, signals::waitpoints, signals::resume,
+        events::list, events::follow,
         components::upload, components::list, components::versions, components::get,
         components::deprecate,
         admin::whoami, admin::create_tenant, admin::list_tenants, admin::set_limits,
@@ -28,7 +29,7 @@ use super::{admin, components, executions, signals, streams};
     ),
     modifiers(&Security),
     tags(
-        (name = "executions"), (name = "streams"), (name = "signals"), (name = "components"), (name = "tenant"),
+        (name = "executions"), (name = "streams"), (name = "signals"), (name = "events"), (name = "components"), (name = "tenant"),
         (name = "admin", description = "Operator routes; need the server's admin token."),
     )
 )]
