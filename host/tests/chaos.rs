@@ -1,0 +1,204 @@
+//! Chaos: worker processes are killed with SIGKILL at random moments while
+//! executions with retries, frames and suspensions run, and restarted. At the
+//! end every execution is terminal exactly once: none lost, no completion
+//! event or successful attempt written twice, frames dense within each attempt.
+//! Loopback only; stops by itself.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::time::Duration;
+
+use flowfabric::model::{NewExecution, NewSignal, PublicState};
+use flowfabric_tests::{guest, runtime, TestDb};
+use rand::Rng;
+
+const BIN: &str = env!("CARGO_BIN_EXE_flowfabric");
+const WORKERS: usize = 3;
+
+fn spawn_worker(db: &TestDb, cache: &std::path::Path) -> tokio::process::Child {
+    tokio::process::Command::new(BIN)
+        .args([
+            "worker",
+            "--slots",
+            "4",
+            "--lease-ttl-ms",
+            "1500",
+            "--cache-dir",
+        ])
+        .arg(cache)
+        .env("DATABASE_URL", &db.url)
+        // The same keys everywhere: a token minted by one worker verifies here.
+        .env(
+            "FLOWFABRIC_SIGNAL_KEYS",
+            format!("chaos={}", "k".repeat(32)),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start a worker")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_workers_lose_nothing_and_duplicate_nothing() {
+    let db = TestDb::new().await;
+    let engine = db.engine.clone().with_signal_keys(
+        flowfabric::engine::SignalKeys::parse(&format!("chaos={}", "k".repeat(32))).unwrap(),
+    );
+    let tenant = db.tenant("chaos").await;
+    for kind in ["echo", "testkit"] {
+        flowfabric::components::register(&engine, &runtime(), tenant, kind, &guest(kind))
+            .await
+            .unwrap();
+    }
+    // Long frame writers keep workers busy, so kills land mid-attempt.
+    let inputs = [
+        "frames:150",
+        "fail-until:2",
+        "wait:go",
+        "frames:5",
+        "echo:plain",
+    ];
+    let mut batch = Vec::new();
+    for i in 0..300 {
+        let mut new = NewExecution::new("testkit", inputs[i % inputs.len()].as_bytes().to_vec());
+        new.policy.retry.max_retries = 5;
+        new.policy.retry.backoff = flowfabric::model::Backoff::Fixed { delay_ms: 50 };
+        batch.push(new);
+    }
+    let ids: Vec<_> = engine
+        .create_batch(tenant, &batch)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.execution_id)
+        .collect();
+
+    let cache = std::env::temp_dir().join(format!("ff-chaos-{}", uuid::Uuid::now_v7().simple()));
+    let mut workers: Vec<_> = (0..WORKERS).map(|_| spawn_worker(&db, &cache)).collect();
+    let mut kills = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        // Signal whatever waits; killing and restarting a random worker.
+        for waitpoint in suspended_tokens(&engine, tenant, &ids).await {
+            let signal = NewSignal {
+                name: "go".into(),
+                payload: b"1".to_vec(),
+                idempotency_key: Some(format!("go-{waitpoint}")),
+            };
+            let _ = engine.deliver_signal(&waitpoint, signal).await;
+        }
+        let terminal = terminal_count(&engine, tenant, &ids).await;
+        if terminal == ids.len() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {terminal} of {} terminal after 180 s and {kills} kills",
+            ids.len()
+        );
+        let pause = rand::rng().random_range(100..400);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        if kills < 30 {
+            let victim = rand::rng().random_range(0..WORKERS);
+            workers[victim].start_kill().unwrap();
+            let _ = workers[victim].wait().await;
+            workers[victim] = spawn_worker(&db, &cache);
+            kills += 1;
+        }
+    }
+    for mut w in workers {
+        let _ = w.start_kill();
+        let _ = w.wait().await;
+    }
+    let _ = std::fs::remove_dir_all(&cache);
+
+    // Every execution ended the way its input says, exactly once.
+    for id in &ids {
+        let ex = engine.get(tenant, *id).await.unwrap();
+        assert_eq!(
+            ex.state,
+            PublicState::Completed,
+            "{id}: {:?}",
+            ex.last_failure
+        );
+    }
+    let events: HashMap<uuid::Uuid, i64> = sqlx::query_as(
+        "SELECT execution_id, count(*) FROM completion_events GROUP BY execution_id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    assert_eq!(
+        events.len(),
+        ids.len(),
+        "one completion event per execution"
+    );
+    assert!(
+        events.values().all(|&n| n == 1),
+        "duplicated events: {events:?}"
+    );
+    let succeeded: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM attempts WHERE state = 'succeeded'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(succeeded, ids.len() as i64, "one successful attempt each");
+    // Frames are dense 1..n within every attempt.
+    let gaps: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT execution_id, attempt_index, max(seq) AS top, count(*) AS n \
+         FROM frames GROUP BY 1, 2) f WHERE top <> n",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(gaps, 0, "frame sequences have gaps or duplicates");
+    let reclaimed: i64 =
+        sqlx::query_scalar("SELECT coalesce(sum(reclaim_count), 0)::int8 FROM executions")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    // The kills did interrupt running attempts (busy workers, four slots each).
+    assert!(reclaimed > 0, "no attempt was interrupted by {kills} kills");
+    eprintln!(
+        "chaos: {} executions, {kills} SIGKILLs, {reclaimed} attempts reclaimed, lost 0, \
+         duplicated 0",
+        ids.len()
+    );
+}
+
+async fn terminal_count(
+    engine: &flowfabric::Engine,
+    tenant: uuid::Uuid,
+    ids: &[uuid::Uuid],
+) -> usize {
+    let mut n = 0;
+    for id in ids {
+        if engine.get(tenant, *id).await.unwrap().state.is_terminal() {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Tokens of the open waitpoints of suspended executions.
+async fn suspended_tokens(
+    engine: &flowfabric::Engine,
+    tenant: uuid::Uuid,
+    ids: &[uuid::Uuid],
+) -> Vec<String> {
+    let mut tokens = Vec::new();
+    for id in ids {
+        if engine.get(tenant, *id).await.unwrap().state != PublicState::Suspended {
+            continue;
+        }
+        for w in engine.list_waitpoints(tenant, *id).await.unwrap() {
+            if w.waitpoint.state != "closed" {
+                tokens.push(w.token);
+            }
+        }
+    }
+    tokens
+}
