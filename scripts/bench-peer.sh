@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Peer benchmark: flowfabric's engine against graphile-worker (npm), the same
+# number of no-op jobs on the same throwaway Postgres, in one run. Prints both
+# and the ratio; writes bench-results/peer.json.
+#   scripts/bench-peer.sh [jobs] [workers]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+jobs=${1:-5000}
+workers=${2:-4}
+source scripts/prerequisites.sh
+command -v npm >/dev/null || { echo "bench-peer: needs node and npm" >&2; exit 1; }
+(cd benches/peer && npm ci --silent --no-audit --no-fund)
+cargo build --quiet --release -p flowfabric
+bin="${CARGO_TARGET_DIR:-target}/release/flowfabric"
+url=$(scripts/throwaway-postgres.sh 2>/tmp/flowfabric-peer-pg.txt)
+dir=$(sed -n 's/^cluster dir: \([^ ]*\).*/\1/p' /tmp/flowfabric-peer-pg.txt)
+trap 'scripts/throwaway-postgres.sh stop "$dir"' EXIT
+mkdir -p bench-results
+"$bin" bench engine --database-url "$url" --executions "$jobs" --workers "$workers" \
+  --batch 1,100 --json-out bench-results/engine.json
+peer_db="${url%/postgres}/graphile"
+/usr/lib/postgresql/15/bin/psql -q "$url" -c "CREATE DATABASE graphile"
+node benches/peer/graphile.mjs "$peer_db" "$jobs" "$workers" > bench-results/graphile.json
+python3 - "$jobs" "$workers" <<'PY'
+import json, sys
+engine = json.load(open("bench-results/engine.json"))
+peer = json.load(open("bench-results/graphile.json"))
+rows = []
+print(f"\n{sys.argv[1]} no-op jobs, {sys.argv[2]} workers; claim + complete per second")
+print(f"{'system':<34} {'per s':>10} {'vs graphile':>12}")
+print(f"{'graphile-worker (concurrency ' + sys.argv[2] + ')':<34} {peer['process_per_s']:>10.0f} {1.0:>12.2f}")
+for r in engine:
+    if r["path"] != "engine":
+        continue
+    ratio = r["process_per_s"] / peer["process_per_s"]
+    name = f"flowfabric engine, claim batch {r['batch']}"
+    print(f"{name:<34} {r['process_per_s']:>10.0f} {ratio:>12.2f}")
+    rows.append({"batch": r["batch"], "flowfabric_per_s": r["process_per_s"], "ratio": ratio})
+json.dump({"graphile": peer, "flowfabric": rows}, open("bench-results/peer.json", "w"), indent=2)
+PY
