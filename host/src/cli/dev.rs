@@ -1,13 +1,14 @@
 //! `flowfabric dev`: the product end to end in one command. Uploads the example
-//! guests, submits a handful of executions (a retry and a timeout among them),
-//! runs them on an in-process worker pool and prints what happened.
+//! guests, submits a handful of executions (a retry, a timeout and a suspension
+//! resumed by a signal among them), runs them on an in-process worker pool and
+//! prints what happened.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use flowfabric::engine::{Engine, ScannerConfig, Scanners};
-use flowfabric::model::{Backoff, Execution, NewExecution};
+use flowfabric::model::{Backoff, Execution, NewExecution, NewSignal, PublicState};
 use flowfabric::worker::WorkerPool;
 
 use super::{connect, WorkerArgs};
@@ -55,6 +56,12 @@ const DEMO: &[(&str, &str, u32, &str)] = &[
         "open:/etc/passwd",
         0,
         "tries to read a host file",
+    ),
+    (
+        "testkit",
+        "wait:approval",
+        0,
+        "suspends on a waitpoint; the demo signals it and it resumes",
     ),
 ];
 
@@ -134,11 +141,12 @@ pub async fn run(mut args: Dev) -> anyhow::Result<()> {
             let list: Vec<String> = frames
                 .iter()
                 .map(|f| {
-                    format!(
-                        "{}={}",
-                        f.frame_type,
-                        String::from_utf8_lossy(&f.payload).trim_end()
-                    )
+                    let text = String::from_utf8_lossy(&f.payload);
+                    let text = text.trim_end();
+                    match text.char_indices().nth(48) {
+                        Some((cut, _)) => format!("{}={}…", f.frame_type, &text[..cut]),
+                        None => format!("{}={text}", f.frame_type),
+                    }
                 })
                 .collect();
             println!("{:<28} frames: {}", "", list.join(", "));
@@ -156,7 +164,11 @@ async fn wait_all(
     loop {
         let mut all = Vec::with_capacity(ids.len());
         for id in ids {
-            all.push(engine.get(tenant, *id).await?);
+            let execution = engine.get(tenant, *id).await?;
+            if execution.state == PublicState::Suspended {
+                signal_open_waitpoints(engine, tenant, *id).await?;
+            }
+            all.push(execution);
         }
         if all.iter().all(|e| e.state.is_terminal()) {
             return Ok(all);
@@ -167,6 +179,26 @@ async fn wait_all(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Play the external system: signal every open waitpoint with its token.
+async fn signal_open_waitpoints(
+    engine: &Engine,
+    tenant: uuid::Uuid,
+    id: uuid::Uuid,
+) -> anyhow::Result<()> {
+    for w in engine.list_waitpoints(tenant, id).await? {
+        if w.waitpoint.state == "closed" {
+            continue;
+        }
+        let signal = NewSignal {
+            name: "approve".into(),
+            payload: b"yes".to_vec(),
+            idempotency_key: Some(format!("demo-{}", w.waitpoint.waitpoint_id)),
+        };
+        engine.deliver_signal(&w.token, signal).await?;
+    }
+    Ok(())
 }
 
 fn first_line(s: &str) -> &str {
