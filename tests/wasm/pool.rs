@@ -148,3 +148,61 @@ async fn an_unknown_kind_fails_permanently() {
     );
     pool.shutdown().await;
 }
+
+/// Kill the backend's LISTEN connection from the server side, as a network
+/// cut or a restarted pooler would.
+async fn kill_listener(env: &Env) -> u64 {
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND query LIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+    )
+    .execute(&env.db.pool)
+    .await
+    .unwrap()
+    .rows_affected()
+}
+
+#[tokio::test]
+async fn work_keeps_flowing_when_the_notify_connection_is_cut() {
+    let env = Env::new().await;
+    let mut slow_poll = config(2);
+    slow_poll.poll_interval = Duration::from_secs(2);
+    let pool = env.pool(slow_poll);
+    let first = env.submit("echo", "before", 0).await;
+    assert_eq!(env.wait_terminal(first).await.state, PublicState::Completed);
+    assert!(
+        kill_listener(&env).await >= 1,
+        "a LISTEN connection existed"
+    );
+
+    // Work submitted while the listener is gone still runs (polling), and the
+    // listener reconnects by itself.
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(env.submit("echo", &i.to_string(), 0).await);
+    }
+    for id in &ids {
+        assert_eq!(env.wait_terminal(*id).await.state, PublicState::Completed);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let listening: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+        )
+        .fetch_one(&env.db.pool)
+        .await
+        .unwrap();
+        if listening >= 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the listener never reconnected"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = env.submit("echo", "after", 0).await;
+    assert_eq!(env.wait_terminal(after).await.state, PublicState::Completed);
+    pool.shutdown().await;
+}
