@@ -22,19 +22,7 @@ pub async fn setup() -> (TestServer, ApiTenant) {
 }
 
 pub async fn submit(server: &TestServer, tenant: &ApiTenant, kind: &str, input: Value) -> String {
-    let (status, body) = server
-        .call(
-            tenant,
-            Method::POST,
-            "/v1/executions",
-            Some(json!({ "kind": kind, "input": input })),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    body["execution_id"]
-        .as_str()
-        .expect("execution id")
-        .to_owned()
+    create(server, tenant, json!({ "kind": kind, "input": input })).await
 }
 
 /// Submit with raw text as the input (the testkit guest reads commands as text).
@@ -46,13 +34,18 @@ pub async fn submit_text(
 ) -> String {
     use base64::Engine as _;
     let encoded = base64::engine::general_purpose::STANDARD.encode(text);
+    create(
+        server,
+        tenant,
+        json!({ "kind": kind, "input_base64": encoded }),
+    )
+    .await
+}
+
+/// `POST /v1/executions`, which must create; returns the new id.
+async fn create(server: &TestServer, tenant: &ApiTenant, body: Value) -> String {
     let (status, body) = server
-        .call(
-            tenant,
-            Method::POST,
-            "/v1/executions",
-            Some(json!({ "kind": kind, "input_base64": encoded })),
-        )
+        .call(tenant, Method::POST, "/v1/executions", Some(body))
         .await;
     assert_eq!(status, 201, "{body}");
     body["execution_id"]

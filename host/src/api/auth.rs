@@ -10,10 +10,10 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
 use super::AppState;
+use crate::engine::secret_matches;
 use crate::model::TenantId;
 
 /// An authenticated tenant.
@@ -71,8 +71,7 @@ impl FromRequestParts<Arc<AppState>> for Admin {
                 "admin routes are disabled: the server has no admin token configured",
             ));
         };
-        let presented = Sha256::digest(bearer(parts)?.as_bytes());
-        if bool::from(presented.as_slice().ct_eq(expected)) {
+        if secret_matches(bearer(parts)?, expected) {
             Ok(Admin)
         } else {
             Err(unauthenticated("invalid admin token"))

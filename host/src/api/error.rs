@@ -62,10 +62,6 @@ impl ApiError {
         self.body.error = format!("{prefix}: {}", self.body.error);
         self
     }
-
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
 }
 
 impl From<EngineError> for ApiError {
@@ -195,3 +191,12 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// A page size from a query: 1 to 1000, 100 when absent.
+pub fn page_limit(limit: Option<u32>) -> ApiResult<u32> {
+    let limit = limit.unwrap_or(100);
+    if !(1..=1_000).contains(&limit) {
+        return Err(ApiError::invalid("limit: must be 1 to 1000"));
+    }
+    Ok(limit)
+}

@@ -7,21 +7,18 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::State;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::{Event, Sse};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Caller;
-use super::error::{ApiError, ApiResult, ErrorBody, Json, Query};
-use super::AppState;
+use super::error::{page_limit, ApiError, ApiResult, ErrorBody, Json, Query};
+use super::{live, AppState};
 use crate::model::{CompletionEvent, ExecutionUpdate, TenantId};
-
-const FALLBACK_POLL: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -42,10 +39,7 @@ pub struct EventPage {
 }
 
 fn checked(query: &EventsQuery) -> ApiResult<(i64, u32)> {
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=1_000).contains(&limit) {
-        return Err(ApiError::invalid("limit: must be 1 to 1000"));
-    }
+    let limit = page_limit(query.limit)?;
     let after = query.after.unwrap_or(0);
     if after < 0 {
         return Err(ApiError::invalid("after: must not be negative"));
@@ -91,12 +85,10 @@ pub async fn follow(
             .map_err(|_| ApiError::invalid("last-event-id: expected an event id"))?;
     }
     let updates = state.engine.updates().await?;
-    let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(forward(state.clone(), caller.tenant, after, updates, tx));
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|event| (Ok(event), rx))
-    });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    let state = state.clone();
+    Ok(live::sse(move |tx| {
+        forward(state, caller.tenant, after, updates, tx)
+    }))
 }
 
 async fn forward(
@@ -123,21 +115,8 @@ async fn forward(
             }
             Err(e) => tracing::warn!(error = %e, "reading completion events for a subscriber"),
         }
-        tokio::select! {
-            _ = tx.closed() => return,
-            _ = woken_for(&mut updates, tenant) => {}
-            _ = tokio::time::sleep(FALLBACK_POLL) => {}
-        }
-    }
-}
-
-async fn woken_for(updates: &mut broadcast::Receiver<ExecutionUpdate>, tenant: TenantId) {
-    loop {
-        match updates.recv().await {
-            Ok(u) if u.tenant_id == tenant => return,
-            Ok(_) => {}
-            Err(broadcast::error::RecvError::Lagged(_)) => return,
-            Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+        if !live::wait(&mut updates, &tx, |u| u.tenant_id == tenant).await {
+            return;
         }
     }
 }

@@ -14,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::auth::Caller;
-use super::error::{ApiResult, ErrorBody, Json, Path, Query, RawBody};
+use super::error::{page_limit, ApiResult, ErrorBody, Json, Path, Query, RawBody};
 use super::payload::{decode_input, Payload};
 use super::AppState;
 use crate::model::{
@@ -158,10 +158,7 @@ pub async fn list(
     caller: Caller,
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Json<ExecutionPage>> {
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=1_000).contains(&limit) {
-        return Err(super::error::ApiError::invalid("limit: must be 1 to 1000"));
-    }
+    let limit = page_limit(query.limit)?;
     let tag = match query.tag {
         None => None,
         Some(tag) => Some(

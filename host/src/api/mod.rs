@@ -13,6 +13,7 @@ mod components;
 pub mod error;
 mod events;
 mod executions;
+mod live;
 pub mod metrics;
 pub mod openapi;
 mod payload;

@@ -8,11 +8,10 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::{Event, Sse};
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
@@ -21,15 +20,13 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::auth::Caller;
-use super::error::{ApiError, ApiResult, ErrorBody, Json, Path, Query};
+use super::error::{page_limit, ApiError, ApiResult, ErrorBody, Json, Path, Query};
 use super::executions::result_of;
 use super::payload::Payload;
-use super::AppState;
+use super::{live, AppState};
 use crate::engine::Engine;
-use crate::model::{ExecutionUpdate, Frame, PublicState, StreamMode, TenantId};
+use crate::model::{ExecutionState, ExecutionUpdate, Frame, StreamMode, TenantId};
 
-/// How often a follower re-reads without a wake-up.
-const FALLBACK_POLL: Duration = Duration::from_secs(2);
 const PAGE: u32 = 500;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -84,12 +81,9 @@ pub async fn frames(
     Path((id, attempt)): Path<(Uuid, i32)>,
     Query(query): Query<FramesQuery>,
 ) -> ApiResult<Json<FramePage>> {
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=1_000).contains(&limit) {
-        return Err(ApiError::invalid("limit: must be 1 to 1000"));
-    }
+    let limit = page_limit(query.limit)?;
     // Not found unless the caller owns the execution.
-    state.engine.get(caller.tenant, id).await?;
+    state.engine.state(caller.tenant, id).await?;
     let frames = state
         .engine
         .read_frames(caller.tenant, id, attempt, query.after.unwrap_or(0), limit)
@@ -142,20 +136,18 @@ pub async fn follow(
     };
     // Subscribe before the first read, so nothing written in between is missed.
     let updates = state.engine.updates().await?;
-    state.engine.get(caller.tenant, id).await?;
-    let (tx, rx) = mpsc::channel(64);
-    let follower = Follower {
-        engine: state.engine.clone(),
-        tenant: caller.tenant,
-        id,
-        cursor,
-        tx,
-    };
-    tokio::spawn(follower.run(updates));
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|event| (Ok(event), rx))
-    });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    state.engine.state(caller.tenant, id).await?;
+    let engine = state.engine.clone();
+    Ok(live::sse(move |tx| {
+        let follower = Follower {
+            engine,
+            tenant: caller.tenant,
+            id,
+            cursor,
+            tx,
+        };
+        follower.run(updates)
+    }))
 }
 
 /// Position in an execution's stream: the last frame sent.
@@ -188,42 +180,42 @@ struct Gone;
 
 impl Follower {
     async fn run(mut self, mut updates: broadcast::Receiver<ExecutionUpdate>) {
-        let mut last_state: Option<(PublicState, i32)> = None;
+        let mut last_state: Option<ExecutionState> = None;
         loop {
             match self.step(&mut last_state).await {
                 Ok(true) | Err(Gone) => return,
                 Ok(false) => {}
             }
-            tokio::select! {
-                _ = self.tx.closed() => return,
-                _ = wait_for(&mut updates, self.tenant, self.id) => {}
-                _ = tokio::time::sleep(FALLBACK_POLL) => {}
+            let (tenant, id) = (self.tenant, self.id);
+            let ours = |u: &ExecutionUpdate| u.tenant_id == tenant && u.execution_id == id;
+            if !live::wait(&mut updates, &self.tx, ours).await {
+                return;
             }
         }
     }
 
-    /// Send what is new; `Ok(true)` once the execution has ended.
-    async fn step(&mut self, last_state: &mut Option<(PublicState, i32)>) -> Result<bool, Gone> {
-        let execution = match self.engine.get(self.tenant, self.id).await {
-            Ok(e) => e,
-            Err(e) => {
-                let body = serde_json::json!({ "error": e.to_string(), "kind": e.kind() });
-                self.send(Event::default().event("error").json_data(body))
-                    .await?;
-                return Ok(true);
-            }
+    /// Send what is new; `Ok(true)` once the execution has ended. Each wake-up
+    /// reads the state alone; the full row (with the result) only at the end.
+    async fn step(&mut self, last_state: &mut Option<ExecutionState>) -> Result<bool, Gone> {
+        let current = match self.engine.state(self.tenant, self.id).await {
+            Ok(s) => s,
+            Err(e) => return self.send_error(e).await,
         };
-        let now = (execution.state, execution.attempt_index);
-        if *last_state != Some(now) {
-            *last_state = Some(now);
-            let body = serde_json::json!({ "state": now.0, "attempt": now.1 });
+        if *last_state != Some(current) {
+            *last_state = Some(current);
+            let body =
+                serde_json::json!({ "state": current.state, "attempt": current.attempt_index });
             self.send(Event::default().event("state").json_data(body))
                 .await?;
         }
         // Terminal executions take no more frames, so reading after the state
         // read cannot miss any.
-        self.send_frames_through(execution.attempt_index).await?;
-        if execution.state.is_terminal() {
+        self.send_frames_through(current.attempt_index).await?;
+        if current.state.is_terminal() {
+            let execution = match self.engine.get(self.tenant, self.id).await {
+                Ok(e) => e,
+                Err(e) => return self.send_error(e).await,
+            };
             self.send(
                 Event::default()
                     .event("end")
@@ -277,24 +269,16 @@ impl Follower {
         Ok(())
     }
 
+    /// Report a failed read to the client and end the stream.
+    async fn send_error(&self, e: crate::error::EngineError) -> Result<bool, Gone> {
+        let body = serde_json::json!({ "error": e.to_string(), "kind": e.kind() });
+        self.send(Event::default().event("error").json_data(body))
+            .await?;
+        Ok(true)
+    }
+
     async fn send(&self, event: Result<Event, axum::Error>) -> Result<(), Gone> {
         let event = event.expect("stream events serialise to JSON");
         self.tx.send(event).await.map_err(|_| Gone)
-    }
-}
-
-/// Until an update for this execution arrives (or updates were lost, which
-/// might have included one).
-async fn wait_for(updates: &mut broadcast::Receiver<ExecutionUpdate>, tenant: TenantId, id: Uuid) {
-    loop {
-        match updates.recv().await {
-            Ok(u) if u.tenant_id == tenant && u.execution_id == id => return,
-            Ok(_) => {}
-            Err(broadcast::error::RecvError::Lagged(_)) => return,
-            Err(broadcast::error::RecvError::Closed) => {
-                // No more wake-ups: fall back to polling alone.
-                std::future::pending::<()>().await;
-            }
-        }
     }
 }

@@ -19,9 +19,9 @@ use tokio::sync::{broadcast, watch};
 use crate::error::Result;
 use crate::model::{
     ApiKey, ClaimRequest, ClaimedExecution, CompletionEvent, ComponentVersion, Created, Execution,
-    ExecutionFilter, ExecutionId, ExecutionUpdate, FailOutcome, Failure, Frame, LeaseHandle,
-    NewExecution, NewSignal, Signal, SignalOutcome, StoredApiKey, StreamMode, SuspendOutcome,
-    Suspension, Tenant, TenantId, TenantLimits, Waitpoint,
+    ExecutionFilter, ExecutionId, ExecutionState, ExecutionUpdate, FailOutcome, Failure, Frame,
+    LeaseHandle, NewExecution, NewSignal, Signal, SignalOutcome, StoredApiKey, StreamMode,
+    SuspendOutcome, Suspension, Tenant, TenantId, TenantLimits, Waitpoint,
 };
 
 #[async_trait]
@@ -33,6 +33,13 @@ pub trait Backend: Send + Sync + 'static {
     async fn list_tenants(&self) -> Result<Vec<Tenant>>;
     async fn get_tenant(&self, tenant: TenantId) -> Result<Tenant>;
     async fn set_tenant_limits(&self, tenant: TenantId, limits: &TenantLimits) -> Result<Tenant>;
+    /// What creating executions needs to know, in one read: the tenant's
+    /// limits, and which of `kinds` have no runnable component.
+    async fn admission(
+        &self,
+        tenant: TenantId,
+        kinds: &[&str],
+    ) -> Result<(TenantLimits, Vec<String>)>;
 
     /// Store a key; only the hash of its secret is kept.
     async fn create_api_key(
@@ -59,6 +66,8 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<Vec<Created>>;
 
     async fn get_execution(&self, tenant: TenantId, id: ExecutionId) -> Result<Execution>;
+    /// State and attempt only: cheap enough to poll (no input or result bytes).
+    async fn execution_state(&self, tenant: TenantId, id: ExecutionId) -> Result<ExecutionState>;
     async fn list_executions(
         &self,
         tenant: TenantId,

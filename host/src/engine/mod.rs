@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 pub use scanners::{ScannerConfig, Scanners};
 pub use signals::{SignalKeys, WaitpointWithToken};
-pub use tenancy::IssuedKey;
+pub use tenancy::{secret_matches, IssuedKey};
 
 use crate::backend::Backend;
 use crate::error::{EngineError, Result};
@@ -110,7 +110,15 @@ impl Engine {
                 format!("must hold 1 to {} executions", self.limits.max_batch),
             ));
         }
-        let limits = self.backend.get_tenant(tenant).await?.limits;
+        // One read for the tenant's limits and the kinds it cannot run yet.
+        let kinds: Vec<&str> = if self.limits.require_component {
+            let distinct: std::collections::BTreeSet<&str> =
+                batch.iter().map(|n| n.kind.as_str()).collect();
+            distinct.into_iter().collect()
+        } else {
+            Vec::new()
+        };
+        let (limits, missing_kinds) = self.backend.admission(tenant, &kinds).await?;
         let max_input = tighter(self.limits.max_input_bytes, limits.max_input_bytes);
         let mut keys = std::collections::HashSet::new();
         for (i, new) in batch.iter().enumerate() {
@@ -125,8 +133,11 @@ impl Engine {
                 }
             }
         }
-        if self.limits.require_component {
-            self.check_kinds_runnable(tenant, batch).await?;
+        if let Some(kind) = missing_kinds.first() {
+            return Err(EngineError::invalid(
+                "kind",
+                format!("`{kind}` has no component: upload one first"),
+            ));
         }
         let max_queued = match (limits.max_queued, self.limits.max_queued) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -135,20 +146,6 @@ impl Engine {
         self.backend
             .create_executions(tenant, batch, max_queued)
             .await
-    }
-
-    async fn check_kinds_runnable(&self, tenant: TenantId, batch: &[NewExecution]) -> Result<()> {
-        let kinds: std::collections::BTreeSet<&str> =
-            batch.iter().map(|n| n.kind.as_str()).collect();
-        for kind in kinds {
-            if self.backend.latest_component(tenant, kind).await?.is_none() {
-                return Err(EngineError::invalid(
-                    "kind",
-                    format!("`{kind}` has no component: upload one first"),
-                ));
-            }
-        }
-        Ok(())
     }
 
     fn check_new(&self, new: &NewExecution, max_input: usize) -> Result<()> {
@@ -215,6 +212,15 @@ impl Engine {
 
     pub async fn get(&self, tenant: TenantId, id: ExecutionId) -> Result<Execution> {
         self.backend.get_execution(tenant, id).await
+    }
+
+    /// State and attempt, without payloads (also: does the tenant own it).
+    pub async fn state(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+    ) -> Result<crate::model::ExecutionState> {
+        self.backend.execution_state(tenant, id).await
     }
 
     pub async fn list(

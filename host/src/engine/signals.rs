@@ -281,7 +281,7 @@ impl Engine {
         tenant: TenantId,
         id: ExecutionId,
     ) -> Result<Vec<WaitpointWithToken>> {
-        self.backend.get_execution(tenant, id).await?;
+        self.backend.execution_state(tenant, id).await?;
         let waitpoints = self.backend.list_waitpoints(tenant, id).await?;
         Ok(waitpoints
             .into_iter()

@@ -108,13 +108,20 @@ impl Engine {
         let Some(stored) = self.backend.find_api_key(key_id).await? else {
             return Err(denied);
         };
-        let presented = Sha256::digest(secret.as_bytes());
-        let matches: bool = presented.as_slice().ct_eq(&stored.secret_sha256).into();
-        if !matches || stored.key.revoked_at.is_some() {
+        if !secret_matches(secret, &stored.secret_sha256) || stored.key.revoked_at.is_some() {
             return Err(denied);
         }
         Ok(stored.key.tenant_id)
     }
+}
+
+/// Whether `secret` hashes to `sha256`, compared in constant time (for API
+/// keys and the admin token alike).
+pub fn secret_matches(secret: &str, sha256: &[u8]) -> bool {
+    Sha256::digest(secret.as_bytes())
+        .as_slice()
+        .ct_eq(sha256)
+        .into()
 }
 
 fn parse_token(token: &str) -> Option<(Uuid, &str)> {

@@ -122,6 +122,14 @@ pub struct Execution {
     pub progress_message: Option<String>,
 }
 
+/// Where an execution stands, without its payloads: what watchers poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecutionState {
+    pub state: PublicState,
+    /// The current (or last) attempt; 0 before the first claim.
+    pub attempt_index: i32,
+}
+
 /// Why an attempt failed, as recorded on the attempt and the execution.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Failure {

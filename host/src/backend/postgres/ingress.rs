@@ -8,8 +8,8 @@ use std::sync::LazyLock;
 use super::rows::{col, completion_outbox, execution, unknown_tenant_or, EXECUTION_COLUMNS};
 use crate::error::{EngineError, Result};
 use crate::model::{
-    CompletionEvent, Created, Execution, ExecutionFilter, ExecutionId, NewExecution, PublicState,
-    TenantId, DEFAULT_DEDUP_WINDOW_MS, DEFAULT_MAX_REPLAYS,
+    CompletionEvent, Created, Execution, ExecutionFilter, ExecutionId, ExecutionState,
+    NewExecution, PublicState, TenantId, DEFAULT_DEDUP_WINDOW_MS, DEFAULT_MAX_REPLAYS,
 };
 
 /// All rows go in through `unnest`, so a batch of 100 is one statement. A key
@@ -192,6 +192,27 @@ pub(super) async fn get_execution(
         .map_err(EngineError::storage("get execution"))?
         .ok_or_else(|| not_found(id))?;
     execution(&row)
+}
+
+pub(super) async fn execution_state(
+    pool: &PgPool,
+    tenant: TenantId,
+    id: ExecutionId,
+) -> Result<ExecutionState> {
+    let (state, attempt_index): (String, i32) = sqlx::query_as(
+        "SELECT public_state, attempt_index FROM executions \
+         WHERE tenant_id = $1 AND execution_id = $2",
+    )
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .map_err(EngineError::storage("get execution state"))?
+    .ok_or_else(|| not_found(id))?;
+    Ok(ExecutionState {
+        state: super::rows::parse(&state)?,
+        attempt_index,
+    })
 }
 
 fn not_found(id: ExecutionId) -> EngineError {

@@ -44,9 +44,9 @@ use super::Backend;
 use crate::error::{EngineError, Result};
 use crate::model::{
     ApiKey, ClaimRequest, ClaimedExecution, CompletionEvent, ComponentVersion, Created, Execution,
-    ExecutionFilter, ExecutionId, ExecutionUpdate, FailOutcome, Failure, Frame, LeaseHandle,
-    NewExecution, NewSignal, Signal, SignalOutcome, StoredApiKey, StreamMode, SuspendOutcome,
-    Suspension, Tenant, TenantId, TenantLimits, Waitpoint,
+    ExecutionFilter, ExecutionId, ExecutionState, ExecutionUpdate, FailOutcome, Failure, Frame,
+    LeaseHandle, NewExecution, NewSignal, Signal, SignalOutcome, StoredApiKey, StreamMode,
+    SuspendOutcome, Suspension, Tenant, TenantId, TenantLimits, Waitpoint,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
@@ -124,6 +124,14 @@ impl Backend for PgBackend {
         tenancy::set_tenant_limits(&self.pool, tenant, limits).await
     }
 
+    async fn admission(
+        &self,
+        tenant: TenantId,
+        kinds: &[&str],
+    ) -> Result<(TenantLimits, Vec<String>)> {
+        tenancy::admission(&self.pool, tenant, kinds).await
+    }
+
     async fn create_api_key(
         &self,
         tenant: TenantId,
@@ -157,6 +165,10 @@ impl Backend for PgBackend {
 
     async fn get_execution(&self, tenant: TenantId, id: ExecutionId) -> Result<Execution> {
         ingress::get_execution(&self.pool, tenant, id).await
+    }
+
+    async fn execution_state(&self, tenant: TenantId, id: ExecutionId) -> Result<ExecutionState> {
+        ingress::execution_state(&self.pool, tenant, id).await
     }
 
     async fn list_executions(

@@ -47,6 +47,30 @@ pub(super) async fn get_tenant(pool: &PgPool, id: TenantId) -> Result<Tenant> {
     tenant(&row)
 }
 
+/// The tenant's limits and the kinds among `kinds` without a non-deprecated
+/// component (each a probe of the components primary key).
+pub(super) async fn admission(
+    pool: &PgPool,
+    id: TenantId,
+    kinds: &[&str],
+) -> Result<(TenantLimits, Vec<String>)> {
+    let row = sqlx::query(&format!(
+        "SELECT {TENANT_COLUMNS}, ARRAY( \
+             SELECT k FROM unnest($2::text[]) AS k WHERE NOT EXISTS ( \
+                 SELECT 1 FROM components c \
+                 WHERE c.tenant_id = t.tenant_id AND c.kind = k AND NOT c.deprecated)) \
+             AS missing_kinds \
+         FROM tenants t WHERE tenant_id = $1"
+    ))
+    .bind(id)
+    .bind(kinds)
+    .fetch_optional(pool)
+    .await
+    .map_err(EngineError::storage("admission"))?
+    .ok_or_else(|| unknown_tenant(id))?;
+    Ok((tenant(&row)?.limits, col(&row, "missing_kinds")?))
+}
+
 pub(super) async fn set_tenant_limits(
     pool: &PgPool,
     id: TenantId,

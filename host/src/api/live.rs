@@ -1,0 +1,63 @@
+//! What the live (Server-Sent Events) routes share: a task that feeds events
+//! through a channel to the response, and sleeping between reads until the
+//! backend's shared update broadcast names something the task watches, or a
+//! slow poll passes (a notification lost with a connection is not replayed).
+//! A waiting task holds no database connection.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::time::Duration;
+
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::Stream;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::model::ExecutionUpdate;
+
+/// How often a live task re-reads without a wake-up.
+const FALLBACK_POLL: Duration = Duration::from_secs(2);
+
+/// A response streaming what `feed` sends; `feed` runs as its own task and
+/// sees its sender closed once the client goes away.
+pub fn sse<F, Fut>(feed: F) -> Sse<impl Stream<Item = Result<Event, Infallible>>>
+where
+    F: FnOnce(mpsc::Sender<Event>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(feed(tx));
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|event| (Ok(event), rx))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// Sleep until an update `watched` accepts arrives or the poll interval
+/// passes (`true`: read again), or the client is gone (`false`: stop).
+pub async fn wait(
+    updates: &mut broadcast::Receiver<ExecutionUpdate>,
+    tx: &mpsc::Sender<Event>,
+    watched: impl Fn(&ExecutionUpdate) -> bool,
+) -> bool {
+    tokio::select! {
+        _ = tx.closed() => false,
+        _ = next_update(updates, watched) => true,
+        _ = tokio::time::sleep(FALLBACK_POLL) => true,
+    }
+}
+
+async fn next_update(
+    updates: &mut broadcast::Receiver<ExecutionUpdate>,
+    watched: impl Fn(&ExecutionUpdate) -> bool,
+) {
+    loop {
+        match updates.recv().await {
+            Ok(u) if watched(&u) => return,
+            Ok(_) => {}
+            // Updates were dropped, one of them perhaps ours: read again.
+            Err(broadcast::error::RecvError::Lagged(_)) => return,
+            // No more wake-ups: polling alone from now on.
+            Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+        }
+    }
+}
