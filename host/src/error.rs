@@ -66,6 +66,12 @@ pub enum EngineError {
     #[error("conflict: {0}")]
     Conflict(String),
 
+    /// A flow graph change was refused: `kind` says why (`cycle_detected`,
+    /// `dependency_exists`, `member_exists`, `member_started`,
+    /// `graph_revision_conflict`, `flow_cancelled`).
+    #[error("{message}")]
+    Graph { kind: &'static str, message: String },
+
     /// Uploaded bytes are not a component implementing the task world.
     #[error("{0}")]
     InvalidComponent(String),
@@ -94,6 +100,13 @@ impl EngineError {
         }
     }
 
+    pub fn graph(kind: &'static str, message: impl Into<String>) -> Self {
+        Self::Graph {
+            kind,
+            message: message.into(),
+        }
+    }
+
     pub fn storage(op: &'static str) -> impl FnOnce(sqlx::Error) -> Self {
         move |cause| Self::Storage { op, cause }
     }
@@ -111,6 +124,7 @@ impl EngineError {
             Self::Unauthenticated(_) => "unauthenticated",
             Self::Token { kind, .. } => kind,
             Self::Conflict(_) => "conflict",
+            Self::Graph { kind, .. } => kind,
             Self::InvalidComponent(_) => "invalid_component",
             Self::Runtime(_) => "runtime",
             Self::Storage { .. } => "storage",

@@ -2,6 +2,7 @@
 
 mod claim;
 mod errors;
+mod flows;
 mod lifecycle;
 mod scanners;
 mod suspension;

@@ -73,9 +73,11 @@ impl From<EngineError> for ApiError {
             E::NotFound { .. } => StatusCode::NOT_FOUND,
             E::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             E::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
-            E::StaleLease { .. } | E::NotActive { .. } | E::NotRunnable { .. } | E::Conflict(_) => {
-                StatusCode::CONFLICT
-            }
+            E::StaleLease { .. }
+            | E::NotActive { .. }
+            | E::NotRunnable { .. }
+            | E::Conflict(_)
+            | E::Graph { .. } => StatusCode::CONFLICT,
             E::Storage { cause, .. } if is_unavailable(cause) => StatusCode::SERVICE_UNAVAILABLE,
             E::Storage { .. } | E::Runtime(_) | E::Corrupt(_) => {
                 // Details stay in the log: they may name tables or other tenants' ids.

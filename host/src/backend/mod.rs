@@ -19,8 +19,9 @@ use tokio::sync::{broadcast, watch};
 use crate::error::Result;
 use crate::model::{
     ApiKey, ClaimRequest, ClaimedExecution, CompletionEvent, ComponentVersion, Created, Execution,
-    ExecutionFilter, ExecutionId, ExecutionState, ExecutionUpdate, FailOutcome, Failure, Frame,
-    LeaseHandle, NewExecution, NewSignal, Signal, SignalOutcome, StoredApiKey, StreamMode,
+    ExecutionFilter, ExecutionId, ExecutionState, ExecutionUpdate, FailOutcome, Failure,
+    FlowCancelPolicy, FlowId, FlowSnapshot, FlowSummary, Frame, GraphApplied, GraphChange,
+    LeaseHandle, NewExecution, NewFlow, NewSignal, Signal, SignalOutcome, StoredApiKey, StreamMode,
     SuspendOutcome, Suspension, Tenant, TenantId, TenantLimits, Waitpoint,
 };
 
@@ -213,6 +214,46 @@ pub trait Backend: Send + Sync + 'static {
 
     async fn list_waitpoints(&self, tenant: TenantId, id: ExecutionId) -> Result<Vec<Waitpoint>>;
 
+    /// Create a flow and its first members and edges, in one transaction.
+    async fn create_flow(
+        &self,
+        tenant: TenantId,
+        flow: &NewFlow,
+        change: &GraphChange,
+        max_queued: Option<u32>,
+    ) -> Result<GraphApplied>;
+
+    /// Add members and edges to a flow, in one transaction: refused whole if an
+    /// edge would close a cycle, point at a member that no longer waits, or
+    /// the flow moved past `change.expected_revision`.
+    async fn extend_flow(
+        &self,
+        tenant: TenantId,
+        flow: FlowId,
+        change: &GraphChange,
+        max_queued: Option<u32>,
+    ) -> Result<GraphApplied>;
+
+    async fn get_flow(&self, tenant: TenantId, flow: FlowId) -> Result<FlowSnapshot>;
+
+    /// Flows in id (creation) order, after `after`.
+    async fn list_flows(
+        &self,
+        tenant: TenantId,
+        after: Option<FlowId>,
+        limit: u32,
+    ) -> Result<Vec<FlowSummary>>;
+
+    /// Close a flow to new members and cancel the members `policy` names;
+    /// returns how many were cancelled. Idempotent.
+    async fn cancel_flow(
+        &self,
+        tenant: TenantId,
+        flow: FlowId,
+        policy: FlowCancelPolicy,
+        reason: &str,
+    ) -> Result<u64>;
+
     /// A signal that changes whenever new work may be claimable.
     async fn work_signal(&self) -> Result<watch::Receiver<u64>>;
 
@@ -232,4 +273,7 @@ pub trait Backend: Send + Sync + 'static {
     async fn fail_timed_out_attempts(&self, limit: u32) -> Result<u64>;
     async fn expire_past_deadline(&self, limit: u32) -> Result<u64>;
     async fn time_out_suspensions(&self, limit: u32) -> Result<u64>;
+    /// Cancel upstreams a satisfied `cancel_remaining` join could not cancel
+    /// at once (their rows were locked at the time).
+    async fn cancel_pending_siblings(&self, limit: u32) -> Result<u64>;
 }

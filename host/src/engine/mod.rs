@@ -5,6 +5,7 @@
 //! [`Backend`]. It owns no state of its own beyond limits; everything durable is
 //! in the backend, so any number of engines may share one database.
 
+mod flows;
 mod scanners;
 mod signals;
 mod tenancy;
@@ -110,7 +111,22 @@ impl Engine {
                 format!("must hold 1 to {} executions", self.limits.max_batch),
             ));
         }
-        // One read for the tenant's limits and the kinds it cannot run yet.
+        let max_queued = self.admit(tenant, batch, "executions").await?;
+        self.backend
+            .create_executions(tenant, batch, max_queued)
+            .await
+    }
+
+    /// Validate new executions against the installation's and the tenant's
+    /// limits (one read for the tenant's limits and the kinds it cannot run
+    /// yet); returns the backlog limit the insert must respect. `field` names
+    /// the list in errors (`executions[3].priority`).
+    async fn admit(
+        &self,
+        tenant: TenantId,
+        batch: &[NewExecution],
+        field: &str,
+    ) -> Result<Option<u32>> {
         let kinds: Vec<&str> = if self.limits.require_component {
             let distinct: std::collections::BTreeSet<&str> =
                 batch.iter().map(|n| n.kind.as_str()).collect();
@@ -123,11 +139,11 @@ impl Engine {
         let mut keys = std::collections::HashSet::new();
         for (i, new) in batch.iter().enumerate() {
             self.check_new(new, max_input)
-                .map_err(|e| at_index(e, i, batch.len()))?;
+                .map_err(|e| at_index(e, field, i, batch.len()))?;
             if let Some(key) = &new.idempotency_key {
                 if !keys.insert(key.as_str()) {
                     return Err(EngineError::invalid(
-                        format!("executions[{i}].idempotency_key"),
+                        format!("{field}[{i}].idempotency_key"),
                         "appears twice in one batch",
                     ));
                 }
@@ -139,13 +155,10 @@ impl Engine {
                 format!("`{kind}` has no component: upload one first"),
             ));
         }
-        let max_queued = match (limits.max_queued, self.limits.max_queued) {
+        Ok(match (limits.max_queued, self.limits.max_queued) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
-        };
-        self.backend
-            .create_executions(tenant, batch, max_queued)
-            .await
+        })
     }
 
     fn check_new(&self, new: &NewExecution, max_input: usize) -> Result<()> {
@@ -454,12 +467,16 @@ fn tighter(installation: usize, tenant: Option<u32>) -> usize {
     tenant.map_or(installation, |t| installation.min(t as usize))
 }
 
-fn at_index(e: EngineError, i: usize, len: usize) -> EngineError {
+/// Prefix an invalid field with its place in a list: `executions[3].priority`.
+/// A lone execution (single create) keeps the bare field name.
+fn at_index(e: EngineError, list: &str, i: usize, len: usize) -> EngineError {
     match e {
-        EngineError::InvalidInput { field, reason } if len > 1 => EngineError::InvalidInput {
-            field: format!("executions[{i}].{field}"),
-            reason,
-        },
+        EngineError::InvalidInput { field, reason } if len > 1 || list != "executions" => {
+            EngineError::InvalidInput {
+                field: format!("{list}[{i}].{field}"),
+                reason,
+            }
+        }
         other => other,
     }
 }

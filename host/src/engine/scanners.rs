@@ -20,6 +20,7 @@ pub struct ScannerConfig {
     pub attempt_timeout: Duration,
     pub deadline: Duration,
     pub suspension_timeout: Duration,
+    pub sibling_cancel: Duration,
     /// Rows per tenant per pass.
     pub batch: u32,
 }
@@ -32,6 +33,7 @@ impl Default for ScannerConfig {
             attempt_timeout: Duration::from_millis(1_000),
             deadline: Duration::from_millis(2_000),
             suspension_timeout: Duration::from_millis(500),
+            sibling_cancel: Duration::from_millis(1_000),
             batch: 500,
         }
     }
@@ -44,6 +46,7 @@ enum Pass {
     AttemptTimeout,
     Deadline,
     SuspensionTimeout,
+    SiblingCancel,
 }
 
 impl Pass {
@@ -54,6 +57,7 @@ impl Pass {
             Pass::AttemptTimeout => "attempt_timeout",
             Pass::Deadline => "execution_deadline",
             Pass::SuspensionTimeout => "suspension_timeout",
+            Pass::SiblingCancel => "sibling_cancel",
         }
     }
 
@@ -64,6 +68,7 @@ impl Pass {
             Pass::AttemptTimeout => backend.fail_timed_out_attempts(batch).await,
             Pass::Deadline => backend.expire_past_deadline(batch).await,
             Pass::SuspensionTimeout => backend.time_out_suspensions(batch).await,
+            Pass::SiblingCancel => backend.cancel_pending_siblings(batch).await,
         }
     }
 }
@@ -83,6 +88,7 @@ impl Scanners {
             (Pass::AttemptTimeout, config.attempt_timeout),
             (Pass::Deadline, config.deadline),
             (Pass::SuspensionTimeout, config.suspension_timeout),
+            (Pass::SiblingCancel, config.sibling_cancel),
         ] {
             let backend = backend.clone();
             let mut stopped = stop.subscribe();

@@ -2,6 +2,7 @@
 //! what each lifecycle operation takes and returns. Pure data, no I/O, shared by
 //! every storage backend, the worker pool and the API.
 
+mod flow;
 mod policy;
 mod state;
 mod suspension;
@@ -14,6 +15,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub use flow::{
+    find_cycle, EdgeState, FlowCancelPolicy, FlowEdge, FlowEdgeView, FlowId, FlowMember,
+    FlowMemberView, FlowSnapshot, FlowState, FlowSummary, GraphApplied, GraphChange, JoinPolicy,
+    JoinState, NewFlow, OnSatisfied,
+};
 pub use policy::{
     Backoff, ExecutionPolicy, FailureClass, RetryDecision, RetryPolicy, TimeoutPolicy,
     DEFAULT_DEDUP_WINDOW_MS, DEFAULT_MAX_REPLAYS,
@@ -120,6 +126,10 @@ pub struct Execution {
     /// Latest progress reported by the current attempt.
     pub progress_percent: Option<i16>,
     pub progress_message: Option<String>,
+    /// The flow this execution is a member of, and its key there.
+    #[schema(value_type = Option<uuid::Uuid>)]
+    pub flow_id: Option<FlowId>,
+    pub flow_key: Option<String>,
 }
 
 /// Where an execution stands, without its payloads: what watchers poll.

@@ -1,14 +1,12 @@
 //! Execution creation, reads and operator operations.
 
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use std::sync::LazyLock;
-
-use super::rows::{col, completion_outbox, execution, unknown_tenant_or, EXECUTION_COLUMNS};
+use super::rows::{col, execution, unknown_tenant_or, EXECUTION_COLUMNS};
 use crate::error::{EngineError, Result};
 use crate::model::{
-    CompletionEvent, Created, Execution, ExecutionFilter, ExecutionId, ExecutionState,
+    CompletionEvent, Created, Execution, ExecutionFilter, ExecutionId, ExecutionState, FlowId,
     NewExecution, PublicState, TenantId, DEFAULT_DEDUP_WINDOW_MS, DEFAULT_MAX_REPLAYS,
 };
 
@@ -19,9 +17,9 @@ const CREATE_SQL: &str = r#"
 WITH input AS (
     SELECT * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::bytea[], $6::int4[],
                          $7::jsonb[], $8::jsonb[], $9::jsonb[], $10::text[],
-                         $11::timestamptz[], $12::int8[], $13::int8[])
+                         $11::timestamptz[], $12::int8[], $13::int8[], $15::text[], $16::bool[])
         WITH ORDINALITY AS i(execution_id, kind, lane, input, priority, caps, tags, policy,
-                             idem_key, delay_until, deadline_ms, dedup_ms, ord)
+                             idem_key, delay_until, deadline_ms, dedup_ms, flow_key, blocked, ord)
 ),
 -- `max_queued` ($14): the backlog is counted off executions_state_idx, and never
 -- past the limit itself, so the check costs at most `limit` index entries.
@@ -46,15 +44,19 @@ keyed AS (
 inserted AS (
     INSERT INTO executions (tenant_id, execution_id, kind, lane, priority, required_capabilities,
         tags, policy, idempotency_key, input, lifecycle_phase, ownership_state,
-        eligibility_state, blocking_reason, attempt_state, eligible_at, deadline_at)
+        eligibility_state, blocking_reason, attempt_state, eligible_at, deadline_at,
+        flow_id, flow_key)
     SELECT $1, i.execution_id, i.kind, i.lane, i.priority,
         ARRAY(SELECT jsonb_array_elements_text(i.caps)), i.tags, i.policy, i.idem_key, i.input,
         'runnable', 'unowned',
-        CASE WHEN i.delay_until > now() THEN 'not_eligible_until_time' ELSE 'eligible_now' END,
-        CASE WHEN i.delay_until > now() THEN 'waiting_for_delay' ELSE 'waiting_for_worker' END,
+        CASE WHEN i.blocked THEN 'blocked_by_dependencies'
+             WHEN i.delay_until > now() THEN 'not_eligible_until_time' ELSE 'eligible_now' END,
+        CASE WHEN i.blocked THEN 'waiting_for_dependencies'
+             WHEN i.delay_until > now() THEN 'waiting_for_delay' ELSE 'waiting_for_worker' END,
         'pending_first_attempt',
         greatest(coalesce(i.delay_until, now()), now()),
-        now() + i.deadline_ms * interval '1 millisecond'
+        now() + i.deadline_ms * interval '1 millisecond',
+        $17::uuid, i.flow_key
     FROM input i
     WHERE (SELECT admitted FROM admission)
       AND (i.idem_key IS NULL OR i.execution_id IN (SELECT execution_id FROM keyed))
@@ -72,11 +74,20 @@ LEFT JOIN idempotency_keys k ON k.tenant_id = $1 AND k.key = i.idem_key
 ORDER BY i.ord
 "#;
 
+/// Where new executions go in a flow: each one's key, and whether it starts
+/// blocked on dependencies (it has incoming edges).
+pub(super) struct FlowPlacement<'a> {
+    pub flow_id: FlowId,
+    pub keys: Vec<&'a str>,
+    pub blocked: Vec<bool>,
+}
+
 pub(super) async fn create_executions(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     tenant: TenantId,
     new: &[NewExecution],
     max_queued: Option<u32>,
+    placement: Option<&FlowPlacement<'_>>,
 ) -> Result<Vec<Created>> {
     let ids: Vec<Uuid> = new.iter().map(|_| Uuid::now_v7()).collect();
     let to_json = |v: serde_json::Result<serde_json::Value>| v.expect("model serialises to JSON");
@@ -119,7 +130,10 @@ pub(super) async fn create_executions(
                 .collect::<Vec<_>>(),
         )
         .bind(max_queued.map(i64::from))
-        .fetch_all(pool)
+        .bind(placement.map(|p| p.keys.clone()).unwrap_or_default())
+        .bind(placement.map(|p| p.blocked.clone()).unwrap_or_default())
+        .bind(placement.map(|p| p.flow_id))
+        .fetch_all(&mut *conn)
         .await
         .map_err(unknown_tenant_or("create executions", tenant))?;
     if let (Some(limit), Some(row)) = (max_queued, rows.first()) {
@@ -148,7 +162,7 @@ pub(super) async fn create_executions(
             // The key was mapped by a transaction that committed after this
             // statement's snapshot was taken: read it now.
             (None, None, Some(key)) => Created {
-                execution_id: existing_for_key(pool, tenant, &key).await?,
+                execution_id: existing_for_key(conn, tenant, &key).await?,
                 created: false,
             },
             (None, None, None) => {
@@ -165,13 +179,13 @@ fn ms(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-async fn existing_for_key(pool: &PgPool, tenant: TenantId, key: &str) -> Result<Uuid> {
+async fn existing_for_key(conn: &mut PgConnection, tenant: TenantId, key: &str) -> Result<Uuid> {
     sqlx::query_scalar(
         "SELECT execution_id FROM idempotency_keys WHERE tenant_id = $1 AND key = $2",
     )
     .bind(tenant)
     .bind(key)
-    .fetch_one(pool)
+    .fetch_one(conn)
     .await
     .map_err(EngineError::storage("read idempotency key"))
 }
@@ -258,33 +272,9 @@ pub(super) async fn list_executions(
     rows.iter().map(execution).collect()
 }
 
-static CANCEL_SQL: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        r#"
-WITH moved AS (
-    UPDATE executions SET lifecycle_phase = 'terminal', ownership_state = 'unowned',
-        eligibility_state = 'not_applicable', blocking_reason = NULL,
-        terminal_outcome = 'cancelled', attempt_state = 'attempt_terminal',
-        lease_id = NULL, lease_expires_at = NULL, attempt_timeout_at = NULL,
-        cancellation_reason = $3, suspension = NULL, suspension_timeout_at = NULL,
-        finished_at = now(), updated_at = now()
-    WHERE tenant_id = $1 AND execution_id = $2 AND lifecycle_phase <> 'terminal'
-    RETURNING tenant_id, execution_id, attempt_index
-),
-attempt AS (
-    UPDATE attempts SET state = 'cancelled', ended_at = now()
-    WHERE tenant_id = $1 AND execution_id = $2
-      AND attempt_index = (SELECT attempt_index FROM moved)
-      AND state IN ('running', 'suspended')
-),
-{outbox},
-revoke AS (SELECT pg_notify('flowfabric_revoked', execution_id::text) FROM moved)
-SELECT count(*) + 0 * ((SELECT count(*) FROM event_notify) + (SELECT count(*) FROM revoke))
-FROM moved HAVING count(*) > 0
-"#,
-        outbox = completion_outbox("moved", "'cancelled'", "true"),
-    )
-});
+/// The shared cancel (`flowfabric_cancel`, migration 0006) for one execution.
+const CANCEL_SQL: &str = "SELECT count(*) FROM flowfabric_cancel(ARRAY[$1]::uuid[], \
+    ARRAY[$2]::uuid[], $3) HAVING count(*) > 0";
 
 /// Operator cancel: any non-terminal execution; a live lease is revoked by the same
 /// statement (its attempt ends `cancelled`, so the worker's next write is fenced out).
@@ -294,7 +284,7 @@ pub(super) async fn cancel(
     id: ExecutionId,
     reason: &str,
 ) -> Result<bool> {
-    let cancelled: Option<i64> = sqlx::query_scalar(&CANCEL_SQL)
+    let cancelled: Option<i64> = sqlx::query_scalar(CANCEL_SQL)
         .bind(tenant)
         .bind(id)
         .bind(reason)

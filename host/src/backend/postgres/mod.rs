@@ -3,7 +3,8 @@
 //! Layout: `tenancy` (tenants, limits, API keys), `ingress` (create, read,
 //! operator ops), `lease` (claim, renew and
 //! the fenced worker ops), `output` (fenced frames and progress), `components`
-//! (versions and wasm bytes), `suspension` (waitpoints, suspend, signals,
+//! (versions and wasm bytes), `flows` (graph changes, snapshots, flow
+//! cancel), `suspension` (waitpoints, suspend, signals,
 //! resume), `scan` (the scanner passes), `notify` (LISTEN
 //! wake-ups and revocations), `bench` (scratch databases and the raw-SQL
 //! baseline). All SQL of the crate lives below this module.
@@ -23,6 +24,7 @@
 
 pub mod bench;
 mod components;
+mod flows;
 mod ingress;
 mod lease;
 mod notify;
@@ -44,8 +46,9 @@ use super::Backend;
 use crate::error::{EngineError, Result};
 use crate::model::{
     ApiKey, ClaimRequest, ClaimedExecution, CompletionEvent, ComponentVersion, Created, Execution,
-    ExecutionFilter, ExecutionId, ExecutionState, ExecutionUpdate, FailOutcome, Failure, Frame,
-    LeaseHandle, NewExecution, NewSignal, Signal, SignalOutcome, StoredApiKey, StreamMode,
+    ExecutionFilter, ExecutionId, ExecutionState, ExecutionUpdate, FailOutcome, Failure,
+    FlowCancelPolicy, FlowId, FlowSnapshot, FlowSummary, Frame, GraphApplied, GraphChange,
+    LeaseHandle, NewExecution, NewFlow, NewSignal, Signal, SignalOutcome, StoredApiKey, StreamMode,
     SuspendOutcome, Suspension, Tenant, TenantId, TenantLimits, Waitpoint,
 };
 
@@ -160,7 +163,12 @@ impl Backend for PgBackend {
         executions: &[NewExecution],
         max_queued: Option<u32>,
     ) -> Result<Vec<Created>> {
-        ingress::create_executions(&self.pool, tenant, executions, max_queued).await
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(EngineError::storage("create executions"))?;
+        ingress::create_executions(&mut conn, tenant, executions, max_queued, None).await
     }
 
     async fn get_execution(&self, tenant: TenantId, id: ExecutionId) -> Result<Execution> {
@@ -343,6 +351,49 @@ impl Backend for PgBackend {
         suspension::list_waitpoints(&self.pool, tenant, id).await
     }
 
+    async fn create_flow(
+        &self,
+        tenant: TenantId,
+        flow: &NewFlow,
+        change: &GraphChange,
+        max_queued: Option<u32>,
+    ) -> Result<GraphApplied> {
+        flows::create_flow(&self.pool, tenant, flow, change, max_queued).await
+    }
+
+    async fn extend_flow(
+        &self,
+        tenant: TenantId,
+        flow: FlowId,
+        change: &GraphChange,
+        max_queued: Option<u32>,
+    ) -> Result<GraphApplied> {
+        flows::extend_flow(&self.pool, tenant, flow, change, max_queued).await
+    }
+
+    async fn get_flow(&self, tenant: TenantId, flow: FlowId) -> Result<FlowSnapshot> {
+        flows::get_flow(&self.pool, tenant, flow).await
+    }
+
+    async fn list_flows(
+        &self,
+        tenant: TenantId,
+        after: Option<FlowId>,
+        limit: u32,
+    ) -> Result<Vec<FlowSummary>> {
+        flows::list_flows(&self.pool, tenant, after, limit).await
+    }
+
+    async fn cancel_flow(
+        &self,
+        tenant: TenantId,
+        flow: FlowId,
+        policy: FlowCancelPolicy,
+        reason: &str,
+    ) -> Result<u64> {
+        flows::cancel_flow(&self.pool, tenant, flow, policy, reason).await
+    }
+
     async fn work_signal(&self) -> Result<watch::Receiver<u64>> {
         self.notifications.work().await
     }
@@ -373,5 +424,9 @@ impl Backend for PgBackend {
 
     async fn time_out_suspensions(&self, limit: u32) -> Result<u64> {
         suspension::time_out_suspensions(&self.pool, limit).await
+    }
+
+    async fn cancel_pending_siblings(&self, limit: u32) -> Result<u64> {
+        flows::cancel_pending_siblings(&self.pool, limit).await
     }
 }

@@ -1,0 +1,200 @@
+//! Flow requests: everything about a graph change that can be checked without
+//! storage is checked here, so a refused change writes nothing and names the
+//! field at fault. Storage checks the rest (keys of existing members, members
+//! that no longer wait, cycles through the existing graph, the revision).
+
+use std::collections::{BTreeMap, HashSet};
+
+use super::{Engine, Limits};
+use crate::error::{EngineError, Result};
+use crate::model::{
+    find_cycle, FlowCancelPolicy, FlowId, FlowSnapshot, FlowSummary, GraphApplied, GraphChange,
+    JoinPolicy, NewExecution, NewFlow, TenantId,
+};
+
+impl Engine {
+    pub async fn create_flow(
+        &self,
+        tenant: TenantId,
+        flow: NewFlow,
+        change: GraphChange,
+    ) -> Result<GraphApplied> {
+        self.check_flow(&flow)?;
+        let max_queued = self.check_change(tenant, &change).await?;
+        self.backend
+            .create_flow(tenant, &flow, &change, max_queued)
+            .await
+    }
+
+    pub async fn extend_flow(
+        &self,
+        tenant: TenantId,
+        flow: FlowId,
+        change: GraphChange,
+    ) -> Result<GraphApplied> {
+        if change.members.is_empty() && change.edges.is_empty() {
+            return Err(EngineError::invalid(
+                "members",
+                "give at least one member or edge to add",
+            ));
+        }
+        let max_queued = self.check_change(tenant, &change).await?;
+        self.backend
+            .extend_flow(tenant, flow, &change, max_queued)
+            .await
+    }
+
+    pub async fn get_flow(&self, tenant: TenantId, flow: FlowId) -> Result<FlowSnapshot> {
+        self.backend.get_flow(tenant, flow).await
+    }
+
+    pub async fn list_flows(
+        &self,
+        tenant: TenantId,
+        after: Option<FlowId>,
+        limit: u32,
+    ) -> Result<Vec<FlowSummary>> {
+        self.backend.list_flows(tenant, after, limit).await
+    }
+
+    pub async fn cancel_flow(
+        &self,
+        tenant: TenantId,
+        flow: FlowId,
+        policy: FlowCancelPolicy,
+        reason: &str,
+    ) -> Result<u64> {
+        let mut reason = reason.to_owned();
+        super::truncate_utf8(&mut reason, 1024);
+        self.backend
+            .cancel_flow(tenant, flow, policy, &reason)
+            .await
+    }
+
+    fn check_flow(&self, flow: &NewFlow) -> Result<()> {
+        if flow.name.is_empty() || flow.name.len() > self.limits.max_name_len {
+            return Err(EngineError::invalid(
+                "name",
+                format!("must be 1 to {} bytes", self.limits.max_name_len),
+            ));
+        }
+        if flow.tags.len() > self.limits.max_tags {
+            return Err(EngineError::invalid(
+                "tags",
+                format!("at most {} tags", self.limits.max_tags),
+            ));
+        }
+        for key in flow.tags.keys() {
+            self.check_name("tag key", key)?;
+        }
+        Ok(())
+    }
+
+    /// Check a graph change; returns the backlog limit its members must respect.
+    async fn check_change(&self, tenant: TenantId, change: &GraphChange) -> Result<Option<u32>> {
+        let limits = &self.limits;
+        if change.members.len() > limits.max_batch {
+            return Err(EngineError::invalid(
+                "members",
+                format!("at most {} per request", limits.max_batch),
+            ));
+        }
+        if change.edges.len() > max_edges(limits) {
+            return Err(EngineError::invalid(
+                "edges",
+                format!("at most {} per request", max_edges(limits)),
+            ));
+        }
+        let mut keys = HashSet::new();
+        for (i, member) in change.members.iter().enumerate() {
+            self.check_name(&format!("members[{i}].key"), &member.key)?;
+            if !keys.insert(member.key.as_str()) {
+                return Err(EngineError::invalid(
+                    format!("members[{i}].key"),
+                    format!("`{}` appears twice", member.key),
+                ));
+            }
+            if member.execution.idempotency_key.is_some() {
+                return Err(EngineError::invalid(
+                    format!("members[{i}].idempotency_key"),
+                    "flow members are keyed by their flow key; idempotency keys are not taken",
+                ));
+            }
+        }
+        let incoming = check_edges(self, change)?;
+        for (i, member) in change.members.iter().enumerate() {
+            let edges = incoming.get(member.key.as_str()).copied().unwrap_or(0);
+            check_join(member.join, edges)
+                .map_err(|reason| EngineError::invalid(format!("members[{i}].join"), reason))?;
+        }
+        if change.members.is_empty() {
+            return Ok(None);
+        }
+        let executions: Vec<NewExecution> =
+            change.members.iter().map(|m| m.execution.clone()).collect();
+        self.admit(tenant, &executions, "members").await
+    }
+}
+
+fn max_edges(limits: &Limits) -> usize {
+    limits.max_batch * 4
+}
+
+/// Edges are well formed, not repeated, and acyclic among themselves; returns
+/// the number of incoming edges per `to` key.
+fn check_edges<'c>(engine: &Engine, change: &'c GraphChange) -> Result<BTreeMap<&'c str, usize>> {
+    let mut seen = HashSet::new();
+    let mut passing = HashSet::new();
+    let mut incoming: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, edge) in change.edges.iter().enumerate() {
+        engine.check_name(&format!("edges[{i}].from"), &edge.from)?;
+        engine.check_name(&format!("edges[{i}].to"), &edge.to)?;
+        if edge.from == edge.to {
+            return Err(EngineError::invalid(
+                format!("edges[{i}]"),
+                format!("`{}` cannot depend on itself", edge.from),
+            ));
+        }
+        if !seen.insert((edge.from.as_str(), edge.to.as_str())) {
+            return Err(EngineError::invalid(
+                format!("edges[{i}]"),
+                format!("{} -> {} appears twice", edge.from, edge.to),
+            ));
+        }
+        if edge.pass_result && !passing.insert(edge.to.as_str()) {
+            return Err(EngineError::invalid(
+                format!("edges[{i}].pass_result"),
+                format!("`{}` takes its input from at most one upstream", edge.to),
+            ));
+        }
+        *incoming.entry(edge.to.as_str()).or_default() += 1;
+    }
+    let pairs: Vec<(&str, &str)> = change
+        .edges
+        .iter()
+        .map(|e| (e.from.as_str(), e.to.as_str()))
+        .collect();
+    if let Some(cycle) = find_cycle(&pairs) {
+        return Err(EngineError::graph(
+            "cycle_detected",
+            format!("these edges would form a cycle: {}", cycle.join(" -> ")),
+        ));
+    }
+    Ok(incoming)
+}
+
+/// A join policy needs incoming edges (in the same request, as the member is
+/// new) and a `k` it can reach.
+fn check_join(join: JoinPolicy, incoming: usize) -> std::result::Result<(), String> {
+    match join {
+        JoinPolicy::AllOf => Ok(()),
+        _ if incoming == 0 => Err(format!(
+            "a `{}` join needs incoming edges in the same request",
+            join.name()
+        )),
+        JoinPolicy::Quorum { k, .. } if k == 0 || k as usize > incoming => Err(format!(
+            "quorum k must be 1 to the member's {incoming} incoming edges, not {k}"
+        )),
+        _ => Ok(()),
+    }
+}
