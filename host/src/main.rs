@@ -41,6 +41,9 @@ enum Command {
     Run(cli::remote::Run),
     /// Submit executions in bulk from a JSON-lines file.
     Submit(cli::remote::Submit),
+    /// Create, extend, show, list and cancel flows (executions with dependencies).
+    #[command(subcommand)]
+    Flow(cli::flows::FlowCommand),
     /// Show one execution and its result.
     Get { id: String },
     /// List executions, oldest first.
@@ -102,6 +105,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Component(command) => cli::remote::component(&cli.connection, command).await?,
         Command::Run(args) => cli::remote::run(&cli.connection, args).await?,
         Command::Submit(args) => cli::remote::submit(&cli.connection, args).await?,
+        Command::Flow(command) => cli::flows::run(&cli.connection, command).await?,
         Command::Get { id } => cli::remote::get(&cli.connection, &id).await?,
         Command::List(args) => cli::remote::list(&cli.connection, args).await?,
         Command::Cancel { id, reason } => cli::remote::cancel(&cli.connection, &id, reason).await?,

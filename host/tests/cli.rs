@@ -241,6 +241,40 @@ async fn remote_commands_drive_a_served_installation() {
         &served.cli(key, &["cancel", &id]),
     );
 
+    // A flow from a file: a chain that passes each result on.
+    let flow = r#"{"name": "peel", "members": [
+        {"key": "a", "execution": {"kind": "echo", "input": "hi"}},
+        {"key": "b", "execution": {"kind": "echo"}}],
+        "edges": [{"from": "a", "to": "b", "pass_result": true}]}"#;
+    let file = served.write("flow.json", flow.as_bytes());
+    let (ok, out, err) = served.cli(key, &["flow", "create", &file, "--json"]);
+    assert!(ok, "{err}");
+    let created: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let flow_id = created["flow_id"].as_str().unwrap().to_owned();
+    let b = created["members"]["b"].as_str().unwrap().to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, out, _) = served.cli(key, &["flow", "get", &flow_id]);
+        if out.contains(" completed:") {
+            assert!(
+                out.contains("a -> b: satisfied (passes its result)"),
+                "{out}"
+            );
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{out}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, out, _) = served.cli(key, &["get", &b]);
+    assert!(out.contains(r#"result    hi"#), "{out}");
+    let (ok, out, _) = served.cli(key, &["flow", "list"]);
+    assert!(ok && out.contains("peel"), "{out}");
+    let cycle = served.write("cycle.json", br#"{"edges": [{"from": "b", "to": "b"}]}"#);
+    one_line_error(
+        "a self edge",
+        &served.cli(key, &["flow", "extend", &flow_id, &cycle]),
+    );
+
     // Wrong or missing credentials, and an unreachable server.
     one_line_error("no key", &served.cli(None, &["list"]));
     one_line_error("bad key", &served.cli(Some("ffk_nope"), &["list"]));
@@ -286,6 +320,11 @@ fn every_command_parses_without_panicking() {
         &["cancel", id],
         &["replay", id],
         &["tail", id],
+        &["flow", "create", "/nonexistent"],
+        &["flow", "extend", id, "/nonexistent"],
+        &["flow", "get", id],
+        &["flow", "list"],
+        &["flow", "cancel", id],
         &["bench", "engine"],
         &["bench", "wasm"],
         &["bench", "signal"],

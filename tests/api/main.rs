@@ -3,6 +3,7 @@
 
 mod errors;
 mod fairness;
+mod flows;
 mod isolation;
 mod openapi;
 mod user_path;

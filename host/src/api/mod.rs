@@ -13,6 +13,7 @@ mod components;
 pub mod error;
 mod events;
 mod executions;
+mod flows;
 mod live;
 pub mod metrics;
 pub mod openapi;
@@ -99,6 +100,18 @@ pub fn router(engine: Engine, runtime: Arc<Runtime>, config: &ApiConfig) -> Rout
             "/executions/{id}/attempts/{attempt}/frames",
             get(streams::frames),
         )
+        .route(
+            "/flows",
+            post(flows::create)
+                .layer(DefaultBodyLimit::max(config.max_batch_body_bytes))
+                .get(flows::list),
+        )
+        .route("/flows/{id}", get(flows::get))
+        .route(
+            "/flows/{id}/members",
+            post(flows::extend).layer(DefaultBodyLimit::max(config.max_batch_body_bytes)),
+        )
+        .route("/flows/{id}/cancel", post(flows::cancel))
         .route("/components", get(components::list))
         .route(
             "/components/{kind}",

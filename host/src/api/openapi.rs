@@ -6,7 +6,7 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, components, events, executions, signals, streams};
+use super::{admin, components, events, executions, flows, signals, streams};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,6 +19,7 @@ use super::{admin, components, events, executions, signals, streams};
     paths(
         executions::create, executions::create_batch, executions::list, executions::get,
         executions::result, executions::cancel, executions::priority, executions::replay,
+        flows::create, flows::extend, flows::get, flows::list, flows::cancel,
         streams::frames, streams::follow,
         signals::deliver, signals::waitpoints, signals::resume,
         events::list, events::follow,
@@ -29,7 +30,7 @@ use super::{admin, components, events, executions, signals, streams};
     ),
     modifiers(&Security),
     tags(
-        (name = "executions"), (name = "streams"), (name = "signals"), (name = "events"), (name = "components"), (name = "tenant"),
+        (name = "executions"), (name = "flows"), (name = "streams"), (name = "signals"), (name = "events"), (name = "components"), (name = "tenant"),
         (name = "admin", description = "Operator routes; need the server's admin token."),
     )
 )]

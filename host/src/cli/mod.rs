@@ -5,6 +5,7 @@ pub mod bench_signal;
 pub mod bench_wasm;
 pub mod client;
 pub mod dev;
+pub mod flows;
 pub mod remote;
 pub mod serve;
 pub mod worker;

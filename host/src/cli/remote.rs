@@ -459,12 +459,12 @@ pub async fn cancel(
     Ok(())
 }
 
-fn print_json(value: &Value) -> anyhow::Result<()> {
+pub(super) fn print_json(value: &Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
-fn items(value: &Value) -> impl Iterator<Item = &Value> {
+pub(super) fn items(value: &Value) -> impl Iterator<Item = &Value> {
     items_at(value, "items")
 }
 
@@ -472,7 +472,7 @@ fn items_at<'a>(value: &'a Value, field: &str) -> impl Iterator<Item = &'a Value
     value[field].as_array().into_iter().flatten()
 }
 
-fn text(value: &Value) -> String {
+pub(super) fn text(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),

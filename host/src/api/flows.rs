@@ -1,0 +1,220 @@
+//! `/v1/flows`: create a flow with its first members and edges, add more,
+//! read its graph, list, cancel. Each change is one transaction: all or nothing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::auth::Caller;
+use super::error::{page_limit, ApiError, ApiResult, ErrorBody, Json, Path, Query, RawBody};
+use super::executions::CreateExecution;
+use super::AppState;
+use crate::model::{
+    FlowCancelPolicy, FlowEdge, FlowMember, FlowSnapshot, FlowSummary, GraphApplied, GraphChange,
+    JoinPolicy, NewFlow,
+};
+
+/// A member: a key unique in its flow, the execution, and (when it has
+/// incoming edges) how many upstreams must succeed.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MemberBody {
+    pub key: String,
+    pub execution: CreateExecution,
+    #[serde(default)]
+    pub join: JoinPolicy,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateFlow {
+    pub name: String,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    #[serde(default)]
+    pub members: Vec<MemberBody>,
+    #[serde(default)]
+    pub edges: Vec<FlowEdge>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendFlow {
+    /// Refuse the change (409 `graph_revision_conflict`) unless the flow is
+    /// still at this revision.
+    #[serde(default)]
+    pub expected_revision: Option<i32>,
+    #[serde(default)]
+    pub members: Vec<MemberBody>,
+    #[serde(default)]
+    pub edges: Vec<FlowEdge>,
+}
+
+fn change(
+    expected_revision: Option<i32>,
+    members: Vec<MemberBody>,
+    edges: Vec<FlowEdge>,
+) -> ApiResult<GraphChange> {
+    let members = members
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            Ok(FlowMember {
+                execution: m
+                    .execution
+                    .into_new()
+                    .map_err(|e| e.with_prefix(&format!("members[{i}].execution")))?,
+                key: m.key,
+                join: m.join,
+            })
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
+    Ok(GraphChange {
+        expected_revision,
+        members,
+        edges,
+    })
+}
+
+/// Create a flow, optionally with members and edges.
+#[utoipa::path(post, path = "/v1/flows", tag = "flows", request_body = CreateFlow,
+    responses((status = 201, body = GraphApplied), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 429, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Json(body): Json<CreateFlow>,
+) -> ApiResult<(StatusCode, Json<GraphApplied>)> {
+    let flow = NewFlow {
+        name: body.name,
+        tags: body.tags,
+    };
+    let change = change(None, body.members, body.edges)?;
+    let applied = state
+        .engine
+        .create_flow(caller.tenant, flow, change)
+        .await?;
+    Ok((StatusCode::CREATED, Json(applied)))
+}
+
+/// Add members and edges to a running flow. An edge may only point at a
+/// member that is still waiting (409 `member_started`) and must not close a
+/// cycle (409 `cycle_detected`).
+#[utoipa::path(post, path = "/v1/flows/{id}/members", tag = "flows",
+    params(("id" = Uuid, Path)), request_body = ExtendFlow,
+    responses((status = 200, body = GraphApplied), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 429, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn extend(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    Json(body): Json<ExtendFlow>,
+) -> ApiResult<Json<GraphApplied>> {
+    let change = change(body.expected_revision, body.members, body.edges)?;
+    Ok(Json(
+        state.engine.extend_flow(caller.tenant, id, change).await?,
+    ))
+}
+
+/// A flow with its members, their states and joins, and its edges.
+#[utoipa::path(get, path = "/v1/flows/{id}", tag = "flows", params(("id" = Uuid, Path)),
+    responses((status = 200, body = FlowSnapshot), (status = 404, body = ErrorBody),
+        (status = 401, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<FlowSnapshot>> {
+    Ok(Json(state.engine.get_flow(caller.tenant, id).await?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<Uuid>,
+    /// 1 to 1000, default 100.
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FlowPage {
+    pub items: Vec<FlowSummary>,
+    pub next_cursor: Option<Uuid>,
+}
+
+/// The caller's flows, oldest first.
+#[utoipa::path(get, path = "/v1/flows", tag = "flows", params(ListQuery),
+    responses((status = 200, body = FlowPage), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Query(query): Query<ListQuery>,
+) -> ApiResult<Json<FlowPage>> {
+    let limit = page_limit(query.limit)?;
+    let items = state
+        .engine
+        .list_flows(caller.tenant, query.cursor, limit)
+        .await?;
+    let next_cursor = (items.len() == limit as usize)
+        .then(|| items.last().map(|f| f.flow_id))
+        .flatten();
+    Ok(Json(FlowPage { items, next_cursor }))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelFlowBody {
+    #[serde(default)]
+    pub policy: FlowCancelPolicy,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FlowCancelled {
+    /// Members this call cancelled (0 when repeated).
+    pub cancelled: u64,
+}
+
+/// Close a flow to new members and cancel members per `policy`
+/// (`cancel_all`, the default; `cancel_pending`; `flow_only`).
+#[utoipa::path(post, path = "/v1/flows/{id}/cancel", tag = "flows",
+    params(("id" = Uuid, Path)), request_body(content = Option<CancelFlowBody>),
+    responses((status = 200, body = FlowCancelled), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn cancel(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    RawBody(body): RawBody,
+) -> ApiResult<Json<FlowCancelled>> {
+    let body: CancelFlowBody = if body.is_empty() {
+        CancelFlowBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("cancel body: {e}")))?
+    };
+    let reason = body
+        .reason
+        .unwrap_or_else(|| "flow cancelled through the API".into());
+    let cancelled = state
+        .engine
+        .cancel_flow(caller.tenant, id, body.policy, &reason)
+        .await?;
+    Ok(Json(FlowCancelled { cancelled }))
+}

@@ -1,0 +1,202 @@
+//! Flows over HTTP, run by real workers and the real `testkit` guest.
+
+use base64::Engine as _;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use flowfabric_tests::server::{worker_config, ApiTenant, TestServer};
+
+use crate::setup;
+
+fn text(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+fn member(key: &str, command: &str) -> Value {
+    json!({ "key": key, "execution": { "kind": "testkit", "input_base64": text(command) } })
+}
+
+async fn create_flow(server: &TestServer, tenant: &ApiTenant, body: Value) -> Value {
+    let (status, body) = server
+        .call(tenant, Method::POST, "/v1/flows", Some(body))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    body
+}
+
+#[tokio::test]
+async fn a_chain_passes_each_result_to_the_next_guest() {
+    let (mut server, tenant) = setup().await;
+    server.start_workers(worker_config(4));
+    // Each `echo:` guest strips one prefix and passes the rest on.
+    let flow = create_flow(
+        &server,
+        &tenant,
+        json!({
+            "name": "peel",
+            "members": [member("a", "echo:echo:echo:done"), member("b", "ignored"),
+                        member("c", "ignored")],
+            "edges": [{ "from": "a", "to": "b", "pass_result": true },
+                      { "from": "b", "to": "c", "pass_result": true }],
+        }),
+    )
+    .await;
+    assert_eq!(flow["revision"], 1);
+    let c = flow["members"]["c"].as_str().unwrap();
+    let done = server.wait_terminal(&tenant, c).await;
+    assert_eq!(done["state"], "completed", "{done}");
+    let (_, result) = server
+        .call(
+            &tenant,
+            Method::GET,
+            &format!("/v1/executions/{c}/result"),
+            None,
+        )
+        .await;
+    assert_eq!(result["result"]["value"], "done");
+
+    let id = flow["flow_id"].as_str().unwrap();
+    let (status, snap) = server
+        .call(&tenant, Method::GET, &format!("/v1/flows/{id}"), None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(snap["state"], "completed", "{snap}");
+    assert_eq!(snap["members"].as_array().unwrap().len(), 3);
+    assert!(snap["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["state"] == "satisfied"));
+}
+
+#[tokio::test]
+async fn a_failed_guest_skips_its_dependents_and_fails_the_flow() {
+    let (mut server, tenant) = setup().await;
+    server.start_workers(worker_config(2));
+    let flow = create_flow(
+        &server,
+        &tenant,
+        json!({
+            "name": "doomed",
+            "members": [member("a", "permanent"), member("b", "echo:x"),
+                        member("c", "echo:y")],
+            "edges": [{ "from": "a", "to": "b" }, { "from": "b", "to": "c" }],
+        }),
+    )
+    .await;
+    let c = flow["members"]["c"].as_str().unwrap();
+    assert_eq!(server.wait_terminal(&tenant, c).await["state"], "skipped");
+    let id = flow["flow_id"].as_str().unwrap();
+    let (_, snap) = server
+        .call(&tenant, Method::GET, &format!("/v1/flows/{id}"), None)
+        .await;
+    assert_eq!(snap["state"], "failed", "{snap}");
+    assert_eq!(snap["failed"], 1);
+}
+
+#[tokio::test]
+async fn flow_errors_are_typed_and_change_nothing() {
+    let (server, tenant) = setup().await;
+    let other = server.tenant("other").await;
+    server.upload(&other, "testkit", "testkit").await;
+    let flow = create_flow(
+        &server,
+        &tenant,
+        json!({ "name": "f", "members": [member("a", "echo:1"), member("b", "echo:2")],
+                "edges": [{ "from": "a", "to": "b" }] }),
+    )
+    .await;
+    let id = flow["flow_id"].as_str().unwrap();
+    let members = format!("/v1/flows/{id}/members");
+
+    let cases = [
+        (
+            json!({ "edges": [{ "from": "b", "to": "b" }] }),
+            400,
+            "invalid_input",
+        ),
+        (
+            json!({ "members": [member("x", "echo:"), member("y", "echo:")],
+                    "edges": [{ "from": "x", "to": "y" }, { "from": "y", "to": "x" }] }),
+            409,
+            "cycle_detected",
+        ),
+        (
+            json!({ "members": [member("x", "echo:")], "edges": [{ "from": "x", "to": "a" }] }),
+            409,
+            "member_started",
+        ),
+        (
+            json!({ "edges": [{ "from": "a", "to": "b" }] }),
+            409,
+            "dependency_exists",
+        ),
+        (
+            json!({ "expected_revision": 7, "members": [member("x", "echo:")] }),
+            409,
+            "graph_revision_conflict",
+        ),
+        (
+            json!({ "members": [{ "key": "x", "execution": { "kind": "nope" } }] }),
+            400,
+            "invalid_input",
+        ),
+        (
+            json!({ "members": [member("x", "echo:")], "surprise": true }),
+            400,
+            "invalid_input",
+        ),
+        (json!({}), 400, "invalid_input"),
+    ];
+    for (body, status, kind) in cases {
+        let (got, err) = server
+            .call(&tenant, Method::POST, &members, Some(body.clone()))
+            .await;
+        assert_eq!(
+            (got, err["kind"].as_str().unwrap_or_default()),
+            (status, kind),
+            "{body}: {err}"
+        );
+    }
+    // Another tenant sees no such flow, on every route.
+    for (method, path) in [
+        (Method::GET, format!("/v1/flows/{id}")),
+        (Method::POST, members.clone()),
+        (Method::POST, format!("/v1/flows/{id}/cancel")),
+    ] {
+        let body = (method == Method::POST).then(|| json!({ "members": [member("x", "echo:")] }));
+        let body = if path.ends_with("cancel") { None } else { body };
+        let (status, err) = server.call(&other, method, &path, body).await;
+        assert_eq!(status, 404, "{path}: {err}");
+    }
+    let (_, listed) = server.call(&other, Method::GET, "/v1/flows", None).await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 0);
+
+    let (_, snap) = server
+        .call(&tenant, Method::GET, &format!("/v1/flows/{id}"), None)
+        .await;
+    assert_eq!(snap["revision"], 1, "nothing refused was applied: {snap}");
+    assert_eq!(snap["members"].as_array().unwrap().len(), 2);
+
+    let (status, cancelled) = server
+        .call(
+            &tenant,
+            Method::POST,
+            &format!("/v1/flows/{id}/cancel"),
+            Some(json!({ "policy": "cancel_all" })),
+        )
+        .await;
+    assert_eq!((status, cancelled["cancelled"].as_u64()), (200, Some(2)));
+    let (status, err) = server
+        .call(
+            &tenant,
+            Method::POST,
+            &members,
+            Some(json!({ "members": [member("x", "echo:")] })),
+        )
+        .await;
+    assert_eq!(
+        (status, err["kind"].as_str()),
+        (409, Some("flow_cancelled"))
+    );
+}
