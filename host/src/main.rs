@@ -71,6 +71,8 @@ enum BenchCommand {
     Engine(cli::bench::EngineBench),
     /// Per-task wasm overhead (pooling vs on-demand) and end-to-end cost of wasm.
     Wasm(cli::bench_wasm::WasmBench),
+    /// 10-node linear flows against independent executions (flows/s).
+    Flow(cli::bench_flow::FlowBench),
     /// Suspend -> signal -> resume latency against submit -> start latency.
     Signal(cli::bench_signal::SignalBench),
 }
@@ -114,6 +116,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Engine(args)) => cli::bench::run(args).await?,
         Command::Bench(BenchCommand::Wasm(args)) => cli::bench_wasm::run(args).await?,
         Command::Bench(BenchCommand::Signal(args)) => cli::bench_signal::run(args).await?,
+        Command::Bench(BenchCommand::Flow(args)) => cli::bench_flow::run(args).await?,
     }
     Ok(())
 }

@@ -328,6 +328,7 @@ fn every_command_parses_without_panicking() {
         &["bench", "engine"],
         &["bench", "wasm"],
         &["bench", "signal"],
+        &["bench", "flow"],
     ];
     // All at once: the database commands each wait out a connect timeout.
     let running: Vec<_> = commands

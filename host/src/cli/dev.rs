@@ -1,6 +1,6 @@
 //! `flowfabric dev`: the product end to end in one command. Uploads the example
 //! guests, submits a handful of executions (a retry, a timeout and a suspension
-//! resumed by a signal among them), runs them on an in-process worker pool and
+//! resumed by a signal among them) and a small flow, runs them on an in-process worker pool and
 //! prints what happened.
 
 use std::path::PathBuf;
@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use flowfabric::engine::{Engine, ScannerConfig, Scanners};
-use flowfabric::model::{Backoff, Execution, NewExecution, NewSignal, PublicState};
+use flowfabric::model::{
+    Backoff, Execution, FlowEdge, FlowId, FlowMember, FlowSnapshot, FlowState, GraphChange,
+    JoinPolicy, NewExecution, NewFlow, NewSignal, PublicState,
+};
 use flowfabric::worker::WorkerPool;
 
 use super::{connect, WorkerArgs};
@@ -99,8 +102,9 @@ pub async fn run(mut args: Dev) -> anyhow::Result<()> {
         };
         ids.push(engine.create(tenant, new).await?.execution_id);
     }
+    let flow = create_demo_flow(&engine, tenant).await?;
     println!(
-        "submitted {} executions; running them on {} slots…\n",
+        "submitted {} executions and a flow of 4; running them on {} slots…\n",
         ids.len(),
         args.worker.slots
     );
@@ -114,6 +118,7 @@ pub async fn run(mut args: Dev) -> anyhow::Result<()> {
     );
     let pool = WorkerPool::start(engine.clone(), runtime, args.worker.worker_config());
     let finished = wait_all(&engine, tenant, &ids).await?;
+    let flow = wait_flow(&engine, tenant, flow).await?;
     pool.shutdown().await;
     scanners.shutdown().await;
 
@@ -151,6 +156,95 @@ pub async fn run(mut args: Dev) -> anyhow::Result<()> {
                 .collect();
             println!("{:<28} frames: {}", "", list.join(", "));
         }
+    }
+    print_flow(&engine, tenant, &flow).await
+}
+
+/// A flow: `extract` passes its result to `render`; `publish` needs both
+/// `render` and `broken`, which fails, so `publish` is skipped.
+async fn create_demo_flow(engine: &Engine, tenant: uuid::Uuid) -> anyhow::Result<FlowId> {
+    let member = |key: &str, input: &str| {
+        let mut execution = NewExecution::new("testkit", input.as_bytes());
+        execution.policy.retry.max_retries = 0;
+        FlowMember {
+            key: key.into(),
+            execution,
+            join: JoinPolicy::AllOf,
+        }
+    };
+    let edge = |from: &str, to: &str, pass_result| FlowEdge {
+        from: from.into(),
+        to: to.into(),
+        pass_result,
+    };
+    let change = GraphChange {
+        expected_revision: None,
+        members: vec![
+            member("extract", "echo:echo:quarterly report"),
+            member("render", "(the result of extract)"),
+            member("broken", "permanent"),
+            member("publish", "echo:published"),
+        ],
+        edges: vec![
+            edge("extract", "render", true),
+            edge("render", "publish", false),
+            edge("broken", "publish", false),
+        ],
+    };
+    let flow = NewFlow {
+        name: "report".into(),
+        ..Default::default()
+    };
+    Ok(engine.create_flow(tenant, flow, change).await?.flow_id)
+}
+
+async fn wait_flow(
+    engine: &Engine,
+    tenant: uuid::Uuid,
+    flow: FlowId,
+) -> anyhow::Result<FlowSnapshot> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let snapshot = engine.get_flow(tenant, flow).await?;
+        if snapshot.summary.state != FlowState::Running {
+            return Ok(snapshot);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the demo flow did not finish within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn print_flow(
+    engine: &Engine,
+    tenant: uuid::Uuid,
+    flow: &FlowSnapshot,
+) -> anyhow::Result<()> {
+    println!(
+        "\nflow `{}`: {} ({} members, {} failed)",
+        flow.summary.name,
+        flow.summary.state.as_str(),
+        flow.summary.members,
+        flow.summary.failed
+    );
+    for m in &flow.members {
+        let ex = engine.get(tenant, m.execution_id).await?;
+        let result = ex
+            .result
+            .as_deref()
+            .map(|r| format!("\"{}\"", String::from_utf8_lossy(r)))
+            .unwrap_or_default();
+        println!("  {:<10} {:<10} {result}", m.key, m.state.as_str());
+    }
+    for e in &flow.edges {
+        let passes = if e.pass_result {
+            ", passes its result"
+        } else {
+            ""
+        };
+        println!("  {} -> {}: {}{passes}", e.from, e.to, e.state.as_str());
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Subcommands of the `flowfabric` binary.
 
 pub mod bench;
+pub mod bench_flow;
 pub mod bench_signal;
 pub mod bench_wasm;
 pub mod client;

@@ -160,6 +160,15 @@ pub enum FlowState {
 }
 
 impl FlowState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
     pub fn derive(cancelled: bool, members: i64, unfinished: i64, failed: i64) -> Self {
         if unfinished > 0 || (members == 0 && !cancelled) {
             Self::Running
@@ -220,6 +229,16 @@ pub enum EdgeState {
     Satisfied,
     /// The upstream ended without success.
     Unsatisfied,
+}
+
+impl EdgeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Satisfied => "satisfied",
+            Self::Unsatisfied => "unsatisfied",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]

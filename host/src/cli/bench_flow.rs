@@ -1,0 +1,205 @@
+//! `flowfabric bench flow`: throughput of 10-node linear flows, against the
+//! same number of independent executions in the same run.
+//!
+//! Both phases create their work while the same claim/complete loops drain
+//! it, and are timed from the first create to the last completion. The flow
+//! phase pays for the graph: edges and join groups at create, and a
+//! dependency resolution (promote the next node) inside every completion.
+//! The ratio says what that costs on top of the engine's plain path.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use flowfabric::backend::postgres::bench::ScratchDatabase;
+use flowfabric::engine::{Engine, Limits};
+use flowfabric::model::{
+    ClaimRequest, FlowEdge, FlowMember, GraphChange, JoinPolicy, NewExecution, NewFlow, TenantId,
+    DEFAULT_LANE,
+};
+
+use super::connect_with;
+
+#[derive(clap::Args)]
+pub struct FlowBench {
+    /// A Postgres server; the bench creates and drops its own scratch database.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: String,
+    /// Flows to run (each is a chain of `--nodes` executions).
+    #[arg(long, default_value_t = 200)]
+    flows: usize,
+    #[arg(long, default_value_t = 10)]
+    nodes: usize,
+    /// Concurrent claim/complete loops.
+    #[arg(long, default_value_t = 4)]
+    workers: usize,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json_out: Option<std::path::PathBuf>,
+}
+
+#[derive(serde::Serialize)]
+struct Row {
+    phase: &'static str,
+    executions: usize,
+    seconds: f64,
+    executions_per_s: f64,
+    flows_per_s: Option<f64>,
+}
+
+pub async fn run(args: FlowBench) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.nodes >= 2 && args.flows >= 1,
+        "need at least 2 nodes and 1 flow"
+    );
+    let scratch = ScratchDatabase::create(&args.database_url).await?;
+    let result = measure(&scratch.url, &args).await;
+    scratch.drop().await?;
+    let rows = result?;
+    println!(
+        "{} flows of {} nodes (linear), {} claim/complete loops",
+        args.flows, args.nodes, args.workers
+    );
+    println!(
+        "{:<26} {:>10} {:>9} {:>12} {:>9}",
+        "phase", "executions", "seconds", "executions/s", "flows/s"
+    );
+    for r in &rows {
+        println!(
+            "{:<26} {:>10} {:>9.2} {:>12.0} {:>9}",
+            r.phase,
+            r.executions,
+            r.seconds,
+            r.executions_per_s,
+            r.flows_per_s.map_or("-".into(), |f| format!("{f:.1}"))
+        );
+    }
+    println!(
+        "flow executions/s / independent executions/s: {:.2}",
+        rows[1].executions_per_s / rows[0].executions_per_s
+    );
+    if let Some(path) = args.json_out {
+        std::fs::write(&path, serde_json::to_string_pretty(&rows)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+async fn measure(url: &str, args: &FlowBench) -> anyhow::Result<Vec<Row>> {
+    let limits = Limits {
+        require_component: false,
+        ..Limits::default()
+    };
+    let engine = connect_with(url, (args.workers + 4) as u32, limits).await?;
+    let tenant = engine.create_tenant("bench").await?.tenant_id;
+    let total = args.flows * args.nodes;
+
+    let started = Instant::now();
+    let drained = drain(&engine, args.workers, total);
+    for chunk in (0..total).collect::<Vec<_>>().chunks(100) {
+        let batch: Vec<NewExecution> = chunk.iter().map(|_| task()).collect();
+        engine.create_batch(tenant, &batch).await?;
+    }
+    drained.await?;
+    let plain = started.elapsed().as_secs_f64();
+
+    let started = Instant::now();
+    let drained = drain(&engine, args.workers, total);
+    for _ in 0..args.flows {
+        create_chain(&engine, tenant, args.nodes).await?;
+    }
+    drained.await?;
+    let flows = started.elapsed().as_secs_f64();
+    Ok(vec![
+        Row {
+            phase: "independent executions",
+            executions: total,
+            seconds: plain,
+            executions_per_s: total as f64 / plain,
+            flows_per_s: None,
+        },
+        Row {
+            phase: "linear flows",
+            executions: total,
+            seconds: flows,
+            executions_per_s: total as f64 / flows,
+            flows_per_s: Some(args.flows as f64 / flows),
+        },
+    ])
+}
+
+fn task() -> NewExecution {
+    NewExecution::new("bench", b"x".to_vec())
+}
+
+async fn create_chain(engine: &Engine, tenant: TenantId, nodes: usize) -> anyhow::Result<()> {
+    let key = |i: usize| format!("n{i}");
+    let change = GraphChange {
+        expected_revision: None,
+        members: (0..nodes)
+            .map(|i| FlowMember {
+                key: key(i),
+                execution: task(),
+                join: JoinPolicy::AllOf,
+            })
+            .collect(),
+        edges: (1..nodes)
+            .map(|i| FlowEdge {
+                from: key(i - 1),
+                to: key(i),
+                pass_result: true,
+            })
+            .collect(),
+    };
+    let flow = NewFlow {
+        name: "chain".into(),
+        ..Default::default()
+    };
+    engine.create_flow(tenant, flow, change).await?;
+    Ok(())
+}
+
+/// `workers` loops that claim (up to 10 at a time) and complete until
+/// `total` executions have completed.
+fn drain(
+    engine: &Engine,
+    workers: usize,
+    total: usize,
+) -> impl std::future::Future<Output = anyhow::Result<()>> {
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..workers {
+        let engine = engine.clone();
+        let done = done.clone();
+        tasks.spawn(async move {
+            let request = ClaimRequest {
+                worker_id: "bench".into(),
+                worker_instance: format!("bench-{w}"),
+                lanes: vec![DEFAULT_LANE.into()],
+                capabilities: Vec::new(),
+                limit: 10,
+                lease_ttl: Duration::from_secs(60),
+            };
+            let mut wake = engine.work_signal().await?;
+            while done.load(Ordering::Relaxed) < total {
+                let claimed = engine.claim(&request).await?;
+                if claimed.is_empty() {
+                    let _ = tokio::time::timeout(Duration::from_millis(20), wake.changed()).await;
+                    continue;
+                }
+                for c in claimed {
+                    engine.complete(&c.lease, b"ok").await?;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            anyhow::Ok(())
+        });
+    }
+    async move {
+        while let Some(joined) = tasks.join_next().await {
+            joined.context("bench worker panicked")??;
+        }
+        Ok(())
+    }
+}
