@@ -6,6 +6,7 @@ mod fairness;
 mod flows;
 mod isolation;
 mod openapi;
+mod streams;
 mod user_path;
 
 use reqwest::Method;

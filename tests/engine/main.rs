@@ -5,6 +5,7 @@ mod errors;
 mod flows;
 mod lifecycle;
 mod scanners;
+mod streams;
 mod suspension;
 mod tenancy;
 

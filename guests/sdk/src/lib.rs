@@ -91,6 +91,16 @@ pub fn frame(frame_type: &str, payload: &[u8]) -> Result<u64, HostError> {
     host::append_frame(frame_type, payload, StreamMode::Durable)
 }
 
+/// Merge `patch` (a JSON object, RFC 7396) into the attempt's summary document.
+pub fn summary(frame_type: &str, patch_json: &str) -> Result<u64, HostError> {
+    host::append_frame(frame_type, patch_json.as_bytes(), StreamMode::Summary)
+}
+
+/// A frame for live readers only: the host keeps a window of the newest.
+pub fn live_frame(frame_type: &str, payload: &[u8]) -> Result<u64, HostError> {
+    host::append_frame(frame_type, payload, StreamMode::BestEffort)
+}
+
 pub fn log(level: LogLevel, message: &str) {
     host::log(level, message)
 }

@@ -13,6 +13,7 @@
 //! | `connect:ADDR` | tries a TCP connection; returns what happened |
 //! | `env` | returns the environment it sees |
 //! | `frames:N` | progress + N frames + a log line, returns `frames=N` |
+//! | `summary:N` | N summary patches (`{"step": i}`) and N best-effort `tick` frames, returns `summary=N` |
 //! | `print:TEXT` | writes TEXT to stdout and stderr |
 //! | `info` | returns the task info as `key=value` lines |
 //! | `wait:KEY` | waits for a signal on KEY (the token is written as a `waitpoint` frame) |
@@ -94,6 +95,19 @@ impl Task for Testkit {
                 .map(|(k, v)| format!("{k}={v}\n"))
                 .collect::<String>()
                 .into_bytes()),
+            "summary" => {
+                let n: u32 = arg
+                    .parse()
+                    .map_err(|_| TaskError::permanent("summary needs a count"))?;
+                for i in 0..n {
+                    flowfabric_guest::summary(
+                        "state",
+                        &format!("{{\"step\": {i}, \"s{i}\": true}}"),
+                    )?;
+                    flowfabric_guest::live_frame("tick", format!("{i}").as_bytes())?;
+                }
+                Ok(format!("summary={n}").into_bytes())
+            }
             "frames" => {
                 let n: u32 = arg
                     .parse()
@@ -130,10 +144,16 @@ impl Task for Testkit {
                 )
                 .into_bytes())
             }
-            "wait" => wait(&[arg], ResumeCondition::Waitpoint(arg.into()), None, TimeoutBehavior::Fail),
+            "wait" => wait(
+                &[arg],
+                ResumeCondition::Waitpoint(arg.into()),
+                None,
+                TimeoutBehavior::Fail,
+            ),
             "wait-all" => {
                 let keys: Vec<&str> = arg.split(',').collect();
-                let condition = ResumeCondition::AllOf(keys.iter().map(|k| k.to_string()).collect());
+                let condition =
+                    ResumeCondition::AllOf(keys.iter().map(|k| k.to_string()).collect());
                 wait(&keys, condition, None, TimeoutBehavior::Fail)
             }
             "wait-timeout" => {
@@ -146,11 +166,18 @@ impl Task for Testkit {
                     "cancel" => TimeoutBehavior::Cancel,
                     "expire" => TimeoutBehavior::Expire,
                     "auto-resume" => TimeoutBehavior::AutoResume,
-                    other => return Err(TaskError::permanent(format!("unknown behaviour `{other}`"))),
+                    other => {
+                        return Err(TaskError::permanent(format!("unknown behaviour `{other}`")))
+                    }
                 };
                 wait(&[], ResumeCondition::TimeoutOnly, Some(ms), behaviour)
             }
-            "wait-operator" => wait(&[], ResumeCondition::OperatorOnly, None, TimeoutBehavior::Fail),
+            "wait-operator" => wait(
+                &[],
+                ResumeCondition::OperatorOnly,
+                None,
+                TimeoutBehavior::Fail,
+            ),
             other => Err(TaskError::permanent(format!("unknown command `{other}`"))),
         }
     }

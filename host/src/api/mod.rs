@@ -101,6 +101,10 @@ pub fn router(engine: Engine, runtime: Arc<Runtime>, config: &ApiConfig) -> Rout
             get(streams::frames),
         )
         .route(
+            "/executions/{id}/attempts/{attempt}/summary",
+            get(streams::summary),
+        )
+        .route(
             "/flows",
             post(flows::create)
                 .layer(DefaultBodyLimit::max(config.max_batch_body_bytes))

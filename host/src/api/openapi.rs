@@ -20,7 +20,7 @@ use super::{admin, components, events, executions, flows, signals, streams};
         executions::create, executions::create_batch, executions::list, executions::get,
         executions::result, executions::cancel, executions::priority, executions::replay,
         flows::create, flows::extend, flows::get, flows::list, flows::cancel,
-        streams::frames, streams::follow,
+        streams::frames, streams::summary, streams::follow,
         signals::deliver, signals::waitpoints, signals::resume,
         events::list, events::follow,
         components::upload, components::list, components::versions, components::get,

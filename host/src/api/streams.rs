@@ -25,7 +25,7 @@ use super::executions::result_of;
 use super::payload::Payload;
 use super::{live, AppState};
 use crate::engine::Engine;
-use crate::model::{ExecutionState, ExecutionUpdate, Frame, StreamMode, TenantId};
+use crate::model::{ExecutionState, ExecutionUpdate, Frame, StreamMode, StreamSummary, TenantId};
 
 const PAGE: u32 = 500;
 
@@ -96,6 +96,26 @@ pub async fn frames(
         .map(|f| FrameView::new(attempt, f))
         .collect();
     Ok(Json(FramePage { items, next_cursor }))
+}
+
+/// The attempt's rolling summary: its `summary` frames merged as JSON merge
+/// patches. 404 until the attempt appends one.
+#[utoipa::path(get, path = "/v1/executions/{id}/attempts/{attempt}/summary", tag = "streams",
+    params(("id" = Uuid, Path), ("attempt" = i32, Path)),
+    responses((status = 200, body = StreamSummary), (status = 404, body = ErrorBody),
+        (status = 401, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn summary(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((id, attempt)): Path<(Uuid, i32)>,
+) -> ApiResult<Json<StreamSummary>> {
+    Ok(Json(
+        state
+            .engine
+            .read_summary(caller.tenant, id, attempt)
+            .await?,
+    ))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

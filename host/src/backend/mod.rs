@@ -22,7 +22,7 @@ use crate::model::{
     ExecutionFilter, ExecutionId, ExecutionState, ExecutionUpdate, FailOutcome, Failure,
     FlowCancelPolicy, FlowId, FlowSnapshot, FlowSummary, Frame, GraphApplied, GraphChange,
     LeaseHandle, NewExecution, NewFlow, NewSignal, Signal, SignalOutcome, StoredApiKey, StreamMode,
-    SuspendOutcome, Suspension, Tenant, TenantId, TenantLimits, Waitpoint,
+    StreamSummary, SuspendOutcome, Suspension, Tenant, TenantId, TenantLimits, Waitpoint,
 };
 
 #[async_trait]
@@ -171,6 +171,14 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<Vec<Frame>>;
 
     /// Record the latest progress of the lease's attempt.
+    /// The attempt's summary document, if a summary frame was ever appended.
+    async fn read_summary(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        attempt_index: i32,
+    ) -> Result<Option<StreamSummary>>;
+
     async fn set_progress(&self, lease: &LeaseHandle, percent: u8, message: &str) -> Result<()>;
 
     /// Create a waitpoint of the lease's execution, or return the open one

@@ -25,7 +25,7 @@ use crate::error::{EngineError, Result};
 use crate::model::{
     ClaimRequest, ClaimedExecution, CompletionEvent, ComponentVersion, Created, Execution,
     ExecutionFilter, ExecutionId, FailOutcome, Failure, Frame, LeaseHandle, NewExecution,
-    StreamMode, TenantId,
+    StreamMode, StreamSummary, TenantId,
 };
 
 /// Size and shape limits applied to every request.
@@ -418,9 +418,35 @@ impl Engine {
                 limit: self.limits.max_frame_bytes,
             });
         }
+        if mode == StreamMode::Summary {
+            let patch: serde_json::Value = serde_json::from_slice(payload).map_err(|e| {
+                EngineError::invalid("frame", format!("a summary frame must be JSON: {e}"))
+            })?;
+            if !patch.is_object() {
+                return Err(EngineError::invalid(
+                    "frame",
+                    "a summary frame must be a JSON object (a merge patch)",
+                ));
+            }
+        }
         self.backend
             .append_frame(lease, frame_type, mode, payload)
             .await
+    }
+
+    pub async fn read_summary(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        attempt_index: i32,
+    ) -> Result<StreamSummary> {
+        self.backend
+            .read_summary(tenant, id, attempt_index)
+            .await?
+            .ok_or_else(|| EngineError::NotFound {
+                what: "summary of attempt",
+                id: format!("{id}/{attempt_index}"),
+            })
     }
 
     pub async fn read_frames(

@@ -284,6 +284,22 @@ impl std::str::FromStr for StreamMode {
     }
 }
 
+/// Best-effort frames further back than this many frames of their attempt
+/// are trimmed when the next best-effort frame is appended.
+pub const BEST_EFFORT_WINDOW: i64 = 256;
+
+/// An attempt's rolling summary: every `summary` frame merged, in order, as a
+/// JSON merge patch (RFC 7396; the string `"__ff_null__"` sets a literal null).
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct StreamSummary {
+    #[schema(value_type = Object)]
+    pub document: serde_json::Value,
+    /// 1 after the first patch, +1 per patch.
+    pub version: i64,
+    pub first_applied_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
 /// One frame of an attempt's output stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Frame {

@@ -97,6 +97,16 @@ impl ClaimedTask {
 
     /// Append captured output or a log line as a frame, within the frame budget.
     pub(super) async fn frame(&self, frame_type: &str, payload: &[u8]) -> Result<u64, HostError> {
+        self.frame_in(frame_type, payload, StreamMode::Durable)
+            .await
+    }
+
+    async fn frame_in(
+        &self,
+        frame_type: &str,
+        payload: &[u8],
+        mode: StreamMode,
+    ) -> Result<u64, HostError> {
         if self.is_lease_lost() {
             return Err(HostError::LeaseLost);
         }
@@ -107,7 +117,7 @@ impl ClaimedTask {
             )));
         }
         self.engine
-            .append_frame(self.lease(), frame_type, StreamMode::Durable, payload)
+            .append_frame(self.lease(), frame_type, mode, payload)
             .await
             .map(|seq| seq as u64)
             .map_err(|e| self.host_error(e))
@@ -177,12 +187,12 @@ impl TaskImports for ClaimedTask {
         payload: Vec<u8>,
         mode: GuestStreamMode,
     ) -> Result<u64, HostError> {
-        match mode {
-            GuestStreamMode::Durable => self.frame(&frame_type, &payload).await,
-            GuestStreamMode::Summary | GuestStreamMode::BestEffort => Err(HostError::Unsupported(
-                "only durable frames are supported by this host version".into(),
-            )),
-        }
+        let mode = match mode {
+            GuestStreamMode::Durable => StreamMode::Durable,
+            GuestStreamMode::Summary => StreamMode::Summary,
+            GuestStreamMode::BestEffort => StreamMode::BestEffort,
+        };
+        self.frame_in(&frame_type, &payload, mode).await
     }
 
     async fn report_usage(

@@ -49,7 +49,7 @@ use crate::model::{
     ExecutionFilter, ExecutionId, ExecutionState, ExecutionUpdate, FailOutcome, Failure,
     FlowCancelPolicy, FlowId, FlowSnapshot, FlowSummary, Frame, GraphApplied, GraphChange,
     LeaseHandle, NewExecution, NewFlow, NewSignal, Signal, SignalOutcome, StoredApiKey, StreamMode,
-    SuspendOutcome, Suspension, Tenant, TenantId, TenantLimits, Waitpoint,
+    StreamSummary, SuspendOutcome, Suspension, Tenant, TenantId, TenantLimits, Waitpoint,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
@@ -300,6 +300,15 @@ impl Backend for PgBackend {
         limit: u32,
     ) -> Result<Vec<Frame>> {
         output::read_frames(&self.pool, tenant, id, attempt_index, after, limit).await
+    }
+
+    async fn read_summary(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        attempt_index: i32,
+    ) -> Result<Option<StreamSummary>> {
+        output::read_summary(&self.pool, tenant, id, attempt_index).await
     }
 
     async fn set_progress(&self, lease: &LeaseHandle, percent: u8, message: &str) -> Result<()> {

@@ -7,11 +7,14 @@ use super::lease::{rejection, FENCE};
 use super::rows::{col, parse, Args};
 use super::UPDATES_CHANNEL;
 use crate::error::{EngineError, Result};
-use crate::model::{ExecutionId, Frame, LeaseHandle, StreamMode, TenantId};
+use crate::model::{
+    ExecutionId, Frame, LeaseHandle, StreamMode, StreamSummary, TenantId, BEST_EFFORT_WINDOW,
+};
 
 /// The fenced `UPDATE` both checks the lease and hands out the next sequence
 /// number, so a frame can never land after its lease is gone, and sequence
-/// numbers are dense per attempt.
+/// numbers are dense per attempt. A mode's own work (merging the summary,
+/// trimming best-effort frames) is part of the same statement.
 pub(super) async fn append_frame(
     pool: &PgPool,
     lease: &LeaseHandle,
@@ -25,13 +28,23 @@ pub(super) async fn append_frame(
               inserted AS (INSERT INTO frames (tenant_id, execution_id, attempt_index, seq, \
                                frame_type, mode, payload) \
                            SELECT $1, $2, $3, frame_seq, $6, $7, $8 FROM seq RETURNING seq) \
-         SELECT seq, pg_notify('{UPDATES_CHANNEL}', $1::text || ':' || $2::text) FROM inserted"
+              {mode_work} \
+         SELECT seq, pg_notify('{UPDATES_CHANNEL}', $1::text || ':' || $2::text) FROM inserted",
+        mode_work = mode_work(mode),
     );
-    let bound = Args::fence(lease)
+    let args = Args::fence(lease)
         .push(frame_type)
         .push(mode.as_str())
-        .push(payload)
-        .done("append frame")?;
+        .push(payload);
+    let bound = match mode {
+        StreamMode::Durable => args,
+        StreamMode::Summary => args.push(
+            serde_json::from_slice::<serde_json::Value>(payload)
+                .map_err(|e| EngineError::invalid("frame", format!("not JSON: {e}")))?,
+        ),
+        StreamMode::BestEffort => args.push(BEST_EFFORT_WINDOW),
+    }
+    .done("append frame")?;
     // The second column (the notify's `void`) is never decoded.
     let seq: Option<i64> = sqlx::query_scalar_with(&sql, bound)
         .fetch_optional(pool)
@@ -41,6 +54,54 @@ pub(super) async fn append_frame(
         Some(seq) => Ok(seq),
         None => Err(rejection(pool, lease, None).await?),
     }
+}
+
+/// `$9` is the patch (summary) or the window (best effort).
+fn mode_work(mode: StreamMode) -> &'static str {
+    match mode {
+        StreamMode::Durable => "",
+        StreamMode::Summary => {
+            ", merged AS (INSERT INTO stream_summaries \
+                   (tenant_id, execution_id, attempt_index, document, version) \
+               SELECT $1, $2, $3, flowfabric_merge_patch('{}'::jsonb, $9::jsonb), 1 FROM seq \
+               ON CONFLICT (tenant_id, execution_id, attempt_index) DO UPDATE \
+               SET document = flowfabric_merge_patch(stream_summaries.document, $9::jsonb), \
+                   version = stream_summaries.version + 1, updated_at = now())"
+        }
+        StreamMode::BestEffort => {
+            ", trimmed AS (DELETE FROM frames f USING seq \
+               WHERE f.tenant_id = $1 AND f.execution_id = $2 AND f.attempt_index = $3 \
+                 AND f.mode = 'best_effort' AND f.seq <= seq.frame_seq - $9::bigint)"
+        }
+    }
+}
+
+/// The rolling summary of an attempt (`stream_summaries` primary key).
+pub(super) async fn read_summary(
+    pool: &PgPool,
+    tenant: TenantId,
+    id: ExecutionId,
+    attempt_index: i32,
+) -> Result<Option<StreamSummary>> {
+    let row = sqlx::query(
+        "SELECT document, version, first_applied_at, updated_at FROM stream_summaries \
+         WHERE tenant_id = $1 AND execution_id = $2 AND attempt_index = $3",
+    )
+    .bind(tenant)
+    .bind(id)
+    .bind(attempt_index)
+    .fetch_optional(pool)
+    .await
+    .map_err(EngineError::storage("read summary"))?;
+    row.map(|r| {
+        Ok(StreamSummary {
+            document: col(&r, "document")?,
+            version: col(&r, "version")?,
+            first_applied_at: col(&r, "first_applied_at")?,
+            updated_at: col(&r, "updated_at")?,
+        })
+    })
+    .transpose()
 }
 
 pub(super) async fn read_frames(
