@@ -192,6 +192,23 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
     }
 }
 
+/// A JSON body that may be left out: an empty body is `T::default()`.
+pub struct OptionalJson<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> ApiResult<Self> {
+        let RawBody(body) = RawBody::from_request(request, state).await?;
+        if body.is_empty() {
+            return Ok(Self(T::default()));
+        }
+        serde_json::from_slice(&body)
+            .map(Self)
+            .map_err(|e| ApiError::invalid(format!("body: {e}")))
+    }
+}
+
 pub type ApiResult<T> = Result<T, ApiError>;
 
 /// A page size from a query: 1 to 1000, 100 when absent.

@@ -14,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::auth::Caller;
-use super::error::{page_limit, ApiResult, ErrorBody, Json, Path, Query, RawBody};
+use super::error::{page_limit, ApiResult, ErrorBody, Json, OptionalJson, Path, Query};
 use super::payload::{decode_input, Payload};
 use super::AppState;
 use crate::model::{
@@ -252,15 +252,8 @@ pub async fn cancel(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<Uuid>,
-    RawBody(body): RawBody,
+    OptionalJson(body): OptionalJson<CancelBody>,
 ) -> ApiResult<Json<Cancelled>> {
-    // The body is optional: an empty one means no reason given.
-    let body: CancelBody = if body.is_empty() {
-        CancelBody::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| super::error::ApiError::invalid(format!("cancel body: {e}")))?
-    };
     let reason = body
         .reason
         .unwrap_or_else(|| "cancelled through the API".into());

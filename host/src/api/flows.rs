@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::auth::Caller;
-use super::error::{page_limit, ApiError, ApiResult, ErrorBody, Json, Path, Query, RawBody};
+use super::error::{page_limit, ApiResult, ErrorBody, Json, OptionalJson, Path, Query};
 use super::executions::CreateExecution;
 use super::AppState;
 use crate::model::{
@@ -202,13 +202,8 @@ pub async fn cancel(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<Uuid>,
-    RawBody(body): RawBody,
+    OptionalJson(body): OptionalJson<CancelFlowBody>,
 ) -> ApiResult<Json<FlowCancelled>> {
-    let body: CancelFlowBody = if body.is_empty() {
-        CancelFlowBody::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("cancel body: {e}")))?
-    };
     let reason = body
         .reason
         .unwrap_or_else(|| "flow cancelled through the API".into());

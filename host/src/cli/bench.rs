@@ -205,7 +205,10 @@ where
             while done.load(Relaxed) < total {
                 let n = step().await?;
                 if n == 0 {
-                    tokio::task::yield_now().await;
+                    // Nothing claimable yet (work still being created, or a
+                    // flow's next node not yet promoted): back off briefly
+                    // rather than spin against the database.
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
                 }
                 done.fetch_add(n, Relaxed);
             }

@@ -7,19 +7,20 @@
 //! dependency resolution (promote the next node) inside every completion.
 //! The ratio says what that costs on top of the engine's plain path.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use flowfabric::backend::postgres::bench::ScratchDatabase;
 use flowfabric::engine::{Engine, Limits};
 use flowfabric::model::{
-    ClaimRequest, FlowEdge, FlowMember, GraphChange, JoinPolicy, NewExecution, NewFlow, TenantId,
-    DEFAULT_LANE,
+    FlowEdge, FlowMember, GraphChange, JoinPolicy, NewExecution, NewFlow, TenantId,
 };
 
+use super::bench::drain_engine;
 use super::connect_with;
+
+/// Executions each loop claims at a time.
+const CLAIM_BATCH: u32 = 10;
 
 #[derive(clap::Args)]
 pub struct FlowBench {
@@ -96,20 +97,30 @@ async fn measure(url: &str, args: &FlowBench) -> anyhow::Result<Vec<Row>> {
     let total = args.flows * args.nodes;
 
     let started = Instant::now();
-    let drained = drain(&engine, args.workers, total);
-    for chunk in (0..total).collect::<Vec<_>>().chunks(100) {
-        let batch: Vec<NewExecution> = chunk.iter().map(|_| task()).collect();
-        engine.create_batch(tenant, &batch).await?;
-    }
-    drained.await?;
+    let create = async {
+        for chunk in (0..total).collect::<Vec<_>>().chunks(100) {
+            let batch: Vec<NewExecution> = chunk.iter().map(|_| task()).collect();
+            engine.create_batch(tenant, &batch).await?;
+        }
+        anyhow::Ok(())
+    };
+    tokio::try_join!(
+        create,
+        drain_engine(&engine, args.workers, total, CLAIM_BATCH)
+    )?;
     let plain = started.elapsed().as_secs_f64();
 
     let started = Instant::now();
-    let drained = drain(&engine, args.workers, total);
-    for _ in 0..args.flows {
-        create_chain(&engine, tenant, args.nodes).await?;
-    }
-    drained.await?;
+    let create = async {
+        for _ in 0..args.flows {
+            create_chain(&engine, tenant, args.nodes).await?;
+        }
+        anyhow::Ok(())
+    };
+    tokio::try_join!(
+        create,
+        drain_engine(&engine, args.workers, total, CLAIM_BATCH)
+    )?;
     let flows = started.elapsed().as_secs_f64();
     Ok(vec![
         Row {
@@ -158,48 +169,4 @@ async fn create_chain(engine: &Engine, tenant: TenantId, nodes: usize) -> anyhow
     };
     engine.create_flow(tenant, flow, change).await?;
     Ok(())
-}
-
-/// `workers` loops that claim (up to 10 at a time) and complete until
-/// `total` executions have completed.
-fn drain(
-    engine: &Engine,
-    workers: usize,
-    total: usize,
-) -> impl std::future::Future<Output = anyhow::Result<()>> {
-    let done = Arc::new(AtomicUsize::new(0));
-    let mut tasks = tokio::task::JoinSet::new();
-    for w in 0..workers {
-        let engine = engine.clone();
-        let done = done.clone();
-        tasks.spawn(async move {
-            let request = ClaimRequest {
-                worker_id: "bench".into(),
-                worker_instance: format!("bench-{w}"),
-                lanes: vec![DEFAULT_LANE.into()],
-                capabilities: Vec::new(),
-                limit: 10,
-                lease_ttl: Duration::from_secs(60),
-            };
-            let mut wake = engine.work_signal().await?;
-            while done.load(Ordering::Relaxed) < total {
-                let claimed = engine.claim(&request).await?;
-                if claimed.is_empty() {
-                    let _ = tokio::time::timeout(Duration::from_millis(20), wake.changed()).await;
-                    continue;
-                }
-                for c in claimed {
-                    engine.complete(&c.lease, b"ok").await?;
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            anyhow::Ok(())
-        });
-    }
-    async move {
-        while let Some(joined) = tasks.join_next().await {
-            joined.context("bench worker panicked")??;
-        }
-        Ok(())
-    }
 }

@@ -130,8 +130,7 @@ impl Engine {
         if change.members.is_empty() {
             return Ok(None);
         }
-        let executions: Vec<NewExecution> =
-            change.members.iter().map(|m| m.execution.clone()).collect();
+        let executions: Vec<&NewExecution> = change.members.iter().map(|m| &m.execution).collect();
         self.admit(tenant, &executions, "members").await
     }
 }

@@ -111,7 +111,8 @@ impl Engine {
                 format!("must hold 1 to {} executions", self.limits.max_batch),
             ));
         }
-        let max_queued = self.admit(tenant, batch, "executions").await?;
+        let refs: Vec<&NewExecution> = batch.iter().collect();
+        let max_queued = self.admit(tenant, &refs, "executions").await?;
         self.backend
             .create_executions(tenant, batch, max_queued)
             .await
@@ -124,7 +125,7 @@ impl Engine {
     async fn admit(
         &self,
         tenant: TenantId,
-        batch: &[NewExecution],
+        batch: &[&NewExecution],
         field: &str,
     ) -> Result<Option<u32>> {
         let kinds: Vec<&str> = if self.limits.require_component {

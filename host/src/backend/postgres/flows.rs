@@ -184,8 +184,7 @@ async fn insert_members(
             .map(|m| waits.contains(m.key.as_str()))
             .collect(),
     };
-    let executions: Vec<NewExecution> =
-        change.members.iter().map(|m| m.execution.clone()).collect();
+    let executions: Vec<&NewExecution> = change.members.iter().map(|m| &m.execution).collect();
     let created = create_executions(conn, tenant, &executions, max_queued, Some(&placement))
         .await
         .map_err(|e| match violated(&e) {
@@ -417,22 +416,14 @@ fn flow_not_found(flow_id: FlowId) -> EngineError {
     }
 }
 
-/// A flow's row with its member counts (`executions_flow_key_idx`).
-const SUMMARY_SQL: &str = "SELECT f.flow_id, f.name, f.tags, f.graph_revision, f.cancelled_at, \
-        f.created_at, count(e.execution_id) AS members, \
-        count(*) FILTER (WHERE e.lifecycle_phase <> 'terminal') AS unfinished, \
-        count(*) FILTER (WHERE e.terminal_outcome IN ('failed', 'expired')) AS failed \
-    FROM flows f \
-    LEFT JOIN executions e ON e.tenant_id = f.tenant_id AND e.flow_id = f.flow_id \
-    WHERE f.tenant_id = $1";
+const FLOW_COLUMNS: &str =
+    "f.flow_id, f.name, f.tags, f.graph_revision, f.cancelled_at, f.created_at";
 
-fn summary(row: &PgRow) -> Result<FlowSummary> {
+/// Member counts of a flow: (members, unfinished, failed or expired).
+type Counts = (i64, i64, i64);
+
+fn summary(row: &PgRow, (members, unfinished, failed): Counts) -> Result<FlowSummary> {
     let cancelled_at: Option<chrono::DateTime<chrono::Utc>> = col(row, "cancelled_at")?;
-    let (members, unfinished, failed) = (
-        col(row, "members")?,
-        col(row, "unfinished")?,
-        col(row, "failed")?,
-    );
     Ok(FlowSummary {
         flow_id: col(row, "flow_id")?,
         name: col(row, "name")?,
@@ -447,20 +438,22 @@ fn summary(row: &PgRow) -> Result<FlowSummary> {
     })
 }
 
+/// The flow, its members and its edges; the member counts come from the
+/// members read here rather than from a second aggregate query.
 pub(super) async fn get_flow(
     pool: &PgPool,
     tenant: TenantId,
     flow_id: FlowId,
 ) -> Result<FlowSnapshot> {
-    let sql = format!("{SUMMARY_SQL} AND f.flow_id = $2 GROUP BY f.tenant_id, f.flow_id");
-    let row = sqlx::query(&sql)
-        .bind(tenant)
-        .bind(flow_id)
-        .fetch_optional(pool)
-        .await
-        .map_err(EngineError::storage("read flow"))?
-        .ok_or_else(|| flow_not_found(flow_id))?;
-    let summary = summary(&row)?;
+    let row = sqlx::query(&format!(
+        "SELECT {FLOW_COLUMNS} FROM flows f WHERE f.tenant_id = $1 AND f.flow_id = $2"
+    ))
+    .bind(tenant)
+    .bind(flow_id)
+    .fetch_optional(pool)
+    .await
+    .map_err(EngineError::storage("read flow"))?
+    .ok_or_else(|| flow_not_found(flow_id))?;
     let members = sqlx::query(
         "SELECT e.flow_key, e.execution_id, e.kind, e.public_state, \
                 g.policy, g.k, g.on_satisfied, g.state AS join_state \
@@ -476,6 +469,13 @@ pub(super) async fn get_flow(
     .iter()
     .map(member)
     .collect::<Result<Vec<_>>>()?;
+    let count = |f: fn(PublicState) -> bool| members.iter().filter(|m| f(m.state)).count() as i64;
+    let counts = (
+        members.len() as i64,
+        count(|s| !s.is_terminal()),
+        count(|s| matches!(s, PublicState::Failed | PublicState::Expired)),
+    );
+    let summary = summary(&row, counts)?;
     let edges = sqlx::query(
         "SELECT u.flow_key AS from_key, d.flow_key AS to_key, ed.pass_result, ed.state \
          FROM flow_edges ed \
@@ -539,8 +539,14 @@ pub(super) async fn list_flows(
     after: Option<FlowId>,
     limit: u32,
 ) -> Result<Vec<FlowSummary>> {
+    // Counts per flow off `executions_flow_key_idx`.
     let sql = format!(
-        "{SUMMARY_SQL} AND ($2::uuid IS NULL OR f.flow_id > $2) \
+        "SELECT {FLOW_COLUMNS}, count(e.execution_id) AS members, \
+             count(*) FILTER (WHERE e.lifecycle_phase <> 'terminal') AS unfinished, \
+             count(*) FILTER (WHERE e.terminal_outcome IN ('failed', 'expired')) AS failed \
+         FROM flows f \
+         LEFT JOIN executions e ON e.tenant_id = f.tenant_id AND e.flow_id = f.flow_id \
+         WHERE f.tenant_id = $1 AND ($2::uuid IS NULL OR f.flow_id > $2) \
          GROUP BY f.tenant_id, f.flow_id ORDER BY f.flow_id LIMIT $3"
     );
     sqlx::query(&sql)
@@ -551,7 +557,12 @@ pub(super) async fn list_flows(
         .await
         .map_err(EngineError::storage("list flows"))?
         .iter()
-        .map(summary)
+        .map(|r| {
+            summary(
+                r,
+                (col(r, "members")?, col(r, "unfinished")?, col(r, "failed")?),
+            )
+        })
         .collect()
 }
 

@@ -85,7 +85,7 @@ pub(super) struct FlowPlacement<'a> {
 pub(super) async fn create_executions(
     conn: &mut PgConnection,
     tenant: TenantId,
-    new: &[NewExecution],
+    new: &[&NewExecution],
     max_queued: Option<u32>,
     placement: Option<&FlowPlacement<'_>>,
 ) -> Result<Vec<Created>> {

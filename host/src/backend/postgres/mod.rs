@@ -168,7 +168,8 @@ impl Backend for PgBackend {
             .acquire()
             .await
             .map_err(EngineError::storage("create executions"))?;
-        ingress::create_executions(&mut conn, tenant, executions, max_queued, None).await
+        let executions: Vec<&NewExecution> = executions.iter().collect();
+        ingress::create_executions(&mut conn, tenant, &executions, max_queued, None).await
     }
 
     async fn get_execution(&self, tenant: TenantId, id: ExecutionId) -> Result<Execution> {

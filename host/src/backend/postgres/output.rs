@@ -37,11 +37,7 @@ pub(super) async fn append_frame(
         .push(mode.as_str())
         .push(payload);
     let bound = match mode {
-        StreamMode::Durable => args,
-        StreamMode::Summary => args.push(
-            serde_json::from_slice::<serde_json::Value>(payload)
-                .map_err(|e| EngineError::invalid("frame", format!("not JSON: {e}")))?,
-        ),
+        StreamMode::Durable | StreamMode::Summary => args,
         StreamMode::BestEffort => args.push(BEST_EFFORT_WINDOW),
     }
     .done("append frame")?;
@@ -56,16 +52,20 @@ pub(super) async fn append_frame(
     }
 }
 
-/// `$9` is the patch (summary) or the window (best effort).
+/// A summary patch is the frame's payload (`$8`, checked to be a JSON object
+/// by the engine); `$9` is the best-effort window.
 fn mode_work(mode: StreamMode) -> &'static str {
     match mode {
         StreamMode::Durable => "",
         StreamMode::Summary => {
             ", merged AS (INSERT INTO stream_summaries \
                    (tenant_id, execution_id, attempt_index, document, version) \
-               SELECT $1, $2, $3, flowfabric_merge_patch('{}'::jsonb, $9::jsonb), 1 FROM seq \
+               SELECT $1, $2, $3, \
+                   flowfabric_merge_patch('{}'::jsonb, convert_from($8, 'UTF8')::jsonb), 1 \
+               FROM seq \
                ON CONFLICT (tenant_id, execution_id, attempt_index) DO UPDATE \
-               SET document = flowfabric_merge_patch(stream_summaries.document, $9::jsonb), \
+               SET document = flowfabric_merge_patch(stream_summaries.document, \
+                   convert_from($8, 'UTF8')::jsonb), \
                    version = stream_summaries.version + 1, updated_at = now())"
         }
         StreamMode::BestEffort => {
