@@ -79,3 +79,45 @@ async fn an_auto_resume_timeout_wakes_the_guest_with_a_timeout_signal() {
     pool.shutdown().await;
     scanners.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_guest_spawns_children_waits_for_them_and_reads_their_outcomes() {
+    let env = Env::new().await;
+    // The retried child waits out its backoff in the delayed promoter.
+    let scanners = Scanners::start(env.db.backend(), ScannerConfig::default());
+    let pool = env.pool(config(2));
+    let id = env
+        .submit("testkit", "spawn:echo:first|permanent|fail-until:2", 0)
+        .await;
+    let done = env.wait_terminal(id).await;
+    assert_eq!(
+        done.state,
+        PublicState::Completed,
+        "{:?}",
+        done.last_failure
+    );
+    // Children run with the default retry policy: `fail-until:2` succeeds on
+    // its second attempt, `permanent` never does.
+    assert_eq!(
+        text(&done.result),
+        "after-resume child-1=completed:first;\
+         child-2=failed:this input can never succeed;\
+         child-3=completed:ok on attempt 2"
+    );
+    let flow = env
+        .db
+        .engine
+        .get_flow(env.tenant, done.flow_id.expect("the parent joined a flow"))
+        .await
+        .unwrap();
+    assert_eq!(flow.members.len(), 4, "root and three children, none twice");
+
+    // Spawning a key twice in one run yields one child.
+    let keyed = env.submit("testkit", "spawn-keyed:only", 0).await;
+    let done = env.wait_terminal(keyed).await;
+    let ids = text(&done.result);
+    let (a, b) = ids.split_once(' ').unwrap();
+    assert_eq!(a, b);
+    pool.shutdown().await;
+    scanners.shutdown().await;
+}

@@ -27,7 +27,7 @@ pub mod bindings {
 
 pub use bindings::flowfabric::task::claimed_task as host;
 pub use bindings::flowfabric::task::types::{
-    AttemptType, FailureClass, HostError, LogLevel, ResumeCondition, Signal, StreamMode, TaskError,
+    AttemptType, Child, FailureClass, HostError, LogLevel, ResumeCondition, Signal, StreamMode, TaskError,
     TaskInfo, TimeoutBehavior, UsageResult, Waitpoint,
 };
 /// Implement this for your task type, then call [`export_task!`].
@@ -128,4 +128,21 @@ pub fn suspend(
 /// The signals that resumed this run (empty on a first run).
 pub fn resume_signals() -> Vec<Signal> {
     host::resume_signals()
+}
+
+/// Start a child execution of `kind` in this execution's flow; returns its id.
+/// Without a `key`, the nth call of a run is `child-N`: a run that spawns the
+/// same children in the same order after a resume gets the same ones back.
+pub fn spawn_child(kind: &str, input: &[u8], key: Option<&str>) -> Result<String, HostError> {
+    host::spawn_child(kind, input, key)
+}
+
+/// Every child this execution spawned, once all have ended. If some have
+/// not, the run stops here and starts again from the top when the last one
+/// ends; this call then returns them.
+pub fn wait_children(
+    timeout_ms: Option<u64>,
+    on_timeout: TimeoutBehavior,
+) -> Result<Vec<Child>, HostError> {
+    host::wait_children(timeout_ms, on_timeout)
 }

@@ -20,6 +20,8 @@
 //! | `wait-all:K1,K2,…` | waits for a signal on every key |
 //! | `wait-timeout:MS:BEHAVIOUR` | waits only for the timeout (`fail`, `cancel`, `expire`, `auto-resume`) |
 //! | `wait-operator` | waits for an operator to resume it |
+//! | `spawn:IN1\|IN2\|…` | spawns a testkit child per input, waits for them, returns `key=state:output;…` (`after-resume` first when it had to wait) |
+//! | `spawn-keyed:KEY` | spawns `echo:KEY` under KEY twice, returns both ids (equal) |
 //!
 //! A waiting command, once resumed (or satisfied at once), returns
 //! `resumed attempt=N: name=payload,…` or `satisfied: …`.
@@ -178,6 +180,14 @@ impl Task for Testkit {
                 None,
                 TimeoutBehavior::Fail,
             ),
+            "spawn" => spawn(arg),
+            "spawn-keyed" => {
+                let kind = host::info().kind;
+                let input = format!("echo:{arg}");
+                let a = flowfabric_guest::spawn_child(&kind, input.as_bytes(), Some(arg))?;
+                let b = flowfabric_guest::spawn_child(&kind, input.as_bytes(), Some(arg))?;
+                Ok(format!("{a} {b}").into_bytes())
+            }
             other => Err(TaskError::permanent(format!("unknown command `{other}`"))),
         }
     }
@@ -202,6 +212,30 @@ fn wait(
     }
     let signals = flowfabric_guest::suspend(&condition, timeout_ms, on_timeout)?;
     Ok(format!("satisfied: {}", describe(&signals)).into_bytes())
+}
+
+/// Spawn one testkit child per `|`-separated input and report how each ended.
+fn spawn(inputs: &str) -> Result<Vec<u8>, TaskError> {
+    let kind = host::info().kind;
+    for input in inputs.split('|') {
+        flowfabric_guest::spawn_child(&kind, input.as_bytes(), None)?;
+    }
+    let children = flowfabric_guest::wait_children(None, TimeoutBehavior::Fail)?;
+    let resumed = host::info().attempt_type == flowfabric_guest::AttemptType::Resumed;
+    let report = children
+        .iter()
+        .map(|c| {
+            let detail = match (&c.output, &c.error) {
+                (Some(out), _) => String::from_utf8_lossy(out).into_owned(),
+                (None, Some(e)) => e.clone(),
+                (None, None) => String::new(),
+            };
+            format!("{}={}:{detail}", c.key, c.state)
+        })
+        .collect::<Vec<_>>()
+        .join(";");
+    let prefix = if resumed { "after-resume " } else { "" };
+    Ok(format!("{prefix}{report}").into_bytes())
 }
 
 fn describe(signals: &[Signal]) -> String {

@@ -18,11 +18,12 @@ use tokio::sync::{broadcast, watch};
 
 use crate::error::Result;
 use crate::model::{
-    ApiKey, ClaimRequest, ClaimedExecution, CompletionEvent, ComponentVersion, Created, Execution,
-    ExecutionFilter, ExecutionId, ExecutionState, ExecutionUpdate, FailOutcome, Failure,
-    FlowCancelPolicy, FlowId, FlowSnapshot, FlowSummary, Frame, GraphApplied, GraphChange,
-    LeaseHandle, NewExecution, NewFlow, NewSignal, Signal, SignalOutcome, StoredApiKey, StreamMode,
-    StreamSummary, SuspendOutcome, Suspension, Tenant, TenantId, TenantLimits, Waitpoint,
+    ApiKey, ChildrenOutcome, ClaimRequest, ClaimedExecution, CompletionEvent, ComponentVersion,
+    Created, Execution, ExecutionFilter, ExecutionId, ExecutionState, ExecutionUpdate, FailOutcome,
+    Failure, FlowCancelPolicy, FlowId, FlowSnapshot, FlowSummary, Frame, GraphApplied, GraphChange,
+    LeaseHandle, NewExecution, NewFlow, NewSignal, Signal, SignalOutcome, SpawnedChild,
+    StoredApiKey, StreamMode, StreamSummary, SuspendOutcome, Suspension, Tenant, TenantId,
+    TenantLimits, TimeoutBehavior, Waitpoint,
 };
 
 #[async_trait]
@@ -222,6 +223,26 @@ pub trait Backend: Send + Sync + 'static {
 
     async fn list_waitpoints(&self, tenant: TenantId, id: ExecutionId) -> Result<Vec<Waitpoint>>;
 
+    /// Create a child of the lease's execution in its flow (creating a flow
+    /// with the parent as member `root` if it has none), or return the child
+    /// it already spawned under `key`.
+    async fn spawn_child(
+        &self,
+        lease: &LeaseHandle,
+        child: &NewExecution,
+        key: &str,
+        max_queued: Option<u32>,
+    ) -> Result<SpawnedChild>;
+
+    /// The lease's children if all have ended; otherwise suspend the execution
+    /// (releasing the lease) until the last one does.
+    async fn wait_children(
+        &self,
+        lease: &LeaseHandle,
+        timeout: Option<Duration>,
+        on_timeout: TimeoutBehavior,
+    ) -> Result<ChildrenOutcome>;
+
     /// Create a flow and its first members and edges, in one transaction.
     async fn create_flow(
         &self,
@@ -284,4 +305,7 @@ pub trait Backend: Send + Sync + 'static {
     /// Cancel upstreams a satisfied `cancel_remaining` join could not cancel
     /// at once (their rows were locked at the time).
     async fn cancel_pending_siblings(&self, limit: u32) -> Result<u64>;
+    /// Resume parents whose children have all ended but that no child's
+    /// transaction could resume (their row was locked at the time).
+    async fn wake_waiting_parents(&self, limit: u32) -> Result<u64>;
 }

@@ -17,8 +17,8 @@ use flowfabric::backend::postgres::bench::ScratchDatabase;
 use flowfabric::engine::Engine;
 use flowfabric::model::{NewExecution, TenantId, DEFAULT_LANE};
 use flowfabric::runtime::{
-    AttemptType, CancelFlag, GuestStreamMode, HostError, LogLevel, ResumeCondition, RunResult,
-    Runtime, RuntimeConfig, SandboxLimits, Signal, SuspendReply, TaskImports, TaskInfo,
+    AttemptType, CancelFlag, Child, GuestStreamMode, HostError, LogLevel, ResumeCondition,
+    RunResult, Runtime, RuntimeConfig, SandboxLimits, Signal, SuspendReply, TaskImports, TaskInfo,
     TimeoutBehavior, UsageResult, Waitpoint,
 };
 use flowfabric::worker::{WorkerConfig, WorkerPool};
@@ -201,7 +201,22 @@ impl TaskImports for NoImports {
         _: ResumeCondition,
         _: Option<u64>,
         _: TimeoutBehavior,
-    ) -> Result<SuspendReply, HostError> {
+    ) -> Result<SuspendReply<Vec<Signal>>, HostError> {
+        Err(HostError::Unsupported("benchmark".into()))
+    }
+    async fn spawn_child(
+        &self,
+        _: String,
+        _: Vec<u8>,
+        _: Option<String>,
+    ) -> Result<String, HostError> {
+        Err(HostError::Unsupported("benchmark".into()))
+    }
+    async fn wait_children(
+        &self,
+        _: Option<u64>,
+        _: TimeoutBehavior,
+    ) -> Result<SuspendReply<Vec<Child>>, HostError> {
         Err(HostError::Unsupported("benchmark".into()))
     }
     fn resume_signals(&self) -> Vec<Signal> {

@@ -21,6 +21,7 @@ pub struct ScannerConfig {
     pub deadline: Duration,
     pub suspension_timeout: Duration,
     pub sibling_cancel: Duration,
+    pub wake_parents: Duration,
     /// Rows per tenant per pass.
     pub batch: u32,
 }
@@ -34,6 +35,7 @@ impl Default for ScannerConfig {
             deadline: Duration::from_millis(2_000),
             suspension_timeout: Duration::from_millis(500),
             sibling_cancel: Duration::from_millis(1_000),
+            wake_parents: Duration::from_millis(250),
             batch: 500,
         }
     }
@@ -47,6 +49,7 @@ enum Pass {
     Deadline,
     SuspensionTimeout,
     SiblingCancel,
+    WakeParents,
 }
 
 impl Pass {
@@ -58,6 +61,7 @@ impl Pass {
             Pass::Deadline => "execution_deadline",
             Pass::SuspensionTimeout => "suspension_timeout",
             Pass::SiblingCancel => "sibling_cancel",
+            Pass::WakeParents => "wake_parents",
         }
     }
 
@@ -69,6 +73,7 @@ impl Pass {
             Pass::Deadline => backend.expire_past_deadline(batch).await,
             Pass::SuspensionTimeout => backend.time_out_suspensions(batch).await,
             Pass::SiblingCancel => backend.cancel_pending_siblings(batch).await,
+            Pass::WakeParents => backend.wake_waiting_parents(batch).await,
         }
     }
 }
@@ -89,6 +94,7 @@ impl Scanners {
             (Pass::Deadline, config.deadline),
             (Pass::SuspensionTimeout, config.suspension_timeout),
             (Pass::SiblingCancel, config.sibling_cancel),
+            (Pass::WakeParents, config.wake_parents),
         ] {
             let backend = backend.clone();
             let mut stopped = stop.subscribe();

@@ -208,6 +208,12 @@ impl Engine {
         on_timeout: TimeoutBehavior,
     ) -> Result<SuspendOutcome> {
         condition.validate()?;
+        if condition == ResumeCondition::Children {
+            return Err(EngineError::invalid(
+                "condition",
+                "wait for children with wait_children, which spawned them",
+            ));
+        }
         for key in condition.keys() {
             self.check_name("waitpoint key", key)?;
         }
@@ -290,7 +296,7 @@ impl Engine {
     }
 }
 
-fn check_timeout(timeout_ms: Option<u64>) -> Result<()> {
+pub(super) fn check_timeout(timeout_ms: Option<u64>) -> Result<()> {
     if timeout_ms.is_some_and(|ms| ms == 0 || ms > MAX_SUSPEND_MS) {
         return Err(EngineError::invalid(
             "timeout_ms",

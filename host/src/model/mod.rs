@@ -2,6 +2,7 @@
 //! what each lifecycle operation takes and returns. Pure data, no I/O, shared by
 //! every storage backend, the worker pool and the API.
 
+mod children;
 mod flow;
 mod policy;
 mod state;
@@ -15,6 +16,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub use children::{ChildOutcome, ChildrenOutcome, SpawnedChild};
 pub use flow::{
     find_cycle, EdgeState, FlowCancelPolicy, FlowEdge, FlowEdgeView, FlowId, FlowMember,
     FlowMemberView, FlowSnapshot, FlowState, FlowSummary, GraphApplied, GraphChange, JoinPolicy,
@@ -130,6 +132,9 @@ pub struct Execution {
     #[schema(value_type = Option<uuid::Uuid>)]
     pub flow_id: Option<FlowId>,
     pub flow_key: Option<String>,
+    /// The execution that spawned this one (`spawn-child`), if one did.
+    #[schema(value_type = Option<uuid::Uuid>)]
+    pub parent_id: Option<ExecutionId>,
 }
 
 /// Where an execution stands, without its payloads: what watchers poll.

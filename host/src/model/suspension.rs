@@ -24,6 +24,8 @@ pub enum ResumeCondition {
     OperatorOnly,
     /// Only its timeout ends it.
     TimeoutOnly,
+    /// Every child it spawned has ended (`wait-children`; never from signals).
+    Children,
 }
 
 impl ResumeCondition {
@@ -35,7 +37,7 @@ impl ResumeCondition {
                 let unique: BTreeSet<&str> = keys.iter().map(String::as_str).collect();
                 unique.into_iter().collect()
             }
-            Self::OperatorOnly | Self::TimeoutOnly => Vec::new(),
+            Self::OperatorOnly | Self::TimeoutOnly | Self::Children => Vec::new(),
         }
     }
 
@@ -51,7 +53,7 @@ impl ResumeCondition {
             Self::Waitpoint { .. } => hits >= 1,
             Self::Count { n, .. } => hits >= *n as usize,
             Self::AllOf { keys } => !keys.is_empty() && hits == self.keys().len(),
-            Self::OperatorOnly | Self::TimeoutOnly => false,
+            Self::OperatorOnly | Self::TimeoutOnly | Self::Children => false,
         }
     }
 

@@ -11,6 +11,6 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::flowfabric::task::types::{
-    AttemptType, Breach, FailureClass, HostError, LogLevel, ResumeCondition, Signal, StreamMode,
-    TaskInfo, TimeoutBehavior, UsageResult, Waitpoint,
+    AttemptType, Breach, Child, FailureClass, HostError, LogLevel, ResumeCondition, Signal,
+    StreamMode, TaskInfo, TimeoutBehavior, UsageResult, Waitpoint,
 };

@@ -9,16 +9,17 @@ use tracing::Instrument;
 
 use super::bindings::flowfabric::task::{claimed_task, types};
 use super::bindings::{
-    HostError, LogLevel, ResumeCondition, Signal, StreamMode, TaskInfo, TimeoutBehavior,
+    Child, HostError, LogLevel, ResumeCondition, Signal, StreamMode, TaskInfo, TimeoutBehavior,
     UsageResult, Waitpoint,
 };
 use super::sandbox::{StopReason, StoreState};
 
-/// The answer to a guest's `suspend`.
+/// The answer to a call that may suspend the execution (`suspend`,
+/// `wait-children`).
 #[derive(Debug)]
-pub enum SuspendReply {
-    /// Signals already buffered satisfy the condition; the guest carries on.
-    Satisfied(Vec<Signal>),
+pub enum SuspendReply<T> {
+    /// What was waited for is already there; the guest carries on with it.
+    Satisfied(T),
     /// The execution is suspended: the runtime stops the guest.
     Suspended,
 }
@@ -50,13 +51,43 @@ pub trait TaskImports: Send + Sync + 'static {
         condition: ResumeCondition,
         timeout_ms: Option<u64>,
         on_timeout: TimeoutBehavior,
-    ) -> Result<SuspendReply, HostError>;
+    ) -> Result<SuspendReply<Vec<Signal>>, HostError>;
+    async fn spawn_child(
+        &self,
+        kind: String,
+        input: Vec<u8>,
+        key: Option<String>,
+    ) -> Result<String, HostError>;
+    async fn wait_children(
+        &self,
+        timeout_ms: Option<u64>,
+        on_timeout: TimeoutBehavior,
+    ) -> Result<SuspendReply<Vec<Child>>, HostError>;
     fn resume_signals(&self) -> Vec<Signal>;
     fn lease_healthy(&self) -> bool;
     async fn log(&self, level: LogLevel, message: String);
 }
 
 impl types::Host for StoreState {}
+
+impl StoreState {
+    /// Pass a reply through to the guest, unless the execution suspended: then
+    /// the suspension is recorded and the lease released, so unwind the guest;
+    /// `run` starts again from the top when it resumes.
+    fn unless_suspended<T>(
+        &mut self,
+        reply: wasmtime::Result<Result<SuspendReply<T>, HostError>>,
+    ) -> wasmtime::Result<Result<T, HostError>> {
+        match reply? {
+            Ok(SuspendReply::Satisfied(value)) => Ok(Ok(value)),
+            Err(e) => Ok(Err(e)),
+            Ok(SuspendReply::Suspended) => {
+                self.stopped = Some(StopReason::Suspended);
+                Err(wasmtime::Error::msg("the execution suspended"))
+            }
+        }
+    }
+}
 
 macro_rules! host_call {
     ($name:literal, $body:expr) => {{
@@ -121,20 +152,32 @@ impl claimed_task::Host for StoreState {
         timeout_ms: Option<u64>,
         on_timeout: TimeoutBehavior,
     ) -> wasmtime::Result<Result<Vec<Signal>, HostError>> {
-        let reply: wasmtime::Result<Result<SuspendReply, HostError>> = host_call!(
+        let reply = host_call!(
             "suspend",
             self.imports.suspend(condition, timeout_ms, on_timeout)
         );
-        match reply? {
-            Ok(SuspendReply::Satisfied(signals)) => Ok(Ok(signals)),
-            Err(e) => Ok(Err(e)),
-            // The suspension is recorded and the lease released: unwind the
-            // guest; `run` starts again from the top when it resumes.
-            Ok(SuspendReply::Suspended) => {
-                self.stopped = Some(StopReason::Suspended);
-                Err(wasmtime::Error::msg("the execution suspended"))
-            }
-        }
+        self.unless_suspended(reply)
+    }
+
+    async fn spawn_child(
+        &mut self,
+        kind: String,
+        input: Vec<u8>,
+        key: Option<String>,
+    ) -> wasmtime::Result<Result<String, HostError>> {
+        host_call!("spawn_child", self.imports.spawn_child(kind, input, key))
+    }
+
+    async fn wait_children(
+        &mut self,
+        timeout_ms: Option<u64>,
+        on_timeout: TimeoutBehavior,
+    ) -> wasmtime::Result<Result<Vec<Child>, HostError>> {
+        let reply = host_call!(
+            "wait_children",
+            self.imports.wait_children(timeout_ms, on_timeout)
+        );
+        self.unless_suspended(reply)
     }
 
     async fn resume_signals(&mut self) -> wasmtime::Result<Vec<Signal>> {

@@ -27,9 +27,9 @@ use wasmtime::{
 };
 
 pub use bindings::{
-    AttemptType, Breach, FailureClass as GuestFailureClass, HostError, LogLevel, ResumeCondition,
-    Signal, StreamMode as GuestStreamMode, TaskError, TaskInfo, TimeoutBehavior, UsageResult,
-    Waitpoint,
+    AttemptType, Breach, Child, FailureClass as GuestFailureClass, HostError, LogLevel,
+    ResumeCondition, Signal, StreamMode as GuestStreamMode, TaskError, TaskInfo, TimeoutBehavior,
+    UsageResult, Waitpoint,
 };
 pub use imports::{SuspendReply, TaskImports};
 pub use sandbox::{CancelFlag, SandboxLimits};

@@ -10,11 +10,11 @@ use async_trait::async_trait;
 use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::model::{
-    self, AttemptType as ModelAttemptType, ClaimedExecution, LeaseHandle, StreamMode,
-    SuspendOutcome,
+    self, AttemptType as ModelAttemptType, ChildrenOutcome, ClaimedExecution, LeaseHandle,
+    NewExecution, StreamMode, SuspendOutcome,
 };
 use crate::runtime::{
-    AttemptType, CancelFlag, GuestStreamMode, HostError, LogLevel, ResumeCondition, Signal,
+    AttemptType, CancelFlag, Child, GuestStreamMode, HostError, LogLevel, ResumeCondition, Signal,
     SuspendReply, TaskImports, TaskInfo, TimeoutBehavior, UsageResult, Waitpoint,
 };
 
@@ -27,6 +27,8 @@ pub(super) struct ClaimedTask {
     pub(super) cancel: CancelFlag,
     lease_lost: AtomicBool,
     frames: AtomicU32,
+    /// `spawn-child` calls so far in this run, for default child keys.
+    spawned: AtomicU32,
     progress: Mutex<Progress>,
     /// What resumed this attempt (set before the run, when it is a resume).
     resume_signals: Mutex<Vec<Signal>>,
@@ -46,6 +48,7 @@ impl ClaimedTask {
             cancel,
             lease_lost: AtomicBool::new(false),
             frames: AtomicU32::new(0),
+            spawned: AtomicU32::new(0),
             progress: Mutex::new(Progress::default()),
             resume_signals: Mutex::new(Vec::new()),
         }
@@ -88,9 +91,10 @@ impl ClaimedTask {
                 self.mark_lease_lost();
                 HostError::LeaseLost
             }
-            EngineError::InvalidInput { .. } | EngineError::PayloadTooLarge { .. } => {
-                HostError::Invalid(e.to_string())
-            }
+            EngineError::InvalidInput { .. }
+            | EngineError::PayloadTooLarge { .. }
+            | EngineError::Graph { .. } => HostError::Invalid(e.to_string()),
+            EngineError::QuotaExceeded { .. } => HostError::LimitExceeded(e.to_string()),
             other => HostError::Unavailable(other.to_string()),
         }
     }
@@ -121,6 +125,12 @@ impl ClaimedTask {
             .await
             .map(|seq| seq as u64)
             .map_err(|e| self.host_error(e))
+    }
+
+    /// The lease went with a suspension: nothing more is written.
+    fn suspended<T>(&self) -> SuspendReply<T> {
+        self.lease_lost.store(true, Ordering::Release);
+        SuspendReply::Suspended
     }
 
     /// Write progress held back by the throttle, if any.
@@ -228,7 +238,7 @@ impl TaskImports for ClaimedTask {
         condition: ResumeCondition,
         timeout_ms: Option<u64>,
         on_timeout: TimeoutBehavior,
-    ) -> Result<SuspendReply, HostError> {
+    ) -> Result<SuspendReply<Vec<Signal>>, HostError> {
         let outcome = self
             .engine
             .suspend(
@@ -243,11 +253,44 @@ impl TaskImports for ClaimedTask {
             SuspendOutcome::AlreadySatisfied(signals) => {
                 SuspendReply::Satisfied(signals.into_iter().map(guest_signal).collect())
             }
-            SuspendOutcome::Suspended => {
-                // The lease went with the suspension: nothing more is written.
-                self.lease_lost.store(true, Ordering::Release);
-                SuspendReply::Suspended
+            SuspendOutcome::Suspended => self.suspended(),
+        })
+    }
+
+    async fn spawn_child(
+        &self,
+        kind: String,
+        input: Vec<u8>,
+        key: Option<String>,
+    ) -> Result<String, HostError> {
+        let n = self.spawned.fetch_add(1, Ordering::AcqRel) + 1;
+        let key = key.unwrap_or_else(|| format!("child-{n}"));
+        let mut child = NewExecution::new(kind, input);
+        child.lane = self.claimed.lane.clone();
+        child.priority = self.claimed.priority;
+        let spawned = self
+            .engine
+            .spawn_child(self.lease(), child, &key)
+            .await
+            .map_err(|e| self.host_error(e))?;
+        Ok(spawned.execution_id.to_string())
+    }
+
+    async fn wait_children(
+        &self,
+        timeout_ms: Option<u64>,
+        on_timeout: TimeoutBehavior,
+    ) -> Result<SuspendReply<Vec<Child>>, HostError> {
+        let outcome = self
+            .engine
+            .wait_children(self.lease(), timeout_ms, model_timeout(on_timeout))
+            .await
+            .map_err(|e| self.host_error(e))?;
+        Ok(match outcome {
+            ChildrenOutcome::Done(children) => {
+                SuspendReply::Satisfied(children.into_iter().map(guest_child).collect())
             }
+            ChildrenOutcome::Suspended => self.suspended(),
         })
     }
 
@@ -283,6 +326,17 @@ fn guest_signal(signal: model::Signal) -> Signal {
         waitpoint_key: signal.waitpoint_key,
         name: signal.name,
         payload: signal.payload,
+    }
+}
+
+fn guest_child(child: model::ChildOutcome) -> Child {
+    Child {
+        execution_id: child.execution_id.to_string(),
+        key: child.key,
+        kind: child.kind,
+        state: child.state.to_string(),
+        output: child.result,
+        error: child.error,
     }
 }
 

@@ -183,6 +183,7 @@ async fn insert_members(
             .iter()
             .map(|m| waits.contains(m.key.as_str()))
             .collect(),
+        parent: None,
     };
     let executions: Vec<&NewExecution> = change.members.iter().map(|m| &m.execution).collect();
     let created = create_executions(conn, tenant, &executions, max_queued, Some(&placement))
@@ -399,7 +400,7 @@ async fn refuse_cycles(conn: &mut PgConnection, tenant: TenantId, flow_id: FlowI
 }
 
 /// The name of the constraint a storage error violated, if any.
-fn violated(e: &EngineError) -> Option<&str> {
+pub(super) fn violated(e: &EngineError) -> Option<&str> {
     match e {
         EngineError::Storage {
             cause: sqlx::Error::Database(db),
@@ -409,7 +410,7 @@ fn violated(e: &EngineError) -> Option<&str> {
     }
 }
 
-fn flow_not_found(flow_id: FlowId) -> EngineError {
+pub(super) fn flow_not_found(flow_id: FlowId) -> EngineError {
     EngineError::NotFound {
         what: "flow",
         id: flow_id.to_string(),

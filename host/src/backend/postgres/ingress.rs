@@ -45,7 +45,7 @@ inserted AS (
     INSERT INTO executions (tenant_id, execution_id, kind, lane, priority, required_capabilities,
         tags, policy, idempotency_key, input, lifecycle_phase, ownership_state,
         eligibility_state, blocking_reason, attempt_state, eligible_at, deadline_at,
-        flow_id, flow_key)
+        flow_id, flow_key, parent_id)
     SELECT $1, i.execution_id, i.kind, i.lane, i.priority,
         ARRAY(SELECT jsonb_array_elements_text(i.caps)), i.tags, i.policy, i.idem_key, i.input,
         'runnable', 'unowned',
@@ -56,7 +56,7 @@ inserted AS (
         'pending_first_attempt',
         greatest(coalesce(i.delay_until, now()), now()),
         now() + i.deadline_ms * interval '1 millisecond',
-        $17::uuid, i.flow_key
+        $17::uuid, i.flow_key, $18::uuid
     FROM input i
     WHERE (SELECT admitted FROM admission)
       AND (i.idem_key IS NULL OR i.execution_id IN (SELECT execution_id FROM keyed))
@@ -74,12 +74,14 @@ LEFT JOIN idempotency_keys k ON k.tenant_id = $1 AND k.key = i.idem_key
 ORDER BY i.ord
 "#;
 
-/// Where new executions go in a flow: each one's key, and whether it starts
-/// blocked on dependencies (it has incoming edges).
+/// Where new executions go in a flow: each one's key, whether it starts
+/// blocked on dependencies (it has incoming edges), and the execution that
+/// spawned them, if one did.
 pub(super) struct FlowPlacement<'a> {
     pub flow_id: FlowId,
     pub keys: Vec<&'a str>,
     pub blocked: Vec<bool>,
+    pub parent: Option<ExecutionId>,
 }
 
 pub(super) async fn create_executions(
@@ -133,6 +135,7 @@ pub(super) async fn create_executions(
         .bind(placement.map(|p| p.keys.clone()).unwrap_or_default())
         .bind(placement.map(|p| p.blocked.clone()).unwrap_or_default())
         .bind(placement.map(|p| p.flow_id))
+        .bind(placement.and_then(|p| p.parent))
         .fetch_all(&mut *conn)
         .await
         .map_err(unknown_tenant_or("create executions", tenant))?;

@@ -23,6 +23,7 @@
 //!   backlog of expiries cannot delay another's.
 
 pub mod bench;
+mod children;
 mod components;
 mod flows;
 mod ingress;
@@ -45,11 +46,12 @@ use tokio::sync::{broadcast, watch};
 use super::Backend;
 use crate::error::{EngineError, Result};
 use crate::model::{
-    ApiKey, ClaimRequest, ClaimedExecution, CompletionEvent, ComponentVersion, Created, Execution,
-    ExecutionFilter, ExecutionId, ExecutionState, ExecutionUpdate, FailOutcome, Failure,
-    FlowCancelPolicy, FlowId, FlowSnapshot, FlowSummary, Frame, GraphApplied, GraphChange,
-    LeaseHandle, NewExecution, NewFlow, NewSignal, Signal, SignalOutcome, StoredApiKey, StreamMode,
-    StreamSummary, SuspendOutcome, Suspension, Tenant, TenantId, TenantLimits, Waitpoint,
+    ApiKey, ChildrenOutcome, ClaimRequest, ClaimedExecution, CompletionEvent, ComponentVersion,
+    Created, Execution, ExecutionFilter, ExecutionId, ExecutionState, ExecutionUpdate, FailOutcome,
+    Failure, FlowCancelPolicy, FlowId, FlowSnapshot, FlowSummary, Frame, GraphApplied, GraphChange,
+    LeaseHandle, NewExecution, NewFlow, NewSignal, Signal, SignalOutcome, SpawnedChild,
+    StoredApiKey, StreamMode, StreamSummary, SuspendOutcome, Suspension, Tenant, TenantId,
+    TenantLimits, TimeoutBehavior, Waitpoint,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
@@ -334,6 +336,25 @@ impl Backend for PgBackend {
         suspension::suspend(&self.pool, lease, suspension, timeout).await
     }
 
+    async fn spawn_child(
+        &self,
+        lease: &LeaseHandle,
+        child: &NewExecution,
+        key: &str,
+        max_queued: Option<u32>,
+    ) -> Result<SpawnedChild> {
+        children::spawn_child(&self.pool, lease, child, key, max_queued).await
+    }
+
+    async fn wait_children(
+        &self,
+        lease: &LeaseHandle,
+        timeout: Option<Duration>,
+        on_timeout: TimeoutBehavior,
+    ) -> Result<ChildrenOutcome> {
+        children::wait_children(&self.pool, lease, timeout, on_timeout).await
+    }
+
     async fn deliver_signal(
         &self,
         tenant: TenantId,
@@ -438,5 +459,9 @@ impl Backend for PgBackend {
 
     async fn cancel_pending_siblings(&self, limit: u32) -> Result<u64> {
         flows::cancel_pending_siblings(&self.pool, limit).await
+    }
+
+    async fn wake_waiting_parents(&self, limit: u32) -> Result<u64> {
+        children::wake_waiting_parents(&self.pool, limit).await
     }
 }

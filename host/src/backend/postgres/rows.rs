@@ -16,7 +16,7 @@ pub(super) const EXECUTION_COLUMNS: &str = "tenant_id, execution_id, kind, lane,
     lease_epoch, retry_count, reclaim_count, replay_count, eligible_at, deadline_at, created_at, \
     started_at, \
     finished_at, input, result, last_failure, cancellation_reason, progress_percent, \
-    progress_message, flow_id, flow_key";
+    progress_message, flow_id, flow_key, parent_id";
 
 pub(super) fn json<T: serde::de::DeserializeOwned>(
     value: serde_json::Value,
@@ -65,6 +65,7 @@ pub(super) fn execution(row: &PgRow) -> Result<Execution> {
         progress_message: col(row, "progress_message")?,
         flow_id: col(row, "flow_id")?,
         flow_key: col(row, "flow_key")?,
+        parent_id: col(row, "parent_id")?,
     })
 }
 

@@ -29,7 +29,7 @@ fn err(op: &'static str) -> impl FnOnce(sqlx::Error) -> EngineError {
 
 /// Lock the lease's execution row, or explain why the lease does not hold.
 /// Returns the execution's suspension count.
-async fn lock_leased(
+pub(super) async fn lock_leased(
     pool: &PgPool,
     tx: &mut PgConnection,
     lease: &LeaseHandle,
@@ -121,10 +121,33 @@ pub(super) async fn suspend(
         tx.commit().await.map_err(err(op))?;
         return Ok(SuspendOutcome::AlreadySatisfied(consumed));
     }
+    record_suspension(
+        &mut tx,
+        lease,
+        suspension,
+        seq,
+        timeout,
+        "waiting_for_signal",
+    )
+    .await?;
+    tx.commit().await.map_err(err(op))?;
+    Ok(SuspendOutcome::Suspended)
+}
+
+/// Suspend the lease's execution (locked by the caller) as suspension `seq`:
+/// the lease is released and the attempt waits, until a resume or `timeout`.
+pub(super) async fn record_suspension(
+    tx: &mut PgConnection,
+    lease: &LeaseHandle,
+    suspension: &Suspension,
+    seq: i32,
+    timeout: Option<Duration>,
+    blocking_reason: &str,
+) -> Result<()> {
     let sql = format!(
         "WITH moved AS ( \
              UPDATE executions SET lifecycle_phase = 'suspended', ownership_state = 'unowned', \
-                 eligibility_state = 'not_applicable', blocking_reason = 'waiting_for_signal', \
+                 eligibility_state = 'not_applicable', blocking_reason = $9, \
                  attempt_state = 'attempt_suspended', lease_id = NULL, lease_expires_at = NULL, \
                  attempt_timeout_at = NULL, suspension = $6, suspension_seq = $7, \
                  suspension_timeout_at = now() + $8 * interval '1 millisecond', updated_at = now() \
@@ -137,13 +160,13 @@ pub(super) async fn suspend(
         .push(serde_json::to_value(suspension).expect("a suspension serialises"))
         .push(seq)
         .push(timeout.map(millis))
-        .done(op)?;
+        .push(blocking_reason.to_owned())
+        .done("suspend")?;
     sqlx::query_with(&sql, args)
         .execute(&mut *tx)
         .await
-        .map_err(err(op))?;
-    tx.commit().await.map_err(err(op))?;
-    Ok(SuspendOutcome::Suspended)
+        .map_err(err("suspend"))?;
+    Ok(())
 }
 
 /// Unconsumed signals on the execution's active waitpoints.
