@@ -195,6 +195,50 @@ async fn max_running_caps_claims_per_tenant() {
 }
 
 #[tokio::test]
+async fn quota_admission_caps_starts_per_window() {
+    let (db, tenant) = setup().await;
+    let other = db.tenant("other").await;
+    let window_only = TenantLimits {
+        start_window_ms: Some(1000),
+        ..TenantLimits::default()
+    };
+    let refused = db.engine.set_tenant_limits(tenant, window_only).await;
+    assert!(matches!(refused, Err(EngineError::InvalidInput { .. })));
+    let limits = TenantLimits {
+        max_starts_per_window: Some(3),
+        start_window_ms: Some(60_000),
+        ..TenantLimits::default()
+    };
+    db.engine.set_tenant_limits(tenant, limits).await.unwrap();
+    let batch: Vec<_> = (0..5).map(|i| task(&i.to_string())).collect();
+    db.engine.create_batch(tenant, &batch).await.unwrap();
+    db.engine.create_batch(other, &batch).await.unwrap();
+
+    let claimed = db.engine.claim(&request(10)).await.unwrap();
+    let mine: Vec<_> = claimed
+        .iter()
+        .filter(|c| c.lease.tenant_id == tenant)
+        .collect();
+    assert_eq!(mine.len(), 3, "three starts per window");
+    assert_eq!(claimed.len(), 8, "the other tenant is not limited");
+    // Unlike max_running, finishing does not free room: starts are counted.
+    for c in &mine {
+        db.engine.complete(&c.lease, b"").await.unwrap();
+    }
+    assert!(db.engine.claim(&request(10)).await.unwrap().is_empty());
+
+    // Once those starts leave the window, the rest may start.
+    sqlx::query(
+        "UPDATE attempts SET started_at = now() - interval '2 minutes' WHERE tenant_id = $1",
+    )
+    .bind(tenant)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(db.engine.claim(&request(10)).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
 async fn claims_carry_the_tenants_sandbox_ceilings() {
     let (db, tenant) = setup().await;
     let limits = TenantLimits {

@@ -24,6 +24,11 @@ pub enum TenantCommand {
         max_running: Option<u32>,
         #[arg(long)]
         max_queued: Option<u32>,
+        /// Start-rate quota: at most this many attempts start per window.
+        #[arg(long)]
+        max_starts_per_window: Option<u32>,
+        #[arg(long, requires = "max_starts_per_window")]
+        start_window_ms: Option<u64>,
     },
     /// List tenants.
     List,
@@ -121,8 +126,15 @@ pub async fn tenant(connection: &Connection, command: TenantCommand) -> anyhow::
             name,
             max_running,
             max_queued,
+            max_starts_per_window,
+            start_window_ms,
         } => {
-            let limits = json!({ "max_running": max_running, "max_queued": max_queued });
+            let limits = json!({
+                "max_running": max_running,
+                "max_queued": max_queued,
+                "max_starts_per_window": max_starts_per_window,
+                "start_window_ms": start_window_ms,
+            });
             let body = json!({ "name": name, "limits": limits });
             let created = client
                 .json(Method::POST, "/v1/admin/tenants", Some(&body))

@@ -59,6 +59,11 @@ impl Engine {
             ),
             ("max_task_timeout_ms", limits.max_task_timeout_ms),
             ("max_memory_mib", limits.max_memory_mib.map(u64::from)),
+            (
+                "max_starts_per_window",
+                limits.max_starts_per_window.map(u64::from),
+            ),
+            ("start_window_ms", limits.start_window_ms),
         ];
         for (field, value) in positive {
             if let Some(v) = value {
@@ -69,6 +74,12 @@ impl Engine {
                     ));
                 }
             }
+        }
+        if limits.start_window_ms.is_some() && limits.max_starts_per_window.is_none() {
+            return Err(EngineError::invalid(
+                "limits.start_window_ms",
+                "a start window needs max_starts_per_window",
+            ));
         }
         Ok(())
     }

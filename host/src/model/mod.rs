@@ -31,7 +31,9 @@ pub use suspension::{
     NewSignal, ResumeCondition, Signal, SignalOutcome, SuspendOutcome, Suspension, TimeoutBehavior,
     Waitpoint, TIMEOUT_SIGNAL,
 };
-pub use tenancy::{ApiKey, StoredApiKey, TaskCeilings, Tenant, TenantLimits};
+pub use tenancy::{
+    ApiKey, StoredApiKey, TaskCeilings, Tenant, TenantLimits, DEFAULT_START_WINDOW_MS,
+};
 
 pub type TenantId = Uuid;
 pub type ExecutionId = Uuid;

@@ -33,7 +33,14 @@ pub struct TenantLimits {
     pub max_task_timeout_ms: Option<u64>,
     /// Linear memory cap of one guest.
     pub max_memory_mib: Option<u32>,
+    /// Start-rate quota: at most this many attempts may start within any
+    /// `start_window_ms` (default one second); claims past it wait.
+    pub max_starts_per_window: Option<u32>,
+    pub start_window_ms: Option<u64>,
 }
+
+/// The start-rate window when a tenant sets `max_starts_per_window` alone.
+pub const DEFAULT_START_WINDOW_MS: u64 = 1_000;
 
 /// The sandbox ceilings a claimed execution carries from its tenant's limits.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

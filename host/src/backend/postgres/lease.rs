@@ -26,20 +26,28 @@ use crate::model::{
 /// it first every time (with one free slot, every claim would go to it).
 ///
 /// A tenant with `max_running` gets at most its free room: the running count
-/// comes off `executions_lease_expiry_idx`, bounded by the limit. Claims that
-/// run at the same moment each see the other's claims only after commit, so
-/// the limit can be overshot by concurrent claimers for as long as they race;
-/// it is never exceeded by a single claimer.
+/// comes off `executions_lease_expiry_idx`, bounded by the limit. Likewise
+/// `max_starts_per_window`: attempts started within the window are counted
+/// off `attempts_started_idx`, bounded by the limit. Claims that run at the
+/// same moment each see the other's claims only after commit, so either limit
+/// can be overshot by concurrent claimers for as long as they race; neither is
+/// exceeded by a single claimer.
 const CLAIM_SQL: &str = r#"
 WITH locked AS (
     SELECT c.*, room.n AS room, room.draw, t.max_task_timeout_ms, t.max_memory_mib
     FROM tenants t
     CROSS JOIN LATERAL (
-        SELECT random() AS draw, CASE WHEN t.max_running IS NULL THEN $3 ELSE greatest(0, least($3,
-            t.max_running - (SELECT count(*) FROM (
+        SELECT random() AS draw, greatest(0, least($3,
+            CASE WHEN t.max_running IS NULL THEN $3 ELSE t.max_running - (SELECT count(*) FROM (
                 SELECT 1 FROM executions r
                 WHERE r.tenant_id = t.tenant_id AND r.lifecycle_phase = 'active'
-                LIMIT t.max_running) running))) END AS n
+                LIMIT t.max_running) running) END,
+            CASE WHEN t.max_starts_per_window IS NULL THEN $3 ELSE t.max_starts_per_window
+                - (SELECT count(*) FROM (
+                    SELECT 1 FROM attempts a
+                    WHERE a.tenant_id = t.tenant_id AND a.started_at > now()
+                        - coalesce(t.start_window_ms, 1000) * interval '1 millisecond'
+                    LIMIT t.max_starts_per_window) started) END)) AS n
     ) room
     CROSS JOIN unnest($1::text[]) AS l(lane)
     CROSS JOIN LATERAL (

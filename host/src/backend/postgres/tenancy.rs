@@ -9,7 +9,8 @@ use crate::error::{EngineError, Result};
 use crate::model::{ApiKey, StoredApiKey, Tenant, TenantId, TenantLimits};
 
 const TENANT_COLUMNS: &str = "tenant_id, name, created_at, max_running, max_queued, \
-    max_input_bytes, max_component_bytes, max_task_timeout_ms, max_memory_mib";
+    max_input_bytes, max_component_bytes, max_task_timeout_ms, max_memory_mib, \
+    max_starts_per_window, start_window_ms";
 
 pub(super) async fn create_tenant(pool: &PgPool, name: &str) -> Result<Tenant> {
     let row = sqlx::query(&format!(
@@ -78,7 +79,8 @@ pub(super) async fn set_tenant_limits(
 ) -> Result<Tenant> {
     let row = sqlx::query(&format!(
         "UPDATE tenants SET max_running = $2, max_queued = $3, max_input_bytes = $4, \
-             max_component_bytes = $5, max_task_timeout_ms = $6, max_memory_mib = $7 \
+             max_component_bytes = $5, max_task_timeout_ms = $6, max_memory_mib = $7, \
+             max_starts_per_window = $8, start_window_ms = $9 \
          WHERE tenant_id = $1 RETURNING {TENANT_COLUMNS}"
     ))
     .bind(id)
@@ -92,6 +94,12 @@ pub(super) async fn set_tenant_limits(
             .map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
     )
     .bind(limits.max_memory_mib.map(to_i32))
+    .bind(limits.max_starts_per_window.map(to_i32))
+    .bind(
+        limits
+            .start_window_ms
+            .map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
+    )
     .fetch_optional(pool)
     .await
     .map_err(EngineError::storage("set tenant limits"))?
@@ -126,6 +134,8 @@ fn tenant(row: &PgRow) -> Result<Tenant> {
             max_task_timeout_ms: col::<Option<i64>>(row, "max_task_timeout_ms")?
                 .map(|v| v.max(0) as u64),
             max_memory_mib: limit("max_memory_mib")?,
+            max_starts_per_window: limit("max_starts_per_window")?,
+            start_window_ms: col::<Option<i64>>(row, "start_window_ms")?.map(|v| v.max(0) as u64),
         },
     })
 }
