@@ -1,6 +1,7 @@
 //! The HTTP API through real HTTP on loopback: a real server, a real Postgres,
 //! real components.
 
+mod budgets;
 mod errors;
 mod fairness;
 mod flows;

@@ -21,6 +21,7 @@
 //! | `wait-timeout:MS:BEHAVIOUR` | waits only for the timeout (`fail`, `cancel`, `expire`, `auto-resume`) |
 //! | `wait-operator` | waits for an operator to resume it |
 //! | `spawn:IN1\|IN2\|…` | spawns a testkit child per input, waits for them, returns `key=state:output;…` (`after-resume` first when it had to wait) |
+//! | `spend:DIM:N:TIMES` | reports N of DIM, TIMES times (dedup keys `r1`…, each sent twice), returns the outcomes |
 //! | `spawn-keyed:KEY` | spawns `echo:KEY` under KEY twice, returns both ids (equal) |
 //!
 //! A waiting command, once resumed (or satisfied at once), returns
@@ -28,6 +29,7 @@
 
 use flowfabric_guest::{
     export_task, host, LogLevel, ResumeCondition, Signal, Task, TaskError, TimeoutBehavior,
+    UsageResult,
 };
 
 struct Testkit;
@@ -181,6 +183,7 @@ impl Task for Testkit {
                 TimeoutBehavior::Fail,
             ),
             "spawn" => spawn(arg),
+            "spend" => spend(arg),
             "spawn-keyed" => {
                 let kind = host::info().kind;
                 let input = format!("echo:{arg}");
@@ -212,6 +215,38 @@ fn wait(
     }
     let signals = flowfabric_guest::suspend(&condition, timeout_ms, on_timeout)?;
     Ok(format!("satisfied: {}", describe(&signals)).into_bytes())
+}
+
+/// Report usage as `DIM:N:TIMES` says; each report is sent twice with the
+/// same dedup key, so the second of each pair must be `dup`.
+fn spend(arg: &str) -> Result<Vec<u8>, TaskError> {
+    let mut parts = arg.split(':');
+    let (Some(dimension), Some(n), Some(times)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(TaskError::permanent("spend needs DIM:N:TIMES"));
+    };
+    let bad = |_| TaskError::permanent("spend needs numbers");
+    let (n, times): (u64, u32) = (n.parse().map_err(bad)?, times.parse().map_err(bad)?);
+    let mut outcomes = Vec::new();
+    for i in 1..=times {
+        let key = format!("r{i}");
+        for _ in 0..2 {
+            outcomes.push(
+                match host::report_usage(dimension, n, Some(&key))? {
+                    UsageResult::Ok => "ok".to_string(),
+                    UsageResult::SoftBreach(b) => format!("soft({}/{})", b.current, b.limit),
+                    UsageResult::HardBreach(b) => {
+                        return Err(TaskError::permanent(format!(
+                            "hard breach at {}/{}",
+                            b.current, b.limit
+                        )))
+                    }
+                    UsageResult::AlreadyApplied => "dup".to_string(),
+                },
+            );
+        }
+    }
+    Ok(outcomes.join(",").into_bytes())
 }
 
 /// Spawn one testkit child per `|`-separated input and report how each ended.

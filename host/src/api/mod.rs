@@ -9,6 +9,7 @@
 
 mod admin;
 mod auth;
+mod budgets;
 mod components;
 pub mod error;
 mod events;
@@ -116,6 +117,9 @@ pub fn router(engine: Engine, runtime: Arc<Runtime>, config: &ApiConfig) -> Rout
             post(flows::extend).layer(DefaultBodyLimit::max(config.max_batch_body_bytes)),
         )
         .route("/flows/{id}/cancel", post(flows::cancel))
+        .route("/budgets", post(budgets::create).get(budgets::list))
+        .route("/budgets/{id}", get(budgets::get))
+        .route("/budgets/{id}/reset", post(budgets::reset))
         .route("/components", get(components::list))
         .route(
             "/components/{kind}",

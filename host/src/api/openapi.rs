@@ -6,7 +6,7 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, components, events, executions, flows, signals, streams};
+use super::{admin, budgets, components, events, executions, flows, signals, streams};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,6 +20,7 @@ use super::{admin, components, events, executions, flows, signals, streams};
         executions::create, executions::create_batch, executions::list, executions::get,
         executions::result, executions::cancel, executions::priority, executions::replay,
         flows::create, flows::extend, flows::get, flows::list, flows::cancel,
+        budgets::create, budgets::list, budgets::get, budgets::reset,
         streams::frames, streams::summary, streams::follow,
         signals::deliver, signals::waitpoints, signals::resume,
         events::list, events::follow,
@@ -30,7 +31,7 @@ use super::{admin, components, events, executions, flows, signals, streams};
     ),
     modifiers(&Security),
     tags(
-        (name = "executions"), (name = "flows"), (name = "streams"), (name = "signals"), (name = "events"), (name = "components"), (name = "tenant"),
+        (name = "executions"), (name = "flows"), (name = "budgets"), (name = "streams"), (name = "signals"), (name = "events"), (name = "components"), (name = "tenant"),
         (name = "admin", description = "Operator routes; need the server's admin token."),
     )
 )]

@@ -18,12 +18,12 @@ use tokio::sync::{broadcast, watch};
 
 use crate::error::Result;
 use crate::model::{
-    ApiKey, ChildrenOutcome, ClaimRequest, ClaimedExecution, CompletionEvent, ComponentVersion,
-    Created, Execution, ExecutionFilter, ExecutionId, ExecutionState, ExecutionUpdate, FailOutcome,
-    Failure, FlowCancelPolicy, FlowId, FlowSnapshot, FlowSummary, Frame, GraphApplied, GraphChange,
-    LeaseHandle, NewExecution, NewFlow, NewSignal, Signal, SignalOutcome, SpawnedChild,
-    StoredApiKey, StreamMode, StreamSummary, SuspendOutcome, Suspension, Tenant, TenantId,
-    TenantLimits, TimeoutBehavior, Waitpoint,
+    ApiKey, Budget, BudgetId, ChildrenOutcome, ClaimRequest, ClaimedExecution, CompletionEvent,
+    ComponentVersion, Created, Execution, ExecutionFilter, ExecutionId, ExecutionState,
+    ExecutionUpdate, FailOutcome, Failure, FlowCancelPolicy, FlowId, FlowSnapshot, FlowSummary,
+    Frame, GraphApplied, GraphChange, LeaseHandle, NewBudget, NewExecution, NewFlow, NewSignal,
+    Signal, SignalOutcome, SpawnedChild, StoredApiKey, StreamMode, StreamSummary, SuspendOutcome,
+    Suspension, Tenant, TenantId, TenantLimits, TimeoutBehavior, UsageOutcome, Waitpoint,
 };
 
 #[async_trait]
@@ -223,6 +223,23 @@ pub trait Backend: Send + Sync + 'static {
 
     async fn list_waitpoints(&self, tenant: TenantId, id: ExecutionId) -> Result<Vec<Waitpoint>>;
 
+    async fn create_budget(&self, tenant: TenantId, budget: &NewBudget) -> Result<Budget>;
+    async fn get_budget(&self, tenant: TenantId, id: BudgetId) -> Result<Budget>;
+    async fn list_budgets(&self, tenant: TenantId) -> Result<Vec<Budget>>;
+    /// Usage back to zero; executions suspended on the budget resume.
+    async fn reset_budget(&self, tenant: TenantId, id: BudgetId) -> Result<Budget>;
+
+    /// Check a report against every budget covering the lease's execution and
+    /// apply it, in one transaction. A report that would cross a hard limit is
+    /// not applied, and ends the attempt as the breached budget says.
+    async fn report_usage(
+        &self,
+        lease: &LeaseHandle,
+        dimension: &str,
+        delta: u64,
+        dedup_key: Option<&str>,
+    ) -> Result<UsageOutcome>;
+
     /// Create a child of the lease's execution in its flow (creating a flow
     /// with the parent as member `root` if it has none), or return the child
     /// it already spawned under `key`.
@@ -308,4 +325,6 @@ pub trait Backend: Send + Sync + 'static {
     /// Resume parents whose children have all ended but that no child's
     /// transaction could resume (their row was locked at the time).
     async fn wake_waiting_parents(&self, limit: u32) -> Result<u64>;
+    /// Reset budgets whose interval has passed.
+    async fn reset_due_budgets(&self, limit: u32) -> Result<u64>;
 }

@@ -5,6 +5,7 @@
 //! [`Backend`]. It owns no state of its own beyond limits; everything durable is
 //! in the backend, so any number of engines may share one database.
 
+mod budgets;
 mod children;
 mod flows;
 mod scanners;

@@ -22,6 +22,7 @@ pub struct ScannerConfig {
     pub suspension_timeout: Duration,
     pub sibling_cancel: Duration,
     pub wake_parents: Duration,
+    pub budget_reset: Duration,
     /// Rows per tenant per pass.
     pub batch: u32,
 }
@@ -36,6 +37,7 @@ impl Default for ScannerConfig {
             suspension_timeout: Duration::from_millis(500),
             sibling_cancel: Duration::from_millis(1_000),
             wake_parents: Duration::from_millis(250),
+            budget_reset: Duration::from_millis(1_000),
             batch: 500,
         }
     }
@@ -50,6 +52,7 @@ enum Pass {
     SuspensionTimeout,
     SiblingCancel,
     WakeParents,
+    BudgetReset,
 }
 
 impl Pass {
@@ -62,6 +65,7 @@ impl Pass {
             Pass::SuspensionTimeout => "suspension_timeout",
             Pass::SiblingCancel => "sibling_cancel",
             Pass::WakeParents => "wake_parents",
+            Pass::BudgetReset => "budget_reset",
         }
     }
 
@@ -74,6 +78,7 @@ impl Pass {
             Pass::SuspensionTimeout => backend.time_out_suspensions(batch).await,
             Pass::SiblingCancel => backend.cancel_pending_siblings(batch).await,
             Pass::WakeParents => backend.wake_waiting_parents(batch).await,
+            Pass::BudgetReset => backend.reset_due_budgets(batch).await,
         }
     }
 }
@@ -95,6 +100,7 @@ impl Scanners {
             (Pass::SuspensionTimeout, config.suspension_timeout),
             (Pass::SiblingCancel, config.sibling_cancel),
             (Pass::WakeParents, config.wake_parents),
+            (Pass::BudgetReset, config.budget_reset),
         ] {
             let backend = backend.clone();
             let mut stopped = stop.subscribe();

@@ -208,10 +208,13 @@ impl Engine {
         on_timeout: TimeoutBehavior,
     ) -> Result<SuspendOutcome> {
         condition.validate()?;
-        if condition == ResumeCondition::Children {
+        if matches!(
+            condition,
+            ResumeCondition::Children | ResumeCondition::Budget { .. }
+        ) {
             return Err(EngineError::invalid(
                 "condition",
-                "wait for children with wait_children, which spawned them",
+                "children and budgets are waited on by wait_children and report_usage",
             ));
         }
         for key in condition.keys() {

@@ -2,6 +2,7 @@
 //! what each lifecycle operation takes and returns. Pure data, no I/O, shared by
 //! every storage backend, the worker pool and the API.
 
+mod budget;
 mod children;
 mod flow;
 mod policy;
@@ -16,6 +17,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub use budget::{
+    Breach, Budget, BudgetId, BudgetScope, DimensionLimit, DimensionUsage, HardLimitAction,
+    NewBudget, UsageOutcome,
+};
 pub use children::{ChildOutcome, ChildrenOutcome, SpawnedChild};
 pub use flow::{
     find_cycle, EdgeState, FlowCancelPolicy, FlowEdge, FlowEdgeView, FlowId, FlowMember,

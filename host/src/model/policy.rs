@@ -23,6 +23,8 @@ pub enum FailureClass {
     OutOfMemory,
     Trap,
     LeaseExpired,
+    /// A report crossed a budget's hard limit; never retried.
+    BudgetExceeded,
     Internal,
 }
 
@@ -35,6 +37,7 @@ impl FailureClass {
             Self::OutOfMemory => "out_of_memory",
             Self::Trap => "trap",
             Self::LeaseExpired => "lease_expired",
+            Self::BudgetExceeded => "budget_exceeded",
             Self::Internal => "internal",
         }
     }

@@ -26,6 +26,11 @@ pub enum ResumeCondition {
     TimeoutOnly,
     /// Every child it spawned has ended (`wait-children`; never from signals).
     Children,
+    /// The budget whose hard limit it hit is reset (never from signals).
+    Budget {
+        #[schema(value_type = uuid::Uuid)]
+        budget_id: Uuid,
+    },
 }
 
 impl ResumeCondition {
@@ -37,7 +42,9 @@ impl ResumeCondition {
                 let unique: BTreeSet<&str> = keys.iter().map(String::as_str).collect();
                 unique.into_iter().collect()
             }
-            Self::OperatorOnly | Self::TimeoutOnly | Self::Children => Vec::new(),
+            Self::OperatorOnly | Self::TimeoutOnly | Self::Children | Self::Budget { .. } => {
+                Vec::new()
+            }
         }
     }
 
@@ -53,7 +60,7 @@ impl ResumeCondition {
             Self::Waitpoint { .. } => hits >= 1,
             Self::Count { n, .. } => hits >= *n as usize,
             Self::AllOf { keys } => !keys.is_empty() && hits == self.keys().len(),
-            Self::OperatorOnly | Self::TimeoutOnly | Self::Children => false,
+            Self::OperatorOnly | Self::TimeoutOnly | Self::Children | Self::Budget { .. } => false,
         }
     }
 

@@ -11,11 +11,11 @@ use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::model::{
     self, AttemptType as ModelAttemptType, ChildrenOutcome, ClaimedExecution, LeaseHandle,
-    NewExecution, StreamMode, SuspendOutcome,
+    NewExecution, StreamMode, SuspendOutcome, UsageOutcome,
 };
 use crate::runtime::{
-    AttemptType, CancelFlag, Child, GuestStreamMode, HostError, LogLevel, ResumeCondition, Signal,
-    SuspendReply, TaskImports, TaskInfo, TimeoutBehavior, UsageResult, Waitpoint,
+    AttemptType, Breach, CancelFlag, Child, GuestStreamMode, HostError, LogLevel, ResumeCondition,
+    Signal, SuspendReply, TaskImports, TaskInfo, TimeoutBehavior, UsageResult, Waitpoint,
 };
 
 /// Progress is written at most this often; the newest value in between wins.
@@ -207,13 +207,34 @@ impl TaskImports for ClaimedTask {
 
     async fn report_usage(
         &self,
-        _: String,
-        _: u64,
-        _: Option<String>,
+        dimension: String,
+        delta: u64,
+        dedup_key: Option<String>,
     ) -> Result<UsageResult, HostError> {
-        Err(HostError::Unsupported(
-            "budgets are not supported by this host version".into(),
-        ))
+        if self.is_lease_lost() {
+            return Err(HostError::LeaseLost);
+        }
+        let outcome = self
+            .engine
+            .report_usage(self.lease(), &dimension, delta, dedup_key.as_deref())
+            .await
+            .map_err(|e| self.host_error(e))?;
+        let breach = |b: model::Breach| Breach {
+            dimension: b.dimension,
+            current: b.current,
+            limit: b.limit,
+        };
+        Ok(match outcome {
+            UsageOutcome::Ok => UsageResult::Ok,
+            UsageOutcome::SoftBreach(b) => UsageResult::SoftBreach(breach(b)),
+            UsageOutcome::AlreadyApplied => UsageResult::AlreadyApplied,
+            UsageOutcome::HardBreach(b) => {
+                // Storage failed or suspended the execution with the breach:
+                // the guest is told, then stopped at its next tick.
+                self.mark_lease_lost();
+                UsageResult::HardBreach(breach(b))
+            }
+        })
     }
 
     async fn create_waitpoint(

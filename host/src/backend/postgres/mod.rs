@@ -23,6 +23,7 @@
 //!   backlog of expiries cannot delay another's.
 
 pub mod bench;
+mod budgets;
 mod children;
 mod components;
 mod flows;
@@ -46,12 +47,12 @@ use tokio::sync::{broadcast, watch};
 use super::Backend;
 use crate::error::{EngineError, Result};
 use crate::model::{
-    ApiKey, ChildrenOutcome, ClaimRequest, ClaimedExecution, CompletionEvent, ComponentVersion,
-    Created, Execution, ExecutionFilter, ExecutionId, ExecutionState, ExecutionUpdate, FailOutcome,
-    Failure, FlowCancelPolicy, FlowId, FlowSnapshot, FlowSummary, Frame, GraphApplied, GraphChange,
-    LeaseHandle, NewExecution, NewFlow, NewSignal, Signal, SignalOutcome, SpawnedChild,
-    StoredApiKey, StreamMode, StreamSummary, SuspendOutcome, Suspension, Tenant, TenantId,
-    TenantLimits, TimeoutBehavior, Waitpoint,
+    ApiKey, Budget, BudgetId, ChildrenOutcome, ClaimRequest, ClaimedExecution, CompletionEvent,
+    ComponentVersion, Created, Execution, ExecutionFilter, ExecutionId, ExecutionState,
+    ExecutionUpdate, FailOutcome, Failure, FlowCancelPolicy, FlowId, FlowSnapshot, FlowSummary,
+    Frame, GraphApplied, GraphChange, LeaseHandle, NewBudget, NewExecution, NewFlow, NewSignal,
+    Signal, SignalOutcome, SpawnedChild, StoredApiKey, StreamMode, StreamSummary, SuspendOutcome,
+    Suspension, Tenant, TenantId, TenantLimits, TimeoutBehavior, UsageOutcome, Waitpoint,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
@@ -336,6 +337,32 @@ impl Backend for PgBackend {
         suspension::suspend(&self.pool, lease, suspension, timeout).await
     }
 
+    async fn create_budget(&self, tenant: TenantId, budget: &NewBudget) -> Result<Budget> {
+        budgets::create_budget(&self.pool, tenant, budget).await
+    }
+
+    async fn get_budget(&self, tenant: TenantId, id: BudgetId) -> Result<Budget> {
+        budgets::get_budget(&self.pool, tenant, id).await
+    }
+
+    async fn list_budgets(&self, tenant: TenantId) -> Result<Vec<Budget>> {
+        budgets::list_budgets(&self.pool, tenant).await
+    }
+
+    async fn reset_budget(&self, tenant: TenantId, id: BudgetId) -> Result<Budget> {
+        budgets::reset_budget(&self.pool, tenant, id).await
+    }
+
+    async fn report_usage(
+        &self,
+        lease: &LeaseHandle,
+        dimension: &str,
+        delta: u64,
+        dedup_key: Option<&str>,
+    ) -> Result<UsageOutcome> {
+        budgets::report_usage(&self.pool, lease, dimension, delta, dedup_key).await
+    }
+
     async fn spawn_child(
         &self,
         lease: &LeaseHandle,
@@ -463,5 +490,9 @@ impl Backend for PgBackend {
 
     async fn wake_waiting_parents(&self, limit: u32) -> Result<u64> {
         children::wake_waiting_parents(&self.pool, limit).await
+    }
+
+    async fn reset_due_budgets(&self, limit: u32) -> Result<u64> {
+        budgets::reset_due_budgets(&self.pool, limit).await
     }
 }

@@ -221,7 +221,12 @@ async fn consume_and_close(
 }
 
 /// Make a suspended execution runnable again on its suspended attempt.
-async fn resume(tx: &mut PgConnection, tenant: TenantId, id: ExecutionId, seq: i32) -> Result<()> {
+pub(super) async fn resume(
+    tx: &mut PgConnection,
+    tenant: TenantId,
+    id: ExecutionId,
+    seq: i32,
+) -> Result<()> {
     consume_and_close(tx, tenant, id, seq).await?;
     sqlx::query(
         "WITH resumed AS ( \

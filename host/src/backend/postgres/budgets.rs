@@ -1,0 +1,459 @@
+//! Budgets: definitions, usage reports checked and applied under the lease,
+//! resets (by an operator or on the budget's interval).
+//!
+//! A report locks the execution (the fence), then the dimension rows of every
+//! budget whose scope covers it, in budget id order: two reports against the
+//! same budget serialise on its row, and never deadlock.
+
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::lease::{fail_locked, rejection, FENCE};
+use super::rows::{col, json, unknown_tenant_or, Args};
+use super::suspension::{record_suspension, resume};
+use crate::error::{EngineError, Result};
+use crate::model::{
+    Breach, Budget, BudgetId, BudgetScope, DimensionUsage, ExecutionId, ExecutionPolicy, Failure,
+    FailureClass, HardLimitAction, LeaseHandle, NewBudget, ResumeCondition, Suspension, TenantId,
+    TimeoutBehavior, UsageOutcome,
+};
+
+const BUDGET_COLUMNS: &str = "b.budget_id, b.name, b.scope, b.scope_key, b.on_hard_limit, \
+    b.reset_interval_ms, b.next_reset_at, b.created_at, \
+    coalesce((SELECT jsonb_agg(jsonb_build_object('dimension', d.dimension, \
+        'soft_limit', d.soft_limit, 'hard_limit', d.hard_limit, 'used', d.used) \
+        ORDER BY d.dimension) FROM budget_dimensions d \
+        WHERE d.tenant_id = b.tenant_id AND d.budget_id = b.budget_id), '[]') AS dimensions";
+
+fn err(op: &'static str) -> impl FnOnce(sqlx::Error) -> EngineError {
+    EngineError::storage(op)
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+pub(super) async fn create_budget(
+    pool: &PgPool,
+    tenant: TenantId,
+    budget: &NewBudget,
+) -> Result<Budget> {
+    let op = "create budget";
+    let mut tx = pool.begin().await.map_err(err(op))?;
+    check_scope_exists(&mut tx, tenant, &budget.scope).await?;
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "WITH b AS ( \
+             INSERT INTO budgets (tenant_id, budget_id, name, scope, scope_key, on_hard_limit, \
+                 reset_interval_ms, next_reset_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, now() + $7 * interval '1 millisecond')) \
+         INSERT INTO budget_dimensions (tenant_id, budget_id, dimension, soft_limit, hard_limit) \
+         SELECT $1, $2, d, s, h FROM unnest($8::text[], $9::int8[], $10::int8[]) AS x(d, s, h)",
+    )
+    .bind(tenant)
+    .bind(id)
+    .bind(&budget.name)
+    .bind(budget.scope.kind())
+    .bind(budget.scope.key())
+    .bind(budget.on_hard_limit.as_str())
+    .bind(budget.reset_interval_ms.map(to_i64))
+    .bind(
+        budget
+            .dimensions
+            .iter()
+            .map(|d| d.dimension.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        budget
+            .dimensions
+            .iter()
+            .map(|d| d.soft_limit.map(to_i64))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        budget
+            .dimensions
+            .iter()
+            .map(|d| d.hard_limit.map(to_i64))
+            .collect::<Vec<_>>(),
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(unknown_tenant_or(op, tenant))?;
+    let created = get_budget_in(&mut tx, tenant, id).await?;
+    tx.commit().await.map_err(err(op))?;
+    Ok(created)
+}
+
+/// A flow or execution scope must name one of the tenant's own.
+async fn check_scope_exists(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    scope: &BudgetScope,
+) -> Result<()> {
+    let (what, sql, id) = match scope {
+        BudgetScope::Flow { flow_id } => (
+            "flow",
+            "SELECT EXISTS (SELECT 1 FROM flows WHERE tenant_id = $1 AND flow_id = $2)",
+            *flow_id,
+        ),
+        BudgetScope::Execution { execution_id } => (
+            "execution",
+            "SELECT EXISTS (SELECT 1 FROM executions WHERE tenant_id = $1 AND execution_id = $2)",
+            *execution_id,
+        ),
+        BudgetScope::Tenant | BudgetScope::Lane { .. } => return Ok(()),
+    };
+    let exists: bool = sqlx::query_scalar(sql)
+        .bind(tenant)
+        .bind(id)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(err("check budget scope"))?;
+    if exists {
+        Ok(())
+    } else {
+        Err(EngineError::NotFound {
+            what,
+            id: id.to_string(),
+        })
+    }
+}
+
+pub(super) async fn get_budget(pool: &PgPool, tenant: TenantId, id: BudgetId) -> Result<Budget> {
+    let mut conn = pool.acquire().await.map_err(err("get budget"))?;
+    get_budget_in(&mut conn, tenant, id).await
+}
+
+async fn get_budget_in(conn: &mut PgConnection, tenant: TenantId, id: BudgetId) -> Result<Budget> {
+    let row = sqlx::query(&format!(
+        "SELECT {BUDGET_COLUMNS} FROM budgets b WHERE b.tenant_id = $1 AND b.budget_id = $2"
+    ))
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(err("get budget"))?
+    .ok_or_else(|| EngineError::NotFound {
+        what: "budget",
+        id: id.to_string(),
+    })?;
+    budget(&row)
+}
+
+pub(super) async fn list_budgets(pool: &PgPool, tenant: TenantId) -> Result<Vec<Budget>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {BUDGET_COLUMNS} FROM budgets b WHERE b.tenant_id = $1 ORDER BY b.budget_id"
+    ))
+    .bind(tenant)
+    .fetch_all(pool)
+    .await
+    .map_err(err("list budgets"))?;
+    rows.iter().map(budget).collect()
+}
+
+fn budget(row: &PgRow) -> Result<Budget> {
+    let scope: String = col(row, "scope")?;
+    let key: String = col(row, "scope_key")?;
+    let id = |k: &str| {
+        k.parse::<Uuid>()
+            .map_err(|_| EngineError::Corrupt(format!("budget scope key `{k}`")))
+    };
+    let scope = match scope.as_str() {
+        "tenant" => BudgetScope::Tenant,
+        "flow" => BudgetScope::Flow { flow_id: id(&key)? },
+        "execution" => BudgetScope::Execution {
+            execution_id: id(&key)?,
+        },
+        "lane" => BudgetScope::Lane { lane: key },
+        other => return Err(EngineError::Corrupt(format!("budget scope `{other}`"))),
+    };
+    let dimensions: Vec<serde_json::Value> = json(col(row, "dimensions")?, "budget dimensions")?;
+    let dimensions = dimensions
+        .into_iter()
+        .map(|d| {
+            let n = |k: &str| d[k].as_i64().map(|v| v.max(0) as u64);
+            DimensionUsage {
+                dimension: d["dimension"].as_str().unwrap_or_default().to_owned(),
+                soft_limit: n("soft_limit"),
+                hard_limit: n("hard_limit"),
+                used: n("used").unwrap_or(0),
+            }
+        })
+        .collect();
+    let action: String = col(row, "on_hard_limit")?;
+    Ok(Budget {
+        budget_id: col(row, "budget_id")?,
+        name: col(row, "name")?,
+        scope,
+        on_hard_limit: if action == "suspend" {
+            HardLimitAction::Suspend
+        } else {
+            HardLimitAction::Fail
+        },
+        reset_interval_ms: col::<Option<i64>>(row, "reset_interval_ms")?.map(|v| v.max(0) as u64),
+        next_reset_at: col(row, "next_reset_at")?,
+        created_at: col(row, "created_at")?,
+        dimensions,
+    })
+}
+
+/// One matching dimension row, locked.
+struct Limit {
+    budget_id: BudgetId,
+    action: HardLimitAction,
+    soft: Option<i64>,
+    hard: Option<i64>,
+    used: i64,
+}
+
+impl Limit {
+    fn breach(&self, current: i64, limit: i64, dimension: &str) -> Breach {
+        Breach {
+            budget_id: self.budget_id,
+            dimension: dimension.to_owned(),
+            current: current.max(0) as u64,
+            limit: limit.max(0) as u64,
+            action: self.action,
+        }
+    }
+}
+
+pub(super) async fn report_usage(
+    pool: &PgPool,
+    lease: &LeaseHandle,
+    dimension: &str,
+    delta: u64,
+    dedup_key: Option<&str>,
+) -> Result<UsageOutcome> {
+    let op = "report usage";
+    let delta = to_i64(delta);
+    let mut tx = pool.begin().await.map_err(err(op))?;
+    let sql = format!(
+        "SELECT coalesce(flow_id::text, '') AS flow, lane, policy, retry_count, suspension_seq \
+         FROM executions WHERE {FENCE} FOR UPDATE"
+    );
+    let Some(row) = sqlx::query_with(&sql, Args::fence(lease).done(op)?)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(err(op))?
+    else {
+        return Err(rejection(pool, lease, None).await?);
+    };
+    // The execution's lock serialises its reports, so a read is enough here.
+    if let Some(key) = dedup_key {
+        let seen: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM usage_reports \
+             WHERE tenant_id = $1 AND execution_id = $2 AND dedup_key = $3)",
+        )
+        .bind(lease.tenant_id)
+        .bind(lease.execution_id)
+        .bind(key)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(err(op))?;
+        if seen {
+            return Ok(UsageOutcome::AlreadyApplied);
+        }
+    }
+    let limits = lock_limits(&mut tx, lease, &row, dimension).await?;
+    let over_hard = limits.iter().find_map(|l| {
+        let after = l.used.saturating_add(delta);
+        l.hard
+            .filter(|h| after > *h)
+            .map(|h| l.breach(after, h, dimension))
+    });
+    if let Some(breach) = over_hard {
+        // Not applied, and not remembered: the same report may be retried
+        // once the budget allows it.
+        enforce(&mut tx, lease, &row, &breach).await?;
+        tx.commit().await.map_err(err(op))?;
+        return Ok(UsageOutcome::HardBreach(breach));
+    }
+    if let Some(key) = dedup_key {
+        sqlx::query(
+            "INSERT INTO usage_reports (tenant_id, execution_id, dedup_key) VALUES ($1, $2, $3)",
+        )
+        .bind(lease.tenant_id)
+        .bind(lease.execution_id)
+        .bind(key)
+        .execute(&mut *tx)
+        .await
+        .map_err(err(op))?;
+    }
+    let ids: Vec<BudgetId> = limits.iter().map(|l| l.budget_id).collect();
+    sqlx::query(
+        "WITH spent AS ( \
+             UPDATE budget_dimensions SET used = used + $4 \
+             WHERE tenant_id = $1 AND budget_id = ANY($5) AND dimension = $3) \
+         UPDATE attempts SET usage = jsonb_set(usage, ARRAY[$3], \
+             to_jsonb(coalesce((usage ->> $3)::bigint, 0) + $4)) \
+         WHERE tenant_id = $1 AND execution_id = $2 AND attempt_index = $6",
+    )
+    .bind(lease.tenant_id)
+    .bind(lease.execution_id)
+    .bind(dimension)
+    .bind(delta)
+    .bind(&ids)
+    .bind(lease.attempt_index)
+    .execute(&mut *tx)
+    .await
+    .map_err(err(op))?;
+    tx.commit().await.map_err(err(op))?;
+    let over_soft = limits.iter().find_map(|l| {
+        let after = l.used.saturating_add(delta);
+        l.soft
+            .filter(|s| after > *s)
+            .map(|s| l.breach(after, s, dimension))
+    });
+    Ok(over_soft.map_or(UsageOutcome::Ok, UsageOutcome::SoftBreach))
+}
+
+/// The dimension rows of every budget covering the lease's execution, locked
+/// in budget id order.
+async fn lock_limits(
+    tx: &mut PgConnection,
+    lease: &LeaseHandle,
+    execution: &PgRow,
+    dimension: &str,
+) -> Result<Vec<Limit>> {
+    let rows = sqlx::query(
+        "SELECT d.budget_id, b.on_hard_limit, d.soft_limit, d.hard_limit, d.used \
+         FROM budgets b JOIN budget_dimensions d \
+             ON d.tenant_id = b.tenant_id AND d.budget_id = b.budget_id AND d.dimension = $2 \
+         WHERE b.tenant_id = $1 AND (b.scope, b.scope_key) IN \
+             (('tenant', ''), ('flow', $3), ('execution', $4), ('lane', $5)) \
+         ORDER BY d.budget_id FOR UPDATE OF d",
+    )
+    .bind(lease.tenant_id)
+    .bind(dimension)
+    .bind(col::<String>(execution, "flow")?)
+    .bind(lease.execution_id.to_string())
+    .bind(col::<String>(execution, "lane")?)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(err("lock budgets"))?;
+    rows.iter()
+        .map(|r| {
+            Ok(Limit {
+                budget_id: col(r, "budget_id")?,
+                action: if col::<String>(r, "on_hard_limit")? == "suspend" {
+                    HardLimitAction::Suspend
+                } else {
+                    HardLimitAction::Fail
+                },
+                soft: col(r, "soft_limit")?,
+                hard: col(r, "hard_limit")?,
+                used: col(r, "used")?,
+            })
+        })
+        .collect()
+}
+
+/// A hard breach ends the attempt as the budget says: failed for good, or
+/// suspended until the budget resets.
+async fn enforce(
+    tx: &mut PgConnection,
+    lease: &LeaseHandle,
+    execution: &PgRow,
+    breach: &Breach,
+) -> Result<()> {
+    match breach.action {
+        HardLimitAction::Fail => {
+            let policy: ExecutionPolicy = json(col(execution, "policy")?, "policy")?;
+            let failure = Failure::new(
+                FailureClass::BudgetExceeded,
+                format!(
+                    "budget {}: `{}` would reach {} of its hard limit {}",
+                    breach.budget_id, breach.dimension, breach.current, breach.limit
+                ),
+            );
+            fail_locked(tx, lease, &failure, &policy, col(execution, "retry_count")?).await?;
+        }
+        HardLimitAction::Suspend => {
+            let suspension = Suspension {
+                condition: ResumeCondition::Budget {
+                    budget_id: breach.budget_id,
+                },
+                on_timeout: TimeoutBehavior::Fail,
+            };
+            let seq = col::<i32>(execution, "suspension_seq")? + 1;
+            record_suspension(tx, lease, &suspension, seq, None, "waiting_for_budget").await?;
+        }
+    }
+    Ok(())
+}
+
+/// Usage back to zero, and executions suspended on the budget resume.
+pub(super) async fn reset_budget(pool: &PgPool, tenant: TenantId, id: BudgetId) -> Result<Budget> {
+    let op = "reset budget";
+    let mut tx = pool.begin().await.map_err(err(op))?;
+    let found = sqlx::query(
+        "UPDATE budgets SET next_reset_at = now() + reset_interval_ms * interval '1 millisecond' \
+         WHERE tenant_id = $1 AND budget_id = $2 RETURNING 1",
+    )
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(err(op))?;
+    if found.is_none() {
+        return Err(EngineError::NotFound {
+            what: "budget",
+            id: id.to_string(),
+        });
+    }
+    reset_in(&mut tx, tenant, id).await?;
+    let budget = get_budget_in(&mut tx, tenant, id).await?;
+    tx.commit().await.map_err(err(op))?;
+    Ok(budget)
+}
+
+async fn reset_in(tx: &mut PgConnection, tenant: TenantId, id: BudgetId) -> Result<()> {
+    sqlx::query("UPDATE budget_dimensions SET used = 0 WHERE tenant_id = $1 AND budget_id = $2")
+        .bind(tenant)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(err("reset budget"))?;
+    let waiting: Vec<(ExecutionId, i32)> = sqlx::query_as(
+        "SELECT execution_id, suspension_seq FROM executions \
+         WHERE tenant_id = $1 AND lifecycle_phase = 'suspended' \
+           AND blocking_reason = 'waiting_for_budget' \
+           AND suspension -> 'condition' ->> 'budget_id' = $2::text \
+         ORDER BY execution_id FOR UPDATE",
+    )
+    .bind(tenant)
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(err("find executions waiting on a budget"))?;
+    for (execution, seq) in waiting {
+        resume(tx, tenant, execution, seq).await?;
+    }
+    Ok(())
+}
+
+/// Reset budgets whose interval has passed.
+pub(super) async fn reset_due_budgets(pool: &PgPool, limit: u32) -> Result<u64> {
+    let op = "reset due budgets";
+    let mut tx = pool.begin().await.map_err(err(op))?;
+    let due: Vec<(TenantId, BudgetId)> = sqlx::query_as(
+        "UPDATE budgets b SET next_reset_at = now() + reset_interval_ms * interval '1 millisecond' \
+         WHERE (tenant_id, budget_id) IN ( \
+             SELECT tenant_id, budget_id FROM budgets WHERE next_reset_at <= now() \
+             ORDER BY next_reset_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
+         RETURNING tenant_id, budget_id",
+    )
+    .bind(i64::from(limit))
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(err(op))?;
+    for (tenant, id) in &due {
+        reset_in(&mut tx, *tenant, *id).await?;
+    }
+    tx.commit().await.map_err(err(op))?;
+    Ok(due.len() as u64)
+}

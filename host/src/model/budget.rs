@@ -1,0 +1,143 @@
+//! Budgets: limits on the usage guests report (tokens, cost, calls…), per
+//! tenant, flow, execution or lane, checked in the transaction that applies a
+//! report.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{ExecutionId, FlowId};
+
+pub type BudgetId = Uuid;
+
+/// What a budget covers: every execution that falls in the scope counts
+/// against it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum BudgetScope {
+    Tenant,
+    Flow {
+        #[schema(value_type = uuid::Uuid)]
+        flow_id: FlowId,
+    },
+    Execution {
+        #[schema(value_type = uuid::Uuid)]
+        execution_id: ExecutionId,
+    },
+    Lane {
+        lane: String,
+    },
+}
+
+impl BudgetScope {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Tenant => "tenant",
+            Self::Flow { .. } => "flow",
+            Self::Execution { .. } => "execution",
+            Self::Lane { .. } => "lane",
+        }
+    }
+
+    /// The scope's key in storage: the id or lane, empty for the tenant.
+    pub fn key(&self) -> String {
+        match self {
+            Self::Tenant => String::new(),
+            Self::Flow { flow_id } => flow_id.to_string(),
+            Self::Execution { execution_id } => execution_id.to_string(),
+            Self::Lane { lane } => lane.clone(),
+        }
+    }
+}
+
+/// What happens to an execution whose report would cross a hard limit (the
+/// report itself is never applied).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HardLimitAction {
+    /// Fail it for good (class `budget_exceeded`).
+    #[default]
+    Fail,
+    /// Suspend it until the budget is reset (or an operator resumes it).
+    Suspend,
+}
+
+impl HardLimitAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fail => "fail",
+            Self::Suspend => "suspend",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DimensionLimit {
+    pub dimension: String,
+    /// Crossing it is reported (`soft_breach`); the usage is applied.
+    #[serde(default)]
+    pub soft_limit: Option<u64>,
+    /// Usage that would cross it is refused (`hard_breach`).
+    #[serde(default)]
+    pub hard_limit: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewBudget {
+    pub name: String,
+    pub scope: BudgetScope,
+    pub dimensions: Vec<DimensionLimit>,
+    #[serde(default)]
+    pub on_hard_limit: HardLimitAction,
+    /// Usage goes back to zero this often (and suspended executions resume).
+    #[serde(default)]
+    pub reset_interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct DimensionUsage {
+    pub dimension: String,
+    pub soft_limit: Option<u64>,
+    pub hard_limit: Option<u64>,
+    pub used: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Budget {
+    #[schema(value_type = uuid::Uuid)]
+    pub budget_id: BudgetId,
+    pub name: String,
+    pub scope: BudgetScope,
+    pub on_hard_limit: HardLimitAction,
+    pub reset_interval_ms: Option<u64>,
+    pub next_reset_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub dimensions: Vec<DimensionUsage>,
+}
+
+/// A limit a report reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Breach {
+    pub budget_id: BudgetId,
+    pub dimension: String,
+    /// Usage with the report applied (soft) or as it would have been (hard).
+    pub current: u64,
+    pub limit: u64,
+    pub action: HardLimitAction,
+}
+
+/// What `report_usage` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum UsageOutcome {
+    /// Applied; within every limit.
+    Ok,
+    /// Applied; a soft limit is now exceeded.
+    SoftBreach(Breach),
+    /// Not applied: a hard limit would be crossed. The execution was failed
+    /// or suspended as the breached budget says; its lease is gone.
+    HardBreach(Breach),
+    /// A report with the same dedup key was applied before.
+    AlreadyApplied,
+}

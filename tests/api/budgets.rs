@@ -1,0 +1,83 @@
+//! Budgets over HTTP, spent by a real guest through `report-usage`.
+
+use reqwest::Method;
+use serde_json::json;
+
+use flowfabric_tests::server::{worker_config, ApiTenant, TestServer};
+
+use crate::{setup, submit_text};
+
+#[tokio::test]
+async fn a_guest_spends_against_a_budget_until_its_hard_limit() {
+    let (mut server, tenant) = setup().await;
+    let (status, budget) = server
+        .call(
+            &tenant,
+            Method::POST,
+            "/v1/budgets",
+            Some(json!({
+                "name": "llm",
+                "scope": { "type": "tenant" },
+                "dimensions": [{ "dimension": "tokens", "soft_limit": 5, "hard_limit": 10 }],
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{budget}");
+    assert_eq!(budget["on_hard_limit"], "fail");
+    let id = budget["budget_id"].as_str().unwrap().to_owned();
+    server.start_workers(worker_config(2));
+
+    let within = submit_text(&server, &tenant, "testkit", "spend:tokens:3:2").await;
+    let done = server.wait_terminal(&tenant, &within).await;
+    assert_eq!(done["state"], "completed", "{done}");
+    assert_eq!(
+        result_text(&server, &tenant, &within).await,
+        "ok,dup,soft(6/5),dup"
+    );
+
+    let over = submit_text(&server, &tenant, "testkit", "spend:tokens:3:2").await;
+    let done = server.wait_terminal(&tenant, &over).await;
+    assert_eq!(done["state"], "failed", "{done}");
+    assert_eq!(done["last_failure"]["class"], "budget_exceeded", "{done}");
+
+    let path = format!("/v1/budgets/{id}");
+    let (_, read) = server.call(&tenant, Method::GET, &path, None).await;
+    assert_eq!(
+        read["dimensions"][0]["used"], 9,
+        "the breaching report was not applied: {read}"
+    );
+    let (status, reset) = server
+        .call(&tenant, Method::POST, &format!("{path}/reset"), None)
+        .await;
+    assert_eq!(status, 200, "{reset}");
+    assert_eq!(reset["dimensions"][0]["used"], 0);
+
+    let other = server.tenant("other").await;
+    let (status, err) = server.call(&other, Method::GET, &path, None).await;
+    assert_eq!((status, err["kind"].as_str()), (404, Some("not_found")));
+    let (status, err) = server
+        .call(
+            &tenant,
+            Method::POST,
+            "/v1/budgets",
+            Some(json!({ "name": "x", "scope": { "type": "tenant" }, "dimensions": [] })),
+        )
+        .await;
+    assert_eq!(
+        (status, err["kind"].as_str()),
+        (400, Some("invalid_input")),
+        "{err}"
+    );
+    let (_, list) = server.call(&tenant, Method::GET, "/v1/budgets", None).await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+}
+
+async fn result_text(server: &TestServer, tenant: &ApiTenant, id: &str) -> String {
+    use base64::Engine as _;
+    let path = format!("/v1/executions/{id}/result");
+    let (_, result) = server.call(tenant, Method::GET, &path, None).await;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(result["result"]["base64"].as_str().expect("a result"))
+        .unwrap();
+    String::from_utf8(bytes).unwrap()
+}

@@ -1,0 +1,227 @@
+//! Budgets and quotas (reference §6 "budgets and quotas"): reports checked and
+//! applied under the lease, soft and hard limits, dedup, scopes, resets.
+
+use flowfabric::model::{
+    AttemptType, Breach, BudgetScope, DimensionLimit, HardLimitAction, NewBudget, PublicState,
+    UsageOutcome,
+};
+use flowfabric::{Engine, EngineError};
+
+use crate::{claim_one, setup, task};
+
+fn budget(scope: BudgetScope, soft: Option<u64>, hard: Option<u64>) -> NewBudget {
+    NewBudget {
+        name: "tokens".into(),
+        scope,
+        dimensions: vec![DimensionLimit {
+            dimension: "tokens".into(),
+            soft_limit: soft,
+            hard_limit: hard,
+        }],
+        on_hard_limit: HardLimitAction::Fail,
+        reset_interval_ms: None,
+    }
+}
+
+async fn used(e: &Engine, t: uuid::Uuid, id: uuid::Uuid) -> u64 {
+    e.get_budget(t, id).await.unwrap().dimensions[0].used
+}
+
+#[tokio::test]
+async fn budget_report_and_breach() {
+    let (db, t) = setup().await;
+    let e = &db.engine;
+    let b = e
+        .create_budget(t, budget(BudgetScope::Tenant, Some(10), Some(20)))
+        .await
+        .unwrap();
+    let id = e.create(t, task("a")).await.unwrap().execution_id;
+    let c = claim_one(e).await;
+    let report = |delta, key| e.report_usage(&c.lease, "tokens", delta, key);
+
+    assert_eq!(report(5, None).await.unwrap(), UsageOutcome::Ok);
+    let breach = |current, limit| Breach {
+        budget_id: b.budget_id,
+        dimension: "tokens".into(),
+        current,
+        limit,
+        action: HardLimitAction::Fail,
+    };
+    assert_eq!(
+        report(6, None).await.unwrap(),
+        UsageOutcome::SoftBreach(breach(11, 10))
+    );
+    assert!(matches!(
+        report(1, Some("call-1")).await.unwrap(),
+        UsageOutcome::SoftBreach(_)
+    ));
+    assert_eq!(
+        report(1, Some("call-1")).await.unwrap(),
+        UsageOutcome::AlreadyApplied
+    );
+    assert_eq!(used(e, t, b.budget_id).await, 12);
+    // Other dimensions have no budget: applied, unlimited.
+    assert_eq!(
+        e.report_usage(&c.lease, "calls", 1_000, None)
+            .await
+            .unwrap(),
+        UsageOutcome::Ok
+    );
+
+    assert_eq!(
+        report(9, None).await.unwrap(),
+        UsageOutcome::HardBreach(breach(21, 20))
+    );
+    assert_eq!(
+        used(e, t, b.budget_id).await,
+        12,
+        "a hard breach is not applied"
+    );
+    let failed = e.get(t, id).await.unwrap();
+    assert_eq!(failed.state, PublicState::Failed);
+    assert_eq!(
+        failed.last_failure.unwrap().class.as_str(),
+        "budget_exceeded"
+    );
+    let stale = report(1, None).await;
+    assert!(
+        matches!(stale, Err(EngineError::NotActive { .. })),
+        "{stale:?}"
+    );
+
+    let usage: serde_json::Value =
+        sqlx::query_scalar("SELECT usage FROM attempts WHERE execution_id = $1")
+            .bind(id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(usage, serde_json::json!({ "tokens": 12, "calls": 1000 }));
+}
+
+#[tokio::test]
+async fn a_hard_limit_can_suspend_until_the_budget_is_reset() {
+    let (db, t) = setup().await;
+    let e = &db.engine;
+    let id = e.create(t, task("a")).await.unwrap().execution_id;
+    let mut new = budget(BudgetScope::Execution { execution_id: id }, None, Some(3));
+    new.on_hard_limit = HardLimitAction::Suspend;
+    let b = e.create_budget(t, new).await.unwrap();
+    let c = claim_one(e).await;
+    assert!(matches!(
+        e.report_usage(&c.lease, "tokens", 4, None).await.unwrap(),
+        UsageOutcome::HardBreach(Breach {
+            action: HardLimitAction::Suspend,
+            ..
+        })
+    ));
+    assert_eq!(e.state(t, id).await.unwrap().state, PublicState::Suspended);
+    let reason: String =
+        sqlx::query_scalar("SELECT blocking_reason FROM executions WHERE execution_id = $1")
+            .bind(id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(reason, "waiting_for_budget");
+
+    let reset = e.reset_budget(t, b.budget_id).await.unwrap();
+    assert_eq!(reset.dimensions[0].used, 0);
+    let resumed = claim_one(e).await;
+    assert_eq!(resumed.attempt_type, AttemptType::Resume);
+    assert_eq!(
+        e.report_usage(&resumed.lease, "tokens", 3, None)
+            .await
+            .unwrap(),
+        UsageOutcome::Ok
+    );
+}
+
+#[tokio::test]
+async fn budgets_count_only_what_their_scope_covers() {
+    let (db, t) = setup().await;
+    let other = db.tenant("other").await;
+    let e = &db.engine;
+    // Another tenant's tenant-wide budget and a lane nobody runs in.
+    e.create_budget(other, budget(BudgetScope::Tenant, None, Some(1)))
+        .await
+        .unwrap();
+    let lane = budget(
+        BudgetScope::Lane {
+            lane: "elsewhere".into(),
+        },
+        None,
+        Some(1),
+    );
+    e.create_budget(t, lane).await.unwrap();
+    let mine = e
+        .create_budget(t, budget(BudgetScope::Tenant, None, Some(100)))
+        .await
+        .unwrap();
+    e.create(t, task("a")).await.unwrap();
+    let c = claim_one(e).await;
+    assert_eq!(
+        e.report_usage(&c.lease, "tokens", 50, None).await.unwrap(),
+        UsageOutcome::Ok
+    );
+    assert_eq!(used(e, t, mine.budget_id).await, 50);
+    assert!(matches!(
+        e.get_budget(other, mine.budget_id).await,
+        Err(EngineError::NotFound { .. })
+    ));
+    assert_eq!(e.list_budgets(other).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn bad_budgets_are_refused_and_write_nothing() {
+    let (db, t) = setup().await;
+    let e = &db.engine;
+    let mut twice = budget(BudgetScope::Tenant, Some(1), None);
+    twice.dimensions.push(twice.dimensions[0].clone());
+    let mut fast = budget(BudgetScope::Tenant, Some(1), None);
+    fast.reset_interval_ms = Some(10);
+    let mut empty = budget(BudgetScope::Tenant, Some(1), None);
+    empty.dimensions.clear();
+    for bad in [
+        budget(BudgetScope::Tenant, None, None),
+        budget(BudgetScope::Tenant, Some(5), Some(4)),
+        twice,
+        fast,
+        empty,
+    ] {
+        let refused = e.create_budget(t, bad).await;
+        assert!(
+            matches!(refused, Err(EngineError::InvalidInput { .. })),
+            "{refused:?}"
+        );
+    }
+    let unknown = BudgetScope::Flow {
+        flow_id: uuid::Uuid::now_v7(),
+    };
+    assert!(matches!(
+        e.create_budget(t, budget(unknown, Some(1), None)).await,
+        Err(EngineError::NotFound { what: "flow", .. })
+    ));
+    assert_eq!(db.count("budgets").await, 0);
+    assert_eq!(db.count("budget_dimensions").await, 0);
+}
+
+#[tokio::test]
+async fn budget_reset_on_its_interval() {
+    let (db, t) = setup().await;
+    let e = &db.engine;
+    let mut new = budget(BudgetScope::Tenant, None, Some(10));
+    new.reset_interval_ms = Some(60_000);
+    let b = e.create_budget(t, new).await.unwrap();
+    e.create(t, task("a")).await.unwrap();
+    let c = claim_one(e).await;
+    e.report_usage(&c.lease, "tokens", 7, None).await.unwrap();
+    assert_eq!(e.backend().reset_due_budgets(100).await.unwrap(), 0);
+    sqlx::query("UPDATE budgets SET next_reset_at = now() - interval '1 second'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(e.backend().reset_due_budgets(100).await.unwrap(), 1);
+    let after = e.get_budget(t, b.budget_id).await.unwrap();
+    assert_eq!(after.dimensions[0].used, 0);
+    assert!(after.next_reset_at.unwrap() > chrono::Utc::now());
+    assert_eq!(e.backend().reset_due_budgets(100).await.unwrap(), 0);
+}
