@@ -37,17 +37,20 @@ WITH locked AS (
     SELECT c.*, room.n AS room, room.draw, t.max_task_timeout_ms, t.max_memory_mib
     FROM tenants t
     CROSS JOIN LATERAL (
-        SELECT random() AS draw, greatest(0, least($3,
-            CASE WHEN t.max_running IS NULL THEN $3 ELSE t.max_running - (SELECT count(*) FROM (
-                SELECT 1 FROM executions r
-                WHERE r.tenant_id = t.tenant_id AND r.lifecycle_phase = 'active'
-                LIMIT t.max_running) running) END,
-            CASE WHEN t.max_starts_per_window IS NULL THEN $3 ELSE t.max_starts_per_window
-                - (SELECT count(*) FROM (
-                    SELECT 1 FROM attempts a
-                    WHERE a.tenant_id = t.tenant_id AND a.started_at > now()
-                        - coalesce(t.start_window_ms, 1000) * interval '1 millisecond'
-                    LIMIT t.max_starts_per_window) started) END)) AS n
+        -- Unlimited tenants get `$3` itself, which the planner can see.
+        SELECT random() AS draw,
+            CASE WHEN t.max_running IS NULL AND t.max_starts_per_window IS NULL THEN $3
+            ELSE greatest(0, least($3,
+                CASE WHEN t.max_running IS NULL THEN $3 ELSE t.max_running - (SELECT count(*) FROM (
+                    SELECT 1 FROM executions r
+                    WHERE r.tenant_id = t.tenant_id AND r.lifecycle_phase = 'active'
+                    LIMIT t.max_running) running) END,
+                CASE WHEN t.max_starts_per_window IS NULL THEN $3 ELSE t.max_starts_per_window
+                    - (SELECT count(*) FROM (
+                        SELECT 1 FROM attempts a
+                        WHERE a.tenant_id = t.tenant_id AND a.started_at > now()
+                            - coalesce(t.start_window_ms, 1000) * interval '1 millisecond'
+                        LIMIT t.max_starts_per_window) started) END)) END AS n
     ) room
     CROSS JOIN unnest($1::text[]) AS l(lane)
     CROSS JOIN LATERAL (
