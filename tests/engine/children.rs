@@ -166,9 +166,14 @@ async fn a_key_spawns_once_and_another_members_key_is_refused() {
         );
     }
     assert_eq!(db.count("executions").await, 2, "nothing was written");
-    // A grandchild is fine, and the parent's wait is for its own children only.
-    spawn(e, &child, "grandchild", "z").await;
-    let _ = t;
+    // A grandchild is fine: it belongs to the child, not to the parent.
+    let grandchild = spawn(e, &child, "grandchild", "z").await;
+    let row = e.get(t, grandchild).await.unwrap();
+    assert_eq!(row.parent_id, Some(child.lease.execution_id));
+    assert_eq!(
+        row.flow_id,
+        e.get(t, first.execution_id).await.unwrap().flow_id
+    );
 }
 
 #[tokio::test]

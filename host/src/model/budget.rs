@@ -71,6 +71,18 @@ impl HardLimitAction {
     }
 }
 
+impl std::str::FromStr for HardLimitAction {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "fail" => Ok(Self::Fail),
+            "suspend" => Ok(Self::Suspend),
+            other => Err(format!("unknown hard-limit action `{other}`")),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DimensionLimit {

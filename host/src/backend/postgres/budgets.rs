@@ -10,7 +10,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::lease::{fail_locked, rejection, FENCE};
-use super::rows::{col, json, unknown_tenant_or, Args};
+use super::rows::{col, json, parse, unknown_tenant_or, Args};
 use super::suspension::{record_suspension, resume};
 use crate::error::{EngineError, Result};
 use crate::model::{
@@ -183,16 +183,11 @@ fn budget(row: &PgRow) -> Result<Budget> {
             }
         })
         .collect();
-    let action: String = col(row, "on_hard_limit")?;
     Ok(Budget {
         budget_id: col(row, "budget_id")?,
         name: col(row, "name")?,
         scope,
-        on_hard_limit: if action == "suspend" {
-            HardLimitAction::Suspend
-        } else {
-            HardLimitAction::Fail
-        },
+        on_hard_limit: parse(&col::<String>(row, "on_hard_limit")?)?,
         reset_interval_ms: col::<Option<i64>>(row, "reset_interval_ms")?.map(|v| v.max(0) as u64),
         next_reset_at: col(row, "next_reset_at")?,
         created_at: col(row, "created_at")?,
@@ -209,16 +204,23 @@ struct Limit {
     used: i64,
 }
 
-impl Limit {
-    fn breach(&self, current: i64, limit: i64, dimension: &str) -> Breach {
-        Breach {
-            budget_id: self.budget_id,
+/// The first limit (hard or soft, as `which` picks) that `delta` would cross.
+fn first_breach(
+    limits: &[Limit],
+    delta: i64,
+    dimension: &str,
+    which: fn(&Limit) -> Option<i64>,
+) -> Option<Breach> {
+    limits.iter().find_map(|l| {
+        let after = l.used.saturating_add(delta);
+        which(l).filter(|limit| after > *limit).map(|limit| Breach {
+            budget_id: l.budget_id,
             dimension: dimension.to_owned(),
-            current: current.max(0) as u64,
+            current: after.max(0) as u64,
             limit: limit.max(0) as u64,
-            action: self.action,
-        }
-    }
+            action: l.action,
+        })
+    })
 }
 
 pub(super) async fn report_usage(
@@ -259,13 +261,7 @@ pub(super) async fn report_usage(
         }
     }
     let limits = lock_limits(&mut tx, lease, &row, dimension).await?;
-    let over_hard = limits.iter().find_map(|l| {
-        let after = l.used.saturating_add(delta);
-        l.hard
-            .filter(|h| after > *h)
-            .map(|h| l.breach(after, h, dimension))
-    });
-    if let Some(breach) = over_hard {
+    if let Some(breach) = first_breach(&limits, delta, dimension, |l| l.hard) {
         // Not applied, and not remembered: the same report may be retried
         // once the budget allows it.
         enforce(&mut tx, lease, &row, &breach).await?;
@@ -302,12 +298,7 @@ pub(super) async fn report_usage(
     .await
     .map_err(err(op))?;
     tx.commit().await.map_err(err(op))?;
-    let over_soft = limits.iter().find_map(|l| {
-        let after = l.used.saturating_add(delta);
-        l.soft
-            .filter(|s| after > *s)
-            .map(|s| l.breach(after, s, dimension))
-    });
+    let over_soft = first_breach(&limits, delta, dimension, |l| l.soft);
     Ok(over_soft.map_or(UsageOutcome::Ok, UsageOutcome::SoftBreach))
 }
 
@@ -339,11 +330,7 @@ async fn lock_limits(
         .map(|r| {
             Ok(Limit {
                 budget_id: col(r, "budget_id")?,
-                action: if col::<String>(r, "on_hard_limit")? == "suspend" {
-                    HardLimitAction::Suspend
-                } else {
-                    HardLimitAction::Fail
-                },
+                action: parse(&col::<String>(r, "on_hard_limit")?)?,
                 soft: col(r, "soft_limit")?,
                 hard: col(r, "hard_limit")?,
                 used: col(r, "used")?,
