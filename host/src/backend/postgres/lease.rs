@@ -204,8 +204,13 @@ pub(super) fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// The lease a fenced write must still hold. It says nothing of the phase: a
+/// lease exists only while the execution is `active` (a table constraint), and
+/// naming the phase would let the planner pick the small partial
+/// `executions_lease_expiry_idx` over the primary key whenever statistics are
+/// thin, turning every fenced write into a scan of the tenant's running work.
 pub(super) const FENCE: &str = "tenant_id = $1 AND execution_id = $2 AND attempt_index = $3 \
-    AND lease_id = $4 AND lease_epoch = $5 AND lifecycle_phase = 'active'";
+    AND lease_id = $4 AND lease_epoch = $5";
 
 pub(super) async fn renew(
     pool: &PgPool,
