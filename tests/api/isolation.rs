@@ -148,6 +148,10 @@ async fn missing_or_invalid_keys_are_refused_on_every_tenant_route() {
         (Method::GET, "/v1/tenant".to_owned()),
         (Method::GET, "/v1/events".to_owned()),
         (Method::GET, "/v1/events/stream".to_owned()),
+        (Method::GET, "/v1/events/leases".to_owned()),
+        (Method::GET, "/v1/events/leases/stream".to_owned()),
+        (Method::GET, "/v1/events/signals".to_owned()),
+        (Method::GET, "/v1/events/signals/stream".to_owned()),
     ];
     let mut forged = tenant.token.clone();
     forged.replace_range(forged.len() - 4.., "0000");

@@ -4,7 +4,7 @@
 use reqwest::Method;
 use serde_json::json;
 
-use flowfabric_tests::server::{worker_config, TestServer};
+use flowfabric_tests::server::{read_sse, worker_config, TestServer};
 
 use crate::{setup, sse_events, submit, submit_text};
 
@@ -458,6 +458,7 @@ async fn health_metrics_and_openapi_are_served() {
 #[tokio::test]
 async fn signals_over_http_resume_a_suspended_guest() {
     let (mut server, tenant) = setup().await;
+    let signal_events = server.follow(&tenant, "/v1/events/signals/stream").await;
     server.start_workers(worker_config(2));
     let id = submit_text(&server, &tenant, "testkit", "wait:approval").await;
     // Wait until it suspended; its waitpoint is then listed with its token.
@@ -523,6 +524,44 @@ async fn signals_over_http_resume_a_suspended_guest() {
     // The waitpoint closed with the resume.
     let (status, err) = send(Some(token), json!({ "name": "late" })).await;
     assert_eq!((status, err["kind"].as_str()), (409, Some("conflict")));
+
+    // The signal stream saw the delivery and its duplicate, live.
+    let text = read_sse(signal_events, "signal", 2).await;
+    let effects: Vec<_> = sse_events(&text)
+        .into_iter()
+        .map(|(_, ev)| (ev["effect"].clone(), ev["signal_id"].clone()))
+        .collect();
+    assert_eq!(
+        effects,
+        [
+            (json!("resumed"), accepted["signal_id"].clone()),
+            (json!("duplicate"), accepted["signal_id"].clone())
+        ],
+        "{text}"
+    );
+    // Lease history: claimed, released by the suspension, claimed again on
+    // resume, released by the completion (renewals aside).
+    let page = server.events(&tenant, "/v1/events/leases", 4).await;
+    let kinds: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|ev| ev["kind"].as_str().unwrap())
+        .filter(|kind| *kind != "renewed")
+        .collect();
+    assert_eq!(
+        kinds,
+        ["acquired", "released", "acquired", "released"],
+        "{page}"
+    );
+    let phases: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|ev| ev["kind"] == "released")
+        .map(|ev| ev["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(phases, ["suspended", "terminal"]);
 }
 
 #[tokio::test]
@@ -531,14 +570,7 @@ async fn completion_events_by_cursor_and_live() {
     let other = server.tenant("other").await;
     server.upload(&other, "echo", "echo").await;
     // Follow live from the start, before anything ends.
-    let live = server
-        .http
-        .get(server.url("/v1/events/stream"))
-        .bearer_auth(&tenant.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(live.status(), 200);
+    let live = server.follow(&tenant, "/v1/events/stream").await;
     server.start_workers(worker_config(2));
     let mine: Vec<String> =
         futures::future::join_all((0..3).map(|i| submit(&server, &tenant, "echo", json!(i)))).await;
@@ -548,8 +580,7 @@ async fn completion_events_by_cursor_and_live() {
     }
     server.wait_terminal(&other, &theirs).await;
 
-    let (status, page) = server.call(&tenant, Method::GET, "/v1/events", None).await;
-    assert_eq!(status, 200, "{page}");
+    let page = server.events(&tenant, "/v1/events", 3).await;
     let ids: Vec<_> = page["items"]
         .as_array()
         .unwrap()
@@ -558,7 +589,7 @@ async fn completion_events_by_cursor_and_live() {
         .collect();
     assert_eq!(ids.len(), 3, "only this tenant's: {page}");
     assert!(mine.iter().all(|id| ids.contains(id)));
-    let first = page["items"][0]["event_id"].as_i64().unwrap();
+    let first = page["items"][0]["cursor"].as_str().unwrap();
     let (_, rest) = server
         .call(
             &tenant,
@@ -570,18 +601,8 @@ async fn completion_events_by_cursor_and_live() {
     assert_eq!(rest["items"].as_array().unwrap().len(), 2);
     assert_eq!(rest["next_cursor"], page["next_cursor"]);
 
-    // The live stream delivered the same three, in order.
-    use futures::StreamExt;
-    let mut body = live.bytes_stream();
-    let mut text = String::new();
-    while text.matches("event: completion").count() < 3 {
-        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), body.next())
-            .await
-            .expect("live events within 10 s")
-            .unwrap()
-            .unwrap();
-        text.push_str(&String::from_utf8_lossy(&chunk));
-    }
+    // The live stream delivered the same three.
+    let text = read_sse(live, "completion", 3).await;
     for id in &ids {
         assert!(text.contains(id.as_str()), "{text}");
     }

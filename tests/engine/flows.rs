@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 
 use flowfabric::model::{
-    ClaimedExecution, EdgeState, ExecutionId, Failure, FailureClass, FlowCancelPolicy, FlowEdge,
-    FlowMember, FlowState, GraphApplied, GraphChange, JoinPolicy, JoinState, NewExecution, NewFlow,
-    OnSatisfied, PublicState,
+    ClaimedExecution, CompletionEvent, EdgeState, ExecutionId, Failure, FailureClass,
+    FlowCancelPolicy, FlowEdge, FlowMember, FlowState, GraphApplied, GraphChange, JoinPolicy,
+    JoinState, NewExecution, NewFlow, OnSatisfied, PublicState,
 };
 use flowfabric::{Engine, EngineError};
 use flowfabric_tests::TestDb;
@@ -198,7 +198,7 @@ async fn flow_dependency_failure_propagation_skips_the_chain() {
     .unwrap();
     assert_eq!(state(e, t, f.members["b"]).await, PublicState::Skipped);
     assert_eq!(state(e, t, f.members["c"]).await, PublicState::Skipped);
-    let events = e.completion_events(t, 0, 10).await.unwrap();
+    let events = db.events::<CompletionEvent>(t).await;
     let outcomes: Vec<&str> = events.iter().map(|ev| ev.outcome.as_str()).collect();
     assert_eq!(outcomes, ["failed", "skipped", "skipped"]);
 

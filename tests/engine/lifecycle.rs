@@ -1,5 +1,7 @@
 use chrono::Utc;
-use flowfabric::model::{AttemptType, Backoff, FailOutcome, Failure, FailureClass, PublicState};
+use flowfabric::model::{
+    AttemptType, Backoff, CompletionEvent, FailOutcome, Failure, FailureClass, PublicState,
+};
 use flowfabric::EngineError;
 
 use crate::{claim_none, claim_one, setup, task};
@@ -24,7 +26,7 @@ async fn create_claim_complete_lifecycle() {
     assert_eq!(done.result.as_deref(), Some(&b"world"[..]));
     assert!(done.finished_at.is_some());
 
-    let events = e.completion_events(t, 0, 10).await.unwrap();
+    let events = db.events::<CompletionEvent>(t).await;
     assert_eq!(events.len(), 1);
     assert_eq!(
         (events[0].execution_id, events[0].outcome.as_str()),
@@ -84,7 +86,7 @@ async fn fail_terminal_on_permanent_class_and_when_retries_run_out() {
     let ex = e.get(t, id).await.unwrap();
     assert_eq!(ex.state, PublicState::Failed);
     assert_eq!(ex.last_failure.unwrap().class, FailureClass::Permanent);
-    let events = e.completion_events(t, 0, 10).await.unwrap();
+    let events = db.events::<CompletionEvent>(t).await;
     assert_eq!(events[0].outcome, "failed");
 
     let mut new = task("y");
@@ -238,7 +240,7 @@ async fn terminal_op_replay_is_idempotent_for_the_same_handle() {
     e.complete(&c.lease, b"r").await.unwrap();
     e.complete(&c.lease, b"r").await.unwrap();
     assert_eq!(
-        e.completion_events(t, 0, 10).await.unwrap().len(),
+        db.events::<CompletionEvent>(t).await.len(),
         1,
         "one event, not two"
     );
@@ -329,29 +331,6 @@ async fn idempotency_key_is_reusable_after_its_window() {
     let second = e.create(t, new).await.unwrap();
     assert!(second.created);
     assert_ne!(second.execution_id, first.execution_id);
-}
-
-#[tokio::test]
-async fn completion_events_replay_by_cursor() {
-    let (db, t) = setup().await;
-    let e = &db.engine;
-    for i in 0..5 {
-        e.create(t, task(&i.to_string())).await.unwrap();
-    }
-    for _ in 0..5 {
-        let c = claim_one(e).await;
-        e.complete(&c.lease, b"").await.unwrap();
-    }
-    let first = e.completion_events(t, 0, 2).await.unwrap();
-    assert_eq!(first.len(), 2);
-    let rest = e.completion_events(t, first[1].event_id, 10).await.unwrap();
-    assert_eq!(rest.len(), 3);
-    assert!(rest.iter().all(|ev| ev.event_id > first[1].event_id));
-    let other = db.tenant("other").await;
-    assert!(
-        e.completion_events(other, 0, 10).await.unwrap().is_empty(),
-        "tenant-scoped"
-    );
 }
 
 #[tokio::test]

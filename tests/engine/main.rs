@@ -4,6 +4,7 @@ mod budgets;
 mod children;
 mod claim;
 mod errors;
+mod events;
 mod flows;
 mod lifecycle;
 mod scanners;

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use flowfabric::engine::{ScannerConfig, Scanners};
-use flowfabric::model::{AttemptType, Backoff, FailureClass, PublicState};
+use flowfabric::model::{AttemptType, Backoff, CompletionEvent, FailureClass, PublicState};
 use flowfabric::EngineError;
 
 use crate::{claim_none, claim_one, setup, task};
@@ -119,10 +119,9 @@ async fn execution_deadline_expires_runnable_and_active() {
         "{err}"
     );
     e.complete(&kept_lease.lease, b"").await.unwrap();
-    let outcomes: Vec<_> = e
-        .completion_events(t, 0, 10)
+    let outcomes: Vec<_> = db
+        .events::<CompletionEvent>(t)
         .await
-        .unwrap()
         .into_iter()
         .map(|e| e.outcome)
         .collect();

@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use flowfabric::backend::postgres::PgBackend;
 use flowfabric::backend::Backend;
-use flowfabric::engine::{Engine, Limits};
-use flowfabric::model::TenantId;
+use flowfabric::engine::{Engine, Limits, Subscription};
+use flowfabric::model::{EventCursor, TenantId};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
@@ -79,6 +79,32 @@ impl TestDb {
             .await
             .expect("create tenant")
             .tenant_id
+    }
+
+    /// Every event of one of the tenant's streams, read from the start by
+    /// cursor until the outbox withholds nothing (a transaction of a test
+    /// running alongside can briefly hold delivery back; see migration 0011).
+    pub async fn events<E: Subscription>(&self, tenant: TenantId) -> Vec<E> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let (mut all, mut after) = (Vec::new(), EventCursor::START);
+        loop {
+            let batch = E::read(&self.engine, tenant, after, 1_000)
+                .await
+                .expect("read events");
+            if let Some(last) = batch.events.last() {
+                after = last.cursor();
+            }
+            let page_full = batch.events.len() == 1_000;
+            all.extend(batch.events);
+            if !batch.pending && !page_full {
+                return all;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "events still withheld after 10 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     /// Rows in a table, for asserting that a rejected request wrote nothing.

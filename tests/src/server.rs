@@ -126,6 +126,38 @@ impl TestServer {
         response_parts(request.send().await.expect("request")).await
     }
 
+    /// Read an event stream's first page until it holds at least `want` items
+    /// and nothing is pending (see `TestDb::events`); returns the page.
+    pub async fn events(&self, tenant: &ApiTenant, path: &str, want: usize) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, page) = self.call(tenant, reqwest::Method::GET, path, None).await;
+            assert_eq!(status, 200, "{page}");
+            let items = page["items"].as_array().map_or(0, Vec::len);
+            if items >= want && page["pending"] == false {
+                return page;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{path}: {items} of {want} events after 10 s: {page}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Open a live (SSE) route as `tenant`.
+    pub async fn follow(&self, tenant: &ApiTenant, path: &str) -> reqwest::Response {
+        let response = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(&tenant.token)
+            .send()
+            .await
+            .expect("open stream");
+        assert_eq!(response.status(), 200, "{path}");
+        response
+    }
+
     /// Poll an execution until it is terminal.
     pub async fn wait_terminal(&self, tenant: &ApiTenant, id: &str) -> Value {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -178,4 +210,22 @@ pub fn worker_config(slots: usize) -> WorkerConfig {
         drain_timeout: Duration::from_secs(5),
         ..WorkerConfig::default()
     }
+}
+
+/// Read a live (SSE) response until it has sent `count` events named `name`;
+/// returns the text read. Fails after 10 s without the next chunk.
+pub async fn read_sse(response: reqwest::Response, name: &str, count: usize) -> String {
+    use futures::StreamExt;
+    let mut body = response.bytes_stream();
+    let mut text = String::new();
+    let marker = format!("event: {name}\n");
+    while text.matches(&marker).count() < count {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
+            .await
+            .unwrap_or_else(|_| panic!("{count} `{name}` events within 10 s; got: {text}"))
+            .expect("stream open")
+            .expect("stream chunk");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    text
 }

@@ -1,14 +1,18 @@
-//! `/v1/events`: the tenant's completion events (an execution ended: completed,
-//! failed, cancelled, expired), read by cursor or followed live.
+//! `/v1/events`: the tenant's durable event streams, read by cursor or
+//! followed live. Three streams: completions (`/v1/events`, an execution
+//! ended), lease history (`/v1/events/leases`) and signal delivery
+//! (`/v1/events/signals`).
 //!
-//! The outbox table is the durable record, so a subscriber that was away
-//! resumes from the last event id it saw and misses nothing; the live stream
-//! is the same read, woken by the shared update broadcast instead of polling.
+//! The outbox tables are the durable record, so a subscriber that was away
+//! resumes from the last cursor it saw and misses nothing; the live stream is
+//! the same read, woken by the backend's event broadcast instead of polling.
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, Sse};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
@@ -18,94 +22,188 @@ use utoipa::{IntoParams, ToSchema};
 use super::auth::Caller;
 use super::error::{page_limit, ApiError, ApiResult, ErrorBody, Json, Query};
 use super::{live, AppState};
-use crate::model::{CompletionEvent, ExecutionUpdate, TenantId};
+use crate::engine::Subscription;
+use crate::model::{CompletionEvent, EventCursor, LeaseEvent, SignalEvent, TenantId};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
-    /// Only events after this event id (0, or absent, for all).
-    pub after: Option<i64>,
+    /// Only events after this cursor (`0`, or absent, for all).
+    pub after: Option<String>,
     /// 1 to 1000, default 100.
     pub limit: Option<u32>,
 }
 
+/// A page of events, oldest first.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct EventPage {
-    pub items: Vec<CompletionEvent>,
-    /// Pass as `after` for the next page (the last event id, or `after` when
-    /// there were none).
-    pub next_cursor: i64,
+pub struct EventPage<E: ToSchema> {
+    pub items: Vec<E>,
+    /// Pass as `after` for the next page (the last event's cursor, or `after`
+    /// when there were none).
+    pub next_cursor: String,
+    /// Events exist past this page that a still-running older transaction
+    /// holds back (they are delivered in commit-safe order): read again soon.
+    pub pending: bool,
 }
 
-fn checked(query: &EventsQuery) -> ApiResult<(i64, u32)> {
+fn cursor(text: &str, field: &str) -> ApiResult<EventCursor> {
+    text.parse()
+        .map_err(|e: String| ApiError::invalid(format!("{field}: {e}")))
+}
+
+fn checked(query: &EventsQuery) -> ApiResult<(EventCursor, u32)> {
     let limit = page_limit(query.limit)?;
-    let after = query.after.unwrap_or(0);
-    if after < 0 {
-        return Err(ApiError::invalid("after: must not be negative"));
-    }
+    let after = match &query.after {
+        Some(after) => cursor(after, "after")?,
+        None => EventCursor::START,
+    };
     Ok((after, limit))
+}
+
+async fn page<E: Subscription + ToSchema>(
+    state: &AppState,
+    caller: &Caller,
+    query: &EventsQuery,
+) -> ApiResult<Json<EventPage<E>>> {
+    let (after, limit) = checked(query)?;
+    let batch = E::read(&state.engine, caller.tenant, after, limit).await?;
+    let next_cursor = batch
+        .events
+        .last()
+        .map_or(after, |e| e.cursor())
+        .to_string();
+    Ok(Json(EventPage {
+        items: batch.events,
+        next_cursor,
+        pending: batch.pending,
+    }))
 }
 
 /// Completion events after a cursor, oldest first.
 #[utoipa::path(get, path = "/v1/events", tag = "events", params(EventsQuery),
-    responses((status = 200, body = EventPage), (status = 400, body = ErrorBody),
+    responses((status = 200, body = EventPage<CompletionEvent>), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody)),
     security(("api_key" = [])))]
-pub async fn list(
+pub async fn completions(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Query(query): Query<EventsQuery>,
-) -> ApiResult<Json<EventPage>> {
-    let (after, limit) = checked(&query)?;
-    let items = state
-        .engine
-        .completion_events(caller.tenant, after, limit)
-        .await?;
-    let next_cursor = items.last().map_or(after, |e| e.event_id);
-    Ok(Json(EventPage { items, next_cursor }))
+) -> ApiResult<Json<EventPage<CompletionEvent>>> {
+    page(&state, &caller, &query).await
+}
+
+/// Lease-history events after a cursor, oldest first.
+#[utoipa::path(get, path = "/v1/events/leases", tag = "events", params(EventsQuery),
+    responses((status = 200, body = EventPage<LeaseEvent>), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn leases(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Query(query): Query<EventsQuery>,
+) -> ApiResult<Json<EventPage<LeaseEvent>>> {
+    page(&state, &caller, &query).await
+}
+
+/// Signal-delivery events after a cursor, oldest first.
+#[utoipa::path(get, path = "/v1/events/signals", tag = "events", params(EventsQuery),
+    responses((status = 200, body = EventPage<SignalEvent>), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn signals(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Query(query): Query<EventsQuery>,
+) -> ApiResult<Json<EventPage<SignalEvent>>> {
+    page(&state, &caller, &query).await
 }
 
 /// Follow completion events live (Server-Sent Events `completion`, id = the
-/// event id, so `Last-Event-ID` resumes). The stream stays open.
+/// cursor, so `Last-Event-ID` resumes). The stream stays open.
 #[utoipa::path(get, path = "/v1/events/stream", tag = "events", params(EventsQuery),
     responses((status = 200, content_type = "text/event-stream", body = String),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
     security(("api_key" = [])))]
-pub async fn follow(
+pub async fn follow_completions(
+    state: State<Arc<AppState>>,
+    caller: Caller,
+    query: Query<EventsQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    follow::<CompletionEvent>(state, caller, query, headers).await
+}
+
+/// Follow lease-history events live (Server-Sent Events `lease`).
+#[utoipa::path(get, path = "/v1/events/leases/stream", tag = "events", params(EventsQuery),
+    responses((status = 200, content_type = "text/event-stream", body = String),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn follow_leases(
+    state: State<Arc<AppState>>,
+    caller: Caller,
+    query: Query<EventsQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    follow::<LeaseEvent>(state, caller, query, headers).await
+}
+
+/// Follow signal-delivery events live (Server-Sent Events `signal`).
+#[utoipa::path(get, path = "/v1/events/signals/stream", tag = "events", params(EventsQuery),
+    responses((status = 200, content_type = "text/event-stream", body = String),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn follow_signals(
+    state: State<Arc<AppState>>,
+    caller: Caller,
+    query: Query<EventsQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    follow::<SignalEvent>(state, caller, query, headers).await
+}
+
+async fn follow<E: Subscription>(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Query(query): Query<EventsQuery>,
-    headers: axum::http::HeaderMap,
+    headers: HeaderMap,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let (mut after, _) = checked(&query)?;
-    if let Some(last) = headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
-        after = last
-            .parse()
-            .map_err(|_| ApiError::invalid("last-event-id: expected an event id"))?;
+    if let Some(last) = headers.get("last-event-id") {
+        let last = last
+            .to_str()
+            .map_err(|_| ApiError::invalid("last-event-id: expected an event cursor"))?;
+        after = cursor(last, "last-event-id")?;
     }
-    let updates = state.engine.updates().await?;
+    // Subscribe before the first read, so nothing written after it is missed.
+    let wakeups = state.engine.event_wakeups().await?;
     let state = state.clone();
     Ok(live::sse(move |tx| {
-        forward(state, caller.tenant, after, updates, tx)
+        forward::<E>(state, caller.tenant, after, wakeups, tx)
     }))
 }
 
-async fn forward(
+/// How soon a follower reads again while the outbox withholds events that a
+/// still-running older transaction may yet precede.
+const PENDING_RETRY: Duration = Duration::from_millis(20);
+
+async fn forward<E: Subscription>(
     state: Arc<AppState>,
     tenant: TenantId,
-    mut after: i64,
-    mut updates: broadcast::Receiver<ExecutionUpdate>,
+    mut after: EventCursor,
+    mut wakeups: broadcast::Receiver<TenantId>,
     tx: mpsc::Sender<Event>,
 ) {
     loop {
-        match state.engine.completion_events(tenant, after, 500).await {
-            Ok(events) => {
-                for event in events {
-                    after = event.event_id;
+        let mut pending = false;
+        match E::read(&state.engine, tenant, after, 500).await {
+            Ok(batch) => {
+                pending = batch.pending || batch.events.len() == 500;
+                for event in batch.events {
+                    after = event.cursor();
                     let sse = Event::default()
-                        .event("completion")
-                        .id(event.event_id.to_string())
+                        .event(E::NAME)
+                        .id(after.to_string())
                         .json_data(&event)
                         .expect("events serialise");
                     if tx.send(sse).await.is_err() {
@@ -113,9 +211,19 @@ async fn forward(
                     }
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "reading completion events for a subscriber"),
+            Err(e) => {
+                tracing::warn!(error = %e, stream = E::NAME, "reading events for a subscriber")
+            }
         }
-        if !live::wait(&mut updates, &tx, |u| u.tenant_id == tenant).await {
+        let woken = if pending {
+            tokio::select! {
+                _ = tx.closed() => false,
+                _ = tokio::time::sleep(PENDING_RETRY) => true,
+            }
+        } else {
+            live::wait(&mut wakeups, &tx, |t| *t == tenant).await
+        };
+        if !woken {
             return;
         }
     }

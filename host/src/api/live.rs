@@ -1,6 +1,6 @@
 //! What the live (Server-Sent Events) routes share: a task that feeds events
 //! through a channel to the response, and sleeping between reads until the
-//! backend's shared update broadcast names something the task watches, or a
+//! backend's shared broadcasts name something the task watches, or a
 //! slow poll passes (a notification lost with a connection is not replayed).
 //! A waiting task holds no database connection.
 
@@ -11,8 +11,6 @@ use std::time::Duration;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use tokio::sync::{broadcast, mpsc};
-
-use crate::model::ExecutionUpdate;
 
 /// How often a live task re-reads without a wake-up.
 const FALLBACK_POLL: Duration = Duration::from_secs(2);
@@ -34,10 +32,10 @@ where
 
 /// Sleep until an update `watched` accepts arrives or the poll interval
 /// passes (`true`: read again), or the client is gone (`false`: stop).
-pub async fn wait(
-    updates: &mut broadcast::Receiver<ExecutionUpdate>,
+pub async fn wait<T: Clone>(
+    updates: &mut broadcast::Receiver<T>,
     tx: &mpsc::Sender<Event>,
-    watched: impl Fn(&ExecutionUpdate) -> bool,
+    watched: impl Fn(&T) -> bool,
 ) -> bool {
     tokio::select! {
         _ = tx.closed() => false,
@@ -46,10 +44,7 @@ pub async fn wait(
     }
 }
 
-async fn next_update(
-    updates: &mut broadcast::Receiver<ExecutionUpdate>,
-    watched: impl Fn(&ExecutionUpdate) -> bool,
-) {
+async fn next_update<T: Clone>(updates: &mut broadcast::Receiver<T>, watched: impl Fn(&T) -> bool) {
     loop {
         match updates.recv().await {
             Ok(u) if watched(&u) => return,

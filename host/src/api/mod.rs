@@ -131,8 +131,12 @@ pub fn router(engine: Engine, runtime: Arc<Runtime>, config: &ApiConfig) -> Rout
             "/components/{kind}/versions/{version}",
             get(components::get).delete(components::deprecate),
         )
-        .route("/events", get(events::list))
-        .route("/events/stream", get(events::follow))
+        .route("/events", get(events::completions))
+        .route("/events/stream", get(events::follow_completions))
+        .route("/events/leases", get(events::leases))
+        .route("/events/leases/stream", get(events::follow_leases))
+        .route("/events/signals", get(events::signals))
+        .route("/events/signals/stream", get(events::follow_signals))
         .route("/tenant", get(admin::whoami))
         .route(
             "/admin/tenants",

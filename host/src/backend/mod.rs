@@ -19,11 +19,12 @@ use tokio::sync::{broadcast, watch};
 use crate::error::Result;
 use crate::model::{
     ApiKey, Budget, BudgetId, ChildrenOutcome, ClaimRequest, ClaimedExecution, CompletionEvent,
-    ComponentVersion, Created, Execution, ExecutionFilter, ExecutionId, ExecutionState,
-    ExecutionUpdate, FailOutcome, Failure, FlowCancelPolicy, FlowId, FlowSnapshot, FlowSummary,
-    Frame, GraphApplied, GraphChange, LeaseHandle, NewBudget, NewExecution, NewFlow, NewSignal,
-    Signal, SignalOutcome, SpawnedChild, StoredApiKey, StreamMode, StreamSummary, SuspendOutcome,
-    Suspension, Tenant, TenantId, TenantLimits, TimeoutBehavior, UsageOutcome, Waitpoint,
+    ComponentVersion, Created, EventBatch, EventCursor, Execution, ExecutionFilter, ExecutionId,
+    ExecutionState, ExecutionUpdate, FailOutcome, Failure, FlowCancelPolicy, FlowId, FlowSnapshot,
+    FlowSummary, Frame, GraphApplied, GraphChange, LeaseEvent, LeaseHandle, NewBudget,
+    NewExecution, NewFlow, NewSignal, Signal, SignalEvent, SignalOutcome, SpawnedChild,
+    StoredApiKey, StreamMode, StreamSummary, SuspendOutcome, Suspension, Tenant, TenantId,
+    TenantLimits, TimeoutBehavior, UsageOutcome, Waitpoint,
 };
 
 #[async_trait]
@@ -107,13 +108,26 @@ pub trait Backend: Send + Sync + 'static {
     async fn change_priority(&self, tenant: TenantId, id: ExecutionId, priority: i32)
         -> Result<()>;
 
-    /// Completion events after `after` (an event id), oldest first.
+    /// Event streams: the tenant's events after `after`, oldest first (see
+    /// [`EventCursor`] for the order and [`EventBatch::pending`]).
     async fn completion_events(
         &self,
         tenant: TenantId,
-        after: i64,
+        after: EventCursor,
         limit: u32,
-    ) -> Result<Vec<CompletionEvent>>;
+    ) -> Result<EventBatch<CompletionEvent>>;
+    async fn lease_events(
+        &self,
+        tenant: TenantId,
+        after: EventCursor,
+        limit: u32,
+    ) -> Result<EventBatch<LeaseEvent>>;
+    async fn signal_events(
+        &self,
+        tenant: TenantId,
+        after: EventCursor,
+        limit: u32,
+    ) -> Result<EventBatch<SignalEvent>>;
 
     /// Store a component version for `kind`. Uploading the bytes the newest
     /// version already has returns that version (`created: false`) instead of a
@@ -312,6 +326,10 @@ pub trait Backend: Send + Sync + 'static {
     /// Best effort, like revocations: watchers poll slowly as well.
     async fn updates(&self) -> Result<broadcast::Receiver<ExecutionUpdate>>;
 
+    /// Wake-ups for followers of the lease and signal streams: the tenant
+    /// whose stream has new events. Best effort like `updates`.
+    async fn event_wakeups(&self) -> Result<broadcast::Receiver<TenantId>>;
+
     /// Scanner passes. Each handles at most `limit` rows per tenant and returns how
     /// many it changed; all are safe to run concurrently on several hosts.
     async fn reclaim_expired_leases(&self, limit: u32) -> Result<u64>;
@@ -327,4 +345,6 @@ pub trait Backend: Send + Sync + 'static {
     async fn wake_waiting_parents(&self, limit: u32) -> Result<u64>;
     /// Reset budgets whose interval has passed.
     async fn reset_due_budgets(&self, limit: u32) -> Result<u64>;
+    /// Delete events older than `retention` from every event stream.
+    async fn prune_events(&self, retention: std::time::Duration, limit: u32) -> Result<u64>;
 }

@@ -15,7 +15,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use flowfabric::backend::postgres::bench::ScratchDatabase;
 use flowfabric::engine::Engine;
-use flowfabric::model::{NewExecution, TenantId, DEFAULT_LANE};
+use flowfabric::model::{EventCursor, NewExecution, TenantId, DEFAULT_LANE};
 use flowfabric::runtime::{
     AttemptType, CancelFlag, Child, GuestStreamMode, HostError, LogLevel, ResumeCondition,
     RunResult, Runtime, RuntimeConfig, SandboxLimits, Signal, SuspendReply, TaskImports, TaskInfo,
@@ -129,12 +129,15 @@ async fn end_to_end(args: &WasmBench, wasm: &[u8], with_wasm: bool) -> anyhow::R
             ..WorkerConfig::default()
         };
         let pool = WorkerPool::start(engine.clone(), runtime, config);
-        while engine
-            .completion_events(tenant, (args.executions - 1) as i64, 1)
-            .await?
-            .is_empty()
-        {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        // Count completion events until every execution has one.
+        let (mut cursor, mut ended) = (EventCursor::START, 0);
+        while ended < args.executions {
+            let batch = engine.completion_events(tenant, cursor, 1_000).await?;
+            match batch.events.last() {
+                Some(last) => cursor = last.cursor,
+                None => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+            ended += batch.events.len();
         }
         let elapsed = started.elapsed();
         pool.shutdown().await;

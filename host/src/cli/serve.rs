@@ -42,6 +42,10 @@ pub struct Serve {
     /// Do not run the scanners here (another process does).
     #[arg(long, env = "FLOWFABRIC_NO_SCANNERS")]
     no_scanners: bool,
+    /// Days events stay readable in the event streams (completion, lease, signal).
+    #[arg(long, env = "FLOWFABRIC_EVENT_RETENTION_DAYS", default_value_t = 7,
+        value_parser = clap::value_parser!(u32).range(1..=3650))]
+    event_retention_days: u32,
     #[command(flatten)]
     worker: WorkerArgs,
 }
@@ -79,8 +83,13 @@ pub async fn run(args: Serve) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", args.listen))?;
     let address = listener.local_addr().context("reading the bound address")?;
 
-    let scanners = (!args.no_scanners)
-        .then(|| Scanners::start(engine.backend().clone(), ScannerConfig::default()));
+    let scanners = (!args.no_scanners).then(|| {
+        let config = ScannerConfig {
+            event_retention: Duration::from_secs(u64::from(args.event_retention_days) * 86_400),
+            ..ScannerConfig::default()
+        };
+        Scanners::start(engine.backend().clone(), config)
+    });
     let pool = (!args.no_worker)
         .then(|| WorkerPool::start(engine.clone(), runtime, args.worker.worker_config()));
 

@@ -7,6 +7,7 @@
 
 mod budgets;
 mod children;
+mod events;
 mod flows;
 mod scanners;
 mod signals;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
+pub use events::{Subscription, MAX_EVENT_PAGE};
 pub use scanners::{ScannerConfig, Scanners};
 pub use signals::{SignalKeys, WaitpointWithToken};
 pub use tenancy::{secret_matches, IssuedKey};
@@ -25,9 +27,9 @@ pub use tenancy::{secret_matches, IssuedKey};
 use crate::backend::Backend;
 use crate::error::{EngineError, Result};
 use crate::model::{
-    ClaimRequest, ClaimedExecution, CompletionEvent, ComponentVersion, Created, Execution,
-    ExecutionFilter, ExecutionId, FailOutcome, Failure, Frame, LeaseHandle, NewExecution,
-    StreamMode, StreamSummary, TenantId,
+    ClaimRequest, ClaimedExecution, ComponentVersion, Created, Execution, ExecutionFilter,
+    ExecutionId, FailOutcome, Failure, Frame, LeaseHandle, NewExecution, StreamMode, StreamSummary,
+    TenantId,
 };
 
 /// Size and shape limits applied to every request.
@@ -323,17 +325,6 @@ impl Engine {
             ));
         }
         self.backend.change_priority(tenant, id, priority).await
-    }
-
-    pub async fn completion_events(
-        &self,
-        tenant: TenantId,
-        after: i64,
-        limit: u32,
-    ) -> Result<Vec<CompletionEvent>> {
-        self.backend
-            .completion_events(tenant, after, limit.clamp(1, 1_000))
-            .await
     }
 
     /// Store validated component bytes as the next version of `kind`. Callers

@@ -23,6 +23,9 @@ pub struct ScannerConfig {
     pub sibling_cancel: Duration,
     pub wake_parents: Duration,
     pub budget_reset: Duration,
+    pub event_prune: Duration,
+    /// How long events stay in the event streams (completion, lease, signal).
+    pub event_retention: Duration,
     /// Rows per tenant per pass.
     pub batch: u32,
 }
@@ -38,6 +41,8 @@ impl Default for ScannerConfig {
             sibling_cancel: Duration::from_millis(1_000),
             wake_parents: Duration::from_millis(250),
             budget_reset: Duration::from_millis(1_000),
+            event_prune: Duration::from_secs(60),
+            event_retention: Duration::from_secs(7 * 24 * 3600),
             batch: 500,
         }
     }
@@ -53,6 +58,7 @@ enum Pass {
     SiblingCancel,
     WakeParents,
     BudgetReset,
+    EventPrune,
 }
 
 impl Pass {
@@ -66,10 +72,12 @@ impl Pass {
             Pass::SiblingCancel => "sibling_cancel",
             Pass::WakeParents => "wake_parents",
             Pass::BudgetReset => "budget_reset",
+            Pass::EventPrune => "event_prune",
         }
     }
 
-    async fn run(self, backend: &dyn Backend, batch: u32) -> crate::error::Result<u64> {
+    async fn run(self, backend: &dyn Backend, config: &ScannerConfig) -> crate::error::Result<u64> {
+        let batch = config.batch;
         match self {
             Pass::LeaseExpiry => backend.reclaim_expired_leases(batch).await,
             Pass::Delayed => backend.promote_delayed(batch).await,
@@ -79,6 +87,7 @@ impl Pass {
             Pass::SiblingCancel => backend.cancel_pending_siblings(batch).await,
             Pass::WakeParents => backend.wake_waiting_parents(batch).await,
             Pass::BudgetReset => backend.reset_due_budgets(batch).await,
+            Pass::EventPrune => backend.prune_events(config.event_retention, batch).await,
         }
     }
 }
@@ -101,20 +110,21 @@ impl Scanners {
             (Pass::SiblingCancel, config.sibling_cancel),
             (Pass::WakeParents, config.wake_parents),
             (Pass::BudgetReset, config.budget_reset),
+            (Pass::EventPrune, config.event_prune),
         ] {
             let backend = backend.clone();
             let mut stopped = stop.subscribe();
-            let batch = config.batch;
+            let config = config.clone();
             tasks.spawn(async move {
                 loop {
                     let span = tracing::debug_span!("scan", pass = pass.name());
                     let _guard = span.enter();
-                    let again = match pass.run(backend.as_ref(), batch).await {
+                    let again = match pass.run(backend.as_ref(), &config).await {
                         Ok(n) => {
                             if n > 0 {
                                 tracing::debug!(pass = pass.name(), changed = n, "scanner pass");
                             }
-                            n >= u64::from(batch)
+                            n >= u64::from(config.batch)
                         }
                         Err(e) => {
                             tracing::warn!(pass = pass.name(), error = %e, "scanner pass failed");

@@ -4,6 +4,7 @@
 
 mod budget;
 mod children;
+mod events;
 mod flow;
 mod policy;
 mod state;
@@ -22,6 +23,7 @@ pub use budget::{
     NewBudget, UsageOutcome,
 };
 pub use children::{ChildOutcome, ChildrenOutcome, SpawnedChild};
+pub use events::{CompletionEvent, EventBatch, EventCursor, LeaseEvent, SignalEvent, StreamEvent};
 pub use flow::{
     find_cycle, EdgeState, FlowCancelPolicy, FlowEdge, FlowEdgeView, FlowId, FlowMember,
     FlowMemberView, FlowSnapshot, FlowState, FlowSummary, GraphApplied, GraphChange, JoinPolicy,
@@ -240,17 +242,6 @@ pub struct ExecutionFilter {
 pub struct ExecutionUpdate {
     pub tenant_id: TenantId,
     pub execution_id: ExecutionId,
-}
-
-/// A completion event from the outbox.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct CompletionEvent {
-    pub event_id: i64,
-    #[schema(value_type = uuid::Uuid)]
-    pub execution_id: ExecutionId,
-    pub attempt_index: i32,
-    pub outcome: String,
-    pub created_at: DateTime<Utc>,
 }
 
 /// One stored version of a component kind.

@@ -6,8 +6,8 @@ use uuid::Uuid;
 use super::rows::{col, execution, unknown_tenant_or, EXECUTION_COLUMNS};
 use crate::error::{EngineError, Result};
 use crate::model::{
-    CompletionEvent, Created, Execution, ExecutionFilter, ExecutionId, ExecutionState, FlowId,
-    NewExecution, PublicState, TenantId, DEFAULT_DEDUP_WINDOW_MS, DEFAULT_MAX_REPLAYS,
+    Created, Execution, ExecutionFilter, ExecutionId, ExecutionState, FlowId, NewExecution,
+    PublicState, TenantId, DEFAULT_DEDUP_WINDOW_MS, DEFAULT_MAX_REPLAYS,
 };
 
 /// All rows go in through `unnest`, so a batch of 100 is one statement. A key
@@ -378,33 +378,4 @@ pub(super) async fn change_priority(
         execution_id: id,
         state,
     })
-}
-
-pub(super) async fn completion_events(
-    pool: &PgPool,
-    tenant: TenantId,
-    after: i64,
-    limit: u32,
-) -> Result<Vec<CompletionEvent>> {
-    let rows = sqlx::query(
-        "SELECT event_id, execution_id, attempt_index, outcome, created_at FROM completion_events \
-         WHERE tenant_id = $1 AND event_id > $2 ORDER BY event_id LIMIT $3",
-    )
-    .bind(tenant)
-    .bind(after)
-    .bind(i64::from(limit))
-    .fetch_all(pool)
-    .await
-    .map_err(EngineError::storage("read completion events"))?;
-    rows.iter()
-        .map(|r| {
-            Ok(CompletionEvent {
-                event_id: col(r, "event_id")?,
-                execution_id: col(r, "execution_id")?,
-                attempt_index: col(r, "attempt_index")?,
-                outcome: col(r, "outcome")?,
-                created_at: col(r, "created_at")?,
-            })
-        })
-        .collect()
 }

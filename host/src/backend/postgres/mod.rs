@@ -30,6 +30,7 @@ mod flows;
 mod ingress;
 mod lease;
 mod notify;
+mod outbox;
 mod output;
 mod rows;
 mod scan;
@@ -48,11 +49,12 @@ use super::Backend;
 use crate::error::{EngineError, Result};
 use crate::model::{
     ApiKey, Budget, BudgetId, ChildrenOutcome, ClaimRequest, ClaimedExecution, CompletionEvent,
-    ComponentVersion, Created, Execution, ExecutionFilter, ExecutionId, ExecutionState,
-    ExecutionUpdate, FailOutcome, Failure, FlowCancelPolicy, FlowId, FlowSnapshot, FlowSummary,
-    Frame, GraphApplied, GraphChange, LeaseHandle, NewBudget, NewExecution, NewFlow, NewSignal,
-    Signal, SignalOutcome, SpawnedChild, StoredApiKey, StreamMode, StreamSummary, SuspendOutcome,
-    Suspension, Tenant, TenantId, TenantLimits, TimeoutBehavior, UsageOutcome, Waitpoint,
+    ComponentVersion, Created, EventBatch, EventCursor, Execution, ExecutionFilter, ExecutionId,
+    ExecutionState, ExecutionUpdate, FailOutcome, Failure, FlowCancelPolicy, FlowId, FlowSnapshot,
+    FlowSummary, Frame, GraphApplied, GraphChange, LeaseEvent, LeaseHandle, NewBudget,
+    NewExecution, NewFlow, NewSignal, Signal, SignalEvent, SignalOutcome, SpawnedChild,
+    StoredApiKey, StreamMode, StreamSummary, SuspendOutcome, Suspension, Tenant, TenantId,
+    TenantLimits, TimeoutBehavior, UsageOutcome, Waitpoint,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
@@ -63,8 +65,12 @@ const WORK_CHANNEL: &str = "flowfabric_work";
 const REVOKED_CHANNEL: &str = "flowfabric_revoked";
 /// Channel that carries `<tenant>:<execution>` when a frame is appended.
 const UPDATES_CHANNEL: &str = "flowfabric_updates";
-/// Channel that carries the newest completion outbox id.
+/// Channel that says the completion outbox has new events (the payload, the
+/// newest event id, is informational: the dispatcher reads by cursor).
 const COMPLETION_CHANNEL: &str = "flowfabric_completion";
+/// Channel that carries `<stream>:<tenant>` when the lease or signal outbox of
+/// a tenant has new events.
+const EVENTS_CHANNEL: &str = "flowfabric_events";
 
 pub struct PgBackend {
     pool: PgPool,
@@ -235,10 +241,30 @@ impl Backend for PgBackend {
     async fn completion_events(
         &self,
         tenant: TenantId,
-        after: i64,
+        after: EventCursor,
         limit: u32,
-    ) -> Result<Vec<CompletionEvent>> {
-        ingress::completion_events(&self.pool, tenant, after, limit).await
+    ) -> Result<EventBatch<CompletionEvent>> {
+        outbox::COMPLETIONS
+            .read(&self.pool, tenant, after, limit)
+            .await
+    }
+
+    async fn lease_events(
+        &self,
+        tenant: TenantId,
+        after: EventCursor,
+        limit: u32,
+    ) -> Result<EventBatch<LeaseEvent>> {
+        outbox::LEASES.read(&self.pool, tenant, after, limit).await
+    }
+
+    async fn signal_events(
+        &self,
+        tenant: TenantId,
+        after: EventCursor,
+        limit: u32,
+    ) -> Result<EventBatch<SignalEvent>> {
+        outbox::SIGNALS.read(&self.pool, tenant, after, limit).await
     }
 
     async fn put_component(
@@ -464,6 +490,10 @@ impl Backend for PgBackend {
         self.notifications.updates().await
     }
 
+    async fn event_wakeups(&self) -> Result<broadcast::Receiver<TenantId>> {
+        self.notifications.events().await
+    }
+
     async fn reclaim_expired_leases(&self, limit: u32) -> Result<u64> {
         scan::reclaim_expired_leases(&self.pool, limit).await
     }
@@ -494,5 +524,12 @@ impl Backend for PgBackend {
 
     async fn reset_due_budgets(&self, limit: u32) -> Result<u64> {
         budgets::reset_due_budgets(&self.pool, limit).await
+    }
+
+    async fn prune_events(&self, retention: Duration, limit: u32) -> Result<u64> {
+        let ms = lease::millis(retention);
+        Ok(outbox::COMPLETIONS.prune(&self.pool, ms, limit).await?
+            + outbox::LEASES.prune(&self.pool, ms, limit).await?
+            + outbox::SIGNALS.prune(&self.pool, ms, limit).await?)
     }
 }

@@ -1,18 +1,19 @@
 //! LISTEN-based notifications over one connection per backend.
 //!
-//! Three channels: `flowfabric_work` (new work may be claimable; the listener bumps
+//! Channels: `flowfabric_work` (new work may be claimable; the listener bumps
 //! a `watch` counter, and waiters pair `changed()` with a polling timeout, so a
 //! lost connection or notification costs one polling interval, never a stuck
-//! worker) and `flowfabric_revoked` (an execution's lease was revoked by an
+//! worker), `flowfabric_revoked` (an execution's lease was revoked by an
 //! operator cancel or its deadline; broadcast so a worker can stop the guest at
-//! once instead of at its next lease renewal, which remains the fallback) and
-//! the update channels (`flowfabric_updates` for a new frame, whose payload
-//! names the execution, and `flowfabric_completion`, whose payload is the newest
-//! outbox id: the listener reads the new outbox rows, once for the whole process,
-//! and broadcasts each execution). Tailers and waiters subscribe to that
-//! broadcast, so none of them holds a pool connection while it waits. Updates
-//! are wake-ups, not data: a subscriber re-reads what it shows, and polls
-//! slowly too, because a notification lost with a connection is not replayed.
+//! once instead of at its next lease renewal, which remains the fallback),
+//! `flowfabric_updates` (a new frame; the payload names the execution),
+//! `flowfabric_completion` (the completion outbox has new events: a dispatcher
+//! task reads them by cursor, once for the whole process, and broadcasts each
+//! execution as an update) and `flowfabric_events` (a tenant's lease or signal
+//! stream has new events). Tailers and waiters subscribe to those broadcasts,
+//! so none of them holds a pool connection while it waits. Updates are
+//! wake-ups, not data: a subscriber re-reads what it shows, and polls slowly
+//! too, because a notification lost with a connection is not replayed.
 
 use std::time::Duration;
 
@@ -20,9 +21,10 @@ use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio::sync::{broadcast, watch, OnceCell};
 
-use super::{COMPLETION_CHANNEL, REVOKED_CHANNEL, UPDATES_CHANNEL, WORK_CHANNEL};
+use super::outbox;
+use super::{COMPLETION_CHANNEL, EVENTS_CHANNEL, REVOKED_CHANNEL, UPDATES_CHANNEL, WORK_CHANNEL};
 use crate::error::{EngineError, Result};
-use crate::model::{ExecutionId, ExecutionUpdate};
+use crate::model::{EventCursor, ExecutionId, ExecutionUpdate, TenantId};
 
 pub(super) struct Notifications {
     pool: PgPool,
@@ -33,14 +35,15 @@ struct Listening {
     work: watch::Sender<u64>,
     revoked: broadcast::Sender<ExecutionId>,
     updates: broadcast::Sender<ExecutionUpdate>,
-    task: tokio::task::AbortHandle,
+    events: broadcast::Sender<TenantId>,
+    tasks: [tokio::task::AbortHandle; 2],
 }
 
 /// The listener lives as long as the backend that started it.
 impl Drop for Notifications {
     fn drop(&mut self) {
         if let Some(listening) = self.listening.get() {
-            listening.task.abort();
+            listening.tasks.iter().for_each(|task| task.abort());
         }
     }
 }
@@ -65,24 +68,39 @@ impl Notifications {
                         REVOKED_CHANNEL,
                         UPDATES_CHANNEL,
                         COMPLETION_CHANNEL,
+                        EVENTS_CHANNEL,
                     ])
                     .await
                     .map_err(EngineError::storage("listen"))?;
-                let cursor = outbox_head(&self.pool).await?;
+                let cursor = outbox::completions_head(&self.pool).await?;
                 let (work, _) = watch::channel(0u64);
                 let (revoked, _) = broadcast::channel(1024);
                 let (updates, _) = broadcast::channel(4096);
+                let (events, _) = broadcast::channel(1024);
+                let (completions, completed) = watch::channel(0u64);
                 let senders = Senders {
                     work: work.clone(),
                     revoked: revoked.clone(),
                     updates: updates.clone(),
+                    events: events.clone(),
+                    completions,
                 };
-                let task = tokio::spawn(forward(listener, self.pool.clone(), senders, cursor));
+                let listen = tokio::spawn(forward(listener, senders));
+                let dispatch = tokio::spawn(dispatch_completions(
+                    self.pool.clone(),
+                    Woken {
+                        updates: updates.clone(),
+                        tenants: events.clone(),
+                    },
+                    completed,
+                    cursor,
+                ));
                 Ok::<_, EngineError>(Listening {
                     work,
                     revoked,
                     updates,
-                    task: task.abort_handle(),
+                    events,
+                    tasks: [listen.abort_handle(), dispatch.abort_handle()],
                 })
             })
             .await
@@ -99,63 +117,96 @@ impl Notifications {
     pub(super) async fn updates(&self) -> Result<broadcast::Receiver<ExecutionUpdate>> {
         Ok(self.listening().await?.updates.subscribe())
     }
+
+    pub(super) async fn events(&self) -> Result<broadcast::Receiver<TenantId>> {
+        Ok(self.listening().await?.events.subscribe())
+    }
 }
 
 struct Senders {
     work: watch::Sender<u64>,
     revoked: broadcast::Sender<ExecutionId>,
     updates: broadcast::Sender<ExecutionUpdate>,
+    events: broadcast::Sender<TenantId>,
+    /// Bumped for every completion notification; the dispatcher watches it.
+    completions: watch::Sender<u64>,
 }
 
-async fn outbox_head(pool: &PgPool) -> Result<i64> {
-    sqlx::query_scalar("SELECT coalesce(max(event_id), 0) FROM completion_events")
-        .fetch_one(pool)
-        .await
-        .map_err(EngineError::storage("read outbox head"))
+/// How soon the dispatcher reads again while the horizon withholds events.
+const PENDING_RETRY: Duration = Duration::from_millis(20);
+/// How often it reads without a notification (one lost with a connection).
+const DISPATCH_POLL: Duration = Duration::from_secs(2);
+
+/// Who the completion dispatcher wakes: watchers of each execution that
+/// ended, and followers of each tenant's completion stream.
+struct Woken {
+    updates: broadcast::Sender<ExecutionUpdate>,
+    tenants: broadcast::Sender<TenantId>,
 }
 
-/// Broadcast the executions of outbox events after `cursor` (served by
-/// `completion_events_id_idx`); returns the new cursor.
+/// Broadcast every completion event, in cursor order, to whoever waits: one
+/// outbox read per wake-up for the whole process.
 async fn dispatch_completions(
-    pool: &PgPool,
-    updates: &broadcast::Sender<ExecutionUpdate>,
-    mut cursor: i64,
-    newest: i64,
-) -> i64 {
-    if updates.receiver_count() == 0 {
-        return cursor.max(newest);
-    }
-    while cursor < newest {
-        let rows: Vec<(i64, uuid::Uuid, uuid::Uuid)> = match sqlx::query_as(
-            "SELECT event_id, tenant_id, execution_id FROM completion_events \
-             WHERE event_id > $1 AND event_id <= $2 ORDER BY event_id LIMIT 1000",
-        )
-        .bind(cursor)
-        .bind(newest)
-        .fetch_all(pool)
-        .await
-        {
-            Ok(rows) => rows,
-            Err(e) => {
-                tracing::warn!(error = %e, "reading completion events for subscribers");
-                return newest;
-            }
+    pool: PgPool,
+    woken: Woken,
+    mut notified: watch::Receiver<u64>,
+    mut cursor: EventCursor,
+) {
+    let mut pending = false;
+    // Nobody was listening for a while: wake-ups for the events missed then
+    // are of no use to subscribers that arrive later (they read state first).
+    let mut stale = false;
+    loop {
+        let wait = if pending {
+            PENDING_RETRY
+        } else {
+            DISPATCH_POLL
         };
-        let Some(&(last, _, _)) = rows.last() else {
-            break;
-        };
-        for (_, tenant_id, execution_id) in rows {
-            let _ = updates.send(ExecutionUpdate {
-                tenant_id,
-                execution_id,
-            });
+        if let Ok(Err(_)) = tokio::time::timeout(wait, notified.changed()).await {
+            return; // The listener is gone.
         }
-        cursor = last;
+        if woken.updates.receiver_count() + woken.tenants.receiver_count() == 0 {
+            (stale, pending) = (true, false);
+            continue;
+        }
+        if stale {
+            match outbox::completions_head(&pool).await {
+                Ok(head) => (cursor, stale) = (head, false),
+                Err(e) => tracing::warn!(error = %e, "reading the completion outbox head"),
+            }
+        }
+        loop {
+            match outbox::all_completions(&pool, cursor, 1000).await {
+                Ok((ended, next, more)) => {
+                    let full = ended.len() == 1000;
+                    let mut tenants = std::collections::BTreeSet::new();
+                    for (tenant_id, execution_id) in ended {
+                        // No receivers is fine: nobody waits right now.
+                        let _ = woken.updates.send(ExecutionUpdate {
+                            tenant_id,
+                            execution_id,
+                        });
+                        tenants.insert(tenant_id);
+                    }
+                    for tenant in tenants {
+                        let _ = woken.tenants.send(tenant);
+                    }
+                    cursor = next;
+                    pending = more;
+                    if !full {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading completion events for subscribers");
+                    break;
+                }
+            }
+        }
     }
-    cursor.max(newest)
 }
 
-async fn forward(mut listener: PgListener, pool: PgPool, senders: Senders, mut cursor: i64) {
+async fn forward(mut listener: PgListener, senders: Senders) {
     loop {
         // `recv` reconnects (and re-LISTENs) by itself after a lost connection.
         match listener.recv().await {
@@ -171,10 +222,14 @@ async fn forward(mut listener: PgListener, pool: PgPool, senders: Senders, mut c
                         let _ = senders.updates.send(update);
                     }
                 }
-                COMPLETION_CHANNEL => {
-                    if let Ok(newest) = n.payload().parse() {
-                        cursor =
-                            dispatch_completions(&pool, &senders.updates, cursor, newest).await;
+                COMPLETION_CHANNEL => senders.completions.send_modify(|n| *n = n.wrapping_add(1)),
+                EVENTS_CHANNEL => {
+                    if let Some(tenant) = n
+                        .payload()
+                        .split_once(':')
+                        .and_then(|(_, t)| t.parse().ok())
+                    {
+                        let _ = senders.events.send(tenant);
                     }
                 }
                 _ => senders.work.send_modify(|n| *n = n.wrapping_add(1)),
@@ -183,6 +238,7 @@ async fn forward(mut listener: PgListener, pool: PgPool, senders: Senders, mut c
                 tracing::warn!(error = %e, "listener failed; retrying");
                 // Wake everyone once: work may have arrived while we were deaf.
                 senders.work.send_modify(|n| *n = n.wrapping_add(1));
+                senders.completions.send_modify(|n| *n = n.wrapping_add(1));
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::lease::{millis, rejection, FENCE};
 use super::rows::{col, json, Args};
+use super::EVENTS_CHANNEL;
 use crate::error::{EngineError, Result};
 use crate::model::{
     ExecutionId, LeaseHandle, NewSignal, PublicState, Signal, SignalOutcome, SuspendOutcome,
@@ -299,6 +300,9 @@ pub(super) async fn deliver_signal(
         .await
         .map_err(err(op))?;
         if let Some(signal_id) = existing {
+            let event = SignalEventRow::new(tenant, id, waitpoint_id, signal_id, &new.name);
+            event.record(&mut tx, "duplicate").await?;
+            tx.commit().await.map_err(err(op))?;
             return Ok(SignalOutcome::Duplicate { signal_id });
         }
     }
@@ -356,8 +360,57 @@ pub(super) async fn deliver_signal(
             resumed = true;
         }
     }
+    SignalEventRow::new(tenant, id, waitpoint_id, signal_id, &new.name)
+        .record(&mut tx, if resumed { "resumed" } else { "buffered" })
+        .await?;
     tx.commit().await.map_err(err(op))?;
     Ok(SignalOutcome::Accepted { signal_id, resumed })
+}
+
+/// A signal-delivery event, written in the delivering transaction.
+struct SignalEventRow<'a> {
+    tenant: TenantId,
+    execution: ExecutionId,
+    waitpoint: Uuid,
+    signal: Uuid,
+    name: &'a str,
+}
+
+impl<'a> SignalEventRow<'a> {
+    fn new(
+        tenant: TenantId,
+        execution: ExecutionId,
+        waitpoint: Uuid,
+        signal: Uuid,
+        name: &'a str,
+    ) -> Self {
+        Self {
+            tenant,
+            execution,
+            waitpoint,
+            signal,
+            name,
+        }
+    }
+
+    async fn record(&self, tx: &mut PgConnection, effect: &str) -> Result<()> {
+        sqlx::query(&format!(
+            "WITH event AS ( \
+                 INSERT INTO signal_events (tenant_id, execution_id, waitpoint_id, signal_id, \
+                     name, effect) VALUES ($1, $2, $3, $4, $5, $6) RETURNING tenant_id) \
+             SELECT pg_notify('{EVENTS_CHANNEL}', 'signal:' || tenant_id) FROM event"
+        ))
+        .bind(self.tenant)
+        .bind(self.execution)
+        .bind(self.waitpoint)
+        .bind(self.signal)
+        .bind(self.name)
+        .bind(effect)
+        .execute(&mut *tx)
+        .await
+        .map_err(err("record signal event"))?;
+        Ok(())
+    }
 }
 
 /// An operator resumes a suspended execution, whatever its condition.
@@ -460,20 +513,25 @@ async fn time_out_one(pool: &PgPool, tenant: TenantId, id: ExecutionId) -> Resul
     let seq: i32 = col(&row, "suspension_seq")?;
     match suspension.on_timeout {
         TimeoutBehavior::AutoResume => {
+            let signal_id = Uuid::now_v7();
             sqlx::query(
                 "INSERT INTO signals (tenant_id, execution_id, signal_id, waitpoint_id, \
                      waitpoint_key, name, payload, consumed_in) \
-                 VALUES ($1, $2, $3, '00000000-0000-0000-0000-000000000000', '', $4, '', $5)",
+                 VALUES ($1, $2, $3, $4, '', $5, '', $6)",
             )
             .bind(tenant)
             .bind(id)
-            .bind(Uuid::now_v7())
+            .bind(signal_id)
+            .bind(Uuid::nil())
             .bind(TIMEOUT_SIGNAL)
             .bind(seq)
             .execute(&mut *tx)
             .await
             .map_err(err(op))?;
             resume(&mut tx, tenant, id, seq).await?;
+            SignalEventRow::new(tenant, id, Uuid::nil(), signal_id, TIMEOUT_SIGNAL)
+                .record(&mut tx, "resumed")
+                .await?;
         }
         behaviour => end_suspended(&mut tx, tenant, id, behaviour).await?,
     }

@@ -1,0 +1,288 @@
+//! Event streams (reference: subscriptions): completion, lease history and
+//! signal delivery, read by cursor; the cursor never skips an event whose
+//! transaction commits late; retention prunes old events.
+
+use std::time::Duration;
+
+use flowfabric::model::{
+    CompletionEvent, EventCursor, LeaseEvent, NewSignal, ResumeCondition, SignalEvent,
+    SignalOutcome, TimeoutBehavior,
+};
+
+use crate::{claim_one, setup, task};
+
+#[tokio::test]
+async fn completion_events_page_by_cursor_per_tenant() {
+    let (db, t) = setup().await;
+    let e = &db.engine;
+    for i in 0..5 {
+        e.create(t, task(&i.to_string())).await.unwrap();
+    }
+    for _ in 0..5 {
+        let c = claim_one(e).await;
+        e.complete(&c.lease, b"").await.unwrap();
+    }
+    let all = db.events::<CompletionEvent>(t).await;
+    assert_eq!(all.len(), 5);
+    let first = e.completion_events(t, EventCursor::START, 2).await.unwrap();
+    assert_eq!(first.events, all[..2]);
+    let rest = e
+        .completion_events(t, first.events[1].cursor, 10)
+        .await
+        .unwrap();
+    assert_eq!(rest.events, all[2..]);
+    assert!(all.windows(2).all(|w| w[0].cursor < w[1].cursor));
+    let other = db.tenant("other").await;
+    assert!(db.events::<CompletionEvent>(other).await.is_empty());
+}
+
+/// The bug a plain `event_id > cursor` read has: event N+1 commits while the
+/// transaction holding event N is still open; a reader that took N+1 then
+/// never sees N. Here the reader is told to wait (`pending`) instead, and gets
+/// both, in order, once the older transaction commits.
+#[tokio::test]
+async fn a_late_committing_event_is_not_skipped() {
+    let (db, t) = setup().await;
+    let e = &db.engine;
+    let early = e.create(t, task("early")).await.unwrap().execution_id;
+    let late = e.create(t, task("late")).await.unwrap().execution_id;
+
+    let mut open = db.pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO completion_events (tenant_id, execution_id, attempt_index, outcome) \
+         VALUES ($1, $2, 0, 'cancelled')",
+    )
+    .bind(t)
+    .bind(early)
+    .execute(&mut *open)
+    .await
+    .unwrap();
+    let c = claim_one(e).await;
+    e.complete(&c.lease, b"").await.unwrap();
+
+    let withheld = e
+        .completion_events(t, EventCursor::START, 10)
+        .await
+        .unwrap();
+    assert!(withheld.events.is_empty(), "{withheld:?}");
+    assert!(
+        withheld.pending,
+        "the committed event waits for the open one"
+    );
+
+    open.commit().await.unwrap();
+    let ids: Vec<_> = db
+        .events::<CompletionEvent>(t)
+        .await
+        .into_iter()
+        .map(|ev| ev.execution_id)
+        .collect();
+    assert_eq!(ids, [early, c.lease.execution_id]);
+    assert_ne!(early, late);
+}
+
+fn kinds(events: &[LeaseEvent]) -> Vec<(&str, i64)> {
+    events
+        .iter()
+        .map(|ev| (ev.kind.as_str(), ev.lease_epoch))
+        .collect()
+}
+
+#[tokio::test]
+async fn lease_history_records_every_lease_change() {
+    let (db, t) = setup().await;
+    let e = &db.engine;
+    let id = e.create(t, task("a")).await.unwrap().execution_id;
+
+    // Acquired, renewed, then lost to expiry and reclaimed by another claim.
+    let first = claim_one(e).await;
+    e.renew(&first.lease, Duration::from_secs(5)).await.unwrap();
+    db.expire_lease(id).await;
+    assert_eq!(db.backend().reclaim_expired_leases(10).await.unwrap(), 1);
+    let second = claim_one(e).await;
+    // A stale renew changes nothing and records nothing.
+    assert!(e.renew(&first.lease, Duration::from_secs(5)).await.is_err());
+    e.complete(&second.lease, b"").await.unwrap();
+
+    let events = db.events::<LeaseEvent>(t).await;
+    let e1 = first.lease.lease_epoch;
+    assert_eq!(
+        kinds(&events),
+        [
+            ("acquired", e1),
+            ("renewed", e1),
+            // The expiry test helper moves the deadline back: a renewal too.
+            ("renewed", e1),
+            ("expired", e1),
+            ("reclaimed", e1 + 1),
+            ("released", e1 + 1),
+        ]
+    );
+    assert!(events.iter().all(|ev| ev.execution_id == id));
+    assert_eq!(events[0].phase, "active");
+    assert!(events[0].lease_expires_at.is_some());
+    assert_eq!(events[3].phase, "runnable");
+    assert_eq!(events[5].phase, "terminal");
+    assert_eq!(events[5].lease_expires_at, None);
+
+    // An operator cancel under a live lease revokes it.
+    let other = e.create(t, task("b")).await.unwrap().execution_id;
+    let held = claim_one(e).await;
+    assert_eq!(held.lease.execution_id, other);
+    assert!(e.cancel(t, other, "operator").await.unwrap());
+    let events = db.events::<LeaseEvent>(t).await;
+    let tail: Vec<_> = events
+        .iter()
+        .filter(|ev| ev.execution_id == other)
+        .collect();
+    assert_eq!(
+        tail.iter().map(|ev| ev.kind.as_str()).collect::<Vec<_>>(),
+        ["acquired", "revoked"]
+    );
+
+    let stranger = db.tenant("stranger").await;
+    assert!(db.events::<LeaseEvent>(stranger).await.is_empty());
+}
+
+fn signal(name: &str, key: Option<&str>) -> NewSignal {
+    NewSignal {
+        name: name.into(),
+        payload: b"p".to_vec(),
+        idempotency_key: key.map(str::to_owned),
+    }
+}
+
+#[tokio::test]
+async fn signal_delivery_records_buffered_resumed_and_duplicate() {
+    let (db, t) = setup().await;
+    let e = &db.engine;
+    let id = e.create(t, task("a")).await.unwrap().execution_id;
+    let c = claim_one(e).await;
+    let first = e.create_waitpoint(&c.lease, "one", None).await.unwrap();
+    let second = e.create_waitpoint(&c.lease, "two", None).await.unwrap();
+    let condition = ResumeCondition::AllOf {
+        keys: vec!["one".into(), "two".into()],
+    };
+    e.suspend(&c.lease, condition, None, TimeoutBehavior::Fail)
+        .await
+        .unwrap();
+
+    let (_, _, buffered) = e
+        .deliver_signal(&first.token, signal("a", Some("k1")))
+        .await
+        .unwrap();
+    let (_, _, duplicate) = e
+        .deliver_signal(&first.token, signal("a", Some("k1")))
+        .await
+        .unwrap();
+    let (_, _, resumed) = e
+        .deliver_signal(&second.token, signal("b", None))
+        .await
+        .unwrap();
+    let SignalOutcome::Accepted {
+        signal_id: first_id,
+        resumed: false,
+    } = buffered
+    else {
+        panic!("{buffered:?}")
+    };
+    assert_eq!(
+        duplicate,
+        SignalOutcome::Duplicate {
+            signal_id: first_id
+        }
+    );
+    assert!(matches!(
+        resumed,
+        SignalOutcome::Accepted { resumed: true, .. }
+    ));
+
+    let events = db.events::<SignalEvent>(t).await;
+    let seen: Vec<_> = events
+        .iter()
+        .map(|ev| (ev.effect.as_str(), ev.name.as_str(), ev.waitpoint_id))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("buffered", "a", first.waitpoint.waitpoint_id),
+            ("duplicate", "a", first.waitpoint.waitpoint_id),
+            ("resumed", "b", second.waitpoint.waitpoint_id),
+        ]
+    );
+    assert_eq!(
+        events[1].signal_id, first_id,
+        "the duplicate names the original"
+    );
+    assert!(events.iter().all(|ev| ev.execution_id == id));
+
+    // A refused delivery (the waitpoint closed with the resume) records nothing.
+    assert!(e
+        .deliver_signal(&first.token, signal("late", None))
+        .await
+        .is_err());
+    assert_eq!(db.events::<SignalEvent>(t).await.len(), 3);
+}
+
+#[tokio::test]
+async fn a_timeout_auto_resume_is_a_signal_event() {
+    let (db, t) = setup().await;
+    let e = &db.engine;
+    e.create(t, task("a")).await.unwrap();
+    let c = claim_one(e).await;
+    e.suspend(
+        &c.lease,
+        ResumeCondition::TimeoutOnly,
+        Some(60_000),
+        TimeoutBehavior::AutoResume,
+    )
+    .await
+    .unwrap();
+    sqlx::query("UPDATE executions SET suspension_timeout_at = now() - interval '1 second'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(db.backend().time_out_suspensions(10).await.unwrap(), 1);
+    let events = db.events::<SignalEvent>(t).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        (events[0].effect.as_str(), events[0].name.as_str()),
+        ("resumed", "timeout")
+    );
+    assert!(events[0].waitpoint_id.is_nil());
+}
+
+#[tokio::test]
+async fn retention_prunes_only_old_events() {
+    let (db, t) = setup().await;
+    let e = &db.engine;
+    for i in 0..3 {
+        e.create(t, task(&i.to_string())).await.unwrap();
+        let c = claim_one(e).await;
+        e.complete(&c.lease, b"").await.unwrap();
+    }
+    let events = db.events::<CompletionEvent>(t).await;
+    // Age the first two completions (and every lease event) by two days.
+    for sql in [
+        "UPDATE completion_events SET created_at = now() - interval '2 days' WHERE event_id <= $1",
+        "UPDATE lease_events SET created_at = now() - interval '2 days' WHERE $1::bigint IS NOT NULL",
+    ] {
+        sqlx::query(sql)
+            .bind(events[1].event_id)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+    let lease_events = db.count("lease_events").await;
+    let day = Duration::from_secs(86_400);
+    assert_eq!(
+        db.backend().prune_events(day * 3, 100).await.unwrap(),
+        0,
+        "nothing older than three days"
+    );
+    let pruned = db.backend().prune_events(day, 100).await.unwrap();
+    assert_eq!(pruned as i64, 2 + lease_events);
+    let left = db.events::<CompletionEvent>(t).await;
+    assert_eq!(left, events[2..]);
+    assert!(db.events::<LeaseEvent>(t).await.is_empty());
+}
