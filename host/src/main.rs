@@ -58,6 +58,11 @@ enum Command {
     Replay { id: String },
     /// Follow an execution's frames until it ends.
     Tail { id: String },
+    /// Read or follow an event stream: completions, lease history, signal delivery.
+    Events(cli::events::Events),
+    /// Define budgets, read their usage, reset them.
+    #[command(subcommand)]
+    Budget(cli::budgets::BudgetCommand),
     /// Demo: upload the example guests, run executions, show what happened.
     Dev(cli::dev::Dev),
     /// Benchmarks (figures are ratios to a baseline measured in the same run).
@@ -113,6 +118,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cancel { id, reason } => cli::remote::cancel(&cli.connection, &id, reason).await?,
         Command::Replay { id } => cli::remote::replay(&cli.connection, &id).await?,
         Command::Tail { id } => cli::remote::tail(&cli.connection, &id).await?,
+        Command::Events(args) => cli::events::run(&cli.connection, args).await?,
+        Command::Budget(command) => cli::budgets::run(&cli.connection, command).await?,
         Command::Bench(BenchCommand::Engine(args)) => cli::bench::run(args).await?,
         Command::Bench(BenchCommand::Wasm(args)) => cli::bench_wasm::run(args).await?,
         Command::Bench(BenchCommand::Signal(args)) => cli::bench_signal::run(args).await?,

@@ -275,6 +275,56 @@ async fn remote_commands_drive_a_served_installation() {
         &served.cli(key, &["flow", "extend", &flow_id, &cycle]),
     );
 
+    // Event streams: the completions so far, then lease history as JSON lines.
+    let (ok, out, err) = served.cli(key, &["events", "completions", "--limit", "1000"]);
+    assert!(ok, "{err}");
+    assert!(out.contains(&id) && out.contains(": success"), "{out}");
+    assert!(err.starts_with("next: --after "), "{err}");
+    let (ok, out, _) = served.cli(key, &["events", "leases", "--json"]);
+    assert!(ok);
+    let page: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(page["items"][0]["kind"], "acquired", "{page}");
+    one_line_error(
+        "a bad cursor",
+        &served.cli(key, &["events", "signals", "--after", "yesterday"]),
+    );
+
+    // Budgets: create, list with usage, reset; bad limits fail before sending.
+    let (ok, out, err) = served.cli(
+        key,
+        &[
+            "budget",
+            "create",
+            "calls",
+            "--limit",
+            "calls=10/8",
+            "--json",
+        ],
+    );
+    assert!(ok, "{err}");
+    let budget: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let budget_id = budget["budget_id"].as_str().unwrap().to_owned();
+    let (ok, out, _) = served.cli(key, &["budget", "list"]);
+    assert!(
+        ok && out.contains(&budget_id) && out.contains("calls"),
+        "{out}"
+    );
+    let (ok, out, _) = served.cli(key, &["budget", "reset", &budget_id]);
+    assert!(ok && out.contains("used            0"), "{out}");
+    one_line_error(
+        "a malformed limit",
+        &served.cli(key, &["budget", "create", "x", "--limit", "calls"]),
+    );
+    one_line_error(
+        "a scope the API refuses",
+        &served.cli(
+            key,
+            &[
+                "budget", "create", "x", "--scope", "lane:", "--limit", "c=1",
+            ],
+        ),
+    );
+
     // Wrong or missing credentials, and an unreachable server.
     one_line_error("no key", &served.cli(None, &["list"]));
     one_line_error("bad key", &served.cli(Some("ffk_nope"), &["list"]));
@@ -325,6 +375,12 @@ fn every_command_parses_without_panicking() {
         &["flow", "get", id],
         &["flow", "list"],
         &["flow", "cancel", id],
+        &["events"],
+        &["events", "leases", "--follow"],
+        &["budget", "create", "b", "--limit", "calls=5"],
+        &["budget", "list"],
+        &["budget", "get", id],
+        &["budget", "reset", id],
         &["bench", "engine"],
         &["bench", "wasm"],
         &["bench", "signal"],
