@@ -225,3 +225,114 @@ async fn budget_reset_on_its_interval() {
     assert!(after.next_reset_at.unwrap() > chrono::Utc::now());
     assert_eq!(e.backend().reset_due_budgets(100).await.unwrap(), 0);
 }
+
+/// Reference scenario `block_and_unblock`: once a budget is exhausted, claims
+/// stop starting what it covers (it shows `rate_limited`) but start the rest;
+/// a reset makes the blocked work claimable again.
+#[tokio::test]
+async fn block_and_unblock() {
+    let (db, t) = setup().await;
+    let e = &db.engine;
+    let lane = |lane: &str, input: &str| {
+        let mut new = task(input);
+        new.lane = lane.into();
+        new
+    };
+    let b = e
+        .create_budget(
+            t,
+            budget(BudgetScope::Lane { lane: "gpu".into() }, None, Some(5)),
+        )
+        .await
+        .unwrap();
+    let mut request = crate::request(10);
+    request.lanes = vec!["gpu".into(), "cpu".into()];
+
+    e.create(t, lane("gpu", "spender")).await.unwrap();
+    let spender = e.claim(&request).await.unwrap().remove(0);
+    // Reaching the hard limit exactly is allowed, and exhausts the budget.
+    assert_eq!(
+        e.report_usage(&spender.lease, "tokens", 5, None)
+            .await
+            .unwrap(),
+        UsageOutcome::Ok
+    );
+    assert!(e.get_budget(t, b.budget_id).await.unwrap().dimensions[0].exhausted);
+    e.complete(&spender.lease, b"").await.unwrap();
+
+    let blocked = [
+        e.create(t, lane("gpu", "a")).await.unwrap().execution_id,
+        e.create(t, lane("gpu", "b")).await.unwrap().execution_id,
+    ];
+    let free = e.create(t, lane("cpu", "c")).await.unwrap().execution_id;
+    let claimed = e.claim(&request).await.unwrap();
+    assert_eq!(
+        claimed
+            .iter()
+            .map(|c| c.lease.execution_id)
+            .collect::<Vec<_>>(),
+        [free],
+        "only the lane the budget does not cover"
+    );
+    for id in blocked {
+        assert_eq!(e.get(t, id).await.unwrap().state, PublicState::RateLimited);
+    }
+    assert!(e.claim(&request).await.unwrap().is_empty());
+
+    // Another tenant's identical lane is not covered.
+    let other = db.tenant("other").await;
+    let theirs = e
+        .create(other, lane("gpu", "x"))
+        .await
+        .unwrap()
+        .execution_id;
+    let claimed = e.claim(&request).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].lease.execution_id, theirs);
+
+    let reset = e.reset_budget(t, b.budget_id).await.unwrap();
+    assert!(!reset.dimensions[0].exhausted);
+    for id in blocked {
+        assert_eq!(e.get(t, id).await.unwrap().state, PublicState::Waiting);
+    }
+    let mut resumed: Vec<_> = e
+        .claim(&request)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.lease.execution_id)
+        .collect();
+    resumed.sort();
+    let mut expected = blocked.to_vec();
+    expected.sort();
+    assert_eq!(resumed, expected);
+}
+
+/// A refused report exhausts its budget too: the next execution it covers is
+/// blocked at claim instead of being started only to breach again.
+#[tokio::test]
+async fn a_refused_report_blocks_later_claims() {
+    let (db, t) = setup().await;
+    let e = &db.engine;
+    let b = e
+        .create_budget(t, budget(BudgetScope::Tenant, None, Some(10)))
+        .await
+        .unwrap();
+    e.create(t, task("a")).await.unwrap();
+    let c = claim_one(e).await;
+    assert!(matches!(
+        e.report_usage(&c.lease, "tokens", 11, None).await.unwrap(),
+        UsageOutcome::HardBreach(_)
+    ));
+    let budget = e.get_budget(t, b.budget_id).await.unwrap();
+    assert_eq!(
+        (budget.dimensions[0].used, budget.dimensions[0].exhausted),
+        (0, true)
+    );
+    let next = e.create(t, task("b")).await.unwrap().execution_id;
+    assert!(e.claim(&crate::request(5)).await.unwrap().is_empty());
+    assert_eq!(
+        e.get(t, next).await.unwrap().state,
+        PublicState::RateLimited
+    );
+}

@@ -114,6 +114,9 @@ pub struct DimensionUsage {
     pub soft_limit: Option<u64>,
     pub hard_limit: Option<u64>,
     pub used: u64,
+    /// The hard limit was reached, or a report refused for crossing it: the
+    /// budget admits no new work it covers (claims block it) until a reset.
+    pub exhausted: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]

@@ -22,7 +22,8 @@ use crate::model::{
 const BUDGET_COLUMNS: &str = "b.budget_id, b.name, b.scope, b.scope_key, b.on_hard_limit, \
     b.reset_interval_ms, b.next_reset_at, b.created_at, \
     coalesce((SELECT jsonb_agg(jsonb_build_object('dimension', d.dimension, \
-        'soft_limit', d.soft_limit, 'hard_limit', d.hard_limit, 'used', d.used) \
+        'soft_limit', d.soft_limit, 'hard_limit', d.hard_limit, 'used', d.used, \
+        'exhausted', d.exhausted) \
         ORDER BY d.dimension) FROM budget_dimensions d \
         WHERE d.tenant_id = b.tenant_id AND d.budget_id = b.budget_id), '[]') AS dimensions";
 
@@ -180,6 +181,7 @@ fn budget(row: &PgRow) -> Result<Budget> {
                 soft_limit: n("soft_limit"),
                 hard_limit: n("hard_limit"),
                 used: n("used").unwrap_or(0),
+                exhausted: d["exhausted"] == true,
             }
         })
         .collect();
@@ -265,6 +267,18 @@ pub(super) async fn report_usage(
         // Not applied, and not remembered: the same report may be retried
         // once the budget allows it.
         enforce(&mut tx, lease, &row, &breach).await?;
+        // The budget admits no more work until it is reset (the claim blocks
+        // what it covers). The row is already locked by `lock_limits`.
+        sqlx::query(
+            "UPDATE budget_dimensions SET exhausted = true \
+             WHERE tenant_id = $1 AND budget_id = $2 AND dimension = $3",
+        )
+        .bind(lease.tenant_id)
+        .bind(breach.budget_id)
+        .bind(dimension)
+        .execute(&mut *tx)
+        .await
+        .map_err(err(op))?;
         tx.commit().await.map_err(err(op))?;
         return Ok(UsageOutcome::HardBreach(breach));
     }
@@ -282,7 +296,8 @@ pub(super) async fn report_usage(
     let ids: Vec<BudgetId> = limits.iter().map(|l| l.budget_id).collect();
     sqlx::query(
         "WITH spent AS ( \
-             UPDATE budget_dimensions SET used = used + $4 \
+             UPDATE budget_dimensions SET used = used + $4, \
+                 exhausted = exhausted OR coalesce(used + $4 >= hard_limit, false) \
              WHERE tenant_id = $1 AND budget_id = ANY($5) AND dimension = $3) \
          UPDATE attempts SET usage = jsonb_set(usage, ARRAY[$3], \
              to_jsonb(coalesce((usage ->> $3)::bigint, 0) + $4)) \
@@ -399,12 +414,29 @@ pub(super) async fn reset_budget(pool: &PgPool, tenant: TenantId, id: BudgetId) 
 }
 
 async fn reset_in(tx: &mut PgConnection, tenant: TenantId, id: BudgetId) -> Result<()> {
-    sqlx::query("UPDATE budget_dimensions SET used = 0 WHERE tenant_id = $1 AND budget_id = $2")
-        .bind(tenant)
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .map_err(err("reset budget"))?;
+    sqlx::query(
+        "UPDATE budget_dimensions SET used = 0, exhausted = false \
+         WHERE tenant_id = $1 AND budget_id = $2",
+    )
+    .bind(tenant)
+    .bind(id)
+    .execute(&mut *tx)
+    .await
+    .map_err(err("reset budget"))?;
+    // Everything the claim blocked on a budget of this tenant is claimable
+    // again; what another exhausted budget still covers is blocked anew.
+    sqlx::query(
+        "WITH unblocked AS ( \
+             UPDATE executions SET eligibility_state = 'eligible_now', \
+                 blocking_reason = 'waiting_for_worker', updated_at = now() \
+             WHERE tenant_id = $1 AND eligibility_state = 'blocked_by_budget' \
+             RETURNING 1) \
+         SELECT pg_notify('flowfabric_work', '') WHERE EXISTS (SELECT 1 FROM unblocked)",
+    )
+    .bind(tenant)
+    .execute(&mut *tx)
+    .await
+    .map_err(err("unblock executions"))?;
     let waiting: Vec<(ExecutionId, i32)> = sqlx::query_as(
         "SELECT execution_id, suspension_seq FROM executions \
          WHERE tenant_id = $1 AND lifecycle_phase = 'suspended' \

@@ -32,10 +32,19 @@ use crate::model::{
 /// same moment each see the other's claims only after commit, so either limit
 /// can be overshot by concurrent claimers for as long as they race; neither is
 /// exceeded by a single claimer.
+///
+/// Budget admission: a candidate covered by an exhausted budget (migration
+/// 0012) is not started but moved to `blocked_by_budget` by the same
+/// statement. Its scopes are checked only for tenants that have an exhausted
+/// budget, found by one probe of `budget_dimensions_exhausted_idx` per tenant.
 const CLAIM_SQL: &str = r#"
 WITH locked AS (
     SELECT c.*, room.n AS room, room.draw, t.max_task_timeout_ms, t.max_memory_mib
     FROM tenants t
+    CROSS JOIN LATERAL (
+        SELECT EXISTS (SELECT 1 FROM budget_dimensions d
+                       WHERE d.tenant_id = t.tenant_id AND d.exhausted) AS any_exhausted
+    ) budget
     CROSS JOIN LATERAL (
         -- Unlimited tenants get `$3` itself, which the planner can see.
         SELECT random() AS draw,
@@ -54,7 +63,15 @@ WITH locked AS (
     ) room
     CROSS JOIN unnest($1::text[]) AS l(lane)
     CROSS JOIN LATERAL (
-        SELECT e.tenant_id, e.execution_id, e.priority, e.eligible_at, e.attempt_state
+        SELECT e.tenant_id, e.execution_id, e.priority, e.eligible_at, e.attempt_state,
+            CASE WHEN budget.any_exhausted THEN EXISTS (
+                SELECT 1 FROM budget_dimensions d JOIN budgets b
+                    ON b.tenant_id = d.tenant_id AND b.budget_id = d.budget_id
+                WHERE d.tenant_id = e.tenant_id AND d.exhausted
+                  AND (b.scope, b.scope_key) IN (('tenant', ''),
+                      ('flow', coalesce(e.flow_id::text, '')),
+                      ('execution', e.execution_id::text), ('lane', e.lane)))
+            ELSE false END AS over_budget
         FROM executions e
         WHERE e.tenant_id = t.tenant_id
           AND e.lane = l.lane
@@ -76,10 +93,17 @@ picked AS (
             PARTITION BY l.tenant_id ORDER BY l.priority DESC, l.eligible_at, l.execution_id
         ) AS turn
         FROM locked l
+        WHERE NOT l.over_budget
     ) ranked
     WHERE turn <= room
     ORDER BY turn, draw
     LIMIT $3
+),
+blocked AS (
+    UPDATE executions e SET eligibility_state = 'blocked_by_budget',
+        blocking_reason = 'waiting_for_budget', updated_at = now()
+    FROM locked l
+    WHERE l.over_budget AND e.tenant_id = l.tenant_id AND e.execution_id = l.execution_id
 ),
 claimed AS (
     UPDATE executions e SET
