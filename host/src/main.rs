@@ -54,6 +54,8 @@ enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Take the lease from whoever runs an execution; it runs again as a new attempt.
+    RevokeLease { id: String },
     /// Run an execution that ended again, as a new attempt.
     Replay { id: String },
     /// Follow an execution's frames until it ends.
@@ -117,6 +119,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::List(args) => cli::remote::list(&cli.connection, args).await?,
         Command::Cancel { id, reason } => cli::remote::cancel(&cli.connection, &id, reason).await?,
         Command::Replay { id } => cli::remote::replay(&cli.connection, &id).await?,
+        Command::RevokeLease { id } => cli::remote::revoke_lease(&cli.connection, &id).await?,
         Command::Tail { id } => cli::remote::tail(&cli.connection, &id).await?,
         Command::Events(args) => cli::events::run(&cli.connection, args).await?,
         Command::Budget(command) => cli::budgets::run(&cli.connection, command).await?,

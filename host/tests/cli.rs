@@ -369,6 +369,7 @@ fn every_command_parses_without_panicking() {
         &["list"],
         &["cancel", id],
         &["replay", id],
+        &["revoke-lease", id],
         &["tail", id],
         &["flow", "create", "/nonexistent"],
         &["flow", "extend", id, "/nonexistent"],

@@ -31,6 +31,11 @@ async fn another_tenants_ids_are_not_found_on_every_route() {
         ),
         (Method::POST, format!("/v1/executions/{id}/cancel"), None),
         (Method::POST, format!("/v1/executions/{id}/replay"), None),
+        (
+            Method::POST,
+            format!("/v1/executions/{id}/revoke-lease"),
+            None,
+        ),
         (Method::POST, format!("/v1/executions/{id}/resume"), None),
         (Method::GET, format!("/v1/executions/{id}/waitpoints"), None),
         (
@@ -57,7 +62,13 @@ async fn another_tenants_ids_are_not_found_on_every_route() {
     }
 
     // Lists are the intruder's own, which is nothing.
-    for path in ["/v1/executions", "/v1/components"] {
+    for path in [
+        "/v1/executions",
+        "/v1/components",
+        "/v1/events",
+        "/v1/events/leases",
+        "/v1/events/signals",
+    ] {
         let (status, list) = server.call(&intruder, Method::GET, path, None).await;
         assert_eq!(status, 200);
         assert_eq!(list["items"], json!([]), "{path}");
@@ -139,6 +150,7 @@ async fn missing_or_invalid_keys_are_refused_on_every_tenant_route() {
         (Method::POST, format!("/v1/executions/{id}/cancel")),
         (Method::PUT, format!("/v1/executions/{id}/priority")),
         (Method::POST, format!("/v1/executions/{id}/replay")),
+        (Method::POST, format!("/v1/executions/{id}/revoke-lease")),
         (Method::POST, format!("/v1/executions/{id}/resume")),
         (Method::GET, format!("/v1/executions/{id}/waitpoints")),
         (Method::GET, "/v1/components".to_owned()),

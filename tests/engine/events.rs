@@ -286,3 +286,46 @@ async fn retention_prunes_only_old_events() {
     assert_eq!(left, events[2..]);
     assert!(db.events::<LeaseEvent>(t).await.is_empty());
 }
+
+#[tokio::test]
+async fn an_operator_revokes_a_lease_and_the_execution_runs_again() {
+    let (db, t) = setup().await;
+    let e = &db.engine;
+    let id = e.create(t, task("a")).await.unwrap().execution_id;
+    let first = claim_one(e).await;
+    let mut revocations = e.revocations().await.unwrap();
+    assert_eq!(
+        e.revoke_lease(t, id).await.unwrap(),
+        first.lease.attempt_index
+    );
+    // The worker is told at once, and its lease is fenced out.
+    let told = tokio::time::timeout(Duration::from_secs(5), revocations.recv())
+        .await
+        .expect("a revocation within 5 s")
+        .unwrap();
+    assert_eq!(told, id);
+    assert!(e.complete(&first.lease, b"late").await.is_err());
+    // Not active any more: a second revoke is refused and changes nothing.
+    assert!(matches!(
+        e.revoke_lease(t, id).await,
+        Err(flowfabric::EngineError::NotActive { .. })
+    ));
+    let again = claim_one(e).await;
+    assert_eq!(again.attempt_type, flowfabric::model::AttemptType::Reclaim);
+    assert_eq!(again.lease.attempt_index, first.lease.attempt_index + 1);
+    e.complete(&again.lease, b"ok").await.unwrap();
+
+    let kinds: Vec<_> = db
+        .events::<LeaseEvent>(t)
+        .await
+        .into_iter()
+        .map(|ev| ev.kind)
+        .collect();
+    assert_eq!(kinds, ["acquired", "revoked", "reclaimed", "released"]);
+    // Another tenant cannot revoke it, nor learn it exists.
+    let other = db.tenant("other").await;
+    assert!(matches!(
+        e.revoke_lease(other, id).await,
+        Err(flowfabric::EngineError::NotFound { .. })
+    ));
+}

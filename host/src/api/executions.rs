@@ -242,6 +242,29 @@ pub struct Cancelled {
     pub cancelled: bool,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LeaseRevoked {
+    /// The attempt whose lease was revoked.
+    pub attempt_index: i32,
+}
+
+/// Revoke the lease of an active execution: its running guest is stopped,
+/// the attempt ends `revoked`, and the execution is claimed again as a new
+/// (`reclaim`) attempt. 409 when it is not active.
+#[utoipa::path(post, path = "/v1/executions/{id}/revoke-lease", tag = "executions",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = LeaseRevoked), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn revoke_lease(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<LeaseRevoked>> {
+    let attempt_index = state.engine.revoke_lease(caller.tenant, id).await?;
+    Ok(Json(LeaseRevoked { attempt_index }))
+}
+
 /// Cancel a non-terminal execution; a running guest is stopped.
 #[utoipa::path(post, path = "/v1/executions/{id}/cancel", tag = "executions",
     params(("id" = Uuid, Path)), request_body(content = Option<CancelBody>),

@@ -88,6 +88,10 @@ pub fn router(engine: Engine, runtime: Arc<Runtime>, config: &ApiConfig) -> Rout
         .route("/executions/{id}", get(executions::get))
         .route("/executions/{id}/result", get(executions::result))
         .route("/executions/{id}/cancel", post(executions::cancel))
+        .route(
+            "/executions/{id}/revoke-lease",
+            post(executions::revoke_lease),
+        )
         .route("/executions/{id}/priority", put(executions::priority))
         .route("/executions/{id}/replay", post(executions::replay))
         .route("/executions/{id}/resume", post(signals::resume))

@@ -18,7 +18,7 @@ use super::{admin, budgets, components, events, executions, flows, signals, stre
     ),
     paths(
         executions::create, executions::create_batch, executions::list, executions::get,
-        executions::result, executions::cancel, executions::priority, executions::replay,
+        executions::result, executions::cancel, executions::revoke_lease, executions::priority, executions::replay,
         flows::create, flows::extend, flows::get, flows::list, flows::cancel,
         budgets::create, budgets::list, budgets::get, budgets::reset,
         streams::frames, streams::summary, streams::follow,

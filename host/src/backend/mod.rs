@@ -101,6 +101,10 @@ pub trait Backend: Send + Sync + 'static {
     /// returns how many times it has been replayed.
     async fn replay(&self, tenant: TenantId, id: ExecutionId) -> Result<i32>;
 
+    /// Operator revoke: end an active execution's attempt and lease now and
+    /// make it runnable again; returns the revoked attempt's index.
+    async fn revoke_lease(&self, tenant: TenantId, id: ExecutionId) -> Result<i32>;
+
     /// Release the lease and make the execution runnable again at `until`.
     async fn delay(&self, lease: &LeaseHandle, until: DateTime<Utc>) -> Result<()>;
 

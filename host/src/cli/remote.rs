@@ -515,3 +515,17 @@ pub async fn replay(connection: &Connection, id: &str) -> anyhow::Result<()> {
     println!("replaying {id} (replay {})", answer["replay_count"]);
     Ok(())
 }
+
+pub async fn revoke_lease(connection: &Connection, id: &str) -> anyhow::Result<()> {
+    let client = ApiClient::tenant(connection)?;
+    let path = format!("/v1/executions/{id}/revoke-lease");
+    let answer = client.json(Method::POST, &path, None).await?;
+    if connection.json {
+        return print_json(&answer);
+    }
+    println!(
+        "revoked the lease of {id} (attempt {}); it runs again",
+        answer["attempt_index"]
+    );
+    Ok(())
+}

@@ -303,6 +303,12 @@ impl Engine {
         self.backend.cancel(tenant, id, clipped(reason)).await
     }
 
+    /// Take the lease away from whoever runs the execution: its attempt ends
+    /// `revoked` and the execution is claimed again as a `reclaim` attempt.
+    pub async fn revoke_lease(&self, tenant: TenantId, id: ExecutionId) -> Result<i32> {
+        self.backend.revoke_lease(tenant, id).await
+    }
+
     pub async fn replay(&self, tenant: TenantId, id: ExecutionId) -> Result<i32> {
         self.backend.replay(tenant, id).await
     }

@@ -6,8 +6,8 @@ use uuid::Uuid;
 use super::rows::{col, execution, unknown_tenant_or, EXECUTION_COLUMNS};
 use crate::error::{EngineError, Result};
 use crate::model::{
-    Created, Execution, ExecutionFilter, ExecutionId, ExecutionState, FlowId, NewExecution,
-    PublicState, TenantId, DEFAULT_DEDUP_WINDOW_MS, DEFAULT_MAX_REPLAYS,
+    Created, Execution, ExecutionFilter, ExecutionId, ExecutionState, Failure, FailureClass,
+    FlowId, NewExecution, PublicState, TenantId, DEFAULT_DEDUP_WINDOW_MS, DEFAULT_MAX_REPLAYS,
 };
 
 /// All rows go in through `unnest`, so a batch of 100 is one statement. A key
@@ -302,6 +302,50 @@ pub(super) async fn cancel(
         state => Err(EngineError::NotActive {
             execution_id: id,
             state,
+        }),
+    }
+}
+
+/// Operator lease revoke: an active execution's attempt ends now (`revoked`)
+/// and the execution is runnable again; the worker holding the lease is told
+/// at once (`flowfabric_revoked`) and its later writes are fenced out.
+const REVOKE_SQL: &str = r#"
+WITH revoked AS (
+    UPDATE executions SET lifecycle_phase = 'runnable', ownership_state = 'lease_revoked',
+        eligibility_state = 'eligible_now', blocking_reason = 'waiting_for_worker',
+        attempt_state = 'attempt_interrupted', lease_id = NULL, lease_expires_at = NULL,
+        attempt_timeout_at = NULL, eligible_at = now(), updated_at = now()
+    WHERE tenant_id = $1 AND execution_id = $2 AND lifecycle_phase = 'active'
+    RETURNING tenant_id, execution_id, attempt_index
+),
+attempt AS (
+    UPDATE attempts a SET state = 'revoked', ended_at = now(), failure = $3
+    FROM revoked r
+    WHERE a.tenant_id = r.tenant_id AND a.execution_id = r.execution_id
+      AND a.attempt_index = r.attempt_index
+)
+SELECT r.attempt_index FROM revoked r,
+    LATERAL (SELECT pg_notify('flowfabric_revoked', r.execution_id::text),
+                    pg_notify('flowfabric_work', '')) told
+"#;
+
+pub(super) async fn revoke_lease(pool: &PgPool, tenant: TenantId, id: ExecutionId) -> Result<i32> {
+    let failure = Failure::new(
+        FailureClass::LeaseExpired,
+        "the lease was revoked by an operator",
+    );
+    let revoked: Option<i32> = sqlx::query_scalar(REVOKE_SQL)
+        .bind(tenant)
+        .bind(id)
+        .bind(serde_json::to_value(&failure).expect("failure serialises"))
+        .fetch_optional(pool)
+        .await
+        .map_err(EngineError::storage("revoke lease"))?;
+    match revoked {
+        Some(attempt) => Ok(attempt),
+        None => Err(EngineError::NotActive {
+            execution_id: id,
+            state: get_execution(pool, tenant, id).await?.state,
         }),
     }
 }

@@ -229,6 +229,10 @@ impl Backend for PgBackend {
         lease::delay(&self.pool, lease, until).await
     }
 
+    async fn revoke_lease(&self, tenant: TenantId, id: ExecutionId) -> Result<i32> {
+        ingress::revoke_lease(&self.pool, tenant, id).await
+    }
+
     async fn change_priority(
         &self,
         tenant: TenantId,
