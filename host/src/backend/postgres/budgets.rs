@@ -10,7 +10,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::lease::{fail_locked, rejection, FENCE};
-use super::rows::{col, json, parse, unknown_tenant_or, Args};
+use super::rows::{col, json, parse, transaction, unknown_tenant_or, Args};
 use super::suspension::{record_suspension, resume};
 use crate::error::{EngineError, Result};
 use crate::model::{
@@ -41,51 +41,52 @@ pub(super) async fn create_budget(
     budget: &NewBudget,
 ) -> Result<Budget> {
     let op = "create budget";
-    let mut tx = pool.begin().await.map_err(err(op))?;
-    check_scope_exists(&mut tx, tenant, &budget.scope).await?;
-    let id = Uuid::now_v7();
-    sqlx::query(
-        "WITH b AS ( \
-             INSERT INTO budgets (tenant_id, budget_id, name, scope, scope_key, on_hard_limit, \
-                 reset_interval_ms, next_reset_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, now() + $7 * interval '1 millisecond')) \
-         INSERT INTO budget_dimensions (tenant_id, budget_id, dimension, soft_limit, hard_limit) \
-         SELECT $1, $2, d, s, h FROM unnest($8::text[], $9::int8[], $10::int8[]) AS x(d, s, h)",
-    )
-    .bind(tenant)
-    .bind(id)
-    .bind(&budget.name)
-    .bind(budget.scope.kind())
-    .bind(budget.scope.key())
-    .bind(budget.on_hard_limit.as_str())
-    .bind(budget.reset_interval_ms.map(to_i64))
-    .bind(
-        budget
-            .dimensions
-            .iter()
-            .map(|d| d.dimension.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        budget
-            .dimensions
-            .iter()
-            .map(|d| d.soft_limit.map(to_i64))
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        budget
-            .dimensions
-            .iter()
-            .map(|d| d.hard_limit.map(to_i64))
-            .collect::<Vec<_>>(),
-    )
-    .execute(&mut *tx)
+    transaction(pool, op, async |tx| {
+        check_scope_exists(tx, tenant, &budget.scope).await?;
+        let id = Uuid::now_v7();
+        sqlx::query(
+            "WITH b AS ( \
+                 INSERT INTO budgets (tenant_id, budget_id, name, scope, scope_key, on_hard_limit, \
+                     reset_interval_ms, next_reset_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, now() + $7 * interval '1 millisecond')) \
+             INSERT INTO budget_dimensions (tenant_id, budget_id, dimension, soft_limit, hard_limit) \
+             SELECT $1, $2, d, s, h FROM unnest($8::text[], $9::int8[], $10::int8[]) AS x(d, s, h)",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(&budget.name)
+        .bind(budget.scope.kind())
+        .bind(budget.scope.key())
+        .bind(budget.on_hard_limit.as_str())
+        .bind(budget.reset_interval_ms.map(to_i64))
+        .bind(
+            budget
+                .dimensions
+                .iter()
+                .map(|d| d.dimension.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            budget
+                .dimensions
+                .iter()
+                .map(|d| d.soft_limit.map(to_i64))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            budget
+                .dimensions
+                .iter()
+                .map(|d| d.hard_limit.map(to_i64))
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(unknown_tenant_or(op, tenant))?;
+        let created = get_budget_in(tx, tenant, id).await?;
+        Ok(created)
+    })
     .await
-    .map_err(unknown_tenant_or(op, tenant))?;
-    let created = get_budget_in(&mut tx, tenant, id).await?;
-    tx.commit().await.map_err(err(op))?;
-    Ok(created)
 }
 
 /// A flow or execution scope must name one of the tenant's own.
@@ -234,87 +235,87 @@ pub(super) async fn report_usage(
 ) -> Result<UsageOutcome> {
     let op = "report usage";
     let delta = to_i64(delta);
-    let mut tx = pool.begin().await.map_err(err(op))?;
-    let sql = format!(
-        "SELECT coalesce(flow_id::text, '') AS flow, lane, policy, retry_count, suspension_seq \
-         FROM executions WHERE {FENCE} FOR UPDATE"
-    );
-    let Some(row) = sqlx::query_with(&sql, Args::fence(lease).done(op)?)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(err(op))?
-    else {
-        return Err(rejection(pool, lease, None).await?);
-    };
-    // The execution's lock serialises its reports, so a read is enough here.
-    if let Some(key) = dedup_key {
-        let seen: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM usage_reports \
-             WHERE tenant_id = $1 AND execution_id = $2 AND dedup_key = $3)",
-        )
-        .bind(lease.tenant_id)
-        .bind(lease.execution_id)
-        .bind(key)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(err(op))?;
-        if seen {
-            return Ok(UsageOutcome::AlreadyApplied);
+    transaction(pool, op, async |tx| {
+        let sql = format!(
+            "SELECT coalesce(flow_id::text, '') AS flow, lane, policy, retry_count, suspension_seq \
+             FROM executions WHERE {FENCE} FOR UPDATE"
+        );
+        let Some(row) = sqlx::query_with(&sql, Args::fence(lease).done(op)?)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(err(op))?
+        else {
+            return Err(rejection(pool, lease, None).await?);
+        };
+        // The execution's lock serialises its reports, so a read is enough here.
+        if let Some(key) = dedup_key {
+            let seen: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM usage_reports \
+                 WHERE tenant_id = $1 AND execution_id = $2 AND dedup_key = $3)",
+            )
+            .bind(lease.tenant_id)
+            .bind(lease.execution_id)
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(err(op))?;
+            if seen {
+                return Ok(UsageOutcome::AlreadyApplied);
+            }
         }
-    }
-    let limits = lock_limits(&mut tx, lease, &row, dimension).await?;
-    if let Some(breach) = first_breach(&limits, delta, dimension, |l| l.hard) {
-        // Not applied, and not remembered: the same report may be retried
-        // once the budget allows it.
-        enforce(&mut tx, lease, &row, &breach).await?;
-        // The budget admits no more work until it is reset (the claim blocks
-        // what it covers). The row is already locked by `lock_limits`.
+        let limits = lock_limits(tx, lease, &row, dimension).await?;
+        if let Some(breach) = first_breach(&limits, delta, dimension, |l| l.hard) {
+            // Not applied, and not remembered: the same report may be retried
+            // once the budget allows it.
+            enforce(tx, lease, &row, &breach).await?;
+            // The budget admits no more work until it is reset (the claim blocks
+            // what it covers). The row is already locked by `lock_limits`.
+            sqlx::query(
+                "UPDATE budget_dimensions SET exhausted = true \
+                 WHERE tenant_id = $1 AND budget_id = $2 AND dimension = $3",
+            )
+            .bind(lease.tenant_id)
+            .bind(breach.budget_id)
+            .bind(dimension)
+            .execute(&mut *tx)
+            .await
+            .map_err(err(op))?;
+            return Ok(UsageOutcome::HardBreach(breach));
+        }
+        if let Some(key) = dedup_key {
+            sqlx::query(
+                "INSERT INTO usage_reports (tenant_id, execution_id, dedup_key) VALUES ($1, $2, $3)",
+            )
+            .bind(lease.tenant_id)
+            .bind(lease.execution_id)
+            .bind(key)
+            .execute(&mut *tx)
+            .await
+            .map_err(err(op))?;
+        }
+        let ids: Vec<BudgetId> = limits.iter().map(|l| l.budget_id).collect();
         sqlx::query(
-            "UPDATE budget_dimensions SET exhausted = true \
-             WHERE tenant_id = $1 AND budget_id = $2 AND dimension = $3",
-        )
-        .bind(lease.tenant_id)
-        .bind(breach.budget_id)
-        .bind(dimension)
-        .execute(&mut *tx)
-        .await
-        .map_err(err(op))?;
-        tx.commit().await.map_err(err(op))?;
-        return Ok(UsageOutcome::HardBreach(breach));
-    }
-    if let Some(key) = dedup_key {
-        sqlx::query(
-            "INSERT INTO usage_reports (tenant_id, execution_id, dedup_key) VALUES ($1, $2, $3)",
+            "WITH spent AS ( \
+                 UPDATE budget_dimensions SET used = used + $4, \
+                     exhausted = exhausted OR coalesce(used + $4 >= hard_limit, false) \
+                 WHERE tenant_id = $1 AND budget_id = ANY($5) AND dimension = $3) \
+             UPDATE attempts SET usage = jsonb_set(usage, ARRAY[$3], \
+                 to_jsonb(coalesce((usage ->> $3)::bigint, 0) + $4)) \
+             WHERE tenant_id = $1 AND execution_id = $2 AND attempt_index = $6",
         )
         .bind(lease.tenant_id)
         .bind(lease.execution_id)
-        .bind(key)
+        .bind(dimension)
+        .bind(delta)
+        .bind(&ids)
+        .bind(lease.attempt_index)
         .execute(&mut *tx)
         .await
         .map_err(err(op))?;
-    }
-    let ids: Vec<BudgetId> = limits.iter().map(|l| l.budget_id).collect();
-    sqlx::query(
-        "WITH spent AS ( \
-             UPDATE budget_dimensions SET used = used + $4, \
-                 exhausted = exhausted OR coalesce(used + $4 >= hard_limit, false) \
-             WHERE tenant_id = $1 AND budget_id = ANY($5) AND dimension = $3) \
-         UPDATE attempts SET usage = jsonb_set(usage, ARRAY[$3], \
-             to_jsonb(coalesce((usage ->> $3)::bigint, 0) + $4)) \
-         WHERE tenant_id = $1 AND execution_id = $2 AND attempt_index = $6",
-    )
-    .bind(lease.tenant_id)
-    .bind(lease.execution_id)
-    .bind(dimension)
-    .bind(delta)
-    .bind(&ids)
-    .bind(lease.attempt_index)
-    .execute(&mut *tx)
+        let over_soft = first_breach(&limits, delta, dimension, |l| l.soft);
+        Ok(over_soft.map_or(UsageOutcome::Ok, UsageOutcome::SoftBreach))
+    })
     .await
-    .map_err(err(op))?;
-    tx.commit().await.map_err(err(op))?;
-    let over_soft = first_breach(&limits, delta, dimension, |l| l.soft);
-    Ok(over_soft.map_or(UsageOutcome::Ok, UsageOutcome::SoftBreach))
 }
 
 /// The dimension rows of every budget covering the lease's execution, locked
@@ -391,26 +392,27 @@ async fn enforce(
 /// Usage back to zero, and executions suspended on the budget resume.
 pub(super) async fn reset_budget(pool: &PgPool, tenant: TenantId, id: BudgetId) -> Result<Budget> {
     let op = "reset budget";
-    let mut tx = pool.begin().await.map_err(err(op))?;
-    let found = sqlx::query(
-        "UPDATE budgets SET next_reset_at = now() + reset_interval_ms * interval '1 millisecond' \
-         WHERE tenant_id = $1 AND budget_id = $2 RETURNING 1",
-    )
-    .bind(tenant)
-    .bind(id)
-    .fetch_optional(&mut *tx)
+    transaction(pool, op, async |tx| {
+        let found = sqlx::query(
+            "UPDATE budgets SET next_reset_at = now() + reset_interval_ms * interval '1 millisecond' \
+             WHERE tenant_id = $1 AND budget_id = $2 RETURNING 1",
+        )
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(err(op))?;
+        if found.is_none() {
+            return Err(EngineError::NotFound {
+                what: "budget",
+                id: id.to_string(),
+            });
+        }
+        reset_in(tx, tenant, id).await?;
+        let budget = get_budget_in(tx, tenant, id).await?;
+        Ok(budget)
+    })
     .await
-    .map_err(err(op))?;
-    if found.is_none() {
-        return Err(EngineError::NotFound {
-            what: "budget",
-            id: id.to_string(),
-        });
-    }
-    reset_in(&mut tx, tenant, id).await?;
-    let budget = get_budget_in(&mut tx, tenant, id).await?;
-    tx.commit().await.map_err(err(op))?;
-    Ok(budget)
 }
 
 async fn reset_in(tx: &mut PgConnection, tenant: TenantId, id: BudgetId) -> Result<()> {
@@ -458,21 +460,22 @@ async fn reset_in(tx: &mut PgConnection, tenant: TenantId, id: BudgetId) -> Resu
 /// Reset budgets whose interval has passed.
 pub(super) async fn reset_due_budgets(pool: &PgPool, limit: u32) -> Result<u64> {
     let op = "reset due budgets";
-    let mut tx = pool.begin().await.map_err(err(op))?;
-    let due: Vec<(TenantId, BudgetId)> = sqlx::query_as(
-        "UPDATE budgets b SET next_reset_at = now() + reset_interval_ms * interval '1 millisecond' \
-         WHERE (tenant_id, budget_id) IN ( \
-             SELECT tenant_id, budget_id FROM budgets WHERE next_reset_at <= now() \
-             ORDER BY next_reset_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
-         RETURNING tenant_id, budget_id",
-    )
-    .bind(i64::from(limit))
-    .fetch_all(&mut *tx)
+    transaction(pool, op, async |tx| {
+        let due: Vec<(TenantId, BudgetId)> = sqlx::query_as(
+            "UPDATE budgets b SET next_reset_at = now() + reset_interval_ms * interval '1 millisecond' \
+             WHERE (tenant_id, budget_id) IN ( \
+                 SELECT tenant_id, budget_id FROM budgets WHERE next_reset_at <= now() \
+                 ORDER BY next_reset_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
+             RETURNING tenant_id, budget_id",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(err(op))?;
+        for (tenant, id) in &due {
+            reset_in(tx, *tenant, *id).await?;
+        }
+        Ok(due.len() as u64)
+    })
     .await
-    .map_err(err(op))?;
-    for (tenant, id) in &due {
-        reset_in(&mut tx, *tenant, *id).await?;
-    }
-    tx.commit().await.map_err(err(op))?;
-    Ok(due.len() as u64)
 }

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::flows::{flow_not_found, violated};
 use super::ingress::{create_executions, FlowPlacement};
 use super::lease::{rejection, FENCE};
-use super::rows::{col, parse, Args};
+use super::rows::{col, parse, transaction, Args};
 use super::suspension::{lock_leased, record_suspension};
 use crate::error::{EngineError, Result};
 use crate::model::{
@@ -40,97 +40,99 @@ pub(super) async fn spawn_child(
 ) -> Result<SpawnedChild> {
     let op = "spawn child";
     let tenant = lease.tenant_id;
-    let mut tx = pool.begin().await.map_err(err(op))?;
-    let sql = format!("SELECT flow_id FROM executions WHERE {FENCE} FOR UPDATE");
-    let flow: Option<Option<Uuid>> = sqlx::query_scalar_with(&sql, Args::fence(lease).done(op)?)
+    transaction(pool, op, async |tx| {
+        let sql = format!("SELECT flow_id FROM executions WHERE {FENCE} FOR UPDATE");
+        let flow: Option<Option<Uuid>> =
+            sqlx::query_scalar_with(&sql, Args::fence(lease).done(op)?)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(err(op))?;
+        let flow_id = match flow {
+            None => return Err(rejection(pool, lease, None).await?),
+            Some(Some(flow_id)) => flow_id,
+            Some(None) => {
+                let flow_id = Uuid::now_v7();
+                sqlx::query(
+                    "WITH flow AS (INSERT INTO flows (tenant_id, flow_id, name) \
+                         VALUES ($1, $2, 'children of ' || $3::text)) \
+                     UPDATE executions SET flow_id = $2, flow_key = $4 \
+                     WHERE tenant_id = $1 AND execution_id = $3",
+                )
+                .bind(tenant)
+                .bind(flow_id)
+                .bind(lease.execution_id)
+                .bind(ROOT_KEY)
+                .execute(&mut *tx)
+                .await
+                .map_err(err(op))?;
+                flow_id
+            }
+        };
+        // Shared with cancel_flow's exclusive lock: no child joins a flow being cancelled.
+        let cancelled: bool = sqlx::query_scalar(
+            "SELECT cancelled_at IS NOT NULL FROM flows \
+             WHERE tenant_id = $1 AND flow_id = $2 FOR SHARE",
+        )
+        .bind(tenant)
+        .bind(flow_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(err(op))?
+        .ok_or_else(|| flow_not_found(flow_id))?;
+        if cancelled {
+            return Err(EngineError::graph(
+                "flow_cancelled",
+                format!("flow {flow_id} was cancelled: it takes no new children"),
+            ));
+        }
+        let existing: Option<(ExecutionId, Option<ExecutionId>)> = sqlx::query_as(
+            "SELECT execution_id, parent_id FROM executions \
+             WHERE tenant_id = $1 AND flow_id = $2 AND flow_key = $3",
+        )
+        .bind(tenant)
+        .bind(flow_id)
+        .bind(key)
         .fetch_optional(&mut *tx)
         .await
         .map_err(err(op))?;
-    let flow_id = match flow {
-        None => return Err(rejection(pool, lease, None).await?),
-        Some(Some(flow_id)) => flow_id,
-        Some(None) => {
-            let flow_id = Uuid::now_v7();
-            sqlx::query(
-                "WITH flow AS (INSERT INTO flows (tenant_id, flow_id, name) \
-                     VALUES ($1, $2, 'children of ' || $3::text)) \
-                 UPDATE executions SET flow_id = $2, flow_key = $4 \
-                 WHERE tenant_id = $1 AND execution_id = $3",
-            )
-            .bind(tenant)
-            .bind(flow_id)
-            .bind(lease.execution_id)
-            .bind(ROOT_KEY)
-            .execute(&mut *tx)
-            .await
-            .map_err(err(op))?;
-            flow_id
+        if let Some((execution_id, parent)) = existing {
+            return if parent == Some(lease.execution_id) {
+                Ok(SpawnedChild {
+                    execution_id,
+                    created: false,
+                })
+            } else {
+                Err(member_exists(key))
+            };
         }
-    };
-    // Shared with cancel_flow's exclusive lock: no child joins a flow being cancelled.
-    let cancelled: bool = sqlx::query_scalar(
-        "SELECT cancelled_at IS NOT NULL FROM flows \
-         WHERE tenant_id = $1 AND flow_id = $2 FOR SHARE",
-    )
-    .bind(tenant)
-    .bind(flow_id)
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(err(op))?
-    .ok_or_else(|| flow_not_found(flow_id))?;
-    if cancelled {
-        return Err(EngineError::graph(
-            "flow_cancelled",
-            format!("flow {flow_id} was cancelled: it takes no new children"),
-        ));
-    }
-    let existing: Option<(ExecutionId, Option<ExecutionId>)> = sqlx::query_as(
-        "SELECT execution_id, parent_id FROM executions \
-         WHERE tenant_id = $1 AND flow_id = $2 AND flow_key = $3",
-    )
-    .bind(tenant)
-    .bind(flow_id)
-    .bind(key)
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(err(op))?;
-    if let Some((execution_id, parent)) = existing {
-        return if parent == Some(lease.execution_id) {
-            Ok(SpawnedChild {
-                execution_id,
-                created: false,
-            })
-        } else {
-            Err(member_exists(key))
+        let placement = FlowPlacement {
+            flow_id,
+            keys: vec![key],
+            blocked: vec![false],
+            parent: Some(lease.execution_id),
         };
-    }
-    let placement = FlowPlacement {
-        flow_id,
-        keys: vec![key],
-        blocked: vec![false],
-        parent: Some(lease.execution_id),
-    };
-    let created = create_executions(&mut tx, tenant, &[child], max_queued, Some(&placement))
+        let created = create_executions(tx, tenant, &[child], max_queued, Some(&placement))
+            .await
+            .map_err(|e| match violated(&e) {
+                // Spawned by a concurrent transaction of another member.
+                Some("executions_flow_key_idx") => member_exists(key),
+                _ => e,
+            })?;
+        sqlx::query(
+            "UPDATE flows SET graph_revision = graph_revision + 1 \
+             WHERE tenant_id = $1 AND flow_id = $2",
+        )
+        .bind(tenant)
+        .bind(flow_id)
+        .execute(&mut *tx)
         .await
-        .map_err(|e| match violated(&e) {
-            // Spawned by a concurrent transaction of another member.
-            Some("executions_flow_key_idx") => member_exists(key),
-            _ => e,
-        })?;
-    sqlx::query(
-        "UPDATE flows SET graph_revision = graph_revision + 1 \
-         WHERE tenant_id = $1 AND flow_id = $2",
-    )
-    .bind(tenant)
-    .bind(flow_id)
-    .execute(&mut *tx)
-    .await
-    .map_err(err(op))?;
-    tx.commit().await.map_err(err(op))?;
-    Ok(SpawnedChild {
-        execution_id: created[0].execution_id,
-        created: true,
+        .map_err(err(op))?;
+        Ok(SpawnedChild {
+            execution_id: created[0].execution_id,
+            created: true,
+        })
     })
+    .await
 }
 
 fn member_exists(key: &str) -> EngineError {
@@ -149,40 +151,32 @@ pub(super) async fn wait_children(
     on_timeout: TimeoutBehavior,
 ) -> Result<ChildrenOutcome> {
     let op = "wait children";
-    let mut tx = pool.begin().await.map_err(err(op))?;
-    let seq = lock_leased(pool, &mut tx, lease, op).await? + 1;
-    // After the lock: a child ending from now on sees this transaction's
-    // suspension (or skips the locked row and leaves it to the scanner).
-    let rows = sqlx::query(
-        "SELECT execution_id, flow_key, kind, public_state, result, \
-             coalesce(last_failure->>'message', cancellation_reason) AS error \
-         FROM executions WHERE tenant_id = $1 AND parent_id = $2 ORDER BY execution_id",
-    )
-    .bind(lease.tenant_id)
-    .bind(lease.execution_id)
-    .fetch_all(&mut *tx)
+    transaction(pool, op, async |tx| {
+        let seq = lock_leased(pool, tx, lease, op).await? + 1;
+        // After the lock: a child ending from now on sees this transaction's
+        // suspension (or skips the locked row and leaves it to the scanner).
+        let rows = sqlx::query(
+            "SELECT execution_id, flow_key, kind, public_state, result, \
+                 coalesce(last_failure->>'message', cancellation_reason) AS error \
+             FROM executions WHERE tenant_id = $1 AND parent_id = $2 ORDER BY execution_id",
+        )
+        .bind(lease.tenant_id)
+        .bind(lease.execution_id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(err(op))?;
+        let children = rows.iter().map(child).collect::<Result<Vec<_>>>()?;
+        if children.iter().all(|c| c.state.is_terminal()) {
+            return Ok(ChildrenOutcome::Done(children));
+        }
+        let suspension = Suspension {
+            condition: ResumeCondition::Children,
+            on_timeout,
+        };
+        record_suspension(tx, lease, &suspension, seq, timeout, "waiting_for_children").await?;
+        Ok(ChildrenOutcome::Suspended)
+    })
     .await
-    .map_err(err(op))?;
-    let children = rows.iter().map(child).collect::<Result<Vec<_>>>()?;
-    if children.iter().all(|c| c.state.is_terminal()) {
-        tx.commit().await.map_err(err(op))?;
-        return Ok(ChildrenOutcome::Done(children));
-    }
-    let suspension = Suspension {
-        condition: ResumeCondition::Children,
-        on_timeout,
-    };
-    record_suspension(
-        &mut tx,
-        lease,
-        &suspension,
-        seq,
-        timeout,
-        "waiting_for_children",
-    )
-    .await?;
-    tx.commit().await.map_err(err(op))?;
-    Ok(ChildrenOutcome::Suspended)
 }
 
 fn child(row: &PgRow) -> Result<ChildOutcome> {

@@ -3,7 +3,7 @@
 use sqlx::postgres::PgRow;
 use sqlx::PgPool;
 
-use super::rows::{col, unknown_tenant_or};
+use super::rows::{col, transaction, unknown_tenant_or};
 use crate::error::{EngineError, Result};
 use crate::model::{ComponentVersion, TenantId};
 
@@ -30,55 +30,56 @@ pub(super) async fn put(
     wasm: &[u8],
 ) -> Result<(ComponentVersion, bool)> {
     let err = EngineError::storage;
-    let mut tx = pool.begin().await.map_err(err("put component"))?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text || '/' || $2, 0))")
+    transaction(pool, "put component", async |tx| {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text || '/' || $2, 0))")
+            .bind(tenant)
+            .bind(kind)
+            .execute(&mut *tx)
+            .await
+            .map_err(err("put component"))?;
+        let latest = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM components WHERE tenant_id = $1 AND kind = $2 \
+             ORDER BY version DESC LIMIT 1"
+        ))
         .bind(tenant)
         .bind(kind)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(err("put component"))?
+        .map(|r| version(&r))
+        .transpose()?;
+        if let Some(latest) = latest
+            .as_ref()
+            .filter(|v| v.digest == digest && !v.deprecated)
+        {
+            return Ok((latest.clone(), false));
+        }
+        sqlx::query(
+            "INSERT INTO component_blobs (tenant_id, digest, wasm) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(tenant)
+        .bind(digest)
+        .bind(wasm)
         .execute(&mut *tx)
         .await
+        .map_err(unknown_tenant_or("put component", tenant))?;
+        let row = sqlx::query(&format!(
+            "INSERT INTO components (tenant_id, kind, version, digest, size_bytes) \
+             VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"
+        ))
+        .bind(tenant)
+        .bind(kind)
+        .bind(latest.map_or(1, |v| v.version + 1))
+        .bind(digest)
+        .bind(i32::try_from(wasm.len()).unwrap_or(i32::MAX))
+        .fetch_one(&mut *tx)
+        .await
         .map_err(err("put component"))?;
-    let latest = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM components WHERE tenant_id = $1 AND kind = $2 \
-         ORDER BY version DESC LIMIT 1"
-    ))
-    .bind(tenant)
-    .bind(kind)
-    .fetch_optional(&mut *tx)
+        let stored = version(&row)?;
+        Ok((stored, true))
+    })
     .await
-    .map_err(err("put component"))?
-    .map(|r| version(&r))
-    .transpose()?;
-    if let Some(latest) = latest
-        .as_ref()
-        .filter(|v| v.digest == digest && !v.deprecated)
-    {
-        return Ok((latest.clone(), false));
-    }
-    sqlx::query(
-        "INSERT INTO component_blobs (tenant_id, digest, wasm) VALUES ($1, $2, $3) \
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(tenant)
-    .bind(digest)
-    .bind(wasm)
-    .execute(&mut *tx)
-    .await
-    .map_err(unknown_tenant_or("put component", tenant))?;
-    let row = sqlx::query(&format!(
-        "INSERT INTO components (tenant_id, kind, version, digest, size_bytes) \
-         VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"
-    ))
-    .bind(tenant)
-    .bind(kind)
-    .bind(latest.map_or(1, |v| v.version + 1))
-    .bind(digest)
-    .bind(i32::try_from(wasm.len()).unwrap_or(i32::MAX))
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(err("put component"))?;
-    let stored = version(&row)?;
-    tx.commit().await.map_err(err("put component"))?;
-    Ok((stored, true))
 }
 
 pub(super) async fn latest(

@@ -14,7 +14,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::ingress::{create_executions, FlowPlacement};
-use super::rows::{col, json, parse, unknown_tenant_or};
+use super::rows::{col, json, parse, transaction, unknown_tenant_or};
 use crate::error::{EngineError, Result};
 use crate::model::{
     find_cycle, EdgeState, ExecutionId, FlowCancelPolicy, FlowEdgeView, FlowId, FlowMemberView,
@@ -29,24 +29,20 @@ pub(super) async fn create_flow(
     change: &GraphChange,
     max_queued: Option<u32>,
 ) -> Result<GraphApplied> {
-    let mut tx = pool
-        .begin()
-        .await
-        .map_err(EngineError::storage("create flow"))?;
-    let flow_id = Uuid::now_v7();
-    sqlx::query("INSERT INTO flows (tenant_id, flow_id, name, tags) VALUES ($1, $2, $3, $4)")
-        .bind(tenant)
-        .bind(flow_id)
-        .bind(&flow.name)
-        .bind(serde_json::to_value(&flow.tags).expect("tags serialise"))
-        .execute(&mut *tx)
-        .await
-        .map_err(unknown_tenant_or("create flow", tenant))?;
-    let applied = apply(&mut tx, tenant, flow_id, change, max_queued).await?;
-    tx.commit()
-        .await
-        .map_err(EngineError::storage("create flow"))?;
-    Ok(applied)
+    transaction(pool, "create flow", async |tx| {
+        let flow_id = Uuid::now_v7();
+        sqlx::query("INSERT INTO flows (tenant_id, flow_id, name, tags) VALUES ($1, $2, $3, $4)")
+            .bind(tenant)
+            .bind(flow_id)
+            .bind(&flow.name)
+            .bind(serde_json::to_value(&flow.tags).expect("tags serialise"))
+            .execute(&mut *tx)
+            .await
+            .map_err(unknown_tenant_or("create flow", tenant))?;
+        let applied = apply(tx, tenant, flow_id, change, max_queued).await?;
+        Ok(applied)
+    })
+    .await
 }
 
 pub(super) async fn extend_flow(
@@ -56,40 +52,36 @@ pub(super) async fn extend_flow(
     change: &GraphChange,
     max_queued: Option<u32>,
 ) -> Result<GraphApplied> {
-    let mut tx = pool
-        .begin()
+    transaction(pool, "extend flow", async |tx| {
+        let row = sqlx::query(
+            "SELECT graph_revision, cancelled_at IS NOT NULL AS cancelled FROM flows \
+             WHERE tenant_id = $1 AND flow_id = $2 FOR UPDATE",
+        )
+        .bind(tenant)
+        .bind(flow_id)
+        .fetch_optional(&mut *tx)
         .await
-        .map_err(EngineError::storage("extend flow"))?;
-    let row = sqlx::query(
-        "SELECT graph_revision, cancelled_at IS NOT NULL AS cancelled FROM flows \
-         WHERE tenant_id = $1 AND flow_id = $2 FOR UPDATE",
-    )
-    .bind(tenant)
-    .bind(flow_id)
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(EngineError::storage("extend flow"))?
-    .ok_or_else(|| flow_not_found(flow_id))?;
-    let revision: i32 = col(&row, "graph_revision")?;
-    if col::<bool>(&row, "cancelled")? {
-        return Err(EngineError::graph(
-            "flow_cancelled",
-            format!("flow {flow_id} was cancelled: it takes no new members or edges"),
-        ));
-    }
-    if let Some(expected) = change.expected_revision {
-        if expected != revision {
+        .map_err(EngineError::storage("extend flow"))?
+        .ok_or_else(|| flow_not_found(flow_id))?;
+        let revision: i32 = col(&row, "graph_revision")?;
+        if col::<bool>(&row, "cancelled")? {
             return Err(EngineError::graph(
-                "graph_revision_conflict",
-                format!("flow {flow_id} is at revision {revision}, not {expected}: re-read it"),
+                "flow_cancelled",
+                format!("flow {flow_id} was cancelled: it takes no new members or edges"),
             ));
         }
-    }
-    let applied = apply(&mut tx, tenant, flow_id, change, max_queued).await?;
-    tx.commit()
-        .await
-        .map_err(EngineError::storage("extend flow"))?;
-    Ok(applied)
+        if let Some(expected) = change.expected_revision {
+            if expected != revision {
+                return Err(EngineError::graph(
+                    "graph_revision_conflict",
+                    format!("flow {flow_id} is at revision {revision}, not {expected}: re-read it"),
+                ));
+            }
+        }
+        let applied = apply(tx, tenant, flow_id, change, max_queued).await?;
+        Ok(applied)
+    })
+    .await
 }
 
 /// Add `change` to a flow whose row the caller has written or locked.

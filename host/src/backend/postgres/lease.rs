@@ -11,7 +11,9 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::{PgConnection, PgPool};
 
-use super::rows::{col, completion_outbox, explain_lease_miss, json, parse, Args, LeaseMiss};
+use super::rows::{
+    col, completion_outbox, explain_lease_miss, json, parse, transaction, Args, LeaseMiss,
+};
 use crate::error::{EngineError, Result};
 use crate::model::{
     AttemptState, AttemptType, ClaimRequest, ClaimedExecution, ExecutionPolicy, FailOutcome,
@@ -470,30 +472,34 @@ pub(super) async fn fail(
     lease: &LeaseHandle,
     failure: &Failure,
 ) -> Result<FailOutcome> {
-    let mut tx = pool.begin().await.map_err(EngineError::storage("fail"))?;
-    let sql = format!("SELECT policy, retry_count FROM executions WHERE {FENCE} FOR UPDATE");
-    let locked = sqlx::query_with(&sql, Args::fence(lease).done("fail")?)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(EngineError::storage("fail"))?;
-    let Some(row) = locked else {
-        drop(tx);
-        return match explain_lease_miss(pool, lease, AttemptState::Failed).await? {
-            LeaseMiss::Replayed {
-                state,
-                attempt_is_current,
-            } if state == PublicState::Failed && attempt_is_current => {
-                Ok(FailOutcome::TerminalFailed)
-            }
-            LeaseMiss::Replayed { .. } => Ok(FailOutcome::RetryScheduled { retry_at: None }),
-            LeaseMiss::Rejected(e) => Err(e),
+    let applied = transaction(pool, "fail", async |tx| {
+        let sql = format!("SELECT policy, retry_count FROM executions WHERE {FENCE} FOR UPDATE");
+        let locked = sqlx::query_with(&sql, Args::fence(lease).done("fail")?)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(EngineError::storage("fail"))?;
+        let Some(row) = locked else {
+            return Ok(None);
         };
-    };
-    let policy: ExecutionPolicy = json(col(&row, "policy")?, "policy")?;
-    let retry_count: i32 = col(&row, "retry_count")?;
-    let outcome = fail_locked(&mut tx, lease, failure, &policy, retry_count).await?;
-    tx.commit().await.map_err(EngineError::storage("fail"))?;
-    Ok(outcome)
+        let policy: ExecutionPolicy = json(col(&row, "policy")?, "policy")?;
+        let retry_count: i32 = col(&row, "retry_count")?;
+        Ok(Some(
+            fail_locked(tx, lease, failure, &policy, retry_count).await?,
+        ))
+    })
+    .await?;
+    if let Some(outcome) = applied {
+        return Ok(outcome);
+    }
+    // The lease matched nothing: a replayed failure, or a stale lease.
+    match explain_lease_miss(pool, lease, AttemptState::Failed).await? {
+        LeaseMiss::Replayed {
+            state,
+            attempt_is_current,
+        } if state == PublicState::Failed && attempt_is_current => Ok(FailOutcome::TerminalFailed),
+        LeaseMiss::Replayed { .. } => Ok(FailOutcome::RetryScheduled { retry_at: None }),
+        LeaseMiss::Rejected(e) => Err(e),
+    }
 }
 
 /// Apply a failure to an execution whose row the caller has locked under `lease`.

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Row as _};
+use sqlx::{PgConnection, PgPool, Row as _};
 
 use super::COMPLETION_CHANNEL;
 use crate::error::{EngineError, Result};
@@ -148,6 +148,30 @@ pub(super) async fn explain_lease_miss(
         lease_epoch: lease.lease_epoch,
         reason,
     }))
+}
+
+/// Run `body` in one transaction: commit what succeeded, and roll back what
+/// failed before returning. Dropping an open sqlx transaction only queues its
+/// ROLLBACK until the pool next touches the connection; until then the rows it
+/// locked stay locked, and `SKIP LOCKED` claims pass them over.
+pub(super) async fn transaction<T>(
+    pool: &PgPool,
+    op: &'static str,
+    body: impl AsyncFnOnce(&mut PgConnection) -> Result<T>,
+) -> Result<T> {
+    let mut tx = pool.begin().await.map_err(EngineError::storage(op))?;
+    match body(&mut tx).await {
+        Ok(value) => {
+            tx.commit().await.map_err(EngineError::storage(op))?;
+            Ok(value)
+        }
+        Err(e) => {
+            if let Err(rollback) = tx.rollback().await {
+                tracing::warn!(error = %rollback, op, "rolling back after an error");
+            }
+            Err(e)
+        }
+    }
 }
 
 /// One column of a row, with a storage error naming it on failure.

@@ -13,7 +13,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::lease::{millis, rejection, FENCE};
-use super::rows::{col, json, Args};
+use super::rows::{col, json, transaction, Args};
 use super::EVENTS_CHANNEL;
 use crate::error::{EngineError, Result};
 use crate::model::{
@@ -56,26 +56,27 @@ pub(super) async fn create_waitpoint(
     expires_in: Option<Duration>,
 ) -> Result<Waitpoint> {
     let op = "create waitpoint";
-    let mut tx = pool.begin().await.map_err(err(op))?;
-    lock_leased(pool, &mut tx, lease, op).await?;
-    let row = sqlx::query(&format!(
-        "INSERT INTO waitpoints (tenant_id, execution_id, waitpoint_id, waitpoint_key, state, \
-             expires_at) \
-         VALUES ($1, $2, $3, $4, 'pending', now() + $5 * interval '1 millisecond') \
-         ON CONFLICT (tenant_id, execution_id, waitpoint_key) WHERE state <> 'closed' \
-         DO UPDATE SET waitpoint_key = EXCLUDED.waitpoint_key \
-         RETURNING {WAITPOINT_COLUMNS}"
-    ))
-    .bind(lease.tenant_id)
-    .bind(lease.execution_id)
-    .bind(Uuid::now_v7())
-    .bind(key)
-    .bind(expires_in.map(millis))
-    .fetch_one(&mut *tx)
+    transaction(pool, op, async |tx| {
+        lock_leased(pool, tx, lease, op).await?;
+        let row = sqlx::query(&format!(
+            "INSERT INTO waitpoints (tenant_id, execution_id, waitpoint_id, waitpoint_key, state, \
+                 expires_at) \
+             VALUES ($1, $2, $3, $4, 'pending', now() + $5 * interval '1 millisecond') \
+             ON CONFLICT (tenant_id, execution_id, waitpoint_key) WHERE state <> 'closed' \
+             DO UPDATE SET waitpoint_key = EXCLUDED.waitpoint_key \
+             RETURNING {WAITPOINT_COLUMNS}"
+        ))
+        .bind(lease.tenant_id)
+        .bind(lease.execution_id)
+        .bind(Uuid::now_v7())
+        .bind(key)
+        .bind(expires_in.map(millis))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(err(op))?;
+        waitpoint(&row)
+    })
     .await
-    .map_err(err(op))?;
-    tx.commit().await.map_err(err(op))?;
-    waitpoint(&row)
 }
 
 /// Suspend the lease's execution, unless signals already buffered on the
@@ -87,52 +88,52 @@ pub(super) async fn suspend(
     timeout: Option<Duration>,
 ) -> Result<SuspendOutcome> {
     let op = "suspend";
-    let mut tx = pool.begin().await.map_err(err(op))?;
-    let seq = lock_leased(pool, &mut tx, lease, op).await? + 1;
-    let keys = suspension.condition.keys();
-    let ids: Vec<Uuid> = keys.iter().map(|_| Uuid::now_v7()).collect();
-    sqlx::query(
-        "INSERT INTO waitpoints (tenant_id, execution_id, waitpoint_id, waitpoint_key, state) \
-         SELECT $1, $2, id, key, 'active' FROM unnest($3::text[], $4::uuid[]) AS k(key, id) \
-         ON CONFLICT (tenant_id, execution_id, waitpoint_key) WHERE state <> 'closed' \
-         DO UPDATE SET state = 'active'",
-    )
-    .bind(lease.tenant_id)
-    .bind(lease.execution_id)
-    .bind(&keys)
-    .bind(&ids)
-    .execute(&mut *tx)
-    .await
-    .map_err(err(op))?;
-    let buffered = buffered_signals(&mut tx, lease.tenant_id, lease.execution_id).await?;
-    if suspension
-        .condition
-        .is_satisfied(buffered.iter().map(|s| s.waitpoint_key.as_str()))
-    {
-        let consumed = consume_and_close(&mut tx, lease.tenant_id, lease.execution_id, seq).await?;
+    transaction(pool, op, async |tx| {
+        let seq = lock_leased(pool, tx, lease, op).await? + 1;
+        let keys = suspension.condition.keys();
+        let ids: Vec<Uuid> = keys.iter().map(|_| Uuid::now_v7()).collect();
         sqlx::query(
-            "UPDATE executions SET suspension_seq = $3 WHERE tenant_id = $1 AND execution_id = $2",
+            "INSERT INTO waitpoints (tenant_id, execution_id, waitpoint_id, waitpoint_key, state) \
+             SELECT $1, $2, id, key, 'active' FROM unnest($3::text[], $4::uuid[]) AS k(key, id) \
+             ON CONFLICT (tenant_id, execution_id, waitpoint_key) WHERE state <> 'closed' \
+             DO UPDATE SET state = 'active'",
         )
         .bind(lease.tenant_id)
         .bind(lease.execution_id)
-        .bind(seq)
+        .bind(&keys)
+        .bind(&ids)
         .execute(&mut *tx)
         .await
         .map_err(err(op))?;
-        tx.commit().await.map_err(err(op))?;
-        return Ok(SuspendOutcome::AlreadySatisfied(consumed));
-    }
-    record_suspension(
-        &mut tx,
-        lease,
-        suspension,
-        seq,
-        timeout,
-        "waiting_for_signal",
-    )
-    .await?;
-    tx.commit().await.map_err(err(op))?;
-    Ok(SuspendOutcome::Suspended)
+        let buffered = buffered_signals(tx, lease.tenant_id, lease.execution_id).await?;
+        if suspension
+            .condition
+            .is_satisfied(buffered.iter().map(|s| s.waitpoint_key.as_str()))
+        {
+            let consumed = consume_and_close(tx, lease.tenant_id, lease.execution_id, seq).await?;
+            sqlx::query(
+                "UPDATE executions SET suspension_seq = $3 WHERE tenant_id = $1 AND execution_id = $2",
+            )
+            .bind(lease.tenant_id)
+            .bind(lease.execution_id)
+            .bind(seq)
+            .execute(&mut *tx)
+            .await
+            .map_err(err(op))?;
+            return Ok(SuspendOutcome::AlreadySatisfied(consumed));
+        }
+        record_suspension(
+            tx,
+            lease,
+            suspension,
+            seq,
+            timeout,
+            "waiting_for_signal",
+        )
+        .await?;
+        Ok(SuspendOutcome::Suspended)
+    })
+    .await
 }
 
 /// Suspend the lease's execution (locked by the caller) as suspension `seq`:
@@ -286,8 +287,21 @@ pub(super) async fn deliver_signal(
     new: &NewSignal,
 ) -> Result<SignalOutcome> {
     let op = "deliver signal";
-    let mut tx = pool.begin().await.map_err(err(op))?;
-    let locked = lock_by_id(&mut tx, tenant, id).await?;
+    transaction(pool, op, async |tx| {
+        deliver_in(tx, tenant, id, waitpoint_id, new).await
+    })
+    .await
+}
+
+async fn deliver_in(
+    tx: &mut PgConnection,
+    tenant: TenantId,
+    id: ExecutionId,
+    waitpoint_id: Uuid,
+    new: &NewSignal,
+) -> Result<SignalOutcome> {
+    let op = "deliver signal";
+    let locked = lock_by_id(&mut *tx, tenant, id).await?;
     if let Some(key) = &new.idempotency_key {
         let existing: Option<Uuid> = sqlx::query_scalar(
             "SELECT signal_id FROM signals \
@@ -301,8 +315,7 @@ pub(super) async fn deliver_signal(
         .map_err(err(op))?;
         if let Some(signal_id) = existing {
             let event = SignalEventRow::new(tenant, id, waitpoint_id, signal_id, &new.name);
-            event.record(&mut tx, "duplicate").await?;
-            tx.commit().await.map_err(err(op))?;
+            event.record(&mut *tx, "duplicate").await?;
             return Ok(SignalOutcome::Duplicate { signal_id });
         }
     }
@@ -351,19 +364,18 @@ pub(super) async fn deliver_signal(
     .map_err(err(op))?;
     let mut resumed = false;
     if let (PublicState::Suspended, Some(suspension)) = (locked.state, &locked.suspension) {
-        let buffered = buffered_signals(&mut tx, tenant, id).await?;
+        let buffered = buffered_signals(&mut *tx, tenant, id).await?;
         if suspension
             .condition
             .is_satisfied(buffered.iter().map(|s| s.waitpoint_key.as_str()))
         {
-            resume(&mut tx, tenant, id, locked.seq).await?;
+            resume(&mut *tx, tenant, id, locked.seq).await?;
             resumed = true;
         }
     }
     SignalEventRow::new(tenant, id, waitpoint_id, signal_id, &new.name)
-        .record(&mut tx, if resumed { "resumed" } else { "buffered" })
+        .record(&mut *tx, if resumed { "resumed" } else { "buffered" })
         .await?;
-    tx.commit().await.map_err(err(op))?;
     Ok(SignalOutcome::Accepted { signal_id, resumed })
 }
 
@@ -420,16 +432,18 @@ pub(super) async fn resume_by_operator(
     id: ExecutionId,
 ) -> Result<()> {
     let op = "resume";
-    let mut tx = pool.begin().await.map_err(err(op))?;
-    let locked = lock_by_id(&mut tx, tenant, id).await?;
-    if locked.state != PublicState::Suspended {
-        return Err(EngineError::Conflict(format!(
-            "execution {id} is {}, not suspended",
-            locked.state
-        )));
-    }
-    resume(&mut tx, tenant, id, locked.seq).await?;
-    tx.commit().await.map_err(err(op))
+    transaction(pool, op, async |tx| {
+        let locked = lock_by_id(tx, tenant, id).await?;
+        if locked.state != PublicState::Suspended {
+            return Err(EngineError::Conflict(format!(
+                "execution {id} is {}, not suspended",
+                locked.state
+            )));
+        }
+        resume(tx, tenant, id, locked.seq).await?;
+        Ok(())
+    })
+    .await
 }
 
 /// The signals a resume consumed (what `resume-signals` returns to the guest).
@@ -495,48 +509,49 @@ pub(super) async fn time_out_suspensions(pool: &PgPool, limit: u32) -> Result<u6
 
 async fn time_out_one(pool: &PgPool, tenant: TenantId, id: ExecutionId) -> Result<bool> {
     let op = "time out suspension";
-    let mut tx = pool.begin().await.map_err(err(op))?;
-    let row = sqlx::query(
-        "SELECT suspension, suspension_seq FROM executions \
-         WHERE tenant_id = $1 AND execution_id = $2 AND lifecycle_phase = 'suspended' \
-           AND suspension_timeout_at < now() FOR UPDATE SKIP LOCKED",
-    )
-    .bind(tenant)
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(err(op))?;
-    let Some(row) = row else {
-        return Ok(false);
-    };
-    let suspension: Suspension = json(col(&row, "suspension")?, "suspension")?;
-    let seq: i32 = col(&row, "suspension_seq")?;
-    match suspension.on_timeout {
-        TimeoutBehavior::AutoResume => {
-            let signal_id = Uuid::now_v7();
-            sqlx::query(
-                "INSERT INTO signals (tenant_id, execution_id, signal_id, waitpoint_id, \
-                     waitpoint_key, name, payload, consumed_in) \
-                 VALUES ($1, $2, $3, $4, '', $5, '', $6)",
-            )
-            .bind(tenant)
-            .bind(id)
-            .bind(signal_id)
-            .bind(Uuid::nil())
-            .bind(TIMEOUT_SIGNAL)
-            .bind(seq)
-            .execute(&mut *tx)
-            .await
-            .map_err(err(op))?;
-            resume(&mut tx, tenant, id, seq).await?;
-            SignalEventRow::new(tenant, id, Uuid::nil(), signal_id, TIMEOUT_SIGNAL)
-                .record(&mut tx, "resumed")
-                .await?;
+    transaction(pool, op, async |tx| {
+        let row = sqlx::query(
+            "SELECT suspension, suspension_seq FROM executions \
+             WHERE tenant_id = $1 AND execution_id = $2 AND lifecycle_phase = 'suspended' \
+               AND suspension_timeout_at < now() FOR UPDATE SKIP LOCKED",
+        )
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(err(op))?;
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        let suspension: Suspension = json(col(&row, "suspension")?, "suspension")?;
+        let seq: i32 = col(&row, "suspension_seq")?;
+        match suspension.on_timeout {
+            TimeoutBehavior::AutoResume => {
+                let signal_id = Uuid::now_v7();
+                sqlx::query(
+                    "INSERT INTO signals (tenant_id, execution_id, signal_id, waitpoint_id, \
+                         waitpoint_key, name, payload, consumed_in) \
+                     VALUES ($1, $2, $3, $4, '', $5, '', $6)",
+                )
+                .bind(tenant)
+                .bind(id)
+                .bind(signal_id)
+                .bind(Uuid::nil())
+                .bind(TIMEOUT_SIGNAL)
+                .bind(seq)
+                .execute(&mut *tx)
+                .await
+                .map_err(err(op))?;
+                resume(tx, tenant, id, seq).await?;
+                SignalEventRow::new(tenant, id, Uuid::nil(), signal_id, TIMEOUT_SIGNAL)
+                    .record(tx, "resumed")
+                    .await?;
+            }
+            behaviour => end_suspended(tx, tenant, id, behaviour).await?,
         }
-        behaviour => end_suspended(&mut tx, tenant, id, behaviour).await?,
-    }
-    tx.commit().await.map_err(err(op))?;
-    Ok(true)
+        Ok(true)
+    })
+    .await
 }
 
 /// A timed-out suspension ends the execution: failed, cancelled or expired.
