@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 use sqlx::PgPool;
 
 use super::lease::fail_locked;
-use super::rows::{col, completion_outbox, json};
+use super::rows::{col, completion_outbox, json, transaction};
 use crate::error::{EngineError, Result};
 use crate::model::{ExecutionPolicy, Failure, FailureClass, LeaseHandle};
 
@@ -140,46 +140,41 @@ pub(super) async fn fail_timed_out_attempts(pool: &PgPool, limit: u32) -> Result
     for candidate in candidates {
         let tenant: uuid::Uuid = col(&candidate, "tenant_id")?;
         let execution: uuid::Uuid = col(&candidate, "execution_id")?;
-        let mut tx = pool
-            .begin()
+        let timed_out = transaction(pool, "attempt timeout", async |tx| {
+            let locked = sqlx::query(
+                "SELECT attempt_index, lease_id, lease_epoch, policy, retry_count FROM executions \
+                 WHERE tenant_id = $1 AND execution_id = $2 AND lifecycle_phase = 'active' \
+                   AND attempt_timeout_at < now() FOR UPDATE SKIP LOCKED",
+            )
+            .bind(tenant)
+            .bind(execution)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(EngineError::storage("attempt timeout"))?;
-        let locked = sqlx::query(
-            "SELECT attempt_index, lease_id, lease_epoch, policy, retry_count FROM executions \
-             WHERE tenant_id = $1 AND execution_id = $2 AND lifecycle_phase = 'active' \
-               AND attempt_timeout_at < now() FOR UPDATE SKIP LOCKED",
-        )
-        .bind(tenant)
-        .bind(execution)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(EngineError::storage("attempt timeout"))?;
-        let Some(row) = locked else { continue };
-        let lease = LeaseHandle {
-            tenant_id: tenant,
-            execution_id: execution,
-            attempt_index: col(&row, "attempt_index")?,
-            lease_id: col(&row, "lease_id")?,
-            lease_epoch: col(&row, "lease_epoch")?,
-        };
-        let policy: ExecutionPolicy = json(col(&row, "policy")?, "policy")?;
-        let limit_ms = policy.timeouts.attempt_timeout_ms.unwrap_or_default();
-        let failure = Failure::new(
-            FailureClass::Timeout,
-            format!("the attempt ran past its timeout of {limit_ms} ms"),
-        );
-        fail_locked(
-            &mut tx,
-            &lease,
-            &failure,
-            &policy,
-            col(&row, "retry_count")?,
-        )
+            let Some(row) = locked else {
+                return Ok(false);
+            };
+            let lease = LeaseHandle {
+                tenant_id: tenant,
+                execution_id: execution,
+                attempt_index: col(&row, "attempt_index")?,
+                lease_id: col(&row, "lease_id")?,
+                lease_epoch: col(&row, "lease_epoch")?,
+            };
+            let policy: ExecutionPolicy = json(col(&row, "policy")?, "policy")?;
+            let limit_ms = policy.timeouts.attempt_timeout_ms.unwrap_or_default();
+            let failure = Failure::new(
+                FailureClass::Timeout,
+                format!("the attempt ran past its timeout of {limit_ms} ms"),
+            );
+            let retry_count = col(&row, "retry_count")?;
+            fail_locked(tx, &lease, &failure, &policy, retry_count).await?;
+            Ok(true)
+        })
         .await?;
-        tx.commit()
-            .await
-            .map_err(EngineError::storage("attempt timeout"))?;
-        failed += 1;
+        if timed_out {
+            failed += 1;
+        }
     }
     Ok(failed)
 }
