@@ -74,3 +74,16 @@ async fn versions_are_content_addressed_and_reuploads_are_idempotent() {
         .is_none());
     assert!(db.engine.component_wasm(other, &v1.digest).await.is_err());
 }
+
+#[tokio::test]
+async fn concurrent_uploads_of_the_same_bytes_compile_once() {
+    let runtime = flowfabric::runtime::Runtime::new(Default::default()).expect("runtime");
+    let wasm = guest("testkit");
+    let registers = (0..4).map(|_| runtime.register(&wasm));
+    let digests = futures::future::try_join_all(registers).await.unwrap();
+    assert!(digests.windows(2).all(|w| w[0] == w[1]));
+    assert_eq!(runtime.compiles(), 1);
+    // Registering it again, as another tenant's upload would, is free.
+    runtime.register(&wasm).await.unwrap();
+    assert_eq!(runtime.compiles(), 1);
+}

@@ -16,9 +16,10 @@ mod cache;
 mod imports;
 mod sandbox;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -121,6 +122,9 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<StoreState>,
     cache: ArtifactCache,
+    /// One gate per digest being compiled, so concurrent callers share a compile.
+    compiling: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    compiles: AtomicU64,
     config: RuntimeConfig,
     ticker_stop: Arc<AtomicBool>,
 }
@@ -143,6 +147,8 @@ impl Runtime {
             engine,
             linker,
             cache,
+            compiling: Mutex::default(),
+            compiles: AtomicU64::new(0),
             config,
             ticker_stop,
         })
@@ -150,6 +156,12 @@ impl Runtime {
 
     pub fn config(&self) -> &RuntimeConfig {
         &self.config
+    }
+
+    /// How many times this runtime compiled a component (rather than serving it
+    /// from memory or the artifact cache).
+    pub fn compiles(&self) -> u64 {
+        self.compiles.load(Ordering::Relaxed)
     }
 
     /// The content digest components are stored and cached under (sha256, hex).
@@ -161,8 +173,9 @@ impl Runtime {
     /// Check that `wasm` is a component implementing the task world, compile it
     /// and cache the result. Returns its digest.
     pub async fn register(&self, wasm: &[u8]) -> Result<String, ComponentError> {
+        check_header(wasm, self.config.max_component_bytes)?;
         let digest = Self::digest(wasm);
-        self.compile(&digest, wasm.to_vec()).await?;
+        self.compile_once(&digest, wasm.to_vec()).await?;
         Ok(digest)
     }
 
@@ -192,16 +205,42 @@ impl Runtime {
                 "stored bytes do not match digest {digest}"
             )));
         }
-        self.compile(digest, wasm).await
+        self.compile_once(digest, wasm).await
+    }
+
+    /// Compile `digest` unless it is ready. Callers arriving while the same
+    /// digest compiles wait and share the result: a new JS or Python component
+    /// takes seconds to compile, and every worker slot that claims its first
+    /// executions would otherwise compile it again at once.
+    async fn compile_once(&self, digest: &str, wasm: Vec<u8>) -> Result<Prepared, ComponentError> {
+        let gate = self
+            .compiling
+            .lock()
+            .expect("compile gates")
+            .entry(digest.to_owned())
+            .or_default()
+            .clone();
+        let _turn = gate.lock().await;
+        let prepared = match self.cache.ready(digest) {
+            Some(ready) => Ok(ready),
+            None => self.compile(digest, wasm).await,
+        };
+        self.compiling.lock().expect("compile gates").remove(digest);
+        prepared
     }
 
     async fn compile(&self, digest: &str, wasm: Vec<u8>) -> Result<Prepared, ComponentError> {
         check_header(&wasm, self.config.max_component_bytes)?;
         let engine = self.engine.clone();
+        let started = Instant::now();
+        self.compiles.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("flowfabric_component_compiles_total").increment(1);
         let component = tokio::task::spawn_blocking(move || Component::new(&engine, &wasm))
             .await
             .map_err(internal)?
             .map_err(|e| ComponentError::Invalid(format!("{e:#}")))?;
+        metrics::histogram!("flowfabric_component_compile_seconds")
+            .record(started.elapsed().as_secs_f64());
         let prepared = self.link(digest, component.clone())?;
         self.cache.store_artifact(digest, &component);
         Ok(prepared)
