@@ -1,6 +1,7 @@
 //! The runtime and worker pool with real compiled guests and a real Postgres.
 
 mod components;
+mod languages;
 mod pool;
 mod sandbox;
 mod suspension;

@@ -115,7 +115,7 @@ impl Task for Testkit {
             "frames" => {
                 let n: u32 = arg
                     .parse()
-                    .map_err(|_| TaskError::permanent("frames needs a count"))?;
+                    .map_err(|_| TaskError::permanent("frames needs a number"))?;
                 flowfabric_guest::log(LogLevel::Info, "producing frames");
                 let mut last = 0;
                 for i in 0..n {

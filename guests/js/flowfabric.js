@@ -1,0 +1,92 @@
+// FlowFabric's JavaScript guest SDK: a thin layer over the `flowfabric:task`
+// imports, so a task is an ordinary function `Uint8Array -> Uint8Array`:
+//
+//   import { task, frame } from "./flowfabric.js";
+//   export const run = task((input) => { frame("log", "hello"); return input; });
+//
+// Throw `TaskFailure` to fail the attempt (transient failures are retried by
+// the execution's policy, permanent ones never are). A refused host call
+// throws `HostFailure`; left uncaught it fails the attempt as transient.
+import * as host from "flowfabric:task/claimed-task@0.1.0";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+export class TaskFailure extends Error {
+  constructor(message, { permanent = false } = {}) {
+    super(message);
+    this.permanent = permanent;
+  }
+}
+
+export class HostFailure extends Error {
+  constructor(kind, detail) {
+    super(detail ? `${kind}: ${detail}` : kind);
+    this.kind = kind;
+    this.detail = detail ?? "";
+  }
+}
+
+// The component model's errors arrive as thrown values carrying `payload`
+// (a `host-error` variant: `{ tag, val }`).
+function call(fn, ...args) {
+  try {
+    return fn(...args);
+  } catch (e) {
+    const err = e?.payload ?? e;
+    if (err && typeof err.tag === "string") throw new HostFailure(err.tag, err.val);
+    throw e;
+  }
+}
+
+const bytes = (payload) => (typeof payload === "string" ? encoder.encode(payload) : payload);
+const optionalMs = (ms) => (ms === undefined || ms === null ? undefined : BigInt(ms));
+
+export const text = (payload) => decoder.decode(payload);
+export const info = () => host.info();
+export const leaseHealthy = () => host.leaseHealthy();
+export const resumeSignals = () => host.resumeSignals();
+export const log = (message) => host.log("info", message);
+
+export function progress(percent, message) {
+  call(host.progress, Math.max(0, Math.min(100, percent)), message);
+}
+
+/** Append a durable frame; returns its sequence number. */
+export function frame(frameType, payload) {
+  return Number(call(host.appendFrame, frameType, bytes(payload), "durable"));
+}
+
+/** Merge a JSON object (RFC 7396 merge patch) into the attempt's summary. */
+export function summary(frameType, patch) {
+  return Number(call(host.appendFrame, frameType, bytes(JSON.stringify(patch)), "summary"));
+}
+
+/** Create (or get back) a waitpoint; hand its token to whoever should signal. */
+export function waitpoint(key, timeoutMs) {
+  return call(host.createWaitpoint, key, optionalMs(timeoutMs));
+}
+
+/**
+ * Suspend until a signal reaches `key`'s waitpoint. Returns only when signals
+ * already buffered satisfy it; otherwise the run stops here and starts again
+ * from the top once resumed, with `resumeSignals()` saying what woke it.
+ */
+export function waitFor(key, timeoutMs) {
+  return call(host.suspend, { tag: "waitpoint", val: key }, optionalMs(timeoutMs), "fail");
+}
+
+/** The `run` export, calling `handler(input: Uint8Array)`; a string result is UTF-8 encoded. */
+export function task(handler) {
+  return (input) => {
+    try {
+      return bytes(handler(input));
+    } catch (e) {
+      if (e instanceof TaskFailure) {
+        throw { payload: { class: e.permanent ? "permanent" : "transient", message: e.message } };
+      }
+      const message = e instanceof HostFailure ? `host call failed: ${e.message}` : String(e);
+      throw { payload: { class: "transient", message } };
+    }
+  };
+}

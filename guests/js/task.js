@@ -1,0 +1,67 @@
+// The conformance guest in JavaScript: a subset of the Rust testkit's
+// commands, with byte-identical outputs, so one integration test checks every
+// language. See guests/python/app.py for the table of commands.
+import * as ff from "./flowfabric.js";
+import { TaskFailure } from "./flowfabric.js";
+
+function number(arg, command) {
+  if (!/^\d+$/.test(arg)) throw new TaskFailure(`${command} needs a number`, { permanent: true });
+  return Number(arg);
+}
+
+const describe = (signals) => signals.map((s) => `${s.name}=${ff.text(s.payload)}`).join(",");
+
+function frames(n) {
+  ff.log("producing frames");
+  let last = 0;
+  for (let i = 0; i < n; i++) {
+    ff.progress(Math.floor((i * 100) / Math.max(n, 1)), `frame ${i}`);
+    const seq = ff.frame("item", `${i}`);
+    if (last !== 0 && seq !== last + 1) {
+      throw new TaskFailure(`frame ${i} got seq ${seq} after ${last}`, { permanent: true });
+    }
+    last = seq;
+  }
+  ff.progress(100, "done");
+  return `frames=${n}`;
+}
+
+function wait(key) {
+  const resumed = ff.resumeSignals();
+  const info = ff.info();
+  if (resumed.length > 0 || info.attemptType === "resumed") {
+    return `resumed attempt=${info.attempt}: ${describe(resumed)}`;
+  }
+  const waitpoint = ff.waitpoint(key);
+  ff.frame("waitpoint", `${key}=${waitpoint.token}`);
+  return `satisfied: ${describe(ff.waitFor(key))}`;
+}
+
+function handle(input) {
+  const text = new TextDecoder("utf-8", { fatal: true }).decode(input);
+  const colon = text.indexOf(":");
+  const [command, arg] = colon < 0 ? [text, ""] : [text.slice(0, colon), text.slice(colon + 1)];
+  switch (command) {
+    case "echo":
+      return arg;
+    case "fail-until": {
+      const attempt = ff.info().attempt;
+      if (attempt < number(arg, "fail-until")) throw new TaskFailure(`attempt ${attempt} fails on purpose`);
+      return `ok on attempt ${attempt}`;
+    }
+    case "permanent":
+      throw new TaskFailure("this input can never succeed", { permanent: true });
+    case "frames":
+      return frames(number(arg, "frames"));
+    case "info": {
+      const i = ff.info();
+      return `execution=${i.executionId}\nkind=${i.kind}\nattempt=${i.attempt}\nretries=${i.retryCount}\nhealthy=${ff.leaseHealthy()}\n`;
+    }
+    case "wait":
+      return wait(arg);
+    default:
+      throw new TaskFailure(`unknown command '${command}'`, { permanent: true });
+  }
+}
+
+export const run = ff.task(handle);

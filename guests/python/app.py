@@ -1,0 +1,81 @@
+"""The conformance guest in Python: a subset of the Rust testkit's commands,
+with byte-identical outputs, so one integration test checks every language.
+
+| input | behaviour |
+|---|---|
+| `echo:TEXT` | returns TEXT |
+| `fail-until:N` | transient failure on attempts before N, then `ok on attempt N` |
+| `permanent` | permanent failure |
+| `frames:N` | progress + N frames + a log line, returns `frames=N` |
+| `info` | returns the task info as `key=value` lines |
+| `wait:KEY` | waits for a signal on KEY (the token is written as a `waitpoint` frame) |
+"""
+
+import flowfabric
+from flowfabric import TaskFailure
+
+
+def handle(input: bytes) -> bytes:
+    try:
+        text = input.decode()
+    except UnicodeDecodeError:
+        raise TaskFailure("input is not UTF-8", permanent=True)
+    command, _, arg = text.partition(":")
+    if command == "echo":
+        return arg.encode()
+    if command == "fail-until":
+        attempt = flowfabric.info().attempt
+        if attempt < _number(arg, "fail-until"):
+            raise TaskFailure(f"attempt {attempt} fails on purpose")
+        return f"ok on attempt {attempt}".encode()
+    if command == "permanent":
+        raise TaskFailure("this input can never succeed", permanent=True)
+    if command == "frames":
+        return frames(_number(arg, "frames"))
+    if command == "info":
+        i = flowfabric.info()
+        healthy = "true" if flowfabric.lease_healthy() else "false"
+        return (
+            f"execution={i.execution_id}\nkind={i.kind}\nattempt={i.attempt}\n"
+            f"retries={i.retry_count}\nhealthy={healthy}\n"
+        ).encode()
+    if command == "wait":
+        return wait(arg)
+    raise TaskFailure(f"unknown command {command!r}", permanent=True)
+
+
+def frames(n: int) -> bytes:
+    flowfabric.log("producing frames")
+    last = 0
+    for i in range(n):
+        flowfabric.progress(i * 100 // max(n, 1), f"frame {i}")
+        seq = flowfabric.frame("item", str(i).encode())
+        if last != 0 and seq != last + 1:
+            raise TaskFailure(f"frame {i} got seq {seq} after {last}", permanent=True)
+        last = seq
+    flowfabric.progress(100, "done")
+    return f"frames={n}".encode()
+
+
+def wait(key: str) -> bytes:
+    resumed = flowfabric.resume_signals()
+    info = flowfabric.info()
+    if resumed or info.attempt_type == flowfabric.AttemptType.RESUMED:
+        return f"resumed attempt={info.attempt}: {describe(resumed)}".encode()
+    waitpoint = flowfabric.waitpoint(key)
+    flowfabric.frame("waitpoint", f"{key}={waitpoint.token}".encode())
+    return f"satisfied: {describe(flowfabric.wait_for(key))}".encode()
+
+
+def describe(signals) -> str:
+    return ",".join(f"{s.name}={s.payload.decode(errors='replace')}" for s in signals)
+
+
+def _number(arg: str, command: str) -> int:
+    try:
+        return int(arg)
+    except ValueError:
+        raise TaskFailure(f"{command} needs a number", permanent=True)
+
+
+WitWorld = flowfabric.task(handle)

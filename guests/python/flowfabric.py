@@ -1,0 +1,125 @@
+"""FlowFabric's Python guest SDK: a thin, typed layer over the `flowfabric:task` imports.
+
+componentize-py generates `wit_world` from `wit/task.wit`; this module hides its
+`Err` results and variant classes behind plain functions and one exception, so a
+task is an ordinary function `bytes -> bytes`:
+
+    import flowfabric
+
+    def handle(input: bytes) -> bytes:
+        flowfabric.frame("log", b"hello")
+        return input
+
+    WitWorld = flowfabric.task(handle)
+
+Raise `TaskFailure` to fail the attempt (transient failures are retried by the
+execution's policy, permanent ones never are). A host call that fails raises
+`HostFailure`; left uncaught, it fails the attempt as transient.
+"""
+
+from typing import Callable, List, Optional
+
+from componentize_py_types import Err
+from wit_world.imports import claimed_task as _host
+from wit_world.imports import types as _types
+
+TaskInfo = _types.TaskInfo
+Signal = _types.Signal
+Waitpoint = _types.Waitpoint
+AttemptType = _types.AttemptType
+TimeoutBehavior = _types.TimeoutBehavior
+
+
+class TaskFailure(Exception):
+    """Fails the attempt; `permanent` ones are never retried."""
+
+    def __init__(self, message: str, permanent: bool = False):
+        super().__init__(message)
+        self.message = message
+        self.permanent = permanent
+
+
+class HostFailure(Exception):
+    """A host call was refused: `kind` is `lease-lost`, `invalid`, `limit-exceeded`,
+    `unsupported` or `unavailable`."""
+
+    def __init__(self, kind: str, detail: str = ""):
+        super().__init__(f"{kind}: {detail}" if detail else kind)
+        self.kind = kind
+        self.detail = detail
+
+
+_HOST_ERRORS = {
+    _types.HostError_LeaseLost: "lease-lost",
+    _types.HostError_Invalid: "invalid",
+    _types.HostError_LimitExceeded: "limit-exceeded",
+    _types.HostError_Unsupported: "unsupported",
+    _types.HostError_Unavailable: "unavailable",
+}
+
+
+def _call(fn, *args):
+    try:
+        return fn(*args)
+    except Err as e:
+        kind = _HOST_ERRORS.get(type(e.value), "unavailable")
+        raise HostFailure(kind, str(getattr(e.value, "value", "") or "")) from None
+
+
+def info() -> TaskInfo:
+    return _host.info()
+
+
+def progress(percent: int, message: str) -> None:
+    _call(_host.progress, max(0, min(100, percent)), message)
+
+
+def frame(frame_type: str, payload: bytes) -> int:
+    """Append a durable frame; returns its sequence number."""
+    return _call(_host.append_frame, frame_type, payload, _types.StreamMode.DURABLE)
+
+
+def summary(frame_type: str, patch_json: str) -> int:
+    """Merge a JSON object (RFC 7396 merge patch) into the attempt's summary."""
+    return _call(_host.append_frame, frame_type, patch_json.encode(), _types.StreamMode.SUMMARY)
+
+
+def log(message: str) -> None:
+    _host.log(_types.LogLevel.INFO, message)
+
+
+def lease_healthy() -> bool:
+    return _host.lease_healthy()
+
+
+def waitpoint(key: str, timeout_ms: Optional[int] = None) -> Waitpoint:
+    """Create (or get back) a waitpoint; hand its token to whoever should signal."""
+    return _call(_host.create_waitpoint, key, timeout_ms)
+
+
+def wait_for(key: str, timeout_ms: Optional[int] = None) -> List[Signal]:
+    """Suspend until a signal reaches `key`'s waitpoint. Returns only when
+    signals already buffered satisfy it; otherwise the run stops here and starts
+    again from the top once resumed, with `resume_signals()` saying what woke it."""
+    condition = _types.ResumeCondition_Waitpoint(key)
+    return _call(_host.suspend, condition, timeout_ms, _types.TimeoutBehavior.FAIL)
+
+
+def resume_signals() -> List[Signal]:
+    return _host.resume_signals()
+
+
+def task(handler: Callable[[bytes], bytes]):
+    """The `WitWorld` class componentize-py exports, running `handler`."""
+
+    class WitWorld:
+        def run(self, input: bytes) -> bytes:
+            try:
+                return handler(input)
+            except TaskFailure as f:
+                cls = _types.FailureClass.PERMANENT if f.permanent else _types.FailureClass.TRANSIENT
+                raise Err(_types.TaskError(cls, f.message))
+            except HostFailure as f:
+                raise Err(_types.TaskError(_types.FailureClass.TRANSIENT, f"host call failed: {f}"))
+
+    return WitWorld

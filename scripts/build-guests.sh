@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Builds the JavaScript and Python guests (guests/js, guests/python) into
+# guests/target/polyglot/{js,python}.wasm. The Rust guests are built by the
+# tests' build script. Installs the pinned toolchains on first use:
+# componentize-py from PyPI into a venv, componentize-js from npm into
+# guests/js/node_modules. A guest is rebuilt only when its sources or the WIT change.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+out=guests/target/polyglot
+tools=${FLOWFABRIC_TOOLS_DIR:-/var/tmp/flowfabric-tools}
+mkdir -p "$out" "$tools"
+
+# Rebuild `lang` unless the digest of its inputs matches the last build's.
+stale() {
+  local lang=$1; shift
+  local digest
+  digest=$(cat "$@" wit/*.wit | sha256sum | cut -d' ' -f1)
+  if [ -f "$out/$lang.wasm" ] && [ "$(cat "$out/$lang.digest" 2>/dev/null)" = "$digest" ]; then
+    return 1
+  fi
+  echo "$digest" >"$out/$lang.digest.new"
+}
+
+if stale python guests/python/*.py; then
+  py=$tools/componentize-py-0.25.1
+  if [ ! -x "$py/bin/componentize-py" ]; then
+    python3 -m venv "$py"
+    "$py/bin/pip" install -q componentize-py==0.25.1
+  fi
+  "$py/bin/componentize-py" -d wit -w task componentize -p guests/python app \
+    -o "$out/python.wasm" >/dev/null
+  mv "$out/python.digest.new" "$out/python.digest"
+  echo "built $out/python.wasm"
+fi
+
+if stale js guests/js/*.js guests/js/*.mjs guests/js/package-lock.json; then
+  (cd guests/js && { [ -d node_modules/@bytecodealliance/componentize-js ] || npm ci -s --no-audit --no-fund; })
+  (cd guests/js && node build.mjs task.js "$root/$out/js.wasm" >/dev/null)
+  mv "$out/js.digest.new" "$out/js.digest"
+  echo "built $out/js.wasm"
+fi

@@ -1,0 +1,187 @@
+//! The same conformance behaviour from a guest in every language: the Rust
+//! testkit, the JavaScript guest (componentize-js) and the Python guest
+//! (componentize-py) are given the same inputs and must give byte-identical
+//! answers. Each scenario is written once and run for every language.
+//!
+//! The JS and Python components are built by `scripts/build-guests.sh`, which
+//! the README's test command runs first.
+
+use flowfabric::model::{FailureClass, NewSignal, PublicState};
+
+use crate::{config, text, Env};
+
+/// Language name and the kind its conformance guest is registered under.
+const LANGUAGES: [(&str, &str); 3] = [
+    ("rust", "testkit"),
+    ("js", "conformance-js"),
+    ("python", "conformance-python"),
+];
+
+fn polyglot_guest(lang: &str) -> Vec<u8> {
+    let dir = std::env::var("FLOWFABRIC_POLYGLOT_DIR").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../guests/target/polyglot").to_owned()
+    });
+    let path = std::path::Path::new(&dir).join(format!("{lang}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "reading {}: {e} (scripts/build-guests.sh builds it)",
+            path.display()
+        )
+    })
+}
+
+/// An environment with the JS and Python guests registered beside testkit.
+async fn polyglot_env() -> Env {
+    let env = Env::new().await;
+    for (lang, kind) in &LANGUAGES[1..] {
+        flowfabric::components::register(
+            &env.db.engine,
+            &env.runtime,
+            env.tenant,
+            kind,
+            &polyglot_guest(lang),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("registering the {lang} guest: {e}"));
+    }
+    env
+}
+
+/// Submit `input` to every language's guest; returns (language, execution) pairs.
+async fn submit_all(
+    env: &Env,
+    input: &str,
+    retries: u32,
+) -> Vec<(&'static str, flowfabric::model::ExecutionId)> {
+    let mut ids = Vec::new();
+    for (lang, kind) in LANGUAGES {
+        ids.push((lang, env.submit(kind, input, retries).await));
+    }
+    ids
+}
+
+#[tokio::test]
+async fn every_language_echoes_its_input() {
+    let env = polyglot_env().await;
+    let pool = env.pool(config(3));
+    for (lang, id) in submit_all(&env, "echo:héllo, wörld", 0).await {
+        let done = env.wait_terminal(id).await;
+        assert_eq!(
+            done.state,
+            PublicState::Completed,
+            "{lang}: {:?}",
+            done.last_failure
+        );
+        assert_eq!(text(&done.result), "héllo, wörld", "{lang}");
+    }
+    pool.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_language_reports_progress_and_appends_dense_frames() {
+    let env = polyglot_env().await;
+    let pool = env.pool(config(3));
+    for (lang, id) in submit_all(&env, "frames:4", 0).await {
+        let done = env.wait_terminal(id).await;
+        assert_eq!(
+            done.state,
+            PublicState::Completed,
+            "{lang}: {:?}",
+            done.last_failure
+        );
+        assert_eq!(text(&done.result), "frames=4", "{lang}");
+        assert_eq!(done.progress_percent, Some(100), "{lang}");
+        let frames = env
+            .db
+            .engine
+            .read_frames(env.tenant, id, 1, 0, 100)
+            .await
+            .unwrap();
+        let items: Vec<(i64, String)> = frames
+            .iter()
+            .filter(|f| f.frame_type == "item")
+            .map(|f| (f.seq, String::from_utf8_lossy(&f.payload).into_owned()))
+            .collect();
+        let first = items.first().map(|(seq, _)| *seq).unwrap_or_default();
+        let expected: Vec<(i64, String)> = (0..4).map(|i| (first + i, i.to_string())).collect();
+        assert_eq!(items, expected, "{lang}");
+    }
+    pool.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_language_fails_with_the_class_it_chose() {
+    let env = polyglot_env().await;
+    let pool = env.pool(config(3));
+    // Permanent: never retried, even with retries left.
+    for (lang, id) in submit_all(&env, "permanent", 2).await {
+        let done = env.wait_terminal(id).await;
+        assert_eq!(done.state, PublicState::Failed, "{lang}");
+        assert_eq!(done.retry_count, 0, "{lang}");
+        let failure = done.last_failure.expect("a failure");
+        assert_eq!(failure.class, FailureClass::Permanent, "{lang}");
+        assert_eq!(failure.message, "this input can never succeed", "{lang}");
+    }
+    // Transient: retried, and the retry sees its attempt number.
+    for (lang, id) in submit_all(&env, "fail-until:2", 1).await {
+        let done = env.wait_terminal(id).await;
+        assert_eq!(
+            done.state,
+            PublicState::Completed,
+            "{lang}: {:?}",
+            done.last_failure
+        );
+        assert_eq!(done.retry_count, 1, "{lang}");
+        assert_eq!(text(&done.result), "ok on attempt 2", "{lang}");
+    }
+    // Bad input is the guest's own permanent failure, not a crash.
+    for (lang, id) in submit_all(&env, "frames:many", 2).await {
+        let done = env.wait_terminal(id).await;
+        assert_eq!(done.state, PublicState::Failed, "{lang}");
+        let failure = done.last_failure.expect("a failure");
+        assert_eq!(failure.class, FailureClass::Permanent, "{lang}");
+        assert_eq!(failure.message, "frames needs a number", "{lang}");
+    }
+    pool.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_language_suspends_and_is_resumed_by_a_signal() {
+    let env = polyglot_env().await;
+    let pool = env.pool(config(3));
+    let ids = submit_all(&env, "wait:approval", 0).await;
+    for (lang, id) in &ids {
+        env.wait_state(*id, PublicState::Suspended).await;
+        let frames = env
+            .db
+            .engine
+            .read_frames(env.tenant, *id, 1, 0, 10)
+            .await
+            .unwrap();
+        let frame = String::from_utf8(frames[0].payload.clone()).unwrap();
+        let token = frame
+            .strip_prefix("approval=")
+            .unwrap_or_else(|| panic!("{lang}: the waitpoint frame, got {frame:?}"));
+        let signal = NewSignal {
+            name: "approve".into(),
+            payload: lang.as_bytes().to_vec(),
+            idempotency_key: None,
+        };
+        env.db.engine.deliver_signal(token, signal).await.unwrap();
+    }
+    for (lang, id) in ids {
+        let done = env.wait_terminal(id).await;
+        assert_eq!(
+            done.state,
+            PublicState::Completed,
+            "{lang}: {:?}",
+            done.last_failure
+        );
+        assert_eq!(done.attempt_index, 1, "{lang}: resumed on the same attempt");
+        assert_eq!(
+            text(&done.result),
+            format!("resumed attempt=1: approve={lang}")
+        );
+    }
+    pool.shutdown().await;
+}
