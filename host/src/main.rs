@@ -65,6 +65,8 @@ enum Command {
     /// Define budgets, read their usage, reset them.
     #[command(subcommand)]
     Budget(cli::budgets::BudgetCommand),
+    /// Create a guest project (Rust, JavaScript or Python) that builds and uploads as is.
+    New(cli::new::New),
     /// Demo: upload the example guests, run executions, show what happened.
     Dev(cli::dev::Dev),
     /// Benchmarks (figures are ratios to a baseline measured in the same run).
@@ -110,6 +112,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => cli::serve::run(args).await?,
         Command::Worker(args) => cli::worker::run(args).await?,
         Command::Dev(args) => cli::dev::run(args).await?,
+        Command::New(args) => cli::new::run(args)?,
         Command::Tenant(command) => cli::remote::tenant(&cli.connection, command).await?,
         Command::Component(command) => cli::remote::component(&cli.connection, command).await?,
         Command::Run(args) => cli::remote::run(&cli.connection, args).await?,

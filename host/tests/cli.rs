@@ -386,6 +386,7 @@ fn every_command_parses_without_panicking() {
         &["bench", "wasm"],
         &["bench", "signal"],
         &["bench", "flow"],
+        &["new", "Bad_Name", "--lang", "python"],
     ];
     // All at once: the database commands each wait out a connect timeout.
     let running: Vec<_> = commands

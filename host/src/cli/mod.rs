@@ -9,6 +9,7 @@ pub mod client;
 pub mod dev;
 pub mod events;
 pub mod flows;
+pub mod new;
 pub mod remote;
 pub mod serve;
 pub mod worker;

@@ -1,0 +1,287 @@
+//! `flowfabric new`: a guest project that builds and uploads as it is.
+//!
+//! The SDK sources and the WIT are the repository's own, embedded at compile
+//! time, so a scaffold always matches the host that wrote it. Each project has
+//! a `build.sh` that leaves `NAME.wasm` beside it, ready for
+//! `flowfabric component upload NAME NAME.wasm`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+
+const WIT: &str = include_str!("../../../wit/task.wit");
+const RUST_SDK: &str = include_str!("../../../guests/sdk/src/lib.rs");
+const JS_SDK: &str = include_str!("../../../guests/js/flowfabric.js");
+const JS_BUILD: &str = include_str!("../../../guests/js/build.mjs");
+const PYTHON_SDK: &str = include_str!("../../../guests/python/flowfabric.py");
+
+#[derive(clap::Args)]
+pub struct New {
+    /// The project's name, also the component kind it uploads as
+    /// (lowercase letters, digits and dashes).
+    name: String,
+    /// The guest's language.
+    #[arg(long, value_enum, default_value_t = Lang::Rust)]
+    lang: Lang,
+    /// Where to create it (default: ./NAME). Must not exist or be empty.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Lang {
+    Rust,
+    Js,
+    Python,
+}
+
+pub fn run(args: New) -> anyhow::Result<()> {
+    check_name(&args.name)?;
+    let dir = args.dir.unwrap_or_else(|| PathBuf::from(&args.name));
+    if dir
+        .read_dir()
+        .is_ok_and(|mut entries| entries.next().is_some())
+    {
+        bail!("{} exists and is not empty", dir.display());
+    }
+    for (path, contents) in files(&args.name, args.lang) {
+        write(&dir, &path, &contents)?;
+    }
+    set_executable(&dir.join("build.sh"))?;
+    println!(
+        "created {}; build and upload it with:\n  cd {} && ./build.sh\n  flowfabric component upload {name} {name}.wasm\n  flowfabric run {name} --input world",
+        dir.display(),
+        dir.display(),
+        name = args.name
+    );
+    Ok(())
+}
+
+fn check_name(name: &str) -> anyhow::Result<()> {
+    let valid = name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !valid {
+        bail!("`{name}` is not a valid name: use lowercase letters, digits and dashes, starting with a letter");
+    }
+    Ok(())
+}
+
+/// Every file of a new project, as (relative path, contents).
+fn files(name: &str, lang: Lang) -> Vec<(String, String)> {
+    let mut files = vec![
+        ("wit/task.wit".to_owned(), WIT.to_owned()),
+        (".gitignore".to_owned(), GITIGNORE.to_owned()),
+    ];
+    let specific: Vec<(&str, String)> = match lang {
+        Lang::Rust => vec![
+            ("Cargo.toml", RUST_MANIFEST.replace("NAME", name)),
+            ("sdk/Cargo.toml", RUST_SDK_MANIFEST.to_owned()),
+            (
+                "sdk/src/lib.rs",
+                relocate_wit(RUST_SDK, "\"../../wit\"", "\"../wit\""),
+            ),
+            ("src/lib.rs", RUST_TASK.to_owned()),
+            (
+                "build.sh",
+                RUST_BUILD
+                    .replace("NAME_LIB", &name.replace('-', "_"))
+                    .replace("NAME", name),
+            ),
+        ],
+        Lang::Js => vec![
+            ("package.json", JS_PACKAGE.replace("NAME", name)),
+            (
+                "build.mjs",
+                relocate_wit(JS_BUILD, "\"../../wit\"", "\"wit\""),
+            ),
+            ("flowfabric.js", JS_SDK.to_owned()),
+            ("task.js", JS_TASK.to_owned()),
+            ("build.sh", JS_BUILD_SH.replace("NAME", name)),
+        ],
+        Lang::Python => vec![
+            ("flowfabric.py", PYTHON_SDK.to_owned()),
+            ("app.py", PYTHON_TASK.to_owned()),
+            ("build.sh", PYTHON_BUILD_SH.replace("NAME", name)),
+        ],
+    };
+    files.extend(specific.into_iter().map(|(p, c)| (p.to_owned(), c)));
+    files
+}
+
+/// The SDKs find the WIT two levels up in this repository; a project keeps it
+/// in its own `wit/`.
+fn relocate_wit(source: &str, from: &str, to: &str) -> String {
+    assert!(
+        source.contains(from),
+        "the embedded SDK no longer names {from}"
+    );
+    source.replacen(from, to, 1)
+}
+
+fn write(dir: &Path, relative: &str, contents: &str) -> anyhow::Result<()> {
+    let path = dir.join(relative);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))
+}
+
+fn set_executable(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("making {} executable", path.display()))
+}
+
+const GITIGNORE: &str = "target/\nnode_modules/\n__pycache__/\n*.wasm\n";
+
+const RUST_MANIFEST: &str = r#"[package]
+name = "NAME"
+version = "0.1.0"
+edition = "2021"
+
+[lib]
+crate-type = ["cdylib"]
+
+[dependencies]
+flowfabric-guest = { path = "sdk" }
+
+# A workspace of its own: built for wasm32-wasip2 by build.sh.
+[workspace]
+
+[profile.release]
+opt-level = "s"
+lto = true
+codegen-units = 1
+strip = true
+panic = "abort"
+"#;
+
+const RUST_SDK_MANIFEST: &str = r#"[package]
+name = "flowfabric-guest"
+version = "0.1.0"
+edition = "2021"
+
+[dependencies]
+wit-bindgen = "0.63"
+"#;
+
+const RUST_TASK: &str = r#"//! A FlowFabric task: greets its input, reporting progress and one frame.
+
+use flowfabric_guest::{export_task, Task, TaskError};
+
+struct Greet;
+
+impl Task for Greet {
+    fn run(input: Vec<u8>) -> Result<Vec<u8>, TaskError> {
+        let name = String::from_utf8(input)
+            .map_err(|_| TaskError::permanent("the input is not UTF-8"))?;
+        flowfabric_guest::progress(50, "greeting")?;
+        flowfabric_guest::frame("greeting", name.as_bytes())?;
+        Ok(format!("hello, {name}").into_bytes())
+    }
+}
+
+export_task!(Greet);
+"#;
+
+const RUST_BUILD: &str = r#"#!/usr/bin/env bash
+# Builds NAME.wasm (needs: rustup target add wasm32-wasip2).
+set -euo pipefail
+cd "$(dirname "$0")"
+cargo build --release --target wasm32-wasip2
+cp "${CARGO_TARGET_DIR:-target}/wasm32-wasip2/release/NAME_LIB.wasm" NAME.wasm
+echo "built NAME.wasm"
+"#;
+
+const JS_PACKAGE: &str = r#"{
+  "name": "NAME",
+  "private": true,
+  "type": "module",
+  "scripts": {
+    "build": "node build.mjs task.js NAME.wasm"
+  },
+  "devDependencies": {
+    "@bytecodealliance/componentize-js": "0.23.0"
+  }
+}
+"#;
+
+const JS_TASK: &str = r#"// A FlowFabric task: greets its input, reporting progress and one frame.
+import { task, progress, frame, text, TaskFailure } from "./flowfabric.js";
+
+export const run = task((input) => {
+  const name = text(input);
+  if (name.length === 0) throw new TaskFailure("the input is empty", { permanent: true });
+  progress(50, "greeting");
+  frame("greeting", name);
+  return `hello, ${name}`;
+});
+"#;
+
+const JS_BUILD_SH: &str = r#"#!/usr/bin/env bash
+# Builds NAME.wasm (needs Node.js; installs componentize-js on first use).
+set -euo pipefail
+cd "$(dirname "$0")"
+[ -d node_modules/@bytecodealliance/componentize-js ] || npm install --no-audit --no-fund
+node build.mjs task.js NAME.wasm
+"#;
+
+const PYTHON_TASK: &str = r#""""A FlowFabric task: greets its input, reporting progress and one frame."""
+
+import flowfabric
+from flowfabric import TaskFailure
+
+
+def greet(input: bytes) -> bytes:
+    name = input.decode()
+    if not name:
+        raise TaskFailure("the input is empty", permanent=True)
+    flowfabric.progress(50, "greeting")
+    flowfabric.frame("greeting", name.encode())
+    return f"hello, {name}".encode()
+
+
+WitWorld = flowfabric.task(greet)
+"#;
+
+const PYTHON_BUILD_SH: &str = r#"#!/usr/bin/env bash
+# Builds NAME.wasm with componentize-py (pip install componentize-py==0.25.1),
+# or the one $COMPONENTIZE_PY names.
+set -euo pipefail
+cd "$(dirname "$0")"
+"${COMPONENTIZE_PY:-componentize-py}" -d wit -w task componentize app -o NAME.wasm
+echo "built NAME.wasm"
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        for good in ["hello", "a1", "my-task-2"] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "Hello", "1task", "my_task", "a/b", &"x".repeat(65)] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_language_relocates_its_wit_and_names_itself() {
+        for lang in [Lang::Rust, Lang::Js, Lang::Python] {
+            let files = files("my-task", lang);
+            let all: String = files.iter().map(|(_, c)| c.as_str()).collect();
+            assert!(
+                !all.contains("../../wit"),
+                "a path into this repository leaked"
+            );
+            assert!(!all.contains("NAME"), "a placeholder was left");
+            assert!(files.iter().any(|(p, _)| p == "wit/task.wit"));
+        }
+    }
+}

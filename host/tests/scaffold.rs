@@ -1,0 +1,145 @@
+//! `flowfabric new` in every language: the project it writes builds with its
+//! own `build.sh`, and the component it builds uploads and runs as it is.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use flowfabric::model::{NewExecution, PublicState};
+use flowfabric::worker::{WorkerConfig, WorkerPool};
+use flowfabric_tests::{runtime, TestDb};
+
+const BIN: &str = env!("CARGO_BIN_EXE_flowfabric");
+
+fn scratch(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("ff-new-{name}-{}", uuid::Uuid::now_v7().simple()))
+}
+
+fn new_project(dir: &Path, name: &str, lang: &str) {
+    let out = Command::new(BIN)
+        .args(["new", name, "--lang", lang, "--dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Run the project's build.sh with a clean cargo environment (this test's own
+/// target dir and flags must not leak in) and the tools scripts/build-guests.sh installed.
+fn build(dir: &Path) {
+    let mut cmd = Command::new(dir.join("build.sh"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("CARGO_") && key != "CARGO_HOME" || key.starts_with("RUSTC") {
+            cmd.env_remove(key);
+        }
+    }
+    let tools = std::env::var("FLOWFABRIC_TOOLS_DIR")
+        .unwrap_or_else(|_| "/var/tmp/flowfabric-tools".to_owned());
+    // Shared between runs, so only the first builds wit-bindgen.
+    cmd.env(
+        "CARGO_TARGET_DIR",
+        std::env::temp_dir().join("ff-new-rust-target"),
+    )
+    .env(
+        "COMPONENTIZE_PY",
+        format!("{tools}/componentize-py-0.25.1/bin/componentize-py"),
+    );
+    let out = cmd.output().expect("run build.sh");
+    assert!(
+        out.status.success(),
+        "build.sh failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn new_projects_build_upload_and_run_in_every_language() {
+    let db = TestDb::new().await;
+    let tenant = db.tenant("acme").await;
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut dirs = Vec::new();
+    for lang in ["rust", "js", "python"] {
+        let name = format!("greet-{lang}");
+        let dir = scratch(&name);
+        new_project(&dir, &name, lang);
+        if lang == "js" {
+            // The toolchain scripts/build-guests.sh installed, rather than a download.
+            std::os::unix::fs::symlink(
+                repo.join("guests/js/node_modules"),
+                dir.join("node_modules"),
+            )
+            .unwrap();
+        }
+        build(&dir);
+        let wasm = std::fs::read(dir.join(format!("{name}.wasm"))).unwrap();
+        flowfabric::components::register(&db.engine, &runtime(), tenant, &name, &wasm)
+            .await
+            .unwrap_or_else(|e| panic!("uploading the {lang} project: {e}"));
+        dirs.push((lang, name, dir));
+    }
+
+    let pool = WorkerPool::start(db.engine.clone(), runtime(), WorkerConfig::default());
+    for (lang, name, dir) in &dirs {
+        let id = db
+            .engine
+            .create(tenant, NewExecution::new(name.as_str(), b"world".to_vec()))
+            .await
+            .unwrap()
+            .execution_id;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let done = loop {
+            let ex = db.engine.get(tenant, id).await.unwrap();
+            if ex.state.is_terminal() {
+                break ex;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{lang}: never ran");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(
+            done.state,
+            PublicState::Completed,
+            "{lang}: {:?}",
+            done.last_failure
+        );
+        assert_eq!(done.result.as_deref(), Some(&b"hello, world"[..]), "{lang}");
+        assert_eq!(done.progress_percent, Some(50), "{lang}");
+        let frames = db.engine.read_frames(tenant, id, 1, 0, 10).await.unwrap();
+        assert_eq!(frames[0].frame_type, "greeting", "{lang}");
+        assert_eq!(frames[0].payload, b"world", "{lang}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    pool.shutdown().await;
+}
+
+#[test]
+fn new_refuses_a_bad_name_or_a_directory_in_use() {
+    let dir = scratch("taken");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("keep.txt"), "mine").unwrap();
+    let out = Command::new(BIN)
+        .args(["new", "taken", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is not empty"), "{stderr}");
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        1,
+        "nothing was written"
+    );
+
+    let out = Command::new(BIN)
+        .args(["new", "Not_Valid"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a valid name"));
+    let _ = std::fs::remove_dir_all(dir);
+}
