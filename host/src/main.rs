@@ -84,6 +84,8 @@ enum BenchCommand {
     Flow(cli::bench_flow::FlowBench),
     /// Suspend -> signal -> resume latency against submit -> start latency.
     Signal(cli::bench_signal::SignalBench),
+    /// Per guest language: size, compile, first run from the artifact cache, per-task cost.
+    Languages(cli::bench_languages::LanguagesBench),
 }
 
 #[tokio::main]
@@ -130,6 +132,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Wasm(args)) => cli::bench_wasm::run(args).await?,
         Command::Bench(BenchCommand::Signal(args)) => cli::bench_signal::run(args).await?,
         Command::Bench(BenchCommand::Flow(args)) => cli::bench_flow::run(args).await?,
+        Command::Bench(BenchCommand::Languages(args)) => cli::bench_languages::run(args).await?,
     }
     Ok(())
 }

@@ -17,9 +17,9 @@ use flowfabric::backend::postgres::bench::ScratchDatabase;
 use flowfabric::engine::Engine;
 use flowfabric::model::{EventCursor, NewExecution, TenantId, DEFAULT_LANE};
 use flowfabric::runtime::{
-    AttemptType, CancelFlag, Child, GuestStreamMode, HostError, LogLevel, ResumeCondition,
-    RunResult, Runtime, RuntimeConfig, SandboxLimits, Signal, SuspendReply, TaskImports, TaskInfo,
-    TimeoutBehavior, UsageResult, Waitpoint,
+    AttemptType, CancelFlag, Child, GuestStreamMode, HostError, LogLevel, Prepared,
+    ResumeCondition, RunResult, Runtime, RuntimeConfig, SandboxLimits, Signal, SuspendReply,
+    TaskImports, TaskInfo, TimeoutBehavior, UsageResult, Waitpoint,
 };
 use flowfabric::worker::{WorkerConfig, WorkerPool};
 
@@ -82,35 +82,44 @@ pub async fn run(args: WasmBench) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn per_task_micros(runtime: &Runtime, wasm: &[u8], calls: usize) -> anyhow::Result<f64> {
+pub(super) async fn per_task_micros(
+    runtime: &Runtime,
+    wasm: &[u8],
+    calls: usize,
+) -> anyhow::Result<f64> {
     let digest = runtime.register(wasm).await?;
     let component = runtime
         .prepare(&digest, || async { Ok::<_, String>(wasm.to_vec()) })
         .await?;
-    let imports: Arc<dyn TaskImports> = Arc::new(NoImports);
-    let limits = SandboxLimits::default();
     let mut timed = Duration::ZERO;
     for i in 0..calls + 200 {
         let started = Instant::now();
-        let outcome = runtime
-            .run(
-                &component,
-                imports.clone(),
-                b"echo:x",
-                &limits,
-                CancelFlag::default(),
-            )
-            .await;
+        run_once(runtime, &component).await?;
         if i >= 200 {
             timed += started.elapsed();
         }
-        anyhow::ensure!(
-            matches!(outcome.result, RunResult::Completed(_)),
-            "run failed: {:?}",
-            outcome.result
-        );
     }
     Ok(timed.as_secs_f64() * 1e6 / calls as f64)
+}
+
+/// A fresh instance and one `run("echo:x")`, which must complete.
+pub(super) async fn run_once(runtime: &Runtime, component: &Prepared) -> anyhow::Result<()> {
+    let imports: Arc<dyn TaskImports> = Arc::new(NoImports);
+    let outcome = runtime
+        .run(
+            component,
+            imports,
+            b"echo:x",
+            &SandboxLimits::default(),
+            CancelFlag::default(),
+        )
+        .await;
+    anyhow::ensure!(
+        matches!(outcome.result, RunResult::Completed(_)),
+        "run failed: {:?}",
+        outcome.result
+    );
+    Ok(())
 }
 
 async fn end_to_end(args: &WasmBench, wasm: &[u8], with_wasm: bool) -> anyhow::Result<f64> {

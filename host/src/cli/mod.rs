@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bench_flow;
+pub mod bench_languages;
 pub mod bench_signal;
 pub mod bench_wasm;
 pub mod budgets;

@@ -1,0 +1,113 @@
+//! `flowfabric bench languages`: what a guest's language costs, with the Rust
+//! guest as the baseline measured in the same run.
+//!
+//! For the conformance guest of each language (Rust testkit, JS and Python from
+//! `scripts/build-guests.sh`): its size; the compile an upload pays once
+//! (`Component::new`); the first run on a host that finds the precompiled
+//! artifact on disk (deserialize, link, instantiate, call); and the per-task
+//! cost of a fresh instance plus one `run` after that.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use flowfabric::runtime::{Runtime, RuntimeConfig};
+
+use super::bench_wasm::{per_task_micros, run_once};
+
+#[derive(clap::Args)]
+pub struct LanguagesBench {
+    /// Where the Rust guests are (`testkit.wasm`).
+    #[arg(long, default_value = "guests/target/wasm32-wasip2/release")]
+    guests: PathBuf,
+    /// Where the JS and Python guests are (`js.wasm`, `python.wasm`).
+    #[arg(long, default_value = "guests/target/polyglot")]
+    polyglot: PathBuf,
+    /// Instantiate+call iterations per language.
+    #[arg(long, default_value_t = 1_000)]
+    calls: usize,
+}
+
+struct Figures {
+    bytes: usize,
+    compile_ms: f64,
+    first_run_ms: f64,
+    per_task_us: f64,
+}
+
+pub async fn run(args: LanguagesBench) -> anyhow::Result<()> {
+    let guests = [
+        ("rust", args.guests.join("testkit.wasm")),
+        ("js", args.polyglot.join("js.wasm")),
+        ("python", args.polyglot.join("python.wasm")),
+    ];
+    println!(
+        "per language: size, compile on upload, first run from the artifact cache, per task ({} calls)",
+        args.calls
+    );
+    println!(
+        "  {:<7} {:>11} {:>11} {:>13} {:>12}   (ratios to rust)",
+        "", "bytes", "compile ms", "first run ms", "µs/task"
+    );
+    let mut baseline: Option<Figures> = None;
+    for (lang, path) in guests {
+        let f = measure(&path, args.calls)
+            .await
+            .with_context(|| format!("{lang} ({})", path.display()))?;
+        let ratio = |ours: f64, base: fn(&Figures) -> f64| {
+            baseline
+                .as_ref()
+                .map_or(String::new(), |b| format!("×{:.0}", ours / base(b)))
+        };
+        println!(
+            "  {lang:<7} {:>11} {:>11.0} {:>13.1} {:>12.1}   {} {} {} {}",
+            f.bytes,
+            f.compile_ms,
+            f.first_run_ms,
+            f.per_task_us,
+            ratio(f.bytes as f64, |b| b.bytes as f64),
+            ratio(f.compile_ms, |b| b.compile_ms),
+            ratio(f.first_run_ms, |b| b.first_run_ms),
+            ratio(f.per_task_us, |b| b.per_task_us),
+        );
+        baseline.get_or_insert(f);
+    }
+    Ok(())
+}
+
+async fn measure(path: &Path, calls: usize) -> anyhow::Result<Figures> {
+    let wasm =
+        std::fs::read(path).context("reading the component (scripts/build-guests.sh builds it)")?;
+    let cache =
+        std::env::temp_dir().join(format!("ff-bench-lang-{}", uuid::Uuid::now_v7().simple()));
+    let config = RuntimeConfig {
+        cache_dir: Some(cache.clone()),
+        ..RuntimeConfig::default()
+    };
+
+    let uploader = Runtime::new(config.clone())?;
+    let started = Instant::now();
+    let digest = uploader.register(&wasm).await?;
+    let compile_ms = started.elapsed().as_secs_f64() * 1e3;
+    drop(uploader);
+
+    // Another host process: nothing in memory, the artifact on disk.
+    let worker = Runtime::new(config)?;
+    let started = Instant::now();
+    let component = worker
+        .prepare(&digest, || async {
+            Err::<Vec<u8>, _>("the artifact cache missed")
+        })
+        .await?;
+    run_once(&worker, &component).await?;
+    let first_run_ms = started.elapsed().as_secs_f64() * 1e3;
+
+    let per_task_us = per_task_micros(&worker, &wasm, calls).await?;
+    let _ = std::fs::remove_dir_all(cache);
+    Ok(Figures {
+        bytes: wasm.len(),
+        compile_ms,
+        first_run_ms,
+        per_task_us,
+    })
+}
