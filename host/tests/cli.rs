@@ -387,6 +387,7 @@ fn every_command_parses_without_panicking() {
         &["bench", "signal"],
         &["bench", "flow"],
         &["new", "Bad_Name", "--lang", "python"],
+        &["bench", "languages", "--guests", "/nonexistent"],
     ];
     // All at once: the database commands each wait out a connect timeout.
     let running: Vec<_> = commands
