@@ -205,7 +205,8 @@ const JS_PACKAGE: &str = r#"{
     "build": "node build.mjs task.js NAME.wasm"
   },
   "devDependencies": {
-    "@bytecodealliance/componentize-js": "0.23.0"
+    "@bytecodealliance/componentize-js": "0.23.0",
+    "@bytecodealliance/preview2-shim": "0.25.0"
   }
 }
 "#;
