@@ -20,7 +20,7 @@ use flowfabric::model::{EventCursor, TenantId};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
-pub use postgres::server_url;
+pub use postgres::{server_url, Cluster};
 
 const TEMPLATE: &str = "flowfabric_template";
 
@@ -43,7 +43,12 @@ impl TestDb {
     }
 
     pub async fn with_limits(limits: Limits) -> Self {
-        let server = server_url();
+        Self::on_server(&server_url(), limits).await
+    }
+
+    /// A database on `server` (`postgres://user@host:port`), which must have
+    /// the test template (the shared server, or a [`Cluster`]).
+    pub async fn on_server(server: &str, limits: Limits) -> Self {
         let name = format!("t_{}", uuid::Uuid::new_v4().simple());
         let admin = PgPoolOptions::new()
             .max_connections(1)

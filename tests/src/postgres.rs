@@ -32,36 +32,105 @@ pub fn server_url() -> String {
 }
 
 fn start_throwaway_cluster() -> String {
-    let dir = tempdir();
-    let as_root = is_root();
-    if as_root {
-        run(Command::new("chown").args(["postgres:postgres"]).arg(&dir));
+    // Lives as long as the test process: the watchdog, not `Drop`, stops and
+    // deletes it once the process has exited.
+    let cluster = std::mem::ManuallyDrop::new(Cluster::init());
+    cluster.start();
+    spawn_watchdog(&cluster.dir, &cluster.data, cluster.as_root);
+    cluster.url()
+}
+
+/// A Postgres cluster of one's own, for tests that stop or restart the server
+/// (the shared one serves every other test of the process). Stopped and
+/// deleted on drop.
+pub struct Cluster {
+    dir: PathBuf,
+    data: PathBuf,
+    port: u16,
+    as_root: bool,
+}
+
+impl Cluster {
+    /// A running cluster with the test template prepared, like the shared one.
+    pub async fn start_private() -> Self {
+        let cluster = Self::init();
+        cluster.start();
+        super::prepare_template(&cluster.url()).await;
+        cluster
     }
-    let data = dir.join("data");
-    run(pg(as_root, "initdb").arg("-D").arg(&data).args([
-        "-U",
-        "postgres",
-        "-A",
-        "trust",
-        "-E",
-        "UTF8",
-        "--locale=C",
-        "--no-sync",
-    ]));
-    let port = free_port();
-    let opts = format!(
-        "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c synchronous_commit=off \
-         -c full_page_writes=off -c max_connections=400",
-        dir.display()
-    );
-    run(pg(as_root, "pg_ctl")
-        .arg("-D")
-        .arg(&data)
-        .arg("-l")
-        .arg(dir.join("server.log"))
-        .args(["-w", "-t", "30", "-o", &opts, "start"]));
-    spawn_watchdog(&dir, &data, as_root);
-    format!("postgres://postgres@127.0.0.1:{port}")
+
+    fn init() -> Self {
+        let dir = tempdir();
+        let as_root = is_root();
+        if as_root {
+            run(Command::new("chown").args(["postgres:postgres"]).arg(&dir));
+        }
+        let data = dir.join("data");
+        run(pg(as_root, "initdb").arg("-D").arg(&data).args([
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        ]));
+        Self {
+            dir,
+            data,
+            port: free_port(),
+            as_root,
+        }
+    }
+
+    /// `postgres://user@host:port`, without a database name.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}", self.port)
+    }
+
+    fn start(&self) {
+        let opts = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c synchronous_commit=off \
+             -c full_page_writes=off -c max_connections=400",
+            self.port,
+            self.dir.display()
+        );
+        run(pg(self.as_root, "pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(self.dir.join("server.log"))
+            .args(["-w", "-t", "30", "-o", &opts, "start"]));
+    }
+
+    /// Stop the server at once (every connection drops, as in a crash), then
+    /// start it again on the same port after `down`.
+    pub async fn restart(&self, down: std::time::Duration) {
+        self.stop();
+        tokio::time::sleep(down).await;
+        self.start();
+    }
+
+    fn stop(&self) {
+        run(pg(self.as_root, "pg_ctl").arg("-D").arg(&self.data).args([
+            "-m",
+            "immediate",
+            "-w",
+            "stop",
+        ]));
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = pg(self.as_root, "pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "-w", "stop"])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 fn pg(as_root: bool, tool: &str) -> Command {
