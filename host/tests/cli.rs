@@ -36,18 +36,7 @@ async fn worker_process_runs_executions_and_drains_on_sigterm() {
         .await
         .unwrap()
         .execution_id;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let done = loop {
-        let ex = db.engine.get(tenant, id).await.unwrap();
-        if ex.state.is_terminal() {
-            break ex;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the worker process never ran it"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let done = db.wait_terminal(tenant, id, Duration::from_secs(30)).await;
     assert_eq!(done.state, PublicState::Completed);
     assert_eq!(done.result.as_deref(), Some(&b"from a process"[..]));
 

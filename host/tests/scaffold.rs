@@ -82,15 +82,7 @@ async fn new_projects_build_upload_and_run_in_every_language() {
             .await
             .unwrap()
             .execution_id;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        let done = loop {
-            let ex = db.engine.get(tenant, id).await.unwrap();
-            if ex.state.is_terminal() {
-                break ex;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "{lang}: never ran");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let done = db.wait_terminal(tenant, id, Duration::from_secs(60)).await;
         assert_eq!(
             done.state,
             PublicState::Completed,

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use flowfabric::backend::postgres::PgBackend;
 use flowfabric::backend::Backend;
 use flowfabric::engine::{Engine, Limits, Subscription};
-use flowfabric::model::{EventCursor, TenantId};
+use flowfabric::model::{EventCursor, Execution, ExecutionId, TenantId};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
@@ -71,6 +71,28 @@ impl TestDb {
             url,
             pool,
             engine: Engine::new(backend, limits),
+        }
+    }
+
+    /// Poll until `id` is terminal; fails the test after `limit`.
+    pub async fn wait_terminal(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        limit: std::time::Duration,
+    ) -> Execution {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let ex = self.engine.get(tenant, id).await.expect("get");
+            if ex.state.is_terminal() {
+                return ex;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "execution {id} stuck in {}",
+                ex.state
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
 

@@ -6,7 +6,7 @@
 //! The JS and Python components are built by `scripts/build-guests.sh`, which
 //! the README's test command runs first.
 
-use flowfabric::model::{FailureClass, NewSignal, PublicState};
+use flowfabric::model::{Execution, ExecutionId, FailureClass, NewSignal, PublicState};
 
 use crate::{config, text, Env};
 
@@ -47,12 +47,20 @@ async fn polyglot_env() -> Env {
     env
 }
 
+/// Wait for `id` to end, which must be completed.
+async fn completed(env: &Env, lang: &str, id: ExecutionId) -> Execution {
+    let done = env.wait_terminal(id).await;
+    assert_eq!(
+        done.state,
+        PublicState::Completed,
+        "{lang}: {:?}",
+        done.last_failure
+    );
+    done
+}
+
 /// Submit `input` to every language's guest; returns (language, execution) pairs.
-async fn submit_all(
-    env: &Env,
-    input: &str,
-    retries: u32,
-) -> Vec<(&'static str, flowfabric::model::ExecutionId)> {
+async fn submit_all(env: &Env, input: &str, retries: u32) -> Vec<(&'static str, ExecutionId)> {
     let mut ids = Vec::new();
     for (lang, kind) in LANGUAGES {
         ids.push((lang, env.submit(kind, input, retries).await));
@@ -65,13 +73,7 @@ async fn every_language_echoes_its_input() {
     let env = polyglot_env().await;
     let pool = env.pool(config(3));
     for (lang, id) in submit_all(&env, "echo:héllo, wörld", 0).await {
-        let done = env.wait_terminal(id).await;
-        assert_eq!(
-            done.state,
-            PublicState::Completed,
-            "{lang}: {:?}",
-            done.last_failure
-        );
+        let done = completed(&env, lang, id).await;
         assert_eq!(text(&done.result), "héllo, wörld", "{lang}");
     }
     pool.shutdown().await;
@@ -82,13 +84,7 @@ async fn every_language_reports_progress_and_appends_dense_frames() {
     let env = polyglot_env().await;
     let pool = env.pool(config(3));
     for (lang, id) in submit_all(&env, "frames:4", 0).await {
-        let done = env.wait_terminal(id).await;
-        assert_eq!(
-            done.state,
-            PublicState::Completed,
-            "{lang}: {:?}",
-            done.last_failure
-        );
+        let done = completed(&env, lang, id).await;
         assert_eq!(text(&done.result), "frames=4", "{lang}");
         assert_eq!(done.progress_percent, Some(100), "{lang}");
         let frames = env
@@ -124,13 +120,7 @@ async fn every_language_fails_with_the_class_it_chose() {
     }
     // Transient: retried, and the retry sees its attempt number.
     for (lang, id) in submit_all(&env, "fail-until:2", 1).await {
-        let done = env.wait_terminal(id).await;
-        assert_eq!(
-            done.state,
-            PublicState::Completed,
-            "{lang}: {:?}",
-            done.last_failure
-        );
+        let done = completed(&env, lang, id).await;
         assert_eq!(done.retry_count, 1, "{lang}");
         assert_eq!(text(&done.result), "ok on attempt 2", "{lang}");
     }
@@ -170,13 +160,7 @@ async fn every_language_suspends_and_is_resumed_by_a_signal() {
         env.db.engine.deliver_signal(token, signal).await.unwrap();
     }
     for (lang, id) in ids {
-        let done = env.wait_terminal(id).await;
-        assert_eq!(
-            done.state,
-            PublicState::Completed,
-            "{lang}: {:?}",
-            done.last_failure
-        );
+        let done = completed(&env, lang, id).await;
         assert_eq!(done.attempt_index, 1, "{lang}: resumed on the same attempt");
         assert_eq!(
             text(&done.result),

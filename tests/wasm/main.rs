@@ -61,19 +61,7 @@ impl Env {
     }
 
     pub async fn wait_terminal_within(&self, id: ExecutionId, limit: Duration) -> Execution {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let ex = self.db.engine.get(self.tenant, id).await.expect("get");
-            if ex.state.is_terminal() {
-                return ex;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "execution {id} stuck in {}",
-                ex.state
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.db.wait_terminal(self.tenant, id, limit).await
     }
 
     pub async fn wait_state(&self, id: ExecutionId, state: PublicState) {

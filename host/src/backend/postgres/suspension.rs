@@ -286,8 +286,7 @@ pub(super) async fn deliver_signal(
     waitpoint_id: Uuid,
     new: &NewSignal,
 ) -> Result<SignalOutcome> {
-    let op = "deliver signal";
-    transaction(pool, op, async |tx| {
+    transaction(pool, "deliver signal", async |tx| {
         deliver_in(tx, tenant, id, waitpoint_id, new).await
     })
     .await
