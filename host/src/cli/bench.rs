@@ -3,8 +3,9 @@
 //!
 //! Each round runs in a scratch database: create N executions in batches of
 //! `batch` (one statement per batch), then `workers` concurrent loops claim up to
-//! `batch` at a time and complete each. Figures are executions per second through
-//! the whole lifecycle; the ratio is what to compare across machines.
+//! `batch` at a time and complete each. Every combination of the given worker
+//! counts and batch sizes is one row pair. Figures are executions per second
+//! through the whole lifecycle; the ratio is what to compare across machines.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,8 +24,9 @@ pub struct EngineBench {
     database_url: String,
     #[arg(long, default_value_t = 5_000)]
     executions: usize,
-    #[arg(long, default_value_t = 4)]
-    workers: usize,
+    /// Concurrent claim/complete loops to measure.
+    #[arg(long, value_delimiter = ',', default_value = "4")]
+    workers: Vec<usize>,
     /// Claim and create batch sizes to measure.
     #[arg(long, value_delimiter = ',', default_value = "1,100")]
     batch: Vec<u32>,
@@ -35,6 +37,7 @@ pub struct EngineBench {
 
 #[derive(serde::Serialize)]
 struct Row {
+    workers: usize,
     batch: u32,
     path: &'static str,
     create_per_s: f64,
@@ -43,21 +46,25 @@ struct Row {
 }
 
 pub async fn run(args: EngineBench) -> anyhow::Result<()> {
+    anyhow::ensure!(args.batch.iter().all(|&b| b >= 1), "batch sizes start at 1");
+    anyhow::ensure!(
+        args.workers.iter().all(|&w| w >= 1),
+        "worker counts start at 1"
+    );
     let mut rows = Vec::new();
-    for &batch in &args.batch {
-        anyhow::ensure!(batch >= 1, "batch sizes start at 1");
-        let raw = round(&args, batch, Path::Raw).await?;
-        let engine = round(&args, batch, Path::Engine).await?;
-        rows.push(raw);
-        rows.push(engine);
+    for &workers in &args.workers {
+        for &batch in &args.batch {
+            rows.push(round(&args, workers, batch, Path::Raw).await?);
+            rows.push(round(&args, workers, batch, Path::Engine).await?);
+        }
     }
     println!(
-        "{} executions, {} workers; executions/s (higher is better)",
-        args.executions, args.workers
+        "{} executions; executions/s (higher is better)",
+        args.executions
     );
     println!(
-        "{:>5}  {:<8} {:>10} {:>15} {:>10} {:>14}",
-        "batch", "path", "create", "claim+complete", "e2e", "engine/raw"
+        "{:>7} {:>5}  {:<8} {:>10} {:>15} {:>10} {:>14}",
+        "workers", "batch", "path", "create", "claim+complete", "e2e", "engine/raw"
     );
     for pair in rows.chunks(2) {
         let ratio = pair[1].e2e_per_s / pair[0].e2e_per_s;
@@ -68,8 +75,8 @@ pub async fn run(args: EngineBench) -> anyhow::Result<()> {
                 String::new()
             };
             println!(
-                "{:>5}  {:<8} {:>10.0} {:>15.0} {:>10.0} {:>14}",
-                r.batch, r.path, r.create_per_s, r.process_per_s, r.e2e_per_s, shown
+                "{:>7} {:>5}  {:<8} {:>10.0} {:>15.0} {:>10.0} {:>14}",
+                r.workers, r.batch, r.path, r.create_per_s, r.process_per_s, r.e2e_per_s, shown
             );
         }
     }
@@ -86,11 +93,11 @@ enum Path {
     Engine,
 }
 
-async fn round(args: &EngineBench, batch: u32, path: Path) -> anyhow::Result<Row> {
+async fn round(args: &EngineBench, workers: usize, batch: u32, path: Path) -> anyhow::Result<Row> {
     let scratch = ScratchDatabase::create(&args.database_url)
         .await
         .context("creating a scratch database")?;
-    let pool_size = u32::try_from(args.workers + 2)?;
+    let pool_size = u32::try_from(workers + 2)?;
     let backend = PgBackend::connect(&scratch.url, pool_size).await?;
     backend.migrate().await?;
     let payloads: Vec<Vec<u8>> = (0..args.executions)
@@ -106,7 +113,7 @@ async fn round(args: &EngineBench, batch: u32, path: Path) -> anyhow::Result<Row
             }
             let create = started.elapsed();
             let started = Instant::now();
-            drain(args.workers, args.executions, {
+            drain(workers, args.executions, {
                 let queue = queue.clone();
                 move || {
                     let queue = queue.clone();
@@ -140,13 +147,14 @@ async fn round(args: &EngineBench, batch: u32, path: Path) -> anyhow::Result<Row
             }
             let create = started.elapsed();
             let started = Instant::now();
-            drain_engine(&engine, args.workers, args.executions, batch).await?;
+            drain_engine(&engine, workers, args.executions, batch).await?;
             (create, started.elapsed())
         }
     };
     scratch.drop().await?;
     let n = args.executions as f64;
     Ok(Row {
+        workers,
         batch,
         path: match path {
             Path::Raw => "raw-sql",
