@@ -9,6 +9,7 @@
 //! seeing each other's rows.
 
 mod postgres;
+mod proxy;
 pub mod server;
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
 pub use postgres::{server_url, Cluster};
+pub use proxy::Proxy;
 
 const TEMPLATE: &str = "flowfabric_template";
 
