@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use flowfabric::model::{NewExecution, PublicState};
-use flowfabric_tests::{guest, runtime, TestDb};
+use flowfabric_tests::{guest, runtime, ServedProcess, TestDb};
 
 const BIN: &str = env!("CARGO_BIN_EXE_flowfabric");
 
@@ -79,43 +79,20 @@ const ADMIN: &str = "cli-test-admin";
 
 impl Served {
     async fn start() -> Self {
-        use tokio::io::AsyncBufReadExt;
         let db = TestDb::new().await;
         let dir = std::env::temp_dir().join(format!("ff-cli-{}", uuid::Uuid::now_v7().simple()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut process = tokio::process::Command::new(BIN)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--slots",
-                "2",
-                "--cache-dir",
-            ])
-            .arg(dir.join("cache"))
-            .env("DATABASE_URL", &db.url)
-            .env("FLOWFABRIC_ADMIN_TOKEN", ADMIN)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start the server");
-        let mut lines = tokio::io::BufReader::new(process.stderr.take().unwrap()).lines();
-        let url = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                if let Some(rest) = line.strip_prefix("serving on ") {
-                    return rest.split_whitespace().next().unwrap().to_owned();
-                }
-            }
-            panic!("the server exited before serving");
-        })
-        .await
-        .expect("the server starts within 60 s");
-        // Keep draining stderr so the server never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let cache = dir.join("cache");
+        let served = ServedProcess::start(
+            BIN,
+            &db.url,
+            ADMIN,
+            &["--slots", "2", "--cache-dir", cache.to_str().unwrap()],
+        )
+        .await;
         Self {
-            process,
-            url,
+            process: served.process,
+            url: served.url,
             _db: db,
             dir,
         }

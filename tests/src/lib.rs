@@ -10,6 +10,7 @@
 
 mod postgres;
 mod proxy;
+mod served;
 pub mod server;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use sqlx::PgPool;
 
 pub use postgres::{server_url, Cluster};
 pub use proxy::Proxy;
+pub use served::ServedProcess;
 
 const TEMPLATE: &str = "flowfabric_template";
 

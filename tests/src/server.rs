@@ -18,7 +18,8 @@ pub struct TestServer {
     pub db: TestDb,
     pub base: String,
     pub http: reqwest::Client,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// The in-process server, unless this is a client of one elsewhere.
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     pool: Option<WorkerPool>,
 }
 
@@ -50,7 +51,19 @@ impl TestServer {
             db,
             base,
             http: reqwest::Client::new(),
-            server,
+            server: Some(server),
+            pool: None,
+        }
+    }
+
+    /// A client of a server running elsewhere (a `flowfabric serve` process)
+    /// at `base`, over `db`, with [`ADMIN_TOKEN`] as its admin token.
+    pub fn attach(db: TestDb, base: String) -> Self {
+        Self {
+            db,
+            base,
+            http: reqwest::Client::new(),
+            server: None,
             pool: None,
         }
     }
@@ -192,7 +205,9 @@ pub async fn response_parts(response: reqwest::Response) -> (u16, Value) {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        self.server.abort();
+        if let Some(server) = &self.server {
+            server.abort();
+        }
     }
 }
 

@@ -79,13 +79,17 @@ pub struct PgBackend {
 
 impl PgBackend {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
-        let options: PgConnectOptions = url
+        let mut options: PgConnectOptions = url
             .parse()
             .map_err(|e: sqlx::Error| EngineError::invalid("database url", e.to_string()))?;
+        // Named in `pg_stat_activity`, unless the URL already names it.
+        if options.get_application_name().is_none() {
+            options = options.application_name("flowfabric");
+        }
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options.application_name("flowfabric"))
+            .connect_with(options)
             .await
             .map_err(EngineError::storage("connect"))?;
         Ok(Self::from_pool(pool))
