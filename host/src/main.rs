@@ -86,6 +86,10 @@ enum BenchCommand {
     Signal(cli::bench_signal::SignalBench),
     /// Per guest language: size, compile, first run from the artifact cache, per-task cost.
     Languages(cli::bench_languages::LanguagesBench),
+    /// Claim latency with a short queue against a long one (1k vs 1M queued).
+    Depth(cli::bench_depth::DepthBench),
+    /// Submit -> start latency at fixed offered loads, against raw SQL.
+    Latency(cli::bench_latency::LatencyBench),
 }
 
 #[tokio::main]
@@ -133,6 +137,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Signal(args)) => cli::bench_signal::run(args).await?,
         Command::Bench(BenchCommand::Flow(args)) => cli::bench_flow::run(args).await?,
         Command::Bench(BenchCommand::Languages(args)) => cli::bench_languages::run(args).await?,
+        Command::Bench(BenchCommand::Depth(args)) => cli::bench_depth::run(args).await?,
+        Command::Bench(BenchCommand::Latency(args)) => cli::bench_latency::run(args).await?,
     }
     Ok(())
 }

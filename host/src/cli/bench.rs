@@ -174,14 +174,7 @@ pub(super) async fn drain_engine(
     total: usize,
     batch: u32,
 ) -> anyhow::Result<()> {
-    let request = ClaimRequest {
-        worker_id: "bench".into(),
-        worker_instance: "bench-1".into(),
-        lanes: vec![DEFAULT_LANE.into()],
-        capabilities: vec![],
-        limit: batch,
-        lease_ttl: Duration::from_secs(60),
-    };
+    let request = claim_request(batch);
     let engine = engine.clone();
     drain(workers, total, move || {
         let engine = engine.clone();
@@ -195,6 +188,49 @@ pub(super) async fn drain_engine(
         }
     })
     .await
+}
+
+/// A small pool of its own on `url`, for a bench's own reads and baselines,
+/// so they never queue behind the engine's connections.
+pub(super) async fn side_pool(url: &str) -> anyhow::Result<sqlx::PgPool> {
+    Ok(PgBackend::connect(url, 2).await?.pool().clone())
+}
+
+/// A claim of up to `limit` executions from the default lane, as one bench
+/// worker makes it.
+pub(super) fn claim_request(limit: u32) -> ClaimRequest {
+    ClaimRequest {
+        worker_id: "bench".into(),
+        worker_instance: "bench-1".into(),
+        lanes: vec![DEFAULT_LANE.into()],
+        capabilities: vec![],
+        limit,
+        lease_ttl: Duration::from_secs(60),
+    }
+}
+
+/// Latency percentiles of a set of samples, in milliseconds.
+#[derive(Clone, Copy, serde::Serialize)]
+pub(super) struct Percentiles {
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+}
+
+impl Percentiles {
+    pub(super) fn of(mut samples: Vec<Duration>) -> Self {
+        assert!(!samples.is_empty(), "percentiles of no samples");
+        samples.sort();
+        let at = |q: f64| {
+            let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
+            samples[i].as_secs_f64() * 1e3
+        };
+        Self {
+            p50_ms: at(0.50),
+            p95_ms: at(0.95),
+            p99_ms: at(0.99),
+        }
+    }
 }
 
 /// Run `workers` loops of `step` until `total` items were processed.

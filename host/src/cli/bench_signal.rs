@@ -14,10 +14,11 @@ use anyhow::Context;
 use flowfabric::backend::postgres::bench::ScratchDatabase;
 use flowfabric::engine::{Engine, Limits};
 use flowfabric::model::{
-    ClaimRequest, ClaimedExecution, NewExecution, NewSignal, ResumeCondition, SuspendOutcome,
-    TenantId, TimeoutBehavior, DEFAULT_LANE,
+    ClaimedExecution, NewExecution, NewSignal, ResumeCondition, SuspendOutcome, TenantId,
+    TimeoutBehavior,
 };
 
+use super::bench::{claim_request, Percentiles};
 use super::connect_with;
 
 #[derive(clap::Args)]
@@ -36,9 +37,8 @@ pub struct SignalBench {
 #[derive(serde::Serialize)]
 struct Summary {
     path: &'static str,
-    p50_ms: f64,
-    p95_ms: f64,
-    p99_ms: f64,
+    #[serde(flatten)]
+    latency: Percentiles,
 }
 
 pub async fn run(args: SignalBench) -> anyhow::Result<()> {
@@ -58,12 +58,12 @@ pub async fn run(args: SignalBench) -> anyhow::Result<()> {
     for r in &rows {
         println!(
             "{:<18} {:>8.2} {:>8.2} {:>8.2}",
-            r.path, r.p50_ms, r.p95_ms, r.p99_ms
+            r.path, r.latency.p50_ms, r.latency.p95_ms, r.latency.p99_ms
         );
     }
     println!(
         "signal -> resume / submit -> start at p50: {:.2}",
-        rows[1].p50_ms / rows[0].p50_ms
+        rows[1].latency.p50_ms / rows[0].latency.p50_ms
     );
     if let Some(path) = args.json_out {
         std::fs::write(&path, serde_json::to_string_pretty(&rows)?)
@@ -72,17 +72,10 @@ pub async fn run(args: SignalBench) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn summary(path: &'static str, mut samples: Vec<Duration>) -> Summary {
-    samples.sort();
-    let at = |q: f64| {
-        let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
-        samples[i].as_secs_f64() * 1e3
-    };
+fn summary(path: &'static str, samples: Vec<Duration>) -> Summary {
     Summary {
         path,
-        p50_ms: at(0.50),
-        p95_ms: at(0.95),
-        p99_ms: at(0.99),
+        latency: Percentiles::of(samples),
     }
 }
 
@@ -144,14 +137,7 @@ async fn claim_when_woken(
     engine: &Engine,
     wake: &mut tokio::sync::watch::Receiver<u64>,
 ) -> anyhow::Result<ClaimedExecution> {
-    let request = ClaimRequest {
-        worker_id: "bench".into(),
-        worker_instance: "bench-1".into(),
-        lanes: vec![DEFAULT_LANE.into()],
-        capabilities: Vec::new(),
-        limit: 1,
-        lease_ttl: Duration::from_secs(30),
-    };
+    let request = claim_request(1);
     loop {
         let _ = tokio::time::timeout(Duration::from_secs(1), wake.changed()).await;
         if let Some(claimed) = engine.claim(&request).await?.pop() {

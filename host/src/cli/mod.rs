@@ -1,8 +1,10 @@
 //! Subcommands of the `flowfabric` binary.
 
 pub mod bench;
+pub mod bench_depth;
 pub mod bench_flow;
 pub mod bench_languages;
+pub mod bench_latency;
 pub mod bench_signal;
 pub mod bench_wasm;
 pub mod budgets;

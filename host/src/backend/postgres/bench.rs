@@ -4,9 +4,13 @@
 //! a bulk `INSERT … unnest`, a `FOR UPDATE SKIP LOCKED` claim of `n` rows by
 //! priority and age, and a guarded `UPDATE` to finish each one — no tenants,
 //! attempts, fencing, outbox or NOTIFY. The engine's throughput divided by the
-//! baseline's is the price of everything the engine adds.
+//! baseline's is the price of everything the engine adds. For latency it can
+//! also wake a listener with NOTIFY on insert, the floor of the engine's
+//! wake-up path.
 
-use sqlx::postgres::PgPoolOptions;
+use std::time::Duration;
+
+use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -83,6 +87,41 @@ mod url_like {
     }
 }
 
+/// Refresh the planner's statistics after a bulk fill, as autovacuum would in
+/// time, so a benchmark measures the plans a settled installation gets.
+pub async fn analyze(pool: &PgPool) -> Result<()> {
+    sqlx::query("ANALYZE")
+        .execute(pool)
+        .await
+        .map_err(EngineError::storage("analyze"))?;
+    Ok(())
+}
+
+/// Submit → start of every execution that has started: its first attempt's
+/// start against its creation, both by the server's clock.
+pub async fn start_latencies(pool: &PgPool) -> Result<Vec<Duration>> {
+    Ok(seconds_to_durations(
+        sqlx::query_scalar(
+            "SELECT extract(epoch FROM min(a.started_at) - e.created_at)::float8 \
+             FROM executions e JOIN attempts a USING (tenant_id, execution_id) \
+             GROUP BY e.tenant_id, e.execution_id, e.created_at",
+        )
+        .fetch_all(pool)
+        .await
+        .map_err(EngineError::storage("start latencies"))?,
+    ))
+}
+
+fn seconds_to_durations(seconds: Vec<f64>) -> Vec<Duration> {
+    // `now()` is a transaction's start, so a start can never precede a creation.
+    seconds
+        .into_iter()
+        .map(|s| Duration::from_secs_f64(s.max(0.0)))
+        .collect()
+}
+
+const RAW_CHANNEL: &str = "flowfabric_bench_raw";
+
 pub struct RawQueue {
     pool: PgPool,
 }
@@ -92,7 +131,7 @@ impl RawQueue {
         for stmt in [
             "CREATE TABLE IF NOT EXISTS raw_jobs (id uuid PRIMARY KEY, payload bytea NOT NULL, \
              priority int NOT NULL DEFAULT 0, state text NOT NULL DEFAULT 'ready', \
-             created_at timestamptz NOT NULL DEFAULT now(), result bytea)",
+             created_at timestamptz NOT NULL DEFAULT now(), claimed_at timestamptz, result bytea)",
             "CREATE INDEX IF NOT EXISTS raw_jobs_ready ON raw_jobs (priority DESC, created_at) \
              WHERE state = 'ready'",
         ] {
@@ -117,9 +156,49 @@ impl RawQueue {
         Ok(())
     }
 
+    /// Insert one job and wake listeners, in one statement.
+    pub async fn insert_and_notify(&self, payload: &[u8]) -> Result<()> {
+        sqlx::query(
+            "WITH job AS (INSERT INTO raw_jobs (id, payload) VALUES ($1, $2) RETURNING id) \
+             SELECT pg_notify($3, '') FROM job",
+        )
+        .bind(Uuid::now_v7())
+        .bind(payload)
+        .bind(RAW_CHANNEL)
+        .execute(&self.pool)
+        .await
+        .map_err(EngineError::storage("baseline insert"))?;
+        Ok(())
+    }
+
+    /// A connection listening for [`RawQueue::insert_and_notify`].
+    pub async fn listen(&self) -> Result<PgListener> {
+        let mut listener = PgListener::connect_with(&self.pool)
+            .await
+            .map_err(EngineError::storage("baseline listen"))?;
+        listener
+            .listen(RAW_CHANNEL)
+            .await
+            .map_err(EngineError::storage("baseline listen"))?;
+        Ok(listener)
+    }
+
+    /// Insert → claim of every claimed job, by the server's clock.
+    pub async fn start_latencies(&self) -> Result<Vec<Duration>> {
+        Ok(seconds_to_durations(
+            sqlx::query_scalar(
+                "SELECT extract(epoch FROM claimed_at - created_at)::float8 FROM raw_jobs \
+                 WHERE claimed_at IS NOT NULL",
+            )
+            .fetch_all(&self.pool)
+            .await
+            .map_err(EngineError::storage("baseline latencies"))?,
+        ))
+    }
+
     pub async fn claim(&self, limit: u32) -> Result<Vec<Uuid>> {
         sqlx::query_scalar(
-            "UPDATE raw_jobs SET state = 'running' WHERE id IN (\
+            "UPDATE raw_jobs SET state = 'running', claimed_at = now() WHERE id IN (\
                 SELECT id FROM raw_jobs WHERE state = 'ready' \
                 ORDER BY priority DESC, created_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
              RETURNING id",
