@@ -172,3 +172,15 @@ async fn claim_stays_on_its_index_with_a_large_backlog() {
         }
     }
 }
+
+/// The claim's cost estimates are far above its real work, enough to trigger
+/// JIT compilation (about two seconds a claim); engine connections turn it off.
+#[tokio::test]
+async fn engine_connections_never_jit_compile() {
+    let db = flowfabric_tests::TestDb::new().await;
+    let jit: String = sqlx::query_scalar("SELECT current_setting('jit')")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(jit, "off");
+}

@@ -67,7 +67,7 @@ impl TestDb {
         let url = format!("{server}/{name}");
         let pool = PgPoolOptions::new()
             .max_connections(16)
-            .connect(&url)
+            .connect_with(PgBackend::connect_options(&url).expect("test database url"))
             .await
             .expect("connect to test database");
         let backend: Arc<dyn Backend> = Arc::new(PgBackend::from_pool(pool.clone()));

@@ -79,6 +79,24 @@ pub struct PgBackend {
 
 impl PgBackend {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(Self::connect_options(url)?)
+            .await
+            .map_err(EngineError::storage("connect"))?;
+        Ok(Self::from_pool(pool))
+    }
+
+    /// How the engine connects to `url`; for callers that build their own pool
+    /// for [`PgBackend::from_pool`].
+    ///
+    /// JIT compilation is off. Its thresholds are planner costs, and the claim's
+    /// estimates run high whatever its real work (a `LIMIT` taken from a lateral
+    /// row is estimated at a tenth of the backlog), so with JIT on every claim
+    /// spent about two seconds compiling LLVM code for a query that runs in a
+    /// fraction of a millisecond. No statement here is long enough to win it back.
+    pub fn connect_options(url: &str) -> Result<PgConnectOptions> {
         let mut options: PgConnectOptions = url
             .parse()
             .map_err(|e: sqlx::Error| EngineError::invalid("database url", e.to_string()))?;
@@ -86,13 +104,7 @@ impl PgBackend {
         if options.get_application_name().is_none() {
             options = options.application_name("flowfabric");
         }
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
-            .await
-            .map_err(EngineError::storage("connect"))?;
-        Ok(Self::from_pool(pool))
+        Ok(options.options([("jit", "off")]))
     }
 
     pub fn from_pool(pool: PgPool) -> Self {
