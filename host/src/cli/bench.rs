@@ -80,10 +80,7 @@ pub async fn run(args: EngineBench) -> anyhow::Result<()> {
             );
         }
     }
-    if let Some(path) = &args.json_out {
-        std::fs::write(path, serde_json::to_vec_pretty(&rows)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
+    write_json(args.json_out.as_deref(), &rows)?;
     Ok(())
 }
 
@@ -188,6 +185,18 @@ pub(super) async fn drain_engine(
         }
     })
     .await
+}
+
+/// Write a bench's rows as JSON to `path`, when one was given (`--json-out`).
+pub(super) fn write_json(
+    path: Option<&std::path::Path>,
+    rows: &impl serde::Serialize,
+) -> anyhow::Result<()> {
+    if let Some(path) = path {
+        std::fs::write(path, serde_json::to_vec_pretty(rows)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// A small pool of its own on `url`, for a bench's own reads and baselines,

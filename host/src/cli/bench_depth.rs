@@ -16,7 +16,7 @@ use flowfabric::backend::postgres::bench::{analyze, RawQueue, ScratchDatabase};
 use flowfabric::engine::{Engine, Limits};
 use flowfabric::model::NewExecution;
 
-use super::bench::{claim_request, side_pool, Percentiles};
+use super::bench::{claim_request, side_pool, write_json, Percentiles};
 use super::connect_with;
 
 #[derive(clap::Args)]
@@ -65,10 +65,7 @@ pub async fn run(args: DepthBench) -> anyhow::Result<()> {
         rows.extend(measured?);
     }
     print(&args, &rows);
-    if let Some(path) = &args.json_out {
-        std::fs::write(path, serde_json::to_vec_pretty(&rows)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
+    write_json(args.json_out.as_deref(), &rows)?;
     Ok(())
 }
 

@@ -9,14 +9,13 @@
 
 use std::time::Instant;
 
-use anyhow::Context;
 use flowfabric::backend::postgres::bench::ScratchDatabase;
 use flowfabric::engine::{Engine, Limits};
 use flowfabric::model::{
     FlowEdge, FlowMember, GraphChange, JoinPolicy, NewExecution, NewFlow, TenantId,
 };
 
-use super::bench::drain_engine;
+use super::bench::{drain_engine, write_json};
 use super::connect_with;
 
 /// Executions each loop claims at a time.
@@ -80,10 +79,7 @@ pub async fn run(args: FlowBench) -> anyhow::Result<()> {
         "flow executions/s / independent executions/s: {:.2}",
         rows[1].executions_per_s / rows[0].executions_per_s
     );
-    if let Some(path) = args.json_out {
-        std::fs::write(&path, serde_json::to_string_pretty(&rows)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
+    write_json(args.json_out.as_deref(), &rows)?;
     Ok(())
 }
 

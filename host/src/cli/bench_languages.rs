@@ -13,6 +13,7 @@ use std::time::Instant;
 use anyhow::Context;
 use flowfabric::runtime::{Runtime, RuntimeConfig};
 
+use super::bench::write_json;
 use super::bench_wasm::{per_task_micros, run_once};
 
 #[derive(clap::Args)]
@@ -26,8 +27,12 @@ pub struct LanguagesBench {
     /// Instantiate+call iterations per language.
     #[arg(long, default_value_t = 1_000)]
     calls: usize,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json_out: Option<PathBuf>,
 }
 
+#[derive(serde::Serialize)]
 struct Figures {
     bytes: usize,
     compile_ms: f64,
@@ -49,15 +54,14 @@ pub async fn run(args: LanguagesBench) -> anyhow::Result<()> {
         "  {:<7} {:>11} {:>11} {:>13} {:>12}   (ratios to rust)",
         "", "bytes", "compile ms", "first run ms", "µs/task"
     );
-    let mut baseline: Option<Figures> = None;
+    let mut rows: Vec<(&str, Figures)> = Vec::new();
     for (lang, path) in guests {
         let f = measure(&path, args.calls)
             .await
             .with_context(|| format!("{lang} ({})", path.display()))?;
         let ratio = |ours: f64, base: fn(&Figures) -> f64| {
-            baseline
-                .as_ref()
-                .map_or(String::new(), |b| format!("×{:.0}", ours / base(b)))
+            rows.first()
+                .map_or(String::new(), |(_, b)| format!("×{:.0}", ours / base(b)))
         };
         println!(
             "  {lang:<7} {:>11} {:>11.0} {:>13.1} {:>12.1}   {} {} {} {}",
@@ -70,9 +74,13 @@ pub async fn run(args: LanguagesBench) -> anyhow::Result<()> {
             ratio(f.first_run_ms, |b| b.first_run_ms),
             ratio(f.per_task_us, |b| b.per_task_us),
         );
-        baseline.get_or_insert(f);
+        rows.push((lang, f));
     }
-    Ok(())
+    let rows: Vec<_> = rows
+        .into_iter()
+        .map(|(language, figures)| serde_json::json!({ "language": language, "figures": figures }))
+        .collect();
+    write_json(args.json_out.as_deref(), &rows)
 }
 
 async fn measure(path: &Path, calls: usize) -> anyhow::Result<Figures> {

@@ -20,7 +20,7 @@ use flowfabric::model::{EventCursor, NewExecution};
 use flowfabric::runtime::{Runtime, RuntimeConfig};
 use flowfabric::worker::{WorkerConfig, WorkerPool};
 
-use super::bench::{side_pool, Percentiles};
+use super::bench::{side_pool, write_json, Percentiles};
 
 #[derive(clap::Args)]
 pub struct LatencyBench {
@@ -95,10 +95,7 @@ pub async fn run(args: LatencyBench) -> anyhow::Result<()> {
             );
         }
     }
-    if let Some(path) = &args.json_out {
-        std::fs::write(path, serde_json::to_vec_pretty(&rows)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
+    write_json(args.json_out.as_deref(), &rows)?;
     Ok(())
 }
 

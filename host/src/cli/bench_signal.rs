@@ -10,7 +10,6 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use flowfabric::backend::postgres::bench::ScratchDatabase;
 use flowfabric::engine::{Engine, Limits};
 use flowfabric::model::{
@@ -18,7 +17,7 @@ use flowfabric::model::{
     TimeoutBehavior,
 };
 
-use super::bench::{claim_request, Percentiles};
+use super::bench::{claim_request, write_json, Percentiles};
 use super::connect_with;
 
 #[derive(clap::Args)]
@@ -65,10 +64,7 @@ pub async fn run(args: SignalBench) -> anyhow::Result<()> {
         "signal -> resume / submit -> start at p50: {:.2}",
         rows[1].latency.p50_ms / rows[0].latency.p50_ms
     );
-    if let Some(path) = args.json_out {
-        std::fs::write(&path, serde_json::to_string_pretty(&rows)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
+    write_json(args.json_out.as_deref(), &rows)?;
     Ok(())
 }
 

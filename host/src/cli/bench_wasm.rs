@@ -23,7 +23,7 @@ use flowfabric::runtime::{
 };
 use flowfabric::worker::{WorkerConfig, WorkerPool};
 
-use super::bench::drain_engine;
+use super::bench::{drain_engine, write_json};
 
 #[derive(clap::Args)]
 pub struct WasmBench {
@@ -41,6 +41,17 @@ pub struct WasmBench {
     /// Worker pool slots (and claim batch) for the end-to-end comparison.
     #[arg(long, default_value_t = 16)]
     slots: usize,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json_out: Option<PathBuf>,
+}
+
+#[derive(serde::Serialize)]
+struct Summary {
+    on_demand_us_per_task: f64,
+    pooling_us_per_task: f64,
+    engine_only_per_s: f64,
+    wasm_pool_per_s: f64,
 }
 
 pub async fn run(args: WasmBench) -> anyhow::Result<()> {
@@ -79,7 +90,13 @@ pub async fn run(args: WasmBench) -> anyhow::Result<()> {
         with_wasm / engine_only,
         (engine_only / with_wasm - 1.0) * 100.0
     );
-    Ok(())
+    let summary = Summary {
+        on_demand_us_per_task: per_call[0],
+        pooling_us_per_task: per_call[1],
+        engine_only_per_s: engine_only,
+        wasm_pool_per_s: with_wasm,
+    };
+    write_json(args.json_out.as_deref(), &summary)
 }
 
 pub(super) async fn per_task_micros(
