@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
 use flowfabric::model::{NewExecution, NewSignal, PublicState};
@@ -14,8 +16,10 @@ use rand::Rng;
 
 const BIN: &str = env!("CARGO_BIN_EXE_flowfabric");
 const WORKERS: usize = 3;
+/// SIGKILLs at most, one every 100-400 ms while executions remain.
+const KILLS: usize = 30;
 
-fn spawn_worker(db: &TestDb, cache: &std::path::Path) -> tokio::process::Child {
+fn spawn_worker(database_url: &str, cache: &std::path::Path) -> tokio::process::Child {
     tokio::process::Command::new(BIN)
         .args([
             "worker",
@@ -26,7 +30,7 @@ fn spawn_worker(db: &TestDb, cache: &std::path::Path) -> tokio::process::Child {
             "--cache-dir",
         ])
         .arg(cache)
-        .env("DATABASE_URL", &db.url)
+        .env("DATABASE_URL", database_url)
         // The same keys everywhere: a token minted by one worker verifies here.
         .env(
             "FLOWFABRIC_SIGNAL_KEYS",
@@ -75,11 +79,27 @@ async fn killed_workers_lose_nothing_and_duplicate_nothing() {
         .collect();
 
     let cache = std::env::temp_dir().join(format!("ff-chaos-{}", uuid::Uuid::now_v7().simple()));
-    let mut workers: Vec<_> = (0..WORKERS).map(|_| spawn_worker(&db, &cache)).collect();
-    let mut kills = 0;
+    // The killer works on its own clock, however long the checks below take.
+    let kills = Arc::new(AtomicUsize::new(0));
+    let killer = tokio::spawn({
+        let (url, cache, kills) = (db.url.clone(), cache.clone(), kills.clone());
+        async move {
+            let mut workers: Vec<_> = (0..WORKERS).map(|_| spawn_worker(&url, &cache)).collect();
+            while kills.load(Relaxed) < KILLS {
+                let pause = rand::rng().random_range(100..400);
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+                let victim = rand::rng().random_range(0..WORKERS);
+                workers[victim].start_kill().unwrap();
+                let _ = workers[victim].wait().await;
+                workers[victim] = spawn_worker(&url, &cache);
+                kills.fetch_add(1, Relaxed);
+            }
+            workers
+        }
+    });
     let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
     loop {
-        // Signal whatever waits; killing and restarting a random worker.
+        // Signal whatever waits.
         for waitpoint in suspended_tokens(&engine, tenant, &ids).await {
             let signal = NewSignal {
                 name: "go".into(),
@@ -94,23 +114,16 @@ async fn killed_workers_lose_nothing_and_duplicate_nothing() {
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "only {terminal} of {} terminal after 180 s and {kills} kills",
-            ids.len()
+            "only {terminal} of {} terminal after 180 s and {} kills",
+            ids.len(),
+            kills.load(Relaxed)
         );
-        let pause = rand::rng().random_range(100..400);
-        tokio::time::sleep(Duration::from_millis(pause)).await;
-        if kills < 30 {
-            let victim = rand::rng().random_range(0..WORKERS);
-            workers[victim].start_kill().unwrap();
-            let _ = workers[victim].wait().await;
-            workers[victim] = spawn_worker(&db, &cache);
-            kills += 1;
-        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    for mut w in workers {
-        let _ = w.start_kill();
-        let _ = w.wait().await;
-    }
+    // Stop the killer where it is; its workers go with it (`kill_on_drop`).
+    killer.abort();
+    let _ = killer.await;
+    let kills = kills.load(Relaxed);
     let _ = std::fs::remove_dir_all(&cache);
 
     // Every execution ended the way its input says, exactly once.
