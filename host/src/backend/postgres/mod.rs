@@ -25,6 +25,7 @@
 pub mod bench;
 mod budgets;
 mod children;
+mod claim;
 mod components;
 mod flows;
 mod ingress;
@@ -120,7 +121,7 @@ impl PgBackend {
 
     /// The query plan of the claim statement for `request` (nothing is claimed).
     pub async fn explain_claim(&self, request: &ClaimRequest) -> Result<String> {
-        lease::explain_claim(&self.pool, request).await
+        claim::explain_claim(&self.pool, request).await
     }
 }
 
@@ -214,7 +215,7 @@ impl Backend for PgBackend {
     }
 
     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedExecution>> {
-        lease::claim(&self.pool, request).await
+        claim::claim(&self.pool, request).await
     }
 
     async fn renew(&self, lease: &LeaseHandle, ttl: Duration) -> Result<DateTime<Utc>> {

@@ -1,0 +1,280 @@
+//! The claim: one statement that picks, locks and leases executions across
+//! tenants, and the probe that picks its shape.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::PgPool;
+
+use super::lease::millis;
+use super::rows::{col, json, parse, Args};
+use crate::error::{EngineError, Result};
+use crate::model::{AttemptType, ClaimRequest, ClaimedExecution, LeaseHandle, TaskCeilings};
+
+/// The admission parts of [`claim_sql`]: a tenant's room under its limits and
+/// budget admission, as the module docs describe. Left out of the lean shape.
+const ADMISSION_BUDGET: &str = r#"    CROSS JOIN LATERAL (
+        SELECT EXISTS (SELECT 1 FROM budget_dimensions d
+                       WHERE d.tenant_id = t.tenant_id AND d.exhausted) AS any_exhausted
+    ) budget
+"#;
+const ADMISSION_ROOM: &str = r#"    CROSS JOIN LATERAL (
+        -- Unlimited tenants get `$3` itself, which the planner can see.
+        SELECT random() AS draw,
+            CASE WHEN t.max_running IS NULL AND t.max_starts_per_window IS NULL THEN $3
+            ELSE greatest(0, least($3,
+                CASE WHEN t.max_running IS NULL THEN $3 ELSE t.max_running - (SELECT count(*) FROM (
+                    SELECT 1 FROM executions r
+                    WHERE r.tenant_id = t.tenant_id AND r.lifecycle_phase = 'active'
+                    LIMIT t.max_running) running) END,
+                CASE WHEN t.max_starts_per_window IS NULL THEN $3 ELSE t.max_starts_per_window
+                    - (SELECT count(*) FROM (
+                        SELECT 1 FROM attempts a
+                        WHERE a.tenant_id = t.tenant_id AND a.started_at > now()
+                            - coalesce(t.start_window_ms, 1000) * interval '1 millisecond'
+                        LIMIT t.max_starts_per_window) started) END)) END AS n
+    ) room
+"#;
+const ADMISSION_OVER_BUDGET: &str = r#"            CASE WHEN budget.any_exhausted THEN EXISTS (
+                SELECT 1 FROM budget_dimensions d JOIN budgets b
+                    ON b.tenant_id = d.tenant_id AND b.budget_id = d.budget_id
+                WHERE d.tenant_id = e.tenant_id AND d.exhausted
+                  AND (b.scope, b.scope_key) IN (('tenant', ''),
+                      ('flow', coalesce(e.flow_id::text, '')),
+                      ('execution', e.execution_id::text), ('lane', e.lane)))
+            ELSE false END AS over_budget"#;
+const ADMISSION_BLOCKED: &str = r#"blocked AS (
+    UPDATE executions e SET eligibility_state = 'blocked_by_budget',
+        blocking_reason = 'waiting_for_budget', updated_at = now()
+    FROM locked l
+    WHERE l.over_budget AND e.tenant_id = l.tenant_id AND e.execution_id = l.execution_id
+),
+"#;
+/// The lean shape: every tenant's room is the claim's limit, nothing is over
+/// budget. The room names its tenant so it stays per tenant: uncorrelated, it
+/// would be computed once, and every tenant would draw the same number.
+const LEAN_ROOM: &str =
+    "    CROSS JOIN LATERAL (SELECT random() AS draw, $3 AS n, t.tenant_id AS of_tenant) room\n";
+const LEAN_OVER_BUDGET: &str = "            false AS over_budget";
+
+/// Whether any tenant has a limit or an exhausted budget, so claims need the
+/// admission subqueries (both answered off partial indexes; migration 0014).
+const NEEDS_ADMISSION_SQL: &str = "SELECT EXISTS (SELECT 1 FROM tenants \
+        WHERE max_running IS NOT NULL OR max_starts_per_window IS NOT NULL) \
+    OR EXISTS (SELECT 1 FROM budget_dimensions WHERE exhausted)";
+
+/// Round-robin across tenants: each (tenant, lane) contributes its best `$3`
+/// candidates from an ordered, `SKIP LOCKED` probe of `executions_claim_idx`; the
+/// first of every tenant ranks before the second of any. Within a turn, tenants
+/// go in a fresh random order per claim: priority and age only order a tenant's
+/// own work, so neither a tenant's high priorities nor its old backlog can put
+/// it first every time (with one free slot, every claim would go to it).
+///
+/// A tenant with `max_running` gets at most its free room: the running count
+/// comes off `executions_lease_expiry_idx`, bounded by the limit. Likewise
+/// `max_starts_per_window`: attempts started within the window are counted
+/// off `attempts_started_idx`, bounded by the limit. Claims that run at the
+/// same moment each see the other's claims only after commit, so either limit
+/// can be overshot by concurrent claimers for as long as they race; neither is
+/// exceeded by a single claimer.
+///
+/// Budget admission: a candidate covered by an exhausted budget (migration
+/// 0012) is not started but moved to `blocked_by_budget` by the same
+/// statement. Its scopes are checked only for tenants that have an exhausted
+/// budget, found by one probe of `budget_dimensions_exhausted_idx` per tenant.
+///
+/// Two shapes: the admission parts (the room lateral, the budget probe, the
+/// over-budget check and the blocking update) cost more to plan than the whole
+/// claim takes to run, so a claim first asks whether any tenant has a limit or
+/// an exhausted budget, and leaves them out when none has. A limit set, or a
+/// budget exhausted, between that probe and the claim is seen by the next
+/// claim: the same window concurrent claimers already have.
+const CLAIM_TEMPLATE: &str = r#"
+WITH locked AS (
+    SELECT c.*, room.n AS room, room.draw, t.max_task_timeout_ms, t.max_memory_mib
+    FROM tenants t
+{budget}{room}    CROSS JOIN unnest($1::text[]) AS l(lane)
+    CROSS JOIN LATERAL (
+        SELECT e.tenant_id, e.execution_id, e.priority, e.eligible_at, e.attempt_state,
+{over_budget}
+        FROM executions e
+        WHERE e.tenant_id = t.tenant_id
+          AND e.lane = l.lane
+          AND e.lifecycle_phase = 'runnable'
+          AND e.eligibility_state = 'eligible_now'
+          -- `= '{}'` is implied by `<@` but keeps the planner on the index: alone,
+          -- `<@` is estimated at 0.5% selectivity and a large LIMIT then looks
+          -- cheaper as a sequential scan plus sort of the whole backlog.
+          AND (e.required_capabilities = '{}' OR e.required_capabilities <@ $2::text[])
+        ORDER BY e.priority DESC, e.eligible_at, e.execution_id
+        LIMIT room.n
+        FOR UPDATE SKIP LOCKED
+    ) c
+    WHERE room.n > 0
+),
+picked AS (
+    SELECT * FROM (
+        SELECT l.*, row_number() OVER (
+            PARTITION BY l.tenant_id ORDER BY l.priority DESC, l.eligible_at, l.execution_id
+        ) AS turn
+        FROM locked l
+        WHERE NOT l.over_budget
+    ) ranked
+    WHERE turn <= room
+    ORDER BY turn, draw
+    LIMIT $3
+),
+{blocked}claimed AS (
+    UPDATE executions e SET
+        lifecycle_phase = 'active',
+        ownership_state = 'leased',
+        eligibility_state = 'not_applicable',
+        blocking_reason = NULL,
+        attempt_state = 'running_attempt',
+        -- A resumed suspension continues its attempt (and its frame sequence).
+        attempt_index = e.attempt_index
+            + CASE WHEN e.attempt_state = 'pending_resume_attempt' THEN 0 ELSE 1 END,
+        lease_epoch = e.lease_epoch + 1,
+        lease_id = gen_random_uuid(),
+        lease_expires_at = now() + $6 * interval '1 millisecond',
+        attempt_timeout_at = now()
+            + (e.policy -> 'timeouts' ->> 'attempt_timeout_ms')::bigint * interval '1 millisecond',
+        started_at = coalesce(e.started_at, now()),
+        frame_seq = CASE WHEN e.attempt_state = 'pending_resume_attempt' THEN e.frame_seq ELSE 0 END,
+        progress_percent = NULL, progress_message = NULL,
+        updated_at = now()
+    FROM picked p
+    WHERE e.tenant_id = p.tenant_id AND e.execution_id = p.execution_id
+    RETURNING e.tenant_id, e.execution_id, e.attempt_index, e.lease_id, e.lease_epoch,
+        e.lease_expires_at, e.kind, e.lane, e.input, e.priority, e.tags, e.policy, e.retry_count,
+        e.eligible_at, p.turn, p.draw, p.max_task_timeout_ms, p.max_memory_mib,
+        CASE p.attempt_state
+            WHEN 'pending_retry_attempt' THEN 'retry'
+            WHEN 'attempt_interrupted' THEN 'reclaim'
+            WHEN 'pending_replay_attempt' THEN 'replay'
+            WHEN 'pending_delayed_attempt' THEN 'delayed'
+            WHEN 'pending_resume_attempt' THEN 'resume'
+            ELSE 'initial'
+        END AS attempt_type,
+        CASE WHEN p.attempt_state = 'pending_resume_attempt' THEN e.suspension_seq END
+            AS resumed_from
+),
+attempt AS (
+    INSERT INTO attempts (tenant_id, execution_id, attempt_index, attempt_type, lease_id,
+                          lease_epoch, worker_id, worker_instance, state)
+    -- A resumed attempt's row exists and keeps its type; it takes the new lease.
+    SELECT tenant_id, execution_id, attempt_index,
+           CASE attempt_type WHEN 'resume' THEN 'initial' ELSE attempt_type END,
+           lease_id, lease_epoch, $4, $5, 'running'
+    FROM claimed
+    ON CONFLICT (tenant_id, execution_id, attempt_index) DO UPDATE SET
+        lease_id = EXCLUDED.lease_id, lease_epoch = EXCLUDED.lease_epoch,
+        worker_id = EXCLUDED.worker_id, worker_instance = EXCLUDED.worker_instance,
+        state = 'running'
+)
+SELECT * FROM claimed ORDER BY turn, draw
+"#;
+
+/// The claim statement with admission (`full`) or without it.
+fn claim_sql(full: bool) -> &'static str {
+    static FULL: LazyLock<String> = LazyLock::new(|| {
+        fill_claim(
+            ADMISSION_BUDGET,
+            ADMISSION_ROOM,
+            ADMISSION_OVER_BUDGET,
+            ADMISSION_BLOCKED,
+        )
+    });
+    static LEAN: LazyLock<String> =
+        LazyLock::new(|| fill_claim("", LEAN_ROOM, LEAN_OVER_BUDGET, ""));
+    if full {
+        &FULL
+    } else {
+        &LEAN
+    }
+}
+
+fn fill_claim(budget: &str, room: &str, over_budget: &str, blocked: &str) -> String {
+    CLAIM_TEMPLATE
+        .replace("{budget}", budget)
+        .replace("{room}", room)
+        .replace("{over_budget}", over_budget)
+        .replace("{blocked}", blocked)
+}
+
+#[tracing::instrument(skip_all, fields(worker = %request.worker_id, limit = request.limit))]
+pub(super) async fn claim(pool: &PgPool, request: &ClaimRequest) -> Result<Vec<ClaimedExecution>> {
+    let full = needs_admission(pool).await?;
+    let rows = sqlx::query_with(claim_sql(full), claim_args(request, "claim")?)
+        .fetch_all(pool)
+        .await
+        .map_err(EngineError::storage("claim"))?;
+    let claimed = rows
+        .iter()
+        .map(claimed_execution)
+        .collect::<Result<Vec<_>>>()?;
+    tracing::debug!(claimed = claimed.len(), admission = full, "claim");
+    Ok(claimed)
+}
+
+/// The plan Postgres chooses for the claim statement with these arguments
+/// (`EXPLAIN`, nothing is executed). Lets tests and operators check that the
+/// claim stays on `executions_claim_idx` however large the backlog.
+pub(super) async fn explain_claim(pool: &PgPool, request: &ClaimRequest) -> Result<String> {
+    let lines: Vec<String> = sqlx::query_scalar_with(
+        &format!("EXPLAIN {}", claim_sql(needs_admission(pool).await?)),
+        claim_args(request, "explain claim")?,
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(EngineError::storage("explain claim"))?;
+    Ok(lines.join("\n"))
+}
+
+async fn needs_admission(pool: &PgPool) -> Result<bool> {
+    sqlx::query_scalar(NEEDS_ADMISSION_SQL)
+        .fetch_one(pool)
+        .await
+        .map_err(EngineError::storage("claim admission probe"))
+}
+
+/// `$1`–`$6` of [`claim_sql`].
+fn claim_args(request: &ClaimRequest, op: &'static str) -> Result<PgArguments> {
+    Args::new()
+        .push(&request.lanes)
+        .push(&request.capabilities)
+        .push(i64::from(request.limit))
+        .push(&request.worker_id)
+        .push(&request.worker_instance)
+        .push(millis(request.lease_ttl))
+        .done(op)
+}
+
+fn claimed_execution(row: &PgRow) -> Result<ClaimedExecution> {
+    Ok(ClaimedExecution {
+        lease: LeaseHandle {
+            tenant_id: col(row, "tenant_id")?,
+            execution_id: col(row, "execution_id")?,
+            attempt_index: col(row, "attempt_index")?,
+            lease_id: col(row, "lease_id")?,
+            lease_epoch: col(row, "lease_epoch")?,
+        },
+        kind: col(row, "kind")?,
+        lane: col(row, "lane")?,
+        input: col(row, "input")?,
+        priority: col(row, "priority")?,
+        tags: json(col(row, "tags")?, "tags")?,
+        policy: json(col(row, "policy")?, "policy")?,
+        attempt_type: parse::<AttemptType>(&col::<String>(row, "attempt_type")?)?,
+        retry_count: col(row, "retry_count")?,
+        lease_expires_at: col(row, "lease_expires_at")?,
+        resumed_from: col(row, "resumed_from")?,
+        ceilings: TaskCeilings {
+            timeout: col::<Option<i64>>(row, "max_task_timeout_ms")?
+                .map(|ms| Duration::from_millis(ms.max(0) as u64)),
+            memory_bytes: col::<Option<i32>>(row, "max_memory_mib")?
+                .map(|mib| (mib.max(0) as usize) << 20),
+        },
+    })
+}
