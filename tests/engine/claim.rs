@@ -1,7 +1,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use flowfabric::model::{ClaimRequest, NewExecution};
+use flowfabric::model::{ClaimRequest, NewExecution, TenantLimits};
 
 use crate::{claim_none, claim_one, request, setup, task};
 
@@ -155,20 +155,35 @@ async fn claim_stays_on_its_index_with_a_large_backlog() {
         if analyzed {
             sqlx::query("ANALYZE").execute(&db.pool).await.unwrap();
         }
-        for limit in [1, 100] {
-            let plan = backend.explain_claim(&request(limit)).await.unwrap();
-            // The SKIP LOCKED probe must lock rows straight off the ordered index.
-            // (The regression this guards against was LockRows -> Sort -> Seq Scan.
-            // The UPDATE's join to the picked rows may hash-join a small table.)
-            let lines: Vec<&str> = plan.lines().collect();
-            let lock = lines
-                .iter()
-                .position(|l| l.contains("LockRows"))
-                .expect("a LockRows node");
-            assert!(
-                lines[lock + 1].contains("Index Scan using executions_claim_idx"),
-                "claim (limit {limit}, analyzed: {analyzed}) left its index:\n{plan}"
-            );
+        // Both shapes: lean while no tenant has a limit, full once one has.
+        for admission in [false, true] {
+            let limits = TenantLimits {
+                max_running: admission.then_some(10_000),
+                ..TenantLimits::default()
+            };
+            db.engine.set_tenant_limits(t, limits).await.unwrap();
+            for limit in [1, 100] {
+                let plan = backend.explain_claim(&request(limit)).await.unwrap();
+                let shown = format!("limit {limit}, analyzed: {analyzed}, admission: {admission}");
+                assert_eq!(
+                    plan.contains("budget_dimensions"),
+                    admission,
+                    "claim ({shown}) has the wrong shape:\n{plan}"
+                );
+                // The SKIP LOCKED probe must lock rows straight off the ordered
+                // index. (The regression this guards against was LockRows ->
+                // Sort -> Seq Scan. The UPDATE's join to the picked rows may
+                // hash-join a small table.)
+                let lines: Vec<&str> = plan.lines().collect();
+                let lock = lines
+                    .iter()
+                    .position(|l| l.contains("LockRows"))
+                    .expect("a LockRows node");
+                assert!(
+                    lines[lock + 1].contains("Index Scan using executions_claim_idx"),
+                    "claim ({shown}) left its index:\n{plan}"
+                );
+            }
         }
     }
 }
