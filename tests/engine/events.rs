@@ -304,7 +304,12 @@ async fn an_operator_revokes_a_lease_and_the_execution_runs_again() {
         .expect("a revocation within 5 s")
         .unwrap();
     assert_eq!(told, id);
-    assert!(e.complete(&first.lease, b"late").await.is_err());
+    let late = e.complete(&first.lease, b"late").await;
+    assert!(
+        matches!(late, Err(flowfabric::EngineError::StaleLease { reason, .. })
+            if reason.contains("revoked")),
+        "{late:?}"
+    );
     // Not active any more: a second revoke is refused and changes nothing.
     assert!(matches!(
         e.revoke_lease(t, id).await,

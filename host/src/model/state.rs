@@ -121,6 +121,8 @@ pub enum AttemptState {
     Delayed,
     LeaseExpired,
     Expired,
+    /// An operator took the lease away (`revoke_lease`).
+    Revoked,
 }
 
 impl FromStr for AttemptState {
@@ -135,6 +137,7 @@ impl FromStr for AttemptState {
             "delayed" => Self::Delayed,
             "lease_expired" => Self::LeaseExpired,
             "expired" => Self::Expired,
+            "revoked" => Self::Revoked,
             other => return Err(format!("unknown attempt state `{other}`")),
         })
     }

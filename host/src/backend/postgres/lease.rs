@@ -161,6 +161,7 @@ fn attempt_state_str(s: AttemptState) -> &'static str {
         AttemptState::Delayed => "delayed",
         AttemptState::LeaseExpired => "lease_expired",
         AttemptState::Expired => "expired",
+        AttemptState::Revoked => "revoked",
     }
 }
 

@@ -137,6 +137,8 @@ pub(super) async fn explain_lease_miss(
         "a newer lease holds the execution"
     } else if attempt_state == Some(AttemptState::LeaseExpired) {
         "the lease expired and the execution was reclaimed"
+    } else if attempt_state == Some(AttemptState::Revoked) {
+        "an operator revoked the lease"
     } else if !same_lease {
         "the handle does not match the attempt's lease"
     } else {
