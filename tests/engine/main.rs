@@ -1,5 +1,6 @@
 //! Engine scenarios against a real Postgres (reference §6 scenario names).
 
+mod batched;
 mod budgets;
 mod children;
 mod claim;

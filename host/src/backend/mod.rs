@@ -86,6 +86,19 @@ pub trait Backend: Send + Sync + 'static {
     /// Finish successfully. Idempotent for the handle that completed it.
     async fn complete(&self, lease: &LeaseHandle, result: &[u8]) -> Result<()>;
 
+    /// Complete several executions, each under its own lease; the result for
+    /// each is what [`Backend::complete`] would return for it. Workers gather
+    /// the completions that arrive while a write is in flight into one call, so
+    /// the per-statement cost is paid once per batch. An `Err` means nothing was
+    /// written. The default completes them one at a time.
+    async fn complete_many(&self, completions: &[(LeaseHandle, &[u8])]) -> Result<Vec<Result<()>>> {
+        let mut results = Vec::with_capacity(completions.len());
+        for (lease, result) in completions {
+            results.push(self.complete(lease, result).await);
+        }
+        Ok(results)
+    }
+
     /// Record a failed attempt; the frozen retry policy decides between another
     /// attempt and terminal failure. Idempotent for the handle that failed it.
     async fn fail(&self, lease: &LeaseHandle, failure: &Failure) -> Result<FailOutcome>;

@@ -3,7 +3,7 @@
 //!
 //! Each round runs in a scratch database: create N executions in batches of
 //! `batch` (one statement per batch), then `workers` concurrent loops claim up to
-//! `batch` at a time and complete each. Every combination of the given worker
+//! `batch` at a time and complete them in one statement. Every combination of the given worker
 //! counts and batch sizes is one row pair. Figures are executions per second
 //! through the whole lifecycle; the ratio is what to compare across machines.
 
@@ -15,7 +15,7 @@ use flowfabric::backend::postgres::bench::{RawQueue, ScratchDatabase};
 use flowfabric::backend::postgres::PgBackend;
 use flowfabric::backend::Backend;
 use flowfabric::engine::{Engine, Limits};
-use flowfabric::model::{ClaimRequest, NewExecution, DEFAULT_LANE};
+use flowfabric::model::{ClaimRequest, LeaseHandle, NewExecution, DEFAULT_LANE};
 
 #[derive(clap::Args)]
 pub struct EngineBench {
@@ -116,8 +116,8 @@ async fn round(args: &EngineBench, workers: usize, batch: u32, path: Path) -> an
                     let queue = queue.clone();
                     async move {
                         let ids = queue.claim(batch).await?;
-                        for id in &ids {
-                            queue.complete(*id, b"done").await?;
+                        if !ids.is_empty() {
+                            queue.complete_many(&ids, b"done").await?;
                         }
                         Ok(ids.len())
                     }
@@ -163,8 +163,10 @@ async fn round(args: &EngineBench, workers: usize, batch: u32, path: Path) -> an
     })
 }
 
-/// `workers` loops that claim up to `batch` executions and complete each, until
-/// `total` were processed: the engine-only path both benchmarks compare against.
+/// `workers` loops that claim up to `batch` executions and complete them in one
+/// write, as the worker pool's group commit does for runs that end together,
+/// until `total` were processed: the engine-only path both benchmarks compare
+/// against.
 pub(super) async fn drain_engine(
     engine: &Engine,
     workers: usize,
@@ -178,8 +180,12 @@ pub(super) async fn drain_engine(
         let request = request.clone();
         async move {
             let claimed = engine.claim(&request).await?;
-            for c in &claimed {
-                engine.complete(&c.lease, b"done").await?;
+            let completions: Vec<(LeaseHandle, &[u8])> = claimed
+                .iter()
+                .map(|c| (c.lease.clone(), &b"done"[..]))
+                .collect();
+            for written in engine.complete_many(&completions).await? {
+                written?;
             }
             Ok(claimed.len())
         }

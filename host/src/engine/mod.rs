@@ -280,6 +280,48 @@ impl Engine {
     }
 
     pub async fn complete(&self, lease: &LeaseHandle, result: &[u8]) -> Result<()> {
+        self.check_result(result)?;
+        self.backend.complete(lease, result).await
+    }
+
+    /// Complete several executions in one write; one result per completion, in
+    /// order. An oversized result fails alone; the others are still written.
+    pub async fn complete_many(
+        &self,
+        completions: &[(LeaseHandle, &[u8])],
+    ) -> Result<Vec<Result<()>>> {
+        let mut results: Vec<Option<Result<()>>> = completions
+            .iter()
+            .map(|(_, result)| self.check_result(result).err().map(Err))
+            .collect();
+        let valid: Vec<(LeaseHandle, &[u8])> = completions
+            .iter()
+            .zip(&results)
+            .filter(|(_, refused)| refused.is_none())
+            .map(|((lease, result), _)| (lease.clone(), *result))
+            .collect();
+        let mut written = if valid.is_empty() {
+            Vec::new()
+        } else {
+            self.backend.complete_many(&valid).await?
+        }
+        .into_iter();
+        for slot in results.iter_mut().filter(|r| r.is_none()) {
+            *slot = written.next();
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(EngineError::Corrupt(
+                        "storage returned fewer results than completions".into(),
+                    ))
+                })
+            })
+            .collect())
+    }
+
+    fn check_result(&self, result: &[u8]) -> Result<()> {
         if result.len() > self.limits.max_result_bytes {
             return Err(EngineError::PayloadTooLarge {
                 field: "result",
@@ -287,7 +329,7 @@ impl Engine {
                 limit: self.limits.max_result_bytes,
             });
         }
-        self.backend.complete(lease, result).await
+        Ok(())
     }
 
     pub async fn fail(&self, lease: &LeaseHandle, mut failure: Failure) -> Result<FailOutcome> {

@@ -14,8 +14,10 @@
 //! everything, as a crash would: leases then expire and the scanners reclaim.
 
 mod claimed;
+mod complete;
 
 use claimed::ClaimedTask;
+use complete::Completer;
 mod resolve;
 mod run;
 
@@ -63,6 +65,10 @@ impl Default for WorkerConfig {
         }
     }
 }
+
+/// Completion writes in flight at once; completions that arrive meanwhile are
+/// written together by the next (see `complete`).
+const COMPLETION_WRITERS: usize = 2;
 
 /// Runs that are in flight, so shutdown and revocations can stop them.
 type Running = Arc<Mutex<HashMap<ExecutionId, Arc<ClaimedTask>>>>;
@@ -185,6 +191,7 @@ async fn claim_loop(
     let slots = Arc::new(Semaphore::new(config.slots.max(1)));
     let mut runs = JoinSet::new();
     let resolver = Arc::new(resolve::Resolver::default());
+    let completer = Completer::start(engine.clone(), COMPLETION_WRITERS);
     let instance = Uuid::now_v7().to_string();
     let _revocations = watch_revocations(&engine, running.clone()).await;
     let mut work = match engine.work_signal().await {
@@ -247,6 +254,7 @@ async fn claim_loop(
                 resolver: resolver.clone(),
                 config: config.clone(),
                 task,
+                completer: completer.clone(),
             };
             let running = running.clone();
             runs.spawn(async move {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tracing::Instrument;
 
 use super::claimed::ClaimedTask;
+use super::complete::Completer;
 use super::resolve::Resolver;
 use super::{AbortOnDrop, WorkerConfig};
 use crate::engine::Engine;
@@ -20,6 +21,7 @@ pub(super) struct Job {
     pub resolver: Arc<Resolver>,
     pub config: Arc<WorkerConfig>,
     pub task: Arc<ClaimedTask>,
+    pub completer: Completer,
 }
 
 /// Storage errors on the final write are retried this often; the terminal
@@ -46,6 +48,7 @@ impl Job {
             resolver,
             config,
             task,
+            completer,
         } = self;
         let limits = sandbox_limits(&config.sandbox, &task.claimed);
         let renewer = AbortOnDrop(tokio::spawn(renew_until_lost(
@@ -87,7 +90,7 @@ impl Job {
         };
         drop(renewer);
         task.flush_progress().await;
-        finish(&engine, &task, outcome).await;
+        finish(&engine, &completer, &task, outcome).await;
     }
 }
 
@@ -162,7 +165,7 @@ async fn renew_until_lost(engine: Engine, task: Arc<ClaimedTask>, ttl: Duration)
     }
 }
 
-async fn finish(engine: &Engine, task: &ClaimedTask, result: RunResult) {
+async fn finish(engine: &Engine, completer: &Completer, task: &ClaimedTask, result: RunResult) {
     let lease = task.lease();
     if matches!(result, RunResult::Suspended) {
         tracing::debug!("execution suspended");
@@ -178,9 +181,10 @@ async fn finish(engine: &Engine, task: &ClaimedTask, result: RunResult) {
     }
     for attempt in 1..=FINISH_ATTEMPTS {
         let written = match &result {
-            RunResult::Completed(output) => {
-                engine.complete(lease, output).await.map(|()| "completed")
-            }
+            RunResult::Completed(output) => completer
+                .complete(lease, output)
+                .await
+                .map(|()| "completed"),
             RunResult::Failed(failure) => {
                 engine.fail(lease, failure.clone()).await.map(|_| "failed")
             }

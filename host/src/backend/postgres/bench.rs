@@ -2,7 +2,7 @@
 //!
 //! The baseline is the smallest queue that does the same job on the same server:
 //! a bulk `INSERT … unnest`, a `FOR UPDATE SKIP LOCKED` claim of `n` rows by
-//! priority and age, and a guarded `UPDATE` to finish each one — no tenants,
+//! priority and age, and a guarded `UPDATE` to finish them — no tenants,
 //! attempts, fencing, outbox or NOTIFY. The engine's throughput divided by the
 //! baseline's is the price of everything the engine adds. For latency it can
 //! also wake a listener with NOTIFY on insert, the floor of the engine's
@@ -218,6 +218,21 @@ impl RawQueue {
         .execute(&self.pool)
         .await
         .map_err(EngineError::storage("baseline complete"))?;
+        Ok(())
+    }
+
+    /// Finish several jobs in one statement: the baseline for the engine's
+    /// batched completions.
+    pub async fn complete_many(&self, ids: &[Uuid], result: &[u8]) -> Result<()> {
+        sqlx::query(
+            "UPDATE raw_jobs SET state = 'done', result = $2 \
+             WHERE id = ANY($1) AND state = 'running'",
+        )
+        .bind(ids)
+        .bind(result)
+        .execute(&self.pool)
+        .await
+        .map_err(EngineError::storage("baseline complete many"))?;
         Ok(())
     }
 }

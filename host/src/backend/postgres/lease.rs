@@ -5,6 +5,7 @@
 //! changes nothing; [`explain_lease_miss`] then says why, or recognises a replay by
 //! the caller that already succeeded.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -102,9 +103,7 @@ async fn transition(
     let sql = format!(
         r#"
 WITH moved AS (
-    UPDATE executions SET {set},
-        ownership_state = 'unowned', lease_id = NULL, lease_expires_at = NULL,
-        attempt_timeout_at = NULL, updated_at = now()
+    UPDATE executions SET {set}, {LEASE_RELEASED}
     WHERE {FENCE}
     RETURNING tenant_id, execution_id, attempt_index, lifecycle_phase, terminal_outcome,
               eligibility_state, eligible_at
@@ -165,11 +164,22 @@ fn attempt_state_str(s: AttemptState) -> &'static str {
     }
 }
 
+/// Every move out of `active` drops the lease it held.
+const LEASE_RELEASED: &str = "ownership_state = 'unowned', lease_id = NULL, \
+    lease_expires_at = NULL, attempt_timeout_at = NULL, updated_at = now()";
+
+/// The state a successful completion leaves, but for its result.
+macro_rules! completed {
+    () => {
+        "lifecycle_phase = 'terminal', eligibility_state = 'not_applicable', \
+         blocking_reason = NULL, terminal_outcome = 'success', \
+         attempt_state = 'attempt_terminal', finished_at = now()"
+    };
+}
+
 const COMPLETE: Transition = Transition {
     op: "complete",
-    set: "lifecycle_phase = 'terminal', eligibility_state = 'not_applicable', \
-          blocking_reason = NULL, terminal_outcome = 'success', attempt_state = 'attempt_terminal', \
-          result = $6, finished_at = now()",
+    set: concat!(completed!(), ", result = $6"),
     attempt_state: AttemptState::Succeeded,
 };
 
@@ -233,6 +243,103 @@ pub(super) async fn complete(pool: &PgPool, lease: &LeaseHandle, result: &[u8]) 
         ..Default::default()
     };
     simple_transition(pool, lease, &COMPLETE, args).await
+}
+
+/// Complete many executions in one statement, each fenced by its own lease.
+///
+/// The rows are locked in key order before they change, as every multi-row
+/// write here does, so two batches (or a batch and a flow cancel) cannot
+/// deadlock. Completions whose lease no longer matches change nothing and are
+/// explained afterwards one by one, exactly as a single `complete` would be:
+/// a replay by the handle that completed it is `Ok`, anything else its error.
+#[tracing::instrument(skip_all, fields(count = completions.len()))]
+pub(super) async fn complete_many(
+    pool: &PgPool,
+    completions: &[(LeaseHandle, &[u8])],
+) -> Result<Vec<Result<()>>> {
+    const OP: &str = "complete many";
+    if let [(lease, result)] = completions {
+        // The single-row statement plans faster than the batch's join.
+        return Ok(vec![complete(pool, lease, result).await]);
+    }
+    let sql = format!(
+        r#"
+WITH input AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int4[], $4::uuid[], $5::int8[], $6::bytea[])
+        AS i(tenant_id, execution_id, attempt_index, lease_id, lease_epoch, result)
+),
+locked AS (
+    SELECT e.tenant_id, e.execution_id, i.result
+    FROM input i
+    JOIN executions e ON e.tenant_id = i.tenant_id AND e.execution_id = i.execution_id
+        AND e.attempt_index = i.attempt_index AND e.lease_id = i.lease_id
+        AND e.lease_epoch = i.lease_epoch
+    ORDER BY e.tenant_id, e.execution_id
+    FOR UPDATE OF e
+),
+moved AS (
+    UPDATE executions e SET {completed}, result = l.result, {LEASE_RELEASED}
+    FROM locked l
+    WHERE e.tenant_id = l.tenant_id AND e.execution_id = l.execution_id
+    RETURNING e.tenant_id, e.execution_id, e.attempt_index, e.lifecycle_phase, e.terminal_outcome
+),
+attempt AS (
+    UPDATE attempts a SET state = 'succeeded', ended_at = now()
+    FROM moved m
+    WHERE a.tenant_id = m.tenant_id AND a.execution_id = m.execution_id
+      AND a.attempt_index = m.attempt_index
+),
+{outbox}
+SELECT m.tenant_id, m.execution_id, (SELECT count(*) FROM event_notify) AS notified
+FROM moved m
+"#,
+        completed = completed!(),
+        outbox = completion_outbox("moved", "terminal_outcome", "true"),
+    );
+    let column = |f: fn(&LeaseHandle) -> uuid::Uuid| -> Vec<uuid::Uuid> {
+        completions.iter().map(|(l, _)| f(l)).collect()
+    };
+    let bound = Args::new()
+        .push(column(|l| l.tenant_id))
+        .push(column(|l| l.execution_id))
+        .push(
+            completions
+                .iter()
+                .map(|(l, _)| l.attempt_index)
+                .collect::<Vec<i32>>(),
+        )
+        .push(column(|l| l.lease_id))
+        .push(
+            completions
+                .iter()
+                .map(|(l, _)| l.lease_epoch)
+                .collect::<Vec<i64>>(),
+        )
+        .push(completions.iter().map(|(_, r)| *r).collect::<Vec<&[u8]>>())
+        .done(OP)?;
+    // One statement: atomic on its own, without a BEGIN and COMMIT round trip.
+    let rows = sqlx::query_with(&sql, bound)
+        .fetch_all(pool)
+        .await
+        .map_err(EngineError::storage(OP))?;
+    let moved = rows
+        .iter()
+        .map(|r| Ok((col(r, "tenant_id")?, col(r, "execution_id")?)))
+        .collect::<Result<HashSet<(uuid::Uuid, uuid::Uuid)>>>()?;
+    let mut results = Vec::with_capacity(completions.len());
+    for (lease, _) in completions {
+        if moved.contains(&(lease.tenant_id, lease.execution_id)) {
+            results.push(Ok(()));
+            continue;
+        }
+        results.push(
+            match explain_lease_miss(pool, lease, AttemptState::Succeeded).await? {
+                LeaseMiss::Replayed { .. } => Ok(()),
+                LeaseMiss::Rejected(e) => Err(e),
+            },
+        );
+    }
+    Ok(results)
 }
 
 #[tracing::instrument(skip_all, fields(execution = %lease.execution_id, attempt = lease.attempt_index))]

@@ -226,6 +226,10 @@ impl Backend for PgBackend {
         lease::complete(&self.pool, lease, result).await
     }
 
+    async fn complete_many(&self, completions: &[(LeaseHandle, &[u8])]) -> Result<Vec<Result<()>>> {
+        lease::complete_many(&self.pool, completions).await
+    }
+
     async fn fail(&self, lease: &LeaseHandle, failure: &Failure) -> Result<FailOutcome> {
         lease::fail(&self.pool, lease, failure).await
     }

@@ -1,0 +1,114 @@
+//! Group commit for completions.
+//!
+//! A completion is one write, and its fixed cost (planning the statement, the
+//! round trip, the commit) dwarfs a small guest's run. So runs hand their
+//! results to a [`Completer`], and a few flush tasks write whatever has queued
+//! up in one `complete_many` call each. Nothing waits for a batch to fill:
+//! under light load every flush carries one completion, exactly as before;
+//! under heavy load completions arrive while a flush is in flight, and the next
+//! flush takes them all.
+//!
+//! Each completion keeps its own fence and its own answer. If a batch fails as a
+//! whole, its completions are written one at a time, so one bad completion
+//! cannot fail the others.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use crate::engine::Engine;
+use crate::error::Result;
+use crate::model::LeaseHandle;
+
+/// Most completions written in one statement.
+const MAX_BATCH: usize = 256;
+
+struct Pending {
+    lease: LeaseHandle,
+    result: Vec<u8>,
+    reply: oneshot::Sender<Result<()>>,
+}
+
+/// Hands completions to the flush tasks. The tasks end once every `Completer`
+/// clone is gone and the queue is written out.
+#[derive(Clone)]
+pub(super) struct Completer {
+    engine: Engine,
+    queue: mpsc::UnboundedSender<Pending>,
+}
+
+impl Completer {
+    /// Start `flushers` flush tasks: at most that many completion writes are
+    /// in flight at once.
+    pub(super) fn start(engine: Engine, flushers: usize) -> Self {
+        let (queue, receiver) = mpsc::unbounded_channel();
+        let receiver = Arc::new(Mutex::new(receiver));
+        for _ in 0..flushers.max(1) {
+            tokio::spawn(flush_loop(engine.clone(), receiver.clone()));
+        }
+        Self { engine, queue }
+    }
+
+    /// Complete the lease's execution with `result`; returns what
+    /// [`Engine::complete`] would.
+    pub(super) async fn complete(&self, lease: &LeaseHandle, result: &[u8]) -> Result<()> {
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            lease: lease.clone(),
+            result: result.to_vec(),
+            reply,
+        };
+        if self.queue.send(pending).is_ok() {
+            if let Ok(written) = answer.await {
+                return written;
+            }
+        }
+        // The flush tasks are gone (a panic in one): write it directly.
+        self.engine.complete(lease, result).await
+    }
+}
+
+async fn flush_loop(engine: Engine, receiver: Arc<Mutex<mpsc::UnboundedReceiver<Pending>>>) {
+    while let Some(batch) = next_batch(&receiver).await {
+        write(&engine, batch).await;
+    }
+}
+
+/// Wait for one completion, then take every other one already queued.
+async fn next_batch(receiver: &Mutex<mpsc::UnboundedReceiver<Pending>>) -> Option<Vec<Pending>> {
+    let mut receiver = receiver.lock().await;
+    let first = receiver.recv().await?;
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        match receiver.try_recv() {
+            Ok(next) => batch.push(next),
+            Err(_) => break,
+        }
+    }
+    Some(batch)
+}
+
+async fn write(engine: &Engine, batch: Vec<Pending>) {
+    metrics::histogram!("flowfabric_completion_batch_size").record(batch.len() as f64);
+    let written = {
+        let completions: Vec<(LeaseHandle, &[u8])> = batch
+            .iter()
+            .map(|p| (p.lease.clone(), p.result.as_slice()))
+            .collect();
+        engine.complete_many(&completions).await
+    };
+    match written {
+        Ok(results) => {
+            for (pending, result) in batch.into_iter().zip(results) {
+                let _ = pending.reply.send(result);
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, count = batch.len(), "batched completion failed; writing one at a time");
+            for pending in batch {
+                let result = engine.complete(&pending.lease, &pending.result).await;
+                let _ = pending.reply.send(result);
+            }
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! Completions written in one statement (`complete_many`, the worker pool's
+//! group commit): each keeps its own fence, replay rule and answer.
+
+use std::collections::HashMap;
+
+use flowfabric::model::{
+    CompletionEvent, FlowEdge, FlowMember, GraphChange, JoinPolicy, LeaseHandle, NewExecution,
+    NewFlow, PublicState,
+};
+use flowfabric::EngineError;
+
+use crate::{claim_none, request, setup, task};
+
+#[tokio::test]
+async fn each_completion_in_a_batch_is_fenced_and_answered_on_its_own() {
+    let (db, t) = setup().await;
+    let other = db.tenant("other").await;
+    let e = &db.engine;
+    for i in 0..5 {
+        e.create(t, task(&format!("in-{i}"))).await.unwrap();
+    }
+    let claimed = e.claim(&request(5)).await.unwrap();
+    assert_eq!(claimed.len(), 5);
+    let [fresh_a, fresh_b, replayed, revoked, held] = &claimed[..] else {
+        unreachable!()
+    };
+    e.complete(&replayed.lease, b"replayed").await.unwrap();
+    e.revoke_lease(t, revoked.lease.execution_id).await.unwrap();
+    let forged = LeaseHandle {
+        tenant_id: other,
+        ..held.lease.clone()
+    };
+    let oversized = vec![0u8; e.limits().max_result_bytes + 1];
+
+    let results = e
+        .complete_many(&[
+            (fresh_a.lease.clone(), &b"a"[..]),
+            (replayed.lease.clone(), &b"replayed"[..]),
+            (revoked.lease.clone(), &b"late"[..]),
+            (forged, &b"forged"[..]),
+            (held.lease.clone(), &oversized[..]),
+            (fresh_b.lease.clone(), &b"b"[..]),
+        ])
+        .await
+        .expect("the batch is written");
+
+    assert_eq!(results.len(), 6, "one answer per completion, in order");
+    assert!(results[0].is_ok() && results[1].is_ok() && results[5].is_ok());
+    assert!(
+        matches!(results[2], Err(EngineError::StaleLease { .. })),
+        "revoked: {:?}",
+        results[2]
+    );
+    assert!(
+        matches!(results[3], Err(EngineError::NotFound { .. })),
+        "another tenant's handle finds nothing: {:?}",
+        results[3]
+    );
+    assert!(
+        matches!(results[4], Err(EngineError::PayloadTooLarge { .. })),
+        "{:?}",
+        results[4]
+    );
+
+    let result_of = async |c: &flowfabric::model::ClaimedExecution| {
+        let ex = e.get(t, c.lease.execution_id).await.unwrap();
+        (ex.state, ex.result)
+    };
+    assert_eq!(
+        result_of(fresh_a).await,
+        (PublicState::Completed, Some(b"a".to_vec()))
+    );
+    assert_eq!(
+        result_of(fresh_b).await,
+        (PublicState::Completed, Some(b"b".to_vec()))
+    );
+    assert_eq!(
+        result_of(replayed).await,
+        (PublicState::Completed, Some(b"replayed".to_vec())),
+        "a replay changes nothing"
+    );
+    assert_eq!(result_of(revoked).await, (PublicState::Waiting, None));
+    assert_eq!(result_of(held).await, (PublicState::Active, None));
+
+    let mut completed: Vec<_> = db
+        .events::<CompletionEvent>(t)
+        .await
+        .into_iter()
+        .map(|ev| (ev.execution_id, ev.outcome))
+        .collect();
+    completed.sort();
+    let mut expected: Vec<_> = [fresh_a, fresh_b, replayed]
+        .iter()
+        .map(|c| (c.lease.execution_id, "success".to_string()))
+        .collect();
+    expected.sort();
+    assert_eq!(completed, expected, "one event per completed execution");
+    assert!(db.events::<CompletionEvent>(other).await.is_empty());
+
+    // The one still held can still complete itself.
+    e.complete(&held.lease, b"held").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_batch_that_ends_every_upstream_releases_the_join() {
+    let (db, t) = setup().await;
+    let e = &db.engine;
+    let member = |key: &str| FlowMember {
+        key: key.into(),
+        execution: NewExecution::new("echo", key.as_bytes()),
+        join: JoinPolicy::AllOf,
+    };
+    let edge = |from: &str| FlowEdge {
+        from: from.into(),
+        to: "join".into(),
+        pass_result: false,
+    };
+    let change = GraphChange {
+        expected_revision: None,
+        members: vec![member("a"), member("b"), member("c"), member("join")],
+        edges: vec![edge("a"), edge("b"), edge("c")],
+    };
+    let flow = e
+        .create_flow(
+            t,
+            NewFlow {
+                name: "fan-in".into(),
+                ..Default::default()
+            },
+            change,
+        )
+        .await
+        .unwrap();
+    let claimed: HashMap<_, _> = e
+        .claim(&request(10))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.lease.execution_id, c))
+        .collect();
+    assert_eq!(claimed.len(), 3, "only the upstreams run first");
+
+    let batch: Vec<(LeaseHandle, &[u8])> = claimed
+        .values()
+        .map(|c| (c.lease.clone(), &b"done"[..]))
+        .collect();
+    let results = e.complete_many(&batch).await.unwrap();
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+
+    let next = e.claim(&request(10)).await.unwrap();
+    assert_eq!(next.len(), 1, "the join runs once all three ended together");
+    assert_eq!(next[0].lease.execution_id, flow.members["join"]);
+    claim_none(e).await;
+}
