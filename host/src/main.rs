@@ -90,6 +90,8 @@ enum BenchCommand {
     Depth(cli::bench_depth::DepthBench),
     /// Submit -> start latency at fixed offered loads, against raw SQL.
     Latency(cli::bench_latency::LatencyBench),
+    /// A backlog of wasm executions drained by the worker pool, end to end.
+    Pool(cli::bench_pool::PoolBench),
 }
 
 #[tokio::main]
@@ -139,6 +141,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Languages(args)) => cli::bench_languages::run(args).await?,
         Command::Bench(BenchCommand::Depth(args)) => cli::bench_depth::run(args).await?,
         Command::Bench(BenchCommand::Latency(args)) => cli::bench_latency::run(args).await?,
+        Command::Bench(BenchCommand::Pool(args)) => cli::bench_pool::run(args).await?,
     }
     Ok(())
 }

@@ -5,6 +5,7 @@ pub mod bench_depth;
 pub mod bench_flow;
 pub mod bench_languages;
 pub mod bench_latency;
+pub mod bench_pool;
 pub mod bench_signal;
 pub mod bench_wasm;
 pub mod budgets;

@@ -1,0 +1,117 @@
+//! `flowfabric bench pool`: the whole product at work. A backlog of executions
+//! of a real wasm component is drained by the real worker pool (claim, sandboxed
+//! run, group-committed completion, outbox), and timed until the last
+//! completion event is readable.
+//!
+//! This is the figure to set beside another job system's: graphile-worker with
+//! concurrency N against a pool of N slots (`scripts/bench-peer.sh` runs both on
+//! the same server). The queue-only figures and their raw-SQL ratios are in
+//! `bench engine`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use flowfabric::backend::postgres::bench::ScratchDatabase;
+use flowfabric::engine::Engine;
+use flowfabric::model::{EventCursor, NewExecution, TenantId};
+use flowfabric::runtime::{Runtime, RuntimeConfig};
+use flowfabric::worker::{WorkerConfig, WorkerPool};
+
+use super::bench::write_json;
+
+#[derive(clap::Args)]
+pub struct PoolBench {
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: String,
+    /// Where the built guests are (`testkit.wasm` is used).
+    #[arg(long, default_value = "guests/target/wasm32-wasip2/release")]
+    guests: PathBuf,
+    #[arg(long, default_value_t = 5_000)]
+    executions: usize,
+    /// Worker pool slots (executions run at once) to measure.
+    #[arg(long, value_delimiter = ',', default_value = "4,16")]
+    slots: Vec<usize>,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json_out: Option<std::path::PathBuf>,
+}
+
+#[derive(serde::Serialize)]
+struct Row {
+    slots: usize,
+    executions: usize,
+    process_per_s: f64,
+}
+
+pub async fn run(args: PoolBench) -> anyhow::Result<()> {
+    anyhow::ensure!(args.slots.iter().all(|&s| s >= 1), "slots start at 1");
+    let wasm = std::fs::read(args.guests.join("testkit.wasm"))
+        .context("reading testkit.wasm (build the guests first)")?;
+    let mut rows = Vec::new();
+    for &slots in &args.slots {
+        let scratch = ScratchDatabase::create(&args.database_url)
+            .await
+            .context("creating a scratch database")?;
+        let elapsed = round(&scratch.url, &wasm, slots, args.executions).await;
+        scratch.drop().await?;
+        rows.push(Row {
+            slots,
+            executions: args.executions,
+            process_per_s: args.executions as f64 / elapsed?.as_secs_f64(),
+        });
+    }
+    println!(
+        "{} executions of a wasm echo through the worker pool; completed/s",
+        args.executions
+    );
+    println!("{:>5} {:>12}", "slots", "per s");
+    for r in &rows {
+        println!("{:>5} {:>12.0}", r.slots, r.process_per_s);
+    }
+    write_json(args.json_out.as_deref(), &rows)?;
+    Ok(())
+}
+
+/// Create the backlog, then time the pool from start to the last completion event.
+async fn round(url: &str, wasm: &[u8], slots: usize, n: usize) -> anyhow::Result<Duration> {
+    let engine = super::connect(url, u32::try_from(slots)? + 4).await?;
+    let tenant = engine.create_tenant("bench").await?.tenant_id;
+    let runtime = Arc::new(Runtime::new(RuntimeConfig::default())?);
+    flowfabric::components::register(&engine, &runtime, tenant, "testkit", wasm).await?;
+    let backlog: Vec<NewExecution> = (0..n)
+        .map(|i| NewExecution::new("testkit", format!("echo:{i}").into_bytes()))
+        .collect();
+    for chunk in backlog.chunks(engine.limits().max_batch) {
+        engine.create_batch(tenant, chunk).await?;
+    }
+    let config = WorkerConfig {
+        slots,
+        claim_batch: u32::try_from(slots)?,
+        ..WorkerConfig::default()
+    };
+    let started = Instant::now();
+    let pool = WorkerPool::start(engine.clone(), runtime, config);
+    wait_for_completions(&engine, tenant, n).await?;
+    let elapsed = started.elapsed();
+    pool.shutdown().await;
+    Ok(elapsed)
+}
+
+async fn wait_for_completions(engine: &Engine, tenant: TenantId, n: usize) -> anyhow::Result<()> {
+    let (mut cursor, mut ended) = (EventCursor::START, 0);
+    while ended < n {
+        let batch = engine.completion_events(tenant, cursor, 1_000).await?;
+        match batch.events.last() {
+            Some(last) => cursor = last.cursor,
+            None => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+        anyhow::ensure!(
+            batch.events.iter().all(|e| e.outcome == "success"),
+            "an execution did not succeed"
+        );
+        ended += batch.events.len();
+    }
+    Ok(())
+}
