@@ -34,18 +34,18 @@ pool = json.load(open("bench-results/pool.json"))[0]
 peer = json.load(open("bench-results/graphile.json"))
 rows = []
 print(f"\n{sys.argv[1]} no-op jobs, {sys.argv[2]} workers; claim + complete per second")
-print(f"{'system':<34} {'per s':>10} {'vs graphile':>12}")
-print(f"{'graphile-worker (concurrency ' + sys.argv[2] + ')':<34} {peer['process_per_s']:>10.0f} {1.0:>12.2f}")
+print(f"{'system':<42} {'per s':>10} {'vs graphile':>12}")
+print(f"{'graphile-worker (concurrency ' + sys.argv[2] + ')':<42} {peer['process_per_s']:>10.0f} {1.0:>12.2f}")
 for r in engine:
     if r["path"] != "engine":
         continue
     ratio = r["process_per_s"] / peer["process_per_s"]
     name = f"flowfabric engine, claim batch {r['batch']}"
-    print(f"{name:<34} {r['process_per_s']:>10.0f} {ratio:>12.2f}")
+    print(f"{name:<42} {r['process_per_s']:>10.0f} {ratio:>12.2f}")
     rows.append({"batch": r["batch"], "flowfabric_per_s": r["process_per_s"], "ratio": ratio})
 ratio = pool["process_per_s"] / peer["process_per_s"]
 name = f"flowfabric worker pool, {pool['slots']} slots (wasm)"
-print(f"{name:<34} {pool['process_per_s']:>10.0f} {ratio:>12.2f}")
+print(f"{name:<42} {pool['process_per_s']:>10.0f} {ratio:>12.2f}")
 rows.append({"pool_slots": pool["slots"], "flowfabric_per_s": pool["process_per_s"], "ratio": ratio})
 json.dump({"graphile": peer, "flowfabric": rows}, open("bench-results/peer.json", "w"), indent=2)
 PY
