@@ -152,3 +152,69 @@ async fn a_batch_that_ends_every_upstream_releases_the_join() {
     assert_eq!(next[0].lease.execution_id, flow.members["join"]);
     claim_none(e).await;
 }
+
+/// Like the claim, a batch completion is planned once per connection:
+/// Postgres keeps its generic plan after five calls (see `lease.rs`), and
+/// that plan, made without knowing the batch's size, must still look rows up
+/// by key.
+#[tokio::test]
+async fn batched_completions_are_planned_once_per_connection() {
+    use flowfabric::backend::postgres::PgBackend;
+    use flowfabric::backend::Backend;
+
+    let (db, t) = setup().await;
+    // Enough rows, analysed, that reading a table through is clearly wrong.
+    let backlog: Vec<NewExecution> = (0..2_000).map(|i| task(&i.to_string())).collect();
+    for chunk in backlog.chunks(1_000) {
+        db.engine.create_batch(t, chunk).await.unwrap();
+    }
+    let started: Vec<(LeaseHandle, &[u8])> = db
+        .engine
+        .claim(&request(1_000))
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| (c.lease.clone(), &b"ok"[..]))
+        .collect();
+    db.engine.complete_many(&started).await.unwrap();
+    sqlx::query("ANALYZE").execute(&db.pool).await.unwrap();
+    let one_connection = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(PgBackend::connect_options(&db.url).unwrap())
+        .await
+        .unwrap();
+    let backend = PgBackend::from_pool(one_connection.clone());
+    for _ in 0..15 {
+        let claimed = backend.claim(&request(2)).await.unwrap();
+        let batch: Vec<(LeaseHandle, &[u8])> = claimed
+            .iter()
+            .map(|c| (c.lease.clone(), &b"ok"[..]))
+            .collect();
+        let results = backend.complete_many(&batch).await.unwrap();
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+    }
+    let (name, generic, custom): (String, i64, i64) = sqlx::query_as(
+        "SELECT name, generic_plans, custom_plans FROM pg_prepared_statements \
+         WHERE statement LIKE '%FOR UPDATE OF e%' AND statement LIKE '%succeeded%' \
+           AND statement NOT LIKE '%pg_prepared%'",
+    )
+    .fetch_one(&one_connection)
+    .await
+    .unwrap();
+    assert!(
+        generic >= 10 && custom <= 5,
+        "the batch completion was planned {custom} times in 15 calls"
+    );
+    // The cached plan (whatever the arguments) looks every row up by key.
+    let plan: Vec<String> = sqlx::query_scalar(&format!(
+        "EXPLAIN EXECUTE {name}('{{}}', '{{}}', '{{}}', '{{}}', '{{}}', '{{}}')"
+    ))
+    .fetch_all(&one_connection)
+    .await
+    .unwrap();
+    let plan = plan.join("\n");
+    assert!(
+        !plan.contains("Seq Scan on executions") && !plan.contains("Seq Scan on attempts"),
+        "the batch completion's cached plan scans a table:\n{plan}"
+    );
+}
