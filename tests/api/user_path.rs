@@ -445,6 +445,7 @@ async fn health_metrics_and_openapi_are_served() {
         "flowfabric_http_request_duration_seconds_bucket",
         "flowfabric_claimed_executions_total",
         "flowfabric_attempts_finished_total",
+        "flowfabric_completion_batch_size",
     ] {
         assert!(metrics.contains(name), "{name} missing from /metrics");
     }
