@@ -20,8 +20,11 @@ use crate::engine::Engine;
 use crate::error::Result;
 use crate::model::LeaseHandle;
 
-/// Most completions written in one statement.
+/// Most completions written in one statement, and about the most result
+/// bytes (a batch stops growing once it holds this many): large results go
+/// in smaller statements rather than one message of hundreds of megabytes.
 const MAX_BATCH: usize = 256;
+const MAX_BATCH_BYTES: usize = 8 << 20;
 
 struct Pending {
     lease: LeaseHandle,
@@ -74,14 +77,18 @@ async fn flush_loop(engine: Engine, receiver: Arc<Mutex<mpsc::UnboundedReceiver<
     }
 }
 
-/// Wait for one completion, then take every other one already queued.
+/// Wait for one completion, then take others already queued, up to the caps.
 async fn next_batch(receiver: &Mutex<mpsc::UnboundedReceiver<Pending>>) -> Option<Vec<Pending>> {
     let mut receiver = receiver.lock().await;
     let first = receiver.recv().await?;
+    let mut bytes = first.result.len();
     let mut batch = vec![first];
-    while batch.len() < MAX_BATCH {
+    while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
         match receiver.try_recv() {
-            Ok(next) => batch.push(next),
+            Ok(next) => {
+                bytes += next.result.len();
+                batch.push(next);
+            }
             Err(_) => break,
         }
     }
@@ -104,11 +111,62 @@ async fn write(engine: &Engine, batch: Vec<Pending>) {
             }
         }
         Err(e) => {
-            tracing::warn!(error = %e, count = batch.len(), "batched completion failed; writing one at a time");
+            tracing::warn!(
+                error = %e,
+                count = batch.len(),
+                "batched completion failed; writing one at a time"
+            );
             for pending in batch {
                 let result = engine.complete(&pending.lease, &pending.result).await;
                 let _ = pending.reply.send(result);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(result_bytes: usize) -> Pending {
+        let id = uuid::Uuid::now_v7();
+        Pending {
+            lease: LeaseHandle {
+                tenant_id: id,
+                execution_id: id,
+                attempt_index: 1,
+                lease_id: id,
+                lease_epoch: 1,
+            },
+            result: vec![0; result_bytes],
+            reply: oneshot::channel().0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_takes_what_is_queued_up_to_its_caps() {
+        let (queue, receiver) = mpsc::unbounded_channel();
+        let receiver = Mutex::new(receiver);
+        for _ in 0..300 {
+            queue.send(pending(10)).unwrap();
+        }
+        let sizes = [
+            next_batch(&receiver).await.unwrap().len(),
+            next_batch(&receiver).await.unwrap().len(),
+        ];
+        assert_eq!(sizes, [MAX_BATCH, 300 - MAX_BATCH]);
+
+        for _ in 0..3 {
+            queue.send(pending(5 << 20)).unwrap();
+        }
+        assert_eq!(
+            next_batch(&receiver).await.unwrap().len(),
+            2,
+            "two results of 5 MiB pass the byte cap"
+        );
+        assert_eq!(next_batch(&receiver).await.unwrap().len(), 1);
+
+        drop(queue);
+        assert!(next_batch(&receiver).await.is_none(), "closed and drained");
     }
 }
