@@ -153,17 +153,18 @@ async fn a_batch_that_ends_every_upstream_releases_the_join() {
     claim_none(e).await;
 }
 
-/// Like the claim, a batch completion is planned once per connection:
-/// Postgres keeps its generic plan after five calls (see `lease.rs`), and
-/// that plan, made without knowing the batch's size, must still look rows up
-/// by key.
+/// Unlike the claim, a batch completion is planned for each batch, knowing its
+/// real size: a plan cached without that knowledge (as one with its arrays
+/// hidden from the planner would be) was measured looking every row up by
+/// scanning the table, 150 ms a batch of 100 instead of 15. Planning is paid
+/// once per batch, so it costs little per completion.
 #[tokio::test]
-async fn batched_completions_are_planned_once_per_connection() {
+async fn batched_completions_are_planned_for_each_batch() {
     use flowfabric::backend::postgres::PgBackend;
     use flowfabric::backend::Backend;
 
     let (db, t) = setup().await;
-    // Enough rows, analysed, that reading a table through is clearly wrong.
+    // A realistic table: analysed, with enough rows that a scan is wrong.
     let backlog: Vec<NewExecution> = (0..2_000).map(|i| task(&i.to_string())).collect();
     for chunk in backlog.chunks(1_000) {
         db.engine.create_batch(t, chunk).await.unwrap();
@@ -193,28 +194,17 @@ async fn batched_completions_are_planned_once_per_connection() {
         let results = backend.complete_many(&batch).await.unwrap();
         assert!(results.iter().all(Result::is_ok), "{results:?}");
     }
-    let (name, generic, custom): (String, i64, i64) = sqlx::query_as(
-        "SELECT name, generic_plans, custom_plans FROM pg_prepared_statements \
+    let (generic, custom): (i64, i64) = sqlx::query_as(
+        "SELECT generic_plans, custom_plans FROM pg_prepared_statements \
          WHERE statement LIKE '%FOR UPDATE OF e%' AND statement LIKE '%succeeded%' \
            AND statement NOT LIKE '%pg_prepared%'",
     )
     .fetch_one(&one_connection)
     .await
     .unwrap();
-    assert!(
-        generic >= 10 && custom <= 5,
-        "the batch completion was planned {custom} times in 15 calls"
-    );
-    // The cached plan (whatever the arguments) looks every row up by key.
-    let plan: Vec<String> = sqlx::query_scalar(&format!(
-        "EXPLAIN EXECUTE {name}('{{}}', '{{}}', '{{}}', '{{}}', '{{}}', '{{}}')"
-    ))
-    .fetch_all(&one_connection)
-    .await
-    .unwrap();
-    let plan = plan.join("\n");
-    assert!(
-        !plan.contains("Seq Scan on executions") && !plan.contains("Seq Scan on attempts"),
-        "the batch completion's cached plan scans a table:\n{plan}"
+    assert_eq!(
+        (generic, custom),
+        (0, 15),
+        "the batch completion must be planned for every batch"
     );
 }

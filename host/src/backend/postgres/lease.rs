@@ -252,11 +252,6 @@ pub(super) async fn complete(pool: &PgPool, lease: &LeaseHandle, result: &[u8]) 
 /// deadlock. Completions whose lease no longer matches change nothing and are
 /// explained afterwards one by one, exactly as a single `complete` would be:
 /// a replay by the handle that completed it is `Ok`, anything else its error.
-///
-/// Like the claim, the statement hides its parameters from the planner so
-/// Postgres keeps one generic plan per connection, and names its rows by
-/// `= ANY` on the keys so that plan, not knowing the batch's size, still
-/// looks them up by key.
 #[tracing::instrument(skip_all, fields(count = completions.len()))]
 pub(super) async fn complete_many(
     pool: &PgPool,
@@ -270,8 +265,7 @@ pub(super) async fn complete_many(
     let sql = format!(
         r#"
 WITH input AS (
-    SELECT * FROM unnest((SELECT $1::uuid[]), (SELECT $2::uuid[]), (SELECT $3::int4[]),
-                         (SELECT $4::uuid[]), (SELECT $5::int8[]), (SELECT $6::bytea[]))
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int4[], $4::uuid[], $5::int8[], $6::bytea[])
         AS i(tenant_id, execution_id, attempt_index, lease_id, lease_epoch, result)
 ),
 locked AS (
@@ -280,14 +274,13 @@ locked AS (
     JOIN executions e ON e.tenant_id = i.tenant_id AND e.execution_id = i.execution_id
         AND e.attempt_index = i.attempt_index AND e.lease_id = i.lease_id
         AND e.lease_epoch = i.lease_epoch
-    WHERE {on_key}
     ORDER BY e.tenant_id, e.execution_id
     FOR UPDATE OF e
 ),
 moved AS (
     UPDATE executions e SET {completed}, result = l.result, {LEASE_RELEASED}
     FROM locked l
-    WHERE e.tenant_id = l.tenant_id AND e.execution_id = l.execution_id AND {on_key}
+    WHERE e.tenant_id = l.tenant_id AND e.execution_id = l.execution_id
     RETURNING e.tenant_id, e.execution_id, e.attempt_index, e.lifecycle_phase, e.terminal_outcome
 ),
 attempt AS (
@@ -295,16 +288,12 @@ attempt AS (
     FROM moved m
     WHERE a.tenant_id = m.tenant_id AND a.execution_id = m.execution_id
       AND a.attempt_index = m.attempt_index
-      AND a.tenant_id = ANY((SELECT $1::uuid[])::uuid[])
-      AND a.execution_id = ANY((SELECT $2::uuid[])::uuid[])
 ),
 {outbox}
 SELECT m.tenant_id, m.execution_id, (SELECT count(*) FROM event_notify) AS notified
 FROM moved m
 "#,
         completed = completed!(),
-        on_key = "e.tenant_id = ANY((SELECT $1::uuid[])::uuid[]) \
-                  AND e.execution_id = ANY((SELECT $2::uuid[])::uuid[])",
         outbox = completion_outbox("moved", "terminal_outcome", "true"),
     );
     let column = |f: fn(&LeaseHandle) -> uuid::Uuid| -> Vec<uuid::Uuid> {
