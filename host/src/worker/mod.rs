@@ -6,7 +6,8 @@
 //! for each run keeps the lease alive at a third of its TTL. A lost lease (expired
 //! and reclaimed, or the execution cancelled) stops the guest at its next epoch
 //! tick; nothing it does afterwards reaches storage, because every write is
-//! fenced.
+//! fenced. Results are group-committed: runs that end while a completion write
+//! is in flight are completed together by the next one (see `complete`).
 //!
 //! Shutdown drains: claiming stops, in-flight runs get `drain_timeout` to finish,
 //! and the rest are stopped and released back to the queue (made runnable again
