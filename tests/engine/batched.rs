@@ -4,12 +4,17 @@
 use std::collections::HashMap;
 
 use flowfabric::model::{
-    CompletionEvent, FlowEdge, FlowMember, GraphChange, JoinPolicy, LeaseHandle, NewExecution,
-    NewFlow, PublicState,
+    ClaimedExecution, CompletionEvent, FlowEdge, FlowMember, GraphChange, JoinPolicy, LeaseHandle,
+    NewExecution, NewFlow, PublicState,
 };
 use flowfabric::EngineError;
 
 use crate::{claim_none, request, setup, task};
+
+/// Every claimed execution, completed with `result`.
+fn completing<'r>(claimed: &[ClaimedExecution], result: &'r [u8]) -> Vec<(LeaseHandle, &'r [u8])> {
+    claimed.iter().map(|c| (c.lease.clone(), result)).collect()
+}
 
 #[tokio::test]
 async fn each_completion_in_a_batch_is_fenced_and_answered_on_its_own() {
@@ -62,7 +67,7 @@ async fn each_completion_in_a_batch_is_fenced_and_answered_on_its_own() {
         results[4]
     );
 
-    let result_of = async |c: &flowfabric::model::ClaimedExecution| {
+    let result_of = async |c: &ClaimedExecution| {
         let ex = e.get(t, c.lease.execution_id).await.unwrap();
         (ex.state, ex.result)
     };
@@ -140,11 +145,11 @@ async fn a_batch_that_ends_every_upstream_releases_the_join() {
         .collect();
     assert_eq!(claimed.len(), 3, "only the upstreams run first");
 
-    let batch: Vec<(LeaseHandle, &[u8])> = claimed
-        .values()
-        .map(|c| (c.lease.clone(), &b"done"[..]))
-        .collect();
-    let results = e.complete_many(&batch).await.unwrap();
+    let claimed: Vec<ClaimedExecution> = claimed.into_values().collect();
+    let results = e
+        .complete_many(&completing(&claimed, b"done"))
+        .await
+        .unwrap();
     assert!(results.iter().all(Result::is_ok), "{results:?}");
 
     let next = e.claim(&request(10)).await.unwrap();
@@ -160,7 +165,6 @@ async fn a_batch_that_ends_every_upstream_releases_the_join() {
 /// once per batch, so it costs little per completion.
 #[tokio::test]
 async fn batched_completions_are_planned_for_each_batch() {
-    use flowfabric::backend::postgres::PgBackend;
     use flowfabric::backend::Backend;
 
     let (db, t) = setup().await;
@@ -169,29 +173,19 @@ async fn batched_completions_are_planned_for_each_batch() {
     for chunk in backlog.chunks(1_000) {
         db.engine.create_batch(t, chunk).await.unwrap();
     }
-    let started: Vec<(LeaseHandle, &[u8])> = db
-        .engine
-        .claim(&request(1_000))
-        .await
-        .unwrap()
-        .iter()
-        .map(|c| (c.lease.clone(), &b"ok"[..]))
-        .collect();
-    db.engine.complete_many(&started).await.unwrap();
-    sqlx::query("ANALYZE").execute(&db.pool).await.unwrap();
-    let one_connection = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(PgBackend::connect_options(&db.url).unwrap())
+    let started = db.engine.claim(&request(1_000)).await.unwrap();
+    db.engine
+        .complete_many(&completing(&started, b"ok"))
         .await
         .unwrap();
-    let backend = PgBackend::from_pool(one_connection.clone());
+    sqlx::query("ANALYZE").execute(&db.pool).await.unwrap();
+    let (one_connection, backend) = db.one_connection_backend().await;
     for _ in 0..15 {
         let claimed = backend.claim(&request(2)).await.unwrap();
-        let batch: Vec<(LeaseHandle, &[u8])> = claimed
-            .iter()
-            .map(|c| (c.lease.clone(), &b"ok"[..]))
-            .collect();
-        let results = backend.complete_many(&batch).await.unwrap();
+        let results = backend
+            .complete_many(&completing(&claimed, b"ok"))
+            .await
+            .unwrap();
         assert!(results.iter().all(Result::is_ok), "{results:?}");
     }
     let (generic, custom): (i64, i64) = sqlx::query_as(

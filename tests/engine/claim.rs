@@ -211,18 +211,12 @@ async fn engine_connections_never_jit_compile() {
 /// after that skip planning, which costs more than running them. Both shapes.
 #[tokio::test]
 async fn the_claim_is_planned_once_per_connection() {
-    use flowfabric::backend::postgres::PgBackend;
     use flowfabric::backend::Backend;
 
     let (db, t) = setup().await;
     let backlog: Vec<NewExecution> = (0..40).map(|i| task(&i.to_string())).collect();
     db.engine.create_batch(t, &backlog).await.unwrap();
-    let one_connection = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(PgBackend::connect_options(&db.url).unwrap())
-        .await
-        .unwrap();
-    let backend = PgBackend::from_pool(one_connection.clone());
+    let (one_connection, backend) = db.one_connection_backend().await;
     for admission in [false, true] {
         let limits = TenantLimits {
             max_running: admission.then_some(10_000),

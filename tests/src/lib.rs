@@ -138,6 +138,17 @@ impl TestDb {
         }
     }
 
+    /// A backend over one connection of its own, so a test can read that
+    /// connection's session state (its prepared statements and their plans).
+    pub async fn one_connection_backend(&self) -> (PgPool, PgBackend) {
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(PgBackend::connect_options(&self.url).expect("test database url"))
+            .await
+            .expect("connect to test database");
+        (pool.clone(), PgBackend::from_pool(pool))
+    }
+
     /// Rows in a table, for asserting that a rejected request wrote nothing.
     pub async fn count(&self, table: &str) -> i64 {
         sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))

@@ -15,7 +15,9 @@ use flowfabric::backend::postgres::bench::{RawQueue, ScratchDatabase};
 use flowfabric::backend::postgres::PgBackend;
 use flowfabric::backend::Backend;
 use flowfabric::engine::{Engine, Limits};
-use flowfabric::model::{ClaimRequest, LeaseHandle, NewExecution, DEFAULT_LANE};
+use flowfabric::model::{
+    ClaimRequest, EventCursor, LeaseHandle, NewExecution, TenantId, DEFAULT_LANE,
+};
 
 #[derive(clap::Args)]
 pub struct EngineBench {
@@ -276,6 +278,29 @@ where
     }
     while let Some(res) = tasks.join_next().await {
         res??;
+    }
+    Ok(())
+}
+
+/// Follow the tenant's completion stream until `n` executions have ended;
+/// fails if any did not succeed.
+pub(super) async fn wait_for_completions(
+    engine: &Engine,
+    tenant: TenantId,
+    n: usize,
+) -> anyhow::Result<()> {
+    let (mut cursor, mut ended) = (EventCursor::START, 0);
+    while ended < n {
+        let batch = engine.completion_events(tenant, cursor, 1_000).await?;
+        match batch.events.last() {
+            Some(last) => cursor = last.cursor,
+            None => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+        anyhow::ensure!(
+            batch.events.iter().all(|e| e.outcome == "success"),
+            "an execution did not succeed"
+        );
+        ended += batch.events.len();
     }
     Ok(())
 }

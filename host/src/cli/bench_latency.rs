@@ -16,11 +16,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use flowfabric::backend::postgres::bench::{start_latencies, RawQueue, ScratchDatabase};
-use flowfabric::model::{EventCursor, NewExecution};
+use flowfabric::model::NewExecution;
 use flowfabric::runtime::{Runtime, RuntimeConfig};
 use flowfabric::worker::{WorkerConfig, WorkerPool};
 
-use super::bench::{side_pool, write_json, Percentiles};
+use super::bench::{side_pool, wait_for_completions, write_json, Percentiles};
 
 #[derive(clap::Args)]
 pub struct LatencyBench {
@@ -143,15 +143,7 @@ async fn engine_round(
             .create(tenant, NewExecution::new("testkit", b"echo:x".to_vec()))
             .await?;
     }
-    let (mut cursor, mut ended) = (EventCursor::START, 0);
-    while ended < n {
-        let batch = engine.completion_events(tenant, cursor, 1_000).await?;
-        match batch.events.last() {
-            Some(last) => cursor = last.cursor,
-            None => tokio::time::sleep(Duration::from_millis(10)).await,
-        }
-        ended += batch.events.len();
-    }
+    wait_for_completions(&engine, tenant, n).await?;
     pool.shutdown().await;
     let samples = start_latencies(&side_pool(&url).await?).await?;
     anyhow::ensure!(samples.len() == n, "{} of {n} started", samples.len());

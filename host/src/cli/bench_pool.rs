@@ -14,12 +14,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use flowfabric::backend::postgres::bench::ScratchDatabase;
-use flowfabric::engine::Engine;
-use flowfabric::model::{EventCursor, NewExecution, TenantId};
+use flowfabric::model::NewExecution;
 use flowfabric::runtime::{Runtime, RuntimeConfig};
 use flowfabric::worker::{WorkerConfig, WorkerPool};
 
-use super::bench::write_json;
+use super::bench::{wait_for_completions, write_json};
 
 #[derive(clap::Args)]
 pub struct PoolBench {
@@ -97,21 +96,4 @@ async fn round(url: &str, wasm: &[u8], slots: usize, n: usize) -> anyhow::Result
     let elapsed = started.elapsed();
     pool.shutdown().await;
     Ok(elapsed)
-}
-
-async fn wait_for_completions(engine: &Engine, tenant: TenantId, n: usize) -> anyhow::Result<()> {
-    let (mut cursor, mut ended) = (EventCursor::START, 0);
-    while ended < n {
-        let batch = engine.completion_events(tenant, cursor, 1_000).await?;
-        match batch.events.last() {
-            Some(last) => cursor = last.cursor,
-            None => tokio::time::sleep(Duration::from_millis(5)).await,
-        }
-        anyhow::ensure!(
-            batch.events.iter().all(|e| e.outcome == "success"),
-            "an execution did not succeed"
-        );
-        ended += batch.events.len();
-    }
-    Ok(())
 }

@@ -6,6 +6,7 @@
 //! the caller that already succeeded.
 
 use std::collections::HashSet;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -230,7 +231,17 @@ async fn simple_transition(
         return Ok(());
     }
     drop(conn);
-    match explain_lease_miss(pool, lease, t.attempt_state).await? {
+    replayed_or_rejected(pool, lease, t.attempt_state).await
+}
+
+/// A fenced write matched nothing: `Ok` if the same handle already made it
+/// (a replay), otherwise why it was refused.
+async fn replayed_or_rejected(
+    pool: &PgPool,
+    lease: &LeaseHandle,
+    replay_as: AttemptState,
+) -> Result<()> {
+    match explain_lease_miss(pool, lease, replay_as).await? {
         LeaseMiss::Replayed { .. } => Ok(()),
         LeaseMiss::Rejected(e) => Err(e),
     }
@@ -245,24 +256,10 @@ pub(super) async fn complete(pool: &PgPool, lease: &LeaseHandle, result: &[u8]) 
     simple_transition(pool, lease, &COMPLETE, args).await
 }
 
-/// Complete many executions in one statement, each fenced by its own lease.
-///
-/// The rows are locked in key order before they change, as every multi-row
-/// write here does, so two batches (or a batch and a flow cancel) cannot
-/// deadlock. Completions whose lease no longer matches change nothing and are
-/// explained afterwards one by one, exactly as a single `complete` would be:
-/// a replay by the handle that completed it is `Ok`, anything else its error.
-#[tracing::instrument(skip_all, fields(count = completions.len()))]
-pub(super) async fn complete_many(
-    pool: &PgPool,
-    completions: &[(LeaseHandle, &[u8])],
-) -> Result<Vec<Result<()>>> {
-    const OP: &str = "complete many";
-    if let [(lease, result)] = completions {
-        // The single-row statement plans faster than the batch's join.
-        return Ok(vec![complete(pool, lease, result).await]);
-    }
-    let sql = format!(
+/// The batch completion (`$1`–`$6`: arrays of tenant, execution, attempt
+/// index, lease id, lease epoch and result), built once.
+static COMPLETE_MANY_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
         r#"
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int4[], $4::uuid[], $5::int8[], $6::bytea[])
@@ -295,9 +292,28 @@ FROM moved m
 "#,
         completed = completed!(),
         outbox = completion_outbox("moved", "terminal_outcome", "true"),
-    );
-    let column = |f: fn(&LeaseHandle) -> uuid::Uuid| -> Vec<uuid::Uuid> {
-        completions.iter().map(|(l, _)| f(l)).collect()
+    )
+});
+
+/// Complete many executions in one statement, each fenced by its own lease.
+///
+/// The rows are locked in key order before they change, as every multi-row
+/// write here does, so two batches (or a batch and a flow cancel) cannot
+/// deadlock. Completions whose lease no longer matches change nothing and are
+/// explained afterwards one by one, exactly as a single `complete` would be:
+/// a replay by the handle that completed it is `Ok`, anything else its error.
+#[tracing::instrument(skip_all, fields(count = completions.len()))]
+pub(super) async fn complete_many(
+    pool: &PgPool,
+    completions: &[(LeaseHandle, &[u8])],
+) -> Result<Vec<Result<()>>> {
+    const OP: &str = "complete many";
+    if let [(lease, result)] = completions {
+        // The single-row statement plans faster than the batch's join.
+        return Ok(vec![complete(pool, lease, result).await]);
+    }
+    let column = |field: fn(&LeaseHandle) -> uuid::Uuid| -> Vec<uuid::Uuid> {
+        completions.iter().map(|(l, _)| field(l)).collect()
     };
     let bound = Args::new()
         .push(column(|l| l.tenant_id))
@@ -306,19 +322,19 @@ FROM moved m
             completions
                 .iter()
                 .map(|(l, _)| l.attempt_index)
-                .collect::<Vec<i32>>(),
+                .collect::<Vec<_>>(),
         )
         .push(column(|l| l.lease_id))
         .push(
             completions
                 .iter()
                 .map(|(l, _)| l.lease_epoch)
-                .collect::<Vec<i64>>(),
+                .collect::<Vec<_>>(),
         )
-        .push(completions.iter().map(|(_, r)| *r).collect::<Vec<&[u8]>>())
+        .push(completions.iter().map(|(_, r)| *r).collect::<Vec<_>>())
         .done(OP)?;
     // One statement: atomic on its own, without a BEGIN and COMMIT round trip.
-    let rows = sqlx::query_with(&sql, bound)
+    let rows = sqlx::query_with(&COMPLETE_MANY_SQL, bound)
         .fetch_all(pool)
         .await
         .map_err(EngineError::storage(OP))?;
@@ -326,18 +342,14 @@ FROM moved m
         .iter()
         .map(|r| Ok((col(r, "tenant_id")?, col(r, "execution_id")?)))
         .collect::<Result<HashSet<(uuid::Uuid, uuid::Uuid)>>>()?;
+    // The batch is written: from here on an error belongs to one completion.
     let mut results = Vec::with_capacity(completions.len());
     for (lease, _) in completions {
-        if moved.contains(&(lease.tenant_id, lease.execution_id)) {
-            results.push(Ok(()));
-            continue;
-        }
-        results.push(
-            match explain_lease_miss(pool, lease, AttemptState::Succeeded).await? {
-                LeaseMiss::Replayed { .. } => Ok(()),
-                LeaseMiss::Rejected(e) => Err(e),
-            },
-        );
+        results.push(if moved.contains(&(lease.tenant_id, lease.execution_id)) {
+            Ok(())
+        } else {
+            replayed_or_rejected(pool, lease, AttemptState::Succeeded).await
+        });
     }
     Ok(results)
 }
