@@ -82,7 +82,7 @@ async fn killed_workers_lose_nothing_and_duplicate_nothing() {
     // The killer works on its own clock, however long the checks below take.
     let kills = Arc::new(AtomicUsize::new(0));
     let killer = tokio::spawn({
-        let (url, cache, kills) = (db.url.clone(), cache.clone(), kills.clone());
+        let (url, cache, kills) = (db.pg_url().to_owned(), cache.clone(), kills.clone());
         async move {
             let mut workers: Vec<_> = (0..WORKERS).map(|_| spawn_worker(&url, &cache)).collect();
             while kills.load(Relaxed) < KILLS {
@@ -139,7 +139,7 @@ async fn killed_workers_lose_nothing_and_duplicate_nothing() {
     let events: HashMap<uuid::Uuid, i64> = sqlx::query_as(
         "SELECT execution_id, count(*) FROM completion_events GROUP BY execution_id",
     )
-    .fetch_all(&db.pool)
+    .fetch_all(db.pg())
     .await
     .unwrap()
     .into_iter()
@@ -155,7 +155,7 @@ async fn killed_workers_lose_nothing_and_duplicate_nothing() {
     );
     let succeeded: i64 =
         sqlx::query_scalar("SELECT count(*) FROM attempts WHERE state = 'succeeded'")
-            .fetch_one(&db.pool)
+            .fetch_one(db.pg())
             .await
             .unwrap();
     assert_eq!(succeeded, ids.len() as i64, "one successful attempt each");
@@ -164,13 +164,13 @@ async fn killed_workers_lose_nothing_and_duplicate_nothing() {
         "SELECT count(*) FROM (SELECT execution_id, attempt_index, max(seq) AS top, count(*) AS n \
          FROM frames GROUP BY 1, 2) f WHERE top <> n",
     )
-    .fetch_one(&db.pool)
+    .fetch_one(db.pg())
     .await
     .unwrap();
     assert_eq!(gaps, 0, "frame sequences have gaps or duplicates");
     let reclaimed: i64 =
         sqlx::query_scalar("SELECT coalesce(sum(reclaim_count), 0)::int8 FROM executions")
-            .fetch_one(&db.pool)
+            .fetch_one(db.pg())
             .await
             .unwrap();
     // The kills did interrupt running attempts (busy workers, four slots each).

@@ -20,7 +20,7 @@ async fn worker_process_runs_executions_and_drains_on_sigterm() {
     let mut worker = tokio::process::Command::new(BIN)
         .args(["worker", "--slots", "2", "--cache-dir"])
         .arg(&cache)
-        .env("DATABASE_URL", &db.url)
+        .env("DATABASE_URL", db.pg_url())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -85,7 +85,7 @@ impl Served {
         let cache = dir.join("cache");
         let served = ServedProcess::start(
             BIN,
-            &db.url,
+            db.pg_url(),
             ADMIN,
             &["--slots", "2", "--cache-dir", cache.to_str().unwrap()],
         )

@@ -38,7 +38,7 @@ async fn steady_load_keeps_memory_and_connections_flat() {
     let cache = std::env::temp_dir().join(format!("ff-soak-{}", uuid::Uuid::now_v7().simple()));
     let served = ServedProcess::start(
         BIN,
-        &format!("{}?application_name={APP}", db.url),
+        &format!("{}?application_name={APP}", db.pg_url()),
         flowfabric_tests::server::ADMIN_TOKEN,
         &[
             "--api-connections",
@@ -88,7 +88,7 @@ async fn steady_load_keeps_memory_and_connections_flat() {
     wait_all_terminal(&server.db).await;
     let completed: i64 =
         sqlx::query_scalar("SELECT count(*) FROM executions WHERE public_state = 'completed'")
-            .fetch_one(&server.db.pool)
+            .fetch_one(server.db.pg())
             .await
             .unwrap();
     assert_eq!(completed, submitted as i64, "every execution completes");
@@ -134,7 +134,7 @@ async fn connections(db: &TestDb) -> i64 {
          WHERE datname = current_database() AND application_name = $1",
     )
     .bind(APP)
-    .fetch_one(&db.pool)
+    .fetch_one(db.pg())
     .await
     .unwrap()
 }
@@ -145,7 +145,7 @@ async fn wait_all_terminal(db: &TestDb) {
         let open: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM executions WHERE lifecycle_phase <> 'terminal'",
         )
-        .fetch_one(&db.pool)
+        .fetch_one(db.pg())
         .await
         .unwrap();
         if open == 0 {

@@ -62,7 +62,7 @@ async fn a_big_backlog_does_not_starve_a_small_tenant() {
     let last_small_start: chrono::DateTime<chrono::Utc> =
         sqlx::query_scalar("SELECT max(started_at) FROM executions WHERE tenant_id = $1")
             .bind(small.id)
-            .fetch_one(&server.db.pool)
+            .fetch_one(server.db.pg())
             .await
             .unwrap();
     let big_started_before: i64 = sqlx::query_scalar(
@@ -70,7 +70,7 @@ async fn a_big_backlog_does_not_starve_a_small_tenant() {
     )
     .bind(big.id)
     .bind(last_small_start)
-    .fetch_one(&server.db.pool)
+    .fetch_one(server.db.pg())
     .await
     .unwrap();
     // Claims alternate tenants (in random order within a turn): about SMALL of

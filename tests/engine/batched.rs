@@ -1,6 +1,7 @@
 //! Completions written in one statement (`complete_many`, the worker pool's
 //! group commit): each keeps its own fence, replay rule and answer.
 
+use flowfabric_tests::Store;
 use std::collections::HashMap;
 
 use flowfabric::model::{
@@ -9,16 +10,15 @@ use flowfabric::model::{
 };
 use flowfabric::EngineError;
 
-use crate::{claim_none, request, setup, task};
+use crate::{claim_none, request, setup, setup_on, task};
 
 /// Every claimed execution, completed with `result`.
 fn completing<'r>(claimed: &[ClaimedExecution], result: &'r [u8]) -> Vec<(LeaseHandle, &'r [u8])> {
     claimed.iter().map(|c| (c.lease.clone(), result)).collect()
 }
 
-#[tokio::test]
-async fn each_completion_in_a_batch_is_fenced_and_answered_on_its_own() {
-    let (db, t) = setup().await;
+async fn each_completion_in_a_batch_is_fenced_and_answered_on_its_own(store: Store) {
+    let (db, t) = setup_on(store).await;
     let other = db.tenant("other").await;
     let e = &db.engine;
     for i in 0..5 {
@@ -178,7 +178,7 @@ async fn batched_completions_are_planned_for_each_batch() {
         .complete_many(&completing(&started, b"ok"))
         .await
         .unwrap();
-    sqlx::query("ANALYZE").execute(&db.pool).await.unwrap();
+    sqlx::query("ANALYZE").execute(db.pg()).await.unwrap();
     let (one_connection, backend) = db.one_connection_backend().await;
     for _ in 0..15 {
         let claimed = backend.claim(&request(2)).await.unwrap();
@@ -202,3 +202,5 @@ async fn batched_completions_are_planned_for_each_batch() {
         "the batch completion must be planned for every batch"
     );
 }
+
+on_both_backends!(each_completion_in_a_batch_is_fenced_and_answered_on_its_own,);

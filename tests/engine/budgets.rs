@@ -92,7 +92,7 @@ async fn budget_report_and_breach() {
     let usage: serde_json::Value =
         sqlx::query_scalar("SELECT usage FROM attempts WHERE execution_id = $1")
             .bind(id)
-            .fetch_one(&db.pool)
+            .fetch_one(db.pg())
             .await
             .unwrap();
     assert_eq!(usage, serde_json::json!({ "tokens": 12, "calls": 1000 }));
@@ -118,7 +118,7 @@ async fn a_hard_limit_can_suspend_until_the_budget_is_reset() {
     let reason: String =
         sqlx::query_scalar("SELECT blocking_reason FROM executions WHERE execution_id = $1")
             .bind(id)
-            .fetch_one(&db.pool)
+            .fetch_one(db.pg())
             .await
             .unwrap();
     assert_eq!(reason, "waiting_for_budget");
@@ -216,7 +216,7 @@ async fn budget_reset_on_its_interval() {
     e.report_usage(&c.lease, "tokens", 7, None).await.unwrap();
     assert_eq!(e.backend().reset_due_budgets(100).await.unwrap(), 0);
     sqlx::query("UPDATE budgets SET next_reset_at = now() - interval '1 second'")
-        .execute(&db.pool)
+        .execute(db.pg())
         .await
         .unwrap();
     assert_eq!(e.backend().reset_due_budgets(100).await.unwrap(), 1);

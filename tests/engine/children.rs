@@ -246,7 +246,7 @@ async fn a_parent_locked_when_its_last_child_ends_is_resumed_by_the_scanner() {
     assert_eq!(wait(e, &parent).await, ChildrenOutcome::Suspended);
     let child = claim_one(e).await;
 
-    let mut holder = db.pool.begin().await.unwrap();
+    let mut holder = db.pg().begin().await.unwrap();
     sqlx::query("SELECT 1 FROM executions WHERE execution_id = $1 FOR UPDATE")
         .bind(parent_id)
         .execute(&mut *holder)

@@ -1,13 +1,13 @@
+use flowfabric_tests::Store;
 use std::collections::HashSet;
 use std::time::Duration;
 
 use flowfabric::model::{ClaimRequest, NewExecution, TenantLimits};
 
-use crate::{claim_none, claim_one, request, setup, task};
+use crate::{claim_none, claim_one, request, setup, setup_on, task};
 
-#[tokio::test]
-async fn priority_then_age_ordering() {
-    let (db, t) = setup().await;
+async fn priority_then_age_ordering(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let mut ids = Vec::new();
     for (input, priority) in [("low", -3), ("old-high", 5), ("mid", 0), ("new-high", 5)] {
@@ -20,9 +20,8 @@ async fn priority_then_age_ordering() {
     assert_eq!(order, [ids[1], ids[3], ids[2], ids[0]]);
 }
 
-#[tokio::test]
-async fn capability_subset_match() {
-    let (db, t) = setup().await;
+async fn capability_subset_match(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let mut gpu = task("needs gpu");
     gpu.required_capabilities = vec!["gpu".into(), "cuda12".into()];
@@ -50,9 +49,8 @@ async fn capability_subset_match() {
     assert_eq!(e.claim(&superset).await.unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn lanes_partition_work() {
-    let (db, t) = setup().await;
+async fn lanes_partition_work(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let mut new = task("x");
     new.lane = "video".into();
@@ -65,9 +63,8 @@ async fn lanes_partition_work() {
     assert_eq!(e.claim(&video).await.unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn concurrent_claimers_never_claim_one_execution_twice() {
-    let (db, t) = setup().await;
+async fn concurrent_claimers_never_claim_one_execution_twice(store: Store) {
+    let (db, t) = setup_on(store).await;
     let total = 600;
     let batch: Vec<NewExecution> = (0..total).map(|i| task(&i.to_string())).collect();
     for chunk in batch.chunks(200) {
@@ -107,9 +104,8 @@ async fn concurrent_claimers_never_claim_one_execution_twice() {
     assert_eq!(db.count("completion_events").await, total as i64);
 }
 
-#[tokio::test]
-async fn claim_is_fair_across_tenants() {
-    let db = flowfabric_tests::TestDb::new().await;
+async fn claim_is_fair_across_tenants(store: Store) {
+    let db = flowfabric_tests::TestDb::on(store).await;
     let big = db.tenant("big").await;
     let small = db.tenant("small").await;
     let backlog: Vec<NewExecution> = (0..300).map(|i| task(&i.to_string())).collect();
@@ -130,9 +126,8 @@ async fn claim_is_fair_across_tenants() {
     );
 }
 
-#[tokio::test]
-async fn notify_wakes_a_waiting_claimer() {
-    let (db, t) = setup().await;
+async fn notify_wakes_a_waiting_claimer(store: Store) {
+    let (db, t) = setup_on(store).await;
     let mut signal = db.engine.work_signal().await.unwrap();
     signal.borrow_and_update();
     db.engine.create(t, task("wake")).await.unwrap();
@@ -150,10 +145,10 @@ async fn claim_stays_on_its_index_with_a_large_backlog() {
     for chunk in backlog.chunks(500) {
         db.engine.create_batch(t, chunk).await.unwrap();
     }
-    let backend = flowfabric::backend::postgres::PgBackend::from_pool(db.pool.clone());
+    let backend = flowfabric::backend::postgres::PgBackend::from_pool(db.pg().clone());
     for analyzed in [false, true] {
         if analyzed {
-            sqlx::query("ANALYZE").execute(&db.pool).await.unwrap();
+            sqlx::query("ANALYZE").execute(db.pg()).await.unwrap();
         }
         // Both shapes: lean while no tenant has a limit, full once one has.
         for admission in [false, true] {
@@ -200,7 +195,7 @@ async fn claim_stays_on_its_index_with_a_large_backlog() {
 async fn engine_connections_never_jit_compile() {
     let db = flowfabric_tests::TestDb::new().await;
     let jit: String = sqlx::query_scalar("SELECT current_setting('jit')")
-        .fetch_one(&db.pool)
+        .fetch_one(db.pg())
         .await
         .unwrap();
     assert_eq!(jit, "off");
@@ -245,3 +240,12 @@ async fn the_claim_is_planned_once_per_connection() {
         );
     }
 }
+
+on_both_backends!(
+    priority_then_age_ordering,
+    capability_subset_match,
+    lanes_partition_work,
+    concurrent_claimers_never_claim_one_execution_twice,
+    claim_is_fair_across_tenants,
+    notify_wakes_a_waiting_claimer,
+);

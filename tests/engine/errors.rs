@@ -2,13 +2,13 @@
 
 use flowfabric::model::{Backoff, Failure, FailureClass, LeaseHandle};
 use flowfabric::EngineError;
+use flowfabric_tests::Store;
 use uuid::Uuid;
 
-use crate::{claim_one, request, setup, task};
+use crate::{claim_one, request, setup, setup_on, task};
 
-#[tokio::test]
-async fn oversized_payload_is_rejected_and_nothing_written() {
-    let (db, t) = setup().await;
+async fn oversized_payload_is_rejected_and_nothing_written(store: Store) {
+    let (db, t) = setup_on(store).await;
     let limit = db.engine.limits().max_input_bytes;
     let new = flowfabric::model::NewExecution::new("echo", vec![0u8; limit + 1]);
     let err = db.engine.create(t, new).await.unwrap_err();
@@ -31,9 +31,8 @@ async fn oversized_payload_is_rejected_and_nothing_written() {
     assert_eq!(db.count("executions").await, 0);
 }
 
-#[tokio::test]
-async fn malformed_policy_is_rejected_with_its_field() {
-    let (db, t) = setup().await;
+async fn malformed_policy_is_rejected_with_its_field(store: Store) {
+    let (db, t) = setup_on(store).await;
     let mut new = task("x");
     new.policy.retry.backoff = Backoff::Exponential {
         initial_delay_ms: 1_000,
@@ -63,9 +62,8 @@ async fn malformed_policy_is_rejected_with_its_field() {
     assert_eq!(db.count("idempotency_keys").await, 0);
 }
 
-#[tokio::test]
-async fn unknown_ids_are_not_found() {
-    let (db, t) = setup().await;
+async fn unknown_ids_are_not_found(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let ghost = Uuid::now_v7();
     for err in [
@@ -104,9 +102,8 @@ async fn unknown_ids_are_not_found() {
     assert_eq!(db.count("executions").await, 0);
 }
 
-#[tokio::test]
-async fn another_tenants_execution_is_not_found() {
-    let (db, t) = setup().await;
+async fn another_tenants_execution_is_not_found(store: Store) {
+    let (db, t) = setup_on(store).await;
     let other = db.tenant("intruder").await;
     let id = db
         .engine
@@ -132,9 +129,8 @@ async fn another_tenants_execution_is_not_found() {
     db.engine.complete(&c.lease, b"").await.unwrap();
 }
 
-#[tokio::test]
-async fn forged_or_stale_handles_change_nothing() {
-    let (db, t) = setup().await;
+async fn forged_or_stale_handles_change_nothing(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let id = e.create(t, task("x")).await.unwrap().execution_id;
     let c = claim_one(e).await;
@@ -163,9 +159,8 @@ async fn forged_or_stale_handles_change_nothing() {
     e.complete(&c.lease, b"real").await.unwrap();
 }
 
-#[tokio::test]
-async fn bad_claim_requests_are_rejected() {
-    let (db, _) = setup().await;
+async fn bad_claim_requests_are_rejected(store: Store) {
+    let (db, _) = setup_on(store).await;
     let mut r = request(0);
     assert!(matches!(
         db.engine.claim(&r).await,
@@ -245,7 +240,7 @@ async fn frames_and_progress_are_fenced_by_the_lease() {
     let progress: Option<i16> =
         sqlx::query_scalar("SELECT progress_percent FROM executions WHERE execution_id = $1")
             .bind(id)
-            .fetch_one(&db.pool)
+            .fetch_one(db.pg())
             .await
             .unwrap();
     assert_eq!(progress, None, "the stale progress did not land");
@@ -265,3 +260,12 @@ async fn frames_and_progress_are_fenced_by_the_lease() {
         "{err}"
     );
 }
+
+on_both_backends!(
+    oversized_payload_is_rejected_and_nothing_written,
+    malformed_policy_is_rejected_with_its_field,
+    unknown_ids_are_not_found,
+    another_tenants_execution_is_not_found,
+    forged_or_stale_handles_change_nothing,
+    bad_claim_requests_are_rejected,
+);

@@ -2,6 +2,7 @@
 //! signal delivery, read by cursor; the cursor never skips an event whose
 //! transaction commits late; retention prunes old events.
 
+use flowfabric_tests::Store;
 use std::time::Duration;
 
 use flowfabric::model::{
@@ -9,11 +10,10 @@ use flowfabric::model::{
     SignalOutcome, TimeoutBehavior,
 };
 
-use crate::{claim_one, setup, task};
+use crate::{claim_one, setup, setup_on, task};
 
-#[tokio::test]
-async fn completion_events_page_by_cursor_per_tenant() {
-    let (db, t) = setup().await;
+async fn completion_events_page_by_cursor_per_tenant(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     for i in 0..5 {
         e.create(t, task(&i.to_string())).await.unwrap();
@@ -47,7 +47,7 @@ async fn a_late_committing_event_is_not_skipped() {
     let early = e.create(t, task("early")).await.unwrap().execution_id;
     let late = e.create(t, task("late")).await.unwrap().execution_id;
 
-    let mut open = db.pool.begin().await.unwrap();
+    let mut open = db.pg().begin().await.unwrap();
     sqlx::query(
         "INSERT INTO completion_events (tenant_id, execution_id, attempt_index, outcome) \
          VALUES ($1, $2, 0, 'cancelled')",
@@ -88,9 +88,8 @@ fn kinds(events: &[LeaseEvent]) -> Vec<(&str, i64)> {
         .collect()
 }
 
-#[tokio::test]
-async fn lease_history_records_every_lease_change() {
-    let (db, t) = setup().await;
+async fn lease_history_records_every_lease_change(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let id = e.create(t, task("a")).await.unwrap().execution_id;
 
@@ -104,14 +103,20 @@ async fn lease_history_records_every_lease_change() {
     assert!(e.renew(&first.lease, Duration::from_secs(5)).await.is_err());
     e.complete(&second.lease, b"").await.unwrap();
 
-    let events = db.events::<LeaseEvent>(t).await;
+    let mut events = db.events::<LeaseEvent>(t).await;
+    if store == Store::Postgres {
+        // `expire_lease` moves the expiry with a statement of the test's own;
+        // the Postgres lease-event trigger records that as a renewal, as it
+        // would any change of expiry. SQLite records lease events in the
+        // backend, which the test's statement bypasses.
+        assert_eq!(kinds(&events[2..3]), [("renewed", first.lease.lease_epoch)]);
+        events.remove(2);
+    }
     let e1 = first.lease.lease_epoch;
     assert_eq!(
         kinds(&events),
         [
             ("acquired", e1),
-            ("renewed", e1),
-            // The expiry test helper moves the deadline back: a renewal too.
             ("renewed", e1),
             ("expired", e1),
             ("reclaimed", e1 + 1),
@@ -121,9 +126,9 @@ async fn lease_history_records_every_lease_change() {
     assert!(events.iter().all(|ev| ev.execution_id == id));
     assert_eq!(events[0].phase, "active");
     assert!(events[0].lease_expires_at.is_some());
-    assert_eq!(events[3].phase, "runnable");
-    assert_eq!(events[5].phase, "terminal");
-    assert_eq!(events[5].lease_expires_at, None);
+    assert_eq!(events[2].phase, "runnable");
+    assert_eq!(events[4].phase, "terminal");
+    assert_eq!(events[4].lease_expires_at, None);
 
     // An operator cancel under a live lease revokes it.
     let other = e.create(t, task("b")).await.unwrap().execution_id;
@@ -239,7 +244,7 @@ async fn a_timeout_auto_resume_is_a_signal_event() {
     .await
     .unwrap();
     sqlx::query("UPDATE executions SET suspension_timeout_at = now() - interval '1 second'")
-        .execute(&db.pool)
+        .execute(db.pg())
         .await
         .unwrap();
     assert_eq!(db.backend().time_out_suspensions(10).await.unwrap(), 1);
@@ -269,7 +274,7 @@ async fn retention_prunes_only_old_events() {
     ] {
         sqlx::query(sql)
             .bind(events[1].event_id)
-            .execute(&db.pool)
+            .execute(db.pg())
             .await
             .unwrap();
     }
@@ -287,9 +292,8 @@ async fn retention_prunes_only_old_events() {
     assert!(db.events::<LeaseEvent>(t).await.is_empty());
 }
 
-#[tokio::test]
-async fn an_operator_revokes_a_lease_and_the_execution_runs_again() {
-    let (db, t) = setup().await;
+async fn an_operator_revokes_a_lease_and_the_execution_runs_again(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let id = e.create(t, task("a")).await.unwrap().execution_id;
     let first = claim_one(e).await;
@@ -334,3 +338,9 @@ async fn an_operator_revokes_a_lease_and_the_execution_runs_again() {
         Err(flowfabric::EngineError::NotFound { .. })
     ));
 }
+
+on_both_backends!(
+    completion_events_page_by_cursor_per_tenant,
+    lease_history_records_every_lease_change,
+    an_operator_revokes_a_lease_and_the_execution_runs_again,
+);

@@ -324,7 +324,7 @@ async fn sibling_cancel_waits_for_a_locked_row_then_the_scanner_finishes_it() {
     let f = any_of_flow(e, t, OnSatisfied::CancelRemaining).await;
     let mut claimed = claim_all(e).await;
     // Another transaction holds b's row while a completes.
-    let mut holder = db.pool.begin().await.unwrap();
+    let mut holder = db.pg().begin().await.unwrap();
     sqlx::query("SELECT 1 FROM executions WHERE execution_id = $1 FOR UPDATE")
         .bind(f.members["b"])
         .execute(&mut *holder)
@@ -339,7 +339,7 @@ async fn sibling_cancel_waits_for_a_locked_row_then_the_scanner_finishes_it() {
     assert_eq!(state(e, t, f.members["b"]).await, PublicState::Cancelled);
     assert_eq!(e.backend().cancel_pending_siblings(100).await.unwrap(), 0);
     let flagged: i64 = sqlx::query_scalar("SELECT count(*) FROM flow_groups WHERE cancel_pending")
-        .fetch_one(&db.pool)
+        .fetch_one(db.pg())
         .await
         .unwrap();
     assert_eq!(flagged, 0, "the scanner clears the flag once done");

@@ -3,12 +3,12 @@ use flowfabric::model::{
     AttemptType, Backoff, CompletionEvent, FailOutcome, Failure, FailureClass, PublicState,
 };
 use flowfabric::EngineError;
+use flowfabric_tests::Store;
 
-use crate::{claim_none, claim_one, setup, task};
+use crate::{claim_none, claim_one, setup_on, task};
 
-#[tokio::test]
-async fn create_claim_complete_lifecycle() {
-    let (db, t) = setup().await;
+async fn create_claim_complete_lifecycle(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let id = e.create(t, task("hello")).await.unwrap().execution_id;
     assert_eq!(e.get(t, id).await.unwrap().state, PublicState::Waiting);
@@ -35,9 +35,8 @@ async fn create_claim_complete_lifecycle() {
     claim_none(e).await;
 }
 
-#[tokio::test]
-async fn fail_with_retry_then_success() {
-    let (db, t) = setup().await;
+async fn fail_with_retry_then_success(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let mut new = task("x");
     new.policy.retry.backoff = Backoff::Fixed { delay_ms: 60_000 };
@@ -72,9 +71,8 @@ async fn fail_with_retry_then_success() {
     assert_eq!(e.get(t, id).await.unwrap().state, PublicState::Completed);
 }
 
-#[tokio::test]
-async fn fail_terminal_on_permanent_class_and_when_retries_run_out() {
-    let (db, t) = setup().await;
+async fn fail_terminal_on_permanent_class_and_when_retries_run_out(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let id = e.create(t, task("x")).await.unwrap().execution_id;
     let c = claim_one(e).await;
@@ -109,9 +107,8 @@ async fn fail_terminal_on_permanent_class_and_when_retries_run_out() {
     assert_eq!(e.get(t, id).await.unwrap().state, PublicState::Failed);
 }
 
-#[tokio::test]
-async fn create_cancel_from_waiting() {
-    let (db, t) = setup().await;
+async fn create_cancel_from_waiting(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let id = e.create(t, task("x")).await.unwrap().execution_id;
     assert!(e.cancel(t, id, "not needed").await.unwrap());
@@ -125,9 +122,8 @@ async fn create_cancel_from_waiting() {
     claim_none(e).await;
 }
 
-#[tokio::test]
-async fn create_claim_cancel_from_active_fences_the_worker() {
-    let (db, t) = setup().await;
+async fn create_claim_cancel_from_active_fences_the_worker(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let id = e.create(t, task("x")).await.unwrap().execution_id;
     let c = claim_one(e).await;
@@ -156,9 +152,8 @@ async fn create_claim_cancel_from_active_fences_the_worker() {
     );
 }
 
-#[tokio::test]
-async fn cancel_by_worker_is_terminal_and_replay_safe() {
-    let (db, t) = setup().await;
+async fn cancel_by_worker_is_terminal_and_replay_safe(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let id = e.create(t, task("x")).await.unwrap().execution_id;
     let c = claim_one(e).await;
@@ -167,9 +162,8 @@ async fn cancel_by_worker_is_terminal_and_replay_safe() {
     assert_eq!(e.get(t, id).await.unwrap().state, PublicState::Cancelled);
 }
 
-#[tokio::test]
-async fn delay_execution_releases_the_lease_until_due() {
-    let (db, t) = setup().await;
+async fn delay_execution_releases_the_lease_until_due(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let id = e.create(t, task("x")).await.unwrap().execution_id;
     let c = claim_one(e).await;
@@ -190,9 +184,8 @@ async fn delay_execution_releases_the_lease_until_due() {
     );
 }
 
-#[tokio::test]
-async fn delay_until_at_creation() {
-    let (db, t) = setup().await;
+async fn delay_until_at_creation(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let mut new = task("later");
     new.delay_until = Some(Utc::now() + chrono::Duration::hours(1));
@@ -206,9 +199,8 @@ async fn delay_until_at_creation() {
     );
 }
 
-#[tokio::test]
-async fn change_priority_reorders_waiting_work_only() {
-    let (db, t) = setup().await;
+async fn change_priority_reorders_waiting_work_only(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let first = e.create(t, task("a")).await.unwrap().execution_id;
     let second = e.create(t, task("b")).await.unwrap().execution_id;
@@ -231,9 +223,8 @@ async fn change_priority_reorders_waiting_work_only() {
     assert_eq!(claim_one(e).await.lease.execution_id, first);
 }
 
-#[tokio::test]
-async fn terminal_op_replay_is_idempotent_for_the_same_handle() {
-    let (db, t) = setup().await;
+async fn terminal_op_replay_is_idempotent_for_the_same_handle(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let id = e.create(t, task("x")).await.unwrap().execution_id;
     let c = claim_one(e).await;
@@ -286,9 +277,8 @@ async fn terminal_op_replay_is_idempotent_for_the_same_handle() {
     );
 }
 
-#[tokio::test]
-async fn idempotent_create_returns_the_first_execution() {
-    let (db, t) = setup().await;
+async fn idempotent_create_returns_the_first_execution(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let mut new = task("x");
     new.idempotency_key = Some("order-17".into());
@@ -319,9 +309,8 @@ async fn idempotent_create_returns_the_first_execution() {
     assert!(matches!(err, EngineError::InvalidInput { .. }), "{err}");
 }
 
-#[tokio::test]
-async fn idempotency_key_is_reusable_after_its_window() {
-    let (db, t) = setup().await;
+async fn idempotency_key_is_reusable_after_its_window(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let mut new = task("x");
     new.idempotency_key = Some("k".into());
@@ -333,9 +322,8 @@ async fn idempotency_key_is_reusable_after_its_window() {
     assert_ne!(second.execution_id, first.execution_id);
 }
 
-#[tokio::test]
-async fn replay_runs_an_ended_execution_again_up_to_its_cap() {
-    let (db, tenant) = setup().await;
+async fn replay_runs_an_ended_execution_again_up_to_its_cap(store: Store) {
+    let (db, tenant) = setup_on(store).await;
     let mut new = task("again");
     new.policy.max_replays = Some(1);
     let id = db.engine.create(tenant, new).await.unwrap().execution_id;
@@ -372,3 +360,19 @@ async fn replay_runs_an_ended_execution_again_up_to_its_cap() {
         Err(EngineError::NotFound { .. })
     ));
 }
+
+on_both_backends!(
+    create_claim_complete_lifecycle,
+    fail_with_retry_then_success,
+    fail_terminal_on_permanent_class_and_when_retries_run_out,
+    create_cancel_from_waiting,
+    create_claim_cancel_from_active_fences_the_worker,
+    cancel_by_worker_is_terminal_and_replay_safe,
+    delay_execution_releases_the_lease_until_due,
+    delay_until_at_creation,
+    change_priority_reorders_waiting_work_only,
+    terminal_op_replay_is_idempotent_for_the_same_handle,
+    idempotent_create_returns_the_first_execution,
+    idempotency_key_is_reusable_after_its_window,
+    replay_runs_an_ended_execution_again_up_to_its_cap,
+);

@@ -1,4 +1,26 @@
-//! Engine scenarios against a real Postgres (reference §6 scenario names).
+//! Engine scenarios (reference §6 scenario names), each written once and run
+//! against both backends where both support it: a real Postgres and a real
+//! SQLite file. Scenarios that need what only Postgres offers (flows,
+//! suspension, budgets, query plans) stay `#[tokio::test]` on Postgres.
+
+/// Run each named scenario (an `async fn(Store)`) as two tests,
+/// `postgres::<name>` and `sqlite::<name>`.
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod postgres {
+            $(#[tokio::test]
+            async fn $scenario() {
+                super::$scenario(flowfabric_tests::Store::Postgres).await
+            })*
+        }
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $scenario() {
+                super::$scenario(flowfabric_tests::Store::Sqlite).await
+            })*
+        }
+    };
+}
 
 mod batched;
 mod budgets;
@@ -17,7 +39,7 @@ use std::time::Duration;
 
 use flowfabric::model::{ClaimRequest, ClaimedExecution, NewExecution, DEFAULT_LANE};
 use flowfabric::Engine;
-use flowfabric_tests::TestDb;
+use flowfabric_tests::{Store, TestDb};
 
 pub fn request(limit: u32) -> ClaimRequest {
     ClaimRequest {
@@ -45,7 +67,11 @@ pub async fn claim_none(engine: &Engine) {
 }
 
 pub async fn setup() -> (TestDb, uuid::Uuid) {
-    let db = TestDb::new().await;
+    setup_on(Store::Postgres).await
+}
+
+pub async fn setup_on(store: Store) -> (TestDb, uuid::Uuid) {
+    let db = TestDb::on(store).await;
     let tenant = db.tenant("acme").await;
     (db, tenant)
 }

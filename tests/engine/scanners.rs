@@ -3,12 +3,12 @@ use std::time::Duration;
 use flowfabric::engine::{ScannerConfig, Scanners};
 use flowfabric::model::{AttemptType, Backoff, CompletionEvent, FailureClass, PublicState};
 use flowfabric::EngineError;
+use flowfabric_tests::Store;
 
-use crate::{claim_none, claim_one, setup, task};
+use crate::{claim_none, claim_one, setup_on, task};
 
-#[tokio::test]
-async fn reclaim_expired_lease_fences_the_old_holder() {
-    let (db, t) = setup().await;
+async fn reclaim_expired_lease_fences_the_old_holder(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let id = e.create(t, task("x")).await.unwrap().execution_id;
     let old = claim_one(e).await;
@@ -41,9 +41,8 @@ async fn reclaim_expired_lease_fences_the_old_holder() {
     assert_eq!(ex.result.as_deref(), Some(&b"fresh"[..]));
 }
 
-#[tokio::test]
-async fn reclaim_cap_fails_the_execution() {
-    let (db, t) = setup().await;
+async fn reclaim_cap_fails_the_execution(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let mut new = task("x");
     new.policy.timeouts.max_reclaim_count = 0;
@@ -57,9 +56,8 @@ async fn reclaim_cap_fails_the_execution() {
     claim_none(e).await;
 }
 
-#[tokio::test]
-async fn renew_extends_without_bumping_the_epoch() {
-    let (db, t) = setup().await;
+async fn renew_extends_without_bumping_the_epoch(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     e.create(t, task("x")).await.unwrap();
     let c = claim_one(e).await;
@@ -70,9 +68,8 @@ async fn renew_extends_without_bumping_the_epoch() {
     e.complete(&c.lease, b"").await.unwrap();
 }
 
-#[tokio::test]
-async fn attempt_timeout_fails_the_attempt_and_retries() {
-    let (db, t) = setup().await;
+async fn attempt_timeout_fails_the_attempt_and_retries(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let mut new = task("slow");
     new.policy.timeouts.attempt_timeout_ms = Some(1);
@@ -89,9 +86,8 @@ async fn attempt_timeout_fails_the_attempt_and_retries() {
     assert_eq!(claim_one(e).await.attempt_type, AttemptType::Retry);
 }
 
-#[tokio::test]
-async fn execution_deadline_expires_runnable_and_active() {
-    let (db, t) = setup().await;
+async fn execution_deadline_expires_runnable_and_active(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let mut short = task("x");
     short.policy.timeouts.execution_deadline_ms = Some(1);
@@ -128,9 +124,8 @@ async fn execution_deadline_expires_runnable_and_active() {
     assert_eq!(outcomes.iter().filter(|o| *o == "expired").count(), 2);
 }
 
-#[tokio::test]
-async fn supervised_scanners_promote_delayed_work() {
-    let (db, t) = setup().await;
+async fn supervised_scanners_promote_delayed_work(store: Store) {
+    let (db, t) = setup_on(store).await;
     let config = ScannerConfig {
         delayed: Duration::from_millis(50),
         ..ScannerConfig::default()
@@ -150,3 +145,12 @@ async fn supervised_scanners_promote_delayed_work() {
     scanners.shutdown().await;
     claim_one(&db.engine).await;
 }
+
+on_both_backends!(
+    reclaim_expired_lease_fences_the_old_holder,
+    reclaim_cap_fails_the_execution,
+    renew_extends_without_bumping_the_epoch,
+    attempt_timeout_fails_the_attempt_and_retries,
+    execution_deadline_expires_runnable_and_active,
+    supervised_scanners_promote_delayed_work,
+);

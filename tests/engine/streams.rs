@@ -1,13 +1,13 @@
 //! Stream modes (reference §6 streams: durable, durable-summary, best-effort).
 
 use flowfabric::model::{StreamMode, BEST_EFFORT_WINDOW};
+use flowfabric_tests::Store;
 use serde_json::json;
 
-use crate::{claim_one, setup, task};
+use crate::{claim_one, setup_on, task};
 
-#[tokio::test]
-async fn summary_frames_merge_into_one_document_per_attempt() {
-    let (db, t) = setup().await;
+async fn summary_frames_merge_into_one_document_per_attempt(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let id = e.create(t, task("x")).await.unwrap().execution_id;
     let c = claim_one(e).await;
@@ -66,9 +66,8 @@ async fn summary_frames_merge_into_one_document_per_attempt() {
     );
 }
 
-#[tokio::test]
-async fn best_effort_frames_keep_only_the_newest_window() {
-    let (db, t) = setup().await;
+async fn best_effort_frames_keep_only_the_newest_window(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let id = e.create(t, task("x")).await.unwrap().execution_id;
     let c = claim_one(e).await;
@@ -98,3 +97,8 @@ async fn best_effort_frames_keep_only_the_newest_window() {
         "durable frames are never trimmed"
     );
 }
+
+on_both_backends!(
+    summary_frames_merge_into_one_document_per_attempt,
+    best_effort_frames_keep_only_the_newest_window,
+);

@@ -271,7 +271,7 @@ async fn suspension_timeouts_fail_cancel_expire_or_auto_resume() {
         "not due yet"
     );
     sqlx::query("UPDATE executions SET suspension_timeout_at = now() - interval '1 second'")
-        .execute(&db.pool)
+        .execute(db.pg())
         .await
         .unwrap();
     assert_eq!(db.backend().time_out_suspensions(100).await.unwrap(), 4);

@@ -1,11 +1,12 @@
 //! API keys and per-tenant limits, at the engine level.
 
+use flowfabric_tests::Store;
 use std::time::Duration;
 
 use flowfabric::model::{ExecutionFilter, TenantLimits};
 use flowfabric::EngineError;
 
-use crate::{claim_one, request, setup, task};
+use crate::{claim_one, request, setup, setup_on, task};
 
 #[tokio::test]
 async fn api_keys_authenticate_until_revoked() {
@@ -34,7 +35,7 @@ async fn api_keys_authenticate_until_revoked() {
     let listed = db.engine.list_api_keys(tenant).await.unwrap();
     assert_eq!(listed, vec![issued.key.clone()]);
     let stored: Vec<u8> = sqlx::query_scalar("SELECT secret_sha256 FROM api_keys")
-        .fetch_one(&db.pool)
+        .fetch_one(db.pg())
         .await
         .unwrap();
     assert!(!issued.token.contains(&hex_lower(&stored)));
@@ -64,9 +65,8 @@ fn hex_lower(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-#[tokio::test]
-async fn another_tenants_key_cannot_be_revoked() {
-    let (db, tenant) = setup().await;
+async fn another_tenants_key_cannot_be_revoked(store: Store) {
+    let (db, tenant) = setup_on(store).await;
     let other = db.tenant("other").await;
     let issued = db.engine.issue_api_key(tenant, "ci").await.unwrap();
     let err = db
@@ -78,9 +78,8 @@ async fn another_tenants_key_cannot_be_revoked() {
     assert_eq!(db.engine.authenticate(&issued.token).await.unwrap(), tenant);
 }
 
-#[tokio::test]
-async fn max_queued_refuses_the_whole_batch_and_writes_nothing() {
-    let (db, tenant) = setup().await;
+async fn max_queued_refuses_the_whole_batch_and_writes_nothing(store: Store) {
+    let (db, tenant) = setup_on(store).await;
     let limits = TenantLimits {
         max_queued: Some(3),
         ..TenantLimits::default()
@@ -112,9 +111,8 @@ async fn max_queued_refuses_the_whole_batch_and_writes_nothing() {
     db.engine.create(other, task("x")).await.unwrap();
 }
 
-#[tokio::test]
-async fn max_input_bytes_is_per_tenant_and_only_tightens() {
-    let (db, tenant) = setup().await;
+async fn max_input_bytes_is_per_tenant_and_only_tightens(store: Store) {
+    let (db, tenant) = setup_on(store).await;
     let limits = TenantLimits {
         max_input_bytes: Some(10),
         ..TenantLimits::default()
@@ -140,9 +138,8 @@ async fn max_input_bytes_is_per_tenant_and_only_tightens() {
     assert!(db.engine.create(tenant, task(&big)).await.is_err());
 }
 
-#[tokio::test]
-async fn bad_limits_are_rejected_and_unknown_tenants_are_not_found() {
-    let (db, tenant) = setup().await;
+async fn bad_limits_are_rejected_and_unknown_tenants_are_not_found(store: Store) {
+    let (db, tenant) = setup_on(store).await;
     let zero = TenantLimits {
         max_running: Some(0),
         ..TenantLimits::default()
@@ -161,9 +158,8 @@ async fn bad_limits_are_rejected_and_unknown_tenants_are_not_found() {
     assert!(matches!(err, EngineError::NotFound { .. }), "{err}");
 }
 
-#[tokio::test]
-async fn max_running_caps_claims_per_tenant() {
-    let (db, tenant) = setup().await;
+async fn max_running_caps_claims_per_tenant(store: Store) {
+    let (db, tenant) = setup_on(store).await;
     let other = db.tenant("other").await;
     let limits = TenantLimits {
         max_running: Some(2),
@@ -232,15 +228,14 @@ async fn quota_admission_caps_starts_per_window() {
         "UPDATE attempts SET started_at = now() - interval '2 minutes' WHERE tenant_id = $1",
     )
     .bind(tenant)
-    .execute(&db.pool)
+    .execute(db.pg())
     .await
     .unwrap();
     assert_eq!(db.engine.claim(&request(10)).await.unwrap().len(), 2);
 }
 
-#[tokio::test]
-async fn claims_carry_the_tenants_sandbox_ceilings() {
-    let (db, tenant) = setup().await;
+async fn claims_carry_the_tenants_sandbox_ceilings(store: Store) {
+    let (db, tenant) = setup_on(store).await;
     let limits = TenantLimits {
         max_task_timeout_ms: Some(1_500),
         max_memory_mib: Some(32),
@@ -253,9 +248,8 @@ async fn claims_carry_the_tenants_sandbox_ceilings() {
     assert_eq!(claimed.ceilings.memory_bytes, Some(32 << 20));
 }
 
-#[tokio::test]
-async fn listing_filters_by_tag() {
-    let (db, tenant) = setup().await;
+async fn listing_filters_by_tag(store: Store) {
+    let (db, tenant) = setup_on(store).await;
     let mut tagged = task("a");
     tagged.tags.insert("customer".into(), "42".into());
     let id = db.engine.create(tenant, tagged).await.unwrap().execution_id;
@@ -272,9 +266,8 @@ async fn listing_filters_by_tag() {
     );
 }
 
-#[tokio::test]
-async fn watchers_are_woken_by_frames_and_by_completion() {
-    let (db, tenant) = setup().await;
+async fn watchers_are_woken_by_frames_and_by_completion(store: Store) {
+    let (db, tenant) = setup_on(store).await;
     let mut updates = db.engine.updates().await.unwrap();
     let id = db
         .engine
@@ -302,9 +295,8 @@ async fn watchers_are_woken_by_frames_and_by_completion() {
     }
 }
 
-#[tokio::test]
-async fn one_slot_claims_are_shared_whatever_the_priorities_and_ages() {
-    let (db, greedy) = setup().await;
+async fn one_slot_claims_are_shared_whatever_the_priorities_and_ages(store: Store) {
+    let (db, greedy) = setup_on(store).await;
     let modest = db.tenant("modest").await;
     // The greedy tenant's work is older and of the highest priority.
     let batch: Vec<_> = (0..50)
@@ -331,3 +323,15 @@ async fn one_slot_claims_are_shared_whatever_the_priorities_and_ages() {
         "modest tenant got {modest_claims} of 40 claims"
     );
 }
+
+on_both_backends!(
+    another_tenants_key_cannot_be_revoked,
+    max_queued_refuses_the_whole_batch_and_writes_nothing,
+    max_input_bytes_is_per_tenant_and_only_tightens,
+    bad_limits_are_rejected_and_unknown_tenants_are_not_found,
+    max_running_caps_claims_per_tenant,
+    claims_carry_the_tenants_sandbox_ceilings,
+    listing_filters_by_tag,
+    watchers_are_woken_by_frames_and_by_completion,
+    one_slot_claims_are_shared_whatever_the_priorities_and_ages,
+);

@@ -15,12 +15,16 @@ pub mod server;
 
 use std::sync::Arc;
 
+use std::path::PathBuf;
+
 use flowfabric::backend::postgres::PgBackend;
+use flowfabric::backend::sqlite::SqliteBackend;
 use flowfabric::backend::Backend;
 use flowfabric::engine::{Engine, Limits, Subscription};
 use flowfabric::model::{EventCursor, Execution, ExecutionId, TenantId};
 use sqlx::postgres::PgPoolOptions;
-use sqlx::PgPool;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use sqlx::{PgPool, SqlitePool};
 
 pub use postgres::{server_url, Cluster};
 pub use proxy::Proxy;
@@ -28,26 +32,85 @@ pub use served::ServedProcess;
 
 const TEMPLATE: &str = "flowfabric_template";
 
+/// Which storage backend a test runs on. Engine scenarios run on both (see
+/// `on_both_backends!` in the engine tests); the rest use Postgres.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    Postgres,
+    Sqlite,
+}
+
 /// A fresh, migrated database of its own.
 pub struct TestDb {
-    pub url: String,
-    pub pool: PgPool,
     pub engine: Engine,
+    store: Stored,
+}
+
+enum Stored {
+    Postgres {
+        url: String,
+        pool: PgPool,
+    },
+    /// A database file in a directory of its own, deleted with the `TestDb`.
+    Sqlite {
+        pool: SqlitePool,
+        dir: PathBuf,
+    },
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Stored::Sqlite { dir, .. } = &self.store {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Engine tests exercise the engine without uploading components, so
+/// creating an execution of a kind with no component is allowed there.
+fn engine_test_limits() -> Limits {
+    Limits {
+        require_component: false,
+        ..Limits::default()
+    }
 }
 
 impl TestDb {
-    /// Engine tests exercise the engine without uploading components, so
-    /// creating an execution of a kind with no component is allowed here.
+    /// A Postgres database (see [`TestDb::on`]).
     pub async fn new() -> Self {
-        Self::with_limits(Limits {
-            require_component: false,
-            ..Limits::default()
-        })
-        .await
+        Self::with_limits(engine_test_limits()).await
+    }
+
+    /// A database on `store`, with engine-test limits.
+    pub async fn on(store: Store) -> Self {
+        match store {
+            Store::Postgres => Self::new().await,
+            Store::Sqlite => Self::sqlite(engine_test_limits()).await,
+        }
     }
 
     pub async fn with_limits(limits: Limits) -> Self {
         Self::on_server(&server_url(), limits).await
+    }
+
+    /// A fresh SQLite database file, migrated.
+    pub async fn sqlite(limits: Limits) -> Self {
+        let dir = std::env::temp_dir().join(format!("ff-test-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("create test database directory");
+        let file = dir.join("flowfabric.db");
+        let backend = SqliteBackend::open(&file).await.expect("open sqlite");
+        backend.migrate().await.expect("migrate sqlite");
+        // The test's own connection, for poking at rows as the Postgres
+        // tests do with theirs.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(SqliteConnectOptions::new().filename(&file))
+            .await
+            .expect("connect to test database");
+        Self {
+            engine: Engine::new(Arc::new(backend), limits),
+            store: Stored::Sqlite { pool, dir },
+        }
     }
 
     /// A database on `server` (`postgres://user@host:port`), which must have
@@ -72,10 +135,40 @@ impl TestDb {
             .expect("connect to test database");
         let backend: Arc<dyn Backend> = Arc::new(PgBackend::from_pool(pool.clone()));
         Self {
-            url,
-            pool,
             engine: Engine::new(backend, limits),
+            store: Stored::Postgres { url, pool },
         }
+    }
+
+    /// The Postgres pool of a Postgres-only test.
+    pub fn pg(&self) -> &PgPool {
+        match &self.store {
+            Stored::Postgres { pool, .. } => pool,
+            Stored::Sqlite { .. } => panic!("this test runs on Postgres only"),
+        }
+    }
+
+    /// The Postgres URL of a Postgres-only test.
+    pub fn pg_url(&self) -> &str {
+        match &self.store {
+            Stored::Postgres { url, .. } => url,
+            Stored::Sqlite { .. } => panic!("this test runs on Postgres only"),
+        }
+    }
+
+    /// Run one statement of the test's own, in the dialect of its store.
+    async fn poke(&self, postgres: &str, sqlite: &str, id: uuid::Uuid) {
+        match &self.store {
+            Stored::Postgres { pool, .. } => sqlx::query(postgres)
+                .bind(id)
+                .execute(pool)
+                .await
+                .map(|_| ()),
+            Stored::Sqlite { pool, .. } => {
+                sqlx::query(sqlite).bind(id).execute(pool).await.map(|_| ())
+            }
+        }
+        .expect("test statement");
     }
 
     /// Poll until `id` is terminal; fails the test after `limit`.
@@ -143,7 +236,7 @@ impl TestDb {
     pub async fn one_connection_backend(&self) -> (PgPool, PgBackend) {
         let pool = PgPoolOptions::new()
             .max_connections(1)
-            .connect_with(PgBackend::connect_options(&self.url).expect("test database url"))
+            .connect_with(PgBackend::connect_options(self.pg_url()).expect("test database url"))
             .await
             .expect("connect to test database");
         (pool.clone(), PgBackend::from_pool(pool))
@@ -151,35 +244,37 @@ impl TestDb {
 
     /// Rows in a table, for asserting that a rejected request wrote nothing.
     pub async fn count(&self, table: &str) -> i64 {
-        sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
-            .fetch_one(&self.pool)
-            .await
-            .expect("count rows")
+        let sql = format!("SELECT count(*) FROM {table}");
+        match &self.store {
+            Stored::Postgres { pool, .. } => sqlx::query_scalar(&sql).fetch_one(pool).await,
+            Stored::Sqlite { pool, .. } => sqlx::query_scalar(&sql).fetch_one(pool).await,
+        }
+        .expect("count rows")
     }
 
     /// Move the database clock's view of a lease into the past, so expiry can be
     /// tested without sleeping for a whole TTL.
     pub async fn expire_lease(&self, execution: uuid::Uuid) {
-        sqlx::query(
+        self.poke(
             "UPDATE executions SET lease_expires_at = now() - interval '1 second' \
              WHERE execution_id = $1",
+            "UPDATE executions SET lease_expires_at = lease_expires_at - 3600000 \
+             WHERE execution_id = ?",
+            execution,
         )
-        .bind(execution)
-        .execute(&self.pool)
-        .await
-        .expect("expire lease");
+        .await;
     }
 
     /// Make a delayed or backing-off execution due now.
     pub async fn make_due(&self, execution: uuid::Uuid) {
-        sqlx::query(
+        self.poke(
             "UPDATE executions SET eligible_at = now() - interval '1 millisecond' \
              WHERE execution_id = $1",
+            "UPDATE executions SET eligible_at = CAST(unixepoch('subsec') * 1000 AS INTEGER) - 1 \
+             WHERE execution_id = ?",
+            execution,
         )
-        .bind(execution)
-        .execute(&self.pool)
-        .await
-        .expect("make due");
+        .await;
     }
 }
 

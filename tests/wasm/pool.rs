@@ -33,7 +33,7 @@ async fn a_killed_worker_is_reclaimed_and_another_completes() {
         "SELECT state, worker_instance FROM attempts WHERE execution_id = $1 AND attempt_index = 2",
     )
     .bind(id)
-    .fetch_one(&env.db.pool)
+    .fetch_one(env.db.pg())
     .await
     .unwrap();
     assert_eq!(state, "succeeded");
@@ -49,7 +49,7 @@ async fn first_attempt_worker(env: &Env, id: uuid::Uuid) -> String {
             "SELECT worker_instance FROM attempts WHERE execution_id = $1 AND attempt_index = 1",
         )
         .bind(id)
-        .fetch_optional(&env.db.pool)
+        .fetch_optional(env.db.pg())
         .await
         .unwrap();
         if let Some(worker) = row {
@@ -156,7 +156,7 @@ async fn kill_listener(env: &Env) -> u64 {
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
          WHERE datname = current_database() AND query LIKE 'LISTEN%' AND pid <> pg_backend_pid()",
     )
-    .execute(&env.db.pool)
+    .execute(env.db.pg())
     .await
     .unwrap()
     .rows_affected()
@@ -190,7 +190,7 @@ async fn work_keeps_flowing_when_the_notify_connection_is_cut() {
             "SELECT count(*) FROM pg_stat_activity \
              WHERE datname = current_database() AND query LIKE 'LISTEN%'",
         )
-        .fetch_one(&env.db.pool)
+        .fetch_one(env.db.pg())
         .await
         .unwrap();
         if listening >= 1 {

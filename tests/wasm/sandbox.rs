@@ -27,7 +27,7 @@ async fn echo_round_trips_with_progress_and_frames() {
         "SELECT progress_percent, progress_message FROM executions WHERE execution_id = $1",
     )
     .bind(id)
-    .fetch_one(&env.db.pool)
+    .fetch_one(env.db.pg())
     .await
     .unwrap();
     assert_eq!(progress, (Some(50), Some("echoing".into())));

@@ -9,6 +9,7 @@
 //! needs the stored state: fencing, transitions, idempotency.
 
 pub mod postgres;
+pub mod sqlite;
 
 use std::time::Duration;
 

@@ -303,6 +303,30 @@ pub struct StreamSummary {
     pub updated_at: DateTime<Utc>,
 }
 
+/// Apply a summary frame's patch to an attempt's summary document: JSON merge
+/// patch (RFC 7396), where the string `"__ff_null__"` sets a literal null.
+/// The Postgres backend does the same in SQL (`flowfabric_merge_patch`).
+pub fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
+    use serde_json::Value;
+    match patch {
+        Value::String(s) if s == "__ff_null__" => *target = Value::Null,
+        Value::Object(fields) => {
+            if !target.is_object() {
+                *target = Value::Object(serde_json::Map::new());
+            }
+            let merged = target.as_object_mut().expect("made an object above");
+            for (key, value) in fields {
+                if value.is_null() {
+                    merged.remove(key);
+                } else {
+                    merge_patch(merged.entry(key.clone()).or_insert(Value::Null), value);
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
 /// One frame of an attempt's output stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Frame {
@@ -312,4 +336,25 @@ pub struct Frame {
     #[serde(skip)]
     pub payload: Vec<u8>,
     pub created_at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::merge_patch;
+
+    #[test]
+    fn merge_patch_follows_rfc_7396_with_a_null_sentinel() {
+        let mut doc = json!({"a": 1, "b": {"c": 2, "d": 3}, "e": [1]});
+        merge_patch(
+            &mut doc,
+            &json!({"a": null, "b": {"c": "__ff_null__", "x": 4}, "e": {"f": 5}}),
+        );
+        assert_eq!(doc, json!({"b": {"c": null, "d": 3, "x": 4}, "e": {"f": 5}}));
+        merge_patch(&mut doc, &json!(["whole"]));
+        assert_eq!(doc, json!(["whole"]));
+        merge_patch(&mut doc, &json!("__ff_null__"));
+        assert_eq!(doc, json!(null));
+    }
 }

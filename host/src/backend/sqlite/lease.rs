@@ -1,0 +1,458 @@
+//! The claim, renew and the fenced worker operations.
+//!
+//! Each runs in one write transaction: read the row, check the lease fence in
+//! Rust, change the row, its attempt and the outbox, commit. A handle that no
+//! longer names the live lease changes nothing; [`hold`] then says why, or
+//! recognises a replay by the handle that already made the same move.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rand::seq::SliceRandom;
+use sqlx::types::Json;
+use sqlx::SqliteConnection;
+use uuid::Uuid;
+
+use super::ingress::end_attempt;
+use super::record::{not_found, Exec};
+use super::time::{after, after_ms, at, millis_of, now, Millis};
+use super::{Effects, SqliteBackend};
+use crate::error::{EngineError, Result};
+use crate::model::{
+    AttemptState, AttemptType, ClaimRequest, ClaimedExecution, FailOutcome, Failure, LeaseHandle,
+    PublicState, RetryDecision, TaskCeilings, TenantId, TenantLimits, DEFAULT_START_WINDOW_MS,
+};
+
+/// A fenced write found its row: held by the handle, or already moved by it.
+pub(super) enum Hold {
+    Held(Box<Exec>),
+    /// The same handle already made this move (its attempt is in the state
+    /// the move leaves): a replay.
+    Replayed {
+        state: PublicState,
+        attempt_is_current: bool,
+    },
+}
+
+/// Read the row a lease names and check the fence; when it does not hold,
+/// the error that says why (or [`Hold::Replayed`] for a replay of `replay_as`).
+pub(super) async fn hold(
+    conn: &mut SqliteConnection,
+    lease: &LeaseHandle,
+    replay_as: AttemptState,
+) -> Result<Hold> {
+    let row = Exec::load(conn, lease.tenant_id, lease.execution_id)
+        .await?
+        .ok_or_else(|| not_found(lease.execution_id))?;
+    if row.is_held_by(lease) {
+        return Ok(Hold::Held(Box::new(row)));
+    }
+    let attempt: Option<(Uuid, i64, String)> = sqlx::query_as(
+        "SELECT lease_id, lease_epoch, state FROM attempts \
+         WHERE tenant_id = ? AND execution_id = ? AND attempt_index = ?",
+    )
+    .bind(lease.tenant_id)
+    .bind(lease.execution_id)
+    .bind(lease.attempt_index)
+    .fetch_optional(conn)
+    .await
+    .map_err(EngineError::storage("read lease state"))?;
+    let state = row.derived_public_state();
+    let same_lease = attempt
+        .as_ref()
+        .is_some_and(|(id, epoch, _)| *id == lease.lease_id && *epoch == lease.lease_epoch);
+    let attempt_state = attempt
+        .map(|(_, _, s)| s.parse::<AttemptState>())
+        .transpose()
+        .map_err(EngineError::Corrupt)?;
+    if same_lease && attempt_state == Some(replay_as) {
+        return Ok(Hold::Replayed {
+            state,
+            attempt_is_current: row.attempt_index == lease.attempt_index,
+        });
+    }
+    if state.is_terminal() {
+        return Err(EngineError::NotActive {
+            execution_id: lease.execution_id,
+            state,
+        });
+    }
+    let reason = if row.lease_epoch > lease.lease_epoch {
+        "a newer lease holds the execution"
+    } else if attempt_state == Some(AttemptState::LeaseExpired) {
+        "the lease expired and the execution was reclaimed"
+    } else if attempt_state == Some(AttemptState::Revoked) {
+        "an operator revoked the lease"
+    } else if !same_lease {
+        "the handle does not match the attempt's lease"
+    } else {
+        "the lease is no longer held"
+    };
+    Err(stale(lease, reason))
+}
+
+fn stale(lease: &LeaseHandle, reason: &'static str) -> EngineError {
+    EngineError::StaleLease {
+        execution_id: lease.execution_id,
+        attempt_index: lease.attempt_index,
+        lease_epoch: lease.lease_epoch,
+        reason,
+    }
+}
+
+/// A held row, or `Ok(None)` for a replay that needs no answer of its own.
+async fn held_or_replayed(
+    conn: &mut SqliteConnection,
+    lease: &LeaseHandle,
+    replay_as: AttemptState,
+) -> Result<Option<Exec>> {
+    Ok(match hold(conn, lease, replay_as).await? {
+        Hold::Held(row) => Some(*row),
+        Hold::Replayed { .. } => None,
+    })
+}
+
+pub(super) async fn renew(
+    db: &SqliteBackend,
+    lease: &LeaseHandle,
+    ttl: Duration,
+) -> Result<DateTime<Utc>> {
+    db.write("renew", async |conn, effects| {
+        let Some(mut row) = held_or_replayed(conn, lease, AttemptState::Running).await? else {
+            return Err(stale(lease, "the lease is no longer held"));
+        };
+        let before = row.lease_before();
+        let now = now();
+        row.lease_expires_at = Some(after(now, ttl));
+        row.updated_at = now;
+        row.save(conn, Some(before), effects).await?;
+        Ok(at(row.lease_expires_at.unwrap_or(now)))
+    })
+    .await
+}
+
+pub(super) async fn complete(db: &SqliteBackend, lease: &LeaseHandle, result: &[u8]) -> Result<()> {
+    db.write("complete", async |conn, effects| {
+        let Some(mut row) = held_or_replayed(conn, lease, AttemptState::Succeeded).await? else {
+            return Ok(());
+        };
+        let now = now();
+        let before = row.lease_before();
+        row.make_terminal("success", now);
+        row.result = Some(result.to_vec());
+        row.save(conn, Some(before), effects).await?;
+        end_attempt(conn, &row, "succeeded", None, &["running"], now).await?;
+        row.record_completion(conn, effects).await
+    })
+    .await
+}
+
+pub(super) async fn cancel_by_worker(
+    db: &SqliteBackend,
+    lease: &LeaseHandle,
+    reason: &str,
+) -> Result<()> {
+    db.write("cancel", async |conn, effects| {
+        let Some(mut row) = held_or_replayed(conn, lease, AttemptState::Cancelled).await? else {
+            return Ok(());
+        };
+        let now = now();
+        let before = row.lease_before();
+        row.make_terminal("cancelled", now);
+        row.cancellation_reason = Some(reason.to_owned());
+        row.save(conn, Some(before), effects).await?;
+        end_attempt(conn, &row, "cancelled", None, &["running"], now).await?;
+        row.record_completion(conn, effects).await
+    })
+    .await
+}
+
+pub(super) async fn delay(
+    db: &SqliteBackend,
+    lease: &LeaseHandle,
+    until: DateTime<Utc>,
+) -> Result<()> {
+    db.write("delay", async |conn, effects| {
+        let Some(mut row) = held_or_replayed(conn, lease, AttemptState::Delayed).await? else {
+            return Ok(());
+        };
+        let now = now();
+        let before = row.lease_before();
+        row.release_lease(now);
+        row.make_runnable(millis_of(until), "pending_delayed_attempt", now);
+        row.save(conn, Some(before), effects).await?;
+        end_attempt(conn, &row, "delayed", None, &["running"], now).await
+    })
+    .await
+}
+
+pub(super) async fn fail(
+    db: &SqliteBackend,
+    lease: &LeaseHandle,
+    failure: &Failure,
+) -> Result<FailOutcome> {
+    db.write("fail", async |conn, effects| {
+        match hold(conn, lease, AttemptState::Failed).await? {
+            Hold::Held(mut row) => fail_row(conn, &mut row, failure, effects).await,
+            Hold::Replayed {
+                state: PublicState::Failed,
+                attempt_is_current: true,
+            } => Ok(FailOutcome::TerminalFailed),
+            Hold::Replayed { .. } => Ok(FailOutcome::RetryScheduled { retry_at: None }),
+        }
+    })
+    .await
+}
+
+/// Apply a failure to a held row: another attempt after the policy's backoff,
+/// or the end. Shared by worker `fail` and the attempt-timeout scanner.
+pub(super) async fn fail_row(
+    conn: &mut SqliteConnection,
+    row: &mut Exec,
+    failure: &Failure,
+    effects: &mut Effects,
+) -> Result<FailOutcome> {
+    let now = now();
+    let before = row.lease_before();
+    let retries = u32::try_from(row.retry_count).unwrap_or(0);
+    let decision = row.policy.retry_decision(failure.class, retries);
+    row.release_lease(now);
+    row.last_failure = Some(Json(failure.clone()));
+    let outcome = match decision {
+        RetryDecision::RetryAfter(backoff) => {
+            row.retry_count += 1;
+            row.make_runnable(after(now, backoff), "pending_retry_attempt", now);
+            FailOutcome::RetryScheduled {
+                retry_at: Some(at(row.eligible_at)),
+            }
+        }
+        RetryDecision::Terminal => {
+            row.make_terminal("failed", now);
+            FailOutcome::TerminalFailed
+        }
+    };
+    row.save(conn, Some(before), effects).await?;
+    end_attempt(conn, row, "failed", Some(failure), &["running"], now).await?;
+    if row.is_terminal() {
+        row.record_completion(conn, effects).await?;
+    }
+    Ok(outcome)
+}
+
+/// Lease up to `request.limit` runnable executions, round-robin across
+/// tenants: each tenant's best candidates (priority, then age) within its
+/// room under `max_running` and the start-rate quota; the first of every
+/// tenant goes before the second of any, in a fresh random tenant order per
+/// claim, so no tenant is always served first.
+#[tracing::instrument(skip_all, fields(worker = %request.worker_id, limit = request.limit))]
+pub(super) async fn claim(
+    db: &SqliteBackend,
+    request: &ClaimRequest,
+) -> Result<Vec<ClaimedExecution>> {
+    if request.limit == 0 || request.lanes.is_empty() {
+        return Ok(Vec::new());
+    }
+    db.write("claim", async |conn, effects| {
+        let now = now();
+        let mut queues = Vec::new();
+        for (tenant, limits) in tenants_with_work(conn).await? {
+            let room = room(conn, tenant, &limits, request.limit, now).await?;
+            if room == 0 {
+                continue;
+            }
+            let candidates = candidates(conn, tenant, request, room).await?;
+            if !candidates.is_empty() {
+                queues.push((candidates.into_iter(), TaskCeilings::from(&limits)));
+            }
+        }
+        queues.shuffle(&mut rand::rng());
+        let mut claimed = Vec::new();
+        while claimed.len() < request.limit as usize {
+            let before = claimed.len();
+            for (queue, ceilings) in &mut queues {
+                if claimed.len() == request.limit as usize {
+                    break;
+                }
+                if let Some(mut row) = queue.next() {
+                    claimed
+                        .push(lease_row(conn, &mut row, request, *ceilings, now, effects).await?);
+                }
+            }
+            if claimed.len() == before {
+                break;
+            }
+        }
+        tracing::debug!(claimed = claimed.len(), "claim");
+        Ok(claimed)
+    })
+    .await
+}
+
+/// Tenants with claimable work, and their limits (off `executions_claim_idx`).
+async fn tenants_with_work(conn: &mut SqliteConnection) -> Result<Vec<(TenantId, TenantLimits)>> {
+    let rows: Vec<(Uuid, Json<TenantLimits>)> = sqlx::query_as(
+        "SELECT t.tenant_id, t.limits FROM tenants t WHERE EXISTS (\
+             SELECT 1 FROM executions e WHERE e.tenant_id = t.tenant_id \
+             AND e.lifecycle_phase = 'runnable' AND e.eligibility_state = 'eligible_now')",
+    )
+    .fetch_all(conn)
+    .await
+    .map_err(EngineError::storage("claim"))?;
+    Ok(rows.into_iter().map(|(t, l)| (t, l.0)).collect())
+}
+
+/// How many executions the tenant may start now, at most `limit`.
+async fn room(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    limits: &TenantLimits,
+    limit: u32,
+    now: Millis,
+) -> Result<u32> {
+    let mut room = i64::from(limit);
+    if let Some(max) = limits.max_running {
+        let running: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM executions WHERE tenant_id = ? AND lifecycle_phase = 'active'",
+        )
+        .bind(tenant)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(EngineError::storage("claim"))?;
+        room = room.min(i64::from(max) - running);
+    }
+    if let Some(max) = limits.max_starts_per_window {
+        let window = limits.start_window_ms.unwrap_or(DEFAULT_START_WINDOW_MS);
+        let started: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM attempts WHERE tenant_id = ? AND started_at > ?",
+        )
+        .bind(tenant)
+        .bind(now - i64::try_from(window).unwrap_or(i64::MAX))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(EngineError::storage("claim"))?;
+        room = room.min(i64::from(max) - started);
+    }
+    Ok(u32::try_from(room.max(0)).unwrap_or(0))
+}
+
+/// The tenant's best `room` claimable executions in the request's lanes whose
+/// required capabilities the worker has.
+async fn candidates(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    request: &ClaimRequest,
+    room: u32,
+) -> Result<Vec<Exec>> {
+    let capabilities = serde_json::to_string(&request.capabilities).expect("strings serialise");
+    let mut all = Vec::new();
+    let lanes: HashSet<&String> = request.lanes.iter().collect();
+    let sql = Exec::select_sql(
+        "tenant_id = ? AND lane = ? AND lifecycle_phase = 'runnable' \
+           AND eligibility_state = 'eligible_now' \
+           AND (required_capabilities = '[]' OR NOT EXISTS ( \
+               SELECT 1 FROM json_each(required_capabilities) need \
+               WHERE need.value NOT IN (SELECT value FROM json_each(?)))) \
+         ORDER BY priority DESC, eligible_at, execution_id LIMIT ?",
+    );
+    for lane in lanes {
+        let rows: Vec<Exec> = sqlx::query_as(&sql)
+            .bind(tenant)
+            .bind(lane)
+            .bind(&capabilities)
+            .bind(i64::from(room))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(EngineError::storage("claim"))?;
+        all.extend(rows);
+    }
+    all.sort_by(|a, b| {
+        (b.priority, a.eligible_at, a.execution_id).cmp(&(
+            a.priority,
+            b.eligible_at,
+            b.execution_id,
+        ))
+    });
+    all.truncate(room as usize);
+    Ok(all)
+}
+
+/// Give `row` a new lease (and, unless it resumes a suspension, a new attempt).
+async fn lease_row(
+    conn: &mut SqliteConnection,
+    row: &mut Exec,
+    request: &ClaimRequest,
+    ceilings: TaskCeilings,
+    now: Millis,
+    effects: &mut Effects,
+) -> Result<ClaimedExecution> {
+    let before = row.lease_before();
+    let attempt_type = match row.attempt_state.as_str() {
+        "pending_retry_attempt" => AttemptType::Retry,
+        "attempt_interrupted" => AttemptType::Reclaim,
+        "pending_replay_attempt" => AttemptType::Replay,
+        "pending_delayed_attempt" => AttemptType::Delayed,
+        _ => AttemptType::Initial,
+    };
+    row.lifecycle_phase = "active".into();
+    row.ownership_state = "leased".into();
+    row.eligibility_state = "not_applicable".into();
+    row.attempt_state = "running_attempt".into();
+    row.attempt_index += 1;
+    row.frame_seq = 0;
+    row.lease_epoch += 1;
+    row.lease_id = Some(uuid::Builder::from_random_bytes(rand::random()).into_uuid());
+    row.lease_expires_at = Some(after(now, request.lease_ttl));
+    row.attempt_timeout_at = row
+        .policy
+        .timeouts
+        .attempt_timeout_ms
+        .map(|ms| after_ms(now, ms));
+    row.started_at = row.started_at.or(Some(now));
+    row.progress_percent = None;
+    row.progress_message = None;
+    row.updated_at = now;
+    row.save(conn, Some(before), effects).await?;
+    let lease = row.lease().expect("a claimed row holds a lease");
+    sqlx::query(
+        "INSERT INTO attempts (tenant_id, execution_id, attempt_index, attempt_type, lease_id, \
+         lease_epoch, worker_id, worker_instance, state, started_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?)",
+    )
+    .bind(lease.tenant_id)
+    .bind(lease.execution_id)
+    .bind(lease.attempt_index)
+    .bind(attempt_type_str(attempt_type))
+    .bind(lease.lease_id)
+    .bind(lease.lease_epoch)
+    .bind(&request.worker_id)
+    .bind(&request.worker_instance)
+    .bind(now)
+    .execute(conn)
+    .await
+    .map_err(EngineError::storage("claim"))?;
+    Ok(ClaimedExecution {
+        lease,
+        kind: row.kind.clone(),
+        lane: row.lane.clone(),
+        input: std::mem::take(&mut row.input),
+        priority: row.priority,
+        tags: row.tags.0.clone(),
+        policy: row.policy.0.clone(),
+        attempt_type,
+        retry_count: row.retry_count,
+        lease_expires_at: at(row.lease_expires_at.unwrap_or(now)),
+        ceilings,
+        resumed_from: None,
+    })
+}
+
+fn attempt_type_str(t: AttemptType) -> &'static str {
+    match t {
+        AttemptType::Initial | AttemptType::Resume => "initial",
+        AttemptType::Retry => "retry",
+        AttemptType::Reclaim => "reclaim",
+        AttemptType::Replay => "replay",
+        AttemptType::Delayed => "delayed",
+    }
+}

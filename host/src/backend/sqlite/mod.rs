@@ -1,0 +1,552 @@
+//! [`Backend`] on SQLite: the embedded default, for a single host with no
+//! database server.
+//!
+//! Layout: `record` (the execution row, its derived columns and lease
+//! events), `catalog` (tenants, API keys, components), `ingress` (create,
+//! read, operator ops), `lease` (claim and the fenced worker ops), `output`
+//! (frames, progress, event streams), `scan` (the scanner passes).
+//!
+//! Where Postgres needs care for concurrency, SQLite has none to give: it
+//! allows one writer at a time. So every write runs in a transaction on one
+//! dedicated connection, and reads use a pool of their own (WAL mode lets them
+//! run alongside the writer). That serialisation is what makes the simple
+//! read-change-write transitions here atomic and fenced: nothing else can
+//! write between the fence check and the write. Wake-ups (new work, revoked
+//! leases, execution updates, event streams) are in-process channels, fired
+//! after the transaction commits.
+//!
+//! Not yet supported here (each returns [`EngineError::Unsupported`]):
+//! flows, children, suspension and signals, budgets. Until they land, the
+//! scanners that serve them have nothing to do.
+
+mod catalog;
+mod ingress;
+mod lease;
+mod output;
+mod record;
+mod scan;
+mod time;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{SqliteConnection, SqlitePool};
+use tokio::sync::{broadcast, watch};
+
+use super::Backend;
+use crate::error::{EngineError, Result};
+use crate::model::{
+    ApiKey, Budget, BudgetId, ChildrenOutcome, ClaimRequest, ClaimedExecution, CompletionEvent,
+    ComponentVersion, Created, EventBatch, EventCursor, Execution, ExecutionFilter, ExecutionId,
+    ExecutionState, ExecutionUpdate, FailOutcome, Failure, FlowCancelPolicy, FlowId, FlowSnapshot,
+    FlowSummary, Frame, GraphApplied, GraphChange, LeaseEvent, LeaseHandle, NewBudget,
+    NewExecution, NewFlow, NewSignal, Signal, SignalEvent, SignalOutcome, SpawnedChild,
+    StoredApiKey, StreamMode, StreamSummary, SuspendOutcome, Suspension, Tenant, TenantId,
+    TenantLimits, TimeoutBehavior, UsageOutcome, Waitpoint,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+
+const NAME: &str = "sqlite";
+
+/// Readers run alongside the writer; more than a few buys nothing on a file.
+const READERS: u32 = 4;
+
+pub struct SqliteBackend {
+    /// One connection: every write transaction, in turn.
+    writer: SqlitePool,
+    reader: SqlitePool,
+    work: watch::Sender<u64>,
+    revoked: broadcast::Sender<ExecutionId>,
+    updates: broadcast::Sender<ExecutionUpdate>,
+    events: broadcast::Sender<TenantId>,
+}
+
+/// What a committed write tells the rest of the process.
+#[derive(Default)]
+pub(super) struct Effects {
+    /// Work may be claimable.
+    pub work: bool,
+    pub revoked: Vec<ExecutionId>,
+    pub updates: Vec<ExecutionUpdate>,
+    /// Tenants whose lease or signal stream has new events.
+    pub event_tenants: HashSet<TenantId>,
+}
+
+impl SqliteBackend {
+    /// Open (creating if missing) the database file at `path`.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let options = SqliteConnectOptions::new().filename(path);
+        Self::with_options(options).await
+    }
+
+    /// Open a `sqlite:` URL (`sqlite:///var/lib/flowfabric.db`, `sqlite:ff.db`).
+    pub async fn connect(url: &str) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(url).map_err(EngineError::storage("open"))?;
+        Self::with_options(options).await
+    }
+
+    async fn with_options(options: SqliteConnectOptions) -> Result<Self> {
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL with NORMAL: a power loss may lose the last commits, never
+            // corrupt the file; a process crash loses nothing.
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(EngineError::storage("open"))?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(EngineError::storage("open"))?;
+        Ok(Self {
+            writer,
+            reader,
+            work: watch::channel(0).0,
+            revoked: broadcast::channel(1024).0,
+            updates: broadcast::channel(4096).0,
+            events: broadcast::channel(1024).0,
+        })
+    }
+
+    /// Run `body` as one write transaction; its effects are announced after
+    /// it commits. An error rolls everything back.
+    pub(super) async fn write<T>(
+        &self,
+        op: &'static str,
+        body: impl AsyncFnOnce(&mut SqliteConnection, &mut Effects) -> Result<T>,
+    ) -> Result<T> {
+        let mut tx = self
+            .writer
+            .begin()
+            .await
+            .map_err(EngineError::storage(op))?;
+        let mut effects = Effects::default();
+        match body(&mut tx, &mut effects).await {
+            Ok(value) => {
+                tx.commit().await.map_err(EngineError::storage(op))?;
+                self.announce(effects);
+                Ok(value)
+            }
+            Err(e) => {
+                if let Err(rollback) = tx.rollback().await {
+                    tracing::warn!(error = %rollback, op, "rolling back after an error");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// A connection for reads that need no transaction.
+    pub(super) async fn read(
+        &self,
+        op: &'static str,
+    ) -> Result<sqlx::pool::PoolConnection<sqlx::Sqlite>> {
+        self.reader
+            .acquire()
+            .await
+            .map_err(EngineError::storage(op))
+    }
+
+    fn announce(&self, effects: Effects) {
+        if effects.work {
+            self.work.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        // Nobody listening is fine: these are wake-ups, not the record.
+        for id in effects.revoked {
+            let _ = self.revoked.send(id);
+        }
+        for update in effects.updates {
+            let _ = self.updates.send(update);
+        }
+        for tenant in effects.event_tenants {
+            let _ = self.events.send(tenant);
+        }
+    }
+}
+
+fn unsupported<T>(op: &'static str) -> Result<T> {
+    Err(EngineError::Unsupported { op, backend: NAME })
+}
+
+#[async_trait]
+impl Backend for SqliteBackend {
+    async fn migrate(&self) -> Result<()> {
+        MIGRATOR
+            .run(&self.writer)
+            .await
+            .map_err(|e| EngineError::Storage {
+                op: "migrate",
+                cause: e.into(),
+            })
+    }
+
+    async fn create_tenant(&self, name: &str) -> Result<Tenant> {
+        catalog::create_tenant(self, name).await
+    }
+    async fn list_tenants(&self) -> Result<Vec<Tenant>> {
+        catalog::list_tenants(self).await
+    }
+    async fn get_tenant(&self, tenant: TenantId) -> Result<Tenant> {
+        catalog::get_tenant(&mut *self.read("get tenant").await?, tenant).await
+    }
+    async fn set_tenant_limits(&self, tenant: TenantId, limits: &TenantLimits) -> Result<Tenant> {
+        catalog::set_tenant_limits(self, tenant, limits).await
+    }
+    async fn admission(
+        &self,
+        tenant: TenantId,
+        kinds: &[&str],
+    ) -> Result<(TenantLimits, Vec<String>)> {
+        catalog::admission(self, tenant, kinds).await
+    }
+
+    async fn create_api_key(
+        &self,
+        tenant: TenantId,
+        key_id: uuid::Uuid,
+        name: &str,
+        secret_sha256: &[u8],
+    ) -> Result<ApiKey> {
+        catalog::create_api_key(self, tenant, key_id, name, secret_sha256).await
+    }
+    async fn find_api_key(&self, key_id: uuid::Uuid) -> Result<Option<StoredApiKey>> {
+        catalog::find_api_key(self, key_id).await
+    }
+    async fn list_api_keys(&self, tenant: TenantId) -> Result<Vec<ApiKey>> {
+        catalog::list_api_keys(self, tenant).await
+    }
+    async fn revoke_api_key(&self, tenant: TenantId, key_id: uuid::Uuid) -> Result<ApiKey> {
+        catalog::revoke_api_key(self, tenant, key_id).await
+    }
+
+    async fn create_executions(
+        &self,
+        tenant: TenantId,
+        executions: &[NewExecution],
+        max_queued: Option<u32>,
+    ) -> Result<Vec<Created>> {
+        ingress::create_executions(self, tenant, executions, max_queued).await
+    }
+    async fn get_execution(&self, tenant: TenantId, id: ExecutionId) -> Result<Execution> {
+        let mut conn = self.read("get execution").await?;
+        record::Exec::get(&mut conn, tenant, id)
+            .await?
+            .to_execution()
+    }
+    async fn execution_state(&self, tenant: TenantId, id: ExecutionId) -> Result<ExecutionState> {
+        ingress::execution_state(self, tenant, id).await
+    }
+    async fn list_executions(
+        &self,
+        tenant: TenantId,
+        filter: &ExecutionFilter,
+    ) -> Result<Vec<Execution>> {
+        ingress::list_executions(self, tenant, filter).await
+    }
+
+    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedExecution>> {
+        lease::claim(self, request).await
+    }
+    async fn renew(&self, lease: &LeaseHandle, ttl: Duration) -> Result<DateTime<Utc>> {
+        lease::renew(self, lease, ttl).await
+    }
+    async fn complete(&self, lease: &LeaseHandle, result: &[u8]) -> Result<()> {
+        lease::complete(self, lease, result).await
+    }
+    async fn fail(&self, lease: &LeaseHandle, failure: &Failure) -> Result<FailOutcome> {
+        lease::fail(self, lease, failure).await
+    }
+    async fn cancel_by_worker(&self, lease: &LeaseHandle, reason: &str) -> Result<()> {
+        lease::cancel_by_worker(self, lease, reason).await
+    }
+    async fn cancel(&self, tenant: TenantId, id: ExecutionId, reason: &str) -> Result<bool> {
+        ingress::cancel(self, tenant, id, reason).await
+    }
+    async fn replay(&self, tenant: TenantId, id: ExecutionId) -> Result<i32> {
+        ingress::replay(self, tenant, id).await
+    }
+    async fn revoke_lease(&self, tenant: TenantId, id: ExecutionId) -> Result<i32> {
+        ingress::revoke_lease(self, tenant, id).await
+    }
+    async fn delay(&self, lease: &LeaseHandle, until: DateTime<Utc>) -> Result<()> {
+        lease::delay(self, lease, until).await
+    }
+    async fn change_priority(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        priority: i32,
+    ) -> Result<()> {
+        ingress::change_priority(self, tenant, id, priority).await
+    }
+
+    async fn completion_events(
+        &self,
+        tenant: TenantId,
+        after: EventCursor,
+        limit: u32,
+    ) -> Result<EventBatch<CompletionEvent>> {
+        output::completion_events(self, tenant, after, limit).await
+    }
+    async fn lease_events(
+        &self,
+        tenant: TenantId,
+        after: EventCursor,
+        limit: u32,
+    ) -> Result<EventBatch<LeaseEvent>> {
+        output::lease_events(self, tenant, after, limit).await
+    }
+    async fn signal_events(
+        &self,
+        tenant: TenantId,
+        after: EventCursor,
+        limit: u32,
+    ) -> Result<EventBatch<SignalEvent>> {
+        output::signal_events(self, tenant, after, limit).await
+    }
+
+    async fn put_component(
+        &self,
+        tenant: TenantId,
+        kind: &str,
+        digest: &str,
+        wasm: &[u8],
+    ) -> Result<(ComponentVersion, bool)> {
+        catalog::put_component(self, tenant, kind, digest, wasm).await
+    }
+    async fn latest_component(
+        &self,
+        tenant: TenantId,
+        kind: &str,
+    ) -> Result<Option<ComponentVersion>> {
+        catalog::latest_component(self, tenant, kind).await
+    }
+    async fn component_wasm(&self, tenant: TenantId, digest: &str) -> Result<Vec<u8>> {
+        catalog::component_wasm(self, tenant, digest).await
+    }
+    async fn list_components(&self, tenant: TenantId) -> Result<Vec<ComponentVersion>> {
+        catalog::list_components(self, tenant).await
+    }
+    async fn get_component(
+        &self,
+        tenant: TenantId,
+        kind: &str,
+        version: i32,
+    ) -> Result<ComponentVersion> {
+        catalog::get_component(self, tenant, kind, version).await
+    }
+    async fn deprecate_component(
+        &self,
+        tenant: TenantId,
+        kind: &str,
+        version: i32,
+    ) -> Result<ComponentVersion> {
+        catalog::deprecate_component(self, tenant, kind, version).await
+    }
+
+    async fn append_frame(
+        &self,
+        lease: &LeaseHandle,
+        frame_type: &str,
+        mode: StreamMode,
+        payload: &[u8],
+    ) -> Result<i64> {
+        output::append_frame(self, lease, frame_type, mode, payload).await
+    }
+    async fn read_frames(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        attempt_index: i32,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Frame>> {
+        output::read_frames(self, tenant, id, attempt_index, after, limit).await
+    }
+    async fn read_summary(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        attempt_index: i32,
+    ) -> Result<Option<StreamSummary>> {
+        output::read_summary(self, tenant, id, attempt_index).await
+    }
+    async fn set_progress(&self, lease: &LeaseHandle, percent: u8, message: &str) -> Result<()> {
+        output::set_progress(self, lease, percent, message).await
+    }
+
+    async fn create_waitpoint(
+        &self,
+        _lease: &LeaseHandle,
+        _key: &str,
+        _expires_in: Option<Duration>,
+    ) -> Result<Waitpoint> {
+        unsupported("create waitpoint")
+    }
+    async fn suspend(
+        &self,
+        _lease: &LeaseHandle,
+        _suspension: &Suspension,
+        _timeout: Option<Duration>,
+    ) -> Result<SuspendOutcome> {
+        unsupported("suspend")
+    }
+    async fn deliver_signal(
+        &self,
+        _tenant: TenantId,
+        _id: ExecutionId,
+        _waitpoint_id: uuid::Uuid,
+        _signal: &NewSignal,
+    ) -> Result<SignalOutcome> {
+        unsupported("deliver signal")
+    }
+    async fn resume(&self, _tenant: TenantId, _id: ExecutionId) -> Result<()> {
+        unsupported("resume")
+    }
+    async fn resume_signals(
+        &self,
+        _tenant: TenantId,
+        _id: ExecutionId,
+        _seq: i32,
+    ) -> Result<Vec<Signal>> {
+        unsupported("resume signals")
+    }
+    async fn list_waitpoints(&self, _tenant: TenantId, _id: ExecutionId) -> Result<Vec<Waitpoint>> {
+        unsupported("list waitpoints")
+    }
+
+    async fn create_budget(&self, _tenant: TenantId, _budget: &NewBudget) -> Result<Budget> {
+        unsupported("create budget")
+    }
+    async fn get_budget(&self, _tenant: TenantId, _id: BudgetId) -> Result<Budget> {
+        unsupported("get budget")
+    }
+    async fn list_budgets(&self, _tenant: TenantId) -> Result<Vec<Budget>> {
+        unsupported("list budgets")
+    }
+    async fn reset_budget(&self, _tenant: TenantId, _id: BudgetId) -> Result<Budget> {
+        unsupported("reset budget")
+    }
+    async fn report_usage(
+        &self,
+        _lease: &LeaseHandle,
+        _dimension: &str,
+        _delta: u64,
+        _dedup_key: Option<&str>,
+    ) -> Result<UsageOutcome> {
+        unsupported("report usage")
+    }
+
+    async fn spawn_child(
+        &self,
+        _lease: &LeaseHandle,
+        _child: &NewExecution,
+        _key: &str,
+        _max_queued: Option<u32>,
+    ) -> Result<SpawnedChild> {
+        unsupported("spawn child")
+    }
+    async fn wait_children(
+        &self,
+        _lease: &LeaseHandle,
+        _timeout: Option<Duration>,
+        _on_timeout: TimeoutBehavior,
+    ) -> Result<ChildrenOutcome> {
+        unsupported("wait for children")
+    }
+
+    async fn create_flow(
+        &self,
+        _tenant: TenantId,
+        _flow: &NewFlow,
+        _change: &GraphChange,
+        _max_queued: Option<u32>,
+    ) -> Result<GraphApplied> {
+        unsupported("create flow")
+    }
+    async fn extend_flow(
+        &self,
+        _tenant: TenantId,
+        _flow: FlowId,
+        _change: &GraphChange,
+        _max_queued: Option<u32>,
+    ) -> Result<GraphApplied> {
+        unsupported("extend flow")
+    }
+    async fn get_flow(&self, _tenant: TenantId, _flow: FlowId) -> Result<FlowSnapshot> {
+        unsupported("get flow")
+    }
+    async fn list_flows(
+        &self,
+        _tenant: TenantId,
+        _after: Option<FlowId>,
+        _limit: u32,
+    ) -> Result<Vec<FlowSummary>> {
+        unsupported("list flows")
+    }
+    async fn cancel_flow(
+        &self,
+        _tenant: TenantId,
+        _flow: FlowId,
+        _policy: FlowCancelPolicy,
+        _reason: &str,
+    ) -> Result<u64> {
+        unsupported("cancel flow")
+    }
+
+    async fn work_signal(&self) -> Result<watch::Receiver<u64>> {
+        Ok(self.work.subscribe())
+    }
+    async fn revocations(&self) -> Result<broadcast::Receiver<ExecutionId>> {
+        Ok(self.revoked.subscribe())
+    }
+    async fn updates(&self) -> Result<broadcast::Receiver<ExecutionUpdate>> {
+        Ok(self.updates.subscribe())
+    }
+    async fn event_wakeups(&self) -> Result<broadcast::Receiver<TenantId>> {
+        Ok(self.events.subscribe())
+    }
+
+    async fn reclaim_expired_leases(&self, limit: u32) -> Result<u64> {
+        scan::reclaim_expired_leases(self, limit).await
+    }
+    async fn promote_delayed(&self, limit: u32) -> Result<u64> {
+        scan::promote_delayed(self, limit).await
+    }
+    async fn fail_timed_out_attempts(&self, limit: u32) -> Result<u64> {
+        scan::fail_timed_out_attempts(self, limit).await
+    }
+    async fn expire_past_deadline(&self, limit: u32) -> Result<u64> {
+        scan::expire_past_deadline(self, limit).await
+    }
+    // Suspensions, joins, parents waiting on children and budgets cannot
+    // exist on this backend yet (their operations are unsupported), so these
+    // passes have nothing to do.
+    async fn time_out_suspensions(&self, _limit: u32) -> Result<u64> {
+        Ok(0)
+    }
+    async fn cancel_pending_siblings(&self, _limit: u32) -> Result<u64> {
+        Ok(0)
+    }
+    async fn wake_waiting_parents(&self, _limit: u32) -> Result<u64> {
+        Ok(0)
+    }
+    async fn reset_due_budgets(&self, _limit: u32) -> Result<u64> {
+        Ok(0)
+    }
+    async fn prune_events(&self, retention: Duration, limit: u32) -> Result<u64> {
+        scan::prune_events(self, retention, limit).await
+    }
+}

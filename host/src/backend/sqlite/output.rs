@@ -1,0 +1,340 @@
+//! What executions emit: fenced frames and progress, rolling summaries, and
+//! the three event streams read by cursor.
+//!
+//! With one writer, event ids are handed out in commit order, so a reader
+//! paging by id can never pass an event that commits later: nothing is ever
+//! withheld (`pending` is always false) and the cursor is the id itself.
+
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::lease::{hold, Hold};
+use super::time::{at, now, Millis};
+use super::SqliteBackend;
+use crate::error::{EngineError, Result};
+use crate::model::{
+    merge_patch, AttemptState, CompletionEvent, EventBatch, EventCursor, ExecutionId,
+    ExecutionUpdate, Frame, LeaseEvent, LeaseHandle, SignalEvent, StreamMode, StreamSummary,
+    TenantId, BEST_EFFORT_WINDOW,
+};
+
+fn not_held(lease: &LeaseHandle) -> EngineError {
+    EngineError::StaleLease {
+        execution_id: lease.execution_id,
+        attempt_index: lease.attempt_index,
+        lease_epoch: lease.lease_epoch,
+        reason: "the lease is no longer held",
+    }
+}
+
+/// The fenced row update hands out the next sequence number of the attempt.
+pub(super) async fn append_frame(
+    db: &SqliteBackend,
+    lease: &LeaseHandle,
+    frame_type: &str,
+    mode: StreamMode,
+    payload: &[u8],
+) -> Result<i64> {
+    db.write("append frame", async |conn, effects| {
+        let Hold::Held(mut row) = hold(conn, lease, AttemptState::Running).await? else {
+            return Err(not_held(lease));
+        };
+        let now = now();
+        let before = row.lease_before();
+        row.frame_seq += 1;
+        let seq = row.frame_seq;
+        row.save(conn, Some(before), effects).await?;
+        sqlx::query(
+            "INSERT INTO frames (tenant_id, execution_id, attempt_index, seq, frame_type, mode, \
+             payload, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(lease.tenant_id)
+        .bind(lease.execution_id)
+        .bind(lease.attempt_index)
+        .bind(seq)
+        .bind(frame_type)
+        .bind(mode.as_str())
+        .bind(payload)
+        .bind(now)
+        .execute(&mut *conn)
+        .await
+        .map_err(EngineError::storage("append frame"))?;
+        match mode {
+            StreamMode::Durable => {}
+            StreamMode::Summary => merge_summary(conn, lease, payload, now).await?,
+            StreamMode::BestEffort => {
+                sqlx::query(
+                    "DELETE FROM frames WHERE tenant_id = ? AND execution_id = ? \
+                     AND attempt_index = ? AND mode = 'best_effort' AND seq <= ?",
+                )
+                .bind(lease.tenant_id)
+                .bind(lease.execution_id)
+                .bind(lease.attempt_index)
+                .bind(seq - BEST_EFFORT_WINDOW)
+                .execute(&mut *conn)
+                .await
+                .map_err(EngineError::storage("trim best-effort frames"))?;
+            }
+        }
+        effects.updates.push(ExecutionUpdate {
+            tenant_id: lease.tenant_id,
+            execution_id: lease.execution_id,
+        });
+        Ok(seq)
+    })
+    .await
+}
+
+/// Fold a summary frame's patch (a JSON object, checked by the engine) into
+/// the attempt's document.
+async fn merge_summary(
+    conn: &mut sqlx::SqliteConnection,
+    lease: &LeaseHandle,
+    patch: &[u8],
+    now: Millis,
+) -> Result<()> {
+    let patch: serde_json::Value = serde_json::from_slice(patch)
+        .map_err(|e| EngineError::invalid("payload", format!("not JSON: {e}")))?;
+    let current: Option<Json<serde_json::Value>> = sqlx::query_scalar(
+        "SELECT document FROM stream_summaries \
+         WHERE tenant_id = ? AND execution_id = ? AND attempt_index = ?",
+    )
+    .bind(lease.tenant_id)
+    .bind(lease.execution_id)
+    .bind(lease.attempt_index)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(EngineError::storage("merge summary"))?;
+    let mut document = current.map_or_else(|| serde_json::json!({}), |d| d.0);
+    merge_patch(&mut document, &patch);
+    sqlx::query(
+        "INSERT INTO stream_summaries (tenant_id, execution_id, attempt_index, document, \
+         version, first_applied_at, updated_at) VALUES (?, ?, ?, ?, 1, ?, ?) \
+         ON CONFLICT (tenant_id, execution_id, attempt_index) DO UPDATE \
+         SET document = excluded.document, version = version + 1, updated_at = excluded.updated_at",
+    )
+    .bind(lease.tenant_id)
+    .bind(lease.execution_id)
+    .bind(lease.attempt_index)
+    .bind(Json(document))
+    .bind(now)
+    .bind(now)
+    .execute(conn)
+    .await
+    .map_err(EngineError::storage("merge summary"))?;
+    Ok(())
+}
+
+pub(super) async fn read_summary(
+    db: &SqliteBackend,
+    tenant: TenantId,
+    id: ExecutionId,
+    attempt_index: i32,
+) -> Result<Option<StreamSummary>> {
+    let row: Option<(Json<serde_json::Value>, i64, Millis, Millis)> = sqlx::query_as(
+        "SELECT document, version, first_applied_at, updated_at FROM stream_summaries \
+         WHERE tenant_id = ? AND execution_id = ? AND attempt_index = ?",
+    )
+    .bind(tenant)
+    .bind(id)
+    .bind(attempt_index)
+    .fetch_optional(&mut *db.read("read summary").await?)
+    .await
+    .map_err(EngineError::storage("read summary"))?;
+    Ok(
+        row.map(|(document, version, first, updated)| StreamSummary {
+            document: document.0,
+            version,
+            first_applied_at: at(first),
+            updated_at: at(updated),
+        }),
+    )
+}
+
+pub(super) async fn read_frames(
+    db: &SqliteBackend,
+    tenant: TenantId,
+    id: ExecutionId,
+    attempt_index: i32,
+    after: i64,
+    limit: u32,
+) -> Result<Vec<Frame>> {
+    let rows: Vec<(i64, String, String, Vec<u8>, Millis)> = sqlx::query_as(
+        "SELECT seq, frame_type, mode, payload, created_at FROM frames \
+         WHERE tenant_id = ? AND execution_id = ? AND attempt_index = ? AND seq > ? \
+         ORDER BY seq LIMIT ?",
+    )
+    .bind(tenant)
+    .bind(id)
+    .bind(attempt_index)
+    .bind(after)
+    .bind(i64::from(limit))
+    .fetch_all(&mut *db.read("read frames").await?)
+    .await
+    .map_err(EngineError::storage("read frames"))?;
+    rows.into_iter()
+        .map(|(seq, frame_type, mode, payload, created)| {
+            Ok(Frame {
+                seq,
+                frame_type,
+                mode: mode.parse().map_err(EngineError::Corrupt)?,
+                payload,
+                created_at: at(created),
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn set_progress(
+    db: &SqliteBackend,
+    lease: &LeaseHandle,
+    percent: u8,
+    message: &str,
+) -> Result<()> {
+    db.write("set progress", async |conn, effects| {
+        let Hold::Held(mut row) = hold(conn, lease, AttemptState::Running).await? else {
+            return Err(not_held(lease));
+        };
+        let before = row.lease_before();
+        row.progress_percent = Some(i16::from(percent.min(100)));
+        row.progress_message = Some(message.to_owned());
+        row.save(conn, Some(before), effects).await
+    })
+    .await
+}
+
+/// The cursor of an event: with one writer, its id alone orders it.
+fn cursor(event_id: i64) -> EventCursor {
+    EventCursor {
+        txid: event_id,
+        event_id,
+    }
+}
+
+pub(super) async fn completion_events(
+    db: &SqliteBackend,
+    tenant: TenantId,
+    after: EventCursor,
+    limit: u32,
+) -> Result<EventBatch<CompletionEvent>> {
+    let rows: Vec<(i64, Uuid, i32, String, Millis)> = sqlx::query_as(
+        "SELECT event_id, execution_id, attempt_index, outcome, created_at \
+         FROM completion_events WHERE tenant_id = ? AND event_id > ? ORDER BY event_id LIMIT ?",
+    )
+    .bind(tenant)
+    .bind(after.event_id)
+    .bind(i64::from(limit))
+    .fetch_all(&mut *db.read("read completion events").await?)
+    .await
+    .map_err(EngineError::storage("read completion events"))?;
+    let events = rows
+        .into_iter()
+        .map(
+            |(id, execution_id, attempt_index, outcome, created)| CompletionEvent {
+                cursor: cursor(id),
+                event_id: id,
+                execution_id,
+                attempt_index,
+                outcome,
+                created_at: at(created),
+            },
+        )
+        .collect();
+    Ok(EventBatch {
+        events,
+        pending: false,
+    })
+}
+
+pub(super) async fn lease_events(
+    db: &SqliteBackend,
+    tenant: TenantId,
+    after: EventCursor,
+    limit: u32,
+) -> Result<EventBatch<LeaseEvent>> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        event_id: i64,
+        execution_id: Uuid,
+        attempt_index: i32,
+        lease_epoch: i64,
+        kind: String,
+        lease_expires_at: Option<Millis>,
+        phase: String,
+        created_at: Millis,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT event_id, execution_id, attempt_index, lease_epoch, kind, lease_expires_at, \
+         phase, created_at FROM lease_events WHERE tenant_id = ? AND event_id > ? \
+         ORDER BY event_id LIMIT ?",
+    )
+    .bind(tenant)
+    .bind(after.event_id)
+    .bind(i64::from(limit))
+    .fetch_all(&mut *db.read("read lease events").await?)
+    .await
+    .map_err(EngineError::storage("read lease events"))?;
+    let events = rows
+        .into_iter()
+        .map(|r| LeaseEvent {
+            cursor: cursor(r.event_id),
+            event_id: r.event_id,
+            execution_id: r.execution_id,
+            attempt_index: r.attempt_index,
+            lease_epoch: r.lease_epoch,
+            kind: r.kind,
+            lease_expires_at: r.lease_expires_at.map(at),
+            phase: r.phase,
+            created_at: at(r.created_at),
+        })
+        .collect();
+    Ok(EventBatch {
+        events,
+        pending: false,
+    })
+}
+
+pub(super) async fn signal_events(
+    db: &SqliteBackend,
+    tenant: TenantId,
+    after: EventCursor,
+    limit: u32,
+) -> Result<EventBatch<SignalEvent>> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        event_id: i64,
+        execution_id: Uuid,
+        waitpoint_id: Uuid,
+        signal_id: Uuid,
+        name: String,
+        effect: String,
+        created_at: Millis,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT event_id, execution_id, waitpoint_id, signal_id, name, effect, created_at \
+         FROM signal_events WHERE tenant_id = ? AND event_id > ? ORDER BY event_id LIMIT ?",
+    )
+    .bind(tenant)
+    .bind(after.event_id)
+    .bind(i64::from(limit))
+    .fetch_all(&mut *db.read("read signal events").await?)
+    .await
+    .map_err(EngineError::storage("read signal events"))?;
+    let events = rows
+        .into_iter()
+        .map(|r| SignalEvent {
+            cursor: cursor(r.event_id),
+            event_id: r.event_id,
+            execution_id: r.execution_id,
+            waitpoint_id: r.waitpoint_id,
+            signal_id: r.signal_id,
+            name: r.name,
+            effect: r.effect,
+            created_at: at(r.created_at),
+        })
+        .collect();
+    Ok(EventBatch {
+        events,
+        pending: false,
+    })
+}

@@ -1,0 +1,419 @@
+//! The execution row as the embedded backend reads and writes it.
+//!
+//! On Postgres each transition is one `UPDATE … WHERE <fence>` and triggers
+//! keep the derived parts (public state, lease history) right. SQLite has one
+//! writer, so a transition here is read, change in Rust, write back, inside
+//! the writer's transaction: nothing can change the row in between. Every
+//! write of an execution goes through [`Exec::save`], which derives the public
+//! state and records a lease event whenever the lease changed — as the
+//! Postgres trigger does, so no path can skip either.
+
+use std::collections::BTreeMap;
+
+use sqlx::types::Json;
+use sqlx::SqliteConnection;
+use uuid::Uuid;
+
+use super::time::{at, Millis};
+use super::Effects;
+use crate::error::{EngineError, Result};
+use crate::model::{
+    Execution, ExecutionId, ExecutionPolicy, ExecutionUpdate, Failure, LeaseHandle, PublicState,
+    TenantId,
+};
+
+/// One row of `executions`, every column.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(super) struct Exec {
+    pub tenant_id: Uuid,
+    pub execution_id: Uuid,
+    pub kind: String,
+    pub lane: String,
+    pub priority: i32,
+    pub required_capabilities: Json<Vec<String>>,
+    pub tags: Json<BTreeMap<String, String>>,
+    pub input: Vec<u8>,
+    pub policy: Json<ExecutionPolicy>,
+    pub idempotency_key: Option<String>,
+    pub lifecycle_phase: String,
+    pub ownership_state: String,
+    pub eligibility_state: String,
+    pub blocking_reason: Option<String>,
+    pub terminal_outcome: Option<String>,
+    pub attempt_state: String,
+    pub public_state: String,
+    pub attempt_index: i32,
+    pub lease_epoch: i64,
+    pub lease_id: Option<Uuid>,
+    pub lease_expires_at: Option<Millis>,
+    pub attempt_timeout_at: Option<Millis>,
+    pub retry_count: i32,
+    pub reclaim_count: i32,
+    pub replay_count: i32,
+    pub eligible_at: Millis,
+    pub deadline_at: Option<Millis>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub started_at: Option<Millis>,
+    pub finished_at: Option<Millis>,
+    pub result: Option<Vec<u8>>,
+    pub last_failure: Option<Json<Failure>>,
+    pub cancellation_reason: Option<String>,
+    pub progress_percent: Option<i16>,
+    pub progress_message: Option<String>,
+    pub frame_seq: i64,
+    pub flow_id: Option<Uuid>,
+    pub flow_key: Option<String>,
+    pub parent_id: Option<Uuid>,
+}
+
+/// What a lease event compares: the row's lease before a change.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct LeaseBefore {
+    lease_id: Option<Uuid>,
+    lease_expires_at: Option<Millis>,
+    attempt_state_interrupted: bool,
+    reclaim_count: i32,
+}
+
+const COLUMNS: &str = "tenant_id, execution_id, kind, lane, priority, required_capabilities, \
+    tags, input, policy, idempotency_key, lifecycle_phase, ownership_state, eligibility_state, \
+    blocking_reason, terminal_outcome, attempt_state, public_state, attempt_index, lease_epoch, \
+    lease_id, lease_expires_at, attempt_timeout_at, retry_count, reclaim_count, replay_count, \
+    eligible_at, deadline_at, created_at, updated_at, started_at, finished_at, result, \
+    last_failure, cancellation_reason, progress_percent, progress_message, frame_seq, flow_id, \
+    flow_key, parent_id";
+
+/// Column count of [`COLUMNS`].
+const COLUMN_COUNT: usize = 40;
+
+static SAVE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let names: Vec<&str> = COLUMNS.split(',').map(str::trim).collect();
+    assert_eq!(names.len(), COLUMN_COUNT);
+    let params = vec!["?"; names.len()].join(", ");
+    let updates = names[2..]
+        .iter()
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "INSERT INTO executions ({COLUMNS}) VALUES ({params}) \
+         ON CONFLICT (tenant_id, execution_id) DO UPDATE SET {updates}"
+    )
+});
+
+impl Exec {
+    /// The row, if the tenant has it.
+    pub async fn load(
+        conn: &mut SqliteConnection,
+        tenant: TenantId,
+        id: ExecutionId,
+    ) -> Result<Option<Exec>> {
+        sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM executions WHERE tenant_id = ? AND execution_id = ?"
+        ))
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+        .map_err(EngineError::storage("read execution"))
+    }
+
+    /// The row, or `NotFound`.
+    pub async fn get(
+        conn: &mut SqliteConnection,
+        tenant: TenantId,
+        id: ExecutionId,
+    ) -> Result<Exec> {
+        Self::load(conn, tenant, id)
+            .await?
+            .ok_or_else(|| not_found(id))
+    }
+
+    /// `SELECT` of every column for rows matching `clause` (a `WHERE` body,
+    /// with any `ORDER BY` and `LIMIT`), for `sqlx::query_as`.
+    pub fn select_sql(clause: &str) -> String {
+        format!("SELECT {COLUMNS} FROM executions WHERE {clause}")
+    }
+
+    pub fn lease_before(&self) -> LeaseBefore {
+        LeaseBefore {
+            lease_id: self.lease_id,
+            lease_expires_at: self.lease_expires_at,
+            attempt_state_interrupted: self.attempt_state == "attempt_interrupted",
+            reclaim_count: self.reclaim_count,
+        }
+    }
+
+    /// Whether `lease` names this row's live lease.
+    pub fn is_held_by(&self, lease: &LeaseHandle) -> bool {
+        self.lifecycle_phase == "active"
+            && self.attempt_index == lease.attempt_index
+            && self.lease_id == Some(lease.lease_id)
+            && self.lease_epoch == lease.lease_epoch
+    }
+
+    pub fn lease(&self) -> Option<LeaseHandle> {
+        Some(LeaseHandle {
+            tenant_id: self.tenant_id,
+            execution_id: self.execution_id,
+            attempt_index: self.attempt_index,
+            lease_id: self.lease_id?,
+            lease_epoch: self.lease_epoch,
+        })
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        self.lifecycle_phase == "terminal"
+    }
+
+    /// Drop the lease (every move out of `active` does).
+    pub fn release_lease(&mut self, now: Millis) {
+        self.ownership_state = "unowned".into();
+        self.lease_id = None;
+        self.lease_expires_at = None;
+        self.attempt_timeout_at = None;
+        self.updated_at = now;
+    }
+
+    /// Runnable again at `eligible_at` (now or later).
+    pub fn make_runnable(&mut self, eligible_at: Millis, attempt_state: &str, now: Millis) {
+        let due = eligible_at <= now;
+        self.lifecycle_phase = "runnable".into();
+        self.eligibility_state = if due {
+            "eligible_now"
+        } else {
+            "not_eligible_until_time"
+        }
+        .into();
+        self.attempt_state = attempt_state.into();
+        self.eligible_at = eligible_at.max(now);
+        self.updated_at = now;
+    }
+
+    /// End the execution with `outcome` (`success`, `failed`, `cancelled`, …).
+    pub fn make_terminal(&mut self, outcome: &str, now: Millis) {
+        self.release_lease(now);
+        self.lifecycle_phase = "terminal".into();
+        self.eligibility_state = "not_applicable".into();
+        self.blocking_reason = None;
+        self.terminal_outcome = Some(outcome.into());
+        self.attempt_state = "attempt_terminal".into();
+        self.finished_at = Some(now);
+    }
+
+    /// The public state, derived from the state vector as the Postgres
+    /// generated column derives it.
+    pub fn derived_public_state(&self) -> PublicState {
+        match self.lifecycle_phase.as_str() {
+            "terminal" => match self.terminal_outcome.as_deref() {
+                Some("success") => PublicState::Completed,
+                Some("cancelled") => PublicState::Cancelled,
+                Some("expired") => PublicState::Expired,
+                Some("skipped") => PublicState::Skipped,
+                _ => PublicState::Failed,
+            },
+            "active" => PublicState::Active,
+            "suspended" => PublicState::Suspended,
+            _ => match self.eligibility_state.as_str() {
+                "not_eligible_until_time" => PublicState::Delayed,
+                "blocked_by_dependencies" => PublicState::WaitingChildren,
+                "blocked_by_budget" | "blocked_by_quota" => PublicState::RateLimited,
+                _ => PublicState::Waiting,
+            },
+        }
+    }
+
+    /// Write the row (insert or update) with its derived columns, the lease
+    /// event its change makes (`before` is `None` for a new row), and the
+    /// wake-ups to send once the transaction commits.
+    pub async fn save(
+        &mut self,
+        conn: &mut SqliteConnection,
+        before: Option<LeaseBefore>,
+        effects: &mut Effects,
+    ) -> Result<()> {
+        self.blocking_reason = match self.lifecycle_phase.as_str() {
+            "runnable" => Some(
+                match self.eligibility_state.as_str() {
+                    "not_eligible_until_time" if self.attempt_state == "pending_retry_attempt" => {
+                        "waiting_for_retry_backoff"
+                    }
+                    "not_eligible_until_time" => "waiting_for_delay",
+                    "blocked_by_dependencies" => "waiting_for_dependencies",
+                    "blocked_by_budget" => "waiting_for_budget",
+                    _ => "waiting_for_worker",
+                }
+                .into(),
+            ),
+            "active" | "terminal" => None,
+            _ => self.blocking_reason.take(),
+        };
+        self.public_state = self.derived_public_state().as_str().into();
+        sqlx::query(&SAVE_SQL)
+            .bind(self.tenant_id)
+            .bind(self.execution_id)
+            .bind(&self.kind)
+            .bind(&self.lane)
+            .bind(self.priority)
+            .bind(&self.required_capabilities)
+            .bind(&self.tags)
+            .bind(&self.input)
+            .bind(&self.policy)
+            .bind(&self.idempotency_key)
+            .bind(&self.lifecycle_phase)
+            .bind(&self.ownership_state)
+            .bind(&self.eligibility_state)
+            .bind(&self.blocking_reason)
+            .bind(&self.terminal_outcome)
+            .bind(&self.attempt_state)
+            .bind(&self.public_state)
+            .bind(self.attempt_index)
+            .bind(self.lease_epoch)
+            .bind(self.lease_id)
+            .bind(self.lease_expires_at)
+            .bind(self.attempt_timeout_at)
+            .bind(self.retry_count)
+            .bind(self.reclaim_count)
+            .bind(self.replay_count)
+            .bind(self.eligible_at)
+            .bind(self.deadline_at)
+            .bind(self.created_at)
+            .bind(self.updated_at)
+            .bind(self.started_at)
+            .bind(self.finished_at)
+            .bind(&self.result)
+            .bind(&self.last_failure)
+            .bind(&self.cancellation_reason)
+            .bind(self.progress_percent)
+            .bind(&self.progress_message)
+            .bind(self.frame_seq)
+            .bind(self.flow_id)
+            .bind(&self.flow_key)
+            .bind(self.parent_id)
+            .execute(&mut *conn)
+            .await
+            .map_err(EngineError::storage("write execution"))?;
+        if let Some(before) = before {
+            self.record_lease_event(conn, before, effects).await?;
+        }
+        if self.lifecycle_phase == "runnable" && self.eligibility_state == "eligible_now" {
+            effects.work = true;
+        }
+        Ok(())
+    }
+
+    /// The Postgres `flowfabric_lease_event` trigger, as Rust.
+    async fn record_lease_event(
+        &self,
+        conn: &mut SqliteConnection,
+        before: LeaseBefore,
+        effects: &mut Effects,
+    ) -> Result<()> {
+        if before.lease_id == self.lease_id && before.lease_expires_at == self.lease_expires_at {
+            return Ok(());
+        }
+        let kind = if before.lease_id.is_none() && before.attempt_state_interrupted {
+            "reclaimed"
+        } else if before.lease_id.is_none() {
+            "acquired"
+        } else if self.lease_id.is_some() {
+            "renewed"
+        } else if self.reclaim_count > before.reclaim_count {
+            "expired"
+        } else if self.ownership_state == "lease_revoked"
+            || matches!(
+                self.terminal_outcome.as_deref(),
+                Some("cancelled" | "expired" | "skipped")
+            )
+        {
+            "revoked"
+        } else {
+            "released"
+        };
+        sqlx::query(
+            "INSERT INTO lease_events (tenant_id, execution_id, attempt_index, lease_epoch, kind, \
+             lease_expires_at, phase, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(self.tenant_id)
+        .bind(self.execution_id)
+        .bind(self.attempt_index)
+        .bind(self.lease_epoch)
+        .bind(kind)
+        .bind(self.lease_expires_at)
+        .bind(&self.lifecycle_phase)
+        .bind(self.updated_at)
+        .execute(conn)
+        .await
+        .map_err(EngineError::storage("record lease event"))?;
+        effects.event_tenants.insert(self.tenant_id);
+        Ok(())
+    }
+
+    /// Record the execution's end in the completion outbox.
+    pub async fn record_completion(
+        &self,
+        conn: &mut SqliteConnection,
+        effects: &mut Effects,
+    ) -> Result<()> {
+        let outcome = self.terminal_outcome.as_deref().unwrap_or("failed");
+        sqlx::query(
+            "INSERT INTO completion_events (tenant_id, execution_id, attempt_index, outcome, \
+             created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(self.tenant_id)
+        .bind(self.execution_id)
+        .bind(self.attempt_index)
+        .bind(outcome)
+        .bind(self.updated_at)
+        .execute(conn)
+        .await
+        .map_err(EngineError::storage("record completion event"))?;
+        effects.updates.push(ExecutionUpdate {
+            tenant_id: self.tenant_id,
+            execution_id: self.execution_id,
+        });
+        Ok(())
+    }
+
+    pub fn to_execution(&self) -> Result<Execution> {
+        Ok(Execution {
+            tenant_id: self.tenant_id,
+            execution_id: self.execution_id,
+            kind: self.kind.clone(),
+            lane: self.lane.clone(),
+            priority: self.priority,
+            required_capabilities: self.required_capabilities.0.clone(),
+            tags: self.tags.0.clone(),
+            policy: self.policy.0.clone(),
+            idempotency_key: self.idempotency_key.clone(),
+            state: self.public_state.parse().map_err(EngineError::Corrupt)?,
+            attempt_index: self.attempt_index,
+            lease_epoch: self.lease_epoch,
+            retry_count: self.retry_count,
+            reclaim_count: self.reclaim_count,
+            replay_count: self.replay_count,
+            eligible_at: at(self.eligible_at),
+            deadline_at: self.deadline_at.map(at),
+            created_at: at(self.created_at),
+            started_at: self.started_at.map(at),
+            finished_at: self.finished_at.map(at),
+            input: self.input.clone(),
+            result: self.result.clone(),
+            last_failure: self.last_failure.as_ref().map(|f| f.0.clone()),
+            cancellation_reason: self.cancellation_reason.clone(),
+            progress_percent: self.progress_percent,
+            progress_message: self.progress_message.clone(),
+            flow_id: self.flow_id,
+            flow_key: self.flow_key.clone(),
+            parent_id: self.parent_id,
+        })
+    }
+}
+
+pub(super) fn not_found(id: ExecutionId) -> EngineError {
+    EngineError::NotFound {
+        what: "execution",
+        id: id.to_string(),
+    }
+}

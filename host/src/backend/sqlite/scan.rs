@@ -1,0 +1,198 @@
+//! The scanner passes: expired leases, due delays, attempt timeouts,
+//! execution deadlines and event retention. Each is one write transaction
+//! over at most `limit` rows per tenant, oldest due first.
+
+use std::time::Duration;
+
+use sqlx::types::Json;
+use sqlx::SqliteConnection;
+
+use super::ingress::end_attempt;
+use super::lease::fail_row;
+use super::record::Exec;
+use super::time::{now, Millis};
+use super::SqliteBackend;
+use crate::error::{EngineError, Result};
+use crate::model::{Failure, FailureClass};
+
+/// Rows due by `due` (a column of the row), at most `limit` per tenant.
+async fn due(
+    conn: &mut SqliteConnection,
+    state: &str,
+    due: &str,
+    limit: u32,
+    now: Millis,
+    op: &'static str,
+) -> Result<Vec<Exec>> {
+    let sql = Exec::select_sql(&format!(
+        "{state} AND {due} IS NOT NULL AND {due} < ?1 AND execution_id IN ( \
+             SELECT execution_id FROM ( \
+                 SELECT execution_id, row_number() OVER ( \
+                     PARTITION BY tenant_id ORDER BY {due}) AS n \
+                 FROM executions WHERE {state} AND {due} IS NOT NULL AND {due} < ?1) \
+             WHERE n <= ?2)"
+    ));
+    sqlx::query_as(&sql)
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(conn)
+        .await
+        .map_err(EngineError::storage(op))
+}
+
+/// Expired leases: the attempt ends `lease_expired` and the execution runs
+/// again (a reclaim), unless it has been reclaimed `max_reclaim_count` times.
+pub(super) async fn reclaim_expired_leases(db: &SqliteBackend, limit: u32) -> Result<u64> {
+    db.write("reclaim expired leases", async |conn, effects| {
+        let now = now();
+        let rows = due(
+            conn,
+            "lifecycle_phase = 'active'",
+            "lease_expires_at",
+            limit,
+            now,
+            "reclaim expired leases",
+        )
+        .await?;
+        let expired = Failure::new(
+            FailureClass::LeaseExpired,
+            "the lease expired before the attempt ended",
+        );
+        for mut row in rows.iter().cloned() {
+            let before = row.lease_before();
+            let spent = row.reclaim_count + 1
+                > i32::try_from(row.policy.timeouts.max_reclaim_count).unwrap_or(i32::MAX);
+            row.reclaim_count += 1;
+            row.release_lease(now);
+            if spent {
+                row.make_terminal("failed", now);
+                row.last_failure = Some(Json(Failure::new(
+                    FailureClass::LeaseExpired,
+                    "the lease expired more often than max_reclaim_count allows",
+                )));
+            } else {
+                row.make_runnable(now, "attempt_interrupted", now);
+            }
+            row.save(conn, Some(before), effects).await?;
+            end_attempt(
+                conn,
+                &row,
+                "lease_expired",
+                Some(&expired),
+                &["running"],
+                now,
+            )
+            .await?;
+            if spent {
+                row.record_completion(conn, effects).await?;
+            }
+        }
+        Ok(rows.len() as u64)
+    })
+    .await
+}
+
+pub(super) async fn promote_delayed(db: &SqliteBackend, limit: u32) -> Result<u64> {
+    db.write("promote delayed", async |conn, effects| {
+        let now = now();
+        let rows = due(
+            conn,
+            "lifecycle_phase = 'runnable' AND eligibility_state = 'not_eligible_until_time'",
+            "eligible_at",
+            limit,
+            now + 1,
+            "promote delayed",
+        )
+        .await?;
+        for mut row in rows.iter().cloned() {
+            let before = row.lease_before();
+            row.eligibility_state = "eligible_now".into();
+            row.updated_at = now;
+            row.save(conn, Some(before), effects).await?;
+        }
+        Ok(rows.len() as u64)
+    })
+    .await
+}
+
+/// Attempts past their timeout fail with class `timeout`; the retry policy
+/// decides what follows, as for a worker's own failure.
+pub(super) async fn fail_timed_out_attempts(db: &SqliteBackend, limit: u32) -> Result<u64> {
+    db.write("attempt timeout", async |conn, effects| {
+        let now = now();
+        let rows = due(
+            conn,
+            "lifecycle_phase = 'active'",
+            "attempt_timeout_at",
+            limit,
+            now,
+            "attempt timeout",
+        )
+        .await?;
+        for mut row in rows.iter().cloned() {
+            let limit_ms = row.policy.timeouts.attempt_timeout_ms.unwrap_or_default();
+            let failure = Failure::new(
+                FailureClass::Timeout,
+                format!("the attempt ran past its timeout of {limit_ms} ms"),
+            );
+            fail_row(conn, &mut row, &failure, effects).await?;
+        }
+        Ok(rows.len() as u64)
+    })
+    .await
+}
+
+/// Executions past their deadline end `expired`, whatever phase they are in.
+pub(super) async fn expire_past_deadline(db: &SqliteBackend, limit: u32) -> Result<u64> {
+    db.write("expire past deadline", async |conn, effects| {
+        let now = now();
+        let rows = due(
+            conn,
+            "lifecycle_phase <> 'terminal'",
+            "deadline_at",
+            limit,
+            now,
+            "expire past deadline",
+        )
+        .await?;
+        for mut row in rows.iter().cloned() {
+            let before = row.lease_before();
+            let had_lease = row.lease_id.is_some();
+            row.make_terminal("expired", now);
+            row.save(conn, Some(before), effects).await?;
+            end_attempt(conn, &row, "expired", None, &["running", "suspended"], now).await?;
+            row.record_completion(conn, effects).await?;
+            if had_lease {
+                effects.revoked.push(row.execution_id);
+            }
+        }
+        Ok(rows.len() as u64)
+    })
+    .await
+}
+
+/// Delete events older than `retention`, at most `limit` per stream.
+pub(super) async fn prune_events(
+    db: &SqliteBackend,
+    retention: Duration,
+    limit: u32,
+) -> Result<u64> {
+    let cutoff = now() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    db.write("prune events", async |conn, _| {
+        let mut pruned = 0;
+        for table in ["completion_events", "lease_events", "signal_events"] {
+            pruned += sqlx::query(&format!(
+                "DELETE FROM {table} WHERE event_id IN ( \
+                     SELECT event_id FROM {table} WHERE created_at < ? ORDER BY event_id LIMIT ?)"
+            ))
+            .bind(cutoff)
+            .bind(i64::from(limit))
+            .execute(&mut *conn)
+            .await
+            .map_err(EngineError::storage("prune events"))?
+            .rows_affected();
+        }
+        Ok(pruned)
+    })
+    .await
+}

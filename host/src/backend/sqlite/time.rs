@@ -1,0 +1,30 @@
+//! Stored times: milliseconds since the Unix epoch, from the host's clock.
+//!
+//! One process owns an embedded database, so its clock is the only one that
+//! decides lease expiry; integers keep comparisons and index order exact.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+pub(super) type Millis = i64;
+
+pub(super) fn now() -> Millis {
+    Utc::now().timestamp_millis()
+}
+
+pub(super) fn at(ms: Millis) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+pub(super) fn millis_of(t: DateTime<Utc>) -> Millis {
+    t.timestamp_millis()
+}
+
+pub(super) fn after(from: Millis, d: Duration) -> Millis {
+    from.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+pub(super) fn after_ms(from: Millis, ms: u64) -> Millis {
+    from.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX))
+}
