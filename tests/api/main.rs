@@ -1,5 +1,8 @@
 //! The HTTP API through real HTTP on loopback: a real server, a real Postgres,
-//! real components.
+//! real components. The tenant's path (`user_path`) runs on SQLite too.
+
+#[macro_use]
+extern crate flowfabric_tests;
 
 mod budgets;
 mod errors;
@@ -14,10 +17,16 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use flowfabric_tests::server::{ApiTenant, TestServer};
+use flowfabric_tests::Store;
 
 /// A server with one tenant that has `echo` and `testkit` uploaded.
 pub async fn setup() -> (TestServer, ApiTenant) {
-    let server = TestServer::start().await;
+    setup_on(Store::Postgres).await
+}
+
+/// [`setup`] on either backend.
+pub async fn setup_on(store: Store) -> (TestServer, ApiTenant) {
+    let server = TestServer::start_on(store).await;
     let tenant = server.tenant("acme").await;
     server.upload(&tenant, "echo", "echo").await;
     server.upload(&tenant, "testkit", "testkit").await;

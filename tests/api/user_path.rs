@@ -1,16 +1,16 @@
 //! The path a tenant takes: upload, submit, follow, read the result; plus
 //! bulk create, listing and the operator routes.
 
+use flowfabric_tests::Store;
 use reqwest::Method;
 use serde_json::json;
 
 use flowfabric_tests::server::{read_sse, worker_config, TestServer};
 
-use crate::{setup, sse_events, submit, submit_text};
+use crate::{setup, setup_on, sse_events, submit, submit_text};
 
-#[tokio::test]
-async fn upload_submit_follow_result() {
-    let (mut server, tenant) = setup().await;
+async fn upload_submit_follow_result(store: Store) {
+    let (mut server, tenant) = setup_on(store).await;
     server.start_workers(worker_config(4));
 
     let id = submit_text(&server, &tenant, "testkit", "frames:3").await;
@@ -100,9 +100,8 @@ async fn upload_submit_follow_result() {
     assert_eq!(seqs, vec![3, 4]);
 }
 
-#[tokio::test]
-async fn echo_result_round_trips_json_and_bytes() {
-    let (mut server, tenant) = setup().await;
+async fn echo_result_round_trips_json_and_bytes(store: Store) {
+    let (mut server, tenant) = setup_on(store).await;
     server.start_workers(worker_config(2));
     let id = submit(&server, &tenant, "echo", json!({ "hello": [1, 2, 3] })).await;
     let done = server.wait_terminal(&tenant, &id).await;
@@ -139,9 +138,8 @@ async fn echo_result_round_trips_json_and_bytes() {
     assert_eq!(result["result"]["base64"], "AAEC/w==");
 }
 
-#[tokio::test]
-async fn idempotent_create_answers_200_with_the_same_execution() {
-    let (server, tenant) = setup().await;
+async fn idempotent_create_answers_200_with_the_same_execution(store: Store) {
+    let (server, tenant) = setup_on(store).await;
     let body = json!({ "kind": "echo", "input": "x", "idempotency_key": "order-7" });
     let (first, a) = server
         .call(&tenant, Method::POST, "/v1/executions", Some(body.clone()))
@@ -155,9 +153,8 @@ async fn idempotent_create_answers_200_with_the_same_execution() {
     assert_eq!(server.db.count("executions").await, 1);
 }
 
-#[tokio::test]
-async fn bulk_create_then_list_with_filters_and_pagination() {
-    let (server, tenant) = setup().await;
+async fn bulk_create_then_list_with_filters_and_pagination(store: Store) {
+    let (server, tenant) = setup_on(store).await;
     let executions: Vec<_> = (0..25)
         .map(|i| {
             json!({
@@ -222,9 +219,8 @@ async fn bulk_create_then_list_with_filters_and_pagination() {
     }
 }
 
-#[tokio::test]
-async fn cancel_and_priority() {
-    let (server, tenant) = setup().await;
+async fn cancel_and_priority(store: Store) {
+    let (server, tenant) = setup_on(store).await;
     let id = submit(&server, &tenant, "echo", json!("x")).await;
     let (status, body) = server
         .call(
@@ -306,9 +302,8 @@ async fn cancel_and_priority() {
     );
 }
 
-#[tokio::test]
-async fn components_list_versions_and_deprecate() {
-    let (server, tenant) = setup().await;
+async fn components_list_versions_and_deprecate(store: Store) {
+    let (server, tenant) = setup_on(store).await;
     let again = server.upload(&tenant, "echo", "echo").await;
     assert_eq!(again["created"], false, "same bytes: same version");
     let second = server.upload(&tenant, "echo", "testkit").await;
@@ -565,9 +560,8 @@ async fn signals_over_http_resume_a_suspended_guest() {
     assert_eq!(phases, ["suspended", "terminal"]);
 }
 
-#[tokio::test]
-async fn completion_events_by_cursor_and_live() {
-    let (mut server, tenant) = setup().await;
+async fn completion_events_by_cursor_and_live(store: Store) {
+    let (mut server, tenant) = setup_on(store).await;
     let other = server.tenant("other").await;
     server.upload(&other, "echo", "echo").await;
     // Follow live from the start, before anything ends.
@@ -608,4 +602,34 @@ async fn completion_events_by_cursor_and_live() {
         assert!(text.contains(id.as_str()), "{text}");
     }
     assert!(!text.contains(&theirs), "another tenant's event leaked");
+}
+
+on_both_backends!(
+    upload_submit_follow_result,
+    echo_result_round_trips_json_and_bytes,
+    idempotent_create_answers_200_with_the_same_execution,
+    bulk_create_then_list_with_filters_and_pagination,
+    cancel_and_priority,
+    components_list_versions_and_deprecate,
+    completion_events_by_cursor_and_live,
+);
+
+/// What the embedded backend does not do yet is refused with a typed error,
+/// not half done: 501 with kind `unsupported`, and nothing is written.
+#[tokio::test]
+async fn the_embedded_backend_refuses_what_it_does_not_support() {
+    let (server, tenant) = setup_on(flowfabric_tests::Store::Sqlite).await;
+    let (status, listed) = server.call(&tenant, Method::GET, "/v1/flows", None).await;
+    assert_eq!(status, 501, "{listed}");
+    assert_eq!(listed["kind"], "unsupported");
+    assert!(
+        listed["error"].as_str().unwrap().contains("sqlite"),
+        "{listed}"
+    );
+    let (status, budgets) = server.call(&tenant, Method::GET, "/v1/budgets", None).await;
+    assert_eq!((status, &budgets["kind"]), (501, &json!("unsupported")));
+    let (_, executions) = server
+        .call(&tenant, Method::GET, "/v1/executions", None)
+        .await;
+    assert_eq!(executions["items"].as_array().map(Vec::len), Some(0));
 }

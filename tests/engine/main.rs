@@ -3,24 +3,8 @@
 //! SQLite file. Scenarios that need what only Postgres offers (flows,
 //! suspension, budgets, query plans) stay `#[tokio::test]` on Postgres.
 
-/// Run each named scenario (an `async fn(Store)`) as two tests,
-/// `postgres::<name>` and `sqlite::<name>`.
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        mod postgres {
-            $(#[tokio::test]
-            async fn $scenario() {
-                super::$scenario(flowfabric_tests::Store::Postgres).await
-            })*
-        }
-        mod sqlite {
-            $(#[tokio::test]
-            async fn $scenario() {
-                super::$scenario(flowfabric_tests::Store::Sqlite).await
-            })*
-        }
-    };
-}
+#[macro_use]
+extern crate flowfabric_tests;
 
 mod batched;
 mod budgets;

@@ -32,6 +32,27 @@ pub use served::ServedProcess;
 
 const TEMPLATE: &str = "flowfabric_template";
 
+/// Run each named scenario (an `async fn(Store)`) as two tests,
+/// `postgres::<name>` and `sqlite::<name>`: one conformance suite, written
+/// once, run against both backends.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod postgres {
+            $(#[tokio::test]
+            async fn $scenario() {
+                super::$scenario($crate::Store::Postgres).await
+            })*
+        }
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $scenario() {
+                super::$scenario($crate::Store::Sqlite).await
+            })*
+        }
+    };
+}
+
 /// Which storage backend a test runs on. Engine scenarios run on both (see
 /// `on_both_backends!` in the engine tests); the rest use Postgres.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

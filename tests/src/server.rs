@@ -10,7 +10,7 @@ use flowfabric::worker::{WorkerConfig, WorkerPool};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::{runtime, TestDb};
+use crate::{runtime, Store, TestDb};
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
@@ -36,7 +36,19 @@ impl TestServer {
     }
 
     pub async fn start_with(limits: Limits, config: ApiConfig) -> Self {
-        let db = TestDb::with_limits(limits).await;
+        Self::serve(TestDb::with_limits(limits).await, config).await
+    }
+
+    /// A server over a database on `store`, with default limits.
+    pub async fn start_on(store: Store) -> Self {
+        let db = match store {
+            Store::Postgres => TestDb::with_limits(Limits::default()).await,
+            Store::Sqlite => TestDb::sqlite(Limits::default()).await,
+        };
+        Self::serve(db, ApiConfig::default()).await
+    }
+
+    async fn serve(db: TestDb, config: ApiConfig) -> Self {
         let config = ApiConfig {
             admin_token: Some(ADMIN_TOKEN.into()),
             ..config

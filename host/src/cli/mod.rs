@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use flowfabric::backend::postgres::PgBackend;
+use flowfabric::backend::sqlite::SqliteBackend;
 use flowfabric::backend::Backend;
 use flowfabric::engine::{Engine, Limits};
 use flowfabric::runtime::{Runtime, RuntimeConfig, SandboxLimits};
@@ -33,16 +34,31 @@ pub async fn connect(database_url: &str, max_connections: u32) -> anyhow::Result
     connect_with(database_url, max_connections, Limits::default()).await
 }
 
+/// The embedded default: a SQLite file in the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite:flowfabric.db";
+
+/// Connect to the backend the URL names (`postgres://…`, or `sqlite:PATH`
+/// for the embedded backend), migrate it, and wrap it in an engine.
 pub async fn connect_with(
     database_url: &str,
     max_connections: u32,
     limits: Limits,
 ) -> anyhow::Result<Engine> {
-    let backend = PgBackend::connect(database_url, max_connections)
-        .await
-        .context("connecting to Postgres")?;
+    let backend: Arc<dyn Backend> = if database_url.starts_with("sqlite:") {
+        Arc::new(
+            SqliteBackend::connect(database_url)
+                .await
+                .with_context(|| format!("opening {database_url}"))?,
+        )
+    } else {
+        Arc::new(
+            PgBackend::connect(database_url, max_connections)
+                .await
+                .context("connecting to Postgres")?,
+        )
+    };
     backend.migrate().await.context("applying migrations")?;
-    Ok(Engine::new(Arc::new(backend), limits))
+    Ok(Engine::new(backend, limits))
 }
 
 /// Settings of the worker pool and its sandbox, shared by `worker` and `dev`.

@@ -13,7 +13,9 @@ use super::{connect_with, shutdown_signal, WorkerArgs};
 
 #[derive(clap::Args)]
 pub struct Serve {
-    #[arg(long, env = "DATABASE_URL")]
+    /// `postgres://…`, or `sqlite:PATH` for the embedded backend (the
+    /// default; it does not yet support flows, signals or budgets).
+    #[arg(long, env = "DATABASE_URL", default_value = super::DEFAULT_DATABASE_URL)]
     database_url: String,
     /// Address the API listens on.
     #[arg(long, env = "FLOWFABRIC_LISTEN", default_value = "127.0.0.1:8080")]

@@ -351,7 +351,10 @@ mod tests {
             &mut doc,
             &json!({"a": null, "b": {"c": "__ff_null__", "x": 4}, "e": {"f": 5}}),
         );
-        assert_eq!(doc, json!({"b": {"c": null, "d": 3, "x": 4}, "e": {"f": 5}}));
+        assert_eq!(
+            doc,
+            json!({"b": {"c": null, "d": 3, "x": 4}, "e": {"f": 5}})
+        );
         merge_patch(&mut doc, &json!(["whole"]));
         assert_eq!(doc, json!(["whole"]));
         merge_patch(&mut doc, &json!("__ff_null__"));
