@@ -76,6 +76,12 @@ CREATE TABLE executions (
     flow_key  TEXT,
     parent_id BLOB,
 
+    -- Counts suspensions; signals consumed by a resume carry the number.
+    suspension_seq        INTEGER NOT NULL,
+    -- The live suspension: {condition, on_timeout}.
+    suspension            TEXT,
+    suspension_timeout_at INTEGER,
+
     PRIMARY KEY (tenant_id, execution_id),
     CHECK ((lifecycle_phase = 'active') = (lease_id IS NOT NULL))
 ) STRICT;
@@ -90,6 +96,8 @@ CREATE INDEX executions_active_idx ON executions (tenant_id, lease_expires_at)
     WHERE lifecycle_phase = 'active';
 CREATE INDEX executions_attempt_timeout_idx ON executions (attempt_timeout_at)
     WHERE lifecycle_phase = 'active' AND attempt_timeout_at IS NOT NULL;
+CREATE INDEX executions_suspension_timeout_idx ON executions (suspension_timeout_at)
+    WHERE lifecycle_phase = 'suspended' AND suspension_timeout_at IS NOT NULL;
 CREATE INDEX executions_deadline_idx ON executions (deadline_at)
     WHERE lifecycle_phase <> 'terminal' AND deadline_at IS NOT NULL;
 -- Listing by state, and the backlog count of `max_queued`.
@@ -114,6 +122,43 @@ CREATE TABLE attempts (
 ) STRICT;
 -- The start-rate quota counts a tenant's recent starts.
 CREATE INDEX attempts_started_idx ON attempts (tenant_id, started_at);
+
+-- A waitpoint is `pending` from creation, `active` once a suspension waits on
+-- it, and `closed` when that suspension resumes (or it expires).
+CREATE TABLE waitpoints (
+    tenant_id      BLOB NOT NULL,
+    execution_id   BLOB NOT NULL,
+    waitpoint_id   BLOB NOT NULL,
+    waitpoint_key  TEXT NOT NULL,
+    state          TEXT NOT NULL CHECK (state IN ('pending', 'active', 'closed')),
+    expires_at     INTEGER,
+    created_at     INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, execution_id, waitpoint_id),
+    FOREIGN KEY (tenant_id, execution_id) REFERENCES executions (tenant_id, execution_id)
+        ON DELETE CASCADE
+) STRICT;
+CREATE UNIQUE INDEX waitpoints_open_key_idx ON waitpoints (tenant_id, execution_id, waitpoint_key)
+    WHERE state <> 'closed';
+
+CREATE TABLE signals (
+    tenant_id        BLOB NOT NULL,
+    execution_id     BLOB NOT NULL,
+    signal_id        BLOB NOT NULL,
+    waitpoint_id     BLOB NOT NULL,
+    waitpoint_key    TEXT NOT NULL,
+    name             TEXT NOT NULL,
+    payload          BLOB NOT NULL,
+    idempotency_key  TEXT,
+    -- The suspension whose resume consumed it; NULL while buffered.
+    consumed_in      INTEGER,
+    created_at       INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, execution_id, signal_id),
+    FOREIGN KEY (tenant_id, execution_id) REFERENCES executions (tenant_id, execution_id)
+        ON DELETE CASCADE
+) STRICT;
+CREATE UNIQUE INDEX signals_idempotency_idx ON signals (tenant_id, execution_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX signals_consumed_idx ON signals (tenant_id, execution_id, consumed_in);
 
 CREATE TABLE idempotency_keys (
     tenant_id     BLOB NOT NULL,

@@ -451,9 +451,8 @@ async fn health_metrics_and_openapi_are_served() {
     assert!(!metrics.contains(&id), "no ids in labels");
 }
 
-#[tokio::test]
-async fn signals_over_http_resume_a_suspended_guest() {
-    let (mut server, tenant) = setup().await;
+async fn signals_over_http_resume_a_suspended_guest(store: Store) {
+    let (mut server, tenant) = setup_on(store).await;
     let signal_events = server.follow(&tenant, "/v1/events/signals/stream").await;
     server.start_workers(worker_config(2));
     let id = submit_text(&server, &tenant, "testkit", "wait:approval").await;
@@ -605,6 +604,7 @@ async fn completion_events_by_cursor_and_live(store: Store) {
 }
 
 on_both_backends!(
+    signals_over_http_resume_a_suspended_guest,
     upload_submit_follow_result,
     echo_result_round_trips_json_and_bytes,
     idempotent_create_answers_200_with_the_same_execution,

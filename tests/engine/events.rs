@@ -157,9 +157,8 @@ fn signal(name: &str, key: Option<&str>) -> NewSignal {
     }
 }
 
-#[tokio::test]
-async fn signal_delivery_records_buffered_resumed_and_duplicate() {
-    let (db, t) = setup().await;
+async fn signal_delivery_records_buffered_resumed_and_duplicate(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let id = e.create(t, task("a")).await.unwrap().execution_id;
     let c = claim_one(e).await;
@@ -229,9 +228,8 @@ async fn signal_delivery_records_buffered_resumed_and_duplicate() {
     assert_eq!(db.events::<SignalEvent>(t).await.len(), 3);
 }
 
-#[tokio::test]
-async fn a_timeout_auto_resume_is_a_signal_event() {
-    let (db, t) = setup().await;
+async fn a_timeout_auto_resume_is_a_signal_event(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     e.create(t, task("a")).await.unwrap();
     let c = claim_one(e).await;
@@ -243,10 +241,7 @@ async fn a_timeout_auto_resume_is_a_signal_event() {
     )
     .await
     .unwrap();
-    sqlx::query("UPDATE executions SET suspension_timeout_at = now() - interval '1 second'")
-        .execute(db.pg())
-        .await
-        .unwrap();
+    db.expire_suspension_timeouts().await;
     assert_eq!(db.backend().time_out_suspensions(10).await.unwrap(), 1);
     let events = db.events::<SignalEvent>(t).await;
     assert_eq!(events.len(), 1);
@@ -340,6 +335,8 @@ async fn an_operator_revokes_a_lease_and_the_execution_runs_again(store: Store) 
 }
 
 on_both_backends!(
+    signal_delivery_records_buffered_resumed_and_duplicate,
+    a_timeout_auto_resume_is_a_signal_event,
     completion_events_page_by_cursor_per_tenant,
     lease_history_records_every_lease_change,
     an_operator_revokes_a_lease_and_the_execution_runs_again,

@@ -5,8 +5,9 @@ use flowfabric::model::{
     TimeoutBehavior,
 };
 use flowfabric::EngineError;
+use flowfabric_tests::Store;
 
-use crate::{claim_one, setup, task};
+use crate::{claim_one, setup_on, task};
 
 fn signal(name: &str, payload: &str) -> NewSignal {
     NewSignal {
@@ -20,9 +21,8 @@ fn on(key: &str) -> ResumeCondition {
     ResumeCondition::Waitpoint { key: key.into() }
 }
 
-#[tokio::test]
-async fn a_signal_resumes_the_same_attempt_under_a_new_epoch() {
-    let (db, tenant) = setup().await;
+async fn a_signal_resumes_the_same_attempt_under_a_new_epoch(store: Store) {
+    let (db, tenant) = setup_on(store).await;
     let id = db
         .engine
         .create(tenant, task("a"))
@@ -88,9 +88,8 @@ async fn a_signal_resumes_the_same_attempt_under_a_new_epoch() {
     assert_eq!(db.count("attempts").await, 1, "one attempt, resumed");
 }
 
-#[tokio::test]
-async fn early_signals_are_buffered_and_satisfy_the_suspend_at_once() {
-    let (db, tenant) = setup().await;
+async fn early_signals_are_buffered_and_satisfy_the_suspend_at_once(store: Store) {
+    let (db, tenant) = setup_on(store).await;
     db.engine.create(tenant, task("a")).await.unwrap();
     let claimed = claim_one(&db.engine).await;
     let wp = db
@@ -127,9 +126,8 @@ async fn early_signals_are_buffered_and_satisfy_the_suspend_at_once() {
     assert!(matches!(err, EngineError::Conflict(_)), "{err}");
 }
 
-#[tokio::test]
-async fn all_of_waits_for_every_waitpoint_and_duplicates_are_deduplicated() {
-    let (db, tenant) = setup().await;
+async fn all_of_waits_for_every_waitpoint_and_duplicates_are_deduplicated(store: Store) {
+    let (db, tenant) = setup_on(store).await;
     let id = db
         .engine
         .create(tenant, task("a"))
@@ -200,9 +198,8 @@ async fn all_of_waits_for_every_waitpoint_and_duplicates_are_deduplicated() {
     assert_eq!(names, vec!["a", "b"]);
 }
 
-#[tokio::test]
-async fn racing_signals_resume_exactly_once() {
-    let (db, tenant) = setup().await;
+async fn racing_signals_resume_exactly_once(store: Store) {
+    let (db, tenant) = setup_on(store).await;
     db.engine.create(tenant, task("a")).await.unwrap();
     let claimed = claim_one(&db.engine).await;
     let wp = db
@@ -236,9 +233,8 @@ async fn racing_signals_resume_exactly_once() {
     assert_eq!(db.engine.claim(&crate::request(10)).await.unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn suspension_timeouts_fail_cancel_expire_or_auto_resume() {
-    let (db, tenant) = setup().await;
+async fn suspension_timeouts_fail_cancel_expire_or_auto_resume(store: Store) {
+    let (db, tenant) = setup_on(store).await;
     let behaviours = [
         (TimeoutBehavior::Fail, PublicState::Failed),
         (TimeoutBehavior::Cancel, PublicState::Cancelled),
@@ -270,10 +266,7 @@ async fn suspension_timeouts_fail_cancel_expire_or_auto_resume() {
         0,
         "not due yet"
     );
-    sqlx::query("UPDATE executions SET suspension_timeout_at = now() - interval '1 second'")
-        .execute(db.pg())
-        .await
-        .unwrap();
+    db.expire_suspension_timeouts().await;
     assert_eq!(db.backend().time_out_suspensions(100).await.unwrap(), 4);
     for (id, (_, expected)) in ids.iter().zip(behaviours) {
         let ex = db.engine.get(tenant, *id).await.unwrap();
@@ -294,9 +287,8 @@ async fn suspension_timeouts_fail_cancel_expire_or_auto_resume() {
     assert_eq!(db.count("completion_events").await, 3);
 }
 
-#[tokio::test]
-async fn operators_resume_and_cancel_suspended_executions() {
-    let (db, tenant) = setup().await;
+async fn operators_resume_and_cancel_suspended_executions(store: Store) {
+    let (db, tenant) = setup_on(store).await;
     let id = db
         .engine
         .create(tenant, task("a"))
@@ -359,9 +351,8 @@ async fn operators_resume_and_cancel_suspended_executions() {
     assert!(matches!(err, EngineError::Conflict(_)), "{err}");
 }
 
-#[tokio::test]
-async fn bad_suspensions_and_tokens_are_refused_and_change_nothing() {
-    let (db, tenant) = setup().await;
+async fn bad_suspensions_and_tokens_are_refused_and_change_nothing(store: Store) {
+    let (db, tenant) = setup_on(store).await;
     let id = db
         .engine
         .create(tenant, task("a"))
@@ -419,3 +410,13 @@ async fn bad_suspensions_and_tokens_are_refused_and_change_nothing() {
     }
     assert_eq!(db.count("signals").await, 0);
 }
+
+on_both_backends!(
+    a_signal_resumes_the_same_attempt_under_a_new_epoch,
+    early_signals_are_buffered_and_satisfy_the_suspend_at_once,
+    all_of_waits_for_every_waitpoint_and_duplicates_are_deduplicated,
+    racing_signals_resume_exactly_once,
+    suspension_timeouts_fail_cancel_expire_or_auto_resume,
+    operators_resume_and_cancel_suspended_executions,
+    bad_suspensions_and_tokens_are_refused_and_change_nothing,
+);

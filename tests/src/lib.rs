@@ -177,19 +177,42 @@ impl TestDb {
         }
     }
 
-    /// Run one statement of the test's own, in the dialect of its store.
-    async fn poke(&self, postgres: &str, sqlite: &str, id: uuid::Uuid) {
+    /// Run one statement of the test's own, in the dialect of its store,
+    /// with `id` bound as its parameter if given.
+    async fn poke(&self, postgres: &str, sqlite: &str, id: Option<uuid::Uuid>) {
         match &self.store {
-            Stored::Postgres { pool, .. } => sqlx::query(postgres)
-                .bind(id)
-                .execute(pool)
-                .await
-                .map(|_| ()),
+            Stored::Postgres { pool, .. } => {
+                let query = sqlx::query(postgres);
+                let query = if let Some(id) = id {
+                    query.bind(id)
+                } else {
+                    query
+                };
+                query.execute(pool).await.map(|_| ())
+            }
             Stored::Sqlite { pool, .. } => {
-                sqlx::query(sqlite).bind(id).execute(pool).await.map(|_| ())
+                let query = sqlx::query(sqlite);
+                let query = if let Some(id) = id {
+                    query.bind(id)
+                } else {
+                    query
+                };
+                query.execute(pool).await.map(|_| ())
             }
         }
         .expect("test statement");
+    }
+
+    /// Make every suspension's timeout due now.
+    pub async fn expire_suspension_timeouts(&self) {
+        self.poke(
+            "UPDATE executions SET suspension_timeout_at = now() - interval '1 second' \
+             WHERE suspension_timeout_at IS NOT NULL",
+            "UPDATE executions SET suspension_timeout_at = suspension_timeout_at - 3600000 \
+             WHERE suspension_timeout_at IS NOT NULL",
+            None,
+        )
+        .await;
     }
 
     /// Poll until `id` is terminal; fails the test after `limit`.
@@ -281,7 +304,7 @@ impl TestDb {
              WHERE execution_id = $1",
             "UPDATE executions SET lease_expires_at = lease_expires_at - 3600000 \
              WHERE execution_id = ?",
-            execution,
+            Some(execution),
         )
         .await;
     }
@@ -293,7 +316,7 @@ impl TestDb {
              WHERE execution_id = $1",
             "UPDATE executions SET eligible_at = CAST(unixepoch('subsec') * 1000 AS INTEGER) - 1 \
              WHERE execution_id = ?",
-            execution,
+            Some(execution),
         )
         .await;
     }

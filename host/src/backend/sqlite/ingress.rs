@@ -157,6 +157,9 @@ async fn create_one(
         flow_id: None,
         flow_key: None,
         parent_id: None,
+        suspension_seq: 0,
+        suspension: None,
+        suspension_timeout_at: None,
     };
     row.save(conn, None, effects).await?;
     Ok(Created {

@@ -388,6 +388,7 @@ async fn lease_row(
 ) -> Result<ClaimedExecution> {
     let before = row.lease_before();
     let attempt_type = match row.attempt_state.as_str() {
+        "pending_resume_attempt" => AttemptType::Resume,
         "pending_retry_attempt" => AttemptType::Retry,
         "attempt_interrupted" => AttemptType::Reclaim,
         "pending_replay_attempt" => AttemptType::Replay,
@@ -398,8 +399,12 @@ async fn lease_row(
     row.ownership_state = "leased".into();
     row.eligibility_state = "not_applicable".into();
     row.attempt_state = "running_attempt".into();
-    row.attempt_index += 1;
-    row.frame_seq = 0;
+    // A resumed suspension continues its attempt (and its frame sequence).
+    let resumed = attempt_type == AttemptType::Resume;
+    if !resumed {
+        row.attempt_index += 1;
+        row.frame_seq = 0;
+    }
     row.lease_epoch += 1;
     row.lease_id = Some(uuid::Builder::from_random_bytes(rand::random()).into_uuid());
     row.lease_expires_at = Some(after(now, request.lease_ttl));
@@ -417,7 +422,11 @@ async fn lease_row(
     sqlx::query(
         "INSERT INTO attempts (tenant_id, execution_id, attempt_index, attempt_type, lease_id, \
          lease_epoch, worker_id, worker_instance, state, started_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?)",
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?) \
+         ON CONFLICT (tenant_id, execution_id, attempt_index) DO UPDATE SET \
+             lease_id = excluded.lease_id, lease_epoch = excluded.lease_epoch, \
+             worker_id = excluded.worker_id, worker_instance = excluded.worker_instance, \
+             state = 'running'",
     )
     .bind(lease.tenant_id)
     .bind(lease.execution_id)
@@ -443,7 +452,7 @@ async fn lease_row(
         retry_count: row.retry_count,
         lease_expires_at: at(row.lease_expires_at.unwrap_or(now)),
         ceilings,
-        resumed_from: None,
+        resumed_from: resumed.then_some(row.suspension_seq),
     })
 }
 

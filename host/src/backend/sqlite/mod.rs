@@ -4,7 +4,8 @@
 //! Layout: `record` (the execution row, its derived columns and lease
 //! events), `catalog` (tenants, API keys, components), `ingress` (create,
 //! read, operator ops), `lease` (claim and the fenced worker ops), `output`
-//! (frames, progress, event streams), `scan` (the scanner passes).
+//! (frames, progress, event streams), `suspension` (waitpoints, signals,
+//! resume), `scan` (the scanner passes).
 //!
 //! Where Postgres needs care for concurrency, SQLite has none to give: it
 //! allows one writer at a time. So every write runs in a transaction on one
@@ -16,7 +17,7 @@
 //! after the transaction commits.
 //!
 //! Not yet supported here (each returns [`EngineError::Unsupported`]):
-//! flows, children, suspension and signals, budgets. Until they land, the
+//! flows, children and budgets. Until they land, the
 //! scanners that serve them have nothing to do.
 
 mod catalog;
@@ -25,6 +26,7 @@ mod lease;
 mod output;
 mod record;
 mod scan;
+mod suspension;
 mod time;
 
 use std::collections::HashSet;
@@ -389,42 +391,42 @@ impl Backend for SqliteBackend {
 
     async fn create_waitpoint(
         &self,
-        _lease: &LeaseHandle,
-        _key: &str,
-        _expires_in: Option<Duration>,
+        lease: &LeaseHandle,
+        key: &str,
+        expires_in: Option<Duration>,
     ) -> Result<Waitpoint> {
-        unsupported("create waitpoint")
+        suspension::create_waitpoint(self, lease, key, expires_in).await
     }
     async fn suspend(
         &self,
-        _lease: &LeaseHandle,
-        _suspension: &Suspension,
-        _timeout: Option<Duration>,
+        lease: &LeaseHandle,
+        suspension: &Suspension,
+        timeout: Option<Duration>,
     ) -> Result<SuspendOutcome> {
-        unsupported("suspend")
+        suspension::suspend(self, lease, suspension, timeout).await
     }
     async fn deliver_signal(
         &self,
-        _tenant: TenantId,
-        _id: ExecutionId,
-        _waitpoint_id: uuid::Uuid,
-        _signal: &NewSignal,
+        tenant: TenantId,
+        id: ExecutionId,
+        waitpoint_id: uuid::Uuid,
+        signal: &NewSignal,
     ) -> Result<SignalOutcome> {
-        unsupported("deliver signal")
+        suspension::deliver_signal(self, tenant, id, waitpoint_id, signal).await
     }
-    async fn resume(&self, _tenant: TenantId, _id: ExecutionId) -> Result<()> {
-        unsupported("resume")
+    async fn resume(&self, tenant: TenantId, id: ExecutionId) -> Result<()> {
+        suspension::resume(self, tenant, id).await
     }
     async fn resume_signals(
         &self,
-        _tenant: TenantId,
-        _id: ExecutionId,
-        _seq: i32,
+        tenant: TenantId,
+        id: ExecutionId,
+        seq: i32,
     ) -> Result<Vec<Signal>> {
-        unsupported("resume signals")
+        suspension::resume_signals(self, tenant, id, seq).await
     }
-    async fn list_waitpoints(&self, _tenant: TenantId, _id: ExecutionId) -> Result<Vec<Waitpoint>> {
-        unsupported("list waitpoints")
+    async fn list_waitpoints(&self, tenant: TenantId, id: ExecutionId) -> Result<Vec<Waitpoint>> {
+        suspension::list_waitpoints(self, tenant, id).await
     }
 
     async fn create_budget(&self, _tenant: TenantId, _budget: &NewBudget) -> Result<Budget> {
@@ -531,11 +533,11 @@ impl Backend for SqliteBackend {
     async fn expire_past_deadline(&self, limit: u32) -> Result<u64> {
         scan::expire_past_deadline(self, limit).await
     }
-    // Suspensions, joins, parents waiting on children and budgets cannot
+    // Joins, parents waiting on children and budgets cannot
     // exist on this backend yet (their operations are unsupported), so these
     // passes have nothing to do.
-    async fn time_out_suspensions(&self, _limit: u32) -> Result<u64> {
-        Ok(0)
+    async fn time_out_suspensions(&self, limit: u32) -> Result<u64> {
+        suspension::time_out_suspensions(self, limit).await
     }
     async fn cancel_pending_siblings(&self, _limit: u32) -> Result<u64> {
         Ok(0)

@@ -19,7 +19,7 @@ use super::Effects;
 use crate::error::{EngineError, Result};
 use crate::model::{
     Execution, ExecutionId, ExecutionPolicy, ExecutionUpdate, Failure, LeaseHandle, PublicState,
-    TenantId,
+    Suspension, TenantId,
 };
 
 /// One row of `executions`, every column.
@@ -65,6 +65,9 @@ pub(super) struct Exec {
     pub flow_id: Option<Uuid>,
     pub flow_key: Option<String>,
     pub parent_id: Option<Uuid>,
+    pub suspension_seq: i32,
+    pub suspension: Option<Json<Suspension>>,
+    pub suspension_timeout_at: Option<Millis>,
 }
 
 /// What a lease event compares: the row's lease before a change.
@@ -82,10 +85,10 @@ const COLUMNS: &str = "tenant_id, execution_id, kind, lane, priority, required_c
     lease_id, lease_expires_at, attempt_timeout_at, retry_count, reclaim_count, replay_count, \
     eligible_at, deadline_at, created_at, updated_at, started_at, finished_at, result, \
     last_failure, cancellation_reason, progress_percent, progress_message, frame_seq, flow_id, \
-    flow_key, parent_id";
+    flow_key, parent_id, suspension_seq, suspension, suspension_timeout_at";
 
 /// Column count of [`COLUMNS`].
-const COLUMN_COUNT: usize = 40;
+const COLUMN_COUNT: usize = 43;
 
 static SAVE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let names: Vec<&str> = COLUMNS.split(',').map(str::trim).collect();
@@ -200,6 +203,8 @@ impl Exec {
         self.terminal_outcome = Some(outcome.into());
         self.attempt_state = "attempt_terminal".into();
         self.finished_at = Some(now);
+        self.suspension = None;
+        self.suspension_timeout_at = None;
     }
 
     /// The public state, derived from the state vector as the Postgres
@@ -291,6 +296,9 @@ impl Exec {
             .bind(self.flow_id)
             .bind(&self.flow_key)
             .bind(self.parent_id)
+            .bind(self.suspension_seq)
+            .bind(&self.suspension)
+            .bind(self.suspension_timeout_at)
             .execute(&mut *conn)
             .await
             .map_err(EngineError::storage("write execution"))?;

@@ -16,7 +16,7 @@ use crate::error::{EngineError, Result};
 use crate::model::{Failure, FailureClass};
 
 /// Rows due by `due` (a column of the row), at most `limit` per tenant.
-async fn due(
+pub(super) async fn due(
     conn: &mut SqliteConnection,
     state: &str,
     due: &str,

@@ -1,0 +1,569 @@
+//! Waitpoints, suspension, signal delivery and resume.
+//!
+//! The same model as Postgres (`postgres/suspension.rs`): a waitpoint is
+//! `pending`, then `active` while a suspension waits on it, then `closed`;
+//! signals are buffered until a resume consumes them. Every operation runs in
+//! the one writer's transaction, so a condition is evaluated once per change
+//! and racing signals cannot resume an execution twice.
+
+use std::time::Duration;
+
+use sqlx::types::Json;
+use sqlx::SqliteConnection;
+use uuid::Uuid;
+
+use super::ingress::end_attempt;
+use super::lease::{hold, Hold};
+use super::record::Exec;
+use super::time::{after, at, now, Millis};
+use super::{Effects, SqliteBackend};
+use crate::error::{EngineError, Result};
+use crate::model::{
+    AttemptState, ExecutionId, Failure, FailureClass, LeaseHandle, NewSignal, PublicState, Signal,
+    SignalOutcome, SuspendOutcome, Suspension, TenantId, TimeoutBehavior, Waitpoint,
+    TIMEOUT_SIGNAL,
+};
+
+const WAITPOINT_COLUMNS: &str = "waitpoint_id, waitpoint_key, state, expires_at, created_at";
+const SIGNAL_COLUMNS: &str = "signal_id, waitpoint_key, name, payload, created_at";
+
+#[derive(sqlx::FromRow)]
+struct WaitpointRow {
+    waitpoint_id: Uuid,
+    waitpoint_key: String,
+    state: String,
+    expires_at: Option<Millis>,
+    created_at: Millis,
+}
+
+impl From<WaitpointRow> for Waitpoint {
+    fn from(r: WaitpointRow) -> Self {
+        Waitpoint {
+            waitpoint_id: r.waitpoint_id,
+            key: r.waitpoint_key,
+            state: r.state,
+            expires_at: r.expires_at.map(at),
+            created_at: at(r.created_at),
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct SignalRow {
+    signal_id: Uuid,
+    waitpoint_key: String,
+    name: String,
+    payload: Vec<u8>,
+    created_at: Millis,
+}
+
+impl From<SignalRow> for Signal {
+    fn from(r: SignalRow) -> Self {
+        Signal {
+            signal_id: r.signal_id,
+            waitpoint_key: r.waitpoint_key,
+            name: r.name,
+            payload: r.payload,
+            created_at: at(r.created_at),
+        }
+    }
+}
+
+fn not_held(lease: &LeaseHandle) -> EngineError {
+    EngineError::StaleLease {
+        execution_id: lease.execution_id,
+        attempt_index: lease.attempt_index,
+        lease_epoch: lease.lease_epoch,
+        reason: "the lease is no longer held",
+    }
+}
+
+/// The row the lease holds, or why it does not.
+pub(super) async fn held(conn: &mut SqliteConnection, lease: &LeaseHandle) -> Result<Exec> {
+    match hold(conn, lease, AttemptState::Running).await? {
+        Hold::Held(row) => Ok(*row),
+        Hold::Replayed { .. } => Err(not_held(lease)),
+    }
+}
+
+/// The open (not closed) waitpoint of the execution with this key.
+async fn open_waitpoint(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    id: ExecutionId,
+    key: &str,
+) -> Result<Option<WaitpointRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {WAITPOINT_COLUMNS} FROM waitpoints WHERE tenant_id = ? AND execution_id = ? \
+         AND waitpoint_key = ? AND state <> 'closed'"
+    ))
+    .bind(tenant)
+    .bind(id)
+    .bind(key)
+    .fetch_optional(conn)
+    .await
+    .map_err(EngineError::storage("read waitpoint"))
+}
+
+async fn insert_waitpoint(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    id: ExecutionId,
+    key: &str,
+    state: &str,
+    expires_at: Option<Millis>,
+) -> Result<WaitpointRow> {
+    sqlx::query_as(&format!(
+        "INSERT INTO waitpoints (tenant_id, execution_id, waitpoint_id, waitpoint_key, state, \
+         expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {WAITPOINT_COLUMNS}"
+    ))
+    .bind(tenant)
+    .bind(id)
+    .bind(Uuid::now_v7())
+    .bind(key)
+    .bind(state)
+    .bind(expires_at)
+    .bind(now())
+    .fetch_one(conn)
+    .await
+    .map_err(EngineError::storage("create waitpoint"))
+}
+
+pub(super) async fn create_waitpoint(
+    db: &SqliteBackend,
+    lease: &LeaseHandle,
+    key: &str,
+    expires_in: Option<Duration>,
+) -> Result<Waitpoint> {
+    db.write("create waitpoint", async |conn, _| {
+        held(conn, lease).await?;
+        let (tenant, id) = (lease.tenant_id, lease.execution_id);
+        if let Some(open) = open_waitpoint(conn, tenant, id, key).await? {
+            return Ok(open.into());
+        }
+        let expires_at = expires_in.map(|d| after(now(), d));
+        Ok(
+            insert_waitpoint(conn, tenant, id, key, "pending", expires_at)
+                .await?
+                .into(),
+        )
+    })
+    .await
+}
+
+pub(super) async fn suspend(
+    db: &SqliteBackend,
+    lease: &LeaseHandle,
+    suspension: &Suspension,
+    timeout: Option<Duration>,
+) -> Result<SuspendOutcome> {
+    db.write("suspend", async |conn, effects| {
+        let mut row = held(conn, lease).await?;
+        let (tenant, id) = (lease.tenant_id, lease.execution_id);
+        let seq = row.suspension_seq + 1;
+        for key in suspension.condition.keys() {
+            match open_waitpoint(conn, tenant, id, key).await? {
+                Some(open) => {
+                    sqlx::query(
+                        "UPDATE waitpoints SET state = 'active' \
+                         WHERE tenant_id = ? AND execution_id = ? AND waitpoint_id = ?",
+                    )
+                    .bind(tenant)
+                    .bind(id)
+                    .bind(open.waitpoint_id)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(EngineError::storage("suspend"))?;
+                }
+                None => {
+                    insert_waitpoint(conn, tenant, id, key, "active", None).await?;
+                }
+            }
+        }
+        let buffered = buffered_signals(conn, tenant, id).await?;
+        if suspension
+            .condition
+            .is_satisfied(buffered.iter().map(|s| s.waitpoint_key.as_str()))
+        {
+            let consumed = consume_and_close(conn, tenant, id, seq).await?;
+            let before = row.lease_before();
+            row.suspension_seq = seq;
+            row.save(conn, Some(before), effects).await?;
+            return Ok(SuspendOutcome::AlreadySatisfied(consumed));
+        }
+        record_suspension(
+            conn,
+            &mut row,
+            suspension,
+            timeout,
+            "waiting_for_signal",
+            effects,
+        )
+        .await?;
+        Ok(SuspendOutcome::Suspended)
+    })
+    .await
+}
+
+/// Suspend a held row as its next suspension: the lease is released and the
+/// attempt waits, until a resume or `timeout`.
+pub(super) async fn record_suspension(
+    conn: &mut SqliteConnection,
+    row: &mut Exec,
+    suspension: &Suspension,
+    timeout: Option<Duration>,
+    blocking_reason: &str,
+    effects: &mut Effects,
+) -> Result<()> {
+    let now = now();
+    let before = row.lease_before();
+    row.release_lease(now);
+    row.lifecycle_phase = "suspended".into();
+    row.eligibility_state = "not_applicable".into();
+    row.blocking_reason = Some(blocking_reason.into());
+    row.attempt_state = "attempt_suspended".into();
+    row.suspension = Some(Json(suspension.clone()));
+    row.suspension_seq += 1;
+    row.suspension_timeout_at = timeout.map(|d| after(now, d));
+    row.save(conn, Some(before), effects).await?;
+    end_attempt(conn, row, "suspended", None, &["running"], now).await
+}
+
+/// Unconsumed signals on the execution's active waitpoints.
+async fn buffered_signals(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    id: ExecutionId,
+) -> Result<Vec<Signal>> {
+    let rows: Vec<SignalRow> = sqlx::query_as(&format!(
+        "SELECT {SIGNAL_COLUMNS} FROM signals s \
+         WHERE s.tenant_id = ?1 AND s.execution_id = ?2 AND s.consumed_in IS NULL \
+           AND s.waitpoint_id IN (SELECT waitpoint_id FROM waitpoints \
+               WHERE tenant_id = ?1 AND execution_id = ?2 AND state = 'active') \
+         ORDER BY s.created_at, s.signal_id"
+    ))
+    .bind(tenant)
+    .bind(id)
+    .fetch_all(conn)
+    .await
+    .map_err(EngineError::storage("read buffered signals"))?;
+    Ok(rows.into_iter().map(Signal::from).collect())
+}
+
+/// The active waitpoints' buffered signals become resume `seq`'s; the
+/// waitpoints close, so a later signal to them is refused.
+async fn consume_and_close(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    id: ExecutionId,
+    seq: i32,
+) -> Result<Vec<Signal>> {
+    let consumed = buffered_signals(conn, tenant, id).await?;
+    sqlx::query(
+        "UPDATE signals SET consumed_in = ?3 \
+         WHERE tenant_id = ?1 AND execution_id = ?2 AND consumed_in IS NULL \
+           AND waitpoint_id IN (SELECT waitpoint_id FROM waitpoints \
+               WHERE tenant_id = ?1 AND execution_id = ?2 AND state = 'active')",
+    )
+    .bind(tenant)
+    .bind(id)
+    .bind(seq)
+    .execute(&mut *conn)
+    .await
+    .map_err(EngineError::storage("consume signals"))?;
+    sqlx::query(
+        "UPDATE waitpoints SET state = 'closed' \
+         WHERE tenant_id = ? AND execution_id = ? AND state = 'active'",
+    )
+    .bind(tenant)
+    .bind(id)
+    .execute(conn)
+    .await
+    .map_err(EngineError::storage("consume signals"))?;
+    Ok(consumed)
+}
+
+/// Make a suspended row runnable again on its suspended attempt.
+pub(super) async fn resume_row(
+    conn: &mut SqliteConnection,
+    row: &mut Exec,
+    effects: &mut Effects,
+) -> Result<()> {
+    consume_and_close(conn, row.tenant_id, row.execution_id, row.suspension_seq).await?;
+    let now = now();
+    let before = row.lease_before();
+    row.make_runnable(now, "pending_resume_attempt", now);
+    row.suspension = None;
+    row.suspension_timeout_at = None;
+    row.save(conn, Some(before), effects).await
+}
+
+pub(super) async fn deliver_signal(
+    db: &SqliteBackend,
+    tenant: TenantId,
+    id: ExecutionId,
+    waitpoint_id: Uuid,
+    new: &NewSignal,
+) -> Result<SignalOutcome> {
+    db.write("deliver signal", async |conn, effects| {
+        let mut row = Exec::get(conn, tenant, id).await?;
+        let event = |signal_id| SignalEventRow {
+            tenant,
+            execution: id,
+            waitpoint: waitpoint_id,
+            signal: signal_id,
+            name: &new.name,
+        };
+        if let Some(key) = &new.idempotency_key {
+            let existing: Option<Uuid> = sqlx::query_scalar(
+                "SELECT signal_id FROM signals \
+                 WHERE tenant_id = ? AND execution_id = ? AND idempotency_key = ?",
+            )
+            .bind(tenant)
+            .bind(id)
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(EngineError::storage("deliver signal"))?;
+            if let Some(signal_id) = existing {
+                event(signal_id).record(conn, "duplicate", effects).await?;
+                return Ok(SignalOutcome::Duplicate { signal_id });
+            }
+        }
+        let target: WaitpointRow = sqlx::query_as(&format!(
+            "SELECT {WAITPOINT_COLUMNS} FROM waitpoints \
+             WHERE tenant_id = ? AND execution_id = ? AND waitpoint_id = ?"
+        ))
+        .bind(tenant)
+        .bind(id)
+        .bind(waitpoint_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(EngineError::storage("deliver signal"))?
+        .ok_or_else(|| EngineError::NotFound {
+            what: "waitpoint",
+            id: waitpoint_id.to_string(),
+        })?;
+        let expired = target.expires_at.is_some_and(|at| at <= now());
+        if target.state == "closed" || expired {
+            return Err(EngineError::Conflict(format!(
+                "waitpoint `{}` is closed: its suspension already resumed or it expired",
+                target.waitpoint_key
+            )));
+        }
+        let state = row.derived_public_state();
+        if state.is_terminal() {
+            return Err(EngineError::Conflict(format!(
+                "execution {id} is {state}: it takes no more signals"
+            )));
+        }
+        let signal_id = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO signals (tenant_id, execution_id, signal_id, waitpoint_id, \
+             waitpoint_key, name, payload, idempotency_key, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(signal_id)
+        .bind(waitpoint_id)
+        .bind(&target.waitpoint_key)
+        .bind(&new.name)
+        .bind(&new.payload)
+        .bind(&new.idempotency_key)
+        .bind(now())
+        .execute(&mut *conn)
+        .await
+        .map_err(EngineError::storage("deliver signal"))?;
+        let mut resumed = false;
+        if let (PublicState::Suspended, Some(suspension)) = (state, row.suspension.clone()) {
+            let buffered = buffered_signals(conn, tenant, id).await?;
+            if suspension
+                .condition
+                .is_satisfied(buffered.iter().map(|s| s.waitpoint_key.as_str()))
+            {
+                resume_row(conn, &mut row, effects).await?;
+                resumed = true;
+            }
+        }
+        let effect = if resumed { "resumed" } else { "buffered" };
+        event(signal_id).record(conn, effect, effects).await?;
+        Ok(SignalOutcome::Accepted { signal_id, resumed })
+    })
+    .await
+}
+
+/// A signal-delivery event, written in the delivering transaction.
+struct SignalEventRow<'a> {
+    tenant: TenantId,
+    execution: ExecutionId,
+    waitpoint: Uuid,
+    signal: Uuid,
+    name: &'a str,
+}
+
+impl SignalEventRow<'_> {
+    async fn record(
+        &self,
+        conn: &mut SqliteConnection,
+        effect: &str,
+        effects: &mut Effects,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO signal_events (tenant_id, execution_id, waitpoint_id, signal_id, name, \
+             effect, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(self.tenant)
+        .bind(self.execution)
+        .bind(self.waitpoint)
+        .bind(self.signal)
+        .bind(self.name)
+        .bind(effect)
+        .bind(now())
+        .execute(conn)
+        .await
+        .map_err(EngineError::storage("record signal event"))?;
+        effects.event_tenants.insert(self.tenant);
+        Ok(())
+    }
+}
+
+/// An operator resumes a suspended execution, whatever its condition.
+pub(super) async fn resume(db: &SqliteBackend, tenant: TenantId, id: ExecutionId) -> Result<()> {
+    db.write("resume", async |conn, effects| {
+        let mut row = Exec::get(conn, tenant, id).await?;
+        let state = row.derived_public_state();
+        if state != PublicState::Suspended {
+            return Err(EngineError::Conflict(format!(
+                "execution {id} is {state}, not suspended"
+            )));
+        }
+        resume_row(conn, &mut row, effects).await
+    })
+    .await
+}
+
+/// The signals resume `seq` consumed (what `resume-signals` returns to the guest).
+pub(super) async fn resume_signals(
+    db: &SqliteBackend,
+    tenant: TenantId,
+    id: ExecutionId,
+    seq: i32,
+) -> Result<Vec<Signal>> {
+    let rows: Vec<SignalRow> = sqlx::query_as(&format!(
+        "SELECT {SIGNAL_COLUMNS} FROM signals \
+         WHERE tenant_id = ? AND execution_id = ? AND consumed_in = ? \
+         ORDER BY created_at, signal_id"
+    ))
+    .bind(tenant)
+    .bind(id)
+    .bind(seq)
+    .fetch_all(&mut *db.read("read resume signals").await?)
+    .await
+    .map_err(EngineError::storage("read resume signals"))?;
+    Ok(rows.into_iter().map(Signal::from).collect())
+}
+
+pub(super) async fn list_waitpoints(
+    db: &SqliteBackend,
+    tenant: TenantId,
+    id: ExecutionId,
+) -> Result<Vec<Waitpoint>> {
+    let rows: Vec<WaitpointRow> = sqlx::query_as(&format!(
+        "SELECT {WAITPOINT_COLUMNS} FROM waitpoints \
+         WHERE tenant_id = ? AND execution_id = ? ORDER BY created_at, waitpoint_id"
+    ))
+    .bind(tenant)
+    .bind(id)
+    .fetch_all(&mut *db.read("list waitpoints").await?)
+    .await
+    .map_err(EngineError::storage("list waitpoints"))?;
+    Ok(rows.into_iter().map(Waitpoint::from).collect())
+}
+
+/// Scanner: suspensions past their timeout resume with a `timeout` signal or
+/// end the execution, as their `on_timeout` says.
+pub(super) async fn time_out_suspensions(db: &SqliteBackend, limit: u32) -> Result<u64> {
+    db.write("time out suspensions", async |conn, effects| {
+        let now = now();
+        let rows = super::scan::due(
+            conn,
+            "lifecycle_phase = 'suspended'",
+            "suspension_timeout_at",
+            limit,
+            now,
+            "time out suspensions",
+        )
+        .await?;
+        for mut row in rows.iter().cloned() {
+            let Some(suspension) = row.suspension.clone() else {
+                continue;
+            };
+            match suspension.on_timeout {
+                TimeoutBehavior::AutoResume => {
+                    let signal_id = Uuid::now_v7();
+                    sqlx::query(
+                        "INSERT INTO signals (tenant_id, execution_id, signal_id, waitpoint_id, \
+                         waitpoint_key, name, payload, consumed_in, created_at) \
+                         VALUES (?, ?, ?, ?, '', ?, x'', ?, ?)",
+                    )
+                    .bind(row.tenant_id)
+                    .bind(row.execution_id)
+                    .bind(signal_id)
+                    .bind(Uuid::nil())
+                    .bind(TIMEOUT_SIGNAL)
+                    .bind(row.suspension_seq)
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(EngineError::storage("time out suspension"))?;
+                    resume_row(conn, &mut row, effects).await?;
+                    SignalEventRow {
+                        tenant: row.tenant_id,
+                        execution: row.execution_id,
+                        waitpoint: Uuid::nil(),
+                        signal: signal_id,
+                        name: TIMEOUT_SIGNAL,
+                    }
+                    .record(conn, "resumed", effects)
+                    .await?;
+                }
+                behaviour => end_suspended(conn, &mut row, behaviour, effects).await?,
+            }
+        }
+        Ok(rows.len() as u64)
+    })
+    .await
+}
+
+/// A timed-out suspension ends the execution: failed, cancelled or expired.
+async fn end_suspended(
+    conn: &mut SqliteConnection,
+    row: &mut Exec,
+    behaviour: TimeoutBehavior,
+    effects: &mut Effects,
+) -> Result<()> {
+    let (outcome, failure) = match behaviour {
+        TimeoutBehavior::Fail => (
+            "failed",
+            Some(Failure::new(
+                FailureClass::Timeout,
+                "the suspension timed out",
+            )),
+        ),
+        TimeoutBehavior::Cancel => ("cancelled", None),
+        _ => ("expired", None),
+    };
+    let now = now();
+    let before = row.lease_before();
+    row.make_terminal(outcome, now);
+    if let Some(failure) = &failure {
+        row.last_failure = Some(Json(failure.clone()));
+    }
+    if outcome == "cancelled" {
+        row.cancellation_reason = Some("the suspension timed out".into());
+    }
+    row.save(conn, Some(before), effects).await?;
+    end_attempt(conn, row, outcome, failure.as_ref(), &["suspended"], now).await?;
+    row.record_completion(conn, effects).await
+}
