@@ -28,6 +28,19 @@ CREATE TABLE api_keys (
 ) STRICT;
 CREATE INDEX api_keys_tenant_idx ON api_keys (tenant_id, created_at);
 
+CREATE TABLE flows (
+    tenant_id           BLOB NOT NULL REFERENCES tenants (tenant_id),
+    flow_id             BLOB NOT NULL,
+    name                TEXT NOT NULL,
+    tags                TEXT NOT NULL,
+    -- Bumped by every change to the graph (optimistic concurrency).
+    graph_revision      INTEGER NOT NULL DEFAULT 0,
+    cancelled_at        INTEGER,
+    cancellation_reason TEXT,
+    created_at          INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, flow_id)
+) STRICT;
+
 CREATE TABLE executions (
     tenant_id             BLOB NOT NULL REFERENCES tenants (tenant_id),
     execution_id          BLOB NOT NULL,
@@ -100,6 +113,9 @@ CREATE INDEX executions_suspension_timeout_idx ON executions (suspension_timeout
     WHERE lifecycle_phase = 'suspended' AND suspension_timeout_at IS NOT NULL;
 CREATE INDEX executions_deadline_idx ON executions (deadline_at)
     WHERE lifecycle_phase <> 'terminal' AND deadline_at IS NOT NULL;
+-- A member's key is unique within its flow.
+CREATE UNIQUE INDEX executions_flow_key_idx ON executions (tenant_id, flow_id, flow_key)
+    WHERE flow_id IS NOT NULL;
 -- Listing by state, and the backlog count of `max_queued`.
 CREATE INDEX executions_state_idx ON executions (tenant_id, public_state, execution_id);
 
@@ -159,6 +175,43 @@ CREATE TABLE signals (
 CREATE UNIQUE INDEX signals_idempotency_idx ON signals (tenant_id, execution_id, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 CREATE INDEX signals_consumed_idx ON signals (tenant_id, execution_id, consumed_in);
+
+-- One join group per downstream with incoming edges: how many upstreams must
+-- succeed (`k`; NULL means all), and the counts so far.
+CREATE TABLE flow_groups (
+    tenant_id      BLOB NOT NULL,
+    downstream_id  BLOB NOT NULL,
+    flow_id        BLOB NOT NULL,
+    policy         TEXT NOT NULL CHECK (policy IN ('all_of', 'any_of', 'quorum')),
+    k              INTEGER CHECK (k >= 1),
+    on_satisfied   TEXT NOT NULL CHECK (on_satisfied IN ('cancel_remaining', 'let_run')),
+    total          INTEGER NOT NULL DEFAULT 0,
+    succeeded      INTEGER NOT NULL DEFAULT 0,
+    unsatisfied    INTEGER NOT NULL DEFAULT 0,
+    state          TEXT NOT NULL DEFAULT 'pending'
+                       CHECK (state IN ('pending', 'satisfied', 'impossible')),
+    PRIMARY KEY (tenant_id, downstream_id),
+    FOREIGN KEY (tenant_id, downstream_id) REFERENCES executions (tenant_id, execution_id)
+        ON DELETE CASCADE
+) STRICT;
+
+CREATE TABLE flow_edges (
+    tenant_id      BLOB NOT NULL,
+    upstream_id    BLOB NOT NULL,
+    downstream_id  BLOB NOT NULL,
+    flow_id        BLOB NOT NULL,
+    pass_result    INTEGER NOT NULL DEFAULT 0,
+    state          TEXT NOT NULL DEFAULT 'pending'
+                       CHECK (state IN ('pending', 'satisfied', 'unsatisfied')),
+    created_at     INTEGER NOT NULL,
+    -- Resolution walks edges out of an upstream: this key's prefix.
+    PRIMARY KEY (tenant_id, upstream_id, downstream_id),
+    FOREIGN KEY (tenant_id, downstream_id) REFERENCES flow_groups (tenant_id, downstream_id)
+        ON DELETE CASCADE,
+    CHECK (upstream_id <> downstream_id)
+) STRICT;
+CREATE INDEX flow_edges_downstream_idx ON flow_edges (tenant_id, downstream_id);
+CREATE INDEX flow_edges_flow_idx ON flow_edges (tenant_id, flow_id);
 
 CREATE TABLE idempotency_keys (
     tenant_id     BLOB NOT NULL,

@@ -1,12 +1,13 @@
 //! Flows over HTTP, run by real workers and the real `testkit` guest.
 
 use base64::Engine as _;
+use flowfabric_tests::Store;
 use reqwest::Method;
 use serde_json::{json, Value};
 
 use flowfabric_tests::server::{worker_config, ApiTenant, TestServer};
 
-use crate::setup;
+use crate::setup_on;
 
 fn text(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
@@ -24,9 +25,8 @@ async fn create_flow(server: &TestServer, tenant: &ApiTenant, body: Value) -> Va
     body
 }
 
-#[tokio::test]
-async fn a_chain_passes_each_result_to_the_next_guest() {
-    let (mut server, tenant) = setup().await;
+async fn a_chain_passes_each_result_to_the_next_guest(store: Store) {
+    let (mut server, tenant) = setup_on(store).await;
     server.start_workers(worker_config(4));
     // Each `echo:` guest strips one prefix and passes the rest on.
     let flow = create_flow(
@@ -69,9 +69,8 @@ async fn a_chain_passes_each_result_to_the_next_guest() {
         .all(|e| e["state"] == "satisfied"));
 }
 
-#[tokio::test]
-async fn a_failed_guest_skips_its_dependents_and_fails_the_flow() {
-    let (mut server, tenant) = setup().await;
+async fn a_failed_guest_skips_its_dependents_and_fails_the_flow(store: Store) {
+    let (mut server, tenant) = setup_on(store).await;
     server.start_workers(worker_config(2));
     let flow = create_flow(
         &server,
@@ -94,9 +93,8 @@ async fn a_failed_guest_skips_its_dependents_and_fails_the_flow() {
     assert_eq!(snap["failed"], 1);
 }
 
-#[tokio::test]
-async fn flow_errors_are_typed_and_change_nothing() {
-    let (server, tenant) = setup().await;
+async fn flow_errors_are_typed_and_change_nothing(store: Store) {
+    let (server, tenant) = setup_on(store).await;
     let other = server.tenant("other").await;
     server.upload(&other, "testkit", "testkit").await;
     let flow = create_flow(
@@ -200,3 +198,9 @@ async fn flow_errors_are_typed_and_change_nothing() {
         (409, Some("flow_cancelled"))
     );
 }
+
+on_both_backends!(
+    a_chain_passes_each_result_to_the_next_guest,
+    a_failed_guest_skips_its_dependents_and_fails_the_flow,
+    flow_errors_are_typed_and_change_nothing,
+);

@@ -106,9 +106,8 @@ async fn each_completion_in_a_batch_is_fenced_and_answered_on_its_own(store: Sto
     e.complete(&held.lease, b"held").await.unwrap();
 }
 
-#[tokio::test]
-async fn a_batch_that_ends_every_upstream_releases_the_join() {
-    let (db, t) = setup().await;
+async fn a_batch_that_ends_every_upstream_releases_the_join(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let member = |key: &str| FlowMember {
         key: key.into(),
@@ -203,4 +202,7 @@ async fn batched_completions_are_planned_for_each_batch() {
     );
 }
 
-on_both_backends!(each_completion_in_a_batch_is_fenced_and_answered_on_its_own,);
+on_both_backends!(
+    each_completion_in_a_batch_is_fenced_and_answered_on_its_own,
+    a_batch_that_ends_every_upstream_releases_the_join,
+);

@@ -1,6 +1,7 @@
 //! Flows (reference §6: flow_linear_chain, flow_fan_out, flow_dependency_failure_propagation,
 //! flow_data_passing, flow_cancel, edge policies AnyOf/Quorum with CancelRemaining/LetRun).
 
+use flowfabric_tests::Store;
 use std::collections::HashMap;
 
 use flowfabric::model::{
@@ -12,7 +13,7 @@ use flowfabric::{Engine, EngineError};
 use flowfabric_tests::TestDb;
 use uuid::Uuid;
 
-use crate::{claim_none, request, setup};
+use crate::{claim_none, request, setup, setup_on};
 
 fn member(key: &str) -> FlowMember {
     FlowMember {
@@ -84,9 +85,8 @@ fn no_retry(mut m: FlowMember) -> FlowMember {
     m
 }
 
-#[tokio::test]
-async fn flow_linear_chain_with_data_passing() {
-    let (db, t) = setup().await;
+async fn flow_linear_chain_with_data_passing(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let f = create(
         e,
@@ -130,9 +130,8 @@ async fn flow_linear_chain_with_data_passing() {
     );
 }
 
-#[tokio::test]
-async fn flow_fan_out_fan_in_waits_for_every_upstream() {
-    let (db, t) = setup().await;
+async fn flow_fan_out_fan_in_waits_for_every_upstream(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let f = create(
         e,
@@ -170,9 +169,8 @@ async fn flow_fan_out_fan_in_waits_for_every_upstream() {
     );
 }
 
-#[tokio::test]
-async fn flow_dependency_failure_propagation_skips_the_chain() {
-    let (db, t) = setup().await;
+async fn flow_dependency_failure_propagation_skips_the_chain(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let f = create(
         e,
@@ -232,9 +230,8 @@ async fn any_of_flow(e: &Engine, t: Uuid, on_satisfied: OnSatisfied) -> GraphApp
     .await
 }
 
-#[tokio::test]
-async fn any_of_cancel_remaining_cancels_the_running_sibling() {
-    let (db, t) = setup().await;
+async fn any_of_cancel_remaining_cancels_the_running_sibling(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let f = any_of_flow(e, t, OnSatisfied::CancelRemaining).await;
     let mut claimed = claim_all(e).await;
@@ -258,9 +255,8 @@ async fn any_of_cancel_remaining_cancels_the_running_sibling() {
     assert_eq!(snap.summary.state, FlowState::Completed);
 }
 
-#[tokio::test]
-async fn any_of_let_run_lets_the_sibling_finish() {
-    let (db, t) = setup().await;
+async fn any_of_let_run_lets_the_sibling_finish(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let f = any_of_flow(e, t, OnSatisfied::LetRun).await;
     let mut claimed = claim_all(e).await;
@@ -276,9 +272,8 @@ async fn any_of_let_run_lets_the_sibling_finish() {
     claim_none(e).await;
 }
 
-#[tokio::test]
-async fn impossible_quorum_skips_before_the_last_upstream_ends() {
-    let (db, t) = setup().await;
+async fn impossible_quorum_skips_before_the_last_upstream_ends(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let quorum = JoinPolicy::Quorum {
         k: 2,
@@ -345,9 +340,8 @@ async fn sibling_cancel_waits_for_a_locked_row_then_the_scanner_finishes_it() {
     assert_eq!(flagged, 0, "the scanner clears the flag once done");
 }
 
-#[tokio::test]
-async fn edges_added_later_resolve_against_members_that_already_ended() {
-    let (db, t) = setup().await;
+async fn edges_added_later_resolve_against_members_that_already_ended(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let f = create(
         e,
@@ -386,9 +380,8 @@ async fn edges_added_later_resolve_against_members_that_already_ended() {
     assert_eq!(c.input, b"\"payload\"");
 }
 
-#[tokio::test]
-async fn graph_changes_are_refused_whole_with_the_reason() {
-    let (db, t) = setup().await;
+async fn graph_changes_are_refused_whole_with_the_reason(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let f = create(
         e,
@@ -465,9 +458,8 @@ async fn graph_changes_are_refused_whole_with_the_reason() {
     assert_eq!(snap.summary.revision, 1);
 }
 
-#[tokio::test]
-async fn flow_cancel_all_cancels_running_and_waiting_members() {
-    let (db, t) = setup().await;
+async fn flow_cancel_all_cancels_running_and_waiting_members(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let f = create(
         e,
@@ -509,9 +501,8 @@ async fn flow_cancel_all_cancels_running_and_waiting_members() {
     assert_eq!(err.kind(), "flow_cancelled");
 }
 
-#[tokio::test]
-async fn flow_cancel_pending_lets_running_members_finish() {
-    let (db, t) = setup().await;
+async fn flow_cancel_pending_lets_running_members_finish(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let f = create(
         e,
@@ -531,9 +522,8 @@ async fn flow_cancel_pending_lets_running_members_finish() {
     assert_eq!(snap.summary.state, FlowState::Cancelled);
 }
 
-#[tokio::test]
-async fn flows_are_invisible_to_other_tenants() {
-    let (db, t) = setup().await;
+async fn flows_are_invisible_to_other_tenants(store: Store) {
+    let (db, t) = setup_on(store).await;
     let other = db.tenant("other").await;
     let e = &db.engine;
     let f = create(e, t, graph(vec![member("a")], vec![])).await;
@@ -556,9 +546,8 @@ async fn flows_are_invisible_to_other_tenants() {
     assert_eq!(state(e, t, f.members["a"]).await, PublicState::Waiting);
 }
 
-#[tokio::test]
-async fn a_long_skip_cascade_is_a_loop_not_a_recursion() {
-    let db = TestDb::new().await;
+async fn a_long_skip_cascade_is_a_loop_not_a_recursion(store: Store) {
+    let db = TestDb::on(store).await;
     let t = db.tenant("acme").await;
     let e = &db.engine;
     let n = 300;
@@ -582,3 +571,18 @@ async fn a_long_skip_cascade_is_a_loop_not_a_recursion() {
         .count();
     assert_eq!(skipped, n - 1);
 }
+
+on_both_backends!(
+    flow_linear_chain_with_data_passing,
+    flow_fan_out_fan_in_waits_for_every_upstream,
+    flow_dependency_failure_propagation_skips_the_chain,
+    any_of_cancel_remaining_cancels_the_running_sibling,
+    any_of_let_run_lets_the_sibling_finish,
+    impossible_quorum_skips_before_the_last_upstream_ends,
+    edges_added_later_resolve_against_members_that_already_ended,
+    graph_changes_are_refused_whole_with_the_reason,
+    flow_cancel_all_cancels_running_and_waiting_members,
+    flow_cancel_pending_lets_running_members_finish,
+    flows_are_invisible_to_other_tenants,
+    a_long_skip_cascade_is_a_loop_not_a_recursion,
+);

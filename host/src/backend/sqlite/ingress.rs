@@ -11,7 +11,7 @@ use super::{Effects, SqliteBackend};
 use crate::error::{EngineError, Result};
 use crate::model::{
     Created, Execution, ExecutionFilter, ExecutionId, ExecutionState, Failure, FailureClass,
-    NewExecution, PublicState, TenantId, DEFAULT_DEDUP_WINDOW_MS, DEFAULT_MAX_REPLAYS,
+    FlowId, NewExecution, PublicState, TenantId, DEFAULT_DEDUP_WINDOW_MS, DEFAULT_MAX_REPLAYS,
 };
 
 /// States that count towards a tenant's `max_queued` backlog.
@@ -32,7 +32,7 @@ pub(super) async fn create_executions(
         }
         let mut created = Vec::with_capacity(executions.len());
         for new in executions {
-            created.push(create_one(conn, tenant, new, effects).await?);
+            created.push(create_one(conn, tenant, new, None, effects).await?);
         }
         Ok(created)
     })
@@ -40,7 +40,7 @@ pub(super) async fn create_executions(
 }
 
 /// Refuse the whole batch if it would take the backlog over `limit`.
-async fn admit(
+pub(super) async fn admit(
     conn: &mut SqliteConnection,
     tenant: TenantId,
     adding: usize,
@@ -64,10 +64,20 @@ async fn admit(
     Ok(())
 }
 
-async fn create_one(
+/// Where a new execution sits in a flow: its flow, its key there, whether
+/// it waits on dependencies, and the execution that spawned it.
+pub(super) struct Placement<'a> {
+    pub flow_id: FlowId,
+    pub key: &'a str,
+    pub blocked: bool,
+    pub parent: Option<ExecutionId>,
+}
+
+pub(super) async fn create_one(
     conn: &mut SqliteConnection,
     tenant: TenantId,
     new: &NewExecution,
+    placement: Option<Placement<'_>>,
     effects: &mut Effects,
 ) -> Result<Created> {
     let now = now();
@@ -120,7 +130,9 @@ async fn create_one(
         idempotency_key: new.idempotency_key.clone(),
         lifecycle_phase: "runnable".into(),
         ownership_state: "unowned".into(),
-        eligibility_state: if eligible_at > now {
+        eligibility_state: if placement.as_ref().is_some_and(|p| p.blocked) {
+            "blocked_by_dependencies"
+        } else if eligible_at > now {
             "not_eligible_until_time"
         } else {
             "eligible_now"
@@ -154,9 +166,9 @@ async fn create_one(
         progress_percent: None,
         progress_message: None,
         frame_seq: 0,
-        flow_id: None,
-        flow_key: None,
-        parent_id: None,
+        flow_id: placement.as_ref().map(|p| p.flow_id),
+        flow_key: placement.as_ref().map(|p| p.key.to_owned()),
+        parent_id: placement.as_ref().and_then(|p| p.parent),
         suspension_seq: 0,
         suspension: None,
         suspension_timeout_at: None,

@@ -2,7 +2,8 @@
 //! database server.
 //!
 //! Layout: `record` (the execution row, its derived columns and lease
-//! events), `catalog` (tenants, API keys, components), `ingress` (create,
+//! events), `catalog` (tenants, API keys, components), `flows` (graph
+//! changes and edge resolution), `ingress` (create,
 //! read, operator ops), `lease` (claim and the fenced worker ops), `output`
 //! (frames, progress, event streams), `suspension` (waitpoints, signals,
 //! resume), `scan` (the scanner passes).
@@ -17,10 +18,11 @@
 //! after the transaction commits.
 //!
 //! Not yet supported here (each returns [`EngineError::Unsupported`]):
-//! flows, children and budgets. Until they land, the
+//! children and budgets. Until they land, the
 //! scanners that serve them have nothing to do.
 
 mod catalog;
+mod flows;
 mod ingress;
 mod lease;
 mod output;
@@ -78,6 +80,9 @@ pub(super) struct Effects {
     pub updates: Vec<ExecutionUpdate>,
     /// Tenants whose lease or signal stream has new events.
     pub event_tenants: HashSet<TenantId>,
+    /// Executions that ended in this transaction, with their outcome, whose
+    /// flow edges are still to resolve.
+    pub finished: Vec<(TenantId, ExecutionId, String)>,
 }
 
 impl SqliteBackend {
@@ -124,6 +129,11 @@ impl SqliteBackend {
 
     /// Run `body` as one write transaction; its effects are announced after
     /// it commits. An error rolls everything back.
+    ///
+    /// What the Postgres completion trigger does happens here: before the
+    /// commit, the flow edges out of every execution the body ended are
+    /// resolved (which may end more, resolved in turn), so no path that ends
+    /// an execution can leave its dependants waiting.
     pub(super) async fn write<T>(
         &self,
         op: &'static str,
@@ -135,7 +145,13 @@ impl SqliteBackend {
             .await
             .map_err(EngineError::storage(op))?;
         let mut effects = Effects::default();
-        match body(&mut tx, &mut effects).await {
+        let outcome = match body(&mut tx, &mut effects).await {
+            Ok(value) => flows::resolve_finished(&mut tx, &mut effects)
+                .await
+                .map(|()| value),
+            Err(e) => Err(e),
+        };
+        match outcome {
             Ok(value) => {
                 tx.commit().await.map_err(EngineError::storage(op))?;
                 self.announce(effects);
@@ -471,41 +487,41 @@ impl Backend for SqliteBackend {
 
     async fn create_flow(
         &self,
-        _tenant: TenantId,
-        _flow: &NewFlow,
-        _change: &GraphChange,
-        _max_queued: Option<u32>,
+        tenant: TenantId,
+        flow: &NewFlow,
+        change: &GraphChange,
+        max_queued: Option<u32>,
     ) -> Result<GraphApplied> {
-        unsupported("create flow")
+        flows::create_flow(self, tenant, flow, change, max_queued).await
     }
     async fn extend_flow(
         &self,
-        _tenant: TenantId,
-        _flow: FlowId,
-        _change: &GraphChange,
-        _max_queued: Option<u32>,
+        tenant: TenantId,
+        flow: FlowId,
+        change: &GraphChange,
+        max_queued: Option<u32>,
     ) -> Result<GraphApplied> {
-        unsupported("extend flow")
+        flows::extend_flow(self, tenant, flow, change, max_queued).await
     }
-    async fn get_flow(&self, _tenant: TenantId, _flow: FlowId) -> Result<FlowSnapshot> {
-        unsupported("get flow")
+    async fn get_flow(&self, tenant: TenantId, flow: FlowId) -> Result<FlowSnapshot> {
+        flows::get_flow(self, tenant, flow).await
     }
     async fn list_flows(
         &self,
-        _tenant: TenantId,
-        _after: Option<FlowId>,
-        _limit: u32,
+        tenant: TenantId,
+        after: Option<FlowId>,
+        limit: u32,
     ) -> Result<Vec<FlowSummary>> {
-        unsupported("list flows")
+        flows::list_flows(self, tenant, after, limit).await
     }
     async fn cancel_flow(
         &self,
-        _tenant: TenantId,
-        _flow: FlowId,
-        _policy: FlowCancelPolicy,
-        _reason: &str,
+        tenant: TenantId,
+        flow: FlowId,
+        policy: FlowCancelPolicy,
+        reason: &str,
     ) -> Result<u64> {
-        unsupported("cancel flow")
+        flows::cancel_flow(self, tenant, flow, policy, reason).await
     }
 
     async fn work_signal(&self) -> Result<watch::Receiver<u64>> {

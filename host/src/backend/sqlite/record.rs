@@ -358,7 +358,8 @@ impl Exec {
         Ok(())
     }
 
-    /// Record the execution's end in the completion outbox.
+    /// Record the execution's end in the completion outbox. Whatever waits on
+    /// it (flow edges) is resolved before the transaction commits.
     pub async fn record_completion(
         &self,
         conn: &mut SqliteConnection,
@@ -377,6 +378,9 @@ impl Exec {
         .execute(conn)
         .await
         .map_err(EngineError::storage("record completion event"))?;
+        effects
+            .finished
+            .push((self.tenant_id, self.execution_id, outcome.to_owned()));
         effects.updates.push(ExecutionUpdate {
             tenant_id: self.tenant_id,
             execution_id: self.execution_id,

@@ -1,0 +1,791 @@
+//! Flows: graph changes, edge resolution, snapshots, listing and cancel.
+//!
+//! The model is Postgres's (migration 0006): a join group per downstream
+//! with incoming edges, edges `pending` until their upstream ends. Resolution
+//! ([`resolve_finished`]) runs in the transaction that ended the upstream,
+//! called by [`SqliteBackend::write`] before it commits; skips and sibling
+//! cancels it makes end executions too, and are resolved in the same loop.
+//! With one writer there are no locks to skip, so a satisfied
+//! `cancel_remaining` join cancels its unfinished upstreams at once.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use sqlx::types::Json;
+use sqlx::SqliteConnection;
+use uuid::Uuid;
+
+use super::catalog::get_tenant;
+use super::ingress::{admit, cancel_row, create_one, Placement};
+use super::record::Exec;
+use super::time::{at, now, Millis};
+use super::{Effects, SqliteBackend};
+use crate::error::{EngineError, Result};
+use crate::model::{
+    find_cycle, EdgeState, ExecutionId, FlowCancelPolicy, FlowEdgeView, FlowId, FlowMemberView,
+    FlowSnapshot, FlowState, FlowSummary, GraphApplied, GraphChange, JoinPolicy, JoinState,
+    NewFlow, PublicState, TenantId,
+};
+
+const SIBLING_CANCELLED: &str = "flow: a sibling satisfied the join";
+
+fn flow_not_found(flow_id: FlowId) -> EngineError {
+    EngineError::NotFound {
+        what: "flow",
+        id: flow_id.to_string(),
+    }
+}
+
+pub(super) async fn create_flow(
+    db: &SqliteBackend,
+    tenant: TenantId,
+    flow: &NewFlow,
+    change: &GraphChange,
+    max_queued: Option<u32>,
+) -> Result<GraphApplied> {
+    db.write("create flow", async |conn, effects| {
+        get_tenant(conn, tenant).await?;
+        let flow_id = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO flows (tenant_id, flow_id, name, tags, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(tenant)
+        .bind(flow_id)
+        .bind(&flow.name)
+        .bind(Json(&flow.tags))
+        .bind(now())
+        .execute(&mut *conn)
+        .await
+        .map_err(EngineError::storage("create flow"))?;
+        apply(conn, tenant, flow_id, change, max_queued, effects).await
+    })
+    .await
+}
+
+pub(super) async fn extend_flow(
+    db: &SqliteBackend,
+    tenant: TenantId,
+    flow_id: FlowId,
+    change: &GraphChange,
+    max_queued: Option<u32>,
+) -> Result<GraphApplied> {
+    db.write("extend flow", async |conn, effects| {
+        let (revision, cancelled): (i32, Option<Millis>) = sqlx::query_as(
+            "SELECT graph_revision, cancelled_at FROM flows WHERE tenant_id = ? AND flow_id = ?",
+        )
+        .bind(tenant)
+        .bind(flow_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(EngineError::storage("extend flow"))?
+        .ok_or_else(|| flow_not_found(flow_id))?;
+        if cancelled.is_some() {
+            return Err(EngineError::graph(
+                "flow_cancelled",
+                format!("flow {flow_id} was cancelled: it takes no new members or edges"),
+            ));
+        }
+        if let Some(expected) = change.expected_revision {
+            if expected != revision {
+                return Err(EngineError::graph(
+                    "graph_revision_conflict",
+                    format!("flow {flow_id} is at revision {revision}, not {expected}: re-read it"),
+                ));
+            }
+        }
+        apply(conn, tenant, flow_id, change, max_queued, effects).await
+    })
+    .await
+}
+
+/// Add `change` to a flow, whole or not at all (the caller's transaction).
+async fn apply(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    flow_id: FlowId,
+    change: &GraphChange,
+    max_queued: Option<u32>,
+    effects: &mut Effects,
+) -> Result<GraphApplied> {
+    let members = insert_members(conn, tenant, flow_id, change, max_queued, effects).await?;
+    let ids = resolve_keys(conn, tenant, flow_id, change, &members).await?;
+    let edges: Vec<(ExecutionId, ExecutionId, bool)> = change
+        .edges
+        .iter()
+        .map(|e| (ids[&e.from], ids[&e.to], e.pass_result))
+        .collect();
+    let new_ids: BTreeSet<ExecutionId> = members.values().copied().collect();
+    let existing_downstreams: BTreeSet<ExecutionId> = edges
+        .iter()
+        .map(|(_, d, _)| *d)
+        .filter(|d| !new_ids.contains(d))
+        .collect();
+    check_still_waiting(conn, tenant, &existing_downstreams, &ids).await?;
+    insert_groups(conn, tenant, flow_id, change, &members).await?;
+    for (upstream, downstream, pass_result) in &edges {
+        insert_edge(conn, tenant, flow_id, *upstream, *downstream, *pass_result).await?;
+    }
+    if !existing_downstreams.is_empty() {
+        refuse_cycles(conn, tenant, flow_id).await?;
+    }
+    // Edges from members that already ended resolve now, before commit.
+    let upstreams: BTreeSet<ExecutionId> = edges.iter().map(|(u, _, _)| *u).collect();
+    for upstream in upstreams {
+        let row = Exec::get(conn, tenant, upstream).await?;
+        if let (true, Some(outcome)) = (row.is_terminal(), &row.terminal_outcome) {
+            effects.finished.push((tenant, upstream, outcome.clone()));
+        }
+    }
+    let revision: i32 = sqlx::query_scalar(
+        "UPDATE flows SET graph_revision = graph_revision + 1 \
+         WHERE tenant_id = ? AND flow_id = ? RETURNING graph_revision",
+    )
+    .bind(tenant)
+    .bind(flow_id)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(EngineError::storage("bump graph revision"))?;
+    Ok(GraphApplied {
+        flow_id,
+        revision,
+        members,
+    })
+}
+
+async fn insert_members(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    flow_id: FlowId,
+    change: &GraphChange,
+    max_queued: Option<u32>,
+    effects: &mut Effects,
+) -> Result<BTreeMap<String, ExecutionId>> {
+    if let Some(limit) = max_queued.filter(|_| !change.members.is_empty()) {
+        admit(conn, tenant, change.members.len(), limit).await?;
+    }
+    let waits: BTreeSet<&str> = change.edges.iter().map(|e| e.to.as_str()).collect();
+    let mut members = BTreeMap::new();
+    for member in &change.members {
+        let taken: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM executions \
+             WHERE tenant_id = ? AND flow_id = ? AND flow_key = ?)",
+        )
+        .bind(tenant)
+        .bind(flow_id)
+        .bind(&member.key)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(EngineError::storage("insert members"))?;
+        if taken {
+            return Err(EngineError::graph(
+                "member_exists",
+                "a member with one of these keys is already in the flow",
+            ));
+        }
+        let placement = Placement {
+            flow_id,
+            key: &member.key,
+            blocked: waits.contains(member.key.as_str()),
+            parent: None,
+        };
+        let created = create_one(conn, tenant, &member.execution, Some(placement), effects).await?;
+        members.insert(member.key.clone(), created.execution_id);
+    }
+    Ok(members)
+}
+
+/// Ids for every key the change names: its new members and existing ones.
+async fn resolve_keys(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    flow_id: FlowId,
+    change: &GraphChange,
+    members: &BTreeMap<String, ExecutionId>,
+) -> Result<HashMap<String, ExecutionId>> {
+    let mut ids: HashMap<String, ExecutionId> =
+        members.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    for (i, edge) in change.edges.iter().enumerate() {
+        for (end, key) in [("from", &edge.from), ("to", &edge.to)] {
+            if ids.contains_key(key) {
+                continue;
+            }
+            let id: Option<ExecutionId> = sqlx::query_scalar(
+                "SELECT execution_id FROM executions \
+                 WHERE tenant_id = ? AND flow_id = ? AND flow_key = ?",
+            )
+            .bind(tenant)
+            .bind(flow_id)
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(EngineError::storage("resolve member keys"))?;
+            let id = id.ok_or_else(|| {
+                EngineError::invalid(
+                    format!("edges[{i}].{end}"),
+                    format!("no member `{key}` in this flow or this request"),
+                )
+            })?;
+            ids.insert(key.clone(), id);
+        }
+    }
+    Ok(ids)
+}
+
+/// Edges may only point at members that still wait on their dependencies.
+async fn check_still_waiting(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    downstreams: &BTreeSet<ExecutionId>,
+    ids: &HashMap<String, ExecutionId>,
+) -> Result<()> {
+    for downstream in downstreams {
+        let waiting: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM flow_groups \
+             WHERE tenant_id = ? AND downstream_id = ? AND state = 'pending')",
+        )
+        .bind(tenant)
+        .bind(downstream)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(EngineError::storage("read join groups"))?;
+        if !waiting {
+            let key = ids
+                .iter()
+                .find(|(_, id)| *id == downstream)
+                .map_or("?", |(k, _)| k.as_str());
+            return Err(EngineError::graph(
+                "member_started",
+                format!(
+                    "member `{key}` is not waiting on dependencies (it has started, ended or was \
+                     released): edges can only point at members that wait"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn insert_groups(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    flow_id: FlowId,
+    change: &GraphChange,
+    members: &BTreeMap<String, ExecutionId>,
+) -> Result<()> {
+    let waits: BTreeSet<&str> = change.edges.iter().map(|e| e.to.as_str()).collect();
+    for member in change
+        .members
+        .iter()
+        .filter(|m| waits.contains(m.key.as_str()))
+    {
+        sqlx::query(
+            "INSERT INTO flow_groups (tenant_id, downstream_id, flow_id, policy, k, on_satisfied) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(tenant)
+        .bind(members[&member.key])
+        .bind(flow_id)
+        .bind(member.join.name())
+        .bind(member.join.k().map(i64::from))
+        .bind(member.join.on_satisfied().as_str())
+        .execute(&mut *conn)
+        .await
+        .map_err(EngineError::storage("insert join groups"))?;
+    }
+    Ok(())
+}
+
+async fn insert_edge(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    flow_id: FlowId,
+    upstream: ExecutionId,
+    downstream: ExecutionId,
+    pass_result: bool,
+) -> Result<()> {
+    let (exists, has_input): (bool, bool) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM flow_edges \
+                 WHERE tenant_id = ?1 AND upstream_id = ?2 AND downstream_id = ?3), \
+             EXISTS (SELECT 1 FROM flow_edges \
+                 WHERE tenant_id = ?1 AND downstream_id = ?3 AND pass_result)",
+    )
+    .bind(tenant)
+    .bind(upstream)
+    .bind(downstream)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(EngineError::storage("insert edges"))?;
+    if exists {
+        return Err(EngineError::graph(
+            "dependency_exists",
+            "one of these edges already exists",
+        ));
+    }
+    if pass_result && has_input {
+        return Err(EngineError::invalid(
+            "edges.pass_result",
+            "a member takes its input from at most one upstream",
+        ));
+    }
+    sqlx::query(
+        "INSERT INTO flow_edges (tenant_id, upstream_id, downstream_id, flow_id, pass_result, \
+         created_at) VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(tenant)
+    .bind(upstream)
+    .bind(downstream)
+    .bind(flow_id)
+    .bind(pass_result)
+    .bind(now())
+    .execute(&mut *conn)
+    .await
+    .map_err(EngineError::storage("insert edges"))?;
+    sqlx::query(
+        "UPDATE flow_groups SET total = total + 1 WHERE tenant_id = ? AND downstream_id = ?",
+    )
+    .bind(tenant)
+    .bind(downstream)
+    .execute(conn)
+    .await
+    .map_err(EngineError::storage("insert edges"))?;
+    Ok(())
+}
+
+/// The whole graph must stay acyclic once an edge points at an existing member.
+async fn refuse_cycles(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    flow_id: FlowId,
+) -> Result<()> {
+    let edges: Vec<(String, String)> = sqlx::query_as(
+        "SELECT u.flow_key, d.flow_key FROM flow_edges ed \
+         JOIN executions u ON u.tenant_id = ed.tenant_id AND u.execution_id = ed.upstream_id \
+         JOIN executions d ON d.tenant_id = ed.tenant_id AND d.execution_id = ed.downstream_id \
+         WHERE ed.tenant_id = ? AND ed.flow_id = ?",
+    )
+    .bind(tenant)
+    .bind(flow_id)
+    .fetch_all(conn)
+    .await
+    .map_err(EngineError::storage("read flow edges"))?;
+    match find_cycle(&edges) {
+        Some(cycle) => Err(EngineError::graph(
+            "cycle_detected",
+            format!("these edges would form a cycle: {}", cycle.join(" -> ")),
+        )),
+        None => Ok(()),
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct Group {
+    downstream_id: ExecutionId,
+    k: Option<i32>,
+    on_satisfied: String,
+    total: i32,
+    succeeded: i32,
+    unsatisfied: i32,
+}
+
+/// Resolve the edges out of every execution the transaction ended, and what
+/// follows: satisfied downstreams become runnable (taking an upstream's
+/// result as input when an edge says so), impossible ones are skipped,
+/// satisfied `cancel_remaining` joins cancel their unfinished upstreams.
+/// Skips and cancels end executions too, so this loops until nothing more
+/// ends: a cascade is a loop, not a recursion.
+pub(super) async fn resolve_finished(
+    conn: &mut SqliteConnection,
+    effects: &mut Effects,
+) -> Result<()> {
+    while !effects.finished.is_empty() {
+        let finished = std::mem::take(&mut effects.finished);
+        // Per downstream: (succeeded, unsatisfied) edges resolved now.
+        let mut resolved: BTreeMap<(TenantId, ExecutionId), (i32, i32)> = BTreeMap::new();
+        for (tenant, upstream, outcome) in finished {
+            let state = if outcome == "success" {
+                "satisfied"
+            } else {
+                "unsatisfied"
+            };
+            let downstreams: Vec<ExecutionId> = sqlx::query_scalar(
+                "UPDATE flow_edges SET state = ? \
+                 WHERE tenant_id = ? AND upstream_id = ? AND state = 'pending' \
+                 RETURNING downstream_id",
+            )
+            .bind(state)
+            .bind(tenant)
+            .bind(upstream)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(EngineError::storage("resolve edges"))?;
+            for downstream in downstreams {
+                let counts = resolved.entry((tenant, downstream)).or_default();
+                if state == "satisfied" {
+                    counts.0 += 1;
+                } else {
+                    counts.1 += 1;
+                }
+            }
+        }
+        for ((tenant, downstream), (ok, bad)) in resolved {
+            resolve_group(conn, tenant, downstream, ok, bad, effects).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn resolve_group(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    downstream: ExecutionId,
+    ok: i32,
+    bad: i32,
+    effects: &mut Effects,
+) -> Result<()> {
+    let group: Option<Group> = sqlx::query_as(
+        "SELECT downstream_id, k, on_satisfied, total, succeeded, unsatisfied FROM flow_groups \
+         WHERE tenant_id = ? AND downstream_id = ? AND state = 'pending'",
+    )
+    .bind(tenant)
+    .bind(downstream)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(EngineError::storage("resolve join group"))?;
+    let Some(group) = group else {
+        return Ok(());
+    };
+    let (succeeded, unsatisfied) = (group.succeeded + ok, group.unsatisfied + bad);
+    let needed = group.k.unwrap_or(group.total);
+    let state = if succeeded >= needed {
+        "satisfied"
+    } else if group.total - unsatisfied < needed {
+        "impossible"
+    } else {
+        "pending"
+    };
+    sqlx::query(
+        "UPDATE flow_groups SET succeeded = ?, unsatisfied = ?, state = ? \
+         WHERE tenant_id = ? AND downstream_id = ?",
+    )
+    .bind(succeeded)
+    .bind(unsatisfied)
+    .bind(state)
+    .bind(tenant)
+    .bind(downstream)
+    .execute(&mut *conn)
+    .await
+    .map_err(EngineError::storage("resolve join group"))?;
+    match state {
+        "satisfied" => {
+            release(conn, tenant, group.downstream_id, effects).await?;
+            if group.on_satisfied == "cancel_remaining" {
+                cancel_unfinished_upstreams(conn, tenant, downstream, effects).await?;
+            }
+        }
+        "impossible" => skip(conn, tenant, downstream, effects).await?,
+        _ => {}
+    }
+    Ok(())
+}
+
+/// A satisfied downstream that still waits becomes runnable (now, or at its
+/// own delay), taking its input from the edge that passes a result.
+async fn release(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    id: ExecutionId,
+    effects: &mut Effects,
+) -> Result<()> {
+    let mut row = Exec::get(conn, tenant, id).await?;
+    if row.eligibility_state != "blocked_by_dependencies" || row.lifecycle_phase != "runnable" {
+        return Ok(());
+    }
+    let passed: Option<Option<Vec<u8>>> = sqlx::query_scalar(
+        "SELECT u.result FROM flow_edges ed \
+         JOIN executions u ON u.tenant_id = ed.tenant_id AND u.execution_id = ed.upstream_id \
+         WHERE ed.tenant_id = ? AND ed.downstream_id = ? AND ed.pass_result \
+           AND ed.state = 'satisfied'",
+    )
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(EngineError::storage("release downstream"))?;
+    if let Some(Some(input)) = passed {
+        row.input = input;
+    }
+    let now = now();
+    let before = row.lease_before();
+    let eligible_at = row.eligible_at;
+    row.make_runnable(eligible_at, "pending_first_attempt", now);
+    row.save(conn, Some(before), effects).await
+}
+
+/// A downstream whose join can no longer be satisfied ends `skipped`.
+async fn skip(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    id: ExecutionId,
+    effects: &mut Effects,
+) -> Result<()> {
+    let mut row = Exec::get(conn, tenant, id).await?;
+    if row.eligibility_state != "blocked_by_dependencies" || row.lifecycle_phase != "runnable" {
+        return Ok(());
+    }
+    let before = row.lease_before();
+    row.make_terminal("skipped", now());
+    row.save(conn, Some(before), effects).await?;
+    row.record_completion(conn, effects).await
+}
+
+async fn cancel_unfinished_upstreams(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    downstream: ExecutionId,
+    effects: &mut Effects,
+) -> Result<()> {
+    let upstreams: Vec<ExecutionId> = sqlx::query_scalar(
+        "SELECT ed.upstream_id FROM flow_edges ed \
+         JOIN executions u ON u.tenant_id = ed.tenant_id AND u.execution_id = ed.upstream_id \
+         WHERE ed.tenant_id = ? AND ed.downstream_id = ? AND ed.state = 'pending' \
+           AND u.lifecycle_phase <> 'terminal' ORDER BY ed.upstream_id",
+    )
+    .bind(tenant)
+    .bind(downstream)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(EngineError::storage("cancel siblings"))?;
+    for upstream in upstreams {
+        let mut row = Exec::get(conn, tenant, upstream).await?;
+        if !row.is_terminal() {
+            cancel_row(conn, &mut row, SIBLING_CANCELLED, effects).await?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct FlowRow {
+    flow_id: FlowId,
+    name: String,
+    tags: Json<BTreeMap<String, String>>,
+    graph_revision: i32,
+    cancelled_at: Option<Millis>,
+    created_at: Millis,
+}
+
+const FLOW_COLUMNS: &str = "flow_id, name, tags, graph_revision, cancelled_at, created_at";
+
+impl FlowRow {
+    fn summary(self, members: i64, unfinished: i64, failed: i64) -> FlowSummary {
+        let cancelled = self.cancelled_at.is_some();
+        FlowSummary {
+            flow_id: self.flow_id,
+            name: self.name,
+            tags: self.tags.0,
+            revision: self.graph_revision,
+            state: FlowState::derive(cancelled, members, unfinished, failed),
+            members,
+            unfinished,
+            failed,
+            cancelled_at: self.cancelled_at.map(at),
+            created_at: at(self.created_at),
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct MemberRow {
+    flow_key: String,
+    execution_id: ExecutionId,
+    kind: String,
+    public_state: String,
+    policy: Option<String>,
+    k: Option<i32>,
+    on_satisfied: Option<String>,
+    join_state: Option<String>,
+}
+
+impl MemberRow {
+    fn view(self) -> Result<FlowMemberView> {
+        let join = match (self.policy, self.on_satisfied) {
+            (Some(name), Some(on_satisfied)) => Some(
+                JoinPolicy::from_parts(&name, self.k, &on_satisfied)
+                    .map_err(EngineError::Corrupt)?,
+            ),
+            _ => None,
+        };
+        Ok(FlowMemberView {
+            key: self.flow_key,
+            execution_id: self.execution_id,
+            kind: self.kind,
+            state: self.public_state.parse().map_err(EngineError::Corrupt)?,
+            join,
+            join_state: self.join_state.map(|s| match s.as_str() {
+                "satisfied" => JoinState::Satisfied,
+                "impossible" => JoinState::Impossible,
+                _ => JoinState::Pending,
+            }),
+        })
+    }
+}
+
+pub(super) async fn get_flow(
+    db: &SqliteBackend,
+    tenant: TenantId,
+    flow_id: FlowId,
+) -> Result<FlowSnapshot> {
+    let mut conn = db.read("read flow").await?;
+    let flow: FlowRow = sqlx::query_as(&format!(
+        "SELECT {FLOW_COLUMNS} FROM flows WHERE tenant_id = ? AND flow_id = ?"
+    ))
+    .bind(tenant)
+    .bind(flow_id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(EngineError::storage("read flow"))?
+    .ok_or_else(|| flow_not_found(flow_id))?;
+    let members = sqlx::query_as::<_, MemberRow>(
+        "SELECT e.flow_key, e.execution_id, e.kind, e.public_state, \
+                g.policy, g.k, g.on_satisfied, g.state AS join_state \
+         FROM executions e \
+         LEFT JOIN flow_groups g ON g.tenant_id = e.tenant_id AND g.downstream_id = e.execution_id \
+         WHERE e.tenant_id = ? AND e.flow_id = ? ORDER BY e.flow_key",
+    )
+    .bind(tenant)
+    .bind(flow_id)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(EngineError::storage("read flow members"))?
+    .into_iter()
+    .map(MemberRow::view)
+    .collect::<Result<Vec<_>>>()?;
+    let count = |f: fn(PublicState) -> bool| members.iter().filter(|m| f(m.state)).count() as i64;
+    let summary = flow.summary(
+        members.len() as i64,
+        count(|s| !s.is_terminal()),
+        count(|s| matches!(s, PublicState::Failed | PublicState::Expired)),
+    );
+    let edges = sqlx::query_as::<_, (String, String, bool, String)>(
+        "SELECT u.flow_key, d.flow_key, ed.pass_result, ed.state FROM flow_edges ed \
+         JOIN executions u ON u.tenant_id = ed.tenant_id AND u.execution_id = ed.upstream_id \
+         JOIN executions d ON d.tenant_id = ed.tenant_id AND d.execution_id = ed.downstream_id \
+         WHERE ed.tenant_id = ? AND ed.flow_id = ? ORDER BY 1, 2",
+    )
+    .bind(tenant)
+    .bind(flow_id)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(EngineError::storage("read flow edges"))?
+    .into_iter()
+    .map(|(from, to, pass_result, state)| FlowEdgeView {
+        from,
+        to,
+        pass_result,
+        state: match state.as_str() {
+            "pending" => EdgeState::Pending,
+            "satisfied" => EdgeState::Satisfied,
+            _ => EdgeState::Unsatisfied,
+        },
+    })
+    .collect();
+    Ok(FlowSnapshot {
+        summary,
+        members,
+        edges,
+    })
+}
+
+pub(super) async fn list_flows(
+    db: &SqliteBackend,
+    tenant: TenantId,
+    after: Option<FlowId>,
+    limit: u32,
+) -> Result<Vec<FlowSummary>> {
+    #[derive(sqlx::FromRow)]
+    struct Listed {
+        #[sqlx(flatten)]
+        flow: FlowRow,
+        members: i64,
+        unfinished: i64,
+        failed: i64,
+    }
+    let rows: Vec<Listed> = sqlx::query_as(
+        "SELECT f.flow_id, f.name, f.tags, f.graph_revision, f.cancelled_at, f.created_at, \
+             count(e.execution_id) AS members, \
+             count(e.execution_id) FILTER (WHERE e.lifecycle_phase <> 'terminal') AS unfinished, \
+             count(e.execution_id) FILTER (WHERE e.terminal_outcome IN ('failed', 'expired')) \
+                 AS failed \
+         FROM flows f \
+         LEFT JOIN executions e ON e.tenant_id = f.tenant_id AND e.flow_id = f.flow_id \
+         WHERE f.tenant_id = ?1 AND (?2 IS NULL OR f.flow_id > ?2) \
+         GROUP BY f.tenant_id, f.flow_id ORDER BY f.flow_id LIMIT ?3",
+    )
+    .bind(tenant)
+    .bind(after)
+    .bind(i64::from(limit))
+    .fetch_all(&mut *db.read("list flows").await?)
+    .await
+    .map_err(EngineError::storage("list flows"))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| r.flow.summary(r.members, r.unfinished, r.failed))
+        .collect())
+}
+
+/// Close the flow to new members and cancel the members `policy` names,
+/// newest first (so downstreams end `cancelled`, not `skipped`).
+pub(super) async fn cancel_flow(
+    db: &SqliteBackend,
+    tenant: TenantId,
+    flow_id: FlowId,
+    policy: FlowCancelPolicy,
+    reason: &str,
+) -> Result<u64> {
+    let phases: &[&str] = match policy {
+        FlowCancelPolicy::CancelAll => &["runnable", "active", "suspended"],
+        FlowCancelPolicy::CancelPending => &["runnable"],
+        FlowCancelPolicy::FlowOnly => &[],
+    };
+    db.write("cancel flow", async |conn, effects| {
+        let found = sqlx::query(
+            "UPDATE flows SET cancelled_at = coalesce(cancelled_at, ?), \
+             cancellation_reason = coalesce(cancellation_reason, ?) \
+             WHERE tenant_id = ? AND flow_id = ?",
+        )
+        .bind(now())
+        .bind(reason)
+        .bind(tenant)
+        .bind(flow_id)
+        .execute(&mut *conn)
+        .await
+        .map_err(EngineError::storage("cancel flow"))?;
+        if found.rows_affected() == 0 {
+            return Err(flow_not_found(flow_id));
+        }
+        let members: Vec<ExecutionId> = sqlx::query_scalar(
+            "SELECT execution_id FROM executions WHERE tenant_id = ? AND flow_id = ? \
+             AND lifecycle_phase IN (SELECT value FROM json_each(?)) \
+             ORDER BY execution_id DESC",
+        )
+        .bind(tenant)
+        .bind(flow_id)
+        .bind(serde_json::to_string(phases).expect("strings serialise"))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(EngineError::storage("cancel flow"))?;
+        let mut cancelled = 0;
+        for id in members {
+            let mut row = Exec::get(conn, tenant, id).await?;
+            // An earlier cancel's cascade may have ended it already.
+            if row.is_terminal() {
+                continue;
+            }
+            cancel_row(conn, &mut row, reason, effects).await?;
+            // Resolve as each member ends, as Postgres does per statement.
+            resolve_finished(conn, effects).await?;
+            cancelled += 1;
+        }
+        Ok(cancelled)
+    })
+    .await
+}
