@@ -2,10 +2,7 @@
 
 mod cli;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use flowfabric::backend::postgres::PgBackend;
-use flowfabric::backend::Backend;
 
 #[derive(Parser)]
 #[command(
@@ -24,7 +21,8 @@ struct Cli {
 enum Command {
     /// Apply pending database migrations.
     Migrate {
-        #[arg(long, env = "DATABASE_URL")]
+        /// `postgres://…`, or `sqlite:PATH` for the embedded backend.
+        #[arg(long, env = "DATABASE_URL", default_value = cli::DEFAULT_DATABASE_URL)]
         database_url: String,
     },
     /// Serve the HTTP API with a worker pool and the scanners.
@@ -111,10 +109,7 @@ async fn main() {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Migrate { database_url } => {
-            let backend = PgBackend::connect(&database_url, 2)
-                .await
-                .context("connecting to the database")?;
-            backend.migrate().await.context("migrating")?;
+            cli::connect(&database_url, 2).await?;
             println!("migrations applied");
         }
         Command::Serve(args) => cli::serve::run(args).await?,

@@ -18,13 +18,23 @@ use super::{connect, WorkerArgs};
 
 #[derive(clap::Args)]
 pub struct Dev {
+    /// `postgres://…`, or `sqlite:PATH`; by default a fresh SQLite file of
+    /// the demo's own under `.flowfabric/`, so the demo needs no server.
     #[arg(long, env = "DATABASE_URL")]
-    database_url: String,
+    database_url: Option<String>,
     /// Where the built guests (`echo.wasm`, `testkit.wasm`) are.
     #[arg(long, default_value = "guests/target/wasm32-wasip2/release")]
     guests: PathBuf,
     #[command(flatten)]
     worker: WorkerArgs,
+}
+
+/// A new SQLite file for this run, so every demo starts from an empty store.
+fn fresh_demo_database() -> anyhow::Result<String> {
+    let dir = PathBuf::from(".flowfabric");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
+    Ok(format!("sqlite:{}/demo-{stamp}.db", dir.display()))
 }
 
 const DEMO: &[(&str, &str, u32, &str)] = &[
@@ -71,7 +81,12 @@ const DEMO: &[(&str, &str, u32, &str)] = &[
 pub async fn run(mut args: Dev) -> anyhow::Result<()> {
     args.worker.task_timeout_ms = args.worker.task_timeout_ms.min(1_000);
     args.worker.task_memory_mib = args.worker.task_memory_mib.min(64);
-    let engine = connect(&args.database_url, 20).await?;
+    let database_url = match &args.database_url {
+        Some(url) => url.clone(),
+        None => fresh_demo_database()?,
+    };
+    println!("database: {database_url}");
+    let engine = connect(&database_url, 20).await?;
     let runtime = args.worker.runtime()?;
     let tenant_name = format!("demo-{}", chrono::Utc::now().format("%H%M%S"));
     let tenant = engine.create_tenant(&tenant_name).await?.tenant_id;

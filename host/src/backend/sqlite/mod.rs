@@ -99,6 +99,14 @@ impl SqliteBackend {
     }
 
     async fn with_options(options: SqliteConnectOptions) -> Result<Self> {
+        if let Some(parent) = options.get_filename().parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent).map_err(|e| EngineError::Storage {
+                    op: "open",
+                    cause: e.into(),
+                })?;
+            }
+        }
         let options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
