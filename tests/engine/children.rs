@@ -6,8 +6,9 @@ use flowfabric::model::{
     PublicState, TimeoutBehavior,
 };
 use flowfabric::{Engine, EngineError};
+use flowfabric_tests::Store;
 
-use crate::{claim_none, claim_one, setup, task};
+use crate::{claim_none, claim_one, setup, setup_on, task};
 
 async fn state(e: &Engine, t: uuid::Uuid, id: uuid::Uuid) -> PublicState {
     e.state(t, id).await.unwrap().state
@@ -26,9 +27,8 @@ async fn wait(e: &Engine, parent: &ClaimedExecution) -> ChildrenOutcome {
         .unwrap()
 }
 
-#[tokio::test]
-async fn a_parent_waits_for_its_children_and_resumes_when_the_last_one_ends() {
-    let (db, t) = setup().await;
+async fn a_parent_waits_for_its_children_and_resumes_when_the_last_one_ends(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let parent_id = e.create(t, task("parent")).await.unwrap().execution_id;
     let parent = claim_one(e).await;
@@ -111,9 +111,8 @@ async fn a_parent_waits_for_its_children_and_resumes_when_the_last_one_ends() {
     assert_eq!(state(e, t, parent_id).await, PublicState::Completed);
 }
 
-#[tokio::test]
-async fn waiting_without_unfinished_children_returns_at_once() {
-    let (db, t) = setup().await;
+async fn waiting_without_unfinished_children_returns_at_once(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let parent_id = e.create(t, task("parent")).await.unwrap().execution_id;
     let parent = claim_one(e).await;
@@ -134,9 +133,8 @@ async fn waiting_without_unfinished_children_returns_at_once() {
     e.complete(&parent.lease, b"").await.unwrap();
 }
 
-#[tokio::test]
-async fn a_key_spawns_once_and_another_members_key_is_refused() {
-    let (db, t) = setup().await;
+async fn a_key_spawns_once_and_another_members_key_is_refused(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     e.create(t, task("parent")).await.unwrap();
     let parent = claim_one(e).await;
@@ -176,9 +174,8 @@ async fn a_key_spawns_once_and_another_members_key_is_refused() {
     );
 }
 
-#[tokio::test]
-async fn bad_children_and_stale_leases_are_refused_and_write_nothing() {
-    let (db, t) = setup().await;
+async fn bad_children_and_stale_leases_are_refused_and_write_nothing(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let id = e.create(t, task("parent")).await.unwrap().execution_id;
     let parent = claim_one(e).await;
@@ -218,9 +215,8 @@ async fn bad_children_and_stale_leases_are_refused_and_write_nothing() {
     e.complete(&reclaimed.lease, b"").await.unwrap();
 }
 
-#[tokio::test]
-async fn a_child_ended_by_an_operator_counts() {
-    let (db, t) = setup().await;
+async fn a_child_ended_by_an_operator_counts(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let parent_id = e.create(t, task("parent")).await.unwrap().execution_id;
     let parent = claim_one(e).await;
@@ -266,9 +262,8 @@ async fn a_parent_locked_when_its_last_child_ends_is_resumed_by_the_scanner() {
     assert_eq!(claim_one(e).await.lease.execution_id, parent_id);
 }
 
-#[tokio::test]
-async fn a_wait_that_times_out_fails_the_parent() {
-    let (db, t) = setup().await;
+async fn a_wait_that_times_out_fails_the_parent(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let parent_id = e.create(t, task("parent")).await.unwrap().execution_id;
     let parent = claim_one(e).await;
@@ -287,3 +282,12 @@ async fn a_wait_that_times_out_fails_the_parent() {
         "the child carries on"
     );
 }
+
+on_both_backends!(
+    a_parent_waits_for_its_children_and_resumes_when_the_last_one_ends,
+    waiting_without_unfinished_children_returns_at_once,
+    a_key_spawns_once_and_another_members_key_is_refused,
+    bad_children_and_stale_leases_are_refused_and_write_nothing,
+    a_child_ended_by_an_operator_counts,
+    a_wait_that_times_out_fails_the_parent,
+);

@@ -2,9 +2,9 @@
 //!
 //! The model is Postgres's (migration 0006): a join group per downstream
 //! with incoming edges, edges `pending` until their upstream ends. Resolution
-//! ([`resolve_finished`]) runs in the transaction that ended the upstream,
-//! called by [`SqliteBackend::write`] before it commits; skips and sibling
-//! cancels it makes end executions too, and are resolved in the same loop.
+//! ([`resolve`]) runs in the transaction that ended the upstream, called by
+//! [`super::settle`] before it commits; skips and sibling cancels it makes
+//! end executions too, and are resolved in the same loop.
 //! With one writer there are no locks to skip, so a satisfied
 //! `cancel_remaining` join cancels its unfinished upstreams at once.
 
@@ -386,49 +386,48 @@ struct Group {
     unsatisfied: i32,
 }
 
-/// Resolve the edges out of every execution the transaction ended, and what
-/// follows: satisfied downstreams become runnable (taking an upstream's
-/// result as input when an edge says so), impossible ones are skipped,
-/// satisfied `cancel_remaining` joins cancel their unfinished upstreams.
-/// Skips and cancels end executions too, so this loops until nothing more
-/// ends: a cascade is a loop, not a recursion.
-pub(super) async fn resolve_finished(
+/// Resolve the edges out of executions that just ended, and what follows:
+/// satisfied downstreams become runnable (taking an upstream's result as
+/// input when an edge says so), impossible ones are skipped, satisfied
+/// `cancel_remaining` joins cancel their unfinished upstreams. Skips and
+/// cancels end executions too; they land in `effects.finished`, for the
+/// caller's loop ([`super::settle`]): a cascade is a loop, not a recursion.
+pub(super) async fn resolve(
     conn: &mut SqliteConnection,
+    finished: &[(TenantId, ExecutionId, String)],
     effects: &mut Effects,
 ) -> Result<()> {
-    while !effects.finished.is_empty() {
-        let finished = std::mem::take(&mut effects.finished);
-        // Per downstream: (succeeded, unsatisfied) edges resolved now.
-        let mut resolved: BTreeMap<(TenantId, ExecutionId), (i32, i32)> = BTreeMap::new();
-        for (tenant, upstream, outcome) in finished {
-            let state = if outcome == "success" {
-                "satisfied"
+    // Per downstream: (succeeded, unsatisfied) edges resolved now.
+    let mut resolved: BTreeMap<(TenantId, ExecutionId), (i32, i32)> = BTreeMap::new();
+    for (tenant, upstream, outcome) in finished {
+        let (tenant, upstream) = (*tenant, *upstream);
+        let state = if outcome == "success" {
+            "satisfied"
+        } else {
+            "unsatisfied"
+        };
+        let downstreams: Vec<ExecutionId> = sqlx::query_scalar(
+            "UPDATE flow_edges SET state = ? \
+             WHERE tenant_id = ? AND upstream_id = ? AND state = 'pending' \
+             RETURNING downstream_id",
+        )
+        .bind(state)
+        .bind(tenant)
+        .bind(upstream)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(EngineError::storage("resolve edges"))?;
+        for downstream in downstreams {
+            let counts = resolved.entry((tenant, downstream)).or_default();
+            if state == "satisfied" {
+                counts.0 += 1;
             } else {
-                "unsatisfied"
-            };
-            let downstreams: Vec<ExecutionId> = sqlx::query_scalar(
-                "UPDATE flow_edges SET state = ? \
-                 WHERE tenant_id = ? AND upstream_id = ? AND state = 'pending' \
-                 RETURNING downstream_id",
-            )
-            .bind(state)
-            .bind(tenant)
-            .bind(upstream)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(EngineError::storage("resolve edges"))?;
-            for downstream in downstreams {
-                let counts = resolved.entry((tenant, downstream)).or_default();
-                if state == "satisfied" {
-                    counts.0 += 1;
-                } else {
-                    counts.1 += 1;
-                }
+                counts.1 += 1;
             }
         }
-        for ((tenant, downstream), (ok, bad)) in resolved {
-            resolve_group(conn, tenant, downstream, ok, bad, effects).await?;
-        }
+    }
+    for ((tenant, downstream), (ok, bad)) in resolved {
+        resolve_group(conn, tenant, downstream, ok, bad, effects).await?;
     }
     Ok(())
 }
@@ -782,7 +781,7 @@ pub(super) async fn cancel_flow(
             }
             cancel_row(conn, &mut row, reason, effects).await?;
             // Resolve as each member ends, as Postgres does per statement.
-            resolve_finished(conn, effects).await?;
+            super::settle(conn, effects).await?;
             cancelled += 1;
         }
         Ok(cancelled)

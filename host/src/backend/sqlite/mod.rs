@@ -2,11 +2,11 @@
 //! database server.
 //!
 //! Layout: `record` (the execution row, its derived columns and lease
-//! events), `catalog` (tenants, API keys, components), `flows` (graph
-//! changes and edge resolution), `ingress` (create,
+//! events), `catalog` (tenants, API keys, components), `ingress` (create,
 //! read, operator ops), `lease` (claim and the fenced worker ops), `output`
 //! (frames, progress, event streams), `suspension` (waitpoints, signals,
-//! resume), `scan` (the scanner passes).
+//! resume), `flows` (graph changes, edge resolution), `children` (spawn,
+//! wait, wake), `scan` (the scanner passes).
 //!
 //! Where Postgres needs care for concurrency, SQLite has none to give: it
 //! allows one writer at a time. So every write runs in a transaction on one
@@ -17,11 +17,11 @@
 //! leases, execution updates, event streams) are in-process channels, fired
 //! after the transaction commits.
 //!
-//! Not yet supported here (each returns [`EngineError::Unsupported`]):
-//! children and budgets. Until they land, the
-//! scanners that serve them have nothing to do.
+//! Not yet supported here: budgets (each budget operation returns
+//! [`EngineError::Unsupported`]).
 
 mod catalog;
+mod children;
 mod flows;
 mod ingress;
 mod lease;
@@ -138,10 +138,9 @@ impl SqliteBackend {
     /// Run `body` as one write transaction; its effects are announced after
     /// it commits. An error rolls everything back.
     ///
-    /// What the Postgres completion trigger does happens here: before the
-    /// commit, the flow edges out of every execution the body ended are
-    /// resolved (which may end more, resolved in turn), so no path that ends
-    /// an execution can leave its dependants waiting.
+    /// What the Postgres completion trigger does happens here ([`settle`]),
+    /// before the commit, so no path that ends an execution can leave its
+    /// dependants waiting.
     pub(super) async fn write<T>(
         &self,
         op: &'static str,
@@ -154,9 +153,7 @@ impl SqliteBackend {
             .map_err(EngineError::storage(op))?;
         let mut effects = Effects::default();
         let outcome = match body(&mut tx, &mut effects).await {
-            Ok(value) => flows::resolve_finished(&mut tx, &mut effects)
-                .await
-                .map(|()| value),
+            Ok(value) => settle(&mut tx, &mut effects).await.map(|()| value),
             Err(e) => Err(e),
         };
         match outcome {
@@ -200,6 +197,18 @@ impl SqliteBackend {
             let _ = self.events.send(tenant);
         }
     }
+}
+
+/// Everything that waits on the executions this transaction ended: parents
+/// waiting for their last child resume, flow edges resolve. That may end more
+/// executions (skips, sibling cancels), settled in turn until nothing more ends.
+pub(super) async fn settle(conn: &mut SqliteConnection, effects: &mut Effects) -> Result<()> {
+    while !effects.finished.is_empty() {
+        let finished = std::mem::take(&mut effects.finished);
+        children::wake_parents(conn, &finished, effects).await?;
+        flows::resolve(conn, &finished, effects).await?;
+    }
+    Ok(())
 }
 
 fn unsupported<T>(op: &'static str) -> Result<T> {
@@ -477,20 +486,20 @@ impl Backend for SqliteBackend {
 
     async fn spawn_child(
         &self,
-        _lease: &LeaseHandle,
-        _child: &NewExecution,
-        _key: &str,
-        _max_queued: Option<u32>,
+        lease: &LeaseHandle,
+        child: &NewExecution,
+        key: &str,
+        max_queued: Option<u32>,
     ) -> Result<SpawnedChild> {
-        unsupported("spawn child")
+        children::spawn_child(self, lease, child, key, max_queued).await
     }
     async fn wait_children(
         &self,
-        _lease: &LeaseHandle,
-        _timeout: Option<Duration>,
-        _on_timeout: TimeoutBehavior,
+        lease: &LeaseHandle,
+        timeout: Option<Duration>,
+        on_timeout: TimeoutBehavior,
     ) -> Result<ChildrenOutcome> {
-        unsupported("wait for children")
+        children::wait_children(self, lease, timeout, on_timeout).await
     }
 
     async fn create_flow(
@@ -563,12 +572,17 @@ impl Backend for SqliteBackend {
     async fn time_out_suspensions(&self, limit: u32) -> Result<u64> {
         suspension::time_out_suspensions(self, limit).await
     }
+    // One writer means no row is ever locked by another transaction: a
+    // satisfied `cancel_remaining` join cancels its upstreams, and a child's
+    // end resumes its waiting parent, in the same transaction. Neither is
+    // ever left over for these passes.
     async fn cancel_pending_siblings(&self, _limit: u32) -> Result<u64> {
         Ok(0)
     }
     async fn wake_waiting_parents(&self, _limit: u32) -> Result<u64> {
         Ok(0)
     }
+    // Budgets are not supported on this backend yet, so none is ever due.
     async fn reset_due_budgets(&self, _limit: u32) -> Result<u64> {
         Ok(0)
     }

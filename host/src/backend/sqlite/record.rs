@@ -133,6 +133,22 @@ impl Exec {
             .ok_or_else(|| not_found(id))
     }
 
+    /// The executions `parent` spawned, in spawn order.
+    pub async fn children(
+        conn: &mut SqliteConnection,
+        tenant: TenantId,
+        parent: ExecutionId,
+    ) -> Result<Vec<Exec>> {
+        sqlx::query_as(&Self::select_sql(
+            "tenant_id = ? AND parent_id = ? ORDER BY execution_id",
+        ))
+        .bind(tenant)
+        .bind(parent)
+        .fetch_all(conn)
+        .await
+        .map_err(EngineError::storage("read children"))
+    }
+
     /// `SELECT` of every column for rows matching `clause` (a `WHERE` body,
     /// with any `ORDER BY` and `LIMIT`), for `sqlx::query_as`.
     pub fn select_sql(clause: &str) -> String {
@@ -192,6 +208,14 @@ impl Exec {
         self.attempt_state = attempt_state.into();
         self.eligible_at = eligible_at.max(now);
         self.updated_at = now;
+    }
+
+    /// A suspended execution runnable again, due now, on its suspended
+    /// attempt (its next claim continues that attempt under a new epoch).
+    pub fn resume(&mut self, now: Millis) {
+        self.make_runnable(now, "pending_resume_attempt", now);
+        self.suspension = None;
+        self.suspension_timeout_at = None;
     }
 
     /// End the execution with `outcome` (`success`, `failed`, `cancelled`, …).

@@ -290,11 +290,8 @@ pub(super) async fn resume_row(
     effects: &mut Effects,
 ) -> Result<()> {
     consume_and_close(conn, row.tenant_id, row.execution_id, row.suspension_seq).await?;
-    let now = now();
     let before = row.lease_before();
-    row.make_runnable(now, "pending_resume_attempt", now);
-    row.suspension = None;
-    row.suspension_timeout_at = None;
+    row.resume(now());
     row.save(conn, Some(before), effects).await
 }
 

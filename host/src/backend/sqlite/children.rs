@@ -1,0 +1,232 @@
+//! Child executions: spawning into the parent's flow, waiting for them, and
+//! resuming the parent when the last one ends.
+//!
+//! As on Postgres (migration 0008), a parent waiting on children is
+//! suspended with blocking reason `waiting_for_children`, and the transaction
+//! that ends its last child resumes it ([`wake_parents`], called by
+//! [`super::settle`]), so every way a child can end counts. With one writer a
+//! parent is never locked by another transaction, so none is left for the
+//! wake-parents scanner.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use sqlx::SqliteConnection;
+use uuid::Uuid;
+
+use super::ingress::{create_one, Placement};
+use super::record::Exec;
+use super::suspension::{held, record_suspension};
+use super::time::now;
+use super::{Effects, SqliteBackend};
+use crate::error::{EngineError, Result};
+use crate::model::{
+    ChildOutcome, ChildrenOutcome, ExecutionId, LeaseHandle, NewExecution, PublicState,
+    ResumeCondition, SpawnedChild, Suspension, TenantId, TimeoutBehavior,
+};
+
+/// The key a spawning parent has in the flow created for it.
+const ROOT_KEY: &str = "root";
+
+pub(super) async fn spawn_child(
+    db: &SqliteBackend,
+    lease: &LeaseHandle,
+    child: &NewExecution,
+    key: &str,
+    max_queued: Option<u32>,
+) -> Result<SpawnedChild> {
+    db.write("spawn child", async |conn, effects| {
+        let mut parent = held(conn, lease).await?;
+        let tenant = lease.tenant_id;
+        let flow_id = match parent.flow_id {
+            Some(flow_id) => flow_id,
+            None => {
+                let flow_id = Uuid::now_v7();
+                sqlx::query(
+                    "INSERT INTO flows (tenant_id, flow_id, name, tags, created_at) \
+                     VALUES (?, ?, ?, '{}', ?)",
+                )
+                .bind(tenant)
+                .bind(flow_id)
+                .bind(format!("children of {}", lease.execution_id))
+                .bind(now())
+                .execute(&mut *conn)
+                .await
+                .map_err(EngineError::storage("spawn child"))?;
+                let before = parent.lease_before();
+                parent.flow_id = Some(flow_id);
+                parent.flow_key = Some(ROOT_KEY.into());
+                parent.save(conn, Some(before), effects).await?;
+                flow_id
+            }
+        };
+        let cancelled: Option<i64> = sqlx::query_scalar(
+            "SELECT cancelled_at FROM flows WHERE tenant_id = ? AND flow_id = ?",
+        )
+        .bind(tenant)
+        .bind(flow_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(EngineError::storage("spawn child"))?
+        .ok_or_else(|| EngineError::NotFound {
+            what: "flow",
+            id: flow_id.to_string(),
+        })?;
+        if cancelled.is_some() {
+            return Err(EngineError::graph(
+                "flow_cancelled",
+                format!("flow {flow_id} was cancelled: it takes no new children"),
+            ));
+        }
+        let existing: Option<(ExecutionId, Option<ExecutionId>)> = sqlx::query_as(
+            "SELECT execution_id, parent_id FROM executions \
+             WHERE tenant_id = ? AND flow_id = ? AND flow_key = ?",
+        )
+        .bind(tenant)
+        .bind(flow_id)
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(EngineError::storage("spawn child"))?;
+        if let Some((execution_id, spawned_by)) = existing {
+            return if spawned_by == Some(lease.execution_id) {
+                Ok(SpawnedChild {
+                    execution_id,
+                    created: false,
+                })
+            } else {
+                Err(EngineError::graph(
+                    "member_exists",
+                    format!(
+                        "the flow already has a member `{key}` that this execution did not spawn"
+                    ),
+                ))
+            };
+        }
+        if let Some(limit) = max_queued {
+            super::ingress::admit(conn, tenant, 1, limit).await?;
+        }
+        let placement = Placement {
+            flow_id,
+            key,
+            blocked: false,
+            parent: Some(lease.execution_id),
+        };
+        let created = create_one(conn, tenant, child, Some(placement), effects).await?;
+        sqlx::query(
+            "UPDATE flows SET graph_revision = graph_revision + 1 \
+             WHERE tenant_id = ? AND flow_id = ?",
+        )
+        .bind(tenant)
+        .bind(flow_id)
+        .execute(conn)
+        .await
+        .map_err(EngineError::storage("spawn child"))?;
+        Ok(SpawnedChild {
+            execution_id: created.execution_id,
+            created: true,
+        })
+    })
+    .await
+}
+
+/// The lease's children if all have ended; otherwise suspend the parent
+/// until the last one does.
+pub(super) async fn wait_children(
+    db: &SqliteBackend,
+    lease: &LeaseHandle,
+    timeout: Option<Duration>,
+    on_timeout: TimeoutBehavior,
+) -> Result<ChildrenOutcome> {
+    db.write("wait children", async |conn, effects| {
+        let mut parent = held(conn, lease).await?;
+        let children = Exec::children(conn, lease.tenant_id, lease.execution_id).await?;
+        if children.iter().all(Exec::is_terminal) {
+            return Ok(ChildrenOutcome::Done(
+                children.iter().map(outcome).collect::<Result<_>>()?,
+            ));
+        }
+        let suspension = Suspension {
+            condition: ResumeCondition::Children,
+            on_timeout,
+        };
+        record_suspension(
+            conn,
+            &mut parent,
+            &suspension,
+            timeout,
+            "waiting_for_children",
+            effects,
+        )
+        .await?;
+        Ok(ChildrenOutcome::Suspended)
+    })
+    .await
+}
+
+fn outcome(child: &Exec) -> Result<ChildOutcome> {
+    let state = child.derived_public_state();
+    Ok(ChildOutcome {
+        execution_id: child.execution_id,
+        key: child.flow_key.clone().unwrap_or_default(),
+        kind: child.kind.clone(),
+        result: child.result.clone(),
+        error: match state {
+            PublicState::Completed => None,
+            _ => child
+                .last_failure
+                .as_ref()
+                .map(|f| f.message.clone())
+                .or_else(|| child.cancellation_reason.clone()),
+        },
+        state,
+    })
+}
+
+/// Resume the parents of `finished` executions that wait on children and
+/// have none left unfinished.
+pub(super) async fn wake_parents(
+    conn: &mut SqliteConnection,
+    finished: &[(TenantId, ExecutionId, String)],
+    effects: &mut Effects,
+) -> Result<()> {
+    let mut parents = BTreeSet::new();
+    for (tenant, id, _) in finished {
+        let parent: Option<Option<ExecutionId>> = sqlx::query_scalar(
+            "SELECT parent_id FROM executions WHERE tenant_id = ? AND execution_id = ?",
+        )
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(EngineError::storage("wake parents"))?;
+        if let Some(Some(parent)) = parent {
+            parents.insert((*tenant, parent));
+        }
+    }
+    for (tenant, id) in parents {
+        let Some(mut parent) = Exec::load(conn, tenant, id).await? else {
+            continue;
+        };
+        let waiting = parent.lifecycle_phase == "suspended"
+            && parent.blocking_reason.as_deref() == Some("waiting_for_children");
+        if !waiting {
+            continue;
+        }
+        let unfinished: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM executions WHERE tenant_id = ? AND parent_id = ? \
+             AND lifecycle_phase <> 'terminal')",
+        )
+        .bind(tenant)
+        .bind(id)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(EngineError::storage("wake parents"))?;
+        if !unfinished {
+            let before = parent.lease_before();
+            parent.resume(now());
+            parent.save(conn, Some(before), effects).await?;
+        }
+    }
+    Ok(())
+}
