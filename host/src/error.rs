@@ -90,14 +90,6 @@ pub enum EngineError {
 
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
-
-    /// The storage backend in use does not offer this operation (the
-    /// embedded SQLite backend does not yet do everything Postgres does).
-    #[error("{op} is not supported by the {backend} backend; run with Postgres for it")]
-    Unsupported {
-        op: &'static str,
-        backend: &'static str,
-    },
 }
 
 impl EngineError {
@@ -137,7 +129,6 @@ impl EngineError {
             Self::Runtime(_) => "runtime",
             Self::Storage { .. } => "storage",
             Self::Corrupt(_) => "corrupt",
-            Self::Unsupported { .. } => "unsupported",
         }
     }
 

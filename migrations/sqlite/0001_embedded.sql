@@ -116,6 +116,9 @@ CREATE INDEX executions_deadline_idx ON executions (deadline_at)
 -- A member's key is unique within its flow.
 CREATE UNIQUE INDEX executions_flow_key_idx ON executions (tenant_id, flow_id, flow_key)
     WHERE flow_id IS NOT NULL;
+-- A budget reset finds the tenant's blocked executions.
+CREATE INDEX executions_budget_blocked_idx ON executions (tenant_id, execution_id)
+    WHERE eligibility_state = 'blocked_by_budget';
 -- Listing by state, and the backlog count of `max_queued`.
 CREATE INDEX executions_state_idx ON executions (tenant_id, public_state, execution_id);
 
@@ -132,6 +135,8 @@ CREATE TABLE attempts (
     failure         TEXT,
     started_at      INTEGER NOT NULL,
     ended_at        INTEGER,
+    -- Usage reported by the attempt, per dimension (applied reports only).
+    usage           TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (tenant_id, execution_id, attempt_index),
     FOREIGN KEY (tenant_id, execution_id) REFERENCES executions (tenant_id, execution_id)
         ON DELETE CASCADE
@@ -212,6 +217,53 @@ CREATE TABLE flow_edges (
 ) STRICT;
 CREATE INDEX flow_edges_downstream_idx ON flow_edges (tenant_id, downstream_id);
 CREATE INDEX flow_edges_flow_idx ON flow_edges (tenant_id, flow_id);
+
+-- Budgets: limits on the usage guests report, per tenant, flow, execution or
+-- lane, checked and applied in the transaction of the report.
+CREATE TABLE budgets (
+    tenant_id          BLOB NOT NULL REFERENCES tenants (tenant_id),
+    budget_id          BLOB NOT NULL,
+    name               TEXT NOT NULL,
+    scope              TEXT NOT NULL CHECK (scope IN ('tenant', 'flow', 'execution', 'lane')),
+    -- The flow or execution id, or the lane name; '' for the tenant.
+    scope_key          TEXT NOT NULL,
+    on_hard_limit      TEXT NOT NULL CHECK (on_hard_limit IN ('fail', 'suspend')),
+    reset_interval_ms  INTEGER CHECK (reset_interval_ms > 0),
+    next_reset_at      INTEGER,
+    created_at         INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, budget_id)
+) STRICT;
+CREATE INDEX budgets_scope_idx ON budgets (tenant_id, scope, scope_key);
+CREATE INDEX budgets_reset_idx ON budgets (next_reset_at) WHERE next_reset_at IS NOT NULL;
+
+CREATE TABLE budget_dimensions (
+    tenant_id   BLOB NOT NULL,
+    budget_id   BLOB NOT NULL,
+    dimension   TEXT NOT NULL,
+    soft_limit  INTEGER CHECK (soft_limit >= 0),
+    hard_limit  INTEGER CHECK (hard_limit >= 0),
+    used        INTEGER NOT NULL DEFAULT 0,
+    -- The hard limit was reached or a report refused for crossing it: claims
+    -- block what the budget covers until it is reset.
+    exhausted   INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant_id, budget_id, dimension),
+    FOREIGN KEY (tenant_id, budget_id) REFERENCES budgets (tenant_id, budget_id)
+        ON DELETE CASCADE,
+    CHECK (soft_limit IS NOT NULL OR hard_limit IS NOT NULL)
+) STRICT;
+CREATE INDEX budget_dimensions_exhausted_idx ON budget_dimensions (tenant_id, budget_id)
+    WHERE exhausted;
+
+-- Reports already applied, by the guest's dedup key.
+CREATE TABLE usage_reports (
+    tenant_id     BLOB NOT NULL,
+    execution_id  BLOB NOT NULL,
+    dedup_key     TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, execution_id, dedup_key),
+    FOREIGN KEY (tenant_id, execution_id) REFERENCES executions (tenant_id, execution_id)
+        ON DELETE CASCADE
+) STRICT;
 
 CREATE TABLE idempotency_keys (
     tenant_id     BLOB NOT NULL,

@@ -613,23 +613,3 @@ on_both_backends!(
     components_list_versions_and_deprecate,
     completion_events_by_cursor_and_live,
 );
-
-/// What the embedded backend does not do yet is refused with a typed error,
-/// not half done: 501 with kind `unsupported`, and nothing is written.
-#[tokio::test]
-async fn the_embedded_backend_refuses_what_it_does_not_support() {
-    let (server, tenant) = setup_on(flowfabric_tests::Store::Sqlite).await;
-    let (status, listed) = server.call(&tenant, Method::GET, "/v1/flows", None).await;
-    assert_eq!(status, 501, "{listed}");
-    assert_eq!(listed["kind"], "unsupported");
-    assert!(
-        listed["error"].as_str().unwrap().contains("sqlite"),
-        "{listed}"
-    );
-    let (status, budgets) = server.call(&tenant, Method::GET, "/v1/budgets", None).await;
-    assert_eq!((status, &budgets["kind"]), (501, &json!("unsupported")));
-    let (_, executions) = server
-        .call(&tenant, Method::GET, "/v1/executions", None)
-        .await;
-    assert_eq!(executions["items"].as_array().map(Vec::len), Some(0));
-}

@@ -6,8 +6,9 @@ use flowfabric::model::{
     UsageOutcome,
 };
 use flowfabric::{Engine, EngineError};
+use flowfabric_tests::Store;
 
-use crate::{claim_one, setup, task};
+use crate::{claim_one, setup_on, task};
 
 fn budget(scope: BudgetScope, soft: Option<u64>, hard: Option<u64>) -> NewBudget {
     NewBudget {
@@ -27,9 +28,8 @@ async fn used(e: &Engine, t: uuid::Uuid, id: uuid::Uuid) -> u64 {
     e.get_budget(t, id).await.unwrap().dimensions[0].used
 }
 
-#[tokio::test]
-async fn budget_report_and_breach() {
-    let (db, t) = setup().await;
+async fn budget_report_and_breach(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let b = e
         .create_budget(t, budget(BudgetScope::Tenant, Some(10), Some(20)))
@@ -89,18 +89,12 @@ async fn budget_report_and_breach() {
         "{stale:?}"
     );
 
-    let usage: serde_json::Value =
-        sqlx::query_scalar("SELECT usage FROM attempts WHERE execution_id = $1")
-            .bind(id)
-            .fetch_one(db.pg())
-            .await
-            .unwrap();
+    let usage = db.attempt_usage(id).await;
     assert_eq!(usage, serde_json::json!({ "tokens": 12, "calls": 1000 }));
 }
 
-#[tokio::test]
-async fn a_hard_limit_can_suspend_until_the_budget_is_reset() {
-    let (db, t) = setup().await;
+async fn a_hard_limit_can_suspend_until_the_budget_is_reset(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let id = e.create(t, task("a")).await.unwrap().execution_id;
     let mut new = budget(BudgetScope::Execution { execution_id: id }, None, Some(3));
@@ -115,13 +109,7 @@ async fn a_hard_limit_can_suspend_until_the_budget_is_reset() {
         })
     ));
     assert_eq!(e.state(t, id).await.unwrap().state, PublicState::Suspended);
-    let reason: String =
-        sqlx::query_scalar("SELECT blocking_reason FROM executions WHERE execution_id = $1")
-            .bind(id)
-            .fetch_one(db.pg())
-            .await
-            .unwrap();
-    assert_eq!(reason, "waiting_for_budget");
+    assert_eq!(db.blocking_reason(id).await, "waiting_for_budget");
 
     let reset = e.reset_budget(t, b.budget_id).await.unwrap();
     assert_eq!(reset.dimensions[0].used, 0);
@@ -135,9 +123,8 @@ async fn a_hard_limit_can_suspend_until_the_budget_is_reset() {
     );
 }
 
-#[tokio::test]
-async fn budgets_count_only_what_their_scope_covers() {
-    let (db, t) = setup().await;
+async fn budgets_count_only_what_their_scope_covers(store: Store) {
+    let (db, t) = setup_on(store).await;
     let other = db.tenant("other").await;
     let e = &db.engine;
     // Another tenant's tenant-wide budget and a lane nobody runs in.
@@ -170,9 +157,8 @@ async fn budgets_count_only_what_their_scope_covers() {
     assert_eq!(e.list_budgets(other).await.unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn bad_budgets_are_refused_and_write_nothing() {
-    let (db, t) = setup().await;
+async fn bad_budgets_are_refused_and_write_nothing(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let mut twice = budget(BudgetScope::Tenant, Some(1), None);
     twice.dimensions.push(twice.dimensions[0].clone());
@@ -204,9 +190,8 @@ async fn bad_budgets_are_refused_and_write_nothing() {
     assert_eq!(db.count("budget_dimensions").await, 0);
 }
 
-#[tokio::test]
-async fn budget_reset_on_its_interval() {
-    let (db, t) = setup().await;
+async fn budget_reset_on_its_interval(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let mut new = budget(BudgetScope::Tenant, None, Some(10));
     new.reset_interval_ms = Some(60_000);
@@ -215,10 +200,7 @@ async fn budget_reset_on_its_interval() {
     let c = claim_one(e).await;
     e.report_usage(&c.lease, "tokens", 7, None).await.unwrap();
     assert_eq!(e.backend().reset_due_budgets(100).await.unwrap(), 0);
-    sqlx::query("UPDATE budgets SET next_reset_at = now() - interval '1 second'")
-        .execute(db.pg())
-        .await
-        .unwrap();
+    db.make_budget_resets_due().await;
     assert_eq!(e.backend().reset_due_budgets(100).await.unwrap(), 1);
     let after = e.get_budget(t, b.budget_id).await.unwrap();
     assert_eq!(after.dimensions[0].used, 0);
@@ -229,9 +211,8 @@ async fn budget_reset_on_its_interval() {
 /// Reference scenario `block_and_unblock`: once a budget is exhausted, claims
 /// stop starting what it covers (it shows `rate_limited`) but start the rest;
 /// a reset makes the blocked work claimable again.
-#[tokio::test]
-async fn block_and_unblock() {
-    let (db, t) = setup().await;
+async fn block_and_unblock(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let lane = |lane: &str, input: &str| {
         let mut new = task(input);
@@ -310,9 +291,8 @@ async fn block_and_unblock() {
 
 /// A refused report exhausts its budget too: the next execution it covers is
 /// blocked at claim instead of being started only to breach again.
-#[tokio::test]
-async fn a_refused_report_blocks_later_claims() {
-    let (db, t) = setup().await;
+async fn a_refused_report_blocks_later_claims(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let b = e
         .create_budget(t, budget(BudgetScope::Tenant, None, Some(10)))
@@ -336,3 +316,13 @@ async fn a_refused_report_blocks_later_claims() {
         PublicState::RateLimited
     );
 }
+
+on_both_backends!(
+    budget_report_and_breach,
+    a_hard_limit_can_suspend_until_the_budget_is_reset,
+    budgets_count_only_what_their_scope_covers,
+    bad_budgets_are_refused_and_write_nothing,
+    budget_reset_on_its_interval,
+    block_and_unblock,
+    a_refused_report_blocks_later_claims,
+);

@@ -203,6 +203,51 @@ impl TestDb {
         .expect("test statement");
     }
 
+    /// One text value the test reads for itself, in the dialect of its store.
+    async fn read_text(&self, postgres: &str, sqlite: &str, id: uuid::Uuid) -> String {
+        match &self.store {
+            Stored::Postgres { pool, .. } => {
+                sqlx::query_scalar(postgres).bind(id).fetch_one(pool).await
+            }
+            Stored::Sqlite { pool, .. } => {
+                sqlx::query_scalar(sqlite).bind(id).fetch_one(pool).await
+            }
+        }
+        .expect("test read")
+    }
+
+    /// Why a non-running execution waits (`waiting_for_budget`…).
+    pub async fn blocking_reason(&self, execution: uuid::Uuid) -> String {
+        self.read_text(
+            "SELECT blocking_reason FROM executions WHERE execution_id = $1",
+            "SELECT blocking_reason FROM executions WHERE execution_id = ?",
+            execution,
+        )
+        .await
+    }
+
+    /// The usage the execution's first attempt reported, per dimension.
+    pub async fn attempt_usage(&self, execution: uuid::Uuid) -> serde_json::Value {
+        let text = self
+            .read_text(
+                "SELECT usage::text FROM attempts WHERE execution_id = $1 AND attempt_index = 1",
+                "SELECT usage FROM attempts WHERE execution_id = ? AND attempt_index = 1",
+                execution,
+            )
+            .await;
+        serde_json::from_str(&text).expect("usage is JSON")
+    }
+
+    /// Make every budget's interval reset due now.
+    pub async fn make_budget_resets_due(&self) {
+        self.poke(
+            "UPDATE budgets SET next_reset_at = now() - interval '1 second'",
+            "UPDATE budgets SET next_reset_at = next_reset_at - 3600000",
+            None,
+        )
+        .await;
+    }
+
     /// Make every suspension's timeout due now.
     pub async fn expire_suspension_timeouts(&self) {
         self.poke(

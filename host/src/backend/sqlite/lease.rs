@@ -14,6 +14,7 @@ use sqlx::types::Json;
 use sqlx::SqliteConnection;
 use uuid::Uuid;
 
+use super::budgets;
 use super::ingress::end_attempt;
 use super::record::{not_found, Exec};
 use super::time::{after, after_ms, at, millis_of, now, Millis};
@@ -244,7 +245,8 @@ pub(super) async fn fail_row(
 /// tenants: each tenant's best candidates (priority, then age) within its
 /// room under `max_running` and the start-rate quota; the first of every
 /// tenant goes before the second of any, in a fresh random tenant order per
-/// claim, so no tenant is always served first.
+/// claim, so no tenant is always served first. A candidate an exhausted
+/// budget covers is blocked instead of started.
 #[tracing::instrument(skip_all, fields(worker = %request.worker_id, limit = request.limit))]
 pub(super) async fn claim(
     db: &SqliteBackend,
@@ -263,24 +265,34 @@ pub(super) async fn claim(
             }
             let candidates = candidates(conn, tenant, request, room).await?;
             if !candidates.is_empty() {
-                queues.push((candidates.into_iter(), TaskCeilings::from(&limits)));
+                let exhausted = budgets::any_exhausted(conn, tenant).await?;
+                queues.push((
+                    candidates.into_iter(),
+                    TaskCeilings::from(&limits),
+                    exhausted,
+                ));
             }
         }
         queues.shuffle(&mut rand::rng());
         let mut claimed = Vec::new();
-        while claimed.len() < request.limit as usize {
-            let before = claimed.len();
-            for (queue, ceilings) in &mut queues {
+        let mut progressed = true;
+        while progressed && claimed.len() < request.limit as usize {
+            progressed = false;
+            for (queue, ceilings, exhausted) in &mut queues {
                 if claimed.len() == request.limit as usize {
                     break;
                 }
-                if let Some(mut row) = queue.next() {
-                    claimed
-                        .push(lease_row(conn, &mut row, request, *ceilings, now, effects).await?);
+                let Some(mut row) = queue.next() else {
+                    continue;
+                };
+                progressed = true;
+                // Budget admission: what an exhausted budget covers is not
+                // started but blocked, so the next claim looks past it.
+                if *exhausted && budgets::over_budget(conn, &row).await? {
+                    budgets::block(conn, &mut row, effects).await?;
+                    continue;
                 }
-            }
-            if claimed.len() == before {
-                break;
+                claimed.push(lease_row(conn, &mut row, request, *ceilings, now, effects).await?);
             }
         }
         tracing::debug!(claimed = claimed.len(), "claim");

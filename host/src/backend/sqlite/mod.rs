@@ -6,7 +6,8 @@
 //! read, operator ops), `lease` (claim and the fenced worker ops), `output`
 //! (frames, progress, event streams), `suspension` (waitpoints, signals,
 //! resume), `flows` (graph changes, edge resolution), `children` (spawn,
-//! wait, wake), `scan` (the scanner passes).
+//! wait, wake), `budgets` (limits, usage reports, resets, claim admission),
+//! `scan` (the scanner passes).
 //!
 //! Where Postgres needs care for concurrency, SQLite has none to give: it
 //! allows one writer at a time. So every write runs in a transaction on one
@@ -17,9 +18,10 @@
 //! leases, execution updates, event streams) are in-process channels, fired
 //! after the transaction commits.
 //!
-//! Not yet supported here: budgets (each budget operation returns
-//! [`EngineError::Unsupported`]).
+//! Every operation of the trait is supported; the differences from Postgres
+//! are in the README's table.
 
+mod budgets;
 mod catalog;
 mod children;
 mod flows;
@@ -55,8 +57,6 @@ use crate::model::{
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
-
-const NAME: &str = "sqlite";
 
 /// Readers run alongside the writer; more than a few buys nothing on a file.
 const READERS: u32 = 4;
@@ -209,10 +209,6 @@ pub(super) async fn settle(conn: &mut SqliteConnection, effects: &mut Effects) -
         flows::resolve(conn, &finished, effects).await?;
     }
     Ok(())
-}
-
-fn unsupported<T>(op: &'static str) -> Result<T> {
-    Err(EngineError::Unsupported { op, backend: NAME })
 }
 
 #[async_trait]
@@ -462,26 +458,26 @@ impl Backend for SqliteBackend {
         suspension::list_waitpoints(self, tenant, id).await
     }
 
-    async fn create_budget(&self, _tenant: TenantId, _budget: &NewBudget) -> Result<Budget> {
-        unsupported("create budget")
+    async fn create_budget(&self, tenant: TenantId, budget: &NewBudget) -> Result<Budget> {
+        budgets::create_budget(self, tenant, budget).await
     }
-    async fn get_budget(&self, _tenant: TenantId, _id: BudgetId) -> Result<Budget> {
-        unsupported("get budget")
+    async fn get_budget(&self, tenant: TenantId, id: BudgetId) -> Result<Budget> {
+        budgets::get_budget(self, tenant, id).await
     }
-    async fn list_budgets(&self, _tenant: TenantId) -> Result<Vec<Budget>> {
-        unsupported("list budgets")
+    async fn list_budgets(&self, tenant: TenantId) -> Result<Vec<Budget>> {
+        budgets::list_budgets(self, tenant).await
     }
-    async fn reset_budget(&self, _tenant: TenantId, _id: BudgetId) -> Result<Budget> {
-        unsupported("reset budget")
+    async fn reset_budget(&self, tenant: TenantId, id: BudgetId) -> Result<Budget> {
+        budgets::reset_budget(self, tenant, id).await
     }
     async fn report_usage(
         &self,
-        _lease: &LeaseHandle,
-        _dimension: &str,
-        _delta: u64,
-        _dedup_key: Option<&str>,
+        lease: &LeaseHandle,
+        dimension: &str,
+        delta: u64,
+        dedup_key: Option<&str>,
     ) -> Result<UsageOutcome> {
-        unsupported("report usage")
+        budgets::report_usage(self, lease, dimension, delta, dedup_key).await
     }
 
     async fn spawn_child(
@@ -566,9 +562,6 @@ impl Backend for SqliteBackend {
     async fn expire_past_deadline(&self, limit: u32) -> Result<u64> {
         scan::expire_past_deadline(self, limit).await
     }
-    // Joins, parents waiting on children and budgets cannot
-    // exist on this backend yet (their operations are unsupported), so these
-    // passes have nothing to do.
     async fn time_out_suspensions(&self, limit: u32) -> Result<u64> {
         suspension::time_out_suspensions(self, limit).await
     }
@@ -582,9 +575,8 @@ impl Backend for SqliteBackend {
     async fn wake_waiting_parents(&self, _limit: u32) -> Result<u64> {
         Ok(0)
     }
-    // Budgets are not supported on this backend yet, so none is ever due.
-    async fn reset_due_budgets(&self, _limit: u32) -> Result<u64> {
-        Ok(0)
+    async fn reset_due_budgets(&self, limit: u32) -> Result<u64> {
+        budgets::reset_due_budgets(self, limit).await
     }
     async fn prune_events(&self, retention: Duration, limit: u32) -> Result<u64> {
         scan::prune_events(self, retention, limit).await

@@ -133,6 +133,20 @@ impl Exec {
             .ok_or_else(|| not_found(id))
     }
 
+    /// The tenant's rows matching `clause` (its first parameter is the tenant).
+    pub async fn fetch(
+        conn: &mut SqliteConnection,
+        clause: &str,
+        tenant: TenantId,
+        op: &'static str,
+    ) -> Result<Vec<Exec>> {
+        sqlx::query_as(&Self::select_sql(clause))
+            .bind(tenant)
+            .fetch_all(conn)
+            .await
+            .map_err(EngineError::storage(op))
+    }
+
     /// The executions `parent` spawned, in spawn order.
     pub async fn children(
         conn: &mut SqliteConnection,

@@ -1,0 +1,554 @@
+//! Budgets: definitions, usage reports checked and applied under the lease,
+//! resets (by an operator or on the budget's interval), and the claim's
+//! budget admission.
+//!
+//! The model is Postgres's (migrations 0009 and 0012). A report runs in the
+//! one writer's transaction, so two reports against one budget are applied
+//! one after the other without row locks.
+
+use sqlx::SqliteConnection;
+use uuid::Uuid;
+
+use super::catalog::get_tenant;
+use super::lease::fail_row;
+use super::record::Exec;
+use super::suspension::{held, record_suspension, resume_row};
+use super::time::{after_ms, at, now, Millis};
+use super::{Effects, SqliteBackend};
+use crate::error::{EngineError, Result};
+use crate::model::{
+    Breach, Budget, BudgetId, BudgetScope, DimensionUsage, Failure, FailureClass, HardLimitAction,
+    LeaseHandle, NewBudget, ResumeCondition, Suspension, TenantId, TimeoutBehavior, UsageOutcome,
+};
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn budget_not_found(id: BudgetId) -> EngineError {
+    EngineError::NotFound {
+        what: "budget",
+        id: id.to_string(),
+    }
+}
+
+pub(super) async fn create_budget(
+    db: &SqliteBackend,
+    tenant: TenantId,
+    budget: &NewBudget,
+) -> Result<Budget> {
+    db.write("create budget", async |conn, _| {
+        get_tenant(conn, tenant).await?;
+        check_scope_exists(conn, tenant, &budget.scope).await?;
+        let id = Uuid::now_v7();
+        let now = now();
+        sqlx::query(
+            "INSERT INTO budgets (tenant_id, budget_id, name, scope, scope_key, on_hard_limit, \
+             reset_interval_ms, next_reset_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(&budget.name)
+        .bind(budget.scope.kind())
+        .bind(budget.scope.key())
+        .bind(budget.on_hard_limit.as_str())
+        .bind(budget.reset_interval_ms.map(to_i64))
+        .bind(budget.reset_interval_ms.map(|ms| after_ms(now, ms)))
+        .bind(now)
+        .execute(&mut *conn)
+        .await
+        .map_err(EngineError::storage("create budget"))?;
+        for d in &budget.dimensions {
+            sqlx::query(
+                "INSERT INTO budget_dimensions (tenant_id, budget_id, dimension, soft_limit, \
+                 hard_limit) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(tenant)
+            .bind(id)
+            .bind(&d.dimension)
+            .bind(d.soft_limit.map(to_i64))
+            .bind(d.hard_limit.map(to_i64))
+            .execute(&mut *conn)
+            .await
+            .map_err(EngineError::storage("create budget"))?;
+        }
+        read_budget(conn, tenant, id).await
+    })
+    .await
+}
+
+/// A flow or execution scope must name one of the tenant's own.
+async fn check_scope_exists(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    scope: &BudgetScope,
+) -> Result<()> {
+    let (what, sql, id) = match scope {
+        BudgetScope::Flow { flow_id } => (
+            "flow",
+            "SELECT EXISTS (SELECT 1 FROM flows WHERE tenant_id = ? AND flow_id = ?)",
+            *flow_id,
+        ),
+        BudgetScope::Execution { execution_id } => (
+            "execution",
+            "SELECT EXISTS (SELECT 1 FROM executions WHERE tenant_id = ? AND execution_id = ?)",
+            *execution_id,
+        ),
+        BudgetScope::Tenant | BudgetScope::Lane { .. } => return Ok(()),
+    };
+    let exists: bool = sqlx::query_scalar(sql)
+        .bind(tenant)
+        .bind(id)
+        .fetch_one(conn)
+        .await
+        .map_err(EngineError::storage("check budget scope"))?;
+    if exists {
+        Ok(())
+    } else {
+        Err(EngineError::NotFound {
+            what,
+            id: id.to_string(),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct BudgetRow {
+    budget_id: BudgetId,
+    name: String,
+    scope: String,
+    scope_key: String,
+    on_hard_limit: String,
+    reset_interval_ms: Option<i64>,
+    next_reset_at: Option<Millis>,
+    created_at: Millis,
+}
+
+const BUDGET_COLUMNS: &str = "budget_id, name, scope, scope_key, on_hard_limit, \
+    reset_interval_ms, next_reset_at, created_at";
+
+#[derive(sqlx::FromRow)]
+struct DimensionRow {
+    dimension: String,
+    soft_limit: Option<i64>,
+    hard_limit: Option<i64>,
+    used: i64,
+    exhausted: bool,
+}
+
+async fn budget(conn: &mut SqliteConnection, tenant: TenantId, row: BudgetRow) -> Result<Budget> {
+    let id = |k: &str| {
+        k.parse::<Uuid>()
+            .map_err(|_| EngineError::Corrupt(format!("budget scope key `{k}`")))
+    };
+    let scope = match row.scope.as_str() {
+        "tenant" => BudgetScope::Tenant,
+        "flow" => BudgetScope::Flow {
+            flow_id: id(&row.scope_key)?,
+        },
+        "execution" => BudgetScope::Execution {
+            execution_id: id(&row.scope_key)?,
+        },
+        "lane" => BudgetScope::Lane {
+            lane: row.scope_key,
+        },
+        other => return Err(EngineError::Corrupt(format!("budget scope `{other}`"))),
+    };
+    let dimensions: Vec<DimensionRow> = sqlx::query_as(
+        "SELECT dimension, soft_limit, hard_limit, used, exhausted FROM budget_dimensions \
+         WHERE tenant_id = ? AND budget_id = ? ORDER BY dimension",
+    )
+    .bind(tenant)
+    .bind(row.budget_id)
+    .fetch_all(conn)
+    .await
+    .map_err(EngineError::storage("read budget"))?;
+    let unsigned = |v: i64| v.max(0) as u64;
+    Ok(Budget {
+        budget_id: row.budget_id,
+        name: row.name,
+        scope,
+        on_hard_limit: row.on_hard_limit.parse().map_err(EngineError::Corrupt)?,
+        reset_interval_ms: row.reset_interval_ms.map(unsigned),
+        next_reset_at: row.next_reset_at.map(at),
+        created_at: at(row.created_at),
+        dimensions: dimensions
+            .into_iter()
+            .map(|d| DimensionUsage {
+                dimension: d.dimension,
+                soft_limit: d.soft_limit.map(unsigned),
+                hard_limit: d.hard_limit.map(unsigned),
+                used: unsigned(d.used),
+                exhausted: d.exhausted,
+            })
+            .collect(),
+    })
+}
+
+async fn read_budget(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    id: BudgetId,
+) -> Result<Budget> {
+    let row: BudgetRow = sqlx::query_as(&format!(
+        "SELECT {BUDGET_COLUMNS} FROM budgets WHERE tenant_id = ? AND budget_id = ?"
+    ))
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(EngineError::storage("get budget"))?
+    .ok_or_else(|| budget_not_found(id))?;
+    budget(conn, tenant, row).await
+}
+
+pub(super) async fn get_budget(
+    db: &SqliteBackend,
+    tenant: TenantId,
+    id: BudgetId,
+) -> Result<Budget> {
+    read_budget(&mut *db.read("get budget").await?, tenant, id).await
+}
+
+pub(super) async fn list_budgets(db: &SqliteBackend, tenant: TenantId) -> Result<Vec<Budget>> {
+    let mut conn = db.read("list budgets").await?;
+    let rows: Vec<BudgetRow> = sqlx::query_as(&format!(
+        "SELECT {BUDGET_COLUMNS} FROM budgets WHERE tenant_id = ? ORDER BY budget_id"
+    ))
+    .bind(tenant)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(EngineError::storage("list budgets"))?;
+    let mut budgets = Vec::with_capacity(rows.len());
+    for row in rows {
+        budgets.push(budget(&mut conn, tenant, row).await?);
+    }
+    Ok(budgets)
+}
+
+/// One dimension of a budget covering the reporting execution.
+#[derive(sqlx::FromRow)]
+struct Limit {
+    budget_id: BudgetId,
+    on_hard_limit: String,
+    soft_limit: Option<i64>,
+    hard_limit: Option<i64>,
+    used: i64,
+}
+
+/// The first limit (hard or soft, as `which` picks) that `delta` would cross.
+fn first_breach(
+    limits: &[Limit],
+    delta: i64,
+    dimension: &str,
+    which: fn(&Limit) -> Option<i64>,
+) -> Result<Option<Breach>> {
+    for l in limits {
+        let after = l.used.saturating_add(delta);
+        if let Some(limit) = which(l).filter(|limit| after > *limit) {
+            return Ok(Some(Breach {
+                budget_id: l.budget_id,
+                dimension: dimension.to_owned(),
+                current: after.max(0) as u64,
+                limit: limit.max(0) as u64,
+                action: l.on_hard_limit.parse().map_err(EngineError::Corrupt)?,
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// The dimension `dimension` of every budget covering `row`, in budget order.
+async fn limits(conn: &mut SqliteConnection, row: &Exec, dimension: &str) -> Result<Vec<Limit>> {
+    sqlx::query_as(
+        "SELECT d.budget_id, b.on_hard_limit, d.soft_limit, d.hard_limit, d.used \
+         FROM budgets b JOIN budget_dimensions d \
+             ON d.tenant_id = b.tenant_id AND d.budget_id = b.budget_id AND d.dimension = ?2 \
+         WHERE b.tenant_id = ?1 AND ((b.scope = 'tenant' AND b.scope_key = '') \
+             OR (b.scope = 'flow' AND b.scope_key = ?3) \
+             OR (b.scope = 'execution' AND b.scope_key = ?4) \
+             OR (b.scope = 'lane' AND b.scope_key = ?5)) \
+         ORDER BY d.budget_id",
+    )
+    .bind(row.tenant_id)
+    .bind(dimension)
+    .bind(row.flow_id.map(|f| f.to_string()).unwrap_or_default())
+    .bind(row.execution_id.to_string())
+    .bind(&row.lane)
+    .fetch_all(conn)
+    .await
+    .map_err(EngineError::storage("read budgets"))
+}
+
+pub(super) async fn report_usage(
+    db: &SqliteBackend,
+    lease: &LeaseHandle,
+    dimension: &str,
+    delta: u64,
+    dedup_key: Option<&str>,
+) -> Result<UsageOutcome> {
+    let delta = to_i64(delta);
+    db.write("report usage", async |conn, effects| {
+        let mut row = held(conn, lease).await?;
+        let (tenant, id) = (lease.tenant_id, lease.execution_id);
+        if let Some(key) = dedup_key {
+            let seen: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM usage_reports \
+                 WHERE tenant_id = ? AND execution_id = ? AND dedup_key = ?)",
+            )
+            .bind(tenant)
+            .bind(id)
+            .bind(key)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(EngineError::storage("report usage"))?;
+            if seen {
+                return Ok(UsageOutcome::AlreadyApplied);
+            }
+        }
+        let limits = limits(conn, &row, dimension).await?;
+        if let Some(breach) = first_breach(&limits, delta, dimension, |l| l.hard_limit)? {
+            // Not applied, and not remembered: the same report may be
+            // retried once the budget allows it.
+            enforce(conn, &mut row, &breach, effects).await?;
+            sqlx::query(
+                "UPDATE budget_dimensions SET exhausted = 1 \
+                 WHERE tenant_id = ? AND budget_id = ? AND dimension = ?",
+            )
+            .bind(tenant)
+            .bind(breach.budget_id)
+            .bind(dimension)
+            .execute(&mut *conn)
+            .await
+            .map_err(EngineError::storage("report usage"))?;
+            return Ok(UsageOutcome::HardBreach(breach));
+        }
+        if let Some(key) = dedup_key {
+            sqlx::query(
+                "INSERT INTO usage_reports (tenant_id, execution_id, dedup_key, created_at) \
+                 VALUES (?, ?, ?, ?)",
+            )
+            .bind(tenant)
+            .bind(id)
+            .bind(key)
+            .bind(now())
+            .execute(&mut *conn)
+            .await
+            .map_err(EngineError::storage("report usage"))?;
+        }
+        for limit in &limits {
+            sqlx::query(
+                "UPDATE budget_dimensions SET used = used + ?1, \
+                     exhausted = exhausted OR coalesce(used + ?1 >= hard_limit, 0) \
+                 WHERE tenant_id = ?2 AND budget_id = ?3 AND dimension = ?4",
+            )
+            .bind(delta)
+            .bind(tenant)
+            .bind(limit.budget_id)
+            .bind(dimension)
+            .execute(&mut *conn)
+            .await
+            .map_err(EngineError::storage("report usage"))?;
+        }
+        sqlx::query(
+            "UPDATE attempts SET usage = json_set(usage, '$.' || json_quote(?1), \
+                 coalesce(json_extract(usage, '$.' || json_quote(?1)), 0) + ?2) \
+             WHERE tenant_id = ?3 AND execution_id = ?4 AND attempt_index = ?5",
+        )
+        .bind(dimension)
+        .bind(delta)
+        .bind(tenant)
+        .bind(id)
+        .bind(lease.attempt_index)
+        .execute(&mut *conn)
+        .await
+        .map_err(EngineError::storage("report usage"))?;
+        let over_soft = first_breach(&limits, delta, dimension, |l| l.soft_limit)?;
+        Ok(over_soft.map_or(UsageOutcome::Ok, UsageOutcome::SoftBreach))
+    })
+    .await
+}
+
+/// A hard breach ends the attempt as the budget says: failed for good, or
+/// suspended until the budget resets.
+async fn enforce(
+    conn: &mut SqliteConnection,
+    row: &mut Exec,
+    breach: &Breach,
+    effects: &mut Effects,
+) -> Result<()> {
+    match breach.action {
+        HardLimitAction::Fail => {
+            let failure = Failure::new(
+                FailureClass::BudgetExceeded,
+                format!(
+                    "budget {}: `{}` would reach {} of its hard limit {}",
+                    breach.budget_id, breach.dimension, breach.current, breach.limit
+                ),
+            );
+            fail_row(conn, row, &failure, effects).await?;
+        }
+        HardLimitAction::Suspend => {
+            let suspension = Suspension {
+                condition: ResumeCondition::Budget {
+                    budget_id: breach.budget_id,
+                },
+                on_timeout: TimeoutBehavior::Fail,
+            };
+            record_suspension(conn, row, &suspension, None, "waiting_for_budget", effects).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Usage back to zero, and executions suspended on the budget resume.
+pub(super) async fn reset_budget(
+    db: &SqliteBackend,
+    tenant: TenantId,
+    id: BudgetId,
+) -> Result<Budget> {
+    db.write("reset budget", async |conn, effects| {
+        let found = sqlx::query(
+            "UPDATE budgets SET next_reset_at = ?1 + reset_interval_ms \
+             WHERE tenant_id = ?2 AND budget_id = ?3",
+        )
+        .bind(now())
+        .bind(tenant)
+        .bind(id)
+        .execute(&mut *conn)
+        .await
+        .map_err(EngineError::storage("reset budget"))?;
+        if found.rows_affected() == 0 {
+            return Err(budget_not_found(id));
+        }
+        reset_in(conn, tenant, id, effects).await?;
+        read_budget(conn, tenant, id).await
+    })
+    .await
+}
+
+async fn reset_in(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    id: BudgetId,
+    effects: &mut Effects,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE budget_dimensions SET used = 0, exhausted = 0 \
+         WHERE tenant_id = ? AND budget_id = ?",
+    )
+    .bind(tenant)
+    .bind(id)
+    .execute(&mut *conn)
+    .await
+    .map_err(EngineError::storage("reset budget"))?;
+    // Everything the claim blocked on a budget of this tenant is claimable
+    // again; what another exhausted budget still covers is blocked anew.
+    let blocked = Exec::fetch(
+        conn,
+        "tenant_id = ? AND eligibility_state = 'blocked_by_budget'",
+        tenant,
+        "unblock executions",
+    )
+    .await?;
+    let waiting = Exec::fetch(
+        conn,
+        "tenant_id = ? AND lifecycle_phase = 'suspended' \
+           AND blocking_reason = 'waiting_for_budget' ORDER BY execution_id",
+        tenant,
+        "find executions waiting on a budget",
+    )
+    .await?;
+    let now = now();
+    for mut row in blocked {
+        let before = row.lease_before();
+        row.eligibility_state = "eligible_now".into();
+        row.updated_at = now;
+        row.save(conn, Some(before), effects).await?;
+    }
+    for mut row in waiting {
+        let on_this = matches!(
+            row.suspension.as_ref().map(|s| &s.condition),
+            Some(ResumeCondition::Budget { budget_id }) if *budget_id == id
+        );
+        if on_this {
+            resume_row(conn, &mut row, effects).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Reset budgets whose interval has passed.
+pub(super) async fn reset_due_budgets(db: &SqliteBackend, limit: u32) -> Result<u64> {
+    db.write("reset due budgets", async |conn, effects| {
+        let now = now();
+        let due: Vec<(TenantId, BudgetId)> = sqlx::query_as(
+            "SELECT tenant_id, budget_id FROM budgets WHERE next_reset_at <= ? \
+             ORDER BY next_reset_at LIMIT ?",
+        )
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(EngineError::storage("reset due budgets"))?;
+        for (tenant, id) in &due {
+            sqlx::query(
+                "UPDATE budgets SET next_reset_at = ? + reset_interval_ms \
+                 WHERE tenant_id = ? AND budget_id = ?",
+            )
+            .bind(now)
+            .bind(tenant)
+            .bind(id)
+            .execute(&mut *conn)
+            .await
+            .map_err(EngineError::storage("reset due budgets"))?;
+            reset_in(conn, *tenant, *id, effects).await?;
+        }
+        Ok(due.len() as u64)
+    })
+    .await
+}
+
+/// Budget admission at claim: whether the tenant has an exhausted budget at
+/// all (one probe of `budget_dimensions_exhausted_idx`).
+pub(super) async fn any_exhausted(conn: &mut SqliteConnection, tenant: TenantId) -> Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM budget_dimensions WHERE tenant_id = ? AND exhausted)",
+    )
+    .bind(tenant)
+    .fetch_one(conn)
+    .await
+    .map_err(EngineError::storage("claim"))
+}
+
+/// Whether an exhausted budget covers `row`.
+pub(super) async fn over_budget(conn: &mut SqliteConnection, row: &Exec) -> Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM budget_dimensions d JOIN budgets b \
+             ON b.tenant_id = d.tenant_id AND b.budget_id = d.budget_id \
+         WHERE d.tenant_id = ?1 AND d.exhausted AND ((b.scope = 'tenant' AND b.scope_key = '') \
+             OR (b.scope = 'flow' AND b.scope_key = ?2) \
+             OR (b.scope = 'execution' AND b.scope_key = ?3) \
+             OR (b.scope = 'lane' AND b.scope_key = ?4)))",
+    )
+    .bind(row.tenant_id)
+    .bind(row.flow_id.map(|f| f.to_string()).unwrap_or_default())
+    .bind(row.execution_id.to_string())
+    .bind(&row.lane)
+    .fetch_one(conn)
+    .await
+    .map_err(EngineError::storage("claim"))
+}
+
+/// The claim moves a candidate an exhausted budget covers to
+/// `blocked_by_budget` (public state `rate_limited`) instead of starting it.
+pub(super) async fn block(
+    conn: &mut SqliteConnection,
+    row: &mut Exec,
+    effects: &mut Effects,
+) -> Result<()> {
+    let before = row.lease_before();
+    row.eligibility_state = "blocked_by_budget".into();
+    row.updated_at = now();
+    row.save(conn, Some(before), effects).await
+}
