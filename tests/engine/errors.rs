@@ -5,7 +5,7 @@ use flowfabric::EngineError;
 use flowfabric_tests::Store;
 use uuid::Uuid;
 
-use crate::{claim_one, request, setup, setup_on, task};
+use crate::{claim_one, request, setup_on, task};
 
 async fn oversized_payload_is_rejected_and_nothing_written(store: Store) {
     let (db, t) = setup_on(store).await;
@@ -182,9 +182,8 @@ async fn bad_claim_requests_are_rejected(store: Store) {
     ));
 }
 
-#[tokio::test]
-async fn frames_and_progress_are_fenced_by_the_lease() {
-    let (db, t) = setup().await;
+async fn frames_and_progress_are_fenced_by_the_lease(store: Store) {
+    let (db, t) = setup_on(store).await;
     let e = &db.engine;
     let id = e.create(t, task("x")).await.unwrap().execution_id;
     let old = claim_one(e).await;
@@ -237,12 +236,7 @@ async fn frames_and_progress_are_fenced_by_the_lease() {
             .collect::<Vec<_>>(),
         [b"1".to_vec()]
     );
-    let progress: Option<i16> =
-        sqlx::query_scalar("SELECT progress_percent FROM executions WHERE execution_id = $1")
-            .bind(id)
-            .fetch_one(db.pg())
-            .await
-            .unwrap();
+    let progress = e.get(t, id).await.unwrap().progress_percent;
     assert_eq!(progress, None, "the stale progress did not land");
 
     let big = vec![0u8; e.limits().max_frame_bytes + 1];
@@ -262,6 +256,7 @@ async fn frames_and_progress_are_fenced_by_the_lease() {
 }
 
 on_both_backends!(
+    frames_and_progress_are_fenced_by_the_lease,
     oversized_payload_is_rejected_and_nothing_written,
     malformed_policy_is_rejected_with_its_field,
     unknown_ids_are_not_found,

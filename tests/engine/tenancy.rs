@@ -6,11 +6,10 @@ use std::time::Duration;
 use flowfabric::model::{ExecutionFilter, TenantLimits};
 use flowfabric::EngineError;
 
-use crate::{claim_one, request, setup, setup_on, task};
+use crate::{claim_one, request, setup_on, task};
 
-#[tokio::test]
-async fn api_keys_authenticate_until_revoked() {
-    let (db, tenant) = setup().await;
+async fn api_keys_authenticate_until_revoked(store: Store) {
+    let (db, tenant) = setup_on(store).await;
     let issued = db.engine.issue_api_key(tenant, "ci").await.unwrap();
     assert!(issued.token.starts_with("ffk_"));
     assert_eq!(db.engine.authenticate(&issued.token).await.unwrap(), tenant);
@@ -34,10 +33,13 @@ async fn api_keys_authenticate_until_revoked() {
 
     let listed = db.engine.list_api_keys(tenant).await.unwrap();
     assert_eq!(listed, vec![issued.key.clone()]);
-    let stored: Vec<u8> = sqlx::query_scalar("SELECT secret_sha256 FROM api_keys")
-        .fetch_one(db.pg())
+    let stored = db
+        .backend()
+        .find_api_key(issued.key.key_id)
         .await
-        .unwrap();
+        .unwrap()
+        .expect("the key is stored")
+        .secret_sha256;
     assert!(!issued.token.contains(&hex_lower(&stored)));
 
     let revoked = db
@@ -190,9 +192,8 @@ async fn max_running_caps_claims_per_tenant(store: Store) {
     assert_eq!(next[0].lease.tenant_id, tenant);
 }
 
-#[tokio::test]
-async fn quota_admission_caps_starts_per_window() {
-    let (db, tenant) = setup().await;
+async fn quota_admission_caps_starts_per_window(store: Store) {
+    let (db, tenant) = setup_on(store).await;
     let other = db.tenant("other").await;
     let window_only = TenantLimits {
         start_window_ms: Some(1000),
@@ -224,13 +225,8 @@ async fn quota_admission_caps_starts_per_window() {
     assert!(db.engine.claim(&request(10)).await.unwrap().is_empty());
 
     // Once those starts leave the window, the rest may start.
-    sqlx::query(
-        "UPDATE attempts SET started_at = now() - interval '2 minutes' WHERE tenant_id = $1",
-    )
-    .bind(tenant)
-    .execute(db.pg())
-    .await
-    .unwrap();
+    db.age_attempt_starts(tenant, Duration::from_secs(120))
+        .await;
     assert_eq!(db.engine.claim(&request(10)).await.unwrap().len(), 2);
 }
 
@@ -325,6 +321,8 @@ async fn one_slot_claims_are_shared_whatever_the_priorities_and_ages(store: Stor
 }
 
 on_both_backends!(
+    quota_admission_caps_starts_per_window,
+    api_keys_authenticate_until_revoked,
     another_tenants_key_cannot_be_revoked,
     max_queued_refuses_the_whole_batch_and_writes_nothing,
     max_input_bytes_is_per_tenant_and_only_tightens,

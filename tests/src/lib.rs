@@ -238,6 +238,21 @@ impl TestDb {
         serde_json::from_str(&text).expect("usage is JSON")
     }
 
+    /// Move the tenant's attempt starts `by` into the past (the start-rate
+    /// window counts them).
+    pub async fn age_attempt_starts(&self, tenant: uuid::Uuid, by: std::time::Duration) {
+        let ms = by.as_millis();
+        self.poke(
+            &format!(
+                "UPDATE attempts SET started_at = started_at - interval '{ms} milliseconds' \
+                 WHERE tenant_id = $1"
+            ),
+            &format!("UPDATE attempts SET started_at = started_at - {ms} WHERE tenant_id = ?"),
+            Some(tenant),
+        )
+        .await;
+    }
+
     /// Make every budget's interval reset due now.
     pub async fn make_budget_resets_due(&self) {
         self.poke(
