@@ -1,4 +1,8 @@
-//! The runtime and worker pool with real compiled guests and a real Postgres.
+//! The runtime and worker pool with real compiled guests and a real Postgres
+//! (guest suspension, signals and children run on SQLite as well).
+
+#[macro_use]
+extern crate flowfabric_tests;
 
 mod components;
 mod languages;
@@ -12,7 +16,7 @@ use std::time::Duration;
 use flowfabric::model::{Backoff, Execution, ExecutionId, NewExecution, PublicState};
 use flowfabric::runtime::{Runtime, SandboxLimits};
 use flowfabric::worker::{WorkerConfig, WorkerPool};
-use flowfabric_tests::{guest, runtime, TestDb};
+use flowfabric_tests::{guest, runtime, Store, TestDb};
 use uuid::Uuid;
 
 pub struct Env {
@@ -24,7 +28,12 @@ pub struct Env {
 impl Env {
     /// A database with one tenant that has `echo` and `testkit` registered.
     pub async fn new() -> Self {
-        let db = TestDb::new().await;
+        Self::on(Store::Postgres).await
+    }
+
+    /// [`Env::new`] on either backend.
+    pub async fn on(store: Store) -> Self {
+        let db = TestDb::on(store).await;
         let tenant = db.tenant("acme").await;
         let runtime = runtime();
         for name in ["echo", "testkit"] {

@@ -6,11 +6,12 @@ use std::time::Duration;
 use flowfabric::engine::{ScannerConfig, Scanners};
 use flowfabric::model::{NewSignal, PublicState};
 
+use flowfabric_tests::Store;
+
 use crate::{config, text, Env};
 
-#[tokio::test]
-async fn a_guest_suspends_and_a_signal_resumes_it() {
-    let env = Env::new().await;
+async fn a_guest_suspends_and_a_signal_resumes_it(store: Store) {
+    let env = Env::on(store).await;
     let pool = env.pool(config(2));
     let id = env.submit("testkit", "wait:approval", 0).await;
     env.wait_state(id, PublicState::Suspended).await;
@@ -46,9 +47,8 @@ async fn a_guest_suspends_and_a_signal_resumes_it() {
     pool.shutdown().await;
 }
 
-#[tokio::test]
-async fn an_auto_resume_timeout_wakes_the_guest_with_a_timeout_signal() {
-    let env = Env::new().await;
+async fn an_auto_resume_timeout_wakes_the_guest_with_a_timeout_signal(store: Store) {
+    let env = Env::on(store).await;
     let scanners = Scanners::start(
         env.db.backend(),
         ScannerConfig {
@@ -80,9 +80,8 @@ async fn an_auto_resume_timeout_wakes_the_guest_with_a_timeout_signal() {
     scanners.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_guest_spawns_children_waits_for_them_and_reads_their_outcomes() {
-    let env = Env::new().await;
+async fn a_guest_spawns_children_waits_for_them_and_reads_their_outcomes(store: Store) {
+    let env = Env::on(store).await;
     // The retried child waits out its backoff in the delayed promoter.
     let scanners = Scanners::start(env.db.backend(), ScannerConfig::default());
     let pool = env.pool(config(2));
@@ -121,3 +120,9 @@ async fn a_guest_spawns_children_waits_for_them_and_reads_their_outcomes() {
     pool.shutdown().await;
     scanners.shutdown().await;
 }
+
+on_both_backends!(
+    a_guest_suspends_and_a_signal_resumes_it,
+    an_auto_resume_timeout_wakes_the_guest_with_a_timeout_signal,
+    a_guest_spawns_children_waits_for_them_and_reads_their_outcomes,
+);
