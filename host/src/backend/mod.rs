@@ -17,16 +17,86 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::sync::{broadcast, watch};
 
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 use crate::model::{
-    ApiKey, Budget, BudgetId, ChildrenOutcome, ClaimRequest, ClaimedExecution, CompletionEvent,
-    ComponentVersion, Created, EventBatch, EventCursor, Execution, ExecutionFilter, ExecutionId,
-    ExecutionState, ExecutionUpdate, FailOutcome, Failure, FlowCancelPolicy, FlowId, FlowSnapshot,
-    FlowSummary, Frame, GraphApplied, GraphChange, LeaseEvent, LeaseHandle, NewBudget,
-    NewExecution, NewFlow, NewSignal, Signal, SignalEvent, SignalOutcome, SpawnedChild,
-    StoredApiKey, StreamMode, StreamSummary, SuspendOutcome, Suspension, Tenant, TenantId,
-    TenantLimits, TimeoutBehavior, UsageOutcome, Waitpoint,
+    ApiKey, AttemptState, Budget, BudgetId, ChildrenOutcome, ClaimRequest, ClaimedExecution,
+    CompletionEvent, ComponentVersion, Created, EventBatch, EventCursor, Execution,
+    ExecutionFilter, ExecutionId, ExecutionState, ExecutionUpdate, FailOutcome, Failure,
+    FlowCancelPolicy, FlowId, FlowSnapshot, FlowSummary, Frame, GraphApplied, GraphChange,
+    LeaseEvent, LeaseHandle, NewBudget, NewExecution, NewFlow, NewSignal, PublicState, Signal,
+    SignalEvent, SignalOutcome, SpawnedChild, StoredApiKey, StreamMode, StreamSummary,
+    SuspendOutcome, Suspension, Tenant, TenantId, TenantLimits, TimeoutBehavior, UsageOutcome,
+    Waitpoint,
 };
+
+/// Why a fenced write by a lease changed nothing, read after the fact.
+pub(crate) enum LeaseMiss {
+    /// The same handle already ended its attempt this way: a replayed call.
+    Replayed {
+        state: PublicState,
+        attempt_is_current: bool,
+    },
+    Rejected(EngineError),
+}
+
+/// What a backend reads to explain a lease that no longer holds: the
+/// execution's state, attempt and epoch, and the attempt the handle names
+/// (its lease id, epoch and state) if that attempt exists.
+pub(crate) struct LeaseLookup {
+    pub state: PublicState,
+    pub current_attempt: i32,
+    pub current_epoch: i64,
+    pub attempt: Option<(uuid::Uuid, i64, AttemptState)>,
+}
+
+impl LeaseLookup {
+    /// Classify a fenced write that found no live lease. `replay_as` is the
+    /// attempt state the operation itself would have written, which makes a
+    /// retry by the same caller recognisable (the reference's replay
+    /// reconciliation). Both backends answer through this one function.
+    pub(crate) fn explain(&self, lease: &LeaseHandle, replay_as: AttemptState) -> LeaseMiss {
+        let same_lease = self
+            .attempt
+            .is_some_and(|(id, epoch, _)| id == lease.lease_id && epoch == lease.lease_epoch);
+        let attempt_state = self.attempt.map(|(_, _, state)| state);
+        if same_lease && attempt_state == Some(replay_as) {
+            return LeaseMiss::Replayed {
+                state: self.state,
+                attempt_is_current: self.current_attempt == lease.attempt_index,
+            };
+        }
+        if self.state.is_terminal() {
+            return LeaseMiss::Rejected(EngineError::NotActive {
+                execution_id: lease.execution_id,
+                state: self.state,
+            });
+        }
+        let reason = if self.current_epoch > lease.lease_epoch {
+            "a newer lease holds the execution"
+        } else if attempt_state == Some(AttemptState::LeaseExpired) {
+            "the lease expired and the execution was reclaimed"
+        } else if attempt_state == Some(AttemptState::Revoked) {
+            "an operator revoked the lease"
+        } else if !same_lease {
+            "the handle does not match the attempt's lease"
+        } else {
+            NOT_HELD
+        };
+        LeaseMiss::Rejected(stale_lease(lease, reason))
+    }
+}
+
+/// Why a lease that matches its attempt still does not hold.
+pub(crate) const NOT_HELD: &str = "the lease is no longer held";
+
+pub(crate) fn stale_lease(lease: &LeaseHandle, reason: &'static str) -> EngineError {
+    EngineError::StaleLease {
+        execution_id: lease.execution_id,
+        attempt_index: lease.attempt_index,
+        lease_epoch: lease.lease_epoch,
+        reason,
+    }
+}
 
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {

@@ -12,7 +12,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 
-use super::rows::{col, completion_outbox, explain_lease_miss, json, transaction, Args, LeaseMiss};
+use super::rows::{col, completion_outbox, explain_lease_miss, json, transaction, Args};
+use crate::backend::{stale_lease, LeaseMiss, NOT_HELD};
 use crate::error::{EngineError, Result};
 use crate::model::{
     AttemptState, ExecutionPolicy, FailOutcome, Failure, LeaseHandle, PublicState, RetryDecision,
@@ -59,12 +60,7 @@ pub(super) async fn rejection(
     let replay_as = replay_as.unwrap_or(AttemptState::Running);
     Ok(match explain_lease_miss(pool, lease, replay_as).await? {
         LeaseMiss::Rejected(e) => e,
-        LeaseMiss::Replayed { .. } => EngineError::StaleLease {
-            execution_id: lease.execution_id,
-            attempt_index: lease.attempt_index,
-            lease_epoch: lease.lease_epoch,
-            reason: "the lease is no longer held",
-        },
+        LeaseMiss::Replayed { .. } => stale_lease(lease, NOT_HELD),
     })
 }
 

@@ -7,6 +7,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Row as _};
 
 use super::COMPLETION_CHANNEL;
+use crate::backend::{LeaseLookup, LeaseMiss};
 use crate::error::{EngineError, Result};
 use crate::model::{AttemptState, Execution, ExecutionPolicy, Failure, LeaseHandle, PublicState};
 
@@ -69,16 +70,6 @@ pub(super) fn execution(row: &PgRow) -> Result<Execution> {
     })
 }
 
-/// Why a fenced write by `lease` changed nothing, read after the fact.
-pub(super) enum LeaseMiss {
-    /// The same handle already ended its attempt this way: a replayed call.
-    Replayed {
-        state: PublicState,
-        attempt_is_current: bool,
-    },
-    Rejected(EngineError),
-}
-
 /// Classify a fenced write that matched no row. `replay_as` is the attempt state
 /// the operation itself would have written, which makes a retry by the same
 /// caller recognisable (the reference's replay reconciliation).
@@ -108,48 +99,20 @@ pub(super) async fn explain_lease_miss(
             id: lease.execution_id.to_string(),
         }));
     };
-    let state = parse::<PublicState>(&col::<String>(&row, "public_state")?)?;
-    let current_attempt: i32 = col(&row, "attempt_index")?;
-    let current_epoch: i64 = col(&row, "lease_epoch")?;
     let attempt_lease: Option<uuid::Uuid> = col(&row, "attempt_lease_id")?;
     let attempt_epoch: Option<i64> = col(&row, "attempt_lease_epoch")?;
     let attempt_state: Option<String> = col(&row, "attempt_state")?;
-    let attempt_state = attempt_state
-        .as_deref()
-        .map(parse::<AttemptState>)
-        .transpose()?;
-
-    let same_lease =
-        attempt_lease == Some(lease.lease_id) && attempt_epoch == Some(lease.lease_epoch);
-    if same_lease && attempt_state == Some(replay_as) {
-        return Ok(LeaseMiss::Replayed {
-            state,
-            attempt_is_current: current_attempt == lease.attempt_index,
-        });
-    }
-    if state.is_terminal() {
-        return Ok(LeaseMiss::Rejected(EngineError::NotActive {
-            execution_id: lease.execution_id,
-            state,
-        }));
-    }
-    let reason = if current_epoch > lease.lease_epoch {
-        "a newer lease holds the execution"
-    } else if attempt_state == Some(AttemptState::LeaseExpired) {
-        "the lease expired and the execution was reclaimed"
-    } else if attempt_state == Some(AttemptState::Revoked) {
-        "an operator revoked the lease"
-    } else if !same_lease {
-        "the handle does not match the attempt's lease"
-    } else {
-        "the lease is no longer held"
+    let attempt = match (attempt_lease, attempt_epoch, attempt_state) {
+        (Some(id), Some(epoch), Some(state)) => Some((id, epoch, parse::<AttemptState>(&state)?)),
+        _ => None,
     };
-    Ok(LeaseMiss::Rejected(EngineError::StaleLease {
-        execution_id: lease.execution_id,
-        attempt_index: lease.attempt_index,
-        lease_epoch: lease.lease_epoch,
-        reason,
-    }))
+    let lookup = LeaseLookup {
+        state: parse::<PublicState>(&col::<String>(&row, "public_state")?)?,
+        current_attempt: col(&row, "attempt_index")?,
+        current_epoch: col(&row, "lease_epoch")?,
+        attempt,
+    };
+    Ok(lookup.explain(lease, replay_as))
 }
 
 /// Run `body` in one transaction: commit what succeeded, and roll back what

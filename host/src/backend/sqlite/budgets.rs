@@ -11,8 +11,9 @@ use uuid::Uuid;
 
 use super::catalog::get_tenant;
 use super::lease::fail_row;
+use super::lease::held;
 use super::record::Exec;
-use super::suspension::{held, record_suspension, resume_row};
+use super::suspension::{record_suspension, resume_row};
 use super::time::{after_ms, at, now, Millis};
 use super::{Effects, SqliteBackend};
 use crate::error::{EngineError, Result};

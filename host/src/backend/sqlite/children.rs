@@ -14,9 +14,11 @@ use std::time::Duration;
 use sqlx::SqliteConnection;
 use uuid::Uuid;
 
+use super::flows::flow_state;
 use super::ingress::{create_one, Placement};
+use super::lease::held;
 use super::record::Exec;
-use super::suspension::{held, record_suspension};
+use super::suspension::record_suspension;
 use super::time::now;
 use super::{Effects, SqliteBackend};
 use crate::error::{EngineError, Result};
@@ -60,19 +62,8 @@ pub(super) async fn spawn_child(
                 flow_id
             }
         };
-        let cancelled: Option<i64> = sqlx::query_scalar(
-            "SELECT cancelled_at FROM flows WHERE tenant_id = ? AND flow_id = ?",
-        )
-        .bind(tenant)
-        .bind(flow_id)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(EngineError::storage("spawn child"))?
-        .ok_or_else(|| EngineError::NotFound {
-            what: "flow",
-            id: flow_id.to_string(),
-        })?;
-        if cancelled.is_some() {
+        let (_, cancelled) = flow_state(conn, tenant, flow_id).await?;
+        if cancelled {
             return Err(EngineError::graph(
                 "flow_cancelled",
                 format!("flow {flow_id} was cancelled: it takes no new children"),

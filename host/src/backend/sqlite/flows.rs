@@ -35,6 +35,24 @@ fn flow_not_found(flow_id: FlowId) -> EngineError {
     }
 }
 
+/// A flow's graph revision and whether it was cancelled.
+pub(super) async fn flow_state(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    flow_id: FlowId,
+) -> Result<(i32, bool)> {
+    let (revision, cancelled_at): (i32, Option<Millis>) = sqlx::query_as(
+        "SELECT graph_revision, cancelled_at FROM flows WHERE tenant_id = ? AND flow_id = ?",
+    )
+    .bind(tenant)
+    .bind(flow_id)
+    .fetch_optional(conn)
+    .await
+    .map_err(EngineError::storage("read flow"))?
+    .ok_or_else(|| flow_not_found(flow_id))?;
+    Ok((revision, cancelled_at.is_some()))
+}
+
 pub(super) async fn create_flow(
     db: &SqliteBackend,
     tenant: TenantId,
@@ -69,16 +87,8 @@ pub(super) async fn extend_flow(
     max_queued: Option<u32>,
 ) -> Result<GraphApplied> {
     db.write("extend flow", async |conn, effects| {
-        let (revision, cancelled): (i32, Option<Millis>) = sqlx::query_as(
-            "SELECT graph_revision, cancelled_at FROM flows WHERE tenant_id = ? AND flow_id = ?",
-        )
-        .bind(tenant)
-        .bind(flow_id)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(EngineError::storage("extend flow"))?
-        .ok_or_else(|| flow_not_found(flow_id))?;
-        if cancelled.is_some() {
+        let (revision, cancelled) = flow_state(conn, tenant, flow_id).await?;
+        if cancelled {
             return Err(EngineError::graph(
                 "flow_cancelled",
                 format!("flow {flow_id} was cancelled: it takes no new members or edges"),

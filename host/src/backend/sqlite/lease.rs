@@ -19,6 +19,7 @@ use super::ingress::end_attempt;
 use super::record::{not_found, Exec};
 use super::time::{after, after_ms, at, millis_of, now, Millis};
 use super::{Effects, SqliteBackend};
+use crate::backend::{stale_lease, LeaseLookup, LeaseMiss, NOT_HELD};
 use crate::error::{EngineError, Result};
 use crate::model::{
     AttemptState, AttemptType, ClaimRequest, ClaimedExecution, FailOutcome, Failure, LeaseHandle,
@@ -59,46 +60,35 @@ pub(super) async fn hold(
     .fetch_optional(conn)
     .await
     .map_err(EngineError::storage("read lease state"))?;
-    let state = row.derived_public_state();
-    let same_lease = attempt
-        .as_ref()
-        .is_some_and(|(id, epoch, _)| *id == lease.lease_id && *epoch == lease.lease_epoch);
-    let attempt_state = attempt
-        .map(|(_, _, s)| s.parse::<AttemptState>())
-        .transpose()
-        .map_err(EngineError::Corrupt)?;
-    if same_lease && attempt_state == Some(replay_as) {
-        return Ok(Hold::Replayed {
-            state,
-            attempt_is_current: row.attempt_index == lease.attempt_index,
-        });
-    }
-    if state.is_terminal() {
-        return Err(EngineError::NotActive {
-            execution_id: lease.execution_id,
-            state,
-        });
-    }
-    let reason = if row.lease_epoch > lease.lease_epoch {
-        "a newer lease holds the execution"
-    } else if attempt_state == Some(AttemptState::LeaseExpired) {
-        "the lease expired and the execution was reclaimed"
-    } else if attempt_state == Some(AttemptState::Revoked) {
-        "an operator revoked the lease"
-    } else if !same_lease {
-        "the handle does not match the attempt's lease"
-    } else {
-        "the lease is no longer held"
+    let attempt = match attempt {
+        Some((id, epoch, state)) => Some((id, epoch, state.parse().map_err(EngineError::Corrupt)?)),
+        None => None,
     };
-    Err(stale(lease, reason))
+    let lookup = LeaseLookup {
+        state: row.derived_public_state(),
+        current_attempt: row.attempt_index,
+        current_epoch: row.lease_epoch,
+        attempt,
+    };
+    match lookup.explain(lease, replay_as) {
+        LeaseMiss::Replayed {
+            state,
+            attempt_is_current,
+        } => Ok(Hold::Replayed {
+            state,
+            attempt_is_current,
+        }),
+        LeaseMiss::Rejected(e) => Err(e),
+    }
 }
 
-fn stale(lease: &LeaseHandle, reason: &'static str) -> EngineError {
-    EngineError::StaleLease {
-        execution_id: lease.execution_id,
-        attempt_index: lease.attempt_index,
-        lease_epoch: lease.lease_epoch,
-        reason,
+/// The row the lease holds, or why it does not: for writes that are not
+/// moves out of `active` (renew, frames, progress, waitpoints, spawns), for
+/// which a replay is nothing to recognise.
+pub(super) async fn held(conn: &mut SqliteConnection, lease: &LeaseHandle) -> Result<Exec> {
+    match hold(conn, lease, AttemptState::Running).await? {
+        Hold::Held(row) => Ok(*row),
+        Hold::Replayed { .. } => Err(stale_lease(lease, NOT_HELD)),
     }
 }
 
@@ -120,9 +110,7 @@ pub(super) async fn renew(
     ttl: Duration,
 ) -> Result<DateTime<Utc>> {
     db.write("renew", async |conn, effects| {
-        let Some(mut row) = held_or_replayed(conn, lease, AttemptState::Running).await? else {
-            return Err(stale(lease, "the lease is no longer held"));
-        };
+        let mut row = held(conn, lease).await?;
         let before = row.lease_before();
         let now = now();
         row.lease_expires_at = Some(after(now, ttl));

@@ -8,24 +8,14 @@
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::lease::{hold, Hold};
+use super::lease::held;
 use super::time::{at, now, Millis};
 use super::SqliteBackend;
 use crate::error::{EngineError, Result};
 use crate::model::{
-    merge_patch, AttemptState, CompletionEvent, EventBatch, EventCursor, ExecutionId,
-    ExecutionUpdate, Frame, LeaseEvent, LeaseHandle, SignalEvent, StreamMode, StreamSummary,
-    TenantId, BEST_EFFORT_WINDOW,
+    merge_patch, CompletionEvent, EventBatch, EventCursor, ExecutionId, ExecutionUpdate, Frame,
+    LeaseEvent, LeaseHandle, SignalEvent, StreamMode, StreamSummary, TenantId, BEST_EFFORT_WINDOW,
 };
-
-fn not_held(lease: &LeaseHandle) -> EngineError {
-    EngineError::StaleLease {
-        execution_id: lease.execution_id,
-        attempt_index: lease.attempt_index,
-        lease_epoch: lease.lease_epoch,
-        reason: "the lease is no longer held",
-    }
-}
 
 /// The fenced row update hands out the next sequence number of the attempt.
 pub(super) async fn append_frame(
@@ -36,9 +26,7 @@ pub(super) async fn append_frame(
     payload: &[u8],
 ) -> Result<i64> {
     db.write("append frame", async |conn, effects| {
-        let Hold::Held(mut row) = hold(conn, lease, AttemptState::Running).await? else {
-            return Err(not_held(lease));
-        };
+        let mut row = held(conn, lease).await?;
         let now = now();
         let before = row.lease_before();
         row.frame_seq += 1;
@@ -192,9 +180,7 @@ pub(super) async fn set_progress(
     message: &str,
 ) -> Result<()> {
     db.write("set progress", async |conn, effects| {
-        let Hold::Held(mut row) = hold(conn, lease, AttemptState::Running).await? else {
-            return Err(not_held(lease));
-        };
+        let mut row = held(conn, lease).await?;
         let before = row.lease_before();
         row.progress_percent = Some(i16::from(percent.min(100)));
         row.progress_message = Some(message.to_owned());

@@ -13,15 +13,14 @@ use sqlx::SqliteConnection;
 use uuid::Uuid;
 
 use super::ingress::end_attempt;
-use super::lease::{hold, Hold};
+use super::lease::held;
 use super::record::Exec;
 use super::time::{after, at, now, Millis};
 use super::{Effects, SqliteBackend};
 use crate::error::{EngineError, Result};
 use crate::model::{
-    AttemptState, ExecutionId, Failure, FailureClass, LeaseHandle, NewSignal, PublicState, Signal,
-    SignalOutcome, SuspendOutcome, Suspension, TenantId, TimeoutBehavior, Waitpoint,
-    TIMEOUT_SIGNAL,
+    ExecutionId, Failure, FailureClass, LeaseHandle, NewSignal, PublicState, Signal, SignalOutcome,
+    SuspendOutcome, Suspension, TenantId, TimeoutBehavior, Waitpoint, TIMEOUT_SIGNAL,
 };
 
 const WAITPOINT_COLUMNS: &str = "waitpoint_id, waitpoint_key, state, expires_at, created_at";
@@ -66,23 +65,6 @@ impl From<SignalRow> for Signal {
             payload: r.payload,
             created_at: at(r.created_at),
         }
-    }
-}
-
-fn not_held(lease: &LeaseHandle) -> EngineError {
-    EngineError::StaleLease {
-        execution_id: lease.execution_id,
-        attempt_index: lease.attempt_index,
-        lease_epoch: lease.lease_epoch,
-        reason: "the lease is no longer held",
-    }
-}
-
-/// The row the lease holds, or why it does not.
-pub(super) async fn held(conn: &mut SqliteConnection, lease: &LeaseHandle) -> Result<Exec> {
-    match hold(conn, lease, AttemptState::Running).await? {
-        Hold::Held(row) => Ok(*row),
-        Hold::Replayed { .. } => Err(not_held(lease)),
     }
 }
 
