@@ -6,7 +6,8 @@
 //! This is the figure to set beside another job system's: graphile-worker with
 //! concurrency N against a pool of N slots (`scripts/bench-peer.sh` runs both on
 //! the same server). The queue-only figures and their raw-SQL ratios are in
-//! `bench engine`.
+//! `bench engine`. With `--sqlite`, each row also runs on a fresh embedded
+//! SQLite file, reported as a ratio to Postgres in the same run.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,6 +33,9 @@ pub struct PoolBench {
     /// Worker pool slots (executions run at once) to measure.
     #[arg(long, value_delimiter = ',', default_value = "4,16")]
     slots: Vec<usize>,
+    /// Also run each row on a fresh SQLite file (the embedded default).
+    #[arg(long)]
+    sqlite: bool,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json_out: Option<std::path::PathBuf>,
@@ -42,6 +46,9 @@ struct Row {
     slots: usize,
     executions: usize,
     process_per_s: f64,
+    /// The same row on SQLite, and its ratio to Postgres.
+    sqlite_per_s: Option<f64>,
+    sqlite_vs_postgres: Option<f64>,
 }
 
 pub async fn run(args: PoolBench) -> anyhow::Result<()> {
@@ -55,22 +62,50 @@ pub async fn run(args: PoolBench) -> anyhow::Result<()> {
             .context("creating a scratch database")?;
         let elapsed = round(&scratch.url, &wasm, slots, args.executions).await;
         scratch.drop().await?;
+        let per_s = |elapsed: Duration| args.executions as f64 / elapsed.as_secs_f64();
+        let process_per_s = per_s(elapsed?);
+        let sqlite_per_s = match args.sqlite {
+            true => Some(per_s(sqlite_round(&wasm, slots, args.executions).await?)),
+            false => None,
+        };
         rows.push(Row {
             slots,
             executions: args.executions,
-            process_per_s: args.executions as f64 / elapsed?.as_secs_f64(),
+            process_per_s,
+            sqlite_per_s,
+            sqlite_vs_postgres: sqlite_per_s.map(|s| s / process_per_s),
         });
     }
     println!(
         "{} executions of a wasm echo through the worker pool; completed/s",
         args.executions
     );
-    println!("{:>5} {:>12}", "slots", "per s");
+    println!(
+        "{:>5} {:>12} {:>12} {:>8}",
+        "slots", "postgres", "sqlite", "ratio"
+    );
     for r in &rows {
-        println!("{:>5} {:>12.0}", r.slots, r.process_per_s);
+        let (sqlite, ratio) = match (r.sqlite_per_s, r.sqlite_vs_postgres) {
+            (Some(s), Some(x)) => (format!("{s:.0}"), format!("{x:.2}")),
+            _ => ("-".into(), "-".into()),
+        };
+        println!(
+            "{:>5} {:>12.0} {:>12} {:>8}",
+            r.slots, r.process_per_s, sqlite, ratio
+        );
     }
     write_json(args.json_out.as_deref(), &rows)?;
     Ok(())
+}
+
+/// A round on a fresh SQLite file in a directory of its own, removed after.
+async fn sqlite_round(wasm: &[u8], slots: usize, n: usize) -> anyhow::Result<Duration> {
+    let dir = std::env::temp_dir().join(format!("ff-bench-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir)?;
+    let url = format!("sqlite:{}", dir.join("bench.db").display());
+    let elapsed = round(&url, wasm, slots, n).await;
+    std::fs::remove_dir_all(&dir)?;
+    elapsed
 }
 
 /// Create the backlog, then time the pool from start to the last completion event.
