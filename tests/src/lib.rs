@@ -161,6 +161,14 @@ impl TestDb {
         }
     }
 
+    /// The database file of a SQLite test (another process may open it too).
+    pub fn sqlite_path(&self) -> PathBuf {
+        match &self.store {
+            Stored::Sqlite { dir, .. } => dir.join("flowfabric.db"),
+            Stored::Postgres { .. } => panic!("this test runs on SQLite only"),
+        }
+    }
+
     /// The Postgres pool of a Postgres-only test.
     pub fn pg(&self) -> &PgPool {
         match &self.store {

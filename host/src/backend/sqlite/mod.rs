@@ -146,9 +146,12 @@ impl SqliteBackend {
         op: &'static str,
         body: impl AsyncFnOnce(&mut SqliteConnection, &mut Effects) -> Result<T>,
     ) -> Result<T> {
+        // IMMEDIATE takes the write lock up front: another process on the
+        // same file then waits (busy timeout) instead of failing when its
+        // read would have to become a write.
         let mut tx = self
             .writer
-            .begin()
+            .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(EngineError::storage(op))?;
         let mut effects = Effects::default();
