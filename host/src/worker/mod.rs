@@ -71,6 +71,10 @@ impl Default for WorkerConfig {
 /// written together by the next (see `complete`).
 const COMPLETION_WRITERS: usize = 2;
 
+/// How long, under a backlog, the claim loop waits for more slots to free
+/// before claiming for the ones it has.
+const CLAIM_LINGER: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// Runs that are in flight, so shutdown and revocations can stop them.
 type Running = Arc<Mutex<HashMap<ExecutionId, Arc<ClaimedTask>>>>;
 
@@ -202,6 +206,7 @@ async fn claim_loop(
             None
         }
     };
+    let mut backlogged = false;
     loop {
         // Reap finished runs so the set does not grow without bound.
         while runs.try_join_next().is_some() {}
@@ -210,9 +215,20 @@ async fn claim_loop(
             _ = stopped.wait_for(|s| *s) => return runs,
         };
         let mut permits = vec![first];
+        // Under a backlog, a slot frees as each run's completion commits, so
+        // claiming the moment one is free would claim one at a time. Wait a
+        // moment for more to free, to claim them in one statement; with no
+        // backlog, claim at once (latency matters more than batching then).
+        let linger = tokio::time::Instant::now() + CLAIM_LINGER;
         while permits.len() < config.claim_batch as usize {
             match slots.clone().try_acquire_owned() {
                 Ok(p) => permits.push(p),
+                Err(_) if backlogged => {
+                    match tokio::time::timeout_at(linger, slots.clone().acquire_owned()).await {
+                        Ok(p) => permits.push(p.expect("semaphore never closes")),
+                        Err(_) => break,
+                    }
+                }
                 Err(_) => break,
             }
         }
@@ -236,6 +252,7 @@ async fn claim_loop(
             }
         };
         let got = claimed.len();
+        backlogged = got == wanted;
         metrics::counter!("flowfabric_claims_total").increment(1);
         metrics::counter!("flowfabric_claimed_executions_total").increment(got as u64);
         for (claimed, permit) in claimed.into_iter().zip(permits.drain(..)) {
