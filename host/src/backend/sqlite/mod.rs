@@ -5,7 +5,8 @@
 //! events), `catalog` (tenants, API keys, components), `ingress` (create,
 //! read, operator ops), `lease` (claim and the fenced worker ops), `output`
 //! (frames, progress, event streams), `suspension` (waitpoints, signals,
-//! resume), `flows` (graph changes, edge resolution), `children` (spawn,
+//! resume), `flows` (graph changes, snapshots, cancel), `resolve` (what
+//! follows a member's end), `children` (spawn,
 //! wait, wake), `budgets` (limits, usage reports, resets, claim admission),
 //! `scan` (the scanner passes).
 //!
@@ -29,6 +30,7 @@ mod ingress;
 mod lease;
 mod output;
 mod record;
+mod resolve;
 mod scan;
 mod suspension;
 mod time;
@@ -209,7 +211,7 @@ pub(super) async fn settle(conn: &mut SqliteConnection, effects: &mut Effects) -
     while !effects.finished.is_empty() {
         let finished = std::mem::take(&mut effects.finished);
         children::wake_parents(conn, &finished, effects).await?;
-        flows::resolve(conn, &finished, effects).await?;
+        resolve::resolve(conn, &finished, effects).await?;
     }
     Ok(())
 }

@@ -1,0 +1,207 @@
+//! Flow edge resolution: what follows when a member ends.
+//!
+//! The Postgres schema does this in a trigger on the completion outbox
+//! (`flowfabric_resolve`, migration 0006). Here [`resolve`] runs from
+//! [`super::settle`], in the transaction that ended the upstream, before it
+//! commits: satisfied downstreams are released (with any passed result),
+//! impossible ones skipped, and a satisfied `cancel_remaining` join cancels
+//! its unfinished upstreams at once (one writer: no row is ever locked).
+
+use std::collections::BTreeMap;
+
+use sqlx::SqliteConnection;
+
+use super::ingress::cancel_row;
+use super::record::Exec;
+use super::time::now;
+use super::Effects;
+use crate::error::{EngineError, Result};
+use crate::model::{ExecutionId, TenantId};
+
+const SIBLING_CANCELLED: &str = "flow: a sibling satisfied the join";
+
+#[derive(sqlx::FromRow)]
+struct Group {
+    downstream_id: ExecutionId,
+    k: Option<i32>,
+    on_satisfied: String,
+    total: i32,
+    succeeded: i32,
+    unsatisfied: i32,
+}
+
+/// Resolve the edges out of executions that just ended, and what follows:
+/// satisfied downstreams become runnable (taking an upstream's result as
+/// input when an edge says so), impossible ones are skipped, satisfied
+/// `cancel_remaining` joins cancel their unfinished upstreams. Skips and
+/// cancels end executions too; they land in `effects.finished`, for the
+/// caller's loop ([`super::settle`]): a cascade is a loop, not a recursion.
+pub(super) async fn resolve(
+    conn: &mut SqliteConnection,
+    finished: &[(TenantId, ExecutionId, String)],
+    effects: &mut Effects,
+) -> Result<()> {
+    // Per downstream: (succeeded, unsatisfied) edges resolved now.
+    let mut resolved: BTreeMap<(TenantId, ExecutionId), (i32, i32)> = BTreeMap::new();
+    for (tenant, upstream, outcome) in finished {
+        let (tenant, upstream) = (*tenant, *upstream);
+        let state = if outcome == "success" {
+            "satisfied"
+        } else {
+            "unsatisfied"
+        };
+        let downstreams: Vec<ExecutionId> = sqlx::query_scalar(
+            "UPDATE flow_edges SET state = ? \
+             WHERE tenant_id = ? AND upstream_id = ? AND state = 'pending' \
+             RETURNING downstream_id",
+        )
+        .bind(state)
+        .bind(tenant)
+        .bind(upstream)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(EngineError::storage("resolve edges"))?;
+        for downstream in downstreams {
+            let counts = resolved.entry((tenant, downstream)).or_default();
+            if state == "satisfied" {
+                counts.0 += 1;
+            } else {
+                counts.1 += 1;
+            }
+        }
+    }
+    for ((tenant, downstream), (ok, bad)) in resolved {
+        resolve_group(conn, tenant, downstream, ok, bad, effects).await?;
+    }
+    Ok(())
+}
+
+async fn resolve_group(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    downstream: ExecutionId,
+    ok: i32,
+    bad: i32,
+    effects: &mut Effects,
+) -> Result<()> {
+    let group: Option<Group> = sqlx::query_as(
+        "SELECT downstream_id, k, on_satisfied, total, succeeded, unsatisfied FROM flow_groups \
+         WHERE tenant_id = ? AND downstream_id = ? AND state = 'pending'",
+    )
+    .bind(tenant)
+    .bind(downstream)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(EngineError::storage("resolve join group"))?;
+    let Some(group) = group else {
+        return Ok(());
+    };
+    let (succeeded, unsatisfied) = (group.succeeded + ok, group.unsatisfied + bad);
+    let needed = group.k.unwrap_or(group.total);
+    let state = if succeeded >= needed {
+        "satisfied"
+    } else if group.total - unsatisfied < needed {
+        "impossible"
+    } else {
+        "pending"
+    };
+    sqlx::query(
+        "UPDATE flow_groups SET succeeded = ?, unsatisfied = ?, state = ? \
+         WHERE tenant_id = ? AND downstream_id = ?",
+    )
+    .bind(succeeded)
+    .bind(unsatisfied)
+    .bind(state)
+    .bind(tenant)
+    .bind(downstream)
+    .execute(&mut *conn)
+    .await
+    .map_err(EngineError::storage("resolve join group"))?;
+    match state {
+        "satisfied" => {
+            release(conn, tenant, group.downstream_id, effects).await?;
+            if group.on_satisfied == "cancel_remaining" {
+                cancel_unfinished_upstreams(conn, tenant, downstream, effects).await?;
+            }
+        }
+        "impossible" => skip(conn, tenant, downstream, effects).await?,
+        _ => {}
+    }
+    Ok(())
+}
+
+/// A satisfied downstream that still waits becomes runnable (now, or at its
+/// own delay), taking its input from the edge that passes a result.
+async fn release(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    id: ExecutionId,
+    effects: &mut Effects,
+) -> Result<()> {
+    let mut row = Exec::get(conn, tenant, id).await?;
+    if row.eligibility_state != "blocked_by_dependencies" || row.lifecycle_phase != "runnable" {
+        return Ok(());
+    }
+    let passed: Option<Option<Vec<u8>>> = sqlx::query_scalar(
+        "SELECT u.result FROM flow_edges ed \
+         JOIN executions u ON u.tenant_id = ed.tenant_id AND u.execution_id = ed.upstream_id \
+         WHERE ed.tenant_id = ? AND ed.downstream_id = ? AND ed.pass_result \
+           AND ed.state = 'satisfied'",
+    )
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(EngineError::storage("release downstream"))?;
+    if let Some(Some(input)) = passed {
+        row.input = input;
+    }
+    let now = now();
+    let before = row.lease_before();
+    let eligible_at = row.eligible_at;
+    row.make_runnable(eligible_at, "pending_first_attempt", now);
+    row.save(conn, Some(before), effects).await
+}
+
+/// A downstream whose join can no longer be satisfied ends `skipped`.
+async fn skip(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    id: ExecutionId,
+    effects: &mut Effects,
+) -> Result<()> {
+    let mut row = Exec::get(conn, tenant, id).await?;
+    if row.eligibility_state != "blocked_by_dependencies" || row.lifecycle_phase != "runnable" {
+        return Ok(());
+    }
+    let before = row.lease_before();
+    row.make_terminal("skipped", now());
+    row.save(conn, Some(before), effects).await?;
+    row.record_completion(conn, effects).await
+}
+
+async fn cancel_unfinished_upstreams(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    downstream: ExecutionId,
+    effects: &mut Effects,
+) -> Result<()> {
+    let upstreams: Vec<ExecutionId> = sqlx::query_scalar(
+        "SELECT ed.upstream_id FROM flow_edges ed \
+         JOIN executions u ON u.tenant_id = ed.tenant_id AND u.execution_id = ed.upstream_id \
+         WHERE ed.tenant_id = ? AND ed.downstream_id = ? AND ed.state = 'pending' \
+           AND u.lifecycle_phase <> 'terminal' ORDER BY ed.upstream_id",
+    )
+    .bind(tenant)
+    .bind(downstream)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(EngineError::storage("cancel siblings"))?;
+    for upstream in upstreams {
+        let mut row = Exec::get(conn, tenant, upstream).await?;
+        if !row.is_terminal() {
+            cancel_row(conn, &mut row, SIBLING_CANCELLED, effects).await?;
+        }
+    }
+    Ok(())
+}
