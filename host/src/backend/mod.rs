@@ -9,6 +9,7 @@
 //! needs the stored state: fencing, transitions, idempotency.
 
 pub mod postgres;
+mod refusals;
 pub mod sqlite;
 
 use std::time::Duration;

@@ -13,11 +13,12 @@ use sqlx::postgres::PgRow;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::flows::{flow_not_found, violated};
+use super::flows::violated;
 use super::ingress::{create_executions, FlowPlacement};
 use super::lease::{rejection, FENCE};
 use super::rows::{col, parse, transaction, Args};
 use super::suspension::{lock_leased, record_suspension};
+use crate::backend::refusals;
 use crate::error::{EngineError, Result};
 use crate::model::{
     ChildOutcome, ChildrenOutcome, ExecutionId, LeaseHandle, NewExecution, PublicState,
@@ -78,12 +79,9 @@ pub(super) async fn spawn_child(
         .fetch_optional(&mut *tx)
         .await
         .map_err(err(op))?
-        .ok_or_else(|| flow_not_found(flow_id))?;
+        .ok_or_else(|| refusals::flow_not_found(flow_id))?;
         if cancelled {
-            return Err(EngineError::graph(
-                "flow_cancelled",
-                format!("flow {flow_id} was cancelled: it takes no new children"),
-            ));
+            return Err(refusals::flow_cancelled(flow_id, "new children"));
         }
         let existing: Option<(ExecutionId, Option<ExecutionId>)> = sqlx::query_as(
             "SELECT execution_id, parent_id FROM executions \
@@ -102,7 +100,7 @@ pub(super) async fn spawn_child(
                     created: false,
                 })
             } else {
-                Err(member_exists(key))
+                Err(refusals::child_key_taken(key))
             };
         }
         let placement = FlowPlacement {
@@ -115,7 +113,7 @@ pub(super) async fn spawn_child(
             .await
             .map_err(|e| match violated(&e) {
                 // Spawned by a concurrent transaction of another member.
-                Some("executions_flow_key_idx") => member_exists(key),
+                Some("executions_flow_key_idx") => refusals::child_key_taken(key),
                 _ => e,
             })?;
         sqlx::query(
@@ -133,13 +131,6 @@ pub(super) async fn spawn_child(
         })
     })
     .await
-}
-
-fn member_exists(key: &str) -> EngineError {
-    EngineError::graph(
-        "member_exists",
-        format!("the flow already has a member `{key}` that this execution did not spawn"),
-    )
 }
 
 /// Return the children if all have ended; otherwise suspend the parent until

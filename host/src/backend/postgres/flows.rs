@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use super::ingress::{create_executions, FlowPlacement};
 use super::rows::{col, json, parse, transaction, unknown_tenant_or};
+use crate::backend::refusals;
 use crate::error::{EngineError, Result};
 use crate::model::{
     find_cycle, EdgeState, ExecutionId, FlowCancelPolicy, FlowEdgeView, FlowId, FlowMemberView,
@@ -62,20 +63,14 @@ pub(super) async fn extend_flow(
         .fetch_optional(&mut *tx)
         .await
         .map_err(EngineError::storage("extend flow"))?
-        .ok_or_else(|| flow_not_found(flow_id))?;
+        .ok_or_else(|| refusals::flow_not_found(flow_id))?;
         let revision: i32 = col(&row, "graph_revision")?;
         if col::<bool>(&row, "cancelled")? {
-            return Err(EngineError::graph(
-                "flow_cancelled",
-                format!("flow {flow_id} was cancelled: it takes no new members or edges"),
-            ));
+            return Err(refusals::flow_cancelled(flow_id, "new members or edges"));
         }
         if let Some(expected) = change.expected_revision {
             if expected != revision {
-                return Err(EngineError::graph(
-                    "graph_revision_conflict",
-                    format!("flow {flow_id} is at revision {revision}, not {expected}: re-read it"),
-                ));
+                return Err(refusals::revision_conflict(flow_id, revision, expected));
             }
         }
         let applied = apply(tx, tenant, flow_id, change, max_queued).await?;
@@ -181,10 +176,7 @@ async fn insert_members(
     let created = create_executions(conn, tenant, &executions, max_queued, Some(&placement))
         .await
         .map_err(|e| match violated(&e) {
-            Some("executions_flow_key_idx") => EngineError::graph(
-                "member_exists",
-                "a member with one of these keys is already in the flow",
-            ),
+            Some("executions_flow_key_idx") => refusals::member_key_taken(),
             _ => e,
         })?;
     Ok(change
@@ -261,13 +253,7 @@ async fn check_still_waiting(
             .find(|(_, id)| *id == started)
             .map(|(k, _)| k.as_str())
             .unwrap_or("?");
-        return Err(EngineError::graph(
-            "member_started",
-            format!(
-                "member `{key}` is not waiting on dependencies (it has started, ended or was \
-                 released): edges can only point at members that wait"
-            ),
-        ));
+        return Err(refusals::member_started(key));
     }
     Ok(())
 }
@@ -353,13 +339,8 @@ async fn insert_edges(
             cause: e,
         };
         match violated(&e) {
-            Some("flow_edges_pkey") => {
-                EngineError::graph("dependency_exists", "one of these edges already exists")
-            }
-            Some("flow_edges_one_input_idx") => EngineError::invalid(
-                "edges.pass_result",
-                "a member takes its input from at most one upstream",
-            ),
+            Some("flow_edges_pkey") => refusals::dependency_exists(),
+            Some("flow_edges_one_input_idx") => refusals::second_input(),
             _ => e,
         }
     })?;
@@ -383,10 +364,7 @@ async fn refuse_cycles(conn: &mut PgConnection, tenant: TenantId, flow_id: FlowI
     .await
     .map_err(EngineError::storage("read flow edges"))?;
     match find_cycle(&edges) {
-        Some(cycle) => Err(EngineError::graph(
-            "cycle_detected",
-            format!("these edges would form a cycle: {}", cycle.join(" -> ")),
-        )),
+        Some(cycle) => Err(refusals::cycle(&cycle)),
         None => Ok(()),
     }
 }
@@ -399,13 +377,6 @@ pub(super) fn violated(e: &EngineError) -> Option<&str> {
             ..
         } => db.constraint(),
         _ => None,
-    }
-}
-
-pub(super) fn flow_not_found(flow_id: FlowId) -> EngineError {
-    EngineError::NotFound {
-        what: "flow",
-        id: flow_id.to_string(),
     }
 }
 
@@ -446,7 +417,7 @@ pub(super) async fn get_flow(
     .fetch_optional(pool)
     .await
     .map_err(EngineError::storage("read flow"))?
-    .ok_or_else(|| flow_not_found(flow_id))?;
+    .ok_or_else(|| refusals::flow_not_found(flow_id))?;
     let members = sqlx::query(
         "SELECT e.flow_key, e.execution_id, e.kind, e.public_state, \
                 g.policy, g.k, g.on_satisfied, g.state AS join_state \
@@ -593,7 +564,7 @@ pub(super) async fn cancel_flow(
     .fetch_optional(pool)
     .await
     .map_err(EngineError::storage("cancel flow"))?;
-    let members = members.ok_or_else(|| flow_not_found(flow_id))?;
+    let members = members.ok_or_else(|| refusals::flow_not_found(flow_id))?;
     let mut cancelled = 0;
     for id in members {
         let n: i64 = sqlx::query_scalar(

@@ -4,6 +4,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::rows::{col, execution, unknown_tenant_or, EXECUTION_COLUMNS};
+use crate::backend::refusals;
 use crate::error::{EngineError, Result};
 use crate::model::{
     Created, Execution, ExecutionFilter, ExecutionId, ExecutionState, Failure, FailureClass,
@@ -384,17 +385,11 @@ pub(super) async fn replay(pool: &PgPool, tenant: TenantId, id: ExecutionId) -> 
         return Ok(count);
     }
     let execution = get_execution(pool, tenant, id).await?;
-    Err(EngineError::Conflict(if execution.state.is_terminal() {
-        format!(
-            "execution {id} was replayed {} times, its policy's limit",
-            execution.replay_count
-        )
-    } else {
-        format!(
-            "execution {id} is {}: only an execution that ended can be replayed",
-            execution.state
-        )
-    }))
+    Err(refusals::not_replayable(
+        id,
+        execution.state,
+        execution.replay_count,
+    ))
 }
 
 pub(super) async fn change_priority(

@@ -15,6 +15,7 @@ use uuid::Uuid;
 use super::lease::{millis, rejection, FENCE};
 use super::rows::{col, json, transaction, Args};
 use super::EVENTS_CHANNEL;
+use crate::backend::refusals;
 use crate::error::{EngineError, Result};
 use crate::model::{
     ExecutionId, LeaseHandle, NewSignal, PublicState, Signal, SignalOutcome, SuspendOutcome,
@@ -334,16 +335,10 @@ async fn deliver_in(
     })?;
     let target = waitpoint(&row)?;
     if target.state == "closed" || col::<Option<bool>>(&row, "expired")? == Some(true) {
-        return Err(EngineError::Conflict(format!(
-            "waitpoint `{}` is closed: its suspension already resumed or it expired",
-            target.key
-        )));
+        return Err(refusals::waitpoint_closed(&target.key));
     }
     if locked.state.is_terminal() {
-        return Err(EngineError::Conflict(format!(
-            "execution {id} is {}: it takes no more signals",
-            locked.state
-        )));
+        return Err(refusals::takes_no_signals(id, locked.state));
     }
     let signal_id = Uuid::now_v7();
     sqlx::query(
@@ -434,10 +429,7 @@ pub(super) async fn resume_by_operator(
     transaction(pool, op, async |tx| {
         let locked = lock_by_id(tx, tenant, id).await?;
         if locked.state != PublicState::Suspended {
-            return Err(EngineError::Conflict(format!(
-                "execution {id} is {}, not suspended",
-                locked.state
-            )));
+            return Err(refusals::not_suspended(id, locked.state));
         }
         resume(tx, tenant, id, locked.seq).await?;
         Ok(())

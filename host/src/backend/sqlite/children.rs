@@ -20,7 +20,8 @@ use super::lease::held;
 use super::record::Exec;
 use super::suspension::record_suspension;
 use super::time::now;
-use super::{Effects, SqliteBackend};
+use super::{Effects, Finished, SqliteBackend};
+use crate::backend::refusals;
 use crate::error::{EngineError, Result};
 use crate::model::{
     ChildOutcome, ChildrenOutcome, ExecutionId, LeaseHandle, NewExecution, PublicState,
@@ -64,10 +65,7 @@ pub(super) async fn spawn_child(
         };
         let (_, cancelled) = flow_state(conn, tenant, flow_id).await?;
         if cancelled {
-            return Err(EngineError::graph(
-                "flow_cancelled",
-                format!("flow {flow_id} was cancelled: it takes no new children"),
-            ));
+            return Err(refusals::flow_cancelled(flow_id, "new children"));
         }
         let existing: Option<(ExecutionId, Option<ExecutionId>)> = sqlx::query_as(
             "SELECT execution_id, parent_id FROM executions \
@@ -86,12 +84,7 @@ pub(super) async fn spawn_child(
                     created: false,
                 })
             } else {
-                Err(EngineError::graph(
-                    "member_exists",
-                    format!(
-                        "the flow already has a member `{key}` that this execution did not spawn"
-                    ),
-                ))
+                Err(refusals::child_key_taken(key))
             };
         }
         if let Some(limit) = max_queued {
@@ -178,23 +171,13 @@ fn outcome(child: &Exec) -> Result<ChildOutcome> {
 /// have none left unfinished.
 pub(super) async fn wake_parents(
     conn: &mut SqliteConnection,
-    finished: &[(TenantId, ExecutionId, String)],
+    finished: &[Finished],
     effects: &mut Effects,
 ) -> Result<()> {
-    let mut parents = BTreeSet::new();
-    for (tenant, id, _) in finished {
-        let parent: Option<Option<ExecutionId>> = sqlx::query_scalar(
-            "SELECT parent_id FROM executions WHERE tenant_id = ? AND execution_id = ?",
-        )
-        .bind(tenant)
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(EngineError::storage("wake parents"))?;
-        if let Some(Some(parent)) = parent {
-            parents.insert((*tenant, parent));
-        }
-    }
+    let parents: BTreeSet<(TenantId, ExecutionId)> = finished
+        .iter()
+        .filter_map(|f| Some((f.tenant, f.parent?)))
+        .collect();
     for (tenant, id) in parents {
         let Some(mut parent) = Exec::load(conn, tenant, id).await? else {
             continue;

@@ -15,20 +15,14 @@ use super::catalog::get_tenant;
 use super::ingress::{admit, cancel_row, create_one, Placement};
 use super::record::Exec;
 use super::time::{at, now, Millis};
-use super::{Effects, SqliteBackend};
+use super::{Effects, Finished, SqliteBackend};
+use crate::backend::refusals;
 use crate::error::{EngineError, Result};
 use crate::model::{
     find_cycle, EdgeState, ExecutionId, FlowCancelPolicy, FlowEdgeView, FlowId, FlowMemberView,
     FlowSnapshot, FlowState, FlowSummary, GraphApplied, GraphChange, JoinPolicy, JoinState,
     NewFlow, PublicState, TenantId,
 };
-
-fn flow_not_found(flow_id: FlowId) -> EngineError {
-    EngineError::NotFound {
-        what: "flow",
-        id: flow_id.to_string(),
-    }
-}
 
 /// A flow's graph revision and whether it was cancelled.
 pub(super) async fn flow_state(
@@ -44,7 +38,7 @@ pub(super) async fn flow_state(
     .fetch_optional(conn)
     .await
     .map_err(EngineError::storage("read flow"))?
-    .ok_or_else(|| flow_not_found(flow_id))?;
+    .ok_or_else(|| refusals::flow_not_found(flow_id))?;
     Ok((revision, cancelled_at.is_some()))
 }
 
@@ -84,17 +78,11 @@ pub(super) async fn extend_flow(
     db.write("extend flow", async |conn, effects| {
         let (revision, cancelled) = flow_state(conn, tenant, flow_id).await?;
         if cancelled {
-            return Err(EngineError::graph(
-                "flow_cancelled",
-                format!("flow {flow_id} was cancelled: it takes no new members or edges"),
-            ));
+            return Err(refusals::flow_cancelled(flow_id, "new members or edges"));
         }
         if let Some(expected) = change.expected_revision {
             if expected != revision {
-                return Err(EngineError::graph(
-                    "graph_revision_conflict",
-                    format!("flow {flow_id} is at revision {revision}, not {expected}: re-read it"),
-                ));
+                return Err(refusals::revision_conflict(flow_id, revision, expected));
             }
         }
         apply(conn, tenant, flow_id, change, max_queued, effects).await
@@ -137,7 +125,7 @@ async fn apply(
     for upstream in upstreams {
         let row = Exec::get(conn, tenant, upstream).await?;
         if let (true, Some(outcome)) = (row.is_terminal(), &row.terminal_outcome) {
-            effects.finished.push((tenant, upstream, outcome.clone()));
+            effects.finished.push(Finished::of(&row, outcome));
         }
     }
     let revision: i32 = sqlx::query_scalar(
@@ -181,10 +169,7 @@ async fn insert_members(
         .await
         .map_err(EngineError::storage("insert members"))?;
         if taken {
-            return Err(EngineError::graph(
-                "member_exists",
-                "a member with one of these keys is already in the flow",
-            ));
+            return Err(refusals::member_key_taken());
         }
         let placement = Placement {
             flow_id,
@@ -257,13 +242,7 @@ async fn check_still_waiting(
                 .iter()
                 .find(|(_, id)| *id == downstream)
                 .map_or("?", |(k, _)| k.as_str());
-            return Err(EngineError::graph(
-                "member_started",
-                format!(
-                    "member `{key}` is not waiting on dependencies (it has started, ended or was \
-                     released): edges can only point at members that wait"
-                ),
-            ));
+            return Err(refusals::member_started(key));
         }
     }
     Ok(())
@@ -320,16 +299,10 @@ async fn insert_edge(
     .await
     .map_err(EngineError::storage("insert edges"))?;
     if exists {
-        return Err(EngineError::graph(
-            "dependency_exists",
-            "one of these edges already exists",
-        ));
+        return Err(refusals::dependency_exists());
     }
     if pass_result && has_input {
-        return Err(EngineError::invalid(
-            "edges.pass_result",
-            "a member takes its input from at most one upstream",
-        ));
+        return Err(refusals::second_input());
     }
     sqlx::query(
         "INSERT INTO flow_edges (tenant_id, upstream_id, downstream_id, flow_id, pass_result, \
@@ -373,10 +346,7 @@ async fn refuse_cycles(
     .await
     .map_err(EngineError::storage("read flow edges"))?;
     match find_cycle(&edges) {
-        Some(cycle) => Err(EngineError::graph(
-            "cycle_detected",
-            format!("these edges would form a cycle: {}", cycle.join(" -> ")),
-        )),
+        Some(cycle) => Err(refusals::cycle(&cycle)),
         None => Ok(()),
     }
 }
@@ -461,7 +431,7 @@ pub(super) async fn get_flow(
     .fetch_optional(&mut *conn)
     .await
     .map_err(EngineError::storage("read flow"))?
-    .ok_or_else(|| flow_not_found(flow_id))?;
+    .ok_or_else(|| refusals::flow_not_found(flow_id))?;
     let members = sqlx::query_as::<_, MemberRow>(
         "SELECT e.flow_key, e.execution_id, e.kind, e.public_state, \
                 g.policy, g.k, g.on_satisfied, g.state AS join_state \
@@ -578,7 +548,7 @@ pub(super) async fn cancel_flow(
         .await
         .map_err(EngineError::storage("cancel flow"))?;
         if found.rows_affected() == 0 {
-            return Err(flow_not_found(flow_id));
+            return Err(refusals::flow_not_found(flow_id));
         }
         let members: Vec<ExecutionId> = sqlx::query_scalar(
             "SELECT execution_id FROM executions WHERE tenant_id = ? AND flow_id = ? \

@@ -4,10 +4,11 @@ use sqlx::types::Json;
 use sqlx::SqliteConnection;
 use uuid::Uuid;
 
-use super::catalog::{get_tenant, unknown_tenant};
+use super::catalog::get_tenant;
 use super::record::{not_found, Exec};
 use super::time::{after_ms, millis_of, now, Millis};
 use super::{Effects, SqliteBackend};
+use crate::backend::refusals;
 use crate::error::{EngineError, Result};
 use crate::model::{
     Created, Execution, ExecutionFilter, ExecutionId, ExecutionState, Failure, FailureClass,
@@ -24,9 +25,7 @@ pub(super) async fn create_executions(
     max_queued: Option<u32>,
 ) -> Result<Vec<Created>> {
     db.write("create executions", async |conn, effects| {
-        get_tenant(conn, tenant)
-            .await
-            .map_err(|_| unknown_tenant(tenant))?;
+        get_tenant(conn, tenant).await?;
         if let Some(limit) = max_queued {
             admit(conn, tenant, executions.len(), limit).await?;
         }
@@ -318,17 +317,10 @@ pub(super) async fn replay(db: &SqliteBackend, tenant: TenantId, id: ExecutionId
     db.write("replay", async |conn, effects| {
         let mut row = Exec::get(conn, tenant, id).await?;
         let state = row.derived_public_state();
-        if !state.is_terminal() {
-            return Err(EngineError::Conflict(format!(
-                "execution {id} is {state}: only an execution that ended can be replayed"
-            )));
-        }
         let max = row.policy.max_replays.unwrap_or(DEFAULT_MAX_REPLAYS);
-        if u32::try_from(row.replay_count).unwrap_or(u32::MAX) >= max {
-            return Err(EngineError::Conflict(format!(
-                "execution {id} was replayed {} times, its policy's limit",
-                row.replay_count
-            )));
+        let spent = u32::try_from(row.replay_count).unwrap_or(u32::MAX) >= max;
+        if !state.is_terminal() || spent {
+            return Err(refusals::not_replayable(id, state, row.replay_count));
         }
         let now = now();
         let before = row.lease_before();

@@ -82,9 +82,32 @@ pub(super) struct Effects {
     pub updates: Vec<ExecutionUpdate>,
     /// Tenants whose lease or signal stream has new events.
     pub event_tenants: HashSet<TenantId>,
-    /// Executions that ended in this transaction, with their outcome, whose
-    /// flow edges are still to resolve.
-    pub finished: Vec<(TenantId, ExecutionId, String)>,
+    /// Executions that ended in this transaction and what may wait on them,
+    /// still to settle.
+    pub finished: Vec<Finished>,
+}
+
+/// An execution that ended, as [`settle`] needs it: its outcome, and whether
+/// a parent or flow edges may be waiting on it (known from the row that
+/// ended, so settling reads nothing for executions nothing waits on).
+pub(super) struct Finished {
+    pub tenant: TenantId,
+    pub id: ExecutionId,
+    pub outcome: String,
+    pub parent: Option<ExecutionId>,
+    pub in_flow: bool,
+}
+
+impl Finished {
+    fn of(row: &record::Exec, outcome: &str) -> Self {
+        Self {
+            tenant: row.tenant_id,
+            id: row.execution_id,
+            outcome: outcome.to_owned(),
+            parent: row.parent_id,
+            in_flow: row.flow_id.is_some(),
+        }
+    }
 }
 
 impl SqliteBackend {

@@ -15,7 +15,7 @@ use sqlx::SqliteConnection;
 use uuid::Uuid;
 
 use super::time::{at, Millis};
-use super::Effects;
+use super::{Effects, Finished};
 use crate::error::{EngineError, Result};
 use crate::model::{
     Execution, ExecutionId, ExecutionPolicy, ExecutionUpdate, Failure, LeaseHandle, PublicState,
@@ -416,9 +416,7 @@ impl Exec {
         .execute(conn)
         .await
         .map_err(EngineError::storage("record completion event"))?;
-        effects
-            .finished
-            .push((self.tenant_id, self.execution_id, outcome.to_owned()));
+        effects.finished.push(Finished::of(self, outcome));
         effects.updates.push(ExecutionUpdate {
             tenant_id: self.tenant_id,
             execution_id: self.execution_id,

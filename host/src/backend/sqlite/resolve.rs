@@ -14,7 +14,7 @@ use sqlx::SqliteConnection;
 use super::ingress::cancel_row;
 use super::record::Exec;
 use super::time::now;
-use super::Effects;
+use super::{Effects, Finished};
 use crate::error::{EngineError, Result};
 use crate::model::{ExecutionId, TenantId};
 
@@ -38,14 +38,14 @@ struct Group {
 /// caller's loop ([`super::settle`]): a cascade is a loop, not a recursion.
 pub(super) async fn resolve(
     conn: &mut SqliteConnection,
-    finished: &[(TenantId, ExecutionId, String)],
+    finished: &[Finished],
     effects: &mut Effects,
 ) -> Result<()> {
     // Per downstream: (succeeded, unsatisfied) edges resolved now.
     let mut resolved: BTreeMap<(TenantId, ExecutionId), (i32, i32)> = BTreeMap::new();
-    for (tenant, upstream, outcome) in finished {
-        let (tenant, upstream) = (*tenant, *upstream);
-        let state = if outcome == "success" {
+    for ended in finished.iter().filter(|f| f.in_flow) {
+        let (tenant, upstream) = (ended.tenant, ended.id);
+        let state = if ended.outcome == "success" {
             "satisfied"
         } else {
             "unsatisfied"
@@ -130,6 +130,19 @@ async fn resolve_group(
     Ok(())
 }
 
+/// The downstream, if it still waits on its dependencies (an operator may
+/// have cancelled it, or a flow cancel ended it, meanwhile).
+async fn still_waiting(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    id: ExecutionId,
+) -> Result<Option<Exec>> {
+    let row = Exec::get(conn, tenant, id).await?;
+    let waiting =
+        row.lifecycle_phase == "runnable" && row.eligibility_state == "blocked_by_dependencies";
+    Ok(waiting.then_some(row))
+}
+
 /// A satisfied downstream that still waits becomes runnable (now, or at its
 /// own delay), taking its input from the edge that passes a result.
 async fn release(
@@ -138,10 +151,9 @@ async fn release(
     id: ExecutionId,
     effects: &mut Effects,
 ) -> Result<()> {
-    let mut row = Exec::get(conn, tenant, id).await?;
-    if row.eligibility_state != "blocked_by_dependencies" || row.lifecycle_phase != "runnable" {
+    let Some(mut row) = still_waiting(conn, tenant, id).await? else {
         return Ok(());
-    }
+    };
     let passed: Option<Option<Vec<u8>>> = sqlx::query_scalar(
         "SELECT u.result FROM flow_edges ed \
          JOIN executions u ON u.tenant_id = ed.tenant_id AND u.execution_id = ed.upstream_id \
@@ -170,10 +182,9 @@ async fn skip(
     id: ExecutionId,
     effects: &mut Effects,
 ) -> Result<()> {
-    let mut row = Exec::get(conn, tenant, id).await?;
-    if row.eligibility_state != "blocked_by_dependencies" || row.lifecycle_phase != "runnable" {
+    let Some(mut row) = still_waiting(conn, tenant, id).await? else {
         return Ok(());
-    }
+    };
     let before = row.lease_before();
     row.make_terminal("skipped", now());
     row.save(conn, Some(before), effects).await?;

@@ -17,6 +17,7 @@ use super::lease::held;
 use super::record::Exec;
 use super::time::{after, at, now, Millis};
 use super::{Effects, SqliteBackend};
+use crate::backend::refusals;
 use crate::error::{EngineError, Result};
 use crate::model::{
     ExecutionId, Failure, FailureClass, LeaseHandle, NewSignal, PublicState, Signal, SignalOutcome,
@@ -325,16 +326,11 @@ pub(super) async fn deliver_signal(
         })?;
         let expired = target.expires_at.is_some_and(|at| at <= now());
         if target.state == "closed" || expired {
-            return Err(EngineError::Conflict(format!(
-                "waitpoint `{}` is closed: its suspension already resumed or it expired",
-                target.waitpoint_key
-            )));
+            return Err(refusals::waitpoint_closed(&target.waitpoint_key));
         }
         let state = row.derived_public_state();
         if state.is_terminal() {
-            return Err(EngineError::Conflict(format!(
-                "execution {id} is {state}: it takes no more signals"
-            )));
+            return Err(refusals::takes_no_signals(id, state));
         }
         let signal_id = Uuid::now_v7();
         sqlx::query(
@@ -413,9 +409,7 @@ pub(super) async fn resume(db: &SqliteBackend, tenant: TenantId, id: ExecutionId
         let mut row = Exec::get(conn, tenant, id).await?;
         let state = row.derived_public_state();
         if state != PublicState::Suspended {
-            return Err(EngineError::Conflict(format!(
-                "execution {id} is {state}, not suspended"
-            )));
+            return Err(refusals::not_suspended(id, state));
         }
         resume_row(conn, &mut row, effects).await
     })
