@@ -123,18 +123,59 @@ pub(super) async fn renew(
 
 pub(super) async fn complete(db: &SqliteBackend, lease: &LeaseHandle, result: &[u8]) -> Result<()> {
     db.write("complete", async |conn, effects| {
-        let Some(mut row) = held_or_replayed(conn, lease, AttemptState::Succeeded).await? else {
-            return Ok(());
-        };
-        let now = now();
-        let before = row.lease_before();
-        row.make_terminal("success", now);
-        row.result = Some(result.to_vec());
-        row.save(conn, Some(before), effects).await?;
-        end_attempt(conn, &row, "succeeded", None, &["running"], now).await?;
-        row.record_completion(conn, effects).await
+        complete_in(conn, lease, result, effects).await
     })
     .await
+}
+
+/// Complete several executions in one write transaction, each in a savepoint
+/// of its own: one that is refused (stale, foreign, replayed) or fails
+/// changes nothing of its own and leaves the others written. The worker
+/// pool's completer gathers these, so the batch costs one commit.
+pub(super) async fn complete_many(
+    db: &SqliteBackend,
+    completions: &[(LeaseHandle, &[u8])],
+) -> Result<Vec<Result<()>>> {
+    db.write("complete many", async |conn, effects| {
+        let mut results = Vec::with_capacity(completions.len());
+        for (lease, result) in completions {
+            let mut item = sqlx::Connection::begin(&mut *conn)
+                .await
+                .map_err(EngineError::storage("complete many"))?;
+            let mut own = Effects::default();
+            let outcome = complete_in(&mut item, lease, result, &mut own).await;
+            if outcome.is_ok() {
+                item.commit().await
+            } else {
+                item.rollback().await
+            }
+            .map_err(EngineError::storage("complete many"))?;
+            if outcome.is_ok() {
+                effects.absorb(own);
+            }
+            results.push(outcome);
+        }
+        Ok(results)
+    })
+    .await
+}
+
+async fn complete_in(
+    conn: &mut SqliteConnection,
+    lease: &LeaseHandle,
+    result: &[u8],
+    effects: &mut Effects,
+) -> Result<()> {
+    let Some(mut row) = held_or_replayed(conn, lease, AttemptState::Succeeded).await? else {
+        return Ok(());
+    };
+    let now = now();
+    let before = row.lease_before();
+    row.make_terminal("success", now);
+    row.result = Some(result.to_vec());
+    row.save(conn, Some(before), effects).await?;
+    end_attempt(conn, &row, "succeeded", None, &["running"], now).await?;
+    row.record_completion(conn, effects).await
 }
 
 pub(super) async fn cancel_by_worker(

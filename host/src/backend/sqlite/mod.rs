@@ -110,6 +110,17 @@ impl Finished {
     }
 }
 
+impl Effects {
+    /// Take on what a savepoint that committed told.
+    fn absorb(&mut self, other: Effects) {
+        self.work |= other.work;
+        self.revoked.extend(other.revoked);
+        self.updates.extend(other.updates);
+        self.event_tenants.extend(other.event_tenants);
+        self.finished.extend(other.finished);
+    }
+}
+
 impl SqliteBackend {
     /// Open (creating if missing) the database file at `path`.
     pub async fn open(path: &Path) -> Result<Self> {
@@ -323,6 +334,9 @@ impl Backend for SqliteBackend {
     }
     async fn complete(&self, lease: &LeaseHandle, result: &[u8]) -> Result<()> {
         lease::complete(self, lease, result).await
+    }
+    async fn complete_many(&self, completions: &[(LeaseHandle, &[u8])]) -> Result<Vec<Result<()>>> {
+        lease::complete_many(self, completions).await
     }
     async fn fail(&self, lease: &LeaseHandle, failure: &Failure) -> Result<FailOutcome> {
         lease::fail(self, lease, failure).await
