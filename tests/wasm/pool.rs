@@ -206,3 +206,158 @@ async fn work_keeps_flowing_when_the_notify_connection_is_cut() {
     assert_eq!(env.wait_terminal(after).await.state, PublicState::Completed);
     pool.shutdown().await;
 }
+
+/// How many of `ids` are `Active` (leased) right now.
+async fn active_among(env: &Env, ids: &[uuid::Uuid]) -> usize {
+    let mut active = 0;
+    for id in ids {
+        if env.db.engine.get(env.tenant, *id).await.unwrap().state == PublicState::Active {
+            active += 1;
+        }
+    }
+    active
+}
+
+// Several threads: a spinning guest yields to the executor only between
+// slices, so on one thread it would slow every claim of the other pool too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pool_busy_with_long_runs_leaves_the_queue_to_other_pools() {
+    let env = Env::new().await;
+    let mut long = config(1);
+    long.sandbox.timeout = Duration::from_secs(20);
+    long.drain_timeout = Duration::from_millis(200);
+    long.claim_ahead = Some(4);
+    // Both queued before the pool starts, so its first claim comes back full:
+    // a backlog, but of runs it knows nothing about yet.
+    let a = env.submit("testkit", "loop", 0).await;
+    let b = env.submit("testkit", "loop", 0).await;
+    let first = env.pool(long.clone());
+    env.wait_state(a, PublicState::Active).await;
+    // The first pool's only slot is taken, so the second execution is left
+    // for a pool with room, not claimed ahead behind a run of unknown length.
+    let second = env.pool(long);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while active_among(&env, &[a, b]).await < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the second pool never got the second execution"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let a_worker = first_attempt_worker(&env, a).await;
+    let b_workers: Vec<String> =
+        sqlx::query_scalar("SELECT worker_instance FROM attempts WHERE execution_id = $1")
+            .bind(b)
+            .fetch_all(env.db.pg())
+            .await
+            .unwrap();
+    assert_eq!(b_workers.len(), 1, "the busy pool never claimed it");
+    assert_ne!(b_workers[0], a_worker, "run by the other pool");
+    first.shutdown().await;
+    second.shutdown().await;
+}
+
+/// Create `inputs` as `testkit` executions in one batch, without retries.
+async fn create_testkit(env: &Env, inputs: impl IntoIterator<Item = String>) -> Vec<uuid::Uuid> {
+    let news: Vec<_> = inputs
+        .into_iter()
+        .map(|input| {
+            let mut new = flowfabric::model::NewExecution::new("testkit", input.into_bytes());
+            new.policy.retry.max_retries = 0;
+            new
+        })
+        .collect();
+    env.db
+        .engine
+        .create_batch(env.tenant, &news)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.execution_id)
+        .collect()
+}
+
+// Several threads: a spinning guest yields to the executor only between
+// slices, so on one thread it would slow every claim of the other pool too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn work_claimed_ahead_behind_a_long_run_goes_back_for_other_pools() {
+    let env = Env::new().await;
+    let mut cfg = config(1);
+    cfg.claim_ahead = Some(8);
+    cfg.sandbox.timeout = Duration::from_secs(30);
+    cfg.drain_timeout = Duration::from_millis(200);
+    // Short runs first, so the pools claim ahead; then one run that does not
+    // end, with more short ones behind it. Separate batches keep that order.
+    let warm = create_testkit(&env, (0..40).map(|i| format!("echo:{i}"))).await;
+    let long = create_testkit(&env, ["loop".to_owned()]).await[0];
+    let behind = create_testkit(&env, (0..8).map(|i| format!("echo:behind {i}"))).await;
+    let pools = [env.pool(cfg.clone()), env.pool(cfg)];
+    for id in &warm {
+        env.wait_terminal(*id).await;
+    }
+    // Whichever pool runs the long one, what it claimed ahead goes back, and
+    // the other pool runs all of it while the long run goes on.
+    for id in &behind {
+        let ex = env.wait_terminal_within(*id, Duration::from_secs(10)).await;
+        assert_eq!(ex.state, PublicState::Completed);
+    }
+    let ex = env.db.engine.get(env.tenant, long).await.unwrap();
+    assert!(
+        !ex.state.is_terminal(),
+        "the long run is still going: {} {:?} attempt {}",
+        ex.state,
+        ex.last_failure,
+        ex.attempt_index
+    );
+    for pool in pools {
+        pool.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn shutdown_releases_what_was_claimed_ahead() {
+    let env = Env::new().await;
+    let mut cfg = config(1);
+    cfg.claim_ahead = Some(8);
+    // A backlog of short runs: the pool keeps executions claimed ahead of its
+    // slot the whole time, so some are ready, not running, when it stops.
+    let ids = create_testkit(&env, (0..1_000).map(|i| format!("echo:{i}"))).await;
+    let pool = env.pool(cfg);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while completed_among(&env).await < 50 {
+        assert!(tokio::time::Instant::now() < deadline, "the pool is stuck");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    pool.shutdown().await;
+    let states: Vec<(String, i32)> = sqlx::query_as(
+        "SELECT public_state, retry_count FROM executions WHERE execution_id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_all(env.db.pg())
+    .await
+    .unwrap();
+    assert!(states.len() == ids.len());
+    for (state, retries) in &states {
+        assert!(
+            state == "completed" || state == "waiting",
+            "{state}: nothing stays leased after shutdown"
+        );
+        assert_eq!(*retries, 0, "a release is not a failure");
+    }
+    let released: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM attempts WHERE execution_id = ANY($1) AND state = 'delayed'",
+    )
+    .bind(&ids)
+    .fetch_one(env.db.pg())
+    .await
+    .unwrap();
+    assert!(released >= 1, "some were claimed ahead and released");
+}
+
+async fn completed_among(env: &Env) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM executions WHERE public_state = 'completed'")
+        .fetch_one(env.db.pg())
+        .await
+        .unwrap()
+}

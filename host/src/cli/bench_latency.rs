@@ -132,7 +132,6 @@ async fn engine_round(
     flowfabric::components::register(&engine, &runtime, tenant, "testkit", wasm).await?;
     let config = WorkerConfig {
         slots: args.slots,
-        claim_batch: u32::try_from(args.slots)?,
         ..WorkerConfig::default()
     };
     let pool = WorkerPool::start(engine.clone(), runtime, config);

@@ -122,7 +122,6 @@ async fn round(url: &str, wasm: &[u8], slots: usize, n: usize) -> anyhow::Result
     }
     let config = WorkerConfig {
         slots,
-        claim_batch: u32::try_from(slots)?,
         ..WorkerConfig::default()
     };
     let started = Instant::now();

@@ -150,7 +150,6 @@ async fn end_to_end(args: &WasmBench, wasm: &[u8], with_wasm: bool) -> anyhow::R
     if with_wasm {
         let config = WorkerConfig {
             slots: args.slots,
-            claim_batch: u32::try_from(args.slots)?,
             poll_interval: Duration::from_millis(20),
             ..WorkerConfig::default()
         };

@@ -67,6 +67,10 @@ pub struct WorkerArgs {
     /// Executions run at once.
     #[arg(long, env = "FLOWFABRIC_SLOTS", default_value_t = 16)]
     pub slots: usize,
+    /// Under a backlog of short runs, executions kept claimed ahead of free
+    /// slots (default: four per slot; 0 turns it off).
+    #[arg(long, env = "FLOWFABRIC_CLAIM_AHEAD")]
+    pub claim_ahead: Option<usize>,
     /// Lanes to claim from (comma-separated).
     #[arg(
         long,
@@ -135,6 +139,7 @@ impl WorkerArgs {
         WorkerConfig {
             worker_id: hostname(),
             slots: self.slots,
+            claim_ahead: self.claim_ahead,
             lanes: self.lanes.clone(),
             capabilities: self.capabilities.clone(),
             lease_ttl: Duration::from_millis(self.lease_ttl_ms),

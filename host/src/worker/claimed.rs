@@ -25,6 +25,8 @@ pub(super) struct ClaimedTask {
     engine: Engine,
     pub(super) claimed: ClaimedExecution,
     pub(super) cancel: CancelFlag,
+    /// When it was claimed: its lease counts from here.
+    pub(super) claimed_at: Instant,
     lease_lost: AtomicBool,
     frames: AtomicU32,
     /// `spawn-child` calls so far in this run, for default child keys.
@@ -46,6 +48,7 @@ impl ClaimedTask {
             engine,
             claimed,
             cancel,
+            claimed_at: Instant::now(),
             lease_lost: AtomicBool::new(false),
             frames: AtomicU32::new(0),
             spawned: AtomicU32::new(0),

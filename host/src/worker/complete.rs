@@ -11,10 +11,15 @@
 //! Each completion keeps its own fence and its own answer. If a batch fails as a
 //! whole, its completions are written one at a time, so one bad completion
 //! cannot fail the others.
+//!
+//! A run hands its result over ([`Completer::queue`]) and frees its slot
+//! before the write commits, so the next run need not wait for it. Queued
+//! completions each hold a lease, so their number is bounded: when the queue is
+//! full, handing over waits, and with it the slot.
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot, Mutex, OwnedSemaphorePermit, Semaphore};
 
 use crate::engine::Engine;
 use crate::error::Result;
@@ -32,42 +37,71 @@ struct Pending {
     reply: oneshot::Sender<Result<()>>,
 }
 
+/// A completion handed over: its answer, once written.
+pub(super) struct Queued {
+    answer: oneshot::Receiver<Result<()>>,
+    /// Its place in the bounded queue, held until the answer comes.
+    _place: OwnedSemaphorePermit,
+}
+
 /// Hands completions to the flush tasks. The tasks end once every `Completer`
 /// clone is gone and the queue is written out.
 #[derive(Clone)]
 pub(super) struct Completer {
     engine: Engine,
     queue: mpsc::UnboundedSender<Pending>,
+    places: Arc<Semaphore>,
 }
 
 impl Completer {
     /// Start `flushers` flush tasks: at most that many completion writes are
-    /// in flight at once.
-    pub(super) fn start(engine: Engine, flushers: usize) -> Self {
+    /// in flight at once, with at most `max_queued` completions waiting on them.
+    pub(super) fn start(engine: Engine, flushers: usize, max_queued: usize) -> Self {
         let (queue, receiver) = mpsc::unbounded_channel();
         let receiver = Arc::new(Mutex::new(receiver));
         for _ in 0..flushers.max(1) {
             tokio::spawn(flush_loop(engine.clone(), receiver.clone()));
         }
-        Self { engine, queue }
+        Self {
+            engine,
+            queue,
+            places: Arc::new(Semaphore::new(max_queued.max(1))),
+        }
     }
 
-    /// Complete the lease's execution with `result`; returns what
-    /// [`Engine::complete`] would.
-    pub(super) async fn complete(&self, lease: &LeaseHandle, result: &[u8]) -> Result<()> {
+    /// Queue the completion of the lease's execution with `result`, once
+    /// there is room; [`Completer::written`] then waits for its answer.
+    pub(super) async fn queue(&self, lease: &LeaseHandle, result: &[u8]) -> Queued {
+        let place = self
+            .places
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the places semaphore is never closed");
         let (reply, answer) = oneshot::channel();
-        let pending = Pending {
+        let _ = self.queue.send(Pending {
             lease: lease.clone(),
             result: result.to_vec(),
             reply,
-        };
-        if self.queue.send(pending).is_ok() {
-            if let Ok(written) = answer.await {
-                return written;
-            }
+        });
+        Queued {
+            answer,
+            _place: place,
         }
-        // The flush tasks are gone (a panic in one): write it directly.
-        self.engine.complete(lease, result).await
+    }
+
+    /// What [`Engine::complete`] would have returned for a queued completion.
+    pub(super) async fn written(
+        &self,
+        queued: Queued,
+        lease: &LeaseHandle,
+        result: &[u8],
+    ) -> Result<()> {
+        match queued.answer.await {
+            Ok(written) => written,
+            // The flush tasks are gone (a panic in one): write it directly.
+            Err(_) => self.engine.complete(lease, result).await,
+        }
     }
 }
 

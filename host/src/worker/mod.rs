@@ -1,13 +1,14 @@
 //! The worker pool: claims executions and runs each as a sandboxed component.
 //!
-//! One claim loop feeds `slots` concurrent runs. It claims only as many
-//! executions as it has free slots (never holding leases it cannot serve), sleeps
+//! One claim loop feeds `slots` concurrent runs (see `feed`). It claims for
+//! free slots, and under a backlog of short runs a few ahead of them; it sleeps
 //! on the engine's work signal (LISTEN/NOTIFY) with polling as the fallback, and
 //! for each run keeps the lease alive at a third of its TTL. A lost lease (expired
 //! and reclaimed, or the execution cancelled) stops the guest at its next epoch
 //! tick; nothing it does afterwards reaches storage, because every write is
 //! fenced. Results are group-committed: runs that end while a completion write
-//! is in flight are completed together by the next one (see `complete`).
+//! is in flight are completed together by the next one (see `complete`), and
+//! a run's slot frees once its result is queued for that write.
 //!
 //! Shutdown drains: claiming stops, in-flight runs get `drain_timeout` to finish,
 //! and the rest are stopped and released back to the queue (made runnable again
@@ -16,23 +17,22 @@
 
 mod claimed;
 mod complete;
-
-use claimed::ClaimedTask;
-use complete::Completer;
+mod feed;
 mod resolve;
 mod run;
+
+use claimed::ClaimedTask;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
-use uuid::Uuid;
 
 use crate::engine::Engine;
-use crate::model::{ClaimRequest, ExecutionId, DEFAULT_LANE};
-use crate::runtime::{CancelFlag, Runtime, SandboxLimits};
+use crate::model::{ExecutionId, DEFAULT_LANE};
+use crate::runtime::{Runtime, SandboxLimits};
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -47,6 +47,9 @@ pub struct WorkerConfig {
     pub poll_interval: Duration,
     /// Most executions taken in one claim.
     pub claim_batch: u32,
+    /// Under a backlog of short runs, how many executions to keep claimed
+    /// ahead of free slots (`None`: four per slot; 0: never). See `feed`.
+    pub claim_ahead: Option<usize>,
     pub sandbox: SandboxLimits,
     pub drain_timeout: Duration,
 }
@@ -61,6 +64,7 @@ impl Default for WorkerConfig {
             lease_ttl: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),
             claim_batch: 64,
+            claim_ahead: None,
             sandbox: SandboxLimits::default(),
             drain_timeout: Duration::from_secs(30),
         }
@@ -70,10 +74,6 @@ impl Default for WorkerConfig {
 /// Completion writes in flight at once; completions that arrive meanwhile are
 /// written together by the next (see `complete`).
 const COMPLETION_WRITERS: usize = 2;
-
-/// How long, under a backlog, the claim loop waits for more slots to free
-/// before claiming for the ones it has.
-const CLAIM_LINGER: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Runs that are in flight, so shutdown and revocations can stop them.
 type Running = Arc<Mutex<HashMap<ExecutionId, Arc<ClaimedTask>>>>;
@@ -90,7 +90,7 @@ impl WorkerPool {
         let (stop, stopped) = watch::channel(false);
         let running: Running = Arc::default();
         let drain_timeout = config.drain_timeout;
-        let claim_loop = tokio::spawn(claim_loop(
+        let claim_loop = tokio::spawn(feed::claim_loop(
             engine,
             runtime,
             config,
@@ -168,6 +168,13 @@ async fn watch_revocations(engine: &Engine, running: Running) -> Option<AbortOnD
     Some(AbortOnDrop(task))
 }
 
+/// Give an execution back to the queue unfinished, without counting a retry:
+/// runnable at once by the database's clock. The time given is in the past,
+/// so a worker whose clock runs ahead cannot turn the release into a delay.
+async fn release(engine: &Engine, lease: &crate::model::LeaseHandle) -> crate::error::Result<()> {
+    engine.delay(lease, chrono::DateTime::UNIX_EPOCH).await
+}
+
 /// A background task that must not outlive its owner.
 pub(super) struct AbortOnDrop(pub(super) tokio::task::JoinHandle<()>);
 
@@ -182,121 +189,5 @@ impl Drop for AbortOnDrop {
 impl Drop for WorkerPool {
     fn drop(&mut self) {
         self.claim_loop.abort();
-    }
-}
-
-async fn claim_loop(
-    engine: Engine,
-    runtime: Arc<Runtime>,
-    config: WorkerConfig,
-    mut stopped: watch::Receiver<bool>,
-    running: Running,
-) -> JoinSet<()> {
-    let config = Arc::new(config);
-    let slots = Arc::new(Semaphore::new(config.slots.max(1)));
-    let mut runs = JoinSet::new();
-    let resolver = Arc::new(resolve::Resolver::default());
-    let completer = Completer::start(engine.clone(), COMPLETION_WRITERS);
-    let instance = Uuid::now_v7().to_string();
-    let _revocations = watch_revocations(&engine, running.clone()).await;
-    let mut work = match engine.work_signal().await {
-        Ok(signal) => Some(signal),
-        Err(e) => {
-            tracing::warn!(error = %e, "no work notifications; polling only");
-            None
-        }
-    };
-    let mut backlogged = false;
-    loop {
-        // Reap finished runs so the set does not grow without bound.
-        while runs.try_join_next().is_some() {}
-        let first = tokio::select! {
-            permit = slots.clone().acquire_owned() => permit.expect("semaphore never closes"),
-            _ = stopped.wait_for(|s| *s) => return runs,
-        };
-        let mut permits = vec![first];
-        // Under a backlog, a slot frees as each run's completion commits, so
-        // claiming the moment one is free would claim one at a time. Wait a
-        // moment for more to free, to claim them in one statement; with no
-        // backlog, claim at once (latency matters more than batching then).
-        let linger = tokio::time::Instant::now() + CLAIM_LINGER;
-        while permits.len() < config.claim_batch as usize {
-            match slots.clone().try_acquire_owned() {
-                Ok(p) => permits.push(p),
-                Err(_) if backlogged => {
-                    match tokio::time::timeout_at(linger, slots.clone().acquire_owned()).await {
-                        Ok(p) => permits.push(p.expect("semaphore never closes")),
-                        Err(_) => break,
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        if let Some(w) = work.as_mut() {
-            w.borrow_and_update();
-        }
-        let request = ClaimRequest {
-            worker_id: config.worker_id.clone(),
-            worker_instance: instance.clone(),
-            lanes: config.lanes.clone(),
-            capabilities: config.capabilities.clone(),
-            limit: permits.len() as u32,
-            lease_ttl: config.lease_ttl,
-        };
-        let wanted = permits.len();
-        let claimed = match engine.claim(&request).await {
-            Ok(claimed) => claimed,
-            Err(e) => {
-                tracing::warn!(error = %e, "claim failed; backing off");
-                Vec::new()
-            }
-        };
-        let got = claimed.len();
-        backlogged = got == wanted;
-        metrics::counter!("flowfabric_claims_total").increment(1);
-        metrics::counter!("flowfabric_claimed_executions_total").increment(got as u64);
-        for (claimed, permit) in claimed.into_iter().zip(permits.drain(..)) {
-            let id = claimed.lease.execution_id;
-            let task = Arc::new(ClaimedTask::new(
-                engine.clone(),
-                claimed,
-                CancelFlag::default(),
-            ));
-            running
-                .lock()
-                .expect("running lock")
-                .insert(id, task.clone());
-            let job = run::Job {
-                engine: engine.clone(),
-                runtime: runtime.clone(),
-                resolver: resolver.clone(),
-                config: config.clone(),
-                task,
-                completer: completer.clone(),
-            };
-            let running = running.clone();
-            runs.spawn(async move {
-                job.run().await;
-                running.lock().expect("running lock").remove(&id);
-                drop(permit);
-            });
-        }
-        drop(permits);
-        if got < wanted {
-            // Nothing more to claim right now: sleep until notified or polled.
-            let notified = async {
-                match work.as_mut() {
-                    Some(w) => {
-                        let _ = w.changed().await;
-                    }
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = notified => {}
-                _ = tokio::time::sleep(config.poll_interval) => {}
-                _ = stopped.wait_for(|s| *s) => return runs,
-            }
-        }
     }
 }

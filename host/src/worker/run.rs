@@ -6,8 +6,11 @@ use std::time::Duration;
 
 use tracing::Instrument;
 
+use tokio::sync::OwnedSemaphorePermit;
+
 use super::claimed::ClaimedTask;
 use super::complete::Completer;
+use super::feed::Pace;
 use super::resolve::Resolver;
 use super::{AbortOnDrop, WorkerConfig};
 use crate::engine::Engine;
@@ -22,6 +25,9 @@ pub(super) struct Job {
     pub config: Arc<WorkerConfig>,
     pub task: Arc<ClaimedTask>,
     pub completer: Completer,
+    pub pace: Arc<Pace>,
+    /// The pool slot this run holds, until its result is handed over.
+    pub slot: OwnedSemaphorePermit,
 }
 
 /// Storage errors on the final write are retried this often; the terminal
@@ -49,6 +55,8 @@ impl Job {
             config,
             task,
             completer,
+            pace,
+            slot,
         } = self;
         let limits = sandbox_limits(&config.sandbox, &task.claimed);
         let renewer = AbortOnDrop(tokio::spawn(renew_until_lost(
@@ -82,6 +90,7 @@ impl Job {
                 );
                 metrics::histogram!("flowfabric_guest_run_seconds")
                     .record(outcome.elapsed.as_secs_f64());
+                pace.record(outcome.elapsed);
                 save_output(&task, "stdout", &outcome.stdout).await;
                 save_output(&task, "stderr", &outcome.stderr).await;
                 outcome.result
@@ -90,7 +99,7 @@ impl Job {
         };
         drop(renewer);
         task.flush_progress().await;
-        finish(&engine, &completer, &task, outcome).await;
+        finish(&engine, &completer, &task, outcome, slot).await;
     }
 }
 
@@ -147,8 +156,12 @@ async fn save_output(task: &ClaimedTask, stream: &str, bytes: &[u8]) {
 
 async fn renew_until_lost(engine: Engine, task: Arc<ClaimedTask>, ttl: Duration) {
     let every = ttl / 3;
+    // The lease counts from the claim, which may have been a moment before
+    // the run (claimed ahead).
+    let mut next = tokio::time::Instant::from_std(task.claimed_at) + every;
     loop {
-        tokio::time::sleep(every).await;
+        tokio::time::sleep_until(next).await;
+        next = tokio::time::Instant::now() + every;
         match engine.renew(task.lease(), ttl).await {
             Ok(_) => {}
             Err(
@@ -165,8 +178,18 @@ async fn renew_until_lost(engine: Engine, task: Arc<ClaimedTask>, ttl: Duration)
     }
 }
 
-async fn finish(engine: &Engine, completer: &Completer, task: &ClaimedTask, result: RunResult) {
+/// Record the run's outcome. A result is handed to the completer, and the
+/// slot freed, before the write commits; other outcomes keep the slot until
+/// they are written.
+async fn finish(
+    engine: &Engine,
+    completer: &Completer,
+    task: &ClaimedTask,
+    result: RunResult,
+    slot: OwnedSemaphorePermit,
+) {
     let lease = task.lease();
+    let mut slot = Some(slot);
     if matches!(result, RunResult::Suspended) {
         tracing::debug!("execution suspended");
         metrics::counter!("flowfabric_attempts_finished_total", "outcome" => "suspended")
@@ -181,19 +204,23 @@ async fn finish(engine: &Engine, completer: &Completer, task: &ClaimedTask, resu
     }
     for attempt in 1..=FINISH_ATTEMPTS {
         let written = match &result {
-            RunResult::Completed(output) => completer
-                .complete(lease, output)
-                .await
-                .map(|()| "completed"),
+            RunResult::Completed(output) if attempt == 1 => {
+                let queued = completer.queue(lease, output).await;
+                drop(slot.take());
+                completer
+                    .written(queued, lease, output)
+                    .await
+                    .map(|()| "completed")
+            }
+            RunResult::Completed(output) => {
+                engine.complete(lease, output).await.map(|()| "completed")
+            }
             RunResult::Failed(failure) => {
                 engine.fail(lease, failure.clone()).await.map(|_| "failed")
             }
             // Stopped by the pool while the lease was healthy: shutting down.
             RunResult::Suspended => unreachable!("handled above"),
-            RunResult::Cancelled => engine
-                .delay(lease, chrono::Utc::now())
-                .await
-                .map(|()| "released"),
+            RunResult::Cancelled => super::release(engine, lease).await.map(|()| "released"),
         };
         match written {
             Ok(what) => {

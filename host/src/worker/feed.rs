@@ -1,0 +1,320 @@
+//! The claim loop: keeps the pool's slots fed.
+//!
+//! A claim is one statement whose cost barely depends on how many rows it
+//! takes. Under a backlog of short runs, a slot that frees and then waits for
+//! a claim round trip spends more time waiting than running, and claiming for
+//! each slot as it frees makes every claim a claim of one. So the loop *claims
+//! ahead*: while the last claim came back full and recent runs were short, it
+//! keeps up to `claim_ahead` executions leased and ready, refilled by one claim
+//! in flight while the slots run, and a slot that frees takes the next at once.
+//! It refills only once the ready queue is down to half, so each refill takes
+//! several rows in one statement.
+//!
+//! It claims ahead only then. A lease waiting behind a long run would keep
+//! its execution from another pool's idle slot, so with long runs (or no
+//! backlog) the loop claims only for free slots. Runs are short on average,
+//! not each: when one long run after another takes every slot, what is ready
+//! would wait behind them. So an execution that has been ready for
+//! [`READY_MAX_WAIT`] goes back to the queue for another pool to take, and
+//! the loop claims nothing ahead until one of its slots frees again. A ready
+//! execution's lease and attempt timeout count from its claim; its lease
+//! renewal is scheduled from the claim too (see `run`).
+//!
+//! Shutdown releases what is ready but not running back to the queue, as it
+//! does for runs stopped by the drain timeout. A release is the attempt's end
+//! (state `delayed`), and the next claim starts a new one.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use super::claimed::ClaimedTask;
+use super::complete::Completer;
+use super::{resolve, run, Running, WorkerConfig, COMPLETION_WRITERS};
+use crate::engine::Engine;
+use crate::error::Result;
+use crate::model::{ClaimRequest, ClaimedExecution};
+use crate::runtime::{CancelFlag, Runtime};
+
+/// Runs at least this short, on average, make claiming ahead worth its wait.
+const SHORT_RUN: Duration = Duration::from_millis(20);
+
+/// A claimed-ahead execution that has not started within this long goes back
+/// to the queue.
+const READY_MAX_WAIT: Duration = Duration::from_millis(250);
+
+/// The default depth of claiming ahead. Each refill then takes at least two
+/// rows per slot, where the claim's fixed cost is mostly paid.
+const CLAIM_AHEAD_PER_SLOT: usize = 4;
+
+/// Completions queued for writing, per slot, before a run that ends must wait
+/// to hand its result over (and keep its slot meanwhile).
+const QUEUED_COMPLETIONS_PER_SLOT: usize = 4;
+
+/// The recent length of a run: an exponentially weighted mean of the guest's
+/// run time, shared by the runs that report it and the loop that reads it.
+#[derive(Default)]
+pub(super) struct Pace {
+    /// Mean run time in microseconds; 0 until the first run reports.
+    mean_us: AtomicU64,
+}
+
+impl Pace {
+    pub(super) fn record(&self, run: Duration) {
+        let us = u64::try_from(run.as_micros()).unwrap_or(u64::MAX).max(1);
+        let old = self.mean_us.load(Ordering::Relaxed);
+        let new = if old == 0 { us } else { old - old / 8 + us / 8 };
+        self.mean_us.store(new.max(1), Ordering::Relaxed);
+    }
+
+    /// Known, and short enough to claim ahead for.
+    fn runs_are_short(&self) -> bool {
+        let us = self.mean_us.load(Ordering::Relaxed);
+        us != 0 && us < SHORT_RUN.as_micros() as u64
+    }
+}
+
+/// What the loop and its runs share.
+struct Shared {
+    engine: Engine,
+    runtime: Arc<Runtime>,
+    resolver: Arc<resolve::Resolver>,
+    config: Arc<WorkerConfig>,
+    completer: Completer,
+    pace: Arc<Pace>,
+    running: Running,
+}
+
+type Claim = Pin<Box<dyn Future<Output = (usize, Result<Vec<ClaimedExecution>>)> + Send>>;
+
+pub(super) async fn claim_loop(
+    engine: Engine,
+    runtime: Arc<Runtime>,
+    config: WorkerConfig,
+    mut stopped: watch::Receiver<bool>,
+    running: Running,
+) -> JoinSet<()> {
+    let slots = Arc::new(Semaphore::new(config.slots.max(1)));
+    let claim_ahead = config
+        .claim_ahead
+        .unwrap_or(CLAIM_AHEAD_PER_SLOT * config.slots);
+    let shared = Shared {
+        completer: Completer::start(
+            engine.clone(),
+            COMPLETION_WRITERS,
+            QUEUED_COMPLETIONS_PER_SLOT * config.slots.max(1),
+        ),
+        engine,
+        runtime,
+        resolver: Arc::default(),
+        config: Arc::new(config),
+        pace: Arc::default(),
+        running,
+    };
+    let instance = Uuid::now_v7().to_string();
+    let _revocations = super::watch_revocations(&shared.engine, shared.running.clone()).await;
+    let mut work = match shared.engine.work_signal().await {
+        Ok(signal) => Some(signal),
+        Err(e) => {
+            tracing::warn!(error = %e, "no work notifications; polling only");
+            None
+        }
+    };
+    let mut runs = JoinSet::new();
+    // Claimed, waiting for a slot (only while claiming ahead).
+    let mut ready: VecDeque<Arc<ClaimedTask>> = VecDeque::new();
+    // Free slots with nothing to run yet.
+    let mut idle: Vec<OwnedSemaphorePermit> = Vec::new();
+    let mut claim: Option<Claim> = None;
+    let mut backlogged = false;
+    // Ready executions went back unstarted: claim nothing ahead until a slot frees.
+    let mut stranded = false;
+    // Claim at start; afterwards, after a short claim, only once woken or polled.
+    let mut woken = true;
+    let mut poll_at = tokio::time::Instant::now();
+    loop {
+        while runs.try_join_next().is_some() {}
+        if claim.is_none() && (backlogged || woken) {
+            let ahead = if backlogged && !stranded && shared.pace.runs_are_short() {
+                claim_ahead.saturating_sub(ready.len())
+            } else {
+                0
+            };
+            // Refill the ready queue once it is down to half, so that each
+            // refill takes several rows.
+            let ahead = if ahead * 2 >= claim_ahead { ahead } else { 0 };
+            let want = (idle.len() + ahead).min(shared.config.claim_batch.max(1) as usize);
+            if want > 0 {
+                if let Some(w) = work.as_mut() {
+                    w.borrow_and_update();
+                }
+                woken = false;
+                claim = Some(start_claim(&shared, &instance, want));
+            }
+        }
+        let stale_at = ready
+            .front()
+            .map(|task| tokio::time::Instant::from_std(task.claimed_at) + READY_MAX_WAIT);
+        tokio::select! {
+            _ = stopped.wait_for(|s| *s) => break,
+            permit = slots.clone().acquire_owned() => {
+                let permit = permit.expect("semaphore never closes");
+                stranded = false;
+                match ready.pop_front() {
+                    Some(task) => spawn_run(&mut runs, &shared, task, permit),
+                    None => idle.push(permit),
+                }
+            }
+            (asked, claimed) = async { claim.as_mut().expect("claim in flight").await },
+                if claim.is_some() =>
+            {
+                claim = None;
+                let claimed = claimed.unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "claim failed; backing off");
+                    Vec::new()
+                });
+                backlogged = claimed.len() == asked;
+                if !backlogged {
+                    poll_at = tokio::time::Instant::now() + shared.config.poll_interval;
+                }
+                for claimed in claimed {
+                    let task = track(&shared, claimed);
+                    match idle.pop() {
+                        Some(permit) => spawn_run(&mut runs, &shared, task, permit),
+                        None => ready.push_back(task),
+                    }
+                }
+            }
+            _ = wake(work.as_mut(), poll_at), if claim.is_none() && !backlogged && !woken => {
+                woken = true;
+            }
+            _ = tokio::time::sleep_until(stale_at.unwrap_or_else(tokio::time::Instant::now)),
+                if stale_at.is_some() =>
+            {
+                let now = std::time::Instant::now();
+                while let Some(task) = ready.front() {
+                    if now.duration_since(task.claimed_at) < READY_MAX_WAIT {
+                        break;
+                    }
+                    let task = ready.pop_front().expect("front exists");
+                    spawn_release(&mut runs, &shared, task);
+                }
+                stranded = true;
+                metrics::counter!("flowfabric_claimed_ahead_released_total").increment(1);
+            }
+        }
+    }
+    // Stopping: what a claim in flight took, and what is ready, goes back.
+    if let Some(in_flight) = claim {
+        if let (_, Ok(claimed)) = in_flight.await {
+            ready.extend(claimed.into_iter().map(|c| track(&shared, c)));
+        }
+    }
+    for task in ready {
+        spawn_release(&mut runs, &shared, task);
+    }
+    runs
+}
+
+/// Give a claimed execution that never ran back to the queue: runnable again
+/// at once, without counting a retry.
+fn spawn_release(runs: &mut JoinSet<()>, shared: &Shared, task: Arc<ClaimedTask>) {
+    let engine = shared.engine.clone();
+    let running = shared.running.clone();
+    runs.spawn(async move {
+        let lease = task.lease();
+        if let Err(e) = super::release(&engine, lease).await {
+            tracing::warn!(execution = %lease.execution_id, error = %e,
+                "releasing a claimed execution failed; its lease will expire");
+        }
+        running
+            .lock()
+            .expect("running lock")
+            .remove(&lease.execution_id);
+    });
+}
+
+fn start_claim(shared: &Shared, instance: &str, want: usize) -> Claim {
+    let engine = shared.engine.clone();
+    let config = &shared.config;
+    let request = ClaimRequest {
+        worker_id: config.worker_id.clone(),
+        worker_instance: instance.to_owned(),
+        lanes: config.lanes.clone(),
+        capabilities: config.capabilities.clone(),
+        limit: want as u32,
+        lease_ttl: config.lease_ttl,
+    };
+    Box::pin(async move {
+        let claimed = engine.claim(&request).await;
+        metrics::counter!("flowfabric_claims_total").increment(1);
+        if let Ok(claimed) = &claimed {
+            metrics::counter!("flowfabric_claimed_executions_total")
+                .increment(claimed.len() as u64);
+        }
+        (want, claimed)
+    })
+}
+
+/// A claimed execution, known to revocations from its claim on.
+fn track(shared: &Shared, claimed: ClaimedExecution) -> Arc<ClaimedTask> {
+    let id = claimed.lease.execution_id;
+    let task = Arc::new(ClaimedTask::new(
+        shared.engine.clone(),
+        claimed,
+        CancelFlag::default(),
+    ));
+    shared
+        .running
+        .lock()
+        .expect("running lock")
+        .insert(id, task.clone());
+    task
+}
+
+fn spawn_run(
+    runs: &mut JoinSet<()>,
+    shared: &Shared,
+    task: Arc<ClaimedTask>,
+    slot: OwnedSemaphorePermit,
+) {
+    let id = task.lease().execution_id;
+    let job = run::Job {
+        engine: shared.engine.clone(),
+        runtime: shared.runtime.clone(),
+        resolver: shared.resolver.clone(),
+        config: shared.config.clone(),
+        task,
+        completer: shared.completer.clone(),
+        pace: shared.pace.clone(),
+        slot,
+    };
+    let running = shared.running.clone();
+    runs.spawn(async move {
+        job.run().await;
+        running.lock().expect("running lock").remove(&id);
+    });
+}
+
+/// Until a work notification arrives or the poll time comes.
+async fn wake(work: Option<&mut watch::Receiver<u64>>, poll_at: tokio::time::Instant) {
+    let notified = async {
+        match work {
+            Some(w) => {
+                let _ = w.changed().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = notified => {}
+        _ = tokio::time::sleep_until(poll_at) => {}
+    }
+}
