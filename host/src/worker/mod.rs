@@ -72,8 +72,11 @@ impl Default for WorkerConfig {
 }
 
 /// Completion writes in flight at once; completions that arrive meanwhile are
-/// written together by the next (see `complete`).
-const COMPLETION_WRITERS: usize = 2;
+/// written together by the next (see `complete`). One: each row of a batch
+/// costs the database about a third of a single-row completion, and with two
+/// writers the second mostly took one row at a time (`bench pool`, interleaved:
+/// +4–11 % at 4 slots, +11–15 % at 16 with one).
+const COMPLETION_WRITERS: usize = 1;
 
 /// Runs that are in flight, so shutdown and revocations can stop them.
 type Running = Arc<Mutex<HashMap<ExecutionId, Arc<ClaimedTask>>>>;
