@@ -199,15 +199,18 @@ pub(super) async fn claim_loop(
                 if stale_at.is_some() =>
             {
                 let now = std::time::Instant::now();
+                let mut released = 0;
                 while let Some(task) = ready.front() {
                     if now.duration_since(task.claimed_at) < READY_MAX_WAIT {
                         break;
                     }
                     let task = ready.pop_front().expect("front exists");
                     spawn_release(&mut runs, &shared, task);
+                    released += 1;
                 }
                 stranded = true;
-                metrics::counter!("flowfabric_claimed_ahead_released_total").increment(1);
+                tracing::debug!(released, "claimed ahead but not started in time; released");
+                metrics::counter!("flowfabric_claimed_ahead_released_total").increment(released);
             }
         }
     }
