@@ -218,8 +218,8 @@ async fn active_among(env: &Env, ids: &[uuid::Uuid]) -> usize {
     active
 }
 
-// Several threads: a spinning guest yields to the executor only between
-// slices, so on one thread it would slow every claim of the other pool too.
+// Several threads, as a worker process has: the pools' claims and the
+// spinning guests' threads share two cores.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_pool_busy_with_long_runs_leaves_the_queue_to_other_pools() {
     let env = Env::new().await;
@@ -277,8 +277,8 @@ async fn create_testkit(env: &Env, inputs: impl IntoIterator<Item = String>) -> 
         .collect()
 }
 
-// Several threads: a spinning guest yields to the executor only between
-// slices, so on one thread it would slow every claim of the other pool too.
+// Several threads, as a worker process has: the pools' claims and the
+// spinning guests' threads share two cores.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn work_claimed_ahead_behind_a_long_run_goes_back_for_other_pools() {
     let env = Env::new().await;
