@@ -317,10 +317,11 @@ impl Runtime {
     }
 }
 
-/// A spawned guest run that stops when its caller stops waiting for it.
-struct AbortOnDrop(tokio::task::JoinHandle<RunOutcome>);
+/// A spawned task that must not outlive its owner: a guest run whose caller
+/// stopped waiting for it, a worker's background task.
+pub(crate) struct AbortOnDrop<T>(pub(crate) tokio::task::JoinHandle<T>);
 
-impl Drop for AbortOnDrop {
+impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }

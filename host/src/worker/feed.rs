@@ -40,7 +40,7 @@ use super::complete::Completer;
 use super::{resolve, run, Running, WorkerConfig, COMPLETION_WRITERS};
 use crate::engine::Engine;
 use crate::error::Result;
-use crate::model::{ClaimRequest, ClaimedExecution};
+use crate::model::{ClaimRequest, ClaimedExecution, ExecutionId};
 use crate::runtime::{CancelFlag, Runtime};
 
 /// Runs at least this short, on average, make claiming ahead worth its wait.
@@ -71,7 +71,7 @@ impl Pace {
         let us = u64::try_from(run.as_micros()).unwrap_or(u64::MAX).max(1);
         let old = self.mean_us.load(Ordering::Relaxed);
         let new = if old == 0 { us } else { old - old / 8 + us / 8 };
-        self.mean_us.store(new.max(1), Ordering::Relaxed);
+        self.mean_us.store(new, Ordering::Relaxed);
     }
 
     /// Known, and short enough to claim ahead for.
@@ -237,10 +237,7 @@ fn spawn_release(runs: &mut JoinSet<()>, shared: &Shared, task: Arc<ClaimedTask>
             tracing::warn!(execution = %lease.execution_id, error = %e,
                 "releasing a claimed execution failed; its lease will expire");
         }
-        running
-            .lock()
-            .expect("running lock")
-            .remove(&lease.execution_id);
+        untrack(&running, lease.execution_id);
     });
 }
 
@@ -302,8 +299,13 @@ fn spawn_run(
     let running = shared.running.clone();
     runs.spawn(async move {
         job.run().await;
-        running.lock().expect("running lock").remove(&id);
+        untrack(&running, id);
     });
+}
+
+/// Its run or release is over: revocations no longer concern it.
+fn untrack(running: &Running, id: ExecutionId) {
+    running.lock().expect("running lock").remove(&id);
 }
 
 /// Until a work notification arrives or the poll time comes.

@@ -32,7 +32,7 @@ use tokio::task::JoinSet;
 
 use crate::engine::Engine;
 use crate::model::{ExecutionId, DEFAULT_LANE};
-use crate::runtime::{Runtime, SandboxLimits};
+use crate::runtime::{AbortOnDrop, Runtime, SandboxLimits};
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -145,7 +145,7 @@ impl WorkerPool {
 
 /// Stop running guests whose lease was revoked as soon as the notification
 /// arrives; lease renewal still catches whatever a lost notification misses.
-async fn watch_revocations(engine: &Engine, running: Running) -> Option<AbortOnDrop> {
+async fn watch_revocations(engine: &Engine, running: Running) -> Option<AbortOnDrop<()>> {
     let mut revoked = match engine.revocations().await {
         Ok(r) => r,
         Err(e) => {
@@ -176,15 +176,6 @@ async fn watch_revocations(engine: &Engine, running: Running) -> Option<AbortOnD
 /// so a worker whose clock runs ahead cannot turn the release into a delay.
 async fn release(engine: &Engine, lease: &crate::model::LeaseHandle) -> crate::error::Result<()> {
     engine.delay(lease, chrono::DateTime::UNIX_EPOCH).await
-}
-
-/// A background task that must not outlive its owner.
-pub(super) struct AbortOnDrop(pub(super) tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// Dropping the pool without `shutdown` stops everything at once, like a crash:

@@ -12,11 +12,11 @@ use super::claimed::ClaimedTask;
 use super::complete::Completer;
 use super::feed::Pace;
 use super::resolve::Resolver;
-use super::{AbortOnDrop, WorkerConfig};
+use super::WorkerConfig;
 use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::model::{ClaimedExecution, Failure, FailureClass};
-use crate::runtime::{Prepared, RunResult, Runtime, SandboxLimits, TaskImports};
+use crate::runtime::{AbortOnDrop, Prepared, RunResult, Runtime, SandboxLimits, TaskImports};
 
 pub(super) struct Job {
     pub engine: Engine,
