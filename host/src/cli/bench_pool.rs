@@ -39,6 +39,10 @@ pub struct PoolBench {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json_out: Option<std::path::PathBuf>,
+    /// Executions the pool may keep claimed ahead of its slots (the worker's
+    /// `--claim-ahead`); its default when not given.
+    #[arg(long)]
+    claim_ahead: Option<usize>,
 }
 
 #[derive(serde::Serialize)]
@@ -60,12 +64,12 @@ pub async fn run(args: PoolBench) -> anyhow::Result<()> {
         let scratch = ScratchDatabase::create(&args.database_url)
             .await
             .context("creating a scratch database")?;
-        let elapsed = round(&scratch.url, &wasm, slots, args.executions).await;
+        let elapsed = round(&scratch.url, &wasm, &args, slots).await;
         scratch.drop().await?;
         let per_s = |elapsed: Duration| args.executions as f64 / elapsed.as_secs_f64();
         let process_per_s = per_s(elapsed?);
         let sqlite_per_s = match args.sqlite {
-            true => Some(per_s(sqlite_round(&wasm, slots, args.executions).await?)),
+            true => Some(per_s(sqlite_round(&wasm, &args, slots).await?)),
             false => None,
         };
         rows.push(Row {
@@ -99,17 +103,18 @@ pub async fn run(args: PoolBench) -> anyhow::Result<()> {
 }
 
 /// A round on a fresh SQLite file in a directory of its own, removed after.
-async fn sqlite_round(wasm: &[u8], slots: usize, n: usize) -> anyhow::Result<Duration> {
+async fn sqlite_round(wasm: &[u8], args: &PoolBench, slots: usize) -> anyhow::Result<Duration> {
     let dir = std::env::temp_dir().join(format!("ff-bench-{}", uuid::Uuid::now_v7().simple()));
     std::fs::create_dir_all(&dir)?;
     let url = format!("sqlite:{}", dir.join("bench.db").display());
-    let elapsed = round(&url, wasm, slots, n).await;
+    let elapsed = round(&url, wasm, args, slots).await;
     std::fs::remove_dir_all(&dir)?;
     elapsed
 }
 
 /// Create the backlog, then time the pool from start to the last completion event.
-async fn round(url: &str, wasm: &[u8], slots: usize, n: usize) -> anyhow::Result<Duration> {
+async fn round(url: &str, wasm: &[u8], args: &PoolBench, slots: usize) -> anyhow::Result<Duration> {
+    let n = args.executions;
     let engine = super::connect(url, u32::try_from(slots)? + 4).await?;
     let tenant = engine.create_tenant("bench").await?.tenant_id;
     let runtime = Arc::new(Runtime::new(RuntimeConfig::default())?);
@@ -122,6 +127,7 @@ async fn round(url: &str, wasm: &[u8], slots: usize, n: usize) -> anyhow::Result
     }
     let config = WorkerConfig {
         slots,
+        claim_ahead: args.claim_ahead,
         ..WorkerConfig::default()
     };
     let started = Instant::now();
