@@ -67,8 +67,9 @@ pub struct WorkerArgs {
     /// Executions run at once.
     #[arg(long, env = "FLOWFABRIC_SLOTS", default_value_t = 16)]
     pub slots: usize,
-    /// Under a backlog of short runs, executions kept claimed ahead of free
-    /// slots (default: four per slot; 0 turns it off).
+    /// Under a backlog of short runs, the most executions kept claimed ahead
+    /// of free slots, sized by the pace of recent runs up to this (default: 64
+    /// per slot; 0 turns it off).
     #[arg(long, env = "FLOWFABRIC_CLAIM_AHEAD")]
     pub claim_ahead: Option<usize>,
     /// Lanes to claim from (comma-separated).

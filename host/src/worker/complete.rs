@@ -14,8 +14,9 @@
 //!
 //! A run hands its result over ([`Completer::queue`]) and frees its slot
 //! before the write commits, so the next run need not wait for it. Queued
-//! completions each hold a lease, so their number is bounded: when the queue is
-//! full, handing over waits, and with it the slot.
+//! completions each hold a lease and their result, so their number and their
+//! bytes are bounded: when the queue is full, handing over waits, and with it
+//! the slot.
 
 use std::sync::Arc;
 
@@ -31,6 +32,10 @@ use crate::model::LeaseHandle;
 const MAX_BATCH: usize = 256;
 const MAX_BATCH_BYTES: usize = 8 << 20;
 
+/// Most result bytes queued at once, counted in KiB: many small results may
+/// queue, but not many large ones.
+const MAX_QUEUED_KIB: u32 = 64 << 10;
+
 struct Pending {
     lease: LeaseHandle,
     result: Vec<u8>,
@@ -40,8 +45,39 @@ struct Pending {
 /// A completion handed over: its answer, once written.
 pub(super) struct Queued {
     answer: oneshot::Receiver<Result<()>>,
-    /// Its place in the bounded queue, held until the answer comes.
+    /// Its room in the bounded queue, held until the answer comes.
+    _room: Room,
+}
+
+/// The queue's bounds: completions, and their result bytes in KiB.
+struct Bounds {
+    places: Arc<Semaphore>,
+    kib: Arc<Semaphore>,
+}
+
+/// One completion's place in the queue and its bytes' share.
+struct Room {
     _place: OwnedSemaphorePermit,
+    _kib: OwnedSemaphorePermit,
+}
+
+impl Bounds {
+    fn new(max_queued: usize) -> Self {
+        Self {
+            places: Arc::new(Semaphore::new(max_queued.max(1))),
+            kib: Arc::new(Semaphore::new(MAX_QUEUED_KIB as usize)),
+        }
+    }
+
+    /// Room for a result of `bytes`, once there is room.
+    async fn admit(&self, bytes: usize) -> Room {
+        let place = self.places.clone().acquire_owned().await;
+        let kib = self.kib.clone().acquire_many_owned(kib(bytes)).await;
+        Room {
+            _place: place.expect("the places semaphore is never closed"),
+            _kib: kib.expect("the bytes semaphore is never closed"),
+        }
+    }
 }
 
 /// Hands completions to the flush tasks. The tasks end once every `Completer`
@@ -50,7 +86,7 @@ pub(super) struct Queued {
 pub(super) struct Completer {
     engine: Engine,
     queue: mpsc::UnboundedSender<Pending>,
-    places: Arc<Semaphore>,
+    bounds: Arc<Bounds>,
 }
 
 impl Completer {
@@ -65,19 +101,14 @@ impl Completer {
         Self {
             engine,
             queue,
-            places: Arc::new(Semaphore::new(max_queued.max(1))),
+            bounds: Arc::new(Bounds::new(max_queued)),
         }
     }
 
     /// Queue the completion of the lease's execution with `result`, once
     /// there is room; [`Completer::written`] then waits for its answer.
     pub(super) async fn queue(&self, lease: &LeaseHandle, result: &[u8]) -> Queued {
-        let place = self
-            .places
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the places semaphore is never closed");
+        let room = self.bounds.admit(result.len()).await;
         let (reply, answer) = oneshot::channel();
         let _ = self.queue.send(Pending {
             lease: lease.clone(),
@@ -86,7 +117,7 @@ impl Completer {
         });
         Queued {
             answer,
-            _place: place,
+            _room: room,
         }
     }
 
@@ -103,6 +134,13 @@ impl Completer {
             Err(_) => self.engine.complete(lease, result).await,
         }
     }
+}
+
+/// A result's share of [`MAX_QUEUED_KIB`]: at least one, at most all of it.
+fn kib(bytes: usize) -> u32 {
+    u32::try_from(bytes.div_ceil(1024))
+        .unwrap_or(u32::MAX)
+        .clamp(1, MAX_QUEUED_KIB)
 }
 
 async fn flush_loop(engine: Engine, receiver: Arc<Mutex<mpsc::UnboundedReceiver<Pending>>>) {
@@ -202,5 +240,48 @@ mod tests {
 
         drop(queue);
         assert!(next_batch(&receiver).await.is_none(), "closed and drained");
+    }
+
+    #[tokio::test]
+    async fn the_queue_is_bounded_by_count_and_by_bytes() {
+        use futures::FutureExt;
+
+        let bounds = Bounds::new(3);
+        let rooms = [
+            bounds.admit(0).await,
+            bounds.admit(10).await,
+            bounds.admit(10).await,
+        ];
+        assert!(
+            bounds.admit(0).now_or_never().is_none(),
+            "three places, all taken"
+        );
+        drop(rooms);
+
+        let large = 4 << 20;
+        let bounds = Bounds::new(1_000);
+        let mut rooms = Vec::new();
+        for _ in 0..(MAX_QUEUED_KIB as usize * 1024 / large) {
+            rooms.push(
+                bounds
+                    .admit(large)
+                    .now_or_never()
+                    .expect("room for these bytes"),
+            );
+        }
+        assert!(
+            bounds.admit(1).now_or_never().is_none(),
+            "the bytes are all taken"
+        );
+        rooms.pop();
+        assert!(
+            bounds.admit(large).now_or_never().is_some(),
+            "freed bytes admit again"
+        );
+        assert_eq!(
+            kib(usize::MAX),
+            MAX_QUEUED_KIB,
+            "a result never needs more than all"
+        );
     }
 }

@@ -5,10 +5,15 @@
 //! a claim round trip spends more time waiting than running, and claiming for
 //! each slot as it frees makes every claim a claim of one. So the loop *claims
 //! ahead*: while the last claim came back full and recent runs were short, it
-//! keeps up to `claim_ahead` executions leased and ready, refilled by one claim
-//! in flight while the slots run, and a slot that frees takes the next at once.
-//! It refills only once the ready queue is down to half, so each refill takes
-//! several rows in one statement.
+//! keeps executions leased and ready, refilled by one claim in flight while
+//! the slots run, and a slot that frees takes the next at once. It refills
+//! only once the ready queue is down to half, so each refill takes several
+//! rows in one statement.
+//!
+//! How many it keeps ready is sized by the pace of recent runs: about
+//! [`READY_WORK`] of work for the slots, at most `claim_ahead`. Runs of tens
+//! of microseconds then get claims of dozens of rows, where a claim's fixed
+//! cost is spread thin, while runs of milliseconds keep only a few waiting.
 //!
 //! It claims ahead only then. A lease waiting behind a long run would keep
 //! its execution from another pool's idle slot, so with long runs (or no
@@ -50,13 +55,20 @@ const SHORT_RUN: Duration = Duration::from_millis(20);
 /// to the queue.
 const READY_MAX_WAIT: Duration = Duration::from_millis(250);
 
-/// The default depth of claiming ahead. Each refill then takes at least two
-/// rows per slot, where the claim's fixed cost is mostly paid.
-const CLAIM_AHEAD_PER_SLOT: usize = 4;
+/// The work kept ready for the slots while claiming ahead: the ready queue's
+/// depth is the number of recent runs the slots get through in this long.
+/// Well under [`READY_MAX_WAIT`], so that what is ready is started in time
+/// unless runs get much longer than they were.
+const READY_WORK: Duration = Duration::from_millis(50);
+
+/// The default most executions claimed ahead, per slot.
+const CLAIM_AHEAD_PER_SLOT: usize = 64;
 
 /// Completions queued for writing, per slot, before a run that ends must wait
-/// to hand its result over (and keep its slot meanwhile).
-const QUEUED_COMPLETIONS_PER_SLOT: usize = 4;
+/// to hand its result over (and keep its slot meanwhile). As many as may be
+/// claimed ahead: the queue is the other side of the slots, and a flush writes
+/// whatever has queued in one statement.
+const QUEUED_COMPLETIONS_PER_SLOT: usize = CLAIM_AHEAD_PER_SLOT;
 
 /// The recent length of a run: an exponentially weighted mean of the guest's
 /// run time, shared by the runs that report it and the loop that reads it.
@@ -74,10 +86,16 @@ impl Pace {
         self.mean_us.store(new, Ordering::Relaxed);
     }
 
-    /// Known, and short enough to claim ahead for.
-    fn runs_are_short(&self) -> bool {
+    /// How many to keep claimed ahead for `slots` slots: the runs they get
+    /// through in [`READY_WORK`], at most `max`; none while runs are not
+    /// known to be short.
+    fn ready_depth(&self, slots: usize, max: usize) -> usize {
         let us = self.mean_us.load(Ordering::Relaxed);
-        us != 0 && us < SHORT_RUN.as_micros() as u64
+        if us == 0 || us >= SHORT_RUN.as_micros() as u64 {
+            return 0;
+        }
+        let runs_per_slot = READY_WORK.as_micros() as u64 / us;
+        (slots as u64).saturating_mul(runs_per_slot).min(max as u64) as usize
     }
 }
 
@@ -142,14 +160,18 @@ pub(super) async fn claim_loop(
     loop {
         while runs.try_join_next().is_some() {}
         if claim.is_none() && (backlogged || woken) {
-            let ahead = if backlogged && !stranded && shared.pace.runs_are_short() {
-                claim_ahead.saturating_sub(ready.len())
-            } else {
-                0
+            let depth = match backlogged && !stranded {
+                true => shared.pace.ready_depth(shared.config.slots, claim_ahead),
+                false => 0,
             };
             // Refill the ready queue once it is down to half, so that each
             // refill takes several rows.
-            let ahead = if ahead * 2 >= claim_ahead { ahead } else { 0 };
+            let ahead = depth.saturating_sub(ready.len());
+            let ahead = if ahead > 0 && ahead * 2 >= depth {
+                ahead
+            } else {
+                0
+            };
             let want = (idle.len() + ahead).min(shared.config.claim_batch.max(1) as usize);
             if want > 0 {
                 if let Some(w) = work.as_mut() {
@@ -321,5 +343,40 @@ async fn wake(work: Option<&mut watch::Receiver<u64>>, poll_at: tokio::time::Ins
     tokio::select! {
         _ = notified => {}
         _ = tokio::time::sleep_until(poll_at) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pace_of(run: Duration) -> Pace {
+        let pace = Pace::default();
+        pace.record(run);
+        pace
+    }
+
+    #[test]
+    fn the_ready_queue_holds_about_fifty_milliseconds_of_runs() {
+        assert_eq!(Pace::default().ready_depth(4, 256), 0, "pace unknown");
+        assert_eq!(
+            pace_of(Duration::from_millis(10)).ready_depth(4, 256),
+            4 * 5
+        );
+        assert_eq!(
+            pace_of(Duration::from_millis(1)).ready_depth(4, 256),
+            4 * 50
+        );
+        assert_eq!(
+            pace_of(Duration::from_micros(100)).ready_depth(4, 256),
+            256,
+            "at most the most claimed ahead"
+        );
+        assert_eq!(pace_of(SHORT_RUN).ready_depth(4, 256), 0, "runs too long");
+        assert_eq!(
+            pace_of(Duration::from_millis(1)).ready_depth(4, 0),
+            0,
+            "turned off"
+        );
     }
 }

@@ -47,8 +47,9 @@ pub struct WorkerConfig {
     pub poll_interval: Duration,
     /// Most executions taken in one claim.
     pub claim_batch: u32,
-    /// Under a backlog of short runs, how many executions to keep claimed
-    /// ahead of free slots (`None`: four per slot; 0: never). See `feed`.
+    /// Under a backlog of short runs, the most executions kept claimed ahead
+    /// of free slots (`None`: 64 per slot; 0: never). How many are kept
+    /// follows the pace of recent runs, up to this; see `feed`.
     pub claim_ahead: Option<usize>,
     pub sandbox: SandboxLimits,
     pub drain_timeout: Duration,
