@@ -10,6 +10,7 @@ mod batched;
 mod budgets;
 mod children;
 mod claim;
+mod connections;
 mod errors;
 mod events;
 mod flows;

@@ -149,8 +149,7 @@ impl TestDb {
             .expect("clone template database");
         admin.close().await;
         let url = format!("{server}/{name}");
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
+        let pool = PgBackend::pool_options(16)
             .connect_with(PgBackend::connect_options(&url).expect("test database url"))
             .await
             .expect("connect to test database");
@@ -346,8 +345,7 @@ impl TestDb {
     /// A backend over one connection of its own, so a test can read that
     /// connection's session state (its prepared statements and their plans).
     pub async fn one_connection_backend(&self) -> (PgPool, PgBackend) {
-        let pool = PgPoolOptions::new()
-            .max_connections(1)
+        let pool = PgBackend::pool_options(1)
             .connect_with(PgBackend::connect_options(self.pg_url()).expect("test database url"))
             .await
             .expect("connect to test database");

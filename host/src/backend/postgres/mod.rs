@@ -73,6 +73,10 @@ const COMPLETION_CHANNEL: &str = "flowfabric_completion";
 /// a tenant has new events.
 const EVENTS_CHANNEL: &str = "flowfabric_events";
 
+/// How long a pooled connection may sit idle and still be used without a
+/// ping first (see [`PgBackend::pool_options`]).
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
 pub struct PgBackend {
     pool: PgPool,
     notifications: notify::Notifications,
@@ -80,13 +84,37 @@ pub struct PgBackend {
 
 impl PgBackend {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10))
+        let pool = Self::pool_options(max_connections)
             .connect_with(Self::connect_options(url)?)
             .await
             .map_err(EngineError::storage("connect"))?;
         Ok(Self::from_pool(pool))
+    }
+
+    /// The engine's connection pool; for callers that build their own pool
+    /// for [`PgBackend::from_pool`].
+    ///
+    /// sqlx pings a connection (one round trip) when it goes back to the
+    /// pool, and by default again when it is taken out. The second ping
+    /// doubled the round trips of every statement, as many again as the
+    /// statements themselves, for a connection that answered a moment ago.
+    /// So a connection is pinged on the way out only after it has been idle
+    /// for [`PING_IF_IDLE_FOR`]: long enough for a server restart or a
+    /// dropped link to go unnoticed. One that fails the ping is closed, and
+    /// the pool opens a new one in its place.
+    pub fn pool_options(max_connections: u32) -> PgPoolOptions {
+        PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IF_IDLE_FOR {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
     }
 
     /// How the engine connects to `url`; for callers that build their own pool
