@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use flowfabric::model::{
     CompletionEvent, EventCursor, LeaseEvent, NewSignal, ResumeCondition, SignalEvent,
-    SignalOutcome, TimeoutBehavior,
+    SignalOutcome, StreamMode, TimeoutBehavior,
 };
 
 use crate::{claim_one, setup, setup_on, task};
@@ -86,6 +86,43 @@ fn kinds(events: &[LeaseEvent]) -> Vec<(&str, i64)> {
         .iter()
         .map(|ev| (ev.kind.as_str(), ev.lease_epoch))
         .collect()
+}
+
+async fn batched_claims_and_completions_record_one_event_per_execution(store: Store) {
+    let (db, t) = setup_on(store).await;
+    let e = &db.engine;
+    let news: Vec<_> = (0..3).map(|i| task(&i.to_string())).collect();
+    e.create_batch(t, &news).await.unwrap();
+    let claimed = e.claim(&crate::request(3)).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    // Updates of the execution row that leave its lease alone record nothing.
+    let first = &claimed[0].lease;
+    e.append_frame(first, "log", StreamMode::Durable, b"x")
+        .await
+        .unwrap();
+    e.set_progress(first, 50, "half").await.unwrap();
+    let completions: Vec<_> = claimed
+        .iter()
+        .map(|c| (c.lease.clone(), &b"ok"[..]))
+        .collect();
+    for written in e.complete_many(&completions).await.unwrap() {
+        written.unwrap();
+    }
+
+    let events = db.events::<LeaseEvent>(t).await;
+    for c in &claimed {
+        let mine: Vec<_> = events
+            .iter()
+            .filter(|ev| ev.execution_id == c.lease.execution_id)
+            .map(|ev| (ev.kind.as_str(), ev.lease_epoch, ev.attempt_index))
+            .collect();
+        let (epoch, attempt) = (c.lease.lease_epoch, c.lease.attempt_index);
+        assert_eq!(
+            mine,
+            [("acquired", epoch, attempt), ("released", epoch, attempt)]
+        );
+    }
+    assert_eq!(events.len(), 6);
 }
 
 async fn lease_history_records_every_lease_change(store: Store) {
@@ -339,5 +376,6 @@ on_both_backends!(
     a_timeout_auto_resume_is_a_signal_event,
     completion_events_page_by_cursor_per_tenant,
     lease_history_records_every_lease_change,
+    batched_claims_and_completions_record_one_event_per_execution,
     an_operator_revokes_a_lease_and_the_execution_runs_again,
 );

@@ -349,7 +349,7 @@ impl Exec {
         Ok(())
     }
 
-    /// The Postgres `flowfabric_lease_event` trigger, as Rust.
+    /// The Postgres `flowfabric_lease_events` trigger (migration 0015), as Rust.
     async fn record_lease_event(
         &self,
         conn: &mut SqliteConnection,
