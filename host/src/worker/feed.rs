@@ -70,8 +70,9 @@ const CLAIM_AHEAD_PER_SLOT: usize = 64;
 /// whatever has queued in one statement.
 const QUEUED_COMPLETIONS_PER_SLOT: usize = CLAIM_AHEAD_PER_SLOT;
 
-/// The recent length of a run: an exponentially weighted mean of the guest's
-/// run time, shared by the runs that report it and the loop that reads it.
+/// The recent length of a run: an exponentially weighted mean of the time a
+/// run holds its slot (the guest, its captured output and progress), shared
+/// by the runs that report it and the loop that reads it.
 #[derive(Default)]
 pub(super) struct Pace {
     /// Mean run time in microseconds; 0 until the first run reports.
