@@ -78,11 +78,15 @@ async fn killed_workers_lose_nothing_and_duplicate_nothing() {
         .map(|c| c.execution_id)
         .collect();
 
-    let cache = std::env::temp_dir().join(format!("ff-chaos-{}", uuid::Uuid::now_v7().simple()));
+    let cache = flowfabric_tests::ScratchDir::new("chaos");
     // The killer works on its own clock, however long the checks below take.
     let kills = Arc::new(AtomicUsize::new(0));
     let killer = tokio::spawn({
-        let (url, cache, kills) = (db.pg_url().to_owned(), cache.clone(), kills.clone());
+        let (url, cache, kills) = (
+            db.pg_url().to_owned(),
+            cache.path().to_owned(),
+            kills.clone(),
+        );
         async move {
             let mut workers: Vec<_> = (0..WORKERS).map(|_| spawn_worker(&url, &cache)).collect();
             while kills.load(Relaxed) < KILLS {
@@ -124,7 +128,6 @@ async fn killed_workers_lose_nothing_and_duplicate_nothing() {
     killer.abort();
     let _ = killer.await;
     let kills = kills.load(Relaxed);
-    let _ = std::fs::remove_dir_all(&cache);
 
     // Every execution ended the way its input says, exactly once.
     for id in &ids {

@@ -16,10 +16,10 @@ async fn worker_process_runs_executions_and_drains_on_sigterm() {
     flowfabric::components::register(&db.engine, &runtime(), tenant, "echo", &guest("echo"))
         .await
         .unwrap();
-    let cache = std::env::temp_dir().join(format!("ff-cli-{}", uuid::Uuid::now_v7().simple()));
+    let cache = flowfabric_tests::ScratchDir::new("cli");
     let mut worker = tokio::process::Command::new(BIN)
         .args(["worker", "--slots", "2", "--cache-dir"])
-        .arg(&cache)
+        .arg(cache.path())
         .env("DATABASE_URL", db.pg_url())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -51,7 +51,6 @@ async fn worker_process_runs_executions_and_drains_on_sigterm() {
         .expect("the worker exits after SIGTERM")
         .unwrap();
     assert!(status.success(), "drained and exited cleanly: {status}");
-    let _ = std::fs::remove_dir_all(cache);
 }
 
 #[test]
@@ -72,7 +71,7 @@ struct Served {
     process: tokio::process::Child,
     url: String,
     _db: TestDb,
-    dir: std::path::PathBuf,
+    dir: flowfabric_tests::ScratchDir,
 }
 
 const ADMIN: &str = "cli-test-admin";
@@ -80,9 +79,9 @@ const ADMIN: &str = "cli-test-admin";
 impl Served {
     async fn start() -> Self {
         let db = TestDb::new().await;
-        let dir = std::env::temp_dir().join(format!("ff-cli-{}", uuid::Uuid::now_v7().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let cache = dir.join("cache");
+        let dir = flowfabric_tests::ScratchDir::new("cli");
+        std::fs::create_dir_all(dir.path()).unwrap();
+        let cache = dir.path().join("cache");
         let served = ServedProcess::start(
             BIN,
             db.pg_url(),
@@ -118,7 +117,7 @@ impl Served {
     }
 
     fn write(&self, name: &str, bytes: &[u8]) -> String {
-        let path = self.dir.join(name);
+        let path = self.dir.path().join(name);
         std::fs::write(&path, bytes).unwrap();
         path.to_string_lossy().into_owned()
     }
@@ -311,7 +310,6 @@ async fn remote_commands_drive_a_served_installation() {
     let unreachable = served.cli(key, &["list"]);
     one_line_error("server gone", &unreachable);
     assert!(unreachable.2.contains("cannot reach"), "{}", unreachable.2);
-    let _ = std::fs::remove_dir_all(&served.dir);
 }
 
 #[test]

@@ -35,7 +35,7 @@ async fn steady_load_keeps_memory_and_connections_flat() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(120);
     let db = TestDb::new().await;
-    let cache = std::env::temp_dir().join(format!("ff-soak-{}", uuid::Uuid::now_v7().simple()));
+    let cache = flowfabric_tests::ScratchDir::new("soak");
     let served = ServedProcess::start(
         BIN,
         &format!("{}?application_name={APP}", db.pg_url()),
@@ -46,7 +46,7 @@ async fn steady_load_keeps_memory_and_connections_flat() {
             "--slots",
             &SLOTS.to_string(),
             "--cache-dir",
-            cache.to_str().unwrap(),
+            cache.path().to_str().unwrap(),
         ],
     )
     .await;

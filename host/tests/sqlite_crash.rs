@@ -50,10 +50,10 @@ async fn a_killed_server_on_sqlite_loses_nothing_and_ends_everything_once() {
     for chunk in backlog.chunks(db.engine.limits().max_batch) {
         db.engine.create_batch(tenant, chunk).await.unwrap();
     }
-    let cache = std::env::temp_dir().join(format!("ff-crash-{}", uuid::Uuid::now_v7().simple()));
+    let cache = flowfabric_tests::ScratchDir::new("crash");
 
     // Kill the server once it is well into the backlog.
-    let mut served = serve(&db, &cache).await;
+    let mut served = serve(&db, cache.path()).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let before_kill = loop {
         let done = completions(&db, tenant).await.len();
@@ -74,7 +74,7 @@ async fn a_killed_server_on_sqlite_loses_nothing_and_ends_everything_once() {
     );
 
     // A new process on the same file finishes the rest.
-    let _restarted = serve(&db, &cache).await;
+    let _restarted = serve(&db, cache.path()).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     let events = loop {
         let events = completions(&db, tenant).await;
@@ -93,5 +93,4 @@ async fn a_killed_server_on_sqlite_loses_nothing_and_ends_everything_once() {
     assert_eq!((events.len(), ids.len()), (EXECUTIONS, EXECUTIONS));
     assert!(events.iter().all(|e| e.outcome == "success"), "{events:?}");
     assert_eq!(db.count("completion_events").await, EXECUTIONS as i64);
-    let _ = std::fs::remove_dir_all(&cache);
 }

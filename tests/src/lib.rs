@@ -87,6 +87,28 @@ impl Drop for TestDb {
     }
 }
 
+/// A directory of a test's own under the system's temp directory, removed
+/// when dropped, whether the test passed or panicked.
+pub struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    /// A new, not yet created, path named `ff-{prefix}-{unique}`.
+    pub fn new(prefix: &str) -> Self {
+        let name = format!("ff-{prefix}-{}", uuid::Uuid::now_v7().simple());
+        Self(std::env::temp_dir().join(name))
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Engine tests exercise the engine without uploading components, so
 /// creating an execution of a kind with no component is allowed there.
 fn engine_test_limits() -> Limits {
