@@ -14,6 +14,9 @@
 //! [`READY_WORK`] of work for the slots, at most `claim_ahead`. Runs of tens
 //! of microseconds then get claims of dozens of rows, where a claim's fixed
 //! cost is spread thin, while runs of milliseconds keep only a few waiting.
+//! Nothing more is claimed ahead while the inputs of what is ready take
+//! [`READY_MAX_BYTES`], since a deep queue of large inputs would be held in
+//! memory.
 //!
 //! It claims ahead only then. A lease waiting behind a long run would keep
 //! its execution from another pool's idle slot, so with long runs (or no
@@ -64,6 +67,10 @@ const READY_WORK: Duration = Duration::from_millis(50);
 /// The default most executions claimed ahead, per slot.
 const CLAIM_AHEAD_PER_SLOT: usize = 64;
 
+/// The pool claims nothing ahead while the inputs of what is ready take this
+/// much memory (one claim may then still add its batch).
+const READY_MAX_BYTES: usize = 64 << 20;
+
 /// Completions queued for writing, per slot, before a run that ends must wait
 /// to hand its result over (and keep its slot meanwhile). As many as may be
 /// claimed ahead: the queue is the other side of the slots, and a flush writes
@@ -98,6 +105,46 @@ impl Pace {
         let runs_per_slot = READY_WORK.as_micros() as u64 / us;
         (slots as u64).saturating_mul(runs_per_slot).min(max as u64) as usize
     }
+}
+
+/// Claimed executions waiting for a slot, oldest first, and their inputs' size.
+#[derive(Default)]
+struct Ready {
+    tasks: VecDeque<Arc<ClaimedTask>>,
+    input_bytes: usize,
+}
+
+impl Ready {
+    fn push(&mut self, task: Arc<ClaimedTask>) {
+        self.input_bytes += task.claimed.input.len();
+        self.tasks.push_back(task);
+    }
+
+    fn pop(&mut self) -> Option<Arc<ClaimedTask>> {
+        let task = self.tasks.pop_front()?;
+        self.input_bytes -= task.claimed.input.len();
+        Some(task)
+    }
+
+    fn oldest(&self) -> Option<&Arc<ClaimedTask>> {
+        self.tasks.front()
+    }
+
+    /// How many more to claim for a ready queue `depth` deep.
+    fn room(&self, depth: usize) -> usize {
+        room_ahead(depth, self.tasks.len(), self.input_bytes)
+    }
+}
+
+/// Room in a ready queue `depth` deep that holds `ready` executions with
+/// `input_bytes` of input: none until it is down to half, so that each refill
+/// takes several rows, and none while its inputs fill [`READY_MAX_BYTES`].
+fn room_ahead(depth: usize, ready: usize, input_bytes: usize) -> usize {
+    let room = depth.saturating_sub(ready);
+    if input_bytes >= READY_MAX_BYTES || room == 0 || room * 2 < depth {
+        return 0;
+    }
+    room
 }
 
 /// What the loop and its runs share.
@@ -148,7 +195,7 @@ pub(super) async fn claim_loop(
     };
     let mut runs = JoinSet::new();
     // Claimed, waiting for a slot (only while claiming ahead).
-    let mut ready: VecDeque<Arc<ClaimedTask>> = VecDeque::new();
+    let mut ready = Ready::default();
     // Free slots with nothing to run yet.
     let mut idle: Vec<OwnedSemaphorePermit> = Vec::new();
     let mut claim: Option<Claim> = None;
@@ -165,14 +212,7 @@ pub(super) async fn claim_loop(
                 true => shared.pace.ready_depth(shared.config.slots, claim_ahead),
                 false => 0,
             };
-            // Refill the ready queue once it is down to half, so that each
-            // refill takes several rows.
-            let ahead = depth.saturating_sub(ready.len());
-            let ahead = if ahead > 0 && ahead * 2 >= depth {
-                ahead
-            } else {
-                0
-            };
+            let ahead = ready.room(depth);
             let want = (idle.len() + ahead).min(shared.config.claim_batch.max(1) as usize);
             if want > 0 {
                 if let Some(w) = work.as_mut() {
@@ -183,14 +223,14 @@ pub(super) async fn claim_loop(
             }
         }
         let stale_at = ready
-            .front()
+            .oldest()
             .map(|task| tokio::time::Instant::from_std(task.claimed_at) + READY_MAX_WAIT);
         tokio::select! {
             _ = stopped.wait_for(|s| *s) => break,
             permit = slots.clone().acquire_owned() => {
                 let permit = permit.expect("semaphore never closes");
                 stranded = false;
-                match ready.pop_front() {
+                match ready.pop() {
                     Some(task) => spawn_run(&mut runs, &shared, task, permit),
                     None => idle.push(permit),
                 }
@@ -211,7 +251,7 @@ pub(super) async fn claim_loop(
                     let task = track(&shared, claimed);
                     match idle.pop() {
                         Some(permit) => spawn_run(&mut runs, &shared, task, permit),
-                        None => ready.push_back(task),
+                        None => ready.push(task),
                     }
                 }
             }
@@ -223,11 +263,11 @@ pub(super) async fn claim_loop(
             {
                 let now = std::time::Instant::now();
                 let mut released = 0;
-                while let Some(task) = ready.front() {
+                while let Some(task) = ready.oldest() {
                     if now.duration_since(task.claimed_at) < READY_MAX_WAIT {
                         break;
                     }
-                    let task = ready.pop_front().expect("front exists");
+                    let task = ready.pop().expect("oldest exists");
                     spawn_release(&mut runs, &shared, task);
                     released += 1;
                 }
@@ -240,10 +280,12 @@ pub(super) async fn claim_loop(
     // Stopping: what a claim in flight took, and what is ready, goes back.
     if let Some(in_flight) = claim {
         if let (_, Ok(claimed)) = in_flight.await {
-            ready.extend(claimed.into_iter().map(|c| track(&shared, c)));
+            for claimed in claimed {
+                ready.push(track(&shared, claimed));
+            }
         }
     }
-    for task in ready {
+    while let Some(task) = ready.pop() {
         spawn_release(&mut runs, &shared, task);
     }
     runs
@@ -379,5 +421,20 @@ mod tests {
             0,
             "turned off"
         );
+    }
+
+    #[test]
+    fn the_ready_queue_refills_from_half_and_not_past_its_bytes() {
+        assert_eq!(room_ahead(100, 0, 0), 100);
+        assert_eq!(room_ahead(100, 50, 0), 50, "down to half");
+        assert_eq!(room_ahead(100, 51, 0), 0, "not yet down to half");
+        assert_eq!(room_ahead(100, 120, 0), 0, "deeper than wanted");
+        assert_eq!(room_ahead(0, 0, 0), 0, "not claiming ahead");
+        assert_eq!(
+            room_ahead(100, 10, READY_MAX_BYTES),
+            0,
+            "inputs fill the memory"
+        );
+        assert_eq!(room_ahead(100, 10, READY_MAX_BYTES - 1), 90);
     }
 }
