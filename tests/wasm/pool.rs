@@ -107,18 +107,7 @@ async fn shutdown_drains_and_releases_unfinished_work() {
 async fn many_executions_run_exactly_once_across_pools() {
     let env = Env::new().await;
     let pools = [env.pool(config(4)), env.pool(config(4))];
-    let batch: Vec<_> = (0..80)
-        .map(|i| flowfabric::model::NewExecution::new("testkit", format!("echo:{i}").into_bytes()))
-        .collect();
-    let ids: Vec<_> = env
-        .db
-        .engine
-        .create_batch(env.tenant, &batch)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|c| c.execution_id)
-        .collect();
+    let ids = create_testkit(&env, (0..80).map(|i| format!("echo:{i}"))).await;
     for (i, id) in ids.iter().enumerate() {
         let ex = env.wait_terminal(*id).await;
         assert_eq!(text(&ex.result), i.to_string());
