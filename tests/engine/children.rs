@@ -232,6 +232,36 @@ async fn a_child_ended_by_an_operator_counts(store: Store) {
     assert_eq!(children[0].error.as_deref(), Some("not needed"));
 }
 
+/// The completion trigger names a parent once per child that ended: two in one
+/// statement name it twice, and it must still resume once.
+async fn siblings_completed_in_one_statement_resume_their_parent_once(store: Store) {
+    let (db, t) = setup_on(store).await;
+    let e = &db.engine;
+    let parent_id = e.create(t, task("parent")).await.unwrap().execution_id;
+    let parent = claim_one(e).await;
+    spawn(e, &parent, "a", "a").await;
+    spawn(e, &parent, "b", "b").await;
+    assert_eq!(wait(e, &parent).await, ChildrenOutcome::Suspended);
+    let (first, second) = (claim_one(e).await, claim_one(e).await);
+    let written = e
+        .complete_many(&[
+            (first.lease.clone(), &b"1"[..]),
+            (second.lease.clone(), &b"2"[..]),
+        ])
+        .await
+        .unwrap();
+    assert!(written.iter().all(Result::is_ok), "{written:?}");
+    assert_eq!(state(e, t, parent_id).await, PublicState::Waiting);
+    let resumed = claim_one(e).await;
+    assert_eq!(resumed.lease.execution_id, parent_id);
+    assert_eq!(resumed.attempt_type, AttemptType::Resume);
+    claim_none(e).await;
+    let ChildrenOutcome::Done(children) = wait(e, &resumed).await else {
+        panic!("both children have ended");
+    };
+    assert_eq!(children.len(), 2);
+}
+
 #[tokio::test]
 async fn a_parent_locked_when_its_last_child_ends_is_resumed_by_the_scanner() {
     let (db, t) = setup().await;
@@ -290,4 +320,5 @@ on_both_backends!(
     bad_children_and_stale_leases_are_refused_and_write_nothing,
     a_child_ended_by_an_operator_counts,
     a_wait_that_times_out_fails_the_parent,
+    siblings_completed_in_one_statement_resume_their_parent_once,
 );
