@@ -14,7 +14,7 @@ use std::time::Instant;
 use anyhow::Context;
 use flowfabric::backend::postgres::bench::{analyze, RawQueue, ScratchDatabase};
 use flowfabric::engine::{Engine, Limits};
-use flowfabric::model::NewExecution;
+use flowfabric::model::{LeaseHandle, NewExecution};
 
 use super::bench::{claim_request, side_pool, write_json, Percentiles};
 use super::connect_with;
@@ -33,6 +33,10 @@ pub struct DepthBench {
     /// Timed claims per depth and path (after 50 warm-up claims).
     #[arg(long, default_value_t = 1_000)]
     claims: usize,
+    /// Executions each timed claim asks for (the worker pool asks for its free
+    /// slots and what it claims ahead).
+    #[arg(long, default_value_t = 1)]
+    batch: u32,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json_out: Option<std::path::PathBuf>,
@@ -54,6 +58,7 @@ const FILL_BATCH: usize = 1_000;
 pub async fn run(args: DepthBench) -> anyhow::Result<()> {
     anyhow::ensure!(!args.queued.is_empty(), "give at least one depth");
     anyhow::ensure!(args.tenants >= 1, "at least one tenant");
+    anyhow::ensure!(args.batch >= 1, "claim batches start at 1");
     let mut rows = Vec::new();
     for &queued in &args.queued {
         anyhow::ensure!(queued >= 1, "depths start at 1");
@@ -71,8 +76,8 @@ pub async fn run(args: DepthBench) -> anyhow::Result<()> {
 
 fn print(args: &DepthBench, rows: &[Row]) {
     println!(
-        "{} timed single claims per row, {} tenants; claim latency in ms (ratio: p50 against the first depth)",
-        args.claims, args.tenants
+        "{} timed claims of {} per row, {} tenants; claim latency in ms (ratio: p50 against the first depth)",
+        args.claims, args.batch, args.tenants
     );
     println!(
         "{:<8} {:>10} {:>8} {:>8} {:>8} {:>8} {:>10}",
@@ -112,8 +117,8 @@ async fn measure(url: &str, args: &DepthBench, queued: usize) -> anyhow::Result<
     let raw_fill = started.elapsed().as_secs_f64();
     analyze(&pool).await?;
 
-    let engine_claims = time_engine_claims(&engine, args.claims).await?;
-    let raw_claims = time_raw_claims(&raw, args.claims).await?;
+    let engine_claims = time_engine_claims(&engine, args.claims, args.batch).await?;
+    let raw_claims = time_raw_claims(&raw, args.claims, args.batch).await?;
     pool.close().await;
     Ok([
         Row {
@@ -158,18 +163,37 @@ async fn fill_engine(engine: &Engine, tenants: usize, queued: usize) -> anyhow::
     Ok(())
 }
 
-async fn time_engine_claims(engine: &Engine, claims: usize) -> anyhow::Result<Percentiles> {
-    let request = claim_request(1);
+/// Time `claims` claims of `batch`; what each claims is completed and created
+/// again (for the same tenants), so the depth holds.
+async fn time_engine_claims(
+    engine: &Engine,
+    claims: usize,
+    batch: u32,
+) -> anyhow::Result<Percentiles> {
+    let request = claim_request(batch);
     let mut samples = Vec::with_capacity(claims);
     for i in 0..WARM_UP + claims {
         let started = Instant::now();
-        let claimed = engine.claim(&request).await?.pop();
+        let claimed = engine.claim(&request).await?;
         let took = started.elapsed();
-        let claimed = claimed.context("the queue ran dry")?;
-        engine.complete(&claimed.lease, b"done").await?;
-        engine
-            .create(claimed.lease.tenant_id, new_execution())
-            .await?;
+        anyhow::ensure!(!claimed.is_empty(), "the queue ran dry");
+        let completions: Vec<(LeaseHandle, &[u8])> = claimed
+            .iter()
+            .map(|c| (c.lease.clone(), &b"done"[..]))
+            .collect();
+        for written in engine.complete_many(&completions).await? {
+            written?;
+        }
+        let mut per_tenant = std::collections::BTreeMap::<_, Vec<_>>::new();
+        for c in &claimed {
+            per_tenant
+                .entry(c.lease.tenant_id)
+                .or_default()
+                .push(new_execution());
+        }
+        for (tenant, news) in per_tenant {
+            engine.create_batch(tenant, &news).await?;
+        }
         if i >= WARM_UP {
             samples.push(took);
         }
@@ -177,16 +201,15 @@ async fn time_engine_claims(engine: &Engine, claims: usize) -> anyhow::Result<Pe
     Ok(Percentiles::of(samples))
 }
 
-async fn time_raw_claims(raw: &RawQueue, claims: usize) -> anyhow::Result<Percentiles> {
+async fn time_raw_claims(raw: &RawQueue, claims: usize, batch: u32) -> anyhow::Result<Percentiles> {
     let mut samples = Vec::with_capacity(claims);
-    let replacement = payloads(1);
     for i in 0..WARM_UP + claims {
         let started = Instant::now();
-        let claimed = raw.claim(1).await?.pop();
+        let ids = raw.claim(batch).await?;
         let took = started.elapsed();
-        let id = claimed.context("the baseline queue ran dry")?;
-        raw.complete(id, b"done").await?;
-        raw.insert(&replacement).await?;
+        anyhow::ensure!(!ids.is_empty(), "the baseline queue ran dry");
+        raw.complete_many(&ids, b"done").await?;
+        raw.insert(&payloads(ids.len())).await?;
         if i >= WARM_UP {
             samples.push(took);
         }
