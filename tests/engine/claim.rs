@@ -189,6 +189,34 @@ async fn claim_stays_on_its_index_with_a_large_backlog() {
     }
 }
 
+/// A claim locks about as many rows as it takes, however many tenants have
+/// work. A row it locked and did not take keeps the claim's transaction id in
+/// `xmax`, so runnable rows with one were locked for nothing.
+#[tokio::test]
+async fn a_claim_locks_about_as_many_rows_as_it_takes() {
+    let db = flowfabric_tests::TestDb::new().await;
+    for i in 0..20 {
+        let tenant = db.tenant(&format!("t{i}")).await;
+        let backlog: Vec<NewExecution> = (0..5).map(|j| task(&j.to_string())).collect();
+        db.engine.create_batch(tenant, &backlog).await.unwrap();
+    }
+    let mut tenants = HashSet::new();
+    for limit in [1, 4, 40] {
+        let claimed = db.engine.claim(&request(limit)).await.unwrap();
+        assert_eq!(claimed.len(), limit as usize, "every tenant has work left");
+        tenants.extend(claimed.iter().map(|c| c.lease.tenant_id));
+    }
+    assert_eq!(tenants.len(), 20, "a claim of 40 reached every tenant");
+    let locked_for_nothing: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM executions \
+         WHERE lifecycle_phase = 'runnable' AND xmax::text <> '0'",
+    )
+    .fetch_one(db.pg())
+    .await
+    .unwrap();
+    assert_eq!(locked_for_nothing, 0, "rows locked and left by the claims");
+}
+
 /// The claim's cost estimates are far above its real work, enough to trigger
 /// JIT compilation (about two seconds a claim); engine connections turn it off.
 #[tokio::test]
@@ -225,7 +253,7 @@ async fn the_claim_is_planned_once_per_connection() {
     let plans: Vec<(bool, i64, i64)> = sqlx::query_as(
         "SELECT statement LIKE '%budget_dimensions%', generic_plans, custom_plans \
          FROM pg_prepared_statements \
-         WHERE statement LIKE '%WITH locked AS%' AND statement NOT LIKE '%pg_prepared%' \
+         WHERE statement LIKE '%WITH chosen AS%' AND statement NOT LIKE '%pg_prepared%' \
          ORDER BY 1",
     )
     .fetch_all(&one_connection)

@@ -38,7 +38,7 @@ const ADMISSION_ROOM: &str = r#"    CROSS JOIN LATERAL (
                         LIMIT t.max_starts_per_window) started) END)) END AS n
     ) room
 "#;
-const ADMISSION_OVER_BUDGET: &str = r#"            CASE WHEN budget.any_exhausted THEN EXISTS (
+const ADMISSION_OVER_BUDGET: &str = r#"            CASE WHEN ch.any_exhausted THEN EXISTS (
                 SELECT 1 FROM budget_dimensions d JOIN budgets b
                     ON b.tenant_id = d.tenant_id AND b.budget_id = d.budget_id
                 WHERE d.tenant_id = e.tenant_id AND d.exhausted
@@ -51,8 +51,7 @@ const ADMISSION_BLOCKED: &str = r#"blocked AS (
         blocking_reason = 'waiting_for_budget', updated_at = now()
     FROM locked l
     WHERE l.over_budget AND e.tenant_id = l.tenant_id AND e.execution_id = l.execution_id
-      AND e.tenant_id = ANY(ARRAY(SELECT tenant_id FROM locked WHERE over_budget))
-      AND e.execution_id = ANY(ARRAY(SELECT execution_id FROM locked WHERE over_budget))
+      AND e.ctid = ANY(ARRAY(SELECT row_id FROM locked WHERE over_budget))
 ),
 "#;
 /// The lean shape: every tenant's room is the claim's limit, nothing is over
@@ -63,18 +62,36 @@ const LEAN_ROOM: &str =
      t.tenant_id AS of_tenant) room\n";
 const LEAN_OVER_BUDGET: &str = "            false AS over_budget";
 
+/// An execution a claim may take: runnable now, in a lane of the claim, with
+/// capabilities the worker has (`$2`). The rows of `executions_claim_idx`.
+const RUNNABLE: &str = "e.lifecycle_phase = 'runnable'
+          AND e.eligibility_state = 'eligible_now'
+          -- `= '{}'` is implied by `<@` but keeps the planner on the index: alone,
+          -- `<@` is estimated at 0.5% selectivity and a large LIMIT then looks
+          -- cheaper as a sequential scan plus sort of the whole backlog.
+          AND (e.required_capabilities = '{}' OR e.required_capabilities <@ (SELECT $2::text[]))";
+
 /// Whether any tenant has a limit or an exhausted budget, so claims need the
 /// admission subqueries (both answered off partial indexes; migration 0014).
 const NEEDS_ADMISSION_SQL: &str = "SELECT EXISTS (SELECT 1 FROM tenants \
         WHERE max_running IS NOT NULL OR max_starts_per_window IS NOT NULL) \
     OR EXISTS (SELECT 1 FROM budget_dimensions WHERE exhausted)";
 
-/// Round-robin across tenants: each (tenant, lane) contributes its best `$3`
-/// candidates from an ordered, `SKIP LOCKED` probe of `executions_claim_idx`; the
-/// first of every tenant ranks before the second of any. Within a turn, tenants
-/// go in a fresh random order per claim: priority and age only order a tenant's
-/// own work, so neither a tenant's high priorities nor its old backlog can put
-/// it first every time (with one free slot, every claim would go to it).
+/// Round-robin across tenants: the first of every tenant ranks before the
+/// second of any. Within a turn, tenants go in a fresh random order per claim:
+/// priority and age only order a tenant's own work, so neither a tenant's high
+/// priorities nor its old backlog can put it first every time (with one free
+/// slot, every claim would go to it).
+///
+/// A claim locks about as many rows as it takes, however many tenants have
+/// work. `chosen` probes `executions_claim_idx` once per (tenant, lane) for
+/// any runnable work, without locking, and keeps at most `$3` such pairs in
+/// the random order (a claim of one picks one tenant at random). Each chosen
+/// pair then locks its best candidates, an even share of `$3`, from an
+/// ordered `SKIP LOCKED` scan of the index: at most `$3` plus one per pair
+/// are locked, where every pair used to lock up to `$3` of its own (with 100
+/// tenants, a claim of 100 locked 10,000 rows to take 100). A pair whose share
+/// is more than it has leaves the claim short, to be filled by the next.
 ///
 /// A tenant with `max_running` gets at most its free room: the running count
 /// comes off `executions_lease_expiry_idx`, bounded by the limit. Likewise
@@ -104,30 +121,47 @@ const NEEDS_ADMISSION_SQL: &str = "SELECT EXISTS (SELECT 1 FROM tenants \
 /// planner: custom plans then cost what the generic plan costs, and after five
 /// calls Postgres keeps the generic plan. Not knowing how many rows are picked,
 /// that plan would join them back to `executions` by hashing a sequential
-/// scan, so both updates also name their rows by `= ANY` on the primary key's
-/// columns, which keeps them on the key.
+/// scan, so both updates name their rows by `ctid = ANY(...)`: a TID scan,
+/// whatever the statistics. (`= ANY` on both key columns probed every
+/// pairing of the picked tenants and ids: 10,000 probes for 100 rows from
+/// 100 tenants.) The ctids are those of the versions `locked` locked; no one
+/// else can change a row this transaction holds, so the update finds each.
+/// The one it misses is a row changed and committed after this statement's
+/// snapshot but before its lock, and still runnable (a new priority, say):
+/// locked at its new version, which the snapshot does not see, it is left
+/// runnable and the claim returns one fewer.
 const CLAIM_TEMPLATE: &str = r#"
-WITH locked AS (
-    SELECT c.*, room.n AS room, room.draw, t.max_task_timeout_ms, t.max_memory_mib
+WITH chosen AS (
+    SELECT t.tenant_id, l.lane, room.n AS room, room.draw, {exhausted} AS any_exhausted,
+        t.max_task_timeout_ms, t.max_memory_mib
     FROM tenants t
 {budget}{room}    CROSS JOIN unnest((SELECT $1::text[])) AS l(lane)
     CROSS JOIN LATERAL (
-        SELECT e.tenant_id, e.execution_id, e.priority, e.eligible_at, e.attempt_state,
+        SELECT 1 FROM executions e
+        WHERE e.tenant_id = t.tenant_id AND e.lane = l.lane AND {runnable}
+        -- The index's order, so the probe is its first entry (with statistics
+        -- that show only runnable rows, a bare LIMIT 1 plans as a table scan).
+        ORDER BY e.priority DESC, e.eligible_at, e.execution_id
+        LIMIT 1
+    ) has_work
+    WHERE room.n > 0
+    ORDER BY room.draw
+    LIMIT (SELECT $3::bigint)
+),
+locked AS (
+    SELECT c.*, ch.room, ch.draw, ch.max_task_timeout_ms, ch.max_memory_mib
+    FROM chosen ch
+    CROSS JOIN LATERAL (
+        SELECT e.ctid AS row_id, e.tenant_id, e.execution_id, e.priority, e.eligible_at,
+            e.attempt_state,
 {over_budget}
         FROM executions e
-        WHERE e.tenant_id = t.tenant_id
-          AND e.lane = l.lane
-          AND e.lifecycle_phase = 'runnable'
-          AND e.eligibility_state = 'eligible_now'
-          -- `= '{}'` is implied by `<@` but keeps the planner on the index: alone,
-          -- `<@` is estimated at 0.5% selectivity and a large LIMIT then looks
-          -- cheaper as a sequential scan plus sort of the whole backlog.
-          AND (e.required_capabilities = '{}' OR e.required_capabilities <@ (SELECT $2::text[]))
+        WHERE e.tenant_id = ch.tenant_id AND e.lane = ch.lane AND {runnable}
         ORDER BY e.priority DESC, e.eligible_at, e.execution_id
-        LIMIT room.n
+        LIMIT least(ch.room,
+            (SELECT ceil((SELECT $3::bigint)::numeric / count(*))::bigint FROM chosen))
         FOR UPDATE SKIP LOCKED
     ) c
-    WHERE room.n > 0
 ),
 picked AS (
     SELECT * FROM (
@@ -162,8 +196,7 @@ picked AS (
         updated_at = now()
     FROM picked p
     WHERE e.tenant_id = p.tenant_id AND e.execution_id = p.execution_id
-      AND e.tenant_id = ANY(ARRAY(SELECT tenant_id FROM picked))
-      AND e.execution_id = ANY(ARRAY(SELECT execution_id FROM picked))
+      AND e.ctid = ANY(ARRAY(SELECT row_id FROM picked))
     RETURNING e.tenant_id, e.execution_id, e.attempt_index, e.lease_id, e.lease_epoch,
         e.lease_expires_at, e.kind, e.lane, e.input, e.priority, e.tags, e.policy, e.retry_count,
         e.eligible_at, p.turn, p.draw, p.max_task_timeout_ms, p.max_memory_mib,
@@ -214,7 +247,14 @@ fn claim_sql(full: bool) -> &'static str {
 }
 
 fn fill_claim(budget: &str, room: &str, over_budget: &str, blocked: &str) -> String {
+    let exhausted = if budget.is_empty() {
+        "false"
+    } else {
+        "budget.any_exhausted"
+    };
     CLAIM_TEMPLATE
+        .replace("{runnable}", RUNNABLE)
+        .replace("{exhausted}", exhausted)
         .replace("{budget}", budget)
         .replace("{room}", room)
         .replace("{over_budget}", over_budget)
