@@ -16,7 +16,7 @@ use flowfabric::backend::postgres::PgBackend;
 use flowfabric::backend::Backend;
 use flowfabric::engine::{Engine, Limits};
 use flowfabric::model::{
-    ClaimRequest, EventCursor, LeaseHandle, NewExecution, TenantId, DEFAULT_LANE,
+    ClaimRequest, ClaimedExecution, EventCursor, LeaseHandle, NewExecution, TenantId, DEFAULT_LANE,
 };
 
 #[derive(clap::Args)]
@@ -182,17 +182,26 @@ pub(super) async fn drain_engine(
         let request = request.clone();
         async move {
             let claimed = engine.claim(&request).await?;
-            let completions: Vec<(LeaseHandle, &[u8])> = claimed
-                .iter()
-                .map(|c| (c.lease.clone(), &b"done"[..]))
-                .collect();
-            for written in engine.complete_many(&completions).await? {
-                written?;
-            }
+            complete_all(&engine, &claimed).await?;
             Ok(claimed.len())
         }
     })
     .await
+}
+
+/// Complete every claimed execution with the same small result, in one write.
+pub(super) async fn complete_all(
+    engine: &Engine,
+    claimed: &[ClaimedExecution],
+) -> flowfabric::Result<()> {
+    let completions: Vec<(LeaseHandle, &[u8])> = claimed
+        .iter()
+        .map(|c| (c.lease.clone(), &b"done"[..]))
+        .collect();
+    for written in engine.complete_many(&completions).await? {
+        written?;
+    }
+    Ok(())
 }
 
 /// Write a bench's rows as JSON to `path`, when one was given (`--json-out`).

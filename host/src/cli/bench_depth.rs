@@ -14,9 +14,9 @@ use std::time::Instant;
 use anyhow::Context;
 use flowfabric::backend::postgres::bench::{analyze, RawQueue, ScratchDatabase};
 use flowfabric::engine::{Engine, Limits};
-use flowfabric::model::{LeaseHandle, NewExecution};
+use flowfabric::model::NewExecution;
 
-use super::bench::{claim_request, side_pool, write_json, Percentiles};
+use super::bench::{claim_request, complete_all, side_pool, write_json, Percentiles};
 use super::connect_with;
 
 #[derive(clap::Args)]
@@ -177,13 +177,7 @@ async fn time_engine_claims(
         let claimed = engine.claim(&request).await?;
         let took = started.elapsed();
         anyhow::ensure!(!claimed.is_empty(), "the queue ran dry");
-        let completions: Vec<(LeaseHandle, &[u8])> = claimed
-            .iter()
-            .map(|c| (c.lease.clone(), &b"done"[..]))
-            .collect();
-        for written in engine.complete_many(&completions).await? {
-            written?;
-        }
+        complete_all(engine, &claimed).await?;
         let mut per_tenant = std::collections::BTreeMap::<_, Vec<_>>::new();
         for c in &claimed {
             per_tenant
