@@ -144,17 +144,20 @@ fn new_execution() -> NewExecution {
     NewExecution::new("bench", b"x".to_vec())
 }
 
-/// Create `queued` executions over `tenants` tenants, round robin by batch.
+/// Create `queued` executions spread evenly over `tenants` tenants, round
+/// robin by batch.
 async fn fill_engine(engine: &Engine, tenants: usize, queued: usize) -> anyhow::Result<()> {
     let mut ids = Vec::new();
     for i in 0..tenants {
         ids.push(engine.create_tenant(&format!("bench-{i}")).await?.tenant_id);
     }
     let batch: Vec<NewExecution> = (0..FILL_BATCH).map(|_| new_execution()).collect();
+    // Batches no larger than a tenant's share, so every tenant gets work.
+    let per_batch = queued.div_ceil(tenants).clamp(1, FILL_BATCH);
     let mut left = queued;
     let mut next = 0;
     while left > 0 {
-        let n = left.min(FILL_BATCH);
+        let n = left.min(per_batch);
         engine
             .create_batch(ids[next % tenants], &batch[..n])
             .await?;
