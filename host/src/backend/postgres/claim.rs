@@ -84,9 +84,10 @@ const NEEDS_ADMISSION_SQL: &str = "SELECT EXISTS (SELECT 1 FROM tenants \
 /// slot, every claim would go to it).
 ///
 /// A claim locks about as many rows as it takes, however many tenants have
-/// work. `chosen` probes `executions_claim_idx` once per (tenant, lane) for
-/// any runnable work, without locking, and keeps at most `$3` such pairs in
-/// the random order (a claim of one picks one tenant at random). Each chosen
+/// work. `chosen` goes through the (tenant, lane) pairs in the random order,
+/// probing the head of `executions_claim_idx` for runnable work (no lock),
+/// and stops at `$3` pairs that have some: a claim of one picks one tenant
+/// with work at random, and probes only as many as it takes. Each chosen
 /// pair then locks its best candidates, an even share of `$3`, from an
 /// ordered `SKIP LOCKED` scan of the index: at most `$3` plus one per pair
 /// are locked, where every pair used to lock up to `$3` of its own (with 100
@@ -132,20 +133,24 @@ const NEEDS_ADMISSION_SQL: &str = "SELECT EXISTS (SELECT 1 FROM tenants \
 /// runnable and the claim returns one fewer.
 const CLAIM_TEMPLATE: &str = r#"
 WITH chosen AS (
-    SELECT t.tenant_id, l.lane, room.n AS room, room.draw, {exhausted} AS any_exhausted,
-        t.max_task_timeout_ms, t.max_memory_mib
-    FROM tenants t
-{budget}{room}    CROSS JOIN unnest((SELECT $1::text[])) AS l(lane)
+    SELECT r.* FROM (
+        -- Sorted before any probe, so the probes below go in this order and
+        -- stop at the claim's limit (an ORDER BY keeps this subquery whole).
+        SELECT t.tenant_id, l.lane, room.n AS room, room.draw, {exhausted} AS any_exhausted,
+            t.max_task_timeout_ms, t.max_memory_mib
+        FROM tenants t
+{budget}{room}        CROSS JOIN unnest((SELECT $1::text[])) AS l(lane)
+        WHERE room.n > 0
+        ORDER BY room.draw
+    ) r
     CROSS JOIN LATERAL (
         SELECT 1 FROM executions e
-        WHERE e.tenant_id = t.tenant_id AND e.lane = l.lane AND {runnable}
+        WHERE e.tenant_id = r.tenant_id AND e.lane = r.lane AND {runnable}
         -- The index's order, so the probe is its first entry (with statistics
         -- that show only runnable rows, a bare LIMIT 1 plans as a table scan).
         ORDER BY e.priority DESC, e.eligible_at, e.execution_id
         LIMIT 1
     ) has_work
-    WHERE room.n > 0
-    ORDER BY room.draw
     LIMIT (SELECT $3::bigint)
 ),
 locked AS (
