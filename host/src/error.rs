@@ -52,6 +52,17 @@ pub enum EngineError {
     #[error("{what} quota exceeded: the limit is {limit}")]
     QuotaExceeded { what: &'static str, limit: u64 },
 
+    /// A limit on what one execution or tenant may hold or make (children,
+    /// waitpoints, frame bytes, stored bytes, a counter's range) was
+    /// reached. Unlike a quota, waiting does not help: the same request is
+    /// refused again.
+    #[error("limit exceeded: {limit} is {value}, and {detail}")]
+    LimitExceeded {
+        limit: &'static str,
+        value: u64,
+        detail: String,
+    },
+
     /// No valid credentials were presented.
     #[error("unauthenticated: {0}")]
     Unauthenticated(&'static str),
@@ -107,6 +118,15 @@ impl EngineError {
         }
     }
 
+    /// `limit` (its name) allows `value`; `detail` says what went past it.
+    pub fn limit(limit: &'static str, value: u64, detail: impl Into<String>) -> Self {
+        Self::LimitExceeded {
+            limit,
+            value,
+            detail: detail.into(),
+        }
+    }
+
     pub fn storage(op: &'static str) -> impl FnOnce(sqlx::Error) -> Self {
         move |cause| Self::Storage { op, cause }
     }
@@ -121,6 +141,7 @@ impl EngineError {
             Self::NotActive { .. } => "not_active",
             Self::NotRunnable { .. } => "not_runnable",
             Self::QuotaExceeded { .. } => "quota_exceeded",
+            Self::LimitExceeded { .. } => "limit_exceeded",
             Self::Unauthenticated(_) => "unauthenticated",
             Self::Token { kind, .. } => kind,
             Self::Conflict(_) => "conflict",

@@ -90,6 +90,8 @@ enum BenchCommand {
     Latency(cli::bench_latency::LatencyBench),
     /// A backlog of wasm executions drained by the worker pool, end to end.
     Pool(cli::bench_pool::PoolBench),
+    /// One tenant's trivial executions beside another's spinning guests, against alone.
+    Fairness(cli::bench_fairness::FairnessBench),
 }
 
 #[tokio::main]
@@ -137,6 +139,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Depth(args)) => cli::bench_depth::run(args).await?,
         Command::Bench(BenchCommand::Latency(args)) => cli::bench_latency::run(args).await?,
         Command::Bench(BenchCommand::Pool(args)) => cli::bench_pool::run(args).await?,
+        Command::Bench(BenchCommand::Fairness(args)) => cli::bench_fairness::run(args).await?,
     }
     Ok(())
 }

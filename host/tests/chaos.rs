@@ -210,7 +210,11 @@ async fn suspended_tokens(
         if engine.get(tenant, *id).await.unwrap().state != PublicState::Suspended {
             continue;
         }
-        for w in engine.list_waitpoints(tenant, *id).await.unwrap() {
+        for w in engine
+            .list_waitpoints(tenant, *id, None, flowfabric::engine::MAX_WAITPOINT_PAGE)
+            .await
+            .unwrap()
+        {
             if w.waitpoint.state != "closed" {
                 tokens.push(w.token);
             }

@@ -95,6 +95,32 @@ async fn create_rejects_bad_bodies_and_writes_nothing() {
             "invalid_input",
         ),
         (
+            "an attempt timeout no timestamp can hold",
+            r#"{"kind": "echo", "policy": {"timeouts": {"attempt_timeout_ms": 9223372036854775807}}}"#
+                .into(),
+            400,
+            "invalid_input",
+        ),
+        (
+            "a deadline no timestamp can hold",
+            r#"{"kind": "echo", "policy": {"timeouts": {"execution_deadline_ms": 9223372036854775807}}}"#
+                .into(),
+            400,
+            "invalid_input",
+        ),
+        (
+            "delay until year 0",
+            r#"{"kind": "echo", "delay_until": "0000-01-01T00:00:00Z"}"#.into(),
+            400,
+            "invalid_input",
+        ),
+        (
+            "delay until year 9999",
+            r#"{"kind": "echo", "delay_until": "9999-12-31T00:00:00Z"}"#.into(),
+            400,
+            "invalid_input",
+        ),
+        (
             "input over the limit",
             json!({ "kind": "echo", "input_base64": base64_of(1 << 20 | 1) }).to_string(),
             413,

@@ -14,6 +14,7 @@ mod connections;
 mod errors;
 mod events;
 mod flows;
+mod hardening;
 mod lifecycle;
 mod scanners;
 mod streams;
@@ -34,6 +35,7 @@ pub fn request(limit: u32) -> ClaimRequest {
         capabilities: vec![],
         limit,
         lease_ttl: Duration::from_secs(30),
+        exclude_tenants: Vec::new(),
     }
 }
 

@@ -126,9 +126,16 @@ impl TestDb {
 
     /// A database on `store`, with engine-test limits.
     pub async fn on(store: Store) -> Self {
+        Self::on_with(store, |_| {}).await
+    }
+
+    /// A database on `store`, with engine-test limits as `adjust` changes them.
+    pub async fn on_with(store: Store, adjust: impl FnOnce(&mut Limits)) -> Self {
+        let mut limits = engine_test_limits();
+        adjust(&mut limits);
         match store {
-            Store::Postgres => Self::new().await,
-            Store::Sqlite => Self::sqlite(engine_test_limits()).await,
+            Store::Postgres => Self::with_limits(limits).await,
+            Store::Sqlite => Self::sqlite(limits).await,
         }
     }
 
@@ -243,6 +250,17 @@ impl TestDb {
             }
         }
         .expect("test read")
+    }
+
+    /// Overwrite an execution's stored policy with `json`, bypassing every
+    /// check: what a row written by an older version, or by hand, may hold.
+    pub async fn overwrite_policy(&self, execution: uuid::Uuid, json: &str) {
+        self.poke(
+            &format!("UPDATE executions SET policy = '{json}'::jsonb WHERE execution_id = $1"),
+            &format!("UPDATE executions SET policy = '{json}' WHERE execution_id = ?"),
+            Some(execution),
+        )
+        .await;
     }
 
     /// Why a non-running execution waits (`waiting_for_budget`…).

@@ -5,6 +5,7 @@
 extern crate flowfabric_tests;
 
 mod components;
+mod hardening;
 mod languages;
 mod pool;
 mod sandbox;
@@ -13,6 +14,7 @@ mod suspension;
 use std::sync::Arc;
 use std::time::Duration;
 
+use flowfabric::engine::Limits;
 use flowfabric::model::{Backoff, Execution, ExecutionId, NewExecution, PublicState};
 use flowfabric::runtime::{Runtime, SandboxLimits};
 use flowfabric::worker::{WorkerConfig, WorkerPool};
@@ -33,7 +35,12 @@ impl Env {
 
     /// [`Env::new`] on either backend.
     pub async fn on(store: Store) -> Self {
-        let db = TestDb::on(store).await;
+        Self::on_with(store, |_| {}).await
+    }
+
+    /// [`Env::on`] with the engine's limits as `adjust` changes them.
+    pub async fn on_with(store: Store, adjust: impl FnOnce(&mut Limits)) -> Self {
+        let db = TestDb::on_with(store, adjust).await;
         let tenant = db.tenant("acme").await;
         let runtime = runtime();
         for name in ["echo", "testkit"] {

@@ -27,7 +27,12 @@ async fn a_guest_suspends_and_a_signal_resumes_it(store: Store) {
     let token = frame
         .strip_prefix("approval=")
         .expect("the waitpoint frame");
-    let listed = env.db.engine.list_waitpoints(env.tenant, id).await.unwrap();
+    let listed = env
+        .db
+        .engine
+        .list_waitpoints(env.tenant, id, None, 100)
+        .await
+        .unwrap();
     assert_eq!(listed[0].token, token);
 
     let signal = NewSignal {

@@ -27,8 +27,8 @@ pub mod bindings {
 
 pub use bindings::flowfabric::task::claimed_task as host;
 pub use bindings::flowfabric::task::types::{
-    AttemptType, Child, FailureClass, HostError, LogLevel, ResumeCondition, Signal, StreamMode, TaskError,
-    TaskInfo, TimeoutBehavior, UsageResult, Waitpoint,
+    AttemptType, Child, FailureClass, HostError, LogLevel, ResumeCondition, Signal, StreamMode,
+    TaskError, TaskInfo, TimeoutBehavior, UsageResult, Waitpoint,
 };
 /// Implement this for your task type, then call [`export_task!`].
 pub use bindings::Guest as Task;

@@ -23,6 +23,12 @@
 //! | `spawn:IN1\|IN2\|…` | spawns a testkit child per input, waits for them, returns `key=state:output;…` (`after-resume` first when it had to wait) |
 //! | `spend:DIM:N:TIMES` | reports N of DIM, TIMES times (dedup keys `r1`…, each sent twice), returns the outcomes |
 //! | `spawn-keyed:KEY` | spawns `echo:KEY` under KEY twice, returns both ids (equal) |
+//! | `big-result:KIB` | returns KIB KiB of `x` |
+//! | `spawn-many:N` | spawns up to N `echo` children under keys `n1`…, stops at the first refusal, returns `spawned=K error=…` |
+//! | `waitpoints:N` | creates up to N waitpoints, stops at the first refusal, returns `created=K error=…` |
+//! | `frame-bytes:N:KIB` | appends up to N frames of KIB KiB, stops at the first refusal, returns `appended=K error=…` |
+//! | `overflow:DIM` | reports 2^63-1 of DIM, then 1 more; returns each outcome or error |
+//! | `spawn-nested:N` | spawns N `spawn:echo:a\|echo:b` children without keys (each spawns two of its own), waits, returns the report |
 //!
 //! A waiting command, once resumed (or satisfied at once), returns
 //! `resumed attempt=N: name=payload,…` or `satisfied: …`.
@@ -191,9 +197,70 @@ impl Task for Testkit {
                 let b = flowfabric_guest::spawn_child(&kind, input.as_bytes(), Some(arg))?;
                 Ok(format!("{a} {b}").into_bytes())
             }
+            "big-result" => {
+                let kib: usize = arg
+                    .parse()
+                    .map_err(|_| TaskError::permanent("big-result needs KiB"))?;
+                Ok(vec![b'x'; kib << 10])
+            }
+            "spawn-many" => until_refused("spawned", arg, |i| {
+                let kind = host::info().kind;
+                flowfabric_guest::spawn_child(&kind, b"echo:c", Some(&format!("n{i}"))).map(drop)
+            }),
+            "waitpoints" => until_refused("created", arg, |i| {
+                flowfabric_guest::waitpoint(&format!("w{i}"), None).map(drop)
+            }),
+            "frame-bytes" => {
+                let (n, kib) = arg.split_once(':').unwrap_or((arg, "1"));
+                let kib: usize = kib
+                    .parse()
+                    .map_err(|_| TaskError::permanent("frame-bytes needs N:KIB"))?;
+                let payload = vec![b'f'; kib << 10];
+                until_refused("appended", n, |_| {
+                    flowfabric_guest::frame("blob", &payload).map(drop)
+                })
+            }
+            "overflow" => {
+                let outcome = |r: Result<UsageResult, flowfabric_guest::HostError>| match r {
+                    Ok(UsageResult::Ok) => "ok".to_string(),
+                    Ok(other) => format!("{other:?}"),
+                    Err(e) => format!("error: {e:?}"),
+                };
+                let first = outcome(host::report_usage(arg, i64::MAX as u64, None));
+                let second = outcome(host::report_usage(arg, 1, None));
+                Ok(format!("{first}\n{second}").into_bytes())
+            }
+            "spawn-nested" => {
+                let n: usize = arg
+                    .parse()
+                    .map_err(|_| TaskError::permanent("spawn-nested needs a count"))?;
+                let kind = host::info().kind;
+                for _ in 0..n {
+                    flowfabric_guest::spawn_child(&kind, b"spawn:echo:a|echo:b", None)?;
+                }
+                children_report()
+            }
             other => Err(TaskError::permanent(format!("unknown command `{other}`"))),
         }
     }
+}
+
+/// Call `act` with 1, 2, … up to the count in `n` until the host refuses;
+/// report how many succeeded and the refusal.
+fn until_refused(
+    what: &str,
+    n: &str,
+    mut act: impl FnMut(u32) -> Result<(), flowfabric_guest::HostError>,
+) -> Result<Vec<u8>, TaskError> {
+    let n: u32 = n
+        .parse()
+        .map_err(|_| TaskError::permanent(format!("{what} needs a count")))?;
+    for i in 1..=n {
+        if let Err(e) = act(i) {
+            return Ok(format!("{what}={} error={e:?}", i - 1).into_bytes());
+        }
+    }
+    Ok(format!("{what}={n} error=none").into_bytes())
 }
 
 /// Wait as the command says: on a resumed run, report what woke it; on a
@@ -221,8 +288,7 @@ fn wait(
 /// same dedup key, so the second of each pair must be `dup`.
 fn spend(arg: &str) -> Result<Vec<u8>, TaskError> {
     let mut parts = arg.split(':');
-    let (Some(dimension), Some(n), Some(times)) = (parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(dimension), Some(n), Some(times)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(TaskError::permanent("spend needs DIM:N:TIMES"));
     };
     let bad = |_| TaskError::permanent("spend needs numbers");
@@ -231,19 +297,17 @@ fn spend(arg: &str) -> Result<Vec<u8>, TaskError> {
     for i in 1..=times {
         let key = format!("r{i}");
         for _ in 0..2 {
-            outcomes.push(
-                match host::report_usage(dimension, n, Some(&key))? {
-                    UsageResult::Ok => "ok".to_string(),
-                    UsageResult::SoftBreach(b) => format!("soft({}/{})", b.current, b.limit),
-                    UsageResult::HardBreach(b) => {
-                        return Err(TaskError::permanent(format!(
-                            "hard breach at {}/{}",
-                            b.current, b.limit
-                        )))
-                    }
-                    UsageResult::AlreadyApplied => "dup".to_string(),
-                },
-            );
+            outcomes.push(match host::report_usage(dimension, n, Some(&key))? {
+                UsageResult::Ok => "ok".to_string(),
+                UsageResult::SoftBreach(b) => format!("soft({}/{})", b.current, b.limit),
+                UsageResult::HardBreach(b) => {
+                    return Err(TaskError::permanent(format!(
+                        "hard breach at {}/{}",
+                        b.current, b.limit
+                    )))
+                }
+                UsageResult::AlreadyApplied => "dup".to_string(),
+            });
         }
     }
     Ok(outcomes.join(",").into_bytes())
@@ -255,6 +319,11 @@ fn spawn(inputs: &str) -> Result<Vec<u8>, TaskError> {
     for input in inputs.split('|') {
         flowfabric_guest::spawn_child(&kind, input.as_bytes(), None)?;
     }
+    children_report()
+}
+
+/// Wait for the children spawned so far, then report how each ended.
+fn children_report() -> Result<Vec<u8>, TaskError> {
     let children = flowfabric_guest::wait_children(None, TimeoutBehavior::Fail)?;
     let resumed = host::info().attempt_type == flowfabric_guest::AttemptType::Resumed;
     let report = children

@@ -13,7 +13,7 @@ use super::auth::{Admin, Caller};
 use super::error::{ApiResult, ErrorBody, Json, Path};
 use super::AppState;
 use crate::engine::IssuedKey;
-use crate::model::{ApiKey, Tenant, TenantLimits};
+use crate::model::{ApiKey, Tenant, TenantLimits, TenantUsage};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -137,10 +137,23 @@ pub async fn revoke_key(
     Ok(Json(state.engine.revoke_api_key(tenant, key).await?))
 }
 
-/// The calling tenant and its limits.
+/// A tenant as it sees itself: who it is, its limits, what it uses.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantView {
+    #[serde(flatten)]
+    pub tenant: Tenant,
+    pub usage: TenantUsage,
+}
+
+/// The calling tenant, its limits and its usage.
 #[utoipa::path(get, path = "/v1/tenant", tag = "tenant",
-    responses((status = 200, body = Tenant), (status = 401, body = ErrorBody)),
+    responses((status = 200, body = TenantView), (status = 401, body = ErrorBody)),
     security(("api_key" = [])))]
-pub async fn whoami(State(state): State<Arc<AppState>>, caller: Caller) -> ApiResult<Json<Tenant>> {
-    Ok(Json(state.engine.get_tenant(caller.tenant).await?))
+pub async fn whoami(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> ApiResult<Json<TenantView>> {
+    let tenant = state.engine.get_tenant(caller.tenant).await?;
+    let usage = state.engine.usage(caller.tenant).await?;
+    Ok(Json(TenantView { tenant, usage }))
 }

@@ -31,12 +31,20 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
         .headers
         .get(header::AUTHORIZATION)
         .ok_or_else(|| unauthenticated("missing `authorization: Bearer <key>` header"))?;
-    value
-        .to_str()
-        .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+    bearer_credentials(value)
         .ok_or_else(|| unauthenticated("the authorization header is not `Bearer <key>`"))
+}
+
+/// The credentials of a `Bearer` authorization header (RFC 9110 §11.4,
+/// RFC 6750 §2.1): the scheme matched case-insensitively, then one or more
+/// spaces, then one token with no white space in or after it.
+pub(super) fn bearer_credentials(value: &header::HeaderValue) -> Option<&str> {
+    let (scheme, rest) = value.to_str().ok()?.split_once(' ')?;
+    let token = rest.trim_start_matches(' ');
+    let well_formed = scheme.eq_ignore_ascii_case("bearer")
+        && !token.is_empty()
+        && !token.contains(|c: char| c.is_ascii_whitespace());
+    well_formed.then_some(token)
 }
 
 fn unauthenticated(message: &str) -> ApiError {
@@ -82,4 +90,26 @@ impl FromRequestParts<Arc<AppState>> for Admin {
 /// What the server keeps of the admin token.
 pub fn hash_admin_token(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_credentials;
+    use axum::http::HeaderValue;
+
+    fn parse(value: &str) -> Option<String> {
+        bearer_credentials(&HeaderValue::from_str(value).unwrap()).map(str::to_owned)
+    }
+
+    #[test]
+    fn the_scheme_is_case_insensitive_and_the_token_one_word() {
+        assert_eq!(parse("Bearer ffk_1").as_deref(), Some("ffk_1"));
+        assert_eq!(parse("bearer ffk_1").as_deref(), Some("ffk_1"));
+        assert_eq!(parse("BEARER  ffk_1").as_deref(), Some("ffk_1"), "1*SP");
+        assert_eq!(parse("Bearer ffk_1 "), None, "trailing space");
+        assert_eq!(parse("Bearer ffk 1"), None, "two words");
+        assert_eq!(parse("Bearer "), None);
+        assert_eq!(parse("Basic ffk_1"), None);
+        assert_eq!(parse("Bearerffk_1"), None);
+    }
 }

@@ -73,6 +73,7 @@ impl From<EngineError> for ApiError {
             E::NotFound { .. } => StatusCode::NOT_FOUND,
             E::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             E::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            E::LimitExceeded { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             E::StaleLease { .. }
             | E::NotActive { .. }
             | E::NotRunnable { .. }

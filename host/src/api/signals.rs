@@ -12,11 +12,11 @@ use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::auth::Caller;
-use super::error::{ApiError, ApiResult, ErrorBody, Json, Path};
+use super::error::{page_limit, ApiError, ApiResult, ErrorBody, Json, Path, Query};
 use super::payload::decode_input;
 use super::AppState;
 use crate::engine::WaitpointWithToken;
@@ -46,9 +46,8 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for WaitpointToken {
         parts
             .headers
             .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(|t| Self(t.trim().to_owned()))
+            .and_then(super::auth::bearer_credentials)
+            .map(|t| Self(t.to_owned()))
             .ok_or_else(|| {
                 ApiError::new(
                     StatusCode::UNAUTHORIZED,
@@ -92,20 +91,42 @@ pub async fn deliver(
 #[derive(Debug, serde::Serialize, ToSchema)]
 pub struct WaitpointList {
     pub items: Vec<WaitpointWithToken>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<Uuid>,
 }
 
-/// An execution's waitpoints, each with the token that signals it.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct WaitpointQuery {
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<Uuid>,
+    /// 1 to 1000, default 100.
+    pub limit: Option<u32>,
+}
+
+/// A page of an execution's waitpoints, oldest first, each with the token
+/// that signals it.
 #[utoipa::path(get, path = "/v1/executions/{id}/waitpoints", tag = "signals",
-    params(("id" = Uuid, Path)),
-    responses((status = 200, body = WaitpointList), (status = 404, body = ErrorBody)),
+    params(("id" = Uuid, Path), WaitpointQuery),
+    responses((status = 200, body = WaitpointList), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn waitpoints(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<Uuid>,
+    Query(query): Query<WaitpointQuery>,
 ) -> ApiResult<Json<WaitpointList>> {
-    let items = state.engine.list_waitpoints(caller.tenant, id).await?;
-    Ok(Json(WaitpointList { items }))
+    let limit = page_limit(query.limit)?;
+    let items = state
+        .engine
+        .list_waitpoints(caller.tenant, id, query.cursor, limit)
+        .await?;
+    let next_cursor = (items.len() == limit as usize)
+        .then(|| items.last().map(|w| w.waitpoint.waitpoint_id))
+        .flatten();
+    Ok(Json(WaitpointList { items, next_cursor }))
 }
 
 /// Resume a suspended execution now, whatever its condition (operator).

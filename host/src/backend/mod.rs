@@ -29,6 +29,7 @@ use crate::model::{
     SuspendOutcome, Suspension, Tenant, TenantId, TenantLimits, TimeoutBehavior, UsageOutcome,
     Waitpoint,
 };
+use crate::model::{ChildKey, SpawnLimits};
 
 /// Why a fenced write by a lease changed nothing, read after the fact.
 pub(crate) enum LeaseMiss {
@@ -107,6 +108,10 @@ pub trait Backend: Send + Sync + 'static {
     async fn create_tenant(&self, name: &str) -> Result<Tenant>;
     async fn list_tenants(&self) -> Result<Vec<Tenant>>;
     async fn get_tenant(&self, tenant: TenantId) -> Result<Tenant>;
+    /// Bytes the tenant keeps stored: its executions' inputs and results and
+    /// their frames' payloads. Reads every such row of the tenant: callers
+    /// keep the answer for a while.
+    async fn stored_bytes(&self, tenant: TenantId) -> Result<u64>;
     async fn set_tenant_limits(&self, tenant: TenantId, limits: &TenantLimits) -> Result<Tenant>;
     /// What creating executions needs to know, in one read: the tenant's
     /// limits, and which of `kinds` have no runnable component.
@@ -256,12 +261,15 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<ComponentVersion>;
 
     /// Append a frame to the lease's attempt; returns its sequence number (1, 2, …).
+    /// Refused with `limit_exceeded` when the attempt's frame payloads would
+    /// pass `max_attempt_bytes` in all.
     async fn append_frame(
         &self,
         lease: &LeaseHandle,
         frame_type: &str,
         mode: StreamMode,
         payload: &[u8],
+        max_attempt_bytes: u64,
     ) -> Result<i64>;
 
     /// Frames of one attempt with `seq > after`, in order.
@@ -287,20 +295,26 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Create a waitpoint of the lease's execution, or return the open one
     /// with this key. Pending waitpoints buffer signals until a suspension.
+    /// A new one is refused (`limit_exceeded`) once the execution has
+    /// `max_waitpoints`.
     async fn create_waitpoint(
         &self,
         lease: &LeaseHandle,
         key: &str,
         expires_in: Option<Duration>,
+        max_waitpoints: u32,
     ) -> Result<Waitpoint>;
 
     /// Suspend the lease's execution (releasing the lease), unless signals
     /// already buffered satisfy the condition, which are then consumed.
+    /// The condition's waitpoints are created as needed, within
+    /// `max_waitpoints` for the execution (`limit_exceeded` past it).
     async fn suspend(
         &self,
         lease: &LeaseHandle,
         suspension: &Suspension,
         timeout: Option<Duration>,
+        max_waitpoints: u32,
     ) -> Result<SuspendOutcome>;
 
     /// Deliver a signal to a waitpoint; resumes the execution when it completes
@@ -324,7 +338,15 @@ pub trait Backend: Send + Sync + 'static {
         seq: i32,
     ) -> Result<Vec<Signal>>;
 
-    async fn list_waitpoints(&self, tenant: TenantId, id: ExecutionId) -> Result<Vec<Waitpoint>>;
+    /// A page of the execution's waitpoints: up to `limit` with ids after
+    /// `after`, in id order (ids are time-ordered, so creation order).
+    async fn list_waitpoints(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        after: Option<uuid::Uuid>,
+        limit: u32,
+    ) -> Result<Vec<Waitpoint>>;
 
     async fn create_budget(&self, tenant: TenantId, budget: &NewBudget) -> Result<Budget>;
     async fn get_budget(&self, tenant: TenantId, id: BudgetId) -> Result<Budget>;
@@ -350,8 +372,8 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         lease: &LeaseHandle,
         child: &NewExecution,
-        key: &str,
-        max_queued: Option<u32>,
+        key: ChildKey<'_>,
+        limits: SpawnLimits,
     ) -> Result<SpawnedChild>;
 
     /// The lease's children if all have ended; otherwise suspend the execution

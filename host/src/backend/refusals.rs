@@ -97,3 +97,84 @@ pub(crate) fn not_replayable(id: ExecutionId, state: PublicState, replays: i32) 
         format!("execution {id} is {state}: only an execution that ended can be replayed")
     })
 }
+
+/// A usage report that would push a counter (a budget's use, the attempt's
+/// total) past what storage holds is refused, typed and for good: no SQL
+/// error reaches the guest, and retrying cannot help. `counters` are the
+/// current values the report would add to; `attempt_counter` is stored
+/// text (a JSON number), parsed here so that no value can fail a cast.
+pub(crate) fn check_usage_fits(
+    dimension: &str,
+    delta: i64,
+    counters: impl IntoIterator<Item = i64>,
+    attempt_counter: &str,
+) -> Result<(), EngineError> {
+    let attempt = attempt_counter.trim().parse::<i128>().unwrap_or(i128::MAX);
+    let over = counters
+        .into_iter()
+        .map(i128::from)
+        .chain([attempt])
+        .any(|c| c + i128::from(delta) > i128::from(i64::MAX));
+    if over {
+        return Err(EngineError::limit(
+            "usage counter",
+            i64::MAX as u64,
+            format!("a report of {delta} would push dimension `{dimension}` past it; it was not applied"),
+        ));
+    }
+    Ok(())
+}
+
+/// An attempt's frames would pass their byte cap.
+pub(crate) fn frame_bytes_exceeded(max: u64, used: u64, adding: usize) -> EngineError {
+    EngineError::limit(
+        "max_frame_bytes_per_attempt",
+        max,
+        format!("this attempt's frames hold {used} bytes and a frame of {adding} would pass it"),
+    )
+}
+
+/// The bytes an attempt's frames hold once `adding` more are appended, given
+/// the stored running total and sequence number (a first frame starts the
+/// count again: `frame_seq` restarts at 0 for every new attempt).
+pub(crate) fn frame_bytes_after(frame_seq: i64, stored: i64, adding: usize) -> u64 {
+    let before = if frame_seq == 0 {
+        0
+    } else {
+        stored.max(0) as u64
+    };
+    before.saturating_add(adding as u64)
+}
+
+/// An execution already has as many waitpoints as it may.
+pub(crate) fn waitpoints_exceeded(max: u32) -> EngineError {
+    EngineError::limit(
+        "max_waitpoints_per_execution",
+        u64::from(max),
+        "this execution has that many waitpoints already",
+    )
+}
+
+/// A spawn would pass the parent's children cap or the flow's member cap.
+/// `children` and `members` are the counts before the spawn.
+pub(crate) fn check_spawn(
+    limits: &crate::model::SpawnLimits,
+    children: i64,
+    members: i64,
+) -> Result<(), EngineError> {
+    if children >= i64::from(limits.max_children) {
+        return Err(EngineError::limit(
+            "max_children_per_execution",
+            u64::from(limits.max_children),
+            "this execution has spawned that many children already",
+        ));
+    }
+    if members >= i64::from(limits.max_flow_members) {
+        return Err(EngineError::limit(
+            "max_flow_members",
+            u64::from(limits.max_flow_members),
+            "the flow has that many members already",
+        ));
+    }
+    Ok(())
+}

@@ -232,6 +232,7 @@ pub(super) fn claim_request(limit: u32) -> ClaimRequest {
         capabilities: vec![],
         limit,
         lease_ttl: Duration::from_secs(60),
+        exclude_tenants: Vec::new(),
     }
 }
 

@@ -129,6 +129,7 @@ pub(super) async fn run_once(runtime: &Runtime, component: &Prepared) -> anyhow:
             b"echo:x",
             &SandboxLimits::default(),
             CancelFlag::default(),
+            uuid::Uuid::nil(),
         )
         .await;
     anyhow::ensure!(

@@ -160,3 +160,27 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     }
     cause.to_string()
 }
+
+/// `value` as one URL path segment: a kind may contain `/` (and a name the
+/// server will refuse may contain anything), which must not start a new
+/// segment or a query.
+pub fn path_segment(value: &str) -> String {
+    use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+    /// Everything but what RFC 3986 leaves unreserved.
+    const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    utf8_percent_encode(value, SEGMENT).to_string()
+}
+
+#[cfg(test)]
+mod path_tests {
+    #[test]
+    fn a_kind_with_a_slash_stays_one_segment() {
+        assert_eq!(super::path_segment("a/b"), "a%2Fb");
+        assert_eq!(super::path_segment("echo-1.2_x:y"), "echo-1.2_x%3Ay");
+        assert_eq!(super::path_segment("a?b#c d"), "a%3Fb%23c%20d");
+    }
+}

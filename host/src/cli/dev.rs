@@ -14,7 +14,7 @@ use flowfabric::model::{
 };
 use flowfabric::worker::WorkerPool;
 
-use super::{connect, WorkerArgs};
+use super::{connect_with, WorkerArgs};
 
 #[derive(clap::Args)]
 pub struct Dev {
@@ -86,7 +86,12 @@ pub async fn run(mut args: Dev) -> anyhow::Result<()> {
         None => fresh_demo_database()?,
     };
     println!("database: {database_url}");
-    let engine = connect(&database_url, 20).await?;
+    let engine = connect_with(
+        &database_url,
+        20,
+        args.worker.limits(flowfabric::engine::Limits::default()),
+    )
+    .await?;
     let runtime = args.worker.runtime()?;
     let tenant_name = format!("demo-{}", chrono::Utc::now().format("%H%M%S"));
     let tenant = engine.create_tenant(&tenant_name).await?.tenant_id;
@@ -296,7 +301,10 @@ async fn signal_open_waitpoints(
     tenant: uuid::Uuid,
     id: uuid::Uuid,
 ) -> anyhow::Result<()> {
-    for w in engine.list_waitpoints(tenant, id).await? {
+    for w in engine
+        .list_waitpoints(tenant, id, None, flowfabric::engine::MAX_WAITPOINT_PAGE)
+        .await?
+    {
         if w.waitpoint.state == "closed" {
             continue;
         }

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bench_depth;
+pub mod bench_fairness;
 pub mod bench_flow;
 pub mod bench_languages;
 pub mod bench_latency;
@@ -64,9 +65,13 @@ pub async fn connect_with(
 /// Settings of the worker pool and its sandbox, shared by `worker` and `dev`.
 #[derive(clap::Args, Clone)]
 pub struct WorkerArgs {
-    /// Executions run at once.
+    /// Executions of one tenant run at once.
     #[arg(long, env = "FLOWFABRIC_SLOTS", default_value_t = 16)]
     pub slots: usize,
+    /// Slots beyond `--slots` kept for other tenants while one tenant runs
+    /// `--slots` at once (default: a quarter of `--slots`, at least one).
+    #[arg(long, env = "FLOWFABRIC_RESERVED_SLOTS")]
+    pub reserved_slots: Option<usize>,
     /// Under a backlog of short runs, the most executions kept claimed ahead
     /// of free slots, sized by the pace of recent runs up to this (default: 64
     /// per slot; 0 turns it off).
@@ -108,9 +113,50 @@ pub struct WorkerArgs {
     /// this process only.
     #[arg(long, env = "FLOWFABRIC_SIGNAL_KEYS", hide_env_values = true)]
     pub signal_keys: Option<String>,
+    /// Largest result one execution may return, in bytes; a larger one fails
+    /// the attempt at once (`limit_exceeded`). Tenants may set lower ones.
+    #[arg(long, env = "FLOWFABRIC_MAX_RESULT_BYTES", default_value_t = 4 << 20)]
+    pub max_result_bytes: usize,
+    /// Payload bytes of all frames of one attempt (output and logs included).
+    #[arg(long, env = "FLOWFABRIC_MAX_FRAME_BYTES_PER_ATTEMPT", default_value_t = 64 << 20)]
+    pub max_frame_bytes_per_attempt: u64,
+    /// Children one execution may spawn.
+    #[arg(
+        long,
+        env = "FLOWFABRIC_MAX_CHILDREN_PER_EXECUTION",
+        default_value_t = 1_000
+    )]
+    pub max_children_per_execution: u32,
+    /// Members one flow may hold, spawned children included.
+    #[arg(long, env = "FLOWFABRIC_MAX_FLOW_MEMBERS", default_value_t = 10_000)]
+    pub max_flow_members: u32,
+    /// Waitpoints one execution may create.
+    #[arg(
+        long,
+        env = "FLOWFABRIC_MAX_WAITPOINTS_PER_EXECUTION",
+        default_value_t = 1_000
+    )]
+    pub max_waitpoints_per_execution: u32,
+    /// Bytes one tenant may keep stored (inputs, results, frames), unless its
+    /// own quota is lower (default: no installation quota).
+    #[arg(long, env = "FLOWFABRIC_MAX_STORED_BYTES_PER_TENANT")]
+    pub max_stored_bytes_per_tenant: Option<u64>,
 }
 
 impl WorkerArgs {
+    /// `base` with this process's caps on what guests may grow.
+    pub fn limits(&self, base: Limits) -> Limits {
+        Limits {
+            max_result_bytes: self.max_result_bytes,
+            max_frame_bytes_per_attempt: self.max_frame_bytes_per_attempt,
+            max_children_per_execution: self.max_children_per_execution,
+            max_flow_members: self.max_flow_members,
+            max_waitpoints_per_execution: self.max_waitpoints_per_execution,
+            max_stored_bytes_per_tenant: self.max_stored_bytes_per_tenant,
+            ..base
+        }
+    }
+
     /// The engine with this process's waitpoint token keys.
     pub fn with_signal_keys(&self, engine: Engine) -> anyhow::Result<Engine> {
         match &self.signal_keys {
@@ -126,7 +172,7 @@ impl WorkerArgs {
 
     pub fn runtime(&self) -> anyhow::Result<Arc<Runtime>> {
         let config = RuntimeConfig {
-            max_instances: u32::try_from(self.slots.max(1))?,
+            max_instances: u32::try_from(self.worker_config().capacity())?,
             max_memory_bytes: (self.task_memory_mib << 20).max(256 << 20),
             cache_dir: Some(self.cache_dir.clone()),
             ..RuntimeConfig::default()
@@ -150,6 +196,7 @@ impl WorkerArgs {
                 ..SandboxLimits::default()
             },
             drain_timeout: Duration::from_millis(self.drain_timeout_ms),
+            reserved_slots: self.reserved_slots,
             ..WorkerConfig::default()
         }
     }

@@ -13,25 +13,87 @@ use futures::StreamExt;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use super::client::{ApiClient, Connection};
+use super::client::{path_segment, ApiClient, Connection};
 
 #[derive(clap::Subcommand)]
 pub enum TenantCommand {
     /// Create a tenant and print its first API key (shown only once).
     Create {
         name: String,
-        #[arg(long)]
-        max_running: Option<u32>,
-        #[arg(long)]
-        max_queued: Option<u32>,
-        /// Start-rate quota: at most this many attempts start per window.
-        #[arg(long)]
-        max_starts_per_window: Option<u32>,
-        #[arg(long, requires = "max_starts_per_window")]
-        start_window_ms: Option<u64>,
+        #[command(flatten)]
+        limits: LimitFlags,
+    },
+    /// Replace a tenant's limits (a limit not given is the installation's).
+    Limits {
+        /// The tenant's id.
+        tenant: uuid::Uuid,
+        #[command(flatten)]
+        limits: LimitFlags,
     },
     /// List tenants.
     List,
+}
+
+/// A tenant's limits; each can only tighten the installation's.
+#[derive(clap::Args, Debug)]
+pub struct LimitFlags {
+    /// Executions running at once, across all workers.
+    #[arg(long)]
+    max_running: Option<u32>,
+    /// Executions waiting to run; creating more is refused with 429.
+    #[arg(long)]
+    max_queued: Option<u32>,
+    #[arg(long)]
+    max_input_bytes: Option<u32>,
+    #[arg(long)]
+    max_component_bytes: Option<u32>,
+    /// Longest one run of a guest may take.
+    #[arg(long)]
+    max_task_timeout_ms: Option<u64>,
+    /// Linear memory cap of one guest.
+    #[arg(long)]
+    max_memory_mib: Option<u32>,
+    /// Start-rate quota: at most this many attempts start per window.
+    #[arg(long)]
+    max_starts_per_window: Option<u32>,
+    #[arg(long, requires = "max_starts_per_window")]
+    start_window_ms: Option<u64>,
+    /// Largest result one execution may return.
+    #[arg(long)]
+    max_result_bytes: Option<u32>,
+    /// Payload bytes of all frames of one attempt.
+    #[arg(long)]
+    max_frame_bytes_per_attempt: Option<u64>,
+    #[arg(long)]
+    max_children_per_execution: Option<u32>,
+    #[arg(long)]
+    max_flow_members: Option<u32>,
+    #[arg(long)]
+    max_waitpoints_per_execution: Option<u32>,
+    /// Bytes the tenant may keep stored: inputs, results and frames.
+    #[arg(long)]
+    max_stored_bytes: Option<u64>,
+}
+
+impl From<LimitFlags> for flowfabric::model::TenantLimits {
+    fn from(f: LimitFlags) -> Self {
+        Self {
+            max_running: f.max_running,
+            max_queued: f.max_queued,
+            max_input_bytes: f.max_input_bytes,
+            max_component_bytes: f.max_component_bytes,
+            max_task_timeout_ms: f.max_task_timeout_ms,
+            max_memory_mib: f.max_memory_mib,
+            max_starts_per_window: f.max_starts_per_window,
+            start_window_ms: f.start_window_ms,
+            max_result_bytes: f.max_result_bytes,
+            max_frame_bytes_per_attempt: f.max_frame_bytes_per_attempt,
+            max_children_per_execution: f.max_children_per_execution,
+            max_flow_members: f.max_flow_members,
+            max_waitpoints_per_execution: f.max_waitpoints_per_execution,
+            max_stored_bytes: f.max_stored_bytes,
+        }
+    }
 }
 
 #[derive(clap::Subcommand)]
@@ -122,19 +184,8 @@ pub struct List {
 pub async fn tenant(connection: &Connection, command: TenantCommand) -> anyhow::Result<()> {
     let client = ApiClient::admin(connection)?;
     match command {
-        TenantCommand::Create {
-            name,
-            max_running,
-            max_queued,
-            max_starts_per_window,
-            start_window_ms,
-        } => {
-            let limits = json!({
-                "max_running": max_running,
-                "max_queued": max_queued,
-                "max_starts_per_window": max_starts_per_window,
-                "start_window_ms": start_window_ms,
-            });
+        TenantCommand::Create { name, limits } => {
+            let limits = flowfabric::model::TenantLimits::from(limits);
             let body = json!({ "name": name, "limits": limits });
             let created = client
                 .json(Method::POST, "/v1/admin/tenants", Some(&body))
@@ -152,6 +203,22 @@ pub async fn tenant(connection: &Connection, command: TenantCommand) -> anyhow::
                 "{}",
                 created["api_key"]["token"].as_str().unwrap_or_default()
             );
+        }
+        TenantCommand::Limits { tenant, limits } => {
+            let limits = flowfabric::model::TenantLimits::from(limits);
+            let path = format!("/v1/admin/tenants/{tenant}/limits");
+            let updated = client
+                .json(Method::PUT, &path, Some(&serde_json::to_value(limits)?))
+                .await?;
+            if connection.json {
+                return print_json(&updated);
+            }
+            println!("limits of {tenant}:");
+            for (name, value) in updated["limits"].as_object().into_iter().flatten() {
+                if !value.is_null() {
+                    println!("  {name} = {value}");
+                }
+            }
         }
         TenantCommand::List => {
             let list = client.json(Method::GET, "/v1/admin/tenants", None).await?;
@@ -173,7 +240,7 @@ pub async fn component(connection: &Connection, command: ComponentCommand) -> an
             let wasm =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let uploaded = client
-                .upload(&format!("/v1/components/{kind}"), wasm)
+                .upload(&format!("/v1/components/{}", path_segment(&kind)), wasm)
                 .await?;
             if connection.json {
                 return print_json(&uploaded);

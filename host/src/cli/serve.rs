@@ -14,7 +14,7 @@ use super::{connect_with, shutdown_signal, WorkerArgs};
 #[derive(clap::Args)]
 pub struct Serve {
     /// `postgres://…`, or `sqlite:PATH` for the embedded backend (the
-    /// default; it does not yet support flows, signals or budgets).
+    /// default; one host, every feature).
     #[arg(long, env = "DATABASE_URL", default_value = super::DEFAULT_DATABASE_URL)]
     database_url: String,
     /// Address the API listens on.
@@ -56,12 +56,12 @@ pub struct Serve {
 const REQUEST_GRACE: Duration = Duration::from_secs(5);
 
 pub async fn run(args: Serve) -> anyhow::Result<()> {
-    let limits = Limits {
+    let limits = args.worker.limits(Limits {
         max_input_bytes: args.max_input_bytes,
         max_component_bytes: args.max_component_bytes,
         max_queued: args.max_queued,
         ..Limits::default()
-    };
+    });
     let pool_connections = if args.no_worker {
         0
     } else {

@@ -3,7 +3,8 @@
 use flowfabric::engine::{ScannerConfig, Scanners};
 use flowfabric::worker::WorkerPool;
 
-use super::{connect, shutdown_signal, WorkerArgs};
+use super::{connect_with, shutdown_signal, WorkerArgs};
+use flowfabric::engine::Limits;
 
 #[derive(clap::Args)]
 pub struct Worker {
@@ -18,7 +19,12 @@ pub struct Worker {
 
 pub async fn run(args: Worker) -> anyhow::Result<()> {
     let connections = u32::try_from(args.worker.slots)? + 4;
-    let engine = connect(&args.database_url, connections).await?;
+    let engine = connect_with(
+        &args.database_url,
+        connections,
+        args.worker.limits(Limits::default()),
+    )
+    .await?;
     let engine = args.worker.with_signal_keys(engine)?;
     let runtime = args.worker.runtime()?;
     let scanners = (!args.no_scanners)

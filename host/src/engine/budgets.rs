@@ -10,6 +10,9 @@ use crate::model::{Budget, BudgetId, BudgetScope, LeaseHandle, NewBudget, Tenant
 const MAX_DIMENSIONS: usize = 32;
 /// Resets are scanner work: no budget resets more often than this.
 const MIN_RESET_INTERVAL_MS: u64 = 1_000;
+/// The longest reset interval: a year (a leap one), so that adding it to a
+/// timestamp can never overflow in storage.
+const MAX_RESET_INTERVAL_MS: u64 = 366 * 24 * 3600 * 1000;
 
 impl Engine {
     pub async fn create_budget(&self, tenant: TenantId, budget: NewBudget) -> Result<Budget> {
@@ -93,10 +96,10 @@ impl Engine {
             }
         }
         if let Some(ms) = budget.reset_interval_ms {
-            if !(MIN_RESET_INTERVAL_MS..=i64::MAX as u64).contains(&ms) {
+            if !(MIN_RESET_INTERVAL_MS..=MAX_RESET_INTERVAL_MS).contains(&ms) {
                 return Err(EngineError::invalid(
                     "reset_interval_ms",
-                    format!("must be at least {MIN_RESET_INTERVAL_MS}"),
+                    format!("must be between {MIN_RESET_INTERVAL_MS} and {MAX_RESET_INTERVAL_MS}"),
                 ));
             }
         }

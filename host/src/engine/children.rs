@@ -4,18 +4,24 @@
 use super::signals::check_timeout;
 use super::Engine;
 use crate::error::{EngineError, Result};
-use crate::model::{ChildrenOutcome, LeaseHandle, NewExecution, SpawnedChild, TimeoutBehavior};
+use crate::model::{
+    ChildKey, ChildrenOutcome, LeaseHandle, NewExecution, SpawnLimits, SpawnedChild,
+    TimeoutBehavior,
+};
 
 impl Engine {
     /// Spawn `child` as member `key` of the lease's flow. A key the parent
     /// already spawned returns that child, so a re-run guest spawns nothing twice.
-    pub async fn spawn_child(
+    pub async fn spawn_child<'k>(
         &self,
         lease: &LeaseHandle,
         child: NewExecution,
-        key: &str,
+        key: impl Into<ChildKey<'k>>,
     ) -> Result<SpawnedChild> {
-        self.check_name("key", key)?;
+        let key = key.into();
+        if let ChildKey::Named(key) = key {
+            self.check_name("key", key)?;
+        }
         if child.idempotency_key.is_some() {
             return Err(EngineError::invalid(
                 "idempotency_key",
@@ -23,9 +29,14 @@ impl Engine {
             ));
         }
         let max_queued = self.admit(lease.tenant_id, &[&child], "children").await?;
-        self.backend
-            .spawn_child(lease, &child, key, max_queued)
-            .await
+        let caps = self.caps(lease.tenant_id).await?;
+        let limits = SpawnLimits {
+            max_queued,
+            max_children: caps.children_per_execution,
+            max_flow_members: caps.flow_members,
+            max_key_len: self.limits.max_name_len,
+        };
+        self.backend.spawn_child(lease, &child, key, limits).await
     }
 
     /// The lease's children once all have ended, or a suspension until then.

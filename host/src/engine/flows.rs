@@ -21,6 +21,7 @@ impl Engine {
     ) -> Result<GraphApplied> {
         self.check_flow(&flow)?;
         let max_queued = self.check_change(tenant, &change).await?;
+        self.check_members(tenant, 0, change.members.len()).await?;
         self.backend
             .create_flow(tenant, &flow, &change, max_queued)
             .await
@@ -39,9 +40,30 @@ impl Engine {
             ));
         }
         let max_queued = self.check_change(tenant, &change).await?;
+        if !change.members.is_empty() {
+            // Counted as read before the change: two extensions racing past
+            // the same revision could both pass (`expected_revision` makes
+            // one of them fail), by at most one request's members.
+            let have = self.backend.get_flow(tenant, flow).await?.members.len();
+            self.check_members(tenant, have, change.members.len())
+                .await?;
+        }
         self.backend
             .extend_flow(tenant, flow, &change, max_queued)
             .await
+    }
+
+    /// Refuse `adding` members to a flow of `have` past the tenant's cap.
+    async fn check_members(&self, tenant: TenantId, have: usize, adding: usize) -> Result<()> {
+        let cap = self.caps(tenant).await?.flow_members;
+        if have + adding > cap as usize {
+            return Err(EngineError::limit(
+                "max_flow_members",
+                u64::from(cap),
+                format!("the flow has {have} members and {adding} more would pass it"),
+            ));
+        }
+        Ok(())
     }
 
     pub async fn get_flow(&self, tenant: TenantId, flow: FlowId) -> Result<FlowSnapshot> {

@@ -6,6 +6,7 @@
 //! in the backend, so any number of engines may share one database.
 
 mod budgets;
+mod caps;
 mod children;
 mod events;
 mod flows;
@@ -19,9 +20,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
+pub use caps::GrowthCaps;
 pub use events::{Subscription, MAX_EVENT_PAGE};
 pub use scanners::{ScannerConfig, Scanners};
-pub use signals::{SignalKeys, WaitpointWithToken};
+pub use signals::{SignalKeys, WaitpointWithToken, MAX_WAITPOINT_PAGE};
 pub use tenancy::{secret_matches, IssuedKey};
 
 use crate::backend::Backend;
@@ -45,6 +47,17 @@ pub struct Limits {
     pub max_lease_ttl: Duration,
     pub max_frame_bytes: usize,
     pub max_frames_per_attempt: u32,
+    /// Payload bytes of all frames of one attempt.
+    pub max_frame_bytes_per_attempt: u64,
+    /// Children one execution may spawn.
+    pub max_children_per_execution: u32,
+    /// Members of one flow, spawned children included.
+    pub max_flow_members: u32,
+    /// Waitpoints one execution may create.
+    pub max_waitpoints_per_execution: u32,
+    /// Bytes one tenant may keep stored (inputs, results, frames), unless
+    /// its own quota is lower; `None`: no installation quota.
+    pub max_stored_bytes_per_tenant: Option<u64>,
     /// Installation-wide backlog limit per tenant (a tenant's own may be lower).
     pub max_queued: Option<u32>,
     pub max_component_bytes: usize,
@@ -66,6 +79,11 @@ impl Default for Limits {
             max_lease_ttl: Duration::from_secs(3_600),
             max_frame_bytes: 256 << 10,
             max_frames_per_attempt: 10_000,
+            max_frame_bytes_per_attempt: 64 << 20,
+            max_children_per_execution: 1_000,
+            max_flow_members: 10_000,
+            max_waitpoints_per_execution: 1_000,
+            max_stored_bytes_per_tenant: None,
             max_queued: None,
             max_component_bytes: 64 << 20,
             require_component: true,
@@ -78,6 +96,8 @@ pub struct Engine {
     backend: Arc<dyn Backend>,
     limits: Limits,
     signal_keys: Arc<SignalKeys>,
+    limits_cache: Arc<caps::LimitsCache>,
+    usage_cache: Arc<caps::UsageCache>,
 }
 
 impl Engine {
@@ -86,6 +106,8 @@ impl Engine {
             backend,
             limits,
             signal_keys: Arc::new(SignalKeys::ephemeral()),
+            limits_cache: Arc::default(),
+            usage_cache: Arc::default(),
         }
     }
 
@@ -140,6 +162,7 @@ impl Engine {
             Vec::new()
         };
         let (limits, missing_kinds) = self.backend.admission(tenant, &kinds).await?;
+        self.limits_cache.put(tenant, limits);
         let max_input = tighter(self.limits.max_input_bytes, limits.max_input_bytes);
         let mut keys = std::collections::HashSet::new();
         for (i, new) in batch.iter().enumerate() {
@@ -160,6 +183,8 @@ impl Engine {
                 format!("`{kind}` has no component: upload one first"),
             ));
         }
+        let input_bytes = batch.iter().map(|n| n.input.len()).sum();
+        self.check_storage(tenant, input_bytes).await?;
         Ok(match (limits.max_queued, self.limits.max_queued) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -208,6 +233,9 @@ impl Engine {
                     "must be 1 to 256 bytes",
                 ));
             }
+        }
+        if let Some(at) = new.delay_until {
+            check_time_near_now("delay_until", at)?;
         }
         new.policy.validate()
     }
@@ -321,7 +349,8 @@ impl Engine {
             .collect())
     }
 
-    fn check_result(&self, result: &[u8]) -> Result<()> {
+    /// Refuse a result over the installation's limit.
+    pub fn check_result(&self, result: &[u8]) -> Result<()> {
         if result.len() > self.limits.max_result_bytes {
             return Err(EngineError::PayloadTooLarge {
                 field: "result",
@@ -471,8 +500,10 @@ impl Engine {
                 ));
             }
         }
+        self.check_storage(lease.tenant_id, payload.len()).await?;
+        let max_attempt_bytes = self.caps(lease.tenant_id).await?.frame_bytes_per_attempt;
         self.backend
-            .append_frame(lease, frame_type, mode, payload)
+            .append_frame(lease, frame_type, mode, payload, max_attempt_bytes)
             .await
     }
 
@@ -528,6 +559,28 @@ impl Engine {
     pub async fn work_signal(&self) -> Result<watch::Receiver<u64>> {
         self.backend.work_signal().await
     }
+}
+
+/// How far from now a time given by a client may lie, either way.
+pub const MAX_TIME_OFFSET: chrono::TimeDelta = chrono::TimeDelta::days(366);
+
+/// Refuse a time more than [`MAX_TIME_OFFSET`] before or after now: a year-0
+/// or year-9999 timestamp is a mistake, and far-off times are where
+/// timestamp arithmetic overflows in storage.
+pub(crate) fn check_time_near_now(field: &str, at: DateTime<Utc>) -> Result<()> {
+    let now = Utc::now();
+    if at < now - MAX_TIME_OFFSET || at > now + MAX_TIME_OFFSET {
+        return Err(EngineError::invalid(
+            field,
+            format!(
+                "must be within {} days of now ({} to {})",
+                MAX_TIME_OFFSET.num_days(),
+                (now - MAX_TIME_OFFSET).format("%Y-%m-%dT%H:%M:%SZ"),
+                (now + MAX_TIME_OFFSET).format("%Y-%m-%dT%H:%M:%SZ"),
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The installation's limit, or the tenant's where that is lower.

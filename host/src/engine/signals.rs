@@ -193,9 +193,15 @@ impl Engine {
     ) -> Result<WaitpointWithToken> {
         self.check_name("waitpoint key", key)?;
         check_timeout(timeout_ms)?;
+        let max = self.caps(lease.tenant_id).await?.waitpoints_per_execution;
         let waitpoint = self
             .backend
-            .create_waitpoint(lease, key, timeout_ms.map(std::time::Duration::from_millis))
+            .create_waitpoint(
+                lease,
+                key,
+                timeout_ms.map(std::time::Duration::from_millis),
+                max,
+            )
             .await?;
         Ok(self.with_token(lease.tenant_id, lease.execution_id, waitpoint))
     }
@@ -231,11 +237,13 @@ impl Engine {
             condition,
             on_timeout,
         };
+        let max_waitpoints = self.caps(lease.tenant_id).await?.waitpoints_per_execution;
         self.backend
             .suspend(
                 lease,
                 &suspension,
                 timeout_ms.map(std::time::Duration::from_millis),
+                max_waitpoints,
             )
             .await
     }
@@ -285,19 +293,30 @@ impl Engine {
 
     /// An execution's waitpoints, each with its token (for the tenant to hand
     /// to whoever should signal).
+    /// A page of them: up to `limit` (1 to [`MAX_WAITPOINT_PAGE`]) after the
+    /// waitpoint id `after`.
     pub async fn list_waitpoints(
         &self,
         tenant: TenantId,
         id: ExecutionId,
+        after: Option<uuid::Uuid>,
+        limit: u32,
     ) -> Result<Vec<WaitpointWithToken>> {
         self.backend.execution_state(tenant, id).await?;
-        let waitpoints = self.backend.list_waitpoints(tenant, id).await?;
+        let limit = limit.clamp(1, MAX_WAITPOINT_PAGE);
+        let waitpoints = self
+            .backend
+            .list_waitpoints(tenant, id, after, limit)
+            .await?;
         Ok(waitpoints
             .into_iter()
             .map(|w| self.with_token(tenant, id, w))
             .collect())
     }
 }
+
+/// The most waitpoints one page lists.
+pub const MAX_WAITPOINT_PAGE: u32 = 1_000;
 
 pub(super) fn check_timeout(timeout_ms: Option<u64>) -> Result<()> {
     if timeout_ms.is_some_and(|ms| ms == 0 || ms > MAX_SUSPEND_MS) {

@@ -44,7 +44,9 @@ impl Engine {
         limits: TenantLimits,
     ) -> Result<Tenant> {
         self.check_limits(&limits)?;
-        self.backend.set_tenant_limits(tenant, &limits).await
+        let updated = self.backend.set_tenant_limits(tenant, &limits).await?;
+        self.limits_cache.put(tenant, updated.limits);
+        Ok(updated)
     }
 
     /// Every limit given must be a positive number that storage can hold.
@@ -64,7 +66,30 @@ impl Engine {
                 limits.max_starts_per_window.map(u64::from),
             ),
             ("start_window_ms", limits.start_window_ms),
+            ("max_result_bytes", limits.max_result_bytes.map(u64::from)),
+            (
+                "max_frame_bytes_per_attempt",
+                limits.max_frame_bytes_per_attempt,
+            ),
+            (
+                "max_children_per_execution",
+                limits.max_children_per_execution.map(u64::from),
+            ),
+            ("max_flow_members", limits.max_flow_members.map(u64::from)),
+            (
+                "max_waitpoints_per_execution",
+                limits.max_waitpoints_per_execution.map(u64::from),
+            ),
         ];
+        if limits
+            .max_stored_bytes
+            .is_some_and(|v| v == 0 || v > i64::MAX as u64)
+        {
+            return Err(EngineError::invalid(
+                "limits.max_stored_bytes",
+                format!("must be between 1 and {}", i64::MAX),
+            ));
+        }
         for (field, value) in positive {
             if let Some(v) = value {
                 if v == 0 || v > i32::MAX as u64 {

@@ -34,3 +34,87 @@ pub enum ChildrenOutcome {
     /// Some had not: the parent is suspended until the last one ends.
     Suspended,
 }
+
+/// What one spawn may add to: the tenant's backlog, the parent's children
+/// and the flow's members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpawnLimits {
+    pub max_queued: Option<u32>,
+    pub max_children: u32,
+    pub max_flow_members: u32,
+    /// The longest flow key (a default key of a deeply nested child).
+    pub max_key_len: usize,
+}
+
+/// How a spawned child is named in its flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildKey<'a> {
+    /// The key the guest gave.
+    Named(&'a str),
+    /// The guest gave none: this is its nth spawn in the run (from 1).
+    Nth(u32),
+}
+
+/// The flow key of a parent's nth unnamed child: `child-N` under the flow's
+/// root (or a parent with no flow yet), `PARENT/child-N` under any other
+/// member, so that children spawning children never collide with their
+/// siblings' children. Refused once nesting makes it longer than `max_len`.
+pub fn default_child_key(
+    parent_key: Option<&str>,
+    n: u32,
+    max_len: usize,
+) -> Result<String, crate::error::EngineError> {
+    let key = match parent_key {
+        None | Some(ROOT_KEY) => format!("child-{n}"),
+        Some(parent) => format!("{parent}/child-{n}"),
+    };
+    if key.len() > max_len {
+        return Err(crate::error::EngineError::invalid(
+            "key",
+            format!(
+                "the default key `{key}` is longer than {max_len} characters: \
+                 children this deep need keys of their own"
+            ),
+        ));
+    }
+    Ok(key)
+}
+
+/// The key a spawning parent has in the flow created for it.
+pub const ROOT_KEY: &str = "root";
+
+impl<'a> From<&'a str> for ChildKey<'a> {
+    fn from(key: &'a str) -> Self {
+        Self::Named(key)
+    }
+}
+
+impl ChildKey<'_> {
+    /// The key in the flow, given the parent's own.
+    pub fn resolve(
+        self,
+        parent_key: Option<&str>,
+        max_len: usize,
+    ) -> Result<String, crate::error::EngineError> {
+        match self {
+            Self::Named(key) => Ok(key.to_owned()),
+            Self::Nth(n) => default_child_key(parent_key, n, max_len),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_keys_nest_under_their_parent() {
+        assert_eq!(default_child_key(None, 1, 128).unwrap(), "child-1");
+        assert_eq!(default_child_key(Some("root"), 2, 128).unwrap(), "child-2");
+        assert_eq!(
+            default_child_key(Some("child-1"), 1, 128).unwrap(),
+            "child-1/child-1"
+        );
+        assert!(default_child_key(Some(&"x".repeat(125)), 1, 128).is_err());
+    }
+}

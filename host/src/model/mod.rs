@@ -22,7 +22,9 @@ pub use budget::{
     Breach, Budget, BudgetId, BudgetScope, DimensionLimit, DimensionUsage, HardLimitAction,
     NewBudget, UsageOutcome,
 };
-pub use children::{ChildOutcome, ChildrenOutcome, SpawnedChild};
+pub use children::{
+    default_child_key, ChildKey, ChildOutcome, ChildrenOutcome, SpawnLimits, SpawnedChild, ROOT_KEY,
+};
 pub use events::{CompletionEvent, EventBatch, EventCursor, LeaseEvent, SignalEvent, StreamEvent};
 pub use flow::{
     find_cycle, EdgeState, FlowCancelPolicy, FlowEdge, FlowEdgeView, FlowId, FlowMember,
@@ -39,7 +41,7 @@ pub use suspension::{
     Waitpoint, TIMEOUT_SIGNAL,
 };
 pub use tenancy::{
-    ApiKey, StoredApiKey, TaskCeilings, Tenant, TenantLimits, DEFAULT_START_WINDOW_MS,
+    ApiKey, StoredApiKey, TaskCeilings, Tenant, TenantLimits, TenantUsage, DEFAULT_START_WINDOW_MS,
 };
 
 pub type TenantId = Uuid;
@@ -190,6 +192,9 @@ pub struct ClaimRequest {
     pub capabilities: Vec<String>,
     pub limit: u32,
     pub lease_ttl: Duration,
+    /// Tenants to pass over: a worker pool names those that already hold
+    /// their share of its slots, so the rest of its slots go to others.
+    pub exclude_tenants: Vec<TenantId>,
 }
 
 /// One execution handed to a worker, with everything needed to run it.

@@ -25,10 +25,22 @@ pub enum FailureClass {
     LeaseExpired,
     /// A report crossed a budget's hard limit; never retried.
     BudgetExceeded,
+    /// The guest went past a limit of its tenant or the installation (a
+    /// result too large to record, say); never retried.
+    LimitExceeded,
     Internal,
 }
 
 impl FailureClass {
+    /// Classes that no retry policy can retry: the same run would fail the
+    /// same way.
+    pub fn is_never_retried(self) -> bool {
+        matches!(
+            self,
+            Self::Permanent | Self::LimitExceeded | Self::BudgetExceeded
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Transient => "transient",
@@ -38,6 +50,7 @@ impl FailureClass {
             Self::Trap => "trap",
             Self::LeaseExpired => "lease_expired",
             Self::BudgetExceeded => "budget_exceeded",
+            Self::LimitExceeded => "limit_exceeded",
             Self::Internal => "internal",
         }
     }
@@ -158,10 +171,16 @@ pub struct ExecutionPolicy {
 /// Replays allowed when the policy does not say.
 pub const DEFAULT_MAX_REPLAYS: u32 = 10;
 
-/// Upper bounds that keep a policy from meaning "forever" by accident.
+/// Upper bounds that keep a policy from meaning "forever" by accident, and
+/// keep every duration one that both stores can add to a timestamp.
 const MAX_RETRIES: u32 = 1_000;
 const MAX_DELAY_MS: u64 = 7 * 24 * 3600 * 1000;
 const MAX_DEDUP_WINDOW_MS: u64 = 30 * 24 * 3600 * 1000;
+/// The longest one attempt may run.
+pub const MAX_ATTEMPT_TIMEOUT_MS: u64 = 7 * 24 * 3600 * 1000;
+/// The longest an execution may live before its deadline.
+pub const MAX_EXECUTION_DEADLINE_MS: u64 = 366 * 24 * 3600 * 1000;
+const MAX_RECLAIMS: u32 = 1_000;
 
 /// The default dedup window for idempotency keys: 24 hours.
 pub const DEFAULT_DEDUP_WINDOW_MS: u64 = 24 * 3600 * 1000;
@@ -178,10 +197,14 @@ impl ExecutionPolicy {
                 format!("must be at most {MAX_RETRIES}"),
             );
         }
-        if retry.retryable.contains(&FailureClass::Permanent) {
+        if let Some(class) = retry
+            .retryable
+            .iter()
+            .find(|c| matches!(c, FailureClass::Permanent | FailureClass::LimitExceeded))
+        {
             return invalid(
                 "retry.retryable",
-                "`permanent` failures are never retried".into(),
+                format!("`{}` failures are never retried", class.as_str()),
             );
         }
         match retry.backoff {
@@ -222,13 +245,27 @@ impl ExecutionPolicy {
             return invalid("max_replays", format!("must be at most {MAX_RETRIES}"));
         }
         let t = &self.timeouts;
-        for (field, value) in [
-            ("timeouts.attempt_timeout_ms", t.attempt_timeout_ms),
-            ("timeouts.execution_deadline_ms", t.execution_deadline_ms),
+        for (field, value, max) in [
+            (
+                "timeouts.attempt_timeout_ms",
+                t.attempt_timeout_ms,
+                MAX_ATTEMPT_TIMEOUT_MS,
+            ),
+            (
+                "timeouts.execution_deadline_ms",
+                t.execution_deadline_ms,
+                MAX_EXECUTION_DEADLINE_MS,
+            ),
         ] {
-            if value == Some(0) {
-                return invalid(field, "must be positive when set".into());
+            if value.is_some_and(|v| v == 0 || v > max) {
+                return invalid(field, format!("must be between 1 and {max} when set"));
             }
+        }
+        if t.max_reclaim_count > MAX_RECLAIMS {
+            return invalid(
+                "timeouts.max_reclaim_count",
+                format!("must be at most {MAX_RECLAIMS}"),
+            );
         }
         if let Some(w) = self.dedup_window_ms {
             if w == 0 || w > MAX_DEDUP_WINDOW_MS {
@@ -243,7 +280,7 @@ impl ExecutionPolicy {
 
     /// What happens after attempt failure number `retry_count + 1` of class `class`.
     pub fn retry_decision(&self, class: FailureClass, retry_count: u32) -> RetryDecision {
-        let retryable = class != FailureClass::Permanent && self.retry.retryable.contains(&class);
+        let retryable = !class.is_never_retried() && self.retry.retryable.contains(&class);
         if retryable && retry_count < self.retry.max_retries {
             RetryDecision::RetryAfter(self.retry.backoff.delay(retry_count))
         } else {

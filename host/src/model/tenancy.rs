@@ -37,6 +37,31 @@ pub struct TenantLimits {
     /// `start_window_ms` (default one second); claims past it wait.
     pub max_starts_per_window: Option<u32>,
     pub start_window_ms: Option<u64>,
+    /// Largest result one execution may return; a larger one fails the
+    /// attempt at once (`limit_exceeded`, never retried).
+    pub max_result_bytes: Option<u32>,
+    /// Payload bytes of the frames one attempt may append (captured output
+    /// and logs included).
+    pub max_frame_bytes_per_attempt: Option<u64>,
+    /// Children one execution may spawn.
+    pub max_children_per_execution: Option<u32>,
+    /// Members one flow may hold (spawned children included).
+    pub max_flow_members: Option<u32>,
+    /// Waitpoints one execution may create.
+    pub max_waitpoints_per_execution: Option<u32>,
+    /// Bytes the tenant may keep stored: inputs, results and frames. Writes
+    /// that would pass it are refused (`quota_exceeded`).
+    pub max_stored_bytes: Option<u64>,
+}
+
+/// What a tenant uses of what it may keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct TenantUsage {
+    /// Bytes of inputs, results and frames stored, as last measured (at
+    /// most a few seconds ago).
+    pub stored_bytes: u64,
+    /// The quota that applies (the tenant's, or the installation's), if any.
+    pub max_stored_bytes: Option<u64>,
 }
 
 /// The start-rate window when a tenant sets `max_starts_per_window` alone.

@@ -89,12 +89,17 @@ impl StoreState {
     }
 }
 
+/// One host call: counted, traced, and made without holding a turn on the
+/// guest threads (it waits on the host, not the CPU; see `fair`).
 macro_rules! host_call {
-    ($name:literal, $body:expr) => {{
+    ($cpu:expr, $name:literal, $body:expr) => {{
         metrics::counter!("flowfabric_host_calls_total", "function" => $name).increment(1);
-        Ok($body
+        $cpu.give_up();
+        let reply = $body
             .instrument(tracing::debug_span!("host_call", name = $name))
-            .await)
+            .await;
+        $cpu.take_turn().await;
+        Ok(reply)
     }};
 }
 
@@ -108,7 +113,11 @@ impl claimed_task::Host for StoreState {
         percent: u8,
         message: String,
     ) -> wasmtime::Result<Result<(), HostError>> {
-        host_call!("progress", self.imports.progress(percent, message))
+        host_call!(
+            self.cpu,
+            "progress",
+            self.imports.progress(percent, message)
+        )
     }
 
     async fn append_frame(
@@ -118,6 +127,7 @@ impl claimed_task::Host for StoreState {
         mode: StreamMode,
     ) -> wasmtime::Result<Result<u64, HostError>> {
         host_call!(
+            self.cpu,
             "append_frame",
             self.imports.append_frame(frame_type, payload, mode)
         )
@@ -130,6 +140,7 @@ impl claimed_task::Host for StoreState {
         dedup_key: Option<String>,
     ) -> wasmtime::Result<Result<UsageResult, HostError>> {
         host_call!(
+            self.cpu,
             "report_usage",
             self.imports.report_usage(dimension, delta, dedup_key)
         )
@@ -141,6 +152,7 @@ impl claimed_task::Host for StoreState {
         timeout_ms: Option<u64>,
     ) -> wasmtime::Result<Result<Waitpoint, HostError>> {
         host_call!(
+            self.cpu,
             "create_waitpoint",
             self.imports.create_waitpoint(key, timeout_ms)
         )
@@ -153,6 +165,7 @@ impl claimed_task::Host for StoreState {
         on_timeout: TimeoutBehavior,
     ) -> wasmtime::Result<Result<Vec<Signal>, HostError>> {
         let reply = host_call!(
+            self.cpu,
             "suspend",
             self.imports.suspend(condition, timeout_ms, on_timeout)
         );
@@ -165,7 +178,11 @@ impl claimed_task::Host for StoreState {
         input: Vec<u8>,
         key: Option<String>,
     ) -> wasmtime::Result<Result<String, HostError>> {
-        host_call!("spawn_child", self.imports.spawn_child(kind, input, key))
+        host_call!(
+            self.cpu,
+            "spawn_child",
+            self.imports.spawn_child(kind, input, key)
+        )
     }
 
     async fn wait_children(
@@ -174,6 +191,7 @@ impl claimed_task::Host for StoreState {
         on_timeout: TimeoutBehavior,
     ) -> wasmtime::Result<Result<Vec<Child>, HostError>> {
         let reply = host_call!(
+            self.cpu,
             "wait_children",
             self.imports.wait_children(timeout_ms, on_timeout)
         );
@@ -189,6 +207,6 @@ impl claimed_task::Host for StoreState {
     }
 
     async fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
-        host_call!("log", self.imports.log(level, message))
+        host_call!(self.cpu, "log", self.imports.log(level, message))
     }
 }

@@ -13,6 +13,7 @@
 
 mod bindings;
 mod cache;
+mod fair;
 mod imports;
 mod sandbox;
 
@@ -32,6 +33,7 @@ pub use bindings::{
     ResumeCondition, Signal, StreamMode as GuestStreamMode, TaskError, TaskInfo, TimeoutBehavior,
     UsageResult, Waitpoint,
 };
+pub use fair::Owner;
 pub use imports::{SuspendReply, TaskImports};
 pub use sandbox::{CancelFlag, SandboxLimits};
 
@@ -136,6 +138,8 @@ pub struct Runtime {
     /// claims and the API alike. On threads of their own the OS preempts them.
     /// Always `Some` until dropped.
     guests: Option<tokio::runtime::Runtime>,
+    /// Turns on the guest threads, shared fairly between tenants.
+    turns: Arc<fair::FairGate>,
 }
 
 /// How often the epoch advances: the granularity of timeouts and cancellation.
@@ -152,12 +156,11 @@ impl Runtime {
             ArtifactCache::new(&engine, config.cache_dir.clone(), config.cached_components)?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(engine.clone(), ticker_stop.clone());
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
         let guests = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(2),
-            )
+            .worker_threads(threads)
             .thread_name("flowfabric-guest")
             .enable_all()
             .build()
@@ -171,6 +174,7 @@ impl Runtime {
             config,
             ticker_stop,
             guests: Some(guests),
+            turns: fair::FairGate::new(threads),
         })
     }
 
@@ -278,8 +282,9 @@ impl Runtime {
     }
 
     /// Run one attempt: a fresh store, `run(input)`, and a classified outcome.
-    /// The guest runs on the runtime's own threads (see `guests`); dropping
-    /// the returned future stops it at its next epoch tick.
+    /// The guest runs on the runtime's own threads (see `guests`), in turns
+    /// shared fairly between owners (see `fair`); dropping the returned
+    /// future stops it at its next epoch tick.
     pub async fn run(
         &self,
         component: &Prepared,
@@ -287,6 +292,7 @@ impl Runtime {
         input: &[u8],
         limits: &SandboxLimits,
         cancel: CancelFlag,
+        owner: Owner,
     ) -> RunOutcome {
         let started = Instant::now();
         let guests = self
@@ -301,6 +307,7 @@ impl Runtime {
             limits.clone(),
             cancel,
             self.config.fuel,
+            sandbox::CpuShare::new(self.turns.clone(), owner),
         ));
         let mut run = AbortOnDrop(run);
         match (&mut run.0).await {
@@ -327,7 +334,8 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-/// One attempt in a fresh store, on the guest threads.
+/// One attempt in a fresh store, on the guest threads, once it has a turn.
+#[allow(clippy::too_many_arguments)]
 async fn run_in_store(
     engine: Engine,
     component: Prepared,
@@ -336,9 +344,11 @@ async fn run_in_store(
     limits: SandboxLimits,
     cancel: CancelFlag,
     fuel: bool,
+    cpu: sandbox::CpuShare,
 ) -> RunOutcome {
+    cpu.take_turn().await;
     let started = Instant::now();
-    let mut store = Store::new(&engine, StoreState::new(imports, &limits));
+    let mut store = Store::new(&engine, StoreState::new(imports, &limits, cpu));
     store.limiter(|s| &mut s.memory);
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(sandbox::epoch_callback(started + limits.timeout, cancel));

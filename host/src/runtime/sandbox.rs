@@ -1,4 +1,5 @@
-//! One sandboxed run: the store, its limits, and how a run ends.
+//! One sandboxed run: the store, its limits, its share of the guest threads,
+//! and how a run ends.
 //!
 //! Nothing is granted by default: no preopened directories, no network, an
 //! empty environment; stdout and stderr go to bounded in-memory pipes the worker
@@ -16,6 +17,7 @@ use wasmtime::{ResourceLimiter, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use super::fair::{FairGate, Owner, Turn};
 use super::imports::TaskImports;
 
 /// Per-run limits.
@@ -25,7 +27,9 @@ pub struct SandboxLimits {
     pub timeout: Duration,
     /// Linear memory the guest may grow to, in bytes.
     pub memory_bytes: usize,
-    /// Bytes of stdout and of stderr kept; writing past it traps.
+    /// Bytes of stdout and of stderr kept. A write past it fails (the guest
+    /// sees a closed stream, EPIPE) and nothing more is kept; what the guest
+    /// does then is its own (Rust's `println!` panics, which traps).
     pub output_bytes: usize,
     /// Wasm fuel per run, when the runtime was built with fuel metering.
     pub fuel: Option<u64>,
@@ -74,10 +78,52 @@ pub struct StoreState {
     pub(super) stopped: Option<StopReason>,
     pub(super) stdout: MemoryOutputPipe,
     pub(super) stderr: MemoryOutputPipe,
+    pub(super) cpu: CpuShare,
+}
+
+/// A run's place in the fair turns on the guest threads (see `fair`): the
+/// turn it holds while it computes.
+pub(super) struct CpuShare {
+    gate: Arc<FairGate>,
+    owner: Owner,
+    held: Arc<std::sync::Mutex<Option<Turn>>>,
+}
+
+impl CpuShare {
+    pub(super) fn new(gate: Arc<FairGate>, owner: Owner) -> Self {
+        Self {
+            gate,
+            owner,
+            held: Arc::default(),
+        }
+    }
+
+    /// Wait for a turn and hold it.
+    pub(super) fn take_turn(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (gate, owner, held) = (self.gate.clone(), self.owner, self.held.clone());
+        async move {
+            let turn = gate.turn(owner).await;
+            *held.lock().expect("turn lock") = Some(turn);
+        }
+    }
+
+    /// Hand the turn on (while waiting on the host, or to let others run).
+    pub(super) fn give_up(&self) {
+        let turn = self.held.lock().expect("turn lock").take();
+        drop(turn);
+    }
+
+    fn others_wait(&self) -> bool {
+        self.gate.contended()
+    }
 }
 
 impl StoreState {
-    pub(super) fn new(imports: Arc<dyn TaskImports>, limits: &SandboxLimits) -> Self {
+    pub(super) fn new(
+        imports: Arc<dyn TaskImports>,
+        limits: &SandboxLimits,
+        cpu: CpuShare,
+    ) -> Self {
         let stdout = MemoryOutputPipe::new(limits.output_bytes);
         let stderr = MemoryOutputPipe::new(limits.output_bytes);
         let wasi = WasiCtxBuilder::new()
@@ -95,6 +141,7 @@ impl StoreState {
             stopped: None,
             stdout,
             stderr,
+            cpu,
         }
     }
 }
@@ -108,7 +155,8 @@ impl WasiView for StoreState {
     }
 }
 
-/// The epoch callback of one run: stop at the deadline or on cancel, else yield.
+/// The epoch callback of one run: stop at the deadline or on cancel; else
+/// hand the turn on if others wait for one (and wait for the next), or yield.
 pub(super) fn epoch_callback(
     deadline: Instant,
     cancel: CancelFlag,
@@ -128,6 +176,19 @@ pub(super) fn epoch_callback(
             Some(r) => {
                 store.data_mut().stopped = Some(r);
                 UpdateDeadline::Interrupt
+            }
+            None if store.data().cpu.others_wait() => {
+                let cpu = &store.data().cpu;
+                cpu.give_up();
+                let take = cpu.take_turn();
+                UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(async move {
+                        // Yield even if a turn is free again at once.
+                        tokio::task::yield_now().await;
+                        take.await
+                    }),
+                )
             }
             None => UpdateDeadline::Yield(1),
         })

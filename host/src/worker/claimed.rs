@@ -97,7 +97,9 @@ impl ClaimedTask {
             EngineError::InvalidInput { .. }
             | EngineError::PayloadTooLarge { .. }
             | EngineError::Graph { .. } => HostError::Invalid(e.to_string()),
-            EngineError::QuotaExceeded { .. } => HostError::LimitExceeded(e.to_string()),
+            EngineError::QuotaExceeded { .. } | EngineError::LimitExceeded { .. } => {
+                HostError::LimitExceeded(e.to_string())
+            }
             other => HostError::Unavailable(other.to_string()),
         }
     }
@@ -288,13 +290,16 @@ impl TaskImports for ClaimedTask {
         key: Option<String>,
     ) -> Result<String, HostError> {
         let n = self.spawned.fetch_add(1, Ordering::AcqRel) + 1;
-        let key = key.unwrap_or_else(|| format!("child-{n}"));
+        let key = match &key {
+            Some(key) => model::ChildKey::Named(key),
+            None => model::ChildKey::Nth(n),
+        };
         let mut child = NewExecution::new(kind, input);
         child.lane = self.claimed.lane.clone();
         child.priority = self.claimed.priority;
         let spawned = self
             .engine
-            .spawn_child(self.lease(), child, &key)
+            .spawn_child(self.lease(), child, key)
             .await
             .map_err(|e| self.host_error(e))?;
         Ok(spawned.execution_id.to_string())

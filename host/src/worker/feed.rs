@@ -45,10 +45,11 @@ use uuid::Uuid;
 
 use super::claimed::ClaimedTask;
 use super::complete::Completer;
+use super::share::Shares;
 use super::{resolve, run, Running, WorkerConfig, COMPLETION_WRITERS};
 use crate::engine::Engine;
 use crate::error::Result;
-use crate::model::{ClaimRequest, ClaimedExecution, ExecutionId};
+use crate::model::{ClaimRequest, ClaimedExecution, ExecutionId, TenantId};
 use crate::runtime::{CancelFlag, Runtime};
 
 /// Runs at least this short, on average, make claiming ahead worth its wait.
@@ -121,7 +122,20 @@ impl Ready {
     }
 
     fn pop(&mut self) -> Option<Arc<ClaimedTask>> {
-        let task = self.tasks.pop_front()?;
+        self.take(0)
+    }
+
+    /// The oldest whose tenant may start another run (see `share`).
+    fn pop_startable(&mut self, shares: &Shares) -> Option<Arc<ClaimedTask>> {
+        let at = self
+            .tasks
+            .iter()
+            .position(|task| shares.may_start(task.lease().tenant_id))?;
+        self.take(at)
+    }
+
+    fn take(&mut self, at: usize) -> Option<Arc<ClaimedTask>> {
+        let task = self.tasks.remove(at)?;
         self.input_bytes -= task.claimed.input.len();
         Some(task)
     }
@@ -156,6 +170,7 @@ struct Shared {
     completer: Completer,
     pace: Arc<Pace>,
     running: Running,
+    shares: Shares,
 }
 
 type Claim = Pin<Box<dyn Future<Output = (usize, Result<Vec<ClaimedExecution>>)> + Send>>;
@@ -167,7 +182,9 @@ pub(super) async fn claim_loop(
     mut stopped: watch::Receiver<bool>,
     running: Running,
 ) -> JoinSet<()> {
-    let slots = Arc::new(Semaphore::new(config.slots.max(1)));
+    // A tenant's share is `slots`; the reserve is there for the others.
+    let slots = Arc::new(Semaphore::new(config.capacity()));
+    let shares = Shares::new(config.slots);
     let claim_ahead = config
         .claim_ahead
         .unwrap_or(CLAIM_AHEAD_PER_SLOT * config.slots);
@@ -183,6 +200,7 @@ pub(super) async fn claim_loop(
         config: Arc::new(config),
         pace: Arc::default(),
         running,
+        shares,
     };
     let instance = Uuid::now_v7().to_string();
     let _revocations = super::watch_revocations(&shared.engine, shared.running.clone()).await;
@@ -200,6 +218,8 @@ pub(super) async fn claim_loop(
     let mut idle: Vec<OwnedSemaphorePermit> = Vec::new();
     let mut claim: Option<Claim> = None;
     let mut backlogged = false;
+    // The last claim passed over a tenant at its share (see `share`).
+    let mut passed_over = false;
     // Ready executions went back unstarted: claim nothing ahead until a slot frees.
     let mut stranded = false;
     // Claim at start; afterwards, after a short claim, only once woken or polled.
@@ -219,7 +239,9 @@ pub(super) async fn claim_loop(
                     w.borrow_and_update();
                 }
                 woken = false;
-                claim = Some(start_claim(&shared, &instance, want));
+                let full = shared.shares.full();
+                passed_over = !full.is_empty();
+                claim = Some(start_claim(&shared, &instance, want, full));
             }
         }
         let stale_at = ready
@@ -230,9 +252,15 @@ pub(super) async fn claim_loop(
             permit = slots.clone().acquire_owned() => {
                 let permit = permit.expect("semaphore never closes");
                 stranded = false;
-                match ready.pop() {
+                match ready.pop_startable(&shared.shares) {
                     Some(task) => spawn_run(&mut runs, &shared, task, permit),
-                    None => idle.push(permit),
+                    None => {
+                        idle.push(permit);
+                        // The last claim passed over a tenant at its share,
+                        // and a slot just freed (maybe one of its own):
+                        // what it left in the queue may be claimable now.
+                        woken |= passed_over;
+                    }
                 }
             }
             (asked, claimed) = async { claim.as_mut().expect("claim in flight").await },
@@ -249,8 +277,13 @@ pub(super) async fn claim_loop(
                 }
                 for claimed in claimed {
                     let task = track(&shared, claimed);
+                    let startable = shared.shares.may_start(task.lease().tenant_id);
                     match idle.pop() {
-                        Some(permit) => spawn_run(&mut runs, &shared, task, permit),
+                        Some(permit) if startable => spawn_run(&mut runs, &shared, task, permit),
+                        Some(permit) => {
+                            idle.push(permit);
+                            ready.push(task);
+                        }
                         None => ready.push(task),
                     }
                 }
@@ -306,7 +339,7 @@ fn spawn_release(runs: &mut JoinSet<()>, shared: &Shared, task: Arc<ClaimedTask>
     });
 }
 
-fn start_claim(shared: &Shared, instance: &str, want: usize) -> Claim {
+fn start_claim(shared: &Shared, instance: &str, want: usize, full: Vec<TenantId>) -> Claim {
     let engine = shared.engine.clone();
     let config = &shared.config;
     let request = ClaimRequest {
@@ -316,6 +349,7 @@ fn start_claim(shared: &Shared, instance: &str, want: usize) -> Claim {
         capabilities: config.capabilities.clone(),
         limit: want as u32,
         lease_ttl: config.lease_ttl,
+        exclude_tenants: full,
     };
     Box::pin(async move {
         let claimed = engine.claim(&request).await;
@@ -348,9 +382,10 @@ fn spawn_run(
     runs: &mut JoinSet<()>,
     shared: &Shared,
     task: Arc<ClaimedTask>,
-    slot: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
 ) {
     let id = task.lease().execution_id;
+    let slot = shared.shares.hold(permit, task.lease().tenant_id);
     let job = run::Job {
         engine: shared.engine.clone(),
         runtime: shared.runtime.clone(),

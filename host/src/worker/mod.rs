@@ -20,6 +20,9 @@ mod complete;
 mod feed;
 mod resolve;
 mod run;
+mod share;
+
+pub use share::default_reserve;
 
 use claimed::ClaimedTask;
 
@@ -53,6 +56,21 @@ pub struct WorkerConfig {
     pub claim_ahead: Option<usize>,
     pub sandbox: SandboxLimits,
     pub drain_timeout: Duration,
+    /// Slots beyond `slots` that only tenants other than one holding
+    /// `slots` may use, so that one tenant's long runs never take every slot
+    /// (`None`: [`default_reserve`], a quarter of `slots`; see `share`).
+    pub reserved_slots: Option<usize>,
+}
+
+impl WorkerConfig {
+    /// Runs at once, across tenants: `slots` and the reserve.
+    pub fn capacity(&self) -> usize {
+        let slots = self.slots.max(1);
+        slots
+            + self
+                .reserved_slots
+                .unwrap_or_else(|| default_reserve(slots))
+    }
 }
 
 impl Default for WorkerConfig {
@@ -68,6 +86,7 @@ impl Default for WorkerConfig {
             claim_ahead: None,
             sandbox: SandboxLimits::default(),
             drain_timeout: Duration::from_secs(30),
+            reserved_slots: None,
         }
     }
 }

@@ -6,16 +6,15 @@ use std::time::Duration;
 
 use tracing::Instrument;
 
-use tokio::sync::OwnedSemaphorePermit;
-
 use super::claimed::ClaimedTask;
 use super::complete::Completer;
 use super::feed::Pace;
 use super::resolve::Resolver;
+use super::share::Slot;
 use super::WorkerConfig;
 use crate::engine::Engine;
 use crate::error::EngineError;
-use crate::model::{ClaimedExecution, Failure, FailureClass};
+use crate::model::{ClaimedExecution, Failure, FailureClass, TenantId};
 use crate::runtime::{AbortOnDrop, Prepared, RunResult, Runtime, SandboxLimits, TaskImports};
 
 pub(super) struct Job {
@@ -27,7 +26,7 @@ pub(super) struct Job {
     pub completer: Completer,
     pub pace: Arc<Pace>,
     /// The pool slot this run holds, until its result is handed over.
-    pub slot: OwnedSemaphorePermit,
+    pub slot: Slot,
 }
 
 /// Storage errors on the final write are retried this often; the terminal
@@ -83,6 +82,7 @@ impl Job {
                         &task.claimed.input,
                         &limits,
                         task.cancel.clone(),
+                        task.lease().tenant_id,
                     )
                     .await;
                 tracing::debug!(
@@ -157,6 +157,55 @@ async fn save_output(task: &ClaimedTask, stream: &str, bytes: &[u8]) {
     }
 }
 
+/// A result over the tenant's (or the installation's) limit, or that its
+/// storage quota has no room for, cannot be recorded: it ends the attempt as
+/// a `limit_exceeded` failure (never retried) instead. If the tenant's limits
+/// cannot be read, the installation's still applies here.
+async fn refuse_oversized(engine: &Engine, tenant: TenantId, result: RunResult) -> RunResult {
+    match result {
+        RunResult::Completed(output) => match engine.check_tenant_result(tenant, &output).await {
+            Ok(()) => RunResult::Completed(output),
+            Err(e) if !is_refusal(&e) => {
+                tracing::warn!(error = %e, "reading the tenant's result limit failed");
+                match engine.check_result(&output) {
+                    Ok(()) => RunResult::Completed(output),
+                    Err(e) => unrecordable(e),
+                }
+            }
+            Err(e) => unrecordable(e),
+        },
+        other => other,
+    }
+}
+
+fn unrecordable(e: EngineError) -> RunResult {
+    tracing::info!(error = %e, "result refused; failing the attempt");
+    RunResult::Failed(Failure::new(FailureClass::LimitExceeded, e.to_string()))
+}
+
+/// Whether storage refused what was written (rather than failing to write
+/// it, or the lease being gone): writing it again cannot succeed.
+fn is_refusal(e: &EngineError) -> bool {
+    matches!(
+        e,
+        EngineError::PayloadTooLarge { .. }
+            | EngineError::LimitExceeded { .. }
+            | EngineError::QuotaExceeded { .. }
+            | EngineError::InvalidInput { .. }
+    )
+}
+
+fn record_failed_write(written: crate::error::Result<()>) {
+    let outcome = match &written {
+        Ok(()) => "failed",
+        Err(e) => {
+            tracing::warn!(error = %e, "outcome not recorded");
+            return;
+        }
+    };
+    metrics::counter!("flowfabric_attempts_finished_total", "outcome" => outcome).increment(1);
+}
+
 async fn renew_until_lost(engine: Engine, task: Arc<ClaimedTask>, ttl: Duration) {
     let every = ttl / 3;
     // The lease counts from the claim, which may have been a moment before
@@ -189,10 +238,11 @@ async fn finish(
     completer: &Completer,
     task: &ClaimedTask,
     result: RunResult,
-    slot: OwnedSemaphorePermit,
+    slot: Slot,
 ) {
     let lease = task.lease();
     let mut slot = Some(slot);
+    let result = refuse_oversized(engine, lease.tenant_id, result).await;
     if matches!(result, RunResult::Suspended) {
         tracing::debug!("execution suspended");
         metrics::counter!("flowfabric_attempts_finished_total", "outcome" => "suspended")
@@ -230,6 +280,17 @@ async fn finish(
                 tracing::debug!(outcome = what, "execution attempt recorded");
                 metrics::counter!("flowfabric_attempts_finished_total", "outcome" => what)
                     .increment(1);
+                return;
+            }
+            // Storage refused the result itself (too large, over a limit):
+            // the same write would be refused again, so the attempt fails
+            // for good, at once, rather than leave its lease to expire and
+            // be run again.
+            Err(e) if is_refusal(&e) && matches!(result, RunResult::Completed(_)) => {
+                tracing::info!(error = %e, "result refused; failing the attempt");
+                let failure = Failure::new(FailureClass::LimitExceeded, e.to_string());
+                let failed = engine.fail(lease, failure).await;
+                record_failed_write(failed.map(|_| ()));
                 return;
             }
             Err(e) if e.is_retryable() && attempt < FINISH_ATTEMPTS => {

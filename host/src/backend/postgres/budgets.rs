@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::lease::{fail_locked, rejection, FENCE};
 use super::rows::{col, json, parse, transaction, unknown_tenant_or, Args};
 use super::suspension::{record_suspension, resume};
+use crate::backend::refusals::check_usage_fits;
 use crate::error::{EngineError, Result};
 use crate::model::{
     Breach, Budget, BudgetId, BudgetScope, DimensionUsage, ExecutionId, ExecutionPolicy, Failure,
@@ -264,6 +265,19 @@ pub(super) async fn report_usage(
             }
         }
         let limits = lock_limits(tx, lease, &row, dimension).await?;
+        let attempt_used: String = sqlx::query_scalar(
+            "SELECT coalesce(usage ->> $3, '0') FROM attempts \
+             WHERE tenant_id = $1 AND execution_id = $2 AND attempt_index = $4",
+        )
+        .bind(lease.tenant_id)
+        .bind(lease.execution_id)
+        .bind(dimension)
+        .bind(lease.attempt_index)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(err(op))?
+        .unwrap_or_else(|| "0".into());
+        check_usage_fits(dimension, delta, limits.iter().map(|l| l.used), &attempt_used)?;
         if let Some(breach) = first_breach(&limits, delta, dimension, |l| l.hard) {
             // Not applied, and not remembered: the same report may be retried
             // once the budget allows it.
@@ -394,7 +408,7 @@ pub(super) async fn reset_budget(pool: &PgPool, tenant: TenantId, id: BudgetId) 
     let op = "reset budget";
     transaction(pool, op, async |tx| {
         let found = sqlx::query(
-            "UPDATE budgets SET next_reset_at = now() + reset_interval_ms * interval '1 millisecond' \
+            "UPDATE budgets SET next_reset_at = now() + least(reset_interval_ms, 31622400000) * interval '1 millisecond' \
              WHERE tenant_id = $1 AND budget_id = $2 RETURNING 1",
         )
         .bind(tenant)
@@ -462,7 +476,7 @@ pub(super) async fn reset_due_budgets(pool: &PgPool, limit: u32) -> Result<u64> 
     let op = "reset due budgets";
     transaction(pool, op, async |tx| {
         let due: Vec<(TenantId, BudgetId)> = sqlx::query_as(
-            "UPDATE budgets b SET next_reset_at = now() + reset_interval_ms * interval '1 millisecond' \
+            "UPDATE budgets b SET next_reset_at = now() + least(reset_interval_ms, 31622400000) * interval '1 millisecond' \
              WHERE (tenant_id, budget_id) IN ( \
                  SELECT tenant_id, budget_id FROM budgets WHERE next_reset_at <= now() \
                  ORDER BY next_reset_at LIMIT $1 FOR UPDATE SKIP LOCKED) \

@@ -21,12 +21,9 @@ use super::suspension::{lock_leased, record_suspension};
 use crate::backend::refusals;
 use crate::error::{EngineError, Result};
 use crate::model::{
-    ChildOutcome, ChildrenOutcome, ExecutionId, LeaseHandle, NewExecution, PublicState,
-    ResumeCondition, SpawnedChild, Suspension, TimeoutBehavior,
+    ChildKey, ChildOutcome, ChildrenOutcome, ExecutionId, LeaseHandle, NewExecution, PublicState,
+    ResumeCondition, SpawnLimits, SpawnedChild, Suspension, TimeoutBehavior, ROOT_KEY,
 };
-
-/// The key a spawning parent has in the flow created for it.
-const ROOT_KEY: &str = "root";
 
 fn err(op: &'static str) -> impl FnOnce(sqlx::Error) -> EngineError {
     EngineError::storage(op)
@@ -36,22 +33,25 @@ pub(super) async fn spawn_child(
     pool: &PgPool,
     lease: &LeaseHandle,
     child: &NewExecution,
-    key: &str,
-    max_queued: Option<u32>,
+    key: ChildKey<'_>,
+    limits: SpawnLimits,
 ) -> Result<SpawnedChild> {
     let op = "spawn child";
     let tenant = lease.tenant_id;
     transaction(pool, op, async |tx| {
-        let sql = format!("SELECT flow_id FROM executions WHERE {FENCE} FOR UPDATE");
-        let flow: Option<Option<Uuid>> =
-            sqlx::query_scalar_with(&sql, Args::fence(lease).done(op)?)
+        let sql = format!("SELECT flow_id, flow_key FROM executions WHERE {FENCE} FOR UPDATE");
+        let parent: Option<(Option<Uuid>, Option<String>)> =
+            sqlx::query_as_with(&sql, Args::fence(lease).done(op)?)
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(err(op))?;
+        let Some((flow, parent_key)) = parent else {
+            return Err(rejection(pool, lease, None).await?);
+        };
+        let key = &key.resolve(parent_key.as_deref(), limits.max_key_len)?;
         let flow_id = match flow {
-            None => return Err(rejection(pool, lease, None).await?),
-            Some(Some(flow_id)) => flow_id,
-            Some(None) => {
+            Some(flow_id) => flow_id,
+            None => {
                 let flow_id = Uuid::now_v7();
                 sqlx::query(
                     "WITH flow AS (INSERT INTO flows (tenant_id, flow_id, name) \
@@ -69,10 +69,13 @@ pub(super) async fn spawn_child(
                 flow_id
             }
         };
-        // Shared with cancel_flow's exclusive lock: no child joins a flow being cancelled.
+        // The lock this transaction's revision bump needs, taken up front:
+        // a shared lock upgraded later deadlocked two members spawning into
+        // one flow at once. It also keeps out cancel_flow (no child joins a
+        // flow being cancelled) and makes counting the members exact.
         let cancelled: bool = sqlx::query_scalar(
             "SELECT cancelled_at IS NOT NULL FROM flows \
-             WHERE tenant_id = $1 AND flow_id = $2 FOR SHARE",
+             WHERE tenant_id = $1 AND flow_id = $2 FOR NO KEY UPDATE",
         )
         .bind(tenant)
         .bind(flow_id)
@@ -103,6 +106,22 @@ pub(super) async fn spawn_child(
                 Err(refusals::child_key_taken(key))
             };
         }
+        let (children, members): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM (SELECT 1 FROM executions \
+                     WHERE tenant_id = $1 AND parent_id = $2 LIMIT $4) c), \
+                 (SELECT count(*) FROM (SELECT 1 FROM executions \
+                     WHERE tenant_id = $1 AND flow_id = $3 LIMIT $5) m)",
+        )
+        .bind(tenant)
+        .bind(lease.execution_id)
+        .bind(flow_id)
+        .bind(i64::from(limits.max_children))
+        .bind(i64::from(limits.max_flow_members))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(err(op))?;
+        refusals::check_spawn(&limits, children, members)?;
+        let max_queued = limits.max_queued;
         let placement = FlowPlacement {
             flow_id,
             keys: vec![key],

@@ -140,7 +140,7 @@ WITH chosen AS (
             t.max_task_timeout_ms, t.max_memory_mib
         FROM tenants t
 {budget}{room}        CROSS JOIN unnest((SELECT $1::text[])) AS l(lane)
-        WHERE room.n > 0
+        WHERE room.n > 0 AND t.tenant_id <> ALL((SELECT $7::uuid[])::uuid[])
         ORDER BY room.draw
     ) r
     CROSS JOIN LATERAL (
@@ -193,8 +193,11 @@ picked AS (
         lease_epoch = e.lease_epoch + 1,
         lease_id = gen_random_uuid(),
         lease_expires_at = now() + $6 * interval '1 millisecond',
-        attempt_timeout_at = now()
-            + (e.policy -> 'timeouts' ->> 'attempt_timeout_ms')::bigint * interval '1 millisecond',
+        -- Clamped, so that no stored policy can make this statement fail for
+        -- every tenant (the API refuses such values; rows are not trusted).
+        attempt_timeout_at = now() + least(
+            (e.policy -> 'timeouts' ->> 'attempt_timeout_ms')::numeric, 604800000
+        )::bigint * interval '1 millisecond',
         started_at = coalesce(e.started_at, now()),
         frame_seq = CASE WHEN e.attempt_state = 'pending_resume_attempt' THEN e.frame_seq ELSE 0 END,
         progress_percent = NULL, progress_message = NULL,
@@ -302,7 +305,7 @@ async fn needs_admission(pool: &PgPool) -> Result<bool> {
         .map_err(EngineError::storage("claim admission probe"))
 }
 
-/// `$1`–`$6` of [`claim_sql`].
+/// `$1`–`$7` of [`claim_sql`].
 fn claim_args(request: &ClaimRequest, op: &'static str) -> Result<PgArguments> {
     Args::new()
         .push(&request.lanes)
@@ -311,6 +314,7 @@ fn claim_args(request: &ClaimRequest, op: &'static str) -> Result<PgArguments> {
         .push(&request.worker_id)
         .push(&request.worker_instance)
         .push(millis(request.lease_ttl))
+        .push(&request.exclude_tenants)
         .done(op)
 }
 

@@ -363,7 +363,8 @@ WITH replayed AS (
         result = NULL, last_failure = NULL, cancellation_reason = NULL, finished_at = NULL,
         eligible_at = now(),
         deadline_at = now()
-            + (policy -> 'timeouts' ->> 'execution_deadline_ms')::bigint * interval '1 millisecond',
+            + least((policy -> 'timeouts' ->> 'execution_deadline_ms')::numeric, 31622400000)::bigint
+                * interval '1 millisecond',
         updated_at = now()
     WHERE tenant_id = $1 AND execution_id = $2 AND lifecycle_phase = 'terminal'
       AND replay_count < coalesce((policy ->> 'max_replays')::int, $3)

@@ -57,6 +57,7 @@ use crate::model::{
     StoredApiKey, StreamMode, StreamSummary, SuspendOutcome, Suspension, Tenant, TenantId,
     TenantLimits, TimeoutBehavior, UsageOutcome, Waitpoint,
 };
+use crate::model::{ChildKey, SpawnLimits};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
@@ -175,6 +176,10 @@ impl Backend for PgBackend {
 
     async fn get_tenant(&self, tenant: TenantId) -> Result<Tenant> {
         tenancy::get_tenant(&self.pool, tenant).await
+    }
+
+    async fn stored_bytes(&self, tenant: TenantId) -> Result<u64> {
+        tenancy::stored_bytes(&self.pool, tenant).await
     }
 
     async fn set_tenant_limits(&self, tenant: TenantId, limits: &TenantLimits) -> Result<Tenant> {
@@ -370,8 +375,17 @@ impl Backend for PgBackend {
         frame_type: &str,
         mode: StreamMode,
         payload: &[u8],
+        max_attempt_bytes: u64,
     ) -> Result<i64> {
-        output::append_frame(&self.pool, lease, frame_type, mode, payload).await
+        output::append_frame(
+            &self.pool,
+            lease,
+            frame_type,
+            mode,
+            payload,
+            max_attempt_bytes,
+        )
+        .await
     }
 
     async fn read_frames(
@@ -403,8 +417,9 @@ impl Backend for PgBackend {
         lease: &LeaseHandle,
         key: &str,
         expires_in: Option<Duration>,
+        max_waitpoints: u32,
     ) -> Result<Waitpoint> {
-        suspension::create_waitpoint(&self.pool, lease, key, expires_in).await
+        suspension::create_waitpoint(&self.pool, lease, key, expires_in, max_waitpoints).await
     }
 
     async fn suspend(
@@ -412,8 +427,9 @@ impl Backend for PgBackend {
         lease: &LeaseHandle,
         suspension: &Suspension,
         timeout: Option<Duration>,
+        max_waitpoints: u32,
     ) -> Result<SuspendOutcome> {
-        suspension::suspend(&self.pool, lease, suspension, timeout).await
+        suspension::suspend(&self.pool, lease, suspension, timeout, max_waitpoints).await
     }
 
     async fn create_budget(&self, tenant: TenantId, budget: &NewBudget) -> Result<Budget> {
@@ -446,10 +462,10 @@ impl Backend for PgBackend {
         &self,
         lease: &LeaseHandle,
         child: &NewExecution,
-        key: &str,
-        max_queued: Option<u32>,
+        key: ChildKey<'_>,
+        limits: SpawnLimits,
     ) -> Result<SpawnedChild> {
-        children::spawn_child(&self.pool, lease, child, key, max_queued).await
+        children::spawn_child(&self.pool, lease, child, key, limits).await
     }
 
     async fn wait_children(
@@ -484,8 +500,14 @@ impl Backend for PgBackend {
         suspension::resume_signals(&self.pool, tenant, id, seq).await
     }
 
-    async fn list_waitpoints(&self, tenant: TenantId, id: ExecutionId) -> Result<Vec<Waitpoint>> {
-        suspension::list_waitpoints(&self.pool, tenant, id).await
+    async fn list_waitpoints(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        after: Option<uuid::Uuid>,
+        limit: u32,
+    ) -> Result<Vec<Waitpoint>> {
+        suspension::list_waitpoints(&self.pool, tenant, id, after, limit).await
     }
 
     async fn create_flow(

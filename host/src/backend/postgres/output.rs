@@ -6,6 +6,7 @@ use sqlx::PgPool;
 use super::lease::{rejection, FENCE};
 use super::rows::{col, parse, Args};
 use super::UPDATES_CHANNEL;
+use crate::backend::refusals;
 use crate::error::{EngineError, Result};
 use crate::model::{
     ExecutionId, Frame, LeaseHandle, StreamMode, StreamSummary, TenantId, BEST_EFFORT_WINDOW,
@@ -21,9 +22,15 @@ pub(super) async fn append_frame(
     frame_type: &str,
     mode: StreamMode,
     payload: &[u8],
+    max_attempt_bytes: u64,
 ) -> Result<i64> {
+    // The attempt's byte total restarts with its first frame (`frame_seq`
+    // 0: a new attempt; a resumed one carries on), and the cap (`$9`) is
+    // part of the fence: a refused frame changes nothing.
     let sql = format!(
-        "WITH seq AS (UPDATE executions SET frame_seq = frame_seq + 1 WHERE {FENCE} \
+        "WITH seq AS (UPDATE executions SET frame_seq = frame_seq + 1, \
+                          frame_bytes = {ATTEMPT_BYTES} + octet_length($8) \
+                      WHERE {FENCE} AND {ATTEMPT_BYTES} + octet_length($8) <= $9 \
                       RETURNING frame_seq), \
               inserted AS (INSERT INTO frames (tenant_id, execution_id, attempt_index, seq, \
                                frame_type, mode, payload) \
@@ -35,7 +42,8 @@ pub(super) async fn append_frame(
     let args = Args::fence(lease)
         .push(frame_type)
         .push(mode.as_str())
-        .push(payload);
+        .push(payload)
+        .push(i64::try_from(max_attempt_bytes).unwrap_or(i64::MAX));
     let bound = match mode {
         StreamMode::Durable | StreamMode::Summary => args,
         StreamMode::BestEffort => args.push(BEST_EFFORT_WINDOW),
@@ -48,12 +56,38 @@ pub(super) async fn append_frame(
         .map_err(EngineError::storage("append frame"))?;
     match seq {
         Some(seq) => Ok(seq),
-        None => Err(rejection(pool, lease, None).await?),
+        None => Err(frame_refusal(pool, lease, payload.len(), max_attempt_bytes).await?),
+    }
+}
+
+/// The bytes the attempt's frames hold, as the append counts them.
+const ATTEMPT_BYTES: &str = "(CASE WHEN frame_seq = 0 THEN 0 ELSE frame_bytes END)";
+
+/// Why an append matched no row: the lease, or (the lease still held) the cap.
+async fn frame_refusal(
+    pool: &PgPool,
+    lease: &LeaseHandle,
+    adding: usize,
+    max_attempt_bytes: u64,
+) -> Result<EngineError> {
+    let sql = format!("SELECT frame_seq, frame_bytes FROM executions WHERE {FENCE}");
+    let held: Option<(i64, i64)> =
+        sqlx::query_as_with(&sql, Args::fence(lease).done("append frame")?)
+            .fetch_optional(pool)
+            .await
+            .map_err(EngineError::storage("append frame"))?;
+    match held {
+        Some((seq, stored)) => Ok(refusals::frame_bytes_exceeded(
+            max_attempt_bytes,
+            refusals::frame_bytes_after(seq, stored, 0),
+            adding,
+        )),
+        None => rejection(pool, lease, None).await,
     }
 }
 
 /// A summary patch is the frame's payload (`$8`, checked to be a JSON object
-/// by the engine); `$9` is the best-effort window.
+/// by the engine); `$10` is the best-effort window.
 fn mode_work(mode: StreamMode) -> &'static str {
     match mode {
         StreamMode::Durable => "",
@@ -71,7 +105,7 @@ fn mode_work(mode: StreamMode) -> &'static str {
         StreamMode::BestEffort => {
             ", trimmed AS (DELETE FROM frames f USING seq \
                WHERE f.tenant_id = $1 AND f.execution_id = $2 AND f.attempt_index = $3 \
-                 AND f.mode = 'best_effort' AND f.seq <= seq.frame_seq - $9::bigint)"
+                 AND f.mode = 'best_effort' AND f.seq <= seq.frame_seq - $10::bigint)"
         }
     }
 }

@@ -25,7 +25,7 @@ WITH expired AS (
     CROSS JOIN LATERAL (
         SELECT e.tenant_id, e.execution_id,
                e.reclaim_count + 1
-                   > coalesce((e.policy -> 'timeouts' ->> 'max_reclaim_count')::int, 100) AS spent
+                   > coalesce(least((e.policy -> 'timeouts' ->> 'max_reclaim_count')::numeric, 1000)::int, 100) AS spent
         FROM executions e
         WHERE e.tenant_id = t.tenant_id AND e.lifecycle_phase = 'active'
           AND e.lease_expires_at < now()

@@ -55,10 +55,28 @@ pub(super) async fn create_waitpoint(
     lease: &LeaseHandle,
     key: &str,
     expires_in: Option<Duration>,
+    max_waitpoints: u32,
 ) -> Result<Waitpoint> {
     let op = "create waitpoint";
     transaction(pool, op, async |tx| {
         lock_leased(pool, tx, lease, op).await?;
+        // The execution's row lock serialises its waitpoints: count, then add.
+        let (open, total): (bool, i64) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM waitpoints WHERE tenant_id = $1 AND execution_id = $2 \
+                 AND waitpoint_key = $3 AND state <> 'closed'), \
+             (SELECT count(*) FROM (SELECT 1 FROM waitpoints \
+                 WHERE tenant_id = $1 AND execution_id = $2 LIMIT $4) w)",
+        )
+        .bind(lease.tenant_id)
+        .bind(lease.execution_id)
+        .bind(key)
+        .bind(i64::from(max_waitpoints))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(err(op))?;
+        if !open && total >= i64::from(max_waitpoints) {
+            return Err(refusals::waitpoints_exceeded(max_waitpoints));
+        }
         let row = sqlx::query(&format!(
             "INSERT INTO waitpoints (tenant_id, execution_id, waitpoint_id, waitpoint_key, state, \
                  expires_at) \
@@ -87,6 +105,7 @@ pub(super) async fn suspend(
     lease: &LeaseHandle,
     suspension: &Suspension,
     timeout: Option<Duration>,
+    max_waitpoints: u32,
 ) -> Result<SuspendOutcome> {
     let op = "suspend";
     transaction(pool, op, async |tx| {
@@ -106,6 +125,20 @@ pub(super) async fn suspend(
         .execute(&mut *tx)
         .await
         .map_err(err(op))?;
+        // Counted after the insert; past the cap, the transaction is undone.
+        let total: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT 1 FROM waitpoints \
+             WHERE tenant_id = $1 AND execution_id = $2 LIMIT $3) w",
+        )
+        .bind(lease.tenant_id)
+        .bind(lease.execution_id)
+        .bind(i64::from(max_waitpoints) + 1)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(err(op))?;
+        if total > i64::from(max_waitpoints) {
+            return Err(refusals::waitpoints_exceeded(max_waitpoints));
+        }
         let buffered = buffered_signals(tx, lease.tenant_id, lease.execution_id).await?;
         if suspension
             .condition
@@ -462,13 +495,19 @@ pub(super) async fn list_waitpoints(
     pool: &PgPool,
     tenant: TenantId,
     id: ExecutionId,
+    after: Option<Uuid>,
+    limit: u32,
 ) -> Result<Vec<Waitpoint>> {
+    // The primary key's order: (tenant, execution, waitpoint id).
     let rows = sqlx::query(&format!(
         "SELECT {WAITPOINT_COLUMNS} FROM waitpoints \
-         WHERE tenant_id = $1 AND execution_id = $2 ORDER BY created_at, waitpoint_id"
+         WHERE tenant_id = $1 AND execution_id = $2 AND waitpoint_id > $3 \
+         ORDER BY waitpoint_id LIMIT $4"
     ))
     .bind(tenant)
     .bind(id)
+    .bind(after.unwrap_or(Uuid::nil()))
+    .bind(i64::from(limit))
     .fetch_all(pool)
     .await
     .map_err(err("list waitpoints"))?;

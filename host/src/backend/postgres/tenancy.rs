@@ -10,7 +10,8 @@ use crate::model::{ApiKey, StoredApiKey, Tenant, TenantId, TenantLimits};
 
 const TENANT_COLUMNS: &str = "tenant_id, name, created_at, max_running, max_queued, \
     max_input_bytes, max_component_bytes, max_task_timeout_ms, max_memory_mib, \
-    max_starts_per_window, start_window_ms";
+    max_starts_per_window, start_window_ms, max_result_bytes, max_frame_bytes_per_attempt, \
+    max_children_per_execution, max_flow_members, max_waitpoints_per_execution, max_stored_bytes";
 
 pub(super) async fn create_tenant(pool: &PgPool, name: &str) -> Result<Tenant> {
     let row = sqlx::query(&format!(
@@ -80,7 +81,10 @@ pub(super) async fn set_tenant_limits(
     let row = sqlx::query(&format!(
         "UPDATE tenants SET max_running = $2, max_queued = $3, max_input_bytes = $4, \
              max_component_bytes = $5, max_task_timeout_ms = $6, max_memory_mib = $7, \
-             max_starts_per_window = $8, start_window_ms = $9 \
+             max_starts_per_window = $8, start_window_ms = $9, max_result_bytes = $10, \
+             max_frame_bytes_per_attempt = $11, max_children_per_execution = $12, \
+             max_flow_members = $13, max_waitpoints_per_execution = $14, \
+             max_stored_bytes = $15 \
          WHERE tenant_id = $1 RETURNING {TENANT_COLUMNS}"
     ))
     .bind(id)
@@ -98,6 +102,20 @@ pub(super) async fn set_tenant_limits(
     .bind(
         limits
             .start_window_ms
+            .map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
+    )
+    .bind(limits.max_result_bytes.map(to_i32))
+    .bind(
+        limits
+            .max_frame_bytes_per_attempt
+            .map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
+    )
+    .bind(limits.max_children_per_execution.map(to_i32))
+    .bind(limits.max_flow_members.map(to_i32))
+    .bind(limits.max_waitpoints_per_execution.map(to_i32))
+    .bind(
+        limits
+            .max_stored_bytes
             .map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
     )
     .fetch_optional(pool)
@@ -136,6 +154,13 @@ fn tenant(row: &PgRow) -> Result<Tenant> {
             max_memory_mib: limit("max_memory_mib")?,
             max_starts_per_window: limit("max_starts_per_window")?,
             start_window_ms: col::<Option<i64>>(row, "start_window_ms")?.map(|v| v.max(0) as u64),
+            max_result_bytes: limit("max_result_bytes")?,
+            max_frame_bytes_per_attempt: col::<Option<i64>>(row, "max_frame_bytes_per_attempt")?
+                .map(|v| v.max(0) as u64),
+            max_children_per_execution: limit("max_children_per_execution")?,
+            max_flow_members: limit("max_flow_members")?,
+            max_waitpoints_per_execution: limit("max_waitpoints_per_execution")?,
+            max_stored_bytes: col::<Option<i64>>(row, "max_stored_bytes")?.map(|v| v.max(0) as u64),
         },
     })
 }
@@ -223,4 +248,21 @@ fn api_key(row: &PgRow) -> Result<ApiKey> {
         created_at: col(row, "created_at")?,
         revoked_at: col(row, "revoked_at")?,
     })
+}
+
+/// Bytes the tenant keeps: inputs and results of its executions, and the
+/// payloads of their frames. `octet_length` reads a stored value's length
+/// from its header, without fetching or decompressing it.
+pub(super) async fn stored_bytes(pool: &PgPool, tenant: TenantId) -> Result<u64> {
+    let bytes: i64 = sqlx::query_scalar(
+        "SELECT ((SELECT coalesce(sum(octet_length(input) + coalesce(octet_length(result), 0)), 0) \
+                  FROM executions WHERE tenant_id = $1) \
+               + (SELECT coalesce(sum(octet_length(payload)), 0) \
+                  FROM frames WHERE tenant_id = $1))::bigint",
+    )
+    .bind(tenant)
+    .fetch_one(pool)
+    .await
+    .map_err(EngineError::storage("measure stored bytes"))?;
+    Ok(bytes.max(0) as u64)
 }

@@ -16,6 +16,7 @@ use super::record::Exec;
 use super::suspension::{record_suspension, resume_row};
 use super::time::{after_ms, at, now, Millis};
 use super::{Effects, SqliteBackend};
+use crate::backend::refusals::check_usage_fits;
 use crate::error::{EngineError, Result};
 use crate::model::{
     Breach, Budget, BudgetId, BudgetScope, DimensionUsage, Failure, FailureClass, HardLimitAction,
@@ -308,6 +309,24 @@ pub(super) async fn report_usage(
             }
         }
         let limits = limits(conn, &row, dimension).await?;
+        let attempt_used: String = sqlx::query_scalar(
+            "SELECT coalesce(CAST(json_extract(usage, '$.' || json_quote(?1)) AS TEXT), '0') \
+             FROM attempts WHERE tenant_id = ?2 AND execution_id = ?3 AND attempt_index = ?4",
+        )
+        .bind(dimension)
+        .bind(tenant)
+        .bind(id)
+        .bind(lease.attempt_index)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(EngineError::storage("report usage"))?
+        .unwrap_or_else(|| "0".into());
+        check_usage_fits(
+            dimension,
+            delta,
+            limits.iter().map(|l| l.used),
+            &attempt_used,
+        )?;
         if let Some(breach) = first_breach(&limits, delta, dimension, |l| l.hard_limit)? {
             // Not applied, and not remembered: the same report may be
             // retried once the budget allows it.

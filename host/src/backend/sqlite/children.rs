@@ -24,23 +24,21 @@ use super::{Effects, Finished, SqliteBackend};
 use crate::backend::refusals;
 use crate::error::{EngineError, Result};
 use crate::model::{
-    ChildOutcome, ChildrenOutcome, ExecutionId, LeaseHandle, NewExecution, PublicState,
-    ResumeCondition, SpawnedChild, Suspension, TenantId, TimeoutBehavior,
+    ChildKey, ChildOutcome, ChildrenOutcome, ExecutionId, LeaseHandle, NewExecution, PublicState,
+    ResumeCondition, SpawnLimits, SpawnedChild, Suspension, TenantId, TimeoutBehavior, ROOT_KEY,
 };
-
-/// The key a spawning parent has in the flow created for it.
-const ROOT_KEY: &str = "root";
 
 pub(super) async fn spawn_child(
     db: &SqliteBackend,
     lease: &LeaseHandle,
     child: &NewExecution,
-    key: &str,
-    max_queued: Option<u32>,
+    key: ChildKey<'_>,
+    limits: SpawnLimits,
 ) -> Result<SpawnedChild> {
     db.write("spawn child", async |conn, effects| {
         let mut parent = held(conn, lease).await?;
         let tenant = lease.tenant_id;
+        let key = &key.resolve(parent.flow_key.as_deref(), limits.max_key_len)?;
         let flow_id = match parent.flow_id {
             Some(flow_id) => flow_id,
             None => {
@@ -87,7 +85,22 @@ pub(super) async fn spawn_child(
                 Err(refusals::child_key_taken(key))
             };
         }
-        if let Some(limit) = max_queued {
+        let (children, members): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM (SELECT 1 FROM executions \
+                     WHERE tenant_id = ?1 AND parent_id = ?2 LIMIT ?4)), \
+                 (SELECT count(*) FROM (SELECT 1 FROM executions \
+                     WHERE tenant_id = ?1 AND flow_id = ?3 LIMIT ?5))",
+        )
+        .bind(tenant)
+        .bind(lease.execution_id)
+        .bind(flow_id)
+        .bind(i64::from(limits.max_children))
+        .bind(i64::from(limits.max_flow_members))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(EngineError::storage("spawn child"))?;
+        refusals::check_spawn(&limits, children, members)?;
+        if let Some(limit) = limits.max_queued {
             super::ingress::admit(conn, tenant, 1, limit).await?;
         }
         let placement = Placement {

@@ -288,6 +288,9 @@ pub(super) async fn claim(
         let now = now();
         let mut queues = Vec::new();
         for (tenant, limits) in tenants_with_work(conn).await? {
+            if request.exclude_tenants.contains(&tenant) {
+                continue;
+            }
             let room = room(conn, tenant, &limits, request.limit, now).await?;
             if room == 0 {
                 continue;

@@ -57,6 +57,7 @@ use crate::model::{
     StoredApiKey, StreamMode, StreamSummary, SuspendOutcome, Suspension, Tenant, TenantId,
     TenantLimits, TimeoutBehavior, UsageOutcome, Waitpoint,
 };
+use crate::model::{ChildKey, SpawnLimits};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
@@ -271,6 +272,9 @@ impl Backend for SqliteBackend {
     async fn get_tenant(&self, tenant: TenantId) -> Result<Tenant> {
         catalog::get_tenant(&mut *self.read("get tenant").await?, tenant).await
     }
+    async fn stored_bytes(&self, tenant: TenantId) -> Result<u64> {
+        catalog::stored_bytes(&mut *self.read("measure stored bytes").await?, tenant).await
+    }
     async fn set_tenant_limits(&self, tenant: TenantId, limits: &TenantLimits) -> Result<Tenant> {
         catalog::set_tenant_limits(self, tenant, limits).await
     }
@@ -435,8 +439,9 @@ impl Backend for SqliteBackend {
         frame_type: &str,
         mode: StreamMode,
         payload: &[u8],
+        max_attempt_bytes: u64,
     ) -> Result<i64> {
-        output::append_frame(self, lease, frame_type, mode, payload).await
+        output::append_frame(self, lease, frame_type, mode, payload, max_attempt_bytes).await
     }
     async fn read_frames(
         &self,
@@ -465,16 +470,18 @@ impl Backend for SqliteBackend {
         lease: &LeaseHandle,
         key: &str,
         expires_in: Option<Duration>,
+        max_waitpoints: u32,
     ) -> Result<Waitpoint> {
-        suspension::create_waitpoint(self, lease, key, expires_in).await
+        suspension::create_waitpoint(self, lease, key, expires_in, max_waitpoints).await
     }
     async fn suspend(
         &self,
         lease: &LeaseHandle,
         suspension: &Suspension,
         timeout: Option<Duration>,
+        max_waitpoints: u32,
     ) -> Result<SuspendOutcome> {
-        suspension::suspend(self, lease, suspension, timeout).await
+        suspension::suspend(self, lease, suspension, timeout, max_waitpoints).await
     }
     async fn deliver_signal(
         &self,
@@ -496,8 +503,14 @@ impl Backend for SqliteBackend {
     ) -> Result<Vec<Signal>> {
         suspension::resume_signals(self, tenant, id, seq).await
     }
-    async fn list_waitpoints(&self, tenant: TenantId, id: ExecutionId) -> Result<Vec<Waitpoint>> {
-        suspension::list_waitpoints(self, tenant, id).await
+    async fn list_waitpoints(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        after: Option<uuid::Uuid>,
+        limit: u32,
+    ) -> Result<Vec<Waitpoint>> {
+        suspension::list_waitpoints(self, tenant, id, after, limit).await
     }
 
     async fn create_budget(&self, tenant: TenantId, budget: &NewBudget) -> Result<Budget> {
@@ -526,10 +539,10 @@ impl Backend for SqliteBackend {
         &self,
         lease: &LeaseHandle,
         child: &NewExecution,
-        key: &str,
-        max_queued: Option<u32>,
+        key: ChildKey<'_>,
+        limits: SpawnLimits,
     ) -> Result<SpawnedChild> {
-        children::spawn_child(self, lease, child, key, max_queued).await
+        children::spawn_child(self, lease, child, key, limits).await
     }
     async fn wait_children(
         &self,

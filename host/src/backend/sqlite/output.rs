@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::lease::held;
 use super::time::{at, now, Millis};
 use super::SqliteBackend;
+use crate::backend::refusals;
 use crate::error::{EngineError, Result};
 use crate::model::{
     merge_patch, CompletionEvent, EventBatch, EventCursor, ExecutionId, ExecutionUpdate, Frame,
@@ -24,14 +25,41 @@ pub(super) async fn append_frame(
     frame_type: &str,
     mode: StreamMode,
     payload: &[u8],
+    max_attempt_bytes: u64,
 ) -> Result<i64> {
     db.write("append frame", async |conn, effects| {
         let mut row = held(conn, lease).await?;
+        let stored: i64 = sqlx::query_scalar(
+            "SELECT frame_bytes FROM executions WHERE tenant_id = ? AND execution_id = ?",
+        )
+        .bind(lease.tenant_id)
+        .bind(lease.execution_id)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(EngineError::storage("append frame"))?;
+        let bytes = refusals::frame_bytes_after(row.frame_seq, stored, payload.len());
+        if bytes > max_attempt_bytes {
+            let used = refusals::frame_bytes_after(row.frame_seq, stored, 0);
+            return Err(refusals::frame_bytes_exceeded(
+                max_attempt_bytes,
+                used,
+                payload.len(),
+            ));
+        }
         let now = now();
         let before = row.lease_before();
         row.frame_seq += 1;
         let seq = row.frame_seq;
         row.save(conn, Some(before), effects).await?;
+        sqlx::query(
+            "UPDATE executions SET frame_bytes = ? WHERE tenant_id = ? AND execution_id = ?",
+        )
+        .bind(i64::try_from(bytes).unwrap_or(i64::MAX))
+        .bind(lease.tenant_id)
+        .bind(lease.execution_id)
+        .execute(&mut *conn)
+        .await
+        .map_err(EngineError::storage("append frame"))?;
         sqlx::query(
             "INSERT INTO frames (tenant_id, execution_id, attempt_index, seq, frame_type, mode, \
              payload, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -117,12 +117,26 @@ pub(super) async fn create_waitpoint(
     lease: &LeaseHandle,
     key: &str,
     expires_in: Option<Duration>,
+    max_waitpoints: u32,
 ) -> Result<Waitpoint> {
     db.write("create waitpoint", async |conn, _| {
         held(conn, lease).await?;
         let (tenant, id) = (lease.tenant_id, lease.execution_id);
         if let Some(open) = open_waitpoint(conn, tenant, id, key).await? {
             return Ok(open.into());
+        }
+        let total: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT 1 FROM waitpoints \
+             WHERE tenant_id = ? AND execution_id = ? LIMIT ?)",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(i64::from(max_waitpoints))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(EngineError::storage("create waitpoint"))?;
+        if total >= i64::from(max_waitpoints) {
+            return Err(refusals::waitpoints_exceeded(max_waitpoints));
         }
         let expires_at = expires_in.map(|d| after(now(), d));
         Ok(
@@ -139,6 +153,7 @@ pub(super) async fn suspend(
     lease: &LeaseHandle,
     suspension: &Suspension,
     timeout: Option<Duration>,
+    max_waitpoints: u32,
 ) -> Result<SuspendOutcome> {
     db.write("suspend", async |conn, effects| {
         let mut row = held(conn, lease).await?;
@@ -162,6 +177,20 @@ pub(super) async fn suspend(
                     insert_waitpoint(conn, tenant, id, key, "active", None).await?;
                 }
             }
+        }
+        // Counted after the inserts; past the cap, the write is undone.
+        let total: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT 1 FROM waitpoints \
+             WHERE tenant_id = ? AND execution_id = ? LIMIT ?)",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(i64::from(max_waitpoints) + 1)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(EngineError::storage("suspend"))?;
+        if total > i64::from(max_waitpoints) {
+            return Err(refusals::waitpoints_exceeded(max_waitpoints));
         }
         let buffered = buffered_signals(conn, tenant, id).await?;
         if suspension
@@ -441,13 +470,19 @@ pub(super) async fn list_waitpoints(
     db: &SqliteBackend,
     tenant: TenantId,
     id: ExecutionId,
+    after: Option<Uuid>,
+    limit: u32,
 ) -> Result<Vec<Waitpoint>> {
+    // The primary key's order: (tenant, execution, waitpoint id).
     let rows: Vec<WaitpointRow> = sqlx::query_as(&format!(
         "SELECT {WAITPOINT_COLUMNS} FROM waitpoints \
-         WHERE tenant_id = ? AND execution_id = ? ORDER BY created_at, waitpoint_id"
+         WHERE tenant_id = ? AND execution_id = ? AND waitpoint_id > ? \
+         ORDER BY waitpoint_id LIMIT ?"
     ))
     .bind(tenant)
     .bind(id)
+    .bind(after.unwrap_or(Uuid::nil()))
+    .bind(i64::from(limit))
     .fetch_all(&mut *db.read("list waitpoints").await?)
     .await
     .map_err(EngineError::storage("list waitpoints"))?;
