@@ -83,6 +83,11 @@ pub enum EngineError {
     #[error("{message}")]
     Graph { kind: &'static str, message: String },
 
+    /// Storage refused the request for the reason `kind` names
+    /// (`waitpoint_expired`); the same request is refused again.
+    #[error("{message}")]
+    Refused { kind: &'static str, message: String },
+
     /// Uploaded bytes are not a component implementing the task world.
     #[error("{0}")]
     InvalidComponent(String),
@@ -146,6 +151,7 @@ impl EngineError {
             Self::Token { kind, .. } => kind,
             Self::Conflict(_) => "conflict",
             Self::Graph { kind, .. } => kind,
+            Self::Refused { kind, .. } => kind,
             Self::InvalidComponent(_) => "invalid_component",
             Self::Runtime(_) => "runtime",
             Self::Storage { .. } => "storage",

@@ -414,6 +414,65 @@ async fn operator_routes_manage_tenants_and_keys() {
 }
 
 #[tokio::test]
+async fn readiness_names_what_is_not_ready() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let pool_up = std::sync::Arc::new(AtomicBool::new(true));
+    let probe = pool_up.clone();
+    let config = flowfabric::api::ApiConfig {
+        readiness: vec![(
+            "worker_pool",
+            std::sync::Arc::new(move || probe.load(Ordering::Acquire)),
+        )],
+        ..Default::default()
+    };
+    let server = TestServer::start_with(flowfabric::engine::Limits::default(), config).await;
+    let ready = || async {
+        let response = server.http.get(server.url("/readyz")).send().await.unwrap();
+        flowfabric_tests::server::response_parts(response).await
+    };
+    let (status, body) = ready().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"status": "ready", "checks": {"database": "ok", "migrations": "ok", "worker_pool": "ok"}})
+    );
+
+    pool_up.store(false, Ordering::Release);
+    let (status, body) = ready().await;
+    assert_eq!(
+        (status, &body["checks"]["worker_pool"]),
+        (503, &json!("down"))
+    );
+
+    // A database behind this build's migrations is not ready either.
+    pool_up.store(true, Ordering::Release);
+    sqlx::query(
+        "DELETE FROM _sqlx_migrations WHERE version = (SELECT max(version) FROM _sqlx_migrations)",
+    )
+    .execute(server.db.pg())
+    .await
+    .unwrap();
+    let (status, body) = ready().await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["checks"]["migrations"]
+            .as_str()
+            .unwrap()
+            .starts_with("pending: ["),
+        "{body}"
+    );
+    assert_eq!(body["status"], "not_ready");
+    // Liveness does not depend on any of it.
+    let health = server
+        .http
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+}
+
+#[tokio::test]
 async fn health_metrics_and_openapi_are_served() {
     let (mut server, tenant) = setup().await;
     server.start_workers(worker_config(2));

@@ -340,6 +340,65 @@ async fn sibling_cancel_waits_for_a_locked_row_then_the_scanner_finishes_it() {
     assert_eq!(flagged, 0, "the scanner clears the flag once done");
 }
 
+/// A process that dies after marking a flow cancelled, before it has
+/// cancelled every member, leaves `cancel_phases`: the scanner finishes the
+/// job. The crash is simulated by taking the first step by hand.
+#[tokio::test]
+async fn a_flow_cancel_cut_short_is_finished_by_the_scanner() {
+    let (db, t) = setup().await;
+    let e = &db.engine;
+    let f = create(
+        e,
+        t,
+        graph(
+            vec![member("a"), member("b"), member("c")],
+            vec![edge("a", "c")],
+        ),
+    )
+    .await;
+    let running = e.claim(&request(1)).await.unwrap();
+    assert_eq!(running.len(), 1);
+    sqlx::query(
+        "UPDATE flows SET cancelled_at = now(), cancellation_reason = 'cut short', \
+             cancel_phases = '{runnable,active,suspended}' WHERE flow_id = $1",
+    )
+    .bind(f.flow_id)
+    .execute(db.pg())
+    .await
+    .unwrap();
+    let finished = e.backend().cancel_pending_siblings(100).await.unwrap();
+    assert!(
+        finished >= 2,
+        "{finished}: c may be skipped by a's cancel instead"
+    );
+    for key in ["a", "b", "c"] {
+        let state = state(e, t, f.members[key]).await;
+        assert!(
+            matches!(state, PublicState::Cancelled | PublicState::Skipped),
+            "{key} is {state}"
+        );
+    }
+    assert!(e.complete(&running[0].lease, b"late").await.is_err());
+    let left: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM flows WHERE cancel_phases IS NOT NULL")
+            .fetch_one(db.pg())
+            .await
+            .unwrap();
+    assert_eq!(left, 0, "the scanner clears the mark once done");
+
+    // A cancel that runs to the end clears it itself.
+    let g = create(e, t, graph(vec![member("x")], vec![])).await;
+    e.cancel_flow(t, g.flow_id, FlowCancelPolicy::CancelAll, "done")
+        .await
+        .unwrap();
+    let left: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM flows WHERE cancel_phases IS NOT NULL")
+            .fetch_one(db.pg())
+            .await
+            .unwrap();
+    assert_eq!(left, 0);
+}
+
 async fn edges_added_later_resolve_against_members_that_already_ended(store: Store) {
     let (db, t) = setup_on(store).await;
     let e = &db.engine;

@@ -411,7 +411,49 @@ async fn bad_suspensions_and_tokens_are_refused_and_change_nothing(store: Store)
     assert_eq!(db.count("signals").await, 0);
 }
 
+/// Suspending on a pending waitpoint that expired is refused, typed: no
+/// signal can reach it any more, so the suspension would never resume
+/// through it. One that took a signal before it expired still counts.
+async fn suspending_on_an_expired_waitpoint_is_refused(store: Store) {
+    let (db, tenant) = setup_on(store).await;
+    let e = &db.engine;
+    let id = e.create(tenant, task("a")).await.unwrap().execution_id;
+    let held = claim_one(e).await;
+    let lapsed = e
+        .create_waitpoint(&held.lease, "lapsed", Some(1))
+        .await
+        .unwrap();
+    let signalled = e
+        .create_waitpoint(&held.lease, "signalled", Some(300))
+        .await
+        .unwrap();
+    e.deliver_signal(&signalled.token, signal("early", "1"))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(350)).await;
+    let refused = e
+        .suspend(&held.lease, on("lapsed"), None, TimeoutBehavior::Fail)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind(), "waitpoint_expired", "{refused}");
+    assert!(refused.to_string().contains("lapsed"), "{refused}");
+    assert_eq!(e.get(tenant, id).await.unwrap().state, PublicState::Active);
+    let err = e.deliver_signal(&lapsed.token, signal("late", "2")).await;
+    assert!(err.is_err(), "an expired waitpoint takes no signal");
+
+    // Buffered before it expired: the suspension is satisfied at once.
+    let outcome = e
+        .suspend(&held.lease, on("signalled"), None, TimeoutBehavior::Fail)
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, SuspendOutcome::AlreadySatisfied(ref s) if s.len() == 1),
+        "{outcome:?}"
+    );
+}
+
 on_both_backends!(
+    suspending_on_an_expired_waitpoint_is_refused,
     a_signal_resumes_the_same_attempt_under_a_new_epoch,
     early_signals_are_buffered_and_satisfy_the_suspend_at_once,
     all_of_waits_for_every_waitpoint_and_duplicates_are_deduplicated,

@@ -78,7 +78,8 @@ impl From<EngineError> for ApiError {
             | E::NotActive { .. }
             | E::NotRunnable { .. }
             | E::Conflict(_)
-            | E::Graph { .. } => StatusCode::CONFLICT,
+            | E::Graph { .. }
+            | E::Refused { .. } => StatusCode::CONFLICT,
             E::Storage { cause, .. } if is_unavailable(cause) => StatusCode::SERVICE_UNAVAILABLE,
             E::Storage { .. } | E::Runtime(_) | E::Corrupt(_) => {
                 // Details stay in the log: they may name tables or other tenants' ids.

@@ -15,6 +15,7 @@ pub mod error;
 mod events;
 mod executions;
 mod flows;
+mod health;
 mod live;
 pub mod metrics;
 pub mod openapi;
@@ -35,19 +36,26 @@ use crate::runtime::Runtime;
 
 pub use auth::hash_admin_token;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ApiConfig {
     /// Enables `/v1/admin`; requests there must present it as a bearer token.
     pub admin_token: Option<String>,
     /// Largest body of a bulk create.
     pub max_batch_body_bytes: usize,
+    /// More checks `/readyz` makes besides the database's, each named:
+    /// `("worker_pool", is it running)`.
+    pub readiness: Vec<(&'static str, Readiness)>,
 }
+
+/// One readiness check: true while its part is up.
+pub type Readiness = Arc<dyn Fn() -> bool + Send + Sync>;
 
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             admin_token: None,
             max_batch_body_bytes: 32 << 20,
+            readiness: Vec::new(),
         }
     }
 }
@@ -57,6 +65,7 @@ pub struct AppState {
     runtime: Arc<Runtime>,
     admin_token_sha256: Option<[u8; 32]>,
     metrics: PrometheusHandle,
+    readiness: Vec<(&'static str, Readiness)>,
 }
 
 /// Small JSON bodies: everything that is not an upload or a create.
@@ -72,6 +81,7 @@ pub fn router(engine: Engine, runtime: Arc<Runtime>, config: &ApiConfig) -> Rout
         runtime,
         admin_token_sha256: config.admin_token.as_deref().map(hash_admin_token),
         metrics: metrics::handle(),
+        readiness: config.readiness.clone(),
     });
     let v1 = Router::new()
         .route(
@@ -159,6 +169,7 @@ pub fn router(engine: Engine, runtime: Arc<Runtime>, config: &ApiConfig) -> Rout
     Router::new()
         .nest("/v1", v1)
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(health::ready))
         .route("/metrics", get(metrics::render))
         .route("/openapi.json", get(openapi::serve))
         .fallback(|| async { error::ApiError::not_found("route") })

@@ -108,6 +108,9 @@ pub trait Backend: Send + Sync + 'static {
     async fn create_tenant(&self, name: &str) -> Result<Tenant>;
     async fn list_tenants(&self) -> Result<Vec<Tenant>>;
     async fn get_tenant(&self, tenant: TenantId) -> Result<Tenant>;
+    /// The versions of this build's migrations the database has not applied
+    /// (empty when it is current). Fails when the database is unreachable.
+    async fn pending_migrations(&self) -> Result<Vec<i64>>;
     /// Bytes the tenant keeps stored: its executions' inputs and results and
     /// their frames' payloads. Reads every such row of the tenant: callers
     /// keep the answer for a while.
@@ -458,4 +461,13 @@ pub trait Backend: Send + Sync + 'static {
     async fn reset_due_budgets(&self, limit: u32) -> Result<u64>;
     /// Delete events older than `retention` from every event stream.
     async fn prune_events(&self, retention: std::time::Duration, limit: u32) -> Result<u64>;
+}
+
+/// Of `migrator`'s migrations, the versions not among `applied`.
+pub(crate) fn pending(migrator: &sqlx::migrate::Migrator, applied: &[i64]) -> Vec<i64> {
+    migrator
+        .iter()
+        .map(|m| m.version)
+        .filter(|v| !applied.contains(v))
+        .collect()
 }

@@ -178,3 +178,15 @@ pub(crate) fn check_spawn(
     }
     Ok(())
 }
+
+/// A suspension names a waitpoint that expired before any signal reached it:
+/// nothing could ever resume it through that waitpoint.
+pub(crate) fn waitpoint_expired(key: &str) -> EngineError {
+    EngineError::Refused {
+        kind: "waitpoint_expired",
+        message: format!(
+            "waitpoint `{key}` expired before a signal reached it: create a new one (another \
+             key) to wait on"
+        ),
+    }
+}

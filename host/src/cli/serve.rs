@@ -75,9 +75,16 @@ pub async fn run(args: Serve) -> anyhow::Result<()> {
     .await?;
     let engine = args.worker.with_signal_keys(engine)?;
     let runtime = args.worker.runtime()?;
+    let pool = (!args.no_worker)
+        .then(|| WorkerPool::start(engine.clone(), runtime.clone(), args.worker.worker_config()));
+    let mut readiness: Vec<(&'static str, api::Readiness)> = Vec::new();
+    if let Some(pool) = &pool {
+        readiness.push(("worker_pool", std::sync::Arc::new(pool.liveness())));
+    }
     let config = ApiConfig {
         admin_token: args.admin_token.clone(),
         max_batch_body_bytes: args.max_batch_body_bytes,
+        readiness,
     };
     let router = api::router(engine.clone(), runtime.clone(), &config);
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -92,8 +99,6 @@ pub async fn run(args: Serve) -> anyhow::Result<()> {
         };
         Scanners::start(engine.backend().clone(), config)
     });
-    let pool = (!args.no_worker)
-        .then(|| WorkerPool::start(engine.clone(), runtime, args.worker.worker_config()));
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut server = tokio::spawn(api::serve(listener, router, async move {

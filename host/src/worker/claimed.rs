@@ -97,6 +97,7 @@ impl ClaimedTask {
             EngineError::InvalidInput { .. }
             | EngineError::PayloadTooLarge { .. }
             | EngineError::Graph { .. } => HostError::Invalid(e.to_string()),
+            EngineError::Refused { kind, .. } => HostError::Invalid(format!("{kind}: {e}")),
             EngineError::QuotaExceeded { .. } | EngineError::LimitExceeded { .. } => {
                 HostError::LimitExceeded(e.to_string())
             }

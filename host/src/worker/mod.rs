@@ -106,6 +106,17 @@ pub struct WorkerPool {
     claim_loop: tokio::task::JoinHandle<JoinSet<()>>,
     running: Running,
     drain_timeout: Duration,
+    alive: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Clears the pool's liveness flag when the claim loop ends, however it ends
+/// (shutdown, or a panic).
+struct AliveWhileHeld(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for AliveWhileHeld {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
+    }
 }
 
 impl WorkerPool {
@@ -113,19 +124,26 @@ impl WorkerPool {
         let (stop, stopped) = watch::channel(false);
         let running: Running = Arc::default();
         let drain_timeout = config.drain_timeout;
-        let claim_loop = tokio::spawn(feed::claim_loop(
-            engine,
-            runtime,
-            config,
-            stopped,
-            running.clone(),
-        ));
+        let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let held = AliveWhileHeld(alive.clone());
+        let loop_running = running.clone();
+        let claim_loop = tokio::spawn(async move {
+            let _alive = held;
+            feed::claim_loop(engine, runtime, config, stopped, loop_running).await
+        });
         Self {
             stop,
             claim_loop,
             running,
             drain_timeout,
+            alive,
         }
+    }
+
+    /// A probe that is true while the pool claims (for `/readyz`).
+    pub fn liveness(&self) -> impl Fn() -> bool + Send + Sync + 'static {
+        let alive = self.alive.clone();
+        move || alive.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Stop claiming, let in-flight runs finish within the drain timeout, then

@@ -18,9 +18,9 @@ use super::rows::{col, json, parse, transaction, unknown_tenant_or};
 use crate::backend::refusals;
 use crate::error::{EngineError, Result};
 use crate::model::{
-    find_cycle, EdgeState, ExecutionId, FlowCancelPolicy, FlowEdgeView, FlowId, FlowMemberView,
-    FlowSnapshot, FlowState, FlowSummary, GraphApplied, GraphChange, JoinPolicy, JoinState,
-    NewExecution, NewFlow, PublicState, TenantId,
+    find_cycle, EdgeState, ExecutionId, FlowEdgeView, FlowId, FlowMemberView, FlowSnapshot,
+    FlowState, FlowSummary, GraphApplied, GraphChange, JoinPolicy, JoinState, NewExecution,
+    NewFlow, PublicState, TenantId,
 };
 
 pub(super) async fn create_flow(
@@ -528,94 +528,4 @@ pub(super) async fn list_flows(
             )
         })
         .collect()
-}
-
-/// Close the flow to new members, then cancel the members `policy` names one
-/// statement each, newest first (so downstreams end `cancelled`, not
-/// `skipped`). One statement per member keeps each cancel to the usual lock
-/// order (the member, then its downstream groups); a single statement over
-/// many members could deadlock with workers finishing them.
-pub(super) async fn cancel_flow(
-    pool: &PgPool,
-    tenant: TenantId,
-    flow_id: FlowId,
-    policy: FlowCancelPolicy,
-    reason: &str,
-) -> Result<u64> {
-    let phases: &[&str] = match policy {
-        FlowCancelPolicy::CancelAll => &["runnable", "active", "suspended"],
-        FlowCancelPolicy::CancelPending => &["runnable"],
-        FlowCancelPolicy::FlowOnly => &[],
-    };
-    let members: Option<Vec<ExecutionId>> = sqlx::query_scalar(
-        "WITH f AS ( \
-             UPDATE flows SET cancelled_at = coalesce(cancelled_at, now()), \
-                 cancellation_reason = coalesce(cancellation_reason, $3) \
-             WHERE tenant_id = $1 AND flow_id = $2 RETURNING flow_id) \
-         SELECT coalesce(array_agg(e.execution_id ORDER BY e.execution_id DESC) \
-                    FILTER (WHERE e.lifecycle_phase = ANY($4)), '{}') \
-         FROM f LEFT JOIN executions e ON e.tenant_id = $1 AND e.flow_id = f.flow_id \
-         GROUP BY f.flow_id",
-    )
-    .bind(tenant)
-    .bind(flow_id)
-    .bind(reason)
-    .bind(phases)
-    .fetch_optional(pool)
-    .await
-    .map_err(EngineError::storage("cancel flow"))?;
-    let members = members.ok_or_else(|| refusals::flow_not_found(flow_id))?;
-    let mut cancelled = 0;
-    for id in members {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM flowfabric_cancel(ARRAY[$1]::uuid[], ARRAY[$2]::uuid[], $3)",
-        )
-        .bind(tenant)
-        .bind(id)
-        .bind(reason)
-        .fetch_one(pool)
-        .await
-        .map_err(EngineError::storage("cancel flow member"))?;
-        cancelled += n as u64;
-    }
-    Ok(cancelled)
-}
-
-/// Sibling-cancel scanner: finish `cancel_remaining` for groups whose
-/// upstreams were locked when the join was satisfied. Nothing here waits on a
-/// lock, so it cannot deadlock with the transactions it is cleaning up after.
-pub(super) async fn cancel_pending_siblings(pool: &PgPool, limit: u32) -> Result<u64> {
-    let cancelled: i64 = sqlx::query_scalar(
-        "WITH c AS ( \
-             SELECT e.tenant_id, e.execution_id FROM flow_groups g \
-             JOIN flow_edges ed ON ed.tenant_id = g.tenant_id AND ed.downstream_id = g.downstream_id \
-             JOIN executions e ON e.tenant_id = ed.tenant_id AND e.execution_id = ed.upstream_id \
-             WHERE g.cancel_pending AND ed.state = 'pending' AND e.lifecycle_phase <> 'terminal' \
-             ORDER BY e.tenant_id, e.execution_id LIMIT $1 \
-             FOR UPDATE OF e SKIP LOCKED) \
-         SELECT count(*) FROM flowfabric_cancel( \
-             (SELECT array_agg(tenant_id ORDER BY tenant_id, execution_id) FROM c), \
-             (SELECT array_agg(execution_id ORDER BY tenant_id, execution_id) FROM c), \
-             'flow: a sibling satisfied the join')",
-    )
-    .bind(i64::from(limit))
-    .fetch_one(pool)
-    .await
-    .map_err(EngineError::storage("cancel pending siblings"))?;
-    sqlx::query(
-        "UPDATE flow_groups SET cancel_pending = false \
-         WHERE (tenant_id, downstream_id) IN ( \
-             SELECT g.tenant_id, g.downstream_id FROM flow_groups g \
-             WHERE g.cancel_pending AND NOT EXISTS ( \
-                 SELECT 1 FROM flow_edges ed JOIN executions u \
-                     ON u.tenant_id = ed.tenant_id AND u.execution_id = ed.upstream_id \
-                 WHERE ed.tenant_id = g.tenant_id AND ed.downstream_id = g.downstream_id \
-                   AND ed.state = 'pending' AND u.lifecycle_phase <> 'terminal') \
-             ORDER BY g.tenant_id, g.downstream_id \
-             FOR UPDATE SKIP LOCKED)",
-    )
-    .execute(pool)
-    .await
-    .map_err(EngineError::storage("clear cancel-pending groups"))?;
-    Ok(cancelled as u64)
 }

@@ -27,6 +27,7 @@ mod budgets;
 mod children;
 mod claim;
 mod components;
+mod flow_cancel;
 mod flows;
 mod ingress;
 mod lease;
@@ -176,6 +177,15 @@ impl Backend for PgBackend {
 
     async fn get_tenant(&self, tenant: TenantId) -> Result<Tenant> {
         tenancy::get_tenant(&self.pool, tenant).await
+    }
+
+    async fn pending_migrations(&self) -> Result<Vec<i64>> {
+        let applied: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(EngineError::storage("read migrations"))?;
+        Ok(crate::backend::pending(&MIGRATOR, &applied))
     }
 
     async fn stored_bytes(&self, tenant: TenantId) -> Result<u64> {
@@ -550,7 +560,7 @@ impl Backend for PgBackend {
         policy: FlowCancelPolicy,
         reason: &str,
     ) -> Result<u64> {
-        flows::cancel_flow(&self.pool, tenant, flow, policy, reason).await
+        flow_cancel::cancel_flow(&self.pool, tenant, flow, policy, reason).await
     }
 
     async fn work_signal(&self) -> Result<watch::Receiver<u64>> {
@@ -590,7 +600,7 @@ impl Backend for PgBackend {
     }
 
     async fn cancel_pending_siblings(&self, limit: u32) -> Result<u64> {
-        flows::cancel_pending_siblings(&self.pool, limit).await
+        flow_cancel::cancel_pending_siblings(&self.pool, limit).await
     }
 
     async fn wake_waiting_parents(&self, limit: u32) -> Result<u64> {

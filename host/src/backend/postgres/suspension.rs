@@ -111,6 +111,19 @@ pub(super) async fn suspend(
     transaction(pool, op, async |tx| {
         let seq = lock_leased(pool, tx, lease, op).await? + 1;
         let keys = suspension.condition.keys();
+        // Read before the insert below makes them active (and so unexpired).
+        let expired: Option<String> = sqlx::query_scalar(
+            "SELECT waitpoint_key FROM waitpoints \
+             WHERE tenant_id = $1 AND execution_id = $2 AND state = 'pending' \
+               AND waitpoint_key = ANY($3) AND expires_at <= now() \
+             ORDER BY waitpoint_key LIMIT 1",
+        )
+        .bind(lease.tenant_id)
+        .bind(lease.execution_id)
+        .bind(&keys)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(err(op))?;
         let ids: Vec<Uuid> = keys.iter().map(|_| Uuid::now_v7()).collect();
         sqlx::query(
             "INSERT INTO waitpoints (tenant_id, execution_id, waitpoint_id, waitpoint_key, state) \
@@ -140,10 +153,14 @@ pub(super) async fn suspend(
             return Err(refusals::waitpoints_exceeded(max_waitpoints));
         }
         let buffered = buffered_signals(tx, lease.tenant_id, lease.execution_id).await?;
-        if suspension
+        let satisfied = suspension
             .condition
-            .is_satisfied(buffered.iter().map(|s| s.waitpoint_key.as_str()))
-        {
+            .is_satisfied(buffered.iter().map(|s| s.waitpoint_key.as_str()));
+        if let (false, Some(key)) = (satisfied, &expired) {
+            // Signals refused since it expired would never resume this.
+            return Err(refusals::waitpoint_expired(key));
+        }
+        if satisfied {
             let consumed = consume_and_close(tx, lease.tenant_id, lease.execution_id, seq).await?;
             sqlx::query(
                 "UPDATE executions SET suspension_seq = $3 WHERE tenant_id = $1 AND execution_id = $2",

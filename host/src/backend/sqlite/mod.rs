@@ -272,6 +272,14 @@ impl Backend for SqliteBackend {
     async fn get_tenant(&self, tenant: TenantId) -> Result<Tenant> {
         catalog::get_tenant(&mut *self.read("get tenant").await?, tenant).await
     }
+    async fn pending_migrations(&self) -> Result<Vec<i64>> {
+        let applied: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&mut *self.read("read migrations").await?)
+                .await
+                .map_err(EngineError::storage("read migrations"))?;
+        Ok(crate::backend::pending(&MIGRATOR, &applied))
+    }
     async fn stored_bytes(&self, tenant: TenantId) -> Result<u64> {
         catalog::stored_bytes(&mut *self.read("measure stored bytes").await?, tenant).await
     }

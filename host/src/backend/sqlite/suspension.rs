@@ -159,9 +159,14 @@ pub(super) async fn suspend(
         let mut row = held(conn, lease).await?;
         let (tenant, id) = (lease.tenant_id, lease.execution_id);
         let seq = row.suspension_seq + 1;
+        let mut expired = None;
         for key in suspension.condition.keys() {
             match open_waitpoint(conn, tenant, id, key).await? {
                 Some(open) => {
+                    let past = open.expires_at.is_some_and(|at| at <= now());
+                    if open.state == "pending" && past && expired.is_none() {
+                        expired = Some(key.to_owned());
+                    }
                     sqlx::query(
                         "UPDATE waitpoints SET state = 'active' \
                          WHERE tenant_id = ? AND execution_id = ? AND waitpoint_id = ?",
@@ -193,10 +198,14 @@ pub(super) async fn suspend(
             return Err(refusals::waitpoints_exceeded(max_waitpoints));
         }
         let buffered = buffered_signals(conn, tenant, id).await?;
-        if suspension
+        let satisfied = suspension
             .condition
-            .is_satisfied(buffered.iter().map(|s| s.waitpoint_key.as_str()))
-        {
+            .is_satisfied(buffered.iter().map(|s| s.waitpoint_key.as_str()));
+        if let (false, Some(key)) = (satisfied, &expired) {
+            // Signals refused since it expired would never resume this.
+            return Err(refusals::waitpoint_expired(key));
+        }
+        if satisfied {
             let consumed = consume_and_close(conn, tenant, id, seq).await?;
             let before = row.lease_before();
             row.suspension_seq = seq;
