@@ -199,7 +199,64 @@ async fn flow_errors_are_typed_and_change_nothing(store: Store) {
     );
 }
 
+async fn members_are_listed_in_pages(store: Store) {
+    let (server, tenant) = setup_on(store).await;
+    let keys = ["e", "a", "d", "b", "c"];
+    let flow = create_flow(
+        &server,
+        &tenant,
+        json!({ "name": "paged", "members": keys.iter().map(|k| member(k, "echo:x")).collect::<Vec<_>>() }),
+    )
+    .await;
+    let id = flow["flow_id"].as_str().unwrap();
+    let (mut pages, mut cursor) = (Vec::new(), None::<String>);
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/flows/{id}/members?limit=2&cursor={c}"),
+            None => format!("/v1/flows/{id}/members?limit=2"),
+        };
+        let (status, page) = server.call(&tenant, Method::GET, &path, None).await;
+        assert_eq!(status, 200, "{page}");
+        let got: Vec<String> = page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["key"].as_str().unwrap().to_owned())
+            .collect();
+        pages.push(got);
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, [vec!["a", "b"], vec!["c", "d"], vec!["e"]]);
+
+    let (status, body) = server
+        .call(
+            &tenant,
+            Method::GET,
+            &format!("/v1/flows/{id}/members?limit=0"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["kind"].as_str()),
+        (400, Some("invalid_input"))
+    );
+    let other = server.tenant("other").await;
+    let (status, _) = server
+        .call(
+            &other,
+            Method::GET,
+            &format!("/v1/flows/{id}/members"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "another tenant's flow is not found");
+}
+
 on_both_backends!(
+    members_are_listed_in_pages,
     a_chain_passes_each_result_to_the_next_guest,
     a_failed_guest_skips_its_dependents_and_fails_the_flow,
     flow_errors_are_typed_and_change_nothing,

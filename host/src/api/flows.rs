@@ -15,8 +15,8 @@ use super::error::{page_limit, ApiResult, ErrorBody, Json, OptionalJson, Path, Q
 use super::executions::CreateExecution;
 use super::AppState;
 use crate::model::{
-    FlowCancelPolicy, FlowEdge, FlowMember, FlowSnapshot, FlowSummary, GraphApplied, GraphChange,
-    JoinPolicy, NewFlow,
+    FlowCancelPolicy, FlowEdge, FlowMember, FlowMemberView, FlowSnapshot, FlowSummary,
+    GraphApplied, GraphChange, JoinPolicy, NewFlow,
 };
 
 /// A member: a key unique in its flow, the execution, and (when it has
@@ -137,6 +137,47 @@ pub async fn get(
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<FlowSnapshot>> {
     Ok(Json(state.engine.get_flow(caller.tenant, id).await?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct MembersQuery {
+    /// The `next_cursor` of the previous page (a member key).
+    pub cursor: Option<String>,
+    /// 1 to 1000, default 100.
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MemberPage {
+    pub items: Vec<FlowMemberView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A page of a flow's members, by key: what `GET /v1/flows/{id}` returns
+/// whole, for flows too large to take in one response.
+#[utoipa::path(get, path = "/v1/flows/{id}/members", tag = "flows",
+    params(("id" = Uuid, Path), MembersQuery),
+    responses((status = 200, body = MemberPage), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn members(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    Query(query): Query<MembersQuery>,
+) -> ApiResult<Json<MemberPage>> {
+    let limit = page_limit(query.limit)?;
+    let items = state
+        .engine
+        .flow_members(caller.tenant, id, query.cursor.as_deref(), limit)
+        .await?;
+    let next_cursor = (items.len() == limit as usize)
+        .then(|| items.last().map(|m| m.key.clone()))
+        .flatten();
+    Ok(Json(MemberPage { items, next_cursor }))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

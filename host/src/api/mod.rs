@@ -128,7 +128,9 @@ pub fn router(engine: Engine, runtime: Arc<Runtime>, config: &ApiConfig) -> Rout
         .route("/flows/{id}", get(flows::get))
         .route(
             "/flows/{id}/members",
-            post(flows::extend).layer(DefaultBodyLimit::max(config.max_batch_body_bytes)),
+            post(flows::extend)
+                .layer(DefaultBodyLimit::max(config.max_batch_body_bytes))
+                .get(flows::members),
         )
         .route("/flows/{id}/cancel", post(flows::cancel))
         .route("/budgets", post(budgets::create).get(budgets::list))

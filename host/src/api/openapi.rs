@@ -22,7 +22,7 @@ use super::{admin, budgets, components, events, executions, flows, signals, stre
         flows::create, flows::extend, flows::get, flows::list, flows::cancel,
         budgets::create, budgets::list, budgets::get, budgets::reset,
         streams::frames, streams::summary, streams::follow,
-        signals::deliver, signals::waitpoints, signals::resume,
+        flows::members, signals::deliver, signals::waitpoints, signals::resume,
         events::completions, events::leases, events::signals,
         events::follow_completions, events::follow_leases, events::follow_signals,
         components::upload, components::list, components::versions, components::get,

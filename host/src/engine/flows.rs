@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, HashSet};
 use super::{Engine, Limits};
 use crate::error::{EngineError, Result};
 use crate::model::{
-    find_cycle, FlowCancelPolicy, FlowId, FlowSnapshot, FlowSummary, GraphApplied, GraphChange,
-    JoinPolicy, NewExecution, NewFlow, TenantId,
+    find_cycle, FlowCancelPolicy, FlowId, FlowMemberView, FlowSnapshot, FlowSummary, GraphApplied,
+    GraphChange, JoinPolicy, NewExecution, NewFlow, TenantId,
 };
 
 impl Engine {
@@ -68,6 +68,27 @@ impl Engine {
 
     pub async fn get_flow(&self, tenant: TenantId, flow: FlowId) -> Result<FlowSnapshot> {
         self.backend.get_flow(tenant, flow).await
+    }
+
+    /// Up to `limit` of the flow's members with keys after `after`, in key
+    /// order. Read from the flow's snapshot, which `max_flow_members` bounds:
+    /// the page bounds the response, the cap bounds the read.
+    pub async fn flow_members(
+        &self,
+        tenant: TenantId,
+        flow: FlowId,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<FlowMemberView>> {
+        let mut members = self.backend.get_flow(tenant, flow).await?.members;
+        // Byte order, whatever the database's collation: the cursor is
+        // compared the same way.
+        members.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(members
+            .into_iter()
+            .filter(|m| after.is_none_or(|a| m.key.as_str() > a))
+            .take(limit.clamp(1, 1_000) as usize)
+            .collect())
     }
 
     pub async fn list_flows(

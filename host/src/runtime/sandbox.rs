@@ -4,7 +4,7 @@
 //! Nothing is granted by default: no preopened directories, no network, an
 //! empty environment; stdout and stderr go to bounded in-memory pipes the worker
 //! turns into frames. CPU time is bounded through epoch interruption: every tick
-//! (10 ms) the store's callback checks the deadline and the cancel flag, and
+//! (2 ms) the store's callback checks the deadline and the cancel flag, and
 //! otherwise yields to the async executor, so a spinning guest neither outlives
 //! its deadline nor starves the worker's other tasks.
 
