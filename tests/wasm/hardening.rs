@@ -257,8 +257,10 @@ async fn a_tenants_spinning_guests_do_not_starve_another_tenant(store: Store) {
         assert_eq!(done.state, PublicState::Completed);
     }
     let all_after = started.elapsed();
+    // Loose, for a loaded CI machine (alone it takes 0.2-0.7 s here); before
+    // the shares it took A's timeout, a minute.
     assert!(
-        first_after < Duration::from_secs(2),
+        first_after < Duration::from_secs(5),
         "B's first completion took {first_after:?}"
     );
     for id in &spinning {
