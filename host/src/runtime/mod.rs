@@ -1,7 +1,7 @@
 //! The wasm runtime: turns uploaded bytes into ready-to-run components and runs
 //! one execution attempt in a fresh sandbox.
 //!
-//! Why it is built this way (figures in `../shared/reference/wasm-host-notes.md`):
+//! Why it is built this way (`flowfabric bench wasm` measures the figures):
 //! * one `wasmtime::Engine` per process with a tuned pooling allocator and
 //!   component-model concurrency support off — a fresh instance per attempt then
 //!   costs ~10 µs, so isolation between attempts is free next to Postgres;
