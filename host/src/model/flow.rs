@@ -272,6 +272,17 @@ pub enum FlowCancelPolicy {
     FlowOnly,
 }
 
+impl FlowCancelPolicy {
+    /// The lifecycle phases of the members this cancel ends.
+    pub fn phases(self) -> &'static [&'static str] {
+        match self {
+            Self::CancelAll => &["runnable", "active", "suspended"],
+            Self::CancelPending => &["runnable"],
+            Self::FlowOnly => &[],
+        }
+    }
+}
+
 /// A cycle among `edges`, as the keys along it (first key repeated at the
 /// end), or `None` when the graph is acyclic.
 pub fn find_cycle<K: Clone + Eq + std::hash::Hash + Ord>(edges: &[(K, K)]) -> Option<Vec<K>> {

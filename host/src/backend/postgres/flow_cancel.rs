@@ -19,11 +19,7 @@ pub(super) async fn cancel_flow(
     policy: FlowCancelPolicy,
     reason: &str,
 ) -> Result<u64> {
-    let phases: &[&str] = match policy {
-        FlowCancelPolicy::CancelAll => &["runnable", "active", "suspended"],
-        FlowCancelPolicy::CancelPending => &["runnable"],
-        FlowCancelPolicy::FlowOnly => &[],
-    };
+    let phases = policy.phases();
     // `cancel_phases` records what is left to do, for the scanner to finish
     // if this process dies before the loop below has (migration 0018).
     let members: Option<Vec<ExecutionId>> = sqlx::query_scalar(
@@ -80,22 +76,16 @@ const NOTHING_LEFT_TO_CANCEL: &str = "NOT EXISTS (SELECT 1 FROM executions e \
 /// Finish cancels of flows whose process died mid-way (`cancel_phases`),
 /// passing over members another transaction holds.
 async fn finish_cancelled_flows(pool: &PgPool, limit: u32) -> Result<u64> {
-    let cancelled: i64 = sqlx::query_scalar(
-        "WITH c AS ( \
-             SELECT e.tenant_id, e.execution_id FROM flows f \
-             JOIN executions e ON e.tenant_id = f.tenant_id AND e.flow_id = f.flow_id \
-             WHERE f.cancel_phases IS NOT NULL AND e.lifecycle_phase = ANY(f.cancel_phases) \
-             ORDER BY e.tenant_id, e.execution_id LIMIT $1 \
-             FOR UPDATE OF e SKIP LOCKED) \
-         SELECT count(*) FROM flowfabric_cancel( \
-             (SELECT array_agg(tenant_id ORDER BY tenant_id, execution_id) FROM c), \
-             (SELECT array_agg(execution_id ORDER BY tenant_id, execution_id) FROM c), \
-             'flow cancelled')",
+    let cancelled = cancel_skip_locked(
+        pool,
+        "FROM flows f \
+         JOIN executions e ON e.tenant_id = f.tenant_id AND e.flow_id = f.flow_id \
+         WHERE f.cancel_phases IS NOT NULL AND e.lifecycle_phase = ANY(f.cancel_phases)",
+        limit,
+        "flow cancelled",
+        "finish cancelled flows",
     )
-    .bind(i64::from(limit))
-    .fetch_one(pool)
-    .await
-    .map_err(EngineError::storage("finish cancelled flows"))?;
+    .await?;
     sqlx::query(&format!(
         "UPDATE flows f SET cancel_phases = NULL \
          WHERE (f.tenant_id, f.flow_id) IN ( \
@@ -107,7 +97,34 @@ async fn finish_cancelled_flows(pool: &PgPool, limit: u32) -> Result<u64> {
     .execute(pool)
     .await
     .map_err(EngineError::storage("finish cancelled flows"))?;
-    Ok(cancelled as u64)
+    Ok(cancelled)
+}
+
+/// Cancel up to `limit` executions (`e`) that `from_where` picks, passing over
+/// rows another transaction holds, in one statement; returns how many ended.
+async fn cancel_skip_locked(
+    pool: &PgPool,
+    from_where: &str,
+    limit: u32,
+    reason: &str,
+    op: &'static str,
+) -> Result<u64> {
+    let cancelled: i64 = sqlx::query_scalar(&format!(
+        "WITH c AS ( \
+             SELECT e.tenant_id, e.execution_id {from_where} \
+             ORDER BY e.tenant_id, e.execution_id LIMIT $1 \
+             FOR UPDATE OF e SKIP LOCKED) \
+         SELECT count(*) FROM flowfabric_cancel( \
+             (SELECT array_agg(tenant_id ORDER BY tenant_id, execution_id) FROM c), \
+             (SELECT array_agg(execution_id ORDER BY tenant_id, execution_id) FROM c), \
+             $2)"
+    ))
+    .bind(i64::from(limit))
+    .bind(reason)
+    .fetch_one(pool)
+    .await
+    .map_err(EngineError::storage(op))?;
+    Ok(cancelled.max(0) as u64)
 }
 
 /// Sibling-cancel scanner: finish `cancel_remaining` for groups whose
@@ -115,23 +132,17 @@ async fn finish_cancelled_flows(pool: &PgPool, limit: u32) -> Result<u64> {
 /// process did not finish (see [`cancel_flow`]). Nothing here waits on a
 /// lock, so it cannot deadlock with the transactions it is cleaning up after.
 pub(super) async fn cancel_pending_siblings(pool: &PgPool, limit: u32) -> Result<u64> {
-    let cancelled: i64 = sqlx::query_scalar(
-        "WITH c AS ( \
-             SELECT e.tenant_id, e.execution_id FROM flow_groups g \
-             JOIN flow_edges ed ON ed.tenant_id = g.tenant_id AND ed.downstream_id = g.downstream_id \
-             JOIN executions e ON e.tenant_id = ed.tenant_id AND e.execution_id = ed.upstream_id \
-             WHERE g.cancel_pending AND ed.state = 'pending' AND e.lifecycle_phase <> 'terminal' \
-             ORDER BY e.tenant_id, e.execution_id LIMIT $1 \
-             FOR UPDATE OF e SKIP LOCKED) \
-         SELECT count(*) FROM flowfabric_cancel( \
-             (SELECT array_agg(tenant_id ORDER BY tenant_id, execution_id) FROM c), \
-             (SELECT array_agg(execution_id ORDER BY tenant_id, execution_id) FROM c), \
-             'flow: a sibling satisfied the join')",
+    let cancelled = cancel_skip_locked(
+        pool,
+        "FROM flow_groups g \
+         JOIN flow_edges ed ON ed.tenant_id = g.tenant_id AND ed.downstream_id = g.downstream_id \
+         JOIN executions e ON e.tenant_id = ed.tenant_id AND e.execution_id = ed.upstream_id \
+         WHERE g.cancel_pending AND ed.state = 'pending' AND e.lifecycle_phase <> 'terminal'",
+        limit,
+        "flow: a sibling satisfied the join",
+        "cancel pending siblings",
     )
-    .bind(i64::from(limit))
-    .fetch_one(pool)
-    .await
-    .map_err(EngineError::storage("cancel pending siblings"))?;
+    .await?;
     sqlx::query(
         "UPDATE flow_groups SET cancel_pending = false \
          WHERE (tenant_id, downstream_id) IN ( \
@@ -147,5 +158,5 @@ pub(super) async fn cancel_pending_siblings(pool: &PgPool, limit: u32) -> Result
     .execute(pool)
     .await
     .map_err(EngineError::storage("clear cancel-pending groups"))?;
-    Ok(cancelled as u64 + finish_cancelled_flows(pool, limit).await?)
+    Ok(cancelled + finish_cancelled_flows(pool, limit).await?)
 }

@@ -529,11 +529,7 @@ pub(super) async fn cancel_flow(
     policy: FlowCancelPolicy,
     reason: &str,
 ) -> Result<u64> {
-    let phases: &[&str] = match policy {
-        FlowCancelPolicy::CancelAll => &["runnable", "active", "suspended"],
-        FlowCancelPolicy::CancelPending => &["runnable"],
-        FlowCancelPolicy::FlowOnly => &[],
-    };
+    let phases = policy.phases();
     db.write("cancel flow", async |conn, effects| {
         let found = sqlx::query(
             "UPDATE flows SET cancelled_at = coalesce(cancelled_at, ?), \
