@@ -164,7 +164,7 @@ async fn a_batch_that_ends_every_upstream_releases_the_join(store: Store) {
 /// once per batch, so it costs little per completion.
 #[tokio::test]
 async fn batched_completions_are_planned_for_each_batch() {
-    use flowfabric::backend::Backend;
+    use flowfabric::backend::prelude::*;
 
     let (db, t) = setup().await;
     // A realistic table: analysed, with enough rows that a scan is wrong.

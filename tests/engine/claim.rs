@@ -234,7 +234,7 @@ async fn engine_connections_never_jit_compile() {
 /// after that skip planning, which costs more than running them. Both shapes.
 #[tokio::test]
 async fn the_claim_is_planned_once_per_connection() {
-    use flowfabric::backend::Backend;
+    use flowfabric::backend::prelude::*;
 
     let (db, t) = setup().await;
     let backlog: Vec<NewExecution> = (0..40).map(|i| task(&i.to_string())).collect();

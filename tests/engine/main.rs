@@ -1,7 +1,7 @@
-//! Engine scenarios (reference §6 scenario names), each written once and run
-//! against both backends where both support it: a real Postgres and a real
-//! SQLite file. Scenarios that need what only Postgres offers (flows,
-//! suspension, budgets, query plans) stay `#[tokio::test]` on Postgres.
+//! Engine scenarios, each written once and run against both backends
+//! (`on_both_backends!`): a real Postgres and a real SQLite file. The few
+//! that test what only one backend has (query plans, connection handling,
+//! the SQL of the schema) say so in their names.
 
 #[macro_use]
 extern crate flowfabric_tests;
@@ -17,6 +17,7 @@ mod flows;
 mod hardening;
 mod lifecycle;
 mod scanners;
+mod schema;
 mod streams;
 mod suspension;
 mod tenancy;

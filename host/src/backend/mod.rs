@@ -1,35 +1,40 @@
 //! The storage boundary.
 //!
-//! [`Backend`] is everything the engine needs from durable storage, one method per
-//! atomic operation: each state change happens in one transaction, and every
-//! worker write is fenced by the [`LeaseHandle`] it carries. Callers above this
-//! trait never see SQL; implementations never see HTTP or wasm.
+//! [`Backend`] is everything the engine needs from durable storage: one trait
+//! per concept ([`Tenancy`], [`Executions`], [`Leases`], [`Output`], [`Events`],
+//! [`Components`], [`Suspensions`], [`Budgets`], [`Children`], [`Flows`],
+//! [`Wakeups`], [`Scanners`]), one method per atomic operation. Each state
+//! change happens in one transaction, and every worker write is fenced by the
+//! [`LeaseHandle`] it carries. Callers above these traits never see SQL;
+//! implementations never see HTTP or wasm.
 //!
 //! Inputs arrive validated (see [`crate::engine`]); a backend enforces only what
-//! needs the stored state: fencing, transitions, idempotency.
+//! needs the stored state: fencing, transitions, idempotency. How to add an
+//! operation is in `docs/development.md`.
 
 pub mod postgres;
 mod refusals;
 pub mod sqlite;
+mod traits;
 
-use std::time::Duration;
+pub use traits::{
+    Budgets, Children, Components, Events, Executions, Flows, Leases, Output, Scanners,
+    Suspensions, Tenancy, Wakeups,
+};
+
+/// The storage traits by method only (`use crate::backend::prelude::*`), for
+/// callers that hold a [`Backend`] and call its operations.
+pub mod prelude {
+    pub use super::traits::{
+        Budgets as _, Children as _, Components as _, Events as _, Executions as _, Flows as _,
+        Leases as _, Output as _, Scanners as _, Suspensions as _, Tenancy as _, Wakeups as _,
+    };
+}
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use tokio::sync::{broadcast, watch};
 
 use crate::error::{EngineError, Result};
-use crate::model::{
-    ApiKey, AttemptState, Budget, BudgetId, ChildrenOutcome, ClaimRequest, ClaimedExecution,
-    CompletionEvent, ComponentVersion, Created, EventBatch, EventCursor, Execution,
-    ExecutionFilter, ExecutionId, ExecutionState, ExecutionUpdate, FailOutcome, Failure,
-    FlowCancelPolicy, FlowId, FlowSnapshot, FlowSummary, Frame, GraphApplied, GraphChange,
-    LeaseEvent, LeaseHandle, NewBudget, NewExecution, NewFlow, NewSignal, PublicState, Signal,
-    SignalEvent, SignalOutcome, SpawnedChild, StoredApiKey, StreamMode, StreamSummary,
-    SuspendOutcome, Suspension, Tenant, TenantId, TenantLimits, TimeoutBehavior, UsageOutcome,
-    Waitpoint,
-};
-use crate::model::{ChildKey, SpawnLimits};
+use crate::model::{AttemptState, LeaseHandle, PublicState};
 
 /// Why a fenced write by a lease changed nothing, read after the fact.
 pub(crate) enum LeaseMiss {
@@ -100,367 +105,30 @@ pub(crate) fn stale_lease(lease: &LeaseHandle, reason: &'static str) -> EngineEr
     }
 }
 
+/// Everything the engine needs from durable storage: every concept's trait,
+/// and the schema they share.
 #[async_trait]
-pub trait Backend: Send + Sync + 'static {
+pub trait Backend:
+    Tenancy
+    + Executions
+    + Leases
+    + Output
+    + Events
+    + Components
+    + Suspensions
+    + Budgets
+    + Children
+    + Flows
+    + Wakeups
+    + Scanners
+    + 'static
+{
     /// Apply pending schema migrations.
     async fn migrate(&self) -> Result<()>;
 
-    async fn create_tenant(&self, name: &str) -> Result<Tenant>;
-    async fn list_tenants(&self) -> Result<Vec<Tenant>>;
-    async fn get_tenant(&self, tenant: TenantId) -> Result<Tenant>;
     /// The versions of this build's migrations the database has not applied
     /// (empty when it is current). Fails when the database is unreachable.
     async fn pending_migrations(&self) -> Result<Vec<i64>>;
-    /// Bytes the tenant keeps stored: its executions' inputs and results and
-    /// their frames' payloads. Reads every such row of the tenant: callers
-    /// keep the answer for a while.
-    async fn stored_bytes(&self, tenant: TenantId) -> Result<u64>;
-    async fn set_tenant_limits(&self, tenant: TenantId, limits: &TenantLimits) -> Result<Tenant>;
-    /// What creating executions needs to know, in one read: the tenant's
-    /// limits, and which of `kinds` have no runnable component.
-    async fn admission(
-        &self,
-        tenant: TenantId,
-        kinds: &[&str],
-    ) -> Result<(TenantLimits, Vec<String>)>;
-
-    /// Store a key; only the hash of its secret is kept.
-    async fn create_api_key(
-        &self,
-        tenant: TenantId,
-        key_id: uuid::Uuid,
-        name: &str,
-        secret_sha256: &[u8],
-    ) -> Result<ApiKey>;
-    /// The key with this id, revoked or not.
-    async fn find_api_key(&self, key_id: uuid::Uuid) -> Result<Option<StoredApiKey>>;
-    async fn list_api_keys(&self, tenant: TenantId) -> Result<Vec<ApiKey>>;
-    async fn revoke_api_key(&self, tenant: TenantId, key_id: uuid::Uuid) -> Result<ApiKey>;
-
-    /// Create executions in one transaction. Idempotency keys already mapped (within
-    /// their dedup window) return the existing execution with `created: false`.
-    /// With `max_queued`, the whole batch is refused (`QuotaExceeded`) if it would
-    /// take the tenant's backlog over that many.
-    async fn create_executions(
-        &self,
-        tenant: TenantId,
-        executions: &[NewExecution],
-        max_queued: Option<u32>,
-    ) -> Result<Vec<Created>>;
-
-    async fn get_execution(&self, tenant: TenantId, id: ExecutionId) -> Result<Execution>;
-    /// State and attempt only: cheap enough to poll (no input or result bytes).
-    async fn execution_state(&self, tenant: TenantId, id: ExecutionId) -> Result<ExecutionState>;
-    async fn list_executions(
-        &self,
-        tenant: TenantId,
-        filter: &ExecutionFilter,
-    ) -> Result<Vec<Execution>>;
-
-    /// Lease up to `request.limit` runnable executions, fairly across tenants.
-    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedExecution>>;
-
-    /// Extend a held lease; returns the new expiry. Never bumps the epoch.
-    async fn renew(&self, lease: &LeaseHandle, ttl: Duration) -> Result<DateTime<Utc>>;
-
-    /// Finish successfully. Idempotent for the handle that completed it.
-    async fn complete(&self, lease: &LeaseHandle, result: &[u8]) -> Result<()>;
-
-    /// Complete several executions, each under its own lease; the result for
-    /// each is what [`Backend::complete`] would return for it. Workers gather
-    /// the completions that arrive while a write is in flight into one call, so
-    /// the per-statement cost is paid once per batch. An `Err` means nothing was
-    /// written. The default completes them one at a time.
-    async fn complete_many(&self, completions: &[(LeaseHandle, &[u8])]) -> Result<Vec<Result<()>>> {
-        let mut results = Vec::with_capacity(completions.len());
-        for (lease, result) in completions {
-            results.push(self.complete(lease, result).await);
-        }
-        Ok(results)
-    }
-
-    /// Record a failed attempt; the frozen retry policy decides between another
-    /// attempt and terminal failure. Idempotent for the handle that failed it.
-    async fn fail(&self, lease: &LeaseHandle, failure: &Failure) -> Result<FailOutcome>;
-
-    /// The worker gives up the execution for good.
-    async fn cancel_by_worker(&self, lease: &LeaseHandle, reason: &str) -> Result<()>;
-
-    /// An operator cancels a non-terminal execution, revoking any live lease.
-    /// Returns `false` if it was already cancelled.
-    async fn cancel(&self, tenant: TenantId, id: ExecutionId, reason: &str) -> Result<bool>;
-
-    /// An operator runs an ended execution again (a new `replay` attempt);
-    /// returns how many times it has been replayed.
-    async fn replay(&self, tenant: TenantId, id: ExecutionId) -> Result<i32>;
-
-    /// Operator revoke: end an active execution's attempt and lease now and
-    /// make it runnable again; returns the revoked attempt's index.
-    async fn revoke_lease(&self, tenant: TenantId, id: ExecutionId) -> Result<i32>;
-
-    /// Release the lease and make the execution runnable again at `until`.
-    async fn delay(&self, lease: &LeaseHandle, until: DateTime<Utc>) -> Result<()>;
-
-    /// Change the priority of a runnable execution.
-    async fn change_priority(&self, tenant: TenantId, id: ExecutionId, priority: i32)
-        -> Result<()>;
-
-    /// Event streams: the tenant's events after `after`, oldest first (see
-    /// [`EventCursor`] for the order and [`EventBatch::pending`]).
-    async fn completion_events(
-        &self,
-        tenant: TenantId,
-        after: EventCursor,
-        limit: u32,
-    ) -> Result<EventBatch<CompletionEvent>>;
-    async fn lease_events(
-        &self,
-        tenant: TenantId,
-        after: EventCursor,
-        limit: u32,
-    ) -> Result<EventBatch<LeaseEvent>>;
-    async fn signal_events(
-        &self,
-        tenant: TenantId,
-        after: EventCursor,
-        limit: u32,
-    ) -> Result<EventBatch<SignalEvent>>;
-
-    /// Store a component version for `kind`. Uploading the bytes the newest
-    /// version already has returns that version (`created: false`) instead of a
-    /// new one, so retried uploads are harmless.
-    async fn put_component(
-        &self,
-        tenant: TenantId,
-        kind: &str,
-        digest: &str,
-        wasm: &[u8],
-    ) -> Result<(ComponentVersion, bool)>;
-
-    /// The newest non-deprecated version of `kind`.
-    async fn latest_component(
-        &self,
-        tenant: TenantId,
-        kind: &str,
-    ) -> Result<Option<ComponentVersion>>;
-
-    async fn component_wasm(&self, tenant: TenantId, digest: &str) -> Result<Vec<u8>>;
-
-    async fn list_components(&self, tenant: TenantId) -> Result<Vec<ComponentVersion>>;
-
-    async fn get_component(
-        &self,
-        tenant: TenantId,
-        kind: &str,
-        version: i32,
-    ) -> Result<ComponentVersion>;
-
-    /// New attempts stop using this version; it stays stored. Idempotent.
-    async fn deprecate_component(
-        &self,
-        tenant: TenantId,
-        kind: &str,
-        version: i32,
-    ) -> Result<ComponentVersion>;
-
-    /// Append a frame to the lease's attempt; returns its sequence number (1, 2, …).
-    /// Refused with `limit_exceeded` when the attempt's frame payloads would
-    /// pass `max_attempt_bytes` in all.
-    async fn append_frame(
-        &self,
-        lease: &LeaseHandle,
-        frame_type: &str,
-        mode: StreamMode,
-        payload: &[u8],
-        max_attempt_bytes: u64,
-    ) -> Result<i64>;
-
-    /// Frames of one attempt with `seq > after`, in order.
-    async fn read_frames(
-        &self,
-        tenant: TenantId,
-        id: ExecutionId,
-        attempt_index: i32,
-        after: i64,
-        limit: u32,
-    ) -> Result<Vec<Frame>>;
-
-    /// Record the latest progress of the lease's attempt.
-    /// The attempt's summary document, if a summary frame was ever appended.
-    async fn read_summary(
-        &self,
-        tenant: TenantId,
-        id: ExecutionId,
-        attempt_index: i32,
-    ) -> Result<Option<StreamSummary>>;
-
-    async fn set_progress(&self, lease: &LeaseHandle, percent: u8, message: &str) -> Result<()>;
-
-    /// Create a waitpoint of the lease's execution, or return the open one
-    /// with this key. Pending waitpoints buffer signals until a suspension.
-    /// A new one is refused (`limit_exceeded`) once the execution has
-    /// `max_waitpoints`.
-    async fn create_waitpoint(
-        &self,
-        lease: &LeaseHandle,
-        key: &str,
-        expires_in: Option<Duration>,
-        max_waitpoints: u32,
-    ) -> Result<Waitpoint>;
-
-    /// Suspend the lease's execution (releasing the lease), unless signals
-    /// already buffered satisfy the condition, which are then consumed.
-    /// The condition's waitpoints are created as needed, within
-    /// `max_waitpoints` for the execution (`limit_exceeded` past it).
-    async fn suspend(
-        &self,
-        lease: &LeaseHandle,
-        suspension: &Suspension,
-        timeout: Option<Duration>,
-        max_waitpoints: u32,
-    ) -> Result<SuspendOutcome>;
-
-    /// Deliver a signal to a waitpoint; resumes the execution when it completes
-    /// the condition. Idempotent by the signal's key.
-    async fn deliver_signal(
-        &self,
-        tenant: TenantId,
-        id: ExecutionId,
-        waitpoint_id: uuid::Uuid,
-        signal: &NewSignal,
-    ) -> Result<SignalOutcome>;
-
-    /// An operator resumes a suspended execution.
-    async fn resume(&self, tenant: TenantId, id: ExecutionId) -> Result<()>;
-
-    /// The signals the resume numbered `seq` consumed.
-    async fn resume_signals(
-        &self,
-        tenant: TenantId,
-        id: ExecutionId,
-        seq: i32,
-    ) -> Result<Vec<Signal>>;
-
-    /// A page of the execution's waitpoints: up to `limit` with ids after
-    /// `after`, in id order (ids are time-ordered, so creation order).
-    async fn list_waitpoints(
-        &self,
-        tenant: TenantId,
-        id: ExecutionId,
-        after: Option<uuid::Uuid>,
-        limit: u32,
-    ) -> Result<Vec<Waitpoint>>;
-
-    async fn create_budget(&self, tenant: TenantId, budget: &NewBudget) -> Result<Budget>;
-    async fn get_budget(&self, tenant: TenantId, id: BudgetId) -> Result<Budget>;
-    async fn list_budgets(&self, tenant: TenantId) -> Result<Vec<Budget>>;
-    /// Usage back to zero; executions suspended on the budget resume.
-    async fn reset_budget(&self, tenant: TenantId, id: BudgetId) -> Result<Budget>;
-
-    /// Check a report against every budget covering the lease's execution and
-    /// apply it, in one transaction. A report that would cross a hard limit is
-    /// not applied, and ends the attempt as the breached budget says.
-    async fn report_usage(
-        &self,
-        lease: &LeaseHandle,
-        dimension: &str,
-        delta: u64,
-        dedup_key: Option<&str>,
-    ) -> Result<UsageOutcome>;
-
-    /// Create a child of the lease's execution in its flow (creating a flow
-    /// with the parent as member `root` if it has none), or return the child
-    /// it already spawned under `key`.
-    async fn spawn_child(
-        &self,
-        lease: &LeaseHandle,
-        child: &NewExecution,
-        key: ChildKey<'_>,
-        limits: SpawnLimits,
-    ) -> Result<SpawnedChild>;
-
-    /// The lease's children if all have ended; otherwise suspend the execution
-    /// (releasing the lease) until the last one does.
-    async fn wait_children(
-        &self,
-        lease: &LeaseHandle,
-        timeout: Option<Duration>,
-        on_timeout: TimeoutBehavior,
-    ) -> Result<ChildrenOutcome>;
-
-    /// Create a flow and its first members and edges, in one transaction.
-    async fn create_flow(
-        &self,
-        tenant: TenantId,
-        flow: &NewFlow,
-        change: &GraphChange,
-        max_queued: Option<u32>,
-    ) -> Result<GraphApplied>;
-
-    /// Add members and edges to a flow, in one transaction: refused whole if an
-    /// edge would close a cycle, point at a member that no longer waits, or
-    /// the flow moved past `change.expected_revision`.
-    async fn extend_flow(
-        &self,
-        tenant: TenantId,
-        flow: FlowId,
-        change: &GraphChange,
-        max_queued: Option<u32>,
-    ) -> Result<GraphApplied>;
-
-    async fn get_flow(&self, tenant: TenantId, flow: FlowId) -> Result<FlowSnapshot>;
-
-    /// Flows in id (creation) order, after `after`.
-    async fn list_flows(
-        &self,
-        tenant: TenantId,
-        after: Option<FlowId>,
-        limit: u32,
-    ) -> Result<Vec<FlowSummary>>;
-
-    /// Close a flow to new members and cancel the members `policy` names;
-    /// returns how many were cancelled. Idempotent.
-    async fn cancel_flow(
-        &self,
-        tenant: TenantId,
-        flow: FlowId,
-        policy: FlowCancelPolicy,
-        reason: &str,
-    ) -> Result<u64>;
-
-    /// A signal that changes whenever new work may be claimable.
-    async fn work_signal(&self) -> Result<watch::Receiver<u64>>;
-
-    /// Ids of executions whose lease an operator or a deadline revoked, so a
-    /// worker running one can stop it at once. Best effort: lease renewal
-    /// remains the guarantee.
-    async fn revocations(&self) -> Result<broadcast::Receiver<ExecutionId>>;
-
-    /// Wake-ups for watchers of an execution: a frame was appended or it ended.
-    /// Best effort, like revocations: watchers poll slowly as well.
-    async fn updates(&self) -> Result<broadcast::Receiver<ExecutionUpdate>>;
-
-    /// Wake-ups for followers of the lease and signal streams: the tenant
-    /// whose stream has new events. Best effort like `updates`.
-    async fn event_wakeups(&self) -> Result<broadcast::Receiver<TenantId>>;
-
-    /// Scanner passes. Each handles at most `limit` rows per tenant and returns how
-    /// many it changed; all are safe to run concurrently on several hosts.
-    async fn reclaim_expired_leases(&self, limit: u32) -> Result<u64>;
-    async fn promote_delayed(&self, limit: u32) -> Result<u64>;
-    async fn fail_timed_out_attempts(&self, limit: u32) -> Result<u64>;
-    async fn expire_past_deadline(&self, limit: u32) -> Result<u64>;
-    async fn time_out_suspensions(&self, limit: u32) -> Result<u64>;
-    /// Cancel upstreams a satisfied `cancel_remaining` join could not cancel
-    /// at once (their rows were locked at the time).
-    async fn cancel_pending_siblings(&self, limit: u32) -> Result<u64>;
-    /// Resume parents whose children have all ended but that no child's
-    /// transaction could resume (their row was locked at the time).
-    async fn wake_waiting_parents(&self, limit: u32) -> Result<u64>;
-    /// Reset budgets whose interval has passed.
-    async fn reset_due_budgets(&self, limit: u32) -> Result<u64>;
-    /// Delete events older than `retention` from every event stream.
-    async fn prune_events(&self, retention: std::time::Duration, limit: u32) -> Result<u64>;
 }
 
 /// Of `migrator`'s migrations, the versions not among `applied`.

@@ -5,20 +5,228 @@
 //! budget whose scope covers it, in budget id order: two reports against the
 //! same budget serialise on its row, and never deadlock.
 
+use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::lease::{fail_locked, rejection, FENCE};
+use super::leases::{fail_locked, rejection, FENCE};
 use super::rows::{col, json, parse, transaction, unknown_tenant_or, Args};
 use super::suspension::{record_suspension, resume};
+use super::PgBackend;
 use crate::backend::refusals::check_usage_fits;
+use crate::backend::Budgets;
 use crate::error::{EngineError, Result};
 use crate::model::{
     Breach, Budget, BudgetId, BudgetScope, DimensionUsage, ExecutionId, ExecutionPolicy, Failure,
     FailureClass, HardLimitAction, LeaseHandle, NewBudget, ResumeCondition, Suspension, TenantId,
     TimeoutBehavior, UsageOutcome,
 };
+
+#[async_trait]
+impl Budgets for PgBackend {
+    async fn create_budget(&self, tenant: TenantId, budget: &NewBudget) -> Result<Budget> {
+        let pool = &self.pool;
+        let op = "create budget";
+        transaction(pool, op, async |tx| {
+            check_scope_exists(tx, tenant, &budget.scope).await?;
+            let id = Uuid::now_v7();
+            sqlx::query(
+                "WITH b AS ( \
+                     INSERT INTO budgets (tenant_id, budget_id, name, scope, scope_key, on_hard_limit, \
+                         reset_interval_ms, next_reset_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, now() + $7 * interval '1 millisecond')) \
+                 INSERT INTO budget_dimensions (tenant_id, budget_id, dimension, soft_limit, hard_limit) \
+                 SELECT $1, $2, d, s, h FROM unnest($8::text[], $9::int8[], $10::int8[]) AS x(d, s, h)",
+            )
+            .bind(tenant)
+            .bind(id)
+            .bind(&budget.name)
+            .bind(budget.scope.kind())
+            .bind(budget.scope.key())
+            .bind(budget.on_hard_limit.as_str())
+            .bind(budget.reset_interval_ms.map(to_i64))
+            .bind(
+                budget
+                    .dimensions
+                    .iter()
+                    .map(|d| d.dimension.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                budget
+                    .dimensions
+                    .iter()
+                    .map(|d| d.soft_limit.map(to_i64))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                budget
+                    .dimensions
+                    .iter()
+                    .map(|d| d.hard_limit.map(to_i64))
+                    .collect::<Vec<_>>(),
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(unknown_tenant_or(op, tenant))?;
+            let created = get_budget_in(tx, tenant, id).await?;
+            Ok(created)
+        })
+        .await
+    }
+
+    async fn get_budget(&self, tenant: TenantId, id: BudgetId) -> Result<Budget> {
+        let pool = &self.pool;
+        let mut conn = pool.acquire().await.map_err(err("get budget"))?;
+        get_budget_in(&mut conn, tenant, id).await
+    }
+
+    async fn list_budgets(&self, tenant: TenantId) -> Result<Vec<Budget>> {
+        let pool = &self.pool;
+        let rows = sqlx::query(&format!(
+            "SELECT {BUDGET_COLUMNS} FROM budgets b WHERE b.tenant_id = $1 ORDER BY b.budget_id"
+        ))
+        .bind(tenant)
+        .fetch_all(pool)
+        .await
+        .map_err(err("list budgets"))?;
+        rows.iter().map(budget).collect()
+    }
+
+    /// Usage back to zero, and executions suspended on the budget resume.
+    async fn reset_budget(&self, tenant: TenantId, id: BudgetId) -> Result<Budget> {
+        let pool = &self.pool;
+        let op = "reset budget";
+        transaction(pool, op, async |tx| {
+            let found = sqlx::query(
+                "UPDATE budgets SET next_reset_at = now() + least(reset_interval_ms, 31622400000) * interval '1 millisecond' \
+                 WHERE tenant_id = $1 AND budget_id = $2 RETURNING 1",
+            )
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(err(op))?;
+            if found.is_none() {
+                return Err(EngineError::NotFound {
+                    what: "budget",
+                    id: id.to_string(),
+                });
+            }
+            reset_in(tx, tenant, id).await?;
+            let budget = get_budget_in(tx, tenant, id).await?;
+            Ok(budget)
+        })
+        .await
+    }
+
+    async fn report_usage(
+        &self,
+        lease: &LeaseHandle,
+        dimension: &str,
+        delta: u64,
+        dedup_key: Option<&str>,
+    ) -> Result<UsageOutcome> {
+        let pool = &self.pool;
+        let op = "report usage";
+        let delta = to_i64(delta);
+        transaction(pool, op, async |tx| {
+            let sql = format!(
+                "SELECT coalesce(flow_id::text, '') AS flow, lane, policy, retry_count, suspension_seq \
+                 FROM executions WHERE {FENCE} FOR UPDATE"
+            );
+            let Some(row) = sqlx::query_with(&sql, Args::fence(lease).done(op)?)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(err(op))?
+            else {
+                return Err(rejection(pool, lease, None).await?);
+            };
+            // The execution's lock serialises its reports, so a read is enough here.
+            if let Some(key) = dedup_key {
+                let seen: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM usage_reports \
+                     WHERE tenant_id = $1 AND execution_id = $2 AND dedup_key = $3)",
+                )
+                .bind(lease.tenant_id)
+                .bind(lease.execution_id)
+                .bind(key)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(err(op))?;
+                if seen {
+                    return Ok(UsageOutcome::AlreadyApplied);
+                }
+            }
+            let limits = lock_limits(tx, lease, &row, dimension).await?;
+            let attempt_used: String = sqlx::query_scalar(
+                "SELECT coalesce(usage ->> $3, '0') FROM attempts \
+                 WHERE tenant_id = $1 AND execution_id = $2 AND attempt_index = $4",
+            )
+            .bind(lease.tenant_id)
+            .bind(lease.execution_id)
+            .bind(dimension)
+            .bind(lease.attempt_index)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(err(op))?
+            .unwrap_or_else(|| "0".into());
+            check_usage_fits(dimension, delta, limits.iter().map(|l| l.used), &attempt_used)?;
+            if let Some(breach) = first_breach(&limits, delta, dimension, |l| l.hard) {
+                // Not applied, and not remembered: the same report may be retried
+                // once the budget allows it.
+                enforce(tx, lease, &row, &breach).await?;
+                // The budget admits no more work until it is reset (the claim blocks
+                // what it covers). The row is already locked by `lock_limits`.
+                sqlx::query(
+                    "UPDATE budget_dimensions SET exhausted = true \
+                     WHERE tenant_id = $1 AND budget_id = $2 AND dimension = $3",
+                )
+                .bind(lease.tenant_id)
+                .bind(breach.budget_id)
+                .bind(dimension)
+                .execute(&mut *tx)
+                .await
+                .map_err(err(op))?;
+                return Ok(UsageOutcome::HardBreach(breach));
+            }
+            if let Some(key) = dedup_key {
+                sqlx::query(
+                    "INSERT INTO usage_reports (tenant_id, execution_id, dedup_key) VALUES ($1, $2, $3)",
+                )
+                .bind(lease.tenant_id)
+                .bind(lease.execution_id)
+                .bind(key)
+                .execute(&mut *tx)
+                .await
+                .map_err(err(op))?;
+            }
+            let ids: Vec<BudgetId> = limits.iter().map(|l| l.budget_id).collect();
+            sqlx::query(
+                "WITH spent AS ( \
+                     UPDATE budget_dimensions SET used = used + $4, \
+                         exhausted = exhausted OR coalesce(used + $4 >= hard_limit, false) \
+                     WHERE tenant_id = $1 AND budget_id = ANY($5) AND dimension = $3) \
+                 UPDATE attempts SET usage = jsonb_set(usage, ARRAY[$3], \
+                     to_jsonb(coalesce((usage ->> $3)::bigint, 0) + $4)) \
+                 WHERE tenant_id = $1 AND execution_id = $2 AND attempt_index = $6",
+            )
+            .bind(lease.tenant_id)
+            .bind(lease.execution_id)
+            .bind(dimension)
+            .bind(delta)
+            .bind(&ids)
+            .bind(lease.attempt_index)
+            .execute(&mut *tx)
+            .await
+            .map_err(err(op))?;
+            let over_soft = first_breach(&limits, delta, dimension, |l| l.soft);
+            Ok(over_soft.map_or(UsageOutcome::Ok, UsageOutcome::SoftBreach))
+        })
+        .await
+    }
+}
 
 const BUDGET_COLUMNS: &str = "b.budget_id, b.name, b.scope, b.scope_key, b.on_hard_limit, \
     b.reset_interval_ms, b.next_reset_at, b.created_at, \
@@ -34,60 +242,6 @@ fn err(op: &'static str) -> impl FnOnce(sqlx::Error) -> EngineError {
 
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-pub(super) async fn create_budget(
-    pool: &PgPool,
-    tenant: TenantId,
-    budget: &NewBudget,
-) -> Result<Budget> {
-    let op = "create budget";
-    transaction(pool, op, async |tx| {
-        check_scope_exists(tx, tenant, &budget.scope).await?;
-        let id = Uuid::now_v7();
-        sqlx::query(
-            "WITH b AS ( \
-                 INSERT INTO budgets (tenant_id, budget_id, name, scope, scope_key, on_hard_limit, \
-                     reset_interval_ms, next_reset_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, now() + $7 * interval '1 millisecond')) \
-             INSERT INTO budget_dimensions (tenant_id, budget_id, dimension, soft_limit, hard_limit) \
-             SELECT $1, $2, d, s, h FROM unnest($8::text[], $9::int8[], $10::int8[]) AS x(d, s, h)",
-        )
-        .bind(tenant)
-        .bind(id)
-        .bind(&budget.name)
-        .bind(budget.scope.kind())
-        .bind(budget.scope.key())
-        .bind(budget.on_hard_limit.as_str())
-        .bind(budget.reset_interval_ms.map(to_i64))
-        .bind(
-            budget
-                .dimensions
-                .iter()
-                .map(|d| d.dimension.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            budget
-                .dimensions
-                .iter()
-                .map(|d| d.soft_limit.map(to_i64))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            budget
-                .dimensions
-                .iter()
-                .map(|d| d.hard_limit.map(to_i64))
-                .collect::<Vec<_>>(),
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(unknown_tenant_or(op, tenant))?;
-        let created = get_budget_in(tx, tenant, id).await?;
-        Ok(created)
-    })
-    .await
 }
 
 /// A flow or execution scope must name one of the tenant's own.
@@ -125,11 +279,6 @@ async fn check_scope_exists(
     }
 }
 
-pub(super) async fn get_budget(pool: &PgPool, tenant: TenantId, id: BudgetId) -> Result<Budget> {
-    let mut conn = pool.acquire().await.map_err(err("get budget"))?;
-    get_budget_in(&mut conn, tenant, id).await
-}
-
 async fn get_budget_in(conn: &mut PgConnection, tenant: TenantId, id: BudgetId) -> Result<Budget> {
     let row = sqlx::query(&format!(
         "SELECT {BUDGET_COLUMNS} FROM budgets b WHERE b.tenant_id = $1 AND b.budget_id = $2"
@@ -144,17 +293,6 @@ async fn get_budget_in(conn: &mut PgConnection, tenant: TenantId, id: BudgetId) 
         id: id.to_string(),
     })?;
     budget(&row)
-}
-
-pub(super) async fn list_budgets(pool: &PgPool, tenant: TenantId) -> Result<Vec<Budget>> {
-    let rows = sqlx::query(&format!(
-        "SELECT {BUDGET_COLUMNS} FROM budgets b WHERE b.tenant_id = $1 ORDER BY b.budget_id"
-    ))
-    .bind(tenant)
-    .fetch_all(pool)
-    .await
-    .map_err(err("list budgets"))?;
-    rows.iter().map(budget).collect()
 }
 
 fn budget(row: &PgRow) -> Result<Budget> {
@@ -227,111 +365,6 @@ fn first_breach(
     })
 }
 
-pub(super) async fn report_usage(
-    pool: &PgPool,
-    lease: &LeaseHandle,
-    dimension: &str,
-    delta: u64,
-    dedup_key: Option<&str>,
-) -> Result<UsageOutcome> {
-    let op = "report usage";
-    let delta = to_i64(delta);
-    transaction(pool, op, async |tx| {
-        let sql = format!(
-            "SELECT coalesce(flow_id::text, '') AS flow, lane, policy, retry_count, suspension_seq \
-             FROM executions WHERE {FENCE} FOR UPDATE"
-        );
-        let Some(row) = sqlx::query_with(&sql, Args::fence(lease).done(op)?)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(err(op))?
-        else {
-            return Err(rejection(pool, lease, None).await?);
-        };
-        // The execution's lock serialises its reports, so a read is enough here.
-        if let Some(key) = dedup_key {
-            let seen: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM usage_reports \
-                 WHERE tenant_id = $1 AND execution_id = $2 AND dedup_key = $3)",
-            )
-            .bind(lease.tenant_id)
-            .bind(lease.execution_id)
-            .bind(key)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(err(op))?;
-            if seen {
-                return Ok(UsageOutcome::AlreadyApplied);
-            }
-        }
-        let limits = lock_limits(tx, lease, &row, dimension).await?;
-        let attempt_used: String = sqlx::query_scalar(
-            "SELECT coalesce(usage ->> $3, '0') FROM attempts \
-             WHERE tenant_id = $1 AND execution_id = $2 AND attempt_index = $4",
-        )
-        .bind(lease.tenant_id)
-        .bind(lease.execution_id)
-        .bind(dimension)
-        .bind(lease.attempt_index)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(err(op))?
-        .unwrap_or_else(|| "0".into());
-        check_usage_fits(dimension, delta, limits.iter().map(|l| l.used), &attempt_used)?;
-        if let Some(breach) = first_breach(&limits, delta, dimension, |l| l.hard) {
-            // Not applied, and not remembered: the same report may be retried
-            // once the budget allows it.
-            enforce(tx, lease, &row, &breach).await?;
-            // The budget admits no more work until it is reset (the claim blocks
-            // what it covers). The row is already locked by `lock_limits`.
-            sqlx::query(
-                "UPDATE budget_dimensions SET exhausted = true \
-                 WHERE tenant_id = $1 AND budget_id = $2 AND dimension = $3",
-            )
-            .bind(lease.tenant_id)
-            .bind(breach.budget_id)
-            .bind(dimension)
-            .execute(&mut *tx)
-            .await
-            .map_err(err(op))?;
-            return Ok(UsageOutcome::HardBreach(breach));
-        }
-        if let Some(key) = dedup_key {
-            sqlx::query(
-                "INSERT INTO usage_reports (tenant_id, execution_id, dedup_key) VALUES ($1, $2, $3)",
-            )
-            .bind(lease.tenant_id)
-            .bind(lease.execution_id)
-            .bind(key)
-            .execute(&mut *tx)
-            .await
-            .map_err(err(op))?;
-        }
-        let ids: Vec<BudgetId> = limits.iter().map(|l| l.budget_id).collect();
-        sqlx::query(
-            "WITH spent AS ( \
-                 UPDATE budget_dimensions SET used = used + $4, \
-                     exhausted = exhausted OR coalesce(used + $4 >= hard_limit, false) \
-                 WHERE tenant_id = $1 AND budget_id = ANY($5) AND dimension = $3) \
-             UPDATE attempts SET usage = jsonb_set(usage, ARRAY[$3], \
-                 to_jsonb(coalesce((usage ->> $3)::bigint, 0) + $4)) \
-             WHERE tenant_id = $1 AND execution_id = $2 AND attempt_index = $6",
-        )
-        .bind(lease.tenant_id)
-        .bind(lease.execution_id)
-        .bind(dimension)
-        .bind(delta)
-        .bind(&ids)
-        .bind(lease.attempt_index)
-        .execute(&mut *tx)
-        .await
-        .map_err(err(op))?;
-        let over_soft = first_breach(&limits, delta, dimension, |l| l.soft);
-        Ok(over_soft.map_or(UsageOutcome::Ok, UsageOutcome::SoftBreach))
-    })
-    .await
-}
-
 /// The dimension rows of every budget covering the lease's execution, locked
 /// in budget id order.
 async fn lock_limits(
@@ -401,32 +434,6 @@ async fn enforce(
         }
     }
     Ok(())
-}
-
-/// Usage back to zero, and executions suspended on the budget resume.
-pub(super) async fn reset_budget(pool: &PgPool, tenant: TenantId, id: BudgetId) -> Result<Budget> {
-    let op = "reset budget";
-    transaction(pool, op, async |tx| {
-        let found = sqlx::query(
-            "UPDATE budgets SET next_reset_at = now() + least(reset_interval_ms, 31622400000) * interval '1 millisecond' \
-             WHERE tenant_id = $1 AND budget_id = $2 RETURNING 1",
-        )
-        .bind(tenant)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(err(op))?;
-        if found.is_none() {
-            return Err(EngineError::NotFound {
-                what: "budget",
-                id: id.to_string(),
-            });
-        }
-        reset_in(tx, tenant, id).await?;
-        let budget = get_budget_in(tx, tenant, id).await?;
-        Ok(budget)
-    })
-    .await
 }
 
 async fn reset_in(tx: &mut PgConnection, tenant: TenantId, id: BudgetId) -> Result<()> {

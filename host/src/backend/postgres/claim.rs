@@ -7,7 +7,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::PgPool;
 
-use super::lease::millis;
+use super::leases::millis;
 use super::rows::{col, json, parse, Args};
 use crate::error::{EngineError, Result};
 use crate::model::{AttemptType, ClaimRequest, ClaimedExecution, LeaseHandle, TaskCeilings};
@@ -269,21 +269,6 @@ fn fill_claim(budget: &str, room: &str, over_budget: &str, blocked: &str) -> Str
         .replace("{blocked}", blocked)
 }
 
-#[tracing::instrument(skip_all, fields(worker = %request.worker_id, limit = request.limit))]
-pub(super) async fn claim(pool: &PgPool, request: &ClaimRequest) -> Result<Vec<ClaimedExecution>> {
-    let full = needs_admission(pool).await?;
-    let rows = sqlx::query_with(claim_sql(full), claim_args(request, "claim")?)
-        .fetch_all(pool)
-        .await
-        .map_err(EngineError::storage("claim"))?;
-    let claimed = rows
-        .iter()
-        .map(claimed_execution)
-        .collect::<Result<Vec<_>>>()?;
-    tracing::debug!(claimed = claimed.len(), admission = full, "claim");
-    Ok(claimed)
-}
-
 /// The plan Postgres chooses for the claim statement with these arguments
 /// (`EXPLAIN`, nothing is executed). Lets tests and operators check that the
 /// claim stays on `executions_claim_idx` however large the backlog.
@@ -344,4 +329,18 @@ fn claimed_execution(row: &PgRow) -> Result<ClaimedExecution> {
                 .map(|mib| (mib.max(0) as usize) << 20),
         },
     })
+}
+
+pub(super) async fn claim(pool: &PgPool, request: &ClaimRequest) -> Result<Vec<ClaimedExecution>> {
+    let full = needs_admission(pool).await?;
+    let rows = sqlx::query_with(claim_sql(full), claim_args(request, "claim")?)
+        .fetch_all(pool)
+        .await
+        .map_err(EngineError::storage("claim"))?;
+    let claimed = rows
+        .iter()
+        .map(claimed_execution)
+        .collect::<Result<Vec<_>>>()?;
+    tracing::debug!(claimed = claimed.len(), admission = full, "claim");
+    Ok(claimed)
 }

@@ -1,11 +1,143 @@
 //! Component versions and their wasm bytes.
 
+use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 use sqlx::PgPool;
 
 use super::rows::{col, transaction, unknown_tenant_or};
+use super::PgBackend;
+use crate::backend::Components;
 use crate::error::{EngineError, Result};
 use crate::model::{ComponentVersion, TenantId};
+
+#[async_trait]
+impl Components for PgBackend {
+    /// One transaction under an advisory lock on (tenant, kind), so concurrent
+    /// uploads of one kind get consecutive versions instead of a key conflict.
+    async fn put_component(
+        &self,
+        tenant: TenantId,
+        kind: &str,
+        digest: &str,
+        wasm: &[u8],
+    ) -> Result<(ComponentVersion, bool)> {
+        let pool = &self.pool;
+        let err = EngineError::storage;
+        transaction(pool, "put component", async |tx| {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text || '/' || $2, 0))")
+                .bind(tenant)
+                .bind(kind)
+                .execute(&mut *tx)
+                .await
+                .map_err(err("put component"))?;
+            let latest = sqlx::query(&format!(
+                "SELECT {COLUMNS} FROM components WHERE tenant_id = $1 AND kind = $2 \
+                 ORDER BY version DESC LIMIT 1"
+            ))
+            .bind(tenant)
+            .bind(kind)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(err("put component"))?
+            .map(|r| version(&r))
+            .transpose()?;
+            if let Some(latest) = latest
+                .as_ref()
+                .filter(|v| v.digest == digest && !v.deprecated)
+            {
+                return Ok((latest.clone(), false));
+            }
+            sqlx::query(
+                "INSERT INTO component_blobs (tenant_id, digest, wasm) VALUES ($1, $2, $3) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(tenant)
+            .bind(digest)
+            .bind(wasm)
+            .execute(&mut *tx)
+            .await
+            .map_err(unknown_tenant_or("put component", tenant))?;
+            let row = sqlx::query(&format!(
+                "INSERT INTO components (tenant_id, kind, version, digest, size_bytes) \
+                 VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"
+            ))
+            .bind(tenant)
+            .bind(kind)
+            .bind(latest.map_or(1, |v| v.version + 1))
+            .bind(digest)
+            .bind(i32::try_from(wasm.len()).unwrap_or(i32::MAX))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(err("put component"))?;
+            let stored = version(&row)?;
+            Ok((stored, true))
+        })
+        .await
+    }
+
+    async fn latest_component(
+        &self,
+        tenant: TenantId,
+        kind: &str,
+    ) -> Result<Option<ComponentVersion>> {
+        let pool = &self.pool;
+        sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM components WHERE tenant_id = $1 AND kind = $2 AND NOT deprecated \
+             ORDER BY version DESC LIMIT 1"
+        ))
+        .bind(tenant)
+        .bind(kind)
+        .fetch_optional(pool)
+        .await
+        .map_err(EngineError::storage("latest component"))?
+        .map(|r| version(&r))
+        .transpose()
+    }
+
+    async fn component_wasm(&self, tenant: TenantId, digest: &str) -> Result<Vec<u8>> {
+        let pool = &self.pool;
+        sqlx::query_scalar("SELECT wasm FROM component_blobs WHERE tenant_id = $1 AND digest = $2")
+            .bind(tenant)
+            .bind(digest)
+            .fetch_optional(pool)
+            .await
+            .map_err(EngineError::storage("component wasm"))?
+            .ok_or_else(|| EngineError::NotFound {
+                what: "component",
+                id: digest.to_owned(),
+            })
+    }
+
+    async fn list_components(&self, tenant: TenantId) -> Result<Vec<ComponentVersion>> {
+        let pool = &self.pool;
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM components WHERE tenant_id = $1 ORDER BY kind, version"
+        ))
+        .bind(tenant)
+        .fetch_all(pool)
+        .await
+        .map_err(EngineError::storage("list components"))?;
+        rows.iter().map(version).collect()
+    }
+
+    async fn get_component(
+        &self,
+        tenant: TenantId,
+        kind: &str,
+        version: i32,
+    ) -> Result<ComponentVersion> {
+        get(&self.pool, tenant, kind, version).await
+    }
+
+    async fn deprecate_component(
+        &self,
+        tenant: TenantId,
+        kind: &str,
+        version: i32,
+    ) -> Result<ComponentVersion> {
+        deprecate(&self.pool, tenant, kind, version).await
+    }
+}
 
 const COLUMNS: &str = "kind, version, digest, size_bytes, deprecated, created_at";
 
@@ -18,110 +150,6 @@ fn version(row: &PgRow) -> Result<ComponentVersion> {
         deprecated: col(row, "deprecated")?,
         created_at: col(row, "created_at")?,
     })
-}
-
-/// One transaction under an advisory lock on (tenant, kind), so concurrent
-/// uploads of one kind get consecutive versions instead of a key conflict.
-pub(super) async fn put(
-    pool: &PgPool,
-    tenant: TenantId,
-    kind: &str,
-    digest: &str,
-    wasm: &[u8],
-) -> Result<(ComponentVersion, bool)> {
-    let err = EngineError::storage;
-    transaction(pool, "put component", async |tx| {
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text || '/' || $2, 0))")
-            .bind(tenant)
-            .bind(kind)
-            .execute(&mut *tx)
-            .await
-            .map_err(err("put component"))?;
-        let latest = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM components WHERE tenant_id = $1 AND kind = $2 \
-             ORDER BY version DESC LIMIT 1"
-        ))
-        .bind(tenant)
-        .bind(kind)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(err("put component"))?
-        .map(|r| version(&r))
-        .transpose()?;
-        if let Some(latest) = latest
-            .as_ref()
-            .filter(|v| v.digest == digest && !v.deprecated)
-        {
-            return Ok((latest.clone(), false));
-        }
-        sqlx::query(
-            "INSERT INTO component_blobs (tenant_id, digest, wasm) VALUES ($1, $2, $3) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(tenant)
-        .bind(digest)
-        .bind(wasm)
-        .execute(&mut *tx)
-        .await
-        .map_err(unknown_tenant_or("put component", tenant))?;
-        let row = sqlx::query(&format!(
-            "INSERT INTO components (tenant_id, kind, version, digest, size_bytes) \
-             VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"
-        ))
-        .bind(tenant)
-        .bind(kind)
-        .bind(latest.map_or(1, |v| v.version + 1))
-        .bind(digest)
-        .bind(i32::try_from(wasm.len()).unwrap_or(i32::MAX))
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(err("put component"))?;
-        let stored = version(&row)?;
-        Ok((stored, true))
-    })
-    .await
-}
-
-pub(super) async fn latest(
-    pool: &PgPool,
-    tenant: TenantId,
-    kind: &str,
-) -> Result<Option<ComponentVersion>> {
-    sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM components WHERE tenant_id = $1 AND kind = $2 AND NOT deprecated \
-         ORDER BY version DESC LIMIT 1"
-    ))
-    .bind(tenant)
-    .bind(kind)
-    .fetch_optional(pool)
-    .await
-    .map_err(EngineError::storage("latest component"))?
-    .map(|r| version(&r))
-    .transpose()
-}
-
-pub(super) async fn wasm(pool: &PgPool, tenant: TenantId, digest: &str) -> Result<Vec<u8>> {
-    sqlx::query_scalar("SELECT wasm FROM component_blobs WHERE tenant_id = $1 AND digest = $2")
-        .bind(tenant)
-        .bind(digest)
-        .fetch_optional(pool)
-        .await
-        .map_err(EngineError::storage("component wasm"))?
-        .ok_or_else(|| EngineError::NotFound {
-            what: "component",
-            id: digest.to_owned(),
-        })
-}
-
-pub(super) async fn list(pool: &PgPool, tenant: TenantId) -> Result<Vec<ComponentVersion>> {
-    let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM components WHERE tenant_id = $1 ORDER BY kind, version"
-    ))
-    .bind(tenant)
-    .fetch_all(pool)
-    .await
-    .map_err(EngineError::storage("list components"))?;
-    rows.iter().map(version).collect()
 }
 
 pub(super) async fn get(

@@ -9,30 +9,39 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::ingress::{create_executions, FlowPlacement};
+use super::executions::{create_executions, FlowPlacement};
 use super::rows::{col, json, parse, transaction, unknown_tenant_or};
+use super::PgBackend;
 use crate::backend::refusals;
+use crate::backend::Flows;
 use crate::error::{EngineError, Result};
+use crate::model::FlowCancelPolicy;
 use crate::model::{
     find_cycle, EdgeState, ExecutionId, FlowEdgeView, FlowId, FlowMemberView, FlowSnapshot,
     FlowState, FlowSummary, GraphApplied, GraphChange, JoinPolicy, JoinState, NewExecution,
     NewFlow, PublicState, TenantId,
 };
 
-pub(super) async fn create_flow(
-    pool: &PgPool,
-    tenant: TenantId,
-    flow: &NewFlow,
-    change: &GraphChange,
-    max_queued: Option<u32>,
-) -> Result<GraphApplied> {
-    transaction(pool, "create flow", async |tx| {
-        let flow_id = Uuid::now_v7();
-        sqlx::query("INSERT INTO flows (tenant_id, flow_id, name, tags) VALUES ($1, $2, $3, $4)")
+#[async_trait]
+impl Flows for PgBackend {
+    async fn create_flow(
+        &self,
+        tenant: TenantId,
+        flow: &NewFlow,
+        change: &GraphChange,
+        max_queued: Option<u32>,
+    ) -> Result<GraphApplied> {
+        let pool = &self.pool;
+        transaction(pool, "create flow", async |tx| {
+            let flow_id = Uuid::now_v7();
+            sqlx::query(
+                "INSERT INTO flows (tenant_id, flow_id, name, tags) VALUES ($1, $2, $3, $4)",
+            )
             .bind(tenant)
             .bind(flow_id)
             .bind(&flow.name)
@@ -40,10 +49,69 @@ pub(super) async fn create_flow(
             .execute(&mut *tx)
             .await
             .map_err(unknown_tenant_or("create flow", tenant))?;
-        let applied = apply(tx, tenant, flow_id, change, max_queued).await?;
-        Ok(applied)
-    })
-    .await
+            let applied = apply(tx, tenant, flow_id, change, max_queued).await?;
+            Ok(applied)
+        })
+        .await
+    }
+
+    async fn extend_flow(
+        &self,
+        tenant: TenantId,
+        flow: FlowId,
+        change: &GraphChange,
+        max_queued: Option<u32>,
+    ) -> Result<GraphApplied> {
+        extend_flow(&self.pool, tenant, flow, change, max_queued).await
+    }
+
+    async fn get_flow(&self, tenant: TenantId, flow: FlowId) -> Result<FlowSnapshot> {
+        get_flow(&self.pool, tenant, flow).await
+    }
+
+    async fn list_flows(
+        &self,
+        tenant: TenantId,
+        after: Option<FlowId>,
+        limit: u32,
+    ) -> Result<Vec<FlowSummary>> {
+        let pool = &self.pool;
+        // Counts per flow off `executions_flow_key_idx`.
+        let sql = format!(
+            "SELECT {FLOW_COLUMNS}, count(e.execution_id) AS members, \
+                 count(*) FILTER (WHERE e.lifecycle_phase <> 'terminal') AS unfinished, \
+                 count(*) FILTER (WHERE e.terminal_outcome IN ('failed', 'expired')) AS failed \
+             FROM flows f \
+             LEFT JOIN executions e ON e.tenant_id = f.tenant_id AND e.flow_id = f.flow_id \
+             WHERE f.tenant_id = $1 AND ($2::uuid IS NULL OR f.flow_id > $2) \
+             GROUP BY f.tenant_id, f.flow_id ORDER BY f.flow_id LIMIT $3"
+        );
+        sqlx::query(&sql)
+            .bind(tenant)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await
+            .map_err(EngineError::storage("list flows"))?
+            .iter()
+            .map(|r| {
+                summary(
+                    r,
+                    (col(r, "members")?, col(r, "unfinished")?, col(r, "failed")?),
+                )
+            })
+            .collect()
+    }
+
+    async fn cancel_flow(
+        &self,
+        tenant: TenantId,
+        flow: FlowId,
+        policy: FlowCancelPolicy,
+        reason: &str,
+    ) -> Result<u64> {
+        super::flow_cancel::cancel_flow(&self.pool, tenant, flow, policy, reason).await
+    }
 }
 
 pub(super) async fn extend_flow(
@@ -495,37 +563,4 @@ fn member(row: &PgRow) -> Result<FlowMemberView> {
         join,
         join_state,
     })
-}
-
-pub(super) async fn list_flows(
-    pool: &PgPool,
-    tenant: TenantId,
-    after: Option<FlowId>,
-    limit: u32,
-) -> Result<Vec<FlowSummary>> {
-    // Counts per flow off `executions_flow_key_idx`.
-    let sql = format!(
-        "SELECT {FLOW_COLUMNS}, count(e.execution_id) AS members, \
-             count(*) FILTER (WHERE e.lifecycle_phase <> 'terminal') AS unfinished, \
-             count(*) FILTER (WHERE e.terminal_outcome IN ('failed', 'expired')) AS failed \
-         FROM flows f \
-         LEFT JOIN executions e ON e.tenant_id = f.tenant_id AND e.flow_id = f.flow_id \
-         WHERE f.tenant_id = $1 AND ($2::uuid IS NULL OR f.flow_id > $2) \
-         GROUP BY f.tenant_id, f.flow_id ORDER BY f.flow_id LIMIT $3"
-    );
-    sqlx::query(&sql)
-        .bind(tenant)
-        .bind(after)
-        .bind(i64::from(limit))
-        .fetch_all(pool)
-        .await
-        .map_err(EngineError::storage("list flows"))?
-        .iter()
-        .map(|r| {
-            summary(
-                r,
-                (col(r, "members")?, col(r, "unfinished")?, col(r, "failed")?),
-            )
-        })
-        .collect()
 }

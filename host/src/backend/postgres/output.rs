@@ -1,62 +1,154 @@
 //! What a running attempt produces besides its result: frames and progress.
 //! Both are worker writes, fenced by the lease like every other.
 
+use async_trait::async_trait;
 use sqlx::PgPool;
 
-use super::lease::{rejection, FENCE};
+use super::leases::{rejection, FENCE};
 use super::rows::{col, parse, Args};
+use super::PgBackend;
 use super::UPDATES_CHANNEL;
 use crate::backend::refusals;
+use crate::backend::Output;
 use crate::error::{EngineError, Result};
 use crate::model::{
     ExecutionId, Frame, LeaseHandle, StreamMode, StreamSummary, TenantId, BEST_EFFORT_WINDOW,
 };
 
-/// The fenced `UPDATE` both checks the lease and hands out the next sequence
-/// number, so a frame can never land after its lease is gone, and sequence
-/// numbers are dense per attempt. A mode's own work (merging the summary,
-/// trimming best-effort frames) is part of the same statement.
-pub(super) async fn append_frame(
-    pool: &PgPool,
-    lease: &LeaseHandle,
-    frame_type: &str,
-    mode: StreamMode,
-    payload: &[u8],
-    max_attempt_bytes: u64,
-) -> Result<i64> {
-    // The attempt's byte total restarts with its first frame (`frame_seq`
-    // 0: a new attempt; a resumed one carries on), and the cap (`$9`) is
-    // part of the fence: a refused frame changes nothing.
-    let sql = format!(
-        "WITH seq AS (UPDATE executions SET frame_seq = frame_seq + 1, \
-                          frame_bytes = {ATTEMPT_BYTES} + octet_length($8) \
-                      WHERE {FENCE} AND {ATTEMPT_BYTES} + octet_length($8) <= $9 \
-                      RETURNING frame_seq), \
-              inserted AS (INSERT INTO frames (tenant_id, execution_id, attempt_index, seq, \
-                               frame_type, mode, payload) \
-                           SELECT $1, $2, $3, frame_seq, $6, $7, $8 FROM seq RETURNING seq) \
-              {mode_work} \
-         SELECT seq, pg_notify('{UPDATES_CHANNEL}', $1::text || ':' || $2::text) FROM inserted",
-        mode_work = mode_work(mode),
-    );
-    let args = Args::fence(lease)
-        .push(frame_type)
-        .push(mode.as_str())
-        .push(payload)
-        .push(i64::try_from(max_attempt_bytes).unwrap_or(i64::MAX));
-    let bound = match mode {
-        StreamMode::Durable | StreamMode::Summary => args,
-        StreamMode::BestEffort => args.push(BEST_EFFORT_WINDOW),
+#[async_trait]
+impl Output for PgBackend {
+    /// The fenced `UPDATE` both checks the lease and hands out the next sequence
+    /// number, so a frame can never land after its lease is gone, and sequence
+    /// numbers are dense per attempt. A mode's own work (merging the summary,
+    /// trimming best-effort frames) is part of the same statement.
+    async fn append_frame(
+        &self,
+        lease: &LeaseHandle,
+        frame_type: &str,
+        mode: StreamMode,
+        payload: &[u8],
+        max_attempt_bytes: u64,
+    ) -> Result<i64> {
+        let pool = &self.pool;
+        // The attempt's byte total restarts with its first frame (`frame_seq`
+        // 0: a new attempt; a resumed one carries on), and the cap (`$9`) is
+        // part of the fence: a refused frame changes nothing.
+        let sql = format!(
+            "WITH seq AS (UPDATE executions SET frame_seq = frame_seq + 1, \
+                              frame_bytes = {ATTEMPT_BYTES} + octet_length($8) \
+                          WHERE {FENCE} AND {ATTEMPT_BYTES} + octet_length($8) <= $9 \
+                          RETURNING frame_seq), \
+                  inserted AS (INSERT INTO frames (tenant_id, execution_id, attempt_index, seq, \
+                                   frame_type, mode, payload) \
+                               SELECT $1, $2, $3, frame_seq, $6, $7, $8 FROM seq RETURNING seq) \
+                  {mode_work} \
+             SELECT seq, pg_notify('{UPDATES_CHANNEL}', $1::text || ':' || $2::text) FROM inserted",
+            mode_work = mode_work(mode),
+        );
+        let args = Args::fence(lease)
+            .push(frame_type)
+            .push(mode.as_str())
+            .push(payload)
+            .push(i64::try_from(max_attempt_bytes).unwrap_or(i64::MAX));
+        let bound = match mode {
+            StreamMode::Durable | StreamMode::Summary => args,
+            StreamMode::BestEffort => args.push(BEST_EFFORT_WINDOW),
+        }
+        .done("append frame")?;
+        // The second column (the notify's `void`) is never decoded.
+        let seq: Option<i64> = sqlx::query_scalar_with(&sql, bound)
+            .fetch_optional(pool)
+            .await
+            .map_err(EngineError::storage("append frame"))?;
+        match seq {
+            Some(seq) => Ok(seq),
+            None => Err(frame_refusal(pool, lease, payload.len(), max_attempt_bytes).await?),
+        }
     }
-    .done("append frame")?;
-    // The second column (the notify's `void`) is never decoded.
-    let seq: Option<i64> = sqlx::query_scalar_with(&sql, bound)
+
+    async fn read_frames(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        attempt_index: i32,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Frame>> {
+        let pool = &self.pool;
+        let rows = sqlx::query(
+            "SELECT seq, frame_type, mode, payload, created_at FROM frames \
+             WHERE tenant_id = $1 AND execution_id = $2 AND attempt_index = $3 AND seq > $4 \
+             ORDER BY seq LIMIT $5",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(attempt_index)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await
+        .map_err(EngineError::storage("read frames"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(Frame {
+                    seq: col(r, "seq")?,
+                    frame_type: col(r, "frame_type")?,
+                    mode: parse::<StreamMode>(&col::<String>(r, "mode")?)?,
+                    payload: col(r, "payload")?,
+                    created_at: col(r, "created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The rolling summary of an attempt (`stream_summaries` primary key).
+    async fn read_summary(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        attempt_index: i32,
+    ) -> Result<Option<StreamSummary>> {
+        let pool = &self.pool;
+        let row = sqlx::query(
+            "SELECT document, version, first_applied_at, updated_at FROM stream_summaries \
+             WHERE tenant_id = $1 AND execution_id = $2 AND attempt_index = $3",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(attempt_index)
         .fetch_optional(pool)
         .await
-        .map_err(EngineError::storage("append frame"))?;
-    match seq {
-        Some(seq) => Ok(seq),
-        None => Err(frame_refusal(pool, lease, payload.len(), max_attempt_bytes).await?),
+        .map_err(EngineError::storage("read summary"))?;
+        row.map(|r| {
+            Ok(StreamSummary {
+                document: col(&r, "document")?,
+                version: col(&r, "version")?,
+                first_applied_at: col(&r, "first_applied_at")?,
+                updated_at: col(&r, "updated_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn set_progress(&self, lease: &LeaseHandle, percent: u8, message: &str) -> Result<()> {
+        let pool = &self.pool;
+        let sql = format!(
+            "UPDATE executions SET progress_percent = $6, progress_message = $7 WHERE {FENCE}"
+        );
+        let bound = Args::fence(lease)
+            .push(i16::from(percent.min(100)))
+            .push(message)
+            .done("set progress")?;
+        let updated = sqlx::query_with(&sql, bound)
+            .execute(pool)
+            .await
+            .map_err(EngineError::storage("set progress"))?
+            .rows_affected();
+        if updated == 1 {
+            Ok(())
+        } else {
+            Err(rejection(pool, lease, None).await?)
+        }
     }
 }
 
@@ -107,91 +199,5 @@ fn mode_work(mode: StreamMode) -> &'static str {
                WHERE f.tenant_id = $1 AND f.execution_id = $2 AND f.attempt_index = $3 \
                  AND f.mode = 'best_effort' AND f.seq <= seq.frame_seq - $10::bigint)"
         }
-    }
-}
-
-/// The rolling summary of an attempt (`stream_summaries` primary key).
-pub(super) async fn read_summary(
-    pool: &PgPool,
-    tenant: TenantId,
-    id: ExecutionId,
-    attempt_index: i32,
-) -> Result<Option<StreamSummary>> {
-    let row = sqlx::query(
-        "SELECT document, version, first_applied_at, updated_at FROM stream_summaries \
-         WHERE tenant_id = $1 AND execution_id = $2 AND attempt_index = $3",
-    )
-    .bind(tenant)
-    .bind(id)
-    .bind(attempt_index)
-    .fetch_optional(pool)
-    .await
-    .map_err(EngineError::storage("read summary"))?;
-    row.map(|r| {
-        Ok(StreamSummary {
-            document: col(&r, "document")?,
-            version: col(&r, "version")?,
-            first_applied_at: col(&r, "first_applied_at")?,
-            updated_at: col(&r, "updated_at")?,
-        })
-    })
-    .transpose()
-}
-
-pub(super) async fn read_frames(
-    pool: &PgPool,
-    tenant: TenantId,
-    id: ExecutionId,
-    attempt_index: i32,
-    after: i64,
-    limit: u32,
-) -> Result<Vec<Frame>> {
-    let rows = sqlx::query(
-        "SELECT seq, frame_type, mode, payload, created_at FROM frames \
-         WHERE tenant_id = $1 AND execution_id = $2 AND attempt_index = $3 AND seq > $4 \
-         ORDER BY seq LIMIT $5",
-    )
-    .bind(tenant)
-    .bind(id)
-    .bind(attempt_index)
-    .bind(after)
-    .bind(i64::from(limit))
-    .fetch_all(pool)
-    .await
-    .map_err(EngineError::storage("read frames"))?;
-    rows.iter()
-        .map(|r| {
-            Ok(Frame {
-                seq: col(r, "seq")?,
-                frame_type: col(r, "frame_type")?,
-                mode: parse::<StreamMode>(&col::<String>(r, "mode")?)?,
-                payload: col(r, "payload")?,
-                created_at: col(r, "created_at")?,
-            })
-        })
-        .collect()
-}
-
-pub(super) async fn set_progress(
-    pool: &PgPool,
-    lease: &LeaseHandle,
-    percent: u8,
-    message: &str,
-) -> Result<()> {
-    let sql =
-        format!("UPDATE executions SET progress_percent = $6, progress_message = $7 WHERE {FENCE}");
-    let bound = Args::fence(lease)
-        .push(i16::from(percent.min(100)))
-        .push(message)
-        .done("set progress")?;
-    let updated = sqlx::query_with(&sql, bound)
-        .execute(pool)
-        .await
-        .map_err(EngineError::storage("set progress"))?
-        .rows_affected();
-    if updated == 1 {
-        Ok(())
-    } else {
-        Err(rejection(pool, lease, None).await?)
     }
 }

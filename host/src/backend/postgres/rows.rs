@@ -181,7 +181,7 @@ pub(super) fn unknown_tenant_or(
 }
 
 /// Positional arguments built before the statement, so that the lease fence
-/// (`$1`–`$5`, see `lease::FENCE`) and the claim's arguments are each bound in
+/// (`$1`–`$5`, see `leases::FENCE`) and the claim's arguments are each bound in
 /// one place. An encoding error is kept until `done`.
 pub(super) struct Args(Result<sqlx::postgres::PgArguments, sqlx::error::BoxDynError>);
 

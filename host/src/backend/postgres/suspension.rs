@@ -7,25 +7,243 @@
 
 use std::time::Duration;
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::lease::{millis, rejection, FENCE};
+use super::leases::{millis, rejection, FENCE};
 use super::rows::{col, json, transaction, Args};
+use super::PgBackend;
 use super::EVENTS_CHANNEL;
 use crate::backend::refusals;
+use crate::backend::Suspensions;
 use crate::error::{EngineError, Result};
 use crate::model::{
     ExecutionId, LeaseHandle, NewSignal, PublicState, Signal, SignalOutcome, SuspendOutcome,
-    Suspension, TenantId, TimeoutBehavior, Waitpoint, TIMEOUT_SIGNAL,
+    Suspension, TenantId, Waitpoint,
 };
+
+#[async_trait]
+impl Suspensions for PgBackend {
+    /// Create (or, for a key already open, return) a waitpoint of the lease's
+    /// execution. Signals delivered to it are kept until a suspension uses them.
+    async fn create_waitpoint(
+        &self,
+        lease: &LeaseHandle,
+        key: &str,
+        expires_in: Option<Duration>,
+        max_waitpoints: u32,
+    ) -> Result<Waitpoint> {
+        let pool = &self.pool;
+        let op = "create waitpoint";
+        transaction(pool, op, async |tx| {
+            lock_leased(pool, tx, lease, op).await?;
+            // The execution's row lock serialises its waitpoints: count, then add.
+            let (open, total): (bool, i64) = sqlx::query_as(
+                "SELECT EXISTS (SELECT 1 FROM waitpoints WHERE tenant_id = $1 AND execution_id = $2 \
+                     AND waitpoint_key = $3 AND state <> 'closed'), \
+                 (SELECT count(*) FROM (SELECT 1 FROM waitpoints \
+                     WHERE tenant_id = $1 AND execution_id = $2 LIMIT $4) w)",
+            )
+            .bind(lease.tenant_id)
+            .bind(lease.execution_id)
+            .bind(key)
+            .bind(i64::from(max_waitpoints))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(err(op))?;
+            if !open && total >= i64::from(max_waitpoints) {
+                return Err(refusals::waitpoints_exceeded(max_waitpoints));
+            }
+            let row = sqlx::query(&format!(
+                "INSERT INTO waitpoints (tenant_id, execution_id, waitpoint_id, waitpoint_key, state, \
+                     expires_at) \
+                 VALUES ($1, $2, $3, $4, 'pending', now() + $5 * interval '1 millisecond') \
+                 ON CONFLICT (tenant_id, execution_id, waitpoint_key) WHERE state <> 'closed' \
+                 DO UPDATE SET waitpoint_key = EXCLUDED.waitpoint_key \
+                 RETURNING {WAITPOINT_COLUMNS}"
+            ))
+            .bind(lease.tenant_id)
+            .bind(lease.execution_id)
+            .bind(Uuid::now_v7())
+            .bind(key)
+            .bind(expires_in.map(millis))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(err(op))?;
+            waitpoint(&row)
+        })
+        .await
+    }
+
+    /// Suspend the lease's execution, unless signals already buffered on the
+    /// condition's waitpoints satisfy it.
+    async fn suspend(
+        &self,
+        lease: &LeaseHandle,
+        suspension: &Suspension,
+        timeout: Option<Duration>,
+        max_waitpoints: u32,
+    ) -> Result<SuspendOutcome> {
+        let pool = &self.pool;
+        let op = "suspend";
+        transaction(pool, op, async |tx| {
+            let seq = lock_leased(pool, tx, lease, op).await? + 1;
+            let keys = suspension.condition.keys();
+            // Read before the insert below makes them active (and so unexpired).
+            let expired: Option<String> = sqlx::query_scalar(
+                "SELECT waitpoint_key FROM waitpoints \
+                 WHERE tenant_id = $1 AND execution_id = $2 AND state = 'pending' \
+                   AND waitpoint_key = ANY($3) AND expires_at <= now() \
+                 ORDER BY waitpoint_key LIMIT 1",
+            )
+            .bind(lease.tenant_id)
+            .bind(lease.execution_id)
+            .bind(&keys)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(err(op))?;
+            let ids: Vec<Uuid> = keys.iter().map(|_| Uuid::now_v7()).collect();
+            sqlx::query(
+                "INSERT INTO waitpoints (tenant_id, execution_id, waitpoint_id, waitpoint_key, state) \
+                 SELECT $1, $2, id, key, 'active' FROM unnest($3::text[], $4::uuid[]) AS k(key, id) \
+                 ON CONFLICT (tenant_id, execution_id, waitpoint_key) WHERE state <> 'closed' \
+                 DO UPDATE SET state = 'active'",
+            )
+            .bind(lease.tenant_id)
+            .bind(lease.execution_id)
+            .bind(&keys)
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await
+            .map_err(err(op))?;
+            // Counted after the insert; past the cap, the transaction is undone.
+            let total: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM (SELECT 1 FROM waitpoints \
+                 WHERE tenant_id = $1 AND execution_id = $2 LIMIT $3) w",
+            )
+            .bind(lease.tenant_id)
+            .bind(lease.execution_id)
+            .bind(i64::from(max_waitpoints) + 1)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(err(op))?;
+            if total > i64::from(max_waitpoints) {
+                return Err(refusals::waitpoints_exceeded(max_waitpoints));
+            }
+            let buffered = buffered_signals(tx, lease.tenant_id, lease.execution_id).await?;
+            let satisfied = suspension
+                .condition
+                .is_satisfied(buffered.iter().map(|s| s.waitpoint_key.as_str()));
+            if let (false, Some(key)) = (satisfied, &expired) {
+                // Signals refused since it expired would never resume this.
+                return Err(refusals::waitpoint_expired(key));
+            }
+            if satisfied {
+                let consumed = consume_and_close(tx, lease.tenant_id, lease.execution_id, seq).await?;
+                sqlx::query(
+                    "UPDATE executions SET suspension_seq = $3 WHERE tenant_id = $1 AND execution_id = $2",
+                )
+                .bind(lease.tenant_id)
+                .bind(lease.execution_id)
+                .bind(seq)
+                .execute(&mut *tx)
+                .await
+                .map_err(err(op))?;
+                return Ok(SuspendOutcome::AlreadySatisfied(consumed));
+            }
+            record_suspension(
+                tx,
+                lease,
+                suspension,
+                seq,
+                timeout,
+                "waiting_for_signal",
+            )
+            .await?;
+            Ok(SuspendOutcome::Suspended)
+        })
+        .await
+    }
+
+    async fn deliver_signal(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        waitpoint_id: uuid::Uuid,
+        signal: &NewSignal,
+    ) -> Result<SignalOutcome> {
+        deliver_signal(&self.pool, tenant, id, waitpoint_id, signal).await
+    }
+
+    /// An operator resumes a suspended execution, whatever its condition.
+    async fn resume(&self, tenant: TenantId, id: ExecutionId) -> Result<()> {
+        let pool = &self.pool;
+        let op = "resume";
+        transaction(pool, op, async |tx| {
+            let locked = lock_by_id(tx, tenant, id).await?;
+            if locked.state != PublicState::Suspended {
+                return Err(refusals::not_suspended(id, locked.state));
+            }
+            resume(tx, tenant, id, locked.seq).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The signals a resume consumed (what `resume-signals` returns to the guest).
+    async fn resume_signals(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        seq: i32,
+    ) -> Result<Vec<Signal>> {
+        let pool = &self.pool;
+        let rows = sqlx::query(&format!(
+            "SELECT {SIGNAL_COLUMNS} FROM signals \
+             WHERE tenant_id = $1 AND execution_id = $2 AND consumed_in = $3 \
+             ORDER BY created_at, signal_id"
+        ))
+        .bind(tenant)
+        .bind(id)
+        .bind(seq)
+        .fetch_all(pool)
+        .await
+        .map_err(err("read resume signals"))?;
+        rows.iter().map(signal).collect()
+    }
+
+    async fn list_waitpoints(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<Waitpoint>> {
+        let pool = &self.pool;
+        // The primary key's order: (tenant, execution, waitpoint id).
+        let rows = sqlx::query(&format!(
+            "SELECT {WAITPOINT_COLUMNS} FROM waitpoints \
+             WHERE tenant_id = $1 AND execution_id = $2 AND waitpoint_id > $3 \
+             ORDER BY waitpoint_id LIMIT $4"
+        ))
+        .bind(tenant)
+        .bind(id)
+        .bind(after.unwrap_or(Uuid::nil()))
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await
+        .map_err(err("list waitpoints"))?;
+        rows.iter().map(waitpoint).collect()
+    }
+}
 
 const WAITPOINT_COLUMNS: &str = "waitpoint_id, waitpoint_key, state, expires_at, created_at";
 const SIGNAL_COLUMNS: &str = "signal_id, waitpoint_key, name, payload, created_at";
 
-fn err(op: &'static str) -> impl FnOnce(sqlx::Error) -> EngineError {
+pub(super) fn err(op: &'static str) -> impl FnOnce(sqlx::Error) -> EngineError {
     EngineError::storage(op)
 }
 
@@ -46,145 +264,6 @@ pub(super) async fn lock_leased(
         Some(seq) => Ok(seq),
         None => Err(rejection(pool, lease, None).await?),
     }
-}
-
-/// Create (or, for a key already open, return) a waitpoint of the lease's
-/// execution. Signals delivered to it are kept until a suspension uses them.
-pub(super) async fn create_waitpoint(
-    pool: &PgPool,
-    lease: &LeaseHandle,
-    key: &str,
-    expires_in: Option<Duration>,
-    max_waitpoints: u32,
-) -> Result<Waitpoint> {
-    let op = "create waitpoint";
-    transaction(pool, op, async |tx| {
-        lock_leased(pool, tx, lease, op).await?;
-        // The execution's row lock serialises its waitpoints: count, then add.
-        let (open, total): (bool, i64) = sqlx::query_as(
-            "SELECT EXISTS (SELECT 1 FROM waitpoints WHERE tenant_id = $1 AND execution_id = $2 \
-                 AND waitpoint_key = $3 AND state <> 'closed'), \
-             (SELECT count(*) FROM (SELECT 1 FROM waitpoints \
-                 WHERE tenant_id = $1 AND execution_id = $2 LIMIT $4) w)",
-        )
-        .bind(lease.tenant_id)
-        .bind(lease.execution_id)
-        .bind(key)
-        .bind(i64::from(max_waitpoints))
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(err(op))?;
-        if !open && total >= i64::from(max_waitpoints) {
-            return Err(refusals::waitpoints_exceeded(max_waitpoints));
-        }
-        let row = sqlx::query(&format!(
-            "INSERT INTO waitpoints (tenant_id, execution_id, waitpoint_id, waitpoint_key, state, \
-                 expires_at) \
-             VALUES ($1, $2, $3, $4, 'pending', now() + $5 * interval '1 millisecond') \
-             ON CONFLICT (tenant_id, execution_id, waitpoint_key) WHERE state <> 'closed' \
-             DO UPDATE SET waitpoint_key = EXCLUDED.waitpoint_key \
-             RETURNING {WAITPOINT_COLUMNS}"
-        ))
-        .bind(lease.tenant_id)
-        .bind(lease.execution_id)
-        .bind(Uuid::now_v7())
-        .bind(key)
-        .bind(expires_in.map(millis))
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(err(op))?;
-        waitpoint(&row)
-    })
-    .await
-}
-
-/// Suspend the lease's execution, unless signals already buffered on the
-/// condition's waitpoints satisfy it.
-pub(super) async fn suspend(
-    pool: &PgPool,
-    lease: &LeaseHandle,
-    suspension: &Suspension,
-    timeout: Option<Duration>,
-    max_waitpoints: u32,
-) -> Result<SuspendOutcome> {
-    let op = "suspend";
-    transaction(pool, op, async |tx| {
-        let seq = lock_leased(pool, tx, lease, op).await? + 1;
-        let keys = suspension.condition.keys();
-        // Read before the insert below makes them active (and so unexpired).
-        let expired: Option<String> = sqlx::query_scalar(
-            "SELECT waitpoint_key FROM waitpoints \
-             WHERE tenant_id = $1 AND execution_id = $2 AND state = 'pending' \
-               AND waitpoint_key = ANY($3) AND expires_at <= now() \
-             ORDER BY waitpoint_key LIMIT 1",
-        )
-        .bind(lease.tenant_id)
-        .bind(lease.execution_id)
-        .bind(&keys)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(err(op))?;
-        let ids: Vec<Uuid> = keys.iter().map(|_| Uuid::now_v7()).collect();
-        sqlx::query(
-            "INSERT INTO waitpoints (tenant_id, execution_id, waitpoint_id, waitpoint_key, state) \
-             SELECT $1, $2, id, key, 'active' FROM unnest($3::text[], $4::uuid[]) AS k(key, id) \
-             ON CONFLICT (tenant_id, execution_id, waitpoint_key) WHERE state <> 'closed' \
-             DO UPDATE SET state = 'active'",
-        )
-        .bind(lease.tenant_id)
-        .bind(lease.execution_id)
-        .bind(&keys)
-        .bind(&ids)
-        .execute(&mut *tx)
-        .await
-        .map_err(err(op))?;
-        // Counted after the insert; past the cap, the transaction is undone.
-        let total: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM (SELECT 1 FROM waitpoints \
-             WHERE tenant_id = $1 AND execution_id = $2 LIMIT $3) w",
-        )
-        .bind(lease.tenant_id)
-        .bind(lease.execution_id)
-        .bind(i64::from(max_waitpoints) + 1)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(err(op))?;
-        if total > i64::from(max_waitpoints) {
-            return Err(refusals::waitpoints_exceeded(max_waitpoints));
-        }
-        let buffered = buffered_signals(tx, lease.tenant_id, lease.execution_id).await?;
-        let satisfied = suspension
-            .condition
-            .is_satisfied(buffered.iter().map(|s| s.waitpoint_key.as_str()));
-        if let (false, Some(key)) = (satisfied, &expired) {
-            // Signals refused since it expired would never resume this.
-            return Err(refusals::waitpoint_expired(key));
-        }
-        if satisfied {
-            let consumed = consume_and_close(tx, lease.tenant_id, lease.execution_id, seq).await?;
-            sqlx::query(
-                "UPDATE executions SET suspension_seq = $3 WHERE tenant_id = $1 AND execution_id = $2",
-            )
-            .bind(lease.tenant_id)
-            .bind(lease.execution_id)
-            .bind(seq)
-            .execute(&mut *tx)
-            .await
-            .map_err(err(op))?;
-            return Ok(SuspendOutcome::AlreadySatisfied(consumed));
-        }
-        record_suspension(
-            tx,
-            lease,
-            suspension,
-            seq,
-            timeout,
-            "waiting_for_signal",
-        )
-        .await?;
-        Ok(SuspendOutcome::Suspended)
-    })
-    .await
 }
 
 /// Suspend the lease's execution (locked by the caller) as suspension `seq`:
@@ -424,7 +503,7 @@ async fn deliver_in(
 }
 
 /// A signal-delivery event, written in the delivering transaction.
-struct SignalEventRow<'a> {
+pub(super) struct SignalEventRow<'a> {
     tenant: TenantId,
     execution: ExecutionId,
     waitpoint: Uuid,
@@ -433,7 +512,7 @@ struct SignalEventRow<'a> {
 }
 
 impl<'a> SignalEventRow<'a> {
-    fn new(
+    pub(super) fn new(
         tenant: TenantId,
         execution: ExecutionId,
         waitpoint: Uuid,
@@ -449,7 +528,7 @@ impl<'a> SignalEventRow<'a> {
         }
     }
 
-    async fn record(&self, tx: &mut PgConnection, effect: &str) -> Result<()> {
+    pub(super) async fn record(&self, tx: &mut PgConnection, effect: &str) -> Result<()> {
         sqlx::query(&format!(
             "WITH event AS ( \
                  INSERT INTO signal_events (tenant_id, execution_id, waitpoint_id, signal_id, \
@@ -467,184 +546,6 @@ impl<'a> SignalEventRow<'a> {
         .map_err(err("record signal event"))?;
         Ok(())
     }
-}
-
-/// An operator resumes a suspended execution, whatever its condition.
-pub(super) async fn resume_by_operator(
-    pool: &PgPool,
-    tenant: TenantId,
-    id: ExecutionId,
-) -> Result<()> {
-    let op = "resume";
-    transaction(pool, op, async |tx| {
-        let locked = lock_by_id(tx, tenant, id).await?;
-        if locked.state != PublicState::Suspended {
-            return Err(refusals::not_suspended(id, locked.state));
-        }
-        resume(tx, tenant, id, locked.seq).await?;
-        Ok(())
-    })
-    .await
-}
-
-/// The signals a resume consumed (what `resume-signals` returns to the guest).
-pub(super) async fn resume_signals(
-    pool: &PgPool,
-    tenant: TenantId,
-    id: ExecutionId,
-    seq: i32,
-) -> Result<Vec<Signal>> {
-    let rows = sqlx::query(&format!(
-        "SELECT {SIGNAL_COLUMNS} FROM signals \
-         WHERE tenant_id = $1 AND execution_id = $2 AND consumed_in = $3 \
-         ORDER BY created_at, signal_id"
-    ))
-    .bind(tenant)
-    .bind(id)
-    .bind(seq)
-    .fetch_all(pool)
-    .await
-    .map_err(err("read resume signals"))?;
-    rows.iter().map(signal).collect()
-}
-
-pub(super) async fn list_waitpoints(
-    pool: &PgPool,
-    tenant: TenantId,
-    id: ExecutionId,
-    after: Option<Uuid>,
-    limit: u32,
-) -> Result<Vec<Waitpoint>> {
-    // The primary key's order: (tenant, execution, waitpoint id).
-    let rows = sqlx::query(&format!(
-        "SELECT {WAITPOINT_COLUMNS} FROM waitpoints \
-         WHERE tenant_id = $1 AND execution_id = $2 AND waitpoint_id > $3 \
-         ORDER BY waitpoint_id LIMIT $4"
-    ))
-    .bind(tenant)
-    .bind(id)
-    .bind(after.unwrap_or(Uuid::nil()))
-    .bind(i64::from(limit))
-    .fetch_all(pool)
-    .await
-    .map_err(err("list waitpoints"))?;
-    rows.iter().map(waitpoint).collect()
-}
-
-/// Scanner: suspensions past their timeout, up to `limit` per tenant, each in
-/// its own transaction (the behaviours differ and each locks one row).
-pub(super) async fn time_out_suspensions(pool: &PgPool, limit: u32) -> Result<u64> {
-    let due: Vec<(TenantId, ExecutionId)> = sqlx::query_as(
-        "SELECT c.tenant_id, c.execution_id FROM tenants t CROSS JOIN LATERAL ( \
-             SELECT e.tenant_id, e.execution_id FROM executions e \
-             WHERE e.tenant_id = t.tenant_id AND e.lifecycle_phase = 'suspended' \
-               AND e.suspension_timeout_at IS NOT NULL AND e.suspension_timeout_at < now() \
-             ORDER BY e.suspension_timeout_at LIMIT $1) c",
-    )
-    .bind(i64::from(limit))
-    .fetch_all(pool)
-    .await
-    .map_err(err("find timed-out suspensions"))?;
-    let mut changed = 0;
-    for (tenant, id) in due {
-        if time_out_one(pool, tenant, id).await? {
-            changed += 1;
-        }
-    }
-    Ok(changed)
-}
-
-async fn time_out_one(pool: &PgPool, tenant: TenantId, id: ExecutionId) -> Result<bool> {
-    let op = "time out suspension";
-    transaction(pool, op, async |tx| {
-        let row = sqlx::query(
-            "SELECT suspension, suspension_seq FROM executions \
-             WHERE tenant_id = $1 AND execution_id = $2 AND lifecycle_phase = 'suspended' \
-               AND suspension_timeout_at < now() FOR UPDATE SKIP LOCKED",
-        )
-        .bind(tenant)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(err(op))?;
-        let Some(row) = row else {
-            return Ok(false);
-        };
-        let suspension: Suspension = json(col(&row, "suspension")?, "suspension")?;
-        let seq: i32 = col(&row, "suspension_seq")?;
-        match suspension.on_timeout {
-            TimeoutBehavior::AutoResume => {
-                let signal_id = Uuid::now_v7();
-                sqlx::query(
-                    "INSERT INTO signals (tenant_id, execution_id, signal_id, waitpoint_id, \
-                         waitpoint_key, name, payload, consumed_in) \
-                     VALUES ($1, $2, $3, $4, '', $5, '', $6)",
-                )
-                .bind(tenant)
-                .bind(id)
-                .bind(signal_id)
-                .bind(Uuid::nil())
-                .bind(TIMEOUT_SIGNAL)
-                .bind(seq)
-                .execute(&mut *tx)
-                .await
-                .map_err(err(op))?;
-                resume(tx, tenant, id, seq).await?;
-                SignalEventRow::new(tenant, id, Uuid::nil(), signal_id, TIMEOUT_SIGNAL)
-                    .record(tx, "resumed")
-                    .await?;
-            }
-            behaviour => end_suspended(tx, tenant, id, behaviour).await?,
-        }
-        Ok(true)
-    })
-    .await
-}
-
-/// A timed-out suspension ends the execution: failed, cancelled or expired.
-async fn end_suspended(
-    tx: &mut PgConnection,
-    tenant: TenantId,
-    id: ExecutionId,
-    behaviour: TimeoutBehavior,
-) -> Result<()> {
-    let (outcome, attempt_state, failure) = match behaviour {
-        TimeoutBehavior::Fail => (
-            "failed",
-            "failed",
-            Some(serde_json::json!({ "class": "timeout", "message": "the suspension timed out" })),
-        ),
-        TimeoutBehavior::Cancel => ("cancelled", "cancelled", None),
-        _ => ("expired", "expired", None),
-    };
-    sqlx::query(&format!(
-        "WITH moved AS ( \
-             UPDATE executions SET lifecycle_phase = 'terminal', eligibility_state = 'not_applicable', \
-                 blocking_reason = NULL, terminal_outcome = $3, attempt_state = 'attempt_terminal', \
-                 last_failure = coalesce($4, last_failure), \
-                 cancellation_reason = CASE WHEN $3 = 'cancelled' \
-                     THEN 'the suspension timed out' END, \
-                 suspension = NULL, suspension_timeout_at = NULL, finished_at = now(), \
-                 updated_at = now() \
-             WHERE tenant_id = $1 AND execution_id = $2 RETURNING tenant_id, execution_id, \
-                 attempt_index), \
-         attempt AS ( \
-             UPDATE attempts a SET state = $5, failure = $4, ended_at = now() FROM moved m \
-             WHERE a.tenant_id = m.tenant_id AND a.execution_id = m.execution_id \
-               AND a.attempt_index = m.attempt_index), \
-         {} \
-         SELECT (SELECT count(*) FROM event_notify)",
-        super::rows::completion_outbox("moved", "$3", "true")
-    ))
-    .bind(tenant)
-    .bind(id)
-    .bind(outcome)
-    .bind(failure)
-    .bind(attempt_state)
-    .execute(&mut *tx)
-    .await
-    .map_err(err("end timed-out suspension"))?;
-    Ok(())
 }
 
 fn waitpoint(row: &PgRow) -> Result<Waitpoint> {

@@ -1,41 +1,156 @@
 //! Tenants, their limits and their API keys.
 
+use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::rows::{col, unknown_tenant_or};
+use super::PgBackend;
+use crate::backend::Tenancy;
 use crate::error::{EngineError, Result};
 use crate::model::{ApiKey, StoredApiKey, Tenant, TenantId, TenantLimits};
+
+#[async_trait]
+impl Tenancy for PgBackend {
+    async fn create_tenant(&self, name: &str) -> Result<Tenant> {
+        let pool = &self.pool;
+        let row = sqlx::query(&format!(
+            "INSERT INTO tenants (tenant_id, name) VALUES ($1, $2) \
+             ON CONFLICT (name) DO NOTHING RETURNING {TENANT_COLUMNS}"
+        ))
+        .bind(Uuid::now_v7())
+        .bind(name)
+        .fetch_optional(pool)
+        .await
+        .map_err(EngineError::storage("create tenant"))?
+        .ok_or_else(|| EngineError::Conflict(format!("a tenant named `{name}` already exists")))?;
+        tenant(&row)
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<Tenant>> {
+        let pool = &self.pool;
+        let rows = sqlx::query(&format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants ORDER BY name"
+        ))
+        .fetch_all(pool)
+        .await
+        .map_err(EngineError::storage("list tenants"))?;
+        rows.iter().map(tenant).collect()
+    }
+
+    async fn get_tenant(&self, tenant: TenantId) -> Result<Tenant> {
+        get_tenant(&self.pool, tenant).await
+    }
+
+    /// Bytes the tenant keeps: inputs and results of its executions, and the
+    /// payloads of their frames. `octet_length` reads a stored value's length
+    /// from its header, without fetching or decompressing it.
+    async fn stored_bytes(&self, tenant: TenantId) -> Result<u64> {
+        let pool = &self.pool;
+        let bytes: i64 = sqlx::query_scalar(
+            "SELECT ((SELECT coalesce(sum(octet_length(input) + coalesce(octet_length(result), 0)), 0) \
+                      FROM executions WHERE tenant_id = $1) \
+                   + (SELECT coalesce(sum(octet_length(payload)), 0) \
+                      FROM frames WHERE tenant_id = $1))::bigint",
+        )
+        .bind(tenant)
+        .fetch_one(pool)
+        .await
+        .map_err(EngineError::storage("measure stored bytes"))?;
+        Ok(bytes.max(0) as u64)
+    }
+
+    async fn set_tenant_limits(&self, tenant: TenantId, limits: &TenantLimits) -> Result<Tenant> {
+        set_tenant_limits(&self.pool, tenant, limits).await
+    }
+
+    async fn admission(
+        &self,
+        tenant: TenantId,
+        kinds: &[&str],
+    ) -> Result<(TenantLimits, Vec<String>)> {
+        admission(&self.pool, tenant, kinds).await
+    }
+
+    async fn create_api_key(
+        &self,
+        tenant: TenantId,
+        key_id: Uuid,
+        name: &str,
+        secret_sha256: &[u8],
+    ) -> Result<ApiKey> {
+        let pool = &self.pool;
+        let row = sqlx::query(&format!(
+            "INSERT INTO api_keys (key_id, tenant_id, name, secret_sha256) VALUES ($1, $2, $3, $4) \
+             RETURNING {KEY_COLUMNS}"
+        ))
+        .bind(key_id)
+        .bind(tenant)
+        .bind(name)
+        .bind(secret_sha256)
+        .fetch_one(pool)
+        .await
+        .map_err(unknown_tenant_or("create api key", tenant))?;
+        api_key(&row)
+    }
+
+    /// The key with this id, revoked or not (one primary-key probe).
+    async fn find_api_key(&self, key_id: Uuid) -> Result<Option<StoredApiKey>> {
+        let pool = &self.pool;
+        let row = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS}, secret_sha256 FROM api_keys WHERE key_id = $1"
+        ))
+        .bind(key_id)
+        .fetch_optional(pool)
+        .await
+        .map_err(EngineError::storage("find api key"))?;
+        row.map(|r| {
+            Ok(StoredApiKey {
+                key: api_key(&r)?,
+                secret_sha256: col(&r, "secret_sha256")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Uses `api_keys_tenant_idx`.
+    async fn list_api_keys(&self, tenant: TenantId) -> Result<Vec<ApiKey>> {
+        let pool = &self.pool;
+        let rows = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY created_at"
+        ))
+        .bind(tenant)
+        .fetch_all(pool)
+        .await
+        .map_err(EngineError::storage("list api keys"))?;
+        rows.iter().map(api_key).collect()
+    }
+
+    /// Revoking twice keeps the first revocation time.
+    async fn revoke_api_key(&self, tenant: TenantId, key_id: Uuid) -> Result<ApiKey> {
+        let pool = &self.pool;
+        let row = sqlx::query(&format!(
+            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) \
+             WHERE key_id = $1 AND tenant_id = $2 RETURNING {KEY_COLUMNS}"
+        ))
+        .bind(key_id)
+        .bind(tenant)
+        .fetch_optional(pool)
+        .await
+        .map_err(EngineError::storage("revoke api key"))?
+        .ok_or_else(|| EngineError::NotFound {
+            what: "api key",
+            id: key_id.to_string(),
+        })?;
+        api_key(&row)
+    }
+}
 
 const TENANT_COLUMNS: &str = "tenant_id, name, created_at, max_running, max_queued, \
     max_input_bytes, max_component_bytes, max_task_timeout_ms, max_memory_mib, \
     max_starts_per_window, start_window_ms, max_result_bytes, max_frame_bytes_per_attempt, \
     max_children_per_execution, max_flow_members, max_waitpoints_per_execution, max_stored_bytes";
-
-pub(super) async fn create_tenant(pool: &PgPool, name: &str) -> Result<Tenant> {
-    let row = sqlx::query(&format!(
-        "INSERT INTO tenants (tenant_id, name) VALUES ($1, $2) \
-         ON CONFLICT (name) DO NOTHING RETURNING {TENANT_COLUMNS}"
-    ))
-    .bind(Uuid::now_v7())
-    .bind(name)
-    .fetch_optional(pool)
-    .await
-    .map_err(EngineError::storage("create tenant"))?
-    .ok_or_else(|| EngineError::Conflict(format!("a tenant named `{name}` already exists")))?;
-    tenant(&row)
-}
-
-pub(super) async fn list_tenants(pool: &PgPool) -> Result<Vec<Tenant>> {
-    let rows = sqlx::query(&format!(
-        "SELECT {TENANT_COLUMNS} FROM tenants ORDER BY name"
-    ))
-    .fetch_all(pool)
-    .await
-    .map_err(EngineError::storage("list tenants"))?;
-    rows.iter().map(tenant).collect()
-}
 
 pub(super) async fn get_tenant(pool: &PgPool, id: TenantId) -> Result<Tenant> {
     let row = sqlx::query(&format!(
@@ -167,79 +282,6 @@ fn tenant(row: &PgRow) -> Result<Tenant> {
 
 const KEY_COLUMNS: &str = "key_id, tenant_id, name, created_at, revoked_at";
 
-pub(super) async fn create_api_key(
-    pool: &PgPool,
-    tenant: TenantId,
-    key_id: Uuid,
-    name: &str,
-    secret_sha256: &[u8],
-) -> Result<ApiKey> {
-    let row = sqlx::query(&format!(
-        "INSERT INTO api_keys (key_id, tenant_id, name, secret_sha256) VALUES ($1, $2, $3, $4) \
-         RETURNING {KEY_COLUMNS}"
-    ))
-    .bind(key_id)
-    .bind(tenant)
-    .bind(name)
-    .bind(secret_sha256)
-    .fetch_one(pool)
-    .await
-    .map_err(unknown_tenant_or("create api key", tenant))?;
-    api_key(&row)
-}
-
-/// The key with this id, revoked or not (one primary-key probe).
-pub(super) async fn find_api_key(pool: &PgPool, key_id: Uuid) -> Result<Option<StoredApiKey>> {
-    let row = sqlx::query(&format!(
-        "SELECT {KEY_COLUMNS}, secret_sha256 FROM api_keys WHERE key_id = $1"
-    ))
-    .bind(key_id)
-    .fetch_optional(pool)
-    .await
-    .map_err(EngineError::storage("find api key"))?;
-    row.map(|r| {
-        Ok(StoredApiKey {
-            key: api_key(&r)?,
-            secret_sha256: col(&r, "secret_sha256")?,
-        })
-    })
-    .transpose()
-}
-
-/// Uses `api_keys_tenant_idx`.
-pub(super) async fn list_api_keys(pool: &PgPool, tenant: TenantId) -> Result<Vec<ApiKey>> {
-    let rows = sqlx::query(&format!(
-        "SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY created_at"
-    ))
-    .bind(tenant)
-    .fetch_all(pool)
-    .await
-    .map_err(EngineError::storage("list api keys"))?;
-    rows.iter().map(api_key).collect()
-}
-
-/// Revoking twice keeps the first revocation time.
-pub(super) async fn revoke_api_key(
-    pool: &PgPool,
-    tenant: TenantId,
-    key_id: Uuid,
-) -> Result<ApiKey> {
-    let row = sqlx::query(&format!(
-        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) \
-         WHERE key_id = $1 AND tenant_id = $2 RETURNING {KEY_COLUMNS}"
-    ))
-    .bind(key_id)
-    .bind(tenant)
-    .fetch_optional(pool)
-    .await
-    .map_err(EngineError::storage("revoke api key"))?
-    .ok_or_else(|| EngineError::NotFound {
-        what: "api key",
-        id: key_id.to_string(),
-    })?;
-    api_key(&row)
-}
-
 fn api_key(row: &PgRow) -> Result<ApiKey> {
     Ok(ApiKey {
         key_id: col(row, "key_id")?,
@@ -248,21 +290,4 @@ fn api_key(row: &PgRow) -> Result<ApiKey> {
         created_at: col(row, "created_at")?,
         revoked_at: col(row, "revoked_at")?,
     })
-}
-
-/// Bytes the tenant keeps: inputs and results of its executions, and the
-/// payloads of their frames. `octet_length` reads a stored value's length
-/// from its header, without fetching or decompressing it.
-pub(super) async fn stored_bytes(pool: &PgPool, tenant: TenantId) -> Result<u64> {
-    let bytes: i64 = sqlx::query_scalar(
-        "SELECT ((SELECT coalesce(sum(octet_length(input) + coalesce(octet_length(result), 0)), 0) \
-                  FROM executions WHERE tenant_id = $1) \
-               + (SELECT coalesce(sum(octet_length(payload)), 0) \
-                  FROM frames WHERE tenant_id = $1))::bigint",
-    )
-    .bind(tenant)
-    .fetch_one(pool)
-    .await
-    .map_err(EngineError::storage("measure stored bytes"))?;
-    Ok(bytes.max(0) as u64)
 }

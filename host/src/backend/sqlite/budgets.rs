@@ -6,22 +6,222 @@
 //! one writer's transaction, so two reports against one budget are applied
 //! one after the other without row locks.
 
+use async_trait::async_trait;
 use sqlx::SqliteConnection;
 use uuid::Uuid;
 
-use super::catalog::get_tenant;
-use super::lease::fail_row;
-use super::lease::held;
+use super::leases::fail_row;
+use super::leases::held;
 use super::record::Exec;
 use super::suspension::{record_suspension, resume_row};
+use super::tenancy::get_tenant;
 use super::time::{after_ms, at, now, Millis};
 use super::{Effects, SqliteBackend};
 use crate::backend::refusals::check_usage_fits;
+use crate::backend::Budgets;
 use crate::error::{EngineError, Result};
 use crate::model::{
     Breach, Budget, BudgetId, BudgetScope, DimensionUsage, Failure, FailureClass, HardLimitAction,
     LeaseHandle, NewBudget, ResumeCondition, Suspension, TenantId, TimeoutBehavior, UsageOutcome,
 };
+
+#[async_trait]
+impl Budgets for SqliteBackend {
+    async fn create_budget(&self, tenant: TenantId, budget: &NewBudget) -> Result<Budget> {
+        let db = self;
+        db.write("create budget", async |conn, _| {
+            get_tenant(conn, tenant).await?;
+            check_scope_exists(conn, tenant, &budget.scope).await?;
+            let id = Uuid::now_v7();
+            let now = now();
+            sqlx::query(
+                "INSERT INTO budgets (tenant_id, budget_id, name, scope, scope_key, on_hard_limit, \
+                 reset_interval_ms, next_reset_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(tenant)
+            .bind(id)
+            .bind(&budget.name)
+            .bind(budget.scope.kind())
+            .bind(budget.scope.key())
+            .bind(budget.on_hard_limit.as_str())
+            .bind(budget.reset_interval_ms.map(to_i64))
+            .bind(budget.reset_interval_ms.map(|ms| after_ms(now, ms)))
+            .bind(now)
+            .execute(&mut *conn)
+            .await
+            .map_err(EngineError::storage("create budget"))?;
+            for d in &budget.dimensions {
+                sqlx::query(
+                    "INSERT INTO budget_dimensions (tenant_id, budget_id, dimension, soft_limit, \
+                     hard_limit) VALUES (?, ?, ?, ?, ?)",
+                )
+                .bind(tenant)
+                .bind(id)
+                .bind(&d.dimension)
+                .bind(d.soft_limit.map(to_i64))
+                .bind(d.hard_limit.map(to_i64))
+                .execute(&mut *conn)
+                .await
+                .map_err(EngineError::storage("create budget"))?;
+            }
+            read_budget(conn, tenant, id).await
+        })
+        .await
+    }
+
+    async fn get_budget(&self, tenant: TenantId, id: BudgetId) -> Result<Budget> {
+        let db = self;
+        read_budget(&mut *db.read("get budget").await?, tenant, id).await
+    }
+
+    async fn list_budgets(&self, tenant: TenantId) -> Result<Vec<Budget>> {
+        let db = self;
+        let mut conn = db.read("list budgets").await?;
+        let rows: Vec<BudgetRow> = sqlx::query_as(&format!(
+            "SELECT {BUDGET_COLUMNS} FROM budgets WHERE tenant_id = ? ORDER BY budget_id"
+        ))
+        .bind(tenant)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(EngineError::storage("list budgets"))?;
+        let mut budgets = Vec::with_capacity(rows.len());
+        for row in rows {
+            budgets.push(budget(&mut conn, tenant, row).await?);
+        }
+        Ok(budgets)
+    }
+
+    /// Usage back to zero, and executions suspended on the budget resume.
+    async fn reset_budget(&self, tenant: TenantId, id: BudgetId) -> Result<Budget> {
+        let db = self;
+        db.write("reset budget", async |conn, effects| {
+            let found = sqlx::query(
+                "UPDATE budgets SET next_reset_at = ?1 + reset_interval_ms \
+                 WHERE tenant_id = ?2 AND budget_id = ?3",
+            )
+            .bind(now())
+            .bind(tenant)
+            .bind(id)
+            .execute(&mut *conn)
+            .await
+            .map_err(EngineError::storage("reset budget"))?;
+            if found.rows_affected() == 0 {
+                return Err(budget_not_found(id));
+            }
+            reset_in(conn, tenant, id, effects).await?;
+            read_budget(conn, tenant, id).await
+        })
+        .await
+    }
+
+    async fn report_usage(
+        &self,
+        lease: &LeaseHandle,
+        dimension: &str,
+        delta: u64,
+        dedup_key: Option<&str>,
+    ) -> Result<UsageOutcome> {
+        let db = self;
+        let delta = to_i64(delta);
+        db.write("report usage", async |conn, effects| {
+            let mut row = held(conn, lease).await?;
+            let (tenant, id) = (lease.tenant_id, lease.execution_id);
+            if let Some(key) = dedup_key {
+                let seen: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM usage_reports \
+                     WHERE tenant_id = ? AND execution_id = ? AND dedup_key = ?)",
+                )
+                .bind(tenant)
+                .bind(id)
+                .bind(key)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(EngineError::storage("report usage"))?;
+                if seen {
+                    return Ok(UsageOutcome::AlreadyApplied);
+                }
+            }
+            let limits = limits(conn, &row, dimension).await?;
+            let attempt_used: String = sqlx::query_scalar(
+                "SELECT coalesce(CAST(json_extract(usage, '$.' || json_quote(?1)) AS TEXT), '0') \
+                 FROM attempts WHERE tenant_id = ?2 AND execution_id = ?3 AND attempt_index = ?4",
+            )
+            .bind(dimension)
+            .bind(tenant)
+            .bind(id)
+            .bind(lease.attempt_index)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(EngineError::storage("report usage"))?
+            .unwrap_or_else(|| "0".into());
+            check_usage_fits(
+                dimension,
+                delta,
+                limits.iter().map(|l| l.used),
+                &attempt_used,
+            )?;
+            if let Some(breach) = first_breach(&limits, delta, dimension, |l| l.hard_limit)? {
+                // Not applied, and not remembered: the same report may be
+                // retried once the budget allows it.
+                enforce(conn, &mut row, &breach, effects).await?;
+                sqlx::query(
+                    "UPDATE budget_dimensions SET exhausted = 1 \
+                     WHERE tenant_id = ? AND budget_id = ? AND dimension = ?",
+                )
+                .bind(tenant)
+                .bind(breach.budget_id)
+                .bind(dimension)
+                .execute(&mut *conn)
+                .await
+                .map_err(EngineError::storage("report usage"))?;
+                return Ok(UsageOutcome::HardBreach(breach));
+            }
+            if let Some(key) = dedup_key {
+                sqlx::query(
+                    "INSERT INTO usage_reports (tenant_id, execution_id, dedup_key, created_at) \
+                     VALUES (?, ?, ?, ?)",
+                )
+                .bind(tenant)
+                .bind(id)
+                .bind(key)
+                .bind(now())
+                .execute(&mut *conn)
+                .await
+                .map_err(EngineError::storage("report usage"))?;
+            }
+            for limit in &limits {
+                sqlx::query(
+                    "UPDATE budget_dimensions SET used = used + ?1, \
+                         exhausted = exhausted OR coalesce(used + ?1 >= hard_limit, 0) \
+                     WHERE tenant_id = ?2 AND budget_id = ?3 AND dimension = ?4",
+                )
+                .bind(delta)
+                .bind(tenant)
+                .bind(limit.budget_id)
+                .bind(dimension)
+                .execute(&mut *conn)
+                .await
+                .map_err(EngineError::storage("report usage"))?;
+            }
+            sqlx::query(
+                "UPDATE attempts SET usage = json_set(usage, '$.' || json_quote(?1), \
+                     coalesce(json_extract(usage, '$.' || json_quote(?1)), 0) + ?2) \
+                 WHERE tenant_id = ?3 AND execution_id = ?4 AND attempt_index = ?5",
+            )
+            .bind(dimension)
+            .bind(delta)
+            .bind(tenant)
+            .bind(id)
+            .bind(lease.attempt_index)
+            .execute(&mut *conn)
+            .await
+            .map_err(EngineError::storage("report usage"))?;
+            let over_soft = first_breach(&limits, delta, dimension, |l| l.soft_limit)?;
+            Ok(over_soft.map_or(UsageOutcome::Ok, UsageOutcome::SoftBreach))
+        })
+        .await
+    }
+}
 
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
@@ -32,51 +232,6 @@ fn budget_not_found(id: BudgetId) -> EngineError {
         what: "budget",
         id: id.to_string(),
     }
-}
-
-pub(super) async fn create_budget(
-    db: &SqliteBackend,
-    tenant: TenantId,
-    budget: &NewBudget,
-) -> Result<Budget> {
-    db.write("create budget", async |conn, _| {
-        get_tenant(conn, tenant).await?;
-        check_scope_exists(conn, tenant, &budget.scope).await?;
-        let id = Uuid::now_v7();
-        let now = now();
-        sqlx::query(
-            "INSERT INTO budgets (tenant_id, budget_id, name, scope, scope_key, on_hard_limit, \
-             reset_interval_ms, next_reset_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(tenant)
-        .bind(id)
-        .bind(&budget.name)
-        .bind(budget.scope.kind())
-        .bind(budget.scope.key())
-        .bind(budget.on_hard_limit.as_str())
-        .bind(budget.reset_interval_ms.map(to_i64))
-        .bind(budget.reset_interval_ms.map(|ms| after_ms(now, ms)))
-        .bind(now)
-        .execute(&mut *conn)
-        .await
-        .map_err(EngineError::storage("create budget"))?;
-        for d in &budget.dimensions {
-            sqlx::query(
-                "INSERT INTO budget_dimensions (tenant_id, budget_id, dimension, soft_limit, \
-                 hard_limit) VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(tenant)
-            .bind(id)
-            .bind(&d.dimension)
-            .bind(d.soft_limit.map(to_i64))
-            .bind(d.hard_limit.map(to_i64))
-            .execute(&mut *conn)
-            .await
-            .map_err(EngineError::storage("create budget"))?;
-        }
-        read_budget(conn, tenant, id).await
-    })
-    .await
 }
 
 /// A flow or execution scope must name one of the tenant's own.
@@ -204,30 +359,6 @@ async fn read_budget(
     budget(conn, tenant, row).await
 }
 
-pub(super) async fn get_budget(
-    db: &SqliteBackend,
-    tenant: TenantId,
-    id: BudgetId,
-) -> Result<Budget> {
-    read_budget(&mut *db.read("get budget").await?, tenant, id).await
-}
-
-pub(super) async fn list_budgets(db: &SqliteBackend, tenant: TenantId) -> Result<Vec<Budget>> {
-    let mut conn = db.read("list budgets").await?;
-    let rows: Vec<BudgetRow> = sqlx::query_as(&format!(
-        "SELECT {BUDGET_COLUMNS} FROM budgets WHERE tenant_id = ? ORDER BY budget_id"
-    ))
-    .bind(tenant)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(EngineError::storage("list budgets"))?;
-    let mut budgets = Vec::with_capacity(rows.len());
-    for row in rows {
-        budgets.push(budget(&mut conn, tenant, row).await?);
-    }
-    Ok(budgets)
-}
-
 /// One dimension of a budget covering the reporting execution.
 #[derive(sqlx::FromRow)]
 struct Limit {
@@ -282,113 +413,6 @@ async fn limits(conn: &mut SqliteConnection, row: &Exec, dimension: &str) -> Res
     .map_err(EngineError::storage("read budgets"))
 }
 
-pub(super) async fn report_usage(
-    db: &SqliteBackend,
-    lease: &LeaseHandle,
-    dimension: &str,
-    delta: u64,
-    dedup_key: Option<&str>,
-) -> Result<UsageOutcome> {
-    let delta = to_i64(delta);
-    db.write("report usage", async |conn, effects| {
-        let mut row = held(conn, lease).await?;
-        let (tenant, id) = (lease.tenant_id, lease.execution_id);
-        if let Some(key) = dedup_key {
-            let seen: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM usage_reports \
-                 WHERE tenant_id = ? AND execution_id = ? AND dedup_key = ?)",
-            )
-            .bind(tenant)
-            .bind(id)
-            .bind(key)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(EngineError::storage("report usage"))?;
-            if seen {
-                return Ok(UsageOutcome::AlreadyApplied);
-            }
-        }
-        let limits = limits(conn, &row, dimension).await?;
-        let attempt_used: String = sqlx::query_scalar(
-            "SELECT coalesce(CAST(json_extract(usage, '$.' || json_quote(?1)) AS TEXT), '0') \
-             FROM attempts WHERE tenant_id = ?2 AND execution_id = ?3 AND attempt_index = ?4",
-        )
-        .bind(dimension)
-        .bind(tenant)
-        .bind(id)
-        .bind(lease.attempt_index)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(EngineError::storage("report usage"))?
-        .unwrap_or_else(|| "0".into());
-        check_usage_fits(
-            dimension,
-            delta,
-            limits.iter().map(|l| l.used),
-            &attempt_used,
-        )?;
-        if let Some(breach) = first_breach(&limits, delta, dimension, |l| l.hard_limit)? {
-            // Not applied, and not remembered: the same report may be
-            // retried once the budget allows it.
-            enforce(conn, &mut row, &breach, effects).await?;
-            sqlx::query(
-                "UPDATE budget_dimensions SET exhausted = 1 \
-                 WHERE tenant_id = ? AND budget_id = ? AND dimension = ?",
-            )
-            .bind(tenant)
-            .bind(breach.budget_id)
-            .bind(dimension)
-            .execute(&mut *conn)
-            .await
-            .map_err(EngineError::storage("report usage"))?;
-            return Ok(UsageOutcome::HardBreach(breach));
-        }
-        if let Some(key) = dedup_key {
-            sqlx::query(
-                "INSERT INTO usage_reports (tenant_id, execution_id, dedup_key, created_at) \
-                 VALUES (?, ?, ?, ?)",
-            )
-            .bind(tenant)
-            .bind(id)
-            .bind(key)
-            .bind(now())
-            .execute(&mut *conn)
-            .await
-            .map_err(EngineError::storage("report usage"))?;
-        }
-        for limit in &limits {
-            sqlx::query(
-                "UPDATE budget_dimensions SET used = used + ?1, \
-                     exhausted = exhausted OR coalesce(used + ?1 >= hard_limit, 0) \
-                 WHERE tenant_id = ?2 AND budget_id = ?3 AND dimension = ?4",
-            )
-            .bind(delta)
-            .bind(tenant)
-            .bind(limit.budget_id)
-            .bind(dimension)
-            .execute(&mut *conn)
-            .await
-            .map_err(EngineError::storage("report usage"))?;
-        }
-        sqlx::query(
-            "UPDATE attempts SET usage = json_set(usage, '$.' || json_quote(?1), \
-                 coalesce(json_extract(usage, '$.' || json_quote(?1)), 0) + ?2) \
-             WHERE tenant_id = ?3 AND execution_id = ?4 AND attempt_index = ?5",
-        )
-        .bind(dimension)
-        .bind(delta)
-        .bind(tenant)
-        .bind(id)
-        .bind(lease.attempt_index)
-        .execute(&mut *conn)
-        .await
-        .map_err(EngineError::storage("report usage"))?;
-        let over_soft = first_breach(&limits, delta, dimension, |l| l.soft_limit)?;
-        Ok(over_soft.map_or(UsageOutcome::Ok, UsageOutcome::SoftBreach))
-    })
-    .await
-}
-
 /// A hard breach ends the attempt as the budget says: failed for good, or
 /// suspended until the budget resets.
 async fn enforce(
@@ -419,32 +443,6 @@ async fn enforce(
         }
     }
     Ok(())
-}
-
-/// Usage back to zero, and executions suspended on the budget resume.
-pub(super) async fn reset_budget(
-    db: &SqliteBackend,
-    tenant: TenantId,
-    id: BudgetId,
-) -> Result<Budget> {
-    db.write("reset budget", async |conn, effects| {
-        let found = sqlx::query(
-            "UPDATE budgets SET next_reset_at = ?1 + reset_interval_ms \
-             WHERE tenant_id = ?2 AND budget_id = ?3",
-        )
-        .bind(now())
-        .bind(tenant)
-        .bind(id)
-        .execute(&mut *conn)
-        .await
-        .map_err(EngineError::storage("reset budget"))?;
-        if found.rows_affected() == 0 {
-            return Err(budget_not_found(id));
-        }
-        reset_in(conn, tenant, id, effects).await?;
-        read_budget(conn, tenant, id).await
-    })
-    .await
 }
 
 async fn reset_in(
@@ -498,37 +496,6 @@ async fn reset_in(
     Ok(())
 }
 
-/// Reset budgets whose interval has passed.
-pub(super) async fn reset_due_budgets(db: &SqliteBackend, limit: u32) -> Result<u64> {
-    db.write("reset due budgets", async |conn, effects| {
-        let now = now();
-        let due: Vec<(TenantId, BudgetId)> = sqlx::query_as(
-            "SELECT tenant_id, budget_id FROM budgets WHERE next_reset_at <= ? \
-             ORDER BY next_reset_at LIMIT ?",
-        )
-        .bind(now)
-        .bind(i64::from(limit))
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(EngineError::storage("reset due budgets"))?;
-        for (tenant, id) in &due {
-            sqlx::query(
-                "UPDATE budgets SET next_reset_at = ? + reset_interval_ms \
-                 WHERE tenant_id = ? AND budget_id = ?",
-            )
-            .bind(now)
-            .bind(tenant)
-            .bind(id)
-            .execute(&mut *conn)
-            .await
-            .map_err(EngineError::storage("reset due budgets"))?;
-            reset_in(conn, *tenant, *id, effects).await?;
-        }
-        Ok(due.len() as u64)
-    })
-    .await
-}
-
 /// Budget admission at claim: whether the tenant has an exhausted budget at
 /// all (one probe of `budget_dimensions_exhausted_idx`).
 pub(super) async fn any_exhausted(conn: &mut SqliteConnection, tenant: TenantId) -> Result<bool> {
@@ -571,4 +538,35 @@ pub(super) async fn block(
     row.eligibility_state = "blocked_by_budget".into();
     row.updated_at = now();
     row.save(conn, Some(before), effects).await
+}
+
+/// Reset budgets whose interval has passed.
+pub(super) async fn reset_due_budgets(db: &SqliteBackend, limit: u32) -> Result<u64> {
+    db.write("reset due budgets", async |conn, effects| {
+        let now = now();
+        let due: Vec<(TenantId, BudgetId)> = sqlx::query_as(
+            "SELECT tenant_id, budget_id FROM budgets WHERE next_reset_at <= ? \
+             ORDER BY next_reset_at LIMIT ?",
+        )
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(EngineError::storage("reset due budgets"))?;
+        for (tenant, id) in &due {
+            sqlx::query(
+                "UPDATE budgets SET next_reset_at = ? + reset_interval_ms \
+                 WHERE tenant_id = ? AND budget_id = ?",
+            )
+            .bind(now)
+            .bind(tenant)
+            .bind(id)
+            .execute(&mut *conn)
+            .await
+            .map_err(EngineError::storage("reset due budgets"))?;
+            reset_in(conn, *tenant, *id, effects).await?;
+        }
+        Ok(due.len() as u64)
+    })
+    .await
 }

@@ -7,22 +7,116 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use async_trait::async_trait;
 use sqlx::types::Json;
 use sqlx::SqliteConnection;
 use uuid::Uuid;
 
-use super::catalog::get_tenant;
-use super::ingress::{admit, cancel_row, create_one, Placement};
+use super::executions::{admit, create_one, Placement};
 use super::record::Exec;
+use super::tenancy::get_tenant;
 use super::time::{at, now, Millis};
 use super::{Effects, Finished, SqliteBackend};
 use crate::backend::refusals;
+use crate::backend::Flows;
 use crate::error::{EngineError, Result};
 use crate::model::{
     find_cycle, EdgeState, ExecutionId, FlowCancelPolicy, FlowEdgeView, FlowId, FlowMemberView,
     FlowSnapshot, FlowState, FlowSummary, GraphApplied, GraphChange, JoinPolicy, JoinState,
     NewFlow, PublicState, TenantId,
 };
+
+#[async_trait]
+impl Flows for SqliteBackend {
+    async fn create_flow(
+        &self,
+        tenant: TenantId,
+        flow: &NewFlow,
+        change: &GraphChange,
+        max_queued: Option<u32>,
+    ) -> Result<GraphApplied> {
+        let db = self;
+        db.write("create flow", async |conn, effects| {
+            get_tenant(conn, tenant).await?;
+            let flow_id = Uuid::now_v7();
+            sqlx::query(
+                "INSERT INTO flows (tenant_id, flow_id, name, tags, created_at) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(tenant)
+            .bind(flow_id)
+            .bind(&flow.name)
+            .bind(Json(&flow.tags))
+            .bind(now())
+            .execute(&mut *conn)
+            .await
+            .map_err(EngineError::storage("create flow"))?;
+            apply(conn, tenant, flow_id, change, max_queued, effects).await
+        })
+        .await
+    }
+
+    async fn extend_flow(
+        &self,
+        tenant: TenantId,
+        flow: FlowId,
+        change: &GraphChange,
+        max_queued: Option<u32>,
+    ) -> Result<GraphApplied> {
+        extend_flow(self, tenant, flow, change, max_queued).await
+    }
+
+    async fn get_flow(&self, tenant: TenantId, flow: FlowId) -> Result<FlowSnapshot> {
+        get_flow(self, tenant, flow).await
+    }
+
+    async fn list_flows(
+        &self,
+        tenant: TenantId,
+        after: Option<FlowId>,
+        limit: u32,
+    ) -> Result<Vec<FlowSummary>> {
+        let db = self;
+        #[derive(sqlx::FromRow)]
+        struct Listed {
+            #[sqlx(flatten)]
+            flow: FlowRow,
+            members: i64,
+            unfinished: i64,
+            failed: i64,
+        }
+        let rows: Vec<Listed> = sqlx::query_as(
+            "SELECT f.flow_id, f.name, f.tags, f.graph_revision, f.cancelled_at, f.created_at, \
+                 count(e.execution_id) AS members, \
+                 count(e.execution_id) FILTER (WHERE e.lifecycle_phase <> 'terminal') AS unfinished, \
+                 count(e.execution_id) FILTER (WHERE e.terminal_outcome IN ('failed', 'expired')) \
+                     AS failed \
+             FROM flows f \
+             LEFT JOIN executions e ON e.tenant_id = f.tenant_id AND e.flow_id = f.flow_id \
+             WHERE f.tenant_id = ?1 AND (?2 IS NULL OR f.flow_id > ?2) \
+             GROUP BY f.tenant_id, f.flow_id ORDER BY f.flow_id LIMIT ?3",
+        )
+        .bind(tenant)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *db.read("list flows").await?)
+        .await
+        .map_err(EngineError::storage("list flows"))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| r.flow.summary(r.members, r.unfinished, r.failed))
+            .collect())
+    }
+
+    async fn cancel_flow(
+        &self,
+        tenant: TenantId,
+        flow: FlowId,
+        policy: FlowCancelPolicy,
+        reason: &str,
+    ) -> Result<u64> {
+        super::flow_cancel::cancel_flow(self, tenant, flow, policy, reason).await
+    }
+}
 
 /// A flow's graph revision and whether it was cancelled.
 pub(super) async fn flow_state(
@@ -40,32 +134,6 @@ pub(super) async fn flow_state(
     .map_err(EngineError::storage("read flow"))?
     .ok_or_else(|| refusals::flow_not_found(flow_id))?;
     Ok((revision, cancelled_at.is_some()))
-}
-
-pub(super) async fn create_flow(
-    db: &SqliteBackend,
-    tenant: TenantId,
-    flow: &NewFlow,
-    change: &GraphChange,
-    max_queued: Option<u32>,
-) -> Result<GraphApplied> {
-    db.write("create flow", async |conn, effects| {
-        get_tenant(conn, tenant).await?;
-        let flow_id = Uuid::now_v7();
-        sqlx::query(
-            "INSERT INTO flows (tenant_id, flow_id, name, tags, created_at) VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(tenant)
-        .bind(flow_id)
-        .bind(&flow.name)
-        .bind(Json(&flow.tags))
-        .bind(now())
-        .execute(&mut *conn)
-        .await
-        .map_err(EngineError::storage("create flow"))?;
-        apply(conn, tenant, flow_id, change, max_queued, effects).await
-    })
-    .await
 }
 
 pub(super) async fn extend_flow(
@@ -481,95 +549,4 @@ pub(super) async fn get_flow(
         members,
         edges,
     })
-}
-
-pub(super) async fn list_flows(
-    db: &SqliteBackend,
-    tenant: TenantId,
-    after: Option<FlowId>,
-    limit: u32,
-) -> Result<Vec<FlowSummary>> {
-    #[derive(sqlx::FromRow)]
-    struct Listed {
-        #[sqlx(flatten)]
-        flow: FlowRow,
-        members: i64,
-        unfinished: i64,
-        failed: i64,
-    }
-    let rows: Vec<Listed> = sqlx::query_as(
-        "SELECT f.flow_id, f.name, f.tags, f.graph_revision, f.cancelled_at, f.created_at, \
-             count(e.execution_id) AS members, \
-             count(e.execution_id) FILTER (WHERE e.lifecycle_phase <> 'terminal') AS unfinished, \
-             count(e.execution_id) FILTER (WHERE e.terminal_outcome IN ('failed', 'expired')) \
-                 AS failed \
-         FROM flows f \
-         LEFT JOIN executions e ON e.tenant_id = f.tenant_id AND e.flow_id = f.flow_id \
-         WHERE f.tenant_id = ?1 AND (?2 IS NULL OR f.flow_id > ?2) \
-         GROUP BY f.tenant_id, f.flow_id ORDER BY f.flow_id LIMIT ?3",
-    )
-    .bind(tenant)
-    .bind(after)
-    .bind(i64::from(limit))
-    .fetch_all(&mut *db.read("list flows").await?)
-    .await
-    .map_err(EngineError::storage("list flows"))?;
-    Ok(rows
-        .into_iter()
-        .map(|r| r.flow.summary(r.members, r.unfinished, r.failed))
-        .collect())
-}
-
-/// Close the flow to new members and cancel the members `policy` names,
-/// newest first (so downstreams end `cancelled`, not `skipped`).
-pub(super) async fn cancel_flow(
-    db: &SqliteBackend,
-    tenant: TenantId,
-    flow_id: FlowId,
-    policy: FlowCancelPolicy,
-    reason: &str,
-) -> Result<u64> {
-    let phases = policy.phases();
-    db.write("cancel flow", async |conn, effects| {
-        let found = sqlx::query(
-            "UPDATE flows SET cancelled_at = coalesce(cancelled_at, ?), \
-             cancellation_reason = coalesce(cancellation_reason, ?) \
-             WHERE tenant_id = ? AND flow_id = ?",
-        )
-        .bind(now())
-        .bind(reason)
-        .bind(tenant)
-        .bind(flow_id)
-        .execute(&mut *conn)
-        .await
-        .map_err(EngineError::storage("cancel flow"))?;
-        if found.rows_affected() == 0 {
-            return Err(refusals::flow_not_found(flow_id));
-        }
-        let members: Vec<ExecutionId> = sqlx::query_scalar(
-            "SELECT execution_id FROM executions WHERE tenant_id = ? AND flow_id = ? \
-             AND lifecycle_phase IN (SELECT value FROM json_each(?)) \
-             ORDER BY execution_id DESC",
-        )
-        .bind(tenant)
-        .bind(flow_id)
-        .bind(serde_json::to_string(phases).expect("strings serialise"))
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(EngineError::storage("cancel flow"))?;
-        let mut cancelled = 0;
-        for id in members {
-            let mut row = Exec::get(conn, tenant, id).await?;
-            // An earlier cancel's cascade may have ended it already.
-            if row.is_terminal() {
-                continue;
-            }
-            cancel_row(conn, &mut row, reason, effects).await?;
-            // Resolve as each member ends, as Postgres does per statement.
-            super::settle(conn, effects).await?;
-            cancelled += 1;
-        }
-        Ok(cancelled)
-    })
-    .await
 }

@@ -1,14 +1,13 @@
 //! [`Backend`] on SQLite: the embedded default, for a single host with no
 //! database server.
 //!
-//! Layout: `record` (the execution row, its derived columns and lease
-//! events), `catalog` (tenants, API keys, components), `ingress` (create,
-//! read, operator ops), `lease` (claim and the fenced worker ops), `output`
-//! (frames, progress, event streams), `suspension` (waitpoints, signals,
-//! resume), `flows` (graph changes, snapshots, cancel), `resolve` (what
-//! follows a member's end), `children` (spawn,
-//! wait, wake), `budgets` (limits, usage reports, resets, claim admission),
-//! `scan` (the scanner passes).
+//! Layout: each storage trait of [`crate::backend`] is implemented in the
+//! module of the same name (`tenancy`, `executions`, `leases`, `output`,
+//! `events`, `components`, `suspension`, `budgets`, `children`, `flows`,
+//! `wakeups`, `scanners`), exactly as in the Postgres backend. The modules
+//! they lean on: `record` (the execution row, its derived columns and lease
+//! events), `resolve` (what follows a member's end in a flow),
+//! `flow_cancel` and `suspension_timeouts`, `time` (stored instants).
 //!
 //! Where Postgres needs care for concurrency, SQLite has none to give: it
 //! allows one writer at a time. So every write runs in a transaction on one
@@ -19,21 +18,27 @@
 //! leases, execution updates, event streams) are in-process channels, fired
 //! after the transaction commits.
 //!
-//! Every operation of the trait is supported; the differences from Postgres
-//! are in the README's table.
+//! Every operation is supported; the differences from Postgres are in
+//! `docs/storage.md`.
 
 mod budgets;
-mod catalog;
 mod children;
+mod components;
+mod events;
+mod executions;
+mod flow_cancel;
 mod flows;
-mod ingress;
-mod lease;
+mod leases;
 mod output;
 mod record;
 mod resolve;
-mod scan;
+mod scanners;
+pub mod schema;
 mod suspension;
+mod suspension_timeouts;
+mod tenancy;
 mod time;
+mod wakeups;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -41,23 +46,13 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{SqliteConnection, SqlitePool};
 use tokio::sync::{broadcast, watch};
 
 use super::Backend;
 use crate::error::{EngineError, Result};
-use crate::model::{
-    ApiKey, Budget, BudgetId, ChildrenOutcome, ClaimRequest, ClaimedExecution, CompletionEvent,
-    ComponentVersion, Created, EventBatch, EventCursor, Execution, ExecutionFilter, ExecutionId,
-    ExecutionState, ExecutionUpdate, FailOutcome, Failure, FlowCancelPolicy, FlowId, FlowSnapshot,
-    FlowSummary, Frame, GraphApplied, GraphChange, LeaseEvent, LeaseHandle, NewBudget,
-    NewExecution, NewFlow, NewSignal, Signal, SignalEvent, SignalOutcome, SpawnedChild,
-    StoredApiKey, StreamMode, StreamSummary, SuspendOutcome, Suspension, Tenant, TenantId,
-    TenantLimits, TimeoutBehavior, UsageOutcome, Waitpoint,
-};
-use crate::model::{ChildKey, SpawnLimits};
+use crate::model::{ExecutionId, ExecutionUpdate, TenantId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
@@ -263,15 +258,6 @@ impl Backend for SqliteBackend {
             })
     }
 
-    async fn create_tenant(&self, name: &str) -> Result<Tenant> {
-        catalog::create_tenant(self, name).await
-    }
-    async fn list_tenants(&self) -> Result<Vec<Tenant>> {
-        catalog::list_tenants(self).await
-    }
-    async fn get_tenant(&self, tenant: TenantId) -> Result<Tenant> {
-        catalog::get_tenant(&mut *self.read("get tenant").await?, tenant).await
-    }
     async fn pending_migrations(&self) -> Result<Vec<i64>> {
         let applied: Vec<i64> =
             sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
@@ -279,369 +265,5 @@ impl Backend for SqliteBackend {
                 .await
                 .map_err(EngineError::storage("read migrations"))?;
         Ok(crate::backend::pending(&MIGRATOR, &applied))
-    }
-    async fn stored_bytes(&self, tenant: TenantId) -> Result<u64> {
-        catalog::stored_bytes(&mut *self.read("measure stored bytes").await?, tenant).await
-    }
-    async fn set_tenant_limits(&self, tenant: TenantId, limits: &TenantLimits) -> Result<Tenant> {
-        catalog::set_tenant_limits(self, tenant, limits).await
-    }
-    async fn admission(
-        &self,
-        tenant: TenantId,
-        kinds: &[&str],
-    ) -> Result<(TenantLimits, Vec<String>)> {
-        catalog::admission(self, tenant, kinds).await
-    }
-
-    async fn create_api_key(
-        &self,
-        tenant: TenantId,
-        key_id: uuid::Uuid,
-        name: &str,
-        secret_sha256: &[u8],
-    ) -> Result<ApiKey> {
-        catalog::create_api_key(self, tenant, key_id, name, secret_sha256).await
-    }
-    async fn find_api_key(&self, key_id: uuid::Uuid) -> Result<Option<StoredApiKey>> {
-        catalog::find_api_key(self, key_id).await
-    }
-    async fn list_api_keys(&self, tenant: TenantId) -> Result<Vec<ApiKey>> {
-        catalog::list_api_keys(self, tenant).await
-    }
-    async fn revoke_api_key(&self, tenant: TenantId, key_id: uuid::Uuid) -> Result<ApiKey> {
-        catalog::revoke_api_key(self, tenant, key_id).await
-    }
-
-    async fn create_executions(
-        &self,
-        tenant: TenantId,
-        executions: &[NewExecution],
-        max_queued: Option<u32>,
-    ) -> Result<Vec<Created>> {
-        ingress::create_executions(self, tenant, executions, max_queued).await
-    }
-    async fn get_execution(&self, tenant: TenantId, id: ExecutionId) -> Result<Execution> {
-        let mut conn = self.read("get execution").await?;
-        record::Exec::get(&mut conn, tenant, id)
-            .await?
-            .to_execution()
-    }
-    async fn execution_state(&self, tenant: TenantId, id: ExecutionId) -> Result<ExecutionState> {
-        ingress::execution_state(self, tenant, id).await
-    }
-    async fn list_executions(
-        &self,
-        tenant: TenantId,
-        filter: &ExecutionFilter,
-    ) -> Result<Vec<Execution>> {
-        ingress::list_executions(self, tenant, filter).await
-    }
-
-    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedExecution>> {
-        lease::claim(self, request).await
-    }
-    async fn renew(&self, lease: &LeaseHandle, ttl: Duration) -> Result<DateTime<Utc>> {
-        lease::renew(self, lease, ttl).await
-    }
-    async fn complete(&self, lease: &LeaseHandle, result: &[u8]) -> Result<()> {
-        lease::complete(self, lease, result).await
-    }
-    async fn complete_many(&self, completions: &[(LeaseHandle, &[u8])]) -> Result<Vec<Result<()>>> {
-        lease::complete_many(self, completions).await
-    }
-    async fn fail(&self, lease: &LeaseHandle, failure: &Failure) -> Result<FailOutcome> {
-        lease::fail(self, lease, failure).await
-    }
-    async fn cancel_by_worker(&self, lease: &LeaseHandle, reason: &str) -> Result<()> {
-        lease::cancel_by_worker(self, lease, reason).await
-    }
-    async fn cancel(&self, tenant: TenantId, id: ExecutionId, reason: &str) -> Result<bool> {
-        ingress::cancel(self, tenant, id, reason).await
-    }
-    async fn replay(&self, tenant: TenantId, id: ExecutionId) -> Result<i32> {
-        ingress::replay(self, tenant, id).await
-    }
-    async fn revoke_lease(&self, tenant: TenantId, id: ExecutionId) -> Result<i32> {
-        ingress::revoke_lease(self, tenant, id).await
-    }
-    async fn delay(&self, lease: &LeaseHandle, until: DateTime<Utc>) -> Result<()> {
-        lease::delay(self, lease, until).await
-    }
-    async fn change_priority(
-        &self,
-        tenant: TenantId,
-        id: ExecutionId,
-        priority: i32,
-    ) -> Result<()> {
-        ingress::change_priority(self, tenant, id, priority).await
-    }
-
-    async fn completion_events(
-        &self,
-        tenant: TenantId,
-        after: EventCursor,
-        limit: u32,
-    ) -> Result<EventBatch<CompletionEvent>> {
-        output::completion_events(self, tenant, after, limit).await
-    }
-    async fn lease_events(
-        &self,
-        tenant: TenantId,
-        after: EventCursor,
-        limit: u32,
-    ) -> Result<EventBatch<LeaseEvent>> {
-        output::lease_events(self, tenant, after, limit).await
-    }
-    async fn signal_events(
-        &self,
-        tenant: TenantId,
-        after: EventCursor,
-        limit: u32,
-    ) -> Result<EventBatch<SignalEvent>> {
-        output::signal_events(self, tenant, after, limit).await
-    }
-
-    async fn put_component(
-        &self,
-        tenant: TenantId,
-        kind: &str,
-        digest: &str,
-        wasm: &[u8],
-    ) -> Result<(ComponentVersion, bool)> {
-        catalog::put_component(self, tenant, kind, digest, wasm).await
-    }
-    async fn latest_component(
-        &self,
-        tenant: TenantId,
-        kind: &str,
-    ) -> Result<Option<ComponentVersion>> {
-        catalog::latest_component(self, tenant, kind).await
-    }
-    async fn component_wasm(&self, tenant: TenantId, digest: &str) -> Result<Vec<u8>> {
-        catalog::component_wasm(self, tenant, digest).await
-    }
-    async fn list_components(&self, tenant: TenantId) -> Result<Vec<ComponentVersion>> {
-        catalog::list_components(self, tenant).await
-    }
-    async fn get_component(
-        &self,
-        tenant: TenantId,
-        kind: &str,
-        version: i32,
-    ) -> Result<ComponentVersion> {
-        catalog::get_component(self, tenant, kind, version).await
-    }
-    async fn deprecate_component(
-        &self,
-        tenant: TenantId,
-        kind: &str,
-        version: i32,
-    ) -> Result<ComponentVersion> {
-        catalog::deprecate_component(self, tenant, kind, version).await
-    }
-
-    async fn append_frame(
-        &self,
-        lease: &LeaseHandle,
-        frame_type: &str,
-        mode: StreamMode,
-        payload: &[u8],
-        max_attempt_bytes: u64,
-    ) -> Result<i64> {
-        output::append_frame(self, lease, frame_type, mode, payload, max_attempt_bytes).await
-    }
-    async fn read_frames(
-        &self,
-        tenant: TenantId,
-        id: ExecutionId,
-        attempt_index: i32,
-        after: i64,
-        limit: u32,
-    ) -> Result<Vec<Frame>> {
-        output::read_frames(self, tenant, id, attempt_index, after, limit).await
-    }
-    async fn read_summary(
-        &self,
-        tenant: TenantId,
-        id: ExecutionId,
-        attempt_index: i32,
-    ) -> Result<Option<StreamSummary>> {
-        output::read_summary(self, tenant, id, attempt_index).await
-    }
-    async fn set_progress(&self, lease: &LeaseHandle, percent: u8, message: &str) -> Result<()> {
-        output::set_progress(self, lease, percent, message).await
-    }
-
-    async fn create_waitpoint(
-        &self,
-        lease: &LeaseHandle,
-        key: &str,
-        expires_in: Option<Duration>,
-        max_waitpoints: u32,
-    ) -> Result<Waitpoint> {
-        suspension::create_waitpoint(self, lease, key, expires_in, max_waitpoints).await
-    }
-    async fn suspend(
-        &self,
-        lease: &LeaseHandle,
-        suspension: &Suspension,
-        timeout: Option<Duration>,
-        max_waitpoints: u32,
-    ) -> Result<SuspendOutcome> {
-        suspension::suspend(self, lease, suspension, timeout, max_waitpoints).await
-    }
-    async fn deliver_signal(
-        &self,
-        tenant: TenantId,
-        id: ExecutionId,
-        waitpoint_id: uuid::Uuid,
-        signal: &NewSignal,
-    ) -> Result<SignalOutcome> {
-        suspension::deliver_signal(self, tenant, id, waitpoint_id, signal).await
-    }
-    async fn resume(&self, tenant: TenantId, id: ExecutionId) -> Result<()> {
-        suspension::resume(self, tenant, id).await
-    }
-    async fn resume_signals(
-        &self,
-        tenant: TenantId,
-        id: ExecutionId,
-        seq: i32,
-    ) -> Result<Vec<Signal>> {
-        suspension::resume_signals(self, tenant, id, seq).await
-    }
-    async fn list_waitpoints(
-        &self,
-        tenant: TenantId,
-        id: ExecutionId,
-        after: Option<uuid::Uuid>,
-        limit: u32,
-    ) -> Result<Vec<Waitpoint>> {
-        suspension::list_waitpoints(self, tenant, id, after, limit).await
-    }
-
-    async fn create_budget(&self, tenant: TenantId, budget: &NewBudget) -> Result<Budget> {
-        budgets::create_budget(self, tenant, budget).await
-    }
-    async fn get_budget(&self, tenant: TenantId, id: BudgetId) -> Result<Budget> {
-        budgets::get_budget(self, tenant, id).await
-    }
-    async fn list_budgets(&self, tenant: TenantId) -> Result<Vec<Budget>> {
-        budgets::list_budgets(self, tenant).await
-    }
-    async fn reset_budget(&self, tenant: TenantId, id: BudgetId) -> Result<Budget> {
-        budgets::reset_budget(self, tenant, id).await
-    }
-    async fn report_usage(
-        &self,
-        lease: &LeaseHandle,
-        dimension: &str,
-        delta: u64,
-        dedup_key: Option<&str>,
-    ) -> Result<UsageOutcome> {
-        budgets::report_usage(self, lease, dimension, delta, dedup_key).await
-    }
-
-    async fn spawn_child(
-        &self,
-        lease: &LeaseHandle,
-        child: &NewExecution,
-        key: ChildKey<'_>,
-        limits: SpawnLimits,
-    ) -> Result<SpawnedChild> {
-        children::spawn_child(self, lease, child, key, limits).await
-    }
-    async fn wait_children(
-        &self,
-        lease: &LeaseHandle,
-        timeout: Option<Duration>,
-        on_timeout: TimeoutBehavior,
-    ) -> Result<ChildrenOutcome> {
-        children::wait_children(self, lease, timeout, on_timeout).await
-    }
-
-    async fn create_flow(
-        &self,
-        tenant: TenantId,
-        flow: &NewFlow,
-        change: &GraphChange,
-        max_queued: Option<u32>,
-    ) -> Result<GraphApplied> {
-        flows::create_flow(self, tenant, flow, change, max_queued).await
-    }
-    async fn extend_flow(
-        &self,
-        tenant: TenantId,
-        flow: FlowId,
-        change: &GraphChange,
-        max_queued: Option<u32>,
-    ) -> Result<GraphApplied> {
-        flows::extend_flow(self, tenant, flow, change, max_queued).await
-    }
-    async fn get_flow(&self, tenant: TenantId, flow: FlowId) -> Result<FlowSnapshot> {
-        flows::get_flow(self, tenant, flow).await
-    }
-    async fn list_flows(
-        &self,
-        tenant: TenantId,
-        after: Option<FlowId>,
-        limit: u32,
-    ) -> Result<Vec<FlowSummary>> {
-        flows::list_flows(self, tenant, after, limit).await
-    }
-    async fn cancel_flow(
-        &self,
-        tenant: TenantId,
-        flow: FlowId,
-        policy: FlowCancelPolicy,
-        reason: &str,
-    ) -> Result<u64> {
-        flows::cancel_flow(self, tenant, flow, policy, reason).await
-    }
-
-    async fn work_signal(&self) -> Result<watch::Receiver<u64>> {
-        Ok(self.work.subscribe())
-    }
-    async fn revocations(&self) -> Result<broadcast::Receiver<ExecutionId>> {
-        Ok(self.revoked.subscribe())
-    }
-    async fn updates(&self) -> Result<broadcast::Receiver<ExecutionUpdate>> {
-        Ok(self.updates.subscribe())
-    }
-    async fn event_wakeups(&self) -> Result<broadcast::Receiver<TenantId>> {
-        Ok(self.events.subscribe())
-    }
-
-    async fn reclaim_expired_leases(&self, limit: u32) -> Result<u64> {
-        scan::reclaim_expired_leases(self, limit).await
-    }
-    async fn promote_delayed(&self, limit: u32) -> Result<u64> {
-        scan::promote_delayed(self, limit).await
-    }
-    async fn fail_timed_out_attempts(&self, limit: u32) -> Result<u64> {
-        scan::fail_timed_out_attempts(self, limit).await
-    }
-    async fn expire_past_deadline(&self, limit: u32) -> Result<u64> {
-        scan::expire_past_deadline(self, limit).await
-    }
-    async fn time_out_suspensions(&self, limit: u32) -> Result<u64> {
-        suspension::time_out_suspensions(self, limit).await
-    }
-    // One writer means no row is ever locked by another transaction: a
-    // satisfied `cancel_remaining` join cancels its upstreams, and a child's
-    // end resumes its waiting parent, in the same transaction. Neither is
-    // ever left over for these passes.
-    async fn cancel_pending_siblings(&self, _limit: u32) -> Result<u64> {
-        Ok(0)
-    }
-    async fn wake_waiting_parents(&self, _limit: u32) -> Result<u64> {
-        Ok(0)
-    }
-    async fn reset_due_budgets(&self, limit: u32) -> Result<u64> {
-        budgets::reset_due_budgets(self, limit).await
-    }
-    async fn prune_events(&self, retention: Duration, limit: u32) -> Result<u64> {
-        scan::prune_events(self, retention, limit).await
     }
 }

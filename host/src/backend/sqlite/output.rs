@@ -5,100 +5,179 @@
 //! paging by id can never pass an event that commits later: nothing is ever
 //! withheld (`pending` is always false) and the cursor is the id itself.
 
+use async_trait::async_trait;
 use sqlx::types::Json;
-use uuid::Uuid;
 
-use super::lease::held;
+use super::leases::held;
 use super::time::{at, now, Millis};
 use super::SqliteBackend;
 use crate::backend::refusals;
+use crate::backend::Output;
 use crate::error::{EngineError, Result};
 use crate::model::{
-    merge_patch, CompletionEvent, EventBatch, EventCursor, ExecutionId, ExecutionUpdate, Frame,
-    LeaseEvent, LeaseHandle, SignalEvent, StreamMode, StreamSummary, TenantId, BEST_EFFORT_WINDOW,
+    merge_patch, ExecutionId, ExecutionUpdate, Frame, LeaseHandle, StreamMode, StreamSummary,
+    TenantId, BEST_EFFORT_WINDOW,
 };
 
-/// The fenced row update hands out the next sequence number of the attempt.
-pub(super) async fn append_frame(
-    db: &SqliteBackend,
-    lease: &LeaseHandle,
-    frame_type: &str,
-    mode: StreamMode,
-    payload: &[u8],
-    max_attempt_bytes: u64,
-) -> Result<i64> {
-    db.write("append frame", async |conn, effects| {
-        let mut row = held(conn, lease).await?;
-        let stored: i64 = sqlx::query_scalar(
-            "SELECT frame_bytes FROM executions WHERE tenant_id = ? AND execution_id = ?",
-        )
-        .bind(lease.tenant_id)
-        .bind(lease.execution_id)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(EngineError::storage("append frame"))?;
-        let bytes = refusals::frame_bytes_after(row.frame_seq, stored, payload.len());
-        if bytes > max_attempt_bytes {
-            let used = refusals::frame_bytes_after(row.frame_seq, stored, 0);
-            return Err(refusals::frame_bytes_exceeded(
-                max_attempt_bytes,
-                used,
-                payload.len(),
-            ));
-        }
-        let now = now();
-        let before = row.lease_before();
-        row.frame_seq += 1;
-        let seq = row.frame_seq;
-        row.save(conn, Some(before), effects).await?;
-        sqlx::query(
-            "UPDATE executions SET frame_bytes = ? WHERE tenant_id = ? AND execution_id = ?",
-        )
-        .bind(i64::try_from(bytes).unwrap_or(i64::MAX))
-        .bind(lease.tenant_id)
-        .bind(lease.execution_id)
-        .execute(&mut *conn)
-        .await
-        .map_err(EngineError::storage("append frame"))?;
-        sqlx::query(
-            "INSERT INTO frames (tenant_id, execution_id, attempt_index, seq, frame_type, mode, \
-             payload, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(lease.tenant_id)
-        .bind(lease.execution_id)
-        .bind(lease.attempt_index)
-        .bind(seq)
-        .bind(frame_type)
-        .bind(mode.as_str())
-        .bind(payload)
-        .bind(now)
-        .execute(&mut *conn)
-        .await
-        .map_err(EngineError::storage("append frame"))?;
-        match mode {
-            StreamMode::Durable => {}
-            StreamMode::Summary => merge_summary(conn, lease, payload, now).await?,
-            StreamMode::BestEffort => {
-                sqlx::query(
-                    "DELETE FROM frames WHERE tenant_id = ? AND execution_id = ? \
-                     AND attempt_index = ? AND mode = 'best_effort' AND seq <= ?",
-                )
-                .bind(lease.tenant_id)
-                .bind(lease.execution_id)
-                .bind(lease.attempt_index)
-                .bind(seq - BEST_EFFORT_WINDOW)
-                .execute(&mut *conn)
-                .await
-                .map_err(EngineError::storage("trim best-effort frames"))?;
+#[async_trait]
+impl Output for SqliteBackend {
+    /// The fenced row update hands out the next sequence number of the attempt.
+    async fn append_frame(
+        &self,
+        lease: &LeaseHandle,
+        frame_type: &str,
+        mode: StreamMode,
+        payload: &[u8],
+        max_attempt_bytes: u64,
+    ) -> Result<i64> {
+        let db = self;
+        db.write("append frame", async |conn, effects| {
+            let mut row = held(conn, lease).await?;
+            let stored: i64 = sqlx::query_scalar(
+                "SELECT frame_bytes FROM executions WHERE tenant_id = ? AND execution_id = ?",
+            )
+            .bind(lease.tenant_id)
+            .bind(lease.execution_id)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(EngineError::storage("append frame"))?;
+            let bytes = refusals::frame_bytes_after(row.frame_seq, stored, payload.len());
+            if bytes > max_attempt_bytes {
+                let used = refusals::frame_bytes_after(row.frame_seq, stored, 0);
+                return Err(refusals::frame_bytes_exceeded(
+                    max_attempt_bytes,
+                    used,
+                    payload.len(),
+                ));
             }
-        }
-        effects.updates.push(ExecutionUpdate {
-            tenant_id: lease.tenant_id,
-            execution_id: lease.execution_id,
-        });
-        Ok(seq)
-    })
-    .await
+            let now = now();
+            let before = row.lease_before();
+            row.frame_seq += 1;
+            let seq = row.frame_seq;
+            row.save(conn, Some(before), effects).await?;
+            sqlx::query(
+                "UPDATE executions SET frame_bytes = ? WHERE tenant_id = ? AND execution_id = ?",
+            )
+            .bind(i64::try_from(bytes).unwrap_or(i64::MAX))
+            .bind(lease.tenant_id)
+            .bind(lease.execution_id)
+            .execute(&mut *conn)
+            .await
+            .map_err(EngineError::storage("append frame"))?;
+            sqlx::query(
+                "INSERT INTO frames (tenant_id, execution_id, attempt_index, seq, frame_type, mode, \
+                 payload, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(lease.tenant_id)
+            .bind(lease.execution_id)
+            .bind(lease.attempt_index)
+            .bind(seq)
+            .bind(frame_type)
+            .bind(mode.as_str())
+            .bind(payload)
+            .bind(now)
+            .execute(&mut *conn)
+            .await
+            .map_err(EngineError::storage("append frame"))?;
+            match mode {
+                StreamMode::Durable => {}
+                StreamMode::Summary => merge_summary(conn, lease, payload, now).await?,
+                StreamMode::BestEffort => {
+                    sqlx::query(
+                        "DELETE FROM frames WHERE tenant_id = ? AND execution_id = ? \
+                         AND attempt_index = ? AND mode = 'best_effort' AND seq <= ?",
+                    )
+                    .bind(lease.tenant_id)
+                    .bind(lease.execution_id)
+                    .bind(lease.attempt_index)
+                    .bind(seq - BEST_EFFORT_WINDOW)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(EngineError::storage("trim best-effort frames"))?;
+                }
+            }
+            effects.updates.push(ExecutionUpdate {
+                tenant_id: lease.tenant_id,
+                execution_id: lease.execution_id,
+            });
+            Ok(seq)
+        })
+        .await
+    }
+
+    async fn read_frames(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        attempt_index: i32,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Frame>> {
+        let db = self;
+        let rows: Vec<(i64, String, String, Vec<u8>, Millis)> = sqlx::query_as(
+            "SELECT seq, frame_type, mode, payload, created_at FROM frames \
+             WHERE tenant_id = ? AND execution_id = ? AND attempt_index = ? AND seq > ? \
+             ORDER BY seq LIMIT ?",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(attempt_index)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *db.read("read frames").await?)
+        .await
+        .map_err(EngineError::storage("read frames"))?;
+        rows.into_iter()
+            .map(|(seq, frame_type, mode, payload, created)| {
+                Ok(Frame {
+                    seq,
+                    frame_type,
+                    mode: mode.parse().map_err(EngineError::Corrupt)?,
+                    payload,
+                    created_at: at(created),
+                })
+            })
+            .collect()
+    }
+
+    async fn read_summary(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        attempt_index: i32,
+    ) -> Result<Option<StreamSummary>> {
+        let db = self;
+        let row: Option<(Json<serde_json::Value>, i64, Millis, Millis)> = sqlx::query_as(
+            "SELECT document, version, first_applied_at, updated_at FROM stream_summaries \
+             WHERE tenant_id = ? AND execution_id = ? AND attempt_index = ?",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(attempt_index)
+        .fetch_optional(&mut *db.read("read summary").await?)
+        .await
+        .map_err(EngineError::storage("read summary"))?;
+        Ok(
+            row.map(|(document, version, first, updated)| StreamSummary {
+                document: document.0,
+                version,
+                first_applied_at: at(first),
+                updated_at: at(updated),
+            }),
+        )
+    }
+
+    async fn set_progress(&self, lease: &LeaseHandle, percent: u8, message: &str) -> Result<()> {
+        let db = self;
+        db.write("set progress", async |conn, effects| {
+            let mut row = held(conn, lease).await?;
+            let before = row.lease_before();
+            row.progress_percent = Some(i16::from(percent.min(100)));
+            row.progress_message = Some(message.to_owned());
+            row.save(conn, Some(before), effects).await
+        })
+        .await
+    }
 }
 
 /// Fold a summary frame's patch (a JSON object, checked by the engine) into
@@ -139,216 +218,4 @@ async fn merge_summary(
     .await
     .map_err(EngineError::storage("merge summary"))?;
     Ok(())
-}
-
-pub(super) async fn read_summary(
-    db: &SqliteBackend,
-    tenant: TenantId,
-    id: ExecutionId,
-    attempt_index: i32,
-) -> Result<Option<StreamSummary>> {
-    let row: Option<(Json<serde_json::Value>, i64, Millis, Millis)> = sqlx::query_as(
-        "SELECT document, version, first_applied_at, updated_at FROM stream_summaries \
-         WHERE tenant_id = ? AND execution_id = ? AND attempt_index = ?",
-    )
-    .bind(tenant)
-    .bind(id)
-    .bind(attempt_index)
-    .fetch_optional(&mut *db.read("read summary").await?)
-    .await
-    .map_err(EngineError::storage("read summary"))?;
-    Ok(
-        row.map(|(document, version, first, updated)| StreamSummary {
-            document: document.0,
-            version,
-            first_applied_at: at(first),
-            updated_at: at(updated),
-        }),
-    )
-}
-
-pub(super) async fn read_frames(
-    db: &SqliteBackend,
-    tenant: TenantId,
-    id: ExecutionId,
-    attempt_index: i32,
-    after: i64,
-    limit: u32,
-) -> Result<Vec<Frame>> {
-    let rows: Vec<(i64, String, String, Vec<u8>, Millis)> = sqlx::query_as(
-        "SELECT seq, frame_type, mode, payload, created_at FROM frames \
-         WHERE tenant_id = ? AND execution_id = ? AND attempt_index = ? AND seq > ? \
-         ORDER BY seq LIMIT ?",
-    )
-    .bind(tenant)
-    .bind(id)
-    .bind(attempt_index)
-    .bind(after)
-    .bind(i64::from(limit))
-    .fetch_all(&mut *db.read("read frames").await?)
-    .await
-    .map_err(EngineError::storage("read frames"))?;
-    rows.into_iter()
-        .map(|(seq, frame_type, mode, payload, created)| {
-            Ok(Frame {
-                seq,
-                frame_type,
-                mode: mode.parse().map_err(EngineError::Corrupt)?,
-                payload,
-                created_at: at(created),
-            })
-        })
-        .collect()
-}
-
-pub(super) async fn set_progress(
-    db: &SqliteBackend,
-    lease: &LeaseHandle,
-    percent: u8,
-    message: &str,
-) -> Result<()> {
-    db.write("set progress", async |conn, effects| {
-        let mut row = held(conn, lease).await?;
-        let before = row.lease_before();
-        row.progress_percent = Some(i16::from(percent.min(100)));
-        row.progress_message = Some(message.to_owned());
-        row.save(conn, Some(before), effects).await
-    })
-    .await
-}
-
-/// The cursor of an event: with one writer, its id alone orders it.
-fn cursor(event_id: i64) -> EventCursor {
-    EventCursor {
-        txid: event_id,
-        event_id,
-    }
-}
-
-pub(super) async fn completion_events(
-    db: &SqliteBackend,
-    tenant: TenantId,
-    after: EventCursor,
-    limit: u32,
-) -> Result<EventBatch<CompletionEvent>> {
-    let rows: Vec<(i64, Uuid, i32, String, Millis)> = sqlx::query_as(
-        "SELECT event_id, execution_id, attempt_index, outcome, created_at \
-         FROM completion_events WHERE tenant_id = ? AND event_id > ? ORDER BY event_id LIMIT ?",
-    )
-    .bind(tenant)
-    .bind(after.event_id)
-    .bind(i64::from(limit))
-    .fetch_all(&mut *db.read("read completion events").await?)
-    .await
-    .map_err(EngineError::storage("read completion events"))?;
-    let events = rows
-        .into_iter()
-        .map(
-            |(id, execution_id, attempt_index, outcome, created)| CompletionEvent {
-                cursor: cursor(id),
-                event_id: id,
-                execution_id,
-                attempt_index,
-                outcome,
-                created_at: at(created),
-            },
-        )
-        .collect();
-    Ok(EventBatch {
-        events,
-        pending: false,
-    })
-}
-
-pub(super) async fn lease_events(
-    db: &SqliteBackend,
-    tenant: TenantId,
-    after: EventCursor,
-    limit: u32,
-) -> Result<EventBatch<LeaseEvent>> {
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        event_id: i64,
-        execution_id: Uuid,
-        attempt_index: i32,
-        lease_epoch: i64,
-        kind: String,
-        lease_expires_at: Option<Millis>,
-        phase: String,
-        created_at: Millis,
-    }
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT event_id, execution_id, attempt_index, lease_epoch, kind, lease_expires_at, \
-         phase, created_at FROM lease_events WHERE tenant_id = ? AND event_id > ? \
-         ORDER BY event_id LIMIT ?",
-    )
-    .bind(tenant)
-    .bind(after.event_id)
-    .bind(i64::from(limit))
-    .fetch_all(&mut *db.read("read lease events").await?)
-    .await
-    .map_err(EngineError::storage("read lease events"))?;
-    let events = rows
-        .into_iter()
-        .map(|r| LeaseEvent {
-            cursor: cursor(r.event_id),
-            event_id: r.event_id,
-            execution_id: r.execution_id,
-            attempt_index: r.attempt_index,
-            lease_epoch: r.lease_epoch,
-            kind: r.kind,
-            lease_expires_at: r.lease_expires_at.map(at),
-            phase: r.phase,
-            created_at: at(r.created_at),
-        })
-        .collect();
-    Ok(EventBatch {
-        events,
-        pending: false,
-    })
-}
-
-pub(super) async fn signal_events(
-    db: &SqliteBackend,
-    tenant: TenantId,
-    after: EventCursor,
-    limit: u32,
-) -> Result<EventBatch<SignalEvent>> {
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        event_id: i64,
-        execution_id: Uuid,
-        waitpoint_id: Uuid,
-        signal_id: Uuid,
-        name: String,
-        effect: String,
-        created_at: Millis,
-    }
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT event_id, execution_id, waitpoint_id, signal_id, name, effect, created_at \
-         FROM signal_events WHERE tenant_id = ? AND event_id > ? ORDER BY event_id LIMIT ?",
-    )
-    .bind(tenant)
-    .bind(after.event_id)
-    .bind(i64::from(limit))
-    .fetch_all(&mut *db.read("read signal events").await?)
-    .await
-    .map_err(EngineError::storage("read signal events"))?;
-    let events = rows
-        .into_iter()
-        .map(|r| SignalEvent {
-            cursor: cursor(r.event_id),
-            event_id: r.event_id,
-            execution_id: r.execution_id,
-            waitpoint_id: r.waitpoint_id,
-            signal_id: r.signal_id,
-            name: r.name,
-            effect: r.effect,
-            created_at: at(r.created_at),
-        })
-        .collect();
-    Ok(EventBatch {
-        events,
-        pending: false,
-    })
 }

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use sqlx::SqliteConnection;
 
-use super::ingress::cancel_row;
+use super::executions::cancel_row;
 use super::record::Exec;
 use super::time::now;
 use super::{Effects, Finished};

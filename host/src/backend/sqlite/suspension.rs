@@ -8,21 +8,202 @@
 
 use std::time::Duration;
 
+use async_trait::async_trait;
 use sqlx::types::Json;
 use sqlx::SqliteConnection;
 use uuid::Uuid;
 
-use super::ingress::end_attempt;
-use super::lease::held;
+use super::executions::end_attempt;
+use super::leases::held;
 use super::record::Exec;
 use super::time::{after, at, now, Millis};
 use super::{Effects, SqliteBackend};
 use crate::backend::refusals;
+use crate::backend::Suspensions;
 use crate::error::{EngineError, Result};
 use crate::model::{
-    ExecutionId, Failure, FailureClass, LeaseHandle, NewSignal, PublicState, Signal, SignalOutcome,
-    SuspendOutcome, Suspension, TenantId, TimeoutBehavior, Waitpoint, TIMEOUT_SIGNAL,
+    ExecutionId, LeaseHandle, NewSignal, PublicState, Signal, SignalOutcome, SuspendOutcome,
+    Suspension, TenantId, Waitpoint,
 };
+
+#[async_trait]
+impl Suspensions for SqliteBackend {
+    async fn create_waitpoint(
+        &self,
+        lease: &LeaseHandle,
+        key: &str,
+        expires_in: Option<Duration>,
+        max_waitpoints: u32,
+    ) -> Result<Waitpoint> {
+        let db = self;
+        db.write("create waitpoint", async |conn, _| {
+            held(conn, lease).await?;
+            let (tenant, id) = (lease.tenant_id, lease.execution_id);
+            if let Some(open) = open_waitpoint(conn, tenant, id, key).await? {
+                return Ok(open.into());
+            }
+            let total: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM (SELECT 1 FROM waitpoints \
+                 WHERE tenant_id = ? AND execution_id = ? LIMIT ?)",
+            )
+            .bind(tenant)
+            .bind(id)
+            .bind(i64::from(max_waitpoints))
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(EngineError::storage("create waitpoint"))?;
+            if total >= i64::from(max_waitpoints) {
+                return Err(refusals::waitpoints_exceeded(max_waitpoints));
+            }
+            let expires_at = expires_in.map(|d| after(now(), d));
+            Ok(
+                insert_waitpoint(conn, tenant, id, key, "pending", expires_at)
+                    .await?
+                    .into(),
+            )
+        })
+        .await
+    }
+
+    async fn suspend(
+        &self,
+        lease: &LeaseHandle,
+        suspension: &Suspension,
+        timeout: Option<Duration>,
+        max_waitpoints: u32,
+    ) -> Result<SuspendOutcome> {
+        let db = self;
+        db.write("suspend", async |conn, effects| {
+            let mut row = held(conn, lease).await?;
+            let (tenant, id) = (lease.tenant_id, lease.execution_id);
+            let seq = row.suspension_seq + 1;
+            let mut expired = None;
+            for key in suspension.condition.keys() {
+                match open_waitpoint(conn, tenant, id, key).await? {
+                    Some(open) => {
+                        let past = open.expires_at.is_some_and(|at| at <= now());
+                        if open.state == "pending" && past && expired.is_none() {
+                            expired = Some(key.to_owned());
+                        }
+                        sqlx::query(
+                            "UPDATE waitpoints SET state = 'active' \
+                             WHERE tenant_id = ? AND execution_id = ? AND waitpoint_id = ?",
+                        )
+                        .bind(tenant)
+                        .bind(id)
+                        .bind(open.waitpoint_id)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(EngineError::storage("suspend"))?;
+                    }
+                    None => {
+                        insert_waitpoint(conn, tenant, id, key, "active", None).await?;
+                    }
+                }
+            }
+            // Counted after the inserts; past the cap, the write is undone.
+            let total: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM (SELECT 1 FROM waitpoints \
+                 WHERE tenant_id = ? AND execution_id = ? LIMIT ?)",
+            )
+            .bind(tenant)
+            .bind(id)
+            .bind(i64::from(max_waitpoints) + 1)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(EngineError::storage("suspend"))?;
+            if total > i64::from(max_waitpoints) {
+                return Err(refusals::waitpoints_exceeded(max_waitpoints));
+            }
+            let buffered = buffered_signals(conn, tenant, id).await?;
+            let satisfied = suspension
+                .condition
+                .is_satisfied(buffered.iter().map(|s| s.waitpoint_key.as_str()));
+            if let (false, Some(key)) = (satisfied, &expired) {
+                // Signals refused since it expired would never resume this.
+                return Err(refusals::waitpoint_expired(key));
+            }
+            if satisfied {
+                let consumed = consume_and_close(conn, tenant, id, seq).await?;
+                let before = row.lease_before();
+                row.suspension_seq = seq;
+                row.save(conn, Some(before), effects).await?;
+                return Ok(SuspendOutcome::AlreadySatisfied(consumed));
+            }
+            record_suspension(
+                conn,
+                &mut row,
+                suspension,
+                timeout,
+                "waiting_for_signal",
+                effects,
+            )
+            .await?;
+            Ok(SuspendOutcome::Suspended)
+        })
+        .await
+    }
+
+    async fn deliver_signal(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        waitpoint_id: uuid::Uuid,
+        signal: &NewSignal,
+    ) -> Result<SignalOutcome> {
+        deliver_signal(self, tenant, id, waitpoint_id, signal).await
+    }
+
+    async fn resume(&self, tenant: TenantId, id: ExecutionId) -> Result<()> {
+        resume(self, tenant, id).await
+    }
+
+    /// The signals resume `seq` consumed (what `resume-signals` returns to the guest).
+    async fn resume_signals(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        seq: i32,
+    ) -> Result<Vec<Signal>> {
+        let db = self;
+        let rows: Vec<SignalRow> = sqlx::query_as(&format!(
+            "SELECT {SIGNAL_COLUMNS} FROM signals \
+             WHERE tenant_id = ? AND execution_id = ? AND consumed_in = ? \
+             ORDER BY created_at, signal_id"
+        ))
+        .bind(tenant)
+        .bind(id)
+        .bind(seq)
+        .fetch_all(&mut *db.read("read resume signals").await?)
+        .await
+        .map_err(EngineError::storage("read resume signals"))?;
+        Ok(rows.into_iter().map(Signal::from).collect())
+    }
+
+    async fn list_waitpoints(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<Waitpoint>> {
+        let db = self;
+        // The primary key's order: (tenant, execution, waitpoint id).
+        let rows: Vec<WaitpointRow> = sqlx::query_as(&format!(
+            "SELECT {WAITPOINT_COLUMNS} FROM waitpoints \
+             WHERE tenant_id = ? AND execution_id = ? AND waitpoint_id > ? \
+             ORDER BY waitpoint_id LIMIT ?"
+        ))
+        .bind(tenant)
+        .bind(id)
+        .bind(after.unwrap_or(Uuid::nil()))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *db.read("list waitpoints").await?)
+        .await
+        .map_err(EngineError::storage("list waitpoints"))?;
+        Ok(rows.into_iter().map(Waitpoint::from).collect())
+    }
+}
 
 const WAITPOINT_COLUMNS: &str = "waitpoint_id, waitpoint_key, state, expires_at, created_at";
 const SIGNAL_COLUMNS: &str = "signal_id, waitpoint_key, name, payload, created_at";
@@ -110,120 +291,6 @@ async fn insert_waitpoint(
     .fetch_one(conn)
     .await
     .map_err(EngineError::storage("create waitpoint"))
-}
-
-pub(super) async fn create_waitpoint(
-    db: &SqliteBackend,
-    lease: &LeaseHandle,
-    key: &str,
-    expires_in: Option<Duration>,
-    max_waitpoints: u32,
-) -> Result<Waitpoint> {
-    db.write("create waitpoint", async |conn, _| {
-        held(conn, lease).await?;
-        let (tenant, id) = (lease.tenant_id, lease.execution_id);
-        if let Some(open) = open_waitpoint(conn, tenant, id, key).await? {
-            return Ok(open.into());
-        }
-        let total: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM (SELECT 1 FROM waitpoints \
-             WHERE tenant_id = ? AND execution_id = ? LIMIT ?)",
-        )
-        .bind(tenant)
-        .bind(id)
-        .bind(i64::from(max_waitpoints))
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(EngineError::storage("create waitpoint"))?;
-        if total >= i64::from(max_waitpoints) {
-            return Err(refusals::waitpoints_exceeded(max_waitpoints));
-        }
-        let expires_at = expires_in.map(|d| after(now(), d));
-        Ok(
-            insert_waitpoint(conn, tenant, id, key, "pending", expires_at)
-                .await?
-                .into(),
-        )
-    })
-    .await
-}
-
-pub(super) async fn suspend(
-    db: &SqliteBackend,
-    lease: &LeaseHandle,
-    suspension: &Suspension,
-    timeout: Option<Duration>,
-    max_waitpoints: u32,
-) -> Result<SuspendOutcome> {
-    db.write("suspend", async |conn, effects| {
-        let mut row = held(conn, lease).await?;
-        let (tenant, id) = (lease.tenant_id, lease.execution_id);
-        let seq = row.suspension_seq + 1;
-        let mut expired = None;
-        for key in suspension.condition.keys() {
-            match open_waitpoint(conn, tenant, id, key).await? {
-                Some(open) => {
-                    let past = open.expires_at.is_some_and(|at| at <= now());
-                    if open.state == "pending" && past && expired.is_none() {
-                        expired = Some(key.to_owned());
-                    }
-                    sqlx::query(
-                        "UPDATE waitpoints SET state = 'active' \
-                         WHERE tenant_id = ? AND execution_id = ? AND waitpoint_id = ?",
-                    )
-                    .bind(tenant)
-                    .bind(id)
-                    .bind(open.waitpoint_id)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(EngineError::storage("suspend"))?;
-                }
-                None => {
-                    insert_waitpoint(conn, tenant, id, key, "active", None).await?;
-                }
-            }
-        }
-        // Counted after the inserts; past the cap, the write is undone.
-        let total: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM (SELECT 1 FROM waitpoints \
-             WHERE tenant_id = ? AND execution_id = ? LIMIT ?)",
-        )
-        .bind(tenant)
-        .bind(id)
-        .bind(i64::from(max_waitpoints) + 1)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(EngineError::storage("suspend"))?;
-        if total > i64::from(max_waitpoints) {
-            return Err(refusals::waitpoints_exceeded(max_waitpoints));
-        }
-        let buffered = buffered_signals(conn, tenant, id).await?;
-        let satisfied = suspension
-            .condition
-            .is_satisfied(buffered.iter().map(|s| s.waitpoint_key.as_str()));
-        if let (false, Some(key)) = (satisfied, &expired) {
-            // Signals refused since it expired would never resume this.
-            return Err(refusals::waitpoint_expired(key));
-        }
-        if satisfied {
-            let consumed = consume_and_close(conn, tenant, id, seq).await?;
-            let before = row.lease_before();
-            row.suspension_seq = seq;
-            row.save(conn, Some(before), effects).await?;
-            return Ok(SuspendOutcome::AlreadySatisfied(consumed));
-        }
-        record_suspension(
-            conn,
-            &mut row,
-            suspension,
-            timeout,
-            "waiting_for_signal",
-            effects,
-        )
-        .await?;
-        Ok(SuspendOutcome::Suspended)
-    })
-    .await
 }
 
 /// Suspend a held row as its next suspension: the lease is released and the
@@ -407,16 +474,16 @@ pub(super) async fn deliver_signal(
 }
 
 /// A signal-delivery event, written in the delivering transaction.
-struct SignalEventRow<'a> {
-    tenant: TenantId,
-    execution: ExecutionId,
-    waitpoint: Uuid,
-    signal: Uuid,
-    name: &'a str,
+pub(super) struct SignalEventRow<'a> {
+    pub(super) tenant: TenantId,
+    pub(super) execution: ExecutionId,
+    pub(super) waitpoint: Uuid,
+    pub(super) signal: Uuid,
+    pub(super) name: &'a str,
 }
 
 impl SignalEventRow<'_> {
-    async fn record(
+    pub(super) async fn record(
         &self,
         conn: &mut SqliteConnection,
         effect: &str,
@@ -452,135 +519,4 @@ pub(super) async fn resume(db: &SqliteBackend, tenant: TenantId, id: ExecutionId
         resume_row(conn, &mut row, effects).await
     })
     .await
-}
-
-/// The signals resume `seq` consumed (what `resume-signals` returns to the guest).
-pub(super) async fn resume_signals(
-    db: &SqliteBackend,
-    tenant: TenantId,
-    id: ExecutionId,
-    seq: i32,
-) -> Result<Vec<Signal>> {
-    let rows: Vec<SignalRow> = sqlx::query_as(&format!(
-        "SELECT {SIGNAL_COLUMNS} FROM signals \
-         WHERE tenant_id = ? AND execution_id = ? AND consumed_in = ? \
-         ORDER BY created_at, signal_id"
-    ))
-    .bind(tenant)
-    .bind(id)
-    .bind(seq)
-    .fetch_all(&mut *db.read("read resume signals").await?)
-    .await
-    .map_err(EngineError::storage("read resume signals"))?;
-    Ok(rows.into_iter().map(Signal::from).collect())
-}
-
-pub(super) async fn list_waitpoints(
-    db: &SqliteBackend,
-    tenant: TenantId,
-    id: ExecutionId,
-    after: Option<Uuid>,
-    limit: u32,
-) -> Result<Vec<Waitpoint>> {
-    // The primary key's order: (tenant, execution, waitpoint id).
-    let rows: Vec<WaitpointRow> = sqlx::query_as(&format!(
-        "SELECT {WAITPOINT_COLUMNS} FROM waitpoints \
-         WHERE tenant_id = ? AND execution_id = ? AND waitpoint_id > ? \
-         ORDER BY waitpoint_id LIMIT ?"
-    ))
-    .bind(tenant)
-    .bind(id)
-    .bind(after.unwrap_or(Uuid::nil()))
-    .bind(i64::from(limit))
-    .fetch_all(&mut *db.read("list waitpoints").await?)
-    .await
-    .map_err(EngineError::storage("list waitpoints"))?;
-    Ok(rows.into_iter().map(Waitpoint::from).collect())
-}
-
-/// Scanner: suspensions past their timeout resume with a `timeout` signal or
-/// end the execution, as their `on_timeout` says.
-pub(super) async fn time_out_suspensions(db: &SqliteBackend, limit: u32) -> Result<u64> {
-    db.write("time out suspensions", async |conn, effects| {
-        let now = now();
-        let rows = super::scan::due(
-            conn,
-            "lifecycle_phase = 'suspended'",
-            "suspension_timeout_at",
-            limit,
-            now,
-            "time out suspensions",
-        )
-        .await?;
-        for mut row in rows.iter().cloned() {
-            let Some(suspension) = row.suspension.clone() else {
-                continue;
-            };
-            match suspension.on_timeout {
-                TimeoutBehavior::AutoResume => {
-                    let signal_id = Uuid::now_v7();
-                    sqlx::query(
-                        "INSERT INTO signals (tenant_id, execution_id, signal_id, waitpoint_id, \
-                         waitpoint_key, name, payload, consumed_in, created_at) \
-                         VALUES (?, ?, ?, ?, '', ?, x'', ?, ?)",
-                    )
-                    .bind(row.tenant_id)
-                    .bind(row.execution_id)
-                    .bind(signal_id)
-                    .bind(Uuid::nil())
-                    .bind(TIMEOUT_SIGNAL)
-                    .bind(row.suspension_seq)
-                    .bind(now)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(EngineError::storage("time out suspension"))?;
-                    resume_row(conn, &mut row, effects).await?;
-                    SignalEventRow {
-                        tenant: row.tenant_id,
-                        execution: row.execution_id,
-                        waitpoint: Uuid::nil(),
-                        signal: signal_id,
-                        name: TIMEOUT_SIGNAL,
-                    }
-                    .record(conn, "resumed", effects)
-                    .await?;
-                }
-                behaviour => end_suspended(conn, &mut row, behaviour, effects).await?,
-            }
-        }
-        Ok(rows.len() as u64)
-    })
-    .await
-}
-
-/// A timed-out suspension ends the execution: failed, cancelled or expired.
-async fn end_suspended(
-    conn: &mut SqliteConnection,
-    row: &mut Exec,
-    behaviour: TimeoutBehavior,
-    effects: &mut Effects,
-) -> Result<()> {
-    let (outcome, failure) = match behaviour {
-        TimeoutBehavior::Fail => (
-            "failed",
-            Some(Failure::new(
-                FailureClass::Timeout,
-                "the suspension timed out",
-            )),
-        ),
-        TimeoutBehavior::Cancel => ("cancelled", None),
-        _ => ("expired", None),
-    };
-    let now = now();
-    let before = row.lease_before();
-    row.make_terminal(outcome, now);
-    if let Some(failure) = &failure {
-        row.last_failure = Some(Json(failure.clone()));
-    }
-    if outcome == "cancelled" {
-        row.cancellation_reason = Some("the suspension timed out".into());
-    }
-    row.save(conn, Some(before), effects).await?;
-    end_attempt(conn, row, outcome, failure.as_ref(), &["suspended"], now).await?;
-    row.record_completion(conn, effects).await
 }

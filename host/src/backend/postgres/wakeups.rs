@@ -17,14 +17,36 @@
 
 use std::time::Duration;
 
+use async_trait::async_trait;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio::sync::{broadcast, watch, OnceCell};
 
 use super::outbox;
+use super::PgBackend;
 use super::{COMPLETION_CHANNEL, EVENTS_CHANNEL, REVOKED_CHANNEL, UPDATES_CHANNEL, WORK_CHANNEL};
+use crate::backend::Wakeups;
 use crate::error::{EngineError, Result};
 use crate::model::{EventCursor, ExecutionId, ExecutionUpdate, TenantId};
+
+#[async_trait]
+impl Wakeups for PgBackend {
+    async fn work_signal(&self) -> Result<watch::Receiver<u64>> {
+        self.notifications.work().await
+    }
+
+    async fn revocations(&self) -> Result<broadcast::Receiver<ExecutionId>> {
+        self.notifications.revoked().await
+    }
+
+    async fn updates(&self) -> Result<broadcast::Receiver<ExecutionUpdate>> {
+        self.notifications.updates().await
+    }
+
+    async fn event_wakeups(&self) -> Result<broadcast::Receiver<TenantId>> {
+        self.notifications.events().await
+    }
+}
 
 pub(super) struct Notifications {
     pool: PgPool,

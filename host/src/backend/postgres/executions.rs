@@ -1,15 +1,166 @@
 //! Execution creation, reads and operator operations.
 
+use async_trait::async_trait;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::rows::{col, execution, unknown_tenant_or, EXECUTION_COLUMNS};
+use super::PgBackend;
 use crate::backend::refusals;
+use crate::backend::Executions;
 use crate::error::{EngineError, Result};
 use crate::model::{
-    Created, Execution, ExecutionFilter, ExecutionId, ExecutionState, Failure, FailureClass,
-    FlowId, NewExecution, PublicState, TenantId, DEFAULT_DEDUP_WINDOW_MS, DEFAULT_MAX_REPLAYS,
+    Created, Execution, ExecutionFilter, ExecutionId, ExecutionState, FlowId, NewExecution,
+    PublicState, TenantId, DEFAULT_DEDUP_WINDOW_MS, DEFAULT_MAX_REPLAYS,
 };
+
+#[async_trait]
+impl Executions for PgBackend {
+    async fn create_executions(
+        &self,
+        tenant: TenantId,
+        executions: &[NewExecution],
+        max_queued: Option<u32>,
+    ) -> Result<Vec<Created>> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(EngineError::storage("create executions"))?;
+        let executions: Vec<&NewExecution> = executions.iter().collect();
+        create_executions(&mut conn, tenant, &executions, max_queued, None).await
+    }
+
+    async fn get_execution(&self, tenant: TenantId, id: ExecutionId) -> Result<Execution> {
+        get_execution(&self.pool, tenant, id).await
+    }
+
+    async fn execution_state(&self, tenant: TenantId, id: ExecutionId) -> Result<ExecutionState> {
+        let pool = &self.pool;
+        let (state, attempt_index): (String, i32) = sqlx::query_as(
+            "SELECT public_state, attempt_index FROM executions \
+             WHERE tenant_id = $1 AND execution_id = $2",
+        )
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+        .map_err(EngineError::storage("get execution state"))?
+        .ok_or_else(|| not_found(id))?;
+        Ok(ExecutionState {
+            state: super::rows::parse(&state)?,
+            attempt_index,
+        })
+    }
+
+    /// Keyset pagination over the time-ordered id; `executions_state_idx` serves the
+    /// state filter, the primary key the rest.
+    async fn list_executions(
+        &self,
+        tenant: TenantId,
+        filter: &ExecutionFilter,
+    ) -> Result<Vec<Execution>> {
+        let pool = &self.pool;
+        let sql = format!(
+            "SELECT {EXECUTION_COLUMNS} FROM executions \
+             WHERE tenant_id = $1 \
+               AND ($2::text IS NULL OR public_state = $2) \
+               AND ($3::text IS NULL OR kind = $3) \
+               AND ($4::text IS NULL OR lane = $4) \
+               AND ($5::uuid IS NULL OR execution_id > $5) \
+               AND ($7::jsonb IS NULL OR tags @> $7) \
+             ORDER BY execution_id LIMIT $6"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(tenant)
+            .bind(filter.state.map(PublicState::as_str))
+            .bind(filter.kind.as_deref())
+            .bind(filter.lane.as_deref())
+            .bind(filter.after)
+            .bind(i64::from(filter.limit))
+            .bind(
+                filter
+                    .tag
+                    .as_ref()
+                    .map(|(k, v)| serde_json::json!({ k: v })),
+            )
+            .fetch_all(pool)
+            .await
+            .map_err(EngineError::storage("list executions"))?;
+        rows.iter().map(execution).collect()
+    }
+
+    /// Operator cancel: any non-terminal execution; a live lease is revoked by the same
+    /// statement (its attempt ends `cancelled`, so the worker's next write is fenced out).
+    async fn cancel(&self, tenant: TenantId, id: ExecutionId, reason: &str) -> Result<bool> {
+        let pool = &self.pool;
+        let cancelled: Option<i64> = sqlx::query_scalar(CANCEL_SQL)
+            .bind(tenant)
+            .bind(id)
+            .bind(reason)
+            .fetch_optional(pool)
+            .await
+            .map_err(EngineError::storage("cancel"))?;
+        if cancelled.is_some() {
+            return Ok(true);
+        }
+        match get_execution(pool, tenant, id).await?.state {
+            PublicState::Cancelled => Ok(false),
+            state => Err(EngineError::NotActive {
+                execution_id: id,
+                state,
+            }),
+        }
+    }
+
+    async fn replay(&self, tenant: TenantId, id: ExecutionId) -> Result<i32> {
+        let pool = &self.pool;
+        let replayed: Option<i32> = sqlx::query_scalar(REPLAY_SQL)
+            .bind(tenant)
+            .bind(id)
+            .bind(DEFAULT_MAX_REPLAYS as i32)
+            .fetch_optional(pool)
+            .await
+            .map_err(EngineError::storage("replay"))?;
+        if let Some(count) = replayed {
+            return Ok(count);
+        }
+        let execution = get_execution(pool, tenant, id).await?;
+        Err(refusals::not_replayable(
+            id,
+            execution.state,
+            execution.replay_count,
+        ))
+    }
+
+    async fn change_priority(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        priority: i32,
+    ) -> Result<()> {
+        let pool = &self.pool;
+        let changed = sqlx::query(
+            "UPDATE executions SET priority = $3, updated_at = now() \
+             WHERE tenant_id = $1 AND execution_id = $2 AND lifecycle_phase = 'runnable'",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(priority)
+        .execute(pool)
+        .await
+        .map_err(EngineError::storage("change priority"))?
+        .rows_affected();
+        if changed == 1 {
+            return Ok(());
+        }
+        let state = get_execution(pool, tenant, id).await?.state;
+        Err(EngineError::NotRunnable {
+            execution_id: id,
+            state,
+        })
+    }
+}
 
 /// All rows go in through `unnest`, so a batch of 100 is one statement. A key
 /// already mapped inside its dedup window is left alone (`ON CONFLICT … WHERE`
@@ -212,27 +363,6 @@ pub(super) async fn get_execution(
     execution(&row)
 }
 
-pub(super) async fn execution_state(
-    pool: &PgPool,
-    tenant: TenantId,
-    id: ExecutionId,
-) -> Result<ExecutionState> {
-    let (state, attempt_index): (String, i32) = sqlx::query_as(
-        "SELECT public_state, attempt_index FROM executions \
-         WHERE tenant_id = $1 AND execution_id = $2",
-    )
-    .bind(tenant)
-    .bind(id)
-    .fetch_optional(pool)
-    .await
-    .map_err(EngineError::storage("get execution state"))?
-    .ok_or_else(|| not_found(id))?;
-    Ok(ExecutionState {
-        state: super::rows::parse(&state)?,
-        attempt_index,
-    })
-}
-
 fn not_found(id: ExecutionId) -> EngineError {
     EngineError::NotFound {
         what: "execution",
@@ -240,116 +370,9 @@ fn not_found(id: ExecutionId) -> EngineError {
     }
 }
 
-/// Keyset pagination over the time-ordered id; `executions_state_idx` serves the
-/// state filter, the primary key the rest.
-pub(super) async fn list_executions(
-    pool: &PgPool,
-    tenant: TenantId,
-    filter: &ExecutionFilter,
-) -> Result<Vec<Execution>> {
-    let sql = format!(
-        "SELECT {EXECUTION_COLUMNS} FROM executions \
-         WHERE tenant_id = $1 \
-           AND ($2::text IS NULL OR public_state = $2) \
-           AND ($3::text IS NULL OR kind = $3) \
-           AND ($4::text IS NULL OR lane = $4) \
-           AND ($5::uuid IS NULL OR execution_id > $5) \
-           AND ($7::jsonb IS NULL OR tags @> $7) \
-         ORDER BY execution_id LIMIT $6"
-    );
-    let rows = sqlx::query(&sql)
-        .bind(tenant)
-        .bind(filter.state.map(PublicState::as_str))
-        .bind(filter.kind.as_deref())
-        .bind(filter.lane.as_deref())
-        .bind(filter.after)
-        .bind(i64::from(filter.limit))
-        .bind(
-            filter
-                .tag
-                .as_ref()
-                .map(|(k, v)| serde_json::json!({ k: v })),
-        )
-        .fetch_all(pool)
-        .await
-        .map_err(EngineError::storage("list executions"))?;
-    rows.iter().map(execution).collect()
-}
-
 /// The shared cancel (`flowfabric_cancel`, migration 0006) for one execution.
 const CANCEL_SQL: &str = "SELECT count(*) FROM flowfabric_cancel(ARRAY[$1]::uuid[], \
     ARRAY[$2]::uuid[], $3) HAVING count(*) > 0";
-
-/// Operator cancel: any non-terminal execution; a live lease is revoked by the same
-/// statement (its attempt ends `cancelled`, so the worker's next write is fenced out).
-pub(super) async fn cancel(
-    pool: &PgPool,
-    tenant: TenantId,
-    id: ExecutionId,
-    reason: &str,
-) -> Result<bool> {
-    let cancelled: Option<i64> = sqlx::query_scalar(CANCEL_SQL)
-        .bind(tenant)
-        .bind(id)
-        .bind(reason)
-        .fetch_optional(pool)
-        .await
-        .map_err(EngineError::storage("cancel"))?;
-    if cancelled.is_some() {
-        return Ok(true);
-    }
-    match get_execution(pool, tenant, id).await?.state {
-        PublicState::Cancelled => Ok(false),
-        state => Err(EngineError::NotActive {
-            execution_id: id,
-            state,
-        }),
-    }
-}
-
-/// Operator lease revoke: an active execution's attempt ends now (`revoked`)
-/// and the execution is runnable again; the worker holding the lease is told
-/// at once (`flowfabric_revoked`) and its later writes are fenced out.
-const REVOKE_SQL: &str = r#"
-WITH revoked AS (
-    UPDATE executions SET lifecycle_phase = 'runnable', ownership_state = 'lease_revoked',
-        eligibility_state = 'eligible_now', blocking_reason = 'waiting_for_worker',
-        attempt_state = 'attempt_interrupted', lease_id = NULL, lease_expires_at = NULL,
-        attempt_timeout_at = NULL, eligible_at = now(), updated_at = now()
-    WHERE tenant_id = $1 AND execution_id = $2 AND lifecycle_phase = 'active'
-    RETURNING tenant_id, execution_id, attempt_index
-),
-attempt AS (
-    UPDATE attempts a SET state = 'revoked', ended_at = now(), failure = $3
-    FROM revoked r
-    WHERE a.tenant_id = r.tenant_id AND a.execution_id = r.execution_id
-      AND a.attempt_index = r.attempt_index
-)
-SELECT r.attempt_index FROM revoked r,
-    LATERAL (SELECT pg_notify('flowfabric_revoked', r.execution_id::text),
-                    pg_notify('flowfabric_work', '')) told
-"#;
-
-pub(super) async fn revoke_lease(pool: &PgPool, tenant: TenantId, id: ExecutionId) -> Result<i32> {
-    let failure = Failure::new(
-        FailureClass::LeaseExpired,
-        "the lease was revoked by an operator",
-    );
-    let revoked: Option<i32> = sqlx::query_scalar(REVOKE_SQL)
-        .bind(tenant)
-        .bind(id)
-        .bind(serde_json::to_value(&failure).expect("failure serialises"))
-        .fetch_optional(pool)
-        .await
-        .map_err(EngineError::storage("revoke lease"))?;
-    match revoked {
-        Some(attempt) => Ok(attempt),
-        None => Err(EngineError::NotActive {
-            execution_id: id,
-            state: get_execution(pool, tenant, id).await?.state,
-        }),
-    }
-}
 
 /// Operator replay: a terminal execution becomes runnable again, due now, with
 /// its result, failure and counters cleared, and its next claim is a `replay`
@@ -373,49 +396,3 @@ WITH replayed AS (
 wake AS (SELECT pg_notify('flowfabric_work', '') FROM replayed)
 SELECT replay_count, (SELECT count(*) FROM wake) AS woke FROM replayed
 "#;
-
-pub(super) async fn replay(pool: &PgPool, tenant: TenantId, id: ExecutionId) -> Result<i32> {
-    let replayed: Option<i32> = sqlx::query_scalar(REPLAY_SQL)
-        .bind(tenant)
-        .bind(id)
-        .bind(DEFAULT_MAX_REPLAYS as i32)
-        .fetch_optional(pool)
-        .await
-        .map_err(EngineError::storage("replay"))?;
-    if let Some(count) = replayed {
-        return Ok(count);
-    }
-    let execution = get_execution(pool, tenant, id).await?;
-    Err(refusals::not_replayable(
-        id,
-        execution.state,
-        execution.replay_count,
-    ))
-}
-
-pub(super) async fn change_priority(
-    pool: &PgPool,
-    tenant: TenantId,
-    id: ExecutionId,
-    priority: i32,
-) -> Result<()> {
-    let changed = sqlx::query(
-        "UPDATE executions SET priority = $3, updated_at = now() \
-         WHERE tenant_id = $1 AND execution_id = $2 AND lifecycle_phase = 'runnable'",
-    )
-    .bind(tenant)
-    .bind(id)
-    .bind(priority)
-    .execute(pool)
-    .await
-    .map_err(EngineError::storage("change priority"))?
-    .rows_affected();
-    if changed == 1 {
-        return Ok(());
-    }
-    let state = get_execution(pool, tenant, id).await?.state;
-    Err(EngineError::NotRunnable {
-        execution_id: id,
-        state,
-    })
-}

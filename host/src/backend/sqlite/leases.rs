@@ -8,6 +8,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rand::seq::SliceRandom;
 use sqlx::types::Json;
@@ -15,16 +16,213 @@ use sqlx::SqliteConnection;
 use uuid::Uuid;
 
 use super::budgets;
-use super::ingress::end_attempt;
+use super::executions::end_attempt;
 use super::record::{not_found, Exec};
 use super::time::{after, after_ms, at, millis_of, now, Millis};
 use super::{Effects, SqliteBackend};
+use crate::backend::Leases;
 use crate::backend::{stale_lease, LeaseLookup, LeaseMiss, NOT_HELD};
 use crate::error::{EngineError, Result};
 use crate::model::{
     AttemptState, AttemptType, ClaimRequest, ClaimedExecution, FailOutcome, Failure, LeaseHandle,
     PublicState, RetryDecision, TaskCeilings, TenantId, TenantLimits, DEFAULT_START_WINDOW_MS,
 };
+use crate::model::{ExecutionId, FailureClass};
+
+#[async_trait]
+impl Leases for SqliteBackend {
+    /// Lease up to `request.limit` runnable executions, round-robin across
+    /// tenants: each tenant's best candidates (priority, then age) within its
+    /// room under `max_running` and the start-rate quota; the first of every
+    /// tenant goes before the second of any, in a fresh random tenant order per
+    /// claim, so no tenant is always served first. A candidate an exhausted
+    /// budget covers is blocked instead of started.
+    #[tracing::instrument(skip_all, fields(worker = %request.worker_id, limit = request.limit))]
+    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedExecution>> {
+        let db = self;
+        if request.limit == 0 || request.lanes.is_empty() {
+            return Ok(Vec::new());
+        }
+        db.write("claim", async |conn, effects| {
+            let now = now();
+            let mut queues = Vec::new();
+            for (tenant, limits) in tenants_with_work(conn).await? {
+                if request.exclude_tenants.contains(&tenant) {
+                    continue;
+                }
+                let room = room(conn, tenant, &limits, request.limit, now).await?;
+                if room == 0 {
+                    continue;
+                }
+                let candidates = candidates(conn, tenant, request, room).await?;
+                if !candidates.is_empty() {
+                    let exhausted = budgets::any_exhausted(conn, tenant).await?;
+                    queues.push((
+                        candidates.into_iter(),
+                        TaskCeilings::from(&limits),
+                        exhausted,
+                    ));
+                }
+            }
+            queues.shuffle(&mut rand::rng());
+            let mut claimed = Vec::new();
+            let mut progressed = true;
+            while progressed && claimed.len() < request.limit as usize {
+                progressed = false;
+                for (queue, ceilings, exhausted) in &mut queues {
+                    if claimed.len() == request.limit as usize {
+                        break;
+                    }
+                    let Some(mut row) = queue.next() else {
+                        continue;
+                    };
+                    progressed = true;
+                    // Budget admission: what an exhausted budget covers is not
+                    // started but blocked, so the next claim looks past it.
+                    if *exhausted && budgets::over_budget(conn, &row).await? {
+                        budgets::block(conn, &mut row, effects).await?;
+                        continue;
+                    }
+                    claimed
+                        .push(lease_row(conn, &mut row, request, *ceilings, now, effects).await?);
+                }
+            }
+            tracing::debug!(claimed = claimed.len(), "claim");
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn renew(&self, lease: &LeaseHandle, ttl: Duration) -> Result<DateTime<Utc>> {
+        let db = self;
+        db.write("renew", async |conn, effects| {
+            let mut row = held(conn, lease).await?;
+            let before = row.lease_before();
+            let now = now();
+            row.lease_expires_at = Some(after(now, ttl));
+            row.updated_at = now;
+            row.save(conn, Some(before), effects).await?;
+            Ok(at(row.lease_expires_at.unwrap_or(now)))
+        })
+        .await
+    }
+
+    async fn complete(&self, lease: &LeaseHandle, result: &[u8]) -> Result<()> {
+        let db = self;
+        db.write("complete", async |conn, effects| {
+            complete_in(conn, lease, result, effects).await
+        })
+        .await
+    }
+
+    /// Complete several executions in one write transaction, each in a savepoint
+    /// of its own: one that is refused (stale, foreign, replayed) or fails
+    /// changes nothing of its own and leaves the others written. The worker
+    /// pool's completer gathers these, so the batch costs one commit.
+    async fn complete_many(&self, completions: &[(LeaseHandle, &[u8])]) -> Result<Vec<Result<()>>> {
+        let db = self;
+        db.write("complete many", async |conn, effects| {
+            let mut results = Vec::with_capacity(completions.len());
+            for (lease, result) in completions {
+                let mut item = sqlx::Connection::begin(&mut *conn)
+                    .await
+                    .map_err(EngineError::storage("complete many"))?;
+                let mut own = Effects::default();
+                let outcome = complete_in(&mut item, lease, result, &mut own).await;
+                if outcome.is_ok() {
+                    item.commit().await
+                } else {
+                    item.rollback().await
+                }
+                .map_err(EngineError::storage("complete many"))?;
+                if outcome.is_ok() {
+                    effects.absorb(own);
+                }
+                results.push(outcome);
+            }
+            Ok(results)
+        })
+        .await
+    }
+
+    async fn fail(&self, lease: &LeaseHandle, failure: &Failure) -> Result<FailOutcome> {
+        let db = self;
+        db.write("fail", async |conn, effects| {
+            match hold(conn, lease, AttemptState::Failed).await? {
+                Hold::Held(mut row) => fail_row(conn, &mut row, failure, effects).await,
+                Hold::Replayed {
+                    state: PublicState::Failed,
+                    attempt_is_current: true,
+                } => Ok(FailOutcome::TerminalFailed),
+                Hold::Replayed { .. } => Ok(FailOutcome::RetryScheduled { retry_at: None }),
+            }
+        })
+        .await
+    }
+
+    async fn cancel_by_worker(&self, lease: &LeaseHandle, reason: &str) -> Result<()> {
+        let db = self;
+        db.write("cancel", async |conn, effects| {
+            let Some(mut row) = held_or_replayed(conn, lease, AttemptState::Cancelled).await?
+            else {
+                return Ok(());
+            };
+            let now = now();
+            let before = row.lease_before();
+            row.make_terminal("cancelled", now);
+            row.cancellation_reason = Some(reason.to_owned());
+            row.save(conn, Some(before), effects).await?;
+            end_attempt(conn, &row, "cancelled", None, &["running"], now).await?;
+            row.record_completion(conn, effects).await
+        })
+        .await
+    }
+
+    /// Operator revoke: the active attempt ends `revoked` now and the execution
+    /// is runnable again; the worker holding the lease is told at once.
+    async fn revoke_lease(&self, tenant: TenantId, id: ExecutionId) -> Result<i32> {
+        let db = self;
+        db.write("revoke lease", async |conn, effects| {
+            let mut row = Exec::get(conn, tenant, id).await?;
+            if row.lifecycle_phase != "active" {
+                return Err(EngineError::NotActive {
+                    execution_id: id,
+                    state: row.derived_public_state(),
+                });
+            }
+            let now = now();
+            let before = row.lease_before();
+            row.release_lease(now);
+            row.ownership_state = "lease_revoked".into();
+            row.make_runnable(now, "attempt_interrupted", now);
+            row.save(conn, Some(before), effects).await?;
+            let failure = Failure::new(
+                FailureClass::LeaseExpired,
+                "the lease was revoked by an operator",
+            );
+            end_attempt(conn, &row, "revoked", Some(&failure), &["running"], now).await?;
+            effects.revoked.push(id);
+            Ok(row.attempt_index)
+        })
+        .await
+    }
+
+    async fn delay(&self, lease: &LeaseHandle, until: DateTime<Utc>) -> Result<()> {
+        let db = self;
+        db.write("delay", async |conn, effects| {
+            let Some(mut row) = held_or_replayed(conn, lease, AttemptState::Delayed).await? else {
+                return Ok(());
+            };
+            let now = now();
+            let before = row.lease_before();
+            row.release_lease(now);
+            row.make_runnable(millis_of(until), "pending_delayed_attempt", now);
+            row.save(conn, Some(before), effects).await?;
+            end_attempt(conn, &row, "delayed", None, &["running"], now).await
+        })
+        .await
+    }
+}
 
 /// A fenced write found its row: held by the handle, or already moved by it.
 pub(super) enum Hold {
@@ -104,62 +302,6 @@ async fn held_or_replayed(
     })
 }
 
-pub(super) async fn renew(
-    db: &SqliteBackend,
-    lease: &LeaseHandle,
-    ttl: Duration,
-) -> Result<DateTime<Utc>> {
-    db.write("renew", async |conn, effects| {
-        let mut row = held(conn, lease).await?;
-        let before = row.lease_before();
-        let now = now();
-        row.lease_expires_at = Some(after(now, ttl));
-        row.updated_at = now;
-        row.save(conn, Some(before), effects).await?;
-        Ok(at(row.lease_expires_at.unwrap_or(now)))
-    })
-    .await
-}
-
-pub(super) async fn complete(db: &SqliteBackend, lease: &LeaseHandle, result: &[u8]) -> Result<()> {
-    db.write("complete", async |conn, effects| {
-        complete_in(conn, lease, result, effects).await
-    })
-    .await
-}
-
-/// Complete several executions in one write transaction, each in a savepoint
-/// of its own: one that is refused (stale, foreign, replayed) or fails
-/// changes nothing of its own and leaves the others written. The worker
-/// pool's completer gathers these, so the batch costs one commit.
-pub(super) async fn complete_many(
-    db: &SqliteBackend,
-    completions: &[(LeaseHandle, &[u8])],
-) -> Result<Vec<Result<()>>> {
-    db.write("complete many", async |conn, effects| {
-        let mut results = Vec::with_capacity(completions.len());
-        for (lease, result) in completions {
-            let mut item = sqlx::Connection::begin(&mut *conn)
-                .await
-                .map_err(EngineError::storage("complete many"))?;
-            let mut own = Effects::default();
-            let outcome = complete_in(&mut item, lease, result, &mut own).await;
-            if outcome.is_ok() {
-                item.commit().await
-            } else {
-                item.rollback().await
-            }
-            .map_err(EngineError::storage("complete many"))?;
-            if outcome.is_ok() {
-                effects.absorb(own);
-            }
-            results.push(outcome);
-        }
-        Ok(results)
-    })
-    .await
-}
-
 async fn complete_in(
     conn: &mut SqliteConnection,
     lease: &LeaseHandle,
@@ -176,63 +318,6 @@ async fn complete_in(
     row.save(conn, Some(before), effects).await?;
     end_attempt(conn, &row, "succeeded", None, &["running"], now).await?;
     row.record_completion(conn, effects).await
-}
-
-pub(super) async fn cancel_by_worker(
-    db: &SqliteBackend,
-    lease: &LeaseHandle,
-    reason: &str,
-) -> Result<()> {
-    db.write("cancel", async |conn, effects| {
-        let Some(mut row) = held_or_replayed(conn, lease, AttemptState::Cancelled).await? else {
-            return Ok(());
-        };
-        let now = now();
-        let before = row.lease_before();
-        row.make_terminal("cancelled", now);
-        row.cancellation_reason = Some(reason.to_owned());
-        row.save(conn, Some(before), effects).await?;
-        end_attempt(conn, &row, "cancelled", None, &["running"], now).await?;
-        row.record_completion(conn, effects).await
-    })
-    .await
-}
-
-pub(super) async fn delay(
-    db: &SqliteBackend,
-    lease: &LeaseHandle,
-    until: DateTime<Utc>,
-) -> Result<()> {
-    db.write("delay", async |conn, effects| {
-        let Some(mut row) = held_or_replayed(conn, lease, AttemptState::Delayed).await? else {
-            return Ok(());
-        };
-        let now = now();
-        let before = row.lease_before();
-        row.release_lease(now);
-        row.make_runnable(millis_of(until), "pending_delayed_attempt", now);
-        row.save(conn, Some(before), effects).await?;
-        end_attempt(conn, &row, "delayed", None, &["running"], now).await
-    })
-    .await
-}
-
-pub(super) async fn fail(
-    db: &SqliteBackend,
-    lease: &LeaseHandle,
-    failure: &Failure,
-) -> Result<FailOutcome> {
-    db.write("fail", async |conn, effects| {
-        match hold(conn, lease, AttemptState::Failed).await? {
-            Hold::Held(mut row) => fail_row(conn, &mut row, failure, effects).await,
-            Hold::Replayed {
-                state: PublicState::Failed,
-                attempt_is_current: true,
-            } => Ok(FailOutcome::TerminalFailed),
-            Hold::Replayed { .. } => Ok(FailOutcome::RetryScheduled { retry_at: None }),
-        }
-    })
-    .await
 }
 
 /// Apply a failure to a held row: another attempt after the policy's backoff,
@@ -268,69 +353,6 @@ pub(super) async fn fail_row(
         row.record_completion(conn, effects).await?;
     }
     Ok(outcome)
-}
-
-/// Lease up to `request.limit` runnable executions, round-robin across
-/// tenants: each tenant's best candidates (priority, then age) within its
-/// room under `max_running` and the start-rate quota; the first of every
-/// tenant goes before the second of any, in a fresh random tenant order per
-/// claim, so no tenant is always served first. A candidate an exhausted
-/// budget covers is blocked instead of started.
-#[tracing::instrument(skip_all, fields(worker = %request.worker_id, limit = request.limit))]
-pub(super) async fn claim(
-    db: &SqliteBackend,
-    request: &ClaimRequest,
-) -> Result<Vec<ClaimedExecution>> {
-    if request.limit == 0 || request.lanes.is_empty() {
-        return Ok(Vec::new());
-    }
-    db.write("claim", async |conn, effects| {
-        let now = now();
-        let mut queues = Vec::new();
-        for (tenant, limits) in tenants_with_work(conn).await? {
-            if request.exclude_tenants.contains(&tenant) {
-                continue;
-            }
-            let room = room(conn, tenant, &limits, request.limit, now).await?;
-            if room == 0 {
-                continue;
-            }
-            let candidates = candidates(conn, tenant, request, room).await?;
-            if !candidates.is_empty() {
-                let exhausted = budgets::any_exhausted(conn, tenant).await?;
-                queues.push((
-                    candidates.into_iter(),
-                    TaskCeilings::from(&limits),
-                    exhausted,
-                ));
-            }
-        }
-        queues.shuffle(&mut rand::rng());
-        let mut claimed = Vec::new();
-        let mut progressed = true;
-        while progressed && claimed.len() < request.limit as usize {
-            progressed = false;
-            for (queue, ceilings, exhausted) in &mut queues {
-                if claimed.len() == request.limit as usize {
-                    break;
-                }
-                let Some(mut row) = queue.next() else {
-                    continue;
-                };
-                progressed = true;
-                // Budget admission: what an exhausted budget covers is not
-                // started but blocked, so the next claim looks past it.
-                if *exhausted && budgets::over_budget(conn, &row).await? {
-                    budgets::block(conn, &mut row, effects).await?;
-                    continue;
-                }
-                claimed.push(lease_row(conn, &mut row, request, *ceilings, now, effects).await?);
-            }
-        }
-        tracing::debug!(claimed = claimed.len(), "claim");
-        Ok(claimed)
-    })
-    .await
 }
 
 /// Tenants with claimable work, and their limits (off `executions_claim_idx`).

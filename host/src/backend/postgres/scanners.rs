@@ -1,0 +1,275 @@
+//! Scanner passes: lease expiry, delayed promotion, attempt timeouts, deadlines.
+//!
+//! Each pass visits every tenant through a `LATERAL` probe of a tenant-first
+//! partial index, taking at most `limit` rows per tenant with `SKIP LOCKED`, so
+//! several hosts can run the same pass at once without waiting on each other, and
+//! a tenant with a huge backlog does not delay the others.
+
+use std::sync::LazyLock;
+
+use async_trait::async_trait;
+
+use super::leases::fail_locked;
+use super::rows::{col, completion_outbox, json, transaction};
+use super::PgBackend;
+use crate::backend::Scanners;
+use crate::error::{EngineError, Result};
+use crate::model::{ExecutionPolicy, Failure, FailureClass, LeaseHandle};
+use std::time::Duration;
+
+#[async_trait]
+impl Scanners for PgBackend {
+    async fn reclaim_expired_leases(&self, limit: u32) -> Result<u64> {
+        let pool = &self.pool;
+        let spent = Failure::new(
+            FailureClass::LeaseExpired,
+            "the lease expired more often than max_reclaim_count allows",
+        );
+        let expired = Failure::new(
+            FailureClass::LeaseExpired,
+            "the lease expired before the attempt ended",
+        );
+        let n: i64 = sqlx::query_scalar(&RECLAIM_SQL)
+            .bind(i64::from(limit))
+            .bind(serde_json::to_value(&spent).expect("failure serialises"))
+            .bind(serde_json::to_value(&expired).expect("failure serialises"))
+            .fetch_one(pool)
+            .await
+            .map_err(EngineError::storage("reclaim expired leases"))?;
+        Ok(n as u64)
+    }
+
+    async fn promote_delayed(&self, limit: u32) -> Result<u64> {
+        let pool = &self.pool;
+        let n: i64 = sqlx::query_scalar(
+            r#"
+    WITH due AS (
+        SELECT c.tenant_id, c.execution_id
+        FROM tenants t
+        CROSS JOIN LATERAL (
+            SELECT e.tenant_id, e.execution_id FROM executions e
+            WHERE e.tenant_id = t.tenant_id AND e.lifecycle_phase = 'runnable'
+              AND e.eligibility_state = 'not_eligible_until_time' AND e.eligible_at <= now()
+            ORDER BY e.eligible_at
+            LIMIT $1
+            FOR UPDATE SKIP LOCKED
+        ) c
+    ),
+    moved AS (
+        UPDATE executions e SET eligibility_state = 'eligible_now',
+            blocking_reason = 'waiting_for_worker', updated_at = now()
+        FROM due d
+        WHERE e.tenant_id = d.tenant_id AND e.execution_id = d.execution_id
+        RETURNING 1
+    ),
+    wake AS (SELECT pg_notify('flowfabric_work', '') WHERE EXISTS (SELECT 1 FROM moved))
+    SELECT (SELECT count(*) FROM moved) + 0 * (SELECT count(*) FROM wake)
+    "#,
+        )
+        .bind(i64::from(limit))
+        .fetch_one(pool)
+        .await
+        .map_err(EngineError::storage("promote delayed"))?;
+        Ok(n as u64)
+    }
+
+    /// Attempts past their timeout fail with class `timeout`, through the same code
+    /// path as a worker's `fail`, so the retry policy decides what follows.
+    async fn fail_timed_out_attempts(&self, limit: u32) -> Result<u64> {
+        let pool = &self.pool;
+        let candidates = sqlx::query(
+            "SELECT c.tenant_id, c.execution_id FROM tenants t \
+             CROSS JOIN LATERAL (SELECT e.tenant_id, e.execution_id FROM executions e \
+                 WHERE e.tenant_id = t.tenant_id AND e.lifecycle_phase = 'active' \
+                   AND e.attempt_timeout_at IS NOT NULL AND e.attempt_timeout_at < now() \
+                 ORDER BY e.attempt_timeout_at LIMIT $1) c",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await
+        .map_err(EngineError::storage("find timed out attempts"))?;
+
+        let mut failed = 0;
+        for candidate in candidates {
+            let tenant: uuid::Uuid = col(&candidate, "tenant_id")?;
+            let execution: uuid::Uuid = col(&candidate, "execution_id")?;
+            let timed_out = transaction(pool, "attempt timeout", async |tx| {
+                let locked = sqlx::query(
+                    "SELECT attempt_index, lease_id, lease_epoch, policy, retry_count FROM executions \
+                     WHERE tenant_id = $1 AND execution_id = $2 AND lifecycle_phase = 'active' \
+                       AND attempt_timeout_at < now() FOR UPDATE SKIP LOCKED",
+                )
+                .bind(tenant)
+                .bind(execution)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(EngineError::storage("attempt timeout"))?;
+                let Some(row) = locked else {
+                    return Ok(false);
+                };
+                let lease = LeaseHandle {
+                    tenant_id: tenant,
+                    execution_id: execution,
+                    attempt_index: col(&row, "attempt_index")?,
+                    lease_id: col(&row, "lease_id")?,
+                    lease_epoch: col(&row, "lease_epoch")?,
+                };
+                let policy: ExecutionPolicy = json(col(&row, "policy")?, "policy")?;
+                let limit_ms = policy.timeouts.attempt_timeout_ms.unwrap_or_default();
+                let failure = Failure::new(
+                    FailureClass::Timeout,
+                    format!("the attempt ran past its timeout of {limit_ms} ms"),
+                );
+                let retry_count = col(&row, "retry_count")?;
+                fail_locked(tx, &lease, &failure, &policy, retry_count).await?;
+                Ok(true)
+            })
+            .await?;
+            if timed_out {
+                failed += 1;
+            }
+        }
+        Ok(failed)
+    }
+
+    /// Non-terminal executions past their deadline end `expired`; a live lease is
+    /// revoked with them.
+    async fn expire_past_deadline(&self, limit: u32) -> Result<u64> {
+        let pool = &self.pool;
+        let n: i64 = sqlx::query_scalar(&DEADLINE_SQL)
+            .bind(i64::from(limit))
+            .fetch_one(pool)
+            .await
+            .map_err(EngineError::storage("expire past deadline"))?;
+        Ok(n as u64)
+    }
+
+    /// Scanner: suspensions past their timeout, up to `limit` per tenant, each in
+    /// its own transaction (the behaviours differ and each locks one row).
+    async fn time_out_suspensions(&self, limit: u32) -> Result<u64> {
+        super::suspension_timeouts::time_out_suspensions(&self.pool, limit).await
+    }
+
+    /// Sibling-cancel scanner: finish `cancel_remaining` for groups whose
+    /// upstreams were locked when the join was satisfied, and flow cancels a
+    /// process did not finish (see [`cancel_flow`]). Nothing here waits on a
+    /// lock, so it cannot deadlock with the transactions it is cleaning up after.
+    async fn cancel_pending_siblings(&self, limit: u32) -> Result<u64> {
+        super::flow_cancel::cancel_pending_siblings(&self.pool, limit).await
+    }
+
+    /// Resume parents whose children have all ended but which no child's
+    /// transaction could resume (their row was locked at the time).
+    async fn wake_waiting_parents(&self, limit: u32) -> Result<u64> {
+        super::children::wake_waiting_parents(&self.pool, limit).await
+    }
+
+    /// Reset budgets whose interval has passed.
+    async fn reset_due_budgets(&self, limit: u32) -> Result<u64> {
+        super::budgets::reset_due_budgets(&self.pool, limit).await
+    }
+
+    async fn prune_events(&self, retention: Duration, limit: u32) -> Result<u64> {
+        let ms = super::leases::millis(retention);
+        Ok(super::outbox::COMPLETIONS
+            .prune(&self.pool, ms, limit)
+            .await?
+            + super::outbox::LEASES.prune(&self.pool, ms, limit).await?
+            + super::outbox::SIGNALS.prune(&self.pool, ms, limit).await?)
+    }
+}
+
+/// Expired leases become a new attempt (`attempt_interrupted` → type `reclaim`), or
+/// terminal failure once the reclaim cap of the frozen policy is spent.
+static RECLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        r#"
+WITH expired AS (
+    SELECT c.tenant_id, c.execution_id, c.spent
+    FROM tenants t
+    CROSS JOIN LATERAL (
+        SELECT e.tenant_id, e.execution_id,
+               e.reclaim_count + 1
+                   > coalesce(least((e.policy -> 'timeouts' ->> 'max_reclaim_count')::numeric, 1000)::int, 100) AS spent
+        FROM executions e
+        WHERE e.tenant_id = t.tenant_id AND e.lifecycle_phase = 'active'
+          AND e.lease_expires_at < now()
+        ORDER BY e.lease_expires_at
+        LIMIT $1
+        FOR UPDATE SKIP LOCKED
+    ) c
+),
+moved AS (
+    UPDATE executions e SET
+        reclaim_count = e.reclaim_count + 1,
+        lifecycle_phase = CASE WHEN x.spent THEN 'terminal' ELSE 'runnable' END,
+        eligibility_state = CASE WHEN x.spent THEN 'not_applicable' ELSE 'eligible_now' END,
+        blocking_reason = CASE WHEN x.spent THEN NULL ELSE 'waiting_for_worker' END,
+        terminal_outcome = CASE WHEN x.spent THEN 'failed' END,
+        attempt_state = CASE WHEN x.spent THEN 'attempt_terminal' ELSE 'attempt_interrupted' END,
+        finished_at = CASE WHEN x.spent THEN now() END,
+        last_failure = CASE WHEN x.spent THEN $2::jsonb ELSE e.last_failure END,
+        eligible_at = CASE WHEN x.spent THEN e.eligible_at ELSE now() END,
+        ownership_state = 'unowned', lease_id = NULL, lease_expires_at = NULL,
+        attempt_timeout_at = NULL, updated_at = now()
+    FROM expired x
+    WHERE e.tenant_id = x.tenant_id AND e.execution_id = x.execution_id
+    RETURNING e.tenant_id, e.execution_id, e.attempt_index, e.lifecycle_phase
+),
+attempt AS (
+    UPDATE attempts a SET state = 'lease_expired', ended_at = now(), failure = $3::jsonb
+    FROM moved m
+    WHERE a.tenant_id = m.tenant_id AND a.execution_id = m.execution_id
+      AND a.attempt_index = m.attempt_index
+),
+{outbox},
+wake AS (
+    SELECT pg_notify('flowfabric_work', '')
+    WHERE EXISTS (SELECT 1 FROM moved WHERE lifecycle_phase = 'runnable')
+)
+SELECT (SELECT count(*) FROM moved)
+    + 0 * ((SELECT count(*) FROM wake) + (SELECT count(*) FROM event_notify))
+"#,
+        outbox = completion_outbox("moved", "'failed'", "lifecycle_phase = 'terminal'"),
+    )
+});
+
+static DEADLINE_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        r#"
+WITH due AS (
+    SELECT c.tenant_id, c.execution_id
+    FROM tenants t
+    CROSS JOIN LATERAL (
+        SELECT e.tenant_id, e.execution_id FROM executions e
+        WHERE e.tenant_id = t.tenant_id AND e.lifecycle_phase <> 'terminal'
+          AND e.deadline_at IS NOT NULL AND e.deadline_at < now()
+        ORDER BY e.deadline_at
+        LIMIT $1
+        FOR UPDATE SKIP LOCKED
+    ) c
+),
+moved AS (
+    UPDATE executions e SET lifecycle_phase = 'terminal', ownership_state = 'unowned',
+        eligibility_state = 'not_applicable', blocking_reason = NULL,
+        terminal_outcome = 'expired', attempt_state = 'attempt_terminal',
+        lease_id = NULL, lease_expires_at = NULL, attempt_timeout_at = NULL,
+        suspension = NULL, suspension_timeout_at = NULL, finished_at = now(), updated_at = now()
+    FROM due d
+    WHERE e.tenant_id = d.tenant_id AND e.execution_id = d.execution_id
+    RETURNING e.tenant_id, e.execution_id, e.attempt_index
+),
+attempt AS (
+    UPDATE attempts a SET state = 'expired', ended_at = now()
+    FROM moved m
+    WHERE a.tenant_id = m.tenant_id AND a.execution_id = m.execution_id
+      AND a.attempt_index = m.attempt_index AND a.state IN ('running', 'suspended')
+),
+{outbox},
+revoke AS (SELECT pg_notify('flowfabric_revoked', execution_id::text) FROM moved)
+SELECT count(*) + 0 * ((SELECT count(*) FROM event_notify) + (SELECT count(*) FROM revoke))
+FROM moved
+"#,
+        outbox = completion_outbox("moved", "'expired'", "true"),
+    )
+});

@@ -1,0 +1,127 @@
+//! The scanner pass for suspensions past their timeout: each ends as its
+//! suspension's `on_timeout` says (fail, cancel, resume with a timeout
+//! signal), in its own transaction.
+
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::rows::{col, json, transaction};
+use super::suspension::{err, resume, SignalEventRow};
+use crate::error::Result;
+use crate::model::{ExecutionId, Suspension, TenantId, TimeoutBehavior, TIMEOUT_SIGNAL};
+
+/// Scanner: suspensions past their timeout, up to `limit` per tenant, each in
+/// its own transaction (the behaviours differ and each locks one row).
+pub(super) async fn time_out_suspensions(pool: &PgPool, limit: u32) -> Result<u64> {
+    let due: Vec<(TenantId, ExecutionId)> = sqlx::query_as(
+        "SELECT c.tenant_id, c.execution_id FROM tenants t CROSS JOIN LATERAL ( \
+             SELECT e.tenant_id, e.execution_id FROM executions e \
+             WHERE e.tenant_id = t.tenant_id AND e.lifecycle_phase = 'suspended' \
+               AND e.suspension_timeout_at IS NOT NULL AND e.suspension_timeout_at < now() \
+             ORDER BY e.suspension_timeout_at LIMIT $1) c",
+    )
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await
+    .map_err(err("find timed-out suspensions"))?;
+    let mut changed = 0;
+    for (tenant, id) in due {
+        if time_out_one(pool, tenant, id).await? {
+            changed += 1;
+        }
+    }
+    Ok(changed)
+}
+
+async fn time_out_one(pool: &PgPool, tenant: TenantId, id: ExecutionId) -> Result<bool> {
+    let op = "time out suspension";
+    transaction(pool, op, async |tx| {
+        let row = sqlx::query(
+            "SELECT suspension, suspension_seq FROM executions \
+             WHERE tenant_id = $1 AND execution_id = $2 AND lifecycle_phase = 'suspended' \
+               AND suspension_timeout_at < now() FOR UPDATE SKIP LOCKED",
+        )
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(err(op))?;
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        let suspension: Suspension = json(col(&row, "suspension")?, "suspension")?;
+        let seq: i32 = col(&row, "suspension_seq")?;
+        match suspension.on_timeout {
+            TimeoutBehavior::AutoResume => {
+                let signal_id = Uuid::now_v7();
+                sqlx::query(
+                    "INSERT INTO signals (tenant_id, execution_id, signal_id, waitpoint_id, \
+                         waitpoint_key, name, payload, consumed_in) \
+                     VALUES ($1, $2, $3, $4, '', $5, '', $6)",
+                )
+                .bind(tenant)
+                .bind(id)
+                .bind(signal_id)
+                .bind(Uuid::nil())
+                .bind(TIMEOUT_SIGNAL)
+                .bind(seq)
+                .execute(&mut *tx)
+                .await
+                .map_err(err(op))?;
+                resume(tx, tenant, id, seq).await?;
+                SignalEventRow::new(tenant, id, Uuid::nil(), signal_id, TIMEOUT_SIGNAL)
+                    .record(tx, "resumed")
+                    .await?;
+            }
+            behaviour => end_suspended(tx, tenant, id, behaviour).await?,
+        }
+        Ok(true)
+    })
+    .await
+}
+
+/// A timed-out suspension ends the execution: failed, cancelled or expired.
+async fn end_suspended(
+    tx: &mut PgConnection,
+    tenant: TenantId,
+    id: ExecutionId,
+    behaviour: TimeoutBehavior,
+) -> Result<()> {
+    let (outcome, attempt_state, failure) = match behaviour {
+        TimeoutBehavior::Fail => (
+            "failed",
+            "failed",
+            Some(serde_json::json!({ "class": "timeout", "message": "the suspension timed out" })),
+        ),
+        TimeoutBehavior::Cancel => ("cancelled", "cancelled", None),
+        _ => ("expired", "expired", None),
+    };
+    sqlx::query(&format!(
+        "WITH moved AS ( \
+             UPDATE executions SET lifecycle_phase = 'terminal', eligibility_state = 'not_applicable', \
+                 blocking_reason = NULL, terminal_outcome = $3, attempt_state = 'attempt_terminal', \
+                 last_failure = coalesce($4, last_failure), \
+                 cancellation_reason = CASE WHEN $3 = 'cancelled' \
+                     THEN 'the suspension timed out' END, \
+                 suspension = NULL, suspension_timeout_at = NULL, finished_at = now(), \
+                 updated_at = now() \
+             WHERE tenant_id = $1 AND execution_id = $2 RETURNING tenant_id, execution_id, \
+                 attempt_index), \
+         attempt AS ( \
+             UPDATE attempts a SET state = $5, failure = $4, ended_at = now() FROM moved m \
+             WHERE a.tenant_id = m.tenant_id AND a.execution_id = m.execution_id \
+               AND a.attempt_index = m.attempt_index), \
+         {} \
+         SELECT (SELECT count(*) FROM event_notify)",
+        super::rows::completion_outbox("moved", "$3", "true")
+    ))
+    .bind(tenant)
+    .bind(id)
+    .bind(outcome)
+    .bind(failure)
+    .bind(attempt_state)
+    .execute(&mut *tx)
+    .await
+    .map_err(err("end timed-out suspension"))?;
+    Ok(())
+}

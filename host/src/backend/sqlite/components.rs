@@ -1,0 +1,188 @@
+//! [`Components`] on SQLite: component versions and their wasm bytes.
+
+use async_trait::async_trait;
+
+use super::tenancy::get_tenant;
+use super::time::{at, now, Millis};
+use super::SqliteBackend;
+use crate::backend::Components;
+use crate::error::{EngineError, Result};
+use crate::model::{ComponentVersion, TenantId};
+#[async_trait]
+impl Components for SqliteBackend {
+    /// Uploading the bytes the newest version already has returns that version.
+    /// The single writer gives concurrent uploads of one kind consecutive versions.
+    async fn put_component(
+        &self,
+        tenant: TenantId,
+        kind: &str,
+        digest: &str,
+        wasm: &[u8],
+    ) -> Result<(ComponentVersion, bool)> {
+        let db = self;
+        db.write("put component", async |conn, _| {
+            get_tenant(conn, tenant).await?;
+            let latest: Option<VersionRow> = sqlx::query_as(&format!(
+                "SELECT {VERSION_COLUMNS} FROM components WHERE tenant_id = ? AND kind = ? \
+                 ORDER BY version DESC LIMIT 1"
+            ))
+            .bind(tenant)
+            .bind(kind)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(EngineError::storage("put component"))?;
+            if let Some(latest) = &latest {
+                if latest.digest == digest && !latest.deprecated {
+                    return Ok((latest.clone().into(), false));
+                }
+            }
+            sqlx::query(
+                "INSERT INTO component_blobs (tenant_id, digest, wasm) VALUES (?, ?, ?) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(tenant)
+            .bind(digest)
+            .bind(wasm)
+            .execute(&mut *conn)
+            .await
+            .map_err(EngineError::storage("put component"))?;
+            let row: VersionRow = sqlx::query_as(&format!(
+                "INSERT INTO components (tenant_id, kind, version, digest, size_bytes, created_at) \
+                 VALUES (?, ?, ?, ?, ?, ?) RETURNING {VERSION_COLUMNS}"
+            ))
+            .bind(tenant)
+            .bind(kind)
+            .bind(latest.map_or(1, |v| v.version + 1))
+            .bind(digest)
+            .bind(i32::try_from(wasm.len()).unwrap_or(i32::MAX))
+            .bind(now())
+            .fetch_one(conn)
+            .await
+            .map_err(EngineError::storage("put component"))?;
+            Ok((row.into(), true))
+        })
+        .await
+    }
+
+    async fn latest_component(
+        &self,
+        tenant: TenantId,
+        kind: &str,
+    ) -> Result<Option<ComponentVersion>> {
+        let db = self;
+        let row: Option<VersionRow> = sqlx::query_as(&format!(
+            "SELECT {VERSION_COLUMNS} FROM components WHERE tenant_id = ? AND kind = ? \
+             AND NOT deprecated ORDER BY version DESC LIMIT 1"
+        ))
+        .bind(tenant)
+        .bind(kind)
+        .fetch_optional(&mut *db.read("latest component").await?)
+        .await
+        .map_err(EngineError::storage("latest component"))?;
+        Ok(row.map(ComponentVersion::from))
+    }
+
+    async fn component_wasm(&self, tenant: TenantId, digest: &str) -> Result<Vec<u8>> {
+        let db = self;
+        sqlx::query_scalar("SELECT wasm FROM component_blobs WHERE tenant_id = ? AND digest = ?")
+            .bind(tenant)
+            .bind(digest)
+            .fetch_optional(&mut *db.read("component wasm").await?)
+            .await
+            .map_err(EngineError::storage("component wasm"))?
+            .ok_or_else(|| EngineError::NotFound {
+                what: "component",
+                id: digest.to_owned(),
+            })
+    }
+
+    async fn list_components(&self, tenant: TenantId) -> Result<Vec<ComponentVersion>> {
+        let db = self;
+        let rows: Vec<VersionRow> = sqlx::query_as(&format!(
+            "SELECT {VERSION_COLUMNS} FROM components WHERE tenant_id = ? ORDER BY kind, version"
+        ))
+        .bind(tenant)
+        .fetch_all(&mut *db.read("list components").await?)
+        .await
+        .map_err(EngineError::storage("list components"))?;
+        Ok(rows.into_iter().map(ComponentVersion::from).collect())
+    }
+
+    async fn get_component(
+        &self,
+        tenant: TenantId,
+        kind: &str,
+        version: i32,
+    ) -> Result<ComponentVersion> {
+        let db = self;
+        let row: Option<VersionRow> = sqlx::query_as(&format!(
+            "SELECT {VERSION_COLUMNS} FROM components WHERE tenant_id = ? AND kind = ? AND version = ?"
+        ))
+        .bind(tenant)
+        .bind(kind)
+        .bind(version)
+        .fetch_optional(&mut *db.read("get component").await?)
+        .await
+        .map_err(EngineError::storage("get component"))?;
+        row.map(ComponentVersion::from)
+            .ok_or_else(|| version_not_found(kind, version))
+    }
+
+    /// Deprecated versions stay stored; new attempts run the newest version that
+    /// is not deprecated. Idempotent.
+    async fn deprecate_component(
+        &self,
+        tenant: TenantId,
+        kind: &str,
+        version: i32,
+    ) -> Result<ComponentVersion> {
+        let db = self;
+        db.write("deprecate component", async |conn, _| {
+            let row: Option<VersionRow> = sqlx::query_as(&format!(
+                "UPDATE components SET deprecated = 1 \
+                 WHERE tenant_id = ? AND kind = ? AND version = ? RETURNING {VERSION_COLUMNS}"
+            ))
+            .bind(tenant)
+            .bind(kind)
+            .bind(version)
+            .fetch_optional(conn)
+            .await
+            .map_err(EngineError::storage("deprecate component"))?;
+            row.map(ComponentVersion::from)
+                .ok_or_else(|| version_not_found(kind, version))
+        })
+        .await
+    }
+}
+
+#[derive(Clone, sqlx::FromRow)]
+struct VersionRow {
+    kind: String,
+    version: i32,
+    digest: String,
+    size_bytes: i32,
+    deprecated: bool,
+    created_at: Millis,
+}
+
+impl From<VersionRow> for ComponentVersion {
+    fn from(r: VersionRow) -> Self {
+        ComponentVersion {
+            kind: r.kind,
+            version: r.version,
+            digest: r.digest,
+            size_bytes: r.size_bytes,
+            deprecated: r.deprecated,
+            created_at: at(r.created_at),
+        }
+    }
+}
+
+const VERSION_COLUMNS: &str = "kind, version, digest, size_bytes, deprecated, created_at";
+
+fn version_not_found(kind: &str, number: i32) -> EngineError {
+    EngineError::NotFound {
+        what: "component version",
+        id: format!("{kind}@{number}"),
+    }
+}

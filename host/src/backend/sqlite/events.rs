@@ -1,0 +1,151 @@
+//! [`Events`] on SQLite: the three per-tenant streams, read by cursor.
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::time::{at, Millis};
+use super::SqliteBackend;
+use crate::backend::Events;
+use crate::error::{EngineError, Result};
+use crate::model::{CompletionEvent, EventBatch, EventCursor, LeaseEvent, SignalEvent, TenantId};
+#[async_trait]
+impl Events for SqliteBackend {
+    async fn completion_events(
+        &self,
+        tenant: TenantId,
+        after: EventCursor,
+        limit: u32,
+    ) -> Result<EventBatch<CompletionEvent>> {
+        let db = self;
+        let rows: Vec<(i64, Uuid, i32, String, Millis)> = sqlx::query_as(
+            "SELECT event_id, execution_id, attempt_index, outcome, created_at \
+             FROM completion_events WHERE tenant_id = ? AND event_id > ? ORDER BY event_id LIMIT ?",
+        )
+        .bind(tenant)
+        .bind(after.event_id)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *db.read("read completion events").await?)
+        .await
+        .map_err(EngineError::storage("read completion events"))?;
+        let events = rows
+            .into_iter()
+            .map(
+                |(id, execution_id, attempt_index, outcome, created)| CompletionEvent {
+                    cursor: cursor(id),
+                    event_id: id,
+                    execution_id,
+                    attempt_index,
+                    outcome,
+                    created_at: at(created),
+                },
+            )
+            .collect();
+        Ok(EventBatch {
+            events,
+            pending: false,
+        })
+    }
+
+    async fn lease_events(
+        &self,
+        tenant: TenantId,
+        after: EventCursor,
+        limit: u32,
+    ) -> Result<EventBatch<LeaseEvent>> {
+        let db = self;
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            event_id: i64,
+            execution_id: Uuid,
+            attempt_index: i32,
+            lease_epoch: i64,
+            kind: String,
+            lease_expires_at: Option<Millis>,
+            phase: String,
+            created_at: Millis,
+        }
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT event_id, execution_id, attempt_index, lease_epoch, kind, lease_expires_at, \
+             phase, created_at FROM lease_events WHERE tenant_id = ? AND event_id > ? \
+             ORDER BY event_id LIMIT ?",
+        )
+        .bind(tenant)
+        .bind(after.event_id)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *db.read("read lease events").await?)
+        .await
+        .map_err(EngineError::storage("read lease events"))?;
+        let events = rows
+            .into_iter()
+            .map(|r| LeaseEvent {
+                cursor: cursor(r.event_id),
+                event_id: r.event_id,
+                execution_id: r.execution_id,
+                attempt_index: r.attempt_index,
+                lease_epoch: r.lease_epoch,
+                kind: r.kind,
+                lease_expires_at: r.lease_expires_at.map(at),
+                phase: r.phase,
+                created_at: at(r.created_at),
+            })
+            .collect();
+        Ok(EventBatch {
+            events,
+            pending: false,
+        })
+    }
+
+    async fn signal_events(
+        &self,
+        tenant: TenantId,
+        after: EventCursor,
+        limit: u32,
+    ) -> Result<EventBatch<SignalEvent>> {
+        let db = self;
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            event_id: i64,
+            execution_id: Uuid,
+            waitpoint_id: Uuid,
+            signal_id: Uuid,
+            name: String,
+            effect: String,
+            created_at: Millis,
+        }
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT event_id, execution_id, waitpoint_id, signal_id, name, effect, created_at \
+             FROM signal_events WHERE tenant_id = ? AND event_id > ? ORDER BY event_id LIMIT ?",
+        )
+        .bind(tenant)
+        .bind(after.event_id)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *db.read("read signal events").await?)
+        .await
+        .map_err(EngineError::storage("read signal events"))?;
+        let events = rows
+            .into_iter()
+            .map(|r| SignalEvent {
+                cursor: cursor(r.event_id),
+                event_id: r.event_id,
+                execution_id: r.execution_id,
+                waitpoint_id: r.waitpoint_id,
+                signal_id: r.signal_id,
+                name: r.name,
+                effect: r.effect,
+                created_at: at(r.created_at),
+            })
+            .collect();
+        Ok(EventBatch {
+            events,
+            pending: false,
+        })
+    }
+}
+
+/// The cursor of an event: with one writer, its id alone orders it.
+fn cursor(event_id: i64) -> EventCursor {
+    EventCursor {
+        txid: event_id,
+        event_id,
+    }
+}

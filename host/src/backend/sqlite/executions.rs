@@ -1,0 +1,377 @@
+//! Creating and reading executions, and the operator operations on them.
+
+use async_trait::async_trait;
+use sqlx::types::Json;
+use sqlx::SqliteConnection;
+use uuid::Uuid;
+
+use super::record::{not_found, Exec};
+use super::tenancy::get_tenant;
+use super::time::{after_ms, millis_of, now, Millis};
+use super::{Effects, SqliteBackend};
+use crate::backend::refusals;
+use crate::backend::Executions;
+use crate::error::{EngineError, Result};
+use crate::model::{
+    Created, Execution, ExecutionFilter, ExecutionId, ExecutionState, Failure, FlowId,
+    NewExecution, PublicState, TenantId, DEFAULT_DEDUP_WINDOW_MS, DEFAULT_MAX_REPLAYS,
+};
+
+#[async_trait]
+impl Executions for SqliteBackend {
+    async fn create_executions(
+        &self,
+        tenant: TenantId,
+        executions: &[NewExecution],
+        max_queued: Option<u32>,
+    ) -> Result<Vec<Created>> {
+        let db = self;
+        db.write("create executions", async |conn, effects| {
+            get_tenant(conn, tenant).await?;
+            if let Some(limit) = max_queued {
+                admit(conn, tenant, executions.len(), limit).await?;
+            }
+            let mut created = Vec::with_capacity(executions.len());
+            for new in executions {
+                created.push(create_one(conn, tenant, new, None, effects).await?);
+            }
+            Ok(created)
+        })
+        .await
+    }
+
+    async fn get_execution(&self, tenant: TenantId, id: ExecutionId) -> Result<Execution> {
+        let mut conn = self.read("get execution").await?;
+        super::record::Exec::get(&mut conn, tenant, id)
+            .await?
+            .to_execution()
+    }
+
+    async fn execution_state(&self, tenant: TenantId, id: ExecutionId) -> Result<ExecutionState> {
+        let db = self;
+        let row: Option<(String, i32)> = sqlx::query_as(
+            "SELECT public_state, attempt_index FROM executions \
+             WHERE tenant_id = ? AND execution_id = ?",
+        )
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(&mut *db.read("get execution state").await?)
+        .await
+        .map_err(EngineError::storage("get execution state"))?;
+        let (state, attempt_index) = row.ok_or_else(|| not_found(id))?;
+        Ok(ExecutionState {
+            state: state.parse().map_err(EngineError::Corrupt)?,
+            attempt_index,
+        })
+    }
+
+    /// Keyset pages in id order (ids are time-ordered v7, stored big-endian, so
+    /// byte order is creation order); `executions_state_idx` serves the state filter.
+    async fn list_executions(
+        &self,
+        tenant: TenantId,
+        filter: &ExecutionFilter,
+    ) -> Result<Vec<Execution>> {
+        let db = self;
+        let mut conn = db.read("list executions").await?;
+        let (tag_key, tag_value) = filter
+            .tag
+            .as_ref()
+            .map(|(k, v)| (Some(k.as_str()), Some(v.as_str())))
+            .unwrap_or_default();
+        let sql = Exec::select_sql(
+            "tenant_id = ?1 \
+               AND (?2 IS NULL OR public_state = ?2) \
+               AND (?3 IS NULL OR kind = ?3) \
+               AND (?4 IS NULL OR lane = ?4) \
+               AND (?5 IS NULL OR execution_id > ?5) \
+               AND (?6 IS NULL OR EXISTS (SELECT 1 FROM json_each(tags) WHERE key = ?6 AND value = ?7)) \
+             ORDER BY execution_id LIMIT ?8",
+        );
+        let rows: Vec<Exec> = sqlx::query_as(&sql)
+            .bind(tenant)
+            .bind(filter.state.map(PublicState::as_str))
+            .bind(filter.kind.as_deref())
+            .bind(filter.lane.as_deref())
+            .bind(filter.after)
+            .bind(tag_key)
+            .bind(tag_value)
+            .bind(i64::from(filter.limit))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(EngineError::storage("list executions"))?;
+        rows.iter().map(Exec::to_execution).collect()
+    }
+
+    /// End a non-terminal execution as `cancelled`, revoking any live lease.
+    /// `Ok(false)` if it was cancelled already.
+    async fn cancel(&self, tenant: TenantId, id: ExecutionId, reason: &str) -> Result<bool> {
+        let db = self;
+        db.write("cancel", async |conn, effects| {
+            let mut row = Exec::get(conn, tenant, id).await?;
+            if row.is_terminal() {
+                return match row.derived_public_state() {
+                    PublicState::Cancelled => Ok(false),
+                    state => Err(EngineError::NotActive {
+                        execution_id: id,
+                        state,
+                    }),
+                };
+            }
+            cancel_row(conn, &mut row, reason, effects).await?;
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Operator replay: an ended execution runs again as a `replay` attempt,
+    /// with its result, failure and counters cleared; refused past `max_replays`.
+    async fn replay(&self, tenant: TenantId, id: ExecutionId) -> Result<i32> {
+        let db = self;
+        db.write("replay", async |conn, effects| {
+            let mut row = Exec::get(conn, tenant, id).await?;
+            let state = row.derived_public_state();
+            let max = row.policy.max_replays.unwrap_or(DEFAULT_MAX_REPLAYS);
+            let spent = u32::try_from(row.replay_count).unwrap_or(u32::MAX) >= max;
+            if !state.is_terminal() || spent {
+                return Err(refusals::not_replayable(id, state, row.replay_count));
+            }
+            let now = now();
+            let before = row.lease_before();
+            row.make_runnable(now, "pending_replay_attempt", now);
+            row.ownership_state = "unowned".into();
+            row.terminal_outcome = None;
+            row.replay_count += 1;
+            row.retry_count = 0;
+            row.reclaim_count = 0;
+            row.result = None;
+            row.last_failure = None;
+            row.cancellation_reason = None;
+            row.finished_at = None;
+            row.deadline_at = row
+                .policy
+                .timeouts
+                .execution_deadline_ms
+                .map(|ms| after_ms(now, ms));
+            row.save(conn, Some(before), effects).await?;
+            Ok(row.replay_count)
+        })
+        .await
+    }
+
+    async fn change_priority(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        priority: i32,
+    ) -> Result<()> {
+        let db = self;
+        db.write("change priority", async |conn, effects| {
+            let mut row = Exec::get(conn, tenant, id).await?;
+            if row.lifecycle_phase != "runnable" {
+                return Err(EngineError::NotRunnable {
+                    execution_id: id,
+                    state: row.derived_public_state(),
+                });
+            }
+            row.priority = priority;
+            row.updated_at = now();
+            let before = row.lease_before();
+            row.save(conn, Some(before), effects).await
+        })
+        .await
+    }
+}
+
+/// States that count towards a tenant's `max_queued` backlog.
+const BACKLOG: &str = "('waiting', 'delayed', 'rate_limited', 'waiting_children', 'suspended')";
+
+/// Refuse the whole batch if it would take the backlog over `limit`.
+pub(super) async fn admit(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    adding: usize,
+    limit: u32,
+) -> Result<()> {
+    let backlog: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM (SELECT 1 FROM executions \
+         WHERE tenant_id = ? AND public_state IN {BACKLOG} LIMIT ?)"
+    ))
+    .bind(tenant)
+    .bind(i64::from(limit))
+    .fetch_one(conn)
+    .await
+    .map_err(EngineError::storage("count backlog"))?;
+    if backlog.saturating_add(adding as i64) > i64::from(limit) {
+        return Err(EngineError::QuotaExceeded {
+            what: "queued executions",
+            limit: limit.into(),
+        });
+    }
+    Ok(())
+}
+
+/// Where a new execution sits in a flow: its flow, its key there, whether
+/// it waits on dependencies, and the execution that spawned it.
+pub(super) struct Placement<'a> {
+    pub flow_id: FlowId,
+    pub key: &'a str,
+    pub blocked: bool,
+    pub parent: Option<ExecutionId>,
+}
+
+pub(super) async fn create_one(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    new: &NewExecution,
+    placement: Option<Placement<'_>>,
+    effects: &mut Effects,
+) -> Result<Created> {
+    let now = now();
+    let id = Uuid::now_v7();
+    if let Some(key) = &new.idempotency_key {
+        let existing: Option<Uuid> = sqlx::query_scalar(
+            "SELECT execution_id FROM idempotency_keys \
+             WHERE tenant_id = ? AND key = ? AND expires_at > ?",
+        )
+        .bind(tenant)
+        .bind(key)
+        .bind(now)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(EngineError::storage("read idempotency key"))?;
+        if let Some(existing) = existing {
+            return Ok(Created {
+                execution_id: existing,
+                created: false,
+            });
+        }
+        let window = new
+            .policy
+            .dedup_window_ms
+            .unwrap_or(DEFAULT_DEDUP_WINDOW_MS);
+        sqlx::query(
+            "INSERT INTO idempotency_keys (tenant_id, key, execution_id, expires_at) \
+             VALUES (?, ?, ?, ?) ON CONFLICT (tenant_id, key) DO UPDATE \
+             SET execution_id = excluded.execution_id, expires_at = excluded.expires_at",
+        )
+        .bind(tenant)
+        .bind(key)
+        .bind(id)
+        .bind(after_ms(now, window))
+        .execute(&mut *conn)
+        .await
+        .map_err(EngineError::storage("write idempotency key"))?;
+    }
+    let eligible_at = new.delay_until.map_or(now, millis_of).max(now);
+    let mut row = Exec {
+        tenant_id: tenant,
+        execution_id: id,
+        kind: new.kind.clone(),
+        lane: new.lane.clone(),
+        priority: new.priority,
+        required_capabilities: Json(new.required_capabilities.clone()),
+        tags: Json(new.tags.clone()),
+        input: new.input.clone(),
+        policy: Json(new.policy.clone()),
+        idempotency_key: new.idempotency_key.clone(),
+        lifecycle_phase: "runnable".into(),
+        ownership_state: "unowned".into(),
+        eligibility_state: if placement.as_ref().is_some_and(|p| p.blocked) {
+            "blocked_by_dependencies"
+        } else if eligible_at > now {
+            "not_eligible_until_time"
+        } else {
+            "eligible_now"
+        }
+        .into(),
+        blocking_reason: None,
+        terminal_outcome: None,
+        attempt_state: "pending_first_attempt".into(),
+        public_state: String::new(),
+        attempt_index: 0,
+        lease_epoch: 0,
+        lease_id: None,
+        lease_expires_at: None,
+        attempt_timeout_at: None,
+        retry_count: 0,
+        reclaim_count: 0,
+        replay_count: 0,
+        eligible_at,
+        deadline_at: new
+            .policy
+            .timeouts
+            .execution_deadline_ms
+            .map(|ms| after_ms(now, ms)),
+        created_at: now,
+        updated_at: now,
+        started_at: None,
+        finished_at: None,
+        result: None,
+        last_failure: None,
+        cancellation_reason: None,
+        progress_percent: None,
+        progress_message: None,
+        frame_seq: 0,
+        flow_id: placement.as_ref().map(|p| p.flow_id),
+        flow_key: placement.as_ref().map(|p| p.key.to_owned()),
+        parent_id: placement.as_ref().and_then(|p| p.parent),
+        suspension_seq: 0,
+        suspension: None,
+        suspension_timeout_at: None,
+    };
+    row.save(conn, None, effects).await?;
+    Ok(Created {
+        execution_id: id,
+        created: true,
+    })
+}
+
+/// Cancel a row the caller has read in this transaction.
+pub(super) async fn cancel_row(
+    conn: &mut SqliteConnection,
+    row: &mut Exec,
+    reason: &str,
+    effects: &mut Effects,
+) -> Result<()> {
+    let now = now();
+    let before = row.lease_before();
+    let had_lease = row.lease_id.is_some();
+    row.make_terminal("cancelled", now);
+    row.cancellation_reason = Some(reason.to_owned());
+    row.save(conn, Some(before), effects).await?;
+    end_attempt(conn, row, "cancelled", None, &["running", "suspended"], now).await?;
+    row.record_completion(conn, effects).await?;
+    if had_lease {
+        effects.revoked.push(row.execution_id);
+    }
+    Ok(())
+}
+
+/// Close the row's current attempt as `state`, if it is in one of `from`.
+pub(super) async fn end_attempt(
+    conn: &mut SqliteConnection,
+    row: &Exec,
+    state: &str,
+    failure: Option<&Failure>,
+    from: &[&str],
+    now: Millis,
+) -> Result<()> {
+    let from = serde_json::to_string(from).expect("strings serialise");
+    sqlx::query(
+        "UPDATE attempts SET state = ?, failure = ?, ended_at = ? \
+         WHERE tenant_id = ? AND execution_id = ? AND attempt_index = ? \
+           AND state IN (SELECT value FROM json_each(?))",
+    )
+    .bind(state)
+    .bind(failure.map(Json))
+    .bind(now)
+    .bind(row.tenant_id)
+    .bind(row.execution_id)
+    .bind(row.attempt_index)
+    .bind(from)
+    .execute(conn)
+    .await
+    .map_err(EngineError::storage("end attempt"))?;
+    Ok(())
+}

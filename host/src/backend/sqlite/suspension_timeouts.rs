@@ -1,0 +1,102 @@
+//! The scanner pass for suspensions past their timeout: each ends as its
+//! suspension's `on_timeout` says (fail, cancel, resume with a timeout
+//! signal).
+
+use sqlx::types::Json;
+use sqlx::SqliteConnection;
+use uuid::Uuid;
+
+use super::executions::end_attempt;
+use super::record::Exec;
+use super::suspension::{resume_row, SignalEventRow};
+use super::time::now;
+use super::{Effects, SqliteBackend};
+use crate::error::{EngineError, Result};
+use crate::model::{Failure, FailureClass, TimeoutBehavior, TIMEOUT_SIGNAL};
+
+/// Scanner: suspensions past their timeout resume with a `timeout` signal or
+/// end the execution, as their `on_timeout` says.
+pub(super) async fn time_out_suspensions(db: &SqliteBackend, limit: u32) -> Result<u64> {
+    db.write("time out suspensions", async |conn, effects| {
+        let now = now();
+        let rows = super::scanners::due(
+            conn,
+            "lifecycle_phase = 'suspended'",
+            "suspension_timeout_at",
+            limit,
+            now,
+            "time out suspensions",
+        )
+        .await?;
+        for mut row in rows.iter().cloned() {
+            let Some(suspension) = row.suspension.clone() else {
+                continue;
+            };
+            match suspension.on_timeout {
+                TimeoutBehavior::AutoResume => {
+                    let signal_id = Uuid::now_v7();
+                    sqlx::query(
+                        "INSERT INTO signals (tenant_id, execution_id, signal_id, waitpoint_id, \
+                         waitpoint_key, name, payload, consumed_in, created_at) \
+                         VALUES (?, ?, ?, ?, '', ?, x'', ?, ?)",
+                    )
+                    .bind(row.tenant_id)
+                    .bind(row.execution_id)
+                    .bind(signal_id)
+                    .bind(Uuid::nil())
+                    .bind(TIMEOUT_SIGNAL)
+                    .bind(row.suspension_seq)
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(EngineError::storage("time out suspension"))?;
+                    resume_row(conn, &mut row, effects).await?;
+                    SignalEventRow {
+                        tenant: row.tenant_id,
+                        execution: row.execution_id,
+                        waitpoint: Uuid::nil(),
+                        signal: signal_id,
+                        name: TIMEOUT_SIGNAL,
+                    }
+                    .record(conn, "resumed", effects)
+                    .await?;
+                }
+                behaviour => end_suspended(conn, &mut row, behaviour, effects).await?,
+            }
+        }
+        Ok(rows.len() as u64)
+    })
+    .await
+}
+
+/// A timed-out suspension ends the execution: failed, cancelled or expired.
+async fn end_suspended(
+    conn: &mut SqliteConnection,
+    row: &mut Exec,
+    behaviour: TimeoutBehavior,
+    effects: &mut Effects,
+) -> Result<()> {
+    let (outcome, failure) = match behaviour {
+        TimeoutBehavior::Fail => (
+            "failed",
+            Some(Failure::new(
+                FailureClass::Timeout,
+                "the suspension timed out",
+            )),
+        ),
+        TimeoutBehavior::Cancel => ("cancelled", None),
+        _ => ("expired", None),
+    };
+    let now = now();
+    let before = row.lease_before();
+    row.make_terminal(outcome, now);
+    if let Some(failure) = &failure {
+        row.last_failure = Some(Json(failure.clone()));
+    }
+    if outcome == "cancelled" {
+        row.cancellation_reason = Some("the suspension timed out".into());
+    }
+    row.save(conn, Some(before), effects).await?;
+    end_attempt(conn, row, outcome, failure.as_ref(), &["suspended"], now).await?;
+    row.record_completion(conn, effects).await
+}

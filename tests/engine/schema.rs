@@ -1,0 +1,76 @@
+//! The checked-in canonical schema is what the migrations produce, on both
+//! backends. Regenerate with `scripts/dump-schema.sh`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use flowfabric::backend::{postgres, sqlite};
+use flowfabric_tests::TestDb;
+
+const UPDATE: &str = "FLOWFABRIC_UPDATE_SCHEMA";
+const HOW: &str = "regenerate it with scripts/dump-schema.sh";
+
+fn backend_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../host/src/backend/{name}/sql"))
+}
+
+fn check(path: &Path, generated: &str) {
+    if std::env::var_os(UPDATE).is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, generated).unwrap();
+    }
+    let checked_in = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        checked_in == generated,
+        "{} is out of date: {HOW}",
+        path.display()
+    );
+}
+
+#[tokio::test]
+async fn postgres_schema_and_functions_match_the_migrations() {
+    let db = TestDb::new().await;
+    let canonical = postgres::schema::canonical(db.pg()).await.unwrap();
+    let dir = backend_dir("postgres");
+    check(&dir.join("schema.sql"), &canonical.schema);
+    assert!(canonical.schema.contains("CREATE TABLE executions ("));
+    assert!(canonical.schema.contains("executions_claim_idx"));
+
+    let functions_dir = dir.join("functions");
+    let generated: BTreeMap<String, String> = canonical
+        .functions
+        .into_iter()
+        .map(|(stem, text)| (format!("{stem}.sql"), text))
+        .collect();
+    assert!(generated.contains_key("flowfabric_on_completion.sql"));
+    if std::env::var_os(UPDATE).is_some() {
+        let _ = std::fs::remove_dir_all(&functions_dir);
+    }
+    for (file, text) in &generated {
+        check(&functions_dir.join(file), text);
+    }
+    let checked_in: Vec<String> = std::fs::read_dir(&functions_dir)
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    for file in checked_in {
+        assert!(
+            generated.contains_key(&file),
+            "functions/{file} is no longer defined by the migrations: {HOW}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sqlite_schema_matches_the_migrations() {
+    let db = TestDb::sqlite(Default::default()).await;
+    let mut conn = sqlx::Connection::connect(&format!("sqlite:{}", db.sqlite_path().display()))
+        .await
+        .unwrap();
+    let schema = sqlite::schema::canonical(&mut conn).await.unwrap();
+    assert!(schema.contains("CREATE TABLE executions"));
+    check(&backend_dir("sqlite").join("schema.sql"), &schema);
+}
