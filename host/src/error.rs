@@ -4,8 +4,6 @@
 //! give up the lease); `kind()` is the stable machine-readable name the HTTP API
 //! and CLI expose, so renaming a variant never breaks a client.
 
-use uuid::Uuid;
-
 use crate::model::PublicState;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +27,7 @@ pub enum EngineError {
         "stale lease for execution {execution_id} (attempt {attempt_index}, epoch {lease_epoch}): {reason}"
     )]
     StaleLease {
-        execution_id: Uuid,
+        execution_id: crate::model::ExecutionId,
         attempt_index: i32,
         lease_epoch: i64,
         reason: &'static str,
@@ -38,13 +36,13 @@ pub enum EngineError {
     /// A lease operation reached an execution that already ended another way.
     #[error("execution {execution_id} is not active: it is {state}")]
     NotActive {
-        execution_id: Uuid,
+        execution_id: crate::model::ExecutionId,
         state: PublicState,
     },
 
     #[error("execution {execution_id} is not runnable: it is {state}")]
     NotRunnable {
-        execution_id: Uuid,
+        execution_id: crate::model::ExecutionId,
         state: PublicState,
     },
 

@@ -187,8 +187,8 @@ async fn killed_workers_lose_nothing_and_duplicate_nothing() {
 
 async fn terminal_count(
     engine: &flowfabric::Engine,
-    tenant: uuid::Uuid,
-    ids: &[uuid::Uuid],
+    tenant: flowfabric::model::TenantId,
+    ids: &[flowfabric::model::ExecutionId],
 ) -> usize {
     let mut n = 0;
     for id in ids {
@@ -202,8 +202,8 @@ async fn terminal_count(
 /// Tokens of the open waitpoints of suspended executions.
 async fn suspended_tokens(
     engine: &flowfabric::Engine,
-    tenant: uuid::Uuid,
-    ids: &[uuid::Uuid],
+    tenant: flowfabric::model::TenantId,
+    ids: &[flowfabric::model::ExecutionId],
 ) -> Vec<String> {
     let mut tokens = Vec::new();
     for id in ids {

@@ -33,7 +33,7 @@ async fn serve(db: &TestDb, cache: &std::path::Path) -> ServedProcess {
     .await
 }
 
-async fn completions(db: &TestDb, tenant: uuid::Uuid) -> Vec<CompletionEvent> {
+async fn completions(db: &TestDb, tenant: flowfabric::model::TenantId) -> Vec<CompletionEvent> {
     db.events::<CompletionEvent>(tenant).await
 }
 

@@ -198,3 +198,32 @@ async fn missing_or_invalid_keys_are_refused_on_every_tenant_route() {
         .unwrap();
     assert_eq!(stored.state.as_str(), "waiting", "nothing changed");
 }
+
+#[tokio::test]
+async fn lanes_show_only_the_callers_executions_and_refuse_bad_cursors() {
+    let (server, owner) = setup().await;
+    let intruder = server.tenant("intruder").await;
+    submit(&server, &owner, "echo", json!("secret")).await;
+
+    let (status, mine) = server.call(&owner, Method::GET, "/v1/lanes", None).await;
+    assert_eq!(status, 200, "{mine}");
+    assert_eq!(mine["items"][0]["lane"], "default");
+    assert_eq!(mine["items"][0]["queued"], 1);
+
+    let (status, theirs) = server.call(&intruder, Method::GET, "/v1/lanes", None).await;
+    assert_eq!(status, 200, "{theirs}");
+    assert_eq!(theirs["items"], json!([]));
+
+    for bad in [
+        "/v1/lanes?limit=0",
+        "/v1/lanes?cursor=%27%3B%20drop",
+        "/v1/lanes?lane=x",
+    ] {
+        let (status, body) = server.call(&owner, Method::GET, bad, None).await;
+        assert_eq!(
+            (status, body["kind"].as_str()),
+            (400, Some("invalid_input")),
+            "{bad}: {body}"
+        );
+    }
+}

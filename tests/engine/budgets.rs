@@ -1,6 +1,7 @@
 //! Budgets and quotas (reference §6 "budgets and quotas"): reports checked and
 //! applied under the lease, soft and hard limits, dedup, scopes, resets.
 
+use flowfabric::model::TenantId;
 use flowfabric::model::{
     AttemptType, Breach, BudgetScope, DimensionLimit, HardLimitAction, NewBudget, PublicState,
     UsageOutcome,
@@ -24,7 +25,7 @@ fn budget(scope: BudgetScope, soft: Option<u64>, hard: Option<u64>) -> NewBudget
     }
 }
 
-async fn used(e: &Engine, t: uuid::Uuid, id: uuid::Uuid) -> u64 {
+async fn used(e: &Engine, t: TenantId, id: flowfabric::model::BudgetId) -> u64 {
     e.get_budget(t, id).await.unwrap().dimensions[0].used
 }
 
@@ -180,7 +181,7 @@ async fn bad_budgets_are_refused_and_write_nothing(store: Store) {
         );
     }
     let unknown = BudgetScope::Flow {
-        flow_id: uuid::Uuid::now_v7(),
+        flow_id: flowfabric::model::FlowId::new(),
     };
     assert!(matches!(
         e.create_budget(t, budget(unknown, Some(1), None)).await,

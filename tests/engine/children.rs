@@ -5,16 +5,17 @@ use flowfabric::model::{
     AttemptType, ChildrenOutcome, ClaimedExecution, Failure, FailureClass, NewExecution,
     PublicState, TimeoutBehavior,
 };
+use flowfabric::model::{ExecutionId, TenantId};
 use flowfabric::{Engine, EngineError};
 use flowfabric_tests::Store;
 
 use crate::{claim_none, claim_one, setup, setup_on, task};
 
-async fn state(e: &Engine, t: uuid::Uuid, id: uuid::Uuid) -> PublicState {
+async fn state(e: &Engine, t: TenantId, id: ExecutionId) -> PublicState {
     e.state(t, id).await.unwrap().state
 }
 
-async fn spawn(e: &Engine, parent: &ClaimedExecution, key: &str, input: &str) -> uuid::Uuid {
+async fn spawn(e: &Engine, parent: &ClaimedExecution, key: &str, input: &str) -> ExecutionId {
     e.spawn_child(&parent.lease, task(input), key)
         .await
         .unwrap()

@@ -65,7 +65,7 @@ async fn malformed_policy_is_rejected_with_its_field(store: Store) {
 async fn unknown_ids_are_not_found(store: Store) {
     let (db, t) = setup_on(store).await;
     let e = &db.engine;
-    let ghost = Uuid::now_v7();
+    let ghost = flowfabric::model::ExecutionId::new();
     for err in [
         e.get(t, ghost).await.map(|_| ()).unwrap_err(),
         e.cancel(t, ghost, "x").await.map(|_| ()).unwrap_err(),
@@ -94,7 +94,10 @@ async fn unknown_ids_are_not_found(store: Store) {
             "{err}"
         );
     }
-    let err = e.create(Uuid::now_v7(), task("x")).await.unwrap_err();
+    let err = e
+        .create(flowfabric::model::TenantId::new(), task("x"))
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, EngineError::NotFound { what: "tenant", .. }),
         "{err}"

@@ -286,7 +286,7 @@ async fn a_timeout_auto_resume_is_a_signal_event(store: Store) {
         (events[0].effect.as_str(), events[0].name.as_str()),
         ("resumed", "timeout")
     );
-    assert!(events[0].waitpoint_id.is_nil());
+    assert!(events[0].waitpoint_id.as_uuid().is_nil());
 }
 
 #[tokio::test]

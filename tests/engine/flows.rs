@@ -4,6 +4,7 @@
 use flowfabric_tests::Store;
 use std::collections::HashMap;
 
+use flowfabric::model::TenantId;
 use flowfabric::model::{
     ClaimedExecution, CompletionEvent, EdgeState, ExecutionId, Failure, FailureClass,
     FlowCancelPolicy, FlowEdge, FlowMember, FlowState, GraphApplied, GraphChange, JoinPolicy,
@@ -11,7 +12,6 @@ use flowfabric::model::{
 };
 use flowfabric::{Engine, EngineError};
 use flowfabric_tests::TestDb;
-use uuid::Uuid;
 
 use crate::{claim_none, request, setup, setup_on};
 
@@ -60,7 +60,7 @@ fn named(name: &str) -> NewFlow {
     }
 }
 
-async fn create(e: &Engine, t: Uuid, change: GraphChange) -> GraphApplied {
+async fn create(e: &Engine, t: TenantId, change: GraphChange) -> GraphApplied {
     e.create_flow(t, named("f"), change)
         .await
         .expect("create flow")
@@ -76,7 +76,7 @@ async fn claim_all(e: &Engine) -> HashMap<ExecutionId, ClaimedExecution> {
         .collect()
 }
 
-async fn state(e: &Engine, t: Uuid, id: ExecutionId) -> PublicState {
+async fn state(e: &Engine, t: TenantId, id: ExecutionId) -> PublicState {
     e.get(t, id).await.unwrap().state
 }
 
@@ -214,7 +214,7 @@ async fn flow_dependency_failure_propagation_skips_the_chain(store: Store) {
     assert_eq!(b.join_state, Some(JoinState::Impossible));
 }
 
-async fn any_of_flow(e: &Engine, t: Uuid, on_satisfied: OnSatisfied) -> GraphApplied {
+async fn any_of_flow(e: &Engine, t: TenantId, on_satisfied: OnSatisfied) -> GraphApplied {
     create(
         e,
         t,

@@ -1,6 +1,7 @@
 use chrono::Utc;
 use flowfabric::model::{
-    AttemptType, Backoff, CompletionEvent, FailOutcome, Failure, FailureClass, PublicState,
+    AttemptType, Backoff, CompletionEvent, FailOutcome, Failure, FailureClass, NewExecution,
+    PublicState,
 };
 use flowfabric::EngineError;
 use flowfabric_tests::Store;
@@ -361,8 +362,55 @@ async fn replay_runs_an_ended_execution_again_up_to_its_cap(store: Store) {
     ));
 }
 
+/// Lanes list the tenant's unfinished executions by phase, page by page, and
+/// never another tenant's.
+async fn lanes_count_unfinished_executions_by_phase(store: Store) {
+    let (db, t) = setup_on(store).await;
+    let e = &db.engine;
+    let in_lane = |lane: &str| NewExecution {
+        lane: lane.into(),
+        ..task("x")
+    };
+    for lane in ["alpha", "alpha", "beta", "gamma"] {
+        e.create(t, in_lane(lane)).await.unwrap();
+    }
+    let mut alpha = crate::request(1);
+    alpha.lanes = vec!["alpha".into()];
+    let running = e.claim(&alpha).await.unwrap().remove(0);
+    let mut gamma = crate::request(1);
+    gamma.lanes = vec!["gamma".into()];
+    let done = e.claim(&gamma).await.unwrap().remove(0);
+    e.complete(&done.lease, b"ok").await.unwrap();
+    let other = db.tenant("other").await;
+    e.create(other, in_lane("omega")).await.unwrap();
+
+    let store = e.backend();
+    let lanes = store.lane_counts(t, None, 100).await.unwrap();
+    let counts: Vec<_> = lanes
+        .iter()
+        .map(|l| (l.lane.as_str(), l.queued, l.running, l.suspended))
+        .collect();
+    // gamma's only execution ended, and omega is another tenant's.
+    assert_eq!(counts, [("alpha", 1, 1, 0), ("beta", 1, 0, 0)]);
+
+    let first = store.lane_counts(t, None, 1).await.unwrap();
+    assert_eq!(first.len(), 1);
+    let rest = store.lane_counts(t, Some(&first[0].lane), 1).await.unwrap();
+    assert_eq!(rest[0].lane, "beta");
+    assert!(store
+        .lane_counts(t, Some("beta"), 1)
+        .await
+        .unwrap()
+        .is_empty());
+
+    e.complete(&running.lease, b"ok").await.unwrap();
+    let lanes = store.lane_counts(t, None, 100).await.unwrap();
+    assert_eq!((lanes[0].queued, lanes[0].running), (1, 0));
+}
+
 on_both_backends!(
     create_claim_complete_lifecycle,
+    lanes_count_unfinished_executions_by_phase,
     fail_with_retry_then_success,
     fail_terminal_on_permanent_class_and_when_retries_run_out,
     create_cancel_from_waiting,

@@ -24,7 +24,7 @@ mod tenancy;
 
 use std::time::Duration;
 
-use flowfabric::model::{ClaimRequest, ClaimedExecution, NewExecution, DEFAULT_LANE};
+use flowfabric::model::{ClaimRequest, ClaimedExecution, NewExecution, TenantId, DEFAULT_LANE};
 use flowfabric::Engine;
 use flowfabric_tests::{Store, TestDb};
 
@@ -54,11 +54,11 @@ pub async fn claim_none(engine: &Engine) {
     );
 }
 
-pub async fn setup() -> (TestDb, uuid::Uuid) {
+pub async fn setup() -> (TestDb, TenantId) {
     setup_on(Store::Postgres).await
 }
 
-pub async fn setup_on(store: Store) -> (TestDb, uuid::Uuid) {
+pub async fn setup_on(store: Store) -> (TestDb, TenantId) {
     let db = TestDb::on(store).await;
     let tenant = db.tenant("acme").await;
     (db, tenant)

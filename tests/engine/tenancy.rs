@@ -154,7 +154,7 @@ async fn bad_limits_are_rejected_and_unknown_tenants_are_not_found(store: Store)
     );
     let err = db
         .engine
-        .set_tenant_limits(uuid::Uuid::now_v7(), TenantLimits::default())
+        .set_tenant_limits(flowfabric::model::TenantId::new(), TenantLimits::default())
         .await
         .unwrap_err();
     assert!(matches!(err, EngineError::NotFound { .. }), "{err}");

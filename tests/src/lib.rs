@@ -240,7 +240,7 @@ impl TestDb {
     }
 
     /// One text value the test reads for itself, in the dialect of its store.
-    async fn read_text(&self, postgres: &str, sqlite: &str, id: uuid::Uuid) -> String {
+    async fn read_text(&self, postgres: &str, sqlite: &str, id: ExecutionId) -> String {
         match &self.store {
             Stored::Postgres { pool, .. } => {
                 sqlx::query_scalar(postgres).bind(id).fetch_one(pool).await
@@ -254,17 +254,17 @@ impl TestDb {
 
     /// Overwrite an execution's stored policy with `json`, bypassing every
     /// check: what a row written by an older version, or by hand, may hold.
-    pub async fn overwrite_policy(&self, execution: uuid::Uuid, json: &str) {
+    pub async fn overwrite_policy(&self, execution: ExecutionId, json: &str) {
         self.poke(
             &format!("UPDATE executions SET policy = '{json}'::jsonb WHERE execution_id = $1"),
             &format!("UPDATE executions SET policy = '{json}' WHERE execution_id = ?"),
-            Some(execution),
+            Some(execution.as_uuid()),
         )
         .await;
     }
 
     /// Why a non-running execution waits (`waiting_for_budget`…).
-    pub async fn blocking_reason(&self, execution: uuid::Uuid) -> String {
+    pub async fn blocking_reason(&self, execution: ExecutionId) -> String {
         self.read_text(
             "SELECT blocking_reason FROM executions WHERE execution_id = $1",
             "SELECT blocking_reason FROM executions WHERE execution_id = ?",
@@ -274,7 +274,7 @@ impl TestDb {
     }
 
     /// The usage the execution's first attempt reported, per dimension.
-    pub async fn attempt_usage(&self, execution: uuid::Uuid) -> serde_json::Value {
+    pub async fn attempt_usage(&self, execution: ExecutionId) -> serde_json::Value {
         let text = self
             .read_text(
                 "SELECT usage::text FROM attempts WHERE execution_id = $1 AND attempt_index = 1",
@@ -287,7 +287,7 @@ impl TestDb {
 
     /// Move the tenant's attempt starts `by` into the past (the start-rate
     /// window counts them).
-    pub async fn age_attempt_starts(&self, tenant: uuid::Uuid, by: std::time::Duration) {
+    pub async fn age_attempt_starts(&self, tenant: TenantId, by: std::time::Duration) {
         let ms = by.as_millis();
         self.poke(
             &format!(
@@ -295,7 +295,7 @@ impl TestDb {
                  WHERE tenant_id = $1"
             ),
             &format!("UPDATE attempts SET started_at = started_at - {ms} WHERE tenant_id = ?"),
-            Some(tenant),
+            Some(tenant.as_uuid()),
         )
         .await;
     }
@@ -404,25 +404,25 @@ impl TestDb {
 
     /// Move the database clock's view of a lease into the past, so expiry can be
     /// tested without sleeping for a whole TTL.
-    pub async fn expire_lease(&self, execution: uuid::Uuid) {
+    pub async fn expire_lease(&self, execution: ExecutionId) {
         self.poke(
             "UPDATE executions SET lease_expires_at = now() - interval '1 second' \
              WHERE execution_id = $1",
             "UPDATE executions SET lease_expires_at = lease_expires_at - 3600000 \
              WHERE execution_id = ?",
-            Some(execution),
+            Some(execution.as_uuid()),
         )
         .await;
     }
 
     /// Make a delayed or backing-off execution due now.
-    pub async fn make_due(&self, execution: uuid::Uuid) {
+    pub async fn make_due(&self, execution: ExecutionId) {
         self.poke(
             "UPDATE executions SET eligible_at = now() - interval '1 millisecond' \
              WHERE execution_id = $1",
             "UPDATE executions SET eligible_at = CAST(unixepoch('subsec') * 1000 AS INTEGER) - 1 \
              WHERE execution_id = ?",
-            Some(execution),
+            Some(execution.as_uuid()),
         )
         .await;
     }

@@ -8,7 +8,6 @@ use flowfabric::engine::Limits;
 use flowfabric::runtime::SandboxLimits;
 use flowfabric::worker::{WorkerConfig, WorkerPool};
 use serde_json::{json, Value};
-use uuid::Uuid;
 
 use crate::{runtime, Store, TestDb};
 
@@ -26,7 +25,7 @@ pub struct TestServer {
 /// A tenant as the API created it.
 #[derive(Debug, Clone)]
 pub struct ApiTenant {
-    pub id: Uuid,
+    pub id: flowfabric::model::TenantId,
     pub token: String,
 }
 

@@ -5,7 +5,7 @@ use flowfabric_tests::{guest, runtime, TestDb};
 
 async fn register(
     db: &TestDb,
-    tenant: uuid::Uuid,
+    tenant: flowfabric::model::TenantId,
     kind: &str,
     wasm: &[u8],
 ) -> Result<(flowfabric::model::ComponentVersion, bool), EngineError> {

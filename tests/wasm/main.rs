@@ -15,15 +15,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flowfabric::engine::Limits;
+use flowfabric::model::TenantId;
 use flowfabric::model::{Backoff, Execution, ExecutionId, NewExecution, PublicState};
 use flowfabric::runtime::{Runtime, SandboxLimits};
 use flowfabric::worker::{WorkerConfig, WorkerPool};
 use flowfabric_tests::{guest, runtime, Store, TestDb};
-use uuid::Uuid;
 
 pub struct Env {
     pub db: TestDb,
-    pub tenant: Uuid,
+    pub tenant: TenantId,
     pub runtime: Arc<Runtime>,
 }
 

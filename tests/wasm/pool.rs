@@ -43,7 +43,7 @@ async fn a_killed_worker_is_reclaimed_and_another_completes() {
 }
 
 /// The worker instance that took the first attempt, once it has.
-async fn first_attempt_worker(env: &Env, id: uuid::Uuid) -> String {
+async fn first_attempt_worker(env: &Env, id: flowfabric::model::ExecutionId) -> String {
     for _ in 0..1_500 {
         let row: Option<String> = sqlx::query_scalar(
             "SELECT worker_instance FROM attempts WHERE execution_id = $1 AND attempt_index = 1",
@@ -197,7 +197,7 @@ async fn work_keeps_flowing_when_the_notify_connection_is_cut() {
 }
 
 /// How many of `ids` are `Active` (leased) right now.
-async fn active_among(env: &Env, ids: &[uuid::Uuid]) -> usize {
+async fn active_among(env: &Env, ids: &[flowfabric::model::ExecutionId]) -> usize {
     let mut active = 0;
     for id in ids {
         if env.db.engine.get(env.tenant, *id).await.unwrap().state == PublicState::Active {
@@ -247,7 +247,10 @@ async fn a_pool_busy_with_long_runs_leaves_the_queue_to_other_pools() {
 }
 
 /// Create `inputs` as `testkit` executions in one batch, without retries.
-async fn create_testkit(env: &Env, inputs: impl IntoIterator<Item = String>) -> Vec<uuid::Uuid> {
+async fn create_testkit(
+    env: &Env,
+    inputs: impl IntoIterator<Item = String>,
+) -> Vec<flowfabric::model::ExecutionId> {
     let news: Vec<_> = inputs
         .into_iter()
         .map(|input| {

@@ -7,13 +7,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 use super::auth::{Admin, Caller};
 use super::error::{ApiResult, ErrorBody, Json, Path};
 use super::AppState;
 use crate::engine::IssuedKey;
-use crate::model::{ApiKey, Tenant, TenantLimits, TenantUsage};
+use crate::model::{ApiKey, ApiKeyId, Tenant, TenantId, TenantLimits, TenantUsage};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -78,7 +77,7 @@ pub async fn list_tenants(
 pub async fn set_limits(
     State(state): State<Arc<AppState>>,
     _: Admin,
-    Path(tenant): Path<Uuid>,
+    Path(tenant): Path<TenantId>,
     Json(limits): Json<TenantLimits>,
 ) -> ApiResult<Json<Tenant>> {
     Ok(Json(state.engine.set_tenant_limits(tenant, limits).await?))
@@ -98,7 +97,7 @@ pub struct CreateKey {
 pub async fn create_key(
     State(state): State<Arc<AppState>>,
     _: Admin,
-    Path(tenant): Path<Uuid>,
+    Path(tenant): Path<TenantId>,
     Json(body): Json<CreateKey>,
 ) -> ApiResult<(StatusCode, Json<IssuedKey>)> {
     let issued = state.engine.issue_api_key(tenant, &body.name).await?;
@@ -117,7 +116,7 @@ pub struct KeyList {
 pub async fn list_keys(
     State(state): State<Arc<AppState>>,
     _: Admin,
-    Path(tenant): Path<Uuid>,
+    Path(tenant): Path<TenantId>,
 ) -> ApiResult<Json<KeyList>> {
     state.engine.get_tenant(tenant).await?;
     let items = state.engine.list_api_keys(tenant).await?;
@@ -132,7 +131,7 @@ pub async fn list_keys(
 pub async fn revoke_key(
     State(state): State<Arc<AppState>>,
     _: Admin,
-    Path((tenant, key)): Path<(Uuid, Uuid)>,
+    Path((tenant, key)): Path<(TenantId, ApiKeyId)>,
 ) -> ApiResult<Json<ApiKey>> {
     Ok(Json(state.engine.revoke_api_key(tenant, key).await?))
 }

@@ -6,12 +6,11 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use uuid::Uuid;
 
 use super::auth::Caller;
 use super::error::{ApiResult, ErrorBody, Json, Path};
 use super::AppState;
-use crate::model::{Budget, NewBudget};
+use crate::model::{Budget, BudgetId, NewBudget};
 
 /// Create a budget. Each dimension needs a soft limit, a hard limit or both;
 /// `on_hard_limit` says what happens to an execution whose report would cross
@@ -47,7 +46,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    Path(id): Path<BudgetId>,
 ) -> ApiResult<Json<Budget>> {
     Ok(Json(state.engine.get_budget(caller.tenant, id).await?))
 }
@@ -61,7 +60,7 @@ pub async fn get(
 pub async fn reset(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    Path(id): Path<BudgetId>,
 ) -> ApiResult<Json<Budget>> {
     Ok(Json(state.engine.reset_budget(caller.tenant, id).await?))
 }

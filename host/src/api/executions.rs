@@ -11,14 +11,14 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
-use uuid::Uuid;
 
 use super::auth::Caller;
 use super::error::{page_limit, ApiResult, ErrorBody, Json, OptionalJson, Path, Query};
 use super::payload::{decode_input, Payload};
 use super::AppState;
 use crate::model::{
-    Created, Execution, ExecutionFilter, ExecutionPolicy, NewExecution, PublicState, DEFAULT_LANE,
+    Created, Execution, ExecutionFilter, ExecutionId, ExecutionPolicy, NewExecution, PublicState,
+    DEFAULT_LANE,
 };
 
 /// A new execution. Give the input as `input` (any JSON) or `input_base64`.
@@ -136,7 +136,7 @@ pub struct ListQuery {
     /// `key:value`
     pub tag: Option<String>,
     /// The `next_cursor` of the previous page.
-    pub cursor: Option<Uuid>,
+    pub cursor: Option<ExecutionId>,
     /// 1 to 1000, default 100.
     pub limit: Option<u32>,
 }
@@ -145,7 +145,7 @@ pub struct ListQuery {
 pub struct ExecutionPage {
     pub items: Vec<Execution>,
     /// Pass as `cursor` for the next page; absent on the last page.
-    pub next_cursor: Option<Uuid>,
+    pub next_cursor: Option<ExecutionId>,
 }
 
 /// List the caller's executions, oldest first, by keyset pagination.
@@ -190,7 +190,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    Path(id): Path<ExecutionId>,
 ) -> ApiResult<Json<Execution>> {
     Ok(Json(state.engine.get(caller.tenant, id).await?))
 }
@@ -198,7 +198,7 @@ pub async fn get(
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ExecutionResult {
     #[schema(value_type = Uuid)]
-    pub execution_id: Uuid,
+    pub execution_id: ExecutionId,
     pub state: PublicState,
     /// Present once the execution completed.
     pub result: Option<Payload>,
@@ -214,7 +214,7 @@ pub struct ExecutionResult {
 pub async fn result(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    Path(id): Path<ExecutionId>,
 ) -> ApiResult<Json<ExecutionResult>> {
     let execution = state.engine.get(caller.tenant, id).await?;
     Ok(Json(result_of(&execution)))
@@ -259,7 +259,7 @@ pub struct LeaseRevoked {
 pub async fn revoke_lease(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    Path(id): Path<ExecutionId>,
 ) -> ApiResult<Json<LeaseRevoked>> {
     let attempt_index = state.engine.revoke_lease(caller.tenant, id).await?;
     Ok(Json(LeaseRevoked { attempt_index }))
@@ -274,7 +274,7 @@ pub async fn revoke_lease(
 pub async fn cancel(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    Path(id): Path<ExecutionId>,
     OptionalJson(body): OptionalJson<CancelBody>,
 ) -> ApiResult<Json<Cancelled>> {
     let reason = body
@@ -299,7 +299,7 @@ pub struct PriorityBody {
 pub async fn priority(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    Path(id): Path<ExecutionId>,
     Json(body): Json<PriorityBody>,
 ) -> ApiResult<Json<PriorityBody>> {
     state
@@ -325,7 +325,7 @@ pub struct Replayed {
 pub async fn replay(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    Path(id): Path<ExecutionId>,
 ) -> ApiResult<Json<Replayed>> {
     let replay_count = state.engine.replay(caller.tenant, id).await?;
     Ok(Json(Replayed { replay_count }))

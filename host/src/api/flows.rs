@@ -8,14 +8,13 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use uuid::Uuid;
 
 use super::auth::Caller;
 use super::error::{page_limit, ApiResult, ErrorBody, Json, OptionalJson, Path, Query};
 use super::executions::CreateExecution;
 use super::AppState;
 use crate::model::{
-    FlowCancelPolicy, FlowEdge, FlowMember, FlowMemberView, FlowSnapshot, FlowSummary,
+    FlowCancelPolicy, FlowEdge, FlowId, FlowMember, FlowMemberView, FlowSnapshot, FlowSummary,
     GraphApplied, GraphChange, JoinPolicy, NewFlow,
 };
 
@@ -117,7 +116,7 @@ pub async fn create(
 pub async fn extend(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    Path(id): Path<FlowId>,
     Json(body): Json<ExtendFlow>,
 ) -> ApiResult<Json<GraphApplied>> {
     let change = change(body.expected_revision, body.members, body.edges)?;
@@ -134,7 +133,7 @@ pub async fn extend(
 pub async fn get(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    Path(id): Path<FlowId>,
 ) -> ApiResult<Json<FlowSnapshot>> {
     Ok(Json(state.engine.get_flow(caller.tenant, id).await?))
 }
@@ -166,7 +165,7 @@ pub struct MemberPage {
 pub async fn members(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    Path(id): Path<FlowId>,
     Query(query): Query<MembersQuery>,
 ) -> ApiResult<Json<MemberPage>> {
     let limit = page_limit(query.limit)?;
@@ -185,7 +184,7 @@ pub async fn members(
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// The `next_cursor` of the previous page.
-    pub cursor: Option<Uuid>,
+    pub cursor: Option<FlowId>,
     /// 1 to 1000, default 100.
     pub limit: Option<u32>,
 }
@@ -193,7 +192,7 @@ pub struct ListQuery {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct FlowPage {
     pub items: Vec<FlowSummary>,
-    pub next_cursor: Option<Uuid>,
+    pub next_cursor: Option<FlowId>,
 }
 
 /// The caller's flows, oldest first.
@@ -242,7 +241,7 @@ pub struct FlowCancelled {
 pub async fn cancel(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    Path(id): Path<FlowId>,
     OptionalJson(body): OptionalJson<CancelFlowBody>,
 ) -> ApiResult<Json<FlowCancelled>> {
     let reason = body

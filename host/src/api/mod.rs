@@ -16,6 +16,7 @@ mod events;
 mod executions;
 mod flows;
 mod health;
+mod lanes;
 mod live;
 pub mod metrics;
 pub mod openapi;
@@ -134,6 +135,7 @@ pub fn router(engine: Engine, runtime: Arc<Runtime>, config: &ApiConfig) -> Rout
         )
         .route("/flows/{id}/cancel", post(flows::cancel))
         .route("/budgets", post(budgets::create).get(budgets::list))
+        .route("/lanes", get(lanes::list))
         .route("/budgets/{id}", get(budgets::get))
         .route("/budgets/{id}/reset", post(budgets::reset))
         .route("/components", get(components::list))

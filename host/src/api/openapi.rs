@@ -6,7 +6,7 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, budgets, components, events, executions, flows, signals, streams};
+use super::{admin, budgets, components, events, executions, flows, lanes, signals, streams};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,7 +20,7 @@ use super::{admin, budgets, components, events, executions, flows, signals, stre
         executions::create, executions::create_batch, executions::list, executions::get,
         executions::result, executions::cancel, executions::revoke_lease, executions::priority, executions::replay,
         flows::create, flows::extend, flows::get, flows::list, flows::cancel,
-        budgets::create, budgets::list, budgets::get, budgets::reset,
+        budgets::create, budgets::list, budgets::get, budgets::reset, lanes::list,
         streams::frames, streams::summary, streams::follow,
         flows::members, signals::deliver, signals::waitpoints, signals::resume,
         events::completions, events::leases, events::signals,

@@ -13,14 +13,13 @@ use axum::http::{header, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
-use uuid::Uuid;
 
 use super::auth::Caller;
 use super::error::{page_limit, ApiError, ApiResult, ErrorBody, Json, Path, Query};
 use super::payload::decode_input;
 use super::AppState;
 use crate::engine::WaitpointWithToken;
-use crate::model::{NewSignal, SignalOutcome};
+use crate::model::{ExecutionId, NewSignal, SignalOutcome, WaitpointId};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -92,7 +91,7 @@ pub async fn deliver(
 pub struct WaitpointList {
     pub items: Vec<WaitpointWithToken>,
     /// Pass as `cursor` for the next page; absent on the last page.
-    pub next_cursor: Option<Uuid>,
+    pub next_cursor: Option<WaitpointId>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -100,7 +99,7 @@ pub struct WaitpointList {
 #[into_params(parameter_in = Query)]
 pub struct WaitpointQuery {
     /// The `next_cursor` of the previous page.
-    pub cursor: Option<Uuid>,
+    pub cursor: Option<WaitpointId>,
     /// 1 to 1000, default 100.
     pub limit: Option<u32>,
 }
@@ -115,7 +114,7 @@ pub struct WaitpointQuery {
 pub async fn waitpoints(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    Path(id): Path<ExecutionId>,
     Query(query): Query<WaitpointQuery>,
 ) -> ApiResult<Json<WaitpointList>> {
     let limit = page_limit(query.limit)?;
@@ -138,7 +137,7 @@ pub async fn waitpoints(
 pub async fn resume(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    Path(id): Path<ExecutionId>,
 ) -> ApiResult<StatusCode> {
     state.engine.resume(caller.tenant, id).await?;
     Ok(StatusCode::NO_CONTENT)

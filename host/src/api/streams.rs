@@ -17,7 +17,6 @@ use futures::Stream;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc};
 use utoipa::{IntoParams, ToSchema};
-use uuid::Uuid;
 
 use super::auth::Caller;
 use super::error::{page_limit, ApiError, ApiResult, ErrorBody, Json, Path, Query};
@@ -25,7 +24,9 @@ use super::executions::result_of;
 use super::payload::Payload;
 use super::{live, AppState};
 use crate::engine::Engine;
-use crate::model::{ExecutionState, ExecutionUpdate, Frame, StreamMode, StreamSummary, TenantId};
+use crate::model::{
+    ExecutionId, ExecutionState, ExecutionUpdate, Frame, StreamMode, StreamSummary, TenantId,
+};
 
 const PAGE: u32 = 500;
 
@@ -78,7 +79,7 @@ pub struct FramePage {
 pub async fn frames(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path((id, attempt)): Path<(Uuid, i32)>,
+    Path((id, attempt)): Path<(ExecutionId, i32)>,
     Query(query): Query<FramesQuery>,
 ) -> ApiResult<Json<FramePage>> {
     let limit = page_limit(query.limit)?;
@@ -108,7 +109,7 @@ pub async fn frames(
 pub async fn summary(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path((id, attempt)): Path<(Uuid, i32)>,
+    Path((id, attempt)): Path<(ExecutionId, i32)>,
 ) -> ApiResult<Json<StreamSummary>> {
     Ok(Json(
         state
@@ -139,7 +140,7 @@ pub struct FollowQuery {
 pub async fn follow(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    Path(id): Path<ExecutionId>,
     Query(query): Query<FollowQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
@@ -190,7 +191,7 @@ impl Cursor {
 struct Follower {
     engine: Engine,
     tenant: TenantId,
-    id: Uuid,
+    id: ExecutionId,
     cursor: Cursor,
     tx: mpsc::Sender<Event>,
 }

@@ -14,14 +14,14 @@ use tokio::sync::{broadcast, watch};
 
 use crate::error::Result;
 use crate::model::{
-    ApiKey, Budget, BudgetId, ChildKey, ChildrenOutcome, ClaimRequest, ClaimedExecution,
+    ApiKey, ApiKeyId, Budget, BudgetId, ChildKey, ChildrenOutcome, ClaimRequest, ClaimedExecution,
     CompletionEvent, ComponentVersion, Created, EventBatch, EventCursor, Execution,
     ExecutionFilter, ExecutionId, ExecutionState, ExecutionUpdate, FailOutcome, Failure,
     FlowCancelPolicy, FlowId, FlowSnapshot, FlowSummary, Frame, GraphApplied, GraphChange,
-    LeaseEvent, LeaseHandle, NewBudget, NewExecution, NewFlow, NewSignal, Signal, SignalEvent,
-    SignalOutcome, SpawnLimits, SpawnedChild, StoredApiKey, StreamMode, StreamSummary,
+    LaneCounts, LeaseEvent, LeaseHandle, NewBudget, NewExecution, NewFlow, NewSignal, Signal,
+    SignalEvent, SignalOutcome, SpawnLimits, SpawnedChild, StoredApiKey, StreamMode, StreamSummary,
     SuspendOutcome, Suspension, Tenant, TenantId, TenantLimits, TimeoutBehavior, UsageOutcome,
-    Waitpoint,
+    Waitpoint, WaitpointId,
 };
 
 /// Tenants, their limits and usage, and their API keys.
@@ -52,17 +52,17 @@ pub trait Tenancy: Send + Sync {
     async fn create_api_key(
         &self,
         tenant: TenantId,
-        key_id: uuid::Uuid,
+        key_id: ApiKeyId,
         name: &str,
         secret_sha256: &[u8],
     ) -> Result<ApiKey>;
 
     /// The key with this id, revoked or not.
-    async fn find_api_key(&self, key_id: uuid::Uuid) -> Result<Option<StoredApiKey>>;
+    async fn find_api_key(&self, key_id: ApiKeyId) -> Result<Option<StoredApiKey>>;
 
     async fn list_api_keys(&self, tenant: TenantId) -> Result<Vec<ApiKey>>;
 
-    async fn revoke_api_key(&self, tenant: TenantId, key_id: uuid::Uuid) -> Result<ApiKey>;
+    async fn revoke_api_key(&self, tenant: TenantId, key_id: ApiKeyId) -> Result<ApiKey>;
 }
 
 /// Creating and reading executions, and the operator's changes to them.
@@ -89,6 +89,16 @@ pub trait Executions: Send + Sync {
         tenant: TenantId,
         filter: &ExecutionFilter,
     ) -> Result<Vec<Execution>>;
+
+    /// A page of the tenant's lanes that have executions not yet ended, in
+    /// lane order after `after`, each with how many of them are queued,
+    /// running and suspended. `limit` is at most [`crate::model::MAX_LANE_PAGE`].
+    async fn lane_counts(
+        &self,
+        tenant: TenantId,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<LaneCounts>>;
 
     /// An operator cancels a non-terminal execution, revoking any live lease.
     /// Returns `false` if it was already cancelled.
@@ -281,7 +291,7 @@ pub trait Suspensions: Send + Sync {
         &self,
         tenant: TenantId,
         id: ExecutionId,
-        waitpoint_id: uuid::Uuid,
+        waitpoint_id: WaitpointId,
         signal: &NewSignal,
     ) -> Result<SignalOutcome>;
 
@@ -302,7 +312,7 @@ pub trait Suspensions: Send + Sync {
         &self,
         tenant: TenantId,
         id: ExecutionId,
-        after: Option<uuid::Uuid>,
+        after: Option<WaitpointId>,
         limit: u32,
     ) -> Result<Vec<Waitpoint>>;
 }

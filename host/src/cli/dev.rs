@@ -12,6 +12,7 @@ use flowfabric::model::{
     Backoff, Execution, FlowEdge, FlowId, FlowMember, FlowSnapshot, FlowState, GraphChange,
     JoinPolicy, NewExecution, NewFlow, NewSignal, PublicState,
 };
+use flowfabric::model::{ExecutionId, TenantId};
 use flowfabric::worker::WorkerPool;
 
 use super::{connect_with, WorkerArgs};
@@ -182,7 +183,7 @@ pub async fn run(mut args: Dev) -> anyhow::Result<()> {
 
 /// A flow: `extract` passes its result to `render`; `publish` needs both
 /// `render` and `broken`, which fails, so `publish` is skipped.
-async fn create_demo_flow(engine: &Engine, tenant: uuid::Uuid) -> anyhow::Result<FlowId> {
+async fn create_demo_flow(engine: &Engine, tenant: TenantId) -> anyhow::Result<FlowId> {
     let member = |key: &str, input: &str| {
         let mut execution = NewExecution::new("testkit", input.as_bytes());
         execution.policy.retry.max_retries = 0;
@@ -220,7 +221,7 @@ async fn create_demo_flow(engine: &Engine, tenant: uuid::Uuid) -> anyhow::Result
 
 async fn wait_flow(
     engine: &Engine,
-    tenant: uuid::Uuid,
+    tenant: TenantId,
     flow: FlowId,
 ) -> anyhow::Result<FlowSnapshot> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -237,11 +238,7 @@ async fn wait_flow(
     }
 }
 
-async fn print_flow(
-    engine: &Engine,
-    tenant: uuid::Uuid,
-    flow: &FlowSnapshot,
-) -> anyhow::Result<()> {
+async fn print_flow(engine: &Engine, tenant: TenantId, flow: &FlowSnapshot) -> anyhow::Result<()> {
     println!(
         "\nflow `{}`: {} ({} members, {} failed)",
         flow.summary.name,
@@ -271,8 +268,8 @@ async fn print_flow(
 
 async fn wait_all(
     engine: &Engine,
-    tenant: uuid::Uuid,
-    ids: &[uuid::Uuid],
+    tenant: TenantId,
+    ids: &[ExecutionId],
 ) -> anyhow::Result<Vec<Execution>> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -298,8 +295,8 @@ async fn wait_all(
 /// Play the external system: signal every open waitpoint with its token.
 async fn signal_open_waitpoints(
     engine: &Engine,
-    tenant: uuid::Uuid,
-    id: uuid::Uuid,
+    tenant: TenantId,
+    id: ExecutionId,
 ) -> anyhow::Result<()> {
     for w in engine
         .list_waitpoints(tenant, id, None, flowfabric::engine::MAX_WAITPOINT_PAGE)

@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use super::Engine;
 use crate::error::{EngineError, Result};
+use crate::model::WaitpointId;
 use crate::model::{
     ExecutionId, LeaseHandle, NewSignal, ResumeCondition, Signal, SignalOutcome, SuspendOutcome,
     Suspension, TenantId, TimeoutBehavior, Waitpoint,
@@ -94,7 +95,12 @@ impl SignalKeys {
         }])
     }
 
-    fn mac(key: &SignalKey, tenant: TenantId, id: ExecutionId, waitpoint: Uuid) -> Hmac<Sha256> {
+    fn mac(
+        key: &SignalKey,
+        tenant: TenantId,
+        id: ExecutionId,
+        waitpoint: WaitpointId,
+    ) -> Hmac<Sha256> {
         let mut mac = Hmac::<Sha256>::new_from_slice(&key.secret).expect("HMAC takes any key");
         let message = format!(
             "flowfabric-waitpoint:v1:{}:{}:{}:{}",
@@ -107,7 +113,7 @@ impl SignalKeys {
         mac
     }
 
-    pub fn sign(&self, tenant: TenantId, id: ExecutionId, waitpoint: Uuid) -> String {
+    pub fn sign(&self, tenant: TenantId, id: ExecutionId, waitpoint: WaitpointId) -> String {
         let key = &self.0[0];
         let mac = Self::mac(key, tenant, id, waitpoint)
             .finalize()
@@ -123,7 +129,7 @@ impl SignalKeys {
     }
 
     /// The (tenant, execution, waitpoint) a token opens.
-    pub fn verify(&self, token: &str) -> Result<(TenantId, ExecutionId, Uuid)> {
+    pub fn verify(&self, token: &str) -> Result<(TenantId, ExecutionId, WaitpointId)> {
         let invalid = || {
             token_error(
                 "invalid_token",
@@ -139,7 +145,11 @@ impl SignalKeys {
             return Err(invalid());
         };
         let parse = |s: &str| Uuid::try_parse(s).map_err(|_| invalid());
-        let (tenant, id, waitpoint) = (parse(tenant)?, parse(id)?, parse(waitpoint)?);
+        let (tenant, id, waitpoint) = (
+            TenantId(parse(tenant)?),
+            ExecutionId(parse(id)?),
+            WaitpointId(parse(waitpoint)?),
+        );
         let mac = hex::decode(mac).map_err(|_| invalid())?;
         let key = self.0.iter().find(|k| k.kid == kid).ok_or_else(|| {
             token_error(
@@ -299,7 +309,7 @@ impl Engine {
         &self,
         tenant: TenantId,
         id: ExecutionId,
-        after: Option<uuid::Uuid>,
+        after: Option<WaitpointId>,
         limit: u32,
     ) -> Result<Vec<WaitpointWithToken>> {
         self.backend.execution_state(tenant, id).await?;
@@ -335,7 +345,7 @@ mod tests {
     #[test]
     fn tokens_open_one_waitpoint_and_keys_rotate() {
         let old = SignalKeys::parse(&format!("k1={}", "a".repeat(32))).unwrap();
-        let (t, e, w) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let (t, e, w) = (TenantId::new(), ExecutionId::new(), WaitpointId::new());
         let token = old.sign(t, e, w);
         assert_eq!(old.verify(&token).unwrap(), (t, e, w));
 

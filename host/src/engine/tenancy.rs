@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::Engine;
 use crate::error::{EngineError, Result};
+use crate::model::ApiKeyId;
 use crate::model::{ApiKey, Tenant, TenantId, TenantLimits};
 
 const KEY_PREFIX: &str = "ffk_";
@@ -112,7 +113,7 @@ impl Engine {
     /// Issue a key for `tenant`. The returned token is the only copy.
     pub async fn issue_api_key(&self, tenant: TenantId, name: &str) -> Result<IssuedKey> {
         self.check_name("key name", name)?;
-        let key_id = Uuid::now_v7();
+        let key_id = ApiKeyId::new();
         let mut secret = [0u8; 32];
         rand::rng().fill_bytes(&mut secret);
         let secret = hex::encode(secret);
@@ -130,7 +131,7 @@ impl Engine {
         self.backend.list_api_keys(tenant).await
     }
 
-    pub async fn revoke_api_key(&self, tenant: TenantId, key_id: Uuid) -> Result<ApiKey> {
+    pub async fn revoke_api_key(&self, tenant: TenantId, key_id: ApiKeyId) -> Result<ApiKey> {
         self.backend.revoke_api_key(tenant, key_id).await
     }
 
@@ -160,13 +161,13 @@ pub fn secret_matches(secret: &str, sha256: &[u8]) -> bool {
         .into()
 }
 
-fn parse_token(token: &str) -> Option<(Uuid, &str)> {
+fn parse_token(token: &str) -> Option<(ApiKeyId, &str)> {
     let rest = token.strip_prefix(KEY_PREFIX)?;
     let (id, secret) = rest.split_once('_')?;
     if id.len() != 32 || secret.len() != 64 {
         return None;
     }
-    Some((Uuid::try_parse(id).ok()?, secret))
+    Some((ApiKeyId(Uuid::try_parse(id).ok()?), secret))
 }
 
 #[cfg(test)]
@@ -175,7 +176,7 @@ mod tests {
 
     #[test]
     fn tokens_parse_only_in_their_exact_shape() {
-        let id = Uuid::now_v7();
+        let id = ApiKeyId::new();
         let secret = "ab".repeat(32);
         let token = format!("ffk_{}_{secret}", id.simple());
         assert_eq!(parse_token(&token), Some((id, secret.as_str())));
@@ -184,7 +185,7 @@ mod tests {
             "ffk_",
             &token[4..],
             &format!("ffk_{}_{}", id.simple(), "ab"),
-            &format!("ffk_{}_{secret}", id.hyphenated()),
+            &format!("ffk_{}_{secret}", id.as_uuid().hyphenated()),
             &format!("Bearer {token}"),
         ] {
             assert_eq!(parse_token(bad), None, "{bad}");

@@ -4,11 +4,10 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use super::{ExecutionId, FlowId};
 
-pub type BudgetId = Uuid;
+pub use super::ids::BudgetId;
 
 /// What a budget covers: every execution that falls in the scope counts
 /// against it.

@@ -2,6 +2,7 @@
 //! and signal delivery. Each is an outbox read by an opaque cursor, so a
 //! subscriber that was away resumes where it stopped and misses nothing.
 
+use super::ids::WaitpointId;
 use std::fmt;
 use std::str::FromStr;
 
@@ -130,7 +131,7 @@ pub struct SignalEvent {
     #[schema(value_type = uuid::Uuid)]
     pub execution_id: ExecutionId,
     /// The nil id for the engine's own timeout signal.
-    pub waitpoint_id: Uuid,
+    pub waitpoint_id: WaitpointId,
     pub signal_id: Uuid,
     pub name: String,
     pub effect: String,

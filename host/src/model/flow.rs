@@ -10,11 +10,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use super::{ExecutionId, NewExecution, PublicState};
 
-pub type FlowId = Uuid;
+pub use super::ids::FlowId;
 
 /// What a satisfied `any_of` or `quorum` join does to the upstreams still running.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

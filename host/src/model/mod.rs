@@ -6,6 +6,7 @@ mod budget;
 mod children;
 mod events;
 mod flow;
+mod ids;
 mod policy;
 mod state;
 mod suspension;
@@ -44,8 +45,7 @@ pub use tenancy::{
     ApiKey, StoredApiKey, TaskCeilings, Tenant, TenantLimits, TenantUsage, DEFAULT_START_WINDOW_MS,
 };
 
-pub type TenantId = Uuid;
-pub type ExecutionId = Uuid;
+pub use ids::{ApiKeyId, ExecutionId, TenantId, WaitpointId};
 
 pub const DEFAULT_LANE: &str = "default";
 
@@ -147,6 +147,23 @@ pub struct Execution {
     #[schema(value_type = Option<uuid::Uuid>)]
     pub parent_id: Option<ExecutionId>,
 }
+
+/// A lane of the tenant's executions that have not ended, and how many of
+/// them are in each live phase.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LaneCounts {
+    pub lane: String,
+    /// Waiting to run: runnable now, delayed, held by a budget or quota, or
+    /// blocked by a flow's dependencies.
+    pub queued: u64,
+    /// Running under a lease.
+    pub running: u64,
+    /// Suspended until a signal, their children or a budget reset.
+    pub suspended: u64,
+}
+
+/// The most lanes one page of [`LaneCounts`] holds.
+pub const MAX_LANE_PAGE: u32 = 1000;
 
 /// Where an execution stands, without its payloads: what watchers poll.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

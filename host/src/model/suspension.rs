@@ -2,6 +2,7 @@
 //! delivered to them are kept, and a resume condition over those signals makes
 //! it runnable again (same attempt, new lease epoch).
 
+use super::ids::WaitpointId;
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
@@ -29,7 +30,7 @@ pub enum ResumeCondition {
     /// The budget whose hard limit it hit is reset (never from signals).
     Budget {
         #[schema(value_type = uuid::Uuid)]
-        budget_id: Uuid,
+        budget_id: super::ids::BudgetId,
     },
 }
 
@@ -113,7 +114,7 @@ pub const TIMEOUT_SIGNAL: &str = "timeout";
 /// delivering a signal to it; it is derived, never stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Waitpoint {
-    pub waitpoint_id: Uuid,
+    pub waitpoint_id: WaitpointId,
     pub key: String,
     /// `pending` (created, not yet waited on), `active` or `closed`.
     pub state: String,

@@ -1,10 +1,10 @@
 //! Tenants, their API keys and their limits.
 
+use super::ids::ApiKeyId;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use super::TenantId;
 
@@ -86,7 +86,7 @@ impl From<&TenantLimits> for TaskCeilings {
 /// An API key as listed; its secret is never stored or shown again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ApiKey {
-    pub key_id: Uuid,
+    pub key_id: ApiKeyId,
     #[schema(value_type = uuid::Uuid)]
     pub tenant_id: TenantId,
     pub name: String,

@@ -204,8 +204,8 @@ mod tests {
         let id = uuid::Uuid::now_v7();
         Pending {
             lease: LeaseHandle {
-                tenant_id: id,
-                execution_id: id,
+                tenant_id: id.into(),
+                execution_id: id.into(),
                 attempt_index: 1,
                 lease_id: id,
                 lease_epoch: 1,

@@ -82,7 +82,7 @@ impl Job {
                         &task.claimed.input,
                         &limits,
                         task.cancel.clone(),
-                        task.lease().tenant_id,
+                        task.lease().tenant_id.as_uuid(),
                     )
                     .await;
                 tracing::debug!(

@@ -147,7 +147,10 @@ mod tests {
     fn a_tenant_runs_at_most_its_share_and_frees_it_with_the_slot() {
         let shares = Shares::new(2);
         let permits = Arc::new(Semaphore::new(3));
-        let (a, b) = (TenantId::from_u128(1), TenantId::from_u128(2));
+        let (a, b) = (
+            TenantId(uuid::Uuid::from_u128(1)),
+            TenantId(uuid::Uuid::from_u128(2)),
+        );
         let permit = || permits.clone().try_acquire_owned().unwrap();
         let first = shares.hold(permit(), a);
         assert!(shares.may_start(a));
@@ -168,7 +171,10 @@ mod tests {
         let shares = Shares::new(1);
         let permits = Arc::new(Semaphore::new(2));
         let permit = || permits.clone().try_acquire_owned().unwrap();
-        let (quick, slow) = (TenantId::from_u128(1), TenantId::from_u128(2));
+        let (quick, slow) = (
+            TenantId(uuid::Uuid::from_u128(1)),
+            TenantId(uuid::Uuid::from_u128(2)),
+        );
         drop(shares.hold(permit(), quick));
         let _running = shares.hold(permit(), quick);
         assert!(shares.full().is_empty(), "its runs take microseconds");

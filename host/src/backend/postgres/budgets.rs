@@ -8,7 +8,6 @@
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool};
-use uuid::Uuid;
 
 use super::leases::{fail_locked, rejection, FENCE};
 use super::rows::{col, json, parse, transaction, unknown_tenant_or, Args};
@@ -30,7 +29,7 @@ impl Budgets for PgBackend {
         let op = "create budget";
         transaction(pool, op, async |tx| {
             check_scope_exists(tx, tenant, &budget.scope).await?;
-            let id = Uuid::now_v7();
+            let id = BudgetId::new();
             sqlx::query(
                 "WITH b AS ( \
                      INSERT INTO budgets (tenant_id, budget_id, name, scope, scope_key, on_hard_limit, \
@@ -254,12 +253,12 @@ async fn check_scope_exists(
         BudgetScope::Flow { flow_id } => (
             "flow",
             "SELECT EXISTS (SELECT 1 FROM flows WHERE tenant_id = $1 AND flow_id = $2)",
-            *flow_id,
+            flow_id.as_uuid(),
         ),
         BudgetScope::Execution { execution_id } => (
             "execution",
             "SELECT EXISTS (SELECT 1 FROM executions WHERE tenant_id = $1 AND execution_id = $2)",
-            *execution_id,
+            execution_id.as_uuid(),
         ),
         BudgetScope::Tenant | BudgetScope::Lane { .. } => return Ok(()),
     };
@@ -298,10 +297,10 @@ async fn get_budget_in(conn: &mut PgConnection, tenant: TenantId, id: BudgetId) 
 fn budget(row: &PgRow) -> Result<Budget> {
     let scope: String = col(row, "scope")?;
     let key: String = col(row, "scope_key")?;
-    let id = |k: &str| {
-        k.parse::<Uuid>()
+    fn id<T: std::str::FromStr>(k: &str) -> Result<T> {
+        k.parse::<T>()
             .map_err(|_| EngineError::Corrupt(format!("budget scope key `{k}`")))
-    };
+    }
     let scope = match scope.as_str() {
         "tenant" => BudgetScope::Tenant,
         "flow" => BudgetScope::Flow { flow_id: id(&key)? },

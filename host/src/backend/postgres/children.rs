@@ -12,7 +12,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 use sqlx::PgPool;
-use uuid::Uuid;
 
 use super::executions::{create_executions, FlowPlacement};
 use super::flows::violated;
@@ -23,6 +22,7 @@ use super::PgBackend;
 use crate::backend::refusals;
 use crate::backend::Children;
 use crate::error::{EngineError, Result};
+use crate::model::FlowId;
 use crate::model::{
     ChildKey, ChildOutcome, ChildrenOutcome, ExecutionId, LeaseHandle, NewExecution, PublicState,
     ResumeCondition, SpawnLimits, SpawnedChild, Suspension, TimeoutBehavior, ROOT_KEY,
@@ -42,7 +42,7 @@ impl Children for PgBackend {
         let tenant = lease.tenant_id;
         transaction(pool, op, async |tx| {
             let sql = format!("SELECT flow_id, flow_key FROM executions WHERE {FENCE} FOR UPDATE");
-            let parent: Option<(Option<Uuid>, Option<String>)> =
+            let parent: Option<(Option<FlowId>, Option<String>)> =
                 sqlx::query_as_with(&sql, Args::fence(lease).done(op)?)
                     .fetch_optional(&mut *tx)
                     .await
@@ -54,7 +54,7 @@ impl Children for PgBackend {
             let flow_id = match flow {
                 Some(flow_id) => flow_id,
                 None => {
-                    let flow_id = Uuid::now_v7();
+                    let flow_id = FlowId::new();
                     sqlx::query(
                         "WITH flow AS (INSERT INTO flows (tenant_id, flow_id, name) \
                              VALUES ($1, $2, 'children of ' || $3::text)) \

@@ -2,7 +2,6 @@
 
 use async_trait::async_trait;
 use sqlx::{PgConnection, PgPool};
-use uuid::Uuid;
 
 use super::rows::{col, execution, unknown_tenant_or, EXECUTION_COLUMNS};
 use super::PgBackend;
@@ -10,8 +9,9 @@ use crate::backend::refusals;
 use crate::backend::Executions;
 use crate::error::{EngineError, Result};
 use crate::model::{
-    Created, Execution, ExecutionFilter, ExecutionId, ExecutionState, FlowId, NewExecution,
-    PublicState, TenantId, DEFAULT_DEDUP_WINDOW_MS, DEFAULT_MAX_REPLAYS,
+    Created, Execution, ExecutionFilter, ExecutionId, ExecutionState, FlowId, LaneCounts,
+    NewExecution, PublicState, TenantId, DEFAULT_DEDUP_WINDOW_MS, DEFAULT_MAX_REPLAYS,
+    MAX_LANE_PAGE,
 };
 
 #[async_trait]
@@ -51,6 +51,34 @@ impl Executions for PgBackend {
             state: super::rows::parse(&state)?,
             attempt_index,
         })
+    }
+
+    /// One pass over the tenant's unfinished executions, served by
+    /// `executions_state_idx` (tenant, public state): the terminal ones are
+    /// never read.
+    async fn lane_counts(
+        &self,
+        tenant: TenantId,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<LaneCounts>> {
+        let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+            "SELECT lane, \
+                    count(*) FILTER (WHERE lifecycle_phase = 'runnable'), \
+                    count(*) FILTER (WHERE lifecycle_phase = 'active'), \
+                    count(*) FILTER (WHERE lifecycle_phase = 'suspended') \
+             FROM executions \
+             WHERE tenant_id = $1 AND public_state = ANY($2) AND ($3::text IS NULL OR lane > $3) \
+             GROUP BY lane ORDER BY lane LIMIT $4",
+        )
+        .bind(tenant)
+        .bind(live_states())
+        .bind(after)
+        .bind(i64::from(limit.min(MAX_LANE_PAGE)))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(EngineError::storage("count lanes"))?;
+        Ok(rows.into_iter().map(lane_counts).collect())
     }
 
     /// Keyset pagination over the time-ordered id; `executions_state_idx` serves the
@@ -243,7 +271,7 @@ pub(super) async fn create_executions(
     max_queued: Option<u32>,
     placement: Option<&FlowPlacement<'_>>,
 ) -> Result<Vec<Created>> {
-    let ids: Vec<Uuid> = new.iter().map(|_| Uuid::now_v7()).collect();
+    let ids: Vec<ExecutionId> = new.iter().map(|_| ExecutionId::new()).collect();
     let to_json = |v: serde_json::Result<serde_json::Value>| v.expect("model serialises to JSON");
     let rows = sqlx::query(CREATE_SQL)
         .bind(tenant)
@@ -302,8 +330,8 @@ pub(super) async fn create_executions(
 
     let mut created = Vec::with_capacity(rows.len());
     for row in rows {
-        let inserted: Option<Uuid> = col(&row, "inserted_id")?;
-        let existing: Option<Uuid> = col(&row, "existing_id")?;
+        let inserted: Option<ExecutionId> = col(&row, "inserted_id")?;
+        let existing: Option<ExecutionId> = col(&row, "existing_id")?;
         let key: Option<String> = col(&row, "idem_key")?;
         created.push(match (inserted, existing, key) {
             (Some(id), _, _) => Created {
@@ -334,7 +362,11 @@ fn ms(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-async fn existing_for_key(conn: &mut PgConnection, tenant: TenantId, key: &str) -> Result<Uuid> {
+async fn existing_for_key(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    key: &str,
+) -> Result<ExecutionId> {
     sqlx::query_scalar(
         "SELECT execution_id FROM idempotency_keys WHERE tenant_id = $1 AND key = $2",
     )
@@ -396,3 +428,21 @@ WITH replayed AS (
 wake AS (SELECT pg_notify('flowfabric_work', '') FROM replayed)
 SELECT replay_count, (SELECT count(*) FROM wake) AS woke FROM replayed
 "#;
+
+/// The public states of executions that have not ended.
+fn live_states() -> Vec<&'static str> {
+    PublicState::ALL
+        .into_iter()
+        .filter(|s| !s.is_terminal())
+        .map(PublicState::as_str)
+        .collect()
+}
+
+fn lane_counts((lane, queued, running, suspended): (String, i64, i64, i64)) -> LaneCounts {
+    LaneCounts {
+        lane,
+        queued: queued as u64,
+        running: running as u64,
+        suspended: suspended as u64,
+    }
+}

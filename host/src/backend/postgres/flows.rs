@@ -12,7 +12,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool};
-use uuid::Uuid;
 
 use super::executions::{create_executions, FlowPlacement};
 use super::rows::{col, json, parse, transaction, unknown_tenant_or};
@@ -38,7 +37,7 @@ impl Flows for PgBackend {
     ) -> Result<GraphApplied> {
         let pool = &self.pool;
         transaction(pool, "create flow", async |tx| {
-            let flow_id = Uuid::now_v7();
+            let flow_id = FlowId::new();
             sqlx::query(
                 "INSERT INTO flows (tenant_id, flow_id, name, tags) VALUES ($1, $2, $3, $4)",
             )

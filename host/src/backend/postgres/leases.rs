@@ -71,8 +71,8 @@ impl Leases for PgBackend {
             completions.iter().map(|(l, _)| field(l)).collect()
         };
         let bound = Args::new()
-            .push(column(|l| l.tenant_id))
-            .push(column(|l| l.execution_id))
+            .push(column(|l| l.tenant_id.as_uuid()))
+            .push(column(|l| l.execution_id.as_uuid()))
             .push(
                 completions
                     .iter()
@@ -96,7 +96,7 @@ impl Leases for PgBackend {
         let moved = rows
             .iter()
             .map(|r| Ok((col(r, "tenant_id")?, col(r, "execution_id")?)))
-            .collect::<Result<HashSet<(uuid::Uuid, uuid::Uuid)>>>()?;
+            .collect::<Result<HashSet<(TenantId, ExecutionId)>>>()?;
         // The batch is written: from here on an error belongs to one completion.
         let mut results = Vec::with_capacity(completions.len());
         for (lease, _) in completions {

@@ -12,10 +12,10 @@
 
 use sqlx::postgres::PgRow;
 use sqlx::PgPool;
-use uuid::Uuid;
 
 use super::rows::col;
 use crate::error::{EngineError, Result};
+use crate::model::ExecutionId;
 use crate::model::{CompletionEvent, EventBatch, EventCursor, LeaseEvent, SignalEvent, TenantId};
 
 /// One outbox table: what to select and how a row becomes an event.
@@ -165,7 +165,7 @@ pub(super) async fn all_completions(
     pool: &PgPool,
     after: EventCursor,
     limit: u32,
-) -> Result<(Vec<(TenantId, Uuid)>, EventCursor, bool)> {
+) -> Result<(Vec<(TenantId, ExecutionId)>, EventCursor, bool)> {
     let rows = sqlx::query(&format!(
         "SELECT tenant_id, execution_id, txid, event_id, {HORIZON} AS horizon \
          FROM completion_events WHERE (txid, event_id) > ($1, $2) \

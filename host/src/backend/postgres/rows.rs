@@ -169,7 +169,7 @@ event_notify AS (
 /// references `tenants` among the columns callers write) means an unknown tenant.
 pub(super) fn unknown_tenant_or(
     op: &'static str,
-    tenant: uuid::Uuid,
+    tenant: crate::model::TenantId,
 ) -> impl FnOnce(sqlx::Error) -> EngineError {
     move |e| match &e {
         sqlx::Error::Database(db) if db.is_foreign_key_violation() => EngineError::NotFound {

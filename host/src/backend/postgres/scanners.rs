@@ -14,6 +14,7 @@ use super::rows::{col, completion_outbox, json, transaction};
 use super::PgBackend;
 use crate::backend::Scanners;
 use crate::error::{EngineError, Result};
+use crate::model::{ExecutionId, TenantId};
 use crate::model::{ExecutionPolicy, Failure, FailureClass, LeaseHandle};
 use std::time::Duration;
 
@@ -91,8 +92,8 @@ impl Scanners for PgBackend {
 
         let mut failed = 0;
         for candidate in candidates {
-            let tenant: uuid::Uuid = col(&candidate, "tenant_id")?;
-            let execution: uuid::Uuid = col(&candidate, "execution_id")?;
+            let tenant: TenantId = col(&candidate, "tenant_id")?;
+            let execution: ExecutionId = col(&candidate, "execution_id")?;
             let timed_out = transaction(pool, "attempt timeout", async |tx| {
                 let locked = sqlx::query(
                     "SELECT attempt_index, lease_id, lease_epoch, policy, retry_count FROM executions \

@@ -20,6 +20,7 @@ use super::EVENTS_CHANNEL;
 use crate::backend::refusals;
 use crate::backend::Suspensions;
 use crate::error::{EngineError, Result};
+use crate::model::WaitpointId;
 use crate::model::{
     ExecutionId, LeaseHandle, NewSignal, PublicState, Signal, SignalOutcome, SuspendOutcome,
     Suspension, TenantId, Waitpoint,
@@ -105,7 +106,7 @@ impl Suspensions for PgBackend {
             .fetch_optional(&mut *tx)
             .await
             .map_err(err(op))?;
-            let ids: Vec<Uuid> = keys.iter().map(|_| Uuid::now_v7()).collect();
+            let ids: Vec<WaitpointId> = keys.iter().map(|_| WaitpointId::new()).collect();
             sqlx::query(
                 "INSERT INTO waitpoints (tenant_id, execution_id, waitpoint_id, waitpoint_key, state) \
                  SELECT $1, $2, id, key, 'active' FROM unnest($3::text[], $4::uuid[]) AS k(key, id) \
@@ -172,7 +173,7 @@ impl Suspensions for PgBackend {
         &self,
         tenant: TenantId,
         id: ExecutionId,
-        waitpoint_id: uuid::Uuid,
+        waitpoint_id: WaitpointId,
         signal: &NewSignal,
     ) -> Result<SignalOutcome> {
         deliver_signal(&self.pool, tenant, id, waitpoint_id, signal).await
@@ -219,7 +220,7 @@ impl Suspensions for PgBackend {
         &self,
         tenant: TenantId,
         id: ExecutionId,
-        after: Option<Uuid>,
+        after: Option<WaitpointId>,
         limit: u32,
     ) -> Result<Vec<Waitpoint>> {
         let pool = &self.pool;
@@ -231,7 +232,7 @@ impl Suspensions for PgBackend {
         ))
         .bind(tenant)
         .bind(id)
-        .bind(after.unwrap_or(Uuid::nil()))
+        .bind(after.unwrap_or(WaitpointId::nil()))
         .bind(i64::from(limit))
         .fetch_all(pool)
         .await
@@ -413,7 +414,7 @@ pub(super) async fn deliver_signal(
     pool: &PgPool,
     tenant: TenantId,
     id: ExecutionId,
-    waitpoint_id: Uuid,
+    waitpoint_id: WaitpointId,
     new: &NewSignal,
 ) -> Result<SignalOutcome> {
     transaction(pool, "deliver signal", async |tx| {
@@ -426,7 +427,7 @@ async fn deliver_in(
     tx: &mut PgConnection,
     tenant: TenantId,
     id: ExecutionId,
-    waitpoint_id: Uuid,
+    waitpoint_id: WaitpointId,
     new: &NewSignal,
 ) -> Result<SignalOutcome> {
     let op = "deliver signal";
@@ -506,7 +507,7 @@ async fn deliver_in(
 pub(super) struct SignalEventRow<'a> {
     tenant: TenantId,
     execution: ExecutionId,
-    waitpoint: Uuid,
+    waitpoint: WaitpointId,
     signal: Uuid,
     name: &'a str,
 }
@@ -515,7 +516,7 @@ impl<'a> SignalEventRow<'a> {
     pub(super) fn new(
         tenant: TenantId,
         execution: ExecutionId,
-        waitpoint: Uuid,
+        waitpoint: WaitpointId,
         signal: Uuid,
         name: &'a str,
     ) -> Self {

@@ -8,6 +8,7 @@ use uuid::Uuid;
 use super::rows::{col, json, transaction};
 use super::suspension::{err, resume, SignalEventRow};
 use crate::error::Result;
+use crate::model::WaitpointId;
 use crate::model::{ExecutionId, Suspension, TenantId, TimeoutBehavior, TIMEOUT_SIGNAL};
 
 /// Scanner: suspensions past their timeout, up to `limit` per tenant, each in
@@ -69,7 +70,7 @@ async fn time_out_one(pool: &PgPool, tenant: TenantId, id: ExecutionId) -> Resul
                 .await
                 .map_err(err(op))?;
                 resume(tx, tenant, id, seq).await?;
-                SignalEventRow::new(tenant, id, Uuid::nil(), signal_id, TIMEOUT_SIGNAL)
+                SignalEventRow::new(tenant, id, WaitpointId::nil(), signal_id, TIMEOUT_SIGNAL)
                     .record(tx, "resumed")
                     .await?;
             }

@@ -9,6 +9,7 @@ use super::rows::{col, unknown_tenant_or};
 use super::PgBackend;
 use crate::backend::Tenancy;
 use crate::error::{EngineError, Result};
+use crate::model::ApiKeyId;
 use crate::model::{ApiKey, StoredApiKey, Tenant, TenantId, TenantLimits};
 
 #[async_trait]
@@ -76,7 +77,7 @@ impl Tenancy for PgBackend {
     async fn create_api_key(
         &self,
         tenant: TenantId,
-        key_id: Uuid,
+        key_id: ApiKeyId,
         name: &str,
         secret_sha256: &[u8],
     ) -> Result<ApiKey> {
@@ -96,7 +97,7 @@ impl Tenancy for PgBackend {
     }
 
     /// The key with this id, revoked or not (one primary-key probe).
-    async fn find_api_key(&self, key_id: Uuid) -> Result<Option<StoredApiKey>> {
+    async fn find_api_key(&self, key_id: ApiKeyId) -> Result<Option<StoredApiKey>> {
         let pool = &self.pool;
         let row = sqlx::query(&format!(
             "SELECT {KEY_COLUMNS}, secret_sha256 FROM api_keys WHERE key_id = $1"
@@ -128,7 +129,7 @@ impl Tenancy for PgBackend {
     }
 
     /// Revoking twice keeps the first revocation time.
-    async fn revoke_api_key(&self, tenant: TenantId, key_id: Uuid) -> Result<ApiKey> {
+    async fn revoke_api_key(&self, tenant: TenantId, key_id: ApiKeyId) -> Result<ApiKey> {
         let pool = &self.pool;
         let row = sqlx::query(&format!(
             "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) \

@@ -8,7 +8,6 @@
 
 use async_trait::async_trait;
 use sqlx::SqliteConnection;
-use uuid::Uuid;
 
 use super::leases::fail_row;
 use super::leases::held;
@@ -32,7 +31,7 @@ impl Budgets for SqliteBackend {
         db.write("create budget", async |conn, _| {
             get_tenant(conn, tenant).await?;
             check_scope_exists(conn, tenant, &budget.scope).await?;
-            let id = Uuid::now_v7();
+            let id = BudgetId::new();
             let now = now();
             sqlx::query(
                 "INSERT INTO budgets (tenant_id, budget_id, name, scope, scope_key, on_hard_limit, \
@@ -244,12 +243,12 @@ async fn check_scope_exists(
         BudgetScope::Flow { flow_id } => (
             "flow",
             "SELECT EXISTS (SELECT 1 FROM flows WHERE tenant_id = ? AND flow_id = ?)",
-            *flow_id,
+            flow_id.as_uuid(),
         ),
         BudgetScope::Execution { execution_id } => (
             "execution",
             "SELECT EXISTS (SELECT 1 FROM executions WHERE tenant_id = ? AND execution_id = ?)",
-            *execution_id,
+            execution_id.as_uuid(),
         ),
         BudgetScope::Tenant | BudgetScope::Lane { .. } => return Ok(()),
     };
@@ -294,10 +293,10 @@ struct DimensionRow {
 }
 
 async fn budget(conn: &mut SqliteConnection, tenant: TenantId, row: BudgetRow) -> Result<Budget> {
-    let id = |k: &str| {
-        k.parse::<Uuid>()
+    fn id<T: std::str::FromStr>(k: &str) -> Result<T> {
+        k.parse::<T>()
             .map_err(|_| EngineError::Corrupt(format!("budget scope key `{k}`")))
-    };
+    }
     let scope = match row.scope.as_str() {
         "tenant" => BudgetScope::Tenant,
         "flow" => BudgetScope::Flow {

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::SqliteConnection;
-use uuid::Uuid;
 
 use super::executions::{create_one, Placement};
 use super::flows::flow_state;
@@ -25,6 +24,7 @@ use super::{Effects, Finished, SqliteBackend};
 use crate::backend::refusals;
 use crate::backend::Children;
 use crate::error::{EngineError, Result};
+use crate::model::FlowId;
 use crate::model::{
     ChildKey, ChildOutcome, ChildrenOutcome, ExecutionId, LeaseHandle, NewExecution, PublicState,
     ResumeCondition, SpawnLimits, SpawnedChild, Suspension, TenantId, TimeoutBehavior, ROOT_KEY,
@@ -47,7 +47,7 @@ impl Children for SqliteBackend {
             let flow_id = match parent.flow_id {
                 Some(flow_id) => flow_id,
                 None => {
-                    let flow_id = Uuid::now_v7();
+                    let flow_id = FlowId::new();
                     sqlx::query(
                         "INSERT INTO flows (tenant_id, flow_id, name, tags, created_at) \
                          VALUES (?, ?, ?, '{}', ?)",

@@ -8,6 +8,7 @@ use super::SqliteBackend;
 use crate::backend::Events;
 use crate::error::{EngineError, Result};
 use crate::model::{CompletionEvent, EventBatch, EventCursor, LeaseEvent, SignalEvent, TenantId};
+use crate::model::{ExecutionId, WaitpointId};
 #[async_trait]
 impl Events for SqliteBackend {
     async fn completion_events(
@@ -17,7 +18,7 @@ impl Events for SqliteBackend {
         limit: u32,
     ) -> Result<EventBatch<CompletionEvent>> {
         let db = self;
-        let rows: Vec<(i64, Uuid, i32, String, Millis)> = sqlx::query_as(
+        let rows: Vec<(i64, ExecutionId, i32, String, Millis)> = sqlx::query_as(
             "SELECT event_id, execution_id, attempt_index, outcome, created_at \
              FROM completion_events WHERE tenant_id = ? AND event_id > ? ORDER BY event_id LIMIT ?",
         )
@@ -56,7 +57,7 @@ impl Events for SqliteBackend {
         #[derive(sqlx::FromRow)]
         struct Row {
             event_id: i64,
-            execution_id: Uuid,
+            execution_id: ExecutionId,
             attempt_index: i32,
             lease_epoch: i64,
             kind: String,
@@ -105,8 +106,8 @@ impl Events for SqliteBackend {
         #[derive(sqlx::FromRow)]
         struct Row {
             event_id: i64,
-            execution_id: Uuid,
-            waitpoint_id: Uuid,
+            execution_id: ExecutionId,
+            waitpoint_id: WaitpointId,
             signal_id: Uuid,
             name: String,
             effect: String,

@@ -3,7 +3,6 @@
 use async_trait::async_trait;
 use sqlx::types::Json;
 use sqlx::SqliteConnection;
-use uuid::Uuid;
 
 use super::record::{not_found, Exec};
 use super::tenancy::get_tenant;
@@ -13,8 +12,9 @@ use crate::backend::refusals;
 use crate::backend::Executions;
 use crate::error::{EngineError, Result};
 use crate::model::{
-    Created, Execution, ExecutionFilter, ExecutionId, ExecutionState, Failure, FlowId,
+    Created, Execution, ExecutionFilter, ExecutionId, ExecutionState, Failure, FlowId, LaneCounts,
     NewExecution, PublicState, TenantId, DEFAULT_DEDUP_WINDOW_MS, DEFAULT_MAX_REPLAYS,
+    MAX_LANE_PAGE,
 };
 
 #[async_trait]
@@ -101,6 +101,42 @@ impl Executions for SqliteBackend {
             .await
             .map_err(EngineError::storage("list executions"))?;
         rows.iter().map(Exec::to_execution).collect()
+    }
+
+    /// One pass over the tenant's executions, off the tenant prefix of
+    /// `executions_state_idx`.
+    async fn lane_counts(
+        &self,
+        tenant: TenantId,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<LaneCounts>> {
+        let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+            "SELECT lane, \
+                    count(*) FILTER (WHERE lifecycle_phase = 'runnable'), \
+                    count(*) FILTER (WHERE lifecycle_phase = 'active'), \
+                    count(*) FILTER (WHERE lifecycle_phase = 'suspended') \
+             FROM executions \
+             WHERE tenant_id = ?1 \
+               AND lifecycle_phase <> 'terminal' \
+               AND (?2 IS NULL OR lane > ?2) \
+             GROUP BY lane ORDER BY lane LIMIT ?3",
+        )
+        .bind(tenant)
+        .bind(after)
+        .bind(i64::from(limit.min(MAX_LANE_PAGE)))
+        .fetch_all(&mut *self.read("count lanes").await?)
+        .await
+        .map_err(EngineError::storage("count lanes"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(lane, queued, running, suspended)| LaneCounts {
+                lane,
+                queued: queued as u64,
+                running: running as u64,
+                suspended: suspended as u64,
+            })
+            .collect())
     }
 
     /// End a non-terminal execution as `cancelled`, revoking any live lease.
@@ -228,9 +264,9 @@ pub(super) async fn create_one(
     effects: &mut Effects,
 ) -> Result<Created> {
     let now = now();
-    let id = Uuid::now_v7();
+    let id = ExecutionId::new();
     if let Some(key) = &new.idempotency_key {
-        let existing: Option<Uuid> = sqlx::query_scalar(
+        let existing: Option<ExecutionId> = sqlx::query_scalar(
             "SELECT execution_id FROM idempotency_keys \
              WHERE tenant_id = ? AND key = ? AND expires_at > ?",
         )

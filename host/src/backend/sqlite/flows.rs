@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use async_trait::async_trait;
 use sqlx::types::Json;
 use sqlx::SqliteConnection;
-use uuid::Uuid;
 
 use super::executions::{admit, create_one, Placement};
 use super::record::Exec;
@@ -38,7 +37,7 @@ impl Flows for SqliteBackend {
         let db = self;
         db.write("create flow", async |conn, effects| {
             get_tenant(conn, tenant).await?;
-            let flow_id = Uuid::now_v7();
+            let flow_id = FlowId::new();
             sqlx::query(
                 "INSERT INTO flows (tenant_id, flow_id, name, tags, created_at) VALUES (?, ?, ?, ?, ?)",
             )

@@ -357,7 +357,7 @@ pub(super) async fn fail_row(
 
 /// Tenants with claimable work, and their limits (off `executions_claim_idx`).
 async fn tenants_with_work(conn: &mut SqliteConnection) -> Result<Vec<(TenantId, TenantLimits)>> {
-    let rows: Vec<(Uuid, Json<TenantLimits>)> = sqlx::query_as(
+    let rows: Vec<(TenantId, Json<TenantLimits>)> = sqlx::query_as(
         "SELECT t.tenant_id, t.limits FROM tenants t WHERE EXISTS (\
              SELECT 1 FROM executions e WHERE e.tenant_id = t.tenant_id \
              AND e.lifecycle_phase = 'runnable' AND e.eligibility_state = 'eligible_now')",

@@ -17,6 +17,7 @@ use uuid::Uuid;
 use super::time::{at, Millis};
 use super::{Effects, Finished};
 use crate::error::{EngineError, Result};
+use crate::model::FlowId;
 use crate::model::{
     Execution, ExecutionId, ExecutionPolicy, ExecutionUpdate, Failure, LeaseHandle, PublicState,
     Suspension, TenantId,
@@ -25,8 +26,8 @@ use crate::model::{
 /// One row of `executions`, every column.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(super) struct Exec {
-    pub tenant_id: Uuid,
-    pub execution_id: Uuid,
+    pub tenant_id: TenantId,
+    pub execution_id: ExecutionId,
     pub kind: String,
     pub lane: String,
     pub priority: i32,
@@ -62,9 +63,9 @@ pub(super) struct Exec {
     pub progress_percent: Option<i16>,
     pub progress_message: Option<String>,
     pub frame_seq: i64,
-    pub flow_id: Option<Uuid>,
+    pub flow_id: Option<FlowId>,
     pub flow_key: Option<String>,
-    pub parent_id: Option<Uuid>,
+    pub parent_id: Option<ExecutionId>,
     pub suspension_seq: i32,
     pub suspension: Option<Json<Suspension>>,
     pub suspension_timeout_at: Option<Millis>,

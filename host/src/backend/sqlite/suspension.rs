@@ -21,6 +21,7 @@ use super::{Effects, SqliteBackend};
 use crate::backend::refusals;
 use crate::backend::Suspensions;
 use crate::error::{EngineError, Result};
+use crate::model::WaitpointId;
 use crate::model::{
     ExecutionId, LeaseHandle, NewSignal, PublicState, Signal, SignalOutcome, SuspendOutcome,
     Suspension, TenantId, Waitpoint,
@@ -148,7 +149,7 @@ impl Suspensions for SqliteBackend {
         &self,
         tenant: TenantId,
         id: ExecutionId,
-        waitpoint_id: uuid::Uuid,
+        waitpoint_id: WaitpointId,
         signal: &NewSignal,
     ) -> Result<SignalOutcome> {
         deliver_signal(self, tenant, id, waitpoint_id, signal).await
@@ -184,7 +185,7 @@ impl Suspensions for SqliteBackend {
         &self,
         tenant: TenantId,
         id: ExecutionId,
-        after: Option<Uuid>,
+        after: Option<WaitpointId>,
         limit: u32,
     ) -> Result<Vec<Waitpoint>> {
         let db = self;
@@ -196,7 +197,7 @@ impl Suspensions for SqliteBackend {
         ))
         .bind(tenant)
         .bind(id)
-        .bind(after.unwrap_or(Uuid::nil()))
+        .bind(after.unwrap_or(WaitpointId::nil()))
         .bind(i64::from(limit))
         .fetch_all(&mut *db.read("list waitpoints").await?)
         .await
@@ -210,7 +211,7 @@ const SIGNAL_COLUMNS: &str = "signal_id, waitpoint_key, name, payload, created_a
 
 #[derive(sqlx::FromRow)]
 struct WaitpointRow {
-    waitpoint_id: Uuid,
+    waitpoint_id: WaitpointId,
     waitpoint_key: String,
     state: String,
     expires_at: Option<Millis>,
@@ -387,7 +388,7 @@ pub(super) async fn deliver_signal(
     db: &SqliteBackend,
     tenant: TenantId,
     id: ExecutionId,
-    waitpoint_id: Uuid,
+    waitpoint_id: WaitpointId,
     new: &NewSignal,
 ) -> Result<SignalOutcome> {
     db.write("deliver signal", async |conn, effects| {
@@ -477,7 +478,7 @@ pub(super) async fn deliver_signal(
 pub(super) struct SignalEventRow<'a> {
     pub(super) tenant: TenantId,
     pub(super) execution: ExecutionId,
-    pub(super) waitpoint: Uuid,
+    pub(super) waitpoint: WaitpointId,
     pub(super) signal: Uuid,
     pub(super) name: &'a str,
 }

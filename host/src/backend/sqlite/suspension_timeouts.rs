@@ -12,6 +12,7 @@ use super::suspension::{resume_row, SignalEventRow};
 use super::time::now;
 use super::{Effects, SqliteBackend};
 use crate::error::{EngineError, Result};
+use crate::model::WaitpointId;
 use crate::model::{Failure, FailureClass, TimeoutBehavior, TIMEOUT_SIGNAL};
 
 /// Scanner: suspensions past their timeout resume with a `timeout` signal or
@@ -54,7 +55,7 @@ pub(super) async fn time_out_suspensions(db: &SqliteBackend, limit: u32) -> Resu
                     SignalEventRow {
                         tenant: row.tenant_id,
                         execution: row.execution_id,
-                        waitpoint: Uuid::nil(),
+                        waitpoint: WaitpointId::nil(),
                         signal: signal_id,
                         name: TIMEOUT_SIGNAL,
                     }

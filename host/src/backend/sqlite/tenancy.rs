@@ -9,6 +9,7 @@ use super::time::{at, now, Millis};
 use super::SqliteBackend;
 use crate::backend::Tenancy;
 use crate::error::{EngineError, Result};
+use crate::model::ApiKeyId;
 use crate::model::{ApiKey, StoredApiKey, Tenant, TenantId, TenantLimits};
 
 #[async_trait]
@@ -102,7 +103,7 @@ impl Tenancy for SqliteBackend {
     async fn create_api_key(
         &self,
         tenant: TenantId,
-        key_id: Uuid,
+        key_id: ApiKeyId,
         name: &str,
         secret_sha256: &[u8],
     ) -> Result<ApiKey> {
@@ -126,7 +127,7 @@ impl Tenancy for SqliteBackend {
         .await
     }
 
-    async fn find_api_key(&self, key_id: Uuid) -> Result<Option<StoredApiKey>> {
+    async fn find_api_key(&self, key_id: ApiKeyId) -> Result<Option<StoredApiKey>> {
         let db = self;
         #[derive(sqlx::FromRow)]
         struct Stored {
@@ -161,7 +162,7 @@ impl Tenancy for SqliteBackend {
     }
 
     /// Revoking twice keeps the first revocation time.
-    async fn revoke_api_key(&self, tenant: TenantId, key_id: Uuid) -> Result<ApiKey> {
+    async fn revoke_api_key(&self, tenant: TenantId, key_id: ApiKeyId) -> Result<ApiKey> {
         let db = self;
         db.write("revoke api key", async |conn, _| {
             let row: Option<KeyRow> = sqlx::query_as(&format!(
@@ -185,7 +186,7 @@ impl Tenancy for SqliteBackend {
 
 #[derive(sqlx::FromRow)]
 struct TenantRow {
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     name: String,
     created_at: Millis,
     limits: Json<TenantLimits>,
@@ -240,8 +241,8 @@ pub(super) async fn stored_bytes(conn: &mut SqliteConnection, tenant: TenantId) 
 
 #[derive(sqlx::FromRow)]
 struct KeyRow {
-    key_id: Uuid,
-    tenant_id: Uuid,
+    key_id: ApiKeyId,
+    tenant_id: TenantId,
     name: String,
     created_at: Millis,
     revoked_at: Option<Millis>,
