@@ -16,6 +16,7 @@ mod events;
 mod flows;
 mod hardening;
 mod lifecycle;
+mod rules;
 mod scanners;
 mod schema;
 mod streams;

@@ -8,6 +8,7 @@ mod events;
 mod flow;
 mod ids;
 mod policy;
+mod rules;
 mod state;
 mod suspension;
 mod tenancy;
@@ -35,6 +36,10 @@ pub use flow::{
 pub use policy::{
     Backoff, ExecutionPolicy, FailureClass, RetryDecision, RetryPolicy, TimeoutPolicy,
     DEFAULT_DEDUP_WINDOW_MS, DEFAULT_MAX_REPLAYS,
+};
+pub use rules::{
+    public_state, runnable_blocking_reason, AttemptPhase, Eligibility, LifecyclePhase, Ownership,
+    TerminalOutcome,
 };
 pub use state::{AttemptState, AttemptType, PublicState};
 pub use suspension::{

@@ -19,6 +19,7 @@ use super::{Effects, SqliteBackend};
 use crate::backend::refusals::check_usage_fits;
 use crate::backend::Budgets;
 use crate::error::{EngineError, Result};
+use crate::model::Eligibility;
 use crate::model::{
     Breach, Budget, BudgetId, BudgetScope, DimensionUsage, Failure, FailureClass, HardLimitAction,
     LeaseHandle, NewBudget, ResumeCondition, Suspension, TenantId, TimeoutBehavior, UsageOutcome,
@@ -479,7 +480,7 @@ async fn reset_in(
     let now = now();
     for mut row in blocked {
         let before = row.lease_before();
-        row.eligibility_state = "eligible_now".into();
+        row.eligibility_state = Eligibility::EligibleNow;
         row.updated_at = now;
         row.save(conn, Some(before), effects).await?;
     }
@@ -534,7 +535,7 @@ pub(super) async fn block(
     effects: &mut Effects,
 ) -> Result<()> {
     let before = row.lease_before();
-    row.eligibility_state = "blocked_by_budget".into();
+    row.eligibility_state = Eligibility::BlockedByBudget;
     row.updated_at = now();
     row.save(conn, Some(before), effects).await
 }

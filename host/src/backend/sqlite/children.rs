@@ -25,6 +25,7 @@ use crate::backend::refusals;
 use crate::backend::Children;
 use crate::error::{EngineError, Result};
 use crate::model::FlowId;
+use crate::model::LifecyclePhase;
 use crate::model::{
     ChildKey, ChildOutcome, ChildrenOutcome, ExecutionId, LeaseHandle, NewExecution, PublicState,
     ResumeCondition, SpawnLimits, SpawnedChild, Suspension, TenantId, TimeoutBehavior, ROOT_KEY,
@@ -202,7 +203,7 @@ pub(super) async fn wake_parents(
         let Some(mut parent) = Exec::load(conn, tenant, id).await? else {
             continue;
         };
-        let waiting = parent.lifecycle_phase == "suspended"
+        let waiting = parent.lifecycle_phase == LifecyclePhase::Suspended
             && parent.blocking_reason.as_deref() == Some("waiting_for_children");
         if !waiting {
             continue;

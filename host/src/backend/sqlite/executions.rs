@@ -11,6 +11,9 @@ use super::{Effects, SqliteBackend};
 use crate::backend::refusals;
 use crate::backend::Executions;
 use crate::error::{EngineError, Result};
+use crate::model::Eligibility;
+use crate::model::TerminalOutcome;
+use crate::model::{AttemptPhase, LifecyclePhase, Ownership};
 use crate::model::{
     Created, Execution, ExecutionFilter, ExecutionId, ExecutionState, Failure, FlowId, LaneCounts,
     NewExecution, PublicState, TenantId, DEFAULT_DEDUP_WINDOW_MS, DEFAULT_MAX_REPLAYS,
@@ -174,8 +177,8 @@ impl Executions for SqliteBackend {
             }
             let now = now();
             let before = row.lease_before();
-            row.make_runnable(now, "pending_replay_attempt", now);
-            row.ownership_state = "unowned".into();
+            row.make_runnable(now, AttemptPhase::PendingReplayAttempt, now);
+            row.ownership_state = Ownership::Unowned;
             row.terminal_outcome = None;
             row.replay_count += 1;
             row.retry_count = 0;
@@ -204,7 +207,7 @@ impl Executions for SqliteBackend {
         let db = self;
         db.write("change priority", async |conn, effects| {
             let mut row = Exec::get(conn, tenant, id).await?;
-            if row.lifecycle_phase != "runnable" {
+            if row.lifecycle_phase != LifecyclePhase::Runnable {
                 return Err(EngineError::NotRunnable {
                     execution_id: id,
                     state: row.derived_public_state(),
@@ -311,19 +314,18 @@ pub(super) async fn create_one(
         input: new.input.clone(),
         policy: Json(new.policy.clone()),
         idempotency_key: new.idempotency_key.clone(),
-        lifecycle_phase: "runnable".into(),
-        ownership_state: "unowned".into(),
+        lifecycle_phase: LifecyclePhase::Runnable,
+        ownership_state: Ownership::Unowned,
         eligibility_state: if placement.as_ref().is_some_and(|p| p.blocked) {
-            "blocked_by_dependencies"
+            Eligibility::BlockedByDependencies
         } else if eligible_at > now {
-            "not_eligible_until_time"
+            Eligibility::NotEligibleUntilTime
         } else {
-            "eligible_now"
-        }
-        .into(),
+            Eligibility::EligibleNow
+        },
         blocking_reason: None,
         terminal_outcome: None,
-        attempt_state: "pending_first_attempt".into(),
+        attempt_state: AttemptPhase::PendingFirstAttempt,
         public_state: String::new(),
         attempt_index: 0,
         lease_epoch: 0,
@@ -373,7 +375,7 @@ pub(super) async fn cancel_row(
     let now = now();
     let before = row.lease_before();
     let had_lease = row.lease_id.is_some();
-    row.make_terminal("cancelled", now);
+    row.make_terminal(TerminalOutcome::Cancelled, now);
     row.cancellation_reason = Some(reason.to_owned());
     row.save(conn, Some(before), effects).await?;
     end_attempt(conn, row, "cancelled", None, &["running", "suspended"], now).await?;

@@ -192,7 +192,7 @@ async fn apply(
     for upstream in upstreams {
         let row = Exec::get(conn, tenant, upstream).await?;
         if let (true, Some(outcome)) = (row.is_terminal(), &row.terminal_outcome) {
-            effects.finished.push(Finished::of(&row, outcome));
+            effects.finished.push(Finished::of(&row, outcome.as_str()));
         }
     }
     let revision: i32 = sqlx::query_scalar(

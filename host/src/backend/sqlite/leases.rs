@@ -23,6 +23,8 @@ use super::{Effects, SqliteBackend};
 use crate::backend::Leases;
 use crate::backend::{stale_lease, LeaseLookup, LeaseMiss, NOT_HELD};
 use crate::error::{EngineError, Result};
+use crate::model::TerminalOutcome;
+use crate::model::{AttemptPhase, Eligibility, LifecyclePhase, Ownership};
 use crate::model::{
     AttemptState, AttemptType, ClaimRequest, ClaimedExecution, FailOutcome, Failure, LeaseHandle,
     PublicState, RetryDecision, TaskCeilings, TenantId, TenantLimits, DEFAULT_START_WINDOW_MS,
@@ -169,7 +171,7 @@ impl Leases for SqliteBackend {
             };
             let now = now();
             let before = row.lease_before();
-            row.make_terminal("cancelled", now);
+            row.make_terminal(TerminalOutcome::Cancelled, now);
             row.cancellation_reason = Some(reason.to_owned());
             row.save(conn, Some(before), effects).await?;
             end_attempt(conn, &row, "cancelled", None, &["running"], now).await?;
@@ -184,7 +186,7 @@ impl Leases for SqliteBackend {
         let db = self;
         db.write("revoke lease", async |conn, effects| {
             let mut row = Exec::get(conn, tenant, id).await?;
-            if row.lifecycle_phase != "active" {
+            if row.lifecycle_phase != LifecyclePhase::Active {
                 return Err(EngineError::NotActive {
                     execution_id: id,
                     state: row.derived_public_state(),
@@ -193,8 +195,8 @@ impl Leases for SqliteBackend {
             let now = now();
             let before = row.lease_before();
             row.release_lease(now);
-            row.ownership_state = "lease_revoked".into();
-            row.make_runnable(now, "attempt_interrupted", now);
+            row.ownership_state = Ownership::LeaseRevoked;
+            row.make_runnable(now, AttemptPhase::AttemptInterrupted, now);
             row.save(conn, Some(before), effects).await?;
             let failure = Failure::new(
                 FailureClass::LeaseExpired,
@@ -216,7 +218,7 @@ impl Leases for SqliteBackend {
             let now = now();
             let before = row.lease_before();
             row.release_lease(now);
-            row.make_runnable(millis_of(until), "pending_delayed_attempt", now);
+            row.make_runnable(millis_of(until), AttemptPhase::PendingDelayedAttempt, now);
             row.save(conn, Some(before), effects).await?;
             end_attempt(conn, &row, "delayed", None, &["running"], now).await
         })
@@ -313,7 +315,7 @@ async fn complete_in(
     };
     let now = now();
     let before = row.lease_before();
-    row.make_terminal("success", now);
+    row.make_terminal(TerminalOutcome::Success, now);
     row.result = Some(result.to_vec());
     row.save(conn, Some(before), effects).await?;
     end_attempt(conn, &row, "succeeded", None, &["running"], now).await?;
@@ -337,13 +339,13 @@ pub(super) async fn fail_row(
     let outcome = match decision {
         RetryDecision::RetryAfter(backoff) => {
             row.retry_count += 1;
-            row.make_runnable(after(now, backoff), "pending_retry_attempt", now);
+            row.make_runnable(after(now, backoff), AttemptPhase::PendingRetryAttempt, now);
             FailOutcome::RetryScheduled {
                 retry_at: Some(at(row.eligible_at)),
             }
         }
         RetryDecision::Terminal => {
-            row.make_terminal("failed", now);
+            row.make_terminal(TerminalOutcome::Failed, now);
             FailOutcome::TerminalFailed
         }
     };
@@ -453,18 +455,11 @@ async fn lease_row(
     effects: &mut Effects,
 ) -> Result<ClaimedExecution> {
     let before = row.lease_before();
-    let attempt_type = match row.attempt_state.as_str() {
-        "pending_resume_attempt" => AttemptType::Resume,
-        "pending_retry_attempt" => AttemptType::Retry,
-        "attempt_interrupted" => AttemptType::Reclaim,
-        "pending_replay_attempt" => AttemptType::Replay,
-        "pending_delayed_attempt" => AttemptType::Delayed,
-        _ => AttemptType::Initial,
-    };
-    row.lifecycle_phase = "active".into();
-    row.ownership_state = "leased".into();
-    row.eligibility_state = "not_applicable".into();
-    row.attempt_state = "running_attempt".into();
+    let attempt_type = row.attempt_state.next_attempt_type();
+    row.lifecycle_phase = LifecyclePhase::Active;
+    row.ownership_state = Ownership::Leased;
+    row.eligibility_state = Eligibility::NotApplicable;
+    row.attempt_state = AttemptPhase::RunningAttempt;
     // A resumed suspension continues its attempt (and its frame sequence).
     let resumed = attempt_type == AttemptType::Resume;
     if !resumed {

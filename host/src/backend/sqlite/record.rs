@@ -17,7 +17,10 @@ use uuid::Uuid;
 use super::time::{at, Millis};
 use super::{Effects, Finished};
 use crate::error::{EngineError, Result};
-use crate::model::FlowId;
+use crate::model::{
+    public_state, runnable_blocking_reason, AttemptPhase, Eligibility, FlowId, LifecyclePhase,
+    Ownership, TerminalOutcome,
+};
 use crate::model::{
     Execution, ExecutionId, ExecutionPolicy, ExecutionUpdate, Failure, LeaseHandle, PublicState,
     Suspension, TenantId,
@@ -36,12 +39,12 @@ pub(super) struct Exec {
     pub input: Vec<u8>,
     pub policy: Json<ExecutionPolicy>,
     pub idempotency_key: Option<String>,
-    pub lifecycle_phase: String,
-    pub ownership_state: String,
-    pub eligibility_state: String,
+    pub lifecycle_phase: LifecyclePhase,
+    pub ownership_state: Ownership,
+    pub eligibility_state: Eligibility,
     pub blocking_reason: Option<String>,
-    pub terminal_outcome: Option<String>,
-    pub attempt_state: String,
+    pub terminal_outcome: Option<TerminalOutcome>,
+    pub attempt_state: AttemptPhase,
     pub public_state: String,
     pub attempt_index: i32,
     pub lease_epoch: i64,
@@ -174,14 +177,14 @@ impl Exec {
         LeaseBefore {
             lease_id: self.lease_id,
             lease_expires_at: self.lease_expires_at,
-            attempt_state_interrupted: self.attempt_state == "attempt_interrupted",
+            attempt_state_interrupted: self.attempt_state == AttemptPhase::AttemptInterrupted,
             reclaim_count: self.reclaim_count,
         }
     }
 
     /// Whether `lease` names this row's live lease.
     pub fn is_held_by(&self, lease: &LeaseHandle) -> bool {
-        self.lifecycle_phase == "active"
+        self.lifecycle_phase == LifecyclePhase::Active
             && self.attempt_index == lease.attempt_index
             && self.lease_id == Some(lease.lease_id)
             && self.lease_epoch == lease.lease_epoch
@@ -198,12 +201,12 @@ impl Exec {
     }
 
     pub fn is_terminal(&self) -> bool {
-        self.lifecycle_phase == "terminal"
+        self.lifecycle_phase == LifecyclePhase::Terminal
     }
 
     /// Drop the lease (every move out of `active` does).
     pub fn release_lease(&mut self, now: Millis) {
-        self.ownership_state = "unowned".into();
+        self.ownership_state = Ownership::Unowned;
         self.lease_id = None;
         self.lease_expires_at = None;
         self.attempt_timeout_at = None;
@@ -211,16 +214,15 @@ impl Exec {
     }
 
     /// Runnable again at `eligible_at` (now or later).
-    pub fn make_runnable(&mut self, eligible_at: Millis, attempt_state: &str, now: Millis) {
+    pub fn make_runnable(&mut self, eligible_at: Millis, attempt_state: AttemptPhase, now: Millis) {
         let due = eligible_at <= now;
-        self.lifecycle_phase = "runnable".into();
+        self.lifecycle_phase = LifecyclePhase::Runnable;
         self.eligibility_state = if due {
-            "eligible_now"
+            Eligibility::EligibleNow
         } else {
-            "not_eligible_until_time"
-        }
-        .into();
-        self.attempt_state = attempt_state.into();
+            Eligibility::NotEligibleUntilTime
+        };
+        self.attempt_state = attempt_state;
         self.eligible_at = eligible_at.max(now);
         self.updated_at = now;
     }
@@ -228,19 +230,19 @@ impl Exec {
     /// A suspended execution runnable again, due now, on its suspended
     /// attempt (its next claim continues that attempt under a new epoch).
     pub fn resume(&mut self, now: Millis) {
-        self.make_runnable(now, "pending_resume_attempt", now);
+        self.make_runnable(now, AttemptPhase::PendingResumeAttempt, now);
         self.suspension = None;
         self.suspension_timeout_at = None;
     }
 
     /// End the execution with `outcome` (`success`, `failed`, `cancelled`, …).
-    pub fn make_terminal(&mut self, outcome: &str, now: Millis) {
+    pub fn make_terminal(&mut self, outcome: TerminalOutcome, now: Millis) {
         self.release_lease(now);
-        self.lifecycle_phase = "terminal".into();
-        self.eligibility_state = "not_applicable".into();
+        self.lifecycle_phase = LifecyclePhase::Terminal;
+        self.eligibility_state = Eligibility::NotApplicable;
         self.blocking_reason = None;
-        self.terminal_outcome = Some(outcome.into());
-        self.attempt_state = "attempt_terminal".into();
+        self.terminal_outcome = Some(outcome);
+        self.attempt_state = AttemptPhase::AttemptTerminal;
         self.finished_at = Some(now);
         self.suspension = None;
         self.suspension_timeout_at = None;
@@ -249,23 +251,11 @@ impl Exec {
     /// The public state, derived from the state vector as the Postgres
     /// generated column derives it.
     pub fn derived_public_state(&self) -> PublicState {
-        match self.lifecycle_phase.as_str() {
-            "terminal" => match self.terminal_outcome.as_deref() {
-                Some("success") => PublicState::Completed,
-                Some("cancelled") => PublicState::Cancelled,
-                Some("expired") => PublicState::Expired,
-                Some("skipped") => PublicState::Skipped,
-                _ => PublicState::Failed,
-            },
-            "active" => PublicState::Active,
-            "suspended" => PublicState::Suspended,
-            _ => match self.eligibility_state.as_str() {
-                "not_eligible_until_time" => PublicState::Delayed,
-                "blocked_by_dependencies" => PublicState::WaitingChildren,
-                "blocked_by_budget" | "blocked_by_quota" => PublicState::RateLimited,
-                _ => PublicState::Waiting,
-            },
-        }
+        public_state(
+            self.lifecycle_phase,
+            self.eligibility_state,
+            self.terminal_outcome,
+        )
     }
 
     /// Write the row (insert or update) with its derived columns, the lease
@@ -277,21 +267,12 @@ impl Exec {
         before: Option<LeaseBefore>,
         effects: &mut Effects,
     ) -> Result<()> {
-        self.blocking_reason = match self.lifecycle_phase.as_str() {
-            "runnable" => Some(
-                match self.eligibility_state.as_str() {
-                    "not_eligible_until_time" if self.attempt_state == "pending_retry_attempt" => {
-                        "waiting_for_retry_backoff"
-                    }
-                    "not_eligible_until_time" => "waiting_for_delay",
-                    "blocked_by_dependencies" => "waiting_for_dependencies",
-                    "blocked_by_budget" => "waiting_for_budget",
-                    _ => "waiting_for_worker",
-                }
-                .into(),
-            ),
-            "active" | "terminal" => None,
-            _ => self.blocking_reason.take(),
+        self.blocking_reason = match self.lifecycle_phase {
+            LifecyclePhase::Runnable => {
+                Some(runnable_blocking_reason(self.eligibility_state, self.attempt_state).into())
+            }
+            LifecyclePhase::Active | LifecyclePhase::Terminal => None,
+            LifecyclePhase::Submitted | LifecyclePhase::Suspended => self.blocking_reason.take(),
         };
         self.public_state = self.derived_public_state().as_str().into();
         sqlx::query(&SAVE_SQL)
@@ -305,12 +286,12 @@ impl Exec {
             .bind(&self.input)
             .bind(&self.policy)
             .bind(&self.idempotency_key)
-            .bind(&self.lifecycle_phase)
-            .bind(&self.ownership_state)
-            .bind(&self.eligibility_state)
+            .bind(self.lifecycle_phase)
+            .bind(self.ownership_state)
+            .bind(self.eligibility_state)
             .bind(&self.blocking_reason)
-            .bind(&self.terminal_outcome)
-            .bind(&self.attempt_state)
+            .bind(self.terminal_outcome)
+            .bind(self.attempt_state)
             .bind(&self.public_state)
             .bind(self.attempt_index)
             .bind(self.lease_epoch)
@@ -344,7 +325,9 @@ impl Exec {
         if let Some(before) = before {
             self.record_lease_event(conn, before, effects).await?;
         }
-        if self.lifecycle_phase == "runnable" && self.eligibility_state == "eligible_now" {
+        if self.lifecycle_phase == LifecyclePhase::Runnable
+            && self.eligibility_state == Eligibility::EligibleNow
+        {
             effects.work = true;
         }
         Ok(())
@@ -368,10 +351,14 @@ impl Exec {
             "renewed"
         } else if self.reclaim_count > before.reclaim_count {
             "expired"
-        } else if self.ownership_state == "lease_revoked"
+        } else if self.ownership_state == Ownership::LeaseRevoked
             || matches!(
-                self.terminal_outcome.as_deref(),
-                Some("cancelled" | "expired" | "skipped")
+                self.terminal_outcome,
+                Some(
+                    TerminalOutcome::Cancelled
+                        | TerminalOutcome::Expired
+                        | TerminalOutcome::Skipped
+                )
             )
         {
             "revoked"
@@ -388,7 +375,7 @@ impl Exec {
         .bind(self.lease_epoch)
         .bind(kind)
         .bind(self.lease_expires_at)
-        .bind(&self.lifecycle_phase)
+        .bind(self.lifecycle_phase)
         .bind(self.updated_at)
         .execute(conn)
         .await
@@ -404,7 +391,10 @@ impl Exec {
         conn: &mut SqliteConnection,
         effects: &mut Effects,
     ) -> Result<()> {
-        let outcome = self.terminal_outcome.as_deref().unwrap_or("failed");
+        let outcome = self
+            .terminal_outcome
+            .unwrap_or(TerminalOutcome::Failed)
+            .as_str();
         sqlx::query(
             "INSERT INTO completion_events (tenant_id, execution_id, attempt_index, outcome, \
              created_at) VALUES (?, ?, ?, ?, ?)",

@@ -16,6 +16,8 @@ use super::record::Exec;
 use super::time::now;
 use super::{Effects, Finished};
 use crate::error::{EngineError, Result};
+use crate::model::{AttemptPhase, TerminalOutcome};
+use crate::model::{Eligibility, LifecyclePhase};
 use crate::model::{ExecutionId, TenantId};
 
 const SIBLING_CANCELLED: &str = "flow: a sibling satisfied the join";
@@ -138,8 +140,8 @@ async fn still_waiting(
     id: ExecutionId,
 ) -> Result<Option<Exec>> {
     let row = Exec::get(conn, tenant, id).await?;
-    let waiting =
-        row.lifecycle_phase == "runnable" && row.eligibility_state == "blocked_by_dependencies";
+    let waiting = row.lifecycle_phase == LifecyclePhase::Runnable
+        && row.eligibility_state == Eligibility::BlockedByDependencies;
     Ok(waiting.then_some(row))
 }
 
@@ -171,7 +173,7 @@ async fn release(
     let now = now();
     let before = row.lease_before();
     let eligible_at = row.eligible_at;
-    row.make_runnable(eligible_at, "pending_first_attempt", now);
+    row.make_runnable(eligible_at, AttemptPhase::PendingFirstAttempt, now);
     row.save(conn, Some(before), effects).await
 }
 
@@ -186,7 +188,7 @@ async fn skip(
         return Ok(());
     };
     let before = row.lease_before();
-    row.make_terminal("skipped", now());
+    row.make_terminal(TerminalOutcome::Skipped, now());
     row.save(conn, Some(before), effects).await?;
     row.record_completion(conn, effects).await
 }

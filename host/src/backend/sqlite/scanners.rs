@@ -15,6 +15,8 @@ use super::time::{now, Millis};
 use super::SqliteBackend;
 use crate::backend::Scanners;
 use crate::error::{EngineError, Result};
+use crate::model::Eligibility;
+use crate::model::{AttemptPhase, TerminalOutcome};
 use crate::model::{Failure, FailureClass};
 
 #[async_trait]
@@ -45,13 +47,13 @@ impl Scanners for SqliteBackend {
                 row.reclaim_count += 1;
                 row.release_lease(now);
                 if spent {
-                    row.make_terminal("failed", now);
+                    row.make_terminal(TerminalOutcome::Failed, now);
                     row.last_failure = Some(Json(Failure::new(
                         FailureClass::LeaseExpired,
                         "the lease expired more often than max_reclaim_count allows",
                     )));
                 } else {
-                    row.make_runnable(now, "attempt_interrupted", now);
+                    row.make_runnable(now, AttemptPhase::AttemptInterrupted, now);
                 }
                 row.save(conn, Some(before), effects).await?;
                 end_attempt(
@@ -87,7 +89,7 @@ impl Scanners for SqliteBackend {
             .await?;
             for mut row in rows.iter().cloned() {
                 let before = row.lease_before();
-                row.eligibility_state = "eligible_now".into();
+                row.eligibility_state = Eligibility::EligibleNow;
                 row.updated_at = now;
                 row.save(conn, Some(before), effects).await?;
             }
@@ -141,7 +143,7 @@ impl Scanners for SqliteBackend {
             for mut row in rows.iter().cloned() {
                 let before = row.lease_before();
                 let had_lease = row.lease_id.is_some();
-                row.make_terminal("expired", now);
+                row.make_terminal(TerminalOutcome::Expired, now);
                 row.save(conn, Some(before), effects).await?;
                 end_attempt(conn, &row, "expired", None, &["running", "suspended"], now).await?;
                 row.record_completion(conn, effects).await?;

@@ -22,6 +22,7 @@ use crate::backend::refusals;
 use crate::backend::Suspensions;
 use crate::error::{EngineError, Result};
 use crate::model::WaitpointId;
+use crate::model::{AttemptPhase, Eligibility, LifecyclePhase};
 use crate::model::{
     ExecutionId, LeaseHandle, NewSignal, PublicState, Signal, SignalOutcome, SuspendOutcome,
     Suspension, TenantId, Waitpoint,
@@ -307,10 +308,10 @@ pub(super) async fn record_suspension(
     let now = now();
     let before = row.lease_before();
     row.release_lease(now);
-    row.lifecycle_phase = "suspended".into();
-    row.eligibility_state = "not_applicable".into();
+    row.lifecycle_phase = LifecyclePhase::Suspended;
+    row.eligibility_state = Eligibility::NotApplicable;
     row.blocking_reason = Some(blocking_reason.into());
-    row.attempt_state = "attempt_suspended".into();
+    row.attempt_state = AttemptPhase::AttemptSuspended;
     row.suspension = Some(Json(suspension.clone()));
     row.suspension_seq += 1;
     row.suspension_timeout_at = timeout.map(|d| after(now, d));

@@ -12,6 +12,7 @@ use super::suspension::{resume_row, SignalEventRow};
 use super::time::now;
 use super::{Effects, SqliteBackend};
 use crate::error::{EngineError, Result};
+use crate::model::TerminalOutcome;
 use crate::model::WaitpointId;
 use crate::model::{Failure, FailureClass, TimeoutBehavior, TIMEOUT_SIGNAL};
 
@@ -79,14 +80,14 @@ async fn end_suspended(
 ) -> Result<()> {
     let (outcome, failure) = match behaviour {
         TimeoutBehavior::Fail => (
-            "failed",
+            TerminalOutcome::Failed,
             Some(Failure::new(
                 FailureClass::Timeout,
                 "the suspension timed out",
             )),
         ),
-        TimeoutBehavior::Cancel => ("cancelled", None),
-        _ => ("expired", None),
+        TimeoutBehavior::Cancel => (TerminalOutcome::Cancelled, None),
+        _ => (TerminalOutcome::Expired, None),
     };
     let now = now();
     let before = row.lease_before();
@@ -94,10 +95,18 @@ async fn end_suspended(
     if let Some(failure) = &failure {
         row.last_failure = Some(Json(failure.clone()));
     }
-    if outcome == "cancelled" {
+    if outcome == TerminalOutcome::Cancelled {
         row.cancellation_reason = Some("the suspension timed out".into());
     }
     row.save(conn, Some(before), effects).await?;
-    end_attempt(conn, row, outcome, failure.as_ref(), &["suspended"], now).await?;
+    end_attempt(
+        conn,
+        row,
+        outcome.as_str(),
+        failure.as_ref(),
+        &["suspended"],
+        now,
+    )
+    .await?;
     row.record_completion(conn, effects).await
 }
