@@ -77,21 +77,21 @@ enum BenchCommand {
     /// create -> claim -> complete throughput, engine vs raw SQL.
     Engine(cli::bench::EngineBench),
     /// Per-task wasm overhead (pooling vs on-demand) and end-to-end cost of wasm.
-    Wasm(cli::bench_wasm::WasmBench),
+    Wasm(cli::bench::wasm::WasmBench),
     /// 10-node linear flows against independent executions (flows/s).
-    Flow(cli::bench_flow::FlowBench),
+    Flow(cli::bench::flow::FlowBench),
     /// Suspend -> signal -> resume latency against submit -> start latency.
-    Signal(cli::bench_signal::SignalBench),
+    Signal(cli::bench::signal::SignalBench),
     /// Per guest language: size, compile, first run from the artifact cache, per-task cost.
-    Languages(cli::bench_languages::LanguagesBench),
+    Languages(cli::bench::languages::LanguagesBench),
     /// Claim latency with a short queue against a long one (1k vs 1M queued).
-    Depth(cli::bench_depth::DepthBench),
+    Depth(cli::bench::depth::DepthBench),
     /// Submit -> start latency at fixed offered loads, against raw SQL.
-    Latency(cli::bench_latency::LatencyBench),
+    Latency(cli::bench::latency::LatencyBench),
     /// A backlog of wasm executions drained by the worker pool, end to end.
-    Pool(cli::bench_pool::PoolBench),
+    Pool(cli::bench::pool::PoolBench),
     /// One tenant's trivial executions beside another's spinning guests, against alone.
-    Fairness(cli::bench_fairness::FairnessBench),
+    Fairness(cli::bench::fairness::FairnessBench),
 }
 
 #[tokio::main]
@@ -132,14 +132,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Events(args) => cli::events::run(&cli.connection, args).await?,
         Command::Budget(command) => cli::budgets::run(&cli.connection, command).await?,
         Command::Bench(BenchCommand::Engine(args)) => cli::bench::run(args).await?,
-        Command::Bench(BenchCommand::Wasm(args)) => cli::bench_wasm::run(args).await?,
-        Command::Bench(BenchCommand::Signal(args)) => cli::bench_signal::run(args).await?,
-        Command::Bench(BenchCommand::Flow(args)) => cli::bench_flow::run(args).await?,
-        Command::Bench(BenchCommand::Languages(args)) => cli::bench_languages::run(args).await?,
-        Command::Bench(BenchCommand::Depth(args)) => cli::bench_depth::run(args).await?,
-        Command::Bench(BenchCommand::Latency(args)) => cli::bench_latency::run(args).await?,
-        Command::Bench(BenchCommand::Pool(args)) => cli::bench_pool::run(args).await?,
-        Command::Bench(BenchCommand::Fairness(args)) => cli::bench_fairness::run(args).await?,
+        Command::Bench(BenchCommand::Wasm(args)) => cli::bench::wasm::run(args).await?,
+        Command::Bench(BenchCommand::Signal(args)) => cli::bench::signal::run(args).await?,
+        Command::Bench(BenchCommand::Flow(args)) => cli::bench::flow::run(args).await?,
+        Command::Bench(BenchCommand::Languages(args)) => cli::bench::languages::run(args).await?,
+        Command::Bench(BenchCommand::Depth(args)) => cli::bench::depth::run(args).await?,
+        Command::Bench(BenchCommand::Latency(args)) => cli::bench::latency::run(args).await?,
+        Command::Bench(BenchCommand::Pool(args)) => cli::bench::pool::run(args).await?,
+        Command::Bench(BenchCommand::Fairness(args)) => cli::bench::fairness::run(args).await?,
     }
     Ok(())
 }

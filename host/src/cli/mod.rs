@@ -1,14 +1,6 @@
 //! Subcommands of the `flowfabric` binary.
 
 pub mod bench;
-pub mod bench_depth;
-pub mod bench_fairness;
-pub mod bench_flow;
-pub mod bench_languages;
-pub mod bench_latency;
-pub mod bench_pool;
-pub mod bench_signal;
-pub mod bench_wasm;
 pub mod budgets;
 pub mod client;
 pub mod dev;

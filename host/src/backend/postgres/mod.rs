@@ -23,7 +23,6 @@
 //! * **Tenant-first indexes.** Scanners walk tenants laterally too, so one tenant's
 //!   backlog of expiries cannot delay another's.
 
-pub mod bench;
 mod budgets;
 mod children;
 mod claim;

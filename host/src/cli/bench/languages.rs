@@ -13,8 +13,8 @@ use std::time::Instant;
 use anyhow::Context;
 use flowfabric::runtime::{Runtime, RuntimeConfig};
 
-use super::bench::write_json;
-use super::bench_wasm::{per_task_micros, run_once};
+use super::wasm::{per_task_micros, run_once};
+use super::write_json;
 
 #[derive(clap::Args)]
 pub struct LanguagesBench {

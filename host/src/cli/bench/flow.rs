@@ -13,14 +13,14 @@
 
 use std::time::Instant;
 
-use flowfabric::backend::postgres::bench::ScratchDatabase;
+use super::scratch::ScratchDatabase;
 use flowfabric::engine::{Engine, Limits};
 use flowfabric::model::{
     FlowEdge, FlowMember, GraphChange, JoinPolicy, NewExecution, NewFlow, TenantId,
 };
 
-use super::bench::{drain_engine, write_json};
-use super::connect_with;
+use super::{drain_engine, write_json};
+use crate::cli::connect_with;
 
 /// Executions each loop claims at a time.
 const CLAIM_BATCH: u32 = 10;

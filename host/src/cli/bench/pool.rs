@@ -13,13 +13,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::scratch::ScratchDatabase;
 use anyhow::Context;
-use flowfabric::backend::postgres::bench::ScratchDatabase;
 use flowfabric::model::NewExecution;
 use flowfabric::runtime::{Runtime, RuntimeConfig};
 use flowfabric::worker::{WorkerConfig, WorkerPool};
 
-use super::bench::{wait_for_completions, write_json};
+use super::{wait_for_completions, write_json};
 
 #[derive(clap::Args)]
 pub struct PoolBench {
@@ -115,7 +115,7 @@ async fn sqlite_round(wasm: &[u8], args: &PoolBench, slots: usize) -> anyhow::Re
 /// Create the backlog, then time the pool from start to the last completion event.
 async fn round(url: &str, wasm: &[u8], args: &PoolBench, slots: usize) -> anyhow::Result<Duration> {
     let n = args.executions;
-    let engine = super::connect(url, u32::try_from(slots)? + 4).await?;
+    let engine = crate::cli::connect(url, u32::try_from(slots)? + 4).await?;
     let tenant = engine.create_tenant("bench").await?.tenant_id;
     let runtime = Arc::new(Runtime::new(RuntimeConfig::default())?);
     flowfabric::components::register(&engine, &runtime, tenant, "testkit", wasm).await?;

@@ -11,14 +11,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::scratch::ScratchDatabase;
 use anyhow::Context;
-use flowfabric::backend::postgres::bench::ScratchDatabase;
 use flowfabric::engine::Engine;
 use flowfabric::model::{NewExecution, PublicState, TenantId};
 use flowfabric::runtime::{Runtime, RuntimeConfig, SandboxLimits};
 use flowfabric::worker::{WorkerConfig, WorkerPool};
 
-use super::bench::write_json;
+use super::write_json;
 
 #[derive(clap::Args)]
 pub struct FairnessBench {
@@ -105,7 +105,7 @@ async fn measure(
         drain_timeout: Duration::from_millis(100),
         ..WorkerConfig::default()
     };
-    let engine = super::connect(url, u32::try_from(config.capacity())? + 8).await?;
+    let engine = crate::cli::connect(url, u32::try_from(config.capacity())? + 8).await?;
     let runtime = Arc::new(Runtime::new(RuntimeConfig {
         max_instances: u32::try_from(config.capacity())?,
         ..RuntimeConfig::default()

@@ -1,4 +1,8 @@
-//! `flowfabric bench engine`: create → claim → complete throughput, engine versus
+//! `flowfabric bench …`: one module per benchmark (`scratch` holds the scratch
+//! databases and the raw-SQL baseline queue they share); this one is the
+//! helpers they share and `bench engine`.
+//!
+//! `bench engine`: create → claim → complete throughput, engine versus
 //! the raw-SQL baseline, measured in the same process against the same server.
 //!
 //! Each round runs in a scratch database: create N executions in batches of
@@ -7,17 +11,27 @@
 //! counts and batch sizes is one row pair. Figures are executions per second
 //! through the whole lifecycle; the ratio is what to compare across machines.
 
+pub mod depth;
+pub mod fairness;
+pub mod flow;
+pub mod languages;
+pub mod latency;
+pub mod pool;
+pub mod scratch;
+pub mod signal;
+pub mod wasm;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use flowfabric::backend::postgres::bench::{RawQueue, ScratchDatabase};
 use flowfabric::backend::postgres::PgBackend;
 use flowfabric::backend::Backend;
 use flowfabric::engine::{Engine, Limits};
 use flowfabric::model::{
     ClaimRequest, ClaimedExecution, EventCursor, LeaseHandle, NewExecution, TenantId, DEFAULT_LANE,
 };
+use scratch::{RawQueue, ScratchDatabase};
 
 #[derive(clap::Args)]
 pub struct EngineBench {

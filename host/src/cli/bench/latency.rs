@@ -14,13 +14,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::scratch::{start_latencies, RawQueue, ScratchDatabase};
 use anyhow::Context;
-use flowfabric::backend::postgres::bench::{start_latencies, RawQueue, ScratchDatabase};
 use flowfabric::model::NewExecution;
 use flowfabric::runtime::{Runtime, RuntimeConfig};
 use flowfabric::worker::{WorkerConfig, WorkerPool};
 
-use super::bench::{side_pool, wait_for_completions, write_json, Percentiles};
+use super::{side_pool, wait_for_completions, write_json, Percentiles};
 
 #[derive(clap::Args)]
 pub struct LatencyBench {
@@ -126,7 +126,7 @@ async fn engine_round(
     rate: u32,
     n: usize,
 ) -> anyhow::Result<Percentiles> {
-    let engine = super::connect(&url, u32::try_from(args.slots)? + 4).await?;
+    let engine = crate::cli::connect(&url, u32::try_from(args.slots)? + 4).await?;
     let tenant = engine.create_tenant("bench").await?.tenant_id;
     let runtime = Arc::new(Runtime::new(RuntimeConfig::default())?);
     flowfabric::components::register(&engine, &runtime, tenant, "testkit", wasm).await?;

@@ -11,9 +11,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::scratch::ScratchDatabase;
 use anyhow::Context;
 use async_trait::async_trait;
-use flowfabric::backend::postgres::bench::ScratchDatabase;
 use flowfabric::engine::Engine;
 use flowfabric::model::{EventCursor, NewExecution, TenantId, DEFAULT_LANE};
 use flowfabric::runtime::{
@@ -23,7 +23,7 @@ use flowfabric::runtime::{
 };
 use flowfabric::worker::{WorkerConfig, WorkerPool};
 
-use super::bench::{drain_engine, write_json};
+use super::{drain_engine, write_json};
 
 #[derive(clap::Args)]
 pub struct WasmBench {
@@ -142,7 +142,7 @@ pub(super) async fn run_once(runtime: &Runtime, component: &Prepared) -> anyhow:
 
 async fn end_to_end(args: &WasmBench, wasm: &[u8], with_wasm: bool) -> anyhow::Result<f64> {
     let scratch = ScratchDatabase::create(&args.database_url).await?;
-    let engine = super::connect(&scratch.url, u32::try_from(args.slots)? + 4).await?;
+    let engine = crate::cli::connect(&scratch.url, u32::try_from(args.slots)? + 4).await?;
     let tenant = engine.create_tenant("bench").await?.tenant_id;
     let runtime = Arc::new(Runtime::new(RuntimeConfig::default())?);
     flowfabric::components::register(&engine, &runtime, tenant, "testkit", wasm).await?;

@@ -14,7 +14,7 @@ use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::error::{EngineError, Result};
+use flowfabric::error::{EngineError, Result};
 
 /// A database created for one benchmark run and dropped afterwards.
 pub struct ScratchDatabase {

@@ -11,13 +11,13 @@
 
 use std::time::Instant;
 
+use super::scratch::{analyze, RawQueue, ScratchDatabase};
 use anyhow::Context;
-use flowfabric::backend::postgres::bench::{analyze, RawQueue, ScratchDatabase};
 use flowfabric::engine::{Engine, Limits};
 use flowfabric::model::NewExecution;
 
-use super::bench::{claim_request, complete_all, side_pool, write_json, Percentiles};
-use super::connect_with;
+use super::{claim_request, complete_all, side_pool, write_json, Percentiles};
+use crate::cli::connect_with;
 
 #[derive(clap::Args)]
 pub struct DepthBench {

@@ -10,15 +10,15 @@
 
 use std::time::{Duration, Instant};
 
-use flowfabric::backend::postgres::bench::ScratchDatabase;
+use super::scratch::ScratchDatabase;
 use flowfabric::engine::{Engine, Limits};
 use flowfabric::model::{
     ClaimedExecution, NewExecution, NewSignal, ResumeCondition, SuspendOutcome, TenantId,
     TimeoutBehavior,
 };
 
-use super::bench::{claim_request, write_json, Percentiles};
-use super::connect_with;
+use super::{claim_request, write_json, Percentiles};
+use crate::cli::connect_with;
 
 #[derive(clap::Args)]
 pub struct SignalBench {
