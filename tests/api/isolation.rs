@@ -99,6 +99,7 @@ async fn another_tenants_ids_are_not_found_on_every_route() {
     let echo = server
         .db
         .engine
+        .backend()
         .get_component(owner.id, "echo", 1)
         .await
         .unwrap();

@@ -336,7 +336,12 @@ async fn components_list_versions_and_deprecate(store: Store) {
         .await;
     assert_eq!(v2["deprecated"], true);
     // Version 1 runs new executions again.
-    let latest = server.db.engine.latest_component(tenant.id, "echo").await;
+    let latest = server
+        .db
+        .engine
+        .backend()
+        .latest_component(tenant.id, "echo")
+        .await;
     assert_eq!(latest.unwrap().unwrap().version, 1);
 }
 

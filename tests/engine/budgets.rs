@@ -26,7 +26,7 @@ fn budget(scope: BudgetScope, soft: Option<u64>, hard: Option<u64>) -> NewBudget
 }
 
 async fn used(e: &Engine, t: TenantId, id: flowfabric::model::BudgetId) -> u64 {
-    e.get_budget(t, id).await.unwrap().dimensions[0].used
+    e.backend().get_budget(t, id).await.unwrap().dimensions[0].used
 }
 
 async fn budget_report_and_breach(store: Store) {
@@ -152,10 +152,10 @@ async fn budgets_count_only_what_their_scope_covers(store: Store) {
     );
     assert_eq!(used(e, t, mine.budget_id).await, 50);
     assert!(matches!(
-        e.get_budget(other, mine.budget_id).await,
+        e.backend().get_budget(other, mine.budget_id).await,
         Err(EngineError::NotFound { .. })
     ));
-    assert_eq!(e.list_budgets(other).await.unwrap().len(), 1);
+    assert_eq!(e.backend().list_budgets(other).await.unwrap().len(), 1);
 }
 
 async fn bad_budgets_are_refused_and_write_nothing(store: Store) {
@@ -203,7 +203,7 @@ async fn budget_reset_on_its_interval(store: Store) {
     assert_eq!(e.backend().reset_due_budgets(100).await.unwrap(), 0);
     db.make_budget_resets_due().await;
     assert_eq!(e.backend().reset_due_budgets(100).await.unwrap(), 1);
-    let after = e.get_budget(t, b.budget_id).await.unwrap();
+    let after = e.backend().get_budget(t, b.budget_id).await.unwrap();
     assert_eq!(after.dimensions[0].used, 0);
     assert!(after.next_reset_at.unwrap() > chrono::Utc::now());
     assert_eq!(e.backend().reset_due_budgets(100).await.unwrap(), 0);
@@ -239,7 +239,14 @@ async fn block_and_unblock(store: Store) {
             .unwrap(),
         UsageOutcome::Ok
     );
-    assert!(e.get_budget(t, b.budget_id).await.unwrap().dimensions[0].exhausted);
+    assert!(
+        e.backend()
+            .get_budget(t, b.budget_id)
+            .await
+            .unwrap()
+            .dimensions[0]
+            .exhausted
+    );
     e.complete(&spender.lease, b"").await.unwrap();
 
     let blocked = [
@@ -305,7 +312,7 @@ async fn a_refused_report_blocks_later_claims(store: Store) {
         e.report_usage(&c.lease, "tokens", 11, None).await.unwrap(),
         UsageOutcome::HardBreach(_)
     ));
-    let budget = e.get_budget(t, b.budget_id).await.unwrap();
+    let budget = e.backend().get_budget(t, b.budget_id).await.unwrap();
     assert_eq!(
         (budget.dimensions[0].used, budget.dimensions[0].exhausted),
         (0, true)

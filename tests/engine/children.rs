@@ -44,7 +44,11 @@ async fn a_parent_waits_for_its_children_and_resumes_when_the_last_one_ends(stor
 
     // The children joined a flow made for the parent, which is its `root`.
     let parent_row = e.get(t, parent_id).await.unwrap();
-    let flow = e.get_flow(t, parent_row.flow_id.unwrap()).await.unwrap();
+    let flow = e
+        .backend()
+        .get_flow(t, parent_row.flow_id.unwrap())
+        .await
+        .unwrap();
     let mut keys: Vec<_> = flow.members.iter().map(|m| m.key.as_str()).collect();
     keys.sort();
     assert_eq!(keys, ["bad", "ok", "root"]);

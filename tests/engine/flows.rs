@@ -117,7 +117,7 @@ async fn flow_linear_chain_with_data_passing(store: Store) {
     assert_eq!(cc.input, b"from-b");
     e.complete(&cc.lease, b"done").await.unwrap();
 
-    let snap = e.get_flow(t, f.flow_id).await.unwrap();
+    let snap = e.backend().get_flow(t, f.flow_id).await.unwrap();
     assert_eq!(snap.summary.state, FlowState::Completed);
     assert_eq!((snap.summary.members, snap.summary.unfinished), (3, 0));
     assert!(snap.edges.iter().all(|e| e.state == EdgeState::Satisfied));
@@ -200,12 +200,12 @@ async fn flow_dependency_failure_propagation_skips_the_chain(store: Store) {
     let outcomes: Vec<&str> = events.iter().map(|ev| ev.outcome.as_str()).collect();
     assert_eq!(outcomes, ["failed", "skipped", "skipped"]);
 
-    let snap = e.get_flow(t, f.flow_id).await.unwrap();
+    let snap = e.backend().get_flow(t, f.flow_id).await.unwrap();
     assert_eq!(snap.summary.state, FlowState::Running, "`side` still runs");
     e.complete(&claimed.remove(&f.members["side"]).unwrap().lease, b"")
         .await
         .unwrap();
-    let snap = e.get_flow(t, f.flow_id).await.unwrap();
+    let snap = e.backend().get_flow(t, f.flow_id).await.unwrap();
     assert_eq!(
         (snap.summary.state, snap.summary.failed),
         (FlowState::Failed, 1)
@@ -251,7 +251,7 @@ async fn any_of_cancel_remaining_cancels_the_running_sibling(store: Store) {
     let cd = claim_all(e).await;
     assert_eq!(cd.len(), 1);
     e.complete(&cd[&f.members["d"]].lease, b"").await.unwrap();
-    let snap = e.get_flow(t, f.flow_id).await.unwrap();
+    let snap = e.backend().get_flow(t, f.flow_id).await.unwrap();
     assert_eq!(snap.summary.state, FlowState::Completed);
 }
 
@@ -513,7 +513,7 @@ async fn graph_changes_are_refused_whole_with_the_reason(store: Store) {
         before,
         "nothing refused was written"
     );
-    let snap = e.get_flow(t, f.flow_id).await.unwrap();
+    let snap = e.backend().get_flow(t, f.flow_id).await.unwrap();
     assert_eq!(snap.summary.revision, 1);
 }
 
@@ -546,7 +546,7 @@ async fn flow_cancel_all_cancels_running_and_waiting_members(store: Store) {
         e.complete(&ca.lease, b"").await.is_err(),
         "a's lease is revoked"
     );
-    let snap = e.get_flow(t, f.flow_id).await.unwrap();
+    let snap = e.backend().get_flow(t, f.flow_id).await.unwrap();
     assert_eq!(snap.summary.state, FlowState::Cancelled);
     let again = e
         .cancel_flow(t, f.flow_id, FlowCancelPolicy::CancelAll, "stop")
@@ -577,7 +577,7 @@ async fn flow_cancel_pending_lets_running_members_finish(store: Store) {
     assert_eq!(n, 1);
     assert_eq!(state(e, t, f.members["b"]).await, PublicState::Cancelled);
     e.complete(&ca.lease, b"").await.unwrap();
-    let snap = e.get_flow(t, f.flow_id).await.unwrap();
+    let snap = e.backend().get_flow(t, f.flow_id).await.unwrap();
     assert_eq!(snap.summary.state, FlowState::Cancelled);
 }
 
@@ -587,7 +587,11 @@ async fn flows_are_invisible_to_other_tenants(store: Store) {
     let e = &db.engine;
     let f = create(e, t, graph(vec![member("a")], vec![])).await;
     assert_eq!(
-        e.get_flow(other, f.flow_id).await.unwrap_err().kind(),
+        e.backend()
+            .get_flow(other, f.flow_id)
+            .await
+            .unwrap_err()
+            .kind(),
         "not_found"
     );
     let err = e
@@ -621,7 +625,7 @@ async fn a_long_skip_cascade_is_a_loop_not_a_recursion(store: Store) {
     e.fail(&c.lease, Failure::new(FailureClass::Permanent, "x"))
         .await
         .unwrap();
-    let snap = e.get_flow(t, f.flow_id).await.unwrap();
+    let snap = e.backend().get_flow(t, f.flow_id).await.unwrap();
     assert_eq!(snap.summary.unfinished, 0);
     let skipped = snap
         .members

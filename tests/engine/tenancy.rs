@@ -31,7 +31,7 @@ async fn api_keys_authenticate_until_revoked(store: Store) {
         );
     }
 
-    let listed = db.engine.list_api_keys(tenant).await.unwrap();
+    let listed = db.engine.backend().list_api_keys(tenant).await.unwrap();
     assert_eq!(listed, vec![issued.key.clone()]);
     let stored = db
         .backend()
@@ -149,7 +149,7 @@ async fn bad_limits_are_rejected_and_unknown_tenants_are_not_found(store: Store)
     let err = db.engine.set_tenant_limits(tenant, zero).await.unwrap_err();
     assert!(err.to_string().contains("limits.max_running"), "{err}");
     assert_eq!(
-        db.engine.get_tenant(tenant).await.unwrap().limits,
+        db.engine.backend().get_tenant(tenant).await.unwrap().limits,
         TenantLimits::default()
     );
     let err = db

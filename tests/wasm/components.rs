@@ -60,19 +60,34 @@ async fn versions_are_content_addressed_and_reuploads_are_idempotent() {
     let (v2, created) = register(&db, t, "job", &guest("testkit")).await.unwrap();
     assert!(created);
     assert_eq!(v2.version, 2);
-    let latest = db.engine.latest_component(t, "job").await.unwrap().unwrap();
+    let latest = db
+        .engine
+        .backend()
+        .latest_component(t, "job")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(latest.digest, v2.digest);
-    assert_eq!(db.engine.list_components(t).await.unwrap().len(), 2);
+    assert_eq!(
+        db.engine.backend().list_components(t).await.unwrap().len(),
+        2
+    );
 
     // Per tenant: another tenant sees none of it.
     let other = db.tenant("globex").await;
     assert!(db
         .engine
+        .backend()
         .latest_component(other, "job")
         .await
         .unwrap()
         .is_none());
-    assert!(db.engine.component_wasm(other, &v1.digest).await.is_err());
+    assert!(db
+        .engine
+        .backend()
+        .component_wasm(other, &v1.digest)
+        .await
+        .is_err());
 }
 
 #[tokio::test]

@@ -106,6 +106,7 @@ async fn children_and_flow_members_stop_at_their_caps(store: Store) {
     let flow = env
         .db
         .engine
+        .backend()
         .get_flow(env.tenant, done.flow_id.unwrap())
         .await
         .unwrap();

@@ -111,6 +111,7 @@ async fn a_guest_spawns_children_waits_for_them_and_reads_their_outcomes(store: 
     let flow = env
         .db
         .engine
+        .backend()
         .get_flow(env.tenant, done.flow_id.expect("the parent joined a flow"))
         .await
         .unwrap();

@@ -64,7 +64,7 @@ pub async fn list_tenants(
     State(state): State<Arc<AppState>>,
     _: Admin,
 ) -> ApiResult<Json<TenantList>> {
-    let items = state.engine.list_tenants().await?;
+    let items = state.engine.backend().list_tenants().await?;
     Ok(Json(TenantList { items }))
 }
 
@@ -118,8 +118,8 @@ pub async fn list_keys(
     _: Admin,
     Path(tenant): Path<TenantId>,
 ) -> ApiResult<Json<KeyList>> {
-    state.engine.get_tenant(tenant).await?;
-    let items = state.engine.list_api_keys(tenant).await?;
+    state.engine.backend().get_tenant(tenant).await?;
+    let items = state.engine.backend().list_api_keys(tenant).await?;
     Ok(Json(KeyList { items }))
 }
 
@@ -152,7 +152,7 @@ pub async fn whoami(
     State(state): State<Arc<AppState>>,
     caller: Caller,
 ) -> ApiResult<Json<TenantView>> {
-    let tenant = state.engine.get_tenant(caller.tenant).await?;
+    let tenant = state.engine.backend().get_tenant(caller.tenant).await?;
     let usage = state.engine.usage(caller.tenant).await?;
     Ok(Json(TenantView { tenant, usage }))
 }

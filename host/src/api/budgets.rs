@@ -36,7 +36,9 @@ pub async fn list(
     State(state): State<Arc<AppState>>,
     caller: Caller,
 ) -> ApiResult<Json<Vec<Budget>>> {
-    Ok(Json(state.engine.list_budgets(caller.tenant).await?))
+    Ok(Json(
+        state.engine.backend().list_budgets(caller.tenant).await?,
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/budgets/{id}", tag = "budgets", params(("id" = Uuid, Path)),
@@ -48,7 +50,9 @@ pub async fn get(
     caller: Caller,
     Path(id): Path<BudgetId>,
 ) -> ApiResult<Json<Budget>> {
-    Ok(Json(state.engine.get_budget(caller.tenant, id).await?))
+    Ok(Json(
+        state.engine.backend().get_budget(caller.tenant, id).await?,
+    ))
 }
 
 /// Usage back to zero; executions suspended on this budget resume.

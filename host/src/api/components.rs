@@ -61,7 +61,11 @@ pub async fn list(
     State(state): State<Arc<AppState>>,
     caller: Caller,
 ) -> ApiResult<Json<ComponentList>> {
-    let items = state.engine.list_components(caller.tenant).await?;
+    let items = state
+        .engine
+        .backend()
+        .list_components(caller.tenant)
+        .await?;
     Ok(Json(ComponentList { items }))
 }
 
@@ -77,6 +81,7 @@ pub async fn versions(
 ) -> ApiResult<Json<ComponentList>> {
     let items: Vec<_> = state
         .engine
+        .backend()
         .list_components(caller.tenant)
         .await?
         .into_iter()
@@ -102,6 +107,7 @@ pub async fn get(
     Ok(Json(
         state
             .engine
+            .backend()
             .get_component(caller.tenant, &kind, version)
             .await?,
     ))

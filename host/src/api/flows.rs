@@ -135,7 +135,9 @@ pub async fn get(
     caller: Caller,
     Path(id): Path<FlowId>,
 ) -> ApiResult<Json<FlowSnapshot>> {
-    Ok(Json(state.engine.get_flow(caller.tenant, id).await?))
+    Ok(Json(
+        state.engine.backend().get_flow(caller.tenant, id).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

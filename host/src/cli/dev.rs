@@ -226,7 +226,7 @@ async fn wait_flow(
 ) -> anyhow::Result<FlowSnapshot> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let snapshot = engine.get_flow(tenant, flow).await?;
+        let snapshot = engine.backend().get_flow(tenant, flow).await?;
         if snapshot.summary.state != FlowState::Running {
             return Ok(snapshot);
         }

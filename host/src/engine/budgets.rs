@@ -20,14 +20,6 @@ impl Engine {
         self.backend.create_budget(tenant, &budget).await
     }
 
-    pub async fn get_budget(&self, tenant: TenantId, id: BudgetId) -> Result<Budget> {
-        self.backend.get_budget(tenant, id).await
-    }
-
-    pub async fn list_budgets(&self, tenant: TenantId) -> Result<Vec<Budget>> {
-        self.backend.list_budgets(tenant).await
-    }
-
     pub async fn reset_budget(&self, tenant: TenantId, id: BudgetId) -> Result<Budget> {
         self.backend.reset_budget(tenant, id).await
     }

@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, HashSet};
 use super::{Engine, Limits};
 use crate::error::{EngineError, Result};
 use crate::model::{
-    find_cycle, FlowCancelPolicy, FlowId, FlowMemberView, FlowSnapshot, FlowSummary, GraphApplied,
-    GraphChange, JoinPolicy, NewExecution, NewFlow, TenantId,
+    find_cycle, FlowCancelPolicy, FlowId, FlowMemberView, FlowSummary, GraphApplied, GraphChange,
+    JoinPolicy, NewExecution, NewFlow, TenantId,
 };
 
 impl Engine {
@@ -64,10 +64,6 @@ impl Engine {
             ));
         }
         Ok(())
-    }
-
-    pub async fn get_flow(&self, tenant: TenantId, flow: FlowId) -> Result<FlowSnapshot> {
-        self.backend.get_flow(tenant, flow).await
     }
 
     /// Up to `limit` of the flow's members with keys after `after`, in key

@@ -8,6 +8,7 @@
 mod budgets;
 mod caps;
 mod children;
+mod components;
 mod events;
 mod flows;
 mod scanners;
@@ -29,9 +30,8 @@ pub use tenancy::{secret_matches, IssuedKey};
 use crate::backend::Backend;
 use crate::error::{EngineError, Result};
 use crate::model::{
-    ClaimRequest, ClaimedExecution, ComponentVersion, Created, Execution, ExecutionFilter,
-    ExecutionId, FailOutcome, Failure, Frame, LeaseHandle, NewExecution, StreamMode, StreamSummary,
-    TenantId,
+    ClaimRequest, ClaimedExecution, Created, Execution, ExecutionFilter, ExecutionId, FailOutcome,
+    Failure, Frame, LeaseHandle, NewExecution, StreamMode, StreamSummary, TenantId,
 };
 
 /// Size and shape limits applied to every request.
@@ -402,76 +402,6 @@ impl Engine {
             ));
         }
         self.backend.change_priority(tenant, id, priority).await
-    }
-
-    /// Store validated component bytes as the next version of `kind`. Callers
-    /// validate with the runtime first (see [`crate::components`]).
-    pub async fn put_component(
-        &self,
-        tenant: TenantId,
-        kind: &str,
-        digest: &str,
-        wasm: &[u8],
-    ) -> Result<(ComponentVersion, bool)> {
-        self.check_name("kind", kind)?;
-        self.backend.put_component(tenant, kind, digest, wasm).await
-    }
-
-    /// Refuse a bad kind name, or a component over the installation's or the
-    /// tenant's size limit, before anything compiles it.
-    pub async fn check_upload(&self, tenant: TenantId, kind: &str, size: usize) -> Result<()> {
-        self.check_name("kind", kind)?;
-        let tenant_limit = self
-            .backend
-            .get_tenant(tenant)
-            .await?
-            .limits
-            .max_component_bytes;
-        let limit = tighter(self.limits.max_component_bytes, tenant_limit);
-        if size > limit {
-            return Err(EngineError::PayloadTooLarge {
-                field: "component",
-                size,
-                limit,
-            });
-        }
-        Ok(())
-    }
-
-    pub async fn get_component(
-        &self,
-        tenant: TenantId,
-        kind: &str,
-        version: i32,
-    ) -> Result<ComponentVersion> {
-        self.backend.get_component(tenant, kind, version).await
-    }
-
-    pub async fn deprecate_component(
-        &self,
-        tenant: TenantId,
-        kind: &str,
-        version: i32,
-    ) -> Result<ComponentVersion> {
-        self.backend
-            .deprecate_component(tenant, kind, version)
-            .await
-    }
-
-    pub async fn latest_component(
-        &self,
-        tenant: TenantId,
-        kind: &str,
-    ) -> Result<Option<ComponentVersion>> {
-        self.backend.latest_component(tenant, kind).await
-    }
-
-    pub async fn component_wasm(&self, tenant: TenantId, digest: &str) -> Result<Vec<u8>> {
-        self.backend.component_wasm(tenant, digest).await
-    }
-
-    pub async fn list_components(&self, tenant: TenantId) -> Result<Vec<ComponentVersion>> {
-        self.backend.list_components(tenant).await
     }
 
     pub async fn append_frame(

@@ -31,14 +31,6 @@ impl Engine {
         self.backend.create_tenant(name).await
     }
 
-    pub async fn list_tenants(&self) -> Result<Vec<Tenant>> {
-        self.backend.list_tenants().await
-    }
-
-    pub async fn get_tenant(&self, tenant: TenantId) -> Result<Tenant> {
-        self.backend.get_tenant(tenant).await
-    }
-
     pub async fn set_tenant_limits(
         &self,
         tenant: TenantId,
@@ -125,10 +117,6 @@ impl Engine {
             key,
             token: format!("{KEY_PREFIX}{}_{secret}", key_id.simple()),
         })
-    }
-
-    pub async fn list_api_keys(&self, tenant: TenantId) -> Result<Vec<ApiKey>> {
-        self.backend.list_api_keys(tenant).await
     }
 
     pub async fn revoke_api_key(&self, tenant: TenantId, key_id: ApiKeyId) -> Result<ApiKey> {

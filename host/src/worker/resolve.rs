@@ -34,7 +34,7 @@ impl Resolver {
                 return Ok(version.clone());
             }
         }
-        let version = engine.latest_component(tenant, kind).await?;
+        let version = engine.backend().latest_component(tenant, kind).await?;
         self.known
             .lock()
             .expect("resolver lock")

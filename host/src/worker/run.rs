@@ -142,7 +142,7 @@ async fn component(
         })?;
     runtime
         .prepare(&version.digest, || {
-            engine.component_wasm(tenant, &version.digest)
+            engine.backend().component_wasm(tenant, &version.digest)
         })
         .await
         .map_err(|e| Failure::new(FailureClass::Internal, format!("preparing component: {e}")))
