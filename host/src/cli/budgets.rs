@@ -2,9 +2,11 @@
 
 use anyhow::{anyhow, bail, Context};
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use super::client::{ApiClient, Connection};
+use flowfabric::model::{Budget, BudgetScope, DimensionLimit, NewBudget};
+
+use super::client::{path_segment, ApiClient, Connection, NO_BODY};
 use super::remote::{print_json, text};
 
 #[derive(clap::Subcommand)]
@@ -36,7 +38,8 @@ pub enum BudgetCommand {
 
 pub async fn run(connection: &Connection, command: BudgetCommand) -> anyhow::Result<()> {
     let client = ApiClient::tenant(connection)?;
-    let answer = match command {
+    let list = matches!(command, BudgetCommand::List);
+    let budgets: Vec<Budget> = match command {
         BudgetCommand::Create {
             name,
             scope,
@@ -44,54 +47,65 @@ pub async fn run(connection: &Connection, command: BudgetCommand) -> anyhow::Res
             on_hard_limit,
             reset_interval_ms,
         } => {
-            let dimensions = limits
-                .iter()
-                .map(|l| dimension(l))
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            let body = json!({
-                "name": name,
-                "scope": scope_json(&scope)?,
-                "dimensions": dimensions,
-                "on_hard_limit": on_hard_limit,
-                "reset_interval_ms": reset_interval_ms,
-            });
-            client
-                .json(Method::POST, "/v1/budgets", Some(&body))
-                .await?
+            let body = NewBudget {
+                name,
+                scope: scope_of(&scope)?,
+                dimensions: limits
+                    .iter()
+                    .map(|l| dimension(l))
+                    .collect::<anyhow::Result<_>>()?,
+                on_hard_limit: serde_json::from_value(json!(on_hard_limit))
+                    .map_err(|_| anyhow!("--on-hard-limit: expected fail or suspend"))?,
+                reset_interval_ms,
+            };
+            vec![
+                client
+                    .typed(Method::POST, "/v1/budgets", Some(&body))
+                    .await?,
+            ]
         }
-        BudgetCommand::List => client.json(Method::GET, "/v1/budgets", None).await?,
+        BudgetCommand::List => client.typed(Method::GET, "/v1/budgets", NO_BODY).await?,
         BudgetCommand::Get { id } => {
-            let path = format!("/v1/budgets/{id}");
-            client.json(Method::GET, &path, None).await?
+            let path = format!("/v1/budgets/{}", path_segment(&id));
+            vec![client.typed(Method::GET, &path, NO_BODY).await?]
         }
         BudgetCommand::Reset { id } => {
-            let path = format!("/v1/budgets/{id}/reset");
-            client.json(Method::POST, &path, None).await?
+            let path = format!("/v1/budgets/{}/reset", path_segment(&id));
+            vec![client.typed(Method::POST, &path, NO_BODY).await?]
         }
     };
     if connection.json {
-        return print_json(&answer);
+        // `list` answers an array, the others the one budget, as the API does.
+        return match (list, budgets.first()) {
+            (false, Some(one)) => print_json(&serde_json::to_value(one)?),
+            _ => print_json(&serde_json::to_value(&budgets)?),
+        };
     }
-    match answer.as_array() {
-        Some(budgets) => budgets.iter().for_each(print_budget),
-        None => print_budget(&answer),
-    }
+    budgets.iter().for_each(print_budget);
     Ok(())
 }
 
 /// `tenant`, `flow:<id>`, `execution:<id>`, `lane:<name>` as the API's scope.
-fn scope_json(scope: &str) -> anyhow::Result<Value> {
+fn scope_of(scope: &str) -> anyhow::Result<BudgetScope> {
+    let id_of = |id: &str| -> anyhow::Result<uuid::Uuid> {
+        id.parse()
+            .with_context(|| format!("--scope {scope}: `{id}` is not an id"))
+    };
     Ok(match scope.split_once(':') {
-        None if scope == "tenant" => json!({ "type": "tenant" }),
-        Some(("flow", id)) => json!({ "type": "flow", "flow_id": id }),
-        Some(("execution", id)) => json!({ "type": "execution", "execution_id": id }),
-        Some(("lane", lane)) => json!({ "type": "lane", "lane": lane }),
+        None if scope == "tenant" => BudgetScope::Tenant,
+        Some(("flow", id)) => BudgetScope::Flow {
+            flow_id: id_of(id)?.into(),
+        },
+        Some(("execution", id)) => BudgetScope::Execution {
+            execution_id: id_of(id)?.into(),
+        },
+        Some(("lane", lane)) => BudgetScope::Lane { lane: lane.into() },
         _ => bail!("--scope: expected tenant, flow:<id>, execution:<id> or lane:<name>"),
     })
 }
 
 /// `DIMENSION=HARD[/SOFT]` or `DIMENSION=/SOFT` as the API's dimension limit.
-fn dimension(spec: &str) -> anyhow::Result<Value> {
+fn dimension(spec: &str) -> anyhow::Result<DimensionLimit> {
     let invalid = || {
         anyhow!("--limit {spec}: expected DIMENSION=HARD, DIMENSION=HARD/SOFT or DIMENSION=/SOFT")
     };
@@ -103,29 +117,35 @@ fn dimension(spec: &str) -> anyhow::Result<Value> {
         }
         s.parse().map(Some).with_context(invalid)
     };
-    let (hard, soft) = (number(hard)?, number(soft)?);
-    if name.is_empty() || (hard.is_none() && soft.is_none()) {
+    let (hard_limit, soft_limit) = (number(hard)?, number(soft)?);
+    if name.is_empty() || (hard_limit.is_none() && soft_limit.is_none()) {
         return Err(invalid());
     }
-    Ok(json!({ "dimension": name, "hard_limit": hard, "soft_limit": soft }))
+    Ok(DimensionLimit {
+        dimension: name.into(),
+        hard_limit,
+        soft_limit,
+    })
 }
 
-fn print_budget(budget: &Value) {
+fn print_budget(budget: &Budget) {
+    let scope = serde_json::to_value(&budget.scope).unwrap_or_default();
+    let action = serde_json::to_value(budget.on_hard_limit).unwrap_or_default();
     println!(
         "budget {} `{}` over {} (on hard limit: {})",
-        text(&budget["budget_id"]),
-        text(&budget["name"]),
-        text(&budget["scope"]["type"]),
-        text(&budget["on_hard_limit"])
+        budget.budget_id,
+        budget.name,
+        text(&scope["type"]),
+        text(&action)
     );
-    for d in budget["dimensions"].as_array().into_iter().flatten() {
-        let limit = |v: &Value| v.as_u64().map_or("-".to_owned(), |n| n.to_string());
+    let limit = |v: Option<u64>| v.map_or("-".to_owned(), |n| n.to_string());
+    for d in &budget.dimensions {
         println!(
             "  {:<24} used {:>12}  soft {:>12}  hard {:>12}",
-            text(&d["dimension"]),
-            limit(&d["used"]),
-            limit(&d["soft_limit"]),
-            limit(&d["hard_limit"])
+            d.dimension,
+            d.used,
+            limit(d.soft_limit),
+            limit(d.hard_limit)
         );
     }
 }
@@ -138,16 +158,24 @@ mod tests {
     fn limits_and_scopes_parse_or_say_why() {
         assert_eq!(
             dimension("tokens=100/80").unwrap(),
-            json!({ "dimension": "tokens", "hard_limit": 100, "soft_limit": 80 })
+            DimensionLimit {
+                dimension: "tokens".into(),
+                hard_limit: Some(100),
+                soft_limit: Some(80)
+            }
         );
-        assert_eq!(dimension("calls=5").unwrap()["soft_limit"], Value::Null);
-        assert_eq!(dimension("calls=/5").unwrap()["hard_limit"], Value::Null);
+        assert_eq!(dimension("calls=5").unwrap().soft_limit, None);
+        assert_eq!(dimension("calls=/5").unwrap().hard_limit, None);
         for bad in ["calls", "=5", "calls=", "calls=x", "calls=5/y", "calls=/"] {
             assert!(dimension(bad).is_err(), "{bad}");
         }
-        assert_eq!(scope_json("lane:gpu").unwrap()["lane"], "gpu");
-        assert_eq!(scope_json("tenant").unwrap()["type"], "tenant");
-        assert!(scope_json("planet:earth").is_err());
-        assert!(scope_json("flow").is_err());
+        assert_eq!(
+            scope_of("lane:gpu").unwrap(),
+            BudgetScope::Lane { lane: "gpu".into() }
+        );
+        assert_eq!(scope_of("tenant").unwrap(), BudgetScope::Tenant);
+        assert!(scope_of("planet:earth").is_err());
+        assert!(scope_of("flow").is_err());
+        assert!(scope_of("flow:not-an-id").is_err());
     }
 }

@@ -100,6 +100,19 @@ impl ApiClient {
         self.finish(request).await
     }
 
+    /// Send `body` (if any) and read the answer as the API's own type.
+    pub async fn typed<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl serde::Serialize>,
+    ) -> anyhow::Result<T> {
+        let body = body.map(serde_json::to_value).transpose()?;
+        let answer = self.json(method, path, body.as_ref()).await?;
+        serde_json::from_value(answer)
+            .map_err(|e| anyhow::anyhow!("the server answered in an unexpected shape: {e}"))
+    }
+
     pub async fn get_with_query(
         &self,
         path: &str,
@@ -164,6 +177,9 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 /// `value` as one URL path segment: a kind may contain `/` (and a name the
 /// server will refuse may contain anything), which must not start a new
 /// segment or a query.
+/// No request body, for [`ApiClient::typed`].
+pub const NO_BODY: Option<&()> = None;
+
 pub fn path_segment(value: &str) -> String {
     use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
     /// Everything but what RFC 3986 leaves unreserved.

@@ -107,7 +107,7 @@ pub struct NewBudget {
     pub reset_interval_ms: Option<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DimensionUsage {
     pub dimension: String,
     pub soft_limit: Option<u64>,
@@ -118,7 +118,7 @@ pub struct DimensionUsage {
     pub exhausted: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Budget {
     #[schema(value_type = uuid::Uuid)]
     pub budget_id: BudgetId,
