@@ -36,7 +36,8 @@ pub struct EventsQuery {
 }
 
 /// A page of events, oldest first.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(bound(deserialize = "E: serde::de::DeserializeOwned"))]
 pub struct EventPage<E: ToSchema> {
     pub items: Vec<E>,
     /// Pass as `after` for the next page (the last event's cursor, or `after`

@@ -13,6 +13,8 @@ mod budgets;
 mod components;
 pub mod error;
 mod events;
+
+pub use events::EventPage;
 mod executions;
 mod flows;
 mod health;

@@ -113,6 +113,17 @@ impl ApiClient {
             .map_err(|e| anyhow::anyhow!("the server answered in an unexpected shape: {e}"))
     }
 
+    /// A GET with a query, read as the API's own type.
+    pub async fn get_typed<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> anyhow::Result<T> {
+        let answer = self.get_with_query(path, query).await?;
+        serde_json::from_value(answer)
+            .map_err(|e| anyhow::anyhow!("the server answered in an unexpected shape: {e}"))
+    }
+
     pub async fn get_with_query(
         &self,
         path: &str,

@@ -1,11 +1,16 @@
 //! `flowfabric events …`: read a tenant's event streams (completions, lease
 //! history, signal delivery) by cursor, or follow one live.
 
+use chrono::{DateTime, Utc};
+use flowfabric::api::EventPage;
+use flowfabric::model::{CompletionEvent, EventCursor, ExecutionId, LeaseEvent, SignalEvent};
 use futures::StreamExt;
-use serde_json::Value;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use utoipa::ToSchema;
 
-use super::client::{ApiClient, Connection};
-use super::remote::{items, print_json, text};
+use super::client::{path_segment, ApiClient, Connection};
+use super::remote::print_json;
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum Stream {
@@ -42,66 +47,99 @@ pub struct Events {
 }
 
 pub async fn run(connection: &Connection, args: Events) -> anyhow::Result<()> {
+    match args.stream {
+        Stream::Completions => show::<CompletionEvent>(connection, &args).await,
+        Stream::Leases => show::<LeaseEvent>(connection, &args).await,
+        Stream::Signals => show::<SignalEvent>(connection, &args).await,
+    }
+}
+
+async fn show<E: Line>(connection: &Connection, args: &Events) -> anyhow::Result<()> {
     let client = ApiClient::tenant(connection)?;
     if args.follow {
-        return follow(&client, connection.json, &args).await;
+        return follow::<E>(&client, connection.json, args).await;
     }
     let mut query = vec![("limit", args.limit.to_string())];
-    query.extend(args.after.map(|after| ("after", after)));
-    let page = client.get_with_query(args.stream.path(), &query).await?;
+    query.extend(args.after.clone().map(|after| ("after", after)));
+    let page: EventPage<E> = client.get_typed(args.stream.path(), &query).await?;
     if connection.json {
-        return print_json(&page);
+        return print_json(&serde_json::to_value(&page)?);
     }
-    for event in items(&page) {
-        println!("{}", line(args.stream, event));
+    for event in &page.items {
+        println!("{}", event.line());
     }
-    eprintln!("next: --after {}", text(&page["next_cursor"]));
+    eprintln!("next: --after {}", page.next_cursor);
     Ok(())
 }
 
-async fn follow(client: &ApiClient, json: bool, args: &Events) -> anyhow::Result<()> {
+async fn follow<E: Line>(client: &ApiClient, json: bool, args: &Events) -> anyhow::Result<()> {
     let mut path = format!("{}/stream", args.stream.path());
     if let Some(after) = &args.after {
-        path.push_str(&format!("?after={after}"));
+        path.push_str(&format!("?after={}", path_segment(after)));
     }
     let mut events = Box::pin(client.events(&path).await?);
     while let Some(event) = events.next().await {
         let (_, data) = event?;
         if json {
             println!("{data}");
-        } else {
-            println!("{}", line(args.stream, &data));
+            continue;
         }
+        let event: E = serde_json::from_value(data)
+            .map_err(|e| anyhow::anyhow!("the server sent an event of an unexpected shape: {e}"))?;
+        println!("{}", event.line());
     }
     Ok(())
 }
 
-/// One event as a line: when, which execution, what happened, its cursor.
-fn line(stream: Stream, event: &Value) -> String {
-    let what = match stream {
-        Stream::Completions => format!(
-            "attempt {}: {}",
-            event["attempt_index"],
-            text(&event["outcome"])
-        ),
-        Stream::Leases => format!(
-            "attempt {} epoch {}: {} ({})",
-            event["attempt_index"],
-            event["lease_epoch"],
-            text(&event["kind"]),
-            text(&event["phase"])
-        ),
-        Stream::Signals => format!(
-            "signal {} `{}`: {}",
-            text(&event["signal_id"]),
-            text(&event["name"]),
-            text(&event["effect"])
-        ),
-    };
-    format!(
-        "{}  {}  {what}  [{}]",
-        text(&event["created_at"]),
-        text(&event["execution_id"]),
-        text(&event["cursor"])
-    )
+/// An event of one stream, as the API sends it, printable as one line.
+trait Line: DeserializeOwned + Serialize + ToSchema {
+    fn when(&self) -> DateTime<Utc>;
+    fn execution(&self) -> ExecutionId;
+    fn cursor(&self) -> EventCursor;
+    /// What happened.
+    fn what(&self) -> String;
+
+    /// When, which execution, what happened, its cursor.
+    fn line(&self) -> String {
+        format!(
+            "{}  {}  {}  [{}]",
+            self.when().to_rfc3339(),
+            self.execution(),
+            self.what(),
+            self.cursor()
+        )
+    }
 }
+
+macro_rules! event_line {
+    ($event:ty, |$e:ident| $what:expr) => {
+        impl Line for $event {
+            fn when(&self) -> DateTime<Utc> {
+                self.created_at
+            }
+            fn execution(&self) -> ExecutionId {
+                self.execution_id
+            }
+            fn cursor(&self) -> EventCursor {
+                self.cursor
+            }
+            fn what(&self) -> String {
+                let $e = self;
+                $what
+            }
+        }
+    };
+}
+
+event_line!(CompletionEvent, |e| format!(
+    "attempt {}: {}",
+    e.attempt_index, e.outcome
+));
+event_line!(LeaseEvent, |e| format!(
+    "attempt {} epoch {}: {} ({})",
+    e.attempt_index, e.lease_epoch, e.kind, e.phase
+));
+event_line!(SignalEvent, |e| format!(
+    "signal {} `{}`: {}",
+    e.signal_id, e.name, e.effect
+));

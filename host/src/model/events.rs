@@ -7,7 +7,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
 use super::ExecutionId;
@@ -64,6 +64,13 @@ impl Serialize for EventCursor {
     }
 }
 
+impl<'de> Deserialize<'de> for EventCursor {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// What every stream's events share: a cursor to resume after them.
 pub trait StreamEvent: Serialize + Send + 'static {
     /// The Server-Sent Events `event:` name.
@@ -72,7 +79,7 @@ pub trait StreamEvent: Serialize + Send + 'static {
 }
 
 /// An execution ended (completed, failed, cancelled, expired or skipped).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CompletionEvent {
     #[schema(value_type = String)]
     pub cursor: EventCursor,
@@ -95,7 +102,7 @@ impl StreamEvent for CompletionEvent {
 /// expired), `renewed`, `released` (its holder completed, failed, retried or
 /// suspended), `expired` (the engine took it back after its deadline passed)
 /// or `revoked` (a cancel or the execution's deadline ended it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LeaseEvent {
     #[schema(value_type = String)]
     pub cursor: EventCursor,
@@ -123,7 +130,7 @@ impl StreamEvent for LeaseEvent {
 /// condition is not met yet, or the execution is not suspended yet), or was a
 /// `duplicate` of an earlier delivery with the same idempotency key (then
 /// `signal_id` is the earlier signal's).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SignalEvent {
     #[schema(value_type = String)]
     pub cursor: EventCursor,
