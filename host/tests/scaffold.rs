@@ -26,6 +26,13 @@ fn new_project(dir: &Path, name: &str, lang: &str) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The next step it prints is the run below: the template greets text,
+    // so the input goes as text (`--input` would have to be JSON).
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains(&format!("flowfabric run {name} --input-text world")),
+        "{printed}"
+    );
 }
 
 /// Run the project's build.sh with a clean cargo environment (this test's own

@@ -49,7 +49,7 @@ pub fn run(args: New) -> anyhow::Result<()> {
     }
     set_executable(&dir.join("build.sh"))?;
     println!(
-        "created {}; build and upload it with:\n  cd {} && ./build.sh\n  flowfabric component upload {name} {name}.wasm\n  flowfabric run {name} --input world",
+        "created {}; build and upload it with:\n  cd {} && ./build.sh\n  flowfabric component upload {name} {name}.wasm\n  flowfabric run {name} --input-text world",
         dir.display(),
         dir.display(),
         name = args.name
