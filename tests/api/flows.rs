@@ -62,11 +62,24 @@ async fn a_chain_passes_each_result_to_the_next_guest(store: Store) {
     assert_eq!(status, 200);
     assert_eq!(snap["state"], "completed", "{snap}");
     assert_eq!(snap["members"].as_array().unwrap().len(), 3);
+    assert_eq!(snap["member_count"], 3);
     assert!(snap["edges"]
         .as_array()
         .unwrap()
         .iter()
         .all(|e| e["state"] == "satisfied"));
+    // Each key once: the count was once written as a second `members`.
+    let raw = server
+        .http
+        .get(server.url(&format!("/v1/flows/{id}")))
+        .bearer_auth(&tenant.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(raw.matches("\"members\":").count(), 1, "{raw}");
 }
 
 async fn a_failed_guest_skips_its_dependents_and_fails_the_flow(store: Store) {

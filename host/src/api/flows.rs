@@ -191,7 +191,7 @@ pub struct ListQuery {
     pub limit: Option<u32>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct FlowPage {
     pub items: Vec<FlowSummary>,
     pub next_cursor: Option<FlowId>,
@@ -227,7 +227,7 @@ pub struct CancelFlowBody {
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct FlowCancelled {
     /// Members this call cancelled (0 when repeated).
     pub cancelled: u64,

@@ -15,6 +15,7 @@ pub mod error;
 mod events;
 
 pub use events::EventPage;
+pub use flows::{FlowCancelled, FlowPage};
 mod executions;
 mod flows;
 mod health;

@@ -4,11 +4,14 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use flowfabric::api::{FlowCancelled, FlowPage};
+use flowfabric::model::{FlowSnapshot, GraphApplied};
 use reqwest::Method;
+use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::client::{ApiClient, Connection};
-use super::remote::{items, print_json, text};
+use super::client::{path_segment, ApiClient, Connection, NO_BODY};
+use super::remote::{print_json, text};
 
 #[derive(clap::Subcommand)]
 pub enum FlowCommand {
@@ -40,61 +43,48 @@ pub enum FlowCommand {
 
 pub async fn run(connection: &Connection, command: FlowCommand) -> anyhow::Result<()> {
     let client = ApiClient::tenant(connection)?;
-    let answer = match command {
+    let json = connection.json;
+    match command {
         FlowCommand::Create { file } => {
             let body = read_json(&file)?;
-            client.json(Method::POST, "/v1/flows", Some(&body)).await?
+            let applied: GraphApplied =
+                client.typed(Method::POST, "/v1/flows", Some(&body)).await?;
+            show(json, &applied, print_applied)
         }
         FlowCommand::Extend { id, file } => {
             let body = read_json(&file)?;
-            let path = format!("/v1/flows/{id}/members");
-            client.json(Method::POST, &path, Some(&body)).await?
+            let path = format!("/v1/flows/{}/members", path_segment(&id));
+            let applied: GraphApplied = client.typed(Method::POST, &path, Some(&body)).await?;
+            show(json, &applied, print_applied)
         }
         FlowCommand::Get { id } => {
-            let flow = client
-                .json(Method::GET, &format!("/v1/flows/{id}"), None)
-                .await?;
-            if !connection.json {
-                print_snapshot(&flow);
-                return Ok(());
-            }
-            flow
+            let path = format!("/v1/flows/{}", path_segment(&id));
+            let flow: FlowSnapshot = client.typed(Method::GET, &path, NO_BODY).await?;
+            show(json, &flow, print_snapshot)
         }
         FlowCommand::List { limit, cursor } => {
             let mut query = vec![("limit", limit.to_string())];
             query.extend(cursor.map(|c| ("cursor", c)));
-            let page = client.get_with_query("/v1/flows", &query).await?;
-            if !connection.json {
-                print_list(&page);
-                return Ok(());
-            }
-            page
+            let page: FlowPage = client.get_typed("/v1/flows", &query).await?;
+            show(json, &page, print_list)
         }
         FlowCommand::Cancel { id, policy, reason } => {
             let body = json!({ "policy": policy, "reason": reason });
-            let path = format!("/v1/flows/{id}/cancel");
-            let answer = client.json(Method::POST, &path, Some(&body)).await?;
-            if !connection.json {
-                println!("flow {id} cancelled ({} members)", answer["cancelled"]);
-                return Ok(());
-            }
-            answer
-        }
-    };
-    if connection.json {
-        return print_json(&answer);
-    }
-    // Create and extend: the revision and the new members' ids.
-    println!(
-        "flow {} at revision {}",
-        text(&answer["flow_id"]),
-        answer["revision"]
-    );
-    if let Some(members) = answer["members"].as_object() {
-        for (key, id) in members {
-            println!("  {key:<24} {}", text(id));
+            let path = format!("/v1/flows/{}/cancel", path_segment(&id));
+            let answer: FlowCancelled = client.typed(Method::POST, &path, Some(&body)).await?;
+            show(json, &answer, |a| {
+                println!("flow {id} cancelled ({} members)", a.cancelled)
+            })
         }
     }
+}
+
+/// Print `answer` as JSON for scripts, or as text for people.
+fn show<T: Serialize>(json: bool, answer: &T, text: impl FnOnce(&T)) -> anyhow::Result<()> {
+    if json {
+        return print_json(&serde_json::to_value(answer)?);
+    }
+    text(answer);
     Ok(())
 }
 
@@ -103,61 +93,73 @@ fn read_json(file: &PathBuf) -> anyhow::Result<Value> {
     serde_json::from_slice(&bytes).with_context(|| format!("{} is not JSON", file.display()))
 }
 
-fn print_snapshot(flow: &Value) {
+/// Create and extend: the revision and the new members' ids.
+fn print_applied(applied: &GraphApplied) {
+    println!("flow {} at revision {}", applied.flow_id, applied.revision);
+    for (key, id) in &applied.members {
+        println!("  {key:<24} {id}");
+    }
+}
+
+fn print_snapshot(flow: &FlowSnapshot) {
+    let s = &flow.summary;
     println!(
         "flow {} ({}) {}: {} members, {} unfinished, {} failed, revision {}",
-        text(&flow["flow_id"]),
-        text(&flow["name"]),
-        text(&flow["state"]),
-        flow["members"].as_array().map_or(0, Vec::len),
-        flow["unfinished"],
-        flow["failed"],
-        flow["revision"]
+        s.flow_id,
+        s.name,
+        s.state.as_str(),
+        flow.members.len(),
+        s.unfinished,
+        s.failed,
+        s.revision
     );
-    for m in flow["members"].as_array().into_iter().flatten() {
-        let join = match m["join"]["type"].as_str() {
-            Some(policy) => format!("{policy} ({})", text(&m["join_state"])),
-            None => String::new(),
+    for m in &flow.members {
+        let join = match (&m.join, m.join_state) {
+            (Some(policy), Some(state)) => format!("{} ({})", name_of(policy), name_of(&state)),
+            _ => String::new(),
         };
         println!(
             "  {:<24} {:<36} {:<16} {}",
-            text(&m["key"]),
-            text(&m["execution_id"]),
-            text(&m["state"]),
+            m.key,
+            m.execution_id,
+            m.state.as_str(),
             join
         );
     }
-    for e in flow["edges"].as_array().into_iter().flatten() {
-        let passes = if e["pass_result"] == true {
+    for e in &flow.edges {
+        let passes = if e.pass_result {
             " (passes its result)"
         } else {
             ""
         };
-        println!(
-            "  {} -> {}: {}{passes}",
-            text(&e["from"]),
-            text(&e["to"]),
-            text(&e["state"])
-        );
+        println!("  {} -> {}: {}{passes}", e.from, e.to, e.state.as_str());
     }
 }
 
-fn print_list(page: &Value) {
+/// The name a value has on the wire: a string, or an object's `type`.
+fn name_of(value: &impl Serialize) -> String {
+    match serde_json::to_value(value).unwrap_or_default() {
+        Value::String(name) => name,
+        other => text(&other["type"]),
+    }
+}
+
+fn print_list(page: &FlowPage) {
     println!(
         "{:<36}  {:<20} {:<10} {:>7} {:>10}",
         "ID", "NAME", "STATE", "MEMBERS", "UNFINISHED"
     );
-    for f in items(page) {
+    for f in &page.items {
         println!(
             "{:<36}  {:<20} {:<10} {:>7} {:>10}",
-            text(&f["flow_id"]),
-            text(&f["name"]),
-            text(&f["state"]),
-            f["members"],
-            f["unfinished"]
+            f.flow_id,
+            f.name,
+            f.state.as_str(),
+            f.members,
+            f.unfinished
         );
     }
-    if let Some(cursor) = page["next_cursor"].as_str() {
+    if let Some(cursor) = page.next_cursor {
         eprintln!("more: --cursor {cursor}");
     }
 }

@@ -135,7 +135,7 @@ pub struct NewFlow {
 }
 
 /// The flow's revision after a change, and the ids of the members it added.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GraphApplied {
     #[schema(value_type = uuid::Uuid)]
     pub flow_id: FlowId,
@@ -181,7 +181,7 @@ impl FlowState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FlowSummary {
     #[schema(value_type = uuid::Uuid)]
     pub flow_id: FlowId,
@@ -189,6 +189,9 @@ pub struct FlowSummary {
     pub tags: BTreeMap<String, String>,
     pub revision: i32,
     pub state: FlowState,
+    /// How many members the flow has. (`member_count` on the wire: a flow's
+    /// snapshot lists the `members` themselves.)
+    #[serde(rename = "member_count")]
     pub members: i64,
     /// Members not yet ended.
     pub unfinished: i64,
@@ -207,7 +210,7 @@ pub enum JoinState {
     Impossible,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FlowMemberView {
     pub key: String,
     #[schema(value_type = uuid::Uuid)]
@@ -240,7 +243,7 @@ impl EdgeState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FlowEdgeView {
     pub from: String,
     pub to: String,
@@ -249,7 +252,7 @@ pub struct FlowEdgeView {
 }
 
 /// A flow with its whole graph.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FlowSnapshot {
     #[serde(flatten)]
     pub summary: FlowSummary,
