@@ -139,6 +139,17 @@ async fn remote_commands_drive_a_served_installation() {
     let key = Some(key.as_str());
     let (ok, out, _) = served.cli(None, &["tenant", "list"]);
     assert!(ok && out.contains("acme"), "{out}");
+    let tenant_id = created["tenant"]["tenant_id"].as_str().unwrap().to_owned();
+    let (ok, out, err) = served.cli(
+        None,
+        &["tenant", "limits", &tenant_id, "--max-running", "64"],
+    );
+    assert!(ok && out.contains("max_running = 64"), "{out}{err}");
+    let (ok, out, err) = served.cli(None, &["tenant", "limits", &tenant_id]);
+    assert!(
+        ok && !out.contains("max_running"),
+        "limits are replaced: {out}{err}"
+    );
 
     for kind in ["echo", "testkit"] {
         let file = served.write(&format!("{kind}.wasm"), &guest(kind));

@@ -22,7 +22,7 @@ pub struct CreateTenant {
     pub limits: Option<TenantLimits>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TenantCreated {
     pub tenant: Tenant,
     /// The tenant's first API key; its token is shown only here.
@@ -52,7 +52,7 @@ pub async fn create_tenant(
     Ok((StatusCode::CREATED, Json(TenantCreated { tenant, api_key })))
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TenantList {
     pub items: Vec<Tenant>,
 }

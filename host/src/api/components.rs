@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::Caller;
@@ -13,7 +13,7 @@ use super::error::{ApiResult, ErrorBody, Json, Path, RawBody};
 use super::AppState;
 use crate::model::ComponentVersion;
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Uploaded {
     #[serde(flatten)]
     pub version: ComponentVersion,
@@ -48,7 +48,7 @@ pub async fn upload(
     Ok((status, Json(Uploaded { version, created })))
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ComponentList {
     pub items: Vec<ComponentVersion>,
 }

@@ -14,6 +14,8 @@ mod components;
 pub mod error;
 mod events;
 
+pub use admin::{TenantCreated, TenantList};
+pub use components::{ComponentList, Uploaded};
 pub use events::EventPage;
 pub use flows::{FlowCancelled, FlowPage};
 mod executions;

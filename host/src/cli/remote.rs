@@ -13,7 +13,10 @@ use futures::StreamExt;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use super::client::{path_segment, ApiClient, Connection};
+use flowfabric::api::{ComponentList, TenantCreated, TenantList, Uploaded};
+use flowfabric::model::{Tenant, TenantLimits};
+
+use super::client::{path_segment, ApiClient, Connection, NO_BODY};
 
 #[derive(clap::Subcommand)]
 pub enum TenantCommand {
@@ -75,7 +78,7 @@ pub struct LimitFlags {
     max_stored_bytes: Option<u64>,
 }
 
-impl From<LimitFlags> for flowfabric::model::TenantLimits {
+impl From<LimitFlags> for TenantLimits {
     fn from(f: LimitFlags) -> Self {
         Self {
             max_running: f.max_running,
@@ -185,48 +188,45 @@ pub async fn tenant(connection: &Connection, command: TenantCommand) -> anyhow::
     let client = ApiClient::admin(connection)?;
     match command {
         TenantCommand::Create { name, limits } => {
-            let limits = flowfabric::model::TenantLimits::from(limits);
-            let body = json!({ "name": name, "limits": limits });
-            let created = client
-                .json(Method::POST, "/v1/admin/tenants", Some(&body))
+            let body = json!({ "name": name, "limits": TenantLimits::from(limits) });
+            let created: TenantCreated = client
+                .typed(Method::POST, "/v1/admin/tenants", Some(&body))
                 .await?;
             if connection.json {
-                return print_json(&created);
+                return print_json(&serde_json::to_value(&created)?);
             }
             println!(
                 "tenant {} ({})",
-                created["tenant"]["name"].as_str().unwrap_or_default(),
-                created["tenant"]["tenant_id"].as_str().unwrap_or_default()
+                created.tenant.name, created.tenant.tenant_id
             );
             println!("api key (shown once; store it now):");
-            println!(
-                "{}",
-                created["api_key"]["token"].as_str().unwrap_or_default()
-            );
+            println!("{}", created.api_key.token);
         }
         TenantCommand::Limits { tenant, limits } => {
-            let limits = flowfabric::model::TenantLimits::from(limits);
-            let path = format!("/v1/admin/tenants/{tenant}/limits");
-            let updated = client
-                .json(Method::PUT, &path, Some(&serde_json::to_value(limits)?))
+            let path = format!("/v1/admin/tenants/{}/limits", tenant);
+            let updated: Tenant = client
+                .typed(Method::PUT, &path, Some(&TenantLimits::from(limits)))
                 .await?;
             if connection.json {
-                return print_json(&updated);
+                return print_json(&serde_json::to_value(&updated)?);
             }
             println!("limits of {tenant}:");
-            for (name, value) in updated["limits"].as_object().into_iter().flatten() {
+            let limits = serde_json::to_value(updated.limits)?;
+            for (name, value) in limits.as_object().into_iter().flatten() {
                 if !value.is_null() {
                     println!("  {name} = {value}");
                 }
             }
         }
         TenantCommand::List => {
-            let list = client.json(Method::GET, "/v1/admin/tenants", None).await?;
+            let list: TenantList = client
+                .typed(Method::GET, "/v1/admin/tenants", NO_BODY)
+                .await?;
             if connection.json {
-                return print_json(&list);
+                return print_json(&serde_json::to_value(&list)?);
             }
-            for tenant in items(&list) {
-                println!("{}  {}", text(&tenant["tenant_id"]), text(&tenant["name"]));
+            for tenant in &list.items {
+                println!("{}  {}", tenant.tenant_id, tenant.name);
             }
         }
     }
@@ -239,42 +239,39 @@ pub async fn component(connection: &Connection, command: ComponentCommand) -> an
         ComponentCommand::Upload { kind, file } => {
             let wasm =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let uploaded = client
+            let answer = client
                 .upload(&format!("/v1/components/{}", path_segment(&kind)), wasm)
                 .await?;
+            let uploaded: Uploaded = serde_json::from_value(answer)
+                .context("the server answered the upload in an unexpected shape")?;
             if connection.json {
-                return print_json(&uploaded);
+                return print_json(&serde_json::to_value(&uploaded)?);
             }
-            let verb = if uploaded["created"] == true {
+            let verb = if uploaded.created {
                 "uploaded"
             } else {
                 "unchanged:"
             };
+            let v = &uploaded.version;
             println!(
                 "{verb} {kind} v{} ({} bytes, sha256 {})",
-                uploaded["version"],
-                uploaded["size_bytes"],
-                text(&uploaded["digest"])
+                v.version, v.size_bytes, v.digest
             );
         }
         ComponentCommand::List => {
-            let list = client.json(Method::GET, "/v1/components", None).await?;
+            let list: ComponentList = client.typed(Method::GET, "/v1/components", NO_BODY).await?;
             if connection.json {
-                return print_json(&list);
+                return print_json(&serde_json::to_value(&list)?);
             }
             println!("{:<24} {:>7} {:>10}  DIGEST", "KIND", "VERSION", "BYTES");
-            for v in items(&list) {
-                let deprecated = if v["deprecated"] == true {
-                    " (deprecated)"
-                } else {
-                    ""
-                };
+            for v in &list.items {
+                let deprecated = if v.deprecated { " (deprecated)" } else { "" };
                 println!(
                     "{:<24} {:>7} {:>10}  {}{deprecated}",
-                    text(&v["kind"]),
-                    v["version"],
-                    v["size_bytes"],
-                    &text(&v["digest"])[..12.min(text(&v["digest"]).len())]
+                    v.kind,
+                    v.version,
+                    v.size_bytes,
+                    &v.digest[..12.min(v.digest.len())]
                 );
             }
         }

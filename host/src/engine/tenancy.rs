@@ -18,7 +18,7 @@ use crate::model::{ApiKey, Tenant, TenantId, TenantLimits};
 const KEY_PREFIX: &str = "ffk_";
 
 /// A newly issued key: the secret `token` is only ever available here.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct IssuedKey {
     #[serde(flatten)]
     pub key: ApiKey,

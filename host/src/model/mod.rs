@@ -272,7 +272,7 @@ pub struct ExecutionUpdate {
 }
 
 /// One stored version of a component kind.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ComponentVersion {
     pub kind: String,
     pub version: i32,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::TenantId;
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Tenant {
     #[schema(value_type = uuid::Uuid)]
     pub tenant_id: TenantId,
@@ -84,7 +84,7 @@ impl From<&TenantLimits> for TaskCeilings {
 }
 
 /// An API key as listed; its secret is never stored or shown again.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiKey {
     pub key_id: ApiKeyId,
     #[schema(value_type = uuid::Uuid)]
