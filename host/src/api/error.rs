@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::error::EngineError;
 
 /// The body of every error response.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// Human-readable, one line.
     pub error: String,

@@ -195,7 +195,7 @@ pub async fn get(
     Ok(Json(state.engine.get(caller.tenant, id).await?))
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ExecutionResult {
     #[schema(value_type = Uuid)]
     pub execution_id: ExecutionId,

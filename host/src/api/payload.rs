@@ -31,7 +31,7 @@ pub fn decode_input(
 }
 
 /// Both views of stored bytes.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Payload {
     /// The bytes as JSON, or as a string when they are UTF-8 but not JSON.
     pub value: Option<Value>,

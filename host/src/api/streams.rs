@@ -25,12 +25,13 @@ use super::payload::Payload;
 use super::{live, AppState};
 use crate::engine::Engine;
 use crate::model::{
-    ExecutionId, ExecutionState, ExecutionUpdate, Frame, StreamMode, StreamSummary, TenantId,
+    ExecutionId, ExecutionState, ExecutionUpdate, Frame, PublicState, StreamMode, StreamSummary,
+    TenantId,
 };
 
 const PAGE: u32 = 500;
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct FrameView {
     pub attempt: i32,
     pub seq: i64,
@@ -171,6 +172,14 @@ pub async fn follow(
     }))
 }
 
+/// The `state` event of an execution's stream: its state changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StateChange {
+    pub state: PublicState,
+    /// The current (or last) attempt; 0 before the first claim.
+    pub attempt: i32,
+}
+
 /// Position in an execution's stream: the last frame sent.
 #[derive(Debug, Clone, Copy, Default)]
 struct Cursor {
@@ -224,9 +233,11 @@ impl Follower {
         };
         if *last_state != Some(current) {
             *last_state = Some(current);
-            let body =
-                serde_json::json!({ "state": current.state, "attempt": current.attempt_index });
-            self.send(Event::default().event("state").json_data(body))
+            let change = StateChange {
+                state: current.state,
+                attempt: current.attempt_index,
+            };
+            self.send(Event::default().event("state").json_data(change))
                 .await?;
         }
         // Terminal executions take no more frames, so reading after the state

@@ -13,8 +13,12 @@ use futures::StreamExt;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use flowfabric::api::{ComponentList, TenantCreated, TenantList, Uploaded};
-use flowfabric::model::{Tenant, TenantLimits};
+use flowfabric::api::error::ErrorBody;
+use flowfabric::api::{
+    ComponentList, ExecutionResult, FrameView, Payload, StateChange, TenantCreated, TenantList,
+    Uploaded,
+};
+use flowfabric::model::{PublicState, Tenant, TenantLimits};
 
 use super::client::{path_segment, ApiClient, Connection, NO_BODY};
 
@@ -311,7 +315,7 @@ pub async fn tail(connection: &Connection, id: &str) -> anyhow::Result<()> {
     let client = ApiClient::tenant(connection)?;
     let end = follow(&client, id, connection.json, false).await?;
     if !connection.json {
-        println!("-- {} --", text(&end["state"]));
+        println!("-- {} --", end.state);
     }
     Ok(())
 }
@@ -322,10 +326,10 @@ async fn follow(
     id: &str,
     json_output: bool,
     frames_to_stderr: bool,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<ExecutionResult> {
     let mut events = Box::pin(
         client
-            .events(&format!("/v1/executions/{id}/stream"))
+            .events(&format!("/v1/executions/{}/stream", path_segment(id)))
             .await?,
     );
     while let Some(event) = events.next().await {
@@ -334,16 +338,20 @@ async fn follow(
             println!("{}", json!({ "event": name, "data": data }));
         }
         match name.as_str() {
-            "end" => return Ok(data),
-            "error" => bail!("{} ({})", text(&data["error"]), text(&data["kind"])),
+            "end" => return event_as(&name, data),
+            "error" => {
+                let error: ErrorBody = event_as(&name, data)?;
+                bail!("{} ({})", error.error, error.kind)
+            }
             _ if json_output => {}
             "frame" => {
+                let frame: FrameView = event_as(&name, data)?;
                 let line = format!(
                     "[{}:{}] {}: {}",
-                    data["attempt"],
-                    data["seq"],
-                    text(&data["frame_type"]),
-                    payload_text(&data["payload"])
+                    frame.attempt,
+                    frame.seq,
+                    frame.frame_type,
+                    payload_text(&frame.payload)
                 );
                 if frames_to_stderr {
                     eprintln!("{line}");
@@ -351,31 +359,36 @@ async fn follow(
                     println!("{line}");
                 }
             }
-            "state" => eprintln!(
-                "state: {} (attempt {})",
-                text(&data["state"]),
-                data["attempt"]
-            ),
+            "state" => {
+                let change: StateChange = event_as(&name, data)?;
+                eprintln!("state: {} (attempt {})", change.state, change.attempt);
+            }
             _ => {}
         }
     }
     bail!("the server closed the stream before the execution ended")
 }
 
+/// An event's data as the API's type for it.
+fn event_as<T: serde::de::DeserializeOwned>(name: &str, data: Value) -> anyhow::Result<T> {
+    serde_json::from_value(data)
+        .with_context(|| format!("the server sent a `{name}` event of an unexpected shape"))
+}
+
 /// Print the result; an execution that did not complete is an error.
-fn finish(id: &str, end: &Value, json_output: bool) -> anyhow::Result<()> {
-    let state = text(&end["state"]);
-    if state == "completed" {
-        if !json_output {
-            println!("{}", payload_text(&end["result"]));
+fn finish(id: &str, end: &ExecutionResult, json_output: bool) -> anyhow::Result<()> {
+    if end.state == PublicState::Completed {
+        if let (false, Some(result)) = (json_output, &end.result) {
+            println!("{}", payload_text(result));
         }
         return Ok(());
     }
-    let reason = end["last_failure"]["message"]
-        .as_str()
-        .map(|m| format!(": {m}"))
+    let reason = end
+        .last_failure
+        .as_ref()
+        .map(|f| format!(": {}", f.message))
         .unwrap_or_default();
-    bail!("execution {id} {state}{reason}")
+    bail!("execution {id} {}{reason}", end.state)
 }
 
 pub async fn submit(connection: &Connection, args: Submit) -> anyhow::Result<()> {
@@ -437,11 +450,12 @@ pub async fn submit(connection: &Connection, args: Submit) -> anyhow::Result<()>
 
 pub async fn get(connection: &Connection, id: &str) -> anyhow::Result<()> {
     let client = ApiClient::tenant(connection)?;
+    let id = path_segment(id);
     let execution = client
         .json(Method::GET, &format!("/v1/executions/{id}"), None)
         .await?;
-    let result = client
-        .json(Method::GET, &format!("/v1/executions/{id}/result"), None)
+    let result: ExecutionResult = client
+        .typed(Method::GET, &format!("/v1/executions/{id}/result"), NO_BODY)
         .await?;
     if connection.json {
         return print_json(&json!({ "execution": execution, "result": result }));
@@ -461,8 +475,8 @@ pub async fn get(connection: &Connection, id: &str) -> anyhow::Result<()> {
     if let Some(finished) = execution["finished_at"].as_str() {
         println!("finished  {finished}");
     }
-    if !result["result"].is_null() {
-        println!("result    {}", payload_text(&result["result"]));
+    if let Some(payload) = &result.result {
+        println!("result    {}", payload_text(payload));
     }
     if let Some(message) = execution["last_failure"]["message"].as_str() {
         println!(
@@ -557,14 +571,11 @@ pub(super) fn text(value: &Value) -> String {
 }
 
 /// A payload (`{value, base64}`) for a human: its text or JSON.
-fn payload_text(payload: &Value) -> String {
-    match &payload["value"] {
-        Value::Null => format!(
-            "<{} bytes>",
-            payload["base64"].as_str().map_or(0, |b| b.len() / 4 * 3)
-        ),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
+fn payload_text(payload: &Payload) -> String {
+    match &payload.value {
+        None | Some(Value::Null) => format!("<{} bytes>", payload.base64.len() / 4 * 3),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
     }
 }
 
