@@ -216,6 +216,8 @@ async fn remote_commands_drive_a_served_installation() {
         "cancel a completed execution",
         &served.cli(key, &["cancel", &id]),
     );
+    let (ok, out, err) = served.cli(key, &["replay", &id]);
+    assert!(ok && out.contains("(replay 1)"), "{out}{err}");
 
     // A flow from a file: a chain that passes each result on.
     let flow = r#"{"name": "peel", "members": [

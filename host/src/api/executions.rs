@@ -71,7 +71,7 @@ pub struct CreateBatch {
     pub executions: Vec<CreateExecution>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct BatchCreated {
     /// One entry per requested execution, in request order.
     pub results: Vec<Created>,
@@ -141,7 +141,7 @@ pub struct ListQuery {
     pub limit: Option<u32>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ExecutionPage {
     pub items: Vec<Execution>,
     /// Pass as `cursor` for the next page; absent on the last page.
@@ -236,13 +236,13 @@ pub struct CancelBody {
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Cancelled {
     /// False when it was already cancelled (cancel is idempotent).
     pub cancelled: bool,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct LeaseRevoked {
     /// The attempt whose lease was revoked.
     pub attempt_index: i32,
@@ -309,7 +309,7 @@ pub async fn priority(
     Ok(Json(body))
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Replayed {
     /// Times the execution has now been replayed.
     pub replay_count: i32,

@@ -17,7 +17,9 @@ mod events;
 pub use admin::{TenantCreated, TenantList};
 pub use components::{ComponentList, Uploaded};
 pub use events::EventPage;
-pub use executions::ExecutionResult;
+pub use executions::{
+    BatchCreated, Cancelled, ExecutionPage, ExecutionResult, LeaseRevoked, Replayed,
+};
 pub use flows::{FlowCancelled, FlowPage};
 pub use payload::Payload;
 pub use streams::{FrameView, StateChange};

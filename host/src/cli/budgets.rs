@@ -78,7 +78,7 @@ pub async fn run(connection: &Connection, command: BudgetCommand) -> anyhow::Res
         // `list` answers an array, the others the one budget, as the API does.
         return match (list, budgets.first()) {
             (false, Some(one)) => print_json(&serde_json::to_value(one)?),
-            _ => print_json(&serde_json::to_value(&budgets)?),
+            _ => print_json(&budgets),
         };
     }
     budgets.iter().for_each(print_budget);

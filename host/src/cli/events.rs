@@ -63,7 +63,7 @@ async fn show<E: Line>(connection: &Connection, args: &Events) -> anyhow::Result
     query.extend(args.after.clone().map(|after| ("after", after)));
     let page: EventPage<E> = client.get_typed(args.stream.path(), &query).await?;
     if connection.json {
-        return print_json(&serde_json::to_value(&page)?);
+        return print_json(&page);
     }
     for event in &page.items {
         println!("{}", event.line());

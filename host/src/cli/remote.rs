@@ -15,10 +15,10 @@ use serde_json::{json, Value};
 
 use flowfabric::api::error::ErrorBody;
 use flowfabric::api::{
-    ComponentList, ExecutionResult, FrameView, Payload, StateChange, TenantCreated, TenantList,
-    Uploaded,
+    BatchCreated, Cancelled, ComponentList, ExecutionPage, ExecutionResult, FrameView,
+    LeaseRevoked, Payload, Replayed, StateChange, TenantCreated, TenantList, Uploaded,
 };
-use flowfabric::model::{PublicState, Tenant, TenantLimits};
+use flowfabric::model::{Created, Execution, PublicState, Tenant, TenantLimits};
 
 use super::client::{path_segment, ApiClient, Connection, NO_BODY};
 
@@ -197,7 +197,7 @@ pub async fn tenant(connection: &Connection, command: TenantCommand) -> anyhow::
                 .typed(Method::POST, "/v1/admin/tenants", Some(&body))
                 .await?;
             if connection.json {
-                return print_json(&serde_json::to_value(&created)?);
+                return print_json(&created);
             }
             println!(
                 "tenant {} ({})",
@@ -212,7 +212,7 @@ pub async fn tenant(connection: &Connection, command: TenantCommand) -> anyhow::
                 .typed(Method::PUT, &path, Some(&TenantLimits::from(limits)))
                 .await?;
             if connection.json {
-                return print_json(&serde_json::to_value(&updated)?);
+                return print_json(&updated);
             }
             println!("limits of {tenant}:");
             let limits = serde_json::to_value(updated.limits)?;
@@ -227,7 +227,7 @@ pub async fn tenant(connection: &Connection, command: TenantCommand) -> anyhow::
                 .typed(Method::GET, "/v1/admin/tenants", NO_BODY)
                 .await?;
             if connection.json {
-                return print_json(&serde_json::to_value(&list)?);
+                return print_json(&list);
             }
             for tenant in &list.items {
                 println!("{}  {}", tenant.tenant_id, tenant.name);
@@ -249,7 +249,7 @@ pub async fn component(connection: &Connection, command: ComponentCommand) -> an
             let uploaded: Uploaded = serde_json::from_value(answer)
                 .context("the server answered the upload in an unexpected shape")?;
             if connection.json {
-                return print_json(&serde_json::to_value(&uploaded)?);
+                return print_json(&uploaded);
             }
             let verb = if uploaded.created {
                 "uploaded"
@@ -265,7 +265,7 @@ pub async fn component(connection: &Connection, command: ComponentCommand) -> an
         ComponentCommand::List => {
             let list: ComponentList = client.typed(Method::GET, "/v1/components", NO_BODY).await?;
             if connection.json {
-                return print_json(&serde_json::to_value(&list)?);
+                return print_json(&list);
             }
             println!("{:<24} {:>7} {:>10}  DIGEST", "KIND", "VERSION", "BYTES");
             for v in &list.items {
@@ -294,10 +294,10 @@ pub async fn run(connection: &Connection, args: Run) -> anyhow::Result<()> {
     if let Some(retries) = args.max_retries {
         body["policy"] = json!({ "retry": { "max_retries": retries } });
     }
-    let created = client
-        .json(Method::POST, "/v1/executions", Some(&body))
+    let created: Created = client
+        .typed(Method::POST, "/v1/executions", Some(&body))
         .await?;
-    let id = text(&created["execution_id"]);
+    let id = created.execution_id.to_string();
     if args.detach {
         return if connection.json {
             print_json(&created)
@@ -418,8 +418,8 @@ pub async fn submit(connection: &Connection, args: Submit) -> anyhow::Result<()>
     for chunk in executions.chunks(args.batch_size.clamp(1, 1_000)) {
         let body = json!({ "executions": chunk.iter().map(|(_, v)| v).collect::<Vec<_>>() });
         let (first, last) = (chunk[0].0, chunk[chunk.len() - 1].0);
-        let answer = client
-            .json(Method::POST, "/v1/executions/batch", Some(&body))
+        let answer: BatchCreated = client
+            .typed(Method::POST, "/v1/executions/batch", Some(&body))
             .await
             .with_context(|| {
                 format!(
@@ -427,13 +427,13 @@ pub async fn submit(connection: &Connection, args: Submit) -> anyhow::Result<()>
                     created + existing
                 )
             })?;
-        for result in items_at(&answer, "results") {
-            if result["created"] == true {
+        for result in answer.results {
+            if result.created {
                 created += 1;
             } else {
                 existing += 1;
             }
-            ids.push(result["execution_id"].clone());
+            ids.push(result.execution_id);
         }
         progress.inc(chunk.len() as u64);
     }
@@ -451,8 +451,8 @@ pub async fn submit(connection: &Connection, args: Submit) -> anyhow::Result<()>
 pub async fn get(connection: &Connection, id: &str) -> anyhow::Result<()> {
     let client = ApiClient::tenant(connection)?;
     let id = path_segment(id);
-    let execution = client
-        .json(Method::GET, &format!("/v1/executions/{id}"), None)
+    let execution: Execution = client
+        .typed(Method::GET, &format!("/v1/executions/{id}"), NO_BODY)
         .await?;
     let result: ExecutionResult = client
         .typed(Method::GET, &format!("/v1/executions/{id}/result"), NO_BODY)
@@ -460,29 +460,33 @@ pub async fn get(connection: &Connection, id: &str) -> anyhow::Result<()> {
     if connection.json {
         return print_json(&json!({ "execution": execution, "result": result }));
     }
-    println!("id        {}", text(&execution["execution_id"]));
-    println!(
-        "kind      {} (lane {})",
-        text(&execution["kind"]),
-        text(&execution["lane"])
-    );
-    println!("state     {}", text(&execution["state"]));
+    let e = &execution;
+    println!("id        {}", e.execution_id);
+    println!("kind      {} (lane {})", e.kind, e.lane);
+    println!("state     {}", e.state);
     println!(
         "attempts  {} ({} retries, {} reclaims)",
-        execution["attempt_index"], execution["retry_count"], execution["reclaim_count"]
+        e.attempt_index, e.retry_count, e.reclaim_count
     );
-    println!("created   {}", text(&execution["created_at"]));
-    if let Some(finished) = execution["finished_at"].as_str() {
-        println!("finished  {finished}");
+    println!(
+        "created   {}",
+        e.created_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    );
+    if let Some(finished) = e.finished_at {
+        println!(
+            "finished  {}",
+            finished.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        );
     }
     if let Some(payload) = &result.result {
         println!("result    {}", payload_text(payload));
     }
-    if let Some(message) = execution["last_failure"]["message"].as_str() {
+    if let Some(failure) = &e.last_failure {
         println!(
             "failure   {} ({})",
-            message,
-            text(&execution["last_failure"]["class"])
+            failure.message,
+            name_of(&failure.class)
         );
     }
     Ok(())
@@ -500,7 +504,7 @@ pub async fn list(connection: &Connection, args: List) -> anyhow::Result<()> {
     ] {
         query.extend(value.map(|v| (name, v)));
     }
-    let page = client.get_with_query("/v1/executions", &query).await?;
+    let page: ExecutionPage = client.get_typed("/v1/executions", &query).await?;
     if connection.json {
         return print_json(&page);
     }
@@ -508,17 +512,18 @@ pub async fn list(connection: &Connection, args: List) -> anyhow::Result<()> {
         "{:<36}  {:<16} {:<10} {:>7}  CREATED",
         "ID", "KIND", "STATE", "ATTEMPT"
     );
-    for e in items(&page) {
+    for e in &page.items {
         println!(
             "{:<36}  {:<16} {:<10} {:>7}  {}",
-            text(&e["execution_id"]),
-            text(&e["kind"]),
-            text(&e["state"]),
-            e["attempt_index"],
-            text(&e["created_at"])
+            e.execution_id,
+            e.kind,
+            e.state,
+            e.attempt_index,
+            e.created_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
         );
     }
-    if let Some(cursor) = page["next_cursor"].as_str() {
+    if let Some(cursor) = page.next_cursor {
         eprintln!("more: --cursor {cursor}");
     }
     Ok(())
@@ -531,17 +536,12 @@ pub async fn cancel(
 ) -> anyhow::Result<()> {
     let client = ApiClient::tenant(connection)?;
     let body = json!({ "reason": reason });
-    let answer = client
-        .json(
-            Method::POST,
-            &format!("/v1/executions/{id}/cancel"),
-            Some(&body),
-        )
-        .await?;
+    let path = format!("/v1/executions/{}/cancel", path_segment(id));
+    let answer: Cancelled = client.typed(Method::POST, &path, Some(&body)).await?;
     if connection.json {
         return print_json(&answer);
     }
-    if answer["cancelled"] == true {
+    if answer.cancelled {
         println!("cancelled {id}");
     } else {
         println!("{id} was already cancelled");
@@ -549,17 +549,9 @@ pub async fn cancel(
     Ok(())
 }
 
-pub(super) fn print_json(value: &Value) -> anyhow::Result<()> {
+pub(super) fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
-}
-
-pub(super) fn items(value: &Value) -> impl Iterator<Item = &Value> {
-    items_at(value, "items")
-}
-
-fn items_at<'a>(value: &'a Value, field: &str) -> impl Iterator<Item = &'a Value> {
-    value[field].as_array().into_iter().flatten()
 }
 
 pub(super) fn text(value: &Value) -> String {
@@ -581,26 +573,34 @@ fn payload_text(payload: &Payload) -> String {
 
 pub async fn replay(connection: &Connection, id: &str) -> anyhow::Result<()> {
     let client = ApiClient::tenant(connection)?;
-    let answer = client
-        .json(Method::POST, &format!("/v1/executions/{id}/replay"), None)
-        .await?;
+    let path = format!("/v1/executions/{}/replay", path_segment(id));
+    let answer: Replayed = client.typed(Method::POST, &path, NO_BODY).await?;
     if connection.json {
         return print_json(&answer);
     }
-    println!("replaying {id} (replay {})", answer["replay_count"]);
+    println!("replaying {id} (replay {})", answer.replay_count);
     Ok(())
 }
 
 pub async fn revoke_lease(connection: &Connection, id: &str) -> anyhow::Result<()> {
     let client = ApiClient::tenant(connection)?;
-    let path = format!("/v1/executions/{id}/revoke-lease");
-    let answer = client.json(Method::POST, &path, None).await?;
+    let path = format!("/v1/executions/{}/revoke-lease", path_segment(id));
+    let answer: LeaseRevoked = client.typed(Method::POST, &path, NO_BODY).await?;
     if connection.json {
         return print_json(&answer);
     }
     println!(
         "revoked the lease of {id} (attempt {}); it runs again",
-        answer["attempt_index"]
+        answer.attempt_index
     );
     Ok(())
+}
+
+/// The name a value has on the wire (an enum's snake_case spelling).
+fn name_of(value: &impl serde::Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(Value::String(name)) => name,
+        Ok(other) => other.to_string(),
+        Err(_) => String::new(),
+    }
 }

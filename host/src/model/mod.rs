@@ -102,7 +102,7 @@ impl NewExecution {
 
 /// What `create` did: made a new execution, or found the one an idempotency key
 /// already maps to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Created {
     #[schema(value_type = uuid::Uuid)]
     pub execution_id: ExecutionId,
@@ -110,7 +110,7 @@ pub struct Created {
 }
 
 /// A stored execution as read back.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Execution {
     #[schema(value_type = uuid::Uuid)]
     pub tenant_id: TenantId,
