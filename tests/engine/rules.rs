@@ -1,7 +1,7 @@
 //! The rulebook (`flowfabric::model::rules`) and the SQL agree: every
 //! combination of the state vector reads as the same public state through
-//! Postgres's generated column as through the Rust rule SQLite uses, and the
-//! CHECK constraints allow exactly the spellings the enums have.
+//! Postgres's generated column, SQLite's generated column and the Rust rule,
+//! and the CHECK constraints allow exactly the spellings the enums have.
 
 use std::collections::BTreeSet;
 
@@ -27,16 +27,7 @@ async fn public_state_expression(db: &TestDb) -> String {
 async fn postgres_public_state_column_agrees_with_the_rulebook_on_every_vector() {
     let db = TestDb::new().await;
     let expression = public_state_expression(&db).await;
-    let mut outcomes: Vec<Option<TerminalOutcome>> = vec![None];
-    outcomes.extend(TerminalOutcome::ALL.iter().copied().map(Some));
-    let mut combinations = Vec::new();
-    for phase in LifecyclePhase::ALL {
-        for eligibility in Eligibility::ALL {
-            for outcome in &outcomes {
-                combinations.push((*phase, *eligibility, *outcome));
-            }
-        }
-    }
+    let combinations = every_vector();
     let values: Vec<String> = combinations
         .iter()
         .map(|(p, e, o)| {
@@ -56,6 +47,65 @@ async fn postgres_public_state_column_agrees_with_the_rulebook_on_every_vector()
         assert_eq!(
             sql_state.parse::<PublicState>().unwrap(),
             rust_state,
+            "({phase}, {eligibility}, {outcome:?})"
+        );
+    }
+}
+
+/// Every state vector the rulebook knows: (phase, eligibility, outcome).
+fn every_vector() -> Vec<(LifecyclePhase, Eligibility, Option<TerminalOutcome>)> {
+    let mut outcomes: Vec<Option<TerminalOutcome>> = vec![None];
+    outcomes.extend(TerminalOutcome::ALL.iter().copied().map(Some));
+    let mut vectors = Vec::new();
+    for phase in LifecyclePhase::ALL {
+        for eligibility in Eligibility::ALL {
+            for outcome in &outcomes {
+                vectors.push((*phase, *eligibility, *outcome));
+            }
+        }
+    }
+    vectors
+}
+
+#[tokio::test]
+async fn sqlite_public_state_column_agrees_with_the_rulebook_on_every_vector() {
+    let db = TestDb::sqlite(Default::default()).await;
+    let mut conn: sqlx::SqliteConnection =
+        sqlx::Connection::connect(&format!("sqlite:{}", db.sqlite_path().display()))
+            .await
+            .unwrap();
+    let table: String = sqlx::query_scalar(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'executions'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    let start = table
+        .find("GENERATED ALWAYS AS (")
+        .expect("a generated public_state")
+        + "GENERATED ALWAYS AS ".len();
+    let end = table.rfind(") VIRTUAL").unwrap() + 1;
+    let expression = &table[start..end];
+    let vectors = every_vector();
+    let values: Vec<String> = vectors
+        .iter()
+        .enumerate()
+        .map(|(i, (p, e, o))| {
+            let o = o.map_or("NULL".to_owned(), |o| format!("'{o}'"));
+            format!("({i}, '{p}', '{e}', {o})")
+        })
+        .collect();
+    let sql = format!(
+        "WITH v(i, lifecycle_phase, eligibility_state, terminal_outcome) AS (VALUES {}) \
+         SELECT {expression} FROM v ORDER BY i",
+        values.join(", ")
+    );
+    let derived: Vec<String> = sqlx::query_scalar(&sql).fetch_all(&mut conn).await.unwrap();
+    assert_eq!(derived.len(), vectors.len());
+    for ((phase, eligibility, outcome), sql_state) in vectors.iter().zip(&derived) {
+        assert_eq!(
+            sql_state.parse::<PublicState>().unwrap(),
+            public_state(*phase, *eligibility, *outcome),
             "({phase}, {eligibility}, {outcome:?})"
         );
     }

@@ -326,7 +326,6 @@ pub(super) async fn create_one(
         blocking_reason: None,
         terminal_outcome: None,
         attempt_state: AttemptPhase::PendingFirstAttempt,
-        public_state: String::new(),
         attempt_index: 0,
         lease_epoch: 0,
         lease_id: None,

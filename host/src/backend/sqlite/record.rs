@@ -1,12 +1,13 @@
 //! The execution row as the embedded backend reads and writes it.
 //!
 //! On Postgres each transition is one `UPDATE … WHERE <fence>` and triggers
-//! keep the derived parts (public state, lease history) right. SQLite has one
-//! writer, so a transition here is read, change in Rust, write back, inside
-//! the writer's transaction: nothing can change the row in between. Every
-//! write of an execution goes through [`Exec::save`], which derives the public
-//! state and records a lease event whenever the lease changed — as the
-//! Postgres trigger does, so no path can skip either.
+//! keep the derived parts (lease history) right. SQLite has one writer, so a
+//! transition here is read, change in Rust, write back, inside the writer's
+//! transaction: nothing can change the row in between. Every write of an
+//! execution goes through [`Exec::save`], which sets the blocking reason and
+//! records a lease event whenever the lease changed — as the Postgres trigger
+//! does, so no path can skip either. The public state is a generated column
+//! on both backends.
 
 use std::collections::BTreeMap;
 
@@ -45,7 +46,6 @@ pub(super) struct Exec {
     pub blocking_reason: Option<String>,
     pub terminal_outcome: Option<TerminalOutcome>,
     pub attempt_state: AttemptPhase,
-    pub public_state: String,
     pub attempt_index: i32,
     pub lease_epoch: i64,
     pub lease_id: Option<Uuid>,
@@ -85,14 +85,14 @@ pub(super) struct LeaseBefore {
 
 const COLUMNS: &str = "tenant_id, execution_id, kind, lane, priority, required_capabilities, \
     tags, input, policy, idempotency_key, lifecycle_phase, ownership_state, eligibility_state, \
-    blocking_reason, terminal_outcome, attempt_state, public_state, attempt_index, lease_epoch, \
+    blocking_reason, terminal_outcome, attempt_state, attempt_index, lease_epoch, \
     lease_id, lease_expires_at, attempt_timeout_at, retry_count, reclaim_count, replay_count, \
     eligible_at, deadline_at, created_at, updated_at, started_at, finished_at, result, \
     last_failure, cancellation_reason, progress_percent, progress_message, frame_seq, flow_id, \
     flow_key, parent_id, suspension_seq, suspension, suspension_timeout_at";
 
-/// Column count of [`COLUMNS`].
-const COLUMN_COUNT: usize = 43;
+/// Column count of [`COLUMNS`]: every column but the generated `public_state`.
+const COLUMN_COUNT: usize = 42;
 
 static SAVE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let names: Vec<&str> = COLUMNS.split(',').map(str::trim).collect();
@@ -248,8 +248,8 @@ impl Exec {
         self.suspension_timeout_at = None;
     }
 
-    /// The public state, derived from the state vector as the Postgres
-    /// generated column derives it.
+    /// The public state, derived from the state vector as the generated
+    /// `public_state` column derives it (on both backends), without a read.
     pub fn derived_public_state(&self) -> PublicState {
         public_state(
             self.lifecycle_phase,
@@ -274,7 +274,6 @@ impl Exec {
             LifecyclePhase::Active | LifecyclePhase::Terminal => None,
             LifecyclePhase::Submitted | LifecyclePhase::Suspended => self.blocking_reason.take(),
         };
-        self.public_state = self.derived_public_state().as_str().into();
         sqlx::query(&SAVE_SQL)
             .bind(self.tenant_id)
             .bind(self.execution_id)
@@ -292,7 +291,6 @@ impl Exec {
             .bind(&self.blocking_reason)
             .bind(self.terminal_outcome)
             .bind(self.attempt_state)
-            .bind(&self.public_state)
             .bind(self.attempt_index)
             .bind(self.lease_epoch)
             .bind(self.lease_id)
@@ -426,7 +424,7 @@ impl Exec {
             tags: self.tags.0.clone(),
             policy: self.policy.0.clone(),
             idempotency_key: self.idempotency_key.clone(),
-            state: self.public_state.parse().map_err(EngineError::Corrupt)?,
+            state: self.derived_public_state(),
             attempt_index: self.attempt_index,
             lease_epoch: self.lease_epoch,
             retry_count: self.retry_count,

@@ -106,8 +106,6 @@ CREATE TABLE executions (
     blocking_reason   TEXT,
     terminal_outcome  TEXT,
     attempt_state     TEXT NOT NULL,
-    public_state      TEXT NOT NULL,
-
     attempt_index      INTEGER NOT NULL,
     lease_epoch        INTEGER NOT NULL,
     lease_id           BLOB,
@@ -139,7 +137,25 @@ CREATE TABLE executions (
     suspension_seq        INTEGER NOT NULL,
     -- The live suspension: {condition, on_timeout}.
     suspension            TEXT,
-    suspension_timeout_at INTEGER, frame_bytes INTEGER NOT NULL DEFAULT 0,
+    suspension_timeout_at INTEGER, frame_bytes INTEGER NOT NULL DEFAULT 0, public_state TEXT GENERATED ALWAYS AS (
+    CASE lifecycle_phase
+        WHEN 'terminal' THEN
+            CASE terminal_outcome
+                WHEN 'success' THEN 'completed'
+                ELSE coalesce(terminal_outcome, 'failed')
+            END
+        WHEN 'active' THEN 'active'
+        WHEN 'suspended' THEN 'suspended'
+        ELSE
+            CASE eligibility_state
+                WHEN 'not_eligible_until_time' THEN 'delayed'
+                WHEN 'blocked_by_dependencies' THEN 'waiting_children'
+                WHEN 'blocked_by_budget' THEN 'rate_limited'
+                WHEN 'blocked_by_quota' THEN 'rate_limited'
+                ELSE 'waiting'
+            END
+    END
+) VIRTUAL,
 
     PRIMARY KEY (tenant_id, execution_id),
     CHECK ((lifecycle_phase = 'active') = (lease_id IS NOT NULL))
