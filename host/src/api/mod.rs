@@ -84,6 +84,10 @@ const SMALL_BODY: usize = 64 << 10;
 
 pub fn router(engine: Engine, runtime: Arc<Runtime>, config: &ApiConfig) -> Router {
     let limits = engine.limits().clone();
+    // Which store serves this process, as a constant series dashboards can
+    // join on (`flowfabric_backend_info{backend="…"} 1`).
+    let handle = metrics::handle();
+    ::metrics::gauge!("flowfabric_backend_info", "backend" => engine.backend().name()).set(1.0);
     // An input travels as JSON text or base64 (4/3 of its size), plus the
     // rest of the request.
     let create_body = limits.max_input_bytes * 2 + SMALL_BODY;
@@ -91,7 +95,7 @@ pub fn router(engine: Engine, runtime: Arc<Runtime>, config: &ApiConfig) -> Rout
         engine,
         runtime,
         admin_token_sha256: config.admin_token.as_deref().map(hash_admin_token),
-        metrics: metrics::handle(),
+        metrics: handle,
         readiness: config.readiness.clone(),
     });
     let v1 = Router::new()

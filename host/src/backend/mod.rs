@@ -123,6 +123,9 @@ pub trait Backend:
     + Scanners
     + 'static
 {
+    /// Which store this is (`postgres` or `sqlite`), for logs and metrics.
+    fn name(&self) -> &'static str;
+
     /// Apply pending schema migrations.
     async fn migrate(&self) -> Result<()>;
 

@@ -51,6 +51,7 @@ pub async fn connect_with(
         )
     };
     backend.migrate().await.context("applying migrations")?;
+    tracing::info!(backend = backend.name(), "storage opened and migrated");
     Ok(Engine::new(backend, limits))
 }
 

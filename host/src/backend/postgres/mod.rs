@@ -149,6 +149,10 @@ impl PgBackend {
 
 #[async_trait]
 impl Backend for PgBackend {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
     async fn migrate(&self) -> Result<()> {
         MIGRATOR
             .run(&self.pool)

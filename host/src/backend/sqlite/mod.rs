@@ -248,6 +248,10 @@ pub(super) async fn settle(conn: &mut SqliteConnection, effects: &mut Effects) -
 
 #[async_trait]
 impl Backend for SqliteBackend {
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
+
     async fn migrate(&self) -> Result<()> {
         MIGRATOR
             .run(&self.writer)
