@@ -20,6 +20,8 @@ use std::time::Duration;
 
 #[async_trait]
 impl Scanners for PgBackend {
+    /// Each tenant's expired leases, off `executions_lease_expiry_idx`
+    /// (tenant, lease expiry; active executions only).
     async fn reclaim_expired_leases(&self, limit: u32) -> Result<u64> {
         let pool = &self.pool;
         let spent = Failure::new(
@@ -40,6 +42,8 @@ impl Scanners for PgBackend {
         Ok(n as u64)
     }
 
+    /// Each tenant's due delayed executions, off `executions_delayed_idx`
+    /// (tenant, eligible_at; runnable and not yet eligible only).
     async fn promote_delayed(&self, limit: u32) -> Result<u64> {
         let pool = &self.pool;
         let n: i64 = sqlx::query_scalar(
@@ -76,6 +80,7 @@ impl Scanners for PgBackend {
 
     /// Attempts past their timeout fail with class `timeout`, through the same code
     /// path as a worker's `fail`, so the retry policy decides what follows.
+    /// Candidates come off `executions_attempt_timeout_idx`.
     async fn fail_timed_out_attempts(&self, limit: u32) -> Result<u64> {
         let pool = &self.pool;
         let candidates = sqlx::query(
@@ -134,7 +139,7 @@ impl Scanners for PgBackend {
     }
 
     /// Non-terminal executions past their deadline end `expired`; a live lease is
-    /// revoked with them.
+    /// revoked with them. Candidates come off `executions_deadline_idx`.
     async fn expire_past_deadline(&self, limit: u32) -> Result<u64> {
         let pool = &self.pool;
         let n: i64 = sqlx::query_scalar(&DEADLINE_SQL)
@@ -146,7 +151,8 @@ impl Scanners for PgBackend {
     }
 
     /// Scanner: suspensions past their timeout, up to `limit` per tenant, each in
-    /// its own transaction (the behaviours differ and each locks one row).
+    /// its own transaction (the behaviours differ and each locks one row),
+    /// off `executions_suspension_timeout_idx`.
     async fn time_out_suspensions(&self, limit: u32) -> Result<u64> {
         super::suspension_timeouts::time_out_suspensions(&self.pool, limit).await
     }
@@ -155,17 +161,19 @@ impl Scanners for PgBackend {
     /// upstreams were locked when the join was satisfied, and flow cancels a
     /// process did not finish (see [`cancel_flow`]). Nothing here waits on a
     /// lock, so it cannot deadlock with the transactions it is cleaning up after.
+    /// Off `flow_groups_cancel_pending_idx` and `flows_cancel_unfinished_idx`.
     async fn cancel_pending_siblings(&self, limit: u32) -> Result<u64> {
         super::flow_cancel::cancel_pending_siblings(&self.pool, limit).await
     }
 
     /// Resume parents whose children have all ended but which no child's
-    /// transaction could resume (their row was locked at the time).
+    /// transaction could resume (their row was locked at the time), off
+    /// `executions_waiting_children_idx`.
     async fn wake_waiting_parents(&self, limit: u32) -> Result<u64> {
         super::children::wake_waiting_parents(&self.pool, limit).await
     }
 
-    /// Reset budgets whose interval has passed.
+    /// Reset budgets whose interval has passed, off `budgets_reset_idx`.
     async fn reset_due_budgets(&self, limit: u32) -> Result<u64> {
         super::budgets::reset_due_budgets(&self.pool, limit).await
     }

@@ -170,7 +170,7 @@ impl Scanners for SqliteBackend {
         Ok(0)
     }
 
-    /// Reset budgets whose interval has passed.
+    /// Reset budgets whose interval has passed, off `budgets_reset_idx`.
     async fn reset_due_budgets(&self, limit: u32) -> Result<u64> {
         super::budgets::reset_due_budgets(self, limit).await
     }
@@ -199,7 +199,11 @@ impl Scanners for SqliteBackend {
     }
 }
 
-/// Rows due by `due` (a column of the row), at most `limit` per tenant.
+/// Rows due by `due` (a column of the row), at most `limit` per tenant. Each
+/// caller's `state` and `due` match a partial index on that column:
+/// `executions_active_idx` (lease expiry), `executions_delayed_idx`,
+/// `executions_attempt_timeout_idx`, `executions_deadline_idx` and
+/// `executions_suspension_timeout_idx`.
 pub(super) async fn due(
     conn: &mut SqliteConnection,
     state: &str,
