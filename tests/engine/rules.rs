@@ -163,7 +163,7 @@ async fn postgres_check_constraints_allow_exactly_the_rulebook_spellings() {
 }
 
 #[tokio::test]
-async fn sqlite_refuses_a_phase_the_rulebook_does_not_know() {
+async fn sqlite_check_constraint_allows_exactly_the_rulebook_phases() {
     let db = TestDb::sqlite(Default::default()).await;
     let mut conn: sqlx::SqliteConnection =
         sqlx::Connection::connect(&format!("sqlite:{}", db.sqlite_path().display()))

@@ -34,7 +34,7 @@ pub mod prelude {
 use async_trait::async_trait;
 
 use crate::error::{EngineError, Result};
-use crate::model::{AttemptState, LeaseHandle, PublicState};
+use crate::model::{AttemptState, LaneCounts, LeaseHandle, PublicState};
 
 /// Why a fenced write by a lease changed nothing, read after the fact.
 pub(crate) enum LeaseMiss {
@@ -132,6 +132,19 @@ pub trait Backend:
     /// The versions of this build's migrations the database has not applied
     /// (empty when it is current). Fails when the database is unreachable.
     async fn pending_migrations(&self) -> Result<Vec<i64>>;
+}
+
+/// A lane's row of counts as both backends' `lane_counts` read it: lane,
+/// queued, running, suspended.
+pub(crate) fn lane_counts(
+    (lane, queued, running, suspended): (String, i64, i64, i64),
+) -> LaneCounts {
+    LaneCounts {
+        lane,
+        queued: queued as u64,
+        running: running as u64,
+        suspended: suspended as u64,
+    }
 }
 
 /// Of `migrator`'s migrations, the versions not among `applied`.

@@ -6,8 +6,8 @@ use serde_json::json;
 
 use flowfabric::model::{Budget, BudgetScope, DimensionLimit, NewBudget};
 
-use super::client::{path_segment, ApiClient, Connection, NO_BODY};
-use super::remote::{print_json, text};
+use super::client::{path_segment, wire_name, ApiClient, Connection, NO_BODY};
+use super::remote::print_json;
 
 #[derive(clap::Subcommand)]
 pub enum BudgetCommand {
@@ -129,14 +129,12 @@ fn dimension(spec: &str) -> anyhow::Result<DimensionLimit> {
 }
 
 fn print_budget(budget: &Budget) {
-    let scope = serde_json::to_value(&budget.scope).unwrap_or_default();
-    let action = serde_json::to_value(budget.on_hard_limit).unwrap_or_default();
     println!(
         "budget {} `{}` over {} (on hard limit: {})",
         budget.budget_id,
         budget.name,
-        text(&scope["type"]),
-        text(&action)
+        wire_name(&budget.scope),
+        wire_name(&budget.on_hard_limit)
     );
     let limit = |v: Option<u64>| v.map_or("-".to_owned(), |n| n.to_string());
     for d in &budget.dimensions {

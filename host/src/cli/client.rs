@@ -108,9 +108,7 @@ impl ApiClient {
         body: Option<&impl serde::Serialize>,
     ) -> anyhow::Result<T> {
         let body = body.map(serde_json::to_value).transpose()?;
-        let answer = self.json(method, path, body.as_ref()).await?;
-        serde_json::from_value(answer)
-            .map_err(|e| anyhow::anyhow!("the server answered in an unexpected shape: {e}"))
+        decode("an answer", self.json(method, path, body.as_ref()).await?)
     }
 
     /// A GET with a query, read as the API's own type.
@@ -119,9 +117,7 @@ impl ApiClient {
         path: &str,
         query: &[(&str, String)],
     ) -> anyhow::Result<T> {
-        let answer = self.get_with_query(path, query).await?;
-        serde_json::from_value(answer)
-            .map_err(|e| anyhow::anyhow!("the server answered in an unexpected shape: {e}"))
+        decode("an answer", self.get_with_query(path, query).await?)
     }
 
     pub async fn get_with_query(
@@ -188,6 +184,27 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 /// `value` as one URL path segment: a kind may contain `/` (and a name the
 /// server will refuse may contain anything), which must not start a new
 /// segment or a query.
+/// `value` as the API's type for `what` the server sent (an answer, an
+/// event); another shape is a one-line error.
+pub fn decode<T: serde::de::DeserializeOwned>(what: &str, value: Value) -> anyhow::Result<T> {
+    serde_json::from_value(value)
+        .map_err(|e| anyhow!("the server sent {what} of an unexpected shape: {e}"))
+}
+
+/// The name a value has on the wire: an enum's spelling, or a tagged
+/// object's `type`.
+pub fn wire_name(value: &impl serde::Serialize) -> String {
+    match serde_json::to_value(value).unwrap_or_default() {
+        Value::String(name) => name,
+        Value::Object(fields) => fields
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        other => other.to_string(),
+    }
+}
+
 /// No request body, for [`ApiClient::typed`].
 pub const NO_BODY: Option<&()> = None;
 

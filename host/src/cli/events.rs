@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::client::{path_segment, ApiClient, Connection};
+use super::client::{decode, path_segment, ApiClient, Connection};
 use super::remote::print_json;
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -84,8 +84,7 @@ async fn follow<E: Line>(client: &ApiClient, json: bool, args: &Events) -> anyho
             println!("{data}");
             continue;
         }
-        let event: E = serde_json::from_value(data)
-            .map_err(|e| anyhow::anyhow!("the server sent an event of an unexpected shape: {e}"))?;
+        let event: E = decode("an event", data)?;
         println!("{}", event.line());
     }
     Ok(())

@@ -10,8 +10,8 @@ use reqwest::Method;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::client::{path_segment, ApiClient, Connection, NO_BODY};
-use super::remote::{print_json, text};
+use super::client::{path_segment, wire_name, ApiClient, Connection, NO_BODY};
+use super::remote::print_json;
 
 #[derive(clap::Subcommand)]
 pub enum FlowCommand {
@@ -115,7 +115,7 @@ fn print_snapshot(flow: &FlowSnapshot) {
     );
     for m in &flow.members {
         let join = match (&m.join, m.join_state) {
-            (Some(policy), Some(state)) => format!("{} ({})", name_of(policy), name_of(&state)),
+            (Some(policy), Some(state)) => format!("{} ({})", wire_name(policy), wire_name(&state)),
             _ => String::new(),
         };
         println!(
@@ -133,14 +133,6 @@ fn print_snapshot(flow: &FlowSnapshot) {
             ""
         };
         println!("  {} -> {}: {}{passes}", e.from, e.to, e.state.as_str());
-    }
-}
-
-/// The name a value has on the wire: a string, or an object's `type`.
-fn name_of(value: &impl Serialize) -> String {
-    match serde_json::to_value(value).unwrap_or_default() {
-        Value::String(name) => name,
-        other => text(&other["type"]),
     }
 }
 

@@ -20,7 +20,7 @@ use flowfabric::api::{
 };
 use flowfabric::model::{Created, Execution, PublicState, Tenant, TenantLimits};
 
-use super::client::{path_segment, ApiClient, Connection, NO_BODY};
+use super::client::{decode, path_segment, wire_name, ApiClient, Connection, NO_BODY};
 
 #[derive(clap::Subcommand)]
 pub enum TenantCommand {
@@ -246,8 +246,7 @@ pub async fn component(connection: &Connection, command: ComponentCommand) -> an
             let answer = client
                 .upload(&format!("/v1/components/{}", path_segment(&kind)), wasm)
                 .await?;
-            let uploaded: Uploaded = serde_json::from_value(answer)
-                .context("the server answered the upload in an unexpected shape")?;
+            let uploaded: Uploaded = decode("an answer", answer)?;
             if connection.json {
                 return print_json(&uploaded);
             }
@@ -371,8 +370,7 @@ async fn follow(
 
 /// An event's data as the API's type for it.
 fn event_as<T: serde::de::DeserializeOwned>(name: &str, data: Value) -> anyhow::Result<T> {
-    serde_json::from_value(data)
-        .with_context(|| format!("the server sent a `{name}` event of an unexpected shape"))
+    decode(&format!("a `{name}` event"), data)
 }
 
 /// Print the result; an execution that did not complete is an error.
@@ -486,7 +484,7 @@ pub async fn get(connection: &Connection, id: &str) -> anyhow::Result<()> {
         println!(
             "failure   {} ({})",
             failure.message,
-            name_of(&failure.class)
+            wire_name(&failure.class)
         );
     }
     Ok(())
@@ -554,14 +552,6 @@ pub(super) fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(super) fn text(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
-}
-
 /// A payload (`{value, base64}`) for a human: its text or JSON.
 fn payload_text(payload: &Payload) -> String {
     match &payload.value {
@@ -594,13 +584,4 @@ pub async fn revoke_lease(connection: &Connection, id: &str) -> anyhow::Result<(
         answer.attempt_index
     );
     Ok(())
-}
-
-/// The name a value has on the wire (an enum's snake_case spelling).
-fn name_of(value: &impl serde::Serialize) -> String {
-    match serde_json::to_value(value) {
-        Ok(Value::String(name)) => name,
-        Ok(other) => other.to_string(),
-        Err(_) => String::new(),
-    }
 }

@@ -78,7 +78,7 @@ impl Executions for PgBackend {
         .fetch_all(&self.pool)
         .await
         .map_err(EngineError::storage("count lanes"))?;
-        Ok(rows.into_iter().map(lane_counts).collect())
+        Ok(rows.into_iter().map(crate::backend::lane_counts).collect())
     }
 
     /// Keyset pagination over the time-ordered id; `executions_state_idx` serves the
@@ -436,13 +436,4 @@ fn live_states() -> Vec<&'static str> {
         .filter(|s| !s.is_terminal())
         .map(PublicState::as_str)
         .collect()
-}
-
-fn lane_counts((lane, queued, running, suspended): (String, i64, i64, i64)) -> LaneCounts {
-    LaneCounts {
-        lane,
-        queued: queued as u64,
-        running: running as u64,
-        suspended: suspended as u64,
-    }
 }

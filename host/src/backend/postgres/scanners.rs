@@ -150,30 +150,22 @@ impl Scanners for PgBackend {
         Ok(n as u64)
     }
 
-    /// Scanner: suspensions past their timeout, up to `limit` per tenant, each in
-    /// its own transaction (the behaviours differ and each locks one row),
-    /// off `executions_suspension_timeout_idx`.
+    /// Off `executions_suspension_timeout_idx`.
     async fn time_out_suspensions(&self, limit: u32) -> Result<u64> {
         super::suspension_timeouts::time_out_suspensions(&self.pool, limit).await
     }
 
-    /// Sibling-cancel scanner: finish `cancel_remaining` for groups whose
-    /// upstreams were locked when the join was satisfied, and flow cancels a
-    /// process did not finish (see [`cancel_flow`]). Nothing here waits on a
-    /// lock, so it cannot deadlock with the transactions it is cleaning up after.
     /// Off `flow_groups_cancel_pending_idx` and `flows_cancel_unfinished_idx`.
     async fn cancel_pending_siblings(&self, limit: u32) -> Result<u64> {
         super::flow_cancel::cancel_pending_siblings(&self.pool, limit).await
     }
 
-    /// Resume parents whose children have all ended but which no child's
-    /// transaction could resume (their row was locked at the time), off
-    /// `executions_waiting_children_idx`.
+    /// Off `executions_waiting_children_idx`.
     async fn wake_waiting_parents(&self, limit: u32) -> Result<u64> {
         super::children::wake_waiting_parents(&self.pool, limit).await
     }
 
-    /// Reset budgets whose interval has passed, off `budgets_reset_idx`.
+    /// Off `budgets_reset_idx`.
     async fn reset_due_budgets(&self, limit: u32) -> Result<u64> {
         super::budgets::reset_due_budgets(&self.pool, limit).await
     }

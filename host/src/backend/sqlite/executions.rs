@@ -131,15 +131,7 @@ impl Executions for SqliteBackend {
         .fetch_all(&mut *self.read("count lanes").await?)
         .await
         .map_err(EngineError::storage("count lanes"))?;
-        Ok(rows
-            .into_iter()
-            .map(|(lane, queued, running, suspended)| LaneCounts {
-                lane,
-                queued: queued as u64,
-                running: running as u64,
-                suspended: suspended as u64,
-            })
-            .collect())
+        Ok(rows.into_iter().map(crate::backend::lane_counts).collect())
     }
 
     /// End a non-terminal execution as `cancelled`, revoking any live lease.
