@@ -5,7 +5,7 @@
 
 use crate::engine::Engine;
 use crate::error::{EngineError, Result};
-use crate::model::{ComponentVersion, TenantId};
+use crate::model::{ComponentImport, ComponentVersion, EffectiveGrant, TenantId};
 use crate::runtime::{ComponentError, Runtime};
 
 /// Validate `wasm` as a `flowfabric:task` component (compiling and caching it)
@@ -29,4 +29,25 @@ pub async fn register(
         invalid => EngineError::InvalidComponent(invalid.to_string()),
     })?;
     engine.put_component(tenant, kind, &digest, wasm).await
+}
+
+/// What the component stored under `digest` imports, each with whether the
+/// current grant of `kind` covers it: what `component upload` shows, so an
+/// import that will be refused at run time is visible before the first run.
+pub async fn imports(
+    engine: &Engine,
+    runtime: &Runtime,
+    tenant: TenantId,
+    kind: &str,
+    digest: &str,
+) -> Result<Vec<ComponentImport>> {
+    let Some(names) = runtime.imports(digest) else {
+        return Ok(Vec::new());
+    };
+    let (ceiling, grant) = engine.backend().capabilities(tenant, kind).await?;
+    let grant = EffectiveGrant::resolve(tenant, &ceiling, &grant);
+    Ok(names
+        .iter()
+        .map(|n| ComponentImport::of(n, &grant))
+        .collect())
 }

@@ -60,6 +60,14 @@ enum Command {
     Tail { id: String },
     /// Read or follow an event stream: completions, lease history, signal delivery.
     Events(cli::events::Events),
+    /// Grant a component kind outbound HTTP origins and config values.
+    #[command(subcommand)]
+    Grant(cli::grants::GrantCommand),
+    /// Set, list and delete the tenant's config values and secrets.
+    #[command(subcommand)]
+    Config(cli::grants::ConfigCommand),
+    /// Re-seal every config value under the first of the config keys (after a rotation).
+    ResealConfig(cli::grants::Reseal),
     /// Define budgets, read their usage, reset them.
     #[command(subcommand)]
     Budget(cli::budgets::BudgetCommand),
@@ -131,6 +139,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tail { id } => cli::remote::tail(&cli.connection, &id).await?,
         Command::Events(args) => cli::events::run(&cli.connection, args).await?,
         Command::Budget(command) => cli::budgets::run(&cli.connection, command).await?,
+        Command::Grant(command) => cli::grants::grant(&cli.connection, command).await?,
+        Command::Config(command) => cli::grants::config(&cli.connection, command).await?,
+        Command::ResealConfig(args) => cli::grants::reseal(args).await?,
         Command::Bench(BenchCommand::Engine(args)) => cli::bench::run(args).await?,
         Command::Bench(BenchCommand::Wasm(args)) => cli::bench::wasm::run(args).await?,
         Command::Bench(BenchCommand::Signal(args)) => cli::bench::signal::run(args).await?,

@@ -5,6 +5,7 @@
 extern crate flowfabric_tests;
 
 mod components;
+mod grants;
 mod hardening;
 mod languages;
 mod pool;

@@ -12,7 +12,12 @@
 //! ```
 //!
 //! The functions here call the host imports of the `claimed-task` interface; the
-//! raw bindings stay available in [`bindings`].
+//! raw bindings stay available in [`bindings`]. What a component's grant
+//! allows beyond that is in [`http`] (outbound requests), [`config`] (config
+//! values and secrets).
+
+pub mod config;
+pub mod http;
 
 #[doc(hidden)]
 pub mod bindings {

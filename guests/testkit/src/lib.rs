@@ -28,6 +28,11 @@
 //! | `waitpoints:N` | creates up to N waitpoints, stops at the first refusal, returns `created=K error=…` |
 //! | `frame-bytes:N:KIB` | appends up to N frames of KIB KiB, stops at the first refusal, returns `appended=K error=…` |
 //! | `overflow:DIM` | reports 2^63-1 of DIM, then 1 more; returns each outcome or error |
+//! | `http:METHOD:URL` | one request (with body `ping` unless a GET); returns `status=S bytes=N body=…` or `error=CODE` |
+//! | `http-follow:URL` | GET, following up to 5 redirects; returns `status=S body=…` or `error=CODE` |
+//! | `http-n:N:URL` | up to N GETs, stops at the first error; returns `ok=K error=…` |
+//! | `config:NAME` | returns the value of NAME, or `absent` |
+//! | `config-names` | returns the names it may read, comma-separated |
 //! | `spawn-nested:N` | spawns N `spawn:echo:a\|echo:b` children without keys (each spawns two of its own), waits, returns the report |
 //!
 //! A waiting command, once resumed (or satisfied at once), returns
@@ -47,6 +52,74 @@ impl Task for Testkit {
         let (command, arg) = input.split_once(':').unwrap_or((input.as_str(), ""));
         match command {
             "echo" => Ok(arg.as_bytes().to_vec()),
+            "http" => {
+                let (method, url) = arg
+                    .split_once(':')
+                    .ok_or_else(|| TaskError::permanent("http needs METHOD:URL"))?;
+                let body: &[u8] = if method == "GET" { b"" } else { b"ping" };
+                Ok(
+                    match flowfabric_guest::http::request(method, url, &[], body) {
+                        Ok(r) => format!(
+                            "status={} bytes={} body={}",
+                            r.status,
+                            r.body.len(),
+                            r.text().chars().take(200).collect::<String>()
+                        ),
+                        Err(e) => format!("error={e}"),
+                    }
+                    .into_bytes(),
+                )
+            }
+            "http-follow" => {
+                let mut url = arg.to_owned();
+                let mut reply = String::from("error=too many redirects");
+                for _ in 0..5 {
+                    match flowfabric_guest::http::get(&url) {
+                        Ok(r) if (300..400).contains(&r.status) => match r.header("location") {
+                            Some(next) => url = next,
+                            None => break,
+                        },
+                        Ok(r) => {
+                            reply = format!("status={} body={}", r.status, r.text());
+                            break;
+                        }
+                        Err(e) => {
+                            reply = format!("error={e}");
+                            break;
+                        }
+                    }
+                }
+                Ok(reply.into_bytes())
+            }
+            "http-n" => {
+                let (n, url) = arg
+                    .split_once(':')
+                    .ok_or_else(|| TaskError::permanent("http-n needs N:URL"))?;
+                let n: u32 = n
+                    .parse()
+                    .map_err(|_| TaskError::permanent("http-n needs a count"))?;
+                let mut ok = 0;
+                let mut error = String::from("none");
+                for _ in 0..n {
+                    match flowfabric_guest::http::get(url) {
+                        Ok(_) => ok += 1,
+                        Err(e) => {
+                            error = e.to_string();
+                            break;
+                        }
+                    }
+                }
+                Ok(format!("ok={ok} error={error}").into_bytes())
+            }
+            "config" => Ok(flowfabric_guest::config::get(arg)
+                .unwrap_or_else(|| "absent".into())
+                .into_bytes()),
+            "config-names" => Ok(flowfabric_guest::config::all()
+                .into_iter()
+                .map(|(name, _)| name)
+                .collect::<Vec<_>>()
+                .join(",")
+                .into_bytes()),
             "fail-until" => {
                 let n: u32 = arg
                     .parse()

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use super::auth::Caller;
 use super::error::{ApiResult, ErrorBody, Json, Path, RawBody};
 use super::AppState;
-use crate::model::ComponentVersion;
+use crate::model::{ComponentImport, ComponentVersion};
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Uploaded {
@@ -19,6 +19,9 @@ pub struct Uploaded {
     pub version: ComponentVersion,
     /// False when these bytes already were the newest version.
     pub created: bool,
+    /// The interfaces it imports, and which of them the kind's grant covers.
+    #[serde(default)]
+    pub imports: Vec<ComponentImport>,
 }
 
 /// Upload a component (the raw `.wasm` bytes as the body). It is validated
@@ -45,7 +48,22 @@ pub async fn upload(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(Uploaded { version, created })))
+    let imports = crate::components::imports(
+        &state.engine,
+        &state.runtime,
+        caller.tenant,
+        &kind,
+        &version.digest,
+    )
+    .await?;
+    Ok((
+        status,
+        Json(Uploaded {
+            version,
+            created,
+            imports,
+        }),
+    ))
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

@@ -21,10 +21,12 @@ pub use executions::{
     BatchCreated, Cancelled, ExecutionPage, ExecutionResult, LeaseRevoked, Replayed,
 };
 pub use flows::{FlowCancelled, FlowPage};
+pub use grants::{ConfigList, GrantList};
 pub use payload::Payload;
 pub use streams::{FrameView, StateChange};
 mod executions;
 mod flows;
+mod grants;
 mod health;
 mod lanes;
 mod live;
@@ -169,12 +171,27 @@ pub fn router(engine: Engine, runtime: Arc<Runtime>, config: &ApiConfig) -> Rout
         .route("/events/leases/stream", get(events::follow_leases))
         .route("/events/signals", get(events::signals))
         .route("/events/signals/stream", get(events::follow_signals))
+        .route("/capabilities", get(grants::own_ceiling))
+        .route("/grants", get(grants::list))
+        .route(
+            "/grants/{kind}",
+            put(grants::put).get(grants::get).delete(grants::delete),
+        )
+        .route("/config", get(grants::list_config))
+        .route(
+            "/config/{name}",
+            put(grants::set_config).delete(grants::delete_config),
+        )
         .route("/tenant", get(admin::whoami))
         .route(
             "/admin/tenants",
             post(admin::create_tenant).get(admin::list_tenants),
         )
         .route("/admin/tenants/{tenant}/limits", put(admin::set_limits))
+        .route(
+            "/admin/tenants/{tenant}/capabilities",
+            put(grants::set_ceiling).get(grants::get_ceiling),
+        )
         .route(
             "/admin/tenants/{tenant}/keys",
             post(admin::create_key).get(admin::list_keys),

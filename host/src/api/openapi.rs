@@ -6,7 +6,9 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, budgets, components, events, executions, flows, lanes, signals, streams};
+use super::{
+    admin, budgets, components, events, executions, flows, grants, lanes, signals, streams,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -29,10 +31,14 @@ use super::{admin, budgets, components, events, executions, flows, lanes, signal
         components::deprecate,
         admin::whoami, admin::create_tenant, admin::list_tenants, admin::set_limits,
         admin::create_key, admin::list_keys, admin::revoke_key,
+        grants::set_ceiling, grants::get_ceiling, grants::own_ceiling, grants::list, grants::put,
+        grants::get, grants::delete, grants::list_config, grants::set_config,
+        grants::delete_config,
     ),
     modifiers(&Security),
     tags(
         (name = "executions"), (name = "flows"), (name = "budgets"), (name = "streams"), (name = "signals"), (name = "events"), (name = "components"), (name = "tenant"),
+        (name = "grants", description = "What components may reach: outbound HTTP, config values and secrets, scratch space."),
         (name = "admin", description = "Operator routes; need the server's admin token."),
     )
 )]

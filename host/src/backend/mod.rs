@@ -18,16 +18,17 @@ pub mod sqlite;
 mod traits;
 
 pub use traits::{
-    Budgets, Children, Components, Events, Executions, Flows, Leases, Output, Scanners,
-    Suspensions, Tenancy, Wakeups,
+    Budgets, Children, Components, ConfigValues, Events, Executions, Flows, Grants, Leases, Output,
+    Scanners, Suspensions, Tenancy, Wakeups,
 };
 
 /// The storage traits by method only (`use crate::backend::prelude::*`), for
 /// callers that hold a [`Backend`] and call its operations.
 pub mod prelude {
     pub use super::traits::{
-        Budgets as _, Children as _, Components as _, Events as _, Executions as _, Flows as _,
-        Leases as _, Output as _, Scanners as _, Suspensions as _, Tenancy as _, Wakeups as _,
+        Budgets as _, Children as _, Components as _, ConfigValues as _, Events as _,
+        Executions as _, Flows as _, Grants as _, Leases as _, Output as _, Scanners as _,
+        Suspensions as _, Tenancy as _, Wakeups as _,
     };
 }
 
@@ -121,6 +122,8 @@ pub trait Backend:
     + Flows
     + Wakeups
     + Scanners
+    + Grants
+    + ConfigValues
     + 'static
 {
     /// Which store this is (`postgres` or `sqlite`), for logs and metrics.

@@ -14,14 +14,14 @@ use tokio::sync::{broadcast, watch};
 
 use crate::error::Result;
 use crate::model::{
-    ApiKey, ApiKeyId, Budget, BudgetId, ChildKey, ChildrenOutcome, ClaimRequest, ClaimedExecution,
-    CompletionEvent, ComponentVersion, Created, EventBatch, EventCursor, Execution,
-    ExecutionFilter, ExecutionId, ExecutionState, ExecutionUpdate, FailOutcome, Failure,
-    FlowCancelPolicy, FlowId, FlowSnapshot, FlowSummary, Frame, GraphApplied, GraphChange,
-    LaneCounts, LeaseEvent, LeaseHandle, NewBudget, NewExecution, NewFlow, NewSignal, Signal,
-    SignalEvent, SignalOutcome, SpawnLimits, SpawnedChild, StoredApiKey, StreamMode, StreamSummary,
-    SuspendOutcome, Suspension, Tenant, TenantId, TenantLimits, TimeoutBehavior, UsageOutcome,
-    Waitpoint, WaitpointId,
+    ApiKey, ApiKeyId, Budget, BudgetId, CapabilityCeiling, ChildKey, ChildrenOutcome, ClaimRequest,
+    ClaimedExecution, CompletionEvent, ComponentGrant, ComponentVersion, Created, EventBatch,
+    EventCursor, Execution, ExecutionFilter, ExecutionId, ExecutionState, ExecutionUpdate,
+    FailOutcome, Failure, FlowCancelPolicy, FlowId, FlowSnapshot, FlowSummary, Frame, GraphApplied,
+    GraphChange, LaneCounts, LeaseEvent, LeaseHandle, NewBudget, NewExecution, NewFlow, NewSignal,
+    SealedConfig, Signal, SignalEvent, SignalOutcome, SpawnLimits, SpawnedChild, StoredApiKey,
+    StoredGrant, StreamMode, StreamSummary, SuspendOutcome, Suspension, Tenant, TenantId,
+    TenantLimits, TimeoutBehavior, UsageOutcome, Waitpoint, WaitpointId,
 };
 
 /// Tenants, their limits and usage, and their API keys.
@@ -456,4 +456,78 @@ pub trait Scanners: Send + Sync {
 
     /// Delete events older than `retention` from every event stream.
     async fn prune_events(&self, retention: std::time::Duration, limit: u32) -> Result<u64>;
+}
+
+/// Capability ceilings (the operator's, per tenant) and grants (the
+/// tenant's, per component kind). Validation is the engine's; storage keeps
+/// the documents whole.
+#[async_trait]
+pub trait Grants: Send + Sync {
+    /// Replace the tenant's ceiling (`NotFound` for an unknown tenant).
+    async fn set_ceiling(&self, tenant: TenantId, ceiling: &CapabilityCeiling) -> Result<()>;
+
+    /// The tenant's ceiling; the empty one (nothing) when none was set.
+    async fn ceiling(&self, tenant: TenantId) -> Result<CapabilityCeiling>;
+
+    /// Create or replace the grant of `kind`.
+    async fn put_grant(
+        &self,
+        tenant: TenantId,
+        kind: &str,
+        grant: &ComponentGrant,
+    ) -> Result<StoredGrant>;
+
+    async fn grant(&self, tenant: TenantId, kind: &str) -> Result<Option<StoredGrant>>;
+
+    async fn list_grants(&self, tenant: TenantId) -> Result<Vec<StoredGrant>>;
+
+    /// Whether there was a grant to delete.
+    async fn delete_grant(&self, tenant: TenantId, kind: &str) -> Result<bool>;
+
+    /// What one attempt of `kind` runs under, in one read: the ceiling and
+    /// the grant (each empty when unset).
+    async fn capabilities(
+        &self,
+        tenant: TenantId,
+        kind: &str,
+    ) -> Result<(CapabilityCeiling, ComponentGrant)>;
+}
+
+/// Tenant config values and secrets, sealed by the engine.
+#[async_trait]
+pub trait ConfigValues: Send + Sync {
+    /// Create or replace a value. A new name past `max_values` for the
+    /// tenant is refused (`LimitExceeded`), in the same transaction.
+    async fn put_config(
+        &self,
+        tenant: TenantId,
+        value: &SealedConfig,
+        max_values: u32,
+    ) -> Result<()>;
+
+    /// Every value of the tenant, by name.
+    async fn list_config(&self, tenant: TenantId) -> Result<Vec<SealedConfig>>;
+
+    /// The values among `names` that exist.
+    async fn config_values(&self, tenant: TenantId, names: &[String]) -> Result<Vec<SealedConfig>>;
+
+    /// Whether there was a value to delete.
+    async fn delete_config(&self, tenant: TenantId, name: &str) -> Result<bool>;
+
+    /// Up to `limit` values sealed under a key other than `key_id`, for
+    /// re-sealing after a key rotation.
+    async fn config_sealed_by_other_keys(
+        &self,
+        key_id: &str,
+        limit: u32,
+    ) -> Result<Vec<(TenantId, SealedConfig)>>;
+
+    /// Replace a value's sealing, if it is still sealed under `old_key_id`
+    /// (a value set meanwhile is left alone). Whether it was replaced.
+    async fn reseal_config(
+        &self,
+        tenant: TenantId,
+        old_key_id: &str,
+        value: &SealedConfig,
+    ) -> Result<bool>;
 }

@@ -140,6 +140,10 @@ impl ApiClient {
     async fn finish(&self, request: RequestBuilder) -> anyhow::Result<Value> {
         let response = self.checked(request).await?;
         let text = response.text().await.context("reading the response")?;
+        if text.is_empty() {
+            // 204 No Content.
+            return Ok(Value::Null);
+        }
         serde_json::from_str(&text).context("the API answered with something other than JSON")
     }
 

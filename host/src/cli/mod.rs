@@ -6,6 +6,7 @@ pub mod client;
 pub mod dev;
 pub mod events;
 pub mod flows;
+pub mod grants;
 pub mod new;
 pub mod remote;
 pub mod serve;
@@ -106,6 +107,8 @@ pub struct WorkerArgs {
     /// this process only.
     #[arg(long, env = "FLOWFABRIC_SIGNAL_KEYS", hide_env_values = true)]
     pub signal_keys: Option<String>,
+    #[command(flatten)]
+    pub config_keys: grants::ConfigKeys,
     /// Largest result one execution may return, in bytes; a larger one fails
     /// the attempt at once (`limit_exceeded`). Tenants may set lower ones.
     #[arg(long, env = "FLOWFABRIC_MAX_RESULT_BYTES", default_value_t = 4 << 20)]
@@ -150,8 +153,10 @@ impl WorkerArgs {
         }
     }
 
-    /// The engine with this process's waitpoint token keys.
-    pub fn with_signal_keys(&self, engine: Engine) -> anyhow::Result<Engine> {
+    /// The engine with this process's keys: waitpoint tokens and config
+    /// sealing.
+    pub fn with_keys(&self, engine: Engine) -> anyhow::Result<Engine> {
+        let engine = engine.with_sealing_keys(self.config_keys.load()?);
         match &self.signal_keys {
             Some(spec) => Ok(engine.with_signal_keys(
                 flowfabric::engine::SignalKeys::parse(spec).context("--signal-keys")?,

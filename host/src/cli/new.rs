@@ -11,6 +11,9 @@ use anyhow::{bail, Context};
 
 const WIT: &str = include_str!("../../../wit/task.wit");
 const RUST_SDK: &str = include_str!("../../../guests/sdk/src/lib.rs");
+const RUST_SDK_HTTP: &str = include_str!("../../../guests/sdk/src/http.rs");
+const RUST_SDK_CONFIG: &str = include_str!("../../../guests/sdk/src/config.rs");
+const CONFIG_WIT: &str = include_str!("../../../guests/sdk/wit/config/store.wit");
 const JS_SDK: &str = include_str!("../../../guests/js/flowfabric.js");
 const JS_BUILD: &str = include_str!("../../../guests/js/build.mjs");
 const PYTHON_SDK: &str = include_str!("../../../guests/python/flowfabric.py");
@@ -83,6 +86,9 @@ fn files(name: &str, lang: Lang) -> Vec<(String, String)> {
                 "sdk/src/lib.rs",
                 relocate_wit(RUST_SDK, "\"../../wit\"", "\"../wit\""),
             ),
+            ("sdk/src/http.rs", RUST_SDK_HTTP.to_owned()),
+            ("sdk/src/config.rs", RUST_SDK_CONFIG.to_owned()),
+            ("sdk/wit/config/store.wit", CONFIG_WIT.to_owned()),
             ("src/lib.rs", RUST_TASK.to_owned()),
             (
                 "build.sh",
@@ -167,6 +173,7 @@ edition = "2021"
 
 [dependencies]
 wit-bindgen = "0.63"
+wasip2 = "2"
 "#;
 
 const RUST_TASK: &str = r#"//! A FlowFabric task: greets its input, reporting progress and one frame.
@@ -181,6 +188,17 @@ impl Task for Greet {
             .map_err(|_| TaskError::permanent("the input is not UTF-8"))?;
         flowfabric_guest::progress(50, "greeting")?;
         flowfabric_guest::frame("greeting", name.as_bytes())?;
+
+        // Beyond its input a task reaches only what its kind is granted
+        // (see `flowfabric grant set --help`):
+        //
+        // Outbound HTTP, after `flowfabric grant set KIND --http https://api.example.com`:
+        //     let reply = flowfabric_guest::http::get("https://api.example.com/v1/status")?;
+        //     let status = reply.status;
+        //
+        // A config value or secret, after `flowfabric config set API_TOKEN --secret`
+        // and `flowfabric grant set KIND --config API_TOKEN`:
+        //     let token = flowfabric_guest::config::get("API_TOKEN");
         Ok(format!("hello, {name}").into_bytes())
     }
 }

@@ -37,6 +37,14 @@ pub enum TenantCommand {
         #[command(flatten)]
         limits: LimitFlags,
     },
+    /// Show a tenant's capability ceiling, or replace it with `--set`:
+    /// what the tenant may grant its components (default: nothing).
+    Capabilities {
+        /// The tenant's id.
+        tenant: uuid::Uuid,
+        #[command(flatten)]
+        ceiling: super::grants::CeilingFlags,
+    },
     /// List tenants.
     List,
 }
@@ -222,6 +230,9 @@ pub async fn tenant(connection: &Connection, command: TenantCommand) -> anyhow::
                 }
             }
         }
+        TenantCommand::Capabilities { tenant, ceiling } => {
+            return super::grants::ceiling(connection, tenant, ceiling).await;
+        }
         TenantCommand::List => {
             let list: TenantList = client
                 .typed(Method::GET, "/v1/admin/tenants", NO_BODY)
@@ -260,6 +271,7 @@ pub async fn component(connection: &Connection, command: ComponentCommand) -> an
                 "{verb} {kind} v{} ({} bytes, sha256 {})",
                 v.version, v.size_bytes, v.digest
             );
+            super::grants::print_imports(&uploaded.imports);
         }
         ComponentCommand::List => {
             let list: ComponentList = client.typed(Method::GET, "/v1/components", NO_BODY).await?;

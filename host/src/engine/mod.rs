@@ -11,9 +11,11 @@ mod children;
 mod components;
 mod events;
 mod flows;
+mod grants;
 mod scanners;
 mod signals;
 mod tenancy;
+mod vault;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +28,7 @@ pub use events::{Subscription, MAX_EVENT_PAGE};
 pub use scanners::{ScannerConfig, Scanners};
 pub use signals::{SignalKeys, WaitpointWithToken, MAX_WAITPOINT_PAGE};
 pub use tenancy::{secret_matches, IssuedKey};
+pub use vault::SealingKeys;
 
 use crate::backend::Backend;
 use crate::error::{EngineError, Result};
@@ -96,6 +99,7 @@ pub struct Engine {
     backend: Arc<dyn Backend>,
     limits: Limits,
     signal_keys: Arc<SignalKeys>,
+    sealing_keys: Arc<SealingKeys>,
     limits_cache: Arc<caps::LimitsCache>,
     usage_cache: Arc<caps::UsageCache>,
 }
@@ -106,9 +110,17 @@ impl Engine {
             backend,
             limits,
             signal_keys: Arc::new(SignalKeys::ephemeral()),
+            sealing_keys: Arc::new(SealingKeys::ephemeral()),
             limits_cache: Arc::default(),
             usage_cache: Arc::default(),
         }
+    }
+
+    /// The engine with the operator's keys for config values and secrets
+    /// (see [`SealingKeys`]); without them, a key valid in this process only.
+    pub fn with_sealing_keys(mut self, keys: SealingKeys) -> Self {
+        self.sealing_keys = Arc::new(keys);
+        self
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {

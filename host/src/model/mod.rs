@@ -4,8 +4,10 @@
 
 mod budget;
 mod children;
+mod config_values;
 mod events;
 mod flow;
+mod grants;
 mod ids;
 mod policy;
 mod rules;
@@ -27,11 +29,18 @@ pub use budget::{
 pub use children::{
     default_child_key, ChildKey, ChildOutcome, ChildrenOutcome, SpawnLimits, SpawnedChild, ROOT_KEY,
 };
+pub use config_values::{
+    ConfigEntry, SealedConfig, MAX_CONFIG_VALUES_PER_TENANT, MAX_CONFIG_VALUE_BYTES,
+};
 pub use events::{CompletionEvent, EventBatch, EventCursor, LeaseEvent, SignalEvent, StreamEvent};
 pub use flow::{
     find_cycle, EdgeState, FlowCancelPolicy, FlowEdge, FlowEdgeView, FlowId, FlowMember,
     FlowMemberView, FlowSnapshot, FlowState, FlowSummary, GraphApplied, GraphChange, JoinPolicy,
     JoinState, NewFlow, OnSatisfied,
+};
+pub use grants::{
+    check_config_name, is_public, AttemptCapabilities, CapabilityCeiling, ComponentGrant,
+    ComponentImport, EffectiveGrant, GrantError, OriginPattern, StoredGrant,
 };
 pub use policy::{
     Backoff, ExecutionPolicy, FailureClass, RetryDecision, RetryPolicy, TimeoutPolicy,

@@ -15,6 +15,7 @@ mod bindings;
 mod cache;
 mod fair;
 mod imports;
+mod outbound;
 mod sandbox;
 
 use std::collections::HashMap;
@@ -35,9 +36,10 @@ pub use bindings::{
 };
 pub use fair::Owner;
 pub use imports::{SuspendReply, TaskImports};
+pub use outbound::{HttpExchange, HttpLog};
 pub use sandbox::{CancelFlag, SandboxLimits};
 
-use crate::model::{Failure, FailureClass};
+use crate::model::{AttemptCapabilities, Failure, FailureClass};
 use bindings::{Task, TaskPre};
 use cache::ArtifactCache;
 use sandbox::{StopReason, StoreState};
@@ -117,7 +119,20 @@ pub struct RunOutcome {
     pub result: RunResult,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
+    /// The HTTP requests the guest made.
+    pub http: HttpLog,
     pub elapsed: Duration,
+}
+
+/// Who a run is for and what it may use.
+#[derive(Clone)]
+pub struct Guest {
+    /// The execution's host calls.
+    pub imports: Arc<dyn TaskImports>,
+    /// Whose share of the guest threads the run takes (its tenant).
+    pub owner: Owner,
+    /// What it may reach beyond its input.
+    pub capabilities: Arc<AttemptCapabilities>,
 }
 
 pub struct Runtime {
@@ -140,6 +155,8 @@ pub struct Runtime {
     guests: Option<tokio::runtime::Runtime>,
     /// Turns on the guest threads, shared fairly between tenants.
     turns: Arc<fair::FairGate>,
+    /// Each tenant's cap on open outbound connections.
+    connections: Arc<outbound::ConnectionCaps>,
 }
 
 /// How often the epoch advances: the granularity of timeouts, cancellation
@@ -155,6 +172,13 @@ impl Runtime {
         let engine = Engine::new(&engine_config(&config)).map_err(internal)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(internal)?;
+        // Linked for every component; whether a call is allowed is decided
+        // per call by the attempt's grant (see `outbound`, `sandbox`).
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(internal)?;
+        wasmtime_wasi_config::add_to_linker(&mut linker, |s: &mut StoreState| {
+            wasmtime_wasi_config::WasiConfig::from(&s.config)
+        })
+        .map_err(internal)?;
         Task::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)
             .map_err(internal)?;
         let cache =
@@ -181,6 +205,7 @@ impl Runtime {
             ticker_stop,
             guests: Some(guests),
             turns: fair::FairGate::new(threads),
+            connections: Arc::default(),
         })
     }
 
@@ -207,6 +232,20 @@ impl Runtime {
         let digest = Self::digest(wasm);
         self.compile_once(&digest, wasm.to_vec()).await?;
         Ok(digest)
+    }
+
+    /// The interfaces a registered component imports (`wasi:http/…@0.2.4`,
+    /// …), or `None` when `digest` is not ready in this runtime.
+    pub fn imports(&self, digest: &str) -> Option<Vec<String>> {
+        let prepared = self.cache.ready(digest)?;
+        let component = prepared.0.instance_pre().component();
+        Some(
+            component
+                .component_type()
+                .imports(&self.engine)
+                .map(|(name, _)| name.to_owned())
+                .collect(),
+        )
     }
 
     /// The prepared component for `digest`, calling `load` for its bytes only when
@@ -294,26 +333,32 @@ impl Runtime {
     pub async fn run(
         &self,
         component: &Prepared,
-        imports: Arc<dyn TaskImports>,
+        guest: Guest,
         input: &[u8],
         limits: &SandboxLimits,
         cancel: CancelFlag,
-        owner: Owner,
     ) -> RunOutcome {
         let started = Instant::now();
         let guests = self
             .guests
             .as_ref()
             .expect("guest threads live as long as the runtime");
+        let cpu = sandbox::CpuShare::new(self.turns.clone(), guest.owner);
+        let state = StoreState::new(
+            guest.imports,
+            &guest.capabilities,
+            &self.connections,
+            limits,
+            cpu,
+        );
         let run = guests.spawn(run_in_store(
             self.engine.clone(),
             component.clone(),
-            imports,
+            state,
             input.to_vec(),
             limits.clone(),
             cancel,
             self.config.fuel,
-            sandbox::CpuShare::new(self.turns.clone(), owner),
         ));
         let mut run = AbortOnDrop(run);
         match (&mut run.0).await {
@@ -324,6 +369,7 @@ impl Runtime {
                 ))),
                 stdout: Vec::new(),
                 stderr: Vec::new(),
+                http: HttpLog::default(),
                 elapsed: started.elapsed(),
             },
         }
@@ -341,20 +387,18 @@ impl<T> Drop for AbortOnDrop<T> {
 }
 
 /// One attempt in a fresh store, on the guest threads, once it has a turn.
-#[allow(clippy::too_many_arguments)]
 async fn run_in_store(
     engine: Engine,
     component: Prepared,
-    imports: Arc<dyn TaskImports>,
+    state: StoreState,
     input: Vec<u8>,
     limits: SandboxLimits,
     cancel: CancelFlag,
     fuel: bool,
-    cpu: sandbox::CpuShare,
 ) -> RunOutcome {
-    cpu.take_turn().await;
+    state.cpu.take_turn().await;
     let started = Instant::now();
-    let mut store = Store::new(&engine, StoreState::new(imports, &limits, cpu));
+    let mut store = Store::new(&engine, state);
     store.limiter(|s| &mut s.memory);
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(sandbox::epoch_callback(started + limits.timeout, cancel));
@@ -521,6 +565,7 @@ fn outcome(store: &Store<StoreState>, result: RunResult, started: Instant) -> Ru
         result,
         stdout: state.stdout.contents().to_vec(),
         stderr: state.stderr.contents().to_vec(),
+        http: state.outbound.take_log(),
         elapsed: started.elapsed(),
     }
 }

@@ -17,8 +17,13 @@ use wasmtime::{ResourceLimiter, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use wasmtime_wasi_config::WasiConfigVariables;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
 use super::fair::{FairGate, Owner, Turn};
 use super::imports::TaskImports;
+use super::outbound::{ConnectionCaps, Outbound};
+use crate::model::AttemptCapabilities;
 
 /// Per-run limits.
 #[derive(Debug, Clone)]
@@ -79,6 +84,9 @@ pub struct StoreState {
     pub(super) stdout: MemoryOutputPipe,
     pub(super) stderr: MemoryOutputPipe,
     pub(super) cpu: CpuShare,
+    http: WasiHttpCtx,
+    pub(super) outbound: Outbound,
+    pub(super) config: WasiConfigVariables,
 }
 
 /// A run's place in the fair turns on the guest threads (see `fair`): the
@@ -116,11 +124,24 @@ impl CpuShare {
     fn others_wait(&self) -> bool {
         self.gate.contended()
     }
+
+    fn holds_turn(&self) -> bool {
+        self.held.lock().expect("turn lock").is_some()
+    }
+
+    /// Hands the turn on from elsewhere (a host task the guest waits on);
+    /// the guest takes a turn again at its next epoch tick.
+    fn releaser(&self) -> Box<dyn Fn() + Send + Sync> {
+        let held = self.held.clone();
+        Box::new(move || drop(held.lock().expect("turn lock").take()))
+    }
 }
 
 impl StoreState {
     pub(super) fn new(
         imports: Arc<dyn TaskImports>,
+        capabilities: &AttemptCapabilities,
+        connections: &ConnectionCaps,
         limits: &SandboxLimits,
         cpu: CpuShare,
     ) -> Self {
@@ -133,6 +154,12 @@ impl StoreState {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
+        let outbound = Outbound::new(
+            Arc::new(capabilities.grant.clone()),
+            imports.clone(),
+            connections,
+            cpu.releaser(),
+        );
         Self {
             wasi,
             table: ResourceTable::new(),
@@ -142,6 +169,9 @@ impl StoreState {
             stdout,
             stderr,
             cpu,
+            http: WasiHttpCtx::new(),
+            outbound,
+            config: capabilities.config.iter().cloned().collect(),
         }
     }
 }
@@ -151,6 +181,16 @@ impl WasiView for StoreState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for StoreState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
         }
     }
 }
@@ -176,6 +216,10 @@ pub(super) fn epoch_callback(
             Some(r) => {
                 store.data_mut().stopped = Some(r);
                 UpdateDeadline::Interrupt
+            }
+            // The turn was handed on while the guest waited on the network.
+            None if !store.data().cpu.holds_turn() => {
+                UpdateDeadline::YieldCustom(1, Box::pin(store.data().cpu.take_turn()))
             }
             None if store.data().cpu.others_wait() => {
                 let cpu = &store.data().cpu;

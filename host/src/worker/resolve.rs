@@ -1,24 +1,55 @@
-//! Which component version runs a kind: the newest non-deprecated one, looked up
-//! at most once a second per (tenant, kind), not once per execution — that
-//! lookup would otherwise be a Postgres round trip on every run. A new upload
-//! therefore reaches this pool within a second.
+//! What a kind runs as, looked up at most once a second per (tenant, kind),
+//! not once per execution — each lookup would otherwise be a database round
+//! trip on every run: the newest non-deprecated component version, and the
+//! capabilities its grant gives (with the config values it may read). A new
+//! upload, grant or config value therefore reaches this pool within a
+//! second.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::engine::Engine;
 use crate::error::Result;
-use crate::model::{ComponentVersion, TenantId};
+use crate::model::{AttemptCapabilities, ComponentVersion, TenantId};
 
 const FRESH_FOR: Duration = Duration::from_secs(1);
 
-/// The answer for one (tenant, kind) and when it was looked up.
-type Known = HashMap<(TenantId, String), (Option<ComponentVersion>, Instant)>;
+/// Answers per (tenant, kind) and when each was looked up.
+struct Fresh<V>(Mutex<HashMap<(TenantId, String), (V, Instant)>>);
+
+impl<V> Default for Fresh<V> {
+    fn default() -> Self {
+        Self(Mutex::default())
+    }
+}
+
+impl<V: Clone> Fresh<V> {
+    async fn get<F, Fut>(&self, tenant: TenantId, kind: &str, look_up: F) -> Result<V>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V>>,
+    {
+        let key = (tenant, kind.to_owned());
+        if let Some((value, at)) = self.0.lock().expect("resolver lock").get(&key) {
+            if at.elapsed() < FRESH_FOR {
+                return Ok(value.clone());
+            }
+        }
+        let value = look_up().await?;
+        self.0
+            .lock()
+            .expect("resolver lock")
+            .insert(key, (value.clone(), Instant::now()));
+        Ok(value)
+    }
+}
 
 #[derive(Default)]
 pub(super) struct Resolver {
-    known: Mutex<Known>,
+    versions: Fresh<Option<ComponentVersion>>,
+    capabilities: Fresh<Arc<AttemptCapabilities>>,
 }
 
 impl Resolver {
@@ -28,17 +59,23 @@ impl Resolver {
         tenant: TenantId,
         kind: &str,
     ) -> Result<Option<ComponentVersion>> {
-        let key = (tenant, kind.to_owned());
-        if let Some((version, at)) = self.known.lock().expect("resolver lock").get(&key) {
-            if at.elapsed() < FRESH_FOR {
-                return Ok(version.clone());
-            }
-        }
-        let version = engine.backend().latest_component(tenant, kind).await?;
-        self.known
-            .lock()
-            .expect("resolver lock")
-            .insert(key, (version.clone(), Instant::now()));
-        Ok(version)
+        self.versions
+            .get(tenant, kind, || {
+                engine.backend().latest_component(tenant, kind)
+            })
+            .await
+    }
+
+    pub(super) async fn capabilities(
+        &self,
+        engine: &Engine,
+        tenant: TenantId,
+        kind: &str,
+    ) -> Result<Arc<AttemptCapabilities>> {
+        self.capabilities
+            .get(tenant, kind, async || {
+                Ok(Arc::new(engine.attempt_capabilities(tenant, kind).await?))
+            })
+            .await
     }
 }

@@ -14,8 +14,10 @@ use super::share::Slot;
 use super::WorkerConfig;
 use crate::engine::Engine;
 use crate::error::EngineError;
-use crate::model::{ClaimedExecution, Failure, FailureClass, TenantId};
-use crate::runtime::{AbortOnDrop, Prepared, RunResult, Runtime, SandboxLimits, TaskImports};
+use crate::model::{AttemptCapabilities, ClaimedExecution, Failure, FailureClass, TenantId};
+use crate::runtime::{
+    AbortOnDrop, Guest, HttpLog, Prepared, RunResult, Runtime, SandboxLimits, TaskImports,
+};
 
 pub(super) struct Job {
     pub engine: Engine,
@@ -66,23 +68,26 @@ impl Job {
         )));
 
         let prepared = match task.load_resume_signals().await {
-            Ok(()) => component(&engine, &runtime, &resolver, &task).await,
+            Ok(()) => prepare(&engine, &runtime, &resolver, &task).await,
             Err(e) => Err(Failure::new(
                 FailureClass::Transient,
                 format!("loading the signals that resumed this attempt: {e}"),
             )),
         };
         let outcome = match prepared {
-            Ok(component) => {
-                let imports: Arc<dyn TaskImports> = task.clone();
+            Ok((component, capabilities)) => {
+                let guest = Guest {
+                    imports: task.clone(),
+                    owner: task.lease().tenant_id.as_uuid(),
+                    capabilities,
+                };
                 let outcome = runtime
                     .run(
                         &component,
-                        imports,
+                        guest,
                         &task.claimed.input,
                         &limits,
                         task.cancel.clone(),
-                        task.lease().tenant_id.as_uuid(),
                     )
                     .await;
                 tracing::debug!(
@@ -93,6 +98,7 @@ impl Job {
                     .record(outcome.elapsed.as_secs_f64());
                 save_output(&task, "stdout", &outcome.stdout).await;
                 save_output(&task, "stderr", &outcome.stderr).await;
+                record_http(&task, &outcome.http).await;
                 outcome.result
             }
             Err(failure) => RunResult::Failed(failure),
@@ -120,6 +126,26 @@ fn sandbox_limits(base: &SandboxLimits, claimed: &ClaimedExecution) -> SandboxLi
         limits.memory_bytes = limits.memory_bytes.min(memory);
     }
     limits
+}
+
+/// The component to run and what it may use.
+async fn prepare(
+    engine: &Engine,
+    runtime: &Runtime,
+    resolver: &Resolver,
+    task: &ClaimedTask,
+) -> Result<(Prepared, Arc<AttemptCapabilities>), Failure> {
+    let component = component(engine, runtime, resolver, task).await?;
+    let capabilities = resolver
+        .capabilities(engine, task.lease().tenant_id, &task.claimed.kind)
+        .await
+        .map_err(|e| {
+            Failure::new(
+                FailureClass::Internal,
+                format!("reading the component's grant: {e}"),
+            )
+        })?;
+    Ok((component, capabilities))
 }
 
 async fn component(
@@ -154,6 +180,44 @@ async fn save_output(task: &ClaimedTask, stream: &str, bytes: &[u8]) {
     }
     if let Err(e) = task.frame(stream, bytes).await {
         tracing::debug!(stream, error = ?e, "captured output not saved");
+    }
+}
+
+/// The guest's HTTP requests, into the attempt's log (one `http` frame
+/// each: method, origin, status, bytes, duration; never paths, headers or
+/// bodies) and its bytes into the budgets as `http_bytes_out` and
+/// `http_bytes_in` (requests were counted as they were made).
+async fn record_http(task: &ClaimedTask, log: &HttpLog) {
+    if log.exchanges.is_empty() || task.is_lease_lost() {
+        return;
+    }
+    for e in &log.exchanges {
+        let payload = serde_json::json!({
+            "method": e.method,
+            "origin": e.origin,
+            "status": e.status,
+            "bytes_out": e.bytes_out,
+            "bytes_in": e.bytes_in,
+            "duration_ms": e.duration.as_millis() as u64,
+            "error": e.error,
+        });
+        if let Err(err) = task.frame("http", payload.to_string().as_bytes()).await {
+            tracing::debug!(error = ?err, "http log not saved");
+            break;
+        }
+    }
+    if log.unlisted > 0 {
+        let note = serde_json::json!({ "unlisted_requests": log.unlisted });
+        let _ = task.frame("http", note.to_string().as_bytes()).await;
+    }
+    let (out, into) = log.bytes();
+    for (dimension, bytes) in [("http_bytes_out", out), ("http_bytes_in", into)] {
+        if bytes > 0 {
+            let reported = task.report_usage(dimension.to_owned(), bytes, None).await;
+            if let Err(err) = reported {
+                tracing::debug!(error = ?err, dimension, "http usage not reported");
+            }
+        }
     }
 }
 

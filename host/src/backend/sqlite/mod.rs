@@ -24,10 +24,12 @@
 mod budgets;
 mod children;
 mod components;
+mod config_values;
 mod events;
 mod executions;
 mod flow_cancel;
 mod flows;
+mod grants;
 mod leases;
 mod output;
 mod record;

@@ -205,7 +205,7 @@ impl From<TenantRow> for Tenant {
 
 const TENANT_COLUMNS: &str = "tenant_id, name, created_at, limits";
 
-fn unknown_tenant(id: TenantId) -> EngineError {
+pub(super) fn unknown_tenant(id: TenantId) -> EngineError {
     EngineError::NotFound {
         what: "tenant",
         id: id.to_string(),

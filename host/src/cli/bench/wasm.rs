@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use flowfabric::engine::Engine;
 use flowfabric::model::{EventCursor, NewExecution, TenantId, DEFAULT_LANE};
 use flowfabric::runtime::{
-    AttemptType, CancelFlag, Child, GuestStreamMode, HostError, LogLevel, Prepared,
+    AttemptType, CancelFlag, Child, Guest, GuestStreamMode, HostError, LogLevel, Prepared,
     ResumeCondition, RunResult, Runtime, RuntimeConfig, SandboxLimits, Signal, SuspendReply,
     TaskImports, TaskInfo, TimeoutBehavior, UsageResult, Waitpoint,
 };
@@ -121,15 +121,18 @@ pub(super) async fn per_task_micros(
 
 /// A fresh instance and one `run("echo:x")`, which must complete.
 pub(super) async fn run_once(runtime: &Runtime, component: &Prepared) -> anyhow::Result<()> {
-    let imports: Arc<dyn TaskImports> = Arc::new(NoImports);
+    let guest = Guest {
+        imports: Arc::new(NoImports),
+        owner: uuid::Uuid::nil(),
+        capabilities: Arc::default(),
+    };
     let outcome = runtime
         .run(
             component,
-            imports,
+            guest,
             b"echo:x",
             &SandboxLimits::default(),
             CancelFlag::default(),
-            uuid::Uuid::nil(),
         )
         .await;
     anyhow::ensure!(

@@ -66,6 +66,14 @@ CREATE TABLE budgets (
     CONSTRAINT budgets_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(tenant_id)
 );
 
+CREATE TABLE capability_ceilings (
+    tenant_id uuid NOT NULL,
+    ceiling jsonb NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT capability_ceilings_pkey PRIMARY KEY (tenant_id),
+    CONSTRAINT capability_ceilings_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(tenant_id) ON DELETE CASCADE
+);
+
 CREATE TABLE completion_events (
     tenant_id uuid NOT NULL,
     event_id bigint NOT NULL,
@@ -87,6 +95,16 @@ CREATE TABLE component_blobs (
     CONSTRAINT component_blobs_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(tenant_id)
 );
 
+CREATE TABLE component_grants (
+    tenant_id uuid NOT NULL,
+    kind text NOT NULL,
+    grant_spec jsonb NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT component_grants_kind_check CHECK (((length(kind) >= 1) AND (length(kind) <= 128))),
+    CONSTRAINT component_grants_pkey PRIMARY KEY (tenant_id, kind),
+    CONSTRAINT component_grants_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(tenant_id) ON DELETE CASCADE
+);
+
 CREATE TABLE components (
     tenant_id uuid NOT NULL,
     kind text NOT NULL,
@@ -98,6 +116,19 @@ CREATE TABLE components (
     CONSTRAINT components_pkey PRIMARY KEY (tenant_id, kind, version),
     CONSTRAINT components_tenant_id_digest_fkey FOREIGN KEY (tenant_id, digest) REFERENCES component_blobs(tenant_id, digest),
     CONSTRAINT components_version_check CHECK ((version > 0))
+);
+
+CREATE TABLE config_values (
+    tenant_id uuid NOT NULL,
+    name text NOT NULL,
+    secret boolean NOT NULL,
+    key_id text NOT NULL,
+    nonce bytea NOT NULL,
+    ciphertext bytea NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT config_values_name_check CHECK (((length(name) >= 1) AND (length(name) <= 128))),
+    CONSTRAINT config_values_pkey PRIMARY KEY (tenant_id, name),
+    CONSTRAINT config_values_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(tenant_id) ON DELETE CASCADE
 );
 
 CREATE TABLE executions (

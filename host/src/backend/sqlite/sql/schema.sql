@@ -60,6 +60,12 @@ CREATE TABLE budgets (
     PRIMARY KEY (tenant_id, budget_id)
 ) STRICT;
 
+CREATE TABLE capability_ceilings (
+    tenant_id   BLOB PRIMARY KEY REFERENCES tenants (tenant_id) ON DELETE CASCADE,
+    ceiling     TEXT NOT NULL,
+    updated_at  INTEGER NOT NULL
+) STRICT;
+
 CREATE TABLE completion_events (
     event_id      INTEGER PRIMARY KEY AUTOINCREMENT,
     tenant_id     BLOB NOT NULL,
@@ -76,6 +82,14 @@ CREATE TABLE component_blobs (
     PRIMARY KEY (tenant_id, digest)
 ) STRICT;
 
+CREATE TABLE component_grants (
+    tenant_id   BLOB NOT NULL REFERENCES tenants (tenant_id) ON DELETE CASCADE,
+    kind        TEXT NOT NULL CHECK (length(kind) BETWEEN 1 AND 128),
+    grant_spec  TEXT NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, kind)
+) STRICT;
+
 CREATE TABLE components (
     tenant_id  BLOB NOT NULL REFERENCES tenants (tenant_id),
     kind       TEXT NOT NULL,
@@ -85,6 +99,17 @@ CREATE TABLE components (
     deprecated INTEGER NOT NULL DEFAULT 0,
     created_at INTEGER NOT NULL,
     PRIMARY KEY (tenant_id, kind, version)
+) STRICT;
+
+CREATE TABLE config_values (
+    tenant_id   BLOB NOT NULL REFERENCES tenants (tenant_id) ON DELETE CASCADE,
+    name        TEXT NOT NULL CHECK (length(name) BETWEEN 1 AND 128),
+    secret      INTEGER NOT NULL CHECK (secret IN (0, 1)),
+    key_id      TEXT NOT NULL,
+    nonce       BLOB NOT NULL,
+    ciphertext  BLOB NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, name)
 ) STRICT;
 
 CREATE TABLE executions (

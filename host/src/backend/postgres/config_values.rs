@@ -1,0 +1,181 @@
+//! Tenant config values and secrets, as sealed by the engine.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::rows::unknown_tenant_or;
+use super::PgBackend;
+use crate::backend::ConfigValues;
+use crate::error::{EngineError, Result};
+use crate::model::{SealedConfig, TenantId};
+
+const COLUMNS: &str = "name, secret, key_id, nonce, ciphertext, updated_at";
+
+type Row = (String, bool, String, Vec<u8>, Vec<u8>, DateTime<Utc>);
+
+fn sealed((name, secret, key_id, nonce, ciphertext, updated_at): Row) -> SealedConfig {
+    SealedConfig {
+        name,
+        secret,
+        key_id,
+        nonce,
+        ciphertext,
+        updated_at,
+    }
+}
+
+#[async_trait]
+impl ConfigValues for PgBackend {
+    async fn put_config(
+        &self,
+        tenant: TenantId,
+        value: &SealedConfig,
+        max_values: u32,
+    ) -> Result<()> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(EngineError::storage("put config value"))?;
+        // The tenant's row serialises concurrent puts, so the count below
+        // cannot be passed by two new names at once.
+        let exists: Option<bool> = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM config_values WHERE tenant_id = $1 AND name = $2) \
+             FROM tenants WHERE tenant_id = $1 FOR UPDATE",
+        )
+        .bind(tenant)
+        .bind(&value.name)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(EngineError::storage("put config value"))?;
+        let exists = exists.ok_or_else(|| EngineError::NotFound {
+            what: "tenant",
+            id: tenant.to_string(),
+        })?;
+        if !exists {
+            // Primary key of config_values, by its tenant prefix.
+            let held: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM config_values WHERE tenant_id = $1")
+                    .bind(tenant)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(EngineError::storage("count config values"))?;
+            if held >= i64::from(max_values) {
+                return Err(EngineError::LimitExceeded {
+                    limit: "config_values",
+                    value: held as u64,
+                    detail: format!("a tenant keeps at most {max_values} config values"),
+                });
+            }
+        }
+        sqlx::query(
+            "INSERT INTO config_values (tenant_id, name, secret, key_id, nonce, ciphertext) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (tenant_id, name) DO UPDATE SET secret = excluded.secret, \
+                 key_id = excluded.key_id, nonce = excluded.nonce, \
+                 ciphertext = excluded.ciphertext, updated_at = now()",
+        )
+        .bind(tenant)
+        .bind(&value.name)
+        .bind(value.secret)
+        .bind(&value.key_id)
+        .bind(&value.nonce)
+        .bind(&value.ciphertext)
+        .execute(&mut *tx)
+        .await
+        .map_err(unknown_tenant_or("put config value", tenant))?;
+        tx.commit()
+            .await
+            .map_err(EngineError::storage("put config value"))
+    }
+
+    async fn list_config(&self, tenant: TenantId) -> Result<Vec<SealedConfig>> {
+        // Primary key of config_values, in its order.
+        let rows: Vec<Row> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM config_values WHERE tenant_id = $1 ORDER BY name"
+        ))
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(EngineError::storage("list config values"))?;
+        Ok(rows.into_iter().map(sealed).collect())
+    }
+
+    async fn config_values(&self, tenant: TenantId, names: &[String]) -> Result<Vec<SealedConfig>> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Primary key of config_values.
+        let rows: Vec<Row> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM config_values WHERE tenant_id = $1 AND name = ANY($2) \
+             ORDER BY name"
+        ))
+        .bind(tenant)
+        .bind(names)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(EngineError::storage("read config values"))?;
+        Ok(rows.into_iter().map(sealed).collect())
+    }
+
+    async fn delete_config(&self, tenant: TenantId, name: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM config_values WHERE tenant_id = $1 AND name = $2")
+            .bind(tenant)
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(EngineError::storage("delete config value"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn config_sealed_by_other_keys(
+        &self,
+        key_id: &str,
+        limit: u32,
+    ) -> Result<Vec<(TenantId, SealedConfig)>> {
+        // A sequential scan: rotation is a rare operator command.
+        let rows: Vec<(
+            TenantId,
+            String,
+            bool,
+            String,
+            Vec<u8>,
+            Vec<u8>,
+            DateTime<Utc>,
+        )> = sqlx::query_as(&format!(
+            "SELECT tenant_id, {COLUMNS} FROM config_values WHERE key_id <> $1 \
+                 ORDER BY tenant_id, name LIMIT $2"
+        ))
+        .bind(key_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(EngineError::storage("find config values to reseal"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(t, n, s, k, nonce, c, u)| (t, sealed((n, s, k, nonce, c, u))))
+            .collect())
+    }
+
+    async fn reseal_config(
+        &self,
+        tenant: TenantId,
+        old_key_id: &str,
+        value: &SealedConfig,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE config_values SET key_id = $4, nonce = $5, ciphertext = $6 \
+             WHERE tenant_id = $1 AND name = $2 AND key_id = $3",
+        )
+        .bind(tenant)
+        .bind(&value.name)
+        .bind(old_key_id)
+        .bind(&value.key_id)
+        .bind(&value.nonce)
+        .bind(&value.ciphertext)
+        .execute(&self.pool)
+        .await
+        .map_err(EngineError::storage("reseal config value"))?;
+        Ok(done.rows_affected() > 0)
+    }
+}

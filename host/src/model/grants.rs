@@ -1,0 +1,695 @@
+//! Capability grants: what a guest may reach beyond its own input.
+//!
+//! Nothing is granted by default. An operator sets a [`CapabilityCeiling`] per
+//! tenant (the installation default is the empty one), and a tenant grants
+//! each component kind a [`ComponentGrant`] that must fit under it. Both are
+//! checked again whenever the guest acts, not only when they are set, so
+//! lowering a ceiling takes effect on the next call of every running guest's
+//! next attempt without touching its grants. [`EffectiveGrant`] is the
+//! intersection the runtime enforces.
+
+use std::net::IpAddr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::TenantId;
+
+/// Entries in one allow-list (origins or CIDRs).
+pub const MAX_ALLOW_ENTRIES: usize = 64;
+/// Config names one grant may list.
+pub const MAX_GRANTED_NAMES: usize = 128;
+/// Longest origin pattern, config name.
+pub const MAX_PATTERN_LEN: usize = 255;
+pub const MAX_CONFIG_NAME_LEN: usize = 128;
+/// Bounds of a per-request HTTP timeout.
+pub const MAX_HTTP_TIMEOUT_MS: u64 = 600_000;
+/// The installation's HTTP defaults, used where neither side sets one.
+pub const DEFAULT_HTTP_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_HTTP_RESPONSE_BYTES: u64 = 16 << 20;
+pub const DEFAULT_HTTP_CONNECTIONS: u32 = 16;
+/// Bounds the operator may set.
+pub const MAX_HTTP_RESPONSE_BYTES: u64 = 1 << 30;
+pub const MAX_HTTP_CONNECTIONS: u32 = 1_024;
+
+/// What the operator lets one tenant grant at all.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct CapabilityCeiling {
+    /// Origins (`scheme://host[:port]`, `*` wildcards) the tenant may grant.
+    pub http_allow: Vec<String>,
+    /// Address ranges a guest may connect to although they are loopback,
+    /// private, link-local or otherwise non-public (e.g. `10.1.0.0/16`).
+    /// Without one, such an address is refused whatever the origin.
+    pub http_allow_cidrs: Vec<String>,
+    /// Longest any one request's connect, first-byte or between-bytes wait.
+    pub http_timeout_ms: Option<u64>,
+    /// Largest response body a guest may read.
+    pub http_max_response_bytes: Option<u64>,
+    /// Outbound connections the tenant's guests may hold at once.
+    pub http_max_connections: Option<u32>,
+    /// Whether the tenant may grant its config values and secrets.
+    pub config: bool,
+}
+
+/// What a tenant grants one component kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ComponentGrant {
+    /// Origins the guest may send HTTP requests to.
+    pub http: Vec<String>,
+    /// Per-request timeout (connect, first byte, between bytes).
+    pub http_timeout_ms: Option<u64>,
+    /// Largest response body the guest may read.
+    pub http_max_response_bytes: Option<u64>,
+    /// Names of config values and secrets the guest may read.
+    pub config: Vec<String>,
+}
+
+/// A grant as stored and listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StoredGrant {
+    pub kind: String,
+    pub grant: ComponentGrant,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Why a ceiling or a grant was refused: the field and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantError {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+impl GrantError {
+    fn new(field: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+fn check_count(field: &'static str, n: usize, max: usize) -> Result<(), GrantError> {
+    if n > max {
+        return Err(GrantError::new(
+            field,
+            format!("holds {n} entries; at most {max}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_range(field: &'static str, value: Option<u64>, max: u64) -> Result<(), GrantError> {
+    match value {
+        Some(v) if v == 0 || v > max => Err(GrantError::new(
+            field,
+            format!("is {v}; must be 1 to {max}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+impl CapabilityCeiling {
+    pub fn validate(&self) -> Result<(), GrantError> {
+        check_count("http_allow", self.http_allow.len(), MAX_ALLOW_ENTRIES)?;
+        check_count(
+            "http_allow_cidrs",
+            self.http_allow_cidrs.len(),
+            MAX_ALLOW_ENTRIES,
+        )?;
+        for p in &self.http_allow {
+            OriginPattern::parse(p).map_err(|r| GrantError::new("http_allow", r))?;
+        }
+        for c in &self.http_allow_cidrs {
+            parse_cidr(c).map_err(|r| GrantError::new("http_allow_cidrs", r))?;
+        }
+        check_range("http_timeout_ms", self.http_timeout_ms, MAX_HTTP_TIMEOUT_MS)?;
+        check_range(
+            "http_max_response_bytes",
+            self.http_max_response_bytes,
+            MAX_HTTP_RESPONSE_BYTES,
+        )?;
+        check_range(
+            "http_max_connections",
+            self.http_max_connections.map(u64::from),
+            u64::from(MAX_HTTP_CONNECTIONS),
+        )
+    }
+
+    fn origins(&self) -> Vec<OriginPattern> {
+        self.http_allow
+            .iter()
+            .filter_map(|p| OriginPattern::parse(p).ok())
+            .collect()
+    }
+
+    /// The address ranges allowed past the non-public address rule.
+    pub fn cidrs(&self) -> Vec<ipnet::IpNet> {
+        self.http_allow_cidrs
+            .iter()
+            .filter_map(|c| parse_cidr(c).ok())
+            .collect()
+    }
+}
+
+impl ComponentGrant {
+    /// Check the grant's shape and that it fits under `ceiling`.
+    pub fn validate(&self, ceiling: &CapabilityCeiling) -> Result<(), GrantError> {
+        check_count("http", self.http.len(), MAX_ALLOW_ENTRIES)?;
+        check_count("config", self.config.len(), MAX_GRANTED_NAMES)?;
+        let allowed = ceiling.origins();
+        for p in &self.http {
+            let pattern = OriginPattern::parse(p).map_err(|r| GrantError::new("http", r))?;
+            if !allowed.iter().any(|c| c.covers(&pattern)) {
+                return Err(GrantError::new(
+                    "http",
+                    format!("`{p}` is outside what the operator allows this tenant"),
+                ));
+            }
+        }
+        let timeout_cap = ceiling.http_timeout_ms.unwrap_or(MAX_HTTP_TIMEOUT_MS);
+        check_range("http_timeout_ms", self.http_timeout_ms, timeout_cap)?;
+        let response_cap = ceiling
+            .http_max_response_bytes
+            .unwrap_or(DEFAULT_HTTP_RESPONSE_BYTES);
+        check_range(
+            "http_max_response_bytes",
+            self.http_max_response_bytes,
+            response_cap,
+        )?;
+        for name in &self.config {
+            check_config_name(name).map_err(|r| GrantError::new("config", r))?;
+        }
+        if !self.config.is_empty() && !ceiling.config {
+            return Err(GrantError::new(
+                "config",
+                "the operator does not let this tenant grant config values",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A config value's name: letters, digits, `_`, `-` and `.`.
+pub fn check_config_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_CONFIG_NAME_LEN
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{}` must be 1 to {MAX_CONFIG_NAME_LEN} letters, digits, `_`, `-` or `.`",
+            name.chars().take(MAX_CONFIG_NAME_LEN).collect::<String>()
+        ))
+    }
+}
+
+fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{s}` is not an address range like `10.0.0.0/8`"))
+}
+
+/// What the runtime enforces for one attempt: the grant, cut to the ceiling.
+#[derive(Debug, Clone, Default)]
+pub struct EffectiveGrant {
+    pub tenant: TenantId,
+    /// Origins allowed by both the grant and the ceiling (a request must
+    /// match one of each).
+    pub http_grant: Vec<OriginPattern>,
+    pub http_ceiling: Vec<OriginPattern>,
+    pub http_allow_cidrs: Vec<ipnet::IpNet>,
+    pub http_timeout_ms: u64,
+    pub http_max_response_bytes: u64,
+    pub http_max_connections: u32,
+    /// Config names the guest may read (empty if the ceiling forbids them).
+    pub config: Vec<String>,
+}
+
+impl EffectiveGrant {
+    pub fn resolve(tenant: TenantId, ceiling: &CapabilityCeiling, grant: &ComponentGrant) -> Self {
+        let min = |a: Option<u64>, b: Option<u64>, default: u64| {
+            a.unwrap_or(default).min(b.unwrap_or(default))
+        };
+        Self {
+            tenant,
+            http_grant: grant
+                .http
+                .iter()
+                .filter_map(|p| OriginPattern::parse(p).ok())
+                .collect(),
+            http_ceiling: ceiling.origins(),
+            http_allow_cidrs: ceiling.cidrs(),
+            http_timeout_ms: min(
+                grant.http_timeout_ms,
+                ceiling.http_timeout_ms,
+                DEFAULT_HTTP_TIMEOUT_MS,
+            ),
+            http_max_response_bytes: min(
+                grant.http_max_response_bytes,
+                ceiling.http_max_response_bytes,
+                DEFAULT_HTTP_RESPONSE_BYTES,
+            ),
+            http_max_connections: ceiling
+                .http_max_connections
+                .unwrap_or(DEFAULT_HTTP_CONNECTIONS),
+            config: if ceiling.config {
+                grant.config.clone()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// Whether a request to this origin is allowed by the grant and the ceiling.
+    pub fn allows_origin(&self, scheme: &str, host: &str, port: u16) -> bool {
+        let matches = |list: &[OriginPattern]| list.iter().any(|p| p.matches(scheme, host, port));
+        matches(&self.http_grant) && matches(&self.http_ceiling)
+    }
+
+    /// Whether the guest may connect to `ip`: public addresses always, any
+    /// other only inside a range the operator allowed.
+    pub fn allows_ip(&self, ip: IpAddr) -> bool {
+        is_public(ip) || self.http_allow_cidrs.iter().any(|n| n.contains(&ip))
+    }
+
+    pub fn grants_http(&self) -> bool {
+        !self.http_grant.is_empty() && !self.http_ceiling.is_empty()
+    }
+}
+
+/// One interface a component imports, and whether its grant covers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ComponentImport {
+    /// As the component names it, e.g. `wasi:http/outgoing-handler@0.2.4`.
+    pub name: String,
+    /// `http`, `config`, `files`, `sockets` for interfaces a grant governs
+    /// (files and sockets are never granted); absent for those every component has (its task imports,
+    /// clocks, random, stdio…).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capability: Option<String>,
+    /// Whether the kind's grant (under the ceiling) lets calls through.
+    pub granted: bool,
+}
+
+impl ComponentImport {
+    /// Classify `name` under `grant`.
+    pub fn of(name: &str, grant: &EffectiveGrant) -> Self {
+        let interface = name.split('@').next().unwrap_or(name);
+        let (capability, granted) = match interface {
+            "wasi:http/outgoing-handler" | "wasi:http/types" => (Some("http"), grant.grants_http()),
+            "wasi:config/store" => (Some("config"), !grant.config.is_empty()),
+            i if i.starts_with("wasi:filesystem/") => (Some("files"), false),
+            i if i.starts_with("wasi:sockets/") => (Some("sockets"), false),
+            _ => (None, true),
+        };
+        Self {
+            name: name.to_owned(),
+            capability: capability.map(str::to_owned),
+            granted,
+        }
+    }
+}
+
+/// Everything one attempt may use beyond its input: the effective grant and
+/// the opened values of the config names it grants. `Debug` never prints a
+/// value.
+#[derive(Clone, Default)]
+pub struct AttemptCapabilities {
+    pub grant: EffectiveGrant,
+    /// Granted names that exist, with their values.
+    pub config: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for AttemptCapabilities {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.config.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("AttemptCapabilities")
+            .field("grant", &self.grant)
+            .field("config_names", &names)
+            .finish()
+    }
+}
+
+/// One allow-list entry: `scheme://host[:port]`, where the scheme may be `*`,
+/// the host `*` or `*.suffix`, and the port `*` (absent: the scheme's own).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginPattern {
+    scheme: SchemePattern,
+    host: HostPattern,
+    port: PortPattern,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SchemePattern {
+    Http,
+    Https,
+    Any,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostPattern {
+    Any,
+    /// `*.suffix`: any name ending in `.suffix` (not `suffix` itself).
+    Subdomains(String),
+    Exact(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PortPattern {
+    Default,
+    Any,
+    Port(u16),
+}
+
+impl OriginPattern {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let bad =
+            |why: &str| format!("`{s}` is not an origin like `https://api.example.com`: {why}");
+        if s.len() > MAX_PATTERN_LEN {
+            return Err(format!(
+                "an origin pattern is at most {MAX_PATTERN_LEN} bytes"
+            ));
+        }
+        let (scheme, rest) = s.split_once("://").ok_or_else(|| bad("no `://`"))?;
+        let scheme = match scheme.to_ascii_lowercase().as_str() {
+            "http" => SchemePattern::Http,
+            "https" => SchemePattern::Https,
+            "*" => SchemePattern::Any,
+            _ => return Err(bad("the scheme must be `http`, `https` or `*`")),
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.contains(['/', '?', '#', '@']) {
+            return Err(bad("only scheme, host and port; no path, query or user"));
+        }
+        let (host, port) = split_host_port(rest).ok_or_else(|| bad("bad host or port"))?;
+        let port = match port {
+            None => PortPattern::Default,
+            Some("*") => PortPattern::Any,
+            Some(p) => match p.parse::<u16>() {
+                Ok(n) if n > 0 => PortPattern::Port(n),
+                _ => return Err(bad("the port must be 1 to 65535 or `*`")),
+            },
+        };
+        let host = host.to_ascii_lowercase();
+        let host = if host == "*" {
+            HostPattern::Any
+        } else if let Some(suffix) = host.strip_prefix("*.") {
+            if !is_host_name(suffix) {
+                return Err(bad("a wildcard is `*` or `*.` followed by a host name"));
+            }
+            HostPattern::Subdomains(suffix.to_owned())
+        } else if is_host_name(&host) || host.parse::<IpAddr>().is_ok() {
+            HostPattern::Exact(host)
+        } else {
+            return Err(bad("the host is not a name or an IP address"));
+        };
+        Ok(Self { scheme, host, port })
+    }
+
+    /// Whether a request to `scheme://host:port` matches.
+    pub fn matches(&self, scheme: &str, host: &str, port: u16) -> bool {
+        let scheme_ok = match self.scheme {
+            SchemePattern::Any => scheme == "http" || scheme == "https",
+            SchemePattern::Http => scheme == "http",
+            SchemePattern::Https => scheme == "https",
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let host_ok = match &self.host {
+            HostPattern::Any => true,
+            HostPattern::Exact(h) => h.eq_ignore_ascii_case(host),
+            HostPattern::Subdomains(s) => host
+                .to_ascii_lowercase()
+                .strip_suffix(s.as_str())
+                .is_some_and(|head| head.len() > 1 && head.ends_with('.')),
+        };
+        let port_ok = match self.port {
+            PortPattern::Any => true,
+            PortPattern::Port(p) => p == port,
+            PortPattern::Default => port == default_port(scheme),
+        };
+        scheme_ok && host_ok && port_ok
+    }
+
+    /// Whether every request `other` matches, this matches too.
+    pub fn covers(&self, other: &OriginPattern) -> bool {
+        let schemes = |s: SchemePattern| match s {
+            SchemePattern::Http => vec!["http"],
+            SchemePattern::Https => vec!["https"],
+            SchemePattern::Any => vec!["http", "https"],
+        };
+        let host_ok = match (&self.host, &other.host) {
+            (HostPattern::Any, _) => true,
+            (_, HostPattern::Any) => false,
+            (HostPattern::Exact(a), HostPattern::Exact(b)) => a == b,
+            (HostPattern::Exact(_), HostPattern::Subdomains(_)) => false,
+            (HostPattern::Subdomains(s), HostPattern::Exact(h)) => h
+                .strip_suffix(s.as_str())
+                .is_some_and(|head| head.len() > 1 && head.ends_with('.')),
+            (HostPattern::Subdomains(s), HostPattern::Subdomains(t)) => {
+                t == s || t.ends_with(&format!(".{s}"))
+            }
+        };
+        let ports_ok = schemes(other.scheme).into_iter().all(|scheme| {
+            let allowed = |p: PortPattern| match p {
+                PortPattern::Any => None,
+                PortPattern::Port(n) => Some(n),
+                PortPattern::Default => Some(default_port(scheme)),
+            };
+            let scheme_ok = schemes(self.scheme).contains(&scheme);
+            scheme_ok
+                && match (allowed(self.port), allowed(other.port)) {
+                    (None, _) => true,
+                    (Some(_), None) => false,
+                    (Some(a), Some(b)) => a == b,
+                }
+        });
+        host_ok && ports_ok
+    }
+}
+
+fn default_port(scheme: &str) -> u16 {
+    if scheme == "http" {
+        80
+    } else {
+        443
+    }
+}
+
+/// `host[:port]`, with IPv6 hosts in brackets.
+fn split_host_port(s: &str) -> Option<(&str, Option<&str>)> {
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        return match after {
+            "" => Some((host, None)),
+            p => Some((host, Some(p.strip_prefix(':')?))),
+        };
+    }
+    match s.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() => Some((host, Some(port))),
+        Some(_) => None,
+        None if !s.is_empty() => Some((s, None)),
+        None => None,
+    }
+}
+
+fn is_host_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// Whether `ip` is a public unicast address: not loopback, private,
+/// link-local (cloud metadata lives there), unique-local, shared (CGNAT),
+/// multicast, broadcast, unspecified, documentation or reserved. An
+/// IPv4-mapped or -compatible IPv6 address is judged as its IPv4 address.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.is_unspecified()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && c == 0)
+                || (a == 198 && (b == 18 || b == 19))
+                || a >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let seg = v6.segments();
+            if seg[..6] == [0; 6] {
+                // ::/96 (IPv4-compatible, unspecified, loopback) and ::ffff:0:0/96.
+                return false;
+            }
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (seg[0] & 0xfe00) == 0xfc00
+                || (seg[0] & 0xffc0) == 0xfe80
+                || (seg[0] & 0xffc0) == 0xfec0
+                || (seg[0] == 0x2001 && seg[1] == 0x0db8)
+                || seg[0] == 0x0064 && seg[1] == 0xff9b
+                || seg[0] == 0x2002)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> OriginPattern {
+        OriginPattern::parse(s).unwrap()
+    }
+
+    #[test]
+    fn patterns_parse_and_refuse() {
+        for good in [
+            "https://api.example.com",
+            "https://api.example.com/",
+            "http://127.0.0.1:8080",
+            "*://*.example.com:*",
+            "https://[::1]:443",
+            "https://*",
+        ] {
+            OriginPattern::parse(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        for bad in [
+            "api.example.com",
+            "ftp://x.com",
+            "https://x.com/path",
+            "https://user@x.com",
+            "https://x.com:0",
+            "https://x.com:99999",
+            "https://*x.com",
+            "https://x..com",
+            "https://",
+        ] {
+            assert!(OriginPattern::parse(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn matching() {
+        assert!(p("https://api.example.com").matches("https", "API.example.com", 443));
+        assert!(!p("https://api.example.com").matches("http", "api.example.com", 80));
+        assert!(!p("https://api.example.com").matches("https", "api.example.com", 8443));
+        assert!(p("https://*.example.com").matches("https", "a.b.example.com", 443));
+        assert!(!p("https://*.example.com").matches("https", "example.com", 443));
+        assert!(!p("https://*.example.com").matches("https", "badexample.com", 443));
+        assert!(p("*://x.com:*").matches("http", "x.com", 1234));
+        assert!(p("http://127.0.0.1:*").matches("http", "127.0.0.1", 9));
+    }
+
+    #[test]
+    fn covering() {
+        assert!(p("https://*.example.com").covers(&p("https://a.example.com")));
+        assert!(p("https://*.example.com").covers(&p("https://*.a.example.com")));
+        assert!(!p("https://*.example.com").covers(&p("https://example.com")));
+        assert!(!p("https://a.example.com").covers(&p("https://*.example.com")));
+        assert!(!p("https://x.com").covers(&p("*://x.com")));
+        assert!(p("*://x.com").covers(&p("https://x.com")));
+        assert!(!p("https://x.com").covers(&p("https://x.com:*")));
+        assert!(p("https://x.com:*").covers(&p("https://x.com:8443")));
+        assert!(p("https://x.com:443").covers(&p("https://x.com")));
+        assert!(p("*://*:*").covers(&p("http://10.0.0.1:80")));
+    }
+
+    #[test]
+    fn non_public_addresses() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fc00::1",
+            "fd00:ec2::254",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "::127.0.0.1",
+            "64:ff9b::7f00:1",
+        ] {
+            assert!(!is_public(ip.parse().unwrap()), "{ip} counted as public");
+        }
+        for ip in ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946"] {
+            assert!(is_public(ip.parse().unwrap()), "{ip} counted as non-public");
+        }
+    }
+
+    #[test]
+    fn grant_must_fit_the_ceiling() {
+        let ceiling = CapabilityCeiling {
+            http_allow: vec!["https://*.example.com".into()],
+            ..Default::default()
+        };
+        let grant = |http: &str| ComponentGrant {
+            http: vec![http.into()],
+            ..Default::default()
+        };
+        grant("https://api.example.com").validate(&ceiling).unwrap();
+        let err = grant("https://evil.com").validate(&ceiling).unwrap_err();
+        assert_eq!(err.field, "http");
+        let config = ComponentGrant {
+            config: vec!["API_KEY".into()],
+            ..Default::default()
+        };
+        assert_eq!(config.validate(&ceiling).unwrap_err().field, "config");
+        let open = CapabilityCeiling {
+            config: true,
+            ..ceiling.clone()
+        };
+        config.validate(&open).unwrap();
+    }
+
+    #[test]
+    fn effective_grant_needs_both_sides() {
+        let ceiling = CapabilityCeiling {
+            http_allow: vec!["https://*.example.com".into()],
+            http_timeout_ms: Some(5_000),
+            ..Default::default()
+        };
+        let grant = ComponentGrant {
+            http: vec!["https://api.example.com".into(), "https://other.org".into()],
+            http_timeout_ms: Some(60_000),
+            config: vec!["X".into()],
+            ..Default::default()
+        };
+        let eff = EffectiveGrant::resolve(TenantId::nil(), &ceiling, &grant);
+        assert!(eff.allows_origin("https", "api.example.com", 443));
+        assert!(!eff.allows_origin("https", "other.org", 443));
+        assert_eq!(eff.http_timeout_ms, 5_000);
+        assert!(eff.config.is_empty(), "the ceiling grants no config");
+        let allowed = CapabilityCeiling {
+            http_allow_cidrs: vec!["127.0.0.0/8".into()],
+            ..ceiling
+        };
+        let eff = EffectiveGrant::resolve(TenantId::nil(), &allowed, &grant);
+        assert!(eff.allows_ip("127.0.0.1".parse().unwrap()));
+        assert!(!eff.allows_ip("10.0.0.1".parse().unwrap()));
+    }
+}
