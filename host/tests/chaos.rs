@@ -36,6 +36,7 @@ fn spawn_worker(database_url: &str, cache: &std::path::Path) -> tokio::process::
             "FLOWFABRIC_SIGNAL_KEYS",
             format!("chaos={}", "k".repeat(32)),
         )
+        .env("FLOWFABRIC_CONFIG_KEYS", flowfabric_tests::TEST_CONFIG_KEYS)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)

@@ -21,6 +21,7 @@ async fn worker_process_runs_executions_and_drains_on_sigterm() {
         .args(["worker", "--slots", "2", "--cache-dir"])
         .arg(cache.path())
         .env("DATABASE_URL", db.pg_url())
+        .env("FLOWFABRIC_CONFIG_KEYS", flowfabric_tests::TEST_CONFIG_KEYS)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -70,6 +71,7 @@ fn errors_are_one_line_with_a_non_zero_exit() {
 struct Served {
     process: tokio::process::Child,
     url: String,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
     _db: TestDb,
     dir: flowfabric_tests::ScratchDir,
 }
@@ -92,6 +94,7 @@ impl Served {
         Self {
             process: served.process,
             url: served.url,
+            log: served.log,
             _db: db,
             dir,
         }
@@ -99,6 +102,17 @@ impl Served {
 
     /// Run the CLI against this server; returns (success, stdout, stderr).
     fn cli(&self, key: Option<&str>, args: &[&str]) -> (bool, String, String) {
+        self.cli_with_input(key, args, b"")
+    }
+
+    /// [`Served::cli`] with `input` on standard input.
+    fn cli_with_input(
+        &self,
+        key: Option<&str>,
+        args: &[&str],
+        input: &[u8],
+    ) -> (bool, String, String) {
+        use std::io::Write;
         let mut command = Command::new(BIN);
         command
             .args(args)
@@ -108,7 +122,14 @@ impl Served {
         if let Some(key) = key {
             command.env("FLOWFABRIC_API_KEY", key);
         }
-        let out = command.output().unwrap();
+        let mut child = command
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = child.wait_with_output().unwrap();
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -356,6 +377,36 @@ fn every_command_parses_without_panicking() {
         &["events"],
         &["events", "leases", "--follow"],
         &["budget", "create", "b", "--limit", "calls=5"],
+        &[
+            "grant",
+            "set",
+            "k",
+            "--http",
+            "https://x.com",
+            "--config",
+            "A",
+        ],
+        &["grant", "show", "k"],
+        &["grant", "list"],
+        &["grant", "rm", "k"],
+        &["config", "set", "A", "--value", "v"],
+        &["config", "set", "A", "--secret"],
+        &["config", "list"],
+        &["config", "rm", "A"],
+        &[
+            "tenant",
+            "capabilities",
+            id,
+            "--set",
+            "--http-allow",
+            "https://x.com",
+            "--config",
+        ],
+        &[
+            "reseal-config",
+            "--database-url",
+            "postgres://nobody@127.0.0.1:1/none",
+        ],
         &["budget", "list"],
         &["budget", "get", id],
         &["budget", "reset", id],
@@ -376,6 +427,8 @@ fn every_command_parses_without_panicking() {
                 .env("FLOWFABRIC_URL", "http://127.0.0.1:1")
                 .env("FLOWFABRIC_API_KEY", "ffk_x")
                 .env("FLOWFABRIC_ADMIN_TOKEN", "x")
+                .env("FLOWFABRIC_CONFIG_KEYS", flowfabric_tests::TEST_CONFIG_KEYS)
+                .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -396,4 +449,155 @@ fn every_command_parses_without_panicking() {
             "{command:?}: {stderr}"
         );
     }
+}
+
+/// A loopback upstream for the grants test: `/auth` answers 200 only to the
+/// bearer token `expected`, 401 otherwise.
+async fn auth_upstream(expected: &'static str) -> u16 {
+    use axum::http::{HeaderMap, StatusCode};
+    let app = axum::Router::new().route(
+        "/auth",
+        axum::routing::get(move |headers: HeaderMap| async move {
+            let presented = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            if presented == format!("Bearer {expected}") {
+                StatusCode::OK
+            } else {
+                StatusCode::UNAUTHORIZED
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    port
+}
+
+// Multi-threaded: the upstream must answer while the test waits on the CLI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_and_secrets_through_the_cli_and_the_secret_never_shows() {
+    const SECRET: &str = "sekrit-value-4711-do-not-leak";
+    let port = auth_upstream(SECRET).await;
+    let served = Served::start().await;
+    let (ok, out, err) = served.cli(None, &["tenant", "create", "acme", "--json"]);
+    assert!(ok, "{err}");
+    let created: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let key = created["api_key"]["token"].as_str().unwrap().to_owned();
+    let key = Some(key.as_str());
+    let tenant = created["tenant"]["tenant_id"].as_str().unwrap().to_owned();
+    let file = served.write("testkit.wasm", &guest("testkit"));
+    let (ok, out, err) = served.cli(key, &["component", "upload", "testkit", &file]);
+    assert!(ok, "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("wasi:http/outgoing-handler") && l.contains("NOT GRANTED")),
+        "upload shows the ungranted import: {out}"
+    );
+
+    // Nothing may be granted until the operator raises the ceiling.
+    let origin = format!("http://127.0.0.1:{port}");
+    let grant = [
+        "grant",
+        "set",
+        "testkit",
+        "--http",
+        &origin,
+        "--config",
+        "API_TOKEN",
+    ];
+    let refused = served.cli(key, &grant);
+    one_line_error("grant over the ceiling", &refused);
+    assert!(
+        refused.2.contains("outside what the operator allows"),
+        "{}",
+        refused.2
+    );
+    let (ok, out, err) = served.cli(
+        None,
+        &[
+            "tenant",
+            "capabilities",
+            &tenant,
+            "--set",
+            "--http-allow",
+            "http://127.0.0.1:*",
+            "--allow-cidr",
+            "127.0.0.0/8",
+            "--config",
+        ],
+    );
+    assert!(ok && out.contains("127.0.0.0/8"), "{out}{err}");
+    let (ok, out, err) = served.cli(key, &grant);
+    assert!(
+        ok && out.contains(&origin) && out.contains("API_TOKEN"),
+        "{out}{err}"
+    );
+
+    // The secret comes from stdin and is never echoed; a plain value is.
+    let (ok, out, err) = served.cli_with_input(
+        key,
+        &["config", "set", "API_TOKEN", "--secret"],
+        SECRET.as_bytes(),
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = served.cli(key, &["config", "set", "REGION", "--value", "eu-west-1"]);
+    assert!(ok, "{err}");
+    let (ok, listed, err) = served.cli(key, &["config", "list"]);
+    assert!(
+        ok && listed.contains("eu-west-1") && listed.contains("(hidden)"),
+        "{listed}{err}"
+    );
+    let (_, listed_json, _) = served.cli(key, &["config", "list", "--json"]);
+
+    // The guest presents the secret to the upstream, which accepts it.
+    let url = format!("{origin}/auth");
+    let (ok, run, err) = served.cli(
+        key,
+        &[
+            "run",
+            "testkit",
+            "--input-text",
+            &format!("http-auth:API_TOKEN:{url}"),
+        ],
+    );
+    assert!(ok && run.contains("status=200"), "{run}{err}");
+    let id = run
+        .split_whitespace()
+        .find(|w| w.len() == 36 && w.matches('-').count() == 4)
+        .map(str::to_owned);
+    let mut shown = vec![out, listed, listed_json, run, err];
+    if let Some(id) = id {
+        for args in [
+            vec!["get", &id],
+            vec!["get", &id, "--json"],
+            vec!["tail", &id],
+        ] {
+            let (_, out, err) = served.cli(key, &args);
+            shown.extend([out, err]);
+        }
+    }
+    let (_, events, _) = served.cli(key, &["events", "completions", "--json"]);
+    shown.push(events);
+    shown.push(served.log.lock().unwrap().clone());
+    for text in &shown {
+        assert!(!text.contains(SECRET), "the secret leaked: {text}");
+    }
+
+    // Removing the grant takes the capability away again.
+    let (ok, _, err) = served.cli(key, &["grant", "rm", "testkit"]);
+    assert!(ok, "{err}");
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let (ok, run, err) = served.cli(
+        key,
+        &[
+            "run",
+            "testkit",
+            "--input-text",
+            &format!("http-auth:API_TOKEN:{url}"),
+        ],
+    );
+    assert!(ok && run.contains("HttpRequestDenied"), "{run}{err}");
 }

@@ -28,7 +28,7 @@ use sqlx::{PgPool, SqlitePool};
 
 pub use postgres::{server_url, Cluster};
 pub use proxy::Proxy;
-pub use served::ServedProcess;
+pub use served::{ServedProcess, TEST_CONFIG_KEYS};
 
 const TEMPLATE: &str = "flowfabric_template";
 

@@ -11,7 +11,13 @@ pub struct ServedProcess {
     pub process: tokio::process::Child,
     /// `http://127.0.0.1:port` the API listens on.
     pub url: String,
+    /// Everything the process wrote to stderr (its log) so far.
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
 }
+
+/// The config sealing keys every test process is given, so none of them
+/// writes a key file into the working directory.
+pub const TEST_CONFIG_KEYS: &str = "test=dGVzdC1vbmx5LWNvbmZpZy1zZWFsaW5nLWtleS0zMmI=";
 
 impl ServedProcess {
     /// Start `bin serve` on a free loopback port with `args` appended, over
@@ -22,14 +28,17 @@ impl ServedProcess {
             .args(args)
             .env("DATABASE_URL", database_url)
             .env("FLOWFABRIC_ADMIN_TOKEN", admin_token)
+            .env("FLOWFABRIC_CONFIG_KEYS", TEST_CONFIG_KEYS)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("start the server");
         let mut lines = tokio::io::BufReader::new(process.stderr.take().unwrap()).lines();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let url = tokio::time::timeout(Duration::from_secs(60), async {
             while let Some(line) = lines.next_line().await.unwrap() {
+                log.lock().unwrap().push_str(&format!("{line}\n"));
                 if let Some(rest) = line.strip_prefix("serving on ") {
                     return rest.split_whitespace().next().unwrap().to_owned();
                 }
@@ -39,8 +48,13 @@ impl ServedProcess {
         .await
         .expect("the server starts within 60 s");
         // Keep draining stderr so the server never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { process, url }
+        let kept = log.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                kept.lock().unwrap().push_str(&format!("{line}\n"));
+            }
+        });
+        Self { process, url, log }
     }
 
     /// Resident memory of the process, in bytes (Linux `/proc`).

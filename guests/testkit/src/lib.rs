@@ -31,6 +31,7 @@
 //! | `http:METHOD:URL` | one request (with body `ping` unless a GET); returns `status=S bytes=N body=…` or `error=CODE` |
 //! | `http-follow:URL` | GET, following up to 5 redirects; returns `status=S body=…` or `error=CODE` |
 //! | `http-n:N:URL` | up to N GETs, stops at the first error; returns `ok=K error=…` |
+//! | `http-auth:NAME:URL` | GET with `authorization: Bearer <config NAME>`; returns `status=S` or `error=CODE` |
 //! | `config:NAME` | returns the value of NAME, or `absent` |
 //! | `config-names` | returns the names it may read, comma-separated |
 //! | `spawn-nested:N` | spawns N `spawn:echo:a\|echo:b` children without keys (each spawns two of its own), waits, returns the report |
@@ -110,6 +111,19 @@ impl Task for Testkit {
                     }
                 }
                 Ok(format!("ok={ok} error={error}").into_bytes())
+            }
+            "http-auth" => {
+                let (name, url) = arg
+                    .split_once(':')
+                    .ok_or_else(|| TaskError::permanent("http-auth needs NAME:URL"))?;
+                let token = flowfabric_guest::config::get(name).unwrap_or_default();
+                let bearer = format!("Bearer {token}");
+                let headers = [("authorization", bearer.as_str())];
+                Ok(match flowfabric_guest::http::request("GET", url, &headers, b"") {
+                    Ok(r) => format!("status={}", r.status),
+                    Err(e) => format!("error={e}"),
+                }
+                .into_bytes())
             }
             "config" => Ok(flowfabric_guest::config::get(arg)
                 .unwrap_or_else(|| "absent".into())

@@ -316,11 +316,10 @@ pub struct Reseal {
 }
 
 pub async fn reseal(args: Reseal) -> anyhow::Result<()> {
+    let engine = super::connect(&args.database_url, 2).await?;
     let keys = args.keys.load()?;
     let current = keys.current_id().to_owned();
-    let engine = super::connect(&args.database_url, 2)
-        .await?
-        .with_sealing_keys(keys);
+    let engine = engine.with_sealing_keys(keys);
     let resealed = engine.reseal_config().await?;
     println!("resealed {resealed} values under {current}");
     Ok(())
