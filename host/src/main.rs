@@ -100,6 +100,8 @@ enum BenchCommand {
     Pool(cli::bench::pool::PoolBench),
     /// One tenant's trivial executions beside another's spinning guests, against alone.
     Fairness(cli::bench::fairness::FairnessBench),
+    /// A guest's outbound HTTP request through the host, against the host making it directly.
+    Http(cli::bench::http::HttpBench),
 }
 
 #[tokio::main]
@@ -144,6 +146,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ResealConfig(args) => cli::grants::reseal(args).await?,
         Command::Bench(BenchCommand::Engine(args)) => cli::bench::run(args).await?,
         Command::Bench(BenchCommand::Wasm(args)) => cli::bench::wasm::run(args).await?,
+        Command::Bench(BenchCommand::Http(args)) => cli::bench::http::run(args).await?,
         Command::Bench(BenchCommand::Signal(args)) => cli::bench::signal::run(args).await?,
         Command::Bench(BenchCommand::Flow(args)) => cli::bench::flow::run(args).await?,
         Command::Bench(BenchCommand::Languages(args)) => cli::bench::languages::run(args).await?,

@@ -416,6 +416,7 @@ fn every_command_parses_without_panicking() {
         &["bench", "flow"],
         &["new", "Bad_Name", "--lang", "python"],
         &["bench", "languages", "--guests", "/nonexistent"],
+        &["bench", "http", "--guests", "/nonexistent"],
     ];
     // All at once: the database commands each wait out a connect timeout.
     let running: Vec<_> = commands

@@ -14,6 +14,7 @@
 pub mod depth;
 pub mod fairness;
 pub mod flow;
+pub mod http;
 pub mod languages;
 pub mod latency;
 pub mod pool;

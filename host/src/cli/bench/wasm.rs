@@ -190,7 +190,7 @@ async fn create(engine: &Engine, tenant: TenantId, n: usize) -> anyhow::Result<(
 }
 
 /// Imports for the per-task measurement, where the guest calls none of them.
-struct NoImports;
+pub(super) struct NoImports;
 
 #[async_trait]
 impl TaskImports for NoImports {
