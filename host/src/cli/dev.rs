@@ -9,8 +9,9 @@ use std::time::Duration;
 use anyhow::Context;
 use flowfabric::engine::{Engine, ScannerConfig, Scanners};
 use flowfabric::model::{
-    Backoff, Execution, FlowEdge, FlowId, FlowMember, FlowSnapshot, FlowState, GraphChange,
-    JoinPolicy, NewExecution, NewFlow, NewSignal, PublicState,
+    Backoff, CapabilityCeiling, ComponentGrant, Execution, FlowEdge, FlowId, FlowMember,
+    FlowSnapshot, FlowState, GraphChange, JoinPolicy, NewExecution, NewFlow, NewSignal,
+    PublicState,
 };
 use flowfabric::model::{ExecutionId, TenantId};
 use flowfabric::worker::WorkerPool;
@@ -37,6 +38,9 @@ fn fresh_demo_database() -> anyhow::Result<String> {
     let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
     Ok(format!("sqlite:{}/demo-{stamp}.db", dir.display()))
 }
+
+/// One demo execution: kind, input, retries, what it shows.
+type DemoRun = (&'static str, String, u32, String);
 
 const DEMO: &[(&str, &str, u32, &str)] = &[
     (
@@ -79,6 +83,76 @@ const DEMO: &[(&str, &str, u32, &str)] = &[
     ),
 ];
 
+/// The fixed runs, then the two that use the demo's grant: a call to a local
+/// endpoint with a secret, and a call to the cloud metadata address.
+fn demo_runs(endpoint: &str) -> Vec<DemoRun> {
+    let mut runs: Vec<DemoRun> = DEMO
+        .iter()
+        .map(|(k, i, r, w)| (*k, (*i).to_owned(), *r, (*w).to_owned()))
+        .collect();
+    runs.push((
+        "testkit",
+        format!("http-auth:API_TOKEN:{endpoint}"),
+        0,
+        "calls a local endpoint with a granted secret (shown nowhere)".into(),
+    ));
+    runs.push((
+        "testkit",
+        "http:GET:http://169.254.169.254/latest/meta-data/".into(),
+        0,
+        "tries the cloud metadata address: refused".into(),
+    ));
+    runs
+}
+
+/// A local endpoint that answers 200 only to `Bearer <secret>`, and a grant
+/// that lets `testkit` call it with the secret: the operator's ceiling
+/// allows loopback, the tenant grants the origin and the secret's name.
+async fn grant_demo_endpoint(engine: &Engine, tenant: TenantId) -> anyhow::Result<String> {
+    use rand::RngCore;
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    let secret = hex::encode(bytes);
+    let expected = format!("Bearer {secret}");
+    let app = axum::Router::new().route(
+        "/auth",
+        axum::routing::get(move |headers: axum::http::HeaderMap| {
+            let ok = headers.get("authorization").and_then(|v| v.to_str().ok())
+                == Some(expected.as_str());
+            async move {
+                if ok {
+                    (axum::http::StatusCode::OK, "welcome")
+                } else {
+                    (axum::http::StatusCode::UNAUTHORIZED, "who are you?")
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let origin = format!("http://127.0.0.1:{}", listener.local_addr()?.port());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let ceiling = CapabilityCeiling {
+        // The metadata origin is allowed here only to show that its
+        // address is refused all the same: no range covers it.
+        http_allow: vec!["http://127.0.0.1:*".into(), "http://169.254.169.254".into()],
+        http_allow_cidrs: vec!["127.0.0.1/32".into()],
+        config: true,
+        ..Default::default()
+    };
+    engine.set_ceiling(tenant, &ceiling).await?;
+    let grant = ComponentGrant {
+        http: vec![origin.clone(), "http://169.254.169.254".into()],
+        config: vec!["API_TOKEN".into()],
+        ..Default::default()
+    };
+    engine.put_grant(tenant, "testkit", &grant).await?;
+    engine
+        .put_config(tenant, "API_TOKEN", &secret, true)
+        .await?;
+    println!("granted `testkit` {origin} and the secret API_TOKEN");
+    Ok(format!("{origin}/auth"))
+}
+
 pub async fn run(mut args: Dev) -> anyhow::Result<()> {
     args.worker.task_timeout_ms = args.worker.task_timeout_ms.min(1_000);
     args.worker.task_memory_mib = args.worker.task_memory_mib.min(64);
@@ -111,8 +185,9 @@ pub async fn run(mut args: Dev) -> anyhow::Result<()> {
         );
     }
 
+    let runs = demo_runs(&grant_demo_endpoint(&engine, tenant).await?);
     let mut ids = Vec::new();
-    for (kind, input, retries, _) in DEMO {
+    for (kind, input, retries, _) in &runs {
         let mut new = NewExecution::new(*kind, input.as_bytes());
         new.policy.retry.max_retries = *retries;
         new.policy.retry.backoff = Backoff::Exponential {
@@ -147,7 +222,7 @@ pub async fn run(mut args: Dev) -> anyhow::Result<()> {
         "{:<28} {:<10} {:>8}  result / failure",
         "input", "state", "attempts"
     );
-    for ((_, input, _, what), ex) in DEMO.iter().zip(&finished) {
+    for ((_, input, _, what), ex) in runs.iter().zip(&finished) {
         let outcome = match (&ex.result, &ex.last_failure) {
             (Some(r), _) => format!("\"{}\"", String::from_utf8_lossy(r)),
             (None, Some(f)) => format!("{}: {}", f.class.as_str(), first_line(&f.message)),
