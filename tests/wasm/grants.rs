@@ -90,6 +90,17 @@ async fn grant(env: &Env, tenant: TenantId, kind: &str, grant: ComponentGrant) {
     env.db.engine.put_grant(tenant, kind, &grant).await.unwrap();
 }
 
+/// The loopback ceiling, and testkit granted the upstream's origin.
+async fn allow_upstream(env: &Env, up: &Upstream) {
+    env.db
+        .engine
+        .set_ceiling(env.tenant, &loopback_ceiling())
+        .await
+        .unwrap();
+    let origin = format!("http://127.0.0.1:{}", up.port);
+    grant(env, env.tenant, "testkit", http_grant(&[origin])).await;
+}
+
 fn http_grant(origins: &[String]) -> ComponentGrant {
     ComponentGrant {
         http: origins.to_vec(),
@@ -180,18 +191,7 @@ async fn refused_calls_get_typed_errors_and_send_nothing() {
     let denied = run(&env, &format!("http:GET:{}", up.url("/hello"))).await;
     assert_eq!(denied, "error=HttpRequestDenied");
 
-    env.db
-        .engine
-        .set_ceiling(env.tenant, &loopback_ceiling())
-        .await
-        .unwrap();
-    grant(
-        &env,
-        env.tenant,
-        "testkit",
-        http_grant(&[format!("http://127.0.0.1:{}", up.port)]),
-    )
-    .await;
+    allow_upstream(&env, &up).await;
     tokio::time::sleep(Duration::from_millis(1_100)).await; // the pool's grant cache
 
     // A host outside the grant (same server, other name).
@@ -276,18 +276,7 @@ async fn a_slow_server_times_out_and_a_big_response_is_cut_off() {
 async fn a_hard_budget_on_http_requests_stops_further_calls() {
     let env = Env::new().await;
     let up = Upstream::start().await;
-    env.db
-        .engine
-        .set_ceiling(env.tenant, &loopback_ceiling())
-        .await
-        .unwrap();
-    grant(
-        &env,
-        env.tenant,
-        "testkit",
-        http_grant(&[format!("http://127.0.0.1:{}", up.port)]),
-    )
-    .await;
+    allow_upstream(&env, &up).await;
     let budget = NewBudget {
         name: "calls".into(),
         scope: BudgetScope::Tenant,
