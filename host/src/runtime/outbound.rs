@@ -46,7 +46,7 @@ use crate::model::EffectiveGrant;
 const MAX_EXCHANGES_KEPT: usize = 1_000;
 
 /// One request a guest made, as the attempt's log records it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HttpExchange {
     pub method: String,
     /// `scheme://host:port`; never the path or query.
@@ -211,18 +211,7 @@ impl Recorder {
 
 impl Drop for Recorder {
     fn drop(&mut self) {
-        let mut exchange = std::mem::replace(
-            &mut self.exchange,
-            HttpExchange {
-                method: String::new(),
-                origin: String::new(),
-                status: None,
-                bytes_out: 0,
-                bytes_in: 0,
-                duration: Duration::ZERO,
-                error: None,
-            },
-        );
+        let mut exchange = std::mem::take(&mut self.exchange);
         exchange.duration = self.started.elapsed();
         exchange.bytes_out = self.bytes_out.load(Ordering::Relaxed);
         let outcome = if exchange.error.is_some() {
@@ -255,11 +244,7 @@ async fn send(
         exchange: HttpExchange {
             method: request.method().to_string(),
             origin: target.origin(),
-            status: None,
-            bytes_out: 0,
-            bytes_in: 0,
-            duration: Duration::ZERO,
-            error: None,
+            ..HttpExchange::default()
         },
         started: Instant::now(),
         bytes_out: Arc::default(),
