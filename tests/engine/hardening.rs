@@ -48,7 +48,7 @@ async fn a_poisoned_row_cannot_stop_claims_or_scanners_for_others(store: Store) 
     e.complete(&again[0].lease, b"done").await.unwrap();
 
     // Replay recomputes the deadline from the same policy.
-    e.replay(a, poisoned).await.unwrap();
+    e.replay(a, poisoned, false).await.unwrap();
     assert_eq!(e.claim(&request(10)).await.unwrap().len(), 1);
 }
 

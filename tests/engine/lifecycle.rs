@@ -328,7 +328,7 @@ async fn replay_runs_an_ended_execution_again_up_to_its_cap(store: Store) {
     let mut new = task("again");
     new.policy.max_replays = Some(1);
     let id = db.engine.create(tenant, new).await.unwrap().execution_id;
-    let err = db.engine.replay(tenant, id).await.unwrap_err();
+    let err = db.engine.replay(tenant, id, false).await.unwrap_err();
     assert!(
         err.to_string().contains("only an execution that ended"),
         "{err}"
@@ -336,7 +336,7 @@ async fn replay_runs_an_ended_execution_again_up_to_its_cap(store: Store) {
 
     let first = claim_one(&db.engine).await;
     db.engine.complete(&first.lease, b"one").await.unwrap();
-    assert_eq!(db.engine.replay(tenant, id).await.unwrap(), 1);
+    assert_eq!(db.engine.replay(tenant, id, false).await.unwrap(), 1);
     let replayed = db.engine.get(tenant, id).await.unwrap();
     assert_eq!(replayed.state, PublicState::Waiting);
     assert_eq!((replayed.result, replayed.finished_at), (None, None));
@@ -352,12 +352,12 @@ async fn replay_runs_an_ended_execution_again_up_to_its_cap(store: Store) {
     assert_eq!(done.result.as_deref(), Some(&b"two"[..]));
     assert_eq!(db.count("completion_events").await, 2);
 
-    let err = db.engine.replay(tenant, id).await.unwrap_err();
+    let err = db.engine.replay(tenant, id, false).await.unwrap_err();
     assert!(matches!(err, EngineError::Conflict(_)), "{err}");
     assert!(err.to_string().contains("limit"), "{err}");
     let other = db.tenant("other").await;
     assert!(matches!(
-        db.engine.replay(other, id).await,
+        db.engine.replay(other, id, false).await,
         Err(EngineError::NotFound { .. })
     ));
 }

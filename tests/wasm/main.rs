@@ -10,7 +10,9 @@ mod hardening;
 mod languages;
 mod pool;
 mod sandbox;
+mod steps;
 mod suspension;
+mod upstream;
 
 use std::sync::Arc;
 use std::time::Duration;

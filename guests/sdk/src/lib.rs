@@ -12,12 +12,16 @@
 //! ```
 //!
 //! The functions here call the host imports of the `claimed-task` interface; the
-//! raw bindings stay available in [`bindings`]. What a component's grant
-//! allows beyond that is in [`http`] (outbound requests), [`config`] (config
-//! values and secrets).
+//! raw bindings stay available in [`bindings`]. Side effects that must
+//! happen once per execution go in [`step`]s, and [`sleep`] waits durably
+//! (see [`steps`]). What a component's grant allows beyond that is in
+//! [`http`] (outbound requests), [`config`] (config values and secrets).
 
 pub mod config;
 pub mod http;
+pub mod steps;
+
+pub use steps::{sleep, step, step_bytes};
 
 #[doc(hidden)]
 pub mod bindings {
@@ -32,8 +36,8 @@ pub mod bindings {
 
 pub use bindings::flowfabric::task::claimed_task as host;
 pub use bindings::flowfabric::task::types::{
-    AttemptType, Child, FailureClass, HostError, LogLevel, ResumeCondition, Signal, StreamMode,
-    TaskError, TaskInfo, TimeoutBehavior, UsageResult, Waitpoint,
+    AttemptType, Child, FailureClass, HostError, LogLevel, ResumeCondition, Signal, StepOutcome,
+    StepStart, StreamMode, TaskError, TaskInfo, TimeoutBehavior, UsageResult, Waitpoint,
 };
 /// Implement this for your task type, then call [`export_task!`].
 pub use bindings::Guest as Task;

@@ -34,10 +34,13 @@
 //! | `http-auth:NAME:URL` | GET with `authorization: Bearer <config NAME>`; returns `status=S` or `error=CODE` |
 //! | `config:NAME` | returns the value of NAME, or `absent` |
 //! | `config-names` | returns the names it may read, comma-separated |
+//! | `steps:SCRIPT` | durable steps and sleeps, as `steps.rs` describes |
 //! | `spawn-nested:N` | spawns N `spawn:echo:a\|echo:b` children without keys (each spawns two of its own), waits, returns the report |
 //!
 //! A waiting command, once resumed (or satisfied at once), returns
 //! `resumed attempt=N: name=payload,…` or `satisfied: …`.
+
+mod steps;
 
 use flowfabric_guest::{
     export_task, host, LogLevel, ResumeCondition, Signal, Task, TaskError, TimeoutBehavior,
@@ -53,6 +56,7 @@ impl Task for Testkit {
         let (command, arg) = input.split_once(':').unwrap_or((input.as_str(), ""));
         match command {
             "echo" => Ok(arg.as_bytes().to_vec()),
+            "steps" => steps::run(arg),
             "http" => {
                 let (method, url) = arg
                     .split_once(':')

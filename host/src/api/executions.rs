@@ -315,10 +315,20 @@ pub struct Replayed {
     pub replay_count: i32,
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ReplayQuery {
+    /// Keep the journal of durable steps, so the new run skips the steps
+    /// earlier runs recorded. By default the replay starts a fresh journal.
+    #[serde(default)]
+    pub keep_steps: bool,
+}
+
 /// Run an execution that ended (completed, failed, cancelled, expired) again,
 /// as a new attempt; refused past the policy's `max_replays` (default 10).
 #[utoipa::path(post, path = "/v1/executions/{id}/replay", tag = "executions",
-    params(("id" = Uuid, Path)),
+    params(("id" = Uuid, Path), ReplayQuery),
     responses((status = 200, body = Replayed), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 401, body = ErrorBody)),
     security(("api_key" = [])))]
@@ -326,7 +336,11 @@ pub async fn replay(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<ExecutionId>,
+    Query(query): Query<ReplayQuery>,
 ) -> ApiResult<Json<Replayed>> {
-    let replay_count = state.engine.replay(caller.tenant, id).await?;
+    let replay_count = state
+        .engine
+        .replay(caller.tenant, id, query.keep_steps)
+        .await?;
     Ok(Json(Replayed { replay_count }))
 }

@@ -34,6 +34,7 @@ pub mod metrics;
 pub mod openapi;
 mod payload;
 mod signals;
+mod steps;
 mod streams;
 
 use std::future::Future;
@@ -123,6 +124,7 @@ pub fn router(engine: Engine, runtime: Arc<Runtime>, config: &ApiConfig) -> Rout
         .route("/executions/{id}/replay", post(executions::replay))
         .route("/executions/{id}/resume", post(signals::resume))
         .route("/executions/{id}/waitpoints", get(signals::waitpoints))
+        .route("/executions/{id}/steps", get(steps::list))
         .route(
             "/signals",
             post(signals::deliver).layer(DefaultBodyLimit::max(SMALL_BODY * 8)),

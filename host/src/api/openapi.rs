@@ -7,7 +7,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    admin, budgets, components, events, executions, flows, grants, lanes, signals, streams,
+    admin, budgets, components, events, executions, flows, grants, lanes, signals, steps, streams,
 };
 
 #[derive(OpenApi)]
@@ -21,6 +21,7 @@ use super::{
     paths(
         executions::create, executions::create_batch, executions::list, executions::get,
         executions::result, executions::cancel, executions::revoke_lease, executions::priority, executions::replay,
+        steps::list,
         flows::create, flows::extend, flows::get, flows::list, flows::cancel,
         budgets::create, budgets::list, budgets::get, budgets::reset, lanes::list,
         streams::frames, streams::summary, streams::follow,

@@ -3,7 +3,7 @@
 //! [`Backend`] is everything the engine needs from durable storage: one trait
 //! per concept ([`Tenancy`], [`Executions`], [`Leases`], [`Output`], [`Events`],
 //! [`Components`], [`Suspensions`], [`Budgets`], [`Children`], [`Flows`],
-//! [`Wakeups`], [`Scanners`]), one method per atomic operation. Each state
+//! [`Steps`], [`Wakeups`], [`Scanners`], [`Grants`], [`ConfigValues`]), one method per atomic operation. Each state
 //! change happens in one transaction, and every worker write is fenced by the
 //! [`LeaseHandle`] it carries. Callers above these traits never see SQL;
 //! implementations never see HTTP or wasm.
@@ -19,7 +19,7 @@ mod traits;
 
 pub use traits::{
     Budgets, Children, Components, ConfigValues, Events, Executions, Flows, Grants, Leases, Output,
-    Scanners, Suspensions, Tenancy, Wakeups,
+    Scanners, Steps, Suspensions, Tenancy, Wakeups,
 };
 
 /// The storage traits by method only (`use crate::backend::prelude::*`), for
@@ -28,7 +28,7 @@ pub mod prelude {
     pub use super::traits::{
         Budgets as _, Children as _, Components as _, ConfigValues as _, Events as _,
         Executions as _, Flows as _, Grants as _, Leases as _, Output as _, Scanners as _,
-        Suspensions as _, Tenancy as _, Wakeups as _,
+        Steps as _, Suspensions as _, Tenancy as _, Wakeups as _,
     };
 }
 
@@ -124,6 +124,7 @@ pub trait Backend:
     + Scanners
     + Grants
     + ConfigValues
+    + Steps
     + 'static
 {
     /// Which store this is (`postgres` or `sqlite`), for logs and metrics.

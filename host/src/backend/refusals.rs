@@ -190,3 +190,50 @@ pub(crate) fn waitpoint_expired(key: &str) -> EngineError {
         ),
     }
 }
+
+/// What a step record finds at its position and in its execution's journal,
+/// as either backend reads it before (SQLite) or after (Postgres) a write.
+pub(crate) struct StepSlot<'a> {
+    /// Steps recorded so far, and their bytes.
+    pub count: i64,
+    pub bytes: i64,
+    /// The name, attempt and kind of the step already at the position.
+    pub existing: Option<(&'a str, i32, &'a str)>,
+}
+
+/// Whether a step may be written at its position: `Ok(true)` to write,
+/// `Ok(false)` when this attempt already recorded the same step there (a
+/// replayed call), or the refusal both backends give.
+pub(crate) fn step_admission(
+    slot: &StepSlot<'_>,
+    step: &crate::model::NewStep,
+    attempt_index: i32,
+    limits: crate::model::JournalLimits,
+) -> Result<bool, EngineError> {
+    if let Some((name, attempt, kind)) = slot.existing {
+        if name == step.name && attempt == attempt_index && kind == step.outcome.kind().as_str() {
+            return Ok(false);
+        }
+        return Err(EngineError::Conflict(format!(
+            "step {} is already recorded (as `{name}`, by attempt {attempt})",
+            step.position
+        )));
+    }
+    if slot.count >= i64::from(limits.max_steps) {
+        return Err(EngineError::limit(
+            "max_steps_per_execution",
+            u64::from(limits.max_steps),
+            "this execution's journal is full: no further step can be recorded",
+        ));
+    }
+    let size = step.outcome.size() as u64;
+    let used = slot.bytes.max(0) as u64;
+    if used.saturating_add(size) > limits.max_bytes {
+        return Err(EngineError::limit(
+            "max_journal_bytes_per_execution",
+            limits.max_bytes,
+            format!("the journal holds {used} bytes and a step of {size} would pass it"),
+        ));
+    }
+    Ok(true)
+}

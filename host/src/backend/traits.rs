@@ -18,10 +18,11 @@ use crate::model::{
     ClaimedExecution, CompletionEvent, ComponentGrant, ComponentVersion, Created, EventBatch,
     EventCursor, Execution, ExecutionFilter, ExecutionId, ExecutionState, ExecutionUpdate,
     FailOutcome, Failure, FlowCancelPolicy, FlowId, FlowSnapshot, FlowSummary, Frame, GraphApplied,
-    GraphChange, LaneCounts, LeaseEvent, LeaseHandle, NewBudget, NewExecution, NewFlow, NewSignal,
-    SealedConfig, Signal, SignalEvent, SignalOutcome, SpawnLimits, SpawnedChild, StoredApiKey,
-    StoredGrant, StreamMode, StreamSummary, SuspendOutcome, Suspension, Tenant, TenantId,
-    TenantLimits, TimeoutBehavior, UsageOutcome, Waitpoint, WaitpointId,
+    GraphChange, JournalEntry, JournalLimits, LaneCounts, LeaseEvent, LeaseHandle, NewBudget,
+    NewExecution, NewFlow, NewSignal, NewStep, SealedConfig, Signal, SignalEvent, SignalOutcome,
+    SpawnLimits, SpawnedChild, StoredApiKey, StoredGrant, StreamMode, StreamSummary,
+    SuspendOutcome, Suspension, Tenant, TenantId, TenantLimits, TimeoutBehavior, UsageOutcome,
+    Waitpoint, WaitpointId,
 };
 
 /// Tenants, their limits and usage, and their API keys.
@@ -105,8 +106,9 @@ pub trait Executions: Send + Sync {
     async fn cancel(&self, tenant: TenantId, id: ExecutionId, reason: &str) -> Result<bool>;
 
     /// An operator runs an ended execution again (a new `replay` attempt);
-    /// returns how many times it has been replayed.
-    async fn replay(&self, tenant: TenantId, id: ExecutionId) -> Result<i32>;
+    /// returns how many times it has been replayed. Its journal of steps is
+    /// deleted in the same transaction unless `keep_steps`.
+    async fn replay(&self, tenant: TenantId, id: ExecutionId, keep_steps: bool) -> Result<i32>;
 
     /// Change the priority of a runnable execution.
     async fn change_priority(&self, tenant: TenantId, id: ExecutionId, priority: i32)
@@ -315,6 +317,45 @@ pub trait Suspensions: Send + Sync {
         after: Option<WaitpointId>,
         limit: u32,
     ) -> Result<Vec<Waitpoint>>;
+}
+
+/// Durable steps: each execution's journal of what its runs already did
+/// (see [`crate::model::JournalEntry`]).
+#[async_trait]
+pub trait Steps: Send + Sync {
+    /// Up to `limit` steps of the execution's journal at positions after
+    /// `after`, in position order.
+    async fn journal(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        after: Option<u32>,
+        limit: u32,
+    ) -> Result<Vec<JournalEntry>>;
+
+    /// Record a step of the lease's execution and append `frame` (a durable
+    /// `step` frame announcing it) to the attempt, in one transaction fenced
+    /// by the lease. Past `limits` nothing is written (`limit_exceeded`). A
+    /// position already recorded is refused (`conflict`), unless this lease
+    /// recorded the same step there (a replayed call: `Ok`).
+    async fn record_step(
+        &self,
+        lease: &LeaseHandle,
+        step: &NewStep,
+        frame: &[u8],
+        limits: JournalLimits,
+    ) -> Result<()>;
+
+    /// Suspend the lease's execution until `wake_at`, releasing the lease,
+    /// in one transaction with recording `step` (a new sleep, with its
+    /// frame) when given; an existing sleep woken early passes `None`.
+    async fn sleep(
+        &self,
+        lease: &LeaseHandle,
+        step: Option<(&NewStep, &[u8])>,
+        wake_at: DateTime<Utc>,
+        limits: JournalLimits,
+    ) -> Result<()>;
 }
 
 /// Budgets: limits, usage reports and resets.

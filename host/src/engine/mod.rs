@@ -14,6 +14,7 @@ mod flows;
 mod grants;
 mod scanners;
 mod signals;
+mod steps;
 mod tenancy;
 mod vault;
 
@@ -27,6 +28,7 @@ pub use caps::GrowthCaps;
 pub use events::{Subscription, MAX_EVENT_PAGE};
 pub use scanners::{ScannerConfig, Scanners};
 pub use signals::{SignalKeys, WaitpointWithToken, MAX_WAITPOINT_PAGE};
+pub use steps::{wake_time, MAX_STEP_PAGE};
 pub use tenancy::{secret_matches, IssuedKey};
 pub use vault::SealingKeys;
 
@@ -58,6 +60,12 @@ pub struct Limits {
     pub max_flow_members: u32,
     /// Waitpoints one execution may create.
     pub max_waitpoints_per_execution: u32,
+    /// Steps one execution's journal may hold (sleeps included).
+    pub max_steps_per_execution: u32,
+    /// Bytes of one step's result.
+    pub max_step_bytes: usize,
+    /// Result and failure bytes of all steps of one execution's journal.
+    pub max_journal_bytes_per_execution: u64,
     /// Bytes one tenant may keep stored (inputs, results, frames), unless
     /// its own quota is lower; `None`: no installation quota.
     pub max_stored_bytes_per_tenant: Option<u64>,
@@ -86,6 +94,9 @@ impl Default for Limits {
             max_children_per_execution: 1_000,
             max_flow_members: 10_000,
             max_waitpoints_per_execution: 1_000,
+            max_steps_per_execution: 1_000,
+            max_step_bytes: 1 << 20,
+            max_journal_bytes_per_execution: 16 << 20,
             max_stored_bytes_per_tenant: None,
             max_queued: None,
             max_component_bytes: 64 << 20,
@@ -392,8 +403,11 @@ impl Engine {
         self.backend.revoke_lease(tenant, id).await
     }
 
-    pub async fn replay(&self, tenant: TenantId, id: ExecutionId) -> Result<i32> {
-        self.backend.replay(tenant, id).await
+    /// Run an ended execution again. Its journal of steps starts afresh
+    /// unless `keep_steps`: then the new run is handed what earlier runs
+    /// recorded, and skips those steps.
+    pub async fn replay(&self, tenant: TenantId, id: ExecutionId, keep_steps: bool) -> Result<i32> {
+        self.backend.replay(tenant, id, keep_steps).await
     }
 
     pub async fn delay(&self, lease: &LeaseHandle, until: DateTime<Utc>) -> Result<()> {

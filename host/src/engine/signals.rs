@@ -23,7 +23,7 @@ use crate::model::{
 };
 
 const TOKEN_PREFIX: &str = "wpt_";
-const MAX_SUSPEND_MS: u64 = 30 * 24 * 3600 * 1000;
+pub(super) const MAX_SUSPEND_MS: u64 = 30 * 24 * 3600 * 1000;
 const MAX_SIGNAL_BYTES: usize = 256 << 10;
 
 #[derive(Clone)]
@@ -226,11 +226,12 @@ impl Engine {
         condition.validate()?;
         if matches!(
             condition,
-            ResumeCondition::Children | ResumeCondition::Budget { .. }
+            ResumeCondition::Children | ResumeCondition::Budget { .. } | ResumeCondition::Timer
         ) {
             return Err(EngineError::invalid(
                 "condition",
-                "children and budgets are waited on by wait_children and report_usage",
+                "children, budgets and timers are waited on by wait_children, report_usage \
+                 and sleep",
             ));
         }
         for key in condition.keys() {

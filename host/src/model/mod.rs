@@ -12,6 +12,7 @@ mod ids;
 mod policy;
 mod rules;
 mod state;
+mod steps;
 mod suspension;
 mod tenancy;
 
@@ -51,6 +52,11 @@ pub use rules::{
     TerminalOutcome,
 };
 pub use state::{AttemptState, AttemptType, PublicState};
+pub use steps::{
+    check_step_name, lookup as lookup_step, JournalEntry, JournalLimits, JournalMismatch, NewStep,
+    StepKind, StepLookup, StepOutcome, StepSummary, MAX_STEP_ERROR_BYTES, MAX_STEP_NAME_BYTES,
+    SLEEP_STEP,
+};
 pub use suspension::{
     NewSignal, ResumeCondition, Signal, SignalOutcome, SuspendOutcome, Suspension, TimeoutBehavior,
     Waitpoint, TIMEOUT_SIGNAL,

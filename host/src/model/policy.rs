@@ -28,6 +28,9 @@ pub enum FailureClass {
     /// The guest went past a limit of its tenant or the installation (a
     /// result too large to record, say); never retried.
     LimitExceeded,
+    /// A run asked for steps its journal did not record in that order or
+    /// under those names; never retried (the same code would diverge again).
+    JournalMismatch,
     Internal,
 }
 
@@ -37,7 +40,7 @@ impl FailureClass {
     pub fn is_never_retried(self) -> bool {
         matches!(
             self,
-            Self::Permanent | Self::LimitExceeded | Self::BudgetExceeded
+            Self::Permanent | Self::LimitExceeded | Self::BudgetExceeded | Self::JournalMismatch
         )
     }
 
@@ -51,6 +54,7 @@ impl FailureClass {
             Self::LeaseExpired => "lease_expired",
             Self::BudgetExceeded => "budget_exceeded",
             Self::LimitExceeded => "limit_exceeded",
+            Self::JournalMismatch => "journal_mismatch",
             Self::Internal => "internal",
         }
     }

@@ -27,6 +27,10 @@ pub enum ResumeCondition {
     TimeoutOnly,
     /// Every child it spawned has ended (`wait-children`; never from signals).
     Children,
+    /// A durable sleep: only its timeout (the wake time) resumes it, with
+    /// no signal (never from signals; an operator may wake it early, and
+    /// it then sleeps on for the rest).
+    Timer,
     /// The budget whose hard limit it hit is reset (never from signals).
     Budget {
         #[schema(value_type = uuid::Uuid)]
@@ -43,9 +47,11 @@ impl ResumeCondition {
                 let unique: BTreeSet<&str> = keys.iter().map(String::as_str).collect();
                 unique.into_iter().collect()
             }
-            Self::OperatorOnly | Self::TimeoutOnly | Self::Children | Self::Budget { .. } => {
-                Vec::new()
-            }
+            Self::OperatorOnly
+            | Self::TimeoutOnly
+            | Self::Timer
+            | Self::Children
+            | Self::Budget { .. } => Vec::new(),
         }
     }
 
@@ -61,7 +67,11 @@ impl ResumeCondition {
             Self::Waitpoint { .. } => hits >= 1,
             Self::Count { n, .. } => hits >= *n as usize,
             Self::AllOf { keys } => !keys.is_empty() && hits == self.keys().len(),
-            Self::OperatorOnly | Self::TimeoutOnly | Self::Children | Self::Budget { .. } => false,
+            Self::OperatorOnly
+            | Self::TimeoutOnly
+            | Self::Timer
+            | Self::Children
+            | Self::Budget { .. } => false,
         }
     }
 

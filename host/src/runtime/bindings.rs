@@ -12,5 +12,5 @@ wasmtime::component::bindgen!({
 
 pub use self::flowfabric::task::types::{
     AttemptType, Breach, Child, FailureClass, HostError, LogLevel, ResumeCondition, Signal,
-    StreamMode, TaskInfo, TimeoutBehavior, UsageResult, Waitpoint,
+    StepOutcome, StepStart, StreamMode, TaskInfo, TimeoutBehavior, UsageResult, Waitpoint,
 };

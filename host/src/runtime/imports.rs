@@ -9,19 +9,23 @@ use tracing::Instrument;
 
 use super::bindings::flowfabric::task::{claimed_task, types};
 use super::bindings::{
-    Child, HostError, LogLevel, ResumeCondition, Signal, StreamMode, TaskInfo, TimeoutBehavior,
-    UsageResult, Waitpoint,
+    Child, HostError, LogLevel, ResumeCondition, Signal, StepOutcome, StepStart, StreamMode,
+    TaskInfo, TimeoutBehavior, UsageResult, Waitpoint,
 };
 use super::sandbox::{StopReason, StoreState};
+use crate::model::Failure;
 
-/// The answer to a call that may suspend the execution (`suspend`,
-/// `wait-children`).
+/// The answer to a call that may end the run instead of returning
+/// (`suspend`, `wait-children`, the steps and `sleep`).
 #[derive(Debug)]
-pub enum SuspendReply<T> {
-    /// What was waited for is already there; the guest carries on with it.
-    Satisfied(T),
+pub enum HostReply<T> {
+    /// The guest carries on with this.
+    Continue(T),
     /// The execution is suspended: the runtime stops the guest.
     Suspended,
+    /// The attempt must end with this failure (its journal diverged, or a
+    /// step could not be recorded): the runtime stops the guest.
+    Stop(Failure),
 }
 
 /// What a running guest may do to the execution it was started for.
@@ -51,7 +55,7 @@ pub trait TaskImports: Send + Sync + 'static {
         condition: ResumeCondition,
         timeout_ms: Option<u64>,
         on_timeout: TimeoutBehavior,
-    ) -> Result<SuspendReply<Vec<Signal>>, HostError>;
+    ) -> Result<HostReply<Vec<Signal>>, HostError>;
     async fn spawn_child(
         &self,
         kind: String,
@@ -62,7 +66,14 @@ pub trait TaskImports: Send + Sync + 'static {
         &self,
         timeout_ms: Option<u64>,
         on_timeout: TimeoutBehavior,
-    ) -> Result<SuspendReply<Vec<Child>>, HostError>;
+    ) -> Result<HostReply<Vec<Child>>, HostError>;
+    async fn step_begin(&self, name: String) -> Result<HostReply<StepStart>, HostError>;
+    async fn step_record(
+        &self,
+        position: u32,
+        outcome: StepOutcome,
+    ) -> Result<HostReply<()>, HostError>;
+    async fn sleep(&self, duration_ms: u64) -> Result<HostReply<()>, HostError>;
     fn resume_signals(&self) -> Vec<Signal>;
     fn lease_healthy(&self) -> bool;
     async fn log(&self, level: LogLevel, message: String);
@@ -71,19 +82,25 @@ pub trait TaskImports: Send + Sync + 'static {
 impl types::Host for StoreState {}
 
 impl StoreState {
-    /// Pass a reply through to the guest, unless the execution suspended: then
-    /// the suspension is recorded and the lease released, so unwind the guest;
-    /// `run` starts again from the top when it resumes.
-    fn unless_suspended<T>(
+    /// Pass a reply through to the guest, unless the run must end: when the
+    /// execution suspended (the suspension is recorded and the lease
+    /// released; `run` starts again from the top when it resumes), or the
+    /// host ended the attempt. Either way, unwind the guest.
+    fn unless_stopped<T>(
         &mut self,
-        reply: wasmtime::Result<Result<SuspendReply<T>, HostError>>,
+        reply: wasmtime::Result<Result<HostReply<T>, HostError>>,
     ) -> wasmtime::Result<Result<T, HostError>> {
         match reply? {
-            Ok(SuspendReply::Satisfied(value)) => Ok(Ok(value)),
+            Ok(HostReply::Continue(value)) => Ok(Ok(value)),
             Err(e) => Ok(Err(e)),
-            Ok(SuspendReply::Suspended) => {
+            Ok(HostReply::Suspended) => {
                 self.stopped = Some(StopReason::Suspended);
                 Err(wasmtime::Error::msg("the execution suspended"))
+            }
+            Ok(HostReply::Stop(failure)) => {
+                let message = failure.message.clone();
+                self.stopped = Some(StopReason::Failed(failure));
+                Err(wasmtime::Error::msg(message))
             }
         }
     }
@@ -169,7 +186,7 @@ impl claimed_task::Host for StoreState {
             "suspend",
             self.imports.suspend(condition, timeout_ms, on_timeout)
         );
-        self.unless_suspended(reply)
+        self.unless_stopped(reply)
     }
 
     async fn spawn_child(
@@ -195,7 +212,30 @@ impl claimed_task::Host for StoreState {
             "wait_children",
             self.imports.wait_children(timeout_ms, on_timeout)
         );
-        self.unless_suspended(reply)
+        self.unless_stopped(reply)
+    }
+
+    async fn step_begin(&mut self, name: String) -> wasmtime::Result<Result<StepStart, HostError>> {
+        let reply = host_call!(self.cpu, "step_begin", self.imports.step_begin(name));
+        self.unless_stopped(reply)
+    }
+
+    async fn step_record(
+        &mut self,
+        position: u32,
+        outcome: StepOutcome,
+    ) -> wasmtime::Result<Result<(), HostError>> {
+        let reply = host_call!(
+            self.cpu,
+            "step_record",
+            self.imports.step_record(position, outcome)
+        );
+        self.unless_stopped(reply)
+    }
+
+    async fn sleep(&mut self, duration_ms: u64) -> wasmtime::Result<Result<(), HostError>> {
+        let reply = host_call!(self.cpu, "sleep", self.imports.sleep(duration_ms));
+        self.unless_stopped(reply)
     }
 
     async fn resume_signals(&mut self) -> wasmtime::Result<Vec<Signal>> {

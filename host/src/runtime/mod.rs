@@ -31,11 +31,11 @@ use wasmtime::{
 
 pub use bindings::{
     AttemptType, Breach, Child, FailureClass as GuestFailureClass, HostError, LogLevel,
-    ResumeCondition, Signal, StreamMode as GuestStreamMode, TaskError, TaskInfo, TimeoutBehavior,
-    UsageResult, Waitpoint,
+    ResumeCondition, Signal, StepOutcome as GuestStepOutcome, StepStart,
+    StreamMode as GuestStreamMode, TaskError, TaskInfo, TimeoutBehavior, UsageResult, Waitpoint,
 };
 pub use fair::Owner;
-pub use imports::{SuspendReply, TaskImports};
+pub use imports::{HostReply, TaskImports};
 pub use outbound::{HttpExchange, HttpLog};
 pub use sandbox::{CancelFlag, SandboxLimits};
 
@@ -514,9 +514,10 @@ fn classify_error(
     limits: &SandboxLimits,
 ) -> RunResult {
     let state = store.data();
-    match state.stopped {
+    match &state.stopped {
         Some(StopReason::Cancelled) => return RunResult::Cancelled,
         Some(StopReason::Suspended) => return RunResult::Suspended,
+        Some(StopReason::Failed(failure)) => return RunResult::Failed(failure.clone()),
         Some(StopReason::Timeout) => {
             return RunResult::Failed(Failure::new(
                 FailureClass::Timeout,

@@ -52,13 +52,15 @@ impl Default for SandboxLimits {
 }
 
 /// Why the host stopped a guest from outside.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StopReason {
     Timeout,
     Cancelled,
     /// The guest suspended the execution (not from outside, but it ends the run
     /// the same way).
     Suspended,
+    /// The host ended the attempt from inside a host call, with this failure.
+    Failed(crate::model::Failure),
 }
 
 /// A flag the worker raises to stop a running guest at its next epoch tick.

@@ -7,22 +7,24 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
+use super::steps::StepCursor;
 use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::model::{
-    self, AttemptType as ModelAttemptType, ChildrenOutcome, ClaimedExecution, LeaseHandle,
-    NewExecution, StreamMode, SuspendOutcome, UsageOutcome,
+    self, AttemptType as ModelAttemptType, ChildrenOutcome, ClaimedExecution, JournalEntry,
+    LeaseHandle, NewExecution, StreamMode, SuspendOutcome, UsageOutcome,
 };
 use crate::runtime::{
-    AttemptType, Breach, CancelFlag, Child, GuestStreamMode, HostError, LogLevel, ResumeCondition,
-    Signal, SuspendReply, TaskImports, TaskInfo, TimeoutBehavior, UsageResult, Waitpoint,
+    AttemptType, Breach, CancelFlag, Child, GuestStepOutcome, GuestStreamMode, HostError,
+    HostReply, LogLevel, ResumeCondition, Signal, StepStart, TaskImports, TaskInfo,
+    TimeoutBehavior, UsageResult, Waitpoint,
 };
 
 /// Progress is written at most this often; the newest value in between wins.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
 
 pub(super) struct ClaimedTask {
-    engine: Engine,
+    pub(super) engine: Engine,
     pub(super) claimed: ClaimedExecution,
     pub(super) cancel: CancelFlag,
     /// When it was claimed: its lease counts from here.
@@ -34,6 +36,9 @@ pub(super) struct ClaimedTask {
     progress: Mutex<Progress>,
     /// What resumed this attempt (set before the run, when it is a resume).
     resume_signals: Mutex<Vec<Signal>>,
+    /// The execution's journal, read at this run's first step.
+    pub(super) journal: tokio::sync::OnceCell<Vec<JournalEntry>>,
+    pub(super) steps: Mutex<StepCursor>,
 }
 
 #[derive(Default)]
@@ -54,6 +59,8 @@ impl ClaimedTask {
             spawned: AtomicU32::new(0),
             progress: Mutex::new(Progress::default()),
             resume_signals: Mutex::new(Vec::new()),
+            journal: tokio::sync::OnceCell::new(),
+            steps: Mutex::new(StepCursor::default()),
         }
     }
 
@@ -86,7 +93,7 @@ impl ClaimedTask {
         self.lease_lost.load(Ordering::Acquire)
     }
 
-    fn host_error(&self, e: EngineError) -> HostError {
+    pub(super) fn host_error(&self, e: EngineError) -> HostError {
         match e {
             EngineError::StaleLease { .. }
             | EngineError::NotActive { .. }
@@ -134,9 +141,9 @@ impl ClaimedTask {
     }
 
     /// The lease went with a suspension: nothing more is written.
-    fn suspended<T>(&self) -> SuspendReply<T> {
+    pub(super) fn suspended<T>(&self) -> HostReply<T> {
         self.lease_lost.store(true, Ordering::Release);
-        SuspendReply::Suspended
+        HostReply::Suspended
     }
 
     /// Write progress held back by the throttle, if any.
@@ -265,7 +272,7 @@ impl TaskImports for ClaimedTask {
         condition: ResumeCondition,
         timeout_ms: Option<u64>,
         on_timeout: TimeoutBehavior,
-    ) -> Result<SuspendReply<Vec<Signal>>, HostError> {
+    ) -> Result<HostReply<Vec<Signal>>, HostError> {
         let outcome = self
             .engine
             .suspend(
@@ -278,7 +285,7 @@ impl TaskImports for ClaimedTask {
             .map_err(|e| self.host_error(e))?;
         Ok(match outcome {
             SuspendOutcome::AlreadySatisfied(signals) => {
-                SuspendReply::Satisfied(signals.into_iter().map(guest_signal).collect())
+                HostReply::Continue(signals.into_iter().map(guest_signal).collect())
             }
             SuspendOutcome::Suspended => self.suspended(),
         })
@@ -310,7 +317,7 @@ impl TaskImports for ClaimedTask {
         &self,
         timeout_ms: Option<u64>,
         on_timeout: TimeoutBehavior,
-    ) -> Result<SuspendReply<Vec<Child>>, HostError> {
+    ) -> Result<HostReply<Vec<Child>>, HostError> {
         let outcome = self
             .engine
             .wait_children(self.lease(), timeout_ms, model_timeout(on_timeout))
@@ -318,10 +325,26 @@ impl TaskImports for ClaimedTask {
             .map_err(|e| self.host_error(e))?;
         Ok(match outcome {
             ChildrenOutcome::Done(children) => {
-                SuspendReply::Satisfied(children.into_iter().map(guest_child).collect())
+                HostReply::Continue(children.into_iter().map(guest_child).collect())
             }
             ChildrenOutcome::Suspended => self.suspended(),
         })
+    }
+
+    async fn step_begin(&self, name: String) -> Result<HostReply<StepStart>, HostError> {
+        self.begin_step(name).await
+    }
+
+    async fn step_record(
+        &self,
+        position: u32,
+        outcome: GuestStepOutcome,
+    ) -> Result<HostReply<()>, HostError> {
+        self.record_step(position, outcome).await
+    }
+
+    async fn sleep(&self, duration_ms: u64) -> Result<HostReply<()>, HostError> {
+        self.sleep_until_due(duration_ms).await
     }
 
     fn resume_signals(&self) -> Vec<Signal> {

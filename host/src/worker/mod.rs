@@ -21,6 +21,7 @@ mod feed;
 mod resolve;
 mod run;
 mod share;
+mod steps;
 
 pub use share::default_reserve;
 

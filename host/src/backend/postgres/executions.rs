@@ -141,12 +141,13 @@ impl Executions for PgBackend {
         }
     }
 
-    async fn replay(&self, tenant: TenantId, id: ExecutionId) -> Result<i32> {
+    async fn replay(&self, tenant: TenantId, id: ExecutionId, keep_steps: bool) -> Result<i32> {
         let pool = &self.pool;
         let replayed: Option<i32> = sqlx::query_scalar(REPLAY_SQL)
             .bind(tenant)
             .bind(id)
             .bind(DEFAULT_MAX_REPLAYS as i32)
+            .bind(keep_steps)
             .fetch_optional(pool)
             .await
             .map_err(EngineError::storage("replay"))?;
@@ -408,10 +409,13 @@ const CANCEL_SQL: &str = "SELECT count(*) FROM flowfabric_cancel(ARRAY[$1]::uuid
 
 /// Operator replay: a terminal execution becomes runnable again, due now, with
 /// its result, failure and counters cleared, and its next claim is a `replay`
-/// attempt. Refused past the policy's `max_replays`.
+/// attempt. Refused past the policy's `max_replays`. Unless `$4` (keep the
+/// journal), its steps are deleted and the journal's counters start over.
 const REPLAY_SQL: &str = r#"
 WITH replayed AS (
     UPDATE executions SET lifecycle_phase = 'runnable', ownership_state = 'unowned',
+        step_count = CASE WHEN $4 THEN step_count ELSE 0 END,
+        step_bytes = CASE WHEN $4 THEN step_bytes ELSE 0 END,
         eligibility_state = 'eligible_now', blocking_reason = 'waiting_for_worker',
         terminal_outcome = NULL, attempt_state = 'pending_replay_attempt',
         replay_count = replay_count + 1, retry_count = 0, reclaim_count = 0,
@@ -425,7 +429,11 @@ WITH replayed AS (
       AND replay_count < coalesce((policy ->> 'max_replays')::int, $3)
     RETURNING replay_count
 ),
-wake AS (SELECT pg_notify('flowfabric_work', '') FROM replayed)
+wake AS (SELECT pg_notify('flowfabric_work', '') FROM replayed),
+fresh_journal AS (
+    DELETE FROM steps WHERE tenant_id = $1 AND execution_id = $2 AND NOT $4
+      AND EXISTS (SELECT 1 FROM replayed)
+)
 SELECT replay_count, (SELECT count(*) FROM wake) AS woke FROM replayed
 "#;
 

@@ -3,7 +3,7 @@
 //! Layout: each storage trait of [`crate::backend`] is implemented in the
 //! module of the same name (`tenancy`, `executions`, `leases`, `output`,
 //! `events`, `components`, `suspension`, `budgets`, `children`, `flows`,
-//! `wakeups`, `scanners`), exactly as in the SQLite backend. The modules they
+//! `steps`, `wakeups`, `scanners`, `grants`, `config_values`), exactly as in the SQLite backend. The modules they
 //! lean on: `claim` (the claim statement), `flow_cancel` and
 //! `suspension_timeouts` (the passes those concepts need), `outbox` (the event
 //! tables), `rows` (row decoding and transactions), `bench` (scratch
@@ -39,6 +39,7 @@ mod output;
 mod rows;
 mod scanners;
 pub mod schema;
+mod steps;
 mod suspension;
 mod suspension_timeouts;
 mod tenancy;

@@ -153,7 +153,7 @@ impl Output for PgBackend {
 }
 
 /// The bytes the attempt's frames hold, as the append counts them.
-const ATTEMPT_BYTES: &str = "(CASE WHEN frame_seq = 0 THEN 0 ELSE frame_bytes END)";
+pub(super) const ATTEMPT_BYTES: &str = "(CASE WHEN frame_seq = 0 THEN 0 ELSE frame_bytes END)";
 
 /// Why an append matched no row: the lease, or (the lease still held) the cap.
 async fn frame_refusal(

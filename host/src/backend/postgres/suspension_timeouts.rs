@@ -9,7 +9,9 @@ use super::rows::{col, json, transaction};
 use super::suspension::{err, resume, SignalEventRow};
 use crate::error::Result;
 use crate::model::WaitpointId;
-use crate::model::{ExecutionId, Suspension, TenantId, TimeoutBehavior, TIMEOUT_SIGNAL};
+use crate::model::{
+    ExecutionId, ResumeCondition, Suspension, TenantId, TimeoutBehavior, TIMEOUT_SIGNAL,
+};
 
 /// Scanner: suspensions past their timeout, up to `limit` per tenant, each in
 /// its own transaction (the behaviours differ and each locks one row).
@@ -53,6 +55,10 @@ async fn time_out_one(pool: &PgPool, tenant: TenantId, id: ExecutionId) -> Resul
         let suspension: Suspension = json(col(&row, "suspension")?, "suspension")?;
         let seq: i32 = col(&row, "suspension_seq")?;
         match suspension.on_timeout {
+            // A durable sleep wakes with no signal: its step says why.
+            TimeoutBehavior::AutoResume if suspension.condition == ResumeCondition::Timer => {
+                resume(tx, tenant, id, seq).await?;
+            }
             TimeoutBehavior::AutoResume => {
                 let signal_id = Uuid::now_v7();
                 sqlx::query(

@@ -53,7 +53,8 @@ impl Tenancy for PgBackend {
             "SELECT ((SELECT coalesce(sum(octet_length(input) + coalesce(octet_length(result), 0)), 0) \
                       FROM executions WHERE tenant_id = $1) \
                    + (SELECT coalesce(sum(octet_length(payload)), 0) \
-                      FROM frames WHERE tenant_id = $1))::bigint",
+                      FROM frames WHERE tenant_id = $1) \
+                   + (SELECT coalesce(sum(size), 0) FROM steps WHERE tenant_id = $1))::bigint",
         )
         .bind(tenant)
         .fetch_one(pool)

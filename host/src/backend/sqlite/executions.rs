@@ -157,7 +157,7 @@ impl Executions for SqliteBackend {
 
     /// Operator replay: an ended execution runs again as a `replay` attempt,
     /// with its result, failure and counters cleared; refused past `max_replays`.
-    async fn replay(&self, tenant: TenantId, id: ExecutionId) -> Result<i32> {
+    async fn replay(&self, tenant: TenantId, id: ExecutionId, keep_steps: bool) -> Result<i32> {
         let db = self;
         db.write("replay", async |conn, effects| {
             let mut row = Exec::get(conn, tenant, id).await?;
@@ -185,6 +185,14 @@ impl Executions for SqliteBackend {
                 .execution_deadline_ms
                 .map(|ms| after_ms(now, ms));
             row.save(conn, Some(before), effects).await?;
+            if !keep_steps {
+                sqlx::query("DELETE FROM steps WHERE tenant_id = ? AND execution_id = ?")
+                    .bind(tenant)
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(EngineError::storage("replay"))?;
+            }
             Ok(row.replay_count)
         })
         .await

@@ -36,6 +36,7 @@ mod record;
 mod resolve;
 mod scanners;
 pub mod schema;
+mod steps;
 mod suspension;
 mod suspension_timeouts;
 mod tenancy;

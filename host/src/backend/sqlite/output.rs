@@ -7,10 +7,12 @@
 
 use async_trait::async_trait;
 use sqlx::types::Json;
+use sqlx::SqliteConnection;
 
 use super::leases::held;
+use super::record::Exec;
 use super::time::{at, now, Millis};
-use super::SqliteBackend;
+use super::{Effects, SqliteBackend};
 use crate::backend::refusals;
 use crate::backend::Output;
 use crate::error::{EngineError, Result};
@@ -33,17 +35,9 @@ impl Output for SqliteBackend {
         let db = self;
         db.write("append frame", async |conn, effects| {
             let mut row = held(conn, lease).await?;
-            let stored: i64 = sqlx::query_scalar(
-                "SELECT frame_bytes FROM executions WHERE tenant_id = ? AND execution_id = ?",
-            )
-            .bind(lease.tenant_id)
-            .bind(lease.execution_id)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(EngineError::storage("append frame"))?;
-            let bytes = refusals::frame_bytes_after(row.frame_seq, stored, payload.len());
+            let used = attempt_frame_bytes(conn, &row).await?;
+            let bytes = used.saturating_add(payload.len() as u64);
             if bytes > max_attempt_bytes {
-                let used = refusals::frame_bytes_after(row.frame_seq, stored, 0);
                 return Err(refusals::frame_bytes_exceeded(
                     max_attempt_bytes,
                     used,
@@ -51,34 +45,10 @@ impl Output for SqliteBackend {
                 ));
             }
             let now = now();
-            let before = row.lease_before();
-            row.frame_seq += 1;
-            let seq = row.frame_seq;
-            row.save(conn, Some(before), effects).await?;
-            sqlx::query(
-                "UPDATE executions SET frame_bytes = ? WHERE tenant_id = ? AND execution_id = ?",
+            let seq = insert_frame(
+                conn, lease, &mut row, frame_type, mode, payload, bytes, effects,
             )
-            .bind(i64::try_from(bytes).unwrap_or(i64::MAX))
-            .bind(lease.tenant_id)
-            .bind(lease.execution_id)
-            .execute(&mut *conn)
-            .await
-            .map_err(EngineError::storage("append frame"))?;
-            sqlx::query(
-                "INSERT INTO frames (tenant_id, execution_id, attempt_index, seq, frame_type, mode, \
-                 payload, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(lease.tenant_id)
-            .bind(lease.execution_id)
-            .bind(lease.attempt_index)
-            .bind(seq)
-            .bind(frame_type)
-            .bind(mode.as_str())
-            .bind(payload)
-            .bind(now)
-            .execute(&mut *conn)
-            .await
-            .map_err(EngineError::storage("append frame"))?;
+            .await?;
             match mode {
                 StreamMode::Durable => {}
                 StreamMode::Summary => merge_summary(conn, lease, payload, now).await?,
@@ -96,10 +66,6 @@ impl Output for SqliteBackend {
                     .map_err(EngineError::storage("trim best-effort frames"))?;
                 }
             }
-            effects.updates.push(ExecutionUpdate {
-                tenant_id: lease.tenant_id,
-                execution_id: lease.execution_id,
-            });
             Ok(seq)
         })
         .await
@@ -218,4 +184,65 @@ async fn merge_summary(
     .await
     .map_err(EngineError::storage("merge summary"))?;
     Ok(())
+}
+
+/// Append a frame to the held `row`'s attempt, now holding `bytes` in all:
+/// the next sequence number, the running total, the frame and a wake-up
+/// for its watchers. Returns the frame's sequence number.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn insert_frame(
+    conn: &mut SqliteConnection,
+    lease: &LeaseHandle,
+    row: &mut Exec,
+    frame_type: &str,
+    mode: StreamMode,
+    payload: &[u8],
+    bytes: u64,
+    effects: &mut Effects,
+) -> Result<i64> {
+    let op = "append frame";
+    let before = row.lease_before();
+    row.frame_seq += 1;
+    let seq = row.frame_seq;
+    row.save(conn, Some(before), effects).await?;
+    sqlx::query("UPDATE executions SET frame_bytes = ? WHERE tenant_id = ? AND execution_id = ?")
+        .bind(i64::try_from(bytes).unwrap_or(i64::MAX))
+        .bind(lease.tenant_id)
+        .bind(lease.execution_id)
+        .execute(&mut *conn)
+        .await
+        .map_err(EngineError::storage(op))?;
+    sqlx::query(
+        "INSERT INTO frames (tenant_id, execution_id, attempt_index, seq, frame_type, mode, \
+         payload, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(lease.tenant_id)
+    .bind(lease.execution_id)
+    .bind(lease.attempt_index)
+    .bind(seq)
+    .bind(frame_type)
+    .bind(mode.as_str())
+    .bind(payload)
+    .bind(now())
+    .execute(&mut *conn)
+    .await
+    .map_err(EngineError::storage(op))?;
+    effects.updates.push(ExecutionUpdate {
+        tenant_id: lease.tenant_id,
+        execution_id: lease.execution_id,
+    });
+    Ok(seq)
+}
+
+/// The bytes the held `row`'s attempt's frames hold.
+pub(super) async fn attempt_frame_bytes(conn: &mut SqliteConnection, row: &Exec) -> Result<u64> {
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT frame_bytes FROM executions WHERE tenant_id = ? AND execution_id = ?",
+    )
+    .bind(row.tenant_id)
+    .bind(row.execution_id)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(EngineError::storage("append frame"))?;
+    Ok(refusals::frame_bytes_after(row.frame_seq, stored, 0))
 }

@@ -14,7 +14,7 @@ use super::{Effects, SqliteBackend};
 use crate::error::{EngineError, Result};
 use crate::model::TerminalOutcome;
 use crate::model::WaitpointId;
-use crate::model::{Failure, FailureClass, TimeoutBehavior, TIMEOUT_SIGNAL};
+use crate::model::{Failure, FailureClass, ResumeCondition, TimeoutBehavior, TIMEOUT_SIGNAL};
 
 /// Scanner: suspensions past their timeout resume with a `timeout` signal or
 /// end the execution, as their `on_timeout` says.
@@ -35,6 +35,10 @@ pub(super) async fn time_out_suspensions(db: &SqliteBackend, limit: u32) -> Resu
                 continue;
             };
             match suspension.on_timeout {
+                // A durable sleep wakes with no signal: its step says why.
+                TimeoutBehavior::AutoResume if suspension.condition == ResumeCondition::Timer => {
+                    resume_row(conn, &mut row, effects).await?;
+                }
                 TimeoutBehavior::AutoResume => {
                     let signal_id = Uuid::now_v7();
                     sqlx::query(

@@ -230,7 +230,8 @@ pub(super) async fn stored_bytes(conn: &mut SqliteConnection, tenant: TenantId) 
     let bytes: i64 = sqlx::query_scalar(
         "SELECT (SELECT coalesce(sum(length(input) + coalesce(length(result), 0)), 0) \
                  FROM executions WHERE tenant_id = ?1) \
-              + (SELECT coalesce(sum(length(payload)), 0) FROM frames WHERE tenant_id = ?1)",
+              + (SELECT coalesce(sum(length(payload)), 0) FROM frames WHERE tenant_id = ?1) \
+              + (SELECT coalesce(sum(size), 0) FROM steps WHERE tenant_id = ?1)",
     )
     .bind(tenant)
     .fetch_one(conn)

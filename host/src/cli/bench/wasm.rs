@@ -17,9 +17,9 @@ use async_trait::async_trait;
 use flowfabric::engine::Engine;
 use flowfabric::model::{EventCursor, NewExecution, TenantId, DEFAULT_LANE};
 use flowfabric::runtime::{
-    AttemptType, CancelFlag, Child, Guest, GuestStreamMode, HostError, LogLevel, Prepared,
-    ResumeCondition, RunResult, Runtime, RuntimeConfig, SandboxLimits, Signal, SuspendReply,
-    TaskImports, TaskInfo, TimeoutBehavior, UsageResult, Waitpoint,
+    AttemptType, CancelFlag, Child, Guest, GuestStepOutcome, GuestStreamMode, HostError, HostReply,
+    LogLevel, Prepared, ResumeCondition, RunResult, Runtime, RuntimeConfig, SandboxLimits, Signal,
+    StepStart, TaskImports, TaskInfo, TimeoutBehavior, UsageResult, Waitpoint,
 };
 use flowfabric::worker::{WorkerConfig, WorkerPool};
 
@@ -233,7 +233,7 @@ impl TaskImports for NoImports {
         _: ResumeCondition,
         _: Option<u64>,
         _: TimeoutBehavior,
-    ) -> Result<SuspendReply<Vec<Signal>>, HostError> {
+    ) -> Result<HostReply<Vec<Signal>>, HostError> {
         Err(HostError::Unsupported("benchmark".into()))
     }
     async fn spawn_child(
@@ -248,7 +248,16 @@ impl TaskImports for NoImports {
         &self,
         _: Option<u64>,
         _: TimeoutBehavior,
-    ) -> Result<SuspendReply<Vec<Child>>, HostError> {
+    ) -> Result<HostReply<Vec<Child>>, HostError> {
+        Err(HostError::Unsupported("benchmark".into()))
+    }
+    async fn step_begin(&self, _: String) -> Result<HostReply<StepStart>, HostError> {
+        Err(HostError::Unsupported("benchmark".into()))
+    }
+    async fn step_record(&self, _: u32, _: GuestStepOutcome) -> Result<HostReply<()>, HostError> {
+        Err(HostError::Unsupported("benchmark".into()))
+    }
+    async fn sleep(&self, _: u64) -> Result<HostReply<()>, HostError> {
         Err(HostError::Unsupported("benchmark".into()))
     }
     fn resume_signals(&self) -> Vec<Signal> {

@@ -193,6 +193,8 @@ END) STORED,
     flow_key text,
     parent_id uuid,
     frame_bytes bigint DEFAULT 0 NOT NULL,
+    step_count integer DEFAULT 0 NOT NULL,
+    step_bytes bigint DEFAULT 0 NOT NULL,
     CONSTRAINT executions_attempt_state_check CHECK ((attempt_state = ANY (ARRAY['pending_first_attempt'::text, 'running_attempt'::text, 'attempt_interrupted'::text, 'pending_retry_attempt'::text, 'pending_replay_attempt'::text, 'pending_delayed_attempt'::text, 'attempt_suspended'::text, 'pending_resume_attempt'::text, 'attempt_terminal'::text]))),
     CONSTRAINT executions_check CHECK (((lifecycle_phase = 'active'::text) = (lease_id IS NOT NULL))),
     CONSTRAINT executions_eligibility_state_check CHECK ((eligibility_state = ANY (ARRAY['eligible_now'::text, 'not_eligible_until_time'::text, 'blocked_by_dependencies'::text, 'blocked_by_budget'::text, 'blocked_by_quota'::text, 'blocked_by_operator'::text, 'not_applicable'::text]))),
@@ -317,6 +319,31 @@ CREATE TABLE signals (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     CONSTRAINT signals_pkey PRIMARY KEY (tenant_id, execution_id, signal_id),
     CONSTRAINT signals_tenant_id_execution_id_fkey FOREIGN KEY (tenant_id, execution_id) REFERENCES executions(tenant_id, execution_id) ON DELETE CASCADE
+);
+
+CREATE TABLE steps (
+    tenant_id uuid NOT NULL,
+    execution_id uuid NOT NULL,
+    step_index integer NOT NULL,
+    name text NOT NULL,
+    kind text NOT NULL,
+    output bytea,
+    error text,
+    wake_at timestamp with time zone,
+    size bigint NOT NULL,
+    attempt_index integer NOT NULL,
+    duration_ms bigint NOT NULL,
+    recorded_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT steps_check CHECK (((kind = 'completed'::text) = (output IS NOT NULL))),
+    CONSTRAINT steps_check1 CHECK (((kind = 'failed'::text) = (error IS NOT NULL))),
+    CONSTRAINT steps_check2 CHECK (((kind = 'sleep'::text) = (wake_at IS NOT NULL))),
+    CONSTRAINT steps_duration_ms_check CHECK ((duration_ms >= 0)),
+    CONSTRAINT steps_kind_check CHECK ((kind = ANY (ARRAY['completed'::text, 'failed'::text, 'sleep'::text]))),
+    CONSTRAINT steps_name_check CHECK (((octet_length(name) >= 1) AND (octet_length(name) <= 128))),
+    CONSTRAINT steps_pkey PRIMARY KEY (tenant_id, execution_id, step_index),
+    CONSTRAINT steps_size_check CHECK ((size >= 0)),
+    CONSTRAINT steps_step_index_check CHECK ((step_index >= 0)),
+    CONSTRAINT steps_tenant_id_execution_id_fkey FOREIGN KEY (tenant_id, execution_id) REFERENCES executions(tenant_id, execution_id) ON DELETE CASCADE
 );
 
 CREATE TABLE stream_summaries (

@@ -292,6 +292,27 @@ CREATE TABLE signals (
         ON DELETE CASCADE
 ) STRICT;
 
+CREATE TABLE steps (
+    tenant_id     BLOB NOT NULL,
+    execution_id  BLOB NOT NULL,
+    step_index    INTEGER NOT NULL CHECK (step_index >= 0),
+    name          TEXT NOT NULL CHECK (length(CAST(name AS BLOB)) BETWEEN 1 AND 128),
+    kind          TEXT NOT NULL CHECK (kind IN ('completed', 'failed', 'sleep')),
+    output        BLOB,
+    error         TEXT,
+    wake_at       INTEGER,
+    size          INTEGER NOT NULL CHECK (size >= 0),
+    attempt_index INTEGER NOT NULL,
+    duration_ms   INTEGER NOT NULL CHECK (duration_ms >= 0),
+    recorded_at   INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, execution_id, step_index),
+    FOREIGN KEY (tenant_id, execution_id) REFERENCES executions (tenant_id, execution_id)
+        ON DELETE CASCADE,
+    CHECK ((kind = 'completed') = (output IS NOT NULL)),
+    CHECK ((kind = 'failed') = (error IS NOT NULL)),
+    CHECK ((kind = 'sleep') = (wake_at IS NOT NULL))
+) STRICT;
+
 CREATE TABLE stream_summaries (
     tenant_id        BLOB NOT NULL,
     execution_id     BLOB NOT NULL,

@@ -1,0 +1,237 @@
+//! Durable steps: the journal table, written by the lease holder only.
+//!
+//! A record is one statement, shaped like a frame append: the fenced
+//! `UPDATE` of the execution row checks the lease and the journal's caps
+//! (the row keeps the step count and bytes, so no cap needs a scan), and
+//! the same statement inserts the step and the `step` frame announcing it.
+//! A refused record changes nothing; why it was refused is read afterwards.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, PgPool};
+
+use super::leases::{rejection, FENCE};
+use super::output::ATTEMPT_BYTES;
+use super::rows::{col, parse, transaction, Args};
+use super::suspension::{lock_leased, record_suspension};
+use super::{PgBackend, UPDATES_CHANNEL};
+use crate::backend::refusals::{step_admission, StepSlot};
+use crate::backend::Steps;
+use crate::error::{EngineError, Result};
+use crate::model::{
+    ExecutionId, JournalEntry, JournalLimits, LeaseHandle, NewStep, ResumeCondition, StepKind,
+    StepOutcome, Suspension, TenantId, TimeoutBehavior,
+};
+
+#[async_trait]
+impl Steps for PgBackend {
+    /// One range scan of the primary key.
+    async fn journal(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        after: Option<u32>,
+        limit: u32,
+    ) -> Result<Vec<JournalEntry>> {
+        let rows = sqlx::query(
+            "SELECT step_index, name, kind, output, error, wake_at, attempt_index, duration_ms, \
+                 recorded_at \
+             FROM steps WHERE tenant_id = $1 AND execution_id = $2 AND step_index > $3 \
+             ORDER BY step_index LIMIT $4",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(after.map_or(-1, i64::from))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(EngineError::storage("read journal"))?;
+        rows.iter().map(journal_entry).collect()
+    }
+
+    async fn record_step(
+        &self,
+        lease: &LeaseHandle,
+        step: &NewStep,
+        frame: &[u8],
+        limits: JournalLimits,
+    ) -> Result<()> {
+        let op = "record step";
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(EngineError::storage(op))?;
+        record_in(&self.pool, &mut conn, lease, step, frame, limits).await?;
+        Ok(())
+    }
+
+    async fn sleep(
+        &self,
+        lease: &LeaseHandle,
+        step: Option<(&NewStep, &[u8])>,
+        wake_at: DateTime<Utc>,
+        limits: JournalLimits,
+    ) -> Result<()> {
+        let pool = &self.pool;
+        let op = "sleep";
+        transaction(pool, op, async |tx| {
+            let seq = lock_leased(pool, tx, lease, op).await? + 1;
+            if let Some((step, frame)) = step {
+                record_in(pool, tx, lease, step, frame, limits).await?;
+            }
+            let suspension = Suspension {
+                condition: ResumeCondition::Timer,
+                on_timeout: TimeoutBehavior::AutoResume,
+            };
+            let remaining = (wake_at - Utc::now()).to_std().unwrap_or_default();
+            record_suspension(
+                tx,
+                lease,
+                &suspension,
+                seq,
+                Some(remaining.max(std::time::Duration::from_millis(1))),
+                "waiting_for_timer",
+            )
+            .await
+        })
+        .await
+    }
+}
+
+/// Record `step` on `conn` (the pool's or a transaction's), or say why not.
+async fn record_in(
+    pool: &PgPool,
+    conn: &mut PgConnection,
+    lease: &LeaseHandle,
+    step: &NewStep,
+    frame: &[u8],
+    limits: JournalLimits,
+) -> Result<()> {
+    let op = "record step";
+    let sql = format!(
+        "WITH held AS ( \
+             UPDATE executions SET step_count = step_count + 1, step_bytes = step_bytes + $8, \
+                 frame_seq = frame_seq + 1, frame_bytes = {ATTEMPT_BYTES} + octet_length($14) \
+             WHERE {FENCE} AND step_count < $15 AND step_bytes + $8 <= $16 \
+               AND NOT EXISTS (SELECT 1 FROM steps \
+                   WHERE tenant_id = $1 AND execution_id = $2 AND step_index = $6) \
+             RETURNING frame_seq), \
+         step AS ( \
+             INSERT INTO steps (tenant_id, execution_id, step_index, name, kind, output, error, \
+                 wake_at, size, attempt_index, duration_ms) \
+             SELECT $1, $2, $6, $7, $9, $10, $11, $12, $8, $3, $13 FROM held), \
+         frame AS ( \
+             INSERT INTO frames (tenant_id, execution_id, attempt_index, seq, frame_type, mode, \
+                 payload) \
+             SELECT $1, $2, $3, frame_seq, 'step', 'durable', $14 FROM held) \
+         SELECT frame_seq, pg_notify('{UPDATES_CHANNEL}', $1::text || ':' || $2::text) FROM held"
+    );
+    let (output, error, wake_at) = match &step.outcome {
+        StepOutcome::Completed(output) => (Some(output.as_slice()), None, None),
+        StepOutcome::Failed(message) => (None, Some(message.as_str()), None),
+        StepOutcome::Sleep { wake_at } => (None, None, Some(*wake_at)),
+    };
+    let bound = Args::fence(lease)
+        .push(step_index(step.position)?)
+        .push(step.name.as_str())
+        .push(step.outcome.size() as i64)
+        .push(step.outcome.kind().as_str())
+        .push(output)
+        .push(error)
+        .push(wake_at)
+        .push(i64::try_from(step.duration_ms).unwrap_or(i64::MAX))
+        .push(frame)
+        .push(i64::from(limits.max_steps))
+        .push(i64::try_from(limits.max_bytes).unwrap_or(i64::MAX))
+        .done(op)?;
+    let recorded: Option<i64> = sqlx::query_scalar_with(&sql, bound)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(EngineError::storage(op))?;
+    if recorded.is_some() {
+        return Ok(());
+    }
+    explain_miss(pool, conn, lease, step, limits).await
+}
+
+/// A record matched no row: the lease is gone, the journal is full, or the
+/// position is taken (by this same step: a replayed call, which is `Ok`).
+async fn explain_miss(
+    pool: &PgPool,
+    conn: &mut PgConnection,
+    lease: &LeaseHandle,
+    step: &NewStep,
+    limits: JournalLimits,
+) -> Result<()> {
+    let op = "record step";
+    let sql = format!(
+        "SELECT e.step_count, e.step_bytes, s.name, s.attempt_index, s.kind \
+         FROM executions e LEFT JOIN steps s ON s.tenant_id = e.tenant_id \
+             AND s.execution_id = e.execution_id AND s.step_index = $6 \
+         WHERE e.{}",
+        FENCE.replace(" AND ", " AND e.")
+    );
+    let bound = Args::fence(lease)
+        .push(step_index(step.position)?)
+        .done(op)?;
+    let row = sqlx::query_with(&sql, bound)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(EngineError::storage(op))?;
+    let Some(row) = row else {
+        return Err(rejection(pool, lease, None).await?);
+    };
+    let name: Option<String> = col(&row, "name")?;
+    let attempt: Option<i32> = col(&row, "attempt_index")?;
+    let kind: Option<String> = col(&row, "kind")?;
+    let slot = StepSlot {
+        count: i64::from(col::<i32>(&row, "step_count")?),
+        bytes: col(&row, "step_bytes")?,
+        existing: match (&name, attempt, &kind) {
+            (Some(name), Some(attempt), Some(kind)) => Some((name, attempt, kind)),
+            _ => None,
+        },
+    };
+    match step_admission(&slot, step, lease.attempt_index, limits)? {
+        false => Ok(()),
+        // Admissible now, yet refused a moment ago: a concurrent change.
+        true => Err(EngineError::Conflict(format!(
+            "step {} could not be recorded: the execution changed meanwhile; retry",
+            step.position
+        ))),
+    }
+}
+
+/// A position as the `integer` column holds it (the engine caps positions
+/// far below `i32::MAX`).
+fn step_index(position: u32) -> Result<i32> {
+    i32::try_from(position)
+        .map_err(|_| EngineError::invalid("step position", "past the journal's range"))
+}
+
+fn journal_entry(row: &PgRow) -> Result<JournalEntry> {
+    let kind = parse::<StepKind>(&col::<String>(row, "kind")?)?;
+    let outcome = match kind {
+        StepKind::Completed => {
+            StepOutcome::Completed(col::<Option<Vec<u8>>>(row, "output")?.unwrap_or_default())
+        }
+        StepKind::Failed => {
+            StepOutcome::Failed(col::<Option<String>>(row, "error")?.unwrap_or_default())
+        }
+        StepKind::Sleep => StepOutcome::Sleep {
+            wake_at: col::<Option<DateTime<Utc>>>(row, "wake_at")?
+                .ok_or_else(|| EngineError::Corrupt("a sleep step without its wake time".into()))?,
+        },
+    };
+    Ok(JournalEntry {
+        position: u32::try_from(col::<i32>(row, "step_index")?)
+            .map_err(|_| EngineError::Corrupt("a negative step index".into()))?,
+        name: col(row, "name")?,
+        outcome,
+        attempt_index: col(row, "attempt_index")?,
+        duration_ms: col::<i64>(row, "duration_ms")?.max(0) as u64,
+        recorded_at: col(row, "recorded_at")?,
+    })
+}

@@ -1,0 +1,210 @@
+//! Durable steps: the journal table, written by the lease holder only.
+//!
+//! With one writer, a record reads what it needs first (the step at its
+//! position, the journal's count and bytes: a range scan of the primary
+//! key), then writes the step and its `step` frame in the same transaction.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::SqliteConnection;
+
+use super::leases::held;
+use super::output::{attempt_frame_bytes, insert_frame};
+use super::record::Exec;
+use super::suspension::record_suspension;
+use super::time::{at, Millis};
+use super::{Effects, SqliteBackend};
+use crate::backend::refusals::{step_admission, StepSlot};
+use crate::backend::Steps;
+use crate::error::{EngineError, Result};
+use crate::model::{
+    ExecutionId, JournalEntry, JournalLimits, LeaseHandle, NewStep, ResumeCondition, StepKind,
+    StepOutcome, StreamMode, Suspension, TenantId, TimeoutBehavior,
+};
+
+#[async_trait]
+impl Steps for SqliteBackend {
+    async fn journal(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        after: Option<u32>,
+        limit: u32,
+    ) -> Result<Vec<JournalEntry>> {
+        let rows: Vec<StepRow> = sqlx::query_as(
+            "SELECT step_index, name, kind, output, error, wake_at, attempt_index, duration_ms, \
+                 recorded_at \
+             FROM steps WHERE tenant_id = ? AND execution_id = ? AND step_index > ? \
+             ORDER BY step_index LIMIT ?",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(after.map_or(-1, i64::from))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *self.read("read journal").await?)
+        .await
+        .map_err(EngineError::storage("read journal"))?;
+        rows.into_iter().map(StepRow::entry).collect()
+    }
+
+    async fn record_step(
+        &self,
+        lease: &LeaseHandle,
+        step: &NewStep,
+        frame: &[u8],
+        limits: JournalLimits,
+    ) -> Result<()> {
+        self.write("record step", async |conn, effects| {
+            let mut row = held(conn, lease).await?;
+            record_in(conn, lease, &mut row, step, frame, limits, effects).await
+        })
+        .await
+    }
+
+    async fn sleep(
+        &self,
+        lease: &LeaseHandle,
+        step: Option<(&NewStep, &[u8])>,
+        wake_at: DateTime<Utc>,
+        limits: JournalLimits,
+    ) -> Result<()> {
+        self.write("sleep", async |conn, effects| {
+            let mut row = held(conn, lease).await?;
+            if let Some((step, frame)) = step {
+                record_in(conn, lease, &mut row, step, frame, limits, effects).await?;
+            }
+            let suspension = Suspension {
+                condition: ResumeCondition::Timer,
+                on_timeout: TimeoutBehavior::AutoResume,
+            };
+            let remaining = (wake_at - Utc::now()).to_std().unwrap_or_default();
+            record_suspension(
+                conn,
+                &mut row,
+                &suspension,
+                Some(remaining.max(std::time::Duration::from_millis(1))),
+                "waiting_for_timer",
+                effects,
+            )
+            .await
+        })
+        .await
+    }
+}
+
+/// Record `step` for the held `row`, with its frame, unless refused.
+async fn record_in(
+    conn: &mut SqliteConnection,
+    lease: &LeaseHandle,
+    row: &mut Exec,
+    step: &NewStep,
+    frame: &[u8],
+    limits: JournalLimits,
+    effects: &mut Effects,
+) -> Result<()> {
+    let op = "record step";
+    let (count, bytes): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), coalesce(sum(size), 0) FROM steps \
+         WHERE tenant_id = ? AND execution_id = ?",
+    )
+    .bind(lease.tenant_id)
+    .bind(lease.execution_id)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(EngineError::storage(op))?;
+    let existing: Option<(String, i32, String)> = sqlx::query_as(
+        "SELECT name, attempt_index, kind FROM steps \
+         WHERE tenant_id = ? AND execution_id = ? AND step_index = ?",
+    )
+    .bind(lease.tenant_id)
+    .bind(lease.execution_id)
+    .bind(i64::from(step.position))
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(EngineError::storage(op))?;
+    let slot = StepSlot {
+        count,
+        bytes,
+        existing: existing
+            .as_ref()
+            .map(|(name, attempt, kind)| (name.as_str(), *attempt, kind.as_str())),
+    };
+    if !step_admission(&slot, step, lease.attempt_index, limits)? {
+        return Ok(());
+    }
+    let (output, error, wake_at) = match &step.outcome {
+        StepOutcome::Completed(output) => (Some(output.as_slice()), None, None),
+        StepOutcome::Failed(message) => (None, Some(message.as_str()), None),
+        StepOutcome::Sleep { wake_at } => (None, None, Some(super::time::millis_of(*wake_at))),
+    };
+    sqlx::query(
+        "INSERT INTO steps (tenant_id, execution_id, step_index, name, kind, output, error, \
+             wake_at, size, attempt_index, duration_ms, recorded_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(lease.tenant_id)
+    .bind(lease.execution_id)
+    .bind(i64::from(step.position))
+    .bind(&step.name)
+    .bind(step.outcome.kind().as_str())
+    .bind(output)
+    .bind(error)
+    .bind(wake_at)
+    .bind(step.outcome.size() as i64)
+    .bind(lease.attempt_index)
+    .bind(i64::try_from(step.duration_ms).unwrap_or(i64::MAX))
+    .bind(super::time::now())
+    .execute(&mut *conn)
+    .await
+    .map_err(EngineError::storage(op))?;
+    let frame_bytes = attempt_frame_bytes(conn, row).await? + frame.len() as u64;
+    insert_frame(
+        conn,
+        lease,
+        row,
+        "step",
+        StreamMode::Durable,
+        frame,
+        frame_bytes,
+        effects,
+    )
+    .await?;
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct StepRow {
+    step_index: i64,
+    name: String,
+    kind: String,
+    output: Option<Vec<u8>>,
+    error: Option<String>,
+    wake_at: Option<Millis>,
+    attempt_index: i32,
+    duration_ms: i64,
+    recorded_at: Millis,
+}
+
+impl StepRow {
+    fn entry(self) -> Result<JournalEntry> {
+        let kind: StepKind = self.kind.parse().map_err(EngineError::Corrupt)?;
+        let outcome = match kind {
+            StepKind::Completed => StepOutcome::Completed(self.output.unwrap_or_default()),
+            StepKind::Failed => StepOutcome::Failed(self.error.unwrap_or_default()),
+            StepKind::Sleep => StepOutcome::Sleep {
+                wake_at: at(self.wake_at.ok_or_else(|| {
+                    EngineError::Corrupt("a sleep step without its wake time".into())
+                })?),
+            },
+        };
+        Ok(JournalEntry {
+            position: u32::try_from(self.step_index)
+                .map_err(|_| EngineError::Corrupt("a step index out of range".into()))?,
+            name: self.name,
+            outcome,
+            attempt_index: self.attempt_index,
+            duration_ms: self.duration_ms.max(0) as u64,
+            recorded_at: at(self.recorded_at),
+        })
+    }
+}
