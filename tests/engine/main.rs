@@ -19,6 +19,7 @@ mod lifecycle;
 mod rules;
 mod scanners;
 mod schema;
+mod steps;
 mod streams;
 mod suspension;
 mod tenancy;
@@ -61,6 +62,16 @@ pub async fn setup() -> (TestDb, TenantId) {
 
 pub async fn setup_on(store: Store) -> (TestDb, TenantId) {
     let db = TestDb::on(store).await;
+    let tenant = db.tenant("acme").await;
+    (db, tenant)
+}
+
+/// [`setup_on`] with the engine's limits as `adjust` changes them.
+pub async fn setup_with(
+    store: Store,
+    adjust: impl FnOnce(&mut flowfabric::engine::Limits),
+) -> (TestDb, TenantId) {
+    let db = TestDb::on_with(store, adjust).await;
     let tenant = db.tenant("acme").await;
     (db, tenant)
 }
