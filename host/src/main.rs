@@ -43,7 +43,12 @@ enum Command {
     #[command(subcommand)]
     Flow(cli::flows::FlowCommand),
     /// Show one execution and its result.
-    Get { id: String },
+    Get {
+        id: String,
+        /// Also list its recorded durable steps.
+        #[arg(long)]
+        steps: bool,
+    },
     /// List executions, oldest first.
     List(cli::remote::List),
     /// Cancel an execution.
@@ -54,8 +59,13 @@ enum Command {
     },
     /// Take the lease from whoever runs an execution; it runs again as a new attempt.
     RevokeLease { id: String },
-    /// Run an execution that ended again, as a new attempt.
-    Replay { id: String },
+    /// Run an execution that ended again, as a new attempt (with a fresh journal of steps).
+    Replay {
+        id: String,
+        /// Keep its journal: the new run skips the steps earlier runs recorded.
+        #[arg(long)]
+        keep_steps: bool,
+    },
     /// Follow an execution's frames until it ends.
     Tail { id: String },
     /// Read or follow an event stream: completions, lease history, signal delivery.
@@ -133,10 +143,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => cli::remote::run(&cli.connection, args).await?,
         Command::Submit(args) => cli::remote::submit(&cli.connection, args).await?,
         Command::Flow(command) => cli::flows::run(&cli.connection, command).await?,
-        Command::Get { id } => cli::remote::get(&cli.connection, &id).await?,
+        Command::Get { id, steps } => cli::remote::get(&cli.connection, &id, steps).await?,
         Command::List(args) => cli::remote::list(&cli.connection, args).await?,
         Command::Cancel { id, reason } => cli::remote::cancel(&cli.connection, &id, reason).await?,
-        Command::Replay { id } => cli::remote::replay(&cli.connection, &id).await?,
+        Command::Replay { id, keep_steps } => {
+            cli::remote::replay(&cli.connection, &id, keep_steps).await?
+        }
         Command::RevokeLease { id } => cli::remote::revoke_lease(&cli.connection, &id).await?,
         Command::Tail { id } => cli::remote::tail(&cli.connection, &id).await?,
         Command::Events(args) => cli::events::run(&cli.connection, args).await?,

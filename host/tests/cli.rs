@@ -198,7 +198,42 @@ async fn remote_commands_drive_a_served_installation() {
         last.starts_with("error: execution ") && last.contains(" failed: "),
         "{err}"
     );
+
     assert_eq!(err.matches("error: ").count(), 1, "{err}");
+
+    // Durable steps: listed by `get --steps`, kept by `replay --keep-steps`.
+    let (ok, out, err) = served.cli(
+        key,
+        &[
+            "run",
+            "testkit",
+            "--input-text",
+            "steps:step:a;step:b",
+            "--detach",
+        ],
+    );
+    assert!(ok, "{err}");
+    let stepped = out.trim().to_owned();
+    let listed = wait_for_steps(&served, key, &stepped).await;
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.contains(" a ") && l.contains("completed")),
+        "{listed}"
+    );
+    let (ok, out, err) = served.cli(key, &["replay", &stepped, "--keep-steps"]);
+    assert!(ok && out.contains("(replay 1)"), "{out}{err}");
+    let (_, out, _) = served.cli(key, &["get", &stepped, "--steps", "--json"]);
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let steps = shown["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2, "the journal was kept: {out}");
+    assert_eq!(
+        (
+            steps[1]["name"].as_str(),
+            steps[1]["attempt_index"].as_i64()
+        ),
+        (Some("b"), Some(1))
+    );
 
     // submit from JSON lines, then list, get, tail, cancel.
     let lines = (0..3)
@@ -364,9 +399,11 @@ fn every_command_parses_without_panicking() {
         &["run", "k"],
         &["submit", "/nonexistent"],
         &["get", id],
+        &["get", id, "--steps"],
         &["list"],
         &["cancel", id],
         &["replay", id],
+        &["replay", id, "--keep-steps"],
         &["revoke-lease", id],
         &["tail", id],
         &["flow", "create", "/nonexistent"],
@@ -601,4 +638,18 @@ async fn grants_and_secrets_through_the_cli_and_the_secret_never_shows() {
         ],
     );
     assert!(ok && run.contains("HttpRequestDenied"), "{run}{err}");
+}
+
+/// `get ID --steps` once the execution has completed.
+async fn wait_for_steps(served: &Served, key: Option<&str>, id: &str) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (ok, out, err) = served.cli(key, &["get", id, "--steps"]);
+        assert!(ok, "{err}");
+        if out.contains("state     completed") {
+            return out;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{out}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

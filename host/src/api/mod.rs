@@ -23,6 +23,7 @@ pub use executions::{
 pub use flows::{FlowCancelled, FlowPage};
 pub use grants::{ConfigList, GrantList};
 pub use payload::Payload;
+pub use steps::StepList;
 pub use streams::{FrameView, StateChange};
 mod executions;
 mod flows;

@@ -12,7 +12,7 @@ use super::error::{page_limit, ApiResult, ErrorBody, Json, Path, Query};
 use super::AppState;
 use crate::model::{ExecutionId, StepSummary};
 
-#[derive(Debug, serde::Serialize, ToSchema)]
+#[derive(Debug, serde::Serialize, serde::Deserialize, ToSchema)]
 pub struct StepList {
     pub items: Vec<StepSummary>,
     /// Pass as `cursor` for the next page; absent on the last page.

@@ -10,6 +10,7 @@ pub mod grants;
 pub mod new;
 pub mod remote;
 pub mod serve;
+pub mod steps;
 pub mod worker;
 
 use std::sync::Arc;

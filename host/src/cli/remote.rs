@@ -458,7 +458,7 @@ pub async fn submit(connection: &Connection, args: Submit) -> anyhow::Result<()>
     Ok(())
 }
 
-pub async fn get(connection: &Connection, id: &str) -> anyhow::Result<()> {
+pub async fn get(connection: &Connection, id: &str, with_steps: bool) -> anyhow::Result<()> {
     let client = ApiClient::tenant(connection)?;
     let id = path_segment(id);
     let execution: Execution = client
@@ -467,8 +467,16 @@ pub async fn get(connection: &Connection, id: &str) -> anyhow::Result<()> {
     let result: ExecutionResult = client
         .typed(Method::GET, &format!("/v1/executions/{id}/result"), NO_BODY)
         .await?;
+    let steps = match with_steps {
+        true => Some(super::steps::fetch(&client, &id).await?),
+        false => None,
+    };
     if connection.json {
-        return print_json(&json!({ "execution": execution, "result": result }));
+        let mut answer = json!({ "execution": execution, "result": result });
+        if let Some(steps) = &steps {
+            answer["steps"] = json!(steps);
+        }
+        return print_json(&answer);
     }
     let e = &execution;
     println!("id        {}", e.execution_id);
@@ -498,6 +506,9 @@ pub async fn get(connection: &Connection, id: &str) -> anyhow::Result<()> {
             failure.message,
             wire_name(&failure.class)
         );
+    }
+    if let Some(steps) = &steps {
+        super::steps::print(steps);
     }
     Ok(())
 }
@@ -573,9 +584,12 @@ fn payload_text(payload: &Payload) -> String {
     }
 }
 
-pub async fn replay(connection: &Connection, id: &str) -> anyhow::Result<()> {
+pub async fn replay(connection: &Connection, id: &str, keep_steps: bool) -> anyhow::Result<()> {
     let client = ApiClient::tenant(connection)?;
-    let path = format!("/v1/executions/{}/replay", path_segment(id));
+    let mut path = format!("/v1/executions/{}/replay", path_segment(id));
+    if keep_steps {
+        path.push_str("?keep_steps=true");
+    }
     let answer: Replayed = client.typed(Method::POST, &path, NO_BODY).await?;
     if connection.json {
         return print_json(&answer);

@@ -17,7 +17,7 @@
 //! execution starts a fresh journal (unless told to keep it).
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::EngineError;
 
@@ -62,7 +62,7 @@ impl StepOutcome {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StepKind {
     Completed,
@@ -139,7 +139,7 @@ impl JournalEntry {
 }
 
 /// A recorded step as listed over the API and CLI.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StepSummary {
     pub position: u32,
     pub name: String,
