@@ -7,6 +7,15 @@
 // Throw `TaskFailure` to fail the attempt (transient failures are retried by
 // the execution's policy, permanent ones never are). A refused host call
 // throws `HostFailure`; left uncaught it fails the attempt as transient.
+//
+// Side effects that must happen once per execution go in durable steps, and
+// `sleep` waits durably (the handler may be async):
+//
+//   export const run = task(async (input) => {
+//     const receipt = await step("charge", async () => charge(input));
+//     sleep(60_000);
+//     return JSON.stringify(receipt);
+//   });
 import * as host from "flowfabric:task/claimed-task@0.1.0";
 
 const encoder = new TextEncoder();
@@ -76,17 +85,70 @@ export function waitFor(key, timeoutMs) {
   return call(host.suspend, { tag: "waitpoint", val: key }, optionalMs(timeoutMs), "fail");
 }
 
-/** The `run` export, calling `handler(input: Uint8Array)`; a string result is UTF-8 encoded. */
+/**
+ * Run `fn` (sync or async) as the durable step `name`; its result is kept as
+ * JSON. A later run of the same execution (after a suspension, a retry or a
+ * reclaim) gets the recorded value back without running `fn` again. Steps
+ * must be begun in the same order under the same names on every run: a run
+ * that asks for another name where the journal recorded one fails with the
+ * permanent class `journal_mismatch`. A permanent `TaskFailure` is recorded
+ * and thrown again on later runs; any other error is not recorded, so the
+ * retry runs the step again.
+ */
+export async function step(name, fn) {
+  const start = call(host.stepBegin, name);
+  if (start.tag === "completed") return JSON.parse(decoder.decode(start.val));
+  if (start.tag === "failed") throw new TaskFailure(start.val, { permanent: true });
+  const position = start.val;
+  let value;
+  try {
+    value = await fn();
+  } catch (e) {
+    if (e instanceof TaskFailure && e.permanent) {
+      call(host.stepRecord, position, { tag: "failed", val: e.message });
+    }
+    throw e;
+  }
+  const json = JSON.stringify(value === undefined ? null : value);
+  call(host.stepRecord, position, { tag: "completed", val: encoder.encode(json) });
+  return JSON.parse(json);
+}
+
+/**
+ * Sleep durably for `ms` milliseconds: the first time, the run stops here
+ * and the execution suspends holding nothing; at the wake time the run
+ * starts again from the top and this same call returns at once.
+ */
+export function sleep(ms) {
+  call(host.sleep, BigInt(ms));
+}
+
+// A thrown value as the `task-error` the component model expects.
+function taskError(e) {
+  if (e instanceof TaskFailure) {
+    return { payload: { class: e.permanent ? "permanent" : "transient", message: e.message } };
+  }
+  const message = e instanceof HostFailure ? `host call failed: ${e.message}` : String(e);
+  return { payload: { class: "transient", message } };
+}
+
+/**
+ * The `run` export, calling `handler(input: Uint8Array)`, sync or async; a
+ * string result is UTF-8 encoded.
+ */
 export function task(handler) {
   return (input) => {
+    let out;
     try {
-      return bytes(handler(input));
+      out = handler(input);
     } catch (e) {
-      if (e instanceof TaskFailure) {
-        throw { payload: { class: e.permanent ? "permanent" : "transient", message: e.message } };
-      }
-      const message = e instanceof HostFailure ? `host call failed: ${e.message}` : String(e);
-      throw { payload: { class: "transient", message } };
+      throw taskError(e);
     }
+    if (out instanceof Promise) {
+      return out.then(bytes, (e) => {
+        throw taskError(e);
+      });
+    }
+    return bytes(out);
   };
 }

@@ -37,6 +37,47 @@ function wait(key) {
   return `satisfied: ${describe(ff.waitFor(key))}`;
 }
 
+// `steps:SCRIPT`: the Rust testkit's step ops `step`, `fail`, `sleep` and
+// `fail-until`, `;`-separated, with the same results.
+async function steps(script) {
+  const results = [];
+  for (const op of script.split(";").filter((o) => o !== "")) {
+    const colon = op.indexOf(":");
+    const [name, arg] = colon < 0 ? [op, ""] : [op.slice(0, colon), op.slice(colon + 1)];
+    switch (name) {
+      case "step": {
+        const value = await ff.step(arg, async () => `${arg}@${ff.info().attempt}`);
+        results.push(`${arg}=${value}`);
+        break;
+      }
+      case "fail": {
+        let message = "";
+        try {
+          await ff.step(arg, () => {
+            throw new TaskFailure(`${arg} failed for good`, { permanent: true });
+          });
+        } catch (e) {
+          message = e.message;
+        }
+        results.push(`${arg}=failed(${message})`);
+        break;
+      }
+      case "sleep":
+        ff.sleep(number(arg, "sleep"));
+        results.push(`slept=${arg}`);
+        break;
+      case "fail-until": {
+        const attempt = ff.info().attempt;
+        if (attempt < number(arg, "fail-until")) throw new TaskFailure(`attempt ${attempt} fails on purpose`);
+        break;
+      }
+      default:
+        throw new TaskFailure(`unknown step op \`${name}\``, { permanent: true });
+    }
+  }
+  return results.join(",");
+}
+
 function handle(input) {
   const text = new TextDecoder("utf-8", { fatal: true }).decode(input);
   const colon = text.indexOf(":");
@@ -59,6 +100,8 @@ function handle(input) {
     }
     case "wait":
       return wait(arg);
+    case "steps":
+      return steps(arg);
     default:
       throw new TaskFailure(`unknown command '${command}'`, { permanent: true });
   }

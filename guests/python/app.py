@@ -9,6 +9,7 @@ with byte-identical outputs, so one integration test checks every language.
 | `frames:N` | progress + N frames + a log line, returns `frames=N` |
 | `info` | returns the task info as `key=value` lines |
 | `wait:KEY` | waits for a signal on KEY (the token is written as a `waitpoint` frame) |
+| `steps:SCRIPT` | durable steps: the ops `step`, `fail`, `sleep` and `fail-until`, `;`-separated |
 """
 
 import flowfabric
@@ -41,6 +42,8 @@ def handle(input: bytes) -> bytes:
         ).encode()
     if command == "wait":
         return wait(arg)
+    if command == "steps":
+        return steps(arg)
     raise TaskFailure(f"unknown command {command!r}", permanent=True)
 
 
@@ -65,6 +68,37 @@ def wait(key: str) -> bytes:
     waitpoint = flowfabric.waitpoint(key)
     flowfabric.frame("waitpoint", f"{key}={waitpoint.token}".encode())
     return f"satisfied: {describe(flowfabric.wait_for(key))}".encode()
+
+
+def steps(script: str) -> bytes:
+    results = []
+    for op in filter(None, script.split(";")):
+        name, _, arg = op.partition(":")
+        if name == "step":
+            value = flowfabric.step(arg, lambda: f"{arg}@{flowfabric.info().attempt}")
+            results.append(f"{arg}={value}")
+        elif name == "fail":
+
+            @flowfabric.durable(arg)
+            def failing():
+                raise TaskFailure(f"{arg} failed for good", permanent=True)
+
+            try:
+                failing()
+                message = ""
+            except TaskFailure as f:
+                message = f.message
+            results.append(f"{arg}=failed({message})")
+        elif name == "sleep":
+            flowfabric.sleep(_number(arg, "sleep") / 1000)
+            results.append(f"slept={arg}")
+        elif name == "fail-until":
+            attempt = flowfabric.info().attempt
+            if attempt < _number(arg, "fail-until"):
+                raise TaskFailure(f"attempt {attempt} fails on purpose")
+        else:
+            raise TaskFailure(f"unknown step op `{name}`", permanent=True)
+    return ",".join(results).encode()
 
 
 def describe(signals) -> str:

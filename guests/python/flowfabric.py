@@ -15,9 +15,16 @@ task is an ordinary function `bytes -> bytes`:
 Raise `TaskFailure` to fail the attempt (transient failures are retried by the
 execution's policy, permanent ones never are). A host call that fails raises
 `HostFailure`; left uncaught, it fails the attempt as transient.
+
+Side effects that must happen once per execution go in durable steps, and
+`sleep` waits durably:
+
+    receipt = flowfabric.step("charge", lambda: charge(order))
+    flowfabric.sleep(3600)
 """
 
-from typing import Callable, List, Optional
+import json
+from typing import Any, Callable, List, Optional
 
 from componentize_py_types import Err
 from wit_world.imports import claimed_task as _host
@@ -107,6 +114,50 @@ def wait_for(key: str, timeout_ms: Optional[int] = None) -> List[Signal]:
 
 def resume_signals() -> List[Signal]:
     return _host.resume_signals()
+
+
+def step(name: str, fn: Callable[[], Any]) -> Any:
+    """Run `fn` as the durable step `name`; its result is kept as JSON.
+
+    A later run of the same execution (after a suspension, a retry or a
+    reclaim) gets the recorded value back without calling `fn` again. Steps
+    must be begun in the same order under the same names on every run: a run
+    that asks for another name where the journal recorded one fails with the
+    permanent class `journal_mismatch`. A permanent `TaskFailure` is recorded
+    and raised again on later runs; any other exception is not recorded, so
+    the retry runs the step again."""
+    start = _call(_host.step_begin, name)
+    if isinstance(start, _types.StepStart_Completed):
+        return json.loads(start.value)
+    if isinstance(start, _types.StepStart_Failed):
+        raise TaskFailure(start.value, permanent=True)
+    position = start.value
+    try:
+        value = fn()
+    except TaskFailure as f:
+        if f.permanent:
+            _call(_host.step_record, position, _types.StepOutcome_Failed(f.message))
+        raise
+    encoded = json.dumps(value, separators=(",", ":")).encode()
+    _call(_host.step_record, position, _types.StepOutcome_Completed(encoded))
+    return json.loads(encoded)
+
+
+def durable(name: str):
+    """Decorator form of `step`: `@durable("charge")` over a function of no
+    arguments runs it as that step where it is called."""
+
+    def wrap(fn: Callable[[], Any]) -> Callable[[], Any]:
+        return lambda: step(name, fn)
+
+    return wrap
+
+
+def sleep(seconds: float) -> None:
+    """Sleep durably: the first time, the run stops here and the execution
+    suspends holding nothing; at the wake time the run starts again from the
+    top and this same call returns at once."""
+    _call(_host.sleep, max(0, round(seconds * 1000)))
 
 
 def task(handler: Callable[[bytes], bytes]):

@@ -101,6 +101,10 @@ async fn new_projects_build_upload_and_run_in_every_language() {
         let frames = db.engine.read_frames(tenant, id, 1, 0, 10).await.unwrap();
         assert_eq!(frames[0].frame_type, "greeting", "{lang}");
         assert_eq!(frames[0].payload, b"world", "{lang}");
+        // The greeting went through the project's SDK as a durable step.
+        let steps = db.engine.list_steps(tenant, id, None, 10).await.unwrap();
+        let names: Vec<_> = steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["greet"], "{lang}");
         let _ = std::fs::remove_dir_all(dir);
     }
     pool.shutdown().await;

@@ -169,3 +169,47 @@ async fn every_language_suspends_and_is_resumed_by_a_signal() {
     }
     pool.shutdown().await;
 }
+
+#[tokio::test]
+async fn every_language_keeps_durable_steps_and_sleeps_the_same_way() {
+    let env = polyglot_env().await;
+    let scanners = flowfabric::engine::Scanners::start(
+        env.db.backend(),
+        flowfabric::engine::ScannerConfig {
+            suspension_timeout: std::time::Duration::from_millis(100),
+            ..Default::default()
+        },
+    );
+    let pool = env.pool(config(3));
+    // Attempt 1 records `a` and the failed `f`, sleeps, records `b` after
+    // waking, then fails transiently; attempt 2 is handed all four.
+    let script = "steps:step:a;fail:f;sleep:300;step:b;fail-until:2";
+    let mut journals = Vec::new();
+    for (lang, id) in submit_all(&env, script, 1).await {
+        let done = completed(&env, lang, id).await;
+        assert_eq!(done.attempt_index, 2, "{lang}");
+        assert_eq!(
+            text(&done.result),
+            "a=a@1,f=failed(f failed for good),slept=300,b=b@1",
+            "{lang}"
+        );
+        let steps = env
+            .db
+            .engine
+            .list_steps(env.tenant, id, None, 100)
+            .await
+            .unwrap();
+        let journal: Vec<_> = steps
+            .iter()
+            .map(|s| (s.position, s.name.clone(), s.kind, s.attempt_index, s.size))
+            .collect();
+        journals.push((lang, journal));
+    }
+    let (_, rust) = &journals[0];
+    assert_eq!(rust.len(), 4, "{rust:?}");
+    for (lang, journal) in &journals[1..] {
+        assert_eq!(journal, rust, "{lang} records what the Rust SDK records");
+    }
+    pool.shutdown().await;
+    scanners.shutdown().await;
+}

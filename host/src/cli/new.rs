@@ -13,6 +13,7 @@ const WIT: &str = include_str!("../../../wit/task.wit");
 const RUST_SDK: &str = include_str!("../../../guests/sdk/src/lib.rs");
 const RUST_SDK_HTTP: &str = include_str!("../../../guests/sdk/src/http.rs");
 const RUST_SDK_CONFIG: &str = include_str!("../../../guests/sdk/src/config.rs");
+const RUST_SDK_STEPS: &str = include_str!("../../../guests/sdk/src/steps.rs");
 const CONFIG_WIT: &str = include_str!("../../../guests/sdk/wit/config/store.wit");
 const JS_SDK: &str = include_str!("../../../guests/js/flowfabric.js");
 const JS_BUILD: &str = include_str!("../../../guests/js/build.mjs");
@@ -88,6 +89,7 @@ fn files(name: &str, lang: Lang) -> Vec<(String, String)> {
             ),
             ("sdk/src/http.rs", RUST_SDK_HTTP.to_owned()),
             ("sdk/src/config.rs", RUST_SDK_CONFIG.to_owned()),
+            ("sdk/src/steps.rs", RUST_SDK_STEPS.to_owned()),
             ("sdk/wit/config/store.wit", CONFIG_WIT.to_owned()),
             ("src/lib.rs", RUST_TASK.to_owned()),
             (
@@ -174,9 +176,12 @@ edition = "2021"
 [dependencies]
 wit-bindgen = "0.63"
 wasip2 = "2"
+serde = "1"
+serde_json = "1"
 "#;
 
-const RUST_TASK: &str = r#"//! A FlowFabric task: greets its input, reporting progress and one frame.
+const RUST_TASK: &str = r#"//! A FlowFabric task: greets its input, reporting progress and one frame;
+//! the greeting is a durable step, made once however often the task runs.
 
 use flowfabric_guest::{export_task, Task, TaskError};
 
@@ -199,7 +204,12 @@ impl Task for Greet {
         // A config value or secret, after `flowfabric config set API_TOKEN --secret`
         // and `flowfabric grant set KIND --config API_TOKEN`:
         //     let token = flowfabric_guest::config::get("API_TOKEN");
-        Ok(format!("hello, {name}").into_bytes())
+        //
+        // A side effect in a durable step happens once per execution, even
+        // when the task runs again after a retry or a suspension:
+        let greeting: String = flowfabric_guest::step("greet", || Ok(format!("hello, {name}")))?;
+        // flowfabric_guest::sleep(std::time::Duration::from_secs(60))?; // durable
+        Ok(greeting.into_bytes())
     }
 }
 
@@ -229,15 +239,17 @@ const JS_PACKAGE: &str = r#"{
 }
 "#;
 
-const JS_TASK: &str = r#"// A FlowFabric task: greets its input, reporting progress and one frame.
-import { task, progress, frame, text, TaskFailure } from "./flowfabric.js";
+const JS_TASK: &str = r#"// A FlowFabric task: greets its input, reporting progress and one frame;
+// the greeting is a durable step, made once however often the task runs.
+import { task, progress, frame, step, text, TaskFailure } from "./flowfabric.js";
 
-export const run = task((input) => {
+export const run = task(async (input) => {
   const name = text(input);
   if (name.length === 0) throw new TaskFailure("the input is empty", { permanent: true });
   progress(50, "greeting");
   frame("greeting", name);
-  return `hello, ${name}`;
+  // sleep(60_000); // a durable sleep: the run resumes here a minute later
+  return await step("greet", async () => `hello, ${name}`);
 });
 "#;
 
@@ -249,7 +261,8 @@ cd "$(dirname "$0")"
 node build.mjs task.js NAME.wasm
 "#;
 
-const PYTHON_TASK: &str = r#""""A FlowFabric task: greets its input, reporting progress and one frame."""
+const PYTHON_TASK: &str = r#""""A FlowFabric task: greets its input, reporting progress and one frame;
+the greeting is a durable step, made once however often the task runs."""
 
 import flowfabric
 from flowfabric import TaskFailure
@@ -261,7 +274,8 @@ def greet(input: bytes) -> bytes:
         raise TaskFailure("the input is empty", permanent=True)
     flowfabric.progress(50, "greeting")
     flowfabric.frame("greeting", name.encode())
-    return f"hello, {name}".encode()
+    # flowfabric.sleep(60)  # a durable sleep: the run resumes here a minute later
+    return flowfabric.step("greet", lambda: f"hello, {name}").encode()
 
 
 WitWorld = flowfabric.task(greet)
