@@ -112,6 +112,8 @@ enum BenchCommand {
     Fairness(cli::bench::fairness::FairnessBench),
     /// A guest's outbound HTTP request through the host, against the host making it directly.
     Http(cli::bench::http::HttpBench),
+    /// A durable step against a frame append, and a 3-step guest end to end against none.
+    Steps(cli::bench::steps::StepsBench),
 }
 
 #[tokio::main]
@@ -159,6 +161,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Engine(args)) => cli::bench::run(args).await?,
         Command::Bench(BenchCommand::Wasm(args)) => cli::bench::wasm::run(args).await?,
         Command::Bench(BenchCommand::Http(args)) => cli::bench::http::run(args).await?,
+        Command::Bench(BenchCommand::Steps(args)) => cli::bench::steps::run(args).await?,
         Command::Bench(BenchCommand::Signal(args)) => cli::bench::signal::run(args).await?,
         Command::Bench(BenchCommand::Flow(args)) => cli::bench::flow::run(args).await?,
         Command::Bench(BenchCommand::Languages(args)) => cli::bench::languages::run(args).await?,

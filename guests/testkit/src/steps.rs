@@ -5,6 +5,7 @@
 //! | op | does |
 //! |---|---|
 //! | `step:NAME` | a step returning `NAME@attempt` (the attempt that ran it) |
+//! | `plain:NAME` | the same value as `step:NAME`, computed without a step (a baseline) |
 //! | `attempt-step` | a step named after the attempt (`at-N`): a rerun diverges |
 //! | `post:NAME:URL` | a step that POSTs `NAME` to URL (a side effect) and returns the reply body |
 //! | `fail:NAME` | a step that fails permanently |
@@ -27,6 +28,7 @@ pub fn run(script: &str) -> Result<Vec<u8>, TaskError> {
                 let value: String = step(arg, || Ok(format!("{arg}@{}", host::info().attempt)))?;
                 results.push(format!("{arg}={value}"));
             }
+            "plain" => results.push(format!("{arg}={arg}@{}", host::info().attempt)),
             "attempt-step" => {
                 let name = format!("at-{}", host::info().attempt);
                 let value: String = step(&name, || Ok(name.clone()))?;

@@ -134,7 +134,24 @@ pub struct WorkerArgs {
         default_value_t = 1_000
     )]
     pub max_waitpoints_per_execution: u32,
-    /// Bytes one tenant may keep stored (inputs, results, frames), unless its
+    /// Durable steps (sleeps included) one execution's journal may hold.
+    #[arg(
+        long,
+        env = "FLOWFABRIC_MAX_STEPS_PER_EXECUTION",
+        default_value_t = 1_000
+    )]
+    pub max_steps_per_execution: u32,
+    /// Bytes of one durable step's result.
+    #[arg(long, env = "FLOWFABRIC_MAX_STEP_BYTES", default_value_t = 1 << 20)]
+    pub max_step_bytes: usize,
+    /// Result bytes of all durable steps of one execution.
+    #[arg(
+        long,
+        env = "FLOWFABRIC_MAX_JOURNAL_BYTES_PER_EXECUTION",
+        default_value_t = 16 << 20
+    )]
+    pub max_journal_bytes_per_execution: u64,
+    /// Bytes one tenant may keep stored (inputs, results, frames, steps), unless its
     /// own quota is lower (default: no installation quota).
     #[arg(long, env = "FLOWFABRIC_MAX_STORED_BYTES_PER_TENANT")]
     pub max_stored_bytes_per_tenant: Option<u64>,
@@ -149,6 +166,9 @@ impl WorkerArgs {
             max_children_per_execution: self.max_children_per_execution,
             max_flow_members: self.max_flow_members,
             max_waitpoints_per_execution: self.max_waitpoints_per_execution,
+            max_steps_per_execution: self.max_steps_per_execution,
+            max_step_bytes: self.max_step_bytes,
+            max_journal_bytes_per_execution: self.max_journal_bytes_per_execution,
             max_stored_bytes_per_tenant: self.max_stored_bytes_per_tenant,
             ..base
         }

@@ -17,7 +17,8 @@ use super::claimed::ClaimedTask;
 use crate::engine::wake_time;
 use crate::error::EngineError;
 use crate::model::{
-    self, FailureClass, JournalEntry, JournalMismatch, NewStep, StepLookup, StepOutcome, SLEEP_STEP,
+    self, AttemptType, FailureClass, JournalEntry, JournalMismatch, NewStep, StepLookup,
+    StepOutcome, SLEEP_STEP,
 };
 use crate::runtime::{GuestStepOutcome, HostError, HostReply, StepStart};
 
@@ -42,8 +43,17 @@ impl ClaimedTask {
         if self.is_lease_lost() {
             return Err(HostError::LeaseLost);
         }
+        // The first run of a new execution has nothing recorded before it:
+        // every other kind of attempt (a retry, a reclaim, a resume, a
+        // delayed or replayed one) follows a run that may have recorded.
+        let fresh = self.claimed.attempt_type == AttemptType::Initial;
         self.journal
-            .get_or_try_init(|| self.engine.journal(self.lease()))
+            .get_or_try_init(|| async {
+                match fresh {
+                    true => Ok(Vec::new()),
+                    false => self.engine.journal(self.lease()).await,
+                }
+            })
             .await
             .map(Vec::as_slice)
             .map_err(|e| self.host_error(e))

@@ -20,6 +20,7 @@ pub mod latency;
 pub mod pool;
 pub mod scratch;
 pub mod signal;
+pub mod steps;
 pub mod wasm;
 
 use std::sync::Arc;
