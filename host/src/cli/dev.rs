@@ -81,6 +81,12 @@ const DEMO: &[(&str, &str, u32, &str)] = &[
         0,
         "suspends on a waitpoint; the demo signals it and it resumes",
     ),
+    (
+        "testkit",
+        "steps:step:charge;sleep:1000;fail-until:2",
+        2,
+        "a durable step (charge@1: made on attempt 1, once), a 1 s durable sleep, a retry",
+    ),
 ];
 
 /// The fixed runs, then the two that use the demo's grant: a call to a local

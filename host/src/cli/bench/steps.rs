@@ -245,10 +245,11 @@ async fn submit_and_wait(
     Ok((started.elapsed(), id))
 }
 
-/// Until the execution has completed: its state is read on every wake-up for
-/// it (a frame or its end) and at least every 20 ms.
+/// Until the execution has completed: its state is read on every event-stream
+/// wake-up of the tenant (a lease or completion event; not on frames, which
+/// only the guests with steps write) and at least every 20 ms.
 async fn wait_completed(engine: &Engine, tenant: TenantId, id: ExecutionId) -> anyhow::Result<()> {
-    let mut updates = engine.updates().await?;
+    let mut wakeups = engine.event_wakeups().await?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match engine.state(tenant, id).await?.state {
@@ -262,8 +263,8 @@ async fn wait_completed(engine: &Engine, tenant: TenantId, id: ExecutionId) -> a
         );
         let _ = tokio::time::timeout(Duration::from_millis(20), async {
             loop {
-                match updates.recv().await {
-                    Ok(update) if update.execution_id == id => return,
+                match wakeups.recv().await {
+                    Ok(woken) if woken == tenant => return,
                     Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                     Err(_) => std::future::pending::<()>().await,
                 }
