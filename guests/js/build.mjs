@@ -1,6 +1,7 @@
 // Builds a JS guest into a component: node build.mjs SOURCE OUT.wasm
-// Outbound HTTP is off: FlowFabric's sandbox grants no network, and leaving it
-// on would import wasi:http, which the host does not link.
+// `fetch` is on: the component imports wasi:http, and the host sends a
+// request only to an origin the component's grant (and the operator's
+// ceiling) allows; without a grant every request is refused.
 import { componentize } from "@bytecodealliance/componentize-js";
 import { writeFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
@@ -12,7 +13,7 @@ const { component } = await componentize({
   sourcePath: resolve(source),
   witPath: resolve(here, "../../wit"),
   worldName: "task",
-  disableFeatures: ["http", "fetch-event"],
+  disableFeatures: ["fetch-event"],
 });
 await writeFile(out, component);
 console.log(`${out}: ${component.length} bytes`);

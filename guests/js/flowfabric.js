@@ -8,6 +8,9 @@
 // the execution's policy, permanent ones never are). A refused host call
 // throws `HostFailure`; left uncaught it fails the attempt as transient.
 //
+// `fetch` reaches the origins the component's kind is granted (see
+// `flowfabric grant set`); any other request fails.
+//
 // Side effects that must happen once per execution go in durable steps, and
 // `sleep` waits durably (the handler may be async):
 //

@@ -78,6 +78,24 @@ async function steps(script) {
   return results.join(",");
 }
 
+// `http:METHOD:URL`: one request with `fetch` (body `ping` unless a GET),
+// reported like the Rust testkit's `http` command.
+async function http(arg) {
+  const colon = arg.indexOf(":");
+  if (colon < 0) throw new TaskFailure("http needs METHOD:URL", { permanent: true });
+  const method = arg.slice(0, colon);
+  const url = arg.slice(colon + 1);
+  let response;
+  try {
+    response = await fetch(url, { method, body: method === "GET" ? undefined : "ping" });
+  } catch (e) {
+    return `error=${e?.message ?? e}`;
+  }
+  const body = new Uint8Array(await response.arrayBuffer());
+  const text = new TextDecoder().decode(body);
+  return `status=${response.status} bytes=${body.length} body=${[...text].slice(0, 200).join("")}`;
+}
+
 function handle(input) {
   const text = new TextDecoder("utf-8", { fatal: true }).decode(input);
   const colon = text.indexOf(":");
@@ -102,6 +120,8 @@ function handle(input) {
       return wait(arg);
     case "steps":
       return steps(arg);
+    case "http":
+      return http(arg);
     default:
       throw new TaskFailure(`unknown command '${command}'`, { permanent: true });
   }

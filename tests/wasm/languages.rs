@@ -213,3 +213,44 @@ async fn every_language_keeps_durable_steps_and_sleeps_the_same_way() {
     pool.shutdown().await;
     scanners.shutdown().await;
 }
+
+#[tokio::test]
+async fn rust_and_javascript_reach_a_granted_origin_and_nothing_else() {
+    use crate::upstream::{grant, http_grant, loopback_ceiling, Upstream};
+    let env = polyglot_env().await;
+    let up = Upstream::start().await;
+    env.db
+        .engine
+        .set_ceiling(env.tenant, &loopback_ceiling())
+        .await
+        .unwrap();
+    let origin = format!("http://127.0.0.1:{}", up.port);
+    for (_, kind) in &LANGUAGES[..2] {
+        grant(
+            &env,
+            env.tenant,
+            kind,
+            http_grant(std::slice::from_ref(&origin)),
+        )
+        .await;
+    }
+    let pool = env.pool(config(3));
+    for (lang, kind) in &LANGUAGES[..2] {
+        let id = env
+            .submit(kind, &format!("http:POST:{}", up.url("/echo")), 0)
+            .await;
+        let done = completed(&env, lang, id).await;
+        assert_eq!(text(&done.result), "status=200 bytes=4 body=ping", "{lang}");
+        // The same server under another name is outside the grant.
+        let other = format!("http:GET:http://localhost:{}/hello", up.port);
+        let id = env.submit(kind, &other, 0).await;
+        let done = completed(&env, lang, id).await;
+        assert!(
+            text(&done.result).starts_with("error="),
+            "{lang}: {}",
+            text(&done.result)
+        );
+    }
+    assert_eq!(up.hits(), 2, "only the granted requests reached the server");
+    pool.shutdown().await;
+}
