@@ -18,6 +18,7 @@ mod hardening;
 mod lifecycle;
 mod rules;
 mod scanners;
+mod schedules;
 mod schema;
 mod steps;
 mod streams;

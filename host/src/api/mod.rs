@@ -23,6 +23,7 @@ pub use executions::{
 pub use flows::{FlowCancelled, FlowPage};
 pub use grants::{ConfigList, GrantList};
 pub use payload::Payload;
+pub use schedules::{ScheduleList, ScheduleView};
 pub use steps::StepList;
 pub use streams::{FrameView, StateChange};
 mod executions;
@@ -34,6 +35,7 @@ mod live;
 pub mod metrics;
 pub mod openapi;
 mod payload;
+mod schedules;
 mod signals;
 mod steps;
 mod streams;
@@ -126,6 +128,19 @@ pub fn router(engine: Engine, runtime: Arc<Runtime>, config: &ApiConfig) -> Rout
         .route("/executions/{id}/resume", post(signals::resume))
         .route("/executions/{id}/waitpoints", get(signals::waitpoints))
         .route("/executions/{id}/steps", get(steps::list))
+        .route(
+            "/schedules",
+            post(schedules::create)
+                .layer(DefaultBodyLimit::max(create_body))
+                .get(schedules::list),
+        )
+        .route(
+            "/schedules/{id}",
+            get(schedules::get).delete(schedules::delete),
+        )
+        .route("/schedules/{id}/pause", post(schedules::pause))
+        .route("/schedules/{id}/resume", post(schedules::resume))
+        .route("/schedules/{id}/trigger", post(schedules::trigger))
         .route(
             "/signals",
             post(signals::deliver).layer(DefaultBodyLimit::max(SMALL_BODY * 8)),

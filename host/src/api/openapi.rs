@@ -7,7 +7,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    admin, budgets, components, events, executions, flows, grants, lanes, signals, steps, streams,
+    admin, budgets, components, events, executions, flows, grants, lanes, schedules, signals,
+    steps, streams,
 };
 
 #[derive(OpenApi)]
@@ -22,6 +23,8 @@ use super::{
         executions::create, executions::create_batch, executions::list, executions::get,
         executions::result, executions::cancel, executions::revoke_lease, executions::priority, executions::replay,
         steps::list,
+        schedules::create, schedules::list, schedules::get, schedules::pause,
+        schedules::resume, schedules::trigger, schedules::delete,
         flows::create, flows::extend, flows::get, flows::list, flows::cancel,
         budgets::create, budgets::list, budgets::get, budgets::reset, lanes::list,
         streams::frames, streams::summary, streams::follow,
@@ -38,7 +41,7 @@ use super::{
     ),
     modifiers(&Security),
     tags(
-        (name = "executions"), (name = "flows"), (name = "budgets"), (name = "streams"), (name = "signals"), (name = "events"), (name = "components"), (name = "tenant"),
+        (name = "executions"), (name = "schedules", description = "Recurring executions, fired exactly once per fire time."), (name = "flows"), (name = "budgets"), (name = "streams"), (name = "signals"), (name = "events"), (name = "components"), (name = "tenant"),
         (name = "grants", description = "What components may reach: outbound HTTP, config values and secrets, scratch space."),
         (name = "admin", description = "Operator routes; need the server's admin token."),
     )

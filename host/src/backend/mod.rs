@@ -19,7 +19,7 @@ mod traits;
 
 pub use traits::{
     Budgets, Children, Components, ConfigValues, Events, Executions, Flows, Grants, Leases, Output,
-    Scanners, Steps, Suspensions, Tenancy, Wakeups,
+    Scanners, Schedules, Steps, Suspensions, Tenancy, Wakeups,
 };
 
 /// The storage traits by method only (`use crate::backend::prelude::*`), for
@@ -28,7 +28,7 @@ pub mod prelude {
     pub use super::traits::{
         Budgets as _, Children as _, Components as _, ConfigValues as _, Events as _,
         Executions as _, Flows as _, Grants as _, Leases as _, Output as _, Scanners as _,
-        Steps as _, Suspensions as _, Tenancy as _, Wakeups as _,
+        Schedules as _, Steps as _, Suspensions as _, Tenancy as _, Wakeups as _,
     };
 }
 
@@ -125,6 +125,7 @@ pub trait Backend:
     + Grants
     + ConfigValues
     + Steps
+    + Schedules
     + 'static
 {
     /// Which store this is (`postgres` or `sqlite`), for logs and metrics.

@@ -237,3 +237,22 @@ pub(crate) fn step_admission(
     }
     Ok(true)
 }
+
+pub(crate) fn schedule_not_found(id: crate::model::ScheduleId) -> EngineError {
+    EngineError::NotFound {
+        what: "schedule",
+        id: id.to_string(),
+    }
+}
+
+pub(crate) fn schedule_name_taken(name: &str) -> EngineError {
+    EngineError::Conflict(format!("the tenant already has a schedule named `{name}`"))
+}
+
+pub(crate) fn schedules_exceeded(max: u32) -> EngineError {
+    EngineError::limit(
+        "max_schedules_per_tenant",
+        u64::from(max),
+        "the tenant has as many schedules as it may: delete one first",
+    )
+}

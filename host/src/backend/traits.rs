@@ -19,10 +19,10 @@ use crate::model::{
     EventCursor, Execution, ExecutionFilter, ExecutionId, ExecutionState, ExecutionUpdate,
     FailOutcome, Failure, FlowCancelPolicy, FlowId, FlowSnapshot, FlowSummary, Frame, GraphApplied,
     GraphChange, JournalEntry, JournalLimits, LaneCounts, LeaseEvent, LeaseHandle, NewBudget,
-    NewExecution, NewFlow, NewSignal, NewStep, SealedConfig, Signal, SignalEvent, SignalOutcome,
-    SpawnLimits, SpawnedChild, StoredApiKey, StoredGrant, StreamMode, StreamSummary,
-    SuspendOutcome, Suspension, Tenant, TenantId, TenantLimits, TimeoutBehavior, UsageOutcome,
-    Waitpoint, WaitpointId,
+    NewExecution, NewFlow, NewSchedule, NewSignal, NewStep, Schedule, ScheduleId, SealedConfig,
+    Signal, SignalEvent, SignalOutcome, SpawnLimits, SpawnedChild, StoredApiKey, StoredGrant,
+    StreamMode, StreamSummary, SuspendOutcome, Suspension, Tenant, TenantId, TenantLimits,
+    TimeoutBehavior, UsageOutcome, Waitpoint, WaitpointId,
 };
 
 /// Tenants, their limits and usage, and their API keys.
@@ -356,6 +356,52 @@ pub trait Steps: Send + Sync {
         wake_at: DateTime<Utc>,
         limits: JournalLimits,
     ) -> Result<()>;
+}
+
+/// Schedules: recurring executions (see [`crate::model::Schedule`]).
+#[async_trait]
+pub trait Schedules: Send + Sync {
+    /// Create a schedule, first due at `next_fire_at`. Refused (`conflict`)
+    /// when the tenant has one of that name, and (`limit_exceeded`) when it
+    /// has `max_schedules` already, in the same transaction.
+    async fn create_schedule(
+        &self,
+        tenant: TenantId,
+        spec: &NewSchedule,
+        next_fire_at: DateTime<Utc>,
+        max_schedules: u32,
+    ) -> Result<Schedule>;
+
+    async fn get_schedule(&self, tenant: TenantId, id: ScheduleId) -> Result<Schedule>;
+
+    /// A page of the tenant's schedules in id (creation) order after `after`.
+    async fn list_schedules(
+        &self,
+        tenant: TenantId,
+        after: Option<ScheduleId>,
+        limit: u32,
+    ) -> Result<Vec<Schedule>>;
+
+    /// Pause it, or resume it due next at `next_fire_at`.
+    async fn set_schedule_paused(
+        &self,
+        tenant: TenantId,
+        id: ScheduleId,
+        paused: bool,
+        next_fire_at: DateTime<Utc>,
+    ) -> Result<Schedule>;
+
+    /// Whether there was a schedule to delete. Its executions stay.
+    async fn delete_schedule(&self, tenant: TenantId, id: ScheduleId) -> Result<bool>;
+
+    /// Create the schedule's execution now, outside its cadence (its next
+    /// fire time stays).
+    async fn trigger_schedule(&self, tenant: TenantId, id: ScheduleId) -> Result<Created>;
+
+    /// Scanner: fire due schedules, each in its own transaction that
+    /// creates the executions its plan calls for and moves its next fire
+    /// time on; up to `limit` schedules. Returns the executions created.
+    async fn fire_due_schedules(&self, limit: u32) -> Result<u64>;
 }
 
 /// Budgets: limits, usage reports and resets.

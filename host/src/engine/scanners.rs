@@ -24,6 +24,8 @@ pub struct ScannerConfig {
     pub wake_parents: Duration,
     pub budget_reset: Duration,
     pub event_prune: Duration,
+    /// Due schedules are fired this often (the resolution of their timing).
+    pub schedules: Duration,
     /// How long events stay in the event streams (completion, lease, signal).
     pub event_retention: Duration,
     /// Rows per tenant per pass.
@@ -42,6 +44,7 @@ impl Default for ScannerConfig {
             wake_parents: Duration::from_millis(250),
             budget_reset: Duration::from_millis(1_000),
             event_prune: Duration::from_secs(60),
+            schedules: Duration::from_millis(250),
             event_retention: Duration::from_secs(7 * 24 * 3600),
             batch: 500,
         }
@@ -59,6 +62,7 @@ enum Pass {
     WakeParents,
     BudgetReset,
     EventPrune,
+    Schedules,
 }
 
 impl Pass {
@@ -73,6 +77,7 @@ impl Pass {
             Pass::WakeParents => "wake_parents",
             Pass::BudgetReset => "budget_reset",
             Pass::EventPrune => "event_prune",
+            Pass::Schedules => "schedules",
         }
     }
 
@@ -88,6 +93,7 @@ impl Pass {
             Pass::WakeParents => backend.wake_waiting_parents(batch).await,
             Pass::BudgetReset => backend.reset_due_budgets(batch).await,
             Pass::EventPrune => backend.prune_events(config.event_retention, batch).await,
+            Pass::Schedules => backend.fire_due_schedules(batch).await,
         }
     }
 }
@@ -111,6 +117,7 @@ impl Scanners {
             (Pass::WakeParents, config.wake_parents),
             (Pass::BudgetReset, config.budget_reset),
             (Pass::EventPrune, config.event_prune),
+            (Pass::Schedules, config.schedules),
         ] {
             let backend = backend.clone();
             let mut stopped = stop.subscribe();

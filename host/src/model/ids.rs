@@ -96,3 +96,7 @@ id_type!(
     /// An API key (the part of the key before its secret).
     ApiKeyId
 );
+id_type!(
+    /// A schedule of recurring executions.
+    ScheduleId
+);

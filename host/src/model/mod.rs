@@ -11,6 +11,7 @@ mod grants;
 mod ids;
 mod policy;
 mod rules;
+mod schedules;
 mod state;
 mod steps;
 mod suspension;
@@ -51,6 +52,10 @@ pub use rules::{
     public_state, runnable_blocking_reason, AttemptPhase, Eligibility, LifecyclePhase, Ownership,
     TerminalOutcome,
 };
+pub use schedules::{
+    Cadence, FirePlan, MissedPolicy, NewSchedule, OverlapPolicy, Schedule, ScheduledExecution,
+    FIRE_TIME_TAG, MAX_BACKFILL, MAX_JITTER_MS, MAX_SCHEDULES_PER_TENANT, SCHEDULE_TAG,
+};
 pub use state::{AttemptState, AttemptType, PublicState};
 pub use steps::{
     check_step_name, lookup as lookup_step, JournalEntry, JournalLimits, JournalMismatch, NewStep,
@@ -65,7 +70,7 @@ pub use tenancy::{
     ApiKey, StoredApiKey, TaskCeilings, Tenant, TenantLimits, TenantUsage, DEFAULT_START_WINDOW_MS,
 };
 
-pub use ids::{ApiKeyId, ExecutionId, TenantId, WaitpointId};
+pub use ids::{ApiKeyId, ExecutionId, ScheduleId, TenantId, WaitpointId};
 
 pub const DEFAULT_LANE: &str = "default";
 

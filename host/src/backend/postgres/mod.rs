@@ -38,6 +38,7 @@ mod outbox;
 mod output;
 mod rows;
 mod scanners;
+mod schedules;
 pub mod schema;
 mod steps;
 mod suspension;

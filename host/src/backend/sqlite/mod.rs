@@ -35,6 +35,7 @@ mod output;
 mod record;
 mod resolve;
 mod scanners;
+mod schedules;
 pub mod schema;
 mod steps;
 mod suspension;

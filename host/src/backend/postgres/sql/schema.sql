@@ -292,6 +292,23 @@ CREATE TABLE lease_events (
     CONSTRAINT lease_events_pkey PRIMARY KEY (tenant_id, txid, event_id)
 );
 
+CREATE TABLE schedules (
+    tenant_id uuid NOT NULL,
+    schedule_id uuid NOT NULL,
+    name text NOT NULL,
+    spec jsonb NOT NULL,
+    input bytea NOT NULL,
+    paused boolean DEFAULT false NOT NULL,
+    next_fire_at timestamp with time zone NOT NULL,
+    last_fire_at timestamp with time zone,
+    last_execution_id uuid,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT schedules_name_check CHECK (((length(name) >= 1) AND (length(name) <= 128))),
+    CONSTRAINT schedules_pkey PRIMARY KEY (tenant_id, schedule_id),
+    CONSTRAINT schedules_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(tenant_id) ON DELETE CASCADE,
+    CONSTRAINT schedules_tenant_id_name_key UNIQUE (tenant_id, name)
+);
+
 CREATE TABLE signal_events (
     tenant_id uuid NOT NULL,
     event_id bigint NOT NULL,
@@ -441,6 +458,7 @@ CREATE UNIQUE INDEX flow_edges_one_input_idx ON public.flow_edges USING btree (t
 CREATE INDEX flow_groups_cancel_pending_idx ON public.flow_groups USING btree (tenant_id, downstream_id) WHERE cancel_pending;
 CREATE INDEX flows_cancel_unfinished_idx ON public.flows USING btree (tenant_id, flow_id) WHERE (cancel_phases IS NOT NULL);
 CREATE INDEX frames_best_effort_idx ON public.frames USING btree (tenant_id, execution_id, attempt_index, seq) WHERE (mode = 'best_effort'::text);
+CREATE INDEX schedules_due_idx ON public.schedules USING btree (next_fire_at) WHERE (NOT paused);
 CREATE INDEX signals_buffered_idx ON public.signals USING btree (tenant_id, execution_id, waitpoint_id) WHERE (consumed_in IS NULL);
 CREATE INDEX signals_consumed_idx ON public.signals USING btree (tenant_id, execution_id, consumed_in) WHERE (consumed_in IS NOT NULL);
 CREATE UNIQUE INDEX signals_idempotency_idx ON public.signals USING btree (tenant_id, execution_id, idempotency_key) WHERE (idempotency_key IS NOT NULL);

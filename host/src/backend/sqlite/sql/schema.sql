@@ -264,6 +264,21 @@ CREATE TABLE lease_events (
     created_at       INTEGER NOT NULL
 );
 
+CREATE TABLE schedules (
+    tenant_id         BLOB NOT NULL REFERENCES tenants (tenant_id) ON DELETE CASCADE,
+    schedule_id       BLOB NOT NULL,
+    name              TEXT NOT NULL CHECK (length(name) BETWEEN 1 AND 128),
+    spec              TEXT NOT NULL,
+    input             BLOB NOT NULL,
+    paused            INTEGER NOT NULL DEFAULT 0 CHECK (paused IN (0, 1)),
+    next_fire_at      INTEGER NOT NULL,
+    last_fire_at      INTEGER,
+    last_execution_id BLOB,
+    created_at        INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, schedule_id),
+    UNIQUE (tenant_id, name)
+) STRICT;
+
 CREATE TABLE signal_events (
     event_id      INTEGER PRIMARY KEY AUTOINCREMENT,
     tenant_id     BLOB NOT NULL,
@@ -401,6 +416,8 @@ CREATE INDEX flow_edges_downstream_idx ON flow_edges (tenant_id, downstream_id);
 CREATE INDEX flow_edges_flow_idx ON flow_edges (tenant_id, flow_id);
 
 CREATE INDEX lease_events_tenant_idx ON lease_events (tenant_id, event_id);
+
+CREATE INDEX schedules_due_idx ON schedules (next_fire_at) WHERE paused = 0;
 
 CREATE INDEX signal_events_tenant_idx ON signal_events (tenant_id, event_id);
 

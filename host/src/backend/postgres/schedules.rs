@@ -1,0 +1,286 @@
+//! Schedules. Firing takes each due schedule with `FOR UPDATE SKIP LOCKED`
+//! (through `schedules_due_idx`) in a transaction of its own, creates the
+//! executions its plan calls for and moves `next_fire_at` on before it
+//! commits: a concurrent scanner skips the locked row, and after the commit
+//! the row is no longer due.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::PgConnection;
+
+use super::executions::create_executions;
+use super::rows::{col, json, transaction, unknown_tenant_or};
+use super::PgBackend;
+use crate::backend::refusals;
+use crate::backend::Schedules;
+use crate::error::{EngineError, Result};
+use crate::model::{
+    Created, ExecutionId, NewSchedule, OverlapPolicy, Schedule, ScheduleId, TenantId,
+};
+
+const COLUMNS: &str = "tenant_id, schedule_id, spec, input, paused, next_fire_at, \
+    last_fire_at, last_execution_id, created_at";
+
+#[async_trait]
+impl Schedules for PgBackend {
+    async fn create_schedule(
+        &self,
+        tenant: TenantId,
+        spec: &NewSchedule,
+        next_fire_at: DateTime<Utc>,
+        max_schedules: u32,
+    ) -> Result<Schedule> {
+        let op = "create schedule";
+        transaction(&self.pool, op, async |tx| {
+            let row = sqlx::query(&format!(
+                "INSERT INTO schedules (tenant_id, schedule_id, name, spec, input, next_fire_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (tenant_id, name) DO NOTHING RETURNING {COLUMNS}"
+            ))
+            .bind(tenant)
+            .bind(ScheduleId::new())
+            .bind(&spec.name)
+            .bind(serde_json::to_value(spec).expect("a schedule serialises"))
+            .bind(&spec.execution.input)
+            .bind(next_fire_at)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unknown_tenant_or(op, tenant))?;
+            let Some(row) = row else {
+                return Err(refusals::schedule_name_taken(&spec.name));
+            };
+            // Counted after the insert; past the cap, the transaction is undone.
+            let count: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM (SELECT 1 FROM schedules WHERE tenant_id = $1 LIMIT $2) s",
+            )
+            .bind(tenant)
+            .bind(i64::from(max_schedules) + 1)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(EngineError::storage(op))?;
+            if count > i64::from(max_schedules) {
+                return Err(refusals::schedules_exceeded(max_schedules));
+            }
+            schedule(&row)
+        })
+        .await
+    }
+
+    async fn get_schedule(&self, tenant: TenantId, id: ScheduleId) -> Result<Schedule> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM schedules WHERE tenant_id = $1 AND schedule_id = $2"
+        ))
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(EngineError::storage("get schedule"))?;
+        row.as_ref()
+            .map(schedule)
+            .unwrap_or_else(|| Err(refusals::schedule_not_found(id)))
+    }
+
+    async fn list_schedules(
+        &self,
+        tenant: TenantId,
+        after: Option<ScheduleId>,
+        limit: u32,
+    ) -> Result<Vec<Schedule>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM schedules WHERE tenant_id = $1 AND schedule_id > $2 \
+             ORDER BY schedule_id LIMIT $3"
+        ))
+        .bind(tenant)
+        .bind(after.unwrap_or(ScheduleId::nil()))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(EngineError::storage("list schedules"))?;
+        rows.iter().map(schedule).collect()
+    }
+
+    async fn set_schedule_paused(
+        &self,
+        tenant: TenantId,
+        id: ScheduleId,
+        paused: bool,
+        next_fire_at: DateTime<Utc>,
+    ) -> Result<Schedule> {
+        // Pausing keeps the next fire time; resuming sets the one given.
+        let row = sqlx::query(&format!(
+            "UPDATE schedules SET paused = $3, \
+                 next_fire_at = CASE WHEN $3 THEN next_fire_at ELSE $4 END \
+             WHERE tenant_id = $1 AND schedule_id = $2 RETURNING {COLUMNS}"
+        ))
+        .bind(tenant)
+        .bind(id)
+        .bind(paused)
+        .bind(next_fire_at)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(EngineError::storage("pause schedule"))?;
+        row.as_ref()
+            .map(schedule)
+            .unwrap_or_else(|| Err(refusals::schedule_not_found(id)))
+    }
+
+    async fn delete_schedule(&self, tenant: TenantId, id: ScheduleId) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM schedules WHERE tenant_id = $1 AND schedule_id = $2")
+            .bind(tenant)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(EngineError::storage("delete schedule"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn trigger_schedule(&self, tenant: TenantId, id: ScheduleId) -> Result<Created> {
+        let op = "trigger schedule";
+        transaction(&self.pool, op, async |tx| {
+            let row = sqlx::query(&format!(
+                "SELECT {COLUMNS} FROM schedules \
+                 WHERE tenant_id = $1 AND schedule_id = $2 FOR UPDATE"
+            ))
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(EngineError::storage(op))?;
+            let Some(row) = row else {
+                return Err(refusals::schedule_not_found(id));
+            };
+            let found = schedule(&row)?;
+            let now = Utc::now();
+            let created = fire(tx, &found, &[now]).await?;
+            record_fire(tx, &found, now, found.next_fire_at, created.last()).await?;
+            created
+                .into_iter()
+                .next()
+                .ok_or_else(|| EngineError::Corrupt("a trigger created nothing".into()))
+        })
+        .await
+    }
+
+    async fn fire_due_schedules(&self, limit: u32) -> Result<u64> {
+        let due: Vec<(TenantId, ScheduleId)> = sqlx::query_as(
+            "SELECT tenant_id, schedule_id FROM schedules \
+             WHERE NOT paused AND next_fire_at <= now() ORDER BY next_fire_at LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(EngineError::storage("find due schedules"))?;
+        let mut fired = 0;
+        for (tenant, id) in due {
+            match fire_one(self, tenant, id).await {
+                Ok(n) => fired += n,
+                Err(e) => tracing::warn!(error = %e, schedule = %id, "firing a schedule failed"),
+            }
+        }
+        Ok(fired)
+    }
+}
+
+/// Fire one due schedule, unless another scanner holds or just fired it.
+async fn fire_one(db: &PgBackend, tenant: TenantId, id: ScheduleId) -> Result<u64> {
+    let op = "fire schedule";
+    transaction(&db.pool, op, async |tx| {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM schedules WHERE tenant_id = $1 AND schedule_id = $2 \
+               AND NOT paused AND next_fire_at <= now() FOR UPDATE SKIP LOCKED"
+        ))
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(EngineError::storage(op))?;
+        let Some(row) = row else {
+            return Ok(0);
+        };
+        let due = schedule(&row)?;
+        let plan = due.plan(Utc::now())?;
+        let mut fire_times = plan.fire;
+        if due.spec.overlap == OverlapPolicy::Skip && still_running(tx, &due).await? {
+            fire_times.clear();
+        }
+        let created = fire(tx, &due, &fire_times).await?;
+        let last_fire = fire_times.last().copied().or(due.last_fire_at);
+        let last_fire = last_fire.unwrap_or(due.next_fire_at);
+        record_fire(tx, &due, last_fire, plan.next_fire_at, created.last()).await?;
+        Ok(created.len() as u64)
+    })
+    .await
+}
+
+/// Create the executions of `at` fire times.
+async fn fire(
+    tx: &mut PgConnection,
+    schedule: &Schedule,
+    at: &[DateTime<Utc>],
+) -> Result<Vec<Created>> {
+    if at.is_empty() {
+        return Ok(Vec::new());
+    }
+    let new: Vec<_> = at
+        .iter()
+        .map(|t| schedule.execution_at(*t, rand::random::<f64>()))
+        .collect();
+    let refs: Vec<_> = new.iter().collect();
+    create_executions(tx, schedule.tenant_id, &refs, None, None).await
+}
+
+async fn record_fire(
+    tx: &mut PgConnection,
+    schedule: &Schedule,
+    last_fire_at: DateTime<Utc>,
+    next_fire_at: DateTime<Utc>,
+    last: Option<&Created>,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE schedules SET next_fire_at = $3, last_fire_at = $4, \
+             last_execution_id = coalesce($5, last_execution_id) \
+         WHERE tenant_id = $1 AND schedule_id = $2",
+    )
+    .bind(schedule.tenant_id)
+    .bind(schedule.schedule_id)
+    .bind(next_fire_at)
+    .bind(last_fire_at)
+    .bind(last.map(|c| c.execution_id))
+    .execute(&mut *tx)
+    .await
+    .map_err(EngineError::storage("fire schedule"))?;
+    Ok(())
+}
+
+/// Whether the execution the schedule last created has not ended.
+async fn still_running(tx: &mut PgConnection, schedule: &Schedule) -> Result<bool> {
+    let Some(last) = schedule.last_execution_id else {
+        return Ok(false);
+    };
+    let running: Option<bool> = sqlx::query_scalar(
+        "SELECT lifecycle_phase <> 'terminal' FROM executions \
+         WHERE tenant_id = $1 AND execution_id = $2",
+    )
+    .bind(schedule.tenant_id)
+    .bind(last)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(EngineError::storage("fire schedule"))?;
+    Ok(running.unwrap_or(false))
+}
+
+fn schedule(row: &PgRow) -> Result<Schedule> {
+    let mut spec: NewSchedule = json(col(row, "spec")?, "schedule")?;
+    spec.execution.input = col(row, "input")?;
+    Ok(Schedule {
+        schedule_id: col(row, "schedule_id")?,
+        tenant_id: col(row, "tenant_id")?,
+        spec,
+        paused: col(row, "paused")?,
+        next_fire_at: col(row, "next_fire_at")?,
+        last_fire_at: col(row, "last_fire_at")?,
+        last_execution_id: col::<Option<ExecutionId>>(row, "last_execution_id")?,
+        created_at: col(row, "created_at")?,
+    })
+}

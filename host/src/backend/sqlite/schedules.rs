@@ -1,0 +1,269 @@
+//! Schedules. With one writer, a firing pass reads the due schedules and
+//! fires each in the same write transaction: nothing can fire one between
+//! the read and the write.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use sqlx::SqliteConnection;
+
+use super::executions::create_one;
+use super::tenancy::{get_tenant, unknown_tenant};
+use super::time::{at, millis_of, now, Millis};
+use super::{Effects, SqliteBackend};
+use crate::backend::refusals;
+use crate::backend::Schedules;
+use crate::error::{EngineError, Result};
+use crate::model::{
+    Created, ExecutionId, NewSchedule, OverlapPolicy, Schedule, ScheduleId, TenantId,
+};
+
+const COLUMNS: &str = "tenant_id, schedule_id, spec, input, paused, next_fire_at, \
+    last_fire_at, last_execution_id, created_at";
+
+#[async_trait]
+impl Schedules for SqliteBackend {
+    async fn create_schedule(
+        &self,
+        tenant: TenantId,
+        spec: &NewSchedule,
+        next_fire_at: DateTime<Utc>,
+        max_schedules: u32,
+    ) -> Result<Schedule> {
+        let op = "create schedule";
+        self.write(op, async |conn, _| {
+            get_tenant(conn, tenant)
+                .await
+                .map_err(|_| unknown_tenant(tenant))?;
+            let count: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM schedules WHERE tenant_id = ?")
+                    .bind(tenant)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(EngineError::storage(op))?;
+            if count >= i64::from(max_schedules) {
+                return Err(refusals::schedules_exceeded(max_schedules));
+            }
+            let row: Option<ScheduleRow> = sqlx::query_as(&format!(
+                "INSERT INTO schedules (tenant_id, schedule_id, name, spec, input, next_fire_at, \
+                     created_at) VALUES (?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (tenant_id, name) DO NOTHING RETURNING {COLUMNS}"
+            ))
+            .bind(tenant)
+            .bind(ScheduleId::new())
+            .bind(&spec.name)
+            .bind(Json(spec))
+            .bind(&spec.execution.input)
+            .bind(millis_of(next_fire_at))
+            .bind(now())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(EngineError::storage(op))?;
+            row.ok_or_else(|| refusals::schedule_name_taken(&spec.name))?
+                .schedule()
+        })
+        .await
+    }
+
+    async fn get_schedule(&self, tenant: TenantId, id: ScheduleId) -> Result<Schedule> {
+        let mut conn = self.read("get schedule").await?;
+        load(&mut conn, tenant, id).await
+    }
+
+    async fn list_schedules(
+        &self,
+        tenant: TenantId,
+        after: Option<ScheduleId>,
+        limit: u32,
+    ) -> Result<Vec<Schedule>> {
+        let rows: Vec<ScheduleRow> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM schedules WHERE tenant_id = ? AND schedule_id > ? \
+             ORDER BY schedule_id LIMIT ?"
+        ))
+        .bind(tenant)
+        .bind(after.unwrap_or(ScheduleId::nil()))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *self.read("list schedules").await?)
+        .await
+        .map_err(EngineError::storage("list schedules"))?;
+        rows.into_iter().map(ScheduleRow::schedule).collect()
+    }
+
+    async fn set_schedule_paused(
+        &self,
+        tenant: TenantId,
+        id: ScheduleId,
+        paused: bool,
+        next_fire_at: DateTime<Utc>,
+    ) -> Result<Schedule> {
+        self.write("pause schedule", async |conn, _| {
+            sqlx::query(
+                "UPDATE schedules SET paused = ?3, \
+                     next_fire_at = CASE WHEN ?3 THEN next_fire_at ELSE ?4 END \
+                 WHERE tenant_id = ?1 AND schedule_id = ?2",
+            )
+            .bind(tenant)
+            .bind(id)
+            .bind(paused)
+            .bind(millis_of(next_fire_at))
+            .execute(&mut *conn)
+            .await
+            .map_err(EngineError::storage("pause schedule"))?;
+            load(conn, tenant, id).await
+        })
+        .await
+    }
+
+    async fn delete_schedule(&self, tenant: TenantId, id: ScheduleId) -> Result<bool> {
+        self.write("delete schedule", async |conn, _| {
+            let done = sqlx::query("DELETE FROM schedules WHERE tenant_id = ? AND schedule_id = ?")
+                .bind(tenant)
+                .bind(id)
+                .execute(&mut *conn)
+                .await
+                .map_err(EngineError::storage("delete schedule"))?;
+            Ok(done.rows_affected() > 0)
+        })
+        .await
+    }
+
+    async fn trigger_schedule(&self, tenant: TenantId, id: ScheduleId) -> Result<Created> {
+        self.write("trigger schedule", async |conn, effects| {
+            let found = load(conn, tenant, id).await?;
+            let now = Utc::now();
+            let created = fire(conn, &found, &[now], effects).await?;
+            record_fire(conn, &found, now, found.next_fire_at, created.last()).await?;
+            created
+                .into_iter()
+                .next()
+                .ok_or_else(|| EngineError::Corrupt("a trigger created nothing".into()))
+        })
+        .await
+    }
+
+    async fn fire_due_schedules(&self, limit: u32) -> Result<u64> {
+        self.write("fire schedules", async |conn, effects| {
+            let due: Vec<ScheduleRow> = sqlx::query_as(&format!(
+                "SELECT {COLUMNS} FROM schedules WHERE paused = 0 AND next_fire_at <= ? \
+                 ORDER BY next_fire_at LIMIT ?"
+            ))
+            .bind(now())
+            .bind(i64::from(limit))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(EngineError::storage("find due schedules"))?;
+            let mut fired = 0;
+            for row in due {
+                let due = row.schedule()?;
+                let plan = due.plan(Utc::now())?;
+                let mut fire_times = plan.fire;
+                if due.spec.overlap == OverlapPolicy::Skip && still_running(conn, &due).await? {
+                    fire_times.clear();
+                }
+                let created = fire(conn, &due, &fire_times, effects).await?;
+                let last_fire = fire_times.last().copied().or(due.last_fire_at);
+                let last_fire = last_fire.unwrap_or(due.next_fire_at);
+                record_fire(conn, &due, last_fire, plan.next_fire_at, created.last()).await?;
+                fired += created.len() as u64;
+            }
+            Ok(fired)
+        })
+        .await
+    }
+}
+
+async fn load(conn: &mut SqliteConnection, tenant: TenantId, id: ScheduleId) -> Result<Schedule> {
+    let row: Option<ScheduleRow> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM schedules WHERE tenant_id = ? AND schedule_id = ?"
+    ))
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(EngineError::storage("get schedule"))?;
+    row.ok_or_else(|| refusals::schedule_not_found(id))?
+        .schedule()
+}
+
+async fn fire(
+    conn: &mut SqliteConnection,
+    schedule: &Schedule,
+    at: &[DateTime<Utc>],
+    effects: &mut Effects,
+) -> Result<Vec<Created>> {
+    let mut created = Vec::with_capacity(at.len());
+    for t in at {
+        let new = schedule.execution_at(*t, rand::random::<f64>());
+        created.push(create_one(conn, schedule.tenant_id, &new, None, effects).await?);
+    }
+    Ok(created)
+}
+
+async fn record_fire(
+    conn: &mut SqliteConnection,
+    schedule: &Schedule,
+    last_fire_at: DateTime<Utc>,
+    next_fire_at: DateTime<Utc>,
+    last: Option<&Created>,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE schedules SET next_fire_at = ?, last_fire_at = ?, \
+             last_execution_id = coalesce(?, last_execution_id) \
+         WHERE tenant_id = ? AND schedule_id = ?",
+    )
+    .bind(millis_of(next_fire_at))
+    .bind(millis_of(last_fire_at))
+    .bind(last.map(|c| c.execution_id))
+    .bind(schedule.tenant_id)
+    .bind(schedule.schedule_id)
+    .execute(&mut *conn)
+    .await
+    .map_err(EngineError::storage("fire schedule"))?;
+    Ok(())
+}
+
+async fn still_running(conn: &mut SqliteConnection, schedule: &Schedule) -> Result<bool> {
+    let Some(last) = schedule.last_execution_id else {
+        return Ok(false);
+    };
+    let running: Option<bool> = sqlx::query_scalar(
+        "SELECT lifecycle_phase <> 'terminal' FROM executions \
+         WHERE tenant_id = ? AND execution_id = ?",
+    )
+    .bind(schedule.tenant_id)
+    .bind(last)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(EngineError::storage("fire schedule"))?;
+    Ok(running.unwrap_or(false))
+}
+
+#[derive(sqlx::FromRow)]
+struct ScheduleRow {
+    tenant_id: TenantId,
+    schedule_id: ScheduleId,
+    spec: Json<NewSchedule>,
+    input: Vec<u8>,
+    paused: bool,
+    next_fire_at: Millis,
+    last_fire_at: Option<Millis>,
+    last_execution_id: Option<ExecutionId>,
+    created_at: Millis,
+}
+
+impl ScheduleRow {
+    fn schedule(self) -> Result<Schedule> {
+        let mut spec = self.spec.0;
+        spec.execution.input = self.input;
+        Ok(Schedule {
+            schedule_id: self.schedule_id,
+            tenant_id: self.tenant_id,
+            spec,
+            paused: self.paused,
+            next_fire_at: at(self.next_fire_at),
+            last_fire_at: self.last_fire_at.map(at),
+            last_execution_id: self.last_execution_id,
+            created_at: at(self.created_at),
+        })
+    }
+}
