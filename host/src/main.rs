@@ -81,6 +81,9 @@ enum Command {
     /// Define budgets, read their usage, reset them.
     #[command(subcommand)]
     Budget(cli::budgets::BudgetCommand),
+    /// Recurring executions: create, list, pause, resume, trigger, delete schedules.
+    #[command(subcommand)]
+    Schedule(cli::schedules::ScheduleCommand),
     /// Create a guest project (Rust, JavaScript or Python) that builds and uploads as is.
     New(cli::new::New),
     /// Demo: upload the example guests, run executions, show what happened.
@@ -154,6 +157,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::RevokeLease { id } => cli::remote::revoke_lease(&cli.connection, &id).await?,
         Command::Tail { id } => cli::remote::tail(&cli.connection, &id).await?,
         Command::Events(args) => cli::events::run(&cli.connection, args).await?,
+        Command::Schedule(command) => cli::schedules::run(&cli.connection, command).await?,
         Command::Budget(command) => cli::budgets::run(&cli.connection, command).await?,
         Command::Grant(command) => cli::grants::grant(&cli.connection, command).await?,
         Command::Config(command) => cli::grants::config(&cli.connection, command).await?,

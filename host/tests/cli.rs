@@ -235,6 +235,73 @@ async fn remote_commands_drive_a_served_installation() {
         (Some("b"), Some(1))
     );
 
+    // Schedules: a bad cron expression is one line naming the field; a good
+    // one lists its next fire times; an interval fires on its own.
+    let refused = served.cli(
+        key,
+        &["schedule", "create", "bad", "echo", "--cron", "0 25 * * *"],
+    );
+    one_line_error("a bad cron expression", &refused);
+    assert!(refused.2.contains("cadence.expression"), "{}", refused.2);
+    let (ok, out, err) = served.cli(
+        key,
+        &[
+            "schedule",
+            "create",
+            "nightly",
+            "echo",
+            "--cron",
+            "0 3 * * *",
+            "--time-zone",
+            "Europe/Berlin",
+        ],
+    );
+    assert!(
+        ok && out.contains("(Europe/Berlin)") && out.contains("next"),
+        "{out}{err}"
+    );
+    let (ok, out, err) = served.cli(
+        key,
+        &[
+            "schedule",
+            "create",
+            "tick",
+            "echo",
+            "--every-ms",
+            "1000",
+            "--input",
+            "7",
+            "--json",
+        ],
+    );
+    assert!(ok, "{err}");
+    let tick: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let tick_id = tick["schedule_id"].as_str().unwrap().to_owned();
+    let tag = format!("flowfabric.schedule:{tick_id}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, out, _) = served.cli(key, &["list", "--tag", &tag, "--json"]);
+        let page: serde_json::Value = serde_json::from_str(&out).unwrap();
+        if !page["items"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the schedule never fired"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (ok, out, _) = served.cli(key, &["schedule", "pause", &tick_id]);
+    assert!(ok && out.contains("paused"), "{out}");
+    let (ok, out, _) = served.cli(key, &["schedule", "trigger", &tick_id]);
+    assert!(ok && out.trim().len() == 36, "{out}");
+    let (ok, out, _) = served.cli(key, &["schedule", "rm", &tick_id]);
+    assert!(ok && out.contains("deleted"), "{out}");
+    one_line_error(
+        "a deleted schedule",
+        &served.cli(key, &["schedule", "get", &tick_id]),
+    );
+
     // submit from JSON lines, then list, get, tail, cancel.
     let lines = (0..3)
         .map(|i| format!(r#"{{"kind": "echo", "input": {i}, "tags": {{"from": "file"}}}}"#))
@@ -404,6 +471,13 @@ fn every_command_parses_without_panicking() {
         &["cancel", id],
         &["replay", id],
         &["replay", id, "--keep-steps"],
+        &["schedule", "create", "s", "k", "--every-ms", "1000"],
+        &["schedule", "list"],
+        &["schedule", "get", id],
+        &["schedule", "pause", id],
+        &["schedule", "resume", id],
+        &["schedule", "trigger", id],
+        &["schedule", "rm", id],
         &["revoke-lease", id],
         &["tail", id],
         &["flow", "create", "/nonexistent"],

@@ -9,6 +9,7 @@ pub mod flows;
 pub mod grants;
 pub mod new;
 pub mod remote;
+pub mod schedules;
 pub mod serve;
 pub mod steps;
 pub mod worker;

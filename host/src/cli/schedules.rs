@@ -1,0 +1,193 @@
+//! `flowfabric schedule …`: recurring executions.
+
+use anyhow::{bail, Context};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use flowfabric::api::{ScheduleList, ScheduleView};
+use flowfabric::model::Created;
+
+use super::client::{path_segment, ApiClient, Connection, NO_BODY};
+use super::remote::print_json;
+
+#[derive(clap::Subcommand)]
+pub enum ScheduleCommand {
+    /// Create a schedule: `--cron EXPR [--time-zone ZONE]` or `--every-ms N`.
+    Create {
+        name: String,
+        /// The component kind each fire runs.
+        kind: String,
+        /// A cron expression: 5 fields (minute to weekday) or 6 (seconds first).
+        #[arg(
+            long,
+            conflicts_with = "every_ms",
+            required_unless_present = "every_ms"
+        )]
+        cron: Option<String>,
+        /// The cron expression's time zone (IANA name).
+        #[arg(long, default_value = "UTC", requires = "cron")]
+        time_zone: String,
+        /// Fire every this many milliseconds instead (at least 1000).
+        #[arg(long)]
+        every_ms: Option<u64>,
+        /// The input, as JSON (or text, when it is not JSON).
+        #[arg(long)]
+        input: Option<String>,
+        /// Each fire's execution is due up to this much later, at random.
+        #[arg(long, default_value_t = 0)]
+        jitter_ms: u64,
+        /// Fire times that passed unfired: skip, run-once, or backfill:N.
+        #[arg(long, default_value = "run-once")]
+        missed: String,
+        /// When the last execution has not ended: allow or skip.
+        #[arg(long, default_value = "allow")]
+        overlap: String,
+    },
+    /// List schedules with their next fire times.
+    List,
+    /// Show one schedule.
+    Get { id: String },
+    /// Stop firing until resumed.
+    Pause { id: String },
+    /// Fire again from the next time to come.
+    Resume { id: String },
+    /// Create the schedule's execution now; prints its id.
+    Trigger { id: String },
+    /// Delete a schedule (its executions stay).
+    Rm { id: String },
+}
+
+pub async fn run(connection: &Connection, command: ScheduleCommand) -> anyhow::Result<()> {
+    let client = ApiClient::tenant(connection)?;
+    let at = |id: &str, action: &str| format!("/v1/schedules/{}{action}", path_segment(id));
+    let shown: Vec<ScheduleView> = match command {
+        ScheduleCommand::Create {
+            name,
+            kind,
+            cron,
+            time_zone,
+            every_ms,
+            input,
+            jitter_ms,
+            missed,
+            overlap,
+        } => {
+            let cadence = match (cron, every_ms) {
+                (Some(expression), _) => {
+                    json!({"type": "cron", "expression": expression, "time_zone": time_zone})
+                }
+                (None, Some(ms)) => json!({"type": "interval", "every_ms": ms}),
+                (None, None) => bail!("give --cron or --every-ms"),
+            };
+            let mut execution = json!({ "kind": kind });
+            if let Some(input) = input {
+                execution["input"] =
+                    serde_json::from_str::<Value>(&input).unwrap_or(Value::String(input));
+            }
+            let body = json!({
+                "name": name,
+                "cadence": cadence,
+                "jitter_ms": jitter_ms,
+                "missed": missed_policy(&missed)?,
+                "overlap": overlap.replace('-', "_"),
+                "execution": execution,
+            });
+            vec![
+                client
+                    .typed(Method::POST, "/v1/schedules", Some(&body))
+                    .await?,
+            ]
+        }
+        ScheduleCommand::List => {
+            let page: ScheduleList = client
+                .get_typed("/v1/schedules", &[("limit", "1000".into())])
+                .await?;
+            if connection.json {
+                return print_json(&page);
+            }
+            page.items
+        }
+        ScheduleCommand::Get { id } => {
+            vec![client.typed(Method::GET, &at(&id, ""), NO_BODY).await?]
+        }
+        ScheduleCommand::Pause { id } => {
+            vec![
+                client
+                    .typed(Method::POST, &at(&id, "/pause"), NO_BODY)
+                    .await?,
+            ]
+        }
+        ScheduleCommand::Resume { id } => {
+            vec![
+                client
+                    .typed(Method::POST, &at(&id, "/resume"), NO_BODY)
+                    .await?,
+            ]
+        }
+        ScheduleCommand::Trigger { id } => {
+            let created: Created = client
+                .typed(Method::POST, &at(&id, "/trigger"), NO_BODY)
+                .await?;
+            match connection.json {
+                true => print_json(&created)?,
+                false => println!("{}", created.execution_id),
+            }
+            return Ok(());
+        }
+        ScheduleCommand::Rm { id } => {
+            client.json(Method::DELETE, &at(&id, ""), None).await?;
+            if !connection.json {
+                println!("deleted schedule {id}");
+            }
+            return Ok(());
+        }
+    };
+    if connection.json {
+        return match shown.as_slice() {
+            [one] => print_json(one),
+            all => print_json(&all),
+        };
+    }
+    shown.iter().for_each(print_schedule);
+    Ok(())
+}
+
+/// `skip`, `run-once` or `backfill:N` as the API's missed policy.
+fn missed_policy(spec: &str) -> anyhow::Result<Value> {
+    Ok(match spec.split_once(':') {
+        None if spec == "skip" => json!({"type": "skip"}),
+        None if spec == "run-once" => json!({"type": "run_once"}),
+        Some(("backfill", n)) => {
+            let max: u32 = n
+                .parse()
+                .with_context(|| format!("--missed {spec}: `{n}` is not a count"))?;
+            json!({"type": "backfill", "max": max})
+        }
+        _ => bail!("--missed: expected skip, run-once or backfill:N"),
+    })
+}
+
+fn print_schedule(view: &ScheduleView) {
+    let s = &view.schedule;
+    let cadence = match &s.spec.cadence {
+        flowfabric::model::Cadence::Cron {
+            expression,
+            time_zone,
+        } => format!("cron `{expression}` ({time_zone})"),
+        flowfabric::model::Cadence::Interval { every_ms } => format!("every {every_ms} ms"),
+    };
+    let state = if s.paused { "paused" } else { "active" };
+    println!(
+        "{}  {}  {}  runs {}  {state}",
+        s.schedule_id, s.spec.name, cadence, s.spec.execution.kind
+    );
+    let fmt =
+        |t: &chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    if let Some(last) = &s.last_fire_at {
+        println!("  last fire  {}", fmt(last));
+    }
+    if !view.upcoming.is_empty() {
+        let next: Vec<String> = view.upcoming.iter().map(fmt).collect();
+        println!("  next       {}", next.join(", "));
+    }
+}
