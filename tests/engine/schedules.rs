@@ -208,6 +208,36 @@ async fn overlap_skip_waits_for_the_last_run_to_end(store: Store) {
     assert!(latest.last_execution_id.is_some());
 }
 
+async fn overlap_cancel_previous_replaces_the_running_one(store: Store) {
+    let (db, t) = setup_on(store).await;
+    let e = &db.engine;
+    e.create_schedule(
+        t,
+        every_second(
+            "latest",
+            MissedPolicy::RunOnce,
+            OverlapPolicy::CancelPrevious,
+        ),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(db.backend().fire_due_schedules(100).await.unwrap(), 1);
+    // The first run holds a lease when the next fire time comes.
+    let first = claim_one(e).await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(db.backend().fire_due_schedules(100).await.unwrap(), 1);
+    let old = e.get(t, first.lease.execution_id).await.unwrap();
+    assert_eq!(old.state, flowfabric::model::PublicState::Cancelled);
+    assert_eq!(
+        old.cancellation_reason.as_deref(),
+        Some(flowfabric::model::SUPERSEDED)
+    );
+    // Its lease went with it: the old run can record nothing more.
+    assert!(e.complete(&first.lease, b"late").await.is_err());
+    assert_eq!(fired(e, t).await.len(), 2);
+}
+
 async fn pause_resume_trigger_delete_and_tenancy(store: Store) {
     let (db, t) = setup_on(store).await;
     let e = &db.engine;
@@ -259,5 +289,6 @@ on_both_backends!(
     concurrent_scanners_fire_each_time_exactly_once,
     missed_fire_times_follow_the_policy,
     overlap_skip_waits_for_the_last_run_to_end,
+    overlap_cancel_previous_replaces_the_running_one,
     pause_resume_trigger_delete_and_tenancy,
 );

@@ -36,7 +36,8 @@ pub struct CreateSchedule {
     /// `backfill` up to `max`.
     #[serde(default)]
     pub missed: MissedPolicy,
-    /// When the last execution has not ended: `allow` (default) or `skip`.
+    /// When the last execution has not ended: `allow` (default), `skip`, or
+    /// `cancel_previous`.
     #[serde(default)]
     pub overlap: OverlapPolicy,
     pub execution: ScheduledBody,

@@ -39,7 +39,7 @@ pub enum ScheduleCommand {
         /// Fire times that passed unfired: skip, run-once, or backfill:N.
         #[arg(long, default_value = "run-once")]
         missed: String,
-        /// When the last execution has not ended: allow or skip.
+        /// When the last execution has not ended: allow, skip or cancel-previous.
         #[arg(long, default_value = "allow")]
         overlap: String,
     },

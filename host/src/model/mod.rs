@@ -53,8 +53,9 @@ pub use rules::{
     TerminalOutcome,
 };
 pub use schedules::{
-    Cadence, FirePlan, MissedPolicy, NewSchedule, OverlapPolicy, Schedule, ScheduledExecution,
-    FIRE_TIME_TAG, MAX_BACKFILL, MAX_JITTER_MS, MAX_SCHEDULES_PER_TENANT, SCHEDULE_TAG,
+    Cadence, FirePlan, MissedPolicy, NewSchedule, OverlapAction, OverlapPolicy, Schedule,
+    ScheduledExecution, FIRE_TIME_TAG, MAX_BACKFILL, MAX_JITTER_MS, MAX_SCHEDULES_PER_TENANT,
+    SCHEDULE_TAG, SUPERSEDED,
 };
 pub use state::{AttemptState, AttemptType, PublicState};
 pub use steps::{

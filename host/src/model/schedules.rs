@@ -75,7 +75,32 @@ pub enum OverlapPolicy {
     Allow,
     /// Skip this fire time.
     Skip,
+    /// Cancel the running one (its lease is revoked), then start the new one.
+    CancelPrevious,
 }
+
+/// What a fire does about the execution the schedule last created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverlapAction {
+    Fire,
+    Skip,
+    CancelThenFire,
+}
+
+impl OverlapPolicy {
+    /// The policy applied: `previous_running` says whether the last
+    /// execution has not ended.
+    pub fn action(self, previous_running: bool) -> OverlapAction {
+        match (self, previous_running) {
+            (_, false) | (Self::Allow, true) => OverlapAction::Fire,
+            (Self::Skip, true) => OverlapAction::Skip,
+            (Self::CancelPrevious, true) => OverlapAction::CancelThenFire,
+        }
+    }
+}
+
+/// The reason a `cancel_previous` schedule gives the run it cancels.
+pub const SUPERSEDED: &str = "superseded by the schedule's next fire";
 
 /// What each fire creates: an execution of `kind` with this input and policy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -404,7 +404,7 @@ fn not_found(id: ExecutionId) -> EngineError {
 }
 
 /// The shared cancel (`flowfabric_cancel`, migration 0006) for one execution.
-const CANCEL_SQL: &str = "SELECT count(*) FROM flowfabric_cancel(ARRAY[$1]::uuid[], \
+pub(super) const CANCEL_SQL: &str = "SELECT count(*) FROM flowfabric_cancel(ARRAY[$1]::uuid[], \
     ARRAY[$2]::uuid[], $3) HAVING count(*) > 0";
 
 /// Operator replay: a terminal execution becomes runnable again, due now, with

@@ -9,14 +9,14 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::PgConnection;
 
-use super::executions::create_executions;
+use super::executions::{create_executions, CANCEL_SQL};
 use super::rows::{col, json, transaction, unknown_tenant_or};
 use super::PgBackend;
 use crate::backend::refusals;
 use crate::backend::Schedules;
 use crate::error::{EngineError, Result};
 use crate::model::{
-    Created, ExecutionId, NewSchedule, OverlapPolicy, Schedule, ScheduleId, TenantId,
+    Created, ExecutionId, NewSchedule, OverlapAction, Schedule, ScheduleId, TenantId, SUPERSEDED,
 };
 
 const COLUMNS: &str = "tenant_id, schedule_id, spec, input, paused, next_fire_at, \
@@ -201,8 +201,12 @@ async fn fire_one(db: &PgBackend, tenant: TenantId, id: ScheduleId) -> Result<u6
         let due = schedule(&row)?;
         let plan = due.plan(Utc::now())?;
         let mut fire_times = plan.fire;
-        if due.spec.overlap == OverlapPolicy::Skip && still_running(tx, &due).await? {
-            fire_times.clear();
+        if !fire_times.is_empty() {
+            match due.spec.overlap.action(still_running(tx, &due).await?) {
+                OverlapAction::Fire => {}
+                OverlapAction::Skip => fire_times.clear(),
+                OverlapAction::CancelThenFire => cancel_previous(tx, &due).await?,
+            }
         }
         let created = fire(tx, &due, &fire_times).await?;
         let last_fire = fire_times.last().copied().or(due.last_fire_at);
@@ -250,6 +254,21 @@ async fn record_fire(
     .execute(&mut *tx)
     .await
     .map_err(EngineError::storage("fire schedule"))?;
+    Ok(())
+}
+
+/// Cancel the execution the schedule last created (the shared cancel:
+/// its lease is revoked and its guest stopped).
+async fn cancel_previous(tx: &mut PgConnection, schedule: &Schedule) -> Result<()> {
+    if let Some(last) = schedule.last_execution_id {
+        sqlx::query(CANCEL_SQL)
+            .bind(schedule.tenant_id)
+            .bind(last)
+            .bind(SUPERSEDED)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(EngineError::storage("fire schedule"))?;
+    }
     Ok(())
 }
 

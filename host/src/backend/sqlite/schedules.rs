@@ -7,7 +7,8 @@ use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use sqlx::SqliteConnection;
 
-use super::executions::create_one;
+use super::executions::{cancel_row, create_one};
+use super::record::Exec;
 use super::tenancy::{get_tenant, unknown_tenant};
 use super::time::{at, millis_of, now, Millis};
 use super::{Effects, SqliteBackend};
@@ -15,7 +16,7 @@ use crate::backend::refusals;
 use crate::backend::Schedules;
 use crate::error::{EngineError, Result};
 use crate::model::{
-    Created, ExecutionId, NewSchedule, OverlapPolicy, Schedule, ScheduleId, TenantId,
+    Created, ExecutionId, NewSchedule, OverlapAction, Schedule, ScheduleId, TenantId, SUPERSEDED,
 };
 
 const COLUMNS: &str = "tenant_id, schedule_id, spec, input, paused, next_fire_at, \
@@ -157,8 +158,14 @@ impl Schedules for SqliteBackend {
                 let due = row.schedule()?;
                 let plan = due.plan(Utc::now())?;
                 let mut fire_times = plan.fire;
-                if due.spec.overlap == OverlapPolicy::Skip && still_running(conn, &due).await? {
-                    fire_times.clear();
+                if !fire_times.is_empty() {
+                    match due.spec.overlap.action(still_running(conn, &due).await?) {
+                        OverlapAction::Fire => {}
+                        OverlapAction::Skip => fire_times.clear(),
+                        OverlapAction::CancelThenFire => {
+                            cancel_previous(conn, &due, effects).await?
+                        }
+                    }
                 }
                 let created = fire(conn, &due, &fire_times, effects).await?;
                 let last_fire = fire_times.last().copied().or(due.last_fire_at);
@@ -219,6 +226,22 @@ async fn record_fire(
     .execute(&mut *conn)
     .await
     .map_err(EngineError::storage("fire schedule"))?;
+    Ok(())
+}
+
+/// Cancel the execution the schedule last created, as an operator's
+/// cancel does (its lease is revoked and its guest stopped).
+async fn cancel_previous(
+    conn: &mut SqliteConnection,
+    schedule: &Schedule,
+    effects: &mut Effects,
+) -> Result<()> {
+    if let Some(last) = schedule.last_execution_id {
+        let mut row = Exec::get(conn, schedule.tenant_id, last).await?;
+        if !row.is_terminal() {
+            cancel_row(conn, &mut row, SUPERSEDED, effects).await?;
+        }
+    }
     Ok(())
 }
 
