@@ -80,10 +80,14 @@ impl Engine {
         paused: bool,
     ) -> Result<Schedule> {
         let current = self.backend.get_schedule(tenant, id).await?;
-        let next = current
-            .spec
-            .cadence
-            .next_after(Utc::now(), current.next_fire_at)?;
+        // Pausing keeps the next fire time; resuming moves it past now.
+        let next = match paused {
+            true => current.next_fire_at,
+            false => current
+                .spec
+                .cadence
+                .next_after(Utc::now(), current.next_fire_at)?,
+        };
         self.backend
             .set_schedule_paused(tenant, id, paused, next)
             .await

@@ -263,6 +263,42 @@ pub struct FirePlan {
     pub next_fire_at: DateTime<Utc>,
 }
 
+impl FirePlan {
+    /// Whether the overlap policy needs to know if the schedule's last
+    /// execution is still running (a read): only when something would fire,
+    /// the policy is not `allow`, and there is a last execution.
+    pub fn needs_overlap_check(&self, schedule: &Schedule) -> bool {
+        !self.fire.is_empty()
+            && schedule.spec.overlap != OverlapPolicy::Allow
+            && schedule.last_execution_id.is_some()
+    }
+
+    /// Apply the schedule's overlap policy, given whether its last execution
+    /// is still running: a skipped fire drops its fire times. Returns what
+    /// the caller must do before firing.
+    pub fn settle_overlap(&mut self, schedule: &Schedule, previous_running: bool) -> OverlapAction {
+        let action = match self.fire.is_empty() {
+            true => OverlapAction::Fire,
+            false => schedule.spec.overlap.action(previous_running),
+        };
+        if action == OverlapAction::Skip {
+            self.fire.clear();
+        }
+        action
+    }
+
+    /// The schedule's last fire time once this plan is carried out: the
+    /// newest time fired; with nothing fired, the previous one (or, before
+    /// any, the time that came due).
+    pub fn last_fire_at(&self, schedule: &Schedule) -> DateTime<Utc> {
+        self.fire
+            .last()
+            .copied()
+            .or(schedule.last_fire_at)
+            .unwrap_or(schedule.next_fire_at)
+    }
+}
+
 impl Schedule {
     /// The fire times due at `now` and the next one after, as the missed
     /// policy says (the overlap policy is the caller's: it needs the last
@@ -417,6 +453,32 @@ mod tests {
         let long_ago = skip.plan(t(3, 0, 0) + TimeDelta::seconds(59)).unwrap();
         assert_eq!(long_ago.fire, [t(3, 0, 0)]);
         assert_eq!(long_ago.next_fire_at, t(3, 1, 0));
+    }
+
+    #[test]
+    fn overlap_is_read_only_when_it_can_change_the_fire() {
+        let c = Cadence::Interval { every_ms: 60_000 };
+        let mut s = schedule(c, MissedPolicy::RunOnce, t(0, 0, 0));
+        let now = t(0, 1, 30);
+        // No last execution, or `allow`: nothing to read.
+        assert!(!s.plan(now).unwrap().needs_overlap_check(&s));
+        s.last_execution_id = Some(ExecutionId::nil());
+        assert!(!s.plan(now).unwrap().needs_overlap_check(&s));
+        s.spec.overlap = OverlapPolicy::Skip;
+        let mut plan = s.plan(now).unwrap();
+        assert!(plan.needs_overlap_check(&s));
+        assert_eq!(plan.settle_overlap(&s, true), OverlapAction::Skip);
+        assert!(plan.fire.is_empty());
+        assert_eq!(
+            plan.last_fire_at(&s),
+            s.next_fire_at,
+            "nothing fired before: the time that came due"
+        );
+        s.spec.overlap = OverlapPolicy::CancelPrevious;
+        let mut plan = s.plan(now).unwrap();
+        assert_eq!(plan.settle_overlap(&s, true), OverlapAction::CancelThenFire);
+        assert_eq!(plan.fire, [t(0, 1, 0)]);
+        assert_eq!(plan.settle_overlap(&s, false), OverlapAction::Fire);
     }
 
     #[test]

@@ -199,19 +199,20 @@ async fn fire_one(db: &PgBackend, tenant: TenantId, id: ScheduleId) -> Result<u6
             return Ok(0);
         };
         let due = schedule(&row)?;
-        let plan = due.plan(Utc::now())?;
-        let mut fire_times = plan.fire;
-        if !fire_times.is_empty() {
-            match due.spec.overlap.action(still_running(tx, &due).await?) {
-                OverlapAction::Fire => {}
-                OverlapAction::Skip => fire_times.clear(),
-                OverlapAction::CancelThenFire => cancel_previous(tx, &due).await?,
-            }
+        let mut plan = due.plan(Utc::now())?;
+        let running = plan.needs_overlap_check(&due) && still_running(tx, &due).await?;
+        if plan.settle_overlap(&due, running) == OverlapAction::CancelThenFire {
+            cancel_previous(tx, &due).await?;
         }
-        let created = fire(tx, &due, &fire_times).await?;
-        let last_fire = fire_times.last().copied().or(due.last_fire_at);
-        let last_fire = last_fire.unwrap_or(due.next_fire_at);
-        record_fire(tx, &due, last_fire, plan.next_fire_at, created.last()).await?;
+        let created = fire(tx, &due, &plan.fire).await?;
+        record_fire(
+            tx,
+            &due,
+            plan.last_fire_at(&due),
+            plan.next_fire_at,
+            created.last(),
+        )
+        .await?;
         Ok(created.len() as u64)
     })
     .await

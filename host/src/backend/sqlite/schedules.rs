@@ -156,20 +156,13 @@ impl Schedules for SqliteBackend {
             let mut fired = 0;
             for row in due {
                 let due = row.schedule()?;
-                let plan = due.plan(Utc::now())?;
-                let mut fire_times = plan.fire;
-                if !fire_times.is_empty() {
-                    match due.spec.overlap.action(still_running(conn, &due).await?) {
-                        OverlapAction::Fire => {}
-                        OverlapAction::Skip => fire_times.clear(),
-                        OverlapAction::CancelThenFire => {
-                            cancel_previous(conn, &due, effects).await?
-                        }
-                    }
+                let mut plan = due.plan(Utc::now())?;
+                let running = plan.needs_overlap_check(&due) && still_running(conn, &due).await?;
+                if plan.settle_overlap(&due, running) == OverlapAction::CancelThenFire {
+                    cancel_previous(conn, &due, effects).await?;
                 }
-                let created = fire(conn, &due, &fire_times, effects).await?;
-                let last_fire = fire_times.last().copied().or(due.last_fire_at);
-                let last_fire = last_fire.unwrap_or(due.next_fire_at);
+                let created = fire(conn, &due, &plan.fire, effects).await?;
+                let last_fire = plan.last_fire_at(&due);
                 record_fire(conn, &due, last_fire, plan.next_fire_at, created.last()).await?;
                 fired += created.len() as u64;
             }
