@@ -10,6 +10,7 @@ mod batched;
 mod budgets;
 mod children;
 mod claim;
+mod concurrency;
 mod connections;
 mod errors;
 mod events;

@@ -45,6 +45,10 @@ pub struct CreateExecution {
     /// the first execution.
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// The tenant's concurrency limit for the kind (else the lane) applies
+    /// per value of this key: a customer id, say.
+    #[serde(default)]
+    pub concurrency_key: Option<String>,
     #[serde(default)]
     pub delay_until: Option<DateTime<Utc>>,
 }
@@ -60,6 +64,7 @@ impl CreateExecution {
             tags: self.tags,
             policy: self.policy,
             idempotency_key: self.idempotency_key,
+            concurrency_key: self.concurrency_key,
             delay_until: self.delay_until,
         })
     }

@@ -3,7 +3,8 @@
 //! [`Backend`] is everything the engine needs from durable storage: one trait
 //! per concept ([`Tenancy`], [`Executions`], [`Leases`], [`Output`], [`Events`],
 //! [`Components`], [`Suspensions`], [`Budgets`], [`Children`], [`Flows`],
-//! [`Steps`], [`Wakeups`], [`Scanners`], [`Grants`], [`ConfigValues`]), one method per atomic operation. Each state
+//! [`Steps`], [`Wakeups`], [`Scanners`], [`Grants`], [`ConfigValues`], [`Schedules`],
+//! [`ConcurrencyLimits`]), one method per atomic operation. Each state
 //! change happens in one transaction, and every worker write is fenced by the
 //! [`LeaseHandle`] it carries. Callers above these traits never see SQL;
 //! implementations never see HTTP or wasm.
@@ -18,17 +19,17 @@ pub mod sqlite;
 mod traits;
 
 pub use traits::{
-    Budgets, Children, Components, ConfigValues, Events, Executions, Flows, Grants, Leases, Output,
-    Scanners, Schedules, Steps, Suspensions, Tenancy, Wakeups,
+    Budgets, Children, Components, ConcurrencyLimits, ConfigValues, Events, Executions, Flows,
+    Grants, Leases, Output, Scanners, Schedules, Steps, Suspensions, Tenancy, Wakeups,
 };
 
 /// The storage traits by method only (`use crate::backend::prelude::*`), for
 /// callers that hold a [`Backend`] and call its operations.
 pub mod prelude {
     pub use super::traits::{
-        Budgets as _, Children as _, Components as _, ConfigValues as _, Events as _,
-        Executions as _, Flows as _, Grants as _, Leases as _, Output as _, Scanners as _,
-        Schedules as _, Steps as _, Suspensions as _, Tenancy as _, Wakeups as _,
+        Budgets as _, Children as _, Components as _, ConcurrencyLimits as _, ConfigValues as _,
+        Events as _, Executions as _, Flows as _, Grants as _, Leases as _, Output as _,
+        Scanners as _, Schedules as _, Steps as _, Suspensions as _, Tenancy as _, Wakeups as _,
     };
 }
 
@@ -126,6 +127,7 @@ pub trait Backend:
     + ConfigValues
     + Steps
     + Schedules
+    + ConcurrencyLimits
     + 'static
 {
     /// Which store this is (`postgres` or `sqlite`), for logs and metrics.

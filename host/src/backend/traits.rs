@@ -15,14 +15,14 @@ use tokio::sync::{broadcast, watch};
 use crate::error::Result;
 use crate::model::{
     ApiKey, ApiKeyId, Budget, BudgetId, CapabilityCeiling, ChildKey, ChildrenOutcome, ClaimRequest,
-    ClaimedExecution, CompletionEvent, ComponentGrant, ComponentVersion, Created, EventBatch,
-    EventCursor, Execution, ExecutionFilter, ExecutionId, ExecutionState, ExecutionUpdate,
-    FailOutcome, Failure, FlowCancelPolicy, FlowId, FlowSnapshot, FlowSummary, Frame, GraphApplied,
-    GraphChange, JournalEntry, JournalLimits, LaneCounts, LeaseEvent, LeaseHandle, NewBudget,
-    NewExecution, NewFlow, NewSchedule, NewSignal, NewStep, Schedule, ScheduleId, SealedConfig,
-    Signal, SignalEvent, SignalOutcome, SpawnLimits, SpawnedChild, StoredApiKey, StoredGrant,
-    StreamMode, StreamSummary, SuspendOutcome, Suspension, Tenant, TenantId, TenantLimits,
-    TimeoutBehavior, UsageOutcome, Waitpoint, WaitpointId,
+    ClaimedExecution, CompletionEvent, ComponentGrant, ComponentVersion, ConcurrencyLimit,
+    ConcurrencyScope, Created, EventBatch, EventCursor, Execution, ExecutionFilter, ExecutionId,
+    ExecutionState, ExecutionUpdate, FailOutcome, Failure, FlowCancelPolicy, FlowId, FlowSnapshot,
+    FlowSummary, Frame, GraphApplied, GraphChange, JournalEntry, JournalLimits, LaneCounts,
+    LeaseEvent, LeaseHandle, NewBudget, NewExecution, NewFlow, NewSchedule, NewSignal, NewStep,
+    Schedule, ScheduleId, SealedConfig, Signal, SignalEvent, SignalOutcome, SpawnLimits,
+    SpawnedChild, StoredApiKey, StoredGrant, StreamMode, StreamSummary, SuspendOutcome, Suspension,
+    Tenant, TenantId, TenantLimits, TimeoutBehavior, UsageOutcome, Waitpoint, WaitpointId,
 };
 
 /// Tenants, their limits and usage, and their API keys.
@@ -617,4 +617,39 @@ pub trait ConfigValues: Send + Sync {
         old_key_id: &str,
         value: &SealedConfig,
     ) -> Result<bool>;
+}
+
+/// Concurrency limits: at most so many running (and started per window) of
+/// each concurrency key, per kind or lane of a tenant. The claim enforces
+/// them (see `postgres/claim.rs` and `sqlite/leases.rs`).
+#[async_trait]
+pub trait ConcurrencyLimits: Send + Sync {
+    /// Create or replace the tenant's limit for the scope and name. A new
+    /// one past `max_limits` for the tenant is refused (`LimitExceeded`), in
+    /// the same transaction. What the old limit held back is made claimable,
+    /// for the next claim to judge under the new one.
+    async fn set_concurrency_limit(
+        &self,
+        tenant: TenantId,
+        limit: &ConcurrencyLimit,
+        max_limits: u32,
+    ) -> Result<()>;
+
+    /// The tenant's limits, by scope and name.
+    async fn list_concurrency_limits(&self, tenant: TenantId) -> Result<Vec<ConcurrencyLimit>>;
+
+    /// Whether there was a limit to delete. What it held back is made
+    /// claimable.
+    async fn delete_concurrency_limit(
+        &self,
+        tenant: TenantId,
+        scope: ConcurrencyScope,
+        name: &str,
+    ) -> Result<bool>;
+
+    /// Scanner: make claimable up to `limit` executions a key's limit held
+    /// back although the key has room now (its start window rolled over, or
+    /// its freed slot was handed to one that then went away). Returns how
+    /// many.
+    async fn release_held_keys(&self, limit: u32) -> Result<u64>;
 }

@@ -9,6 +9,7 @@ mod budgets;
 mod caps;
 mod children;
 mod components;
+mod concurrency;
 mod events;
 mod flows;
 mod grants;
@@ -258,6 +259,9 @@ impl Engine {
                     "must be 1 to 256 bytes",
                 ));
             }
+        }
+        if let Some(key) = &new.concurrency_key {
+            crate::model::check_concurrency_key(key)?;
         }
         if let Some(at) = new.delay_until {
             check_time_near_now("delay_until", at)?;

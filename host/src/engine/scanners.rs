@@ -26,6 +26,9 @@ pub struct ScannerConfig {
     pub event_prune: Duration,
     /// Due schedules are fired this often (the resolution of their timing).
     pub schedules: Duration,
+    /// Executions a concurrency key held back are checked for room this
+    /// often (start windows roll over; a freed slot's handoff is missed).
+    pub held_keys: Duration,
     /// How long events stay in the event streams (completion, lease, signal).
     pub event_retention: Duration,
     /// Rows per tenant per pass.
@@ -45,6 +48,7 @@ impl Default for ScannerConfig {
             budget_reset: Duration::from_millis(1_000),
             event_prune: Duration::from_secs(60),
             schedules: Duration::from_millis(250),
+            held_keys: Duration::from_millis(500),
             event_retention: Duration::from_secs(7 * 24 * 3600),
             batch: 500,
         }
@@ -63,6 +67,7 @@ enum Pass {
     BudgetReset,
     EventPrune,
     Schedules,
+    HeldKeys,
 }
 
 impl Pass {
@@ -78,6 +83,7 @@ impl Pass {
             Pass::BudgetReset => "budget_reset",
             Pass::EventPrune => "event_prune",
             Pass::Schedules => "schedules",
+            Pass::HeldKeys => "held_keys",
         }
     }
 
@@ -94,6 +100,7 @@ impl Pass {
             Pass::BudgetReset => backend.reset_due_budgets(batch).await,
             Pass::EventPrune => backend.prune_events(config.event_retention, batch).await,
             Pass::Schedules => backend.fire_due_schedules(batch).await,
+            Pass::HeldKeys => backend.release_held_keys(batch).await,
         }
     }
 }
@@ -118,6 +125,7 @@ impl Scanners {
             (Pass::BudgetReset, config.budget_reset),
             (Pass::EventPrune, config.event_prune),
             (Pass::Schedules, config.schedules),
+            (Pass::HeldKeys, config.held_keys),
         ] {
             let backend = backend.clone();
             let mut stopped = stop.subscribe();

@@ -4,6 +4,7 @@
 
 mod budget;
 mod children;
+mod concurrency;
 mod config_values;
 mod events;
 mod flow;
@@ -30,6 +31,10 @@ pub use budget::{
 };
 pub use children::{
     default_child_key, ChildKey, ChildOutcome, ChildrenOutcome, SpawnLimits, SpawnedChild, ROOT_KEY,
+};
+pub use concurrency::{
+    check_concurrency_key, ConcurrencyLimit, ConcurrencyScope, KeyLimit, KeyUsage,
+    BLOCKED_BY_CONCURRENCY_KEY, MAX_CONCURRENCY_KEY_BYTES, MAX_CONCURRENCY_LIMITS_PER_TENANT,
 };
 pub use config_values::{
     ConfigEntry, SealedConfig, MAX_CONFIG_VALUES_PER_TENANT, MAX_CONFIG_VALUE_BYTES,
@@ -96,6 +101,10 @@ pub struct NewExecution {
     pub policy: ExecutionPolicy,
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// Limits per key (a customer id, say) apply to it: see
+    /// `ConcurrencyLimit`.
+    #[serde(default)]
+    pub concurrency_key: Option<String>,
     /// Not runnable before this time.
     #[serde(default)]
     pub delay_until: Option<DateTime<Utc>>,
@@ -116,6 +125,7 @@ impl NewExecution {
             tags: BTreeMap::new(),
             policy: ExecutionPolicy::default(),
             idempotency_key: None,
+            concurrency_key: None,
             delay_until: None,
         }
     }
@@ -144,7 +154,11 @@ pub struct Execution {
     pub tags: BTreeMap<String, String>,
     pub policy: ExecutionPolicy,
     pub idempotency_key: Option<String>,
+    pub concurrency_key: Option<String>,
     pub state: PublicState,
+    /// Why it is not running yet, while it waits (`waiting_for_worker`,
+    /// `blocked_by_concurrency_key`, …) or is suspended.
+    pub blocking_reason: Option<String>,
     pub attempt_index: i32,
     pub lease_epoch: i64,
     pub retry_count: i32,

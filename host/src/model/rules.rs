@@ -73,6 +73,7 @@ state_enum!(
         BlockedByBudget = "blocked_by_budget",
         BlockedByQuota = "blocked_by_quota",
         BlockedByOperator = "blocked_by_operator",
+        BlockedByConcurrencyKey = "blocked_by_concurrency_key",
         NotApplicable = "not_applicable",
     }
 );
@@ -164,6 +165,7 @@ pub fn runnable_blocking_reason(eligibility: Eligibility, attempt: AttemptPhase)
         Eligibility::NotEligibleUntilTime => "waiting_for_delay",
         Eligibility::BlockedByDependencies => "waiting_for_dependencies",
         Eligibility::BlockedByBudget => "waiting_for_budget",
+        Eligibility::BlockedByConcurrencyKey => super::BLOCKED_BY_CONCURRENCY_KEY,
         _ => "waiting_for_worker",
     }
 }

@@ -62,6 +62,115 @@ const LEAN_ROOM: &str =
      t.tenant_id AS of_tenant) room\n";
 const LEAN_OVER_BUDGET: &str = "            false AS over_budget";
 
+/// The concurrency-key parts of [`claim_sql`]: each candidate's limit (its
+/// kind's, else its lane's), its key's slot locked, and whether it is
+/// admitted, passed over (another claim holds the slot) or blocked (the key
+/// is full). Left out while no tenant has a limit.
+const KEY_RULE_COLUMNS: &str = ",\n        rule.scope AS rule_scope, rule.name AS rule_name, \
+     rule.max_running, rule.max_starts, rule.window_ms";
+const KEY_RULE_JOIN: &str = r#"    LEFT JOIN LATERAL (
+        SELECT cl.scope, cl.name, cl.max_running, cl.max_starts,
+            coalesce(cl.window_ms, 1000) AS window_ms
+        FROM concurrency_limits cl
+        WHERE c.concurrency_key IS NOT NULL AND cl.tenant_id = c.tenant_id
+          AND ((cl.scope = 'kind' AND cl.name = c.kind) OR (cl.scope = 'lane' AND cl.name = c.lane))
+        ORDER BY cl.scope
+        LIMIT 1
+    ) rule ON true
+"#;
+const KEY_ADMISSION: &str = r#"-- The candidates' slots, locked; one another claim holds is passed over, and
+-- its candidates stay for the next claim. Locked rows read as last committed,
+-- so the counts are exact whatever this statement's snapshot saw.
+slots AS (
+    SELECT s.tenant_id, s.scope, s.name, s.key, s.running, s.window_started_at, s.window_starts
+    FROM concurrency_slots s
+    WHERE (s.tenant_id, s.scope, s.name, s.key) IN (
+        SELECT tenant_id, rule_scope, rule_name, concurrency_key FROM locked
+        WHERE rule_scope IS NOT NULL)
+    FOR UPDATE SKIP LOCKED
+),
+slot_room AS (
+    SELECT DISTINCT ON (s.tenant_id, s.scope, s.name, s.key)
+        s.tenant_id, s.scope, s.name, s.key, l.max_starts IS NOT NULL AS counts_starts,
+        l.max_starts IS NOT NULL AND (s.window_started_at IS NULL
+            OR s.window_started_at <= now() - l.window_ms * interval '1 millisecond') AS new_window,
+        greatest(0, least(l.max_running - s.running,
+            CASE WHEN l.max_starts IS NULL THEN l.max_running
+                 WHEN s.window_started_at > now() - l.window_ms * interval '1 millisecond'
+                 THEN l.max_starts - s.window_starts
+                 ELSE l.max_starts END)) AS room
+    FROM slots s
+    JOIN locked l ON l.tenant_id = s.tenant_id AND l.rule_scope = s.scope
+        AND l.rule_name = s.name AND l.concurrency_key = s.key
+    ORDER BY s.tenant_id, s.scope, s.name, s.key
+),
+-- A slot the key's submit did not make (it raced a cleanup): made now, and
+-- used by the next claim.
+missing_slots AS (
+    INSERT INTO concurrency_slots (tenant_id, scope, name, key)
+    SELECT DISTINCT l.tenant_id, l.rule_scope, l.rule_name, l.concurrency_key FROM locked l
+    WHERE l.rule_scope IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM concurrency_slots s WHERE s.tenant_id = l.tenant_id
+            AND s.scope = l.rule_scope AND s.name = l.rule_name AND s.key = l.concurrency_key)
+    ON CONFLICT DO NOTHING
+),
+judged AS (
+    SELECT l.*, CASE
+        WHEN l.rule_scope IS NULL THEN 'admit'
+        WHEN r.room IS NULL THEN 'pass'
+        WHEN row_number() OVER (
+            PARTITION BY l.tenant_id, l.rule_scope, l.rule_name, l.concurrency_key
+            ORDER BY l.over_budget, l.priority DESC, l.eligible_at, l.execution_id) <= r.room
+            THEN 'admit'
+        ELSE 'block' END AS key_state
+    FROM locked l
+    LEFT JOIN slot_room r ON r.tenant_id = l.tenant_id AND r.scope = l.rule_scope
+        AND r.name = l.rule_name AND r.key = l.concurrency_key
+),
+-- A full key's candidates, and the rest of its queue (up to 1,000 a claim),
+-- leave the claim index, so the next claims look past them to other keys.
+key_blocked AS (
+    UPDATE executions e SET eligibility_state = 'blocked_by_concurrency_key',
+        blocking_reason = 'blocked_by_concurrency_key', updated_at = now()
+    WHERE e.ctid = ANY(ARRAY(
+        SELECT row_id FROM judged WHERE key_state = 'block' AND NOT over_budget
+        UNION ALL
+        SELECT q.ctid FROM (
+            SELECT DISTINCT tenant_id, rule_scope, rule_name, concurrency_key
+            FROM judged WHERE key_state = 'block') f
+        CROSS JOIN LATERAL (
+            SELECT x.ctid FROM executions x
+            WHERE x.tenant_id = f.tenant_id AND x.concurrency_key = f.concurrency_key
+              AND x.lifecycle_phase = 'runnable' AND x.eligibility_state = 'eligible_now'
+              AND f.rule_name = CASE f.rule_scope WHEN 'kind' THEN x.kind ELSE x.lane END
+              AND (f.rule_scope = 'kind' OR NOT EXISTS (
+                  SELECT 1 FROM concurrency_limits k WHERE k.tenant_id = x.tenant_id
+                      AND k.scope = 'kind' AND k.name = x.kind))
+              -- SKIP LOCKED does not skip rows this statement locked.
+              AND x.ctid <> ALL(ARRAY(SELECT row_id FROM locked))
+            ORDER BY x.priority DESC, x.eligible_at, x.execution_id
+            LIMIT 1000
+            FOR UPDATE SKIP LOCKED) q))
+),
+"#;
+const KEY_SLOTS_TAKEN: &str = r#"taken AS (
+    UPDATE concurrency_slots s SET running = s.running + t.n,
+        window_started_at = CASE WHEN r.new_window THEN now() ELSE s.window_started_at END,
+        window_starts = CASE WHEN r.new_window THEN t.n
+                             WHEN r.counts_starts THEN s.window_starts + t.n ELSE 0 END
+    FROM (
+        SELECT c.tenant_id, c.concurrency_held AS scope,
+            CASE c.concurrency_held WHEN 'kind' THEN c.kind ELSE c.lane END AS name,
+            c.concurrency_key AS key, count(*)::int AS n
+        FROM claimed c WHERE c.concurrency_held IS NOT NULL
+        GROUP BY 1, 2, 3, 4
+    ) t
+    JOIN slot_room r ON r.tenant_id = t.tenant_id AND r.scope = t.scope
+        AND r.name = t.name AND r.key = t.key
+    WHERE s.tenant_id = t.tenant_id AND s.scope = t.scope AND s.name = t.name AND s.key = t.key
+),
+"#;
+
 /// An execution a claim may take: runnable now, in a lane of the claim, with
 /// capabilities the worker has (`$2`). The rows of `executions_claim_idx`.
 const RUNNABLE: &str = "e.lifecycle_phase = 'runnable'
@@ -73,9 +182,10 @@ const RUNNABLE: &str = "e.lifecycle_phase = 'runnable'
 
 /// Whether any tenant has a limit or an exhausted budget, so claims need the
 /// admission subqueries (both answered off partial indexes; migration 0014).
-const NEEDS_ADMISSION_SQL: &str = "SELECT EXISTS (SELECT 1 FROM tenants \
+const SHAPE_SQL: &str = "SELECT EXISTS (SELECT 1 FROM tenants \
         WHERE max_running IS NOT NULL OR max_starts_per_window IS NOT NULL) \
-    OR EXISTS (SELECT 1 FROM budget_dimensions WHERE exhausted)";
+    OR EXISTS (SELECT 1 FROM budget_dimensions WHERE exhausted), \
+    EXISTS (SELECT 1 FROM concurrency_limits)";
 
 /// Round-robin across tenants: the first of every tenant ranks before the
 /// second of any. Within a turn, tenants go in a fresh random order per claim:
@@ -107,10 +217,22 @@ const NEEDS_ADMISSION_SQL: &str = "SELECT EXISTS (SELECT 1 FROM tenants \
 /// statement. Its scopes are checked only for tenants that have an exhausted
 /// budget, found by one probe of `budget_dimensions_exhausted_idx` per tenant.
 ///
-/// Two shapes: the admission parts (the room lateral, the budget probe, the
-/// over-budget check and the blocking update) cost more to plan than the whole
-/// claim takes to run, so a claim first asks whether any tenant has a limit or
-/// an exhausted budget, and leaves them out when none has. A limit set, or a
+/// Concurrency keys: a candidate with a key that a limit covers (its kind's,
+/// else its lane's) needs room in its key's slot, a row this statement locks
+/// `FOR UPDATE SKIP LOCKED`. A locked row reads as last committed, so the
+/// slot's running count and start window are exact even when another claim
+/// committed after this statement's snapshot was taken; a slot another claim
+/// holds is passed over (its candidates stay runnable for the next claim).
+/// Candidates past a key's room, and up to 1,000 more of the full key's
+/// queue, move to `blocked_by_concurrency_key`, out of the index, so a key
+/// with a backlog cannot fill every claim's share. The statement counts what
+/// it leases into the slots; the trigger of migration 0022 counts them out.
+///
+/// Four shapes: the admission parts (the room lateral, the budget probe, the
+/// over-budget check and the blocking update) and the key parts cost more to
+/// plan than the whole claim takes to run, so a claim first asks whether any
+/// tenant has a limit or an exhausted budget, and whether any has a
+/// concurrency limit, and leaves out what no one needs. A limit set, or a
 /// budget exhausted, between that probe and the claim is seen by the next
 /// claim: the same window concurrent claimers already have.
 ///
@@ -154,11 +276,11 @@ WITH chosen AS (
     LIMIT (SELECT $3::bigint)
 ),
 locked AS (
-    SELECT c.*, ch.room, ch.draw, ch.max_task_timeout_ms, ch.max_memory_mib
+    SELECT c.*, ch.room, ch.draw, ch.max_task_timeout_ms, ch.max_memory_mib{rule_columns}
     FROM chosen ch
     CROSS JOIN LATERAL (
         SELECT e.ctid AS row_id, e.tenant_id, e.execution_id, e.priority, e.eligible_at,
-            e.attempt_state,
+            e.attempt_state, e.kind, e.lane, e.concurrency_key,
 {over_budget}
         FROM executions e
         WHERE e.tenant_id = ch.tenant_id AND e.lane = ch.lane AND {runnable}
@@ -167,14 +289,14 @@ locked AS (
             (SELECT ceil((SELECT $3::bigint)::numeric / count(*))::bigint FROM chosen))
         FOR UPDATE SKIP LOCKED
     ) c
-),
-picked AS (
+{rule_join}),
+{key_admission}picked AS (
     SELECT * FROM (
         SELECT l.*, row_number() OVER (
             PARTITION BY l.tenant_id ORDER BY l.priority DESC, l.eligible_at, l.execution_id
         ) AS turn
-        FROM locked l
-        WHERE NOT l.over_budget
+        FROM {candidates} l
+        WHERE NOT l.over_budget{admitted}
     ) ranked
     WHERE turn <= room
     ORDER BY turn, draw
@@ -201,6 +323,7 @@ picked AS (
         started_at = coalesce(e.started_at, now()),
         frame_seq = CASE WHEN e.attempt_state = 'pending_resume_attempt' THEN e.frame_seq ELSE 0 END,
         progress_percent = NULL, progress_message = NULL,
+        concurrency_held = {held},
         updated_at = now()
     FROM picked p
     WHERE e.tenant_id = p.tenant_id AND e.execution_id = p.execution_id
@@ -217,8 +340,10 @@ picked AS (
             ELSE 'initial'
         END AS attempt_type,
         CASE WHEN p.attempt_state = 'pending_resume_attempt' THEN e.suspension_seq END
-            AS resumed_from
+            AS resumed_from,
+        e.concurrency_key, e.concurrency_held
 ),
+{slots_taken}
 attempt AS (
     INSERT INTO attempts (tenant_id, execution_id, attempt_index, attempt_type, lease_id,
                           lease_epoch, worker_id, worker_instance, state)
@@ -235,38 +360,44 @@ attempt AS (
 SELECT * FROM claimed ORDER BY turn, draw
 "#;
 
-/// The claim statement with admission (`full`) or without it.
-fn claim_sql(full: bool) -> &'static str {
-    static FULL: LazyLock<String> = LazyLock::new(|| {
-        fill_claim(
-            ADMISSION_BUDGET,
-            ADMISSION_ROOM,
-            ADMISSION_OVER_BUDGET,
-            ADMISSION_BLOCKED,
-        )
-    });
-    static LEAN: LazyLock<String> =
-        LazyLock::new(|| fill_claim("", LEAN_ROOM, LEAN_OVER_BUDGET, ""));
-    if full {
-        &FULL
-    } else {
-        &LEAN
-    }
+/// Which optional parts a claim statement carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Shape {
+    /// Tenant limits and budget admission.
+    admission: bool,
+    /// Concurrency-key limits.
+    keys: bool,
 }
 
-fn fill_claim(budget: &str, room: &str, over_budget: &str, blocked: &str) -> String {
-    let exhausted = if budget.is_empty() {
-        "false"
-    } else {
-        "budget.any_exhausted"
-    };
+/// The claim statement of `shape`, built once per shape.
+fn claim_sql(shape: Shape) -> &'static str {
+    static SHAPES: LazyLock<[String; 4]> = LazyLock::new(|| {
+        [(false, false), (false, true), (true, false), (true, true)]
+            .map(|(admission, keys)| fill_claim(Shape { admission, keys }))
+    });
+    &SHAPES[usize::from(shape.admission) * 2 + usize::from(shape.keys)]
+}
+
+fn fill_claim(shape: Shape) -> String {
+    let pick = |yes: &'static str, no: &'static str| if shape.admission { yes } else { no };
+    let key = |yes: &'static str, no: &'static str| if shape.keys { yes } else { no };
     CLAIM_TEMPLATE
         .replace("{runnable}", RUNNABLE)
-        .replace("{exhausted}", exhausted)
-        .replace("{budget}", budget)
-        .replace("{room}", room)
-        .replace("{over_budget}", over_budget)
-        .replace("{blocked}", blocked)
+        .replace("{exhausted}", pick("budget.any_exhausted", "false"))
+        .replace("{budget}", pick(ADMISSION_BUDGET, ""))
+        .replace("{room}", pick(ADMISSION_ROOM, LEAN_ROOM))
+        .replace(
+            "{over_budget}",
+            pick(ADMISSION_OVER_BUDGET, LEAN_OVER_BUDGET),
+        )
+        .replace("{blocked}", pick(ADMISSION_BLOCKED, ""))
+        .replace("{rule_columns}", key(KEY_RULE_COLUMNS, ""))
+        .replace("{rule_join}", key(KEY_RULE_JOIN, ""))
+        .replace("{key_admission}", key(KEY_ADMISSION, ""))
+        .replace("{candidates}", key("judged", "locked"))
+        .replace("{admitted}", key(" AND l.key_state = 'admit'", ""))
+        .replace("{held}", key("p.rule_scope", "NULL"))
+        .replace("{slots_taken}", key(KEY_SLOTS_TAKEN, ""))
 }
 
 /// The plan Postgres chooses for the claim statement with these arguments
@@ -274,7 +405,7 @@ fn fill_claim(budget: &str, room: &str, over_budget: &str, blocked: &str) -> Str
 /// claim stays on `executions_claim_idx` however large the backlog.
 pub(super) async fn explain_claim(pool: &PgPool, request: &ClaimRequest) -> Result<String> {
     let lines: Vec<String> = sqlx::query_scalar_with(
-        &format!("EXPLAIN {}", claim_sql(needs_admission(pool).await?)),
+        &format!("EXPLAIN {}", claim_sql(shape(pool).await?)),
         claim_args(request, "explain claim")?,
     )
     .fetch_all(pool)
@@ -283,11 +414,12 @@ pub(super) async fn explain_claim(pool: &PgPool, request: &ClaimRequest) -> Resu
     Ok(lines.join("\n"))
 }
 
-async fn needs_admission(pool: &PgPool) -> Result<bool> {
-    sqlx::query_scalar(NEEDS_ADMISSION_SQL)
+async fn shape(pool: &PgPool) -> Result<Shape> {
+    let (admission, keys) = sqlx::query_as(SHAPE_SQL)
         .fetch_one(pool)
         .await
-        .map_err(EngineError::storage("claim admission probe"))
+        .map_err(EngineError::storage("claim admission probe"))?;
+    Ok(Shape { admission, keys })
 }
 
 /// `$1`–`$7` of [`claim_sql`].
@@ -332,8 +464,8 @@ fn claimed_execution(row: &PgRow) -> Result<ClaimedExecution> {
 }
 
 pub(super) async fn claim(pool: &PgPool, request: &ClaimRequest) -> Result<Vec<ClaimedExecution>> {
-    let full = needs_admission(pool).await?;
-    let rows = sqlx::query_with(claim_sql(full), claim_args(request, "claim")?)
+    let shape = shape(pool).await?;
+    let rows = sqlx::query_with(claim_sql(shape), claim_args(request, "claim")?)
         .fetch_all(pool)
         .await
         .map_err(EngineError::storage("claim"))?;
@@ -341,6 +473,11 @@ pub(super) async fn claim(pool: &PgPool, request: &ClaimRequest) -> Result<Vec<C
         .iter()
         .map(claimed_execution)
         .collect::<Result<Vec<_>>>()?;
-    tracing::debug!(claimed = claimed.len(), admission = full, "claim");
+    tracing::debug!(
+        claimed = claimed.len(),
+        admission = shape.admission,
+        keys = shape.keys,
+        "claim"
+    );
     Ok(claimed)
 }

@@ -198,9 +198,11 @@ const CREATE_SQL: &str = r#"
 WITH input AS (
     SELECT * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::bytea[], $6::int4[],
                          $7::jsonb[], $8::jsonb[], $9::jsonb[], $10::text[],
-                         $11::timestamptz[], $12::int8[], $13::int8[], $15::text[], $16::bool[])
+                         $11::timestamptz[], $12::int8[], $13::int8[], $15::text[], $16::bool[],
+                         $19::text[])
         WITH ORDINALITY AS i(execution_id, kind, lane, input, priority, caps, tags, policy,
-                             idem_key, delay_until, deadline_ms, dedup_ms, flow_key, blocked, ord)
+                             idem_key, delay_until, deadline_ms, dedup_ms, flow_key, blocked,
+                             concurrency_key, ord)
 ),
 -- `max_queued` ($14): the backlog is counted off executions_state_idx, and never
 -- past the limit itself, so the check costs at most `limit` index entries.
@@ -226,7 +228,7 @@ inserted AS (
     INSERT INTO executions (tenant_id, execution_id, kind, lane, priority, required_capabilities,
         tags, policy, idempotency_key, input, lifecycle_phase, ownership_state,
         eligibility_state, blocking_reason, attempt_state, eligible_at, deadline_at,
-        flow_id, flow_key, parent_id)
+        flow_id, flow_key, parent_id, concurrency_key)
     SELECT $1, i.execution_id, i.kind, i.lane, i.priority,
         ARRAY(SELECT jsonb_array_elements_text(i.caps)), i.tags, i.policy, i.idem_key, i.input,
         'runnable', 'unowned',
@@ -237,11 +239,21 @@ inserted AS (
         'pending_first_attempt',
         greatest(coalesce(i.delay_until, now()), now()),
         now() + i.deadline_ms * interval '1 millisecond',
-        $17::uuid, i.flow_key, $18::uuid
+        $17::uuid, i.flow_key, $18::uuid, i.concurrency_key
     FROM input i
     WHERE (SELECT admitted FROM admission)
       AND (i.idem_key IS NULL OR i.execution_id IN (SELECT execution_id FROM keyed))
-    RETURNING execution_id, eligibility_state
+    RETURNING execution_id, eligibility_state, kind, lane, concurrency_key
+),
+-- The slots a key may use, made now so the first claim of a new key can lock
+-- them (a claim that finds one missing makes it and takes the key next time).
+slots AS (
+    INSERT INTO concurrency_slots (tenant_id, scope, name, key)
+    SELECT DISTINCT $1::uuid, s.scope, s.name, ins.concurrency_key
+    FROM inserted ins
+    CROSS JOIN LATERAL (VALUES ('kind', ins.kind), ('lane', ins.lane)) AS s(scope, name)
+    WHERE ins.concurrency_key IS NOT NULL
+    ON CONFLICT DO NOTHING
 ),
 wake AS (
     SELECT pg_notify('flowfabric_work', '')
@@ -317,6 +329,11 @@ pub(super) async fn create_executions(
         .bind(placement.map(|p| p.blocked.clone()).unwrap_or_default())
         .bind(placement.map(|p| p.flow_id))
         .bind(placement.and_then(|p| p.parent))
+        .bind(
+            new.iter()
+                .map(|n| n.concurrency_key.as_deref())
+                .collect::<Vec<_>>(),
+        )
         .fetch_all(&mut *conn)
         .await
         .map_err(unknown_tenant_or("create executions", tenant))?;

@@ -27,6 +27,7 @@ mod budgets;
 mod children;
 mod claim;
 mod components;
+mod concurrency;
 mod config_values;
 mod events;
 mod executions;

@@ -13,7 +13,8 @@ use crate::model::{AttemptState, Execution, ExecutionPolicy, Failure, LeaseHandl
 
 /// Columns read by [`execution`], in a form ready for `SELECT … FROM executions`.
 pub(super) const EXECUTION_COLUMNS: &str = "tenant_id, execution_id, kind, lane, priority, \
-    required_capabilities, tags, policy, idempotency_key, public_state, attempt_index, \
+    required_capabilities, tags, policy, idempotency_key, concurrency_key, public_state, \
+    blocking_reason, attempt_index, \
     lease_epoch, retry_count, reclaim_count, replay_count, eligible_at, deadline_at, created_at, \
     started_at, \
     finished_at, input, result, last_failure, cancellation_reason, progress_percent, \
@@ -45,7 +46,9 @@ pub(super) fn execution(row: &PgRow) -> Result<Execution> {
         tags: json::<BTreeMap<String, String>>(tags, "tags")?,
         policy: json::<ExecutionPolicy>(policy, "policy")?,
         idempotency_key: col(row, "idempotency_key")?,
+        concurrency_key: col(row, "concurrency_key")?,
         state: parse::<PublicState>(&state)?,
+        blocking_reason: col(row, "blocking_reason")?,
         attempt_index: col(row, "attempt_index")?,
         lease_epoch: col(row, "lease_epoch")?,
         retry_count: col(row, "retry_count")?,

@@ -356,6 +356,8 @@ pub(super) async fn create_one(
         suspension_seq: 0,
         suspension: None,
         suspension_timeout_at: None,
+        concurrency_key: new.concurrency_key.clone(),
+        concurrency_held: None,
     };
     row.save(conn, None, effects).await?;
     Ok(Created {

@@ -16,6 +16,7 @@ use sqlx::SqliteConnection;
 use uuid::Uuid;
 
 use super::budgets;
+use super::concurrency::{self, KeyVerdict};
 use super::executions::end_attempt;
 use super::record::{not_found, Exec};
 use super::time::{after, after_ms, at, millis_of, now, Millis};
@@ -84,6 +85,13 @@ impl Leases for SqliteBackend {
                     if *exhausted && budgets::over_budget(conn, &row).await? {
                         budgets::block(conn, &mut row, effects).await?;
                         continue;
+                    }
+                    match concurrency::judge(conn, &row, now).await? {
+                        KeyVerdict::Admit(held) => row.concurrency_held = held,
+                        KeyVerdict::Block(rule) => {
+                            concurrency::block(conn, &mut row, &rule, effects).await?;
+                            continue;
+                        }
                     }
                     claimed
                         .push(lease_row(conn, &mut row, request, *ceilings, now, effects).await?);

@@ -24,6 +24,7 @@
 mod budgets;
 mod children;
 mod components;
+mod concurrency;
 mod config_values;
 mod events;
 mod executions;

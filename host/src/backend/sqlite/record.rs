@@ -72,6 +72,10 @@ pub(super) struct Exec {
     pub suspension_seq: i32,
     pub suspension: Option<Json<Suspension>>,
     pub suspension_timeout_at: Option<Millis>,
+    pub concurrency_key: Option<String>,
+    /// The scope (`kind` or `lane`) of the concurrency slot its current (or
+    /// last) attempt holds.
+    pub concurrency_held: Option<String>,
 }
 
 /// What a lease event compares: the row's lease before a change.
@@ -89,10 +93,11 @@ const COLUMNS: &str = "tenant_id, execution_id, kind, lane, priority, required_c
     lease_id, lease_expires_at, attempt_timeout_at, retry_count, reclaim_count, replay_count, \
     eligible_at, deadline_at, created_at, updated_at, started_at, finished_at, result, \
     last_failure, cancellation_reason, progress_percent, progress_message, frame_seq, flow_id, \
-    flow_key, parent_id, suspension_seq, suspension, suspension_timeout_at";
+    flow_key, parent_id, suspension_seq, suspension, suspension_timeout_at, concurrency_key, \
+    concurrency_held";
 
 /// Column count of [`COLUMNS`]: every column but the generated `public_state`.
-const COLUMN_COUNT: usize = 42;
+const COLUMN_COUNT: usize = 44;
 
 static SAVE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let names: Vec<&str> = COLUMNS.split(',').map(str::trim).collect();
@@ -317,11 +322,18 @@ impl Exec {
             .bind(self.suspension_seq)
             .bind(&self.suspension)
             .bind(self.suspension_timeout_at)
+            .bind(&self.concurrency_key)
+            .bind(&self.concurrency_held)
             .execute(&mut *conn)
             .await
             .map_err(EngineError::storage("write execution"))?;
         if let Some(before) = before {
             self.record_lease_event(conn, before, effects).await?;
+            // Every move out of `active` drops the lease: a concurrency slot
+            // held goes to the key's next execution.
+            if before.lease_id.is_some() && self.lease_id.is_none() {
+                super::concurrency::hand_on(conn, self, effects).await?;
+            }
         }
         if self.lifecycle_phase == LifecyclePhase::Runnable
             && self.eligibility_state == Eligibility::EligibleNow
@@ -424,7 +436,9 @@ impl Exec {
             tags: self.tags.0.clone(),
             policy: self.policy.0.clone(),
             idempotency_key: self.idempotency_key.clone(),
+            concurrency_key: self.concurrency_key.clone(),
             state: self.derived_public_state(),
+            blocking_reason: self.blocking_reason.clone(),
             attempt_index: self.attempt_index,
             lease_epoch: self.lease_epoch,
             retry_count: self.retry_count,

@@ -118,6 +118,34 @@ CREATE TABLE components (
     CONSTRAINT components_version_check CHECK ((version > 0))
 );
 
+CREATE TABLE concurrency_limits (
+    tenant_id uuid NOT NULL,
+    scope text NOT NULL,
+    name text NOT NULL,
+    max_running integer NOT NULL,
+    max_starts integer,
+    window_ms bigint,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT concurrency_limits_max_running_check CHECK (((max_running >= 1) AND (max_running <= 100000))),
+    CONSTRAINT concurrency_limits_max_starts_check CHECK (((max_starts >= 1) AND (max_starts <= 100000))),
+    CONSTRAINT concurrency_limits_pkey PRIMARY KEY (tenant_id, scope, name),
+    CONSTRAINT concurrency_limits_scope_check CHECK ((scope = ANY (ARRAY['kind'::text, 'lane'::text]))),
+    CONSTRAINT concurrency_limits_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(tenant_id) ON DELETE CASCADE,
+    CONSTRAINT concurrency_limits_window_ms_check CHECK (((window_ms >= 100) AND (window_ms <= 86400000)))
+);
+
+CREATE TABLE concurrency_slots (
+    tenant_id uuid NOT NULL,
+    scope text NOT NULL,
+    name text NOT NULL,
+    key text NOT NULL,
+    running integer DEFAULT 0 NOT NULL,
+    window_started_at timestamp with time zone,
+    window_starts integer DEFAULT 0 NOT NULL,
+    CONSTRAINT concurrency_slots_pkey PRIMARY KEY (tenant_id, scope, name, key),
+    CONSTRAINT concurrency_slots_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(tenant_id) ON DELETE CASCADE
+);
+
 CREATE TABLE config_values (
     tenant_id uuid NOT NULL,
     name text NOT NULL,
@@ -195,9 +223,13 @@ END) STORED,
     frame_bytes bigint DEFAULT 0 NOT NULL,
     step_count integer DEFAULT 0 NOT NULL,
     step_bytes bigint DEFAULT 0 NOT NULL,
+    concurrency_key text,
+    concurrency_held text,
     CONSTRAINT executions_attempt_state_check CHECK ((attempt_state = ANY (ARRAY['pending_first_attempt'::text, 'running_attempt'::text, 'attempt_interrupted'::text, 'pending_retry_attempt'::text, 'pending_replay_attempt'::text, 'pending_delayed_attempt'::text, 'attempt_suspended'::text, 'pending_resume_attempt'::text, 'attempt_terminal'::text]))),
     CONSTRAINT executions_check CHECK (((lifecycle_phase = 'active'::text) = (lease_id IS NOT NULL))),
-    CONSTRAINT executions_eligibility_state_check CHECK ((eligibility_state = ANY (ARRAY['eligible_now'::text, 'not_eligible_until_time'::text, 'blocked_by_dependencies'::text, 'blocked_by_budget'::text, 'blocked_by_quota'::text, 'blocked_by_operator'::text, 'not_applicable'::text]))),
+    CONSTRAINT executions_concurrency_held_check CHECK ((concurrency_held = ANY (ARRAY['kind'::text, 'lane'::text]))),
+    CONSTRAINT executions_concurrency_key_check CHECK (((concurrency_key IS NULL) OR ((octet_length(concurrency_key) >= 1) AND (octet_length(concurrency_key) <= 256)))),
+    CONSTRAINT executions_eligibility_state_check CHECK ((eligibility_state = ANY (ARRAY['eligible_now'::text, 'not_eligible_until_time'::text, 'blocked_by_dependencies'::text, 'blocked_by_budget'::text, 'blocked_by_quota'::text, 'blocked_by_operator'::text, 'blocked_by_concurrency_key'::text, 'not_applicable'::text]))),
     CONSTRAINT executions_flow_fk FOREIGN KEY (tenant_id, flow_id) REFERENCES flows(tenant_id, flow_id),
     CONSTRAINT executions_flow_key_check CHECK (((flow_id IS NULL) = (flow_key IS NULL))),
     CONSTRAINT executions_lifecycle_phase_check CHECK ((lifecycle_phase = ANY (ARRAY['submitted'::text, 'runnable'::text, 'active'::text, 'suspended'::text, 'terminal'::text]))),
@@ -445,6 +477,8 @@ CREATE INDEX executions_attempt_timeout_idx ON public.executions USING btree (te
 CREATE INDEX executions_budget_blocked_idx ON public.executions USING btree (tenant_id, execution_id) WHERE (eligibility_state = 'blocked_by_budget'::text);
 CREATE INDEX executions_children_idx ON public.executions USING btree (tenant_id, parent_id, lifecycle_phase) WHERE (parent_id IS NOT NULL);
 CREATE INDEX executions_claim_idx ON public.executions USING btree (tenant_id, lane, priority DESC, eligible_at, execution_id) WHERE ((lifecycle_phase = 'runnable'::text) AND (eligibility_state = 'eligible_now'::text));
+CREATE INDEX executions_concurrency_blocked_idx ON public.executions USING btree (tenant_id, concurrency_key, priority DESC, eligible_at, execution_id) WHERE (eligibility_state = 'blocked_by_concurrency_key'::text);
+CREATE INDEX executions_concurrency_key_idx ON public.executions USING btree (tenant_id, concurrency_key, priority DESC, eligible_at, execution_id) WHERE ((concurrency_key IS NOT NULL) AND (lifecycle_phase = 'runnable'::text) AND (eligibility_state = 'eligible_now'::text));
 CREATE INDEX executions_deadline_idx ON public.executions USING btree (tenant_id, deadline_at) WHERE ((lifecycle_phase <> 'terminal'::text) AND (deadline_at IS NOT NULL));
 CREATE INDEX executions_delayed_idx ON public.executions USING btree (tenant_id, eligible_at) WHERE ((lifecycle_phase = 'runnable'::text) AND (eligibility_state = 'not_eligible_until_time'::text));
 CREATE UNIQUE INDEX executions_flow_key_idx ON public.executions USING btree (tenant_id, flow_id, flow_key) WHERE (flow_id IS NOT NULL);
@@ -468,3 +502,4 @@ CREATE UNIQUE INDEX waitpoints_open_key_idx ON public.waitpoints USING btree (te
 -- Triggers
 CREATE TRIGGER completion_events_resolve_flows AFTER INSERT ON public.completion_events REFERENCING NEW TABLE AS finished FOR EACH STATEMENT EXECUTE FUNCTION flowfabric_on_completion();
 CREATE TRIGGER executions_lease_events AFTER UPDATE ON public.executions REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION flowfabric_lease_events();
+CREATE TRIGGER executions_release_concurrency_slot AFTER UPDATE OF lifecycle_phase ON public.executions FOR EACH ROW WHEN (((old.concurrency_held IS NOT NULL) AND (old.lifecycle_phase = 'active'::text) AND (new.lifecycle_phase <> 'active'::text))) EXECUTE FUNCTION flowfabric_release_concurrency_slot();

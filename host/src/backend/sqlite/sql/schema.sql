@@ -101,6 +101,27 @@ CREATE TABLE components (
     PRIMARY KEY (tenant_id, kind, version)
 ) STRICT;
 
+CREATE TABLE concurrency_limits (
+    tenant_id   BLOB NOT NULL REFERENCES tenants (tenant_id) ON DELETE CASCADE,
+    scope       TEXT NOT NULL CHECK (scope IN ('kind', 'lane')),
+    name        TEXT NOT NULL,
+    max_running INTEGER NOT NULL CHECK (max_running BETWEEN 1 AND 100000),
+    max_starts  INTEGER CHECK (max_starts BETWEEN 1 AND 100000),
+    window_ms   INTEGER CHECK (window_ms BETWEEN 100 AND 86400000),
+    updated_at  INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, scope, name)
+) STRICT;
+
+CREATE TABLE concurrency_slots (
+    tenant_id         BLOB NOT NULL REFERENCES tenants (tenant_id) ON DELETE CASCADE,
+    scope             TEXT NOT NULL,
+    name              TEXT NOT NULL,
+    key               TEXT NOT NULL,
+    window_started_at INTEGER,
+    window_starts     INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant_id, scope, name, key)
+) STRICT;
+
 CREATE TABLE config_values (
     tenant_id   BLOB NOT NULL REFERENCES tenants (tenant_id) ON DELETE CASCADE,
     name        TEXT NOT NULL CHECK (length(name) BETWEEN 1 AND 128),
@@ -180,7 +201,9 @@ CREATE TABLE executions (
                 ELSE 'waiting'
             END
     END
-) VIRTUAL,
+) VIRTUAL, concurrency_key TEXT
+    CHECK (concurrency_key IS NULL OR length(CAST(concurrency_key AS BLOB)) BETWEEN 1 AND 256), concurrency_held TEXT
+    CHECK (concurrency_held IN ('kind', 'lane')),
 
     PRIMARY KEY (tenant_id, execution_id),
     CHECK ((lifecycle_phase = 'active') = (lease_id IS NOT NULL))
@@ -396,6 +419,19 @@ CREATE INDEX executions_children_idx ON executions (tenant_id, parent_id)
 
 CREATE INDEX executions_claim_idx ON executions (tenant_id, lane, priority DESC, eligible_at, execution_id)
     WHERE lifecycle_phase = 'runnable' AND eligibility_state = 'eligible_now';
+
+CREATE INDEX executions_concurrency_blocked_idx ON executions
+    (tenant_id, concurrency_key, priority DESC, eligible_at, execution_id)
+    WHERE eligibility_state = 'blocked_by_concurrency_key';
+
+CREATE INDEX executions_concurrency_key_idx ON executions
+    (tenant_id, concurrency_key, priority DESC, eligible_at, execution_id)
+    WHERE concurrency_key IS NOT NULL AND lifecycle_phase = 'runnable'
+      AND eligibility_state = 'eligible_now';
+
+CREATE INDEX executions_concurrency_running_idx ON executions
+    (tenant_id, concurrency_key, concurrency_held)
+    WHERE concurrency_held IS NOT NULL AND lifecycle_phase = 'active';
 
 CREATE INDEX executions_deadline_idx ON executions (deadline_at)
     WHERE lifecycle_phase <> 'terminal' AND deadline_at IS NOT NULL;

@@ -1,0 +1,217 @@
+//! Concurrency limits per key: the tenant's limits, and the scanner that
+//! frees what a limit holds back once its key has room. The claim's side is
+//! in `claim.rs`; handing a slot on when its holder stops running is the
+//! trigger of migration 0022.
+
+use async_trait::async_trait;
+
+use super::PgBackend;
+use crate::backend::ConcurrencyLimits;
+use crate::error::{EngineError, Result};
+use crate::model::{ConcurrencyLimit, ConcurrencyScope, KeyLimit, TenantId};
+
+/// Make claimable what the tenant's limit for a scope and name held back,
+/// off `executions_concurrency_blocked_idx`. The next claim judges each
+/// again, under whatever limit applies now.
+const UNBLOCK_SCOPE_SQL: &str = "\
+    WITH freed AS (
+        UPDATE executions SET eligibility_state = 'eligible_now',
+            blocking_reason = 'waiting_for_worker', updated_at = now()
+        WHERE tenant_id = $1 AND eligibility_state = 'blocked_by_concurrency_key'
+          AND $3 = CASE $2 WHEN 'kind' THEN kind ELSE lane END
+        RETURNING 1)
+    SELECT count(*) FROM freed, LATERAL (SELECT pg_notify('flowfabric_work', '')) wake";
+
+type Row = (String, String, i32, Option<i32>, Option<i64>);
+
+fn limit((scope, name, max_running, max_starts, window_ms): Row) -> Result<ConcurrencyLimit> {
+    let count = |n: i32| u32::try_from(n).map_err(|_| EngineError::Corrupt(format!("{n}")));
+    Ok(ConcurrencyLimit {
+        scope: scope
+            .parse()
+            .map_err(|_| EngineError::Corrupt(format!("concurrency scope `{scope}`")))?,
+        name,
+        limit: KeyLimit {
+            max_running: count(max_running)?,
+            max_starts: max_starts.map(count).transpose()?,
+            window_ms: window_ms.map(|ms| ms.max(0) as u64),
+        },
+    })
+}
+
+async fn unblock_scope(
+    conn: &mut sqlx::PgConnection,
+    tenant: TenantId,
+    scope: ConcurrencyScope,
+    name: &str,
+) -> Result<()> {
+    sqlx::query(UNBLOCK_SCOPE_SQL)
+        .bind(tenant)
+        .bind(scope.as_str())
+        .bind(name)
+        .execute(conn)
+        .await
+        .map_err(EngineError::storage("release held executions"))?;
+    Ok(())
+}
+
+#[async_trait]
+impl ConcurrencyLimits for PgBackend {
+    async fn set_concurrency_limit(
+        &self,
+        tenant: TenantId,
+        limit: &ConcurrencyLimit,
+        max_limits: u32,
+    ) -> Result<()> {
+        let op = "set concurrency limit";
+        let mut tx = self.pool.begin().await.map_err(EngineError::storage(op))?;
+        // The tenant's row serialises concurrent sets, so the count below
+        // cannot be passed by two new limits at once.
+        let exists: Option<bool> = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM concurrency_limits \
+                 WHERE tenant_id = $1 AND scope = $2 AND name = $3) \
+             FROM tenants WHERE tenant_id = $1 FOR UPDATE",
+        )
+        .bind(tenant)
+        .bind(limit.scope.as_str())
+        .bind(&limit.name)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(EngineError::storage(op))?;
+        let exists = exists.ok_or_else(|| EngineError::NotFound {
+            what: "tenant",
+            id: tenant.to_string(),
+        })?;
+        if !exists {
+            let held: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM concurrency_limits WHERE tenant_id = $1")
+                    .bind(tenant)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(EngineError::storage(op))?;
+            if held >= i64::from(max_limits) {
+                return Err(EngineError::LimitExceeded {
+                    limit: "concurrency_limits",
+                    value: held as u64,
+                    detail: format!("a tenant keeps at most {max_limits} concurrency limits"),
+                });
+            }
+        }
+        let key = &limit.limit;
+        sqlx::query(
+            "INSERT INTO concurrency_limits (tenant_id, scope, name, max_running, max_starts, \
+                 window_ms) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (tenant_id, scope, name) DO UPDATE SET \
+                 max_running = EXCLUDED.max_running, max_starts = EXCLUDED.max_starts, \
+                 window_ms = EXCLUDED.window_ms, updated_at = now()",
+        )
+        .bind(tenant)
+        .bind(limit.scope.as_str())
+        .bind(&limit.name)
+        .bind(key.max_running as i32)
+        .bind(key.max_starts.map(|n| n as i32))
+        .bind(key.window_ms.map(|ms| ms as i64))
+        .execute(&mut *tx)
+        .await
+        .map_err(EngineError::storage(op))?;
+        unblock_scope(&mut tx, tenant, limit.scope, &limit.name).await?;
+        tx.commit().await.map_err(EngineError::storage(op))
+    }
+
+    async fn list_concurrency_limits(&self, tenant: TenantId) -> Result<Vec<ConcurrencyLimit>> {
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT scope, name, max_running, max_starts, window_ms FROM concurrency_limits \
+             WHERE tenant_id = $1 ORDER BY scope, name",
+        )
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(EngineError::storage("list concurrency limits"))?;
+        rows.into_iter().map(limit).collect()
+    }
+
+    async fn delete_concurrency_limit(
+        &self,
+        tenant: TenantId,
+        scope: ConcurrencyScope,
+        name: &str,
+    ) -> Result<bool> {
+        let op = "delete concurrency limit";
+        let mut tx = self.pool.begin().await.map_err(EngineError::storage(op))?;
+        let deleted = sqlx::query(
+            "DELETE FROM concurrency_limits WHERE tenant_id = $1 AND scope = $2 AND name = $3",
+        )
+        .bind(tenant)
+        .bind(scope.as_str())
+        .bind(name)
+        .execute(&mut *tx)
+        .await
+        .map_err(EngineError::storage(op))?
+        .rows_affected();
+        unblock_scope(&mut tx, tenant, scope, name).await?;
+        tx.commit().await.map_err(EngineError::storage(op))?;
+        Ok(deleted == 1)
+    }
+
+    /// Groups of held-back executions (tenant, key, kind, lane) off
+    /// `executions_concurrency_blocked_idx`, each with the room its key has
+    /// now under the limit that applies (all of it when none does), read
+    /// without locking the slot: making one too many claimable only costs
+    /// the next claim a re-block, as the claim judges it under the lock.
+    async fn release_held_keys(&self, limit: u32) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            r#"
+    WITH groups AS (
+        SELECT DISTINCT tenant_id, concurrency_key, kind, lane FROM executions
+        WHERE eligibility_state = 'blocked_by_concurrency_key'
+        LIMIT $1
+    ),
+    judged AS (
+        SELECT g.*, CASE WHEN rule.scope IS NULL THEN $1
+            ELSE greatest(0, least(rule.max_running - coalesce(s.running, 0),
+                CASE WHEN rule.max_starts IS NULL THEN rule.max_running
+                     WHEN s.window_started_at > now()
+                          - coalesce(rule.window_ms, 1000) * interval '1 millisecond'
+                     THEN rule.max_starts - s.window_starts
+                     ELSE rule.max_starts END)) END AS room
+        FROM groups g
+        LEFT JOIN LATERAL (
+            SELECT cl.scope, cl.name, cl.max_running, cl.max_starts, cl.window_ms
+            FROM concurrency_limits cl
+            WHERE cl.tenant_id = g.tenant_id
+              AND ((cl.scope = 'kind' AND cl.name = g.kind)
+                   OR (cl.scope = 'lane' AND cl.name = g.lane))
+            ORDER BY cl.scope
+            LIMIT 1
+        ) rule ON true
+        LEFT JOIN concurrency_slots s ON s.tenant_id = g.tenant_id AND s.scope = rule.scope
+            AND s.name = rule.name AND s.key = g.concurrency_key
+    ),
+    freed AS (
+        UPDATE executions e SET eligibility_state = 'eligible_now',
+            blocking_reason = 'waiting_for_worker', updated_at = now()
+        WHERE e.ctid = ANY(ARRAY(
+            SELECT q.ctid FROM judged j
+            CROSS JOIN LATERAL (
+                SELECT x.ctid FROM executions x
+                WHERE x.tenant_id = j.tenant_id AND x.concurrency_key = j.concurrency_key
+                  AND x.kind = j.kind AND x.lane = j.lane
+                  AND x.eligibility_state = 'blocked_by_concurrency_key'
+                ORDER BY x.priority DESC, x.eligible_at, x.execution_id
+                LIMIT j.room
+                FOR UPDATE SKIP LOCKED
+            ) q
+            WHERE j.room > 0))
+        RETURNING 1
+    ),
+    wake AS (SELECT pg_notify('flowfabric_work', '') WHERE EXISTS (SELECT 1 FROM freed))
+    SELECT (SELECT count(*) FROM freed) + 0 * (SELECT count(*) FROM wake)
+    "#,
+        )
+        .bind(i64::from(limit))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(EngineError::storage("release held keys"))?;
+        Ok(n as u64)
+    }
+}

@@ -1,0 +1,402 @@
+//! Concurrency limits per key on the embedded backend.
+//!
+//! One writer at a time, so the claim counts a key's running executions
+//! directly (off `executions_concurrency_running_idx`) and keeps only each
+//! key's start window in a slot row. Otherwise the rules are Postgres's:
+//! the limit is the kind's, else the lane's; a full key's candidates and the
+//! rest of its queue are blocked; a slot holder that stops running hands its
+//! slot to the key's next blocked execution ([`hand_on`], called by
+//! `Exec::save` whenever a lease is dropped, as the Postgres trigger does).
+
+use async_trait::async_trait;
+use sqlx::SqliteConnection;
+
+use super::record::Exec;
+use super::tenancy::unknown_tenant;
+use super::time::{now, Millis};
+use super::{Effects, SqliteBackend};
+use crate::backend::ConcurrencyLimits;
+use crate::error::{EngineError, Result};
+use crate::model::{ConcurrencyLimit, ConcurrencyScope, Eligibility, KeyLimit, TenantId};
+
+/// The most of a full key's queue one claim blocks.
+const BLOCK_BATCH: i64 = 1_000;
+
+/// The limit that applies to an execution, as stored.
+#[derive(Debug, Clone)]
+pub(super) struct Rule {
+    scope: String,
+    name: String,
+    max_running: i64,
+    max_starts: Option<i64>,
+    window_ms: i64,
+}
+
+/// What the claim does with a candidate.
+pub(super) enum KeyVerdict {
+    /// Lease it; it holds a slot of this scope (`None`: no limit applies).
+    Admit(Option<String>),
+    /// Its key is full under this limit.
+    Block(Rule),
+}
+
+/// The kind's limit, else the lane's, for a keyed execution.
+async fn rule_for(conn: &mut SqliteConnection, row: &Exec) -> Result<Option<Rule>> {
+    if row.concurrency_key.is_none() {
+        return Ok(None);
+    }
+    let found: Option<(String, String, i64, Option<i64>, i64)> = sqlx::query_as(
+        "SELECT scope, name, max_running, max_starts, coalesce(window_ms, 1000) \
+         FROM concurrency_limits WHERE tenant_id = ? \
+           AND ((scope = 'kind' AND name = ?) OR (scope = 'lane' AND name = ?)) \
+         ORDER BY scope LIMIT 1",
+    )
+    .bind(row.tenant_id)
+    .bind(&row.kind)
+    .bind(&row.lane)
+    .fetch_optional(conn)
+    .await
+    .map_err(EngineError::storage("read concurrency limit"))?;
+    Ok(
+        found.map(|(scope, name, max_running, max_starts, window_ms)| Rule {
+            scope,
+            name,
+            max_running,
+            max_starts,
+            window_ms,
+        }),
+    )
+}
+
+/// How many more of the row's key the rule lets start now.
+async fn room(conn: &mut SqliteConnection, row: &Exec, rule: &Rule, now: Millis) -> Result<i64> {
+    let (running, window_started_at, window_starts): (i64, Option<Millis>, Option<i64>) =
+        sqlx::query_as(
+            "SELECT (SELECT count(*) FROM executions WHERE tenant_id = ?1 \
+                        AND concurrency_key = ?2 AND concurrency_held = ?3 \
+                        AND lifecycle_phase = 'active' \
+                        AND ?4 = CASE ?3 WHEN 'kind' THEN kind ELSE lane END), \
+                    s.window_started_at, s.window_starts \
+             FROM (SELECT 1) LEFT JOIN concurrency_slots s ON s.tenant_id = ?1 \
+                 AND s.scope = ?3 AND s.name = ?4 AND s.key = ?2",
+        )
+        .bind(row.tenant_id)
+        .bind(&row.concurrency_key)
+        .bind(&rule.scope)
+        .bind(&rule.name)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(EngineError::storage("count concurrency slot"))?;
+    let mut room = rule.max_running - running;
+    if let Some(max_starts) = rule.max_starts {
+        let current = window_started_at.is_some_and(|t| t > now - rule.window_ms);
+        room = room.min(
+            max_starts
+                - if current {
+                    window_starts.unwrap_or(0)
+                } else {
+                    0
+                },
+        );
+    }
+    Ok(room.max(0))
+}
+
+/// Judge a claim candidate under its key's limit; an admitted one's start
+/// is counted in its key's window.
+pub(super) async fn judge(
+    conn: &mut SqliteConnection,
+    row: &Exec,
+    now: Millis,
+) -> Result<KeyVerdict> {
+    let Some(rule) = rule_for(conn, row).await? else {
+        return Ok(KeyVerdict::Admit(None));
+    };
+    if room(conn, row, &rule, now).await? == 0 {
+        return Ok(KeyVerdict::Block(rule));
+    }
+    if rule.max_starts.is_some() {
+        sqlx::query(
+            "INSERT INTO concurrency_slots (tenant_id, scope, name, key, window_started_at, \
+                 window_starts) VALUES (?1, ?2, ?3, ?4, ?5, 1) \
+             ON CONFLICT (tenant_id, scope, name, key) DO UPDATE SET \
+                 window_starts = CASE WHEN window_started_at > ?5 - ?6 \
+                     THEN window_starts + 1 ELSE 1 END, \
+                 window_started_at = CASE WHEN window_started_at > ?5 - ?6 \
+                     THEN window_started_at ELSE ?5 END",
+        )
+        .bind(row.tenant_id)
+        .bind(&rule.scope)
+        .bind(&rule.name)
+        .bind(&row.concurrency_key)
+        .bind(now)
+        .bind(rule.window_ms)
+        .execute(conn)
+        .await
+        .map_err(EngineError::storage("count concurrency start"))?;
+    }
+    Ok(KeyVerdict::Admit(Some(rule.scope)))
+}
+
+/// Block a candidate whose key is full, and the rest of the key's queue
+/// under the same limit, so the next claims look past them.
+pub(super) async fn block(
+    conn: &mut SqliteConnection,
+    row: &mut Exec,
+    rule: &Rule,
+    effects: &mut Effects,
+) -> Result<()> {
+    let before = row.lease_before();
+    row.eligibility_state = Eligibility::BlockedByConcurrencyKey;
+    row.updated_at = now();
+    row.save(conn, Some(before), effects).await?;
+    sqlx::query(
+        "UPDATE executions SET eligibility_state = 'blocked_by_concurrency_key', \
+             blocking_reason = 'blocked_by_concurrency_key', updated_at = ?1 \
+         WHERE rowid IN (SELECT rowid FROM executions x \
+             WHERE x.tenant_id = ?2 AND x.concurrency_key = ?3 \
+               AND x.lifecycle_phase = 'runnable' AND x.eligibility_state = 'eligible_now' \
+               AND ?5 = CASE ?4 WHEN 'kind' THEN x.kind ELSE x.lane END \
+               AND (?4 = 'kind' OR NOT EXISTS (SELECT 1 FROM concurrency_limits k \
+                   WHERE k.tenant_id = x.tenant_id AND k.scope = 'kind' AND k.name = x.kind)) \
+             ORDER BY x.priority DESC, x.eligible_at, x.execution_id LIMIT ?6)",
+    )
+    .bind(row.updated_at)
+    .bind(row.tenant_id)
+    .bind(&row.concurrency_key)
+    .bind(&rule.scope)
+    .bind(&rule.name)
+    .bind(BLOCK_BATCH)
+    .execute(conn)
+    .await
+    .map_err(EngineError::storage("block concurrency key"))?;
+    Ok(())
+}
+
+/// A slot holder stopped running: make the next execution its limit holds
+/// back claimable.
+pub(super) async fn hand_on(
+    conn: &mut SqliteConnection,
+    row: &Exec,
+    effects: &mut Effects,
+) -> Result<()> {
+    let (Some(key), Some(scope)) = (&row.concurrency_key, &row.concurrency_held) else {
+        return Ok(());
+    };
+    let name = if scope == "kind" {
+        &row.kind
+    } else {
+        &row.lane
+    };
+    let freed = unblock(conn, row.tenant_id, key, scope, name, None, 1).await?;
+    effects.work |= freed > 0;
+    Ok(())
+}
+
+/// Make up to `limit` held-back executions of a key claimable: those of
+/// the scope's name, or of one kind and lane when `only` names them.
+async fn unblock(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    key: &str,
+    scope: &str,
+    name: &str,
+    only: Option<(&str, &str)>,
+    limit: i64,
+) -> Result<u64> {
+    let (kind, lane) = only.unzip();
+    let freed = sqlx::query(
+        "UPDATE executions SET eligibility_state = 'eligible_now', \
+             blocking_reason = 'waiting_for_worker', updated_at = ?1 \
+         WHERE rowid IN (SELECT rowid FROM executions \
+             WHERE tenant_id = ?2 AND concurrency_key = ?3 \
+               AND eligibility_state = 'blocked_by_concurrency_key' \
+               AND ?5 = CASE ?4 WHEN 'kind' THEN kind ELSE lane END \
+               AND (?6 IS NULL OR (kind = ?6 AND lane = ?7)) \
+             ORDER BY priority DESC, eligible_at, execution_id LIMIT ?8)",
+    )
+    .bind(now())
+    .bind(tenant)
+    .bind(key)
+    .bind(scope)
+    .bind(name)
+    .bind(kind)
+    .bind(lane)
+    .bind(limit)
+    .execute(conn)
+    .await
+    .map_err(EngineError::storage("release held executions"))?
+    .rows_affected();
+    Ok(freed)
+}
+
+/// Make claimable whatever the tenant's limit for a scope and name held back.
+async fn unblock_scope(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    scope: ConcurrencyScope,
+    name: &str,
+    effects: &mut Effects,
+) -> Result<()> {
+    let freed = sqlx::query(
+        "UPDATE executions SET eligibility_state = 'eligible_now', \
+             blocking_reason = 'waiting_for_worker', updated_at = ? \
+         WHERE tenant_id = ? AND eligibility_state = 'blocked_by_concurrency_key' \
+           AND ? = CASE ? WHEN 'kind' THEN kind ELSE lane END",
+    )
+    .bind(now())
+    .bind(tenant)
+    .bind(name)
+    .bind(scope.as_str())
+    .execute(conn)
+    .await
+    .map_err(EngineError::storage("release held executions"))?
+    .rows_affected();
+    effects.work |= freed > 0;
+    Ok(())
+}
+
+type LimitRow = (String, String, i64, Option<i64>, Option<i64>);
+
+fn limit((scope, name, max_running, max_starts, window_ms): LimitRow) -> Result<ConcurrencyLimit> {
+    let count = |n: i64| u32::try_from(n).map_err(|_| EngineError::Corrupt(format!("{n}")));
+    Ok(ConcurrencyLimit {
+        scope: scope
+            .parse()
+            .map_err(|_| EngineError::Corrupt(format!("concurrency scope `{scope}`")))?,
+        name,
+        limit: KeyLimit {
+            max_running: count(max_running)?,
+            max_starts: max_starts.map(count).transpose()?,
+            window_ms: window_ms.map(|ms| ms.max(0) as u64),
+        },
+    })
+}
+
+#[async_trait]
+impl ConcurrencyLimits for SqliteBackend {
+    async fn set_concurrency_limit(
+        &self,
+        tenant: TenantId,
+        limit: &ConcurrencyLimit,
+        max_limits: u32,
+    ) -> Result<()> {
+        let op = "set concurrency limit";
+        self.write(op, async |conn, effects| {
+            let (known, exists, held): (bool, bool, i64) = sqlx::query_as(
+                "SELECT EXISTS (SELECT 1 FROM tenants WHERE tenant_id = ?1), \
+                        EXISTS (SELECT 1 FROM concurrency_limits \
+                            WHERE tenant_id = ?1 AND scope = ?2 AND name = ?3), \
+                        (SELECT count(*) FROM concurrency_limits WHERE tenant_id = ?1)",
+            )
+            .bind(tenant)
+            .bind(limit.scope.as_str())
+            .bind(&limit.name)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(EngineError::storage(op))?;
+            if !known {
+                return Err(unknown_tenant(tenant));
+            }
+            if !exists && held >= i64::from(max_limits) {
+                return Err(EngineError::LimitExceeded {
+                    limit: "concurrency_limits",
+                    value: held as u64,
+                    detail: format!("a tenant keeps at most {max_limits} concurrency limits"),
+                });
+            }
+            let key = &limit.limit;
+            sqlx::query(
+                "INSERT INTO concurrency_limits (tenant_id, scope, name, max_running, \
+                     max_starts, window_ms, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (tenant_id, scope, name) DO UPDATE SET \
+                     max_running = excluded.max_running, max_starts = excluded.max_starts, \
+                     window_ms = excluded.window_ms, updated_at = excluded.updated_at",
+            )
+            .bind(tenant)
+            .bind(limit.scope.as_str())
+            .bind(&limit.name)
+            .bind(i64::from(key.max_running))
+            .bind(key.max_starts.map(i64::from))
+            .bind(key.window_ms.map(|ms| ms as i64))
+            .bind(now())
+            .execute(&mut *conn)
+            .await
+            .map_err(EngineError::storage(op))?;
+            unblock_scope(conn, tenant, limit.scope, &limit.name, effects).await
+        })
+        .await
+    }
+
+    async fn list_concurrency_limits(&self, tenant: TenantId) -> Result<Vec<ConcurrencyLimit>> {
+        let rows: Vec<LimitRow> = sqlx::query_as(
+            "SELECT scope, name, max_running, max_starts, window_ms FROM concurrency_limits \
+             WHERE tenant_id = ? ORDER BY scope, name",
+        )
+        .bind(tenant)
+        .fetch_all(&mut *self.read("list concurrency limits").await?)
+        .await
+        .map_err(EngineError::storage("list concurrency limits"))?;
+        rows.into_iter().map(limit).collect()
+    }
+
+    async fn delete_concurrency_limit(
+        &self,
+        tenant: TenantId,
+        scope: ConcurrencyScope,
+        name: &str,
+    ) -> Result<bool> {
+        let op = "delete concurrency limit";
+        self.write(op, async |conn, effects| {
+            let deleted = sqlx::query(
+                "DELETE FROM concurrency_limits WHERE tenant_id = ? AND scope = ? AND name = ?",
+            )
+            .bind(tenant)
+            .bind(scope.as_str())
+            .bind(name)
+            .execute(&mut *conn)
+            .await
+            .map_err(EngineError::storage(op))?
+            .rows_affected();
+            unblock_scope(conn, tenant, scope, name, effects).await?;
+            Ok(deleted == 1)
+        })
+        .await
+    }
+
+    async fn release_held_keys(&self, limit: u32) -> Result<u64> {
+        let op = "release held keys";
+        self.write(op, async |conn, effects| {
+            let groups: Vec<Exec> = sqlx::query_as(&Exec::select_sql(
+                "rowid IN (SELECT min(rowid) FROM executions \
+                     WHERE eligibility_state = 'blocked_by_concurrency_key' \
+                     GROUP BY tenant_id, concurrency_key, kind, lane LIMIT ?)",
+            ))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(EngineError::storage(op))?;
+            let now = now();
+            let mut freed = 0;
+            for row in &groups {
+                let Some(key) = &row.concurrency_key else {
+                    continue;
+                };
+                let (scope, name, room) = match rule_for(conn, row).await? {
+                    Some(rule) => {
+                        let room = room(conn, row, &rule, now).await?;
+                        (rule.scope, rule.name, room)
+                    }
+                    None => ("kind".to_owned(), row.kind.clone(), i64::from(limit)),
+                };
+                if room > 0 {
+                    let only = Some((row.kind.as_str(), row.lane.as_str()));
+                    freed += unblock(conn, row.tenant_id, key, &scope, &name, only, room).await?;
+                }
+            }
+            effects.work |= freed > 0;
+            Ok(freed)
+        })
+        .await
+    }
+}

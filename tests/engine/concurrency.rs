@@ -1,0 +1,341 @@
+//! Concurrency keys through the engine, on both backends: a key never runs
+//! more than its limit, even under concurrent claimers; a full key's backlog
+//! does not delay other keys; what a limit holds back says so and is handed
+//! on as slots free; start windows; which limit applies; bad input; tenants.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use flowfabric::model::{
+    ConcurrencyLimit, ConcurrencyScope, ExecutionFilter, ExecutionId, KeyLimit, NewExecution,
+    PublicState, TenantId, BLOCKED_BY_CONCURRENCY_KEY,
+};
+use flowfabric::{Engine, EngineError};
+use flowfabric_tests::Store;
+
+use crate::{request, setup_on, task};
+
+fn keyed(key: &str) -> NewExecution {
+    NewExecution {
+        concurrency_key: Some(key.into()),
+        ..task(key)
+    }
+}
+
+fn limit(scope: ConcurrencyScope, name: &str, max_running: u32) -> ConcurrencyLimit {
+    ConcurrencyLimit {
+        scope,
+        name: name.into(),
+        limit: KeyLimit {
+            max_running,
+            max_starts: None,
+            window_ms: None,
+        },
+    }
+}
+
+async fn set(engine: &Engine, tenant: TenantId, limit: ConcurrencyLimit) {
+    engine
+        .set_concurrency_limit(tenant, limit)
+        .await
+        .expect("set concurrency limit");
+}
+
+async fn submit(engine: &Engine, tenant: TenantId, key: &str) -> ExecutionId {
+    engine
+        .create(tenant, keyed(key))
+        .await
+        .unwrap()
+        .execution_id
+}
+
+/// The concurrency key of each execution a claim of `n` takes.
+async fn claim_keys(engine: &Engine, n: u32) -> Vec<(String, flowfabric::model::LeaseHandle)> {
+    let mut out = Vec::new();
+    for c in engine.claim(&request(n)).await.expect("claim") {
+        let ex = engine
+            .get(c.lease.tenant_id, c.lease.execution_id)
+            .await
+            .unwrap();
+        out.push((ex.concurrency_key.unwrap_or_default(), c.lease));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+async fn a_key_runs_at_most_its_limit_and_hands_its_slot_on(store: Store) {
+    let (db, t) = setup_on(store).await;
+    let e = &db.engine;
+    set(e, t, limit(ConcurrencyScope::Kind, "echo", 1)).await;
+    let a: Vec<ExecutionId> = [
+        submit(e, t, "a").await,
+        submit(e, t, "a").await,
+        submit(e, t, "a").await,
+    ]
+    .into();
+    submit(e, t, "b").await;
+    e.create(t, task("unkeyed")).await.unwrap();
+
+    let claimed = claim_keys(e, 10).await;
+    let keys: Vec<&str> = claimed.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["", "a", "b"], "one of key a, the rest free");
+    assert_eq!(claimed[1].1.execution_id, a[0], "the key's oldest first");
+
+    // The two held back say why, in get and in list.
+    for id in &a[1..] {
+        let ex = e.get(t, *id).await.unwrap();
+        assert_eq!(ex.state, PublicState::Waiting);
+        assert_eq!(
+            ex.blocking_reason.as_deref(),
+            Some(BLOCKED_BY_CONCURRENCY_KEY)
+        );
+    }
+    let page = ExecutionFilter {
+        limit: 100,
+        ..Default::default()
+    };
+    let listed = e.list(t, page).await.unwrap();
+    let held = listed
+        .iter()
+        .filter(|x| x.blocking_reason.as_deref() == Some(BLOCKED_BY_CONCURRENCY_KEY))
+        .count();
+    assert_eq!(held, 2);
+    assert!(claim_keys(e, 10).await.is_empty(), "key a is full");
+
+    // Its run ends: the next of the key (and only it) becomes claimable.
+    e.complete(&claimed[1].1, b"done").await.unwrap();
+    let next = claim_keys(e, 10).await;
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].1.execution_id, a[1]);
+    // A failure that retries frees the slot too.
+    let failure =
+        flowfabric::model::Failure::new(flowfabric::model::FailureClass::Transient, "flaky");
+    e.fail(&next[0].1, failure).await.unwrap();
+    let last = claim_keys(e, 10).await;
+    assert_eq!(last.len(), 1, "one of key a again: {last:?}");
+}
+
+async fn concurrent_claimers_never_run_more_of_a_key_than_its_limit(store: Store) {
+    let (db, t) = setup_on(store).await;
+    let e = Arc::new(db.engine.clone());
+    set(&e, t, limit(ConcurrencyScope::Kind, "echo", 2)).await;
+    let batch: Vec<NewExecution> = (0..300).map(|i| keyed(&format!("k{}", i % 10))).collect();
+    for chunk in batch.chunks(100) {
+        e.create_batch(t, chunk).await.unwrap();
+    }
+    let running: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let most = Arc::new(Mutex::new(0usize));
+    let mut claimers = Vec::new();
+    for _ in 0..6 {
+        let (e, running, most) = (e.clone(), running.clone(), most.clone());
+        claimers.push(tokio::spawn(async move {
+            let mut done = 0;
+            let mut idle = 0;
+            while idle < 200 {
+                let claimed = claim_keys(&e, 4).await;
+                if claimed.is_empty() {
+                    idle += 1;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
+                idle = 0;
+                for (key, _) in &claimed {
+                    let mut map = running.lock().unwrap();
+                    let n = map.entry(key.clone()).or_default();
+                    *n += 1;
+                    let mut most = most.lock().unwrap();
+                    *most = (*most).max(*n);
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                for (key, lease) in claimed {
+                    // Counted down before the end commits: the sample can
+                    // only under-count what the database holds.
+                    *running.lock().unwrap().get_mut(&key).unwrap() -= 1;
+                    e.complete(&lease, b"ok").await.unwrap();
+                    done += 1;
+                }
+            }
+            done
+        }));
+    }
+    let mut total = 0;
+    for c in claimers {
+        total += c.await.unwrap();
+    }
+    assert_eq!(total, 300, "every execution ran once");
+    let most = *most.lock().unwrap();
+    assert!(most <= 2, "a key ran {most} at once under a limit of 2");
+    assert!(most >= 1);
+}
+
+async fn a_full_key_with_a_backlog_does_not_delay_other_keys(store: Store) {
+    let (db, t) = setup_on(store).await;
+    let e = &db.engine;
+    set(e, t, limit(ConcurrencyScope::Kind, "echo", 1)).await;
+    let backlog: Vec<NewExecution> = (0..100).map(|_| keyed("big")).collect();
+    for _ in 0..5 {
+        e.create_batch(t, &backlog).await.unwrap();
+    }
+    let first = claim_keys(e, 1).await;
+    assert_eq!(first[0].0, "big");
+    submit(e, t, "small").await;
+    // The first claim that meets the full key blocks its whole queue, so
+    // the one after finds the other key, however long the backlog.
+    let mut found = None;
+    for attempt in 1..=3 {
+        if let Some((key, _)) = claim_keys(e, 5).await.pop() {
+            found = Some((attempt, key));
+            break;
+        }
+    }
+    assert_eq!(found.map(|f| f.1).as_deref(), Some("small"));
+    let held = e
+        .list(
+            t,
+            ExecutionFilter {
+                limit: 1_000,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .iter()
+        .filter(|x| x.blocking_reason.as_deref() == Some(BLOCKED_BY_CONCURRENCY_KEY))
+        .count();
+    assert_eq!(held, 499, "the rest of the full key waits, marked");
+}
+
+async fn starts_per_window_hold_a_key_until_the_window_rolls_over(store: Store) {
+    let (db, t) = setup_on(store).await;
+    let e = &db.engine;
+    let mut rate = limit(ConcurrencyScope::Kind, "echo", 10);
+    rate.limit.max_starts = Some(2);
+    rate.limit.window_ms = Some(1_000);
+    set(e, t, rate).await;
+    for _ in 0..5 {
+        submit(e, t, "a").await;
+    }
+    let first = claim_keys(e, 10).await;
+    assert_eq!(first.len(), 2, "two starts a window");
+    for (_, lease) in &first {
+        e.complete(lease, b"ok").await.unwrap();
+    }
+    assert!(claim_keys(e, 10).await.is_empty(), "the window is used up");
+    db.backend().release_held_keys(100).await.unwrap();
+    assert!(
+        claim_keys(e, 10).await.is_empty(),
+        "nothing is released inside the window"
+    );
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert!(db.backend().release_held_keys(100).await.unwrap() >= 2);
+    assert_eq!(claim_keys(e, 10).await.len(), 2, "a new window");
+}
+
+async fn the_kinds_limit_applies_before_the_lanes(store: Store) {
+    let (db, t) = setup_on(store).await;
+    let e = &db.engine;
+    set(e, t, limit(ConcurrencyScope::Lane, "default", 1)).await;
+    set(e, t, limit(ConcurrencyScope::Kind, "echo", 2)).await;
+    for _ in 0..4 {
+        submit(e, t, "a").await;
+    }
+    let other_kind = NewExecution {
+        kind: "other".into(),
+        ..keyed("a")
+    };
+    for _ in 0..3 {
+        e.create(t, other_kind.clone()).await.unwrap();
+    }
+    let claimed = claim_keys(e, 10).await;
+    let mut kinds: HashMap<String, usize> = HashMap::new();
+    for (_, lease) in &claimed {
+        let ex = e.get(t, lease.execution_id).await.unwrap();
+        *kinds.entry(ex.kind).or_default() += 1;
+    }
+    assert_eq!(kinds.get("echo"), Some(&2), "the kind's limit: {kinds:?}");
+    assert_eq!(kinds.get("other"), Some(&1), "the lane's limit: {kinds:?}");
+    let listed = e.list_concurrency_limits(t).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].scope, ConcurrencyScope::Kind);
+}
+
+async fn deleting_or_raising_a_limit_frees_what_it_held(store: Store) {
+    let (db, t) = setup_on(store).await;
+    let e = &db.engine;
+    set(e, t, limit(ConcurrencyScope::Kind, "echo", 1)).await;
+    for _ in 0..4 {
+        submit(e, t, "a").await;
+    }
+    assert_eq!(claim_keys(e, 10).await.len(), 1);
+    assert!(claim_keys(e, 10).await.is_empty());
+    set(e, t, limit(ConcurrencyScope::Kind, "echo", 2)).await;
+    assert_eq!(claim_keys(e, 10).await.len(), 1, "raised to two");
+    e.delete_concurrency_limit(t, ConcurrencyScope::Kind, "echo")
+        .await
+        .unwrap();
+    assert_eq!(claim_keys(e, 10).await.len(), 2, "no limit any more");
+    let gone = e
+        .delete_concurrency_limit(t, ConcurrencyScope::Kind, "echo")
+        .await;
+    assert!(
+        matches!(gone, Err(EngineError::NotFound { .. })),
+        "{gone:?}"
+    );
+}
+
+async fn bad_limits_and_keys_are_refused_and_tenants_stay_apart(store: Store) {
+    let (db, t) = setup_on(store).await;
+    let e = &db.engine;
+    let field = |r: Result<ConcurrencyLimit, EngineError>| match r {
+        Err(EngineError::InvalidInput { field, .. }) => field,
+        other => panic!("{other:?}"),
+    };
+    let mut bad = limit(ConcurrencyScope::Kind, "echo", 0);
+    assert_eq!(
+        field(e.set_concurrency_limit(t, bad.clone()).await),
+        "max_running"
+    );
+    bad = limit(ConcurrencyScope::Lane, "no spaces", 1);
+    assert_eq!(field(e.set_concurrency_limit(t, bad).await), "lane");
+    bad = limit(ConcurrencyScope::Kind, "echo", 1);
+    bad.limit.window_ms = Some(500);
+    assert_eq!(field(e.set_concurrency_limit(t, bad).await), "window_ms");
+    assert_eq!(db.count("concurrency_limits").await, 0, "nothing written");
+    let long = NewExecution {
+        concurrency_key: Some("k".repeat(257)),
+        ..task("x")
+    };
+    match e.create(t, long).await {
+        Err(EngineError::InvalidInput { field, .. }) => assert_eq!(field, "concurrency_key"),
+        other => panic!("{other:?}"),
+    }
+
+    // Another tenant's limit, and its key of the same name, are its own.
+    let other = db.tenant("globex").await;
+    set(e, t, limit(ConcurrencyScope::Kind, "echo", 1)).await;
+    submit(e, t, "shared").await;
+    submit(e, t, "shared").await;
+    submit(e, other, "shared").await;
+    submit(e, other, "shared").await;
+    assert!(e.list_concurrency_limits(other).await.unwrap().is_empty());
+    let claimed = claim_keys(e, 10).await;
+    let per_tenant = |tenant: TenantId| {
+        claimed
+            .iter()
+            .filter(|(_, l)| l.tenant_id == tenant)
+            .count()
+    };
+    assert_eq!(per_tenant(t), 1, "acme's limit");
+    assert_eq!(per_tenant(other), 2, "globex has none");
+}
+
+on_both_backends!(
+    a_key_runs_at_most_its_limit_and_hands_its_slot_on,
+    concurrent_claimers_never_run_more_of_a_key_than_its_limit,
+    a_full_key_with_a_backlog_does_not_delay_other_keys,
+    starts_per_window_hold_a_key_until_the_window_rolls_over,
+    the_kinds_limit_applies_before_the_lanes,
+    deleting_or_raising_a_limit_frees_what_it_held,
+    bad_limits_and_keys_are_refused_and_tenants_stay_apart,
+);
