@@ -78,6 +78,9 @@ enum Command {
     Config(cli::grants::ConfigCommand),
     /// Re-seal every config value under the first of the config keys (after a rotation).
     ResealConfig(cli::grants::Reseal),
+    /// Limits per concurrency key (a customer id, say), per kind or lane.
+    #[command(subcommand)]
+    Concurrency(cli::concurrency::ConcurrencyCommand),
     /// Define budgets, read their usage, reset them.
     #[command(subcommand)]
     Budget(cli::budgets::BudgetCommand),
@@ -159,6 +162,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Events(args) => cli::events::run(&cli.connection, args).await?,
         Command::Schedule(command) => cli::schedules::run(&cli.connection, command).await?,
         Command::Budget(command) => cli::budgets::run(&cli.connection, command).await?,
+        Command::Concurrency(command) => cli::concurrency::run(&cli.connection, command).await?,
         Command::Grant(command) => cli::grants::grant(&cli.connection, command).await?,
         Command::Config(command) => cli::grants::config(&cli.connection, command).await?,
         Command::ResealConfig(args) => cli::grants::reseal(args).await?,

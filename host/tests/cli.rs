@@ -302,6 +302,52 @@ async fn remote_commands_drive_a_served_installation() {
         &served.cli(key, &["schedule", "get", &tick_id]),
     );
 
+    // Concurrency limits: a bad number is one line naming the field; a good
+    // limit lists; keyed runs run and show their key; rm deletes.
+    let refused = served.cli(
+        key,
+        &["concurrency", "set", "kind", "echo", "--max-running", "0"],
+    );
+    one_line_error("a zero limit", &refused);
+    assert!(refused.2.contains("max_running"), "{}", refused.2);
+    let (ok, out, err) = served.cli(
+        key,
+        &[
+            "concurrency",
+            "set",
+            "kind",
+            "echo",
+            "--max-running",
+            "1",
+            "--max-starts",
+            "50",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.trim(),
+        "kind echo: 1 running per key, 50 starts per 1000 ms"
+    );
+    let (ok, out, _) = served.cli(key, &["concurrency", "list"]);
+    assert!(ok && out.contains("kind echo: 1 running per key"), "{out}");
+    for customer in ["c1", "c1", "c2"] {
+        let (ok, out, err) = served.cli(
+            key,
+            &["run", "echo", "--input", "1", "--concurrency-key", customer],
+        );
+        assert!(ok, "{out}{err}");
+    }
+    let (ok, out, err) = served.cli(key, &["run", "echo", "--concurrency-key", "c3", "--detach"]);
+    assert!(ok, "{err}");
+    let (_, shown, _) = served.cli(key, &["get", out.trim()]);
+    assert!(shown.contains("key       c3"), "{shown}");
+    let (ok, out, _) = served.cli(key, &["concurrency", "rm", "kind", "echo"]);
+    assert!(ok && out.contains("deleted"), "{out}");
+    one_line_error(
+        "a deleted limit",
+        &served.cli(key, &["concurrency", "rm", "kind", "echo"]),
+    );
+
     // submit from JSON lines, then list, get, tail, cancel.
     let lines = (0..3)
         .map(|i| format!(r#"{{"kind": "echo", "input": {i}, "tags": {{"from": "file"}}}}"#))
@@ -478,6 +524,10 @@ fn every_command_parses_without_panicking() {
         &["schedule", "resume", id],
         &["schedule", "trigger", id],
         &["schedule", "rm", id],
+        &["concurrency", "set", "kind", "k", "--max-running", "1"],
+        &["concurrency", "list"],
+        &["concurrency", "rm", "lane", "l"],
+        &["run", "k", "--concurrency-key", "c"],
         &["revoke-lease", id],
         &["tail", id],
         &["flow", "create", "/nonexistent"],

@@ -5,6 +5,7 @@
 extern crate flowfabric_tests;
 
 mod budgets;
+mod concurrency;
 mod errors;
 mod fairness;
 mod flows;

@@ -16,6 +16,7 @@ mod events;
 
 pub use admin::{TenantCreated, TenantList};
 pub use components::{ComponentList, Uploaded};
+pub use concurrency::ConcurrencyLimitList;
 pub use events::EventPage;
 pub use executions::{
     BatchCreated, Cancelled, ExecutionPage, ExecutionResult, LeaseRevoked, Replayed,
@@ -26,6 +27,7 @@ pub use payload::Payload;
 pub use schedules::{ScheduleList, ScheduleView};
 pub use steps::StepList;
 pub use streams::{FrameView, StateChange};
+mod concurrency;
 mod executions;
 mod flows;
 mod grants;
@@ -141,6 +143,11 @@ pub fn router(engine: Engine, runtime: Arc<Runtime>, config: &ApiConfig) -> Rout
         .route("/schedules/{id}/pause", post(schedules::pause))
         .route("/schedules/{id}/resume", post(schedules::resume))
         .route("/schedules/{id}/trigger", post(schedules::trigger))
+        .route("/concurrency-limits", get(concurrency::list))
+        .route(
+            "/concurrency-limits/{scope}/{name}",
+            put(concurrency::put).delete(concurrency::delete),
+        )
         .route(
             "/signals",
             post(signals::deliver).layer(DefaultBodyLimit::max(SMALL_BODY * 8)),

@@ -7,8 +7,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    admin, budgets, components, events, executions, flows, grants, lanes, schedules, signals,
-    steps, streams,
+    admin, budgets, components, concurrency, events, executions, flows, grants, lanes, schedules,
+    signals, steps, streams,
 };
 
 #[derive(OpenApi)]
@@ -25,6 +25,7 @@ use super::{
         steps::list,
         schedules::create, schedules::list, schedules::get, schedules::pause,
         schedules::resume, schedules::trigger, schedules::delete,
+        concurrency::list, concurrency::put, concurrency::delete,
         flows::create, flows::extend, flows::get, flows::list, flows::cancel,
         budgets::create, budgets::list, budgets::get, budgets::reset, lanes::list,
         streams::frames, streams::summary, streams::follow,
@@ -41,7 +42,7 @@ use super::{
     ),
     modifiers(&Security),
     tags(
-        (name = "executions"), (name = "schedules", description = "Recurring executions, fired exactly once per fire time."), (name = "flows"), (name = "budgets"), (name = "streams"), (name = "signals"), (name = "events"), (name = "components"), (name = "tenant"),
+        (name = "executions"), (name = "schedules", description = "Recurring executions, fired exactly once per fire time."), (name = "concurrency", description = "Limits per concurrency key (a customer id, say), per kind or lane."), (name = "flows"), (name = "budgets"), (name = "streams"), (name = "signals"), (name = "events"), (name = "components"), (name = "tenant"),
         (name = "grants", description = "What components may reach: outbound HTTP, config values and secrets, scratch space."),
         (name = "admin", description = "Operator routes; need the server's admin token."),
     )

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod budgets;
 pub mod client;
+pub mod concurrency;
 pub mod dev;
 pub mod events;
 pub mod flows;

@@ -164,6 +164,10 @@ pub struct Run {
     /// Retries after a failed attempt.
     #[arg(long)]
     max_retries: Option<u32>,
+    /// The tenant's concurrency limit for the kind (or lane) applies per
+    /// value of this key (a customer id, say).
+    #[arg(long)]
+    concurrency_key: Option<String>,
     /// Submit and print the id without waiting.
     #[arg(long)]
     detach: bool,
@@ -304,6 +308,9 @@ pub async fn run(connection: &Connection, args: Run) -> anyhow::Result<()> {
     }
     if let Some(retries) = args.max_retries {
         body["policy"] = json!({ "retry": { "max_retries": retries } });
+    }
+    if let Some(key) = args.concurrency_key {
+        body["concurrency_key"] = json!(key);
     }
     let created: Created = client
         .typed(Method::POST, "/v1/executions", Some(&body))
@@ -482,6 +489,12 @@ pub async fn get(connection: &Connection, id: &str, with_steps: bool) -> anyhow:
     println!("id        {}", e.execution_id);
     println!("kind      {} (lane {})", e.kind, e.lane);
     println!("state     {}", e.state);
+    if let Some(reason) = waiting_on(e) {
+        println!("waiting   {reason}");
+    }
+    if let Some(key) = &e.concurrency_key {
+        println!("key       {key}");
+    }
     println!(
         "attempts  {} ({} retries, {} reclaims)",
         e.attempt_index, e.retry_count, e.reclaim_count
@@ -530,18 +543,19 @@ pub async fn list(connection: &Connection, args: List) -> anyhow::Result<()> {
         return print_json(&page);
     }
     println!(
-        "{:<36}  {:<16} {:<10} {:>7}  CREATED",
-        "ID", "KIND", "STATE", "ATTEMPT"
+        "{:<36}  {:<16} {:<10} {:>7}  {:<24}  WAITING ON",
+        "ID", "KIND", "STATE", "ATTEMPT", "CREATED"
     );
     for e in &page.items {
         println!(
-            "{:<36}  {:<16} {:<10} {:>7}  {}",
+            "{:<36}  {:<16} {:<10} {:>7}  {:<24}  {}",
             e.execution_id,
             e.kind,
             e.state,
             e.attempt_index,
             e.created_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            waiting_on(e).unwrap_or("")
         );
     }
     if let Some(cursor) = page.next_cursor {
@@ -610,4 +624,10 @@ pub async fn revoke_lease(connection: &Connection, id: &str) -> anyhow::Result<(
         answer.attempt_index
     );
     Ok(())
+}
+
+/// Why an execution that has not ended is not running, if it says.
+fn waiting_on(e: &flowfabric::model::Execution) -> Option<&str> {
+    let live = !e.state.is_terminal() && e.state != flowfabric::model::PublicState::Active;
+    e.blocking_reason.as_deref().filter(|_| live)
 }
