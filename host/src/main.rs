@@ -120,6 +120,8 @@ enum BenchCommand {
     Http(cli::bench::http::HttpBench),
     /// A durable step against a frame append, and a 3-step guest end to end against none.
     Steps(cli::bench::steps::StepsBench),
+    /// 10,000 schedules due at once fired into executions, against a batch insert of them.
+    Schedules(cli::bench::schedules::SchedulesBench),
 }
 
 #[tokio::main]
@@ -170,6 +172,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Wasm(args)) => cli::bench::wasm::run(args).await?,
         Command::Bench(BenchCommand::Http(args)) => cli::bench::http::run(args).await?,
         Command::Bench(BenchCommand::Steps(args)) => cli::bench::steps::run(args).await?,
+        Command::Bench(BenchCommand::Schedules(args)) => cli::bench::schedules::run(args).await?,
         Command::Bench(BenchCommand::Signal(args)) => cli::bench::signal::run(args).await?,
         Command::Bench(BenchCommand::Flow(args)) => cli::bench::flow::run(args).await?,
         Command::Bench(BenchCommand::Languages(args)) => cli::bench::languages::run(args).await?,

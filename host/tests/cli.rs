@@ -575,6 +575,7 @@ fn every_command_parses_without_panicking() {
         &["bench", "wasm"],
         &["bench", "signal"],
         &["bench", "flow"],
+        &["bench", "schedules"],
         &["new", "Bad_Name", "--lang", "python"],
         &["bench", "languages", "--guests", "/nonexistent"],
         &["bench", "http", "--guests", "/nonexistent"],

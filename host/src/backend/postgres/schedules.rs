@@ -1,8 +1,12 @@
-//! Schedules. Firing takes each due schedule with `FOR UPDATE SKIP LOCKED`
-//! (through `schedules_due_idx`) in a transaction of its own, creates the
-//! executions its plan calls for and moves `next_fire_at` on before it
-//! commits: a concurrent scanner skips the locked row, and after the commit
-//! the row is no longer due.
+//! Schedules. Firing takes up to 100 due schedules with `FOR UPDATE SKIP
+//! LOCKED` (through `schedules_due_idx`) in one transaction, creates the
+//! executions their plans call for (one insert per tenant) and moves their
+//! `next_fire_at` on before it commits: a concurrent scanner skips the locked
+//! rows, and after the commit they are no longer due. A batch that fails is
+//! fired again one schedule per transaction, so one bad schedule cannot hold
+//! back the rest.
+
+use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -16,7 +20,8 @@ use crate::backend::refusals;
 use crate::backend::Schedules;
 use crate::error::{EngineError, Result};
 use crate::model::{
-    Created, ExecutionId, NewSchedule, OverlapAction, Schedule, ScheduleId, TenantId, SUPERSEDED,
+    Created, ExecutionId, FirePlan, NewExecution, NewSchedule, OverlapAction, Schedule, ScheduleId,
+    TenantId, SUPERSEDED,
 };
 
 const COLUMNS: &str = "tenant_id, schedule_id, spec, input, paused, next_fire_at, \
@@ -163,23 +168,141 @@ impl Schedules for PgBackend {
     }
 
     async fn fire_due_schedules(&self, limit: u32) -> Result<u64> {
-        let due: Vec<(TenantId, ScheduleId)> = sqlx::query_as(
-            "SELECT tenant_id, schedule_id FROM schedules \
-             WHERE NOT paused AND next_fire_at <= now() ORDER BY next_fire_at LIMIT $1",
-        )
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(EngineError::storage("find due schedules"))?;
         let mut fired = 0;
-        for (tenant, id) in due {
-            match fire_one(self, tenant, id).await {
-                Ok(n) => fired += n,
-                Err(e) => tracing::warn!(error = %e, schedule = %id, "firing a schedule failed"),
+        let mut taken = 0;
+        while taken < limit {
+            let want = FIRE_BATCH.min(limit - taken);
+            let (schedules, created) = match fire_batch(self, want).await {
+                Ok(done) => done,
+                // One schedule's failure must not hold back the others:
+                // this batch again, each schedule in a transaction of its own.
+                Err(e) => {
+                    tracing::warn!(error = %e, "firing a batch of schedules failed; one by one");
+                    (want, fire_one_by_one(self, want).await?)
+                }
+            };
+            fired += created;
+            taken += want;
+            if schedules < want {
+                break;
             }
         }
         Ok(fired)
     }
+}
+
+/// Schedules fired per transaction: enough to spread the transaction and
+/// the insert over many, few enough that each transaction stays short.
+const FIRE_BATCH: u32 = 100;
+
+/// Fire up to `limit` due schedules in one transaction: lock them (`SKIP
+/// LOCKED`, so concurrent scanners take different ones), settle each one's
+/// overlap policy, create every tenant's executions in one insert, and move
+/// every next fire time on in one update. Returns the schedules taken and
+/// the executions created.
+async fn fire_batch(db: &PgBackend, limit: u32) -> Result<(u32, u64)> {
+    let op = "fire schedules";
+    transaction(&db.pool, op, async |tx| {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM schedules WHERE NOT paused AND next_fire_at <= now() \
+             ORDER BY next_fire_at LIMIT $1 FOR UPDATE SKIP LOCKED"
+        ))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(EngineError::storage(op))?;
+        let now = Utc::now();
+        let mut planned = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let due = schedule(row)?;
+            let mut plan = due.plan(now)?;
+            let running = plan.needs_overlap_check(&due) && still_running(tx, &due).await?;
+            if plan.settle_overlap(&due, running) == OverlapAction::CancelThenFire {
+                cancel_previous(tx, &due).await?;
+            }
+            planned.push((due, plan));
+        }
+        let mut by_tenant: BTreeMap<TenantId, Vec<(usize, NewExecution)>> = BTreeMap::new();
+        for (i, (due, plan)) in planned.iter().enumerate() {
+            for at in &plan.fire {
+                let new = due.execution_at(*at, rand::random::<f64>());
+                by_tenant.entry(due.tenant_id).or_default().push((i, new));
+            }
+        }
+        let mut last = vec![None; planned.len()];
+        let mut created_count = 0;
+        for (tenant, news) in &by_tenant {
+            let refs: Vec<&NewExecution> = news.iter().map(|(_, n)| n).collect();
+            let created = create_executions(tx, *tenant, &refs, None, None).await?;
+            created_count += created.len() as u64;
+            for ((i, _), c) in news.iter().zip(&created) {
+                last[*i] = Some(c.execution_id);
+            }
+        }
+        record_fires(tx, &planned, &last).await?;
+        Ok((rows.len() as u32, created_count))
+    })
+    .await
+}
+
+/// Move each fired schedule's next fire time on, in one statement.
+async fn record_fires(
+    tx: &mut PgConnection,
+    planned: &[(Schedule, FirePlan)],
+    last: &[Option<ExecutionId>],
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE schedules s SET next_fire_at = u.next_fire_at, last_fire_at = u.last_fire_at, \
+             last_execution_id = coalesce(u.last_execution_id, s.last_execution_id) \
+         FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::timestamptz[], $5::uuid[]) \
+             AS u(tenant_id, schedule_id, next_fire_at, last_fire_at, last_execution_id) \
+         WHERE s.tenant_id = u.tenant_id AND s.schedule_id = u.schedule_id",
+    )
+    .bind(planned.iter().map(|(s, _)| s.tenant_id).collect::<Vec<_>>())
+    .bind(
+        planned
+            .iter()
+            .map(|(s, _)| s.schedule_id)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        planned
+            .iter()
+            .map(|(_, p)| p.next_fire_at)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        planned
+            .iter()
+            .map(|(s, p)| p.last_fire_at(s))
+            .collect::<Vec<_>>(),
+    )
+    .bind(last)
+    .execute(&mut *tx)
+    .await
+    .map_err(EngineError::storage("fire schedules"))?;
+    Ok(())
+}
+
+/// Fire up to `limit` due schedules each in a transaction of its own; one
+/// that fails is logged and left due, for the next pass to try again.
+async fn fire_one_by_one(db: &PgBackend, limit: u32) -> Result<u64> {
+    let due: Vec<(TenantId, ScheduleId)> = sqlx::query_as(
+        "SELECT tenant_id, schedule_id FROM schedules \
+         WHERE NOT paused AND next_fire_at <= now() ORDER BY next_fire_at LIMIT $1",
+    )
+    .bind(i64::from(limit))
+    .fetch_all(&db.pool)
+    .await
+    .map_err(EngineError::storage("find due schedules"))?;
+    let mut fired = 0;
+    for (tenant, id) in due {
+        match fire_one(db, tenant, id).await {
+            Ok(n) => fired += n,
+            Err(e) => tracing::warn!(error = %e, schedule = %id, "firing a schedule failed"),
+        }
+    }
+    Ok(fired)
 }
 
 /// Fire one due schedule, unless another scanner holds or just fired it.

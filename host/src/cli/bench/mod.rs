@@ -18,6 +18,7 @@ pub mod http;
 pub mod languages;
 pub mod latency;
 pub mod pool;
+pub mod schedules;
 pub mod scratch;
 pub mod signal;
 pub mod steps;
@@ -48,6 +49,11 @@ pub struct EngineBench {
     /// Claim and create batch sizes to measure.
     #[arg(long, value_delimiter = ',', default_value = "1,100")]
     batch: Vec<u32>,
+    /// Also run the engine with every execution carrying one of this many
+    /// concurrency keys under a limit that never binds, to measure what keys
+    /// cost a claim (e.g. `--keys 10,10000`).
+    #[arg(long, value_delimiter = ',')]
+    keys: Vec<usize>,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json_out: Option<std::path::PathBuf>,
@@ -58,6 +64,8 @@ struct Row {
     workers: usize,
     batch: u32,
     path: &'static str,
+    /// Distinct concurrency keys (engine rows with `--keys`).
+    keys: Option<usize>,
     create_per_s: f64,
     process_per_s: f64,
     e2e_per_s: f64,
@@ -69,11 +77,18 @@ pub async fn run(args: EngineBench) -> anyhow::Result<()> {
         args.workers.iter().all(|&w| w >= 1),
         "worker counts start at 1"
     );
+    anyhow::ensure!(args.keys.iter().all(|&k| k >= 1), "key counts start at 1");
     let mut rows = Vec::new();
+    let mut keyed = Vec::new();
     for &workers in &args.workers {
         for &batch in &args.batch {
             rows.push(round(&args, workers, batch, Path::Raw).await?);
             rows.push(round(&args, workers, batch, Path::Engine).await?);
+            for &keys in &args.keys {
+                let without = rows.last().expect("the engine row").process_per_s;
+                let with = round(&args, workers, batch, Path::Keyed(keys)).await?;
+                keyed.push((without / with.process_per_s, with));
+            }
         }
     }
     println!(
@@ -98,6 +113,24 @@ pub async fn run(args: EngineBench) -> anyhow::Result<()> {
             );
         }
     }
+    if !keyed.is_empty() {
+        println!("\nconcurrency keys (a limit that never binds); claim cost against no keys");
+        println!(
+            "{:>7} {:>5}  {:>6} {:>15} {:>14}",
+            "workers", "batch", "keys", "claim+complete", "cost vs none"
+        );
+        for (cost, r) in &keyed {
+            println!(
+                "{:>7} {:>5}  {:>6} {:>15.0} {:>14.2}",
+                r.workers,
+                r.batch,
+                r.keys.unwrap_or(0),
+                r.process_per_s,
+                cost
+            );
+        }
+    }
+    rows.extend(keyed.into_iter().map(|(_, r)| r));
     write_json(args.json_out.as_deref(), &rows)?;
     Ok(())
 }
@@ -106,6 +139,8 @@ pub async fn run(args: EngineBench) -> anyhow::Result<()> {
 enum Path {
     Raw,
     Engine,
+    /// The engine, each execution with one of this many concurrency keys.
+    Keyed(usize),
 }
 
 async fn round(args: &EngineBench, workers: usize, batch: u32, path: Path) -> anyhow::Result<Row> {
@@ -144,7 +179,7 @@ async fn round(args: &EngineBench, workers: usize, batch: u32, path: Path) -> an
             .await?;
             (create, started.elapsed())
         }
-        Path::Engine => {
+        Path::Engine | Path::Keyed(_) => {
             // No components exist here: this measures the queue path alone.
             let limits = Limits {
                 require_component: false,
@@ -152,9 +187,22 @@ async fn round(args: &EngineBench, workers: usize, batch: u32, path: Path) -> an
             };
             let engine = Engine::new(Arc::new(backend), limits);
             let tenant = engine.create_tenant("bench").await?.tenant_id;
+            let keys = match path {
+                Path::Keyed(keys) => Some(keys),
+                _ => None,
+            };
+            if keys.is_some() {
+                engine
+                    .set_concurrency_limit(tenant, never_binding_limit())
+                    .await?;
+            }
             let news: Vec<NewExecution> = payloads
                 .into_iter()
-                .map(|p| NewExecution::new("bench", p))
+                .enumerate()
+                .map(|(i, p)| NewExecution {
+                    concurrency_key: keys.map(|k| format!("key-{}", i % k)),
+                    ..NewExecution::new("bench", p)
+                })
                 .collect();
             let started = Instant::now();
             for chunk in news.chunks(batch as usize) {
@@ -174,11 +222,30 @@ async fn round(args: &EngineBench, workers: usize, batch: u32, path: Path) -> an
         path: match path {
             Path::Raw => "raw-sql",
             Path::Engine => "engine",
+            Path::Keyed(_) => "keyed",
+        },
+        keys: match path {
+            Path::Keyed(keys) => Some(keys),
+            _ => None,
         },
         create_per_s: n / create.as_secs_f64(),
         process_per_s: n / process.as_secs_f64(),
         e2e_per_s: n / (create + process).as_secs_f64(),
     })
+}
+
+/// A limit on the bench kind as high as limits go: every claim does the
+/// key work (the rule, the slot locks and counts, the trigger), none waits.
+fn never_binding_limit() -> flowfabric::model::ConcurrencyLimit {
+    flowfabric::model::ConcurrencyLimit {
+        scope: flowfabric::model::ConcurrencyScope::Kind,
+        name: "bench".into(),
+        limit: flowfabric::model::KeyLimit {
+            max_running: 100_000,
+            max_starts: None,
+            window_ms: None,
+        },
+    }
 }
 
 /// `workers` loops that claim up to `batch` executions and complete them in one

@@ -1,0 +1,196 @@
+//! `flowfabric bench schedules`: how fast due schedules become executions,
+//! against creating the same executions with the engine's batch insert in
+//! the same run.
+//!
+//! 10,000 schedules (1,000 in each of ten tenants, the most a tenant may
+//! keep) are made due in the same second; scanner passes, as `serve` and
+//! `worker` run them, fire them until none is due. The baseline creates the
+//! same executions (each schedule's template at one fire time) through
+//! `create_batch` in batches of the engine's largest, before and after the
+//! firing; the figure is the baseline's time over the firing's (higher is
+//! better; 1.0 would be as fast as the batch insert).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::Utc;
+
+use super::scratch::ScratchDatabase;
+use super::{side_pool, write_json};
+use flowfabric::backend::postgres::PgBackend;
+use flowfabric::backend::Backend;
+use flowfabric::engine::{Engine, Limits};
+use flowfabric::model::{
+    Cadence, MissedPolicy, NewExecution, NewSchedule, OverlapPolicy, ScheduledExecution, TenantId,
+    MAX_SCHEDULES_PER_TENANT,
+};
+
+#[derive(clap::Args)]
+pub struct SchedulesBench {
+    /// A Postgres server; the bench creates and drops its own scratch database.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: String,
+    /// Schedules due at once (spread over tenants of 1,000).
+    #[arg(long, default_value_t = 10_000)]
+    schedules: u32,
+    /// Scanner loops firing them concurrently (as that many processes would).
+    #[arg(long, value_delimiter = ',', default_value = "1,4")]
+    scanners: Vec<usize>,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json_out: Option<std::path::PathBuf>,
+}
+
+#[derive(serde::Serialize)]
+struct Row {
+    scanners: usize,
+    schedules: u32,
+    fire_s: f64,
+    batch_insert_s: f64,
+    /// Batch insert time over firing time (target at least 0.5).
+    ratio: f64,
+}
+
+pub async fn run(args: SchedulesBench) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (1_000..=100_000).contains(&args.schedules),
+        "--schedules: 1000 to 100000"
+    );
+    anyhow::ensure!(
+        args.scanners.iter().all(|&n| (1..=64).contains(&n)),
+        "--scanners: 1 to 64 each"
+    );
+    let mut rows = Vec::new();
+    for &scanners in &args.scanners {
+        let scratch = ScratchDatabase::create(&args.database_url)
+            .await
+            .context("creating a scratch database")?;
+        let result = round(&scratch.url, args.schedules, scanners).await;
+        scratch.drop().await?;
+        rows.push(result?);
+    }
+    println!(
+        "{} schedules due in the same second; seconds to create their executions",
+        args.schedules
+    );
+    println!(
+        "{:>8} {:>10} {:>13} {:>16}",
+        "scanners", "fire", "batch insert", "insert/fire"
+    );
+    for r in &rows {
+        println!(
+            "{:>8} {:>10.3} {:>13.3} {:>16.2}",
+            r.scanners, r.fire_s, r.batch_insert_s, r.ratio
+        );
+    }
+    write_json(args.json_out.as_deref(), &rows)
+}
+
+fn template() -> ScheduledExecution {
+    ScheduledExecution {
+        kind: "bench".into(),
+        lane: "default".into(),
+        input: b"tick".to_vec(),
+        priority: 0,
+        tags: Default::default(),
+        policy: Default::default(),
+    }
+}
+
+async fn round(url: &str, schedules: u32, scanners: usize) -> anyhow::Result<Row> {
+    let backend = PgBackend::connect(url, u32::try_from(scanners + 4)?).await?;
+    backend.migrate().await?;
+    let limits = Limits {
+        require_component: false,
+        ..Limits::default()
+    };
+    let max_batch = limits.max_batch;
+    let engine = Engine::new(Arc::new(backend), limits);
+    let tenants = schedules.div_ceil(MAX_SCHEDULES_PER_TENANT);
+    let mut made = 0;
+    let mut owners: Vec<TenantId> = Vec::new();
+    for t in 0..tenants {
+        let tenant = engine.create_tenant(&format!("bench-{t}")).await?.tenant_id;
+        owners.push(tenant);
+        while made < schedules && made < (t + 1) * MAX_SCHEDULES_PER_TENANT {
+            let spec = NewSchedule {
+                name: format!("s{made}"),
+                cadence: Cadence::Interval {
+                    every_ms: 3_600_000,
+                },
+                jitter_ms: 0,
+                missed: MissedPolicy::RunOnce,
+                overlap: OverlapPolicy::Allow,
+                execution: template(),
+            };
+            engine.create_schedule(tenant, spec).await?;
+            made += 1;
+        }
+    }
+
+    let baseline = || async {
+        let now = Utc::now();
+        let mut left = schedules as usize;
+        let started = Instant::now();
+        for tenant in &owners {
+            let n = left.min(MAX_SCHEDULES_PER_TENANT as usize);
+            left -= n;
+            let news: Vec<NewExecution> = (0..n)
+                .map(|_| {
+                    let mut new = NewExecution::new("bench", b"tick".to_vec());
+                    new.tags.insert("at".into(), now.to_rfc3339());
+                    new
+                })
+                .collect();
+            for chunk in news.chunks(max_batch) {
+                engine.create_batch(*tenant, chunk).await?;
+            }
+        }
+        anyhow::Ok(started.elapsed())
+    };
+    let before = baseline().await?;
+
+    // Every schedule due now, as if the second they share had come.
+    let side = side_pool(url).await?;
+    sqlx::query("UPDATE schedules SET next_fire_at = now()")
+        .execute(&side)
+        .await?;
+    let started = Instant::now();
+    let mut loops = tokio::task::JoinSet::new();
+    for _ in 0..scanners {
+        let backend = engine.backend().clone();
+        loops.spawn(async move {
+            let mut fired = 0u64;
+            loop {
+                let n = backend.fire_due_schedules(500).await?;
+                if n == 0 {
+                    return anyhow::Ok(fired);
+                }
+                fired += n;
+            }
+        });
+    }
+    let mut fired = 0;
+    while let Some(done) = loops.join_next().await {
+        fired += done??;
+    }
+    let fire = started.elapsed();
+    anyhow::ensure!(
+        fired == u64::from(schedules),
+        "fired {fired} executions for {schedules} schedules"
+    );
+    let after = baseline().await?;
+    let batch_insert = (before + after) / 2;
+    Ok(Row {
+        scanners,
+        schedules,
+        fire_s: secs(fire),
+        batch_insert_s: secs(batch_insert),
+        ratio: batch_insert.as_secs_f64() / fire.as_secs_f64(),
+    })
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
