@@ -31,6 +31,7 @@ fn every_second(i: usize) -> NewSchedule {
             priority: 0,
             tags: Default::default(),
             policy: Default::default(),
+            concurrency_key: None,
         },
     }
 }

@@ -332,7 +332,47 @@ async fn bad_limits_and_keys_are_refused_and_tenants_stay_apart(store: Store) {
     assert_eq!(per_tenant(other), 2, "globex has none");
 }
 
+async fn a_schedules_executions_carry_its_concurrency_key(store: Store) {
+    use flowfabric::model::{
+        Cadence, MissedPolicy, NewSchedule, OverlapPolicy, ScheduledExecution,
+    };
+    let (db, t) = setup_on(store).await;
+    let e = &db.engine;
+    set(e, t, limit(ConcurrencyScope::Kind, "echo", 1)).await;
+    let spec = NewSchedule {
+        name: "sync".into(),
+        cadence: Cadence::Interval {
+            every_ms: 3_600_000,
+        },
+        jitter_ms: 0,
+        missed: MissedPolicy::Skip,
+        overlap: OverlapPolicy::Allow,
+        execution: ScheduledExecution {
+            kind: "echo".into(),
+            lane: "default".into(),
+            input: b"sync".to_vec(),
+            priority: 0,
+            tags: Default::default(),
+            policy: Default::default(),
+            concurrency_key: Some("customer-9".into()),
+        },
+    };
+    let schedule = e.create_schedule(t, spec).await.unwrap();
+    let first = e.trigger_schedule(t, schedule.schedule_id).await.unwrap();
+    let second = e.trigger_schedule(t, schedule.schedule_id).await.unwrap();
+    let claimed = claim_keys(e, 10).await;
+    assert_eq!(claimed.len(), 1, "one of the key at a time");
+    assert_eq!(claimed[0].0, "customer-9");
+    assert_eq!(claimed[0].1.execution_id, first.execution_id);
+    let held = e.get(t, second.execution_id).await.unwrap();
+    assert_eq!(
+        held.blocking_reason.as_deref(),
+        Some(BLOCKED_BY_CONCURRENCY_KEY)
+    );
+}
+
 on_both_backends!(
+    a_schedules_executions_carry_its_concurrency_key,
     a_key_runs_at_most_its_limit_and_hands_its_slot_on,
     concurrent_claimers_never_run_more_of_a_key_than_its_limit,
     a_full_key_with_a_backlog_does_not_delay_other_keys,

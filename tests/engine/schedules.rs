@@ -28,6 +28,7 @@ fn every_second(name: &str, missed: MissedPolicy, overlap: OverlapPolicy) -> New
             priority: 0,
             tags: BTreeMap::new(),
             policy: Default::default(),
+            concurrency_key: None,
         },
     }
 }

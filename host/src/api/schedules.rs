@@ -60,6 +60,9 @@ pub struct ScheduledBody {
     pub tags: BTreeMap<String, String>,
     #[serde(default)]
     pub policy: ExecutionPolicy,
+    /// Each fire's execution carries this concurrency key.
+    #[serde(default)]
+    pub concurrency_key: Option<String>,
 }
 
 /// A schedule, its input, and its next fire times.
@@ -131,6 +134,7 @@ pub async fn create(
             priority: execution.priority,
             tags: execution.tags,
             policy: execution.policy,
+            concurrency_key: execution.concurrency_key,
         },
     };
     let schedule = state.engine.create_schedule(caller.tenant, spec).await?;

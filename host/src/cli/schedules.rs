@@ -42,6 +42,9 @@ pub enum ScheduleCommand {
         /// When the last execution has not ended: allow, skip or cancel-previous.
         #[arg(long, default_value = "allow")]
         overlap: String,
+        /// Each fire's execution carries this concurrency key.
+        #[arg(long)]
+        concurrency_key: Option<String>,
     },
     /// List schedules with their next fire times.
     List,
@@ -71,6 +74,7 @@ pub async fn run(connection: &Connection, command: ScheduleCommand) -> anyhow::R
             jitter_ms,
             missed,
             overlap,
+            concurrency_key,
         } => {
             let cadence = match (cron, every_ms) {
                 (Some(expression), _) => {
@@ -79,7 +83,7 @@ pub async fn run(connection: &Connection, command: ScheduleCommand) -> anyhow::R
                 (None, Some(ms)) => json!({"type": "interval", "every_ms": ms}),
                 (None, None) => bail!("give --cron or --every-ms"),
             };
-            let mut execution = json!({ "kind": kind });
+            let mut execution = json!({ "kind": kind, "concurrency_key": concurrency_key });
             if let Some(input) = input {
                 execution["input"] =
                     serde_json::from_str::<Value>(&input).unwrap_or(Value::String(input));

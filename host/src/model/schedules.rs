@@ -120,6 +120,9 @@ pub struct ScheduledExecution {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub policy: ExecutionPolicy,
+    /// Each fire's execution carries this concurrency key.
+    #[serde(default)]
+    pub concurrency_key: Option<String>,
 }
 
 fn default_lane() -> String {
@@ -361,6 +364,7 @@ impl Schedule {
             at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         );
         new.policy = template.policy.clone();
+        new.concurrency_key = template.concurrency_key.clone();
         let delay = (self.spec.jitter_ms as f64 * jitter.clamp(0.0, 1.0)) as i64;
         if delay > 0 {
             new.delay_until = Some(Utc::now() + TimeDelta::milliseconds(delay));
@@ -406,6 +410,7 @@ mod tests {
                     priority: 0,
                     tags: BTreeMap::new(),
                     policy: ExecutionPolicy::default(),
+                    concurrency_key: None,
                 },
             },
             paused: false,

@@ -95,6 +95,7 @@ fn template() -> ScheduledExecution {
         priority: 0,
         tags: Default::default(),
         policy: Default::default(),
+        concurrency_key: None,
     }
 }
 
