@@ -52,36 +52,67 @@ CREATE INDEX executions_concurrency_blocked_idx ON executions
     (tenant_id, concurrency_key, priority DESC, eligible_at, execution_id)
     WHERE eligibility_state = 'blocked_by_concurrency_key';
 
--- A slot holder left `active` (ended, suspended, failed into a retry, lost
--- its lease): its slot is free again, and the key's next blocked execution
--- becomes claimable. A row trigger with a WHEN clause, so executions that
--- hold no slot cost nothing.
-CREATE FUNCTION flowfabric_release_concurrency_slot() RETURNS trigger LANGUAGE plpgsql AS $$
+-- Slot holders that left `active` (ended, suspended, failed into a retry,
+-- lost their lease) free their slots, and as many of each key's blocked
+-- executions become claimable. Once per statement, from its transition
+-- tables: the slots are locked in key order (ORDER BY … FOR UPDATE locks as
+-- it returns rows), so two statements that end runs of the same keys in
+-- different orders wait for each other instead of deadlocking. The claim
+-- takes slots with SKIP LOCKED and never waits here.
+CREATE FUNCTION flowfabric_release_concurrency_slots() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-    slot_name text := CASE OLD.concurrency_held WHEN 'kind' THEN OLD.kind ELSE OLD.lane END;
+    freed integer;
 BEGIN
-    UPDATE concurrency_slots s SET running = greatest(s.running - 1, 0)
-    WHERE s.tenant_id = OLD.tenant_id AND s.scope = OLD.concurrency_held
-      AND s.name = slot_name AND s.key = OLD.concurrency_key;
-    UPDATE executions e SET eligibility_state = 'eligible_now',
-        blocking_reason = 'waiting_for_worker', updated_at = now()
-    WHERE e.ctid = (
-        SELECT x.ctid FROM executions x
-        WHERE x.tenant_id = OLD.tenant_id AND x.concurrency_key = OLD.concurrency_key
-          AND x.eligibility_state = 'blocked_by_concurrency_key'
-          AND slot_name = CASE OLD.concurrency_held WHEN 'kind' THEN x.kind ELSE x.lane END
-        ORDER BY x.priority DESC, x.eligible_at, x.execution_id
-        LIMIT 1
-        FOR UPDATE SKIP LOCKED);
-    IF FOUND THEN
+    IF NOT EXISTS (SELECT 1 FROM old_rows
+                   WHERE concurrency_held IS NOT NULL AND lifecycle_phase = 'active') THEN
+        RETURN NULL;
+    END IF;
+    WITH released AS (
+        SELECT o.tenant_id, o.concurrency_held AS scope,
+            CASE o.concurrency_held WHEN 'kind' THEN o.kind ELSE o.lane END AS name,
+            o.concurrency_key AS key, count(*)::int AS n
+        FROM old_rows o
+        JOIN new_rows w ON w.tenant_id = o.tenant_id AND w.execution_id = o.execution_id
+        WHERE o.concurrency_held IS NOT NULL AND o.lifecycle_phase = 'active'
+          AND w.lifecycle_phase <> 'active'
+        GROUP BY 1, 2, 3, 4
+    ),
+    slots AS (
+        SELECT s.ctid AS row_id, r.n
+        FROM concurrency_slots s
+        JOIN released r ON r.tenant_id = s.tenant_id AND r.scope = s.scope
+            AND r.name = s.name AND r.key = s.key
+        ORDER BY s.tenant_id, s.scope, s.name, s.key
+        FOR UPDATE OF s
+    ),
+    counted AS (
+        UPDATE concurrency_slots s SET running = greatest(s.running - l.n, 0)
+        FROM slots l WHERE s.ctid = l.row_id
+    ),
+    handed AS (
+        UPDATE executions e SET eligibility_state = 'eligible_now',
+            blocking_reason = 'waiting_for_worker', updated_at = now()
+        WHERE e.ctid = ANY(ARRAY(
+            SELECT x.row_id FROM released r
+            CROSS JOIN LATERAL (
+                SELECT q.ctid AS row_id FROM executions q
+                WHERE q.tenant_id = r.tenant_id AND q.concurrency_key = r.key
+                  AND q.eligibility_state = 'blocked_by_concurrency_key'
+                  AND r.name = CASE r.scope WHEN 'kind' THEN q.kind ELSE q.lane END
+                ORDER BY q.priority DESC, q.eligible_at, q.execution_id
+                LIMIT r.n
+                FOR UPDATE SKIP LOCKED
+            ) x))
+        RETURNING 1
+    )
+    SELECT count(*) INTO freed FROM handed;
+    IF freed > 0 THEN
         PERFORM pg_notify('flowfabric_work', '');
     END IF;
     RETURN NULL;
 END
 $$;
 
-CREATE TRIGGER executions_release_concurrency_slot AFTER UPDATE OF lifecycle_phase ON executions
-    FOR EACH ROW
-    WHEN (OLD.concurrency_held IS NOT NULL AND OLD.lifecycle_phase = 'active'
-          AND NEW.lifecycle_phase <> 'active')
-    EXECUTE FUNCTION flowfabric_release_concurrency_slot();
+CREATE TRIGGER executions_release_concurrency_slots AFTER UPDATE ON executions
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION flowfabric_release_concurrency_slots();

@@ -502,4 +502,4 @@ CREATE UNIQUE INDEX waitpoints_open_key_idx ON public.waitpoints USING btree (te
 -- Triggers
 CREATE TRIGGER completion_events_resolve_flows AFTER INSERT ON public.completion_events REFERENCING NEW TABLE AS finished FOR EACH STATEMENT EXECUTE FUNCTION flowfabric_on_completion();
 CREATE TRIGGER executions_lease_events AFTER UPDATE ON public.executions REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION flowfabric_lease_events();
-CREATE TRIGGER executions_release_concurrency_slot AFTER UPDATE OF lifecycle_phase ON public.executions FOR EACH ROW WHEN (((old.concurrency_held IS NOT NULL) AND (old.lifecycle_phase = 'active'::text) AND (new.lifecycle_phase <> 'active'::text))) EXECUTE FUNCTION flowfabric_release_concurrency_slot();
+CREATE TRIGGER executions_release_concurrency_slots AFTER UPDATE ON public.executions REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION flowfabric_release_concurrency_slots();

@@ -1,0 +1,56 @@
+CREATE OR REPLACE FUNCTION public.flowfabric_release_concurrency_slots()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    freed integer;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM old_rows
+                   WHERE concurrency_held IS NOT NULL AND lifecycle_phase = 'active') THEN
+        RETURN NULL;
+    END IF;
+    WITH released AS (
+        SELECT o.tenant_id, o.concurrency_held AS scope,
+            CASE o.concurrency_held WHEN 'kind' THEN o.kind ELSE o.lane END AS name,
+            o.concurrency_key AS key, count(*)::int AS n
+        FROM old_rows o
+        JOIN new_rows w ON w.tenant_id = o.tenant_id AND w.execution_id = o.execution_id
+        WHERE o.concurrency_held IS NOT NULL AND o.lifecycle_phase = 'active'
+          AND w.lifecycle_phase <> 'active'
+        GROUP BY 1, 2, 3, 4
+    ),
+    slots AS (
+        SELECT s.ctid AS row_id, r.n
+        FROM concurrency_slots s
+        JOIN released r ON r.tenant_id = s.tenant_id AND r.scope = s.scope
+            AND r.name = s.name AND r.key = s.key
+        ORDER BY s.tenant_id, s.scope, s.name, s.key
+        FOR UPDATE OF s
+    ),
+    counted AS (
+        UPDATE concurrency_slots s SET running = greatest(s.running - l.n, 0)
+        FROM slots l WHERE s.ctid = l.row_id
+    ),
+    handed AS (
+        UPDATE executions e SET eligibility_state = 'eligible_now',
+            blocking_reason = 'waiting_for_worker', updated_at = now()
+        WHERE e.ctid = ANY(ARRAY(
+            SELECT x.row_id FROM released r
+            CROSS JOIN LATERAL (
+                SELECT q.ctid AS row_id FROM executions q
+                WHERE q.tenant_id = r.tenant_id AND q.concurrency_key = r.key
+                  AND q.eligibility_state = 'blocked_by_concurrency_key'
+                  AND r.name = CASE r.scope WHEN 'kind' THEN q.kind ELSE q.lane END
+                ORDER BY q.priority DESC, q.eligible_at, q.execution_id
+                LIMIT r.n
+                FOR UPDATE SKIP LOCKED
+            ) x))
+        RETURNING 1
+    )
+    SELECT count(*) INTO freed FROM handed;
+    IF freed > 0 THEN
+        PERFORM pg_notify('flowfabric_work', '');
+    END IF;
+    RETURN NULL;
+END
+$function$
