@@ -58,16 +58,27 @@ CREATE INDEX executions_concurrency_blocked_idx ON executions
 -- tables: the slots are locked in key order (ORDER BY … FOR UPDATE locks as
 -- it returns rows), so two statements that end runs of the same keys in
 -- different orders wait for each other instead of deadlocking. The claim
--- takes slots with SKIP LOCKED and never waits here.
+-- takes slots with SKIP LOCKED and never waits here. The handoff is a second
+-- statement, so its snapshot is taken after the slot locks: a claim that
+-- held a slot while this waited, and blocked the key's queue, has committed
+-- by then, and the rows it blocked are seen and handed on.
 CREATE FUNCTION flowfabric_release_concurrency_slots() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
+    tenants uuid[];
+    scopes text[];
+    names text[];
+    keys text[];
+    counts integer[];
     freed integer;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM old_rows
                    WHERE concurrency_held IS NOT NULL AND lifecycle_phase = 'active') THEN
         RETURN NULL;
     END IF;
-    WITH released AS (
+    SELECT array_agg(r.tenant_id), array_agg(r.scope), array_agg(r.name), array_agg(r.key),
+           array_agg(r.n)
+    INTO tenants, scopes, names, keys, counts
+    FROM (
         SELECT o.tenant_id, o.concurrency_held AS scope,
             CASE o.concurrency_held WHEN 'kind' THEN o.kind ELSE o.lane END AS name,
             o.concurrency_key AS key, count(*)::int AS n
@@ -76,36 +87,36 @@ BEGIN
         WHERE o.concurrency_held IS NOT NULL AND o.lifecycle_phase = 'active'
           AND w.lifecycle_phase <> 'active'
         GROUP BY 1, 2, 3, 4
-    ),
-    slots AS (
+    ) r;
+    IF tenants IS NULL THEN
+        RETURN NULL;
+    END IF;
+    WITH slots AS (
         SELECT s.ctid AS row_id, r.n
         FROM concurrency_slots s
-        JOIN released r ON r.tenant_id = s.tenant_id AND r.scope = s.scope
-            AND r.name = s.name AND r.key = s.key
+        JOIN unnest(tenants, scopes, names, keys, counts) AS r(tenant_id, scope, name, key, n)
+            ON r.tenant_id = s.tenant_id AND r.scope = s.scope AND r.name = s.name
+           AND r.key = s.key
         ORDER BY s.tenant_id, s.scope, s.name, s.key
         FOR UPDATE OF s
-    ),
-    counted AS (
-        UPDATE concurrency_slots s SET running = greatest(s.running - l.n, 0)
-        FROM slots l WHERE s.ctid = l.row_id
-    ),
-    handed AS (
-        UPDATE executions e SET eligibility_state = 'eligible_now',
-            blocking_reason = 'waiting_for_worker', updated_at = now()
-        WHERE e.ctid = ANY(ARRAY(
-            SELECT x.row_id FROM released r
-            CROSS JOIN LATERAL (
-                SELECT q.ctid AS row_id FROM executions q
-                WHERE q.tenant_id = r.tenant_id AND q.concurrency_key = r.key
-                  AND q.eligibility_state = 'blocked_by_concurrency_key'
-                  AND r.name = CASE r.scope WHEN 'kind' THEN q.kind ELSE q.lane END
-                ORDER BY q.priority DESC, q.eligible_at, q.execution_id
-                LIMIT r.n
-                FOR UPDATE SKIP LOCKED
-            ) x))
-        RETURNING 1
     )
-    SELECT count(*) INTO freed FROM handed;
+    UPDATE concurrency_slots s SET running = greatest(s.running - l.n, 0)
+    FROM slots l WHERE s.ctid = l.row_id;
+    UPDATE executions e SET eligibility_state = 'eligible_now',
+        blocking_reason = 'waiting_for_worker', updated_at = now()
+    WHERE e.ctid = ANY(ARRAY(
+        SELECT x.row_id
+        FROM unnest(tenants, scopes, names, keys, counts) AS r(tenant_id, scope, name, key, n)
+        CROSS JOIN LATERAL (
+            SELECT q.ctid AS row_id FROM executions q
+            WHERE q.tenant_id = r.tenant_id AND q.concurrency_key = r.key
+              AND q.eligibility_state = 'blocked_by_concurrency_key'
+              AND r.name = CASE r.scope WHEN 'kind' THEN q.kind ELSE q.lane END
+            ORDER BY q.priority DESC, q.eligible_at, q.execution_id
+            LIMIT r.n
+            FOR UPDATE SKIP LOCKED
+        ) x));
+    GET DIAGNOSTICS freed = ROW_COUNT;
     IF freed > 0 THEN
         PERFORM pg_notify('flowfabric_work', '');
     END IF;

@@ -145,6 +145,34 @@ pub struct ConcurrencyLimit {
     pub limit: KeyLimit,
 }
 
+impl ConcurrencyLimit {
+    /// A limit as both stores keep it (scope as text, numbers as integers),
+    /// or why the row cannot be one.
+    pub fn from_stored(
+        scope: &str,
+        name: String,
+        max_running: i64,
+        max_starts: Option<i64>,
+        window_ms: Option<i64>,
+    ) -> Result<Self, EngineError> {
+        let corrupt = |what: String| EngineError::Corrupt(format!("concurrency limit: {what}"));
+        let count = |n: i64| u32::try_from(n).map_err(|_| corrupt(format!("count {n}")));
+        Ok(Self {
+            scope: scope
+                .parse()
+                .map_err(|_| corrupt(format!("scope `{scope}`")))?,
+            name,
+            limit: KeyLimit {
+                max_running: count(max_running)?,
+                max_starts: max_starts.map(count).transpose()?,
+                window_ms: window_ms
+                    .map(|ms| u64::try_from(ms).map_err(|_| corrupt(format!("window {ms}"))))
+                    .transpose()?,
+            },
+        })
+    }
+}
+
 /// One key's use of a limit, as `list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyUsage {

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use super::PgBackend;
 use crate::backend::ConcurrencyLimits;
 use crate::error::{EngineError, Result};
-use crate::model::{ConcurrencyLimit, ConcurrencyScope, KeyLimit, TenantId};
+use crate::model::{ConcurrencyLimit, ConcurrencyScope, TenantId};
 
 /// Make claimable what the tenant's limit for a scope and name held back,
 /// off `executions_concurrency_blocked_idx`. The next claim judges each
@@ -25,18 +25,13 @@ const UNBLOCK_SCOPE_SQL: &str = "\
 type Row = (String, String, i32, Option<i32>, Option<i64>);
 
 fn limit((scope, name, max_running, max_starts, window_ms): Row) -> Result<ConcurrencyLimit> {
-    let count = |n: i32| u32::try_from(n).map_err(|_| EngineError::Corrupt(format!("{n}")));
-    Ok(ConcurrencyLimit {
-        scope: scope
-            .parse()
-            .map_err(|_| EngineError::Corrupt(format!("concurrency scope `{scope}`")))?,
+    ConcurrencyLimit::from_stored(
+        &scope,
         name,
-        limit: KeyLimit {
-            max_running: count(max_running)?,
-            max_starts: max_starts.map(count).transpose()?,
-            window_ms: window_ms.map(|ms| ms.max(0) as u64),
-        },
-    })
+        max_running.into(),
+        max_starts.map(i64::from),
+        window_ms,
+    )
 }
 
 async fn unblock_scope(

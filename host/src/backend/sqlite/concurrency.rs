@@ -17,7 +17,7 @@ use super::time::{now, Millis};
 use super::{Effects, SqliteBackend};
 use crate::backend::ConcurrencyLimits;
 use crate::error::{EngineError, Result};
-use crate::model::{ConcurrencyLimit, ConcurrencyScope, Eligibility, KeyLimit, TenantId};
+use crate::model::{ConcurrencyLimit, ConcurrencyScope, Eligibility, TenantId};
 
 /// The most of a full key's queue one claim blocks.
 const BLOCK_BATCH: i64 = 1_000;
@@ -259,18 +259,7 @@ async fn unblock_scope(
 type LimitRow = (String, String, i64, Option<i64>, Option<i64>);
 
 fn limit((scope, name, max_running, max_starts, window_ms): LimitRow) -> Result<ConcurrencyLimit> {
-    let count = |n: i64| u32::try_from(n).map_err(|_| EngineError::Corrupt(format!("{n}")));
-    Ok(ConcurrencyLimit {
-        scope: scope
-            .parse()
-            .map_err(|_| EngineError::Corrupt(format!("concurrency scope `{scope}`")))?,
-        name,
-        limit: KeyLimit {
-            max_running: count(max_running)?,
-            max_starts: max_starts.map(count).transpose()?,
-            window_ms: window_ms.map(|ms| ms.max(0) as u64),
-        },
-    })
+    ConcurrencyLimit::from_stored(&scope, name, max_running, max_starts, window_ms)
 }
 
 #[async_trait]
