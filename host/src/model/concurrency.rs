@@ -173,16 +173,6 @@ impl ConcurrencyLimit {
     }
 }
 
-/// One key's use of a limit, as `list` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct KeyUsage {
-    pub key: String,
-    /// Executions of the key running under the limit now.
-    pub running: u32,
-    /// Executions of the key held back by the limit.
-    pub blocked: u64,
-}
-
 /// A concurrency key must be 1 to 256 bytes with no control characters: it
 /// is shown in listings and logs as written.
 pub fn check_concurrency_key(key: &str) -> Result<(), EngineError> {

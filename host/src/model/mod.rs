@@ -33,7 +33,7 @@ pub use children::{
     default_child_key, ChildKey, ChildOutcome, ChildrenOutcome, SpawnLimits, SpawnedChild, ROOT_KEY,
 };
 pub use concurrency::{
-    check_concurrency_key, ConcurrencyLimit, ConcurrencyScope, KeyLimit, KeyUsage,
+    check_concurrency_key, ConcurrencyLimit, ConcurrencyScope, KeyLimit,
     BLOCKED_BY_CONCURRENCY_KEY, MAX_CONCURRENCY_KEY_BYTES, MAX_CONCURRENCY_LIMITS_PER_TENANT,
 };
 pub use config_values::{

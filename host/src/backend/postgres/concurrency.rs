@@ -19,8 +19,9 @@ const UNBLOCK_SCOPE_SQL: &str = "\
             blocking_reason = 'waiting_for_worker', updated_at = now()
         WHERE tenant_id = $1 AND eligibility_state = 'blocked_by_concurrency_key'
           AND $3 = CASE $2 WHEN 'kind' THEN kind ELSE lane END
-        RETURNING 1)
-    SELECT count(*) FROM freed, LATERAL (SELECT pg_notify('flowfabric_work', '')) wake";
+        RETURNING 1),
+    wake AS (SELECT pg_notify('flowfabric_work', '') WHERE EXISTS (SELECT 1 FROM freed))
+    SELECT (SELECT count(*) FROM freed) + 0 * (SELECT count(*) FROM wake)";
 
 type Row = (String, String, i32, Option<i32>, Option<i64>);
 
