@@ -16,6 +16,7 @@ mod errors;
 mod events;
 mod flows;
 mod hardening;
+mod insights;
 mod lifecycle;
 mod rules;
 mod scanners;

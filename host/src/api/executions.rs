@@ -144,6 +144,16 @@ pub struct ListQuery {
     pub cursor: Option<ExecutionId>,
     /// 1 to 1000, default 100.
     pub limit: Option<u32>,
+    /// `asc` (oldest first, the default) or `desc` (newest first).
+    pub order: Option<ListOrder>,
+}
+
+/// Which end of a listing comes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ListOrder {
+    Asc,
+    Desc,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -153,7 +163,8 @@ pub struct ExecutionPage {
     pub next_cursor: Option<ExecutionId>,
 }
 
-/// List the caller's executions, oldest first, by keyset pagination.
+/// List the caller's executions, oldest first (or newest, `order=desc`), by
+/// keyset pagination.
 #[utoipa::path(get, path = "/v1/executions", tag = "executions", params(ListQuery),
     responses((status = 200, body = ExecutionPage), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody)),
@@ -179,6 +190,7 @@ pub async fn list(
         tag,
         after: query.cursor,
         limit,
+        newest_first: query.order == Some(ListOrder::Desc),
     };
     let items = state.engine.list(caller.tenant, filter).await?;
     let next_cursor = (items.len() == limit as usize)

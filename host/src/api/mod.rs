@@ -23,6 +23,7 @@ pub use executions::{
 };
 pub use flows::{FlowCancelled, FlowPage};
 pub use grants::{ConfigList, GrantList};
+pub use insights::AttemptList;
 pub use payload::Payload;
 pub use schedules::{ScheduleList, ScheduleView};
 pub use steps::StepList;
@@ -32,6 +33,7 @@ mod executions;
 mod flows;
 mod grants;
 mod health;
+mod insights;
 mod lanes;
 mod live;
 pub mod metrics;
@@ -130,6 +132,8 @@ pub fn router(engine: Engine, runtime: Arc<Runtime>, config: &ApiConfig) -> Rout
         .route("/executions/{id}/resume", post(signals::resume))
         .route("/executions/{id}/waitpoints", get(signals::waitpoints))
         .route("/executions/{id}/steps", get(steps::list))
+        .route("/executions/{id}/attempts", get(insights::attempts))
+        .route("/overview", get(insights::overview))
         .route(
             "/schedules",
             post(schedules::create)

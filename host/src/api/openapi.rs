@@ -7,8 +7,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    admin, budgets, components, concurrency, events, executions, flows, grants, lanes, schedules,
-    signals, steps, streams,
+    admin, budgets, components, concurrency, events, executions, flows, grants, insights, lanes,
+    schedules, signals, steps, streams,
 };
 
 #[derive(OpenApi)]
@@ -22,7 +22,7 @@ use super::{
     paths(
         executions::create, executions::create_batch, executions::list, executions::get,
         executions::result, executions::cancel, executions::revoke_lease, executions::priority, executions::replay,
-        steps::list,
+        steps::list, insights::attempts, insights::overview,
         schedules::create, schedules::list, schedules::get, schedules::pause,
         schedules::resume, schedules::trigger, schedules::delete,
         concurrency::list, concurrency::put, concurrency::delete,

@@ -4,7 +4,7 @@
 //! per concept ([`Tenancy`], [`Executions`], [`Leases`], [`Output`], [`Events`],
 //! [`Components`], [`Suspensions`], [`Budgets`], [`Children`], [`Flows`],
 //! [`Steps`], [`Wakeups`], [`Scanners`], [`Grants`], [`ConfigValues`], [`Schedules`],
-//! [`ConcurrencyLimits`]), one method per atomic operation. Each state
+//! [`ConcurrencyLimits`], [`Insights`]), one method per atomic operation. Each state
 //! change happens in one transaction, and every worker write is fenced by the
 //! [`LeaseHandle`] it carries. Callers above these traits never see SQL;
 //! implementations never see HTTP or wasm.
@@ -13,6 +13,7 @@
 //! needs the stored state: fencing, transitions, idempotency. How to add an
 //! operation is in `docs/development.md`.
 
+mod insights;
 pub mod postgres;
 mod refusals;
 pub mod sqlite;
@@ -20,7 +21,7 @@ mod traits;
 
 pub use traits::{
     Budgets, Children, Components, ConcurrencyLimits, ConfigValues, Events, Executions, Flows,
-    Grants, Leases, Output, Scanners, Schedules, Steps, Suspensions, Tenancy, Wakeups,
+    Grants, Insights, Leases, Output, Scanners, Schedules, Steps, Suspensions, Tenancy, Wakeups,
 };
 
 /// The storage traits by method only (`use crate::backend::prelude::*`), for
@@ -28,8 +29,9 @@ pub use traits::{
 pub mod prelude {
     pub use super::traits::{
         Budgets as _, Children as _, Components as _, ConcurrencyLimits as _, ConfigValues as _,
-        Events as _, Executions as _, Flows as _, Grants as _, Leases as _, Output as _,
-        Scanners as _, Schedules as _, Steps as _, Suspensions as _, Tenancy as _, Wakeups as _,
+        Events as _, Executions as _, Flows as _, Grants as _, Insights as _, Leases as _,
+        Output as _, Scanners as _, Schedules as _, Steps as _, Suspensions as _, Tenancy as _,
+        Wakeups as _,
     };
 }
 
@@ -128,6 +130,7 @@ pub trait Backend:
     + Steps
     + Schedules
     + ConcurrencyLimits
+    + Insights
     + 'static
 {
     /// Which store this is (`postgres` or `sqlite`), for logs and metrics.
@@ -151,6 +154,16 @@ pub(crate) fn lane_counts(
         queued: queued as u64,
         running: running as u64,
         suspended: suspended as u64,
+    }
+}
+
+/// How a listing pages: the comparison that keeps the cursor's side, and
+/// the id order (`ExecutionFilter::newest_first`).
+pub(crate) fn list_order(filter: &crate::model::ExecutionFilter) -> (&'static str, &'static str) {
+    if filter.newest_first {
+        ("<", "DESC")
+    } else {
+        (">", "ASC")
     }
 }
 

@@ -14,15 +14,16 @@ use tokio::sync::{broadcast, watch};
 
 use crate::error::Result;
 use crate::model::{
-    ApiKey, ApiKeyId, Budget, BudgetId, CapabilityCeiling, ChildKey, ChildrenOutcome, ClaimRequest,
-    ClaimedExecution, CompletionEvent, ComponentGrant, ComponentVersion, ConcurrencyLimit,
-    ConcurrencyScope, Created, EventBatch, EventCursor, Execution, ExecutionFilter, ExecutionId,
-    ExecutionState, ExecutionUpdate, FailOutcome, Failure, FlowCancelPolicy, FlowId, FlowSnapshot,
-    FlowSummary, Frame, GraphApplied, GraphChange, JournalEntry, JournalLimits, LaneCounts,
-    LeaseEvent, LeaseHandle, NewBudget, NewExecution, NewFlow, NewSchedule, NewSignal, NewStep,
-    Schedule, ScheduleId, SealedConfig, Signal, SignalEvent, SignalOutcome, SpawnLimits,
-    SpawnedChild, StoredApiKey, StoredGrant, StreamMode, StreamSummary, SuspendOutcome, Suspension,
-    Tenant, TenantId, TenantLimits, TimeoutBehavior, UsageOutcome, Waitpoint, WaitpointId,
+    ApiKey, ApiKeyId, AttemptRecord, Budget, BudgetId, CapabilityCeiling, ChildKey,
+    ChildrenOutcome, ClaimRequest, ClaimedExecution, CompletionEvent, ComponentGrant,
+    ComponentVersion, ConcurrencyLimit, ConcurrencyScope, Created, EventBatch, EventCursor,
+    Execution, ExecutionFilter, ExecutionId, ExecutionState, ExecutionUpdate, FailOutcome, Failure,
+    FlowCancelPolicy, FlowId, FlowSnapshot, FlowSummary, Frame, GraphApplied, GraphChange,
+    JournalEntry, JournalLimits, LaneCounts, LeaseEvent, LeaseHandle, NewBudget, NewExecution,
+    NewFlow, NewSchedule, NewSignal, NewStep, Overview, Schedule, ScheduleId, SealedConfig, Signal,
+    SignalEvent, SignalOutcome, SpawnLimits, SpawnedChild, StoredApiKey, StoredGrant, StreamMode,
+    StreamSummary, SuspendOutcome, Suspension, Tenant, TenantId, TenantLimits, TimeoutBehavior,
+    UsageOutcome, Waitpoint, WaitpointId,
 };
 
 /// Tenants, their limits and usage, and their API keys.
@@ -652,4 +653,21 @@ pub trait ConcurrencyLimits: Send + Sync {
     /// its freed slot was handed to one that then went away). Returns how
     /// many.
     async fn release_held_keys(&self, limit: u32) -> Result<u64>;
+}
+
+/// Reads over what the lifecycle recorded: an execution's attempts, a
+/// tenant's overview (see `model/insights.rs`).
+#[async_trait]
+pub trait Insights: Send + Sync {
+    /// The execution's attempts, newest first, at most `limit`
+    /// (`NotFound` for another tenant's id).
+    async fn list_attempts(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        limit: u32,
+    ) -> Result<Vec<AttemptRecord>>;
+
+    /// Counts by state, and the attempts that ended since `since`.
+    async fn overview(&self, tenant: TenantId, since: DateTime<Utc>) -> Result<Overview>;
 }

@@ -13,6 +13,7 @@ mod concurrency;
 mod events;
 mod flows;
 mod grants;
+mod insights;
 mod scanners;
 mod schedules;
 mod signals;
@@ -28,6 +29,7 @@ use tokio::sync::watch;
 
 pub use caps::GrowthCaps;
 pub use events::{Subscription, MAX_EVENT_PAGE};
+pub use insights::OVERVIEW_WINDOW;
 pub use scanners::{ScannerConfig, Scanners};
 pub use schedules::MAX_SCHEDULE_PAGE;
 pub use signals::{SignalKeys, WaitpointWithToken, MAX_WAITPOINT_PAGE};

@@ -10,6 +10,7 @@ mod events;
 mod flow;
 mod grants;
 mod ids;
+mod insights;
 mod policy;
 mod rules;
 mod schedules;
@@ -77,6 +78,10 @@ pub use tenancy::{
 };
 
 pub use ids::{ApiKeyId, ExecutionId, ScheduleId, TenantId, WaitpointId};
+pub use insights::{
+    AttemptRecord, KindFailures, MinuteOutcomes, Overview, StateCount, MAX_ATTEMPT_PAGE,
+    MAX_FAILING_KINDS,
+};
 
 pub const DEFAULT_LANE: &str = "default";
 
@@ -293,9 +298,12 @@ pub struct ExecutionFilter {
     pub lane: Option<String>,
     /// Only executions carrying this tag (key, value).
     pub tag: Option<(String, String)>,
-    /// Only executions whose id sorts after this one (ids are time-ordered v7).
+    /// Only executions whose id sorts after this one (ids are time-ordered
+    /// v7), or before it when `newest_first`.
     pub after: Option<ExecutionId>,
     pub limit: u32,
+    /// Newest first (descending ids) instead of oldest first.
+    pub newest_first: bool,
 }
 
 /// Something about this execution changed (a frame, or it ended): a wake-up

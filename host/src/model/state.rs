@@ -82,7 +82,7 @@ impl FromStr for PublicState {
 }
 
 /// Why the attempt that holds a lease exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AttemptType {
     Initial,
@@ -110,7 +110,7 @@ impl FromStr for AttemptType {
 }
 
 /// How one attempt ended (or that it is still running).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AttemptState {
     Running,

@@ -89,15 +89,16 @@ impl Executions for PgBackend {
         filter: &ExecutionFilter,
     ) -> Result<Vec<Execution>> {
         let pool = &self.pool;
+        let (past, order) = crate::backend::list_order(filter);
         let sql = format!(
             "SELECT {EXECUTION_COLUMNS} FROM executions \
              WHERE tenant_id = $1 \
                AND ($2::text IS NULL OR public_state = $2) \
                AND ($3::text IS NULL OR kind = $3) \
                AND ($4::text IS NULL OR lane = $4) \
-               AND ($5::uuid IS NULL OR execution_id > $5) \
+               AND ($5::uuid IS NULL OR execution_id {past} $5) \
                AND ($7::jsonb IS NULL OR tags @> $7) \
-             ORDER BY execution_id LIMIT $6"
+             ORDER BY execution_id {order} LIMIT $6"
         );
         let rows = sqlx::query(&sql)
             .bind(tenant)

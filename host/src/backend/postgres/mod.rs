@@ -34,6 +34,7 @@ mod executions;
 mod flow_cancel;
 mod flows;
 mod grants;
+mod insights;
 mod leases;
 mod outbox;
 mod output;

@@ -82,15 +82,16 @@ impl Executions for SqliteBackend {
             .as_ref()
             .map(|(k, v)| (Some(k.as_str()), Some(v.as_str())))
             .unwrap_or_default();
-        let sql = Exec::select_sql(
+        let (past, order) = crate::backend::list_order(filter);
+        let sql = Exec::select_sql(&format!(
             "tenant_id = ?1 \
                AND (?2 IS NULL OR public_state = ?2) \
                AND (?3 IS NULL OR kind = ?3) \
                AND (?4 IS NULL OR lane = ?4) \
-               AND (?5 IS NULL OR execution_id > ?5) \
+               AND (?5 IS NULL OR execution_id {past} ?5) \
                AND (?6 IS NULL OR EXISTS (SELECT 1 FROM json_each(tags) WHERE key = ?6 AND value = ?7)) \
-             ORDER BY execution_id LIMIT ?8",
-        );
+             ORDER BY execution_id {order} LIMIT ?8",
+        ));
         let rows: Vec<Exec> = sqlx::query_as(&sql)
             .bind(tenant)
             .bind(filter.state.map(PublicState::as_str))

@@ -31,6 +31,7 @@ mod executions;
 mod flow_cancel;
 mod flows;
 mod grants;
+mod insights;
 mod leases;
 mod output;
 mod record;

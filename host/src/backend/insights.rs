@@ -1,0 +1,63 @@
+//! What both backends' `Insights` share: which attempt endings count as
+//! failures, and how far back an attempt may have started to be counted.
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use crate::error::{EngineError, Result};
+use crate::model::{KindFailures, MinuteOutcomes, Overview, StateCount};
+
+/// Attempt states the overview counts as failed: the guest failed, its
+/// lease ran out, or its execution's deadline passed under it.
+pub(crate) const ENDED_FAILED: &[&str] = &["failed", "lease_expired", "expired"];
+
+/// The earliest start of an attempt the overview counts as ending after
+/// `since`: one hour before it. The index is by start time, so this bounds
+/// the scan; an attempt that ran longer than an hour is left out.
+pub(crate) fn outcome_window_start(since: DateTime<Utc>) -> DateTime<Utc> {
+    since - TimeDelta::hours(1)
+}
+
+/// [`ENDED_FAILED`] as an SQL list, for a backend that binds no arrays.
+pub(crate) fn ended_failed_list() -> String {
+    ENDED_FAILED
+        .iter()
+        .map(|s| format!("'{s}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The overview from both backends' rows: (state, count), (minute,
+/// succeeded, failed), (kind, failed).
+pub(crate) fn overview_of(
+    states: Vec<(String, i64)>,
+    minutes: Vec<(DateTime<Utc>, i64, i64)>,
+    kinds: Vec<(String, i64)>,
+) -> Result<Overview> {
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    Ok(Overview {
+        states: states
+            .into_iter()
+            .map(|(state, n)| {
+                Ok(StateCount {
+                    state: state.parse().map_err(EngineError::Corrupt)?,
+                    count: count(n),
+                })
+            })
+            .collect::<Result<_>>()?,
+        minutes: minutes
+            .into_iter()
+            .map(|(minute, succeeded, failed)| MinuteOutcomes {
+                minute,
+                succeeded: count(succeeded),
+                failed: count(failed),
+            })
+            .collect(),
+        failing_kinds: kinds
+            .into_iter()
+            .map(|(kind, failed)| KindFailures {
+                kind,
+                failed: count(failed),
+            })
+            .collect(),
+    })
+}

@@ -1,0 +1,119 @@
+//! Reads over what the lifecycle recorded: an execution's attempts (off the
+//! `attempts` primary key) and a tenant's overview (state counts off
+//! `executions_state_idx`, the last hour's outcomes off `attempts_started_idx`).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::executions::get_execution;
+use super::rows::{json, parse};
+use super::PgBackend;
+use crate::backend::insights::{outcome_window_start, overview_of, ENDED_FAILED};
+use crate::backend::Insights;
+use crate::error::{EngineError, Result};
+use crate::model::{
+    AttemptRecord, ExecutionId, Overview, TenantId, MAX_ATTEMPT_PAGE, MAX_FAILING_KINDS,
+};
+
+type AttemptRow = (
+    i32,
+    String,
+    i64,
+    String,
+    String,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+    Option<serde_json::Value>,
+);
+
+fn attempt(row: AttemptRow) -> Result<AttemptRecord> {
+    let (attempt_index, attempt_type, lease_epoch, worker_id, state, started_at, ended_at, failure) =
+        row;
+    Ok(AttemptRecord {
+        attempt_index,
+        attempt_type: parse(&attempt_type)?,
+        lease_epoch,
+        worker_id,
+        state: parse(&state)?,
+        started_at,
+        ended_at,
+        failure: failure.map(|f| json(f, "attempt failure")).transpose()?,
+    })
+}
+
+/// Attempts that ended in the window, by minute: started no earlier than
+/// an hour before it (the index's range), ended inside it.
+const MINUTES_SQL: &str = "\
+    SELECT date_trunc('minute', ended_at) AS minute,
+           count(*) FILTER (WHERE state = 'succeeded'),
+           count(*) FILTER (WHERE state = ANY($4))
+    FROM attempts
+    WHERE tenant_id = $1 AND started_at >= $2 AND ended_at >= $3
+      AND (state = 'succeeded' OR state = ANY($4))
+    GROUP BY 1 ORDER BY 1";
+
+const FAILING_KINDS_SQL: &str = "\
+    SELECT e.kind, count(*) AS failed
+    FROM attempts a
+    JOIN executions e ON e.tenant_id = a.tenant_id AND e.execution_id = a.execution_id
+    WHERE a.tenant_id = $1 AND a.started_at >= $2 AND a.ended_at >= $3 AND a.state = ANY($4)
+    GROUP BY e.kind ORDER BY failed DESC, e.kind LIMIT $5";
+
+#[async_trait]
+impl Insights for PgBackend {
+    async fn list_attempts(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        limit: u32,
+    ) -> Result<Vec<AttemptRecord>> {
+        let rows: Vec<AttemptRow> = sqlx::query_as(
+            "SELECT attempt_index, attempt_type, lease_epoch, worker_id, state, started_at, \
+                    ended_at, failure \
+             FROM attempts WHERE tenant_id = $1 AND execution_id = $2 \
+             ORDER BY attempt_index DESC LIMIT $3",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(i64::from(limit.clamp(1, MAX_ATTEMPT_PAGE)))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(EngineError::storage("list attempts"))?;
+        if rows.is_empty() {
+            // Never claimed, or not this tenant's: tell the two apart.
+            get_execution(&self.pool, tenant, id).await?;
+        }
+        rows.into_iter().map(attempt).collect()
+    }
+
+    async fn overview(&self, tenant: TenantId, since: DateTime<Utc>) -> Result<Overview> {
+        let op = "read the overview";
+        let states: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT public_state, count(*) FROM executions WHERE tenant_id = $1 \
+             GROUP BY public_state ORDER BY public_state",
+        )
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(EngineError::storage(op))?;
+        let started = outcome_window_start(since);
+        let minutes: Vec<(DateTime<Utc>, i64, i64)> = sqlx::query_as(MINUTES_SQL)
+            .bind(tenant)
+            .bind(started)
+            .bind(since)
+            .bind(ENDED_FAILED)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(EngineError::storage(op))?;
+        let kinds: Vec<(String, i64)> = sqlx::query_as(FAILING_KINDS_SQL)
+            .bind(tenant)
+            .bind(started)
+            .bind(since)
+            .bind(ENDED_FAILED)
+            .bind(i64::from(MAX_FAILING_KINDS))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(EngineError::storage(op))?;
+        overview_of(states, minutes, kinds)
+    }
+}

@@ -1,0 +1,128 @@
+//! Reads over what the lifecycle recorded, on the embedded backend: an
+//! execution's attempts (off the `attempts` primary key) and a tenant's
+//! overview (state counts off `executions_state_idx`, the last hour's
+//! outcomes off `attempts_started_idx`). Times are stored in milliseconds,
+//! so a minute is an integer division.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::time::{at, millis_of, Millis};
+use super::SqliteBackend;
+use crate::backend::insights::{ended_failed_list, outcome_window_start, overview_of};
+use crate::backend::{Executions as _, Insights};
+use crate::error::{EngineError, Result};
+use crate::model::{
+    AttemptRecord, ExecutionId, Overview, TenantId, MAX_ATTEMPT_PAGE, MAX_FAILING_KINDS,
+};
+
+type AttemptRow = (
+    i32,
+    String,
+    i64,
+    String,
+    String,
+    Millis,
+    Option<Millis>,
+    Option<String>,
+);
+
+fn corrupt(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Corrupt(e.to_string())
+}
+
+fn attempt(row: AttemptRow) -> Result<AttemptRecord> {
+    let (attempt_index, attempt_type, lease_epoch, worker_id, state, started_at, ended_at, failure) =
+        row;
+    Ok(AttemptRecord {
+        attempt_index,
+        attempt_type: attempt_type.parse().map_err(corrupt)?,
+        lease_epoch,
+        worker_id,
+        state: state.parse().map_err(corrupt)?,
+        started_at: at(started_at),
+        ended_at: ended_at.map(at),
+        failure: failure
+            .map(|f| serde_json::from_str(&f).map_err(corrupt))
+            .transpose()?,
+    })
+}
+
+#[async_trait]
+impl Insights for SqliteBackend {
+    async fn list_attempts(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        limit: u32,
+    ) -> Result<Vec<AttemptRecord>> {
+        let op = "list attempts";
+        let rows: Vec<AttemptRow> = sqlx::query_as(
+            "SELECT attempt_index, attempt_type, lease_epoch, worker_id, state, started_at, \
+                    ended_at, failure \
+             FROM attempts WHERE tenant_id = ? AND execution_id = ? \
+             ORDER BY attempt_index DESC LIMIT ?",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(i64::from(limit.clamp(1, MAX_ATTEMPT_PAGE)))
+        .fetch_all(&mut *self.read(op).await?)
+        .await
+        .map_err(EngineError::storage(op))?;
+        if rows.is_empty() {
+            // Never claimed, or not this tenant's: tell the two apart.
+            self.get_execution(tenant, id).await?;
+        }
+        rows.into_iter().map(attempt).collect()
+    }
+
+    async fn overview(&self, tenant: TenantId, since: DateTime<Utc>) -> Result<Overview> {
+        let op = "read the overview";
+        let mut conn = self.read(op).await?;
+        let states: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT public_state, count(*) FROM executions WHERE tenant_id = ? \
+             GROUP BY public_state ORDER BY public_state",
+        )
+        .bind(tenant)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(EngineError::storage(op))?;
+        let failed = ended_failed_list();
+        let started = millis_of(outcome_window_start(since));
+        let minutes: Vec<(Millis, i64, i64)> = sqlx::query_as(&format!(
+            "SELECT (ended_at / 60000) * 60000 AS minute, \
+                    count(*) FILTER (WHERE state = 'succeeded'), \
+                    count(*) FILTER (WHERE state IN ({failed})) \
+             FROM attempts \
+             WHERE tenant_id = ?1 AND started_at >= ?2 AND ended_at >= ?3 \
+               AND (state = 'succeeded' OR state IN ({failed})) \
+             GROUP BY 1 ORDER BY 1"
+        ))
+        .bind(tenant)
+        .bind(started)
+        .bind(millis_of(since))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(EngineError::storage(op))?;
+        let kinds: Vec<(String, i64)> = sqlx::query_as(&format!(
+            "SELECT e.kind, count(*) AS failed \
+             FROM attempts a \
+             JOIN executions e ON e.tenant_id = a.tenant_id AND e.execution_id = a.execution_id \
+             WHERE a.tenant_id = ?1 AND a.started_at >= ?2 AND a.ended_at >= ?3 \
+               AND a.state IN ({failed}) \
+             GROUP BY e.kind ORDER BY failed DESC, e.kind LIMIT ?4"
+        ))
+        .bind(tenant)
+        .bind(started)
+        .bind(millis_of(since))
+        .bind(i64::from(MAX_FAILING_KINDS))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(EngineError::storage(op))?;
+        overview_of(
+            states,
+            minutes.into_iter().map(|(m, s, f)| (at(m), s, f)).collect(),
+            kinds,
+        )
+    }
+}

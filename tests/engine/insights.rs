@@ -1,0 +1,129 @@
+//! Reading back what the lifecycle recorded: attempts of an execution (one
+//! per lease, newest first), the tenant overview, and listings newest first.
+
+use flowfabric::error::EngineError;
+use flowfabric::model::{
+    AttemptState, AttemptType, Backoff, ExecutionFilter, Failure, FailureClass, PublicState,
+};
+
+use super::*;
+
+async fn attempts_list_each_lease_newest_first_and_stay_in_their_tenant(store: Store) {
+    let (db, t) = setup_on(store).await;
+    let e = &db.engine;
+    let mut new = task("x");
+    new.policy.retry.backoff = Backoff::Fixed { delay_ms: 60_000 };
+    let id = e.create(t, new).await.unwrap().execution_id;
+    assert!(
+        e.attempts(t, id).await.unwrap().is_empty(),
+        "never claimed: no attempts, but found"
+    );
+
+    let first = claim_one(e).await;
+    e.fail(&first.lease, Failure::new(FailureClass::Transient, "flaky"))
+        .await
+        .unwrap();
+    db.make_due(id).await;
+    db.backend().promote_delayed(100).await.unwrap();
+    let second = claim_one(e).await;
+
+    let attempts = e.attempts(t, id).await.unwrap();
+    let summary: Vec<_> = attempts
+        .iter()
+        .map(|a| (a.attempt_index, a.attempt_type, a.lease_epoch, a.state))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (2, AttemptType::Retry, 2, AttemptState::Running),
+            (1, AttemptType::Initial, 1, AttemptState::Failed),
+        ]
+    );
+    assert_eq!(attempts[1].failure.as_ref().unwrap().message, "flaky");
+    assert!(attempts[1].ended_at.is_some() && attempts[0].ended_at.is_none());
+    assert_eq!(attempts[0].worker_id, "test-worker");
+    e.complete(&second.lease, b"ok").await.unwrap();
+    assert_eq!(
+        e.attempts(t, id).await.unwrap()[0].state,
+        AttemptState::Succeeded
+    );
+
+    let other = db.tenant("other").await;
+    let err = e.attempts(other, id).await.unwrap_err();
+    assert!(matches!(err, EngineError::NotFound { .. }), "{err:?}");
+}
+
+async fn the_overview_counts_states_and_the_last_hours_outcomes(store: Store) {
+    let (db, t) = setup_on(store).await;
+    let e = &db.engine;
+    for input in ["a", "b", "c"] {
+        e.create(t, task(input)).await.unwrap();
+    }
+    let mut flaky = NewExecution::new("flaky", b"x".as_slice());
+    flaky.policy.retry.max_retries = 0;
+    e.create(t, flaky).await.unwrap();
+    // Claim order is creation order: a, b, c, then the flaky one.
+    let a = claim_one(e).await;
+    e.complete(&a.lease, b"ok").await.unwrap();
+    let b = claim_one(e).await;
+    e.complete(&b.lease, b"ok").await.unwrap();
+    let _c = claim_one(e).await;
+    let f = claim_one(e).await;
+    e.fail(&f.lease, Failure::new(FailureClass::Permanent, "boom"))
+        .await
+        .unwrap();
+    // Another tenant's work shows in neither count.
+    let other = db.tenant("other").await;
+    e.create(other, task("z")).await.unwrap();
+    let z = claim_one(e).await;
+    e.complete(&z.lease, b"ok").await.unwrap();
+
+    let o = e.overview(t).await.unwrap();
+    let states: Vec<_> = o.states.iter().map(|s| (s.state, s.count)).collect();
+    let mut want = vec![
+        (PublicState::Active, 1),
+        (PublicState::Completed, 2),
+        (PublicState::Failed, 1),
+    ];
+    want.sort_by_key(|(s, _)| s.as_str());
+    assert_eq!(states, want);
+    let succeeded: u64 = o.minutes.iter().map(|m| m.succeeded).sum();
+    let failed: u64 = o.minutes.iter().map(|m| m.failed).sum();
+    assert_eq!((succeeded, failed), (2, 1));
+    assert_eq!(o.failing_kinds.len(), 1);
+    assert_eq!(
+        (o.failing_kinds[0].kind.as_str(), o.failing_kinds[0].failed),
+        ("flaky", 1)
+    );
+}
+
+async fn a_listing_pages_newest_first(store: Store) {
+    let (db, t) = setup_on(store).await;
+    let e = &db.engine;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(e.create(t, task(&i.to_string())).await.unwrap().execution_id);
+    }
+    let mut filter = ExecutionFilter {
+        limit: 2,
+        newest_first: true,
+        ..Default::default()
+    };
+    let mut seen = Vec::new();
+    loop {
+        let page = e.list(t, filter.clone()).await.unwrap();
+        seen.extend(page.iter().map(|x| x.execution_id));
+        match page.last() {
+            Some(last) if page.len() == 2 => filter.after = Some(last.execution_id),
+            _ => break,
+        }
+    }
+    ids.reverse();
+    assert_eq!(seen, ids);
+}
+
+on_both_backends!(
+    attempts_list_each_lease_newest_first_and_stay_in_their_tenant,
+    the_overview_counts_states_and_the_last_hours_outcomes,
+    a_listing_pages_newest_first,
+);
