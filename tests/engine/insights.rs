@@ -102,7 +102,12 @@ async fn a_listing_pages_newest_first(store: Store) {
     let e = &db.engine;
     let mut ids = Vec::new();
     for i in 0..5 {
-        ids.push(e.create(t, task(&i.to_string())).await.unwrap().execution_id);
+        ids.push(
+            e.create(t, task(&i.to_string()))
+                .await
+                .unwrap()
+                .execution_id,
+        );
     }
     let mut filter = ExecutionFilter {
         limit: 2,

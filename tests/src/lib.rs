@@ -12,6 +12,7 @@ mod postgres;
 mod proxy;
 mod served;
 pub mod server;
+pub mod webdriver;
 
 use std::sync::Arc;
 

@@ -32,6 +32,8 @@
 //! | `http-follow:URL` | GET, following up to 5 redirects; returns `status=S body=…` or `error=CODE` |
 //! | `http-n:N:URL` | up to N GETs, stops at the first error; returns `ok=K error=…` |
 //! | `http-auth:NAME:URL` | GET with `authorization: Bearer <config NAME>`; returns `status=S` or `error=CODE` |
+//! | `say:TEXT` | one `say` frame holding TEXT; returns TEXT |
+//! | `drip:N:MS` | N `drip` frames (`drop I`), sleeping MS after each; returns `dripped=N` |
 //! | `config:NAME` | returns the value of NAME, or `absent` |
 //! | `config-names` | returns the names it may read, comma-separated |
 //! | `steps:SCRIPT` | durable steps and sleeps, as `steps.rs` describes |
@@ -227,6 +229,21 @@ impl Task for Testkit {
                 }
                 flowfabric_guest::progress(100, "done")?;
                 Ok(format!("frames={n}").into_bytes())
+            }
+            "say" => {
+                flowfabric_guest::frame("say", arg.as_bytes())?;
+                Ok(arg.as_bytes().to_vec())
+            }
+            "drip" => {
+                let (n, ms) = arg
+                    .split_once(':')
+                    .and_then(|(n, ms)| Some((n.parse::<u32>().ok()?, ms.parse::<u64>().ok()?)))
+                    .ok_or_else(|| TaskError::permanent("drip needs N:MS"))?;
+                for i in 0..n {
+                    flowfabric_guest::frame("drip", format!("drop {i}").as_bytes())?;
+                    std::thread::sleep(std::time::Duration::from_millis(ms));
+                }
+                Ok(format!("dripped={n}").into_bytes())
             }
             "print" => {
                 println!("{arg}");

@@ -57,6 +57,15 @@ impl ApiError {
         )
     }
 
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The one-line message (never internal details; see `From<EngineError>`).
+    pub fn message(&self) -> &str {
+        &self.body.error
+    }
+
     /// Say which part of the request the error is about.
     pub fn with_prefix(mut self, prefix: &str) -> Self {
         self.body.error = format!("{prefix}: {}", self.body.error);

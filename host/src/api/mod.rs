@@ -43,6 +43,7 @@ mod schedules;
 mod signals;
 mod steps;
 mod streams;
+pub mod ui;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -66,6 +67,8 @@ pub struct ApiConfig {
     /// More checks `/readyz` makes besides the database's, each named:
     /// `("worker_pool", is it running)`.
     pub readiness: Vec<(&'static str, Readiness)>,
+    /// The web dashboard at `/ui`; `None` turns it off.
+    pub ui: Option<ui::UiConfig>,
 }
 
 /// One readiness check: true while its part is up.
@@ -77,6 +80,7 @@ impl Default for ApiConfig {
             admin_token: None,
             max_batch_body_bytes: 32 << 20,
             readiness: Vec::new(),
+            ui: Some(ui::UiConfig::default()),
         }
     }
 }
@@ -87,6 +91,7 @@ pub struct AppState {
     admin_token_sha256: Option<[u8; 32]>,
     metrics: PrometheusHandle,
     readiness: Vec<(&'static str, Readiness)>,
+    ui: Option<ui::UiConfig>,
 }
 
 /// Small JSON bodies: everything that is not an upload or a create.
@@ -107,6 +112,7 @@ pub fn router(engine: Engine, runtime: Arc<Runtime>, config: &ApiConfig) -> Rout
         admin_token_sha256: config.admin_token.as_deref().map(hash_admin_token),
         metrics: handle,
         readiness: config.readiness.clone(),
+        ui: config.ui.clone(),
     });
     let v1 = Router::new()
         .route(
@@ -230,9 +236,16 @@ pub fn router(engine: Engine, runtime: Arc<Runtime>, config: &ApiConfig) -> Rout
             delete(admin::revoke_key),
         )
         .layer(DefaultBodyLimit::max(SMALL_BODY));
-    Router::new()
-        .nest("/v1", v1)
-        .route("/healthz", get(|| async { "ok" }))
+    let mut app = Router::new().nest("/v1", v1);
+    if config.ui.is_some() {
+        app = app
+            .nest("/ui", ui::router(limits.max_component_bytes))
+            .route(
+                "/ui/",
+                get(|| async { axum::response::Redirect::to("/ui") }),
+            );
+    }
+    app.route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(health::ready))
         .route("/metrics", get(metrics::render))
         .route("/openapi.json", get(openapi::serve))

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
+use flowfabric::api::ui::{SessionKey, UiConfig};
 use flowfabric::api::{self, ApiConfig};
 use flowfabric::engine::{Limits, ScannerConfig, Scanners};
 use flowfabric::worker::WorkerPool;
@@ -44,12 +45,25 @@ pub struct Serve {
     /// Do not run the scanners here (another process does).
     #[arg(long, env = "FLOWFABRIC_NO_SCANNERS")]
     no_scanners: bool,
+    /// Do not serve the web dashboard at `/ui`.
+    #[arg(long, env = "FLOWFABRIC_NO_UI")]
+    no_ui: bool,
+    /// Signs dashboard sessions (64 hex digits). Give every `serve` process
+    /// behind one address the same key; without one, each process makes its
+    /// own at start and sessions end when it restarts.
+    #[arg(long, env = "FLOWFABRIC_UI_SESSION_KEY", hide_env_values = true,
+        value_parser = parse_session_key)]
+    ui_session_key: Option<SessionKey>,
     /// Days events stay readable in the event streams (completion, lease, signal).
     #[arg(long, env = "FLOWFABRIC_EVENT_RETENTION_DAYS", default_value_t = 7,
         value_parser = clap::value_parser!(u32).range(1..=3650))]
     event_retention_days: u32,
     #[command(flatten)]
     worker: WorkerArgs,
+}
+
+fn parse_session_key(text: &str) -> Result<SessionKey, String> {
+    SessionKey::from_hex(text).ok_or_else(|| "expected 64 hex digits (32 bytes)".to_owned())
 }
 
 /// How long open requests (log tails included) get after a shutdown signal.
@@ -85,6 +99,12 @@ pub async fn run(args: Serve) -> anyhow::Result<()> {
         admin_token: args.admin_token.clone(),
         max_batch_body_bytes: args.max_batch_body_bytes,
         readiness,
+        ui: (!args.no_ui).then(|| UiConfig {
+            session_key: args
+                .ui_session_key
+                .clone()
+                .unwrap_or_else(SessionKey::random),
+        }),
     };
     let router = api::router(engine.clone(), runtime.clone(), &config);
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -105,6 +125,9 @@ pub async fn run(args: Serve) -> anyhow::Result<()> {
         let mut stopped = stopped;
         let _ = stopped.wait_for(|s| *s).await;
     }));
+    if !args.no_ui {
+        eprintln!("dashboard: http://{address}/ui (sign in with an API key)");
+    }
     eprintln!(
         "serving on http://{address} ({}; admin routes {}); SIGTERM or Ctrl-C stops",
         match &pool {

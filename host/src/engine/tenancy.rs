@@ -126,6 +126,11 @@ impl Engine {
     /// The tenant a presented token belongs to. Every failure is the same
     /// `Unauthenticated` answer, so a caller learns nothing about which keys exist.
     pub async fn authenticate(&self, token: &str) -> Result<TenantId> {
+        Ok(self.authenticate_key(token).await?.0)
+    }
+
+    /// [`Engine::authenticate`], with the id of the key presented.
+    pub async fn authenticate_key(&self, token: &str) -> Result<(TenantId, ApiKeyId)> {
         let denied = EngineError::Unauthenticated("invalid or revoked API key");
         let Some((key_id, secret)) = parse_token(token) else {
             return Err(denied);
@@ -136,7 +141,18 @@ impl Engine {
         if !secret_matches(secret, &stored.secret_sha256) || stored.key.revoked_at.is_some() {
             return Err(denied);
         }
-        Ok(stored.key.tenant_id)
+        Ok((stored.key.tenant_id, key_id))
+    }
+
+    /// The tenant of a key that exists and is not revoked (a dashboard
+    /// session re-checks its key this way on every request).
+    pub async fn api_key_tenant(&self, key_id: ApiKeyId) -> Result<Option<TenantId>> {
+        Ok(self
+            .backend
+            .find_api_key(key_id)
+            .await?
+            .filter(|stored| stored.key.revoked_at.is_none())
+            .map(|stored| stored.key.tenant_id))
     }
 }
 

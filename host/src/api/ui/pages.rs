@@ -1,0 +1,334 @@
+//! The tenant's other pages: the overview, components (with upload and
+//! deprecate), budgets and schedules.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use askama::Template;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{Html, Redirect};
+use axum::Form;
+use chrono::{DurationRound, TimeDelta, Utc};
+
+use super::session::{csrf_matches, TenantSession};
+use super::signin::CsrfForm;
+use super::view::{self, render, Chrome};
+use super::{UiError, UiResult};
+use crate::api::error::Path;
+use crate::api::AppState;
+use crate::engine::OVERVIEW_WINDOW;
+use crate::model::MinuteOutcomes;
+
+/// One minute's bar on the overview chart (succeeded stacked under failed).
+pub struct Bar {
+    pub x: i64,
+    pub ok_y: i64,
+    pub ok_h: i64,
+    pub fail_y: i64,
+    pub fail_h: i64,
+    pub title: String,
+}
+
+const CHART_H: i64 = 120;
+const BAR_W: i64 = 10;
+
+/// One bar per minute of the window, oldest on the left, scaled to the
+/// busiest minute.
+fn bars(minutes: &[MinuteOutcomes]) -> Vec<Bar> {
+    let now = Utc::now()
+        .duration_trunc(TimeDelta::minutes(1))
+        .unwrap_or_else(|_| Utc::now());
+    let slots = OVERVIEW_WINDOW.num_minutes();
+    let by_minute: BTreeMap<i64, &MinuteOutcomes> = minutes
+        .iter()
+        .map(|m| ((now - m.minute).num_minutes(), m))
+        .collect();
+    let peak = minutes
+        .iter()
+        .map(|m| m.succeeded + m.failed)
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
+    (0..slots)
+        .filter_map(|slot| {
+            let ago = slots - 1 - slot;
+            let m = by_minute.get(&ago)?;
+            let ok_h = ((m.succeeded as f64 / peak) * CHART_H as f64).round() as i64;
+            let fail_h = ((m.failed as f64 / peak) * CHART_H as f64).round() as i64;
+            Some(Bar {
+                x: slot * BAR_W,
+                ok_y: CHART_H - ok_h,
+                ok_h,
+                fail_y: CHART_H - ok_h - fail_h,
+                fail_h,
+                title: format!(
+                    "{}: {} succeeded, {} failed",
+                    m.minute.format("%H:%M"),
+                    m.succeeded,
+                    m.failed
+                ),
+            })
+        })
+        .collect()
+}
+
+#[derive(Template)]
+#[template(path = "ui/overview.html")]
+struct OverviewPage {
+    chrome: Chrome,
+    states: Vec<(String, u64)>,
+    total: u64,
+    succeeded: u64,
+    failed: u64,
+    bars: Vec<Bar>,
+    chart_width: i64,
+    failing_kinds: Vec<(String, u64)>,
+}
+
+pub async fn overview(
+    State(state): State<Arc<AppState>>,
+    session: TenantSession,
+) -> UiResult<Html<String>> {
+    let o = state.engine.overview(session.tenant).await?;
+    let page = OverviewPage {
+        chrome: Chrome::tenant("Overview", "overview", &session.session),
+        total: o.states.iter().map(|s| s.count).sum(),
+        states: o
+            .states
+            .iter()
+            .map(|s| (s.state.as_str().to_owned(), s.count))
+            .collect(),
+        succeeded: o.minutes.iter().map(|m| m.succeeded).sum(),
+        failed: o.minutes.iter().map(|m| m.failed).sum(),
+        bars: bars(&o.minutes),
+        chart_width: OVERVIEW_WINDOW.num_minutes() * BAR_W,
+        failing_kinds: o
+            .failing_kinds
+            .into_iter()
+            .map(|k| (k.kind, k.failed))
+            .collect(),
+    };
+    Ok(Html(render(&page)))
+}
+
+pub struct VersionRow {
+    pub kind: String,
+    pub version: i32,
+    pub digest: String,
+    pub size: String,
+    pub deprecated: bool,
+    pub created: String,
+    /// Imports a grant governs, each `name (granted|denied)`.
+    pub imports: Vec<String>,
+}
+
+#[derive(Template)]
+#[template(path = "ui/components.html")]
+struct ComponentsPage {
+    chrome: Chrome,
+    versions: Vec<VersionRow>,
+    /// Each kind with a grant: (kind, what it grants).
+    grants: Vec<(String, String)>,
+}
+
+fn size(bytes: i32) -> String {
+    let b = f64::from(bytes.max(0));
+    if b >= 1048576.0 {
+        format!("{:.1} MiB", b / 1048576.0)
+    } else {
+        format!("{:.1} KiB", b / 1024.0)
+    }
+}
+
+pub async fn components(
+    State(state): State<Arc<AppState>>,
+    session: TenantSession,
+) -> UiResult<Html<String>> {
+    let tenant = session.tenant;
+    let backend = state.engine.backend();
+    let mut versions = Vec::new();
+    for v in backend.list_components(tenant).await? {
+        let imports =
+            crate::components::imports(&state.engine, &state.runtime, tenant, &v.kind, &v.digest)
+                .await?
+                .into_iter()
+                .filter_map(|i| {
+                    let capability = i.capability?;
+                    let verdict = if i.granted { "granted" } else { "denied" };
+                    Some(format!("{} ({capability}, {verdict})", i.name))
+                })
+                .collect();
+        versions.push(VersionRow {
+            kind: v.kind,
+            version: v.version,
+            digest: v.digest,
+            size: size(v.size_bytes),
+            deprecated: v.deprecated,
+            created: view::time(v.created_at),
+            imports,
+        });
+    }
+    let grants = backend
+        .list_grants(tenant)
+        .await?
+        .into_iter()
+        .map(|g| {
+            let mut parts = Vec::new();
+            if !g.grant.http.is_empty() {
+                parts.push(format!("http: {}", g.grant.http.join(", ")));
+            }
+            if !g.grant.config.is_empty() {
+                parts.push(format!("config: {}", g.grant.config.join(", ")));
+            }
+            (g.kind, parts.join("; "))
+        })
+        .collect();
+    let page = ComponentsPage {
+        chrome: Chrome::tenant("Components", "components", &session.session),
+        versions,
+        grants,
+    };
+    Ok(Html(render(&page)))
+}
+
+/// Upload a component: the page's script sends the file as the body, with
+/// the CSRF token in `x-csrf-token`.
+pub async fn upload(
+    State(state): State<Arc<AppState>>,
+    session: TenantSession,
+    Path(kind): Path<String>,
+    headers: HeaderMap,
+    wasm: Bytes,
+) -> UiResult<(StatusCode, String)> {
+    let token = headers
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !csrf_matches(&session.session, token) {
+        return Err(UiError::csrf());
+    }
+    let (version, created) =
+        crate::components::register(&state.engine, &state.runtime, session.tenant, &kind, &wasm)
+            .await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        format!("{} version {}", version.kind, version.version),
+    ))
+}
+
+pub async fn deprecate(
+    State(state): State<Arc<AppState>>,
+    session: TenantSession,
+    Path((kind, version)): Path<(String, i32)>,
+    Form(form): Form<CsrfForm>,
+) -> UiResult<Redirect> {
+    if !csrf_matches(&session.session, &form.csrf) {
+        return Err(UiError::csrf());
+    }
+    state
+        .engine
+        .deprecate_component(session.tenant, &kind, version)
+        .await?;
+    Ok(Redirect::to("/ui/components"))
+}
+
+pub struct DimensionRow {
+    pub budget: String,
+    pub scope: String,
+    pub dimension: String,
+    pub used: u64,
+    pub soft: String,
+    pub hard: String,
+    /// Used as a share of the hard limit (else the soft one), 0–100.
+    pub percent: u64,
+    pub exhausted: bool,
+    pub next_reset: String,
+}
+
+#[derive(Template)]
+#[template(path = "ui/budgets.html")]
+struct BudgetsPage {
+    chrome: Chrome,
+    rows: Vec<DimensionRow>,
+}
+
+pub async fn budgets(
+    State(state): State<Arc<AppState>>,
+    session: TenantSession,
+) -> UiResult<Html<String>> {
+    let mut rows = Vec::new();
+    for b in state.engine.backend().list_budgets(session.tenant).await? {
+        for d in &b.dimensions {
+            let limit = d.hard_limit.or(d.soft_limit).filter(|l| *l > 0);
+            rows.push(DimensionRow {
+                budget: b.name.clone(),
+                scope: serde_json::to_string(&b.scope).unwrap_or_default(),
+                dimension: d.dimension.clone(),
+                used: d.used,
+                soft: d.soft_limit.map(|l| l.to_string()).unwrap_or_default(),
+                hard: d.hard_limit.map(|l| l.to_string()).unwrap_or_default(),
+                percent: limit.map_or(0, |l| (d.used.saturating_mul(100) / l).min(100)),
+                exhausted: d.exhausted,
+                next_reset: view::time_opt(b.next_reset_at),
+            });
+        }
+    }
+    let page = BudgetsPage {
+        chrome: Chrome::tenant("Budgets", "budgets", &session.session),
+        rows,
+    };
+    Ok(Html(render(&page)))
+}
+
+pub struct ScheduleRow {
+    pub name: String,
+    pub cadence: String,
+    pub kind: String,
+    pub paused: bool,
+    pub next_fire: String,
+    pub last_fire: String,
+    pub last_execution: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "ui/schedules.html")]
+struct SchedulesPage {
+    chrome: Chrome,
+    rows: Vec<ScheduleRow>,
+}
+
+/// Schedules a page lists.
+const PAGE_SCHEDULES: u32 = 200;
+
+pub async fn schedules(
+    State(state): State<Arc<AppState>>,
+    session: TenantSession,
+) -> UiResult<Html<String>> {
+    let rows = state
+        .engine
+        .list_schedules(session.tenant, None, PAGE_SCHEDULES)
+        .await?
+        .into_iter()
+        .map(|s| ScheduleRow {
+            cadence: serde_json::to_string(&s.spec.cadence).unwrap_or_default(),
+            name: s.spec.name,
+            kind: s.spec.execution.kind,
+            paused: s.paused,
+            next_fire: view::time(s.next_fire_at),
+            last_fire: view::time_opt(s.last_fire_at),
+            last_execution: s.last_execution_id.map(|id| id.to_string()),
+        })
+        .collect();
+    let page = SchedulesPage {
+        chrome: Chrome::tenant("Schedules", "schedules", &session.session),
+        rows,
+    };
+    Ok(Html(render(&page)))
+}
