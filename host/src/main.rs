@@ -122,6 +122,8 @@ enum BenchCommand {
     Steps(cli::bench::steps::StepsBench),
     /// 10,000 schedules due at once fired into executions, against a batch insert of them.
     Schedules(cli::bench::schedules::SchedulesBench),
+    /// The dashboard's executions page at 1k and 1M executions in the tenant.
+    Ui(cli::bench::ui::UiBench),
 }
 
 #[tokio::main]
@@ -173,6 +175,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Http(args)) => cli::bench::http::run(args).await?,
         Command::Bench(BenchCommand::Steps(args)) => cli::bench::steps::run(args).await?,
         Command::Bench(BenchCommand::Schedules(args)) => cli::bench::schedules::run(args).await?,
+        Command::Bench(BenchCommand::Ui(args)) => cli::bench::ui::run(args).await?,
         Command::Bench(BenchCommand::Signal(args)) => cli::bench::signal::run(args).await?,
         Command::Bench(BenchCommand::Flow(args)) => cli::bench::flow::run(args).await?,
         Command::Bench(BenchCommand::Languages(args)) => cli::bench::languages::run(args).await?,

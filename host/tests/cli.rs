@@ -576,6 +576,7 @@ fn every_command_parses_without_panicking() {
         &["bench", "signal"],
         &["bench", "flow"],
         &["bench", "schedules"],
+        &["bench", "ui"],
         &["new", "Bad_Name", "--lang", "python"],
         &["bench", "languages", "--guests", "/nonexistent"],
         &["bench", "http", "--guests", "/nonexistent"],

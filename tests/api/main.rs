@@ -6,6 +6,7 @@ extern crate flowfabric_tests;
 
 mod budgets;
 mod concurrency;
+mod dashboard;
 mod errors;
 mod fairness;
 mod flows;

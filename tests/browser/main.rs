@@ -411,6 +411,24 @@ async fn the_other_pages_render(store: Store) {
     sign_in(&browser, &server, &tenant.token).await;
     browser.goto(&server.url("/ui/components")).await;
     browser.wait_for("#components td", |t| t == "testkit").await;
+    // Upload a version through the page's form (the file from disk).
+    let wasm = std::env::temp_dir().join(format!("ff-upload-{}.wasm", uuid::Uuid::new_v4()));
+    std::fs::write(&wasm, flowfabric_tests::guest("echo")).unwrap();
+    let kind = browser.find("#upload-kind").await;
+    browser.type_into(&kind, "uploaded").await;
+    let file = browser.find("#upload-file").await;
+    browser.type_into(&file, &wasm.display().to_string()).await;
+    browser
+        .click(&browser.find("#upload-form button").await)
+        .await;
+    browser
+        .wait_for("#components td", |t| t == "uploaded")
+        .await;
+    std::fs::remove_file(&wasm).ok();
+    let (status, versions) = server
+        .call(&tenant, Method::GET, "/v1/components/uploaded", None)
+        .await;
+    assert_eq!(status, 200, "{versions}");
     screenshot(&browser, "components").await;
     browser.goto(&server.url("/ui/budgets")).await;
     browser.wait_for("#budgets td", |t| t == "tokens").await;

@@ -22,6 +22,7 @@ pub mod schedules;
 pub mod scratch;
 pub mod signal;
 pub mod steps;
+pub mod ui;
 pub mod wasm;
 
 use std::sync::Arc;
