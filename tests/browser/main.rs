@@ -169,8 +169,12 @@ async fn the_list_shows_what_the_api_created_and_a_click_shows_its_attempts(stor
 
 async fn frames_arrive_live_and_cancel_from_the_page_cancels(store: Store) {
     let (mut server, tenant) = setup_on(store).await;
-    server.start_workers(worker_config(2));
-    let id = submit_text(&server, &tenant, "testkit", "drip:40:200").await;
+    // A guest that drips frames for a minute (so a loaded machine still
+    // cancels it mid-run), under a sandbox timeout longer than that.
+    let mut config = worker_config(2);
+    config.sandbox.timeout = Duration::from_secs(90);
+    server.start_workers(config);
+    let id = submit_text(&server, &tenant, "testkit", "drip:600:100").await;
     wait_state(&server, &tenant, &id, "active").await;
 
     let browser = Browser::start().await;
@@ -204,10 +208,9 @@ async fn new_executions_appear_in_the_list_without_a_reload(store: Store) {
     let browser = Browser::start().await;
     sign_in(&browser, &server, &tenant.token).await;
     browser.goto(&server.url("/ui/executions")).await;
-    browser.find("#rows").await;
+    // The page's live stream is connected before the change.
+    browser.find("#rows[data-live=\"open\"]").await;
     mark_page(&browser).await;
-    // Let the page's live stream connect before the change.
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let id = submit_text(&server, &tenant, "echo", "fresh").await;
     browser.find(&format!("tr[data-id=\"{id}\"]")).await;
     assert!(

@@ -27,7 +27,10 @@
           if (again) { again = false; refresh(); }
         });
     };
-    new EventSource("/ui/live/changes").addEventListener("changed", refresh);
+    var changes = new EventSource("/ui/live/changes");
+    changes.addEventListener("changed", refresh);
+    // Says the page is live (tests wait for it before changing anything).
+    changes.addEventListener("open", function () { rows.dataset.live = "open"; });
   }
 
   // An execution's frames, state and end, live.
