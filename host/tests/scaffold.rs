@@ -35,9 +35,10 @@ fn new_project(dir: &Path, name: &str, lang: &str) {
     );
 }
 
-/// Run the project's build.sh with a clean cargo environment (this test's own
-/// target dir and flags must not leak in) and the tools scripts/build-guests.sh installed.
-fn build(dir: &Path) {
+/// The project's build.sh with a clean cargo environment (this test's own
+/// target dir and flags must not leak in), finding its tools where
+/// scripts/build-guests.sh installed them (the same cache layout).
+fn build_command(dir: &Path) -> Command {
     let mut cmd = Command::new(dir.join("build.sh"));
     for (key, _) in std::env::vars() {
         if key.starts_with("CARGO_") && key != "CARGO_HOME" || key.starts_with("RUSTC") {
@@ -51,17 +52,98 @@ fn build(dir: &Path) {
         "CARGO_TARGET_DIR",
         std::env::temp_dir().join("ff-new-rust-target"),
     )
-    .env(
-        "COMPONENTIZE_PY",
-        format!("{tools}/componentize-py-0.25.1/bin/componentize-py"),
-    );
-    let out = cmd.output().expect("run build.sh");
+    .env("FLOWFABRIC_TOOLS_DIR", tools)
+    .env_remove("COMPONENTIZE_PY");
+    cmd
+}
+
+fn build(dir: &Path) {
+    let out = build_command(dir).output().expect("run build.sh");
     assert!(
         out.status.success(),
         "build.sh failed:\n{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A PATH holding only what a build.sh needs besides the language's own
+/// tools (bash and the coreutils it calls), for "the tool is missing".
+fn bare_path() -> PathBuf {
+    let bin = scratch("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for tool in ["bash", "dirname", "mkdir", "rm", "grep", "cp"] {
+        let found = ["/usr/bin", "/bin"]
+            .iter()
+            .map(|d| Path::new(d).join(tool))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("{tool} is not installed"));
+        std::os::unix::fs::symlink(found, bin.join(tool)).unwrap();
+    }
+    bin
+}
+
+#[test]
+fn a_build_without_its_toolchain_says_what_to_install_in_one_line() {
+    let bin = bare_path();
+    for (lang, hint) in [
+        ("python", "python3 is needed"),
+        ("js", "Node.js 20 or newer"),
+    ] {
+        let dir = scratch(&format!("bare-{lang}"));
+        new_project(&dir, &format!("bare-{lang}"), lang);
+        let tools = scratch("no-tools");
+        let out = build_command(&dir)
+            .env("PATH", &bin)
+            .env("FLOWFABRIC_TOOLS_DIR", &tools)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{lang}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{lang}: one line: {stderr}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(hint),
+            "{lang}: {stderr}"
+        );
+        assert!(!dir.join(format!("bare-{lang}.wasm")).exists());
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&tools);
+    }
+    let _ = std::fs::remove_dir_all(&bin);
+}
+
+#[test]
+fn a_python_project_installs_its_toolchain_on_first_build() {
+    let dir = scratch("fresh-python");
+    new_project(&dir, "fresh-python", "python");
+    let tools = scratch("empty-tools");
+    let out = build_command(&dir)
+        .env("FLOWFABRIC_TOOLS_DIR", &tools)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("installing componentize-py 0.25.1"),
+        "{stdout}"
+    );
+    assert!(tools
+        .join("componentize-py-0.25.1/bin/componentize-py")
+        .exists());
+    assert!(dir.join("fresh-python.wasm").exists());
+    // The second build finds it and installs nothing.
+    let again = build_command(&dir)
+        .env("FLOWFABRIC_TOOLS_DIR", &tools)
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    assert!(!String::from_utf8_lossy(&again.stdout).contains("installing"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&tools);
 }
 
 #[tokio::test]

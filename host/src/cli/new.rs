@@ -217,9 +217,18 @@ export_task!(Greet);
 "#;
 
 const RUST_BUILD: &str = r#"#!/usr/bin/env bash
-# Builds NAME.wasm (needs: rustup target add wasm32-wasip2).
+# Builds NAME.wasm with cargo, adding the wasm32-wasip2 target on first use.
 set -euo pipefail
 cd "$(dirname "$0")"
+if ! command -v cargo >/dev/null; then
+  echo "error: cargo is missing: install Rust from https://rustup.rs, then run ./build.sh again" >&2
+  exit 1
+fi
+if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx wasm32-wasip2; then
+  echo "adding the wasm32-wasip2 target (once)…"
+  rustup target add wasm32-wasip2
+fi
+echo "building NAME.wasm…"
 cargo build --release --target wasm32-wasip2
 cp "${CARGO_TARGET_DIR:-target}/wasm32-wasip2/release/NAME_LIB.wasm" NAME.wasm
 echo "built NAME.wasm"
@@ -254,10 +263,23 @@ export const run = task(async (input) => {
 "#;
 
 const JS_BUILD_SH: &str = r#"#!/usr/bin/env bash
-# Builds NAME.wasm (needs Node.js; installs componentize-js on first use).
+# Builds NAME.wasm with componentize-js, installing it (pinned in
+# package.json) into node_modules on first use. Needs Node.js 20 or newer.
 set -euo pipefail
 cd "$(dirname "$0")"
-[ -d node_modules/@bytecodealliance/componentize-js ] || npm install --no-audit --no-fund
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  echo "error: Node.js 20 or newer with npm is needed: https://nodejs.org, then run ./build.sh again" >&2
+  exit 1
+fi
+if ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)'; then
+  echo "error: Node.js $(node --version) is too old: componentize-js needs 20 or newer" >&2
+  exit 1
+fi
+if [ ! -d node_modules/@bytecodealliance/componentize-js ]; then
+  echo "installing componentize-js (once)…"
+  npm install --no-audit --no-fund --loglevel=error
+fi
+echo "building NAME.wasm…"
 node build.mjs task.js NAME.wasm
 "#;
 
@@ -282,11 +304,38 @@ WitWorld = flowfabric.task(greet)
 "#;
 
 const PYTHON_BUILD_SH: &str = r#"#!/usr/bin/env bash
-# Builds NAME.wasm with componentize-py (pip install componentize-py==0.25.1),
-# or the one $COMPONENTIZE_PY names.
+# Builds NAME.wasm with componentize-py 0.25.1: the one $COMPONENTIZE_PY names,
+# else the one in the tools cache, installed there on first use (a Python
+# virtual environment under ${FLOWFABRIC_TOOLS_DIR:-~/.cache/flowfabric/tools}).
 set -euo pipefail
 cd "$(dirname "$0")"
-"${COMPONENTIZE_PY:-componentize-py}" -d wit -w task componentize app -o NAME.wasm
+version=0.25.1
+py=${COMPONENTIZE_PY:-}
+if [ -z "$py" ]; then
+  tools=${FLOWFABRIC_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/flowfabric/tools}
+  venv=$tools/componentize-py-$version
+  py=$venv/bin/componentize-py
+  if [ ! -x "$py" ]; then
+    if ! command -v python3 >/dev/null; then
+      echo "error: python3 is needed to install componentize-py: install Python 3.10 or newer, then run ./build.sh again" >&2
+      exit 1
+    fi
+    echo "installing componentize-py $version into $venv (once)…"
+    mkdir -p "$tools"
+    if ! python3 -m venv "$venv"; then
+      rm -rf "$venv"
+      echo "error: python3 -m venv failed (on Debian and Ubuntu: apt install python3-venv)" >&2
+      exit 1
+    fi
+    if ! "$venv/bin/pip" install -q "componentize-py==$version"; then
+      rm -rf "$venv"
+      echo "error: could not install componentize-py $version from PyPI (is the network reachable?)" >&2
+      exit 1
+    fi
+  fi
+fi
+echo "building NAME.wasm…"
+"$py" -d wit -w task componentize app -o NAME.wasm
 echo "built NAME.wasm"
 "#;
 
