@@ -31,10 +31,10 @@ enum Command {
     Worker(cli::worker::Worker),
     /// Manage tenants (needs the server's admin token).
     #[command(subcommand)]
-    Tenant(cli::remote::TenantCommand),
+    Tenant(cli::setup::TenantCommand),
     /// Upload and list components.
     #[command(subcommand)]
-    Component(cli::remote::ComponentCommand),
+    Component(cli::setup::ComponentCommand),
     /// Submit an execution, print its frames as they stream, then its result.
     Run(cli::remote::Run),
     /// Submit executions in bulk from a JSON-lines file.
@@ -150,8 +150,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Worker(args) => cli::worker::run(args).await?,
         Command::Dev(args) => cli::dev::run(args).await?,
         Command::New(args) => cli::new::run(args)?,
-        Command::Tenant(command) => cli::remote::tenant(&cli.connection, command).await?,
-        Command::Component(command) => cli::remote::component(&cli.connection, command).await?,
+        Command::Tenant(command) => cli::setup::tenant(&cli.connection, command).await?,
+        Command::Component(command) => cli::setup::component(&cli.connection, command).await?,
         Command::Run(args) => cli::remote::run(&cli.connection, args).await?,
         Command::Submit(args) => cli::remote::submit(&cli.connection, args).await?,
         Command::Flow(command) => cli::flows::run(&cli.connection, command).await?,

@@ -1,10 +1,31 @@
-//! What both backends' `Insights` share: which attempt endings count as
-//! failures, and how far back an attempt may have started to be counted.
+//! The [`Insights`] storage trait, and what both backends' implementations
+//! share: which attempt endings count as failures, how far back an attempt
+//! may have started to be counted, and turning their rows into an overview.
 
+use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::error::{EngineError, Result};
-use crate::model::{KindFailures, MinuteOutcomes, Overview, StateCount};
+use crate::model::{
+    AttemptRecord, ExecutionId, KindFailures, MinuteOutcomes, Overview, StateCount, TenantId,
+};
+
+/// Reads over what the lifecycle recorded: an execution's attempts, a
+/// tenant's overview (see `model/insights.rs`).
+#[async_trait]
+pub trait Insights: Send + Sync {
+    /// The execution's attempts, newest first, at most `limit`
+    /// (`NotFound` for another tenant's id).
+    async fn list_attempts(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        limit: u32,
+    ) -> Result<Vec<AttemptRecord>>;
+
+    /// Counts by state, and the attempts that ended since `since`.
+    async fn overview(&self, tenant: TenantId, since: DateTime<Utc>) -> Result<Overview>;
+}
 
 /// Attempt states the overview counts as failed: the guest failed, its
 /// lease ran out, or its execution's deadline passed under it.

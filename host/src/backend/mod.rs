@@ -13,25 +13,29 @@
 //! needs the stored state: fencing, transitions, idempotency. How to add an
 //! operation is in `docs/development.md`.
 
+mod configuration;
 mod insights;
 pub mod postgres;
 mod refusals;
 pub mod sqlite;
 mod traits;
 
+pub use configuration::{ConcurrencyLimits, ConfigValues, Grants};
+pub use insights::Insights;
 pub use traits::{
-    Budgets, Children, Components, ConcurrencyLimits, ConfigValues, Events, Executions, Flows,
-    Grants, Insights, Leases, Output, Scanners, Schedules, Steps, Suspensions, Tenancy, Wakeups,
+    Budgets, Children, Components, Events, Executions, Flows, Leases, Output, Scanners, Schedules,
+    Steps, Suspensions, Tenancy, Wakeups,
 };
 
 /// The storage traits by method only (`use crate::backend::prelude::*`), for
 /// callers that hold a [`Backend`] and call its operations.
 pub mod prelude {
+    pub use super::configuration::{ConcurrencyLimits as _, ConfigValues as _, Grants as _};
+    pub use super::insights::Insights as _;
     pub use super::traits::{
-        Budgets as _, Children as _, Components as _, ConcurrencyLimits as _, ConfigValues as _,
-        Events as _, Executions as _, Flows as _, Grants as _, Insights as _, Leases as _,
-        Output as _, Scanners as _, Schedules as _, Steps as _, Suspensions as _, Tenancy as _,
-        Wakeups as _,
+        Budgets as _, Children as _, Components as _, Events as _, Executions as _, Flows as _,
+        Leases as _, Output as _, Scanners as _, Schedules as _, Steps as _, Suspensions as _,
+        Tenancy as _, Wakeups as _,
     };
 }
 

@@ -12,6 +12,7 @@ pub mod new;
 pub mod remote;
 pub mod schedules;
 pub mod serve;
+pub mod setup;
 pub mod steps;
 pub mod worker;
 

@@ -1,5 +1,6 @@
-//! Commands that talk to a running server over its HTTP API: tenants,
-//! components, and executions (run, submit, get, list, cancel, tail).
+//! Commands that talk to a running server over its HTTP API about
+//! executions: run, submit, get, list, cancel, replay, revoke-lease, tail.
+//! (Tenants and components: `setup.rs`.)
 //!
 //! Human-readable output by default; `--json` prints the API's JSON for
 //! scripts. Frames a command follows go to stderr when a result is printed to
@@ -15,109 +16,12 @@ use serde_json::{json, Value};
 
 use flowfabric::api::error::ErrorBody;
 use flowfabric::api::{
-    BatchCreated, Cancelled, ComponentList, ExecutionPage, ExecutionResult, FrameView,
-    LeaseRevoked, Payload, Replayed, StateChange, TenantCreated, TenantList, Uploaded,
+    BatchCreated, Cancelled, ExecutionPage, ExecutionResult, FrameView, LeaseRevoked, Payload,
+    Replayed, StateChange,
 };
-use flowfabric::model::{Created, Execution, PublicState, Tenant, TenantLimits};
+use flowfabric::model::{Created, Execution, PublicState};
 
 use super::client::{decode, path_segment, wire_name, ApiClient, Connection, NO_BODY};
-
-#[derive(clap::Subcommand)]
-pub enum TenantCommand {
-    /// Create a tenant and print its first API key (shown only once).
-    Create {
-        name: String,
-        #[command(flatten)]
-        limits: LimitFlags,
-    },
-    /// Replace a tenant's limits (a limit not given is the installation's).
-    Limits {
-        /// The tenant's id.
-        tenant: uuid::Uuid,
-        #[command(flatten)]
-        limits: LimitFlags,
-    },
-    /// Show a tenant's capability ceiling, or replace it with `--set`:
-    /// what the tenant may grant its components (default: nothing).
-    Capabilities {
-        /// The tenant's id.
-        tenant: uuid::Uuid,
-        #[command(flatten)]
-        ceiling: super::grants::CeilingFlags,
-    },
-    /// List tenants.
-    List,
-}
-
-/// A tenant's limits; each can only tighten the installation's.
-#[derive(clap::Args, Debug)]
-pub struct LimitFlags {
-    /// Executions running at once, across all workers.
-    #[arg(long)]
-    max_running: Option<u32>,
-    /// Executions waiting to run; creating more is refused with 429.
-    #[arg(long)]
-    max_queued: Option<u32>,
-    #[arg(long)]
-    max_input_bytes: Option<u32>,
-    #[arg(long)]
-    max_component_bytes: Option<u32>,
-    /// Longest one run of a guest may take.
-    #[arg(long)]
-    max_task_timeout_ms: Option<u64>,
-    /// Linear memory cap of one guest.
-    #[arg(long)]
-    max_memory_mib: Option<u32>,
-    /// Start-rate quota: at most this many attempts start per window.
-    #[arg(long)]
-    max_starts_per_window: Option<u32>,
-    #[arg(long, requires = "max_starts_per_window")]
-    start_window_ms: Option<u64>,
-    /// Largest result one execution may return.
-    #[arg(long)]
-    max_result_bytes: Option<u32>,
-    /// Payload bytes of all frames of one attempt.
-    #[arg(long)]
-    max_frame_bytes_per_attempt: Option<u64>,
-    #[arg(long)]
-    max_children_per_execution: Option<u32>,
-    #[arg(long)]
-    max_flow_members: Option<u32>,
-    #[arg(long)]
-    max_waitpoints_per_execution: Option<u32>,
-    /// Bytes the tenant may keep stored: inputs, results and frames.
-    #[arg(long)]
-    max_stored_bytes: Option<u64>,
-}
-
-impl From<LimitFlags> for TenantLimits {
-    fn from(f: LimitFlags) -> Self {
-        Self {
-            max_running: f.max_running,
-            max_queued: f.max_queued,
-            max_input_bytes: f.max_input_bytes,
-            max_component_bytes: f.max_component_bytes,
-            max_task_timeout_ms: f.max_task_timeout_ms,
-            max_memory_mib: f.max_memory_mib,
-            max_starts_per_window: f.max_starts_per_window,
-            start_window_ms: f.start_window_ms,
-            max_result_bytes: f.max_result_bytes,
-            max_frame_bytes_per_attempt: f.max_frame_bytes_per_attempt,
-            max_children_per_execution: f.max_children_per_execution,
-            max_flow_members: f.max_flow_members,
-            max_waitpoints_per_execution: f.max_waitpoints_per_execution,
-            max_stored_bytes: f.max_stored_bytes,
-        }
-    }
-}
-
-#[derive(clap::Subcommand)]
-pub enum ComponentCommand {
-    /// Upload a `.wasm` component as the next version of `kind`.
-    Upload { kind: String, file: PathBuf },
-    /// List the tenant's components.
-    List,
-}
 
 /// The input of an execution, from one of three flags.
 #[derive(clap::Args, Debug)]
@@ -198,104 +102,6 @@ pub struct List {
     /// Continue after this execution id (the previous page's cursor).
     #[arg(long)]
     cursor: Option<String>,
-}
-
-pub async fn tenant(connection: &Connection, command: TenantCommand) -> anyhow::Result<()> {
-    let client = ApiClient::admin(connection)?;
-    match command {
-        TenantCommand::Create { name, limits } => {
-            let body = json!({ "name": name, "limits": TenantLimits::from(limits) });
-            let created: TenantCreated = client
-                .typed(Method::POST, "/v1/admin/tenants", Some(&body))
-                .await?;
-            if connection.json {
-                return print_json(&created);
-            }
-            println!(
-                "tenant {} ({})",
-                created.tenant.name, created.tenant.tenant_id
-            );
-            println!("api key (shown once; store it now):");
-            println!("{}", created.api_key.token);
-        }
-        TenantCommand::Limits { tenant, limits } => {
-            let path = format!("/v1/admin/tenants/{}/limits", tenant);
-            let updated: Tenant = client
-                .typed(Method::PUT, &path, Some(&TenantLimits::from(limits)))
-                .await?;
-            if connection.json {
-                return print_json(&updated);
-            }
-            println!("limits of {tenant}:");
-            let limits = serde_json::to_value(updated.limits)?;
-            for (name, value) in limits.as_object().into_iter().flatten() {
-                if !value.is_null() {
-                    println!("  {name} = {value}");
-                }
-            }
-        }
-        TenantCommand::Capabilities { tenant, ceiling } => {
-            return super::grants::ceiling(connection, tenant, ceiling).await;
-        }
-        TenantCommand::List => {
-            let list: TenantList = client
-                .typed(Method::GET, "/v1/admin/tenants", NO_BODY)
-                .await?;
-            if connection.json {
-                return print_json(&list);
-            }
-            for tenant in &list.items {
-                println!("{}  {}", tenant.tenant_id, tenant.name);
-            }
-        }
-    }
-    Ok(())
-}
-
-pub async fn component(connection: &Connection, command: ComponentCommand) -> anyhow::Result<()> {
-    let client = ApiClient::tenant(connection)?;
-    match command {
-        ComponentCommand::Upload { kind, file } => {
-            let wasm =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let answer = client
-                .upload(&format!("/v1/components/{}", path_segment(&kind)), wasm)
-                .await?;
-            let uploaded: Uploaded = decode("an answer", answer)?;
-            if connection.json {
-                return print_json(&uploaded);
-            }
-            let verb = if uploaded.created {
-                "uploaded"
-            } else {
-                "unchanged:"
-            };
-            let v = &uploaded.version;
-            println!(
-                "{verb} {kind} v{} ({} bytes, sha256 {})",
-                v.version, v.size_bytes, v.digest
-            );
-            super::grants::print_imports(&uploaded.imports);
-        }
-        ComponentCommand::List => {
-            let list: ComponentList = client.typed(Method::GET, "/v1/components", NO_BODY).await?;
-            if connection.json {
-                return print_json(&list);
-            }
-            println!("{:<24} {:>7} {:>10}  DIGEST", "KIND", "VERSION", "BYTES");
-            for v in &list.items {
-                let deprecated = if v.deprecated { " (deprecated)" } else { "" };
-                println!(
-                    "{:<24} {:>7} {:>10}  {}{deprecated}",
-                    v.kind,
-                    v.version,
-                    v.size_bytes,
-                    &v.digest[..12.min(v.digest.len())]
-                );
-            }
-        }
-    }
-    Ok(())
 }
 
 pub async fn run(connection: &Connection, args: Run) -> anyhow::Result<()> {

@@ -11,6 +11,7 @@ mod flow;
 mod grants;
 mod ids;
 mod insights;
+mod origins;
 mod policy;
 mod rules;
 mod schedules;
@@ -47,9 +48,10 @@ pub use flow::{
     JoinState, NewFlow, OnSatisfied,
 };
 pub use grants::{
-    check_config_name, is_public, AttemptCapabilities, CapabilityCeiling, ComponentGrant,
-    ComponentImport, EffectiveGrant, GrantError, OriginPattern, StoredGrant,
+    check_config_name, AttemptCapabilities, CapabilityCeiling, ComponentGrant, ComponentImport,
+    EffectiveGrant, GrantError, StoredGrant,
 };
+pub use origins::{is_public, OriginPattern};
 pub use policy::{
     Backoff, ExecutionPolicy, FailureClass, RetryDecision, RetryPolicy, TimeoutPolicy,
     DEFAULT_DEDUP_WINDOW_MS, DEFAULT_MAX_REPLAYS,
