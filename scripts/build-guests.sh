@@ -22,13 +22,17 @@ stale() {
   echo "$digest" >"$out/$lang.digest.new"
 }
 
-if stale python guests/python/*.py; then
+if stale python guests/python/*.py $(find guests/python/wit -name '*.wit' | sort); then
   py=$tools/componentize-py-0.25.1
   if [ ! -x "$py/bin/componentize-py" ]; then
     python3 -m venv "$py"
     "$py/bin/pip" install -q componentize-py==0.25.1
   fi
-  "$py/bin/componentize-py" -d wit -w task componentize -p guests/python app \
+  # The Python world (guests/python/wit) with the task contract as a dependency.
+  pywit=$out/python-wit
+  rm -rf "$pywit" && cp -r guests/python/wit "$pywit"
+  mkdir -p "$pywit/deps/task" && cp wit/task.wit "$pywit/deps/task/"
+  "$py/bin/componentize-py" -d "$pywit" -w task-python componentize -p guests/python app \
     -o "$out/python.wasm" >/dev/null
   mv "$out/python.digest.new" "$out/python.digest"
   echo "built $out/python.wasm"

@@ -10,6 +10,8 @@ with byte-identical outputs, so one integration test checks every language.
 | `info` | returns the task info as `key=value` lines |
 | `wait:KEY` | waits for a signal on KEY (the token is written as a `waitpoint` frame) |
 | `steps:SCRIPT` | durable steps: the ops `step`, `fail`, `sleep` and `fail-until`, `;`-separated |
+| `http:METHOD:URL` | one request (body `ping` unless a GET); `status=S bytes=N body=…` or `error=CODE` |
+| `config:NAME` | the value of NAME, or `absent` |
 """
 
 import flowfabric
@@ -44,7 +46,24 @@ def handle(input: bytes) -> bytes:
         return wait(arg)
     if command == "steps":
         return steps(arg)
+    if command == "http":
+        return http(arg)
+    if command == "config":
+        value = flowfabric.config.get(arg)
+        return (value if value is not None else "absent").encode()
     raise TaskFailure(f"unknown command {command!r}", permanent=True)
+
+
+def http(arg: str) -> bytes:
+    method, _, url = arg.partition(":")
+    if not url:
+        raise TaskFailure("http needs METHOD:URL", permanent=True)
+    body = b"" if method == "GET" else b"ping"
+    try:
+        r = flowfabric.http.request(method, url, body=body)
+    except flowfabric.HttpFailure as e:
+        return f"error={e}".encode()
+    return f"status={r.status} bytes={len(r.body)} body={r.text()[:200]}".encode()
 
 
 def frames(n: int) -> bytes:

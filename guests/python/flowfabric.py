@@ -21,6 +21,12 @@ Side effects that must happen once per execution go in durable steps, and
 
     receipt = flowfabric.step("charge", lambda: charge(order))
     flowfabric.sleep(3600)
+
+Beyond its input a task reaches only what its kind is granted: outbound HTTP
+(`flowfabric.http.get(url)`, `flowfabric.http.request(...)`) to granted
+origins, and config values and secrets (`flowfabric.config.get(name)`) it
+is granted by name. Anything else is refused (`HttpFailure`) or reads as
+absent (`None`).
 """
 
 import json
@@ -28,7 +34,7 @@ from typing import Any, Callable, List, Optional
 
 from componentize_py_types import Err
 from wit_world.imports import claimed_task as _host
-from wit_world.imports import types as _types
+from wit_world.imports import flowfabric_task_types as _types
 
 TaskInfo = _types.TaskInfo
 Signal = _types.Signal
@@ -174,3 +180,134 @@ def task(handler: Callable[[bytes], bytes]):
                 raise Err(_types.TaskError(_types.FailureClass.TRANSIENT, f"host call failed: {f}"))
 
     return WitWorld
+
+
+# Outbound HTTP (wasi:http), to the origins the kind's grant allows.
+
+from types import SimpleNamespace as _Namespace
+from urllib.parse import urlsplit as _urlsplit
+
+from wit_world.imports import outgoing_handler as _outgoing
+from wit_world.imports import store as _store
+from wit_world.imports import streams as _streams
+from wit_world.imports import wasi_http_types as _http
+
+
+class HttpFailure(Exception):
+    """A request the host refused or could not complete: `code` is the
+    wasi:http error code (`HttpRequestDenied` for an origin the grant does
+    not allow, `ConnectionRefused`, `ConnectionReadTimeout`, …) or `BadUrl`."""
+
+    def __init__(self, code: str, detail: str = ""):
+        super().__init__(f"{code}: {detail}" if detail else code)
+        self.code = code
+        self.detail = detail
+
+
+class Response:
+    def __init__(self, status: int, headers: List[tuple], body: bytes):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def header(self, name: str) -> Optional[str]:
+        for n, v in self.headers:
+            if n.lower() == name.lower():
+                return v.decode(errors="replace")
+        return None
+
+    def text(self) -> str:
+        return self.body.decode(errors="replace")
+
+
+def _code(error) -> HttpFailure:
+    name = type(error).__name__
+    return HttpFailure(name[len("ErrorCode_"):] if name.startswith("ErrorCode_") else name)
+
+
+_METHODS = {
+    "GET": _http.Method_Get, "HEAD": _http.Method_Head, "POST": _http.Method_Post,
+    "PUT": _http.Method_Put, "DELETE": _http.Method_Delete, "PATCH": _http.Method_Patch,
+    "OPTIONS": _http.Method_Options,
+}
+
+
+def _request(method: str, url: str, headers=(), body: bytes = b"") -> Response:
+    parts = _urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise HttpFailure("BadUrl", url)
+    fields = _http.Fields.from_list([(k, v.encode()) for k, v in headers])
+    request = _http.OutgoingRequest(fields)
+    verb = method.upper()
+    request.set_method(_METHODS[verb]() if verb in _METHODS else _http.Method_Other(verb))
+    request.set_scheme(_http.Scheme_Https() if parts.scheme == "https" else _http.Scheme_Http())
+    request.set_authority(parts.netloc)
+    request.set_path_with_query((parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
+    outgoing = request.body()
+    try:
+        future = _outgoing.handle(request, None)
+    except Err as e:
+        raise _code(e.value) from None
+    # The stream is dropped (end of `with`) before the body is finished.
+    with outgoing.write() as stream:
+        try:
+            for i in range(0, len(body), 4096):
+                stream.blocking_write_and_flush(body[i:i + 4096])
+        except Err:
+            pass  # the response (below) says what went wrong
+    try:
+        _http.OutgoingBody.finish(outgoing, None)
+    except Err as e:
+        raise _code(e.value) from None
+    result = future.get()
+    while result is None:
+        future.subscribe().block()
+        result = future.get()
+    # option<result<result<incoming-response, error-code>>>: the outer
+    # result only says whether it was taken before.
+    inner = result.value
+    if isinstance(inner, Err):
+        raise _code(inner.value)
+    response = inner.value
+    status = response.status()
+    response_headers = response.headers().entries()
+    incoming = response.consume()
+    body_stream = incoming.stream()
+    chunks = []
+    while True:
+        try:
+            chunks.append(body_stream.blocking_read(64 << 10))
+        except Err as e:
+            if isinstance(e.value, _streams.StreamError_Closed):
+                break
+            raise HttpFailure("HttpResponseIncomplete") from None
+    return Response(status, response_headers, b"".join(chunks))
+
+
+http = _Namespace(
+    request=_request,
+    get=lambda url, headers=(): _request("GET", url, headers),
+    post=lambda url, body, content_type="application/octet-stream": _request(
+        "POST", url, [("content-type", content_type)], body
+    ),
+)
+
+
+# Config values and secrets (wasi:config/store): only names the grant lists
+# are readable; any other name reads as absent.
+
+def _config_get(name: str) -> Optional[str]:
+    try:
+        return _store.get(name)
+    except Err:
+        return None
+
+
+def _config_all() -> List[tuple]:
+    try:
+        return _store.get_all()
+    except Err:
+        return []
+
+
+config = _Namespace(get=_config_get, all=_config_all)

@@ -215,7 +215,7 @@ async fn every_language_keeps_durable_steps_and_sleeps_the_same_way() {
 }
 
 #[tokio::test]
-async fn rust_and_javascript_reach_a_granted_origin_and_nothing_else() {
+async fn every_language_reaches_a_granted_origin_and_nothing_else() {
     use crate::upstream::{grant, http_grant, loopback_ceiling, Upstream};
     let env = polyglot_env().await;
     let up = Upstream::start().await;
@@ -225,7 +225,7 @@ async fn rust_and_javascript_reach_a_granted_origin_and_nothing_else() {
         .await
         .unwrap();
     let origin = format!("http://127.0.0.1:{}", up.port);
-    for (_, kind) in &LANGUAGES[..2] {
+    for (_, kind) in &LANGUAGES {
         grant(
             &env,
             env.tenant,
@@ -235,7 +235,7 @@ async fn rust_and_javascript_reach_a_granted_origin_and_nothing_else() {
         .await;
     }
     let pool = env.pool(config(3));
-    for (lang, kind) in &LANGUAGES[..2] {
+    for (lang, kind) in &LANGUAGES {
         let id = env
             .submit(kind, &format!("http:POST:{}", up.url("/echo")), 0)
             .await;
@@ -251,6 +251,58 @@ async fn rust_and_javascript_reach_a_granted_origin_and_nothing_else() {
             text(&done.result)
         );
     }
-    assert_eq!(up.hits(), 2, "only the granted requests reached the server");
+    assert_eq!(up.hits(), 3, "only the granted requests reached the server");
+    pool.shutdown().await;
+}
+
+#[tokio::test]
+async fn rust_and_python_read_granted_config_and_nothing_else() {
+    use crate::upstream::{grant, loopback_ceiling};
+    use flowfabric::model::ComponentGrant;
+    let env = polyglot_env().await;
+    let engine = &env.db.engine;
+    engine
+        .set_ceiling(env.tenant, &loopback_ceiling())
+        .await
+        .unwrap();
+    engine
+        .put_config(env.tenant, "REGION", "eu-west", false)
+        .await
+        .unwrap();
+    engine
+        .put_config(env.tenant, "API_TOKEN", "secret-0042", true)
+        .await
+        .unwrap();
+    let langs = [LANGUAGES[0], LANGUAGES[2]];
+    for (_, kind) in &langs {
+        let granted = ComponentGrant {
+            config: vec!["REGION".into(), "API_TOKEN".into()],
+            ..Default::default()
+        };
+        grant(&env, env.tenant, kind, granted).await;
+    }
+    let pool = env.pool(config(3));
+    for (lang, kind) in &langs {
+        for (name, want) in [
+            ("REGION", "eu-west"),
+            ("API_TOKEN", "secret-0042"),
+            ("NOT_SET", "absent"),
+        ] {
+            let id = env.submit(kind, &format!("config:{name}"), 0).await;
+            let done = completed(&env, lang, id).await;
+            assert_eq!(text(&done.result), want, "{lang} reads {name}");
+        }
+    }
+    // Without the grant, the same name reads as absent.
+    for (_, kind) in &langs {
+        grant(&env, env.tenant, kind, ComponentGrant::default()).await;
+    }
+    // A pool looks a kind's grant up at most once a second.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    for (lang, kind) in &langs {
+        let id = env.submit(kind, "config:REGION", 0).await;
+        let done = completed(&env, lang, id).await;
+        assert_eq!(text(&done.result), "absent", "{lang} without a grant");
+    }
     pool.shutdown().await;
 }

@@ -18,6 +18,46 @@ const CONFIG_WIT: &str = include_str!("../../../guests/sdk/wit/config/store.wit"
 const JS_SDK: &str = include_str!("../../../guests/js/flowfabric.js");
 const JS_BUILD: &str = include_str!("../../../guests/js/build.mjs");
 const PYTHON_SDK: &str = include_str!("../../../guests/python/flowfabric.py");
+/// The Python world and the WASI packages it imports (the task contract
+/// goes beside them as `deps/task/task.wit`).
+const PYTHON_WIT: [(&str, &str); 9] = [
+    (
+        "world.wit",
+        include_str!("../../../guests/python/wit/world.wit"),
+    ),
+    (
+        "deps/http/http.wit",
+        include_str!("../../../guests/python/wit/deps/http/http.wit"),
+    ),
+    (
+        "deps/io/io.wit",
+        include_str!("../../../guests/python/wit/deps/io/io.wit"),
+    ),
+    (
+        "deps/clocks/clocks.wit",
+        include_str!("../../../guests/python/wit/deps/clocks/clocks.wit"),
+    ),
+    (
+        "deps/random/random.wit",
+        include_str!("../../../guests/python/wit/deps/random/random.wit"),
+    ),
+    (
+        "deps/cli/cli.wit",
+        include_str!("../../../guests/python/wit/deps/cli/cli.wit"),
+    ),
+    (
+        "deps/sockets/sockets.wit",
+        include_str!("../../../guests/python/wit/deps/sockets/sockets.wit"),
+    ),
+    (
+        "deps/filesystem/filesystem.wit",
+        include_str!("../../../guests/python/wit/deps/filesystem/filesystem.wit"),
+    ),
+    (
+        "deps/config/store.wit",
+        include_str!("../../../guests/python/wit/deps/config/store.wit"),
+    ),
+];
 
 #[derive(clap::Args)]
 pub struct New {
@@ -75,8 +115,14 @@ fn check_name(name: &str) -> anyhow::Result<()> {
 
 /// Every file of a new project, as (relative path, contents).
 fn files(name: &str, lang: Lang) -> Vec<(String, String)> {
+    // Python's world includes the task contract as a dependency; the
+    // others are built for the contract's own `task` world.
+    let contract = match lang {
+        Lang::Python => "wit/deps/task/task.wit",
+        Lang::Rust | Lang::Js => "wit/task.wit",
+    };
     let mut files = vec![
-        ("wit/task.wit".to_owned(), WIT.to_owned()),
+        (contract.to_owned(), WIT.to_owned()),
         (".gitignore".to_owned(), GITIGNORE.to_owned()),
     ];
     let specific: Vec<(&str, String)> = match lang {
@@ -109,11 +155,18 @@ fn files(name: &str, lang: Lang) -> Vec<(String, String)> {
             ("task.js", JS_TASK.to_owned()),
             ("build.sh", JS_BUILD_SH.replace("NAME", name)),
         ],
-        Lang::Python => vec![
-            ("flowfabric.py", PYTHON_SDK.to_owned()),
-            ("app.py", PYTHON_TASK.to_owned()),
-            ("build.sh", PYTHON_BUILD_SH.replace("NAME", name)),
-        ],
+        Lang::Python => {
+            files.extend(
+                PYTHON_WIT
+                    .iter()
+                    .map(|(path, wit)| (format!("wit/{path}"), (*wit).to_owned())),
+            );
+            vec![
+                ("flowfabric.py", PYTHON_SDK.to_owned()),
+                ("app.py", PYTHON_TASK.to_owned()),
+                ("build.sh", PYTHON_BUILD_SH.replace("NAME", name)),
+            ]
+        }
     };
     files.extend(specific.into_iter().map(|(p, c)| (p.to_owned(), c)));
     files
@@ -296,6 +349,18 @@ def greet(input: bytes) -> bytes:
         raise TaskFailure("the input is empty", permanent=True)
     flowfabric.progress(50, "greeting")
     flowfabric.frame("greeting", name.encode())
+
+    # Beyond its input a task reaches only what its kind is granted
+    # (see `flowfabric grant set --help`):
+    #
+    # Outbound HTTP, after `flowfabric grant set KIND --http https://api.example.com`:
+    #     reply = flowfabric.http.get("https://api.example.com/v1/status")
+    #     status = reply.status
+    #
+    # A config value or secret, after `flowfabric config set API_TOKEN --secret`
+    # and `flowfabric grant set KIND --config API_TOKEN`:
+    #     token = flowfabric.config.get("API_TOKEN")  # None when not granted
+    #
     # flowfabric.sleep(60)  # a durable sleep: the run resumes here a minute later
     return flowfabric.step("greet", lambda: f"hello, {name}").encode()
 
@@ -335,7 +400,7 @@ if [ -z "$py" ]; then
   fi
 fi
 echo "building NAME.wasm…"
-"$py" -d wit -w task componentize app -o NAME.wasm
+"$py" -d wit -w task-python componentize app -o NAME.wasm
 echo "built NAME.wasm"
 "#;
 
@@ -362,8 +427,16 @@ mod tests {
                 !all.contains("../../wit"),
                 "a path into this repository leaked"
             );
-            assert!(!all.contains("NAME"), "a placeholder was left");
-            assert!(files.iter().any(|(p, _)| p == "wit/task.wit"));
+            // (WIT files are copied as they are: WASI's docs say `ENAMETOOLONG`.)
+            let ours: String = files
+                .iter()
+                .filter(|(p, _)| !p.ends_with(".wit"))
+                .map(|(_, c)| c.as_str())
+                .collect();
+            assert!(!ours.contains("NAME"), "a placeholder was left");
+            assert!(files
+                .iter()
+                .any(|(p, _)| p == "wit/task.wit" || p == "wit/deps/task/task.wit"));
         }
     }
 }
