@@ -112,6 +112,26 @@ impl Browser {
     }
 
     async fn command(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        self.try_command(method, path, body)
+            .await
+            .unwrap_or_else(|e| panic!("WebDriver {path}: {e}"))
+    }
+
+    /// An element's text, or `None` when it is gone (the page changed).
+    async fn try_text(&self, e: &Element) -> Option<String> {
+        let path = format!("/element/{}/text", e.0);
+        let v = self.try_command(reqwest::Method::GET, &path, None).await;
+        v.ok().map(|v| v.as_str().unwrap_or_default().to_owned())
+    }
+
+    /// A command's value, or the WebDriver error (`stale element
+    /// reference: …` when the page changed under an element).
+    async fn try_command(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
         let mut request = self.http.request(method, format!("{}{path}", self.session));
         if let Some(body) = body {
             request = request.json(&body);
@@ -123,13 +143,10 @@ impl Browser {
             .json()
             .await
             .expect("WebDriver reply");
-        if let Some(error) = response["value"]["error"].as_str() {
-            panic!(
-                "WebDriver {path}: {error}: {}",
-                response["value"]["message"]
-            );
+        match response["value"]["error"].as_str() {
+            Some(error) => Err(format!("{error}: {}", response["value"]["message"])),
+            None => Ok(response["value"].clone()),
         }
-        response["value"].clone()
     }
 
     pub async fn goto(&self, url: &str) {
@@ -169,7 +186,8 @@ impl Browser {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             for e in self.find_all(css).await {
-                if accept(&self.text(&e).await) {
+                // The page may reload under us: a stale element is a retry.
+                if self.try_text(&e).await.is_some_and(|t| accept(&t)) {
                     return e;
                 }
             }
