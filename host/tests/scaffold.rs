@@ -3,11 +3,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
-use flowfabric::model::{NewExecution, PublicState};
-use flowfabric::worker::{WorkerConfig, WorkerPool};
-use flowfabric_tests::{runtime, TestDb};
+use flowfabric::model::{PublicState, TenantId};
+use flowfabric_tests::ServedProcess;
+use flowfabric_tests::TestDb;
 
 const BIN: &str = env!("CARGO_BIN_EXE_flowfabric");
 
@@ -15,7 +14,10 @@ fn scratch(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("ff-new-{name}-{}", uuid::Uuid::now_v7().simple()))
 }
 
-fn new_project(dir: &Path, name: &str, lang: &str) {
+/// Run `flowfabric new`; returns the commands it prints as next steps, one
+/// per line (`cd DIR && ./build.sh`, `flowfabric component upload …`,
+/// `flowfabric run …`).
+fn new_project(dir: &Path, name: &str, lang: &str) -> Vec<String> {
     let out = Command::new(BIN)
         .args(["new", name, "--lang", lang, "--dir"])
         .arg(dir)
@@ -26,13 +28,38 @@ fn new_project(dir: &Path, name: &str, lang: &str) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // The next step it prints is the run below: the template greets text,
-    // so the input goes as text (`--input` would have to be JSON).
     let printed = String::from_utf8_lossy(&out.stdout);
+    // The template greets text, so the input goes as text (`--input`
+    // would have to be JSON).
     assert!(
         printed.contains(&format!("flowfabric run {name} --input-text world")),
         "{printed}"
     );
+    printed
+        .lines()
+        .filter_map(|l| l.strip_prefix("  "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Run a printed `flowfabric …` line as printed, from `dir`, against the
+/// server at `url` with `key`; returns stdout.
+fn run_printed(line: &str, dir: &Path, url: &str, key: &str) -> String {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(words[0], "flowfabric", "{line}");
+    let out = Command::new(BIN)
+        .args(&words[1..])
+        .current_dir(dir)
+        .env("FLOWFABRIC_URL", url)
+        .env("FLOWFABRIC_API_KEY", key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "`{line}` failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The project's build.sh with a clean cargo environment (this test's own
@@ -148,38 +175,42 @@ fn a_python_project_installs_its_toolchain_on_first_build() {
 
 #[tokio::test]
 async fn new_projects_build_upload_and_run_in_every_language() {
+    // What a newcomer does: `serve`, then the commands `new` prints, as
+    // printed, from the project's directory.
     let db = TestDb::new().await;
-    let tenant = db.tenant("acme").await;
-    let mut dirs = Vec::new();
+    let served = ServedProcess::start(BIN, db.pg_url(), ADMIN, &["--slots", "2"]).await;
+    let (tenant, key) = tenant_with_key(&served.url).await;
     for lang in ["rust", "js", "python"] {
         let name = format!("greet-{lang}");
         let dir = scratch(&name);
-        new_project(&dir, &name, lang);
+        let steps = new_project(&dir, &name, lang);
+        assert_eq!(steps.len(), 3, "{lang}: {steps:?}");
+        assert_eq!(steps[0], format!("cd {} && ./build.sh", dir.display()));
         build(&dir);
-        let wasm = std::fs::read(dir.join(format!("{name}.wasm"))).unwrap();
-        flowfabric::components::register(&db.engine, &runtime(), tenant, &name, &wasm)
-            .await
-            .unwrap_or_else(|e| panic!("uploading the {lang} project: {e}"));
-        dirs.push((lang, name, dir));
-    }
-
-    let pool = WorkerPool::start(db.engine.clone(), runtime(), WorkerConfig::default());
-    for (lang, name, dir) in &dirs {
-        let id = db
-            .engine
-            .create(tenant, NewExecution::new(name.as_str(), b"world".to_vec()))
-            .await
-            .unwrap()
-            .execution_id;
-        let done = db.wait_terminal(tenant, id, Duration::from_secs(60)).await;
-        assert_eq!(
-            done.state,
-            PublicState::Completed,
-            "{lang}: {:?}",
-            done.last_failure
+        let uploaded = run_printed(&steps[1], &dir, &served.url, &key);
+        assert!(
+            uploaded.starts_with(&format!("uploaded {name} v1")),
+            "{uploaded}"
         );
-        assert_eq!(done.result.as_deref(), Some(&b"hello, world"[..]), "{lang}");
+        let result = run_printed(&steps[2], &dir, &served.url, &key);
+        assert_eq!(result.trim_end(), "hello, world", "{lang}");
+
+        let listed = db
+            .engine
+            .list(
+                tenant,
+                flowfabric::model::ExecutionFilter {
+                    kind: Some(name.clone()),
+                    limit: 10,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let done = &listed[0];
+        assert_eq!(done.state, PublicState::Completed, "{lang}");
         assert_eq!(done.progress_percent, Some(50), "{lang}");
+        let id = done.execution_id;
         let frames = db.engine.read_frames(tenant, id, 1, 0, 10).await.unwrap();
         assert_eq!(frames[0].frame_type, "greeting", "{lang}");
         assert_eq!(frames[0].payload, b"world", "{lang}");
@@ -189,7 +220,30 @@ async fn new_projects_build_upload_and_run_in_every_language() {
         assert_eq!(names, ["greet"], "{lang}");
         let _ = std::fs::remove_dir_all(dir);
     }
-    pool.shutdown().await;
+}
+
+const ADMIN: &str = "scaffold-admin-token";
+
+/// A tenant created through the admin API; its id and key.
+async fn tenant_with_key(url: &str) -> (TenantId, String) {
+    let body: serde_json::Value = reqwest::Client::new()
+        .post(format!("{url}/v1/admin/tenants"))
+        .bearer_auth(ADMIN)
+        .json(&serde_json::json!({ "name": "newcomer" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (
+        body["tenant"]["tenant_id"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap(),
+        body["api_key"]["token"].as_str().unwrap().to_owned(),
+    )
 }
 
 #[test]
