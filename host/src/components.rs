@@ -44,10 +44,24 @@ pub async fn imports(
     let Some(names) = runtime.imports(digest) else {
         return Ok(Vec::new());
     };
+    let grant = effective_grant(engine, tenant, kind).await?;
+    Ok(imports_of(&names, &grant))
+}
+
+/// What `kind`'s grant, cut to its tenant's ceiling, lets through.
+pub async fn effective_grant(
+    engine: &Engine,
+    tenant: TenantId,
+    kind: &str,
+) -> Result<EffectiveGrant> {
     let (ceiling, grant) = engine.backend().capabilities(tenant, kind).await?;
-    let grant = EffectiveGrant::resolve(tenant, &ceiling, &grant);
-    Ok(names
+    Ok(EffectiveGrant::resolve(tenant, &ceiling, &grant))
+}
+
+/// Each imported interface, and whether `grant` covers it.
+pub fn imports_of(names: &[String], grant: &EffectiveGrant) -> Vec<ComponentImport> {
+    names
         .iter()
-        .map(|n| ComponentImport::of(n, &grant))
-        .collect())
+        .map(|n| ComponentImport::of(n, grant))
+        .collect()
 }

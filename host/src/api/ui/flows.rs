@@ -197,7 +197,26 @@ struct DetailPage {
     flow: FlowRow,
     revision: i32,
     drawing: Drawing,
-    members: Vec<Node>,
+    members: Vec<MemberRow>,
+}
+
+/// A member in the table under the graph.
+pub struct MemberRow {
+    pub key: String,
+    pub execution_id: String,
+    pub kind: String,
+    pub state: &'static str,
+}
+
+impl MemberRow {
+    fn of(m: &FlowMemberView) -> Self {
+        Self {
+            key: m.key.clone(),
+            execution_id: m.execution_id.to_string(),
+            kind: m.kind.clone(),
+            state: m.state.as_str(),
+        }
+    }
 }
 
 pub async fn detail(
@@ -207,7 +226,8 @@ pub async fn detail(
 ) -> UiResult<Html<String>> {
     let snapshot = state.engine.backend().get_flow(session.tenant, id).await?;
     let drawing = draw(&snapshot.members, &snapshot.edges);
-    let members = draw(&snapshot.members, &[]).nodes;
+    // Every member is listed, drawn or not.
+    let members = snapshot.members.iter().map(MemberRow::of).collect();
     let page = DetailPage {
         chrome: Chrome::tenant(
             format!("Flow {}", snapshot.summary.name),

@@ -1,7 +1,7 @@
 //! The tenant's other pages: the overview, components (with upload and
 //! deprecate), budgets and schedules.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use askama::Template;
@@ -19,7 +19,7 @@ use super::{UiError, UiResult};
 use crate::api::error::Path;
 use crate::api::AppState;
 use crate::engine::OVERVIEW_WINDOW;
-use crate::model::MinuteOutcomes;
+use crate::model::{EffectiveGrant, MinuteOutcomes};
 
 /// One minute's bar on the overview chart (succeeded stacked under failed).
 pub struct Bar {
@@ -120,8 +120,9 @@ pub struct VersionRow {
     pub size: String,
     pub deprecated: bool,
     pub created: String,
-    /// Imports a grant governs, each `name (granted|denied)`.
-    pub imports: Vec<String>,
+    /// Imports a grant governs, each `name (capability, granted|denied)`;
+    /// `None` while this process has not loaded the version.
+    pub imports: Option<Vec<String>>,
 }
 
 #[derive(Template)]
@@ -142,24 +143,40 @@ fn size(bytes: i32) -> String {
     }
 }
 
+/// The imports a grant governs, as `name (capability, granted|denied)`.
+fn governed_imports(names: &[String], grant: &EffectiveGrant) -> Vec<String> {
+    crate::components::imports_of(names, grant)
+        .into_iter()
+        .filter_map(|i| {
+            let capability = i.capability?;
+            let verdict = if i.granted { "granted" } else { "denied" };
+            Some(format!("{} ({capability}, {verdict})", i.name))
+        })
+        .collect()
+}
+
 pub async fn components(
     State(state): State<Arc<AppState>>,
     session: TenantSession,
 ) -> UiResult<Html<String>> {
     let tenant = session.tenant;
     let backend = state.engine.backend();
+    // One grant lookup per kind, and only for kinds with a version whose
+    // imports this process knows (it compiled or loaded it).
+    let mut grants_by_kind: HashMap<String, EffectiveGrant> = HashMap::new();
     let mut versions = Vec::new();
     for v in backend.list_components(tenant).await? {
-        let imports =
-            crate::components::imports(&state.engine, &state.runtime, tenant, &v.kind, &v.digest)
-                .await?
-                .into_iter()
-                .filter_map(|i| {
-                    let capability = i.capability?;
-                    let verdict = if i.granted { "granted" } else { "denied" };
-                    Some(format!("{} ({capability}, {verdict})", i.name))
-                })
-                .collect();
+        let imports = match state.runtime.imports(&v.digest) {
+            None => None,
+            Some(names) => {
+                if !grants_by_kind.contains_key(&v.kind) {
+                    let grant =
+                        crate::components::effective_grant(&state.engine, tenant, &v.kind).await?;
+                    grants_by_kind.insert(v.kind.clone(), grant);
+                }
+                Some(governed_imports(&names, &grants_by_kind[&v.kind]))
+            }
+        };
         versions.push(VersionRow {
             kind: v.kind,
             version: v.version,

@@ -5,11 +5,10 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::executions::get_execution;
 use super::rows::{json, parse};
 use super::PgBackend;
 use crate::backend::insights::{outcome_window_start, overview_of, ENDED_FAILED};
-use crate::backend::Insights;
+use crate::backend::{Executions as _, Insights};
 use crate::error::{EngineError, Result};
 use crate::model::{
     AttemptRecord, ExecutionId, Overview, TenantId, MAX_ATTEMPT_PAGE, MAX_FAILING_KINDS,
@@ -81,7 +80,7 @@ impl Insights for PgBackend {
         .map_err(EngineError::storage("list attempts"))?;
         if rows.is_empty() {
             // Never claimed, or not this tenant's: tell the two apart.
-            get_execution(&self.pool, tenant, id).await?;
+            self.execution_state(tenant, id).await?;
         }
         rows.into_iter().map(attempt).collect()
     }

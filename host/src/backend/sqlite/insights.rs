@@ -71,7 +71,7 @@ impl Insights for SqliteBackend {
         .map_err(EngineError::storage(op))?;
         if rows.is_empty() {
             // Never claimed, or not this tenant's: tell the two apart.
-            self.get_execution(tenant, id).await?;
+            self.execution_state(tenant, id).await?;
         }
         rows.into_iter().map(attempt).collect()
     }
