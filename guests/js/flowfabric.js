@@ -57,6 +57,7 @@ const optionalMs = (ms) => (ms === undefined || ms === null ? undefined : BigInt
 export const text = (payload) => decoder.decode(payload);
 export const info = () => host.info();
 export const leaseHealthy = () => host.leaseHealthy();
+export const renewalFailures = () => host.renewalFailures();
 export const resumeSignals = () => host.resumeSignals();
 export const log = (message) => host.log("info", message);
 
@@ -124,6 +125,21 @@ export async function step(name, fn) {
  */
 export function sleep(ms) {
   call(host.sleep, BigInt(ms));
+}
+
+/**
+ * Park this execution for `ms` milliseconds (1 ms to 30 days), for example
+ * after an upstream's `Retry-After`. Does not return when it succeeds: a new
+ * attempt (type `delayed`) starts the handler from the top at that time, with
+ * the steps recorded so far kept. Not counted as a retry.
+ */
+export function delay(ms) {
+  call(host.delay, BigInt(ms));
+}
+
+/** End this execution for good as `cancelled`, with `reason`. Does not return. */
+export function cancel(reason) {
+  call(host.cancel, String(reason));
 }
 
 // A thrown value as the `task-error` the component model expects.

@@ -37,8 +37,8 @@ function wait(key) {
   return `satisfied: ${describe(ff.waitFor(key))}`;
 }
 
-// `steps:SCRIPT`: the Rust testkit's step ops `step`, `fail`, `sleep` and
-// `fail-until`, `;`-separated, with the same results.
+// `steps:SCRIPT`: the Rust testkit's step ops `step`, `fail`, `sleep`,
+// `fail-until`, `delay-until` and `cancel`, `;`-separated, with the same results.
 async function steps(script) {
   const results = [];
   for (const op of script.split(";").filter((o) => o !== "")) {
@@ -71,6 +71,24 @@ async function steps(script) {
         if (attempt < number(arg, "fail-until")) throw new TaskFailure(`attempt ${attempt} fails on purpose`);
         break;
       }
+      case "delay-until": {
+        const [n, ms] = arg.split(":").map((part) => number(part, "delay-until"));
+        const info = ff.info();
+        if (info.attempt < n) {
+          try {
+            ff.delay(ms);
+          } catch (e) {
+            results.push(`delay=${e.message}`);
+            break;
+          }
+          throw new TaskFailure("delay returned", { permanent: true });
+        }
+        results.push(`delayed=${info.attempt}:${info.attemptType}:${info.retryCount}`);
+        break;
+      }
+      case "cancel":
+        ff.cancel(arg);
+        throw new TaskFailure("cancel returned", { permanent: true });
       default:
         throw new TaskFailure(`unknown step op \`${name}\``, { permanent: true });
     }

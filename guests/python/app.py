@@ -9,7 +9,7 @@ with byte-identical outputs, so one integration test checks every language.
 | `frames:N` | progress + N frames + a log line, returns `frames=N` |
 | `info` | returns the task info as `key=value` lines |
 | `wait:KEY` | waits for a signal on KEY (the token is written as a `waitpoint` frame) |
-| `steps:SCRIPT` | durable steps: the ops `step`, `fail`, `sleep` and `fail-until`, `;`-separated |
+| `steps:SCRIPT` | durable steps: the ops `step`, `fail`, `sleep`, `fail-until`, `delay-until` and `cancel`, `;`-separated |
 | `http:METHOD:URL` | one request (body `ping` unless a GET); `status=S bytes=N body=…` or `error=CODE` |
 | `config:NAME` | the value of NAME, or `absent` |
 """
@@ -115,6 +115,17 @@ def steps(script: str) -> bytes:
             attempt = flowfabric.info().attempt
             if attempt < _number(arg, "fail-until"):
                 raise TaskFailure(f"attempt {attempt} fails on purpose")
+        elif name == "delay-until":
+            n, _, ms = arg.partition(":")
+            info = flowfabric.info()
+            if info.attempt < _number(n, "delay-until"):
+                flowfabric.delay(_number(ms, "delay-until") / 1000)
+                raise TaskFailure("delay returned", permanent=True)
+            kind = info.attempt_type.name.lower()
+            results.append(f"delayed={info.attempt}:{kind}:{info.retry_count}")
+        elif name == "cancel":
+            flowfabric.cancel(arg)
+            raise TaskFailure("cancel returned", permanent=True)
         else:
             raise TaskFailure(f"unknown step op `{name}`", permanent=True)
     return ",".join(results).encode()

@@ -102,7 +102,26 @@ def log(message: str) -> None:
 
 
 def lease_healthy() -> bool:
+    """False once the lease is lost, or after three renewals failed in a row."""
     return _host.lease_healthy()
+
+
+def renewal_failures() -> int:
+    """Renewals of the lease that failed in a row since the last success."""
+    return _host.renewal_failures()
+
+
+def delay(seconds: float) -> None:
+    """Park this execution for `seconds` (1 ms to 30 days), for example after
+    an upstream's `Retry-After`. Does not return when it succeeds: a new
+    attempt (type `delayed`) starts the handler from the top at that time, with
+    the steps recorded so far kept. Not counted as a retry."""
+    _call(_host.delay, max(0, round(seconds * 1000)))
+
+
+def cancel(reason: str) -> None:
+    """End this execution for good as `cancelled`, with `reason`. Does not return."""
+    _call(_host.cancel, reason)
 
 
 def waitpoint(key: str, timeout_ms: Optional[int] = None) -> Waitpoint:

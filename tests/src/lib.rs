@@ -416,6 +416,39 @@ impl TestDb {
         .await;
     }
 
+    /// Make every lease renewal fail with a storage error (a trigger that
+    /// refuses any update extending a lease) until called with `false`:
+    /// what a database that is up for everything else, but refuses these
+    /// writes, looks like to a worker.
+    pub async fn refuse_lease_renewals(&self, refuse: bool) {
+        if !refuse {
+            self.poke(
+                "DROP TRIGGER test_refuse_renewal ON executions",
+                "DROP TRIGGER test_refuse_renewal",
+                None,
+            )
+            .await;
+            return;
+        }
+        self.poke(
+            "CREATE OR REPLACE FUNCTION test_refuse_renewal() RETURNS trigger \
+             LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'renewals refused by the test'; END $$",
+            "SELECT 1",
+            None,
+        )
+        .await;
+        self.poke(
+            "CREATE TRIGGER test_refuse_renewal BEFORE UPDATE ON executions FOR EACH ROW \
+             WHEN (NEW.lease_expires_at > OLD.lease_expires_at) \
+             EXECUTE FUNCTION test_refuse_renewal()",
+            "CREATE TRIGGER test_refuse_renewal BEFORE UPDATE OF lease_expires_at ON executions \
+             WHEN NEW.lease_expires_at > OLD.lease_expires_at \
+             BEGIN SELECT RAISE(ABORT, 'renewals refused by the test'); END",
+            None,
+        )
+        .await;
+    }
+
     /// Make a delayed or backing-off execution due now.
     pub async fn make_due(&self, execution: ExecutionId) {
         self.poke(

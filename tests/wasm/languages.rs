@@ -215,6 +215,37 @@ async fn every_language_keeps_durable_steps_and_sleeps_the_same_way() {
 }
 
 #[tokio::test]
+async fn every_language_delays_and_cancels_its_own_execution() {
+    let env = polyglot_env().await;
+    let scanners = flowfabric::engine::Scanners::start(
+        env.db.backend(),
+        flowfabric::engine::ScannerConfig::default(),
+    );
+    let pool = env.pool(config(3));
+    for (lang, id) in submit_all(&env, "steps:step:a;delay-until:2:200;step:b", 0).await {
+        let done = completed(&env, lang, id).await;
+        assert_eq!(
+            text(&done.result),
+            "a=a@1,delayed=2:delayed:0,b=b@2",
+            "{lang}"
+        );
+        assert_eq!((done.attempt_index, done.retry_count), (2, 0), "{lang}");
+    }
+    for (lang, id) in submit_all(&env, "steps:step:a;cancel:not wanted;step:b", 2).await {
+        let done = env.wait_terminal(id).await;
+        assert_eq!(done.state, PublicState::Cancelled, "{lang}: {done:?}");
+        assert_eq!(
+            done.cancellation_reason.as_deref(),
+            Some("not wanted"),
+            "{lang}"
+        );
+        assert_eq!(done.attempt_index, 1, "{lang}: never retried");
+    }
+    pool.shutdown().await;
+    scanners.shutdown().await;
+}
+
+#[tokio::test]
 async fn every_language_reaches_a_granted_origin_and_nothing_else() {
     use crate::upstream::{grant, http_grant, loopback_ceiling, Upstream};
     let env = polyglot_env().await;

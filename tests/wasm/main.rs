@@ -6,6 +6,7 @@ extern crate flowfabric_tests;
 
 mod components;
 mod grants;
+mod guest_control;
 mod hardening;
 mod languages;
 mod pool;

@@ -114,8 +114,29 @@ pub fn log(level: LogLevel, message: &str) {
     host::log(level, message)
 }
 
+/// False once the lease is lost, or after three renewals failed in a row:
+/// check it before a side effect that must not happen twice.
 pub fn lease_healthy() -> bool {
     host::lease_healthy()
+}
+
+/// Renewals of the lease that failed in a row since the last success.
+pub fn renewal_failures() -> u32 {
+    host::renewal_failures()
+}
+
+/// Park this execution for `duration` (1 ms to 30 days), for example after
+/// an upstream's `Retry-After`. Does not return when it succeeds: the run
+/// stops here, and a new attempt (type `delayed`) starts `run` from the top
+/// at that time, with the steps recorded so far kept. Not counted as a retry.
+pub fn delay(duration: std::time::Duration) -> Result<(), HostError> {
+    host::delay(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// End this execution for good as `cancelled`, with `reason`. Does not
+/// return when it succeeds.
+pub fn cancel(reason: &str) -> Result<(), HostError> {
+    host::cancel(reason)
 }
 
 /// Create (or get back) a waitpoint; hand its token to whoever should signal.

@@ -36,7 +36,9 @@ where
     let bytes = step_bytes(name, || {
         let value = f()?;
         serde_json::to_vec(&value).map_err(|e| {
-            TaskError::permanent(format!("step `{name}` returned a value JSON cannot hold: {e}"))
+            TaskError::permanent(format!(
+                "step `{name}` returned a value JSON cannot hold: {e}"
+            ))
         })
     })?;
     serde_json::from_slice(&bytes).map_err(|e| {

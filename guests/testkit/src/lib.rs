@@ -125,11 +125,13 @@ impl Task for Testkit {
                 let token = flowfabric_guest::config::get(name).unwrap_or_default();
                 let bearer = format!("Bearer {token}");
                 let headers = [("authorization", bearer.as_str())];
-                Ok(match flowfabric_guest::http::request("GET", url, &headers, b"") {
-                    Ok(r) => format!("status={}", r.status),
-                    Err(e) => format!("error={e}"),
-                }
-                .into_bytes())
+                Ok(
+                    match flowfabric_guest::http::request("GET", url, &headers, b"") {
+                        Ok(r) => format!("status={}", r.status),
+                        Err(e) => format!("error={e}"),
+                    }
+                    .into_bytes(),
+                )
             }
             "config" => Ok(flowfabric_guest::config::get(arg)
                 .unwrap_or_else(|| "absent".into())

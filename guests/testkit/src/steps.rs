@@ -14,6 +14,9 @@
 //! | `wait:KEY` | suspends on the waitpoint KEY unless a run was already resumed |
 //! | `fail-until:N` | a transient failure (not a step) on attempts before N |
 //! | `stall-until:N` | on attempts before N, spins until the lease is lost |
+//! | `delay-until:N:MS` | on attempts before N, delays the execution MS (`delay=ERROR` if refused); then `delayed=ATTEMPT:TYPE:RETRIES` |
+//! | `cancel:REASON` | cancels the execution (`cancel=ERROR` if refused) |
+//! | `unhealthy` | spins until three renewals failed in a row, writes a `health` frame, spins until one succeeds; `recovered=HEALTHY` |
 
 use std::time::Duration;
 
@@ -47,8 +50,9 @@ pub fn run(script: &str) -> Result<Vec<u8>, TaskError> {
                 results.push(format!("{step_name}={}", String::from_utf8_lossy(&body)));
             }
             "fail" => {
-                let outcome: Result<String, TaskError> =
-                    step(arg, || Err(TaskError::permanent(format!("{arg} failed for good"))));
+                let outcome: Result<String, TaskError> = step(arg, || {
+                    Err(TaskError::permanent(format!("{arg} failed for good")))
+                });
                 let message = outcome.err().map(|e| e.message).unwrap_or_default();
                 results.push(format!("{arg}=failed({message})"));
             }
@@ -100,6 +104,51 @@ pub fn run(script: &str) -> Result<Vec<u8>, TaskError> {
                     }
                     return Err(TaskError::transient("lease lost while stalling"));
                 }
+            }
+            "delay-until" => {
+                let (n, ms) = arg
+                    .split_once(':')
+                    .ok_or_else(|| TaskError::permanent("delay-until needs N:MS"))?;
+                let (n, ms): (u32, u64) = n
+                    .parse()
+                    .ok()
+                    .zip(ms.parse().ok())
+                    .ok_or_else(|| TaskError::permanent("delay-until needs numbers"))?;
+                let info = host::info();
+                if info.attempt < n {
+                    let refused = flowfabric_guest::delay(Duration::from_millis(ms))
+                        .err()
+                        .ok_or_else(|| TaskError::permanent("delay returned"))?;
+                    results.push(format!("delay={refused:?}"));
+                } else {
+                    let kind = format!("{:?}", info.attempt_type);
+                    let kind = kind.rsplit("::").next().unwrap_or_default().to_lowercase();
+                    results.push(format!(
+                        "delayed={}:{kind}:{}",
+                        info.attempt, info.retry_count
+                    ));
+                }
+            }
+            "cancel" => {
+                let refused = flowfabric_guest::cancel(arg)
+                    .err()
+                    .ok_or_else(|| TaskError::permanent("cancel returned"))?;
+                results.push(format!("cancel={refused:?}"));
+            }
+            "unhealthy" => {
+                while flowfabric_guest::renewal_failures() < 3 {
+                    std::hint::spin_loop();
+                }
+                let seen = format!(
+                    "failures={} healthy={}",
+                    flowfabric_guest::renewal_failures(),
+                    flowfabric_guest::lease_healthy()
+                );
+                flowfabric_guest::frame("health", seen.as_bytes())?;
+                while flowfabric_guest::renewal_failures() > 0 {
+                    std::hint::spin_loop();
+                }
+                results.push(format!("recovered={}", flowfabric_guest::lease_healthy()));
             }
             other => return Err(TaskError::permanent(format!("unknown step op `{other}`"))),
         }

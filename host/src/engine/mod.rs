@@ -422,6 +422,28 @@ impl Engine {
         self.backend.delay(lease, until).await
     }
 
+    /// A guest parks its own execution for `duration_ms` (1 ms to 30 days).
+    /// Each delay starts a new attempt when it ends, so an execution that
+    /// already had [`MAX_ATTEMPTS_TO_DELAY`] attempts may not delay again:
+    /// a guest looping on `delay` cannot grow its attempt history forever.
+    pub async fn delay_by_guest(&self, lease: &LeaseHandle, duration_ms: u64) -> Result<()> {
+        if duration_ms == 0 {
+            return Err(EngineError::invalid("duration_ms", "must be at least 1"));
+        }
+        let until = steps::wake_time(duration_ms)?;
+        if lease.attempt_index >= MAX_ATTEMPTS_TO_DELAY {
+            return Err(EngineError::limit(
+                "attempts_per_execution",
+                MAX_ATTEMPTS_TO_DELAY as u64,
+                format!(
+                    "the execution has had {} attempts; it may not delay again",
+                    lease.attempt_index
+                ),
+            ));
+        }
+        self.backend.delay(lease, until).await
+    }
+
     pub async fn change_priority(
         &self,
         tenant: TenantId,
@@ -524,6 +546,9 @@ impl Engine {
         self.backend.work_signal().await
     }
 }
+
+/// Attempts past which a guest may no longer delay its execution.
+pub const MAX_ATTEMPTS_TO_DELAY: i32 = 1_000;
 
 /// How far from now a time given by a client may lie, either way.
 pub const MAX_TIME_OFFSET: chrono::TimeDelta = chrono::TimeDelta::days(366);

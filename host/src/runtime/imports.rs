@@ -16,16 +16,38 @@ use super::sandbox::{StopReason, StoreState};
 use crate::model::Failure;
 
 /// The answer to a call that may end the run instead of returning
-/// (`suspend`, `wait-children`, the steps and `sleep`).
+/// (`suspend`, `wait-children`, the steps, `sleep`, `delay` and `cancel`).
 #[derive(Debug)]
 pub enum HostReply<T> {
     /// The guest carries on with this.
     Continue(T),
-    /// The execution is suspended: the runtime stops the guest.
-    Suspended,
+    /// The execution left this run's hands (its lease is already released):
+    /// the runtime stops the guest.
+    Released(Release),
     /// The attempt must end with this failure (its journal diverged, or a
     /// step could not be recorded): the runtime stops the guest.
     Stop(Failure),
+}
+
+/// How a guest's own call let go of its execution before `run` returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// Waiting for signals, children or a wake time.
+    Suspended,
+    /// Parked until a time the guest chose (`delay`).
+    Delayed,
+    /// Ended for good by the guest (`cancel`).
+    Cancelled,
+}
+
+impl Release {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Suspended => "suspended",
+            Self::Delayed => "delayed",
+            Self::Cancelled => "cancelled",
+        }
+    }
 }
 
 /// What a running guest may do to the execution it was started for.
@@ -74,8 +96,11 @@ pub trait TaskImports: Send + Sync + 'static {
         outcome: StepOutcome,
     ) -> Result<HostReply<()>, HostError>;
     async fn sleep(&self, duration_ms: u64) -> Result<HostReply<()>, HostError>;
+    async fn delay(&self, duration_ms: u64) -> Result<HostReply<()>, HostError>;
+    async fn cancel(&self, reason: String) -> Result<HostReply<()>, HostError>;
     fn resume_signals(&self) -> Vec<Signal>;
     fn lease_healthy(&self) -> bool;
+    fn renewal_failures(&self) -> u32;
     async fn log(&self, level: LogLevel, message: String);
 }
 
@@ -93,9 +118,12 @@ impl StoreState {
         match reply? {
             Ok(HostReply::Continue(value)) => Ok(Ok(value)),
             Err(e) => Ok(Err(e)),
-            Ok(HostReply::Suspended) => {
-                self.stopped = Some(StopReason::Suspended);
-                Err(wasmtime::Error::msg("the execution suspended"))
+            Ok(HostReply::Released(release)) => {
+                self.stopped = Some(StopReason::Released(release));
+                Err(wasmtime::Error::msg(format!(
+                    "the execution was {}",
+                    release.as_str()
+                )))
             }
             Ok(HostReply::Stop(failure)) => {
                 let message = failure.message.clone();
@@ -238,12 +266,26 @@ impl claimed_task::Host for StoreState {
         self.unless_stopped(reply)
     }
 
+    async fn delay(&mut self, duration_ms: u64) -> wasmtime::Result<Result<(), HostError>> {
+        let reply = host_call!(self.cpu, "delay", self.imports.delay(duration_ms));
+        self.unless_stopped(reply)
+    }
+
+    async fn cancel(&mut self, reason: String) -> wasmtime::Result<Result<(), HostError>> {
+        let reply = host_call!(self.cpu, "cancel", self.imports.cancel(reason));
+        self.unless_stopped(reply)
+    }
+
     async fn resume_signals(&mut self) -> wasmtime::Result<Vec<Signal>> {
         Ok(self.imports.resume_signals())
     }
 
     async fn lease_healthy(&mut self) -> wasmtime::Result<bool> {
         Ok(self.imports.lease_healthy())
+    }
+
+    async fn renewal_failures(&mut self) -> wasmtime::Result<u32> {
+        Ok(self.imports.renewal_failures())
     }
 
     async fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {

@@ -35,7 +35,7 @@ pub use bindings::{
     StreamMode as GuestStreamMode, TaskError, TaskInfo, TimeoutBehavior, UsageResult, Waitpoint,
 };
 pub use fair::Owner;
-pub use imports::{HostReply, TaskImports};
+pub use imports::{HostReply, Release, TaskImports};
 pub use outbound::{HttpExchange, HttpLog};
 pub use sandbox::{CancelFlag, SandboxLimits};
 
@@ -110,8 +110,9 @@ pub enum RunResult {
     Failed(Failure),
     /// The worker cancelled it (lease lost or execution cancelled).
     Cancelled,
-    /// The guest suspended the execution; its lease is already released.
-    Suspended,
+    /// The guest suspended, delayed or cancelled the execution; its lease is
+    /// already released.
+    Released(Release),
 }
 
 #[derive(Debug)]
@@ -516,7 +517,7 @@ fn classify_error(
     let state = store.data();
     match &state.stopped {
         Some(StopReason::Cancelled) => return RunResult::Cancelled,
-        Some(StopReason::Suspended) => return RunResult::Suspended,
+        Some(StopReason::Released(release)) => return RunResult::Released(*release),
         Some(StopReason::Failed(failure)) => return RunResult::Failed(failure.clone()),
         Some(StopReason::Timeout) => {
             return RunResult::Failed(Failure::new(

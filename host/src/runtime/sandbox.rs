@@ -56,9 +56,9 @@ impl Default for SandboxLimits {
 pub enum StopReason {
     Timeout,
     Cancelled,
-    /// The guest suspended the execution (not from outside, but it ends the run
-    /// the same way).
-    Suspended,
+    /// The guest's own call let go of the execution (not from outside, but
+    /// it ends the run the same way).
+    Released(super::imports::Release),
     /// The host ended the attempt from inside a host call, with this failure.
     Failed(crate::model::Failure),
 }

@@ -16,12 +16,16 @@ use crate::model::{
 };
 use crate::runtime::{
     AttemptType, Breach, CancelFlag, Child, GuestStepOutcome, GuestStreamMode, HostError,
-    HostReply, LogLevel, ResumeCondition, Signal, StepStart, TaskImports, TaskInfo,
+    HostReply, LogLevel, Release, ResumeCondition, Signal, StepStart, TaskImports, TaskInfo,
     TimeoutBehavior, UsageResult, Waitpoint,
 };
 
 /// Progress is written at most this often; the newest value in between wins.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Renewals failing in a row past which the lease is no longer called
+/// healthy: by then it may have expired and another worker may hold it.
+const UNHEALTHY_AFTER_FAILED_RENEWALS: u32 = 3;
 
 pub(super) struct ClaimedTask {
     pub(super) engine: Engine,
@@ -30,6 +34,8 @@ pub(super) struct ClaimedTask {
     /// When it was claimed: its lease counts from here.
     pub(super) claimed_at: Instant,
     lease_lost: AtomicBool,
+    /// Renewals that failed in a row since the last that succeeded.
+    renewal_failures: AtomicU32,
     frames: AtomicU32,
     /// `spawn-child` calls so far in this run, for default child keys.
     spawned: AtomicU32,
@@ -55,6 +61,7 @@ impl ClaimedTask {
             cancel,
             claimed_at: Instant::now(),
             lease_lost: AtomicBool::new(false),
+            renewal_failures: AtomicU32::new(0),
             frames: AtomicU32::new(0),
             spawned: AtomicU32::new(0),
             progress: Mutex::new(Progress::default()),
@@ -91,6 +98,15 @@ impl ClaimedTask {
 
     pub(super) fn is_lease_lost(&self) -> bool {
         self.lease_lost.load(Ordering::Acquire)
+    }
+
+    /// Count a renewal's outcome: a success clears the run of failures.
+    pub(super) fn renewal_outcome(&self, renewed: bool) {
+        if renewed {
+            self.renewal_failures.store(0, Ordering::Release);
+        } else {
+            self.renewal_failures.fetch_add(1, Ordering::AcqRel);
+        }
     }
 
     pub(super) fn host_error(&self, e: EngineError) -> HostError {
@@ -142,8 +158,14 @@ impl ClaimedTask {
 
     /// The lease went with a suspension: nothing more is written.
     pub(super) fn suspended<T>(&self) -> HostReply<T> {
+        self.released(Release::Suspended)
+    }
+
+    /// The lease went with the execution (suspended, delayed or cancelled):
+    /// nothing more is written by this run.
+    fn released<T>(&self, release: Release) -> HostReply<T> {
         self.lease_lost.store(true, Ordering::Release);
-        HostReply::Suspended
+        HostReply::Released(release)
     }
 
     /// Write progress held back by the throttle, if any.
@@ -347,6 +369,32 @@ impl TaskImports for ClaimedTask {
         self.sleep_until_due(duration_ms).await
     }
 
+    async fn delay(&self, duration_ms: u64) -> Result<HostReply<()>, HostError> {
+        if self.is_lease_lost() {
+            return Err(HostError::LeaseLost);
+        }
+        self.flush_progress().await;
+        self.engine
+            .delay_by_guest(self.lease(), duration_ms)
+            .await
+            .map_err(|e| self.host_error(e))?;
+        tracing::debug!(duration_ms, "the guest delayed its execution");
+        Ok(self.released(Release::Delayed))
+    }
+
+    async fn cancel(&self, reason: String) -> Result<HostReply<()>, HostError> {
+        if self.is_lease_lost() {
+            return Err(HostError::LeaseLost);
+        }
+        self.flush_progress().await;
+        self.engine
+            .cancel_by_worker(self.lease(), &reason)
+            .await
+            .map_err(|e| self.host_error(e))?;
+        tracing::debug!("the guest cancelled its execution");
+        Ok(self.released(Release::Cancelled))
+    }
+
     fn resume_signals(&self) -> Vec<Signal> {
         self.resume_signals
             .lock()
@@ -355,7 +403,11 @@ impl TaskImports for ClaimedTask {
     }
 
     fn lease_healthy(&self) -> bool {
-        !self.is_lease_lost()
+        !self.is_lease_lost() && self.renewal_failures() < UNHEALTHY_AFTER_FAILED_RENEWALS
+    }
+
+    fn renewal_failures(&self) -> u32 {
+        self.renewal_failures.load(Ordering::Acquire)
     }
 
     async fn log(&self, level: LogLevel, message: String) {

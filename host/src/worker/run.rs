@@ -279,7 +279,7 @@ async fn renew_until_lost(engine: Engine, task: Arc<ClaimedTask>, ttl: Duration)
         tokio::time::sleep_until(next).await;
         next = tokio::time::Instant::now() + every;
         match engine.renew(task.lease(), ttl).await {
-            Ok(_) => {}
+            Ok(_) => task.renewal_outcome(true),
             Err(
                 e @ (EngineError::StaleLease { .. }
                 | EngineError::NotActive { .. }
@@ -289,7 +289,10 @@ async fn renew_until_lost(engine: Engine, task: Arc<ClaimedTask>, ttl: Duration)
                 task.mark_lease_lost();
                 return;
             }
-            Err(e) => tracing::warn!(error = %e, "lease renewal failed; retrying"),
+            Err(e) => {
+                task.renewal_outcome(false);
+                tracing::warn!(error = %e, "lease renewal failed; retrying");
+            }
         }
     }
 }
@@ -307,9 +310,12 @@ async fn finish(
     let lease = task.lease();
     let mut slot = Some(slot);
     let result = refuse_oversized(engine, lease.tenant_id, result).await;
-    if matches!(result, RunResult::Suspended) {
-        tracing::debug!("execution suspended");
-        metrics::counter!("flowfabric_attempts_finished_total", "outcome" => "suspended")
+    if let RunResult::Released(release) = result {
+        tracing::debug!(
+            outcome = release.as_str(),
+            "the guest let go of its execution"
+        );
+        metrics::counter!("flowfabric_attempts_finished_total", "outcome" => release.as_str())
             .increment(1);
         return;
     }
@@ -336,7 +342,7 @@ async fn finish(
                 engine.fail(lease, failure.clone()).await.map(|_| "failed")
             }
             // Stopped by the pool while the lease was healthy: shutting down.
-            RunResult::Suspended => unreachable!("handled above"),
+            RunResult::Released(_) => unreachable!("handled above"),
             RunResult::Cancelled => super::release(engine, lease).await.map(|()| "released"),
         };
         match written {

@@ -260,11 +260,20 @@ impl TaskImports for NoImports {
     async fn sleep(&self, _: u64) -> Result<HostReply<()>, HostError> {
         Err(HostError::Unsupported("benchmark".into()))
     }
+    async fn delay(&self, _: u64) -> Result<HostReply<()>, HostError> {
+        Err(HostError::Unsupported("benchmark".into()))
+    }
+    async fn cancel(&self, _: String) -> Result<HostReply<()>, HostError> {
+        Err(HostError::Unsupported("benchmark".into()))
+    }
     fn resume_signals(&self) -> Vec<Signal> {
         Vec::new()
     }
     fn lease_healthy(&self) -> bool {
         true
+    }
+    fn renewal_failures(&self) -> u32 {
+        0
     }
     async fn log(&self, _: LogLevel, _: String) {}
 }
