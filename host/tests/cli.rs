@@ -435,6 +435,29 @@ async fn remote_commands_drive_a_served_installation() {
         "a bad cursor",
         &served.cli(key, &["events", "signals", "--after", "yesterday"]),
     );
+    let (ok, out, err) = served.cli(
+        key,
+        &[
+            "events",
+            "completions",
+            "--execution",
+            &id,
+            "--outcome",
+            "success",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.lines().count() >= 1
+            && out
+                .lines()
+                .all(|l| l.contains(&id) && l.contains(": success")),
+        "only that execution's ends: {out}"
+    );
+    one_line_error(
+        "an outcome completions never have",
+        &served.cli(key, &["events", "completions", "--outcome", "completed"]),
+    );
 
     // Budgets: create, list with usage, reset; bad limits fail before sending.
     let (ok, out, err) = served.cli(
@@ -537,6 +560,18 @@ fn every_command_parses_without_panicking() {
         &["flow", "cancel", id],
         &["events"],
         &["events", "leases", "--follow"],
+        &[
+            "events",
+            "leases",
+            "--execution",
+            "00000000-0000-0000-0000-000000000001",
+            "--kind",
+            "k",
+            "--lane",
+            "l",
+            "--outcome",
+            "renewed",
+        ],
         &["budget", "create", "b", "--limit", "calls=5"],
         &[
             "grant",

@@ -668,7 +668,84 @@ async fn completion_events_by_cursor_and_live(store: Store) {
     assert!(!text.contains(&theirs), "another tenant's event leaked");
 }
 
+async fn event_filters_over_http(store: Store) {
+    let (mut server, tenant) = setup_on(store).await;
+    let live = server
+        .follow(&tenant, "/v1/events/stream?kind=testkit&outcome=failed")
+        .await;
+    server.start_workers(worker_config(2));
+    let early = [
+        submit(&server, &tenant, "echo", json!(1)).await,
+        submit(&server, &tenant, "echo", json!(2)).await,
+        submit_text(&server, &tenant, "testkit", "echo:fine").await,
+    ];
+    for id in &early {
+        server.wait_terminal(&tenant, id).await;
+    }
+    let failed = submit_text(&server, &tenant, "testkit", "permanent").await;
+    server.wait_terminal(&tenant, &failed).await;
+
+    let ids = |page: &serde_json::Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["execution_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let testkit = server.events(&tenant, "/v1/events?kind=testkit", 2).await;
+    assert_eq!(
+        ids(&testkit),
+        [early[2].clone(), failed.clone()],
+        "{testkit}"
+    );
+    let page = server.events(&tenant, "/v1/events?outcome=failed", 1).await;
+    assert_eq!(ids(&page), std::slice::from_ref(&failed), "{page}");
+    assert_eq!(page["more"], false);
+    let one = server
+        .events(&tenant, &format!("/v1/events?execution={}", early[1]), 1)
+        .await;
+    assert_eq!(ids(&one), [early[1].clone()], "{one}");
+    let leases = server
+        .events(
+            &tenant,
+            &format!("/v1/events/leases?execution={failed}&outcome=acquired"),
+            1,
+        )
+        .await;
+    assert_eq!(leases["items"].as_array().unwrap().len(), 1, "{leases}");
+
+    // Only the matching event came down the filtered live stream, though
+    // three others ended before it.
+    let text = read_sse(live, "completion", 1).await;
+    assert!(text.contains(&failed), "{text}");
+    for id in &early {
+        assert!(
+            !text.contains(id.as_str()),
+            "{id} leaked through the filter: {text}"
+        );
+    }
+
+    for (path, names) in [
+        ("/v1/events?outcome=completed", "outcome"),
+        ("/v1/events/stream?outcome=completed", "outcome"),
+        ("/v1/events/signals?outcome=released", "outcome"),
+        ("/v1/events?kind=no%20spaces", "kind"),
+        ("/v1/events?execution=not-a-uuid", "execution"),
+        ("/v1/events?colour=red", "colour"),
+    ] {
+        let (status, body) = server.call(&tenant, Method::GET, path, None).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["kind"], "invalid_input", "{path}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains(names),
+            "{path}: {body}"
+        );
+    }
+}
+
 on_both_backends!(
+    event_filters_over_http,
     signals_over_http_resume_a_suspended_guest,
     upload_submit_follow_result,
     echo_result_round_trips_json_and_bytes,

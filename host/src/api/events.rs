@@ -23,7 +23,9 @@ use super::auth::Caller;
 use super::error::{page_limit, ApiError, ApiResult, ErrorBody, Json, Query};
 use super::{live, AppState};
 use crate::engine::Subscription;
-use crate::model::{CompletionEvent, EventCursor, LeaseEvent, SignalEvent, TenantId};
+use crate::model::{
+    CompletionEvent, EventCursor, EventFilter, ExecutionId, LeaseEvent, SignalEvent, TenantId,
+};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -33,6 +35,29 @@ pub struct EventsQuery {
     pub after: Option<String>,
     /// 1 to 1000, default 100.
     pub limit: Option<u32>,
+    /// Only events about this execution.
+    pub execution: Option<ExecutionId>,
+    /// Only events about executions of this kind.
+    pub kind: Option<String>,
+    /// Only events about executions in this lane.
+    pub lane: Option<String>,
+    /// Only events with this outcome: a completion's `outcome` (`success`,
+    /// `failed`, `cancelled`, `expired`, `skipped`), a lease event's `kind`
+    /// (`acquired`, `reclaimed`, `renewed`, `released`, `expired`,
+    /// `revoked`) or a signal's `effect` (`resumed`, `buffered`,
+    /// `duplicate`).
+    pub outcome: Option<String>,
+}
+
+impl EventsQuery {
+    fn filter(&self) -> EventFilter {
+        EventFilter {
+            execution: self.execution,
+            kind: self.kind.clone(),
+            lane: self.lane.clone(),
+            outcome: self.outcome.clone(),
+        }
+    }
 }
 
 /// A page of events, oldest first.
@@ -46,6 +71,11 @@ pub struct EventPage<E: ToSchema> {
     /// Events exist past this page that a still-running older transaction
     /// holds back (they are delivered in commit-safe order): read again soon.
     pub pending: bool,
+    /// The read stopped before the newest event (the page filled, or a
+    /// filtered read scanned its window of 1,000 events): read again from
+    /// `next_cursor` at once. A filtered page may be empty and still have
+    /// `more`.
+    pub more: bool,
 }
 
 fn cursor(text: &str, field: &str) -> ApiResult<EventCursor> {
@@ -68,16 +98,15 @@ async fn page<E: Subscription + ToSchema>(
     query: &EventsQuery,
 ) -> ApiResult<Json<EventPage<E>>> {
     let (after, limit) = checked(query)?;
-    let batch = E::read(&state.engine, caller.tenant, after, limit).await?;
-    let next_cursor = batch
-        .events
-        .last()
-        .map_or(after, |e| e.cursor())
-        .to_string();
+    let batch = state
+        .engine
+        .read_events::<E>(caller.tenant, after, limit, &query.filter())
+        .await?;
     Ok(Json(EventPage {
         items: batch.events,
-        next_cursor,
+        next_cursor: batch.next.to_string(),
         pending: batch.pending,
+        more: batch.more,
     }))
 }
 
@@ -170,6 +199,12 @@ async fn follow<E: Subscription>(
     headers: HeaderMap,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let (mut after, _) = checked(&query)?;
+    let filter = query.filter();
+    // Refuse a filter the stream can never meet now, not in the stream.
+    state
+        .engine
+        .read_events::<E>(caller.tenant, EventCursor::START, 1, &filter)
+        .await?;
     if let Some(last) = headers.get("last-event-id") {
         let last = last
             .to_str()
@@ -180,7 +215,7 @@ async fn follow<E: Subscription>(
     let wakeups = state.engine.event_wakeups().await?;
     let state = state.clone();
     Ok(live::sse(move |tx| {
-        forward::<E>(state, caller.tenant, after, wakeups, tx)
+        forward::<E>(state, caller.tenant, after, filter, wakeups, tx)
     }))
 }
 
@@ -192,19 +227,24 @@ async fn forward<E: Subscription>(
     state: Arc<AppState>,
     tenant: TenantId,
     mut after: EventCursor,
+    filter: EventFilter,
     mut wakeups: broadcast::Receiver<TenantId>,
     tx: mpsc::Sender<Event>,
 ) {
     loop {
         let mut pending = false;
-        match E::read(&state.engine, tenant, after, 500).await {
+        match state
+            .engine
+            .read_events::<E>(tenant, after, 500, &filter)
+            .await
+        {
             Ok(batch) => {
-                pending = batch.pending || batch.events.len() == 500;
+                pending = batch.pending || batch.more;
+                after = batch.next;
                 for event in batch.events {
-                    after = event.cursor();
                     let sse = Event::default()
                         .event(E::NAME)
-                        .id(after.to_string())
+                        .id(event.cursor().to_string())
                         .json_data(&event)
                         .expect("events serialise");
                     if tx.send(sse).await.is_err() {

@@ -19,8 +19,8 @@ use crate::error::Result;
 use crate::model::{
     ApiKey, ApiKeyId, Budget, BudgetId, ChildKey, ChildrenOutcome, ClaimRequest, ClaimedExecution,
     CompletionEvent, ComponentVersion, Created, EventBatch, EventCursor, Execution,
-    ExecutionFilter, ExecutionId, ExecutionState, ExecutionUpdate, FailOutcome, Failure,
-    FlowCancelPolicy, FlowId, FlowSnapshot, FlowSummary, Frame, GraphApplied, GraphChange,
+    ExecutionFilter, ExecutionId, ExecutionOrigin, ExecutionState, ExecutionUpdate, FailOutcome,
+    Failure, FlowCancelPolicy, FlowId, FlowSnapshot, FlowSummary, Frame, GraphApplied, GraphChange,
     JournalEntry, JournalLimits, LaneCounts, LeaseEvent, LeaseHandle, NewBudget, NewExecution,
     NewFlow, NewSchedule, NewSignal, NewStep, Schedule, ScheduleId, Signal, SignalEvent,
     SignalOutcome, SpawnLimits, SpawnedChild, StoredApiKey, StreamMode, StreamSummary,
@@ -220,6 +220,15 @@ pub trait Events: Send + Sync {
         after: EventCursor,
         limit: u32,
     ) -> Result<EventBatch<SignalEvent>>;
+
+    /// The kind and lane of those of `ids` the tenant has (at most
+    /// [`MAX_EVENT_PAGE`](crate::engine::MAX_EVENT_PAGE) ids; executions
+    /// pruned since are left out), for event filters on them.
+    async fn execution_origins(
+        &self,
+        tenant: TenantId,
+        ids: &[ExecutionId],
+    ) -> Result<Vec<ExecutionOrigin>>;
 }
 
 /// Component versions and their wasm bytes.

@@ -44,6 +44,33 @@ pub struct Events {
     /// Keep the stream open and print events as they happen.
     #[arg(long)]
     follow: bool,
+    /// Only events about this execution.
+    #[arg(long)]
+    execution: Option<ExecutionId>,
+    /// Only events about executions of this kind.
+    #[arg(long)]
+    kind: Option<String>,
+    /// Only events about executions in this lane.
+    #[arg(long)]
+    lane: Option<String>,
+    /// Only events with this outcome (completions: success, failed,
+    /// cancelled, expired, skipped; leases: acquired, reclaimed, renewed,
+    /// released, expired, revoked; signals: resumed, buffered, duplicate).
+    #[arg(long)]
+    outcome: Option<String>,
+}
+
+impl Events {
+    /// The cursor and filter, as query parameters.
+    fn query(&self) -> Vec<(&'static str, String)> {
+        let mut query = Vec::new();
+        query.extend(self.after.clone().map(|v| ("after", v)));
+        query.extend(self.execution.map(|v| ("execution", v.to_string())));
+        query.extend(self.kind.clone().map(|v| ("kind", v)));
+        query.extend(self.lane.clone().map(|v| ("lane", v)));
+        query.extend(self.outcome.clone().map(|v| ("outcome", v)));
+        query
+    }
 }
 
 pub async fn run(connection: &Connection, args: Events) -> anyhow::Result<()> {
@@ -60,7 +87,7 @@ async fn show<E: Line>(connection: &Connection, args: &Events) -> anyhow::Result
         return follow::<E>(&client, connection.json, args).await;
     }
     let mut query = vec![("limit", args.limit.to_string())];
-    query.extend(args.after.clone().map(|after| ("after", after)));
+    query.extend(args.query());
     let page: EventPage<E> = client.get_typed(args.stream.path(), &query).await?;
     if connection.json {
         return print_json(&page);
@@ -74,8 +101,13 @@ async fn show<E: Line>(connection: &Connection, args: &Events) -> anyhow::Result
 
 async fn follow<E: Line>(client: &ApiClient, json: bool, args: &Events) -> anyhow::Result<()> {
     let mut path = format!("{}/stream", args.stream.path());
-    if let Some(after) = &args.after {
-        path.push_str(&format!("?after={}", path_segment(after)));
+    let query: Vec<String> = args
+        .query()
+        .into_iter()
+        .map(|(name, value)| format!("{name}={}", path_segment(&value)))
+        .collect();
+    if !query.is_empty() {
+        path.push_str(&format!("?{}", query.join("&")));
     }
     let mut events = Box::pin(client.events(&path).await?);
     while let Some(event) = events.next().await {

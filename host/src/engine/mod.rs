@@ -28,7 +28,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
 pub use caps::GrowthCaps;
-pub use events::{Subscription, MAX_EVENT_PAGE};
+pub use events::{FilteredBatch, Subscription, MAX_EVENT_PAGE};
 pub use insights::OVERVIEW_WINDOW;
 pub use scanners::{ScannerConfig, Scanners};
 pub use schedules::MAX_SCHEDULE_PAGE;

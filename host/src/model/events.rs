@@ -71,11 +71,77 @@ impl<'de> Deserialize<'de> for EventCursor {
     }
 }
 
-/// What every stream's events share: a cursor to resume after them.
-pub trait StreamEvent: Serialize + Send + 'static {
+/// What every stream's events share: a cursor to resume after them, the
+/// execution they are about, and what happened (a completion's `outcome`,
+/// a lease event's `kind`, a signal's `effect`), which filters match.
+pub trait StreamEvent: Serialize + Send + Sync + 'static {
     /// The Server-Sent Events `event:` name.
     const NAME: &'static str;
+    /// Every value [`StreamEvent::outcome`] can take.
+    const OUTCOMES: &'static [&'static str];
     fn cursor(&self) -> EventCursor;
+    fn execution_id(&self) -> ExecutionId;
+    fn outcome(&self) -> &str;
+}
+
+/// The kind and lane of an execution an event is about, for filters on them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutionOrigin {
+    pub execution_id: ExecutionId,
+    pub kind: String,
+    pub lane: String,
+}
+
+/// What a subscriber wants from a stream: every condition given must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    pub execution: Option<ExecutionId>,
+    /// The execution's kind.
+    pub kind: Option<String>,
+    /// The execution's lane.
+    pub lane: Option<String>,
+    /// A completion's `outcome`, a lease event's `kind`, a signal's `effect`.
+    pub outcome: Option<String>,
+}
+
+impl EventFilter {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Whether matching needs each event's execution kind and lane, which
+    /// the outboxes do not keep.
+    pub fn needs_origin(&self) -> bool {
+        self.kind.is_some() || self.lane.is_some()
+    }
+
+    /// Whether `event` passes. `origin` is its execution's kind and lane
+    /// (`None` when that execution no longer exists: then a kind or lane
+    /// condition does not hold).
+    pub fn matches<E: StreamEvent>(&self, event: &E, origin: Option<&ExecutionOrigin>) -> bool {
+        let wanted = |want: &Option<String>, have: Option<&str>| {
+            want.as_deref().is_none_or(|w| have == Some(w))
+        };
+        self.execution.is_none_or(|id| id == event.execution_id())
+            && wanted(&self.outcome, Some(event.outcome()))
+            && wanted(&self.kind, origin.map(|o| o.kind.as_str()))
+            && wanted(&self.lane, origin.map(|o| o.lane.as_str()))
+    }
+
+    /// The first condition `E`'s stream can never meet, as `(field, reason)`.
+    pub fn unmeetable<E: StreamEvent>(&self) -> Option<(&'static str, String)> {
+        let outcome = self.outcome.as_deref()?;
+        (!E::OUTCOMES.contains(&outcome)).then(|| {
+            (
+                "outcome",
+                format!(
+                    "`{outcome}` is not one of {} for {} events",
+                    E::OUTCOMES.join(", "),
+                    E::NAME
+                ),
+            )
+        })
+    }
 }
 
 /// An execution ended (completed, failed, cancelled, expired or skipped).
@@ -93,8 +159,16 @@ pub struct CompletionEvent {
 
 impl StreamEvent for CompletionEvent {
     const NAME: &'static str = "completion";
+    const OUTCOMES: &'static [&'static str] =
+        &["success", "failed", "cancelled", "expired", "skipped"];
     fn cursor(&self) -> EventCursor {
         self.cursor
+    }
+    fn execution_id(&self) -> ExecutionId {
+        self.execution_id
+    }
+    fn outcome(&self) -> &str {
+        &self.outcome
     }
 }
 
@@ -121,8 +195,22 @@ pub struct LeaseEvent {
 
 impl StreamEvent for LeaseEvent {
     const NAME: &'static str = "lease";
+    const OUTCOMES: &'static [&'static str] = &[
+        "acquired",
+        "reclaimed",
+        "renewed",
+        "released",
+        "expired",
+        "revoked",
+    ];
     fn cursor(&self) -> EventCursor {
         self.cursor
+    }
+    fn execution_id(&self) -> ExecutionId {
+        self.execution_id
+    }
+    fn outcome(&self) -> &str {
+        &self.kind
     }
 }
 
@@ -147,8 +235,15 @@ pub struct SignalEvent {
 
 impl StreamEvent for SignalEvent {
     const NAME: &'static str = "signal";
+    const OUTCOMES: &'static [&'static str] = &["resumed", "buffered", "duplicate"];
     fn cursor(&self) -> EventCursor {
         self.cursor
+    }
+    fn execution_id(&self) -> ExecutionId {
+        self.execution_id
+    }
+    fn outcome(&self) -> &str {
+        &self.effect
     }
 }
 
@@ -164,6 +259,15 @@ pub struct EventBatch<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn completion_outcomes_are_the_terminal_outcomes() {
+        let terminal: Vec<_> = crate::model::rules::TerminalOutcome::ALL
+            .iter()
+            .map(|o| o.as_str())
+            .collect();
+        assert_eq!(CompletionEvent::OUTCOMES, terminal);
+    }
 
     #[test]
     fn cursors_round_trip_and_order() {

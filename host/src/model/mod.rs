@@ -41,7 +41,10 @@ pub use concurrency::{
 pub use config_values::{
     ConfigEntry, SealedConfig, MAX_CONFIG_VALUES_PER_TENANT, MAX_CONFIG_VALUE_BYTES,
 };
-pub use events::{CompletionEvent, EventBatch, EventCursor, LeaseEvent, SignalEvent, StreamEvent};
+pub use events::{
+    CompletionEvent, EventBatch, EventCursor, EventFilter, ExecutionOrigin, LeaseEvent,
+    SignalEvent, StreamEvent,
+};
 pub use flow::{
     find_cycle, EdgeState, FlowCancelPolicy, FlowEdge, FlowEdgeView, FlowId, FlowMember,
     FlowMemberView, FlowSnapshot, FlowState, FlowSummary, GraphApplied, GraphChange, JoinPolicy,

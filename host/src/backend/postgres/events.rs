@@ -5,8 +5,11 @@ use async_trait::async_trait;
 
 use super::PgBackend;
 use crate::backend::Events;
-use crate::error::Result;
-use crate::model::{CompletionEvent, EventBatch, EventCursor, LeaseEvent, SignalEvent, TenantId};
+use crate::error::{EngineError, Result};
+use crate::model::{
+    CompletionEvent, EventBatch, EventCursor, ExecutionId, ExecutionOrigin, LeaseEvent,
+    SignalEvent, TenantId,
+};
 #[async_trait]
 impl Events for PgBackend {
     async fn completion_events(
@@ -40,5 +43,31 @@ impl Events for PgBackend {
         super::outbox::SIGNALS
             .read(&self.pool, tenant, after, limit)
             .await
+    }
+
+    /// Point reads of `executions_pkey`, one per id.
+    async fn execution_origins(
+        &self,
+        tenant: TenantId,
+        ids: &[ExecutionId],
+    ) -> Result<Vec<ExecutionOrigin>> {
+        let rows: Vec<(ExecutionId, String, String)> = sqlx::query_as(
+            "SELECT execution_id, kind, lane FROM executions \
+             WHERE tenant_id = $1 AND execution_id = ANY($2)",
+        )
+        .bind(tenant)
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(EngineError::storage("read execution origins"))?;
+        Ok(rows.into_iter().map(origin).collect())
+    }
+}
+
+fn origin((execution_id, kind, lane): (ExecutionId, String, String)) -> ExecutionOrigin {
+    ExecutionOrigin {
+        execution_id,
+        kind,
+        lane,
     }
 }

@@ -8,7 +8,7 @@ use super::SqliteBackend;
 use crate::backend::Events;
 use crate::error::{EngineError, Result};
 use crate::model::{CompletionEvent, EventBatch, EventCursor, LeaseEvent, SignalEvent, TenantId};
-use crate::model::{ExecutionId, WaitpointId};
+use crate::model::{ExecutionId, ExecutionOrigin, WaitpointId};
 #[async_trait]
 impl Events for SqliteBackend {
     async fn completion_events(
@@ -140,6 +140,38 @@ impl Events for SqliteBackend {
             events,
             pending: false,
         })
+    }
+
+    /// Point reads of the executions primary key, one per id.
+    async fn execution_origins(
+        &self,
+        tenant: TenantId,
+        ids: &[ExecutionId],
+    ) -> Result<Vec<ExecutionOrigin>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT execution_id, kind, lane FROM executions \
+             WHERE tenant_id = ? AND execution_id IN ({})",
+            vec!["?"; ids.len()].join(", ")
+        );
+        let mut query = sqlx::query_as::<_, (ExecutionId, String, String)>(&sql).bind(tenant);
+        for id in ids {
+            query = query.bind(*id);
+        }
+        let rows = query
+            .fetch_all(&mut *self.read("read execution origins").await?)
+            .await
+            .map_err(EngineError::storage("read execution origins"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(execution_id, kind, lane)| ExecutionOrigin {
+                execution_id,
+                kind,
+                lane,
+            })
+            .collect())
     }
 }
 
