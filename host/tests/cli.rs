@@ -416,6 +416,9 @@ async fn remote_commands_drive_a_served_installation() {
     assert!(out.contains(r#"result    hi"#), "{out}");
     let (ok, out, _) = served.cli(key, &["flow", "list"]);
     assert!(ok && out.contains("peel"), "{out}");
+    let (ok, out, err) = served.cli(key, &["flow", "edges", &flow_id, "--from", "a"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("a -> b  "), "{out}");
     let cycle = served.write("cycle.json", br#"{"edges": [{"from": "b", "to": "b"}]}"#);
     one_line_error(
         "a self edge",
@@ -560,6 +563,7 @@ fn every_command_parses_without_panicking() {
         &["flow", "cancel", id],
         &["events"],
         &["events", "leases", "--follow"],
+        &["flow", "edges", "f", "--from", "a", "--to", "b"],
         &[
             "events",
             "leases",

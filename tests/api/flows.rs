@@ -104,6 +104,55 @@ async fn a_failed_guest_skips_its_dependents_and_fails_the_flow(store: Store) {
         .await;
     assert_eq!(snap["state"], "failed", "{snap}");
     assert_eq!(snap["failed"], 1);
+
+    // Its edges, on their own: out of `a`, then `a -> b` described.
+    let (status, out) = server
+        .call(
+            &tenant,
+            Method::GET,
+            &format!("/v1/flows/{id}/edges?from=a"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["items"].as_array().unwrap().len(), 1, "{out}");
+    assert_eq!(out["items"][0]["to"], "b");
+    assert_eq!(out["items"][0]["to_execution_id"], flow["members"]["b"]);
+    let (status, ab) = server
+        .call(
+            &tenant,
+            Method::GET,
+            &format!("/v1/flows/{id}/edges/a/b"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{ab}");
+    assert_eq!(ab["state"], "unsatisfied", "{ab}");
+    assert_eq!(ab, out["items"][0]);
+    for (path, status, kind) in [
+        (format!("/v1/flows/{id}/edges/b/a"), 404, "not_found"),
+        (
+            format!("/v1/flows/{id}/edges?from=a%20b"),
+            400,
+            "invalid_input",
+        ),
+        (format!("/v1/flows/{id}/edges?via=a"), 400, "invalid_input"),
+    ] {
+        let (got, err) = server.call(&tenant, Method::GET, &path, None).await;
+        assert_eq!(
+            (got, err["kind"].as_str().unwrap()),
+            (status, kind),
+            "{path}: {err}"
+        );
+    }
+    let other = server.tenant("other").await;
+    for path in [
+        format!("/v1/flows/{id}/edges"),
+        format!("/v1/flows/{id}/edges/a/b"),
+    ] {
+        let (got, err) = server.call(&other, Method::GET, &path, None).await;
+        assert_eq!(got, 404, "another tenant: {path}: {err}");
+    }
 }
 
 async fn flow_errors_are_typed_and_change_nothing(store: Store) {

@@ -15,7 +15,7 @@ use flowfabric_tests::TestDb;
 
 use crate::{claim_none, request, setup, setup_on};
 
-fn member(key: &str) -> FlowMember {
+pub(crate) fn member(key: &str) -> FlowMember {
     FlowMember {
         key: key.into(),
         execution: NewExecution::new("echo", key.as_bytes()),
@@ -30,7 +30,7 @@ fn joined(key: &str, join: JoinPolicy) -> FlowMember {
     }
 }
 
-fn edge(from: &str, to: &str) -> FlowEdge {
+pub(crate) fn edge(from: &str, to: &str) -> FlowEdge {
     FlowEdge {
         from: from.into(),
         to: to.into(),
@@ -38,14 +38,14 @@ fn edge(from: &str, to: &str) -> FlowEdge {
     }
 }
 
-fn passing(from: &str, to: &str) -> FlowEdge {
+pub(crate) fn passing(from: &str, to: &str) -> FlowEdge {
     FlowEdge {
         pass_result: true,
         ..edge(from, to)
     }
 }
 
-fn graph(members: Vec<FlowMember>, edges: Vec<FlowEdge>) -> GraphChange {
+pub(crate) fn graph(members: Vec<FlowMember>, edges: Vec<FlowEdge>) -> GraphChange {
     GraphChange {
         expected_revision: None,
         members,
@@ -60,14 +60,14 @@ fn named(name: &str) -> NewFlow {
     }
 }
 
-async fn create(e: &Engine, t: TenantId, change: GraphChange) -> GraphApplied {
+pub(crate) async fn create(e: &Engine, t: TenantId, change: GraphChange) -> GraphApplied {
     e.create_flow(t, named("f"), change)
         .await
         .expect("create flow")
 }
 
 /// Everything claimable now, by execution id.
-async fn claim_all(e: &Engine) -> HashMap<ExecutionId, ClaimedExecution> {
+pub(crate) async fn claim_all(e: &Engine) -> HashMap<ExecutionId, ClaimedExecution> {
     e.claim(&request(100))
         .await
         .expect("claim")
@@ -80,7 +80,7 @@ async fn state(e: &Engine, t: TenantId, id: ExecutionId) -> PublicState {
     e.get(t, id).await.unwrap().state
 }
 
-fn no_retry(mut m: FlowMember) -> FlowMember {
+pub(crate) fn no_retry(mut m: FlowMember) -> FlowMember {
     m.execution.policy.retry.max_retries = 0;
     m
 }

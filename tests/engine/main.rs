@@ -14,6 +14,7 @@ mod concurrency;
 mod connections;
 mod errors;
 mod events;
+mod flow_edges;
 mod flows;
 mod hardening;
 mod insights;

@@ -14,8 +14,8 @@ use super::error::{page_limit, ApiResult, ErrorBody, Json, OptionalJson, Path, Q
 use super::executions::CreateExecution;
 use super::AppState;
 use crate::model::{
-    FlowCancelPolicy, FlowEdge, FlowId, FlowMember, FlowMemberView, FlowSnapshot, FlowSummary,
-    GraphApplied, GraphChange, JoinPolicy, NewFlow,
+    FlowCancelPolicy, FlowEdge, FlowEdgeDetail, FlowId, FlowMember, FlowMemberView, FlowSnapshot,
+    FlowSummary, GraphApplied, GraphChange, JoinPolicy, NewFlow,
 };
 
 /// A member: a key unique in its flow, the execution, and (when it has
@@ -179,6 +179,65 @@ pub async fn members(
         .then(|| items.last().map(|m| m.key.clone()))
         .flatten();
     Ok(Json(MemberPage { items, next_cursor }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct EdgesQuery {
+    /// Only the edges out of the member with this key.
+    pub from: Option<String>,
+    /// Only the edges into the member with this key.
+    pub to: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EdgeList {
+    pub items: Vec<FlowEdgeDetail>,
+}
+
+/// The flow's edges in (from, to) key order, each with both ends'
+/// executions; `from=` lists a member's outgoing edges, `to=` its incoming.
+#[utoipa::path(get, path = "/v1/flows/{id}/edges", tag = "flows",
+    params(("id" = Uuid, Path), EdgesQuery),
+    responses((status = 200, body = EdgeList), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn edges(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<FlowId>,
+    Query(query): Query<EdgesQuery>,
+) -> ApiResult<Json<EdgeList>> {
+    let items = state
+        .engine
+        .flow_edges(
+            caller.tenant,
+            id,
+            query.from.as_deref(),
+            query.to.as_deref(),
+        )
+        .await?;
+    Ok(Json(EdgeList { items }))
+}
+
+/// One edge, named by its two members' keys.
+#[utoipa::path(get, path = "/v1/flows/{id}/edges/{from}/{to}", tag = "flows",
+    params(("id" = Uuid, Path), ("from" = String, Path), ("to" = String, Path)),
+    responses((status = 200, body = FlowEdgeDetail), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn edge(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((id, from, to)): Path<(FlowId, String, String)>,
+) -> ApiResult<Json<FlowEdgeDetail>> {
+    Ok(Json(
+        state
+            .engine
+            .flow_edge(caller.tenant, id, &from, &to)
+            .await?,
+    ))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -21,7 +21,7 @@ pub use events::EventPage;
 pub use executions::{
     BatchCreated, Cancelled, ExecutionPage, ExecutionResult, LeaseRevoked, Replayed,
 };
-pub use flows::{FlowCancelled, FlowPage};
+pub use flows::{EdgeList, FlowCancelled, FlowPage};
 pub use grants::{ConfigList, GrantList};
 pub use insights::AttemptList;
 pub use payload::Payload;
@@ -185,6 +185,8 @@ pub fn router(engine: Engine, runtime: Arc<Runtime>, config: &ApiConfig) -> Rout
                 .get(flows::members),
         )
         .route("/flows/{id}/cancel", post(flows::cancel))
+        .route("/flows/{id}/edges", get(flows::edges))
+        .route("/flows/{id}/edges/{from}/{to}", get(flows::edge))
         .route("/budgets", post(budgets::create).get(budgets::list))
         .route("/lanes", get(lanes::list))
         .route("/budgets/{id}", get(budgets::get))

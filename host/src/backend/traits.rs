@@ -20,12 +20,12 @@ use crate::model::{
     ApiKey, ApiKeyId, Budget, BudgetId, ChildKey, ChildrenOutcome, ClaimRequest, ClaimedExecution,
     CompletionEvent, ComponentVersion, Created, EventBatch, EventCursor, Execution,
     ExecutionFilter, ExecutionId, ExecutionOrigin, ExecutionState, ExecutionUpdate, FailOutcome,
-    Failure, FlowCancelPolicy, FlowId, FlowSnapshot, FlowSummary, Frame, GraphApplied, GraphChange,
-    JournalEntry, JournalLimits, LaneCounts, LeaseEvent, LeaseHandle, NewBudget, NewExecution,
-    NewFlow, NewSchedule, NewSignal, NewStep, Schedule, ScheduleId, Signal, SignalEvent,
-    SignalOutcome, SpawnLimits, SpawnedChild, StoredApiKey, StreamMode, StreamSummary,
-    SuspendOutcome, Suspension, Tenant, TenantId, TenantLimits, TimeoutBehavior, UsageOutcome,
-    Waitpoint, WaitpointId,
+    Failure, FlowCancelPolicy, FlowEdgeDetail, FlowId, FlowSnapshot, FlowSummary, Frame,
+    GraphApplied, GraphChange, JournalEntry, JournalLimits, LaneCounts, LeaseEvent, LeaseHandle,
+    NewBudget, NewExecution, NewFlow, NewSchedule, NewSignal, NewStep, Schedule, ScheduleId,
+    Signal, SignalEvent, SignalOutcome, SpawnLimits, SpawnedChild, StoredApiKey, StreamMode,
+    StreamSummary, SuspendOutcome, Suspension, Tenant, TenantId, TenantLimits, TimeoutBehavior,
+    UsageOutcome, Waitpoint, WaitpointId,
 };
 
 /// Tenants, their limits and usage, and their API keys.
@@ -488,6 +488,17 @@ pub trait Flows: Send + Sync {
     ) -> Result<GraphApplied>;
 
     async fn get_flow(&self, tenant: TenantId, flow: FlowId) -> Result<FlowSnapshot>;
+
+    /// The flow's edges in (from, to) key order: only those out of the
+    /// member keyed `from`, and into the member keyed `to`, when given.
+    /// `not_found` when the tenant has no such flow.
+    async fn flow_edges(
+        &self,
+        tenant: TenantId,
+        flow: FlowId,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<Vec<FlowEdgeDetail>>;
 
     /// Flows in id (creation) order, after `after`.
     async fn list_flows(

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use flowfabric::api::{FlowCancelled, FlowPage};
+use flowfabric::api::{EdgeList, FlowCancelled, FlowPage};
 use flowfabric::model::{FlowSnapshot, GraphApplied};
 use reqwest::Method;
 use serde::Serialize;
@@ -29,6 +29,15 @@ pub enum FlowCommand {
         limit: u32,
         #[arg(long)]
         cursor: Option<String>,
+    },
+    /// A flow's edges with both ends' executions: all, a member's outgoing
+    /// (`--from KEY`) or incoming (`--to KEY`), or one (both).
+    Edges {
+        id: String,
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
     },
     /// Close a flow and cancel its members.
     Cancel {
@@ -67,6 +76,30 @@ pub async fn run(connection: &Connection, command: FlowCommand) -> anyhow::Resul
             query.extend(cursor.map(|c| ("cursor", c)));
             let page: FlowPage = client.get_typed("/v1/flows", &query).await?;
             show(json, &page, print_list)
+        }
+        FlowCommand::Edges { id, from, to } => {
+            let path = format!("/v1/flows/{}/edges", path_segment(&id));
+            let mut query = Vec::new();
+            query.extend(from.map(|k| ("from", k)));
+            query.extend(to.map(|k| ("to", k)));
+            let list: EdgeList = client.get_typed(&path, &query).await?;
+            show(json, &list, |list| {
+                for e in &list.items {
+                    println!(
+                        "{} -> {}  {}  {} -> {}{}",
+                        e.from,
+                        e.to,
+                        e.state.as_str(),
+                        e.from_execution_id,
+                        e.to_execution_id,
+                        if e.pass_result {
+                            "  (passes its result)"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+            })
         }
         FlowCommand::Cancel { id, policy, reason } => {
             let body = json!({ "policy": policy, "reason": reason });

@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, HashSet};
 use super::{Engine, Limits};
 use crate::error::{EngineError, Result};
 use crate::model::{
-    find_cycle, FlowCancelPolicy, FlowId, FlowMemberView, FlowSummary, GraphApplied, GraphChange,
-    JoinPolicy, NewExecution, NewFlow, TenantId,
+    find_cycle, FlowCancelPolicy, FlowEdgeDetail, FlowId, FlowMemberView, FlowSummary,
+    GraphApplied, GraphChange, JoinPolicy, NewExecution, NewFlow, TenantId,
 };
 
 impl Engine {
@@ -85,6 +85,40 @@ impl Engine {
             .filter(|m| after.is_none_or(|a| m.key.as_str() > a))
             .take(limit.clamp(1, 1_000) as usize)
             .collect())
+    }
+
+    /// The flow's edges in (from, to) key order; only those out of the
+    /// member keyed `from`, and into the member keyed `to`, when given.
+    pub async fn flow_edges(
+        &self,
+        tenant: TenantId,
+        flow: FlowId,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<Vec<FlowEdgeDetail>> {
+        for (field, key) in [("from", from), ("to", to)] {
+            if let Some(key) = key {
+                self.check_name(field, key)?;
+            }
+        }
+        self.backend.flow_edges(tenant, flow, from, to).await
+    }
+
+    /// The one edge from the member keyed `from` to the member keyed `to`.
+    pub async fn flow_edge(
+        &self,
+        tenant: TenantId,
+        flow: FlowId,
+        from: &str,
+        to: &str,
+    ) -> Result<FlowEdgeDetail> {
+        self.flow_edges(tenant, flow, Some(from), Some(to))
+            .await?
+            .pop()
+            .ok_or_else(|| EngineError::NotFound {
+                what: "flow edge",
+                id: format!("{from} -> {to}"),
+            })
     }
 
     pub async fn list_flows(

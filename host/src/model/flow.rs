@@ -234,6 +234,15 @@ pub enum EdgeState {
 }
 
 impl EdgeState {
+    /// The state as stored (the schema allows only these three).
+    pub fn from_stored(text: &str) -> Self {
+        match text {
+            "pending" => Self::Pending,
+            "satisfied" => Self::Satisfied,
+            _ => Self::Unsatisfied,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
@@ -249,6 +258,23 @@ pub struct FlowEdgeView {
     pub to: String,
     pub pass_result: bool,
     pub state: EdgeState,
+}
+
+/// One edge read on its own: its two ends, by member key and execution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FlowEdgeDetail {
+    /// The upstream member's key.
+    pub from: String,
+    /// The downstream member's key.
+    pub to: String,
+    #[schema(value_type = uuid::Uuid)]
+    pub from_execution_id: ExecutionId,
+    #[schema(value_type = uuid::Uuid)]
+    pub to_execution_id: ExecutionId,
+    /// The upstream's result becomes the downstream's input.
+    pub pass_result: bool,
+    pub state: EdgeState,
+    pub created_at: DateTime<Utc>,
 }
 
 /// A flow with its whole graph.

@@ -46,9 +46,9 @@ pub use events::{
     SignalEvent, StreamEvent,
 };
 pub use flow::{
-    find_cycle, EdgeState, FlowCancelPolicy, FlowEdge, FlowEdgeView, FlowId, FlowMember,
-    FlowMemberView, FlowSnapshot, FlowState, FlowSummary, GraphApplied, GraphChange, JoinPolicy,
-    JoinState, NewFlow, OnSatisfied,
+    find_cycle, EdgeState, FlowCancelPolicy, FlowEdge, FlowEdgeDetail, FlowEdgeView, FlowId,
+    FlowMember, FlowMemberView, FlowSnapshot, FlowState, FlowSummary, GraphApplied, GraphChange,
+    JoinPolicy, JoinState, NewFlow, OnSatisfied,
 };
 pub use grants::{
     check_config_name, AttemptCapabilities, CapabilityCeiling, ComponentGrant, ComponentImport,

@@ -19,12 +19,12 @@ use super::PgBackend;
 use crate::backend::refusals;
 use crate::backend::Flows;
 use crate::error::{EngineError, Result};
-use crate::model::FlowCancelPolicy;
 use crate::model::{
     find_cycle, EdgeState, ExecutionId, FlowEdgeView, FlowId, FlowMemberView, FlowSnapshot,
     FlowState, FlowSummary, GraphApplied, GraphChange, JoinPolicy, JoinState, NewExecution,
     NewFlow, PublicState, TenantId,
 };
+use crate::model::{FlowCancelPolicy, FlowEdgeDetail};
 
 #[async_trait]
 impl Flows for PgBackend {
@@ -66,6 +66,16 @@ impl Flows for PgBackend {
 
     async fn get_flow(&self, tenant: TenantId, flow: FlowId) -> Result<FlowSnapshot> {
         get_flow(&self.pool, tenant, flow).await
+    }
+
+    async fn flow_edges(
+        &self,
+        tenant: TenantId,
+        flow: FlowId,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<Vec<FlowEdgeDetail>> {
+        super::flow_edges::flow_edges(&self.pool, tenant, flow, from, to).await
     }
 
     async fn list_flows(
@@ -525,11 +535,7 @@ pub(super) async fn get_flow(
             from: col(r, "from_key")?,
             to: col(r, "to_key")?,
             pass_result: col(r, "pass_result")?,
-            state: match col::<String>(r, "state")?.as_str() {
-                "pending" => EdgeState::Pending,
-                "satisfied" => EdgeState::Satisfied,
-                _ => EdgeState::Unsatisfied,
-            },
+            state: EdgeState::from_stored(&col::<String>(r, "state")?),
         })
     })
     .collect::<Result<Vec<_>>>()?;

@@ -20,9 +20,9 @@ use crate::backend::refusals;
 use crate::backend::Flows;
 use crate::error::{EngineError, Result};
 use crate::model::{
-    find_cycle, EdgeState, ExecutionId, FlowCancelPolicy, FlowEdgeView, FlowId, FlowMemberView,
-    FlowSnapshot, FlowState, FlowSummary, GraphApplied, GraphChange, JoinPolicy, JoinState,
-    NewFlow, PublicState, TenantId,
+    find_cycle, EdgeState, ExecutionId, FlowCancelPolicy, FlowEdgeDetail, FlowEdgeView, FlowId,
+    FlowMemberView, FlowSnapshot, FlowState, FlowSummary, GraphApplied, GraphChange, JoinPolicy,
+    JoinState, NewFlow, PublicState, TenantId,
 };
 
 #[async_trait]
@@ -66,6 +66,16 @@ impl Flows for SqliteBackend {
 
     async fn get_flow(&self, tenant: TenantId, flow: FlowId) -> Result<FlowSnapshot> {
         get_flow(self, tenant, flow).await
+    }
+
+    async fn flow_edges(
+        &self,
+        tenant: TenantId,
+        flow: FlowId,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<Vec<FlowEdgeDetail>> {
+        super::flow_edges::flow_edges(self, tenant, flow, from, to).await
     }
 
     async fn list_flows(
@@ -536,11 +546,7 @@ pub(super) async fn get_flow(
         from,
         to,
         pass_result,
-        state: match state.as_str() {
-            "pending" => EdgeState::Pending,
-            "satisfied" => EdgeState::Satisfied,
-            _ => EdgeState::Unsatisfied,
-        },
+        state: EdgeState::from_stored(&state),
     })
     .collect();
     Ok(FlowSnapshot {

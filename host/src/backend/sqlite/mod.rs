@@ -29,6 +29,7 @@ mod config_values;
 mod events;
 mod executions;
 mod flow_cancel;
+mod flow_edges;
 mod flows;
 mod grants;
 mod insights;
