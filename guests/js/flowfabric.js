@@ -84,9 +84,15 @@ export function waitpoint(key, timeoutMs) {
  * Suspend until a signal reaches `key`'s waitpoint. Returns only when signals
  * already buffered satisfy it; otherwise the run stops here and starts again
  * from the top once resumed, with `resumeSignals()` saying what woke it.
+ * `{ reason, names }`: a short code operators see (`waiting_for_approval`),
+ * and the signal names that count (all when absent).
  */
-export function waitFor(key, timeoutMs) {
-  return call(host.suspend, { tag: "waitpoint", val: key }, optionalMs(timeoutMs), "fail");
+export function waitFor(key, timeoutMs, { reason, names } = {}) {
+  const condition = { tag: "waitpoint", val: key };
+  if (reason === undefined && names === undefined) {
+    return call(host.suspend, condition, optionalMs(timeoutMs), "fail");
+  }
+  return call(host.suspendWith, condition, reason, names ?? [], optionalMs(timeoutMs), "fail");
 }
 
 /**

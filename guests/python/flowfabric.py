@@ -129,12 +129,22 @@ def waitpoint(key: str, timeout_ms: Optional[int] = None) -> Waitpoint:
     return _call(_host.create_waitpoint, key, timeout_ms)
 
 
-def wait_for(key: str, timeout_ms: Optional[int] = None) -> List[Signal]:
+def wait_for(
+    key: str,
+    timeout_ms: Optional[int] = None,
+    reason: Optional[str] = None,
+    names: Optional[List[str]] = None,
+) -> List[Signal]:
     """Suspend until a signal reaches `key`'s waitpoint. Returns only when
     signals already buffered satisfy it; otherwise the run stops here and starts
-    again from the top once resumed, with `resume_signals()` saying what woke it."""
+    again from the top once resumed, with `resume_signals()` saying what woke it.
+    `reason` is a short code operators see (`waiting_for_approval`); `names`
+    are the signal names that count (all when absent)."""
     condition = _types.ResumeCondition_Waitpoint(key)
-    return _call(_host.suspend, condition, timeout_ms, _types.TimeoutBehavior.FAIL)
+    fail = _types.TimeoutBehavior.FAIL
+    if reason is None and names is None:
+        return _call(_host.suspend, condition, timeout_ms, fail)
+    return _call(_host.suspend_with, condition, reason, names or [], timeout_ms, fail)
 
 
 def resume_signals() -> List[Signal]:

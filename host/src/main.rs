@@ -51,6 +51,8 @@ enum Command {
     },
     /// List executions, oldest first.
     List(cli::remote::List),
+    /// List suspended executions: why each waits, what resumes it, its waitpoints.
+    Suspended(cli::remote::Suspended),
     /// Cancel an execution.
     Cancel {
         id: String,
@@ -157,6 +159,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Flow(command) => cli::flows::run(&cli.connection, command).await?,
         Command::Get { id, steps } => cli::remote::get(&cli.connection, &id, steps).await?,
         Command::List(args) => cli::remote::list(&cli.connection, args).await?,
+        Command::Suspended(args) => cli::remote::suspended(&cli.connection, args).await?,
         Command::Cancel { id, reason } => cli::remote::cancel(&cli.connection, &id, reason).await?,
         Command::Replay { id, keep_steps } => {
             cli::remote::replay(&cli.connection, &id, keep_steps).await?

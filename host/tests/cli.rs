@@ -416,6 +416,13 @@ async fn remote_commands_drive_a_served_installation() {
     assert!(out.contains(r#"result    hi"#), "{out}");
     let (ok, out, _) = served.cli(key, &["flow", "list"]);
     assert!(ok && out.contains("peel"), "{out}");
+    let (ok, out, err) = served.cli(key, &["suspended"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("ID "), "{out}");
+    one_line_error(
+        "a limit past the page",
+        &served.cli(key, &["suspended", "--limit", "0"]),
+    );
     let (ok, out, err) = served.cli(key, &["flow", "edges", &flow_id, "--from", "a"]);
     assert!(ok, "{err}");
     assert!(out.starts_with("a -> b  "), "{out}");
@@ -564,6 +571,7 @@ fn every_command_parses_without_panicking() {
         &["events"],
         &["events", "leases", "--follow"],
         &["flow", "edges", "f", "--from", "a", "--to", "b"],
+        &["suspended", "--kind", "k", "--lane", "l", "--limit", "5"],
         &[
             "events",
             "leases",

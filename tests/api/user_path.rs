@@ -540,6 +540,24 @@ async fn signals_over_http_resume_a_suspended_guest(store: Store) {
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
+    // Operators list it with what it waits on, and no token in sight.
+    let (status, suspended) = server
+        .call(&tenant, Method::GET, "/v1/suspended?kind=testkit", None)
+        .await;
+    assert_eq!(status, 200, "{suspended}");
+    let entry = &suspended["items"][0];
+    assert_eq!(entry["execution_id"], id.as_str(), "{suspended}");
+    assert_eq!(entry["blocking_reason"], "waiting_for_signal");
+    assert_eq!(entry["suspension"]["condition"]["key"], "approval");
+    assert_eq!(entry["waitpoints"][0]["key"], "approval");
+    assert!(
+        !suspended.to_string().contains(&token),
+        "a token leaked: {suspended}"
+    );
+    let (status, err) = server
+        .call(&tenant, Method::GET, "/v1/suspended?limit=101", None)
+        .await;
+    assert_eq!(status, 200, "the page is clamped to 100: {err}");
     let send = |token: Option<String>, body: serde_json::Value| {
         let mut request = server.http.post(server.url("/v1/signals")).json(&body);
         if let Some(token) = token {

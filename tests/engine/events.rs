@@ -374,7 +374,26 @@ async fn an_operator_revokes_a_lease_and_the_execution_runs_again(store: Store) 
     ));
 }
 
-/// Ends `n` executions of `kind` in `lane` with `end`, returning their ids.
+/// A filtered read once nothing is held back: the outbox withholds events
+/// while any older transaction on the server runs (other tests' included).
+async fn settled<E: flowfabric::engine::Subscription>(
+    e: &flowfabric::Engine,
+    t: flowfabric::model::TenantId,
+    after: EventCursor,
+    limit: u32,
+    filter: &EventFilter,
+) -> flowfabric::engine::FilteredBatch<E> {
+    for _ in 0..500 {
+        let page = e.read_events::<E>(t, after, limit, filter).await.unwrap();
+        if !page.pending {
+            return page;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("events still pending after 10 s");
+}
+
+/// Ends an execution of `kind` in `lane` with `end`, returning its id.
 async fn ended(
     db: &flowfabric_tests::TestDb,
     t: flowfabric::model::TenantId,
@@ -418,10 +437,7 @@ async fn filtered_reads_keep_only_matching_events(store: Store) {
     ended(&db, other, "mail", "default", "success").await;
 
     let filtered = |f: EventFilter| async move {
-        let page = e
-            .read_events::<CompletionEvent>(t, EventCursor::START, 100, &f)
-            .await
-            .unwrap();
+        let page = settled::<CompletionEvent>(e, t, EventCursor::START, 100, &f).await;
         assert!(!page.more, "everything fits one window");
         page.events
             .iter()
@@ -465,17 +481,11 @@ async fn filtered_reads_keep_only_matching_events(store: Store) {
         outcome: Some("failed".into()),
         ..Default::default()
     };
-    let first = e
-        .read_events::<CompletionEvent>(t, EventCursor::START, 1, &failed)
-        .await
-        .unwrap();
+    let first = settled::<CompletionEvent>(e, t, EventCursor::START, 1, &failed).await;
     assert_eq!(first.events.len(), 1);
     assert!(first.more);
     assert_eq!(first.next, first.events[0].cursor);
-    let second = e
-        .read_events::<CompletionEvent>(t, first.next, 10, &failed)
-        .await
-        .unwrap();
+    let second = settled::<CompletionEvent>(e, t, first.next, 10, &failed).await;
     let both: Vec<_> = first
         .events
         .iter()
@@ -489,10 +499,7 @@ async fn filtered_reads_keep_only_matching_events(store: Store) {
         outcome: Some("released".into()),
         ..Default::default()
     };
-    let leases = e
-        .read_events::<LeaseEvent>(t, EventCursor::START, 100, &released)
-        .await
-        .unwrap();
+    let leases = settled::<LeaseEvent>(e, t, EventCursor::START, 100, &released).await;
     assert!(!leases.events.is_empty());
     assert!(leases.events.iter().all(|ev| ev.kind == "released"));
 
@@ -554,17 +561,11 @@ async fn a_filtered_read_scans_one_window_and_moves_on(store: Store) {
         execution: Some(target),
         ..Default::default()
     };
-    let first = e
-        .read_events::<LeaseEvent>(t, EventCursor::START, 10, &needle)
-        .await
-        .unwrap();
+    let first = settled::<LeaseEvent>(e, t, EventCursor::START, 10, &needle).await;
     assert!(first.events.is_empty());
     assert!(first.more, "the window ran out before the end");
     assert_ne!(first.next, EventCursor::START);
-    let second = e
-        .read_events::<LeaseEvent>(t, first.next, 10, &needle)
-        .await
-        .unwrap();
+    let second = settled::<LeaseEvent>(e, t, first.next, 10, &needle).await;
     let kinds: Vec<_> = second.events.iter().map(|ev| ev.kind.as_str()).collect();
     assert_eq!(kinds, ["acquired", "released"]);
     assert!(!second.more);

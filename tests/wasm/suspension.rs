@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use flowfabric::engine::{ScannerConfig, Scanners};
-use flowfabric::model::{NewSignal, PublicState};
+use flowfabric::model::{NewSignal, PublicState, ResumeCondition, SignalOutcome};
 
 use flowfabric_tests::Store;
 
@@ -127,7 +127,155 @@ async fn a_guest_spawns_children_waits_for_them_and_reads_their_outcomes(store: 
     scanners.shutdown().await;
 }
 
+/// The token the guest wrote for `key` in its `waitpoint` frame.
+async fn token_for(env: &Env, id: flowfabric::model::ExecutionId, key: &str) -> String {
+    let frames = env
+        .db
+        .engine
+        .read_frames(env.tenant, id, 1, 0, 10)
+        .await
+        .unwrap();
+    frames
+        .iter()
+        .find_map(|f| {
+            String::from_utf8(f.payload.clone())
+                .ok()?
+                .strip_prefix(&format!("{key}="))
+                .map(String::from)
+        })
+        .expect("the waitpoint frame")
+}
+
+fn named(name: &str, payload: &str) -> NewSignal {
+    NewSignal {
+        name: name.into(),
+        payload: payload.as_bytes().to_vec(),
+        idempotency_key: None,
+    }
+}
+
+async fn only_named_signals_resume_and_operators_see_why_it_waits(store: Store) {
+    let env = Env::on(store).await;
+    let pool = env.pool(config(2));
+    let id = env
+        .submit(
+            "testkit",
+            "wait-named:approval:approve,reject:waiting_for_approval",
+            0,
+        )
+        .await;
+    env.wait_state(id, PublicState::Suspended).await;
+
+    let listed = env
+        .db
+        .engine
+        .list_suspended(env.tenant, None, None, None, 100)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    let entry = &listed[0];
+    assert_eq!(entry.execution.execution_id, id);
+    assert_eq!(
+        entry.execution.blocking_reason.as_deref(),
+        Some("waiting_for_signal")
+    );
+    let suspension = entry.execution.suspension.as_ref().expect("a suspension");
+    assert_eq!(suspension.reason.as_deref(), Some("waiting_for_approval"));
+    assert_eq!(suspension.signal_names, ["approve", "reject"]);
+    assert_eq!(
+        suspension.condition,
+        ResumeCondition::Waitpoint {
+            key: "approval".into()
+        }
+    );
+    let keys: Vec<_> = entry.waitpoints.iter().map(|w| w.key.as_str()).collect();
+    assert_eq!(keys, ["approval"]);
+    let other = env.db.tenant("other").await;
+    let theirs = env
+        .db
+        .engine
+        .list_suspended(other, None, None, None, 100)
+        .await
+        .unwrap();
+    assert!(theirs.is_empty(), "another tenant sees none");
+
+    // A signal of another name is kept but wakes nothing.
+    let token = token_for(&env, id, "approval").await;
+    let outcome = env
+        .db
+        .engine
+        .deliver_signal(&token, named("comment", "looks odd"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome.2, SignalOutcome::Accepted { resumed: false, .. }),
+        "{outcome:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        env.db.engine.get(env.tenant, id).await.unwrap().state,
+        PublicState::Suspended
+    );
+
+    let outcome = env
+        .db
+        .engine
+        .deliver_signal(&token, named("approve", "yes"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome.2, SignalOutcome::Accepted { resumed: true, .. }),
+        "{outcome:?}"
+    );
+    let done = env.wait_terminal(id).await;
+    assert_eq!(
+        done.state,
+        PublicState::Completed,
+        "{:?}",
+        done.last_failure
+    );
+    let result = text(&done.result);
+    assert!(
+        result.starts_with("resumed attempt=1: ") && result.contains("approve=yes"),
+        "{result}"
+    );
+    assert_eq!(done.suspension, None, "shown only while suspended");
+    let listed = env
+        .db
+        .engine
+        .list_suspended(env.tenant, None, None, None, 100)
+        .await
+        .unwrap();
+    assert!(listed.is_empty());
+    pool.shutdown().await;
+}
+
+async fn a_bad_reason_or_too_many_names_is_refused_to_the_guest(store: Store) {
+    let env = Env::on(store).await;
+    let pool = env.pool(config(2));
+    let names: Vec<String> = (0..17).map(|i| format!("n{i}")).collect();
+    let cases = [
+        ("wait-named:k::Not A Code".to_string(), "reason"),
+        (format!("wait-named:k:{}:", names.join(",")), "signal_names"),
+        ("wait-named:k:bad name!:".to_string(), "signal name"),
+    ];
+    for (input, field) in cases {
+        let id = env.submit("testkit", &input, 0).await;
+        let done = env.wait_terminal(id).await;
+        assert_eq!(done.state, PublicState::Completed, "{input}");
+        let result = text(&done.result);
+        assert!(
+            result.starts_with("refused: invalid: "),
+            "{input}: {result}"
+        );
+        assert!(result.contains(field), "{input}: {result}");
+    }
+    pool.shutdown().await;
+}
+
 on_both_backends!(
+    only_named_signals_resume_and_operators_see_why_it_waits,
+    a_bad_reason_or_too_many_names_is_refused_to_the_guest,
     a_guest_suspends_and_a_signal_resumes_it,
     an_auto_resume_timeout_wakes_the_guest_with_a_timeout_signal,
     a_guest_spawns_children_waits_for_them_and_reads_their_outcomes,

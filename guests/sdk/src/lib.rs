@@ -155,6 +155,19 @@ pub fn suspend(
     host::suspend(condition, timeout_ms, on_timeout)
 }
 
+/// [`suspend`], saying why (`reason`, a short code such as
+/// `waiting_for_approval`, shown to operators) and which signal names count
+/// toward the condition (all when `signal_names` is empty).
+pub fn suspend_with(
+    condition: &ResumeCondition,
+    reason: Option<&str>,
+    signal_names: &[String],
+    timeout_ms: Option<u64>,
+    on_timeout: TimeoutBehavior,
+) -> Result<Vec<Signal>, HostError> {
+    host::suspend_with(condition, reason, signal_names, timeout_ms, on_timeout)
+}
+
 /// The signals that resumed this run (empty on a first run).
 pub fn resume_signals() -> Vec<Signal> {
     host::resume_signals()

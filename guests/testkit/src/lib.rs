@@ -20,6 +20,7 @@
 //! | `wait-all:K1,K2,…` | waits for a signal on every key |
 //! | `wait-timeout:MS:BEHAVIOUR` | waits only for the timeout (`fail`, `cancel`, `expire`, `auto-resume`) |
 //! | `wait-operator` | waits for an operator to resume it |
+//! | `wait-named:KEY:N1,N2:REASON` | waits on KEY for a signal named N1 or N2 (any name when empty), with the reason code REASON (none when empty); `refused: …` if the host refuses |
 //! | `spawn:IN1\|IN2\|…` | spawns a testkit child per input, waits for them, returns `key=state:output;…` (`after-resume` first when it had to wait) |
 //! | `spend:DIM:N:TIMES` | reports N of DIM, TIMES times (dedup keys `r1`…, each sent twice), returns the outcomes |
 //! | `spawn-keyed:KEY` | spawns `echo:KEY` under KEY twice, returns both ids (equal) |
@@ -292,6 +293,31 @@ impl Task for Testkit {
                 };
                 wait(&[], ResumeCondition::TimeoutOnly, Some(ms), behaviour)
             }
+            "wait-named" => {
+                let mut parts = arg.splitn(3, ':');
+                let (Some(key), Some(names), Some(reason)) =
+                    (parts.next(), parts.next(), parts.next())
+                else {
+                    return Err(TaskError::permanent("wait-named needs KEY:NAMES:REASON"));
+                };
+                let names: Vec<String> = names
+                    .split(',')
+                    .filter(|n| !n.is_empty())
+                    .map(String::from)
+                    .collect();
+                let reason = (!reason.is_empty()).then_some(reason);
+                match wait_for(
+                    &[key],
+                    ResumeCondition::Waitpoint(key.into()),
+                    reason,
+                    &names,
+                    None,
+                    TimeoutBehavior::Fail,
+                ) {
+                    Ok(out) => Ok(out),
+                    Err(e) => Ok(format!("refused: {}", e.message).into_bytes()),
+                }
+            }
             "wait-operator" => wait(
                 &[],
                 ResumeCondition::OperatorOnly,
@@ -381,6 +407,17 @@ fn wait(
     timeout_ms: Option<u64>,
     on_timeout: TimeoutBehavior,
 ) -> Result<Vec<u8>, TaskError> {
+    wait_for(keys, condition, None, &[], timeout_ms, on_timeout)
+}
+
+fn wait_for(
+    keys: &[&str],
+    condition: ResumeCondition,
+    reason: Option<&str>,
+    names: &[String],
+    timeout_ms: Option<u64>,
+    on_timeout: TimeoutBehavior,
+) -> Result<Vec<u8>, TaskError> {
     let resumed = flowfabric_guest::resume_signals();
     if !resumed.is_empty() || host::info().attempt_type == flowfabric_guest::AttemptType::Resumed {
         let attempt = host::info().attempt;
@@ -390,7 +427,11 @@ fn wait(
         let waitpoint = flowfabric_guest::waitpoint(key, None)?;
         flowfabric_guest::frame("waitpoint", format!("{key}={}", waitpoint.token).as_bytes())?;
     }
-    let signals = flowfabric_guest::suspend(&condition, timeout_ms, on_timeout)?;
+    let signals = if reason.is_none() && names.is_empty() {
+        flowfabric_guest::suspend(&condition, timeout_ms, on_timeout)?
+    } else {
+        host::suspend_with(&condition, reason, names, timeout_ms, on_timeout)?
+    };
     Ok(format!("satisfied: {}", describe(&signals)).into_bytes())
 }
 

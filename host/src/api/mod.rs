@@ -26,6 +26,7 @@ pub use grants::{ConfigList, GrantList};
 pub use insights::AttemptList;
 pub use payload::Payload;
 pub use schedules::{ScheduleList, ScheduleView};
+pub use signals::SuspendedPage;
 pub use steps::StepList;
 pub use streams::{FrameView, StateChange};
 mod concurrency;
@@ -137,6 +138,7 @@ pub fn router(engine: Engine, runtime: Arc<Runtime>, config: &ApiConfig) -> Rout
         .route("/executions/{id}/replay", post(executions::replay))
         .route("/executions/{id}/resume", post(signals::resume))
         .route("/executions/{id}/waitpoints", get(signals::waitpoints))
+        .route("/suspended", get(signals::suspended))
         .route("/executions/{id}/steps", get(steps::list))
         .route("/executions/{id}/attempts", get(insights::attempts))
         .route("/overview", get(insights::overview))

@@ -29,7 +29,7 @@ use super::{
         flows::create, flows::extend, flows::get, flows::list, flows::cancel,
         budgets::create, budgets::list, budgets::get, budgets::reset, lanes::list,
         streams::frames, streams::summary, streams::follow,
-        flows::members, flows::edges, flows::edge, signals::deliver, signals::waitpoints, signals::resume,
+        flows::members, flows::edges, flows::edge, signals::deliver, signals::waitpoints, signals::suspended, signals::resume,
         events::completions, events::leases, events::signals,
         events::follow_completions, events::follow_leases, events::follow_signals,
         components::upload, components::list, components::versions, components::get,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
@@ -18,8 +18,8 @@ use super::auth::Caller;
 use super::error::{page_limit, ApiError, ApiResult, ErrorBody, Json, Path, Query};
 use super::payload::decode_input;
 use super::AppState;
-use crate::engine::WaitpointWithToken;
-use crate::model::{ExecutionId, NewSignal, SignalOutcome, WaitpointId};
+use crate::engine::{WaitpointWithToken, MAX_SUSPENDED_PAGE};
+use crate::model::{ExecutionId, NewSignal, SignalOutcome, SuspendedExecution, WaitpointId};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -141,4 +141,48 @@ pub async fn resume(
 ) -> ApiResult<StatusCode> {
     state.engine.resume(caller.tenant, id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SuspendedQuery {
+    pub kind: Option<String>,
+    pub lane: Option<String>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<ExecutionId>,
+    /// 1 to 1000, default 100; a page holds at most 100.
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SuspendedPage {
+    pub items: Vec<SuspendedExecution>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[schema(value_type = Option<uuid::Uuid>)]
+    pub next_cursor: Option<ExecutionId>,
+}
+
+/// Suspended executions, oldest first: what resumes each (its condition,
+/// the signal names that count, its timeout), why it waits (the engine's
+/// `blocking_reason` and the guest's `suspension.reason`) and its
+/// waitpoints, without their tokens.
+#[utoipa::path(get, path = "/v1/suspended", tag = "signals", params(SuspendedQuery),
+    responses((status = 200, body = SuspendedPage), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn suspended(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Query(query): Query<SuspendedQuery>,
+) -> ApiResult<Json<SuspendedPage>> {
+    let limit = page_limit(query.limit)?.min(MAX_SUSPENDED_PAGE);
+    let items = state
+        .engine
+        .list_suspended(caller.tenant, query.kind, query.lane, query.cursor, limit)
+        .await?;
+    let next_cursor = (items.len() == limit as usize)
+        .then(|| items.last().map(|s| s.execution.execution_id))
+        .flatten();
+    Ok(Json(SuspendedPage { items, next_cursor }))
 }

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use flowfabric::api::error::ErrorBody;
 use flowfabric::api::{
     BatchCreated, Cancelled, ExecutionPage, ExecutionResult, FrameView, LeaseRevoked, Payload,
-    Replayed, StateChange,
+    Replayed, StateChange, SuspendedPage,
 };
 use flowfabric::model::{Created, Execution, PublicState};
 
@@ -102,6 +102,75 @@ pub struct List {
     /// Continue after this execution id (the previous page's cursor).
     #[arg(long)]
     cursor: Option<String>,
+}
+
+#[derive(clap::Args)]
+pub struct Suspended {
+    #[arg(long)]
+    kind: Option<String>,
+    #[arg(long)]
+    lane: Option<String>,
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
+    /// Continue after this execution id (the previous page's cursor).
+    #[arg(long)]
+    cursor: Option<String>,
+}
+
+/// Suspended executions: why each waits, what resumes it, its waitpoints.
+pub async fn suspended(connection: &Connection, args: Suspended) -> anyhow::Result<()> {
+    let client = ApiClient::tenant(connection)?;
+    let mut query = vec![("limit", args.limit.to_string())];
+    for (name, value) in [
+        ("kind", args.kind),
+        ("lane", args.lane),
+        ("cursor", args.cursor),
+    ] {
+        query.extend(value.map(|v| (name, v)));
+    }
+    let page: SuspendedPage = client.get_typed("/v1/suspended", &query).await?;
+    if connection.json {
+        return print_json(&page);
+    }
+    println!(
+        "{:<36}  {:<16} {:<24} {:<32} WAITPOINTS",
+        "ID", "KIND", "REASON", "RESUMES ON"
+    );
+    for s in &page.items {
+        let e = &s.execution;
+        let suspension = e.suspension.as_ref();
+        let reason = suspension
+            .and_then(|s| s.reason.as_deref())
+            .or(e.blocking_reason.as_deref())
+            .unwrap_or("");
+        let mut resumes = suspension.map_or(String::new(), |s| {
+            format!(
+                "{} {}",
+                wire_name(&s.condition),
+                s.condition.keys().join(",")
+            )
+        });
+        if let Some(names) = suspension.filter(|s| !s.signal_names.is_empty()) {
+            resumes.push_str(&format!(" ({})", names.signal_names.join("|")));
+        }
+        let waitpoints: Vec<String> = s
+            .waitpoints
+            .iter()
+            .map(|w| format!("{} ({})", w.key, w.state))
+            .collect();
+        println!(
+            "{:<36}  {:<16} {:<24} {:<32} {}",
+            e.execution_id,
+            e.kind,
+            reason,
+            resumes,
+            waitpoints.join(", ")
+        );
+    }
+    if let Some(cursor) = page.next_cursor {
+        eprintln!("more: --cursor {cursor}");
+    }
+    Ok(())
 }
 
 pub async fn run(connection: &Connection, args: Run) -> anyhow::Result<()> {

@@ -32,7 +32,7 @@ pub use events::{FilteredBatch, Subscription, MAX_EVENT_PAGE};
 pub use insights::OVERVIEW_WINDOW;
 pub use scanners::{ScannerConfig, Scanners};
 pub use schedules::MAX_SCHEDULE_PAGE;
-pub use signals::{SignalKeys, WaitpointWithToken, MAX_WAITPOINT_PAGE};
+pub use signals::{SignalKeys, WaitpointWithToken, MAX_SUSPENDED_PAGE, MAX_WAITPOINT_PAGE};
 pub use steps::{wake_time, MAX_STEP_PAGE};
 pub use tenancy::{secret_matches, IssuedKey};
 pub use vault::SealingKeys;

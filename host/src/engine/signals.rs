@@ -18,11 +18,19 @@ use super::Engine;
 use crate::error::{EngineError, Result};
 use crate::model::WaitpointId;
 use crate::model::{
-    ExecutionId, LeaseHandle, NewSignal, ResumeCondition, Signal, SignalOutcome, SuspendOutcome,
-    Suspension, TenantId, TimeoutBehavior, Waitpoint,
+    ExecutionFilter, ExecutionId, LeaseHandle, NewSignal, PublicState, ResumeCondition, Signal,
+    SignalOutcome, SuspendOutcome, SuspendedExecution, Suspension, TenantId, TimeoutBehavior,
+    Waitpoint, MAX_SIGNAL_NAMES,
 };
 
 const TOKEN_PREFIX: &str = "wpt_";
+
+/// Largest page of [`Engine::list_suspended`]: each entry costs a read of
+/// its waitpoints.
+pub const MAX_SUSPENDED_PAGE: u32 = 100;
+
+/// Waitpoints shown per suspended execution.
+const WAITPOINTS_LISTED: u32 = 64;
 pub(super) const MAX_SUSPEND_MS: u64 = 30 * 24 * 3600 * 1000;
 const MAX_SIGNAL_BYTES: usize = 256 << 10;
 
@@ -223,6 +231,53 @@ impl Engine {
         timeout_ms: Option<u64>,
         on_timeout: TimeoutBehavior,
     ) -> Result<SuspendOutcome> {
+        let suspension = Suspension::new(condition, on_timeout);
+        self.suspend_with(lease, suspension, timeout_ms).await
+    }
+
+    /// Suspended executions (of `kind`, in `lane`, when given) after `after`,
+    /// oldest first, each with its suspension and its waitpoints.
+    pub async fn list_suspended(
+        &self,
+        tenant: TenantId,
+        kind: Option<String>,
+        lane: Option<String>,
+        after: Option<ExecutionId>,
+        limit: u32,
+    ) -> Result<Vec<SuspendedExecution>> {
+        let filter = ExecutionFilter {
+            state: Some(PublicState::Suspended),
+            kind,
+            lane,
+            tag: None,
+            after,
+            limit: limit.clamp(1, MAX_SUSPENDED_PAGE),
+            newest_first: false,
+        };
+        let executions = self.list(tenant, filter).await?;
+        let mut listed = Vec::with_capacity(executions.len());
+        for execution in executions {
+            let waitpoints = self
+                .backend
+                .list_waitpoints(tenant, execution.execution_id, None, WAITPOINTS_LISTED)
+                .await?;
+            listed.push(SuspendedExecution {
+                execution,
+                waitpoints,
+            });
+        }
+        Ok(listed)
+    }
+
+    /// [`Engine::suspend`] with the guest's reason code and the signal names
+    /// that count toward the condition.
+    pub async fn suspend_with(
+        &self,
+        lease: &LeaseHandle,
+        suspension: Suspension,
+        timeout_ms: Option<u64>,
+    ) -> Result<SuspendOutcome> {
+        let condition = &suspension.condition;
         condition.validate()?;
         if matches!(
             condition,
@@ -238,16 +293,24 @@ impl Engine {
             self.check_name("waitpoint key", key)?;
         }
         check_timeout(timeout_ms)?;
-        if condition == ResumeCondition::TimeoutOnly && timeout_ms.is_none() {
+        if *condition == ResumeCondition::TimeoutOnly && timeout_ms.is_none() {
             return Err(EngineError::invalid(
                 "timeout_ms",
                 "a timeout-only suspension needs a timeout",
             ));
         }
-        let suspension = Suspension {
-            condition,
-            on_timeout,
-        };
+        if let Some(reason) = &suspension.reason {
+            check_reason_code(reason)?;
+        }
+        if suspension.signal_names.len() > MAX_SIGNAL_NAMES {
+            return Err(EngineError::invalid(
+                "signal_names",
+                format!("at most {MAX_SIGNAL_NAMES}"),
+            ));
+        }
+        for name in &suspension.signal_names {
+            self.check_name("signal name", name)?;
+        }
         let max_waitpoints = self.caps(lease.tenant_id).await?.waitpoints_per_execution;
         self.backend
             .suspend(
@@ -334,6 +397,22 @@ pub(super) fn check_timeout(timeout_ms: Option<u64>) -> Result<()> {
         return Err(EngineError::invalid(
             "timeout_ms",
             format!("must be 1 to {MAX_SUSPEND_MS}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A guest's reason code: 1 to 64 of `a-z 0-9 _ . : -`, so it reads as a
+/// code (and filters as one), never as free text.
+fn check_reason_code(reason: &str) -> Result<()> {
+    let ok = (1..=64).contains(&reason.len())
+        && reason
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.:-".contains(c));
+    if !ok {
+        return Err(EngineError::invalid(
+            "reason",
+            format!("`{reason}` must be 1 to 64 characters of [a-z0-9_.:-]"),
         ));
     }
     Ok(())

@@ -75,8 +75,8 @@ pub use steps::{
     SLEEP_STEP,
 };
 pub use suspension::{
-    NewSignal, ResumeCondition, Signal, SignalOutcome, SuspendOutcome, Suspension, TimeoutBehavior,
-    Waitpoint, TIMEOUT_SIGNAL,
+    NewSignal, ResumeCondition, Signal, SignalOutcome, SuspendOutcome, SuspendedExecution,
+    Suspension, TimeoutBehavior, Waitpoint, MAX_SIGNAL_NAMES, TIMEOUT_SIGNAL,
 };
 pub use tenancy::{
     ApiKey, StoredApiKey, TaskCeilings, Tenant, TenantLimits, TenantUsage, DEFAULT_START_WINDOW_MS,
@@ -196,6 +196,11 @@ pub struct Execution {
     /// The execution that spawned this one (`spawn-child`), if one did.
     #[schema(value_type = Option<uuid::Uuid>)]
     pub parent_id: Option<ExecutionId>,
+    /// While suspended: what resumes it, the guest's reason, and which
+    /// signal names count.
+    pub suspension: Option<Suspension>,
+    /// While suspended: when its timeout acts, if it has one.
+    pub suspension_timeout_at: Option<DateTime<Utc>>,
 }
 
 /// A lane of the tenant's executions that have not ended, and how many of

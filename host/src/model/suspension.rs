@@ -115,6 +115,58 @@ pub enum TimeoutBehavior {
 pub struct Suspension {
     pub condition: ResumeCondition,
     pub on_timeout: TimeoutBehavior,
+    /// Why it waits, in the guest's own words: a short code for operators
+    /// (`waiting_for_approval`, say). The engine's own account is the
+    /// execution's `blocking_reason`, which a guest cannot set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When not empty, only signals with one of these names count toward
+    /// the condition; others are kept (buffered) but wake nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signal_names: Vec<String>,
+}
+
+/// Signal names one suspension may match on, at most.
+pub const MAX_SIGNAL_NAMES: usize = 16;
+
+impl Suspension {
+    pub fn new(condition: ResumeCondition, on_timeout: TimeoutBehavior) -> Self {
+        Self {
+            condition,
+            on_timeout,
+            reason: None,
+            signal_names: Vec::new(),
+        }
+    }
+
+    /// The execution's `blocking_reason` while it waits on this. The
+    /// scanners that wake parents and reset budgets find their executions by
+    /// it, so it follows from the condition alone, never from the guest.
+    pub fn blocking_reason(&self) -> &'static str {
+        match &self.condition {
+            ResumeCondition::Waitpoint { .. }
+            | ResumeCondition::Count { .. }
+            | ResumeCondition::AllOf { .. }
+            | ResumeCondition::OperatorOnly
+            | ResumeCondition::TimeoutOnly => "waiting_for_signal",
+            ResumeCondition::Children => "waiting_for_children",
+            ResumeCondition::Timer => "waiting_for_timer",
+            ResumeCondition::Budget { .. } => "waiting_for_budget",
+        }
+    }
+
+    /// Whether these buffered signals satisfy it: those on the condition's
+    /// waitpoints, with one of `signal_names` when it names any.
+    pub fn is_satisfied_by(&self, buffered: &[Signal]) -> bool {
+        let counts =
+            |s: &&Signal| self.signal_names.is_empty() || self.signal_names.contains(&s.name);
+        self.condition.is_satisfied(
+            buffered
+                .iter()
+                .filter(counts)
+                .map(|s| s.waitpoint_key.as_str()),
+        )
+    }
 }
 
 /// Name of the synthetic signal an `auto_resume` timeout delivers.
@@ -122,7 +174,7 @@ pub const TIMEOUT_SIGNAL: &str = "timeout";
 
 /// A waitpoint of an execution. `token` is the bearer credential for
 /// delivering a signal to it; it is derived, never stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Waitpoint {
     pub waitpoint_id: WaitpointId,
     pub key: String,
@@ -130,6 +182,16 @@ pub struct Waitpoint {
     pub state: String,
     pub expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+}
+
+/// A suspended execution with its waitpoints, as operators list them. The
+/// waitpoints come without tokens: a listing is no place for credentials.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SuspendedExecution {
+    #[serde(flatten)]
+    pub execution: super::Execution,
+    /// Its waitpoints, oldest first (at most 64).
+    pub waitpoints: Vec<Waitpoint>,
 }
 
 /// A delivered signal.

@@ -78,6 +78,14 @@ pub trait TaskImports: Send + Sync + 'static {
         timeout_ms: Option<u64>,
         on_timeout: TimeoutBehavior,
     ) -> Result<HostReply<Vec<Signal>>, HostError>;
+    async fn suspend_with(
+        &self,
+        condition: ResumeCondition,
+        reason: Option<String>,
+        signal_names: Vec<String>,
+        timeout_ms: Option<u64>,
+        on_timeout: TimeoutBehavior,
+    ) -> Result<HostReply<Vec<Signal>>, HostError>;
     async fn spawn_child(
         &self,
         kind: String,
@@ -213,6 +221,23 @@ impl claimed_task::Host for StoreState {
             self.cpu,
             "suspend",
             self.imports.suspend(condition, timeout_ms, on_timeout)
+        );
+        self.unless_stopped(reply)
+    }
+
+    async fn suspend_with(
+        &mut self,
+        condition: ResumeCondition,
+        reason: Option<String>,
+        signal_names: Vec<String>,
+        timeout_ms: Option<u64>,
+        on_timeout: TimeoutBehavior,
+    ) -> wasmtime::Result<Result<Vec<Signal>, HostError>> {
+        let reply = host_call!(
+            self.cpu,
+            "suspend_with",
+            self.imports
+                .suspend_with(condition, reason, signal_names, timeout_ms, on_timeout)
         );
         self.unless_stopped(reply)
     }

@@ -295,14 +295,26 @@ impl TaskImports for ClaimedTask {
         timeout_ms: Option<u64>,
         on_timeout: TimeoutBehavior,
     ) -> Result<HostReply<Vec<Signal>>, HostError> {
+        self.suspend_with(condition, None, Vec::new(), timeout_ms, on_timeout)
+            .await
+    }
+
+    async fn suspend_with(
+        &self,
+        condition: ResumeCondition,
+        reason: Option<String>,
+        signal_names: Vec<String>,
+        timeout_ms: Option<u64>,
+        on_timeout: TimeoutBehavior,
+    ) -> Result<HostReply<Vec<Signal>>, HostError> {
+        let suspension = model::Suspension {
+            reason,
+            signal_names,
+            ..model::Suspension::new(model_condition(condition), model_timeout(on_timeout))
+        };
         let outcome = self
             .engine
-            .suspend(
-                self.lease(),
-                model_condition(condition),
-                timeout_ms,
-                model_timeout(on_timeout),
-            )
+            .suspend_with(self.lease(), suspension, timeout_ms)
             .await
             .map_err(|e| self.host_error(e))?;
         Ok(match outcome {

@@ -422,14 +422,14 @@ async fn enforce(
             fail_locked(tx, lease, &failure, &policy, col(execution, "retry_count")?).await?;
         }
         HardLimitAction::Suspend => {
-            let suspension = Suspension {
-                condition: ResumeCondition::Budget {
+            let suspension = Suspension::new(
+                ResumeCondition::Budget {
                     budget_id: breach.budget_id,
                 },
-                on_timeout: TimeoutBehavior::Fail,
-            };
+                TimeoutBehavior::Fail,
+            );
             let seq = col::<i32>(execution, "suspension_seq")? + 1;
-            record_suspension(tx, lease, &suspension, seq, None, "waiting_for_budget").await?;
+            record_suspension(tx, lease, &suspension, seq, None).await?;
         }
     }
     Ok(())

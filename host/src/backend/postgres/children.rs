@@ -182,11 +182,8 @@ impl Children for PgBackend {
             if children.iter().all(|c| c.state.is_terminal()) {
                 return Ok(ChildrenOutcome::Done(children));
             }
-            let suspension = Suspension {
-                condition: ResumeCondition::Children,
-                on_timeout,
-            };
-            record_suspension(tx, lease, &suspension, seq, timeout, "waiting_for_children").await?;
+            let suspension = Suspension::new(ResumeCondition::Children, on_timeout);
+            record_suspension(tx, lease, &suspension, seq, timeout).await?;
             Ok(ChildrenOutcome::Suspended)
         })
         .await

@@ -9,7 +9,9 @@ use sqlx::{PgConnection, PgPool, Row as _};
 use super::COMPLETION_CHANNEL;
 use crate::backend::{LeaseLookup, LeaseMiss};
 use crate::error::{EngineError, Result};
-use crate::model::{AttemptState, Execution, ExecutionPolicy, Failure, LeaseHandle, PublicState};
+use crate::model::{
+    AttemptState, Execution, ExecutionPolicy, Failure, LeaseHandle, PublicState, Suspension,
+};
 
 /// Columns read by [`execution`], in a form ready for `SELECT … FROM executions`.
 pub(super) const EXECUTION_COLUMNS: &str = "tenant_id, execution_id, kind, lane, priority, \
@@ -18,7 +20,7 @@ pub(super) const EXECUTION_COLUMNS: &str = "tenant_id, execution_id, kind, lane,
     lease_epoch, retry_count, reclaim_count, replay_count, eligible_at, deadline_at, created_at, \
     started_at, \
     finished_at, input, result, last_failure, cancellation_reason, progress_percent, \
-    progress_message, flow_id, flow_key, parent_id";
+    progress_message, flow_id, flow_key, parent_id, suspension, suspension_timeout_at";
 
 pub(super) fn json<T: serde::de::DeserializeOwned>(
     value: serde_json::Value,
@@ -35,7 +37,7 @@ pub(super) fn execution(row: &PgRow) -> Result<Execution> {
     let tags: serde_json::Value = col(row, "tags")?;
     let policy: serde_json::Value = col(row, "policy")?;
     let failure: Option<serde_json::Value> = col(row, "last_failure")?;
-    let state: String = col(row, "public_state")?;
+    let state = parse::<PublicState>(&col::<String>(row, "public_state")?)?;
     Ok(Execution {
         tenant_id: col(row, "tenant_id")?,
         execution_id: col(row, "execution_id")?,
@@ -47,7 +49,7 @@ pub(super) fn execution(row: &PgRow) -> Result<Execution> {
         policy: json::<ExecutionPolicy>(policy, "policy")?,
         idempotency_key: col(row, "idempotency_key")?,
         concurrency_key: col(row, "concurrency_key")?,
-        state: parse::<PublicState>(&state)?,
+        state,
         blocking_reason: col(row, "blocking_reason")?,
         attempt_index: col(row, "attempt_index")?,
         lease_epoch: col(row, "lease_epoch")?,
@@ -70,6 +72,19 @@ pub(super) fn execution(row: &PgRow) -> Result<Execution> {
         flow_id: col(row, "flow_id")?,
         flow_key: col(row, "flow_key")?,
         parent_id: col(row, "parent_id")?,
+        suspension: if state == PublicState::Suspended {
+            let suspension: Option<serde_json::Value> = col(row, "suspension")?;
+            suspension
+                .map(|s| json::<Suspension>(s, "suspension"))
+                .transpose()?
+        } else {
+            None
+        },
+        suspension_timeout_at: if state == PublicState::Suspended {
+            col(row, "suspension_timeout_at")?
+        } else {
+            None
+        },
     })
 }
 

@@ -81,10 +81,7 @@ impl Steps for PgBackend {
             if let Some((step, frame)) = step {
                 record_in(pool, tx, lease, step, frame, limits).await?;
             }
-            let suspension = Suspension {
-                condition: ResumeCondition::Timer,
-                on_timeout: TimeoutBehavior::AutoResume,
-            };
+            let suspension = Suspension::new(ResumeCondition::Timer, TimeoutBehavior::AutoResume);
             let remaining = (wake_at - Utc::now()).to_std().unwrap_or_default();
             record_suspension(
                 tx,
@@ -92,7 +89,6 @@ impl Steps for PgBackend {
                 &suspension,
                 seq,
                 Some(remaining.max(std::time::Duration::from_millis(1))),
-                "waiting_for_timer",
             )
             .await
         })

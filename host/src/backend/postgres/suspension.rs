@@ -135,9 +135,7 @@ impl Suspensions for PgBackend {
                 return Err(refusals::waitpoints_exceeded(max_waitpoints));
             }
             let buffered = buffered_signals(tx, lease.tenant_id, lease.execution_id).await?;
-            let satisfied = suspension
-                .condition
-                .is_satisfied(buffered.iter().map(|s| s.waitpoint_key.as_str()));
+            let satisfied = suspension.is_satisfied_by(&buffered);
             if let (false, Some(key)) = (satisfied, &expired) {
                 // Signals refused since it expired would never resume this.
                 return Err(refusals::waitpoint_expired(key));
@@ -161,7 +159,6 @@ impl Suspensions for PgBackend {
                 suspension,
                 seq,
                 timeout,
-                "waiting_for_signal",
             )
             .await?;
             Ok(SuspendOutcome::Suspended)
@@ -275,7 +272,6 @@ pub(super) async fn record_suspension(
     suspension: &Suspension,
     seq: i32,
     timeout: Option<Duration>,
-    blocking_reason: &str,
 ) -> Result<()> {
     let sql = format!(
         "WITH moved AS ( \
@@ -293,7 +289,7 @@ pub(super) async fn record_suspension(
         .push(serde_json::to_value(suspension).expect("a suspension serialises"))
         .push(seq)
         .push(timeout.map(millis))
-        .push(blocking_reason.to_owned())
+        .push(suspension.blocking_reason())
         .done("suspend")?;
     sqlx::query_with(&sql, args)
         .execute(&mut *tx)
@@ -489,10 +485,7 @@ async fn deliver_in(
     let mut resumed = false;
     if let (PublicState::Suspended, Some(suspension)) = (locked.state, &locked.suspension) {
         let buffered = buffered_signals(&mut *tx, tenant, id).await?;
-        if suspension
-            .condition
-            .is_satisfied(buffered.iter().map(|s| s.waitpoint_key.as_str()))
-        {
+        if suspension.is_satisfied_by(&buffered) {
             resume(&mut *tx, tenant, id, locked.seq).await?;
             resumed = true;
         }

@@ -433,13 +433,13 @@ async fn enforce(
             fail_row(conn, row, &failure, effects).await?;
         }
         HardLimitAction::Suspend => {
-            let suspension = Suspension {
-                condition: ResumeCondition::Budget {
+            let suspension = Suspension::new(
+                ResumeCondition::Budget {
                     budget_id: breach.budget_id,
                 },
-                on_timeout: TimeoutBehavior::Fail,
-            };
-            record_suspension(conn, row, &suspension, None, "waiting_for_budget", effects).await?;
+                TimeoutBehavior::Fail,
+            );
+            record_suspension(conn, row, &suspension, None, effects).await?;
         }
     }
     Ok(())

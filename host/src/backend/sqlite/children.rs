@@ -150,19 +150,8 @@ impl Children for SqliteBackend {
                     children.iter().map(outcome).collect::<Result<_>>()?,
                 ));
             }
-            let suspension = Suspension {
-                condition: ResumeCondition::Children,
-                on_timeout,
-            };
-            record_suspension(
-                conn,
-                &mut parent,
-                &suspension,
-                timeout,
-                "waiting_for_children",
-                effects,
-            )
-            .await?;
+            let suspension = Suspension::new(ResumeCondition::Children, on_timeout);
+            record_suspension(conn, &mut parent, &suspension, timeout, effects).await?;
             Ok(ChildrenOutcome::Suspended)
         })
         .await

@@ -426,6 +426,7 @@ impl Exec {
     }
 
     pub fn to_execution(&self) -> Result<Execution> {
+        let suspended = self.derived_public_state() == PublicState::Suspended;
         Ok(Execution {
             tenant_id: self.tenant_id,
             execution_id: self.execution_id,
@@ -458,6 +459,12 @@ impl Exec {
             flow_id: self.flow_id,
             flow_key: self.flow_key.clone(),
             parent_id: self.parent_id,
+            suspension: suspended
+                .then(|| self.suspension.as_ref().map(|s| s.0.clone()))
+                .flatten(),
+            suspension_timeout_at: suspended
+                .then_some(self.suspension_timeout_at.map(at))
+                .flatten(),
         })
     }
 }

@@ -73,17 +73,13 @@ impl Steps for SqliteBackend {
             if let Some((step, frame)) = step {
                 record_in(conn, lease, &mut row, step, frame, limits, effects).await?;
             }
-            let suspension = Suspension {
-                condition: ResumeCondition::Timer,
-                on_timeout: TimeoutBehavior::AutoResume,
-            };
+            let suspension = Suspension::new(ResumeCondition::Timer, TimeoutBehavior::AutoResume);
             let remaining = (wake_at - Utc::now()).to_std().unwrap_or_default();
             record_suspension(
                 conn,
                 &mut row,
                 &suspension,
                 Some(remaining.max(std::time::Duration::from_millis(1))),
-                "waiting_for_timer",
                 effects,
             )
             .await

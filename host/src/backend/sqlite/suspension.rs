@@ -118,9 +118,7 @@ impl Suspensions for SqliteBackend {
                 return Err(refusals::waitpoints_exceeded(max_waitpoints));
             }
             let buffered = buffered_signals(conn, tenant, id).await?;
-            let satisfied = suspension
-                .condition
-                .is_satisfied(buffered.iter().map(|s| s.waitpoint_key.as_str()));
+            let satisfied = suspension.is_satisfied_by(&buffered);
             if let (false, Some(key)) = (satisfied, &expired) {
                 // Signals refused since it expired would never resume this.
                 return Err(refusals::waitpoint_expired(key));
@@ -132,15 +130,7 @@ impl Suspensions for SqliteBackend {
                 row.save(conn, Some(before), effects).await?;
                 return Ok(SuspendOutcome::AlreadySatisfied(consumed));
             }
-            record_suspension(
-                conn,
-                &mut row,
-                suspension,
-                timeout,
-                "waiting_for_signal",
-                effects,
-            )
-            .await?;
+            record_suspension(conn, &mut row, suspension, timeout, effects).await?;
             Ok(SuspendOutcome::Suspended)
         })
         .await
@@ -302,7 +292,6 @@ pub(super) async fn record_suspension(
     row: &mut Exec,
     suspension: &Suspension,
     timeout: Option<Duration>,
-    blocking_reason: &str,
     effects: &mut Effects,
 ) -> Result<()> {
     let now = now();
@@ -310,7 +299,7 @@ pub(super) async fn record_suspension(
     row.release_lease(now);
     row.lifecycle_phase = LifecyclePhase::Suspended;
     row.eligibility_state = Eligibility::NotApplicable;
-    row.blocking_reason = Some(blocking_reason.into());
+    row.blocking_reason = Some(suspension.blocking_reason().into());
     row.attempt_state = AttemptPhase::AttemptSuspended;
     row.suspension = Some(Json(suspension.clone()));
     row.suspension_seq += 1;
@@ -460,10 +449,7 @@ pub(super) async fn deliver_signal(
         let mut resumed = false;
         if let (PublicState::Suspended, Some(suspension)) = (state, row.suspension.clone()) {
             let buffered = buffered_signals(conn, tenant, id).await?;
-            if suspension
-                .condition
-                .is_satisfied(buffered.iter().map(|s| s.waitpoint_key.as_str()))
-            {
+            if suspension.is_satisfied_by(&buffered) {
                 resume_row(conn, &mut row, effects).await?;
                 resumed = true;
             }

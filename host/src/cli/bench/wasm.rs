@@ -236,6 +236,16 @@ impl TaskImports for NoImports {
     ) -> Result<HostReply<Vec<Signal>>, HostError> {
         Err(HostError::Unsupported("benchmark".into()))
     }
+    async fn suspend_with(
+        &self,
+        _: ResumeCondition,
+        _: Option<String>,
+        _: Vec<String>,
+        _: Option<u64>,
+        _: TimeoutBehavior,
+    ) -> Result<HostReply<Vec<Signal>>, HostError> {
+        Err(HostError::Unsupported("benchmark".into()))
+    }
     async fn spawn_child(
         &self,
         _: String,
