@@ -4,7 +4,7 @@
 use flowfabric::model::TenantId;
 use flowfabric::model::{
     AttemptType, Breach, BudgetScope, DimensionLimit, HardLimitAction, NewBudget, PublicState,
-    UsageOutcome,
+    UsageEntry, UsageOutcome,
 };
 use flowfabric::{Engine, EngineError};
 use flowfabric_tests::Store;
@@ -325,7 +325,108 @@ async fn a_refused_report_blocks_later_claims(store: Store) {
     );
 }
 
+async fn a_report_over_several_dimensions_applies_whole_or_not_at_all(store: Store) {
+    let (db, t) = setup_on(store).await;
+    let e = &db.engine;
+    let limit = |dimension: &str, soft, hard| DimensionLimit {
+        dimension: dimension.into(),
+        soft_limit: soft,
+        hard_limit: hard,
+    };
+    let b = e
+        .create_budget(
+            t,
+            NewBudget {
+                name: "llm".into(),
+                scope: BudgetScope::Tenant,
+                dimensions: vec![
+                    limit("calls", Some(5), Some(10)),
+                    limit("tokens", None, Some(100)),
+                ],
+                on_hard_limit: HardLimitAction::Fail,
+                reset_interval_ms: None,
+            },
+        )
+        .await
+        .unwrap();
+    let usage = || async {
+        let budget = e.backend().get_budget(t, b.budget_id).await.unwrap();
+        budget
+            .dimensions
+            .iter()
+            .map(|d| (d.dimension.clone(), d.used))
+            .collect::<Vec<_>>()
+    };
+    let entries = |pairs: &[(&str, u64)]| {
+        pairs
+            .iter()
+            .map(|(d, n)| UsageEntry {
+                dimension: d.to_string(),
+                delta: *n,
+            })
+            .collect::<Vec<_>>()
+    };
+    e.create(t, task("a")).await.unwrap();
+    let c = claim_one(e).await;
+
+    // Given in any order; a soft limit crossed in one dimension is reported.
+    let outcome = e
+        .report_usage_many(
+            &c.lease,
+            entries(&[("tokens", 40), ("calls", 6)]),
+            Some("r1"),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&outcome, UsageOutcome::SoftBreach(b) if b.dimension == "calls"),
+        "{outcome:?}"
+    );
+    assert_eq!(usage().await, [("calls".into(), 6), ("tokens".into(), 40)]);
+    let again = e
+        .report_usage_many(
+            &c.lease,
+            entries(&[("tokens", 40), ("calls", 6)]),
+            Some("r1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, UsageOutcome::AlreadyApplied);
+
+    // Refused before anything is read: nothing changes.
+    let seventeen: Vec<(String, u64)> = (0..17).map(|i| (format!("d{i}"), 1)).collect();
+    let seventeen: Vec<_> = seventeen.iter().map(|(d, n)| (d.as_str(), *n)).collect();
+    for (bad, field) in [
+        (entries(&[]), "dimensions"),
+        (entries(&[("calls", 1), ("calls", 1)]), "appears twice"),
+        (entries(&seventeen), "dimensions"),
+        (entries(&[("calls", 1), ("bad dim", 1)]), "dimension"),
+        (entries(&[("calls", 1), ("tokens", u64::MAX)]), "delta"),
+    ] {
+        let err = e.report_usage_many(&c.lease, bad, None).await.unwrap_err();
+        assert_eq!(err.kind(), "invalid_input", "{err}");
+        assert!(err.to_string().contains(field), "{err}");
+    }
+    assert_eq!(usage().await, [("calls".into(), 6), ("tokens".into(), 40)]);
+
+    // `tokens` fits but `calls` would pass its hard limit: neither applies.
+    let outcome = e
+        .report_usage_many(&c.lease, entries(&[("tokens", 10), ("calls", 5)]), None)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&outcome, UsageOutcome::HardBreach(b) if b.dimension == "calls" && b.current == 11),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        usage().await,
+        [("calls".into(), 6), ("tokens".into(), 40)],
+        "a breached report applies nothing"
+    );
+}
+
 on_both_backends!(
+    a_report_over_several_dimensions_applies_whole_or_not_at_all,
     budget_report_and_breach,
     a_hard_limit_can_suspend_until_the_budget_is_reset,
     budgets_count_only_what_their_scope_covers,

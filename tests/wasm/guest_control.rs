@@ -5,7 +5,10 @@
 use std::time::{Duration, Instant};
 
 use flowfabric::engine::{ScannerConfig, Scanners};
-use flowfabric::model::{AttemptState, AttemptType, PublicState, StepKind};
+use flowfabric::model::{
+    AttemptState, AttemptType, BudgetScope, DimensionLimit, HardLimitAction, NewBudget,
+    PublicState, StepKind,
+};
 use flowfabric::worker::WorkerConfig;
 use flowfabric_tests::Store;
 
@@ -150,7 +153,63 @@ async fn failing_renewals_make_the_lease_unhealthy_until_one_succeeds(store: Sto
     pool.shutdown().await;
 }
 
+async fn a_guest_reports_several_dimensions_in_one_call(store: Store) {
+    let env = Env::on(store).await;
+    let limit = |dimension: &str, hard| DimensionLimit {
+        dimension: dimension.into(),
+        soft_limit: None,
+        hard_limit: Some(hard),
+    };
+    let budget = env
+        .db
+        .engine
+        .create_budget(
+            env.tenant,
+            NewBudget {
+                name: "llm".into(),
+                scope: BudgetScope::Tenant,
+                dimensions: vec![limit("calls", 3), limit("tokens", 100)],
+                on_hard_limit: HardLimitAction::Fail,
+                reset_interval_ms: None,
+            },
+        )
+        .await
+        .unwrap();
+    let pool = env.pool(config(1));
+    let ok = env
+        .submit("testkit", "spend-many:tokens=60,calls=2", 0)
+        .await;
+    assert_eq!(text(&env.wait_terminal(ok).await.result), "ok");
+    let over = env
+        .submit("testkit", "spend-many:tokens=10,calls=2", 0)
+        .await;
+    let ex = env.wait_terminal(over).await;
+    assert_eq!(ex.state, PublicState::Failed, "a hard breach fails it");
+    assert_eq!(
+        ex.last_failure.unwrap().class,
+        flowfabric::model::FailureClass::BudgetExceeded
+    );
+    let used: Vec<_> = env
+        .db
+        .engine
+        .backend()
+        .get_budget(env.tenant, budget.budget_id)
+        .await
+        .unwrap()
+        .dimensions
+        .iter()
+        .map(|d| (d.dimension.clone(), d.used))
+        .collect();
+    assert_eq!(
+        used,
+        [("calls".into(), 2), ("tokens".into(), 60)],
+        "tokens not applied either"
+    );
+    pool.shutdown().await;
+}
+
 on_both_backends!(
+    a_guest_reports_several_dimensions_in_one_call,
     a_guest_delays_its_execution_without_spending_a_retry,
     a_delay_out_of_range_is_refused_and_the_run_carries_on,
     a_guest_cancels_its_execution_for_good,

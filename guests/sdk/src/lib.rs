@@ -139,6 +139,25 @@ pub fn cancel(reason: &str) -> Result<(), HostError> {
     host::cancel(reason)
 }
 
+/// Report usage of one dimension against the budgets covering this
+/// execution; a repeat with the same `dedup_key` is not applied twice.
+pub fn report_usage(
+    dimension: &str,
+    delta: u64,
+    dedup_key: Option<&str>,
+) -> Result<UsageResult, HostError> {
+    host::report_usage(dimension, delta, dedup_key)
+}
+
+/// One report over several dimensions (1 to 16, each once), applied all
+/// together or not at all.
+pub fn report_usage_many(
+    report: &[(String, u64)],
+    dedup_key: Option<&str>,
+) -> Result<UsageResult, HostError> {
+    host::report_usage_many(report, dedup_key)
+}
+
 /// Create (or get back) a waitpoint; hand its token to whoever should signal.
 pub fn waitpoint(key: &str, timeout_ms: Option<u64>) -> Result<Waitpoint, HostError> {
     host::create_waitpoint(key, timeout_ms)

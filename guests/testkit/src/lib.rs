@@ -23,6 +23,7 @@
 //! | `wait-named:KEY:N1,N2:REASON` | waits on KEY for a signal named N1 or N2 (any name when empty), with the reason code REASON (none when empty); `refused: …` if the host refuses |
 //! | `spawn:IN1\|IN2\|…` | spawns a testkit child per input, waits for them, returns `key=state:output;…` (`after-resume` first when it had to wait) |
 //! | `spend:DIM:N:TIMES` | reports N of DIM, TIMES times (dedup keys `r1`…, each sent twice), returns the outcomes |
+//! | `spend-many:D1=N1,D2=N2` | one report over those dimensions; returns `ok`, `soft(D:CUR/LIMIT)`, `hard(…)` or `error: …` |
 //! | `spawn-keyed:KEY` | spawns `echo:KEY` under KEY twice, returns both ids (equal) |
 //! | `big-result:KIB` | returns KIB KiB of `x` |
 //! | `spawn-many:N` | spawns up to N `echo` children under keys `n1`…, stops at the first refusal, returns `spawned=K error=…` |
@@ -326,6 +327,27 @@ impl Task for Testkit {
             ),
             "spawn" => spawn(arg),
             "spend" => spend(arg),
+            "spend-many" => {
+                let report: Vec<(String, u64)> = arg
+                    .split(',')
+                    .filter_map(|pair| {
+                        let (dim, n) = pair.split_once('=')?;
+                        Some((dim.to_string(), n.parse().ok()?))
+                    })
+                    .collect();
+                Ok(match host::report_usage_many(&report, None) {
+                    Ok(UsageResult::Ok) => "ok".to_string(),
+                    Ok(UsageResult::SoftBreach(b)) => {
+                        format!("soft({}:{}/{})", b.dimension, b.current, b.limit)
+                    }
+                    Ok(UsageResult::HardBreach(b)) => {
+                        format!("hard({}:{}/{})", b.dimension, b.current, b.limit)
+                    }
+                    Ok(other) => format!("{other:?}"),
+                    Err(e) => format!("error: {e:?}"),
+                }
+                .into_bytes())
+            }
             "spawn-keyed" => {
                 let kind = host::info().kind;
                 let input = format!("echo:{arg}");

@@ -25,7 +25,7 @@ use crate::model::{
     NewBudget, NewExecution, NewFlow, NewSchedule, NewSignal, NewStep, Schedule, ScheduleId,
     Signal, SignalEvent, SignalOutcome, SpawnLimits, SpawnedChild, StoredApiKey, StreamMode,
     StreamSummary, SuspendOutcome, Suspension, Tenant, TenantId, TenantLimits, TimeoutBehavior,
-    UsageOutcome, Waitpoint, WaitpointId,
+    UsageEntry, UsageOutcome, Waitpoint, WaitpointId,
 };
 
 /// Tenants, their limits and usage, and their API keys.
@@ -428,14 +428,15 @@ pub trait Budgets: Send + Sync {
     /// Usage back to zero; executions suspended on the budget resume.
     async fn reset_budget(&self, tenant: TenantId, id: BudgetId) -> Result<Budget>;
 
-    /// Check a report against every budget covering the lease's execution and
-    /// apply it, in one transaction. A report that would cross a hard limit is
-    /// not applied, and ends the attempt as the breached budget says.
+    /// Check a report (distinct dimensions, in name order) against every
+    /// budget covering the lease's execution and apply it, in one
+    /// transaction: all of it or none. A report that would cross a hard
+    /// limit in any dimension is not applied, and ends the attempt as the
+    /// first breached budget says.
     async fn report_usage(
         &self,
         lease: &LeaseHandle,
-        dimension: &str,
-        delta: u64,
+        report: &[UsageEntry],
         dedup_key: Option<&str>,
     ) -> Result<UsageOutcome>;
 }

@@ -4,7 +4,10 @@
 
 use super::Engine;
 use crate::error::{EngineError, Result};
-use crate::model::{Budget, BudgetId, BudgetScope, LeaseHandle, NewBudget, TenantId, UsageOutcome};
+use crate::model::{
+    Budget, BudgetId, BudgetScope, LeaseHandle, NewBudget, TenantId, UsageEntry, UsageOutcome,
+    MAX_REPORT_DIMENSIONS,
+};
 
 /// Dimensions one budget may limit.
 const MAX_DIMENSIONS: usize = 32;
@@ -32,18 +35,48 @@ impl Engine {
         delta: u64,
         dedup_key: Option<&str>,
     ) -> Result<UsageOutcome> {
-        self.check_name("dimension", dimension)?;
-        if delta > i64::MAX as u64 {
-            return Err(EngineError::invalid("delta", "must fit in 63 bits"));
+        let entry = UsageEntry {
+            dimension: dimension.to_owned(),
+            delta,
+        };
+        self.report_usage_many(lease, vec![entry], dedup_key).await
+    }
+
+    /// One report over several dimensions (1 to [`MAX_REPORT_DIMENSIONS`],
+    /// each once), applied all together or not at all: a hard limit in any
+    /// of them stops the whole report.
+    pub async fn report_usage_many(
+        &self,
+        lease: &LeaseHandle,
+        mut report: Vec<UsageEntry>,
+        dedup_key: Option<&str>,
+    ) -> Result<UsageOutcome> {
+        if report.is_empty() || report.len() > MAX_REPORT_DIMENSIONS {
+            return Err(EngineError::invalid(
+                "dimensions",
+                format!("give 1 to {MAX_REPORT_DIMENSIONS}"),
+            ));
+        }
+        for entry in &report {
+            self.check_name("dimension", &entry.dimension)?;
+            if entry.delta > i64::MAX as u64 {
+                return Err(EngineError::invalid("delta", "must fit in 63 bits"));
+            }
+        }
+        // Name order: every report locks budget rows in the same order.
+        report.sort_by(|a, b| a.dimension.cmp(&b.dimension));
+        if let Some(twice) = report.windows(2).find(|w| w[0].dimension == w[1].dimension) {
+            return Err(EngineError::invalid(
+                "dimensions",
+                format!("`{}` appears twice", twice[0].dimension),
+            ));
         }
         if let Some(key) = dedup_key {
             if key.is_empty() || key.len() > 256 {
                 return Err(EngineError::invalid("dedup_key", "must be 1 to 256 bytes"));
             }
         }
-        self.backend
-            .report_usage(lease, dimension, delta, dedup_key)
-            .await
+        self.backend.report_usage(lease, &report, dedup_key).await
     }
 
     fn check_budget(&self, budget: &NewBudget) -> Result<()> {

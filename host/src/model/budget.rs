@@ -131,6 +131,16 @@ pub struct Budget {
     pub dimensions: Vec<DimensionUsage>,
 }
 
+/// One dimension of a usage report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageEntry {
+    pub dimension: String,
+    pub delta: u64,
+}
+
+/// Dimensions one report may carry at most.
+pub const MAX_REPORT_DIMENSIONS: usize = 16;
+
 /// A limit a report reached.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Breach {

@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 pub use budget::{
     Breach, Budget, BudgetId, BudgetScope, DimensionLimit, DimensionUsage, HardLimitAction,
-    NewBudget, UsageOutcome,
+    NewBudget, UsageEntry, UsageOutcome, MAX_REPORT_DIMENSIONS,
 };
 pub use children::{
     default_child_key, ChildKey, ChildOutcome, ChildrenOutcome, SpawnLimits, SpawnedChild, ROOT_KEY,

@@ -67,6 +67,11 @@ pub trait TaskImports: Send + Sync + 'static {
         delta: u64,
         dedup_key: Option<String>,
     ) -> Result<UsageResult, HostError>;
+    async fn report_usage_many(
+        &self,
+        report: Vec<(String, u64)>,
+        dedup_key: Option<String>,
+    ) -> Result<UsageResult, HostError>;
     async fn create_waitpoint(
         &self,
         key: String,
@@ -196,6 +201,18 @@ impl claimed_task::Host for StoreState {
             self.cpu,
             "report_usage",
             self.imports.report_usage(dimension, delta, dedup_key)
+        )
+    }
+
+    async fn report_usage_many(
+        &mut self,
+        report: Vec<(String, u64)>,
+        dedup_key: Option<String>,
+    ) -> wasmtime::Result<Result<UsageResult, HostError>> {
+        host_call!(
+            self.cpu,
+            "report_usage_many",
+            self.imports.report_usage_many(report, dedup_key)
         )
     }
 

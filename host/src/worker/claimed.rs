@@ -246,12 +246,25 @@ impl TaskImports for ClaimedTask {
         delta: u64,
         dedup_key: Option<String>,
     ) -> Result<UsageResult, HostError> {
+        self.report_usage_many(vec![(dimension, delta)], dedup_key)
+            .await
+    }
+
+    async fn report_usage_many(
+        &self,
+        report: Vec<(String, u64)>,
+        dedup_key: Option<String>,
+    ) -> Result<UsageResult, HostError> {
         if self.is_lease_lost() {
             return Err(HostError::LeaseLost);
         }
+        let report = report
+            .into_iter()
+            .map(|(dimension, delta)| model::UsageEntry { dimension, delta })
+            .collect();
         let outcome = self
             .engine
-            .report_usage(self.lease(), &dimension, delta, dedup_key.as_deref())
+            .report_usage_many(self.lease(), report, dedup_key.as_deref())
             .await
             .map_err(|e| self.host_error(e))?;
         let breach = |b: model::Breach| Breach {

@@ -19,7 +19,7 @@ use crate::error::{EngineError, Result};
 use crate::model::{
     Breach, Budget, BudgetId, BudgetScope, DimensionUsage, ExecutionId, ExecutionPolicy, Failure,
     FailureClass, HardLimitAction, LeaseHandle, NewBudget, ResumeCondition, Suspension, TenantId,
-    TimeoutBehavior, UsageOutcome,
+    TimeoutBehavior, UsageEntry, UsageOutcome,
 };
 
 #[async_trait]
@@ -123,13 +123,11 @@ impl Budgets for PgBackend {
     async fn report_usage(
         &self,
         lease: &LeaseHandle,
-        dimension: &str,
-        delta: u64,
+        report: &[UsageEntry],
         dedup_key: Option<&str>,
     ) -> Result<UsageOutcome> {
         let pool = &self.pool;
         let op = "report usage";
-        let delta = to_i64(delta);
         transaction(pool, op, async |tx| {
             let sql = format!(
                 "SELECT coalesce(flow_id::text, '') AS flow, lane, policy, retry_count, suspension_seq \
@@ -158,21 +156,31 @@ impl Budgets for PgBackend {
                     return Ok(UsageOutcome::AlreadyApplied);
                 }
             }
-            let limits = lock_limits(tx, lease, &row, dimension).await?;
-            let attempt_used: String = sqlx::query_scalar(
-                "SELECT coalesce(usage ->> $3, '0') FROM attempts \
-                 WHERE tenant_id = $1 AND execution_id = $2 AND attempt_index = $4",
-            )
-            .bind(lease.tenant_id)
-            .bind(lease.execution_id)
-            .bind(dimension)
-            .bind(lease.attempt_index)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(err(op))?
-            .unwrap_or_else(|| "0".into());
-            check_usage_fits(dimension, delta, limits.iter().map(|l| l.used), &attempt_used)?;
-            if let Some(breach) = first_breach(&limits, delta, dimension, |l| l.hard) {
+            // Every dimension is locked and checked before any is applied;
+            // dimensions come in name order, so two reports lock alike.
+            let mut checked = Vec::with_capacity(report.len());
+            for entry in report {
+                let (dimension, delta) = (entry.dimension.as_str(), to_i64(entry.delta));
+                let limits = lock_limits(tx, lease, &row, dimension).await?;
+                let attempt_used: String = sqlx::query_scalar(
+                    "SELECT coalesce(usage ->> $3, '0') FROM attempts \
+                     WHERE tenant_id = $1 AND execution_id = $2 AND attempt_index = $4",
+                )
+                .bind(lease.tenant_id)
+                .bind(lease.execution_id)
+                .bind(dimension)
+                .bind(lease.attempt_index)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(err(op))?
+                .unwrap_or_else(|| "0".into());
+                check_usage_fits(dimension, delta, limits.iter().map(|l| l.used), &attempt_used)?;
+                checked.push((dimension, delta, limits));
+            }
+            let hard = checked
+                .iter()
+                .find_map(|(dimension, delta, limits)| first_breach(limits, *delta, dimension, |l| l.hard));
+            if let Some(breach) = hard {
                 // Not applied, and not remembered: the same report may be retried
                 // once the budget allows it.
                 enforce(tx, lease, &row, &breach).await?;
@@ -184,7 +192,7 @@ impl Budgets for PgBackend {
                 )
                 .bind(lease.tenant_id)
                 .bind(breach.budget_id)
-                .bind(dimension)
+                .bind(&breach.dimension)
                 .execute(&mut *tx)
                 .await
                 .map_err(err(op))?;
@@ -201,26 +209,30 @@ impl Budgets for PgBackend {
                 .await
                 .map_err(err(op))?;
             }
-            let ids: Vec<BudgetId> = limits.iter().map(|l| l.budget_id).collect();
-            sqlx::query(
-                "WITH spent AS ( \
-                     UPDATE budget_dimensions SET used = used + $4, \
-                         exhausted = exhausted OR coalesce(used + $4 >= hard_limit, false) \
-                     WHERE tenant_id = $1 AND budget_id = ANY($5) AND dimension = $3) \
-                 UPDATE attempts SET usage = jsonb_set(usage, ARRAY[$3], \
-                     to_jsonb(coalesce((usage ->> $3)::bigint, 0) + $4)) \
-                 WHERE tenant_id = $1 AND execution_id = $2 AND attempt_index = $6",
-            )
-            .bind(lease.tenant_id)
-            .bind(lease.execution_id)
-            .bind(dimension)
-            .bind(delta)
-            .bind(&ids)
-            .bind(lease.attempt_index)
-            .execute(&mut *tx)
-            .await
-            .map_err(err(op))?;
-            let over_soft = first_breach(&limits, delta, dimension, |l| l.soft);
+            for (dimension, delta, limits) in &checked {
+                let ids: Vec<BudgetId> = limits.iter().map(|l| l.budget_id).collect();
+                sqlx::query(
+                    "WITH spent AS ( \
+                         UPDATE budget_dimensions SET used = used + $4, \
+                             exhausted = exhausted OR coalesce(used + $4 >= hard_limit, false) \
+                         WHERE tenant_id = $1 AND budget_id = ANY($5) AND dimension = $3) \
+                     UPDATE attempts SET usage = jsonb_set(usage, ARRAY[$3], \
+                         to_jsonb(coalesce((usage ->> $3)::bigint, 0) + $4)) \
+                     WHERE tenant_id = $1 AND execution_id = $2 AND attempt_index = $6",
+                )
+                .bind(lease.tenant_id)
+                .bind(lease.execution_id)
+                .bind(dimension)
+                .bind(delta)
+                .bind(&ids)
+                .bind(lease.attempt_index)
+                .execute(&mut *tx)
+                .await
+                .map_err(err(op))?;
+            }
+            let over_soft = checked
+                .iter()
+                .find_map(|(dimension, delta, limits)| first_breach(limits, *delta, dimension, |l| l.soft));
             Ok(over_soft.map_or(UsageOutcome::Ok, UsageOutcome::SoftBreach))
         })
         .await

@@ -22,7 +22,8 @@ use crate::error::{EngineError, Result};
 use crate::model::Eligibility;
 use crate::model::{
     Breach, Budget, BudgetId, BudgetScope, DimensionUsage, Failure, FailureClass, HardLimitAction,
-    LeaseHandle, NewBudget, ResumeCondition, Suspension, TenantId, TimeoutBehavior, UsageOutcome,
+    LeaseHandle, NewBudget, ResumeCondition, Suspension, TenantId, TimeoutBehavior, UsageEntry,
+    UsageOutcome,
 };
 
 #[async_trait]
@@ -117,12 +118,10 @@ impl Budgets for SqliteBackend {
     async fn report_usage(
         &self,
         lease: &LeaseHandle,
-        dimension: &str,
-        delta: u64,
+        report: &[UsageEntry],
         dedup_key: Option<&str>,
     ) -> Result<UsageOutcome> {
         let db = self;
-        let delta = to_i64(delta);
         db.write("report usage", async |conn, effects| {
             let mut row = held(conn, lease).await?;
             let (tenant, id) = (lease.tenant_id, lease.execution_id);
@@ -141,26 +140,39 @@ impl Budgets for SqliteBackend {
                     return Ok(UsageOutcome::AlreadyApplied);
                 }
             }
-            let limits = limits(conn, &row, dimension).await?;
-            let attempt_used: String = sqlx::query_scalar(
-                "SELECT coalesce(CAST(json_extract(usage, '$.' || json_quote(?1)) AS TEXT), '0') \
-                 FROM attempts WHERE tenant_id = ?2 AND execution_id = ?3 AND attempt_index = ?4",
-            )
-            .bind(dimension)
-            .bind(tenant)
-            .bind(id)
-            .bind(lease.attempt_index)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(EngineError::storage("report usage"))?
-            .unwrap_or_else(|| "0".into());
-            check_usage_fits(
-                dimension,
-                delta,
-                limits.iter().map(|l| l.used),
-                &attempt_used,
-            )?;
-            if let Some(breach) = first_breach(&limits, delta, dimension, |l| l.hard_limit)? {
+            // Every dimension is checked before any is applied.
+            let mut checked = Vec::with_capacity(report.len());
+            for entry in report {
+                let (dimension, delta) = (entry.dimension.as_str(), to_i64(entry.delta));
+                let limits = limits(conn, &row, dimension).await?;
+                let attempt_used: String = sqlx::query_scalar(
+                    "SELECT coalesce(CAST(json_extract(usage, '$.' || json_quote(?1)) AS TEXT), '0') \
+                     FROM attempts WHERE tenant_id = ?2 AND execution_id = ?3 AND attempt_index = ?4",
+                )
+                .bind(dimension)
+                .bind(tenant)
+                .bind(id)
+                .bind(lease.attempt_index)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(EngineError::storage("report usage"))?
+                .unwrap_or_else(|| "0".into());
+                check_usage_fits(
+                    dimension,
+                    delta,
+                    limits.iter().map(|l| l.used),
+                    &attempt_used,
+                )?;
+                checked.push((dimension, delta, limits));
+            }
+            let mut hard = None;
+            for (dimension, delta, limits) in &checked {
+                if let Some(breach) = first_breach(limits, *delta, dimension, |l| l.hard_limit)? {
+                    hard = Some(breach);
+                    break;
+                }
+            }
+            if let Some(breach) = hard {
                 // Not applied, and not remembered: the same report may be
                 // retried once the budget allows it.
                 enforce(conn, &mut row, &breach, effects).await?;
@@ -170,7 +182,7 @@ impl Budgets for SqliteBackend {
                 )
                 .bind(tenant)
                 .bind(breach.budget_id)
-                .bind(dimension)
+                .bind(&breach.dimension)
                 .execute(&mut *conn)
                 .await
                 .map_err(EngineError::storage("report usage"))?;
@@ -189,34 +201,42 @@ impl Budgets for SqliteBackend {
                 .await
                 .map_err(EngineError::storage("report usage"))?;
             }
-            for limit in &limits {
+            for (dimension, delta, limits) in &checked {
+                for limit in limits {
+                    sqlx::query(
+                        "UPDATE budget_dimensions SET used = used + ?1, \
+                             exhausted = exhausted OR coalesce(used + ?1 >= hard_limit, 0) \
+                         WHERE tenant_id = ?2 AND budget_id = ?3 AND dimension = ?4",
+                    )
+                    .bind(delta)
+                    .bind(tenant)
+                    .bind(limit.budget_id)
+                    .bind(dimension)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(EngineError::storage("report usage"))?;
+                }
                 sqlx::query(
-                    "UPDATE budget_dimensions SET used = used + ?1, \
-                         exhausted = exhausted OR coalesce(used + ?1 >= hard_limit, 0) \
-                     WHERE tenant_id = ?2 AND budget_id = ?3 AND dimension = ?4",
+                    "UPDATE attempts SET usage = json_set(usage, '$.' || json_quote(?1), \
+                         coalesce(json_extract(usage, '$.' || json_quote(?1)), 0) + ?2) \
+                     WHERE tenant_id = ?3 AND execution_id = ?4 AND attempt_index = ?5",
                 )
+                .bind(dimension)
                 .bind(delta)
                 .bind(tenant)
-                .bind(limit.budget_id)
-                .bind(dimension)
+                .bind(id)
+                .bind(lease.attempt_index)
                 .execute(&mut *conn)
                 .await
                 .map_err(EngineError::storage("report usage"))?;
             }
-            sqlx::query(
-                "UPDATE attempts SET usage = json_set(usage, '$.' || json_quote(?1), \
-                     coalesce(json_extract(usage, '$.' || json_quote(?1)), 0) + ?2) \
-                 WHERE tenant_id = ?3 AND execution_id = ?4 AND attempt_index = ?5",
-            )
-            .bind(dimension)
-            .bind(delta)
-            .bind(tenant)
-            .bind(id)
-            .bind(lease.attempt_index)
-            .execute(&mut *conn)
-            .await
-            .map_err(EngineError::storage("report usage"))?;
-            let over_soft = first_breach(&limits, delta, dimension, |l| l.soft_limit)?;
+            let mut over_soft = None;
+            for (dimension, delta, limits) in &checked {
+                over_soft = first_breach(limits, *delta, dimension, |l| l.soft_limit)?;
+                if over_soft.is_some() {
+                    break;
+                }
+            }
             Ok(over_soft.map_or(UsageOutcome::Ok, UsageOutcome::SoftBreach))
         })
         .await

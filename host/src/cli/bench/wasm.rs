@@ -225,6 +225,13 @@ impl TaskImports for NoImports {
     ) -> Result<UsageResult, HostError> {
         Ok(UsageResult::Ok)
     }
+    async fn report_usage_many(
+        &self,
+        _: Vec<(String, u64)>,
+        _: Option<String>,
+    ) -> Result<UsageResult, HostError> {
+        Ok(UsageResult::Ok)
+    }
     async fn create_waitpoint(&self, _: String, _: Option<u64>) -> Result<Waitpoint, HostError> {
         Err(HostError::Unsupported("benchmark".into()))
     }
