@@ -273,7 +273,53 @@ async fn a_bad_reason_or_too_many_names_is_refused_to_the_guest(store: Store) {
     pool.shutdown().await;
 }
 
+async fn a_resumed_run_reads_back_what_it_wrote_before_suspending(store: Store) {
+    let env = Env::on(store).await;
+    let pool = env.pool(config(2));
+    let id = env.submit("testkit", "checkpoint-wait:go", 0).await;
+    env.wait_state(id, PublicState::Suspended).await;
+    let token = token_for(&env, id, "go").await;
+    env.db
+        .engine
+        .deliver_signal(&token, named("go", ""))
+        .await
+        .unwrap();
+    let done = env.wait_terminal(id).await;
+    assert_eq!(
+        done.state,
+        PublicState::Completed,
+        "{:?}",
+        done.last_failure
+    );
+    assert_eq!(
+        text(&done.result),
+        r#"checkpoint=Some("page=42") summary=Some("{\"page\":42}")"#
+    );
+    // Out of range: another attempt than its own, or no frames asked for.
+    for (input, expect) in [
+        (
+            "read-frames:2:0:10",
+            "error: HostError::Invalid(\"attempt must be 0",
+        ),
+        (
+            "read-frames:0:0:0",
+            "error: HostError::Invalid(\"limit must be 1 to 100",
+        ),
+        (
+            "read-frames:0:0:101",
+            "error: HostError::Invalid(\"limit must be 1 to 100",
+        ),
+        ("read-frames:1:0:10", "n=0"),
+    ] {
+        let id = env.submit("testkit", input, 0).await;
+        let out = text(&env.wait_terminal(id).await.result);
+        assert!(out.starts_with(expect), "{input}: {out}");
+    }
+    pool.shutdown().await;
+}
+
 on_both_backends!(
+    a_resumed_run_reads_back_what_it_wrote_before_suspending,
     only_named_signals_resume_and_operators_see_why_it_waits,
     a_bad_reason_or_too_many_names_is_refused_to_the_guest,
     a_guest_suspends_and_a_signal_resumes_it,

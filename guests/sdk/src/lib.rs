@@ -37,7 +37,8 @@ pub mod bindings {
 pub use bindings::flowfabric::task::claimed_task as host;
 pub use bindings::flowfabric::task::types::{
     AttemptType, Child, FailureClass, HostError, LogLevel, ResumeCondition, Signal, StepOutcome,
-    StepStart, StreamMode, TaskError, TaskInfo, TimeoutBehavior, UsageResult, Waitpoint,
+    StepStart, StoredFrame, StreamMode, TaskError, TaskInfo, TimeoutBehavior, UsageResult,
+    Waitpoint,
 };
 /// Implement this for your task type, then call [`export_task!`].
 pub use bindings::Guest as Task;
@@ -185,6 +186,18 @@ pub fn suspend_with(
     on_timeout: TimeoutBehavior,
 ) -> Result<Vec<Signal>, HostError> {
     host::suspend_with(condition, reason, signal_names, timeout_ms, on_timeout)
+}
+
+/// Frames this execution appended in `attempt` (0: the current one) after
+/// sequence `after`, at most `limit` (1 to 100). A run started again after
+/// a suspension is the same attempt, so it reads what it wrote before.
+pub fn read_frames(attempt: u32, after: u64, limit: u32) -> Result<Vec<StoredFrame>, HostError> {
+    host::read_frames(attempt, after, limit)
+}
+
+/// The summary document (JSON) of `attempt` (0: the current one), if any.
+pub fn read_summary(attempt: u32) -> Result<Option<Vec<u8>>, HostError> {
+    host::read_summary(attempt)
 }
 
 /// The signals that resumed this run (empty on a first run).

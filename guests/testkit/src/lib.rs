@@ -24,6 +24,8 @@
 //! | `spawn:IN1\|IN2\|…` | spawns a testkit child per input, waits for them, returns `key=state:output;…` (`after-resume` first when it had to wait) |
 //! | `spend:DIM:N:TIMES` | reports N of DIM, TIMES times (dedup keys `r1`…, each sent twice), returns the outcomes |
 //! | `spend-many:D1=N1,D2=N2` | one report over those dimensions; returns `ok`, `soft(D:CUR/LIMIT)`, `hard(…)` or `error: …` |
+//! | `checkpoint-wait:KEY` | writes a `checkpoint` frame and a summary, waits on KEY; once resumed, returns what it reads back of both |
+//! | `read-frames:ATTEMPT:AFTER:LIMIT` | reads back its frames; returns `n=COUNT` or `error: …` |
 //! | `spawn-keyed:KEY` | spawns `echo:KEY` under KEY twice, returns both ids (equal) |
 //! | `big-result:KIB` | returns KIB KiB of `x` |
 //! | `spawn-many:N` | spawns up to N `echo` children under keys `n1`…, stops at the first refusal, returns `spawned=K error=…` |
@@ -326,6 +328,41 @@ impl Task for Testkit {
                 TimeoutBehavior::Fail,
             ),
             "spawn" => spawn(arg),
+            "checkpoint-wait" => {
+                if host::info().attempt_type == flowfabric_guest::AttemptType::Resumed {
+                    let frames = flowfabric_guest::read_frames(0, 0, 100)?;
+                    let checkpoint = frames
+                        .iter()
+                        .find(|f| f.frame_type == "checkpoint")
+                        .map(|f| String::from_utf8_lossy(&f.payload).into_owned());
+                    let summary = flowfabric_guest::read_summary(0)?
+                        .map(|s| String::from_utf8_lossy(&s).into_owned());
+                    return Ok(
+                        format!("checkpoint={checkpoint:?} summary={summary:?}").into_bytes()
+                    );
+                }
+                flowfabric_guest::frame("checkpoint", b"page=42")?;
+                flowfabric_guest::summary("progress", r#"{"page": 42}"#)?;
+                wait(
+                    &[arg],
+                    ResumeCondition::Waitpoint(arg.into()),
+                    None,
+                    TimeoutBehavior::Fail,
+                )
+            }
+            "read-frames" => {
+                let mut parts = arg.split(':').map(|p| p.parse::<u64>().unwrap_or(u64::MAX));
+                let (attempt, after, limit) = (
+                    parts.next().unwrap_or(0) as u32,
+                    parts.next().unwrap_or(0),
+                    parts.next().unwrap_or(10) as u32,
+                );
+                Ok(match flowfabric_guest::read_frames(attempt, after, limit) {
+                    Ok(frames) => format!("n={}", frames.len()),
+                    Err(e) => format!("error: {e:?}"),
+                }
+                .into_bytes())
+            }
             "spend" => spend(arg),
             "spend-many" => {
                 let report: Vec<(String, u64)> = arg

@@ -12,5 +12,6 @@ wasmtime::component::bindgen!({
 
 pub use self::flowfabric::task::types::{
     AttemptType, Breach, Child, FailureClass, HostError, LogLevel, ResumeCondition, Signal,
-    StepOutcome, StepStart, StreamMode, TaskInfo, TimeoutBehavior, UsageResult, Waitpoint,
+    StepOutcome, StepStart, StoredFrame, StreamMode, TaskInfo, TimeoutBehavior, UsageResult,
+    Waitpoint,
 };

@@ -9,8 +9,8 @@ use tracing::Instrument;
 
 use super::bindings::flowfabric::task::{claimed_task, types};
 use super::bindings::{
-    Child, HostError, LogLevel, ResumeCondition, Signal, StepOutcome, StepStart, StreamMode,
-    TaskInfo, TimeoutBehavior, UsageResult, Waitpoint,
+    Child, HostError, LogLevel, ResumeCondition, Signal, StepOutcome, StepStart, StoredFrame,
+    StreamMode, TaskInfo, TimeoutBehavior, UsageResult, Waitpoint,
 };
 use super::sandbox::{StopReason, StoreState};
 use crate::model::Failure;
@@ -111,6 +111,13 @@ pub trait TaskImports: Send + Sync + 'static {
     async fn sleep(&self, duration_ms: u64) -> Result<HostReply<()>, HostError>;
     async fn delay(&self, duration_ms: u64) -> Result<HostReply<()>, HostError>;
     async fn cancel(&self, reason: String) -> Result<HostReply<()>, HostError>;
+    async fn read_frames(
+        &self,
+        attempt: u32,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredFrame>, HostError>;
+    async fn read_summary(&self, attempt: u32) -> Result<Option<Vec<u8>>, HostError>;
     fn resume_signals(&self) -> Vec<Signal>;
     fn lease_healthy(&self) -> bool;
     fn renewal_failures(&self) -> u32;
@@ -316,6 +323,26 @@ impl claimed_task::Host for StoreState {
     async fn cancel(&mut self, reason: String) -> wasmtime::Result<Result<(), HostError>> {
         let reply = host_call!(self.cpu, "cancel", self.imports.cancel(reason));
         self.unless_stopped(reply)
+    }
+
+    async fn read_frames(
+        &mut self,
+        attempt: u32,
+        after: u64,
+        limit: u32,
+    ) -> wasmtime::Result<Result<Vec<StoredFrame>, HostError>> {
+        host_call!(
+            self.cpu,
+            "read_frames",
+            self.imports.read_frames(attempt, after, limit)
+        )
+    }
+
+    async fn read_summary(
+        &mut self,
+        attempt: u32,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, HostError>> {
+        host_call!(self.cpu, "read_summary", self.imports.read_summary(attempt))
     }
 
     async fn resume_signals(&mut self) -> wasmtime::Result<Vec<Signal>> {

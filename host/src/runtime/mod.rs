@@ -31,7 +31,7 @@ use wasmtime::{
 
 pub use bindings::{
     AttemptType, Breach, Child, FailureClass as GuestFailureClass, HostError, LogLevel,
-    ResumeCondition, Signal, StepOutcome as GuestStepOutcome, StepStart,
+    ResumeCondition, Signal, StepOutcome as GuestStepOutcome, StepStart, StoredFrame,
     StreamMode as GuestStreamMode, TaskError, TaskInfo, TimeoutBehavior, UsageResult, Waitpoint,
 };
 pub use fair::Owner;

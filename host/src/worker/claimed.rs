@@ -16,12 +16,15 @@ use crate::model::{
 };
 use crate::runtime::{
     AttemptType, Breach, CancelFlag, Child, GuestStepOutcome, GuestStreamMode, HostError,
-    HostReply, LogLevel, Release, ResumeCondition, Signal, StepStart, TaskImports, TaskInfo,
-    TimeoutBehavior, UsageResult, Waitpoint,
+    HostReply, LogLevel, Release, ResumeCondition, Signal, StepStart, StoredFrame, TaskImports,
+    TaskInfo, TimeoutBehavior, UsageResult, Waitpoint,
 };
 
 /// Progress is written at most this often; the newest value in between wins.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Frames one `read-frames` call returns at most.
+const MAX_FRAMES_READ: u32 = 100;
 
 /// Renewals failing in a row past which the lease is no longer called
 /// healthy: by then it may have expired and another worker may hold it.
@@ -154,6 +157,22 @@ impl ClaimedTask {
             .await
             .map(|seq| seq as u64)
             .map_err(|e| self.host_error(e))
+    }
+
+    /// The attempt a guest may read back: 0 is the current one; others must
+    /// be this execution's earlier attempts.
+    fn readable_attempt(&self, attempt: u32) -> Result<i32, HostError> {
+        if self.is_lease_lost() {
+            return Err(HostError::LeaseLost);
+        }
+        let current = self.lease().attempt_index;
+        match i32::try_from(attempt) {
+            Ok(0) => Ok(current),
+            Ok(n) if n <= current => Ok(n),
+            _ => Err(HostError::Invalid(format!(
+                "attempt must be 0 (the current one) or 1 to {current}"
+            ))),
+        }
     }
 
     /// The lease went with a suspension: nothing more is written.
@@ -418,6 +437,49 @@ impl TaskImports for ClaimedTask {
             .map_err(|e| self.host_error(e))?;
         tracing::debug!("the guest cancelled its execution");
         Ok(self.released(Release::Cancelled))
+    }
+
+    async fn read_frames(
+        &self,
+        attempt: u32,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredFrame>, HostError> {
+        let attempt = self.readable_attempt(attempt)?;
+        if !(1..=MAX_FRAMES_READ).contains(&limit) {
+            return Err(HostError::Invalid(format!(
+                "limit must be 1 to {MAX_FRAMES_READ}"
+            )));
+        }
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let lease = self.lease();
+        let frames = self
+            .engine
+            .read_frames(lease.tenant_id, lease.execution_id, attempt, after, limit)
+            .await
+            .map_err(|e| self.host_error(e))?;
+        Ok(frames
+            .into_iter()
+            .map(|f| StoredFrame {
+                seq: u64::try_from(f.seq).unwrap_or(0),
+                frame_type: f.frame_type,
+                payload: f.payload,
+            })
+            .collect())
+    }
+
+    async fn read_summary(&self, attempt: u32) -> Result<Option<Vec<u8>>, HostError> {
+        let attempt = self.readable_attempt(attempt)?;
+        let lease = self.lease();
+        match self
+            .engine
+            .read_summary(lease.tenant_id, lease.execution_id, attempt)
+            .await
+        {
+            Ok(summary) => Ok(Some(summary.document.to_string().into_bytes())),
+            Err(EngineError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.host_error(e)),
+        }
     }
 
     fn resume_signals(&self) -> Vec<Signal> {

@@ -19,7 +19,7 @@ use flowfabric::model::{EventCursor, NewExecution, TenantId, DEFAULT_LANE};
 use flowfabric::runtime::{
     AttemptType, CancelFlag, Child, Guest, GuestStepOutcome, GuestStreamMode, HostError, HostReply,
     LogLevel, Prepared, ResumeCondition, RunResult, Runtime, RuntimeConfig, SandboxLimits, Signal,
-    StepStart, TaskImports, TaskInfo, TimeoutBehavior, UsageResult, Waitpoint,
+    StepStart, StoredFrame, TaskImports, TaskInfo, TimeoutBehavior, UsageResult, Waitpoint,
 };
 use flowfabric::worker::{WorkerConfig, WorkerPool};
 
@@ -281,6 +281,12 @@ impl TaskImports for NoImports {
         Err(HostError::Unsupported("benchmark".into()))
     }
     async fn cancel(&self, _: String) -> Result<HostReply<()>, HostError> {
+        Err(HostError::Unsupported("benchmark".into()))
+    }
+    async fn read_frames(&self, _: u32, _: u64, _: u32) -> Result<Vec<StoredFrame>, HostError> {
+        Err(HostError::Unsupported("benchmark".into()))
+    }
+    async fn read_summary(&self, _: u32) -> Result<Option<Vec<u8>>, HostError> {
         Err(HostError::Unsupported("benchmark".into()))
     }
     fn resume_signals(&self) -> Vec<Signal> {
