@@ -491,6 +491,41 @@ async fn remote_commands_drive_a_served_installation() {
     );
     let (ok, out, _) = served.cli(key, &["budget", "reset", &budget_id]);
     assert!(ok && out.contains("used            0"), "{out}");
+    let adjust = [
+        "budget",
+        "adjust",
+        &budget_id,
+        "--dimension",
+        "calls",
+        "--delta",
+        "7",
+        "--reason",
+        "imported from the old system",
+    ];
+    let (ok, out, err) = served.cli(key, &adjust);
+    assert!(ok && out.contains("used            7"), "{out}{err}");
+    let (ok, out, err) = served.cli(key, &["budget", "adjustments", &budget_id]);
+    assert!(
+        ok && out.contains("+7 -> 7") && out.contains("imported from"),
+        "{out}{err}"
+    );
+    one_line_error(
+        "an adjustment without a reason",
+        &served.cli(
+            key,
+            &[
+                "budget",
+                "adjust",
+                &budget_id,
+                "--dimension",
+                "calls",
+                "--delta",
+                "1",
+                "--reason",
+                "",
+            ],
+        ),
+    );
     one_line_error(
         "a malformed limit",
         &served.cli(key, &["budget", "create", "x", "--limit", "calls"]),
@@ -572,6 +607,18 @@ fn every_command_parses_without_panicking() {
         &["events", "leases", "--follow"],
         &["flow", "edges", "f", "--from", "a", "--to", "b"],
         &["suspended", "--kind", "k", "--lane", "l", "--limit", "5"],
+        &[
+            "budget",
+            "adjust",
+            "b",
+            "--dimension",
+            "d",
+            "--delta",
+            "-5",
+            "--reason",
+            "r",
+        ],
+        &["budget", "adjustments", "b", "--limit", "5"],
         &[
             "events",
             "leases",

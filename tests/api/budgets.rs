@@ -52,9 +52,57 @@ async fn a_guest_spends_against_a_budget_until_its_hard_limit() {
     assert_eq!(status, 200, "{reset}");
     assert_eq!(reset["dimensions"][0]["used"], 0);
 
+    // Corrected by hand, with the reason kept; the trail reads back.
+    let usage = format!("{path}/usage");
+    let fix = json!({ "dimension": "tokens", "delta": 4, "reason": "billed outside the guest" });
+    let (status, fixed) = server
+        .call(&tenant, Method::POST, &usage, Some(fix.clone()))
+        .await;
+    assert_eq!(status, 200, "{fixed}");
+    assert_eq!(fixed["dimensions"][0]["used"], 4);
+    let (status, trail) = server
+        .call(&tenant, Method::GET, &format!("{path}/adjustments"), None)
+        .await;
+    assert_eq!(status, 200, "{trail}");
+    assert_eq!(trail["items"][0]["reason"], "billed outside the guest");
+    assert_eq!(trail["items"][0]["used_after"], 4);
+    for (body, status_want, kind) in [
+        (
+            json!({ "dimension": "tokens", "delta": 1 }),
+            400,
+            "invalid_input",
+        ),
+        (
+            json!({ "dimension": "tokens", "delta": 1, "reason": "" }),
+            400,
+            "invalid_input",
+        ),
+        (
+            json!({ "dimension": "calls", "delta": 1, "reason": "x" }),
+            404,
+            "not_found",
+        ),
+        (
+            json!({ "dimension": "tokens", "delta": "1", "reason": "x" }),
+            400,
+            "invalid_input",
+        ),
+    ] {
+        let (status, err) = server
+            .call(&tenant, Method::POST, &usage, Some(body.clone()))
+            .await;
+        assert_eq!(
+            (status, err["kind"].as_str()),
+            (status_want, Some(kind)),
+            "{body}: {err}"
+        );
+    }
+
     let other = server.tenant("other").await;
     let (status, err) = server.call(&other, Method::GET, &path, None).await;
     assert_eq!((status, err["kind"].as_str()), (404, Some("not_found")));
+    let (status, _) = server.call(&other, Method::POST, &usage, Some(fix)).await;
+    assert_eq!(status, 404, "another tenant cannot correct it");
     let (status, err) = server
         .call(
             &tenant,

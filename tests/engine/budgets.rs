@@ -4,7 +4,7 @@
 use flowfabric::model::TenantId;
 use flowfabric::model::{
     AttemptType, Breach, BudgetScope, DimensionLimit, HardLimitAction, NewBudget, PublicState,
-    UsageEntry, UsageOutcome,
+    UsageAdjustment, UsageEntry, UsageOutcome,
 };
 use flowfabric::{Engine, EngineError};
 use flowfabric_tests::Store;
@@ -425,7 +425,105 @@ async fn a_report_over_several_dimensions_applies_whole_or_not_at_all(store: Sto
     );
 }
 
+async fn usage_is_corrected_by_hand_audited_and_releases_what_it_held(store: Store) {
+    let (db, t) = setup_on(store).await;
+    let e = &db.engine;
+    let id = e.create(t, task("a")).await.unwrap().execution_id;
+    let mut new = budget(BudgetScope::Tenant, Some(2), Some(5));
+    new.on_hard_limit = HardLimitAction::Suspend;
+    let b = e.create_budget(t, new).await.unwrap();
+    let c = claim_one(e).await;
+    e.report_usage(&c.lease, "tokens", 4, None).await.unwrap();
+    // A report that would pass 5 suspends the execution on the budget.
+    assert!(matches!(
+        e.report_usage(&c.lease, "tokens", 3, None).await.unwrap(),
+        UsageOutcome::HardBreach(_)
+    ));
+    assert_eq!(e.state(t, id).await.unwrap().state, PublicState::Suspended);
+    let adjust = |delta: i64, reason: &str| {
+        let adjustment = UsageAdjustment {
+            dimension: "tokens".into(),
+            delta,
+            reason: reason.into(),
+        };
+        async move { e.adjust_usage(t, b.budget_id, &adjustment).await }
+    };
+
+    // Raised: still exhausted, nothing released.
+    let raised = adjust(2, "late invoice").await.unwrap();
+    assert_eq!(raised.dimensions[0].used, 6);
+    assert_eq!(e.state(t, id).await.unwrap().state, PublicState::Suspended);
+    // Lowered under the hard limit: the execution resumes.
+    let lowered = adjust(-5, "refund of a double charge").await.unwrap();
+    assert_eq!(lowered.dimensions[0].used, 1);
+    assert!(!lowered.dimensions[0].exhausted);
+    let resumed = claim_one(e).await;
+    assert_eq!(resumed.attempt_type, AttemptType::Resume);
+    // Never below zero.
+    assert_eq!(
+        adjust(-100, "clear it").await.unwrap().dimensions[0].used,
+        0
+    );
+
+    let trail = e.list_adjustments(t, b.budget_id, 10).await.unwrap();
+    let seen: Vec<_> = trail
+        .iter()
+        .map(|a| (a.delta, a.used_after, a.reason.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (-100, 0, "clear it"),
+            (-5, 1, "refund of a double charge"),
+            (2, 6, "late invoice")
+        ],
+        "newest first"
+    );
+
+    // Refused before anything changes.
+    for (bad, kind) in [
+        (adjust(1, "").await, "invalid_input"),
+        (adjust(1, "tab\there").await, "invalid_input"),
+        (adjust(i64::MIN, "min").await, "invalid_input"),
+    ] {
+        assert_eq!(bad.unwrap_err().kind(), kind);
+    }
+    let unknown = UsageAdjustment {
+        dimension: "calls".into(),
+        delta: 1,
+        reason: "no such dimension".into(),
+    };
+    let err = e.adjust_usage(t, b.budget_id, &unknown).await.unwrap_err();
+    assert_eq!(err.kind(), "not_found", "{err}");
+    let other = db.tenant("other").await;
+    let err = e
+        .adjust_usage(
+            other,
+            b.budget_id,
+            &UsageAdjustment {
+                dimension: "tokens".into(),
+                delta: 1,
+                reason: "not mine".into(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "not_found", "another tenant's budget: {err}");
+    assert_eq!(
+        e.list_adjustments(other, b.budget_id, 10)
+            .await
+            .unwrap_err()
+            .kind(),
+        "not_found"
+    );
+    assert_eq!(
+        e.list_adjustments(t, b.budget_id, 10).await.unwrap().len(),
+        3
+    );
+}
+
 on_both_backends!(
+    usage_is_corrected_by_hand_audited_and_releases_what_it_held,
     a_report_over_several_dimensions_applies_whole_or_not_at_all,
     budget_report_and_breach,
     a_hard_limit_can_suspend_until_the_budget_is_reset,

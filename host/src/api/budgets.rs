@@ -7,10 +7,13 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::StatusCode;
 
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
 use super::auth::Caller;
-use super::error::{ApiResult, ErrorBody, Json, Path};
+use super::error::{page_limit, ApiResult, ErrorBody, Json, Path, Query};
 use super::AppState;
-use crate::model::{Budget, BudgetId, NewBudget};
+use crate::model::{Budget, BudgetAdjustment, BudgetId, NewBudget, UsageAdjustment};
 
 /// Create a budget. Each dimension needs a soft limit, a hard limit or both;
 /// `on_hard_limit` says what happens to an execution whose report would cross
@@ -67,4 +70,59 @@ pub async fn reset(
     Path(id): Path<BudgetId>,
 ) -> ApiResult<Json<Budget>> {
     Ok(Json(state.engine.reset_budget(caller.tenant, id).await?))
+}
+
+/// Correct one dimension's usage by hand, without a lease (a negative
+/// `delta` lowers it; usage stays within 0..=2^63-1), with a reason kept in
+/// the budget's audit trail. Brought back under its hard limit, the
+/// dimension stops blocking, and executions suspended on the budget resume
+/// once none of its dimensions is exhausted.
+#[utoipa::path(post, path = "/v1/budgets/{id}/usage", tag = "budgets",
+    params(("id" = Uuid, Path)), request_body = UsageAdjustment,
+    responses((status = 200, body = Budget), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "the audit trail is full")),
+    security(("api_key" = [])))]
+pub async fn adjust(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<BudgetId>,
+    Json(body): Json<UsageAdjustment>,
+) -> ApiResult<Json<Budget>> {
+    Ok(Json(
+        state.engine.adjust_usage(caller.tenant, id, &body).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AdjustmentsQuery {
+    /// 1 to 1000, default 100.
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AdjustmentList {
+    pub items: Vec<BudgetAdjustment>,
+}
+
+/// The budget's hand corrections, newest first: the audit trail.
+#[utoipa::path(get, path = "/v1/budgets/{id}/adjustments", tag = "budgets",
+    params(("id" = Uuid, Path), AdjustmentsQuery),
+    responses((status = 200, body = AdjustmentList), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn adjustments(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<BudgetId>,
+    Query(query): Query<AdjustmentsQuery>,
+) -> ApiResult<Json<AdjustmentList>> {
+    let limit = page_limit(query.limit)?;
+    let items = state
+        .engine
+        .list_adjustments(caller.tenant, id, limit)
+        .await?;
+    Ok(Json(AdjustmentList { items }))
 }

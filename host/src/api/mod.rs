@@ -15,6 +15,7 @@ pub mod error;
 mod events;
 
 pub use admin::{TenantCreated, TenantList};
+pub use budgets::AdjustmentList;
 pub use components::{ComponentList, Uploaded};
 pub use concurrency::ConcurrencyLimitList;
 pub use events::EventPage;
@@ -193,6 +194,8 @@ pub fn router(engine: Engine, runtime: Arc<Runtime>, config: &ApiConfig) -> Rout
         .route("/lanes", get(lanes::list))
         .route("/budgets/{id}", get(budgets::get))
         .route("/budgets/{id}/reset", post(budgets::reset))
+        .route("/budgets/{id}/usage", post(budgets::adjust))
+        .route("/budgets/{id}/adjustments", get(budgets::adjustments))
         .route("/components", get(components::list))
         .route(
             "/components/{kind}",

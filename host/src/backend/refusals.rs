@@ -256,3 +256,22 @@ pub(crate) fn schedules_exceeded(max: u32) -> EngineError {
         "the tenant has as many schedules as it may: delete one first",
     )
 }
+
+pub(crate) fn budget_dimension_not_found(
+    id: crate::model::BudgetId,
+    dimension: &str,
+) -> EngineError {
+    EngineError::NotFound {
+        what: "budget dimension",
+        id: format!("{id}/{dimension}"),
+    }
+}
+
+/// A budget's audit trail of hand corrections is full.
+pub(crate) fn adjustments_exceeded(max: u32) -> EngineError {
+    EngineError::limit(
+        "max_adjustments_per_budget",
+        u64::from(max),
+        format!("the budget keeps {max} adjustments; create a new budget to correct further"),
+    )
+}

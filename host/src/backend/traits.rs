@@ -17,15 +17,15 @@ use tokio::sync::{broadcast, watch};
 
 use crate::error::Result;
 use crate::model::{
-    ApiKey, ApiKeyId, Budget, BudgetId, ChildKey, ChildrenOutcome, ClaimRequest, ClaimedExecution,
-    CompletionEvent, ComponentVersion, Created, EventBatch, EventCursor, Execution,
-    ExecutionFilter, ExecutionId, ExecutionOrigin, ExecutionState, ExecutionUpdate, FailOutcome,
-    Failure, FlowCancelPolicy, FlowEdgeDetail, FlowId, FlowSnapshot, FlowSummary, Frame,
-    GraphApplied, GraphChange, JournalEntry, JournalLimits, LaneCounts, LeaseEvent, LeaseHandle,
-    NewBudget, NewExecution, NewFlow, NewSchedule, NewSignal, NewStep, Schedule, ScheduleId,
-    Signal, SignalEvent, SignalOutcome, SpawnLimits, SpawnedChild, StoredApiKey, StreamMode,
-    StreamSummary, SuspendOutcome, Suspension, Tenant, TenantId, TenantLimits, TimeoutBehavior,
-    UsageEntry, UsageOutcome, Waitpoint, WaitpointId,
+    ApiKey, ApiKeyId, Budget, BudgetAdjustment, BudgetId, ChildKey, ChildrenOutcome, ClaimRequest,
+    ClaimedExecution, CompletionEvent, ComponentVersion, Created, EventBatch, EventCursor,
+    Execution, ExecutionFilter, ExecutionId, ExecutionOrigin, ExecutionState, ExecutionUpdate,
+    FailOutcome, Failure, FlowCancelPolicy, FlowEdgeDetail, FlowId, FlowSnapshot, FlowSummary,
+    Frame, GraphApplied, GraphChange, JournalEntry, JournalLimits, LaneCounts, LeaseEvent,
+    LeaseHandle, NewBudget, NewExecution, NewFlow, NewSchedule, NewSignal, NewStep, Schedule,
+    ScheduleId, Signal, SignalEvent, SignalOutcome, SpawnLimits, SpawnedChild, StoredApiKey,
+    StreamMode, StreamSummary, SuspendOutcome, Suspension, Tenant, TenantId, TenantLimits,
+    TimeoutBehavior, UsageAdjustment, UsageEntry, UsageOutcome, Waitpoint, WaitpointId,
 };
 
 /// Tenants, their limits and usage, and their API keys.
@@ -427,6 +427,29 @@ pub trait Budgets: Send + Sync {
 
     /// Usage back to zero; executions suspended on the budget resume.
     async fn reset_budget(&self, tenant: TenantId, id: BudgetId) -> Result<Budget>;
+
+    /// Add `adjustment.delta` to one dimension's usage without a lease
+    /// (clamped to 0..=i64::MAX) and keep it in the budget's audit trail, in
+    /// one transaction. At or past its hard limit the dimension is
+    /// exhausted; back under it, it is not, and when that leaves none of
+    /// the budget's dimensions exhausted, what the budget held is released
+    /// as a reset releases it. `not_found` for an unknown budget or
+    /// dimension; `limit_exceeded` once the budget kept `max_adjustments`.
+    async fn adjust_usage(
+        &self,
+        tenant: TenantId,
+        id: BudgetId,
+        adjustment: &UsageAdjustment,
+        max_adjustments: u32,
+    ) -> Result<Budget>;
+
+    /// The budget's adjustments, newest first, at most `limit`.
+    async fn list_adjustments(
+        &self,
+        tenant: TenantId,
+        id: BudgetId,
+        limit: u32,
+    ) -> Result<Vec<BudgetAdjustment>>;
 
     /// Check a report (distinct dimensions, in name order) against every
     /// budget covering the lease's execution and apply it, in one

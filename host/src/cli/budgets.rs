@@ -4,6 +4,7 @@ use anyhow::{anyhow, bail, Context};
 use reqwest::Method;
 use serde_json::json;
 
+use flowfabric::api::AdjustmentList;
 use flowfabric::model::{Budget, BudgetScope, DimensionLimit, NewBudget};
 
 use super::client::{path_segment, wire_name, ApiClient, Connection, NO_BODY};
@@ -34,6 +35,23 @@ pub enum BudgetCommand {
     Get { id: String },
     /// Reset a budget's usage (executions suspended on it resume).
     Reset { id: String },
+    /// Correct one dimension's usage by hand (a negative delta lowers it),
+    /// with a reason kept in the budget's audit trail.
+    Adjust {
+        id: String,
+        #[arg(long)]
+        dimension: String,
+        #[arg(long, allow_hyphen_values = true)]
+        delta: i64,
+        #[arg(long)]
+        reason: String,
+    },
+    /// The budget's hand corrections, newest first.
+    Adjustments {
+        id: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
 }
 
 pub async fn run(connection: &Connection, command: BudgetCommand) -> anyhow::Result<()> {
@@ -72,6 +90,37 @@ pub async fn run(connection: &Connection, command: BudgetCommand) -> anyhow::Res
         BudgetCommand::Reset { id } => {
             let path = format!("/v1/budgets/{}/reset", path_segment(&id));
             vec![client.typed(Method::POST, &path, NO_BODY).await?]
+        }
+        BudgetCommand::Adjust {
+            id,
+            dimension,
+            delta,
+            reason,
+        } => {
+            let path = format!("/v1/budgets/{}/usage", path_segment(&id));
+            let body = json!({ "dimension": dimension, "delta": delta, "reason": reason });
+            vec![client.typed(Method::POST, &path, Some(&body)).await?]
+        }
+        BudgetCommand::Adjustments { id, limit } => {
+            let path = format!("/v1/budgets/{}/adjustments", path_segment(&id));
+            let list: AdjustmentList = client
+                .get_typed(&path, &[("limit", limit.to_string())])
+                .await?;
+            if connection.json {
+                return print_json(&serde_json::to_value(&list)?);
+            }
+            for a in &list.items {
+                println!(
+                    "{}  {:<16} {:>+12} -> {:<12} {}",
+                    a.created_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    a.dimension,
+                    a.delta,
+                    a.used_after,
+                    a.reason
+                );
+            }
+            return Ok(());
         }
     };
     if connection.json {

@@ -5,8 +5,8 @@
 use super::Engine;
 use crate::error::{EngineError, Result};
 use crate::model::{
-    Budget, BudgetId, BudgetScope, LeaseHandle, NewBudget, TenantId, UsageEntry, UsageOutcome,
-    MAX_REPORT_DIMENSIONS,
+    Budget, BudgetAdjustment, BudgetId, BudgetScope, LeaseHandle, NewBudget, TenantId,
+    UsageAdjustment, UsageEntry, UsageOutcome, MAX_ADJUSTMENTS_PER_BUDGET, MAX_REPORT_DIMENSIONS,
 };
 
 /// Dimensions one budget may limit.
@@ -40,6 +40,42 @@ impl Engine {
             delta,
         };
         self.report_usage_many(lease, vec![entry], dedup_key).await
+    }
+
+    /// Correct a budget dimension's usage without a lease (negative `delta`
+    /// to lower it), kept with `reason` in the budget's audit trail.
+    pub async fn adjust_usage(
+        &self,
+        tenant: TenantId,
+        id: BudgetId,
+        adjustment: &UsageAdjustment,
+    ) -> Result<Budget> {
+        self.check_name("dimension", &adjustment.dimension)?;
+        if adjustment.delta == i64::MIN {
+            return Err(EngineError::invalid("delta", "must be within ±(2^63 - 1)"));
+        }
+        let reason = &adjustment.reason;
+        if reason.is_empty() || reason.len() > 512 || reason.chars().any(char::is_control) {
+            return Err(EngineError::invalid(
+                "reason",
+                "must be 1 to 512 bytes without control characters",
+            ));
+        }
+        self.backend
+            .adjust_usage(tenant, id, adjustment, MAX_ADJUSTMENTS_PER_BUDGET)
+            .await
+    }
+
+    /// The budget's hand corrections, newest first (at most 1,000).
+    pub async fn list_adjustments(
+        &self,
+        tenant: TenantId,
+        id: BudgetId,
+        limit: u32,
+    ) -> Result<Vec<BudgetAdjustment>> {
+        self.backend
+            .list_adjustments(tenant, id, limit.clamp(1, 1_000))
+            .await
     }
 
     /// One report over several dimensions (1 to [`MAX_REPORT_DIMENSIONS`],

@@ -131,6 +131,39 @@ pub struct Budget {
     pub dimensions: Vec<DimensionUsage>,
 }
 
+/// A correction of one dimension's usage, made without a lease (an
+/// operator's `report_usage_admin`): `delta` may be negative.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UsageAdjustment {
+    pub dimension: String,
+    pub delta: i64,
+    /// Why, for the audit trail (1 to 512 bytes, no control characters).
+    pub reason: String,
+}
+
+impl UsageAdjustment {
+    /// The usage it leaves: `used + delta`, kept within 0..=i64::MAX.
+    pub fn applied_to(&self, used: i64) -> i64 {
+        (i128::from(used) + i128::from(self.delta)).clamp(0, i128::from(i64::MAX)) as i64
+    }
+}
+
+/// An adjustment as the budget's audit trail keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BudgetAdjustment {
+    pub adjustment_id: i64,
+    pub dimension: String,
+    pub delta: i64,
+    /// The dimension's usage after it (clamped at 0).
+    pub used_after: u64,
+    pub reason: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Adjustments one budget keeps at most.
+pub const MAX_ADJUSTMENTS_PER_BUDGET: u32 = 10_000;
+
 /// One dimension of a usage report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageEntry {

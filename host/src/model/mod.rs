@@ -29,8 +29,9 @@ use uuid::Uuid;
 
 pub use budget::{
     Breach, Budget, BudgetId, BudgetScope, DimensionLimit, DimensionUsage, HardLimitAction,
-    NewBudget, UsageEntry, UsageOutcome, MAX_REPORT_DIMENSIONS,
+    NewBudget, UsageAdjustment, UsageEntry, UsageOutcome, MAX_REPORT_DIMENSIONS,
 };
+pub use budget::{BudgetAdjustment, MAX_ADJUSTMENTS_PER_BUDGET};
 pub use children::{
     default_child_key, ChildKey, ChildOutcome, ChildrenOutcome, SpawnLimits, SpawnedChild, ROOT_KEY,
 };

@@ -17,9 +17,10 @@ use crate::backend::refusals::check_usage_fits;
 use crate::backend::Budgets;
 use crate::error::{EngineError, Result};
 use crate::model::{
-    Breach, Budget, BudgetId, BudgetScope, DimensionUsage, ExecutionId, ExecutionPolicy, Failure,
-    FailureClass, HardLimitAction, LeaseHandle, NewBudget, ResumeCondition, Suspension, TenantId,
-    TimeoutBehavior, UsageEntry, UsageOutcome,
+    Breach, Budget, BudgetAdjustment, BudgetId, BudgetScope, DimensionUsage, ExecutionId,
+    ExecutionPolicy, Failure, FailureClass, HardLimitAction, LeaseHandle, NewBudget,
+    ResumeCondition, Suspension, TenantId, TimeoutBehavior, UsageAdjustment, UsageEntry,
+    UsageOutcome,
 };
 
 #[async_trait]
@@ -118,6 +119,26 @@ impl Budgets for PgBackend {
             Ok(budget)
         })
         .await
+    }
+
+    async fn adjust_usage(
+        &self,
+        tenant: TenantId,
+        id: BudgetId,
+        adjustment: &UsageAdjustment,
+        max_adjustments: u32,
+    ) -> Result<Budget> {
+        super::budget_adjustments::adjust_usage(&self.pool, tenant, id, adjustment, max_adjustments)
+            .await
+    }
+
+    async fn list_adjustments(
+        &self,
+        tenant: TenantId,
+        id: BudgetId,
+        limit: u32,
+    ) -> Result<Vec<BudgetAdjustment>> {
+        super::budget_adjustments::list_adjustments(&self.pool, tenant, id, limit).await
     }
 
     async fn report_usage(
@@ -290,7 +311,11 @@ async fn check_scope_exists(
     }
 }
 
-async fn get_budget_in(conn: &mut PgConnection, tenant: TenantId, id: BudgetId) -> Result<Budget> {
+pub(super) async fn get_budget_in(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    id: BudgetId,
+) -> Result<Budget> {
     let row = sqlx::query(&format!(
         "SELECT {BUDGET_COLUMNS} FROM budgets b WHERE b.tenant_id = $1 AND b.budget_id = $2"
     ))
@@ -457,6 +482,16 @@ async fn reset_in(tx: &mut PgConnection, tenant: TenantId, id: BudgetId) -> Resu
     .execute(&mut *tx)
     .await
     .map_err(err("reset budget"))?;
+    release_holds(tx, tenant, id).await
+}
+
+/// The budget `id` has room again: what the claim blocked on the tenant's
+/// budgets is claimable, and what suspended on this one resumes.
+pub(super) async fn release_holds(
+    tx: &mut PgConnection,
+    tenant: TenantId,
+    id: BudgetId,
+) -> Result<()> {
     // Everything the claim blocked on a budget of this tenant is claimable
     // again; what another exhausted budget still covers is blocked anew.
     sqlx::query(

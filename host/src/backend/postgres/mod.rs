@@ -23,6 +23,7 @@
 //! * **Tenant-first indexes.** Scanners walk tenants laterally too, so one tenant's
 //!   backlog of expiries cannot delay another's.
 
+mod budget_adjustments;
 mod budgets;
 mod children;
 mod claim;

@@ -21,9 +21,9 @@ use crate::backend::Budgets;
 use crate::error::{EngineError, Result};
 use crate::model::Eligibility;
 use crate::model::{
-    Breach, Budget, BudgetId, BudgetScope, DimensionUsage, Failure, FailureClass, HardLimitAction,
-    LeaseHandle, NewBudget, ResumeCondition, Suspension, TenantId, TimeoutBehavior, UsageEntry,
-    UsageOutcome,
+    Breach, Budget, BudgetAdjustment, BudgetId, BudgetScope, DimensionUsage, Failure, FailureClass,
+    HardLimitAction, LeaseHandle, NewBudget, ResumeCondition, Suspension, TenantId,
+    TimeoutBehavior, UsageAdjustment, UsageEntry, UsageOutcome,
 };
 
 #[async_trait]
@@ -113,6 +113,25 @@ impl Budgets for SqliteBackend {
             read_budget(conn, tenant, id).await
         })
         .await
+    }
+
+    async fn adjust_usage(
+        &self,
+        tenant: TenantId,
+        id: BudgetId,
+        adjustment: &UsageAdjustment,
+        max_adjustments: u32,
+    ) -> Result<Budget> {
+        super::budget_adjustments::adjust_usage(self, tenant, id, adjustment, max_adjustments).await
+    }
+
+    async fn list_adjustments(
+        &self,
+        tenant: TenantId,
+        id: BudgetId,
+        limit: u32,
+    ) -> Result<Vec<BudgetAdjustment>> {
+        super::budget_adjustments::list_adjustments(self, tenant, id, limit).await
     }
 
     async fn report_usage(
@@ -362,7 +381,7 @@ async fn budget(conn: &mut SqliteConnection, tenant: TenantId, row: BudgetRow) -
     })
 }
 
-async fn read_budget(
+pub(super) async fn read_budget(
     conn: &mut SqliteConnection,
     tenant: TenantId,
     id: BudgetId,
@@ -480,6 +499,17 @@ async fn reset_in(
     .execute(&mut *conn)
     .await
     .map_err(EngineError::storage("reset budget"))?;
+    release_holds(conn, tenant, id, effects).await
+}
+
+/// The budget `id` has room again: what the claim blocked on the tenant's
+/// budgets is claimable, and what suspended on this one resumes.
+pub(super) async fn release_holds(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    id: BudgetId,
+    effects: &mut Effects,
+) -> Result<()> {
     // Everything the claim blocked on a budget of this tenant is claimable
     // again; what another exhausted budget still covers is blocked anew.
     let blocked = Exec::fetch(

@@ -21,6 +21,7 @@
 //! Every operation is supported; the differences from Postgres are in
 //! `docs/storage.md`.
 
+mod budget_adjustments;
 mod budgets;
 mod children;
 mod components;

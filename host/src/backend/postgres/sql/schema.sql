@@ -34,6 +34,19 @@ CREATE TABLE attempts (
     CONSTRAINT attempts_tenant_id_execution_id_fkey FOREIGN KEY (tenant_id, execution_id) REFERENCES executions(tenant_id, execution_id) ON DELETE CASCADE
 );
 
+CREATE TABLE budget_adjustments (
+    tenant_id uuid NOT NULL,
+    budget_id uuid NOT NULL,
+    adjustment_id bigint NOT NULL,
+    dimension text NOT NULL,
+    delta bigint NOT NULL,
+    used_after bigint NOT NULL,
+    reason text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT budget_adjustments_pkey PRIMARY KEY (tenant_id, budget_id, adjustment_id),
+    CONSTRAINT budget_adjustments_tenant_id_budget_id_fkey FOREIGN KEY (tenant_id, budget_id) REFERENCES budgets(tenant_id, budget_id) ON DELETE CASCADE
+);
+
 CREATE TABLE budget_dimensions (
     tenant_id uuid NOT NULL,
     budget_id uuid NOT NULL,

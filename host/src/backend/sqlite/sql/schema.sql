@@ -30,6 +30,19 @@ CREATE TABLE attempts (
         ON DELETE CASCADE
 ) STRICT;
 
+CREATE TABLE budget_adjustments (
+    adjustment_id  INTEGER PRIMARY KEY,
+    tenant_id      BLOB NOT NULL,
+    budget_id      BLOB NOT NULL,
+    dimension      TEXT NOT NULL,
+    delta          INTEGER NOT NULL,
+    used_after     INTEGER NOT NULL,
+    reason         TEXT NOT NULL,
+    created_at     INTEGER NOT NULL,
+    FOREIGN KEY (tenant_id, budget_id) REFERENCES budgets (tenant_id, budget_id)
+        ON DELETE CASCADE
+) STRICT;
+
 CREATE TABLE budget_dimensions (
     tenant_id   BLOB NOT NULL,
     budget_id   BLOB NOT NULL,
@@ -395,6 +408,9 @@ CREATE TABLE waitpoints (
 CREATE INDEX api_keys_tenant_idx ON api_keys (tenant_id, created_at);
 
 CREATE INDEX attempts_started_idx ON attempts (tenant_id, started_at);
+
+CREATE INDEX budget_adjustments_budget_idx
+    ON budget_adjustments (tenant_id, budget_id, adjustment_id);
 
 CREATE INDEX budget_dimensions_exhausted_idx ON budget_dimensions (tenant_id, budget_id)
     WHERE exhausted;

@@ -1,0 +1,128 @@
+//! Usage corrected by hand (`Budgets::adjust_usage`), and the audit trail
+//! of those corrections. The dimension row is locked first, as a report
+//! locks it, so a correction and a report of the same budget serialise.
+
+use sqlx::PgPool;
+
+use super::budgets::{get_budget_in, release_holds};
+use super::rows::transaction;
+use crate::backend::refusals;
+use crate::error::{EngineError, Result};
+use crate::model::{Budget, BudgetAdjustment, BudgetId, TenantId, UsageAdjustment};
+
+fn err(op: &'static str) -> impl FnOnce(sqlx::Error) -> EngineError {
+    EngineError::storage(op)
+}
+
+pub(super) async fn adjust_usage(
+    pool: &PgPool,
+    tenant: TenantId,
+    id: BudgetId,
+    adjustment: &UsageAdjustment,
+    max_adjustments: u32,
+) -> Result<Budget> {
+    let op = "adjust usage";
+    transaction(pool, op, async |tx| {
+        let row: Option<(i64, Option<i64>, bool)> = sqlx::query_as(
+            "SELECT used, hard_limit, exhausted FROM budget_dimensions \
+             WHERE tenant_id = $1 AND budget_id = $2 AND dimension = $3 FOR UPDATE",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(&adjustment.dimension)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(err(op))?;
+        let Some((used, hard, was_exhausted)) = row else {
+            return Err(refusals::budget_dimension_not_found(
+                id,
+                &adjustment.dimension,
+            ));
+        };
+        // Counted by the primary key's prefix, stopping past the cap.
+        let kept: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT 1 FROM budget_adjustments \
+             WHERE tenant_id = $1 AND budget_id = $2 LIMIT $3) a",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(i64::from(max_adjustments))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(err(op))?;
+        if kept >= i64::from(max_adjustments) {
+            return Err(refusals::adjustments_exceeded(max_adjustments));
+        }
+        let used_after = adjustment.applied_to(used);
+        let exhausted = hard.is_some_and(|h| used_after >= h);
+        sqlx::query(
+            "WITH adjusted AS ( \
+                 UPDATE budget_dimensions SET used = $4, exhausted = $5 \
+                 WHERE tenant_id = $1 AND budget_id = $2 AND dimension = $3) \
+             INSERT INTO budget_adjustments \
+                 (tenant_id, budget_id, dimension, delta, used_after, reason) \
+             VALUES ($1, $2, $3, $6, $4, $7)",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(&adjustment.dimension)
+        .bind(used_after)
+        .bind(exhausted)
+        .bind(adjustment.delta)
+        .bind(&adjustment.reason)
+        .execute(&mut *tx)
+        .await
+        .map_err(err(op))?;
+        if was_exhausted && !exhausted {
+            let still: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM budget_dimensions \
+                 WHERE tenant_id = $1 AND budget_id = $2 AND exhausted)",
+            )
+            .bind(tenant)
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(err(op))?;
+            if !still {
+                release_holds(tx, tenant, id).await?;
+            }
+        }
+        get_budget_in(tx, tenant, id).await
+    })
+    .await
+}
+
+/// Newest first, by the primary key.
+pub(super) async fn list_adjustments(
+    pool: &PgPool,
+    tenant: TenantId,
+    id: BudgetId,
+    limit: u32,
+) -> Result<Vec<BudgetAdjustment>> {
+    let mut conn = pool.acquire().await.map_err(err("list adjustments"))?;
+    get_budget_in(&mut conn, tenant, id).await?;
+    let rows: Vec<(i64, String, i64, i64, String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "SELECT adjustment_id, dimension, delta, used_after, reason, created_at \
+             FROM budget_adjustments WHERE tenant_id = $1 AND budget_id = $2 \
+             ORDER BY adjustment_id DESC LIMIT $3",
+    )
+    .bind(tenant)
+    .bind(id)
+    .bind(i64::from(limit))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(err("list adjustments"))?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(adjustment_id, dimension, delta, used_after, reason, created_at)| BudgetAdjustment {
+                adjustment_id,
+                dimension,
+                delta,
+                used_after: used_after.max(0) as u64,
+                reason,
+                created_at,
+            },
+        )
+        .collect())
+}

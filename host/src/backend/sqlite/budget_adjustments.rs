@@ -1,0 +1,131 @@
+//! Usage corrected by hand (`Budgets::adjust_usage`), and the audit trail
+//! of those corrections, under the one writer.
+
+use super::budgets::{read_budget, release_holds};
+use super::time::{at, now, Millis};
+use super::SqliteBackend;
+use crate::backend::refusals;
+use crate::error::{EngineError, Result};
+use crate::model::{Budget, BudgetAdjustment, BudgetId, TenantId, UsageAdjustment};
+
+pub(super) async fn adjust_usage(
+    db: &SqliteBackend,
+    tenant: TenantId,
+    id: BudgetId,
+    adjustment: &UsageAdjustment,
+    max_adjustments: u32,
+) -> Result<Budget> {
+    let op = "adjust usage";
+    db.write(op, async |conn, effects| {
+        let row: Option<(i64, Option<i64>, bool)> = sqlx::query_as(
+            "SELECT used, hard_limit, exhausted FROM budget_dimensions \
+             WHERE tenant_id = ? AND budget_id = ? AND dimension = ?",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(&adjustment.dimension)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(EngineError::storage(op))?;
+        let Some((used, hard, was_exhausted)) = row else {
+            return Err(refusals::budget_dimension_not_found(
+                id,
+                &adjustment.dimension,
+            ));
+        };
+        let kept: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT 1 FROM budget_adjustments \
+             WHERE tenant_id = ? AND budget_id = ? LIMIT ?)",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(i64::from(max_adjustments))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(EngineError::storage(op))?;
+        if kept >= i64::from(max_adjustments) {
+            return Err(refusals::adjustments_exceeded(max_adjustments));
+        }
+        let used_after = adjustment.applied_to(used);
+        let exhausted = hard.is_some_and(|h| used_after >= h);
+        sqlx::query(
+            "UPDATE budget_dimensions SET used = ?, exhausted = ? \
+             WHERE tenant_id = ? AND budget_id = ? AND dimension = ?",
+        )
+        .bind(used_after)
+        .bind(exhausted)
+        .bind(tenant)
+        .bind(id)
+        .bind(&adjustment.dimension)
+        .execute(&mut *conn)
+        .await
+        .map_err(EngineError::storage(op))?;
+        sqlx::query(
+            "INSERT INTO budget_adjustments \
+                 (tenant_id, budget_id, dimension, delta, used_after, reason, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(&adjustment.dimension)
+        .bind(adjustment.delta)
+        .bind(used_after)
+        .bind(&adjustment.reason)
+        .bind(now())
+        .execute(&mut *conn)
+        .await
+        .map_err(EngineError::storage(op))?;
+        if was_exhausted && !exhausted {
+            let still: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM budget_dimensions \
+                 WHERE tenant_id = ? AND budget_id = ? AND exhausted)",
+            )
+            .bind(tenant)
+            .bind(id)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(EngineError::storage(op))?;
+            if !still {
+                release_holds(conn, tenant, id, effects).await?;
+            }
+        }
+        read_budget(conn, tenant, id).await
+    })
+    .await
+}
+
+/// Newest first, by `budget_adjustments_budget_idx`.
+pub(super) async fn list_adjustments(
+    db: &SqliteBackend,
+    tenant: TenantId,
+    id: BudgetId,
+    limit: u32,
+) -> Result<Vec<BudgetAdjustment>> {
+    let op = "list adjustments";
+    let mut conn = db.read(op).await?;
+    read_budget(&mut conn, tenant, id).await?;
+    let rows: Vec<(i64, String, i64, i64, String, Millis)> = sqlx::query_as(
+        "SELECT adjustment_id, dimension, delta, used_after, reason, created_at \
+         FROM budget_adjustments WHERE tenant_id = ? AND budget_id = ? \
+         ORDER BY adjustment_id DESC LIMIT ?",
+    )
+    .bind(tenant)
+    .bind(id)
+    .bind(i64::from(limit))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(EngineError::storage(op))?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(adjustment_id, dimension, delta, used_after, reason, created)| BudgetAdjustment {
+                adjustment_id,
+                dimension,
+                delta,
+                used_after: used_after.max(0) as u64,
+                reason,
+                created_at: at(created),
+            },
+        )
+        .collect())
+}
