@@ -167,6 +167,36 @@ async fn the_list_shows_what_the_api_created_and_a_click_shows_its_attempts(stor
     browser.quit().await;
 }
 
+async fn a_suspended_execution_shows_what_it_waits_for(store: Store) {
+    let (mut server, tenant) = setup_on(store).await;
+    server.start_workers(worker_config(1));
+    let id = submit_text(
+        &server,
+        &tenant,
+        "testkit",
+        "wait-named:approval:approve,reject:waiting_for_approval",
+    )
+    .await;
+    wait_state(&server, &tenant, &id, "suspended").await;
+    let browser = Browser::start().await;
+    sign_in(&browser, &server, &tenant.token).await;
+    browser
+        .goto(&server.url(&format!("/ui/executions/{id}")))
+        .await;
+    let waits = browser
+        .wait_for("#suspension", |t| t.contains("waiting_for_approval"))
+        .await;
+    let text = browser.text(&waits).await;
+    assert_eq!(
+        text,
+        "waitpoint approval · signals named approve or reject · reason waiting_for_approval"
+    );
+    assert_eq!(
+        browser.text(&browser.find("#reason").await).await,
+        "waiting_for_signal"
+    );
+}
+
 async fn frames_arrive_live_and_cancel_from_the_page_cancels(store: Store) {
     let (mut server, tenant) = setup_on(store).await;
     // A guest that drips frames for a minute (so a loaded machine still
@@ -484,5 +514,10 @@ mod postgres_only {
     #[tokio::test]
     async fn the_other_pages_render() {
         super::the_other_pages_render(Store::Postgres).await
+    }
+
+    #[tokio::test]
+    async fn a_suspended_execution_shows_what_it_waits_for() {
+        super::a_suspended_execution_shows_what_it_waits_for(Store::Postgres).await
     }
 }

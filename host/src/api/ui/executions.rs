@@ -247,6 +247,8 @@ struct DetailPage {
     lane: String,
     state: &'static str,
     reason: String,
+    /// While suspended: what resumes it, in one line.
+    suspension: Option<String>,
     priority: i32,
     attempt: i32,
     created: String,
@@ -320,6 +322,10 @@ pub async fn detail(
         lane: e.lane.clone(),
         state: e.state.as_str(),
         reason: e.blocking_reason.clone().unwrap_or_default(),
+        suspension: e
+            .suspension
+            .as_ref()
+            .map(|s| view::suspension(s, e.suspension_timeout_at)),
         priority: e.priority,
         attempt: e.attempt_index,
         created: view::time(e.created_at),

@@ -118,6 +118,29 @@ pub fn tags(tags: &std::collections::BTreeMap<String, String>) -> String {
         .join(" ")
 }
 
+/// What a suspended execution waits for, in one line: the condition and its
+/// waitpoints, the signal names that count, the guest's reason, the timeout.
+pub fn suspension(
+    s: &crate::model::Suspension,
+    timeout_at: Option<chrono::DateTime<chrono::Utc>>,
+) -> String {
+    let kind = serde_json::to_value(&s.condition)
+        .ok()
+        .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_owned))
+        .unwrap_or_default();
+    let mut line = format!("{kind} {}", s.condition.keys().join(", "));
+    if !s.signal_names.is_empty() {
+        line.push_str(&format!(" · signals named {}", s.signal_names.join(" or ")));
+    }
+    if let Some(reason) = &s.reason {
+        line.push_str(&format!(" · reason {reason}"));
+    }
+    if let Some(at) = timeout_at {
+        line.push_str(&format!(" · times out {}", time(at)));
+    }
+    line.trim().to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
