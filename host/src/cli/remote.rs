@@ -143,13 +143,7 @@ pub async fn suspended(connection: &Connection, args: Suspended) -> anyhow::Resu
             .and_then(|s| s.reason.as_deref())
             .or(e.blocking_reason.as_deref())
             .unwrap_or("");
-        let mut resumes = suspension.map_or(String::new(), |s| {
-            format!(
-                "{} {}",
-                wire_name(&s.condition),
-                s.condition.keys().join(",")
-            )
-        });
+        let mut resumes = suspension.map_or(String::new(), |s| s.condition.summary());
         if let Some(names) = suspension.filter(|s| !s.signal_names.is_empty()) {
             resumes.push_str(&format!(" ({})", names.signal_names.join("|")));
         }

@@ -113,7 +113,9 @@ impl Engine {
         Ok(page)
     }
 
-    fn check_filter<E: StreamEvent>(&self, filter: &EventFilter) -> Result<()> {
+    /// Refuse a filter `E`'s stream can never meet (an unknown outcome word,
+    /// a malformed kind or lane).
+    pub fn check_filter<E: StreamEvent>(&self, filter: &EventFilter) -> Result<()> {
         if let Some((field, reason)) = filter.unmeetable::<E>() {
             return Err(EngineError::invalid(field, reason));
         }

@@ -55,6 +55,26 @@ impl ResumeCondition {
         }
     }
 
+    /// Its wire name and waitpoints in one phrase (`waitpoint approval`,
+    /// `all_of a, b`, `operator_only`), for people.
+    pub fn summary(&self) -> String {
+        let name = match self {
+            Self::Waitpoint { .. } => "waitpoint",
+            Self::Count { .. } => "count",
+            Self::AllOf { .. } => "all_of",
+            Self::OperatorOnly => "operator_only",
+            Self::TimeoutOnly => "timeout_only",
+            Self::Children => "children",
+            Self::Timer => "timer",
+            Self::Budget { .. } => "budget",
+        };
+        let keys = self.keys();
+        if keys.is_empty() {
+            return name.to_owned();
+        }
+        format!("{name} {}", keys.join(", "))
+    }
+
     /// Whether signals on the waitpoints named by `signalled` satisfy it.
     pub fn is_satisfied<'a>(&self, signalled: impl IntoIterator<Item = &'a str>) -> bool {
         let signalled: BTreeSet<&str> = signalled.into_iter().collect();

@@ -124,11 +124,7 @@ pub fn suspension(
     s: &crate::model::Suspension,
     timeout_at: Option<chrono::DateTime<chrono::Utc>>,
 ) -> String {
-    let kind = serde_json::to_value(&s.condition)
-        .ok()
-        .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_owned))
-        .unwrap_or_default();
-    let mut line = format!("{kind} {}", s.condition.keys().join(", "));
+    let mut line = s.condition.summary();
     if !s.signal_names.is_empty() {
         line.push_str(&format!(" · signals named {}", s.signal_names.join(" or ")));
     }
@@ -138,7 +134,7 @@ pub fn suspension(
     if let Some(at) = timeout_at {
         line.push_str(&format!(" · times out {}", time(at)));
     }
-    line.trim().to_owned()
+    line
 }
 
 #[cfg(test)]

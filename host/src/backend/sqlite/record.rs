@@ -426,7 +426,8 @@ impl Exec {
     }
 
     pub fn to_execution(&self) -> Result<Execution> {
-        let suspended = self.derived_public_state() == PublicState::Suspended;
+        let state = self.derived_public_state();
+        let suspended = state == PublicState::Suspended;
         Ok(Execution {
             tenant_id: self.tenant_id,
             execution_id: self.execution_id,
@@ -438,7 +439,7 @@ impl Exec {
             policy: self.policy.0.clone(),
             idempotency_key: self.idempotency_key.clone(),
             concurrency_key: self.concurrency_key.clone(),
-            state: self.derived_public_state(),
+            state,
             blocking_reason: self.blocking_reason.clone(),
             attempt_index: self.attempt_index,
             lease_epoch: self.lease_epoch,
