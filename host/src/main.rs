@@ -78,8 +78,11 @@ enum Command {
     /// Set, list and delete the tenant's config values and secrets.
     #[command(subcommand)]
     Config(cli::grants::ConfigCommand),
-    /// Re-seal every config value under the first of the config keys (after a rotation).
+    /// Re-seal every config value and waitpoint key under the first of the config keys (after a rotation).
     ResealConfig(cli::grants::Reseal),
+    /// List, rotate and seed the keys that sign waitpoint tokens.
+    #[command(subcommand)]
+    SigningKeys(cli::signing_keys::SigningKeysCommand),
     /// Limits per concurrency key (a customer id, say), per kind or lane.
     #[command(subcommand)]
     Concurrency(cli::concurrency::ConcurrencyCommand),
@@ -173,6 +176,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Grant(command) => cli::grants::grant(&cli.connection, command).await?,
         Command::Config(command) => cli::grants::config(&cli.connection, command).await?,
         Command::ResealConfig(args) => cli::grants::reseal(args).await?,
+        Command::SigningKeys(command) => cli::signing_keys::run(command).await?,
         Command::Bench(BenchCommand::Engine(args)) => cli::bench::run(args).await?,
         Command::Bench(BenchCommand::Wasm(args)) => cli::bench::wasm::run(args).await?,
         Command::Bench(BenchCommand::Http(args)) => cli::bench::http::run(args).await?,

@@ -31,11 +31,8 @@ fn spawn_worker(database_url: &str, cache: &std::path::Path) -> tokio::process::
         ])
         .arg(cache)
         .env("DATABASE_URL", database_url)
-        // The same keys everywhere: a token minted by one worker verifies here.
-        .env(
-            "FLOWFABRIC_SIGNAL_KEYS",
-            format!("chaos={}", "k".repeat(32)),
-        )
+        // The same operator key everywhere: every worker opens the stored
+        // waitpoint key, so a token minted by one verifies here.
         .env("FLOWFABRIC_CONFIG_KEYS", flowfabric_tests::TEST_CONFIG_KEYS)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -47,9 +44,10 @@ fn spawn_worker(database_url: &str, cache: &std::path::Path) -> tokio::process::
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_workers_lose_nothing_and_duplicate_nothing() {
     let db = TestDb::new().await;
-    let engine = db.engine.clone().with_signal_keys(
-        flowfabric::engine::SignalKeys::parse(&format!("chaos={}", "k".repeat(32))).unwrap(),
+    let engine = db.engine.clone().with_sealing_keys(
+        flowfabric::engine::SealingKeys::parse(flowfabric_tests::TEST_CONFIG_KEYS).unwrap(),
     );
+    engine.load_waitpoint_keys().await.unwrap();
     let tenant = db.tenant("chaos").await;
     for kind in ["echo", "testkit"] {
         flowfabric::components::register(&engine, &runtime(), tenant, kind, &guest(kind))

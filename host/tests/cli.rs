@@ -66,6 +66,74 @@ fn errors_are_one_line_with_a_non_zero_exit() {
     assert!(stderr.starts_with("error: "), "{stderr}");
 }
 
+/// The operator's waitpoint-key commands against an embedded database:
+/// seed, list, rotate; a second seed with another secret fails and changes
+/// nothing, and no output ever holds the secret.
+#[test]
+fn signing_keys_are_seeded_listed_and_rotated_from_the_cli() {
+    let dir = flowfabric_tests::ScratchDir::new("signing-keys");
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let url = format!("sqlite:{}", dir.path().join("ff.db").display());
+    let secret_file = dir.path().join("secret");
+    let secret = "a-secret-the-operator-kept-elsewhere-0123456789";
+    std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
+    let other_file = dir.path().join("other");
+    std::fs::write(&other_file, "x".repeat(40)).unwrap();
+    let cli = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .env("DATABASE_URL", &url)
+            .env("FLOWFABRIC_CONFIG_KEYS", flowfabric_tests::TEST_CONFIG_KEYS)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!text.contains(secret), "{text}");
+        (out.status.success(), text)
+    };
+    assert!(cli(&["migrate"]).0);
+    let seed = |file: &std::path::Path| {
+        cli(&[
+            "signing-keys",
+            "seed",
+            "--kid",
+            "legacy",
+            "--secret-file",
+            file.to_str().unwrap(),
+        ])
+    };
+    let (ok, text) = seed(&secret_file);
+    assert!(ok && text.contains("seeded `legacy`"), "{text}");
+    let (ok, text) = seed(&secret_file);
+    assert!(
+        ok && text.contains("already stored with this secret"),
+        "{text}"
+    );
+    let (ok, text) = seed(&other_file);
+    assert!(!ok && text.starts_with("error: "), "{text}");
+    assert!(text.contains("different secret"), "{text}");
+
+    let (ok, text) = cli(&["signing-keys", "rotate", "--grace-hours", "24"]);
+    assert!(ok, "{text}");
+    let (ok, list) = cli(&["signing-keys", "list"]);
+    assert!(ok, "{list}");
+    let rows: Vec<&str> = list.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{list}");
+    assert!(
+        rows[0].starts_with("legacy") && rows[0].contains("signing"),
+        "{list}"
+    );
+    assert!(rows[1].contains("pending"), "{list}");
+    let (ok, text) = cli(&["signing-keys", "rotate", "--grace-hours", "100000"]);
+    assert!(
+        !ok && text.contains("--grace-hours must be at most"),
+        "{text}"
+    );
+}
+
 /// `flowfabric serve` in a process of its own, and the remote commands
 /// against it, as a user would run them.
 struct Served {
@@ -661,6 +729,16 @@ fn every_command_parses_without_panicking() {
             "reseal-config",
             "--database-url",
             "postgres://nobody@127.0.0.1:1/none",
+        ],
+        &["signing-keys", "list"],
+        &["signing-keys", "rotate", "--grace-hours", "1"],
+        &[
+            "signing-keys",
+            "seed",
+            "--kid",
+            "k",
+            "--secret-file",
+            "/nonexistent",
         ],
         &["budget", "list"],
         &["budget", "get", id],

@@ -27,6 +27,7 @@ mod steps;
 mod streams;
 mod suspension;
 mod tenancy;
+mod waitpoint_keys;
 
 use std::time::Duration;
 

@@ -1,14 +1,16 @@
 //! The storage traits for what a tenant configures rather than runs:
 //! capability grants under the operator's ceiling, config values and
-//! secrets, and concurrency limits. Like the others in `traits.rs`, each
+//! secrets, concurrency limits, and the operator's waitpoint signing keys. Like the others in `traits.rs`, each
 //! is implemented in the module of the same name in both backends.
 
 use async_trait::async_trait;
 
 use crate::error::Result;
+use chrono::{DateTime, Utc};
+
 use crate::model::{
-    CapabilityCeiling, ComponentGrant, ConcurrencyLimit, ConcurrencyScope, SealedConfig,
-    StoredGrant, TenantId,
+    CapabilityCeiling, ComponentGrant, ConcurrencyLimit, ConcurrencyScope, SealedBytes,
+    SealedConfig, StoredGrant, StoredWaitpointKey, TenantId,
 };
 
 /// Capability ceilings (the operator's, per tenant) and grants (the
@@ -118,4 +120,32 @@ pub trait ConcurrencyLimits: Send + Sync {
     /// its freed slot was handed to one that then went away). Returns how
     /// many.
     async fn release_held_keys(&self, limit: u32) -> Result<u64>;
+}
+
+/// The keys that sign waitpoint tokens, shared by every host. The engine
+/// seals the secrets and decides the times; storage keeps the rows.
+#[async_trait]
+pub trait WaitpointKeys: Send + Sync {
+    /// Every stored key, oldest first.
+    async fn waitpoint_keys(&self) -> Result<Vec<StoredWaitpointKey>>;
+
+    /// Store `key` unless its kid is taken (then nothing changes: `false`).
+    /// In the same transaction, every other key that would verify past
+    /// `retire_others_at` retires then, and keys retired before
+    /// `prune_retired_before` are deleted.
+    async fn add_waitpoint_key(
+        &self,
+        key: &StoredWaitpointKey,
+        retire_others_at: Option<DateTime<Utc>>,
+        prune_retired_before: DateTime<Utc>,
+    ) -> Result<bool>;
+
+    /// Replace a key's sealing if it is still sealed under `old_key_id`.
+    /// Whether it was replaced.
+    async fn reseal_waitpoint_key(
+        &self,
+        kid: &str,
+        old_key_id: &str,
+        secret: &SealedBytes,
+    ) -> Result<bool>;
 }

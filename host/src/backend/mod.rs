@@ -20,7 +20,7 @@ mod refusals;
 pub mod sqlite;
 mod traits;
 
-pub use configuration::{ConcurrencyLimits, ConfigValues, Grants};
+pub use configuration::{ConcurrencyLimits, ConfigValues, Grants, WaitpointKeys};
 pub use insights::Insights;
 pub use traits::{
     Budgets, Children, Components, Events, Executions, Flows, Leases, Output, Scanners, Schedules,
@@ -30,7 +30,9 @@ pub use traits::{
 /// The storage traits by method only (`use crate::backend::prelude::*`), for
 /// callers that hold a [`Backend`] and call its operations.
 pub mod prelude {
-    pub use super::configuration::{ConcurrencyLimits as _, ConfigValues as _, Grants as _};
+    pub use super::configuration::{
+        ConcurrencyLimits as _, ConfigValues as _, Grants as _, WaitpointKeys as _,
+    };
     pub use super::insights::Insights as _;
     pub use super::traits::{
         Budgets as _, Children as _, Components as _, Events as _, Executions as _, Flows as _,
@@ -134,6 +136,7 @@ pub trait Backend:
     + Steps
     + Schedules
     + ConcurrencyLimits
+    + WaitpointKeys
     + Insights
     + 'static
 {

@@ -320,7 +320,8 @@ pub async fn reseal(args: Reseal) -> anyhow::Result<()> {
     let keys = args.keys.load()?;
     let current = keys.current_id().to_owned();
     let engine = engine.with_sealing_keys(keys);
-    let resealed = engine.reseal_config().await?;
-    println!("resealed {resealed} values under {current}");
+    let values = engine.reseal_config().await?;
+    let keys = engine.reseal_waitpoint_keys().await?;
+    println!("resealed {values} config values and {keys} waitpoint keys under {current}");
     Ok(())
 }

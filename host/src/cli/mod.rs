@@ -13,6 +13,7 @@ pub mod remote;
 pub mod schedules;
 pub mod serve;
 pub mod setup;
+pub mod signing_keys;
 pub mod steps;
 pub mod worker;
 
@@ -23,7 +24,8 @@ use anyhow::Context;
 use flowfabric::backend::postgres::PgBackend;
 use flowfabric::backend::sqlite::SqliteBackend;
 use flowfabric::backend::Backend;
-use flowfabric::engine::{Engine, Limits};
+use flowfabric::engine::{Engine, KeyRefresh, Limits};
+use flowfabric::model::WaitpointKeyState;
 use flowfabric::runtime::{Runtime, RuntimeConfig, SandboxLimits};
 use flowfabric::worker::WorkerConfig;
 
@@ -105,12 +107,6 @@ pub struct WorkerArgs {
     /// How long shutdown waits for running executions before releasing them.
     #[arg(long, env = "FLOWFABRIC_DRAIN_TIMEOUT_MS", default_value_t = 30_000)]
     pub drain_timeout_ms: u64,
-    /// Keys for waitpoint tokens, `kid=secret[@retire-time],…` (secrets of 32+
-    /// bytes; the first signs, the rest verify until retired). Every API and
-    /// worker process needs the same list. Without it, a random key valid in
-    /// this process only.
-    #[arg(long, env = "FLOWFABRIC_SIGNAL_KEYS", hide_env_values = true)]
-    pub signal_keys: Option<String>,
     #[command(flatten)]
     pub config_keys: grants::ConfigKeys,
     /// Largest result one execution may return, in bytes; a larger one fails
@@ -177,19 +173,23 @@ impl WorkerArgs {
         }
     }
 
-    /// The engine with this process's keys: waitpoint tokens and config
-    /// sealing.
-    pub fn with_keys(&self, engine: Engine) -> anyhow::Result<Engine> {
+    /// The engine with this process's keys: the operator's key that seals
+    /// config values and secrets, and the stored waitpoint keys it opens
+    /// (kept fresh while the returned handle lives).
+    pub async fn with_keys(&self, engine: Engine) -> anyhow::Result<(Engine, KeyRefresh)> {
         let engine = engine.with_sealing_keys(self.config_keys.load()?);
-        match &self.signal_keys {
-            Some(spec) => Ok(engine.with_signal_keys(
-                flowfabric::engine::SignalKeys::parse(spec).context("--signal-keys")?,
-            )),
-            None => {
-                tracing::warn!("no --signal-keys: waitpoint tokens are valid in this process only");
-                Ok(engine)
-            }
-        }
+        let keys = engine
+            .load_waitpoint_keys()
+            .await
+            .context("loading the waitpoint signing keys")?;
+        let signing: Vec<&str> = keys
+            .iter()
+            .filter(|k| k.state == WaitpointKeyState::Signing)
+            .map(|k| k.kid.as_str())
+            .collect();
+        tracing::info!(keys = keys.len(), ?signing, "waitpoint keys loaded");
+        let refresh = engine.spawn_key_refresh();
+        Ok((engine, refresh))
     }
 
     pub fn runtime(&self) -> anyhow::Result<Arc<Runtime>> {

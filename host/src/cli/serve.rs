@@ -87,7 +87,7 @@ pub async fn run(args: Serve) -> anyhow::Result<()> {
         limits,
     )
     .await?;
-    let engine = args.worker.with_keys(engine)?;
+    let (engine, _key_refresh) = args.worker.with_keys(engine).await?;
     let runtime = args.worker.runtime()?;
     let pool = (!args.no_worker)
         .then(|| WorkerPool::start(engine.clone(), runtime.clone(), args.worker.worker_config()));

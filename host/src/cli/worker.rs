@@ -25,7 +25,7 @@ pub async fn run(args: Worker) -> anyhow::Result<()> {
         args.worker.limits(Limits::default()),
     )
     .await?;
-    let engine = args.worker.with_keys(engine)?;
+    let (engine, _key_refresh) = args.worker.with_keys(engine).await?;
     let runtime = args.worker.runtime()?;
     let scanners = (!args.no_scanners)
         .then(|| Scanners::start(engine.backend().clone(), ScannerConfig::default()));

@@ -20,6 +20,7 @@ mod signals;
 mod steps;
 mod tenancy;
 mod vault;
+mod waitpoint_keys;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,10 +33,13 @@ pub use events::{FilteredBatch, Subscription, MAX_EVENT_PAGE};
 pub use insights::OVERVIEW_WINDOW;
 pub use scanners::{ScannerConfig, Scanners};
 pub use schedules::MAX_SCHEDULE_PAGE;
-pub use signals::{SignalKeys, WaitpointWithToken, MAX_SUSPENDED_PAGE, MAX_WAITPOINT_PAGE};
+pub use signals::{WaitpointWithToken, MAX_SUSPENDED_PAGE, MAX_WAITPOINT_PAGE};
 pub use steps::{wake_time, MAX_STEP_PAGE};
 pub use tenancy::{secret_matches, IssuedKey};
 pub use vault::SealingKeys;
+pub use waitpoint_keys::{
+    KeyRefresh, SignalKeys, ACTIVATION_DELAY, KEY_REFRESH_INTERVAL, MAX_GRACE,
+};
 
 use crate::backend::Backend;
 use crate::error::{EngineError, Result};
@@ -114,7 +118,7 @@ impl Default for Limits {
 pub struct Engine {
     backend: Arc<dyn Backend>,
     limits: Limits,
-    signal_keys: Arc<SignalKeys>,
+    signal_keys: waitpoint_keys::KeyRing,
     sealing_keys: Arc<SealingKeys>,
     limits_cache: Arc<caps::LimitsCache>,
     usage_cache: Arc<caps::UsageCache>,
@@ -125,7 +129,7 @@ impl Engine {
         Self {
             backend,
             limits,
-            signal_keys: Arc::new(SignalKeys::ephemeral()),
+            signal_keys: waitpoint_keys::key_ring(SignalKeys::ephemeral()),
             sealing_keys: Arc::new(SealingKeys::ephemeral()),
             limits_cache: Arc::default(),
             usage_cache: Arc::default(),

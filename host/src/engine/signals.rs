@@ -1,18 +1,5 @@
-//! Waitpoints, suspension and signals at the engine level, and the waitpoint
-//! tokens that authorise signal delivery.
-//!
-//! A token is `wpt_<kid>_<tenant>_<execution>_<waitpoint>_<mac>`, where `mac` is
-//! HMAC-SHA256 under the key `kid` over all four, so one token opens exactly one
-//! waitpoint of one execution of one tenant, and an external system needs no
-//! API key to signal. Keys rotate: the first configured key signs, older keys
-//! still verify until their retirement time (the grace window), and a token
-//! signed by a retired or removed key is refused with a clear kind.
-
-use chrono::{DateTime, Utc};
-use hmac::{Hmac, Mac};
-use rand::RngCore;
-use sha2::Sha256;
-use uuid::Uuid;
+//! Waitpoints, suspension and signals at the engine level. The tokens that
+//! authorise signal delivery, and their keys, are in `waitpoint_keys`.
 
 use super::Engine;
 use crate::error::{EngineError, Result};
@@ -23,8 +10,6 @@ use crate::model::{
     Waitpoint, MAX_SIGNAL_NAMES,
 };
 
-const TOKEN_PREFIX: &str = "wpt_";
-
 /// Largest page of [`Engine::list_suspended`]: each entry costs a read of
 /// its waitpoints.
 pub const MAX_SUSPENDED_PAGE: u32 = 100;
@@ -33,154 +18,6 @@ pub const MAX_SUSPENDED_PAGE: u32 = 100;
 const WAITPOINTS_LISTED: u32 = 64;
 pub(super) const MAX_SUSPEND_MS: u64 = 30 * 24 * 3600 * 1000;
 const MAX_SIGNAL_BYTES: usize = 256 << 10;
-
-#[derive(Clone)]
-struct SignalKey {
-    kid: String,
-    secret: Vec<u8>,
-    /// Verifies until then; `None` for a key that never retires.
-    retires_at: Option<DateTime<Utc>>,
-}
-
-/// The keys that sign and verify waitpoint tokens.
-#[derive(Clone)]
-pub struct SignalKeys(Vec<SignalKey>);
-
-impl std::fmt::Debug for SignalKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kids: Vec<&str> = self.0.iter().map(|k| k.kid.as_str()).collect();
-        f.debug_tuple("SignalKeys").field(&kids).finish()
-    }
-}
-
-impl SignalKeys {
-    /// `kid=secret[@retire-time],…`; the first key signs. Secrets are at least
-    /// 32 bytes; retire times are RFC 3339.
-    pub fn parse(spec: &str) -> Result<Self> {
-        let invalid = |reason: String| EngineError::invalid("signal keys", reason);
-        let mut keys = Vec::new();
-        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (kid, rest) = part
-                .split_once('=')
-                .ok_or_else(|| invalid("expected `kid=secret[@retire-time]`".into()))?;
-            if kid.is_empty() || !kid.chars().all(|c| c.is_ascii_alphanumeric()) {
-                return Err(invalid(format!(
-                    "key id `{kid}` must be letters and digits"
-                )));
-            }
-            let (secret, retires_at) = match rest.split_once('@') {
-                Some((secret, at)) => {
-                    let at = DateTime::parse_from_rfc3339(at)
-                        .map_err(|e| invalid(format!("retire time of `{kid}`: {e}")))?;
-                    (secret, Some(at.with_timezone(&Utc)))
-                }
-                None => (rest, None),
-            };
-            if secret.len() < 32 {
-                return Err(invalid(format!("the secret of `{kid}` is under 32 bytes")));
-            }
-            keys.push(SignalKey {
-                kid: kid.to_owned(),
-                secret: secret.as_bytes().to_vec(),
-                retires_at,
-            });
-        }
-        if keys.is_empty() {
-            return Err(invalid("no keys given".into()));
-        }
-        Ok(Self(keys))
-    }
-
-    /// A random key for this process only: tokens die with it, and other hosts
-    /// cannot verify them. For tests and single-process development.
-    pub fn ephemeral() -> Self {
-        let mut secret = [0u8; 32];
-        rand::rng().fill_bytes(&mut secret);
-        Self(vec![SignalKey {
-            kid: "ephemeral".into(),
-            secret: hex::encode(secret).into_bytes(),
-            retires_at: None,
-        }])
-    }
-
-    fn mac(
-        key: &SignalKey,
-        tenant: TenantId,
-        id: ExecutionId,
-        waitpoint: WaitpointId,
-    ) -> Hmac<Sha256> {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&key.secret).expect("HMAC takes any key");
-        let message = format!(
-            "flowfabric-waitpoint:v1:{}:{}:{}:{}",
-            key.kid,
-            tenant.simple(),
-            id.simple(),
-            waitpoint.simple()
-        );
-        mac.update(message.as_bytes());
-        mac
-    }
-
-    pub fn sign(&self, tenant: TenantId, id: ExecutionId, waitpoint: WaitpointId) -> String {
-        let key = &self.0[0];
-        let mac = Self::mac(key, tenant, id, waitpoint)
-            .finalize()
-            .into_bytes();
-        format!(
-            "{TOKEN_PREFIX}{}_{}_{}_{}_{}",
-            key.kid,
-            tenant.simple(),
-            id.simple(),
-            waitpoint.simple(),
-            hex::encode(mac)
-        )
-    }
-
-    /// The (tenant, execution, waitpoint) a token opens.
-    pub fn verify(&self, token: &str) -> Result<(TenantId, ExecutionId, WaitpointId)> {
-        let invalid = || {
-            token_error(
-                "invalid_token",
-                "the waitpoint token is malformed or forged",
-            )
-        };
-        let parts: Vec<&str> = token
-            .strip_prefix(TOKEN_PREFIX)
-            .ok_or_else(invalid)?
-            .split('_')
-            .collect();
-        let [kid, tenant, id, waitpoint, mac] = parts[..] else {
-            return Err(invalid());
-        };
-        let parse = |s: &str| Uuid::try_parse(s).map_err(|_| invalid());
-        let (tenant, id, waitpoint) = (
-            TenantId(parse(tenant)?),
-            ExecutionId(parse(id)?),
-            WaitpointId(parse(waitpoint)?),
-        );
-        let mac = hex::decode(mac).map_err(|_| invalid())?;
-        let key = self.0.iter().find(|k| k.kid == kid).ok_or_else(|| {
-            token_error(
-                "token_expired",
-                "the waitpoint token was signed with a key that is no longer accepted",
-            )
-        })?;
-        Self::mac(key, tenant, id, waitpoint)
-            .verify_slice(&mac)
-            .map_err(|_| invalid())?;
-        if key.retires_at.is_some_and(|at| at <= Utc::now()) {
-            return Err(token_error(
-                "token_expired",
-                "the waitpoint token was signed with a retired key",
-            ));
-        }
-        Ok((tenant, id, waitpoint))
-    }
-}
-
-fn token_error(kind: &'static str, message: &'static str) -> EngineError {
-    EngineError::Token { kind, message }
-}
 
 /// A waitpoint with the token that signals it.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
@@ -191,14 +28,9 @@ pub struct WaitpointWithToken {
 }
 
 impl Engine {
-    pub fn with_signal_keys(mut self, keys: SignalKeys) -> Self {
-        self.signal_keys = std::sync::Arc::new(keys);
-        self
-    }
-
     fn with_token(&self, tenant: TenantId, id: ExecutionId, w: Waitpoint) -> WaitpointWithToken {
         WaitpointWithToken {
-            token: self.signal_keys.sign(tenant, id, w.waitpoint_id),
+            token: self.signal_keys().sign(tenant, id, w.waitpoint_id),
             waitpoint: w,
         }
     }
@@ -328,7 +160,7 @@ impl Engine {
         token: &str,
         signal: NewSignal,
     ) -> Result<(TenantId, ExecutionId, SignalOutcome)> {
-        let (tenant, id, waitpoint) = self.signal_keys.verify(token)?;
+        let (tenant, id, waitpoint) = self.signal_keys().verify(token)?;
         self.check_name("signal name", &signal.name)?;
         if signal.payload.len() > MAX_SIGNAL_BYTES {
             return Err(EngineError::PayloadTooLarge {
@@ -416,52 +248,4 @@ fn check_reason_code(reason: &str) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_open_one_waitpoint_and_keys_rotate() {
-        let old = SignalKeys::parse(&format!("k1={}", "a".repeat(32))).unwrap();
-        let (t, e, w) = (TenantId::new(), ExecutionId::new(), WaitpointId::new());
-        let token = old.sign(t, e, w);
-        assert_eq!(old.verify(&token).unwrap(), (t, e, w));
-
-        // Rotated: k2 signs, k1 verifies during its grace window.
-        let future = (Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
-        let rotated = SignalKeys::parse(&format!(
-            "k2={},k1={}@{future}",
-            "b".repeat(32),
-            "a".repeat(32)
-        ))
-        .unwrap();
-        assert_eq!(rotated.verify(&token).unwrap(), (t, e, w));
-        assert!(rotated.sign(t, e, w).starts_with("wpt_k2_"));
-        let past = (Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
-        let retired = SignalKeys::parse(&format!(
-            "k2={},k1={}@{past}",
-            "b".repeat(32),
-            "a".repeat(32)
-        ))
-        .unwrap();
-        let kind = |r: Result<_>| match r {
-            Err(EngineError::Token { kind, .. }) => kind,
-            other => panic!("{other:?}"),
-        };
-        assert_eq!(kind(retired.verify(&token)), "token_expired");
-        let removed = SignalKeys::parse(&format!("k2={}", "b".repeat(32))).unwrap();
-        assert_eq!(kind(removed.verify(&token)), "token_expired");
-
-        // Any other waitpoint, execution or tenant: forged.
-        let swapped = token.replace(
-            &w.simple().to_string(),
-            &Uuid::now_v7().simple().to_string(),
-        );
-        assert_eq!(kind(old.verify(&swapped)), "invalid_token");
-        assert_eq!(kind(old.verify("wpt_k1_nonsense")), "invalid_token");
-        assert_eq!(kind(old.verify("")), "invalid_token");
-        assert!(SignalKeys::parse("k1=short").is_err());
-    }
 }

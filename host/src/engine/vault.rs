@@ -6,7 +6,7 @@
 //! sealed value copied onto another tenant's row, or another name, fails to
 //! open instead of leaking. Keys rotate: the first configured key seals,
 //! every configured key opens (each row names the key that sealed it), and
-//! `flowfabric admin reseal-config` moves old rows to the first key, after
+//! `flowfabric reseal-config` moves old rows to the first key, after
 //! which the old key can be dropped.
 
 use std::path::Path;
@@ -17,7 +17,7 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 
 use crate::error::{EngineError, Result};
-use crate::model::{SealedConfig, TenantId};
+use crate::model::{SealedBytes, SealedConfig, TenantId};
 
 const KEY_BYTES: usize = 32;
 const NONCE_BYTES: usize = 24;
@@ -126,26 +126,13 @@ impl SealingKeys {
     }
 
     pub fn seal(&self, tenant: TenantId, name: &str, secret: bool, value: &str) -> SealedConfig {
-        let key = &self.0[0];
-        let mut nonce = [0u8; NONCE_BYTES];
-        rand::rng().fill_bytes(&mut nonce);
-        let aad = associated_data(tenant, name, secret);
-        let ciphertext = key
-            .cipher
-            .encrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: value.as_bytes(),
-                    aad: &aad,
-                },
-            )
-            .expect("sealing a bounded value cannot fail");
+        let sealed = self.seal_bytes(&associated_data(tenant, name, secret), value.as_bytes());
         SealedConfig {
             name: name.to_owned(),
             secret,
-            key_id: key.id.clone(),
-            nonce: nonce.to_vec(),
-            ciphertext,
+            key_id: sealed.key_id,
+            nonce: sealed.nonce,
+            ciphertext: sealed.ciphertext,
             updated_at: chrono::Utc::now(),
         }
     }
@@ -153,39 +140,73 @@ impl SealingKeys {
     /// The plaintext of a sealed value. The error names the value and the
     /// key, never any of its content.
     pub fn open(&self, tenant: TenantId, sealed: &SealedConfig) -> Result<String> {
+        let what = format!("config value `{}`", sealed.name);
+        let bytes = SealedBytes {
+            key_id: sealed.key_id.clone(),
+            nonce: sealed.nonce.clone(),
+            ciphertext: sealed.ciphertext.clone(),
+        };
+        let plain = self.open_bytes(
+            &associated_data(tenant, &sealed.name, sealed.secret),
+            &bytes,
+            &what,
+        )?;
+        String::from_utf8(plain).map_err(|_| unreadable(&what, &sealed.key_id))
+    }
+
+    /// `value` sealed under the current key, bound to `aad`: it opens only
+    /// with the same associated data.
+    pub(crate) fn seal_bytes(&self, aad: &[u8], value: &[u8]) -> SealedBytes {
+        let key = &self.0[0];
+        let mut nonce = [0u8; NONCE_BYTES];
+        rand::rng().fill_bytes(&mut nonce);
+        let ciphertext = key
+            .cipher
+            .encrypt(XNonce::from_slice(&nonce), Payload { msg: value, aad })
+            .expect("sealing a bounded value cannot fail");
+        SealedBytes {
+            key_id: key.id.clone(),
+            nonce: nonce.to_vec(),
+            ciphertext,
+        }
+    }
+
+    /// The plaintext of `sealed`; errors name `what` and the key only.
+    pub(crate) fn open_bytes(
+        &self,
+        aad: &[u8],
+        sealed: &SealedBytes,
+        what: &str,
+    ) -> Result<Vec<u8>> {
         let key = self
             .0
             .iter()
             .find(|k| k.id == sealed.key_id)
             .ok_or_else(|| {
                 EngineError::Corrupt(format!(
-                    "config value `{}` is sealed under key `{}`, which this process does not have",
-                    sealed.name, sealed.key_id
+                    "{what} is sealed under key `{}`, which this process does not have",
+                    sealed.key_id
                 ))
             })?;
-        let unreadable = || {
-            EngineError::Corrupt(format!(
-                "config value `{}` does not open under key `{}` (tampered, or moved between \
-                 tenants or names)",
-                sealed.name, sealed.key_id
-            ))
-        };
         if sealed.nonce.len() != NONCE_BYTES {
-            return Err(unreadable());
+            return Err(unreadable(what, &sealed.key_id));
         }
-        let aad = associated_data(tenant, &sealed.name, sealed.secret);
-        let plain = key
-            .cipher
+        key.cipher
             .decrypt(
                 XNonce::from_slice(&sealed.nonce),
                 Payload {
                     msg: &sealed.ciphertext,
-                    aad: &aad,
+                    aad,
                 },
             )
-            .map_err(|_| unreadable())?;
-        String::from_utf8(plain).map_err(|_| unreadable())
+            .map_err(|_| unreadable(what, &sealed.key_id))
     }
+}
+
+fn unreadable(what: &str, key_id: &str) -> EngineError {
+    EngineError::Corrupt(format!(
+        "{what} does not open under key `{key_id}` (tampered, or moved to another row)"
+    ))
 }
 
 fn associated_data(tenant: TenantId, name: &str, secret: bool) -> Vec<u8> {

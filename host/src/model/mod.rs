@@ -19,6 +19,7 @@ mod state;
 mod steps;
 mod suspension;
 mod tenancy;
+mod waitpoint_keys;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -87,6 +88,9 @@ pub use ids::{ApiKeyId, ExecutionId, ScheduleId, TenantId, WaitpointId};
 pub use insights::{
     AttemptRecord, KindFailures, MinuteOutcomes, Overview, StateCount, MAX_ATTEMPT_PAGE,
     MAX_FAILING_KINDS,
+};
+pub use waitpoint_keys::{
+    SealedBytes, SeedOutcome, StoredWaitpointKey, WaitpointKeyInfo, WaitpointKeyState,
 };
 
 pub const DEFAULT_LANE: &str = "default";

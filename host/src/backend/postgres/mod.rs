@@ -3,7 +3,8 @@
 //! Layout: each storage trait of [`crate::backend`] is implemented in the
 //! module of the same name (`tenancy`, `executions`, `leases`, `output`,
 //! `events`, `components`, `suspension`, `budgets`, `children`, `flows`,
-//! `steps`, `wakeups`, `scanners`, `grants`, `config_values`), exactly as in the SQLite backend. The modules they
+//! `steps`, `wakeups`, `scanners`, `grants`, `config_values`,
+//! `waitpoint_keys`), exactly as in the SQLite backend. The modules they
 //! lean on: `claim` (the claim statement), `flow_cancel` and
 //! `suspension_timeouts` (the passes those concepts need), `outbox` (the event
 //! tables), `rows` (row decoding and transactions), `bench` (scratch
@@ -48,6 +49,7 @@ mod steps;
 mod suspension;
 mod suspension_timeouts;
 mod tenancy;
+mod waitpoint_keys;
 mod wakeups;
 
 use std::time::Duration;

@@ -4,7 +4,8 @@
 //! Layout: each storage trait of [`crate::backend`] is implemented in the
 //! module of the same name (`tenancy`, `executions`, `leases`, `output`,
 //! `events`, `components`, `suspension`, `budgets`, `children`, `flows`,
-//! `wakeups`, `scanners`), exactly as in the Postgres backend. The modules
+//! `steps`, `wakeups`, `scanners`, `grants`, `config_values`,
+//! `waitpoint_keys`), exactly as in the Postgres backend. The modules
 //! they lean on: `record` (the execution row, its derived columns and lease
 //! events), `resolve` (what follows a member's end in a flow),
 //! `flow_cancel` and `suspension_timeouts`, `time` (stored instants).
@@ -46,6 +47,7 @@ mod suspension;
 mod suspension_timeouts;
 mod tenancy;
 mod time;
+mod waitpoint_keys;
 mod wakeups;
 
 use std::collections::HashSet;

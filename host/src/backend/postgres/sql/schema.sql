@@ -466,6 +466,17 @@ CREATE TABLE usage_reports (
     CONSTRAINT usage_reports_tenant_id_execution_id_fkey FOREIGN KEY (tenant_id, execution_id) REFERENCES executions(tenant_id, execution_id) ON DELETE CASCADE
 );
 
+CREATE TABLE waitpoint_keys (
+    kid text NOT NULL,
+    sealed_by text NOT NULL,
+    nonce bytea NOT NULL,
+    ciphertext bytea NOT NULL,
+    created_at timestamp with time zone NOT NULL,
+    activates_at timestamp with time zone NOT NULL,
+    retires_at timestamp with time zone,
+    CONSTRAINT waitpoint_keys_pkey PRIMARY KEY (kid)
+);
+
 CREATE TABLE waitpoints (
     tenant_id uuid NOT NULL,
     execution_id uuid NOT NULL,

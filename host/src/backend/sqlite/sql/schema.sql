@@ -392,6 +392,16 @@ CREATE TABLE usage_reports (
         ON DELETE CASCADE
 ) STRICT;
 
+CREATE TABLE waitpoint_keys (
+    kid           TEXT PRIMARY KEY,
+    sealed_by     TEXT NOT NULL,
+    nonce         BLOB NOT NULL,
+    ciphertext    BLOB NOT NULL,
+    created_at    INTEGER NOT NULL,
+    activates_at  INTEGER NOT NULL,
+    retires_at    INTEGER
+) STRICT;
+
 CREATE TABLE waitpoints (
     tenant_id      BLOB NOT NULL,
     execution_id   BLOB NOT NULL,
