@@ -67,6 +67,9 @@ enum Command {
         /// Keep its journal: the new run skips the steps earlier runs recorded.
         #[arg(long)]
         keep_steps: bool,
+        /// For a flow member: also bring back the dependents its failure skipped.
+        #[arg(long)]
+        revive_dependents: bool,
     },
     /// Follow an execution's frames until it ends.
     Tail { id: String },
@@ -164,9 +167,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::List(args) => cli::remote::list(&cli.connection, args).await?,
         Command::Suspended(args) => cli::remote::suspended(&cli.connection, args).await?,
         Command::Cancel { id, reason } => cli::remote::cancel(&cli.connection, &id, reason).await?,
-        Command::Replay { id, keep_steps } => {
-            cli::remote::replay(&cli.connection, &id, keep_steps).await?
-        }
+        Command::Replay {
+            id,
+            keep_steps,
+            revive_dependents,
+        } => cli::remote::replay(&cli.connection, &id, keep_steps, revive_dependents).await?,
         Command::RevokeLease { id } => cli::remote::revoke_lease(&cli.connection, &id).await?,
         Command::Tail { id } => cli::remote::tail(&cli.connection, &id).await?,
         Command::Events(args) => cli::events::run(&cli.connection, args).await?,

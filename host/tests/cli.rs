@@ -653,6 +653,7 @@ fn every_command_parses_without_panicking() {
         &["cancel", id],
         &["replay", id],
         &["replay", id, "--keep-steps"],
+        &["replay", id, "--revive-dependents"],
         &["schedule", "create", "s", "k", "--every-ms", "1000"],
         &["schedule", "list"],
         &["schedule", "get", id],

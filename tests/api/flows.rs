@@ -153,6 +153,34 @@ async fn a_failed_guest_skips_its_dependents_and_fails_the_flow(store: Store) {
         let (got, err) = server.call(&other, Method::GET, &path, None).await;
         assert_eq!(got, 404, "another tenant: {path}: {err}");
     }
+
+    // Replayed with revive_dependents, `a` brings back what its failure
+    // skipped (b, then c); it fails again, and skips them again.
+    let a = flow["members"]["a"].as_str().unwrap();
+    let (status, replayed) = server
+        .call(
+            &tenant,
+            Method::POST,
+            &format!("/v1/executions/{a}/replay?revive_dependents=true"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{replayed}");
+    assert_eq!(replayed["replay_count"], 1);
+    assert_eq!(
+        replayed["revived"],
+        json!([flow["members"]["b"], flow["members"]["c"]]),
+    );
+    assert_eq!(server.wait_terminal(&tenant, c).await["state"], "skipped");
+    let (status, err) = server
+        .call(
+            &other,
+            Method::POST,
+            &format!("/v1/executions/{a}/replay?revive_dependents=true"),
+            None,
+        )
+        .await;
+    assert_eq!((status, err["kind"].as_str()), (404, Some("not_found")));
 }
 
 async fn flow_errors_are_typed_and_change_nothing(store: Store) {

@@ -23,7 +23,7 @@ pub(crate) fn member(key: &str) -> FlowMember {
     }
 }
 
-fn joined(key: &str, join: JoinPolicy) -> FlowMember {
+pub(crate) fn joined(key: &str, join: JoinPolicy) -> FlowMember {
     FlowMember {
         join,
         ..member(key)
@@ -76,7 +76,7 @@ pub(crate) async fn claim_all(e: &Engine) -> HashMap<ExecutionId, ClaimedExecuti
         .collect()
 }
 
-async fn state(e: &Engine, t: TenantId, id: ExecutionId) -> PublicState {
+pub(crate) async fn state(e: &Engine, t: TenantId, id: ExecutionId) -> PublicState {
     e.get(t, id).await.unwrap().state
 }
 

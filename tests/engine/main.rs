@@ -15,6 +15,7 @@ mod connections;
 mod errors;
 mod events;
 mod flow_edges;
+mod flow_revive;
 mod flows;
 mod hardening;
 mod insights;

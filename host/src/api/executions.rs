@@ -18,7 +18,7 @@ use super::payload::{decode_input, Payload};
 use super::AppState;
 use crate::model::{
     Created, Execution, ExecutionFilter, ExecutionId, ExecutionPolicy, NewExecution, PublicState,
-    DEFAULT_LANE,
+    Replay, DEFAULT_LANE,
 };
 
 /// A new execution. Give the input as `input` (any JSON) or `input_base64`.
@@ -330,6 +330,9 @@ pub async fn priority(
 pub struct Replayed {
     /// Times the execution has now been replayed.
     pub replay_count: i32,
+    /// Flow members brought back from `skipped` (with `revive_dependents`).
+    #[serde(default)]
+    pub revived: Vec<ExecutionId>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -340,6 +343,12 @@ pub struct ReplayQuery {
     /// earlier runs recorded. By default the replay starts a fresh journal.
     #[serde(default)]
     pub keep_steps: bool,
+    /// For a flow member: bring back the dependents its failure skipped
+    /// (and theirs), re-evaluating their joins, in the same transaction.
+    /// Refused (400) for an execution outside a flow, and for a cancelled
+    /// flow (409 `flow_cancelled`).
+    #[serde(default)]
+    pub revive_dependents: bool,
 }
 
 /// Run an execution that ended (completed, failed, cancelled, expired) again,
@@ -355,9 +364,13 @@ pub async fn replay(
     Path(id): Path<ExecutionId>,
     Query(query): Query<ReplayQuery>,
 ) -> ApiResult<Json<Replayed>> {
-    let replay_count = state
-        .engine
-        .replay(caller.tenant, id, query.keep_steps)
-        .await?;
-    Ok(Json(Replayed { replay_count }))
+    let replay = Replay {
+        keep_steps: query.keep_steps,
+        revive_dependents: query.revive_dependents,
+    };
+    let outcome = state.engine.replay_with(caller.tenant, id, replay).await?;
+    Ok(Json(Replayed {
+        replay_count: outcome.replay_count,
+        revived: outcome.revived,
+    }))
 }

@@ -23,6 +23,14 @@ pub(crate) fn flow_cancelled(flow_id: FlowId, what: &str) -> EngineError {
     )
 }
 
+/// Only a flow member has dependents to revive.
+pub(crate) fn not_a_flow_member(id: ExecutionId) -> EngineError {
+    EngineError::invalid(
+        "revive_dependents",
+        format!("execution {id} is not a member of a flow"),
+    )
+}
+
 pub(crate) fn revision_conflict(flow_id: FlowId, revision: i32, expected: i32) -> EngineError {
     EngineError::graph(
         "graph_revision_conflict",

@@ -22,10 +22,11 @@ use crate::model::{
     Execution, ExecutionFilter, ExecutionId, ExecutionOrigin, ExecutionState, ExecutionUpdate,
     FailOutcome, Failure, FlowCancelPolicy, FlowEdgeDetail, FlowId, FlowSnapshot, FlowSummary,
     Frame, GraphApplied, GraphChange, JournalEntry, JournalLimits, LaneCounts, LeaseEvent,
-    LeaseHandle, NewBudget, NewExecution, NewFlow, NewSchedule, NewSignal, NewStep, Schedule,
-    ScheduleId, Signal, SignalEvent, SignalOutcome, SpawnLimits, SpawnedChild, StoredApiKey,
-    StreamMode, StreamSummary, SuspendOutcome, Suspension, Tenant, TenantId, TenantLimits,
-    TimeoutBehavior, UsageAdjustment, UsageEntry, UsageOutcome, Waitpoint, WaitpointId,
+    LeaseHandle, NewBudget, NewExecution, NewFlow, NewSchedule, NewSignal, NewStep, Replay,
+    ReplayOutcome, Schedule, ScheduleId, Signal, SignalEvent, SignalOutcome, SpawnLimits,
+    SpawnedChild, StoredApiKey, StreamMode, StreamSummary, SuspendOutcome, Suspension, Tenant,
+    TenantId, TenantLimits, TimeoutBehavior, UsageAdjustment, UsageEntry, UsageOutcome, Waitpoint,
+    WaitpointId,
 };
 
 /// Tenants, their limits and usage, and their API keys.
@@ -108,10 +109,17 @@ pub trait Executions: Send + Sync {
     /// Returns `false` if it was already cancelled.
     async fn cancel(&self, tenant: TenantId, id: ExecutionId, reason: &str) -> Result<bool>;
 
-    /// An operator runs an ended execution again (a new `replay` attempt);
-    /// returns how many times it has been replayed. Its journal of steps is
-    /// deleted in the same transaction unless `keep_steps`.
-    async fn replay(&self, tenant: TenantId, id: ExecutionId, keep_steps: bool) -> Result<i32>;
+    /// An operator runs an ended execution again (a new `replay` attempt).
+    /// Its journal of steps is deleted in the same transaction unless
+    /// `keep_steps`; with `revive_dependents`, the flow members its failure
+    /// skipped come back in the same transaction too (see
+    /// [`crate::model::Replay`]). Refused for a member of a cancelled flow.
+    async fn replay(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        replay: Replay,
+    ) -> Result<ReplayOutcome>;
 
     /// Change the priority of a runnable execution.
     async fn change_priority(&self, tenant: TenantId, id: ExecutionId, priority: i32)

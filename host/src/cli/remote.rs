@@ -467,17 +467,28 @@ fn payload_text(payload: &Payload) -> String {
     }
 }
 
-pub async fn replay(connection: &Connection, id: &str, keep_steps: bool) -> anyhow::Result<()> {
+pub async fn replay(
+    connection: &Connection,
+    id: &str,
+    keep_steps: bool,
+    revive_dependents: bool,
+) -> anyhow::Result<()> {
     let client = ApiClient::tenant(connection)?;
-    let mut path = format!("/v1/executions/{}/replay", path_segment(id));
-    if keep_steps {
-        path.push_str("?keep_steps=true");
-    }
+    let path = format!(
+        "/v1/executions/{}/replay?keep_steps={keep_steps}&revive_dependents={revive_dependents}",
+        path_segment(id)
+    );
     let answer: Replayed = client.typed(Method::POST, &path, NO_BODY).await?;
     if connection.json {
         return print_json(&answer);
     }
     println!("replaying {id} (replay {})", answer.replay_count);
+    if revive_dependents {
+        println!("revived {} skipped flow members", answer.revived.len());
+        for revived in &answer.revived {
+            println!("  {revived}");
+        }
+    }
     Ok(())
 }
 

@@ -28,6 +28,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
+use crate::model::{Replay, ReplayOutcome};
+
 pub use caps::GrowthCaps;
 pub use events::{FilteredBatch, Subscription, MAX_EVENT_PAGE};
 pub use insights::OVERVIEW_WINDOW;
@@ -419,7 +421,22 @@ impl Engine {
     /// unless `keep_steps`: then the new run is handed what earlier runs
     /// recorded, and skips those steps.
     pub async fn replay(&self, tenant: TenantId, id: ExecutionId, keep_steps: bool) -> Result<i32> {
-        self.backend.replay(tenant, id, keep_steps).await
+        let replay = Replay {
+            keep_steps,
+            revive_dependents: false,
+        };
+        Ok(self.replay_with(tenant, id, replay).await?.replay_count)
+    }
+
+    /// [`Engine::replay`], optionally bringing back the flow members the
+    /// execution's failure skipped (see [`Replay`]).
+    pub async fn replay_with(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        replay: Replay,
+    ) -> Result<ReplayOutcome> {
+        self.backend.replay(tenant, id, replay).await
     }
 
     pub async fn delay(&self, lease: &LeaseHandle, until: DateTime<Utc>) -> Result<()> {

@@ -13,6 +13,7 @@ mod ids;
 mod insights;
 mod origins;
 mod policy;
+mod replay;
 mod rules;
 mod schedules;
 mod state;
@@ -89,6 +90,7 @@ pub use insights::{
     AttemptRecord, KindFailures, MinuteOutcomes, Overview, StateCount, MAX_ATTEMPT_PAGE,
     MAX_FAILING_KINDS,
 };
+pub use replay::{Replay, ReplayOutcome};
 pub use waitpoint_keys::{
     SealedBytes, SeedOutcome, StoredWaitpointKey, WaitpointKeyInfo, WaitpointKeyState,
 };

@@ -10,8 +10,8 @@ use crate::backend::Executions;
 use crate::error::{EngineError, Result};
 use crate::model::{
     Created, Execution, ExecutionFilter, ExecutionId, ExecutionState, FlowId, LaneCounts,
-    NewExecution, PublicState, TenantId, DEFAULT_DEDUP_WINDOW_MS, DEFAULT_MAX_REPLAYS,
-    MAX_LANE_PAGE,
+    NewExecution, PublicState, Replay, ReplayOutcome, TenantId, DEFAULT_DEDUP_WINDOW_MS,
+    DEFAULT_MAX_REPLAYS, MAX_LANE_PAGE,
 };
 
 #[async_trait]
@@ -142,25 +142,44 @@ impl Executions for PgBackend {
         }
     }
 
-    async fn replay(&self, tenant: TenantId, id: ExecutionId, keep_steps: bool) -> Result<i32> {
+    async fn replay(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        replay: Replay,
+    ) -> Result<ReplayOutcome> {
         let pool = &self.pool;
+        let mut tx = pool.begin().await.map_err(EngineError::storage("replay"))?;
+        if replay.revive_dependents {
+            super::flow_revive::check_revivable(&mut tx, tenant, id).await?;
+        }
         let replayed: Option<i32> = sqlx::query_scalar(REPLAY_SQL)
             .bind(tenant)
             .bind(id)
             .bind(DEFAULT_MAX_REPLAYS as i32)
-            .bind(keep_steps)
-            .fetch_optional(pool)
+            .bind(replay.keep_steps)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(EngineError::storage("replay"))?;
-        if let Some(count) = replayed {
-            return Ok(count);
-        }
-        let execution = get_execution(pool, tenant, id).await?;
-        Err(refusals::not_replayable(
-            id,
-            execution.state,
-            execution.replay_count,
-        ))
+        let Some(replay_count) = replayed else {
+            drop(tx);
+            let execution = get_execution(pool, tenant, id).await?;
+            return Err(refusals::not_replayable(
+                id,
+                execution.state,
+                execution.replay_count,
+            ));
+        };
+        let revived = if replay.revive_dependents {
+            super::flow_revive::revive_dependents(&mut tx, tenant, id).await?
+        } else {
+            Vec::new()
+        };
+        tx.commit().await.map_err(EngineError::storage("replay"))?;
+        Ok(ReplayOutcome {
+            replay_count,
+            revived,
+        })
     }
 
     async fn change_priority(

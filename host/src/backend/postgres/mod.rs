@@ -5,7 +5,7 @@
 //! `events`, `components`, `suspension`, `budgets`, `children`, `flows`,
 //! `steps`, `wakeups`, `scanners`, `grants`, `config_values`,
 //! `waitpoint_keys`), exactly as in the SQLite backend. The modules they
-//! lean on: `claim` (the claim statement), `flow_cancel` and
+//! lean on: `claim` (the claim statement), `flow_cancel`, `flow_revive` and
 //! `suspension_timeouts` (the passes those concepts need), `outbox` (the event
 //! tables), `rows` (row decoding and transactions), `bench` (scratch
 //! databases and the raw-SQL baseline). All SQL of the crate for Postgres
@@ -35,6 +35,7 @@ mod events;
 mod executions;
 mod flow_cancel;
 mod flow_edges;
+mod flow_revive;
 mod flows;
 mod grants;
 mod insights;

@@ -16,8 +16,8 @@ use crate::model::TerminalOutcome;
 use crate::model::{AttemptPhase, LifecyclePhase, Ownership};
 use crate::model::{
     Created, Execution, ExecutionFilter, ExecutionId, ExecutionState, Failure, FlowId, LaneCounts,
-    NewExecution, PublicState, TenantId, DEFAULT_DEDUP_WINDOW_MS, DEFAULT_MAX_REPLAYS,
-    MAX_LANE_PAGE,
+    NewExecution, PublicState, Replay, ReplayOutcome, TenantId, DEFAULT_DEDUP_WINDOW_MS,
+    DEFAULT_MAX_REPLAYS, MAX_LANE_PAGE,
 };
 
 #[async_trait]
@@ -158,10 +158,18 @@ impl Executions for SqliteBackend {
 
     /// Operator replay: an ended execution runs again as a `replay` attempt,
     /// with its result, failure and counters cleared; refused past `max_replays`.
-    async fn replay(&self, tenant: TenantId, id: ExecutionId, keep_steps: bool) -> Result<i32> {
+    async fn replay(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        replay: Replay,
+    ) -> Result<ReplayOutcome> {
         let db = self;
         db.write("replay", async |conn, effects| {
             let mut row = Exec::get(conn, tenant, id).await?;
+            if replay.revive_dependents {
+                super::flow_revive::check_revivable(conn, &row).await?;
+            }
             let state = row.derived_public_state();
             let max = row.policy.max_replays.unwrap_or(DEFAULT_MAX_REPLAYS);
             let spent = u32::try_from(row.replay_count).unwrap_or(u32::MAX) >= max;
@@ -171,22 +179,14 @@ impl Executions for SqliteBackend {
             let now = now();
             let before = row.lease_before();
             row.make_runnable(now, AttemptPhase::PendingReplayAttempt, now);
-            row.ownership_state = Ownership::Unowned;
-            row.terminal_outcome = None;
+            row.reopen(now);
             row.replay_count += 1;
             row.retry_count = 0;
             row.reclaim_count = 0;
             row.result = None;
             row.last_failure = None;
-            row.cancellation_reason = None;
-            row.finished_at = None;
-            row.deadline_at = row
-                .policy
-                .timeouts
-                .execution_deadline_ms
-                .map(|ms| after_ms(now, ms));
             row.save(conn, Some(before), effects).await?;
-            if !keep_steps {
+            if !replay.keep_steps {
                 sqlx::query("DELETE FROM steps WHERE tenant_id = ? AND execution_id = ?")
                     .bind(tenant)
                     .bind(id)
@@ -194,7 +194,15 @@ impl Executions for SqliteBackend {
                     .await
                     .map_err(EngineError::storage("replay"))?;
             }
-            Ok(row.replay_count)
+            let revived = if replay.revive_dependents {
+                super::flow_revive::revive_dependents(conn, tenant, id, effects).await?
+            } else {
+                Vec::new()
+            };
+            Ok(ReplayOutcome {
+                replay_count: row.replay_count,
+                revived,
+            })
         })
         .await
     }

@@ -8,7 +8,8 @@
 //! `waitpoint_keys`), exactly as in the Postgres backend. The modules
 //! they lean on: `record` (the execution row, its derived columns and lease
 //! events), `resolve` (what follows a member's end in a flow),
-//! `flow_cancel` and `suspension_timeouts`, `time` (stored instants).
+//! `flow_cancel`, `flow_revive` and `suspension_timeouts`, `time` (stored
+//! instants).
 //!
 //! Where Postgres needs care for concurrency, SQLite has none to give: it
 //! allows one writer at a time. So every write runs in a transaction on one
@@ -32,6 +33,7 @@ mod events;
 mod executions;
 mod flow_cancel;
 mod flow_edges;
+mod flow_revive;
 mod flows;
 mod grants;
 mod insights;

@@ -240,6 +240,22 @@ impl Exec {
         self.suspension_timeout_at = None;
     }
 
+    /// An ended execution back among the live ones: unowned, its end
+    /// cleared, with a fresh deadline from its policy. The caller sets how
+    /// it is runnable. What replay and flow revival share.
+    pub fn reopen(&mut self, now: Millis) {
+        self.ownership_state = Ownership::Unowned;
+        self.terminal_outcome = None;
+        self.finished_at = None;
+        self.cancellation_reason = None;
+        self.deadline_at = self
+            .policy
+            .timeouts
+            .execution_deadline_ms
+            .map(|ms| super::time::after_ms(now, ms));
+        self.updated_at = now;
+    }
+
     /// End the execution with `outcome` (`success`, `failed`, `cancelled`, …).
     pub fn make_terminal(&mut self, outcome: TerminalOutcome, now: Millis) {
         self.release_lease(now);
