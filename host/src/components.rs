@@ -28,7 +28,10 @@ pub async fn register(
         },
         invalid => EngineError::InvalidComponent(invalid.to_string()),
     })?;
-    engine.put_component(tenant, kind, &digest, wasm).await
+    let imports = runtime.imports(&digest).unwrap_or_default();
+    engine
+        .put_component(tenant, kind, &digest, wasm, &imports)
+        .await
 }
 
 /// What the component stored under `digest` imports, each with whether the

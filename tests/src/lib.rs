@@ -264,6 +264,17 @@ impl TestDb {
         .await;
     }
 
+    /// Forget every component version's recorded imports: what a version
+    /// stored before imports were recorded holds.
+    pub async fn forget_component_imports(&self) {
+        self.poke(
+            "UPDATE components SET imports = NULL",
+            "UPDATE components SET imports = NULL",
+            None,
+        )
+        .await;
+    }
+
     /// Why a non-running execution waits (`waiting_for_budget`…).
     pub async fn blocking_reason(&self, execution: ExecutionId) -> String {
         self.read_text(

@@ -1,7 +1,7 @@
 //! Uploading components: precise rejections, content-addressed versions.
 
 use flowfabric::EngineError;
-use flowfabric_tests::{guest, runtime, TestDb};
+use flowfabric_tests::{guest, runtime, Store, TestDb};
 
 async fn register(
     db: &TestDb,
@@ -89,6 +89,47 @@ async fn versions_are_content_addressed_and_reuploads_are_idempotent() {
         .await
         .is_err());
 }
+
+/// What a version imports is stored with it: listed without compiling it
+/// (a fresh process knows it), and recorded when bytes stored before
+/// imports were are uploaded again.
+async fn imports_are_recorded_at_upload(store: Store) {
+    let db = TestDb::on(store).await;
+    let t = db.tenant("acme").await;
+    let (v, _) = register(&db, t, "job", &guest("testkit")).await.unwrap();
+    let imports = v.imports.clone().expect("recorded");
+    assert!(
+        imports.iter().any(|i| i.starts_with("wasi:config/store")),
+        "{imports:?}"
+    );
+    assert!(
+        imports.iter().any(|i| i.starts_with("flowfabric:task/")),
+        "{imports:?}"
+    );
+    let listed = db.engine.backend().list_components(t).await.unwrap();
+    assert_eq!(listed[0].imports.as_ref(), Some(&imports));
+
+    db.forget_component_imports().await;
+    let latest = db
+        .engine
+        .backend()
+        .latest_component(t, "job")
+        .await
+        .unwrap();
+    assert_eq!(latest.unwrap().imports, None);
+    let (again, created) = register(&db, t, "job", &guest("testkit")).await.unwrap();
+    assert!(!created, "the same bytes: the same version");
+    assert_eq!(again.imports.as_ref(), Some(&imports), "recorded now");
+    let got = db
+        .engine
+        .backend()
+        .get_component(t, "job", 1)
+        .await
+        .unwrap();
+    assert_eq!(got.imports, Some(imports));
+}
+
+on_both_backends!(imports_are_recorded_at_upload);
 
 #[tokio::test]
 async fn concurrent_uploads_of_the_same_bytes_compile_once() {

@@ -245,12 +245,15 @@ pub trait Components: Send + Sync {
     /// Store a component version for `kind`. Uploading the bytes the newest
     /// version already has returns that version (`created: false`) instead of a
     /// new one, so retried uploads are harmless.
+    /// `imports` (what the runtime found the component imports) is stored
+    /// with the version; a version stored without them gets them then.
     async fn put_component(
         &self,
         tenant: TenantId,
         kind: &str,
         digest: &str,
         wasm: &[u8],
+        imports: &[String],
     ) -> Result<(ComponentVersion, bool)>;
 
     /// The newest non-deprecated version of `kind`.

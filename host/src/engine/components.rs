@@ -14,9 +14,12 @@ impl Engine {
         kind: &str,
         digest: &str,
         wasm: &[u8],
+        imports: &[String],
     ) -> Result<(ComponentVersion, bool)> {
         self.check_name("kind", kind)?;
-        self.backend.put_component(tenant, kind, digest, wasm).await
+        self.backend
+            .put_component(tenant, kind, digest, wasm, imports)
+            .await
     }
 
     /// Refuse a bad kind name, or a component over the installation's or the

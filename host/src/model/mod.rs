@@ -341,6 +341,10 @@ pub struct ComponentVersion {
     pub size_bytes: i32,
     pub deprecated: bool,
     pub created_at: DateTime<Utc>,
+    /// The interfaces it imports (`wasi:http/outgoing-handler@0.2.4`, …),
+    /// recorded at upload; absent for a version stored before they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imports: Option<Vec<String>>,
 }
 
 /// How a frame is kept (see `stream-mode` in the WIT).

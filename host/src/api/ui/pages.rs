@@ -162,11 +162,16 @@ pub async fn components(
     let tenant = session.tenant;
     let backend = state.engine.backend();
     // One grant lookup per kind, and only for kinds with a version whose
-    // imports this process knows (it compiled or loaded it).
+    // imports are known: recorded at upload, or (for a version stored
+    // before they were) known to this process because it loaded it.
     let mut grants_by_kind: HashMap<String, EffectiveGrant> = HashMap::new();
     let mut versions = Vec::new();
     for v in backend.list_components(tenant).await? {
-        let imports = match state.runtime.imports(&v.digest) {
+        let known = v
+            .imports
+            .clone()
+            .or_else(|| state.runtime.imports(&v.digest));
+        let imports = match known {
             None => None,
             Some(names) => {
                 if !grants_by_kind.contains_key(&v.kind) {

@@ -20,8 +20,10 @@ impl Components for PgBackend {
         kind: &str,
         digest: &str,
         wasm: &[u8],
+        imports: &[String],
     ) -> Result<(ComponentVersion, bool)> {
         let pool = &self.pool;
+        let imports = sqlx::types::Json(imports);
         let err = EngineError::storage;
         transaction(pool, "put component", async |tx| {
             sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text || '/' || $2, 0))")
@@ -45,7 +47,22 @@ impl Components for PgBackend {
                 .as_ref()
                 .filter(|v| v.digest == digest && !v.deprecated)
             {
-                return Ok((latest.clone(), false));
+                if latest.imports.is_some() {
+                    return Ok((latest.clone(), false));
+                }
+                // Stored before imports were recorded: record them now.
+                let row = sqlx::query(&format!(
+                    "UPDATE components SET imports = $4 \
+                     WHERE tenant_id = $1 AND kind = $2 AND version = $3 RETURNING {COLUMNS}"
+                ))
+                .bind(tenant)
+                .bind(kind)
+                .bind(latest.version)
+                .bind(imports)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(err("put component"))?;
+                return Ok((version(&row)?, false));
             }
             sqlx::query(
                 "INSERT INTO component_blobs (tenant_id, digest, wasm) VALUES ($1, $2, $3) \
@@ -58,14 +75,15 @@ impl Components for PgBackend {
             .await
             .map_err(unknown_tenant_or("put component", tenant))?;
             let row = sqlx::query(&format!(
-                "INSERT INTO components (tenant_id, kind, version, digest, size_bytes) \
-                 VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"
+                "INSERT INTO components (tenant_id, kind, version, digest, size_bytes, imports) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
             ))
             .bind(tenant)
             .bind(kind)
             .bind(latest.map_or(1, |v| v.version + 1))
             .bind(digest)
             .bind(i32::try_from(wasm.len()).unwrap_or(i32::MAX))
+            .bind(imports)
             .fetch_one(&mut *tx)
             .await
             .map_err(err("put component"))?;
@@ -139,7 +157,7 @@ impl Components for PgBackend {
     }
 }
 
-const COLUMNS: &str = "kind, version, digest, size_bytes, deprecated, created_at";
+const COLUMNS: &str = "kind, version, digest, size_bytes, deprecated, created_at, imports";
 
 fn version(row: &PgRow) -> Result<ComponentVersion> {
     Ok(ComponentVersion {
@@ -149,6 +167,7 @@ fn version(row: &PgRow) -> Result<ComponentVersion> {
         size_bytes: col(row, "size_bytes")?,
         deprecated: col(row, "deprecated")?,
         created_at: col(row, "created_at")?,
+        imports: col::<Option<sqlx::types::Json<Vec<String>>>>(row, "imports")?.map(|j| j.0),
     })
 }
 

@@ -18,8 +18,10 @@ impl Components for SqliteBackend {
         kind: &str,
         digest: &str,
         wasm: &[u8],
+        imports: &[String],
     ) -> Result<(ComponentVersion, bool)> {
         let db = self;
+        let imports = sqlx::types::Json(imports);
         db.write("put component", async |conn, _| {
             get_tenant(conn, tenant).await?;
             let latest: Option<VersionRow> = sqlx::query_as(&format!(
@@ -31,10 +33,26 @@ impl Components for SqliteBackend {
             .fetch_optional(&mut *conn)
             .await
             .map_err(EngineError::storage("put component"))?;
-            if let Some(latest) = &latest {
-                if latest.digest == digest && !latest.deprecated {
+            if let Some(latest) = latest
+                .as_ref()
+                .filter(|v| v.digest == digest && !v.deprecated)
+            {
+                if latest.imports.is_some() {
                     return Ok((latest.clone().into(), false));
                 }
+                // Stored before imports were recorded: record them now.
+                let row: VersionRow = sqlx::query_as(&format!(
+                    "UPDATE components SET imports = ? \
+                     WHERE tenant_id = ? AND kind = ? AND version = ? RETURNING {VERSION_COLUMNS}"
+                ))
+                .bind(imports)
+                .bind(tenant)
+                .bind(kind)
+                .bind(latest.version)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(EngineError::storage("put component"))?;
+                return Ok((row.into(), false));
             }
             sqlx::query(
                 "INSERT INTO component_blobs (tenant_id, digest, wasm) VALUES (?, ?, ?) \
@@ -47,8 +65,9 @@ impl Components for SqliteBackend {
             .await
             .map_err(EngineError::storage("put component"))?;
             let row: VersionRow = sqlx::query_as(&format!(
-                "INSERT INTO components (tenant_id, kind, version, digest, size_bytes, created_at) \
-                 VALUES (?, ?, ?, ?, ?, ?) RETURNING {VERSION_COLUMNS}"
+                "INSERT INTO components \
+                     (tenant_id, kind, version, digest, size_bytes, created_at, imports) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {VERSION_COLUMNS}"
             ))
             .bind(tenant)
             .bind(kind)
@@ -56,6 +75,7 @@ impl Components for SqliteBackend {
             .bind(digest)
             .bind(i32::try_from(wasm.len()).unwrap_or(i32::MAX))
             .bind(now())
+            .bind(imports)
             .fetch_one(conn)
             .await
             .map_err(EngineError::storage("put component"))?;
@@ -163,6 +183,7 @@ struct VersionRow {
     size_bytes: i32,
     deprecated: bool,
     created_at: Millis,
+    imports: Option<sqlx::types::Json<Vec<String>>>,
 }
 
 impl From<VersionRow> for ComponentVersion {
@@ -174,11 +195,12 @@ impl From<VersionRow> for ComponentVersion {
             size_bytes: r.size_bytes,
             deprecated: r.deprecated,
             created_at: at(r.created_at),
+            imports: r.imports.map(|j| j.0),
         }
     }
 }
 
-const VERSION_COLUMNS: &str = "kind, version, digest, size_bytes, deprecated, created_at";
+const VERSION_COLUMNS: &str = "kind, version, digest, size_bytes, deprecated, created_at, imports";
 
 fn version_not_found(kind: &str, number: i32) -> EngineError {
     EngineError::NotFound {

@@ -126,6 +126,7 @@ CREATE TABLE components (
     size_bytes integer NOT NULL,
     deprecated boolean DEFAULT false NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
+    imports jsonb,
     CONSTRAINT components_pkey PRIMARY KEY (tenant_id, kind, version),
     CONSTRAINT components_tenant_id_digest_fkey FOREIGN KEY (tenant_id, digest) REFERENCES component_blobs(tenant_id, digest),
     CONSTRAINT components_version_check CHECK ((version > 0))

@@ -110,7 +110,7 @@ CREATE TABLE components (
     digest     TEXT NOT NULL,
     size_bytes INTEGER NOT NULL,
     deprecated INTEGER NOT NULL DEFAULT 0,
-    created_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL, imports TEXT,
     PRIMARY KEY (tenant_id, kind, version)
 ) STRICT;
 

@@ -1,0 +1,4 @@
+-- What each component version imports, recorded at upload (JSON array of
+-- interface names). NULL for versions stored before this migration;
+-- uploading the same bytes again records it.
+ALTER TABLE components ADD COLUMN imports TEXT;
