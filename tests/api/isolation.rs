@@ -24,6 +24,7 @@ async fn another_tenants_ids_are_not_found_on_every_route() {
         (Method::GET, format!("/v1/executions/{id}"), None),
         (Method::GET, format!("/v1/executions/{id}/result"), None),
         (Method::GET, format!("/v1/executions/{id}/attempts"), None),
+        (Method::GET, format!("/v1/executions/{id}/leases"), None),
         (Method::GET, format!("/v1/executions/{id}/stream"), None),
         (
             Method::GET,

@@ -49,4 +49,21 @@ async fn a_guest_summary_is_merged_and_served() {
     let missing = format!("/v1/executions/{id}/attempts/2/summary");
     let (status, err) = server.call(&tenant, Method::GET, &missing, None).await;
     assert_eq!((status, err["kind"].as_str()), (404, Some("not_found")));
+
+    // Its lease history: the one lease, acquired then released.
+    let leases = format!("/v1/executions/{id}/leases");
+    let (status, history) = server.call(&tenant, Method::GET, &leases, None).await;
+    assert_eq!(status, 200, "{history}");
+    let kinds: Vec<_> = history["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["attempt_index"].as_i64().unwrap(),
+                e["kind"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(kinds, [(1, "acquired"), (1, "released")], "{history}");
 }

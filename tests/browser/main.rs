@@ -152,6 +152,22 @@ async fn the_list_shows_what_the_api_created_and_a_click_shows_its_attempts(stor
     };
     assert_eq!(states, vec!["succeeded"]);
     assert_eq!(browser.text(&browser.find("#result").await).await, "beta");
+    // Its lease history: one lease, drawn released; its events listed.
+    assert_eq!(
+        browser
+            .find_all("#lease-timeline rect.lease-released")
+            .await
+            .len(),
+        1
+    );
+    let kinds = browser
+        .execute(
+            "return [...document.querySelectorAll('#lease-events tbody td:nth-child(4)')]\
+             .map(td => td.textContent);",
+            vec![],
+        )
+        .await;
+    assert_eq!(kinds, serde_json::json!(["acquired", "released"]));
 
     browser
         .goto(&server.url(&format!("/ui/executions/{failing}")))

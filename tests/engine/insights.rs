@@ -1,5 +1,6 @@
 //! Reading back what the lifecycle recorded: attempts of an execution (one
-//! per lease, newest first), the tenant overview, and listings newest first.
+//! per lease, newest first), its lease history, the tenant overview, and
+//! listings newest first.
 
 use flowfabric::error::EngineError;
 use flowfabric::model::{
@@ -127,7 +128,58 @@ async fn a_listing_pages_newest_first(store: Store) {
     assert_eq!(seen, ids);
 }
 
+/// Every lease change of one execution, oldest first: acquired, renewed,
+/// revoked, reclaimed, released; none of another execution's; another
+/// tenant's id is not found.
+async fn lease_history_tells_each_lease_in_order(store: Store) {
+    let (db, t) = setup_on(store).await;
+    let e = &db.engine;
+    let id = e.create(t, task("x")).await.unwrap().execution_id;
+    let _other = e.create(t, task("y")).await.unwrap().execution_id;
+    assert!(e.lease_history(t, id).await.unwrap().is_empty());
+
+    let mut claimed = e.claim(&request(2)).await.unwrap();
+    claimed.sort_by_key(|c| c.lease.execution_id != id);
+    let first = claimed.remove(0);
+    assert_eq!(first.lease.execution_id, id);
+    e.renew(&first.lease, std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
+    e.revoke_lease(t, id).await.unwrap();
+    let second = claim_one(e).await;
+    e.complete(&second.lease, b"ok").await.unwrap();
+
+    let history = e.lease_history(t, id).await.unwrap();
+    let told: Vec<(i32, &str)> = history
+        .iter()
+        .map(|ev| (ev.attempt_index, ev.kind.as_str()))
+        .collect();
+    assert_eq!(
+        told,
+        [
+            (1, "acquired"),
+            (1, "renewed"),
+            (1, "revoked"),
+            (2, "reclaimed"),
+            (2, "released")
+        ]
+    );
+    assert!(history.iter().all(|ev| ev.execution_id == id));
+    assert!(history
+        .windows(2)
+        .all(|w| w[0].created_at <= w[1].created_at));
+    assert!(
+        history[1].lease_expires_at.is_some(),
+        "a renewal says until when"
+    );
+
+    let stranger = db.tenant("stranger").await;
+    let err = e.lease_history(stranger, id).await.unwrap_err();
+    assert!(matches!(err, EngineError::NotFound { .. }), "{err:?}");
+}
+
 on_both_backends!(
+    lease_history_tells_each_lease_in_order,
     attempts_list_each_lease_newest_first_and_stay_in_their_tenant,
     the_overview_counts_states_and_the_last_hours_outcomes,
     a_listing_pages_newest_first,

@@ -1,5 +1,6 @@
 //! What the lifecycle recorded, over HTTP: an execution's attempts (one
-//! lease each: worker, epoch, how it ended) and the tenant's overview.
+//! lease each: worker, epoch, how it ended), its lease history, and the
+//! tenant's overview.
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use utoipa::ToSchema;
 use super::auth::Caller;
 use super::error::{ApiResult, ErrorBody, Json, Path};
 use super::AppState;
-use crate::model::{AttemptRecord, ExecutionId, Overview};
+use crate::model::{AttemptRecord, ExecutionId, LeaseEvent, Overview};
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AttemptList {
@@ -32,6 +33,28 @@ pub async fn attempts(
 ) -> ApiResult<Json<AttemptList>> {
     let items = state.engine.attempts(caller.tenant, id).await?;
     Ok(Json(AttemptList { items }))
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LeaseHistory {
+    /// Oldest first: the newest 500 at most.
+    pub items: Vec<LeaseEvent>,
+}
+
+/// An execution's lease history: each lease acquired, renewed, released,
+/// expired, revoked or reclaimed, with its attempt and epoch.
+#[utoipa::path(get, path = "/v1/executions/{id}/leases", tag = "executions",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = LeaseHistory), (status = 404, body = ErrorBody),
+        (status = 401, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn leases(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<ExecutionId>,
+) -> ApiResult<Json<LeaseHistory>> {
+    let items = state.engine.lease_history(caller.tenant, id).await?;
+    Ok(Json(LeaseHistory { items }))
 }
 
 /// The caller's executions by state, and how attempts ended over the last

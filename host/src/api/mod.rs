@@ -24,7 +24,7 @@ pub use executions::{
 };
 pub use flows::{EdgeList, FlowCancelled, FlowPage};
 pub use grants::{ConfigList, GrantList};
-pub use insights::AttemptList;
+pub use insights::{AttemptList, LeaseHistory};
 pub use payload::Payload;
 pub use schedules::{ScheduleList, ScheduleView};
 pub use signals::SuspendedPage;
@@ -142,6 +142,7 @@ pub fn router(engine: Engine, runtime: Arc<Runtime>, config: &ApiConfig) -> Rout
         .route("/suspended", get(signals::suspended))
         .route("/executions/{id}/steps", get(steps::list))
         .route("/executions/{id}/attempts", get(insights::attempts))
+        .route("/executions/{id}/leases", get(insights::leases))
         .route("/overview", get(insights::overview))
         .route(
             "/schedules",

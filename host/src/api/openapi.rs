@@ -22,7 +22,7 @@ use super::{
     paths(
         executions::create, executions::create_batch, executions::list, executions::get,
         executions::result, executions::cancel, executions::revoke_lease, executions::priority, executions::replay,
-        steps::list, insights::attempts, insights::overview,
+        steps::list, insights::attempts, insights::leases, insights::overview,
         schedules::create, schedules::list, schedules::get, schedules::pause,
         schedules::resume, schedules::trigger, schedules::delete,
         concurrency::list, concurrency::put, concurrency::delete,

@@ -7,11 +7,12 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::error::{EngineError, Result};
 use crate::model::{
-    AttemptRecord, ExecutionId, KindFailures, MinuteOutcomes, Overview, StateCount, TenantId,
+    AttemptRecord, ExecutionId, KindFailures, LeaseEvent, MinuteOutcomes, Overview, StateCount,
+    TenantId,
 };
 
-/// Reads over what the lifecycle recorded: an execution's attempts, a
-/// tenant's overview (see `model/insights.rs`).
+/// Reads over what the lifecycle recorded: an execution's attempts and
+/// lease history, a tenant's overview (see `model/insights.rs`).
 #[async_trait]
 pub trait Insights: Send + Sync {
     /// The execution's attempts, newest first, at most `limit`
@@ -22,6 +23,16 @@ pub trait Insights: Send + Sync {
         id: ExecutionId,
         limit: u32,
     ) -> Result<Vec<AttemptRecord>>;
+
+    /// The execution's newest `limit` lease events, oldest first: its lease
+    /// history (`NotFound` for another tenant's id). Off the lease events'
+    /// index by execution.
+    async fn lease_history(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        limit: u32,
+    ) -> Result<Vec<LeaseEvent>>;
 
     /// Counts by state, and the attempts that ended since `since`.
     async fn overview(&self, tenant: TenantId, since: DateTime<Utc>) -> Result<Overview>;

@@ -14,6 +14,8 @@ use super::{AttemptState, AttemptType, Failure, PublicState};
 
 /// The most attempts one listing returns (newest first).
 pub const MAX_ATTEMPT_PAGE: u32 = 200;
+/// Lease events an execution's history shows: its newest ones.
+pub const MAX_LEASE_HISTORY: u32 = 500;
 
 /// One attempt of an execution: the lease it ran under and how it ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -260,6 +260,7 @@ struct DetailPage {
     parent: Option<String>,
     terminal: bool,
     attempts: Vec<AttemptLine>,
+    leases: Option<super::timeline::Timeline>,
     frames: Vec<FrameLine>,
     /// Where the live stream resumes: `<attempt>:<seq>` of the last frame shown.
     stream_after: String,
@@ -280,6 +281,11 @@ pub async fn detail(
     let tenant = session.tenant;
     let e = engine.get(tenant, id).await?;
     let attempts = engine.attempts(tenant, id).await?;
+    let leases = if e.attempt_index > 0 {
+        engine.lease_history(tenant, id).await?
+    } else {
+        Vec::new()
+    };
     let frames = if e.attempt_index > 0 {
         engine
             .read_frames(tenant, id, e.attempt_index, 0, PAGE_FRAMES)
@@ -339,6 +345,7 @@ pub async fn detail(
         parent: e.parent_id.map(|p| p.to_string()),
         terminal: e.state.is_terminal(),
         attempts: attempts.iter().map(AttemptLine::of).collect(),
+        leases: super::timeline::draw(&leases, chrono::Utc::now()),
         frames: frames
             .into_iter()
             .map(|f| FrameLine {

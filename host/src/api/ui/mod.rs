@@ -23,6 +23,7 @@ mod live;
 mod pages;
 pub mod session;
 mod signin;
+mod timeline;
 mod view;
 
 use std::sync::Arc;

@@ -1,5 +1,6 @@
 //! Reads over what the lifecycle recorded: an execution's attempts (off the
-//! `attempts` primary key) and a tenant's overview (state counts off
+//! `attempts` primary key), its lease history (`outbox::LEASES`) and a
+//! tenant's overview (state counts off
 //! `executions_state_idx`, the last hour's outcomes off `attempts_started_idx`).
 
 use async_trait::async_trait;
@@ -11,7 +12,8 @@ use crate::backend::insights::{outcome_window_start, overview_of, ENDED_FAILED};
 use crate::backend::{Executions as _, Insights};
 use crate::error::{EngineError, Result};
 use crate::model::{
-    AttemptRecord, ExecutionId, Overview, TenantId, MAX_ATTEMPT_PAGE, MAX_FAILING_KINDS,
+    AttemptRecord, ExecutionId, LeaseEvent, Overview, TenantId, MAX_ATTEMPT_PAGE,
+    MAX_FAILING_KINDS, MAX_LEASE_HISTORY,
 };
 
 type AttemptRow = (
@@ -83,6 +85,23 @@ impl Insights for PgBackend {
             self.execution_state(tenant, id).await?;
         }
         rows.into_iter().map(attempt).collect()
+    }
+
+    async fn lease_history(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        limit: u32,
+    ) -> Result<Vec<LeaseEvent>> {
+        let limit = limit.clamp(1, MAX_LEASE_HISTORY);
+        let events = super::outbox::LEASES
+            .history(&self.pool, tenant, id, limit)
+            .await?;
+        if events.is_empty() {
+            // Never claimed, or not this tenant's: tell the two apart.
+            self.execution_state(tenant, id).await?;
+        }
+        Ok(events)
     }
 
     async fn overview(&self, tenant: TenantId, since: DateTime<Utc>) -> Result<Overview> {

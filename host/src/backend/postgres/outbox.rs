@@ -148,6 +148,39 @@ impl<E> Outbox<E> {
     }
 }
 
+impl Outbox<LeaseEvent> {
+    /// The execution's newest `limit` lease events, oldest first, off
+    /// `lease_events_execution_idx`: committed ones, whatever the horizon
+    /// (a history, not a stream to follow).
+    pub(super) async fn history(
+        &self,
+        pool: &PgPool,
+        tenant: TenantId,
+        id: ExecutionId,
+        limit: u32,
+    ) -> Result<Vec<LeaseEvent>> {
+        let sql = format!(
+            "SELECT {columns}, txid, event_id, {HORIZON} AS horizon FROM {table} \
+             WHERE tenant_id = $1 AND execution_id = $2 ORDER BY event_id DESC LIMIT $3",
+            columns = self.columns,
+            table = self.table,
+        );
+        let rows = sqlx::query(&sql)
+            .bind(tenant)
+            .bind(id)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await
+            .map_err(EngineError::storage("read lease history"))?;
+        let mut events = rows
+            .iter()
+            .map(|row| (self.event)(row, position(row)?.0))
+            .collect::<Result<Vec<_>>>()?;
+        events.reverse();
+        Ok(events)
+    }
+}
+
 /// A row's cursor, and whether the horizon lets it be delivered.
 fn position(row: &PgRow) -> Result<(EventCursor, bool)> {
     let cursor = EventCursor {

@@ -9,6 +9,38 @@ use crate::backend::Events;
 use crate::error::{EngineError, Result};
 use crate::model::{CompletionEvent, EventBatch, EventCursor, LeaseEvent, SignalEvent, TenantId};
 use crate::model::{ExecutionId, ExecutionOrigin, WaitpointId};
+/// The columns of a lease event, as [`LeaseRow`] reads them.
+pub(super) const LEASE_COLUMNS: &str =
+    "event_id, execution_id, attempt_index, lease_epoch, kind, lease_expires_at, phase, created_at";
+
+#[derive(sqlx::FromRow)]
+pub(super) struct LeaseRow {
+    event_id: i64,
+    execution_id: ExecutionId,
+    attempt_index: i32,
+    lease_epoch: i64,
+    kind: String,
+    lease_expires_at: Option<Millis>,
+    phase: String,
+    created_at: Millis,
+}
+
+impl LeaseRow {
+    pub(super) fn event(self) -> LeaseEvent {
+        LeaseEvent {
+            cursor: cursor(self.event_id),
+            event_id: self.event_id,
+            execution_id: self.execution_id,
+            attempt_index: self.attempt_index,
+            lease_epoch: self.lease_epoch,
+            kind: self.kind,
+            lease_expires_at: self.lease_expires_at.map(at),
+            phase: self.phase,
+            created_at: at(self.created_at),
+        }
+    }
+}
+
 #[async_trait]
 impl Events for SqliteBackend {
     async fn completion_events(
@@ -54,42 +86,17 @@ impl Events for SqliteBackend {
         limit: u32,
     ) -> Result<EventBatch<LeaseEvent>> {
         let db = self;
-        #[derive(sqlx::FromRow)]
-        struct Row {
-            event_id: i64,
-            execution_id: ExecutionId,
-            attempt_index: i32,
-            lease_epoch: i64,
-            kind: String,
-            lease_expires_at: Option<Millis>,
-            phase: String,
-            created_at: Millis,
-        }
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT event_id, execution_id, attempt_index, lease_epoch, kind, lease_expires_at, \
-             phase, created_at FROM lease_events WHERE tenant_id = ? AND event_id > ? \
-             ORDER BY event_id LIMIT ?",
-        )
+        let rows: Vec<LeaseRow> = sqlx::query_as(&format!(
+            "SELECT {LEASE_COLUMNS} FROM lease_events WHERE tenant_id = ? AND event_id > ? \
+             ORDER BY event_id LIMIT ?"
+        ))
         .bind(tenant)
         .bind(after.event_id)
         .bind(i64::from(limit))
         .fetch_all(&mut *db.read("read lease events").await?)
         .await
         .map_err(EngineError::storage("read lease events"))?;
-        let events = rows
-            .into_iter()
-            .map(|r| LeaseEvent {
-                cursor: cursor(r.event_id),
-                event_id: r.event_id,
-                execution_id: r.execution_id,
-                attempt_index: r.attempt_index,
-                lease_epoch: r.lease_epoch,
-                kind: r.kind,
-                lease_expires_at: r.lease_expires_at.map(at),
-                phase: r.phase,
-                created_at: at(r.created_at),
-            })
-            .collect();
+        let events = rows.into_iter().map(LeaseRow::event).collect();
         Ok(EventBatch {
             events,
             pending: false,

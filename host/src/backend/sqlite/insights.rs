@@ -1,5 +1,6 @@
 //! Reads over what the lifecycle recorded, on the embedded backend: an
-//! execution's attempts (off the `attempts` primary key) and a tenant's
+//! execution's attempts (off the `attempts` primary key), its lease history
+//! (off `lease_events_execution_idx`) and a tenant's
 //! overview (state counts off `executions_state_idx`, the last hour's
 //! outcomes off `attempts_started_idx`). Times are stored in milliseconds,
 //! so a minute is an integer division.
@@ -7,13 +8,15 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use super::events::{LeaseRow, LEASE_COLUMNS};
 use super::time::{at, millis_of, Millis};
 use super::SqliteBackend;
 use crate::backend::insights::{ended_failed_list, outcome_window_start, overview_of};
 use crate::backend::{Executions as _, Insights};
 use crate::error::{EngineError, Result};
 use crate::model::{
-    AttemptRecord, ExecutionId, Overview, TenantId, MAX_ATTEMPT_PAGE, MAX_FAILING_KINDS,
+    AttemptRecord, ExecutionId, LeaseEvent, Overview, TenantId, MAX_ATTEMPT_PAGE,
+    MAX_FAILING_KINDS, MAX_LEASE_HISTORY,
 };
 
 type AttemptRow = (
@@ -74,6 +77,30 @@ impl Insights for SqliteBackend {
             self.execution_state(tenant, id).await?;
         }
         rows.into_iter().map(attempt).collect()
+    }
+
+    async fn lease_history(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        limit: u32,
+    ) -> Result<Vec<LeaseEvent>> {
+        let op = "read lease history";
+        let rows: Vec<LeaseRow> = sqlx::query_as(&format!(
+            "SELECT {LEASE_COLUMNS} FROM lease_events WHERE tenant_id = ? AND execution_id = ? \
+             ORDER BY event_id DESC LIMIT ?"
+        ))
+        .bind(tenant)
+        .bind(id)
+        .bind(i64::from(limit.clamp(1, MAX_LEASE_HISTORY)))
+        .fetch_all(&mut *self.read(op).await?)
+        .await
+        .map_err(EngineError::storage(op))?;
+        if rows.is_empty() {
+            // Never claimed, or not this tenant's: tell the two apart.
+            self.execution_state(tenant, id).await?;
+        }
+        Ok(rows.into_iter().rev().map(LeaseRow::event).collect())
     }
 
     async fn overview(&self, tenant: TenantId, since: DateTime<Utc>) -> Result<Overview> {

@@ -477,6 +477,8 @@ CREATE INDEX flow_edges_downstream_idx ON flow_edges (tenant_id, downstream_id);
 
 CREATE INDEX flow_edges_flow_idx ON flow_edges (tenant_id, flow_id);
 
+CREATE INDEX lease_events_execution_idx ON lease_events (tenant_id, execution_id, event_id);
+
 CREATE INDEX lease_events_tenant_idx ON lease_events (tenant_id, event_id);
 
 CREATE INDEX schedules_due_idx ON schedules (next_fire_at) WHERE paused = 0;
