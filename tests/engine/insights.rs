@@ -178,7 +178,29 @@ async fn lease_history_tells_each_lease_in_order(store: Store) {
     assert!(matches!(err, EngineError::NotFound { .. }), "{err:?}");
 }
 
+/// Counting stops at the cap, so a tenant with a long history pays for at
+/// most that many index entries a state: past it, the count says "more".
+async fn the_overview_stops_counting_a_state_at_the_cap(store: Store) {
+    use flowfabric::model::MAX_STATE_COUNT;
+    let (db, t) = setup_on(store).await;
+    let e = &db.engine;
+    let batch: Vec<NewExecution> = (0..1_000).map(|i| task(&i.to_string())).collect();
+    for _ in 0..MAX_STATE_COUNT / 1_000 {
+        e.create_batch(t, &batch).await.unwrap();
+    }
+    let at_cap = e.overview(t).await.unwrap().states;
+    assert_eq!(at_cap.len(), 1);
+    assert_eq!((at_cap[0].count, at_cap[0].more), (MAX_STATE_COUNT, false));
+    e.create(t, task("one more")).await.unwrap();
+    let past = e.overview(t).await.unwrap().states;
+    assert_eq!(
+        (past[0].state, past[0].count, past[0].more),
+        (PublicState::Waiting, MAX_STATE_COUNT, true)
+    );
+}
+
 on_both_backends!(
+    the_overview_stops_counting_a_state_at_the_cap,
     lease_history_tells_each_lease_in_order,
     attempts_list_each_lease_newest_first_and_stay_in_their_tenant,
     the_overview_counts_states_and_the_last_hours_outcomes,

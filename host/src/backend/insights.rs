@@ -7,8 +7,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::error::{EngineError, Result};
 use crate::model::{
-    AttemptRecord, ExecutionId, KindFailures, LeaseEvent, MinuteOutcomes, Overview, StateCount,
-    TenantId,
+    AttemptRecord, ExecutionId, KindFailures, LeaseEvent, MinuteOutcomes, Overview, PublicState,
+    StateCount, TenantId, MAX_STATE_COUNT,
 };
 
 /// Reads over what the lifecycle recorded: an execution's attempts and
@@ -49,6 +49,15 @@ pub(crate) fn outcome_window_start(since: DateTime<Utc>) -> DateTime<Utc> {
     since - TimeDelta::hours(1)
 }
 
+/// How far each state's count reads: one past the cap, to tell "exactly
+/// the cap" from "more".
+pub(crate) const STATE_COUNT_PROBE: i64 = MAX_STATE_COUNT as i64 + 1;
+
+/// Every public state's name, for the per-state counts.
+pub(crate) fn state_names() -> Vec<&'static str> {
+    PublicState::ALL.iter().map(|s| s.as_str()).collect()
+}
+
 /// [`ENDED_FAILED`] as an SQL list, for a backend that binds no arrays.
 pub(crate) fn ended_failed_list() -> String {
     ENDED_FAILED
@@ -58,8 +67,9 @@ pub(crate) fn ended_failed_list() -> String {
         .join(", ")
 }
 
-/// The overview from both backends' rows: (state, count), (minute,
-/// succeeded, failed), (kind, failed).
+/// The overview from both backends' rows: (state, count up to
+/// [`STATE_COUNT_PROBE`]; zero counts are left out), (minute, succeeded,
+/// failed), (kind, failed).
 pub(crate) fn overview_of(
     states: Vec<(String, i64)>,
     minutes: Vec<(DateTime<Utc>, i64, i64)>,
@@ -69,10 +79,12 @@ pub(crate) fn overview_of(
     Ok(Overview {
         states: states
             .into_iter()
+            .filter(|(_, n)| *n > 0)
             .map(|(state, n)| {
                 Ok(StateCount {
                     state: state.parse().map_err(EngineError::Corrupt)?,
-                    count: count(n),
+                    count: count(n).min(MAX_STATE_COUNT),
+                    more: count(n) > MAX_STATE_COUNT,
                 })
             })
             .collect::<Result<_>>()?,

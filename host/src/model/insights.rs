@@ -32,11 +32,20 @@ pub struct AttemptRecord {
     pub failure: Option<Failure>,
 }
 
+/// Where the overview stops counting the executions in one state: counting
+/// reads one index entry per execution, so a tenant with a million finished
+/// executions would otherwise pay for a million reads on every look.
+pub const MAX_STATE_COUNT: u64 = 10_000;
+
 /// Executions of a tenant in one public state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StateCount {
     pub state: PublicState,
+    /// Exact up to [`MAX_STATE_COUNT`], then that number with `more`.
     pub count: u64,
+    /// There are more than `count` (counting stopped at the cap).
+    #[serde(default)]
+    pub more: bool,
 }
 
 /// Attempts that ended in one minute.

@@ -88,7 +88,7 @@ pub use tenancy::{
 pub use ids::{ApiKeyId, ExecutionId, ScheduleId, TenantId, WaitpointId};
 pub use insights::{
     AttemptRecord, KindFailures, MinuteOutcomes, Overview, StateCount, MAX_ATTEMPT_PAGE,
-    MAX_FAILING_KINDS, MAX_LEASE_HISTORY,
+    MAX_FAILING_KINDS, MAX_LEASE_HISTORY, MAX_STATE_COUNT,
 };
 pub use replay::{Replay, ReplayOutcome};
 pub use waitpoint_keys::{

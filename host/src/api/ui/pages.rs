@@ -78,13 +78,23 @@ fn bars(minutes: &[MinuteOutcomes]) -> Vec<Bar> {
 #[template(path = "ui/overview.html")]
 struct OverviewPage {
     chrome: Chrome,
-    states: Vec<(String, u64)>,
-    total: u64,
+    /// Each state with its count as shown (`10000+` past the cap).
+    states: Vec<(String, String)>,
+    total: String,
     succeeded: u64,
     failed: u64,
     bars: Vec<Bar>,
     chart_width: i64,
     failing_kinds: Vec<(String, u64)>,
+}
+
+/// A count as the overview shows it: `10000+` when counting stopped there.
+fn shown_count(count: u64, more: bool) -> String {
+    if more {
+        format!("{count}+")
+    } else {
+        count.to_string()
+    }
 }
 
 pub async fn overview(
@@ -94,11 +104,14 @@ pub async fn overview(
     let o = state.engine.overview(session.tenant).await?;
     let page = OverviewPage {
         chrome: Chrome::tenant("Overview", "overview", &session.session),
-        total: o.states.iter().map(|s| s.count).sum(),
+        total: shown_count(
+            o.states.iter().map(|s| s.count).sum(),
+            o.states.iter().any(|s| s.more),
+        ),
         states: o
             .states
             .iter()
-            .map(|s| (s.state.as_str().to_owned(), s.count))
+            .map(|s| (s.state.as_str().to_owned(), shown_count(s.count, s.more)))
             .collect(),
         succeeded: o.minutes.iter().map(|m| m.succeeded).sum(),
         failed: o.minutes.iter().map(|m| m.failed).sum(),

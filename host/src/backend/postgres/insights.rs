@@ -8,7 +8,9 @@ use chrono::{DateTime, Utc};
 
 use super::rows::{json, parse};
 use super::PgBackend;
-use crate::backend::insights::{outcome_window_start, overview_of, ENDED_FAILED};
+use crate::backend::insights::{
+    outcome_window_start, overview_of, state_names, ENDED_FAILED, STATE_COUNT_PROBE,
+};
 use crate::backend::{Executions as _, Insights};
 use crate::error::{EngineError, Result};
 use crate::model::{
@@ -106,11 +108,15 @@ impl Insights for PgBackend {
 
     async fn overview(&self, tenant: TenantId, since: DateTime<Utc>) -> Result<Overview> {
         let op = "read the overview";
+        // executions_state_idx, at most STATE_COUNT_PROBE entries a state.
         let states: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT public_state, count(*) FROM executions WHERE tenant_id = $1 \
-             GROUP BY public_state ORDER BY public_state",
+            "SELECT s.state, (SELECT count(*) FROM (SELECT 1 FROM executions e \
+                 WHERE e.tenant_id = $1 AND e.public_state = s.state LIMIT $2) c) \
+             FROM unnest($3::text[]) AS s(state) ORDER BY s.state",
         )
         .bind(tenant)
+        .bind(STATE_COUNT_PROBE)
+        .bind(state_names())
         .fetch_all(&self.pool)
         .await
         .map_err(EngineError::storage(op))?;

@@ -49,10 +49,18 @@ struct Row {
     load: Percentiles,
 }
 
-/// The pages timed: the first page, and a filtered one.
-const PAGES: [(&str, &str); 2] = [
-    ("executions", "/ui/executions"),
-    ("executions?state=waiting", "/ui/executions?state=waiting"),
+/// The pages timed, each with what a full answer must hold: the first
+/// page of executions (50 rows), a filtered one, and the overview (the
+/// tenant's counts by state).
+const PAGES: [(&str, &str, &str, usize); 3] = [
+    ("executions", "/ui/executions", "<tr data-id=", 50),
+    (
+        "executions?state=waiting",
+        "/ui/executions?state=waiting",
+        "<tr data-id=",
+        50,
+    ),
+    ("overview", "/ui", "id=\"state-counts\"", 1),
 ];
 const WARM_UP: usize = 20;
 const FILL_BATCH: usize = 1_000;
@@ -144,7 +152,7 @@ async fn measure(
     let cookie = sign_in(&client, &base, &key).await?;
 
     let mut rows = Vec::new();
-    for (page, path) in PAGES {
+    for (page, path, marker, count) in PAGES {
         let mut samples = Vec::with_capacity(args.requests);
         for i in 0..WARM_UP + args.requests {
             let started = Instant::now();
@@ -157,8 +165,8 @@ async fn measure(
             let html = response.text().await?;
             let took = started.elapsed();
             anyhow::ensure!(
-                html.matches("<tr data-id=").count() == 50,
-                "{path} did not show a full page of 50 rows"
+                html.matches(marker).count() == count,
+                "{path} did not show {count} of `{marker}`"
             );
             if i >= WARM_UP {
                 samples.push(took);
