@@ -12,6 +12,7 @@ mod components;
 mod concurrency;
 mod events;
 mod flows;
+mod frames;
 mod grants;
 mod insights;
 mod scanners;
@@ -47,7 +48,7 @@ use crate::backend::Backend;
 use crate::error::{EngineError, Result};
 use crate::model::{
     ClaimRequest, ClaimedExecution, Created, Execution, ExecutionFilter, ExecutionId, FailOutcome,
-    Failure, Frame, LeaseHandle, NewExecution, StreamMode, StreamSummary, TenantId,
+    Failure, LeaseHandle, NewExecution, TenantId,
 };
 
 /// Size and shape limits applied to every request.
@@ -479,78 +480,6 @@ impl Engine {
             ));
         }
         self.backend.change_priority(tenant, id, priority).await
-    }
-
-    pub async fn append_frame(
-        &self,
-        lease: &LeaseHandle,
-        frame_type: &str,
-        mode: StreamMode,
-        payload: &[u8],
-    ) -> Result<i64> {
-        self.check_name("frame type", frame_type)?;
-        if payload.len() > self.limits.max_frame_bytes {
-            return Err(EngineError::PayloadTooLarge {
-                field: "frame",
-                size: payload.len(),
-                limit: self.limits.max_frame_bytes,
-            });
-        }
-        if mode == StreamMode::Summary {
-            let patch: serde_json::Value = serde_json::from_slice(payload).map_err(|e| {
-                EngineError::invalid("frame", format!("a summary frame must be JSON: {e}"))
-            })?;
-            if !patch.is_object() {
-                return Err(EngineError::invalid(
-                    "frame",
-                    "a summary frame must be a JSON object (a merge patch)",
-                ));
-            }
-        }
-        self.check_storage(lease.tenant_id, payload.len()).await?;
-        let max_attempt_bytes = self.caps(lease.tenant_id).await?.frame_bytes_per_attempt;
-        self.backend
-            .append_frame(lease, frame_type, mode, payload, max_attempt_bytes)
-            .await
-    }
-
-    pub async fn read_summary(
-        &self,
-        tenant: TenantId,
-        id: ExecutionId,
-        attempt_index: i32,
-    ) -> Result<StreamSummary> {
-        self.backend
-            .read_summary(tenant, id, attempt_index)
-            .await?
-            .ok_or_else(|| EngineError::NotFound {
-                what: "summary of attempt",
-                id: format!("{id}/{attempt_index}"),
-            })
-    }
-
-    pub async fn read_frames(
-        &self,
-        tenant: TenantId,
-        id: ExecutionId,
-        attempt_index: i32,
-        after: i64,
-        limit: u32,
-    ) -> Result<Vec<Frame>> {
-        self.backend
-            .read_frames(tenant, id, attempt_index, after, limit.clamp(1, 1_000))
-            .await
-    }
-
-    pub async fn set_progress(
-        &self,
-        lease: &LeaseHandle,
-        percent: u8,
-        message: &str,
-    ) -> Result<()> {
-        self.backend
-            .set_progress(lease, percent.min(100), clipped(message))
-            .await
     }
 
     pub async fn revocations(&self) -> Result<tokio::sync::broadcast::Receiver<ExecutionId>> {

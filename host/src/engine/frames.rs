@@ -1,0 +1,81 @@
+//! What a guest streams while it runs (frames, in three modes, and its
+//! progress) and reading it back: each frame checked against the
+//! installation's and the tenant's limits before storage sees it.
+
+use super::{clipped, Engine};
+use crate::error::{EngineError, Result};
+use crate::model::{ExecutionId, Frame, LeaseHandle, StreamMode, StreamSummary, TenantId};
+
+impl Engine {
+    pub async fn append_frame(
+        &self,
+        lease: &LeaseHandle,
+        frame_type: &str,
+        mode: StreamMode,
+        payload: &[u8],
+    ) -> Result<i64> {
+        self.check_name("frame type", frame_type)?;
+        if payload.len() > self.limits.max_frame_bytes {
+            return Err(EngineError::PayloadTooLarge {
+                field: "frame",
+                size: payload.len(),
+                limit: self.limits.max_frame_bytes,
+            });
+        }
+        if mode == StreamMode::Summary {
+            let patch: serde_json::Value = serde_json::from_slice(payload).map_err(|e| {
+                EngineError::invalid("frame", format!("a summary frame must be JSON: {e}"))
+            })?;
+            if !patch.is_object() {
+                return Err(EngineError::invalid(
+                    "frame",
+                    "a summary frame must be a JSON object (a merge patch)",
+                ));
+            }
+        }
+        self.check_storage(lease.tenant_id, payload.len()).await?;
+        let max_attempt_bytes = self.caps(lease.tenant_id).await?.frame_bytes_per_attempt;
+        self.backend
+            .append_frame(lease, frame_type, mode, payload, max_attempt_bytes)
+            .await
+    }
+
+    pub async fn read_summary(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        attempt_index: i32,
+    ) -> Result<StreamSummary> {
+        self.backend
+            .read_summary(tenant, id, attempt_index)
+            .await?
+            .ok_or_else(|| EngineError::NotFound {
+                what: "summary of attempt",
+                id: format!("{id}/{attempt_index}"),
+            })
+    }
+
+    pub async fn read_frames(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        attempt_index: i32,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Frame>> {
+        self.backend
+            .read_frames(tenant, id, attempt_index, after, limit.clamp(1, 1_000))
+            .await
+    }
+
+    pub async fn set_progress(
+        &self,
+        lease: &LeaseHandle,
+        percent: u8,
+        message: &str,
+    ) -> Result<()> {
+        self.backend
+            .set_progress(lease, percent.min(100), clipped(message))
+            .await
+    }
+}
