@@ -126,10 +126,7 @@ fn print_keys(keys: &[WaitpointKeyInfo]) {
         println!(
             "{:<16} {:<10} {:<10} {:<26} {}",
             k.kid,
-            serde_json::to_value(k.state)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
+            k.state.as_str(),
             k.sealed_by,
             k.activates_at
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),

@@ -140,18 +140,13 @@ impl SealingKeys {
     /// The plaintext of a sealed value. The error names the value and the
     /// key, never any of its content.
     pub fn open(&self, tenant: TenantId, sealed: &SealedConfig) -> Result<String> {
-        let what = format!("config value `{}`", sealed.name);
-        let bytes = SealedBytes {
-            key_id: sealed.key_id.clone(),
-            nonce: sealed.nonce.clone(),
-            ciphertext: sealed.ciphertext.clone(),
-        };
-        let plain = self.open_bytes(
+        let what = || format!("config value `{}`", sealed.name);
+        let plain = self.open_parts(
             &associated_data(tenant, &sealed.name, sealed.secret),
-            &bytes,
-            &what,
+            (&sealed.key_id, &sealed.nonce, &sealed.ciphertext),
+            what,
         )?;
-        String::from_utf8(plain).map_err(|_| unreadable(&what, &sealed.key_id))
+        String::from_utf8(plain).map_err(|_| unreadable(&what(), &sealed.key_id))
     }
 
     /// `value` sealed under the current key, bound to `aad`: it opens only
@@ -176,30 +171,41 @@ impl SealingKeys {
         &self,
         aad: &[u8],
         sealed: &SealedBytes,
-        what: &str,
+        what: impl Fn() -> String,
     ) -> Result<Vec<u8>> {
-        let key = self
-            .0
-            .iter()
-            .find(|k| k.id == sealed.key_id)
-            .ok_or_else(|| {
-                EngineError::Corrupt(format!(
-                    "{what} is sealed under key `{}`, which this process does not have",
-                    sealed.key_id
-                ))
-            })?;
-        if sealed.nonce.len() != NONCE_BYTES {
-            return Err(unreadable(what, &sealed.key_id));
+        self.open_parts(
+            aad,
+            (&sealed.key_id, &sealed.nonce, &sealed.ciphertext),
+            what,
+        )
+    }
+
+    /// Open (key id, nonce, ciphertext) under `aad`. `what` names the value
+    /// in an error, and is only called for one.
+    fn open_parts(
+        &self,
+        aad: &[u8],
+        (key_id, nonce, ciphertext): (&str, &[u8], &[u8]),
+        what: impl Fn() -> String,
+    ) -> Result<Vec<u8>> {
+        let key = self.0.iter().find(|k| k.id == key_id).ok_or_else(|| {
+            EngineError::Corrupt(format!(
+                "{} is sealed under key `{key_id}`, which this process does not have",
+                what()
+            ))
+        })?;
+        if nonce.len() != NONCE_BYTES {
+            return Err(unreadable(&what(), key_id));
         }
         key.cipher
             .decrypt(
-                XNonce::from_slice(&sealed.nonce),
+                XNonce::from_slice(nonce),
                 Payload {
-                    msg: &sealed.ciphertext,
+                    msg: ciphertext,
                     aad,
                 },
             )
-            .map_err(|_| unreadable(what, &sealed.key_id))
+            .map_err(|_| unreadable(&what(), key_id))
     }
 }
 

@@ -294,18 +294,20 @@ impl Engine {
 
     fn install(&self, stored: Vec<StoredWaitpointKey>) -> Result<Vec<WaitpointKeyInfo>> {
         let info = StoredWaitpointKey::describe_all(&stored, Utc::now());
-        let keys = SignalKeys::open_all(stored, |key| {
-            self.sealing_keys.open_bytes(
-                &associated_data(&key.kid),
-                &key.secret,
-                &format!("waitpoint key `{}`", key.kid),
-            )
-        })?;
+        let keys = SignalKeys::open_all(stored, |key| self.open_secret(key))?;
         *self
             .signal_keys
             .write()
             .expect("the key ring is never poisoned") = Arc::new(keys);
         Ok(info)
+    }
+
+    /// A stored key's secret, opened under the operator's keys.
+    fn open_secret(&self, key: &StoredWaitpointKey) -> Result<Vec<u8>> {
+        self.sealing_keys
+            .open_bytes(&associated_data(&key.kid), &key.secret, || {
+                format!("waitpoint key `{}`", key.kid)
+            })
     }
 
     fn new_key(
@@ -381,11 +383,7 @@ impl Engine {
         }
         let stored = self.backend.waitpoint_keys().await?;
         if let Some(key) = stored.iter().find(|k| k.kid == kid) {
-            let held = self.sealing_keys.open_bytes(
-                &associated_data(kid),
-                &key.secret,
-                &format!("waitpoint key `{kid}`"),
-            )?;
+            let held = self.open_secret(key)?;
             return Ok(SeedOutcome::AlreadySeeded {
                 same_secret: subtle_eq(&held, secret),
             });
@@ -413,13 +411,10 @@ impl Engine {
             if key.secret.key_id == current {
                 continue;
             }
-            let aad = associated_data(&key.kid);
-            let secret = self.sealing_keys.open_bytes(
-                &aad,
-                &key.secret,
-                &format!("waitpoint key `{}`", key.kid),
-            )?;
-            let sealed = self.sealing_keys.seal_bytes(&aad, &secret);
+            let secret = self.open_secret(&key)?;
+            let sealed = self
+                .sealing_keys
+                .seal_bytes(&associated_data(&key.kid), &secret);
             if self
                 .backend
                 .reseal_waitpoint_key(&key.kid, &key.secret.key_id, &sealed)

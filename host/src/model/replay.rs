@@ -6,9 +6,8 @@
 //! member alone runs it again but leaves those skipped. With
 //! `revive_dependents`, the same transaction re-opens the member's failed
 //! edges, recounts each dependent's join from its edges, and brings a
-//! skipped dependent back to waiting (or straight to runnable, when its join
-//! is now satisfied) if the join can be satisfied again, then does the same
-//! for the dependents of each member it brought back.
+//! skipped dependent back to waiting if the join can be satisfied again,
+//! then does the same for the dependents of each member it brought back.
 
 use serde::Serialize;
 

@@ -45,6 +45,17 @@ pub enum WaitpointKeyState {
     Retired,
 }
 
+impl WaitpointKeyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Signing => "signing",
+            Self::Verifying => "verifying",
+            Self::Retired => "retired",
+        }
+    }
+}
+
 /// A key as listed: never its secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct WaitpointKeyInfo {
@@ -157,5 +168,13 @@ mod tests {
             WaitpointKeyState::Retired
         );
         assert!(StoredWaitpointKey::signer_at(&[key("k1", 0, Some(10))], at(10)).is_none());
+        for state in [
+            WaitpointKeyState::Pending,
+            WaitpointKeyState::Signing,
+            WaitpointKeyState::Verifying,
+            WaitpointKeyState::Retired,
+        ] {
+            assert_eq!(serde_json::to_value(state).unwrap(), state.as_str());
+        }
     }
 }

@@ -4,8 +4,8 @@
 //! Runs in the replay's transaction, a round per generation: the failed
 //! edges out of this round's members re-open, each dependent's join is
 //! recounted from its edges (so upstreams that ended while the dependent
-//! was skipped count too), and a skipped dependent whose join can be
-//! satisfied again comes back; the members that came back are the next
+//! was skipped count too), and a skipped dependent whose join is pending
+//! again comes back to wait on it; the members that came back are the next
 //! round. Join groups are locked in key order, as `flowfabric_resolve`
 //! locks them, so a resolution running at the same time cannot deadlock
 //! with a revival and cannot be counted twice: it either committed its edge
@@ -65,12 +65,6 @@ pub(super) async fn revive_dependents(
         let (ids, states) = recount_joins(conn, tenant, &downstreams).await?;
         round = revive_skipped(conn, tenant, &ids, &states).await?;
         revived.extend_from_slice(&round);
-    }
-    if !revived.is_empty() {
-        sqlx::query("SELECT pg_notify('flowfabric_work', '')")
-            .execute(&mut *conn)
-            .await
-            .map_err(EngineError::storage(OP))?;
     }
     Ok(revived)
 }
@@ -149,9 +143,10 @@ async fn recount_joins(
     Ok(rows.into_iter().unzip())
 }
 
-/// Skipped dependents whose join is no longer impossible wait again (or
-/// run, when it is satisfied, taking a passed result as input), with a
-/// fresh deadline; the ones that came back.
+/// Skipped dependents whose join is pending again wait on it again, with a
+/// fresh deadline; the ones that came back. (A recount cannot find such a
+/// join satisfied: the edge that re-opened it is pending, and the others
+/// could not meet it when it became impossible.)
 async fn revive_skipped(
     conn: &mut PgConnection,
     tenant: TenantId,
@@ -165,23 +160,16 @@ SET lifecycle_phase = 'runnable', ownership_state = 'unowned',
     terminal_outcome = NULL, finished_at = NULL,
     attempt_state = CASE WHEN e.attempt_index = 0 THEN 'pending_first_attempt'
                          ELSE 'pending_replay_attempt' END,
-    eligibility_state = CASE WHEN s.state = 'satisfied' THEN 'eligible_now'
-                             ELSE 'blocked_by_dependencies' END,
-    blocking_reason = CASE WHEN s.state = 'satisfied' THEN 'waiting_for_worker'
-                           ELSE 'waiting_for_dependencies' END,
+    eligibility_state = 'blocked_by_dependencies',
+    blocking_reason = 'waiting_for_dependencies',
     eligible_at = now(),
     deadline_at = now()
         + least((e.policy -> 'timeouts' ->> 'execution_deadline_ms')::numeric, 31622400000)::bigint
             * interval '1 millisecond',
-    input = CASE WHEN s.state = 'satisfied' THEN coalesce((
-        SELECT u.result FROM flow_edges ed
-        JOIN executions u ON u.tenant_id = ed.tenant_id AND u.execution_id = ed.upstream_id
-        WHERE ed.tenant_id = e.tenant_id AND ed.downstream_id = e.execution_id
-          AND ed.pass_result AND ed.state = 'satisfied'), e.input) ELSE e.input END,
     updated_at = now()
 FROM unnest($2::uuid[], $3::text[]) AS s(execution_id, state)
 WHERE e.tenant_id = $1 AND e.execution_id = s.execution_id
-  AND e.terminal_outcome = 'skipped' AND s.state <> 'impossible'
+  AND e.terminal_outcome = 'skipped' AND s.state = 'pending'
 RETURNING e.execution_id
 "#,
     )

@@ -160,7 +160,7 @@ impl Outbox<LeaseEvent> {
         limit: u32,
     ) -> Result<Vec<LeaseEvent>> {
         let sql = format!(
-            "SELECT {columns}, txid, event_id, {HORIZON} AS horizon FROM {table} \
+            "SELECT {columns}, txid, event_id FROM {table} \
              WHERE tenant_id = $1 AND execution_id = $2 ORDER BY event_id DESC LIMIT $3",
             columns = self.columns,
             table = self.table,
@@ -174,7 +174,13 @@ impl Outbox<LeaseEvent> {
             .map_err(EngineError::storage("read lease history"))?;
         let mut events = rows
             .iter()
-            .map(|row| (self.event)(row, position(row)?.0))
+            .map(|row| {
+                let cursor = EventCursor {
+                    txid: col(row, "txid")?,
+                    event_id: col(row, "event_id")?,
+                };
+                (self.event)(row, cursor)
+            })
             .collect::<Result<Vec<_>>>()?;
         events.reverse();
         Ok(events)

@@ -3,10 +3,9 @@
 //!
 //! The same rounds as on Postgres, in the replay's transaction: the failed
 //! edges out of this round's members re-open, each dependent's join is
-//! recounted from its edges, and a skipped dependent whose join can be
-//! satisfied again comes back (released at once through
-//! [`super::resolve::release`] when it is satisfied); the members that came
-//! back are the next round. One writer: nothing moves in between.
+//! recounted from its edges, and a skipped dependent whose join is pending
+//! again comes back to wait on it; the members that came back are the next
+//! round. One writer: nothing moves in between.
 
 use sqlx::SqliteConnection;
 
@@ -60,7 +59,7 @@ pub(super) async fn revive_dependents(
         let mut next = Vec::new();
         for downstream in downstreams {
             let state = recount_join(conn, tenant, downstream).await?;
-            if state != "impossible" && revive(conn, tenant, downstream, &state, effects).await? {
+            if state == "pending" && revive(conn, tenant, downstream, effects).await? {
                 next.push(downstream);
             }
         }
@@ -124,13 +123,14 @@ async fn recount_join(
     .map_err(EngineError::storage(OP))
 }
 
-/// A skipped dependent waits on its join again, with a fresh deadline; one
-/// whose join is satisfied is released at once. Whether it came back.
+/// A skipped dependent waits on its join again, with a fresh deadline.
+/// Whether it came back. (A recount cannot find a re-opened join satisfied:
+/// the edge that re-opened it is pending, and the others could not meet it
+/// when it became impossible.)
 async fn revive(
     conn: &mut SqliteConnection,
     tenant: TenantId,
     id: ExecutionId,
-    join_state: &str,
     effects: &mut Effects,
 ) -> Result<bool> {
     let mut row = Exec::get(conn, tenant, id).await?;
@@ -149,8 +149,5 @@ async fn revive(
     };
     row.eligible_at = now;
     row.save(conn, Some(before), effects).await?;
-    if join_state == "satisfied" {
-        super::resolve::release(conn, tenant, id, effects).await?;
-    }
     Ok(true)
 }

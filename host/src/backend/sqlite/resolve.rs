@@ -147,7 +147,7 @@ async fn still_waiting(
 
 /// A satisfied downstream that still waits becomes runnable (now, or at its
 /// own delay), taking its input from the edge that passes a result.
-pub(super) async fn release(
+async fn release(
     conn: &mut SqliteConnection,
     tenant: TenantId,
     id: ExecutionId,
