@@ -11,6 +11,7 @@ mod hardening;
 mod languages;
 mod pool;
 mod sandbox;
+mod scratch;
 mod steps;
 mod suspension;
 mod upstream;

@@ -41,11 +41,13 @@
 //! | `config:NAME` | returns the value of NAME, or `absent` |
 //! | `config-names` | returns the names it may read, comma-separated |
 //! | `steps:SCRIPT` | durable steps and sleeps, as `steps.rs` describes |
+//! | `scratch:KIB[:UNTIL]`, `scratch-files:N` | the scratch directory, as `scratch.rs` describes |
 //! | `spawn-nested:N` | spawns N `spawn:echo:a\|echo:b` children without keys (each spawns two of its own), waits, returns the report |
 //!
 //! A waiting command, once resumed (or satisfied at once), returns
 //! `resumed attempt=N: name=payload,…` or `satisfied: …`.
 
+mod scratch;
 mod steps;
 
 use flowfabric_guest::{
@@ -63,6 +65,8 @@ impl Task for Testkit {
         match command {
             "echo" => Ok(arg.as_bytes().to_vec()),
             "steps" => steps::run(arg),
+            "scratch" => scratch::write(arg),
+            "scratch-files" => scratch::files(arg),
             "http" => {
                 let (method, url) = arg
                     .split_once(':')

@@ -47,6 +47,10 @@ pub struct GrantFlags {
     /// A config value or secret the guest may read; repeat for more.
     #[arg(long = "config")]
     config: Vec<String>,
+    /// Give each attempt a directory of its own at `/scratch`, holding at
+    /// most this many bytes; it is deleted when the attempt ends.
+    #[arg(long)]
+    scratch_bytes: Option<u64>,
 }
 
 impl From<GrantFlags> for ComponentGrant {
@@ -56,6 +60,7 @@ impl From<GrantFlags> for ComponentGrant {
             http_timeout_ms: f.http_timeout_ms,
             http_max_response_bytes: f.http_max_response_bytes,
             config: f.config,
+            scratch_bytes: f.scratch_bytes,
         }
     }
 }
@@ -82,6 +87,9 @@ pub struct CeilingFlags {
     /// Let the tenant grant its config values and secrets.
     #[arg(long)]
     config: bool,
+    /// Let the tenant grant scratch directories of up to this many bytes.
+    #[arg(long)]
+    scratch_bytes: Option<u64>,
     /// Replace the ceiling with these flags (without it, the current ceiling is shown).
     #[arg(long)]
     set: bool,
@@ -96,6 +104,7 @@ impl From<CeilingFlags> for CapabilityCeiling {
             http_max_response_bytes: f.http_max_response_bytes,
             http_max_connections: f.http_max_connections,
             config: f.config,
+            scratch_bytes: f.scratch_bytes,
         }
     }
 }

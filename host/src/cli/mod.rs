@@ -104,6 +104,11 @@ pub struct WorkerArgs {
         default_value = ".flowfabric/cache"
     )]
     pub cache_dir: std::path::PathBuf,
+    /// Where attempts granted scratch space get their directories (default:
+    /// a directory of the process's own under the system's temporary
+    /// directory, removed when it exits).
+    #[arg(long, env = "FLOWFABRIC_SCRATCH_DIR")]
+    pub scratch_dir: Option<std::path::PathBuf>,
     /// How long shutdown waits for running executions before releasing them.
     #[arg(long, env = "FLOWFABRIC_DRAIN_TIMEOUT_MS", default_value_t = 30_000)]
     pub drain_timeout_ms: u64,
@@ -197,6 +202,7 @@ impl WorkerArgs {
             max_instances: u32::try_from(self.worker_config().capacity())?,
             max_memory_bytes: (self.task_memory_mib << 20).max(256 << 20),
             cache_dir: Some(self.cache_dir.clone()),
+            scratch_dir: self.scratch_dir.clone(),
             ..RuntimeConfig::default()
         };
         Ok(Arc::new(

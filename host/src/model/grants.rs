@@ -31,6 +31,8 @@ pub const DEFAULT_HTTP_CONNECTIONS: u32 = 16;
 /// Bounds the operator may set.
 pub const MAX_HTTP_RESPONSE_BYTES: u64 = 1 << 30;
 pub const MAX_HTTP_CONNECTIONS: u32 = 1_024;
+/// Largest scratch quota an operator may let a tenant grant (4 GiB).
+pub const MAX_SCRATCH_BYTES: u64 = 4 << 30;
 
 /// What the operator lets one tenant grant at all.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -50,6 +52,10 @@ pub struct CapabilityCeiling {
     pub http_max_connections: Option<u32>,
     /// Whether the tenant may grant its config values and secrets.
     pub config: bool,
+    /// Largest scratch quota the tenant may grant a component; without it,
+    /// no component of the tenant gets a scratch directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scratch_bytes: Option<u64>,
 }
 
 /// What a tenant grants one component kind.
@@ -64,6 +70,11 @@ pub struct ComponentGrant {
     pub http_max_response_bytes: Option<u64>,
     /// Names of config values and secrets the guest may read.
     pub config: Vec<String>,
+    /// A directory of each attempt's own, preopened as `/scratch`, holding
+    /// at most this many bytes (writes and created entries count; see
+    /// the capabilities docs). Without it the guest sees no files at all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scratch_bytes: Option<u64>,
 }
 
 /// A grant as stored and listed.
@@ -134,7 +145,8 @@ impl CapabilityCeiling {
             "http_max_connections",
             self.http_max_connections.map(u64::from),
             u64::from(MAX_HTTP_CONNECTIONS),
-        )
+        )?;
+        check_range("scratch_bytes", self.scratch_bytes, MAX_SCRATCH_BYTES)
     }
 
     fn origins(&self) -> Vec<OriginPattern> {
@@ -187,7 +199,14 @@ impl ComponentGrant {
                 "the operator does not let this tenant grant config values",
             ));
         }
-        Ok(())
+        match (self.scratch_bytes, ceiling.scratch_bytes) {
+            (Some(_), None) => Err(GrantError::new(
+                "scratch_bytes",
+                "the operator does not let this tenant grant scratch space",
+            )),
+            (requested, Some(cap)) => check_range("scratch_bytes", requested, cap),
+            (None, None) => Ok(()),
+        }
     }
 }
 
@@ -228,6 +247,8 @@ pub struct EffectiveGrant {
     pub http_max_connections: u32,
     /// Config names the guest may read (empty if the ceiling forbids them).
     pub config: Vec<String>,
+    /// Scratch quota in bytes; 0 means no scratch directory.
+    pub scratch_bytes: u64,
 }
 
 impl EffectiveGrant {
@@ -262,6 +283,10 @@ impl EffectiveGrant {
             } else {
                 Vec::new()
             },
+            scratch_bytes: match (grant.scratch_bytes, ceiling.scratch_bytes) {
+                (Some(granted), Some(cap)) => granted.min(cap),
+                _ => 0,
+            },
         }
     }
 
@@ -288,7 +313,8 @@ pub struct ComponentImport {
     /// As the component names it, e.g. `wasi:http/outgoing-handler@0.2.4`.
     pub name: String,
     /// `http`, `config`, `files`, `sockets` for interfaces a grant governs
-    /// (files and sockets are never granted); absent for those every component has (its task imports,
+    /// (files means the scratch directory; sockets are never granted);
+    /// absent for those every component has (its task imports,
     /// clocks, random, stdio…).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capability: Option<String>,
@@ -303,7 +329,7 @@ impl ComponentImport {
         let (capability, granted) = match interface {
             "wasi:http/outgoing-handler" | "wasi:http/types" => (Some("http"), grant.grants_http()),
             "wasi:config/store" => (Some("config"), !grant.config.is_empty()),
-            i if i.starts_with("wasi:filesystem/") => (Some("files"), false),
+            i if i.starts_with("wasi:filesystem/") => (Some("files"), grant.scratch_bytes > 0),
             i if i.starts_with("wasi:sockets/") => (Some("sockets"), false),
             _ => (None, true),
         };
@@ -362,6 +388,48 @@ mod tests {
             ..ceiling.clone()
         };
         config.validate(&open).unwrap();
+    }
+
+    #[test]
+    fn scratch_needs_the_ceiling_and_fits_under_it() {
+        let scratch = |bytes| ComponentGrant {
+            scratch_bytes: Some(bytes),
+            ..Default::default()
+        };
+        let closed = CapabilityCeiling::default();
+        assert_eq!(
+            scratch(1 << 20).validate(&closed).unwrap_err().field,
+            "scratch_bytes"
+        );
+        let open = CapabilityCeiling {
+            scratch_bytes: Some(8 << 20),
+            ..Default::default()
+        };
+        scratch(8 << 20).validate(&open).unwrap();
+        assert_eq!(
+            scratch((8 << 20) + 1).validate(&open).unwrap_err().field,
+            "scratch_bytes"
+        );
+        assert_eq!(
+            scratch(0).validate(&open).unwrap_err().field,
+            "scratch_bytes"
+        );
+        let too_big = CapabilityCeiling {
+            scratch_bytes: Some(MAX_SCRATCH_BYTES + 1),
+            ..Default::default()
+        };
+        assert_eq!(too_big.validate().unwrap_err().field, "scratch_bytes");
+        let eff = EffectiveGrant::resolve(TenantId::nil(), &open, &scratch(1 << 20));
+        assert_eq!(eff.scratch_bytes, 1 << 20);
+        // A ceiling lowered below an existing grant cuts the grant down.
+        let lowered = CapabilityCeiling {
+            scratch_bytes: Some(4096),
+            ..Default::default()
+        };
+        let eff = EffectiveGrant::resolve(TenantId::nil(), &lowered, &scratch(1 << 20));
+        assert_eq!(eff.scratch_bytes, 4096);
+        let eff = EffectiveGrant::resolve(TenantId::nil(), &closed, &scratch(1 << 20));
+        assert_eq!(eff.scratch_bytes, 0);
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod fair;
 mod imports;
 mod outbound;
 mod sandbox;
+mod scratch;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -61,6 +62,10 @@ pub struct RuntimeConfig {
     pub cached_components: usize,
     /// Pre-allocate instance slots (fast); `false` allocates per instance.
     pub pooling: bool,
+    /// Where attempts granted scratch space get their directories; `None`
+    /// uses a directory of the runtime's own under the system's temporary
+    /// directory, removed with the runtime.
+    pub scratch_dir: Option<PathBuf>,
 }
 
 impl Default for RuntimeConfig {
@@ -73,6 +78,7 @@ impl Default for RuntimeConfig {
             cache_dir: None,
             cached_components: 256,
             pooling: true,
+            scratch_dir: None,
         }
     }
 }
@@ -158,6 +164,8 @@ pub struct Runtime {
     turns: Arc<fair::FairGate>,
     /// Each tenant's cap on open outbound connections.
     connections: Arc<outbound::ConnectionCaps>,
+    /// Where attempts' scratch directories are made.
+    scratch_root: scratch::ScratchRoot,
 }
 
 /// How often the epoch advances: the granularity of timeouts, cancellation
@@ -173,6 +181,7 @@ impl Runtime {
         let engine = Engine::new(&engine_config(&config)).map_err(internal)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(internal)?;
+        scratch::add_to_linker(&mut linker).map_err(internal)?;
         // Linked for every component; whether a call is allowed is decided
         // per call by the attempt's grant (see `outbound`, `sandbox`).
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(internal)?;
@@ -196,7 +205,10 @@ impl Runtime {
             .enable_all()
             .build()
             .map_err(internal)?;
+        let scratch_root =
+            scratch::ScratchRoot::new(config.scratch_dir.clone()).map_err(internal)?;
         Ok(Self {
+            scratch_root,
             engine,
             linker,
             cache,
@@ -212,6 +224,12 @@ impl Runtime {
 
     pub fn config(&self) -> &RuntimeConfig {
         &self.config
+    }
+
+    /// Where attempts granted scratch space get their directories (each
+    /// removed when its attempt ends).
+    pub fn scratch_root(&self) -> &std::path::Path {
+        self.scratch_root.path()
     }
 
     /// How many times this runtime compiled a component (rather than serving it
@@ -345,13 +363,22 @@ impl Runtime {
             .as_ref()
             .expect("guest threads live as long as the runtime");
         let cpu = sandbox::CpuShare::new(self.turns.clone(), guest.owner);
-        let state = StoreState::new(
+        let state = match StoreState::new(
             guest.imports,
             &guest.capabilities,
             &self.connections,
             limits,
             cpu,
-        );
+            self.scratch_root.path(),
+        ) {
+            Ok(state) => state,
+            Err(e) => {
+                return ended_early(
+                    internal_failure(format!("creating the attempt's scratch directory: {e}")),
+                    started,
+                )
+            }
+        };
         let run = guests.spawn(run_in_store(
             self.engine.clone(),
             component.clone(),
@@ -364,16 +391,22 @@ impl Runtime {
         let mut run = AbortOnDrop(run);
         match (&mut run.0).await {
             Ok(outcome) => outcome,
-            Err(e) => RunOutcome {
-                result: RunResult::Failed(internal_failure(format!(
-                    "the guest's run ended abnormally: {e}"
-                ))),
-                stdout: Vec::new(),
-                stderr: Vec::new(),
-                http: HttpLog::default(),
-                elapsed: started.elapsed(),
-            },
+            Err(e) => ended_early(
+                internal_failure(format!("the guest's run ended abnormally: {e}")),
+                started,
+            ),
         }
+    }
+}
+
+/// The outcome of a run that failed before or outside the guest.
+fn ended_early(failure: Failure, started: Instant) -> RunOutcome {
+    RunOutcome {
+        result: RunResult::Failed(failure),
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+        http: HttpLog::default(),
+        elapsed: started.elapsed(),
     }
 }
 

@@ -1,8 +1,9 @@
 //! One sandboxed run: the store, its limits, its share of the guest threads,
 //! and how a run ends.
 //!
-//! Nothing is granted by default: no preopened directories, no network, an
-//! empty environment; stdout and stderr go to bounded in-memory pipes the worker
+//! Nothing is granted by default: no preopened directories (a grant may give
+//! the attempt its own `/scratch`; see `scratch`), no network, an empty
+//! environment; stdout and stderr go to bounded in-memory pipes the worker
 //! turns into frames. CPU time is bounded through epoch interruption: every tick
 //! (2 ms) the store's callback checks the deadline and the cancel flag, and
 //! otherwise yields to the async executor, so a spinning guest neither outlives
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use wasmtime_wasi_config::WasiConfigVariables;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -23,6 +24,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use super::fair::{FairGate, Owner, Turn};
 use super::imports::TaskImports;
 use super::outbound::{ConnectionCaps, Outbound};
+use super::scratch::{Quota, ScratchDir};
 use crate::model::AttemptCapabilities;
 
 /// Per-run limits.
@@ -79,7 +81,7 @@ impl CancelFlag {
 
 pub struct StoreState {
     wasi: WasiCtx,
-    table: ResourceTable,
+    pub(super) table: ResourceTable,
     pub(super) memory: MemoryLimiter,
     pub(super) imports: Arc<dyn TaskImports>,
     pub(super) stopped: Option<StopReason>,
@@ -89,6 +91,10 @@ pub struct StoreState {
     http: WasiHttpCtx,
     pub(super) outbound: Outbound,
     pub(super) config: WasiConfigVariables,
+    pub(super) scratch_quota: Arc<Quota>,
+    /// Held only to be removed when the store is dropped; last, so it goes
+    /// after everything that could hold it open.
+    _scratch: Option<ScratchDir>,
 }
 
 /// A run's place in the fair turns on the guest threads (see `fair`): the
@@ -140,29 +146,43 @@ impl CpuShare {
 }
 
 impl StoreState {
+    /// A store for one attempt. Fails only when the grant gives it a
+    /// scratch directory and the directory cannot be created.
     pub(super) fn new(
         imports: Arc<dyn TaskImports>,
         capabilities: &AttemptCapabilities,
         connections: &ConnectionCaps,
         limits: &SandboxLimits,
         cpu: CpuShare,
-    ) -> Self {
+        scratch_root: &std::path::Path,
+    ) -> std::io::Result<Self> {
         let stdout = MemoryOutputPipe::new(limits.output_bytes);
         let stderr = MemoryOutputPipe::new(limits.output_bytes);
-        let wasi = WasiCtxBuilder::new()
-            .stdout(stdout.clone())
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(stdout.clone())
             .stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
+            .allow_ip_name_lookup(false);
+        let quota = capabilities.grant.scratch_bytes;
+        let scratch = match quota {
+            0 => None,
+            _ => {
+                let dir = ScratchDir::create(scratch_root)?;
+                wasi.preopened_dir(dir.path(), "/scratch", FsPerms::ReadWrite)
+                    .map_err(std::io::Error::other)?;
+                Some(dir)
+            }
+        };
+        let wasi = wasi.build();
         let outbound = Outbound::new(
             Arc::new(capabilities.grant.clone()),
             imports.clone(),
             connections,
             cpu.releaser(),
         );
-        Self {
+        let scratch_quota = Arc::new(Quota::new(quota, stderr.clone()));
+        Ok(Self {
             wasi,
             table: ResourceTable::new(),
             memory: MemoryLimiter::new(limits.memory_bytes),
@@ -174,7 +194,9 @@ impl StoreState {
             http: WasiHttpCtx::new(),
             outbound,
             config: capabilities.config.iter().cloned().collect(),
-        }
+            scratch_quota,
+            _scratch: scratch,
+        })
     }
 }
 
