@@ -12,7 +12,11 @@ with byte-identical outputs, so one integration test checks every language.
 | `steps:SCRIPT` | durable steps: the ops `step`, `fail`, `sleep`, `fail-until`, `delay-until` and `cancel`, `;`-separated |
 | `http:METHOD:URL` | one request (body `ping` unless a GET); `status=S bytes=N body=…` or `error=CODE` |
 | `config:NAME` | the value of NAME, or `absent` |
+| `scratch:KIB` | lists `/scratch`, writes KIB KiB to `/scratch/a<attempt>`, reads it back; `before=[…] wrote=N read=N`, `before=[…] error=no-space` or `error=io`, or `no scratch` |
 """
+
+import errno
+import os
 
 import flowfabric
 from flowfabric import TaskFailure
@@ -51,6 +55,8 @@ def handle(input: bytes) -> bytes:
     if command == "config":
         value = flowfabric.config.get(arg)
         return (value if value is not None else "absent").encode()
+    if command == "scratch":
+        return scratch(_number(arg, "scratch"))
     raise TaskFailure(f"unknown command {command!r}", permanent=True)
 
 
@@ -64,6 +70,25 @@ def http(arg: str) -> bytes:
     except flowfabric.HttpFailure as e:
         return f"error={e}".encode()
     return f"status={r.status} bytes={len(r.body)} body={r.text()[:200]}".encode()
+
+
+def scratch(kib: int) -> bytes:
+    root = flowfabric.scratch.path()
+    if root is None:
+        return b"no scratch"
+    before = ",".join(sorted(os.listdir(root)))
+    path = os.path.join(root, f"a{flowfabric.info().attempt}")
+    try:
+        with open(path, "wb") as f:
+            for _ in range(kib // 16):
+                f.write(bytes([7]) * (16 << 10))
+            f.write(bytes([7]) * ((kib % 16) << 10))
+        with open(path, "rb") as f:
+            read = len(f.read())
+    except OSError as e:
+        word = "no-space" if e.errno == errno.ENOSPC else "io"
+        return f"before=[{before}] error={word}".encode()
+    return f"before=[{before}] wrote={kib << 10} read={read}".encode()
 
 
 def frames(n: int) -> bytes:

@@ -24,12 +24,14 @@ Side effects that must happen once per execution go in durable steps, and
 
 Beyond its input a task reaches only what its kind is granted: outbound HTTP
 (`flowfabric.http.get(url)`, `flowfabric.http.request(...)`) to granted
-origins, and config values and secrets (`flowfabric.config.get(name)`) it
-is granted by name. Anything else is refused (`HttpFailure`) or reads as
-absent (`None`).
+origins, config values and secrets (`flowfabric.config.get(name)`) it
+is granted by name, and a scratch directory of the attempt's own
+(`flowfabric.scratch.path()`, then plain `open`) when granted scratch bytes.
+Anything else is refused (`HttpFailure`) or reads as absent (`None`).
 """
 
 import json
+import os
 from typing import Any, Callable, List, Optional
 
 from componentize_py_types import Err
@@ -340,3 +342,16 @@ def _config_all() -> List[tuple]:
 
 
 config = _Namespace(get=_config_get, all=_config_all)
+
+
+# Scratch space: a directory of the attempt's own, granted with a byte quota
+# and removed when the attempt ends. A write past the quota raises OSError.
+
+SCRATCH = "/scratch"
+
+
+def _scratch_path() -> Optional[str]:
+    return SCRATCH if os.path.isdir(SCRATCH) else None
+
+
+scratch = _Namespace(path=_scratch_path)

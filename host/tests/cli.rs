@@ -844,6 +844,8 @@ async fn grants_and_secrets_through_the_cli_and_the_secret_never_shows() {
         &origin,
         "--config",
         "API_TOKEN",
+        "--scratch-bytes",
+        "65536",
     ];
     let refused = served.cli(key, &grant);
     one_line_error("grant over the ceiling", &refused);
@@ -864,12 +866,14 @@ async fn grants_and_secrets_through_the_cli_and_the_secret_never_shows() {
             "--allow-cidr",
             "127.0.0.0/8",
             "--config",
+            "--scratch-bytes",
+            "1048576",
         ],
     );
     assert!(ok && out.contains("127.0.0.0/8"), "{out}{err}");
     let (ok, out, err) = served.cli(key, &grant);
     assert!(
-        ok && out.contains(&origin) && out.contains("API_TOKEN"),
+        ok && out.contains(&origin) && out.contains("API_TOKEN") && out.contains("65536 bytes"),
         "{out}{err}"
     );
 
@@ -922,6 +926,11 @@ async fn grants_and_secrets_through_the_cli_and_the_secret_never_shows() {
     for text in &shown {
         assert!(!text.contains(SECRET), "the secret leaked: {text}");
     }
+
+    // The grant's scratch directory, through the whole path.
+    let scratch = ["run", "testkit", "--input-text", "scratch:4"];
+    let (ok, run, err) = served.cli(key, &scratch);
+    assert!(ok && run.contains("wrote=4096"), "{run}{err}");
 
     // Removing the grant takes the capability away again.
     let (ok, _, err) = served.cli(key, &["grant", "rm", "testkit"]);

@@ -337,3 +337,52 @@ async fn rust_and_python_read_granted_config_and_nothing_else() {
     }
     pool.shutdown().await;
 }
+
+#[tokio::test]
+async fn rust_and_python_write_their_own_scratch_within_the_quota() {
+    use crate::upstream::grant;
+    use flowfabric::model::{CapabilityCeiling, ComponentGrant};
+    let env = polyglot_env().await;
+    let ceiling = CapabilityCeiling {
+        scratch_bytes: Some(64 << 10),
+        ..Default::default()
+    };
+    env.db
+        .engine
+        .set_ceiling(env.tenant, &ceiling)
+        .await
+        .unwrap();
+    let langs = [LANGUAGES[0], LANGUAGES[2]];
+    let pool = env.pool(config(3));
+    for (lang, kind) in &langs {
+        let id = env.submit(kind, "scratch:16", 0).await;
+        let done = completed(&env, lang, id).await;
+        assert_eq!(text(&done.result), "no scratch", "{lang} without a grant");
+    }
+    for (_, kind) in &langs {
+        let granted = ComponentGrant {
+            scratch_bytes: Some(64 << 10),
+            ..Default::default()
+        };
+        grant(&env, env.tenant, kind, granted).await;
+    }
+    // A pool looks a kind's grant up at most once a second.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    for (lang, kind) in &langs {
+        let id = env.submit(kind, "scratch:16", 0).await;
+        let done = completed(&env, lang, id).await;
+        assert_eq!(
+            text(&done.result),
+            "before=[] wrote=16384 read=16384",
+            "{lang} with a grant"
+        );
+        let id = env.submit(kind, "scratch:80", 0).await;
+        let done = completed(&env, lang, id).await;
+        let over = text(&done.result);
+        assert!(
+            over == "before=[] error=io" || over == "before=[] error=no-space",
+            "{lang} past the quota: {over}"
+        );
+    }
+    pool.shutdown().await;
+}

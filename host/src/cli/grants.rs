@@ -180,6 +180,9 @@ fn print_grant(g: &StoredGrant) {
     if let Some(bytes) = g.grant.http_max_response_bytes {
         println!("  http response cap: {bytes} bytes");
     }
+    if let Some(bytes) = g.grant.scratch_bytes {
+        println!("  scratch: /scratch, {bytes} bytes per attempt");
+    }
 }
 
 pub async fn ceiling(
@@ -189,11 +192,12 @@ pub async fn ceiling(
 ) -> anyhow::Result<()> {
     let client = ApiClient::admin(connection)?;
     let path = format!("/v1/admin/tenants/{tenant}/capabilities");
-    let ceiling: CapabilityCeiling = if flags.set {
-        let body = CapabilityCeiling::from(flags);
+    let set = flags.set;
+    let body = CapabilityCeiling::from(flags);
+    let ceiling: CapabilityCeiling = if set {
         client.typed(Method::PUT, &path, Some(&body)).await?
     } else {
-        if flags.config || !flags.http_allow.is_empty() || !flags.allow_cidr.is_empty() {
+        if body != CapabilityCeiling::default() {
             bail!("pass --set to replace the ceiling with these flags");
         }
         client.typed(Method::GET, &path, NO_BODY).await?

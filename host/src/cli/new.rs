@@ -258,6 +258,11 @@ impl Task for Greet {
         // and `flowfabric grant set KIND --config API_TOKEN`:
         //     let token = flowfabric_guest::config::get("API_TOKEN");
         //
+        // A directory of the attempt's own, removed when it ends, after
+        // `flowfabric grant set KIND --scratch-bytes 67108864`:
+        //     std::fs::write("/scratch/report.csv", &rows)
+        //         .map_err(|e| TaskError::transient(e.to_string()))?;
+        //
         // A side effect in a durable step happens once per execution, even
         // when the task runs again after a retry or a suspension:
         let greeting: String = flowfabric_guest::step("greet", || Ok(format!("hello, {name}")))?;
@@ -360,6 +365,11 @@ def greet(input: bytes) -> bytes:
     # A config value or secret, after `flowfabric config set API_TOKEN --secret`
     # and `flowfabric grant set KIND --config API_TOKEN`:
     #     token = flowfabric.config.get("API_TOKEN")  # None when not granted
+    #
+    # A directory of the attempt's own, removed when it ends, after
+    # `flowfabric grant set KIND --scratch-bytes 67108864`:
+    #     with open(f"{flowfabric.scratch.path()}/report.csv", "w") as f:
+    #         f.write(rows)
     #
     # flowfabric.sleep(60)  # a durable sleep: the run resumes here a minute later
     return flowfabric.step("greet", lambda: f"hello, {name}").encode()
