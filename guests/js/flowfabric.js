@@ -9,7 +9,9 @@
 // throws `HostFailure`; left uncaught it fails the attempt as transient.
 //
 // `fetch` reaches the origins the component's kind is granted (see
-// `flowfabric grant set`); any other request fails.
+// `flowfabric grant set`); any other request fails. `config.get(name)` reads
+// a config value or secret the kind is granted by name (`undefined` when it
+// is absent or not granted).
 //
 // Side effects that must happen once per execution go in durable steps, and
 // `sleep` waits durably (the handler may be async):
@@ -20,6 +22,7 @@
 //     return JSON.stringify(receipt);
 //   });
 import * as host from "flowfabric:task/claimed-task@0.1.0";
+import * as store from "wasi:config/store@0.2.0-rc.1";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -177,3 +180,22 @@ export function task(handler) {
     return bytes(out);
   };
 }
+
+/** Config values and secrets (wasi:config/store): only names the grant lists
+ * are readable; any other name reads as absent. */
+export const config = {
+  get(name) {
+    try {
+      return store.get(name) ?? undefined;
+    } catch {
+      return undefined;
+    }
+  },
+  all() {
+    try {
+      return store.getAll();
+    } catch {
+      return [];
+    }
+  },
+};

@@ -140,6 +140,8 @@ function handle(input) {
       return steps(arg);
     case "http":
       return http(arg);
+    case "config":
+      return ff.config.get(arg) ?? "absent";
     default:
       throw new TaskFailure(`unknown command '${command}'`, { permanent: true });
   }

@@ -17,6 +17,7 @@ const RUST_SDK_STEPS: &str = include_str!("../../../guests/sdk/src/steps.rs");
 const CONFIG_WIT: &str = include_str!("../../../guests/sdk/wit/config/store.wit");
 const JS_SDK: &str = include_str!("../../../guests/js/flowfabric.js");
 const JS_BUILD: &str = include_str!("../../../guests/js/build.mjs");
+const JS_WIT: &str = include_str!("../../../guests/js/wit/world.wit");
 const PYTHON_SDK: &str = include_str!("../../../guests/python/flowfabric.py");
 /// The Python world and the WASI packages it imports (the task contract
 /// goes beside them as `deps/task/task.wit`).
@@ -115,11 +116,11 @@ fn check_name(name: &str) -> anyhow::Result<()> {
 
 /// Every file of a new project, as (relative path, contents).
 fn files(name: &str, lang: Lang) -> Vec<(String, String)> {
-    // Python's world includes the task contract as a dependency; the
-    // others are built for the contract's own `task` world.
+    // The Python and JS worlds include the task contract as a dependency;
+    // Rust is built for the contract's own `task` world.
     let contract = match lang {
-        Lang::Python => "wit/deps/task/task.wit",
-        Lang::Rust | Lang::Js => "wit/task.wit",
+        Lang::Python | Lang::Js => "wit/deps/task/task.wit",
+        Lang::Rust => "wit/task.wit",
     };
     let mut files = vec![
         (contract.to_owned(), WIT.to_owned()),
@@ -147,10 +148,9 @@ fn files(name: &str, lang: Lang) -> Vec<(String, String)> {
         ],
         Lang::Js => vec![
             ("package.json", JS_PACKAGE.replace("NAME", name)),
-            (
-                "build.mjs",
-                relocate_wit(JS_BUILD, "\"../../wit\"", "\"wit\""),
-            ),
+            ("build.mjs", JS_BUILD.to_owned()),
+            ("wit/world.wit", JS_WIT.to_owned()),
+            ("wit/deps/config/store.wit", CONFIG_WIT.to_owned()),
             ("flowfabric.js", JS_SDK.to_owned()),
             ("task.js", JS_TASK.to_owned()),
             ("build.sh", JS_BUILD_SH.replace("NAME", name)),
@@ -315,6 +315,18 @@ export const run = task(async (input) => {
   if (name.length === 0) throw new TaskFailure("the input is empty", { permanent: true });
   progress(50, "greeting");
   frame("greeting", name);
+
+  // Beyond its input a task reaches only what its kind is granted
+  // (see `flowfabric grant set --help`):
+  //
+  // Outbound HTTP, after `flowfabric grant set KIND --http https://api.example.com`:
+  //     const reply = await fetch("https://api.example.com/v1/status");
+  //
+  // A config value or secret, after `flowfabric config set API_TOKEN --secret`
+  // and `flowfabric grant set KIND --config API_TOKEN`:
+  //     const token = config.get("API_TOKEN"); // undefined when not granted
+  //     (import `config` from "./flowfabric.js")
+  //
   // sleep(60_000); // a durable sleep: the run resumes here a minute later
   return await step("greet", async () => `hello, ${name}`);
 });
