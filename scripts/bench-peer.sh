@@ -1,14 +1,23 @@
 #!/usr/bin/env bash
-# Peer benchmark: flowfabric against graphile-worker (npm), the same number of
-# no-op jobs on the same throwaway Postgres, in one run: the engine's queue path
-# (claim batches 1 and 100), and the whole worker pool running a wasm echo with
-# as many slots as graphile-worker's concurrency. Prints each and its ratio to
-# graphile-worker; writes bench-results/peer.json.
-#   scripts/bench-peer.sh [jobs] [workers]
+# Peer benchmark: flowfabric against graphile-worker's current release (npm),
+# the same number of no-op jobs on the same throwaway Postgres, in one run.
+#   - graphile-worker in its default configuration and in its documented
+#     high-throughput one ("batched": a local queue that fetches and locks
+#     jobs in batches, and batched completion);
+#   - flowfabric's engine queue path (claim batches 1 and 100) and the whole
+#     worker pool running a wasm echo with as many slots as graphile-worker's
+#     concurrency;
+#   - at each worker count given, on a fast throwaway server (fsync off) and
+#     then on a durable one (fsync and synchronous_commit on, as production).
+# Besides jobs/s, each pool and graphile row reports what a job cost the
+# server: WAL bytes, transactions, rows written, server CPU.
+# Prints a table with ratios to graphile-worker batched; writes
+# bench-results/peer.json.
+#   scripts/bench-peer.sh [jobs] [workers, comma-separated]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=${1:-5000}
-workers=${2:-4}
+workers=${2:-4,16}
 source scripts/prerequisites.sh
 command -v npm >/dev/null || { echo "bench-peer: needs node and npm" >&2; exit 1; }
 (cd benches/peer && npm ci --silent --no-audit --no-fund)
@@ -16,36 +25,64 @@ cargo build --quiet --release -p flowfabric
 bin="${CARGO_TARGET_DIR:-target}/release/flowfabric"
 (cd guests && cargo build --quiet --release --target wasm32-wasip2 -p testkit)
 guests="${CARGO_TARGET_DIR:-guests/target}/wasm32-wasip2/release"
-url=$(scripts/throwaway-postgres.sh 2>/tmp/flowfabric-peer-pg.txt)
-dir=$(sed -n 's/^cluster dir: \([^ ]*\).*/\1/p' /tmp/flowfabric-peer-pg.txt)
-trap 'scripts/throwaway-postgres.sh stop "$dir"' EXIT
-mkdir -p bench-results
-"$bin" bench engine --database-url "$url" --executions "$jobs" --workers "$workers" \
-  --batch 1,100 --json-out bench-results/engine.json
-"$bin" bench pool --database-url "$url" --guests "$guests" --executions "$jobs" \
-  --slots "$workers" --json-out bench-results/pool.json
-peer_db="${url%/postgres}/graphile"
-/usr/lib/postgresql/15/bin/psql -q "$url" -c "CREATE DATABASE graphile"
-node benches/peer/graphile.mjs "$peer_db" "$jobs" "$workers" > bench-results/graphile.json
-python3 - "$jobs" "$workers" <<'PY'
-import json, sys
-engine = json.load(open("bench-results/engine.json"))
-pool = json.load(open("bench-results/pool.json"))[0]
-peer = json.load(open("bench-results/graphile.json"))
+out=bench-results/peer
+rm -rf "$out" && mkdir -p "$out"
+psql=/usr/lib/postgresql/15/bin/psql
+
+# One server setting: every system at every worker count, in one run.
+measure() {
+  local setting=$1 url dir
+  url=$(FLOWFABRIC_PG_DURABLE=$([ "$setting" = durable ] && echo 1 || echo 0) \
+    scripts/throwaway-postgres.sh 2>"$out/pg-$setting.txt")
+  dir=$(sed -n 's/^cluster dir: \([^ ]*\).*/\1/p' "$out/pg-$setting.txt")
+  for w in ${workers//,/ }; do
+    if [ "$setting" = fast ]; then
+      "$bin" bench engine --database-url "$url" --executions "$jobs" --workers "$w" \
+        --batch 1,100 --json-out "$out/engine-$setting-$w.json" >/dev/null
+    fi
+    "$bin" bench pool --database-url "$url" --guests "$guests" --executions "$jobs" \
+      --slots "$w" --server-cost --json-out "$out/pool-$setting-$w.json" >/dev/null
+    for mode in default batched; do
+      db="graphile_${mode}_$w"
+      $psql -q "$url" -c "CREATE DATABASE $db"
+      SERVER_COST=1 node benches/peer/graphile.mjs "${url%/postgres}/$db" "$jobs" "$w" "$mode" \
+        > "$out/graphile-$mode-$setting-$w.json"
+    done
+  done
+  scripts/throwaway-postgres.sh stop "$dir"
+}
+measure fast
+measure durable
+
+python3 - "$jobs" "$workers" "$out" <<'PY'
+import json, sys, os
+jobs, workers, out = sys.argv[1], sys.argv[2].split(","), sys.argv[3]
+load = lambda name: json.load(open(os.path.join(out, name)))
 rows = []
-print(f"\n{sys.argv[1]} no-op jobs, {sys.argv[2]} workers; claim + complete per second")
-print(f"{'system':<42} {'per s':>10} {'vs graphile':>12}")
-print(f"{'graphile-worker (concurrency ' + sys.argv[2] + ')':<42} {peer['process_per_s']:>10.0f} {1.0:>12.2f}")
-for r in engine:
-    if r["path"] != "engine":
-        continue
-    ratio = r["process_per_s"] / peer["process_per_s"]
-    name = f"flowfabric engine, claim batch {r['batch']}"
-    print(f"{name:<42} {r['process_per_s']:>10.0f} {ratio:>12.2f}")
-    rows.append({"batch": r["batch"], "flowfabric_per_s": r["process_per_s"], "ratio": ratio})
-ratio = pool["process_per_s"] / peer["process_per_s"]
-name = f"flowfabric worker pool, {pool['slots']} slots (wasm)"
-print(f"{name:<42} {pool['process_per_s']:>10.0f} {ratio:>12.2f}")
-rows.append({"pool_slots": pool["slots"], "flowfabric_per_s": pool["process_per_s"], "ratio": ratio})
-json.dump({"graphile": peer, "flowfabric": rows}, open("bench-results/peer.json", "w"), indent=2)
+print(f"\n{jobs} no-op jobs; jobs/s, ratio to graphile-worker batched, and what a job cost the server")
+head = f"{'server':<8} {'w':>3} {'system':<36} {'jobs/s':>8} {'vs batched':>10} {'WAL B':>7} {'xacts':>6} {'rows':>6} {'CPU µs':>7}"
+print(head)
+for setting in ["fast", "durable"]:
+    for w in workers:
+        batched = load(f"graphile-batched-{setting}-{w}.json")
+        entries = []
+        for mode in ["default", "batched"]:
+            g = load(f"graphile-{mode}-{setting}-{w}.json")
+            entries.append((f"graphile-worker 0.18 {mode}", g["process_per_s"], g["server_cost"]))
+        if setting == "fast":
+            for r in load(f"engine-{setting}-{w}.json"):
+                if r["path"] == "engine":
+                    entries.append((f"flowfabric engine, claim batch {r['batch']}", r["process_per_s"], None))
+        pool = load(f"pool-{setting}-{w}.json")[0]
+        entries.append((f"flowfabric worker pool (wasm echo)", pool["process_per_s"], pool["server_cost"]))
+        for name, per_s, cost in entries:
+            ratio = per_s / batched["process_per_s"]
+            c = cost or {}
+            fmt = lambda k, f: (f.format(c[k]) if k in c else "-")
+            print(f"{setting:<8} {w:>3} {name:<36} {per_s:>8.0f} {ratio:>10.2f} "
+                  f"{fmt('wal_bytes', '{:.0f}'):>7} {fmt('transactions', '{:.2f}'):>6} "
+                  f"{fmt('rows_written', '{:.2f}'):>6} {fmt('server_cpu_us', '{:.0f}'):>7}")
+            rows.append({"server": setting, "workers": int(w), "system": name,
+                         "per_s": per_s, "vs_graphile_batched": ratio, "server_cost": cost})
+json.dump(rows, open("bench-results/peer.json", "w"), indent=2)
 PY

@@ -1,13 +1,26 @@
 // graphile-worker, the peer baseline: enqueue N no-op jobs in one statement,
 // then time a runner with the given concurrency until the queue is empty.
-// Usage: node graphile.mjs <database-url> <jobs> <concurrency>
-// Prints one JSON line: {"jobs", "concurrency", "enqueue_per_s", "process_per_s"}.
-import { run, runMigrations } from "graphile-worker";
+// Usage: node graphile.mjs <database-url> <jobs> <concurrency> [default|batched]
+//   default: graphile-worker's defaults (each worker fetches and completes
+//            its own jobs, one statement each);
+//   batched: its documented high-throughput configuration — a local queue
+//            fetching and locking jobs in batches (`localQueue.size`, the
+//            LOCAL_QUEUE_SIZE environment variable, default 500) and batched
+//            completion (`completeJobBatchDelay: 0`, `failJobBatchDelay: 0`).
+// Prints one JSON line: {"mode", "jobs", "concurrency", "enqueue_per_s",
+// "process_per_s", "server_cost"}; with SERVER_COST=1, server_cost holds what
+// each job cost the server (WAL bytes, transactions, rows written, server
+// CPU), read the way `flowfabric bench pool --server-cost` reads them.
+import { readdirSync, readFileSync } from "node:fs";
+import { run, runMigrations, Logger } from "graphile-worker";
 import pg from "pg";
 
-const [url, jobsArg, concurrencyArg] = process.argv.slice(2);
+const [url, jobsArg, concurrencyArg, mode = "default"] = process.argv.slice(2);
 const jobs = Number(jobsArg ?? 5000);
 const concurrency = Number(concurrencyArg ?? 4);
+if (!["default", "batched"].includes(mode)) throw new Error(`unknown mode ${mode}`);
+const localQueueSize = Number(process.env.LOCAL_QUEUE_SIZE ?? 500);
+const measureCost = process.env.SERVER_COST === "1";
 const pool = new pg.Pool({ connectionString: url, max: concurrency + 2 });
 
 await runMigrations({ pgPool: pool });
@@ -20,6 +33,48 @@ await pool.query(
 );
 const enqueueSeconds = Number(process.hrtime.bigint() - started) / 1e9;
 
+// The server's counters: what `bench pool --server-cost` reads (see dbcost.rs).
+const settle = () => new Promise((r) => setTimeout(r, 10_500));
+function cpuTicks() {
+  let ticks = 0;
+  for (const pid of readdirSync("/proc")) {
+    let stat;
+    try {
+      stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    } catch {
+      continue;
+    }
+    const open = stat.indexOf("("), close = stat.lastIndexOf(")");
+    if (open < 0 || stat.slice(open + 1, close) !== "postgres") continue;
+    const fields = stat.slice(close + 2).split(" ");
+    ticks += Number(fields[11]) + Number(fields[12]);
+  }
+  return ticks;
+}
+async function counters(cpu) {
+  await settle();
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  const { rows } = await client.query(
+    `SELECT pg_current_wal_lsn()::text AS lsn, xact_commit + xact_rollback AS xacts,
+            tup_inserted + tup_updated + tup_deleted AS rows
+     FROM pg_stat_database WHERE datname = current_database()`,
+  );
+  await client.end();
+  return { ...rows[0], cpu };
+}
+const before = measureCost ? await counters(cpuTicks()) : null;
+
+const preset =
+  mode === "batched"
+    ? {
+        worker: {
+          localQueue: { size: localQueueSize },
+          completeJobBatchDelay: 0,
+          failJobBatchDelay: 0,
+        },
+      }
+    : undefined;
 let done = 0;
 let finish;
 const finished = new Promise((resolve) => (finish = resolve));
@@ -29,7 +84,8 @@ const runner = await run({
   concurrency,
   noHandleSignals: true,
   pollInterval: 1000,
-  logger: new (await import("graphile-worker")).Logger(() => () => {}),
+  preset,
+  logger: new Logger(() => () => {}),
   taskList: {
     noop: async () => {
       done += 1;
@@ -45,13 +101,32 @@ for (;;) {
   await new Promise((r) => setTimeout(r, 5));
 }
 const processSeconds = Number(process.hrtime.bigint() - started) / 1e9;
+const cpuAfter = cpuTicks();
 await runner.stop();
+let serverCost = null;
+if (before) {
+  const after = await counters(cpuAfter);
+  const { rows } = await pool.query("SELECT pg_wal_lsn_diff($1::pg_lsn, $2::pg_lsn)::float8 AS wal", [
+    after.lsn,
+    before.lsn,
+  ]);
+  const ticksPerSecond = 100; // USER_HZ on Linux
+  serverCost = {
+    wal_bytes: rows[0].wal / jobs,
+    transactions: (after.xacts - before.xacts) / jobs,
+    rows_written: (after.rows - before.rows) / jobs,
+    server_cpu_us: ((after.cpu - before.cpu) / ticksPerSecond) * 1e6 / jobs,
+  };
+}
 await pool.end();
 console.log(
   JSON.stringify({
+    mode,
     jobs,
     concurrency,
+    local_queue_size: mode === "batched" ? localQueueSize : null,
     enqueue_per_s: jobs / enqueueSeconds,
     process_per_s: jobs / processSeconds,
+    server_cost: serverCost,
   }),
 );

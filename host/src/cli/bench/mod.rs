@@ -11,6 +11,7 @@
 //! counts and batch sizes is one row pair. Figures are executions per second
 //! through the whole lifecycle; the ratio is what to compare across machines.
 
+pub mod dbcost;
 pub mod depth;
 pub mod fairness;
 pub mod flow;

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::dbcost::{self, PerExecution};
 use super::scratch::ScratchDatabase;
 use anyhow::Context;
 use flowfabric::model::NewExecution;
@@ -43,6 +44,11 @@ pub struct PoolBench {
     /// `--claim-ahead`); its default when not given.
     #[arg(long)]
     claim_ahead: Option<usize>,
+    /// Also report what each execution cost the Postgres server (WAL bytes,
+    /// transactions, rows written, server CPU); adds ~20 s a row for the
+    /// server's counters to settle. The server must run on this host.
+    #[arg(long)]
+    server_cost: bool,
 }
 
 #[derive(serde::Serialize)]
@@ -53,6 +59,8 @@ struct Row {
     /// The same row on SQLite, and its ratio to Postgres.
     sqlite_per_s: Option<f64>,
     sqlite_vs_postgres: Option<f64>,
+    /// What each execution cost the server (with `--server-cost`).
+    server_cost: Option<PerExecution>,
 }
 
 pub async fn run(args: PoolBench) -> anyhow::Result<()> {
@@ -64,10 +72,11 @@ pub async fn run(args: PoolBench) -> anyhow::Result<()> {
         let scratch = ScratchDatabase::create(&args.database_url)
             .await
             .context("creating a scratch database")?;
-        let elapsed = round(&scratch.url, &wasm, &args, slots).await;
+        let measured = round(&scratch.url, &wasm, &args, slots).await;
         scratch.drop().await?;
+        let (elapsed, server_cost) = measured?;
         let per_s = |elapsed: Duration| args.executions as f64 / elapsed.as_secs_f64();
-        let process_per_s = per_s(elapsed?);
+        let process_per_s = per_s(elapsed);
         let sqlite_per_s = match args.sqlite {
             true => Some(per_s(sqlite_round(&wasm, &args, slots).await?)),
             false => None,
@@ -78,6 +87,7 @@ pub async fn run(args: PoolBench) -> anyhow::Result<()> {
             process_per_s,
             sqlite_per_s,
             sqlite_vs_postgres: sqlite_per_s.map(|s| s / process_per_s),
+            server_cost,
         });
     }
     println!(
@@ -98,6 +108,14 @@ pub async fn run(args: PoolBench) -> anyhow::Result<()> {
             r.slots, r.process_per_s, sqlite, ratio
         );
     }
+    for r in &rows {
+        if let Some(c) = &r.server_cost {
+            println!(
+                "slots {}: per execution {:.0} WAL bytes, {:.2} transactions, {:.2} rows written, {:.0} µs server CPU",
+                r.slots, c.wal_bytes, c.transactions, c.rows_written, c.server_cpu_us
+            );
+        }
+    }
     write_json(args.json_out.as_deref(), &rows)?;
     Ok(())
 }
@@ -107,13 +125,21 @@ async fn sqlite_round(wasm: &[u8], args: &PoolBench, slots: usize) -> anyhow::Re
     let dir = std::env::temp_dir().join(format!("ff-bench-{}", uuid::Uuid::now_v7().simple()));
     std::fs::create_dir_all(&dir)?;
     let url = format!("sqlite:{}", dir.join("bench.db").display());
-    let elapsed = round(&url, wasm, args, slots).await;
+    let measured = round(&url, wasm, args, slots).await;
     std::fs::remove_dir_all(&dir)?;
-    elapsed
+    Ok(measured?.0)
 }
 
-/// Create the backlog, then time the pool from start to the last completion event.
-async fn round(url: &str, wasm: &[u8], args: &PoolBench, slots: usize) -> anyhow::Result<Duration> {
+/// Create the backlog, then time the pool from start to the last completion
+/// event; with `--server-cost` (on Postgres), read the server's counters
+/// around the drain.
+async fn round(
+    url: &str,
+    wasm: &[u8],
+    args: &PoolBench,
+    slots: usize,
+) -> anyhow::Result<(Duration, Option<PerExecution>)> {
+    let measure_cost = args.server_cost && !url.starts_with("sqlite:");
     let n = args.executions;
     let engine = crate::cli::connect(url, u32::try_from(slots)? + 4).await?;
     let tenant = engine.create_tenant("bench").await?.tenant_id;
@@ -130,10 +156,22 @@ async fn round(url: &str, wasm: &[u8], args: &PoolBench, slots: usize) -> anyhow
         claim_ahead: args.claim_ahead,
         ..WorkerConfig::default()
     };
+    let before = match measure_cost {
+        true => Some(dbcost::snapshot(url, dbcost::cpu_now()).await?),
+        false => None,
+    };
     let started = Instant::now();
     let pool = WorkerPool::start(engine.clone(), runtime, config);
     wait_for_completions(&engine, tenant, n).await?;
     let elapsed = started.elapsed();
+    let cpu_after = dbcost::cpu_now();
     pool.shutdown().await;
-    Ok(elapsed)
+    let cost = match before {
+        Some(before) => {
+            let after = dbcost::snapshot(url, cpu_after).await?;
+            Some(after.since(&before, url, n).await?)
+        }
+        None => None,
+    };
+    Ok((elapsed, cost))
 }

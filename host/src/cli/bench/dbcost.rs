@@ -1,0 +1,135 @@
+//! What a stretch of work cost the Postgres server: WAL bytes, transactions,
+//! rows written and server CPU, read before and after it.
+//!
+//! Jobs per second depend on the machine; these per-execution figures do
+//! not, and they are what to set beside a peer's per job
+//! (`scripts/bench-peer.sh` reads the same counters around graphile-worker).
+//! WAL bytes come from `pg_current_wal_lsn()` and are exact for the whole
+//! server; transactions and rows from the database's `pg_stat_database` row,
+//! which a backend publishes at most once a second while busy and within ten
+//! seconds of going idle, so the counters are read only after
+//! [`STATS_SETTLE`] of quiet; CPU is the user + system time of every
+//! `postgres` process on this host (the bench and the server must share it),
+//! sampled from `/proc` at the moment the work ends, so a backend that exits
+//! between two samples is not counted.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::postgres::PgPoolOptions;
+
+/// How long idle backends may take to publish their counters.
+pub const STATS_SETTLE: Duration = Duration::from_millis(10_500);
+
+/// The server's counters around one stretch of work: CPU sampled when it
+/// started or ended, the rest read once the counters settled.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    lsn: String,
+    xacts: i64,
+    rows: i64,
+    cpu_ticks: u64,
+}
+
+/// CPU ticks of the server now, for a [`snapshot`] taken a little later.
+pub fn cpu_now() -> u64 {
+    postgres_cpu_ticks()
+}
+
+/// What happened between two snapshots, per execution.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct PerExecution {
+    pub wal_bytes: f64,
+    pub transactions: f64,
+    pub rows_written: f64,
+    pub server_cpu_us: f64,
+}
+
+/// Wait for the counters to settle, then read them for the database `url`
+/// names, with the CPU ticks sampled (by [`cpu_now`]) when the work began or
+/// ended.
+pub async fn snapshot(url: &str, cpu_ticks: u64) -> anyhow::Result<Snapshot> {
+    tokio::time::sleep(STATS_SETTLE).await;
+    let pool = PgPoolOptions::new().max_connections(1).connect(url).await?;
+    let (lsn, xacts, rows): (String, i64, i64) = sqlx::query_as(
+        "SELECT pg_current_wal_lsn()::text, xact_commit + xact_rollback, \
+                tup_inserted + tup_updated + tup_deleted \
+         FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .fetch_one(&pool)
+    .await
+    .context("reading the server's counters")?;
+    pool.close().await;
+    Ok(Snapshot {
+        lsn,
+        xacts,
+        rows,
+        cpu_ticks,
+    })
+}
+
+impl Snapshot {
+    /// The cost from `before` to this snapshot, divided over `executions`.
+    pub async fn since(
+        &self,
+        before: &Snapshot,
+        url: &str,
+        executions: usize,
+    ) -> anyhow::Result<PerExecution> {
+        let pool = PgPoolOptions::new().max_connections(1).connect(url).await?;
+        let (wal,): (f64,) =
+            sqlx::query_as("SELECT pg_wal_lsn_diff($1::pg_lsn, $2::pg_lsn)::float8")
+                .bind(&self.lsn)
+                .bind(&before.lsn)
+                .fetch_one(&pool)
+                .await?;
+        pool.close().await;
+        let n = executions.max(1) as f64;
+        // SAFETY: sysconf only reads a constant of the running system.
+        let ticks_per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let ticks = self.cpu_ticks.saturating_sub(before.cpu_ticks) as f64;
+        Ok(PerExecution {
+            wal_bytes: wal / n,
+            transactions: (self.xacts - before.xacts) as f64 / n,
+            rows_written: (self.rows - before.rows) as f64 / n,
+            server_cpu_us: ticks / ticks_per_s * 1e6 / n,
+        })
+    }
+}
+
+/// User + system ticks of every live `postgres` process.
+fn postgres_cpu_ticks() -> u64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter_map(|stat| process_ticks(&stat))
+        .sum()
+}
+
+/// utime + stime of one `/proc/PID/stat` line, if the process is Postgres.
+fn process_ticks(stat: &str) -> Option<u64> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    if &stat[open + 1..close] != "postgres" {
+        return None;
+    }
+    // After the name: state is field 3; utime and stime are fields 14 and 15.
+    let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_ticks_of_postgres_processes_only() {
+        let line = "42 (postgres) S 1 42 42 0 -1 4194560 100 0 0 0 17 5 0 0 20 0 1 0 100 0 0";
+        assert_eq!(super::process_ticks(line), Some(22));
+        let other = "43 (node) S 1 43 43 0 -1 4194560 100 0 0 0 17 5 0 0 20 0 1 0 100 0 0";
+        assert_eq!(super::process_ticks(other), None);
+    }
+}
