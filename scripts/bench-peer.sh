@@ -6,12 +6,13 @@
 #     jobs in batches, and batched completion);
 #   - flowfabric's engine queue path (claim batches 1 and 100) and the whole
 #     worker pool running a wasm echo with as many slots as graphile-worker's
-#     concurrency;
+#     concurrency, from a Rust guest and from a JavaScript one (graphile-worker
+#     runs its tasks as JavaScript in Node: the row a JS user compares);
 #   - at each worker count given, on a fast throwaway server (fsync off) and
 #     then on a durable one (fsync and synchronous_commit on, as production).
 # Besides jobs/s, each pool and graphile row reports what a job cost the
 # server: WAL bytes, transactions, rows written, server CPU.
-# Prints a table with ratios to graphile-worker batched; writes
+# Prints a table with ratios to graphile-worker default and batched; writes
 # bench-results/peer.json.
 #   scripts/bench-peer.sh [jobs] [workers, comma-separated]
 set -euo pipefail
@@ -25,6 +26,8 @@ cargo build --quiet --release -p flowfabric
 bin="${CARGO_TARGET_DIR:-target}/release/flowfabric"
 (cd guests && cargo build --quiet --release --target wasm32-wasip2 -p testkit)
 guests="${CARGO_TARGET_DIR:-guests/target}/wasm32-wasip2/release"
+scripts/build-guests.sh >/dev/null
+js_guest=guests/target/polyglot/js.wasm
 out=bench-results/peer
 rm -rf "$out" && mkdir -p "$out"
 psql=/usr/lib/postgresql/15/bin/psql
@@ -42,6 +45,8 @@ measure() {
     fi
     "$bin" bench pool --database-url "$url" --guests "$guests" --executions "$jobs" \
       --slots "$w" --server-cost --json-out "$out/pool-$setting-$w.json" >/dev/null
+    "$bin" bench pool --database-url "$url" --component "$js_guest" --executions "$jobs" \
+      --slots "$w" --server-cost --json-out "$out/pool-js-$setting-$w.json" >/dev/null
     for mode in default batched; do
       db="graphile_${mode}_$w"
       $psql -q "$url" -c "CREATE DATABASE $db"
@@ -59,12 +64,13 @@ import json, sys, os
 jobs, workers, out = sys.argv[1], sys.argv[2].split(","), sys.argv[3]
 load = lambda name: json.load(open(os.path.join(out, name)))
 rows = []
-print(f"\n{jobs} no-op jobs; jobs/s, ratio to graphile-worker batched, and what a job cost the server")
-head = f"{'server':<8} {'w':>3} {'system':<36} {'jobs/s':>8} {'vs batched':>10} {'WAL B':>7} {'xacts':>6} {'rows':>6} {'CPU µs':>7}"
+print(f"\n{jobs} no-op jobs; jobs/s, ratios to graphile-worker default and batched, and what a job cost the server")
+head = f"{'server':<8} {'w':>3} {'system':<36} {'jobs/s':>8} {'vs default':>10} {'vs batched':>10} {'WAL B':>7} {'xacts':>6} {'rows':>6} {'CPU µs':>7}"
 print(head)
 for setting in ["fast", "durable"]:
     for w in workers:
         batched = load(f"graphile-batched-{setting}-{w}.json")
+        default = load(f"graphile-default-{setting}-{w}.json")
         entries = []
         for mode in ["default", "batched"]:
             g = load(f"graphile-{mode}-{setting}-{w}.json")
@@ -74,15 +80,19 @@ for setting in ["fast", "durable"]:
                 if r["path"] == "engine":
                     entries.append((f"flowfabric engine, claim batch {r['batch']}", r["process_per_s"], None))
         pool = load(f"pool-{setting}-{w}.json")[0]
-        entries.append((f"flowfabric worker pool (wasm echo)", pool["process_per_s"], pool["server_cost"]))
+        entries.append(("flowfabric pool, Rust guest (wasm echo)", pool["process_per_s"], pool["server_cost"]))
+        pool = load(f"pool-js-{setting}-{w}.json")[0]
+        entries.append(("flowfabric pool, JS guest (wasm echo)", pool["process_per_s"], pool["server_cost"]))
         for name, per_s, cost in entries:
             ratio = per_s / batched["process_per_s"]
+            vs_default = per_s / default["process_per_s"]
             c = cost or {}
             fmt = lambda k, f: (f.format(c[k]) if k in c else "-")
-            print(f"{setting:<8} {w:>3} {name:<36} {per_s:>8.0f} {ratio:>10.2f} "
+            print(f"{setting:<8} {w:>3} {name:<36} {per_s:>8.0f} {vs_default:>10.2f} {ratio:>10.2f} "
                   f"{fmt('wal_bytes', '{:.0f}'):>7} {fmt('transactions', '{:.2f}'):>6} "
                   f"{fmt('rows_written', '{:.2f}'):>6} {fmt('server_cpu_us', '{:.0f}'):>7}")
             rows.append({"server": setting, "workers": int(w), "system": name,
-                         "per_s": per_s, "vs_graphile_batched": ratio, "server_cost": cost})
+                         "per_s": per_s, "vs_graphile_default": vs_default,
+                         "vs_graphile_batched": ratio, "server_cost": cost})
 json.dump(rows, open("bench-results/peer.json", "w"), indent=2)
 PY

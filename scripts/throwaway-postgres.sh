@@ -4,6 +4,7 @@
 # fsync is off: this is for tests, benchmarks and demos, never for data you keep.
 # With FLOWFABRIC_PG_DURABLE=1 it keeps Postgres's durable defaults (fsync,
 # synchronous_commit, full_page_writes on), as production runs, for benchmarks.
+# FLOWFABRIC_PG_OPTIONS adds server options (e.g. "-c shared_preload_libraries=pg_stat_statements").
 set -euo pipefail
 PGBIN=/usr/lib/postgresql/15/bin
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
@@ -19,7 +20,7 @@ port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print
 fast="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
 [ "${FLOWFABRIC_PG_DURABLE:-0}" = 1 ] && fast=""
 as_pg "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 -o \
-  "-p $port -c listen_addresses=127.0.0.1 -k $dir $fast -c max_connections=400" \
+  "-p $port -c listen_addresses=127.0.0.1 -k $dir $fast -c max_connections=400 ${FLOWFABRIC_PG_OPTIONS:-}" \
   start >/dev/null
 echo "cluster dir: $dir (stop with: $0 stop $dir)" >&2
 echo "postgres://postgres@127.0.0.1:$port/postgres"

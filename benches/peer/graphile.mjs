@@ -22,6 +22,7 @@ if (!["default", "batched"].includes(mode)) throw new Error(`unknown mode ${mode
 const localQueueSize = Number(process.env.LOCAL_QUEUE_SIZE ?? 500);
 const measureCost = process.env.SERVER_COST === "1";
 const pool = new pg.Pool({ connectionString: url, max: concurrency + 2 });
+pool.on("error", (e) => console.error(`graphile bench: idle client error: ${e.message}`));
 
 await runMigrations({ pgPool: pool });
 await pool.query("DELETE FROM graphile_worker._private_jobs");
@@ -46,8 +47,10 @@ function cpuTicks() {
     }
     const open = stat.indexOf("("), close = stat.lastIndexOf(")");
     if (open < 0 || stat.slice(open + 1, close) !== "postgres") continue;
+    // utime, stime, cutime, cstime: the postmaster's c-times hold the
+    // backends that exited.
     const fields = stat.slice(close + 2).split(" ");
-    ticks += Number(fields[11]) + Number(fields[12]);
+    ticks += [11, 12, 13, 14].reduce((sum, i) => sum + Number(fields[i]), 0);
   }
   return ticks;
 }

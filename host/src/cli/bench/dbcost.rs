@@ -9,9 +9,10 @@
 //! which a backend publishes at most once a second while busy and within ten
 //! seconds of going idle, so the counters are read only after
 //! [`STATS_SETTLE`] of quiet; CPU is the user + system time of every
-//! `postgres` process on this host (the bench and the server must share it),
-//! sampled from `/proc` at the moment the work ends, so a backend that exits
-//! between two samples is not counted.
+//! `postgres` process on this host (the bench and the server must share it)
+//! plus what their exited children used (the postmaster's `cutime` and
+//! `cstime` hold the backends that closed), sampled from `/proc` when the
+//! work starts and ends.
 
 use std::time::Duration;
 
@@ -97,7 +98,7 @@ impl Snapshot {
     }
 }
 
-/// User + system ticks of every live `postgres` process.
+/// User + system ticks of every `postgres` process and its exited children.
 fn postgres_cpu_ticks() -> u64 {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return 0;
@@ -109,26 +110,30 @@ fn postgres_cpu_ticks() -> u64 {
         .sum()
 }
 
-/// utime + stime of one `/proc/PID/stat` line, if the process is Postgres.
+/// utime + stime + cutime + cstime of one `/proc/PID/stat` line, if the
+/// process is Postgres.
 fn process_ticks(stat: &str) -> Option<u64> {
     let open = stat.find('(')?;
     let close = stat.rfind(')')?;
     if &stat[open + 1..close] != "postgres" {
         return None;
     }
-    // After the name: state is field 3; utime and stime are fields 14 and 15.
+    // After the name: state is field 3; utime, stime, cutime and cstime are
+    // fields 14 to 17.
     let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
+    fields
+        .get(11..15)?
+        .iter()
+        .map(|f| f.parse::<u64>().ok())
+        .sum::<Option<u64>>()
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn reads_ticks_of_postgres_processes_only() {
-        let line = "42 (postgres) S 1 42 42 0 -1 4194560 100 0 0 0 17 5 0 0 20 0 1 0 100 0 0";
-        assert_eq!(super::process_ticks(line), Some(22));
+        let line = "42 (postgres) S 1 42 42 0 -1 4194560 100 0 0 0 17 5 3 1 20 0 1 0 100 0 0";
+        assert_eq!(super::process_ticks(line), Some(26));
         let other = "43 (node) S 1 43 43 0 -1 4194560 100 0 0 0 17 5 0 0 20 0 1 0 100 0 0";
         assert_eq!(super::process_ticks(other), None);
     }

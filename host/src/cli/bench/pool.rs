@@ -29,6 +29,12 @@ pub struct PoolBench {
     /// Where the built guests are (`testkit.wasm` is used).
     #[arg(long, default_value = "guests/target/wasm32-wasip2/release")]
     guests: PathBuf,
+    /// Run this component instead of testkit: any guest that answers
+    /// `echo:TEXT` with TEXT, e.g. the JavaScript or Python conformance guest
+    /// (`guests/target/polyglot/js.wasm`), for the row a user of that
+    /// language compares.
+    #[arg(long)]
+    component: Option<PathBuf>,
     #[arg(long, default_value_t = 5_000)]
     executions: usize,
     /// Worker pool slots (executions run at once) to measure.
@@ -65,8 +71,12 @@ struct Row {
 
 pub async fn run(args: PoolBench) -> anyhow::Result<()> {
     anyhow::ensure!(args.slots.iter().all(|&s| s >= 1), "slots start at 1");
-    let wasm = std::fs::read(args.guests.join("testkit.wasm"))
-        .context("reading testkit.wasm (build the guests first)")?;
+    let path = args
+        .component
+        .clone()
+        .unwrap_or_else(|| args.guests.join("testkit.wasm"));
+    let wasm = std::fs::read(&path)
+        .with_context(|| format!("reading {} (build the guests first)", path.display()))?;
     let mut rows = Vec::new();
     for &slots in &args.slots {
         let scratch = ScratchDatabase::create(&args.database_url)
