@@ -15,15 +15,7 @@ use crate::{config, text, Env};
 
 /// Run testkit with `input` and return its result text.
 async fn run(env: &Env, input: &str) -> String {
-    let id = env.submit("testkit", input, 0).await;
-    let ex = env.wait_terminal(id).await;
-    assert_eq!(
-        ex.state,
-        PublicState::Completed,
-        "{input}: {:?}",
-        ex.last_failure
-    );
-    text(&ex.result)
+    env.completed_text(input, 0).await
 }
 
 #[tokio::test]

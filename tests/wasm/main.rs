@@ -77,6 +77,20 @@ impl Env {
             .execution_id
     }
 
+    /// Run testkit with `input` (retried up to `retries` times), which must
+    /// complete, and return its result as text.
+    pub async fn completed_text(&self, input: &str, retries: u32) -> String {
+        let id = self.submit("testkit", input, retries).await;
+        let ex = self.wait_terminal(id).await;
+        assert_eq!(
+            ex.state,
+            PublicState::Completed,
+            "{input}: {:?}",
+            ex.last_failure
+        );
+        text(&ex.result)
+    }
+
     pub async fn wait_terminal(&self, id: ExecutionId) -> Execution {
         self.wait_terminal_within(id, Duration::from_secs(30)).await
     }

@@ -1,23 +1,9 @@
 //! Scratch directories with real guests: opt-in, the attempt's own, bounded
 //! by a byte quota, and gone when the attempt ends.
 
-use flowfabric::model::{CapabilityCeiling, ComponentGrant, PublicState};
+use flowfabric::model::{CapabilityCeiling, ComponentGrant};
 
 use crate::{config, text, Env};
-
-/// Run testkit with `input` (retried up to `retries` times) to completion
-/// and return its result text.
-async fn run(env: &Env, input: &str, retries: u32) -> String {
-    let id = env.submit("testkit", input, retries).await;
-    let ex = env.wait_terminal(id).await;
-    assert_eq!(
-        ex.state,
-        PublicState::Completed,
-        "{input}: {:?}",
-        ex.last_failure
-    );
-    text(&ex.result)
-}
 
 /// Attempt directories left under the runtime's scratch root.
 fn leftovers(env: &Env) -> Vec<String> {
@@ -53,7 +39,7 @@ async fn grant_scratch(env: &Env, ceiling: Option<u64>, granted: Option<u64>) {
 async fn without_a_grant_there_is_no_scratch_directory() {
     let env = Env::new().await;
     let pool = env.pool(config(1));
-    let seen = run(&env, "scratch:1", 0).await;
+    let seen = env.completed_text("scratch:1", 0).await;
     assert_eq!(seen, "no scratch");
     pool.shutdown().await;
 }
@@ -78,7 +64,7 @@ async fn scratch_is_the_attempts_own_bounded_and_removed_after() {
 
     // Attempt 1 writes a file and fails; attempt 2 starts from an empty
     // directory of its own.
-    let retried = run(&env, "scratch:16:2", 1).await;
+    let retried = env.completed_text("scratch:16:2", 1).await;
     assert_eq!(retried, "before=[] wrote=16384 read=16384");
 
     // Past the quota (64 KiB, less the file's own entry) the write fails
@@ -103,15 +89,15 @@ async fn scratch_is_the_attempts_own_bounded_and_removed_after() {
         stderr.contains("scratch quota of 65536 bytes is used up"),
         "{stderr}"
     );
-    let under = run(&env, "scratch:56", 0).await;
+    let under = env.completed_text("scratch:56", 0).await;
     assert_eq!(under, "before=[] wrote=57344 read=57344");
 
     // Every entry created costs a block, so empty files are bounded too.
-    let files = run(&env, "scratch-files:1000", 0).await;
+    let files = env.completed_text("scratch-files:1000", 0).await;
     assert_eq!(files, "created=16 error=no-space");
 
     // The directory is a sandbox: nothing outside it is reachable.
-    let escape = run(&env, "open:/scratch/../etc/hostname", 0).await;
+    let escape = env.completed_text("open:/scratch/../etc/hostname", 0).await;
     assert!(escape.starts_with("denied"), "{escape}");
 
     assert_eq!(leftovers(&env), Vec::<String>::new());

@@ -178,6 +178,22 @@ fn lend(fd: &Fd) -> Fd {
     Resource::new_borrow(fd.rep())
 }
 
+/// Run `op` with `bytes` taken from the quota first, given back if it fails.
+async fn charged<T>(
+    quota: &Quota,
+    bytes: u64,
+    op: impl std::future::Future<Output = FsResult<T>>,
+) -> Reply<T> {
+    if let Err(e) = quota.charge(bytes) {
+        return Ok((Err(e),));
+    }
+    let result = op.await;
+    if result.is_err() {
+        quota.refund(bytes);
+    }
+    reply(result)
+}
+
 /// Shadow the write paths of `wasi:filesystem/types` (see the module docs).
 /// Call after wasmtime-wasi has linked its own.
 pub(super) fn add_to_linker(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
@@ -234,15 +250,8 @@ pub(super) fn add_to_linker(linker: &mut Linker<StoreState>) -> wasmtime::Result
                     Ok(stat) => stat.size,
                     Err(e) => return reply(Err(e)),
                 };
-                let growth = size.saturating_sub(current);
-                if let Err(e) = quota.charge(growth) {
-                    return Ok((Err(e),));
-                }
-                let resized = state.filesystem().set_size(fd, size).await;
-                if resized.is_err() {
-                    quota.refund(growth);
-                }
-                reply(resized)
+                let mut fs = state.filesystem();
+                charged(&quota, size.saturating_sub(current), fs.set_size(fd, size)).await
             })
         },
     )?;
@@ -266,17 +275,9 @@ pub(super) fn add_to_linker(linker: &mut Linker<StoreState>) -> wasmtime::Result
                         .await
                         .is_err();
                 let charge = if creates { ENTRY_BYTES } else { 0 };
-                if let Err(e) = quota.charge(charge) {
-                    return Ok((Err(e),));
-                }
-                let opened = state
-                    .filesystem()
-                    .open_at(fd, path_flags, path, open_flags, flags)
-                    .await;
-                if opened.is_err() {
-                    quota.refund(charge);
-                }
-                reply(opened)
+                let mut fs = state.filesystem();
+                let open = fs.open_at(fd, path_flags, path, open_flags, flags);
+                charged(&quota, charge, open).await
             })
         },
     )?;
@@ -286,14 +287,8 @@ pub(super) fn add_to_linker(linker: &mut Linker<StoreState>) -> wasmtime::Result
             Box::new(async move {
                 let state = store.data_mut();
                 let quota = state.scratch_quota.clone();
-                if let Err(e) = quota.charge(ENTRY_BYTES) {
-                    return Ok((Err(e),));
-                }
-                let created = state.filesystem().create_directory_at(fd, path).await;
-                if created.is_err() {
-                    quota.refund(ENTRY_BYTES);
-                }
-                reply(created)
+                let mut fs = state.filesystem();
+                charged(&quota, ENTRY_BYTES, fs.create_directory_at(fd, path)).await
             })
         },
     )?;
@@ -303,14 +298,8 @@ pub(super) fn add_to_linker(linker: &mut Linker<StoreState>) -> wasmtime::Result
             Box::new(async move {
                 let state = store.data_mut();
                 let quota = state.scratch_quota.clone();
-                if let Err(e) = quota.charge(ENTRY_BYTES) {
-                    return Ok((Err(e),));
-                }
-                let linked = state.filesystem().symlink_at(fd, old, new).await;
-                if linked.is_err() {
-                    quota.refund(ENTRY_BYTES);
-                }
-                reply(linked)
+                let mut fs = state.filesystem();
+                charged(&quota, ENTRY_BYTES, fs.symlink_at(fd, old, new)).await
             })
         },
     )?;
@@ -320,17 +309,9 @@ pub(super) fn add_to_linker(linker: &mut Linker<StoreState>) -> wasmtime::Result
             Box::new(async move {
                 let state = store.data_mut();
                 let quota = state.scratch_quota.clone();
-                if let Err(e) = quota.charge(ENTRY_BYTES) {
-                    return Ok((Err(e),));
-                }
-                let linked = state
-                    .filesystem()
-                    .link_at(fd, path_flags, old, new_dir, new)
-                    .await;
-                if linked.is_err() {
-                    quota.refund(ENTRY_BYTES);
-                }
-                reply(linked)
+                let mut fs = state.filesystem();
+                let link = fs.link_at(fd, path_flags, old, new_dir, new);
+                charged(&quota, ENTRY_BYTES, link).await
             })
         },
     )?;
