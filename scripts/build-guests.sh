@@ -39,13 +39,13 @@ if stale python guests/python/*.py $(find guests/python/wit -name '*.wit' | sort
 fi
 
 if stale js guests/js/*.js guests/js/*.mjs guests/js/package-lock.json guests/js/wit/*.wit \
-  guests/python/wit/deps/config/store.wit; then
+  guests/python/wit/deps/{config,filesystem,io,clocks}/*.wit; then
   (cd guests/js && { [ -d node_modules/@bytecodealliance/componentize-js ] || npm ci -s --no-audit --no-fund; })
   # The JS world (guests/js/wit) with the task contract and wasi:config beside it.
   jswit=$out/js-wit
-  rm -rf "$jswit" && mkdir -p "$jswit/deps/task" "$jswit/deps/config"
+  rm -rf "$jswit" && mkdir -p "$jswit/deps/task"
   cp guests/js/wit/world.wit "$jswit/" && cp wit/task.wit "$jswit/deps/task/"
-  cp guests/python/wit/deps/config/store.wit "$jswit/deps/config/"
+  for dep in config filesystem io clocks; do cp -r "guests/python/wit/deps/$dep" "$jswit/deps/"; done
   (cd guests/js && node build.mjs task.js "$root/$out/js.wasm" "$root/$jswit" >/dev/null)
   mv "$out/js.digest.new" "$out/js.digest"
   echo "built $out/js.wasm"

@@ -11,7 +11,8 @@
 // `fetch` reaches the origins the component's kind is granted (see
 // `flowfabric grant set`); any other request fails. `config.get(name)` reads
 // a config value or secret the kind is granted by name (`undefined` when it
-// is absent or not granted).
+// is absent or not granted). `scratch` reads and writes the attempt's own
+// directory when the kind is granted scratch bytes.
 //
 // Side effects that must happen once per execution go in durable steps, and
 // `sleep` waits durably (the handler may be async):
@@ -23,6 +24,8 @@
 //   });
 import * as host from "flowfabric:task/claimed-task@0.1.0";
 import * as store from "wasi:config/store@0.2.0-rc.1";
+import { getDirectories } from "wasi:filesystem/preopens@0.2.12";
+import { filesystemErrorCode } from "wasi:filesystem/types@0.2.12";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -197,5 +200,90 @@ export const config = {
     } catch {
       return [];
     }
+  },
+};
+
+/** A scratch operation that failed; `code` is the wasi:filesystem error code
+ * (`insufficient-space` past the quota, `no-entry`, …) or `io`. */
+export class ScratchFailure extends Error {
+  constructor(code) {
+    super(`scratch: ${code}`);
+    this.code = code;
+  }
+}
+
+let scratchDir;
+function scratchDescriptor() {
+  if (scratchDir === undefined) {
+    const found = getDirectories().find(([, path]) => path === "/scratch");
+    scratchDir = found ? found[0] : null;
+  }
+  if (!scratchDir) throw new ScratchFailure("no-entry");
+  return scratchDir;
+}
+
+function scratchCall(fn) {
+  try {
+    return fn();
+  } catch (e) {
+    const payload = e?.payload;
+    if (typeof payload === "string") throw new ScratchFailure(payload);
+    if (payload?.tag === "last-operation-failed") {
+      throw new ScratchFailure(filesystemErrorCode(payload.val) ?? "io");
+    }
+    throw e;
+  }
+}
+
+/** The attempt's own directory (granted scratch bytes; removed when the
+ * attempt ends): names are plain file names inside it. */
+export const scratch = {
+  available() {
+    try {
+      scratchDescriptor();
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  list() {
+    return scratchCall(() => {
+      const entries = scratchDescriptor().readDirectory();
+      const names = [];
+      for (let e = entries.readDirectoryEntry(); e; e = entries.readDirectoryEntry()) {
+        names.push(e.name);
+      }
+      return names.sort();
+    });
+  },
+  write(name, data) {
+    const bytes = typeof data === "string" ? encoder.encode(data) : data;
+    scratchCall(() => {
+      const file = scratchDescriptor().openAt({}, name, { create: true, truncate: true }, { write: true });
+      const out = file.writeViaStream(0n);
+      for (let at = 0; at < bytes.length; at += 4096) {
+        out.blockingWriteAndFlush(bytes.subarray(at, at + 4096));
+      }
+    });
+  },
+  read(name) {
+    return scratchCall(() => {
+      const file = scratchDescriptor().openAt({}, name, {}, { read: true });
+      const parts = [];
+      let offset = 0n;
+      for (;;) {
+        const [data, end] = file.read(65536n, offset);
+        parts.push(data);
+        offset += BigInt(data.length);
+        if (end || data.length === 0) break;
+      }
+      const out = new Uint8Array(Number(offset));
+      let at = 0;
+      for (const part of parts) {
+        out.set(part, at);
+        at += part.length;
+      }
+      return out;
+    });
   },
 };

@@ -9,6 +9,21 @@ function number(arg, command) {
   return Number(arg);
 }
 
+// `scratch:KIB`, answered like the Rust testkit's.
+function scratch(kib) {
+  if (!ff.scratch.available()) return "no scratch";
+  const before = ff.scratch.list().join(",");
+  const name = `a${ff.info().attempt}`;
+  try {
+    ff.scratch.write(name, new Uint8Array(kib * 1024).fill(7));
+    const read = ff.scratch.read(name).length;
+    return `before=[${before}] wrote=${kib * 1024} read=${read}`;
+  } catch (e) {
+    if (!(e instanceof ff.ScratchFailure)) throw e;
+    return `before=[${before}] error=${e.code === "insufficient-space" ? "no-space" : "io"}`;
+  }
+}
+
 const describe = (signals) => signals.map((s) => `${s.name}=${ff.text(s.payload)}`).join(",");
 
 function frames(n) {
@@ -142,6 +157,8 @@ function handle(input) {
       return http(arg);
     case "config":
       return ff.config.get(arg) ?? "absent";
+    case "scratch":
+      return scratch(number(arg, "scratch"));
     default:
       throw new TaskFailure(`unknown command '${command}'`, { permanent: true });
   }

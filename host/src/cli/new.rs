@@ -146,15 +146,29 @@ fn files(name: &str, lang: Lang) -> Vec<(String, String)> {
                     .replace("NAME", name),
             ),
         ],
-        Lang::Js => vec![
-            ("package.json", JS_PACKAGE.replace("NAME", name)),
-            ("build.mjs", JS_BUILD.to_owned()),
-            ("wit/world.wit", JS_WIT.to_owned()),
-            ("wit/deps/config/store.wit", CONFIG_WIT.to_owned()),
-            ("flowfabric.js", JS_SDK.to_owned()),
-            ("task.js", JS_TASK.to_owned()),
-            ("build.sh", JS_BUILD_SH.replace("NAME", name)),
-        ],
+        Lang::Js => {
+            // The WASI packages the JS world imports, shared with Python's.
+            let js_deps = [
+                "deps/config/",
+                "deps/filesystem/",
+                "deps/io/",
+                "deps/clocks/",
+            ];
+            files.extend(
+                PYTHON_WIT
+                    .iter()
+                    .filter(|(path, _)| js_deps.iter().any(|d| path.starts_with(d)))
+                    .map(|(path, wit)| (format!("wit/{path}"), (*wit).to_owned())),
+            );
+            vec![
+                ("package.json", JS_PACKAGE.replace("NAME", name)),
+                ("build.mjs", JS_BUILD.to_owned()),
+                ("wit/world.wit", JS_WIT.to_owned()),
+                ("flowfabric.js", JS_SDK.to_owned()),
+                ("task.js", JS_TASK.to_owned()),
+                ("build.sh", JS_BUILD_SH.replace("NAME", name)),
+            ]
+        }
         Lang::Python => {
             files.extend(
                 PYTHON_WIT
