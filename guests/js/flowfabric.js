@@ -213,13 +213,19 @@ export class ScratchFailure extends Error {
 }
 
 let scratchDir;
-function scratchDescriptor() {
+/** The `/scratch` preopen, or null without a grant (looked up once). */
+function findScratch() {
   if (scratchDir === undefined) {
     const found = getDirectories().find(([, path]) => path === "/scratch");
     scratchDir = found ? found[0] : null;
   }
-  if (!scratchDir) throw new ScratchFailure("no-entry");
   return scratchDir;
+}
+
+function scratchDescriptor() {
+  const dir = findScratch();
+  if (!dir) throw new ScratchFailure("no-entry");
+  return dir;
 }
 
 function scratchCall(fn) {
@@ -239,12 +245,7 @@ function scratchCall(fn) {
  * attempt ends): names are plain file names inside it. */
 export const scratch = {
   available() {
-    try {
-      scratchDescriptor();
-      return true;
-    } catch {
-      return false;
-    }
+    return findScratch() !== null;
   },
   list() {
     return scratchCall(() => {

@@ -369,7 +369,7 @@ impl Runtime {
             &self.connections,
             limits,
             cpu,
-            self.scratch_root.path(),
+            &self.scratch_root,
         ) {
             Ok(state) => state,
             Err(e) => {

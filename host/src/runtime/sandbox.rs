@@ -24,7 +24,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use super::fair::{FairGate, Owner, Turn};
 use super::imports::TaskImports;
 use super::outbound::{ConnectionCaps, Outbound};
-use super::scratch::{Quota, ScratchDir};
+use super::scratch::{Quota, ScratchRoot};
 use crate::model::AttemptCapabilities;
 
 /// Per-run limits.
@@ -94,7 +94,7 @@ pub struct StoreState {
     pub(super) scratch_quota: Arc<Quota>,
     /// Held only to be removed when the store is dropped; last, so it goes
     /// after everything that could hold it open.
-    _scratch: Option<ScratchDir>,
+    _scratch: Option<tempfile::TempDir>,
 }
 
 /// A run's place in the fair turns on the guest threads (see `fair`): the
@@ -154,7 +154,7 @@ impl StoreState {
         connections: &ConnectionCaps,
         limits: &SandboxLimits,
         cpu: CpuShare,
-        scratch_root: &std::path::Path,
+        scratch_root: &ScratchRoot,
     ) -> std::io::Result<Self> {
         let stdout = MemoryOutputPipe::new(limits.output_bytes);
         let stderr = MemoryOutputPipe::new(limits.output_bytes);
@@ -168,7 +168,7 @@ impl StoreState {
         let scratch = match quota {
             0 => None,
             _ => {
-                let dir = ScratchDir::create(scratch_root)?;
+                let dir = scratch_root.attempt_dir()?;
                 wasi.preopened_dir(dir.path(), "/scratch", FsPerms::ReadWrite)
                     .map_err(std::io::Error::other)?;
                 Some(dir)

@@ -115,25 +115,6 @@ impl Quota {
     }
 }
 
-/// One attempt's directory; removed when dropped.
-pub(super) struct ScratchDir {
-    dir: tempfile::TempDir,
-}
-
-impl ScratchDir {
-    pub(super) fn create(root: &Path) -> std::io::Result<Self> {
-        std::fs::create_dir_all(root)?;
-        let dir = tempfile::Builder::new()
-            .prefix("attempt-")
-            .tempdir_in(root)?;
-        Ok(Self { dir })
-    }
-
-    pub(super) fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
 /// Where a runtime makes its attempts' directories: the operator's, or by
 /// default one of the runtime's own under the system's temporary directory,
 /// removed with the runtime.
@@ -145,7 +126,10 @@ pub(super) enum ScratchRoot {
 impl ScratchRoot {
     pub(super) fn new(given: Option<PathBuf>) -> std::io::Result<Self> {
         Ok(match given {
-            Some(path) => Self::Given(path),
+            Some(path) => {
+                std::fs::create_dir_all(&path)?;
+                Self::Given(path)
+            }
             None => Self::Own(
                 tempfile::Builder::new()
                     .prefix("flowfabric-scratch-")
@@ -159,6 +143,14 @@ impl ScratchRoot {
             Self::Given(path) => path,
             Self::Own(dir) => dir.path(),
         }
+    }
+
+    /// A fresh directory for one attempt, removed when the returned handle
+    /// is dropped.
+    pub(super) fn attempt_dir(&self) -> std::io::Result<tempfile::TempDir> {
+        tempfile::Builder::new()
+            .prefix("attempt-")
+            .tempdir_in(self.path())
     }
 }
 
