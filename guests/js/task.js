@@ -129,6 +129,24 @@ async function http(arg) {
   return `status=${response.status} bytes=${body.length} body=${[...text].slice(0, 200).join("")}`;
 }
 
+// `http-n:N:URL`: up to N GETs with `fetch`, stopping at the first error;
+// `ok=K error=…` like the Rust testkit's.
+async function httpN(arg) {
+  const colon = arg.indexOf(":");
+  if (colon < 0) throw new TaskFailure("http-n needs N:URL", { permanent: true });
+  const n = number(arg.slice(0, colon), "http-n");
+  const url = arg.slice(colon + 1);
+  let ok = 0;
+  for (; ok < n; ok++) {
+    try {
+      await (await fetch(url)).arrayBuffer();
+    } catch (e) {
+      return `ok=${ok} error=${e?.message ?? e}`;
+    }
+  }
+  return `ok=${ok} error=none`;
+}
+
 function handle(input) {
   const text = new TextDecoder("utf-8", { fatal: true }).decode(input);
   const colon = text.indexOf(":");
@@ -155,6 +173,8 @@ function handle(input) {
       return steps(arg);
     case "http":
       return http(arg);
+    case "http-n":
+      return httpN(arg);
     case "config":
       return ff.config.get(arg) ?? "absent";
     case "scratch":

@@ -11,6 +11,7 @@ with byte-identical outputs, so one integration test checks every language.
 | `wait:KEY` | waits for a signal on KEY (the token is written as a `waitpoint` frame) |
 | `steps:SCRIPT` | durable steps: the ops `step`, `fail`, `sleep`, `fail-until`, `delay-until` and `cancel`, `;`-separated |
 | `http:METHOD:URL` | one request (body `ping` unless a GET); `status=S bytes=N body=…` or `error=CODE` |
+| `http-n:N:URL` | up to N GETs, stops at the first error; `ok=K error=…` |
 | `config:NAME` | the value of NAME, or `absent` |
 | `scratch:KIB` | lists `/scratch`, writes KIB KiB to `/scratch/a<attempt>`, reads it back; `before=[…] wrote=N read=N`, `before=[…] error=no-space` or `error=io`, or `no scratch` |
 """
@@ -52,6 +53,8 @@ def handle(input: bytes) -> bytes:
         return steps(arg)
     if command == "http":
         return http(arg)
+    if command == "http-n":
+        return http_n(arg)
     if command == "config":
         value = flowfabric.config.get(arg)
         return (value if value is not None else "absent").encode()
@@ -70,6 +73,19 @@ def http(arg: str) -> bytes:
     except flowfabric.HttpFailure as e:
         return f"error={e}".encode()
     return f"status={r.status} bytes={len(r.body)} body={r.text()[:200]}".encode()
+
+
+def http_n(arg: str) -> bytes:
+    count, _, url = arg.partition(":")
+    if not url:
+        raise TaskFailure("http-n needs N:URL", permanent=True)
+    n = _number(count, "http-n")
+    for ok in range(n):
+        try:
+            flowfabric.http.get(url)
+        except flowfabric.HttpFailure as e:
+            return f"ok={ok} error={e}".encode()
+    return f"ok={n} error=none".encode()
 
 
 def scratch(kib: int) -> bytes:

@@ -274,45 +274,62 @@ def _request(method: str, url: str, headers=(), body: bytes = b"") -> Response:
     request.set_scheme(_http.Scheme_Https() if parts.scheme == "https" else _http.Scheme_Http())
     request.set_authority(parts.netloc)
     request.set_path_with_query((parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
-    outgoing = request.body()
+    # A request without a body never opens one: the host then sends it
+    # whole, with no body stream to wait on.
+    outgoing = request.body() if body else None
     try:
         future = _outgoing.handle(request, None)
     except Err as e:
         raise _code(e.value) from None
+    if outgoing is not None:
+        _write_body(outgoing, body)
+    # Each resource is dropped explicitly, children before their parents:
+    # left to the garbage collector, a parent can go first, and the host
+    # refuses that ("resource has children").
+    with future:
+        result = future.get()
+        while result is None:
+            with future.subscribe() as ready:
+                ready.block()
+            result = future.get()
+    # option<result<result<incoming-response, error-code>>>: the outer
+    # result only says whether it was taken before.
+    inner = result.value
+    if isinstance(inner, Err):
+        raise _code(inner.value)
+    with inner.value as response:
+        status = response.status()
+        with response.headers() as fields:
+            response_headers = fields.entries()
+        with response.consume() as incoming:
+            chunks = _read_all(incoming)
+    return Response(status, response_headers, b"".join(chunks))
+
+
+def _read_all(incoming) -> List[bytes]:
+    chunks = []
+    with incoming.stream() as body_stream:
+        while True:
+            try:
+                chunks.append(body_stream.blocking_read(64 << 10))
+            except Err as e:
+                if isinstance(e.value, _streams.StreamError_Closed):
+                    return chunks
+                raise HttpFailure("HttpResponseIncomplete") from None
+
+
+def _write_body(outgoing, body: bytes) -> None:
     # The stream is dropped (end of `with`) before the body is finished.
     with outgoing.write() as stream:
         try:
             for i in range(0, len(body), 4096):
                 stream.blocking_write_and_flush(body[i:i + 4096])
         except Err:
-            pass  # the response (below) says what went wrong
+            pass  # the response says what went wrong
     try:
         _http.OutgoingBody.finish(outgoing, None)
     except Err as e:
         raise _code(e.value) from None
-    result = future.get()
-    while result is None:
-        future.subscribe().block()
-        result = future.get()
-    # option<result<result<incoming-response, error-code>>>: the outer
-    # result only says whether it was taken before.
-    inner = result.value
-    if isinstance(inner, Err):
-        raise _code(inner.value)
-    response = inner.value
-    status = response.status()
-    response_headers = response.headers().entries()
-    incoming = response.consume()
-    body_stream = incoming.stream()
-    chunks = []
-    while True:
-        try:
-            chunks.append(body_stream.blocking_read(64 << 10))
-        except Err as e:
-            if isinstance(e.value, _streams.StreamError_Closed):
-                break
-            raise HttpFailure("HttpResponseIncomplete") from None
-    return Response(status, response_headers, b"".join(chunks))
 
 
 http = _Namespace(

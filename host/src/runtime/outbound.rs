@@ -250,7 +250,7 @@ async fn send(
         bytes_out: Arc::default(),
     };
     match exchange(&shared, request, options, &target, &mut recorder).await {
-        Ok((response, io)) => {
+        Ok((response, conn)) => {
             let limit = shared.grant.http_max_response_bytes;
             let between = timeouts(&shared.grant, options).2;
             let body = response.map(|incoming| {
@@ -264,6 +264,7 @@ async fn send(
                 }
                 .boxed_unsync()
             });
+            let io = conn.into_io();
             Ok((body, io))
         }
         Err(e) => {
@@ -299,7 +300,7 @@ async fn exchange(
     options: Option<RequestOptions>,
     target: &Target,
     recorder: &mut Recorder,
-) -> Result<(http::Response<hyper::body::Incoming>, IoFuture), HttpError> {
+) -> Result<(http::Response<hyper::body::Incoming>, Connection), HttpError> {
     let grant = &shared.grant;
     if !grant.allows_origin(target.scheme, &target.host, target.port) {
         return Err(HttpError::HttpRequestDenied);
@@ -331,7 +332,6 @@ async fn exchange(
     .await
     .map_err(|_| HttpError::ConnectionTimeout)?
     .map_err(HttpError::from)?;
-    let io = spawn_connection(conn, permit);
 
     let path = request
         .uri()
@@ -351,17 +351,17 @@ async fn exchange(
             frame
         })
     });
-    let response = tokio::time::timeout(first_byte, sender.send_request(request))
+    let mut conn = Connection::new(conn, permit);
+    let response = tokio::time::timeout(first_byte, conn.alongside(sender.send_request(request)))
         .await
-        .map_err(|_| HttpError::ConnectionReadTimeout)?
-        .map_err(HttpError::from)?;
+        .map_err(|_| HttpError::ConnectionReadTimeout)??;
     recorder.exchange.status = Some(response.status().as_u16());
     if let Some(len) = declared_length(&response) {
         if len > grant.http_max_response_bytes {
             return Err(HttpError::HttpResponseBodySize(Some(len)));
         }
     }
-    Ok((response, io))
+    Ok((response, conn))
 }
 
 /// Count the request against the budgets covering the execution before it
@@ -465,23 +465,70 @@ async fn tls(
         })
 }
 
-/// Drive the connection on its own task, holding the tenant's connection
-/// permit until it closes (when the response body is read or dropped).
-fn spawn_connection<C>(conn: C, permit: OwnedSemaphorePermit) -> IoFuture
-where
-    C: Future<Output = hyper::Result<()>> + Send + 'static,
-{
-    let task = tokio::spawn(async move {
-        let _permit = permit;
-        conn.await
-    });
-    Box::new(async move {
-        match task.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(HttpError::from(e)),
-            Err(_) => Err(HttpError::ConnectionTerminated),
+/// A connection being driven, holding the tenant's connection permit until
+/// it closes (when the response body is read or dropped).
+///
+/// It is driven alongside the request in the same task until the response
+/// head arrives, then handed on as the exchange's I/O future, which wasmtime
+/// runs on a task of its own: one task fewer than spawning the connection
+/// first, and no hop between tasks to get the head.
+struct Connection {
+    conn: Option<Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>>,
+    permit: OwnedSemaphorePermit,
+}
+
+impl Connection {
+    fn new<C>(conn: C, permit: OwnedSemaphorePermit) -> Self
+    where
+        C: Future<Output = hyper::Result<()>> + Send + 'static,
+    {
+        Self {
+            conn: Some(Box::pin(conn)),
+            permit,
         }
-    })
+    }
+
+    /// Wait for `request` while driving the connection. A connection that
+    /// ends first ends the request with it.
+    async fn alongside<R>(
+        &mut self,
+        request: impl Future<Output = hyper::Result<R>>,
+    ) -> Result<R, HttpError> {
+        let mut request = std::pin::pin!(request);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = request.as_mut().poll(cx) {
+                return Poll::Ready(r.map_err(HttpError::from));
+            }
+            let Some(conn) = self.conn.as_mut() else {
+                return Poll::Ready(Err(HttpError::ConnectionTerminated));
+            };
+            match conn.as_mut().poll(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(ended) => {
+                    self.conn = None;
+                    // The request learns of the ended connection at once.
+                    match request.as_mut().poll(cx) {
+                        Poll::Ready(r) => Poll::Ready(r.map_err(HttpError::from)),
+                        Poll::Pending => Poll::Ready(Err(ended
+                            .err()
+                            .map_or(HttpError::ConnectionTerminated, HttpError::from))),
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    /// What is left of the connection, to drive while the guest reads.
+    fn into_io(self) -> IoFuture {
+        Box::new(async move {
+            let _permit = self.permit;
+            match self.conn {
+                Some(conn) => conn.await.map_err(HttpError::from),
+                None => Ok(()),
+            }
+        })
+    }
 }
 
 fn declared_length<B>(response: &http::Response<B>) -> Option<u64> {

@@ -2,6 +2,11 @@
 //! the host's sender, against the same request made by the host itself with
 //! the same HTTP client (hyper, a fresh connection per request, as the
 //! sender makes them), in one run against one loopback server.
+//!
+//! The Rust guest's row is the host path's own cost: the SDK is a thin
+//! layer over `wasi:http`. The JS (`fetch`) and Python rows add what each
+//! language's HTTP layer costs on top; they are measured only when their
+//! guests are built (`scripts/build-guests.sh`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,18 +18,29 @@ use http_body_util::{BodyExt, Empty};
 use flowfabric::model::{
     AttemptCapabilities, CapabilityCeiling, ComponentGrant, EffectiveGrant, TenantId,
 };
-use flowfabric::runtime::{CancelFlag, Guest, RunResult, Runtime, RuntimeConfig, SandboxLimits};
+use flowfabric::runtime::{
+    CancelFlag, Guest, Prepared, RunResult, Runtime, RuntimeConfig, SandboxLimits,
+};
 
 use super::wasm::NoImports;
 use super::write_json;
 
+/// Rounds, each a host batch then each guest's batch; a guest's figures are
+/// the medians over rounds of its batch against the host batch just before
+/// it. Short rounds, paired, cancel what drifts during a run (on loopback,
+/// the connections waiting out TIME_WAIT pile up and slow every `connect`).
+const ROUNDS: u32 = 15;
+
 #[derive(clap::Args)]
 pub struct HttpBench {
-    /// Where the built guests are (`testkit.wasm` is used).
+    /// Where the built Rust guests are (`testkit.wasm` is used).
     #[arg(long, default_value = "guests/target/wasm32-wasip2/release")]
     guests: PathBuf,
-    /// Requests per measurement.
-    #[arg(long, default_value_t = 2_000)]
+    /// Where the JS and Python guests are (`js.wasm`, `python.wasm`).
+    #[arg(long, default_value = "guests/target/polyglot")]
+    polyglot: PathBuf,
+    /// Requests per path, split over the rounds.
+    #[arg(long, default_value_t = 3_000)]
     requests: u32,
     /// Response body size.
     #[arg(long, default_value_t = 1_024)]
@@ -40,43 +56,121 @@ struct Summary {
     guest_us_per_request: f64,
     added_us_per_request: f64,
     guest_over_host: f64,
+    /// The interpreted guests' rows, by language.
+    languages: Vec<LanguageRow>,
+}
+
+#[derive(serde::Serialize)]
+struct LanguageRow {
+    language: &'static str,
+    us_per_request: f64,
+    added_us_per_request: f64,
+    over_host: f64,
+}
+
+/// A guest that makes the bench's requests, and its rounds.
+struct Contender {
+    language: &'static str,
+    component: Prepared,
+    /// µs per request in each round.
+    rounds: Vec<f64>,
+    /// Each round against the host batch before it: (added µs, ratio).
+    paired: Vec<(f64, f64)>,
+}
+
+impl Contender {
+    fn row(&self) -> LanguageRow {
+        LanguageRow {
+            language: self.language,
+            us_per_request: median(self.rounds.clone()),
+            added_us_per_request: median(self.paired.iter().map(|p| p.0).collect()),
+            over_host: median(self.paired.iter().map(|p| p.1).collect()),
+        }
+    }
 }
 
 pub async fn run(args: HttpBench) -> anyhow::Result<()> {
-    anyhow::ensure!(args.requests >= 10, "--requests: at least 10");
-    let wasm = std::fs::read(args.guests.join("testkit.wasm"))
-        .context("reading testkit.wasm (build the guests first)")?;
+    let per_round = args.requests / ROUNDS;
+    anyhow::ensure!(per_round >= 10, "--requests: at least {}", 10 * ROUNDS);
+    let runtime = Runtime::new(RuntimeConfig::default())?;
+    let mut contenders = vec![contender(
+        "rust",
+        prepare(&runtime, &args.guests.join("testkit.wasm"))
+            .await
+            .context("testkit.wasm (build the guests first)")?,
+    )];
+    for language in ["js", "python"] {
+        let path = args.polyglot.join(format!("{language}.wasm"));
+        if path.exists() {
+            contenders.push(contender(language, prepare(&runtime, &path).await?));
+        } else {
+            println!("({language}: {} not built, skipped)", path.display());
+        }
+    }
     let port = serve(args.body_bytes).await?;
     let url = format!("http://127.0.0.1:{port}/body");
-    // Warm both paths, then alternate three rounds and keep each side's best.
+    // Warm every path, then take the rounds.
     host_round(&url, 50).await?;
-    let runtime = Runtime::new(RuntimeConfig::default())?;
-    guest_round(&runtime, &wasm, &url, port, 50).await?;
-    let (mut host, mut guest) = (f64::MAX, f64::MAX);
-    for _ in 0..3 {
-        host = host.min(host_round(&url, args.requests).await?);
-        guest = guest.min(guest_round(&runtime, &wasm, &url, port, args.requests).await?);
+    for c in &contenders {
+        guest_round(&runtime, &c.component, &url, port, 20).await?;
     }
+    let mut host_rounds = Vec::new();
+    for _ in 0..ROUNDS {
+        let host = host_round(&url, per_round).await?;
+        host_rounds.push(host);
+        for c in &mut contenders {
+            let guest = guest_round(&runtime, &c.component, &url, port, per_round).await?;
+            c.rounds.push(guest);
+            c.paired.push((guest - host, guest / host));
+        }
+    }
+    let host = median(host_rounds);
     println!(
-        "GET of a {} B body over loopback, a fresh connection each, {} requests (best of 3):",
-        args.body_bytes, args.requests
+        "GET of a {} B body over loopback, a fresh connection each; {ROUNDS} rounds of {per_round} requests, medians:",
+        args.body_bytes
     );
-    println!("  host, hyper directly     {host:>8.1} µs/request");
-    println!("  guest, through the host  {guest:>8.1} µs/request");
-    println!(
-        "  guest / host: {:.2}  (the host path adds {:.1} µs/request)",
-        guest / host,
-        guest - host
-    );
+    println!("  host, hyper directly          {host:>8.1} µs/request");
+    let rows: Vec<LanguageRow> = contenders.iter().map(Contender::row).collect();
+    for r in &rows {
+        println!(
+            "  {:<6} guest, through the host {:>8.1} µs/request  {:.2}× host, +{:.1} µs",
+            r.language, r.us_per_request, r.over_host, r.added_us_per_request
+        );
+    }
+    let mut rows = rows.into_iter();
+    let rust = rows.next().expect("the Rust row is always there");
     write_json(
         args.json_out.as_deref(),
         &Summary {
             host_us_per_request: host,
-            guest_us_per_request: guest,
-            added_us_per_request: guest - host,
-            guest_over_host: guest / host,
+            guest_us_per_request: rust.us_per_request,
+            added_us_per_request: rust.added_us_per_request,
+            guest_over_host: rust.over_host,
+            languages: rows.collect(),
         },
     )
+}
+
+fn contender(language: &'static str, component: Prepared) -> Contender {
+    Contender {
+        language,
+        component,
+        rounds: Vec::new(),
+        paired: Vec::new(),
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+async fn prepare(runtime: &Runtime, path: &std::path::Path) -> anyhow::Result<Prepared> {
+    let wasm = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let digest = runtime.register(&wasm).await?;
+    Ok(runtime
+        .prepare(&digest, || async { Ok::<_, String>(wasm.clone()) })
+        .await?)
 }
 
 /// A loopback server answering `/body` with `bytes` bytes.
@@ -126,15 +220,11 @@ async fn host_round(url: &str, requests: u32) -> anyhow::Result<f64> {
 /// µs per request a guest makes (`http-n`), in one run.
 async fn guest_round(
     runtime: &Runtime,
-    wasm: &[u8],
+    component: &Prepared,
     url: &str,
     port: u16,
     requests: u32,
 ) -> anyhow::Result<f64> {
-    let digest = runtime.register(wasm).await?;
-    let component = runtime
-        .prepare(&digest, || async { Ok::<_, String>(wasm.to_vec()) })
-        .await?;
     let tenant = TenantId::new();
     let ceiling = CapabilityCeiling {
         http_allow: vec!["http://127.0.0.1:*".into()],
@@ -162,7 +252,7 @@ async fn guest_round(
     let started = Instant::now();
     let outcome = runtime
         .run(
-            &component,
+            component,
             guest,
             input.as_bytes(),
             &limits,
