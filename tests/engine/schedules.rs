@@ -285,7 +285,62 @@ async fn pause_resume_trigger_delete_and_tenancy(store: Store) {
     assert!(e.get(t, created.execution_id).await.is_ok());
 }
 
+/// Through the scanner, a cron schedule in a named zone fires at the right
+/// instants across both daylight-saving changes of 2026 in Berlin: the
+/// skipped 02:30 of 29 March fires at the first instant after the change
+/// (03:00 CEST), and the 02:30 that 25 October has twice fires once.
+async fn cron_fires_once_per_local_time_across_daylight_saving(store: Store) {
+    use chrono::{DateTime, TimeZone, Utc};
+    let (db, t) = setup_on(store).await;
+    let e = &db.engine;
+    let utc = |m, d, h, min| Utc.with_ymd_and_hms(2026, m, d, h, min, 0).unwrap();
+    let cases = [
+        // 02:30 CET on the 28th, the gap on the 29th, 02:30 CEST on the 30th.
+        (
+            "spring",
+            "30 2 28-30 3 *",
+            utc(3, 28, 1, 30),
+            [utc(3, 28, 1, 30), utc(3, 29, 1, 0), utc(3, 30, 0, 30)],
+        ),
+        // 02:30 CEST on the 24th, the first 02:30 of the 25th (still CEST),
+        // 02:30 CET on the 26th.
+        (
+            "autumn",
+            "30 2 24-26 10 *",
+            utc(10, 24, 0, 30),
+            [utc(10, 24, 0, 30), utc(10, 25, 0, 30), utc(10, 26, 1, 30)],
+        ),
+    ];
+    for (name, expression, first, expected) in cases {
+        let mut spec = every_second(
+            name,
+            MissedPolicy::Backfill { max: 10 },
+            OverlapPolicy::Allow,
+        );
+        spec.cadence = Cadence::Cron {
+            expression: expression.into(),
+            time_zone: "Europe/Berlin".into(),
+        };
+        let s = e.create_schedule(t, spec).await.unwrap();
+        // The host has been down since before the change: the scanner
+        // backfills every fire time since.
+        db.rewind_schedule(s.schedule_id, first).await;
+        db.backend().fire_due_schedules(100).await.unwrap();
+        let mut times: Vec<DateTime<Utc>> = fired(e, t)
+            .await
+            .into_keys()
+            .filter(|(id, _)| *id == s.schedule_id.to_string())
+            .map(|(_, at)| at.parse().unwrap())
+            .collect();
+        times.sort();
+        assert_eq!(times, expected, "{name}");
+        let after = e.get_schedule(t, s.schedule_id).await.unwrap();
+        assert!(after.next_fire_at > Utc::now(), "{name}: next year's");
+    }
+}
+
 on_both_backends!(
+    cron_fires_once_per_local_time_across_daylight_saving,
     bad_schedules_are_refused_and_nothing_is_written,
     concurrent_scanners_fire_each_time_exactly_once,
     missed_fire_times_follow_the_policy,

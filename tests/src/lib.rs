@@ -22,7 +22,7 @@ use flowfabric::backend::postgres::PgBackend;
 use flowfabric::backend::sqlite::SqliteBackend;
 use flowfabric::backend::Backend;
 use flowfabric::engine::{Engine, Limits, Subscription};
-use flowfabric::model::{EventCursor, Execution, ExecutionId, TenantId};
+use flowfabric::model::{EventCursor, Execution, ExecutionId, ScheduleId, TenantId};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::{PgPool, SqlitePool};
@@ -456,6 +456,23 @@ impl TestDb {
              WHEN NEW.lease_expires_at > OLD.lease_expires_at \
              BEGIN SELECT RAISE(ABORT, 'renewals refused by the test'); END",
             None,
+        )
+        .await;
+    }
+
+    /// Set a schedule's next fire time to `at` (a fire time in the past: what
+    /// a schedule finds when its host was down since then).
+    pub async fn rewind_schedule(&self, schedule: ScheduleId, at: chrono::DateTime<chrono::Utc>) {
+        self.poke(
+            &format!(
+                "UPDATE schedules SET next_fire_at = '{}'::timestamptz WHERE schedule_id = $1",
+                at.to_rfc3339()
+            ),
+            &format!(
+                "UPDATE schedules SET next_fire_at = {} WHERE schedule_id = ?",
+                at.timestamp_millis()
+            ),
+            Some(schedule.as_uuid()),
         )
         .await;
     }
