@@ -13,11 +13,6 @@ use flowfabric_tests::{guest, Store};
 use crate::upstream::{allow_upstream, grant, http_grant, loopback_ceiling, Upstream};
 use crate::{config, text, Env};
 
-/// Run testkit with `input` and return its result text.
-async fn run(env: &Env, input: &str) -> String {
-    env.completed_text(input, 0).await
-}
-
 #[tokio::test]
 async fn an_allowed_call_succeeds_and_is_logged_without_its_path() {
     let env = Env::new().await;
@@ -85,26 +80,25 @@ async fn refused_calls_get_typed_errors_and_send_nothing() {
     let pool = env.pool(config(2));
 
     // No grant at all: nothing is allowed.
-    let denied = run(&env, &format!("http:GET:{}", up.url("/hello"))).await;
+    let denied = env
+        .completed_text(&format!("http:GET:{}", up.url("/hello")), 0)
+        .await;
     assert_eq!(denied, "error=HttpRequestDenied");
 
     allow_upstream(&env, &up).await;
     tokio::time::sleep(Duration::from_millis(1_100)).await; // the pool's grant cache
 
     // A host outside the grant (same server, other name).
-    let other = run(
-        &env,
-        &format!("http:GET:http://localhost:{}/hello", up.port),
-    )
-    .await;
+    let other = env
+        .completed_text(&format!("http:GET:http://localhost:{}/hello", up.port), 0)
+        .await;
     assert_eq!(other, "error=HttpRequestDenied");
     // A redirect to a host the grant does not list is refused when followed.
     let to = format!("http://localhost:{}/hello", up.port);
-    let followed = run(
-        &env,
-        &format!("http-follow:{}", up.url(&format!("/redirect?to={to}"))),
-    )
-    .await;
+    let redirect = up.url(&format!("/redirect?to={to}"));
+    let followed = env
+        .completed_text(&format!("http-follow:{redirect}"), 0)
+        .await;
     assert_eq!(followed, "error=HttpRequestDenied");
     assert_eq!(up.hits(), 1, "only the redirect itself reached the server");
 
@@ -138,7 +132,7 @@ async fn refused_calls_get_typed_errors_and_send_nothing() {
         "http://10.255.255.1/".into(),
         "http://169.254.169.254/latest/meta-data/".into(),
     ] {
-        let refused = run(&env, &format!("http:GET:{url}")).await;
+        let refused = env.completed_text(&format!("http:GET:{url}"), 0).await;
         assert_eq!(refused, "error=DestinationIpProhibited", "{url}");
     }
     assert_eq!(up.hits(), 1, "nothing more reached the server");
@@ -162,9 +156,13 @@ async fn a_slow_server_times_out_and_a_big_response_is_cut_off() {
     };
     grant(&env, env.tenant, "testkit", grant_spec).await;
     let pool = env.pool(config(2));
-    let slow = run(&env, &format!("http:GET:{}", up.url("/slow"))).await;
+    let slow = env
+        .completed_text(&format!("http:GET:{}", up.url("/slow")), 0)
+        .await;
     assert_eq!(slow, "error=ConnectionReadTimeout");
-    let big = run(&env, &format!("http:GET:{}", up.url("/big"))).await;
+    let big = env
+        .completed_text(&format!("http:GET:{}", up.url("/big")), 0)
+        .await;
     assert!(big.starts_with("error=HttpResponseBodySize"), "{big}");
     pool.shutdown().await;
 }
@@ -239,9 +237,10 @@ async fn config_and_grants_stay_with_their_tenant(store: Store) {
         .await
         .unwrap();
     let pool = env.pool(config(2));
-    assert_eq!(run(&env, "config:API_TOKEN").await, "absent");
+    assert_eq!(env.completed_text("config:API_TOKEN", 0).await, "absent");
     assert_eq!(
-        run(&env, &format!("http:GET:{}", up.url("/hello"))).await,
+        env.completed_text(&format!("http:GET:{}", up.url("/hello")), 0)
+            .await,
         "error=HttpRequestDenied"
     );
     // Our own secret of the same name is ours alone, and only for a granted kind.
@@ -250,15 +249,22 @@ async fn config_and_grants_stay_with_their_tenant(store: Store) {
         .put_config(env.tenant, "API_TOKEN", "our-secret-0042", true)
         .await
         .unwrap();
-    assert_eq!(run(&env, "config:API_TOKEN").await, "absent", "not granted");
+    assert_eq!(
+        env.completed_text("config:API_TOKEN", 0).await,
+        "absent",
+        "not granted"
+    );
     let ours = ComponentGrant {
         config: vec!["API_TOKEN".into()],
         ..Default::default()
     };
     grant(&env, env.tenant, "testkit", ours).await;
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    assert_eq!(run(&env, "config:API_TOKEN").await, "our-secret-0042");
-    assert_eq!(run(&env, "config-names").await, "API_TOKEN");
+    assert_eq!(
+        env.completed_text("config:API_TOKEN", 0).await,
+        "our-secret-0042"
+    );
+    assert_eq!(env.completed_text("config-names", 0).await, "API_TOKEN");
     // Listing never shows a secret's value.
     let listed = env.db.engine.list_config(env.tenant).await.unwrap();
     assert_eq!(listed.len(), 1);
