@@ -417,6 +417,61 @@ async fn batched_completions_across_keys_never_deadlock(store: Store) {
     assert_eq!(total, 2_000);
 }
 
+/// A run that ends while a claim holds its key's slot waits for that claim,
+/// then gives the slot back. The version it locks is then newer than its
+/// statement's snapshot; counted down by the row id it locked, in the same
+/// statement, the count was lost: the key stayed full with nothing running,
+/// and its queue was held back for good.
+#[tokio::test]
+async fn a_slot_freed_while_a_claim_holds_it_is_given_back_on_postgres() {
+    let (db, t) = crate::setup().await;
+    let e = &db.engine;
+    set(e, t, limit(ConcurrencyScope::Kind, "echo", 1)).await;
+    submit(e, t, "a").await;
+    let second = submit(e, t, "a").await;
+    let claimed = claim_keys(e, 10).await;
+    assert_eq!(claimed.len(), 1, "one of key a runs");
+
+    // A claim holding the slot: its row updated by a transaction left open.
+    let mut holder = db.pg().begin().await.unwrap();
+    sqlx::query("UPDATE concurrency_slots SET running = running WHERE tenant_id = $1")
+        .bind(t)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let ending = {
+        let (e, lease) = (e.clone(), claimed[0].1.clone());
+        tokio::spawn(async move { e.complete(&lease, b"done").await })
+    };
+    let waiting = "SELECT count(*) FROM pg_stat_activity                    WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while sqlx::query_scalar::<_, i64>(waiting)
+        .fetch_one(db.pg())
+        .await
+        .unwrap()
+        == 0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the end never waited"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    holder.commit().await.unwrap();
+    ending.await.unwrap().expect("the run ends");
+
+    let running: i32 =
+        sqlx::query_scalar("SELECT running FROM concurrency_slots WHERE tenant_id = $1")
+            .bind(t)
+            .fetch_one(db.pg())
+            .await
+            .unwrap();
+    assert_eq!(running, 0, "the slot was given back");
+    let next = claim_keys(e, 10).await;
+    assert_eq!(next.len(), 1, "the key's next runs");
+    assert_eq!(next[0].1.execution_id, second);
+}
+
 on_both_backends!(
     batched_completions_across_keys_never_deadlock,
     a_schedules_executions_carry_its_concurrency_key,

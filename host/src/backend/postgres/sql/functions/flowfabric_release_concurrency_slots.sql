@@ -8,6 +8,8 @@ DECLARE
     names text[];
     keys text[];
     counts integer[];
+    slot_rows tid[];
+    slot_counts integer[];
     freed integer;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM old_rows
@@ -26,21 +28,24 @@ BEGIN
         WHERE o.concurrency_held IS NOT NULL AND o.lifecycle_phase = 'active'
           AND w.lifecycle_phase <> 'active'
         GROUP BY 1, 2, 3, 4
+        ORDER BY 1, 2, 3, 4
     ) r;
     IF tenants IS NULL THEN
         RETURN NULL;
     END IF;
-    WITH slots AS (
-        SELECT s.ctid AS row_id, r.n
-        FROM concurrency_slots s
-        JOIN unnest(tenants, scopes, names, keys, counts) AS r(tenant_id, scope, name, key, n)
-            ON r.tenant_id = s.tenant_id AND r.scope = s.scope AND r.name = s.name
-           AND r.key = s.key
-        ORDER BY s.tenant_id, s.scope, s.name, s.key
-        FOR UPDATE OF s
-    )
-    UPDATE concurrency_slots s SET running = greatest(s.running - l.n, 0)
-    FROM slots l WHERE s.ctid = l.row_id;
+    SELECT array_agg(s.row_id ORDER BY r.ord), array_agg(r.n ORDER BY r.ord)
+    INTO slot_rows, slot_counts
+    FROM unnest(tenants, scopes, names, keys, counts) WITH ORDINALITY
+        AS r(tenant_id, scope, name, key, n, ord)
+    CROSS JOIN LATERAL (
+        SELECT c.ctid AS row_id FROM concurrency_slots c
+        WHERE c.tenant_id = r.tenant_id AND c.scope = r.scope AND c.name = r.name
+          AND c.key = r.key
+        FOR UPDATE
+    ) s;
+    UPDATE concurrency_slots s SET running = greatest(s.running - r.n, 0)
+    FROM unnest(slot_rows, slot_counts) AS r(row_id, n)
+    WHERE s.ctid = r.row_id;
     UPDATE executions e SET eligibility_state = 'eligible_now',
         blocking_reason = 'waiting_for_worker', updated_at = now()
     WHERE e.ctid = ANY(ARRAY(
