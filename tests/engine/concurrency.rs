@@ -472,6 +472,34 @@ async fn a_slot_freed_while_a_claim_holds_it_is_given_back_on_postgres() {
     assert_eq!(next[0].1.execution_id, second);
 }
 
+/// A key whose slot is missing (its submit raced a cleanup, or the row was
+/// lost) is passed over by the claim that finds it so, which makes the slot;
+/// the next claim takes the key under its limit.
+#[tokio::test]
+async fn a_missing_slot_is_made_by_the_claim_that_finds_it_on_postgres() {
+    let (db, t) = crate::setup().await;
+    let e = &db.engine;
+    set(e, t, limit(ConcurrencyScope::Kind, "echo", 1)).await;
+    submit(e, t, "a").await;
+    submit(e, t, "a").await;
+    sqlx::query("DELETE FROM concurrency_slots WHERE tenant_id = $1")
+        .bind(t)
+        .execute(db.pg())
+        .await
+        .unwrap();
+    assert!(claim_keys(e, 10).await.is_empty(), "passed over");
+    let slots: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM concurrency_slots \
+         WHERE tenant_id = $1 AND scope = 'kind' AND key = 'a' AND running = 0",
+    )
+    .bind(t)
+    .fetch_one(db.pg())
+    .await
+    .unwrap();
+    assert_eq!(slots, 1, "the claim made the slot");
+    assert_eq!(claim_keys(e, 10).await.len(), 1, "one of the key, its limit");
+}
+
 on_both_backends!(
     batched_completions_across_keys_never_deadlock,
     a_schedules_executions_carry_its_concurrency_key,

@@ -78,40 +78,55 @@ const KEY_RULE_JOIN: &str = r#"    LEFT JOIN LATERAL (
         LIMIT 1
     ) rule ON true
 "#;
-const KEY_ADMISSION: &str = r#"-- The candidates' slots, locked; one another claim holds is passed over, and
--- its candidates stay for the next claim. Locked rows read as last committed,
--- so the counts are exact whatever this statement's snapshot saw.
+const KEY_ADMISSION: &str = r#"-- The candidates' keys, each with its limit.
+slot_keys AS (
+    SELECT DISTINCT tenant_id, rule_scope AS scope, rule_name AS name, concurrency_key AS key,
+        max_running, max_starts, window_ms
+    FROM locked WHERE rule_scope IS NOT NULL
+),
+-- Their slots, locked; one another claim holds is passed over, and its
+-- candidates stay for the next claim. Locked rows read as last committed, so
+-- the counts are exact whatever this statement's snapshot saw. One primary-key
+-- probe a key: joined, the generic plan hashes a scan of every slot.
 slots AS (
-    SELECT s.tenant_id, s.scope, s.name, s.key, s.running, s.window_started_at, s.window_starts
-    FROM concurrency_slots s
-    WHERE (s.tenant_id, s.scope, s.name, s.key) IN (
-        SELECT tenant_id, rule_scope, rule_name, concurrency_key FROM locked
-        WHERE rule_scope IS NOT NULL)
-    FOR UPDATE SKIP LOCKED
+    SELECT k.*, s.running, s.window_started_at, s.window_starts
+    FROM slot_keys k
+    CROSS JOIN LATERAL (
+        SELECT s.running, s.window_started_at, s.window_starts
+        FROM concurrency_slots s
+        WHERE s.tenant_id = k.tenant_id AND s.scope = k.scope AND s.name = k.name
+          AND s.key = k.key
+        FOR UPDATE SKIP LOCKED
+    ) s
 ),
 slot_room AS (
-    SELECT DISTINCT ON (s.tenant_id, s.scope, s.name, s.key)
-        s.tenant_id, s.scope, s.name, s.key, l.max_starts IS NOT NULL AS counts_starts,
-        l.max_starts IS NOT NULL AND (s.window_started_at IS NULL
-            OR s.window_started_at <= now() - l.window_ms * interval '1 millisecond') AS new_window,
-        greatest(0, least(l.max_running - s.running,
-            CASE WHEN l.max_starts IS NULL THEN l.max_running
-                 WHEN s.window_started_at > now() - l.window_ms * interval '1 millisecond'
-                 THEN l.max_starts - s.window_starts
-                 ELSE l.max_starts END)) AS room
+    SELECT s.tenant_id, s.scope, s.name, s.key,
+        s.max_starts IS NOT NULL AS counts_starts,
+        s.max_starts IS NOT NULL AND (s.window_started_at IS NULL
+            OR s.window_started_at <= now() - s.window_ms * interval '1 millisecond') AS new_window,
+        greatest(0, least(s.max_running - s.running,
+            CASE WHEN s.max_starts IS NULL THEN s.max_running
+                 WHEN s.window_started_at > now() - s.window_ms * interval '1 millisecond'
+                 THEN s.max_starts - s.window_starts
+                 ELSE s.max_starts END)) AS room
     FROM slots s
-    JOIN locked l ON l.tenant_id = s.tenant_id AND l.rule_scope = s.scope
-        AND l.rule_name = s.name AND l.concurrency_key = s.key
-    ORDER BY s.tenant_id, s.scope, s.name, s.key
 ),
 -- A slot the key's submit did not make (it raced a cleanup): made now, and
--- used by the next claim.
+-- used by the next claim. Only keys without a locked slot are probed, and
+-- by snapshot, so a slot another claim is updating is not waited for.
 missing_slots AS (
     INSERT INTO concurrency_slots (tenant_id, scope, name, key)
-    SELECT DISTINCT l.tenant_id, l.rule_scope, l.rule_name, l.concurrency_key FROM locked l
-    WHERE l.rule_scope IS NOT NULL AND NOT EXISTS (
-        SELECT 1 FROM concurrency_slots s WHERE s.tenant_id = l.tenant_id
-            AND s.scope = l.rule_scope AND s.name = l.rule_name AND s.key = l.concurrency_key)
+    SELECT k.tenant_id, k.scope, k.name, k.key
+    FROM slot_keys k
+    LEFT JOIN LATERAL (
+        SELECT 1 AS found FROM concurrency_slots s
+        WHERE s.tenant_id = k.tenant_id AND s.scope = k.scope AND s.name = k.name
+          AND s.key = k.key
+        LIMIT 1
+    ) f ON true
+    WHERE f.found IS NULL AND NOT EXISTS (
+        SELECT 1 FROM slots s WHERE s.tenant_id = k.tenant_id AND s.scope = k.scope
+            AND s.name = k.name AND s.key = k.key)
     ON CONFLICT DO NOTHING
 ),
 judged AS (
@@ -155,18 +170,20 @@ key_blocked AS (
 "#;
 const KEY_SLOTS_TAKEN: &str = r#"taken AS (
     UPDATE concurrency_slots s SET running = s.running + t.n,
-        window_started_at = CASE WHEN r.new_window THEN now() ELSE s.window_started_at END,
-        window_starts = CASE WHEN r.new_window THEN t.n
-                             WHEN r.counts_starts THEN s.window_starts + t.n ELSE 0 END
+        window_started_at = CASE WHEN t.new_window THEN now() ELSE s.window_started_at END,
+        window_starts = CASE WHEN t.new_window THEN t.n
+                             WHEN t.counts_starts THEN s.window_starts + t.n ELSE 0 END
     FROM (
-        SELECT c.tenant_id, c.concurrency_held AS scope,
-            CASE c.concurrency_held WHEN 'kind' THEN c.kind ELSE c.lane END AS name,
-            c.concurrency_key AS key, count(*)::int AS n
-        FROM claimed c WHERE c.concurrency_held IS NOT NULL
-        GROUP BY 1, 2, 3, 4
+        SELECT r.tenant_id, r.scope, r.name, r.key, r.new_window, r.counts_starts,
+            count(*)::int AS n
+        FROM claimed c
+        JOIN slot_room r ON r.tenant_id = c.tenant_id AND r.scope = c.concurrency_held
+            AND r.name = CASE c.concurrency_held WHEN 'kind' THEN c.kind ELSE c.lane END
+            AND r.key = c.concurrency_key
+        GROUP BY 1, 2, 3, 4, 5, 6
     ) t
-    JOIN slot_room r ON r.tenant_id = t.tenant_id AND r.scope = t.scope
-        AND r.name = t.name AND r.key = t.key
+    -- By key, not by the ctid `slots` locked: that version may be newer than
+    -- this statement's snapshot, and an update by ctid would not see it.
     WHERE s.tenant_id = t.tenant_id AND s.scope = t.scope AND s.name = t.name AND s.key = t.key
 ),
 "#;
