@@ -23,7 +23,7 @@ use flowfabric::runtime::{
 };
 
 use super::wasm::NoImports;
-use super::write_json;
+use super::{median, write_json};
 
 /// Rounds, each a host batch then each guest's batch; a guest's figures are
 /// the medians over rounds of its batch against the host batch just before
@@ -158,11 +158,6 @@ fn contender(language: &'static str, component: Prepared) -> Contender {
         rounds: Vec::new(),
         paired: Vec::new(),
     }
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 async fn prepare(runtime: &Runtime, path: &std::path::Path) -> anyhow::Result<Prepared> {

@@ -56,6 +56,10 @@ pub struct EngineBench {
     /// cost a claim (e.g. `--keys 10,10000`).
     #[arg(long, value_delimiter = ',')]
     keys: Vec<usize>,
+    /// With `--keys`: paired rounds (an engine round without keys, then one
+    /// per key count) whose cost ratios give the reported median and range.
+    #[arg(long, default_value_t = 7)]
+    key_rounds: usize,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json_out: Option<std::path::PathBuf>,
@@ -80,6 +84,7 @@ pub async fn run(args: EngineBench) -> anyhow::Result<()> {
         "worker counts start at 1"
     );
     anyhow::ensure!(args.keys.iter().all(|&k| k >= 1), "key counts start at 1");
+    anyhow::ensure!(args.key_rounds >= 1, "--key-rounds starts at 1");
     let mut rows = Vec::new();
     let mut keyed = Vec::new();
     for &workers in &args.workers {
@@ -87,9 +92,27 @@ pub async fn run(args: EngineBench) -> anyhow::Result<()> {
             rows.push(round(&args, workers, batch, Path::Raw).await?);
             rows.push(round(&args, workers, batch, Path::Engine).await?);
             for &keys in &args.keys {
-                let without = rows.last().expect("the engine row").process_per_s;
-                let with = round(&args, workers, batch, Path::Keyed(keys)).await?;
-                keyed.push((without / with.process_per_s, with));
+                keyed.push(KeyCost {
+                    workers,
+                    batch,
+                    keys,
+                    ratios: Vec::new(),
+                    rows: Vec::new(),
+                });
+            }
+            let these = keyed.len() - args.keys.len()..keyed.len();
+            let rounds = if args.keys.is_empty() {
+                0
+            } else {
+                args.key_rounds
+            };
+            for _ in 0..rounds {
+                let without = round(&args, workers, batch, Path::Engine).await?;
+                for cost in &mut keyed[these.clone()] {
+                    let with = round(&args, workers, batch, Path::Keyed(cost.keys)).await?;
+                    cost.ratios.push(without.process_per_s / with.process_per_s);
+                    cost.rows.push(with);
+                }
             }
         }
     }
@@ -116,25 +139,51 @@ pub async fn run(args: EngineBench) -> anyhow::Result<()> {
         }
     }
     if !keyed.is_empty() {
-        println!("\nconcurrency keys (a limit that never binds); claim cost against no keys");
         println!(
-            "{:>7} {:>5}  {:>6} {:>15} {:>14}",
-            "workers", "batch", "keys", "claim+complete", "cost vs none"
+            "\nconcurrency keys (a limit that never binds): claim+complete cost against no keys,"
         );
-        for (cost, r) in &keyed {
+        println!(
+            "{} paired rounds (engine without keys, then with), median and range",
+            args.key_rounds
+        );
+        println!(
+            "{:>7} {:>5}  {:>6} {:>15} {:>14} {:>13}",
+            "workers", "batch", "keys", "claim+complete", "cost vs none", "range"
+        );
+        for cost in &keyed {
+            let mut ratios = cost.ratios.clone();
+            ratios.sort_by(f64::total_cmp);
+            let rates: Vec<f64> = cost.rows.iter().map(|r| r.process_per_s).collect();
             println!(
-                "{:>7} {:>5}  {:>6} {:>15.0} {:>14.2}",
-                r.workers,
-                r.batch,
-                r.keys.unwrap_or(0),
-                r.process_per_s,
-                cost
+                "{:>7} {:>5}  {:>6} {:>15.0} {:>14.2} {:>13}",
+                cost.workers,
+                cost.batch,
+                cost.keys,
+                median(rates),
+                median(ratios.clone()),
+                format!("{:.2}-{:.2}", ratios[0], ratios[ratios.len() - 1])
             );
         }
     }
-    rows.extend(keyed.into_iter().map(|(_, r)| r));
+    rows.extend(keyed.into_iter().flat_map(|cost| cost.rows));
     write_json(args.json_out.as_deref(), &rows)?;
     Ok(())
+}
+
+/// Paired rounds of one key count: its rows, and each one's cost against the
+/// engine round without keys just before it.
+struct KeyCost {
+    workers: usize,
+    batch: u32,
+    keys: usize,
+    ratios: Vec<f64>,
+    rows: Vec<Row>,
+}
+
+/// The middle value (the upper of the two middle ones for an even count).
+pub(super) fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 #[derive(Clone, Copy)]
