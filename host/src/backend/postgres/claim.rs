@@ -64,8 +64,8 @@ const LEAN_OVER_BUDGET: &str = "            false AS over_budget";
 
 /// The concurrency-key parts of [`claim_sql`]: each candidate's limit (its
 /// kind's, else its lane's), its key's slot locked, and whether it is
-/// admitted, passed over (its slot is missing, and made for the next claim)
-/// or blocked (the key is full). Left out while no tenant has a limit.
+/// admitted, passed over (another claim holds the slot) or blocked (the key
+/// is full). Left out while no tenant has a limit.
 const KEY_RULE_COLUMNS: &str = ",\n        rule.scope AS rule_scope, rule.name AS rule_name, \
      rule.max_running, rule.max_starts, rule.window_ms";
 const KEY_RULE_JOIN: &str = r#"    LEFT JOIN LATERAL (
@@ -78,18 +78,16 @@ const KEY_RULE_JOIN: &str = r#"    LEFT JOIN LATERAL (
         LIMIT 1
     ) rule ON true
 "#;
-const KEY_ADMISSION: &str = r#"-- The candidates' keys, each with its limit, in key order.
+const KEY_ADMISSION: &str = r#"-- The candidates' keys, each with its limit.
 slot_keys AS (
     SELECT DISTINCT tenant_id, rule_scope AS scope, rule_name AS name, concurrency_key AS key,
         max_running, max_starts, window_ms
     FROM locked WHERE rule_scope IS NOT NULL
-    ORDER BY tenant_id, scope, name, key
 ),
--- Their slots, locked in key order, as the release trigger locks them, so
--- claims and ends that share keys wait for each other and never deadlock. A
--- locked row reads as last committed, so the counts are exact whatever this
--- statement's snapshot saw. One primary-key probe a key: joined, the generic
--- plan hashes a scan of every slot.
+-- Their slots, locked; one another claim holds is passed over, and its
+-- candidates stay for the next claim. Locked rows read as last committed, so
+-- the counts are exact whatever this statement's snapshot saw. One primary-key
+-- probe a key: joined, the generic plan hashes a scan of every slot.
 slots AS (
     SELECT k.*, s.running, s.window_started_at, s.window_starts
     FROM slot_keys k
@@ -98,7 +96,7 @@ slots AS (
         FROM concurrency_slots s
         WHERE s.tenant_id = k.tenant_id AND s.scope = k.scope AND s.name = k.name
           AND s.key = k.key
-        FOR UPDATE
+        FOR UPDATE SKIP LOCKED
     ) s
 ),
 slot_room AS (
@@ -238,19 +236,14 @@ const SHAPE_SQL: &str = "SELECT EXISTS (SELECT 1 FROM tenants \
 ///
 /// Concurrency keys: a candidate with a key that a limit covers (its kind's,
 /// else its lane's) needs room in its key's slot, a row this statement locks
-/// `FOR UPDATE`, in key order. A locked row reads as last committed, so the
+/// `FOR UPDATE SKIP LOCKED`. A locked row reads as last committed, so the
 /// slot's running count and start window are exact even when another claim
-/// committed after this statement's snapshot was taken. A slot another claim
-/// or a run's end holds is waited for, not passed over: with few keys every
-/// claim wants every slot, and passing left all but one concurrent claim
-/// empty-handed (`bench engine --keys 10`). Claims and the release trigger
-/// lock slots in the same order and take execution rows only with
-/// `SKIP LOCKED`, so they wait in line and never deadlock.
+/// committed after this statement's snapshot was taken; a slot another claim
+/// holds is passed over (its candidates stay runnable for the next claim).
 /// Candidates past a key's room, and up to 1,000 more of the full key's
 /// queue, move to `blocked_by_concurrency_key`, out of the index, so a key
 /// with a backlog cannot fill every claim's share. The statement counts what
-/// it leases into the slots; the trigger of migration 0022 (as 0027 left it)
-/// counts them out.
+/// it leases into the slots; the trigger of migration 0022 counts them out.
 ///
 /// Four shapes: the admission parts (the room lateral, the budget probe, the
 /// over-budget check and the blocking update) and the key parts cost more to
