@@ -443,20 +443,7 @@ async fn a_slot_freed_while_a_claim_holds_it_is_given_back_on_postgres() {
         let (e, lease) = (e.clone(), claimed[0].1.clone());
         tokio::spawn(async move { e.complete(&lease, b"done").await })
     };
-    let waiting = "SELECT count(*) FROM pg_stat_activity                    WHERE datname = current_database() AND wait_event_type = 'Lock'";
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while sqlx::query_scalar::<_, i64>(waiting)
-        .fetch_one(db.pg())
-        .await
-        .unwrap()
-        == 0
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the end never waited"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_a_lock_wait(&db).await;
     holder.commit().await.unwrap();
     ending.await.unwrap().expect("the run ends");
 
@@ -470,6 +457,55 @@ async fn a_slot_freed_while_a_claim_holds_it_is_given_back_on_postgres() {
     let next = claim_keys(e, 10).await;
     assert_eq!(next.len(), 1, "the key's next runs");
     assert_eq!(next[0].1.execution_id, second);
+}
+
+/// A claim that finds its key's slot held by another claim (or a run's end)
+/// passes the key at once and leaves its work runnable, not held back; the
+/// next claim takes it. Waiting instead could deadlock: a run's end holds its
+/// slot while its flow cancels the remaining members, which a waiting claim
+/// may hold.
+#[tokio::test]
+async fn a_claim_passes_a_held_slot_and_leaves_its_work_runnable_on_postgres() {
+    let (db, t) = crate::setup().await;
+    let e = &db.engine;
+    set(e, t, limit(ConcurrencyScope::Kind, "echo", 5)).await;
+    let queued = submit(e, t, "a").await;
+    let mut holder = db.pg().begin().await.unwrap();
+    sqlx::query("UPDATE concurrency_slots SET running = running WHERE tenant_id = $1")
+        .bind(t)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let claimed = tokio::time::timeout(Duration::from_secs(5), claim_keys(e, 10))
+        .await
+        .expect("the claim does not wait for the slot");
+    assert!(claimed.is_empty(), "the held key is passed");
+    let ex = e.get(t, queued).await.unwrap();
+    assert_eq!(ex.state, PublicState::Waiting);
+    assert_ne!(
+        ex.blocking_reason.as_deref(),
+        Some(BLOCKED_BY_CONCURRENCY_KEY)
+    );
+    holder.commit().await.unwrap();
+    let next = claim_keys(e, 10).await;
+    assert_eq!(next.len(), 1, "the next claim takes the key's work");
+    assert_eq!(next[0].1.execution_id, queued);
+}
+
+/// Until a session of the test's database waits on a lock.
+async fn wait_for_a_lock_wait(db: &flowfabric_tests::TestDb) {
+    let waiting = "SELECT count(*) FROM pg_stat_activity \
+                   WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while sqlx::query_scalar::<_, i64>(waiting)
+        .fetch_one(db.pg())
+        .await
+        .unwrap()
+        == 0
+    {
+        assert!(tokio::time::Instant::now() < deadline, "nothing waited");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// A key whose slot is missing (its submit raced a cleanup, or the row was
@@ -497,7 +533,11 @@ async fn a_missing_slot_is_made_by_the_claim_that_finds_it_on_postgres() {
     .await
     .unwrap();
     assert_eq!(slots, 1, "the claim made the slot");
-    assert_eq!(claim_keys(e, 10).await.len(), 1, "one of the key, its limit");
+    assert_eq!(
+        claim_keys(e, 10).await.len(),
+        1,
+        "one of the key, its limit"
+    );
 }
 
 on_both_backends!(
