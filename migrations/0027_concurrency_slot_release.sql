@@ -13,6 +13,11 @@
 -- every slot), in key order: the keys are sorted before they are probed, and
 -- a nested loop locks as it goes, so two statements that end runs of the same
 -- keys wait for each other instead of deadlocking.
+--
+-- And the handoff runs only when a key holds something back. It is an update
+-- of executions, which fires the table's statement triggers (lease events,
+-- this one) even when it changes no row, as most ends' handoffs do: 0.24 ms
+-- of a 2.8 ms completion at batch 1 (`bench engine --keys 10000`).
 CREATE OR REPLACE FUNCTION flowfabric_release_concurrency_slots() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -59,6 +64,18 @@ BEGIN
     UPDATE concurrency_slots s SET running = greatest(s.running - r.n, 0)
     FROM unnest(slot_rows, slot_counts) AS r(row_id, n)
     WHERE s.ctid = r.row_id;
+    -- Most ends free a slot nothing waits for. The handoff, an update of
+    -- executions, fires this table's statement triggers again even when it
+    -- changes nothing, so it runs only when a key has something held back.
+    -- Exact: holding the keys' slots, no claim can hold back more of them.
+    IF NOT EXISTS (
+        SELECT 1 FROM unnest(tenants, keys) AS r(tenant_id, key)
+        WHERE EXISTS (
+            SELECT 1 FROM executions q
+            WHERE q.tenant_id = r.tenant_id AND q.concurrency_key = r.key
+              AND q.eligibility_state = 'blocked_by_concurrency_key')) THEN
+        RETURN NULL;
+    END IF;
     UPDATE executions e SET eligibility_state = 'eligible_now',
         blocking_reason = 'waiting_for_worker', updated_at = now()
     WHERE e.ctid = ANY(ARRAY(

@@ -433,12 +433,7 @@ async fn a_slot_freed_while_a_claim_holds_it_is_given_back_on_postgres() {
     assert_eq!(claimed.len(), 1, "one of key a runs");
 
     // A claim holding the slot: its row updated by a transaction left open.
-    let mut holder = db.pg().begin().await.unwrap();
-    sqlx::query("UPDATE concurrency_slots SET running = running WHERE tenant_id = $1")
-        .bind(t)
-        .execute(&mut *holder)
-        .await
-        .unwrap();
+    let holder = hold_slots(&db, t).await;
     let ending = {
         let (e, lease) = (e.clone(), claimed[0].1.clone());
         tokio::spawn(async move { e.complete(&lease, b"done").await })
@@ -470,12 +465,7 @@ async fn a_claim_passes_a_held_slot_and_leaves_its_work_runnable_on_postgres() {
     let e = &db.engine;
     set(e, t, limit(ConcurrencyScope::Kind, "echo", 5)).await;
     let queued = submit(e, t, "a").await;
-    let mut holder = db.pg().begin().await.unwrap();
-    sqlx::query("UPDATE concurrency_slots SET running = running WHERE tenant_id = $1")
-        .bind(t)
-        .execute(&mut *holder)
-        .await
-        .unwrap();
+    let holder = hold_slots(&db, t).await;
     let claimed = tokio::time::timeout(Duration::from_secs(5), claim_keys(e, 10))
         .await
         .expect("the claim does not wait for the slot");
@@ -490,6 +480,21 @@ async fn a_claim_passes_a_held_slot_and_leaves_its_work_runnable_on_postgres() {
     let next = claim_keys(e, 10).await;
     assert_eq!(next.len(), 1, "the next claim takes the key's work");
     assert_eq!(next[0].1.execution_id, queued);
+}
+
+/// The tenant's slots as a claim holds them: updated by a transaction left
+/// open until it is committed.
+async fn hold_slots(
+    db: &flowfabric_tests::TestDb,
+    tenant: TenantId,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut holder = db.pg().begin().await.unwrap();
+    sqlx::query("UPDATE concurrency_slots SET running = running WHERE tenant_id = $1")
+        .bind(tenant)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    holder
 }
 
 /// Until a session of the test's database waits on a lock.
