@@ -240,10 +240,13 @@ const SHAPE_SQL: &str = "SELECT EXISTS (SELECT 1 FROM tenants \
 /// slot's running count and start window are exact even when another claim
 /// committed after this statement's snapshot was taken; a slot another claim
 /// holds is passed over (its candidates stay runnable for the next claim).
+/// Never waited for: a run's end holds its slot while its flow resolves, and
+/// resolving may cancel runnable members that a waiting claim holds.
 /// Candidates past a key's room, and up to 1,000 more of the full key's
 /// queue, move to `blocked_by_concurrency_key`, out of the index, so a key
 /// with a backlog cannot fill every claim's share. The statement counts what
-/// it leases into the slots; the trigger of migration 0022 counts them out.
+/// it leases into the slots; the release trigger
+/// (`sql/functions/flowfabric_release_concurrency_slots.sql`) counts them out.
 ///
 /// Four shapes: the admission parts (the room lateral, the budget probe, the
 /// over-budget check and the blocking update) and the key parts cost more to

@@ -1,7 +1,7 @@
 //! Concurrency limits per key: the tenant's limits, and the scanner that
 //! frees what a limit holds back once its key has room. The claim's side is
 //! in `claim.rs`; handing a slot on when its holder stops running is the
-//! trigger of migration 0022.
+//! release trigger (`sql/functions/flowfabric_release_concurrency_slots.sql`).
 
 use async_trait::async_trait;
 
