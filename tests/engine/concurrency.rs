@@ -456,9 +456,10 @@ async fn a_slot_freed_while_a_claim_holds_it_is_given_back_on_postgres() {
 
 /// A claim that finds its key's slot held by another claim (or a run's end)
 /// passes the key at once and leaves its work runnable, not held back; the
-/// next claim takes it. Waiting instead could deadlock: a run's end holds its
-/// slot while its flow cancels the remaining members, which a waiting claim
-/// may hold.
+/// next claim takes it. Waiting instead could deadlock: a transaction that
+/// ends a keyed run holds its slot until it commits, and the schedule scanner
+/// then goes on to cancel other schedules' previous runs, which a waiting
+/// claim may hold.
 #[tokio::test]
 async fn a_claim_passes_a_held_slot_and_leaves_its_work_runnable_on_postgres() {
     let (db, t) = crate::setup().await;

@@ -240,8 +240,11 @@ const SHAPE_SQL: &str = "SELECT EXISTS (SELECT 1 FROM tenants \
 /// slot's running count and start window are exact even when another claim
 /// committed after this statement's snapshot was taken; a slot another claim
 /// holds is passed over (its candidates stay runnable for the next claim).
-/// Never waited for: a run's end holds its slot while its flow resolves, and
-/// resolving may cancel runnable members that a waiting claim holds.
+/// Never waited for: a transaction that ends a keyed run holds its slot until
+/// it commits, and some go on to wait for other executions' rows (the
+/// schedule scanner cancels each overlapping schedule's previous run in turn,
+/// in one transaction), so a claim waiting for a slot while it holds runnable
+/// candidates could deadlock with one.
 /// Candidates past a key's room, and up to 1,000 more of the full key's
 /// queue, move to `blocked_by_concurrency_key`, out of the index, so a key
 /// with a backlog cannot fill every claim's share. The statement counts what

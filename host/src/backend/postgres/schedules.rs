@@ -1,10 +1,10 @@
-//! Schedules. Firing takes up to 100 due schedules with `FOR UPDATE SKIP
-//! LOCKED` (through `schedules_due_idx`) in one transaction, creates the
-//! executions their plans call for (one insert per tenant) and moves their
-//! `next_fire_at` on before it commits: a concurrent scanner skips the locked
-//! rows, and after the commit they are no longer due. A batch that fails is
-//! fired again one schedule per transaction, so one bad schedule cannot hold
-//! back the rest.
+//! Schedules. Firing takes up to `FIRE_BATCH` (500) due schedules with
+//! `FOR UPDATE SKIP LOCKED` (through `schedules_due_idx`) in one transaction,
+//! creates the executions their plans call for (one insert per tenant) and
+//! moves their `next_fire_at` on before it commits: a concurrent scanner
+//! skips the locked rows, and after the commit they are no longer due. A
+//! batch that fails is fired again one schedule per transaction, so one bad
+//! schedule cannot hold back the rest.
 
 use std::collections::BTreeMap;
 
