@@ -11,8 +11,10 @@
 //! * CPU time is bounded by epoch interruption, memory by a store limiter; a trap
 //!   of any kind is a classified failure, never a crashed worker.
 
+mod attempt;
 mod bindings;
 mod cache;
+mod dial;
 mod fair;
 mod imports;
 mod outbound;
@@ -26,10 +28,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{
-    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
-};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+pub use attempt::{RunOutcome, RunResult};
 pub use bindings::{
     AttemptType, Breach, Child, FailureClass as GuestFailureClass, HostError, LogLevel,
     ResumeCondition, Signal, StepOutcome as GuestStepOutcome, StepStart, StoredFrame,
@@ -40,10 +41,11 @@ pub use imports::{HostReply, Release, TaskImports};
 pub use outbound::{HttpExchange, HttpLog};
 pub use sandbox::{CancelFlag, SandboxLimits};
 
-use crate::model::{AttemptCapabilities, Failure, FailureClass};
+use crate::model::AttemptCapabilities;
+use attempt::{ended_early, internal_failure, run_in_store};
 use bindings::{Task, TaskPre};
 use cache::ArtifactCache;
-use sandbox::{StopReason, StoreState};
+use sandbox::StoreState;
 
 /// Process-wide runtime settings.
 #[derive(Debug, Clone)]
@@ -106,30 +108,6 @@ pub enum ComponentError {
 /// A component ready to instantiate.
 #[derive(Clone)]
 pub struct Prepared(Arc<TaskPre<StoreState>>);
-
-/// How one run ended.
-#[derive(Debug)]
-pub enum RunResult {
-    /// `run` returned `ok`.
-    Completed(Vec<u8>),
-    /// `run` returned `err`, or the sandbox stopped it (trap, timeout, memory).
-    Failed(Failure),
-    /// The worker cancelled it (lease lost or execution cancelled).
-    Cancelled,
-    /// The guest suspended, delayed or cancelled the execution; its lease is
-    /// already released.
-    Released(Release),
-}
-
-#[derive(Debug)]
-pub struct RunOutcome {
-    pub result: RunResult,
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
-    /// The HTTP requests the guest made.
-    pub http: HttpLog,
-    pub elapsed: Duration,
-}
 
 /// Who a run is for and what it may use.
 #[derive(Clone)]
@@ -399,17 +377,6 @@ impl Runtime {
     }
 }
 
-/// The outcome of a run that failed before or outside the guest.
-fn ended_early(failure: Failure, started: Instant) -> RunOutcome {
-    RunOutcome {
-        result: RunResult::Failed(failure),
-        stdout: Vec::new(),
-        stderr: Vec::new(),
-        http: HttpLog::default(),
-        elapsed: started.elapsed(),
-    }
-}
-
 /// A spawned task that must not outlive its owner: a guest run whose caller
 /// stopped waiting for it, a worker's background task.
 pub(crate) struct AbortOnDrop<T>(pub(crate) tokio::task::JoinHandle<T>);
@@ -418,40 +385,6 @@ impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-/// One attempt in a fresh store, on the guest threads, once it has a turn.
-async fn run_in_store(
-    engine: Engine,
-    component: Prepared,
-    state: StoreState,
-    input: Vec<u8>,
-    limits: SandboxLimits,
-    cancel: CancelFlag,
-    fuel: bool,
-) -> RunOutcome {
-    state.cpu.take_turn().await;
-    let started = Instant::now();
-    let mut store = Store::new(&engine, state);
-    store.limiter(|s| &mut s.memory);
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(sandbox::epoch_callback(started + limits.timeout, cancel));
-    if let (true, Some(fuel)) = (fuel, limits.fuel) {
-        if let Err(e) = store.set_fuel(fuel) {
-            return outcome(&store, RunResult::Failed(internal_failure(e)), started);
-        }
-    }
-    let called = async {
-        let task = component.0.instantiate_async(&mut store).await?;
-        task.call_run(&mut store, &input).await
-    }
-    .await;
-    let result = match called {
-        Ok(Ok(output)) => RunResult::Completed(output),
-        Ok(Err(e)) => RunResult::Failed(Failure::new(guest_class(e.class), e.message)),
-        Err(e) => classify_error(&store, &e, &limits),
-    };
-    outcome(&store, result, started)
 }
 
 impl Drop for Runtime {
@@ -542,73 +475,6 @@ fn check_header(wasm: &[u8], limit: usize) -> Result<(), ComponentError> {
     }
 }
 
-fn classify_error(
-    store: &Store<StoreState>,
-    e: &wasmtime::Error,
-    limits: &SandboxLimits,
-) -> RunResult {
-    let state = store.data();
-    match &state.stopped {
-        Some(StopReason::Cancelled) => return RunResult::Cancelled,
-        Some(StopReason::Released(release)) => return RunResult::Released(*release),
-        Some(StopReason::Failed(failure)) => return RunResult::Failed(failure.clone()),
-        Some(StopReason::Timeout) => {
-            return RunResult::Failed(Failure::new(
-                FailureClass::Timeout,
-                format!(
-                    "the run exceeded its timeout of {} ms",
-                    limits.timeout.as_millis()
-                ),
-            ))
-        }
-        None => {}
-    }
-    if state.memory.hit {
-        return RunResult::Failed(Failure::new(
-            FailureClass::OutOfMemory,
-            format!(
-                "the guest needed more than its memory limit of {} bytes",
-                limits.memory_bytes
-            ),
-        ));
-    }
-    let trap = e.downcast_ref::<wasmtime::Trap>();
-    if trap == Some(&wasmtime::Trap::OutOfFuel) {
-        return RunResult::Failed(Failure::new(
-            FailureClass::Timeout,
-            "the run used up its fuel",
-        ));
-    }
-    let class = if trap.is_some() {
-        FailureClass::Trap
-    } else {
-        FailureClass::Internal
-    };
-    RunResult::Failed(Failure::new(class, format!("{e:#}")))
-}
-
-fn guest_class(class: GuestFailureClass) -> FailureClass {
-    match class {
-        GuestFailureClass::Transient => FailureClass::Transient,
-        GuestFailureClass::Permanent => FailureClass::Permanent,
-    }
-}
-
-fn outcome(store: &Store<StoreState>, result: RunResult, started: Instant) -> RunOutcome {
-    let state = store.data();
-    RunOutcome {
-        result,
-        stdout: state.stdout.contents().to_vec(),
-        stderr: state.stderr.contents().to_vec(),
-        http: state.outbound.take_log(),
-        elapsed: started.elapsed(),
-    }
-}
-
 fn internal(e: impl std::fmt::Display) -> ComponentError {
     ComponentError::Internal(e.to_string())
-}
-
-fn internal_failure(e: impl std::fmt::Display) -> Failure {
-    Failure::new(FailureClass::Internal, e.to_string())
 }

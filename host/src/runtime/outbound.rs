@@ -22,22 +22,21 @@
 //! (`HTTP-request-denied`, `destination-IP-prohibited`, …), never a trap.
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
+use super::dial::{connect, resolve, tls, Stream};
 use super::imports::TaskImports;
 use super::UsageResult;
 use crate::model::EffectiveGrant;
@@ -158,10 +157,10 @@ impl WasiHttpHooks for Outbound {
 }
 
 /// Where a request goes.
-struct Target {
-    scheme: &'static str,
-    host: String,
-    port: u16,
+pub(super) struct Target {
+    pub(super) scheme: &'static str,
+    pub(super) host: String,
+    pub(super) port: u16,
 }
 
 impl Target {
@@ -382,87 +381,6 @@ async fn meter_request(shared: &Shared) -> Result<(), HttpError> {
             "the request could not be metered: {e:?}"
         )))),
     }
-}
-
-async fn resolve(target: &Target, within: Duration) -> Result<Vec<SocketAddr>, HttpError> {
-    if let Ok(ip) = target.host.parse::<IpAddr>() {
-        return Ok(vec![SocketAddr::new(ip, target.port)]);
-    }
-    let found = tokio::time::timeout(
-        within,
-        tokio::net::lookup_host((target.host.as_str(), target.port)),
-    )
-    .await
-    .map_err(|_| HttpError::DnsTimeout)?
-    .map_err(|_| HttpError::DnsError {
-        rcode: Some("address lookup failed".into()),
-        info_code: None,
-    })?;
-    let addrs: Vec<SocketAddr> = found.collect();
-    if addrs.is_empty() {
-        return Err(HttpError::DestinationNotFound);
-    }
-    Ok(addrs)
-}
-
-/// Connect to the first of the checked addresses that answers.
-async fn connect(addrs: &[SocketAddr], within: Duration) -> Result<TcpStream, HttpError> {
-    let mut last = HttpError::ConnectionRefused;
-    for addr in addrs {
-        match tokio::time::timeout(within, TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => return Ok(stream),
-            Ok(Err(_)) => last = HttpError::ConnectionRefused,
-            Err(_) => last = HttpError::ConnectionTimeout,
-        }
-    }
-    Err(last)
-}
-
-trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
-
-/// TLS with the system's trusted roots, loaded once per process.
-async fn tls(
-    tcp: TcpStream,
-    host: &str,
-    within: Duration,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, HttpError> {
-    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
-    let config = CONFIG.get_or_init(|| {
-        let mut roots = rustls::RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        for cert in native.certs {
-            let _ = roots.add(cert);
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        Arc::new(
-            rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .expect("ring supports the default TLS versions")
-                .with_root_certificates(roots)
-                .with_no_client_auth(),
-        )
-    });
-    let name = match host.parse::<IpAddr>() {
-        Ok(ip) => rustls::pki_types::ServerName::from(ip),
-        Err(_) => rustls::pki_types::ServerName::try_from(host.to_owned())
-            .map_err(|_| HttpError::HttpRequestUriInvalid)?,
-    };
-    let connector = tokio_rustls::TlsConnector::from(config.clone());
-    tokio::time::timeout(within, connector.connect(name, tcp))
-        .await
-        .map_err(|_| HttpError::ConnectionTimeout)?
-        .map_err(|e| {
-            let certificate = e
-                .get_ref()
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-                .is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_)));
-            if certificate {
-                HttpError::TlsCertificateError
-            } else {
-                HttpError::TlsProtocolError
-            }
-        })
 }
 
 /// A connection being driven, holding the tenant's connection permit until

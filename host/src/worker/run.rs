@@ -92,6 +92,7 @@ impl Job {
                     .await;
                 tracing::debug!(
                     elapsed_us = outcome.elapsed.as_micros() as u64,
+                    instantiation_us = outcome.instantiation.as_micros() as u64,
                     "guest returned"
                 );
                 metrics::histogram!("flowfabric_guest_run_seconds")

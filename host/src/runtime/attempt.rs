@@ -1,0 +1,168 @@
+//! One attempt: a fresh store, a fresh instance, one call of `run`, and an
+//! outcome that says how it ended and where its time went.
+//!
+//! Everything a guest can do wrong ends here as a classified [`RunResult`]:
+//! a trap, a timeout (epoch or fuel), a memory limit, a release by a host
+//! call. The runtime never lets an error from inside the sandbox escape as
+//! anything else, so a hostile guest cannot crash or confuse its worker.
+
+use std::time::{Duration, Instant};
+
+use wasmtime::{Engine, Store};
+
+use super::bindings::FailureClass as GuestFailureClass;
+use super::imports::Release;
+use super::outbound::HttpLog;
+use super::sandbox::{self, CancelFlag, SandboxLimits, StopReason, StoreState};
+use super::Prepared;
+use crate::model::{Failure, FailureClass};
+
+/// How one run ended.
+#[derive(Debug)]
+pub enum RunResult {
+    /// `run` returned `ok`.
+    Completed(Vec<u8>),
+    /// `run` returned `err`, or the sandbox stopped it (trap, timeout, memory).
+    Failed(Failure),
+    /// The worker cancelled it (lease lost or execution cancelled).
+    Cancelled,
+    /// The guest suspended, delayed or cancelled the execution; its lease is
+    /// already released.
+    Released(Release),
+}
+
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub result: RunResult,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// The HTTP requests the guest made.
+    pub http: HttpLog,
+    /// Time in the sandbox: from the fresh store to the outcome.
+    pub elapsed: Duration,
+    /// The part of `elapsed` before `run` was called: the store and the
+    /// instance. The rest is the guest's `run` and its host calls.
+    pub instantiation: Duration,
+}
+
+/// The outcome of a run that failed before or outside the guest.
+pub(super) fn ended_early(failure: Failure, started: Instant) -> RunOutcome {
+    RunOutcome {
+        result: RunResult::Failed(failure),
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+        http: HttpLog::default(),
+        elapsed: started.elapsed(),
+        instantiation: Duration::ZERO,
+    }
+}
+
+/// One attempt in a fresh store, on the guest threads, once it has a turn.
+pub(super) async fn run_in_store(
+    engine: Engine,
+    component: Prepared,
+    state: StoreState,
+    input: Vec<u8>,
+    limits: SandboxLimits,
+    cancel: CancelFlag,
+    fuel: bool,
+) -> RunOutcome {
+    state.cpu.take_turn().await;
+    let started = Instant::now();
+    let mut store = Store::new(&engine, state);
+    store.limiter(|s| &mut s.memory);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(sandbox::epoch_callback(started + limits.timeout, cancel));
+    if let (true, Some(fuel)) = (fuel, limits.fuel) {
+        if let Err(e) = store.set_fuel(fuel) {
+            let failed = RunResult::Failed(internal_failure(e));
+            return outcome(&store, failed, started, Duration::ZERO);
+        }
+    }
+    let mut instantiation = Duration::ZERO;
+    let called = async {
+        let task = component.0.instantiate_async(&mut store).await?;
+        instantiation = started.elapsed();
+        task.call_run(&mut store, &input).await
+    }
+    .await;
+    let result = match called {
+        Ok(Ok(output)) => RunResult::Completed(output),
+        Ok(Err(e)) => RunResult::Failed(Failure::new(guest_class(e.class), e.message)),
+        Err(e) => classify_error(&store, &e, &limits),
+    };
+    outcome(&store, result, started, instantiation)
+}
+
+fn classify_error(
+    store: &Store<StoreState>,
+    e: &wasmtime::Error,
+    limits: &SandboxLimits,
+) -> RunResult {
+    let state = store.data();
+    match &state.stopped {
+        Some(StopReason::Cancelled) => return RunResult::Cancelled,
+        Some(StopReason::Released(release)) => return RunResult::Released(*release),
+        Some(StopReason::Failed(failure)) => return RunResult::Failed(failure.clone()),
+        Some(StopReason::Timeout) => {
+            return RunResult::Failed(Failure::new(
+                FailureClass::Timeout,
+                format!(
+                    "the run exceeded its timeout of {} ms",
+                    limits.timeout.as_millis()
+                ),
+            ))
+        }
+        None => {}
+    }
+    if state.memory.hit {
+        return RunResult::Failed(Failure::new(
+            FailureClass::OutOfMemory,
+            format!(
+                "the guest needed more than its memory limit of {} bytes",
+                limits.memory_bytes
+            ),
+        ));
+    }
+    let trap = e.downcast_ref::<wasmtime::Trap>();
+    if trap == Some(&wasmtime::Trap::OutOfFuel) {
+        return RunResult::Failed(Failure::new(
+            FailureClass::Timeout,
+            "the run used up its fuel",
+        ));
+    }
+    let class = if trap.is_some() {
+        FailureClass::Trap
+    } else {
+        FailureClass::Internal
+    };
+    RunResult::Failed(Failure::new(class, format!("{e:#}")))
+}
+
+fn guest_class(class: GuestFailureClass) -> FailureClass {
+    match class {
+        GuestFailureClass::Transient => FailureClass::Transient,
+        GuestFailureClass::Permanent => FailureClass::Permanent,
+    }
+}
+
+fn outcome(
+    store: &Store<StoreState>,
+    result: RunResult,
+    started: Instant,
+    instantiation: Duration,
+) -> RunOutcome {
+    let state = store.data();
+    RunOutcome {
+        result,
+        stdout: state.stdout.contents().to_vec(),
+        stderr: state.stderr.contents().to_vec(),
+        http: state.outbound.take_log(),
+        elapsed: started.elapsed(),
+        instantiation,
+    }
+}
+
+pub(super) fn internal_failure(e: impl std::fmt::Display) -> Failure {
+    Failure::new(FailureClass::Internal, e.to_string())
+}
