@@ -5,7 +5,9 @@
 //! `scripts/build-guests.sh`): its size; the compile an upload pays once
 //! (`Component::new`); the first run on a host that finds the precompiled
 //! artifact on disk (deserialize, link, instantiate, call); and the per-task
-//! cost of a fresh instance plus one `run` after that.
+//! cost of a fresh instance plus one `run` after that, split by the sandbox's
+//! own clock into instantiation, the `run` call, and the handoff to and from
+//! the guest threads that the caller waits for around them.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -13,7 +15,7 @@ use std::time::Instant;
 use anyhow::Context;
 use flowfabric::runtime::{Runtime, RuntimeConfig};
 
-use super::wasm::{per_task_micros, run_once};
+use super::wasm::{per_task, run_once, PerTask};
 use super::write_json;
 
 #[derive(clap::Args)]
@@ -37,7 +39,7 @@ struct Figures {
     bytes: usize,
     compile_ms: f64,
     first_run_ms: f64,
-    per_task_us: f64,
+    per_task: PerTask,
 }
 
 pub async fn run(args: LanguagesBench) -> anyhow::Result<()> {
@@ -51,8 +53,8 @@ pub async fn run(args: LanguagesBench) -> anyhow::Result<()> {
         args.calls
     );
     println!(
-        "  {:<7} {:>11} {:>11} {:>13} {:>12}   (ratios to rust)",
-        "", "bytes", "compile ms", "first run ms", "µs/task"
+        "  {:<7} {:>9} {:>10} {:>12} {:>8} {:>12} {:>7} {:>8}   (ratios to rust: size, compile, first run, task, in sandbox)",
+        "", "bytes", "compile ms", "first run ms", "µs/task", "instantiate", "run", "handoff"
     );
     let mut rows: Vec<(&str, Figures)> = Vec::new();
     for (lang, path) in guests {
@@ -63,16 +65,23 @@ pub async fn run(args: LanguagesBench) -> anyhow::Result<()> {
             rows.first()
                 .map_or(String::new(), |(_, b)| format!("×{:.0}", ours / base(b)))
         };
+        let task = f.per_task;
         println!(
-            "  {lang:<7} {:>11} {:>11.0} {:>13.1} {:>12.1}   {} {} {} {}",
+            "  {lang:<7} {:>9} {:>10.0} {:>12.1} {:>8.1} {:>12.1} {:>7.1} {:>8.1}   {} {} {} {} {}",
             f.bytes,
             f.compile_ms,
             f.first_run_ms,
-            f.per_task_us,
+            task.total_us,
+            task.instantiate_us,
+            task.run_us,
+            task.handoff_us(),
             ratio(f.bytes as f64, |b| b.bytes as f64),
             ratio(f.compile_ms, |b| b.compile_ms),
             ratio(f.first_run_ms, |b| b.first_run_ms),
-            ratio(f.per_task_us, |b| b.per_task_us),
+            ratio(task.total_us, |b| b.per_task.total_us),
+            ratio(task.instantiate_us + task.run_us, |b| {
+                b.per_task.instantiate_us + b.per_task.run_us
+            }),
         );
         rows.push((lang, f));
     }
@@ -110,12 +119,12 @@ async fn measure(path: &Path, calls: usize) -> anyhow::Result<Figures> {
     run_once(&worker, &component).await?;
     let first_run_ms = started.elapsed().as_secs_f64() * 1e3;
 
-    let per_task_us = per_task_micros(&worker, &wasm, calls).await?;
+    let per_task = per_task(&worker, &wasm, calls).await?;
     let _ = std::fs::remove_dir_all(cache);
     Ok(Figures {
         bytes: wasm.len(),
         compile_ms,
         first_run_ms,
-        per_task_us,
+        per_task,
     })
 }

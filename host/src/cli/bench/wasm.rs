@@ -18,8 +18,9 @@ use flowfabric::engine::Engine;
 use flowfabric::model::{EventCursor, NewExecution, TenantId, DEFAULT_LANE};
 use flowfabric::runtime::{
     AttemptType, CancelFlag, Child, Guest, GuestStepOutcome, GuestStreamMode, HostError, HostReply,
-    LogLevel, Prepared, ResumeCondition, RunResult, Runtime, RuntimeConfig, SandboxLimits, Signal,
-    StepStart, StoredFrame, TaskImports, TaskInfo, TimeoutBehavior, UsageResult, Waitpoint,
+    LogLevel, Prepared, ResumeCondition, RunOutcome, RunResult, Runtime, RuntimeConfig,
+    SandboxLimits, Signal, StepStart, StoredFrame, TaskImports, TaskInfo, TimeoutBehavior,
+    UsageResult, Waitpoint,
 };
 use flowfabric::worker::{WorkerConfig, WorkerPool};
 
@@ -67,7 +68,7 @@ pub async fn run(args: WasmBench) -> anyhow::Result<()> {
             pooling,
             ..RuntimeConfig::default()
         })?;
-        let micros = per_task_micros(&runtime, &wasm, args.calls).await?;
+        let micros = per_task(&runtime, &wasm, args.calls).await?.total_us;
         per_call.push(micros);
         println!(
             "  {name:<10} {micros:>8.1} µs/task  {:>9.0} tasks/s",
@@ -99,28 +100,60 @@ pub async fn run(args: WasmBench) -> anyhow::Result<()> {
     write_json(args.json_out.as_deref(), &summary)
 }
 
-pub(super) async fn per_task_micros(
+/// Where one task's time goes, averaged over the timed calls.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub(super) struct PerTask {
+    /// The caller's wall time per task: handing the run to a guest thread,
+    /// the sandbox, and handing the outcome back.
+    pub total_us: f64,
+    /// A fresh store and instance (the sandbox's own clock).
+    pub instantiate_us: f64,
+    /// The guest's `run` with its host calls, and the outcome read back.
+    pub run_us: f64,
+}
+
+impl PerTask {
+    /// What the caller waits for beyond the sandbox: the handoffs to and from
+    /// the guest threads, the store's drop, and scheduling.
+    pub fn handoff_us(&self) -> f64 {
+        (self.total_us - self.instantiate_us - self.run_us).max(0.0)
+    }
+}
+
+/// Fresh instance + one `run` per task, one task at a time, after a warm-up.
+pub(super) async fn per_task(
     runtime: &Runtime,
     wasm: &[u8],
     calls: usize,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<PerTask> {
     let digest = runtime.register(wasm).await?;
     let component = runtime
         .prepare(&digest, || async { Ok::<_, String>(wasm.to_vec()) })
         .await?;
-    let mut timed = Duration::ZERO;
+    let (mut total, mut instantiate, mut sandbox) =
+        (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     for i in 0..calls + 200 {
         let started = Instant::now();
-        run_once(runtime, &component).await?;
+        let outcome = run_once(runtime, &component).await?;
         if i >= 200 {
-            timed += started.elapsed();
+            total += started.elapsed();
+            instantiate += outcome.instantiation;
+            sandbox += outcome.elapsed;
         }
     }
-    Ok(timed.as_secs_f64() * 1e6 / calls as f64)
+    let micros = |d: Duration| d.as_secs_f64() * 1e6 / calls as f64;
+    Ok(PerTask {
+        total_us: micros(total),
+        instantiate_us: micros(instantiate),
+        run_us: micros(sandbox.saturating_sub(instantiate)),
+    })
 }
 
 /// A fresh instance and one `run("echo:x")`, which must complete.
-pub(super) async fn run_once(runtime: &Runtime, component: &Prepared) -> anyhow::Result<()> {
+pub(super) async fn run_once(
+    runtime: &Runtime,
+    component: &Prepared,
+) -> anyhow::Result<RunOutcome> {
     let guest = Guest {
         imports: Arc::new(NoImports),
         owner: uuid::Uuid::nil(),
@@ -140,7 +173,7 @@ pub(super) async fn run_once(runtime: &Runtime, component: &Prepared) -> anyhow:
         "run failed: {:?}",
         outcome.result
     );
-    Ok(())
+    Ok(outcome)
 }
 
 async fn end_to_end(args: &WasmBench, wasm: &[u8], with_wasm: bool) -> anyhow::Result<f64> {
