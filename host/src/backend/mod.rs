@@ -13,6 +13,7 @@
 //! needs the stored state: fencing, transitions, idempotency. How to add an
 //! operation is in `docs/development.md`.
 
+mod background;
 mod configuration;
 mod insights;
 pub mod postgres;
@@ -20,24 +21,25 @@ mod refusals;
 pub mod sqlite;
 mod traits;
 
+pub use background::{Scanners, Wakeups};
 pub use configuration::{ConcurrencyLimits, ConfigValues, Grants, WaitpointKeys};
 pub use insights::Insights;
 pub use traits::{
-    Budgets, Children, Components, Events, Executions, Flows, Leases, Output, Scanners, Schedules,
-    Steps, Suspensions, Tenancy, Wakeups,
+    Budgets, Children, Components, Events, Executions, Flows, Leases, Output, Schedules, Steps,
+    Suspensions, Tenancy,
 };
 
 /// The storage traits by method only (`use crate::backend::prelude::*`), for
 /// callers that hold a [`Backend`] and call its operations.
 pub mod prelude {
+    pub use super::background::{Scanners as _, Wakeups as _};
     pub use super::configuration::{
         ConcurrencyLimits as _, ConfigValues as _, Grants as _, WaitpointKeys as _,
     };
     pub use super::insights::Insights as _;
     pub use super::traits::{
         Budgets as _, Children as _, Components as _, Events as _, Executions as _, Flows as _,
-        Leases as _, Output as _, Scanners as _, Schedules as _, Steps as _, Suspensions as _,
-        Tenancy as _, Wakeups as _,
+        Leases as _, Output as _, Schedules as _, Steps as _, Suspensions as _, Tenancy as _,
     };
 }
 
@@ -171,6 +173,18 @@ pub(crate) fn list_order(filter: &crate::model::ExecutionFilter) -> (&'static st
         ("<", "DESC")
     } else {
         (">", "ASC")
+    }
+}
+
+/// The versions a database has applied, from the table sqlx's migrator keeps
+/// (same name and columns on both backends).
+pub(crate) const APPLIED_MIGRATIONS: &str = "SELECT version FROM _sqlx_migrations WHERE success";
+
+/// A migration that failed, as either backend reports it.
+pub(crate) fn migration_failed(e: sqlx::migrate::MigrateError) -> EngineError {
+    EngineError::Storage {
+        op: "migrate",
+        cause: e.into(),
     }
 }
 

@@ -6,27 +6,26 @@
 //! declared here once and written once per backend. [`super::Backend`] is
 //! all of them together, which is what the engine holds. What a tenant
 //! configures (grants, config values, concurrency limits) is declared in
-//! `configuration.rs`, and the read-back of attempts and overviews in
-//! `insights.rs`.
+//! `configuration.rs`, the read-back of attempts and overviews in
+//! `insights.rs`, and what runs in the background (wake-ups, scanner passes)
+//! in `background.rs`.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use tokio::sync::{broadcast, watch};
 
 use crate::error::Result;
 use crate::model::{
     ApiKey, ApiKeyId, Budget, BudgetAdjustment, BudgetId, ChildKey, ChildrenOutcome, ClaimRequest,
     ClaimedExecution, CompletionEvent, ComponentVersion, Created, EventBatch, EventCursor,
-    Execution, ExecutionFilter, ExecutionId, ExecutionOrigin, ExecutionState, ExecutionUpdate,
-    FailOutcome, Failure, FlowCancelPolicy, FlowEdgeDetail, FlowId, FlowSnapshot, FlowSummary,
-    Frame, GraphApplied, GraphChange, JournalEntry, JournalLimits, LaneCounts, LeaseEvent,
-    LeaseHandle, NewBudget, NewExecution, NewFlow, NewSchedule, NewSignal, NewStep, Replay,
-    ReplayOutcome, Schedule, ScheduleId, Signal, SignalEvent, SignalOutcome, SpawnLimits,
-    SpawnedChild, StoredApiKey, StreamMode, StreamSummary, SuspendOutcome, Suspension, Tenant,
-    TenantId, TenantLimits, TimeoutBehavior, UsageAdjustment, UsageEntry, UsageOutcome, Waitpoint,
-    WaitpointId,
+    Execution, ExecutionFilter, ExecutionId, ExecutionOrigin, ExecutionState, FailOutcome, Failure,
+    FlowCancelPolicy, FlowEdgeDetail, FlowId, FlowSnapshot, FlowSummary, Frame, GraphApplied,
+    GraphChange, JournalEntry, JournalLimits, LaneCounts, LeaseEvent, LeaseHandle, NewBudget,
+    NewExecution, NewFlow, NewSchedule, NewSignal, NewStep, Replay, ReplayOutcome, Schedule,
+    ScheduleId, Signal, SignalEvent, SignalOutcome, SpawnLimits, SpawnedChild, StoredApiKey,
+    StreamMode, StreamSummary, SuspendOutcome, Suspension, Tenant, TenantId, TenantLimits,
+    TimeoutBehavior, UsageAdjustment, UsageEntry, UsageOutcome, Waitpoint, WaitpointId,
 };
 
 /// Tenants, their limits and usage, and their API keys.
@@ -552,53 +551,4 @@ pub trait Flows: Send + Sync {
         policy: FlowCancelPolicy,
         reason: &str,
     ) -> Result<u64>;
-}
-
-/// Best-effort in-process wake-ups; the record is always the database.
-#[async_trait]
-pub trait Wakeups: Send + Sync {
-    /// A signal that changes whenever new work may be claimable.
-    async fn work_signal(&self) -> Result<watch::Receiver<u64>>;
-
-    /// Ids of executions whose lease an operator or a deadline revoked, so a
-    /// worker running one can stop it at once. Best effort: lease renewal
-    /// remains the guarantee.
-    async fn revocations(&self) -> Result<broadcast::Receiver<ExecutionId>>;
-
-    /// Wake-ups for watchers of an execution: a frame was appended or it ended.
-    /// Best effort, like revocations: watchers poll slowly as well.
-    async fn updates(&self) -> Result<broadcast::Receiver<ExecutionUpdate>>;
-
-    /// Wake-ups for followers of the lease and signal streams: the tenant
-    /// whose stream has new events. Best effort like `updates`.
-    async fn event_wakeups(&self) -> Result<broadcast::Receiver<TenantId>>;
-}
-
-/// Scanner passes. Each handles at most `limit` rows per tenant and returns how
-/// many it changed; all are safe to run concurrently on several hosts.
-#[async_trait]
-pub trait Scanners: Send + Sync {
-    async fn reclaim_expired_leases(&self, limit: u32) -> Result<u64>;
-
-    async fn promote_delayed(&self, limit: u32) -> Result<u64>;
-
-    async fn fail_timed_out_attempts(&self, limit: u32) -> Result<u64>;
-
-    async fn expire_past_deadline(&self, limit: u32) -> Result<u64>;
-
-    async fn time_out_suspensions(&self, limit: u32) -> Result<u64>;
-
-    /// Cancel upstreams a satisfied `cancel_remaining` join could not cancel
-    /// at once (their rows were locked at the time).
-    async fn cancel_pending_siblings(&self, limit: u32) -> Result<u64>;
-
-    /// Resume parents whose children have all ended but that no child's
-    /// transaction could resume (their row was locked at the time).
-    async fn wake_waiting_parents(&self, limit: u32) -> Result<u64>;
-
-    /// Reset budgets whose interval has passed.
-    async fn reset_due_budgets(&self, limit: u32) -> Result<u64>;
-
-    /// Delete events older than `retention` from every event stream.
-    async fn prune_events(&self, retention: std::time::Duration, limit: u32) -> Result<u64>;
 }

@@ -59,7 +59,7 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
-use super::Backend;
+use super::{migration_failed, pending, Backend, APPLIED_MIGRATIONS};
 use crate::error::{EngineError, Result};
 use crate::model::ClaimRequest;
 
@@ -165,21 +165,14 @@ impl Backend for PgBackend {
     }
 
     async fn migrate(&self) -> Result<()> {
-        MIGRATOR
-            .run(&self.pool)
-            .await
-            .map_err(|e| EngineError::Storage {
-                op: "migrate",
-                cause: e.into(),
-            })
+        MIGRATOR.run(&self.pool).await.map_err(migration_failed)
     }
 
     async fn pending_migrations(&self) -> Result<Vec<i64>> {
-        let applied: Vec<i64> =
-            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(EngineError::storage("read migrations"))?;
-        Ok(crate::backend::pending(&MIGRATOR, &applied))
+        let applied: Vec<i64> = sqlx::query_scalar(APPLIED_MIGRATIONS)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(EngineError::storage("read migrations"))?;
+        Ok(pending(&MIGRATOR, &applied))
     }
 }

@@ -546,50 +546,6 @@ pub(super) async fn release_holds(
     Ok(())
 }
 
-/// Budget admission at claim: whether the tenant has an exhausted budget at
-/// all (one probe of `budget_dimensions_exhausted_idx`).
-pub(super) async fn any_exhausted(conn: &mut SqliteConnection, tenant: TenantId) -> Result<bool> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM budget_dimensions WHERE tenant_id = ? AND exhausted)",
-    )
-    .bind(tenant)
-    .fetch_one(conn)
-    .await
-    .map_err(EngineError::storage("claim"))
-}
-
-/// Whether an exhausted budget covers `row`.
-pub(super) async fn over_budget(conn: &mut SqliteConnection, row: &Exec) -> Result<bool> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM budget_dimensions d JOIN budgets b \
-             ON b.tenant_id = d.tenant_id AND b.budget_id = d.budget_id \
-         WHERE d.tenant_id = ?1 AND d.exhausted AND ((b.scope = 'tenant' AND b.scope_key = '') \
-             OR (b.scope = 'flow' AND b.scope_key = ?2) \
-             OR (b.scope = 'execution' AND b.scope_key = ?3) \
-             OR (b.scope = 'lane' AND b.scope_key = ?4)))",
-    )
-    .bind(row.tenant_id)
-    .bind(row.flow_id.map(|f| f.to_string()).unwrap_or_default())
-    .bind(row.execution_id.to_string())
-    .bind(&row.lane)
-    .fetch_one(conn)
-    .await
-    .map_err(EngineError::storage("claim"))
-}
-
-/// The claim moves a candidate an exhausted budget covers to
-/// `blocked_by_budget` (public state `rate_limited`) instead of starting it.
-pub(super) async fn block(
-    conn: &mut SqliteConnection,
-    row: &mut Exec,
-    effects: &mut Effects,
-) -> Result<()> {
-    let before = row.lease_before();
-    row.eligibility_state = Eligibility::BlockedByBudget;
-    row.updated_at = now();
-    row.save(conn, Some(before), effects).await
-}
-
 /// Reset budgets whose interval has passed.
 pub(super) async fn reset_due_budgets(db: &SqliteBackend, limit: u32) -> Result<u64> {
     db.write("reset due budgets", async |conn, effects| {

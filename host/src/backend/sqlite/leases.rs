@@ -15,7 +15,7 @@ use sqlx::types::Json;
 use sqlx::SqliteConnection;
 use uuid::Uuid;
 
-use super::budgets;
+use super::budget_admission;
 use super::concurrency::{self, KeyVerdict};
 use super::executions::end_attempt;
 use super::record::{not_found, Exec};
@@ -59,7 +59,7 @@ impl Leases for SqliteBackend {
                 }
                 let candidates = candidates(conn, tenant, request, room).await?;
                 if !candidates.is_empty() {
-                    let exhausted = budgets::any_exhausted(conn, tenant).await?;
+                    let exhausted = budget_admission::any_exhausted(conn, tenant).await?;
                     queues.push((
                         candidates.into_iter(),
                         TaskCeilings::from(&limits),
@@ -82,8 +82,8 @@ impl Leases for SqliteBackend {
                     progressed = true;
                     // Budget admission: what an exhausted budget covers is not
                     // started but blocked, so the next claim looks past it.
-                    if *exhausted && budgets::over_budget(conn, &row).await? {
-                        budgets::block(conn, &mut row, effects).await?;
+                    if *exhausted && budget_admission::over_budget(conn, &row).await? {
+                        budget_admission::block(conn, &mut row, effects).await?;
                         continue;
                     }
                     match concurrency::judge(conn, &row, now).await? {

@@ -24,6 +24,7 @@
 //! `docs/storage.md`.
 
 mod budget_adjustments;
+mod budget_admission;
 mod budgets;
 mod children;
 mod components;
@@ -62,7 +63,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{SqliteConnection, SqlitePool};
 use tokio::sync::{broadcast, watch};
 
-use super::Backend;
+use super::{migration_failed, pending, Backend, APPLIED_MIGRATIONS};
 use crate::error::{EngineError, Result};
 use crate::model::{ExecutionId, ExecutionUpdate, TenantId};
 
@@ -265,21 +266,14 @@ impl Backend for SqliteBackend {
     }
 
     async fn migrate(&self) -> Result<()> {
-        MIGRATOR
-            .run(&self.writer)
-            .await
-            .map_err(|e| EngineError::Storage {
-                op: "migrate",
-                cause: e.into(),
-            })
+        MIGRATOR.run(&self.writer).await.map_err(migration_failed)
     }
 
     async fn pending_migrations(&self) -> Result<Vec<i64>> {
-        let applied: Vec<i64> =
-            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-                .fetch_all(&mut *self.read("read migrations").await?)
-                .await
-                .map_err(EngineError::storage("read migrations"))?;
-        Ok(crate::backend::pending(&MIGRATOR, &applied))
+        let applied: Vec<i64> = sqlx::query_scalar(APPLIED_MIGRATIONS)
+            .fetch_all(&mut *self.read("read migrations").await?)
+            .await
+            .map_err(EngineError::storage("read migrations"))?;
+        Ok(pending(&MIGRATOR, &applied))
     }
 }

@@ -1,0 +1,62 @@
+//! The background side of storage: in-process wake-ups that let waiters react
+//! at once, and the scanner passes that repair what no transaction could
+//! finish at the time (expired leases, due timers, locked rows).
+//!
+//! Both are safe to lose: a wake-up only shortens a wait that polling would
+//! end anyway, and a scanner pass is idempotent and safe to run on several
+//! hosts at once.
+
+use async_trait::async_trait;
+use tokio::sync::{broadcast, watch};
+
+use crate::error::Result;
+use crate::model::{ExecutionId, ExecutionUpdate, TenantId};
+
+/// Best-effort in-process wake-ups; the record is always the database.
+#[async_trait]
+pub trait Wakeups: Send + Sync {
+    /// A signal that changes whenever new work may be claimable.
+    async fn work_signal(&self) -> Result<watch::Receiver<u64>>;
+
+    /// Ids of executions whose lease an operator or a deadline revoked, so a
+    /// worker running one can stop it at once. Best effort: lease renewal
+    /// remains the guarantee.
+    async fn revocations(&self) -> Result<broadcast::Receiver<ExecutionId>>;
+
+    /// Wake-ups for watchers of an execution: a frame was appended or it ended.
+    /// Best effort, like revocations: watchers poll slowly as well.
+    async fn updates(&self) -> Result<broadcast::Receiver<ExecutionUpdate>>;
+
+    /// Wake-ups for followers of the lease and signal streams: the tenant
+    /// whose stream has new events. Best effort like `updates`.
+    async fn event_wakeups(&self) -> Result<broadcast::Receiver<TenantId>>;
+}
+
+/// Scanner passes. Each handles at most `limit` rows per tenant and returns how
+/// many it changed; all are safe to run concurrently on several hosts.
+#[async_trait]
+pub trait Scanners: Send + Sync {
+    async fn reclaim_expired_leases(&self, limit: u32) -> Result<u64>;
+
+    async fn promote_delayed(&self, limit: u32) -> Result<u64>;
+
+    async fn fail_timed_out_attempts(&self, limit: u32) -> Result<u64>;
+
+    async fn expire_past_deadline(&self, limit: u32) -> Result<u64>;
+
+    async fn time_out_suspensions(&self, limit: u32) -> Result<u64>;
+
+    /// Cancel upstreams a satisfied `cancel_remaining` join could not cancel
+    /// at once (their rows were locked at the time).
+    async fn cancel_pending_siblings(&self, limit: u32) -> Result<u64>;
+
+    /// Resume parents whose children have all ended but that no child's
+    /// transaction could resume (their row was locked at the time).
+    async fn wake_waiting_parents(&self, limit: u32) -> Result<u64>;
+
+    /// Reset budgets whose interval has passed.
+    async fn reset_due_budgets(&self, limit: u32) -> Result<u64>;
+
+    /// Delete events older than `retention` from every event stream.
+    async fn prune_events(&self, retention: std::time::Duration, limit: u32) -> Result<u64>;
+}
