@@ -4,7 +4,8 @@
 //! Why it is built this way (`flowfabric bench wasm` measures the figures):
 //! * one `wasmtime::Engine` per process with a tuned pooling allocator and
 //!   component-model concurrency support off — a fresh instance per attempt then
-//!   costs ~10 µs, so isolation between attempts is free next to Postgres;
+//!   costs tens of µs for a Rust guest (`bench languages` splits it out), so
+//!   isolation between attempts is cheap next to a Postgres round trip;
 //! * components are compiled once: the native artifact is cached on disk keyed by
 //!   content digest and engine compatibility hash, and an `InstancePre` is kept in
 //!   memory, so only the first run of a new version pays for Cranelift;
