@@ -38,10 +38,13 @@ pub struct RunOutcome {
     pub stderr: Vec<u8>,
     /// The HTTP requests the guest made.
     pub http: HttpLog,
-    /// Time in the sandbox: from the fresh store to the outcome.
+    /// Time in the sandbox: from the fresh wasmtime store (once the attempt
+    /// has a turn on a guest thread) to the outcome. Building the attempt's
+    /// host state before that, and dropping the store after, are not in it.
     pub elapsed: Duration,
     /// The part of `elapsed` before `run` was called: the store and the
-    /// instance. The rest is the guest's `run` and its host calls.
+    /// instance (zero when no instance was made). The rest is the guest's
+    /// `run` and its host calls.
     pub instantiation: Duration,
 }
 

@@ -103,19 +103,20 @@ pub async fn run(args: WasmBench) -> anyhow::Result<()> {
 /// Where one task's time goes, averaged over the timed calls.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub(super) struct PerTask {
-    /// The caller's wall time per task: handing the run to a guest thread,
-    /// the sandbox, and handing the outcome back.
+    /// The caller's wall time per task.
     pub total_us: f64,
-    /// A fresh store and instance (the sandbox's own clock).
+    /// A fresh wasmtime store and instance (the sandbox's own clock, which
+    /// starts once the attempt has a turn on a guest thread).
     pub instantiate_us: f64,
     /// The guest's `run` with its host calls, and the outcome read back.
     pub run_us: f64,
 }
 
 impl PerTask {
-    /// What the caller waits for beyond the sandbox: the handoffs to and from
-    /// the guest threads, the store's drop, and scheduling.
-    pub fn handoff_us(&self) -> f64 {
+    /// What the caller waits for outside the sandbox's clock: building the
+    /// attempt's host state (WASI context, HTTP hooks, output pipes), the hop
+    /// to a guest thread and back, the store's drop, and scheduling.
+    pub fn outside_us(&self) -> f64 {
         (self.total_us - self.instantiate_us - self.run_us).max(0.0)
     }
 }
