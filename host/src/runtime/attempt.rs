@@ -46,6 +46,12 @@ pub struct RunOutcome {
     /// instance (zero when no instance was made). The rest is the guest's
     /// `run` and its host calls.
     pub instantiation: Duration,
+    /// Before `elapsed`, on the caller's thread: the attempt's host state
+    /// (WASI context, output pipes, HTTP hooks, scratch directory).
+    pub setup: Duration,
+    /// After `elapsed`, on the guest thread: dropping the store, which
+    /// returns the instance's memory and tables to the pool.
+    pub teardown: Duration,
 }
 
 /// The outcome of a run that failed before or outside the guest.
@@ -57,6 +63,8 @@ pub(super) fn ended_early(failure: Failure, started: Instant) -> RunOutcome {
         http: HttpLog::default(),
         elapsed: started.elapsed(),
         instantiation: Duration::ZERO,
+        setup: Duration::ZERO,
+        teardown: Duration::ZERO,
     }
 }
 
@@ -73,28 +81,49 @@ pub(super) async fn run_in_store(
     state.cpu.take_turn().await;
     let started = Instant::now();
     let mut store = Store::new(&engine, state);
+    let (result, instantiation) = call_run(
+        &mut store, started, &component, &input, &limits, cancel, fuel,
+    )
+    .await;
+    let mut outcome = outcome(&store, result, started, instantiation);
+    let dropping = Instant::now();
+    drop(store);
+    outcome.teardown = dropping.elapsed();
+    outcome
+}
+
+/// Set the store's limits, instantiate, call `run`: the result and how long
+/// the store and instance took to make (from `started`).
+async fn call_run(
+    store: &mut Store<StoreState>,
+    started: Instant,
+    component: &Prepared,
+    input: &[u8],
+    limits: &SandboxLimits,
+    cancel: CancelFlag,
+    fuel: bool,
+) -> (RunResult, Duration) {
     store.limiter(|s| &mut s.memory);
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(sandbox::epoch_callback(started + limits.timeout, cancel));
     if let (true, Some(fuel)) = (fuel, limits.fuel) {
         if let Err(e) = store.set_fuel(fuel) {
-            let failed = RunResult::Failed(internal_failure(e));
-            return outcome(&store, failed, started, Duration::ZERO);
+            return (RunResult::Failed(internal_failure(e)), Duration::ZERO);
         }
     }
     let mut instantiation = Duration::ZERO;
     let called = async {
-        let task = component.0.instantiate_async(&mut store).await?;
+        let task = component.0.instantiate_async(&mut *store).await?;
         instantiation = started.elapsed();
-        task.call_run(&mut store, &input).await
+        task.call_run(&mut *store, input).await
     }
     .await;
     let result = match called {
         Ok(Ok(output)) => RunResult::Completed(output),
         Ok(Err(e)) => RunResult::Failed(Failure::new(guest_class(e.class), e.message)),
-        Err(e) => classify_error(&store, &e, &limits),
+        Err(e) => classify_error(store, &e, limits),
     };
-    outcome(&store, result, started, instantiation)
+    (result, instantiation)
 }
 
 fn classify_error(
@@ -163,6 +192,8 @@ fn outcome(
         http: state.outbound.take_log(),
         elapsed: started.elapsed(),
         instantiation,
+        setup: Duration::ZERO,
+        teardown: Duration::ZERO,
     }
 }
 

@@ -358,6 +358,7 @@ impl Runtime {
                 )
             }
         };
+        let setup = started.elapsed();
         let run = guests.spawn(run_in_store(
             self.engine.clone(),
             component.clone(),
@@ -369,7 +370,7 @@ impl Runtime {
         ));
         let mut run = AbortOnDrop(run);
         match (&mut run.0).await {
-            Ok(outcome) => outcome,
+            Ok(outcome) => RunOutcome { setup, ..outcome },
             Err(e) => ended_early(
                 internal_failure(format!("the guest's run ended abnormally: {e}")),
                 started,

@@ -93,6 +93,8 @@ impl Job {
                 tracing::debug!(
                     elapsed_us = outcome.elapsed.as_micros() as u64,
                     instantiation_us = outcome.instantiation.as_micros() as u64,
+                    setup_us = outcome.setup.as_micros() as u64,
+                    teardown_us = outcome.teardown.as_micros() as u64,
                     "guest returned"
                 );
                 metrics::histogram!("flowfabric_guest_run_seconds")

@@ -5,10 +5,12 @@
 //! `scripts/build-guests.sh`): its size; the compile an upload pays once
 //! (`Component::new`); the first run on a host that finds the precompiled
 //! artifact on disk (deserialize, link, instantiate, call); and the per-task
-//! cost of a fresh instance plus one `run` after that, split by the sandbox's
-//! own clock into instantiation and the `run` call, and what the caller waits
-//! for outside that clock (the attempt's host state, the hop to and from the
-//! guest threads, the store's drop).
+//! cost of a fresh instance plus one `run` after that, one task at a time,
+//! split into the attempt's host state (setup), instantiation, the `run`
+//! call, the store's drop (teardown) and what is left of the caller's wait
+//! (the hop to a guest thread and back); and the wall time per task when as
+//! many tasks are in flight as a busy worker pool keeps (busy), where the
+//! hops overlap with other tasks' work.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -54,8 +56,9 @@ pub async fn run(args: LanguagesBench) -> anyhow::Result<()> {
         args.calls
     );
     println!(
-        "  {:<7} {:>9} {:>10} {:>12} {:>8} {:>12} {:>7} {:>8}   (ratios to rust: size, compile, first run, task, in sandbox)",
-        "", "bytes", "compile ms", "first run ms", "µs/task", "instantiate", "run", "outside"
+        "  {:<7} {:>9} {:>10} {:>12} {:>8} {:>6} {:>11} {:>6} {:>8} {:>5} {:>6}   (ratios to rust: size, compile, first run, task, in sandbox, busy)",
+        "", "bytes", "compile ms", "first run ms", "µs/task", "setup", "instantiate", "run",
+        "teardown", "hop", "busy"
     );
     let mut rows: Vec<(&str, Figures)> = Vec::new();
     for (lang, path) in guests {
@@ -68,14 +71,17 @@ pub async fn run(args: LanguagesBench) -> anyhow::Result<()> {
         };
         let task = f.per_task;
         println!(
-            "  {lang:<7} {:>9} {:>10.0} {:>12.1} {:>8.1} {:>12.1} {:>7.1} {:>8.1}   {} {} {} {} {}",
+            "  {lang:<7} {:>9} {:>10.0} {:>12.1} {:>8.1} {:>6.1} {:>11.1} {:>6.1} {:>8.1} {:>5.1} {:>6.1}   {} {} {} {} {} {}",
             f.bytes,
             f.compile_ms,
             f.first_run_ms,
             task.total_us,
+            task.setup_us,
             task.instantiate_us,
             task.run_us,
-            task.outside_us(),
+            task.teardown_us,
+            task.hop_us(),
+            task.busy_us,
             ratio(f.bytes as f64, |b| b.bytes as f64),
             ratio(f.compile_ms, |b| b.compile_ms),
             ratio(f.first_run_ms, |b| b.first_run_ms),
@@ -83,8 +89,15 @@ pub async fn run(args: LanguagesBench) -> anyhow::Result<()> {
             ratio(task.instantiate_us + task.run_us, |b| {
                 b.per_task.instantiate_us + b.per_task.run_us
             }),
+            ratio(task.busy_us, |b| b.per_task.busy_us),
         );
         rows.push((lang, f));
+    }
+    if let Some((_, first)) = rows.first() {
+        println!(
+            "  busy: wall time per task with {} tasks in flight",
+            first.per_task.in_flight
+        );
     }
     let rows: Vec<_> = rows
         .into_iter()

@@ -101,27 +101,38 @@ pub async fn run(args: WasmBench) -> anyhow::Result<()> {
 }
 
 /// Where one task's time goes, averaged over the timed calls.
-#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub(super) struct PerTask {
-    /// The caller's wall time per task.
+    /// The caller's wall time per task, one task at a time.
     pub total_us: f64,
+    /// On the caller's thread: the attempt's host state (WASI context,
+    /// output pipes, HTTP hooks).
+    pub setup_us: f64,
     /// A fresh wasmtime store and instance (the sandbox's own clock, which
     /// starts once the attempt has a turn on a guest thread).
     pub instantiate_us: f64,
     /// The guest's `run` with its host calls, and the outcome read back.
     pub run_us: f64,
+    /// Dropping the store: memory and tables back to the pool.
+    pub teardown_us: f64,
+    /// Wall time per task with `in_flight` tasks running at once: what a
+    /// busy worker pool pays per task, where the hops overlap with work.
+    pub busy_us: f64,
+    pub in_flight: usize,
 }
 
 impl PerTask {
-    /// What the caller waits for outside the sandbox's clock: building the
-    /// attempt's host state (WASI context, HTTP hooks, output pipes), the hop
-    /// to a guest thread and back, the store's drop, and scheduling.
-    pub fn outside_us(&self) -> f64 {
-        (self.total_us - self.instantiate_us - self.run_us).max(0.0)
+    /// What is left of the caller's wait: the hop to a guest thread and
+    /// back (waking a parked thread on each side) and scheduling.
+    pub fn hop_us(&self) -> f64 {
+        let accounted = self.setup_us + self.instantiate_us + self.run_us + self.teardown_us;
+        (self.total_us - accounted).max(0.0)
     }
 }
 
-/// Fresh instance + one `run` per task, one task at a time, after a warm-up.
+/// Fresh instance + one `run` per task, one task at a time after a warm-up;
+/// then the same with as many tasks in flight as the runtime has guest
+/// threads, twice over.
 pub(super) async fn per_task(
     runtime: &Runtime,
     wasm: &[u8],
@@ -131,23 +142,57 @@ pub(super) async fn per_task(
     let component = runtime
         .prepare(&digest, || async { Ok::<_, String>(wasm.to_vec()) })
         .await?;
-    let (mut total, mut instantiate, mut sandbox) =
-        (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let mut sums = [Duration::ZERO; 5];
     for i in 0..calls + 200 {
         let started = Instant::now();
         let outcome = run_once(runtime, &component).await?;
         if i >= 200 {
-            total += started.elapsed();
-            instantiate += outcome.instantiation;
-            sandbox += outcome.elapsed;
+            let parts = [
+                started.elapsed(),
+                outcome.setup,
+                outcome.instantiation,
+                outcome.elapsed.saturating_sub(outcome.instantiation),
+                outcome.teardown,
+            ];
+            for (sum, part) in sums.iter_mut().zip(parts) {
+                *sum += part;
+            }
         }
     }
     let micros = |d: Duration| d.as_secs_f64() * 1e6 / calls as f64;
+    let in_flight = 2 * std::thread::available_parallelism().map_or(2, |n| n.get());
+    let busy = busy_wall(runtime, &component, calls, in_flight).await?;
     Ok(PerTask {
-        total_us: micros(total),
-        instantiate_us: micros(instantiate),
-        run_us: micros(sandbox.saturating_sub(instantiate)),
+        total_us: micros(sums[0]),
+        setup_us: micros(sums[1]),
+        instantiate_us: micros(sums[2]),
+        run_us: micros(sums[3]),
+        teardown_us: micros(sums[4]),
+        busy_us: micros(busy),
+        in_flight,
     })
+}
+
+/// Wall time for `calls` tasks run by `in_flight` loops at once.
+async fn busy_wall(
+    runtime: &Runtime,
+    component: &Prepared,
+    calls: usize,
+    in_flight: usize,
+) -> anyhow::Result<Duration> {
+    let each = calls.div_ceil(in_flight);
+    let lane = || async {
+        for _ in 0..each {
+            run_once(runtime, component).await?;
+        }
+        anyhow::Ok(())
+    };
+    futures::future::try_join_all((0..in_flight).map(|_| lane())).await?;
+    let started = Instant::now();
+    futures::future::try_join_all((0..in_flight).map(|_| lane())).await?;
+    Ok(started
+        .elapsed()
+        .mul_f64(calls as f64 / (each * in_flight) as f64))
 }
 
 /// A fresh instance and one `run("echo:x")`, which must complete.
