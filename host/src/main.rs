@@ -116,6 +116,8 @@ enum BenchCommand {
     Signal(cli::bench::signal::SignalBench),
     /// Per guest language: size, compile, first run from the artifact cache, per-task cost.
     Languages(cli::bench::languages::LanguagesBench),
+    /// From `flowfabric new` to the first result, per language, as a newcomer runs it.
+    Newcomer(cli::bench::newcomer::NewcomerBench),
     /// Claim latency with a short queue against a long one (1k vs 1M queued).
     Depth(cli::bench::depth::DepthBench),
     /// Submit -> start latency at fixed offered loads, against raw SQL.
@@ -191,6 +193,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Signal(args)) => cli::bench::signal::run(args).await?,
         Command::Bench(BenchCommand::Flow(args)) => cli::bench::flow::run(args).await?,
         Command::Bench(BenchCommand::Languages(args)) => cli::bench::languages::run(args).await?,
+        Command::Bench(BenchCommand::Newcomer(args)) => cli::bench::newcomer::run(args).await?,
         Command::Bench(BenchCommand::Depth(args)) => cli::bench::depth::run(args).await?,
         Command::Bench(BenchCommand::Latency(args)) => cli::bench::latency::run(args).await?,
         Command::Bench(BenchCommand::Pool(args)) => cli::bench::pool::run(args).await?,

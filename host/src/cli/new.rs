@@ -80,6 +80,17 @@ pub enum Lang {
     Python,
 }
 
+impl Lang {
+    /// As `--lang` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Lang::Rust => "rust",
+            Lang::Js => "js",
+            Lang::Python => "python",
+        }
+    }
+}
+
 pub fn run(args: New) -> anyhow::Result<()> {
     check_name(&args.name)?;
     let dir = args.dir.unwrap_or_else(|| PathBuf::from(&args.name));

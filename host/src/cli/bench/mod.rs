@@ -18,6 +18,7 @@ pub mod flow;
 pub mod http;
 pub mod languages;
 pub mod latency;
+pub mod newcomer;
 pub mod pool;
 pub mod schedules;
 pub mod scratch;
