@@ -24,6 +24,29 @@ function scratch(kib) {
   }
 }
 
+// `order:JSON`, priced like the Rust testkit's (bench languages' realistic input).
+function order(arg) {
+  let o;
+  try {
+    o = JSON.parse(arg);
+  } catch (e) {
+    throw new TaskFailure(`order is not JSON: ${e.message}`, { permanent: true });
+  }
+  if (!Array.isArray(o?.items)) throw new TaskFailure("order has no items", { permanent: true });
+  let total = 0;
+  for (const item of o.items) {
+    if (!Number.isSafeInteger(item?.qty) || !Number.isSafeInteger(item?.price_cents) || item.qty < 0 || item.price_cents < 0) {
+      throw new TaskFailure("an item needs qty and price_cents", { permanent: true });
+    }
+    total += item.qty * item.price_cents;
+  }
+  ff.progress(50, "priced");
+  ff.frame("total", `${total}`);
+  ff.progress(100, "done");
+  const id = typeof o.order === "string" ? o.order : "";
+  return `order=${id} items=${o.items.length} total_cents=${total}`;
+}
+
 const describe = (signals) => signals.map((s) => `${s.name}=${ff.text(s.payload)}`).join(",");
 
 function frames(n) {
@@ -154,6 +177,8 @@ function handle(input) {
   switch (command) {
     case "echo":
       return arg;
+    case "order":
+      return order(arg);
     case "fail-until": {
       const attempt = ff.info().attempt;
       if (attempt < number(arg, "fail-until")) throw new TaskFailure(`attempt ${attempt} fails on purpose`);

@@ -13,10 +13,12 @@ with byte-identical outputs, so one integration test checks every language.
 | `http:METHOD:URL` | one request (body `ping` unless a GET); `status=S bytes=N body=…` or `error=CODE` |
 | `http-n:N:URL` | up to N GETs, stops at the first error; `ok=K error=…` |
 | `config:NAME` | the value of NAME, or `absent` |
+| `order:JSON` | prices an order (`{"order":ID,"items":[{"qty":Q,"price_cents":P},…]}`): progress, a `total` frame, progress; `order=ID items=N total_cents=T` |
 | `scratch:KIB` | lists `/scratch`, writes KIB KiB to `/scratch/a<attempt>`, reads it back; `before=[…] wrote=N read=N`, `before=[…] error=no-space` or `error=io`, or `no scratch` |
 """
 
 import errno
+import json
 import os
 
 import flowfabric
@@ -31,6 +33,8 @@ def handle(input: bytes) -> bytes:
     command, _, arg = text.partition(":")
     if command == "echo":
         return arg.encode()
+    if command == "order":
+        return order(arg)
     if command == "fail-until":
         attempt = flowfabric.info().attempt
         if attempt < _number(arg, "fail-until"):
@@ -61,6 +65,29 @@ def handle(input: bytes) -> bytes:
     if command == "scratch":
         return scratch(_number(arg, "scratch"))
     raise TaskFailure(f"unknown command {command!r}", permanent=True)
+
+
+def order(arg: str) -> bytes:
+    """Price an order like the Rust testkit (bench languages' realistic input)."""
+    try:
+        o = json.loads(arg)
+    except ValueError as e:
+        raise TaskFailure(f"order is not JSON: {e}", permanent=True)
+    items = o.get("items") if isinstance(o, dict) else None
+    if not isinstance(items, list):
+        raise TaskFailure("order has no items", permanent=True)
+    total = 0
+    for item in items:
+        qty = item.get("qty") if isinstance(item, dict) else None
+        price = item.get("price_cents") if isinstance(item, dict) else None
+        if not all(type(v) is int and v >= 0 for v in (qty, price)):
+            raise TaskFailure("an item needs qty and price_cents", permanent=True)
+        total += qty * price
+    flowfabric.progress(50, "priced")
+    flowfabric.frame("total", str(total).encode())
+    flowfabric.progress(100, "done")
+    oid = o.get("order")
+    return f"order={oid if isinstance(oid, str) else ''} items={len(items)} total_cents={total}".encode()
 
 
 def http(arg: str) -> bytes:

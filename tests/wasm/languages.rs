@@ -106,6 +106,50 @@ async fn every_language_reports_progress_and_appends_dense_frames() {
 }
 
 #[tokio::test]
+async fn every_language_prices_an_order_and_refuses_one_that_is_not_json() {
+    let env = polyglot_env().await;
+    let pool = env.pool(config(3));
+    let order =
+        r#"order:{"order":"A-7","items":[{"qty":2,"price_cents":150},{"qty":1,"price_cents":99}]}"#;
+    for (lang, id) in submit_all(&env, order, 0).await {
+        let done = completed(&env, lang, id).await;
+        assert_eq!(
+            text(&done.result),
+            "order=A-7 items=2 total_cents=399",
+            "{lang}"
+        );
+        assert_eq!(done.progress_percent, Some(100), "{lang}");
+        let frames = env
+            .db
+            .engine
+            .read_frames(env.tenant, id, 1, 0, 10)
+            .await
+            .unwrap();
+        let totals: Vec<_> = frames.iter().filter(|f| f.frame_type == "total").collect();
+        assert_eq!(totals.len(), 1, "{lang}");
+        assert_eq!(totals[0].payload, b"399", "{lang}");
+    }
+    for bad in [
+        "order:{not json",
+        r#"order:{"items":[{"qty":-1,"price_cents":5}]}"#,
+    ] {
+        // Each language words its parser's complaint its own way; the
+        // class, and that nothing is retried, are the same.
+        for (lang, id) in submit_all(&env, bad, 2).await {
+            let done = env.wait_terminal(id).await;
+            assert_eq!(done.state, PublicState::Failed, "{lang}: {bad}");
+            let failure = done.last_failure.expect("a failure");
+            assert_eq!(failure.class, FailureClass::Permanent, "{lang}: {bad}");
+            assert_eq!(
+                done.retry_count, 0,
+                "{lang}: a permanent failure is not retried"
+            );
+        }
+    }
+    pool.shutdown().await;
+}
+
+#[tokio::test]
 async fn every_language_fails_with_the_class_it_chose() {
     let env = polyglot_env().await;
     let pool = env.pool(config(3));

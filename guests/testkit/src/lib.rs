@@ -36,6 +36,7 @@
 //! | `http-follow:URL` | GET, following up to 5 redirects; returns `status=S body=…` or `error=CODE` |
 //! | `http-n:N:URL` | up to N GETs, stops at the first error; returns `ok=K error=…` |
 //! | `http-auth:NAME:URL` | GET with `authorization: Bearer <config NAME>`; returns `status=S` or `error=CODE` |
+//! | `order:JSON` | prices an order (`{"order":ID,"items":[{"qty":Q,"price_cents":P},…]}`): progress, a `total` frame, progress; returns `order=ID items=N total_cents=T` |
 //! | `say:TEXT` | one `say` frame holding TEXT; returns TEXT |
 //! | `drip:N:MS` | N `drip` frames (`drop I`), sleeping MS after each; returns `dripped=N` |
 //! | `config:NAME` | returns the value of NAME, or `absent` |
@@ -57,6 +58,29 @@ use flowfabric_guest::{
 
 struct Testkit;
 
+/// `order:JSON`: parse an order, price its items, report as a task would
+/// (two progress calls and a frame). `bench languages` runs it as its
+/// realistic input.
+fn order(arg: &str) -> Result<Vec<u8>, TaskError> {
+    let order: serde_json::Value = serde_json::from_str(arg)
+        .map_err(|e| TaskError::permanent(format!("order is not JSON: {e}")))?;
+    let items = order["items"]
+        .as_array()
+        .ok_or_else(|| TaskError::permanent("order has no items"))?;
+    let mut total: u64 = 0;
+    for item in items {
+        match (item["qty"].as_u64(), item["price_cents"].as_u64()) {
+            (Some(qty), Some(price)) => total += qty * price,
+            _ => return Err(TaskError::permanent("an item needs qty and price_cents")),
+        }
+    }
+    flowfabric_guest::progress(50, "priced")?;
+    flowfabric_guest::frame("total", total.to_string().as_bytes())?;
+    flowfabric_guest::progress(100, "done")?;
+    let id = order["order"].as_str().unwrap_or("");
+    Ok(format!("order={id} items={} total_cents={total}", items.len()).into_bytes())
+}
+
 impl Task for Testkit {
     fn run(input: Vec<u8>) -> Result<Vec<u8>, TaskError> {
         let input =
@@ -64,6 +88,7 @@ impl Task for Testkit {
         let (command, arg) = input.split_once(':').unwrap_or((input.as_str(), ""));
         match command {
             "echo" => Ok(arg.as_bytes().to_vec()),
+            "order" => order(arg),
             "steps" => steps::run(arg),
             "scratch" => scratch::write(arg),
             "scratch-files" => scratch::files(arg),

@@ -10,7 +10,9 @@
 //! call, the store's drop (teardown) and what is left of the caller's wait
 //! (the hop to a guest thread and back); and the wall time per task when as
 //! many tasks are in flight as a busy worker pool keeps (busy), where the
-//! hops overlap with other tasks' work.
+//! hops overlap with other tasks' work. Then the same per-task figures for
+//! a realistic input: an order of about 1 KiB of JSON that each guest
+//! parses and prices, reporting on it through three host calls.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -18,7 +20,7 @@ use std::time::Instant;
 use anyhow::Context;
 use flowfabric::runtime::{Runtime, RuntimeConfig};
 
-use super::wasm::{per_task, run_once, PerTask};
+use super::wasm::{per_task, run_once, PerTask, TaskInput, NOOP};
 use super::write_json;
 
 #[derive(clap::Args)]
@@ -43,6 +45,49 @@ struct Figures {
     compile_ms: f64,
     first_run_ms: f64,
     per_task: PerTask,
+    /// The same with the realistic input (see [`Order`]).
+    order: PerTask,
+}
+
+/// The realistic input: `order:JSON` with an order of about 1 KiB, which
+/// each guest parses, prices, and reports on (two progress calls and a
+/// frame), and the answer it must give.
+struct Order {
+    input: String,
+    expect: String,
+    items: usize,
+}
+
+impl Order {
+    fn new() -> Self {
+        let (mut items, mut total) = (Vec::new(), 0u64);
+        let mut input = String::new();
+        while input.len() < 1024 {
+            let (qty, price) = (1 + items.len() as u64 % 4, 199 + 100 * items.len() as u64);
+            total += qty * price;
+            items.push(serde_json::json!({
+                "sku": format!("sku-{:05}", items.len()),
+                "qty": qty,
+                "price_cents": price,
+            }));
+            input = format!(
+                "order:{}",
+                serde_json::json!({ "order": "A-1001", "currency": "EUR", "items": items })
+            );
+        }
+        Self {
+            expect: format!("order=A-1001 items={} total_cents={total}", items.len()),
+            items: items.len(),
+            input,
+        }
+    }
+
+    fn task(&self) -> TaskInput<'_> {
+        TaskInput {
+            input: self.input.as_bytes(),
+            expect: self.expect.as_bytes(),
+        }
+    }
 }
 
 pub async fn run(args: LanguagesBench) -> anyhow::Result<()> {
@@ -60,9 +105,10 @@ pub async fn run(args: LanguagesBench) -> anyhow::Result<()> {
         "", "bytes", "compile ms", "first run ms", "µs/task", "setup", "instantiate", "run",
         "teardown", "hop", "busy"
     );
+    let order = Order::new();
     let mut rows: Vec<(&str, Figures)> = Vec::new();
     for (lang, path) in guests {
-        let f = measure(&path, args.calls)
+        let f = measure(&path, &order, args.calls)
             .await
             .with_context(|| format!("{lang} ({})", path.display()))?;
         let ratio = |ours: f64, base: fn(&Figures) -> f64| {
@@ -99,6 +145,7 @@ pub async fn run(args: LanguagesBench) -> anyhow::Result<()> {
             first.per_task.in_flight
         );
     }
+    print_order_rows(&order, &rows);
     let rows: Vec<_> = rows
         .into_iter()
         .map(|(language, figures)| serde_json::json!({ "language": language, "figures": figures }))
@@ -106,7 +153,34 @@ pub async fn run(args: LanguagesBench) -> anyhow::Result<()> {
     write_json(args.json_out.as_deref(), &rows)
 }
 
-async fn measure(path: &Path, calls: usize) -> anyhow::Result<Figures> {
+/// The realistic input's row per language, beside its no-op figures.
+fn print_order_rows(order: &Order, rows: &[(&str, Figures)]) {
+    println!(
+        "realistic input: order:JSON ({} bytes; parse, price {} items, 3 host calls)",
+        order.input.len(),
+        order.items
+    );
+    println!(
+        "  {:<7} {:>8} {:>11} {:>6} {:>6} {:>12}   (ratio of task to rust)",
+        "", "µs/task", "instantiate", "run", "busy", "run - no-op"
+    );
+    for (lang, f) in rows {
+        let task = f.order;
+        let ratio = rows.first().map_or(String::new(), |(_, b)| {
+            format!("×{:.0}", task.total_us / b.order.total_us)
+        });
+        println!(
+            "  {lang:<7} {:>8.1} {:>11.1} {:>6.1} {:>6.1} {:>12.1}   {ratio}",
+            task.total_us,
+            task.instantiate_us,
+            task.run_us,
+            task.busy_us,
+            task.run_us - f.per_task.run_us,
+        );
+    }
+}
+
+async fn measure(path: &Path, order: &Order, calls: usize) -> anyhow::Result<Figures> {
     let wasm =
         std::fs::read(path).context("reading the component (scripts/build-guests.sh builds it)")?;
     let cache =
@@ -130,15 +204,17 @@ async fn measure(path: &Path, calls: usize) -> anyhow::Result<Figures> {
             Err::<Vec<u8>, _>("the artifact cache missed")
         })
         .await?;
-    run_once(&worker, &component).await?;
+    run_once(&worker, &component, NOOP).await?;
     let first_run_ms = started.elapsed().as_secs_f64() * 1e3;
 
-    let per_task = per_task(&worker, &wasm, calls).await?;
+    let realistic = per_task(&worker, &wasm, order.task(), calls).await?;
+    let per_task = per_task(&worker, &wasm, NOOP, calls).await?;
     let _ = std::fs::remove_dir_all(cache);
     Ok(Figures {
         bytes: wasm.len(),
         compile_ms,
         first_run_ms,
         per_task,
+        order: realistic,
     })
 }

@@ -68,7 +68,7 @@ pub async fn run(args: WasmBench) -> anyhow::Result<()> {
             pooling,
             ..RuntimeConfig::default()
         })?;
-        let micros = per_task(&runtime, &wasm, args.calls).await?.total_us;
+        let micros = per_task(&runtime, &wasm, NOOP, args.calls).await?.total_us;
         per_call.push(micros);
         println!(
             "  {name:<10} {micros:>8.1} µs/task  {:>9.0} tasks/s",
@@ -130,12 +130,26 @@ impl PerTask {
     }
 }
 
+/// What each task is given and must answer.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct TaskInput<'a> {
+    pub input: &'a [u8],
+    pub expect: &'a [u8],
+}
+
+/// The no-op task: `echo:x`, which returns `x` and calls the host for nothing.
+pub(super) const NOOP: TaskInput<'static> = TaskInput {
+    input: b"echo:x",
+    expect: b"x",
+};
+
 /// Fresh instance + one `run` per task, one task at a time after a warm-up;
 /// then the same with as many tasks in flight as the runtime has guest
 /// threads, twice over.
 pub(super) async fn per_task(
     runtime: &Runtime,
     wasm: &[u8],
+    task: TaskInput<'_>,
     calls: usize,
 ) -> anyhow::Result<PerTask> {
     let digest = runtime.register(wasm).await?;
@@ -145,7 +159,7 @@ pub(super) async fn per_task(
     let mut sums = [Duration::ZERO; 5];
     for i in 0..calls + 200 {
         let started = Instant::now();
-        let outcome = run_once(runtime, &component).await?;
+        let outcome = run_once(runtime, &component, task).await?;
         if i >= 200 {
             let parts = [
                 started.elapsed(),
@@ -161,7 +175,7 @@ pub(super) async fn per_task(
     }
     let micros = |d: Duration| d.as_secs_f64() * 1e6 / calls as f64;
     let in_flight = 2 * std::thread::available_parallelism().map_or(2, |n| n.get());
-    let busy = busy_wall(runtime, &component, calls, in_flight).await?;
+    let busy = busy_wall(runtime, &component, task, calls, in_flight).await?;
     Ok(PerTask {
         total_us: micros(sums[0]),
         setup_us: micros(sums[1]),
@@ -177,13 +191,14 @@ pub(super) async fn per_task(
 async fn busy_wall(
     runtime: &Runtime,
     component: &Prepared,
+    task: TaskInput<'_>,
     calls: usize,
     in_flight: usize,
 ) -> anyhow::Result<Duration> {
     let each = calls.div_ceil(in_flight);
     let lane = || async {
         for _ in 0..each {
-            run_once(runtime, component).await?;
+            run_once(runtime, component, task).await?;
         }
         anyhow::Ok(())
     };
@@ -195,10 +210,12 @@ async fn busy_wall(
         .mul_f64(calls as f64 / (each * in_flight) as f64))
 }
 
-/// A fresh instance and one `run("echo:x")`, which must complete.
+/// A fresh instance and one `run`, which must complete with the answer
+/// expected.
 pub(super) async fn run_once(
     runtime: &Runtime,
     component: &Prepared,
+    task: TaskInput<'_>,
 ) -> anyhow::Result<RunOutcome> {
     let guest = Guest {
         imports: Arc::new(NoImports),
@@ -209,17 +226,20 @@ pub(super) async fn run_once(
         .run(
             component,
             guest,
-            b"echo:x",
+            task.input,
             &SandboxLimits::default(),
             CancelFlag::default(),
         )
         .await;
-    anyhow::ensure!(
-        matches!(outcome.result, RunResult::Completed(_)),
-        "run failed: {:?}",
-        outcome.result
-    );
-    Ok(outcome)
+    match &outcome.result {
+        RunResult::Completed(output) if output == task.expect => Ok(outcome),
+        RunResult::Completed(output) => anyhow::bail!(
+            "the guest answered {:?}, not {:?}",
+            String::from_utf8_lossy(output),
+            String::from_utf8_lossy(task.expect)
+        ),
+        other => anyhow::bail!("run failed: {other:?}"),
+    }
 }
 
 async fn end_to_end(args: &WasmBench, wasm: &[u8], with_wasm: bool) -> anyhow::Result<f64> {
