@@ -18,6 +18,7 @@ mod configuration;
 mod insights;
 pub mod postgres;
 mod refusals;
+mod shared;
 pub mod sqlite;
 mod traits;
 

@@ -5,6 +5,7 @@
 //! budget whose scope covers it, in budget id order: two reports against the
 //! same budget serialise on its row, and never deadlock.
 
+use crate::backend::shared::budgets::pg::check_scope_exists;
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool};
@@ -274,41 +275,6 @@ fn err(op: &'static str) -> impl FnOnce(sqlx::Error) -> EngineError {
 
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-/// A flow or execution scope must name one of the tenant's own.
-async fn check_scope_exists(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    scope: &BudgetScope,
-) -> Result<()> {
-    let (what, sql, id) = match scope {
-        BudgetScope::Flow { flow_id } => (
-            "flow",
-            "SELECT EXISTS (SELECT 1 FROM flows WHERE tenant_id = $1 AND flow_id = $2)",
-            flow_id.as_uuid(),
-        ),
-        BudgetScope::Execution { execution_id } => (
-            "execution",
-            "SELECT EXISTS (SELECT 1 FROM executions WHERE tenant_id = $1 AND execution_id = $2)",
-            execution_id.as_uuid(),
-        ),
-        BudgetScope::Tenant | BudgetScope::Lane { .. } => return Ok(()),
-    };
-    let exists: bool = sqlx::query_scalar(sql)
-        .bind(tenant)
-        .bind(id)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(err("check budget scope"))?;
-    if exists {
-        Ok(())
-    } else {
-        Err(EngineError::NotFound {
-            what,
-            id: id.to_string(),
-        })
-    }
 }
 
 pub(super) async fn get_budget_in(

@@ -17,6 +17,7 @@ use super::executions::{create_executions, CANCEL_SQL};
 use super::rows::{col, json, transaction, unknown_tenant_or};
 use super::PgBackend;
 use crate::backend::refusals;
+use crate::backend::shared::schedules::pg::still_running;
 use crate::backend::Schedules;
 use crate::error::{EngineError, Result};
 use crate::model::{
@@ -397,23 +398,6 @@ async fn cancel_previous(tx: &mut PgConnection, schedule: &Schedule) -> Result<(
             .map_err(EngineError::storage("fire schedule"))?;
     }
     Ok(())
-}
-
-/// Whether the execution the schedule last created has not ended.
-async fn still_running(tx: &mut PgConnection, schedule: &Schedule) -> Result<bool> {
-    let Some(last) = schedule.last_execution_id else {
-        return Ok(false);
-    };
-    let running: Option<bool> = sqlx::query_scalar(
-        "SELECT lifecycle_phase <> 'terminal' FROM executions \
-         WHERE tenant_id = $1 AND execution_id = $2",
-    )
-    .bind(schedule.tenant_id)
-    .bind(last)
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(EngineError::storage("fire schedule"))?;
-    Ok(running.unwrap_or(false))
 }
 
 fn schedule(row: &PgRow) -> Result<Schedule> {

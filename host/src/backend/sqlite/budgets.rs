@@ -6,6 +6,7 @@
 //! one writer's transaction, so two reports against one budget are applied
 //! one after the other without row locks.
 
+use crate::backend::shared::budgets::sqlite::check_scope_exists;
 use async_trait::async_trait;
 use sqlx::SqliteConnection;
 
@@ -270,41 +271,6 @@ fn budget_not_found(id: BudgetId) -> EngineError {
     EngineError::NotFound {
         what: "budget",
         id: id.to_string(),
-    }
-}
-
-/// A flow or execution scope must name one of the tenant's own.
-async fn check_scope_exists(
-    conn: &mut SqliteConnection,
-    tenant: TenantId,
-    scope: &BudgetScope,
-) -> Result<()> {
-    let (what, sql, id) = match scope {
-        BudgetScope::Flow { flow_id } => (
-            "flow",
-            "SELECT EXISTS (SELECT 1 FROM flows WHERE tenant_id = ? AND flow_id = ?)",
-            flow_id.as_uuid(),
-        ),
-        BudgetScope::Execution { execution_id } => (
-            "execution",
-            "SELECT EXISTS (SELECT 1 FROM executions WHERE tenant_id = ? AND execution_id = ?)",
-            execution_id.as_uuid(),
-        ),
-        BudgetScope::Tenant | BudgetScope::Lane { .. } => return Ok(()),
-    };
-    let exists: bool = sqlx::query_scalar(sql)
-        .bind(tenant)
-        .bind(id)
-        .fetch_one(conn)
-        .await
-        .map_err(EngineError::storage("check budget scope"))?;
-    if exists {
-        Ok(())
-    } else {
-        Err(EngineError::NotFound {
-            what,
-            id: id.to_string(),
-        })
     }
 }
 

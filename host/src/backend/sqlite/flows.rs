@@ -17,12 +17,13 @@ use super::tenancy::get_tenant;
 use super::time::{at, now, Millis};
 use super::{Effects, Finished, SqliteBackend};
 use crate::backend::refusals;
+use crate::backend::shared::flows::sqlite::{bump_graph_revision, refuse_cycles};
 use crate::backend::Flows;
 use crate::error::{EngineError, Result};
 use crate::model::{
-    find_cycle, EdgeState, ExecutionId, FlowCancelPolicy, FlowEdgeDetail, FlowEdgeView, FlowId,
-    FlowMemberView, FlowSnapshot, FlowState, FlowSummary, GraphApplied, GraphChange, JoinPolicy,
-    JoinState, NewFlow, PublicState, TenantId,
+    EdgeState, ExecutionId, FlowCancelPolicy, FlowEdgeDetail, FlowEdgeView, FlowId, FlowMemberView,
+    FlowSnapshot, FlowState, FlowSummary, GraphApplied, GraphChange, JoinPolicy, JoinState,
+    NewFlow, PublicState, TenantId,
 };
 
 #[async_trait]
@@ -205,15 +206,7 @@ async fn apply(
             effects.finished.push(Finished::of(&row, outcome.as_str()));
         }
     }
-    let revision: i32 = sqlx::query_scalar(
-        "UPDATE flows SET graph_revision = graph_revision + 1 \
-         WHERE tenant_id = ? AND flow_id = ? RETURNING graph_revision",
-    )
-    .bind(tenant)
-    .bind(flow_id)
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(EngineError::storage("bump graph revision"))?;
+    let revision = bump_graph_revision(conn, tenant, flow_id).await?;
     Ok(GraphApplied {
         flow_id,
         revision,
@@ -403,29 +396,6 @@ async fn insert_edge(
     .await
     .map_err(EngineError::storage("insert edges"))?;
     Ok(())
-}
-
-/// The whole graph must stay acyclic once an edge points at an existing member.
-async fn refuse_cycles(
-    conn: &mut SqliteConnection,
-    tenant: TenantId,
-    flow_id: FlowId,
-) -> Result<()> {
-    let edges: Vec<(String, String)> = sqlx::query_as(
-        "SELECT u.flow_key, d.flow_key FROM flow_edges ed \
-         JOIN executions u ON u.tenant_id = ed.tenant_id AND u.execution_id = ed.upstream_id \
-         JOIN executions d ON d.tenant_id = ed.tenant_id AND d.execution_id = ed.downstream_id \
-         WHERE ed.tenant_id = ? AND ed.flow_id = ?",
-    )
-    .bind(tenant)
-    .bind(flow_id)
-    .fetch_all(conn)
-    .await
-    .map_err(EngineError::storage("read flow edges"))?;
-    match find_cycle(&edges) {
-        Some(cycle) => Err(refusals::cycle(&cycle)),
-        None => Ok(()),
-    }
 }
 
 #[derive(sqlx::FromRow)]

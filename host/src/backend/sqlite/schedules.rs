@@ -13,6 +13,7 @@ use super::tenancy::{get_tenant, unknown_tenant};
 use super::time::{at, millis_of, now, Millis};
 use super::{Effects, SqliteBackend};
 use crate::backend::refusals;
+use crate::backend::shared::schedules::sqlite::still_running;
 use crate::backend::Schedules;
 use crate::error::{EngineError, Result};
 use crate::model::{
@@ -236,22 +237,6 @@ async fn cancel_previous(
         }
     }
     Ok(())
-}
-
-async fn still_running(conn: &mut SqliteConnection, schedule: &Schedule) -> Result<bool> {
-    let Some(last) = schedule.last_execution_id else {
-        return Ok(false);
-    };
-    let running: Option<bool> = sqlx::query_scalar(
-        "SELECT lifecycle_phase <> 'terminal' FROM executions \
-         WHERE tenant_id = ? AND execution_id = ?",
-    )
-    .bind(schedule.tenant_id)
-    .bind(last)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(EngineError::storage("fire schedule"))?;
-    Ok(running.unwrap_or(false))
 }
 
 #[derive(sqlx::FromRow)]
