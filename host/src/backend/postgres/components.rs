@@ -1,6 +1,8 @@
 //! Component versions and their wasm bytes.
 
 use async_trait::async_trait;
+
+use crate::backend::shared::components::pg as shared;
 use sqlx::postgres::PgRow;
 use sqlx::PgPool;
 
@@ -113,17 +115,7 @@ impl Components for PgBackend {
     }
 
     async fn component_wasm(&self, tenant: TenantId, digest: &str) -> Result<Vec<u8>> {
-        let pool = &self.pool;
-        sqlx::query_scalar("SELECT wasm FROM component_blobs WHERE tenant_id = $1 AND digest = $2")
-            .bind(tenant)
-            .bind(digest)
-            .fetch_optional(pool)
-            .await
-            .map_err(EngineError::storage("component wasm"))?
-            .ok_or_else(|| EngineError::NotFound {
-                what: "component",
-                id: digest.to_owned(),
-            })
+        shared::component_wasm(&mut *self.read("component wasm").await?, tenant, digest).await
     }
 
     async fn list_components(&self, tenant: TenantId) -> Result<Vec<ComponentVersion>> {

@@ -1,6 +1,8 @@
 //! Tenant config values and secrets, as sealed by the engine.
 
 use async_trait::async_trait;
+
+use crate::backend::shared::config_values::pg as shared;
 use chrono::{DateTime, Utc};
 
 use super::rows::unknown_tenant_or;
@@ -119,13 +121,7 @@ impl ConfigValues for PgBackend {
     }
 
     async fn delete_config(&self, tenant: TenantId, name: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM config_values WHERE tenant_id = $1 AND name = $2")
-            .bind(tenant)
-            .bind(name)
-            .execute(&self.pool)
-            .await
-            .map_err(EngineError::storage("delete config value"))?;
-        Ok(done.rows_affected() > 0)
+        shared::delete_config(&mut *self.read("delete config value").await?, tenant, name).await
     }
 
     async fn config_sealed_by_other_keys(

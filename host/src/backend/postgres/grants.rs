@@ -1,6 +1,8 @@
 //! Capability ceilings and component grants, stored as JSON documents.
 
 use async_trait::async_trait;
+
+use crate::backend::shared::grants::pg as shared;
 use sqlx::types::Json;
 use sqlx::PgPool;
 
@@ -36,14 +38,7 @@ impl Grants for PgBackend {
     }
 
     async fn ceiling(&self, tenant: TenantId) -> Result<CapabilityCeiling> {
-        // Primary key of capability_ceilings.
-        let row: Option<Json<CapabilityCeiling>> =
-            sqlx::query_scalar("SELECT ceiling FROM capability_ceilings WHERE tenant_id = $1")
-                .bind(tenant)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(EngineError::storage("read capability ceiling"))?;
-        Ok(row.map(|Json(c)| c).unwrap_or_default())
+        shared::ceiling(&mut *self.read("read capability ceiling").await?, tenant).await
     }
 
     async fn put_grant(
@@ -95,13 +90,7 @@ impl Grants for PgBackend {
     }
 
     async fn delete_grant(&self, tenant: TenantId, kind: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM component_grants WHERE tenant_id = $1 AND kind = $2")
-            .bind(tenant)
-            .bind(kind)
-            .execute(&self.pool)
-            .await
-            .map_err(EngineError::storage("delete grant"))?;
-        Ok(done.rows_affected() > 0)
+        shared::delete_grant(&mut *self.read("delete grant").await?, tenant, kind).await
     }
 
     async fn capabilities(

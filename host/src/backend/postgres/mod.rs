@@ -88,6 +88,15 @@ pub struct PgBackend {
 }
 
 impl PgBackend {
+    /// A connection from the pool, for an operation written once for both
+    /// drivers (`backend::shared`) that needs no transaction.
+    pub(super) async fn read(
+        &self,
+        op: &'static str,
+    ) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+        self.pool.acquire().await.map_err(EngineError::storage(op))
+    }
+
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
         let pool = Self::pool_options(max_connections)
             .connect_with(Self::connect_options(url)?)

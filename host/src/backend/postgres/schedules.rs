@@ -17,7 +17,7 @@ use super::executions::{create_executions, CANCEL_SQL};
 use super::rows::{col, json, transaction, unknown_tenant_or};
 use super::PgBackend;
 use crate::backend::refusals;
-use crate::backend::shared::schedules::pg::still_running;
+use crate::backend::shared::schedules::pg::{self as shared, still_running};
 use crate::backend::Schedules;
 use crate::error::{EngineError, Result};
 use crate::model::{
@@ -132,13 +132,7 @@ impl Schedules for PgBackend {
     }
 
     async fn delete_schedule(&self, tenant: TenantId, id: ScheduleId) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM schedules WHERE tenant_id = $1 AND schedule_id = $2")
-            .bind(tenant)
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(EngineError::storage("delete schedule"))?;
-        Ok(done.rows_affected() > 0)
+        shared::delete_schedule(&mut *self.read("delete schedule").await?, tenant, id).await
     }
 
     async fn trigger_schedule(&self, tenant: TenantId, id: ScheduleId) -> Result<Created> {

@@ -36,5 +36,8 @@ macro_rules! for_both_drivers {
 }
 
 pub(crate) mod budgets;
+pub(crate) mod components;
+pub(crate) mod config_values;
 pub(crate) mod flows;
+pub(crate) mod grants;
 pub(crate) mod schedules;

@@ -1,7 +1,7 @@
 //! Schedule operations that are the same on both drivers.
 
 use crate::error::{EngineError, Result};
-use crate::model::Schedule;
+use crate::model::{Schedule, ScheduleId, TenantId};
 
 for_both_drivers! {
     /// Whether the execution the schedule last created has not ended.
@@ -19,5 +19,16 @@ for_both_drivers! {
         .await
         .map_err(EngineError::storage("fire schedule"))?;
         Ok(running.unwrap_or(false))
+    }
+
+    /// Delete the schedule; whether there was one.
+    async fn delete_schedule(conn, tenant: TenantId, id: ScheduleId) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM schedules WHERE tenant_id = $1 AND schedule_id = $2")
+            .bind(tenant)
+            .bind(id)
+            .execute(&mut *conn)
+            .await
+            .map_err(EngineError::storage("delete schedule"))?;
+        Ok(done.rows_affected() > 0)
     }
 }

@@ -2,6 +2,8 @@
 
 use async_trait::async_trait;
 
+use crate::backend::shared::components::sqlite as shared;
+
 use super::tenancy::get_tenant;
 use super::time::{at, now, Millis};
 use super::SqliteBackend;
@@ -103,17 +105,7 @@ impl Components for SqliteBackend {
     }
 
     async fn component_wasm(&self, tenant: TenantId, digest: &str) -> Result<Vec<u8>> {
-        let db = self;
-        sqlx::query_scalar("SELECT wasm FROM component_blobs WHERE tenant_id = ? AND digest = ?")
-            .bind(tenant)
-            .bind(digest)
-            .fetch_optional(&mut *db.read("component wasm").await?)
-            .await
-            .map_err(EngineError::storage("component wasm"))?
-            .ok_or_else(|| EngineError::NotFound {
-                what: "component",
-                id: digest.to_owned(),
-            })
+        shared::component_wasm(&mut *self.read("component wasm").await?, tenant, digest).await
     }
 
     async fn list_components(&self, tenant: TenantId) -> Result<Vec<ComponentVersion>> {

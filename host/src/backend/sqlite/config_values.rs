@@ -2,6 +2,8 @@
 
 use async_trait::async_trait;
 
+use crate::backend::shared::config_values::sqlite as shared;
+
 use super::tenancy::unknown_tenant;
 use super::time::{at, now, Millis};
 use super::SqliteBackend;
@@ -109,13 +111,7 @@ impl ConfigValues for SqliteBackend {
 
     async fn delete_config(&self, tenant: TenantId, name: &str) -> Result<bool> {
         self.write("delete config value", async |conn, _| {
-            let done = sqlx::query("DELETE FROM config_values WHERE tenant_id = ? AND name = ?")
-                .bind(tenant)
-                .bind(name)
-                .execute(conn)
-                .await
-                .map_err(EngineError::storage("delete config value"))?;
-            Ok(done.rows_affected() > 0)
+            shared::delete_config(conn, tenant, name).await
         })
         .await
     }

@@ -1,6 +1,8 @@
 //! Capability ceilings and component grants, stored as JSON documents.
 
 use async_trait::async_trait;
+
+use crate::backend::shared::grants::sqlite as shared;
 use sqlx::types::Json;
 
 use super::tenancy::unknown_tenant;
@@ -48,14 +50,7 @@ impl Grants for SqliteBackend {
     }
 
     async fn ceiling(&self, tenant: TenantId) -> Result<CapabilityCeiling> {
-        // Primary key of capability_ceilings.
-        let row: Option<Json<CapabilityCeiling>> =
-            sqlx::query_scalar("SELECT ceiling FROM capability_ceilings WHERE tenant_id = ?")
-                .bind(tenant)
-                .fetch_optional(&mut *self.read("read capability ceiling").await?)
-                .await
-                .map_err(EngineError::storage("read capability ceiling"))?;
-        Ok(row.map(|Json(c)| c).unwrap_or_default())
+        shared::ceiling(&mut *self.read("read capability ceiling").await?, tenant).await
     }
 
     async fn put_grant(
@@ -113,13 +108,7 @@ impl Grants for SqliteBackend {
 
     async fn delete_grant(&self, tenant: TenantId, kind: &str) -> Result<bool> {
         self.write("delete grant", async |conn, _| {
-            let done = sqlx::query("DELETE FROM component_grants WHERE tenant_id = ? AND kind = ?")
-                .bind(tenant)
-                .bind(kind)
-                .execute(conn)
-                .await
-                .map_err(EngineError::storage("delete grant"))?;
-            Ok(done.rows_affected() > 0)
+            shared::delete_grant(conn, tenant, kind).await
         })
         .await
     }

@@ -13,7 +13,7 @@ use super::tenancy::{get_tenant, unknown_tenant};
 use super::time::{at, millis_of, now, Millis};
 use super::{Effects, SqliteBackend};
 use crate::backend::refusals;
-use crate::backend::shared::schedules::sqlite::still_running;
+use crate::backend::shared::schedules::sqlite::{self as shared, still_running};
 use crate::backend::Schedules;
 use crate::error::{EngineError, Result};
 use crate::model::{
@@ -118,13 +118,7 @@ impl Schedules for SqliteBackend {
 
     async fn delete_schedule(&self, tenant: TenantId, id: ScheduleId) -> Result<bool> {
         self.write("delete schedule", async |conn, _| {
-            let done = sqlx::query("DELETE FROM schedules WHERE tenant_id = ? AND schedule_id = ?")
-                .bind(tenant)
-                .bind(id)
-                .execute(&mut *conn)
-                .await
-                .map_err(EngineError::storage("delete schedule"))?;
-            Ok(done.rows_affected() > 0)
+            shared::delete_schedule(conn, tenant, id).await
         })
         .await
     }
