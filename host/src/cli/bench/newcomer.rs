@@ -40,7 +40,7 @@ pub struct NewcomerBench {
     )]
     langs: Vec<Lang>,
     /// The tool cache the templates' build.sh installs into and reuses
-    /// (their default: /var/tmp/flowfabric-tools).
+    /// (unset: their own default, ~/.cache/flowfabric/tools).
     #[arg(long, env = "FLOWFABRIC_TOOLS_DIR")]
     tools_dir: Option<PathBuf>,
     /// Start from an empty tool cache of the bench's own, so each build
@@ -116,17 +116,18 @@ pub async fn run(args: NewcomerBench) -> anyhow::Result<()> {
     ));
     std::fs::create_dir_all(&scratch)?;
     let tools = match (args.fresh_tools, &args.tools_dir) {
-        (true, _) => scratch.join("tools"),
-        (false, Some(dir)) => dir.clone(),
-        (false, None) => PathBuf::from("/var/tmp/flowfabric-tools"),
+        (true, _) => Some(scratch.join("tools")),
+        (false, dir) => dir.clone(),
     };
     println!(
         "from `flowfabric new` to the first result, as printed, against the embedded default; tools: {}{}",
-        tools.display(),
+        tools
+            .as_deref()
+            .map_or("the templates' default cache".into(), |t| t.display().to_string()),
         if args.fresh_tools { " (empty at start)" } else { "" }
     );
     let server = Server::start(&scratch).await?;
-    let measured = measure_all(&args.langs, &scratch, &tools, &server).await;
+    let measured = measure_all(&args.langs, &scratch, tools.as_deref(), &server).await;
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&scratch);
     let rows = measured?;
@@ -136,7 +137,7 @@ pub async fn run(args: NewcomerBench) -> anyhow::Result<()> {
 async fn measure_all(
     langs: &[Lang],
     scratch: &Path,
-    tools: &Path,
+    tools: Option<&Path>,
     server: &Server,
 ) -> anyhow::Result<Vec<Steps>> {
     println!(
@@ -174,7 +175,7 @@ async fn measure_all(
 async fn measure(
     lang: &str,
     scratch: &Path,
-    tools: &Path,
+    tools: Option<&Path>,
     server: &Server,
 ) -> anyhow::Result<Steps> {
     let name = format!("hello-{lang}");
@@ -233,9 +234,10 @@ fn own_binary() -> anyhow::Result<Command> {
 }
 
 /// A printed shell line (`cd DIR && ./build.sh`) run by bash, with the tool
-/// cache given and without the cargo settings of whoever ran the bench
-/// (`cargo run` sets some), so the project builds as it would for a user.
-fn shell_line(line: &str, tools: &Path) -> Command {
+/// cache given (else the templates' own default) and without the cargo
+/// settings of whoever ran the bench (`cargo run` sets some), so the project
+/// builds as it would for a user.
+fn shell_line(line: &str, tools: Option<&Path>) -> Command {
     let mut cmd = Command::new("bash");
     cmd.args(["-c", line]);
     for (key, _) in std::env::vars() {
@@ -243,7 +245,10 @@ fn shell_line(line: &str, tools: &Path) -> Command {
             cmd.env_remove(key);
         }
     }
-    cmd.env("FLOWFABRIC_TOOLS_DIR", tools);
+    match tools {
+        Some(tools) => cmd.env("FLOWFABRIC_TOOLS_DIR", tools),
+        None => cmd.env_remove("FLOWFABRIC_TOOLS_DIR"),
+    };
     cmd
 }
 
