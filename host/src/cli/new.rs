@@ -81,13 +81,12 @@ pub enum Lang {
 }
 
 impl Lang {
-    /// As `--lang` spells it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Lang::Rust => "rust",
-            Lang::Js => "js",
-            Lang::Python => "python",
-        }
+    /// As `--lang` spells it (clap's own name for the value).
+    pub fn name(self) -> String {
+        clap::ValueEnum::to_possible_value(&self)
+            .expect("every language is a --lang value")
+            .get_name()
+            .to_owned()
     }
 }
 

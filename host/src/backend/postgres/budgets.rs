@@ -5,7 +5,6 @@
 //! budget whose scope covers it, in budget id order: two reports against the
 //! same budget serialise on its row, and never deadlock.
 
-use crate::backend::shared::budgets::pg::check_scope_exists;
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool};
@@ -15,6 +14,7 @@ use super::rows::{col, json, parse, transaction, unknown_tenant_or, Args};
 use super::suspension::{record_suspension, resume};
 use super::PgBackend;
 use crate::backend::refusals::check_usage_fits;
+use crate::backend::shared::budgets::pg::check_scope_exists;
 use crate::backend::Budgets;
 use crate::error::{EngineError, Result};
 use crate::model::{

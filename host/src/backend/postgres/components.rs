@@ -1,13 +1,12 @@
 //! Component versions and their wasm bytes.
 
 use async_trait::async_trait;
-
-use crate::backend::shared::components::pg as shared;
 use sqlx::postgres::PgRow;
 use sqlx::PgPool;
 
 use super::rows::{col, transaction, unknown_tenant_or};
 use super::PgBackend;
+use crate::backend::shared::components::pg as shared;
 use crate::backend::Components;
 use crate::error::{EngineError, Result};
 use crate::model::{ComponentVersion, TenantId};
@@ -115,7 +114,12 @@ impl Components for PgBackend {
     }
 
     async fn component_wasm(&self, tenant: TenantId, digest: &str) -> Result<Vec<u8>> {
-        shared::component_wasm(&mut *self.read("component wasm").await?, tenant, digest).await
+        shared::component_wasm(
+            &mut *self.connection("component wasm").await?,
+            tenant,
+            digest,
+        )
+        .await
     }
 
     async fn list_components(&self, tenant: TenantId) -> Result<Vec<ComponentVersion>> {

@@ -1,12 +1,11 @@
 //! Tenant config values and secrets, as sealed by the engine.
 
 use async_trait::async_trait;
-
-use crate::backend::shared::config_values::pg as shared;
 use chrono::{DateTime, Utc};
 
 use super::rows::unknown_tenant_or;
 use super::PgBackend;
+use crate::backend::shared::config_values::pg as shared;
 use crate::backend::ConfigValues;
 use crate::error::{EngineError, Result};
 use crate::model::{SealedConfig, TenantId};
@@ -121,7 +120,12 @@ impl ConfigValues for PgBackend {
     }
 
     async fn delete_config(&self, tenant: TenantId, name: &str) -> Result<bool> {
-        shared::delete_config(&mut *self.read("delete config value").await?, tenant, name).await
+        shared::delete_config(
+            &mut *self.connection("delete config value").await?,
+            tenant,
+            name,
+        )
+        .await
     }
 
     async fn config_sealed_by_other_keys(

@@ -1,13 +1,12 @@
 //! Capability ceilings and component grants, stored as JSON documents.
 
 use async_trait::async_trait;
-
-use crate::backend::shared::grants::pg as shared;
 use sqlx::types::Json;
 use sqlx::PgPool;
 
 use super::rows::unknown_tenant_or;
 use super::PgBackend;
+use crate::backend::shared::grants::pg as shared;
 use crate::backend::Grants;
 use crate::error::{EngineError, Result};
 use crate::model::{CapabilityCeiling, ComponentGrant, StoredGrant, TenantId};
@@ -38,7 +37,11 @@ impl Grants for PgBackend {
     }
 
     async fn ceiling(&self, tenant: TenantId) -> Result<CapabilityCeiling> {
-        shared::ceiling(&mut *self.read("read capability ceiling").await?, tenant).await
+        shared::ceiling(
+            &mut *self.connection("read capability ceiling").await?,
+            tenant,
+        )
+        .await
     }
 
     async fn put_grant(
@@ -90,7 +93,7 @@ impl Grants for PgBackend {
     }
 
     async fn delete_grant(&self, tenant: TenantId, kind: &str) -> Result<bool> {
-        shared::delete_grant(&mut *self.read("delete grant").await?, tenant, kind).await
+        shared::delete_grant(&mut *self.connection("delete grant").await?, tenant, kind).await
     }
 
     async fn capabilities(

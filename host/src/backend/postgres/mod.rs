@@ -89,8 +89,8 @@ pub struct PgBackend {
 
 impl PgBackend {
     /// A connection from the pool, for an operation written once for both
-    /// drivers (`backend::shared`) that needs no transaction.
-    pub(super) async fn read(
+    /// drivers (`backend::shared`) that needs no transaction of its own.
+    pub(super) async fn connection(
         &self,
         op: &'static str,
     ) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>> {

@@ -132,7 +132,7 @@ impl Schedules for PgBackend {
     }
 
     async fn delete_schedule(&self, tenant: TenantId, id: ScheduleId) -> Result<bool> {
-        shared::delete_schedule(&mut *self.read("delete schedule").await?, tenant, id).await
+        shared::delete_schedule(&mut *self.connection("delete schedule").await?, tenant, id).await
     }
 
     async fn trigger_schedule(&self, tenant: TenantId, id: ScheduleId) -> Result<Created> {

@@ -6,7 +6,6 @@
 //! one writer's transaction, so two reports against one budget are applied
 //! one after the other without row locks.
 
-use crate::backend::shared::budgets::sqlite::check_scope_exists;
 use async_trait::async_trait;
 use sqlx::SqliteConnection;
 
@@ -18,6 +17,7 @@ use super::tenancy::get_tenant;
 use super::time::{after_ms, at, now, Millis};
 use super::{Effects, SqliteBackend};
 use crate::backend::refusals::check_usage_fits;
+use crate::backend::shared::budgets::sqlite::check_scope_exists;
 use crate::backend::Budgets;
 use crate::error::{EngineError, Result};
 use crate::model::Eligibility;

@@ -2,11 +2,10 @@
 
 use async_trait::async_trait;
 
-use crate::backend::shared::components::sqlite as shared;
-
 use super::tenancy::get_tenant;
 use super::time::{at, now, Millis};
 use super::SqliteBackend;
+use crate::backend::shared::components::sqlite as shared;
 use crate::backend::Components;
 use crate::error::{EngineError, Result};
 use crate::model::{ComponentVersion, TenantId};

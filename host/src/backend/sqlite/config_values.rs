@@ -2,11 +2,10 @@
 
 use async_trait::async_trait;
 
-use crate::backend::shared::config_values::sqlite as shared;
-
 use super::tenancy::unknown_tenant;
 use super::time::{at, now, Millis};
 use super::SqliteBackend;
+use crate::backend::shared::config_values::sqlite as shared;
 use crate::backend::ConfigValues;
 use crate::error::{EngineError, Result};
 use crate::model::{SealedConfig, TenantId};

@@ -1,13 +1,12 @@
 //! Capability ceilings and component grants, stored as JSON documents.
 
 use async_trait::async_trait;
-
-use crate::backend::shared::grants::sqlite as shared;
 use sqlx::types::Json;
 
 use super::tenancy::unknown_tenant;
 use super::time::{at, now, Millis};
 use super::SqliteBackend;
+use crate::backend::shared::grants::sqlite as shared;
 use crate::backend::Grants;
 use crate::error::{EngineError, Result};
 use crate::model::{CapabilityCeiling, ComponentGrant, StoredGrant, TenantId};

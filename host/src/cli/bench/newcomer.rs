@@ -16,7 +16,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::process::Command;
 
 use anyhow::{bail, ensure, Context};
@@ -107,6 +107,22 @@ impl Server {
         let _ = self.stop.send(true);
         self.pool.shutdown().await;
     }
+
+    /// A printed `flowfabric …` line as a process of this binary, run from
+    /// the project's directory against this server.
+    fn cli_line(&self, line: &str, dir: &Path) -> anyhow::Result<Command> {
+        let mut words = line.split_whitespace();
+        ensure!(
+            words.next() == Some("flowfabric"),
+            "not a flowfabric command: {line}"
+        );
+        let mut cmd = own_binary()?;
+        cmd.args(words)
+            .current_dir(dir)
+            .env("FLOWFABRIC_URL", &self.url)
+            .env("FLOWFABRIC_API_KEY", &self.api_key);
+        Ok(cmd)
+    }
 }
 
 pub async fn run(args: NewcomerBench) -> anyhow::Result<()> {
@@ -148,11 +164,11 @@ async fn measure_all(
         "upload s",
         "first result s",
         "total s",
-        langs.first().map_or("", |l| l.name())
+        langs.first().map_or(String::new(), |l| l.name())
     );
     let mut rows: Vec<Steps> = Vec::new();
     for lang in langs {
-        let steps = measure(lang.name(), scratch, tools, server)
+        let steps = measure(&lang.name(), scratch, tools, server)
             .await
             .with_context(|| format!("{}: from `new` to the first result", lang.name()))?;
         let ratio = rows.first().map_or(String::new(), |b| {
@@ -209,24 +225,6 @@ async fn measure(
     })
 }
 
-impl Server {
-    /// A printed `flowfabric …` line as a process of this binary, run from
-    /// the project's directory against this server.
-    fn cli_line(&self, line: &str, dir: &Path) -> anyhow::Result<Command> {
-        let mut words = line.split_whitespace();
-        ensure!(
-            words.next() == Some("flowfabric"),
-            "not a flowfabric command: {line}"
-        );
-        let mut cmd = own_binary()?;
-        cmd.args(words)
-            .current_dir(dir)
-            .env("FLOWFABRIC_URL", &self.url)
-            .env("FLOWFABRIC_API_KEY", &self.api_key);
-        Ok(cmd)
-    }
-}
-
 fn own_binary() -> anyhow::Result<Command> {
     Ok(Command::new(
         std::env::current_exe().context("finding this binary")?,
@@ -260,7 +258,7 @@ async fn timed(cmd: &mut Command) -> anyhow::Result<(f64, String)> {
         .output()
         .await
         .with_context(|| format!("starting {cmd:?}"))?;
-    let elapsed: Duration = started.elapsed();
+    let elapsed = started.elapsed();
     ensure!(
         out.status.success(),
         "{cmd:?} failed ({}):\n{}",
