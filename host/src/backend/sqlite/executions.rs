@@ -7,6 +7,7 @@ use sqlx::SqliteConnection;
 use super::record::{not_found, Exec};
 use super::tenancy::get_tenant;
 use super::time::{after_ms, millis_of, now, Millis};
+use super::writes::Writes;
 use super::{Effects, SqliteBackend};
 use crate::backend::refusals;
 use crate::backend::Executions;
@@ -367,6 +368,7 @@ pub(super) async fn create_one(
         suspension_timeout_at: None,
         concurrency_key: new.concurrency_key.clone(),
         concurrency_held: None,
+        stored: None,
     };
     row.save(conn, None, effects).await?;
     Ok(Created {
@@ -400,26 +402,35 @@ pub(super) async fn cancel_row(
 pub(super) async fn end_attempt(
     conn: &mut SqliteConnection,
     row: &Exec,
-    state: &str,
+    state: &'static str,
     failure: Option<&Failure>,
     from: &[&str],
     now: Millis,
 ) -> Result<()> {
-    let from = serde_json::to_string(from).expect("strings serialise");
-    sqlx::query(
+    let mut writes = Writes::default();
+    write_end_attempt(&mut writes, row, state, failure, from, now);
+    writes.run(conn, "end attempt").await
+}
+
+/// [`end_attempt`], as one of a transition's writes.
+pub(super) fn write_end_attempt(
+    w: &mut Writes<'_>,
+    row: &Exec,
+    state: &'static str,
+    failure: Option<&Failure>,
+    from: &[&str],
+    now: Millis,
+) {
+    w.statement(
         "UPDATE attempts SET state = ?, failure = ?, ended_at = ? \
          WHERE tenant_id = ? AND execution_id = ? AND attempt_index = ? \
            AND state IN (SELECT value FROM json_each(?))",
     )
     .bind(state)
-    .bind(failure.map(Json))
+    .bind(failure.cloned().map(Json))
     .bind(now)
     .bind(row.tenant_id)
     .bind(row.execution_id)
     .bind(row.attempt_index)
-    .bind(from)
-    .execute(conn)
-    .await
-    .map_err(EngineError::storage("end attempt"))?;
-    Ok(())
+    .bind(serde_json::to_string(from).expect("strings serialise"));
 }

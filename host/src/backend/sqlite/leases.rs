@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::budget_admission;
 use super::concurrency::{self, KeyVerdict};
-use super::executions::end_attempt;
+use super::executions::{end_attempt, write_end_attempt};
 use super::record::{not_found, Exec};
 use super::time::{after, after_ms, at, millis_of, now, Millis};
 use super::{Effects, SqliteBackend};
@@ -125,30 +125,31 @@ impl Leases for SqliteBackend {
         .await
     }
 
-    /// Complete several executions in one write transaction, each in a savepoint
-    /// of its own: one that is refused (stale, foreign, replayed) or fails
-    /// changes nothing of its own and leaves the others written. The worker
-    /// pool's completer gathers these, so the batch costs one commit.
+    /// Complete several executions in one write transaction. One that is
+    /// refused (stale, foreign) or replayed is told so and writes nothing; the
+    /// fence is checked before anything is written, so the rest go on. A
+    /// storage error fails the whole batch, which rolls back, and the worker
+    /// pool's completer then writes them one at a time. The batch costs one
+    /// commit and two statements a completion.
     async fn complete_many(&self, completions: &[(LeaseHandle, &[u8])]) -> Result<Vec<Result<()>>> {
         let db = self;
         db.write("complete many", async |conn, effects| {
             let mut results = Vec::with_capacity(completions.len());
             for (lease, result) in completions {
-                let mut item = sqlx::Connection::begin(&mut *conn)
-                    .await
-                    .map_err(EngineError::storage("complete many"))?;
-                let mut own = Effects::default();
-                let outcome = complete_in(&mut item, lease, result, &mut own).await;
-                if outcome.is_ok() {
-                    item.commit().await
-                } else {
-                    item.rollback().await
-                }
-                .map_err(EngineError::storage("complete many"))?;
-                if outcome.is_ok() {
-                    effects.absorb(own);
-                }
-                results.push(outcome);
+                let row = match held_or_replayed(conn, lease, AttemptState::Succeeded).await {
+                    Ok(Some(row)) => row,
+                    Ok(None) => {
+                        results.push(Ok(()));
+                        continue;
+                    }
+                    Err(e @ EngineError::Storage { .. }) => return Err(e),
+                    Err(refused) => {
+                        results.push(Err(refused));
+                        continue;
+                    }
+                };
+                succeed(conn, row, result, effects).await?;
+                results.push(Ok(()));
             }
             Ok(results)
         })
@@ -318,16 +319,28 @@ async fn complete_in(
     result: &[u8],
     effects: &mut Effects,
 ) -> Result<()> {
-    let Some(mut row) = held_or_replayed(conn, lease, AttemptState::Succeeded).await? else {
-        return Ok(());
-    };
+    match held_or_replayed(conn, lease, AttemptState::Succeeded).await? {
+        Some(row) => succeed(conn, row, result, effects).await,
+        None => Ok(()),
+    }
+}
+
+/// End a held execution with its result.
+async fn succeed(
+    conn: &mut SqliteConnection,
+    mut row: Exec,
+    result: &[u8],
+    effects: &mut Effects,
+) -> Result<()> {
     let now = now();
     let before = row.lease_before();
     row.make_terminal(TerminalOutcome::Success, now);
     row.result = Some(result.to_vec());
-    row.save(conn, Some(before), effects).await?;
-    end_attempt(conn, &row, "succeeded", None, &["running"], now).await?;
-    row.record_completion(conn, effects).await
+    row.save_and(conn, Some(before), effects, |row, w, effects| {
+        write_end_attempt(w, row, "succeeded", None, &["running"], now);
+        row.write_completion(w, effects);
+    })
+    .await
 }
 
 /// Apply a failure to a held row: another attempt after the policy's backoff,
@@ -357,11 +370,13 @@ pub(super) async fn fail_row(
             FailOutcome::TerminalFailed
         }
     };
-    row.save(conn, Some(before), effects).await?;
-    end_attempt(conn, row, "failed", Some(failure), &["running"], now).await?;
-    if row.is_terminal() {
-        row.record_completion(conn, effects).await?;
-    }
+    row.save_and(conn, Some(before), effects, |row, w, effects| {
+        write_end_attempt(w, row, "failed", Some(failure), &["running"], now);
+        if row.is_terminal() {
+            row.write_completion(w, effects);
+        }
+    })
+    .await?;
     Ok(outcome)
 }
 
@@ -440,7 +455,7 @@ async fn candidates(
             .fetch_all(&mut *conn)
             .await
             .map_err(EngineError::storage("claim"))?;
-        all.extend(rows);
+        all.extend(rows.into_iter().map(Exec::remembering_stored));
     }
     all.sort_by(|a, b| {
         (b.priority, a.eligible_at, a.execution_id).cmp(&(
@@ -486,29 +501,29 @@ async fn lease_row(
     row.progress_percent = None;
     row.progress_message = None;
     row.updated_at = now;
-    row.save(conn, Some(before), effects).await?;
+    // The attempt row goes in the same round trip as the execution's.
+    row.save_and(conn, Some(before), effects, |row, w, _| {
+        w.statement(
+            "INSERT INTO attempts (tenant_id, execution_id, attempt_index, attempt_type, lease_id, \
+             lease_epoch, worker_id, worker_instance, state, started_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?) \
+             ON CONFLICT (tenant_id, execution_id, attempt_index) DO UPDATE SET \
+                 lease_id = excluded.lease_id, lease_epoch = excluded.lease_epoch, \
+                 worker_id = excluded.worker_id, worker_instance = excluded.worker_instance, \
+                 state = 'running'",
+        )
+        .bind(row.tenant_id)
+        .bind(row.execution_id)
+        .bind(row.attempt_index)
+        .bind(attempt_type_str(attempt_type))
+        .bind(row.lease_id)
+        .bind(row.lease_epoch)
+        .bind(request.worker_id.clone())
+        .bind(request.worker_instance.clone())
+        .bind(now);
+    })
+    .await?;
     let lease = row.lease().expect("a claimed row holds a lease");
-    sqlx::query(
-        "INSERT INTO attempts (tenant_id, execution_id, attempt_index, attempt_type, lease_id, \
-         lease_epoch, worker_id, worker_instance, state, started_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?) \
-         ON CONFLICT (tenant_id, execution_id, attempt_index) DO UPDATE SET \
-             lease_id = excluded.lease_id, lease_epoch = excluded.lease_epoch, \
-             worker_id = excluded.worker_id, worker_instance = excluded.worker_instance, \
-             state = 'running'",
-    )
-    .bind(lease.tenant_id)
-    .bind(lease.execution_id)
-    .bind(lease.attempt_index)
-    .bind(attempt_type_str(attempt_type))
-    .bind(lease.lease_id)
-    .bind(lease.lease_epoch)
-    .bind(&request.worker_id)
-    .bind(&request.worker_instance)
-    .bind(now)
-    .execute(conn)
-    .await
-    .map_err(EngineError::storage("claim"))?;
     Ok(ClaimedExecution {
         lease,
         kind: row.kind.clone(),

@@ -52,6 +52,7 @@ mod tenancy;
 mod time;
 mod waitpoint_keys;
 mod wakeups;
+mod writes;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -116,17 +117,6 @@ impl Finished {
             parent: row.parent_id,
             in_flow: row.flow_id.is_some(),
         }
-    }
-}
-
-impl Effects {
-    /// Take on what a savepoint that committed told.
-    fn absorb(&mut self, other: Effects) {
-        self.work |= other.work;
-        self.revoked.extend(other.revoked);
-        self.updates.extend(other.updates);
-        self.event_tenants.extend(other.event_tenants);
-        self.finished.extend(other.finished);
     }
 }
 

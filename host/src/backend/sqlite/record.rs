@@ -16,6 +16,7 @@ use sqlx::SqliteConnection;
 use uuid::Uuid;
 
 use super::time::{at, Millis};
+use super::writes::Writes;
 use super::{Effects, Finished};
 use crate::error::{EngineError, Result};
 use crate::model::{
@@ -76,6 +77,9 @@ pub(super) struct Exec {
     /// The scope (`kind` or `lane`) of the concurrency slot its current (or
     /// last) attempt holds.
     pub concurrency_held: Option<String>,
+    /// The row as the database has it, when known: see [`Exec::remembering_stored`].
+    #[sqlx(skip)]
+    pub(super) stored: Option<Box<Exec>>,
 }
 
 /// What a lease event compares: the row's lease before a change.
@@ -87,24 +91,55 @@ pub(super) struct LeaseBefore {
     reclaim_count: i32,
 }
 
-const COLUMNS: &str = "tenant_id, execution_id, kind, lane, priority, required_capabilities, \
-    tags, input, policy, idempotency_key, lifecycle_phase, ownership_state, eligibility_state, \
-    blocking_reason, terminal_outcome, attempt_state, attempt_index, lease_epoch, \
-    lease_id, lease_expires_at, attempt_timeout_at, retry_count, reclaim_count, replay_count, \
-    eligible_at, deadline_at, created_at, updated_at, started_at, finished_at, result, \
-    last_failure, cancellation_reason, progress_percent, progress_message, frame_seq, flow_id, \
-    flow_key, parent_id, suspension_seq, suspension, suspension_timeout_at, concurrency_key, \
-    concurrency_held";
+/// Every column of `executions` but the generated `public_state`, named once:
+/// the column list, the parameters of an insert, and the `SET` of an update
+/// that writes only what changed. The keys come first and never change.
+macro_rules! columns {
+    (keys: $tenant:ident, $id:ident; values: $($value:ident),+ $(,)?) => {
+        const COLUMNS: &str =
+            concat!(stringify!($tenant), ", ", stringify!($id) $(, ", ", stringify!($value))+);
+        const COLUMN_COUNT: usize = 2 + [$(stringify!($value)),+].len();
 
-/// Column count of [`COLUMNS`]: every column but the generated `public_state`.
-const COLUMN_COUNT: usize = 44;
+        impl Exec {
+            /// Bind every column, in [`COLUMNS`] order.
+            fn bind_all<'q>(&'q self, w: &mut Writes<'q>) {
+                w.bind(self.$tenant).bind(self.$id);
+                $(w.bind(&self.$value);)+
+            }
 
+            /// The `SET` list of the columns that differ from `before`, each
+            /// bound in order; empty when nothing changed.
+            fn bind_changes<'q>(&'q self, before: &Exec, w: &mut Writes<'q>) -> String {
+                let mut set = Vec::new();
+                $(if self.$value != before.$value {
+                    set.push(concat!(stringify!($value), " = ?"));
+                    w.bind(&self.$value);
+                })+
+                set.join(", ")
+            }
+        }
+    };
+}
+
+columns! {
+    keys: tenant_id, execution_id;
+    values: kind, lane, priority, required_capabilities, tags, input, policy, idempotency_key,
+        lifecycle_phase, ownership_state, eligibility_state, blocking_reason, terminal_outcome,
+        attempt_state, attempt_index, lease_epoch, lease_id, lease_expires_at,
+        attempt_timeout_at, retry_count, reclaim_count, replay_count, eligible_at, deadline_at,
+        created_at, updated_at, started_at, finished_at, result, last_failure,
+        cancellation_reason, progress_percent, progress_message, frame_seq, flow_id, flow_key,
+        parent_id, suspension_seq, suspension, suspension_timeout_at, concurrency_key,
+        concurrency_held,
+}
+
+/// The whole row, inserted or written over: for a new row, and for one read
+/// without [`Exec::remembering_stored`].
 static SAVE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let names: Vec<&str> = COLUMNS.split(',').map(str::trim).collect();
-    assert_eq!(names.len(), COLUMN_COUNT);
-    let params = vec!["?"; names.len()].join(", ");
-    let updates = names[2..]
-        .iter()
+    let params = vec!["?"; COLUMN_COUNT].join(", ");
+    let updates = COLUMNS
+        .split(", ")
+        .skip(2)
         .map(|c| format!("{c} = excluded.{c}"))
         .collect::<Vec<_>>()
         .join(", ");
@@ -128,6 +163,7 @@ impl Exec {
         .bind(id)
         .fetch_optional(conn)
         .await
+        .map(|row: Option<Exec>| row.map(Exec::remembering_stored))
         .map_err(EngineError::storage("read execution"))
     }
 
@@ -185,6 +221,19 @@ impl Exec {
             attempt_state_interrupted: self.attempt_state == AttemptPhase::AttemptInterrupted,
             reclaim_count: self.reclaim_count,
         }
+    }
+
+    /// Remember the row as it is stored, so that its next [`Exec::save`]
+    /// writes only what changed. The read paths of writes call it; a row
+    /// without it is written whole.
+    pub fn remembering_stored(mut self) -> Self {
+        self.remember_stored();
+        self
+    }
+
+    fn remember_stored(&mut self) {
+        self.stored = None;
+        self.stored = Some(Box::new(self.clone()));
     }
 
     /// Whether `lease` names this row's live lease.
@@ -288,6 +337,20 @@ impl Exec {
         before: Option<LeaseBefore>,
         effects: &mut Effects,
     ) -> Result<()> {
+        self.save_and(conn, before, effects, |_, _, _| {}).await
+    }
+
+    /// [`Exec::save`], with more writes of the same transition (its attempt,
+    /// its outbox row) sent after the row's own in the same round trip. An
+    /// update sets only the columns that differ from `before`, so unchanged
+    /// indexes and payloads are not rewritten.
+    pub async fn save_and(
+        &mut self,
+        conn: &mut SqliteConnection,
+        before: Option<LeaseBefore>,
+        effects: &mut Effects,
+        more: impl FnOnce(&Exec, &mut Writes<'_>, &mut Effects),
+    ) -> Result<()> {
         self.blocking_reason = match self.lifecycle_phase {
             LifecyclePhase::Runnable => {
                 Some(runnable_blocking_reason(self.eligibility_state, self.attempt_state).into())
@@ -295,61 +358,37 @@ impl Exec {
             LifecyclePhase::Active | LifecyclePhase::Terminal => None,
             LifecyclePhase::Submitted | LifecyclePhase::Suspended => self.blocking_reason.take(),
         };
-        sqlx::query(&SAVE_SQL)
-            .bind(self.tenant_id)
-            .bind(self.execution_id)
-            .bind(&self.kind)
-            .bind(&self.lane)
-            .bind(self.priority)
-            .bind(&self.required_capabilities)
-            .bind(&self.tags)
-            .bind(&self.input)
-            .bind(&self.policy)
-            .bind(&self.idempotency_key)
-            .bind(self.lifecycle_phase)
-            .bind(self.ownership_state)
-            .bind(self.eligibility_state)
-            .bind(&self.blocking_reason)
-            .bind(self.terminal_outcome)
-            .bind(self.attempt_state)
-            .bind(self.attempt_index)
-            .bind(self.lease_epoch)
-            .bind(self.lease_id)
-            .bind(self.lease_expires_at)
-            .bind(self.attempt_timeout_at)
-            .bind(self.retry_count)
-            .bind(self.reclaim_count)
-            .bind(self.replay_count)
-            .bind(self.eligible_at)
-            .bind(self.deadline_at)
-            .bind(self.created_at)
-            .bind(self.updated_at)
-            .bind(self.started_at)
-            .bind(self.finished_at)
-            .bind(&self.result)
-            .bind(&self.last_failure)
-            .bind(&self.cancellation_reason)
-            .bind(self.progress_percent)
-            .bind(&self.progress_message)
-            .bind(self.frame_seq)
-            .bind(self.flow_id)
-            .bind(&self.flow_key)
-            .bind(self.parent_id)
-            .bind(self.suspension_seq)
-            .bind(&self.suspension)
-            .bind(self.suspension_timeout_at)
-            .bind(&self.concurrency_key)
-            .bind(&self.concurrency_held)
-            .execute(&mut *conn)
-            .await
-            .map_err(EngineError::storage("write execution"))?;
-        if let Some(before) = before {
-            self.record_lease_event(conn, before, effects).await?;
-            // Every move out of `active` drops the lease: a concurrency slot
-            // held goes to the key's next execution.
-            if before.lease_id.is_some() && self.lease_id.is_none() {
-                super::concurrency::hand_on(conn, self, effects).await?;
+        let mut writes = Writes::default();
+        let stored = self.stored.take();
+        match &stored {
+            Some(stored) => {
+                let set = self.bind_changes(stored, &mut writes);
+                if !set.is_empty() {
+                    writes
+                        .statement(&format!(
+                            "UPDATE executions SET {set} WHERE tenant_id = ? AND execution_id = ?"
+                        ))
+                        .bind(self.tenant_id)
+                        .bind(self.execution_id);
+                }
             }
+            None => {
+                writes.statement(&SAVE_SQL);
+                self.bind_all(&mut writes);
+            }
+        }
+        if let Some(before) = before {
+            self.write_lease_event(before, &mut writes, effects);
+        }
+        more(self, &mut writes, effects);
+        writes.run(conn, "write execution").await?;
+        if stored.is_some() {
+            self.remember_stored();
+        }
+        // Every move out of `active` drops the lease: a concurrency slot held
+        // goes to the key's next execution.
+        if before.is_some_and(|b| b.lease_id.is_some() && self.lease_id.is_none()) {
+            super::concurrency::hand_on(conn, self, effects).await?;
         }
         if self.lifecycle_phase == LifecyclePhase::Runnable
             && self.eligibility_state == Eligibility::EligibleNow
@@ -359,15 +398,16 @@ impl Exec {
         Ok(())
     }
 
-    /// The Postgres `flowfabric_lease_events` trigger (migration 0015), as Rust.
-    async fn record_lease_event(
-        &self,
-        conn: &mut SqliteConnection,
+    /// The Postgres `flowfabric_lease_events` trigger (migration 0015), as Rust:
+    /// the lease event this change from `before` makes, if any.
+    fn write_lease_event<'q>(
+        &'q self,
         before: LeaseBefore,
+        w: &mut Writes<'q>,
         effects: &mut Effects,
-    ) -> Result<()> {
+    ) {
         if before.lease_id == self.lease_id && before.lease_expires_at == self.lease_expires_at {
-            return Ok(());
+            return;
         }
         let kind = if before.lease_id.is_none() && before.attempt_state_interrupted {
             "reclaimed"
@@ -391,7 +431,7 @@ impl Exec {
         } else {
             "released"
         };
-        sqlx::query(
+        w.statement(
             "INSERT INTO lease_events (tenant_id, execution_id, attempt_index, lease_epoch, kind, \
              lease_expires_at, phase, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
@@ -402,12 +442,8 @@ impl Exec {
         .bind(kind)
         .bind(self.lease_expires_at)
         .bind(self.lifecycle_phase)
-        .bind(self.updated_at)
-        .execute(conn)
-        .await
-        .map_err(EngineError::storage("record lease event"))?;
+        .bind(self.updated_at);
         effects.event_tenants.insert(self.tenant_id);
-        Ok(())
     }
 
     /// Record the execution's end in the completion outbox. Whatever waits on
@@ -417,11 +453,18 @@ impl Exec {
         conn: &mut SqliteConnection,
         effects: &mut Effects,
     ) -> Result<()> {
+        let mut writes = Writes::default();
+        self.write_completion(&mut writes, effects);
+        writes.run(conn, "record completion event").await
+    }
+
+    /// [`Exec::record_completion`], as one of a transition's writes.
+    pub fn write_completion(&self, w: &mut Writes<'_>, effects: &mut Effects) {
         let outcome = self
             .terminal_outcome
             .unwrap_or(TerminalOutcome::Failed)
             .as_str();
-        sqlx::query(
+        w.statement(
             "INSERT INTO completion_events (tenant_id, execution_id, attempt_index, outcome, \
              created_at) VALUES (?, ?, ?, ?, ?)",
         )
@@ -429,16 +472,12 @@ impl Exec {
         .bind(self.execution_id)
         .bind(self.attempt_index)
         .bind(outcome)
-        .bind(self.updated_at)
-        .execute(conn)
-        .await
-        .map_err(EngineError::storage("record completion event"))?;
+        .bind(self.updated_at);
         effects.finished.push(Finished::of(self, outcome));
         effects.updates.push(ExecutionUpdate {
             tenant_id: self.tenant_id,
             execution_id: self.execution_id,
         });
-        Ok(())
     }
 
     pub fn to_execution(&self) -> Result<Execution> {
