@@ -202,7 +202,41 @@ async fn batched_completions_are_planned_for_each_batch() {
     );
 }
 
+/// The same completion twice in one batch (a worker's retry caught up with
+/// its first write) is written once: the second is its replay.
+async fn a_completion_twice_in_one_batch_is_written_once(store: Store) {
+    let (db, t) = setup_on(store).await;
+    let e = &db.engine;
+    for i in 0..2 {
+        e.create(t, task(&format!("in-{i}"))).await.unwrap();
+    }
+    let claimed = e.claim(&request(2)).await.unwrap();
+    let [a, b] = &claimed[..] else { unreachable!() };
+    let results = e
+        .complete_many(&[
+            (a.lease.clone(), &b"a"[..]),
+            (a.lease.clone(), &b"a"[..]),
+            (b.lease.clone(), &b"b"[..]),
+        ])
+        .await
+        .expect("the batch is written");
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let ended: Vec<_> = db
+        .events::<CompletionEvent>(t)
+        .await
+        .into_iter()
+        .map(|ev| ev.execution_id)
+        .collect();
+    assert_eq!(ended, [a.lease.execution_id, b.lease.execution_id]);
+    let a_now = e.get(t, a.lease.execution_id).await.unwrap();
+    assert_eq!(
+        (a_now.state, a_now.result),
+        (PublicState::Completed, Some(b"a".to_vec()))
+    );
+}
+
 on_both_backends!(
+    a_completion_twice_in_one_batch_is_written_once,
     each_completion_in_a_batch_is_fenced_and_answered_on_its_own,
     a_batch_that_ends_every_upstream_releases_the_join,
 );

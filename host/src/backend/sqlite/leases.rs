@@ -135,8 +135,21 @@ impl Leases for SqliteBackend {
         let db = self;
         db.write("complete many", async |conn, effects| {
             let mut results = Vec::with_capacity(completions.len());
+            let keys = completions
+                .iter()
+                .map(|(l, _)| (l.tenant_id, l.execution_id));
+            let mut rows = Exec::load_many(conn, keys).await?;
             for (lease, result) in completions {
-                let row = match held_or_replayed(conn, lease, AttemptState::Succeeded).await {
+                let key = (lease.tenant_id, lease.execution_id);
+                // A row read above that the lease still holds; any other (not
+                // held, or completed earlier in this batch) is read again and
+                // explained one by one.
+                let held = rows.remove(&key).filter(|row| row.is_held_by(lease));
+                let row = match held {
+                    Some(row) => Ok(Some(row)),
+                    None => held_or_replayed(conn, lease, AttemptState::Succeeded).await,
+                };
+                let row = match row {
                     Ok(Some(row)) => row,
                     Ok(None) => {
                         results.push(Ok(()));

@@ -9,7 +9,7 @@
 //! does, so no path can skip either. The public state is a generated column
 //! on both backends.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use sqlx::types::Json;
 use sqlx::SqliteConnection;
@@ -165,6 +165,35 @@ impl Exec {
         .await
         .map(|row: Option<Exec>| row.map(Exec::remembering_stored))
         .map_err(EngineError::storage("read execution"))
+    }
+
+    /// The rows of several executions in one statement (those that exist),
+    /// each remembering how it is stored, by tenant and id.
+    pub async fn load_many(
+        conn: &mut SqliteConnection,
+        keys: impl Iterator<Item = (TenantId, ExecutionId)>,
+    ) -> Result<HashMap<(TenantId, ExecutionId), Exec>> {
+        let keys: Vec<[String; 2]> = keys
+            .map(|(tenant, id)| {
+                [
+                    tenant.as_uuid().simple().to_string(),
+                    id.as_uuid().simple().to_string(),
+                ]
+            })
+            .collect();
+        let keys = serde_json::to_string(&keys).expect("strings serialise");
+        let rows: Vec<Exec> = sqlx::query_as(&Self::select_sql(
+            "(tenant_id, execution_id) IN \
+             (SELECT unhex(value ->> 0), unhex(value ->> 1) FROM json_each(?))",
+        ))
+        .bind(keys)
+        .fetch_all(conn)
+        .await
+        .map_err(EngineError::storage("read executions"))?;
+        Ok(rows
+            .into_iter()
+            .map(|row| ((row.tenant_id, row.execution_id), row.remembering_stored()))
+            .collect())
     }
 
     /// The row, or `NotFound`.

@@ -59,3 +59,81 @@ impl<'q> Writes<'q> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Connection;
+
+    use super::*;
+
+    async fn memory() -> SqliteConnection {
+        let mut conn = SqliteConnection::connect("sqlite::memory:").await.unwrap();
+        sqlx::query("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn
+    }
+
+    async fn rows(conn: &mut SqliteConnection) -> Vec<(i64, String)> {
+        sqlx::query_as("SELECT k, v FROM t ORDER BY k")
+            .fetch_all(conn)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn each_statement_takes_its_own_parameters_in_order() {
+        let mut conn = memory().await;
+        let mut writes = Writes::default();
+        writes
+            .statement("INSERT INTO t (k, v) VALUES (?, ?)")
+            .bind(1_i64)
+            .bind("one");
+        writes
+            .statement("INSERT INTO t (k, v) VALUES (?, ?)")
+            .bind(2_i64)
+            .bind("two".to_owned());
+        writes
+            .statement("UPDATE t SET v = ? || v WHERE k = ?")
+            .bind("x")
+            .bind(1_i64);
+        writes.run(&mut conn, "test").await.unwrap();
+        assert_eq!(
+            rows(&mut conn).await,
+            [(1, "xone".to_owned()), (2, "two".to_owned())]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_statement_is_a_storage_error_that_names_the_operation() {
+        let mut conn = memory().await;
+        let mut writes = Writes::default();
+        writes
+            .statement("INSERT INTO t (k, v) VALUES (?, ?)")
+            .bind(1_i64)
+            .bind("one");
+        writes
+            .statement("INSERT INTO t (k, v) VALUES (?, ?)")
+            .bind(1_i64)
+            .bind("again");
+        let e = writes.run(&mut conn, "write twice").await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                EngineError::Storage {
+                    op: "write twice",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn nothing_to_write_is_no_statement() {
+        let mut conn = memory().await;
+        Writes::default().run(&mut conn, "nothing").await.unwrap();
+        assert!(rows(&mut conn).await.is_empty());
+    }
+}
