@@ -82,18 +82,22 @@ mod tests {
             .unwrap()
     }
 
+    /// Writes that insert each `(k, v)` in turn.
+    fn inserts(pairs: &[(i64, &'static str)]) -> Writes<'static> {
+        let mut writes = Writes::default();
+        for &(k, v) in pairs {
+            writes
+                .statement("INSERT INTO t (k, v) VALUES (?, ?)")
+                .bind(k)
+                .bind(v);
+        }
+        writes
+    }
+
     #[tokio::test]
     async fn each_statement_takes_its_own_parameters_in_order() {
         let mut conn = memory().await;
-        let mut writes = Writes::default();
-        writes
-            .statement("INSERT INTO t (k, v) VALUES (?, ?)")
-            .bind(1_i64)
-            .bind("one");
-        writes
-            .statement("INSERT INTO t (k, v) VALUES (?, ?)")
-            .bind(2_i64)
-            .bind("two".to_owned());
+        let mut writes = inserts(&[(1, "one"), (2, "two")]);
         writes
             .statement("UPDATE t SET v = ? || v WHERE k = ?")
             .bind("x")
@@ -108,15 +112,7 @@ mod tests {
     #[tokio::test]
     async fn a_failing_statement_is_a_storage_error_that_names_the_operation() {
         let mut conn = memory().await;
-        let mut writes = Writes::default();
-        writes
-            .statement("INSERT INTO t (k, v) VALUES (?, ?)")
-            .bind(1_i64)
-            .bind("one");
-        writes
-            .statement("INSERT INTO t (k, v) VALUES (?, ?)")
-            .bind(1_i64)
-            .bind("again");
+        let writes = inserts(&[(1, "one"), (1, "again")]);
         let e = writes.run(&mut conn, "write twice").await.unwrap_err();
         assert!(
             matches!(
