@@ -46,8 +46,9 @@ impl Executions for SqliteBackend {
 
     async fn get_execution(&self, tenant: TenantId, id: ExecutionId) -> Result<Execution> {
         let mut conn = self.read("get execution").await?;
-        super::record::Exec::get(&mut conn, tenant, id)
+        Exec::peek(&mut conn, tenant, id)
             .await?
+            .ok_or_else(|| not_found(id))?
             .to_execution()
     }
 

@@ -130,7 +130,7 @@ impl Leases for SqliteBackend {
     /// fence is checked before anything is written, so the rest go on. A
     /// storage error fails the whole batch, which rolls back, and the worker
     /// pool's completer then writes them one at a time. The batch costs one
-    /// commit and two statements a completion.
+    /// read of its rows, one round trip a completion and one commit.
     async fn complete_many(&self, completions: &[(LeaseHandle, &[u8])]) -> Result<Vec<Result<()>>> {
         let db = self;
         db.write("complete many", async |conn, effects| {

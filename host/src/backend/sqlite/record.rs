@@ -117,6 +117,14 @@ macro_rules! columns {
                 })+
                 set.join(", ")
             }
+
+            /// Bring `stored` up to this row after a save, copying only the
+            /// columns that changed.
+            fn catch_up(&self, stored: &mut Exec) {
+                $(if self.$value != stored.$value {
+                    stored.$value = self.$value.clone();
+                })+
+            }
         }
     };
 }
@@ -150,21 +158,30 @@ static SAVE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 });
 
 impl Exec {
-    /// The row, if the tenant has it.
+    /// The row, if the tenant has it, remembering how it is stored: for a
+    /// write, whose save then updates only what changed.
     pub async fn load(
         conn: &mut SqliteConnection,
         tenant: TenantId,
         id: ExecutionId,
     ) -> Result<Option<Exec>> {
-        sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM executions WHERE tenant_id = ? AND execution_id = ?"
-        ))
-        .bind(tenant)
-        .bind(id)
-        .fetch_optional(conn)
-        .await
-        .map(|row: Option<Exec>| row.map(Exec::remembering_stored))
-        .map_err(EngineError::storage("read execution"))
+        Ok(Self::peek(conn, tenant, id)
+            .await?
+            .map(Exec::remembering_stored))
+    }
+
+    /// The row, if the tenant has it, only to read.
+    pub async fn peek(
+        conn: &mut SqliteConnection,
+        tenant: TenantId,
+        id: ExecutionId,
+    ) -> Result<Option<Exec>> {
+        sqlx::query_as(&Self::select_sql("tenant_id = ? AND execution_id = ?"))
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(conn)
+            .await
+            .map_err(EngineError::storage("read execution"))
     }
 
     /// The rows of several executions in one statement (those that exist),
@@ -256,13 +273,8 @@ impl Exec {
     /// writes only what changed. The read paths of writes call it; a row
     /// without it is written whole.
     pub fn remembering_stored(mut self) -> Self {
-        self.remember_stored();
-        self
-    }
-
-    fn remember_stored(&mut self) {
-        self.stored = None;
         self.stored = Some(Box::new(self.clone()));
+        self
     }
 
     /// Whether `lease` names this row's live lease.
@@ -370,9 +382,9 @@ impl Exec {
     }
 
     /// [`Exec::save`], with more writes of the same transition (its attempt,
-    /// its outbox row) sent after the row's own in the same round trip. An
-    /// update sets only the columns that differ from `before`, so unchanged
-    /// indexes and payloads are not rewritten.
+    /// its outbox row) sent after the row's own in the same round trip. A row
+    /// that remembers how it is stored sets only the columns that differ
+    /// from that, so unchanged indexes and payloads are not rewritten.
     pub async fn save_and(
         &mut self,
         conn: &mut SqliteConnection,
@@ -411,8 +423,9 @@ impl Exec {
         }
         more(self, &mut writes, effects);
         writes.run(conn, "write execution").await?;
-        if stored.is_some() {
-            self.remember_stored();
+        if let Some(mut stored) = stored {
+            self.catch_up(&mut stored);
+            self.stored = Some(stored);
         }
         // Every move out of `active` drops the lease: a concurrency slot held
         // goes to the key's next execution.
