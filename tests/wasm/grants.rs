@@ -42,12 +42,7 @@ async fn an_allowed_call_succeeds_and_is_logged_without_its_path() {
     let ex = env.wait_terminal(id).await;
     assert_eq!(text(&ex.result), "status=200 bytes=4 body=ping");
     assert_eq!(up.hits(), 1);
-    let frames = env
-        .db
-        .engine
-        .read_frames(env.tenant, id, 1, 0, 100)
-        .await
-        .unwrap();
+    let frames = env.first_attempt_frames(id, 100).await;
     let http: Vec<serde_json::Value> = frames
         .iter()
         .filter(|f| f.frame_type == "http")

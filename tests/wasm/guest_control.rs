@@ -131,12 +131,7 @@ async fn failing_renewals_make_the_lease_unhealthy_until_one_succeeds(store: Sto
     let id = env.submit("testkit", "steps:unhealthy", 0).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     let health = loop {
-        let frames = env
-            .db
-            .engine
-            .read_frames(env.tenant, id, 1, 0, 10)
-            .await
-            .unwrap();
+        let frames = env.first_attempt_frames(id, 10).await;
         if let Some(f) = frames.iter().find(|f| f.frame_type == "health") {
             break String::from_utf8(f.payload.clone()).unwrap();
         }

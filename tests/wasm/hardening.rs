@@ -63,12 +63,7 @@ async fn frames_stop_at_the_attempts_byte_cap(store: Store) {
         report.contains("LimitExceeded") && report.contains("max_frame_bytes_per_attempt"),
         "{report}"
     );
-    let frames = env
-        .db
-        .engine
-        .read_frames(env.tenant, id, 1, 0, 1_000)
-        .await
-        .unwrap();
+    let frames = env.first_attempt_frames(id, 1_000).await;
     let bytes: usize = frames.iter().map(|f| f.payload.len()).sum();
     assert!(bytes <= 256 << 10, "{bytes} bytes kept");
     pool.shutdown().await;

@@ -87,12 +87,7 @@ async fn every_language_reports_progress_and_appends_dense_frames() {
         let done = completed(&env, lang, id).await;
         assert_eq!(text(&done.result), "frames=4", "{lang}");
         assert_eq!(done.progress_percent, Some(100), "{lang}");
-        let frames = env
-            .db
-            .engine
-            .read_frames(env.tenant, id, 1, 0, 100)
-            .await
-            .unwrap();
+        let frames = env.first_attempt_frames(id, 100).await;
         let items: Vec<(i64, String)> = frames
             .iter()
             .filter(|f| f.frame_type == "item")
@@ -119,12 +114,7 @@ async fn every_language_prices_an_order_and_refuses_one_that_is_not_json() {
             "{lang}"
         );
         assert_eq!(done.progress_percent, Some(100), "{lang}");
-        let frames = env
-            .db
-            .engine
-            .read_frames(env.tenant, id, 1, 0, 10)
-            .await
-            .unwrap();
+        let frames = env.first_attempt_frames(id, 10).await;
         let totals: Vec<_> = frames.iter().filter(|f| f.frame_type == "total").collect();
         assert_eq!(totals.len(), 1, "{lang}");
         assert_eq!(totals[0].payload, b"399", "{lang}");
@@ -186,12 +176,7 @@ async fn every_language_suspends_and_is_resumed_by_a_signal() {
     let ids = submit_all(&env, "wait:approval", 0).await;
     for (lang, id) in &ids {
         env.wait_state(*id, PublicState::Suspended).await;
-        let frames = env
-            .db
-            .engine
-            .read_frames(env.tenant, *id, 1, 0, 10)
-            .await
-            .unwrap();
+        let frames = env.first_attempt_frames(*id, 10).await;
         let frame = String::from_utf8(frames[0].payload.clone()).unwrap();
         let token = frame
             .strip_prefix("approval=")

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use flowfabric::engine::Limits;
 use flowfabric::model::TenantId;
-use flowfabric::model::{Backoff, Execution, ExecutionId, NewExecution, PublicState};
+use flowfabric::model::{Backoff, Execution, ExecutionId, Frame, NewExecution, PublicState};
 use flowfabric::runtime::{Runtime, SandboxLimits};
 use flowfabric::worker::{WorkerConfig, WorkerPool};
 use flowfabric_tests::{guest, runtime, Store, TestDb};
@@ -89,6 +89,15 @@ impl Env {
             ex.last_failure
         );
         text(&ex.result)
+    }
+
+    /// Up to `limit` frames of the execution's first attempt, in order.
+    pub async fn first_attempt_frames(&self, id: ExecutionId, limit: u32) -> Vec<Frame> {
+        self.db
+            .engine
+            .read_frames(self.tenant, id, 1, 0, limit)
+            .await
+            .expect("read frames")
     }
 
     pub async fn wait_terminal(&self, id: ExecutionId) -> Execution {

@@ -14,12 +14,7 @@ async fn echo_round_trips_with_progress_and_frames() {
     let ex = env.wait_terminal(id).await;
     assert_eq!(ex.state, PublicState::Completed, "{:?}", ex.last_failure);
     assert_eq!(text(&ex.result), "hello, wasm");
-    let frames = env
-        .db
-        .engine
-        .read_frames(env.tenant, id, 1, 0, 100)
-        .await
-        .unwrap();
+    let frames = env.first_attempt_frames(id, 100).await;
     assert_eq!(frames.len(), 1);
     assert_eq!((frames[0].seq, frames[0].frame_type.as_str()), (1, "echo"));
     assert_eq!(frames[0].payload, b"hello, wasm");
@@ -176,12 +171,7 @@ async fn stdout_stderr_logs_and_frames_are_captured_in_order() {
     let id = env.submit("testkit", "frames:5", 0).await;
     let ex = env.wait_terminal(id).await;
     assert_eq!(text(&ex.result), "frames=5");
-    let frames = env
-        .db
-        .engine
-        .read_frames(env.tenant, id, 1, 0, 100)
-        .await
-        .unwrap();
+    let frames = env.first_attempt_frames(id, 100).await;
     let types: Vec<&str> = frames.iter().map(|f| f.frame_type.as_str()).collect();
     assert_eq!(types, ["log", "item", "item", "item", "item", "item"]);
     let seqs: Vec<i64> = frames.iter().map(|f| f.seq).collect();
@@ -189,12 +179,7 @@ async fn stdout_stderr_logs_and_frames_are_captured_in_order() {
 
     let id = env.submit("testkit", "print:hi there", 0).await;
     env.wait_terminal(id).await;
-    let frames = env
-        .db
-        .engine
-        .read_frames(env.tenant, id, 1, 0, 100)
-        .await
-        .unwrap();
+    let frames = env.first_attempt_frames(id, 100).await;
     let by_type: Vec<(&str, &[u8])> = frames
         .iter()
         .map(|f| (f.frame_type.as_str(), f.payload.as_slice()))

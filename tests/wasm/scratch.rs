@@ -75,11 +75,8 @@ async fn scratch_is_the_attempts_own_bounded_and_removed_after() {
     let ex = env.wait_terminal(id).await;
     assert_eq!(text(&ex.result), "before=[] error=io");
     let stderr: Vec<u8> = env
-        .db
-        .engine
-        .read_frames(env.tenant, id, 1, 0, 100)
+        .first_attempt_frames(id, 100)
         .await
-        .unwrap()
         .into_iter()
         .filter(|f| f.frame_type == "stderr")
         .flat_map(|f| f.payload)

@@ -51,12 +51,7 @@ async fn a_transient_failure_after_a_step_retries_without_repeating_it(store: St
         ]
     );
     // Each record was announced as a durable `step` frame of attempt 1.
-    let frames = env
-        .db
-        .engine
-        .read_frames(env.tenant, id, 1, 0, 100)
-        .await
-        .unwrap();
+    let frames = env.first_attempt_frames(id, 100).await;
     let announced: Vec<serde_json::Value> = frames
         .iter()
         .filter(|f| f.frame_type == "step")

@@ -17,12 +17,7 @@ async fn a_guest_suspends_and_a_signal_resumes_it(store: Store) {
     env.wait_state(id, PublicState::Suspended).await;
 
     // The guest handed out its token as a frame; the API lists it too.
-    let frames = env
-        .db
-        .engine
-        .read_frames(env.tenant, id, 1, 0, 10)
-        .await
-        .unwrap();
+    let frames = env.first_attempt_frames(id, 10).await;
     let frame = String::from_utf8(frames[0].payload.clone()).unwrap();
     let token = frame
         .strip_prefix("approval=")
@@ -129,12 +124,7 @@ async fn a_guest_spawns_children_waits_for_them_and_reads_their_outcomes(store: 
 
 /// The token the guest wrote for `key` in its `waitpoint` frame.
 async fn token_for(env: &Env, id: flowfabric::model::ExecutionId, key: &str) -> String {
-    let frames = env
-        .db
-        .engine
-        .read_frames(env.tenant, id, 1, 0, 10)
-        .await
-        .unwrap();
+    let frames = env.first_attempt_frames(id, 10).await;
     frames
         .iter()
         .find_map(|f| {
