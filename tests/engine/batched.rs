@@ -5,8 +5,8 @@ use flowfabric_tests::Store;
 use std::collections::HashMap;
 
 use flowfabric::model::{
-    ClaimedExecution, CompletionEvent, FlowEdge, FlowMember, GraphChange, JoinPolicy, LeaseHandle,
-    NewExecution, NewFlow, PublicState,
+    AttemptState, ClaimedExecution, CompletionEvent, FlowEdge, FlowMember, GraphChange, JoinPolicy,
+    LeaseHandle, NewExecution, NewFlow, PublicState,
 };
 use flowfabric::EngineError;
 
@@ -235,7 +235,58 @@ async fn a_completion_twice_in_one_batch_is_written_once(store: Store) {
     );
 }
 
+/// A claim and a completion batch of many rows (written chunk by chunk on
+/// SQLite) give every row its own attempt, lease events and outbox row.
+async fn a_large_claim_and_completion_batch_write_every_row(store: Store) {
+    let (db, t) = setup_on(store).await;
+    let e = &db.engine;
+    for i in 0..100 {
+        e.create(t, task(&format!("in-{i}"))).await.unwrap();
+    }
+    let claimed = e.claim(&request(100)).await.unwrap();
+    assert_eq!(claimed.len(), 100);
+    for c in &claimed {
+        let attempts = e.attempts(t, c.lease.execution_id).await.unwrap();
+        let [attempt] = &attempts[..] else {
+            panic!("one attempt each: {attempts:?}")
+        };
+        assert_eq!(
+            (attempt.attempt_index, attempt.lease_epoch, attempt.state),
+            (
+                c.lease.attempt_index,
+                c.lease.lease_epoch,
+                AttemptState::Running
+            )
+        );
+    }
+    let results = e
+        .complete_many(&completing(&claimed, b"done"))
+        .await
+        .expect("the batch is written");
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    for c in &claimed {
+        let id = c.lease.execution_id;
+        let ex = e.get(t, id).await.unwrap();
+        assert_eq!(
+            (ex.state, ex.result),
+            (PublicState::Completed, Some(b"done".to_vec()))
+        );
+        let attempts = e.attempts(t, id).await.unwrap();
+        assert_eq!(attempts[0].state, AttemptState::Succeeded, "{id}");
+        let kinds: Vec<String> = e
+            .lease_history(t, id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|ev| ev.kind)
+            .collect();
+        assert_eq!(kinds, ["acquired", "released"], "{id}");
+    }
+    assert_eq!(db.events::<CompletionEvent>(t).await.len(), 100);
+}
+
 on_both_backends!(
+    a_large_claim_and_completion_batch_write_every_row,
     a_completion_twice_in_one_batch_is_written_once,
     each_completion_in_a_batch_is_fenced_and_answered_on_its_own,
     a_batch_that_ends_every_upstream_releases_the_join,

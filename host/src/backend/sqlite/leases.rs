@@ -15,11 +15,13 @@ use sqlx::types::Json;
 use sqlx::SqliteConnection;
 use uuid::Uuid;
 
+use super::batch::Batch;
 use super::budget_admission;
 use super::concurrency::{self, KeyVerdict};
 use super::executions::{end_attempt, write_end_attempt};
 use super::record::{not_found, Exec};
 use super::time::{after, after_ms, at, millis_of, now, Millis};
+use super::writes::Writes;
 use super::{Effects, SqliteBackend};
 use crate::backend::Leases;
 use crate::backend::{stale_lease, LeaseLookup, LeaseMiss, NOT_HELD};
@@ -68,18 +70,29 @@ impl Leases for SqliteBackend {
                 }
             }
             queues.shuffle(&mut rand::rng());
-            let mut claimed = Vec::new();
+            let mut leased = Batch::new();
+            let write_attempt = |row: &Exec,
+                                 attempt: &(AttemptType, TaskCeilings),
+                                 w: &mut Writes<'_>,
+                                 _: &mut Effects| {
+                write_attempt(w, row, attempt.0, request, now);
+            };
             let mut progressed = true;
-            while progressed && claimed.len() < request.limit as usize {
+            while progressed && leased.len() < request.limit as usize {
                 progressed = false;
                 for (queue, ceilings, exhausted) in &mut queues {
-                    if claimed.len() == request.limit as usize {
+                    if leased.len() == request.limit as usize {
                         break;
                     }
                     let Some(mut row) = queue.next() else {
                         continue;
                     };
                     progressed = true;
+                    // What the checks below read must see the leases so far
+                    // (a key's running count); most rows need neither check.
+                    if *exhausted || row.concurrency_key.is_some() {
+                        leased.save(conn, effects, write_attempt).await?;
+                    }
                     // Budget admission: what an exhausted budget covers is not
                     // started but blocked, so the next claim looks past it.
                     if *exhausted && budget_admission::over_budget(conn, &row).await? {
@@ -93,10 +106,16 @@ impl Leases for SqliteBackend {
                             continue;
                         }
                     }
-                    claimed
-                        .push(lease_row(conn, &mut row, request, *ceilings, now, effects).await?);
+                    let before = row.lease_before();
+                    let attempt_type = lease_row(&mut row, request, now);
+                    leased.push(row, Some(before), (attempt_type, *ceilings));
                 }
             }
+            leased.save(conn, effects, write_attempt).await?;
+            let claimed: Vec<ClaimedExecution> = leased
+                .into_rows()
+                .map(|p| claimed_execution(p.row, p.extra.0, p.extra.1, now))
+                .collect();
             tracing::debug!(claimed = claimed.len(), "claim");
             Ok(claimed)
         })
@@ -130,40 +149,47 @@ impl Leases for SqliteBackend {
     /// fence is checked before anything is written, so the rest go on. A
     /// storage error fails the whole batch, which rolls back, and the worker
     /// pool's completer then writes them one at a time. The batch costs one
-    /// read of its rows, one round trip a completion and one commit.
+    /// read of its rows, one round trip a chunk of completions
+    /// ([`Batch`]) and one commit.
     async fn complete_many(&self, completions: &[(LeaseHandle, &[u8])]) -> Result<Vec<Result<()>>> {
         let db = self;
         db.write("complete many", async |conn, effects| {
+            let now = now();
+            let write_end = |row: &Exec, _: &(), w: &mut Writes<'_>, effects: &mut Effects| {
+                write_success(w, row, now, effects);
+            };
             let mut results = Vec::with_capacity(completions.len());
             let keys = completions
                 .iter()
                 .map(|(l, _)| (l.tenant_id, l.execution_id));
             let mut rows = Exec::load_many(conn, keys).await?;
+            let mut ended = Batch::new();
             for (lease, result) in completions {
                 let key = (lease.tenant_id, lease.execution_id);
                 // A row read above that the lease still holds; any other (not
-                // held, or completed earlier in this batch) is read again and
-                // explained one by one.
+                // held, or completed earlier in this batch) is read again,
+                // after what is pending is written, and explained one by one.
                 let held = rows.remove(&key).filter(|row| row.is_held_by(lease));
                 let row = match held {
                     Some(row) => Ok(Some(row)),
-                    None => held_or_replayed(conn, lease, AttemptState::Succeeded).await,
+                    None => {
+                        ended.save(conn, effects, write_end).await?;
+                        held_or_replayed(conn, lease, AttemptState::Succeeded).await
+                    }
                 };
-                let row = match row {
-                    Ok(Some(row)) => row,
-                    Ok(None) => {
+                match row {
+                    Ok(Some(mut row)) => {
+                        let before = row.lease_before();
+                        end_with_success(&mut row, result, now);
+                        ended.push(row, Some(before), ());
                         results.push(Ok(()));
-                        continue;
                     }
+                    Ok(None) => results.push(Ok(())),
                     Err(e @ EngineError::Storage { .. }) => return Err(e),
-                    Err(refused) => {
-                        results.push(Err(refused));
-                        continue;
-                    }
-                };
-                succeed(conn, row, result, effects).await?;
-                results.push(Ok(()));
+                    Err(refused) => results.push(Err(refused)),
+                }
             }
+            ended.save(conn, effects, write_end).await?;
             Ok(results)
         })
         .await
@@ -347,13 +373,23 @@ async fn succeed(
 ) -> Result<()> {
     let now = now();
     let before = row.lease_before();
-    row.make_terminal(TerminalOutcome::Success, now);
-    row.result = Some(result.to_vec());
+    end_with_success(&mut row, result, now);
     row.save_and(conn, Some(before), effects, |row, w, effects| {
-        write_end_attempt(w, row, "succeeded", None, &["running"], now);
-        row.write_completion(w, effects);
+        write_success(w, row, now, effects);
     })
     .await
+}
+
+/// A held row ended with its result, in memory.
+fn end_with_success(row: &mut Exec, result: &[u8], now: Millis) {
+    row.make_terminal(TerminalOutcome::Success, now);
+    row.result = Some(result.to_vec());
+}
+
+/// What a success writes beside its row: the attempt's end and the outbox.
+fn write_success(w: &mut Writes<'_>, row: &Exec, now: Millis, effects: &mut Effects) {
+    write_end_attempt(w, row, "succeeded", None, &["running"], now);
+    row.write_completion(w, effects);
 }
 
 /// Apply a failure to a held row: another attempt after the policy's backoff,
@@ -481,24 +517,16 @@ async fn candidates(
     Ok(all)
 }
 
-/// Give `row` a new lease (and, unless it resumes a suspension, a new attempt).
-async fn lease_row(
-    conn: &mut SqliteConnection,
-    row: &mut Exec,
-    request: &ClaimRequest,
-    ceilings: TaskCeilings,
-    now: Millis,
-    effects: &mut Effects,
-) -> Result<ClaimedExecution> {
-    let before = row.lease_before();
+/// Give `row` a new lease (and, unless it resumes a suspension, a new
+/// attempt), in memory; the claim saves its rows together.
+fn lease_row(row: &mut Exec, request: &ClaimRequest, now: Millis) -> AttemptType {
     let attempt_type = row.attempt_state.next_attempt_type();
     row.lifecycle_phase = LifecyclePhase::Active;
     row.ownership_state = Ownership::Leased;
     row.eligibility_state = Eligibility::NotApplicable;
     row.attempt_state = AttemptPhase::RunningAttempt;
     // A resumed suspension continues its attempt (and its frame sequence).
-    let resumed = attempt_type == AttemptType::Resume;
-    if !resumed {
+    if attempt_type != AttemptType::Resume {
         row.attempt_index += 1;
         row.frame_seq = 0;
     }
@@ -514,43 +542,60 @@ async fn lease_row(
     row.progress_percent = None;
     row.progress_message = None;
     row.updated_at = now;
-    // The attempt row goes in the same round trip as the execution's.
-    row.save_and(conn, Some(before), effects, |row, w, _| {
-        w.statement(
-            "INSERT INTO attempts (tenant_id, execution_id, attempt_index, attempt_type, lease_id, \
-             lease_epoch, worker_id, worker_instance, state, started_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?) \
-             ON CONFLICT (tenant_id, execution_id, attempt_index) DO UPDATE SET \
-                 lease_id = excluded.lease_id, lease_epoch = excluded.lease_epoch, \
-                 worker_id = excluded.worker_id, worker_instance = excluded.worker_instance, \
-                 state = 'running'",
-        )
-        .bind(row.tenant_id)
-        .bind(row.execution_id)
-        .bind(row.attempt_index)
-        .bind(attempt_type_str(attempt_type))
-        .bind(row.lease_id)
-        .bind(row.lease_epoch)
-        .bind(request.worker_id.clone())
-        .bind(request.worker_instance.clone())
-        .bind(now);
-    })
-    .await?;
+    attempt_type
+}
+
+/// The attempt a claim starts (a resumed one's row exists: it takes the new
+/// lease), written with its execution's row.
+fn write_attempt(
+    w: &mut Writes<'_>,
+    row: &Exec,
+    attempt_type: AttemptType,
+    request: &ClaimRequest,
+    now: Millis,
+) {
+    w.statement(
+        "INSERT INTO attempts (tenant_id, execution_id, attempt_index, attempt_type, lease_id, \
+         lease_epoch, worker_id, worker_instance, state, started_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?) \
+         ON CONFLICT (tenant_id, execution_id, attempt_index) DO UPDATE SET \
+             lease_id = excluded.lease_id, lease_epoch = excluded.lease_epoch, \
+             worker_id = excluded.worker_id, worker_instance = excluded.worker_instance, \
+             state = 'running'",
+    )
+    .bind(row.tenant_id)
+    .bind(row.execution_id)
+    .bind(row.attempt_index)
+    .bind(attempt_type_str(attempt_type))
+    .bind(row.lease_id)
+    .bind(row.lease_epoch)
+    .bind(request.worker_id.clone())
+    .bind(request.worker_instance.clone())
+    .bind(now);
+}
+
+/// What the worker gets for a leased row.
+fn claimed_execution(
+    mut row: Exec,
+    attempt_type: AttemptType,
+    ceilings: TaskCeilings,
+    now: Millis,
+) -> ClaimedExecution {
     let lease = row.lease().expect("a claimed row holds a lease");
-    Ok(ClaimedExecution {
+    ClaimedExecution {
         lease,
-        kind: row.kind.clone(),
-        lane: row.lane.clone(),
+        kind: std::mem::take(&mut row.kind),
+        lane: std::mem::take(&mut row.lane),
         input: std::mem::take(&mut row.input),
         priority: row.priority,
-        tags: row.tags.0.clone(),
-        policy: row.policy.0.clone(),
+        tags: std::mem::take(&mut row.tags.0),
+        policy: std::mem::take(&mut row.policy.0),
         attempt_type,
         retry_count: row.retry_count,
         lease_expires_at: at(row.lease_expires_at.unwrap_or(now)),
         ceilings,
-        resumed_from: resumed.then_some(row.suspension_seq),
-    })
+        resumed_from: (attempt_type == AttemptType::Resume).then_some(row.suspension_seq),
+    }
 }
 
 fn attempt_type_str(t: AttemptType) -> &'static str {

@@ -23,6 +23,7 @@
 //! Every operation is supported; the differences from Postgres are in
 //! `docs/storage.md`.
 
+mod batch;
 mod budget_adjustments;
 mod budget_admission;
 mod budgets;

@@ -392,6 +392,17 @@ impl Exec {
         effects: &mut Effects,
         more: impl FnOnce(&Exec, &mut Writes<'_>, &mut Effects),
     ) -> Result<()> {
+        let stored = self.begin_save();
+        let mut writes = Writes::default();
+        self.write_save(stored.as_deref(), before, &mut writes, effects);
+        more(self, &mut writes, effects);
+        writes.run(conn, "write execution").await?;
+        self.end_save(stored, before, conn, effects).await
+    }
+
+    /// A save's first part: the derived columns set, and how the row is
+    /// stored taken out (if known) for [`Exec::write_save`] to compare with.
+    pub(super) fn begin_save(&mut self) -> Option<Box<Exec>> {
         self.blocking_reason = match self.lifecycle_phase {
             LifecyclePhase::Runnable => {
                 Some(runnable_blocking_reason(self.eligibility_state, self.attempt_state).into())
@@ -399,11 +410,21 @@ impl Exec {
             LifecyclePhase::Active | LifecyclePhase::Terminal => None,
             LifecyclePhase::Submitted | LifecyclePhase::Suspended => self.blocking_reason.take(),
         };
-        let mut writes = Writes::default();
-        let stored = self.stored.take();
-        match &stored {
+        self.stored.take()
+    }
+
+    /// A save's statements: the row (only what differs from `stored`, or
+    /// whole) and its lease event.
+    pub(super) fn write_save<'q>(
+        &'q self,
+        stored: Option<&Exec>,
+        before: Option<LeaseBefore>,
+        writes: &mut Writes<'q>,
+        effects: &mut Effects,
+    ) {
+        match stored {
             Some(stored) => {
-                let set = self.bind_changes(stored, &mut writes);
+                let set = self.bind_changes(stored, writes);
                 if !set.is_empty() {
                     writes
                         .statement(&format!(
@@ -415,14 +436,23 @@ impl Exec {
             }
             None => {
                 writes.statement(&SAVE_SQL);
-                self.bind_all(&mut writes);
+                self.bind_all(writes);
             }
         }
         if let Some(before) = before {
-            self.write_lease_event(before, &mut writes, effects);
+            self.write_lease_event(before, writes, effects);
         }
-        more(self, &mut writes, effects);
-        writes.run(conn, "write execution").await?;
+    }
+
+    /// A save's last part, once its statements ran: the stored copy caught
+    /// up, a freed concurrency slot handed on, the work wake-up noted.
+    pub(super) async fn end_save(
+        &mut self,
+        stored: Option<Box<Exec>>,
+        before: Option<LeaseBefore>,
+        conn: &mut SqliteConnection,
+        effects: &mut Effects,
+    ) -> Result<()> {
         if let Some(mut stored) = stored {
             self.catch_up(&mut stored);
             self.stored = Some(stored);
