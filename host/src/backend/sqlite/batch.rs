@@ -19,7 +19,8 @@
 
 use sqlx::SqliteConnection;
 
-use super::record::{Exec, LeaseBefore};
+use super::lease_history::LeaseBefore;
+use super::record::Exec;
 use super::writes::Writes;
 use super::Effects;
 use crate::error::Result;

@@ -15,6 +15,7 @@ use sqlx::types::Json;
 use sqlx::SqliteConnection;
 use uuid::Uuid;
 
+use super::lease_history::LeaseBefore;
 use super::time::{at, Millis};
 use super::writes::Writes;
 use super::{Effects, Finished};
@@ -80,15 +81,6 @@ pub(super) struct Exec {
     /// The row as the database has it, when known: see [`Exec::remembering_stored`].
     #[sqlx(skip)]
     pub(super) stored: Option<Box<Exec>>,
-}
-
-/// What a lease event compares: the row's lease before a change.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(super) struct LeaseBefore {
-    lease_id: Option<Uuid>,
-    lease_expires_at: Option<Millis>,
-    attempt_state_interrupted: bool,
-    reclaim_count: i32,
 }
 
 /// Every column of `executions` but the generated `public_state`, named once:
@@ -258,15 +250,6 @@ impl Exec {
     /// with any `ORDER BY` and `LIMIT`), for `sqlx::query_as`.
     pub fn select_sql(clause: &str) -> String {
         format!("SELECT {COLUMNS} FROM executions WHERE {clause}")
-    }
-
-    pub fn lease_before(&self) -> LeaseBefore {
-        LeaseBefore {
-            lease_id: self.lease_id,
-            lease_expires_at: self.lease_expires_at,
-            attempt_state_interrupted: self.attempt_state == AttemptPhase::AttemptInterrupted,
-            reclaim_count: self.reclaim_count,
-        }
     }
 
     /// Remember the row as it is stored, so that its next [`Exec::save`]
@@ -468,54 +451,6 @@ impl Exec {
             effects.work = true;
         }
         Ok(())
-    }
-
-    /// The Postgres `flowfabric_lease_events` trigger (migration 0015), as Rust:
-    /// the lease event this change from `before` makes, if any.
-    fn write_lease_event<'q>(
-        &'q self,
-        before: LeaseBefore,
-        w: &mut Writes<'q>,
-        effects: &mut Effects,
-    ) {
-        if before.lease_id == self.lease_id && before.lease_expires_at == self.lease_expires_at {
-            return;
-        }
-        let kind = if before.lease_id.is_none() && before.attempt_state_interrupted {
-            "reclaimed"
-        } else if before.lease_id.is_none() {
-            "acquired"
-        } else if self.lease_id.is_some() {
-            "renewed"
-        } else if self.reclaim_count > before.reclaim_count {
-            "expired"
-        } else if self.ownership_state == Ownership::LeaseRevoked
-            || matches!(
-                self.terminal_outcome,
-                Some(
-                    TerminalOutcome::Cancelled
-                        | TerminalOutcome::Expired
-                        | TerminalOutcome::Skipped
-                )
-            )
-        {
-            "revoked"
-        } else {
-            "released"
-        };
-        w.statement(
-            "INSERT INTO lease_events (tenant_id, execution_id, attempt_index, lease_epoch, kind, \
-             lease_expires_at, phase, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(self.tenant_id)
-        .bind(self.execution_id)
-        .bind(self.attempt_index)
-        .bind(self.lease_epoch)
-        .bind(kind)
-        .bind(self.lease_expires_at)
-        .bind(self.lifecycle_phase)
-        .bind(self.updated_at);
-        effects.event_tenants.insert(self.tenant_id);
     }
 
     /// Record the execution's end in the completion outbox. Whatever waits on

@@ -1,0 +1,289 @@
+//! The claim: lease a tenant-fair batch of runnable executions in one write
+//! transaction, and write its rows together ([`Batch`]).
+
+use std::collections::HashSet;
+
+use rand::seq::SliceRandom;
+use sqlx::types::Json;
+use sqlx::SqliteConnection;
+
+use super::batch::Batch;
+use super::budget_admission;
+use super::concurrency::{self, KeyVerdict};
+use super::record::Exec;
+use super::time::{after, after_ms, at, now, Millis};
+use super::writes::Writes;
+use super::{Effects, SqliteBackend};
+use crate::error::{EngineError, Result};
+use crate::model::{AttemptPhase, Eligibility, LifecyclePhase, Ownership};
+use crate::model::{
+    AttemptType, ClaimRequest, ClaimedExecution, TaskCeilings, TenantId, TenantLimits,
+    DEFAULT_START_WINDOW_MS,
+};
+
+/// Lease up to `request.limit` runnable executions, round-robin across
+/// tenants: each tenant's best candidates (priority, then age) within its
+/// room under `max_running` and the start-rate quota; the first of every
+/// tenant goes before the second of any, in a fresh random tenant order per
+/// claim, so no tenant is always served first. A candidate an exhausted
+/// budget covers is blocked instead of started.
+#[tracing::instrument(skip_all, fields(worker = %request.worker_id, limit = request.limit))]
+pub(super) async fn claim(
+    db: &SqliteBackend,
+    request: &ClaimRequest,
+) -> Result<Vec<ClaimedExecution>> {
+    if request.limit == 0 || request.lanes.is_empty() {
+        return Ok(Vec::new());
+    }
+    db.write("claim", async |conn, effects| {
+        let now = now();
+        let mut queues = Vec::new();
+        for (tenant, limits) in tenants_with_work(conn).await? {
+            if request.exclude_tenants.contains(&tenant) {
+                continue;
+            }
+            let room = room(conn, tenant, &limits, request.limit, now).await?;
+            if room == 0 {
+                continue;
+            }
+            let candidates = candidates(conn, tenant, request, room).await?;
+            if !candidates.is_empty() {
+                let exhausted = budget_admission::any_exhausted(conn, tenant).await?;
+                queues.push((
+                    candidates.into_iter(),
+                    TaskCeilings::from(&limits),
+                    exhausted,
+                ));
+            }
+        }
+        queues.shuffle(&mut rand::rng());
+        let mut leased = Batch::new();
+        let write_attempt = |row: &Exec,
+                             attempt: &(AttemptType, TaskCeilings),
+                             w: &mut Writes<'_>,
+                             _: &mut Effects| {
+            write_attempt(w, row, attempt.0, request, now);
+        };
+        let mut progressed = true;
+        while progressed && leased.len() < request.limit as usize {
+            progressed = false;
+            for (queue, ceilings, exhausted) in &mut queues {
+                if leased.len() == request.limit as usize {
+                    break;
+                }
+                let Some(mut row) = queue.next() else {
+                    continue;
+                };
+                progressed = true;
+                // What the checks below read must see the leases so far
+                // (a key's running count); most rows need neither check.
+                if *exhausted || row.concurrency_key.is_some() {
+                    leased.save(conn, effects, write_attempt).await?;
+                }
+                // Budget admission: what an exhausted budget covers is not
+                // started but blocked, so the next claim looks past it.
+                if *exhausted && budget_admission::over_budget(conn, &row).await? {
+                    budget_admission::block(conn, &mut row, effects).await?;
+                    continue;
+                }
+                match concurrency::judge(conn, &row, now).await? {
+                    KeyVerdict::Admit(held) => row.concurrency_held = held,
+                    KeyVerdict::Block(rule) => {
+                        concurrency::block(conn, &mut row, &rule, effects).await?;
+                        continue;
+                    }
+                }
+                let before = row.lease_before();
+                let attempt_type = lease_row(&mut row, request, now);
+                leased.push(row, Some(before), (attempt_type, *ceilings));
+            }
+        }
+        leased.save(conn, effects, write_attempt).await?;
+        let claimed: Vec<ClaimedExecution> = leased
+            .into_rows()
+            .map(|p| claimed_execution(p.row, p.extra.0, p.extra.1, now))
+            .collect();
+        tracing::debug!(claimed = claimed.len(), "claim");
+        Ok(claimed)
+    })
+    .await
+}
+
+/// Tenants with claimable work, and their limits (off `executions_claim_idx`).
+async fn tenants_with_work(conn: &mut SqliteConnection) -> Result<Vec<(TenantId, TenantLimits)>> {
+    let rows: Vec<(TenantId, Json<TenantLimits>)> = sqlx::query_as(
+        "SELECT t.tenant_id, t.limits FROM tenants t WHERE EXISTS (\
+             SELECT 1 FROM executions e WHERE e.tenant_id = t.tenant_id \
+             AND e.lifecycle_phase = 'runnable' AND e.eligibility_state = 'eligible_now')",
+    )
+    .fetch_all(conn)
+    .await
+    .map_err(EngineError::storage("claim"))?;
+    Ok(rows.into_iter().map(|(t, l)| (t, l.0)).collect())
+}
+
+/// How many executions the tenant may start now, at most `limit`.
+async fn room(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    limits: &TenantLimits,
+    limit: u32,
+    now: Millis,
+) -> Result<u32> {
+    let mut room = i64::from(limit);
+    if let Some(max) = limits.max_running {
+        let running: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM executions WHERE tenant_id = ? AND lifecycle_phase = 'active'",
+        )
+        .bind(tenant)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(EngineError::storage("claim"))?;
+        room = room.min(i64::from(max) - running);
+    }
+    if let Some(max) = limits.max_starts_per_window {
+        let window = limits.start_window_ms.unwrap_or(DEFAULT_START_WINDOW_MS);
+        let started: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM attempts WHERE tenant_id = ? AND started_at > ?",
+        )
+        .bind(tenant)
+        .bind(now - i64::try_from(window).unwrap_or(i64::MAX))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(EngineError::storage("claim"))?;
+        room = room.min(i64::from(max) - started);
+    }
+    Ok(u32::try_from(room.max(0)).unwrap_or(0))
+}
+
+/// The tenant's best `room` claimable executions in the request's lanes whose
+/// required capabilities the worker has.
+async fn candidates(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    request: &ClaimRequest,
+    room: u32,
+) -> Result<Vec<Exec>> {
+    let capabilities = serde_json::to_string(&request.capabilities).expect("strings serialise");
+    let mut all = Vec::new();
+    let lanes: HashSet<&String> = request.lanes.iter().collect();
+    let sql = Exec::select_sql(
+        "tenant_id = ? AND lane = ? AND lifecycle_phase = 'runnable' \
+           AND eligibility_state = 'eligible_now' \
+           AND (required_capabilities = '[]' OR NOT EXISTS ( \
+               SELECT 1 FROM json_each(required_capabilities) need \
+               WHERE need.value NOT IN (SELECT value FROM json_each(?)))) \
+         ORDER BY priority DESC, eligible_at, execution_id LIMIT ?",
+    );
+    for lane in lanes {
+        let rows: Vec<Exec> = sqlx::query_as(&sql)
+            .bind(tenant)
+            .bind(lane)
+            .bind(&capabilities)
+            .bind(i64::from(room))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(EngineError::storage("claim"))?;
+        all.extend(rows.into_iter().map(Exec::remembering_stored));
+    }
+    all.sort_by(|a, b| {
+        (b.priority, a.eligible_at, a.execution_id).cmp(&(
+            a.priority,
+            b.eligible_at,
+            b.execution_id,
+        ))
+    });
+    all.truncate(room as usize);
+    Ok(all)
+}
+
+/// Give `row` a new lease (and, unless it resumes a suspension, a new
+/// attempt), in memory; the claim saves its rows together.
+fn lease_row(row: &mut Exec, request: &ClaimRequest, now: Millis) -> AttemptType {
+    let attempt_type = row.attempt_state.next_attempt_type();
+    row.lifecycle_phase = LifecyclePhase::Active;
+    row.ownership_state = Ownership::Leased;
+    row.eligibility_state = Eligibility::NotApplicable;
+    row.attempt_state = AttemptPhase::RunningAttempt;
+    // A resumed suspension continues its attempt (and its frame sequence).
+    if attempt_type != AttemptType::Resume {
+        row.attempt_index += 1;
+        row.frame_seq = 0;
+    }
+    row.lease_epoch += 1;
+    row.lease_id = Some(uuid::Builder::from_random_bytes(rand::random()).into_uuid());
+    row.lease_expires_at = Some(after(now, request.lease_ttl));
+    row.attempt_timeout_at = row
+        .policy
+        .timeouts
+        .attempt_timeout_ms
+        .map(|ms| after_ms(now, ms));
+    row.started_at = row.started_at.or(Some(now));
+    row.progress_percent = None;
+    row.progress_message = None;
+    row.updated_at = now;
+    attempt_type
+}
+
+/// The attempt a claim starts (a resumed one's row exists: it takes the new
+/// lease), written with its execution's row.
+fn write_attempt(
+    w: &mut Writes<'_>,
+    row: &Exec,
+    attempt_type: AttemptType,
+    request: &ClaimRequest,
+    now: Millis,
+) {
+    w.statement(
+        "INSERT INTO attempts (tenant_id, execution_id, attempt_index, attempt_type, lease_id, \
+         lease_epoch, worker_id, worker_instance, state, started_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?) \
+         ON CONFLICT (tenant_id, execution_id, attempt_index) DO UPDATE SET \
+             lease_id = excluded.lease_id, lease_epoch = excluded.lease_epoch, \
+             worker_id = excluded.worker_id, worker_instance = excluded.worker_instance, \
+             state = 'running'",
+    )
+    .bind(row.tenant_id)
+    .bind(row.execution_id)
+    .bind(row.attempt_index)
+    .bind(attempt_type_str(attempt_type))
+    .bind(row.lease_id)
+    .bind(row.lease_epoch)
+    .bind(request.worker_id.clone())
+    .bind(request.worker_instance.clone())
+    .bind(now);
+}
+
+/// What the worker gets for a leased row.
+fn claimed_execution(
+    mut row: Exec,
+    attempt_type: AttemptType,
+    ceilings: TaskCeilings,
+    now: Millis,
+) -> ClaimedExecution {
+    let lease = row.lease().expect("a claimed row holds a lease");
+    ClaimedExecution {
+        lease,
+        kind: std::mem::take(&mut row.kind),
+        lane: std::mem::take(&mut row.lane),
+        input: std::mem::take(&mut row.input),
+        priority: row.priority,
+        tags: std::mem::take(&mut row.tags.0),
+        policy: std::mem::take(&mut row.policy.0),
+        attempt_type,
+        retry_count: row.retry_count,
+        lease_expires_at: at(row.lease_expires_at.unwrap_or(now)),
+        ceilings,
+        resumed_from: (attempt_type == AttemptType::Resume).then_some(row.suspension_seq),
+    }
+}
+
+fn attempt_type_str(t: AttemptType) -> &'static str {
+    match t {
+        AttemptType::Initial | AttemptType::Resume => "initial",
+        AttemptType::Retry => "retry",
+        AttemptType::Reclaim => "reclaim",
+        AttemptType::Replay => "replay",
+        AttemptType::Delayed => "delayed",
+    }
+}
