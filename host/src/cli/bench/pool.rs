@@ -7,7 +7,10 @@
 //! concurrency N against a pool of N slots (`scripts/bench-peer.sh` runs both on
 //! the same server). The queue-only figures and their raw-SQL ratios are in
 //! `bench engine`. With `--sqlite`, each row also runs on a fresh embedded
-//! SQLite file, reported as a ratio to Postgres in the same run.
+//! SQLite file, reported as a ratio to Postgres in the same run: `--rounds`
+//! pairs (Postgres, then SQLite), and the median of the pairs' ratios with
+//! their range, since on a small shared machine one pair can swing by more
+//! than the difference measured.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,7 +23,7 @@ use flowfabric::model::NewExecution;
 use flowfabric::runtime::{Runtime, RuntimeConfig};
 use flowfabric::worker::{WorkerConfig, WorkerPool};
 
-use super::{wait_for_completions, write_json};
+use super::{median, wait_for_completions, write_json};
 
 #[derive(clap::Args)]
 pub struct PoolBench {
@@ -43,6 +46,10 @@ pub struct PoolBench {
     /// Also run each row on a fresh SQLite file (the embedded default).
     #[arg(long)]
     sqlite: bool,
+    /// Rounds per row; each figure is the median over them (with
+    /// `--sqlite`, of the paired ratios).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=50))]
+    rounds: u32,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json_out: Option<std::path::PathBuf>,
@@ -62,9 +69,11 @@ struct Row {
     slots: usize,
     executions: usize,
     process_per_s: f64,
-    /// The same row on SQLite, and its ratio to Postgres.
+    /// The same row on SQLite, and its ratio to Postgres (the median of
+    /// the rounds' paired ratios, and their lowest and highest).
     sqlite_per_s: Option<f64>,
     sqlite_vs_postgres: Option<f64>,
+    sqlite_vs_postgres_range: Option<(f64, f64)>,
     /// What each execution cost the server (with `--server-cost`).
     server_cost: Option<PerExecution>,
 }
@@ -78,44 +87,65 @@ pub async fn run(args: PoolBench) -> anyhow::Result<()> {
     let wasm = std::fs::read(&path)
         .with_context(|| format!("reading {} (build the guests first)", path.display()))?;
     let mut rows = Vec::new();
+    let per_s = |elapsed: Duration| args.executions as f64 / elapsed.as_secs_f64();
     for &slots in &args.slots {
-        let scratch = ScratchDatabase::create(&args.database_url)
-            .await
-            .context("creating a scratch database")?;
-        let measured = round(&scratch.url, &wasm, &args, slots).await;
-        scratch.drop().await?;
-        let (elapsed, server_cost) = measured?;
-        let per_s = |elapsed: Duration| args.executions as f64 / elapsed.as_secs_f64();
-        let process_per_s = per_s(elapsed);
-        let sqlite_per_s = match args.sqlite {
-            true => Some(per_s(sqlite_round(&wasm, &args, slots).await?)),
-            false => None,
+        let (mut postgres, mut sqlite, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        let mut server_cost = None;
+        for _ in 0..args.rounds {
+            let scratch = ScratchDatabase::create(&args.database_url)
+                .await
+                .context("creating a scratch database")?;
+            let measured = round(&scratch.url, &wasm, &args, slots).await;
+            scratch.drop().await?;
+            let (elapsed, cost) = measured?;
+            server_cost = server_cost.or(cost);
+            let pg = per_s(elapsed);
+            postgres.push(pg);
+            if args.sqlite {
+                let embedded = per_s(sqlite_round(&wasm, &args, slots).await?);
+                sqlite.push(embedded);
+                ratios.push(embedded / pg);
+            }
+        }
+        let range = |v: &[f64]| {
+            let lowest = v.iter().copied().fold(f64::INFINITY, f64::min);
+            (lowest, v.iter().copied().fold(lowest, f64::max))
         };
         rows.push(Row {
             slots,
             executions: args.executions,
-            process_per_s,
-            sqlite_per_s,
-            sqlite_vs_postgres: sqlite_per_s.map(|s| s / process_per_s),
+            process_per_s: median(postgres),
+            sqlite_per_s: (!sqlite.is_empty()).then(|| median(sqlite)),
+            sqlite_vs_postgres_range: (!ratios.is_empty()).then(|| range(&ratios)),
+            sqlite_vs_postgres: (!ratios.is_empty()).then(|| median(ratios)),
             server_cost,
         });
     }
     println!(
-        "{} executions of a wasm echo through the worker pool; completed/s",
-        args.executions
+        "{} executions of a wasm echo through the worker pool; completed/s{}",
+        args.executions,
+        match args.rounds {
+            1 => String::new(),
+            n => format!(", medians of {n} rounds"),
+        }
     );
     println!(
-        "{:>5} {:>12} {:>12} {:>8}",
-        "slots", "postgres", "sqlite", "ratio"
+        "{:>5} {:>12} {:>12} {:>8} {:>12}",
+        "slots", "postgres", "sqlite", "ratio", "range"
     );
     for r in &rows {
-        let (sqlite, ratio) = match (r.sqlite_per_s, r.sqlite_vs_postgres) {
-            (Some(s), Some(x)) => (format!("{s:.0}"), format!("{x:.2}")),
-            _ => ("-".into(), "-".into()),
+        let (sqlite, ratio, range) = match (r.sqlite_per_s, r.sqlite_vs_postgres) {
+            (Some(s), Some(x)) => (
+                format!("{s:.0}"),
+                format!("{x:.2}"),
+                r.sqlite_vs_postgres_range
+                    .map_or_else(String::new, |(lo, hi)| format!("{lo:.2}-{hi:.2}")),
+            ),
+            _ => ("-".into(), "-".into(), String::new()),
         };
         println!(
-            "{:>5} {:>12.0} {:>12} {:>8}",
-            r.slots, r.process_per_s, sqlite, ratio
+            "{:>5} {:>12.0} {:>12} {:>8} {:>12}",
+            r.slots, r.process_per_s, sqlite, ratio, range
         );
     }
     for r in &rows {
