@@ -2,7 +2,9 @@ use flowfabric_tests::Store;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use flowfabric::model::{ClaimRequest, NewExecution, TenantLimits};
+use flowfabric::model::{
+    ClaimRequest, ConcurrencyLimit, ConcurrencyScope, KeyLimit, NewExecution, TenantLimits,
+};
 
 use crate::{claim_none, claim_one, request, setup, setup_on, task};
 
@@ -160,8 +162,10 @@ async fn claim_stays_on_its_index_with_a_large_backlog() {
             for limit in [1, 100] {
                 let plan = backend.explain_claim(&request(limit)).await.unwrap();
                 let shown = format!("limit {limit}, analyzed: {analyzed}, admission: {admission}");
+                // Every shape checks whether admission is needed; only the
+                // admission shape blocks what an exhausted budget covers.
                 assert_eq!(
-                    plan.contains("budget_dimensions"),
+                    plan.contains("CTE blocked"),
                     admission,
                     "claim ({shown}) has the wrong shape:\n{plan}"
                 );
@@ -269,7 +273,63 @@ async fn the_claim_is_planned_once_per_connection() {
     }
 }
 
+/// A limit set between two claims binds the very next one: Postgres claims
+/// in the shape the last claim found needed, and that shape must not claim
+/// past a limit set since (a tenant's running limit, then a key's).
+async fn a_limit_set_between_claims_binds_the_very_next_claim(store: Store) {
+    let (db, t) = setup_on(store).await;
+    let e = &db.engine;
+    for i in 0..3 {
+        e.create(t, task(&format!("plain-{i}"))).await.unwrap();
+    }
+    assert_eq!(e.claim(&request(1)).await.unwrap().len(), 1);
+    let one_running = TenantLimits {
+        max_running: Some(1),
+        ..TenantLimits::default()
+    };
+    e.set_tenant_limits(t, one_running).await.unwrap();
+    assert!(
+        e.claim(&request(5)).await.unwrap().is_empty(),
+        "the tenant's one running slot is taken"
+    );
+    e.set_tenant_limits(t, TenantLimits::default())
+        .await
+        .unwrap();
+    assert_eq!(e.claim(&request(5)).await.unwrap().len(), 2);
+    assert_eq!(
+        e.claim(&request(5)).await.unwrap().len(),
+        0,
+        "nothing left to claim"
+    );
+
+    let one_per_key = ConcurrencyLimit {
+        scope: ConcurrencyScope::Kind,
+        name: "echo".into(),
+        limit: KeyLimit {
+            max_running: 1,
+            max_starts: None,
+            window_ms: None,
+        },
+    };
+    e.create(t, task("plain-3")).await.unwrap();
+    assert_eq!(e.claim(&request(5)).await.unwrap().len(), 1);
+    e.set_concurrency_limit(t, one_per_key).await.unwrap();
+    for _ in 0..2 {
+        let keyed = NewExecution {
+            concurrency_key: Some("customer".into()),
+            ..task("keyed")
+        };
+        e.create(t, keyed).await.unwrap();
+    }
+    assert_eq!(
+        e.claim(&request(5)).await.unwrap().len(),
+        1,
+        "one of the key's two runs at a time"
+    );
+}
+
 on_both_backends!(
+    a_limit_set_between_claims_binds_the_very_next_claim,
     priority_then_age_ordering,
     capability_subset_match,
     lanes_partition_work,

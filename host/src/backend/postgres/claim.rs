@@ -1,6 +1,7 @@
 //! The claim: one statement that picks, locks and leases executions across
 //! tenants, and the probe that picks its shape.
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -199,10 +200,11 @@ const RUNNABLE: &str = "e.lifecycle_phase = 'runnable'
 
 /// Whether any tenant has a limit or an exhausted budget, so claims need the
 /// admission subqueries (both answered off partial indexes; migration 0014).
-const SHAPE_SQL: &str = "SELECT EXISTS (SELECT 1 FROM tenants \
+const NEEDS_ADMISSION: &str = "(EXISTS (SELECT 1 FROM tenants \
         WHERE max_running IS NOT NULL OR max_starts_per_window IS NOT NULL) \
-    OR EXISTS (SELECT 1 FROM budget_dimensions WHERE exhausted), \
-    EXISTS (SELECT 1 FROM concurrency_limits)";
+    OR EXISTS (SELECT 1 FROM budget_dimensions WHERE exhausted))";
+/// Whether any tenant has a concurrency-key limit, so claims need the key parts.
+const NEEDS_KEYS: &str = "EXISTS (SELECT 1 FROM concurrency_limits)";
 
 /// Round-robin across tenants: the first of every tenant ranks before the
 /// second of any. Within a turn, tenants go in a fresh random order per claim:
@@ -253,11 +255,16 @@ const SHAPE_SQL: &str = "SELECT EXISTS (SELECT 1 FROM tenants \
 ///
 /// Four shapes: the admission parts (the room lateral, the budget probe, the
 /// over-budget check and the blocking update) and the key parts cost more to
-/// plan than the whole claim takes to run, so a claim first asks whether any
-/// tenant has a limit or an exhausted budget, and whether any has a
-/// concurrency limit, and leaves out what no one needs. A limit set, or a
-/// budget exhausted, between that probe and the claim is seen by the next
-/// claim: the same window concurrent claimers already have.
+/// plan than the whole claim takes to run, so a claim leaves out what no one
+/// needs. Which parts are needed is remembered from the last claim
+/// ([`KnownShape`]): every claim's rows say whether any tenant has a limit
+/// or an exhausted budget, and whether any has a concurrency limit, as of the
+/// claim's own snapshot. A shape without some part is gated on its not being
+/// needed, in the same snapshot, so it claims nothing rather than claim past
+/// a limit; a claim that comes back empty on such a shape asks again with a
+/// probe of its own and, if the shape was short, claims again. So a claim is
+/// one round trip, and a limit set, or a budget exhausted, is seen by the
+/// very next claim.
 ///
 /// Planned once per connection, not once per claim. Planning the claim costs
 /// about a millisecond, more than running it, and Postgres replans a prepared
@@ -285,7 +292,7 @@ WITH chosen AS (
             t.max_task_timeout_ms, t.max_memory_mib
         FROM tenants t
 {budget}{room}        CROSS JOIN unnest((SELECT $1::text[])) AS l(lane)
-        WHERE room.n > 0 AND t.tenant_id <> ALL((SELECT $7::uuid[])::uuid[])
+        WHERE room.n > 0 AND t.tenant_id <> ALL((SELECT $7::uuid[])::uuid[]){gate}
         ORDER BY room.draw
     ) r
     CROSS JOIN LATERAL (
@@ -380,7 +387,8 @@ attempt AS (
         worker_id = EXCLUDED.worker_id, worker_instance = EXCLUDED.worker_instance,
         state = 'running'
 )
-SELECT * FROM claimed ORDER BY turn, draw
+SELECT *, (SELECT {needs_admission}) AS needs_admission, (SELECT {needs_keys}) AS needs_keys
+FROM claimed ORDER BY turn, draw
 "#;
 
 /// Which optional parts a claim statement carries.
@@ -392,13 +400,64 @@ struct Shape {
     keys: bool,
 }
 
+impl Shape {
+    const FULL: Shape = Shape {
+        admission: true,
+        keys: true,
+    };
+
+    /// Whether a claim of this shape is right where `needed` is what is set.
+    fn covers(self, needed: Shape) -> bool {
+        (self.admission || !needed.admission) && (self.keys || !needed.keys)
+    }
+
+    fn index(self) -> usize {
+        usize::from(self.admission) * 2 + usize::from(self.keys)
+    }
+}
+
+/// The shape the last claim found needed, shared by a backend's claims.
+#[derive(Default)]
+pub(super) struct KnownShape(AtomicU8);
+
+impl KnownShape {
+    fn get(&self) -> Option<Shape> {
+        match self.0.load(Ordering::Relaxed) {
+            0 => None,
+            known => Some(Shape {
+                admission: known & 2 != 0,
+                keys: known & 1 != 0,
+            }),
+        }
+    }
+
+    fn set(&self, shape: Shape) {
+        self.0.store(4 | shape.index() as u8, Ordering::Relaxed);
+    }
+}
+
 /// The claim statement of `shape`, built once per shape.
 fn claim_sql(shape: Shape) -> &'static str {
     static SHAPES: LazyLock<[String; 4]> = LazyLock::new(|| {
         [(false, false), (false, true), (true, false), (true, true)]
             .map(|(admission, keys)| fill_claim(Shape { admission, keys }))
     });
-    &SHAPES[usize::from(shape.admission) * 2 + usize::from(shape.keys)]
+    &SHAPES[shape.index()]
+}
+
+/// The gate of a shape that leaves parts out: they must not be needed.
+fn gate(shape: Shape) -> String {
+    let mut unneeded = Vec::new();
+    if !shape.admission {
+        unneeded.push(format!("NOT {NEEDS_ADMISSION}"));
+    }
+    if !shape.keys {
+        unneeded.push(format!("NOT {NEEDS_KEYS}"));
+    }
+    match unneeded.is_empty() {
+        true => String::new(),
+        false => format!("\n          AND (SELECT {})", unneeded.join(" AND ")),
+    }
 }
 
 fn fill_claim(shape: Shape) -> String {
@@ -421,6 +480,9 @@ fn fill_claim(shape: Shape) -> String {
         .replace("{admitted}", key(" AND l.key_state = 'admit'", ""))
         .replace("{held}", key("p.rule_scope", "NULL"))
         .replace("{slots_taken}", key(KEY_SLOTS_TAKEN, ""))
+        .replace("{gate}", &gate(shape))
+        .replace("{needs_admission}", NEEDS_ADMISSION)
+        .replace("{needs_keys}", NEEDS_KEYS)
 }
 
 /// The plan Postgres chooses for the claim statement with these arguments
@@ -428,7 +490,7 @@ fn fill_claim(shape: Shape) -> String {
 /// claim stays on `executions_claim_idx` however large the backlog.
 pub(super) async fn explain_claim(pool: &PgPool, request: &ClaimRequest) -> Result<String> {
     let lines: Vec<String> = sqlx::query_scalar_with(
-        &format!("EXPLAIN {}", claim_sql(shape(pool).await?)),
+        &format!("EXPLAIN {}", claim_sql(probe_shape(pool).await?)),
         claim_args(request, "explain claim")?,
     )
     .fetch_all(pool)
@@ -437,8 +499,11 @@ pub(super) async fn explain_claim(pool: &PgPool, request: &ClaimRequest) -> Resu
     Ok(lines.join("\n"))
 }
 
-async fn shape(pool: &PgPool) -> Result<Shape> {
-    let (admission, keys) = sqlx::query_as(SHAPE_SQL)
+/// What the claim needs now, asked on its own.
+async fn probe_shape(pool: &PgPool) -> Result<Shape> {
+    static SHAPE_SQL: LazyLock<String> =
+        LazyLock::new(|| format!("SELECT {NEEDS_ADMISSION}, {NEEDS_KEYS}"));
+    let (admission, keys) = sqlx::query_as(&SHAPE_SQL)
         .fetch_one(pool)
         .await
         .map_err(EngineError::storage("claim admission probe"))?;
@@ -486,21 +551,47 @@ fn claimed_execution(row: &PgRow) -> Result<ClaimedExecution> {
     })
 }
 
-pub(super) async fn claim(pool: &PgPool, request: &ClaimRequest) -> Result<Vec<ClaimedExecution>> {
-    let shape = shape(pool).await?;
-    let rows = sqlx::query_with(claim_sql(shape), claim_args(request, "claim")?)
-        .fetch_all(pool)
-        .await
-        .map_err(EngineError::storage("claim"))?;
-    let claimed = rows
-        .iter()
-        .map(claimed_execution)
-        .collect::<Result<Vec<_>>>()?;
-    tracing::debug!(
-        claimed = claimed.len(),
-        admission = shape.admission,
-        keys = shape.keys,
-        "claim"
-    );
-    Ok(claimed)
+pub(super) async fn claim(
+    pool: &PgPool,
+    known: &KnownShape,
+    request: &ClaimRequest,
+) -> Result<Vec<ClaimedExecution>> {
+    let mut shape = match known.get() {
+        Some(shape) => shape,
+        None => probe_shape(pool).await?,
+    };
+    // The known shape, then the one a probe found needed (short again only
+    // if yet another limit came in between).
+    for _ in 0..3 {
+        let rows = sqlx::query_with(claim_sql(shape), claim_args(request, "claim")?)
+            .fetch_all(pool)
+            .await
+            .map_err(EngineError::storage("claim"))?;
+        if let Some(row) = rows.first() {
+            known.set(Shape {
+                admission: col(row, "needs_admission")?,
+                keys: col(row, "needs_keys")?,
+            });
+        } else if shape != Shape::FULL {
+            // Nothing claimed: no work, or the gate found the shape short.
+            let needed = probe_shape(pool).await?;
+            known.set(needed);
+            if !shape.covers(needed) {
+                shape = needed;
+                continue;
+            }
+        }
+        let claimed = rows
+            .iter()
+            .map(claimed_execution)
+            .collect::<Result<Vec<_>>>()?;
+        tracing::debug!(
+            claimed = claimed.len(),
+            admission = shape.admission,
+            keys = shape.keys,
+            "claim"
+        );
+        return Ok(claimed);
+    }
+    Ok(Vec::new())
 }

@@ -28,7 +28,7 @@ use crate::model::{ClaimRequest, ClaimedExecution, ExecutionId, FailureClass, Te
 impl Leases for PgBackend {
     #[tracing::instrument(skip_all, fields(worker = %request.worker_id, limit = request.limit))]
     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedExecution>> {
-        super::claim::claim(&self.pool, request).await
+        super::claim::claim(&self.pool, &self.claim_shape, request).await
     }
 
     async fn renew(&self, lease: &LeaseHandle, ttl: Duration) -> Result<DateTime<Utc>> {

@@ -85,6 +85,7 @@ const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 pub struct PgBackend {
     pool: PgPool,
     notifications: wakeups::Notifications,
+    claim_shape: claim::KnownShape,
 }
 
 impl PgBackend {
@@ -154,6 +155,7 @@ impl PgBackend {
         Self {
             notifications: wakeups::Notifications::new(pool.clone()),
             pool,
+            claim_shape: claim::KnownShape::default(),
         }
     }
 
