@@ -455,11 +455,8 @@ async fn a_slot_freed_while_a_claim_holds_it_is_given_back_on_postgres() {
 }
 
 /// A claim that finds its key's slot held by another claim (or a run's end)
-/// passes the key at once and leaves its work runnable, not held back; the
-/// next claim takes it. Waiting instead could deadlock: a transaction that
-/// ends a keyed run holds its slot until it commits, and the schedule scanner
-/// then goes on to cancel other schedules' previous runs, which a waiting
-/// claim may hold.
+/// for longer than its short wait passes the key and leaves its work
+/// runnable, not held back; the next claim takes it.
 #[tokio::test]
 async fn a_claim_passes_a_held_slot_and_leaves_its_work_runnable_on_postgres() {
     let (db, t) = crate::setup().await;
@@ -469,7 +466,7 @@ async fn a_claim_passes_a_held_slot_and_leaves_its_work_runnable_on_postgres() {
     let holder = hold_slots(&db, t).await;
     let claimed = tokio::time::timeout(Duration::from_secs(5), claim_keys(e, 10))
         .await
-        .expect("the claim does not wait for the slot");
+        .expect("the claim does not wait long for the slot");
     assert!(claimed.is_empty(), "the held key is passed");
     let ex = e.get(t, queued).await.unwrap();
     assert_eq!(ex.state, PublicState::Waiting);
@@ -481,6 +478,52 @@ async fn a_claim_passes_a_held_slot_and_leaves_its_work_runnable_on_postgres() {
     let next = claim_keys(e, 10).await;
     assert_eq!(next.len(), 1, "the next claim takes the key's work");
     assert_eq!(next[0].1.execution_id, queued);
+}
+
+/// A claim waits for a held slot, but gives way before a lock cycle could
+/// abort anyone. Here the slot's holder goes on to update the claim's
+/// candidate, as the schedule scanner cancels an overlapping schedule's
+/// previous run after counting another run's end: the claim's wait runs out,
+/// it claims again (passing the slot, or taking it if the holder has
+/// committed by then), and the holder's update and commit go through well
+/// before Postgres's deadlock check (1 s) would abort a side.
+#[tokio::test]
+async fn a_claim_waits_for_a_held_slot_and_gives_way_to_its_holder_on_postgres() {
+    let (db, t) = crate::setup().await;
+    let e = &db.engine;
+    set(e, t, limit(ConcurrencyScope::Kind, "echo", 5)).await;
+    let queued = submit(e, t, "a").await;
+    let mut holder = hold_slots(&db, t).await;
+    let holder_goes_on = async {
+        // The claim waits for the slot (a claim that passed at once would
+        // never show here).
+        wait_for_a_lock_wait(&db).await;
+        let started = tokio::time::Instant::now();
+        sqlx::query(
+            "UPDATE executions SET priority = priority + 1 \
+             WHERE tenant_id = $1 AND execution_id = $2",
+        )
+        .bind(t)
+        .bind(queued)
+        .execute(&mut *holder)
+        .await
+        .expect("the holder's update is not aborted");
+        let waited = started.elapsed();
+        holder.commit().await.expect("the holder commits");
+        waited
+    };
+    let (claimed, waited) = tokio::join!(claim_keys(e, 10), holder_goes_on);
+    assert!(
+        waited < Duration::from_millis(800),
+        "the claim gave way after {waited:?}"
+    );
+    let next = claim_keys(e, 10).await;
+    let taken: Vec<ExecutionId> = claimed
+        .iter()
+        .chain(&next)
+        .map(|(_, lease)| lease.execution_id)
+        .collect();
+    assert_eq!(taken, [queued], "taken once, by one claim or the next");
 }
 
 /// The tenant's slots as a claim holds them: updated by a transaction left
