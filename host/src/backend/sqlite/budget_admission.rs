@@ -10,18 +10,7 @@ use super::record::Exec;
 use super::time::now;
 use super::Effects;
 use crate::error::{EngineError, Result};
-use crate::model::{Eligibility, TenantId};
-
-/// Whether the tenant has an exhausted budget at all (one probe of `budget_dimensions_exhausted_idx`).
-pub(super) async fn any_exhausted(conn: &mut SqliteConnection, tenant: TenantId) -> Result<bool> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM budget_dimensions WHERE tenant_id = ? AND exhausted)",
-    )
-    .bind(tenant)
-    .fetch_one(conn)
-    .await
-    .map_err(EngineError::storage("claim"))
-}
+use crate::model::Eligibility;
 
 /// Whether an exhausted budget covers `row`.
 pub(super) async fn over_budget(conn: &mut SqliteConnection, row: &Exec) -> Result<bool> {

@@ -38,7 +38,7 @@ pub(super) async fn claim(
     db.write("claim", async |conn, effects| {
         let now = now();
         let mut queues = Vec::new();
-        for (tenant, limits) in tenants_with_work(conn).await? {
+        for (tenant, limits, exhausted) in tenants_with_work(conn).await? {
             if request.exclude_tenants.contains(&tenant) {
                 continue;
             }
@@ -48,7 +48,6 @@ pub(super) async fn claim(
             }
             let candidates = candidates(conn, tenant, request, room).await?;
             if !candidates.is_empty() {
-                let exhausted = budget_admission::any_exhausted(conn, tenant).await?;
                 queues.push((
                     candidates.into_iter(),
                     TaskCeilings::from(&limits),
@@ -109,17 +108,27 @@ pub(super) async fn claim(
     .await
 }
 
-/// Tenants with claimable work, and their limits (off `executions_claim_idx`).
-async fn tenants_with_work(conn: &mut SqliteConnection) -> Result<Vec<(TenantId, TenantLimits)>> {
-    let rows: Vec<(TenantId, Json<TenantLimits>)> = sqlx::query_as(
-        "SELECT t.tenant_id, t.limits FROM tenants t WHERE EXISTS (\
-             SELECT 1 FROM executions e WHERE e.tenant_id = t.tenant_id \
-             AND e.lifecycle_phase = 'runnable' AND e.eligibility_state = 'eligible_now')",
-    )
-    .fetch_all(conn)
-    .await
-    .map_err(EngineError::storage("claim"))?;
-    Ok(rows.into_iter().map(|(t, l)| (t, l.0)).collect())
+/// Tenants with claimable work, their limits, and whether each has an
+/// exhausted budget (one probe each of `executions_claim_idx` and
+/// `budget_dimensions_exhausted_idx`), in one round trip.
+const TENANTS_WITH_WORK: &str = "SELECT t.tenant_id, t.limits, \
+        EXISTS (SELECT 1 FROM budget_dimensions d WHERE d.tenant_id = t.tenant_id AND d.exhausted) \
+    FROM tenants t WHERE EXISTS (\
+        SELECT 1 FROM executions e WHERE e.tenant_id = t.tenant_id \
+          AND e.lifecycle_phase = 'runnable' AND e.eligibility_state = 'eligible_now')";
+
+/// A tenant's running executions (off `executions_active_idx`).
+const RUNNING: &str =
+    "SELECT count(*) FROM executions WHERE tenant_id = ? AND lifecycle_phase = 'active'";
+
+async fn tenants_with_work(
+    conn: &mut SqliteConnection,
+) -> Result<Vec<(TenantId, TenantLimits, bool)>> {
+    let rows: Vec<(TenantId, Json<TenantLimits>, bool)> = sqlx::query_as(TENANTS_WITH_WORK)
+        .fetch_all(conn)
+        .await
+        .map_err(EngineError::storage("claim"))?;
+    Ok(rows.into_iter().map(|(t, l, x)| (t, l.0, x)).collect())
 }
 
 /// How many executions the tenant may start now, at most `limit`.
@@ -132,13 +141,11 @@ async fn room(
 ) -> Result<u32> {
     let mut room = i64::from(limit);
     if let Some(max) = limits.max_running {
-        let running: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM executions WHERE tenant_id = ? AND lifecycle_phase = 'active'",
-        )
-        .bind(tenant)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(EngineError::storage("claim"))?;
+        let running: i64 = sqlx::query_scalar(RUNNING)
+            .bind(tenant)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(EngineError::storage("claim"))?;
         room = room.min(i64::from(max) - running);
     }
     if let Some(max) = limits.max_starts_per_window {
@@ -285,5 +292,46 @@ fn attempt_type_str(t: AttemptType) -> &'static str {
         AttemptType::Reclaim => "reclaim",
         AttemptType::Replay => "replay",
         AttemptType::Delayed => "delayed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{RUNNING, TENANTS_WITH_WORK};
+    use crate::backend::sqlite::SqliteBackend;
+    use crate::backend::Backend;
+
+    /// The claim's per-tenant lookups stay on their partial indexes, not on
+    /// `executions_state_idx`, which lists a tenant's finished executions
+    /// too: a tenant with a long history would then hold the one writer on
+    /// every claim. (The bundled SQLite plans them so; an older system
+    /// SQLite, 3.40, picks `executions_state_idx` for the first.)
+    #[tokio::test]
+    async fn the_claims_lookups_stay_on_their_partial_indexes() {
+        let dir = std::env::temp_dir().join(format!("ff-plan-{}", uuid::Uuid::now_v7()));
+        let db = SqliteBackend::open(&dir.join("plan.db")).await.unwrap();
+        db.migrate().await.unwrap();
+        let mut conn = db.writer.acquire().await.unwrap();
+        let mut plan = async |sql: &str| -> String {
+            let rows: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
+                    .fetch_all(&mut *conn)
+                    .await
+                    .unwrap();
+            rows.into_iter().map(|r| r.3 + "\n").collect()
+        };
+        let tenants = plan(TENANTS_WITH_WORK).await;
+        assert!(tenants.contains("executions_claim_idx"), "{tenants}");
+        assert!(
+            tenants.contains("budget_dimensions_exhausted_idx"),
+            "{tenants}"
+        );
+        let running = plan(RUNNING).await;
+        assert!(running.contains("executions_active_idx"), "{running}");
+        for plan in [tenants, running] {
+            assert!(!plan.contains("executions_state_idx"), "{plan}");
+        }
+        drop(conn);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }
