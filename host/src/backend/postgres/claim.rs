@@ -435,6 +435,14 @@ impl Shape {
     fn index(self) -> usize {
         usize::from(self.admission) * 2 + usize::from(self.keys)
     }
+
+    /// The shape of [`Shape::index`] `i` (its low two bits).
+    fn from_index(i: usize) -> Shape {
+        Shape {
+            admission: i & 2 != 0,
+            keys: i & 1 != 0,
+        }
+    }
 }
 
 /// The shape the last claim found needed, shared by a backend's claims.
@@ -445,10 +453,7 @@ impl KnownShape {
     fn get(&self) -> Option<Shape> {
         match self.0.load(Ordering::Relaxed) {
             0 => None,
-            known => Some(Shape {
-                admission: known & 2 != 0,
-                keys: known & 1 != 0,
-            }),
+            known => Some(Shape::from_index(usize::from(known))),
         }
     }
 
@@ -462,16 +467,12 @@ impl KnownShape {
 fn claim_sql(shape: Shape, slots: SlotLocks) -> &'static str {
     static SHAPES: LazyLock<[String; 8]> = LazyLock::new(|| {
         std::array::from_fn(|i| {
-            let shape = Shape {
-                admission: i & 2 != 0,
-                keys: i & 1 != 0,
-            };
             let slots = if i & 4 != 0 {
                 SlotLocks::Wait
             } else {
                 SlotLocks::Pass
             };
-            fill_claim(shape, slots)
+            fill_claim(Shape::from_index(i), slots)
         })
     });
     let waits = usize::from(shape.keys && slots == SlotLocks::Wait);

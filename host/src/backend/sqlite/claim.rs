@@ -57,10 +57,10 @@ pub(super) async fn claim(
         }
         queues.shuffle(&mut rand::rng());
         let mut leased = Batch::new();
-        let write_attempt = |row: &Exec,
-                             attempt: &(AttemptType, TaskCeilings),
-                             w: &mut Writes<'_>,
-                             _: &mut Effects| {
+        let with_attempt = |row: &Exec,
+                            attempt: &(AttemptType, TaskCeilings),
+                            w: &mut Writes<'_>,
+                            _: &mut Effects| {
             write_attempt(w, row, attempt.0, request, now);
         };
         let mut progressed = true;
@@ -77,7 +77,7 @@ pub(super) async fn claim(
                 // What the checks below read must see the leases so far
                 // (a key's running count); most rows need neither check.
                 if *exhausted || row.concurrency_key.is_some() {
-                    leased.save(conn, effects, write_attempt).await?;
+                    leased.save(conn, effects, with_attempt).await?;
                 }
                 // Budget admission: what an exhausted budget covers is not
                 // started but blocked, so the next claim looks past it.
@@ -97,7 +97,7 @@ pub(super) async fn claim(
                 leased.push(row, Some(before), (attempt_type, *ceilings));
             }
         }
-        leased.save(conn, effects, write_attempt).await?;
+        leased.save(conn, effects, with_attempt).await?;
         let claimed: Vec<ClaimedExecution> = leased
             .into_rows()
             .map(|p| claimed_execution(p.row, p.extra.0, p.extra.1, now))
