@@ -438,7 +438,7 @@ async fn a_slot_freed_while_a_claim_holds_it_is_given_back_on_postgres() {
         let (e, lease) = (e.clone(), claimed[0].1.clone());
         tokio::spawn(async move { e.complete(&lease, b"done").await })
     };
-    wait_for_a_lock_wait(&db).await;
+    crate::wait_for_a_lock_wait(&db).await;
     holder.commit().await.unwrap();
     ending.await.unwrap().expect("the run ends");
 
@@ -497,7 +497,7 @@ async fn a_claim_waits_for_a_held_slot_and_gives_way_to_its_holder_on_postgres()
     let holder_goes_on = async {
         // The claim waits for the slot (a claim that passed at once would
         // never show here).
-        wait_for_a_lock_wait(&db).await;
+        crate::wait_for_a_lock_wait(&db).await;
         let started = tokio::time::Instant::now();
         sqlx::query(
             "UPDATE executions SET priority = priority + 1 \
@@ -539,22 +539,6 @@ async fn hold_slots(
         .await
         .unwrap();
     holder
-}
-
-/// Until a session of the test's database waits on a lock.
-async fn wait_for_a_lock_wait(db: &flowfabric_tests::TestDb) {
-    let waiting = "SELECT count(*) FROM pg_stat_activity \
-                   WHERE datname = current_database() AND wait_event_type = 'Lock'";
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while sqlx::query_scalar::<_, i64>(waiting)
-        .fetch_one(db.pg())
-        .await
-        .unwrap()
-        == 0
-    {
-        assert!(tokio::time::Instant::now() < deadline, "nothing waited");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// A key whose slot is missing (its submit raced a cleanup, or the row was

@@ -85,3 +85,19 @@ pub async fn setup_with(
 pub fn task(input: &str) -> NewExecution {
     NewExecution::new("echo", input.as_bytes())
 }
+
+/// Until a session of the test's database waits on a lock.
+pub async fn wait_for_a_lock_wait(db: &TestDb) {
+    let waiting = "SELECT count(*) FROM pg_stat_activity \
+                   WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while sqlx::query_scalar::<_, i64>(waiting)
+        .fetch_one(db.pg())
+        .await
+        .unwrap()
+        == 0
+    {
+        assert!(tokio::time::Instant::now() < deadline, "nothing waited");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -1,6 +1,8 @@
 //! Stream modes (reference §6 streams: durable, durable-summary, best-effort).
 
-use flowfabric::model::{StreamMode, BEST_EFFORT_WINDOW};
+use flowfabric::model::{
+    ResumeCondition, StreamMode, SuspendOutcome, TenantLimits, TimeoutBehavior, BEST_EFFORT_WINDOW,
+};
 use flowfabric_tests::Store;
 use serde_json::json;
 
@@ -98,7 +100,96 @@ async fn best_effort_frames_keep_only_the_newest_window(store: Store) {
     );
 }
 
+/// Sequence numbers and the byte cap count per attempt: a new attempt starts
+/// both again, and a resumed attempt carries on where it suspended.
+async fn frame_sequences_and_byte_totals_are_per_attempt(store: Store) {
+    let (db, t) = setup_on(store).await;
+    let e = &db.engine;
+    let limits = TenantLimits {
+        max_frame_bytes_per_attempt: Some(100),
+        ..TenantLimits::default()
+    };
+    e.set_tenant_limits(t, limits).await.unwrap();
+    let id = e.create(t, task("x")).await.unwrap().execution_id;
+    let append = async |lease, bytes: usize| {
+        e.append_frame(lease, "out", StreamMode::Durable, &vec![7; bytes])
+            .await
+    };
+
+    let first = claim_one(e).await;
+    assert_eq!(append(&first.lease, 40).await.unwrap(), 1);
+    assert_eq!(append(&first.lease, 40).await.unwrap(), 2);
+    let full = append(&first.lease, 40).await.unwrap_err();
+    assert_eq!(full.kind(), "limit_exceeded", "{full}");
+    assert!(full.to_string().contains("hold 80 bytes"), "{full}");
+
+    e.revoke_lease(t, id).await.unwrap();
+    let second = claim_one(e).await;
+    assert_eq!(second.lease.attempt_index, 2);
+    assert_eq!(append(&second.lease, 40).await.unwrap(), 1, "a new attempt");
+    assert_eq!(append(&second.lease, 40).await.unwrap(), 2);
+    e.create_waitpoint(&second.lease, "go", None).await.unwrap();
+    let go = ResumeCondition::Waitpoint { key: "go".into() };
+    let outcome = e.suspend(&second.lease, go, None, TimeoutBehavior::Fail);
+    assert_eq!(outcome.await.unwrap(), SuspendOutcome::Suspended);
+    e.resume(t, id).await.unwrap();
+
+    let resumed = claim_one(e).await;
+    assert_eq!(resumed.lease.attempt_index, 2);
+    let full = append(&resumed.lease, 40).await.unwrap_err();
+    assert!(full.to_string().contains("hold 80 bytes"), "{full}");
+    assert_eq!(append(&resumed.lease, 20).await.unwrap(), 3, "carried on");
+    // The stale lease of the suspended run writes nothing.
+    assert!(append(&second.lease, 1).await.is_err());
+
+    let seqs = |frames: Vec<flowfabric::model::Frame>| -> Vec<i64> {
+        frames.iter().map(|f| f.seq).collect()
+    };
+    assert_eq!(seqs(e.read_frames(t, id, 1, 0, 10).await.unwrap()), [1, 2]);
+    assert_eq!(
+        seqs(e.read_frames(t, id, 2, 0, 10).await.unwrap()),
+        [1, 2, 3]
+    );
+}
+
 on_both_backends!(
     summary_frames_merge_into_one_document_per_attempt,
     best_effort_frames_keep_only_the_newest_window,
+    frame_sequences_and_byte_totals_are_per_attempt,
 );
+
+/// A frame written while a revoke of its lease is under way waits for the
+/// revoke and is refused: the lease is checked on the execution's row, locked
+/// by the frame's statement, not read from before the revoke committed.
+#[tokio::test]
+async fn a_frame_racing_a_revoke_waits_for_it_and_is_refused_on_postgres() {
+    let (db, t) = crate::setup().await;
+    let e = &db.engine;
+    let id = e.create(t, task("x")).await.unwrap().execution_id;
+    let c = claim_one(e).await;
+    e.append_frame(&c.lease, "out", StreamMode::Durable, b"before")
+        .await
+        .unwrap();
+    let mut revoke = db.pg().begin().await.unwrap();
+    sqlx::query(
+        "UPDATE executions SET lease_epoch = lease_epoch + 1 \
+         WHERE tenant_id = $1 AND execution_id = $2",
+    )
+    .bind(t)
+    .bind(id)
+    .execute(&mut *revoke)
+    .await
+    .unwrap();
+    let revoke_commits = async {
+        crate::wait_for_a_lock_wait(&db).await;
+        revoke.commit().await.unwrap();
+    };
+    let (late, ()) = tokio::join!(
+        e.append_frame(&c.lease, "out", StreamMode::Durable, b"late"),
+        revoke_commits
+    );
+    let err = late.expect_err("a frame after the revoke");
+    assert_eq!(err.kind(), "stale_lease", "{err}");
+    let frames = e.read_frames(t, id, 1, 0, 10).await.unwrap();
+    assert_eq!(frames.len(), 1, "only the frame from before the revoke");
+}

@@ -360,7 +360,8 @@ locked AS (
         eligibility_state = 'not_applicable',
         blocking_reason = NULL,
         attempt_state = 'running_attempt',
-        -- A resumed suspension continues its attempt (and its frame sequence).
+        -- A resumed suspension continues its attempt (and so its frame sequence,
+        -- which `execution_counters` keeps per attempt).
         attempt_index = e.attempt_index
             + CASE WHEN e.attempt_state = 'pending_resume_attempt' THEN 0 ELSE 1 END,
         lease_epoch = e.lease_epoch + 1,
@@ -372,7 +373,6 @@ locked AS (
             (e.policy -> 'timeouts' ->> 'attempt_timeout_ms')::numeric, 604800000
         )::bigint * interval '1 millisecond',
         started_at = coalesce(e.started_at, now()),
-        frame_seq = CASE WHEN e.attempt_state = 'pending_resume_attempt' THEN e.frame_seq ELSE 0 END,
         progress_percent = NULL, progress_message = NULL,
         concurrency_held = {held},
         updated_at = now()

@@ -451,8 +451,6 @@ pub(super) const CANCEL_SQL: &str = "SELECT count(*) FROM flowfabric_cancel(ARRA
 const REPLAY_SQL: &str = r#"
 WITH replayed AS (
     UPDATE executions SET lifecycle_phase = 'runnable', ownership_state = 'unowned',
-        step_count = CASE WHEN $4 THEN step_count ELSE 0 END,
-        step_bytes = CASE WHEN $4 THEN step_bytes ELSE 0 END,
         eligibility_state = 'eligible_now', blocking_reason = 'waiting_for_worker',
         terminal_outcome = NULL, attempt_state = 'pending_replay_attempt',
         replay_count = replay_count + 1, retry_count = 0, reclaim_count = 0,
@@ -469,6 +467,11 @@ WITH replayed AS (
 wake AS (SELECT pg_notify('flowfabric_work', '') FROM replayed),
 fresh_journal AS (
     DELETE FROM steps WHERE tenant_id = $1 AND execution_id = $2 AND NOT $4
+      AND EXISTS (SELECT 1 FROM replayed)
+),
+fresh_counts AS (
+    UPDATE execution_counters SET step_count = 0, step_bytes = 0
+    WHERE tenant_id = $1 AND execution_id = $2 AND NOT $4
       AND EXISTS (SELECT 1 FROM replayed)
 )
 SELECT replay_count, (SELECT count(*) FROM wake) AS woke FROM replayed

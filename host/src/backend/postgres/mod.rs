@@ -31,6 +31,7 @@ mod claim;
 mod components;
 mod concurrency;
 mod config_values;
+mod counters;
 mod events;
 mod executions;
 mod flow_cancel;

@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use sqlx::PgPool;
 
+use super::counters;
 use super::leases::{rejection, FENCE};
 use super::rows::{col, parse, Args};
 use super::PgBackend;
@@ -17,10 +18,11 @@ use crate::model::{
 
 #[async_trait]
 impl Output for PgBackend {
-    /// The fenced `UPDATE` both checks the lease and hands out the next sequence
-    /// number, so a frame can never land after its lease is gone, and sequence
-    /// numbers are dense per attempt. A mode's own work (merging the summary,
-    /// trimming best-effort frames) is part of the same statement.
+    /// One statement checks the lease (locking the execution's row) and hands
+    /// out the next sequence number from the attempt's counters, so a frame
+    /// can never land after its lease is gone, and sequence numbers are dense
+    /// per attempt. A mode's own work (merging the summary, trimming
+    /// best-effort frames) is part of the same statement.
     async fn append_frame(
         &self,
         lease: &LeaseHandle,
@@ -30,19 +32,25 @@ impl Output for PgBackend {
         max_attempt_bytes: u64,
     ) -> Result<i64> {
         let pool = &self.pool;
-        // The attempt's byte total restarts with its first frame (`frame_seq`
-        // 0: a new attempt; a resumed one carries on), and the cap (`$9`) is
-        // part of the fence: a refused frame changes nothing.
+        // The cap on the attempt's bytes (`$9`) is part of the fence: a
+        // refused frame changes nothing.
         let sql = format!(
-            "WITH seq AS (UPDATE executions SET frame_seq = frame_seq + 1, \
-                              frame_bytes = {ATTEMPT_BYTES} + octet_length($8) \
-                          WHERE {FENCE} AND {ATTEMPT_BYTES} + octet_length($8) <= $9 \
+            "WITH {fence}, \
+                  seq AS (INSERT INTO execution_counters AS c \
+                              (tenant_id, execution_id, attempt_index, frame_seq, frame_bytes) \
+                          SELECT $1, $2, $3, 1, octet_length($8) FROM fence \
+                          WHERE octet_length($8) <= $9 \
+                          ON CONFLICT (tenant_id, execution_id) DO UPDATE SET {next} \
+                          WHERE {held} + excluded.frame_bytes <= $9 \
                           RETURNING frame_seq), \
                   inserted AS (INSERT INTO frames (tenant_id, execution_id, attempt_index, seq, \
                                    frame_type, mode, payload) \
                                SELECT $1, $2, $3, frame_seq, $6, $7, $8 FROM seq RETURNING seq) \
                   {mode_work} \
              SELECT seq, pg_notify('{UPDATES_CHANNEL}', $1::text || ':' || $2::text) FROM inserted",
+            fence = counters::fenced(),
+            next = counters::next_frame(),
+            held = counters::attempt_bytes(),
             mode_work = mode_work(mode),
         );
         let args = Args::fence(lease)
@@ -152,9 +160,6 @@ impl Output for PgBackend {
     }
 }
 
-/// The bytes the attempt's frames hold, as the append counts them.
-pub(super) const ATTEMPT_BYTES: &str = "(CASE WHEN frame_seq = 0 THEN 0 ELSE frame_bytes END)";
-
 /// Why an append matched no row: the lease, or (the lease still held) the cap.
 async fn frame_refusal(
     pool: &PgPool,
@@ -162,16 +167,18 @@ async fn frame_refusal(
     adding: usize,
     max_attempt_bytes: u64,
 ) -> Result<EngineError> {
-    let sql = format!("SELECT frame_seq, frame_bytes FROM executions WHERE {FENCE}");
-    let held: Option<(i64, i64)> =
-        sqlx::query_as_with(&sql, Args::fence(lease).done("append frame")?)
-            .fetch_optional(pool)
-            .await
-            .map_err(EngineError::storage("append frame"))?;
+    let sql = format!(
+        "SELECT {} FROM executions WHERE {FENCE}",
+        counters::HELD_FRAME_BYTES
+    );
+    let held: Option<i64> = sqlx::query_scalar_with(&sql, Args::fence(lease).done("append frame")?)
+        .fetch_optional(pool)
+        .await
+        .map_err(EngineError::storage("append frame"))?;
     match held {
-        Some((seq, stored)) => Ok(refusals::frame_bytes_exceeded(
+        Some(stored) => Ok(refusals::frame_bytes_exceeded(
             max_attempt_bytes,
-            refusals::frame_bytes_after(seq, stored, 0),
+            stored.max(0) as u64,
             adding,
         )),
         None => rejection(pool, lease, None).await,

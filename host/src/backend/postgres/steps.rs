@@ -1,9 +1,10 @@
 //! Durable steps: the journal table, written by the lease holder only.
 //!
-//! A record is one statement, shaped like a frame append: the fenced
-//! `UPDATE` of the execution row checks the lease and the journal's caps
-//! (the row keeps the step count and bytes, so no cap needs a scan), and
-//! the same statement inserts the step and the `step` frame announcing it.
+//! A record is one statement, shaped like a frame append: it checks the
+//! lease on the execution's row and advances the execution's counters within
+//! the journal's caps (the counters keep the step count and bytes, so no cap
+//! needs a scan), and the same statement inserts the step and the `step`
+//! frame announcing it.
 //! A refused record changes nothing; why it was refused is read afterwards.
 
 use async_trait::async_trait;
@@ -11,8 +12,8 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool};
 
+use super::counters;
 use super::leases::{rejection, FENCE};
-use super::output::ATTEMPT_BYTES;
 use super::rows::{col, parse, transaction, Args};
 use super::suspension::{lock_leased, record_suspension};
 use super::{PgBackend, UPDATES_CHANNEL};
@@ -107,12 +108,17 @@ async fn record_in(
 ) -> Result<()> {
     let op = "record step";
     let sql = format!(
-        "WITH held AS ( \
-             UPDATE executions SET step_count = step_count + 1, step_bytes = step_bytes + $8, \
-                 frame_seq = frame_seq + 1, frame_bytes = {ATTEMPT_BYTES} + octet_length($14) \
-             WHERE {FENCE} AND step_count < $15 AND step_bytes + $8 <= $16 \
+        "WITH {fence}, \
+         held AS ( \
+             INSERT INTO execution_counters AS c (tenant_id, execution_id, attempt_index, \
+                 frame_seq, frame_bytes, step_count, step_bytes) \
+             SELECT $1, $2, $3, 1, octet_length($14), 1, $8 FROM fence \
+             WHERE $15 > 0 AND $8 <= $16 \
                AND NOT EXISTS (SELECT 1 FROM steps \
                    WHERE tenant_id = $1 AND execution_id = $2 AND step_index = $6) \
+             ON CONFLICT (tenant_id, execution_id) DO UPDATE SET {next}, \
+                 step_count = c.step_count + 1, step_bytes = c.step_bytes + excluded.step_bytes \
+             WHERE c.step_count < $15 AND c.step_bytes + excluded.step_bytes <= $16 \
              RETURNING frame_seq), \
          step AS ( \
              INSERT INTO steps (tenant_id, execution_id, step_index, name, kind, output, error, \
@@ -122,7 +128,9 @@ async fn record_in(
              INSERT INTO frames (tenant_id, execution_id, attempt_index, seq, frame_type, mode, \
                  payload) \
              SELECT $1, $2, $3, frame_seq, 'step', 'durable', $14 FROM held) \
-         SELECT frame_seq, pg_notify('{UPDATES_CHANNEL}', $1::text || ':' || $2::text) FROM held"
+         SELECT frame_seq, pg_notify('{UPDATES_CHANNEL}', $1::text || ':' || $2::text) FROM held",
+        fence = counters::fenced(),
+        next = counters::next_frame(),
     );
     let (output, error, wake_at) = match &step.outcome {
         StepOutcome::Completed(output) => (Some(output.as_slice()), None, None),
@@ -163,8 +171,12 @@ async fn explain_miss(
 ) -> Result<()> {
     let op = "record step";
     let sql = format!(
-        "SELECT e.step_count, e.step_bytes, s.name, s.attempt_index, s.kind \
-         FROM executions e LEFT JOIN steps s ON s.tenant_id = e.tenant_id \
+        "SELECT coalesce(c.step_count, 0) AS step_count, coalesce(c.step_bytes, 0) AS step_bytes, \
+             s.name, s.attempt_index, s.kind \
+         FROM executions e \
+         LEFT JOIN execution_counters c ON c.tenant_id = e.tenant_id \
+             AND c.execution_id = e.execution_id \
+         LEFT JOIN steps s ON s.tenant_id = e.tenant_id \
              AND s.execution_id = e.execution_id AND s.step_index = $6 \
          WHERE e.{}",
         FENCE.replace(" AND ", " AND e.")

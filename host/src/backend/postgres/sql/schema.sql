@@ -173,6 +173,18 @@ CREATE TABLE config_values (
     CONSTRAINT config_values_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(tenant_id) ON DELETE CASCADE
 );
 
+CREATE TABLE execution_counters (
+    tenant_id uuid NOT NULL,
+    execution_id uuid NOT NULL,
+    attempt_index integer NOT NULL,
+    frame_seq bigint DEFAULT 0 NOT NULL,
+    frame_bytes bigint DEFAULT 0 NOT NULL,
+    step_count integer DEFAULT 0 NOT NULL,
+    step_bytes bigint DEFAULT 0 NOT NULL,
+    CONSTRAINT execution_counters_pkey PRIMARY KEY (tenant_id, execution_id),
+    CONSTRAINT execution_counters_tenant_id_execution_id_fkey FOREIGN KEY (tenant_id, execution_id) REFERENCES executions(tenant_id, execution_id) ON DELETE CASCADE
+);
+
 CREATE TABLE executions (
     tenant_id uuid NOT NULL,
     execution_id uuid NOT NULL,
@@ -224,7 +236,6 @@ END) STORED,
     result bytea,
     last_failure jsonb,
     cancellation_reason text,
-    frame_seq bigint DEFAULT 0 NOT NULL,
     progress_percent smallint,
     progress_message text,
     replay_count integer DEFAULT 0 NOT NULL,
@@ -234,9 +245,6 @@ END) STORED,
     flow_id uuid,
     flow_key text,
     parent_id uuid,
-    frame_bytes bigint DEFAULT 0 NOT NULL,
-    step_count integer DEFAULT 0 NOT NULL,
-    step_bytes bigint DEFAULT 0 NOT NULL,
     concurrency_key text,
     concurrency_held text,
     CONSTRAINT executions_attempt_state_check CHECK ((attempt_state = ANY (ARRAY['pending_first_attempt'::text, 'running_attempt'::text, 'attempt_interrupted'::text, 'pending_retry_attempt'::text, 'pending_replay_attempt'::text, 'pending_delayed_attempt'::text, 'attempt_suspended'::text, 'pending_resume_attempt'::text, 'attempt_terminal'::text]))),
