@@ -2,7 +2,7 @@
 //! sequence and bytes, the journal's step count and bytes.
 //!
 //! They live in `execution_counters` (migration 0029), not on the execution's
-//! row: an update of `executions` pays for its CHECK constraints, generated
+//! row: an update of `executions` pays for its constraints, generated
 //! column, indexes and statement triggers, none of which a frame concerns,
 //! and a guest writes one such statement per frame and per step. The lease
 //! is still checked on the execution's row, locked `FOR SHARE` by the same
