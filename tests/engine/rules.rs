@@ -126,7 +126,7 @@ fn spellings<T: Copy>(all: &[T], as_str: fn(T) -> &'static str) -> BTreeSet<Stri
 }
 
 #[tokio::test]
-async fn postgres_state_domains_allow_exactly_the_rulebook_spellings() {
+async fn postgres_check_constraints_allow_exactly_the_rulebook_spellings() {
     let db = TestDb::new().await;
     for (column, expected) in [
         (
@@ -150,14 +150,11 @@ async fn postgres_state_domains_allow_exactly_the_rulebook_spellings() {
             spellings(TerminalOutcome::ALL, TerminalOutcome::as_str),
         ),
     ] {
-        // Each column's type is a domain of its name, holding the CHECK.
         let definition: String = sqlx::query_scalar(
-            "SELECT pg_get_constraintdef(c.oid) FROM pg_attribute a \
-             JOIN pg_type t ON t.oid = a.atttypid AND t.typtype = 'd' \
-             JOIN pg_constraint c ON c.contypid = t.oid \
-             WHERE a.attrelid = 'executions'::regclass AND a.attname = $1 AND t.typname = $1",
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint \
+             WHERE conrelid = 'executions'::regclass AND conname = $1",
         )
-        .bind(column)
+        .bind(format!("executions_{column}_check"))
         .fetch_one(db.pg())
         .await
         .unwrap();

@@ -17,7 +17,7 @@ use crate::error::{EngineError, Result};
 
 /// The schema as one document, and each function as a file of its own.
 pub struct CanonicalSchema {
-    /// Domains, tables (columns, then constraints), indexes and triggers.
+    /// Tables (columns, then constraints), indexes and triggers.
     pub schema: String,
     /// `(file stem, CREATE OR REPLACE FUNCTION …)` in name order.
     pub functions: Vec<(String, String)>,
@@ -29,10 +29,6 @@ const HEADER: &str = "-- The current Postgres schema, read from a freshly migrat
 /// Read the canonical schema of the database `pool` is connected to.
 pub async fn canonical(pool: &PgPool) -> Result<CanonicalSchema> {
     let mut schema = String::from(HEADER);
-    for domain in domains(pool).await? {
-        schema.push('\n');
-        schema.push_str(&domain);
-    }
     for table in tables(pool).await? {
         schema.push('\n');
         schema.push_str(&table_ddl(pool, &table).await?);
@@ -55,24 +51,6 @@ fn section(out: &mut String, title: &str, statements: &[String]) {
 
 fn err(e: sqlx::Error) -> EngineError {
     EngineError::storage("read schema")(e)
-}
-
-/// `CREATE DOMAIN` statements, with their constraints, in name order.
-async fn domains(pool: &PgPool) -> Result<Vec<String>> {
-    sqlx::query_scalar(
-        "SELECT 'CREATE DOMAIN ' || t.typname || ' AS ' \
-             || format_type(t.typbasetype, t.typtypmod) \
-             || coalesce((SELECT string_agg(E'\\n    CONSTRAINT ' || c.conname || ' ' \
-                                  || pg_get_constraintdef(c.oid), '' ORDER BY c.conname) \
-                          FROM pg_constraint c WHERE c.contypid = t.oid), '') \
-             || E';\\n' \
-         FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace \
-         WHERE n.nspname = 'public' AND t.typtype = 'd' \
-         ORDER BY t.typname",
-    )
-    .fetch_all(pool)
-    .await
-    .map_err(err)
 }
 
 async fn tables(pool: &PgPool) -> Result<Vec<String>> {

@@ -1,33 +1,6 @@
 -- The current Postgres schema, read from a freshly migrated database.
 -- Written by scripts/dump-schema.sh; edit the migrations, never this file.
 
-CREATE DOMAIN attempt_end_state AS text
-    CONSTRAINT attempt_end_state_check CHECK ((VALUE = ANY (ARRAY['running'::text, 'suspended'::text, 'succeeded'::text, 'failed'::text, 'cancelled'::text, 'delayed'::text, 'lease_expired'::text, 'expired'::text, 'revoked'::text])));
-
-CREATE DOMAIN attempt_state AS text
-    CONSTRAINT attempt_state_check CHECK ((VALUE = ANY (ARRAY['pending_first_attempt'::text, 'running_attempt'::text, 'attempt_interrupted'::text, 'pending_retry_attempt'::text, 'pending_replay_attempt'::text, 'pending_delayed_attempt'::text, 'attempt_suspended'::text, 'pending_resume_attempt'::text, 'attempt_terminal'::text])));
-
-CREATE DOMAIN attempt_type AS text
-    CONSTRAINT attempt_type_check CHECK ((VALUE = ANY (ARRAY['initial'::text, 'retry'::text, 'reclaim'::text, 'replay'::text, 'delayed'::text])));
-
-CREATE DOMAIN concurrency_key AS text
-    CONSTRAINT concurrency_key_check CHECK (((octet_length(VALUE) >= 1) AND (octet_length(VALUE) <= 256)));
-
-CREATE DOMAIN concurrency_scope AS text
-    CONSTRAINT concurrency_scope_check CHECK ((VALUE = ANY (ARRAY['kind'::text, 'lane'::text])));
-
-CREATE DOMAIN eligibility_state AS text
-    CONSTRAINT eligibility_state_check CHECK ((VALUE = ANY (ARRAY['eligible_now'::text, 'not_eligible_until_time'::text, 'blocked_by_dependencies'::text, 'blocked_by_budget'::text, 'blocked_by_quota'::text, 'blocked_by_operator'::text, 'blocked_by_concurrency_key'::text, 'not_applicable'::text])));
-
-CREATE DOMAIN lifecycle_phase AS text
-    CONSTRAINT lifecycle_phase_check CHECK ((VALUE = ANY (ARRAY['submitted'::text, 'runnable'::text, 'active'::text, 'suspended'::text, 'terminal'::text])));
-
-CREATE DOMAIN ownership_state AS text
-    CONSTRAINT ownership_state_check CHECK ((VALUE = ANY (ARRAY['unowned'::text, 'leased'::text, 'lease_expired_reclaimable'::text, 'lease_revoked'::text])));
-
-CREATE DOMAIN terminal_outcome AS text
-    CONSTRAINT terminal_outcome_check CHECK ((VALUE = ANY (ARRAY['success'::text, 'failed'::text, 'cancelled'::text, 'expired'::text, 'skipped'::text])));
-
 CREATE TABLE api_keys (
     key_id uuid NOT NULL,
     tenant_id uuid NOT NULL,
@@ -45,17 +18,19 @@ CREATE TABLE attempts (
     tenant_id uuid NOT NULL,
     execution_id uuid NOT NULL,
     attempt_index integer NOT NULL,
-    attempt_type attempt_type NOT NULL,
+    attempt_type text NOT NULL,
     lease_id uuid NOT NULL,
     lease_epoch bigint NOT NULL,
     worker_id text NOT NULL,
     worker_instance text NOT NULL,
-    state attempt_end_state NOT NULL,
+    state text NOT NULL,
     failure jsonb,
     started_at timestamp with time zone DEFAULT now() NOT NULL,
     ended_at timestamp with time zone,
     usage jsonb DEFAULT '{}'::jsonb NOT NULL,
+    CONSTRAINT attempts_attempt_type_check CHECK ((attempt_type = ANY (ARRAY['initial'::text, 'retry'::text, 'reclaim'::text, 'replay'::text, 'delayed'::text]))),
     CONSTRAINT attempts_pkey PRIMARY KEY (tenant_id, execution_id, attempt_index),
+    CONSTRAINT attempts_state_check CHECK ((state = ANY (ARRAY['running'::text, 'suspended'::text, 'succeeded'::text, 'failed'::text, 'cancelled'::text, 'delayed'::text, 'lease_expired'::text, 'expired'::text, 'revoked'::text]))),
     CONSTRAINT attempts_tenant_id_execution_id_fkey FOREIGN KEY (tenant_id, execution_id) REFERENCES executions(tenant_id, execution_id) ON DELETE CASCADE
 );
 
@@ -221,12 +196,30 @@ CREATE TABLE executions (
     input bytea NOT NULL,
     policy jsonb NOT NULL,
     idempotency_key text,
-    lifecycle_phase lifecycle_phase NOT NULL,
-    ownership_state ownership_state NOT NULL,
-    eligibility_state eligibility_state NOT NULL,
+    lifecycle_phase text NOT NULL,
+    ownership_state text NOT NULL,
+    eligibility_state text NOT NULL,
     blocking_reason text,
-    terminal_outcome terminal_outcome,
-    attempt_state attempt_state NOT NULL,
+    terminal_outcome text,
+    attempt_state text NOT NULL,
+    public_state text GENERATED ALWAYS AS (
+CASE lifecycle_phase
+    WHEN 'terminal'::text THEN
+    CASE terminal_outcome
+        WHEN 'success'::text THEN 'completed'::text
+        ELSE COALESCE(terminal_outcome, 'failed'::text)
+    END
+    WHEN 'active'::text THEN 'active'::text
+    WHEN 'suspended'::text THEN 'suspended'::text
+    ELSE
+    CASE eligibility_state
+        WHEN 'not_eligible_until_time'::text THEN 'delayed'::text
+        WHEN 'blocked_by_dependencies'::text THEN 'waiting_children'::text
+        WHEN 'blocked_by_budget'::text THEN 'rate_limited'::text
+        WHEN 'blocked_by_quota'::text THEN 'rate_limited'::text
+        ELSE 'waiting'::text
+    END
+END) STORED,
     attempt_index integer DEFAULT 0 NOT NULL,
     lease_epoch bigint DEFAULT 0 NOT NULL,
     lease_id uuid,
@@ -252,31 +245,20 @@ CREATE TABLE executions (
     flow_id uuid,
     flow_key text,
     parent_id uuid,
-    concurrency_key concurrency_key,
-    concurrency_held concurrency_scope,
-    public_state text GENERATED ALWAYS AS (
-CASE lifecycle_phase
-    WHEN 'terminal'::text THEN
-    CASE terminal_outcome
-        WHEN 'success'::text THEN 'completed'::text
-        ELSE COALESCE((terminal_outcome)::text, 'failed'::text)
-    END
-    WHEN 'active'::text THEN 'active'::text
-    WHEN 'suspended'::text THEN 'suspended'::text
-    ELSE
-    CASE eligibility_state
-        WHEN 'not_eligible_until_time'::text THEN 'delayed'::text
-        WHEN 'blocked_by_dependencies'::text THEN 'waiting_children'::text
-        WHEN 'blocked_by_budget'::text THEN 'rate_limited'::text
-        WHEN 'blocked_by_quota'::text THEN 'rate_limited'::text
-        ELSE 'waiting'::text
-    END
-END) STORED,
-    CONSTRAINT executions_check CHECK ((((lifecycle_phase)::text = 'active'::text) = (lease_id IS NOT NULL))),
+    concurrency_key text,
+    concurrency_held text,
+    CONSTRAINT executions_attempt_state_check CHECK ((attempt_state = ANY (ARRAY['pending_first_attempt'::text, 'running_attempt'::text, 'attempt_interrupted'::text, 'pending_retry_attempt'::text, 'pending_replay_attempt'::text, 'pending_delayed_attempt'::text, 'attempt_suspended'::text, 'pending_resume_attempt'::text, 'attempt_terminal'::text]))),
+    CONSTRAINT executions_check CHECK (((lifecycle_phase = 'active'::text) = (lease_id IS NOT NULL))),
+    CONSTRAINT executions_concurrency_held_check CHECK ((concurrency_held = ANY (ARRAY['kind'::text, 'lane'::text]))),
+    CONSTRAINT executions_concurrency_key_check CHECK (((concurrency_key IS NULL) OR ((octet_length(concurrency_key) >= 1) AND (octet_length(concurrency_key) <= 256)))),
+    CONSTRAINT executions_eligibility_state_check CHECK ((eligibility_state = ANY (ARRAY['eligible_now'::text, 'not_eligible_until_time'::text, 'blocked_by_dependencies'::text, 'blocked_by_budget'::text, 'blocked_by_quota'::text, 'blocked_by_operator'::text, 'blocked_by_concurrency_key'::text, 'not_applicable'::text]))),
     CONSTRAINT executions_flow_fk FOREIGN KEY (tenant_id, flow_id) REFERENCES flows(tenant_id, flow_id),
     CONSTRAINT executions_flow_key_check CHECK (((flow_id IS NULL) = (flow_key IS NULL))),
+    CONSTRAINT executions_lifecycle_phase_check CHECK ((lifecycle_phase = ANY (ARRAY['submitted'::text, 'runnable'::text, 'active'::text, 'suspended'::text, 'terminal'::text]))),
+    CONSTRAINT executions_ownership_state_check CHECK ((ownership_state = ANY (ARRAY['unowned'::text, 'leased'::text, 'lease_expired_reclaimable'::text, 'lease_revoked'::text]))),
     CONSTRAINT executions_pkey PRIMARY KEY (tenant_id, execution_id),
-    CONSTRAINT executions_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(tenant_id)
+    CONSTRAINT executions_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(tenant_id),
+    CONSTRAINT executions_terminal_outcome_check CHECK ((terminal_outcome = ANY (ARRAY['success'::text, 'failed'::text, 'cancelled'::text, 'expired'::text, 'skipped'::text])))
 );
 
 CREATE TABLE flow_edges (
@@ -524,19 +506,19 @@ CREATE INDEX budget_dimensions_exhausted_idx ON public.budget_dimensions USING b
 CREATE INDEX budgets_reset_idx ON public.budgets USING btree (next_reset_at) WHERE (next_reset_at IS NOT NULL);
 CREATE INDEX budgets_scope_idx ON public.budgets USING btree (tenant_id, scope, scope_key);
 CREATE INDEX completion_events_txid_idx ON public.completion_events USING btree (txid, event_id);
-CREATE INDEX executions_attempt_timeout_idx ON public.executions USING btree (tenant_id, attempt_timeout_at) WHERE (((lifecycle_phase)::text = 'active'::text) AND (attempt_timeout_at IS NOT NULL));
-CREATE INDEX executions_budget_blocked_idx ON public.executions USING btree (tenant_id, execution_id) WHERE ((eligibility_state)::text = 'blocked_by_budget'::text);
+CREATE INDEX executions_attempt_timeout_idx ON public.executions USING btree (tenant_id, attempt_timeout_at) WHERE ((lifecycle_phase = 'active'::text) AND (attempt_timeout_at IS NOT NULL));
+CREATE INDEX executions_budget_blocked_idx ON public.executions USING btree (tenant_id, execution_id) WHERE (eligibility_state = 'blocked_by_budget'::text);
 CREATE INDEX executions_children_idx ON public.executions USING btree (tenant_id, parent_id, lifecycle_phase) WHERE (parent_id IS NOT NULL);
-CREATE INDEX executions_claim_idx ON public.executions USING btree (tenant_id, lane, priority DESC, eligible_at, execution_id) WHERE (((lifecycle_phase)::text = 'runnable'::text) AND ((eligibility_state)::text = 'eligible_now'::text));
-CREATE INDEX executions_concurrency_blocked_idx ON public.executions USING btree (tenant_id, concurrency_key, priority DESC, eligible_at, execution_id) WHERE ((eligibility_state)::text = 'blocked_by_concurrency_key'::text);
-CREATE INDEX executions_concurrency_key_idx ON public.executions USING btree (tenant_id, concurrency_key, priority DESC, eligible_at, execution_id) WHERE ((concurrency_key IS NOT NULL) AND ((lifecycle_phase)::text = 'runnable'::text) AND ((eligibility_state)::text = 'eligible_now'::text));
-CREATE INDEX executions_deadline_idx ON public.executions USING btree (tenant_id, deadline_at) WHERE (((lifecycle_phase)::text <> 'terminal'::text) AND (deadline_at IS NOT NULL));
-CREATE INDEX executions_delayed_idx ON public.executions USING btree (tenant_id, eligible_at) WHERE (((lifecycle_phase)::text = 'runnable'::text) AND ((eligibility_state)::text = 'not_eligible_until_time'::text));
+CREATE INDEX executions_claim_idx ON public.executions USING btree (tenant_id, lane, priority DESC, eligible_at, execution_id) WHERE ((lifecycle_phase = 'runnable'::text) AND (eligibility_state = 'eligible_now'::text));
+CREATE INDEX executions_concurrency_blocked_idx ON public.executions USING btree (tenant_id, concurrency_key, priority DESC, eligible_at, execution_id) WHERE (eligibility_state = 'blocked_by_concurrency_key'::text);
+CREATE INDEX executions_concurrency_key_idx ON public.executions USING btree (tenant_id, concurrency_key, priority DESC, eligible_at, execution_id) WHERE ((concurrency_key IS NOT NULL) AND (lifecycle_phase = 'runnable'::text) AND (eligibility_state = 'eligible_now'::text));
+CREATE INDEX executions_deadline_idx ON public.executions USING btree (tenant_id, deadline_at) WHERE ((lifecycle_phase <> 'terminal'::text) AND (deadline_at IS NOT NULL));
+CREATE INDEX executions_delayed_idx ON public.executions USING btree (tenant_id, eligible_at) WHERE ((lifecycle_phase = 'runnable'::text) AND (eligibility_state = 'not_eligible_until_time'::text));
 CREATE UNIQUE INDEX executions_flow_key_idx ON public.executions USING btree (tenant_id, flow_id, flow_key) WHERE (flow_id IS NOT NULL);
-CREATE INDEX executions_lease_expiry_idx ON public.executions USING btree (tenant_id, lease_expires_at) WHERE ((lifecycle_phase)::text = 'active'::text);
+CREATE INDEX executions_lease_expiry_idx ON public.executions USING btree (tenant_id, lease_expires_at) WHERE (lifecycle_phase = 'active'::text);
 CREATE INDEX executions_state_idx ON public.executions USING btree (tenant_id, public_state, execution_id);
-CREATE INDEX executions_suspension_timeout_idx ON public.executions USING btree (tenant_id, suspension_timeout_at) WHERE (((lifecycle_phase)::text = 'suspended'::text) AND (suspension_timeout_at IS NOT NULL));
-CREATE INDEX executions_waiting_children_idx ON public.executions USING btree (tenant_id, execution_id) WHERE (((lifecycle_phase)::text = 'suspended'::text) AND (blocking_reason = 'waiting_for_children'::text));
+CREATE INDEX executions_suspension_timeout_idx ON public.executions USING btree (tenant_id, suspension_timeout_at) WHERE ((lifecycle_phase = 'suspended'::text) AND (suspension_timeout_at IS NOT NULL));
+CREATE INDEX executions_waiting_children_idx ON public.executions USING btree (tenant_id, execution_id) WHERE ((lifecycle_phase = 'suspended'::text) AND (blocking_reason = 'waiting_for_children'::text));
 CREATE INDEX flow_edges_downstream_idx ON public.flow_edges USING btree (tenant_id, downstream_id);
 CREATE INDEX flow_edges_flow_idx ON public.flow_edges USING btree (tenant_id, flow_id);
 CREATE UNIQUE INDEX flow_edges_one_input_idx ON public.flow_edges USING btree (tenant_id, downstream_id) WHERE pass_result;
