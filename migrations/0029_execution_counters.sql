@@ -14,7 +14,8 @@
 -- in the same statement, so a lease revoked meanwhile either waits for the
 -- write or refuses it, as the fenced update did.
 --
--- A row exists once the execution's first frame or step is written. The
+-- A row exists once the execution's first frame or step is written (or, for
+-- executions that had written some, from the copy below). The
 -- frame counters belong to one attempt (`attempt_index`): a write for a
 -- later attempt starts them again, and a resumed attempt, which keeps its
 -- index, carries on. The journal's counters span attempts; a replay without
@@ -41,8 +42,7 @@ SELECT tenant_id, execution_id, attempt_index, frame_seq,
 FROM executions
 WHERE frame_seq > 0 OR step_count > 0 OR step_bytes > 0;
 
-ALTER TABLE executions
-    DROP COLUMN frame_seq,
-    DROP COLUMN frame_bytes,
-    DROP COLUMN step_count,
-    DROP COLUMN step_bytes;
+-- The columns stay on `executions`, unused from this build on: a process of
+-- an earlier build still reads and writes them (its claim resets
+-- `frame_seq`) and keeps working until it is replaced, as every upgrade
+-- promises. A later migration drops them.

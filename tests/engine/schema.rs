@@ -74,3 +74,38 @@ async fn sqlite_schema_matches_the_migrations() {
     assert!(schema.contains("CREATE TABLE executions"));
     check(&backend_dir("sqlite").join("schema.sql"), &schema);
 }
+
+/// What a Postgres migration may not do: a process of the previous build
+/// keeps running until it is replaced (`docs/operations.md`), and a column
+/// dropped, renamed or given another type breaks its statements (a changed
+/// type fails every statement it prepared that returns the column, with
+/// `cached plan must not change result type`). Such a change waits for a
+/// release that says so.
+const BREAKS_THE_PREVIOUS_BUILD: [&str; 4] =
+    ["DROP COLUMN", "ALTER COLUMN", "RENAME", "DROP TABLE"];
+
+#[test]
+fn postgres_migrations_leave_the_previous_builds_columns_alone() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "sql") {
+            continue;
+        }
+        let sql = std::fs::read_to_string(&path).unwrap();
+        for (n, line) in sql.lines().enumerate() {
+            let code = line.split("--").next().unwrap_or("").to_uppercase();
+            for breaking in BREAKS_THE_PREVIOUS_BUILD {
+                assert!(
+                    !code.contains(breaking),
+                    "{}:{}: `{breaking}` would break processes of the previous build",
+                    path.display(),
+                    n + 1
+                );
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked >= 29, "read {checked} migrations");
+}

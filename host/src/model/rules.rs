@@ -7,9 +7,8 @@
 //! the public state in a generated column, SQLite in Rust before it writes a
 //! row; both must agree, so the Rust form lives here and a test feeds every
 //! combination of the vector through the Postgres column and through
-//! [`public_state`] and compares them. Each enum's `as_str` is a spelling the
-//! schema allows (Postgres's state domains, SQLite's CHECK constraints;
-//! other tests read them from each schema).
+//! [`public_state`] and compares them. Each enum's `as_str` is the spelling
+//! the CHECK constraints allow (another test reads them from the schema).
 
 use std::fmt;
 use std::str::FromStr;
