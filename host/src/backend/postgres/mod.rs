@@ -28,6 +28,7 @@ mod budget_adjustments;
 mod budgets;
 mod children;
 mod claim;
+mod claim_keys;
 mod components;
 mod concurrency;
 mod config_values;
