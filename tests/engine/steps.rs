@@ -83,7 +83,7 @@ async fn caps_refuse_a_step_with_nothing_written(store: Store) {
     })
     .await;
     let e = &db.engine;
-    e.create(t, task("x")).await.unwrap();
+    let id = e.create(t, task("x")).await.unwrap().execution_id;
     let c = claim_one(e).await;
     let too_big = e
         .record_step(&c.lease, step(0, "a", &[0; 101]))
@@ -122,6 +122,29 @@ async fn caps_refuse_a_step_with_nothing_written(store: Store) {
         .await
         .unwrap();
     assert_eq!(frames.iter().filter(|f| f.frame_type == "step").count(), 2);
+
+    // A replay with a fresh journal starts the caps' counts again; one that
+    // keeps the journal keeps them.
+    e.complete(&c.lease, b"").await.unwrap();
+    e.replay(t, id, false).await.unwrap();
+    let fresh = claim_one(e).await;
+    e.record_step(&fresh.lease, step(0, "a", &[0; 100]))
+        .await
+        .unwrap();
+    e.record_step(&fresh.lease, step(1, "b", &[0; 50]))
+        .await
+        .unwrap();
+    e.complete(&fresh.lease, b"").await.unwrap();
+    e.replay(t, id, true).await.unwrap();
+    let kept = claim_one(e).await;
+    let still_full = e
+        .record_step(&kept.lease, step(2, "c", b""))
+        .await
+        .unwrap_err();
+    assert!(
+        still_full.to_string().contains("max_steps_per_execution"),
+        "{still_full}"
+    );
 }
 
 async fn a_bad_step_name_is_refused(store: Store) {
