@@ -147,7 +147,9 @@ async fn claim_stays_on_its_index_with_a_large_backlog() {
     for chunk in backlog.chunks(500) {
         db.engine.create_batch(t, chunk).await.unwrap();
     }
-    let backend = flowfabric::backend::postgres::PgBackend::from_pool(db.pg().clone());
+    let backend = flowfabric::backend::postgres::PgBackend::connect(db.pg_url(), 4)
+        .await
+        .unwrap();
     for analyzed in [false, true] {
         if analyzed {
             sqlx::query("ANALYZE").execute(db.pg()).await.unwrap();

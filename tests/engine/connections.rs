@@ -25,7 +25,7 @@ async fn idle_connections_the_server_dropped_are_replaced_not_returned_as_errors
     // Open several connections: the pool hands out the idle ones in turn.
     let hold = |_| async {
         sqlx::query("SELECT pg_sleep(0.05)")
-            .execute(db.pg())
+            .execute(db.pg_backend_connections())
             .await
             .unwrap()
     };
@@ -39,4 +39,66 @@ async fn idle_connections_the_server_dropped_are_replaced_not_returned_as_errors
     for read in futures::future::join_all(reads).await {
         read.expect("a dropped connection was replaced, not returned");
     }
+}
+
+/// Holds the advisory lock `key` until its transaction ends.
+const LOCK: &str = "SELECT pg_advisory_xact_lock(4242)";
+const TRY_LOCK: &str = "SELECT pg_try_advisory_xact_lock(4242)";
+
+/// Whether another session can take the lock, trying for up to five seconds.
+async fn lock_freed(db: &flowfabric_tests::TestDb) -> bool {
+    for _ in 0..100 {
+        let taken: bool = sqlx::query_scalar(TRY_LOCK)
+            .fetch_one(db.pg())
+            .await
+            .unwrap();
+        if taken {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// A transaction its caller let go of without ending it (a dropped future)
+/// is rolled back at once, not when the connection is next used: until then
+/// the rows and locks it held would stay held.
+#[tokio::test]
+async fn a_connection_let_go_mid_transaction_is_rolled_back_at_once() {
+    let (db, _t) = setup().await;
+    let connections = db.pg_backend_connections();
+    {
+        let mut conn = connections.acquire().await.unwrap();
+        let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
+        sqlx::query(LOCK).execute(&mut *tx).await.unwrap();
+        let held: bool = sqlx::query_scalar(TRY_LOCK)
+            .fetch_one(db.pg())
+            .await
+            .unwrap();
+        assert!(!held, "the transaction holds the lock");
+    }
+    assert!(
+        lock_freed(&db).await,
+        "the abandoned transaction still held its lock"
+    );
+}
+
+/// A statement whose future was dropped mid-way leaves its connection to be
+/// brought back in step before anyone uses it again: the next statement gets
+/// its own answer, not the abandoned one's.
+#[tokio::test]
+async fn a_statement_dropped_mid_way_leaves_its_connection_usable() {
+    let (db, _t) = setup().await;
+    let (connections, _backend) = db.one_connection_backend().await;
+    let abandoned = tokio::time::timeout(
+        Duration::from_millis(100),
+        sqlx::query_scalar::<_, i32>("SELECT 1 FROM pg_sleep(0.5)").fetch_one(&connections),
+    )
+    .await;
+    assert!(abandoned.is_err(), "the slow statement was dropped mid-way");
+    let answer: i32 = sqlx::query_scalar("SELECT 7")
+        .fetch_one(&connections)
+        .await
+        .unwrap();
+    assert_eq!(answer, 7);
 }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use std::path::PathBuf;
 
+use flowfabric::backend::postgres::pool::Connections;
 use flowfabric::backend::postgres::PgBackend;
 use flowfabric::backend::sqlite::SqliteBackend;
 use flowfabric::backend::Backend;
@@ -72,12 +73,11 @@ enum Stored {
     Postgres {
         url: String,
         pool: PgPool,
+        /// The backend's own connections.
+        backend: Connections,
     },
     /// A database file in a directory of its own, deleted with the `TestDb`.
-    Sqlite {
-        pool: SqlitePool,
-        dir: PathBuf,
-    },
+    Sqlite { pool: SqlitePool, dir: PathBuf },
 }
 
 impl Drop for TestDb {
@@ -179,14 +179,24 @@ impl TestDb {
             .expect("clone template database");
         admin.close().await;
         let url = format!("{server}/{name}");
-        let pool = PgBackend::pool_options(16)
-            .connect_with(PgBackend::connect_options(&url).expect("test database url"))
+        let options = PgBackend::connect_options(&url).expect("test database url");
+        // The test's own statements go through a small sqlx pool beside the
+        // backend's connections.
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.clone())
             .await
             .expect("connect to test database");
-        let backend: Arc<dyn Backend> = Arc::new(PgBackend::from_pool(pool.clone()));
+        let pg = PgBackend::with_options(options, 16);
+        let connections = pg.pool().clone();
+        let backend: Arc<dyn Backend> = Arc::new(pg);
         Self {
             engine: Engine::new(backend, limits),
-            store: Stored::Postgres { url, pool },
+            store: Stored::Postgres {
+                url,
+                pool,
+                backend: connections,
+            },
         }
     }
 
@@ -202,6 +212,14 @@ impl TestDb {
     pub fn pg(&self) -> &PgPool {
         match &self.store {
             Stored::Postgres { pool, .. } => pool,
+            Stored::Sqlite { .. } => panic!("this test runs on Postgres only"),
+        }
+    }
+
+    /// The engine's own connections, of a Postgres-only test.
+    pub fn pg_backend_connections(&self) -> &Connections {
+        match &self.store {
+            Stored::Postgres { backend, .. } => backend,
             Stored::Sqlite { .. } => panic!("this test runs on Postgres only"),
         }
     }
@@ -396,12 +414,10 @@ impl TestDb {
 
     /// A backend over one connection of its own, so a test can read that
     /// connection's session state (its prepared statements and their plans).
-    pub async fn one_connection_backend(&self) -> (PgPool, PgBackend) {
-        let pool = PgBackend::pool_options(1)
-            .connect_with(PgBackend::connect_options(self.pg_url()).expect("test database url"))
-            .await
-            .expect("connect to test database");
-        (pool.clone(), PgBackend::from_pool(pool))
+    pub async fn one_connection_backend(&self) -> (Connections, PgBackend) {
+        let options = PgBackend::connect_options(self.pg_url()).expect("test database url");
+        let backend = PgBackend::with_options(options, 1);
+        (backend.pool().clone(), backend)
     }
 
     /// Rows in a table, for asserting that a rejected request wrote nothing.

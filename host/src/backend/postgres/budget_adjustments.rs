@@ -2,7 +2,7 @@
 //! of those corrections. The dimension row is locked first, as a report
 //! locks it, so a correction and a report of the same budget serialise.
 
-use sqlx::PgPool;
+use super::pool::Connections;
 
 use super::budgets::{get_budget_in, release_holds};
 use super::rows::transaction;
@@ -15,7 +15,7 @@ fn err(op: &'static str) -> impl FnOnce(sqlx::Error) -> EngineError {
 }
 
 pub(super) async fn adjust_usage(
-    pool: &PgPool,
+    pool: &Connections,
     tenant: TenantId,
     id: BudgetId,
     adjustment: &UsageAdjustment,
@@ -94,7 +94,7 @@ pub(super) async fn adjust_usage(
 
 /// Newest first, by the primary key.
 pub(super) async fn list_adjustments(
-    pool: &PgPool,
+    pool: &Connections,
     tenant: TenantId,
     id: BudgetId,
     limit: u32,

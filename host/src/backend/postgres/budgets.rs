@@ -5,9 +5,10 @@
 //! budget whose scope covers it, in budget id order: two reports against the
 //! same budget serialise on its row, and never deadlock.
 
+use super::pool::Connections;
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 
 use super::leases::{fail_locked, rejection, FENCE};
 use super::rows::{col, json, parse, transaction, unknown_tenant_or, Args};
@@ -491,7 +492,7 @@ pub(super) async fn release_holds(
 }
 
 /// Reset budgets whose interval has passed.
-pub(super) async fn reset_due_budgets(pool: &PgPool, limit: u32) -> Result<u64> {
+pub(super) async fn reset_due_budgets(pool: &Connections, limit: u32) -> Result<u64> {
     let op = "reset due budgets";
     transaction(pool, op, async |tx| {
         let due: Vec<(TenantId, BudgetId)> = sqlx::query_as(

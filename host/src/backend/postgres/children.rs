@@ -9,9 +9,9 @@
 
 use std::time::Duration;
 
+use super::pool::Connections;
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;
-use sqlx::PgPool;
 
 use super::executions::{create_executions, FlowPlacement};
 use super::flows::violated;
@@ -212,7 +212,7 @@ fn child(row: &PgRow) -> Result<ChildOutcome> {
 
 /// Resume parents whose children have all ended but which no child's
 /// transaction could resume (their row was locked at the time).
-pub(super) async fn wake_waiting_parents(pool: &PgPool, limit: u32) -> Result<u64> {
+pub(super) async fn wake_waiting_parents(pool: &Connections, limit: u32) -> Result<u64> {
     let woken: i32 = sqlx::query_scalar(
         "SELECT flowfabric_wake_parents(array_agg(w.tenant_id), array_agg(w.execution_id)) \
          FROM tenants t CROSS JOIN LATERAL ( \

@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::LazyLock;
 use std::time::Duration;
 
+use super::pool::Connections;
 use sqlx::postgres::{PgArguments, PgRow};
-use sqlx::PgPool;
 
 use super::claim_keys::{
     slot_keys, slot_lock, wait_bound, SlotLocks, KEY_ADMISSION, KEY_RULE_COLUMNS, KEY_RULE_JOIN,
@@ -387,7 +387,7 @@ fn fill_claim(shape: Shape, slots: SlotLocks) -> String {
 /// The plan Postgres chooses for the claim statement with these arguments
 /// (`EXPLAIN`, nothing is executed). Lets tests and operators check that the
 /// claim stays on `executions_claim_idx` however large the backlog.
-pub(super) async fn explain_claim(pool: &PgPool, request: &ClaimRequest) -> Result<String> {
+pub(super) async fn explain_claim(pool: &Connections, request: &ClaimRequest) -> Result<String> {
     let lines: Vec<String> = sqlx::query_scalar_with(
         &format!(
             "EXPLAIN {}",
@@ -402,7 +402,7 @@ pub(super) async fn explain_claim(pool: &PgPool, request: &ClaimRequest) -> Resu
 }
 
 /// What the claim needs now, asked on its own.
-async fn probe_shape(pool: &PgPool) -> Result<Shape> {
+async fn probe_shape(pool: &Connections) -> Result<Shape> {
     static SHAPE_SQL: LazyLock<String> =
         LazyLock::new(|| format!("SELECT {NEEDS_ADMISSION}, {NEEDS_KEYS}"));
     let (admission, keys) = sqlx::query_as(&SHAPE_SQL)
@@ -414,7 +414,11 @@ async fn probe_shape(pool: &PgPool) -> Result<Shape> {
 
 /// The claim's rows: a keyed claim first waits for held slots, and if the
 /// wait runs out (or Postgres found a lock cycle), claims again passing them.
-async fn claim_rows(pool: &PgPool, shape: Shape, request: &ClaimRequest) -> Result<Vec<PgRow>> {
+async fn claim_rows(
+    pool: &Connections,
+    shape: Shape,
+    request: &ClaimRequest,
+) -> Result<Vec<PgRow>> {
     let run = async |slots| {
         sqlx::query_with(claim_sql(shape, slots), claim_args(request, "claim")?)
             .fetch_all(pool)
@@ -487,7 +491,7 @@ fn claimed_execution(row: &PgRow) -> Result<ClaimedExecution> {
 }
 
 pub(super) async fn claim(
-    pool: &PgPool,
+    pool: &Connections,
     known: &KnownShape,
     request: &ClaimRequest,
 ) -> Result<Vec<ClaimedExecution>> {

@@ -1,8 +1,8 @@
 //! Component versions and their wasm bytes.
 
+use super::pool::Connections;
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;
-use sqlx::PgPool;
 
 use super::rows::{col, transaction, unknown_tenant_or};
 use super::PgBackend;
@@ -168,7 +168,7 @@ fn version(row: &PgRow) -> Result<ComponentVersion> {
 }
 
 pub(super) async fn get(
-    pool: &PgPool,
+    pool: &Connections,
     tenant: TenantId,
     kind: &str,
     number: i32,
@@ -189,7 +189,7 @@ pub(super) async fn get(
 /// Deprecated versions stay stored (attempts already running keep them) but new
 /// attempts run the newest version that is not deprecated. Idempotent.
 pub(super) async fn deprecate(
-    pool: &PgPool,
+    pool: &Connections,
     tenant: TenantId,
     kind: &str,
     number: i32,

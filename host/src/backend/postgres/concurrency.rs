@@ -60,7 +60,14 @@ impl ConcurrencyLimits for PgBackend {
         max_limits: u32,
     ) -> Result<()> {
         let op = "set concurrency limit";
-        let mut tx = self.pool.begin().await.map_err(EngineError::storage(op))?;
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(EngineError::storage(op))?;
+        let mut tx = sqlx::Connection::begin(&mut *conn)
+            .await
+            .map_err(EngineError::storage(op))?;
         // The tenant's row serialises concurrent sets, so the count below
         // cannot be passed by two new limits at once.
         let exists: Option<bool> = sqlx::query_scalar(
@@ -133,7 +140,14 @@ impl ConcurrencyLimits for PgBackend {
         name: &str,
     ) -> Result<bool> {
         let op = "delete concurrency limit";
-        let mut tx = self.pool.begin().await.map_err(EngineError::storage(op))?;
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(EngineError::storage(op))?;
+        let mut tx = sqlx::Connection::begin(&mut *conn)
+            .await
+            .map_err(EngineError::storage(op))?;
         let deleted = sqlx::query(
             "DELETE FROM concurrency_limits WHERE tenant_id = $1 AND scope = $2 AND name = $3",
         )

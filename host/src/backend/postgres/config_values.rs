@@ -33,9 +33,12 @@ impl ConfigValues for PgBackend {
         value: &SealedConfig,
         max_values: u32,
     ) -> Result<()> {
-        let mut tx = self
+        let mut conn = self
             .pool
-            .begin()
+            .acquire()
+            .await
+            .map_err(EngineError::storage("put config value"))?;
+        let mut tx = sqlx::Connection::begin(&mut *conn)
             .await
             .map_err(EngineError::storage("put config value"))?;
         // The tenant's row serialises concurrent puts, so the count below

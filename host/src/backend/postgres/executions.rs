@@ -1,7 +1,8 @@
 //! Execution creation, reads and operator operations.
 
+use super::pool::Connections;
 use async_trait::async_trait;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 
 use super::rows::{col, execution, unknown_tenant_or, EXECUTION_COLUMNS};
 use super::PgBackend;
@@ -28,7 +29,8 @@ impl Executions for PgBackend {
             .await
             .map_err(EngineError::storage("create executions"))?;
         let executions: Vec<&NewExecution> = executions.iter().collect();
-        create_executions(&mut conn, tenant, &executions, max_queued, None).await
+        let created = create_executions(&mut conn, tenant, &executions, max_queued, None).await;
+        conn.settle_on_ok(created)
     }
 
     async fn get_execution(&self, tenant: TenantId, id: ExecutionId) -> Result<Execution> {
@@ -149,7 +151,13 @@ impl Executions for PgBackend {
         replay: Replay,
     ) -> Result<ReplayOutcome> {
         let pool = &self.pool;
-        let mut tx = pool.begin().await.map_err(EngineError::storage("replay"))?;
+        let mut conn = pool
+            .acquire()
+            .await
+            .map_err(EngineError::storage("replay"))?;
+        let mut tx = sqlx::Connection::begin(&mut *conn)
+            .await
+            .map_err(EngineError::storage("replay"))?;
         if replay.revive_dependents {
             super::flow_revive::check_revivable(&mut tx, tenant, id).await?;
         }
@@ -176,6 +184,7 @@ impl Executions for PgBackend {
             Vec::new()
         };
         tx.commit().await.map_err(EngineError::storage("replay"))?;
+        conn.settle();
         Ok(ReplayOutcome {
             replay_count,
             revived,
@@ -416,7 +425,7 @@ async fn existing_for_key(
 }
 
 pub(super) async fn get_execution(
-    pool: &PgPool,
+    pool: &Connections,
     tenant: TenantId,
     id: ExecutionId,
 ) -> Result<Execution> {

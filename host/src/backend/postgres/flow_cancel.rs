@@ -1,7 +1,7 @@
 //! Cancelling flows: the operator's cancel, and the scanner pass that
 //! finishes cancels a locked row or a dead process left unfinished.
 
-use sqlx::PgPool;
+use super::pool::Connections;
 
 use crate::backend::refusals;
 use crate::error::{EngineError, Result};
@@ -13,7 +13,7 @@ use crate::model::{ExecutionId, FlowCancelPolicy, FlowId, TenantId};
 /// order (the member, then its downstream groups); a single statement over
 /// many members could deadlock with workers finishing them.
 pub(super) async fn cancel_flow(
-    pool: &PgPool,
+    pool: &Connections,
     tenant: TenantId,
     flow_id: FlowId,
     policy: FlowCancelPolicy,
@@ -75,7 +75,7 @@ const NOTHING_LEFT_TO_CANCEL: &str = "NOT EXISTS (SELECT 1 FROM executions e \
 
 /// Finish cancels of flows whose process died mid-way (`cancel_phases`),
 /// passing over members another transaction holds.
-async fn finish_cancelled_flows(pool: &PgPool, limit: u32) -> Result<u64> {
+async fn finish_cancelled_flows(pool: &Connections, limit: u32) -> Result<u64> {
     let cancelled = cancel_skip_locked(
         pool,
         "FROM flows f \
@@ -103,7 +103,7 @@ async fn finish_cancelled_flows(pool: &PgPool, limit: u32) -> Result<u64> {
 /// Cancel up to `limit` executions (`e`) that `from_where` picks, passing over
 /// rows another transaction holds, in one statement; returns how many ended.
 async fn cancel_skip_locked(
-    pool: &PgPool,
+    pool: &Connections,
     from_where: &str,
     limit: u32,
     reason: &str,
@@ -131,7 +131,7 @@ async fn cancel_skip_locked(
 /// upstreams were locked when the join was satisfied, and flow cancels a
 /// process did not finish (see [`cancel_flow`]). Nothing here waits on a
 /// lock, so it cannot deadlock with the transactions it is cleaning up after.
-pub(super) async fn cancel_pending_siblings(pool: &PgPool, limit: u32) -> Result<u64> {
+pub(super) async fn cancel_pending_siblings(pool: &Connections, limit: u32) -> Result<u64> {
     let cancelled = cancel_skip_locked(
         pool,
         "FROM flow_groups g \

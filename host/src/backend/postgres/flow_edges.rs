@@ -5,7 +5,7 @@
 //! `flow_edges_flow_idx`, bounded by the flow's member cap, and each end's key
 //! by the executions primary key.
 
-use sqlx::PgPool;
+use super::pool::Connections;
 
 use super::rows::col;
 use crate::backend::refusals;
@@ -25,7 +25,7 @@ const EDGES_SQL: &str = "\
     ORDER BY from_key, to_key";
 
 pub(super) async fn flow_edges(
-    pool: &PgPool,
+    pool: &Connections,
     tenant: TenantId,
     flow: FlowId,
     from: Option<&str>,

@@ -9,9 +9,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use super::pool::Connections;
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 
 use super::executions::{create_executions, FlowPlacement};
 use super::rows::{col, json, parse, transaction, unknown_tenant_or};
@@ -125,7 +126,7 @@ impl Flows for PgBackend {
 }
 
 pub(super) async fn extend_flow(
-    pool: &PgPool,
+    pool: &Connections,
     tenant: TenantId,
     flow_id: FlowId,
     change: &GraphChange,
@@ -453,7 +454,7 @@ fn summary(row: &PgRow, (members, unfinished, failed): Counts) -> Result<FlowSum
 /// The flow, its members and its edges; the member counts come from the
 /// members read here rather than from a second aggregate query.
 pub(super) async fn get_flow(
-    pool: &PgPool,
+    pool: &Connections,
     tenant: TenantId,
     flow_id: FlowId,
 ) -> Result<FlowSnapshot> {

@@ -1,8 +1,8 @@
 //! Capability ceilings and component grants, stored as JSON documents.
 
+use super::pool::Connections;
 use async_trait::async_trait;
 use sqlx::types::Json;
-use sqlx::PgPool;
 
 use super::rows::unknown_tenant_or;
 use super::PgBackend;
@@ -107,7 +107,7 @@ impl Grants for PgBackend {
 
 /// Both primary keys, one round trip.
 async fn capabilities(
-    pool: &PgPool,
+    pool: &Connections,
     tenant: TenantId,
     kind: &str,
 ) -> Result<(CapabilityCeiling, ComponentGrant)> {

@@ -9,9 +9,10 @@ use std::collections::HashSet;
 use std::sync::LazyLock;
 use std::time::Duration;
 
+use super::pool::Connections;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 
 use super::executions::get_execution;
 use super::rows::{col, completion_outbox, explain_lease_miss, json, transaction, Args};
@@ -202,7 +203,7 @@ pub(super) const FENCE: &str = "tenant_id = $1 AND execution_id = $2 AND attempt
 
 /// A fenced write matched nothing and is not a replay of `replay_as`: the error.
 pub(super) async fn rejection(
-    pool: &PgPool,
+    pool: &Connections,
     lease: &LeaseHandle,
     replay_as: Option<AttemptState>,
 ) -> Result<EngineError> {
@@ -366,13 +367,14 @@ const FAIL: Transition = Transition {
 };
 
 async fn simple_transition(
-    pool: &PgPool,
+    pool: &Connections,
     lease: &LeaseHandle,
     t: &Transition,
     args: TransitionArgs<'_>,
 ) -> Result<()> {
     let mut conn = pool.acquire().await.map_err(EngineError::storage(t.op))?;
-    if transition(&mut conn, lease, t, args).await?.is_some() {
+    let moved = transition(&mut conn, lease, t, args).await;
+    if conn.settle_on_ok(moved)?.is_some() {
         return Ok(());
     }
     drop(conn);
@@ -382,7 +384,7 @@ async fn simple_transition(
 /// A fenced write matched nothing: `Ok` if the same handle already made it
 /// (a replay), otherwise why it was refused.
 async fn replayed_or_rejected(
-    pool: &PgPool,
+    pool: &Connections,
     lease: &LeaseHandle,
     replay_as: AttemptState,
 ) -> Result<()> {
@@ -393,7 +395,7 @@ async fn replayed_or_rejected(
 }
 
 #[tracing::instrument(skip_all, fields(execution = %lease.execution_id, attempt = lease.attempt_index))]
-pub(super) async fn complete(pool: &PgPool, lease: &LeaseHandle, result: &[u8]) -> Result<()> {
+pub(super) async fn complete(pool: &Connections, lease: &LeaseHandle, result: &[u8]) -> Result<()> {
     let args = TransitionArgs {
         result: Some(result),
         ..Default::default()

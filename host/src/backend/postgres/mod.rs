@@ -44,6 +44,7 @@ mod insights;
 mod leases;
 mod outbox;
 mod output;
+pub mod pool;
 mod rows;
 mod scanners;
 mod schedules;
@@ -55,11 +56,10 @@ mod tenancy;
 mod waitpoint_keys;
 mod wakeups;
 
-use std::time::Duration;
-
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::PgPool;
+use sqlx::postgres::PgConnectOptions;
+
+use pool::{Connection, Connections};
 
 use super::{migration_failed, pending, Backend, APPLIED_MIGRATIONS};
 use crate::error::{EngineError, Result};
@@ -80,12 +80,8 @@ const COMPLETION_CHANNEL: &str = "flowfabric_completion";
 /// a tenant has new events.
 const EVENTS_CHANNEL: &str = "flowfabric_events";
 
-/// How long a pooled connection may sit idle and still be used without a
-/// ping first (see [`PgBackend::pool_options`]).
-const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
-
 pub struct PgBackend {
-    pool: PgPool,
+    pool: Connections,
     notifications: wakeups::Notifications,
     claim_shape: claim::KnownShape,
 }
@@ -93,49 +89,24 @@ pub struct PgBackend {
 impl PgBackend {
     /// A connection from the pool, for an operation written once for both
     /// drivers (`backend::shared`) that needs no transaction of its own.
-    pub(super) async fn connection(
-        &self,
-        op: &'static str,
-    ) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+    pub(super) async fn connection(&self, op: &'static str) -> Result<Connection> {
         self.pool.acquire().await.map_err(EngineError::storage(op))
     }
 
+    /// A backend of at most `max_connections` to `url`, which must answer:
+    /// one connection is opened (and kept) before this returns.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
-        let pool = Self::pool_options(max_connections)
-            .connect_with(Self::connect_options(url)?)
+        let backend = Self::with_options(Self::connect_options(url)?, max_connections);
+        backend
+            .pool
+            .acquire()
             .await
-            .map_err(EngineError::storage("connect"))?;
-        Ok(Self::from_pool(pool))
+            .map_err(EngineError::storage("connect"))?
+            .settle();
+        Ok(backend)
     }
 
-    /// The engine's connection pool; for callers that build their own pool
-    /// for [`PgBackend::from_pool`].
-    ///
-    /// sqlx pings a connection (one round trip) when it goes back to the
-    /// pool, and by default again when it is taken out. The second ping
-    /// doubled the round trips of every statement, as many again as the
-    /// statements themselves, for a connection that answered a moment ago.
-    /// So a connection is pinged on the way out only after it has been idle
-    /// for [`PING_IF_IDLE_FOR`]: long enough for a server restart or a
-    /// dropped link to go unnoticed. One that fails the ping is closed, and
-    /// the pool opens a new one in its place.
-    pub fn pool_options(max_connections: u32) -> PgPoolOptions {
-        PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10))
-            .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
-                Box::pin(async move {
-                    if meta.idle_for >= PING_IF_IDLE_FOR {
-                        sqlx::Connection::ping(conn).await?;
-                    }
-                    Ok(true)
-                })
-            })
-    }
-
-    /// How the engine connects to `url`; for callers that build their own pool
-    /// for [`PgBackend::from_pool`].
+    /// How the engine connects to `url`.
     ///
     /// JIT compilation is off. Its thresholds are planner costs, and the claim's
     /// estimates run high whatever its real work (a `LIMIT` taken from a lateral
@@ -153,15 +124,20 @@ impl PgBackend {
         Ok(options.options([("jit", "off")]))
     }
 
-    pub fn from_pool(pool: PgPool) -> Self {
+    /// A backend whose connections open as they are first needed.
+    pub fn with_options(options: PgConnectOptions, max_connections: u32) -> Self {
+        let pool = Connections::new(options.clone(), max_connections);
         Self {
-            notifications: wakeups::Notifications::new(pool.clone()),
+            notifications: wakeups::Notifications::new(pool.clone(), options),
             pool,
             claim_shape: claim::KnownShape::default(),
         }
     }
 
-    pub fn pool(&self) -> &PgPool {
+    /// The backend's connections, for statements of callers' own (a
+    /// benchmark's baseline, a test's inspection); `&Connections` is an
+    /// executor.
+    pub fn pool(&self) -> &Connections {
         &self.pool
     }
 
@@ -178,7 +154,17 @@ impl Backend for PgBackend {
     }
 
     async fn migrate(&self) -> Result<()> {
-        MIGRATOR.run(&self.pool).await.map_err(migration_failed)
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(EngineError::storage("migrate"))?;
+        MIGRATOR
+            .run_direct(&mut *conn)
+            .await
+            .map_err(migration_failed)?;
+        conn.settle();
+        Ok(())
     }
 
     async fn pending_migrations(&self) -> Result<Vec<i64>> {

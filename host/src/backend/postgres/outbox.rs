@@ -10,8 +10,8 @@
 //! than waiting for the next wake-up. Each read is a range scan of the table's
 //! `(tenant_id, txid, event_id)` primary key.
 
+use super::pool::Connections;
 use sqlx::postgres::PgRow;
-use sqlx::PgPool;
 
 use super::rows::col;
 use crate::error::{EngineError, Result};
@@ -86,7 +86,7 @@ impl<E> Outbox<E> {
     /// The tenant's events after `after`, oldest first, at most `limit`.
     pub(super) async fn read(
         &self,
-        pool: &PgPool,
+        pool: &Connections,
         tenant: TenantId,
         after: EventCursor,
         limit: u32,
@@ -126,7 +126,12 @@ impl<E> Outbox<E> {
     /// `retention_ms` ago; returns how many went. Takes the head of each
     /// tenant's primary-key range and deletes what is old enough in it, so a
     /// pass with nothing to prune reads `limit` rows per tenant, not the table.
-    pub(super) async fn prune(&self, pool: &PgPool, retention_ms: i64, limit: u32) -> Result<u64> {
+    pub(super) async fn prune(
+        &self,
+        pool: &Connections,
+        retention_ms: i64,
+        limit: u32,
+    ) -> Result<u64> {
         let sql = format!(
             "WITH head AS ( \
                  SELECT h.tenant_id, h.txid, h.event_id, h.created_at FROM tenants t \
@@ -154,7 +159,7 @@ impl Outbox<LeaseEvent> {
     /// (a history, not a stream to follow).
     pub(super) async fn history(
         &self,
-        pool: &PgPool,
+        pool: &Connections,
         tenant: TenantId,
         id: ExecutionId,
         limit: u32,
@@ -201,7 +206,7 @@ fn position(row: &PgRow) -> Result<(EventCursor, bool)> {
 /// events after `after` (served by `completion_events_txid_idx`), as
 /// `(tenant, execution)` pairs, with the new cursor and the pending flag.
 pub(super) async fn all_completions(
-    pool: &PgPool,
+    pool: &Connections,
     after: EventCursor,
     limit: u32,
 ) -> Result<(Vec<(TenantId, ExecutionId)>, EventCursor, bool)> {
@@ -233,7 +238,7 @@ pub(super) async fn all_completions(
 
 /// The newest deliverable position of the completion outbox: where a
 /// dispatcher that starts now begins.
-pub(super) async fn completions_head(pool: &PgPool) -> Result<EventCursor> {
+pub(super) async fn completions_head(pool: &Connections) -> Result<EventCursor> {
     let row: Option<(i64, i64)> = sqlx::query_as(&format!(
         "SELECT txid, event_id FROM completion_events WHERE txid < {HORIZON} \
          ORDER BY txid DESC, event_id DESC LIMIT 1"

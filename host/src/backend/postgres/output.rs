@@ -1,8 +1,8 @@
 //! What a running attempt produces besides its result: frames and progress.
 //! Both are worker writes, fenced by the lease like every other.
 
+use super::pool::Connections;
 use async_trait::async_trait;
-use sqlx::PgPool;
 
 use super::counters;
 use super::leases::{rejection, FENCE};
@@ -162,7 +162,7 @@ impl Output for PgBackend {
 
 /// Why an append matched no row: the lease, or (the lease still held) the cap.
 async fn frame_refusal(
-    pool: &PgPool,
+    pool: &Connections,
     lease: &LeaseHandle,
     adding: usize,
     max_attempt_bytes: u64,

@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
+use super::pool::Connections;
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, PgPool, Row as _};
+use sqlx::{PgConnection, Row as _};
 
 use super::COMPLETION_CHANNEL;
 use crate::backend::{LeaseLookup, LeaseMiss};
@@ -92,7 +93,7 @@ pub(super) fn execution(row: &PgRow) -> Result<Execution> {
 /// the operation itself would have written, which makes a retry by the same
 /// caller recognisable (the reference's replay reconciliation).
 pub(super) async fn explain_lease_miss(
-    pool: &PgPool,
+    pool: &Connections,
     lease: &LeaseHandle,
     replay_as: AttemptState,
 ) -> Result<LeaseMiss> {
@@ -138,19 +139,26 @@ pub(super) async fn explain_lease_miss(
 /// ROLLBACK until the pool next touches the connection; until then the rows it
 /// locked stay locked, and `SKIP LOCKED` claims pass them over.
 pub(super) async fn transaction<T>(
-    pool: &PgPool,
+    pool: &Connections,
     op: &'static str,
     body: impl AsyncFnOnce(&mut PgConnection) -> Result<T>,
 ) -> Result<T> {
-    let mut tx = pool.begin().await.map_err(EngineError::storage(op))?;
+    let mut conn = pool.acquire().await.map_err(EngineError::storage(op))?;
+    let mut tx = sqlx::Connection::begin(&mut *conn)
+        .await
+        .map_err(EngineError::storage(op))?;
     match body(&mut tx).await {
         Ok(value) => {
             tx.commit().await.map_err(EngineError::storage(op))?;
+            conn.settle();
             Ok(value)
         }
         Err(e) => {
-            if let Err(rollback) = tx.rollback().await {
-                tracing::warn!(error = %rollback, op, "rolling back after an error");
+            match tx.rollback().await {
+                Ok(()) => conn.settle(),
+                Err(rollback) => {
+                    tracing::warn!(error = %rollback, op, "rolling back after an error")
+                }
             }
             Err(e)
         }

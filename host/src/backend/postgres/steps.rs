@@ -7,10 +7,11 @@
 //! frame announcing it.
 //! A refused record changes nothing; why it was refused is read afterwards.
 
+use super::pool::Connections;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 
 use super::counters;
 use super::leases::{rejection, FENCE};
@@ -64,8 +65,8 @@ impl Steps for PgBackend {
             .acquire()
             .await
             .map_err(EngineError::storage(op))?;
-        record_in(&self.pool, &mut conn, lease, step, frame, limits).await?;
-        Ok(())
+        let recorded = record_in(&self.pool, &mut conn, lease, step, frame, limits).await;
+        conn.settle_on_ok(recorded)
     }
 
     async fn sleep(
@@ -99,7 +100,7 @@ impl Steps for PgBackend {
 
 /// Record `step` on `conn` (the pool's or a transaction's), or say why not.
 async fn record_in(
-    pool: &PgPool,
+    pool: &Connections,
     conn: &mut PgConnection,
     lease: &LeaseHandle,
     step: &NewStep,
@@ -163,7 +164,7 @@ async fn record_in(
 /// A record matched no row: the lease is gone, the journal is full, or the
 /// position is taken (by this same step: a replayed call, which is `Ok`).
 async fn explain_miss(
-    pool: &PgPool,
+    pool: &Connections,
     conn: &mut PgConnection,
     lease: &LeaseHandle,
     step: &NewStep,

@@ -7,10 +7,11 @@
 
 use std::time::Duration;
 
+use super::pool::Connections;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::leases::{millis, rejection, FENCE};
@@ -248,7 +249,7 @@ pub(super) fn err(op: &'static str) -> impl FnOnce(sqlx::Error) -> EngineError {
 /// Lock the lease's execution row, or explain why the lease does not hold.
 /// Returns the execution's suspension count.
 pub(super) async fn lock_leased(
-    pool: &PgPool,
+    pool: &Connections,
     tx: &mut PgConnection,
     lease: &LeaseHandle,
     op: &'static str,
@@ -407,7 +408,7 @@ async fn lock_by_id(tx: &mut PgConnection, tenant: TenantId, id: ExecutionId) ->
 /// Deliver a signal to a waitpoint; resumes the execution when this signal
 /// completes its suspension's condition.
 pub(super) async fn deliver_signal(
-    pool: &PgPool,
+    pool: &Connections,
     tenant: TenantId,
     id: ExecutionId,
     waitpoint_id: WaitpointId,

@@ -2,7 +2,8 @@
 //! suspension's `on_timeout` says (fail, cancel, resume with a timeout
 //! signal), in its own transaction.
 
-use sqlx::{PgConnection, PgPool};
+use super::pool::Connections;
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::rows::{col, json, transaction};
@@ -15,7 +16,7 @@ use crate::model::{
 
 /// Scanner: suspensions past their timeout, up to `limit` per tenant, each in
 /// its own transaction (the behaviours differ and each locks one row).
-pub(super) async fn time_out_suspensions(pool: &PgPool, limit: u32) -> Result<u64> {
+pub(super) async fn time_out_suspensions(pool: &Connections, limit: u32) -> Result<u64> {
     let due: Vec<(TenantId, ExecutionId)> = sqlx::query_as(
         "SELECT c.tenant_id, c.execution_id FROM tenants t CROSS JOIN LATERAL ( \
              SELECT e.tenant_id, e.execution_id FROM executions e \
@@ -36,7 +37,7 @@ pub(super) async fn time_out_suspensions(pool: &PgPool, limit: u32) -> Result<u6
     Ok(changed)
 }
 
-async fn time_out_one(pool: &PgPool, tenant: TenantId, id: ExecutionId) -> Result<bool> {
+async fn time_out_one(pool: &Connections, tenant: TenantId, id: ExecutionId) -> Result<bool> {
     let op = "time out suspension";
     transaction(pool, op, async |tx| {
         let row = sqlx::query(

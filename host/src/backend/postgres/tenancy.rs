@@ -1,8 +1,8 @@
 //! Tenants, their limits and their API keys.
 
+use super::pool::Connections;
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::rows::{col, unknown_tenant_or};
@@ -154,7 +154,7 @@ const TENANT_COLUMNS: &str = "tenant_id, name, created_at, max_running, max_queu
     max_starts_per_window, start_window_ms, max_result_bytes, max_frame_bytes_per_attempt, \
     max_children_per_execution, max_flow_members, max_waitpoints_per_execution, max_stored_bytes";
 
-pub(super) async fn get_tenant(pool: &PgPool, id: TenantId) -> Result<Tenant> {
+pub(super) async fn get_tenant(pool: &Connections, id: TenantId) -> Result<Tenant> {
     let row = sqlx::query(&format!(
         "SELECT {TENANT_COLUMNS} FROM tenants WHERE tenant_id = $1"
     ))
@@ -169,7 +169,7 @@ pub(super) async fn get_tenant(pool: &PgPool, id: TenantId) -> Result<Tenant> {
 /// The tenant's limits and the kinds among `kinds` without a non-deprecated
 /// component (each a probe of the components primary key).
 pub(super) async fn admission(
-    pool: &PgPool,
+    pool: &Connections,
     id: TenantId,
     kinds: &[&str],
 ) -> Result<(TenantLimits, Vec<String>)> {
@@ -191,7 +191,7 @@ pub(super) async fn admission(
 }
 
 pub(super) async fn set_tenant_limits(
-    pool: &PgPool,
+    pool: &Connections,
     id: TenantId,
     limits: &TenantLimits,
 ) -> Result<Tenant> {

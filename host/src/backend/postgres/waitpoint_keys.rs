@@ -55,7 +55,14 @@ impl WaitpointKeys for PgBackend {
         prune_retired_before: DateTime<Utc>,
     ) -> Result<bool> {
         let op = "add waitpoint key";
-        let mut tx = self.pool.begin().await.map_err(EngineError::storage(op))?;
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(EngineError::storage(op))?;
+        let mut tx = sqlx::Connection::begin(&mut *conn)
+            .await
+            .map_err(EngineError::storage(op))?;
         let added = sqlx::query(
             "INSERT INTO waitpoint_keys \
                  (kid, sealed_by, nonce, ciphertext, created_at, activates_at, retires_at) \

@@ -17,9 +17,9 @@
 
 use std::time::Duration;
 
+use super::pool::Connections;
 use async_trait::async_trait;
-use sqlx::postgres::PgListener;
-use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::sync::{broadcast, watch, OnceCell};
 
 use super::outbox;
@@ -49,7 +49,11 @@ impl Wakeups for PgBackend {
 }
 
 pub(super) struct Notifications {
-    pool: PgPool,
+    pool: Connections,
+    /// `PgListener` keeps a connection of sqlx's pool, opened with the
+    /// backend's options, for as long as it listens (and one more while
+    /// it reconnects).
+    listener_options: PgConnectOptions,
     listening: OnceCell<Listening>,
 }
 
@@ -71,9 +75,10 @@ impl Drop for Notifications {
 }
 
 impl Notifications {
-    pub(super) fn new(pool: PgPool) -> Self {
+    pub(super) fn new(pool: Connections, listener_options: PgConnectOptions) -> Self {
         Self {
             pool,
+            listener_options,
             listening: OnceCell::new(),
         }
     }
@@ -81,7 +86,10 @@ impl Notifications {
     async fn listening(&self) -> Result<&Listening> {
         self.listening
             .get_or_try_init(|| async {
-                let mut listener = PgListener::connect_with(&self.pool)
+                let listener_pool = PgPoolOptions::new()
+                    .max_connections(2)
+                    .connect_lazy_with(self.listener_options.clone());
+                let mut listener = PgListener::connect_with(&listener_pool)
                     .await
                     .map_err(EngineError::storage("listen"))?;
                 listener
@@ -169,7 +177,7 @@ struct Woken {
 /// Broadcast every completion event, in cursor order, to whoever waits: one
 /// outbox read per wake-up for the whole process.
 async fn dispatch_completions(
-    pool: PgPool,
+    pool: Connections,
     woken: Woken,
     mut notified: watch::Receiver<u64>,
     mut cursor: EventCursor,

@@ -105,7 +105,7 @@ async fn measure(url: &str, args: &DepthBench, queued: usize) -> anyhow::Result<
     };
     let engine = connect_with(url, 4, limits).await?;
     let pool = side_pool(url).await?;
-    let raw = RawQueue::setup(pool.clone()).await?;
+    let raw = RawQueue::setup(pool.clone(), url).await?;
 
     let started = Instant::now();
     fill_engine(&engine, args.tenants, queued).await?;

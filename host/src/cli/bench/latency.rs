@@ -150,7 +150,7 @@ async fn engine_round(
 }
 
 async fn raw_round(url: String, rate: u32, n: usize) -> anyhow::Result<Percentiles> {
-    let queue = Arc::new(RawQueue::setup(side_pool(&url).await?).await?);
+    let queue = Arc::new(RawQueue::setup(side_pool(&url).await?, &url).await?);
     let mut listener = queue.listen().await?;
     let consumer = tokio::spawn({
         let queue = queue.clone();

@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use flowfabric::backend::postgres::pool::Connections;
 use flowfabric::backend::postgres::PgBackend;
 use flowfabric::backend::Backend;
 use flowfabric::engine::{Engine, Limits};
@@ -208,7 +209,7 @@ async fn round(args: &EngineBench, workers: usize, batch: u32, path: Path) -> an
 
     let (create, process) = match path {
         Path::Raw => {
-            let queue = Arc::new(RawQueue::setup(backend.pool().clone()).await?);
+            let queue = Arc::new(RawQueue::setup(backend.pool().clone(), &scratch.url).await?);
             let started = Instant::now();
             for chunk in payloads.chunks(batch as usize) {
                 queue.insert(chunk).await?;
@@ -353,7 +354,7 @@ pub(super) fn write_json(
 
 /// A small pool of its own on `url`, for a bench's own reads and baselines,
 /// so they never queue behind the engine's connections.
-pub(super) async fn side_pool(url: &str) -> anyhow::Result<sqlx::PgPool> {
+pub(super) async fn side_pool(url: &str) -> anyhow::Result<Connections> {
     Ok(PgBackend::connect(url, 2).await?.pool().clone())
 }
 

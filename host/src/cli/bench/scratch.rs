@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::PgPool;
+
+use flowfabric::backend::postgres::pool::Connections;
 use uuid::Uuid;
 
 use flowfabric::error::{EngineError, Result};
@@ -89,7 +91,7 @@ mod url_like {
 
 /// Refresh the planner's statistics after a bulk fill, as autovacuum would in
 /// time, so a benchmark measures the plans a settled installation gets.
-pub async fn analyze(pool: &PgPool) -> Result<()> {
+pub async fn analyze(pool: &Connections) -> Result<()> {
     sqlx::query("ANALYZE")
         .execute(pool)
         .await
@@ -99,7 +101,7 @@ pub async fn analyze(pool: &PgPool) -> Result<()> {
 
 /// Submit → start of every execution that has started: its first attempt's
 /// start against its creation, both by the server's clock.
-pub async fn start_latencies(pool: &PgPool) -> Result<Vec<Duration>> {
+pub async fn start_latencies(pool: &Connections) -> Result<Vec<Duration>> {
     Ok(seconds_to_durations(
         sqlx::query_scalar(
             "SELECT extract(epoch FROM min(a.started_at) - e.created_at)::float8 \
@@ -123,11 +125,14 @@ fn seconds_to_durations(seconds: Vec<f64>) -> Vec<Duration> {
 const RAW_CHANNEL: &str = "flowfabric_bench_raw";
 
 pub struct RawQueue {
-    pool: PgPool,
+    pool: Connections,
+    url: String,
 }
 
 impl RawQueue {
-    pub async fn setup(pool: PgPool) -> Result<Self> {
+    /// The baseline's table, reached through `pool` (connections handled as
+    /// the engine's are) and listened for on `url`.
+    pub async fn setup(pool: Connections, url: &str) -> Result<Self> {
         for stmt in [
             "CREATE TABLE IF NOT EXISTS raw_jobs (id uuid PRIMARY KEY, payload bytea NOT NULL, \
              priority int NOT NULL DEFAULT 0, state text NOT NULL DEFAULT 'ready', \
@@ -140,7 +145,10 @@ impl RawQueue {
                 .await
                 .map_err(EngineError::storage("baseline setup"))?;
         }
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            url: url.to_owned(),
+        })
     }
 
     pub async fn insert(&self, payloads: &[Vec<u8>]) -> Result<()> {
@@ -173,7 +181,7 @@ impl RawQueue {
 
     /// A connection listening for [`RawQueue::insert_and_notify`].
     pub async fn listen(&self) -> Result<PgListener> {
-        let mut listener = PgListener::connect_with(&self.pool)
+        let mut listener = PgListener::connect(&self.url)
             .await
             .map_err(EngineError::storage("baseline listen"))?;
         listener
