@@ -124,9 +124,12 @@ impl PgBackend {
         Ok(options.options([("jit", "off")]))
     }
 
-    /// A backend whose connections open as they are first needed.
+    /// A backend whose connections open as they are first needed, at most
+    /// `max_connections` of them: one for the notification listener (when
+    /// something listens), the rest for statements.
     pub fn with_options(options: PgConnectOptions, max_connections: u32) -> Self {
-        let pool = Connections::new(options.clone(), max_connections);
+        let statements = max_connections.saturating_sub(1).max(1);
+        let pool = Connections::new(options.clone(), statements);
         Self {
             notifications: wakeups::Notifications::new(pool.clone(), options),
             pool,

@@ -50,9 +50,9 @@ impl Wakeups for PgBackend {
 
 pub(super) struct Notifications {
     pool: Connections,
-    /// `PgListener` keeps a connection of sqlx's pool, opened with the
-    /// backend's options, for as long as it listens (and one more while
-    /// it reconnects).
+    /// `PgListener` keeps a connection of a sqlx pool of one, opened with
+    /// the backend's options, for as long as it listens (see
+    /// [`PgBackend::with_options`]).
     listener_options: PgConnectOptions,
     listening: OnceCell<Listening>,
 }
@@ -87,7 +87,7 @@ impl Notifications {
         self.listening
             .get_or_try_init(|| async {
                 let listener_pool = PgPoolOptions::new()
-                    .max_connections(2)
+                    .max_connections(1)
                     .connect_lazy_with(self.listener_options.clone());
                 let mut listener = PgListener::connect_with(&listener_pool)
                     .await
