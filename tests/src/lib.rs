@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use std::path::PathBuf;
 
-use flowfabric::backend::postgres::pool::Connections;
+use flowfabric::backend::postgres::Connections;
 use flowfabric::backend::postgres::PgBackend;
 use flowfabric::backend::sqlite::SqliteBackend;
 use flowfabric::backend::Backend;

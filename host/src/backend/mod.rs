@@ -16,6 +16,7 @@
 mod background;
 mod configuration;
 mod insights;
+pub mod pool;
 pub mod postgres;
 mod refusals;
 mod shared;

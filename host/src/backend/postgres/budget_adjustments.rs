@@ -2,7 +2,7 @@
 //! of those corrections. The dimension row is locked first, as a report
 //! locks it, so a correction and a report of the same budget serialise.
 
-use super::pool::Connections;
+use super::Connections;
 
 use super::budgets::{get_budget_in, release_holds};
 use super::rows::transaction;

@@ -5,7 +5,7 @@
 //! budget whose scope covers it, in budget id order: two reports against the
 //! same budget serialise on its row, and never deadlock.
 
-use super::pool::Connections;
+use super::Connections;
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 use sqlx::PgConnection;

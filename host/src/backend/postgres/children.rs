@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use super::pool::Connections;
+use super::Connections;
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use super::pool::Connections;
+use super::Connections;
 use sqlx::postgres::{PgArguments, PgRow};
 
 use super::claim_keys::{

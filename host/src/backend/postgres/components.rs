@@ -1,6 +1,6 @@
 //! Component versions and their wasm bytes.
 
-use super::pool::Connections;
+use super::Connections;
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 

@@ -1,6 +1,6 @@
 //! Execution creation, reads and operator operations.
 
-use super::pool::Connections;
+use super::Connections;
 use async_trait::async_trait;
 use sqlx::PgConnection;
 

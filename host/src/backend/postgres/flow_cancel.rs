@@ -1,7 +1,7 @@
 //! Cancelling flows: the operator's cancel, and the scanner pass that
 //! finishes cancels a locked row or a dead process left unfinished.
 
-use super::pool::Connections;
+use super::Connections;
 
 use crate::backend::refusals;
 use crate::error::{EngineError, Result};

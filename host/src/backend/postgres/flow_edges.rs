@@ -5,7 +5,7 @@
 //! `flow_edges_flow_idx`, bounded by the flow's member cap, and each end's key
 //! by the executions primary key.
 
-use super::pool::Connections;
+use super::Connections;
 
 use super::rows::col;
 use crate::backend::refusals;

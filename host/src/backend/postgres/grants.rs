@@ -1,6 +1,6 @@
 //! Capability ceilings and component grants, stored as JSON documents.
 
-use super::pool::Connections;
+use super::Connections;
 use async_trait::async_trait;
 use sqlx::types::Json;
 

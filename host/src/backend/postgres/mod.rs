@@ -44,7 +44,6 @@ mod insights;
 mod leases;
 mod outbox;
 mod output;
-pub mod pool;
 mod rows;
 mod scanners;
 mod schedules;
@@ -56,10 +55,14 @@ mod tenancy;
 mod waitpoint_keys;
 mod wakeups;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use sqlx::postgres::PgConnectOptions;
 
-use pool::{Connection, Connections};
+/// The backend's connections (see [`crate::backend::pool`]).
+pub type Connections = super::pool::Connections<sqlx::Postgres>;
+type Connection = super::pool::Connection<sqlx::Postgres>;
 
 use super::{migration_failed, pending, Backend, APPLIED_MIGRATIONS};
 use crate::error::{EngineError, Result};
@@ -129,7 +132,7 @@ impl PgBackend {
     /// something listens), the rest for statements.
     pub fn with_options(options: PgConnectOptions, max_connections: u32) -> Self {
         let statements = max_connections.saturating_sub(1).max(1);
-        let pool = Connections::new(options.clone(), statements);
+        let pool = Connections::new(options.clone(), statements, Duration::from_secs(10));
         Self {
             notifications: wakeups::Notifications::new(pool.clone(), options),
             pool,

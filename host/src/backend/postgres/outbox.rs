@@ -10,7 +10,7 @@
 //! than waiting for the next wake-up. Each read is a range scan of the table's
 //! `(tenant_id, txid, event_id)` primary key.
 
-use super::pool::Connections;
+use super::Connections;
 use sqlx::postgres::PgRow;
 
 use super::rows::col;

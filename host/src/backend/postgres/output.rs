@@ -1,7 +1,7 @@
 //! What a running attempt produces besides its result: frames and progress.
 //! Both are worker writes, fenced by the lease like every other.
 
-use super::pool::Connections;
+use super::Connections;
 use async_trait::async_trait;
 
 use super::counters;

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
-use super::pool::Connections;
+use super::Connections;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row as _};
 

@@ -7,7 +7,7 @@
 //! frame announcing it.
 //! A refused record changes nothing; why it was refused is read afterwards.
 
-use super::pool::Connections;
+use super::Connections;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use super::pool::Connections;
+use super::Connections;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;

@@ -2,7 +2,7 @@
 //! suspension's `on_timeout` says (fail, cancel, resume with a timeout
 //! signal), in its own transaction.
 
-use super::pool::Connections;
+use super::Connections;
 use sqlx::PgConnection;
 use uuid::Uuid;
 

@@ -1,6 +1,6 @@
 //! Tenants, their limits and their API keys.
 
-use super::pool::Connections;
+use super::Connections;
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 use uuid::Uuid;

@@ -17,7 +17,7 @@
 
 use std::time::Duration;
 
-use super::pool::Connections;
+use super::Connections;
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::sync::{broadcast, watch, OnceCell};

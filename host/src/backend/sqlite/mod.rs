@@ -63,8 +63,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{SqliteConnection, SqlitePool};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{Sqlite, SqliteConnection};
+
+use super::pool::{Connection, Connections};
 use tokio::sync::{broadcast, watch};
 
 use super::{migration_failed, pending, Backend, APPLIED_MIGRATIONS};
@@ -76,10 +78,13 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite"
 /// Readers run alongside the writer; more than a few buys nothing on a file.
 const READERS: u32 = 4;
 
+/// How long a caller waits for the writer or a reader.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+
 pub struct SqliteBackend {
     /// One connection: every write transaction, in turn.
-    writer: SqlitePool,
-    reader: SqlitePool,
+    writer: Connections<Sqlite>,
+    reader: Connections<Sqlite>,
     work: watch::Sender<u64>,
     revoked: broadcast::Sender<ExecutionId>,
     updates: broadcast::Sender<ExecutionUpdate>,
@@ -153,16 +158,22 @@ impl SqliteBackend {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone())
+        // One connection of each opened now: the file is created, and a
+        // path that cannot be opened fails here.
+        // Writers queue for the one connection: a long write (a large batch)
+        // may keep the others waiting a while.
+        let writer = Connections::<Sqlite>::new(options.clone(), 1, ACQUIRE_TIMEOUT);
+        writer
+            .acquire()
             .await
-            .map_err(EngineError::storage("open"))?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(READERS)
-            .connect_with(options.read_only(true))
+            .map_err(EngineError::storage("open"))?
+            .settle();
+        let reader = Connections::<Sqlite>::new(options.read_only(true), READERS, ACQUIRE_TIMEOUT);
+        reader
+            .acquire()
             .await
-            .map_err(EngineError::storage("open"))?;
+            .map_err(EngineError::storage("open"))?
+            .settle();
         Ok(Self {
             writer,
             reader,
@@ -187,9 +198,12 @@ impl SqliteBackend {
         // IMMEDIATE takes the write lock up front: another process on the
         // same file then waits (busy timeout) instead of failing when its
         // read would have to become a write.
-        let mut tx = self
+        let mut conn = self
             .writer
-            .begin_with("BEGIN IMMEDIATE")
+            .acquire()
+            .await
+            .map_err(EngineError::storage(op))?;
+        let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE")
             .await
             .map_err(EngineError::storage(op))?;
         let mut effects = Effects::default();
@@ -200,12 +214,16 @@ impl SqliteBackend {
         match outcome {
             Ok(value) => {
                 tx.commit().await.map_err(EngineError::storage(op))?;
+                conn.settle();
                 self.announce(effects);
                 Ok(value)
             }
             Err(e) => {
-                if let Err(rollback) = tx.rollback().await {
-                    tracing::warn!(error = %rollback, op, "rolling back after an error");
+                match tx.rollback().await {
+                    Ok(()) => conn.settle(),
+                    Err(rollback) => {
+                        tracing::warn!(error = %rollback, op, "rolling back after an error")
+                    }
                 }
                 Err(e)
             }
@@ -213,10 +231,7 @@ impl SqliteBackend {
     }
 
     /// A connection for reads that need no transaction.
-    pub(super) async fn read(
-        &self,
-        op: &'static str,
-    ) -> Result<sqlx::pool::PoolConnection<sqlx::Sqlite>> {
+    pub(super) async fn read(&self, op: &'static str) -> Result<Connection<Sqlite>> {
         self.reader
             .acquire()
             .await
@@ -259,7 +274,17 @@ impl Backend for SqliteBackend {
     }
 
     async fn migrate(&self) -> Result<()> {
-        MIGRATOR.run(&self.writer).await.map_err(migration_failed)
+        let mut conn = self
+            .writer
+            .acquire()
+            .await
+            .map_err(EngineError::storage("migrate"))?;
+        MIGRATOR
+            .run_direct(&mut *conn)
+            .await
+            .map_err(migration_failed)?;
+        conn.settle();
+        Ok(())
     }
 
     async fn pending_migrations(&self) -> Result<Vec<i64>> {

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use flowfabric::backend::postgres::pool::Connections;
+use flowfabric::backend::postgres::Connections;
 use flowfabric::backend::postgres::PgBackend;
 use flowfabric::backend::Backend;
 use flowfabric::engine::{Engine, Limits};

@@ -13,7 +13,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::PgPool;
 
-use flowfabric::backend::postgres::pool::Connections;
+use flowfabric::backend::postgres::Connections;
 use uuid::Uuid;
 
 use flowfabric::error::{EngineError, Result};

@@ -1,13 +1,15 @@
-//! The Postgres backend's connections: a pool that hands a connection back
-//! without a round trip when its last statement finished.
+//! Both backends' connections: a pool that hands a connection back without
+//! a round trip when its last statement finished.
 //!
-//! sqlx's own pool pings every connection on its way back (a `Sync` and a
-//! wait for `ReadyForQuery`), because a caller may have dropped a query or a
-//! transaction half way and left the connection mid-protocol. That is right
-//! for a connection nobody knows the state of, and one round trip too many
-//! for the engine's statements, which run to their end: the server did the
-//! work twice over for every claim, step or frame, and `bench steps` measured
-//! the end-to-end latency of a guest 0.27 ms lower without it.
+//! sqlx's own pool pings every connection on its way back (on Postgres a
+//! `Sync` and a wait for `ReadyForQuery`; on SQLite a hand-off to the
+//! connection's thread and back), because a caller may have dropped a query
+//! or a transaction half way and left the connection mid-protocol. That is
+//! right for a connection nobody knows the state of, and one round trip too
+//! many for the engine's statements, which run to their end: Postgres did
+//! the work twice over for every claim, step or frame (`bench steps`
+//! measured a guest's end-to-end latency 0.27 ms lower without it), and
+//! SQLite's single writer waited for the ping before the next write.
 //!
 //! So a [`Connection`] says whether it is *settled*: the statements sent
 //! through [`Connections`] as an executor, and the engine's transactions that
@@ -29,8 +31,11 @@ use std::time::Duration;
 use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult};
 use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream, StreamExt};
-use sqlx::postgres::{PgConnectOptions, PgQueryResult, PgRow, PgStatement, PgTypeInfo};
-use sqlx::{Connection as _, Either, Execute, Executor, PgConnection, Postgres};
+use sqlx::{ConnectOptions, Connection as _, Database, Either, Execute, Executor};
+
+/// A database's connection type, and the options that open one.
+type Conn<DB> = <DB as Database>::Connection;
+type Options<DB> = <Conn<DB> as sqlx::Connection>::Options;
 
 /// How long a pooled connection may sit idle and still be used without a
 /// ping first.
@@ -39,27 +44,20 @@ const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 /// How long a ping may take before its connection is given up.
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long a caller waits for a free connection, or for a new one to open.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Opens connections with the backend's options, and checks idle ones.
-pub struct Manager {
-    options: PgConnectOptions,
+pub struct Manager<DB: Database> {
+    options: Options<DB>,
 }
 
-impl managed::Manager for Manager {
-    type Type = PgConnection;
+impl<DB: Database> managed::Manager for Manager<DB> {
+    type Type = Conn<DB>;
     type Error = sqlx::Error;
 
-    async fn create(&self) -> Result<PgConnection, sqlx::Error> {
-        PgConnection::connect_with(&self.options).await
+    async fn create(&self) -> Result<Conn<DB>, sqlx::Error> {
+        self.options.connect().await
     }
 
-    async fn recycle(
-        &self,
-        conn: &mut PgConnection,
-        metrics: &Metrics,
-    ) -> RecycleResult<sqlx::Error> {
+    async fn recycle(&self, conn: &mut Conn<DB>, metrics: &Metrics) -> RecycleResult<sqlx::Error> {
         if metrics.last_used() < PING_IF_IDLE_FOR {
             return Ok(());
         }
@@ -72,12 +70,19 @@ impl managed::Manager for Manager {
 }
 
 /// The pool: cheap to clone, shared by everything in one backend.
-#[derive(Clone)]
-pub struct Connections {
-    pool: managed::Pool<Manager>,
+pub struct Connections<DB: Database> {
+    pool: managed::Pool<Manager<DB>>,
 }
 
-impl fmt::Debug for Connections {
+impl<DB: Database> Clone for Connections<DB> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+        }
+    }
+}
+
+impl<DB: Database> fmt::Debug for Connections<DB> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connections")
             .field("status", &self.pool.status())
@@ -85,16 +90,18 @@ impl fmt::Debug for Connections {
     }
 }
 
-impl Connections {
-    /// A pool of at most `max_connections`, opened as they are first needed.
-    pub fn new(options: PgConnectOptions, max_connections: u32) -> Self {
+impl<DB: Database> Connections<DB> {
+    /// A pool of at most `max_connections`, opened as they are first needed;
+    /// a caller waits up to `acquire_timeout` for a free connection, or for
+    /// a new one to open.
+    pub fn new(options: Options<DB>, max_connections: u32, acquire_timeout: Duration) -> Self {
         let pool = managed::Pool::builder(Manager { options })
             .max_size(max_connections.max(1) as usize)
             // The connection used last is the one taken next: it has this
             // backend's statements prepared and their plans cached.
             .queue_mode(managed::QueueMode::Lifo)
-            .wait_timeout(Some(ACQUIRE_TIMEOUT))
-            .create_timeout(Some(ACQUIRE_TIMEOUT))
+            .wait_timeout(Some(acquire_timeout))
+            .create_timeout(Some(acquire_timeout))
             .recycle_timeout(Some(PING_TIMEOUT))
             .runtime(deadpool::Runtime::Tokio1)
             .build()
@@ -103,7 +110,7 @@ impl Connections {
     }
 
     /// A connection, unsettled until its user says otherwise.
-    pub async fn acquire(&self) -> Result<Connection, sqlx::Error> {
+    pub async fn acquire(&self) -> Result<Connection<DB>, sqlx::Error> {
         let object = self.pool.get().await.map_err(pool_error)?;
         Ok(Connection {
             object: Some(object),
@@ -136,12 +143,12 @@ fn pool_error(e: PoolError<sqlx::Error>) -> sqlx::Error {
 
 /// A connection out of the pool. Dropped settled, it goes straight back;
 /// dropped unsettled, it is pinged (see the module docs).
-pub struct Connection {
-    object: Option<Object<Manager>>,
+pub struct Connection<DB: Database> {
+    object: Option<Object<Manager<DB>>>,
     settled: bool,
 }
 
-impl Connection {
+impl<DB: Database> Connection<DB> {
     /// The connection's last statement or transaction ran to its end: it
     /// is between statements and outside a transaction.
     pub fn settle(&mut self) {
@@ -165,21 +172,21 @@ impl Connection {
     }
 }
 
-impl Deref for Connection {
-    type Target = PgConnection;
+impl<DB: Database> Deref for Connection<DB> {
+    type Target = Conn<DB>;
 
-    fn deref(&self) -> &PgConnection {
+    fn deref(&self) -> &Conn<DB> {
         self.object.as_ref().expect("present until dropped")
     }
 }
 
-impl DerefMut for Connection {
-    fn deref_mut(&mut self) -> &mut PgConnection {
+impl<DB: Database> DerefMut for Connection<DB> {
+    fn deref_mut(&mut self) -> &mut Conn<DB> {
         self.object.as_mut().expect("present until dropped")
     }
 }
 
-impl Drop for Connection {
+impl<DB: Database> Drop for Connection<DB> {
     fn drop(&mut self) {
         let Some(object) = self.object.take() else {
             return;
@@ -198,7 +205,7 @@ impl Drop for Connection {
 
 /// Bring an unsettled connection back to `ReadyForQuery` (sending what a
 /// dropped transaction queued, such as its `ROLLBACK`), or close it.
-async fn ping_then_return(mut object: Object<Manager>) {
+async fn ping_then_return<DB: Database>(mut object: Object<Manager<DB>>) {
     let answered = tokio::time::timeout(PING_TIMEOUT, object.ping()).await;
     if !matches!(answered, Ok(Ok(()))) {
         tracing::info!("closing a connection that did not answer its release ping");
@@ -208,23 +215,26 @@ async fn ping_then_return(mut object: Object<Manager>) {
 
 /// Statements sent through the pool itself take a connection for the
 /// statement and settle it when the statement ends.
-impl<'p> Executor<'p> for &'p Connections {
-    type Database = Postgres;
+impl<'p, DB: Database> Executor<'p> for &'p Connections<DB>
+where
+    for<'c> &'c mut Conn<DB>: Executor<'c, Database = DB>,
+{
+    type Database = DB;
 
     fn fetch_many<'e, 'q: 'e, E>(
         self,
         query: E,
-    ) -> BoxStream<'e, Result<Either<PgQueryResult, PgRow>, sqlx::Error>>
+    ) -> BoxStream<'e, Result<Either<DB::QueryResult, DB::Row>, sqlx::Error>>
     where
         'p: 'e,
-        E: 'q + Execute<'q, Postgres>,
+        E: 'q + Execute<'q, DB>,
     {
         // The rows are gathered before they are handed on, so that the
         // connection is back in the pool however the caller reads them.
         // Every caller here reads all rows of a bounded statement.
         let gathered = async move {
             let mut conn = self.acquire().await?;
-            let results: Vec<_> = conn.fetch_many(query).collect().await;
+            let results: Vec<_> = (&mut *conn).fetch_many(query).collect().await;
             conn.settle_unless(results.iter().find_map(|r| r.as_ref().err()));
             Ok::<_, sqlx::Error>(results)
         };
@@ -237,14 +247,14 @@ impl<'p> Executor<'p> for &'p Connections {
     fn fetch_optional<'e, 'q: 'e, E>(
         self,
         query: E,
-    ) -> BoxFuture<'e, Result<Option<PgRow>, sqlx::Error>>
+    ) -> BoxFuture<'e, Result<Option<DB::Row>, sqlx::Error>>
     where
         'p: 'e,
-        E: 'q + Execute<'q, Postgres>,
+        E: 'q + Execute<'q, DB>,
     {
         Box::pin(async move {
             let mut conn = self.acquire().await?;
-            let row = conn.fetch_optional(query).await;
+            let row = (&mut *conn).fetch_optional(query).await;
             conn.settle_unless(row.as_ref().err());
             row
         })
@@ -253,14 +263,14 @@ impl<'p> Executor<'p> for &'p Connections {
     fn prepare_with<'e, 'q: 'e>(
         self,
         sql: &'q str,
-        parameters: &'e [PgTypeInfo],
-    ) -> BoxFuture<'e, Result<PgStatement<'q>, sqlx::Error>>
+        parameters: &'e [DB::TypeInfo],
+    ) -> BoxFuture<'e, Result<DB::Statement<'q>, sqlx::Error>>
     where
         'p: 'e,
     {
         Box::pin(async move {
             let mut conn = self.acquire().await?;
-            let statement = conn.prepare_with(sql, parameters).await;
+            let statement = (&mut *conn).prepare_with(sql, parameters).await;
             conn.settle_unless(statement.as_ref().err());
             statement
         })
@@ -269,13 +279,13 @@ impl<'p> Executor<'p> for &'p Connections {
     fn describe<'e, 'q: 'e>(
         self,
         sql: &'q str,
-    ) -> BoxFuture<'e, Result<sqlx::Describe<Postgres>, sqlx::Error>>
+    ) -> BoxFuture<'e, Result<sqlx::Describe<DB>, sqlx::Error>>
     where
         'p: 'e,
     {
         Box::pin(async move {
             let mut conn = self.acquire().await?;
-            let described = conn.describe(sql).await;
+            let described = (&mut *conn).describe(sql).await;
             conn.settle_unless(described.as_ref().err());
             described
         })
