@@ -31,6 +31,7 @@ use std::time::Duration;
 use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult};
 use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream, StreamExt};
+use sqlx::migrate::{Migrate, MigrateError, Migrator};
 use sqlx::{ConnectOptions, Connection as _, Database, Either, Execute, Executor};
 
 /// A database's connection type, and the options that open one.
@@ -126,6 +127,19 @@ impl<DB: Database> Connections<DB> {
         for conn in idle {
             let _ = conn.close().await;
         }
+    }
+}
+
+impl<DB: Database> Connections<DB>
+where
+    Conn<DB>: Migrate,
+{
+    /// Apply `migrator`'s pending migrations, on one connection.
+    pub async fn migrate(&self, migrator: &Migrator) -> Result<(), MigrateError> {
+        let mut conn = self.acquire().await?;
+        migrator.run_direct(&mut *conn).await?;
+        conn.settle();
+        Ok(())
     }
 }
 

@@ -5,6 +5,7 @@
 
 use async_trait::async_trait;
 
+use super::rows::transaction;
 use super::PgBackend;
 use crate::backend::ConcurrencyLimits;
 use crate::error::{EngineError, Result};
@@ -60,65 +61,60 @@ impl ConcurrencyLimits for PgBackend {
         max_limits: u32,
     ) -> Result<()> {
         let op = "set concurrency limit";
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(EngineError::storage(op))?;
-        let mut tx = sqlx::Connection::begin(&mut *conn)
-            .await
-            .map_err(EngineError::storage(op))?;
-        // The tenant's row serialises concurrent sets, so the count below
-        // cannot be passed by two new limits at once.
-        let exists: Option<bool> = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM concurrency_limits \
+        transaction(&self.pool, op, async |tx| {
+            // The tenant's row serialises concurrent sets, so the count below
+            // cannot be passed by two new limits at once.
+            let exists: Option<bool> = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM concurrency_limits \
                  WHERE tenant_id = $1 AND scope = $2 AND name = $3) \
              FROM tenants WHERE tenant_id = $1 FOR UPDATE",
-        )
-        .bind(tenant)
-        .bind(limit.scope.as_str())
-        .bind(&limit.name)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(EngineError::storage(op))?;
-        let exists = exists.ok_or_else(|| EngineError::NotFound {
-            what: "tenant",
-            id: tenant.to_string(),
-        })?;
-        if !exists {
-            let held: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM concurrency_limits WHERE tenant_id = $1")
-                    .bind(tenant)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(EngineError::storage(op))?;
-            if held >= i64::from(max_limits) {
-                return Err(EngineError::LimitExceeded {
-                    limit: "concurrency_limits",
-                    value: held as u64,
-                    detail: format!("a tenant keeps at most {max_limits} concurrency limits"),
-                });
+            )
+            .bind(tenant)
+            .bind(limit.scope.as_str())
+            .bind(&limit.name)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(EngineError::storage(op))?;
+            let exists = exists.ok_or_else(|| EngineError::NotFound {
+                what: "tenant",
+                id: tenant.to_string(),
+            })?;
+            if !exists {
+                let held: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM concurrency_limits WHERE tenant_id = $1",
+                )
+                .bind(tenant)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(EngineError::storage(op))?;
+                if held >= i64::from(max_limits) {
+                    return Err(EngineError::LimitExceeded {
+                        limit: "concurrency_limits",
+                        value: held as u64,
+                        detail: format!("a tenant keeps at most {max_limits} concurrency limits"),
+                    });
+                }
             }
-        }
-        let key = &limit.limit;
-        sqlx::query(
-            "INSERT INTO concurrency_limits (tenant_id, scope, name, max_running, max_starts, \
+            let key = &limit.limit;
+            sqlx::query(
+                "INSERT INTO concurrency_limits (tenant_id, scope, name, max_running, max_starts, \
                  window_ms) VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (tenant_id, scope, name) DO UPDATE SET \
                  max_running = EXCLUDED.max_running, max_starts = EXCLUDED.max_starts, \
                  window_ms = EXCLUDED.window_ms, updated_at = now()",
-        )
-        .bind(tenant)
-        .bind(limit.scope.as_str())
-        .bind(&limit.name)
-        .bind(key.max_running as i32)
-        .bind(key.max_starts.map(|n| n as i32))
-        .bind(key.window_ms.map(|ms| ms as i64))
-        .execute(&mut *tx)
+            )
+            .bind(tenant)
+            .bind(limit.scope.as_str())
+            .bind(&limit.name)
+            .bind(key.max_running as i32)
+            .bind(key.max_starts.map(|n| n as i32))
+            .bind(key.window_ms.map(|ms| ms as i64))
+            .execute(&mut *tx)
+            .await
+            .map_err(EngineError::storage(op))?;
+            unblock_scope(tx, tenant, limit.scope, &limit.name).await
+        })
         .await
-        .map_err(EngineError::storage(op))?;
-        unblock_scope(&mut tx, tenant, limit.scope, &limit.name).await?;
-        tx.commit().await.map_err(EngineError::storage(op))
     }
 
     async fn list_concurrency_limits(&self, tenant: TenantId) -> Result<Vec<ConcurrencyLimit>> {
@@ -140,27 +136,21 @@ impl ConcurrencyLimits for PgBackend {
         name: &str,
     ) -> Result<bool> {
         let op = "delete concurrency limit";
-        let mut conn = self
-            .pool
-            .acquire()
+        transaction(&self.pool, op, async |tx| {
+            let deleted = sqlx::query(
+                "DELETE FROM concurrency_limits WHERE tenant_id = $1 AND scope = $2 AND name = $3",
+            )
+            .bind(tenant)
+            .bind(scope.as_str())
+            .bind(name)
+            .execute(&mut *tx)
             .await
-            .map_err(EngineError::storage(op))?;
-        let mut tx = sqlx::Connection::begin(&mut *conn)
-            .await
-            .map_err(EngineError::storage(op))?;
-        let deleted = sqlx::query(
-            "DELETE FROM concurrency_limits WHERE tenant_id = $1 AND scope = $2 AND name = $3",
-        )
-        .bind(tenant)
-        .bind(scope.as_str())
-        .bind(name)
-        .execute(&mut *tx)
+            .map_err(EngineError::storage(op))?
+            .rows_affected();
+            unblock_scope(tx, tenant, scope, name).await?;
+            Ok(deleted == 1)
+        })
         .await
-        .map_err(EngineError::storage(op))?
-        .rows_affected();
-        unblock_scope(&mut tx, tenant, scope, name).await?;
-        tx.commit().await.map_err(EngineError::storage(op))?;
-        Ok(deleted == 1)
     }
 
     /// Groups of held-back executions (tenant, key, kind, lane) off

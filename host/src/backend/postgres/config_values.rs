@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::rows::unknown_tenant_or;
+use super::rows::{transaction, unknown_tenant_or};
 use super::PgBackend;
 use crate::backend::shared::config_values::pg as shared;
 use crate::backend::ConfigValues;
@@ -33,64 +33,57 @@ impl ConfigValues for PgBackend {
         value: &SealedConfig,
         max_values: u32,
     ) -> Result<()> {
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(EngineError::storage("put config value"))?;
-        let mut tx = sqlx::Connection::begin(&mut *conn)
-            .await
-            .map_err(EngineError::storage("put config value"))?;
-        // The tenant's row serialises concurrent puts, so the count below
-        // cannot be passed by two new names at once.
-        let exists: Option<bool> = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM config_values WHERE tenant_id = $1 AND name = $2) \
+        transaction(&self.pool, "put config value", async |tx| {
+            // The tenant's row serialises concurrent puts, so the count below
+            // cannot be passed by two new names at once.
+            let exists: Option<bool> = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM config_values WHERE tenant_id = $1 AND name = $2) \
              FROM tenants WHERE tenant_id = $1 FOR UPDATE",
-        )
-        .bind(tenant)
-        .bind(&value.name)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(EngineError::storage("put config value"))?;
-        let exists = exists.ok_or_else(|| EngineError::NotFound {
-            what: "tenant",
-            id: tenant.to_string(),
-        })?;
-        if !exists {
-            // Primary key of config_values, by its tenant prefix.
-            let held: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM config_values WHERE tenant_id = $1")
-                    .bind(tenant)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(EngineError::storage("count config values"))?;
-            if held >= i64::from(max_values) {
-                return Err(EngineError::LimitExceeded {
-                    limit: "config_values",
-                    value: held as u64,
-                    detail: format!("a tenant keeps at most {max_values} config values"),
-                });
+            )
+            .bind(tenant)
+            .bind(&value.name)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(EngineError::storage("put config value"))?;
+            let exists = exists.ok_or_else(|| EngineError::NotFound {
+                what: "tenant",
+                id: tenant.to_string(),
+            })?;
+            if !exists {
+                // Primary key of config_values, by its tenant prefix.
+                let held: i64 =
+                    sqlx::query_scalar("SELECT count(*) FROM config_values WHERE tenant_id = $1")
+                        .bind(tenant)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(EngineError::storage("count config values"))?;
+                if held >= i64::from(max_values) {
+                    return Err(EngineError::LimitExceeded {
+                        limit: "config_values",
+                        value: held as u64,
+                        detail: format!("a tenant keeps at most {max_values} config values"),
+                    });
+                }
             }
-        }
-        sqlx::query(
-            "INSERT INTO config_values (tenant_id, name, secret, key_id, nonce, ciphertext) \
+            sqlx::query(
+                "INSERT INTO config_values (tenant_id, name, secret, key_id, nonce, ciphertext) \
              VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (tenant_id, name) DO UPDATE SET secret = excluded.secret, \
                  key_id = excluded.key_id, nonce = excluded.nonce, \
                  ciphertext = excluded.ciphertext, updated_at = now()",
-        )
-        .bind(tenant)
-        .bind(&value.name)
-        .bind(value.secret)
-        .bind(&value.key_id)
-        .bind(&value.nonce)
-        .bind(&value.ciphertext)
-        .execute(&mut *tx)
-        .await
-        .map_err(unknown_tenant_or("put config value", tenant))?;
-        tx.commit()
+            )
+            .bind(tenant)
+            .bind(&value.name)
+            .bind(value.secret)
+            .bind(&value.key_id)
+            .bind(&value.nonce)
+            .bind(&value.ciphertext)
+            .execute(&mut *tx)
             .await
-            .map_err(EngineError::storage("put config value"))
+            .map_err(unknown_tenant_or("put config value", tenant))?;
+            Ok(())
+        })
+        .await
     }
 
     async fn list_config(&self, tenant: TenantId) -> Result<Vec<SealedConfig>> {

@@ -4,7 +4,7 @@ use super::Connections;
 use async_trait::async_trait;
 use sqlx::PgConnection;
 
-use super::rows::{col, execution, unknown_tenant_or, EXECUTION_COLUMNS};
+use super::rows::{col, execution, transaction, unknown_tenant_or, EXECUTION_COLUMNS};
 use super::PgBackend;
 use crate::backend::refusals;
 use crate::backend::Executions;
@@ -151,44 +151,37 @@ impl Executions for PgBackend {
         replay: Replay,
     ) -> Result<ReplayOutcome> {
         let pool = &self.pool;
-        let mut conn = pool
-            .acquire()
-            .await
-            .map_err(EngineError::storage("replay"))?;
-        let mut tx = sqlx::Connection::begin(&mut *conn)
-            .await
-            .map_err(EngineError::storage("replay"))?;
-        if replay.revive_dependents {
-            super::flow_revive::check_revivable(&mut tx, tenant, id).await?;
-        }
-        let replayed: Option<i32> = sqlx::query_scalar(REPLAY_SQL)
-            .bind(tenant)
-            .bind(id)
-            .bind(DEFAULT_MAX_REPLAYS as i32)
-            .bind(replay.keep_steps)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(EngineError::storage("replay"))?;
-        let Some(replay_count) = replayed else {
-            drop(tx);
-            let execution = get_execution(pool, tenant, id).await?;
-            return Err(refusals::not_replayable(
-                id,
-                execution.state,
-                execution.replay_count,
-            ));
-        };
-        let revived = if replay.revive_dependents {
-            super::flow_revive::revive_dependents(&mut tx, tenant, id).await?
-        } else {
-            Vec::new()
-        };
-        tx.commit().await.map_err(EngineError::storage("replay"))?;
-        conn.settle();
-        Ok(ReplayOutcome {
-            replay_count,
-            revived,
+        transaction(pool, "replay", async |tx| {
+            if replay.revive_dependents {
+                super::flow_revive::check_revivable(tx, tenant, id).await?;
+            }
+            let replayed: Option<i32> = sqlx::query_scalar(REPLAY_SQL)
+                .bind(tenant)
+                .bind(id)
+                .bind(DEFAULT_MAX_REPLAYS as i32)
+                .bind(replay.keep_steps)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(EngineError::storage("replay"))?;
+            let Some(replay_count) = replayed else {
+                let execution = get_execution(pool, tenant, id).await?;
+                return Err(refusals::not_replayable(
+                    id,
+                    execution.state,
+                    execution.replay_count,
+                ));
+            };
+            let revived = if replay.revive_dependents {
+                super::flow_revive::revive_dependents(tx, tenant, id).await?
+            } else {
+                Vec::new()
+            };
+            Ok(ReplayOutcome {
+                replay_count,
+                revived,
+            })
         })
+        .await
     }
 
     async fn change_priority(

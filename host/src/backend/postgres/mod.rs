@@ -160,17 +160,7 @@ impl Backend for PgBackend {
     }
 
     async fn migrate(&self) -> Result<()> {
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(EngineError::storage("migrate"))?;
-        MIGRATOR
-            .run_direct(&mut *conn)
-            .await
-            .map_err(migration_failed)?;
-        conn.settle();
-        Ok(())
+        self.pool.migrate(&MIGRATOR).await.map_err(migration_failed)
     }
 
     async fn pending_migrations(&self) -> Result<Vec<i64>> {

@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use super::rows::transaction;
 use super::PgBackend;
 use crate::backend::WaitpointKeys;
 use crate::error::{EngineError, Result};
@@ -55,52 +56,48 @@ impl WaitpointKeys for PgBackend {
         prune_retired_before: DateTime<Utc>,
     ) -> Result<bool> {
         let op = "add waitpoint key";
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(EngineError::storage(op))?;
-        let mut tx = sqlx::Connection::begin(&mut *conn)
-            .await
-            .map_err(EngineError::storage(op))?;
-        let added = sqlx::query(
-            "INSERT INTO waitpoint_keys \
+        // Nothing is written when the key exists already: committing then is
+        // the same as rolling back.
+        transaction(&self.pool, op, async |tx| {
+            let added = sqlx::query(
+                "INSERT INTO waitpoint_keys \
                  (kid, sealed_by, nonce, ciphertext, created_at, activates_at, retires_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (kid) DO NOTHING",
-        )
-        .bind(&key.kid)
-        .bind(&key.secret.key_id)
-        .bind(&key.secret.nonce)
-        .bind(&key.secret.ciphertext)
-        .bind(key.created_at)
-        .bind(key.activates_at)
-        .bind(key.retires_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(EngineError::storage(op))?
-        .rows_affected()
-            > 0;
-        if !added {
-            return Ok(false);
-        }
-        if let Some(at) = retire_others_at {
-            sqlx::query(
-                "UPDATE waitpoint_keys SET retires_at = $2 \
-                 WHERE kid <> $1 AND (retires_at IS NULL OR retires_at > $2)",
             )
             .bind(&key.kid)
-            .bind(at)
+            .bind(&key.secret.key_id)
+            .bind(&key.secret.nonce)
+            .bind(&key.secret.ciphertext)
+            .bind(key.created_at)
+            .bind(key.activates_at)
+            .bind(key.retires_at)
             .execute(&mut *tx)
             .await
-            .map_err(EngineError::storage(op))?;
-        }
-        sqlx::query("DELETE FROM waitpoint_keys WHERE retires_at < $1")
-            .bind(prune_retired_before)
-            .execute(&mut *tx)
-            .await
-            .map_err(EngineError::storage(op))?;
-        tx.commit().await.map_err(EngineError::storage(op))?;
-        Ok(true)
+            .map_err(EngineError::storage(op))?
+            .rows_affected()
+                > 0;
+            if !added {
+                return Ok(false);
+            }
+            if let Some(at) = retire_others_at {
+                sqlx::query(
+                    "UPDATE waitpoint_keys SET retires_at = $2 \
+                 WHERE kid <> $1 AND (retires_at IS NULL OR retires_at > $2)",
+                )
+                .bind(&key.kid)
+                .bind(at)
+                .execute(&mut *tx)
+                .await
+                .map_err(EngineError::storage(op))?;
+            }
+            sqlx::query("DELETE FROM waitpoint_keys WHERE retires_at < $1")
+                .bind(prune_retired_before)
+                .execute(&mut *tx)
+                .await
+                .map_err(EngineError::storage(op))?;
+            Ok(true)
+        })
+        .await
     }
 
     async fn reseal_waitpoint_key(

@@ -274,17 +274,10 @@ impl Backend for SqliteBackend {
     }
 
     async fn migrate(&self) -> Result<()> {
-        let mut conn = self
-            .writer
-            .acquire()
+        self.writer
+            .migrate(&MIGRATOR)
             .await
-            .map_err(EngineError::storage("migrate"))?;
-        MIGRATOR
-            .run_direct(&mut *conn)
-            .await
-            .map_err(migration_failed)?;
-        conn.settle();
-        Ok(())
+            .map_err(migration_failed)
     }
 
     async fn pending_migrations(&self) -> Result<Vec<i64>> {
