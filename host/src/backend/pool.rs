@@ -22,7 +22,8 @@
 //!
 //! A connection taken after sitting idle for [`PING_IF_IDLE_FOR`] is pinged
 //! before use: long enough for a server restart or a dropped link to have
-//! happened unseen.
+//! happened unseen. As in sqlx's pool, a connection is replaced after
+//! [`MAX_LIFETIME`] and closed after [`IDLE_TIMEOUT`] unused.
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
@@ -45,6 +46,16 @@ const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 /// How long a ping may take before its connection is given up.
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a connection serves before it is replaced (sqlx's default): the
+/// server process behind it lets go of what it cached, and connections
+/// spread again over a server that failed over or was scaled.
+const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
+
+/// How long a connection may sit unused before it is closed (sqlx's
+/// default), and how often that is looked at.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+const IDLE_CHECK_EVERY: Duration = Duration::from_secs(60);
+
 /// Opens connections with the backend's options, and checks idle ones.
 pub struct Manager<DB: Database> {
     options: Options<DB>,
@@ -59,6 +70,9 @@ impl<DB: Database> managed::Manager for Manager<DB> {
     }
 
     async fn recycle(&self, conn: &mut Conn<DB>, metrics: &Metrics) -> RecycleResult<sqlx::Error> {
+        if metrics.age() >= MAX_LIFETIME {
+            return Err(RecycleError::message("past its lifetime"));
+        }
         if metrics.last_used() < PING_IF_IDLE_FOR {
             return Ok(());
         }
@@ -107,6 +121,9 @@ impl<DB: Database> Connections<DB> {
             .runtime(deadpool::Runtime::Tokio1)
             .build()
             .expect("a runtime and a nonzero size are given");
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(close_idle(pool.weak()));
+        }
         Self { pool }
     }
 
@@ -140,6 +157,23 @@ where
         migrator.run_direct(&mut *conn).await?;
         conn.settle();
         Ok(())
+    }
+}
+
+/// Close the connections unused for [`IDLE_TIMEOUT`], until the pool is gone.
+async fn close_idle<DB: Database>(pool: managed::WeakPool<Manager<DB>>) {
+    loop {
+        tokio::time::sleep(IDLE_CHECK_EVERY).await;
+        let Some(pool) = pool.upgrade() else {
+            return;
+        };
+        let idle = pool
+            .retain(|_, metrics| metrics.last_used() < IDLE_TIMEOUT)
+            .removed;
+        drop(pool);
+        for conn in idle {
+            let _ = conn.close().await;
+        }
     }
 }
 
