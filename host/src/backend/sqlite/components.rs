@@ -97,7 +97,7 @@ impl Components for SqliteBackend {
         ))
         .bind(tenant)
         .bind(kind)
-        .fetch_optional(&mut *db.read("latest component").await?)
+        .fetch_optional(db.reader())
         .await
         .map_err(EngineError::storage("latest component"))?;
         Ok(row.map(ComponentVersion::from))
@@ -113,7 +113,7 @@ impl Components for SqliteBackend {
             "SELECT {VERSION_COLUMNS} FROM components WHERE tenant_id = ? ORDER BY kind, version"
         ))
         .bind(tenant)
-        .fetch_all(&mut *db.read("list components").await?)
+        .fetch_all(db.reader())
         .await
         .map_err(EngineError::storage("list components"))?;
         Ok(rows.into_iter().map(ComponentVersion::from).collect())
@@ -132,7 +132,7 @@ impl Components for SqliteBackend {
         .bind(tenant)
         .bind(kind)
         .bind(version)
-        .fetch_optional(&mut *db.read("get component").await?)
+        .fetch_optional(db.reader())
         .await
         .map_err(EngineError::storage("get component"))?;
         row.map(ComponentVersion::from)

@@ -323,7 +323,7 @@ impl ConcurrencyLimits for SqliteBackend {
              WHERE tenant_id = ? ORDER BY scope, name",
         )
         .bind(tenant)
-        .fetch_all(&mut *self.read("list concurrency limits").await?)
+        .fetch_all(self.reader())
         .await
         .map_err(EngineError::storage("list concurrency limits"))?;
         rows.into_iter().map(limit).collect()

@@ -84,7 +84,7 @@ impl ConfigValues for SqliteBackend {
             "SELECT {COLUMNS} FROM config_values WHERE tenant_id = ? ORDER BY name"
         ))
         .bind(tenant)
-        .fetch_all(&mut *self.read("list config values").await?)
+        .fetch_all(self.reader())
         .await
         .map_err(EngineError::storage("list config values"))?;
         Ok(rows.into_iter().map(sealed).collect())
@@ -102,7 +102,7 @@ impl ConfigValues for SqliteBackend {
         ))
         .bind(tenant)
         .bind(names)
-        .fetch_all(&mut *self.read("read config values").await?)
+        .fetch_all(self.reader())
         .await
         .map_err(EngineError::storage("read config values"))?;
         Ok(rows.into_iter().map(sealed).collect())
@@ -128,7 +128,7 @@ impl ConfigValues for SqliteBackend {
             ))
             .bind(key_id)
             .bind(i64::from(limit))
-            .fetch_all(&mut *self.read("find config values to reseal").await?)
+            .fetch_all(self.reader())
             .await
             .map_err(EngineError::storage("find config values to reseal"))?;
         Ok(rows

@@ -57,7 +57,7 @@ impl Events for SqliteBackend {
         .bind(tenant)
         .bind(after.event_id)
         .bind(i64::from(limit))
-        .fetch_all(&mut *db.read("read completion events").await?)
+        .fetch_all(db.reader())
         .await
         .map_err(EngineError::storage("read completion events"))?;
         let events = rows
@@ -93,7 +93,7 @@ impl Events for SqliteBackend {
         .bind(tenant)
         .bind(after.event_id)
         .bind(i64::from(limit))
-        .fetch_all(&mut *db.read("read lease events").await?)
+        .fetch_all(db.reader())
         .await
         .map_err(EngineError::storage("read lease events"))?;
         let events = rows.into_iter().map(LeaseRow::event).collect();
@@ -127,7 +127,7 @@ impl Events for SqliteBackend {
         .bind(tenant)
         .bind(after.event_id)
         .bind(i64::from(limit))
-        .fetch_all(&mut *db.read("read signal events").await?)
+        .fetch_all(db.reader())
         .await
         .map_err(EngineError::storage("read signal events"))?;
         let events = rows
@@ -168,7 +168,7 @@ impl Events for SqliteBackend {
             query = query.bind(*id);
         }
         let rows = query
-            .fetch_all(&mut *self.read("read execution origins").await?)
+            .fetch_all(self.reader())
             .await
             .map_err(EngineError::storage("read execution origins"))?;
         Ok(rows

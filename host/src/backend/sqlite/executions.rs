@@ -60,7 +60,7 @@ impl Executions for SqliteBackend {
         )
         .bind(tenant)
         .bind(id)
-        .fetch_optional(&mut *db.read("get execution state").await?)
+        .fetch_optional(db.reader())
         .await
         .map_err(EngineError::storage("get execution state"))?;
         let (state, attempt_index) = row.ok_or_else(|| not_found(id))?;
@@ -131,7 +131,7 @@ impl Executions for SqliteBackend {
         .bind(tenant)
         .bind(after)
         .bind(i64::from(limit.min(MAX_LANE_PAGE)))
-        .fetch_all(&mut *self.read("count lanes").await?)
+        .fetch_all(self.reader())
         .await
         .map_err(EngineError::storage("count lanes"))?;
         Ok(rows.into_iter().map(crate::backend::lane_counts).collect())

@@ -45,7 +45,7 @@ pub(super) async fn flow_edges(
         .bind(flow)
         .bind(from)
         .bind(to)
-        .fetch_all(&mut *db.read("read flow edges").await?)
+        .fetch_all(db.reader())
         .await
         .map_err(EngineError::storage("read flow edges"))?;
     if rows.is_empty() {

@@ -108,7 +108,7 @@ impl Flows for SqliteBackend {
         .bind(tenant)
         .bind(after)
         .bind(i64::from(limit))
-        .fetch_all(&mut *db.read("list flows").await?)
+        .fetch_all(db.reader())
         .await
         .map_err(EngineError::storage("list flows"))?;
         Ok(rows

@@ -86,7 +86,7 @@ impl Grants for SqliteBackend {
         )
         .bind(tenant)
         .bind(kind)
-        .fetch_optional(&mut *self.read("read grant").await?)
+        .fetch_optional(self.reader())
         .await
         .map_err(EngineError::storage("read grant"))?;
         Ok(row.map(stored))
@@ -99,7 +99,7 @@ impl Grants for SqliteBackend {
              WHERE tenant_id = ? ORDER BY kind",
         )
         .bind(tenant)
-        .fetch_all(&mut *self.read("list grants").await?)
+        .fetch_all(self.reader())
         .await
         .map_err(EngineError::storage("list grants"))?;
         Ok(rows.into_iter().map(stored).collect())
@@ -128,7 +128,7 @@ impl Grants for SqliteBackend {
         )
         .bind(tenant)
         .bind(kind)
-        .fetch_one(&mut *self.read("read capabilities").await?)
+        .fetch_one(self.reader())
         .await
         .map_err(EngineError::storage("read capabilities"))?;
         Ok((

@@ -71,7 +71,7 @@ impl Insights for SqliteBackend {
         .bind(tenant)
         .bind(id)
         .bind(i64::from(limit.clamp(1, MAX_ATTEMPT_PAGE)))
-        .fetch_all(&mut *self.read(op).await?)
+        .fetch_all(self.reader())
         .await
         .map_err(EngineError::storage(op))?;
         if rows.is_empty() {
@@ -95,7 +95,7 @@ impl Insights for SqliteBackend {
         .bind(tenant)
         .bind(id)
         .bind(i64::from(limit.clamp(1, MAX_LEASE_HISTORY)))
-        .fetch_all(&mut *self.read(op).await?)
+        .fetch_all(self.reader())
         .await
         .map_err(EngineError::storage(op))?;
         if rows.is_empty() {

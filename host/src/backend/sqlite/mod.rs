@@ -230,7 +230,14 @@ impl SqliteBackend {
         }
     }
 
-    /// A connection for reads that need no transaction.
+    /// The readers, as an executor: each statement takes a reader for its
+    /// run and hands it straight back (see [`crate::backend::pool`]).
+    pub(super) fn reader(&self) -> &Connections<Sqlite> {
+        &self.reader
+    }
+
+    /// A connection for reads that need no transaction, or several
+    /// statements on one connection.
     pub(super) async fn read(&self, op: &'static str) -> Result<Connection<Sqlite>> {
         self.reader
             .acquire()
@@ -282,7 +289,7 @@ impl Backend for SqliteBackend {
 
     async fn pending_migrations(&self) -> Result<Vec<i64>> {
         let applied: Vec<i64> = sqlx::query_scalar(APPLIED_MIGRATIONS)
-            .fetch_all(&mut *self.read("read migrations").await?)
+            .fetch_all(self.reader())
             .await
             .map_err(EngineError::storage("read migrations"))?;
         Ok(pending(&MIGRATOR, &applied))

@@ -90,7 +90,7 @@ impl Output for SqliteBackend {
         .bind(attempt_index)
         .bind(after)
         .bind(i64::from(limit))
-        .fetch_all(&mut *db.read("read frames").await?)
+        .fetch_all(db.reader())
         .await
         .map_err(EngineError::storage("read frames"))?;
         rows.into_iter()
@@ -120,7 +120,7 @@ impl Output for SqliteBackend {
         .bind(tenant)
         .bind(id)
         .bind(attempt_index)
-        .fetch_optional(&mut *db.read("read summary").await?)
+        .fetch_optional(db.reader())
         .await
         .map_err(EngineError::storage("read summary"))?;
         Ok(

@@ -85,7 +85,7 @@ impl Schedules for SqliteBackend {
         .bind(tenant)
         .bind(after.unwrap_or(ScheduleId::nil()))
         .bind(i64::from(limit))
-        .fetch_all(&mut *self.read("list schedules").await?)
+        .fetch_all(self.reader())
         .await
         .map_err(EngineError::storage("list schedules"))?;
         rows.into_iter().map(ScheduleRow::schedule).collect()

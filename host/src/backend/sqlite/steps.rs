@@ -41,7 +41,7 @@ impl Steps for SqliteBackend {
         .bind(id)
         .bind(after.map_or(-1, i64::from))
         .bind(i64::from(limit))
-        .fetch_all(&mut *self.read("read journal").await?)
+        .fetch_all(self.reader())
         .await
         .map_err(EngineError::storage("read journal"))?;
         rows.into_iter().map(StepRow::entry).collect()

@@ -166,7 +166,7 @@ impl Suspensions for SqliteBackend {
         .bind(tenant)
         .bind(id)
         .bind(seq)
-        .fetch_all(&mut *db.read("read resume signals").await?)
+        .fetch_all(db.reader())
         .await
         .map_err(EngineError::storage("read resume signals"))?;
         Ok(rows.into_iter().map(Signal::from).collect())
@@ -190,7 +190,7 @@ impl Suspensions for SqliteBackend {
         .bind(id)
         .bind(after.unwrap_or(WaitpointId::nil()))
         .bind(i64::from(limit))
-        .fetch_all(&mut *db.read("list waitpoints").await?)
+        .fetch_all(db.reader())
         .await
         .map_err(EngineError::storage("list waitpoints"))?;
         Ok(rows.into_iter().map(Waitpoint::from).collect())

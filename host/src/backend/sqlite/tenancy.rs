@@ -39,7 +39,7 @@ impl Tenancy for SqliteBackend {
         let rows: Vec<TenantRow> = sqlx::query_as(&format!(
             "SELECT {TENANT_COLUMNS} FROM tenants ORDER BY name"
         ))
-        .fetch_all(&mut *db.read("list tenants").await?)
+        .fetch_all(db.reader())
         .await
         .map_err(EngineError::storage("list tenants"))?;
         Ok(rows.into_iter().map(Tenant::from).collect())
@@ -139,7 +139,7 @@ impl Tenancy for SqliteBackend {
             "SELECT {KEY_COLUMNS}, secret_sha256 FROM api_keys WHERE key_id = ?"
         ))
         .bind(key_id)
-        .fetch_optional(&mut *db.read("find api key").await?)
+        .fetch_optional(db.reader())
         .await
         .map_err(EngineError::storage("find api key"))?;
         Ok(row.map(|r| StoredApiKey {
@@ -155,7 +155,7 @@ impl Tenancy for SqliteBackend {
             "SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = ? ORDER BY created_at"
         ))
         .bind(tenant)
-        .fetch_all(&mut *db.read("list api keys").await?)
+        .fetch_all(db.reader())
         .await
         .map_err(EngineError::storage("list api keys"))?;
         Ok(rows.into_iter().map(ApiKey::from).collect())

@@ -44,7 +44,7 @@ impl WaitpointKeys for SqliteBackend {
             "SELECT kid, sealed_by, nonce, ciphertext, created_at, activates_at, retires_at \
              FROM waitpoint_keys ORDER BY created_at, kid",
         )
-        .fetch_all(&mut *self.read(op).await?)
+        .fetch_all(self.reader())
         .await
         .map_err(EngineError::storage(op))?;
         Ok(rows.into_iter().map(stored).collect())
