@@ -15,10 +15,10 @@
 //! through [`Connections`] as an executor, and the engine's transactions that
 //! committed or rolled back, settle the connection they used, which goes back
 //! to the pool as it is. Anything else (a caller that took a connection and
-//! let go of it without settling it, a query future dropped mid-way) is
-//! pinged first, as sqlx does, in a task of its own; a connection that fails
-//! the ping, or whose statement failed for another reason than the database
-//! refusing it, is closed instead of going back.
+//! let go of it without settling it, a query future dropped mid-way, a
+//! statement that failed for another reason than the database refusing it)
+//! is pinged first, as sqlx does, in a task of its own; a connection that
+//! fails the ping is closed instead of going back.
 //!
 //! A connection taken after sitting idle for [`PING_IF_IDLE_FOR`] is pinged
 //! before use: long enough for a server restart or a dropped link to have
