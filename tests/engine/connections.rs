@@ -1,6 +1,10 @@
-//! The engine's connection pool survives connections the server dropped.
+//! The engine's connection pool: it survives connections the server dropped,
+//! rolls back what a caller let go of, and closes old and idle connections.
 
 use std::time::Duration;
+
+use flowfabric::backend::pool::Lifetimes;
+use flowfabric::backend::postgres::{Connections, PgBackend};
 
 use crate::{setup, task};
 
@@ -101,4 +105,84 @@ async fn a_statement_dropped_mid_way_leaves_its_connection_usable() {
         .await
         .unwrap();
     assert_eq!(answer, 7);
+}
+
+/// A pool of its own on the test database, its connections living as
+/// `lifetimes` says.
+fn pool_living(db: &flowfabric_tests::TestDb, lifetimes: Lifetimes) -> Connections {
+    let options = PgBackend::connect_options(db.pg_url()).expect("test database url");
+    Connections::with_lifetimes(options, 2, Duration::from_secs(10), lifetimes)
+}
+
+/// The server process behind the connection a statement ran on.
+async fn server_pid(connections: &Connections) -> i32 {
+    sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(connections)
+        .await
+        .unwrap()
+}
+
+/// Whether the server process `pid` ends within five seconds.
+async fn server_process_ends(db: &flowfabric_tests::TestDb, pid: i32) -> bool {
+    for _ in 0..100 {
+        let alive: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)")
+                .bind(pid)
+                .fetch_one(db.pg())
+                .await
+                .unwrap();
+        if !alive {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_connection_past_its_lifetime_is_replaced_and_closed() {
+    let (db, _t) = setup().await;
+    let connections = pool_living(
+        &db,
+        Lifetimes {
+            max_lifetime: Duration::from_millis(300),
+            ..Lifetimes::default()
+        },
+    );
+    let first = server_pid(&connections).await;
+    assert_eq!(
+        server_pid(&connections).await,
+        first,
+        "a young connection is used again"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_ne!(
+        server_pid(&connections).await,
+        first,
+        "a connection past its lifetime was used again"
+    );
+    assert!(
+        server_process_ends(&db, first).await,
+        "the replaced connection was left open on the server"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_unused_past_the_idle_timeout_is_closed() {
+    let (db, _t) = setup().await;
+    let connections = pool_living(
+        &db,
+        Lifetimes {
+            idle_timeout: Duration::from_millis(200),
+            idle_check_every: Duration::from_millis(50),
+            ..Lifetimes::default()
+        },
+    );
+    let pid = server_pid(&connections).await;
+    assert!(
+        server_process_ends(&db, pid).await,
+        "an idle connection stayed open past the idle timeout"
+    );
+    // The pool opens a new one when it is next needed.
+    assert_ne!(server_pid(&connections).await, pid);
 }

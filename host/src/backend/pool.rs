@@ -22,8 +22,8 @@
 //!
 //! A connection taken after sitting idle for [`PING_IF_IDLE_FOR`] is pinged
 //! before use: long enough for a server restart or a dropped link to have
-//! happened unseen. As in sqlx's pool, a connection is replaced after
-//! [`MAX_LIFETIME`] and closed after [`IDLE_TIMEOUT`] unused.
+//! happened unseen. As in sqlx's pool, a connection is replaced after 30
+//! minutes and closed after 10 unused ([`Lifetimes`]).
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
@@ -46,19 +46,33 @@ const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 /// How long a ping may take before its connection is given up.
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long a connection serves before it is replaced (sqlx's default): the
-/// server process behind it lets go of what it cached, and connections
-/// spread again over a server that failed over or was scaled.
-const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
+/// How long connections live. The defaults are sqlx's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetimes {
+    /// How long a connection serves before it is replaced (30 minutes): the
+    /// server process behind it lets go of what it cached, and connections
+    /// spread again over a server that failed over or was scaled.
+    pub max_lifetime: Duration,
+    /// How long a connection may sit unused before it is closed (10 minutes).
+    pub idle_timeout: Duration,
+    /// How often idle connections are looked at (every minute).
+    pub idle_check_every: Duration,
+}
 
-/// How long a connection may sit unused before it is closed (sqlx's
-/// default), and how often that is looked at.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
-const IDLE_CHECK_EVERY: Duration = Duration::from_secs(60);
+impl Default for Lifetimes {
+    fn default() -> Self {
+        Self {
+            max_lifetime: Duration::from_secs(30 * 60),
+            idle_timeout: Duration::from_secs(10 * 60),
+            idle_check_every: Duration::from_secs(60),
+        }
+    }
+}
 
 /// Opens connections with the backend's options, and checks idle ones.
 pub struct Manager<DB: Database> {
     options: Options<DB>,
+    max_lifetime: Duration,
 }
 
 impl<DB: Database> managed::Manager for Manager<DB> {
@@ -70,7 +84,7 @@ impl<DB: Database> managed::Manager for Manager<DB> {
     }
 
     async fn recycle(&self, conn: &mut Conn<DB>, metrics: &Metrics) -> RecycleResult<sqlx::Error> {
-        if metrics.age() >= MAX_LIFETIME {
+        if metrics.age() >= self.max_lifetime {
             return Err(RecycleError::message("past its lifetime"));
         }
         if metrics.last_used() < PING_IF_IDLE_FOR {
@@ -110,7 +124,26 @@ impl<DB: Database> Connections<DB> {
     /// a caller waits up to `acquire_timeout` for a free connection, or for
     /// a new one to open.
     pub fn new(options: Options<DB>, max_connections: u32, acquire_timeout: Duration) -> Self {
-        let pool = managed::Pool::builder(Manager { options })
+        Self::with_lifetimes(
+            options,
+            max_connections,
+            acquire_timeout,
+            Lifetimes::default(),
+        )
+    }
+
+    /// As [`Connections::new`], with connections living as `lifetimes` says.
+    pub fn with_lifetimes(
+        options: Options<DB>,
+        max_connections: u32,
+        acquire_timeout: Duration,
+        lifetimes: Lifetimes,
+    ) -> Self {
+        let manager = Manager {
+            options,
+            max_lifetime: lifetimes.max_lifetime,
+        };
+        let pool = managed::Pool::builder(manager)
             .max_size(max_connections.max(1) as usize)
             // The connection used last is the one taken next: it has this
             // backend's statements prepared and their plans cached.
@@ -122,7 +155,7 @@ impl<DB: Database> Connections<DB> {
             .build()
             .expect("a runtime and a nonzero size are given");
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(close_idle(pool.weak()));
+            runtime.spawn(close_idle(pool.weak(), lifetimes));
         }
         Self { pool }
     }
@@ -160,15 +193,15 @@ where
     }
 }
 
-/// Close the connections unused for [`IDLE_TIMEOUT`], until the pool is gone.
-async fn close_idle<DB: Database>(pool: managed::WeakPool<Manager<DB>>) {
+/// Close the connections unused for the idle timeout, until the pool is gone.
+async fn close_idle<DB: Database>(pool: managed::WeakPool<Manager<DB>>, lifetimes: Lifetimes) {
     loop {
-        tokio::time::sleep(IDLE_CHECK_EVERY).await;
+        tokio::time::sleep(lifetimes.idle_check_every).await;
         let Some(pool) = pool.upgrade() else {
             return;
         };
         let idle = pool
-            .retain(|_, metrics| metrics.last_used() < IDLE_TIMEOUT)
+            .retain(|_, metrics| metrics.last_used() < lifetimes.idle_timeout)
             .removed;
         drop(pool);
         for conn in idle {
