@@ -173,17 +173,10 @@ pub(super) async fn get(
     kind: &str,
     number: i32,
 ) -> Result<ComponentVersion> {
-    sqlx::query(&format!(
+    let sql = format!(
         "SELECT {COLUMNS} FROM components WHERE tenant_id = $1 AND kind = $2 AND version = $3"
-    ))
-    .bind(tenant)
-    .bind(kind)
-    .bind(number)
-    .fetch_optional(pool)
-    .await
-    .map_err(EngineError::storage("get component"))?
-    .ok_or_else(|| version_not_found(kind, number))
-    .and_then(|r| version(&r))
+    );
+    one_version(pool, &sql, (tenant, kind, number), "get component").await
 }
 
 /// Deprecated versions stay stored (attempts already running keep them) but new
@@ -194,18 +187,29 @@ pub(super) async fn deprecate(
     kind: &str,
     number: i32,
 ) -> Result<ComponentVersion> {
-    sqlx::query(&format!(
+    let sql = format!(
         "UPDATE components SET deprecated = true \
          WHERE tenant_id = $1 AND kind = $2 AND version = $3 RETURNING {COLUMNS}"
-    ))
-    .bind(tenant)
-    .bind(kind)
-    .bind(number)
-    .fetch_optional(pool)
-    .await
-    .map_err(EngineError::storage("deprecate component"))?
-    .ok_or_else(|| version_not_found(kind, number))
-    .and_then(|r| version(&r))
+    );
+    one_version(pool, &sql, (tenant, kind, number), "deprecate component").await
+}
+
+/// The one version `sql` reads or changes, named by `$1`–`$3`.
+async fn one_version(
+    pool: &Connections,
+    sql: &str,
+    (tenant, kind, number): (TenantId, &str, i32),
+    op: &'static str,
+) -> Result<ComponentVersion> {
+    sqlx::query(sql)
+        .bind(tenant)
+        .bind(kind)
+        .bind(number)
+        .fetch_optional(pool)
+        .await
+        .map_err(EngineError::storage(op))?
+        .ok_or_else(|| version_not_found(kind, number))
+        .and_then(|r| version(&r))
 }
 
 fn version_not_found(kind: &str, number: i32) -> EngineError {

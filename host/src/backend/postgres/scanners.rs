@@ -11,7 +11,7 @@ use async_trait::async_trait;
 
 use super::leases::fail_locked;
 use super::rows::{col, completion_outbox, json, transaction};
-use super::PgBackend;
+use super::{Connections, PgBackend};
 use crate::backend::Scanners;
 use crate::error::{EngineError, Result};
 use crate::model::{ExecutionId, TenantId};
@@ -83,55 +83,11 @@ impl Scanners for PgBackend {
     /// Candidates come off `executions_attempt_timeout_idx`.
     async fn fail_timed_out_attempts(&self, limit: u32) -> Result<u64> {
         let pool = &self.pool;
-        let candidates = sqlx::query(
-            "SELECT c.tenant_id, c.execution_id FROM tenants t \
-             CROSS JOIN LATERAL (SELECT e.tenant_id, e.execution_id FROM executions e \
-                 WHERE e.tenant_id = t.tenant_id AND e.lifecycle_phase = 'active' \
-                   AND e.attempt_timeout_at IS NOT NULL AND e.attempt_timeout_at < now() \
-                 ORDER BY e.attempt_timeout_at LIMIT $1) c",
-        )
-        .bind(i64::from(limit))
-        .fetch_all(pool)
-        .await
-        .map_err(EngineError::storage("find timed out attempts"))?;
-
+        let op = "find timed out attempts";
+        let due = due_per_tenant(pool, "active", "attempt_timeout_at", limit, op).await?;
         let mut failed = 0;
-        for candidate in candidates {
-            let tenant: TenantId = col(&candidate, "tenant_id")?;
-            let execution: ExecutionId = col(&candidate, "execution_id")?;
-            let timed_out = transaction(pool, "attempt timeout", async |tx| {
-                let locked = sqlx::query(
-                    "SELECT attempt_index, lease_id, lease_epoch, policy, retry_count FROM executions \
-                     WHERE tenant_id = $1 AND execution_id = $2 AND lifecycle_phase = 'active' \
-                       AND attempt_timeout_at < now() FOR UPDATE SKIP LOCKED",
-                )
-                .bind(tenant)
-                .bind(execution)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(EngineError::storage("attempt timeout"))?;
-                let Some(row) = locked else {
-                    return Ok(false);
-                };
-                let lease = LeaseHandle {
-                    tenant_id: tenant,
-                    execution_id: execution,
-                    attempt_index: col(&row, "attempt_index")?,
-                    lease_id: col(&row, "lease_id")?,
-                    lease_epoch: col(&row, "lease_epoch")?,
-                };
-                let policy: ExecutionPolicy = json(col(&row, "policy")?, "policy")?;
-                let limit_ms = policy.timeouts.attempt_timeout_ms.unwrap_or_default();
-                let failure = Failure::new(
-                    FailureClass::Timeout,
-                    format!("the attempt ran past its timeout of {limit_ms} ms"),
-                );
-                let retry_count = col(&row, "retry_count")?;
-                fail_locked(tx, &lease, &failure, &policy, retry_count).await?;
-                Ok(true)
-            })
-            .await?;
-            if timed_out {
+        for (tenant, execution) in due {
+            if fail_timed_out(pool, tenant, execution).await? {
                 failed += 1;
             }
         }
@@ -178,6 +134,71 @@ impl Scanners for PgBackend {
             + super::outbox::LEASES.prune(&self.pool, ms, limit).await?
             + super::outbox::SIGNALS.prune(&self.pool, ms, limit).await?)
     }
+}
+
+/// Up to `limit` executions of each tenant in `phase` whose `due_at` column
+/// is past, earliest first: off the partial index on `(tenant_id, due_at)`
+/// for that phase (`executions_attempt_timeout_idx`,
+/// `executions_suspension_timeout_idx`). The columns are this module's own.
+pub(super) async fn due_per_tenant(
+    pool: &Connections,
+    phase: &'static str,
+    due_at: &'static str,
+    limit: u32,
+    op: &'static str,
+) -> Result<Vec<(TenantId, ExecutionId)>> {
+    sqlx::query_as(&format!(
+        "SELECT c.tenant_id, c.execution_id FROM tenants t CROSS JOIN LATERAL ( \
+             SELECT e.tenant_id, e.execution_id FROM executions e \
+             WHERE e.tenant_id = t.tenant_id AND e.lifecycle_phase = '{phase}' \
+               AND e.{due_at} IS NOT NULL AND e.{due_at} < now() \
+             ORDER BY e.{due_at} LIMIT $1) c"
+    ))
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await
+    .map_err(EngineError::storage(op))
+}
+
+/// Fail one attempt past its timeout, if it still is (and no one else holds
+/// it), as a worker's `fail` would.
+async fn fail_timed_out(
+    pool: &Connections,
+    tenant: TenantId,
+    execution: ExecutionId,
+) -> Result<bool> {
+    transaction(pool, "attempt timeout", async |tx| {
+        let locked = sqlx::query(
+            "SELECT attempt_index, lease_id, lease_epoch, policy, retry_count FROM executions \
+             WHERE tenant_id = $1 AND execution_id = $2 AND lifecycle_phase = 'active' \
+               AND attempt_timeout_at < now() FOR UPDATE SKIP LOCKED",
+        )
+        .bind(tenant)
+        .bind(execution)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(EngineError::storage("attempt timeout"))?;
+        let Some(row) = locked else {
+            return Ok(false);
+        };
+        let lease = LeaseHandle {
+            tenant_id: tenant,
+            execution_id: execution,
+            attempt_index: col(&row, "attempt_index")?,
+            lease_id: col(&row, "lease_id")?,
+            lease_epoch: col(&row, "lease_epoch")?,
+        };
+        let policy: ExecutionPolicy = json(col(&row, "policy")?, "policy")?;
+        let limit_ms = policy.timeouts.attempt_timeout_ms.unwrap_or_default();
+        let failure = Failure::new(
+            FailureClass::Timeout,
+            format!("the attempt ran past its timeout of {limit_ms} ms"),
+        );
+        let retry_count = col(&row, "retry_count")?;
+        fail_locked(tx, &lease, &failure, &policy, retry_count).await?;
+        Ok(true)
+    })
+    .await
 }
 
 /// Expired leases become a new attempt (`attempt_interrupted` → type `reclaim`), or

@@ -80,11 +80,8 @@ impl Schedules for PgBackend {
         .bind(tenant)
         .bind(id)
         .fetch_optional(&self.pool)
-        .await
-        .map_err(EngineError::storage("get schedule"))?;
-        row.as_ref()
-            .map(schedule)
-            .unwrap_or_else(|| Err(refusals::schedule_not_found(id)))
+        .await;
+        found(row, id, "get schedule")
     }
 
     async fn list_schedules(
@@ -124,11 +121,8 @@ impl Schedules for PgBackend {
         .bind(paused)
         .bind(next_fire_at)
         .fetch_optional(&self.pool)
-        .await
-        .map_err(EngineError::storage("pause schedule"))?;
-        row.as_ref()
-            .map(schedule)
-            .unwrap_or_else(|| Err(refusals::schedule_not_found(id)))
+        .await;
+        found(row, id, "pause schedule")
     }
 
     async fn delete_schedule(&self, tenant: TenantId, id: ScheduleId) -> Result<bool> {
@@ -377,6 +371,14 @@ async fn record_fire(
     .await
     .map_err(EngineError::storage("fire schedule"))?;
     Ok(())
+}
+
+/// The schedule a statement read or changed, or why there is none.
+fn found(row: sqlx::Result<Option<PgRow>>, id: ScheduleId, op: &'static str) -> Result<Schedule> {
+    match row.map_err(EngineError::storage(op))? {
+        Some(row) => schedule(&row),
+        None => Err(refusals::schedule_not_found(id)),
+    }
 }
 
 /// Cancel the execution the schedule last created (the shared cancel:

@@ -7,6 +7,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::rows::{col, json, transaction};
+use super::scanners::due_per_tenant;
 use super::suspension::{err, resume, SignalEventRow};
 use crate::error::Result;
 use crate::model::WaitpointId;
@@ -17,17 +18,8 @@ use crate::model::{
 /// Scanner: suspensions past their timeout, up to `limit` per tenant, each in
 /// its own transaction (the behaviours differ and each locks one row).
 pub(super) async fn time_out_suspensions(pool: &Connections, limit: u32) -> Result<u64> {
-    let due: Vec<(TenantId, ExecutionId)> = sqlx::query_as(
-        "SELECT c.tenant_id, c.execution_id FROM tenants t CROSS JOIN LATERAL ( \
-             SELECT e.tenant_id, e.execution_id FROM executions e \
-             WHERE e.tenant_id = t.tenant_id AND e.lifecycle_phase = 'suspended' \
-               AND e.suspension_timeout_at IS NOT NULL AND e.suspension_timeout_at < now() \
-             ORDER BY e.suspension_timeout_at LIMIT $1) c",
-    )
-    .bind(i64::from(limit))
-    .fetch_all(pool)
-    .await
-    .map_err(err("find timed-out suspensions"))?;
+    let op = "find timed-out suspensions";
+    let due = due_per_tenant(pool, "suspended", "suspension_timeout_at", limit, op).await?;
     let mut changed = 0;
     for (tenant, id) in due {
         if time_out_one(pool, tenant, id).await? {

@@ -125,18 +125,11 @@ impl Components for SqliteBackend {
         kind: &str,
         version: i32,
     ) -> Result<ComponentVersion> {
-        let db = self;
-        let row: Option<VersionRow> = sqlx::query_as(&format!(
+        let sql = format!(
             "SELECT {VERSION_COLUMNS} FROM components WHERE tenant_id = ? AND kind = ? AND version = ?"
-        ))
-        .bind(tenant)
-        .bind(kind)
-        .bind(version)
-        .fetch_optional(db.reader())
-        .await
-        .map_err(EngineError::storage("get component"))?;
-        row.map(ComponentVersion::from)
-            .ok_or_else(|| version_not_found(kind, version))
+        );
+        let named = (tenant, kind, version);
+        one_version(self.reader(), &sql, named, "get component").await
     }
 
     /// Deprecated versions stay stored; new attempts run the newest version that
@@ -147,23 +140,33 @@ impl Components for SqliteBackend {
         kind: &str,
         version: i32,
     ) -> Result<ComponentVersion> {
-        let db = self;
-        db.write("deprecate component", async |conn, _| {
-            let row: Option<VersionRow> = sqlx::query_as(&format!(
-                "UPDATE components SET deprecated = 1 \
-                 WHERE tenant_id = ? AND kind = ? AND version = ? RETURNING {VERSION_COLUMNS}"
-            ))
-            .bind(tenant)
-            .bind(kind)
-            .bind(version)
-            .fetch_optional(conn)
+        let op = "deprecate component";
+        let sql = format!(
+            "UPDATE components SET deprecated = 1 \
+             WHERE tenant_id = ? AND kind = ? AND version = ? RETURNING {VERSION_COLUMNS}"
+        );
+        let named = (tenant, kind, version);
+        self.write(op, async |conn, _| one_version(conn, &sql, named, op).await)
             .await
-            .map_err(EngineError::storage("deprecate component"))?;
-            row.map(ComponentVersion::from)
-                .ok_or_else(|| version_not_found(kind, version))
-        })
-        .await
     }
+}
+
+/// The one version `sql` reads or changes, named by its three parameters.
+async fn one_version<'e>(
+    executor: impl sqlx::SqliteExecutor<'e>,
+    sql: &str,
+    (tenant, kind, version): (TenantId, &str, i32),
+    op: &'static str,
+) -> Result<ComponentVersion> {
+    let row: Option<VersionRow> = sqlx::query_as(sql)
+        .bind(tenant)
+        .bind(kind)
+        .bind(version)
+        .fetch_optional(executor)
+        .await
+        .map_err(EngineError::storage(op))?;
+    row.map(ComponentVersion::from)
+        .ok_or_else(|| version_not_found(kind, version))
 }
 
 #[derive(Clone, sqlx::FromRow)]
