@@ -1,6 +1,6 @@
 use chrono::Utc;
 use flowfabric::model::{
-    AttemptType, Backoff, CompletionEvent, FailOutcome, Failure, FailureClass, NewExecution,
+    AttemptType, Backoff, CompletionEvent, FailOutcome, Failure, FailureClass, NewExecution, Page,
     PublicState,
 };
 use flowfabric::EngineError;
@@ -385,7 +385,7 @@ async fn lanes_count_unfinished_executions_by_phase(store: Store) {
     e.create(other, in_lane("omega")).await.unwrap();
 
     let store = e.backend();
-    let lanes = store.lane_counts(t, None, 100).await.unwrap();
+    let lanes = store.lane_counts(t, Page::new(None, 100)).await.unwrap();
     let counts: Vec<_> = lanes
         .iter()
         .map(|l| (l.lane.as_str(), l.queued, l.running, l.suspended))
@@ -393,18 +393,21 @@ async fn lanes_count_unfinished_executions_by_phase(store: Store) {
     // gamma's only execution ended, and omega is another tenant's.
     assert_eq!(counts, [("alpha", 1, 1, 0), ("beta", 1, 0, 0)]);
 
-    let first = store.lane_counts(t, None, 1).await.unwrap();
+    let first = store.lane_counts(t, Page::new(None, 1)).await.unwrap();
     assert_eq!(first.len(), 1);
-    let rest = store.lane_counts(t, Some(&first[0].lane), 1).await.unwrap();
+    let rest = store
+        .lane_counts(t, Page::new(Some(first[0].lane.as_str()), 1))
+        .await
+        .unwrap();
     assert_eq!(rest[0].lane, "beta");
     assert!(store
-        .lane_counts(t, Some("beta"), 1)
+        .lane_counts(t, Page::new(Some("beta"), 1))
         .await
         .unwrap()
         .is_empty());
 
     e.complete(&running.lease, b"ok").await.unwrap();
-    let lanes = store.lane_counts(t, None, 100).await.unwrap();
+    let lanes = store.lane_counts(t, Page::new(None, 100)).await.unwrap();
     assert_eq!((lanes[0].queued, lanes[0].running), (1, 0));
 }
 

@@ -11,6 +11,7 @@ use super::auth::Caller;
 use super::error::{page_limit, ApiResult, ErrorBody, Json, Query};
 use super::AppState;
 use crate::model::LaneCounts;
+use crate::model::Page;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -47,7 +48,7 @@ pub async fn list(
     let items = state
         .engine
         .backend()
-        .lane_counts(caller.tenant, query.cursor.as_deref(), limit)
+        .lane_counts(caller.tenant, Page::new(query.cursor.as_deref(), limit))
         .await?;
     let next_cursor = (items.len() == limit as usize)
         .then(|| items.last().map(|l| l.lane.clone()))

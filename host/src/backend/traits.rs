@@ -22,7 +22,7 @@ use crate::model::{
     Execution, ExecutionFilter, ExecutionId, ExecutionOrigin, ExecutionState, FailOutcome, Failure,
     FlowCancelPolicy, FlowEdgeDetail, FlowId, FlowSnapshot, FlowSummary, Frame, GraphApplied,
     GraphChange, JournalEntry, JournalLimits, LaneCounts, LeaseEvent, LeaseHandle, NewBudget,
-    NewExecution, NewFlow, NewSchedule, NewSignal, NewStep, Replay, ReplayOutcome, Schedule,
+    NewExecution, NewFlow, NewSchedule, NewSignal, NewStep, Page, Replay, ReplayOutcome, Schedule,
     ScheduleId, Signal, SignalEvent, SignalOutcome, SpawnLimits, SpawnedChild, StoredApiKey,
     StreamMode, StreamSummary, SuspendOutcome, Suspension, Tenant, TenantId, TenantLimits,
     TimeoutBehavior, UsageAdjustment, UsageEntry, UsageOutcome, Waitpoint, WaitpointId,
@@ -100,8 +100,7 @@ pub trait Executions: Send + Sync {
     async fn lane_counts(
         &self,
         tenant: TenantId,
-        after: Option<&str>,
-        limit: u32,
+        page: Page<Option<&str>>,
     ) -> Result<Vec<LaneCounts>>;
 
     /// An operator cancels a non-terminal execution, revoking any live lease.
@@ -186,8 +185,7 @@ pub trait Output: Send + Sync {
         tenant: TenantId,
         id: ExecutionId,
         attempt_index: i32,
-        after: i64,
-        limit: u32,
+        page: Page<i64>,
     ) -> Result<Vec<Frame>>;
 
     /// The attempt's summary document, if a summary frame was ever appended.
@@ -210,22 +208,19 @@ pub trait Events: Send + Sync {
     async fn completion_events(
         &self,
         tenant: TenantId,
-        after: EventCursor,
-        limit: u32,
+        page: Page<EventCursor>,
     ) -> Result<EventBatch<CompletionEvent>>;
 
     async fn lease_events(
         &self,
         tenant: TenantId,
-        after: EventCursor,
-        limit: u32,
+        page: Page<EventCursor>,
     ) -> Result<EventBatch<LeaseEvent>>;
 
     async fn signal_events(
         &self,
         tenant: TenantId,
-        after: EventCursor,
-        limit: u32,
+        page: Page<EventCursor>,
     ) -> Result<EventBatch<SignalEvent>>;
 
     /// The kind and lane of those of `ids` the tenant has (at most
@@ -336,8 +331,7 @@ pub trait Suspensions: Send + Sync {
         &self,
         tenant: TenantId,
         id: ExecutionId,
-        after: Option<WaitpointId>,
-        limit: u32,
+        page: Page<Option<WaitpointId>>,
     ) -> Result<Vec<Waitpoint>>;
 }
 
@@ -351,8 +345,7 @@ pub trait Steps: Send + Sync {
         &self,
         tenant: TenantId,
         id: ExecutionId,
-        after: Option<u32>,
-        limit: u32,
+        page: Page<Option<u32>>,
     ) -> Result<Vec<JournalEntry>>;
 
     /// Record a step of the lease's execution and append `frame` (a durable
@@ -400,8 +393,7 @@ pub trait Schedules: Send + Sync {
     async fn list_schedules(
         &self,
         tenant: TenantId,
-        after: Option<ScheduleId>,
-        limit: u32,
+        page: Page<Option<ScheduleId>>,
     ) -> Result<Vec<Schedule>>;
 
     /// Pause it, or resume it due next at `next_fire_at`.
@@ -538,8 +530,7 @@ pub trait Flows: Send + Sync {
     async fn list_flows(
         &self,
         tenant: TenantId,
-        after: Option<FlowId>,
-        limit: u32,
+        page: Page<Option<FlowId>>,
     ) -> Result<Vec<FlowSummary>>;
 
     /// Close a flow to new members and cancel the members `policy` names;

@@ -20,7 +20,7 @@ use tokio::sync::broadcast;
 use super::Engine;
 use crate::error::{EngineError, Result};
 use crate::model::{
-    CompletionEvent, EventBatch, EventCursor, EventFilter, ExecutionOrigin, LeaseEvent,
+    CompletionEvent, EventBatch, EventCursor, EventFilter, ExecutionOrigin, LeaseEvent, Page,
     SignalEvent, StreamEvent, TenantId,
 };
 
@@ -49,7 +49,7 @@ impl Engine {
         limit: u32,
     ) -> Result<EventBatch<CompletionEvent>> {
         self.backend
-            .completion_events(tenant, after, page(limit))
+            .completion_events(tenant, Page::new(after, page(limit)))
             .await
     }
 
@@ -59,7 +59,9 @@ impl Engine {
         after: EventCursor,
         limit: u32,
     ) -> Result<EventBatch<LeaseEvent>> {
-        self.backend.lease_events(tenant, after, page(limit)).await
+        self.backend
+            .lease_events(tenant, Page::new(after, page(limit)))
+            .await
     }
 
     pub async fn signal_events(
@@ -68,7 +70,9 @@ impl Engine {
         after: EventCursor,
         limit: u32,
     ) -> Result<EventBatch<SignalEvent>> {
-        self.backend.signal_events(tenant, after, page(limit)).await
+        self.backend
+            .signal_events(tenant, Page::new(after, page(limit)))
+            .await
     }
 
     /// Up to `limit` of the tenant's events after `after` that `filter`

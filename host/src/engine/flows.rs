@@ -9,7 +9,7 @@ use super::{Engine, Limits};
 use crate::error::{EngineError, Result};
 use crate::model::{
     find_cycle, FlowCancelPolicy, FlowEdgeDetail, FlowId, FlowMemberView, FlowSummary,
-    GraphApplied, GraphChange, JoinPolicy, NewExecution, NewFlow, TenantId,
+    GraphApplied, GraphChange, JoinPolicy, NewExecution, NewFlow, Page, TenantId,
 };
 
 impl Engine {
@@ -127,7 +127,9 @@ impl Engine {
         after: Option<FlowId>,
         limit: u32,
     ) -> Result<Vec<FlowSummary>> {
-        self.backend.list_flows(tenant, after, limit).await
+        self.backend
+            .list_flows(tenant, Page::new(after, limit))
+            .await
     }
 
     pub async fn cancel_flow(

@@ -4,7 +4,7 @@
 
 use super::{clipped, Engine};
 use crate::error::{EngineError, Result};
-use crate::model::{ExecutionId, Frame, LeaseHandle, StreamMode, StreamSummary, TenantId};
+use crate::model::{ExecutionId, Frame, LeaseHandle, Page, StreamMode, StreamSummary, TenantId};
 
 impl Engine {
     pub async fn append_frame(
@@ -64,7 +64,12 @@ impl Engine {
         limit: u32,
     ) -> Result<Vec<Frame>> {
         self.backend
-            .read_frames(tenant, id, attempt_index, after, limit.clamp(1, 1_000))
+            .read_frames(
+                tenant,
+                id,
+                attempt_index,
+                Page::new(after, limit.clamp(1, 1_000)),
+            )
             .await
     }
 

@@ -6,7 +6,7 @@ use chrono::Utc;
 use super::Engine;
 use crate::error::{EngineError, Result};
 use crate::model::{
-    Created, MissedPolicy, NewSchedule, Schedule, ScheduleId, TenantId, MAX_BACKFILL,
+    Created, MissedPolicy, NewSchedule, Page, Schedule, ScheduleId, TenantId, MAX_BACKFILL,
     MAX_JITTER_MS, MAX_SCHEDULES_PER_TENANT,
 };
 
@@ -66,7 +66,7 @@ impl Engine {
         limit: u32,
     ) -> Result<Vec<Schedule>> {
         self.backend
-            .list_schedules(tenant, after, limit.clamp(1, MAX_SCHEDULE_PAGE))
+            .list_schedules(tenant, Page::new(after, limit.clamp(1, MAX_SCHEDULE_PAGE)))
             .await
     }
 

@@ -5,9 +5,9 @@ use super::Engine;
 use crate::error::{EngineError, Result};
 use crate::model::WaitpointId;
 use crate::model::{
-    ExecutionFilter, ExecutionId, LeaseHandle, NewSignal, PublicState, ResumeCondition, Signal,
-    SignalOutcome, SuspendOutcome, SuspendedExecution, Suspension, TenantId, TimeoutBehavior,
-    Waitpoint, MAX_SIGNAL_NAMES,
+    ExecutionFilter, ExecutionId, LeaseHandle, NewSignal, Page, PublicState, ResumeCondition,
+    Signal, SignalOutcome, SuspendOutcome, SuspendedExecution, Suspension, TenantId,
+    TimeoutBehavior, Waitpoint, MAX_SIGNAL_NAMES,
 };
 
 /// Largest page of [`Engine::list_suspended`]: each entry costs a read of
@@ -91,7 +91,11 @@ impl Engine {
         for execution in executions {
             let waitpoints = self
                 .backend
-                .list_waitpoints(tenant, execution.execution_id, None, WAITPOINTS_LISTED)
+                .list_waitpoints(
+                    tenant,
+                    execution.execution_id,
+                    Page::new(None, WAITPOINTS_LISTED),
+                )
                 .await?;
             listed.push(SuspendedExecution {
                 execution,
@@ -212,7 +216,7 @@ impl Engine {
         let limit = limit.clamp(1, MAX_WAITPOINT_PAGE);
         let waitpoints = self
             .backend
-            .list_waitpoints(tenant, id, after, limit)
+            .list_waitpoints(tenant, id, Page::new(after, limit))
             .await?;
         Ok(waitpoints
             .into_iter()

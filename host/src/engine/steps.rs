@@ -8,8 +8,8 @@ use super::signals::MAX_SUSPEND_MS;
 use super::{truncate_utf8, Engine};
 use crate::error::{EngineError, Result};
 use crate::model::{
-    check_step_name, ExecutionId, JournalEntry, JournalLimits, LeaseHandle, NewStep, StepOutcome,
-    StepSummary, TenantId, MAX_STEP_ERROR_BYTES,
+    check_step_name, ExecutionId, JournalEntry, JournalLimits, LeaseHandle, NewStep, Page,
+    StepOutcome, StepSummary, TenantId, MAX_STEP_ERROR_BYTES,
 };
 
 /// Steps one listing returns at most.
@@ -30,8 +30,7 @@ impl Engine {
             .journal(
                 lease.tenant_id,
                 lease.execution_id,
-                None,
-                self.limits.max_steps_per_execution,
+                Page::new(None, self.limits.max_steps_per_execution),
             )
             .await
     }
@@ -88,7 +87,7 @@ impl Engine {
         self.state(tenant, id).await?;
         let steps = self
             .backend
-            .journal(tenant, id, after, limit.clamp(1, MAX_STEP_PAGE))
+            .journal(tenant, id, Page::new(after, limit.clamp(1, MAX_STEP_PAGE)))
             .await?;
         Ok(steps.iter().map(JournalEntry::summary).collect())
     }

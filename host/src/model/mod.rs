@@ -12,6 +12,7 @@ mod grants;
 mod ids;
 mod insights;
 mod origins;
+mod page;
 mod policy;
 mod replay;
 mod rules;
@@ -90,6 +91,7 @@ pub use insights::{
     AttemptRecord, KindFailures, MinuteOutcomes, Overview, StateCount, MAX_ATTEMPT_PAGE,
     MAX_FAILING_KINDS, MAX_LEASE_HISTORY, MAX_STATE_COUNT,
 };
+pub use page::Page;
 pub use replay::{Replay, ReplayOutcome};
 pub use waitpoint_keys::{
     SealedBytes, SeedOutcome, StoredWaitpointKey, WaitpointKeyInfo, WaitpointKeyState,

@@ -7,7 +7,7 @@ use super::PgBackend;
 use crate::backend::Events;
 use crate::error::{EngineError, Result};
 use crate::model::{
-    CompletionEvent, EventBatch, EventCursor, ExecutionId, ExecutionOrigin, LeaseEvent,
+    CompletionEvent, EventBatch, EventCursor, ExecutionId, ExecutionOrigin, LeaseEvent, Page,
     SignalEvent, TenantId,
 };
 #[async_trait]
@@ -15,33 +15,30 @@ impl Events for PgBackend {
     async fn completion_events(
         &self,
         tenant: TenantId,
-        after: EventCursor,
-        limit: u32,
+        page: Page<EventCursor>,
     ) -> Result<EventBatch<CompletionEvent>> {
         super::outbox::COMPLETIONS
-            .read(&self.pool, tenant, after, limit)
+            .read(&self.pool, tenant, page.after, page.limit)
             .await
     }
 
     async fn lease_events(
         &self,
         tenant: TenantId,
-        after: EventCursor,
-        limit: u32,
+        page: Page<EventCursor>,
     ) -> Result<EventBatch<LeaseEvent>> {
         super::outbox::LEASES
-            .read(&self.pool, tenant, after, limit)
+            .read(&self.pool, tenant, page.after, page.limit)
             .await
     }
 
     async fn signal_events(
         &self,
         tenant: TenantId,
-        after: EventCursor,
-        limit: u32,
+        page: Page<EventCursor>,
     ) -> Result<EventBatch<SignalEvent>> {
         super::outbox::SIGNALS
-            .read(&self.pool, tenant, after, limit)
+            .read(&self.pool, tenant, page.after, page.limit)
             .await
     }
 

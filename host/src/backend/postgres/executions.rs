@@ -11,7 +11,7 @@ use crate::backend::Executions;
 use crate::error::{EngineError, Result};
 use crate::model::{
     Created, Execution, ExecutionFilter, ExecutionId, ExecutionState, FlowId, LaneCounts,
-    NewExecution, PublicState, Replay, ReplayOutcome, TenantId, DEFAULT_DEDUP_WINDOW_MS,
+    NewExecution, Page, PublicState, Replay, ReplayOutcome, TenantId, DEFAULT_DEDUP_WINDOW_MS,
     DEFAULT_MAX_REPLAYS, MAX_LANE_PAGE,
 };
 
@@ -61,8 +61,7 @@ impl Executions for PgBackend {
     async fn lane_counts(
         &self,
         tenant: TenantId,
-        after: Option<&str>,
-        limit: u32,
+        page: Page<Option<&str>>,
     ) -> Result<Vec<LaneCounts>> {
         let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
             "SELECT lane, \
@@ -75,8 +74,8 @@ impl Executions for PgBackend {
         )
         .bind(tenant)
         .bind(live_states())
-        .bind(after)
-        .bind(i64::from(limit.min(MAX_LANE_PAGE)))
+        .bind(page.after)
+        .bind(i64::from(page.limit.min(MAX_LANE_PAGE)))
         .fetch_all(&self.pool)
         .await
         .map_err(EngineError::storage("count lanes"))?;

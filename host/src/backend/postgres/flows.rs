@@ -23,7 +23,7 @@ use crate::backend::Flows;
 use crate::error::{EngineError, Result};
 use crate::model::{
     EdgeState, ExecutionId, FlowEdgeView, FlowId, FlowMemberView, FlowSnapshot, FlowState,
-    FlowSummary, GraphApplied, GraphChange, JoinPolicy, JoinState, NewExecution, NewFlow,
+    FlowSummary, GraphApplied, GraphChange, JoinPolicy, JoinState, NewExecution, NewFlow, Page,
     PublicState, TenantId,
 };
 use crate::model::{FlowCancelPolicy, FlowEdgeDetail};
@@ -83,8 +83,7 @@ impl Flows for PgBackend {
     async fn list_flows(
         &self,
         tenant: TenantId,
-        after: Option<FlowId>,
-        limit: u32,
+        page: Page<Option<FlowId>>,
     ) -> Result<Vec<FlowSummary>> {
         let pool = &self.pool;
         // Counts per flow off `executions_flow_key_idx`.
@@ -99,8 +98,8 @@ impl Flows for PgBackend {
         );
         sqlx::query(&sql)
             .bind(tenant)
-            .bind(after)
-            .bind(i64::from(limit))
+            .bind(page.after)
+            .bind(i64::from(page.limit))
             .fetch_all(pool)
             .await
             .map_err(EngineError::storage("list flows"))?

@@ -13,7 +13,7 @@ use crate::backend::refusals;
 use crate::backend::Output;
 use crate::error::{EngineError, Result};
 use crate::model::{
-    ExecutionId, Frame, LeaseHandle, StreamMode, StreamSummary, TenantId, BEST_EFFORT_WINDOW,
+    ExecutionId, Frame, LeaseHandle, Page, StreamMode, StreamSummary, TenantId, BEST_EFFORT_WINDOW,
 };
 
 #[async_trait]
@@ -79,8 +79,7 @@ impl Output for PgBackend {
         tenant: TenantId,
         id: ExecutionId,
         attempt_index: i32,
-        after: i64,
-        limit: u32,
+        page: Page<i64>,
     ) -> Result<Vec<Frame>> {
         let pool = &self.pool;
         let rows = sqlx::query(
@@ -91,8 +90,8 @@ impl Output for PgBackend {
         .bind(tenant)
         .bind(id)
         .bind(attempt_index)
-        .bind(after)
-        .bind(i64::from(limit))
+        .bind(page.after)
+        .bind(i64::from(page.limit))
         .fetch_all(pool)
         .await
         .map_err(EngineError::storage("read frames"))?;

@@ -21,8 +21,8 @@ use crate::backend::shared::schedules::pg::{self as shared, still_running};
 use crate::backend::Schedules;
 use crate::error::{EngineError, Result};
 use crate::model::{
-    Created, ExecutionId, FirePlan, NewExecution, NewSchedule, OverlapAction, Schedule, ScheduleId,
-    TenantId, SUPERSEDED,
+    Created, ExecutionId, FirePlan, NewExecution, NewSchedule, OverlapAction, Page, Schedule,
+    ScheduleId, TenantId, SUPERSEDED,
 };
 
 const COLUMNS: &str = "tenant_id, schedule_id, spec, input, paused, next_fire_at, \
@@ -87,16 +87,15 @@ impl Schedules for PgBackend {
     async fn list_schedules(
         &self,
         tenant: TenantId,
-        after: Option<ScheduleId>,
-        limit: u32,
+        page: Page<Option<ScheduleId>>,
     ) -> Result<Vec<Schedule>> {
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM schedules WHERE tenant_id = $1 AND schedule_id > $2 \
              ORDER BY schedule_id LIMIT $3"
         ))
         .bind(tenant)
-        .bind(after.unwrap_or(ScheduleId::nil()))
-        .bind(i64::from(limit))
+        .bind(page.after.unwrap_or(ScheduleId::nil()))
+        .bind(i64::from(page.limit))
         .fetch_all(&self.pool)
         .await
         .map_err(EngineError::storage("list schedules"))?;

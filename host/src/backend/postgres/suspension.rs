@@ -23,7 +23,7 @@ use crate::backend::Suspensions;
 use crate::error::{EngineError, Result};
 use crate::model::WaitpointId;
 use crate::model::{
-    ExecutionId, LeaseHandle, NewSignal, PublicState, Signal, SignalOutcome, SuspendOutcome,
+    ExecutionId, LeaseHandle, NewSignal, Page, PublicState, Signal, SignalOutcome, SuspendOutcome,
     Suspension, TenantId, Waitpoint,
 };
 
@@ -218,8 +218,7 @@ impl Suspensions for PgBackend {
         &self,
         tenant: TenantId,
         id: ExecutionId,
-        after: Option<WaitpointId>,
-        limit: u32,
+        page: Page<Option<WaitpointId>>,
     ) -> Result<Vec<Waitpoint>> {
         let pool = &self.pool;
         // The primary key's order: (tenant, execution, waitpoint id).
@@ -230,8 +229,8 @@ impl Suspensions for PgBackend {
         ))
         .bind(tenant)
         .bind(id)
-        .bind(after.unwrap_or(WaitpointId::nil()))
-        .bind(i64::from(limit))
+        .bind(page.after.unwrap_or(WaitpointId::nil()))
+        .bind(i64::from(page.limit))
         .fetch_all(pool)
         .await
         .map_err(err("list waitpoints"))?;

@@ -7,7 +7,9 @@ use super::time::{at, Millis};
 use super::SqliteBackend;
 use crate::backend::Events;
 use crate::error::{EngineError, Result};
-use crate::model::{CompletionEvent, EventBatch, EventCursor, LeaseEvent, SignalEvent, TenantId};
+use crate::model::{
+    CompletionEvent, EventBatch, EventCursor, LeaseEvent, Page, SignalEvent, TenantId,
+};
 use crate::model::{ExecutionId, ExecutionOrigin, WaitpointId};
 /// The columns of a lease event, as [`LeaseRow`] reads them.
 pub(super) const LEASE_COLUMNS: &str =
@@ -46,8 +48,7 @@ impl Events for SqliteBackend {
     async fn completion_events(
         &self,
         tenant: TenantId,
-        after: EventCursor,
-        limit: u32,
+        page: Page<EventCursor>,
     ) -> Result<EventBatch<CompletionEvent>> {
         let db = self;
         let rows: Vec<(i64, ExecutionId, i32, String, Millis)> = sqlx::query_as(
@@ -55,8 +56,8 @@ impl Events for SqliteBackend {
              FROM completion_events WHERE tenant_id = ? AND event_id > ? ORDER BY event_id LIMIT ?",
         )
         .bind(tenant)
-        .bind(after.event_id)
-        .bind(i64::from(limit))
+        .bind(page.after.event_id)
+        .bind(i64::from(page.limit))
         .fetch_all(db.reader())
         .await
         .map_err(EngineError::storage("read completion events"))?;
@@ -82,8 +83,7 @@ impl Events for SqliteBackend {
     async fn lease_events(
         &self,
         tenant: TenantId,
-        after: EventCursor,
-        limit: u32,
+        page: Page<EventCursor>,
     ) -> Result<EventBatch<LeaseEvent>> {
         let db = self;
         let rows: Vec<LeaseRow> = sqlx::query_as(&format!(
@@ -91,8 +91,8 @@ impl Events for SqliteBackend {
              ORDER BY event_id LIMIT ?"
         ))
         .bind(tenant)
-        .bind(after.event_id)
-        .bind(i64::from(limit))
+        .bind(page.after.event_id)
+        .bind(i64::from(page.limit))
         .fetch_all(db.reader())
         .await
         .map_err(EngineError::storage("read lease events"))?;
@@ -106,8 +106,7 @@ impl Events for SqliteBackend {
     async fn signal_events(
         &self,
         tenant: TenantId,
-        after: EventCursor,
-        limit: u32,
+        page: Page<EventCursor>,
     ) -> Result<EventBatch<SignalEvent>> {
         let db = self;
         #[derive(sqlx::FromRow)]
@@ -125,8 +124,8 @@ impl Events for SqliteBackend {
              FROM signal_events WHERE tenant_id = ? AND event_id > ? ORDER BY event_id LIMIT ?",
         )
         .bind(tenant)
-        .bind(after.event_id)
-        .bind(i64::from(limit))
+        .bind(page.after.event_id)
+        .bind(i64::from(page.limit))
         .fetch_all(db.reader())
         .await
         .map_err(EngineError::storage("read signal events"))?;

@@ -14,7 +14,7 @@ use crate::backend::Executions;
 use crate::error::{EngineError, Result};
 use crate::model::Eligibility;
 use crate::model::TerminalOutcome;
-use crate::model::{AttemptPhase, LifecyclePhase, Ownership};
+use crate::model::{AttemptPhase, LifecyclePhase, Ownership, Page};
 use crate::model::{
     Created, Execution, ExecutionFilter, ExecutionId, ExecutionState, Failure, FlowId, LaneCounts,
     NewExecution, PublicState, Replay, ReplayOutcome, TenantId, DEFAULT_DEDUP_WINDOW_MS,
@@ -114,8 +114,7 @@ impl Executions for SqliteBackend {
     async fn lane_counts(
         &self,
         tenant: TenantId,
-        after: Option<&str>,
-        limit: u32,
+        page: Page<Option<&str>>,
     ) -> Result<Vec<LaneCounts>> {
         let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
             "SELECT lane, \
@@ -129,8 +128,8 @@ impl Executions for SqliteBackend {
              GROUP BY lane ORDER BY lane LIMIT ?3",
         )
         .bind(tenant)
-        .bind(after)
-        .bind(i64::from(limit.min(MAX_LANE_PAGE)))
+        .bind(page.after)
+        .bind(i64::from(page.limit.min(MAX_LANE_PAGE)))
         .fetch_all(self.reader())
         .await
         .map_err(EngineError::storage("count lanes"))?;

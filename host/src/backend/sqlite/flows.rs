@@ -23,7 +23,7 @@ use crate::error::{EngineError, Result};
 use crate::model::{
     EdgeState, ExecutionId, FlowCancelPolicy, FlowEdgeDetail, FlowEdgeView, FlowId, FlowMemberView,
     FlowSnapshot, FlowState, FlowSummary, GraphApplied, GraphChange, JoinPolicy, JoinState,
-    NewFlow, PublicState, TenantId,
+    NewFlow, Page, PublicState, TenantId,
 };
 
 #[async_trait]
@@ -82,8 +82,7 @@ impl Flows for SqliteBackend {
     async fn list_flows(
         &self,
         tenant: TenantId,
-        after: Option<FlowId>,
-        limit: u32,
+        page: Page<Option<FlowId>>,
     ) -> Result<Vec<FlowSummary>> {
         let db = self;
         #[derive(sqlx::FromRow)]
@@ -106,8 +105,8 @@ impl Flows for SqliteBackend {
              GROUP BY f.tenant_id, f.flow_id ORDER BY f.flow_id LIMIT ?3",
         )
         .bind(tenant)
-        .bind(after)
-        .bind(i64::from(limit))
+        .bind(page.after)
+        .bind(i64::from(page.limit))
         .fetch_all(db.reader())
         .await
         .map_err(EngineError::storage("list flows"))?;

@@ -17,7 +17,7 @@ use crate::backend::refusals;
 use crate::backend::Output;
 use crate::error::{EngineError, Result};
 use crate::model::{
-    merge_patch, ExecutionId, ExecutionUpdate, Frame, LeaseHandle, StreamMode, StreamSummary,
+    merge_patch, ExecutionId, ExecutionUpdate, Frame, LeaseHandle, Page, StreamMode, StreamSummary,
     TenantId, BEST_EFFORT_WINDOW,
 };
 
@@ -76,8 +76,7 @@ impl Output for SqliteBackend {
         tenant: TenantId,
         id: ExecutionId,
         attempt_index: i32,
-        after: i64,
-        limit: u32,
+        page: Page<i64>,
     ) -> Result<Vec<Frame>> {
         let db = self;
         let rows: Vec<(i64, String, String, Vec<u8>, Millis)> = sqlx::query_as(
@@ -88,8 +87,8 @@ impl Output for SqliteBackend {
         .bind(tenant)
         .bind(id)
         .bind(attempt_index)
-        .bind(after)
-        .bind(i64::from(limit))
+        .bind(page.after)
+        .bind(i64::from(page.limit))
         .fetch_all(db.reader())
         .await
         .map_err(EngineError::storage("read frames"))?;

@@ -17,7 +17,8 @@ use crate::backend::shared::schedules::sqlite::{self as shared, still_running};
 use crate::backend::Schedules;
 use crate::error::{EngineError, Result};
 use crate::model::{
-    Created, ExecutionId, NewSchedule, OverlapAction, Schedule, ScheduleId, TenantId, SUPERSEDED,
+    Created, ExecutionId, NewSchedule, OverlapAction, Page, Schedule, ScheduleId, TenantId,
+    SUPERSEDED,
 };
 
 const COLUMNS: &str = "tenant_id, schedule_id, spec, input, paused, next_fire_at, \
@@ -75,16 +76,15 @@ impl Schedules for SqliteBackend {
     async fn list_schedules(
         &self,
         tenant: TenantId,
-        after: Option<ScheduleId>,
-        limit: u32,
+        page: Page<Option<ScheduleId>>,
     ) -> Result<Vec<Schedule>> {
         let rows: Vec<ScheduleRow> = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM schedules WHERE tenant_id = ? AND schedule_id > ? \
              ORDER BY schedule_id LIMIT ?"
         ))
         .bind(tenant)
-        .bind(after.unwrap_or(ScheduleId::nil()))
-        .bind(i64::from(limit))
+        .bind(page.after.unwrap_or(ScheduleId::nil()))
+        .bind(i64::from(page.limit))
         .fetch_all(self.reader())
         .await
         .map_err(EngineError::storage("list schedules"))?;

@@ -18,8 +18,8 @@ use crate::backend::refusals::{step_admission, StepSlot};
 use crate::backend::Steps;
 use crate::error::{EngineError, Result};
 use crate::model::{
-    ExecutionId, JournalEntry, JournalLimits, LeaseHandle, NewStep, ResumeCondition, StepKind,
-    StepOutcome, StreamMode, Suspension, TenantId, TimeoutBehavior,
+    ExecutionId, JournalEntry, JournalLimits, LeaseHandle, NewStep, Page, ResumeCondition,
+    StepKind, StepOutcome, StreamMode, Suspension, TenantId, TimeoutBehavior,
 };
 
 #[async_trait]
@@ -28,8 +28,7 @@ impl Steps for SqliteBackend {
         &self,
         tenant: TenantId,
         id: ExecutionId,
-        after: Option<u32>,
-        limit: u32,
+        page: Page<Option<u32>>,
     ) -> Result<Vec<JournalEntry>> {
         let rows: Vec<StepRow> = sqlx::query_as(
             "SELECT step_index, name, kind, output, error, wake_at, attempt_index, duration_ms, \
@@ -39,8 +38,8 @@ impl Steps for SqliteBackend {
         )
         .bind(tenant)
         .bind(id)
-        .bind(after.map_or(-1, i64::from))
-        .bind(i64::from(limit))
+        .bind(page.after.map_or(-1, i64::from))
+        .bind(i64::from(page.limit))
         .fetch_all(self.reader())
         .await
         .map_err(EngineError::storage("read journal"))?;

@@ -22,7 +22,7 @@ use crate::backend::refusals;
 use crate::backend::Suspensions;
 use crate::error::{EngineError, Result};
 use crate::model::WaitpointId;
-use crate::model::{AttemptPhase, Eligibility, LifecyclePhase};
+use crate::model::{AttemptPhase, Eligibility, LifecyclePhase, Page};
 use crate::model::{
     ExecutionId, LeaseHandle, NewSignal, PublicState, Signal, SignalOutcome, SuspendOutcome,
     Suspension, TenantId, Waitpoint,
@@ -176,8 +176,7 @@ impl Suspensions for SqliteBackend {
         &self,
         tenant: TenantId,
         id: ExecutionId,
-        after: Option<WaitpointId>,
-        limit: u32,
+        page: Page<Option<WaitpointId>>,
     ) -> Result<Vec<Waitpoint>> {
         let db = self;
         // The primary key's order: (tenant, execution, waitpoint id).
@@ -188,8 +187,8 @@ impl Suspensions for SqliteBackend {
         ))
         .bind(tenant)
         .bind(id)
-        .bind(after.unwrap_or(WaitpointId::nil()))
-        .bind(i64::from(limit))
+        .bind(page.after.unwrap_or(WaitpointId::nil()))
+        .bind(i64::from(page.limit))
         .fetch_all(db.reader())
         .await
         .map_err(EngineError::storage("list waitpoints"))?;
