@@ -102,30 +102,32 @@ pub(super) async fn list_adjustments(
     limit: u32,
 ) -> Result<Vec<BudgetAdjustment>> {
     let op = "list adjustments";
-    let mut conn = db.read(op).await?;
-    read_budget(&mut conn, tenant, id).await?;
-    let rows: Vec<(i64, String, i64, i64, String, Millis)> = sqlx::query_as(
-        "SELECT adjustment_id, dimension, delta, used_after, reason, created_at \
+    db.read(op, async |conn| {
+        read_budget(conn, tenant, id).await?;
+        let rows: Vec<(i64, String, i64, i64, String, Millis)> = sqlx::query_as(
+            "SELECT adjustment_id, dimension, delta, used_after, reason, created_at \
          FROM budget_adjustments WHERE tenant_id = ? AND budget_id = ? \
          ORDER BY adjustment_id DESC LIMIT ?",
-    )
-    .bind(tenant)
-    .bind(id)
-    .bind(i64::from(limit))
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(EngineError::storage(op))?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(adjustment_id, dimension, delta, used_after, reason, created)| BudgetAdjustment {
-                adjustment_id,
-                dimension,
-                delta,
-                used_after: used_after.max(0) as u64,
-                reason,
-                created_at: at(created),
-            },
         )
-        .collect())
+        .bind(tenant)
+        .bind(id)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(EngineError::storage(op))?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(adjustment_id, dimension, delta, used_after, reason, created)| BudgetAdjustment {
+                    adjustment_id,
+                    dimension,
+                    delta,
+                    used_after: used_after.max(0) as u64,
+                    reason,
+                    created_at: at(created),
+                },
+            )
+            .collect())
+    })
+    .await
 }

@@ -73,24 +73,29 @@ impl Budgets for SqliteBackend {
 
     async fn get_budget(&self, tenant: TenantId, id: BudgetId) -> Result<Budget> {
         let db = self;
-        read_budget(&mut *db.read("get budget").await?, tenant, id).await
+        db.read("get budget", async |conn| {
+            read_budget(conn, tenant, id).await
+        })
+        .await
     }
 
     async fn list_budgets(&self, tenant: TenantId) -> Result<Vec<Budget>> {
         let db = self;
-        let mut conn = db.read("list budgets").await?;
-        let rows: Vec<BudgetRow> = sqlx::query_as(&format!(
-            "SELECT {BUDGET_COLUMNS} FROM budgets WHERE tenant_id = ? ORDER BY budget_id"
-        ))
-        .bind(tenant)
-        .fetch_all(&mut *conn)
+        db.read("list budgets", async |conn| {
+            let rows: Vec<BudgetRow> = sqlx::query_as(&format!(
+                "SELECT {BUDGET_COLUMNS} FROM budgets WHERE tenant_id = ? ORDER BY budget_id"
+            ))
+            .bind(tenant)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(EngineError::storage("list budgets"))?;
+            let mut budgets = Vec::with_capacity(rows.len());
+            for row in rows {
+                budgets.push(budget(conn, tenant, row).await?);
+            }
+            Ok(budgets)
+        })
         .await
-        .map_err(EngineError::storage("list budgets"))?;
-        let mut budgets = Vec::with_capacity(rows.len());
-        for row in rows {
-            budgets.push(budget(&mut conn, tenant, row).await?);
-        }
-        Ok(budgets)
     }
 
     /// Usage back to zero, and executions suspended on the budget resume.

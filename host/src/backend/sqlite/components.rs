@@ -104,7 +104,10 @@ impl Components for SqliteBackend {
     }
 
     async fn component_wasm(&self, tenant: TenantId, digest: &str) -> Result<Vec<u8>> {
-        shared::component_wasm(&mut *self.read("component wasm").await?, tenant, digest).await
+        self.read("component wasm", async |conn| {
+            shared::component_wasm(conn, tenant, digest).await
+        })
+        .await
     }
 
     async fn list_components(&self, tenant: TenantId) -> Result<Vec<ComponentVersion>> {

@@ -45,11 +45,13 @@ impl Executions for SqliteBackend {
     }
 
     async fn get_execution(&self, tenant: TenantId, id: ExecutionId) -> Result<Execution> {
-        let mut conn = self.read("get execution").await?;
-        Exec::peek(&mut conn, tenant, id)
-            .await?
-            .ok_or_else(|| not_found(id))?
-            .to_execution()
+        self.read("get execution", async |conn| {
+            Exec::peek(conn, tenant, id)
+                .await?
+                .ok_or_else(|| not_found(id))?
+                .to_execution()
+        })
+        .await
     }
 
     async fn execution_state(&self, tenant: TenantId, id: ExecutionId) -> Result<ExecutionState> {
@@ -78,7 +80,6 @@ impl Executions for SqliteBackend {
         filter: &ExecutionFilter,
     ) -> Result<Vec<Execution>> {
         let db = self;
-        let mut conn = db.read("list executions").await?;
         let (tag_key, tag_value) = filter
             .tag
             .as_ref()
@@ -103,7 +104,7 @@ impl Executions for SqliteBackend {
             .bind(tag_key)
             .bind(tag_value)
             .bind(i64::from(filter.limit))
-            .fetch_all(&mut *conn)
+            .fetch_all(db.reader())
             .await
             .map_err(EngineError::storage("list executions"))?;
         rows.iter().map(Exec::to_execution).collect()

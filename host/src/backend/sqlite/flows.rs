@@ -468,59 +468,62 @@ pub(super) async fn get_flow(
     tenant: TenantId,
     flow_id: FlowId,
 ) -> Result<FlowSnapshot> {
-    let mut conn = db.read("read flow").await?;
-    let flow: FlowRow = sqlx::query_as(&format!(
-        "SELECT {FLOW_COLUMNS} FROM flows WHERE tenant_id = ? AND flow_id = ?"
-    ))
-    .bind(tenant)
-    .bind(flow_id)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(EngineError::storage("read flow"))?
-    .ok_or_else(|| refusals::flow_not_found(flow_id))?;
-    let members = sqlx::query_as::<_, MemberRow>(
-        "SELECT e.flow_key, e.execution_id, e.kind, e.public_state, \
+    db.read("read flow", async |conn| {
+        let flow: FlowRow = sqlx::query_as(&format!(
+            "SELECT {FLOW_COLUMNS} FROM flows WHERE tenant_id = ? AND flow_id = ?"
+        ))
+        .bind(tenant)
+        .bind(flow_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(EngineError::storage("read flow"))?
+        .ok_or_else(|| refusals::flow_not_found(flow_id))?;
+        let members = sqlx::query_as::<_, MemberRow>(
+            "SELECT e.flow_key, e.execution_id, e.kind, e.public_state, \
                 g.policy, g.k, g.on_satisfied, g.state AS join_state \
          FROM executions e \
          LEFT JOIN flow_groups g ON g.tenant_id = e.tenant_id AND g.downstream_id = e.execution_id \
          WHERE e.tenant_id = ? AND e.flow_id = ? ORDER BY e.flow_key",
-    )
-    .bind(tenant)
-    .bind(flow_id)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(EngineError::storage("read flow members"))?
-    .into_iter()
-    .map(MemberRow::view)
-    .collect::<Result<Vec<_>>>()?;
-    let count = |f: fn(PublicState) -> bool| members.iter().filter(|m| f(m.state)).count() as i64;
-    let summary = flow.summary(
-        members.len() as i64,
-        count(|s| !s.is_terminal()),
-        count(|s| matches!(s, PublicState::Failed | PublicState::Expired)),
-    );
-    let edges = sqlx::query_as::<_, (String, String, bool, String)>(
-        "SELECT u.flow_key, d.flow_key, ed.pass_result, ed.state FROM flow_edges ed \
+        )
+        .bind(tenant)
+        .bind(flow_id)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(EngineError::storage("read flow members"))?
+        .into_iter()
+        .map(MemberRow::view)
+        .collect::<Result<Vec<_>>>()?;
+        let count =
+            |f: fn(PublicState) -> bool| members.iter().filter(|m| f(m.state)).count() as i64;
+        let summary = flow.summary(
+            members.len() as i64,
+            count(|s| !s.is_terminal()),
+            count(|s| matches!(s, PublicState::Failed | PublicState::Expired)),
+        );
+        let edges = sqlx::query_as::<_, (String, String, bool, String)>(
+            "SELECT u.flow_key, d.flow_key, ed.pass_result, ed.state FROM flow_edges ed \
          JOIN executions u ON u.tenant_id = ed.tenant_id AND u.execution_id = ed.upstream_id \
          JOIN executions d ON d.tenant_id = ed.tenant_id AND d.execution_id = ed.downstream_id \
          WHERE ed.tenant_id = ? AND ed.flow_id = ? ORDER BY 1, 2",
-    )
-    .bind(tenant)
-    .bind(flow_id)
-    .fetch_all(&mut *conn)
+        )
+        .bind(tenant)
+        .bind(flow_id)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(EngineError::storage("read flow edges"))?
+        .into_iter()
+        .map(|(from, to, pass_result, state)| FlowEdgeView {
+            from,
+            to,
+            pass_result,
+            state: EdgeState::from_stored(&state),
+        })
+        .collect();
+        Ok(FlowSnapshot {
+            summary,
+            members,
+            edges,
+        })
+    })
     .await
-    .map_err(EngineError::storage("read flow edges"))?
-    .into_iter()
-    .map(|(from, to, pass_result, state)| FlowEdgeView {
-        from,
-        to,
-        pass_result,
-        state: EdgeState::from_stored(&state),
-    })
-    .collect();
-    Ok(FlowSnapshot {
-        summary,
-        members,
-        edges,
-    })
 }

@@ -49,7 +49,10 @@ impl Grants for SqliteBackend {
     }
 
     async fn ceiling(&self, tenant: TenantId) -> Result<CapabilityCeiling> {
-        shared::ceiling(&mut *self.read("read capability ceiling").await?, tenant).await
+        self.read("read capability ceiling", async |conn| {
+            shared::ceiling(conn, tenant).await
+        })
+        .await
     }
 
     async fn put_grant(

@@ -66,7 +66,7 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Sqlite, SqliteConnection};
 
-use super::pool::{Connection, Connections};
+use super::pool::Connections;
 use tokio::sync::{broadcast, watch};
 
 use super::{migration_failed, pending, Backend, APPLIED_MIGRATIONS};
@@ -236,13 +236,21 @@ impl SqliteBackend {
         &self.reader
     }
 
-    /// A connection for reads that need no transaction, or several
-    /// statements on one connection.
-    pub(super) async fn read(&self, op: &'static str) -> Result<Connection<Sqlite>> {
-        self.reader
+    /// Reads of several statements on one connection, with no transaction:
+    /// `body` runs on a reader, which goes straight back to the pool when it
+    /// returns `Ok` (and is checked first otherwise).
+    pub(super) async fn read<T>(
+        &self,
+        op: &'static str,
+        body: impl AsyncFnOnce(&mut SqliteConnection) -> Result<T>,
+    ) -> Result<T> {
+        let mut conn = self
+            .reader
             .acquire()
             .await
-            .map_err(EngineError::storage(op))
+            .map_err(EngineError::storage(op))?;
+        let result = body(&mut conn).await;
+        conn.settle_on_ok(result)
     }
 
     fn announce(&self, effects: Effects) {

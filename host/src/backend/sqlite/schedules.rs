@@ -69,8 +69,8 @@ impl Schedules for SqliteBackend {
     }
 
     async fn get_schedule(&self, tenant: TenantId, id: ScheduleId) -> Result<Schedule> {
-        let mut conn = self.read("get schedule").await?;
-        load(&mut conn, tenant, id).await
+        self.read("get schedule", async |conn| load(conn, tenant, id).await)
+            .await
     }
 
     async fn list_schedules(

@@ -46,11 +46,15 @@ impl Tenancy for SqliteBackend {
     }
 
     async fn get_tenant(&self, tenant: TenantId) -> Result<Tenant> {
-        get_tenant(&mut *self.read("get tenant").await?, tenant).await
+        self.read("get tenant", async |conn| get_tenant(conn, tenant).await)
+            .await
     }
 
     async fn stored_bytes(&self, tenant: TenantId) -> Result<u64> {
-        stored_bytes(&mut *self.read("measure stored bytes").await?, tenant).await
+        self.read("measure stored bytes", async |conn| {
+            stored_bytes(conn, tenant).await
+        })
+        .await
     }
 
     async fn set_tenant_limits(&self, tenant: TenantId, limits: &TenantLimits) -> Result<Tenant> {
@@ -80,24 +84,26 @@ impl Tenancy for SqliteBackend {
         kinds: &[&str],
     ) -> Result<(TenantLimits, Vec<String>)> {
         let db = self;
-        let mut conn = db.read("admission").await?;
-        let limits = get_tenant(&mut conn, tenant).await?.limits;
-        let mut missing = Vec::new();
-        for kind in kinds {
-            let runnable: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM components \
+        db.read("admission", async |conn| {
+            let limits = get_tenant(conn, tenant).await?.limits;
+            let mut missing = Vec::new();
+            for kind in kinds {
+                let runnable: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM components \
                  WHERE tenant_id = ? AND kind = ? AND NOT deprecated)",
-            )
-            .bind(tenant)
-            .bind(kind)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(EngineError::storage("admission"))?;
-            if !runnable {
-                missing.push((*kind).to_owned());
+                )
+                .bind(tenant)
+                .bind(kind)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(EngineError::storage("admission"))?;
+                if !runnable {
+                    missing.push((*kind).to_owned());
+                }
             }
-        }
-        Ok((limits, missing))
+            Ok((limits, missing))
+        })
+        .await
     }
 
     async fn create_api_key(
