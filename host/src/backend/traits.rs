@@ -95,8 +95,8 @@ pub trait Executions: Send + Sync {
     ) -> Result<Vec<Execution>>;
 
     /// A page of the tenant's lanes that have executions not yet ended, in
-    /// lane order after `after`, each with how many of them are queued,
-    /// running and suspended. `limit` is at most [`crate::model::MAX_LANE_PAGE`].
+    /// lane order after the page's lane, each with how many of them are
+    /// queued, running and suspended. At most [`crate::model::MAX_LANE_PAGE`].
     async fn lane_counts(
         &self,
         tenant: TenantId,
@@ -179,7 +179,8 @@ pub trait Output: Send + Sync {
         max_attempt_bytes: u64,
     ) -> Result<i64>;
 
-    /// Frames of one attempt with `seq > after`, in order.
+    /// A page of one attempt's frames: those with `seq` past the page's
+    /// cursor, in order.
     async fn read_frames(
         &self,
         tenant: TenantId,
@@ -203,7 +204,7 @@ pub trait Output: Send + Sync {
 /// The per-tenant event streams, read by cursor.
 #[async_trait]
 pub trait Events: Send + Sync {
-    /// Event streams: the tenant's events after `after`, oldest first (see
+    /// Event streams: the tenant's events after the page's cursor, oldest first (see
     /// [`EventCursor`] for the order and [`EventBatch::pending`]).
     async fn completion_events(
         &self,
@@ -325,8 +326,8 @@ pub trait Suspensions: Send + Sync {
         seq: i32,
     ) -> Result<Vec<Signal>>;
 
-    /// A page of the execution's waitpoints: up to `limit` with ids after
-    /// `after`, in id order (ids are time-ordered, so creation order).
+    /// A page of the execution's waitpoints, in id order (ids are
+    /// time-ordered, so creation order).
     async fn list_waitpoints(
         &self,
         tenant: TenantId,
@@ -339,8 +340,7 @@ pub trait Suspensions: Send + Sync {
 /// (see [`crate::model::JournalEntry`]).
 #[async_trait]
 pub trait Steps: Send + Sync {
-    /// Up to `limit` steps of the execution's journal at positions after
-    /// `after`, in position order.
+    /// A page of the execution's journal, in position order.
     async fn journal(
         &self,
         tenant: TenantId,
@@ -389,7 +389,7 @@ pub trait Schedules: Send + Sync {
 
     async fn get_schedule(&self, tenant: TenantId, id: ScheduleId) -> Result<Schedule>;
 
-    /// A page of the tenant's schedules in id (creation) order after `after`.
+    /// A page of the tenant's schedules, in id (creation) order.
     async fn list_schedules(
         &self,
         tenant: TenantId,
@@ -526,7 +526,7 @@ pub trait Flows: Send + Sync {
         to: Option<&str>,
     ) -> Result<Vec<FlowEdgeDetail>>;
 
-    /// Flows in id (creation) order, after `after`.
+    /// A page of the tenant's flows, in id (creation) order.
     async fn list_flows(
         &self,
         tenant: TenantId,
