@@ -83,15 +83,9 @@ impl Scanners for PgBackend {
     /// Candidates come off `executions_attempt_timeout_idx`.
     async fn fail_timed_out_attempts(&self, limit: u32) -> Result<u64> {
         let pool = &self.pool;
-        let op = "find timed out attempts";
-        let due = due_per_tenant(pool, "active", "attempt_timeout_at", limit, op).await?;
-        let mut failed = 0;
-        for (tenant, execution) in due {
-            if fail_timed_out(pool, tenant, execution).await? {
-                failed += 1;
-            }
-        }
-        Ok(failed)
+        ATTEMPTS_PAST_TIMEOUT
+            .handle(pool, limit, |tenant, id| fail_timed_out(pool, tenant, id))
+            .await
     }
 
     /// Non-terminal executions past their deadline end `expired`; a live lease is
@@ -136,28 +130,66 @@ impl Scanners for PgBackend {
     }
 }
 
-/// Up to `limit` executions of each tenant in `phase` whose `due_at` column
-/// is past, earliest first: off the partial index on `(tenant_id, due_at)`
-/// for that phase (`executions_attempt_timeout_idx`,
-/// `executions_suspension_timeout_idx`). The columns are this module's own.
-pub(super) async fn due_per_tenant(
-    pool: &Connections,
+/// Executions past a deadline of their phase, each handled in a
+/// transaction of its own by the scanner that owns them.
+pub(super) struct PastDue {
+    /// The phase they are in.
     phase: &'static str,
-    due_at: &'static str,
-    limit: u32,
+    /// The column that holds the deadline; a partial index on
+    /// `(tenant_id, column)` for the phase serves the search.
+    column: &'static str,
+    /// What the search is called in errors.
     op: &'static str,
-) -> Result<Vec<(TenantId, ExecutionId)>> {
-    sqlx::query_as(&format!(
-        "SELECT c.tenant_id, c.execution_id FROM tenants t CROSS JOIN LATERAL ( \
-             SELECT e.tenant_id, e.execution_id FROM executions e \
-             WHERE e.tenant_id = t.tenant_id AND e.lifecycle_phase = '{phase}' \
-               AND e.{due_at} IS NOT NULL AND e.{due_at} < now() \
-             ORDER BY e.{due_at} LIMIT $1) c"
-    ))
-    .bind(i64::from(limit))
-    .fetch_all(pool)
-    .await
-    .map_err(EngineError::storage(op))
+}
+
+/// Off `executions_attempt_timeout_idx`.
+const ATTEMPTS_PAST_TIMEOUT: PastDue = PastDue {
+    phase: "active",
+    column: "attempt_timeout_at",
+    op: "find timed out attempts",
+};
+
+/// Off `executions_suspension_timeout_idx`.
+pub(super) const SUSPENSIONS_PAST_TIMEOUT: PastDue = PastDue {
+    phase: "suspended",
+    column: "suspension_timeout_at",
+    op: "find timed-out suspensions",
+};
+
+impl PastDue {
+    /// Up to `limit` of each tenant's, earliest first, each given to `one`,
+    /// which says whether it changed it (another scanner may have got there
+    /// first); how many were changed.
+    pub(super) async fn handle<F>(
+        &self,
+        pool: &Connections,
+        limit: u32,
+        one: impl Fn(TenantId, ExecutionId) -> F,
+    ) -> Result<u64>
+    where
+        F: std::future::Future<Output = Result<bool>>,
+    {
+        let due: Vec<(TenantId, ExecutionId)> = sqlx::query_as(&format!(
+            "SELECT c.tenant_id, c.execution_id FROM tenants t CROSS JOIN LATERAL ( \
+                 SELECT e.tenant_id, e.execution_id FROM executions e \
+                 WHERE e.tenant_id = t.tenant_id AND e.lifecycle_phase = '{phase}' \
+                   AND e.{column} IS NOT NULL AND e.{column} < now() \
+                 ORDER BY e.{column} LIMIT $1) c",
+            phase = self.phase,
+            column = self.column,
+        ))
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await
+        .map_err(EngineError::storage(self.op))?;
+        let mut changed = 0;
+        for (tenant, id) in due {
+            if one(tenant, id).await? {
+                changed += 1;
+            }
+        }
+        Ok(changed)
+    }
 }
 
 /// Fail one attempt past its timeout, if it still is (and no one else holds

@@ -7,7 +7,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::rows::{col, json, transaction};
-use super::scanners::due_per_tenant;
+use super::scanners::SUSPENSIONS_PAST_TIMEOUT;
 use super::suspension::{err, resume, SignalEventRow};
 use crate::error::Result;
 use crate::model::WaitpointId;
@@ -18,15 +18,9 @@ use crate::model::{
 /// Scanner: suspensions past their timeout, up to `limit` per tenant, each in
 /// its own transaction (the behaviours differ and each locks one row).
 pub(super) async fn time_out_suspensions(pool: &Connections, limit: u32) -> Result<u64> {
-    let op = "find timed-out suspensions";
-    let due = due_per_tenant(pool, "suspended", "suspension_timeout_at", limit, op).await?;
-    let mut changed = 0;
-    for (tenant, id) in due {
-        if time_out_one(pool, tenant, id).await? {
-            changed += 1;
-        }
-    }
-    Ok(changed)
+    SUSPENSIONS_PAST_TIMEOUT
+        .handle(pool, limit, |tenant, id| time_out_one(pool, tenant, id))
+        .await
 }
 
 async fn time_out_one(pool: &Connections, tenant: TenantId, id: ExecutionId) -> Result<bool> {
