@@ -90,13 +90,24 @@ async fn table_ddl(pool: &PgPool, table: &str) -> Result<String> {
     .fetch_all(pool)
     .await
     .map_err(err)?;
+    // Storage parameters (a fillfactor) decide how writes land on pages,
+    // which is part of what a migration sets.
+    let options: Option<String> = sqlx::query_scalar(
+        "SELECT array_to_string(reloptions, ', ') FROM pg_class \
+         WHERE oid = ('public.' || quote_ident($1))::regclass",
+    )
+    .bind(table)
+    .fetch_one(pool)
+    .await
+    .map_err(err)?;
     let body: Vec<String> = columns
         .into_iter()
         .chain(constraints)
         .map(|line| format!("    {line}"))
         .collect();
+    let with = options.map_or(String::new(), |o| format!(" WITH ({o})"));
     Ok(format!(
-        "CREATE TABLE {table} (\n{}\n);\n",
+        "CREATE TABLE {table} (\n{}\n){with};\n",
         body.join(",\n")
     ))
 }

@@ -32,7 +32,7 @@ CREATE TABLE attempts (
     CONSTRAINT attempts_pkey PRIMARY KEY (tenant_id, execution_id, attempt_index),
     CONSTRAINT attempts_state_check CHECK ((state = ANY (ARRAY['running'::text, 'suspended'::text, 'succeeded'::text, 'failed'::text, 'cancelled'::text, 'delayed'::text, 'lease_expired'::text, 'expired'::text, 'revoked'::text]))),
     CONSTRAINT attempts_tenant_id_execution_id_fkey FOREIGN KEY (tenant_id, execution_id) REFERENCES executions(tenant_id, execution_id) ON DELETE CASCADE
-);
+) WITH (fillfactor=50);
 
 CREATE TABLE budget_adjustments (
     tenant_id uuid NOT NULL,
@@ -158,7 +158,7 @@ CREATE TABLE concurrency_slots (
     window_starts integer DEFAULT 0 NOT NULL,
     CONSTRAINT concurrency_slots_pkey PRIMARY KEY (tenant_id, scope, name, key),
     CONSTRAINT concurrency_slots_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(tenant_id) ON DELETE CASCADE
-);
+) WITH (fillfactor=50);
 
 CREATE TABLE config_values (
     tenant_id uuid NOT NULL,
@@ -183,7 +183,7 @@ CREATE TABLE execution_counters (
     step_bytes bigint DEFAULT 0 NOT NULL,
     CONSTRAINT execution_counters_pkey PRIMARY KEY (tenant_id, execution_id),
     CONSTRAINT execution_counters_tenant_id_execution_id_fkey FOREIGN KEY (tenant_id, execution_id) REFERENCES executions(tenant_id, execution_id) ON DELETE CASCADE
-);
+) WITH (fillfactor=50);
 
 CREATE TABLE executions (
     tenant_id uuid NOT NULL,
@@ -263,7 +263,7 @@ END) STORED,
     CONSTRAINT executions_pkey PRIMARY KEY (tenant_id, execution_id),
     CONSTRAINT executions_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(tenant_id),
     CONSTRAINT executions_terminal_outcome_check CHECK ((terminal_outcome = ANY (ARRAY['success'::text, 'failed'::text, 'cancelled'::text, 'expired'::text, 'skipped'::text])))
-);
+) WITH (fillfactor=50);
 
 CREATE TABLE flow_edges (
     tenant_id uuid NOT NULL,
