@@ -291,6 +291,24 @@ impl ExecutionPolicy {
             RetryDecision::Terminal
         }
     }
+
+    /// The policy as a store keeps it: each part (`retry`, `timeouts`, …)
+    /// that is at its default is left out, and reads back as the default
+    /// (every part is `#[serde(default)]`). Most executions take the
+    /// default policy, about 430 bytes as JSON, which every version of the
+    /// execution's row carried. Leaving defaults out makes the defaults part
+    /// of what is stored: changing one changes the policy of every stored
+    /// execution that did not set it, so a test pins them.
+    pub fn stored(&self) -> serde_json::Value {
+        let to_value =
+            |p: &ExecutionPolicy| serde_json::to_value(p).expect("a policy always serializes");
+        let (mut parts, defaults) = match (to_value(self), to_value(&Self::default())) {
+            (serde_json::Value::Object(p), serde_json::Value::Object(d)) => (p, d),
+            (whole, _) => return whole,
+        };
+        parts.retain(|name, part| defaults.get(name) != Some(part));
+        serde_json::Value::Object(parts)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -302,6 +320,54 @@ pub enum RetryDecision {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stored_policy_leaves_out_its_defaults_and_reads_back_whole() {
+        assert_eq!(ExecutionPolicy::default().stored(), serde_json::json!({}));
+        let custom = ExecutionPolicy {
+            timeouts: TimeoutPolicy {
+                attempt_timeout_ms: Some(5_000),
+                ..TimeoutPolicy::default()
+            },
+            max_replays: Some(2),
+            ..ExecutionPolicy::default()
+        };
+        let stored = custom.stored();
+        let parts: Vec<&String> = stored.as_object().unwrap().keys().collect();
+        assert_eq!(parts, ["max_replays", "timeouts"]);
+        assert_eq!(
+            stored["timeouts"]["max_reclaim_count"], 100,
+            "a part is kept whole"
+        );
+        for policy in [ExecutionPolicy::default(), custom] {
+            let back: ExecutionPolicy = serde_json::from_value(policy.stored()).unwrap();
+            assert_eq!(back, policy);
+        }
+    }
+
+    /// Stored policies leave their defaults out (`ExecutionPolicy::stored`),
+    /// and the Postgres statements fall back to the same values (`coalesce`
+    /// of `max_reclaim_count` to 100): a changed default changes every stored
+    /// execution that did not set it. Change this test only with a
+    /// migration that writes the old defaults into those rows.
+    #[test]
+    fn the_defaults_that_stored_policies_rely_on_are_pinned() {
+        assert_eq!(
+            serde_json::to_value(ExecutionPolicy::default()).unwrap(),
+            serde_json::json!({
+                "retry": {
+                    "backoff": {"type": "exponential", "jitter": true, "multiplier": 2.0,
+                                "max_delay_ms": 60000, "initial_delay_ms": 1000},
+                    "retryable": ["transient", "timeout", "trap", "lease_expired", "internal"],
+                    "max_retries": 3
+                },
+                "timeouts": {"max_reclaim_count": 100, "attempt_timeout_ms": null,
+                             "execution_deadline_ms": null},
+                "max_replays": null,
+                "dedup_window_ms": null
+            })
+        );
+    }
 
     #[test]
     fn exponential_backoff_grows_and_caps() {

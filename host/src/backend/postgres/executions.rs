@@ -324,11 +324,7 @@ pub(super) async fn create_executions(
                 .map(|n| to_json(serde_json::to_value(&n.tags)))
                 .collect::<Vec<_>>(),
         )
-        .bind(
-            new.iter()
-                .map(|n| to_json(serde_json::to_value(&n.policy)))
-                .collect::<Vec<_>>(),
-        )
+        .bind(new.iter().map(|n| n.policy.stored()).collect::<Vec<_>>())
         .bind(
             new.iter()
                 .map(|n| n.idempotency_key.as_deref())
