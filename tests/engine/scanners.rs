@@ -86,6 +86,28 @@ async fn attempt_timeout_fails_the_attempt_and_retries(store: Store) {
     assert_eq!(claim_one(e).await.attempt_type, AttemptType::Retry);
 }
 
+/// No attempt timeout in the policy means none: an attempt that runs past
+/// the longest timeout a policy may set is not timed out for it.
+async fn an_attempt_without_a_timeout_never_times_out(store: Store) {
+    let (db, t) = setup_on(store).await;
+    let e = &db.engine;
+    let open = e.create(t, task("open")).await.unwrap().execution_id;
+    let open_lease = claim_one(e).await;
+    let mut bounded = task("bounded");
+    bounded.policy.timeouts.attempt_timeout_ms = Some(3_600_000);
+    bounded.policy.retry.backoff = Backoff::Fixed { delay_ms: 0 };
+    let bounded = e.create(t, bounded).await.unwrap().execution_id;
+    claim_one(e).await;
+    // A day past the longest attempt timeout a policy may set (seven days).
+    let past_any_timeout = 8 * 24 * 3_600_000;
+    db.age_attempt_timeouts(Duration::from_millis(past_any_timeout))
+        .await;
+    assert_eq!(db.backend().fail_timed_out_attempts(100).await.unwrap(), 1);
+    assert_eq!(e.get(t, bounded).await.unwrap().state, PublicState::Waiting);
+    assert_eq!(e.get(t, open).await.unwrap().state, PublicState::Active);
+    e.complete(&open_lease.lease, b"done").await.unwrap();
+}
+
 async fn execution_deadline_expires_runnable_and_active(store: Store) {
     let (db, t) = setup_on(store).await;
     let e = &db.engine;
@@ -151,6 +173,7 @@ on_both_backends!(
     reclaim_cap_fails_the_execution,
     renew_extends_without_bumping_the_epoch,
     attempt_timeout_fails_the_attempt_and_retries,
+    an_attempt_without_a_timeout_never_times_out,
     execution_deadline_expires_runnable_and_active,
     supervised_scanners_promote_delayed_work,
 );

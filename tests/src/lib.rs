@@ -443,6 +443,21 @@ impl TestDb {
         .await;
     }
 
+    /// Move every running attempt's timeout `by` into the past (as if the
+    /// attempts had run that much longer).
+    pub async fn age_attempt_timeouts(&self, by: std::time::Duration) {
+        let ms = by.as_millis();
+        self.poke(
+            &format!(
+                "UPDATE executions SET attempt_timeout_at = \
+                 attempt_timeout_at - interval '{ms} milliseconds'"
+            ),
+            &format!("UPDATE executions SET attempt_timeout_at = attempt_timeout_at - {ms}"),
+            None,
+        )
+        .await;
+    }
+
     /// Make every lease renewal fail with a storage error (a trigger that
     /// refuses any update extending a lease) until called with `false`:
     /// what a database that is up for everything else, but refuses these

@@ -231,9 +231,11 @@ locked AS (
         lease_expires_at = now() + $6 * interval '1 millisecond',
         -- Clamped, so that no stored policy can make this statement fail for
         -- every tenant (the API refuses such values; rows are not trusted).
-        attempt_timeout_at = now() + least(
-            (e.policy -> 'timeouts' ->> 'attempt_timeout_ms')::numeric, 604800000
-        )::bigint * interval '1 millisecond',
+        -- No timeout in the policy is none (`least` alone would make it the cap).
+        attempt_timeout_at = now() + CASE
+            WHEN e.policy -> 'timeouts' ->> 'attempt_timeout_ms' IS NOT NULL THEN least(
+                (e.policy -> 'timeouts' ->> 'attempt_timeout_ms')::numeric, 604800000
+            )::bigint * interval '1 millisecond' END,
         started_at = coalesce(e.started_at, now()),
         progress_percent = NULL, progress_message = NULL,
         concurrency_held = {held},
