@@ -62,6 +62,11 @@ pub struct PoolBench {
     /// server's counters to settle. The server must run on this host.
     #[arg(long)]
     server_cost: bool,
+    /// Leave each round's scratch database on the server and print its URL,
+    /// to inspect what the run wrote (`scripts/wal-breakdown.sh` reads the
+    /// run's write-ahead log against it).
+    #[arg(long)]
+    keep_database: bool,
 }
 
 #[derive(serde::Serialize)]
@@ -96,7 +101,11 @@ pub async fn run(args: PoolBench) -> anyhow::Result<()> {
                 .await
                 .context("creating a scratch database")?;
             let measured = round(&scratch.url, &wasm, &args, slots).await;
-            scratch.drop().await?;
+            if args.keep_database {
+                eprintln!("kept scratch database: {}", scratch.url);
+            } else {
+                scratch.drop().await?;
+            }
             let (elapsed, cost) = measured?;
             server_cost = server_cost.or(cost);
             let pg = per_s(elapsed);
