@@ -323,7 +323,7 @@ pub(super) async fn create_one(
         required_capabilities: Json(new.required_capabilities.clone()),
         tags: Json(new.tags.clone()),
         input: new.input.clone(),
-        policy: Json(new.policy.clone()),
+        policy: super::stored_policy::StoredPolicy(new.policy.clone()),
         idempotency_key: new.idempotency_key.clone(),
         lifecycle_phase: LifecyclePhase::Runnable,
         ownership_state: Ownership::Unowned,

@@ -49,6 +49,7 @@ mod scanners;
 mod schedules;
 pub mod schema;
 mod steps;
+mod stored_policy;
 mod suspension;
 mod suspension_timeouts;
 mod tenancy;

@@ -16,6 +16,7 @@ use sqlx::SqliteConnection;
 use uuid::Uuid;
 
 use super::lease_history::LeaseBefore;
+use super::stored_policy::StoredPolicy;
 use super::time::{at, Millis};
 use super::writes::Writes;
 use super::{Effects, Finished};
@@ -25,8 +26,8 @@ use crate::model::{
     Ownership, TerminalOutcome,
 };
 use crate::model::{
-    Execution, ExecutionId, ExecutionPolicy, ExecutionUpdate, Failure, LeaseHandle, PublicState,
-    Suspension, TenantId,
+    Execution, ExecutionId, ExecutionUpdate, Failure, LeaseHandle, PublicState, Suspension,
+    TenantId,
 };
 
 /// One row of `executions`, every column.
@@ -40,7 +41,7 @@ pub(super) struct Exec {
     pub required_capabilities: Json<Vec<String>>,
     pub tags: Json<BTreeMap<String, String>>,
     pub input: Vec<u8>,
-    pub policy: Json<ExecutionPolicy>,
+    pub policy: StoredPolicy,
     pub idempotency_key: Option<String>,
     pub lifecycle_phase: LifecyclePhase,
     pub ownership_state: Ownership,
