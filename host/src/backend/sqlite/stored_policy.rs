@@ -54,3 +54,37 @@ impl<'r> Decode<'r, Sqlite> for StoredPolicy {
         Ok(Self(serde_json::from_str(text)?))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::Connection;
+
+    #[tokio::test]
+    async fn the_compact_form_is_written_and_both_forms_read_back() {
+        let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:")
+            .await
+            .unwrap();
+        let custom = ExecutionPolicy {
+            max_replays: Some(2),
+            ..ExecutionPolicy::default()
+        };
+        for policy in [ExecutionPolicy::default(), custom] {
+            let (text, back): (String, StoredPolicy) = sqlx::query_as("SELECT ?1, ?1")
+                .bind(StoredPolicy(policy.clone()))
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+            assert_eq!(text, policy.stored().to_string());
+            assert_eq!(back.0, policy);
+        }
+        // A row written before the compact form holds the whole policy.
+        let whole = serde_json::to_string(&ExecutionPolicy::default()).unwrap();
+        let (back,): (StoredPolicy,) = sqlx::query_as("SELECT ?")
+            .bind(whole)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(back.0, ExecutionPolicy::default());
+    }
+}
