@@ -43,6 +43,7 @@ mod insights;
 mod lease_history;
 mod leases;
 mod output;
+mod raw;
 mod record;
 mod resolve;
 mod scanners;

@@ -1,26 +1,26 @@
-//! Several statements sent to the writer's connection as one query.
+//! Several statements sent to the writer's connection as one batch.
 //!
-//! sqlx runs each SQLite connection on a thread of its own, so every
-//! statement costs the writer a hand-off to that thread and back, and with
-//! one writer those hand-offs are serial: under load they, not SQLite, bound
-//! how many transitions a second the embedded backend makes. A transition
-//! writes its row, its lease event, its attempt and its outbox row one after
-//! another with nothing read in between, so they go as one query of several
-//! statements, their `?` parameters bound in the order they appear (sqlx
-//! binds a multi-statement query's positional parameters statement by
-//! statement).
+//! A transition writes its row, its lease event, its attempt and its outbox
+//! row one after another with nothing read in between, and a claim or a
+//! completion batch does so for dozens of rows. So the statements are
+//! gathered here with their parameters and run together on the writer's
+//! handle ([`super::raw`]), in the order they were added, each statement
+//! taking the next of the bound values it has `?` parameters for.
 
+use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
-use sqlx::sqlite::SqliteArguments;
-use sqlx::{Arguments, Encode, Sqlite, SqliteConnection, Type};
+use sqlx::sqlite::SqliteArgumentValue;
+use sqlx::{Encode, Sqlite, SqliteConnection, Type};
 
 use crate::error::{EngineError, Result};
 
-/// Statements and their parameters, to run in one round trip.
+/// Statements and their parameters, to run in one hand-off to the writer.
 #[derive(Default)]
 pub(super) struct Writes<'q> {
+    /// The statements' texts, one after another; `ends` marks where each ends.
     sql: String,
-    args: SqliteArguments<'q>,
+    ends: Vec<usize>,
+    values: Vec<SqliteArgumentValue<'q>>,
     /// The first parameter that could not be encoded (a JSON value that does
     /// not serialise), reported by [`Writes::run`].
     refused: Option<BoxDynError>,
@@ -29,19 +29,31 @@ pub(super) struct Writes<'q> {
 impl<'q> Writes<'q> {
     /// Add a statement; its `?` parameters are the next values bound.
     pub fn statement(&mut self, sql: &str) -> &mut Self {
-        if !self.sql.is_empty() {
-            self.sql.push_str(";\n");
-        }
         self.sql.push_str(sql);
+        self.ends.push(self.sql.len());
         self
     }
 
-    /// Bind the next `?` parameter.
+    /// Bind the next `?` parameter, encoded as sqlx encodes it.
     pub fn bind<T: Encode<'q, Sqlite> + Type<Sqlite> + 'q>(&mut self, value: T) -> &mut Self {
-        if let Err(e) = self.args.add(value) {
-            self.refused.get_or_insert(e);
+        let before = self.values.len();
+        match value.encode(&mut self.values) {
+            Ok(IsNull::Yes) => self.values.push(SqliteArgumentValue::Null),
+            Ok(IsNull::No) => {}
+            Err(e) => {
+                self.values.truncate(before);
+                self.refused.get_or_insert(e);
+            }
         }
         self
+    }
+
+    /// The statements' texts, in order.
+    fn statements(&self) -> impl Iterator<Item = &str> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(&self.ends)
+            .map(|(start, &end)| &self.sql[start..end])
     }
 
     /// Run every statement, in order, in the connection's transaction.
@@ -49,14 +61,12 @@ impl<'q> Writes<'q> {
         if let Some(e) = self.refused {
             return Err(EngineError::storage(op)(sqlx::Error::Encode(e)));
         }
-        if self.sql.is_empty() {
+        if self.ends.is_empty() {
             return Ok(());
         }
-        sqlx::query_with(&self.sql, self.args)
-            .execute(conn)
-            .await
-            .map_err(EngineError::storage(op))?;
-        Ok(())
+        let mut handle = conn.lock_handle().await.map_err(EngineError::storage(op))?;
+        super::raw::execute(&mut handle, self.statements(), &self.values)
+            .map_err(EngineError::storage(op))
     }
 }
 
@@ -124,6 +134,92 @@ mod tests {
             ),
             "{e:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_constraint_failure_is_classified_as_sqlx_classifies_it() {
+        let mut conn = memory().await;
+        let e = inserts(&[(1, "one"), (1, "again")])
+            .run(&mut conn, "write twice")
+            .await
+            .unwrap_err();
+        let EngineError::Storage {
+            cause: sqlx::Error::Database(db),
+            ..
+        } = e
+        else {
+            panic!("{e:?}");
+        };
+        assert!(db.is_unique_violation(), "{db}");
+        assert!(db.message().contains("UNIQUE"), "{db}");
+    }
+
+    #[tokio::test]
+    async fn parameters_and_values_that_do_not_match_run_nothing() {
+        let mut conn = memory().await;
+        let mut too_few = inserts(&[(1, "one")]);
+        too_few
+            .statement("INSERT INTO t (k, v) VALUES (?, ?)")
+            .bind(2_i64);
+        let mut too_many = inserts(&[(1, "one")]);
+        too_many.bind("spare");
+        for writes in [too_few, too_many] {
+            let e = writes.run(&mut conn, "mismatch").await.unwrap_err();
+            assert!(e.to_string().contains("parameters for"), "{e}");
+        }
+        assert!(rows(&mut conn).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_text_of_two_statements_is_refused() {
+        let mut conn = memory().await;
+        let mut writes = Writes::default();
+        writes.statement(
+            "INSERT INTO t (k, v) VALUES (1, 'a'); INSERT INTO t (k, v) VALUES (2, 'b')",
+        );
+        let e = writes.run(&mut conn, "two").await.unwrap_err();
+        assert!(e.to_string().contains("more than one statement"), "{e}");
+        assert!(rows(&mut conn).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn values_are_stored_as_sqlx_binds_them() {
+        let mut conn = memory().await;
+        sqlx::query("CREATE TABLE typed (id BLOB, doc TEXT, n INTEGER, x REAL, b BLOB, z TEXT)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let id = uuid::Uuid::now_v7();
+        let doc = sqlx::types::Json(serde_json::json!({"a": [1, "two"]}));
+        let sql = "INSERT INTO typed (id, doc, n, x, b, z) VALUES (?, ?, ?, ?, ?, ?)";
+        let mut writes = Writes::default();
+        writes
+            .statement(sql)
+            .bind(id)
+            .bind(&doc)
+            .bind(-7_i64)
+            .bind(0.5_f64)
+            .bind(vec![0_u8, 255])
+            .bind(None::<String>);
+        writes.run(&mut conn, "typed").await.unwrap();
+        sqlx::query(sql)
+            .bind(id)
+            .bind(&doc)
+            .bind(-7_i64)
+            .bind(0.5_f64)
+            .bind(vec![0_u8, 255])
+            .bind(None::<String>)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        type Stored = (Vec<u8>, String, i64, f64, Vec<u8>, Option<String>);
+        let stored: Vec<Stored> = sqlx::query_as("SELECT id, doc, n, x, b, z FROM typed")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(stored.len(), 2);
+        assert_eq!(stored[0], stored[1], "raw and sqlx binds store the same");
+        assert_eq!(stored[0].0, id.as_bytes());
     }
 
     #[tokio::test]

@@ -1,0 +1,251 @@
+//! A batch of writes run on the writer's SQLite handle itself.
+//!
+//! sqlx runs each SQLite connection on a thread of its own and hands every
+//! statement's result back through a channel, waking the waiting task once
+//! a statement. A claim or a completion batch writes hundreds of small
+//! statements (a row, its lease event, its attempt, its outbox row) and reads
+//! nothing back, so with one writer those hand-offs, not SQLite, bounded the
+//! embedded backend: profiled, the writer's thread spent about half its time
+//! outside SQLite's own work.
+//!
+//! sqlx lends the handle out for such work ([`LockedSqliteHandle`]: while it
+//! is held, sqlx's thread makes no call on the connection). Here the batch's
+//! statements run on it in order, in the caller's transaction, each distinct
+//! text prepared once and stepped for every row that uses it. Parameters are
+//! encoded by sqlx's own `Encode` implementations ([`SqliteArgumentValue`]),
+//! so a value is stored exactly as when sqlx binds it.
+//!
+//! The statements run on the calling task's thread, which waits meanwhile
+//! as it would have for sqlx's: a batch is at most one chunk of rows
+//! (`batch::MAX_CHUNK`), a millisecond or two of SQLite's work.
+//!
+//! This is the only module of the crate that calls SQLite directly; every
+//! `unsafe` block says what makes it sound.
+
+use std::borrow::Cow;
+use std::ffi::{c_char, c_int, CStr};
+use std::fmt;
+use std::ptr::{self, NonNull};
+
+use libsqlite3_sys as ffi;
+use sqlx::error::{DatabaseError, ErrorKind};
+use sqlx::sqlite::{LockedSqliteHandle, SqliteArgumentValue};
+
+/// Run `statements` (one SQL statement each, `?` parameters only) in order,
+/// binding `values` to their parameters statement by statement. Every value
+/// must be used: too few or too many is an error, before anything runs.
+pub(super) fn execute<'s>(
+    handle: &mut LockedSqliteHandle<'_>,
+    statements: impl Iterator<Item = &'s str>,
+    values: &[SqliteArgumentValue<'_>],
+) -> Result<(), sqlx::Error> {
+    let db = handle.as_raw_handle();
+    let mut prepared: Vec<(&str, Statement)> = Vec::new();
+    let mut plan = Vec::new();
+    let mut bound = 0;
+    for sql in statements {
+        let at = match prepared.iter().position(|(text, _)| *text == sql) {
+            Some(at) => at,
+            None => {
+                prepared.push((sql, Statement::prepare(db, sql)?));
+                prepared.len() - 1
+            }
+        };
+        let count = prepared[at].1.parameter_count();
+        plan.push((at, bound..bound + count));
+        bound += count;
+    }
+    if bound != values.len() {
+        return Err(misuse(format!(
+            "{} parameters for {} values",
+            bound,
+            values.len()
+        )));
+    }
+    for (at, range) in plan {
+        let statement = &mut prepared[at].1;
+        for (index, value) in values[range].iter().enumerate() {
+            statement.bind(db, index + 1, value)?;
+        }
+        statement.run(db)?;
+    }
+    Ok(())
+}
+
+/// A prepared statement, finalised on drop.
+struct Statement(NonNull<ffi::sqlite3_stmt>);
+
+impl Statement {
+    fn prepare(db: NonNull<ffi::sqlite3>, sql: &str) -> Result<Self, sqlx::Error> {
+        let length = c_int::try_from(sql.len()).map_err(|_| misuse("statement too long".into()))?;
+        let mut statement = ptr::null_mut();
+        let mut tail: *const c_char = ptr::null();
+        // SAFETY: the handle is locked out of sqlx's thread for the caller
+        // (`LockedSqliteHandle`), `sql` outlives the call and its length is
+        // given, and both out-pointers point at locals.
+        let rc = unsafe {
+            ffi::sqlite3_prepare_v3(
+                db.as_ptr(),
+                sql.as_ptr().cast(),
+                length,
+                0,
+                &mut statement,
+                &mut tail,
+            )
+        };
+        if rc != ffi::SQLITE_OK {
+            return Err(last_error(db));
+        }
+        let Some(statement) = NonNull::new(statement) else {
+            return Err(misuse(format!("no statement in {sql:?}")));
+        };
+        let statement = Self(statement);
+        // SAFETY: `tail` points into `sql` (SQLite sets it to the end of the
+        // first statement), so the offset is within it.
+        let used = usize::try_from(unsafe { tail.offset_from(sql.as_ptr().cast()) }).unwrap_or(0);
+        if !sql.get(used..).unwrap_or_default().trim().is_empty() {
+            return Err(misuse(format!("more than one statement in {sql:?}")));
+        }
+        Ok(statement)
+    }
+
+    fn parameter_count(&self) -> usize {
+        // SAFETY: a live prepared statement.
+        let count = unsafe { ffi::sqlite3_bind_parameter_count(self.0.as_ptr()) };
+        usize::try_from(count).unwrap_or(0)
+    }
+
+    fn bind(
+        &mut self,
+        db: NonNull<ffi::sqlite3>,
+        index: usize,
+        value: &SqliteArgumentValue<'_>,
+    ) -> Result<(), sqlx::Error> {
+        let stmt = self.0.as_ptr();
+        let index = c_int::try_from(index).map_err(|_| misuse("too many parameters".into()))?;
+        // SAFETY: a live statement and an index within its parameters. Text
+        // and blobs are bound TRANSIENT: SQLite copies them before returning,
+        // so nothing here needs to outlive the call.
+        let rc = unsafe {
+            match value {
+                SqliteArgumentValue::Null => ffi::sqlite3_bind_null(stmt, index),
+                SqliteArgumentValue::Text(text) => ffi::sqlite3_bind_text64(
+                    stmt,
+                    index,
+                    text.as_ptr().cast(),
+                    text.len() as u64,
+                    ffi::SQLITE_TRANSIENT(),
+                    ffi::SQLITE_UTF8 as u8,
+                ),
+                SqliteArgumentValue::Blob(blob) => ffi::sqlite3_bind_blob64(
+                    stmt,
+                    index,
+                    blob.as_ptr().cast(),
+                    blob.len() as u64,
+                    ffi::SQLITE_TRANSIENT(),
+                ),
+                SqliteArgumentValue::Double(v) => ffi::sqlite3_bind_double(stmt, index, *v),
+                SqliteArgumentValue::Int(v) => ffi::sqlite3_bind_int(stmt, index, *v),
+                SqliteArgumentValue::Int64(v) => ffi::sqlite3_bind_int64(stmt, index, *v),
+            }
+        };
+        match rc {
+            ffi::SQLITE_OK => Ok(()),
+            _ => Err(last_error(db)),
+        }
+    }
+
+    /// Step the statement to its end, then reset it for the next binding.
+    fn run(&mut self, db: NonNull<ffi::sqlite3>) -> Result<(), sqlx::Error> {
+        let stmt = self.0.as_ptr();
+        let outcome = loop {
+            // SAFETY: a live statement whose parameters are all bound.
+            match unsafe { ffi::sqlite3_step(stmt) } {
+                ffi::SQLITE_ROW => continue,
+                ffi::SQLITE_DONE => break Ok(()),
+                _ => break Err(last_error(db)),
+            }
+        };
+        // SAFETY: a live statement; the error (if any) was read above.
+        unsafe { ffi::sqlite3_reset(stmt) };
+        outcome
+    }
+}
+
+impl Drop for Statement {
+    fn drop(&mut self) {
+        // SAFETY: the statement was prepared on a handle still locked for us,
+        // and is finalised once.
+        unsafe { ffi::sqlite3_finalize(self.0.as_ptr()) };
+    }
+}
+
+/// The connection's last error, as sqlx reports a database error.
+fn last_error(db: NonNull<ffi::sqlite3>) -> sqlx::Error {
+    // SAFETY: a locked, open handle; `sqlite3_errmsg` returns a
+    // NUL-terminated string valid until the next call on the handle, copied
+    // here at once.
+    let (code, message) = unsafe {
+        let code = ffi::sqlite3_extended_errcode(db.as_ptr());
+        let message = CStr::from_ptr(ffi::sqlite3_errmsg(db.as_ptr()));
+        (code, message.to_string_lossy().into_owned())
+    };
+    sqlx::Error::Database(Box::new(SqliteFailure { code, message }))
+}
+
+fn misuse(message: String) -> sqlx::Error {
+    sqlx::Error::Database(Box::new(SqliteFailure {
+        code: ffi::SQLITE_MISUSE,
+        message,
+    }))
+}
+
+/// An error SQLite returned, with its extended result code; classified as
+/// sqlx classifies its own, so `is_unique_violation` and the rest hold.
+#[derive(Debug)]
+struct SqliteFailure {
+    code: c_int,
+    message: String,
+}
+
+impl fmt::Display for SqliteFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "(code: {}) {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for SqliteFailure {}
+
+impl DatabaseError for SqliteFailure {
+    fn message(&self) -> &str {
+        &self.message
+    }
+
+    fn code(&self) -> Option<Cow<'_, str>> {
+        Some(self.code.to_string().into())
+    }
+
+    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+        self
+    }
+
+    fn kind(&self) -> ErrorKind {
+        match self.code {
+            ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
+                ErrorKind::UniqueViolation
+            }
+            ffi::SQLITE_CONSTRAINT_FOREIGNKEY => ErrorKind::ForeignKeyViolation,
+            ffi::SQLITE_CONSTRAINT_NOTNULL => ErrorKind::NotNullViolation,
+            ffi::SQLITE_CONSTRAINT_CHECK => ErrorKind::CheckViolation,
+            _ => ErrorKind::Other,
+        }
+    }
+}
