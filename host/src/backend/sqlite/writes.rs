@@ -3,14 +3,21 @@
 //! A transition writes its row, its lease event, its attempt and its outbox
 //! row one after another with nothing read in between, and a claim or a
 //! completion batch does so for dozens of rows. So the statements are
-//! gathered here with their parameters and run together on the writer's
-//! handle ([`super::raw`]), in the order they were added, each statement
-//! taking the next of the bound values it has `?` parameters for.
+//! gathered here with their parameters and sent together, each statement
+//! taking the next of the bound values it has `?` parameters for, in one of
+//! two ways:
+//!
+//! - a batch whose texts repeat (many rows changed alike) runs on the
+//!   writer's handle ([`super::raw`]): each text prepared once and stepped
+//!   for every row, with no hand-off a statement;
+//! - a single transition's few statements go to sqlx as one query, one
+//!   hand-off, whose prepared form sqlx keeps on the connection (preparing
+//!   them afresh each time would cost more than the hand-offs it saves).
 
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
-use sqlx::sqlite::SqliteArgumentValue;
-use sqlx::{Encode, Sqlite, SqliteConnection, Type};
+use sqlx::sqlite::{SqliteArgumentValue, SqliteArguments, SqliteTypeInfo};
+use sqlx::{Arguments, Encode, Sqlite, SqliteConnection, Type};
 
 use crate::error::{EngineError, Result};
 
@@ -27,8 +34,13 @@ pub(super) struct Writes<'q> {
 }
 
 impl<'q> Writes<'q> {
-    /// Add a statement; its `?` parameters are the next values bound.
+    /// Add one statement (no `;`); its `?` parameters are the next values
+    /// bound.
     pub fn statement(&mut self, sql: &str) -> &mut Self {
+        if sql.contains(';') {
+            self.refused
+                .get_or_insert_with(|| format!("not one statement: {sql:?}").into());
+        }
         self.sql.push_str(sql);
         self.ends.push(self.sql.len());
         self
@@ -56,6 +68,18 @@ impl<'q> Writes<'q> {
             .map(|(start, &end)| &self.sql[start..end])
     }
 
+    /// Whether some statement's text comes more than once.
+    fn texts_repeat(&self) -> bool {
+        let mut seen: Vec<&str> = Vec::new();
+        for text in self.statements() {
+            if seen.contains(&text) {
+                return true;
+            }
+            seen.push(text);
+        }
+        false
+    }
+
     /// Run every statement, in order, in the connection's transaction.
     pub async fn run(self, conn: &mut SqliteConnection, op: &'static str) -> Result<()> {
         if let Some(e) = self.refused {
@@ -64,9 +88,51 @@ impl<'q> Writes<'q> {
         if self.ends.is_empty() {
             return Ok(());
         }
-        let mut handle = conn.lock_handle().await.map_err(EngineError::storage(op))?;
-        super::raw::execute(&mut handle, self.statements(), &self.values)
-            .map_err(EngineError::storage(op))
+        if self.texts_repeat() {
+            let mut handle = conn.lock_handle().await.map_err(EngineError::storage(op))?;
+            return super::raw::execute(&mut handle, self.statements(), &self.values)
+                .map_err(EngineError::storage(op));
+        }
+        let sql = self.statements().collect::<Vec<_>>().join(";\n");
+        let mut arguments = SqliteArguments::default();
+        for value in self.values {
+            arguments
+                .add(Encoded(value))
+                .map_err(|e| EngineError::storage(op)(sqlx::Error::Encode(e)))?;
+        }
+        sqlx::query_with(&sql, arguments)
+            .execute(conn)
+            .await
+            .map_err(EngineError::storage(op))?;
+        Ok(())
+    }
+}
+
+/// A value already encoded, bound as it is.
+struct Encoded<'q>(SqliteArgumentValue<'q>);
+
+impl<'q> Encode<'q, Sqlite> for Encoded<'q> {
+    fn encode(
+        self,
+        buf: &mut Vec<SqliteArgumentValue<'q>>,
+    ) -> std::result::Result<IsNull, BoxDynError> {
+        buf.push(self.0);
+        Ok(IsNull::No)
+    }
+
+    fn encode_by_ref(
+        &self,
+        buf: &mut Vec<SqliteArgumentValue<'q>>,
+    ) -> std::result::Result<IsNull, BoxDynError> {
+        buf.push(self.0.clone());
+        Ok(IsNull::No)
+    }
+}
+
+impl Type<Sqlite> for Encoded<'_> {
+    /// Not consulted: SQLite binds each value by its own type.
+    fn type_info() -> SqliteTypeInfo {
+        <Vec<u8> as Type<Sqlite>>::type_info()
     }
 }
 
@@ -161,8 +227,10 @@ mod tests {
         too_few
             .statement("INSERT INTO t (k, v) VALUES (?, ?)")
             .bind(2_i64);
-        let mut too_many = inserts(&[(1, "one")]);
+        let mut too_many = inserts(&[(1, "one"), (2, "two")]);
         too_many.bind("spare");
+        // Both batches repeat a text, so they run on the handle, which
+        // counts each statement's parameters.
         for writes in [too_few, too_many] {
             let e = writes.run(&mut conn, "mismatch").await.unwrap_err();
             assert!(e.to_string().contains("parameters for"), "{e}");
@@ -178,7 +246,7 @@ mod tests {
             "INSERT INTO t (k, v) VALUES (1, 'a'); INSERT INTO t (k, v) VALUES (2, 'b')",
         );
         let e = writes.run(&mut conn, "two").await.unwrap_err();
-        assert!(e.to_string().contains("more than one statement"), "{e}");
+        assert!(e.to_string().contains("not one statement"), "{e}");
         assert!(rows(&mut conn).await.is_empty());
     }
 
@@ -192,16 +260,21 @@ mod tests {
         let id = uuid::Uuid::now_v7();
         let doc = sqlx::types::Json(serde_json::json!({"a": [1, "two"]}));
         let sql = "INSERT INTO typed (id, doc, n, x, b, z) VALUES (?, ?, ?, ?, ?, ?)";
-        let mut writes = Writes::default();
-        writes
-            .statement(sql)
-            .bind(id)
-            .bind(&doc)
-            .bind(-7_i64)
-            .bind(0.5_f64)
-            .bind(vec![0_u8, 255])
-            .bind(None::<String>);
-        writes.run(&mut conn, "typed").await.unwrap();
+        // Once (through sqlx), then twice (a repeated text: on the handle).
+        for times in [1, 2] {
+            let mut writes = Writes::default();
+            for _ in 0..times {
+                writes
+                    .statement(sql)
+                    .bind(id)
+                    .bind(&doc)
+                    .bind(-7_i64)
+                    .bind(0.5_f64)
+                    .bind(vec![0_u8, 255])
+                    .bind(None::<String>);
+            }
+            writes.run(&mut conn, "typed").await.unwrap();
+        }
         sqlx::query(sql)
             .bind(id)
             .bind(&doc)
@@ -217,8 +290,11 @@ mod tests {
             .fetch_all(&mut conn)
             .await
             .unwrap();
-        assert_eq!(stored.len(), 2);
-        assert_eq!(stored[0], stored[1], "raw and sqlx binds store the same");
+        assert_eq!(stored.len(), 4);
+        assert!(
+            stored.iter().all(|row| *row == stored[3]),
+            "both paths store what sqlx's own binds store: {stored:?}"
+        );
         assert_eq!(stored[0].0, id.as_bytes());
     }
 
