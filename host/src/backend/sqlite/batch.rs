@@ -6,12 +6,11 @@
 //! are what bound the embedded backend's throughput. So a batch changes its
 //! rows in memory first and sends their statements together.
 //!
-//! A chunk's statement text is its rows' texts joined, and sqlx keeps a
-//! prepared statement per text. Chunks therefore come in power-of-two sizes,
-//! at most [`MAX_CHUNK`]: rows whose changes look alike (the common case: a
-//! claim changes the same columns of every row) make one text per size, which
-//! the connection's statement cache keeps prepared, instead of one per batch
-//! length.
+//! A chunk of rows is one hand-off: its statements run together on the
+//! writer's handle, each distinct text prepared once for the chunk (a chunk
+//! of one row goes to sqlx, as a single transition does; see
+//! [`super::writes`]). Chunks hold at most [`MAX_CHUNK`] rows, which bounds how long
+//! one hand-off keeps the calling thread.
 //!
 //! Whatever reads the database in the middle of a batch (a key's running
 //! count, a budget check) must see the rows changed so far: the caller saves
@@ -93,12 +92,10 @@ impl<X> Batch<X> {
     }
 }
 
-/// The next chunk's length for `left` rows: the largest power of two that
-/// fits, at most [`MAX_CHUNK`].
+/// The next chunk's length for `left` rows.
 fn chunk_len(left: usize) -> usize {
     debug_assert!(left > 0);
-    let fits = 1 << (usize::BITS - 1 - left.leading_zeros());
-    fits.min(MAX_CHUNK)
+    left.min(MAX_CHUNK)
 }
 
 #[cfg(test)]
@@ -106,21 +103,27 @@ mod tests {
     use super::chunk_len;
 
     #[test]
-    fn chunks_are_powers_of_two_that_cover_the_rows() {
+    fn chunks_cover_the_rows_at_most_max_chunk_at_a_time() {
         for left in 1..=300 {
             let mut rest = left;
             let mut sizes = Vec::new();
             while rest > 0 {
                 let n = chunk_len(rest);
-                assert!(n.is_power_of_two() && n <= 64 && n <= rest, "{left}: {n}");
+                assert!(
+                    (1..=super::MAX_CHUNK).contains(&n) && n <= rest,
+                    "{left}: {n}"
+                );
                 sizes.push(n);
                 rest -= n;
             }
-            assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "{left}: {sizes:?}");
+            assert_eq!(
+                sizes.len(),
+                left.div_ceil(super::MAX_CHUNK),
+                "{left}: {sizes:?}"
+            );
         }
         assert_eq!(chunk_len(1), 1);
-        assert_eq!(chunk_len(37), 32);
-        assert_eq!(chunk_len(64), 64);
+        assert_eq!(chunk_len(37), 37);
         assert_eq!(chunk_len(1000), 64);
     }
 }
