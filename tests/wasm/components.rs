@@ -143,3 +143,35 @@ async fn concurrent_uploads_of_the_same_bytes_compile_once() {
     runtime.register(&wasm).await.unwrap();
     assert_eq!(runtime.compiles(), 1);
 }
+
+/// The baseline `bench languages` measures the sandbox against runs the same
+/// compiled component, and nothing more: a task that calls no host function
+/// answers as in the sandbox; one that calls ours fails; a request is refused.
+#[tokio::test]
+async fn the_baseline_runs_the_same_component_and_links_none_of_our_host_functions() {
+    let runtime = runtime();
+    for name in ["testkit", "echo"] {
+        let wasm = guest(name);
+        let digest = runtime.register(&wasm).await.unwrap();
+        let component = runtime
+            .prepare(&digest, || async { Ok::<_, String>(wasm.clone()) })
+            .await
+            .unwrap();
+        let baseline = runtime.baseline(&component).unwrap();
+        let (answer, times) = baseline.run(b"echo:x").await;
+        match name {
+            "testkit" => {
+                assert_eq!(answer.unwrap(), b"x");
+                assert!(times.instantiate > std::time::Duration::ZERO);
+                let (answer, _) = baseline.run(b"http:GET:http://127.0.0.1:9/").await;
+                let answer = String::from_utf8(answer.unwrap()).unwrap();
+                assert!(answer.starts_with("error="), "{answer}");
+            }
+            // `echo` reports progress first: a host function of ours.
+            _ => {
+                let error = answer.unwrap_err();
+                assert!(error.contains("links no host functions"), "{error}");
+            }
+        }
+    }
+}

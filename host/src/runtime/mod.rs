@@ -13,6 +13,7 @@
 //!   of any kind is a classified failure, never a crashed worker.
 
 mod attempt;
+mod baseline;
 mod bindings;
 mod cache;
 mod dial;
@@ -32,6 +33,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use attempt::{RunOutcome, RunResult};
+pub use baseline::{Baseline, BaselineTimes};
 pub use bindings::{
     AttemptType, Breach, Child, FailureClass as GuestFailureClass, HostError, LogLevel,
     ResumeCondition, Signal, StepOutcome as GuestStepOutcome, StepStart, StoredFrame,

@@ -10,15 +10,19 @@
 //! call, the store's drop (teardown) and what is left of the caller's wait
 //! (the hop to a guest thread and back); and the wall time per task when as
 //! many tasks are in flight as a busy worker pool keeps (busy), where the
-//! hops overlap with other tasks' work. Then the same per-task figures for
-//! a realistic input: an order of about 1 KiB of JSON that each guest
-//! parses and prices, reporting on it through three host calls.
+//! hops overlap with other tasks' work. Then the same no-op run by wasmtime
+//! alone (`runtime::Baseline`: the same engine and compiled component, none
+//! of our path around it), so that what our path adds and what the
+//! component itself costs are told apart in one run. Then the same per-task
+//! figures for a realistic input: an order of about 1 KiB of JSON that each
+//! guest parses and prices, reporting on it through three host calls.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use flowfabric::runtime::{Runtime, RuntimeConfig};
+use flowfabric::runtime::{Baseline, BaselineTimes, Prepared, Runtime, RuntimeConfig};
 
 use super::wasm::{per_task, run_once, PerTask, TaskInput, NOOP};
 use super::write_json;
@@ -47,6 +51,8 @@ struct Figures {
     per_task: PerTask,
     /// The same with the realistic input (see [`Order`]).
     order: PerTask,
+    /// The no-op run by wasmtime alone (see [`Baseline`]): no setup, no hop.
+    baseline: PerTask,
 }
 
 /// The realistic input: `order:JSON` with an order of about 1 KiB, which
@@ -145,12 +151,40 @@ pub async fn run(args: LanguagesBench) -> anyhow::Result<()> {
             first.per_task.in_flight
         );
     }
+    print_baseline_rows(&rows);
     print_order_rows(&order, &rows);
     let rows: Vec<_> = rows
         .into_iter()
         .map(|(language, figures)| serde_json::json!({ "language": language, "figures": figures }))
         .collect();
     write_json(args.json_out.as_deref(), &rows)
+}
+
+/// Each language's no-op run by wasmtime alone, and what our path costs
+/// beside it.
+fn print_baseline_rows(rows: &[(&str, Figures)]) {
+    println!(
+        "the same no-op, wasmtime alone: same engine and component, on the bench's own task, \
+         no host state, no guest thread, no turns"
+    );
+    println!(
+        "  {:<7} {:>8} {:>11} {:>6} {:>8} {:>6}   (ours ÷ alone: task, in sandbox, busy)",
+        "", "µs/task", "instantiate", "run", "teardown", "busy"
+    );
+    for (lang, f) in rows {
+        let (ours, alone) = (f.per_task, f.baseline);
+        println!(
+            "  {lang:<7} {:>8.1} {:>11.1} {:>6.1} {:>8.1} {:>6.1}   {:.2} {:.2} {:.2}",
+            alone.total_us,
+            alone.instantiate_us,
+            alone.run_us,
+            alone.teardown_us,
+            alone.busy_us,
+            ours.total_us / alone.total_us,
+            (ours.instantiate_us + ours.run_us) / (alone.instantiate_us + alone.run_us),
+            ours.busy_us / alone.busy_us,
+        );
+    }
 }
 
 /// The realistic input's row per language, beside its no-op figures.
@@ -209,6 +243,7 @@ async fn measure(path: &Path, order: &Order, calls: usize) -> anyhow::Result<Fig
 
     let realistic = per_task(&worker, &wasm, order.task(), calls).await?;
     let per_task = per_task(&worker, &wasm, NOOP, calls).await?;
+    let baseline = baseline_per_task(&worker, &component, calls, per_task.in_flight).await?;
     let _ = std::fs::remove_dir_all(cache);
     Ok(Figures {
         bytes: wasm.len(),
@@ -216,5 +251,73 @@ async fn measure(path: &Path, order: &Order, calls: usize) -> anyhow::Result<Fig
         first_run_ms,
         per_task,
         order: realistic,
+        baseline,
     })
+}
+
+/// The no-op per task by wasmtime alone: one task at a time on this task
+/// after a warm-up, then `in_flight` at once on the bench's threads.
+async fn baseline_per_task(
+    runtime: &Runtime,
+    component: &Prepared,
+    calls: usize,
+    in_flight: usize,
+) -> anyhow::Result<PerTask> {
+    let baseline = Arc::new(runtime.baseline(component)?);
+    let mut sums = [Duration::ZERO; 4];
+    for i in 0..calls + 200 {
+        let started = Instant::now();
+        let times = baseline_once(&baseline).await?;
+        if i >= 200 {
+            let parts = [
+                started.elapsed(),
+                times.instantiate,
+                times.run,
+                times.teardown,
+            ];
+            for (sum, part) in sums.iter_mut().zip(parts) {
+                *sum += part;
+            }
+        }
+    }
+    let each = calls.div_ceil(in_flight);
+    let started = Instant::now();
+    let lanes: Vec<_> = (0..in_flight)
+        .map(|_| {
+            let baseline = baseline.clone();
+            tokio::spawn(async move {
+                for _ in 0..each {
+                    baseline_once(&baseline).await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for lane in lanes {
+        lane.await??;
+    }
+    let busy = started.elapsed().as_secs_f64() * 1e6 / (each * in_flight) as f64;
+    let micros = |d: Duration| d.as_secs_f64() * 1e6 / calls as f64;
+    Ok(PerTask {
+        total_us: micros(sums[0]),
+        setup_us: 0.0,
+        instantiate_us: micros(sums[1]),
+        run_us: micros(sums[2]),
+        teardown_us: micros(sums[3]),
+        busy_us: busy,
+        in_flight,
+    })
+}
+
+/// One baseline no-op, which must answer as the sandbox's does.
+async fn baseline_once(baseline: &Baseline) -> anyhow::Result<BaselineTimes> {
+    let (answer, times) = baseline.run(NOOP.input).await;
+    match answer {
+        Ok(output) if output == NOOP.expect => Ok(times),
+        Ok(output) => anyhow::bail!(
+            "wasmtime alone: the guest answered {:?}",
+            String::from_utf8_lossy(&output)
+        ),
+        Err(e) => anyhow::bail!("wasmtime alone: {e}"),
+    }
 }

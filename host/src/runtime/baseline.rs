@@ -1,0 +1,203 @@
+//! The baseline that `flowfabric bench languages` measures the sandbox
+//! against: the same compiled component, instantiated and called by wasmtime
+//! directly on the caller's task, with nothing of ours around it.
+//!
+//! Why it exists: a guest language's per-task cost has two parts, what the
+//! component costs wasmtime (its instantiation, its first call, resetting its
+//! memory) and what our path adds (the attempt's host state, the hop to a
+//! guest thread, fair turns, the epoch callback, the limiter). Only a
+//! baseline run in the same process, on the same engine and at the same
+//! time tells them apart; a figure measured elsewhere, on another day, does
+//! not (this machine's runs differ by up to 2× minutes apart).
+//!
+//! The baseline links WASI without preopens or network, `wasi:http` with a
+//! sender that refuses every request, `wasi:config` with no values, and the
+//! `flowfabric:task` imports as functions that fail: only a task that calls
+//! no host function (the no-op) runs here. It is for measuring, never for
+//! running tenants' work.
+
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{InstancePre, Linker, ResourceTable, Val};
+use wasmtime::{Engine, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpCtx};
+use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use super::{internal, ComponentError, Prepared, EPOCH_TICK};
+
+/// How long one baseline call may run before its epoch deadline traps it.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A component ready to run the baseline way.
+pub struct Baseline {
+    engine: Engine,
+    pre: InstancePre<BareState>,
+}
+
+/// Where one baseline task's time went.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BaselineTimes {
+    /// A fresh store and instance.
+    pub instantiate: Duration,
+    /// The `run` call.
+    pub run: Duration,
+    /// Dropping the store: memory and tables back to the pool.
+    pub teardown: Duration,
+}
+
+impl super::Runtime {
+    /// The baseline for `component`: the same compiled code on the same
+    /// engine, linked without our host functions.
+    pub fn baseline(&self, component: &Prepared) -> Result<Baseline, ComponentError> {
+        let component = component.0.instance_pre().component().clone();
+        let mut linker = Linker::<BareState>::new(&self.engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(internal)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(internal)?;
+        wasmtime_wasi_config::add_to_linker(&mut linker, |s: &mut BareState| {
+            WasiConfig::from(&s.config)
+        })
+        .map_err(internal)?;
+        stub_task_imports(&mut linker, &component)?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| ComponentError::WorldMismatch(format!("{e:#}")))?;
+        Ok(Baseline {
+            engine: self.engine.clone(),
+            pre,
+        })
+    }
+}
+
+/// Every `flowfabric:task` function the component imports, as one that fails.
+fn stub_task_imports(
+    linker: &mut Linker<BareState>,
+    component: &wasmtime::component::Component,
+) -> Result<(), ComponentError> {
+    let engine = linker.engine().clone();
+    for (name, import) in component.component_type().imports(&engine) {
+        let wasmtime::component::types::ComponentItem::ComponentInstance(instance) = import.ty
+        else {
+            continue;
+        };
+        if !name.starts_with("flowfabric:") {
+            continue;
+        }
+        let functions: Vec<String> = instance
+            .exports(&engine)
+            .filter(|(_, item)| {
+                matches!(
+                    item.ty,
+                    wasmtime::component::types::ComponentItem::ComponentFunc(_)
+                )
+            })
+            .map(|(name, _)| name.to_string())
+            .collect();
+        let mut linked = linker.instance(name).map_err(internal)?;
+        for function in functions {
+            linked
+                .func_new(&function, |_, _, _, _| {
+                    Err(wasmtime::Error::msg("the baseline links no host functions"))
+                })
+                .map_err(internal)?;
+        }
+    }
+    Ok(())
+}
+
+impl Baseline {
+    /// A fresh store and instance and one `run(input)` on the caller's task:
+    /// the guest's answer (its `ok` bytes, or what went wrong) and the times.
+    pub async fn run(&self, input: &[u8]) -> (Result<Vec<u8>, String>, BaselineTimes) {
+        let started = Instant::now();
+        let mut store = Store::new(&self.engine, BareState::default());
+        store.set_epoch_deadline(DEADLINE.as_millis() as u64 / EPOCH_TICK.as_millis() as u64);
+        let mut times = BaselineTimes::default();
+        let answer = async {
+            let instance = self.pre.instantiate_async(&mut store).await?;
+            let run = instance
+                .get_func(&mut store, "run")
+                .ok_or_else(|| wasmtime::Error::msg("the component exports no `run`"))?;
+            let calling = Instant::now();
+            times.instantiate = calling - started;
+            let input = Val::List(input.iter().map(|b| Val::U8(*b)).collect());
+            let mut result = [Val::Bool(false)];
+            run.call_async(&mut store, &[input], &mut result).await?;
+            times.run = calling.elapsed();
+            Ok::<_, wasmtime::Error>(result)
+        }
+        .await;
+        let dropping = Instant::now();
+        drop(store);
+        times.teardown = dropping.elapsed();
+        let answer = match answer {
+            Ok([Val::Result(Ok(Some(bytes)))]) => bytes_of(&bytes),
+            Ok([other]) => Err(format!("`run` answered {other:?}")),
+            Err(e) => Err(format!("{e:#}")),
+        };
+        (answer, times)
+    }
+}
+
+fn bytes_of(value: &Val) -> Result<Vec<u8>, String> {
+    match value {
+        Val::List(items) => items
+            .iter()
+            .map(|item| match item {
+                Val::U8(b) => Ok(*b),
+                other => Err(format!("`run` answered a list holding {other:?}")),
+            })
+            .collect(),
+        other => Err(format!("`run` answered {other:?}")),
+    }
+}
+
+/// A store with nothing granted and nothing of ours in it.
+#[derive(Default)]
+struct BareState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    http: WasiHttpCtx,
+    refuse: RefuseAll,
+    config: WasiConfigVariables,
+}
+
+impl WasiView for BareState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for BareState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.refuse,
+        }
+    }
+}
+
+/// The baseline's `wasi:http` sender: every request is refused.
+#[derive(Default)]
+struct RefuseAll;
+
+type Sent = (
+    http::Response<WasiBody>,
+    Box<dyn std::future::Future<Output = Result<(), HttpError>> + Send>,
+);
+
+impl WasiHttpHooks for RefuseAll {
+    fn send_request(
+        &mut self,
+        _request: http::Request<WasiBody>,
+        _options: Option<RequestOptions>,
+        _fut: Box<dyn std::future::Future<Output = Result<(), HttpError>> + Send>,
+    ) -> Box<dyn std::future::Future<Output = Result<Sent, HttpError>> + Send> {
+        Box::new(async { Err(HttpError::HttpRequestDenied) })
+    }
+}
