@@ -144,6 +144,7 @@ impl SqliteBackend {
     }
 
     async fn with_options(options: SqliteConnectOptions) -> Result<Self> {
+        raw::configure_process();
         if let Some(parent) = options.get_filename().parent() {
             if !parent.as_os_str().is_empty() {
                 std::fs::create_dir_all(parent).map_err(|e| EngineError::Storage {

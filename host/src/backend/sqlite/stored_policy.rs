@@ -58,13 +58,10 @@ impl<'r> Decode<'r, Sqlite> for StoredPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sqlx::Connection;
 
     #[tokio::test]
     async fn the_compact_form_is_written_and_both_forms_read_back() {
-        let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:")
-            .await
-            .unwrap();
+        let mut conn = super::super::raw::memory_connection().await;
         let custom = ExecutionPolicy {
             max_replays: Some(2),
             ..ExecutionPolicy::default()

@@ -138,12 +138,10 @@ impl Type<Sqlite> for Encoded<'_> {
 
 #[cfg(test)]
 mod tests {
-    use sqlx::Connection;
-
     use super::*;
 
     async fn memory() -> SqliteConnection {
-        let mut conn = SqliteConnection::connect("sqlite::memory:").await.unwrap();
+        let mut conn = super::super::raw::memory_connection().await;
         sqlx::query("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)")
             .execute(&mut conn)
             .await
