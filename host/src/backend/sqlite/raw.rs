@@ -19,6 +19,9 @@
 //! as it would have for sqlx's: a batch is at most one chunk of rows
 //! (`batch::MAX_CHUNK`), a millisecond or two of SQLite's work.
 //!
+//! The process's SQLite settings are made here too, before the first
+//! connection ([`configure_process`]).
+//!
 //! This is the only module of the crate that calls SQLite directly; every
 //! `unsafe` block says what makes it sound.
 
