@@ -110,8 +110,9 @@ impl Baseline {
     /// A fresh store and instance and one `run(input)` on the caller's task:
     /// the guest's answer (its `ok` bytes, or what went wrong) and the times.
     pub async fn run(&self, input: &[u8]) -> (Result<Vec<u8>, String>, BaselineTimes) {
+        let state = BareState::new();
         let started = Instant::now();
-        let mut store = Store::new(&self.engine, BareState::default());
+        let mut store = Store::new(&self.engine, state);
         store.set_epoch_deadline(DEADLINE.as_millis() as u64 / EPOCH_TICK.as_millis() as u64);
         let mut times = BaselineTimes::default();
         let answer = async {
@@ -154,13 +155,31 @@ fn bytes_of(value: &Val) -> Result<Vec<u8>, String> {
 }
 
 /// A store with nothing granted and nothing of ours in it.
-#[derive(Default)]
 struct BareState {
     wasi: WasiCtx,
     table: ResourceTable,
     http: WasiHttpCtx,
     refuse: RefuseAll,
     config: WasiConfigVariables,
+}
+
+impl BareState {
+    /// As the sandbox's WASI context denies (`sandbox::StoreState::new`):
+    /// no sockets, no name lookups, nothing preopened, an empty environment.
+    fn new() -> Self {
+        let wasi = WasiCtx::builder()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            refuse: RefuseAll,
+            config: WasiConfigVariables::new(),
+        }
+    }
 }
 
 impl WasiView for BareState {
@@ -183,7 +202,6 @@ impl WasiHttpView for BareState {
 }
 
 /// The baseline's `wasi:http` sender: every request is refused.
-#[derive(Default)]
 struct RefuseAll;
 
 type Sent = (
