@@ -136,6 +136,9 @@ enum BenchCommand {
     Ui(cli::bench::ui::UiBench),
 }
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     tracing_subscriber::fmt()
