@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use flowfabric::runtime::{Baseline, BaselineTimes, Prepared, Runtime, RuntimeConfig};
 
-use super::wasm::{per_task, run_once, PerTask, TaskInput, NOOP};
+use super::wasm::{per_task, run_once, timed, PerTask, TaskInput, NOOP};
 use super::write_json;
 
 #[derive(clap::Args)]
@@ -264,22 +264,11 @@ async fn baseline_per_task(
     in_flight: usize,
 ) -> anyhow::Result<PerTask> {
     let baseline = Arc::new(runtime.baseline(component)?);
-    let mut sums = [Duration::ZERO; 4];
-    for i in 0..calls + 200 {
-        let started = Instant::now();
+    let (wall, [instantiate, run, teardown]) = timed(calls, || async {
         let times = baseline_once(&baseline).await?;
-        if i >= 200 {
-            let parts = [
-                started.elapsed(),
-                times.instantiate,
-                times.run,
-                times.teardown,
-            ];
-            for (sum, part) in sums.iter_mut().zip(parts) {
-                *sum += part;
-            }
-        }
-    }
+        Ok([times.instantiate, times.run, times.teardown])
+    })
+    .await?;
     let each = calls.div_ceil(in_flight);
     let started = Instant::now();
     let lanes: Vec<_> = (0..in_flight)
@@ -299,11 +288,11 @@ async fn baseline_per_task(
     let busy = started.elapsed().as_secs_f64() * 1e6 / (each * in_flight) as f64;
     let micros = |d: Duration| d.as_secs_f64() * 1e6 / calls as f64;
     Ok(PerTask {
-        total_us: micros(sums[0]),
+        total_us: micros(wall),
         setup_us: 0.0,
-        instantiate_us: micros(sums[1]),
-        run_us: micros(sums[2]),
-        teardown_us: micros(sums[3]),
+        instantiate_us: micros(instantiate),
+        run_us: micros(run),
+        teardown_us: micros(teardown),
         busy_us: busy,
         in_flight,
     })

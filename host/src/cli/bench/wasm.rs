@@ -156,35 +156,55 @@ pub(super) async fn per_task(
     let component = runtime
         .prepare(&digest, || async { Ok::<_, String>(wasm.to_vec()) })
         .await?;
-    let mut sums = [Duration::ZERO; 5];
-    for i in 0..calls + 200 {
-        let started = Instant::now();
+    let (wall, [setup, instantiate, run, teardown]) = timed(calls, || async {
         let outcome = run_once(runtime, &component, task).await?;
-        if i >= 200 {
-            let parts = [
-                started.elapsed(),
-                outcome.setup,
-                outcome.instantiation,
-                outcome.elapsed.saturating_sub(outcome.instantiation),
-                outcome.teardown,
-            ];
+        Ok([
+            outcome.setup,
+            outcome.instantiation,
+            outcome.elapsed.saturating_sub(outcome.instantiation),
+            outcome.teardown,
+        ])
+    })
+    .await?;
+    let micros = |d: Duration| d.as_secs_f64() * 1e6 / calls as f64;
+    let in_flight = 2 * std::thread::available_parallelism().map_or(2, |n| n.get());
+    let busy = busy_wall(runtime, &component, task, calls, in_flight).await?;
+    Ok(PerTask {
+        total_us: micros(wall),
+        setup_us: micros(setup),
+        instantiate_us: micros(instantiate),
+        run_us: micros(run),
+        teardown_us: micros(teardown),
+        busy_us: micros(busy),
+        in_flight,
+    })
+}
+
+/// Untimed calls of a per-task loop before the timed ones.
+const WARM_UP: usize = 200;
+
+/// `calls` timed runs of `once` after [`WARM_UP`] untimed ones: the
+/// caller's wall time over them, and the sum of each part `once` reports.
+pub(super) async fn timed<const N: usize, F, Fut>(
+    calls: usize,
+    mut once: F,
+) -> anyhow::Result<(Duration, [Duration; N])>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<[Duration; N]>>,
+{
+    let (mut wall, mut sums) = (Duration::ZERO, [Duration::ZERO; N]);
+    for i in 0..calls + WARM_UP {
+        let started = Instant::now();
+        let parts = once().await?;
+        if i >= WARM_UP {
+            wall += started.elapsed();
             for (sum, part) in sums.iter_mut().zip(parts) {
                 *sum += part;
             }
         }
     }
-    let micros = |d: Duration| d.as_secs_f64() * 1e6 / calls as f64;
-    let in_flight = 2 * std::thread::available_parallelism().map_or(2, |n| n.get());
-    let busy = busy_wall(runtime, &component, task, calls, in_flight).await?;
-    Ok(PerTask {
-        total_us: micros(sums[0]),
-        setup_us: micros(sums[1]),
-        instantiate_us: micros(sums[2]),
-        run_us: micros(sums[3]),
-        teardown_us: micros(sums[4]),
-        busy_us: micros(busy),
-        in_flight,
-    })
+    Ok((wall, sums))
 }
 
 /// Wall time for `calls` tasks run by `in_flight` loops at once.
