@@ -16,6 +16,7 @@
 mod background;
 mod configuration;
 mod insights;
+mod params;
 pub mod pool;
 pub mod postgres;
 mod refusals;
@@ -26,6 +27,11 @@ mod traits;
 pub use background::{Scanners, Wakeups};
 pub use configuration::{ConcurrencyLimits, ConfigValues, Grants, WaitpointKeys};
 pub use insights::Insights;
+pub use params::{
+    ChildSpawn, EdgeFilter, FlowCancel, GraphWrite, NewApiKey, NewComponent, NewFrame,
+    NewWaitpoint, PauseChange, ScheduleCreate, SleepRequest, StepRecord, SuspendRequest,
+    UsageAdjust,
+};
 pub use traits::{
     Budgets, Children, Components, Events, Executions, Flows, Leases, Output, Schedules, Steps,
     Suspensions, Tenancy,

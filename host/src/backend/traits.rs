@@ -15,17 +15,21 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use super::params::{
+    ChildSpawn, EdgeFilter, FlowCancel, GraphWrite, NewApiKey, NewComponent, NewFrame,
+    NewWaitpoint, PauseChange, ScheduleCreate, SleepRequest, StepRecord, SuspendRequest,
+    UsageAdjust,
+};
 use crate::error::Result;
 use crate::model::{
-    ApiKey, ApiKeyId, Budget, BudgetAdjustment, BudgetId, ChildKey, ChildrenOutcome, ClaimRequest,
-    ClaimedExecution, CompletionEvent, ComponentVersion, Created, EventBatch, EventCursor,
-    Execution, ExecutionFilter, ExecutionId, ExecutionOrigin, ExecutionState, FailOutcome, Failure,
-    FlowCancelPolicy, FlowEdgeDetail, FlowId, FlowSnapshot, FlowSummary, Frame, GraphApplied,
-    GraphChange, JournalEntry, JournalLimits, LaneCounts, LeaseEvent, LeaseHandle, NewBudget,
-    NewExecution, NewFlow, NewSchedule, NewSignal, NewStep, Page, Replay, ReplayOutcome, Schedule,
-    ScheduleId, Signal, SignalEvent, SignalOutcome, SpawnLimits, SpawnedChild, StoredApiKey,
-    StreamMode, StreamSummary, SuspendOutcome, Suspension, Tenant, TenantId, TenantLimits,
-    TimeoutBehavior, UsageAdjustment, UsageEntry, UsageOutcome, Waitpoint, WaitpointId,
+    ApiKey, ApiKeyId, AttemptRef, Budget, BudgetAdjustment, BudgetId, ChildrenOutcome,
+    ClaimRequest, ClaimedExecution, CompletionEvent, ComponentVersion, Created, EventBatch,
+    EventCursor, Execution, ExecutionFilter, ExecutionId, ExecutionOrigin, ExecutionState,
+    FailOutcome, Failure, FlowEdgeDetail, FlowId, FlowSnapshot, FlowSummary, Frame, GraphApplied,
+    JournalEntry, LaneCounts, LeaseEvent, LeaseHandle, NewBudget, NewExecution, NewFlow, NewSignal,
+    Page, Replay, ReplayOutcome, Schedule, ScheduleId, Signal, SignalEvent, SignalOutcome,
+    SpawnedChild, StoredApiKey, StreamSummary, SuspendOutcome, Tenant, TenantId, TenantLimits,
+    TimeoutBehavior, UsageEntry, UsageOutcome, Waitpoint, WaitpointId, WaitpointRef,
 };
 
 /// Tenants, their limits and usage, and their API keys.
@@ -53,13 +57,7 @@ pub trait Tenancy: Send + Sync {
     ) -> Result<(TenantLimits, Vec<String>)>;
 
     /// Store a key; only the hash of its secret is kept.
-    async fn create_api_key(
-        &self,
-        tenant: TenantId,
-        key_id: ApiKeyId,
-        name: &str,
-        secret_sha256: &[u8],
-    ) -> Result<ApiKey>;
+    async fn create_api_key(&self, tenant: TenantId, key: NewApiKey<'_>) -> Result<ApiKey>;
 
     /// The key with this id, revoked or not.
     async fn find_api_key(&self, key_id: ApiKeyId) -> Result<Option<StoredApiKey>>;
@@ -170,22 +168,14 @@ pub trait Output: Send + Sync {
     /// Append a frame to the lease's attempt; returns its sequence number (1, 2, …).
     /// Refused with `limit_exceeded` when the attempt's frame payloads would
     /// pass `max_attempt_bytes` in all.
-    async fn append_frame(
-        &self,
-        lease: &LeaseHandle,
-        frame_type: &str,
-        mode: StreamMode,
-        payload: &[u8],
-        max_attempt_bytes: u64,
-    ) -> Result<i64>;
+    async fn append_frame(&self, lease: &LeaseHandle, frame: NewFrame<'_>) -> Result<i64>;
 
     /// A page of one attempt's frames: those with `seq` past the page's
     /// cursor, in order.
     async fn read_frames(
         &self,
         tenant: TenantId,
-        id: ExecutionId,
-        attempt_index: i32,
+        attempt: AttemptRef,
         page: Page<i64>,
     ) -> Result<Vec<Frame>>;
 
@@ -193,8 +183,7 @@ pub trait Output: Send + Sync {
     async fn read_summary(
         &self,
         tenant: TenantId,
-        id: ExecutionId,
-        attempt_index: i32,
+        attempt: AttemptRef,
     ) -> Result<Option<StreamSummary>>;
 
     /// Record the latest progress of the lease's attempt.
@@ -245,10 +234,7 @@ pub trait Components: Send + Sync {
     async fn put_component(
         &self,
         tenant: TenantId,
-        kind: &str,
-        digest: &str,
-        wasm: &[u8],
-        imports: &[String],
+        component: NewComponent<'_>,
     ) -> Result<(ComponentVersion, bool)>;
 
     /// The newest non-deprecated version of `kind`.
@@ -288,9 +274,7 @@ pub trait Suspensions: Send + Sync {
     async fn create_waitpoint(
         &self,
         lease: &LeaseHandle,
-        key: &str,
-        expires_in: Option<Duration>,
-        max_waitpoints: u32,
+        new: NewWaitpoint<'_>,
     ) -> Result<Waitpoint>;
 
     /// Suspend the lease's execution (releasing the lease), unless signals
@@ -300,9 +284,7 @@ pub trait Suspensions: Send + Sync {
     async fn suspend(
         &self,
         lease: &LeaseHandle,
-        suspension: &Suspension,
-        timeout: Option<Duration>,
-        max_waitpoints: u32,
+        request: SuspendRequest<'_>,
     ) -> Result<SuspendOutcome>;
 
     /// Deliver a signal to a waitpoint; resumes the execution when it completes
@@ -310,8 +292,7 @@ pub trait Suspensions: Send + Sync {
     async fn deliver_signal(
         &self,
         tenant: TenantId,
-        id: ExecutionId,
-        waitpoint_id: WaitpointId,
+        to: WaitpointRef,
         signal: &NewSignal,
     ) -> Result<SignalOutcome>;
 
@@ -353,24 +334,12 @@ pub trait Steps: Send + Sync {
     /// by the lease. Past `limits` nothing is written (`limit_exceeded`). A
     /// position already recorded is refused (`conflict`), unless this lease
     /// recorded the same step there (a replayed call: `Ok`).
-    async fn record_step(
-        &self,
-        lease: &LeaseHandle,
-        step: &NewStep,
-        frame: &[u8],
-        limits: JournalLimits,
-    ) -> Result<()>;
+    async fn record_step(&self, lease: &LeaseHandle, record: StepRecord<'_>) -> Result<()>;
 
     /// Suspend the lease's execution until `wake_at`, releasing the lease,
     /// in one transaction with recording `step` (a new sleep, with its
     /// frame) when given; an existing sleep woken early passes `None`.
-    async fn sleep(
-        &self,
-        lease: &LeaseHandle,
-        step: Option<(&NewStep, &[u8])>,
-        wake_at: DateTime<Utc>,
-        limits: JournalLimits,
-    ) -> Result<()>;
+    async fn sleep(&self, lease: &LeaseHandle, request: SleepRequest<'_>) -> Result<()>;
 }
 
 /// Schedules: recurring executions (see [`crate::model::Schedule`]).
@@ -382,9 +351,7 @@ pub trait Schedules: Send + Sync {
     async fn create_schedule(
         &self,
         tenant: TenantId,
-        spec: &NewSchedule,
-        next_fire_at: DateTime<Utc>,
-        max_schedules: u32,
+        create: ScheduleCreate<'_>,
     ) -> Result<Schedule>;
 
     async fn get_schedule(&self, tenant: TenantId, id: ScheduleId) -> Result<Schedule>;
@@ -401,8 +368,7 @@ pub trait Schedules: Send + Sync {
         &self,
         tenant: TenantId,
         id: ScheduleId,
-        paused: bool,
-        next_fire_at: DateTime<Utc>,
+        change: PauseChange,
     ) -> Result<Schedule>;
 
     /// Whether there was a schedule to delete. Its executions stay.
@@ -441,8 +407,7 @@ pub trait Budgets: Send + Sync {
         &self,
         tenant: TenantId,
         id: BudgetId,
-        adjustment: &UsageAdjustment,
-        max_adjustments: u32,
+        adjust: UsageAdjust<'_>,
     ) -> Result<Budget>;
 
     /// The budget's adjustments, newest first, at most `limit`.
@@ -472,13 +437,8 @@ pub trait Children: Send + Sync {
     /// Create a child of the lease's execution in its flow (creating a flow
     /// with the parent as member `root` if it has none), or return the child
     /// it already spawned under `key`.
-    async fn spawn_child(
-        &self,
-        lease: &LeaseHandle,
-        child: &NewExecution,
-        key: ChildKey<'_>,
-        limits: SpawnLimits,
-    ) -> Result<SpawnedChild>;
+    async fn spawn_child(&self, lease: &LeaseHandle, spawn: ChildSpawn<'_>)
+        -> Result<SpawnedChild>;
 
     /// The lease's children if all have ended; otherwise suspend the execution
     /// (releasing the lease) until the last one does.
@@ -498,8 +458,7 @@ pub trait Flows: Send + Sync {
         &self,
         tenant: TenantId,
         flow: &NewFlow,
-        change: &GraphChange,
-        max_queued: Option<u32>,
+        write: GraphWrite<'_>,
     ) -> Result<GraphApplied>;
 
     /// Add members and edges to a flow, in one transaction: refused whole if an
@@ -509,8 +468,7 @@ pub trait Flows: Send + Sync {
         &self,
         tenant: TenantId,
         flow: FlowId,
-        change: &GraphChange,
-        max_queued: Option<u32>,
+        write: GraphWrite<'_>,
     ) -> Result<GraphApplied>;
 
     async fn get_flow(&self, tenant: TenantId, flow: FlowId) -> Result<FlowSnapshot>;
@@ -522,8 +480,7 @@ pub trait Flows: Send + Sync {
         &self,
         tenant: TenantId,
         flow: FlowId,
-        from: Option<&str>,
-        to: Option<&str>,
+        filter: EdgeFilter<'_>,
     ) -> Result<Vec<FlowEdgeDetail>>;
 
     /// A page of the tenant's flows, in id (creation) order.
@@ -539,7 +496,6 @@ pub trait Flows: Send + Sync {
         &self,
         tenant: TenantId,
         flow: FlowId,
-        policy: FlowCancelPolicy,
-        reason: &str,
+        cancel: FlowCancel<'_>,
     ) -> Result<u64>;
 }

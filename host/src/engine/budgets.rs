@@ -3,6 +3,7 @@
 //! in the report's transaction.
 
 use super::Engine;
+use crate::backend::UsageAdjust;
 use crate::error::{EngineError, Result};
 use crate::model::{
     Budget, BudgetAdjustment, BudgetId, BudgetScope, LeaseHandle, NewBudget, TenantId,
@@ -61,9 +62,11 @@ impl Engine {
                 "must be 1 to 512 bytes without control characters",
             ));
         }
-        self.backend
-            .adjust_usage(tenant, id, adjustment, MAX_ADJUSTMENTS_PER_BUDGET)
-            .await
+        let adjust = UsageAdjust {
+            adjustment,
+            max_adjustments: MAX_ADJUSTMENTS_PER_BUDGET,
+        };
+        self.backend.adjust_usage(tenant, id, adjust).await
     }
 
     /// The budget's hand corrections, newest first (at most 1,000).

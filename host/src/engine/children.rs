@@ -3,6 +3,7 @@
 
 use super::signals::check_timeout;
 use super::Engine;
+use crate::backend::ChildSpawn;
 use crate::error::{EngineError, Result};
 use crate::model::{
     ChildKey, ChildrenOutcome, LeaseHandle, NewExecution, SpawnLimits, SpawnedChild,
@@ -36,7 +37,12 @@ impl Engine {
             max_flow_members: caps.flow_members,
             max_key_len: self.limits.max_name_len,
         };
-        self.backend.spawn_child(lease, &child, key, limits).await
+        let spawn = ChildSpawn {
+            child: &child,
+            key,
+            limits,
+        };
+        self.backend.spawn_child(lease, spawn).await
     }
 
     /// The lease's children once all have ended, or a suspension until then.

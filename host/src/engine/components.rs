@@ -2,6 +2,7 @@
 //! (versions, bytes, the newest version) go straight to the backend.
 
 use super::{tighter, Engine};
+use crate::backend::NewComponent;
 use crate::error::{EngineError, Result};
 use crate::model::{ComponentVersion, TenantId};
 
@@ -17,9 +18,13 @@ impl Engine {
         imports: &[String],
     ) -> Result<(ComponentVersion, bool)> {
         self.check_name("kind", kind)?;
-        self.backend
-            .put_component(tenant, kind, digest, wasm, imports)
-            .await
+        let component = NewComponent {
+            kind,
+            digest,
+            wasm,
+            imports,
+        };
+        self.backend.put_component(tenant, component).await
     }
 
     /// Refuse a bad kind name, or a component over the installation's or the

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use super::{Engine, Limits};
+use crate::backend::{EdgeFilter, FlowCancel, GraphWrite};
 use crate::error::{EngineError, Result};
 use crate::model::{
     find_cycle, FlowCancelPolicy, FlowEdgeDetail, FlowId, FlowMemberView, FlowSummary,
@@ -22,9 +23,11 @@ impl Engine {
         self.check_flow(&flow)?;
         let max_queued = self.check_change(tenant, &change).await?;
         self.check_members(tenant, 0, change.members.len()).await?;
-        self.backend
-            .create_flow(tenant, &flow, &change, max_queued)
-            .await
+        let write = GraphWrite {
+            change: &change,
+            max_queued,
+        };
+        self.backend.create_flow(tenant, &flow, write).await
     }
 
     pub async fn extend_flow(
@@ -48,9 +51,11 @@ impl Engine {
             self.check_members(tenant, have, change.members.len())
                 .await?;
         }
-        self.backend
-            .extend_flow(tenant, flow, &change, max_queued)
-            .await
+        let write = GraphWrite {
+            change: &change,
+            max_queued,
+        };
+        self.backend.extend_flow(tenant, flow, write).await
     }
 
     /// Refuse `adding` members to a flow of `have` past the tenant's cap.
@@ -101,7 +106,8 @@ impl Engine {
                 self.check_name(field, key)?;
             }
         }
-        self.backend.flow_edges(tenant, flow, from, to).await
+        let filter = EdgeFilter { from, to };
+        self.backend.flow_edges(tenant, flow, filter).await
     }
 
     /// The one edge from the member keyed `from` to the member keyed `to`.
@@ -141,9 +147,11 @@ impl Engine {
     ) -> Result<u64> {
         let mut reason = reason.to_owned();
         super::truncate_utf8(&mut reason, 1024);
-        self.backend
-            .cancel_flow(tenant, flow, policy, &reason)
-            .await
+        let cancel = FlowCancel {
+            policy,
+            reason: &reason,
+        };
+        self.backend.cancel_flow(tenant, flow, cancel).await
     }
 
     fn check_flow(&self, flow: &NewFlow) -> Result<()> {

@@ -3,8 +3,11 @@
 //! installation's and the tenant's limits before storage sees it.
 
 use super::{clipped, Engine};
+use crate::backend::NewFrame;
 use crate::error::{EngineError, Result};
-use crate::model::{ExecutionId, Frame, LeaseHandle, Page, StreamMode, StreamSummary, TenantId};
+use crate::model::{
+    AttemptRef, ExecutionId, Frame, LeaseHandle, Page, StreamMode, StreamSummary, TenantId,
+};
 
 impl Engine {
     pub async fn append_frame(
@@ -35,9 +38,13 @@ impl Engine {
         }
         self.check_storage(lease.tenant_id, payload.len()).await?;
         let max_attempt_bytes = self.caps(lease.tenant_id).await?.frame_bytes_per_attempt;
-        self.backend
-            .append_frame(lease, frame_type, mode, payload, max_attempt_bytes)
-            .await
+        let frame = NewFrame {
+            frame_type,
+            mode,
+            payload,
+            max_attempt_bytes,
+        };
+        self.backend.append_frame(lease, frame).await
     }
 
     pub async fn read_summary(
@@ -46,12 +53,16 @@ impl Engine {
         id: ExecutionId,
         attempt_index: i32,
     ) -> Result<StreamSummary> {
+        let attempt = AttemptRef {
+            execution: id,
+            index: attempt_index,
+        };
         self.backend
-            .read_summary(tenant, id, attempt_index)
+            .read_summary(tenant, attempt)
             .await?
             .ok_or_else(|| EngineError::NotFound {
                 what: "summary of attempt",
-                id: format!("{id}/{attempt_index}"),
+                id: attempt.to_string(),
             })
     }
 
@@ -63,14 +74,12 @@ impl Engine {
         after: i64,
         limit: u32,
     ) -> Result<Vec<Frame>> {
-        self.backend
-            .read_frames(
-                tenant,
-                id,
-                attempt_index,
-                Page::new(after, limit.clamp(1, 1_000)),
-            )
-            .await
+        let attempt = AttemptRef {
+            execution: id,
+            index: attempt_index,
+        };
+        let page = Page::new(after, limit.clamp(1, 1_000));
+        self.backend.read_frames(tenant, attempt, page).await
     }
 
     pub async fn set_progress(

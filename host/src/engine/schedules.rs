@@ -4,6 +4,7 @@
 use chrono::Utc;
 
 use super::Engine;
+use crate::backend::{PauseChange, ScheduleCreate};
 use crate::error::{EngineError, Result};
 use crate::model::{
     Created, MissedPolicy, NewSchedule, Page, Schedule, ScheduleId, TenantId, MAX_BACKFILL,
@@ -50,9 +51,12 @@ impl Engine {
         .execution_at(now, 0.0);
         self.admit(tenant, &[&probe], "execution").await?;
         let next_fire_at = spec.cadence.next_after(now, now)?;
-        self.backend
-            .create_schedule(tenant, &spec, next_fire_at, MAX_SCHEDULES_PER_TENANT)
-            .await
+        let create = ScheduleCreate {
+            spec: &spec,
+            next_fire_at,
+            max_schedules: MAX_SCHEDULES_PER_TENANT,
+        };
+        self.backend.create_schedule(tenant, create).await
     }
 
     pub async fn get_schedule(&self, tenant: TenantId, id: ScheduleId) -> Result<Schedule> {
@@ -79,18 +83,19 @@ impl Engine {
         id: ScheduleId,
         paused: bool,
     ) -> Result<Schedule> {
-        let current = self.backend.get_schedule(tenant, id).await?;
         // Pausing keeps the next fire time; resuming moves it past now.
-        let next = match paused {
-            true => current.next_fire_at,
-            false => current
-                .spec
-                .cadence
-                .next_after(Utc::now(), current.next_fire_at)?,
+        let change = match paused {
+            true => PauseChange::Pause,
+            false => {
+                let current = self.backend.get_schedule(tenant, id).await?;
+                let next = current
+                    .spec
+                    .cadence
+                    .next_after(Utc::now(), current.next_fire_at)?;
+                PauseChange::ResumeAt(next)
+            }
         };
-        self.backend
-            .set_schedule_paused(tenant, id, paused, next)
-            .await
+        self.backend.set_schedule_paused(tenant, id, change).await
     }
 
     pub async fn delete_schedule(&self, tenant: TenantId, id: ScheduleId) -> Result<bool> {

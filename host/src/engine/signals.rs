@@ -2,13 +2,14 @@
 //! authorise signal delivery, and their keys, are in `waitpoint_keys`.
 
 use super::Engine;
+use crate::backend::{NewWaitpoint, SuspendRequest};
 use crate::error::{EngineError, Result};
-use crate::model::WaitpointId;
 use crate::model::{
     ExecutionFilter, ExecutionId, LeaseHandle, NewSignal, Page, PublicState, ResumeCondition,
     Signal, SignalOutcome, SuspendOutcome, SuspendedExecution, Suspension, TenantId,
     TimeoutBehavior, Waitpoint, MAX_SIGNAL_NAMES,
 };
+use crate::model::{WaitpointId, WaitpointRef};
 
 /// Largest page of [`Engine::list_suspended`]: each entry costs a read of
 /// its waitpoints.
@@ -44,15 +45,12 @@ impl Engine {
         self.check_name("waitpoint key", key)?;
         check_timeout(timeout_ms)?;
         let max = self.caps(lease.tenant_id).await?.waitpoints_per_execution;
-        let waitpoint = self
-            .backend
-            .create_waitpoint(
-                lease,
-                key,
-                timeout_ms.map(std::time::Duration::from_millis),
-                max,
-            )
-            .await?;
+        let waitpoint = NewWaitpoint {
+            key,
+            expires_in: timeout_ms.map(std::time::Duration::from_millis),
+            max_waitpoints: max,
+        };
+        let waitpoint = self.backend.create_waitpoint(lease, waitpoint).await?;
         Ok(self.with_token(lease.tenant_id, lease.execution_id, waitpoint))
     }
 
@@ -148,14 +146,12 @@ impl Engine {
             self.check_name("signal name", name)?;
         }
         let max_waitpoints = self.caps(lease.tenant_id).await?.waitpoints_per_execution;
-        self.backend
-            .suspend(
-                lease,
-                &suspension,
-                timeout_ms.map(std::time::Duration::from_millis),
-                max_waitpoints,
-            )
-            .await
+        let request = SuspendRequest {
+            suspension: &suspension,
+            timeout: timeout_ms.map(std::time::Duration::from_millis),
+            max_waitpoints,
+        };
+        self.backend.suspend(lease, request).await
     }
 
     /// Deliver a signal to the waitpoint `token` opens.
@@ -181,10 +177,11 @@ impl Engine {
                 ));
             }
         }
-        let outcome = self
-            .backend
-            .deliver_signal(tenant, id, waitpoint, &signal)
-            .await?;
+        let to = WaitpointRef {
+            execution: id,
+            waitpoint,
+        };
+        let outcome = self.backend.deliver_signal(tenant, to, &signal).await?;
         Ok((tenant, id, outcome))
     }
 

@@ -6,6 +6,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::signals::MAX_SUSPEND_MS;
 use super::{truncate_utf8, Engine};
+use crate::backend::{SleepRequest, StepRecord};
 use crate::error::{EngineError, Result};
 use crate::model::{
     check_step_name, ExecutionId, JournalEntry, JournalLimits, LeaseHandle, NewStep, Page,
@@ -43,9 +44,12 @@ impl Engine {
         self.check_storage(lease.tenant_id, step.outcome.size())
             .await?;
         let frame = step_frame(&step);
-        self.backend
-            .record_step(lease, &step, &frame, self.journal_limits())
-            .await
+        let record = StepRecord {
+            step: &step,
+            frame: &frame,
+            limits: self.journal_limits(),
+        };
+        self.backend.record_step(lease, record).await
     }
 
     /// Suspend the lease's execution until `wake_at`, recording `step` (a
@@ -65,14 +69,12 @@ impl Engine {
             }
             None => None,
         };
-        self.backend
-            .sleep(
-                lease,
-                step.as_ref().map(|(s, f)| (s, f.as_slice())),
-                wake_at,
-                self.journal_limits(),
-            )
-            .await
+        let request = SleepRequest {
+            step: step.as_ref().map(|(s, f)| (s, f.as_slice())),
+            wake_at,
+            limits: self.journal_limits(),
+        };
+        self.backend.sleep(lease, request).await
     }
 
     /// A page of an execution's steps, without their results.

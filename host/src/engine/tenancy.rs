@@ -11,6 +11,7 @@ use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use super::Engine;
+use crate::backend::NewApiKey;
 use crate::error::{EngineError, Result};
 use crate::model::ApiKeyId;
 use crate::model::{ApiKey, Tenant, TenantId, TenantLimits};
@@ -109,10 +110,13 @@ impl Engine {
         let mut secret = [0u8; 32];
         rand::rng().fill_bytes(&mut secret);
         let secret = hex::encode(secret);
-        let key = self
-            .backend
-            .create_api_key(tenant, key_id, name, &Sha256::digest(secret.as_bytes()))
-            .await?;
+        let secret_sha256 = Sha256::digest(secret.as_bytes());
+        let new_key = NewApiKey {
+            id: key_id,
+            name,
+            secret_sha256: &secret_sha256,
+        };
+        let key = self.backend.create_api_key(tenant, new_key).await?;
         Ok(IssuedKey {
             key,
             token: format!("{KEY_PREFIX}{}_{secret}", key_id.simple()),

@@ -100,3 +100,24 @@ id_type!(
     /// A schedule of recurring executions.
     ScheduleId
 );
+
+/// One attempt of an execution: the execution and the attempt's index
+/// (from 1), as frames and summaries are kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AttemptRef {
+    pub execution: ExecutionId,
+    pub index: i32,
+}
+
+impl fmt::Display for AttemptRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.execution, self.index)
+    }
+}
+
+/// One waitpoint of an execution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct WaitpointRef {
+    pub execution: ExecutionId,
+    pub waitpoint: WaitpointId,
+}

@@ -86,7 +86,7 @@ pub use tenancy::{
     ApiKey, StoredApiKey, TaskCeilings, Tenant, TenantLimits, TenantUsage, DEFAULT_START_WINDOW_MS,
 };
 
-pub use ids::{ApiKeyId, ExecutionId, ScheduleId, TenantId, WaitpointId};
+pub use ids::{ApiKeyId, AttemptRef, ExecutionId, ScheduleId, TenantId, WaitpointId, WaitpointRef};
 pub use insights::{
     AttemptRecord, KindFailures, MinuteOutcomes, Overview, StateCount, MAX_ATTEMPT_PAGE,
     MAX_FAILING_KINDS, MAX_LEASE_HISTORY, MAX_STATE_COUNT,

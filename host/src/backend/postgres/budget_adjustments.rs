@@ -6,9 +6,9 @@ use super::Connections;
 
 use super::budgets::{get_budget_in, release_holds};
 use super::rows::transaction;
-use crate::backend::refusals;
+use crate::backend::{refusals, UsageAdjust};
 use crate::error::{EngineError, Result};
-use crate::model::{Budget, BudgetAdjustment, BudgetId, TenantId, UsageAdjustment};
+use crate::model::{Budget, BudgetAdjustment, BudgetId, TenantId};
 
 fn err(op: &'static str) -> impl FnOnce(sqlx::Error) -> EngineError {
     EngineError::storage(op)
@@ -18,8 +18,7 @@ pub(super) async fn adjust_usage(
     pool: &Connections,
     tenant: TenantId,
     id: BudgetId,
-    adjustment: &UsageAdjustment,
-    max_adjustments: u32,
+    adjust: UsageAdjust<'_>,
 ) -> Result<Budget> {
     let op = "adjust usage";
     transaction(pool, op, async |tx| {
@@ -29,14 +28,14 @@ pub(super) async fn adjust_usage(
         )
         .bind(tenant)
         .bind(id)
-        .bind(&adjustment.dimension)
+        .bind(&adjust.adjustment.dimension)
         .fetch_optional(&mut *tx)
         .await
         .map_err(err(op))?;
         let Some((used, hard, was_exhausted)) = row else {
             return Err(refusals::budget_dimension_not_found(
                 id,
-                &adjustment.dimension,
+                &adjust.adjustment.dimension,
             ));
         };
         // Counted by the primary key's prefix, stopping past the cap.
@@ -46,14 +45,14 @@ pub(super) async fn adjust_usage(
         )
         .bind(tenant)
         .bind(id)
-        .bind(i64::from(max_adjustments))
+        .bind(i64::from(adjust.max_adjustments))
         .fetch_one(&mut *tx)
         .await
         .map_err(err(op))?;
-        if kept >= i64::from(max_adjustments) {
-            return Err(refusals::adjustments_exceeded(max_adjustments));
+        if kept >= i64::from(adjust.max_adjustments) {
+            return Err(refusals::adjustments_exceeded(adjust.max_adjustments));
         }
-        let used_after = adjustment.applied_to(used);
+        let used_after = adjust.adjustment.applied_to(used);
         let exhausted = hard.is_some_and(|h| used_after >= h);
         sqlx::query(
             "WITH adjusted AS ( \
@@ -65,11 +64,11 @@ pub(super) async fn adjust_usage(
         )
         .bind(tenant)
         .bind(id)
-        .bind(&adjustment.dimension)
+        .bind(&adjust.adjustment.dimension)
         .bind(used_after)
         .bind(exhausted)
-        .bind(adjustment.delta)
-        .bind(&adjustment.reason)
+        .bind(adjust.adjustment.delta)
+        .bind(&adjust.adjustment.reason)
         .execute(&mut *tx)
         .await
         .map_err(err(op))?;

@@ -16,13 +16,12 @@ use super::suspension::{record_suspension, resume};
 use super::PgBackend;
 use crate::backend::refusals::check_usage_fits;
 use crate::backend::shared::budgets::pg::check_scope_exists;
-use crate::backend::Budgets;
+use crate::backend::{Budgets, UsageAdjust};
 use crate::error::{EngineError, Result};
 use crate::model::{
     Breach, Budget, BudgetAdjustment, BudgetId, BudgetScope, DimensionUsage, ExecutionId,
     ExecutionPolicy, Failure, FailureClass, HardLimitAction, LeaseHandle, NewBudget,
-    ResumeCondition, Suspension, TenantId, TimeoutBehavior, UsageAdjustment, UsageEntry,
-    UsageOutcome,
+    ResumeCondition, Suspension, TenantId, TimeoutBehavior, UsageEntry, UsageOutcome,
 };
 
 #[async_trait]
@@ -127,11 +126,9 @@ impl Budgets for PgBackend {
         &self,
         tenant: TenantId,
         id: BudgetId,
-        adjustment: &UsageAdjustment,
-        max_adjustments: u32,
+        adjust: UsageAdjust<'_>,
     ) -> Result<Budget> {
-        super::budget_adjustments::adjust_usage(&self.pool, tenant, id, adjustment, max_adjustments)
-            .await
+        super::budget_adjustments::adjust_usage(&self.pool, tenant, id, adjust).await
     }
 
     async fn list_adjustments(

@@ -20,12 +20,12 @@ use super::rows::{col, parse, transaction, Args};
 use super::suspension::{lock_leased, record_suspension};
 use super::PgBackend;
 use crate::backend::refusals;
-use crate::backend::Children;
+use crate::backend::{ChildSpawn, Children};
 use crate::error::{EngineError, Result};
 use crate::model::FlowId;
 use crate::model::{
-    ChildKey, ChildOutcome, ChildrenOutcome, ExecutionId, LeaseHandle, NewExecution, PublicState,
-    ResumeCondition, SpawnLimits, SpawnedChild, Suspension, TimeoutBehavior, ROOT_KEY,
+    ChildOutcome, ChildrenOutcome, ExecutionId, LeaseHandle, PublicState, ResumeCondition,
+    SpawnedChild, Suspension, TimeoutBehavior, ROOT_KEY,
 };
 
 #[async_trait]
@@ -33,10 +33,9 @@ impl Children for PgBackend {
     async fn spawn_child(
         &self,
         lease: &LeaseHandle,
-        child: &NewExecution,
-        key: ChildKey<'_>,
-        limits: SpawnLimits,
+        spawn: ChildSpawn<'_>,
     ) -> Result<SpawnedChild> {
+        let ChildSpawn { child, key, limits } = spawn;
         let pool = &self.pool;
         let op = "spawn child";
         let tenant = lease.tenant_id;

@@ -7,7 +7,7 @@ use sqlx::postgres::PgRow;
 use super::rows::{col, transaction, unknown_tenant_or};
 use super::PgBackend;
 use crate::backend::shared::components::pg as shared;
-use crate::backend::Components;
+use crate::backend::{Components, NewComponent};
 use crate::error::{EngineError, Result};
 use crate::model::{ComponentVersion, TenantId};
 
@@ -18,18 +18,15 @@ impl Components for PgBackend {
     async fn put_component(
         &self,
         tenant: TenantId,
-        kind: &str,
-        digest: &str,
-        wasm: &[u8],
-        imports: &[String],
+        component: NewComponent<'_>,
     ) -> Result<(ComponentVersion, bool)> {
         let pool = &self.pool;
-        let imports = sqlx::types::Json(imports);
+        let imports = sqlx::types::Json(component.imports);
         let err = EngineError::storage;
         transaction(pool, "put component", async |tx| {
             sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text || '/' || $2, 0))")
                 .bind(tenant)
-                .bind(kind)
+                .bind(component.kind)
                 .execute(&mut *tx)
                 .await
                 .map_err(err("put component"))?;
@@ -38,7 +35,7 @@ impl Components for PgBackend {
                  ORDER BY version DESC LIMIT 1"
             ))
             .bind(tenant)
-            .bind(kind)
+            .bind(component.kind)
             .fetch_optional(&mut *tx)
             .await
             .map_err(err("put component"))?
@@ -46,7 +43,7 @@ impl Components for PgBackend {
             .transpose()?;
             if let Some(latest) = latest
                 .as_ref()
-                .filter(|v| v.digest == digest && !v.deprecated)
+                .filter(|v| v.digest == component.digest && !v.deprecated)
             {
                 if latest.imports.is_some() {
                     return Ok((latest.clone(), false));
@@ -57,7 +54,7 @@ impl Components for PgBackend {
                      WHERE tenant_id = $1 AND kind = $2 AND version = $3 RETURNING {COLUMNS}"
                 ))
                 .bind(tenant)
-                .bind(kind)
+                .bind(component.kind)
                 .bind(latest.version)
                 .bind(imports)
                 .fetch_one(&mut *tx)
@@ -70,8 +67,8 @@ impl Components for PgBackend {
                  ON CONFLICT DO NOTHING",
             )
             .bind(tenant)
-            .bind(digest)
-            .bind(wasm)
+            .bind(component.digest)
+            .bind(component.wasm)
             .execute(&mut *tx)
             .await
             .map_err(unknown_tenant_or("put component", tenant))?;
@@ -80,10 +77,10 @@ impl Components for PgBackend {
                  VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
             ))
             .bind(tenant)
-            .bind(kind)
+            .bind(component.kind)
             .bind(latest.map_or(1, |v| v.version + 1))
-            .bind(digest)
-            .bind(i32::try_from(wasm.len()).unwrap_or(i32::MAX))
+            .bind(component.digest)
+            .bind(i32::try_from(component.wasm.len()).unwrap_or(i32::MAX))
             .bind(imports)
             .fetch_one(&mut *tx)
             .await

@@ -3,9 +3,9 @@
 
 use super::Connections;
 
-use crate::backend::refusals;
+use crate::backend::{refusals, FlowCancel};
 use crate::error::{EngineError, Result};
-use crate::model::{ExecutionId, FlowCancelPolicy, FlowId, TenantId};
+use crate::model::{ExecutionId, FlowId, TenantId};
 
 /// Close the flow to new members, then cancel the members `policy` names one
 /// statement each, newest first (so downstreams end `cancelled`, not
@@ -16,9 +16,9 @@ pub(super) async fn cancel_flow(
     pool: &Connections,
     tenant: TenantId,
     flow_id: FlowId,
-    policy: FlowCancelPolicy,
-    reason: &str,
+    cancel: FlowCancel<'_>,
 ) -> Result<u64> {
+    let FlowCancel { policy, reason } = cancel;
     let phases = policy.phases();
     // `cancel_phases` records what is left to do, for the scanner to finish
     // if this process dies before the loop below has (migration 0018).

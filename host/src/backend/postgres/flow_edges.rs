@@ -8,7 +8,7 @@
 use super::Connections;
 
 use super::rows::col;
-use crate::backend::refusals;
+use crate::backend::{refusals, EdgeFilter};
 use crate::error::{EngineError, Result};
 use crate::model::{EdgeState, FlowEdgeDetail, FlowId, TenantId};
 
@@ -28,14 +28,13 @@ pub(super) async fn flow_edges(
     pool: &Connections,
     tenant: TenantId,
     flow: FlowId,
-    from: Option<&str>,
-    to: Option<&str>,
+    filter: EdgeFilter<'_>,
 ) -> Result<Vec<FlowEdgeDetail>> {
     let rows = sqlx::query(EDGES_SQL)
         .bind(tenant)
         .bind(flow)
-        .bind(from)
-        .bind(to)
+        .bind(filter.from)
+        .bind(filter.to)
         .fetch_all(pool)
         .await
         .map_err(EngineError::storage("read flow edges"))?;

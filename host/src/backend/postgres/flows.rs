@@ -19,14 +19,14 @@ use super::rows::{col, json, parse, transaction, unknown_tenant_or};
 use super::PgBackend;
 use crate::backend::refusals;
 use crate::backend::shared::flows::pg::{bump_graph_revision, refuse_cycles};
-use crate::backend::Flows;
+use crate::backend::{EdgeFilter, FlowCancel, Flows, GraphWrite};
 use crate::error::{EngineError, Result};
+use crate::model::FlowEdgeDetail;
 use crate::model::{
     EdgeState, ExecutionId, FlowEdgeView, FlowId, FlowMemberView, FlowSnapshot, FlowState,
     FlowSummary, GraphApplied, GraphChange, JoinPolicy, JoinState, NewExecution, NewFlow, Page,
     PublicState, TenantId,
 };
-use crate::model::{FlowCancelPolicy, FlowEdgeDetail};
 
 #[async_trait]
 impl Flows for PgBackend {
@@ -34,9 +34,9 @@ impl Flows for PgBackend {
         &self,
         tenant: TenantId,
         flow: &NewFlow,
-        change: &GraphChange,
-        max_queued: Option<u32>,
+        write: GraphWrite<'_>,
     ) -> Result<GraphApplied> {
+        let GraphWrite { change, max_queued } = write;
         let pool = &self.pool;
         transaction(pool, "create flow", async |tx| {
             let flow_id = FlowId::new();
@@ -60,10 +60,9 @@ impl Flows for PgBackend {
         &self,
         tenant: TenantId,
         flow: FlowId,
-        change: &GraphChange,
-        max_queued: Option<u32>,
+        write: GraphWrite<'_>,
     ) -> Result<GraphApplied> {
-        extend_flow(&self.pool, tenant, flow, change, max_queued).await
+        extend_flow(&self.pool, tenant, flow, write).await
     }
 
     async fn get_flow(&self, tenant: TenantId, flow: FlowId) -> Result<FlowSnapshot> {
@@ -74,10 +73,9 @@ impl Flows for PgBackend {
         &self,
         tenant: TenantId,
         flow: FlowId,
-        from: Option<&str>,
-        to: Option<&str>,
+        filter: EdgeFilter<'_>,
     ) -> Result<Vec<FlowEdgeDetail>> {
-        super::flow_edges::flow_edges(&self.pool, tenant, flow, from, to).await
+        super::flow_edges::flow_edges(&self.pool, tenant, flow, filter).await
     }
 
     async fn list_flows(
@@ -117,10 +115,9 @@ impl Flows for PgBackend {
         &self,
         tenant: TenantId,
         flow: FlowId,
-        policy: FlowCancelPolicy,
-        reason: &str,
+        cancel: FlowCancel<'_>,
     ) -> Result<u64> {
-        super::flow_cancel::cancel_flow(&self.pool, tenant, flow, policy, reason).await
+        super::flow_cancel::cancel_flow(&self.pool, tenant, flow, cancel).await
     }
 }
 
@@ -128,9 +125,9 @@ pub(super) async fn extend_flow(
     pool: &Connections,
     tenant: TenantId,
     flow_id: FlowId,
-    change: &GraphChange,
-    max_queued: Option<u32>,
+    write: GraphWrite<'_>,
 ) -> Result<GraphApplied> {
+    let GraphWrite { change, max_queued } = write;
     transaction(pool, "extend flow", async |tx| {
         let row = sqlx::query(
             "SELECT graph_revision, cancelled_at IS NOT NULL AS cancelled FROM flows \

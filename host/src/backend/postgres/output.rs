@@ -10,10 +10,10 @@ use super::rows::{col, parse, Args};
 use super::PgBackend;
 use super::UPDATES_CHANNEL;
 use crate::backend::refusals;
-use crate::backend::Output;
+use crate::backend::{NewFrame, Output};
 use crate::error::{EngineError, Result};
 use crate::model::{
-    ExecutionId, Frame, LeaseHandle, Page, StreamMode, StreamSummary, TenantId, BEST_EFFORT_WINDOW,
+    AttemptRef, Frame, LeaseHandle, Page, StreamMode, StreamSummary, TenantId, BEST_EFFORT_WINDOW,
 };
 
 #[async_trait]
@@ -23,14 +23,7 @@ impl Output for PgBackend {
     /// can never land after its lease is gone, and sequence numbers are dense
     /// per attempt. A mode's own work (merging the summary, trimming
     /// best-effort frames) is part of the same statement.
-    async fn append_frame(
-        &self,
-        lease: &LeaseHandle,
-        frame_type: &str,
-        mode: StreamMode,
-        payload: &[u8],
-        max_attempt_bytes: u64,
-    ) -> Result<i64> {
+    async fn append_frame(&self, lease: &LeaseHandle, frame: NewFrame<'_>) -> Result<i64> {
         let pool = &self.pool;
         // The cap on the attempt's bytes (`$9`) is part of the fence: a
         // refused frame changes nothing.
@@ -51,14 +44,14 @@ impl Output for PgBackend {
             fence = counters::fenced(),
             next = counters::next_frame(),
             held = counters::attempt_bytes(),
-            mode_work = mode_work(mode),
+            mode_work = mode_work(frame.mode),
         );
         let args = Args::fence(lease)
-            .push(frame_type)
-            .push(mode.as_str())
-            .push(payload)
-            .push(i64::try_from(max_attempt_bytes).unwrap_or(i64::MAX));
-        let bound = match mode {
+            .push(frame.frame_type)
+            .push(frame.mode.as_str())
+            .push(frame.payload)
+            .push(i64::try_from(frame.max_attempt_bytes).unwrap_or(i64::MAX));
+        let bound = match frame.mode {
             StreamMode::Durable | StreamMode::Summary => args,
             StreamMode::BestEffort => args.push(BEST_EFFORT_WINDOW),
         }
@@ -70,15 +63,16 @@ impl Output for PgBackend {
             .map_err(EngineError::storage("append frame"))?;
         match seq {
             Some(seq) => Ok(seq),
-            None => Err(frame_refusal(pool, lease, payload.len(), max_attempt_bytes).await?),
+            None => Err(
+                frame_refusal(pool, lease, frame.payload.len(), frame.max_attempt_bytes).await?,
+            ),
         }
     }
 
     async fn read_frames(
         &self,
         tenant: TenantId,
-        id: ExecutionId,
-        attempt_index: i32,
+        attempt: AttemptRef,
         page: Page<i64>,
     ) -> Result<Vec<Frame>> {
         let pool = &self.pool;
@@ -88,8 +82,8 @@ impl Output for PgBackend {
              ORDER BY seq LIMIT $5",
         )
         .bind(tenant)
-        .bind(id)
-        .bind(attempt_index)
+        .bind(attempt.execution)
+        .bind(attempt.index)
         .bind(page.after)
         .bind(i64::from(page.limit))
         .fetch_all(pool)
@@ -112,8 +106,7 @@ impl Output for PgBackend {
     async fn read_summary(
         &self,
         tenant: TenantId,
-        id: ExecutionId,
-        attempt_index: i32,
+        attempt: AttemptRef,
     ) -> Result<Option<StreamSummary>> {
         let pool = &self.pool;
         let row = sqlx::query(
@@ -121,8 +114,8 @@ impl Output for PgBackend {
              WHERE tenant_id = $1 AND execution_id = $2 AND attempt_index = $3",
         )
         .bind(tenant)
-        .bind(id)
-        .bind(attempt_index)
+        .bind(attempt.execution)
+        .bind(attempt.index)
         .fetch_optional(pool)
         .await
         .map_err(EngineError::storage("read summary"))?;

@@ -18,7 +18,7 @@ use super::rows::{col, json, transaction, unknown_tenant_or};
 use super::PgBackend;
 use crate::backend::refusals;
 use crate::backend::shared::schedules::pg::{self as shared, still_running};
-use crate::backend::Schedules;
+use crate::backend::{PauseChange, ScheduleCreate, Schedules};
 use crate::error::{EngineError, Result};
 use crate::model::{
     Created, ExecutionId, FirePlan, NewExecution, NewSchedule, OverlapAction, Page, Schedule,
@@ -33,9 +33,7 @@ impl Schedules for PgBackend {
     async fn create_schedule(
         &self,
         tenant: TenantId,
-        spec: &NewSchedule,
-        next_fire_at: DateTime<Utc>,
-        max_schedules: u32,
+        create: ScheduleCreate<'_>,
     ) -> Result<Schedule> {
         let op = "create schedule";
         transaction(&self.pool, op, async |tx| {
@@ -46,27 +44,27 @@ impl Schedules for PgBackend {
             ))
             .bind(tenant)
             .bind(ScheduleId::new())
-            .bind(&spec.name)
-            .bind(serde_json::to_value(spec).expect("a schedule serialises"))
-            .bind(&spec.execution.input)
-            .bind(next_fire_at)
+            .bind(&create.spec.name)
+            .bind(serde_json::to_value(create.spec).expect("a schedule serialises"))
+            .bind(&create.spec.execution.input)
+            .bind(create.next_fire_at)
             .fetch_optional(&mut *tx)
             .await
             .map_err(unknown_tenant_or(op, tenant))?;
             let Some(row) = row else {
-                return Err(refusals::schedule_name_taken(&spec.name));
+                return Err(refusals::schedule_name_taken(&create.spec.name));
             };
             // Counted after the insert; past the cap, the transaction is undone.
             let count: i64 = sqlx::query_scalar(
                 "SELECT count(*) FROM (SELECT 1 FROM schedules WHERE tenant_id = $1 LIMIT $2) s",
             )
             .bind(tenant)
-            .bind(i64::from(max_schedules) + 1)
+            .bind(i64::from(create.max_schedules) + 1)
             .fetch_one(&mut *tx)
             .await
             .map_err(EngineError::storage(op))?;
-            if count > i64::from(max_schedules) {
-                return Err(refusals::schedules_exceeded(max_schedules));
+            if count > i64::from(create.max_schedules) {
+                return Err(refusals::schedules_exceeded(create.max_schedules));
             }
             schedule(&row)
         })
@@ -106,8 +104,7 @@ impl Schedules for PgBackend {
         &self,
         tenant: TenantId,
         id: ScheduleId,
-        paused: bool,
-        next_fire_at: DateTime<Utc>,
+        change: PauseChange,
     ) -> Result<Schedule> {
         // Pausing keeps the next fire time; resuming sets the one given.
         let row = sqlx::query(&format!(
@@ -117,8 +114,8 @@ impl Schedules for PgBackend {
         ))
         .bind(tenant)
         .bind(id)
-        .bind(paused)
-        .bind(next_fire_at)
+        .bind(change.pauses())
+        .bind(change.resume_at())
         .fetch_optional(&self.pool)
         .await;
         found(row, id, "pause schedule")

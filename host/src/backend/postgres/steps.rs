@@ -19,7 +19,7 @@ use super::rows::{col, parse, transaction, Args};
 use super::suspension::{lock_leased, record_suspension};
 use super::{PgBackend, UPDATES_CHANNEL};
 use crate::backend::refusals::{step_admission, StepSlot};
-use crate::backend::Steps;
+use crate::backend::{SleepRequest, StepRecord, Steps};
 use crate::error::{EngineError, Result};
 use crate::model::{
     ExecutionId, JournalEntry, JournalLimits, LeaseHandle, NewStep, Page, ResumeCondition,
@@ -51,39 +51,33 @@ impl Steps for PgBackend {
         rows.iter().map(journal_entry).collect()
     }
 
-    async fn record_step(
-        &self,
-        lease: &LeaseHandle,
-        step: &NewStep,
-        frame: &[u8],
-        limits: JournalLimits,
-    ) -> Result<()> {
+    async fn record_step(&self, lease: &LeaseHandle, record: StepRecord<'_>) -> Result<()> {
         let op = "record step";
         let mut conn = self
             .pool
             .acquire()
             .await
             .map_err(EngineError::storage(op))?;
-        let recorded = record_in(&self.pool, &mut conn, lease, step, frame, limits).await;
+        let recorded = record_in(&self.pool, &mut conn, lease, record).await;
         conn.settle_on_ok(recorded)
     }
 
-    async fn sleep(
-        &self,
-        lease: &LeaseHandle,
-        step: Option<(&NewStep, &[u8])>,
-        wake_at: DateTime<Utc>,
-        limits: JournalLimits,
-    ) -> Result<()> {
+    async fn sleep(&self, lease: &LeaseHandle, request: SleepRequest<'_>) -> Result<()> {
         let pool = &self.pool;
         let op = "sleep";
         transaction(pool, op, async |tx| {
             let seq = lock_leased(pool, tx, lease, op).await? + 1;
-            if let Some((step, frame)) = step {
-                record_in(pool, tx, lease, step, frame, limits).await?;
+            if let Some((step, frame)) = request.step {
+                let limits = request.limits;
+                let record = StepRecord {
+                    step,
+                    frame,
+                    limits,
+                };
+                record_in(pool, tx, lease, record).await?;
             }
             let suspension = Suspension::new(ResumeCondition::Timer, TimeoutBehavior::AutoResume);
-            let remaining = (wake_at - Utc::now()).to_std().unwrap_or_default();
+            let remaining = (request.wake_at - Utc::now()).to_std().unwrap_or_default();
             record_suspension(
                 tx,
                 lease,
@@ -102,9 +96,7 @@ async fn record_in(
     pool: &Connections,
     conn: &mut PgConnection,
     lease: &LeaseHandle,
-    step: &NewStep,
-    frame: &[u8],
-    limits: JournalLimits,
+    record: StepRecord<'_>,
 ) -> Result<()> {
     let op = "record step";
     let sql = format!(
@@ -132,23 +124,23 @@ async fn record_in(
         fence = counters::fenced(),
         next = counters::next_frame(),
     );
-    let (output, error, wake_at) = match &step.outcome {
+    let (output, error, wake_at) = match &record.step.outcome {
         StepOutcome::Completed(output) => (Some(output.as_slice()), None, None),
         StepOutcome::Failed(message) => (None, Some(message.as_str()), None),
         StepOutcome::Sleep { wake_at } => (None, None, Some(*wake_at)),
     };
     let bound = Args::fence(lease)
-        .push(step_index(step.position)?)
-        .push(step.name.as_str())
-        .push(step.outcome.size() as i64)
-        .push(step.outcome.kind().as_str())
+        .push(step_index(record.step.position)?)
+        .push(record.step.name.as_str())
+        .push(record.step.outcome.size() as i64)
+        .push(record.step.outcome.kind().as_str())
         .push(output)
         .push(error)
         .push(wake_at)
-        .push(i64::try_from(step.duration_ms).unwrap_or(i64::MAX))
-        .push(frame)
-        .push(i64::from(limits.max_steps))
-        .push(i64::try_from(limits.max_bytes).unwrap_or(i64::MAX))
+        .push(i64::try_from(record.step.duration_ms).unwrap_or(i64::MAX))
+        .push(record.frame)
+        .push(i64::from(record.limits.max_steps))
+        .push(i64::try_from(record.limits.max_bytes).unwrap_or(i64::MAX))
         .done(op)?;
     let recorded: Option<i64> = sqlx::query_scalar_with(&sql, bound)
         .fetch_optional(&mut *conn)
@@ -157,7 +149,7 @@ async fn record_in(
     if recorded.is_some() {
         return Ok(());
     }
-    explain_miss(pool, conn, lease, step, limits).await
+    explain_miss(pool, conn, lease, record.step, record.limits).await
 }
 
 /// A record matched no row: the lease is gone, the journal is full, or the

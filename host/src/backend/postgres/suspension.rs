@@ -19,13 +19,13 @@ use super::rows::{col, json, transaction, Args};
 use super::PgBackend;
 use super::EVENTS_CHANNEL;
 use crate::backend::refusals;
-use crate::backend::Suspensions;
+use crate::backend::{NewWaitpoint, SuspendRequest, Suspensions};
 use crate::error::{EngineError, Result};
-use crate::model::WaitpointId;
 use crate::model::{
     ExecutionId, LeaseHandle, NewSignal, Page, PublicState, Signal, SignalOutcome, SuspendOutcome,
     Suspension, TenantId, Waitpoint,
 };
+use crate::model::{WaitpointId, WaitpointRef};
 
 #[async_trait]
 impl Suspensions for PgBackend {
@@ -34,9 +34,7 @@ impl Suspensions for PgBackend {
     async fn create_waitpoint(
         &self,
         lease: &LeaseHandle,
-        key: &str,
-        expires_in: Option<Duration>,
-        max_waitpoints: u32,
+        new: NewWaitpoint<'_>,
     ) -> Result<Waitpoint> {
         let pool = &self.pool;
         let op = "create waitpoint";
@@ -51,13 +49,13 @@ impl Suspensions for PgBackend {
             )
             .bind(lease.tenant_id)
             .bind(lease.execution_id)
-            .bind(key)
-            .bind(i64::from(max_waitpoints))
+            .bind(new.key)
+            .bind(i64::from(new.max_waitpoints))
             .fetch_one(&mut *tx)
             .await
             .map_err(err(op))?;
-            if !open && total >= i64::from(max_waitpoints) {
-                return Err(refusals::waitpoints_exceeded(max_waitpoints));
+            if !open && total >= i64::from(new.max_waitpoints) {
+                return Err(refusals::waitpoints_exceeded(new.max_waitpoints));
             }
             let row = sqlx::query(&format!(
                 "INSERT INTO waitpoints (tenant_id, execution_id, waitpoint_id, waitpoint_key, state, \
@@ -70,8 +68,8 @@ impl Suspensions for PgBackend {
             .bind(lease.tenant_id)
             .bind(lease.execution_id)
             .bind(Uuid::now_v7())
-            .bind(key)
-            .bind(expires_in.map(millis))
+            .bind(new.key)
+            .bind(new.expires_in.map(millis))
             .fetch_one(&mut *tx)
             .await
             .map_err(err(op))?;
@@ -85,15 +83,13 @@ impl Suspensions for PgBackend {
     async fn suspend(
         &self,
         lease: &LeaseHandle,
-        suspension: &Suspension,
-        timeout: Option<Duration>,
-        max_waitpoints: u32,
+        request: SuspendRequest<'_>,
     ) -> Result<SuspendOutcome> {
         let pool = &self.pool;
         let op = "suspend";
         transaction(pool, op, async |tx| {
             let seq = lock_leased(pool, tx, lease, op).await? + 1;
-            let keys = suspension.condition.keys();
+            let keys = request.suspension.condition.keys();
             // Read before the insert below makes them active (and so unexpired).
             let expired: Option<String> = sqlx::query_scalar(
                 "SELECT waitpoint_key FROM waitpoints \
@@ -128,15 +124,15 @@ impl Suspensions for PgBackend {
             )
             .bind(lease.tenant_id)
             .bind(lease.execution_id)
-            .bind(i64::from(max_waitpoints) + 1)
+            .bind(i64::from(request.max_waitpoints) + 1)
             .fetch_one(&mut *tx)
             .await
             .map_err(err(op))?;
-            if total > i64::from(max_waitpoints) {
-                return Err(refusals::waitpoints_exceeded(max_waitpoints));
+            if total > i64::from(request.max_waitpoints) {
+                return Err(refusals::waitpoints_exceeded(request.max_waitpoints));
             }
             let buffered = buffered_signals(tx, lease.tenant_id, lease.execution_id).await?;
-            let satisfied = suspension.is_satisfied_by(&buffered);
+            let satisfied = request.suspension.is_satisfied_by(&buffered);
             if let (false, Some(key)) = (satisfied, &expired) {
                 // Signals refused since it expired would never resume this.
                 return Err(refusals::waitpoint_expired(key));
@@ -157,9 +153,9 @@ impl Suspensions for PgBackend {
             record_suspension(
                 tx,
                 lease,
-                suspension,
+                request.suspension,
                 seq,
-                timeout,
+                request.timeout,
             )
             .await?;
             Ok(SuspendOutcome::Suspended)
@@ -170,11 +166,10 @@ impl Suspensions for PgBackend {
     async fn deliver_signal(
         &self,
         tenant: TenantId,
-        id: ExecutionId,
-        waitpoint_id: WaitpointId,
+        to: WaitpointRef,
         signal: &NewSignal,
     ) -> Result<SignalOutcome> {
-        deliver_signal(&self.pool, tenant, id, waitpoint_id, signal).await
+        deliver_signal(&self.pool, tenant, to, signal).await
     }
 
     /// An operator resumes a suspended execution, whatever its condition.
@@ -409,12 +404,11 @@ async fn lock_by_id(tx: &mut PgConnection, tenant: TenantId, id: ExecutionId) ->
 pub(super) async fn deliver_signal(
     pool: &Connections,
     tenant: TenantId,
-    id: ExecutionId,
-    waitpoint_id: WaitpointId,
+    to: WaitpointRef,
     new: &NewSignal,
 ) -> Result<SignalOutcome> {
     transaction(pool, "deliver signal", async |tx| {
-        deliver_in(tx, tenant, id, waitpoint_id, new).await
+        deliver_in(tx, tenant, to, new).await
     })
     .await
 }
@@ -422,25 +416,25 @@ pub(super) async fn deliver_signal(
 async fn deliver_in(
     tx: &mut PgConnection,
     tenant: TenantId,
-    id: ExecutionId,
-    waitpoint_id: WaitpointId,
+    to: WaitpointRef,
     new: &NewSignal,
 ) -> Result<SignalOutcome> {
     let op = "deliver signal";
-    let locked = lock_by_id(&mut *tx, tenant, id).await?;
+    let locked = lock_by_id(&mut *tx, tenant, to.execution).await?;
     if let Some(key) = &new.idempotency_key {
         let existing: Option<Uuid> = sqlx::query_scalar(
             "SELECT signal_id FROM signals \
              WHERE tenant_id = $1 AND execution_id = $2 AND idempotency_key = $3",
         )
         .bind(tenant)
-        .bind(id)
+        .bind(to.execution)
         .bind(key)
         .fetch_optional(&mut *tx)
         .await
         .map_err(err(op))?;
         if let Some(signal_id) = existing {
-            let event = SignalEventRow::new(tenant, id, waitpoint_id, signal_id, &new.name);
+            let event =
+                SignalEventRow::new(tenant, to.execution, to.waitpoint, signal_id, &new.name);
             event.record(&mut *tx, "duplicate").await?;
             return Ok(SignalOutcome::Duplicate { signal_id });
         }
@@ -450,21 +444,21 @@ async fn deliver_in(
          WHERE tenant_id = $1 AND execution_id = $2 AND waitpoint_id = $3"
     ))
     .bind(tenant)
-    .bind(id)
-    .bind(waitpoint_id)
+    .bind(to.execution)
+    .bind(to.waitpoint)
     .fetch_optional(&mut *tx)
     .await
     .map_err(err(op))?
     .ok_or_else(|| EngineError::NotFound {
         what: "waitpoint",
-        id: waitpoint_id.to_string(),
+        id: to.waitpoint.to_string(),
     })?;
     let target = waitpoint(&row)?;
     if target.state == "closed" || col::<Option<bool>>(&row, "expired")? == Some(true) {
         return Err(refusals::waitpoint_closed(&target.key));
     }
     if locked.state.is_terminal() {
-        return Err(refusals::takes_no_signals(id, locked.state));
+        return Err(refusals::takes_no_signals(to.execution, locked.state));
     }
     let signal_id = Uuid::now_v7();
     sqlx::query(
@@ -472,9 +466,9 @@ async fn deliver_in(
              name, payload, idempotency_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(tenant)
-    .bind(id)
+    .bind(to.execution)
     .bind(signal_id)
-    .bind(waitpoint_id)
+    .bind(to.waitpoint)
     .bind(&target.key)
     .bind(&new.name)
     .bind(&new.payload)
@@ -484,13 +478,13 @@ async fn deliver_in(
     .map_err(err(op))?;
     let mut resumed = false;
     if let (PublicState::Suspended, Some(suspension)) = (locked.state, &locked.suspension) {
-        let buffered = buffered_signals(&mut *tx, tenant, id).await?;
+        let buffered = buffered_signals(&mut *tx, tenant, to.execution).await?;
         if suspension.is_satisfied_by(&buffered) {
-            resume(&mut *tx, tenant, id, locked.seq).await?;
+            resume(&mut *tx, tenant, to.execution, locked.seq).await?;
             resumed = true;
         }
     }
-    SignalEventRow::new(tenant, id, waitpoint_id, signal_id, &new.name)
+    SignalEventRow::new(tenant, to.execution, to.waitpoint, signal_id, &new.name)
         .record(&mut *tx, if resumed { "resumed" } else { "buffered" })
         .await?;
     Ok(SignalOutcome::Accepted { signal_id, resumed })

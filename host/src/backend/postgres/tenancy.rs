@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::rows::{col, unknown_tenant_or};
 use super::PgBackend;
-use crate::backend::Tenancy;
+use crate::backend::{NewApiKey, Tenancy};
 use crate::error::{EngineError, Result};
 use crate::model::ApiKeyId;
 use crate::model::{ApiKey, StoredApiKey, Tenant, TenantId, TenantLimits};
@@ -75,22 +75,16 @@ impl Tenancy for PgBackend {
         admission(&self.pool, tenant, kinds).await
     }
 
-    async fn create_api_key(
-        &self,
-        tenant: TenantId,
-        key_id: ApiKeyId,
-        name: &str,
-        secret_sha256: &[u8],
-    ) -> Result<ApiKey> {
+    async fn create_api_key(&self, tenant: TenantId, key: NewApiKey<'_>) -> Result<ApiKey> {
         let pool = &self.pool;
         let row = sqlx::query(&format!(
             "INSERT INTO api_keys (key_id, tenant_id, name, secret_sha256) VALUES ($1, $2, $3, $4) \
              RETURNING {KEY_COLUMNS}"
         ))
-        .bind(key_id)
+        .bind(key.id)
         .bind(tenant)
-        .bind(name)
-        .bind(secret_sha256)
+        .bind(key.name)
+        .bind(key.secret_sha256)
         .fetch_one(pool)
         .await
         .map_err(unknown_tenant_or("create api key", tenant))?;

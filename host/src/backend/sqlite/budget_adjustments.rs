@@ -4,16 +4,15 @@
 use super::budgets::{read_budget, release_holds};
 use super::time::{at, now, Millis};
 use super::SqliteBackend;
-use crate::backend::refusals;
+use crate::backend::{refusals, UsageAdjust};
 use crate::error::{EngineError, Result};
-use crate::model::{Budget, BudgetAdjustment, BudgetId, TenantId, UsageAdjustment};
+use crate::model::{Budget, BudgetAdjustment, BudgetId, TenantId};
 
 pub(super) async fn adjust_usage(
     db: &SqliteBackend,
     tenant: TenantId,
     id: BudgetId,
-    adjustment: &UsageAdjustment,
-    max_adjustments: u32,
+    adjust: UsageAdjust<'_>,
 ) -> Result<Budget> {
     let op = "adjust usage";
     db.write(op, async |conn, effects| {
@@ -23,14 +22,14 @@ pub(super) async fn adjust_usage(
         )
         .bind(tenant)
         .bind(id)
-        .bind(&adjustment.dimension)
+        .bind(&adjust.adjustment.dimension)
         .fetch_optional(&mut *conn)
         .await
         .map_err(EngineError::storage(op))?;
         let Some((used, hard, was_exhausted)) = row else {
             return Err(refusals::budget_dimension_not_found(
                 id,
-                &adjustment.dimension,
+                &adjust.adjustment.dimension,
             ));
         };
         let kept: i64 = sqlx::query_scalar(
@@ -39,14 +38,14 @@ pub(super) async fn adjust_usage(
         )
         .bind(tenant)
         .bind(id)
-        .bind(i64::from(max_adjustments))
+        .bind(i64::from(adjust.max_adjustments))
         .fetch_one(&mut *conn)
         .await
         .map_err(EngineError::storage(op))?;
-        if kept >= i64::from(max_adjustments) {
-            return Err(refusals::adjustments_exceeded(max_adjustments));
+        if kept >= i64::from(adjust.max_adjustments) {
+            return Err(refusals::adjustments_exceeded(adjust.max_adjustments));
         }
-        let used_after = adjustment.applied_to(used);
+        let used_after = adjust.adjustment.applied_to(used);
         let exhausted = hard.is_some_and(|h| used_after >= h);
         sqlx::query(
             "UPDATE budget_dimensions SET used = ?, exhausted = ? \
@@ -56,7 +55,7 @@ pub(super) async fn adjust_usage(
         .bind(exhausted)
         .bind(tenant)
         .bind(id)
-        .bind(&adjustment.dimension)
+        .bind(&adjust.adjustment.dimension)
         .execute(&mut *conn)
         .await
         .map_err(EngineError::storage(op))?;
@@ -67,10 +66,10 @@ pub(super) async fn adjust_usage(
         )
         .bind(tenant)
         .bind(id)
-        .bind(&adjustment.dimension)
-        .bind(adjustment.delta)
+        .bind(&adjust.adjustment.dimension)
+        .bind(adjust.adjustment.delta)
         .bind(used_after)
-        .bind(&adjustment.reason)
+        .bind(&adjust.adjustment.reason)
         .bind(now())
         .execute(&mut *conn)
         .await

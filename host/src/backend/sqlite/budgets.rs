@@ -18,13 +18,13 @@ use super::time::{after_ms, at, now, Millis};
 use super::{Effects, SqliteBackend};
 use crate::backend::refusals::check_usage_fits;
 use crate::backend::shared::budgets::sqlite::check_scope_exists;
-use crate::backend::Budgets;
+use crate::backend::{Budgets, UsageAdjust};
 use crate::error::{EngineError, Result};
 use crate::model::Eligibility;
 use crate::model::{
     Breach, Budget, BudgetAdjustment, BudgetId, BudgetScope, DimensionUsage, Failure, FailureClass,
     HardLimitAction, LeaseHandle, NewBudget, ResumeCondition, Suspension, TenantId,
-    TimeoutBehavior, UsageAdjustment, UsageEntry, UsageOutcome,
+    TimeoutBehavior, UsageEntry, UsageOutcome,
 };
 
 #[async_trait]
@@ -125,10 +125,9 @@ impl Budgets for SqliteBackend {
         &self,
         tenant: TenantId,
         id: BudgetId,
-        adjustment: &UsageAdjustment,
-        max_adjustments: u32,
+        adjust: UsageAdjust<'_>,
     ) -> Result<Budget> {
-        super::budget_adjustments::adjust_usage(self, tenant, id, adjustment, max_adjustments).await
+        super::budget_adjustments::adjust_usage(self, tenant, id, adjust).await
     }
 
     async fn list_adjustments(

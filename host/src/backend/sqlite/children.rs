@@ -22,13 +22,13 @@ use super::suspension::record_suspension;
 use super::time::now;
 use super::{Effects, Finished, SqliteBackend};
 use crate::backend::refusals;
-use crate::backend::Children;
+use crate::backend::{ChildSpawn, Children};
 use crate::error::{EngineError, Result};
 use crate::model::FlowId;
 use crate::model::LifecyclePhase;
 use crate::model::{
-    ChildKey, ChildOutcome, ChildrenOutcome, ExecutionId, LeaseHandle, NewExecution, PublicState,
-    ResumeCondition, SpawnLimits, SpawnedChild, Suspension, TenantId, TimeoutBehavior, ROOT_KEY,
+    ChildOutcome, ChildrenOutcome, ExecutionId, LeaseHandle, PublicState, ResumeCondition,
+    SpawnedChild, Suspension, TenantId, TimeoutBehavior, ROOT_KEY,
 };
 
 #[async_trait]
@@ -36,10 +36,9 @@ impl Children for SqliteBackend {
     async fn spawn_child(
         &self,
         lease: &LeaseHandle,
-        child: &NewExecution,
-        key: ChildKey<'_>,
-        limits: SpawnLimits,
+        spawn: ChildSpawn<'_>,
     ) -> Result<SpawnedChild> {
+        let ChildSpawn { child, key, limits } = spawn;
         let db = self;
         db.write("spawn child", async |conn, effects| {
             let mut parent = held(conn, lease).await?;

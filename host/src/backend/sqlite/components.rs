@@ -6,7 +6,7 @@ use super::tenancy::get_tenant;
 use super::time::{at, now, Millis};
 use super::SqliteBackend;
 use crate::backend::shared::components::sqlite as shared;
-use crate::backend::Components;
+use crate::backend::{Components, NewComponent};
 use crate::error::{EngineError, Result};
 use crate::model::{ComponentVersion, TenantId};
 #[async_trait]
@@ -16,13 +16,10 @@ impl Components for SqliteBackend {
     async fn put_component(
         &self,
         tenant: TenantId,
-        kind: &str,
-        digest: &str,
-        wasm: &[u8],
-        imports: &[String],
+        component: NewComponent<'_>,
     ) -> Result<(ComponentVersion, bool)> {
         let db = self;
-        let imports = sqlx::types::Json(imports);
+        let imports = sqlx::types::Json(component.imports);
         db.write("put component", async |conn, _| {
             get_tenant(conn, tenant).await?;
             let latest: Option<VersionRow> = sqlx::query_as(&format!(
@@ -30,13 +27,13 @@ impl Components for SqliteBackend {
                  ORDER BY version DESC LIMIT 1"
             ))
             .bind(tenant)
-            .bind(kind)
+            .bind(component.kind)
             .fetch_optional(&mut *conn)
             .await
             .map_err(EngineError::storage("put component"))?;
             if let Some(latest) = latest
                 .as_ref()
-                .filter(|v| v.digest == digest && !v.deprecated)
+                .filter(|v| v.digest == component.digest && !v.deprecated)
             {
                 if latest.imports.is_some() {
                     return Ok((latest.clone().into(), false));
@@ -48,7 +45,7 @@ impl Components for SqliteBackend {
                 ))
                 .bind(imports)
                 .bind(tenant)
-                .bind(kind)
+                .bind(component.kind)
                 .bind(latest.version)
                 .fetch_one(&mut *conn)
                 .await
@@ -60,8 +57,8 @@ impl Components for SqliteBackend {
                  ON CONFLICT DO NOTHING",
             )
             .bind(tenant)
-            .bind(digest)
-            .bind(wasm)
+            .bind(component.digest)
+            .bind(component.wasm)
             .execute(&mut *conn)
             .await
             .map_err(EngineError::storage("put component"))?;
@@ -71,10 +68,10 @@ impl Components for SqliteBackend {
                  VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {VERSION_COLUMNS}"
             ))
             .bind(tenant)
-            .bind(kind)
+            .bind(component.kind)
             .bind(latest.map_or(1, |v| v.version + 1))
-            .bind(digest)
-            .bind(i32::try_from(wasm.len()).unwrap_or(i32::MAX))
+            .bind(component.digest)
+            .bind(i32::try_from(component.wasm.len()).unwrap_or(i32::MAX))
             .bind(now())
             .bind(imports)
             .fetch_one(conn)

@@ -5,9 +5,9 @@ use super::executions::cancel_row;
 use super::record::Exec;
 use super::time::now;
 use super::SqliteBackend;
-use crate::backend::refusals;
+use crate::backend::{refusals, FlowCancel};
 use crate::error::{EngineError, Result};
-use crate::model::{ExecutionId, FlowCancelPolicy, FlowId, TenantId};
+use crate::model::{ExecutionId, FlowId, TenantId};
 
 /// Close the flow to new members and cancel the members `policy` names,
 /// newest first (so downstreams end `cancelled`, not `skipped`).
@@ -15,9 +15,9 @@ pub(super) async fn cancel_flow(
     db: &SqliteBackend,
     tenant: TenantId,
     flow_id: FlowId,
-    policy: FlowCancelPolicy,
-    reason: &str,
+    cancel: FlowCancel<'_>,
 ) -> Result<u64> {
+    let FlowCancel { policy, reason } = cancel;
     let phases = policy.phases();
     db.write("cancel flow", async |conn, effects| {
         let found = sqlx::query(

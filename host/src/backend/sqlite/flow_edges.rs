@@ -7,7 +7,7 @@
 
 use super::time::{at, Millis};
 use super::SqliteBackend;
-use crate::backend::refusals;
+use crate::backend::{refusals, EdgeFilter};
 use crate::error::{EngineError, Result};
 use crate::model::{EdgeState, ExecutionId, FlowEdgeDetail, FlowId, TenantId};
 
@@ -37,14 +37,13 @@ pub(super) async fn flow_edges(
     db: &SqliteBackend,
     tenant: TenantId,
     flow: FlowId,
-    from: Option<&str>,
-    to: Option<&str>,
+    filter: EdgeFilter<'_>,
 ) -> Result<Vec<FlowEdgeDetail>> {
     let rows: Vec<Row> = sqlx::query_as(EDGES_SQL)
         .bind(tenant)
         .bind(flow)
-        .bind(from)
-        .bind(to)
+        .bind(filter.from)
+        .bind(filter.to)
         .fetch_all(db.reader())
         .await
         .map_err(EngineError::storage("read flow edges"))?;

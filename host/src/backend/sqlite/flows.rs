@@ -18,12 +18,12 @@ use super::time::{at, now, Millis};
 use super::{Effects, Finished, SqliteBackend};
 use crate::backend::refusals;
 use crate::backend::shared::flows::sqlite::{bump_graph_revision, refuse_cycles};
-use crate::backend::Flows;
+use crate::backend::{EdgeFilter, FlowCancel, Flows, GraphWrite};
 use crate::error::{EngineError, Result};
 use crate::model::{
-    EdgeState, ExecutionId, FlowCancelPolicy, FlowEdgeDetail, FlowEdgeView, FlowId, FlowMemberView,
-    FlowSnapshot, FlowState, FlowSummary, GraphApplied, GraphChange, JoinPolicy, JoinState,
-    NewFlow, Page, PublicState, TenantId,
+    EdgeState, ExecutionId, FlowEdgeDetail, FlowEdgeView, FlowId, FlowMemberView, FlowSnapshot,
+    FlowState, FlowSummary, GraphApplied, GraphChange, JoinPolicy, JoinState, NewFlow, Page,
+    PublicState, TenantId,
 };
 
 #[async_trait]
@@ -32,9 +32,9 @@ impl Flows for SqliteBackend {
         &self,
         tenant: TenantId,
         flow: &NewFlow,
-        change: &GraphChange,
-        max_queued: Option<u32>,
+        write: GraphWrite<'_>,
     ) -> Result<GraphApplied> {
+        let GraphWrite { change, max_queued } = write;
         let db = self;
         db.write("create flow", async |conn, effects| {
             get_tenant(conn, tenant).await?;
@@ -59,10 +59,9 @@ impl Flows for SqliteBackend {
         &self,
         tenant: TenantId,
         flow: FlowId,
-        change: &GraphChange,
-        max_queued: Option<u32>,
+        write: GraphWrite<'_>,
     ) -> Result<GraphApplied> {
-        extend_flow(self, tenant, flow, change, max_queued).await
+        extend_flow(self, tenant, flow, write).await
     }
 
     async fn get_flow(&self, tenant: TenantId, flow: FlowId) -> Result<FlowSnapshot> {
@@ -73,10 +72,9 @@ impl Flows for SqliteBackend {
         &self,
         tenant: TenantId,
         flow: FlowId,
-        from: Option<&str>,
-        to: Option<&str>,
+        filter: EdgeFilter<'_>,
     ) -> Result<Vec<FlowEdgeDetail>> {
-        super::flow_edges::flow_edges(self, tenant, flow, from, to).await
+        super::flow_edges::flow_edges(self, tenant, flow, filter).await
     }
 
     async fn list_flows(
@@ -120,10 +118,9 @@ impl Flows for SqliteBackend {
         &self,
         tenant: TenantId,
         flow: FlowId,
-        policy: FlowCancelPolicy,
-        reason: &str,
+        cancel: FlowCancel<'_>,
     ) -> Result<u64> {
-        super::flow_cancel::cancel_flow(self, tenant, flow, policy, reason).await
+        super::flow_cancel::cancel_flow(self, tenant, flow, cancel).await
     }
 }
 
@@ -149,9 +146,9 @@ pub(super) async fn extend_flow(
     db: &SqliteBackend,
     tenant: TenantId,
     flow_id: FlowId,
-    change: &GraphChange,
-    max_queued: Option<u32>,
+    write: GraphWrite<'_>,
 ) -> Result<GraphApplied> {
+    let GraphWrite { change, max_queued } = write;
     db.write("extend flow", async |conn, effects| {
         let (revision, cancelled) = flow_state(conn, tenant, flow_id).await?;
         if cancelled {

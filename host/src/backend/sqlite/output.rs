@@ -14,44 +14,44 @@ use super::record::Exec;
 use super::time::{at, now, Millis};
 use super::{Effects, SqliteBackend};
 use crate::backend::refusals;
-use crate::backend::Output;
+use crate::backend::{NewFrame, Output};
 use crate::error::{EngineError, Result};
 use crate::model::{
-    merge_patch, ExecutionId, ExecutionUpdate, Frame, LeaseHandle, Page, StreamMode, StreamSummary,
+    merge_patch, AttemptRef, ExecutionUpdate, Frame, LeaseHandle, Page, StreamMode, StreamSummary,
     TenantId, BEST_EFFORT_WINDOW,
 };
 
 #[async_trait]
 impl Output for SqliteBackend {
     /// The fenced row update hands out the next sequence number of the attempt.
-    async fn append_frame(
-        &self,
-        lease: &LeaseHandle,
-        frame_type: &str,
-        mode: StreamMode,
-        payload: &[u8],
-        max_attempt_bytes: u64,
-    ) -> Result<i64> {
+    async fn append_frame(&self, lease: &LeaseHandle, frame: NewFrame<'_>) -> Result<i64> {
         let db = self;
         db.write("append frame", async |conn, effects| {
             let mut row = held(conn, lease).await?;
             let used = attempt_frame_bytes(conn, &row).await?;
-            let bytes = used.saturating_add(payload.len() as u64);
-            if bytes > max_attempt_bytes {
+            let bytes = used.saturating_add(frame.payload.len() as u64);
+            if bytes > frame.max_attempt_bytes {
                 return Err(refusals::frame_bytes_exceeded(
-                    max_attempt_bytes,
+                    frame.max_attempt_bytes,
                     used,
-                    payload.len(),
+                    frame.payload.len(),
                 ));
             }
             let now = now();
             let seq = insert_frame(
-                conn, lease, &mut row, frame_type, mode, payload, bytes, effects,
+                conn,
+                lease,
+                &mut row,
+                frame.frame_type,
+                frame.mode,
+                frame.payload,
+                bytes,
+                effects,
             )
             .await?;
-            match mode {
+            match frame.mode {
                 StreamMode::Durable => {}
-                StreamMode::Summary => merge_summary(conn, lease, payload, now).await?,
+                StreamMode::Summary => merge_summary(conn, lease, frame.payload, now).await?,
                 StreamMode::BestEffort => {
                     sqlx::query(
                         "DELETE FROM frames WHERE tenant_id = ? AND execution_id = ? \
@@ -74,8 +74,7 @@ impl Output for SqliteBackend {
     async fn read_frames(
         &self,
         tenant: TenantId,
-        id: ExecutionId,
-        attempt_index: i32,
+        attempt: AttemptRef,
         page: Page<i64>,
     ) -> Result<Vec<Frame>> {
         let db = self;
@@ -85,8 +84,8 @@ impl Output for SqliteBackend {
              ORDER BY seq LIMIT ?",
         )
         .bind(tenant)
-        .bind(id)
-        .bind(attempt_index)
+        .bind(attempt.execution)
+        .bind(attempt.index)
         .bind(page.after)
         .bind(i64::from(page.limit))
         .fetch_all(db.reader())
@@ -108,8 +107,7 @@ impl Output for SqliteBackend {
     async fn read_summary(
         &self,
         tenant: TenantId,
-        id: ExecutionId,
-        attempt_index: i32,
+        attempt: AttemptRef,
     ) -> Result<Option<StreamSummary>> {
         let db = self;
         let row: Option<(Json<serde_json::Value>, i64, Millis, Millis)> = sqlx::query_as(
@@ -117,8 +115,8 @@ impl Output for SqliteBackend {
              WHERE tenant_id = ? AND execution_id = ? AND attempt_index = ?",
         )
         .bind(tenant)
-        .bind(id)
-        .bind(attempt_index)
+        .bind(attempt.execution)
+        .bind(attempt.index)
         .fetch_optional(db.reader())
         .await
         .map_err(EngineError::storage("read summary"))?;

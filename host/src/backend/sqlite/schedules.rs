@@ -14,7 +14,7 @@ use super::time::{at, millis_of, now, Millis};
 use super::{Effects, SqliteBackend};
 use crate::backend::refusals;
 use crate::backend::shared::schedules::sqlite::{self as shared, still_running};
-use crate::backend::Schedules;
+use crate::backend::{PauseChange, ScheduleCreate, Schedules};
 use crate::error::{EngineError, Result};
 use crate::model::{
     Created, ExecutionId, NewSchedule, OverlapAction, Page, Schedule, ScheduleId, TenantId,
@@ -29,9 +29,7 @@ impl Schedules for SqliteBackend {
     async fn create_schedule(
         &self,
         tenant: TenantId,
-        spec: &NewSchedule,
-        next_fire_at: DateTime<Utc>,
-        max_schedules: u32,
+        create: ScheduleCreate<'_>,
     ) -> Result<Schedule> {
         let op = "create schedule";
         self.write(op, async |conn, _| {
@@ -44,8 +42,8 @@ impl Schedules for SqliteBackend {
                     .fetch_one(&mut *conn)
                     .await
                     .map_err(EngineError::storage(op))?;
-            if count >= i64::from(max_schedules) {
-                return Err(refusals::schedules_exceeded(max_schedules));
+            if count >= i64::from(create.max_schedules) {
+                return Err(refusals::schedules_exceeded(create.max_schedules));
             }
             let row: Option<ScheduleRow> = sqlx::query_as(&format!(
                 "INSERT INTO schedules (tenant_id, schedule_id, name, spec, input, next_fire_at, \
@@ -54,15 +52,15 @@ impl Schedules for SqliteBackend {
             ))
             .bind(tenant)
             .bind(ScheduleId::new())
-            .bind(&spec.name)
-            .bind(Json(spec))
-            .bind(&spec.execution.input)
-            .bind(millis_of(next_fire_at))
+            .bind(&create.spec.name)
+            .bind(Json(create.spec))
+            .bind(&create.spec.execution.input)
+            .bind(millis_of(create.next_fire_at))
             .bind(now())
             .fetch_optional(&mut *conn)
             .await
             .map_err(EngineError::storage(op))?;
-            row.ok_or_else(|| refusals::schedule_name_taken(&spec.name))?
+            row.ok_or_else(|| refusals::schedule_name_taken(&create.spec.name))?
                 .schedule()
         })
         .await
@@ -95,8 +93,7 @@ impl Schedules for SqliteBackend {
         &self,
         tenant: TenantId,
         id: ScheduleId,
-        paused: bool,
-        next_fire_at: DateTime<Utc>,
+        change: PauseChange,
     ) -> Result<Schedule> {
         self.write("pause schedule", async |conn, _| {
             sqlx::query(
@@ -106,8 +103,8 @@ impl Schedules for SqliteBackend {
             )
             .bind(tenant)
             .bind(id)
-            .bind(paused)
-            .bind(millis_of(next_fire_at))
+            .bind(change.pauses())
+            .bind(change.resume_at().map(millis_of))
             .execute(&mut *conn)
             .await
             .map_err(EngineError::storage("pause schedule"))?;

@@ -5,7 +5,7 @@
 //! key), then writes the step and its `step` frame in the same transaction.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use sqlx::SqliteConnection;
 
 use super::leases::held;
@@ -15,11 +15,11 @@ use super::suspension::record_suspension;
 use super::time::{at, Millis};
 use super::{Effects, SqliteBackend};
 use crate::backend::refusals::{step_admission, StepSlot};
-use crate::backend::Steps;
+use crate::backend::{SleepRequest, StepRecord, Steps};
 use crate::error::{EngineError, Result};
 use crate::model::{
-    ExecutionId, JournalEntry, JournalLimits, LeaseHandle, NewStep, Page, ResumeCondition,
-    StepKind, StepOutcome, StreamMode, Suspension, TenantId, TimeoutBehavior,
+    ExecutionId, JournalEntry, LeaseHandle, Page, ResumeCondition, StepKind, StepOutcome,
+    StreamMode, Suspension, TenantId, TimeoutBehavior,
 };
 
 #[async_trait]
@@ -46,34 +46,28 @@ impl Steps for SqliteBackend {
         rows.into_iter().map(StepRow::entry).collect()
     }
 
-    async fn record_step(
-        &self,
-        lease: &LeaseHandle,
-        step: &NewStep,
-        frame: &[u8],
-        limits: JournalLimits,
-    ) -> Result<()> {
+    async fn record_step(&self, lease: &LeaseHandle, record: StepRecord<'_>) -> Result<()> {
         self.write("record step", async |conn, effects| {
             let mut row = held(conn, lease).await?;
-            record_in(conn, lease, &mut row, step, frame, limits, effects).await
+            record_in(conn, lease, &mut row, record, effects).await
         })
         .await
     }
 
-    async fn sleep(
-        &self,
-        lease: &LeaseHandle,
-        step: Option<(&NewStep, &[u8])>,
-        wake_at: DateTime<Utc>,
-        limits: JournalLimits,
-    ) -> Result<()> {
+    async fn sleep(&self, lease: &LeaseHandle, request: SleepRequest<'_>) -> Result<()> {
         self.write("sleep", async |conn, effects| {
             let mut row = held(conn, lease).await?;
-            if let Some((step, frame)) = step {
-                record_in(conn, lease, &mut row, step, frame, limits, effects).await?;
+            if let Some((step, frame)) = request.step {
+                let limits = request.limits;
+                let record = StepRecord {
+                    step,
+                    frame,
+                    limits,
+                };
+                record_in(conn, lease, &mut row, record, effects).await?;
             }
             let suspension = Suspension::new(ResumeCondition::Timer, TimeoutBehavior::AutoResume);
-            let remaining = (wake_at - Utc::now()).to_std().unwrap_or_default();
+            let remaining = (request.wake_at - Utc::now()).to_std().unwrap_or_default();
             record_suspension(
                 conn,
                 &mut row,
@@ -92,9 +86,7 @@ async fn record_in(
     conn: &mut SqliteConnection,
     lease: &LeaseHandle,
     row: &mut Exec,
-    step: &NewStep,
-    frame: &[u8],
-    limits: JournalLimits,
+    record: StepRecord<'_>,
     effects: &mut Effects,
 ) -> Result<()> {
     let op = "record step";
@@ -113,7 +105,7 @@ async fn record_in(
     )
     .bind(lease.tenant_id)
     .bind(lease.execution_id)
-    .bind(i64::from(step.position))
+    .bind(i64::from(record.step.position))
     .fetch_optional(&mut *conn)
     .await
     .map_err(EngineError::storage(op))?;
@@ -124,10 +116,10 @@ async fn record_in(
             .as_ref()
             .map(|(name, attempt, kind)| (name.as_str(), *attempt, kind.as_str())),
     };
-    if !step_admission(&slot, step, lease.attempt_index, limits)? {
+    if !step_admission(&slot, record.step, lease.attempt_index, record.limits)? {
         return Ok(());
     }
-    let (output, error, wake_at) = match &step.outcome {
+    let (output, error, wake_at) = match &record.step.outcome {
         StepOutcome::Completed(output) => (Some(output.as_slice()), None, None),
         StepOutcome::Failed(message) => (None, Some(message.as_str()), None),
         StepOutcome::Sleep { wake_at } => (None, None, Some(super::time::millis_of(*wake_at))),
@@ -139,27 +131,27 @@ async fn record_in(
     )
     .bind(lease.tenant_id)
     .bind(lease.execution_id)
-    .bind(i64::from(step.position))
-    .bind(&step.name)
-    .bind(step.outcome.kind().as_str())
+    .bind(i64::from(record.step.position))
+    .bind(&record.step.name)
+    .bind(record.step.outcome.kind().as_str())
     .bind(output)
     .bind(error)
     .bind(wake_at)
-    .bind(step.outcome.size() as i64)
+    .bind(record.step.outcome.size() as i64)
     .bind(lease.attempt_index)
-    .bind(i64::try_from(step.duration_ms).unwrap_or(i64::MAX))
+    .bind(i64::try_from(record.step.duration_ms).unwrap_or(i64::MAX))
     .bind(super::time::now())
     .execute(&mut *conn)
     .await
     .map_err(EngineError::storage(op))?;
-    let frame_bytes = attempt_frame_bytes(conn, row).await? + frame.len() as u64;
+    let frame_bytes = attempt_frame_bytes(conn, row).await? + record.frame.len() as u64;
     insert_frame(
         conn,
         lease,
         row,
         "step",
         StreamMode::Durable,
-        frame,
+        record.frame,
         frame_bytes,
         effects,
     )

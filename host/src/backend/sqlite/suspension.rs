@@ -19,29 +19,27 @@ use super::record::Exec;
 use super::time::{after, at, now, Millis};
 use super::{Effects, SqliteBackend};
 use crate::backend::refusals;
-use crate::backend::Suspensions;
+use crate::backend::{NewWaitpoint, SuspendRequest, Suspensions};
 use crate::error::{EngineError, Result};
-use crate::model::WaitpointId;
 use crate::model::{AttemptPhase, Eligibility, LifecyclePhase, Page};
 use crate::model::{
     ExecutionId, LeaseHandle, NewSignal, PublicState, Signal, SignalOutcome, SuspendOutcome,
     Suspension, TenantId, Waitpoint,
 };
+use crate::model::{WaitpointId, WaitpointRef};
 
 #[async_trait]
 impl Suspensions for SqliteBackend {
     async fn create_waitpoint(
         &self,
         lease: &LeaseHandle,
-        key: &str,
-        expires_in: Option<Duration>,
-        max_waitpoints: u32,
+        new: NewWaitpoint<'_>,
     ) -> Result<Waitpoint> {
         let db = self;
         db.write("create waitpoint", async |conn, _| {
             held(conn, lease).await?;
             let (tenant, id) = (lease.tenant_id, lease.execution_id);
-            if let Some(open) = open_waitpoint(conn, tenant, id, key).await? {
+            if let Some(open) = open_waitpoint(conn, tenant, id, new.key).await? {
                 return Ok(open.into());
             }
             let total: i64 = sqlx::query_scalar(
@@ -50,16 +48,16 @@ impl Suspensions for SqliteBackend {
             )
             .bind(tenant)
             .bind(id)
-            .bind(i64::from(max_waitpoints))
+            .bind(i64::from(new.max_waitpoints))
             .fetch_one(&mut *conn)
             .await
             .map_err(EngineError::storage("create waitpoint"))?;
-            if total >= i64::from(max_waitpoints) {
-                return Err(refusals::waitpoints_exceeded(max_waitpoints));
+            if total >= i64::from(new.max_waitpoints) {
+                return Err(refusals::waitpoints_exceeded(new.max_waitpoints));
             }
-            let expires_at = expires_in.map(|d| after(now(), d));
+            let expires_at = new.expires_in.map(|d| after(now(), d));
             Ok(
-                insert_waitpoint(conn, tenant, id, key, "pending", expires_at)
+                insert_waitpoint(conn, tenant, id, new.key, "pending", expires_at)
                     .await?
                     .into(),
             )
@@ -70,9 +68,7 @@ impl Suspensions for SqliteBackend {
     async fn suspend(
         &self,
         lease: &LeaseHandle,
-        suspension: &Suspension,
-        timeout: Option<Duration>,
-        max_waitpoints: u32,
+        request: SuspendRequest<'_>,
     ) -> Result<SuspendOutcome> {
         let db = self;
         db.write("suspend", async |conn, effects| {
@@ -80,7 +76,7 @@ impl Suspensions for SqliteBackend {
             let (tenant, id) = (lease.tenant_id, lease.execution_id);
             let seq = row.suspension_seq + 1;
             let mut expired = None;
-            for key in suspension.condition.keys() {
+            for key in request.suspension.condition.keys() {
                 match open_waitpoint(conn, tenant, id, key).await? {
                     Some(open) => {
                         let past = open.expires_at.is_some_and(|at| at <= now());
@@ -110,15 +106,15 @@ impl Suspensions for SqliteBackend {
             )
             .bind(tenant)
             .bind(id)
-            .bind(i64::from(max_waitpoints) + 1)
+            .bind(i64::from(request.max_waitpoints) + 1)
             .fetch_one(&mut *conn)
             .await
             .map_err(EngineError::storage("suspend"))?;
-            if total > i64::from(max_waitpoints) {
-                return Err(refusals::waitpoints_exceeded(max_waitpoints));
+            if total > i64::from(request.max_waitpoints) {
+                return Err(refusals::waitpoints_exceeded(request.max_waitpoints));
             }
             let buffered = buffered_signals(conn, tenant, id).await?;
-            let satisfied = suspension.is_satisfied_by(&buffered);
+            let satisfied = request.suspension.is_satisfied_by(&buffered);
             if let (false, Some(key)) = (satisfied, &expired) {
                 // Signals refused since it expired would never resume this.
                 return Err(refusals::waitpoint_expired(key));
@@ -130,7 +126,7 @@ impl Suspensions for SqliteBackend {
                 row.save(conn, Some(before), effects).await?;
                 return Ok(SuspendOutcome::AlreadySatisfied(consumed));
             }
-            record_suspension(conn, &mut row, suspension, timeout, effects).await?;
+            record_suspension(conn, &mut row, request.suspension, request.timeout, effects).await?;
             Ok(SuspendOutcome::Suspended)
         })
         .await
@@ -139,11 +135,10 @@ impl Suspensions for SqliteBackend {
     async fn deliver_signal(
         &self,
         tenant: TenantId,
-        id: ExecutionId,
-        waitpoint_id: WaitpointId,
+        to: WaitpointRef,
         signal: &NewSignal,
     ) -> Result<SignalOutcome> {
-        deliver_signal(self, tenant, id, waitpoint_id, signal).await
+        deliver_signal(self, tenant, to, signal).await
     }
 
     async fn resume(&self, tenant: TenantId, id: ExecutionId) -> Result<()> {
@@ -376,16 +371,15 @@ pub(super) async fn resume_row(
 pub(super) async fn deliver_signal(
     db: &SqliteBackend,
     tenant: TenantId,
-    id: ExecutionId,
-    waitpoint_id: WaitpointId,
+    to: WaitpointRef,
     new: &NewSignal,
 ) -> Result<SignalOutcome> {
     db.write("deliver signal", async |conn, effects| {
-        let mut row = Exec::get(conn, tenant, id).await?;
+        let mut row = Exec::get(conn, tenant, to.execution).await?;
         let event = |signal_id| SignalEventRow {
             tenant,
-            execution: id,
-            waitpoint: waitpoint_id,
+            execution: to.execution,
+            waitpoint: to.waitpoint,
             signal: signal_id,
             name: &new.name,
         };
@@ -395,7 +389,7 @@ pub(super) async fn deliver_signal(
                  WHERE tenant_id = ? AND execution_id = ? AND idempotency_key = ?",
             )
             .bind(tenant)
-            .bind(id)
+            .bind(to.execution)
             .bind(key)
             .fetch_optional(&mut *conn)
             .await
@@ -410,14 +404,14 @@ pub(super) async fn deliver_signal(
              WHERE tenant_id = ? AND execution_id = ? AND waitpoint_id = ?"
         ))
         .bind(tenant)
-        .bind(id)
-        .bind(waitpoint_id)
+        .bind(to.execution)
+        .bind(to.waitpoint)
         .fetch_optional(&mut *conn)
         .await
         .map_err(EngineError::storage("deliver signal"))?
         .ok_or_else(|| EngineError::NotFound {
             what: "waitpoint",
-            id: waitpoint_id.to_string(),
+            id: to.waitpoint.to_string(),
         })?;
         let expired = target.expires_at.is_some_and(|at| at <= now());
         if target.state == "closed" || expired {
@@ -425,7 +419,7 @@ pub(super) async fn deliver_signal(
         }
         let state = row.derived_public_state();
         if state.is_terminal() {
-            return Err(refusals::takes_no_signals(id, state));
+            return Err(refusals::takes_no_signals(to.execution, state));
         }
         let signal_id = Uuid::now_v7();
         sqlx::query(
@@ -434,9 +428,9 @@ pub(super) async fn deliver_signal(
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(tenant)
-        .bind(id)
+        .bind(to.execution)
         .bind(signal_id)
-        .bind(waitpoint_id)
+        .bind(to.waitpoint)
         .bind(&target.waitpoint_key)
         .bind(&new.name)
         .bind(&new.payload)
@@ -447,7 +441,7 @@ pub(super) async fn deliver_signal(
         .map_err(EngineError::storage("deliver signal"))?;
         let mut resumed = false;
         if let (PublicState::Suspended, Some(suspension)) = (state, row.suspension.clone()) {
-            let buffered = buffered_signals(conn, tenant, id).await?;
+            let buffered = buffered_signals(conn, tenant, to.execution).await?;
             if suspension.is_satisfied_by(&buffered) {
                 resume_row(conn, &mut row, effects).await?;
                 resumed = true;

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::time::{at, now, Millis};
 use super::SqliteBackend;
-use crate::backend::Tenancy;
+use crate::backend::{NewApiKey, Tenancy};
 use crate::error::{EngineError, Result};
 use crate::model::ApiKeyId;
 use crate::model::{ApiKey, StoredApiKey, Tenant, TenantId, TenantLimits};
@@ -106,13 +106,7 @@ impl Tenancy for SqliteBackend {
         .await
     }
 
-    async fn create_api_key(
-        &self,
-        tenant: TenantId,
-        key_id: ApiKeyId,
-        name: &str,
-        secret_sha256: &[u8],
-    ) -> Result<ApiKey> {
+    async fn create_api_key(&self, tenant: TenantId, key: NewApiKey<'_>) -> Result<ApiKey> {
         let db = self;
         db.write("create api key", async |conn, _| {
             get_tenant(conn, tenant).await?;
@@ -120,10 +114,10 @@ impl Tenancy for SqliteBackend {
                 "INSERT INTO api_keys (key_id, tenant_id, name, secret_sha256, created_at) \
                  VALUES (?, ?, ?, ?, ?) RETURNING {KEY_COLUMNS}"
             ))
-            .bind(key_id)
+            .bind(key.id)
             .bind(tenant)
-            .bind(name)
-            .bind(secret_sha256)
+            .bind(key.name)
+            .bind(key.secret_sha256)
             .bind(now())
             .fetch_one(conn)
             .await
