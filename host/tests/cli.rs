@@ -311,6 +311,12 @@ async fn remote_commands_drive_a_served_installation() {
     );
     one_line_error("a bad cron expression", &refused);
     assert!(refused.2.contains("cadence.expression"), "{}", refused.2);
+    // The API's error body, read as the API writes it: kind and status.
+    assert!(
+        refused.2.contains("(invalid_input, HTTP 400)"),
+        "{}",
+        refused.2
+    );
     let (ok, out, err) = served.cli(
         key,
         &[

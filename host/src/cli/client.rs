@@ -9,6 +9,8 @@ use futures::{Stream, StreamExt};
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::Value;
 
+use flowfabric::api::error::ErrorBody;
+
 /// Where the API is and who is calling; shared by every remote command.
 #[derive(clap::Args, Clone, Debug)]
 pub struct Connection {
@@ -156,10 +158,11 @@ impl ApiClient {
             return Ok(response);
         }
         let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        Err(match (body["error"].as_str(), body["kind"].as_str()) {
-            (Some(error), Some(kind)) => anyhow!("{error} ({kind}, HTTP {})", status.as_u16()),
-            _ => anyhow!("the API answered HTTP {status}"),
+        Err(match response.json::<ErrorBody>().await {
+            Ok(ErrorBody { error, kind, .. }) => {
+                anyhow!("{error} ({kind}, HTTP {})", status.as_u16())
+            }
+            Err(_) => anyhow!("the API answered HTTP {status}"),
         })
     }
 
