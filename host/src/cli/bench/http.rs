@@ -29,6 +29,12 @@ use super::{median, write_json};
 /// the medians over rounds of its batch against the host batch just before
 /// it. Short rounds, paired, cancel what drifts during a run (on loopback,
 /// the connections waiting out TIME_WAIT pile up and slow every `connect`).
+///
+/// A guest's batch is one run of the guest making the round's requests; the
+/// run's own cost (instantiate, start, tear down: what `bench languages`
+/// measures) is taken out by a run that makes none, just before it, so a
+/// request's figure is what one more request costs, whatever the round's
+/// size. The whole run divided by its requests is reported beside it.
 const ROUNDS: u32 = 15;
 
 #[derive(clap::Args)]
@@ -56,6 +62,10 @@ struct Summary {
     guest_us_per_request: f64,
     added_us_per_request: f64,
     guest_over_host: f64,
+    /// The Rust guest's run that made no request, and its whole runs per
+    /// request (see [`ROUNDS`]).
+    guest_run_without_requests_us: f64,
+    guest_whole_run_us_per_request: f64,
     /// The interpreted guests' rows, by language.
     languages: Vec<LanguageRow>,
 }
@@ -66,16 +76,24 @@ struct LanguageRow {
     us_per_request: f64,
     added_us_per_request: f64,
     over_host: f64,
+    /// A run that makes no request: what the run itself costs.
+    run_without_requests_us: f64,
+    /// The whole run (its own cost included) divided by its requests.
+    whole_run_us_per_request: f64,
 }
 
 /// A guest that makes the bench's requests, and its rounds.
 struct Contender {
     language: &'static str,
     component: Prepared,
-    /// µs per request in each round.
+    /// µs per request in each round, the run's own cost taken out.
     rounds: Vec<f64>,
     /// Each round against the host batch before it: (added µs, ratio).
     paired: Vec<(f64, f64)>,
+    /// µs of each round's run that made no request.
+    empty_runs: Vec<f64>,
+    /// µs per request in each round, the run's own cost included.
+    whole: Vec<f64>,
 }
 
 impl Contender {
@@ -85,6 +103,8 @@ impl Contender {
             us_per_request: median(self.rounds.clone()),
             added_us_per_request: median(self.paired.iter().map(|p| p.0).collect()),
             over_host: median(self.paired.iter().map(|p| p.1).collect()),
+            run_without_requests_us: median(self.empty_runs.clone()),
+            whole_run_us_per_request: median(self.whole.clone()),
         }
     }
 }
@@ -112,14 +132,18 @@ pub async fn run(args: HttpBench) -> anyhow::Result<()> {
     // Warm every path, then take the rounds.
     host_round(&url, 50).await?;
     for c in &contenders {
-        guest_round(&runtime, &c.component, &url, port, 20).await?;
+        guest_run(&runtime, &c.component, &url, port, 20).await?;
     }
     let mut host_rounds = Vec::new();
     for _ in 0..ROUNDS {
         let host = host_round(&url, per_round).await?;
         host_rounds.push(host);
         for c in &mut contenders {
-            let guest = guest_round(&runtime, &c.component, &url, port, per_round).await?;
+            let empty = guest_run(&runtime, &c.component, &url, port, 0).await?;
+            let run = guest_run(&runtime, &c.component, &url, port, per_round).await?;
+            let guest = (run - empty).max(0.0) / f64::from(per_round);
+            c.empty_runs.push(empty);
+            c.whole.push(run / f64::from(per_round));
             c.rounds.push(guest);
             c.paired.push((guest - host, guest / host));
         }
@@ -137,6 +161,13 @@ pub async fn run(args: HttpBench) -> anyhow::Result<()> {
             r.language, r.us_per_request, r.over_host, r.added_us_per_request
         );
     }
+    println!("  each guest round's run itself, taken out above (a run making no request):");
+    for r in &rows {
+        println!(
+            "  {:<6} {:>8.1} µs a run; with it, {:.1} µs/request",
+            r.language, r.run_without_requests_us, r.whole_run_us_per_request
+        );
+    }
     let mut rows = rows.into_iter();
     let rust = rows.next().expect("the Rust row is always there");
     write_json(
@@ -146,6 +177,8 @@ pub async fn run(args: HttpBench) -> anyhow::Result<()> {
             guest_us_per_request: rust.us_per_request,
             added_us_per_request: rust.added_us_per_request,
             guest_over_host: rust.over_host,
+            guest_run_without_requests_us: rust.run_without_requests_us,
+            guest_whole_run_us_per_request: rust.whole_run_us_per_request,
             languages: rows.collect(),
         },
     )
@@ -157,6 +190,8 @@ fn contender(language: &'static str, component: Prepared) -> Contender {
         component,
         rounds: Vec::new(),
         paired: Vec::new(),
+        empty_runs: Vec::new(),
+        whole: Vec::new(),
     }
 }
 
@@ -212,8 +247,8 @@ async fn host_round(url: &str, requests: u32) -> anyhow::Result<f64> {
     Ok(started.elapsed().as_secs_f64() * 1e6 / f64::from(requests))
 }
 
-/// µs per request a guest makes (`http-n`), in one run.
-async fn guest_round(
+/// µs of one run of the guest making `requests` requests (`http-n`).
+async fn guest_run(
     runtime: &Runtime,
     component: &Prepared,
     url: &str,
@@ -259,5 +294,5 @@ async fn guest_round(
         RunResult::Completed(out) if out == format!("ok={requests} error=none").as_bytes() => {}
         other => anyhow::bail!("the guest's requests failed: {other:?}"),
     }
-    Ok(elapsed.as_secs_f64() * 1e6 / f64::from(requests))
+    Ok(elapsed.as_secs_f64() * 1e6)
 }
