@@ -15,7 +15,8 @@ use chrono::{DateTime, Utc};
 
 use crate::model::{
     ApiKeyId, ChildKey, FlowCancelPolicy, GraphChange, JournalLimits, NewExecution, NewSchedule,
-    NewStep, SpawnLimits, StreamMode, Suspension, UsageAdjustment,
+    NewStep, ResumeCondition, SpawnLimits, StreamMode, Suspension, TimeoutBehavior,
+    UsageAdjustment,
 };
 
 /// An API key to store; only the hash of its secret is kept.
@@ -80,6 +81,29 @@ pub struct SleepRequest<'a> {
     pub step: Option<(&'a NewStep, &'a [u8])>,
     pub wake_at: DateTime<Utc>,
     pub limits: JournalLimits,
+}
+
+impl<'a> SleepRequest<'a> {
+    /// The step a new sleep records in the same transaction; `None` for a
+    /// sleep already in the journal.
+    pub fn record(&self) -> Option<StepRecord<'a>> {
+        self.step.map(|(step, frame)| StepRecord {
+            step,
+            frame,
+            limits: self.limits,
+        })
+    }
+
+    /// What the execution suspends on: a timer that resumes it by itself,
+    /// due when the sleep ends (at least a millisecond from `now`, so a
+    /// sleep already due still suspends and is resumed by the scanner).
+    pub fn suspension(&self, now: DateTime<Utc>) -> (Suspension, Duration) {
+        let remaining = (self.wake_at - now).to_std().unwrap_or_default();
+        (
+            Suspension::new(ResumeCondition::Timer, TimeoutBehavior::AutoResume),
+            remaining.max(Duration::from_millis(1)),
+        )
+    }
 }
 
 /// A schedule to create, first due at `next_fire_at`, refused once the

@@ -6,7 +6,27 @@
 //! drift between the two.
 
 use crate::error::EngineError;
-use crate::model::{ExecutionId, FlowId, PublicState};
+use crate::model::{ExecutionId, FlowId, PublicState, TenantId};
+
+pub(crate) fn unknown_tenant(id: TenantId) -> EngineError {
+    EngineError::NotFound {
+        what: "tenant",
+        id: id.to_string(),
+    }
+}
+
+/// A storage error, except that a foreign-key violation (only `tenant_id`
+/// references `tenants` among the columns callers write) means an unknown
+/// tenant.
+pub(crate) fn unknown_tenant_or(
+    op: &'static str,
+    tenant: TenantId,
+) -> impl FnOnce(sqlx::Error) -> EngineError {
+    move |e| match &e {
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => unknown_tenant(tenant),
+        _ => EngineError::Storage { op, cause: e },
+    }
+}
 
 pub(crate) fn flow_not_found(flow_id: FlowId) -> EngineError {
     EngineError::NotFound {

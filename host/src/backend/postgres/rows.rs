@@ -191,20 +191,7 @@ event_notify AS (
     )
 }
 
-/// A storage error, except that a foreign-key violation (only `tenant_id`
-/// references `tenants` among the columns callers write) means an unknown tenant.
-pub(super) fn unknown_tenant_or(
-    op: &'static str,
-    tenant: crate::model::TenantId,
-) -> impl FnOnce(sqlx::Error) -> EngineError {
-    move |e| match &e {
-        sqlx::Error::Database(db) if db.is_foreign_key_violation() => EngineError::NotFound {
-            what: "tenant",
-            id: tenant.to_string(),
-        },
-        _ => EngineError::Storage { op, cause: e },
-    }
-}
+pub(super) use crate::backend::refusals::unknown_tenant_or;
 
 /// Positional arguments built before the statement, so that the lease fence
 /// (`$1`–`$5`, see `leases::FENCE`) and the claim's arguments are each bound in

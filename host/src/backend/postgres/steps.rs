@@ -22,8 +22,8 @@ use crate::backend::refusals::{step_admission, StepSlot};
 use crate::backend::{SleepRequest, StepRecord, Steps};
 use crate::error::{EngineError, Result};
 use crate::model::{
-    ExecutionId, JournalEntry, JournalLimits, LeaseHandle, NewStep, Page, ResumeCondition,
-    StepKind, StepOutcome, Suspension, TenantId, TimeoutBehavior,
+    ExecutionId, JournalEntry, JournalLimits, LeaseHandle, NewStep, Page, StepKind, StepOutcome,
+    TenantId,
 };
 
 #[async_trait]
@@ -67,25 +67,11 @@ impl Steps for PgBackend {
         let op = "sleep";
         transaction(pool, op, async |tx| {
             let seq = lock_leased(pool, tx, lease, op).await? + 1;
-            if let Some((step, frame)) = request.step {
-                let limits = request.limits;
-                let record = StepRecord {
-                    step,
-                    frame,
-                    limits,
-                };
+            if let Some(record) = request.record() {
                 record_in(pool, tx, lease, record).await?;
             }
-            let suspension = Suspension::new(ResumeCondition::Timer, TimeoutBehavior::AutoResume);
-            let remaining = (request.wake_at - Utc::now()).to_std().unwrap_or_default();
-            record_suspension(
-                tx,
-                lease,
-                &suspension,
-                seq,
-                Some(remaining.max(std::time::Duration::from_millis(1))),
-            )
-            .await
+            let (suspension, timeout) = request.suspension(Utc::now());
+            record_suspension(tx, lease, &suspension, seq, Some(timeout)).await
         })
         .await
     }

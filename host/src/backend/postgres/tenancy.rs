@@ -7,10 +7,10 @@ use uuid::Uuid;
 
 use super::rows::{col, unknown_tenant_or};
 use super::PgBackend;
+use crate::backend::refusals::unknown_tenant;
 use crate::backend::{NewApiKey, Tenancy};
 use crate::error::{EngineError, Result};
-use crate::model::ApiKeyId;
-use crate::model::{ApiKey, StoredApiKey, Tenant, TenantId, TenantLimits};
+use crate::model::{ApiKey, ApiKeyId, StoredApiKey, Tenant, TenantId, TenantLimits};
 
 #[async_trait]
 impl Tenancy for PgBackend {
@@ -238,13 +238,6 @@ pub(super) async fn set_tenant_limits(
 
 fn to_i32(v: u32) -> i32 {
     i32::try_from(v).unwrap_or(i32::MAX)
-}
-
-fn unknown_tenant(id: TenantId) -> EngineError {
-    EngineError::NotFound {
-        what: "tenant",
-        id: id.to_string(),
-    }
 }
 
 fn tenant(row: &PgRow) -> Result<Tenant> {

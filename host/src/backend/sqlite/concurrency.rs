@@ -12,9 +12,9 @@ use async_trait::async_trait;
 use sqlx::SqliteConnection;
 
 use super::record::Exec;
-use super::tenancy::unknown_tenant;
 use super::time::{now, Millis};
 use super::{Effects, SqliteBackend};
+use crate::backend::refusals::unknown_tenant;
 use crate::backend::ConcurrencyLimits;
 use crate::error::{EngineError, Result};
 use crate::model::{ConcurrencyLimit, ConcurrencyScope, Eligibility, TenantId};

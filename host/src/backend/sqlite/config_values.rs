@@ -2,9 +2,9 @@
 
 use async_trait::async_trait;
 
-use super::tenancy::unknown_tenant;
 use super::time::{at, now, Millis};
 use super::SqliteBackend;
+use crate::backend::refusals::unknown_tenant;
 use crate::backend::shared::config_values::sqlite as shared;
 use crate::backend::ConfigValues;
 use crate::error::{EngineError, Result};

@@ -3,9 +3,9 @@
 use async_trait::async_trait;
 use sqlx::types::Json;
 
-use super::tenancy::unknown_tenant;
 use super::time::{at, now, Millis};
 use super::SqliteBackend;
+use crate::backend::refusals::unknown_tenant_or;
 use crate::backend::shared::grants::sqlite as shared;
 use crate::backend::Grants;
 use crate::error::{EngineError, Result};
@@ -18,13 +18,6 @@ fn stored((kind, Json(grant), updated_at): GrantRow) -> StoredGrant {
         kind,
         grant,
         updated_at: at(updated_at),
-    }
-}
-
-fn foreign_key_or(op: &'static str, tenant: TenantId) -> impl FnOnce(sqlx::Error) -> EngineError {
-    move |e| match &e {
-        sqlx::Error::Database(db) if db.is_foreign_key_violation() => unknown_tenant(tenant),
-        _ => EngineError::Storage { op, cause: e },
     }
 }
 
@@ -42,7 +35,7 @@ impl Grants for SqliteBackend {
             .bind(now())
             .execute(conn)
             .await
-            .map_err(foreign_key_or("set capability ceiling", tenant))?;
+            .map_err(unknown_tenant_or("set capability ceiling", tenant))?;
             Ok(())
         })
         .await
@@ -75,7 +68,7 @@ impl Grants for SqliteBackend {
             .bind(now())
             .fetch_one(conn)
             .await
-            .map_err(foreign_key_or("put grant", tenant))?;
+            .map_err(unknown_tenant_or("put grant", tenant))?;
             Ok(stored(row))
         })
         .await

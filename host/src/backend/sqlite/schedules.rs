@@ -9,10 +9,11 @@ use sqlx::SqliteConnection;
 
 use super::executions::{cancel_row, create_one};
 use super::record::Exec;
-use super::tenancy::{get_tenant, unknown_tenant};
+use super::tenancy::get_tenant;
 use super::time::{at, millis_of, now, Millis};
 use super::{Effects, SqliteBackend};
 use crate::backend::refusals;
+use crate::backend::refusals::unknown_tenant;
 use crate::backend::shared::schedules::sqlite::{self as shared, still_running};
 use crate::backend::{PauseChange, ScheduleCreate, Schedules};
 use crate::error::{EngineError, Result};

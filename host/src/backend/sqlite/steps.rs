@@ -18,8 +18,7 @@ use crate::backend::refusals::{step_admission, StepSlot};
 use crate::backend::{SleepRequest, StepRecord, Steps};
 use crate::error::{EngineError, Result};
 use crate::model::{
-    ExecutionId, JournalEntry, LeaseHandle, Page, ResumeCondition, StepKind, StepOutcome,
-    StreamMode, Suspension, TenantId, TimeoutBehavior,
+    ExecutionId, JournalEntry, LeaseHandle, Page, StepKind, StepOutcome, StreamMode, TenantId,
 };
 
 #[async_trait]
@@ -57,25 +56,11 @@ impl Steps for SqliteBackend {
     async fn sleep(&self, lease: &LeaseHandle, request: SleepRequest<'_>) -> Result<()> {
         self.write("sleep", async |conn, effects| {
             let mut row = held(conn, lease).await?;
-            if let Some((step, frame)) = request.step {
-                let limits = request.limits;
-                let record = StepRecord {
-                    step,
-                    frame,
-                    limits,
-                };
+            if let Some(record) = request.record() {
                 record_in(conn, lease, &mut row, record, effects).await?;
             }
-            let suspension = Suspension::new(ResumeCondition::Timer, TimeoutBehavior::AutoResume);
-            let remaining = (request.wake_at - Utc::now()).to_std().unwrap_or_default();
-            record_suspension(
-                conn,
-                &mut row,
-                &suspension,
-                Some(remaining.max(std::time::Duration::from_millis(1))),
-                effects,
-            )
-            .await
+            let (suspension, timeout) = request.suspension(Utc::now());
+            record_suspension(conn, &mut row, &suspension, Some(timeout), effects).await
         })
         .await
     }

@@ -9,8 +9,7 @@ use super::time::{at, now, Millis};
 use super::SqliteBackend;
 use crate::backend::{NewApiKey, Tenancy};
 use crate::error::{EngineError, Result};
-use crate::model::ApiKeyId;
-use crate::model::{ApiKey, StoredApiKey, Tenant, TenantId, TenantLimits};
+use crate::model::{ApiKey, ApiKeyId, StoredApiKey, Tenant, TenantId, TenantLimits};
 
 #[async_trait]
 impl Tenancy for SqliteBackend {
@@ -205,12 +204,7 @@ impl From<TenantRow> for Tenant {
 
 const TENANT_COLUMNS: &str = "tenant_id, name, created_at, limits";
 
-pub(super) fn unknown_tenant(id: TenantId) -> EngineError {
-    EngineError::NotFound {
-        what: "tenant",
-        id: id.to_string(),
-    }
-}
+use crate::backend::refusals::unknown_tenant;
 
 pub(super) async fn get_tenant(conn: &mut SqliteConnection, id: TenantId) -> Result<Tenant> {
     let row: Option<TenantRow> = sqlx::query_as(&format!(
