@@ -6,10 +6,11 @@ use async_trait::async_trait;
 
 use super::counters;
 use super::leases::{rejection, FENCE};
-use super::rows::{col, parse, Args};
+use super::rows::Args;
 use super::PgBackend;
 use super::UPDATES_CHANNEL;
 use crate::backend::refusals;
+use crate::backend::shared::output::pg as shared;
 use crate::backend::{NewFrame, Output};
 use crate::error::{EngineError, Result};
 use crate::model::{
@@ -75,31 +76,13 @@ impl Output for PgBackend {
         attempt: AttemptRef,
         page: Page<i64>,
     ) -> Result<Vec<Frame>> {
-        let pool = &self.pool;
-        let rows = sqlx::query(
-            "SELECT seq, frame_type, mode, payload, created_at FROM frames \
-             WHERE tenant_id = $1 AND execution_id = $2 AND attempt_index = $3 AND seq > $4 \
-             ORDER BY seq LIMIT $5",
+        shared::read_frames(
+            &mut *self.connection("read frames").await?,
+            tenant,
+            attempt,
+            page,
         )
-        .bind(tenant)
-        .bind(attempt.execution)
-        .bind(attempt.index)
-        .bind(page.after)
-        .bind(i64::from(page.limit))
-        .fetch_all(pool)
         .await
-        .map_err(EngineError::storage("read frames"))?;
-        rows.iter()
-            .map(|r| {
-                Ok(Frame {
-                    seq: col(r, "seq")?,
-                    frame_type: col(r, "frame_type")?,
-                    mode: parse::<StreamMode>(&col::<String>(r, "mode")?)?,
-                    payload: col(r, "payload")?,
-                    created_at: col(r, "created_at")?,
-                })
-            })
-            .collect()
     }
 
     /// The rolling summary of an attempt (`stream_summaries` primary key).
@@ -108,26 +91,12 @@ impl Output for PgBackend {
         tenant: TenantId,
         attempt: AttemptRef,
     ) -> Result<Option<StreamSummary>> {
-        let pool = &self.pool;
-        let row = sqlx::query(
-            "SELECT document, version, first_applied_at, updated_at FROM stream_summaries \
-             WHERE tenant_id = $1 AND execution_id = $2 AND attempt_index = $3",
+        shared::read_summary(
+            &mut *self.connection("read summary").await?,
+            tenant,
+            attempt,
         )
-        .bind(tenant)
-        .bind(attempt.execution)
-        .bind(attempt.index)
-        .fetch_optional(pool)
         .await
-        .map_err(EngineError::storage("read summary"))?;
-        row.map(|r| {
-            Ok(StreamSummary {
-                document: col(&r, "document")?,
-                version: col(&r, "version")?,
-                first_applied_at: col(&r, "first_applied_at")?,
-                updated_at: col(&r, "updated_at")?,
-            })
-        })
-        .transpose()
     }
 
     async fn set_progress(&self, lease: &LeaseHandle, percent: u8, message: &str) -> Result<()> {

@@ -9,21 +9,20 @@
 
 use super::Connections;
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use sqlx::postgres::PgRow;
+use chrono::Utc;
 use sqlx::PgConnection;
 
 use super::counters;
 use super::leases::{rejection, FENCE};
-use super::rows::{col, parse, transaction, Args};
+use super::rows::{col, transaction, Args};
 use super::suspension::{lock_leased, record_suspension};
 use super::{PgBackend, UPDATES_CHANNEL};
 use crate::backend::refusals::{step_admission, StepSlot};
+use crate::backend::shared::steps::pg as shared;
 use crate::backend::{SleepRequest, StepRecord, Steps};
 use crate::error::{EngineError, Result};
 use crate::model::{
-    ExecutionId, JournalEntry, JournalLimits, LeaseHandle, NewStep, Page, StepKind, StepOutcome,
-    TenantId,
+    ExecutionId, JournalEntry, JournalLimits, LeaseHandle, NewStep, Page, StepOutcome, TenantId,
 };
 
 #[async_trait]
@@ -35,20 +34,13 @@ impl Steps for PgBackend {
         id: ExecutionId,
         page: Page<Option<u32>>,
     ) -> Result<Vec<JournalEntry>> {
-        let rows = sqlx::query(
-            "SELECT step_index, name, kind, output, error, wake_at, attempt_index, duration_ms, \
-                 recorded_at \
-             FROM steps WHERE tenant_id = $1 AND execution_id = $2 AND step_index > $3 \
-             ORDER BY step_index LIMIT $4",
+        shared::journal(
+            &mut *self.connection("read journal").await?,
+            tenant,
+            id,
+            page,
         )
-        .bind(tenant)
-        .bind(id)
-        .bind(page.after.map_or(-1, i64::from))
-        .bind(i64::from(page.limit))
-        .fetch_all(&self.pool)
         .await
-        .map_err(EngineError::storage("read journal"))?;
-        rows.iter().map(journal_entry).collect()
     }
 
     async fn record_step(&self, lease: &LeaseHandle, record: StepRecord<'_>) -> Result<()> {
@@ -195,29 +187,4 @@ async fn explain_miss(
 fn step_index(position: u32) -> Result<i32> {
     i32::try_from(position)
         .map_err(|_| EngineError::invalid("step position", "past the journal's range"))
-}
-
-fn journal_entry(row: &PgRow) -> Result<JournalEntry> {
-    let kind = parse::<StepKind>(&col::<String>(row, "kind")?)?;
-    let outcome = match kind {
-        StepKind::Completed => {
-            StepOutcome::Completed(col::<Option<Vec<u8>>>(row, "output")?.unwrap_or_default())
-        }
-        StepKind::Failed => {
-            StepOutcome::Failed(col::<Option<String>>(row, "error")?.unwrap_or_default())
-        }
-        StepKind::Sleep => StepOutcome::Sleep {
-            wake_at: col::<Option<DateTime<Utc>>>(row, "wake_at")?
-                .ok_or_else(|| EngineError::Corrupt("a sleep step without its wake time".into()))?,
-        },
-    };
-    Ok(JournalEntry {
-        position: u32::try_from(col::<i32>(row, "step_index")?)
-            .map_err(|_| EngineError::Corrupt("a negative step index".into()))?,
-        name: col(row, "name")?,
-        outcome,
-        attempt_index: col(row, "attempt_index")?,
-        duration_ms: col::<i64>(row, "duration_ms")?.max(0) as u64,
-        recorded_at: col(row, "recorded_at")?,
-    })
 }

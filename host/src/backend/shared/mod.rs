@@ -40,4 +40,7 @@ pub(crate) mod components;
 pub(crate) mod config_values;
 pub(crate) mod flows;
 pub(crate) mod grants;
+pub(crate) mod output;
 pub(crate) mod schedules;
+pub(crate) mod stamp;
+pub(crate) mod steps;

@@ -11,9 +11,10 @@ use sqlx::SqliteConnection;
 
 use super::leases::held;
 use super::record::Exec;
-use super::time::{at, now, Millis};
+use super::time::{now, Millis};
 use super::{Effects, SqliteBackend};
 use crate::backend::refusals;
+use crate::backend::shared::output::sqlite as shared;
 use crate::backend::{NewFrame, Output};
 use crate::error::{EngineError, Result};
 use crate::model::{
@@ -77,31 +78,10 @@ impl Output for SqliteBackend {
         attempt: AttemptRef,
         page: Page<i64>,
     ) -> Result<Vec<Frame>> {
-        let db = self;
-        let rows: Vec<(i64, String, String, Vec<u8>, Millis)> = sqlx::query_as(
-            "SELECT seq, frame_type, mode, payload, created_at FROM frames \
-             WHERE tenant_id = ? AND execution_id = ? AND attempt_index = ? AND seq > ? \
-             ORDER BY seq LIMIT ?",
-        )
-        .bind(tenant)
-        .bind(attempt.execution)
-        .bind(attempt.index)
-        .bind(page.after)
-        .bind(i64::from(page.limit))
-        .fetch_all(db.reader())
+        self.read("read frames", async |conn| {
+            shared::read_frames(conn, tenant, attempt, page).await
+        })
         .await
-        .map_err(EngineError::storage("read frames"))?;
-        rows.into_iter()
-            .map(|(seq, frame_type, mode, payload, created)| {
-                Ok(Frame {
-                    seq,
-                    frame_type,
-                    mode: mode.parse().map_err(EngineError::Corrupt)?,
-                    payload,
-                    created_at: at(created),
-                })
-            })
-            .collect()
     }
 
     async fn read_summary(
@@ -109,25 +89,10 @@ impl Output for SqliteBackend {
         tenant: TenantId,
         attempt: AttemptRef,
     ) -> Result<Option<StreamSummary>> {
-        let db = self;
-        let row: Option<(Json<serde_json::Value>, i64, Millis, Millis)> = sqlx::query_as(
-            "SELECT document, version, first_applied_at, updated_at FROM stream_summaries \
-             WHERE tenant_id = ? AND execution_id = ? AND attempt_index = ?",
-        )
-        .bind(tenant)
-        .bind(attempt.execution)
-        .bind(attempt.index)
-        .fetch_optional(db.reader())
+        self.read("read summary", async |conn| {
+            shared::read_summary(conn, tenant, attempt).await
+        })
         .await
-        .map_err(EngineError::storage("read summary"))?;
-        Ok(
-            row.map(|(document, version, first, updated)| StreamSummary {
-                document: document.0,
-                version,
-                first_applied_at: at(first),
-                updated_at: at(updated),
-            }),
-        )
     }
 
     async fn set_progress(&self, lease: &LeaseHandle, percent: u8, message: &str) -> Result<()> {

@@ -12,13 +12,13 @@ use super::leases::held;
 use super::output::{attempt_frame_bytes, insert_frame};
 use super::record::Exec;
 use super::suspension::record_suspension;
-use super::time::{at, Millis};
 use super::{Effects, SqliteBackend};
 use crate::backend::refusals::{step_admission, StepSlot};
+use crate::backend::shared::steps::sqlite as shared;
 use crate::backend::{SleepRequest, StepRecord, Steps};
 use crate::error::{EngineError, Result};
 use crate::model::{
-    ExecutionId, JournalEntry, LeaseHandle, Page, StepKind, StepOutcome, StreamMode, TenantId,
+    ExecutionId, JournalEntry, LeaseHandle, Page, StepOutcome, StreamMode, TenantId,
 };
 
 #[async_trait]
@@ -29,20 +29,10 @@ impl Steps for SqliteBackend {
         id: ExecutionId,
         page: Page<Option<u32>>,
     ) -> Result<Vec<JournalEntry>> {
-        let rows: Vec<StepRow> = sqlx::query_as(
-            "SELECT step_index, name, kind, output, error, wake_at, attempt_index, duration_ms, \
-                 recorded_at \
-             FROM steps WHERE tenant_id = ? AND execution_id = ? AND step_index > ? \
-             ORDER BY step_index LIMIT ?",
-        )
-        .bind(tenant)
-        .bind(id)
-        .bind(page.after.map_or(-1, i64::from))
-        .bind(i64::from(page.limit))
-        .fetch_all(self.reader())
+        self.read("read journal", async |conn| {
+            shared::journal(conn, tenant, id, page).await
+        })
         .await
-        .map_err(EngineError::storage("read journal"))?;
-        rows.into_iter().map(StepRow::entry).collect()
     }
 
     async fn record_step(&self, lease: &LeaseHandle, record: StepRecord<'_>) -> Result<()> {
@@ -142,41 +132,4 @@ async fn record_in(
     )
     .await?;
     Ok(())
-}
-
-#[derive(sqlx::FromRow)]
-struct StepRow {
-    step_index: i64,
-    name: String,
-    kind: String,
-    output: Option<Vec<u8>>,
-    error: Option<String>,
-    wake_at: Option<Millis>,
-    attempt_index: i32,
-    duration_ms: i64,
-    recorded_at: Millis,
-}
-
-impl StepRow {
-    fn entry(self) -> Result<JournalEntry> {
-        let kind: StepKind = self.kind.parse().map_err(EngineError::Corrupt)?;
-        let outcome = match kind {
-            StepKind::Completed => StepOutcome::Completed(self.output.unwrap_or_default()),
-            StepKind::Failed => StepOutcome::Failed(self.error.unwrap_or_default()),
-            StepKind::Sleep => StepOutcome::Sleep {
-                wake_at: at(self.wake_at.ok_or_else(|| {
-                    EngineError::Corrupt("a sleep step without its wake time".into())
-                })?),
-            },
-        };
-        Ok(JournalEntry {
-            position: u32::try_from(self.step_index)
-                .map_err(|_| EngineError::Corrupt("a step index out of range".into()))?,
-            name: self.name,
-            outcome,
-            attempt_index: self.attempt_index,
-            duration_ms: self.duration_ms.max(0) as u64,
-            recorded_at: at(self.recorded_at),
-        })
-    }
 }
