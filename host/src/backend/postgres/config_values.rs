@@ -1,29 +1,14 @@
 //! Tenant config values and secrets, as sealed by the engine.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 
 use super::rows::{transaction, unknown_tenant_or};
 use super::PgBackend;
 use crate::backend::shared::config_values::pg as shared;
+use crate::backend::shared::config_values::{sealed, ConfigRow as Row, COLUMNS};
 use crate::backend::ConfigValues;
 use crate::error::{EngineError, Result};
 use crate::model::{SealedConfig, TenantId};
-
-const COLUMNS: &str = "name, secret, key_id, nonce, ciphertext, updated_at";
-
-type Row = (String, bool, String, Vec<u8>, Vec<u8>, DateTime<Utc>);
-
-fn sealed((name, secret, key_id, nonce, ciphertext, updated_at): Row) -> SealedConfig {
-    SealedConfig {
-        name,
-        secret,
-        key_id,
-        nonce,
-        ciphertext,
-        updated_at,
-    }
-}
 
 #[async_trait]
 impl ConfigValues for PgBackend {
@@ -87,15 +72,7 @@ impl ConfigValues for PgBackend {
     }
 
     async fn list_config(&self, tenant: TenantId) -> Result<Vec<SealedConfig>> {
-        // Primary key of config_values, in its order.
-        let rows: Vec<Row> = sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM config_values WHERE tenant_id = $1 ORDER BY name"
-        ))
-        .bind(tenant)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(EngineError::storage("list config values"))?;
-        Ok(rows.into_iter().map(sealed).collect())
+        shared::list_config(&mut *self.connection("list config values").await?, tenant).await
     }
 
     async fn config_values(&self, tenant: TenantId, names: &[String]) -> Result<Vec<SealedConfig>> {
@@ -129,28 +106,8 @@ impl ConfigValues for PgBackend {
         key_id: &str,
         limit: u32,
     ) -> Result<Vec<(TenantId, SealedConfig)>> {
-        // A sequential scan: rotation is a rare operator command.
-        let rows: Vec<(
-            TenantId,
-            String,
-            bool,
-            String,
-            Vec<u8>,
-            Vec<u8>,
-            DateTime<Utc>,
-        )> = sqlx::query_as(&format!(
-            "SELECT tenant_id, {COLUMNS} FROM config_values WHERE key_id <> $1 \
-                 ORDER BY tenant_id, name LIMIT $2"
-        ))
-        .bind(key_id)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(EngineError::storage("find config values to reseal"))?;
-        Ok(rows
-            .into_iter()
-            .map(|(t, n, s, k, nonce, c, u)| (t, sealed((n, s, k, nonce, c, u))))
-            .collect())
+        let op = "find config values to reseal";
+        shared::config_sealed_by_other_keys(&mut *self.connection(op).await?, key_id, limit).await
     }
 
     async fn reseal_config(
@@ -159,19 +116,7 @@ impl ConfigValues for PgBackend {
         old_key_id: &str,
         value: &SealedConfig,
     ) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE config_values SET key_id = $4, nonce = $5, ciphertext = $6 \
-             WHERE tenant_id = $1 AND name = $2 AND key_id = $3",
-        )
-        .bind(tenant)
-        .bind(&value.name)
-        .bind(old_key_id)
-        .bind(&value.key_id)
-        .bind(&value.nonce)
-        .bind(&value.ciphertext)
-        .execute(&self.pool)
-        .await
-        .map_err(EngineError::storage("reseal config value"))?;
-        Ok(done.rows_affected() > 0)
+        let conn = &mut *self.connection("reseal config value").await?;
+        shared::reseal_config(conn, tenant, old_key_id, value).await
     }
 }

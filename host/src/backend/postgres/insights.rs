@@ -6,43 +6,17 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::rows::{json, parse};
 use super::PgBackend;
 use crate::backend::insights::{
     outcome_window_start, overview_of, state_names, ENDED_FAILED, STATE_COUNT_PROBE,
 };
+use crate::backend::shared::insights::pg as shared;
 use crate::backend::{Executions as _, Insights};
 use crate::error::{EngineError, Result};
 use crate::model::{
-    AttemptRecord, ExecutionId, LeaseEvent, Overview, TenantId, MAX_ATTEMPT_PAGE,
-    MAX_FAILING_KINDS, MAX_LEASE_HISTORY,
+    AttemptRecord, ExecutionId, LeaseEvent, Overview, TenantId, MAX_FAILING_KINDS,
+    MAX_LEASE_HISTORY,
 };
-
-type AttemptRow = (
-    i32,
-    String,
-    i64,
-    String,
-    String,
-    DateTime<Utc>,
-    Option<DateTime<Utc>>,
-    Option<serde_json::Value>,
-);
-
-fn attempt(row: AttemptRow) -> Result<AttemptRecord> {
-    let (attempt_index, attempt_type, lease_epoch, worker_id, state, started_at, ended_at, failure) =
-        row;
-    Ok(AttemptRecord {
-        attempt_index,
-        attempt_type: parse(&attempt_type)?,
-        lease_epoch,
-        worker_id,
-        state: parse(&state)?,
-        started_at,
-        ended_at,
-        failure: failure.map(|f| json(f, "attempt failure")).transpose()?,
-    })
-}
 
 /// Attempts that ended in the window, by minute: started no earlier than
 /// an hour before it (the index's range), ended inside it.
@@ -70,23 +44,14 @@ impl Insights for PgBackend {
         id: ExecutionId,
         limit: u32,
     ) -> Result<Vec<AttemptRecord>> {
-        let rows: Vec<AttemptRow> = sqlx::query_as(
-            "SELECT attempt_index, attempt_type, lease_epoch, worker_id, state, started_at, \
-                    ended_at, failure \
-             FROM attempts WHERE tenant_id = $1 AND execution_id = $2 \
-             ORDER BY attempt_index DESC LIMIT $3",
-        )
-        .bind(tenant)
-        .bind(id)
-        .bind(i64::from(limit.clamp(1, MAX_ATTEMPT_PAGE)))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(EngineError::storage("list attempts"))?;
-        if rows.is_empty() {
+        let op = "list attempts";
+        let attempts =
+            shared::list_attempts(&mut *self.connection(op).await?, tenant, id, limit).await?;
+        if attempts.is_empty() {
             // Never claimed, or not this tenant's: tell the two apart.
             self.execution_state(tenant, id).await?;
         }
-        rows.into_iter().map(attempt).collect()
+        Ok(attempts)
     }
 
     async fn lease_history(

@@ -1,9 +1,87 @@
-//! Config value operations that are the same on both drivers.
+//! Config value operations that are the same on both drivers, and the
+//! row every read of them decodes.
 
+use chrono::{DateTime, Utc};
+
+use super::stamp::Stamp;
 use crate::error::{EngineError, Result};
-use crate::model::TenantId;
+use crate::model::{SealedConfig, TenantId};
+
+/// The columns of a config value, in [`ConfigRow`]'s order.
+pub(crate) const COLUMNS: &str = "name, secret, key_id, nonce, ciphertext, updated_at";
+
+pub(crate) type ConfigRow = (String, bool, String, Vec<u8>, Vec<u8>, Stamp);
+
+/// A [`ConfigRow`] after its tenant's id.
+type TenantConfigRow = (TenantId, String, bool, String, Vec<u8>, Vec<u8>, Stamp);
+
+pub(crate) fn sealed(
+    (name, secret, key_id, nonce, ciphertext, updated_at): ConfigRow,
+) -> SealedConfig {
+    SealedConfig {
+        name,
+        secret,
+        key_id,
+        nonce,
+        ciphertext,
+        updated_at: DateTime::<Utc>::from(updated_at),
+    }
+}
 
 for_both_drivers! {
+    /// The tenant's values, in name order (the config_values primary key).
+    async fn list_config(conn, tenant: TenantId) -> Result<Vec<SealedConfig>> {
+        let rows: Vec<ConfigRow> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM config_values WHERE tenant_id = $1 ORDER BY name"
+        ))
+        .bind(tenant)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(EngineError::storage("list config values"))?;
+        Ok(rows.into_iter().map(sealed).collect())
+    }
+
+    /// Up to `limit` values sealed by a key other than `key_id`, with their
+    /// tenants: a full scan, as rotation is a rare operator command.
+    async fn config_sealed_by_other_keys(conn, key_id: &str, limit: u32)
+        -> Result<Vec<(TenantId, SealedConfig)>>
+    {
+        let rows: Vec<TenantConfigRow> =
+            sqlx::query_as(&format!(
+                "SELECT tenant_id, {COLUMNS} FROM config_values WHERE key_id <> $1 \
+                 ORDER BY tenant_id, name LIMIT $2"
+            ))
+            .bind(key_id)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(EngineError::storage("find config values to reseal"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(t, n, s, k, nonce, c, u)| (t, sealed((n, s, k, nonce, c, u))))
+            .collect())
+    }
+
+    /// Seal `value` anew, if `old_key_id` still seals it; whether it did.
+    async fn reseal_config(conn, tenant: TenantId, old_key_id: &str, value: &SealedConfig)
+        -> Result<bool>
+    {
+        let done = sqlx::query(
+            "UPDATE config_values SET key_id = $4, nonce = $5, ciphertext = $6 \
+             WHERE tenant_id = $1 AND name = $2 AND key_id = $3",
+        )
+        .bind(tenant)
+        .bind(&value.name)
+        .bind(old_key_id)
+        .bind(&value.key_id)
+        .bind(&value.nonce)
+        .bind(&value.ciphertext)
+        .execute(&mut *conn)
+        .await
+        .map_err(EngineError::storage("reseal config value"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// Delete the value named `name`; whether there was one.
     async fn delete_config(conn, tenant: TenantId, name: &str) -> Result<bool> {
         let done = sqlx::query("DELETE FROM config_values WHERE tenant_id = $1 AND name = $2")

@@ -2,28 +2,14 @@
 
 use async_trait::async_trait;
 
-use super::time::{at, now, Millis};
+use super::time::now;
 use super::SqliteBackend;
 use crate::backend::refusals::unknown_tenant;
 use crate::backend::shared::config_values::sqlite as shared;
+use crate::backend::shared::config_values::{sealed, ConfigRow as Row, COLUMNS};
 use crate::backend::ConfigValues;
 use crate::error::{EngineError, Result};
 use crate::model::{SealedConfig, TenantId};
-
-const COLUMNS: &str = "name, secret, key_id, nonce, ciphertext, updated_at";
-
-type Row = (String, bool, String, Vec<u8>, Vec<u8>, Millis);
-
-fn sealed((name, secret, key_id, nonce, ciphertext, updated_at): Row) -> SealedConfig {
-    SealedConfig {
-        name,
-        secret,
-        key_id,
-        nonce,
-        ciphertext,
-        updated_at: at(updated_at),
-    }
-}
 
 #[async_trait]
 impl ConfigValues for SqliteBackend {
@@ -79,15 +65,10 @@ impl ConfigValues for SqliteBackend {
     }
 
     async fn list_config(&self, tenant: TenantId) -> Result<Vec<SealedConfig>> {
-        // Primary key of config_values, in its order.
-        let rows: Vec<Row> = sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM config_values WHERE tenant_id = ? ORDER BY name"
-        ))
-        .bind(tenant)
-        .fetch_all(self.reader())
+        self.read("list config values", async |conn| {
+            shared::list_config(conn, tenant).await
+        })
         .await
-        .map_err(EngineError::storage("list config values"))?;
-        Ok(rows.into_iter().map(sealed).collect())
     }
 
     async fn config_values(&self, tenant: TenantId, names: &[String]) -> Result<Vec<SealedConfig>> {
@@ -120,21 +101,10 @@ impl ConfigValues for SqliteBackend {
         key_id: &str,
         limit: u32,
     ) -> Result<Vec<(TenantId, SealedConfig)>> {
-        // A full scan: rotation is a rare operator command.
-        let rows: Vec<(TenantId, String, bool, String, Vec<u8>, Vec<u8>, Millis)> =
-            sqlx::query_as(&format!(
-                "SELECT tenant_id, {COLUMNS} FROM config_values WHERE key_id <> ? \
-                 ORDER BY tenant_id, name LIMIT ?"
-            ))
-            .bind(key_id)
-            .bind(i64::from(limit))
-            .fetch_all(self.reader())
-            .await
-            .map_err(EngineError::storage("find config values to reseal"))?;
-        Ok(rows
-            .into_iter()
-            .map(|(t, n, s, k, nonce, c, u)| (t, sealed((n, s, k, nonce, c, u))))
-            .collect())
+        self.read("find config values to reseal", async |conn| {
+            shared::config_sealed_by_other_keys(conn, key_id, limit).await
+        })
+        .await
     }
 
     async fn reseal_config(
@@ -144,20 +114,7 @@ impl ConfigValues for SqliteBackend {
         value: &SealedConfig,
     ) -> Result<bool> {
         self.write("reseal config value", async |conn, _| {
-            let done = sqlx::query(
-                "UPDATE config_values SET key_id = ?4, nonce = ?5, ciphertext = ?6 \
-                 WHERE tenant_id = ?1 AND name = ?2 AND key_id = ?3",
-            )
-            .bind(tenant)
-            .bind(&value.name)
-            .bind(old_key_id)
-            .bind(&value.key_id)
-            .bind(&value.nonce)
-            .bind(&value.ciphertext)
-            .execute(conn)
-            .await
-            .map_err(EngineError::storage("reseal config value"))?;
-            Ok(done.rows_affected() > 0)
+            shared::reseal_config(conn, tenant, old_key_id, value).await
         })
         .await
     }

@@ -14,44 +14,13 @@ use super::SqliteBackend;
 use crate::backend::insights::{
     ended_failed_list, outcome_window_start, overview_of, state_names, STATE_COUNT_PROBE,
 };
+use crate::backend::shared::insights::sqlite as shared;
 use crate::backend::{Executions as _, Insights};
 use crate::error::{EngineError, Result};
 use crate::model::{
-    AttemptRecord, ExecutionId, LeaseEvent, Overview, TenantId, MAX_ATTEMPT_PAGE,
-    MAX_FAILING_KINDS, MAX_LEASE_HISTORY,
+    AttemptRecord, ExecutionId, LeaseEvent, Overview, TenantId, MAX_FAILING_KINDS,
+    MAX_LEASE_HISTORY,
 };
-
-type AttemptRow = (
-    i32,
-    String,
-    i64,
-    String,
-    String,
-    Millis,
-    Option<Millis>,
-    Option<String>,
-);
-
-fn corrupt(e: impl std::fmt::Display) -> EngineError {
-    EngineError::Corrupt(e.to_string())
-}
-
-fn attempt(row: AttemptRow) -> Result<AttemptRecord> {
-    let (attempt_index, attempt_type, lease_epoch, worker_id, state, started_at, ended_at, failure) =
-        row;
-    Ok(AttemptRecord {
-        attempt_index,
-        attempt_type: attempt_type.parse().map_err(corrupt)?,
-        lease_epoch,
-        worker_id,
-        state: state.parse().map_err(corrupt)?,
-        started_at: at(started_at),
-        ended_at: ended_at.map(at),
-        failure: failure
-            .map(|f| serde_json::from_str(&f).map_err(corrupt))
-            .transpose()?,
-    })
-}
 
 #[async_trait]
 impl Insights for SqliteBackend {
@@ -62,23 +31,16 @@ impl Insights for SqliteBackend {
         limit: u32,
     ) -> Result<Vec<AttemptRecord>> {
         let op = "list attempts";
-        let rows: Vec<AttemptRow> = sqlx::query_as(
-            "SELECT attempt_index, attempt_type, lease_epoch, worker_id, state, started_at, \
-                    ended_at, failure \
-             FROM attempts WHERE tenant_id = ? AND execution_id = ? \
-             ORDER BY attempt_index DESC LIMIT ?",
-        )
-        .bind(tenant)
-        .bind(id)
-        .bind(i64::from(limit.clamp(1, MAX_ATTEMPT_PAGE)))
-        .fetch_all(self.reader())
-        .await
-        .map_err(EngineError::storage(op))?;
-        if rows.is_empty() {
+        let attempts = self
+            .read(op, async |conn| {
+                shared::list_attempts(conn, tenant, id, limit).await
+            })
+            .await?;
+        if attempts.is_empty() {
             // Never claimed, or not this tenant's: tell the two apart.
             self.execution_state(tenant, id).await?;
         }
-        rows.into_iter().map(attempt).collect()
+        Ok(attempts)
     }
 
     async fn lease_history(
