@@ -1,12 +1,11 @@
 //! Component versions and their wasm bytes.
 
-use super::Connections;
 use async_trait::async_trait;
-use sqlx::postgres::PgRow;
 
-use super::rows::{col, transaction, unknown_tenant_or};
+use super::rows::{transaction, unknown_tenant_or};
 use super::PgBackend;
 use crate::backend::shared::components::pg as shared;
+use crate::backend::shared::components::{VersionRow, VERSION_COLUMNS};
 use crate::backend::{Components, NewComponent};
 use crate::error::{EngineError, Result};
 use crate::model::{ComponentVersion, TenantId};
@@ -30,28 +29,26 @@ impl Components for PgBackend {
                 .execute(&mut *tx)
                 .await
                 .map_err(err("put component"))?;
-            let latest = sqlx::query(&format!(
-                "SELECT {COLUMNS} FROM components WHERE tenant_id = $1 AND kind = $2 \
+            let latest: Option<VersionRow> = sqlx::query_as(&format!(
+                "SELECT {VERSION_COLUMNS} FROM components WHERE tenant_id = $1 AND kind = $2 \
                  ORDER BY version DESC LIMIT 1"
             ))
             .bind(tenant)
             .bind(component.kind)
             .fetch_optional(&mut *tx)
             .await
-            .map_err(err("put component"))?
-            .map(|r| version(&r))
-            .transpose()?;
+            .map_err(err("put component"))?;
             if let Some(latest) = latest
                 .as_ref()
                 .filter(|v| v.digest == component.digest && !v.deprecated)
             {
                 if latest.imports.is_some() {
-                    return Ok((latest.clone(), false));
+                    return Ok((latest.clone().into(), false));
                 }
                 // Stored before imports were recorded: record them now.
-                let row = sqlx::query(&format!(
+                let row: VersionRow = sqlx::query_as(&format!(
                     "UPDATE components SET imports = $4 \
-                     WHERE tenant_id = $1 AND kind = $2 AND version = $3 RETURNING {COLUMNS}"
+                     WHERE tenant_id = $1 AND kind = $2 AND version = $3 RETURNING {VERSION_COLUMNS}"
                 ))
                 .bind(tenant)
                 .bind(component.kind)
@@ -60,7 +57,7 @@ impl Components for PgBackend {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(err("put component"))?;
-                return Ok((version(&row)?, false));
+                return Ok((row.into(), false));
             }
             sqlx::query(
                 "INSERT INTO component_blobs (tenant_id, digest, wasm) VALUES ($1, $2, $3) \
@@ -72,9 +69,9 @@ impl Components for PgBackend {
             .execute(&mut *tx)
             .await
             .map_err(unknown_tenant_or("put component", tenant))?;
-            let row = sqlx::query(&format!(
+            let row: VersionRow = sqlx::query_as(&format!(
                 "INSERT INTO components (tenant_id, kind, version, digest, size_bytes, imports) \
-                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING {VERSION_COLUMNS}"
             ))
             .bind(tenant)
             .bind(component.kind)
@@ -85,8 +82,7 @@ impl Components for PgBackend {
             .fetch_one(&mut *tx)
             .await
             .map_err(err("put component"))?;
-            let stored = version(&row)?;
-            Ok((stored, true))
+            Ok((row.into(), true))
         })
         .await
     }
@@ -96,39 +92,17 @@ impl Components for PgBackend {
         tenant: TenantId,
         kind: &str,
     ) -> Result<Option<ComponentVersion>> {
-        let pool = &self.pool;
-        sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM components WHERE tenant_id = $1 AND kind = $2 AND NOT deprecated \
-             ORDER BY version DESC LIMIT 1"
-        ))
-        .bind(tenant)
-        .bind(kind)
-        .fetch_optional(pool)
-        .await
-        .map_err(EngineError::storage("latest component"))?
-        .map(|r| version(&r))
-        .transpose()
+        let conn = &mut *self.connection("latest component").await?;
+        shared::latest_component(conn, tenant, kind).await
     }
 
     async fn component_wasm(&self, tenant: TenantId, digest: &str) -> Result<Vec<u8>> {
-        shared::component_wasm(
-            &mut *self.connection("component wasm").await?,
-            tenant,
-            digest,
-        )
-        .await
+        let conn = &mut *self.connection("component wasm").await?;
+        shared::component_wasm(conn, tenant, digest).await
     }
 
     async fn list_components(&self, tenant: TenantId) -> Result<Vec<ComponentVersion>> {
-        let pool = &self.pool;
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM components WHERE tenant_id = $1 ORDER BY kind, version"
-        ))
-        .bind(tenant)
-        .fetch_all(pool)
-        .await
-        .map_err(EngineError::storage("list components"))?;
-        rows.iter().map(version).collect()
+        shared::list_components(&mut *self.connection("list components").await?, tenant).await
     }
 
     async fn get_component(
@@ -137,7 +111,8 @@ impl Components for PgBackend {
         kind: &str,
         version: i32,
     ) -> Result<ComponentVersion> {
-        get(&self.pool, tenant, kind, version).await
+        let conn = &mut *self.connection("get component").await?;
+        shared::get_component(conn, tenant, kind, version).await
     }
 
     async fn deprecate_component(
@@ -146,72 +121,7 @@ impl Components for PgBackend {
         kind: &str,
         version: i32,
     ) -> Result<ComponentVersion> {
-        deprecate(&self.pool, tenant, kind, version).await
-    }
-}
-
-const COLUMNS: &str = "kind, version, digest, size_bytes, deprecated, created_at, imports";
-
-fn version(row: &PgRow) -> Result<ComponentVersion> {
-    Ok(ComponentVersion {
-        kind: col(row, "kind")?,
-        version: col(row, "version")?,
-        digest: col(row, "digest")?,
-        size_bytes: col(row, "size_bytes")?,
-        deprecated: col(row, "deprecated")?,
-        created_at: col(row, "created_at")?,
-        imports: col::<Option<sqlx::types::Json<Vec<String>>>>(row, "imports")?.map(|j| j.0),
-    })
-}
-
-pub(super) async fn get(
-    pool: &Connections,
-    tenant: TenantId,
-    kind: &str,
-    number: i32,
-) -> Result<ComponentVersion> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM components WHERE tenant_id = $1 AND kind = $2 AND version = $3"
-    );
-    one_version(pool, &sql, (tenant, kind, number), "get component").await
-}
-
-/// Deprecated versions stay stored (attempts already running keep them) but new
-/// attempts run the newest version that is not deprecated. Idempotent.
-pub(super) async fn deprecate(
-    pool: &Connections,
-    tenant: TenantId,
-    kind: &str,
-    number: i32,
-) -> Result<ComponentVersion> {
-    let sql = format!(
-        "UPDATE components SET deprecated = true \
-         WHERE tenant_id = $1 AND kind = $2 AND version = $3 RETURNING {COLUMNS}"
-    );
-    one_version(pool, &sql, (tenant, kind, number), "deprecate component").await
-}
-
-/// The one version `sql` reads or changes, named by `$1`–`$3`.
-async fn one_version(
-    pool: &Connections,
-    sql: &str,
-    (tenant, kind, number): (TenantId, &str, i32),
-    op: &'static str,
-) -> Result<ComponentVersion> {
-    sqlx::query(sql)
-        .bind(tenant)
-        .bind(kind)
-        .bind(number)
-        .fetch_optional(pool)
-        .await
-        .map_err(EngineError::storage(op))?
-        .ok_or_else(|| version_not_found(kind, number))
-        .and_then(|r| version(&r))
-}
-
-fn version_not_found(kind: &str, number: i32) -> EngineError {
-    EngineError::NotFound {
-        what: "component version",
-        id: format!("{kind}@{number}"),
+        let conn = &mut *self.connection("deprecate component").await?;
+        shared::deprecate_component(conn, tenant, kind, version).await
     }
 }

@@ -1,7 +1,45 @@
-//! Component operations that are the same on both drivers.
+//! Component version statements that are the same on both drivers, and the
+//! row every read of a version decodes.
 
+use super::stamp::Stamp;
 use crate::error::{EngineError, Result};
-use crate::model::TenantId;
+use crate::model::{ComponentVersion, TenantId};
+
+/// The columns of a version, in [`VersionRow`]'s order.
+pub(crate) const VERSION_COLUMNS: &str =
+    "kind, version, digest, size_bytes, deprecated, created_at, imports";
+
+#[derive(Clone, sqlx::FromRow)]
+pub(crate) struct VersionRow {
+    kind: String,
+    pub(crate) version: i32,
+    pub(crate) digest: String,
+    size_bytes: i32,
+    pub(crate) deprecated: bool,
+    created_at: Stamp,
+    pub(crate) imports: Option<sqlx::types::Json<Vec<String>>>,
+}
+
+impl From<VersionRow> for ComponentVersion {
+    fn from(r: VersionRow) -> Self {
+        ComponentVersion {
+            kind: r.kind,
+            version: r.version,
+            digest: r.digest,
+            size_bytes: r.size_bytes,
+            deprecated: r.deprecated,
+            created_at: r.created_at.into(),
+            imports: r.imports.map(|j| j.0),
+        }
+    }
+}
+
+fn version_not_found(kind: &str, number: i32) -> EngineError {
+    EngineError::NotFound {
+        what: "component version",
+        id: format!("{kind}@{number}"),
+    }
+}
 
 for_both_drivers! {
     /// The stored bytes of the tenant's component with `digest`.
@@ -16,5 +54,73 @@ for_both_drivers! {
                 what: "component",
                 id: digest.to_owned(),
             })
+    }
+
+    /// The newest version of `kind` that is not deprecated.
+    async fn latest_component(conn, tenant: TenantId, kind: &str)
+        -> Result<Option<ComponentVersion>>
+    {
+        let row: Option<VersionRow> = sqlx::query_as(&format!(
+            "SELECT {VERSION_COLUMNS} FROM components WHERE tenant_id = $1 AND kind = $2 \
+             AND NOT deprecated ORDER BY version DESC LIMIT 1"
+        ))
+        .bind(tenant)
+        .bind(kind)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(EngineError::storage("latest component"))?;
+        Ok(row.map(ComponentVersion::from))
+    }
+
+    /// Every version the tenant has, by kind and number.
+    async fn list_components(conn, tenant: TenantId) -> Result<Vec<ComponentVersion>> {
+        let rows: Vec<VersionRow> = sqlx::query_as(&format!(
+            "SELECT {VERSION_COLUMNS} FROM components WHERE tenant_id = $1 ORDER BY kind, version"
+        ))
+        .bind(tenant)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(EngineError::storage("list components"))?;
+        Ok(rows.into_iter().map(ComponentVersion::from).collect())
+    }
+
+    /// Version `number` of `kind`.
+    async fn get_component(conn, tenant: TenantId, kind: &str, number: i32)
+        -> Result<ComponentVersion>
+    {
+        let sql = format!(
+            "SELECT {VERSION_COLUMNS} FROM components \
+             WHERE tenant_id = $1 AND kind = $2 AND version = $3"
+        );
+        one_version(conn, &sql, (tenant, kind, number), "get component").await
+    }
+
+    /// Deprecated versions stay stored (attempts already running keep them)
+    /// but new attempts run the newest version that is not deprecated.
+    /// Idempotent.
+    async fn deprecate_component(conn, tenant: TenantId, kind: &str, number: i32)
+        -> Result<ComponentVersion>
+    {
+        let sql = format!(
+            "UPDATE components SET deprecated = true \
+             WHERE tenant_id = $1 AND kind = $2 AND version = $3 RETURNING {VERSION_COLUMNS}"
+        );
+        one_version(conn, &sql, (tenant, kind, number), "deprecate component").await
+    }
+
+    /// The one version `sql` reads or changes, named by `$1`–`$3`.
+    async fn one_version(conn, sql: &str, named: (TenantId, &str, i32), op: &'static str)
+        -> Result<ComponentVersion>
+    {
+        let (tenant, kind, number) = named;
+        let row: Option<VersionRow> = sqlx::query_as(sql)
+            .bind(tenant)
+            .bind(kind)
+            .bind(number)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(EngineError::storage(op))?;
+        row.map(ComponentVersion::from)
+            .ok_or_else(|| version_not_found(kind, number))
     }
 }

@@ -3,12 +3,14 @@
 use async_trait::async_trait;
 
 use super::tenancy::get_tenant;
-use super::time::{at, now, Millis};
+use super::time::now;
 use super::SqliteBackend;
 use crate::backend::shared::components::sqlite as shared;
+use crate::backend::shared::components::{VersionRow, VERSION_COLUMNS};
 use crate::backend::{Components, NewComponent};
 use crate::error::{EngineError, Result};
 use crate::model::{ComponentVersion, TenantId};
+
 #[async_trait]
 impl Components for SqliteBackend {
     /// Uploading the bytes the newest version already has returns that version.
@@ -87,17 +89,10 @@ impl Components for SqliteBackend {
         tenant: TenantId,
         kind: &str,
     ) -> Result<Option<ComponentVersion>> {
-        let db = self;
-        let row: Option<VersionRow> = sqlx::query_as(&format!(
-            "SELECT {VERSION_COLUMNS} FROM components WHERE tenant_id = ? AND kind = ? \
-             AND NOT deprecated ORDER BY version DESC LIMIT 1"
-        ))
-        .bind(tenant)
-        .bind(kind)
-        .fetch_optional(db.reader())
+        self.read("latest component", async |conn| {
+            shared::latest_component(conn, tenant, kind).await
+        })
         .await
-        .map_err(EngineError::storage("latest component"))?;
-        Ok(row.map(ComponentVersion::from))
     }
 
     async fn component_wasm(&self, tenant: TenantId, digest: &str) -> Result<Vec<u8>> {
@@ -108,15 +103,10 @@ impl Components for SqliteBackend {
     }
 
     async fn list_components(&self, tenant: TenantId) -> Result<Vec<ComponentVersion>> {
-        let db = self;
-        let rows: Vec<VersionRow> = sqlx::query_as(&format!(
-            "SELECT {VERSION_COLUMNS} FROM components WHERE tenant_id = ? ORDER BY kind, version"
-        ))
-        .bind(tenant)
-        .fetch_all(db.reader())
+        self.read("list components", async |conn| {
+            shared::list_components(conn, tenant).await
+        })
         .await
-        .map_err(EngineError::storage("list components"))?;
-        Ok(rows.into_iter().map(ComponentVersion::from).collect())
     }
 
     async fn get_component(
@@ -125,80 +115,21 @@ impl Components for SqliteBackend {
         kind: &str,
         version: i32,
     ) -> Result<ComponentVersion> {
-        let sql = format!(
-            "SELECT {VERSION_COLUMNS} FROM components WHERE tenant_id = ? AND kind = ? AND version = ?"
-        );
-        let named = (tenant, kind, version);
-        one_version(self.reader(), &sql, named, "get component").await
+        self.read("get component", async |conn| {
+            shared::get_component(conn, tenant, kind, version).await
+        })
+        .await
     }
 
-    /// Deprecated versions stay stored; new attempts run the newest version that
-    /// is not deprecated. Idempotent.
     async fn deprecate_component(
         &self,
         tenant: TenantId,
         kind: &str,
         version: i32,
     ) -> Result<ComponentVersion> {
-        let op = "deprecate component";
-        let sql = format!(
-            "UPDATE components SET deprecated = 1 \
-             WHERE tenant_id = ? AND kind = ? AND version = ? RETURNING {VERSION_COLUMNS}"
-        );
-        let named = (tenant, kind, version);
-        self.write(op, async |conn, _| one_version(conn, &sql, named, op).await)
-            .await
-    }
-}
-
-/// The one version `sql` reads or changes, named by its three parameters.
-async fn one_version<'e>(
-    executor: impl sqlx::SqliteExecutor<'e>,
-    sql: &str,
-    (tenant, kind, version): (TenantId, &str, i32),
-    op: &'static str,
-) -> Result<ComponentVersion> {
-    let row: Option<VersionRow> = sqlx::query_as(sql)
-        .bind(tenant)
-        .bind(kind)
-        .bind(version)
-        .fetch_optional(executor)
+        self.write("deprecate component", async |conn, _| {
+            shared::deprecate_component(conn, tenant, kind, version).await
+        })
         .await
-        .map_err(EngineError::storage(op))?;
-    row.map(ComponentVersion::from)
-        .ok_or_else(|| version_not_found(kind, version))
-}
-
-#[derive(Clone, sqlx::FromRow)]
-struct VersionRow {
-    kind: String,
-    version: i32,
-    digest: String,
-    size_bytes: i32,
-    deprecated: bool,
-    created_at: Millis,
-    imports: Option<sqlx::types::Json<Vec<String>>>,
-}
-
-impl From<VersionRow> for ComponentVersion {
-    fn from(r: VersionRow) -> Self {
-        ComponentVersion {
-            kind: r.kind,
-            version: r.version,
-            digest: r.digest,
-            size_bytes: r.size_bytes,
-            deprecated: r.deprecated,
-            created_at: at(r.created_at),
-            imports: r.imports.map(|j| j.0),
-        }
-    }
-}
-
-const VERSION_COLUMNS: &str = "kind, version, digest, size_bytes, deprecated, created_at, imports";
-
-fn version_not_found(kind: &str, number: i32) -> EngineError {
-    EngineError::NotFound {
-        what: "component version",
-        id: format!("{kind}@{number}"),
     }
 }
