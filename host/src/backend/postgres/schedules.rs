@@ -10,23 +10,20 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::postgres::PgRow;
 use sqlx::PgConnection;
 
 use super::executions::{create_executions, CANCEL_SQL};
-use super::rows::{col, json, transaction, unknown_tenant_or};
+use super::rows::{transaction, unknown_tenant_or};
 use super::PgBackend;
 use crate::backend::refusals;
 use crate::backend::shared::schedules::pg::{self as shared, still_running};
+use crate::backend::shared::schedules::{found, ScheduleRow, COLUMNS};
 use crate::backend::{PauseChange, ScheduleCreate, Schedules};
 use crate::error::{EngineError, Result};
 use crate::model::{
-    Created, ExecutionId, FirePlan, NewExecution, NewSchedule, OverlapAction, Page, Schedule,
-    ScheduleId, TenantId, SUPERSEDED,
+    Created, ExecutionId, FirePlan, NewExecution, OverlapAction, Page, Schedule, ScheduleId,
+    TenantId, SUPERSEDED,
 };
-
-const COLUMNS: &str = "tenant_id, schedule_id, spec, input, paused, next_fire_at, \
-    last_fire_at, last_execution_id, created_at";
 
 #[async_trait]
 impl Schedules for PgBackend {
@@ -37,7 +34,7 @@ impl Schedules for PgBackend {
     ) -> Result<Schedule> {
         let op = "create schedule";
         transaction(&self.pool, op, async |tx| {
-            let row = sqlx::query(&format!(
+            let row: Option<ScheduleRow> = sqlx::query_as(&format!(
                 "INSERT INTO schedules (tenant_id, schedule_id, name, spec, input, next_fire_at) \
                  VALUES ($1, $2, $3, $4, $5, $6) \
                  ON CONFLICT (tenant_id, name) DO NOTHING RETURNING {COLUMNS}"
@@ -66,20 +63,13 @@ impl Schedules for PgBackend {
             if count > i64::from(create.max_schedules) {
                 return Err(refusals::schedules_exceeded(create.max_schedules));
             }
-            schedule(&row)
+            Ok(row.schedule())
         })
         .await
     }
 
     async fn get_schedule(&self, tenant: TenantId, id: ScheduleId) -> Result<Schedule> {
-        let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM schedules WHERE tenant_id = $1 AND schedule_id = $2"
-        ))
-        .bind(tenant)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await;
-        found(row, id, "get schedule")
+        shared::get_schedule(&mut *self.connection("get schedule").await?, tenant, id).await
     }
 
     async fn list_schedules(
@@ -87,17 +77,8 @@ impl Schedules for PgBackend {
         tenant: TenantId,
         page: Page<Option<ScheduleId>>,
     ) -> Result<Vec<Schedule>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM schedules WHERE tenant_id = $1 AND schedule_id > $2 \
-             ORDER BY schedule_id LIMIT $3"
-        ))
-        .bind(tenant)
-        .bind(page.after.unwrap_or(ScheduleId::nil()))
-        .bind(i64::from(page.limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(EngineError::storage("list schedules"))?;
-        rows.iter().map(schedule).collect()
+        let conn = &mut *self.connection("list schedules").await?;
+        shared::list_schedules(conn, tenant, page).await
     }
 
     async fn set_schedule_paused(
@@ -107,7 +88,7 @@ impl Schedules for PgBackend {
         change: PauseChange,
     ) -> Result<Schedule> {
         // Pausing keeps the next fire time; resuming sets the one given.
-        let row = sqlx::query(&format!(
+        let row = sqlx::query_as(&format!(
             "UPDATE schedules SET paused = $3, \
                  next_fire_at = CASE WHEN $3 THEN next_fire_at ELSE $4 END \
              WHERE tenant_id = $1 AND schedule_id = $2 RETURNING {COLUMNS}"
@@ -128,7 +109,7 @@ impl Schedules for PgBackend {
     async fn trigger_schedule(&self, tenant: TenantId, id: ScheduleId) -> Result<Created> {
         let op = "trigger schedule";
         transaction(&self.pool, op, async |tx| {
-            let row = sqlx::query(&format!(
+            let row: Option<ScheduleRow> = sqlx::query_as(&format!(
                 "SELECT {COLUMNS} FROM schedules \
                  WHERE tenant_id = $1 AND schedule_id = $2 FOR UPDATE"
             ))
@@ -140,7 +121,7 @@ impl Schedules for PgBackend {
             let Some(row) = row else {
                 return Err(refusals::schedule_not_found(id));
             };
-            let found = schedule(&row)?;
+            let found = row.schedule();
             let now = Utc::now();
             let created = fire(tx, &found, &[now]).await?;
             record_fire(tx, &found, now, found.next_fire_at, created.last()).await?;
@@ -191,7 +172,7 @@ const FIRE_BATCH: u32 = 500;
 async fn fire_batch(db: &PgBackend, limit: u32) -> Result<(u32, u64)> {
     let op = "fire schedules";
     transaction(&db.pool, op, async |tx| {
-        let rows = sqlx::query(&format!(
+        let rows: Vec<ScheduleRow> = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM schedules WHERE NOT paused AND next_fire_at <= now() \
              ORDER BY next_fire_at LIMIT $1 FOR UPDATE SKIP LOCKED"
         ))
@@ -201,8 +182,8 @@ async fn fire_batch(db: &PgBackend, limit: u32) -> Result<(u32, u64)> {
         .map_err(EngineError::storage(op))?;
         let now = Utc::now();
         let mut planned = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let due = schedule(row)?;
+        for row in rows {
+            let due = row.schedule();
             let mut plan = due.plan(now)?;
             let running = plan.needs_overlap_check(&due) && still_running(tx, &due).await?;
             if plan.settle_overlap(&due, running) == OverlapAction::CancelThenFire {
@@ -228,7 +209,7 @@ async fn fire_batch(db: &PgBackend, limit: u32) -> Result<(u32, u64)> {
             }
         }
         record_fires(tx, &planned, &last).await?;
-        Ok((rows.len() as u32, created_count))
+        Ok((planned.len() as u32, created_count))
     })
     .await
 }
@@ -297,7 +278,7 @@ async fn fire_one_by_one(db: &PgBackend, limit: u32) -> Result<u64> {
 async fn fire_one(db: &PgBackend, tenant: TenantId, id: ScheduleId) -> Result<u64> {
     let op = "fire schedule";
     transaction(&db.pool, op, async |tx| {
-        let row = sqlx::query(&format!(
+        let row: Option<ScheduleRow> = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM schedules WHERE tenant_id = $1 AND schedule_id = $2 \
                AND NOT paused AND next_fire_at <= now() FOR UPDATE SKIP LOCKED"
         ))
@@ -309,7 +290,7 @@ async fn fire_one(db: &PgBackend, tenant: TenantId, id: ScheduleId) -> Result<u6
         let Some(row) = row else {
             return Ok(0);
         };
-        let due = schedule(&row)?;
+        let due = row.schedule();
         let mut plan = due.plan(Utc::now())?;
         let running = plan.needs_overlap_check(&due) && still_running(tx, &due).await?;
         if plan.settle_overlap(&due, running) == OverlapAction::CancelThenFire {
@@ -369,14 +350,6 @@ async fn record_fire(
     Ok(())
 }
 
-/// The schedule a statement read or changed, or why there is none.
-fn found(row: sqlx::Result<Option<PgRow>>, id: ScheduleId, op: &'static str) -> Result<Schedule> {
-    match row.map_err(EngineError::storage(op))? {
-        Some(row) => schedule(&row),
-        None => Err(refusals::schedule_not_found(id)),
-    }
-}
-
 /// Cancel the execution the schedule last created (the shared cancel:
 /// its lease is revoked and its guest stopped).
 async fn cancel_previous(tx: &mut PgConnection, schedule: &Schedule) -> Result<()> {
@@ -390,19 +363,4 @@ async fn cancel_previous(tx: &mut PgConnection, schedule: &Schedule) -> Result<(
             .map_err(EngineError::storage("fire schedule"))?;
     }
     Ok(())
-}
-
-fn schedule(row: &PgRow) -> Result<Schedule> {
-    let mut spec: NewSchedule = json(col(row, "spec")?, "schedule")?;
-    spec.execution.input = col(row, "input")?;
-    Ok(Schedule {
-        schedule_id: col(row, "schedule_id")?,
-        tenant_id: col(row, "tenant_id")?,
-        spec,
-        paused: col(row, "paused")?,
-        next_fire_at: col(row, "next_fire_at")?,
-        last_fire_at: col(row, "last_fire_at")?,
-        last_execution_id: col::<Option<ExecutionId>>(row, "last_execution_id")?,
-        created_at: col(row, "created_at")?,
-    })
 }

@@ -10,20 +10,15 @@ use sqlx::SqliteConnection;
 use super::executions::{cancel_row, create_one};
 use super::record::Exec;
 use super::tenancy::get_tenant;
-use super::time::{at, millis_of, now, Millis};
+use super::time::{millis_of, now};
 use super::{Effects, SqliteBackend};
 use crate::backend::refusals;
 use crate::backend::refusals::unknown_tenant;
 use crate::backend::shared::schedules::sqlite::{self as shared, still_running};
+use crate::backend::shared::schedules::{ScheduleRow, COLUMNS};
 use crate::backend::{PauseChange, ScheduleCreate, Schedules};
 use crate::error::{EngineError, Result};
-use crate::model::{
-    Created, ExecutionId, NewSchedule, OverlapAction, Page, Schedule, ScheduleId, TenantId,
-    SUPERSEDED,
-};
-
-const COLUMNS: &str = "tenant_id, schedule_id, spec, input, paused, next_fire_at, \
-    last_fire_at, last_execution_id, created_at";
+use crate::model::{Created, OverlapAction, Page, Schedule, ScheduleId, TenantId, SUPERSEDED};
 
 #[async_trait]
 impl Schedules for SqliteBackend {
@@ -61,15 +56,17 @@ impl Schedules for SqliteBackend {
             .fetch_optional(&mut *conn)
             .await
             .map_err(EngineError::storage(op))?;
-            row.ok_or_else(|| refusals::schedule_name_taken(&create.spec.name))?
-                .schedule()
+            let row = row.ok_or_else(|| refusals::schedule_name_taken(&create.spec.name))?;
+            Ok(row.schedule())
         })
         .await
     }
 
     async fn get_schedule(&self, tenant: TenantId, id: ScheduleId) -> Result<Schedule> {
-        self.read("get schedule", async |conn| load(conn, tenant, id).await)
-            .await
+        self.read("get schedule", async |conn| {
+            shared::get_schedule(conn, tenant, id).await
+        })
+        .await
     }
 
     async fn list_schedules(
@@ -77,17 +74,10 @@ impl Schedules for SqliteBackend {
         tenant: TenantId,
         page: Page<Option<ScheduleId>>,
     ) -> Result<Vec<Schedule>> {
-        let rows: Vec<ScheduleRow> = sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM schedules WHERE tenant_id = ? AND schedule_id > ? \
-             ORDER BY schedule_id LIMIT ?"
-        ))
-        .bind(tenant)
-        .bind(page.after.unwrap_or(ScheduleId::nil()))
-        .bind(i64::from(page.limit))
-        .fetch_all(self.reader())
+        self.read("list schedules", async |conn| {
+            shared::list_schedules(conn, tenant, page).await
+        })
         .await
-        .map_err(EngineError::storage("list schedules"))?;
-        rows.into_iter().map(ScheduleRow::schedule).collect()
     }
 
     async fn set_schedule_paused(
@@ -109,7 +99,7 @@ impl Schedules for SqliteBackend {
             .execute(&mut *conn)
             .await
             .map_err(EngineError::storage("pause schedule"))?;
-            load(conn, tenant, id).await
+            shared::get_schedule(conn, tenant, id).await
         })
         .await
     }
@@ -123,7 +113,7 @@ impl Schedules for SqliteBackend {
 
     async fn trigger_schedule(&self, tenant: TenantId, id: ScheduleId) -> Result<Created> {
         self.write("trigger schedule", async |conn, effects| {
-            let found = load(conn, tenant, id).await?;
+            let found = shared::get_schedule(conn, tenant, id).await?;
             let now = Utc::now();
             let created = fire(conn, &found, &[now], effects).await?;
             record_fire(conn, &found, now, found.next_fire_at, created.last()).await?;
@@ -148,7 +138,7 @@ impl Schedules for SqliteBackend {
             .map_err(EngineError::storage("find due schedules"))?;
             let mut fired = 0;
             for row in due {
-                let due = row.schedule()?;
+                let due = row.schedule();
                 let mut plan = due.plan(Utc::now())?;
                 let running = plan.needs_overlap_check(&due) && still_running(conn, &due).await?;
                 if plan.settle_overlap(&due, running) == OverlapAction::CancelThenFire {
@@ -163,19 +153,6 @@ impl Schedules for SqliteBackend {
         })
         .await
     }
-}
-
-async fn load(conn: &mut SqliteConnection, tenant: TenantId, id: ScheduleId) -> Result<Schedule> {
-    let row: Option<ScheduleRow> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM schedules WHERE tenant_id = ? AND schedule_id = ?"
-    ))
-    .bind(tenant)
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(EngineError::storage("get schedule"))?;
-    row.ok_or_else(|| refusals::schedule_not_found(id))?
-        .schedule()
 }
 
 async fn fire(
@@ -229,34 +206,4 @@ async fn cancel_previous(
         }
     }
     Ok(())
-}
-
-#[derive(sqlx::FromRow)]
-struct ScheduleRow {
-    tenant_id: TenantId,
-    schedule_id: ScheduleId,
-    spec: Json<NewSchedule>,
-    input: Vec<u8>,
-    paused: bool,
-    next_fire_at: Millis,
-    last_fire_at: Option<Millis>,
-    last_execution_id: Option<ExecutionId>,
-    created_at: Millis,
-}
-
-impl ScheduleRow {
-    fn schedule(self) -> Result<Schedule> {
-        let mut spec = self.spec.0;
-        spec.execution.input = self.input;
-        Ok(Schedule {
-            schedule_id: self.schedule_id,
-            tenant_id: self.tenant_id,
-            spec,
-            paused: self.paused,
-            next_fire_at: at(self.next_fire_at),
-            last_fire_at: self.last_fire_at.map(at),
-            last_execution_id: self.last_execution_id,
-            created_at: at(self.created_at),
-        })
-    }
 }
