@@ -8,6 +8,8 @@ use uuid::Uuid;
 use super::rows::{col, unknown_tenant_or};
 use super::PgBackend;
 use crate::backend::refusals::unknown_tenant;
+use crate::backend::shared::tenancy::pg as shared;
+use crate::backend::shared::tenancy::{KeyRow, KEY_COLUMNS};
 use crate::backend::{NewApiKey, Tenancy};
 use crate::error::{EngineError, Result};
 use crate::model::{ApiKey, ApiKeyId, StoredApiKey, Tenant, TenantId, TenantLimits};
@@ -77,7 +79,7 @@ impl Tenancy for PgBackend {
 
     async fn create_api_key(&self, tenant: TenantId, key: NewApiKey<'_>) -> Result<ApiKey> {
         let pool = &self.pool;
-        let row = sqlx::query(&format!(
+        let row: KeyRow = sqlx::query_as(&format!(
             "INSERT INTO api_keys (key_id, tenant_id, name, secret_sha256) VALUES ($1, $2, $3, $4) \
              RETURNING {KEY_COLUMNS}"
         ))
@@ -88,45 +90,23 @@ impl Tenancy for PgBackend {
         .fetch_one(pool)
         .await
         .map_err(unknown_tenant_or("create api key", tenant))?;
-        api_key(&row)
+        Ok(row.into())
     }
 
     /// The key with this id, revoked or not (one primary-key probe).
     async fn find_api_key(&self, key_id: ApiKeyId) -> Result<Option<StoredApiKey>> {
-        let pool = &self.pool;
-        let row = sqlx::query(&format!(
-            "SELECT {KEY_COLUMNS}, secret_sha256 FROM api_keys WHERE key_id = $1"
-        ))
-        .bind(key_id)
-        .fetch_optional(pool)
-        .await
-        .map_err(EngineError::storage("find api key"))?;
-        row.map(|r| {
-            Ok(StoredApiKey {
-                key: api_key(&r)?,
-                secret_sha256: col(&r, "secret_sha256")?,
-            })
-        })
-        .transpose()
+        shared::find_api_key(&mut *self.connection("find api key").await?, key_id).await
     }
 
     /// Uses `api_keys_tenant_idx`.
     async fn list_api_keys(&self, tenant: TenantId) -> Result<Vec<ApiKey>> {
-        let pool = &self.pool;
-        let rows = sqlx::query(&format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY created_at"
-        ))
-        .bind(tenant)
-        .fetch_all(pool)
-        .await
-        .map_err(EngineError::storage("list api keys"))?;
-        rows.iter().map(api_key).collect()
+        shared::list_api_keys(&mut *self.connection("list api keys").await?, tenant).await
     }
 
     /// Revoking twice keeps the first revocation time.
     async fn revoke_api_key(&self, tenant: TenantId, key_id: ApiKeyId) -> Result<ApiKey> {
         let pool = &self.pool;
-        let row = sqlx::query(&format!(
+        let row: KeyRow = sqlx::query_as(&format!(
             "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) \
              WHERE key_id = $1 AND tenant_id = $2 RETURNING {KEY_COLUMNS}"
         ))
@@ -139,7 +119,7 @@ impl Tenancy for PgBackend {
             what: "api key",
             id: key_id.to_string(),
         })?;
-        api_key(&row)
+        Ok(row.into())
     }
 }
 
@@ -266,17 +246,5 @@ fn tenant(row: &PgRow) -> Result<Tenant> {
             max_waitpoints_per_execution: limit("max_waitpoints_per_execution")?,
             max_stored_bytes: col::<Option<i64>>(row, "max_stored_bytes")?.map(|v| v.max(0) as u64),
         },
-    })
-}
-
-const KEY_COLUMNS: &str = "key_id, tenant_id, name, created_at, revoked_at";
-
-fn api_key(row: &PgRow) -> Result<ApiKey> {
-    Ok(ApiKey {
-        key_id: col(row, "key_id")?,
-        tenant_id: col(row, "tenant_id")?,
-        name: col(row, "name")?,
-        created_at: col(row, "created_at")?,
-        revoked_at: col(row, "revoked_at")?,
     })
 }

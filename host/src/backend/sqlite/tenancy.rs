@@ -7,6 +7,8 @@ use uuid::Uuid;
 
 use super::time::{at, now, Millis};
 use super::SqliteBackend;
+use crate::backend::shared::tenancy::sqlite as shared;
+use crate::backend::shared::tenancy::{KeyRow, KEY_COLUMNS};
 use crate::backend::{NewApiKey, Tenancy};
 use crate::error::{EngineError, Result};
 use crate::model::{ApiKey, ApiKeyId, StoredApiKey, Tenant, TenantId, TenantLimits};
@@ -127,37 +129,18 @@ impl Tenancy for SqliteBackend {
     }
 
     async fn find_api_key(&self, key_id: ApiKeyId) -> Result<Option<StoredApiKey>> {
-        let db = self;
-        #[derive(sqlx::FromRow)]
-        struct Stored {
-            #[sqlx(flatten)]
-            key: KeyRow,
-            secret_sha256: Vec<u8>,
-        }
-        let row: Option<Stored> = sqlx::query_as(&format!(
-            "SELECT {KEY_COLUMNS}, secret_sha256 FROM api_keys WHERE key_id = ?"
-        ))
-        .bind(key_id)
-        .fetch_optional(db.reader())
+        self.read("find api key", async |conn| {
+            shared::find_api_key(conn, key_id).await
+        })
         .await
-        .map_err(EngineError::storage("find api key"))?;
-        Ok(row.map(|r| StoredApiKey {
-            key: r.key.into(),
-            secret_sha256: r.secret_sha256,
-        }))
     }
 
     /// Uses `api_keys_tenant_idx`.
     async fn list_api_keys(&self, tenant: TenantId) -> Result<Vec<ApiKey>> {
-        let db = self;
-        let rows: Vec<KeyRow> = sqlx::query_as(&format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = ? ORDER BY created_at"
-        ))
-        .bind(tenant)
-        .fetch_all(db.reader())
+        self.read("list api keys", async |conn| {
+            shared::list_api_keys(conn, tenant).await
+        })
         .await
-        .map_err(EngineError::storage("list api keys"))?;
-        Ok(rows.into_iter().map(ApiKey::from).collect())
     }
 
     /// Revoking twice keeps the first revocation time.
@@ -233,26 +216,3 @@ pub(super) async fn stored_bytes(conn: &mut SqliteConnection, tenant: TenantId) 
     .map_err(EngineError::storage("measure stored bytes"))?;
     Ok(bytes.max(0) as u64)
 }
-
-#[derive(sqlx::FromRow)]
-struct KeyRow {
-    key_id: ApiKeyId,
-    tenant_id: TenantId,
-    name: String,
-    created_at: Millis,
-    revoked_at: Option<Millis>,
-}
-
-impl From<KeyRow> for ApiKey {
-    fn from(r: KeyRow) -> Self {
-        ApiKey {
-            key_id: r.key_id,
-            tenant_id: r.tenant_id,
-            name: r.name,
-            created_at: at(r.created_at),
-            revoked_at: r.revoked_at.map(at),
-        }
-    }
-}
-
-const KEY_COLUMNS: &str = "key_id, tenant_id, name, created_at, revoked_at";

@@ -1,0 +1,68 @@
+//! API key reads that are the same on both drivers, and the row every read
+//! of a key decodes. (Tenants are stored differently: Postgres keeps each
+//! limit in a column of its own, SQLite the limits as one JSON document.)
+
+use super::stamp::Stamp;
+use crate::error::{EngineError, Result};
+use crate::model::{ApiKey, ApiKeyId, StoredApiKey, TenantId};
+
+/// The columns of a key, as [`KeyRow`] reads them (never its secret's hash).
+pub(crate) const KEY_COLUMNS: &str = "key_id, tenant_id, name, created_at, revoked_at";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct KeyRow {
+    key_id: ApiKeyId,
+    tenant_id: TenantId,
+    name: String,
+    created_at: Stamp,
+    revoked_at: Option<Stamp>,
+}
+
+impl From<KeyRow> for ApiKey {
+    fn from(r: KeyRow) -> Self {
+        ApiKey {
+            key_id: r.key_id,
+            tenant_id: r.tenant_id,
+            name: r.name,
+            created_at: r.created_at.into(),
+            revoked_at: r.revoked_at.map(Into::into),
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct StoredKeyRow {
+    #[sqlx(flatten)]
+    key: KeyRow,
+    secret_sha256: Vec<u8>,
+}
+
+for_both_drivers! {
+    /// The key with this id, revoked or not, with its secret's hash (one
+    /// probe of the api_keys primary key).
+    async fn find_api_key(conn, key_id: ApiKeyId) -> Result<Option<StoredApiKey>> {
+        let row: Option<StoredKeyRow> = sqlx::query_as(&format!(
+            "SELECT {KEY_COLUMNS}, secret_sha256 FROM api_keys WHERE key_id = $1"
+        ))
+        .bind(key_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(EngineError::storage("find api key"))?;
+        Ok(row.map(|r| StoredApiKey {
+            key: r.key.into(),
+            secret_sha256: r.secret_sha256,
+        }))
+    }
+
+    /// The tenant's keys, oldest first (off `api_keys_tenant_idx`).
+    async fn list_api_keys(conn, tenant: TenantId) -> Result<Vec<ApiKey>> {
+        let rows: Vec<KeyRow> = sqlx::query_as(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY created_at"
+        ))
+        .bind(tenant)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(EngineError::storage("list api keys"))?;
+        Ok(rows.into_iter().map(ApiKey::from).collect())
+    }
+}
