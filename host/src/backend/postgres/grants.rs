@@ -1,25 +1,15 @@
 //! Capability ceilings and component grants, stored as JSON documents.
 
-use super::Connections;
 use async_trait::async_trait;
 use sqlx::types::Json;
 
 use super::rows::unknown_tenant_or;
 use super::PgBackend;
 use crate::backend::shared::grants::pg as shared;
+use crate::backend::shared::grants::{stored, GrantRow};
 use crate::backend::Grants;
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 use crate::model::{CapabilityCeiling, ComponentGrant, StoredGrant, TenantId};
-
-type GrantRow = (String, Json<ComponentGrant>, chrono::DateTime<chrono::Utc>);
-
-fn stored((kind, Json(grant), updated_at): GrantRow) -> StoredGrant {
-    StoredGrant {
-        kind,
-        grant,
-        updated_at,
-    }
-}
 
 #[async_trait]
 impl Grants for PgBackend {
@@ -66,30 +56,11 @@ impl Grants for PgBackend {
     }
 
     async fn grant(&self, tenant: TenantId, kind: &str) -> Result<Option<StoredGrant>> {
-        // Primary key of component_grants.
-        let row: Option<GrantRow> = sqlx::query_as(
-            "SELECT kind, grant_spec, updated_at FROM component_grants \
-             WHERE tenant_id = $1 AND kind = $2",
-        )
-        .bind(tenant)
-        .bind(kind)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(EngineError::storage("read grant"))?;
-        Ok(row.map(stored))
+        shared::grant(&mut *self.connection("read grant").await?, tenant, kind).await
     }
 
     async fn list_grants(&self, tenant: TenantId) -> Result<Vec<StoredGrant>> {
-        // Primary key of component_grants, in its order.
-        let rows: Vec<GrantRow> = sqlx::query_as(
-            "SELECT kind, grant_spec, updated_at FROM component_grants \
-             WHERE tenant_id = $1 ORDER BY kind",
-        )
-        .bind(tenant)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(EngineError::storage("list grants"))?;
-        Ok(rows.into_iter().map(stored).collect())
+        shared::list_grants(&mut *self.connection("list grants").await?, tenant).await
     }
 
     async fn delete_grant(&self, tenant: TenantId, kind: &str) -> Result<bool> {
@@ -101,30 +72,7 @@ impl Grants for PgBackend {
         tenant: TenantId,
         kind: &str,
     ) -> Result<(CapabilityCeiling, ComponentGrant)> {
-        capabilities(&self.pool, tenant, kind).await
+        let conn = &mut *self.connection("read capabilities").await?;
+        shared::capabilities(conn, tenant, kind).await
     }
-}
-
-/// Both primary keys, one round trip.
-async fn capabilities(
-    pool: &Connections,
-    tenant: TenantId,
-    kind: &str,
-) -> Result<(CapabilityCeiling, ComponentGrant)> {
-    let (ceiling, grant): (
-        Option<Json<CapabilityCeiling>>,
-        Option<Json<ComponentGrant>>,
-    ) = sqlx::query_as(
-        "SELECT (SELECT ceiling FROM capability_ceilings WHERE tenant_id = $1), \
-                    (SELECT grant_spec FROM component_grants WHERE tenant_id = $1 AND kind = $2)",
-    )
-    .bind(tenant)
-    .bind(kind)
-    .fetch_one(pool)
-    .await
-    .map_err(EngineError::storage("read capabilities"))?;
-    Ok((
-        ceiling.map(|Json(c)| c).unwrap_or_default(),
-        grant.map(|Json(g)| g).unwrap_or_default(),
-    ))
 }

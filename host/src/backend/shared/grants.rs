@@ -1,11 +1,73 @@
-//! Ceiling and grant operations that are the same on both drivers.
+//! Ceiling and grant operations that are the same on both drivers, and the
+//! row every read of a grant decodes.
 
 use sqlx::types::Json;
 
+use super::stamp::Stamp;
 use crate::error::{EngineError, Result};
-use crate::model::{CapabilityCeiling, TenantId};
+use crate::model::{CapabilityCeiling, ComponentGrant, StoredGrant, TenantId};
+
+/// A grant as `RETURNING kind, grant_spec, updated_at` reads it.
+pub(crate) type GrantRow = (String, Json<ComponentGrant>, Stamp);
+
+pub(crate) fn stored((kind, Json(grant), updated_at): GrantRow) -> StoredGrant {
+    StoredGrant {
+        kind,
+        grant,
+        updated_at: updated_at.into(),
+    }
+}
 
 for_both_drivers! {
+    /// The tenant's grant for `kind` (component_grants primary key).
+    async fn grant(conn, tenant: TenantId, kind: &str) -> Result<Option<StoredGrant>> {
+        let row: Option<GrantRow> = sqlx::query_as(
+            "SELECT kind, grant_spec, updated_at FROM component_grants \
+             WHERE tenant_id = $1 AND kind = $2",
+        )
+        .bind(tenant)
+        .bind(kind)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(EngineError::storage("read grant"))?;
+        Ok(row.map(stored))
+    }
+
+    /// The tenant's grants in kind order (component_grants primary key).
+    async fn list_grants(conn, tenant: TenantId) -> Result<Vec<StoredGrant>> {
+        let rows: Vec<GrantRow> = sqlx::query_as(
+            "SELECT kind, grant_spec, updated_at FROM component_grants \
+             WHERE tenant_id = $1 ORDER BY kind",
+        )
+        .bind(tenant)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(EngineError::storage("list grants"))?;
+        Ok(rows.into_iter().map(stored).collect())
+    }
+
+    /// The tenant's ceiling and its grant for `kind`, each the default when
+    /// none was set: both primary keys, one statement.
+    async fn capabilities(conn, tenant: TenantId, kind: &str)
+        -> Result<(CapabilityCeiling, ComponentGrant)>
+    {
+        let (ceiling, grant): (Option<Json<CapabilityCeiling>>, Option<Json<ComponentGrant>>) =
+            sqlx::query_as(
+                "SELECT (SELECT ceiling FROM capability_ceilings WHERE tenant_id = $1), \
+                        (SELECT grant_spec FROM component_grants \
+                         WHERE tenant_id = $1 AND kind = $2)",
+            )
+            .bind(tenant)
+            .bind(kind)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(EngineError::storage("read capabilities"))?;
+        Ok((
+            ceiling.map(|Json(c)| c).unwrap_or_default(),
+            grant.map(|Json(g)| g).unwrap_or_default(),
+        ))
+    }
+
     /// The tenant's ceiling; nothing when none was set.
     async fn ceiling(conn, tenant: TenantId) -> Result<CapabilityCeiling> {
         // Primary key of capability_ceilings.

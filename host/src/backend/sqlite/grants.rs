@@ -3,23 +3,14 @@
 use async_trait::async_trait;
 use sqlx::types::Json;
 
-use super::time::{at, now, Millis};
+use super::time::now;
 use super::SqliteBackend;
 use crate::backend::refusals::unknown_tenant_or;
 use crate::backend::shared::grants::sqlite as shared;
+use crate::backend::shared::grants::{stored, GrantRow};
 use crate::backend::Grants;
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 use crate::model::{CapabilityCeiling, ComponentGrant, StoredGrant, TenantId};
-
-type GrantRow = (String, Json<ComponentGrant>, Millis);
-
-fn stored((kind, Json(grant), updated_at): GrantRow) -> StoredGrant {
-    StoredGrant {
-        kind,
-        grant,
-        updated_at: at(updated_at),
-    }
-}
 
 #[async_trait]
 impl Grants for SqliteBackend {
@@ -75,30 +66,17 @@ impl Grants for SqliteBackend {
     }
 
     async fn grant(&self, tenant: TenantId, kind: &str) -> Result<Option<StoredGrant>> {
-        // Primary key of component_grants.
-        let row: Option<GrantRow> = sqlx::query_as(
-            "SELECT kind, grant_spec, updated_at FROM component_grants \
-             WHERE tenant_id = ? AND kind = ?",
-        )
-        .bind(tenant)
-        .bind(kind)
-        .fetch_optional(self.reader())
+        self.read("read grant", async |conn| {
+            shared::grant(conn, tenant, kind).await
+        })
         .await
-        .map_err(EngineError::storage("read grant"))?;
-        Ok(row.map(stored))
     }
 
     async fn list_grants(&self, tenant: TenantId) -> Result<Vec<StoredGrant>> {
-        // Primary key of component_grants, in its order.
-        let rows: Vec<GrantRow> = sqlx::query_as(
-            "SELECT kind, grant_spec, updated_at FROM component_grants \
-             WHERE tenant_id = ? ORDER BY kind",
-        )
-        .bind(tenant)
-        .fetch_all(self.reader())
+        self.read("list grants", async |conn| {
+            shared::list_grants(conn, tenant).await
+        })
         .await
-        .map_err(EngineError::storage("list grants"))?;
-        Ok(rows.into_iter().map(stored).collect())
     }
 
     async fn delete_grant(&self, tenant: TenantId, kind: &str) -> Result<bool> {
@@ -113,23 +91,9 @@ impl Grants for SqliteBackend {
         tenant: TenantId,
         kind: &str,
     ) -> Result<(CapabilityCeiling, ComponentGrant)> {
-        // Both primary keys, one statement.
-        let (ceiling, grant): (
-            Option<Json<CapabilityCeiling>>,
-            Option<Json<ComponentGrant>>,
-        ) = sqlx::query_as(
-            "SELECT (SELECT ceiling FROM capability_ceilings WHERE tenant_id = ?1), \
-                        (SELECT grant_spec FROM component_grants \
-                         WHERE tenant_id = ?1 AND kind = ?2)",
-        )
-        .bind(tenant)
-        .bind(kind)
-        .fetch_one(self.reader())
+        self.read("read capabilities", async |conn| {
+            shared::capabilities(conn, tenant, kind).await
+        })
         .await
-        .map_err(EngineError::storage("read capabilities"))?;
-        Ok((
-            ceiling.map(|Json(c)| c).unwrap_or_default(),
-            grant.map(|Json(g)| g).unwrap_or_default(),
-        ))
     }
 }
