@@ -6,6 +6,7 @@ use super::Connections;
 
 use super::budgets::{get_budget_in, release_holds};
 use super::rows::transaction;
+use crate::backend::shared::budgets::pg as shared;
 use crate::backend::{refusals, UsageAdjust};
 use crate::error::{EngineError, Result};
 use crate::model::{Budget, BudgetAdjustment, BudgetId, TenantId};
@@ -91,7 +92,8 @@ pub(super) async fn adjust_usage(
     .await
 }
 
-/// Newest first, by the primary key.
+/// Newest first, by the primary key (after checking the budget is the
+/// tenant's).
 pub(super) async fn list_adjustments(
     pool: &Connections,
     tenant: TenantId,
@@ -100,28 +102,5 @@ pub(super) async fn list_adjustments(
 ) -> Result<Vec<BudgetAdjustment>> {
     let mut conn = pool.acquire().await.map_err(err("list adjustments"))?;
     get_budget_in(&mut conn, tenant, id).await?;
-    let rows: Vec<(i64, String, i64, i64, String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
-        "SELECT adjustment_id, dimension, delta, used_after, reason, created_at \
-             FROM budget_adjustments WHERE tenant_id = $1 AND budget_id = $2 \
-             ORDER BY adjustment_id DESC LIMIT $3",
-    )
-    .bind(tenant)
-    .bind(id)
-    .bind(i64::from(limit))
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(err("list adjustments"))?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(adjustment_id, dimension, delta, used_after, reason, created_at)| BudgetAdjustment {
-                adjustment_id,
-                dimension,
-                delta,
-                used_after: used_after.max(0) as u64,
-                reason,
-                created_at,
-            },
-        )
-        .collect())
+    shared::adjustments(&mut conn, tenant, id, limit).await
 }

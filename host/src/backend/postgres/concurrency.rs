@@ -7,6 +7,7 @@ use async_trait::async_trait;
 
 use super::rows::transaction;
 use super::PgBackend;
+use crate::backend::shared::concurrency::pg as shared;
 use crate::backend::ConcurrencyLimits;
 use crate::error::{EngineError, Result};
 use crate::model::{ConcurrencyLimit, ConcurrencyScope, TenantId};
@@ -23,18 +24,6 @@ const UNBLOCK_SCOPE_SQL: &str = "\
         RETURNING 1),
     wake AS (SELECT pg_notify('flowfabric_work', '') WHERE EXISTS (SELECT 1 FROM freed))
     SELECT (SELECT count(*) FROM freed) + 0 * (SELECT count(*) FROM wake)";
-
-type Row = (String, String, i32, Option<i32>, Option<i64>);
-
-fn limit((scope, name, max_running, max_starts, window_ms): Row) -> Result<ConcurrencyLimit> {
-    ConcurrencyLimit::from_stored(
-        &scope,
-        name,
-        max_running.into(),
-        max_starts.map(i64::from),
-        window_ms,
-    )
-}
 
 async fn unblock_scope(
     conn: &mut sqlx::PgConnection,
@@ -118,15 +107,8 @@ impl ConcurrencyLimits for PgBackend {
     }
 
     async fn list_concurrency_limits(&self, tenant: TenantId) -> Result<Vec<ConcurrencyLimit>> {
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT scope, name, max_running, max_starts, window_ms FROM concurrency_limits \
-             WHERE tenant_id = $1 ORDER BY scope, name",
-        )
-        .bind(tenant)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(EngineError::storage("list concurrency limits"))?;
-        rows.into_iter().map(limit).collect()
+        let conn = &mut *self.connection("list concurrency limits").await?;
+        shared::list_concurrency_limits(conn, tenant).await
     }
 
     async fn delete_concurrency_limit(

@@ -37,6 +37,7 @@ macro_rules! for_both_drivers {
 
 pub(crate) mod budgets;
 pub(crate) mod components;
+pub(crate) mod concurrency;
 pub(crate) mod config_values;
 pub(crate) mod flows;
 pub(crate) mod grants;

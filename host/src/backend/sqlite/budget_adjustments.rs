@@ -2,8 +2,9 @@
 //! of those corrections, under the one writer.
 
 use super::budgets::{read_budget, release_holds};
-use super::time::{at, now, Millis};
+use super::time::now;
 use super::SqliteBackend;
+use crate::backend::shared::budgets::sqlite as shared;
 use crate::backend::{refusals, UsageAdjust};
 use crate::error::{EngineError, Result};
 use crate::model::{Budget, BudgetAdjustment, BudgetId, TenantId};
@@ -103,30 +104,7 @@ pub(super) async fn list_adjustments(
     let op = "list adjustments";
     db.read(op, async |conn| {
         read_budget(conn, tenant, id).await?;
-        let rows: Vec<(i64, String, i64, i64, String, Millis)> = sqlx::query_as(
-            "SELECT adjustment_id, dimension, delta, used_after, reason, created_at \
-         FROM budget_adjustments WHERE tenant_id = ? AND budget_id = ? \
-         ORDER BY adjustment_id DESC LIMIT ?",
-        )
-        .bind(tenant)
-        .bind(id)
-        .bind(i64::from(limit))
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(EngineError::storage(op))?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(adjustment_id, dimension, delta, used_after, reason, created)| BudgetAdjustment {
-                    adjustment_id,
-                    dimension,
-                    delta,
-                    used_after: used_after.max(0) as u64,
-                    reason,
-                    created_at: at(created),
-                },
-            )
-            .collect())
+        shared::adjustments(conn, tenant, id, limit).await
     })
     .await
 }

@@ -15,6 +15,7 @@ use super::record::Exec;
 use super::time::{now, Millis};
 use super::{Effects, SqliteBackend};
 use crate::backend::refusals::unknown_tenant;
+use crate::backend::shared::concurrency::sqlite as shared;
 use crate::backend::ConcurrencyLimits;
 use crate::error::{EngineError, Result};
 use crate::model::{ConcurrencyLimit, ConcurrencyScope, Eligibility, TenantId};
@@ -256,12 +257,6 @@ async fn unblock_scope(
     Ok(())
 }
 
-type LimitRow = (String, String, i64, Option<i64>, Option<i64>);
-
-fn limit((scope, name, max_running, max_starts, window_ms): LimitRow) -> Result<ConcurrencyLimit> {
-    ConcurrencyLimit::from_stored(&scope, name, max_running, max_starts, window_ms)
-}
-
 #[async_trait]
 impl ConcurrencyLimits for SqliteBackend {
     async fn set_concurrency_limit(
@@ -318,15 +313,10 @@ impl ConcurrencyLimits for SqliteBackend {
     }
 
     async fn list_concurrency_limits(&self, tenant: TenantId) -> Result<Vec<ConcurrencyLimit>> {
-        let rows: Vec<LimitRow> = sqlx::query_as(
-            "SELECT scope, name, max_running, max_starts, window_ms FROM concurrency_limits \
-             WHERE tenant_id = ? ORDER BY scope, name",
-        )
-        .bind(tenant)
-        .fetch_all(self.reader())
+        self.read("list concurrency limits", async |conn| {
+            shared::list_concurrency_limits(conn, tenant).await
+        })
         .await
-        .map_err(EngineError::storage("list concurrency limits"))?;
-        rows.into_iter().map(limit).collect()
     }
 
     async fn delete_concurrency_limit(
