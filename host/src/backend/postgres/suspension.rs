@@ -9,8 +9,6 @@ use std::time::Duration;
 
 use super::Connections;
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use sqlx::postgres::PgRow;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -19,6 +17,10 @@ use super::rows::{col, json, transaction, Args};
 use super::PgBackend;
 use super::EVENTS_CHANNEL;
 use crate::backend::refusals;
+use crate::backend::shared::suspension::pg as shared;
+use crate::backend::shared::suspension::{
+    SignalRow, WaitpointRow, SIGNAL_COLUMNS, WAITPOINT_COLUMNS,
+};
 use crate::backend::{NewWaitpoint, SuspendRequest, Suspensions};
 use crate::error::{EngineError, Result};
 use crate::model::{
@@ -57,7 +59,7 @@ impl Suspensions for PgBackend {
             if !open && total >= i64::from(new.max_waitpoints) {
                 return Err(refusals::waitpoints_exceeded(new.max_waitpoints));
             }
-            let row = sqlx::query(&format!(
+            let row: WaitpointRow = sqlx::query_as(&format!(
                 "INSERT INTO waitpoints (tenant_id, execution_id, waitpoint_id, waitpoint_key, state, \
                      expires_at) \
                  VALUES ($1, $2, $3, $4, 'pending', now() + $5 * interval '1 millisecond') \
@@ -73,7 +75,7 @@ impl Suspensions for PgBackend {
             .fetch_one(&mut *tx)
             .await
             .map_err(err(op))?;
-            waitpoint(&row)
+            Ok(row.into())
         })
         .await
     }
@@ -194,19 +196,8 @@ impl Suspensions for PgBackend {
         id: ExecutionId,
         seq: i32,
     ) -> Result<Vec<Signal>> {
-        let pool = &self.pool;
-        let rows = sqlx::query(&format!(
-            "SELECT {SIGNAL_COLUMNS} FROM signals \
-             WHERE tenant_id = $1 AND execution_id = $2 AND consumed_in = $3 \
-             ORDER BY created_at, signal_id"
-        ))
-        .bind(tenant)
-        .bind(id)
-        .bind(seq)
-        .fetch_all(pool)
-        .await
-        .map_err(err("read resume signals"))?;
-        rows.iter().map(signal).collect()
+        let conn = &mut *self.connection("read resume signals").await?;
+        shared::resume_signals(conn, tenant, id, seq).await
     }
 
     async fn list_waitpoints(
@@ -215,26 +206,10 @@ impl Suspensions for PgBackend {
         id: ExecutionId,
         page: Page<Option<WaitpointId>>,
     ) -> Result<Vec<Waitpoint>> {
-        let pool = &self.pool;
-        // The primary key's order: (tenant, execution, waitpoint id).
-        let rows = sqlx::query(&format!(
-            "SELECT {WAITPOINT_COLUMNS} FROM waitpoints \
-             WHERE tenant_id = $1 AND execution_id = $2 AND waitpoint_id > $3 \
-             ORDER BY waitpoint_id LIMIT $4"
-        ))
-        .bind(tenant)
-        .bind(id)
-        .bind(page.after.unwrap_or(WaitpointId::nil()))
-        .bind(i64::from(page.limit))
-        .fetch_all(pool)
-        .await
-        .map_err(err("list waitpoints"))?;
-        rows.iter().map(waitpoint).collect()
+        let conn = &mut *self.connection("list waitpoints").await?;
+        shared::list_waitpoints(conn, tenant, id, page).await
     }
 }
-
-const WAITPOINT_COLUMNS: &str = "waitpoint_id, waitpoint_key, state, expires_at, created_at";
-const SIGNAL_COLUMNS: &str = "signal_id, waitpoint_key, name, payload, created_at";
 
 pub(super) fn err(op: &'static str) -> impl FnOnce(sqlx::Error) -> EngineError {
     EngineError::storage(op)
@@ -299,7 +274,7 @@ async fn buffered_signals(
     tenant: TenantId,
     id: ExecutionId,
 ) -> Result<Vec<Signal>> {
-    let rows = sqlx::query(&format!(
+    let rows: Vec<SignalRow> = sqlx::query_as(&format!(
         "SELECT {SIGNAL_COLUMNS} FROM signals s \
          WHERE s.tenant_id = $1 AND s.execution_id = $2 AND s.consumed_in IS NULL \
            AND s.waitpoint_id IN (SELECT waitpoint_id FROM waitpoints \
@@ -311,7 +286,7 @@ async fn buffered_signals(
     .fetch_all(&mut *tx)
     .await
     .map_err(err("read buffered signals"))?;
-    rows.iter().map(signal).collect()
+    Ok(rows.into_iter().map(Signal::from).collect())
 }
 
 /// The active waitpoints' buffered signals become the resume's (`seq`); the
@@ -323,7 +298,7 @@ async fn consume_and_close(
     seq: i32,
 ) -> Result<Vec<Signal>> {
     let op = "consume signals";
-    let rows = sqlx::query(&format!(
+    let rows: Vec<SignalRow> = sqlx::query_as(&format!(
         "WITH active AS ( \
              UPDATE waitpoints SET state = 'closed' \
              WHERE tenant_id = $1 AND execution_id = $2 AND state = 'active' \
@@ -339,7 +314,7 @@ async fn consume_and_close(
     .fetch_all(&mut *tx)
     .await
     .map_err(err(op))?;
-    let mut signals = rows.iter().map(signal).collect::<Result<Vec<_>>>()?;
+    let mut signals: Vec<Signal> = rows.into_iter().map(Signal::from).collect();
     signals.sort_by_key(|s| (s.created_at, s.signal_id));
     Ok(signals)
 }
@@ -439,7 +414,13 @@ async fn deliver_in(
             return Ok(SignalOutcome::Duplicate { signal_id });
         }
     }
-    let row = sqlx::query(&format!(
+    #[derive(sqlx::FromRow)]
+    struct Target {
+        #[sqlx(flatten)]
+        waitpoint: WaitpointRow,
+        expired: Option<bool>,
+    }
+    let row: Target = sqlx::query_as(&format!(
         "SELECT {WAITPOINT_COLUMNS}, expires_at <= now() AS expired FROM waitpoints \
          WHERE tenant_id = $1 AND execution_id = $2 AND waitpoint_id = $3"
     ))
@@ -453,8 +434,8 @@ async fn deliver_in(
         what: "waitpoint",
         id: to.waitpoint.to_string(),
     })?;
-    let target = waitpoint(&row)?;
-    if target.state == "closed" || col::<Option<bool>>(&row, "expired")? == Some(true) {
+    let target = Waitpoint::from(row.waitpoint);
+    if target.state == "closed" || row.expired == Some(true) {
         return Err(refusals::waitpoint_closed(&target.key));
     }
     if locked.state.is_terminal() {
@@ -534,24 +515,4 @@ impl<'a> SignalEventRow<'a> {
         .map_err(err("record signal event"))?;
         Ok(())
     }
-}
-
-fn waitpoint(row: &PgRow) -> Result<Waitpoint> {
-    Ok(Waitpoint {
-        waitpoint_id: col(row, "waitpoint_id")?,
-        key: col(row, "waitpoint_key")?,
-        state: col(row, "state")?,
-        expires_at: col::<Option<DateTime<Utc>>>(row, "expires_at")?,
-        created_at: col(row, "created_at")?,
-    })
-}
-
-fn signal(row: &PgRow) -> Result<Signal> {
-    Ok(Signal {
-        signal_id: col(row, "signal_id")?,
-        waitpoint_key: col(row, "waitpoint_key")?,
-        name: col(row, "name")?,
-        payload: col(row, "payload")?,
-        created_at: col(row, "created_at")?,
-    })
 }

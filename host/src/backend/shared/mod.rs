@@ -46,5 +46,6 @@ pub(crate) mod output;
 pub(crate) mod schedules;
 pub(crate) mod stamp;
 pub(crate) mod steps;
+pub(crate) mod suspension;
 pub(crate) mod tenancy;
 pub(crate) mod waitpoint_keys;

@@ -19,6 +19,10 @@ use super::record::Exec;
 use super::time::{after, at, now, Millis};
 use super::{Effects, SqliteBackend};
 use crate::backend::refusals;
+use crate::backend::shared::suspension::sqlite as shared;
+use crate::backend::shared::suspension::{
+    SignalRow, WaitpointRow, SIGNAL_COLUMNS, WAITPOINT_COLUMNS,
+};
 use crate::backend::{NewWaitpoint, SuspendRequest, Suspensions};
 use crate::error::{EngineError, Result};
 use crate::model::{AttemptPhase, Eligibility, LifecyclePhase, Page};
@@ -79,7 +83,7 @@ impl Suspensions for SqliteBackend {
             for key in request.suspension.condition.keys() {
                 match open_waitpoint(conn, tenant, id, key).await? {
                     Some(open) => {
-                        let past = open.expires_at.is_some_and(|at| at <= now());
+                        let past = open.expired_by(at(now()));
                         if open.state == "pending" && past && expired.is_none() {
                             expired = Some(key.to_owned());
                         }
@@ -152,19 +156,10 @@ impl Suspensions for SqliteBackend {
         id: ExecutionId,
         seq: i32,
     ) -> Result<Vec<Signal>> {
-        let db = self;
-        let rows: Vec<SignalRow> = sqlx::query_as(&format!(
-            "SELECT {SIGNAL_COLUMNS} FROM signals \
-             WHERE tenant_id = ? AND execution_id = ? AND consumed_in = ? \
-             ORDER BY created_at, signal_id"
-        ))
-        .bind(tenant)
-        .bind(id)
-        .bind(seq)
-        .fetch_all(db.reader())
+        self.read("read resume signals", async |conn| {
+            shared::resume_signals(conn, tenant, id, seq).await
+        })
         .await
-        .map_err(EngineError::storage("read resume signals"))?;
-        Ok(rows.into_iter().map(Signal::from).collect())
     }
 
     async fn list_waitpoints(
@@ -173,66 +168,10 @@ impl Suspensions for SqliteBackend {
         id: ExecutionId,
         page: Page<Option<WaitpointId>>,
     ) -> Result<Vec<Waitpoint>> {
-        let db = self;
-        // The primary key's order: (tenant, execution, waitpoint id).
-        let rows: Vec<WaitpointRow> = sqlx::query_as(&format!(
-            "SELECT {WAITPOINT_COLUMNS} FROM waitpoints \
-             WHERE tenant_id = ? AND execution_id = ? AND waitpoint_id > ? \
-             ORDER BY waitpoint_id LIMIT ?"
-        ))
-        .bind(tenant)
-        .bind(id)
-        .bind(page.after.unwrap_or(WaitpointId::nil()))
-        .bind(i64::from(page.limit))
-        .fetch_all(db.reader())
+        self.read("list waitpoints", async |conn| {
+            shared::list_waitpoints(conn, tenant, id, page).await
+        })
         .await
-        .map_err(EngineError::storage("list waitpoints"))?;
-        Ok(rows.into_iter().map(Waitpoint::from).collect())
-    }
-}
-
-const WAITPOINT_COLUMNS: &str = "waitpoint_id, waitpoint_key, state, expires_at, created_at";
-const SIGNAL_COLUMNS: &str = "signal_id, waitpoint_key, name, payload, created_at";
-
-#[derive(sqlx::FromRow)]
-struct WaitpointRow {
-    waitpoint_id: WaitpointId,
-    waitpoint_key: String,
-    state: String,
-    expires_at: Option<Millis>,
-    created_at: Millis,
-}
-
-impl From<WaitpointRow> for Waitpoint {
-    fn from(r: WaitpointRow) -> Self {
-        Waitpoint {
-            waitpoint_id: r.waitpoint_id,
-            key: r.waitpoint_key,
-            state: r.state,
-            expires_at: r.expires_at.map(at),
-            created_at: at(r.created_at),
-        }
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct SignalRow {
-    signal_id: Uuid,
-    waitpoint_key: String,
-    name: String,
-    payload: Vec<u8>,
-    created_at: Millis,
-}
-
-impl From<SignalRow> for Signal {
-    fn from(r: SignalRow) -> Self {
-        Signal {
-            signal_id: r.signal_id,
-            waitpoint_key: r.waitpoint_key,
-            name: r.name,
-            payload: r.payload,
-            created_at: at(r.created_at),
-        }
     }
 }
 
@@ -413,7 +352,7 @@ pub(super) async fn deliver_signal(
             what: "waitpoint",
             id: to.waitpoint.to_string(),
         })?;
-        let expired = target.expires_at.is_some_and(|at| at <= now());
+        let expired = target.expired_by(at(now()));
         if target.state == "closed" || expired {
             return Err(refusals::waitpoint_closed(&target.waitpoint_key));
         }

@@ -1,0 +1,109 @@
+//! Waitpoint and signal rows, and the reads of them that are the same on
+//! both drivers.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::stamp::Stamp;
+use crate::error::{EngineError, Result};
+use crate::model::{ExecutionId, Page, Signal, TenantId, Waitpoint, WaitpointId};
+
+/// The columns of a waitpoint, as [`WaitpointRow`] reads them.
+pub(crate) const WAITPOINT_COLUMNS: &str =
+    "waitpoint_id, waitpoint_key, state, expires_at, created_at";
+
+/// The columns of a signal, as [`SignalRow`] reads them.
+pub(crate) const SIGNAL_COLUMNS: &str = "signal_id, waitpoint_key, name, payload, created_at";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct WaitpointRow {
+    pub(crate) waitpoint_id: WaitpointId,
+    pub(crate) waitpoint_key: String,
+    pub(crate) state: String,
+    expires_at: Option<Stamp>,
+    created_at: Stamp,
+}
+
+impl WaitpointRow {
+    /// Whether it has an expiry at or before `now`.
+    pub(crate) fn expired_by(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_some_and(|at| at.0 <= now)
+    }
+}
+
+impl From<WaitpointRow> for Waitpoint {
+    fn from(r: WaitpointRow) -> Self {
+        Waitpoint {
+            waitpoint_id: r.waitpoint_id,
+            key: r.waitpoint_key,
+            state: r.state,
+            expires_at: r.expires_at.map(Into::into),
+            created_at: r.created_at.into(),
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct SignalRow {
+    signal_id: Uuid,
+    waitpoint_key: String,
+    name: String,
+    payload: Vec<u8>,
+    created_at: Stamp,
+}
+
+impl From<SignalRow> for Signal {
+    fn from(r: SignalRow) -> Self {
+        Signal {
+            signal_id: r.signal_id,
+            waitpoint_key: r.waitpoint_key,
+            name: r.name,
+            payload: r.payload,
+            created_at: r.created_at.into(),
+        }
+    }
+}
+
+for_both_drivers! {
+    /// The signals the execution's resume numbered `seq` consumed, in the
+    /// order they arrived.
+    async fn resume_signals(conn, tenant: TenantId, id: ExecutionId, seq: i32)
+        -> Result<Vec<Signal>>
+    {
+        let rows: Vec<SignalRow> = sqlx::query_as(&format!(
+            "SELECT {SIGNAL_COLUMNS} FROM signals \
+             WHERE tenant_id = $1 AND execution_id = $2 AND consumed_in = $3 \
+             ORDER BY created_at, signal_id"
+        ))
+        .bind(tenant)
+        .bind(id)
+        .bind(seq)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(EngineError::storage("read resume signals"))?;
+        Ok(rows.into_iter().map(Signal::from).collect())
+    }
+
+    /// A page of the execution's waitpoints in id order (the primary key's:
+    /// tenant, execution, waitpoint id).
+    async fn list_waitpoints(
+        conn,
+        tenant: TenantId,
+        id: ExecutionId,
+        page: Page<Option<WaitpointId>>,
+    ) -> Result<Vec<Waitpoint>> {
+        let rows: Vec<WaitpointRow> = sqlx::query_as(&format!(
+            "SELECT {WAITPOINT_COLUMNS} FROM waitpoints \
+             WHERE tenant_id = $1 AND execution_id = $2 AND waitpoint_id > $3 \
+             ORDER BY waitpoint_id LIMIT $4"
+        ))
+        .bind(tenant)
+        .bind(id)
+        .bind(page.after.unwrap_or(WaitpointId::nil()))
+        .bind(i64::from(page.limit))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(EngineError::storage("list waitpoints"))?;
+        Ok(rows.into_iter().map(Waitpoint::from).collect())
+    }
+}
