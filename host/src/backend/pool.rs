@@ -245,6 +245,43 @@ impl<DB: Database> Connection<DB> {
         result
     }
 
+    /// Run `body` in one transaction on this connection, begun with
+    /// `begin` (the driver's plain `BEGIN` when `None`): commit what
+    /// succeeded, and roll back what failed before returning. Dropping an
+    /// open sqlx transaction only queues its ROLLBACK until the connection is
+    /// next used; until then the rows it locked stay locked. The connection
+    /// is settled once the commit or the rollback went through.
+    pub async fn transaction<T>(
+        &mut self,
+        op: &'static str,
+        begin: Option<&'static str>,
+        body: impl AsyncFnOnce(&mut Conn<DB>) -> crate::error::Result<T>,
+    ) -> crate::error::Result<T> {
+        use crate::error::EngineError;
+        let conn: &mut Conn<DB> = self;
+        let mut tx = match begin {
+            None => conn.begin().await,
+            Some(statement) => conn.begin_with(statement).await,
+        }
+        .map_err(EngineError::storage(op))?;
+        match body(&mut tx).await {
+            Ok(value) => {
+                tx.commit().await.map_err(EngineError::storage(op))?;
+                self.settle();
+                Ok(value)
+            }
+            Err(e) => {
+                match tx.rollback().await {
+                    Ok(()) => self.settle(),
+                    Err(rollback) => {
+                        tracing::warn!(error = %rollback, op, "rolling back after an error")
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// Settle after a statement that ended with `error`: a refusal by the
     /// database leaves the connection usable, anything else (I/O, protocol,
     /// decoding half way) may not, so such a connection is pinged on return.

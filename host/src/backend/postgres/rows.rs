@@ -134,35 +134,17 @@ pub(super) async fn explain_lease_miss(
     Ok(lookup.explain(lease, replay_as))
 }
 
-/// Run `body` in one transaction: commit what succeeded, and roll back what
-/// failed before returning. Dropping an open sqlx transaction only queues its
-/// ROLLBACK until the pool next touches the connection; until then the rows it
-/// locked stay locked, and `SKIP LOCKED` claims pass them over.
+/// Run `body` in one transaction on a pooled connection
+/// ([`crate::backend::pool::Connection::transaction`]): a failure is rolled
+/// back before this returns, so the rows it locked are not left locked for
+/// `SKIP LOCKED` claims to pass over.
 pub(super) async fn transaction<T>(
     pool: &Connections,
     op: &'static str,
     body: impl AsyncFnOnce(&mut PgConnection) -> Result<T>,
 ) -> Result<T> {
     let mut conn = pool.acquire().await.map_err(EngineError::storage(op))?;
-    let mut tx = sqlx::Connection::begin(&mut *conn)
-        .await
-        .map_err(EngineError::storage(op))?;
-    match body(&mut tx).await {
-        Ok(value) => {
-            tx.commit().await.map_err(EngineError::storage(op))?;
-            conn.settle();
-            Ok(value)
-        }
-        Err(e) => {
-            match tx.rollback().await {
-                Ok(()) => conn.settle(),
-                Err(rollback) => {
-                    tracing::warn!(error = %rollback, op, "rolling back after an error")
-                }
-            }
-            Err(e)
-        }
-    }
+    conn.transaction(op, None, body).await
 }
 
 /// One column of a row, with a storage error naming it on failure.

@@ -206,31 +206,16 @@ impl SqliteBackend {
             .acquire()
             .await
             .map_err(EngineError::storage(op))?;
-        let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE")
-            .await
-            .map_err(EngineError::storage(op))?;
         let mut effects = Effects::default();
-        let outcome = match body(&mut tx, &mut effects).await {
-            Ok(value) => settle(&mut tx, &mut effects).await.map(|()| value),
-            Err(e) => Err(e),
-        };
-        match outcome {
-            Ok(value) => {
-                tx.commit().await.map_err(EngineError::storage(op))?;
-                conn.settle();
-                self.announce(effects);
+        let value = conn
+            .transaction(op, Some("BEGIN IMMEDIATE"), async |tx| {
+                let value = body(tx, &mut effects).await?;
+                settle(tx, &mut effects).await?;
                 Ok(value)
-            }
-            Err(e) => {
-                match tx.rollback().await {
-                    Ok(()) => conn.settle(),
-                    Err(rollback) => {
-                        tracing::warn!(error = %rollback, op, "rolling back after an error")
-                    }
-                }
-                Err(e)
-            }
-        }
+            })
+            .await?;
+        self.announce(effects);
+        Ok(value)
     }
 
     /// The readers, as an executor: each statement takes a reader for its
