@@ -92,17 +92,24 @@ impl Components for PgBackend {
         tenant: TenantId,
         kind: &str,
     ) -> Result<Option<ComponentVersion>> {
-        let conn = &mut *self.connection("latest component").await?;
-        shared::latest_component(conn, tenant, kind).await
+        self.read("latest component", async |conn| {
+            shared::latest_component(conn, tenant, kind).await
+        })
+        .await
     }
 
     async fn component_wasm(&self, tenant: TenantId, digest: &str) -> Result<Vec<u8>> {
-        let conn = &mut *self.connection("component wasm").await?;
-        shared::component_wasm(conn, tenant, digest).await
+        self.read("component wasm", async |conn| {
+            shared::component_wasm(conn, tenant, digest).await
+        })
+        .await
     }
 
     async fn list_components(&self, tenant: TenantId) -> Result<Vec<ComponentVersion>> {
-        shared::list_components(&mut *self.connection("list components").await?, tenant).await
+        self.read("list components", async |conn| {
+            shared::list_components(conn, tenant).await
+        })
+        .await
     }
 
     async fn get_component(
@@ -111,8 +118,10 @@ impl Components for PgBackend {
         kind: &str,
         version: i32,
     ) -> Result<ComponentVersion> {
-        let conn = &mut *self.connection("get component").await?;
-        shared::get_component(conn, tenant, kind, version).await
+        self.read("get component", async |conn| {
+            shared::get_component(conn, tenant, kind, version).await
+        })
+        .await
     }
 
     async fn deprecate_component(
@@ -121,7 +130,9 @@ impl Components for PgBackend {
         kind: &str,
         version: i32,
     ) -> Result<ComponentVersion> {
-        let conn = &mut *self.connection("deprecate component").await?;
-        shared::deprecate_component(conn, tenant, kind, version).await
+        self.read("deprecate component", async |conn| {
+            shared::deprecate_component(conn, tenant, kind, version).await
+        })
+        .await
     }
 }

@@ -107,8 +107,10 @@ impl ConcurrencyLimits for PgBackend {
     }
 
     async fn list_concurrency_limits(&self, tenant: TenantId) -> Result<Vec<ConcurrencyLimit>> {
-        let conn = &mut *self.connection("list concurrency limits").await?;
-        shared::list_concurrency_limits(conn, tenant).await
+        self.read("list concurrency limits", async |conn| {
+            shared::list_concurrency_limits(conn, tenant).await
+        })
+        .await
     }
 
     async fn delete_concurrency_limit(

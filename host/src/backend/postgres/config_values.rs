@@ -72,7 +72,10 @@ impl ConfigValues for PgBackend {
     }
 
     async fn list_config(&self, tenant: TenantId) -> Result<Vec<SealedConfig>> {
-        shared::list_config(&mut *self.connection("list config values").await?, tenant).await
+        self.read("list config values", async |conn| {
+            shared::list_config(conn, tenant).await
+        })
+        .await
     }
 
     async fn config_values(&self, tenant: TenantId, names: &[String]) -> Result<Vec<SealedConfig>> {
@@ -93,11 +96,9 @@ impl ConfigValues for PgBackend {
     }
 
     async fn delete_config(&self, tenant: TenantId, name: &str) -> Result<bool> {
-        shared::delete_config(
-            &mut *self.connection("delete config value").await?,
-            tenant,
-            name,
-        )
+        self.read("delete config value", async |conn| {
+            shared::delete_config(conn, tenant, name).await
+        })
         .await
     }
 
@@ -107,7 +108,10 @@ impl ConfigValues for PgBackend {
         limit: u32,
     ) -> Result<Vec<(TenantId, SealedConfig)>> {
         let op = "find config values to reseal";
-        shared::config_sealed_by_other_keys(&mut *self.connection(op).await?, key_id, limit).await
+        self.read(op, async |conn| {
+            shared::config_sealed_by_other_keys(conn, key_id, limit).await
+        })
+        .await
     }
 
     async fn reseal_config(
@@ -116,7 +120,9 @@ impl ConfigValues for PgBackend {
         old_key_id: &str,
         value: &SealedConfig,
     ) -> Result<bool> {
-        let conn = &mut *self.connection("reseal config value").await?;
-        shared::reseal_config(conn, tenant, old_key_id, value).await
+        self.read("reseal config value", async |conn| {
+            shared::reseal_config(conn, tenant, old_key_id, value).await
+        })
+        .await
     }
 }

@@ -27,10 +27,9 @@ impl Grants for PgBackend {
     }
 
     async fn ceiling(&self, tenant: TenantId) -> Result<CapabilityCeiling> {
-        shared::ceiling(
-            &mut *self.connection("read capability ceiling").await?,
-            tenant,
-        )
+        self.read("read capability ceiling", async |conn| {
+            shared::ceiling(conn, tenant).await
+        })
         .await
     }
 
@@ -56,15 +55,24 @@ impl Grants for PgBackend {
     }
 
     async fn grant(&self, tenant: TenantId, kind: &str) -> Result<Option<StoredGrant>> {
-        shared::grant(&mut *self.connection("read grant").await?, tenant, kind).await
+        self.read("read grant", async |conn| {
+            shared::grant(conn, tenant, kind).await
+        })
+        .await
     }
 
     async fn list_grants(&self, tenant: TenantId) -> Result<Vec<StoredGrant>> {
-        shared::list_grants(&mut *self.connection("list grants").await?, tenant).await
+        self.read("list grants", async |conn| {
+            shared::list_grants(conn, tenant).await
+        })
+        .await
     }
 
     async fn delete_grant(&self, tenant: TenantId, kind: &str) -> Result<bool> {
-        shared::delete_grant(&mut *self.connection("delete grant").await?, tenant, kind).await
+        self.read("delete grant", async |conn| {
+            shared::delete_grant(conn, tenant, kind).await
+        })
+        .await
     }
 
     async fn capabilities(
@@ -72,7 +80,9 @@ impl Grants for PgBackend {
         tenant: TenantId,
         kind: &str,
     ) -> Result<(CapabilityCeiling, ComponentGrant)> {
-        let conn = &mut *self.connection("read capabilities").await?;
-        shared::capabilities(conn, tenant, kind).await
+        self.read("read capabilities", async |conn| {
+            shared::capabilities(conn, tenant, kind).await
+        })
+        .await
     }
 }

@@ -45,8 +45,11 @@ impl Insights for PgBackend {
         limit: u32,
     ) -> Result<Vec<AttemptRecord>> {
         let op = "list attempts";
-        let attempts =
-            shared::list_attempts(&mut *self.connection(op).await?, tenant, id, limit).await?;
+        let attempts = self
+            .read(op, async |conn| {
+                shared::list_attempts(conn, tenant, id, limit).await
+            })
+            .await?;
         if attempts.is_empty() {
             // Never claimed, or not this tenant's: tell the two apart.
             self.execution_state(tenant, id).await?;

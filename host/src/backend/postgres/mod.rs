@@ -62,7 +62,6 @@ use sqlx::postgres::PgConnectOptions;
 
 /// The backend's connections (see [`crate::backend::pool`]).
 pub type Connections = super::pool::Connections<sqlx::Postgres>;
-type Connection = super::pool::Connection<sqlx::Postgres>;
 
 use super::{migration_failed, pending, Backend, APPLIED_MIGRATIONS};
 use crate::error::{EngineError, Result};
@@ -90,10 +89,23 @@ pub struct PgBackend {
 }
 
 impl PgBackend {
-    /// A connection from the pool, for an operation written once for both
-    /// drivers (`backend::shared`) that needs no transaction of its own.
-    pub(super) async fn connection(&self, op: &'static str) -> Result<Connection> {
-        self.pool.acquire().await.map_err(EngineError::storage(op))
+    /// Run `body` on a pooled connection, outside a transaction: for an
+    /// operation written once for both drivers (`backend::shared`), as
+    /// SQLite's `read` runs it. The connection goes straight back to the
+    /// pool when `body` succeeds (it awaited every statement it sent); after
+    /// an error it is pinged first, as the pool does for any unsettled one.
+    pub(super) async fn read<T>(
+        &self,
+        op: &'static str,
+        body: impl AsyncFnOnce(&mut sqlx::PgConnection) -> Result<T>,
+    ) -> Result<T> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(EngineError::storage(op))?;
+        let result = body(&mut conn).await;
+        conn.settle_on_ok(result)
     }
 
     /// A backend of at most `max_connections` to `url`, which must answer:

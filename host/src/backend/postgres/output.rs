@@ -76,12 +76,9 @@ impl Output for PgBackend {
         attempt: AttemptRef,
         page: Page<i64>,
     ) -> Result<Vec<Frame>> {
-        shared::read_frames(
-            &mut *self.connection("read frames").await?,
-            tenant,
-            attempt,
-            page,
-        )
+        self.read("read frames", async |conn| {
+            shared::read_frames(conn, tenant, attempt, page).await
+        })
         .await
     }
 
@@ -91,11 +88,9 @@ impl Output for PgBackend {
         tenant: TenantId,
         attempt: AttemptRef,
     ) -> Result<Option<StreamSummary>> {
-        shared::read_summary(
-            &mut *self.connection("read summary").await?,
-            tenant,
-            attempt,
-        )
+        self.read("read summary", async |conn| {
+            shared::read_summary(conn, tenant, attempt).await
+        })
         .await
     }
 

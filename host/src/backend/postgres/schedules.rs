@@ -69,7 +69,10 @@ impl Schedules for PgBackend {
     }
 
     async fn get_schedule(&self, tenant: TenantId, id: ScheduleId) -> Result<Schedule> {
-        shared::get_schedule(&mut *self.connection("get schedule").await?, tenant, id).await
+        self.read("get schedule", async |conn| {
+            shared::get_schedule(conn, tenant, id).await
+        })
+        .await
     }
 
     async fn list_schedules(
@@ -77,8 +80,10 @@ impl Schedules for PgBackend {
         tenant: TenantId,
         page: Page<Option<ScheduleId>>,
     ) -> Result<Vec<Schedule>> {
-        let conn = &mut *self.connection("list schedules").await?;
-        shared::list_schedules(conn, tenant, page).await
+        self.read("list schedules", async |conn| {
+            shared::list_schedules(conn, tenant, page).await
+        })
+        .await
     }
 
     async fn set_schedule_paused(
@@ -103,7 +108,10 @@ impl Schedules for PgBackend {
     }
 
     async fn delete_schedule(&self, tenant: TenantId, id: ScheduleId) -> Result<bool> {
-        shared::delete_schedule(&mut *self.connection("delete schedule").await?, tenant, id).await
+        self.read("delete schedule", async |conn| {
+            shared::delete_schedule(conn, tenant, id).await
+        })
+        .await
     }
 
     async fn trigger_schedule(&self, tenant: TenantId, id: ScheduleId) -> Result<Created> {

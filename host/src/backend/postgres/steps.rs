@@ -34,12 +34,9 @@ impl Steps for PgBackend {
         id: ExecutionId,
         page: Page<Option<u32>>,
     ) -> Result<Vec<JournalEntry>> {
-        shared::journal(
-            &mut *self.connection("read journal").await?,
-            tenant,
-            id,
-            page,
-        )
+        self.read("read journal", async |conn| {
+            shared::journal(conn, tenant, id, page).await
+        })
         .await
     }
 

@@ -196,8 +196,10 @@ impl Suspensions for PgBackend {
         id: ExecutionId,
         seq: i32,
     ) -> Result<Vec<Signal>> {
-        let conn = &mut *self.connection("read resume signals").await?;
-        shared::resume_signals(conn, tenant, id, seq).await
+        self.read("read resume signals", async |conn| {
+            shared::resume_signals(conn, tenant, id, seq).await
+        })
+        .await
     }
 
     async fn list_waitpoints(
@@ -206,8 +208,10 @@ impl Suspensions for PgBackend {
         id: ExecutionId,
         page: Page<Option<WaitpointId>>,
     ) -> Result<Vec<Waitpoint>> {
-        let conn = &mut *self.connection("list waitpoints").await?;
-        shared::list_waitpoints(conn, tenant, id, page).await
+        self.read("list waitpoints", async |conn| {
+            shared::list_waitpoints(conn, tenant, id, page).await
+        })
+        .await
     }
 }
 

@@ -95,12 +95,18 @@ impl Tenancy for PgBackend {
 
     /// The key with this id, revoked or not (one primary-key probe).
     async fn find_api_key(&self, key_id: ApiKeyId) -> Result<Option<StoredApiKey>> {
-        shared::find_api_key(&mut *self.connection("find api key").await?, key_id).await
+        self.read("find api key", async |conn| {
+            shared::find_api_key(conn, key_id).await
+        })
+        .await
     }
 
     /// Uses `api_keys_tenant_idx`.
     async fn list_api_keys(&self, tenant: TenantId) -> Result<Vec<ApiKey>> {
-        shared::list_api_keys(&mut *self.connection("list api keys").await?, tenant).await
+        self.read("list api keys", async |conn| {
+            shared::list_api_keys(conn, tenant).await
+        })
+        .await
     }
 
     /// Revoking twice keeps the first revocation time.

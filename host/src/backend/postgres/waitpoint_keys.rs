@@ -14,7 +14,10 @@ use crate::model::{SealedBytes, StoredWaitpointKey};
 #[async_trait]
 impl WaitpointKeys for PgBackend {
     async fn waitpoint_keys(&self) -> Result<Vec<StoredWaitpointKey>> {
-        shared::waitpoint_keys(&mut *self.connection("read waitpoint keys").await?).await
+        self.read("read waitpoint keys", async |conn| {
+            shared::waitpoint_keys(conn).await
+        })
+        .await
     }
 
     async fn add_waitpoint_key(
@@ -37,7 +40,9 @@ impl WaitpointKeys for PgBackend {
         old_key_id: &str,
         secret: &SealedBytes,
     ) -> Result<bool> {
-        let conn = &mut *self.connection("reseal waitpoint key").await?;
-        shared::reseal_waitpoint_key(conn, kid, old_key_id, secret).await
+        self.read("reseal waitpoint key", async |conn| {
+            shared::reseal_waitpoint_key(conn, kid, old_key_id, secret).await
+        })
+        .await
     }
 }
