@@ -15,8 +15,9 @@ use crate::model::{
 /// lease history, a tenant's overview (see `model/insights.rs`).
 #[async_trait]
 pub trait Insights: Send + Sync {
-    /// The execution's attempts, newest first, at most `limit`
-    /// (`NotFound` for another tenant's id).
+    /// The execution's attempts, newest first, at most `limit`. Empty for
+    /// an execution never claimed and for another tenant's: the engine
+    /// tells the two apart.
     async fn list_attempts(
         &self,
         tenant: TenantId,
@@ -25,8 +26,8 @@ pub trait Insights: Send + Sync {
     ) -> Result<Vec<AttemptRecord>>;
 
     /// The execution's newest `limit` lease events, oldest first: its lease
-    /// history (`NotFound` for another tenant's id). Off the lease events'
-    /// index by execution.
+    /// history (empty for another tenant's id, as for an execution never
+    /// claimed). Off the lease events' index by execution.
     async fn lease_history(
         &self,
         tenant: TenantId,

@@ -15,9 +15,11 @@ pub const OVERVIEW_WINDOW: TimeDelta = TimeDelta::hours(1);
 impl Engine {
     /// The execution's attempts, newest first (at most [`MAX_ATTEMPT_PAGE`]).
     pub async fn attempts(&self, tenant: TenantId, id: ExecutionId) -> Result<Vec<AttemptRecord>> {
-        self.backend
+        let attempts = self
+            .backend
             .list_attempts(tenant, id, MAX_ATTEMPT_PAGE)
-            .await
+            .await?;
+        self.not_found_unless_seen(tenant, id, attempts).await
     }
 
     /// The execution's lease history: its newest [`MAX_LEASE_HISTORY`]
@@ -28,9 +30,26 @@ impl Engine {
         tenant: TenantId,
         id: ExecutionId,
     ) -> Result<Vec<LeaseEvent>> {
-        self.backend
+        let events = self
+            .backend
             .lease_history(tenant, id, MAX_LEASE_HISTORY)
-            .await
+            .await?;
+        self.not_found_unless_seen(tenant, id, events).await
+    }
+
+    /// `rows` read about the tenant's execution `id`; when there are none,
+    /// `NotFound` unless the execution is the tenant's (one never claimed
+    /// has no attempts and no lease events yet).
+    async fn not_found_unless_seen<T>(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        rows: Vec<T>,
+    ) -> Result<Vec<T>> {
+        if rows.is_empty() {
+            self.backend.execution_state(tenant, id).await?;
+        }
+        Ok(rows)
     }
 
     /// Counts by state, and how the last hour's attempts ended.

@@ -11,7 +11,7 @@ use crate::backend::insights::{
     outcome_window_start, overview_of, state_names, ENDED_FAILED, STATE_COUNT_PROBE,
 };
 use crate::backend::shared::insights::pg as shared;
-use crate::backend::{Executions as _, Insights};
+use crate::backend::Insights;
 use crate::error::{EngineError, Result};
 use crate::model::{
     AttemptRecord, ExecutionId, LeaseEvent, Overview, TenantId, MAX_FAILING_KINDS,
@@ -45,16 +45,10 @@ impl Insights for PgBackend {
         limit: u32,
     ) -> Result<Vec<AttemptRecord>> {
         let op = "list attempts";
-        let attempts = self
-            .read(op, async |conn| {
-                shared::list_attempts(conn, tenant, id, limit).await
-            })
-            .await?;
-        if attempts.is_empty() {
-            // Never claimed, or not this tenant's: tell the two apart.
-            self.execution_state(tenant, id).await?;
-        }
-        Ok(attempts)
+        self.read(op, async |conn| {
+            shared::list_attempts(conn, tenant, id, limit).await
+        })
+        .await
     }
 
     async fn lease_history(
@@ -64,14 +58,9 @@ impl Insights for PgBackend {
         limit: u32,
     ) -> Result<Vec<LeaseEvent>> {
         let limit = limit.clamp(1, MAX_LEASE_HISTORY);
-        let events = super::outbox::LEASES
+        super::outbox::LEASES
             .history(&self.pool, tenant, id, limit)
-            .await?;
-        if events.is_empty() {
-            // Never claimed, or not this tenant's: tell the two apart.
-            self.execution_state(tenant, id).await?;
-        }
-        Ok(events)
+            .await
     }
 
     async fn overview(&self, tenant: TenantId, since: DateTime<Utc>) -> Result<Overview> {

@@ -15,7 +15,7 @@ use crate::backend::insights::{
     ended_failed_list, outcome_window_start, overview_of, state_names, STATE_COUNT_PROBE,
 };
 use crate::backend::shared::insights::sqlite as shared;
-use crate::backend::{Executions as _, Insights};
+use crate::backend::Insights;
 use crate::error::{EngineError, Result};
 use crate::model::{
     AttemptRecord, ExecutionId, LeaseEvent, Overview, TenantId, MAX_FAILING_KINDS,
@@ -31,16 +31,10 @@ impl Insights for SqliteBackend {
         limit: u32,
     ) -> Result<Vec<AttemptRecord>> {
         let op = "list attempts";
-        let attempts = self
-            .read(op, async |conn| {
-                shared::list_attempts(conn, tenant, id, limit).await
-            })
-            .await?;
-        if attempts.is_empty() {
-            // Never claimed, or not this tenant's: tell the two apart.
-            self.execution_state(tenant, id).await?;
-        }
-        Ok(attempts)
+        self.read(op, async |conn| {
+            shared::list_attempts(conn, tenant, id, limit).await
+        })
+        .await
     }
 
     async fn lease_history(
@@ -60,10 +54,6 @@ impl Insights for SqliteBackend {
         .fetch_all(self.reader())
         .await
         .map_err(EngineError::storage(op))?;
-        if rows.is_empty() {
-            // Never claimed, or not this tenant's: tell the two apart.
-            self.execution_state(tenant, id).await?;
-        }
         Ok(rows.into_iter().rev().map(LeaseRow::event).collect())
     }
 
