@@ -160,6 +160,37 @@ impl<DB: Database> Connections<DB> {
         Self { pool }
     }
 
+    /// Run `body` on a connection of the pool, outside a transaction. The
+    /// connection goes straight back when `body` succeeds (it awaited every
+    /// statement it sent); after an error it is pinged first.
+    pub async fn read<T>(
+        &self,
+        op: &'static str,
+        body: impl AsyncFnOnce(&mut Conn<DB>) -> crate::error::Result<T>,
+    ) -> crate::error::Result<T> {
+        let mut conn = self
+            .acquire()
+            .await
+            .map_err(crate::error::EngineError::storage(op))?;
+        let result = body(&mut conn).await;
+        conn.settle_on_ok(result)
+    }
+
+    /// Run `body` in one transaction on a connection of the pool (see
+    /// [`Connection::transaction`]).
+    pub async fn transaction<T>(
+        &self,
+        op: &'static str,
+        begin: Option<&'static str>,
+        body: impl AsyncFnOnce(&mut Conn<DB>) -> crate::error::Result<T>,
+    ) -> crate::error::Result<T> {
+        let mut conn = self
+            .acquire()
+            .await
+            .map_err(crate::error::EngineError::storage(op))?;
+        conn.transaction(op, begin, body).await
+    }
+
     /// A connection, unsettled until its user says otherwise.
     pub async fn acquire(&self) -> Result<Connection<DB>, sqlx::Error> {
         let object = self.pool.get().await.map_err(pool_error)?;

@@ -99,13 +99,7 @@ impl PgBackend {
         op: &'static str,
         body: impl AsyncFnOnce(&mut sqlx::PgConnection) -> Result<T>,
     ) -> Result<T> {
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(EngineError::storage(op))?;
-        let result = body(&mut conn).await;
-        conn.settle_on_ok(result)
+        self.pool.read(op, body).await
     }
 
     /// A backend of at most `max_connections` to `url`, which must answer:

@@ -143,8 +143,7 @@ pub(super) async fn transaction<T>(
     op: &'static str,
     body: impl AsyncFnOnce(&mut PgConnection) -> Result<T>,
 ) -> Result<T> {
-    let mut conn = pool.acquire().await.map_err(EngineError::storage(op))?;
-    conn.transaction(op, None, body).await
+    pool.transaction(op, None, body).await
 }
 
 /// One column of a row, with a storage error naming it on failure.

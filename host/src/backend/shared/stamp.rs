@@ -22,9 +22,12 @@ impl From<Stamp> for DateTime<Utc> {
     }
 }
 
-impl From<DateTime<Utc>> for Stamp {
-    fn from(at: DateTime<Utc>) -> Self {
-        Self(at)
+impl Stamp {
+    /// The instant SQLite stores as `millis` since the epoch. Past chrono's
+    /// range only if the file was written by hand; the latest instant keeps
+    /// such a row readable (and never due).
+    pub(crate) fn from_millis(millis: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(millis).unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 }
 
@@ -63,11 +66,7 @@ impl Type<Sqlite> for Stamp {
 impl<'r> Decode<'r, Sqlite> for Stamp {
     fn decode(value: SqliteValueRef<'r>) -> Result<Self, BoxDynError> {
         let millis = <i64 as Decode<Sqlite>>::decode(value)?;
-        // Past chrono's range only if the file was written by hand; the
-        // latest instant keeps such a row readable (and never due).
-        Ok(Self(
-            DateTime::from_timestamp_millis(millis).unwrap_or(DateTime::<Utc>::MAX_UTC),
-        ))
+        Ok(Self(Self::from_millis(millis)))
     }
 }
 

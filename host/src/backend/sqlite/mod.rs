@@ -201,13 +201,9 @@ impl SqliteBackend {
         // IMMEDIATE takes the write lock up front: another process on the
         // same file then waits (busy timeout) instead of failing when its
         // read would have to become a write.
-        let mut conn = self
-            .writer
-            .acquire()
-            .await
-            .map_err(EngineError::storage(op))?;
         let mut effects = Effects::default();
-        let value = conn
+        let value = self
+            .writer
             .transaction(op, Some("BEGIN IMMEDIATE"), async |tx| {
                 let value = body(tx, &mut effects).await?;
                 settle(tx, &mut effects).await?;
@@ -232,13 +228,7 @@ impl SqliteBackend {
         op: &'static str,
         body: impl AsyncFnOnce(&mut SqliteConnection) -> Result<T>,
     ) -> Result<T> {
-        let mut conn = self
-            .reader
-            .acquire()
-            .await
-            .map_err(EngineError::storage(op))?;
-        let result = body(&mut conn).await;
-        conn.settle_on_ok(result)
+        self.reader.read(op, body).await
     }
 
     fn announce(&self, effects: Effects) {

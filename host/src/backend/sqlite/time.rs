@@ -14,7 +14,7 @@ pub(super) fn now() -> Millis {
 }
 
 pub(super) fn at(ms: Millis) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::<Utc>::MAX_UTC)
+    crate::backend::shared::stamp::Stamp::from_millis(ms)
 }
 
 pub(super) fn millis_of(t: DateTime<Utc>) -> Millis {
