@@ -102,6 +102,17 @@ impl PgBackend {
         self.pool.read(op, body).await
     }
 
+    /// Run `body` as one transaction: for a write written once for both
+    /// drivers, as SQLite's `quiet_write` runs it. (Postgres's wake-ups come
+    /// from its triggers, so there is nothing else to announce.)
+    pub(super) async fn quiet_write<T>(
+        &self,
+        op: &'static str,
+        body: impl AsyncFnOnce(&mut sqlx::PgConnection) -> Result<T>,
+    ) -> Result<T> {
+        self.pool.transaction(op, None, body).await
+    }
+
     /// A backend of at most `max_connections` to `url`, which must answer:
     /// one connection is opened (and kept) before this returns.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {

@@ -1,7 +1,11 @@
 //! Component version statements that are the same on both drivers, and the
 //! row every read of a version decodes.
 
+use chrono::Utc;
+
 use super::stamp::Stamp;
+use crate::backend::refusals::unknown_tenant_or;
+use crate::backend::NewComponent;
 use crate::error::{EngineError, Result};
 use crate::model::{ComponentVersion, TenantId};
 
@@ -42,6 +46,73 @@ fn version_not_found(kind: &str, number: i32) -> EngineError {
 }
 
 for_both_drivers! {
+    /// Store `component` as the next version of its kind, in a transaction
+    /// that already holds the kind's versions still (the caller's lock or
+    /// single writer): uploading the bytes the newest version already has
+    /// returns that version, `false` for "nothing new".
+    async fn put_component(conn, tenant: TenantId, component: NewComponent<'_>)
+        -> Result<(ComponentVersion, bool)>
+    {
+        let op = "put component";
+        let imports = sqlx::types::Json(component.imports);
+        let latest: Option<VersionRow> = sqlx::query_as(&format!(
+            "SELECT {VERSION_COLUMNS} FROM components WHERE tenant_id = $1 AND kind = $2 \
+             ORDER BY version DESC LIMIT 1"
+        ))
+        .bind(tenant)
+        .bind(component.kind)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(EngineError::storage(op))?;
+        if let Some(latest) = latest
+            .as_ref()
+            .filter(|v| v.digest == component.digest && !v.deprecated)
+        {
+            if latest.imports.is_some() {
+                return Ok((latest.clone().into(), false));
+            }
+            // Stored before imports were recorded: record them now.
+            let row: VersionRow = sqlx::query_as(&format!(
+                "UPDATE components SET imports = $4 \
+                 WHERE tenant_id = $1 AND kind = $2 AND version = $3 RETURNING {VERSION_COLUMNS}"
+            ))
+            .bind(tenant)
+            .bind(component.kind)
+            .bind(latest.version)
+            .bind(imports)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(EngineError::storage(op))?;
+            return Ok((row.into(), false));
+        }
+        sqlx::query(
+            "INSERT INTO component_blobs (tenant_id, digest, wasm) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(tenant)
+        .bind(component.digest)
+        .bind(component.wasm)
+        .execute(&mut *conn)
+        .await
+        .map_err(unknown_tenant_or(op, tenant))?;
+        let row: VersionRow = sqlx::query_as(&format!(
+            "INSERT INTO components \
+                 (tenant_id, kind, version, digest, size_bytes, created_at, imports) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {VERSION_COLUMNS}"
+        ))
+        .bind(tenant)
+        .bind(component.kind)
+        .bind(latest.map_or(1, |v| v.version + 1))
+        .bind(component.digest)
+        .bind(i32::try_from(component.wasm.len()).unwrap_or(i32::MAX))
+        .bind(Stamp(Utc::now()))
+        .bind(imports)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(EngineError::storage(op))?;
+        Ok((row.into(), true))
+    }
+
     /// The stored bytes of the tenant's component with `digest`.
     async fn component_wasm(conn, tenant: TenantId, digest: &str) -> Result<Vec<u8>> {
         sqlx::query_scalar("SELECT wasm FROM component_blobs WHERE tenant_id = $1 AND digest = $2")
@@ -124,3 +195,49 @@ for_both_drivers! {
             .ok_or_else(|| version_not_found(kind, number))
     }
 }
+
+/// [`Components`](crate::backend::Components) for `$backend`, whose driver
+/// module here is `$driver`; the backend's own `put_component` serializes
+/// uploads of one kind (and checks the tenant) before the shared statement.
+macro_rules! implement {
+    ($backend:ty, $driver:ident) => {
+        $crate::backend::shared::storage_impl! {
+            impl Components for $backend;
+            statements: components::$driver;
+            read {
+                "latest component"
+                fn latest_component(
+                    tenant: $crate::model::TenantId,
+                    kind: &str,
+                ) -> Option<$crate::model::ComponentVersion>;
+                "component wasm"
+                fn component_wasm(tenant: $crate::model::TenantId, digest: &str) -> Vec<u8>;
+                "list components"
+                fn list_components(
+                    tenant: $crate::model::TenantId,
+                ) -> Vec<$crate::model::ComponentVersion>;
+                "get component"
+                fn get_component(
+                    tenant: $crate::model::TenantId,
+                    kind: &str,
+                    version: i32,
+                ) -> $crate::model::ComponentVersion;
+            }
+            write {
+                "deprecate component"
+                fn deprecate_component(
+                    tenant: $crate::model::TenantId,
+                    kind: &str,
+                    version: i32,
+                ) -> $crate::model::ComponentVersion;
+            }
+            own {
+                fn put_component(
+                    tenant: $crate::model::TenantId,
+                    component: $crate::backend::NewComponent<'_>,
+                ) -> ($crate::model::ComponentVersion, bool);
+            }
+        }
+    };
+}
+pub(crate) use implement;

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::stamp::Stamp;
+use crate::backend::refusals::unknown_tenant;
 use crate::error::{EngineError, Result};
 use crate::model::{SealedConfig, TenantId};
 
@@ -29,6 +30,56 @@ pub(crate) fn sealed(
 }
 
 for_both_drivers! {
+    /// Create or replace a value, refusing a new name past `max_values`. The
+    /// caller holds the tenant's config still (Postgres: its tenant row;
+    /// SQLite: the single writer), so the count cannot be passed by two new
+    /// names at once.
+    async fn put_config(conn, tenant: TenantId, value: &SealedConfig, max_values: u32)
+        -> Result<()>
+    {
+        let op = "put config value";
+        // Primary key of config_values, by its tenant prefix.
+        let (known, exists, held): (bool, bool, i64) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM tenants WHERE tenant_id = $1), \
+                    EXISTS (SELECT 1 FROM config_values WHERE tenant_id = $1 AND name = $2), \
+                    (SELECT count(*) FROM config_values WHERE tenant_id = $1)",
+        )
+        .bind(tenant)
+        .bind(&value.name)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(EngineError::storage(op))?;
+        if !known {
+            return Err(unknown_tenant(tenant));
+        }
+        if !exists && held >= i64::from(max_values) {
+            return Err(EngineError::LimitExceeded {
+                limit: "config_values",
+                value: held as u64,
+                detail: format!("a tenant keeps at most {max_values} config values"),
+            });
+        }
+        sqlx::query(
+            "INSERT INTO config_values \
+                 (tenant_id, name, secret, key_id, nonce, ciphertext, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (tenant_id, name) DO UPDATE SET secret = excluded.secret, \
+                 key_id = excluded.key_id, nonce = excluded.nonce, \
+                 ciphertext = excluded.ciphertext, updated_at = excluded.updated_at",
+        )
+        .bind(tenant)
+        .bind(&value.name)
+        .bind(value.secret)
+        .bind(&value.key_id)
+        .bind(&value.nonce)
+        .bind(&value.ciphertext)
+        .bind(Stamp(Utc::now()))
+        .execute(&mut *conn)
+        .await
+        .map_err(EngineError::storage(op))?;
+        Ok(())
+    }
+
     /// The tenant's values, in name order (the config_values primary key).
     async fn list_config(conn, tenant: TenantId) -> Result<Vec<SealedConfig>> {
         let rows: Vec<ConfigRow> = sqlx::query_as(&format!(
@@ -93,3 +144,46 @@ for_both_drivers! {
         Ok(done.rows_affected() > 0)
     }
 }
+
+/// [`ConfigValues`](crate::backend::ConfigValues) for `$backend`, whose
+/// driver module here is `$driver`; the backend's own `put_config` holds the
+/// tenant's values still, and its `config_values` matches a list of names.
+macro_rules! implement {
+    ($backend:ty, $driver:ident) => {
+        $crate::backend::shared::storage_impl! {
+            impl ConfigValues for $backend;
+            statements: config_values::$driver;
+            read {
+                "list config values"
+                fn list_config(tenant: $crate::model::TenantId) -> Vec<$crate::model::SealedConfig>;
+                "find config values to reseal"
+                fn config_sealed_by_other_keys(
+                    key_id: &str,
+                    limit: u32,
+                ) -> Vec<($crate::model::TenantId, $crate::model::SealedConfig)>;
+            }
+            write {
+                "delete config value"
+                fn delete_config(tenant: $crate::model::TenantId, name: &str) -> bool;
+                "reseal config value"
+                fn reseal_config(
+                    tenant: $crate::model::TenantId,
+                    old_key_id: &str,
+                    value: &$crate::model::SealedConfig,
+                ) -> bool;
+            }
+            own {
+                fn put_config(
+                    tenant: $crate::model::TenantId,
+                    value: &$crate::model::SealedConfig,
+                    max_values: u32,
+                ) -> ();
+                fn config_values(
+                    tenant: $crate::model::TenantId,
+                    names: &[String],
+                ) -> Vec<$crate::model::SealedConfig>;
+            }
+        }
+    };
+}
+pub(crate) use implement;

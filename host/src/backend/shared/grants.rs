@@ -1,9 +1,11 @@
 //! Ceiling and grant operations that are the same on both drivers, and the
 //! row every read of a grant decodes.
 
+use chrono::Utc;
 use sqlx::types::Json;
 
 use super::stamp::Stamp;
+use crate::backend::refusals::unknown_tenant_or;
 use crate::error::{EngineError, Result};
 use crate::model::{CapabilityCeiling, ComponentGrant, StoredGrant, TenantId};
 
@@ -19,6 +21,43 @@ pub(crate) fn stored((kind, Json(grant), updated_at): GrantRow) -> StoredGrant {
 }
 
 for_both_drivers! {
+    /// Replace the tenant's ceiling (capability_ceilings primary key).
+    async fn set_ceiling(conn, tenant: TenantId, ceiling: &CapabilityCeiling) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO capability_ceilings (tenant_id, ceiling, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (tenant_id) DO UPDATE \
+                 SET ceiling = excluded.ceiling, updated_at = excluded.updated_at",
+        )
+        .bind(tenant)
+        .bind(Json(ceiling))
+        .bind(Stamp(Utc::now()))
+        .execute(&mut *conn)
+        .await
+        .map_err(unknown_tenant_or("set capability ceiling", tenant))?;
+        Ok(())
+    }
+
+    /// Create or replace the grant of `kind` (component_grants primary key).
+    async fn put_grant(conn, tenant: TenantId, kind: &str, grant: &ComponentGrant)
+        -> Result<StoredGrant>
+    {
+        let row: GrantRow = sqlx::query_as(
+            "INSERT INTO component_grants (tenant_id, kind, grant_spec, updated_at) \
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (tenant_id, kind) DO UPDATE \
+                 SET grant_spec = excluded.grant_spec, updated_at = excluded.updated_at \
+             RETURNING kind, grant_spec, updated_at",
+        )
+        .bind(tenant)
+        .bind(kind)
+        .bind(Json(grant))
+        .bind(Stamp(Utc::now()))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(unknown_tenant_or("put grant", tenant))?;
+        Ok(stored(row))
+    }
+
     /// The tenant's grant for `kind` (component_grants primary key).
     async fn grant(conn, tenant: TenantId, kind: &str) -> Result<Option<StoredGrant>> {
         let row: Option<GrantRow> = sqlx::query_as(
@@ -91,3 +130,47 @@ for_both_drivers! {
         Ok(done.rows_affected() > 0)
     }
 }
+
+/// [`Grants`](crate::backend::Grants) for `$backend`, whose driver module
+/// here is `$driver`: every method is a shared statement.
+macro_rules! implement {
+    ($backend:ty, $driver:ident) => {
+        $crate::backend::shared::storage_impl! {
+            impl Grants for $backend;
+            statements: grants::$driver;
+            read {
+                "read capability ceiling"
+                fn ceiling(tenant: $crate::model::TenantId) -> $crate::model::CapabilityCeiling;
+                "read grant"
+                fn grant(
+                    tenant: $crate::model::TenantId,
+                    kind: &str,
+                ) -> Option<$crate::model::StoredGrant>;
+                "list grants"
+                fn list_grants(tenant: $crate::model::TenantId) -> Vec<$crate::model::StoredGrant>;
+                "read capabilities"
+                fn capabilities(
+                    tenant: $crate::model::TenantId,
+                    kind: &str,
+                ) -> ($crate::model::CapabilityCeiling, $crate::model::ComponentGrant);
+            }
+            write {
+                "set capability ceiling"
+                fn set_ceiling(
+                    tenant: $crate::model::TenantId,
+                    ceiling: &$crate::model::CapabilityCeiling,
+                ) -> ();
+                "put grant"
+                fn put_grant(
+                    tenant: $crate::model::TenantId,
+                    kind: &str,
+                    grant: &$crate::model::ComponentGrant,
+                ) -> $crate::model::StoredGrant;
+                "delete grant"
+                fn delete_grant(tenant: $crate::model::TenantId, kind: &str) -> bool;
+            }
+            own {}
+        }
+    };
+}
+pub(crate) use implement;

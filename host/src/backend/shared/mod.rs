@@ -35,6 +35,58 @@ macro_rules! for_both_drivers {
     };
 }
 
+/// Implement a storage trait for one backend from a single list of its
+/// methods, so the list is written once for both backends.
+///
+/// The methods come in three groups:
+/// - `read { "op" fn name(args) -> T; }`: runs the shared statement
+///   `shared::<concept>::<driver>::name(conn, args)` on a connection from the backend's `read`
+///   (no transaction; one statement, or reads that need no snapshot);
+/// - `write { … }`: the same inside the backend's `quiet_write`, a
+///   transaction that wakes nobody (no new work, no signal);
+/// - `own { fn name(args) -> T; }`: the drivers differ, and the backend
+///   supplies `async fn name(db: &Backend, args) -> Result<T>` in the module
+///   that invokes this.
+///
+/// Each concept's list lives beside its shared statements (as an
+/// `implement!` macro taking the backend, its driver module and nothing
+/// else); the backends invoke it in their module of the same name.
+macro_rules! storage_impl {
+    (
+        impl $trait:ident for $backend:ty;
+        statements: $concept:ident::$driver:ident;
+        read { $( $read_op:literal fn $read:ident($($read_arg:ident: $read_ty:ty),* $(,)?) -> $read_ret:ty; )* }
+        write { $( $write_op:literal fn $write:ident($($write_arg:ident: $write_ty:ty),* $(,)?) -> $write_ret:ty; )* }
+        own { $( fn $own:ident($($own_arg:ident: $own_ty:ty),* $(,)?) -> $own_ret:ty; )* }
+    ) => {
+        #[async_trait::async_trait]
+        impl $crate::backend::$trait for $backend {
+            $(
+                async fn $read(&self $(, $read_arg: $read_ty)*) -> $crate::error::Result<$read_ret> {
+                    self.read($read_op, async |conn| {
+                        $crate::backend::shared::$concept::$driver::$read(conn $(, $read_arg)*).await
+                    })
+                    .await
+                }
+            )*
+            $(
+                async fn $write(&self $(, $write_arg: $write_ty)*) -> $crate::error::Result<$write_ret> {
+                    self.quiet_write($write_op, async |conn| {
+                        $crate::backend::shared::$concept::$driver::$write(conn $(, $write_arg)*).await
+                    })
+                    .await
+                }
+            )*
+            $(
+                async fn $own(&self $(, $own_arg: $own_ty)*) -> $crate::error::Result<$own_ret> {
+                    $own(self $(, $own_arg)*).await
+                }
+            )*
+        }
+    };
+}
+pub(crate) use storage_impl;
+
 pub(crate) mod budgets;
 pub(crate) mod components;
 pub(crate) mod concurrency;

@@ -116,3 +116,34 @@ for_both_drivers! {
         Ok(done.rows_affected() > 0)
     }
 }
+
+/// [`WaitpointKeys`](crate::backend::WaitpointKeys) for `$backend`, whose
+/// driver module here is `$driver`: every method is a shared statement.
+macro_rules! implement {
+    ($backend:ty, $driver:ident) => {
+        $crate::backend::shared::storage_impl! {
+            impl WaitpointKeys for $backend;
+            statements: waitpoint_keys::$driver;
+            read {
+                "read waitpoint keys"
+                fn waitpoint_keys() -> Vec<$crate::model::StoredWaitpointKey>;
+            }
+            write {
+                "add waitpoint key"
+                fn add_waitpoint_key(
+                    key: &$crate::model::StoredWaitpointKey,
+                    retire_others_at: Option<chrono::DateTime<chrono::Utc>>,
+                    prune_retired_before: chrono::DateTime<chrono::Utc>,
+                ) -> bool;
+                "reseal waitpoint key"
+                fn reseal_waitpoint_key(
+                    kid: &str,
+                    old_key_id: &str,
+                    secret: &$crate::model::SealedBytes,
+                ) -> bool;
+            }
+            own {}
+        }
+    };
+}
+pub(crate) use implement;

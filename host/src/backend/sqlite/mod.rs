@@ -214,6 +214,17 @@ impl SqliteBackend {
         Ok(value)
     }
 
+    /// [`Self::write`] for a write that wakes nobody (it adds no work and
+    /// delivers no signal): the form a write written once for both drivers
+    /// takes.
+    pub(super) async fn quiet_write<T>(
+        &self,
+        op: &'static str,
+        body: impl AsyncFnOnce(&mut SqliteConnection) -> Result<T>,
+    ) -> Result<T> {
+        self.write(op, async |conn, _| body(conn).await).await
+    }
+
     /// The readers, as an executor: each statement takes a reader for its
     /// run and hands it straight back (see [`crate::backend::pool`]).
     pub(super) fn reader(&self) -> &Connections<Sqlite> {
