@@ -8,161 +8,72 @@
 
 use std::collections::BTreeMap;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 use super::executions::{create_executions, CANCEL_SQL};
-use super::rows::{transaction, unknown_tenant_or};
+use super::rows::transaction;
 use super::PgBackend;
 use crate::backend::refusals;
 use crate::backend::shared::schedules::pg::{self as shared, still_running};
-use crate::backend::shared::schedules::{found, ScheduleRow, COLUMNS};
-use crate::backend::{PauseChange, ScheduleCreate, Schedules};
+use crate::backend::shared::schedules::{ScheduleRow, COLUMNS};
 use crate::error::{EngineError, Result};
 use crate::model::{
-    Created, ExecutionId, FirePlan, NewExecution, OverlapAction, Page, Schedule, ScheduleId,
-    TenantId, SUPERSEDED,
+    Created, ExecutionId, FirePlan, NewExecution, OverlapAction, Schedule, ScheduleId, TenantId,
+    SUPERSEDED,
 };
 
-#[async_trait]
-impl Schedules for PgBackend {
-    async fn create_schedule(
-        &self,
-        tenant: TenantId,
-        create: ScheduleCreate<'_>,
-    ) -> Result<Schedule> {
-        let op = "create schedule";
-        transaction(&self.pool, op, async |tx| {
-            let row: Option<ScheduleRow> = sqlx::query_as(&format!(
-                "INSERT INTO schedules (tenant_id, schedule_id, name, spec, input, next_fire_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) \
-                 ON CONFLICT (tenant_id, name) DO NOTHING RETURNING {COLUMNS}"
-            ))
-            .bind(tenant)
-            .bind(ScheduleId::new())
-            .bind(&create.spec.name)
-            .bind(serde_json::to_value(create.spec).expect("a schedule serialises"))
-            .bind(&create.spec.execution.input)
-            .bind(create.next_fire_at)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(unknown_tenant_or(op, tenant))?;
-            let Some(row) = row else {
-                return Err(refusals::schedule_name_taken(&create.spec.name));
-            };
-            // Counted after the insert; past the cap, the transaction is undone.
-            let count: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM (SELECT 1 FROM schedules WHERE tenant_id = $1 LIMIT $2) s",
-            )
-            .bind(tenant)
-            .bind(i64::from(create.max_schedules) + 1)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(EngineError::storage(op))?;
-            if count > i64::from(create.max_schedules) {
-                return Err(refusals::schedules_exceeded(create.max_schedules));
-            }
-            Ok(row.schedule())
-        })
-        .await
-    }
+crate::backend::shared::schedules::implement!(PgBackend, pg);
 
-    async fn get_schedule(&self, tenant: TenantId, id: ScheduleId) -> Result<Schedule> {
-        self.read("get schedule", async |conn| {
-            shared::get_schedule(conn, tenant, id).await
-        })
-        .await
-    }
-
-    async fn list_schedules(
-        &self,
-        tenant: TenantId,
-        page: Page<Option<ScheduleId>>,
-    ) -> Result<Vec<Schedule>> {
-        self.read("list schedules", async |conn| {
-            shared::list_schedules(conn, tenant, page).await
-        })
-        .await
-    }
-
-    async fn set_schedule_paused(
-        &self,
-        tenant: TenantId,
-        id: ScheduleId,
-        change: PauseChange,
-    ) -> Result<Schedule> {
-        // Pausing keeps the next fire time; resuming sets the one given.
-        let row = sqlx::query_as(&format!(
-            "UPDATE schedules SET paused = $3, \
-                 next_fire_at = CASE WHEN $3 THEN next_fire_at ELSE $4 END \
-             WHERE tenant_id = $1 AND schedule_id = $2 RETURNING {COLUMNS}"
+/// Fire the schedule now, outside its plan; its next fire time stays.
+async fn trigger_schedule(db: &PgBackend, tenant: TenantId, id: ScheduleId) -> Result<Created> {
+    let op = "trigger schedule";
+    transaction(&db.pool, op, async |tx| {
+        let row: Option<ScheduleRow> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM schedules \
+             WHERE tenant_id = $1 AND schedule_id = $2 FOR UPDATE"
         ))
         .bind(tenant)
         .bind(id)
-        .bind(change.pauses())
-        .bind(change.resume_at())
-        .fetch_optional(&self.pool)
-        .await;
-        found(row, id, "pause schedule")
-    }
-
-    async fn delete_schedule(&self, tenant: TenantId, id: ScheduleId) -> Result<bool> {
-        self.read("delete schedule", async |conn| {
-            shared::delete_schedule(conn, tenant, id).await
-        })
+        .fetch_optional(&mut *tx)
         .await
-    }
+        .map_err(EngineError::storage(op))?;
+        let Some(row) = row else {
+            return Err(refusals::schedule_not_found(id));
+        };
+        let found = row.schedule();
+        let now = Utc::now();
+        let created = fire(tx, &found, &[now]).await?;
+        shared::record_fire(tx, &found, now, found.next_fire_at, created.last()).await?;
+        created
+            .into_iter()
+            .next()
+            .ok_or_else(|| EngineError::Corrupt("a trigger created nothing".into()))
+    })
+    .await
+}
 
-    async fn trigger_schedule(&self, tenant: TenantId, id: ScheduleId) -> Result<Created> {
-        let op = "trigger schedule";
-        transaction(&self.pool, op, async |tx| {
-            let row: Option<ScheduleRow> = sqlx::query_as(&format!(
-                "SELECT {COLUMNS} FROM schedules \
-                 WHERE tenant_id = $1 AND schedule_id = $2 FOR UPDATE"
-            ))
-            .bind(tenant)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(EngineError::storage(op))?;
-            let Some(row) = row else {
-                return Err(refusals::schedule_not_found(id));
-            };
-            let found = row.schedule();
-            let now = Utc::now();
-            let created = fire(tx, &found, &[now]).await?;
-            record_fire(tx, &found, now, found.next_fire_at, created.last()).await?;
-            created
-                .into_iter()
-                .next()
-                .ok_or_else(|| EngineError::Corrupt("a trigger created nothing".into()))
-        })
-        .await
-    }
-
-    async fn fire_due_schedules(&self, limit: u32) -> Result<u64> {
-        let mut fired = 0;
-        let mut taken = 0;
-        while taken < limit {
-            let want = FIRE_BATCH.min(limit - taken);
-            let (schedules, created) = match fire_batch(self, want).await {
-                Ok(done) => done,
-                // One schedule's failure must not hold back the others:
-                // this batch again, each schedule in a transaction of its own.
-                Err(e) => {
-                    tracing::warn!(error = %e, "firing a batch of schedules failed; one by one");
-                    (want, fire_one_by_one(self, want).await?)
-                }
-            };
-            fired += created;
-            taken += want;
-            if schedules < want {
-                break;
+async fn fire_due_schedules(db: &PgBackend, limit: u32) -> Result<u64> {
+    let mut fired = 0;
+    let mut taken = 0;
+    while taken < limit {
+        let want = FIRE_BATCH.min(limit - taken);
+        let (schedules, created) = match fire_batch(db, want).await {
+            Ok(done) => done,
+            // One schedule's failure must not hold back the others:
+            // this batch again, each schedule in a transaction of its own.
+            Err(e) => {
+                tracing::warn!(error = %e, "firing a batch of schedules failed; one by one");
+                (want, fire_one_by_one(db, want).await?)
             }
+        };
+        fired += created;
+        taken += want;
+        if schedules < want {
+            break;
         }
-        Ok(fired)
     }
+    Ok(fired)
 }
 
 /// Schedules fired per transaction: enough to spread the transaction and
@@ -305,7 +216,7 @@ async fn fire_one(db: &PgBackend, tenant: TenantId, id: ScheduleId) -> Result<u6
             cancel_previous(tx, &due).await?;
         }
         let created = fire(tx, &due, &plan.fire).await?;
-        record_fire(
+        shared::record_fire(
             tx,
             &due,
             plan.last_fire_at(&due),
@@ -333,29 +244,6 @@ async fn fire(
         .collect();
     let refs: Vec<_> = new.iter().collect();
     create_executions(tx, schedule.tenant_id, &refs, None, None).await
-}
-
-async fn record_fire(
-    tx: &mut PgConnection,
-    schedule: &Schedule,
-    last_fire_at: DateTime<Utc>,
-    next_fire_at: DateTime<Utc>,
-    last: Option<&Created>,
-) -> Result<()> {
-    sqlx::query(
-        "UPDATE schedules SET next_fire_at = $3, last_fire_at = $4, \
-             last_execution_id = coalesce($5, last_execution_id) \
-         WHERE tenant_id = $1 AND schedule_id = $2",
-    )
-    .bind(schedule.tenant_id)
-    .bind(schedule.schedule_id)
-    .bind(next_fire_at)
-    .bind(last_fire_at)
-    .bind(last.map(|c| c.execution_id))
-    .execute(&mut *tx)
-    .await
-    .map_err(EngineError::storage("fire schedule"))?;
-    Ok(())
 }
 
 /// Cancel the execution the schedule last created (the shared cancel:

@@ -1,12 +1,14 @@
 //! Schedule operations that are the same on both drivers, and the row
 //! every read of a schedule decodes.
 
+use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 
 use super::stamp::Stamp;
-use crate::backend::refusals;
+use crate::backend::refusals::{self, unknown_tenant_or};
+use crate::backend::{PauseChange, ScheduleCreate};
 use crate::error::{EngineError, Result};
-use crate::model::{ExecutionId, NewSchedule, Page, Schedule, ScheduleId, TenantId};
+use crate::model::{Created, ExecutionId, NewSchedule, Page, Schedule, ScheduleId, TenantId};
 
 /// The columns of a schedule, as [`ScheduleRow`] reads them.
 pub(crate) const COLUMNS: &str = "tenant_id, schedule_id, spec, input, paused, next_fire_at, \
@@ -57,6 +59,89 @@ pub(crate) fn found(
 }
 
 for_both_drivers! {
+    /// Create a schedule under a name the tenant has not used, then count:
+    /// past `max_schedules` the caller's transaction is undone.
+    async fn create_schedule(conn, tenant: TenantId, create: ScheduleCreate<'_>)
+        -> Result<Schedule>
+    {
+        let op = "create schedule";
+        let row: Option<ScheduleRow> = sqlx::query_as(&format!(
+            "INSERT INTO schedules \
+                 (tenant_id, schedule_id, name, spec, input, next_fire_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (tenant_id, name) DO NOTHING RETURNING {COLUMNS}"
+        ))
+        .bind(tenant)
+        .bind(ScheduleId::new())
+        .bind(&create.spec.name)
+        .bind(Json(create.spec))
+        .bind(&create.spec.execution.input)
+        .bind(Stamp(create.next_fire_at))
+        .bind(Stamp(Utc::now()))
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(unknown_tenant_or(op, tenant))?;
+        let Some(row) = row else {
+            return Err(refusals::schedule_name_taken(&create.spec.name));
+        };
+        // schedules_pkey, by its tenant prefix; one past the cap is enough.
+        let count: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT 1 FROM schedules WHERE tenant_id = $1 LIMIT $2) s",
+        )
+        .bind(tenant)
+        .bind(i64::from(create.max_schedules) + 1)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(EngineError::storage(op))?;
+        if count > i64::from(create.max_schedules) {
+            return Err(refusals::schedules_exceeded(create.max_schedules));
+        }
+        Ok(row.schedule())
+    }
+
+    /// Pausing keeps the next fire time; resuming sets the one given.
+    async fn set_schedule_paused(conn, tenant: TenantId, id: ScheduleId, change: PauseChange)
+        -> Result<Schedule>
+    {
+        let row = sqlx::query_as(&format!(
+            "UPDATE schedules SET paused = $3, \
+                 next_fire_at = CASE WHEN $3 THEN next_fire_at ELSE $4 END \
+             WHERE tenant_id = $1 AND schedule_id = $2 RETURNING {COLUMNS}"
+        ))
+        .bind(tenant)
+        .bind(id)
+        .bind(change.pauses())
+        .bind(change.resume_at().map(Stamp))
+        .fetch_optional(&mut *conn)
+        .await;
+        found(row, id, "pause schedule")
+    }
+
+    /// Move a fired schedule on: its next and last fire times, and the
+    /// execution it created last (kept when this firing created none).
+    async fn record_fire(
+        conn,
+        schedule: &Schedule,
+        last_fire_at: DateTime<Utc>,
+        next_fire_at: DateTime<Utc>,
+        last: Option<&Created>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE schedules SET next_fire_at = $3, last_fire_at = $4, \
+                 last_execution_id = coalesce($5, last_execution_id) \
+             WHERE tenant_id = $1 AND schedule_id = $2",
+        )
+        .bind(schedule.tenant_id)
+        .bind(schedule.schedule_id)
+        .bind(Stamp(next_fire_at))
+        .bind(Stamp(last_fire_at))
+        .bind(last.map(|c| c.execution_id))
+        .execute(&mut *conn)
+        .await
+        .map_err(EngineError::storage("fire schedule"))?;
+        Ok(())
+    }
+
     /// The tenant's schedule `id` (its primary key).
     async fn get_schedule(conn, tenant: TenantId, id: ScheduleId) -> Result<Schedule> {
         let row = sqlx::query_as(&format!(
@@ -114,3 +199,53 @@ for_both_drivers! {
         Ok(done.rows_affected() > 0)
     }
 }
+
+/// [`Schedules`](crate::backend::Schedules) for `$backend`, whose driver
+/// module here is `$driver`; firing (which creates executions) is the
+/// backend's own.
+macro_rules! implement {
+    ($backend:ty, $driver:ident) => {
+        $crate::backend::shared::storage_impl! {
+            impl Schedules for $backend;
+            statements: schedules::$driver;
+            read {
+                "get schedule"
+                fn get_schedule(
+                    tenant: $crate::model::TenantId,
+                    id: $crate::model::ScheduleId,
+                ) -> $crate::model::Schedule;
+                "list schedules"
+                fn list_schedules(
+                    tenant: $crate::model::TenantId,
+                    page: $crate::model::Page<Option<$crate::model::ScheduleId>>,
+                ) -> Vec<$crate::model::Schedule>;
+            }
+            write {
+                "create schedule"
+                fn create_schedule(
+                    tenant: $crate::model::TenantId,
+                    create: $crate::backend::ScheduleCreate<'_>,
+                ) -> $crate::model::Schedule;
+                "pause schedule"
+                fn set_schedule_paused(
+                    tenant: $crate::model::TenantId,
+                    id: $crate::model::ScheduleId,
+                    change: $crate::backend::PauseChange,
+                ) -> $crate::model::Schedule;
+                "delete schedule"
+                fn delete_schedule(
+                    tenant: $crate::model::TenantId,
+                    id: $crate::model::ScheduleId,
+                ) -> bool;
+            }
+            own {
+                fn trigger_schedule(
+                    tenant: $crate::model::TenantId,
+                    id: $crate::model::ScheduleId,
+                ) -> $crate::model::Created;
+                fn fire_due_schedules(limit: u32) -> u64;
+            }
+        }
+    };
+}
+pub(crate) use implement;
