@@ -12,7 +12,7 @@ use sqlx::PgConnection;
 
 use super::leases::{fail_locked, rejection, FENCE};
 use super::rows::{col, json, parse, transaction, unknown_tenant_or, Args};
-use super::suspension::{record_suspension, resume};
+use super::suspension::{record_suspension, resume_execution};
 use super::PgBackend;
 use crate::backend::refusals::check_usage_fits;
 use crate::backend::shared::budgets::pg::check_scope_exists;
@@ -483,7 +483,7 @@ pub(super) async fn release_holds(
     .await
     .map_err(err("find executions waiting on a budget"))?;
     for (execution, seq) in waiting {
-        resume(tx, tenant, execution, seq).await?;
+        resume_execution(tx, tenant, execution, seq).await?;
     }
     Ok(())
 }

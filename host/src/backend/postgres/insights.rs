@@ -3,19 +3,15 @@
 //! tenant's overview (state counts off
 //! `executions_state_idx`, the last hour's outcomes off `attempts_started_idx`).
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::PgBackend;
 use crate::backend::insights::{
     outcome_window_start, overview_of, state_names, ENDED_FAILED, STATE_COUNT_PROBE,
 };
-use crate::backend::shared::insights::pg as shared;
-use crate::backend::Insights;
 use crate::error::{EngineError, Result};
 use crate::model::{
-    AttemptRecord, ExecutionId, LeaseEvent, Overview, TenantId, MAX_FAILING_KINDS,
-    MAX_LEASE_HISTORY,
+    ExecutionId, LeaseEvent, Overview, TenantId, MAX_FAILING_KINDS, MAX_LEASE_HISTORY,
 };
 
 /// Attempts that ended in the window, by minute: started no earlier than
@@ -36,65 +32,51 @@ const FAILING_KINDS_SQL: &str = "\
     WHERE a.tenant_id = $1 AND a.started_at >= $2 AND a.ended_at >= $3 AND a.state = ANY($4)
     GROUP BY e.kind ORDER BY failed DESC, e.kind LIMIT $5";
 
-#[async_trait]
-impl Insights for PgBackend {
-    async fn list_attempts(
-        &self,
-        tenant: TenantId,
-        id: ExecutionId,
-        limit: u32,
-    ) -> Result<Vec<AttemptRecord>> {
-        let op = "list attempts";
-        self.read(op, async |conn| {
-            shared::list_attempts(conn, tenant, id, limit).await
-        })
+crate::backend::shared::insights::implement!(PgBackend, pg);
+
+async fn lease_history(
+    db: &PgBackend,
+    tenant: TenantId,
+    id: ExecutionId,
+    limit: u32,
+) -> Result<Vec<LeaseEvent>> {
+    let limit = limit.clamp(1, MAX_LEASE_HISTORY);
+    super::outbox::LEASES
+        .history(&db.pool, tenant, id, limit)
         .await
-    }
+}
 
-    async fn lease_history(
-        &self,
-        tenant: TenantId,
-        id: ExecutionId,
-        limit: u32,
-    ) -> Result<Vec<LeaseEvent>> {
-        let limit = limit.clamp(1, MAX_LEASE_HISTORY);
-        super::outbox::LEASES
-            .history(&self.pool, tenant, id, limit)
-            .await
-    }
-
-    async fn overview(&self, tenant: TenantId, since: DateTime<Utc>) -> Result<Overview> {
-        let op = "read the overview";
-        // executions_state_idx, at most STATE_COUNT_PROBE entries a state.
-        let states: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT s.state, (SELECT count(*) FROM (SELECT 1 FROM executions e \
-                 WHERE e.tenant_id = $1 AND e.public_state = s.state LIMIT $2) c) \
-             FROM unnest($3::text[]) AS s(state) ORDER BY s.state",
-        )
+async fn overview(db: &PgBackend, tenant: TenantId, since: DateTime<Utc>) -> Result<Overview> {
+    let op = "read the overview";
+    // executions_state_idx, at most STATE_COUNT_PROBE entries a state.
+    let states: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT s.state, (SELECT count(*) FROM (SELECT 1 FROM executions e \
+             WHERE e.tenant_id = $1 AND e.public_state = s.state LIMIT $2) c) \
+         FROM unnest($3::text[]) AS s(state) ORDER BY s.state",
+    )
+    .bind(tenant)
+    .bind(STATE_COUNT_PROBE)
+    .bind(state_names())
+    .fetch_all(&db.pool)
+    .await
+    .map_err(EngineError::storage(op))?;
+    let started = outcome_window_start(since);
+    let minutes: Vec<(DateTime<Utc>, i64, i64)> = sqlx::query_as(MINUTES_SQL)
         .bind(tenant)
-        .bind(STATE_COUNT_PROBE)
-        .bind(state_names())
-        .fetch_all(&self.pool)
+        .bind(started)
+        .bind(since)
+        .bind(ENDED_FAILED)
+        .fetch_all(&db.pool)
         .await
         .map_err(EngineError::storage(op))?;
-        let started = outcome_window_start(since);
-        let minutes: Vec<(DateTime<Utc>, i64, i64)> = sqlx::query_as(MINUTES_SQL)
-            .bind(tenant)
-            .bind(started)
-            .bind(since)
-            .bind(ENDED_FAILED)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(EngineError::storage(op))?;
-        let kinds: Vec<(String, i64)> = sqlx::query_as(FAILING_KINDS_SQL)
-            .bind(tenant)
-            .bind(started)
-            .bind(since)
-            .bind(ENDED_FAILED)
-            .bind(i64::from(MAX_FAILING_KINDS))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(EngineError::storage(op))?;
-        overview_of(states, minutes, kinds)
-    }
+    let kinds: Vec<(String, i64)> = sqlx::query_as(FAILING_KINDS_SQL)
+        .bind(tenant)
+        .bind(started)
+        .bind(since)
+        .bind(ENDED_FAILED)
+        .bind(i64::from(MAX_FAILING_KINDS))
+        .fetch_all(&db.pool)
+        .await
+        .map_err(EngineError::storage(op))?;
+    overview_of(states, minutes, kinds)
 }

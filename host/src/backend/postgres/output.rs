@@ -2,7 +2,6 @@
 //! Both are worker writes, fenced by the lease like every other.
 
 use super::Connections;
-use async_trait::async_trait;
 
 use super::counters;
 use super::leases::{rejection, FENCE};
@@ -10,109 +9,85 @@ use super::rows::Args;
 use super::PgBackend;
 use super::UPDATES_CHANNEL;
 use crate::backend::refusals;
-use crate::backend::shared::output::pg as shared;
-use crate::backend::{NewFrame, Output};
+use crate::backend::NewFrame;
 use crate::error::{EngineError, Result};
-use crate::model::{
-    AttemptRef, Frame, LeaseHandle, Page, StreamMode, StreamSummary, TenantId, BEST_EFFORT_WINDOW,
-};
+use crate::model::{LeaseHandle, StreamMode, BEST_EFFORT_WINDOW};
 
-#[async_trait]
-impl Output for PgBackend {
-    /// One statement checks the lease (locking the execution's row) and hands
-    /// out the next sequence number from the attempt's counters, so a frame
-    /// can never land after its lease is gone, and sequence numbers are dense
-    /// per attempt. A mode's own work (merging the summary, trimming
-    /// best-effort frames) is part of the same statement.
-    async fn append_frame(&self, lease: &LeaseHandle, frame: NewFrame<'_>) -> Result<i64> {
-        let pool = &self.pool;
-        // The cap on the attempt's bytes (`$9`) is part of the fence: a
-        // refused frame changes nothing.
-        let sql = format!(
-            "WITH {fence}, \
-                  seq AS (INSERT INTO execution_counters AS c \
-                              (tenant_id, execution_id, attempt_index, frame_seq, frame_bytes) \
-                          SELECT $1, $2, $3, 1, octet_length($8) FROM fence \
-                          WHERE octet_length($8) <= $9 \
-                          ON CONFLICT (tenant_id, execution_id) DO UPDATE SET {next} \
-                          WHERE {held} + excluded.frame_bytes <= $9 \
-                          RETURNING frame_seq), \
-                  inserted AS (INSERT INTO frames (tenant_id, execution_id, attempt_index, seq, \
-                                   frame_type, mode, payload) \
-                               SELECT $1, $2, $3, frame_seq, $6, $7, $8 FROM seq RETURNING seq) \
-                  {mode_work} \
-             SELECT seq, pg_notify('{UPDATES_CHANNEL}', $1::text || ':' || $2::text) FROM inserted",
-            fence = counters::fenced(),
-            next = counters::next_frame(),
-            held = counters::attempt_bytes(),
-            mode_work = mode_work(frame.mode),
-        );
-        let args = Args::fence(lease)
-            .push(frame.frame_type)
-            .push(frame.mode.as_str())
-            .push(frame.payload)
-            .push(i64::try_from(frame.max_attempt_bytes).unwrap_or(i64::MAX));
-        let bound = match frame.mode {
-            StreamMode::Durable | StreamMode::Summary => args,
-            StreamMode::BestEffort => args.push(BEST_EFFORT_WINDOW),
-        }
-        .done("append frame")?;
-        // The second column (the notify's `void`) is never decoded.
-        let seq: Option<i64> = sqlx::query_scalar_with(&sql, bound)
-            .fetch_optional(pool)
-            .await
-            .map_err(EngineError::storage("append frame"))?;
-        match seq {
-            Some(seq) => Ok(seq),
-            None => Err(
-                frame_refusal(pool, lease, frame.payload.len(), frame.max_attempt_bytes).await?,
-            ),
-        }
+crate::backend::shared::output::implement!(PgBackend, pg);
+
+/// One statement checks the lease (locking the execution's row) and hands
+/// out the next sequence number from the attempt's counters, so a frame
+/// can never land after its lease is gone, and sequence numbers are dense
+/// per attempt. A mode's own work (merging the summary, trimming
+/// best-effort frames) is part of the same statement.
+async fn append_frame(db: &PgBackend, lease: &LeaseHandle, frame: NewFrame<'_>) -> Result<i64> {
+    let pool = &db.pool;
+    // The cap on the attempt's bytes (`$9`) is part of the fence: a
+    // refused frame changes nothing.
+    let sql = format!(
+        "WITH {fence}, \
+              seq AS (INSERT INTO execution_counters AS c \
+                          (tenant_id, execution_id, attempt_index, frame_seq, frame_bytes) \
+                      SELECT $1, $2, $3, 1, octet_length($8) FROM fence \
+                      WHERE octet_length($8) <= $9 \
+                      ON CONFLICT (tenant_id, execution_id) DO UPDATE SET {next} \
+                      WHERE {held} + excluded.frame_bytes <= $9 \
+                      RETURNING frame_seq), \
+              inserted AS (INSERT INTO frames (tenant_id, execution_id, attempt_index, seq, \
+                               frame_type, mode, payload) \
+                           SELECT $1, $2, $3, frame_seq, $6, $7, $8 FROM seq RETURNING seq) \
+              {mode_work} \
+         SELECT seq, pg_notify('{UPDATES_CHANNEL}', $1::text || ':' || $2::text) FROM inserted",
+        fence = counters::fenced(),
+        next = counters::next_frame(),
+        held = counters::attempt_bytes(),
+        mode_work = mode_work(frame.mode),
+    );
+    let args = Args::fence(lease)
+        .push(frame.frame_type)
+        .push(frame.mode.as_str())
+        .push(frame.payload)
+        .push(i64::try_from(frame.max_attempt_bytes).unwrap_or(i64::MAX));
+    let bound = match frame.mode {
+        StreamMode::Durable | StreamMode::Summary => args,
+        StreamMode::BestEffort => args.push(BEST_EFFORT_WINDOW),
     }
-
-    async fn read_frames(
-        &self,
-        tenant: TenantId,
-        attempt: AttemptRef,
-        page: Page<i64>,
-    ) -> Result<Vec<Frame>> {
-        self.read("read frames", async |conn| {
-            shared::read_frames(conn, tenant, attempt, page).await
-        })
+    .done("append frame")?;
+    // The second column (the notify's `void`) is never decoded.
+    let seq: Option<i64> = sqlx::query_scalar_with(&sql, bound)
+        .fetch_optional(pool)
         .await
-    }
-
-    /// The rolling summary of an attempt (`stream_summaries` primary key).
-    async fn read_summary(
-        &self,
-        tenant: TenantId,
-        attempt: AttemptRef,
-    ) -> Result<Option<StreamSummary>> {
-        self.read("read summary", async |conn| {
-            shared::read_summary(conn, tenant, attempt).await
-        })
-        .await
-    }
-
-    async fn set_progress(&self, lease: &LeaseHandle, percent: u8, message: &str) -> Result<()> {
-        let pool = &self.pool;
-        let sql = format!(
-            "UPDATE executions SET progress_percent = $6, progress_message = $7 WHERE {FENCE}"
-        );
-        let bound = Args::fence(lease)
-            .push(i16::from(percent.min(100)))
-            .push(message)
-            .done("set progress")?;
-        let updated = sqlx::query_with(&sql, bound)
-            .execute(pool)
-            .await
-            .map_err(EngineError::storage("set progress"))?
-            .rows_affected();
-        if updated == 1 {
-            Ok(())
-        } else {
-            Err(rejection(pool, lease, None).await?)
+        .map_err(EngineError::storage("append frame"))?;
+    match seq {
+        Some(seq) => Ok(seq),
+        None => {
+            Err(frame_refusal(pool, lease, frame.payload.len(), frame.max_attempt_bytes).await?)
         }
+    }
+}
+
+async fn set_progress(
+    db: &PgBackend,
+    lease: &LeaseHandle,
+    percent: u8,
+    message: &str,
+) -> Result<()> {
+    let pool = &db.pool;
+    let sql =
+        format!("UPDATE executions SET progress_percent = $6, progress_message = $7 WHERE {FENCE}");
+    let bound = Args::fence(lease)
+        .push(i16::from(percent.min(100)))
+        .push(message)
+        .done("set progress")?;
+    let updated = sqlx::query_with(&sql, bound)
+        .execute(pool)
+        .await
+        .map_err(EngineError::storage("set progress"))?
+        .rows_affected();
+    if updated == 1 {
+        Ok(())
+    } else {
+        Err(rejection(pool, lease, None).await?)
     }
 }
 

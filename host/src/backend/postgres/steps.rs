@@ -8,7 +8,6 @@
 //! A refused record changes nothing; why it was refused is read afterwards.
 
 use super::Connections;
-use async_trait::async_trait;
 use chrono::Utc;
 use sqlx::PgConnection;
 
@@ -18,52 +17,31 @@ use super::rows::{col, transaction, Args};
 use super::suspension::{lock_leased, record_suspension};
 use super::{PgBackend, UPDATES_CHANNEL};
 use crate::backend::refusals::{step_admission, StepSlot};
-use crate::backend::shared::steps::pg as shared;
-use crate::backend::{SleepRequest, StepRecord, Steps};
+use crate::backend::{SleepRequest, StepRecord};
 use crate::error::{EngineError, Result};
-use crate::model::{
-    ExecutionId, JournalEntry, JournalLimits, LeaseHandle, NewStep, Page, StepOutcome, TenantId,
-};
+use crate::model::{JournalLimits, LeaseHandle, NewStep, StepOutcome};
 
-#[async_trait]
-impl Steps for PgBackend {
-    /// One range scan of the primary key.
-    async fn journal(
-        &self,
-        tenant: TenantId,
-        id: ExecutionId,
-        page: Page<Option<u32>>,
-    ) -> Result<Vec<JournalEntry>> {
-        self.read("read journal", async |conn| {
-            shared::journal(conn, tenant, id, page).await
-        })
-        .await
-    }
+crate::backend::shared::steps::implement!(PgBackend, pg);
 
-    async fn record_step(&self, lease: &LeaseHandle, record: StepRecord<'_>) -> Result<()> {
-        let op = "record step";
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(EngineError::storage(op))?;
-        let recorded = record_in(&self.pool, &mut conn, lease, record).await;
-        conn.settle_on_ok(recorded)
-    }
+async fn record_step(db: &PgBackend, lease: &LeaseHandle, record: StepRecord<'_>) -> Result<()> {
+    let op = "record step";
+    let mut conn = db.pool.acquire().await.map_err(EngineError::storage(op))?;
+    let recorded = record_in(&db.pool, &mut conn, lease, record).await;
+    conn.settle_on_ok(recorded)
+}
 
-    async fn sleep(&self, lease: &LeaseHandle, request: SleepRequest<'_>) -> Result<()> {
-        let pool = &self.pool;
-        let op = "sleep";
-        transaction(pool, op, async |tx| {
-            let seq = lock_leased(pool, tx, lease, op).await? + 1;
-            if let Some(record) = request.record() {
-                record_in(pool, tx, lease, record).await?;
-            }
-            let (suspension, timeout) = request.suspension(Utc::now());
-            record_suspension(tx, lease, &suspension, seq, Some(timeout)).await
-        })
-        .await
-    }
+async fn sleep(db: &PgBackend, lease: &LeaseHandle, request: SleepRequest<'_>) -> Result<()> {
+    let pool = &db.pool;
+    let op = "sleep";
+    transaction(pool, op, async |tx| {
+        let seq = lock_leased(pool, tx, lease, op).await? + 1;
+        if let Some(record) = request.record() {
+            record_in(pool, tx, lease, record).await?;
+        }
+        let (suspension, timeout) = request.suspension(Utc::now());
+        record_suspension(tx, lease, &suspension, seq, Some(timeout)).await
+    })
+    .await
 }
 
 /// Record `step` on `conn` (the pool's or a transaction's), or say why not.

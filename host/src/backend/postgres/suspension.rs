@@ -8,7 +8,6 @@
 use std::time::Duration;
 
 use super::Connections;
-use async_trait::async_trait;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -17,202 +16,166 @@ use super::rows::{col, json, transaction, Args};
 use super::PgBackend;
 use super::EVENTS_CHANNEL;
 use crate::backend::refusals;
-use crate::backend::shared::suspension::pg as shared;
 use crate::backend::shared::suspension::{
     SignalRow, WaitpointRow, SIGNAL_COLUMNS, WAITPOINT_COLUMNS,
 };
-use crate::backend::{NewWaitpoint, SuspendRequest, Suspensions};
+use crate::backend::{NewWaitpoint, SuspendRequest};
 use crate::error::{EngineError, Result};
 use crate::model::{
-    ExecutionId, LeaseHandle, NewSignal, Page, PublicState, Signal, SignalOutcome, SuspendOutcome,
+    ExecutionId, LeaseHandle, NewSignal, PublicState, Signal, SignalOutcome, SuspendOutcome,
     Suspension, TenantId, Waitpoint,
 };
 use crate::model::{WaitpointId, WaitpointRef};
 
-#[async_trait]
-impl Suspensions for PgBackend {
-    /// Create (or, for a key already open, return) a waitpoint of the lease's
-    /// execution. Signals delivered to it are kept until a suspension uses them.
-    async fn create_waitpoint(
-        &self,
-        lease: &LeaseHandle,
-        new: NewWaitpoint<'_>,
-    ) -> Result<Waitpoint> {
-        let pool = &self.pool;
-        let op = "create waitpoint";
-        transaction(pool, op, async |tx| {
-            lock_leased(pool, tx, lease, op).await?;
-            // The execution's row lock serialises its waitpoints: count, then add.
-            let (open, total): (bool, i64) = sqlx::query_as(
-                "SELECT EXISTS (SELECT 1 FROM waitpoints WHERE tenant_id = $1 AND execution_id = $2 \
-                     AND waitpoint_key = $3 AND state <> 'closed'), \
-                 (SELECT count(*) FROM (SELECT 1 FROM waitpoints \
-                     WHERE tenant_id = $1 AND execution_id = $2 LIMIT $4) w)",
-            )
-            .bind(lease.tenant_id)
-            .bind(lease.execution_id)
-            .bind(new.key)
-            .bind(i64::from(new.max_waitpoints))
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(err(op))?;
-            if !open && total >= i64::from(new.max_waitpoints) {
-                return Err(refusals::waitpoints_exceeded(new.max_waitpoints));
-            }
-            let row: WaitpointRow = sqlx::query_as(&format!(
-                "INSERT INTO waitpoints (tenant_id, execution_id, waitpoint_id, waitpoint_key, state, \
-                     expires_at) \
-                 VALUES ($1, $2, $3, $4, 'pending', now() + $5 * interval '1 millisecond') \
-                 ON CONFLICT (tenant_id, execution_id, waitpoint_key) WHERE state <> 'closed' \
-                 DO UPDATE SET waitpoint_key = EXCLUDED.waitpoint_key \
-                 RETURNING {WAITPOINT_COLUMNS}"
-            ))
-            .bind(lease.tenant_id)
-            .bind(lease.execution_id)
-            .bind(Uuid::now_v7())
-            .bind(new.key)
-            .bind(new.expires_in.map(millis))
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(err(op))?;
-            Ok(row.into())
-        })
-        .await
-    }
+crate::backend::shared::suspension::implement!(PgBackend, pg);
 
-    /// Suspend the lease's execution, unless signals already buffered on the
-    /// condition's waitpoints satisfy it.
-    async fn suspend(
-        &self,
-        lease: &LeaseHandle,
-        request: SuspendRequest<'_>,
-    ) -> Result<SuspendOutcome> {
-        let pool = &self.pool;
-        let op = "suspend";
-        transaction(pool, op, async |tx| {
-            let seq = lock_leased(pool, tx, lease, op).await? + 1;
-            let keys = request.suspension.condition.keys();
-            // Read before the insert below makes them active (and so unexpired).
-            let expired: Option<String> = sqlx::query_scalar(
-                "SELECT waitpoint_key FROM waitpoints \
-                 WHERE tenant_id = $1 AND execution_id = $2 AND state = 'pending' \
-                   AND waitpoint_key = ANY($3) AND expires_at <= now() \
-                 ORDER BY waitpoint_key LIMIT 1",
-            )
-            .bind(lease.tenant_id)
-            .bind(lease.execution_id)
-            .bind(&keys)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(err(op))?;
-            let ids: Vec<WaitpointId> = keys.iter().map(|_| WaitpointId::new()).collect();
+/// Create (or, for a key already open, return) a waitpoint of the lease's
+/// execution. Signals delivered to it are kept until a suspension uses them.
+async fn create_waitpoint(
+    db: &PgBackend,
+    lease: &LeaseHandle,
+    new: NewWaitpoint<'_>,
+) -> Result<Waitpoint> {
+    let pool = &db.pool;
+    let op = "create waitpoint";
+    transaction(pool, op, async |tx| {
+        lock_leased(pool, tx, lease, op).await?;
+        // The execution's row lock serialises its waitpoints: count, then add.
+        let (open, total): (bool, i64) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM waitpoints WHERE tenant_id = $1 AND execution_id = $2 \
+                 AND waitpoint_key = $3 AND state <> 'closed'), \
+             (SELECT count(*) FROM (SELECT 1 FROM waitpoints \
+                 WHERE tenant_id = $1 AND execution_id = $2 LIMIT $4) w)",
+        )
+        .bind(lease.tenant_id)
+        .bind(lease.execution_id)
+        .bind(new.key)
+        .bind(i64::from(new.max_waitpoints))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(err(op))?;
+        if !open && total >= i64::from(new.max_waitpoints) {
+            return Err(refusals::waitpoints_exceeded(new.max_waitpoints));
+        }
+        let row: WaitpointRow = sqlx::query_as(&format!(
+            "INSERT INTO waitpoints (tenant_id, execution_id, waitpoint_id, waitpoint_key, state, \
+                 expires_at) \
+             VALUES ($1, $2, $3, $4, 'pending', now() + $5 * interval '1 millisecond') \
+             ON CONFLICT (tenant_id, execution_id, waitpoint_key) WHERE state <> 'closed' \
+             DO UPDATE SET waitpoint_key = EXCLUDED.waitpoint_key \
+             RETURNING {WAITPOINT_COLUMNS}"
+        ))
+        .bind(lease.tenant_id)
+        .bind(lease.execution_id)
+        .bind(Uuid::now_v7())
+        .bind(new.key)
+        .bind(new.expires_in.map(millis))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(err(op))?;
+        Ok(row.into())
+    })
+    .await
+}
+
+/// Suspend the lease's execution, unless signals already buffered on the
+/// condition's waitpoints satisfy it.
+async fn suspend(
+    db: &PgBackend,
+    lease: &LeaseHandle,
+    request: SuspendRequest<'_>,
+) -> Result<SuspendOutcome> {
+    let pool = &db.pool;
+    let op = "suspend";
+    transaction(pool, op, async |tx| {
+        let seq = lock_leased(pool, tx, lease, op).await? + 1;
+        let keys = request.suspension.condition.keys();
+        // Read before the insert below makes them active (and so unexpired).
+        let expired: Option<String> = sqlx::query_scalar(
+            "SELECT waitpoint_key FROM waitpoints \
+             WHERE tenant_id = $1 AND execution_id = $2 AND state = 'pending' \
+               AND waitpoint_key = ANY($3) AND expires_at <= now() \
+             ORDER BY waitpoint_key LIMIT 1",
+        )
+        .bind(lease.tenant_id)
+        .bind(lease.execution_id)
+        .bind(&keys)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(err(op))?;
+        let ids: Vec<WaitpointId> = keys.iter().map(|_| WaitpointId::new()).collect();
+        sqlx::query(
+            "INSERT INTO waitpoints (tenant_id, execution_id, waitpoint_id, waitpoint_key, state) \
+             SELECT $1, $2, id, key, 'active' FROM unnest($3::text[], $4::uuid[]) AS k(key, id) \
+             ON CONFLICT (tenant_id, execution_id, waitpoint_key) WHERE state <> 'closed' \
+             DO UPDATE SET state = 'active'",
+        )
+        .bind(lease.tenant_id)
+        .bind(lease.execution_id)
+        .bind(&keys)
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await
+        .map_err(err(op))?;
+        // Counted after the insert; past the cap, the transaction is undone.
+        let total: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT 1 FROM waitpoints \
+             WHERE tenant_id = $1 AND execution_id = $2 LIMIT $3) w",
+        )
+        .bind(lease.tenant_id)
+        .bind(lease.execution_id)
+        .bind(i64::from(request.max_waitpoints) + 1)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(err(op))?;
+        if total > i64::from(request.max_waitpoints) {
+            return Err(refusals::waitpoints_exceeded(request.max_waitpoints));
+        }
+        let buffered = buffered_signals(tx, lease.tenant_id, lease.execution_id).await?;
+        let satisfied = request.suspension.is_satisfied_by(&buffered);
+        if let (false, Some(key)) = (satisfied, &expired) {
+            // Signals refused since it expired would never resume this.
+            return Err(refusals::waitpoint_expired(key));
+        }
+        if satisfied {
+            let consumed = consume_and_close(tx, lease.tenant_id, lease.execution_id, seq).await?;
             sqlx::query(
-                "INSERT INTO waitpoints (tenant_id, execution_id, waitpoint_id, waitpoint_key, state) \
-                 SELECT $1, $2, id, key, 'active' FROM unnest($3::text[], $4::uuid[]) AS k(key, id) \
-                 ON CONFLICT (tenant_id, execution_id, waitpoint_key) WHERE state <> 'closed' \
-                 DO UPDATE SET state = 'active'",
+                "UPDATE executions SET suspension_seq = $3 WHERE tenant_id = $1 AND execution_id = $2",
             )
             .bind(lease.tenant_id)
             .bind(lease.execution_id)
-            .bind(&keys)
-            .bind(&ids)
+            .bind(seq)
             .execute(&mut *tx)
             .await
             .map_err(err(op))?;
-            // Counted after the insert; past the cap, the transaction is undone.
-            let total: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM (SELECT 1 FROM waitpoints \
-                 WHERE tenant_id = $1 AND execution_id = $2 LIMIT $3) w",
-            )
-            .bind(lease.tenant_id)
-            .bind(lease.execution_id)
-            .bind(i64::from(request.max_waitpoints) + 1)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(err(op))?;
-            if total > i64::from(request.max_waitpoints) {
-                return Err(refusals::waitpoints_exceeded(request.max_waitpoints));
-            }
-            let buffered = buffered_signals(tx, lease.tenant_id, lease.execution_id).await?;
-            let satisfied = request.suspension.is_satisfied_by(&buffered);
-            if let (false, Some(key)) = (satisfied, &expired) {
-                // Signals refused since it expired would never resume this.
-                return Err(refusals::waitpoint_expired(key));
-            }
-            if satisfied {
-                let consumed = consume_and_close(tx, lease.tenant_id, lease.execution_id, seq).await?;
-                sqlx::query(
-                    "UPDATE executions SET suspension_seq = $3 WHERE tenant_id = $1 AND execution_id = $2",
-                )
-                .bind(lease.tenant_id)
-                .bind(lease.execution_id)
-                .bind(seq)
-                .execute(&mut *tx)
-                .await
-                .map_err(err(op))?;
-                return Ok(SuspendOutcome::AlreadySatisfied(consumed));
-            }
-            record_suspension(
-                tx,
-                lease,
-                request.suspension,
-                seq,
-                request.timeout,
-            )
-            .await?;
-            Ok(SuspendOutcome::Suspended)
-        })
-        .await
-    }
+            return Ok(SuspendOutcome::AlreadySatisfied(consumed));
+        }
+        record_suspension(
+            tx,
+            lease,
+            request.suspension,
+            seq,
+            request.timeout,
+        )
+        .await?;
+        Ok(SuspendOutcome::Suspended)
+    })
+    .await
+}
 
-    async fn deliver_signal(
-        &self,
-        tenant: TenantId,
-        to: WaitpointRef,
-        signal: &NewSignal,
-    ) -> Result<SignalOutcome> {
-        deliver_signal(&self.pool, tenant, to, signal).await
-    }
-
-    /// An operator resumes a suspended execution, whatever its condition.
-    async fn resume(&self, tenant: TenantId, id: ExecutionId) -> Result<()> {
-        let pool = &self.pool;
-        let op = "resume";
-        transaction(pool, op, async |tx| {
-            let locked = lock_by_id(tx, tenant, id).await?;
-            if locked.state != PublicState::Suspended {
-                return Err(refusals::not_suspended(id, locked.state));
-            }
-            resume(tx, tenant, id, locked.seq).await?;
-            Ok(())
-        })
-        .await
-    }
-
-    /// The signals a resume consumed (what `resume-signals` returns to the guest).
-    async fn resume_signals(
-        &self,
-        tenant: TenantId,
-        id: ExecutionId,
-        seq: i32,
-    ) -> Result<Vec<Signal>> {
-        self.read("read resume signals", async |conn| {
-            shared::resume_signals(conn, tenant, id, seq).await
-        })
-        .await
-    }
-
-    async fn list_waitpoints(
-        &self,
-        tenant: TenantId,
-        id: ExecutionId,
-        page: Page<Option<WaitpointId>>,
-    ) -> Result<Vec<Waitpoint>> {
-        self.read("list waitpoints", async |conn| {
-            shared::list_waitpoints(conn, tenant, id, page).await
-        })
-        .await
-    }
+/// An operator resumes a suspended execution, whatever its condition.
+async fn resume(db: &PgBackend, tenant: TenantId, id: ExecutionId) -> Result<()> {
+    let pool = &db.pool;
+    let op = "resume";
+    transaction(pool, op, async |tx| {
+        let locked = lock_by_id(tx, tenant, id).await?;
+        if locked.state != PublicState::Suspended {
+            return Err(refusals::not_suspended(id, locked.state));
+        }
+        resume_execution(tx, tenant, id, locked.seq).await?;
+        Ok(())
+    })
+    .await
 }
 
 pub(super) fn err(op: &'static str) -> impl FnOnce(sqlx::Error) -> EngineError {
@@ -324,7 +287,7 @@ async fn consume_and_close(
 }
 
 /// Make a suspended execution runnable again on its suspended attempt.
-pub(super) async fn resume(
+pub(super) async fn resume_execution(
     tx: &mut PgConnection,
     tenant: TenantId,
     id: ExecutionId,
@@ -380,13 +343,13 @@ async fn lock_by_id(tx: &mut PgConnection, tenant: TenantId, id: ExecutionId) ->
 
 /// Deliver a signal to a waitpoint; resumes the execution when this signal
 /// completes its suspension's condition.
-pub(super) async fn deliver_signal(
-    pool: &Connections,
+async fn deliver_signal(
+    db: &PgBackend,
     tenant: TenantId,
     to: WaitpointRef,
     new: &NewSignal,
 ) -> Result<SignalOutcome> {
-    transaction(pool, "deliver signal", async |tx| {
+    transaction(&db.pool, "deliver signal", async |tx| {
         deliver_in(tx, tenant, to, new).await
     })
     .await
@@ -465,7 +428,7 @@ async fn deliver_in(
     if let (PublicState::Suspended, Some(suspension)) = (locked.state, &locked.suspension) {
         let buffered = buffered_signals(&mut *tx, tenant, to.execution).await?;
         if suspension.is_satisfied_by(&buffered) {
-            resume(&mut *tx, tenant, to.execution, locked.seq).await?;
+            resume_execution(&mut *tx, tenant, to.execution, locked.seq).await?;
             resumed = true;
         }
     }

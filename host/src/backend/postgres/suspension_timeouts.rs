@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::rows::{col, json, transaction};
 use super::scanners::SUSPENSIONS_PAST_TIMEOUT;
-use super::suspension::{err, resume, SignalEventRow};
+use super::suspension::{err, resume_execution, SignalEventRow};
 use crate::error::Result;
 use crate::model::WaitpointId;
 use crate::model::{
@@ -44,7 +44,7 @@ async fn time_out_one(pool: &Connections, tenant: TenantId, id: ExecutionId) -> 
         match suspension.on_timeout {
             // A durable sleep wakes with no signal: its step says why.
             TimeoutBehavior::AutoResume if suspension.condition == ResumeCondition::Timer => {
-                resume(tx, tenant, id, seq).await?;
+                resume_execution(tx, tenant, id, seq).await?;
             }
             TimeoutBehavior::AutoResume => {
                 let signal_id = Uuid::now_v7();
@@ -62,7 +62,7 @@ async fn time_out_one(pool: &Connections, tenant: TenantId, id: ExecutionId) -> 
                 .execute(&mut *tx)
                 .await
                 .map_err(err(op))?;
-                resume(tx, tenant, id, seq).await?;
+                resume_execution(tx, tenant, id, seq).await?;
                 SignalEventRow::new(tenant, id, WaitpointId::nil(), signal_id, TIMEOUT_SIGNAL)
                     .record(tx, "resumed")
                     .await?;

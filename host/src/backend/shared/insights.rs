@@ -57,3 +57,36 @@ fn attempt(row: AttemptRow) -> Result<AttemptRecord> {
             .map_err(|e| EngineError::Corrupt(format!("attempt failure: {e}")))?,
     })
 }
+
+/// [`Insights`](crate::backend::Insights) for `$backend`, whose driver
+/// module here is `$driver`; the lease history and the overview are the
+/// backend's own.
+macro_rules! implement {
+    ($backend:ty, $driver:ident) => {
+        $crate::backend::shared::storage_impl! {
+            impl Insights for $backend;
+            statements: insights::$driver;
+            read {
+                "list attempts"
+                fn list_attempts(
+                    tenant: $crate::model::TenantId,
+                    id: $crate::model::ExecutionId,
+                    limit: u32,
+                ) -> Vec<$crate::model::AttemptRecord>;
+            }
+            write {}
+            own {
+                fn lease_history(
+                    tenant: $crate::model::TenantId,
+                    id: $crate::model::ExecutionId,
+                    limit: u32,
+                ) -> Vec<$crate::model::LeaseEvent>;
+                fn overview(
+                    tenant: $crate::model::TenantId,
+                    since: chrono::DateTime<chrono::Utc>,
+                ) -> $crate::model::Overview;
+            }
+        }
+    };
+}
+pub(crate) use implement;

@@ -107,3 +107,47 @@ for_both_drivers! {
         Ok(rows.into_iter().map(Waitpoint::from).collect())
     }
 }
+
+/// [`Suspensions`](crate::backend::Suspensions) for `$backend`, whose
+/// driver module here is `$driver`; every write (fenced, or resuming) is
+/// the backend's own.
+macro_rules! implement {
+    ($backend:ty, $driver:ident) => {
+        $crate::backend::shared::storage_impl! {
+            impl Suspensions for $backend;
+            statements: suspension::$driver;
+            read {
+                "read resume signals"
+                fn resume_signals(
+                    tenant: $crate::model::TenantId,
+                    id: $crate::model::ExecutionId,
+                    seq: i32,
+                ) -> Vec<$crate::model::Signal>;
+                "list waitpoints"
+                fn list_waitpoints(
+                    tenant: $crate::model::TenantId,
+                    id: $crate::model::ExecutionId,
+                    page: $crate::model::Page<Option<$crate::model::WaitpointId>>,
+                ) -> Vec<$crate::model::Waitpoint>;
+            }
+            write {}
+            own {
+                fn create_waitpoint(
+                    lease: &$crate::model::LeaseHandle,
+                    new: $crate::backend::NewWaitpoint<'_>,
+                ) -> $crate::model::Waitpoint;
+                fn suspend(
+                    lease: &$crate::model::LeaseHandle,
+                    request: $crate::backend::SuspendRequest<'_>,
+                ) -> $crate::model::SuspendOutcome;
+                fn deliver_signal(
+                    tenant: $crate::model::TenantId,
+                    to: $crate::model::WaitpointRef,
+                    signal: &$crate::model::NewSignal,
+                ) -> $crate::model::SignalOutcome;
+                fn resume(tenant: $crate::model::TenantId, id: $crate::model::ExecutionId) -> ();
+            }
+        }
+    };
+}
+pub(crate) use implement;

@@ -5,7 +5,6 @@
 //! paging by id can never pass an event that commits later: nothing is ever
 //! withheld (`pending` is always false) and the cursor is the id itself.
 
-use async_trait::async_trait;
 use sqlx::types::Json;
 use sqlx::SqliteConnection;
 
@@ -14,98 +13,73 @@ use super::record::Exec;
 use super::time::{now, Millis};
 use super::{Effects, SqliteBackend};
 use crate::backend::refusals;
-use crate::backend::shared::output::sqlite as shared;
-use crate::backend::{NewFrame, Output};
+use crate::backend::NewFrame;
 use crate::error::{EngineError, Result};
-use crate::model::{
-    merge_patch, AttemptRef, ExecutionUpdate, Frame, LeaseHandle, Page, StreamMode, StreamSummary,
-    TenantId, BEST_EFFORT_WINDOW,
-};
+use crate::model::{merge_patch, ExecutionUpdate, LeaseHandle, StreamMode, BEST_EFFORT_WINDOW};
 
-#[async_trait]
-impl Output for SqliteBackend {
-    /// The fenced row update hands out the next sequence number of the attempt.
-    async fn append_frame(&self, lease: &LeaseHandle, frame: NewFrame<'_>) -> Result<i64> {
-        let db = self;
-        db.write("append frame", async |conn, effects| {
-            let mut row = held(conn, lease).await?;
-            let used = attempt_frame_bytes(conn, &row).await?;
-            let bytes = used.saturating_add(frame.payload.len() as u64);
-            if bytes > frame.max_attempt_bytes {
-                return Err(refusals::frame_bytes_exceeded(
-                    frame.max_attempt_bytes,
-                    used,
-                    frame.payload.len(),
-                ));
+crate::backend::shared::output::implement!(SqliteBackend, sqlite);
+
+/// The fenced row update hands out the next sequence number of the attempt.
+async fn append_frame(db: &SqliteBackend, lease: &LeaseHandle, frame: NewFrame<'_>) -> Result<i64> {
+    db.write("append frame", async |conn, effects| {
+        let mut row = held(conn, lease).await?;
+        let used = attempt_frame_bytes(conn, &row).await?;
+        let bytes = used.saturating_add(frame.payload.len() as u64);
+        if bytes > frame.max_attempt_bytes {
+            return Err(refusals::frame_bytes_exceeded(
+                frame.max_attempt_bytes,
+                used,
+                frame.payload.len(),
+            ));
+        }
+        let now = now();
+        let seq = insert_frame(
+            conn,
+            lease,
+            &mut row,
+            frame.frame_type,
+            frame.mode,
+            frame.payload,
+            bytes,
+            effects,
+        )
+        .await?;
+        match frame.mode {
+            StreamMode::Durable => {}
+            StreamMode::Summary => merge_summary(conn, lease, frame.payload, now).await?,
+            StreamMode::BestEffort => {
+                sqlx::query(
+                    "DELETE FROM frames WHERE tenant_id = ? AND execution_id = ? \
+                     AND attempt_index = ? AND mode = 'best_effort' AND seq <= ?",
+                )
+                .bind(lease.tenant_id)
+                .bind(lease.execution_id)
+                .bind(lease.attempt_index)
+                .bind(seq - BEST_EFFORT_WINDOW)
+                .execute(&mut *conn)
+                .await
+                .map_err(EngineError::storage("trim best-effort frames"))?;
             }
-            let now = now();
-            let seq = insert_frame(
-                conn,
-                lease,
-                &mut row,
-                frame.frame_type,
-                frame.mode,
-                frame.payload,
-                bytes,
-                effects,
-            )
-            .await?;
-            match frame.mode {
-                StreamMode::Durable => {}
-                StreamMode::Summary => merge_summary(conn, lease, frame.payload, now).await?,
-                StreamMode::BestEffort => {
-                    sqlx::query(
-                        "DELETE FROM frames WHERE tenant_id = ? AND execution_id = ? \
-                         AND attempt_index = ? AND mode = 'best_effort' AND seq <= ?",
-                    )
-                    .bind(lease.tenant_id)
-                    .bind(lease.execution_id)
-                    .bind(lease.attempt_index)
-                    .bind(seq - BEST_EFFORT_WINDOW)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(EngineError::storage("trim best-effort frames"))?;
-                }
-            }
-            Ok(seq)
-        })
-        .await
-    }
+        }
+        Ok(seq)
+    })
+    .await
+}
 
-    async fn read_frames(
-        &self,
-        tenant: TenantId,
-        attempt: AttemptRef,
-        page: Page<i64>,
-    ) -> Result<Vec<Frame>> {
-        self.read("read frames", async |conn| {
-            shared::read_frames(conn, tenant, attempt, page).await
-        })
-        .await
-    }
-
-    async fn read_summary(
-        &self,
-        tenant: TenantId,
-        attempt: AttemptRef,
-    ) -> Result<Option<StreamSummary>> {
-        self.read("read summary", async |conn| {
-            shared::read_summary(conn, tenant, attempt).await
-        })
-        .await
-    }
-
-    async fn set_progress(&self, lease: &LeaseHandle, percent: u8, message: &str) -> Result<()> {
-        let db = self;
-        db.write("set progress", async |conn, effects| {
-            let mut row = held(conn, lease).await?;
-            let before = row.lease_before();
-            row.progress_percent = Some(i16::from(percent.min(100)));
-            row.progress_message = Some(message.to_owned());
-            row.save(conn, Some(before), effects).await
-        })
-        .await
-    }
+async fn set_progress(
+    db: &SqliteBackend,
+    lease: &LeaseHandle,
+    percent: u8,
+    message: &str,
+) -> Result<()> {
+    db.write("set progress", async |conn, effects| {
+        let mut row = held(conn, lease).await?;
+        let before = row.lease_before();
+        row.progress_percent = Some(i16::from(percent.min(100)));
+        row.progress_message = Some(message.to_owned());
+        row.save(conn, Some(before), effects).await
+    })
+    .await
 }
 
 /// Fold a summary frame's patch (a JSON object, checked by the engine) into

@@ -4,7 +4,6 @@
 //! position, the journal's count and bytes: a range scan of the primary
 //! key), then writes the step and its `step` frame in the same transaction.
 
-use async_trait::async_trait;
 use chrono::Utc;
 use sqlx::SqliteConnection;
 
@@ -14,46 +13,34 @@ use super::record::Exec;
 use super::suspension::record_suspension;
 use super::{Effects, SqliteBackend};
 use crate::backend::refusals::{step_admission, StepSlot};
-use crate::backend::shared::steps::sqlite as shared;
-use crate::backend::{SleepRequest, StepRecord, Steps};
+use crate::backend::{SleepRequest, StepRecord};
 use crate::error::{EngineError, Result};
-use crate::model::{
-    ExecutionId, JournalEntry, LeaseHandle, Page, StepOutcome, StreamMode, TenantId,
-};
+use crate::model::{LeaseHandle, StepOutcome, StreamMode};
 
-#[async_trait]
-impl Steps for SqliteBackend {
-    async fn journal(
-        &self,
-        tenant: TenantId,
-        id: ExecutionId,
-        page: Page<Option<u32>>,
-    ) -> Result<Vec<JournalEntry>> {
-        self.read("read journal", async |conn| {
-            shared::journal(conn, tenant, id, page).await
-        })
-        .await
-    }
+crate::backend::shared::steps::implement!(SqliteBackend, sqlite);
 
-    async fn record_step(&self, lease: &LeaseHandle, record: StepRecord<'_>) -> Result<()> {
-        self.write("record step", async |conn, effects| {
-            let mut row = held(conn, lease).await?;
-            record_in(conn, lease, &mut row, record, effects).await
-        })
-        .await
-    }
+async fn record_step(
+    db: &SqliteBackend,
+    lease: &LeaseHandle,
+    record: StepRecord<'_>,
+) -> Result<()> {
+    db.write("record step", async |conn, effects| {
+        let mut row = held(conn, lease).await?;
+        record_in(conn, lease, &mut row, record, effects).await
+    })
+    .await
+}
 
-    async fn sleep(&self, lease: &LeaseHandle, request: SleepRequest<'_>) -> Result<()> {
-        self.write("sleep", async |conn, effects| {
-            let mut row = held(conn, lease).await?;
-            if let Some(record) = request.record() {
-                record_in(conn, lease, &mut row, record, effects).await?;
-            }
-            let (suspension, timeout) = request.suspension(Utc::now());
-            record_suspension(conn, &mut row, &suspension, Some(timeout), effects).await
-        })
-        .await
-    }
+async fn sleep(db: &SqliteBackend, lease: &LeaseHandle, request: SleepRequest<'_>) -> Result<()> {
+    db.write("sleep", async |conn, effects| {
+        let mut row = held(conn, lease).await?;
+        if let Some(record) = request.record() {
+            record_in(conn, lease, &mut row, record, effects).await?;
+        }
+        let (suspension, timeout) = request.suspension(Utc::now());
+        record_suspension(conn, &mut row, &suspension, Some(timeout), effects).await
+    })
+    .await
 }
 
 /// Record `step` for the held `row`, with its frame, unless refused.

@@ -8,7 +8,6 @@
 
 use std::time::Duration;
 
-use async_trait::async_trait;
 use sqlx::types::Json;
 use sqlx::SqliteConnection;
 use uuid::Uuid;
@@ -19,160 +18,118 @@ use super::record::Exec;
 use super::time::{after, at, now, Millis};
 use super::{Effects, SqliteBackend};
 use crate::backend::refusals;
-use crate::backend::shared::suspension::sqlite as shared;
 use crate::backend::shared::suspension::{
     SignalRow, WaitpointRow, SIGNAL_COLUMNS, WAITPOINT_COLUMNS,
 };
-use crate::backend::{NewWaitpoint, SuspendRequest, Suspensions};
+use crate::backend::{NewWaitpoint, SuspendRequest};
 use crate::error::{EngineError, Result};
-use crate::model::{AttemptPhase, Eligibility, LifecyclePhase, Page};
+use crate::model::{AttemptPhase, Eligibility, LifecyclePhase};
 use crate::model::{
     ExecutionId, LeaseHandle, NewSignal, PublicState, Signal, SignalOutcome, SuspendOutcome,
     Suspension, TenantId, Waitpoint,
 };
 use crate::model::{WaitpointId, WaitpointRef};
 
-#[async_trait]
-impl Suspensions for SqliteBackend {
-    async fn create_waitpoint(
-        &self,
-        lease: &LeaseHandle,
-        new: NewWaitpoint<'_>,
-    ) -> Result<Waitpoint> {
-        let db = self;
-        db.write("create waitpoint", async |conn, _| {
-            held(conn, lease).await?;
-            let (tenant, id) = (lease.tenant_id, lease.execution_id);
-            if let Some(open) = open_waitpoint(conn, tenant, id, new.key).await? {
-                return Ok(open.into());
-            }
-            let total: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM (SELECT 1 FROM waitpoints \
-                 WHERE tenant_id = ? AND execution_id = ? LIMIT ?)",
-            )
-            .bind(tenant)
-            .bind(id)
-            .bind(i64::from(new.max_waitpoints))
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(EngineError::storage("create waitpoint"))?;
-            if total >= i64::from(new.max_waitpoints) {
-                return Err(refusals::waitpoints_exceeded(new.max_waitpoints));
-            }
-            let expires_at = new.expires_in.map(|d| after(now(), d));
-            Ok(
-                insert_waitpoint(conn, tenant, id, new.key, "pending", expires_at)
-                    .await?
-                    .into(),
-            )
-        })
-        .await
-    }
+crate::backend::shared::suspension::implement!(SqliteBackend, sqlite);
 
-    async fn suspend(
-        &self,
-        lease: &LeaseHandle,
-        request: SuspendRequest<'_>,
-    ) -> Result<SuspendOutcome> {
-        let db = self;
-        db.write("suspend", async |conn, effects| {
-            let mut row = held(conn, lease).await?;
-            let (tenant, id) = (lease.tenant_id, lease.execution_id);
-            let seq = row.suspension_seq + 1;
-            let mut expired = None;
-            for key in request.suspension.condition.keys() {
-                match open_waitpoint(conn, tenant, id, key).await? {
-                    Some(open) => {
-                        let past = open.expired_by(at(now()));
-                        if open.state == "pending" && past && expired.is_none() {
-                            expired = Some(key.to_owned());
-                        }
-                        sqlx::query(
-                            "UPDATE waitpoints SET state = 'active' \
-                             WHERE tenant_id = ? AND execution_id = ? AND waitpoint_id = ?",
-                        )
-                        .bind(tenant)
-                        .bind(id)
-                        .bind(open.waitpoint_id)
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(EngineError::storage("suspend"))?;
+async fn create_waitpoint(
+    db: &SqliteBackend,
+    lease: &LeaseHandle,
+    new: NewWaitpoint<'_>,
+) -> Result<Waitpoint> {
+    db.write("create waitpoint", async |conn, _| {
+        held(conn, lease).await?;
+        let (tenant, id) = (lease.tenant_id, lease.execution_id);
+        if let Some(open) = open_waitpoint(conn, tenant, id, new.key).await? {
+            return Ok(open.into());
+        }
+        let total: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT 1 FROM waitpoints \
+             WHERE tenant_id = ? AND execution_id = ? LIMIT ?)",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(i64::from(new.max_waitpoints))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(EngineError::storage("create waitpoint"))?;
+        if total >= i64::from(new.max_waitpoints) {
+            return Err(refusals::waitpoints_exceeded(new.max_waitpoints));
+        }
+        let expires_at = new.expires_in.map(|d| after(now(), d));
+        Ok(
+            insert_waitpoint(conn, tenant, id, new.key, "pending", expires_at)
+                .await?
+                .into(),
+        )
+    })
+    .await
+}
+
+async fn suspend(
+    db: &SqliteBackend,
+    lease: &LeaseHandle,
+    request: SuspendRequest<'_>,
+) -> Result<SuspendOutcome> {
+    db.write("suspend", async |conn, effects| {
+        let mut row = held(conn, lease).await?;
+        let (tenant, id) = (lease.tenant_id, lease.execution_id);
+        let seq = row.suspension_seq + 1;
+        let mut expired = None;
+        for key in request.suspension.condition.keys() {
+            match open_waitpoint(conn, tenant, id, key).await? {
+                Some(open) => {
+                    let past = open.expired_by(at(now()));
+                    if open.state == "pending" && past && expired.is_none() {
+                        expired = Some(key.to_owned());
                     }
-                    None => {
-                        insert_waitpoint(conn, tenant, id, key, "active", None).await?;
-                    }
+                    sqlx::query(
+                        "UPDATE waitpoints SET state = 'active' \
+                         WHERE tenant_id = ? AND execution_id = ? AND waitpoint_id = ?",
+                    )
+                    .bind(tenant)
+                    .bind(id)
+                    .bind(open.waitpoint_id)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(EngineError::storage("suspend"))?;
+                }
+                None => {
+                    insert_waitpoint(conn, tenant, id, key, "active", None).await?;
                 }
             }
-            // Counted after the inserts; past the cap, the write is undone.
-            let total: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM (SELECT 1 FROM waitpoints \
-                 WHERE tenant_id = ? AND execution_id = ? LIMIT ?)",
-            )
-            .bind(tenant)
-            .bind(id)
-            .bind(i64::from(request.max_waitpoints) + 1)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(EngineError::storage("suspend"))?;
-            if total > i64::from(request.max_waitpoints) {
-                return Err(refusals::waitpoints_exceeded(request.max_waitpoints));
-            }
-            let buffered = buffered_signals(conn, tenant, id).await?;
-            let satisfied = request.suspension.is_satisfied_by(&buffered);
-            if let (false, Some(key)) = (satisfied, &expired) {
-                // Signals refused since it expired would never resume this.
-                return Err(refusals::waitpoint_expired(key));
-            }
-            if satisfied {
-                let consumed = consume_and_close(conn, tenant, id, seq).await?;
-                let before = row.lease_before();
-                row.suspension_seq = seq;
-                row.save(conn, Some(before), effects).await?;
-                return Ok(SuspendOutcome::AlreadySatisfied(consumed));
-            }
-            record_suspension(conn, &mut row, request.suspension, request.timeout, effects).await?;
-            Ok(SuspendOutcome::Suspended)
-        })
+        }
+        // Counted after the inserts; past the cap, the write is undone.
+        let total: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT 1 FROM waitpoints \
+             WHERE tenant_id = ? AND execution_id = ? LIMIT ?)",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(i64::from(request.max_waitpoints) + 1)
+        .fetch_one(&mut *conn)
         .await
-    }
-
-    async fn deliver_signal(
-        &self,
-        tenant: TenantId,
-        to: WaitpointRef,
-        signal: &NewSignal,
-    ) -> Result<SignalOutcome> {
-        deliver_signal(self, tenant, to, signal).await
-    }
-
-    async fn resume(&self, tenant: TenantId, id: ExecutionId) -> Result<()> {
-        resume(self, tenant, id).await
-    }
-
-    /// The signals resume `seq` consumed (what `resume-signals` returns to the guest).
-    async fn resume_signals(
-        &self,
-        tenant: TenantId,
-        id: ExecutionId,
-        seq: i32,
-    ) -> Result<Vec<Signal>> {
-        self.read("read resume signals", async |conn| {
-            shared::resume_signals(conn, tenant, id, seq).await
-        })
-        .await
-    }
-
-    async fn list_waitpoints(
-        &self,
-        tenant: TenantId,
-        id: ExecutionId,
-        page: Page<Option<WaitpointId>>,
-    ) -> Result<Vec<Waitpoint>> {
-        self.read("list waitpoints", async |conn| {
-            shared::list_waitpoints(conn, tenant, id, page).await
-        })
-        .await
-    }
+        .map_err(EngineError::storage("suspend"))?;
+        if total > i64::from(request.max_waitpoints) {
+            return Err(refusals::waitpoints_exceeded(request.max_waitpoints));
+        }
+        let buffered = buffered_signals(conn, tenant, id).await?;
+        let satisfied = request.suspension.is_satisfied_by(&buffered);
+        if let (false, Some(key)) = (satisfied, &expired) {
+            // Signals refused since it expired would never resume this.
+            return Err(refusals::waitpoint_expired(key));
+        }
+        if satisfied {
+            let consumed = consume_and_close(conn, tenant, id, seq).await?;
+            let before = row.lease_before();
+            row.suspension_seq = seq;
+            row.save(conn, Some(before), effects).await?;
+            return Ok(SuspendOutcome::AlreadySatisfied(consumed));
+        }
+        record_suspension(conn, &mut row, request.suspension, request.timeout, effects).await?;
+        Ok(SuspendOutcome::Suspended)
+    })
+    .await
 }
 
 /// The open (not closed) waitpoint of the execution with this key.
