@@ -14,7 +14,11 @@ use flowfabric_tests::Store;
 
 use crate::{claim_one, setup_on};
 
-fn every_second(name: &str, missed: MissedPolicy, overlap: OverlapPolicy) -> NewSchedule {
+pub(crate) fn every_second(
+    name: &str,
+    missed: MissedPolicy,
+    overlap: OverlapPolicy,
+) -> NewSchedule {
     NewSchedule {
         name: name.into(),
         cadence: Cadence::Interval { every_ms: 1_000 },

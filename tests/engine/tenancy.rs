@@ -160,6 +160,84 @@ async fn bad_limits_are_rejected_and_unknown_tenants_are_not_found(store: Store)
     assert!(matches!(err, EngineError::NotFound { .. }), "{err}");
 }
 
+/// Every write that names a tenant refuses one that does not exist with the
+/// same `NotFound`, on both backends (the foreign key, not a check of its
+/// own, is what refuses it), and stores nothing.
+async fn writes_for_an_unknown_tenant_are_not_found_and_store_nothing(store: Store) {
+    use flowfabric::backend::{NewApiKey, NewComponent, ScheduleCreate};
+    use flowfabric::model::{
+        CapabilityCeiling, ComponentGrant, MissedPolicy, OverlapPolicy, SealedConfig, TenantId,
+    };
+
+    let (db, _) = setup_on(store).await;
+    let backend = db.backend();
+    let nobody = TenantId::new();
+    let not_found = |what: &str, result: Result<(), EngineError>| match result {
+        Err(EngineError::NotFound { what: "tenant", id }) => assert_eq!(id, nobody.to_string()),
+        other => panic!("{what}: expected the tenant not found, got {other:?}"),
+    };
+    let key = NewApiKey {
+        id: flowfabric::model::ApiKeyId::new(),
+        name: "ci",
+        secret_sha256: &[0; 32],
+    };
+    not_found(
+        "api key",
+        backend.create_api_key(nobody, key).await.map(drop),
+    );
+    let ceiling = CapabilityCeiling::default();
+    not_found("ceiling", backend.set_ceiling(nobody, &ceiling).await);
+    let grant = ComponentGrant::default();
+    not_found(
+        "grant",
+        backend.put_grant(nobody, "echo", &grant).await.map(drop),
+    );
+    let value = SealedConfig {
+        name: "token".into(),
+        secret: true,
+        key_id: "k1".into(),
+        nonce: vec![0; 12],
+        ciphertext: vec![1, 2, 3],
+        updated_at: chrono::Utc::now(),
+    };
+    not_found("config", backend.put_config(nobody, &value, 10).await);
+    let spec = crate::schedules::every_second("tick", MissedPolicy::Skip, OverlapPolicy::Allow);
+    let create = ScheduleCreate {
+        spec: &spec,
+        next_fire_at: chrono::Utc::now(),
+        max_schedules: 10,
+    };
+    not_found(
+        "schedule",
+        backend.create_schedule(nobody, create).await.map(drop),
+    );
+    let digest = "0".repeat(64);
+    let component = NewComponent {
+        kind: "echo",
+        digest: &digest,
+        wasm: b"\0asm",
+        imports: &[],
+    };
+    not_found(
+        "component",
+        backend.put_component(nobody, component).await.map(drop),
+    );
+
+    assert!(backend.list_api_keys(nobody).await.unwrap().is_empty());
+    assert!(backend.list_grants(nobody).await.unwrap().is_empty());
+    assert!(backend.list_config(nobody).await.unwrap().is_empty());
+    assert!(backend.list_components(nobody).await.unwrap().is_empty());
+    let page = flowfabric::model::Page {
+        after: None,
+        limit: 10,
+    };
+    assert!(backend
+        .list_schedules(nobody, page)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 async fn max_running_caps_claims_per_tenant(store: Store) {
     let (db, tenant) = setup_on(store).await;
     let other = db.tenant("other").await;
@@ -327,6 +405,7 @@ on_both_backends!(
     max_queued_refuses_the_whole_batch_and_writes_nothing,
     max_input_bytes_is_per_tenant_and_only_tightens,
     bad_limits_are_rejected_and_unknown_tenants_are_not_found,
+    writes_for_an_unknown_tenant_are_not_found_and_store_nothing,
     max_running_caps_claims_per_tenant,
     claims_carry_the_tenants_sandbox_ceilings,
     listing_filters_by_tag,

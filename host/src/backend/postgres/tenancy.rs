@@ -1,132 +1,59 @@
 //! Tenants, their limits and their API keys.
 
-use super::Connections;
-use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
-use super::rows::{col, unknown_tenant_or};
+use super::rows::col;
 use super::PgBackend;
 use crate::backend::refusals::unknown_tenant;
-use crate::backend::shared::tenancy::pg as shared;
-use crate::backend::shared::tenancy::{KeyRow, KEY_COLUMNS};
-use crate::backend::{NewApiKey, Tenancy};
 use crate::error::{EngineError, Result};
-use crate::model::{ApiKey, ApiKeyId, StoredApiKey, Tenant, TenantId, TenantLimits};
+use crate::model::{Tenant, TenantId, TenantLimits};
 
-#[async_trait]
-impl Tenancy for PgBackend {
-    async fn create_tenant(&self, name: &str) -> Result<Tenant> {
-        let pool = &self.pool;
-        let row = sqlx::query(&format!(
-            "INSERT INTO tenants (tenant_id, name) VALUES ($1, $2) \
-             ON CONFLICT (name) DO NOTHING RETURNING {TENANT_COLUMNS}"
-        ))
-        .bind(Uuid::now_v7())
-        .bind(name)
-        .fetch_optional(pool)
-        .await
-        .map_err(EngineError::storage("create tenant"))?
-        .ok_or_else(|| EngineError::Conflict(format!("a tenant named `{name}` already exists")))?;
-        tenant(&row)
-    }
+crate::backend::shared::tenancy::implement!(PgBackend, pg);
 
-    async fn list_tenants(&self) -> Result<Vec<Tenant>> {
-        let pool = &self.pool;
-        let rows = sqlx::query(&format!(
-            "SELECT {TENANT_COLUMNS} FROM tenants ORDER BY name"
-        ))
-        .fetch_all(pool)
-        .await
-        .map_err(EngineError::storage("list tenants"))?;
-        rows.iter().map(tenant).collect()
-    }
+async fn create_tenant(db: &PgBackend, name: &str) -> Result<Tenant> {
+    let pool = &db.pool;
+    let row = sqlx::query(&format!(
+        "INSERT INTO tenants (tenant_id, name) VALUES ($1, $2) \
+         ON CONFLICT (name) DO NOTHING RETURNING {TENANT_COLUMNS}"
+    ))
+    .bind(Uuid::now_v7())
+    .bind(name)
+    .fetch_optional(pool)
+    .await
+    .map_err(EngineError::storage("create tenant"))?
+    .ok_or_else(|| EngineError::Conflict(format!("a tenant named `{name}` already exists")))?;
+    tenant(&row)
+}
 
-    async fn get_tenant(&self, tenant: TenantId) -> Result<Tenant> {
-        get_tenant(&self.pool, tenant).await
-    }
+async fn list_tenants(db: &PgBackend) -> Result<Vec<Tenant>> {
+    let pool = &db.pool;
+    let rows = sqlx::query(&format!(
+        "SELECT {TENANT_COLUMNS} FROM tenants ORDER BY name"
+    ))
+    .fetch_all(pool)
+    .await
+    .map_err(EngineError::storage("list tenants"))?;
+    rows.iter().map(tenant).collect()
+}
 
-    /// Bytes the tenant keeps: inputs and results of its executions, and the
-    /// payloads of their frames. `octet_length` reads a stored value's length
-    /// from its header, without fetching or decompressing it.
-    async fn stored_bytes(&self, tenant: TenantId) -> Result<u64> {
-        let pool = &self.pool;
-        let bytes: i64 = sqlx::query_scalar(
-            "SELECT ((SELECT coalesce(sum(octet_length(input) + coalesce(octet_length(result), 0)), 0) \
-                      FROM executions WHERE tenant_id = $1) \
-                   + (SELECT coalesce(sum(octet_length(payload)), 0) \
-                      FROM frames WHERE tenant_id = $1) \
-                   + (SELECT coalesce(sum(size), 0) FROM steps WHERE tenant_id = $1))::bigint",
-        )
-        .bind(tenant)
-        .fetch_one(pool)
-        .await
-        .map_err(EngineError::storage("measure stored bytes"))?;
-        Ok(bytes.max(0) as u64)
-    }
-
-    async fn set_tenant_limits(&self, tenant: TenantId, limits: &TenantLimits) -> Result<Tenant> {
-        set_tenant_limits(&self.pool, tenant, limits).await
-    }
-
-    async fn admission(
-        &self,
-        tenant: TenantId,
-        kinds: &[&str],
-    ) -> Result<(TenantLimits, Vec<String>)> {
-        admission(&self.pool, tenant, kinds).await
-    }
-
-    async fn create_api_key(&self, tenant: TenantId, key: NewApiKey<'_>) -> Result<ApiKey> {
-        let pool = &self.pool;
-        let row: KeyRow = sqlx::query_as(&format!(
-            "INSERT INTO api_keys (key_id, tenant_id, name, secret_sha256) VALUES ($1, $2, $3, $4) \
-             RETURNING {KEY_COLUMNS}"
-        ))
-        .bind(key.id)
-        .bind(tenant)
-        .bind(key.name)
-        .bind(key.secret_sha256)
-        .fetch_one(pool)
-        .await
-        .map_err(unknown_tenant_or("create api key", tenant))?;
-        Ok(row.into())
-    }
-
-    /// The key with this id, revoked or not (one primary-key probe).
-    async fn find_api_key(&self, key_id: ApiKeyId) -> Result<Option<StoredApiKey>> {
-        self.read("find api key", async |conn| {
-            shared::find_api_key(conn, key_id).await
-        })
-        .await
-    }
-
-    /// Uses `api_keys_tenant_idx`.
-    async fn list_api_keys(&self, tenant: TenantId) -> Result<Vec<ApiKey>> {
-        self.read("list api keys", async |conn| {
-            shared::list_api_keys(conn, tenant).await
-        })
-        .await
-    }
-
-    /// Revoking twice keeps the first revocation time.
-    async fn revoke_api_key(&self, tenant: TenantId, key_id: ApiKeyId) -> Result<ApiKey> {
-        let pool = &self.pool;
-        let row: KeyRow = sqlx::query_as(&format!(
-            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) \
-             WHERE key_id = $1 AND tenant_id = $2 RETURNING {KEY_COLUMNS}"
-        ))
-        .bind(key_id)
-        .bind(tenant)
-        .fetch_optional(pool)
-        .await
-        .map_err(EngineError::storage("revoke api key"))?
-        .ok_or_else(|| EngineError::NotFound {
-            what: "api key",
-            id: key_id.to_string(),
-        })?;
-        Ok(row.into())
-    }
+/// Bytes the tenant keeps: inputs and results of its executions, and the
+/// payloads of their frames. `octet_length` reads a stored value's length
+/// from its header, without fetching or decompressing it.
+async fn stored_bytes(db: &PgBackend, tenant: TenantId) -> Result<u64> {
+    let pool = &db.pool;
+    let bytes: i64 = sqlx::query_scalar(
+        "SELECT ((SELECT coalesce(sum(octet_length(input) + coalesce(octet_length(result), 0)), 0) \
+                  FROM executions WHERE tenant_id = $1) \
+               + (SELECT coalesce(sum(octet_length(payload)), 0) \
+                  FROM frames WHERE tenant_id = $1) \
+               + (SELECT coalesce(sum(size), 0) FROM steps WHERE tenant_id = $1))::bigint",
+    )
+    .bind(tenant)
+    .fetch_one(pool)
+    .await
+    .map_err(EngineError::storage("measure stored bytes"))?;
+    Ok(bytes.max(0) as u64)
 }
 
 const TENANT_COLUMNS: &str = "tenant_id, name, created_at, max_running, max_queued, \
@@ -134,12 +61,12 @@ const TENANT_COLUMNS: &str = "tenant_id, name, created_at, max_running, max_queu
     max_starts_per_window, start_window_ms, max_result_bytes, max_frame_bytes_per_attempt, \
     max_children_per_execution, max_flow_members, max_waitpoints_per_execution, max_stored_bytes";
 
-pub(super) async fn get_tenant(pool: &Connections, id: TenantId) -> Result<Tenant> {
+async fn get_tenant(db: &PgBackend, id: TenantId) -> Result<Tenant> {
     let row = sqlx::query(&format!(
         "SELECT {TENANT_COLUMNS} FROM tenants WHERE tenant_id = $1"
     ))
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_optional(&db.pool)
     .await
     .map_err(EngineError::storage("get tenant"))?
     .ok_or_else(|| unknown_tenant(id))?;
@@ -148,8 +75,8 @@ pub(super) async fn get_tenant(pool: &Connections, id: TenantId) -> Result<Tenan
 
 /// The tenant's limits and the kinds among `kinds` without a non-deprecated
 /// component (each a probe of the components primary key).
-pub(super) async fn admission(
-    pool: &Connections,
+async fn admission(
+    db: &PgBackend,
     id: TenantId,
     kinds: &[&str],
 ) -> Result<(TenantLimits, Vec<String>)> {
@@ -163,18 +90,14 @@ pub(super) async fn admission(
     ))
     .bind(id)
     .bind(kinds)
-    .fetch_optional(pool)
+    .fetch_optional(&db.pool)
     .await
     .map_err(EngineError::storage("admission"))?
     .ok_or_else(|| unknown_tenant(id))?;
     Ok((tenant(&row)?.limits, col(&row, "missing_kinds")?))
 }
 
-pub(super) async fn set_tenant_limits(
-    pool: &Connections,
-    id: TenantId,
-    limits: &TenantLimits,
-) -> Result<Tenant> {
+async fn set_tenant_limits(db: &PgBackend, id: TenantId, limits: &TenantLimits) -> Result<Tenant> {
     let row = sqlx::query(&format!(
         "UPDATE tenants SET max_running = $2, max_queued = $3, max_input_bytes = $4, \
              max_component_bytes = $5, max_task_timeout_ms = $6, max_memory_mib = $7, \
@@ -215,7 +138,7 @@ pub(super) async fn set_tenant_limits(
             .max_stored_bytes
             .map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
     )
-    .fetch_optional(pool)
+    .fetch_optional(&db.pool)
     .await
     .map_err(EngineError::storage("set tenant limits"))?
     .ok_or_else(|| unknown_tenant(id))?;

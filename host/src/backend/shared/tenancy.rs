@@ -1,8 +1,12 @@
-//! API key reads that are the same on both drivers, and the row every read
+//! API key statements that are the same on both drivers, and the row every read
 //! of a key decodes. (Tenants are stored differently: Postgres keeps each
 //! limit in a column of its own, SQLite the limits as one JSON document.)
 
+use chrono::Utc;
+
 use super::stamp::Stamp;
+use crate::backend::refusals::unknown_tenant_or;
+use crate::backend::NewApiKey;
 use crate::error::{EngineError, Result};
 use crate::model::{ApiKey, ApiKeyId, StoredApiKey, TenantId};
 
@@ -38,6 +42,42 @@ struct StoredKeyRow {
 }
 
 for_both_drivers! {
+    /// Store a key the engine minted (only its secret's hash).
+    async fn create_api_key(conn, tenant: TenantId, key: NewApiKey<'_>) -> Result<ApiKey> {
+        let row: KeyRow = sqlx::query_as(&format!(
+            "INSERT INTO api_keys (key_id, tenant_id, name, secret_sha256, created_at) \
+             VALUES ($1, $2, $3, $4, $5) RETURNING {KEY_COLUMNS}"
+        ))
+        .bind(key.id)
+        .bind(tenant)
+        .bind(key.name)
+        .bind(key.secret_sha256)
+        .bind(Stamp(Utc::now()))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(unknown_tenant_or("create api key", tenant))?;
+        Ok(row.into())
+    }
+
+    /// Revoke the tenant's key; revoking twice keeps the first revocation
+    /// time.
+    async fn revoke_api_key(conn, tenant: TenantId, key_id: ApiKeyId) -> Result<ApiKey> {
+        let row: Option<KeyRow> = sqlx::query_as(&format!(
+            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, $3) \
+             WHERE key_id = $1 AND tenant_id = $2 RETURNING {KEY_COLUMNS}"
+        ))
+        .bind(key_id)
+        .bind(tenant)
+        .bind(Stamp(Utc::now()))
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(EngineError::storage("revoke api key"))?;
+        row.map(ApiKey::from).ok_or_else(|| EngineError::NotFound {
+            what: "api key",
+            id: key_id.to_string(),
+        })
+    }
+
     /// The key with this id, revoked or not, with its secret's hash (one
     /// probe of the api_keys primary key).
     async fn find_api_key(conn, key_id: ApiKeyId) -> Result<Option<StoredApiKey>> {
@@ -66,3 +106,50 @@ for_both_drivers! {
         Ok(rows.into_iter().map(ApiKey::from).collect())
     }
 }
+
+/// [`Tenancy`](crate::backend::Tenancy) for `$backend`, whose driver module
+/// here is `$driver`; tenants themselves are stored differently by each
+/// backend (see this module's docs), so their methods are its own.
+macro_rules! implement {
+    ($backend:ty, $driver:ident) => {
+        $crate::backend::shared::storage_impl! {
+            impl Tenancy for $backend;
+            statements: tenancy::$driver;
+            read {
+                "find api key"
+                fn find_api_key(
+                    key_id: $crate::model::ApiKeyId,
+                ) -> Option<$crate::model::StoredApiKey>;
+                "list api keys"
+                fn list_api_keys(tenant: $crate::model::TenantId) -> Vec<$crate::model::ApiKey>;
+            }
+            write {
+                "create api key"
+                fn create_api_key(
+                    tenant: $crate::model::TenantId,
+                    key: $crate::backend::NewApiKey<'_>,
+                ) -> $crate::model::ApiKey;
+                "revoke api key"
+                fn revoke_api_key(
+                    tenant: $crate::model::TenantId,
+                    key_id: $crate::model::ApiKeyId,
+                ) -> $crate::model::ApiKey;
+            }
+            own {
+                fn create_tenant(name: &str) -> $crate::model::Tenant;
+                fn list_tenants() -> Vec<$crate::model::Tenant>;
+                fn get_tenant(tenant: $crate::model::TenantId) -> $crate::model::Tenant;
+                fn stored_bytes(tenant: $crate::model::TenantId) -> u64;
+                fn set_tenant_limits(
+                    tenant: $crate::model::TenantId,
+                    limits: &$crate::model::TenantLimits,
+                ) -> $crate::model::Tenant;
+                fn admission(
+                    tenant: $crate::model::TenantId,
+                    kinds: &[&str],
+                ) -> ($crate::model::TenantLimits, Vec<String>);
+            }
+        }
+    };
+}
+pub(crate) use implement;

@@ -13,7 +13,7 @@ use super::leases::fail_row;
 use super::leases::held;
 use super::record::Exec;
 use super::suspension::{record_suspension, resume_row};
-use super::tenancy::get_tenant;
+use super::tenancy::read_tenant;
 use super::time::{after_ms, at, now, Millis};
 use super::{Effects, SqliteBackend};
 use crate::backend::refusals::check_usage_fits;
@@ -32,7 +32,7 @@ impl Budgets for SqliteBackend {
     async fn create_budget(&self, tenant: TenantId, budget: &NewBudget) -> Result<Budget> {
         let db = self;
         db.write("create budget", async |conn, _| {
-            get_tenant(conn, tenant).await?;
+            read_tenant(conn, tenant).await?;
             check_scope_exists(conn, tenant, &budget.scope).await?;
             let id = BudgetId::new();
             let now = now();

@@ -1,7 +1,7 @@
 //! [`Components`](crate::backend::Components) on SQLite: component versions
 //! and their wasm bytes (the statements are in `shared/components.rs`).
 
-use super::tenancy::get_tenant;
+use super::tenancy::read_tenant;
 use super::SqliteBackend;
 use crate::backend::shared::components::sqlite as shared;
 use crate::backend::NewComponent;
@@ -18,7 +18,7 @@ async fn put_component(
     component: NewComponent<'_>,
 ) -> Result<(ComponentVersion, bool)> {
     db.quiet_write("put component", async |conn| {
-        get_tenant(conn, tenant).await?;
+        read_tenant(conn, tenant).await?;
         shared::put_component(conn, tenant, component).await
     })
     .await

@@ -5,7 +5,7 @@ use sqlx::types::Json;
 use sqlx::SqliteConnection;
 
 use super::record::{not_found, Exec};
-use super::tenancy::get_tenant;
+use super::tenancy::read_tenant;
 use super::time::{after_ms, millis_of, now, Millis};
 use super::writes::Writes;
 use super::{Effects, SqliteBackend};
@@ -31,7 +31,7 @@ impl Executions for SqliteBackend {
     ) -> Result<Vec<Created>> {
         let db = self;
         db.write("create executions", async |conn, effects| {
-            get_tenant(conn, tenant).await?;
+            read_tenant(conn, tenant).await?;
             if let Some(limit) = max_queued {
                 admit(conn, tenant, executions.len(), limit).await?;
             }

@@ -13,7 +13,7 @@ use sqlx::SqliteConnection;
 
 use super::executions::{admit, create_one, Placement};
 use super::record::Exec;
-use super::tenancy::get_tenant;
+use super::tenancy::read_tenant;
 use super::time::{at, now, Millis};
 use super::{Effects, Finished, SqliteBackend};
 use crate::backend::refusals;
@@ -37,7 +37,7 @@ impl Flows for SqliteBackend {
         let GraphWrite { change, max_queued } = write;
         let db = self;
         db.write("create flow", async |conn, effects| {
-            get_tenant(conn, tenant).await?;
+            read_tenant(conn, tenant).await?;
             let flow_id = FlowId::new();
             sqlx::query(
                 "INSERT INTO flows (tenant_id, flow_id, name, tags, created_at) VALUES (?, ?, ?, ?, ?)",
