@@ -3,12 +3,8 @@
 //! in `claim.rs`; handing a slot on when its holder stops running is the
 //! release trigger (`sql/functions/flowfabric_release_concurrency_slots.sql`).
 
-use async_trait::async_trait;
-
 use super::rows::transaction;
 use super::PgBackend;
-use crate::backend::shared::concurrency::pg as shared;
-use crate::backend::ConcurrencyLimits;
 use crate::error::{EngineError, Result};
 use crate::model::{ConcurrencyLimit, ConcurrencyScope, TenantId};
 
@@ -41,161 +37,152 @@ async fn unblock_scope(
     Ok(())
 }
 
-#[async_trait]
-impl ConcurrencyLimits for PgBackend {
-    async fn set_concurrency_limit(
-        &self,
-        tenant: TenantId,
-        limit: &ConcurrencyLimit,
-        max_limits: u32,
-    ) -> Result<()> {
-        let op = "set concurrency limit";
-        transaction(&self.pool, op, async |tx| {
-            // The tenant's row serialises concurrent sets, so the count below
-            // cannot be passed by two new limits at once.
-            let exists: Option<bool> = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM concurrency_limits \
-                 WHERE tenant_id = $1 AND scope = $2 AND name = $3) \
-             FROM tenants WHERE tenant_id = $1 FOR UPDATE",
-            )
-            .bind(tenant)
-            .bind(limit.scope.as_str())
-            .bind(&limit.name)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(EngineError::storage(op))?;
-            let exists = exists.ok_or_else(|| EngineError::NotFound {
-                what: "tenant",
-                id: tenant.to_string(),
-            })?;
-            if !exists {
-                let held: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM concurrency_limits WHERE tenant_id = $1",
-                )
-                .bind(tenant)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(EngineError::storage(op))?;
-                if held >= i64::from(max_limits) {
-                    return Err(EngineError::LimitExceeded {
-                        limit: "concurrency_limits",
-                        value: held as u64,
-                        detail: format!("a tenant keeps at most {max_limits} concurrency limits"),
-                    });
-                }
-            }
-            let key = &limit.limit;
-            sqlx::query(
-                "INSERT INTO concurrency_limits (tenant_id, scope, name, max_running, max_starts, \
-                 window_ms) VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (tenant_id, scope, name) DO UPDATE SET \
-                 max_running = EXCLUDED.max_running, max_starts = EXCLUDED.max_starts, \
-                 window_ms = EXCLUDED.window_ms, updated_at = now()",
-            )
-            .bind(tenant)
-            .bind(limit.scope.as_str())
-            .bind(&limit.name)
-            .bind(key.max_running as i32)
-            .bind(key.max_starts.map(|n| n as i32))
-            .bind(key.window_ms.map(|ms| ms as i64))
-            .execute(&mut *tx)
-            .await
-            .map_err(EngineError::storage(op))?;
-            unblock_scope(tx, tenant, limit.scope, &limit.name).await
-        })
-        .await
-    }
+crate::backend::shared::concurrency::implement!(PgBackend, pg);
 
-    async fn list_concurrency_limits(&self, tenant: TenantId) -> Result<Vec<ConcurrencyLimit>> {
-        self.read("list concurrency limits", async |conn| {
-            shared::list_concurrency_limits(conn, tenant).await
-        })
-        .await
-    }
-
-    async fn delete_concurrency_limit(
-        &self,
-        tenant: TenantId,
-        scope: ConcurrencyScope,
-        name: &str,
-    ) -> Result<bool> {
-        let op = "delete concurrency limit";
-        transaction(&self.pool, op, async |tx| {
-            let deleted = sqlx::query(
-                "DELETE FROM concurrency_limits WHERE tenant_id = $1 AND scope = $2 AND name = $3",
-            )
-            .bind(tenant)
-            .bind(scope.as_str())
-            .bind(name)
-            .execute(&mut *tx)
-            .await
-            .map_err(EngineError::storage(op))?
-            .rows_affected();
-            unblock_scope(tx, tenant, scope, name).await?;
-            Ok(deleted == 1)
-        })
-        .await
-    }
-
-    /// Groups of held-back executions (tenant, key, kind, lane) off
-    /// `executions_concurrency_blocked_idx`, each with the room its key has
-    /// now under the limit that applies (all of it when none does), read
-    /// without locking the slot: making one too many claimable only costs
-    /// the next claim a re-block, as the claim judges it under the lock.
-    async fn release_held_keys(&self, limit: u32) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar(
-            r#"
-    WITH groups AS (
-        SELECT DISTINCT tenant_id, concurrency_key, kind, lane FROM executions
-        WHERE eligibility_state = 'blocked_by_concurrency_key'
-        LIMIT $1
-    ),
-    judged AS (
-        SELECT g.*, CASE WHEN rule.scope IS NULL THEN $1
-            ELSE greatest(0, least(rule.max_running - coalesce(s.running, 0),
-                CASE WHEN rule.max_starts IS NULL THEN rule.max_running
-                     WHEN s.window_started_at > now()
-                          - coalesce(rule.window_ms, 1000) * interval '1 millisecond'
-                     THEN rule.max_starts - s.window_starts
-                     ELSE rule.max_starts END)) END AS room
-        FROM groups g
-        LEFT JOIN LATERAL (
-            SELECT cl.scope, cl.name, cl.max_running, cl.max_starts, cl.window_ms
-            FROM concurrency_limits cl
-            WHERE cl.tenant_id = g.tenant_id
-              AND ((cl.scope = 'kind' AND cl.name = g.kind)
-                   OR (cl.scope = 'lane' AND cl.name = g.lane))
-            ORDER BY cl.scope
-            LIMIT 1
-        ) rule ON true
-        LEFT JOIN concurrency_slots s ON s.tenant_id = g.tenant_id AND s.scope = rule.scope
-            AND s.name = rule.name AND s.key = g.concurrency_key
-    ),
-    freed AS (
-        UPDATE executions e SET eligibility_state = 'eligible_now',
-            blocking_reason = 'waiting_for_worker', updated_at = now()
-        WHERE e.ctid = ANY(ARRAY(
-            SELECT q.ctid FROM judged j
-            CROSS JOIN LATERAL (
-                SELECT x.ctid FROM executions x
-                WHERE x.tenant_id = j.tenant_id AND x.concurrency_key = j.concurrency_key
-                  AND x.kind = j.kind AND x.lane = j.lane
-                  AND x.eligibility_state = 'blocked_by_concurrency_key'
-                ORDER BY x.priority DESC, x.eligible_at, x.execution_id
-                LIMIT j.room
-                FOR UPDATE SKIP LOCKED
-            ) q
-            WHERE j.room > 0))
-        RETURNING 1
-    ),
-    wake AS (SELECT pg_notify('flowfabric_work', '') WHERE EXISTS (SELECT 1 FROM freed))
-    SELECT (SELECT count(*) FROM freed) + 0 * (SELECT count(*) FROM wake)
-    "#,
+async fn set_concurrency_limit(
+    db: &PgBackend,
+    tenant: TenantId,
+    limit: &ConcurrencyLimit,
+    max_limits: u32,
+) -> Result<()> {
+    let op = "set concurrency limit";
+    transaction(&db.pool, op, async |tx| {
+        // The tenant's row serialises concurrent sets, so the count below
+        // cannot be passed by two new limits at once.
+        let exists: Option<bool> = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM concurrency_limits \
+             WHERE tenant_id = $1 AND scope = $2 AND name = $3) \
+         FROM tenants WHERE tenant_id = $1 FOR UPDATE",
         )
-        .bind(i64::from(limit))
-        .fetch_one(&self.pool)
+        .bind(tenant)
+        .bind(limit.scope.as_str())
+        .bind(&limit.name)
+        .fetch_optional(&mut *tx)
         .await
-        .map_err(EngineError::storage("release held keys"))?;
-        Ok(n as u64)
-    }
+        .map_err(EngineError::storage(op))?;
+        let exists = exists.ok_or_else(|| EngineError::NotFound {
+            what: "tenant",
+            id: tenant.to_string(),
+        })?;
+        if !exists {
+            let held: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM concurrency_limits WHERE tenant_id = $1")
+                    .bind(tenant)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(EngineError::storage(op))?;
+            if held >= i64::from(max_limits) {
+                return Err(EngineError::LimitExceeded {
+                    limit: "concurrency_limits",
+                    value: held as u64,
+                    detail: format!("a tenant keeps at most {max_limits} concurrency limits"),
+                });
+            }
+        }
+        let key = &limit.limit;
+        sqlx::query(
+            "INSERT INTO concurrency_limits (tenant_id, scope, name, max_running, max_starts, \
+             window_ms) VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (tenant_id, scope, name) DO UPDATE SET \
+             max_running = EXCLUDED.max_running, max_starts = EXCLUDED.max_starts, \
+             window_ms = EXCLUDED.window_ms, updated_at = now()",
+        )
+        .bind(tenant)
+        .bind(limit.scope.as_str())
+        .bind(&limit.name)
+        .bind(key.max_running as i32)
+        .bind(key.max_starts.map(|n| n as i32))
+        .bind(key.window_ms.map(|ms| ms as i64))
+        .execute(&mut *tx)
+        .await
+        .map_err(EngineError::storage(op))?;
+        unblock_scope(tx, tenant, limit.scope, &limit.name).await
+    })
+    .await
+}
+
+async fn delete_concurrency_limit(
+    db: &PgBackend,
+    tenant: TenantId,
+    scope: ConcurrencyScope,
+    name: &str,
+) -> Result<bool> {
+    let op = "delete concurrency limit";
+    transaction(&db.pool, op, async |tx| {
+        let deleted = sqlx::query(
+            "DELETE FROM concurrency_limits WHERE tenant_id = $1 AND scope = $2 AND name = $3",
+        )
+        .bind(tenant)
+        .bind(scope.as_str())
+        .bind(name)
+        .execute(&mut *tx)
+        .await
+        .map_err(EngineError::storage(op))?
+        .rows_affected();
+        unblock_scope(tx, tenant, scope, name).await?;
+        Ok(deleted == 1)
+    })
+    .await
+}
+
+/// Groups of held-back executions (tenant, key, kind, lane) off
+/// `executions_concurrency_blocked_idx`, each with the room its key has
+/// now under the limit that applies (all of it when none does), read
+/// without locking the slot: making one too many claimable only costs
+/// the next claim a re-block, as the claim judges it under the lock.
+async fn release_held_keys(db: &PgBackend, limit: u32) -> Result<u64> {
+    let n: i64 = sqlx::query_scalar(
+        r#"
+WITH groups AS (
+    SELECT DISTINCT tenant_id, concurrency_key, kind, lane FROM executions
+    WHERE eligibility_state = 'blocked_by_concurrency_key'
+    LIMIT $1
+),
+judged AS (
+    SELECT g.*, CASE WHEN rule.scope IS NULL THEN $1
+        ELSE greatest(0, least(rule.max_running - coalesce(s.running, 0),
+            CASE WHEN rule.max_starts IS NULL THEN rule.max_running
+                 WHEN s.window_started_at > now()
+                      - coalesce(rule.window_ms, 1000) * interval '1 millisecond'
+                 THEN rule.max_starts - s.window_starts
+                 ELSE rule.max_starts END)) END AS room
+    FROM groups g
+    LEFT JOIN LATERAL (
+        SELECT cl.scope, cl.name, cl.max_running, cl.max_starts, cl.window_ms
+        FROM concurrency_limits cl
+        WHERE cl.tenant_id = g.tenant_id
+          AND ((cl.scope = 'kind' AND cl.name = g.kind)
+               OR (cl.scope = 'lane' AND cl.name = g.lane))
+        ORDER BY cl.scope
+        LIMIT 1
+    ) rule ON true
+    LEFT JOIN concurrency_slots s ON s.tenant_id = g.tenant_id AND s.scope = rule.scope
+        AND s.name = rule.name AND s.key = g.concurrency_key
+),
+freed AS (
+    UPDATE executions e SET eligibility_state = 'eligible_now',
+        blocking_reason = 'waiting_for_worker', updated_at = now()
+    WHERE e.ctid = ANY(ARRAY(
+        SELECT q.ctid FROM judged j
+        CROSS JOIN LATERAL (
+            SELECT x.ctid FROM executions x
+            WHERE x.tenant_id = j.tenant_id AND x.concurrency_key = j.concurrency_key
+              AND x.kind = j.kind AND x.lane = j.lane
+              AND x.eligibility_state = 'blocked_by_concurrency_key'
+            ORDER BY x.priority DESC, x.eligible_at, x.execution_id
+            LIMIT j.room
+            FOR UPDATE SKIP LOCKED
+        ) q
+        WHERE j.room > 0))
+    RETURNING 1
+),
+wake AS (SELECT pg_notify('flowfabric_work', '') WHERE EXISTS (SELECT 1 FROM freed))
+SELECT (SELECT count(*) FROM freed) + 0 * (SELECT count(*) FROM wake)
+"#,
+    )
+    .bind(i64::from(limit))
+    .fetch_one(&db.pool)
+    .await
+    .map_err(EngineError::storage("release held keys"))?;
+    Ok(n as u64)
 }

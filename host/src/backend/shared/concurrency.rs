@@ -26,3 +26,36 @@ for_both_drivers! {
         rows.into_iter().map(limit).collect()
     }
 }
+
+/// [`ConcurrencyLimits`](crate::backend::ConcurrencyLimits) for `$backend`,
+/// whose driver module here is `$driver`; every write (which may free held
+/// work) is the backend's own.
+macro_rules! implement {
+    ($backend:ty, $driver:ident) => {
+        $crate::backend::shared::storage_impl! {
+            impl ConcurrencyLimits for $backend;
+            statements: concurrency::$driver;
+            read {
+                "list concurrency limits"
+                fn list_concurrency_limits(
+                    tenant: $crate::model::TenantId,
+                ) -> Vec<$crate::model::ConcurrencyLimit>;
+            }
+            write {}
+            own {
+                fn set_concurrency_limit(
+                    tenant: $crate::model::TenantId,
+                    limit: &$crate::model::ConcurrencyLimit,
+                    max_limits: u32,
+                ) -> ();
+                fn delete_concurrency_limit(
+                    tenant: $crate::model::TenantId,
+                    scope: $crate::model::ConcurrencyScope,
+                    name: &str,
+                ) -> bool;
+                fn release_held_keys(limit: u32) -> u64;
+            }
+        }
+    };
+}
+pub(crate) use implement;

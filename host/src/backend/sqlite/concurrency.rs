@@ -8,15 +8,12 @@
 //! slot to the key's next blocked execution ([`hand_on`], called by
 //! `Exec::save` whenever a lease is dropped, as the Postgres trigger does).
 
-use async_trait::async_trait;
 use sqlx::SqliteConnection;
 
 use super::record::Exec;
 use super::time::{now, Millis};
 use super::{Effects, SqliteBackend};
 use crate::backend::refusals::unknown_tenant;
-use crate::backend::shared::concurrency::sqlite as shared;
-use crate::backend::ConcurrencyLimits;
 use crate::error::{EngineError, Result};
 use crate::model::{ConcurrencyLimit, ConcurrencyScope, Eligibility, TenantId};
 
@@ -257,125 +254,117 @@ async fn unblock_scope(
     Ok(())
 }
 
-#[async_trait]
-impl ConcurrencyLimits for SqliteBackend {
-    async fn set_concurrency_limit(
-        &self,
-        tenant: TenantId,
-        limit: &ConcurrencyLimit,
-        max_limits: u32,
-    ) -> Result<()> {
-        let op = "set concurrency limit";
-        self.write(op, async |conn, effects| {
-            let (known, exists, held): (bool, bool, i64) = sqlx::query_as(
-                "SELECT EXISTS (SELECT 1 FROM tenants WHERE tenant_id = ?1), \
-                        EXISTS (SELECT 1 FROM concurrency_limits \
-                            WHERE tenant_id = ?1 AND scope = ?2 AND name = ?3), \
-                        (SELECT count(*) FROM concurrency_limits WHERE tenant_id = ?1)",
-            )
-            .bind(tenant)
-            .bind(limit.scope.as_str())
-            .bind(&limit.name)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(EngineError::storage(op))?;
-            if !known {
-                return Err(unknown_tenant(tenant));
-            }
-            if !exists && held >= i64::from(max_limits) {
-                return Err(EngineError::LimitExceeded {
-                    limit: "concurrency_limits",
-                    value: held as u64,
-                    detail: format!("a tenant keeps at most {max_limits} concurrency limits"),
-                });
-            }
-            let key = &limit.limit;
-            sqlx::query(
-                "INSERT INTO concurrency_limits (tenant_id, scope, name, max_running, \
-                     max_starts, window_ms, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (tenant_id, scope, name) DO UPDATE SET \
-                     max_running = excluded.max_running, max_starts = excluded.max_starts, \
-                     window_ms = excluded.window_ms, updated_at = excluded.updated_at",
-            )
-            .bind(tenant)
-            .bind(limit.scope.as_str())
-            .bind(&limit.name)
-            .bind(i64::from(key.max_running))
-            .bind(key.max_starts.map(i64::from))
-            .bind(key.window_ms.map(|ms| ms as i64))
-            .bind(now())
-            .execute(&mut *conn)
-            .await
-            .map_err(EngineError::storage(op))?;
-            unblock_scope(conn, tenant, limit.scope, &limit.name, effects).await
-        })
-        .await
-    }
+crate::backend::shared::concurrency::implement!(SqliteBackend, sqlite);
 
-    async fn list_concurrency_limits(&self, tenant: TenantId) -> Result<Vec<ConcurrencyLimit>> {
-        self.read("list concurrency limits", async |conn| {
-            shared::list_concurrency_limits(conn, tenant).await
-        })
+async fn set_concurrency_limit(
+    db: &SqliteBackend,
+    tenant: TenantId,
+    limit: &ConcurrencyLimit,
+    max_limits: u32,
+) -> Result<()> {
+    let op = "set concurrency limit";
+    db.write(op, async |conn, effects| {
+        let (known, exists, held): (bool, bool, i64) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM tenants WHERE tenant_id = ?1), \
+                    EXISTS (SELECT 1 FROM concurrency_limits \
+                        WHERE tenant_id = ?1 AND scope = ?2 AND name = ?3), \
+                    (SELECT count(*) FROM concurrency_limits WHERE tenant_id = ?1)",
+        )
+        .bind(tenant)
+        .bind(limit.scope.as_str())
+        .bind(&limit.name)
+        .fetch_one(&mut *conn)
         .await
-    }
-
-    async fn delete_concurrency_limit(
-        &self,
-        tenant: TenantId,
-        scope: ConcurrencyScope,
-        name: &str,
-    ) -> Result<bool> {
-        let op = "delete concurrency limit";
-        self.write(op, async |conn, effects| {
-            let deleted = sqlx::query(
-                "DELETE FROM concurrency_limits WHERE tenant_id = ? AND scope = ? AND name = ?",
-            )
-            .bind(tenant)
-            .bind(scope.as_str())
-            .bind(name)
-            .execute(&mut *conn)
-            .await
-            .map_err(EngineError::storage(op))?
-            .rows_affected();
-            unblock_scope(conn, tenant, scope, name, effects).await?;
-            Ok(deleted == 1)
-        })
+        .map_err(EngineError::storage(op))?;
+        if !known {
+            return Err(unknown_tenant(tenant));
+        }
+        if !exists && held >= i64::from(max_limits) {
+            return Err(EngineError::LimitExceeded {
+                limit: "concurrency_limits",
+                value: held as u64,
+                detail: format!("a tenant keeps at most {max_limits} concurrency limits"),
+            });
+        }
+        let key = &limit.limit;
+        sqlx::query(
+            "INSERT INTO concurrency_limits (tenant_id, scope, name, max_running, \
+                 max_starts, window_ms, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (tenant_id, scope, name) DO UPDATE SET \
+                 max_running = excluded.max_running, max_starts = excluded.max_starts, \
+                 window_ms = excluded.window_ms, updated_at = excluded.updated_at",
+        )
+        .bind(tenant)
+        .bind(limit.scope.as_str())
+        .bind(&limit.name)
+        .bind(i64::from(key.max_running))
+        .bind(key.max_starts.map(i64::from))
+        .bind(key.window_ms.map(|ms| ms as i64))
+        .bind(now())
+        .execute(&mut *conn)
         .await
-    }
+        .map_err(EngineError::storage(op))?;
+        unblock_scope(conn, tenant, limit.scope, &limit.name, effects).await
+    })
+    .await
+}
 
-    async fn release_held_keys(&self, limit: u32) -> Result<u64> {
-        let op = "release held keys";
-        self.write(op, async |conn, effects| {
-            let groups: Vec<Exec> = sqlx::query_as(&Exec::select_sql(
-                "rowid IN (SELECT min(rowid) FROM executions \
-                     WHERE eligibility_state = 'blocked_by_concurrency_key' \
-                     GROUP BY tenant_id, concurrency_key, kind, lane LIMIT ?)",
-            ))
-            .bind(i64::from(limit))
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(EngineError::storage(op))?;
-            let now = now();
-            let mut freed = 0;
-            for row in &groups {
-                let Some(key) = &row.concurrency_key else {
-                    continue;
-                };
-                let (scope, name, room) = match rule_for(conn, row).await? {
-                    Some(rule) => {
-                        let room = room(conn, row, &rule, now).await?;
-                        (rule.scope, rule.name, room)
-                    }
-                    None => ("kind".to_owned(), row.kind.clone(), i64::from(limit)),
-                };
-                if room > 0 {
-                    let only = Some((row.kind.as_str(), row.lane.as_str()));
-                    freed += unblock(conn, row.tenant_id, key, &scope, &name, only, room).await?;
+async fn delete_concurrency_limit(
+    db: &SqliteBackend,
+    tenant: TenantId,
+    scope: ConcurrencyScope,
+    name: &str,
+) -> Result<bool> {
+    let op = "delete concurrency limit";
+    db.write(op, async |conn, effects| {
+        let deleted = sqlx::query(
+            "DELETE FROM concurrency_limits WHERE tenant_id = ? AND scope = ? AND name = ?",
+        )
+        .bind(tenant)
+        .bind(scope.as_str())
+        .bind(name)
+        .execute(&mut *conn)
+        .await
+        .map_err(EngineError::storage(op))?
+        .rows_affected();
+        unblock_scope(conn, tenant, scope, name, effects).await?;
+        Ok(deleted == 1)
+    })
+    .await
+}
+
+async fn release_held_keys(db: &SqliteBackend, limit: u32) -> Result<u64> {
+    let op = "release held keys";
+    db.write(op, async |conn, effects| {
+        let groups: Vec<Exec> = sqlx::query_as(&Exec::select_sql(
+            "rowid IN (SELECT min(rowid) FROM executions \
+                 WHERE eligibility_state = 'blocked_by_concurrency_key' \
+                 GROUP BY tenant_id, concurrency_key, kind, lane LIMIT ?)",
+        ))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(EngineError::storage(op))?;
+        let now = now();
+        let mut freed = 0;
+        for row in &groups {
+            let Some(key) = &row.concurrency_key else {
+                continue;
+            };
+            let (scope, name, room) = match rule_for(conn, row).await? {
+                Some(rule) => {
+                    let room = room(conn, row, &rule, now).await?;
+                    (rule.scope, rule.name, room)
                 }
+                None => ("kind".to_owned(), row.kind.clone(), i64::from(limit)),
+            };
+            if room > 0 {
+                let only = Some((row.kind.as_str(), row.lane.as_str()));
+                freed += unblock(conn, row.tenant_id, key, &scope, &name, only, room).await?;
             }
-            effects.work |= freed > 0;
-            Ok(freed)
-        })
-        .await
-    }
+        }
+        effects.work |= freed > 0;
+        Ok(freed)
+    })
+    .await
 }
