@@ -196,48 +196,21 @@ for_both_drivers! {
     }
 }
 
-/// [`Components`](crate::backend::Components) for `$backend`, whose driver
-/// module here is `$driver`; the backend's own `put_component` serializes
-/// uploads of one kind (and checks the tenant) before the shared statement.
-macro_rules! implement {
-    ($backend:ty, $driver:ident) => {
-        $crate::backend::shared::storage_impl! {
-            impl Components for $backend;
-            statements: components::$driver;
-            read {
-                "latest component"
-                fn latest_component(
-                    tenant: $crate::model::TenantId,
-                    kind: &str,
-                ) -> Option<$crate::model::ComponentVersion>;
-                "component wasm"
-                fn component_wasm(tenant: $crate::model::TenantId, digest: &str) -> Vec<u8>;
-                "list components"
-                fn list_components(
-                    tenant: $crate::model::TenantId,
-                ) -> Vec<$crate::model::ComponentVersion>;
-                "get component"
-                fn get_component(
-                    tenant: $crate::model::TenantId,
-                    kind: &str,
-                    version: i32,
-                ) -> $crate::model::ComponentVersion;
-            }
-            write {
-                "deprecate component"
-                fn deprecate_component(
-                    tenant: $crate::model::TenantId,
-                    kind: &str,
-                    version: i32,
-                ) -> $crate::model::ComponentVersion;
-            }
-            own {
-                fn put_component(
-                    tenant: $crate::model::TenantId,
-                    component: $crate::backend::NewComponent<'_>,
-                ) -> ($crate::model::ComponentVersion, bool);
-            }
-        }
-    };
-}
-pub(crate) use implement;
+// Components: the backend's own `put_component` serializes uploads of one kind (and checks the
+// tenant) before the shared statement.
+storage_methods! { $ impl Components in components {
+    read {
+        "latest component" latest_component(tenant: TenantId, kind: &str)
+            -> Option<ComponentVersion>;
+        "component wasm" component_wasm(tenant: TenantId, digest: &str) -> Vec<u8>;
+        "list components" list_components(tenant: TenantId) -> Vec<ComponentVersion>;
+        "get component" get_component(tenant: TenantId, kind: &str, n: i32) -> ComponentVersion;
+    }
+    write {
+        "deprecate component" deprecate_component(tenant: TenantId, kind: &str, n: i32)
+            -> ComponentVersion;
+    }
+    own {
+        put_component(tenant: TenantId, component: NewComponent<'_>) -> (ComponentVersion, bool);
+    }
+} }

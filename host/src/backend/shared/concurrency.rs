@@ -27,35 +27,15 @@ for_both_drivers! {
     }
 }
 
-/// [`ConcurrencyLimits`](crate::backend::ConcurrencyLimits) for `$backend`,
-/// whose driver module here is `$driver`; every write (which may free held
-/// work) is the backend's own.
-macro_rules! implement {
-    ($backend:ty, $driver:ident) => {
-        $crate::backend::shared::storage_impl! {
-            impl ConcurrencyLimits for $backend;
-            statements: concurrency::$driver;
-            read {
-                "list concurrency limits"
-                fn list_concurrency_limits(
-                    tenant: $crate::model::TenantId,
-                ) -> Vec<$crate::model::ConcurrencyLimit>;
-            }
-            write {}
-            own {
-                fn set_concurrency_limit(
-                    tenant: $crate::model::TenantId,
-                    limit: &$crate::model::ConcurrencyLimit,
-                    max_limits: u32,
-                ) -> ();
-                fn delete_concurrency_limit(
-                    tenant: $crate::model::TenantId,
-                    scope: $crate::model::ConcurrencyScope,
-                    name: &str,
-                ) -> bool;
-                fn release_held_keys(limit: u32) -> u64;
-            }
-        }
-    };
-}
-pub(crate) use implement;
+// ConcurrencyLimits: every write (which may free held work) is the backend's own.
+storage_methods! { $ impl ConcurrencyLimits in concurrency {
+    read {
+        "list concurrency limits" list_concurrency_limits(tenant: TenantId) -> Vec<ConcurrencyLimit>;
+    }
+    write {}
+    own {
+        set_concurrency_limit(tenant: TenantId, limit: &ConcurrencyLimit, max: u32) -> ();
+        delete_concurrency_limit(tenant: TenantId, scope: ConcurrencyScope, name: &str) -> bool;
+        release_held_keys(limit: u32) -> u64;
+    }
+} }

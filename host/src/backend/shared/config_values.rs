@@ -145,45 +145,21 @@ for_both_drivers! {
     }
 }
 
-/// [`ConfigValues`](crate::backend::ConfigValues) for `$backend`, whose
-/// driver module here is `$driver`; the backend's own `put_config` holds the
-/// tenant's values still, and its `config_values` matches a list of names.
-macro_rules! implement {
-    ($backend:ty, $driver:ident) => {
-        $crate::backend::shared::storage_impl! {
-            impl ConfigValues for $backend;
-            statements: config_values::$driver;
-            read {
-                "list config values"
-                fn list_config(tenant: $crate::model::TenantId) -> Vec<$crate::model::SealedConfig>;
-                "find config values to reseal"
-                fn config_sealed_by_other_keys(
-                    key_id: &str,
-                    limit: u32,
-                ) -> Vec<($crate::model::TenantId, $crate::model::SealedConfig)>;
-            }
-            write {
-                "delete config value"
-                fn delete_config(tenant: $crate::model::TenantId, name: &str) -> bool;
-                "reseal config value"
-                fn reseal_config(
-                    tenant: $crate::model::TenantId,
-                    old_key_id: &str,
-                    value: &$crate::model::SealedConfig,
-                ) -> bool;
-            }
-            own {
-                fn put_config(
-                    tenant: $crate::model::TenantId,
-                    value: &$crate::model::SealedConfig,
-                    max_values: u32,
-                ) -> ();
-                fn config_values(
-                    tenant: $crate::model::TenantId,
-                    names: &[String],
-                ) -> Vec<$crate::model::SealedConfig>;
-            }
-        }
-    };
-}
-pub(crate) use implement;
+// ConfigValues: the backend's own `put_config` holds the tenant's values still, and its
+// `config_values` matches a list of names.
+storage_methods! { $ impl ConfigValues in config_values {
+    read {
+        "list config values" list_config(tenant: TenantId) -> Vec<SealedConfig>;
+        "find config values to reseal" config_sealed_by_other_keys(key_id: &str, limit: u32)
+            -> Vec<(TenantId, SealedConfig)>;
+    }
+    write {
+        "delete config value" delete_config(tenant: TenantId, name: &str) -> bool;
+        "reseal config value" reseal_config(tenant: TenantId, old: &str, value: &SealedConfig)
+            -> bool;
+    }
+    own {
+        put_config(tenant: TenantId, value: &SealedConfig, max_values: u32) -> ();
+        config_values(tenant: TenantId, names: &[String]) -> Vec<SealedConfig>;
+    }
+} }

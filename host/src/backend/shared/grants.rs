@@ -131,46 +131,19 @@ for_both_drivers! {
     }
 }
 
-/// [`Grants`](crate::backend::Grants) for `$backend`, whose driver module
-/// here is `$driver`: every method is a shared statement.
-macro_rules! implement {
-    ($backend:ty, $driver:ident) => {
-        $crate::backend::shared::storage_impl! {
-            impl Grants for $backend;
-            statements: grants::$driver;
-            read {
-                "read capability ceiling"
-                fn ceiling(tenant: $crate::model::TenantId) -> $crate::model::CapabilityCeiling;
-                "read grant"
-                fn grant(
-                    tenant: $crate::model::TenantId,
-                    kind: &str,
-                ) -> Option<$crate::model::StoredGrant>;
-                "list grants"
-                fn list_grants(tenant: $crate::model::TenantId) -> Vec<$crate::model::StoredGrant>;
-                "read capabilities"
-                fn capabilities(
-                    tenant: $crate::model::TenantId,
-                    kind: &str,
-                ) -> ($crate::model::CapabilityCeiling, $crate::model::ComponentGrant);
-            }
-            write {
-                "set capability ceiling"
-                fn set_ceiling(
-                    tenant: $crate::model::TenantId,
-                    ceiling: &$crate::model::CapabilityCeiling,
-                ) -> ();
-                "put grant"
-                fn put_grant(
-                    tenant: $crate::model::TenantId,
-                    kind: &str,
-                    grant: &$crate::model::ComponentGrant,
-                ) -> $crate::model::StoredGrant;
-                "delete grant"
-                fn delete_grant(tenant: $crate::model::TenantId, kind: &str) -> bool;
-            }
-            own {}
-        }
-    };
-}
-pub(crate) use implement;
+// Grants: every method is a shared statement.
+storage_methods! { $ impl Grants in grants {
+    read {
+        "read capability ceiling" ceiling(tenant: TenantId) -> CapabilityCeiling;
+        "read grant" grant(tenant: TenantId, kind: &str) -> Option<StoredGrant>;
+        "list grants" list_grants(tenant: TenantId) -> Vec<StoredGrant>;
+        "read capabilities" capabilities(tenant: TenantId, kind: &str)
+            -> (CapabilityCeiling, ComponentGrant);
+    }
+    write {
+        "set capability ceiling" set_ceiling(tenant: TenantId, ceiling: &CapabilityCeiling) -> ();
+        "put grant" put_grant(tenant: TenantId, kind: &str, grant: &ComponentGrant) -> StoredGrant;
+        "delete grant" delete_grant(tenant: TenantId, kind: &str) -> bool;
+    }
+    own {}
+} }

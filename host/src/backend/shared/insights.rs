@@ -58,35 +58,15 @@ fn attempt(row: AttemptRow) -> Result<AttemptRecord> {
     })
 }
 
-/// [`Insights`](crate::backend::Insights) for `$backend`, whose driver
-/// module here is `$driver`; the lease history and the overview are the
-/// backend's own.
-macro_rules! implement {
-    ($backend:ty, $driver:ident) => {
-        $crate::backend::shared::storage_impl! {
-            impl Insights for $backend;
-            statements: insights::$driver;
-            read {
-                "list attempts"
-                fn list_attempts(
-                    tenant: $crate::model::TenantId,
-                    id: $crate::model::ExecutionId,
-                    limit: u32,
-                ) -> Vec<$crate::model::AttemptRecord>;
-            }
-            write {}
-            own {
-                fn lease_history(
-                    tenant: $crate::model::TenantId,
-                    id: $crate::model::ExecutionId,
-                    limit: u32,
-                ) -> Vec<$crate::model::LeaseEvent>;
-                fn overview(
-                    tenant: $crate::model::TenantId,
-                    since: chrono::DateTime<chrono::Utc>,
-                ) -> $crate::model::Overview;
-            }
-        }
-    };
-}
-pub(crate) use implement;
+// Insights: the lease history and the overview are the backend's own.
+storage_methods! { $ impl Insights in insights {
+    read {
+        "list attempts" list_attempts(tenant: TenantId, id: ExecutionId, limit: u32)
+            -> Vec<AttemptRecord>;
+    }
+    write {}
+    own {
+        lease_history(tenant: TenantId, id: ExecutionId, limit: u32) -> Vec<LeaseEvent>;
+        overview(tenant: TenantId, since: DateTime<Utc>) -> Overview;
+    }
+} }

@@ -35,54 +35,80 @@ macro_rules! for_both_drivers {
     };
 }
 
-/// Implement a storage trait for one backend from a single list of its
-/// methods, so the list is written once for both backends.
+/// Declare a storage trait's methods once, for both backends: defines (and
+/// exports from the invoking module) `implement!(Backend, driver)`, which
+/// each backend invokes in its module of the same name.
 ///
-/// The methods come in three groups:
-/// - `read { "op" fn name(args) -> T; }`: runs the shared statement
-///   `shared::<concept>::<driver>::name(conn, args)` on a connection from the backend's `read`
-///   (no transaction; one statement, or reads that need no snapshot);
-/// - `write { … }`: the same inside the backend's `quiet_write`, a
-///   transaction that wakes nobody (no new work, no signal);
-/// - `own { fn name(args) -> T; }`: the drivers differ, and the backend
-///   supplies `async fn name(db: &Backend, args) -> Result<T>` in the module
-///   that invokes this.
+/// `storage_methods! { $ impl Trait in concept { read {…} write {…} own {…} } }`
+/// (the leading `$` lets the list define a macro of its own). Each entry is
+/// one line, `"op" name(args) -> T;`:
+/// - under `read`, the trait method runs `shared::concept::driver::name(conn,
+///   args)` on a connection from the backend's `read` (no transaction);
+/// - under `write`, the same inside the backend's `quiet_write`, a
+///   transaction that wakes nobody (it adds no work, delivers no signal);
+/// - under `own` (no `"op"`), the drivers differ, and the backend supplies
+///   `async fn name(db: &Backend, args) -> Result<T>` in that module.
 ///
-/// Each concept's list lives beside its shared statements (as an
-/// `implement!` macro taking the backend, its driver module and nothing
-/// else); the backends invoke it in their module of the same name.
+/// Types in the list are named as `crate::model` and the backend's
+/// parameter structs export them.
+macro_rules! storage_methods {
+    ($d:tt impl $trait:ident in $concept:ident { $($list:tt)* }) => {
+        #[doc = concat!("[`", stringify!($trait), "`](crate::backend::", stringify!($trait), ") ")]
+        #[doc = "for a backend and its driver module here: `implement!(Backend, driver)`."]
+        macro_rules! implement {
+            ($d backend:ty, $d driver:ident) => {
+                $crate::backend::shared::storage_impl! {
+                    $trait for $d backend, $concept::$d driver, $($list)*
+                }
+            };
+        }
+        pub(crate) use implement;
+    };
+}
+
+/// The impl [`storage_methods!`] declares. It stands in an anonymous
+/// constant so that the list's types resolve against `crate::model` and the
+/// parameter structs without the backend importing them.
 macro_rules! storage_impl {
     (
-        impl $trait:ident for $backend:ty;
-        statements: $concept:ident::$driver:ident;
-        read { $( $read_op:literal fn $read:ident($($read_arg:ident: $read_ty:ty),* $(,)?) -> $read_ret:ty; )* }
-        write { $( $write_op:literal fn $write:ident($($write_arg:ident: $write_ty:ty),* $(,)?) -> $write_ret:ty; )* }
-        own { $( fn $own:ident($($own_arg:ident: $own_ty:ty),* $(,)?) -> $own_ret:ty; )* }
+        $trait:ident for $backend:ty, $concept:ident::$driver:ident,
+        read { $( $read_op:literal $read:ident($($read_arg:ident: $read_ty:ty),*) -> $read_ret:ty; )* }
+        write { $( $write_op:literal $write:ident($($write_arg:ident: $write_ty:ty),*) -> $write_ret:ty; )* }
+        own { $( $own:ident($($own_arg:ident: $own_ty:ty),*) -> $own_ret:ty; )* }
     ) => {
-        #[async_trait::async_trait]
-        impl $crate::backend::$trait for $backend {
-            $(
-                async fn $read(&self $(, $read_arg: $read_ty)*) -> $crate::error::Result<$read_ret> {
-                    self.read($read_op, async |conn| {
-                        $crate::backend::shared::$concept::$driver::$read(conn $(, $read_arg)*).await
-                    })
-                    .await
-                }
-            )*
-            $(
-                async fn $write(&self $(, $write_arg: $write_ty)*) -> $crate::error::Result<$write_ret> {
-                    self.quiet_write($write_op, async |conn| {
-                        $crate::backend::shared::$concept::$driver::$write(conn $(, $write_arg)*).await
-                    })
-                    .await
-                }
-            )*
-            $(
-                async fn $own(&self $(, $own_arg: $own_ty)*) -> $crate::error::Result<$own_ret> {
-                    $own(self $(, $own_arg)*).await
-                }
-            )*
-        }
+        const _: () = {
+            #[allow(unused_imports)]
+            use $crate::backend::params::*;
+            #[allow(unused_imports)]
+            use $crate::model::*;
+            #[allow(unused_imports)]
+            use chrono::{DateTime, Utc};
+
+            #[async_trait::async_trait]
+            impl $crate::backend::$trait for $backend {
+                $(
+                    async fn $read(&self $(, $read_arg: $read_ty)*) -> $crate::error::Result<$read_ret> {
+                        self.read($read_op, async |conn| {
+                            $crate::backend::shared::$concept::$driver::$read(conn $(, $read_arg)*).await
+                        })
+                        .await
+                    }
+                )*
+                $(
+                    async fn $write(&self $(, $write_arg: $write_ty)*) -> $crate::error::Result<$write_ret> {
+                        self.quiet_write($write_op, async |conn| {
+                            $crate::backend::shared::$concept::$driver::$write(conn $(, $write_arg)*).await
+                        })
+                        .await
+                    }
+                )*
+                $(
+                    async fn $own(&self $(, $own_arg: $own_ty)*) -> $crate::error::Result<$own_ret> {
+                        $own(self $(, $own_arg)*).await
+                    }
+                )*
+            }
+        };
     };
 }
 pub(crate) use storage_impl;

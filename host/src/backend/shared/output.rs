@@ -66,35 +66,17 @@ fn frame((seq, frame_type, mode, payload, created): FrameRow) -> Result<Frame> {
     })
 }
 
-/// [`Output`](crate::backend::Output) for `$backend`, whose driver module
-/// here is `$driver`; the fenced writes are the backend's own.
-macro_rules! implement {
-    ($backend:ty, $driver:ident) => {
-        $crate::backend::shared::storage_impl! {
-            impl Output for $backend;
-            statements: output::$driver;
-            read {
-                "read frames"
-                fn read_frames(
-                    tenant: $crate::model::TenantId,
-                    attempt: $crate::model::AttemptRef,
-                    page: $crate::model::Page<i64>,
-                ) -> Vec<$crate::model::Frame>;
-                "read summary"
-                fn read_summary(
-                    tenant: $crate::model::TenantId,
-                    attempt: $crate::model::AttemptRef,
-                ) -> Option<$crate::model::StreamSummary>;
-            }
-            write {}
-            own {
-                fn append_frame(
-                    lease: &$crate::model::LeaseHandle,
-                    frame: $crate::backend::NewFrame<'_>,
-                ) -> i64;
-                fn set_progress(lease: &$crate::model::LeaseHandle, percent: u8, message: &str) -> ();
-            }
-        }
-    };
-}
-pub(crate) use implement;
+// Output: the fenced writes are the backend's own.
+storage_methods! { $ impl Output in output {
+    read {
+        "read frames" read_frames(tenant: TenantId, attempt: AttemptRef, page: Page<i64>)
+            -> Vec<Frame>;
+        "read summary" read_summary(tenant: TenantId, attempt: AttemptRef)
+            -> Option<StreamSummary>;
+    }
+    write {}
+    own {
+        append_frame(lease: &LeaseHandle, frame: NewFrame<'_>) -> i64;
+        set_progress(lease: &LeaseHandle, percent: u8, message: &str) -> ();
+    }
+} }

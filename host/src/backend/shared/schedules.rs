@@ -200,52 +200,21 @@ for_both_drivers! {
     }
 }
 
-/// [`Schedules`](crate::backend::Schedules) for `$backend`, whose driver
-/// module here is `$driver`; firing (which creates executions) is the
-/// backend's own.
-macro_rules! implement {
-    ($backend:ty, $driver:ident) => {
-        $crate::backend::shared::storage_impl! {
-            impl Schedules for $backend;
-            statements: schedules::$driver;
-            read {
-                "get schedule"
-                fn get_schedule(
-                    tenant: $crate::model::TenantId,
-                    id: $crate::model::ScheduleId,
-                ) -> $crate::model::Schedule;
-                "list schedules"
-                fn list_schedules(
-                    tenant: $crate::model::TenantId,
-                    page: $crate::model::Page<Option<$crate::model::ScheduleId>>,
-                ) -> Vec<$crate::model::Schedule>;
-            }
-            write {
-                "create schedule"
-                fn create_schedule(
-                    tenant: $crate::model::TenantId,
-                    create: $crate::backend::ScheduleCreate<'_>,
-                ) -> $crate::model::Schedule;
-                "pause schedule"
-                fn set_schedule_paused(
-                    tenant: $crate::model::TenantId,
-                    id: $crate::model::ScheduleId,
-                    change: $crate::backend::PauseChange,
-                ) -> $crate::model::Schedule;
-                "delete schedule"
-                fn delete_schedule(
-                    tenant: $crate::model::TenantId,
-                    id: $crate::model::ScheduleId,
-                ) -> bool;
-            }
-            own {
-                fn trigger_schedule(
-                    tenant: $crate::model::TenantId,
-                    id: $crate::model::ScheduleId,
-                ) -> $crate::model::Created;
-                fn fire_due_schedules(limit: u32) -> u64;
-            }
-        }
-    };
-}
-pub(crate) use implement;
+// Schedules: firing (which creates executions) is the backend's own.
+storage_methods! { $ impl Schedules in schedules {
+    read {
+        "get schedule" get_schedule(tenant: TenantId, id: ScheduleId) -> Schedule;
+        "list schedules" list_schedules(tenant: TenantId, page: Page<Option<ScheduleId>>)
+            -> Vec<Schedule>;
+    }
+    write {
+        "create schedule" create_schedule(tenant: TenantId, create: ScheduleCreate<'_>) -> Schedule;
+        "pause schedule" set_schedule_paused(tenant: TenantId, id: ScheduleId, change: PauseChange)
+            -> Schedule;
+        "delete schedule" delete_schedule(tenant: TenantId, id: ScheduleId) -> bool;
+    }
+    own {
+        trigger_schedule(tenant: TenantId, id: ScheduleId) -> Created;
+        fire_due_schedules(limit: u32) -> u64;
+    }
+} }

@@ -71,33 +71,15 @@ for_both_drivers! {
     }
 }
 
-/// [`Steps`](crate::backend::Steps) for `$backend`, whose driver module
-/// here is `$driver`; the fenced writes are the backend's own.
-macro_rules! implement {
-    ($backend:ty, $driver:ident) => {
-        $crate::backend::shared::storage_impl! {
-            impl Steps for $backend;
-            statements: steps::$driver;
-            read {
-                "read journal"
-                fn journal(
-                    tenant: $crate::model::TenantId,
-                    id: $crate::model::ExecutionId,
-                    page: $crate::model::Page<Option<u32>>,
-                ) -> Vec<$crate::model::JournalEntry>;
-            }
-            write {}
-            own {
-                fn record_step(
-                    lease: &$crate::model::LeaseHandle,
-                    record: $crate::backend::StepRecord<'_>,
-                ) -> ();
-                fn sleep(
-                    lease: &$crate::model::LeaseHandle,
-                    request: $crate::backend::SleepRequest<'_>,
-                ) -> ();
-            }
-        }
-    };
-}
-pub(crate) use implement;
+// Steps: the fenced writes are the backend's own.
+storage_methods! { $ impl Steps in steps {
+    read {
+        "read journal" journal(tenant: TenantId, id: ExecutionId, page: Page<Option<u32>>)
+            -> Vec<JournalEntry>;
+    }
+    write {}
+    own {
+        record_step(lease: &LeaseHandle, record: StepRecord<'_>) -> ();
+        sleep(lease: &LeaseHandle, request: SleepRequest<'_>) -> ();
+    }
+} }

@@ -108,46 +108,22 @@ for_both_drivers! {
     }
 }
 
-/// [`Suspensions`](crate::backend::Suspensions) for `$backend`, whose
-/// driver module here is `$driver`; every write (fenced, or resuming) is
-/// the backend's own.
-macro_rules! implement {
-    ($backend:ty, $driver:ident) => {
-        $crate::backend::shared::storage_impl! {
-            impl Suspensions for $backend;
-            statements: suspension::$driver;
-            read {
-                "read resume signals"
-                fn resume_signals(
-                    tenant: $crate::model::TenantId,
-                    id: $crate::model::ExecutionId,
-                    seq: i32,
-                ) -> Vec<$crate::model::Signal>;
-                "list waitpoints"
-                fn list_waitpoints(
-                    tenant: $crate::model::TenantId,
-                    id: $crate::model::ExecutionId,
-                    page: $crate::model::Page<Option<$crate::model::WaitpointId>>,
-                ) -> Vec<$crate::model::Waitpoint>;
-            }
-            write {}
-            own {
-                fn create_waitpoint(
-                    lease: &$crate::model::LeaseHandle,
-                    new: $crate::backend::NewWaitpoint<'_>,
-                ) -> $crate::model::Waitpoint;
-                fn suspend(
-                    lease: &$crate::model::LeaseHandle,
-                    request: $crate::backend::SuspendRequest<'_>,
-                ) -> $crate::model::SuspendOutcome;
-                fn deliver_signal(
-                    tenant: $crate::model::TenantId,
-                    to: $crate::model::WaitpointRef,
-                    signal: &$crate::model::NewSignal,
-                ) -> $crate::model::SignalOutcome;
-                fn resume(tenant: $crate::model::TenantId, id: $crate::model::ExecutionId) -> ();
-            }
-        }
-    };
-}
-pub(crate) use implement;
+// Suspensions: every write (fenced, or resuming) is the backend's own.
+storage_methods! { $ impl Suspensions in suspension {
+    read {
+        "read resume signals" resume_signals(tenant: TenantId, id: ExecutionId, seq: i32)
+            -> Vec<Signal>;
+        "list waitpoints" list_waitpoints(
+            tenant: TenantId,
+            id: ExecutionId,
+            page: Page<Option<WaitpointId>>
+        ) -> Vec<Waitpoint>;
+    }
+    write {}
+    own {
+        create_waitpoint(lease: &LeaseHandle, new: NewWaitpoint<'_>) -> Waitpoint;
+        suspend(lease: &LeaseHandle, request: SuspendRequest<'_>) -> SuspendOutcome;
+        deliver_signal(tenant: TenantId, to: WaitpointRef, signal: &NewSignal) -> SignalOutcome;
+        resume(tenant: TenantId, id: ExecutionId) -> ();
+    }
+} }

@@ -107,49 +107,23 @@ for_both_drivers! {
     }
 }
 
-/// [`Tenancy`](crate::backend::Tenancy) for `$backend`, whose driver module
-/// here is `$driver`; tenants themselves are stored differently by each
-/// backend (see this module's docs), so their methods are its own.
-macro_rules! implement {
-    ($backend:ty, $driver:ident) => {
-        $crate::backend::shared::storage_impl! {
-            impl Tenancy for $backend;
-            statements: tenancy::$driver;
-            read {
-                "find api key"
-                fn find_api_key(
-                    key_id: $crate::model::ApiKeyId,
-                ) -> Option<$crate::model::StoredApiKey>;
-                "list api keys"
-                fn list_api_keys(tenant: $crate::model::TenantId) -> Vec<$crate::model::ApiKey>;
-            }
-            write {
-                "create api key"
-                fn create_api_key(
-                    tenant: $crate::model::TenantId,
-                    key: $crate::backend::NewApiKey<'_>,
-                ) -> $crate::model::ApiKey;
-                "revoke api key"
-                fn revoke_api_key(
-                    tenant: $crate::model::TenantId,
-                    key_id: $crate::model::ApiKeyId,
-                ) -> $crate::model::ApiKey;
-            }
-            own {
-                fn create_tenant(name: &str) -> $crate::model::Tenant;
-                fn list_tenants() -> Vec<$crate::model::Tenant>;
-                fn get_tenant(tenant: $crate::model::TenantId) -> $crate::model::Tenant;
-                fn stored_bytes(tenant: $crate::model::TenantId) -> u64;
-                fn set_tenant_limits(
-                    tenant: $crate::model::TenantId,
-                    limits: &$crate::model::TenantLimits,
-                ) -> $crate::model::Tenant;
-                fn admission(
-                    tenant: $crate::model::TenantId,
-                    kinds: &[&str],
-                ) -> ($crate::model::TenantLimits, Vec<String>);
-            }
-        }
-    };
-}
-pub(crate) use implement;
+// Tenancy: tenants themselves are stored differently by each backend (see this module's docs),
+// so their methods are its own.
+storage_methods! { $ impl Tenancy in tenancy {
+    read {
+        "find api key" find_api_key(key_id: ApiKeyId) -> Option<StoredApiKey>;
+        "list api keys" list_api_keys(tenant: TenantId) -> Vec<ApiKey>;
+    }
+    write {
+        "create api key" create_api_key(tenant: TenantId, key: NewApiKey<'_>) -> ApiKey;
+        "revoke api key" revoke_api_key(tenant: TenantId, key_id: ApiKeyId) -> ApiKey;
+    }
+    own {
+        create_tenant(name: &str) -> Tenant;
+        list_tenants() -> Vec<Tenant>;
+        get_tenant(tenant: TenantId) -> Tenant;
+        stored_bytes(tenant: TenantId) -> u64;
+        set_tenant_limits(tenant: TenantId, limits: &TenantLimits) -> Tenant;
+        admission(tenant: TenantId, kinds: &[&str]) -> (TenantLimits, Vec<String>);
+    }
+} }

@@ -117,33 +117,19 @@ for_both_drivers! {
     }
 }
 
-/// [`WaitpointKeys`](crate::backend::WaitpointKeys) for `$backend`, whose
-/// driver module here is `$driver`: every method is a shared statement.
-macro_rules! implement {
-    ($backend:ty, $driver:ident) => {
-        $crate::backend::shared::storage_impl! {
-            impl WaitpointKeys for $backend;
-            statements: waitpoint_keys::$driver;
-            read {
-                "read waitpoint keys"
-                fn waitpoint_keys() -> Vec<$crate::model::StoredWaitpointKey>;
-            }
-            write {
-                "add waitpoint key"
-                fn add_waitpoint_key(
-                    key: &$crate::model::StoredWaitpointKey,
-                    retire_others_at: Option<chrono::DateTime<chrono::Utc>>,
-                    prune_retired_before: chrono::DateTime<chrono::Utc>,
-                ) -> bool;
-                "reseal waitpoint key"
-                fn reseal_waitpoint_key(
-                    kid: &str,
-                    old_key_id: &str,
-                    secret: &$crate::model::SealedBytes,
-                ) -> bool;
-            }
-            own {}
-        }
-    };
-}
-pub(crate) use implement;
+// WaitpointKeys: every method is a shared statement.
+storage_methods! { $ impl WaitpointKeys in waitpoint_keys {
+    read {
+        "read waitpoint keys" waitpoint_keys() -> Vec<StoredWaitpointKey>;
+    }
+    write {
+        "add waitpoint key" add_waitpoint_key(
+            key: &StoredWaitpointKey,
+            retire_others_at: Option<DateTime<Utc>>,
+            prune_retired_before: DateTime<Utc>
+        ) -> bool;
+        "reseal waitpoint key" reseal_waitpoint_key(kid: &str, old: &str, secret: &SealedBytes)
+            -> bool;
+    }
+    own {}
+} }
