@@ -2,7 +2,7 @@
 //! of those corrections. The dimension row is locked first, as a report
 //! locks it, so a correction and a report of the same budget serialise.
 
-use super::Connections;
+use super::PgBackend;
 
 use super::budgets::{get_budget_in, release_holds};
 use super::rows::transaction;
@@ -16,11 +16,12 @@ fn err(op: &'static str) -> impl FnOnce(sqlx::Error) -> EngineError {
 }
 
 pub(super) async fn adjust_usage(
-    pool: &Connections,
+    db: &PgBackend,
     tenant: TenantId,
     id: BudgetId,
     adjust: UsageAdjust<'_>,
 ) -> Result<Budget> {
+    let pool = &db.pool;
     let op = "adjust usage";
     transaction(pool, op, async |tx| {
         let row: Option<(i64, Option<i64>, bool)> = sqlx::query_as(
@@ -95,11 +96,12 @@ pub(super) async fn adjust_usage(
 /// Newest first, by the primary key (after checking the budget is the
 /// tenant's).
 pub(super) async fn list_adjustments(
-    pool: &Connections,
+    db: &PgBackend,
     tenant: TenantId,
     id: BudgetId,
     limit: u32,
 ) -> Result<Vec<BudgetAdjustment>> {
+    let pool = &db.pool;
     let mut conn = pool.acquire().await.map_err(err("list adjustments"))?;
     get_budget_in(&mut conn, tenant, id).await?;
     shared::adjustments(&mut conn, tenant, id, limit).await

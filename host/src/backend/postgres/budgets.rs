@@ -5,8 +5,8 @@
 //! budget whose scope covers it, in budget id order: two reports against the
 //! same budget serialise on its row, and never deadlock.
 
+use super::budget_adjustments::{adjust_usage, list_adjustments};
 use super::Connections;
-use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 use sqlx::PgConnection;
 
@@ -16,247 +16,227 @@ use super::suspension::{record_suspension, resume_execution};
 use super::PgBackend;
 use crate::backend::refusals::check_usage_fits;
 use crate::backend::shared::budgets::pg::check_scope_exists;
-use crate::backend::{Budgets, UsageAdjust};
 use crate::error::{EngineError, Result};
 use crate::model::{
-    Breach, Budget, BudgetAdjustment, BudgetId, BudgetScope, DimensionUsage, ExecutionId,
-    ExecutionPolicy, Failure, FailureClass, HardLimitAction, LeaseHandle, NewBudget,
-    ResumeCondition, Suspension, TenantId, TimeoutBehavior, UsageEntry, UsageOutcome,
+    Breach, Budget, BudgetId, BudgetScope, DimensionUsage, ExecutionId, ExecutionPolicy, Failure,
+    FailureClass, HardLimitAction, LeaseHandle, NewBudget, ResumeCondition, Suspension, TenantId,
+    TimeoutBehavior, UsageEntry, UsageOutcome,
 };
 
-#[async_trait]
-impl Budgets for PgBackend {
-    async fn create_budget(&self, tenant: TenantId, budget: &NewBudget) -> Result<Budget> {
-        let pool = &self.pool;
-        let op = "create budget";
-        transaction(pool, op, async |tx| {
-            check_scope_exists(tx, tenant, &budget.scope).await?;
-            let id = BudgetId::new();
-            sqlx::query(
-                "WITH b AS ( \
-                     INSERT INTO budgets (tenant_id, budget_id, name, scope, scope_key, on_hard_limit, \
-                         reset_interval_ms, next_reset_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, now() + $7 * interval '1 millisecond')) \
-                 INSERT INTO budget_dimensions (tenant_id, budget_id, dimension, soft_limit, hard_limit) \
-                 SELECT $1, $2, d, s, h FROM unnest($8::text[], $9::int8[], $10::int8[]) AS x(d, s, h)",
-            )
-            .bind(tenant)
-            .bind(id)
-            .bind(&budget.name)
-            .bind(budget.scope.kind())
-            .bind(budget.scope.key())
-            .bind(budget.on_hard_limit.as_str())
-            .bind(budget.reset_interval_ms.map(to_i64))
-            .bind(
-                budget
-                    .dimensions
-                    .iter()
-                    .map(|d| d.dimension.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                budget
-                    .dimensions
-                    .iter()
-                    .map(|d| d.soft_limit.map(to_i64))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                budget
-                    .dimensions
-                    .iter()
-                    .map(|d| d.hard_limit.map(to_i64))
-                    .collect::<Vec<_>>(),
-            )
-            .execute(&mut *tx)
-            .await
-            .map_err(unknown_tenant_or(op, tenant))?;
-            let created = get_budget_in(tx, tenant, id).await?;
-            Ok(created)
-        })
-        .await
-    }
+crate::backend::shared::budgets::implement!(PgBackend, pg);
 
-    async fn get_budget(&self, tenant: TenantId, id: BudgetId) -> Result<Budget> {
-        let pool = &self.pool;
-        let mut conn = pool.acquire().await.map_err(err("get budget"))?;
-        get_budget_in(&mut conn, tenant, id).await
-    }
-
-    async fn list_budgets(&self, tenant: TenantId) -> Result<Vec<Budget>> {
-        let pool = &self.pool;
-        let rows = sqlx::query(&format!(
-            "SELECT {BUDGET_COLUMNS} FROM budgets b WHERE b.tenant_id = $1 ORDER BY b.budget_id"
-        ))
+async fn create_budget(db: &PgBackend, tenant: TenantId, budget: &NewBudget) -> Result<Budget> {
+    let pool = &db.pool;
+    let op = "create budget";
+    transaction(pool, op, async |tx| {
+        check_scope_exists(tx, tenant, &budget.scope).await?;
+        let id = BudgetId::new();
+        sqlx::query(
+            "WITH b AS ( \
+                 INSERT INTO budgets (tenant_id, budget_id, name, scope, scope_key, on_hard_limit, \
+                     reset_interval_ms, next_reset_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, now() + $7 * interval '1 millisecond')) \
+             INSERT INTO budget_dimensions (tenant_id, budget_id, dimension, soft_limit, hard_limit) \
+             SELECT $1, $2, d, s, h FROM unnest($8::text[], $9::int8[], $10::int8[]) AS x(d, s, h)",
+        )
         .bind(tenant)
-        .fetch_all(pool)
+        .bind(id)
+        .bind(&budget.name)
+        .bind(budget.scope.kind())
+        .bind(budget.scope.key())
+        .bind(budget.on_hard_limit.as_str())
+        .bind(budget.reset_interval_ms.map(to_i64))
+        .bind(
+            budget
+                .dimensions
+                .iter()
+                .map(|d| d.dimension.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            budget
+                .dimensions
+                .iter()
+                .map(|d| d.soft_limit.map(to_i64))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            budget
+                .dimensions
+                .iter()
+                .map(|d| d.hard_limit.map(to_i64))
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut *tx)
         .await
-        .map_err(err("list budgets"))?;
-        rows.iter().map(budget).collect()
-    }
+        .map_err(unknown_tenant_or(op, tenant))?;
+        let created = get_budget_in(tx, tenant, id).await?;
+        Ok(created)
+    })
+    .await
+}
 
-    /// Usage back to zero, and executions suspended on the budget resume.
-    async fn reset_budget(&self, tenant: TenantId, id: BudgetId) -> Result<Budget> {
-        let pool = &self.pool;
-        let op = "reset budget";
-        transaction(pool, op, async |tx| {
-            let found = sqlx::query(
-                "UPDATE budgets SET next_reset_at = now() + least(reset_interval_ms, 31622400000) * interval '1 millisecond' \
-                 WHERE tenant_id = $1 AND budget_id = $2 RETURNING 1",
-            )
-            .bind(tenant)
-            .bind(id)
+async fn get_budget(db: &PgBackend, tenant: TenantId, id: BudgetId) -> Result<Budget> {
+    let pool = &db.pool;
+    let mut conn = pool.acquire().await.map_err(err("get budget"))?;
+    get_budget_in(&mut conn, tenant, id).await
+}
+
+async fn list_budgets(db: &PgBackend, tenant: TenantId) -> Result<Vec<Budget>> {
+    let pool = &db.pool;
+    let rows = sqlx::query(&format!(
+        "SELECT {BUDGET_COLUMNS} FROM budgets b WHERE b.tenant_id = $1 ORDER BY b.budget_id"
+    ))
+    .bind(tenant)
+    .fetch_all(pool)
+    .await
+    .map_err(err("list budgets"))?;
+    rows.iter().map(budget).collect()
+}
+
+/// Usage back to zero, and executions suspended on the budget resume.
+async fn reset_budget(db: &PgBackend, tenant: TenantId, id: BudgetId) -> Result<Budget> {
+    let pool = &db.pool;
+    let op = "reset budget";
+    transaction(pool, op, async |tx| {
+        let found = sqlx::query(
+            "UPDATE budgets SET next_reset_at = now() + least(reset_interval_ms, 31622400000) * interval '1 millisecond' \
+             WHERE tenant_id = $1 AND budget_id = $2 RETURNING 1",
+        )
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(err(op))?;
+        if found.is_none() {
+            return Err(EngineError::NotFound {
+                what: "budget",
+                id: id.to_string(),
+            });
+        }
+        reset_in(tx, tenant, id).await?;
+        let budget = get_budget_in(tx, tenant, id).await?;
+        Ok(budget)
+    })
+    .await
+}
+
+async fn report_usage(
+    db: &PgBackend,
+    lease: &LeaseHandle,
+    report: &[UsageEntry],
+    dedup_key: Option<&str>,
+) -> Result<UsageOutcome> {
+    let pool = &db.pool;
+    let op = "report usage";
+    transaction(pool, op, async |tx| {
+        let sql = format!(
+            "SELECT coalesce(flow_id::text, '') AS flow, lane, policy, retry_count, suspension_seq \
+             FROM executions WHERE {FENCE} FOR UPDATE"
+        );
+        let Some(row) = sqlx::query_with(&sql, Args::fence(lease).done(op)?)
             .fetch_optional(&mut *tx)
             .await
+            .map_err(err(op))?
+        else {
+            return Err(rejection(pool, lease, None).await?);
+        };
+        // The execution's lock serialises its reports, so a read is enough here.
+        if let Some(key) = dedup_key {
+            let seen: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM usage_reports \
+                 WHERE tenant_id = $1 AND execution_id = $2 AND dedup_key = $3)",
+            )
+            .bind(lease.tenant_id)
+            .bind(lease.execution_id)
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await
             .map_err(err(op))?;
-            if found.is_none() {
-                return Err(EngineError::NotFound {
-                    what: "budget",
-                    id: id.to_string(),
-                });
+            if seen {
+                return Ok(UsageOutcome::AlreadyApplied);
             }
-            reset_in(tx, tenant, id).await?;
-            let budget = get_budget_in(tx, tenant, id).await?;
-            Ok(budget)
-        })
-        .await
-    }
-
-    async fn adjust_usage(
-        &self,
-        tenant: TenantId,
-        id: BudgetId,
-        adjust: UsageAdjust<'_>,
-    ) -> Result<Budget> {
-        super::budget_adjustments::adjust_usage(&self.pool, tenant, id, adjust).await
-    }
-
-    async fn list_adjustments(
-        &self,
-        tenant: TenantId,
-        id: BudgetId,
-        limit: u32,
-    ) -> Result<Vec<BudgetAdjustment>> {
-        super::budget_adjustments::list_adjustments(&self.pool, tenant, id, limit).await
-    }
-
-    async fn report_usage(
-        &self,
-        lease: &LeaseHandle,
-        report: &[UsageEntry],
-        dedup_key: Option<&str>,
-    ) -> Result<UsageOutcome> {
-        let pool = &self.pool;
-        let op = "report usage";
-        transaction(pool, op, async |tx| {
-            let sql = format!(
-                "SELECT coalesce(flow_id::text, '') AS flow, lane, policy, retry_count, suspension_seq \
-                 FROM executions WHERE {FENCE} FOR UPDATE"
-            );
-            let Some(row) = sqlx::query_with(&sql, Args::fence(lease).done(op)?)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(err(op))?
-            else {
-                return Err(rejection(pool, lease, None).await?);
-            };
-            // The execution's lock serialises its reports, so a read is enough here.
-            if let Some(key) = dedup_key {
-                let seen: bool = sqlx::query_scalar(
-                    "SELECT EXISTS (SELECT 1 FROM usage_reports \
-                     WHERE tenant_id = $1 AND execution_id = $2 AND dedup_key = $3)",
-                )
-                .bind(lease.tenant_id)
-                .bind(lease.execution_id)
-                .bind(key)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(err(op))?;
-                if seen {
-                    return Ok(UsageOutcome::AlreadyApplied);
-                }
-            }
-            // Every dimension is locked and checked before any is applied;
-            // dimensions come in name order, so two reports lock alike.
-            let mut checked = Vec::with_capacity(report.len());
-            for entry in report {
-                let (dimension, delta) = (entry.dimension.as_str(), to_i64(entry.delta));
-                let limits = lock_limits(tx, lease, &row, dimension).await?;
-                let attempt_used: String = sqlx::query_scalar(
-                    "SELECT coalesce(usage ->> $3, '0') FROM attempts \
-                     WHERE tenant_id = $1 AND execution_id = $2 AND attempt_index = $4",
-                )
-                .bind(lease.tenant_id)
-                .bind(lease.execution_id)
-                .bind(dimension)
-                .bind(lease.attempt_index)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(err(op))?
-                .unwrap_or_else(|| "0".into());
-                check_usage_fits(dimension, delta, limits.iter().map(|l| l.used), &attempt_used)?;
-                checked.push((dimension, delta, limits));
-            }
-            let hard = checked
-                .iter()
-                .find_map(|(dimension, delta, limits)| first_breach(limits, *delta, dimension, |l| l.hard));
-            if let Some(breach) = hard {
-                // Not applied, and not remembered: the same report may be retried
-                // once the budget allows it.
-                enforce(tx, lease, &row, &breach).await?;
-                // The budget admits no more work until it is reset (the claim blocks
-                // what it covers). The row is already locked by `lock_limits`.
-                sqlx::query(
-                    "UPDATE budget_dimensions SET exhausted = true \
-                     WHERE tenant_id = $1 AND budget_id = $2 AND dimension = $3",
-                )
-                .bind(lease.tenant_id)
-                .bind(breach.budget_id)
-                .bind(&breach.dimension)
-                .execute(&mut *tx)
-                .await
-                .map_err(err(op))?;
-                return Ok(UsageOutcome::HardBreach(breach));
-            }
-            if let Some(key) = dedup_key {
-                sqlx::query(
-                    "INSERT INTO usage_reports (tenant_id, execution_id, dedup_key) VALUES ($1, $2, $3)",
-                )
-                .bind(lease.tenant_id)
-                .bind(lease.execution_id)
-                .bind(key)
-                .execute(&mut *tx)
-                .await
-                .map_err(err(op))?;
-            }
-            for (dimension, delta, limits) in &checked {
-                let ids: Vec<BudgetId> = limits.iter().map(|l| l.budget_id).collect();
-                sqlx::query(
-                    "WITH spent AS ( \
-                         UPDATE budget_dimensions SET used = used + $4, \
-                             exhausted = exhausted OR coalesce(used + $4 >= hard_limit, false) \
-                         WHERE tenant_id = $1 AND budget_id = ANY($5) AND dimension = $3) \
-                     UPDATE attempts SET usage = jsonb_set(usage, ARRAY[$3], \
-                         to_jsonb(coalesce((usage ->> $3)::bigint, 0) + $4)) \
-                     WHERE tenant_id = $1 AND execution_id = $2 AND attempt_index = $6",
-                )
-                .bind(lease.tenant_id)
-                .bind(lease.execution_id)
-                .bind(dimension)
-                .bind(delta)
-                .bind(&ids)
-                .bind(lease.attempt_index)
-                .execute(&mut *tx)
-                .await
-                .map_err(err(op))?;
-            }
-            let over_soft = checked
-                .iter()
-                .find_map(|(dimension, delta, limits)| first_breach(limits, *delta, dimension, |l| l.soft));
-            Ok(over_soft.map_or(UsageOutcome::Ok, UsageOutcome::SoftBreach))
-        })
-        .await
-    }
+        }
+        // Every dimension is locked and checked before any is applied;
+        // dimensions come in name order, so two reports lock alike.
+        let mut checked = Vec::with_capacity(report.len());
+        for entry in report {
+            let (dimension, delta) = (entry.dimension.as_str(), to_i64(entry.delta));
+            let limits = lock_limits(tx, lease, &row, dimension).await?;
+            let attempt_used: String = sqlx::query_scalar(
+                "SELECT coalesce(usage ->> $3, '0') FROM attempts \
+                 WHERE tenant_id = $1 AND execution_id = $2 AND attempt_index = $4",
+            )
+            .bind(lease.tenant_id)
+            .bind(lease.execution_id)
+            .bind(dimension)
+            .bind(lease.attempt_index)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(err(op))?
+            .unwrap_or_else(|| "0".into());
+            check_usage_fits(dimension, delta, limits.iter().map(|l| l.used), &attempt_used)?;
+            checked.push((dimension, delta, limits));
+        }
+        let hard = checked
+            .iter()
+            .find_map(|(dimension, delta, limits)| first_breach(limits, *delta, dimension, |l| l.hard));
+        if let Some(breach) = hard {
+            // Not applied, and not remembered: the same report may be retried
+            // once the budget allows it.
+            enforce(tx, lease, &row, &breach).await?;
+            // The budget admits no more work until it is reset (the claim blocks
+            // what it covers). The row is already locked by `lock_limits`.
+            sqlx::query(
+                "UPDATE budget_dimensions SET exhausted = true \
+                 WHERE tenant_id = $1 AND budget_id = $2 AND dimension = $3",
+            )
+            .bind(lease.tenant_id)
+            .bind(breach.budget_id)
+            .bind(&breach.dimension)
+            .execute(&mut *tx)
+            .await
+            .map_err(err(op))?;
+            return Ok(UsageOutcome::HardBreach(breach));
+        }
+        if let Some(key) = dedup_key {
+            sqlx::query(
+                "INSERT INTO usage_reports (tenant_id, execution_id, dedup_key) VALUES ($1, $2, $3)",
+            )
+            .bind(lease.tenant_id)
+            .bind(lease.execution_id)
+            .bind(key)
+            .execute(&mut *tx)
+            .await
+            .map_err(err(op))?;
+        }
+        for (dimension, delta, limits) in &checked {
+            let ids: Vec<BudgetId> = limits.iter().map(|l| l.budget_id).collect();
+            sqlx::query(
+                "WITH spent AS ( \
+                     UPDATE budget_dimensions SET used = used + $4, \
+                         exhausted = exhausted OR coalesce(used + $4 >= hard_limit, false) \
+                     WHERE tenant_id = $1 AND budget_id = ANY($5) AND dimension = $3) \
+                 UPDATE attempts SET usage = jsonb_set(usage, ARRAY[$3], \
+                     to_jsonb(coalesce((usage ->> $3)::bigint, 0) + $4)) \
+                 WHERE tenant_id = $1 AND execution_id = $2 AND attempt_index = $6",
+            )
+            .bind(lease.tenant_id)
+            .bind(lease.execution_id)
+            .bind(dimension)
+            .bind(delta)
+            .bind(&ids)
+            .bind(lease.attempt_index)
+            .execute(&mut *tx)
+            .await
+            .map_err(err(op))?;
+        }
+        let over_soft = checked
+            .iter()
+            .find_map(|(dimension, delta, limits)| first_breach(limits, *delta, dimension, |l| l.soft));
+        Ok(over_soft.map_or(UsageOutcome::Ok, UsageOutcome::SoftBreach))
+    })
+    .await
 }
 
 const BUDGET_COLUMNS: &str = "b.budget_id, b.name, b.scope, b.scope_key, b.on_hard_limit, \

@@ -2,6 +2,7 @@
 //! finishes cancels a locked row or a dead process left unfinished.
 
 use super::Connections;
+use super::PgBackend;
 
 use crate::backend::{refusals, FlowCancel};
 use crate::error::{EngineError, Result};
@@ -13,11 +14,12 @@ use crate::model::{ExecutionId, FlowId, TenantId};
 /// order (the member, then its downstream groups); a single statement over
 /// many members could deadlock with workers finishing them.
 pub(super) async fn cancel_flow(
-    pool: &Connections,
+    db: &PgBackend,
     tenant: TenantId,
     flow_id: FlowId,
     cancel: FlowCancel<'_>,
 ) -> Result<u64> {
+    let pool = &db.pool;
     let FlowCancel { policy, reason } = cancel;
     let phases = policy.phases();
     // `cancel_phases` records what is left to do, for the scanner to finish

@@ -5,7 +5,7 @@
 //! `flow_edges_flow_idx`, bounded by the flow's member cap, and each end's key
 //! by the executions primary key.
 
-use super::Connections;
+use super::PgBackend;
 
 use super::rows::col;
 use crate::backend::{refusals, EdgeFilter};
@@ -25,11 +25,12 @@ const EDGES_SQL: &str = "\
     ORDER BY from_key, to_key";
 
 pub(super) async fn flow_edges(
-    pool: &Connections,
+    db: &PgBackend,
     tenant: TenantId,
     flow: FlowId,
     filter: EdgeFilter<'_>,
 ) -> Result<Vec<FlowEdgeDetail>> {
+    let pool = &db.pool;
     let rows = sqlx::query(EDGES_SQL)
         .bind(tenant)
         .bind(flow)

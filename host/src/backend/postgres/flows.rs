@@ -9,40 +9,37 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::Connections;
-use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 use sqlx::PgConnection;
 
 use super::executions::{create_executions, FlowPlacement};
+use super::flow_cancel::cancel_flow;
+use super::flow_edges::flow_edges;
 use super::rows::{col, json, parse, transaction, unknown_tenant_or};
 use super::PgBackend;
 use crate::backend::refusals;
 use crate::backend::shared::flows::pg::{bump_graph_revision, refuse_cycles};
-use crate::backend::{EdgeFilter, FlowCancel, Flows, GraphWrite};
+use crate::backend::GraphWrite;
 use crate::error::{EngineError, Result};
-use crate::model::FlowEdgeDetail;
 use crate::model::{
     EdgeState, ExecutionId, FlowEdgeView, FlowId, FlowMemberView, FlowSnapshot, FlowState,
     FlowSummary, GraphApplied, GraphChange, JoinPolicy, JoinState, NewExecution, NewFlow, Page,
     PublicState, TenantId,
 };
 
-#[async_trait]
-impl Flows for PgBackend {
-    async fn create_flow(
-        &self,
-        tenant: TenantId,
-        flow: &NewFlow,
-        write: GraphWrite<'_>,
-    ) -> Result<GraphApplied> {
-        let GraphWrite { change, max_queued } = write;
-        let pool = &self.pool;
-        transaction(pool, "create flow", async |tx| {
-            let flow_id = FlowId::new();
-            sqlx::query(
-                "INSERT INTO flows (tenant_id, flow_id, name, tags) VALUES ($1, $2, $3, $4)",
-            )
+crate::backend::shared::flows::implement!(PgBackend, pg);
+
+async fn create_flow(
+    db: &PgBackend,
+    tenant: TenantId,
+    flow: &NewFlow,
+    write: GraphWrite<'_>,
+) -> Result<GraphApplied> {
+    let GraphWrite { change, max_queued } = write;
+    let pool = &db.pool;
+    transaction(pool, "create flow", async |tx| {
+        let flow_id = FlowId::new();
+        sqlx::query("INSERT INTO flows (tenant_id, flow_id, name, tags) VALUES ($1, $2, $3, $4)")
             .bind(tenant)
             .bind(flow_id)
             .bind(&flow.name)
@@ -50,83 +47,52 @@ impl Flows for PgBackend {
             .execute(&mut *tx)
             .await
             .map_err(unknown_tenant_or("create flow", tenant))?;
-            let applied = apply(tx, tenant, flow_id, change, max_queued).await?;
-            Ok(applied)
-        })
+        let applied = apply(tx, tenant, flow_id, change, max_queued).await?;
+        Ok(applied)
+    })
+    .await
+}
+
+async fn list_flows(
+    db: &PgBackend,
+    tenant: TenantId,
+    page: Page<Option<FlowId>>,
+) -> Result<Vec<FlowSummary>> {
+    let pool = &db.pool;
+    // Counts per flow off `executions_flow_key_idx`.
+    let sql = format!(
+        "SELECT {FLOW_COLUMNS}, count(e.execution_id) AS members, \
+             count(*) FILTER (WHERE e.lifecycle_phase <> 'terminal') AS unfinished, \
+             count(*) FILTER (WHERE e.terminal_outcome IN ('failed', 'expired')) AS failed \
+         FROM flows f \
+         LEFT JOIN executions e ON e.tenant_id = f.tenant_id AND e.flow_id = f.flow_id \
+         WHERE f.tenant_id = $1 AND ($2::uuid IS NULL OR f.flow_id > $2) \
+         GROUP BY f.tenant_id, f.flow_id ORDER BY f.flow_id LIMIT $3"
+    );
+    sqlx::query(&sql)
+        .bind(tenant)
+        .bind(page.after)
+        .bind(i64::from(page.limit))
+        .fetch_all(pool)
         .await
-    }
-
-    async fn extend_flow(
-        &self,
-        tenant: TenantId,
-        flow: FlowId,
-        write: GraphWrite<'_>,
-    ) -> Result<GraphApplied> {
-        extend_flow(&self.pool, tenant, flow, write).await
-    }
-
-    async fn get_flow(&self, tenant: TenantId, flow: FlowId) -> Result<FlowSnapshot> {
-        get_flow(&self.pool, tenant, flow).await
-    }
-
-    async fn flow_edges(
-        &self,
-        tenant: TenantId,
-        flow: FlowId,
-        filter: EdgeFilter<'_>,
-    ) -> Result<Vec<FlowEdgeDetail>> {
-        super::flow_edges::flow_edges(&self.pool, tenant, flow, filter).await
-    }
-
-    async fn list_flows(
-        &self,
-        tenant: TenantId,
-        page: Page<Option<FlowId>>,
-    ) -> Result<Vec<FlowSummary>> {
-        let pool = &self.pool;
-        // Counts per flow off `executions_flow_key_idx`.
-        let sql = format!(
-            "SELECT {FLOW_COLUMNS}, count(e.execution_id) AS members, \
-                 count(*) FILTER (WHERE e.lifecycle_phase <> 'terminal') AS unfinished, \
-                 count(*) FILTER (WHERE e.terminal_outcome IN ('failed', 'expired')) AS failed \
-             FROM flows f \
-             LEFT JOIN executions e ON e.tenant_id = f.tenant_id AND e.flow_id = f.flow_id \
-             WHERE f.tenant_id = $1 AND ($2::uuid IS NULL OR f.flow_id > $2) \
-             GROUP BY f.tenant_id, f.flow_id ORDER BY f.flow_id LIMIT $3"
-        );
-        sqlx::query(&sql)
-            .bind(tenant)
-            .bind(page.after)
-            .bind(i64::from(page.limit))
-            .fetch_all(pool)
-            .await
-            .map_err(EngineError::storage("list flows"))?
-            .iter()
-            .map(|r| {
-                summary(
-                    r,
-                    (col(r, "members")?, col(r, "unfinished")?, col(r, "failed")?),
-                )
-            })
-            .collect()
-    }
-
-    async fn cancel_flow(
-        &self,
-        tenant: TenantId,
-        flow: FlowId,
-        cancel: FlowCancel<'_>,
-    ) -> Result<u64> {
-        super::flow_cancel::cancel_flow(&self.pool, tenant, flow, cancel).await
-    }
+        .map_err(EngineError::storage("list flows"))?
+        .iter()
+        .map(|r| {
+            summary(
+                r,
+                (col(r, "members")?, col(r, "unfinished")?, col(r, "failed")?),
+            )
+        })
+        .collect()
 }
 
 pub(super) async fn extend_flow(
-    pool: &Connections,
+    db: &PgBackend,
     tenant: TenantId,
     flow_id: FlowId,
     write: GraphWrite<'_>,
 ) -> Result<GraphApplied> {
+    let pool = &db.pool;
     let GraphWrite { change, max_queued } = write;
     transaction(pool, "extend flow", async |tx| {
         let row = sqlx::query(
@@ -450,10 +416,11 @@ fn summary(row: &PgRow, (members, unfinished, failed): Counts) -> Result<FlowSum
 /// The flow, its members and its edges; the member counts come from the
 /// members read here rather than from a second aggregate query.
 pub(super) async fn get_flow(
-    pool: &Connections,
+    db: &PgBackend,
     tenant: TenantId,
     flow_id: FlowId,
 ) -> Result<FlowSnapshot> {
+    let pool = &db.pool;
     let row = sqlx::query(&format!(
         "SELECT {FLOW_COLUMNS} FROM flows f WHERE f.tenant_id = $1 AND f.flow_id = $2"
     ))

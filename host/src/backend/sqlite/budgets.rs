@@ -6,9 +6,9 @@
 //! one writer's transaction, so two reports against one budget are applied
 //! one after the other without row locks.
 
-use async_trait::async_trait;
 use sqlx::SqliteConnection;
 
+use super::budget_adjustments::{adjust_usage, list_adjustments};
 use super::leases::fail_row;
 use super::leases::held;
 use super::record::Exec;
@@ -18,253 +18,228 @@ use super::time::{after_ms, at, now, Millis};
 use super::{Effects, SqliteBackend};
 use crate::backend::refusals::check_usage_fits;
 use crate::backend::shared::budgets::sqlite::check_scope_exists;
-use crate::backend::{Budgets, UsageAdjust};
 use crate::error::{EngineError, Result};
 use crate::model::Eligibility;
 use crate::model::{
-    Breach, Budget, BudgetAdjustment, BudgetId, BudgetScope, DimensionUsage, Failure, FailureClass,
-    HardLimitAction, LeaseHandle, NewBudget, ResumeCondition, Suspension, TenantId,
-    TimeoutBehavior, UsageEntry, UsageOutcome,
+    Breach, Budget, BudgetId, BudgetScope, DimensionUsage, Failure, FailureClass, HardLimitAction,
+    LeaseHandle, NewBudget, ResumeCondition, Suspension, TenantId, TimeoutBehavior, UsageEntry,
+    UsageOutcome,
 };
 
-#[async_trait]
-impl Budgets for SqliteBackend {
-    async fn create_budget(&self, tenant: TenantId, budget: &NewBudget) -> Result<Budget> {
-        let db = self;
-        db.write("create budget", async |conn, _| {
-            read_tenant(conn, tenant).await?;
-            check_scope_exists(conn, tenant, &budget.scope).await?;
-            let id = BudgetId::new();
-            let now = now();
+crate::backend::shared::budgets::implement!(SqliteBackend, sqlite);
+
+async fn create_budget(db: &SqliteBackend, tenant: TenantId, budget: &NewBudget) -> Result<Budget> {
+    db.write("create budget", async |conn, _| {
+        read_tenant(conn, tenant).await?;
+        check_scope_exists(conn, tenant, &budget.scope).await?;
+        let id = BudgetId::new();
+        let now = now();
+        sqlx::query(
+            "INSERT INTO budgets (tenant_id, budget_id, name, scope, scope_key, on_hard_limit, \
+             reset_interval_ms, next_reset_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(&budget.name)
+        .bind(budget.scope.kind())
+        .bind(budget.scope.key())
+        .bind(budget.on_hard_limit.as_str())
+        .bind(budget.reset_interval_ms.map(to_i64))
+        .bind(budget.reset_interval_ms.map(|ms| after_ms(now, ms)))
+        .bind(now)
+        .execute(&mut *conn)
+        .await
+        .map_err(EngineError::storage("create budget"))?;
+        for d in &budget.dimensions {
             sqlx::query(
-                "INSERT INTO budgets (tenant_id, budget_id, name, scope, scope_key, on_hard_limit, \
-                 reset_interval_ms, next_reset_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO budget_dimensions (tenant_id, budget_id, dimension, soft_limit, \
+                 hard_limit) VALUES (?, ?, ?, ?, ?)",
             )
             .bind(tenant)
             .bind(id)
-            .bind(&budget.name)
-            .bind(budget.scope.kind())
-            .bind(budget.scope.key())
-            .bind(budget.on_hard_limit.as_str())
-            .bind(budget.reset_interval_ms.map(to_i64))
-            .bind(budget.reset_interval_ms.map(|ms| after_ms(now, ms)))
-            .bind(now)
+            .bind(&d.dimension)
+            .bind(d.soft_limit.map(to_i64))
+            .bind(d.hard_limit.map(to_i64))
             .execute(&mut *conn)
             .await
             .map_err(EngineError::storage("create budget"))?;
-            for d in &budget.dimensions {
-                sqlx::query(
-                    "INSERT INTO budget_dimensions (tenant_id, budget_id, dimension, soft_limit, \
-                     hard_limit) VALUES (?, ?, ?, ?, ?)",
-                )
-                .bind(tenant)
-                .bind(id)
-                .bind(&d.dimension)
-                .bind(d.soft_limit.map(to_i64))
-                .bind(d.hard_limit.map(to_i64))
-                .execute(&mut *conn)
-                .await
-                .map_err(EngineError::storage("create budget"))?;
-            }
-            read_budget(conn, tenant, id).await
-        })
-        .await
-    }
+        }
+        read_budget(conn, tenant, id).await
+    })
+    .await
+}
 
-    async fn get_budget(&self, tenant: TenantId, id: BudgetId) -> Result<Budget> {
-        let db = self;
-        db.read("get budget", async |conn| {
-            read_budget(conn, tenant, id).await
-        })
-        .await
-    }
+async fn get_budget(db: &SqliteBackend, tenant: TenantId, id: BudgetId) -> Result<Budget> {
+    db.read("get budget", async |conn| {
+        read_budget(conn, tenant, id).await
+    })
+    .await
+}
 
-    async fn list_budgets(&self, tenant: TenantId) -> Result<Vec<Budget>> {
-        let db = self;
-        db.read("list budgets", async |conn| {
-            let rows: Vec<BudgetRow> = sqlx::query_as(&format!(
-                "SELECT {BUDGET_COLUMNS} FROM budgets WHERE tenant_id = ? ORDER BY budget_id"
-            ))
-            .bind(tenant)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(EngineError::storage("list budgets"))?;
-            let mut budgets = Vec::with_capacity(rows.len());
-            for row in rows {
-                budgets.push(budget(conn, tenant, row).await?);
-            }
-            Ok(budgets)
-        })
+async fn list_budgets(db: &SqliteBackend, tenant: TenantId) -> Result<Vec<Budget>> {
+    db.read("list budgets", async |conn| {
+        let rows: Vec<BudgetRow> = sqlx::query_as(&format!(
+            "SELECT {BUDGET_COLUMNS} FROM budgets WHERE tenant_id = ? ORDER BY budget_id"
+        ))
+        .bind(tenant)
+        .fetch_all(&mut *conn)
         .await
-    }
+        .map_err(EngineError::storage("list budgets"))?;
+        let mut budgets = Vec::with_capacity(rows.len());
+        for row in rows {
+            budgets.push(budget(conn, tenant, row).await?);
+        }
+        Ok(budgets)
+    })
+    .await
+}
 
-    /// Usage back to zero, and executions suspended on the budget resume.
-    async fn reset_budget(&self, tenant: TenantId, id: BudgetId) -> Result<Budget> {
-        let db = self;
-        db.write("reset budget", async |conn, effects| {
-            let found = sqlx::query(
-                "UPDATE budgets SET next_reset_at = ?1 + reset_interval_ms \
-                 WHERE tenant_id = ?2 AND budget_id = ?3",
+/// Usage back to zero, and executions suspended on the budget resume.
+async fn reset_budget(db: &SqliteBackend, tenant: TenantId, id: BudgetId) -> Result<Budget> {
+    db.write("reset budget", async |conn, effects| {
+        let found = sqlx::query(
+            "UPDATE budgets SET next_reset_at = ?1 + reset_interval_ms \
+             WHERE tenant_id = ?2 AND budget_id = ?3",
+        )
+        .bind(now())
+        .bind(tenant)
+        .bind(id)
+        .execute(&mut *conn)
+        .await
+        .map_err(EngineError::storage("reset budget"))?;
+        if found.rows_affected() == 0 {
+            return Err(budget_not_found(id));
+        }
+        reset_in(conn, tenant, id, effects).await?;
+        read_budget(conn, tenant, id).await
+    })
+    .await
+}
+
+async fn report_usage(
+    db: &SqliteBackend,
+    lease: &LeaseHandle,
+    report: &[UsageEntry],
+    dedup_key: Option<&str>,
+) -> Result<UsageOutcome> {
+    db.write("report usage", async |conn, effects| {
+        let mut row = held(conn, lease).await?;
+        let (tenant, id) = (lease.tenant_id, lease.execution_id);
+        if let Some(key) = dedup_key {
+            let seen: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM usage_reports \
+                 WHERE tenant_id = ? AND execution_id = ? AND dedup_key = ?)",
             )
-            .bind(now())
             .bind(tenant)
             .bind(id)
+            .bind(key)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(EngineError::storage("report usage"))?;
+            if seen {
+                return Ok(UsageOutcome::AlreadyApplied);
+            }
+        }
+        // Every dimension is checked before any is applied.
+        let mut checked = Vec::with_capacity(report.len());
+        for entry in report {
+            let (dimension, delta) = (entry.dimension.as_str(), to_i64(entry.delta));
+            let limits = limits(conn, &row, dimension).await?;
+            let attempt_used: String = sqlx::query_scalar(
+                "SELECT coalesce(CAST(json_extract(usage, '$.' || json_quote(?1)) AS TEXT), '0') \
+                 FROM attempts WHERE tenant_id = ?2 AND execution_id = ?3 AND attempt_index = ?4",
+            )
+            .bind(dimension)
+            .bind(tenant)
+            .bind(id)
+            .bind(lease.attempt_index)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(EngineError::storage("report usage"))?
+            .unwrap_or_else(|| "0".into());
+            check_usage_fits(
+                dimension,
+                delta,
+                limits.iter().map(|l| l.used),
+                &attempt_used,
+            )?;
+            checked.push((dimension, delta, limits));
+        }
+        let mut hard = None;
+        for (dimension, delta, limits) in &checked {
+            if let Some(breach) = first_breach(limits, *delta, dimension, |l| l.hard_limit)? {
+                hard = Some(breach);
+                break;
+            }
+        }
+        if let Some(breach) = hard {
+            // Not applied, and not remembered: the same report may be
+            // retried once the budget allows it.
+            enforce(conn, &mut row, &breach, effects).await?;
+            sqlx::query(
+                "UPDATE budget_dimensions SET exhausted = 1 \
+                 WHERE tenant_id = ? AND budget_id = ? AND dimension = ?",
+            )
+            .bind(tenant)
+            .bind(breach.budget_id)
+            .bind(&breach.dimension)
             .execute(&mut *conn)
             .await
-            .map_err(EngineError::storage("reset budget"))?;
-            if found.rows_affected() == 0 {
-                return Err(budget_not_found(id));
-            }
-            reset_in(conn, tenant, id, effects).await?;
-            read_budget(conn, tenant, id).await
-        })
-        .await
-    }
-
-    async fn adjust_usage(
-        &self,
-        tenant: TenantId,
-        id: BudgetId,
-        adjust: UsageAdjust<'_>,
-    ) -> Result<Budget> {
-        super::budget_adjustments::adjust_usage(self, tenant, id, adjust).await
-    }
-
-    async fn list_adjustments(
-        &self,
-        tenant: TenantId,
-        id: BudgetId,
-        limit: u32,
-    ) -> Result<Vec<BudgetAdjustment>> {
-        super::budget_adjustments::list_adjustments(self, tenant, id, limit).await
-    }
-
-    async fn report_usage(
-        &self,
-        lease: &LeaseHandle,
-        report: &[UsageEntry],
-        dedup_key: Option<&str>,
-    ) -> Result<UsageOutcome> {
-        let db = self;
-        db.write("report usage", async |conn, effects| {
-            let mut row = held(conn, lease).await?;
-            let (tenant, id) = (lease.tenant_id, lease.execution_id);
-            if let Some(key) = dedup_key {
-                let seen: bool = sqlx::query_scalar(
-                    "SELECT EXISTS (SELECT 1 FROM usage_reports \
-                     WHERE tenant_id = ? AND execution_id = ? AND dedup_key = ?)",
-                )
-                .bind(tenant)
-                .bind(id)
-                .bind(key)
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(EngineError::storage("report usage"))?;
-                if seen {
-                    return Ok(UsageOutcome::AlreadyApplied);
-                }
-            }
-            // Every dimension is checked before any is applied.
-            let mut checked = Vec::with_capacity(report.len());
-            for entry in report {
-                let (dimension, delta) = (entry.dimension.as_str(), to_i64(entry.delta));
-                let limits = limits(conn, &row, dimension).await?;
-                let attempt_used: String = sqlx::query_scalar(
-                    "SELECT coalesce(CAST(json_extract(usage, '$.' || json_quote(?1)) AS TEXT), '0') \
-                     FROM attempts WHERE tenant_id = ?2 AND execution_id = ?3 AND attempt_index = ?4",
-                )
-                .bind(dimension)
-                .bind(tenant)
-                .bind(id)
-                .bind(lease.attempt_index)
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(EngineError::storage("report usage"))?
-                .unwrap_or_else(|| "0".into());
-                check_usage_fits(
-                    dimension,
-                    delta,
-                    limits.iter().map(|l| l.used),
-                    &attempt_used,
-                )?;
-                checked.push((dimension, delta, limits));
-            }
-            let mut hard = None;
-            for (dimension, delta, limits) in &checked {
-                if let Some(breach) = first_breach(limits, *delta, dimension, |l| l.hard_limit)? {
-                    hard = Some(breach);
-                    break;
-                }
-            }
-            if let Some(breach) = hard {
-                // Not applied, and not remembered: the same report may be
-                // retried once the budget allows it.
-                enforce(conn, &mut row, &breach, effects).await?;
+            .map_err(EngineError::storage("report usage"))?;
+            return Ok(UsageOutcome::HardBreach(breach));
+        }
+        if let Some(key) = dedup_key {
+            sqlx::query(
+                "INSERT INTO usage_reports (tenant_id, execution_id, dedup_key, created_at) \
+                 VALUES (?, ?, ?, ?)",
+            )
+            .bind(tenant)
+            .bind(id)
+            .bind(key)
+            .bind(now())
+            .execute(&mut *conn)
+            .await
+            .map_err(EngineError::storage("report usage"))?;
+        }
+        for (dimension, delta, limits) in &checked {
+            for limit in limits {
                 sqlx::query(
-                    "UPDATE budget_dimensions SET exhausted = 1 \
-                     WHERE tenant_id = ? AND budget_id = ? AND dimension = ?",
+                    "UPDATE budget_dimensions SET used = used + ?1, \
+                         exhausted = exhausted OR coalesce(used + ?1 >= hard_limit, 0) \
+                     WHERE tenant_id = ?2 AND budget_id = ?3 AND dimension = ?4",
                 )
-                .bind(tenant)
-                .bind(breach.budget_id)
-                .bind(&breach.dimension)
-                .execute(&mut *conn)
-                .await
-                .map_err(EngineError::storage("report usage"))?;
-                return Ok(UsageOutcome::HardBreach(breach));
-            }
-            if let Some(key) = dedup_key {
-                sqlx::query(
-                    "INSERT INTO usage_reports (tenant_id, execution_id, dedup_key, created_at) \
-                     VALUES (?, ?, ?, ?)",
-                )
-                .bind(tenant)
-                .bind(id)
-                .bind(key)
-                .bind(now())
-                .execute(&mut *conn)
-                .await
-                .map_err(EngineError::storage("report usage"))?;
-            }
-            for (dimension, delta, limits) in &checked {
-                for limit in limits {
-                    sqlx::query(
-                        "UPDATE budget_dimensions SET used = used + ?1, \
-                             exhausted = exhausted OR coalesce(used + ?1 >= hard_limit, 0) \
-                         WHERE tenant_id = ?2 AND budget_id = ?3 AND dimension = ?4",
-                    )
-                    .bind(delta)
-                    .bind(tenant)
-                    .bind(limit.budget_id)
-                    .bind(dimension)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(EngineError::storage("report usage"))?;
-                }
-                sqlx::query(
-                    "UPDATE attempts SET usage = json_set(usage, '$.' || json_quote(?1), \
-                         coalesce(json_extract(usage, '$.' || json_quote(?1)), 0) + ?2) \
-                     WHERE tenant_id = ?3 AND execution_id = ?4 AND attempt_index = ?5",
-                )
-                .bind(dimension)
                 .bind(delta)
                 .bind(tenant)
-                .bind(id)
-                .bind(lease.attempt_index)
+                .bind(limit.budget_id)
+                .bind(dimension)
                 .execute(&mut *conn)
                 .await
                 .map_err(EngineError::storage("report usage"))?;
             }
-            let mut over_soft = None;
-            for (dimension, delta, limits) in &checked {
-                over_soft = first_breach(limits, *delta, dimension, |l| l.soft_limit)?;
-                if over_soft.is_some() {
-                    break;
-                }
+            sqlx::query(
+                "UPDATE attempts SET usage = json_set(usage, '$.' || json_quote(?1), \
+                     coalesce(json_extract(usage, '$.' || json_quote(?1)), 0) + ?2) \
+                 WHERE tenant_id = ?3 AND execution_id = ?4 AND attempt_index = ?5",
+            )
+            .bind(dimension)
+            .bind(delta)
+            .bind(tenant)
+            .bind(id)
+            .bind(lease.attempt_index)
+            .execute(&mut *conn)
+            .await
+            .map_err(EngineError::storage("report usage"))?;
+        }
+        let mut over_soft = None;
+        for (dimension, delta, limits) in &checked {
+            over_soft = first_breach(limits, *delta, dimension, |l| l.soft_limit)?;
+            if over_soft.is_some() {
+                break;
             }
-            Ok(over_soft.map_or(UsageOutcome::Ok, UsageOutcome::SoftBreach))
-        })
-        .await
-    }
+        }
+        Ok(over_soft.map_or(UsageOutcome::Ok, UsageOutcome::SoftBreach))
+    })
+    .await
 }
 
 fn to_i64(v: u64) -> i64 {

@@ -7,121 +7,88 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use async_trait::async_trait;
 use sqlx::types::Json;
 use sqlx::SqliteConnection;
 
 use super::executions::{admit, create_one, Placement};
+use super::flow_cancel::cancel_flow;
+use super::flow_edges::flow_edges;
 use super::record::Exec;
 use super::tenancy::read_tenant;
 use super::time::{at, now, Millis};
 use super::{Effects, Finished, SqliteBackend};
 use crate::backend::refusals;
 use crate::backend::shared::flows::sqlite::{bump_graph_revision, refuse_cycles};
-use crate::backend::{EdgeFilter, FlowCancel, Flows, GraphWrite};
+use crate::backend::GraphWrite;
 use crate::error::{EngineError, Result};
 use crate::model::{
-    EdgeState, ExecutionId, FlowEdgeDetail, FlowEdgeView, FlowId, FlowMemberView, FlowSnapshot,
-    FlowState, FlowSummary, GraphApplied, GraphChange, JoinPolicy, JoinState, NewFlow, Page,
-    PublicState, TenantId,
+    EdgeState, ExecutionId, FlowEdgeView, FlowId, FlowMemberView, FlowSnapshot, FlowState,
+    FlowSummary, GraphApplied, GraphChange, JoinPolicy, JoinState, NewFlow, Page, PublicState,
+    TenantId,
 };
 
-#[async_trait]
-impl Flows for SqliteBackend {
-    async fn create_flow(
-        &self,
-        tenant: TenantId,
-        flow: &NewFlow,
-        write: GraphWrite<'_>,
-    ) -> Result<GraphApplied> {
-        let GraphWrite { change, max_queued } = write;
-        let db = self;
-        db.write("create flow", async |conn, effects| {
-            read_tenant(conn, tenant).await?;
-            let flow_id = FlowId::new();
-            sqlx::query(
-                "INSERT INTO flows (tenant_id, flow_id, name, tags, created_at) VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(tenant)
-            .bind(flow_id)
-            .bind(&flow.name)
-            .bind(Json(&flow.tags))
-            .bind(now())
-            .execute(&mut *conn)
-            .await
-            .map_err(EngineError::storage("create flow"))?;
-            apply(conn, tenant, flow_id, change, max_queued, effects).await
-        })
-        .await
-    }
+crate::backend::shared::flows::implement!(SqliteBackend, sqlite);
 
-    async fn extend_flow(
-        &self,
-        tenant: TenantId,
-        flow: FlowId,
-        write: GraphWrite<'_>,
-    ) -> Result<GraphApplied> {
-        extend_flow(self, tenant, flow, write).await
-    }
-
-    async fn get_flow(&self, tenant: TenantId, flow: FlowId) -> Result<FlowSnapshot> {
-        get_flow(self, tenant, flow).await
-    }
-
-    async fn flow_edges(
-        &self,
-        tenant: TenantId,
-        flow: FlowId,
-        filter: EdgeFilter<'_>,
-    ) -> Result<Vec<FlowEdgeDetail>> {
-        super::flow_edges::flow_edges(self, tenant, flow, filter).await
-    }
-
-    async fn list_flows(
-        &self,
-        tenant: TenantId,
-        page: Page<Option<FlowId>>,
-    ) -> Result<Vec<FlowSummary>> {
-        let db = self;
-        #[derive(sqlx::FromRow)]
-        struct Listed {
-            #[sqlx(flatten)]
-            flow: FlowRow,
-            members: i64,
-            unfinished: i64,
-            failed: i64,
-        }
-        let rows: Vec<Listed> = sqlx::query_as(
-            "SELECT f.flow_id, f.name, f.tags, f.graph_revision, f.cancelled_at, f.created_at, \
-                 count(e.execution_id) AS members, \
-                 count(e.execution_id) FILTER (WHERE e.lifecycle_phase <> 'terminal') AS unfinished, \
-                 count(e.execution_id) FILTER (WHERE e.terminal_outcome IN ('failed', 'expired')) \
-                     AS failed \
-             FROM flows f \
-             LEFT JOIN executions e ON e.tenant_id = f.tenant_id AND e.flow_id = f.flow_id \
-             WHERE f.tenant_id = ?1 AND (?2 IS NULL OR f.flow_id > ?2) \
-             GROUP BY f.tenant_id, f.flow_id ORDER BY f.flow_id LIMIT ?3",
+async fn create_flow(
+    db: &SqliteBackend,
+    tenant: TenantId,
+    flow: &NewFlow,
+    write: GraphWrite<'_>,
+) -> Result<GraphApplied> {
+    let GraphWrite { change, max_queued } = write;
+    db.write("create flow", async |conn, effects| {
+        read_tenant(conn, tenant).await?;
+        let flow_id = FlowId::new();
+        sqlx::query(
+            "INSERT INTO flows (tenant_id, flow_id, name, tags, created_at) VALUES (?, ?, ?, ?, ?)",
         )
         .bind(tenant)
-        .bind(page.after)
-        .bind(i64::from(page.limit))
-        .fetch_all(db.reader())
+        .bind(flow_id)
+        .bind(&flow.name)
+        .bind(Json(&flow.tags))
+        .bind(now())
+        .execute(&mut *conn)
         .await
-        .map_err(EngineError::storage("list flows"))?;
-        Ok(rows
-            .into_iter()
-            .map(|r| r.flow.summary(r.members, r.unfinished, r.failed))
-            .collect())
-    }
+        .map_err(EngineError::storage("create flow"))?;
+        apply(conn, tenant, flow_id, change, max_queued, effects).await
+    })
+    .await
+}
 
-    async fn cancel_flow(
-        &self,
-        tenant: TenantId,
-        flow: FlowId,
-        cancel: FlowCancel<'_>,
-    ) -> Result<u64> {
-        super::flow_cancel::cancel_flow(self, tenant, flow, cancel).await
+async fn list_flows(
+    db: &SqliteBackend,
+    tenant: TenantId,
+    page: Page<Option<FlowId>>,
+) -> Result<Vec<FlowSummary>> {
+    #[derive(sqlx::FromRow)]
+    struct Listed {
+        #[sqlx(flatten)]
+        flow: FlowRow,
+        members: i64,
+        unfinished: i64,
+        failed: i64,
     }
+    let rows: Vec<Listed> = sqlx::query_as(
+        "SELECT f.flow_id, f.name, f.tags, f.graph_revision, f.cancelled_at, f.created_at, \
+             count(e.execution_id) AS members, \
+             count(e.execution_id) FILTER (WHERE e.lifecycle_phase <> 'terminal') AS unfinished, \
+             count(e.execution_id) FILTER (WHERE e.terminal_outcome IN ('failed', 'expired')) \
+                 AS failed \
+         FROM flows f \
+         LEFT JOIN executions e ON e.tenant_id = f.tenant_id AND e.flow_id = f.flow_id \
+         WHERE f.tenant_id = ?1 AND (?2 IS NULL OR f.flow_id > ?2) \
+         GROUP BY f.tenant_id, f.flow_id ORDER BY f.flow_id LIMIT ?3",
+    )
+    .bind(tenant)
+    .bind(page.after)
+    .bind(i64::from(page.limit))
+    .fetch_all(db.reader())
+    .await
+    .map_err(EngineError::storage("list flows"))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| r.flow.summary(r.members, r.unfinished, r.failed))
+        .collect())
 }
 
 /// A flow's graph revision and whether it was cancelled.
