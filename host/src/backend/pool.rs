@@ -168,10 +168,7 @@ impl<DB: Database> Connections<DB> {
         op: &'static str,
         body: impl AsyncFnOnce(&mut Conn<DB>) -> crate::error::Result<T>,
     ) -> crate::error::Result<T> {
-        let mut conn = self
-            .acquire()
-            .await
-            .map_err(crate::error::EngineError::storage(op))?;
+        let mut conn = self.acquire_for(op).await?;
         let result = body(&mut conn).await;
         conn.settle_on_ok(result)
     }
@@ -184,11 +181,15 @@ impl<DB: Database> Connections<DB> {
         begin: Option<&'static str>,
         body: impl AsyncFnOnce(&mut Conn<DB>) -> crate::error::Result<T>,
     ) -> crate::error::Result<T> {
-        let mut conn = self
-            .acquire()
-            .await
-            .map_err(crate::error::EngineError::storage(op))?;
+        let mut conn = self.acquire_for(op).await?;
         conn.transaction(op, begin, body).await
+    }
+
+    /// [`Self::acquire`], a failure being a storage error of `op`.
+    async fn acquire_for(&self, op: &'static str) -> crate::error::Result<Connection<DB>> {
+        self.acquire()
+            .await
+            .map_err(crate::error::EngineError::storage(op))
     }
 
     /// A connection, unsettled until its user says otherwise.

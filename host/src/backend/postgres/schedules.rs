@@ -29,19 +29,9 @@ crate::backend::shared::schedules::implement!(PgBackend, pg);
 async fn trigger_schedule(db: &PgBackend, tenant: TenantId, id: ScheduleId) -> Result<Created> {
     let op = "trigger schedule";
     transaction(&db.pool, op, async |tx| {
-        let row: Option<ScheduleRow> = sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM schedules \
-             WHERE tenant_id = $1 AND schedule_id = $2 FOR UPDATE"
-        ))
-        .bind(tenant)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(EngineError::storage(op))?;
-        let Some(row) = row else {
-            return Err(refusals::schedule_not_found(id));
-        };
-        let found = row.schedule();
+        let found = lock_schedule(tx, tenant, id, "FOR UPDATE", op)
+            .await?
+            .ok_or_else(|| refusals::schedule_not_found(id))?;
         let now = Utc::now();
         let created = fire(tx, &found, &[now]).await?;
         shared::record_fire(tx, &found, now, found.next_fire_at, created.last()).await?;
@@ -104,10 +94,7 @@ async fn fire_batch(db: &PgBackend, limit: u32) -> Result<(u32, u64)> {
         for row in rows {
             let due = row.schedule();
             let mut plan = due.plan(now)?;
-            let running = plan.needs_overlap_check(&due) && still_running(tx, &due).await?;
-            if plan.settle_overlap(&due, running) == OverlapAction::CancelThenFire {
-                cancel_previous(tx, &due).await?;
-            }
+            settle_overlap(tx, &due, &mut plan).await?;
             planned.push((due, plan));
         }
         let mut by_tenant: BTreeMap<TenantId, Vec<(usize, NewExecution)>> = BTreeMap::new();
@@ -197,24 +184,12 @@ async fn fire_one_by_one(db: &PgBackend, limit: u32) -> Result<u64> {
 async fn fire_one(db: &PgBackend, tenant: TenantId, id: ScheduleId) -> Result<u64> {
     let op = "fire schedule";
     transaction(&db.pool, op, async |tx| {
-        let row: Option<ScheduleRow> = sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM schedules WHERE tenant_id = $1 AND schedule_id = $2 \
-               AND NOT paused AND next_fire_at <= now() FOR UPDATE SKIP LOCKED"
-        ))
-        .bind(tenant)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(EngineError::storage(op))?;
-        let Some(row) = row else {
+        let due_now = "AND NOT paused AND next_fire_at <= now() FOR UPDATE SKIP LOCKED";
+        let Some(due) = lock_schedule(tx, tenant, id, due_now, op).await? else {
             return Ok(0);
         };
-        let due = row.schedule();
         let mut plan = due.plan(Utc::now())?;
-        let running = plan.needs_overlap_check(&due) && still_running(tx, &due).await?;
-        if plan.settle_overlap(&due, running) == OverlapAction::CancelThenFire {
-            cancel_previous(tx, &due).await?;
-        }
+        settle_overlap(tx, &due, &mut plan).await?;
         let created = fire(tx, &due, &plan.fire).await?;
         shared::record_fire(
             tx,
@@ -244,6 +219,36 @@ async fn fire(
         .collect();
     let refs: Vec<_> = new.iter().collect();
     create_executions(tx, schedule.tenant_id, &refs, None, None).await
+}
+
+/// The schedule `id`, if it matches `and` (the rest of the statement after
+/// its primary key: more conditions, and how to lock it).
+async fn lock_schedule(
+    tx: &mut PgConnection,
+    tenant: TenantId,
+    id: ScheduleId,
+    and: &str,
+    op: &'static str,
+) -> Result<Option<Schedule>> {
+    let row: Option<ScheduleRow> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM schedules WHERE tenant_id = $1 AND schedule_id = $2 {and}"
+    ))
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(EngineError::storage(op))?;
+    Ok(row.map(ScheduleRow::schedule))
+}
+
+/// Settle `plan`'s overlap policy against the schedule's previous execution:
+/// when the policy says so, that execution is cancelled here.
+async fn settle_overlap(tx: &mut PgConnection, due: &Schedule, plan: &mut FirePlan) -> Result<()> {
+    let running = plan.needs_overlap_check(due) && still_running(tx, due).await?;
+    if plan.settle_overlap(due, running) == OverlapAction::CancelThenFire {
+        cancel_previous(tx, due).await?;
+    }
+    Ok(())
 }
 
 /// Cancel the execution the schedule last created (the shared cancel:
