@@ -201,6 +201,11 @@ async fn writes_for_an_unknown_tenant_are_not_found_and_store_nothing(store: Sto
         updated_at: chrono::Utc::now(),
     };
     not_found("config", backend.put_config(nobody, &value, 10).await);
+    let limit = one_running("echo");
+    not_found(
+        "limit",
+        backend.set_concurrency_limit(nobody, &limit, 10).await,
+    );
     let spec = crate::schedules::every_second("tick", MissedPolicy::Skip, OverlapPolicy::Allow);
     let create = ScheduleCreate {
         spec: &spec,
@@ -236,6 +241,134 @@ async fn writes_for_an_unknown_tenant_are_not_found_and_store_nothing(store: Sto
         .await
         .unwrap()
         .is_empty());
+}
+
+fn one_running(kind: &str) -> flowfabric::model::ConcurrencyLimit {
+    flowfabric::model::ConcurrencyLimit {
+        scope: flowfabric::model::ConcurrencyScope::Kind,
+        name: kind.into(),
+        limit: flowfabric::model::KeyLimit {
+            max_running: 1,
+            max_starts: None,
+            window_ms: None,
+        },
+    }
+}
+
+/// A tenant's count caps (config values, concurrency limits, schedules)
+/// refuse one more name past the cap with `LimitExceeded` and write
+/// nothing, but replace a name the tenant already has; another tenant's
+/// count is its own.
+async fn count_caps_refuse_a_new_name_and_replace_an_existing_one(store: Store) {
+    use flowfabric::backend::ScheduleCreate;
+    use flowfabric::model::{MissedPolicy, OverlapPolicy, SealedConfig};
+
+    let (db, tenant) = setup_on(store).await;
+    let other = db.tenant("other").await;
+    let backend = db.backend();
+    let exceeded = |what: &str, limit: &str, result: Result<(), EngineError>| match result {
+        Err(EngineError::LimitExceeded {
+            limit: l, value, ..
+        }) => {
+            assert_eq!((l, value), (limit, 2), "{what}")
+        }
+        other => panic!("{what}: expected {limit} exceeded, got {other:?}"),
+    };
+
+    let value = |name: &str, ciphertext: u8| SealedConfig {
+        name: name.into(),
+        secret: false,
+        key_id: "k1".into(),
+        nonce: vec![0; 12],
+        ciphertext: vec![ciphertext],
+        updated_at: chrono::Utc::now(),
+    };
+    for name in ["a", "b"] {
+        backend
+            .put_config(tenant, &value(name, 1), 2)
+            .await
+            .unwrap();
+    }
+    exceeded(
+        "config",
+        "config_values",
+        backend.put_config(tenant, &value("c", 1), 2).await,
+    );
+    backend.put_config(tenant, &value("b", 9), 2).await.unwrap();
+    let stored = backend.list_config(tenant).await.unwrap();
+    let names: Vec<_> = stored
+        .iter()
+        .map(|v| (v.name.as_str(), v.ciphertext[0]))
+        .collect();
+    assert_eq!(names, [("a", 1), ("b", 9)]);
+    backend.put_config(other, &value("c", 1), 2).await.unwrap();
+
+    for kind in ["a", "b"] {
+        backend
+            .set_concurrency_limit(tenant, &one_running(kind), 2)
+            .await
+            .unwrap();
+    }
+    let third = one_running("c");
+    exceeded(
+        "limit",
+        "concurrency_limits",
+        backend.set_concurrency_limit(tenant, &third, 2).await,
+    );
+    let mut wider = one_running("b");
+    wider.limit.max_running = 5;
+    backend
+        .set_concurrency_limit(tenant, &wider, 2)
+        .await
+        .unwrap();
+    let limits = backend.list_concurrency_limits(tenant).await.unwrap();
+    let stored: Vec<_> = limits
+        .iter()
+        .map(|l| (l.name.as_str(), l.limit.max_running))
+        .collect();
+    assert_eq!(stored, [("a", 1), ("b", 5)]);
+    backend
+        .set_concurrency_limit(other, &third, 2)
+        .await
+        .unwrap();
+
+    let specs: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|n| crate::schedules::every_second(n, MissedPolicy::Skip, OverlapPolicy::Allow))
+        .collect();
+    let create = |spec| ScheduleCreate {
+        spec,
+        next_fire_at: chrono::Utc::now(),
+        max_schedules: 2,
+    };
+    for spec in &specs[..2] {
+        backend.create_schedule(tenant, create(spec)).await.unwrap();
+    }
+    let refused = backend.create_schedule(tenant, create(&specs[2])).await;
+    match refused {
+        Err(EngineError::LimitExceeded {
+            limit: "max_schedules_per_tenant",
+            value: 2,
+            ..
+        }) => {}
+        other => panic!("schedule: expected schedules exceeded, got {other:?}"),
+    }
+    let page = flowfabric::model::Page {
+        after: None,
+        limit: 10,
+    };
+    let names: Vec<_> = backend
+        .list_schedules(tenant, page)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.spec.name)
+        .collect();
+    assert_eq!(names, ["a", "b"], "the refused schedule was not kept");
+    backend
+        .create_schedule(other, create(&specs[2]))
+        .await
+        .unwrap();
 }
 
 async fn max_running_caps_claims_per_tenant(store: Store) {
@@ -406,6 +539,7 @@ on_both_backends!(
     max_input_bytes_is_per_tenant_and_only_tightens,
     bad_limits_are_rejected_and_unknown_tenants_are_not_found,
     writes_for_an_unknown_tenant_are_not_found_and_store_nothing,
+    count_caps_refuse_a_new_name_and_replace_an_existing_one,
     max_running_caps_claims_per_tenant,
     claims_carry_the_tenants_sandbox_ceilings,
     listing_filters_by_tag,

@@ -5,6 +5,7 @@
 
 use super::rows::transaction;
 use super::PgBackend;
+use crate::backend::shared::concurrency::pg as shared;
 use crate::error::{EngineError, Result};
 use crate::model::{ConcurrencyLimit, ConcurrencyScope, TenantId};
 
@@ -47,55 +48,14 @@ async fn set_concurrency_limit(
 ) -> Result<()> {
     let op = "set concurrency limit";
     transaction(&db.pool, op, async |tx| {
-        // The tenant's row serialises concurrent sets, so the count below
-        // cannot be passed by two new limits at once.
-        let exists: Option<bool> = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM concurrency_limits \
-             WHERE tenant_id = $1 AND scope = $2 AND name = $3) \
-         FROM tenants WHERE tenant_id = $1 FOR UPDATE",
-        )
-        .bind(tenant)
-        .bind(limit.scope.as_str())
-        .bind(&limit.name)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(EngineError::storage(op))?;
-        let exists = exists.ok_or_else(|| EngineError::NotFound {
-            what: "tenant",
-            id: tenant.to_string(),
-        })?;
-        if !exists {
-            let held: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM concurrency_limits WHERE tenant_id = $1")
-                    .bind(tenant)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(EngineError::storage(op))?;
-            if held >= i64::from(max_limits) {
-                return Err(EngineError::LimitExceeded {
-                    limit: "concurrency_limits",
-                    value: held as u64,
-                    detail: format!("a tenant keeps at most {max_limits} concurrency limits"),
-                });
-            }
-        }
-        let key = &limit.limit;
-        sqlx::query(
-            "INSERT INTO concurrency_limits (tenant_id, scope, name, max_running, max_starts, \
-             window_ms) VALUES ($1, $2, $3, $4, $5, $6) \
-         ON CONFLICT (tenant_id, scope, name) DO UPDATE SET \
-             max_running = EXCLUDED.max_running, max_starts = EXCLUDED.max_starts, \
-             window_ms = EXCLUDED.window_ms, updated_at = now()",
-        )
-        .bind(tenant)
-        .bind(limit.scope.as_str())
-        .bind(&limit.name)
-        .bind(key.max_running as i32)
-        .bind(key.max_starts.map(|n| n as i32))
-        .bind(key.window_ms.map(|ms| ms as i64))
-        .execute(&mut *tx)
-        .await
-        .map_err(EngineError::storage(op))?;
+        // The tenant's row serialises concurrent sets, so the count cannot be
+        // passed by two new limits at once.
+        sqlx::query("SELECT 1 FROM tenants WHERE tenant_id = $1 FOR UPDATE")
+            .bind(tenant)
+            .execute(&mut *tx)
+            .await
+            .map_err(EngineError::storage(op))?;
+        shared::put_concurrency_limit(tx, tenant, limit, max_limits).await?;
         unblock_scope(tx, tenant, limit.scope, &limit.name).await
     })
     .await
@@ -107,20 +67,10 @@ async fn delete_concurrency_limit(
     scope: ConcurrencyScope,
     name: &str,
 ) -> Result<bool> {
-    let op = "delete concurrency limit";
-    transaction(&db.pool, op, async |tx| {
-        let deleted = sqlx::query(
-            "DELETE FROM concurrency_limits WHERE tenant_id = $1 AND scope = $2 AND name = $3",
-        )
-        .bind(tenant)
-        .bind(scope.as_str())
-        .bind(name)
-        .execute(&mut *tx)
-        .await
-        .map_err(EngineError::storage(op))?
-        .rows_affected();
+    transaction(&db.pool, "delete concurrency limit", async |tx| {
+        let deleted = shared::delete_concurrency_limit(tx, tenant, scope, name).await?;
         unblock_scope(tx, tenant, scope, name).await?;
-        Ok(deleted == 1)
+        Ok(deleted)
     })
     .await
 }

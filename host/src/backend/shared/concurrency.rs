@@ -1,7 +1,11 @@
-//! Concurrency limit reads that are the same on both drivers.
+//! Concurrency limit statements that are the same on both drivers.
 
+use chrono::Utc;
+
+use super::stamp::Stamp;
+use crate::backend::refusals::unknown_tenant;
 use crate::error::{EngineError, Result};
-use crate::model::{ConcurrencyLimit, TenantId};
+use crate::model::{ConcurrencyLimit, ConcurrencyScope, TenantId};
 
 /// Scope, name, max running, max starts, window (ms); the counts cast to
 /// `bigint` so that both drivers decode them alike.
@@ -12,6 +16,77 @@ fn limit((scope, name, max_running, max_starts, window_ms): LimitRow) -> Result<
 }
 
 for_both_drivers! {
+    /// Create or replace a limit, refusing a new one past `max_limits`. The
+    /// caller holds the tenant's limits still (Postgres: its tenant row;
+    /// SQLite: the single writer), and makes claimable what the new limit no
+    /// longer holds back.
+    async fn put_concurrency_limit(conn, tenant: TenantId, limit: &ConcurrencyLimit, max_limits: u32)
+        -> Result<()>
+    {
+        let op = "set concurrency limit";
+        // concurrency_limits_pkey, by its tenant prefix.
+        let (known, exists, held): (bool, bool, i64) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM tenants WHERE tenant_id = $1), \
+                    EXISTS (SELECT 1 FROM concurrency_limits \
+                        WHERE tenant_id = $1 AND scope = $2 AND name = $3), \
+                    (SELECT count(*) FROM concurrency_limits WHERE tenant_id = $1)",
+        )
+        .bind(tenant)
+        .bind(limit.scope.as_str())
+        .bind(&limit.name)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(EngineError::storage(op))?;
+        if !known {
+            return Err(unknown_tenant(tenant));
+        }
+        if !exists && held >= i64::from(max_limits) {
+            return Err(EngineError::LimitExceeded {
+                limit: "concurrency_limits",
+                value: held as u64,
+                detail: format!("a tenant keeps at most {max_limits} concurrency limits"),
+            });
+        }
+        let key = &limit.limit;
+        sqlx::query(
+            "INSERT INTO concurrency_limits \
+                 (tenant_id, scope, name, max_running, max_starts, window_ms, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (tenant_id, scope, name) DO UPDATE SET \
+                 max_running = excluded.max_running, max_starts = excluded.max_starts, \
+                 window_ms = excluded.window_ms, updated_at = excluded.updated_at",
+        )
+        .bind(tenant)
+        .bind(limit.scope.as_str())
+        .bind(&limit.name)
+        .bind(i32::try_from(key.max_running).unwrap_or(i32::MAX))
+        .bind(key.max_starts.map(|n| i32::try_from(n).unwrap_or(i32::MAX)))
+        .bind(key.window_ms.map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)))
+        .bind(Stamp(Utc::now()))
+        .execute(&mut *conn)
+        .await
+        .map_err(EngineError::storage(op))?;
+        Ok(())
+    }
+
+    /// Delete a limit; whether there was one. The caller makes claimable
+    /// what it held back.
+    async fn delete_concurrency_limit(conn, tenant: TenantId, scope: ConcurrencyScope, name: &str)
+        -> Result<bool>
+    {
+        let deleted = sqlx::query(
+            "DELETE FROM concurrency_limits WHERE tenant_id = $1 AND scope = $2 AND name = $3",
+        )
+        .bind(tenant)
+        .bind(scope.as_str())
+        .bind(name)
+        .execute(&mut *conn)
+        .await
+        .map_err(EngineError::storage("delete concurrency limit"))?
+        .rows_affected();
+        Ok(deleted == 1)
+    }
+
     /// The tenant's limits by scope and name (their primary key).
     async fn list_concurrency_limits(conn, tenant: TenantId) -> Result<Vec<ConcurrencyLimit>> {
         let rows: Vec<LimitRow> = sqlx::query_as(

@@ -13,7 +13,7 @@ use sqlx::SqliteConnection;
 use super::record::Exec;
 use super::time::{now, Millis};
 use super::{Effects, SqliteBackend};
-use crate::backend::refusals::unknown_tenant;
+use crate::backend::shared::concurrency::sqlite as shared;
 use crate::error::{EngineError, Result};
 use crate::model::{ConcurrencyLimit, ConcurrencyScope, Eligibility, TenantId};
 
@@ -262,48 +262,8 @@ async fn set_concurrency_limit(
     limit: &ConcurrencyLimit,
     max_limits: u32,
 ) -> Result<()> {
-    let op = "set concurrency limit";
-    db.write(op, async |conn, effects| {
-        let (known, exists, held): (bool, bool, i64) = sqlx::query_as(
-            "SELECT EXISTS (SELECT 1 FROM tenants WHERE tenant_id = ?1), \
-                    EXISTS (SELECT 1 FROM concurrency_limits \
-                        WHERE tenant_id = ?1 AND scope = ?2 AND name = ?3), \
-                    (SELECT count(*) FROM concurrency_limits WHERE tenant_id = ?1)",
-        )
-        .bind(tenant)
-        .bind(limit.scope.as_str())
-        .bind(&limit.name)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(EngineError::storage(op))?;
-        if !known {
-            return Err(unknown_tenant(tenant));
-        }
-        if !exists && held >= i64::from(max_limits) {
-            return Err(EngineError::LimitExceeded {
-                limit: "concurrency_limits",
-                value: held as u64,
-                detail: format!("a tenant keeps at most {max_limits} concurrency limits"),
-            });
-        }
-        let key = &limit.limit;
-        sqlx::query(
-            "INSERT INTO concurrency_limits (tenant_id, scope, name, max_running, \
-                 max_starts, window_ms, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (tenant_id, scope, name) DO UPDATE SET \
-                 max_running = excluded.max_running, max_starts = excluded.max_starts, \
-                 window_ms = excluded.window_ms, updated_at = excluded.updated_at",
-        )
-        .bind(tenant)
-        .bind(limit.scope.as_str())
-        .bind(&limit.name)
-        .bind(i64::from(key.max_running))
-        .bind(key.max_starts.map(i64::from))
-        .bind(key.window_ms.map(|ms| ms as i64))
-        .bind(now())
-        .execute(&mut *conn)
-        .await
-        .map_err(EngineError::storage(op))?;
+    db.write("set concurrency limit", async |conn, effects| {
+        shared::put_concurrency_limit(conn, tenant, limit, max_limits).await?;
         unblock_scope(conn, tenant, limit.scope, &limit.name, effects).await
     })
     .await
@@ -315,20 +275,10 @@ async fn delete_concurrency_limit(
     scope: ConcurrencyScope,
     name: &str,
 ) -> Result<bool> {
-    let op = "delete concurrency limit";
-    db.write(op, async |conn, effects| {
-        let deleted = sqlx::query(
-            "DELETE FROM concurrency_limits WHERE tenant_id = ? AND scope = ? AND name = ?",
-        )
-        .bind(tenant)
-        .bind(scope.as_str())
-        .bind(name)
-        .execute(&mut *conn)
-        .await
-        .map_err(EngineError::storage(op))?
-        .rows_affected();
+    db.write("delete concurrency limit", async |conn, effects| {
+        let deleted = shared::delete_concurrency_limit(conn, tenant, scope, name).await?;
         unblock_scope(conn, tenant, scope, name, effects).await?;
-        Ok(deleted == 1)
+        Ok(deleted)
     })
     .await
 }
