@@ -6,7 +6,6 @@
 //! same budget serialise on its row, and never deadlock.
 
 use super::budget_adjustments::{adjust_usage, list_adjustments};
-use super::Connections;
 use sqlx::postgres::PgRow;
 use sqlx::PgConnection;
 
@@ -469,7 +468,8 @@ pub(super) async fn release_holds(
 }
 
 /// Reset budgets whose interval has passed.
-pub(super) async fn reset_due_budgets(pool: &Connections, limit: u32) -> Result<u64> {
+pub(super) async fn reset_due_budgets(db: &PgBackend, limit: u32) -> Result<u64> {
+    let pool = &db.pool;
     let op = "reset due budgets";
     transaction(pool, op, async |tx| {
         let due: Vec<(TenantId, BudgetId)> = sqlx::query_as(

@@ -9,7 +9,6 @@
 
 use std::time::Duration;
 
-use super::Connections;
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 
@@ -211,7 +210,8 @@ fn child(row: &PgRow) -> Result<ChildOutcome> {
 
 /// Resume parents whose children have all ended but which no child's
 /// transaction could resume (their row was locked at the time).
-pub(super) async fn wake_waiting_parents(pool: &Connections, limit: u32) -> Result<u64> {
+pub(super) async fn wake_waiting_parents(db: &PgBackend, limit: u32) -> Result<u64> {
+    let pool = &db.pool;
     let woken: i32 = sqlx::query_scalar(
         "SELECT flowfabric_wake_parents(array_agg(w.tenant_id), array_agg(w.execution_id)) \
          FROM tenants t CROSS JOIN LATERAL ( \

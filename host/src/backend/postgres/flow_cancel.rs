@@ -133,7 +133,8 @@ async fn cancel_skip_locked(
 /// upstreams were locked when the join was satisfied, and flow cancels a
 /// process did not finish (see [`cancel_flow`]). Nothing here waits on a
 /// lock, so it cannot deadlock with the transactions it is cleaning up after.
-pub(super) async fn cancel_pending_siblings(pool: &Connections, limit: u32) -> Result<u64> {
+pub(super) async fn cancel_pending_siblings(db: &PgBackend, limit: u32) -> Result<u64> {
+    let pool = &db.pool;
     let cancelled = cancel_skip_locked(
         pool,
         "FROM flow_groups g \

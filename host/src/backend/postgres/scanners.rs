@@ -7,127 +7,107 @@
 
 use std::sync::LazyLock;
 
-use async_trait::async_trait;
-
+use super::budgets::reset_due_budgets;
+use super::children::wake_waiting_parents;
+use super::flow_cancel::cancel_pending_siblings;
 use super::leases::fail_locked;
 use super::rows::{col, completion_outbox, json, transaction};
+use super::suspension_timeouts::time_out_suspensions;
 use super::{Connections, PgBackend};
-use crate::backend::Scanners;
 use crate::error::{EngineError, Result};
 use crate::model::{ExecutionId, TenantId};
 use crate::model::{ExecutionPolicy, Failure, FailureClass, LeaseHandle};
 use std::time::Duration;
 
-#[async_trait]
-impl Scanners for PgBackend {
-    /// Each tenant's expired leases, off `executions_lease_expiry_idx`
-    /// (tenant, lease expiry; active executions only).
-    async fn reclaim_expired_leases(&self, limit: u32) -> Result<u64> {
-        let pool = &self.pool;
-        let spent = Failure::new(
-            FailureClass::LeaseExpired,
-            "the lease expired more often than max_reclaim_count allows",
-        );
-        let expired = Failure::new(
-            FailureClass::LeaseExpired,
-            "the lease expired before the attempt ended",
-        );
-        let n: i64 = sqlx::query_scalar(&RECLAIM_SQL)
-            .bind(i64::from(limit))
-            .bind(serde_json::to_value(&spent).expect("failure serialises"))
-            .bind(serde_json::to_value(&expired).expect("failure serialises"))
-            .fetch_one(pool)
-            .await
-            .map_err(EngineError::storage("reclaim expired leases"))?;
-        Ok(n as u64)
-    }
+crate::backend::shared::scanners::implement!(PgBackend, pg);
 
-    /// Each tenant's due delayed executions, off `executions_delayed_idx`
-    /// (tenant, eligible_at; runnable and not yet eligible only).
-    async fn promote_delayed(&self, limit: u32) -> Result<u64> {
-        let pool = &self.pool;
-        let n: i64 = sqlx::query_scalar(
-            r#"
-    WITH due AS (
-        SELECT c.tenant_id, c.execution_id
-        FROM tenants t
-        CROSS JOIN LATERAL (
-            SELECT e.tenant_id, e.execution_id FROM executions e
-            WHERE e.tenant_id = t.tenant_id AND e.lifecycle_phase = 'runnable'
-              AND e.eligibility_state = 'not_eligible_until_time' AND e.eligible_at <= now()
-            ORDER BY e.eligible_at
-            LIMIT $1
-            FOR UPDATE SKIP LOCKED
-        ) c
-    ),
-    moved AS (
-        UPDATE executions e SET eligibility_state = 'eligible_now',
-            blocking_reason = 'waiting_for_worker', updated_at = now()
-        FROM due d
-        WHERE e.tenant_id = d.tenant_id AND e.execution_id = d.execution_id
-        RETURNING 1
-    ),
-    wake AS (SELECT pg_notify('flowfabric_work', '') WHERE EXISTS (SELECT 1 FROM moved))
-    SELECT (SELECT count(*) FROM moved) + 0 * (SELECT count(*) FROM wake)
-    "#,
-        )
+/// Each tenant's expired leases, off `executions_lease_expiry_idx`
+/// (tenant, lease expiry; active executions only).
+async fn reclaim_expired_leases(db: &PgBackend, limit: u32) -> Result<u64> {
+    let pool = &db.pool;
+    let spent = Failure::new(
+        FailureClass::LeaseExpired,
+        "the lease expired more often than max_reclaim_count allows",
+    );
+    let expired = Failure::new(
+        FailureClass::LeaseExpired,
+        "the lease expired before the attempt ended",
+    );
+    let n: i64 = sqlx::query_scalar(&RECLAIM_SQL)
+        .bind(i64::from(limit))
+        .bind(serde_json::to_value(&spent).expect("failure serialises"))
+        .bind(serde_json::to_value(&expired).expect("failure serialises"))
+        .fetch_one(pool)
+        .await
+        .map_err(EngineError::storage("reclaim expired leases"))?;
+    Ok(n as u64)
+}
+
+/// Each tenant's due delayed executions, off `executions_delayed_idx`
+/// (tenant, eligible_at; runnable and not yet eligible only).
+async fn promote_delayed(db: &PgBackend, limit: u32) -> Result<u64> {
+    let pool = &db.pool;
+    let n: i64 = sqlx::query_scalar(
+        r#"
+WITH due AS (
+    SELECT c.tenant_id, c.execution_id
+    FROM tenants t
+    CROSS JOIN LATERAL (
+        SELECT e.tenant_id, e.execution_id FROM executions e
+        WHERE e.tenant_id = t.tenant_id AND e.lifecycle_phase = 'runnable'
+          AND e.eligibility_state = 'not_eligible_until_time' AND e.eligible_at <= now()
+        ORDER BY e.eligible_at
+        LIMIT $1
+        FOR UPDATE SKIP LOCKED
+    ) c
+),
+moved AS (
+    UPDATE executions e SET eligibility_state = 'eligible_now',
+        blocking_reason = 'waiting_for_worker', updated_at = now()
+    FROM due d
+    WHERE e.tenant_id = d.tenant_id AND e.execution_id = d.execution_id
+    RETURNING 1
+),
+wake AS (SELECT pg_notify('flowfabric_work', '') WHERE EXISTS (SELECT 1 FROM moved))
+SELECT (SELECT count(*) FROM moved) + 0 * (SELECT count(*) FROM wake)
+"#,
+    )
+    .bind(i64::from(limit))
+    .fetch_one(pool)
+    .await
+    .map_err(EngineError::storage("promote delayed"))?;
+    Ok(n as u64)
+}
+
+/// Attempts past their timeout fail with class `timeout`, through the same code
+/// path as a worker's `fail`, so the retry policy decides what follows.
+/// Candidates come off `executions_attempt_timeout_idx`.
+async fn fail_timed_out_attempts(db: &PgBackend, limit: u32) -> Result<u64> {
+    let pool = &db.pool;
+    ATTEMPTS_PAST_TIMEOUT
+        .handle(pool, limit, |tenant, id| fail_timed_out(pool, tenant, id))
+        .await
+}
+
+/// Non-terminal executions past their deadline end `expired`; a live lease is
+/// revoked with them. Candidates come off `executions_deadline_idx`.
+async fn expire_past_deadline(db: &PgBackend, limit: u32) -> Result<u64> {
+    let pool = &db.pool;
+    let n: i64 = sqlx::query_scalar(&DEADLINE_SQL)
         .bind(i64::from(limit))
         .fetch_one(pool)
         .await
-        .map_err(EngineError::storage("promote delayed"))?;
-        Ok(n as u64)
-    }
+        .map_err(EngineError::storage("expire past deadline"))?;
+    Ok(n as u64)
+}
 
-    /// Attempts past their timeout fail with class `timeout`, through the same code
-    /// path as a worker's `fail`, so the retry policy decides what follows.
-    /// Candidates come off `executions_attempt_timeout_idx`.
-    async fn fail_timed_out_attempts(&self, limit: u32) -> Result<u64> {
-        let pool = &self.pool;
-        ATTEMPTS_PAST_TIMEOUT
-            .handle(pool, limit, |tenant, id| fail_timed_out(pool, tenant, id))
-            .await
-    }
-
-    /// Non-terminal executions past their deadline end `expired`; a live lease is
-    /// revoked with them. Candidates come off `executions_deadline_idx`.
-    async fn expire_past_deadline(&self, limit: u32) -> Result<u64> {
-        let pool = &self.pool;
-        let n: i64 = sqlx::query_scalar(&DEADLINE_SQL)
-            .bind(i64::from(limit))
-            .fetch_one(pool)
-            .await
-            .map_err(EngineError::storage("expire past deadline"))?;
-        Ok(n as u64)
-    }
-
-    /// Off `executions_suspension_timeout_idx`.
-    async fn time_out_suspensions(&self, limit: u32) -> Result<u64> {
-        super::suspension_timeouts::time_out_suspensions(&self.pool, limit).await
-    }
-
-    /// Off `flow_groups_cancel_pending_idx` and `flows_cancel_unfinished_idx`.
-    async fn cancel_pending_siblings(&self, limit: u32) -> Result<u64> {
-        super::flow_cancel::cancel_pending_siblings(&self.pool, limit).await
-    }
-
-    /// Off `executions_waiting_children_idx`.
-    async fn wake_waiting_parents(&self, limit: u32) -> Result<u64> {
-        super::children::wake_waiting_parents(&self.pool, limit).await
-    }
-
-    /// Off `budgets_reset_idx`.
-    async fn reset_due_budgets(&self, limit: u32) -> Result<u64> {
-        super::budgets::reset_due_budgets(&self.pool, limit).await
-    }
-
-    async fn prune_events(&self, retention: Duration, limit: u32) -> Result<u64> {
-        let ms = super::leases::millis(retention);
-        Ok(super::outbox::COMPLETIONS
-            .prune(&self.pool, ms, limit)
-            .await?
-            + super::outbox::LEASES.prune(&self.pool, ms, limit).await?
-            + super::outbox::SIGNALS.prune(&self.pool, ms, limit).await?)
-    }
+async fn prune_events(db: &PgBackend, retention: Duration, limit: u32) -> Result<u64> {
+    let ms = super::leases::millis(retention);
+    Ok(super::outbox::COMPLETIONS
+        .prune(&db.pool, ms, limit)
+        .await?
+        + super::outbox::LEASES.prune(&db.pool, ms, limit).await?
+        + super::outbox::SIGNALS.prune(&db.pool, ms, limit).await?)
 }
 
 /// Executions past a deadline of their phase, each handled in a

@@ -3,6 +3,7 @@
 //! signal), in its own transaction.
 
 use super::Connections;
+use super::PgBackend;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -17,7 +18,8 @@ use crate::model::{
 
 /// Scanner: suspensions past their timeout, up to `limit` per tenant, each in
 /// its own transaction (the behaviours differ and each locks one row).
-pub(super) async fn time_out_suspensions(pool: &Connections, limit: u32) -> Result<u64> {
+pub(super) async fn time_out_suspensions(db: &PgBackend, limit: u32) -> Result<u64> {
+    let pool = &db.pool;
     SUSPENSIONS_PAST_TIMEOUT
         .handle(pool, limit, |tenant, id| time_out_one(pool, tenant, id))
         .await

@@ -4,199 +4,187 @@
 
 use std::time::Duration;
 
-use async_trait::async_trait;
 use sqlx::types::Json;
 use sqlx::SqliteConnection;
 
+use super::budgets::reset_due_budgets;
 use super::executions::end_attempt;
 use super::leases::fail_row;
 use super::record::Exec;
+use super::suspension_timeouts::time_out_suspensions;
 use super::time::{now, Millis};
 use super::SqliteBackend;
-use crate::backend::Scanners;
 use crate::error::{EngineError, Result};
 use crate::model::Eligibility;
 use crate::model::{AttemptPhase, TerminalOutcome};
 use crate::model::{Failure, FailureClass};
 
-#[async_trait]
-impl Scanners for SqliteBackend {
-    /// Expired leases: the attempt ends `lease_expired` and the execution runs
-    /// again (a reclaim), unless it has been reclaimed `max_reclaim_count` times.
-    async fn reclaim_expired_leases(&self, limit: u32) -> Result<u64> {
-        let db = self;
-        db.write("reclaim expired leases", async |conn, effects| {
-            let now = now();
-            let rows = due(
-                conn,
-                "lifecycle_phase = 'active'",
-                "lease_expires_at",
-                limit,
-                now,
-                "reclaim expired leases",
-            )
-            .await?;
-            let expired = Failure::new(
-                FailureClass::LeaseExpired,
-                "the lease expired before the attempt ended",
-            );
-            for mut row in rows.iter().cloned() {
-                let before = row.lease_before();
-                let spent = row.reclaim_count + 1
-                    > i32::try_from(row.policy.timeouts.max_reclaim_count).unwrap_or(i32::MAX);
-                row.reclaim_count += 1;
-                row.release_lease(now);
-                if spent {
-                    row.make_terminal(TerminalOutcome::Failed, now);
-                    row.last_failure = Some(Json(Failure::new(
-                        FailureClass::LeaseExpired,
-                        "the lease expired more often than max_reclaim_count allows",
-                    )));
-                } else {
-                    row.make_runnable(now, AttemptPhase::AttemptInterrupted, now);
-                }
-                row.save(conn, Some(before), effects).await?;
-                end_attempt(
-                    conn,
-                    &row,
-                    "lease_expired",
-                    Some(&expired),
-                    &["running"],
-                    now,
-                )
-                .await?;
-                if spent {
-                    row.record_completion(conn, effects).await?;
-                }
-            }
-            Ok(rows.len() as u64)
-        })
-        .await
-    }
+crate::backend::shared::scanners::implement!(SqliteBackend, sqlite);
 
-    async fn promote_delayed(&self, limit: u32) -> Result<u64> {
-        let db = self;
-        db.write("promote delayed", async |conn, effects| {
-            let now = now();
-            let rows = due(
-                conn,
-                "lifecycle_phase = 'runnable' AND eligibility_state = 'not_eligible_until_time'",
-                "eligible_at",
-                limit,
-                now + 1,
-                "promote delayed",
-            )
-            .await?;
-            for mut row in rows.iter().cloned() {
-                let before = row.lease_before();
-                row.eligibility_state = Eligibility::EligibleNow;
-                row.updated_at = now;
-                row.save(conn, Some(before), effects).await?;
+/// Expired leases: the attempt ends `lease_expired` and the execution runs
+/// again (a reclaim), unless it has been reclaimed `max_reclaim_count` times.
+async fn reclaim_expired_leases(db: &SqliteBackend, limit: u32) -> Result<u64> {
+    db.write("reclaim expired leases", async |conn, effects| {
+        let now = now();
+        let rows = due(
+            conn,
+            "lifecycle_phase = 'active'",
+            "lease_expires_at",
+            limit,
+            now,
+            "reclaim expired leases",
+        )
+        .await?;
+        let expired = Failure::new(
+            FailureClass::LeaseExpired,
+            "the lease expired before the attempt ended",
+        );
+        for mut row in rows.iter().cloned() {
+            let before = row.lease_before();
+            let spent = row.reclaim_count + 1
+                > i32::try_from(row.policy.timeouts.max_reclaim_count).unwrap_or(i32::MAX);
+            row.reclaim_count += 1;
+            row.release_lease(now);
+            if spent {
+                row.make_terminal(TerminalOutcome::Failed, now);
+                row.last_failure = Some(Json(Failure::new(
+                    FailureClass::LeaseExpired,
+                    "the lease expired more often than max_reclaim_count allows",
+                )));
+            } else {
+                row.make_runnable(now, AttemptPhase::AttemptInterrupted, now);
             }
-            Ok(rows.len() as u64)
-        })
-        .await
-    }
-
-    /// Attempts past their timeout fail with class `timeout`; the retry policy
-    /// decides what follows, as for a worker's own failure.
-    async fn fail_timed_out_attempts(&self, limit: u32) -> Result<u64> {
-        let db = self;
-        db.write("attempt timeout", async |conn, effects| {
-            let now = now();
-            let rows = due(
+            row.save(conn, Some(before), effects).await?;
+            end_attempt(
                 conn,
-                "lifecycle_phase = 'active'",
-                "attempt_timeout_at",
-                limit,
+                &row,
+                "lease_expired",
+                Some(&expired),
+                &["running"],
                 now,
-                "attempt timeout",
             )
             .await?;
-            for mut row in rows.iter().cloned() {
-                let limit_ms = row.policy.timeouts.attempt_timeout_ms.unwrap_or_default();
-                let failure = Failure::new(
-                    FailureClass::Timeout,
-                    format!("the attempt ran past its timeout of {limit_ms} ms"),
-                );
-                fail_row(conn, &mut row, &failure, effects).await?;
-            }
-            Ok(rows.len() as u64)
-        })
-        .await
-    }
-
-    /// Executions past their deadline end `expired`, whatever phase they are in.
-    async fn expire_past_deadline(&self, limit: u32) -> Result<u64> {
-        let db = self;
-        db.write("expire past deadline", async |conn, effects| {
-            let now = now();
-            let rows = due(
-                conn,
-                "lifecycle_phase <> 'terminal'",
-                "deadline_at",
-                limit,
-                now,
-                "expire past deadline",
-            )
-            .await?;
-            for mut row in rows.iter().cloned() {
-                let before = row.lease_before();
-                let had_lease = row.lease_id.is_some();
-                row.make_terminal(TerminalOutcome::Expired, now);
-                row.save(conn, Some(before), effects).await?;
-                end_attempt(conn, &row, "expired", None, &["running", "suspended"], now).await?;
+            if spent {
                 row.record_completion(conn, effects).await?;
-                if had_lease {
-                    effects.revoked.push(row.execution_id);
-                }
             }
-            Ok(rows.len() as u64)
-        })
-        .await
-    }
+        }
+        Ok(rows.len() as u64)
+    })
+    .await
+}
 
-    /// Scanner: suspensions past their timeout resume with a `timeout` signal or
-    /// end the execution, as their `on_timeout` says.
-    async fn time_out_suspensions(&self, limit: u32) -> Result<u64> {
-        super::suspension_timeouts::time_out_suspensions(self, limit).await
-    }
+async fn promote_delayed(db: &SqliteBackend, limit: u32) -> Result<u64> {
+    db.write("promote delayed", async |conn, effects| {
+        let now = now();
+        let rows = due(
+            conn,
+            "lifecycle_phase = 'runnable' AND eligibility_state = 'not_eligible_until_time'",
+            "eligible_at",
+            limit,
+            now + 1,
+            "promote delayed",
+        )
+        .await?;
+        for mut row in rows.iter().cloned() {
+            let before = row.lease_before();
+            row.eligibility_state = Eligibility::EligibleNow;
+            row.updated_at = now;
+            row.save(conn, Some(before), effects).await?;
+        }
+        Ok(rows.len() as u64)
+    })
+    .await
+}
 
-    async fn cancel_pending_siblings(&self, _limit: u32) -> Result<u64> {
-        Ok(0)
-    }
+/// Attempts past their timeout fail with class `timeout`; the retry policy
+/// decides what follows, as for a worker's own failure.
+async fn fail_timed_out_attempts(db: &SqliteBackend, limit: u32) -> Result<u64> {
+    db.write("attempt timeout", async |conn, effects| {
+        let now = now();
+        let rows = due(
+            conn,
+            "lifecycle_phase = 'active'",
+            "attempt_timeout_at",
+            limit,
+            now,
+            "attempt timeout",
+        )
+        .await?;
+        for mut row in rows.iter().cloned() {
+            let limit_ms = row.policy.timeouts.attempt_timeout_ms.unwrap_or_default();
+            let failure = Failure::new(
+                FailureClass::Timeout,
+                format!("the attempt ran past its timeout of {limit_ms} ms"),
+            );
+            fail_row(conn, &mut row, &failure, effects).await?;
+        }
+        Ok(rows.len() as u64)
+    })
+    .await
+}
 
-    async fn wake_waiting_parents(&self, _limit: u32) -> Result<u64> {
-        Ok(0)
-    }
-
-    /// Reset budgets whose interval has passed, off `budgets_reset_idx`.
-    async fn reset_due_budgets(&self, limit: u32) -> Result<u64> {
-        super::budgets::reset_due_budgets(self, limit).await
-    }
-
-    /// Delete events older than `retention`, at most `limit` per stream.
-    async fn prune_events(&self, retention: Duration, limit: u32) -> Result<u64> {
-        let db = self;
-        let cutoff = now() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-        db.write("prune events", async |conn, _| {
-            let mut pruned = 0;
-            for table in ["completion_events", "lease_events", "signal_events"] {
-                pruned += sqlx::query(&format!(
-                    "DELETE FROM {table} WHERE event_id IN ( \
-                         SELECT event_id FROM {table} WHERE created_at < ? ORDER BY event_id LIMIT ?)"
-                ))
-                .bind(cutoff)
-                .bind(i64::from(limit))
-                .execute(&mut *conn)
-                .await
-                .map_err(EngineError::storage("prune events"))?
-                .rows_affected();
+/// Executions past their deadline end `expired`, whatever phase they are in.
+async fn expire_past_deadline(db: &SqliteBackend, limit: u32) -> Result<u64> {
+    db.write("expire past deadline", async |conn, effects| {
+        let now = now();
+        let rows = due(
+            conn,
+            "lifecycle_phase <> 'terminal'",
+            "deadline_at",
+            limit,
+            now,
+            "expire past deadline",
+        )
+        .await?;
+        for mut row in rows.iter().cloned() {
+            let before = row.lease_before();
+            let had_lease = row.lease_id.is_some();
+            row.make_terminal(TerminalOutcome::Expired, now);
+            row.save(conn, Some(before), effects).await?;
+            end_attempt(conn, &row, "expired", None, &["running", "suspended"], now).await?;
+            row.record_completion(conn, effects).await?;
+            if had_lease {
+                effects.revoked.push(row.execution_id);
             }
-            Ok(pruned)
-        })
-        .await
-    }
+        }
+        Ok(rows.len() as u64)
+    })
+    .await
+}
+
+/// Nothing to do: the single writer never finds a sibling's row locked, so
+/// the transaction that satisfies a `cancel_remaining` join cancels them all
+/// (`settle`).
+async fn cancel_pending_siblings(_db: &SqliteBackend, _limit: u32) -> Result<u64> {
+    Ok(0)
+}
+
+/// Nothing to do: the transaction that ends a parent's last child resumes
+/// the parent (`settle`); no row is ever locked against it.
+async fn wake_waiting_parents(_db: &SqliteBackend, _limit: u32) -> Result<u64> {
+    Ok(0)
+}
+
+/// Delete events older than `retention`, at most `limit` per stream.
+async fn prune_events(db: &SqliteBackend, retention: Duration, limit: u32) -> Result<u64> {
+    let cutoff = now() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    db.write("prune events", async |conn, _| {
+        let mut pruned = 0;
+        for table in ["completion_events", "lease_events", "signal_events"] {
+            pruned += sqlx::query(&format!(
+                "DELETE FROM {table} WHERE event_id IN ( \
+                     SELECT event_id FROM {table} WHERE created_at < ? ORDER BY event_id LIMIT ?)"
+            ))
+            .bind(cutoff)
+            .bind(i64::from(limit))
+            .execute(&mut *conn)
+            .await
+            .map_err(EngineError::storage("prune events"))?
+            .rows_affected();
+        }
+        Ok(pruned)
+    })
+    .await
 }
 
 /// Rows due by `due` (a column of the row), at most `limit` per tenant. Each
