@@ -10,14 +10,12 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use super::Connections;
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 use super::executions::get_execution;
 use super::rows::{col, completion_outbox, explain_lease_miss, json, transaction, Args};
 use super::PgBackend;
-use crate::backend::Leases;
 use crate::backend::{stale_lease, LeaseMiss, NOT_HELD};
 use crate::error::{EngineError, Result};
 use crate::model::{
@@ -25,167 +23,162 @@ use crate::model::{
 };
 use crate::model::{ClaimRequest, ClaimedExecution, ExecutionId, FailureClass, TenantId};
 
-#[async_trait]
-impl Leases for PgBackend {
-    #[tracing::instrument(skip_all, fields(worker = %request.worker_id, limit = request.limit))]
-    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedExecution>> {
-        super::claim::claim(&self.pool, &self.claim_shape, request).await
-    }
+crate::backend::shared::leases::implement!(PgBackend, pg);
 
-    async fn renew(&self, lease: &LeaseHandle, ttl: Duration) -> Result<DateTime<Utc>> {
-        let pool = &self.pool;
-        let sql = format!(
-            "UPDATE executions SET lease_expires_at = now() + $6 * interval '1 millisecond' \
-             WHERE {FENCE} RETURNING lease_expires_at"
-        );
-        let expires =
-            sqlx::query_scalar_with(&sql, Args::fence(lease).push(millis(ttl)).done("renew")?)
-                .fetch_optional(pool)
-                .await
-                .map_err(EngineError::storage("renew"))?;
-        match expires {
-            Some(at) => Ok(at),
-            None => Err(rejection(pool, lease, None).await?),
-        }
-    }
+#[tracing::instrument(skip_all, fields(worker = %request.worker_id, limit = request.limit))]
+async fn claim(db: &PgBackend, request: &ClaimRequest) -> Result<Vec<ClaimedExecution>> {
+    super::claim::claim(&db.pool, &db.claim_shape, request).await
+}
 
-    async fn complete(&self, lease: &LeaseHandle, result: &[u8]) -> Result<()> {
-        complete(&self.pool, lease, result).await
-    }
-
-    /// Complete many executions in one statement, each fenced by its own lease.
-    ///
-    /// The rows are locked in key order before they change, as every multi-row
-    /// write here does, so two batches (or a batch and a flow cancel) cannot
-    /// deadlock. Completions whose lease no longer matches change nothing and are
-    /// explained afterwards one by one, exactly as a single `complete` would be:
-    /// a replay by the handle that completed it is `Ok`, anything else its error.
-    #[tracing::instrument(skip_all, fields(count = completions.len()))]
-    async fn complete_many(&self, completions: &[(LeaseHandle, &[u8])]) -> Result<Vec<Result<()>>> {
-        let pool = &self.pool;
-        const OP: &str = "complete many";
-        if let [(lease, result)] = completions {
-            // The single-row statement plans faster than the batch's join.
-            return Ok(vec![complete(pool, lease, result).await]);
-        }
-        let column = |field: fn(&LeaseHandle) -> uuid::Uuid| -> Vec<uuid::Uuid> {
-            completions.iter().map(|(l, _)| field(l)).collect()
-        };
-        let bound = Args::new()
-            .push(column(|l| l.tenant_id.as_uuid()))
-            .push(column(|l| l.execution_id.as_uuid()))
-            .push(
-                completions
-                    .iter()
-                    .map(|(l, _)| l.attempt_index)
-                    .collect::<Vec<_>>(),
-            )
-            .push(column(|l| l.lease_id))
-            .push(
-                completions
-                    .iter()
-                    .map(|(l, _)| l.lease_epoch)
-                    .collect::<Vec<_>>(),
-            )
-            .push(completions.iter().map(|(_, r)| *r).collect::<Vec<_>>())
-            .done(OP)?;
-        // One statement: atomic on its own, without a BEGIN and COMMIT round trip.
-        let rows = sqlx::query_with(&COMPLETE_MANY_SQL, bound)
-            .fetch_all(pool)
-            .await
-            .map_err(EngineError::storage(OP))?;
-        let moved = rows
-            .iter()
-            .map(|r| Ok((col(r, "tenant_id")?, col(r, "execution_id")?)))
-            .collect::<Result<HashSet<(TenantId, ExecutionId)>>>()?;
-        // The batch is written: from here on an error belongs to one completion.
-        let mut results = Vec::with_capacity(completions.len());
-        for (lease, _) in completions {
-            results.push(if moved.contains(&(lease.tenant_id, lease.execution_id)) {
-                Ok(())
-            } else {
-                replayed_or_rejected(pool, lease, AttemptState::Succeeded).await
-            });
-        }
-        Ok(results)
-    }
-
-    #[tracing::instrument(skip_all, fields(execution = %lease.execution_id, attempt = lease.attempt_index, class = failure.class.as_str()))]
-    async fn fail(&self, lease: &LeaseHandle, failure: &Failure) -> Result<FailOutcome> {
-        let pool = &self.pool;
-        let applied = transaction(pool, "fail", async |tx| {
-            let sql =
-                format!("SELECT policy, retry_count FROM executions WHERE {FENCE} FOR UPDATE");
-            let locked = sqlx::query_with(&sql, Args::fence(lease).done("fail")?)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(EngineError::storage("fail"))?;
-            let Some(row) = locked else {
-                return Ok(None);
-            };
-            let policy: ExecutionPolicy = json(col(&row, "policy")?, "policy")?;
-            let retry_count: i32 = col(&row, "retry_count")?;
-            Ok(Some(
-                fail_locked(tx, lease, failure, &policy, retry_count).await?,
-            ))
-        })
-        .await?;
-        if let Some(outcome) = applied {
-            return Ok(outcome);
-        }
-        // The lease matched nothing: a replayed failure, or a stale lease.
-        match explain_lease_miss(pool, lease, AttemptState::Failed).await? {
-            LeaseMiss::Replayed {
-                state,
-                attempt_is_current,
-            } if state == PublicState::Failed && attempt_is_current => {
-                Ok(FailOutcome::TerminalFailed)
-            }
-            LeaseMiss::Replayed { .. } => Ok(FailOutcome::RetryScheduled { retry_at: None }),
-            LeaseMiss::Rejected(e) => Err(e),
-        }
-    }
-
-    #[tracing::instrument(skip_all, fields(execution = %lease.execution_id, attempt = lease.attempt_index))]
-    async fn cancel_by_worker(&self, lease: &LeaseHandle, reason: &str) -> Result<()> {
-        let pool = &self.pool;
-        let args = TransitionArgs {
-            reason: Some(reason),
-            ..Default::default()
-        };
-        simple_transition(pool, lease, &CANCEL, args).await
-    }
-
-    #[tracing::instrument(skip_all, fields(execution = %lease.execution_id, attempt = lease.attempt_index))]
-    async fn delay(&self, lease: &LeaseHandle, until: DateTime<Utc>) -> Result<()> {
-        let pool = &self.pool;
-        let args = TransitionArgs {
-            eligible_at: Some(until),
-            ..Default::default()
-        };
-        simple_transition(pool, lease, &DELAY, args).await
-    }
-
-    async fn revoke_lease(&self, tenant: TenantId, id: ExecutionId) -> Result<i32> {
-        let pool = &self.pool;
-        let failure = Failure::new(
-            FailureClass::LeaseExpired,
-            "the lease was revoked by an operator",
-        );
-        let revoked: Option<i32> = sqlx::query_scalar(REVOKE_SQL)
-            .bind(tenant)
-            .bind(id)
-            .bind(serde_json::to_value(&failure).expect("failure serialises"))
+async fn renew(db: &PgBackend, lease: &LeaseHandle, ttl: Duration) -> Result<DateTime<Utc>> {
+    let pool = &db.pool;
+    let sql = format!(
+        "UPDATE executions SET lease_expires_at = now() + $6 * interval '1 millisecond' \
+         WHERE {FENCE} RETURNING lease_expires_at"
+    );
+    let expires =
+        sqlx::query_scalar_with(&sql, Args::fence(lease).push(millis(ttl)).done("renew")?)
             .fetch_optional(pool)
             .await
-            .map_err(EngineError::storage("revoke lease"))?;
-        match revoked {
-            Some(attempt) => Ok(attempt),
-            None => Err(EngineError::NotActive {
-                execution_id: id,
-                state: get_execution(pool, tenant, id).await?.state,
-            }),
-        }
+            .map_err(EngineError::storage("renew"))?;
+    match expires {
+        Some(at) => Ok(at),
+        None => Err(rejection(pool, lease, None).await?),
+    }
+}
+
+/// Complete many executions in one statement, each fenced by its own lease.
+///
+/// The rows are locked in key order before they change, as every multi-row
+/// write here does, so two batches (or a batch and a flow cancel) cannot
+/// deadlock. Completions whose lease no longer matches change nothing and are
+/// explained afterwards one by one, exactly as a single `complete` would be:
+/// a replay by the handle that completed it is `Ok`, anything else its error.
+#[tracing::instrument(skip_all, fields(count = completions.len()))]
+async fn complete_many(
+    db: &PgBackend,
+    completions: &[(LeaseHandle, &[u8])],
+) -> Result<Vec<Result<()>>> {
+    let pool = &db.pool;
+    const OP: &str = "complete many";
+    if let [(lease, result)] = completions {
+        // The single-row statement plans faster than the batch's join.
+        return Ok(vec![complete(db, lease, result).await]);
+    }
+    let column = |field: fn(&LeaseHandle) -> uuid::Uuid| -> Vec<uuid::Uuid> {
+        completions.iter().map(|(l, _)| field(l)).collect()
+    };
+    let bound = Args::new()
+        .push(column(|l| l.tenant_id.as_uuid()))
+        .push(column(|l| l.execution_id.as_uuid()))
+        .push(
+            completions
+                .iter()
+                .map(|(l, _)| l.attempt_index)
+                .collect::<Vec<_>>(),
+        )
+        .push(column(|l| l.lease_id))
+        .push(
+            completions
+                .iter()
+                .map(|(l, _)| l.lease_epoch)
+                .collect::<Vec<_>>(),
+        )
+        .push(completions.iter().map(|(_, r)| *r).collect::<Vec<_>>())
+        .done(OP)?;
+    // One statement: atomic on its own, without a BEGIN and COMMIT round trip.
+    let rows = sqlx::query_with(&COMPLETE_MANY_SQL, bound)
+        .fetch_all(pool)
+        .await
+        .map_err(EngineError::storage(OP))?;
+    let moved = rows
+        .iter()
+        .map(|r| Ok((col(r, "tenant_id")?, col(r, "execution_id")?)))
+        .collect::<Result<HashSet<(TenantId, ExecutionId)>>>()?;
+    // The batch is written: from here on an error belongs to one completion.
+    let mut results = Vec::with_capacity(completions.len());
+    for (lease, _) in completions {
+        results.push(if moved.contains(&(lease.tenant_id, lease.execution_id)) {
+            Ok(())
+        } else {
+            replayed_or_rejected(pool, lease, AttemptState::Succeeded).await
+        });
+    }
+    Ok(results)
+}
+
+#[tracing::instrument(skip_all, fields(execution = %lease.execution_id, attempt = lease.attempt_index, class = failure.class.as_str()))]
+async fn fail(db: &PgBackend, lease: &LeaseHandle, failure: &Failure) -> Result<FailOutcome> {
+    let pool = &db.pool;
+    let applied = transaction(pool, "fail", async |tx| {
+        let sql = format!("SELECT policy, retry_count FROM executions WHERE {FENCE} FOR UPDATE");
+        let locked = sqlx::query_with(&sql, Args::fence(lease).done("fail")?)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(EngineError::storage("fail"))?;
+        let Some(row) = locked else {
+            return Ok(None);
+        };
+        let policy: ExecutionPolicy = json(col(&row, "policy")?, "policy")?;
+        let retry_count: i32 = col(&row, "retry_count")?;
+        Ok(Some(
+            fail_locked(tx, lease, failure, &policy, retry_count).await?,
+        ))
+    })
+    .await?;
+    if let Some(outcome) = applied {
+        return Ok(outcome);
+    }
+    // The lease matched nothing: a replayed failure, or a stale lease.
+    match explain_lease_miss(pool, lease, AttemptState::Failed).await? {
+        LeaseMiss::Replayed {
+            state,
+            attempt_is_current,
+        } if state == PublicState::Failed && attempt_is_current => Ok(FailOutcome::TerminalFailed),
+        LeaseMiss::Replayed { .. } => Ok(FailOutcome::RetryScheduled { retry_at: None }),
+        LeaseMiss::Rejected(e) => Err(e),
+    }
+}
+
+#[tracing::instrument(skip_all, fields(execution = %lease.execution_id, attempt = lease.attempt_index))]
+async fn cancel_by_worker(db: &PgBackend, lease: &LeaseHandle, reason: &str) -> Result<()> {
+    let pool = &db.pool;
+    let args = TransitionArgs {
+        reason: Some(reason),
+        ..Default::default()
+    };
+    simple_transition(pool, lease, &CANCEL, args).await
+}
+
+#[tracing::instrument(skip_all, fields(execution = %lease.execution_id, attempt = lease.attempt_index))]
+async fn delay(db: &PgBackend, lease: &LeaseHandle, until: DateTime<Utc>) -> Result<()> {
+    let pool = &db.pool;
+    let args = TransitionArgs {
+        eligible_at: Some(until),
+        ..Default::default()
+    };
+    simple_transition(pool, lease, &DELAY, args).await
+}
+
+async fn revoke_lease(db: &PgBackend, tenant: TenantId, id: ExecutionId) -> Result<i32> {
+    let pool = &db.pool;
+    let failure = Failure::new(
+        FailureClass::LeaseExpired,
+        "the lease was revoked by an operator",
+    );
+    let revoked: Option<i32> = sqlx::query_scalar(REVOKE_SQL)
+        .bind(tenant)
+        .bind(id)
+        .bind(serde_json::to_value(&failure).expect("failure serialises"))
+        .fetch_optional(pool)
+        .await
+        .map_err(EngineError::storage("revoke lease"))?;
+    match revoked {
+        Some(attempt) => Ok(attempt),
+        None => Err(EngineError::NotActive {
+            execution_id: id,
+            state: get_execution(pool, tenant, id).await?.state,
+        }),
     }
 }
 
@@ -395,7 +388,8 @@ async fn replayed_or_rejected(
 }
 
 #[tracing::instrument(skip_all, fields(execution = %lease.execution_id, attempt = lease.attempt_index))]
-pub(super) async fn complete(pool: &Connections, lease: &LeaseHandle, result: &[u8]) -> Result<()> {
+pub(super) async fn complete(db: &PgBackend, lease: &LeaseHandle, result: &[u8]) -> Result<()> {
+    let pool = &db.pool;
     let args = TransitionArgs {
         result: Some(result),
         ..Default::default()

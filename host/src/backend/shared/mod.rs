@@ -120,6 +120,7 @@ pub(crate) mod config_values;
 pub(crate) mod flows;
 pub(crate) mod grants;
 pub(crate) mod insights;
+pub(crate) mod leases;
 pub(crate) mod output;
 pub(crate) mod scanners;
 pub(crate) mod schedules;

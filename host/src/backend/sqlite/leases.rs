@@ -7,186 +7,173 @@
 
 use std::time::Duration;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use sqlx::SqliteConnection;
 use uuid::Uuid;
 
 use super::batch::Batch;
+use super::claim::claim;
 use super::executions::{end_attempt, write_end_attempt};
 use super::record::{not_found, Exec};
 use super::time::{after, at, millis_of, now, Millis};
 use super::writes::Writes;
-use super::{claim, Effects, SqliteBackend};
-use crate::backend::Leases;
+use super::{Effects, SqliteBackend};
 use crate::backend::{stale_lease, LeaseLookup, LeaseMiss, NOT_HELD};
 use crate::error::{EngineError, Result};
 use crate::model::TerminalOutcome;
 use crate::model::{AttemptPhase, LifecyclePhase, Ownership};
 use crate::model::{
-    AttemptState, ClaimRequest, ClaimedExecution, FailOutcome, Failure, LeaseHandle, PublicState,
-    RetryDecision, TenantId,
+    AttemptState, FailOutcome, Failure, LeaseHandle, PublicState, RetryDecision, TenantId,
 };
 use crate::model::{ExecutionId, FailureClass};
 
-#[async_trait]
-impl Leases for SqliteBackend {
-    /// Lease up to `request.limit` runnable executions: see [`claim::claim`].
-    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedExecution>> {
-        claim::claim(self, request).await
-    }
+crate::backend::shared::leases::implement!(SqliteBackend, sqlite);
 
-    async fn renew(&self, lease: &LeaseHandle, ttl: Duration) -> Result<DateTime<Utc>> {
-        let db = self;
-        db.write("renew", async |conn, effects| {
-            let mut row = held(conn, lease).await?;
-            let before = row.lease_before();
-            let now = now();
-            row.lease_expires_at = Some(after(now, ttl));
-            row.updated_at = now;
-            row.save(conn, Some(before), effects).await?;
-            Ok(at(row.lease_expires_at.unwrap_or(now)))
-        })
-        .await
-    }
+async fn renew(db: &SqliteBackend, lease: &LeaseHandle, ttl: Duration) -> Result<DateTime<Utc>> {
+    db.write("renew", async |conn, effects| {
+        let mut row = held(conn, lease).await?;
+        let before = row.lease_before();
+        let now = now();
+        row.lease_expires_at = Some(after(now, ttl));
+        row.updated_at = now;
+        row.save(conn, Some(before), effects).await?;
+        Ok(at(row.lease_expires_at.unwrap_or(now)))
+    })
+    .await
+}
 
-    async fn complete(&self, lease: &LeaseHandle, result: &[u8]) -> Result<()> {
-        let db = self;
-        db.write("complete", async |conn, effects| {
-            complete_in(conn, lease, result, effects).await
-        })
-        .await
-    }
+async fn complete(db: &SqliteBackend, lease: &LeaseHandle, result: &[u8]) -> Result<()> {
+    db.write("complete", async |conn, effects| {
+        complete_in(conn, lease, result, effects).await
+    })
+    .await
+}
 
-    /// Complete several executions in one write transaction. One that is
-    /// refused (stale, foreign) or replayed is told so and writes nothing; the
-    /// fence is checked before anything is written, so the rest go on. A
-    /// storage error fails the whole batch, which rolls back, and the worker
-    /// pool's completer then writes them one at a time. The batch costs one
-    /// read of its rows, one round trip a chunk of completions
-    /// ([`Batch`]) and one commit.
-    async fn complete_many(&self, completions: &[(LeaseHandle, &[u8])]) -> Result<Vec<Result<()>>> {
-        let db = self;
-        db.write("complete many", async |conn, effects| {
-            let now = now();
-            let write_end = |row: &Exec, _: &(), w: &mut Writes<'_>, effects: &mut Effects| {
-                write_success(w, row, now, effects);
-            };
-            let mut results = Vec::with_capacity(completions.len());
-            let keys = completions
-                .iter()
-                .map(|(l, _)| (l.tenant_id, l.execution_id));
-            let mut rows = Exec::load_many(conn, keys).await?;
-            let mut ended = Batch::new();
-            for (lease, result) in completions {
-                let key = (lease.tenant_id, lease.execution_id);
-                // A row read above that the lease still holds; any other (not
-                // held, or completed earlier in this batch) is read again,
-                // after what is pending is written, and explained one by one.
-                let held = rows.remove(&key).filter(|row| row.is_held_by(lease));
-                let row = match held {
-                    Some(row) => Ok(Some(row)),
-                    None => {
-                        ended.save(conn, effects, write_end).await?;
-                        held_or_replayed(conn, lease, AttemptState::Succeeded).await
-                    }
-                };
-                match row {
-                    Ok(Some(mut row)) => {
-                        let before = row.lease_before();
-                        end_with_success(&mut row, result, now);
-                        ended.push(row, Some(before), ());
-                        results.push(Ok(()));
-                    }
-                    Ok(None) => results.push(Ok(())),
-                    Err(e @ EngineError::Storage { .. }) => return Err(e),
-                    Err(refused) => results.push(Err(refused)),
+/// Complete several executions in one write transaction. One that is
+/// refused (stale, foreign) or replayed is told so and writes nothing; the
+/// fence is checked before anything is written, so the rest go on. A
+/// storage error fails the whole batch, which rolls back, and the worker
+/// pool's completer then writes them one at a time. The batch costs one
+/// read of its rows, one round trip a chunk of completions
+/// ([`Batch`]) and one commit.
+async fn complete_many(
+    db: &SqliteBackend,
+    completions: &[(LeaseHandle, &[u8])],
+) -> Result<Vec<Result<()>>> {
+    db.write("complete many", async |conn, effects| {
+        let now = now();
+        let write_end = |row: &Exec, _: &(), w: &mut Writes<'_>, effects: &mut Effects| {
+            write_success(w, row, now, effects);
+        };
+        let mut results = Vec::with_capacity(completions.len());
+        let keys = completions
+            .iter()
+            .map(|(l, _)| (l.tenant_id, l.execution_id));
+        let mut rows = Exec::load_many(conn, keys).await?;
+        let mut ended = Batch::new();
+        for (lease, result) in completions {
+            let key = (lease.tenant_id, lease.execution_id);
+            // A row read above that the lease still holds; any other (not
+            // held, or completed earlier in this batch) is read again,
+            // after what is pending is written, and explained one by one.
+            let held = rows.remove(&key).filter(|row| row.is_held_by(lease));
+            let row = match held {
+                Some(row) => Ok(Some(row)),
+                None => {
+                    ended.save(conn, effects, write_end).await?;
+                    held_or_replayed(conn, lease, AttemptState::Succeeded).await
                 }
-            }
-            ended.save(conn, effects, write_end).await?;
-            Ok(results)
-        })
-        .await
-    }
-
-    async fn fail(&self, lease: &LeaseHandle, failure: &Failure) -> Result<FailOutcome> {
-        let db = self;
-        db.write("fail", async |conn, effects| {
-            match hold(conn, lease, AttemptState::Failed).await? {
-                Hold::Held(mut row) => fail_row(conn, &mut row, failure, effects).await,
-                Hold::Replayed {
-                    state: PublicState::Failed,
-                    attempt_is_current: true,
-                } => Ok(FailOutcome::TerminalFailed),
-                Hold::Replayed { .. } => Ok(FailOutcome::RetryScheduled { retry_at: None }),
-            }
-        })
-        .await
-    }
-
-    async fn cancel_by_worker(&self, lease: &LeaseHandle, reason: &str) -> Result<()> {
-        let db = self;
-        db.write("cancel", async |conn, effects| {
-            let Some(mut row) = held_or_replayed(conn, lease, AttemptState::Cancelled).await?
-            else {
-                return Ok(());
             };
-            let now = now();
-            let before = row.lease_before();
-            row.make_terminal(TerminalOutcome::Cancelled, now);
-            row.cancellation_reason = Some(reason.to_owned());
-            row.save(conn, Some(before), effects).await?;
-            end_attempt(conn, &row, "cancelled", None, &["running"], now).await?;
-            row.record_completion(conn, effects).await
-        })
-        .await
-    }
-
-    /// Operator revoke: the active attempt ends `revoked` now and the execution
-    /// is runnable again; the worker holding the lease is told at once.
-    async fn revoke_lease(&self, tenant: TenantId, id: ExecutionId) -> Result<i32> {
-        let db = self;
-        db.write("revoke lease", async |conn, effects| {
-            let mut row = Exec::get(conn, tenant, id).await?;
-            if row.lifecycle_phase != LifecyclePhase::Active {
-                return Err(EngineError::NotActive {
-                    execution_id: id,
-                    state: row.derived_public_state(),
-                });
+            match row {
+                Ok(Some(mut row)) => {
+                    let before = row.lease_before();
+                    end_with_success(&mut row, result, now);
+                    ended.push(row, Some(before), ());
+                    results.push(Ok(()));
+                }
+                Ok(None) => results.push(Ok(())),
+                Err(e @ EngineError::Storage { .. }) => return Err(e),
+                Err(refused) => results.push(Err(refused)),
             }
-            let now = now();
-            let before = row.lease_before();
-            row.release_lease(now);
-            row.ownership_state = Ownership::LeaseRevoked;
-            row.make_runnable(now, AttemptPhase::AttemptInterrupted, now);
-            row.save(conn, Some(before), effects).await?;
-            let failure = Failure::new(
-                FailureClass::LeaseExpired,
-                "the lease was revoked by an operator",
-            );
-            end_attempt(conn, &row, "revoked", Some(&failure), &["running"], now).await?;
-            effects.revoked.push(id);
-            Ok(row.attempt_index)
-        })
-        .await
-    }
+        }
+        ended.save(conn, effects, write_end).await?;
+        Ok(results)
+    })
+    .await
+}
 
-    async fn delay(&self, lease: &LeaseHandle, until: DateTime<Utc>) -> Result<()> {
-        let db = self;
-        db.write("delay", async |conn, effects| {
-            let Some(mut row) = held_or_replayed(conn, lease, AttemptState::Delayed).await? else {
-                return Ok(());
-            };
-            let now = now();
-            let before = row.lease_before();
-            row.release_lease(now);
-            row.make_runnable(millis_of(until), AttemptPhase::PendingDelayedAttempt, now);
-            row.save(conn, Some(before), effects).await?;
-            end_attempt(conn, &row, "delayed", None, &["running"], now).await
-        })
-        .await
-    }
+async fn fail(db: &SqliteBackend, lease: &LeaseHandle, failure: &Failure) -> Result<FailOutcome> {
+    db.write("fail", async |conn, effects| {
+        match hold(conn, lease, AttemptState::Failed).await? {
+            Hold::Held(mut row) => fail_row(conn, &mut row, failure, effects).await,
+            Hold::Replayed {
+                state: PublicState::Failed,
+                attempt_is_current: true,
+            } => Ok(FailOutcome::TerminalFailed),
+            Hold::Replayed { .. } => Ok(FailOutcome::RetryScheduled { retry_at: None }),
+        }
+    })
+    .await
+}
+
+async fn cancel_by_worker(db: &SqliteBackend, lease: &LeaseHandle, reason: &str) -> Result<()> {
+    db.write("cancel", async |conn, effects| {
+        let Some(mut row) = held_or_replayed(conn, lease, AttemptState::Cancelled).await? else {
+            return Ok(());
+        };
+        let now = now();
+        let before = row.lease_before();
+        row.make_terminal(TerminalOutcome::Cancelled, now);
+        row.cancellation_reason = Some(reason.to_owned());
+        row.save(conn, Some(before), effects).await?;
+        end_attempt(conn, &row, "cancelled", None, &["running"], now).await?;
+        row.record_completion(conn, effects).await
+    })
+    .await
+}
+
+/// Operator revoke: the active attempt ends `revoked` now and the execution
+/// is runnable again; the worker holding the lease is told at once.
+async fn revoke_lease(db: &SqliteBackend, tenant: TenantId, id: ExecutionId) -> Result<i32> {
+    db.write("revoke lease", async |conn, effects| {
+        let mut row = Exec::get(conn, tenant, id).await?;
+        if row.lifecycle_phase != LifecyclePhase::Active {
+            return Err(EngineError::NotActive {
+                execution_id: id,
+                state: row.derived_public_state(),
+            });
+        }
+        let now = now();
+        let before = row.lease_before();
+        row.release_lease(now);
+        row.ownership_state = Ownership::LeaseRevoked;
+        row.make_runnable(now, AttemptPhase::AttemptInterrupted, now);
+        row.save(conn, Some(before), effects).await?;
+        let failure = Failure::new(
+            FailureClass::LeaseExpired,
+            "the lease was revoked by an operator",
+        );
+        end_attempt(conn, &row, "revoked", Some(&failure), &["running"], now).await?;
+        effects.revoked.push(id);
+        Ok(row.attempt_index)
+    })
+    .await
+}
+
+async fn delay(db: &SqliteBackend, lease: &LeaseHandle, until: DateTime<Utc>) -> Result<()> {
+    db.write("delay", async |conn, effects| {
+        let Some(mut row) = held_or_replayed(conn, lease, AttemptState::Delayed).await? else {
+            return Ok(());
+        };
+        let now = now();
+        let before = row.lease_before();
+        row.release_lease(now);
+        row.make_runnable(millis_of(until), AttemptPhase::PendingDelayedAttempt, now);
+        row.save(conn, Some(before), effects).await?;
+        end_attempt(conn, &row, "delayed", None, &["running"], now).await
+    })
+    .await
 }
 
 /// A fenced write found its row: held by the handle, or already moved by it.
