@@ -28,6 +28,38 @@ pub(crate) fn unknown_tenant_or(
     }
 }
 
+/// A tenant's named things under a count cap (config values, concurrency
+/// limits): the tenant must exist, and a name it does not have yet is refused
+/// once it holds `max` of them. `probe` is what the caller read, under a lock
+/// that keeps the count still: whether the tenant exists, whether the name
+/// does, and how many the tenant holds.
+pub(crate) fn check_named_cap(
+    tenant: TenantId,
+    (known, exists, held): (bool, bool, i64),
+    max: u32,
+    limit: &'static str,
+    what: &str,
+) -> Result<(), EngineError> {
+    if !known {
+        return Err(unknown_tenant(tenant));
+    }
+    if !exists && held >= i64::from(max) {
+        return Err(EngineError::LimitExceeded {
+            limit,
+            value: held.max(0) as u64,
+            detail: format!("a tenant keeps at most {max} {what}"),
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn budget_not_found(id: crate::model::BudgetId) -> EngineError {
+    EngineError::NotFound {
+        what: "budget",
+        id: id.to_string(),
+    }
+}
+
 pub(crate) fn flow_not_found(flow_id: FlowId) -> EngineError {
     EngineError::NotFound {
         what: "flow",

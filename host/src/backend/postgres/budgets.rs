@@ -13,6 +13,7 @@ use super::leases::{fail_locked, rejection, FENCE};
 use super::rows::{col, json, parse, transaction, unknown_tenant_or, Args};
 use super::suspension::{record_suspension, resume_execution};
 use super::PgBackend;
+use crate::backend::refusals::budget_not_found;
 use crate::backend::refusals::check_usage_fits;
 use crate::backend::shared::budgets::pg::check_scope_exists;
 use crate::error::{EngineError, Result};
@@ -108,10 +109,7 @@ async fn reset_budget(db: &PgBackend, tenant: TenantId, id: BudgetId) -> Result<
         .await
         .map_err(err(op))?;
         if found.is_none() {
-            return Err(EngineError::NotFound {
-                what: "budget",
-                id: id.to_string(),
-            });
+            return Err(budget_not_found(id));
         }
         reset_in(tx, tenant, id).await?;
         let budget = get_budget_in(tx, tenant, id).await?;
@@ -267,10 +265,7 @@ pub(super) async fn get_budget_in(
     .fetch_optional(&mut *conn)
     .await
     .map_err(err("get budget"))?
-    .ok_or_else(|| EngineError::NotFound {
-        what: "budget",
-        id: id.to_string(),
-    })?;
+    .ok_or_else(|| budget_not_found(id))?;
     budget(&row)
 }
 

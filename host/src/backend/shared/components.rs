@@ -109,7 +109,7 @@ for_both_drivers! {
         .bind(imports)
         .fetch_one(&mut *conn)
         .await
-        .map_err(EngineError::storage(op))?;
+        .map_err(unknown_tenant_or(op, tenant))?;
         Ok((row.into(), true))
     }
 

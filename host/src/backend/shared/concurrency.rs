@@ -3,7 +3,7 @@
 use chrono::Utc;
 
 use super::stamp::Stamp;
-use crate::backend::refusals::unknown_tenant;
+use crate::backend::refusals::check_named_cap;
 use crate::error::{EngineError, Result};
 use crate::model::{ConcurrencyLimit, ConcurrencyScope, TenantId};
 
@@ -25,7 +25,7 @@ for_both_drivers! {
     {
         let op = "set concurrency limit";
         // concurrency_limits_pkey, by its tenant prefix.
-        let (known, exists, held): (bool, bool, i64) = sqlx::query_as(
+        let probe: (bool, bool, i64) = sqlx::query_as(
             "SELECT EXISTS (SELECT 1 FROM tenants WHERE tenant_id = $1), \
                     EXISTS (SELECT 1 FROM concurrency_limits \
                         WHERE tenant_id = $1 AND scope = $2 AND name = $3), \
@@ -37,16 +37,7 @@ for_both_drivers! {
         .fetch_one(&mut *conn)
         .await
         .map_err(EngineError::storage(op))?;
-        if !known {
-            return Err(unknown_tenant(tenant));
-        }
-        if !exists && held >= i64::from(max_limits) {
-            return Err(EngineError::LimitExceeded {
-                limit: "concurrency_limits",
-                value: held as u64,
-                detail: format!("a tenant keeps at most {max_limits} concurrency limits"),
-            });
-        }
+        check_named_cap(tenant, probe, max_limits, "concurrency_limits", "concurrency limits")?;
         let key = &limit.limit;
         sqlx::query(
             "INSERT INTO concurrency_limits \

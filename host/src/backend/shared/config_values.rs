@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::stamp::Stamp;
-use crate::backend::refusals::unknown_tenant;
+use crate::backend::refusals::check_named_cap;
 use crate::error::{EngineError, Result};
 use crate::model::{SealedConfig, TenantId};
 
@@ -39,7 +39,7 @@ for_both_drivers! {
     {
         let op = "put config value";
         // Primary key of config_values, by its tenant prefix.
-        let (known, exists, held): (bool, bool, i64) = sqlx::query_as(
+        let probe: (bool, bool, i64) = sqlx::query_as(
             "SELECT EXISTS (SELECT 1 FROM tenants WHERE tenant_id = $1), \
                     EXISTS (SELECT 1 FROM config_values WHERE tenant_id = $1 AND name = $2), \
                     (SELECT count(*) FROM config_values WHERE tenant_id = $1)",
@@ -49,16 +49,7 @@ for_both_drivers! {
         .fetch_one(&mut *conn)
         .await
         .map_err(EngineError::storage(op))?;
-        if !known {
-            return Err(unknown_tenant(tenant));
-        }
-        if !exists && held >= i64::from(max_values) {
-            return Err(EngineError::LimitExceeded {
-                limit: "config_values",
-                value: held as u64,
-                detail: format!("a tenant keeps at most {max_values} config values"),
-            });
-        }
+        check_named_cap(tenant, probe, max_values, "config_values", "config values")?;
         sqlx::query(
             "INSERT INTO config_values \
                  (tenant_id, name, secret, key_id, nonce, ciphertext, updated_at) \

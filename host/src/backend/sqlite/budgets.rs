@@ -16,6 +16,7 @@ use super::suspension::{record_suspension, resume_row};
 use super::tenancy::read_tenant;
 use super::time::{after_ms, at, now, Millis};
 use super::{Effects, SqliteBackend};
+use crate::backend::refusals::budget_not_found;
 use crate::backend::refusals::check_usage_fits;
 use crate::backend::shared::budgets::sqlite::check_scope_exists;
 use crate::error::{EngineError, Result};
@@ -244,13 +245,6 @@ async fn report_usage(
 
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn budget_not_found(id: BudgetId) -> EngineError {
-    EngineError::NotFound {
-        what: "budget",
-        id: id.to_string(),
-    }
 }
 
 #[derive(sqlx::FromRow)]

@@ -1,7 +1,6 @@
 //! [`Components`](crate::backend::Components) on SQLite: component versions
 //! and their wasm bytes (the statements are in `shared/components.rs`).
 
-use super::tenancy::read_tenant;
 use super::SqliteBackend;
 use crate::backend::shared::components::sqlite as shared;
 use crate::backend::NewComponent;
@@ -11,14 +10,13 @@ use crate::model::{ComponentVersion, TenantId};
 crate::backend::shared::components::implement!(SqliteBackend, sqlite);
 
 /// The single writer gives concurrent uploads of one kind consecutive
-/// versions.
+/// versions; an unknown tenant is refused by the blob's foreign key.
 async fn put_component(
     db: &SqliteBackend,
     tenant: TenantId,
     component: NewComponent<'_>,
 ) -> Result<(ComponentVersion, bool)> {
     db.quiet_write("put component", async |conn| {
-        read_tenant(conn, tenant).await?;
         shared::put_component(conn, tenant, component).await
     })
     .await
