@@ -9,6 +9,7 @@ use super::PgBackend;
 use crate::backend::insights::{
     outcome_window_start, overview_of, state_names, ENDED_FAILED, STATE_COUNT_PROBE,
 };
+use crate::backend::shared::events::LeaseRow;
 use crate::error::{EngineError, Result};
 use crate::model::{
     ExecutionId, LeaseEvent, Overview, TenantId, MAX_FAILING_KINDS, MAX_LEASE_HISTORY,
@@ -41,9 +42,7 @@ async fn lease_history(
     limit: u32,
 ) -> Result<Vec<LeaseEvent>> {
     let limit = limit.clamp(1, MAX_LEASE_HISTORY);
-    super::outbox::LEASES
-        .history(&db.pool, tenant, id, limit)
-        .await
+    super::outbox::history::<LeaseRow>(&db.pool, tenant, id, limit).await
 }
 
 async fn overview(db: &PgBackend, tenant: TenantId, since: DateTime<Utc>) -> Result<Overview> {

@@ -14,6 +14,7 @@ use super::leases::fail_locked;
 use super::rows::{col, completion_outbox, json, transaction};
 use super::suspension_timeouts::time_out_suspensions;
 use super::{Connections, PgBackend};
+use crate::backend::shared::events::{CompletionRow, LeaseRow, SignalRow, Stream};
 use crate::error::{EngineError, Result};
 use crate::model::{ExecutionId, TenantId};
 use crate::model::{ExecutionPolicy, Failure, FailureClass, LeaseHandle};
@@ -103,11 +104,11 @@ async fn expire_past_deadline(db: &PgBackend, limit: u32) -> Result<u64> {
 
 async fn prune_events(db: &PgBackend, retention: Duration, limit: u32) -> Result<u64> {
     let ms = super::leases::millis(retention);
-    Ok(super::outbox::COMPLETIONS
-        .prune(&db.pool, ms, limit)
-        .await?
-        + super::outbox::LEASES.prune(&db.pool, ms, limit).await?
-        + super::outbox::SIGNALS.prune(&db.pool, ms, limit).await?)
+    let mut pruned = 0;
+    for table in [CompletionRow::TABLE, LeaseRow::TABLE, SignalRow::TABLE] {
+        pruned += super::outbox::prune(&db.pool, table, ms, limit).await?;
+    }
+    Ok(pruned)
 }
 
 /// Executions past a deadline of their phase, each handled in a

@@ -117,6 +117,7 @@ pub(crate) mod budgets;
 pub(crate) mod components;
 pub(crate) mod concurrency;
 pub(crate) mod config_values;
+pub(crate) mod events;
 pub(crate) mod flows;
 pub(crate) mod grants;
 pub(crate) mod insights;

@@ -7,12 +7,13 @@
 
 use chrono::{DateTime, Utc};
 
-use super::events::{LeaseRow, LEASE_COLUMNS};
+use super::events::event;
 use super::time::{at, millis_of, Millis};
 use super::SqliteBackend;
 use crate::backend::insights::{
     ended_failed_list, outcome_window_start, overview_of, state_names, STATE_COUNT_PROBE,
 };
+use crate::backend::shared::events::{LeaseRow, Stream};
 use crate::error::{EngineError, Result};
 use crate::model::{
     ExecutionId, LeaseEvent, Overview, TenantId, MAX_FAILING_KINDS, MAX_LEASE_HISTORY,
@@ -28,8 +29,9 @@ async fn lease_history(
 ) -> Result<Vec<LeaseEvent>> {
     let op = "read lease history";
     let rows: Vec<LeaseRow> = sqlx::query_as(&format!(
-        "SELECT {LEASE_COLUMNS} FROM lease_events WHERE tenant_id = ? AND execution_id = ? \
-         ORDER BY event_id DESC LIMIT ?"
+        "SELECT {} FROM lease_events WHERE tenant_id = ? AND execution_id = ? \
+         ORDER BY event_id DESC LIMIT ?",
+        LeaseRow::COLUMNS
     ))
     .bind(tenant)
     .bind(id)
@@ -37,7 +39,7 @@ async fn lease_history(
     .fetch_all(db.reader())
     .await
     .map_err(EngineError::storage(op))?;
-    Ok(rows.into_iter().rev().map(LeaseRow::event).collect())
+    Ok(rows.into_iter().rev().map(event).collect())
 }
 
 async fn overview(db: &SqliteBackend, tenant: TenantId, since: DateTime<Utc>) -> Result<Overview> {
