@@ -24,22 +24,18 @@ crate::backend::shared::scanners::implement!(SqliteBackend, sqlite);
 /// Expired leases: the attempt ends `lease_expired` and the execution runs
 /// again (a reclaim), unless it has been reclaimed `max_reclaim_count` times.
 async fn reclaim_expired_leases(db: &SqliteBackend, limit: u32) -> Result<u64> {
-    db.write("reclaim expired leases", async |conn, effects| {
-        let now = now();
-        let rows = due(
-            conn,
-            "lifecycle_phase = 'active'",
-            "lease_expires_at",
-            limit,
-            now,
-            "reclaim expired leases",
-        )
-        .await?;
-        let expired = Failure::new(
-            FailureClass::LeaseExpired,
-            "the lease expired before the attempt ended",
-        );
-        for mut row in rows.iter().cloned() {
+    let expired = Failure::new(
+        FailureClass::LeaseExpired,
+        "the lease expired before the attempt ended",
+    );
+    let leases = Due {
+        op: "reclaim expired leases",
+        state: "lifecycle_phase = 'active'",
+        column: "lease_expires_at",
+    };
+    db.write(leases.op, async |conn, effects| {
+        let (now, mut rows) = leases.take(conn, limit, 0).await?;
+        for row in &mut rows {
             let before = row.lease_before();
             let spent = row.reclaim_count + 1
                 > i32::try_from(row.policy.timeouts.max_reclaim_count).unwrap_or(i32::MAX);
@@ -57,7 +53,7 @@ async fn reclaim_expired_leases(db: &SqliteBackend, limit: u32) -> Result<u64> {
             row.save(conn, Some(before), effects).await?;
             end_attempt(
                 conn,
-                &row,
+                row,
                 "lease_expired",
                 Some(&expired),
                 &["running"],
@@ -73,19 +69,16 @@ async fn reclaim_expired_leases(db: &SqliteBackend, limit: u32) -> Result<u64> {
     .await
 }
 
+/// Delays that have passed: the execution becomes eligible now.
 async fn promote_delayed(db: &SqliteBackend, limit: u32) -> Result<u64> {
-    db.write("promote delayed", async |conn, effects| {
-        let now = now();
-        let rows = due(
-            conn,
-            "lifecycle_phase = 'runnable' AND eligibility_state = 'not_eligible_until_time'",
-            "eligible_at",
-            limit,
-            now + 1,
-            "promote delayed",
-        )
-        .await?;
-        for mut row in rows.iter().cloned() {
+    let delayed = Due {
+        op: "promote delayed",
+        state: "lifecycle_phase = 'runnable' AND eligibility_state = 'not_eligible_until_time'",
+        column: "eligible_at",
+    };
+    db.write(delayed.op, async |conn, effects| {
+        let (now, mut rows) = delayed.take(conn, limit, 1).await?;
+        for row in &mut rows {
             let before = row.lease_before();
             row.eligibility_state = Eligibility::EligibleNow;
             row.updated_at = now;
@@ -99,24 +92,20 @@ async fn promote_delayed(db: &SqliteBackend, limit: u32) -> Result<u64> {
 /// Attempts past their timeout fail with class `timeout`; the retry policy
 /// decides what follows, as for a worker's own failure.
 async fn fail_timed_out_attempts(db: &SqliteBackend, limit: u32) -> Result<u64> {
-    db.write("attempt timeout", async |conn, effects| {
-        let now = now();
-        let rows = due(
-            conn,
-            "lifecycle_phase = 'active'",
-            "attempt_timeout_at",
-            limit,
-            now,
-            "attempt timeout",
-        )
-        .await?;
-        for mut row in rows.iter().cloned() {
+    let timed_out = Due {
+        op: "attempt timeout",
+        state: "lifecycle_phase = 'active'",
+        column: "attempt_timeout_at",
+    };
+    db.write(timed_out.op, async |conn, effects| {
+        let (_, mut rows) = timed_out.take(conn, limit, 0).await?;
+        for row in &mut rows {
             let limit_ms = row.policy.timeouts.attempt_timeout_ms.unwrap_or_default();
             let failure = Failure::new(
                 FailureClass::Timeout,
                 format!("the attempt ran past its timeout of {limit_ms} ms"),
             );
-            fail_row(conn, &mut row, &failure, effects).await?;
+            fail_row(conn, row, &failure, effects).await?;
         }
         Ok(rows.len() as u64)
     })
@@ -125,23 +114,19 @@ async fn fail_timed_out_attempts(db: &SqliteBackend, limit: u32) -> Result<u64> 
 
 /// Executions past their deadline end `expired`, whatever phase they are in.
 async fn expire_past_deadline(db: &SqliteBackend, limit: u32) -> Result<u64> {
-    db.write("expire past deadline", async |conn, effects| {
-        let now = now();
-        let rows = due(
-            conn,
-            "lifecycle_phase <> 'terminal'",
-            "deadline_at",
-            limit,
-            now,
-            "expire past deadline",
-        )
-        .await?;
-        for mut row in rows.iter().cloned() {
+    let past_deadline = Due {
+        op: "expire past deadline",
+        state: "lifecycle_phase <> 'terminal'",
+        column: "deadline_at",
+    };
+    db.write(past_deadline.op, async |conn, effects| {
+        let (now, mut rows) = past_deadline.take(conn, limit, 0).await?;
+        for row in &mut rows {
             let before = row.lease_before();
             let had_lease = row.lease_id.is_some();
             row.make_terminal(TerminalOutcome::Expired, now);
             row.save(conn, Some(before), effects).await?;
-            end_attempt(conn, &row, "expired", None, &["running", "suspended"], now).await?;
+            end_attempt(conn, row, "expired", None, &["running", "suspended"], now).await?;
             row.record_completion(conn, effects).await?;
             if had_lease {
                 effects.revoked.push(row.execution_id);
@@ -187,31 +172,52 @@ async fn prune_events(db: &SqliteBackend, retention: Duration, limit: u32) -> Re
     .await
 }
 
-/// Rows due by `due` (a column of the row), at most `limit` per tenant. Each
-/// caller's `state` and `due` match a partial index on that column:
-/// `executions_active_idx` (lease expiry), `executions_delayed_idx`,
-/// `executions_attempt_timeout_idx`, `executions_deadline_idx` and
-/// `executions_suspension_timeout_idx`.
-pub(super) async fn due(
-    conn: &mut SqliteConnection,
-    state: &str,
-    due: &str,
-    limit: u32,
-    now: Millis,
-    op: &'static str,
-) -> Result<Vec<Exec>> {
-    let sql = Exec::select_sql(&format!(
-        "{state} AND {due} IS NOT NULL AND {due} < ?1 AND execution_id IN ( \
-             SELECT execution_id FROM ( \
-                 SELECT execution_id, row_number() OVER ( \
-                     PARTITION BY tenant_id ORDER BY {due}) AS n \
-                 FROM executions WHERE {state} AND {due} IS NOT NULL AND {due} < ?1) \
-             WHERE n <= ?2)"
-    ));
-    sqlx::query_as(&sql)
-        .bind(now)
-        .bind(i64::from(limit))
-        .fetch_all(conn)
-        .await
-        .map_err(EngineError::storage(op))
+/// Which executions a scanner pass takes: those in `state` whose `column`
+/// (an instant) has passed. Each pass's `state` and `column` match a
+/// partial index on that column: `executions_active_idx` (lease expiry),
+/// `executions_delayed_idx`, `executions_attempt_timeout_idx`,
+/// `executions_deadline_idx` and `executions_suspension_timeout_idx`.
+pub(super) struct Due {
+    /// The pass, as its transaction and errors name it.
+    pub op: &'static str,
+    pub state: &'static str,
+    pub column: &'static str,
+}
+
+impl Due {
+    /// The pass's clock and its due rows, at most `limit` per tenant,
+    /// oldest first. `slack` counts a row due that many milliseconds early.
+    pub(super) async fn take(
+        &self,
+        conn: &mut SqliteConnection,
+        limit: u32,
+        slack: Millis,
+    ) -> Result<(Millis, Vec<Exec>)> {
+        let now = now();
+        Ok((now, self.rows(conn, limit, now + slack).await?))
+    }
+
+    async fn rows(
+        &self,
+        conn: &mut SqliteConnection,
+        limit: u32,
+        now: Millis,
+    ) -> Result<Vec<Exec>> {
+        let Due { state, column, .. } = self;
+        let sql = Exec::select_sql(&format!(
+            "{state} AND {column} IS NOT NULL AND {column} < ?1 AND execution_id IN ( \
+                 SELECT execution_id FROM ( \
+                     SELECT execution_id, row_number() OVER ( \
+                         PARTITION BY tenant_id ORDER BY {column}) AS n \
+                     FROM executions \
+                     WHERE {state} AND {column} IS NOT NULL AND {column} < ?1) \
+                 WHERE n <= ?2)"
+        ));
+        sqlx::query_as(&sql)
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(conn)
+            .await
+            .map_err(EngineError::storage(self.op))
+    }
 }

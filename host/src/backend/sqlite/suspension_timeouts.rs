@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::executions::end_attempt;
 use super::record::Exec;
+use super::scanners::Due;
 use super::suspension::{resume_row, SignalEventRow};
 use super::time::now;
 use super::{Effects, SqliteBackend};
@@ -19,25 +20,21 @@ use crate::model::{Failure, FailureClass, ResumeCondition, TimeoutBehavior, TIME
 /// Scanner: suspensions past their timeout resume with a `timeout` signal or
 /// end the execution, as their `on_timeout` says.
 pub(super) async fn time_out_suspensions(db: &SqliteBackend, limit: u32) -> Result<u64> {
-    db.write("time out suspensions", async |conn, effects| {
-        let now = now();
-        let rows = super::scanners::due(
-            conn,
-            "lifecycle_phase = 'suspended'",
-            "suspension_timeout_at",
-            limit,
-            now,
-            "time out suspensions",
-        )
-        .await?;
-        for mut row in rows.iter().cloned() {
+    let timed_out = Due {
+        op: "time out suspensions",
+        state: "lifecycle_phase = 'suspended'",
+        column: "suspension_timeout_at",
+    };
+    db.write(timed_out.op, async |conn, effects| {
+        let (now, mut rows) = timed_out.take(conn, limit, 0).await?;
+        for row in &mut rows {
             let Some(suspension) = row.suspension.clone() else {
                 continue;
             };
             match suspension.on_timeout {
                 // A durable sleep wakes with no signal: its step says why.
                 TimeoutBehavior::AutoResume if suspension.condition == ResumeCondition::Timer => {
-                    resume_row(conn, &mut row, effects).await?;
+                    resume_row(conn, row, effects).await?;
                 }
                 TimeoutBehavior::AutoResume => {
                     let signal_id = Uuid::now_v7();
@@ -56,7 +53,7 @@ pub(super) async fn time_out_suspensions(db: &SqliteBackend, limit: u32) -> Resu
                     .execute(&mut *conn)
                     .await
                     .map_err(EngineError::storage("time out suspension"))?;
-                    resume_row(conn, &mut row, effects).await?;
+                    resume_row(conn, row, effects).await?;
                     SignalEventRow {
                         tenant: row.tenant_id,
                         execution: row.execution_id,
@@ -67,7 +64,7 @@ pub(super) async fn time_out_suspensions(db: &SqliteBackend, limit: u32) -> Resu
                     .record(conn, "resumed", effects)
                     .await?;
                 }
-                behaviour => end_suspended(conn, &mut row, behaviour, effects).await?,
+                behaviour => end_suspended(conn, row, behaviour, effects).await?,
             }
         }
         Ok(rows.len() as u64)
