@@ -9,17 +9,16 @@
 
 use std::time::Duration;
 
-use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 
-use super::executions::{create_executions, FlowPlacement};
+use super::executions::{insert_executions, FlowPlacement};
 use super::flows::violated;
 use super::leases::{rejection, FENCE};
 use super::rows::{col, parse, transaction, Args};
 use super::suspension::{lock_leased, record_suspension};
 use super::PgBackend;
 use crate::backend::refusals;
-use crate::backend::{ChildSpawn, Children};
+use crate::backend::ChildSpawn;
 use crate::error::{EngineError, Result};
 use crate::model::FlowId;
 use crate::model::{
@@ -27,165 +26,164 @@ use crate::model::{
     SpawnedChild, Suspension, TimeoutBehavior, ROOT_KEY,
 };
 
-#[async_trait]
-impl Children for PgBackend {
-    async fn spawn_child(
-        &self,
-        lease: &LeaseHandle,
-        spawn: ChildSpawn<'_>,
-    ) -> Result<SpawnedChild> {
-        let ChildSpawn { child, key, limits } = spawn;
-        let pool = &self.pool;
-        let op = "spawn child";
-        let tenant = lease.tenant_id;
-        transaction(pool, op, async |tx| {
-            let sql = format!("SELECT flow_id, flow_key FROM executions WHERE {FENCE} FOR UPDATE");
-            let parent: Option<(Option<FlowId>, Option<String>)> =
-                sqlx::query_as_with(&sql, Args::fence(lease).done(op)?)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(err(op))?;
-            let Some((flow, parent_key)) = parent else {
-                return Err(rejection(pool, lease, None).await?);
-            };
-            let key = &key.resolve(parent_key.as_deref(), limits.max_key_len)?;
-            let flow_id = match flow {
-                Some(flow_id) => flow_id,
-                None => {
-                    let flow_id = FlowId::new();
-                    sqlx::query(
-                        "WITH flow AS (INSERT INTO flows (tenant_id, flow_id, name) \
-                             VALUES ($1, $2, 'children of ' || $3::text)) \
-                         UPDATE executions SET flow_id = $2, flow_key = $4 \
-                         WHERE tenant_id = $1 AND execution_id = $3",
-                    )
-                    .bind(tenant)
-                    .bind(flow_id)
-                    .bind(lease.execution_id)
-                    .bind(ROOT_KEY)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(err(op))?;
-                    flow_id
-                }
-            };
-            // The lock this transaction's revision bump needs, taken up front:
-            // a shared lock upgraded later deadlocked two members spawning into
-            // one flow at once. It also keeps out cancel_flow (no child joins a
-            // flow being cancelled) and makes counting the members exact.
-            let cancelled: bool = sqlx::query_scalar(
-                "SELECT cancelled_at IS NOT NULL FROM flows \
-                 WHERE tenant_id = $1 AND flow_id = $2 FOR NO KEY UPDATE",
-            )
-            .bind(tenant)
-            .bind(flow_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(err(op))?
-            .ok_or_else(|| refusals::flow_not_found(flow_id))?;
-            if cancelled {
-                return Err(refusals::flow_cancelled(flow_id, "new children"));
-            }
-            let existing: Option<(ExecutionId, Option<ExecutionId>)> = sqlx::query_as(
-                "SELECT execution_id, parent_id FROM executions \
-                 WHERE tenant_id = $1 AND flow_id = $2 AND flow_key = $3",
-            )
-            .bind(tenant)
-            .bind(flow_id)
-            .bind(key)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(err(op))?;
-            if let Some((execution_id, parent)) = existing {
-                return if parent == Some(lease.execution_id) {
-                    Ok(SpawnedChild {
-                        execution_id,
-                        created: false,
-                    })
-                } else {
-                    Err(refusals::child_key_taken(key))
-                };
-            }
-            let (children, members): (i64, i64) = sqlx::query_as(
-                "SELECT (SELECT count(*) FROM (SELECT 1 FROM executions \
-                         WHERE tenant_id = $1 AND parent_id = $2 LIMIT $4) c), \
-                     (SELECT count(*) FROM (SELECT 1 FROM executions \
-                         WHERE tenant_id = $1 AND flow_id = $3 LIMIT $5) m)",
-            )
-            .bind(tenant)
-            .bind(lease.execution_id)
-            .bind(flow_id)
-            .bind(i64::from(limits.max_children))
-            .bind(i64::from(limits.max_flow_members))
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(err(op))?;
-            refusals::check_spawn(&limits, children, members)?;
-            let max_queued = limits.max_queued;
-            let placement = FlowPlacement {
-                flow_id,
-                keys: vec![key],
-                blocked: vec![false],
-                parent: Some(lease.execution_id),
-            };
-            let created = create_executions(tx, tenant, &[child], max_queued, Some(&placement))
-                .await
-                .map_err(|e| match violated(&e) {
-                    // Spawned by a concurrent transaction of another member.
-                    Some("executions_flow_key_idx") => refusals::child_key_taken(key),
-                    _ => e,
-                })?;
-            sqlx::query(
-                "UPDATE flows SET graph_revision = graph_revision + 1 \
-                 WHERE tenant_id = $1 AND flow_id = $2",
-            )
-            .bind(tenant)
-            .bind(flow_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(err(op))?;
-            Ok(SpawnedChild {
-                execution_id: created[0].execution_id,
-                created: true,
-            })
-        })
-        .await
-    }
+crate::backend::shared::children::implement!(PgBackend, pg);
 
-    /// Return the children if all have ended; otherwise suspend the parent until
-    /// the last one does.
-    async fn wait_children(
-        &self,
-        lease: &LeaseHandle,
-        timeout: Option<Duration>,
-        on_timeout: TimeoutBehavior,
-    ) -> Result<ChildrenOutcome> {
-        let pool = &self.pool;
-        let op = "wait children";
-        transaction(pool, op, async |tx| {
-            let seq = lock_leased(pool, tx, lease, op).await? + 1;
-            // After the lock: a child ending from now on sees this transaction's
-            // suspension (or skips the locked row and leaves it to the scanner).
-            let rows = sqlx::query(
-                "SELECT execution_id, flow_key, kind, public_state, result, \
-                     coalesce(last_failure->>'message', cancellation_reason) AS error \
-                 FROM executions WHERE tenant_id = $1 AND parent_id = $2 ORDER BY execution_id",
-            )
-            .bind(lease.tenant_id)
-            .bind(lease.execution_id)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(err(op))?;
-            let children = rows.iter().map(child).collect::<Result<Vec<_>>>()?;
-            if children.iter().all(|c| c.state.is_terminal()) {
-                return Ok(ChildrenOutcome::Done(children));
+async fn spawn_child(
+    db: &PgBackend,
+    lease: &LeaseHandle,
+    spawn: ChildSpawn<'_>,
+) -> Result<SpawnedChild> {
+    let ChildSpawn { child, key, limits } = spawn;
+    let pool = &db.pool;
+    let op = "spawn child";
+    let tenant = lease.tenant_id;
+    transaction(pool, op, async |tx| {
+        let sql = format!("SELECT flow_id, flow_key FROM executions WHERE {FENCE} FOR UPDATE");
+        let parent: Option<(Option<FlowId>, Option<String>)> =
+            sqlx::query_as_with(&sql, Args::fence(lease).done(op)?)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(err(op))?;
+        let Some((flow, parent_key)) = parent else {
+            return Err(rejection(pool, lease, None).await?);
+        };
+        let key = &key.resolve(parent_key.as_deref(), limits.max_key_len)?;
+        let flow_id = match flow {
+            Some(flow_id) => flow_id,
+            None => {
+                let flow_id = FlowId::new();
+                sqlx::query(
+                    "WITH flow AS (INSERT INTO flows (tenant_id, flow_id, name) \
+                         VALUES ($1, $2, 'children of ' || $3::text)) \
+                     UPDATE executions SET flow_id = $2, flow_key = $4 \
+                     WHERE tenant_id = $1 AND execution_id = $3",
+                )
+                .bind(tenant)
+                .bind(flow_id)
+                .bind(lease.execution_id)
+                .bind(ROOT_KEY)
+                .execute(&mut *tx)
+                .await
+                .map_err(err(op))?;
+                flow_id
             }
-            let suspension = Suspension::new(ResumeCondition::Children, on_timeout);
-            record_suspension(tx, lease, &suspension, seq, timeout).await?;
-            Ok(ChildrenOutcome::Suspended)
-        })
+        };
+        // The lock this transaction's revision bump needs, taken up front:
+        // a shared lock upgraded later deadlocked two members spawning into
+        // one flow at once. It also keeps out cancel_flow (no child joins a
+        // flow being cancelled) and makes counting the members exact.
+        let cancelled: bool = sqlx::query_scalar(
+            "SELECT cancelled_at IS NOT NULL FROM flows \
+             WHERE tenant_id = $1 AND flow_id = $2 FOR NO KEY UPDATE",
+        )
+        .bind(tenant)
+        .bind(flow_id)
+        .fetch_optional(&mut *tx)
         .await
-    }
+        .map_err(err(op))?
+        .ok_or_else(|| refusals::flow_not_found(flow_id))?;
+        if cancelled {
+            return Err(refusals::flow_cancelled(flow_id, "new children"));
+        }
+        let existing: Option<(ExecutionId, Option<ExecutionId>)> = sqlx::query_as(
+            "SELECT execution_id, parent_id FROM executions \
+             WHERE tenant_id = $1 AND flow_id = $2 AND flow_key = $3",
+        )
+        .bind(tenant)
+        .bind(flow_id)
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(err(op))?;
+        if let Some((execution_id, parent)) = existing {
+            return if parent == Some(lease.execution_id) {
+                Ok(SpawnedChild {
+                    execution_id,
+                    created: false,
+                })
+            } else {
+                Err(refusals::child_key_taken(key))
+            };
+        }
+        let (children, members): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM (SELECT 1 FROM executions \
+                     WHERE tenant_id = $1 AND parent_id = $2 LIMIT $4) c), \
+                 (SELECT count(*) FROM (SELECT 1 FROM executions \
+                     WHERE tenant_id = $1 AND flow_id = $3 LIMIT $5) m)",
+        )
+        .bind(tenant)
+        .bind(lease.execution_id)
+        .bind(flow_id)
+        .bind(i64::from(limits.max_children))
+        .bind(i64::from(limits.max_flow_members))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(err(op))?;
+        refusals::check_spawn(&limits, children, members)?;
+        let max_queued = limits.max_queued;
+        let placement = FlowPlacement {
+            flow_id,
+            keys: vec![key],
+            blocked: vec![false],
+            parent: Some(lease.execution_id),
+        };
+        let created = insert_executions(tx, tenant, &[child], max_queued, Some(&placement))
+            .await
+            .map_err(|e| match violated(&e) {
+                // Spawned by a concurrent transaction of another member.
+                Some("executions_flow_key_idx") => refusals::child_key_taken(key),
+                _ => e,
+            })?;
+        sqlx::query(
+            "UPDATE flows SET graph_revision = graph_revision + 1 \
+             WHERE tenant_id = $1 AND flow_id = $2",
+        )
+        .bind(tenant)
+        .bind(flow_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(err(op))?;
+        Ok(SpawnedChild {
+            execution_id: created[0].execution_id,
+            created: true,
+        })
+    })
+    .await
+}
+
+/// Return the children if all have ended; otherwise suspend the parent until
+/// the last one does.
+async fn wait_children(
+    db: &PgBackend,
+    lease: &LeaseHandle,
+    timeout: Option<Duration>,
+    on_timeout: TimeoutBehavior,
+) -> Result<ChildrenOutcome> {
+    let pool = &db.pool;
+    let op = "wait children";
+    transaction(pool, op, async |tx| {
+        let seq = lock_leased(pool, tx, lease, op).await? + 1;
+        // After the lock: a child ending from now on sees this transaction's
+        // suspension (or skips the locked row and leaves it to the scanner).
+        let rows = sqlx::query(
+            "SELECT execution_id, flow_key, kind, public_state, result, \
+                 coalesce(last_failure->>'message', cancellation_reason) AS error \
+             FROM executions WHERE tenant_id = $1 AND parent_id = $2 ORDER BY execution_id",
+        )
+        .bind(lease.tenant_id)
+        .bind(lease.execution_id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(err(op))?;
+        let children = rows.iter().map(child).collect::<Result<Vec<_>>>()?;
+        if children.iter().all(|c| c.state.is_terminal()) {
+            return Ok(ChildrenOutcome::Done(children));
+        }
+        let suspension = Suspension::new(ResumeCondition::Children, on_timeout);
+        record_suspension(tx, lease, &suspension, seq, timeout).await?;
+        Ok(ChildrenOutcome::Suspended)
+    })
+    .await
 }
 
 fn err(op: &'static str) -> impl FnOnce(sqlx::Error) -> EngineError {

@@ -1,215 +1,194 @@
 //! Execution creation, reads and operator operations.
 
 use super::Connections;
-use async_trait::async_trait;
 use sqlx::PgConnection;
 
 use super::rows::{col, execution, transaction, unknown_tenant_or, EXECUTION_COLUMNS};
 use super::PgBackend;
 use crate::backend::refusals;
-use crate::backend::Executions;
 use crate::error::{EngineError, Result};
 use crate::model::{
-    Created, Execution, ExecutionFilter, ExecutionId, ExecutionState, FlowId, LaneCounts,
-    NewExecution, Page, PublicState, Replay, ReplayOutcome, TenantId, DEFAULT_DEDUP_WINDOW_MS,
-    DEFAULT_MAX_REPLAYS, MAX_LANE_PAGE,
+    Created, Execution, ExecutionFilter, ExecutionId, FlowId, LaneCounts, NewExecution, Page,
+    PublicState, Replay, ReplayOutcome, TenantId, DEFAULT_DEDUP_WINDOW_MS, DEFAULT_MAX_REPLAYS,
+    MAX_LANE_PAGE,
 };
 
-#[async_trait]
-impl Executions for PgBackend {
-    async fn create_executions(
-        &self,
-        tenant: TenantId,
-        executions: &[NewExecution],
-        max_queued: Option<u32>,
-    ) -> Result<Vec<Created>> {
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(EngineError::storage("create executions"))?;
-        let executions: Vec<&NewExecution> = executions.iter().collect();
-        let created = create_executions(&mut conn, tenant, &executions, max_queued, None).await;
-        conn.settle_on_ok(created)
-    }
+crate::backend::shared::executions::implement!(PgBackend, pg);
 
-    async fn get_execution(&self, tenant: TenantId, id: ExecutionId) -> Result<Execution> {
-        get_execution(&self.pool, tenant, id).await
-    }
+async fn create_executions(
+    db: &PgBackend,
+    tenant: TenantId,
+    executions: &[NewExecution],
+    max_queued: Option<u32>,
+) -> Result<Vec<Created>> {
+    let mut conn = db
+        .pool
+        .acquire()
+        .await
+        .map_err(EngineError::storage("create executions"))?;
+    let executions: Vec<&NewExecution> = executions.iter().collect();
+    let created = insert_executions(&mut conn, tenant, &executions, max_queued, None).await;
+    conn.settle_on_ok(created)
+}
 
-    async fn execution_state(&self, tenant: TenantId, id: ExecutionId) -> Result<ExecutionState> {
-        let pool = &self.pool;
-        let (state, attempt_index): (String, i32) = sqlx::query_as(
-            "SELECT public_state, attempt_index FROM executions \
-             WHERE tenant_id = $1 AND execution_id = $2",
+async fn get_execution(db: &PgBackend, tenant: TenantId, id: ExecutionId) -> Result<Execution> {
+    read_execution(&db.pool, tenant, id).await
+}
+
+/// One pass over the tenant's unfinished executions, served by
+/// `executions_state_idx` (tenant, public state): the terminal ones are
+/// never read.
+async fn lane_counts(
+    db: &PgBackend,
+    tenant: TenantId,
+    page: Page<Option<&str>>,
+) -> Result<Vec<LaneCounts>> {
+    let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+        "SELECT lane, \
+                count(*) FILTER (WHERE lifecycle_phase = 'runnable'), \
+                count(*) FILTER (WHERE lifecycle_phase = 'active'), \
+                count(*) FILTER (WHERE lifecycle_phase = 'suspended') \
+         FROM executions \
+         WHERE tenant_id = $1 AND public_state = ANY($2) AND ($3::text IS NULL OR lane > $3) \
+         GROUP BY lane ORDER BY lane LIMIT $4",
+    )
+    .bind(tenant)
+    .bind(live_states())
+    .bind(page.after)
+    .bind(i64::from(page.limit.min(MAX_LANE_PAGE)))
+    .fetch_all(&db.pool)
+    .await
+    .map_err(EngineError::storage("count lanes"))?;
+    Ok(rows.into_iter().map(crate::backend::lane_counts).collect())
+}
+
+/// Keyset pagination over the time-ordered id; `executions_state_idx` serves the
+/// state filter, the primary key the rest.
+async fn list_executions(
+    db: &PgBackend,
+    tenant: TenantId,
+    filter: &ExecutionFilter,
+) -> Result<Vec<Execution>> {
+    let pool = &db.pool;
+    let (past, order) = crate::backend::list_order(filter);
+    let sql = format!(
+        "SELECT {EXECUTION_COLUMNS} FROM executions \
+         WHERE tenant_id = $1 \
+           AND ($2::text IS NULL OR public_state = $2) \
+           AND ($3::text IS NULL OR kind = $3) \
+           AND ($4::text IS NULL OR lane = $4) \
+           AND ($5::uuid IS NULL OR execution_id {past} $5) \
+           AND ($7::jsonb IS NULL OR tags @> $7) \
+         ORDER BY execution_id {order} LIMIT $6"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(tenant)
+        .bind(filter.state.map(PublicState::as_str))
+        .bind(filter.kind.as_deref())
+        .bind(filter.lane.as_deref())
+        .bind(filter.after)
+        .bind(i64::from(filter.limit))
+        .bind(
+            filter
+                .tag
+                .as_ref()
+                .map(|(k, v)| serde_json::json!({ k: v })),
         )
+        .fetch_all(pool)
+        .await
+        .map_err(EngineError::storage("list executions"))?;
+    rows.iter().map(execution).collect()
+}
+
+/// Operator cancel: any non-terminal execution; a live lease is revoked by the same
+/// statement (its attempt ends `cancelled`, so the worker's next write is fenced out).
+async fn cancel(db: &PgBackend, tenant: TenantId, id: ExecutionId, reason: &str) -> Result<bool> {
+    let pool = &db.pool;
+    let cancelled: Option<i64> = sqlx::query_scalar(CANCEL_SQL)
         .bind(tenant)
         .bind(id)
+        .bind(reason)
         .fetch_optional(pool)
         .await
-        .map_err(EngineError::storage("get execution state"))?
-        .ok_or_else(|| not_found(id))?;
-        Ok(ExecutionState {
-            state: super::rows::parse(&state)?,
-            attempt_index,
-        })
+        .map_err(EngineError::storage("cancel"))?;
+    if cancelled.is_some() {
+        return Ok(true);
     }
-
-    /// One pass over the tenant's unfinished executions, served by
-    /// `executions_state_idx` (tenant, public state): the terminal ones are
-    /// never read.
-    async fn lane_counts(
-        &self,
-        tenant: TenantId,
-        page: Page<Option<&str>>,
-    ) -> Result<Vec<LaneCounts>> {
-        let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
-            "SELECT lane, \
-                    count(*) FILTER (WHERE lifecycle_phase = 'runnable'), \
-                    count(*) FILTER (WHERE lifecycle_phase = 'active'), \
-                    count(*) FILTER (WHERE lifecycle_phase = 'suspended') \
-             FROM executions \
-             WHERE tenant_id = $1 AND public_state = ANY($2) AND ($3::text IS NULL OR lane > $3) \
-             GROUP BY lane ORDER BY lane LIMIT $4",
-        )
-        .bind(tenant)
-        .bind(live_states())
-        .bind(page.after)
-        .bind(i64::from(page.limit.min(MAX_LANE_PAGE)))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(EngineError::storage("count lanes"))?;
-        Ok(rows.into_iter().map(crate::backend::lane_counts).collect())
-    }
-
-    /// Keyset pagination over the time-ordered id; `executions_state_idx` serves the
-    /// state filter, the primary key the rest.
-    async fn list_executions(
-        &self,
-        tenant: TenantId,
-        filter: &ExecutionFilter,
-    ) -> Result<Vec<Execution>> {
-        let pool = &self.pool;
-        let (past, order) = crate::backend::list_order(filter);
-        let sql = format!(
-            "SELECT {EXECUTION_COLUMNS} FROM executions \
-             WHERE tenant_id = $1 \
-               AND ($2::text IS NULL OR public_state = $2) \
-               AND ($3::text IS NULL OR kind = $3) \
-               AND ($4::text IS NULL OR lane = $4) \
-               AND ($5::uuid IS NULL OR execution_id {past} $5) \
-               AND ($7::jsonb IS NULL OR tags @> $7) \
-             ORDER BY execution_id {order} LIMIT $6"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(tenant)
-            .bind(filter.state.map(PublicState::as_str))
-            .bind(filter.kind.as_deref())
-            .bind(filter.lane.as_deref())
-            .bind(filter.after)
-            .bind(i64::from(filter.limit))
-            .bind(
-                filter
-                    .tag
-                    .as_ref()
-                    .map(|(k, v)| serde_json::json!({ k: v })),
-            )
-            .fetch_all(pool)
-            .await
-            .map_err(EngineError::storage("list executions"))?;
-        rows.iter().map(execution).collect()
-    }
-
-    /// Operator cancel: any non-terminal execution; a live lease is revoked by the same
-    /// statement (its attempt ends `cancelled`, so the worker's next write is fenced out).
-    async fn cancel(&self, tenant: TenantId, id: ExecutionId, reason: &str) -> Result<bool> {
-        let pool = &self.pool;
-        let cancelled: Option<i64> = sqlx::query_scalar(CANCEL_SQL)
-            .bind(tenant)
-            .bind(id)
-            .bind(reason)
-            .fetch_optional(pool)
-            .await
-            .map_err(EngineError::storage("cancel"))?;
-        if cancelled.is_some() {
-            return Ok(true);
-        }
-        match get_execution(pool, tenant, id).await?.state {
-            PublicState::Cancelled => Ok(false),
-            state => Err(EngineError::NotActive {
-                execution_id: id,
-                state,
-            }),
-        }
-    }
-
-    async fn replay(
-        &self,
-        tenant: TenantId,
-        id: ExecutionId,
-        replay: Replay,
-    ) -> Result<ReplayOutcome> {
-        let pool = &self.pool;
-        transaction(pool, "replay", async |tx| {
-            if replay.revive_dependents {
-                super::flow_revive::check_revivable(tx, tenant, id).await?;
-            }
-            let replayed: Option<i32> = sqlx::query_scalar(REPLAY_SQL)
-                .bind(tenant)
-                .bind(id)
-                .bind(DEFAULT_MAX_REPLAYS as i32)
-                .bind(replay.keep_steps)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(EngineError::storage("replay"))?;
-            let Some(replay_count) = replayed else {
-                let execution = get_execution(pool, tenant, id).await?;
-                return Err(refusals::not_replayable(
-                    id,
-                    execution.state,
-                    execution.replay_count,
-                ));
-            };
-            let revived = if replay.revive_dependents {
-                super::flow_revive::revive_dependents(tx, tenant, id).await?
-            } else {
-                Vec::new()
-            };
-            Ok(ReplayOutcome {
-                replay_count,
-                revived,
-            })
-        })
-        .await
-    }
-
-    async fn change_priority(
-        &self,
-        tenant: TenantId,
-        id: ExecutionId,
-        priority: i32,
-    ) -> Result<()> {
-        let pool = &self.pool;
-        let changed = sqlx::query(
-            "UPDATE executions SET priority = $3, updated_at = now() \
-             WHERE tenant_id = $1 AND execution_id = $2 AND lifecycle_phase = 'runnable'",
-        )
-        .bind(tenant)
-        .bind(id)
-        .bind(priority)
-        .execute(pool)
-        .await
-        .map_err(EngineError::storage("change priority"))?
-        .rows_affected();
-        if changed == 1 {
-            return Ok(());
-        }
-        let state = get_execution(pool, tenant, id).await?.state;
-        Err(EngineError::NotRunnable {
+    match read_execution(pool, tenant, id).await?.state {
+        PublicState::Cancelled => Ok(false),
+        state => Err(EngineError::NotActive {
             execution_id: id,
             state,
-        })
+        }),
     }
+}
+
+async fn replay(
+    db: &PgBackend,
+    tenant: TenantId,
+    id: ExecutionId,
+    replay: Replay,
+) -> Result<ReplayOutcome> {
+    let pool = &db.pool;
+    transaction(pool, "replay", async |tx| {
+        if replay.revive_dependents {
+            super::flow_revive::check_revivable(tx, tenant, id).await?;
+        }
+        let replayed: Option<i32> = sqlx::query_scalar(REPLAY_SQL)
+            .bind(tenant)
+            .bind(id)
+            .bind(DEFAULT_MAX_REPLAYS as i32)
+            .bind(replay.keep_steps)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(EngineError::storage("replay"))?;
+        let Some(replay_count) = replayed else {
+            let execution = read_execution(pool, tenant, id).await?;
+            return Err(refusals::not_replayable(
+                id,
+                execution.state,
+                execution.replay_count,
+            ));
+        };
+        let revived = if replay.revive_dependents {
+            super::flow_revive::revive_dependents(tx, tenant, id).await?
+        } else {
+            Vec::new()
+        };
+        Ok(ReplayOutcome {
+            replay_count,
+            revived,
+        })
+    })
+    .await
+}
+
+async fn change_priority(
+    db: &PgBackend,
+    tenant: TenantId,
+    id: ExecutionId,
+    priority: i32,
+) -> Result<()> {
+    let pool = &db.pool;
+    let changed = sqlx::query(
+        "UPDATE executions SET priority = $3, updated_at = now() \
+         WHERE tenant_id = $1 AND execution_id = $2 AND lifecycle_phase = 'runnable'",
+    )
+    .bind(tenant)
+    .bind(id)
+    .bind(priority)
+    .execute(pool)
+    .await
+    .map_err(EngineError::storage("change priority"))?
+    .rows_affected();
+    if changed == 1 {
+        return Ok(());
+    }
+    let state = read_execution(pool, tenant, id).await?.state;
+    Err(EngineError::NotRunnable {
+        execution_id: id,
+        state,
+    })
 }
 
 /// All rows go in through `unnest`, so a batch of 100 is one statement. A key
@@ -298,7 +277,7 @@ pub(super) struct FlowPlacement<'a> {
     pub parent: Option<ExecutionId>,
 }
 
-pub(super) async fn create_executions(
+pub(super) async fn insert_executions(
     conn: &mut PgConnection,
     tenant: TenantId,
     new: &[&NewExecution],
@@ -412,7 +391,7 @@ async fn existing_for_key(
     .map_err(EngineError::storage("read idempotency key"))
 }
 
-pub(super) async fn get_execution(
+pub(super) async fn read_execution(
     pool: &Connections,
     tenant: TenantId,
     id: ExecutionId,

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use sqlx::postgres::PgRow;
 use sqlx::PgConnection;
 
-use super::executions::{create_executions, FlowPlacement};
+use super::executions::{insert_executions, FlowPlacement};
 use super::flow_cancel::cancel_flow;
 use super::flow_edges::flow_edges;
 use super::rows::{col, json, parse, transaction, unknown_tenant_or};
@@ -206,7 +206,7 @@ async fn insert_members(
         parent: None,
     };
     let executions: Vec<&NewExecution> = change.members.iter().map(|m| &m.execution).collect();
-    let created = create_executions(conn, tenant, &executions, max_queued, Some(&placement))
+    let created = insert_executions(conn, tenant, &executions, max_queued, Some(&placement))
         .await
         .map_err(|e| match violated(&e) {
             Some("executions_flow_key_idx") => refusals::member_key_taken(),

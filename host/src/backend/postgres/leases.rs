@@ -13,7 +13,7 @@ use super::Connections;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-use super::executions::get_execution;
+use super::executions::read_execution;
 use super::rows::{col, completion_outbox, explain_lease_miss, json, transaction, Args};
 use super::PgBackend;
 use crate::backend::{stale_lease, LeaseMiss, NOT_HELD};
@@ -177,7 +177,7 @@ async fn revoke_lease(db: &PgBackend, tenant: TenantId, id: ExecutionId) -> Resu
         Some(attempt) => Ok(attempt),
         None => Err(EngineError::NotActive {
             execution_id: id,
-            state: get_execution(pool, tenant, id).await?.state,
+            state: read_execution(pool, tenant, id).await?.state,
         }),
     }
 }

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-use super::executions::{create_executions, CANCEL_SQL};
+use super::executions::{insert_executions, CANCEL_SQL};
 use super::rows::transaction;
 use super::PgBackend;
 use crate::backend::refusals;
@@ -108,7 +108,7 @@ async fn fire_batch(db: &PgBackend, limit: u32) -> Result<(u32, u64)> {
         let mut created_count = 0;
         for (tenant, news) in &by_tenant {
             let refs: Vec<&NewExecution> = news.iter().map(|(_, n)| n).collect();
-            let created = create_executions(tx, *tenant, &refs, None, None).await?;
+            let created = insert_executions(tx, *tenant, &refs, None, None).await?;
             created_count += created.len() as u64;
             for ((i, _), c) in news.iter().zip(&created) {
                 last[*i] = Some(c.execution_id);
@@ -218,7 +218,7 @@ async fn fire(
         .map(|t| schedule.execution_at(*t, rand::random::<f64>()))
         .collect();
     let refs: Vec<_> = new.iter().collect();
-    create_executions(tx, schedule.tenant_id, &refs, None, None).await
+    insert_executions(tx, schedule.tenant_id, &refs, None, None).await
 }
 
 /// The schedule `id`, if it matches `and` (the rest of the statement after

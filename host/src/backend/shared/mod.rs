@@ -114,10 +114,12 @@ macro_rules! storage_impl {
 pub(crate) use storage_impl;
 
 pub(crate) mod budgets;
+pub(crate) mod children;
 pub(crate) mod components;
 pub(crate) mod concurrency;
 pub(crate) mod config_values;
 pub(crate) mod events;
+pub(crate) mod executions;
 pub(crate) mod flows;
 pub(crate) mod grants;
 pub(crate) mod insights;

@@ -11,7 +11,6 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use sqlx::SqliteConnection;
 
 use super::executions::{create_one, Placement};
@@ -22,7 +21,7 @@ use super::suspension::record_suspension;
 use super::time::now;
 use super::{Effects, Finished, SqliteBackend};
 use crate::backend::refusals;
-use crate::backend::{ChildSpawn, Children};
+use crate::backend::ChildSpawn;
 use crate::error::{EngineError, Result};
 use crate::model::FlowId;
 use crate::model::LifecyclePhase;
@@ -31,130 +30,127 @@ use crate::model::{
     SpawnedChild, Suspension, TenantId, TimeoutBehavior, ROOT_KEY,
 };
 
-#[async_trait]
-impl Children for SqliteBackend {
-    async fn spawn_child(
-        &self,
-        lease: &LeaseHandle,
-        spawn: ChildSpawn<'_>,
-    ) -> Result<SpawnedChild> {
-        let ChildSpawn { child, key, limits } = spawn;
-        let db = self;
-        db.write("spawn child", async |conn, effects| {
-            let mut parent = held(conn, lease).await?;
-            let tenant = lease.tenant_id;
-            let key = &key.resolve(parent.flow_key.as_deref(), limits.max_key_len)?;
-            let flow_id = match parent.flow_id {
-                Some(flow_id) => flow_id,
-                None => {
-                    let flow_id = FlowId::new();
-                    sqlx::query(
-                        "INSERT INTO flows (tenant_id, flow_id, name, tags, created_at) \
-                         VALUES (?, ?, ?, '{}', ?)",
-                    )
-                    .bind(tenant)
-                    .bind(flow_id)
-                    .bind(format!("children of {}", lease.execution_id))
-                    .bind(now())
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(EngineError::storage("spawn child"))?;
-                    let before = parent.lease_before();
-                    parent.flow_id = Some(flow_id);
-                    parent.flow_key = Some(ROOT_KEY.into());
-                    parent.save(conn, Some(before), effects).await?;
-                    flow_id
-                }
-            };
-            let (_, cancelled) = flow_state(conn, tenant, flow_id).await?;
-            if cancelled {
-                return Err(refusals::flow_cancelled(flow_id, "new children"));
-            }
-            let existing: Option<(ExecutionId, Option<ExecutionId>)> = sqlx::query_as(
-                "SELECT execution_id, parent_id FROM executions \
-                 WHERE tenant_id = ? AND flow_id = ? AND flow_key = ?",
-            )
-            .bind(tenant)
-            .bind(flow_id)
-            .bind(key)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(EngineError::storage("spawn child"))?;
-            if let Some((execution_id, spawned_by)) = existing {
-                return if spawned_by == Some(lease.execution_id) {
-                    Ok(SpawnedChild {
-                        execution_id,
-                        created: false,
-                    })
-                } else {
-                    Err(refusals::child_key_taken(key))
-                };
-            }
-            let (children, members): (i64, i64) = sqlx::query_as(
-                "SELECT (SELECT count(*) FROM (SELECT 1 FROM executions \
-                         WHERE tenant_id = ?1 AND parent_id = ?2 LIMIT ?4)), \
-                     (SELECT count(*) FROM (SELECT 1 FROM executions \
-                         WHERE tenant_id = ?1 AND flow_id = ?3 LIMIT ?5))",
-            )
-            .bind(tenant)
-            .bind(lease.execution_id)
-            .bind(flow_id)
-            .bind(i64::from(limits.max_children))
-            .bind(i64::from(limits.max_flow_members))
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(EngineError::storage("spawn child"))?;
-            refusals::check_spawn(&limits, children, members)?;
-            if let Some(limit) = limits.max_queued {
-                super::executions::admit(conn, tenant, 1, limit).await?;
-            }
-            let placement = Placement {
-                flow_id,
-                key,
-                blocked: false,
-                parent: Some(lease.execution_id),
-            };
-            let created = create_one(conn, tenant, child, Some(placement), effects).await?;
-            sqlx::query(
-                "UPDATE flows SET graph_revision = graph_revision + 1 \
-                 WHERE tenant_id = ? AND flow_id = ?",
-            )
-            .bind(tenant)
-            .bind(flow_id)
-            .execute(conn)
-            .await
-            .map_err(EngineError::storage("spawn child"))?;
-            Ok(SpawnedChild {
-                execution_id: created.execution_id,
-                created: true,
-            })
-        })
-        .await
-    }
+crate::backend::shared::children::implement!(SqliteBackend, sqlite);
 
-    /// The lease's children if all have ended; otherwise suspend the parent
-    /// until the last one does.
-    async fn wait_children(
-        &self,
-        lease: &LeaseHandle,
-        timeout: Option<Duration>,
-        on_timeout: TimeoutBehavior,
-    ) -> Result<ChildrenOutcome> {
-        let db = self;
-        db.write("wait children", async |conn, effects| {
-            let mut parent = held(conn, lease).await?;
-            let children = Exec::children(conn, lease.tenant_id, lease.execution_id).await?;
-            if children.iter().all(Exec::is_terminal) {
-                return Ok(ChildrenOutcome::Done(
-                    children.iter().map(outcome).collect::<Result<_>>()?,
-                ));
+async fn spawn_child(
+    db: &SqliteBackend,
+    lease: &LeaseHandle,
+    spawn: ChildSpawn<'_>,
+) -> Result<SpawnedChild> {
+    let ChildSpawn { child, key, limits } = spawn;
+    db.write("spawn child", async |conn, effects| {
+        let mut parent = held(conn, lease).await?;
+        let tenant = lease.tenant_id;
+        let key = &key.resolve(parent.flow_key.as_deref(), limits.max_key_len)?;
+        let flow_id = match parent.flow_id {
+            Some(flow_id) => flow_id,
+            None => {
+                let flow_id = FlowId::new();
+                sqlx::query(
+                    "INSERT INTO flows (tenant_id, flow_id, name, tags, created_at) \
+                     VALUES (?, ?, ?, '{}', ?)",
+                )
+                .bind(tenant)
+                .bind(flow_id)
+                .bind(format!("children of {}", lease.execution_id))
+                .bind(now())
+                .execute(&mut *conn)
+                .await
+                .map_err(EngineError::storage("spawn child"))?;
+                let before = parent.lease_before();
+                parent.flow_id = Some(flow_id);
+                parent.flow_key = Some(ROOT_KEY.into());
+                parent.save(conn, Some(before), effects).await?;
+                flow_id
             }
-            let suspension = Suspension::new(ResumeCondition::Children, on_timeout);
-            record_suspension(conn, &mut parent, &suspension, timeout, effects).await?;
-            Ok(ChildrenOutcome::Suspended)
-        })
+        };
+        let (_, cancelled) = flow_state(conn, tenant, flow_id).await?;
+        if cancelled {
+            return Err(refusals::flow_cancelled(flow_id, "new children"));
+        }
+        let existing: Option<(ExecutionId, Option<ExecutionId>)> = sqlx::query_as(
+            "SELECT execution_id, parent_id FROM executions \
+             WHERE tenant_id = ? AND flow_id = ? AND flow_key = ?",
+        )
+        .bind(tenant)
+        .bind(flow_id)
+        .bind(key)
+        .fetch_optional(&mut *conn)
         .await
-    }
+        .map_err(EngineError::storage("spawn child"))?;
+        if let Some((execution_id, spawned_by)) = existing {
+            return if spawned_by == Some(lease.execution_id) {
+                Ok(SpawnedChild {
+                    execution_id,
+                    created: false,
+                })
+            } else {
+                Err(refusals::child_key_taken(key))
+            };
+        }
+        let (children, members): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM (SELECT 1 FROM executions \
+                     WHERE tenant_id = ?1 AND parent_id = ?2 LIMIT ?4)), \
+                 (SELECT count(*) FROM (SELECT 1 FROM executions \
+                     WHERE tenant_id = ?1 AND flow_id = ?3 LIMIT ?5))",
+        )
+        .bind(tenant)
+        .bind(lease.execution_id)
+        .bind(flow_id)
+        .bind(i64::from(limits.max_children))
+        .bind(i64::from(limits.max_flow_members))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(EngineError::storage("spawn child"))?;
+        refusals::check_spawn(&limits, children, members)?;
+        if let Some(limit) = limits.max_queued {
+            super::executions::admit(conn, tenant, 1, limit).await?;
+        }
+        let placement = Placement {
+            flow_id,
+            key,
+            blocked: false,
+            parent: Some(lease.execution_id),
+        };
+        let created = create_one(conn, tenant, child, Some(placement), effects).await?;
+        sqlx::query(
+            "UPDATE flows SET graph_revision = graph_revision + 1 \
+             WHERE tenant_id = ? AND flow_id = ?",
+        )
+        .bind(tenant)
+        .bind(flow_id)
+        .execute(conn)
+        .await
+        .map_err(EngineError::storage("spawn child"))?;
+        Ok(SpawnedChild {
+            execution_id: created.execution_id,
+            created: true,
+        })
+    })
+    .await
+}
+
+/// The lease's children if all have ended; otherwise suspend the parent
+/// until the last one does.
+async fn wait_children(
+    db: &SqliteBackend,
+    lease: &LeaseHandle,
+    timeout: Option<Duration>,
+    on_timeout: TimeoutBehavior,
+) -> Result<ChildrenOutcome> {
+    db.write("wait children", async |conn, effects| {
+        let mut parent = held(conn, lease).await?;
+        let children = Exec::children(conn, lease.tenant_id, lease.execution_id).await?;
+        if children.iter().all(Exec::is_terminal) {
+            return Ok(ChildrenOutcome::Done(
+                children.iter().map(outcome).collect::<Result<_>>()?,
+            ));
+        }
+        let suspension = Suspension::new(ResumeCondition::Children, on_timeout);
+        record_suspension(conn, &mut parent, &suspension, timeout, effects).await?;
+        Ok(ChildrenOutcome::Suspended)
+    })
+    .await
 }
 
 fn outcome(child: &Exec) -> Result<ChildOutcome> {

@@ -1,6 +1,5 @@
 //! Creating and reading executions, and the operator operations on them.
 
-use async_trait::async_trait;
 use sqlx::types::Json;
 use sqlx::SqliteConnection;
 
@@ -10,227 +9,207 @@ use super::time::{after_ms, millis_of, now, Millis};
 use super::writes::Writes;
 use super::{Effects, SqliteBackend};
 use crate::backend::refusals;
-use crate::backend::Executions;
 use crate::error::{EngineError, Result};
 use crate::model::Eligibility;
 use crate::model::TerminalOutcome;
 use crate::model::{AttemptPhase, LifecyclePhase, Ownership, Page};
 use crate::model::{
-    Created, Execution, ExecutionFilter, ExecutionId, ExecutionState, Failure, FlowId, LaneCounts,
-    NewExecution, PublicState, Replay, ReplayOutcome, TenantId, DEFAULT_DEDUP_WINDOW_MS,
-    DEFAULT_MAX_REPLAYS, MAX_LANE_PAGE,
+    Created, Execution, ExecutionFilter, ExecutionId, Failure, FlowId, LaneCounts, NewExecution,
+    PublicState, Replay, ReplayOutcome, TenantId, DEFAULT_DEDUP_WINDOW_MS, DEFAULT_MAX_REPLAYS,
+    MAX_LANE_PAGE,
 };
 
-#[async_trait]
-impl Executions for SqliteBackend {
-    async fn create_executions(
-        &self,
-        tenant: TenantId,
-        executions: &[NewExecution],
-        max_queued: Option<u32>,
-    ) -> Result<Vec<Created>> {
-        let db = self;
-        db.write("create executions", async |conn, effects| {
-            read_tenant(conn, tenant).await?;
-            if let Some(limit) = max_queued {
-                admit(conn, tenant, executions.len(), limit).await?;
-            }
-            let mut created = Vec::with_capacity(executions.len());
-            for new in executions {
-                created.push(create_one(conn, tenant, new, None, effects).await?);
-            }
-            Ok(created)
-        })
-        .await
-    }
+crate::backend::shared::executions::implement!(SqliteBackend, sqlite);
 
-    async fn get_execution(&self, tenant: TenantId, id: ExecutionId) -> Result<Execution> {
-        self.read("get execution", async |conn| {
-            Exec::peek(conn, tenant, id)
-                .await?
-                .ok_or_else(|| not_found(id))?
-                .to_execution()
-        })
-        .await
-    }
+async fn create_executions(
+    db: &SqliteBackend,
+    tenant: TenantId,
+    executions: &[NewExecution],
+    max_queued: Option<u32>,
+) -> Result<Vec<Created>> {
+    db.write("create executions", async |conn, effects| {
+        read_tenant(conn, tenant).await?;
+        if let Some(limit) = max_queued {
+            admit(conn, tenant, executions.len(), limit).await?;
+        }
+        let mut created = Vec::with_capacity(executions.len());
+        for new in executions {
+            created.push(create_one(conn, tenant, new, None, effects).await?);
+        }
+        Ok(created)
+    })
+    .await
+}
 
-    async fn execution_state(&self, tenant: TenantId, id: ExecutionId) -> Result<ExecutionState> {
-        let db = self;
-        let row: Option<(String, i32)> = sqlx::query_as(
-            "SELECT public_state, attempt_index FROM executions \
-             WHERE tenant_id = ? AND execution_id = ?",
-        )
+async fn get_execution(db: &SqliteBackend, tenant: TenantId, id: ExecutionId) -> Result<Execution> {
+    db.read("get execution", async |conn| {
+        Exec::peek(conn, tenant, id)
+            .await?
+            .ok_or_else(|| not_found(id))?
+            .to_execution()
+    })
+    .await
+}
+
+/// Keyset pages in id order (ids are time-ordered v7, stored big-endian, so
+/// byte order is creation order); `executions_state_idx` serves the state filter.
+async fn list_executions(
+    db: &SqliteBackend,
+    tenant: TenantId,
+    filter: &ExecutionFilter,
+) -> Result<Vec<Execution>> {
+    let (tag_key, tag_value) = filter
+        .tag
+        .as_ref()
+        .map(|(k, v)| (Some(k.as_str()), Some(v.as_str())))
+        .unwrap_or_default();
+    let (past, order) = crate::backend::list_order(filter);
+    let sql = Exec::select_sql(&format!(
+        "tenant_id = ?1 \
+           AND (?2 IS NULL OR public_state = ?2) \
+           AND (?3 IS NULL OR kind = ?3) \
+           AND (?4 IS NULL OR lane = ?4) \
+           AND (?5 IS NULL OR execution_id {past} ?5) \
+           AND (?6 IS NULL OR EXISTS (SELECT 1 FROM json_each(tags) WHERE key = ?6 AND value = ?7)) \
+         ORDER BY execution_id {order} LIMIT ?8",
+    ));
+    let rows: Vec<Exec> = sqlx::query_as(&sql)
         .bind(tenant)
-        .bind(id)
-        .fetch_optional(db.reader())
+        .bind(filter.state.map(PublicState::as_str))
+        .bind(filter.kind.as_deref())
+        .bind(filter.lane.as_deref())
+        .bind(filter.after)
+        .bind(tag_key)
+        .bind(tag_value)
+        .bind(i64::from(filter.limit))
+        .fetch_all(db.reader())
         .await
-        .map_err(EngineError::storage("get execution state"))?;
-        let (state, attempt_index) = row.ok_or_else(|| not_found(id))?;
-        Ok(ExecutionState {
-            state: state.parse().map_err(EngineError::Corrupt)?,
-            attempt_index,
-        })
-    }
+        .map_err(EngineError::storage("list executions"))?;
+    rows.iter().map(Exec::to_execution).collect()
+}
 
-    /// Keyset pages in id order (ids are time-ordered v7, stored big-endian, so
-    /// byte order is creation order); `executions_state_idx` serves the state filter.
-    async fn list_executions(
-        &self,
-        tenant: TenantId,
-        filter: &ExecutionFilter,
-    ) -> Result<Vec<Execution>> {
-        let db = self;
-        let (tag_key, tag_value) = filter
-            .tag
-            .as_ref()
-            .map(|(k, v)| (Some(k.as_str()), Some(v.as_str())))
-            .unwrap_or_default();
-        let (past, order) = crate::backend::list_order(filter);
-        let sql = Exec::select_sql(&format!(
-            "tenant_id = ?1 \
-               AND (?2 IS NULL OR public_state = ?2) \
-               AND (?3 IS NULL OR kind = ?3) \
-               AND (?4 IS NULL OR lane = ?4) \
-               AND (?5 IS NULL OR execution_id {past} ?5) \
-               AND (?6 IS NULL OR EXISTS (SELECT 1 FROM json_each(tags) WHERE key = ?6 AND value = ?7)) \
-             ORDER BY execution_id {order} LIMIT ?8",
-        ));
-        let rows: Vec<Exec> = sqlx::query_as(&sql)
-            .bind(tenant)
-            .bind(filter.state.map(PublicState::as_str))
-            .bind(filter.kind.as_deref())
-            .bind(filter.lane.as_deref())
-            .bind(filter.after)
-            .bind(tag_key)
-            .bind(tag_value)
-            .bind(i64::from(filter.limit))
-            .fetch_all(db.reader())
-            .await
-            .map_err(EngineError::storage("list executions"))?;
-        rows.iter().map(Exec::to_execution).collect()
-    }
+/// One pass over the tenant's executions, off the tenant prefix of
+/// `executions_state_idx`.
+async fn lane_counts(
+    db: &SqliteBackend,
+    tenant: TenantId,
+    page: Page<Option<&str>>,
+) -> Result<Vec<LaneCounts>> {
+    let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+        "SELECT lane, \
+                count(*) FILTER (WHERE lifecycle_phase = 'runnable'), \
+                count(*) FILTER (WHERE lifecycle_phase = 'active'), \
+                count(*) FILTER (WHERE lifecycle_phase = 'suspended') \
+         FROM executions \
+         WHERE tenant_id = ?1 \
+           AND lifecycle_phase <> 'terminal' \
+           AND (?2 IS NULL OR lane > ?2) \
+         GROUP BY lane ORDER BY lane LIMIT ?3",
+    )
+    .bind(tenant)
+    .bind(page.after)
+    .bind(i64::from(page.limit.min(MAX_LANE_PAGE)))
+    .fetch_all(db.reader())
+    .await
+    .map_err(EngineError::storage("count lanes"))?;
+    Ok(rows.into_iter().map(crate::backend::lane_counts).collect())
+}
 
-    /// One pass over the tenant's executions, off the tenant prefix of
-    /// `executions_state_idx`.
-    async fn lane_counts(
-        &self,
-        tenant: TenantId,
-        page: Page<Option<&str>>,
-    ) -> Result<Vec<LaneCounts>> {
-        let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
-            "SELECT lane, \
-                    count(*) FILTER (WHERE lifecycle_phase = 'runnable'), \
-                    count(*) FILTER (WHERE lifecycle_phase = 'active'), \
-                    count(*) FILTER (WHERE lifecycle_phase = 'suspended') \
-             FROM executions \
-             WHERE tenant_id = ?1 \
-               AND lifecycle_phase <> 'terminal' \
-               AND (?2 IS NULL OR lane > ?2) \
-             GROUP BY lane ORDER BY lane LIMIT ?3",
-        )
-        .bind(tenant)
-        .bind(page.after)
-        .bind(i64::from(page.limit.min(MAX_LANE_PAGE)))
-        .fetch_all(self.reader())
-        .await
-        .map_err(EngineError::storage("count lanes"))?;
-        Ok(rows.into_iter().map(crate::backend::lane_counts).collect())
-    }
-
-    /// End a non-terminal execution as `cancelled`, revoking any live lease.
-    /// `Ok(false)` if it was cancelled already.
-    async fn cancel(&self, tenant: TenantId, id: ExecutionId, reason: &str) -> Result<bool> {
-        let db = self;
-        db.write("cancel", async |conn, effects| {
-            let mut row = Exec::get(conn, tenant, id).await?;
-            if row.is_terminal() {
-                return match row.derived_public_state() {
-                    PublicState::Cancelled => Ok(false),
-                    state => Err(EngineError::NotActive {
-                        execution_id: id,
-                        state,
-                    }),
-                };
-            }
-            cancel_row(conn, &mut row, reason, effects).await?;
-            Ok(true)
-        })
-        .await
-    }
-
-    /// Operator replay: an ended execution runs again as a `replay` attempt,
-    /// with its result, failure and counters cleared; refused past `max_replays`.
-    async fn replay(
-        &self,
-        tenant: TenantId,
-        id: ExecutionId,
-        replay: Replay,
-    ) -> Result<ReplayOutcome> {
-        let db = self;
-        db.write("replay", async |conn, effects| {
-            let mut row = Exec::get(conn, tenant, id).await?;
-            if replay.revive_dependents {
-                super::flow_revive::check_revivable(conn, &row).await?;
-            }
-            let state = row.derived_public_state();
-            let max = row.policy.max_replays.unwrap_or(DEFAULT_MAX_REPLAYS);
-            let spent = u32::try_from(row.replay_count).unwrap_or(u32::MAX) >= max;
-            if !state.is_terminal() || spent {
-                return Err(refusals::not_replayable(id, state, row.replay_count));
-            }
-            let now = now();
-            let before = row.lease_before();
-            row.make_runnable(now, AttemptPhase::PendingReplayAttempt, now);
-            row.reopen(now);
-            row.replay_count += 1;
-            row.retry_count = 0;
-            row.reclaim_count = 0;
-            row.result = None;
-            row.last_failure = None;
-            row.save(conn, Some(before), effects).await?;
-            if !replay.keep_steps {
-                sqlx::query("DELETE FROM steps WHERE tenant_id = ? AND execution_id = ?")
-                    .bind(tenant)
-                    .bind(id)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(EngineError::storage("replay"))?;
-            }
-            let revived = if replay.revive_dependents {
-                super::flow_revive::revive_dependents(conn, tenant, id, effects).await?
-            } else {
-                Vec::new()
-            };
-            Ok(ReplayOutcome {
-                replay_count: row.replay_count,
-                revived,
-            })
-        })
-        .await
-    }
-
-    async fn change_priority(
-        &self,
-        tenant: TenantId,
-        id: ExecutionId,
-        priority: i32,
-    ) -> Result<()> {
-        let db = self;
-        db.write("change priority", async |conn, effects| {
-            let mut row = Exec::get(conn, tenant, id).await?;
-            if row.lifecycle_phase != LifecyclePhase::Runnable {
-                return Err(EngineError::NotRunnable {
+/// End a non-terminal execution as `cancelled`, revoking any live lease.
+/// `Ok(false)` if it was cancelled already.
+async fn cancel(
+    db: &SqliteBackend,
+    tenant: TenantId,
+    id: ExecutionId,
+    reason: &str,
+) -> Result<bool> {
+    db.write("cancel", async |conn, effects| {
+        let mut row = Exec::get(conn, tenant, id).await?;
+        if row.is_terminal() {
+            return match row.derived_public_state() {
+                PublicState::Cancelled => Ok(false),
+                state => Err(EngineError::NotActive {
                     execution_id: id,
-                    state: row.derived_public_state(),
-                });
-            }
-            row.priority = priority;
-            row.updated_at = now();
-            let before = row.lease_before();
-            row.save(conn, Some(before), effects).await
+                    state,
+                }),
+            };
+        }
+        cancel_row(conn, &mut row, reason, effects).await?;
+        Ok(true)
+    })
+    .await
+}
+
+/// Operator replay: an ended execution runs again as a `replay` attempt,
+/// with its result, failure and counters cleared; refused past `max_replays`.
+async fn replay(
+    db: &SqliteBackend,
+    tenant: TenantId,
+    id: ExecutionId,
+    replay: Replay,
+) -> Result<ReplayOutcome> {
+    db.write("replay", async |conn, effects| {
+        let mut row = Exec::get(conn, tenant, id).await?;
+        if replay.revive_dependents {
+            super::flow_revive::check_revivable(conn, &row).await?;
+        }
+        let state = row.derived_public_state();
+        let max = row.policy.max_replays.unwrap_or(DEFAULT_MAX_REPLAYS);
+        let spent = u32::try_from(row.replay_count).unwrap_or(u32::MAX) >= max;
+        if !state.is_terminal() || spent {
+            return Err(refusals::not_replayable(id, state, row.replay_count));
+        }
+        let now = now();
+        let before = row.lease_before();
+        row.make_runnable(now, AttemptPhase::PendingReplayAttempt, now);
+        row.reopen(now);
+        row.replay_count += 1;
+        row.retry_count = 0;
+        row.reclaim_count = 0;
+        row.result = None;
+        row.last_failure = None;
+        row.save(conn, Some(before), effects).await?;
+        if !replay.keep_steps {
+            sqlx::query("DELETE FROM steps WHERE tenant_id = ? AND execution_id = ?")
+                .bind(tenant)
+                .bind(id)
+                .execute(&mut *conn)
+                .await
+                .map_err(EngineError::storage("replay"))?;
+        }
+        let revived = if replay.revive_dependents {
+            super::flow_revive::revive_dependents(conn, tenant, id, effects).await?
+        } else {
+            Vec::new()
+        };
+        Ok(ReplayOutcome {
+            replay_count: row.replay_count,
+            revived,
         })
-        .await
-    }
+    })
+    .await
+}
+
+async fn change_priority(
+    db: &SqliteBackend,
+    tenant: TenantId,
+    id: ExecutionId,
+    priority: i32,
+) -> Result<()> {
+    db.write("change priority", async |conn, effects| {
+        let mut row = Exec::get(conn, tenant, id).await?;
+        if row.lifecycle_phase != LifecyclePhase::Runnable {
+            return Err(EngineError::NotRunnable {
+                execution_id: id,
+                state: row.derived_public_state(),
+            });
+        }
+        row.priority = priority;
+        row.updated_at = now();
+        let before = row.lease_before();
+        row.save(conn, Some(before), effects).await
+    })
+    .await
 }
 
 /// States that count towards a tenant's `max_queued` backlog.
