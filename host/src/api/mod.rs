@@ -2,7 +2,7 @@
 //! operate executions; operators manage tenants.
 //!
 //! The API is the only layer that knows HTTP. It authenticates the caller
-//! ([`auth`]), turns JSON into engine requests and engine errors into the
+//! (`auth`), turns JSON into engine requests and engine errors into the
 //! stable `{error, kind}` shape ([`error`]), and nothing else: validation,
 //! limits and tenancy filtering live in the engine and storage, so the worker
 //! pool and the CLI get the same rules.

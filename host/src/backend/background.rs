@@ -7,6 +7,8 @@
 //! hosts at once.
 
 use async_trait::async_trait;
+
+use super::shared::storage_methods;
 use tokio::sync::{broadcast, watch};
 
 use crate::error::Result;
@@ -60,3 +62,20 @@ pub trait Scanners: Send + Sync {
     /// Delete events older than `retention` from every event stream.
     async fn prune_events(&self, retention: std::time::Duration, limit: u32) -> Result<u64>;
 }
+
+// Every pass is the backend's own.
+storage_methods! { $ implement_scanners: impl Scanners in scanners {
+    read {}
+    write {}
+    own {
+        reclaim_expired_leases(limit: u32) -> u64;
+        promote_delayed(limit: u32) -> u64;
+        fail_timed_out_attempts(limit: u32) -> u64;
+        expire_past_deadline(limit: u32) -> u64;
+        time_out_suspensions(limit: u32) -> u64;
+        cancel_pending_siblings(limit: u32) -> u64;
+        wake_waiting_parents(limit: u32) -> u64;
+        reset_due_budgets(limit: u32) -> u64;
+        prune_events(retention: std::time::Duration, limit: u32) -> u64;
+    }
+} }

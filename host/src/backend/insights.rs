@@ -3,6 +3,8 @@
 //! may have started to be counted, and turning their rows into an overview.
 
 use async_trait::async_trait;
+
+use super::shared::storage_methods;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::error::{EngineError, Result};
@@ -38,6 +40,19 @@ pub trait Insights: Send + Sync {
     /// Counts by state, and the attempts that ended since `since`.
     async fn overview(&self, tenant: TenantId, since: DateTime<Utc>) -> Result<Overview>;
 }
+
+// The lease history and the overview are the backend's own.
+storage_methods! { $ implement_insights: impl Insights in insights {
+    read {
+        "list attempts" list_attempts(tenant: TenantId, id: ExecutionId, limit: u32)
+            -> Vec<AttemptRecord>;
+    }
+    write {}
+    own {
+        lease_history(tenant: TenantId, id: ExecutionId, limit: u32) -> Vec<LeaseEvent>;
+        overview(tenant: TenantId, since: DateTime<Utc>) -> Overview;
+    }
+} }
 
 /// Attempt states the overview counts as failed: the guest failed, its
 /// lease ran out, or its execution's deadline passed under it.

@@ -15,6 +15,7 @@
 
 mod background;
 mod configuration;
+mod coordination;
 mod insights;
 mod params;
 pub mod pool;
@@ -25,29 +26,30 @@ pub mod sqlite;
 mod traits;
 
 pub use background::{Scanners, Wakeups};
-pub use configuration::{ConcurrencyLimits, ConfigValues, Grants, WaitpointKeys};
+pub use configuration::{
+    Budgets, ConcurrencyLimits, ConfigValues, Grants, Schedules, WaitpointKeys,
+};
+pub use coordination::{Children, Flows, Steps, Suspensions};
 pub use insights::Insights;
 pub use params::{
     ChildSpawn, EdgeFilter, FlowCancel, GraphWrite, NewApiKey, NewComponent, NewFrame,
     NewWaitpoint, PauseChange, ScheduleCreate, SleepRequest, StepRecord, SuspendRequest,
     UsageAdjust,
 };
-pub use traits::{
-    Budgets, Children, Components, Events, Executions, Flows, Leases, Output, Schedules, Steps,
-    Suspensions, Tenancy,
-};
+pub use traits::{Components, Events, Executions, Leases, Output, Tenancy};
 
 /// The storage traits by method only (`use crate::backend::prelude::*`), for
 /// callers that hold a [`Backend`] and call its operations.
 pub mod prelude {
     pub use super::background::{Scanners as _, Wakeups as _};
     pub use super::configuration::{
-        ConcurrencyLimits as _, ConfigValues as _, Grants as _, WaitpointKeys as _,
+        Budgets as _, ConcurrencyLimits as _, ConfigValues as _, Grants as _, Schedules as _,
+        WaitpointKeys as _,
     };
+    pub use super::coordination::{Children as _, Flows as _, Steps as _, Suspensions as _};
     pub use super::insights::Insights as _;
     pub use super::traits::{
-        Budgets as _, Children as _, Components as _, Events as _, Executions as _, Flows as _,
-        Leases as _, Output as _, Schedules as _, Steps as _, Suspensions as _, Tenancy as _,
+        Components as _, Events as _, Executions as _, Leases as _, Output as _, Tenancy as _,
     };
 }
 

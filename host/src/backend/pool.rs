@@ -20,7 +20,7 @@
 //! is pinged first, as sqlx does, in a task of its own; a connection that
 //! fails the ping is closed instead of going back.
 //!
-//! A connection taken after sitting idle for [`PING_IF_IDLE_FOR`] is pinged
+//! A connection taken after sitting idle for `PING_IF_IDLE_FOR` is pinged
 //! before use: long enough for a server restart or a dropped link to have
 //! happened unseen. As in sqlx's pool, a connection is replaced after 30
 //! minutes and closed after 10 unused ([`Lifetimes`]).

@@ -1,9 +1,11 @@
 //! The storage traits, one per concept.
 //!
-//! Each trait is implemented in the module of the same name in both backends
-//! (`postgres/tenancy.rs` and `sqlite/tenancy.rs` implement [`Tenancy`], and
-//! so on), so the two trees line up file for file and a new operation is
-//! declared here once and written once per backend. [`super::Backend`] is
+//! Each trait is followed by its method list (`storage_methods!`), which
+//! says how each method is implemented: by a statement written once for
+//! both drivers (in `shared/`, under `read` or `write`), or by each backend
+//! (`own`), in its module of the same name (`postgres/tenancy.rs` and
+//! `sqlite/tenancy.rs` for [`Tenancy`], and so on), so the two trees line up
+//! file for file. The list is the trait's impl for both backends. [`super::Backend`] is
 //! all of them together, which is what the engine holds. What a tenant
 //! configures (grants, config values, concurrency limits) is declared in
 //! `configuration.rs`, the read-back of attempts and overviews in
@@ -13,23 +15,18 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+
+use super::shared::storage_methods;
 use chrono::{DateTime, Utc};
 
-use super::params::{
-    ChildSpawn, EdgeFilter, FlowCancel, GraphWrite, NewApiKey, NewComponent, NewFrame,
-    NewWaitpoint, PauseChange, ScheduleCreate, SleepRequest, StepRecord, SuspendRequest,
-    UsageAdjust,
-};
+use super::params::{NewApiKey, NewComponent, NewFrame};
 use crate::error::Result;
 use crate::model::{
-    ApiKey, ApiKeyId, AttemptRef, Budget, BudgetAdjustment, BudgetId, ChildrenOutcome,
-    ClaimRequest, ClaimedExecution, CompletionEvent, ComponentVersion, Created, EventBatch,
-    EventCursor, Execution, ExecutionFilter, ExecutionId, ExecutionOrigin, ExecutionState,
-    FailOutcome, Failure, FlowEdgeDetail, FlowId, FlowSnapshot, FlowSummary, Frame, GraphApplied,
-    JournalEntry, LaneCounts, LeaseEvent, LeaseHandle, NewBudget, NewExecution, NewFlow, NewSignal,
-    Page, Replay, ReplayOutcome, Schedule, ScheduleId, Signal, SignalEvent, SignalOutcome,
-    SpawnedChild, StoredApiKey, StreamSummary, SuspendOutcome, Tenant, TenantId, TenantLimits,
-    TimeoutBehavior, UsageEntry, UsageOutcome, Waitpoint, WaitpointId, WaitpointRef,
+    ApiKey, ApiKeyId, AttemptRef, ClaimRequest, ClaimedExecution, CompletionEvent,
+    ComponentVersion, Created, EventBatch, EventCursor, Execution, ExecutionFilter, ExecutionId,
+    ExecutionOrigin, ExecutionState, FailOutcome, Failure, Frame, LaneCounts, LeaseEvent,
+    LeaseHandle, NewExecution, Page, Replay, ReplayOutcome, SignalEvent, StoredApiKey,
+    StreamSummary, Tenant, TenantId, TenantLimits,
 };
 
 /// Tenants, their limits and usage, and their API keys.
@@ -66,6 +63,27 @@ pub trait Tenancy: Send + Sync {
 
     async fn revoke_api_key(&self, tenant: TenantId, key_id: ApiKeyId) -> Result<ApiKey>;
 }
+
+// Tenants themselves are stored differently by each backend (see
+// `shared/tenancy.rs`), so their methods are its own; API keys are shared.
+storage_methods! { $ implement_tenancy: impl Tenancy in tenancy {
+    read {
+        "find api key" find_api_key(key_id: ApiKeyId) -> Option<StoredApiKey>;
+        "list api keys" list_api_keys(tenant: TenantId) -> Vec<ApiKey>;
+    }
+    write {
+        "create api key" create_api_key(tenant: TenantId, key: NewApiKey<'_>) -> ApiKey;
+        "revoke api key" revoke_api_key(tenant: TenantId, key_id: ApiKeyId) -> ApiKey;
+    }
+    own {
+        create_tenant(name: &str) -> Tenant;
+        list_tenants() -> Vec<Tenant>;
+        get_tenant(tenant: TenantId) -> Tenant;
+        stored_bytes(tenant: TenantId) -> u64;
+        set_tenant_limits(tenant: TenantId, limits: &TenantLimits) -> Tenant;
+        admission(tenant: TenantId, kinds: &[&str]) -> (TenantLimits, Vec<String>);
+    }
+} }
 
 /// Creating and reading executions, and the operator's changes to them.
 #[async_trait]
@@ -122,6 +140,22 @@ pub trait Executions: Send + Sync {
         -> Result<()>;
 }
 
+storage_methods! { $ implement_executions: impl Executions in executions {
+    read {
+        "get execution state" execution_state(tenant: TenantId, id: ExecutionId) -> ExecutionState;
+    }
+    write {}
+    own {
+        create_executions(tenant: TenantId, executions: &[NewExecution], max_queued: Option<u32>) -> Vec<Created>;
+        get_execution(tenant: TenantId, id: ExecutionId) -> Execution;
+        list_executions(tenant: TenantId, filter: &ExecutionFilter) -> Vec<Execution>;
+        lane_counts(tenant: TenantId, page: Page<Option<&str>>) -> Vec<LaneCounts>;
+        cancel(tenant: TenantId, id: ExecutionId, reason: &str) -> bool;
+        replay(tenant: TenantId, id: ExecutionId, how: Replay) -> ReplayOutcome;
+        change_priority(tenant: TenantId, id: ExecutionId, priority: i32) -> ();
+    }
+} }
+
 /// Claiming work, and the fenced writes that end or release an attempt.
 #[async_trait]
 pub trait Leases: Send + Sync {
@@ -135,7 +169,7 @@ pub trait Leases: Send + Sync {
     async fn complete(&self, lease: &LeaseHandle, result: &[u8]) -> Result<()>;
 
     /// Complete several executions, each under its own lease; the result for
-    /// each is what [`Backend::complete`] would return for it. Workers gather
+    /// each is what [`Leases::complete`] would return for it. Workers gather
     /// the completions that arrive while a write is in flight into one call, so
     /// the per-statement cost is paid once per batch. An `Err` means nothing was
     /// written. The default completes them one at a time.
@@ -161,6 +195,22 @@ pub trait Leases: Send + Sync {
     /// Release the lease and make the execution runnable again at `until`.
     async fn delay(&self, lease: &LeaseHandle, until: DateTime<Utc>) -> Result<()>;
 }
+
+// Every method is the backend's own.
+storage_methods! { $ implement_leases: impl Leases in leases {
+    read {}
+    write {}
+    own {
+        claim(request: &ClaimRequest) -> Vec<ClaimedExecution>;
+        renew(lease: &LeaseHandle, ttl: std::time::Duration) -> DateTime<Utc>;
+        complete(lease: &LeaseHandle, result: &[u8]) -> ();
+        complete_many(completions: &[(LeaseHandle, &[u8])]) -> Vec<crate::error::Result<()>>;
+        fail(lease: &LeaseHandle, failure: &Failure) -> FailOutcome;
+        cancel_by_worker(lease: &LeaseHandle, reason: &str) -> ();
+        revoke_lease(tenant: TenantId, id: ExecutionId) -> i32;
+        delay(lease: &LeaseHandle, until: DateTime<Utc>) -> ();
+    }
+} }
 
 /// What a running attempt writes besides its result: frames and progress.
 #[async_trait]
@@ -189,6 +239,21 @@ pub trait Output: Send + Sync {
     /// Record the latest progress of the lease's attempt.
     async fn set_progress(&self, lease: &LeaseHandle, percent: u8, message: &str) -> Result<()>;
 }
+
+// The fenced writes are the backend's own.
+storage_methods! { $ implement_output: impl Output in output {
+    read {
+        "read frames" read_frames(tenant: TenantId, attempt: AttemptRef, page: Page<i64>)
+            -> Vec<Frame>;
+        "read summary" read_summary(tenant: TenantId, attempt: AttemptRef)
+            -> Option<StreamSummary>;
+    }
+    write {}
+    own {
+        append_frame(lease: &LeaseHandle, frame: NewFrame<'_>) -> i64;
+        set_progress(lease: &LeaseHandle, percent: u8, message: &str) -> ();
+    }
+} }
 
 /// The per-tenant event streams, read by cursor.
 #[async_trait]
@@ -264,238 +329,21 @@ pub trait Components: Send + Sync {
     ) -> Result<ComponentVersion>;
 }
 
-/// Waitpoints, suspending, signals and resuming.
-#[async_trait]
-pub trait Suspensions: Send + Sync {
-    /// Create a waitpoint of the lease's execution, or return the open one
-    /// with this key. Pending waitpoints buffer signals until a suspension.
-    /// A new one is refused (`limit_exceeded`) once the execution has
-    /// `max_waitpoints`.
-    async fn create_waitpoint(
-        &self,
-        lease: &LeaseHandle,
-        new: NewWaitpoint<'_>,
-    ) -> Result<Waitpoint>;
-
-    /// Suspend the lease's execution (releasing the lease), unless signals
-    /// already buffered satisfy the condition, which are then consumed.
-    /// The condition's waitpoints are created as needed, within
-    /// `max_waitpoints` for the execution (`limit_exceeded` past it).
-    async fn suspend(
-        &self,
-        lease: &LeaseHandle,
-        request: SuspendRequest<'_>,
-    ) -> Result<SuspendOutcome>;
-
-    /// Deliver a signal to a waitpoint; resumes the execution when it completes
-    /// the condition. Idempotent by the signal's key.
-    async fn deliver_signal(
-        &self,
-        tenant: TenantId,
-        to: WaitpointRef,
-        signal: &NewSignal,
-    ) -> Result<SignalOutcome>;
-
-    /// An operator resumes a suspended execution.
-    async fn resume(&self, tenant: TenantId, id: ExecutionId) -> Result<()>;
-
-    /// The signals the resume numbered `seq` consumed.
-    async fn resume_signals(
-        &self,
-        tenant: TenantId,
-        id: ExecutionId,
-        seq: i32,
-    ) -> Result<Vec<Signal>>;
-
-    /// A page of the execution's waitpoints, in id order (ids are
-    /// time-ordered, so creation order).
-    async fn list_waitpoints(
-        &self,
-        tenant: TenantId,
-        id: ExecutionId,
-        page: Page<Option<WaitpointId>>,
-    ) -> Result<Vec<Waitpoint>>;
-}
-
-/// Durable steps: each execution's journal of what its runs already did
-/// (see [`crate::model::JournalEntry`]).
-#[async_trait]
-pub trait Steps: Send + Sync {
-    /// A page of the execution's journal, in position order.
-    async fn journal(
-        &self,
-        tenant: TenantId,
-        id: ExecutionId,
-        page: Page<Option<u32>>,
-    ) -> Result<Vec<JournalEntry>>;
-
-    /// Record a step of the lease's execution and append `frame` (a durable
-    /// `step` frame announcing it) to the attempt, in one transaction fenced
-    /// by the lease. Past `limits` nothing is written (`limit_exceeded`). A
-    /// position already recorded is refused (`conflict`), unless this lease
-    /// recorded the same step there (a replayed call: `Ok`).
-    async fn record_step(&self, lease: &LeaseHandle, record: StepRecord<'_>) -> Result<()>;
-
-    /// Suspend the lease's execution until `wake_at`, releasing the lease,
-    /// in one transaction with recording `step` (a new sleep, with its
-    /// frame) when given; an existing sleep woken early passes `None`.
-    async fn sleep(&self, lease: &LeaseHandle, request: SleepRequest<'_>) -> Result<()>;
-}
-
-/// Schedules: recurring executions (see [`crate::model::Schedule`]).
-#[async_trait]
-pub trait Schedules: Send + Sync {
-    /// Create a schedule, first due at `next_fire_at`. Refused (`conflict`)
-    /// when the tenant has one of that name, and (`limit_exceeded`) when it
-    /// has `max_schedules` already, in the same transaction.
-    async fn create_schedule(
-        &self,
-        tenant: TenantId,
-        create: ScheduleCreate<'_>,
-    ) -> Result<Schedule>;
-
-    async fn get_schedule(&self, tenant: TenantId, id: ScheduleId) -> Result<Schedule>;
-
-    /// A page of the tenant's schedules, in id (creation) order.
-    async fn list_schedules(
-        &self,
-        tenant: TenantId,
-        page: Page<Option<ScheduleId>>,
-    ) -> Result<Vec<Schedule>>;
-
-    /// Pause it, or resume it due next at `next_fire_at`.
-    async fn set_schedule_paused(
-        &self,
-        tenant: TenantId,
-        id: ScheduleId,
-        change: PauseChange,
-    ) -> Result<Schedule>;
-
-    /// Whether there was a schedule to delete. Its executions stay.
-    async fn delete_schedule(&self, tenant: TenantId, id: ScheduleId) -> Result<bool>;
-
-    /// Create the schedule's execution now, outside its cadence (its next
-    /// fire time stays).
-    async fn trigger_schedule(&self, tenant: TenantId, id: ScheduleId) -> Result<Created>;
-
-    /// Scanner: fire due schedules, each in its own transaction that
-    /// creates the executions its plan calls for and moves its next fire
-    /// time on; up to `limit` schedules. Returns the executions created.
-    async fn fire_due_schedules(&self, limit: u32) -> Result<u64>;
-}
-
-/// Budgets: limits, usage reports and resets.
-#[async_trait]
-pub trait Budgets: Send + Sync {
-    async fn create_budget(&self, tenant: TenantId, budget: &NewBudget) -> Result<Budget>;
-
-    async fn get_budget(&self, tenant: TenantId, id: BudgetId) -> Result<Budget>;
-
-    async fn list_budgets(&self, tenant: TenantId) -> Result<Vec<Budget>>;
-
-    /// Usage back to zero; executions suspended on the budget resume.
-    async fn reset_budget(&self, tenant: TenantId, id: BudgetId) -> Result<Budget>;
-
-    /// Add `adjustment.delta` to one dimension's usage without a lease
-    /// (clamped to 0..=i64::MAX) and keep it in the budget's audit trail, in
-    /// one transaction. At or past its hard limit the dimension is
-    /// exhausted; back under it, it is not, and when that leaves none of
-    /// the budget's dimensions exhausted, what the budget held is released
-    /// as a reset releases it. `not_found` for an unknown budget or
-    /// dimension; `limit_exceeded` once the budget kept `max_adjustments`.
-    async fn adjust_usage(
-        &self,
-        tenant: TenantId,
-        id: BudgetId,
-        adjust: UsageAdjust<'_>,
-    ) -> Result<Budget>;
-
-    /// The budget's adjustments, newest first, at most `limit`.
-    async fn list_adjustments(
-        &self,
-        tenant: TenantId,
-        id: BudgetId,
-        limit: u32,
-    ) -> Result<Vec<BudgetAdjustment>>;
-
-    /// Check a report (distinct dimensions, in name order) against every
-    /// budget covering the lease's execution and apply it, in one
-    /// transaction: all of it or none. A report that would cross a hard
-    /// limit in any dimension is not applied, and ends the attempt as the
-    /// first breached budget says.
-    async fn report_usage(
-        &self,
-        lease: &LeaseHandle,
-        report: &[UsageEntry],
-        dedup_key: Option<&str>,
-    ) -> Result<UsageOutcome>;
-}
-
-/// Children an execution spawns and waits for.
-#[async_trait]
-pub trait Children: Send + Sync {
-    /// Create a child of the lease's execution in its flow (creating a flow
-    /// with the parent as member `root` if it has none), or return the child
-    /// it already spawned under `key`.
-    async fn spawn_child(&self, lease: &LeaseHandle, spawn: ChildSpawn<'_>)
-        -> Result<SpawnedChild>;
-
-    /// The lease's children if all have ended; otherwise suspend the execution
-    /// (releasing the lease) until the last one does.
-    async fn wait_children(
-        &self,
-        lease: &LeaseHandle,
-        timeout: Option<Duration>,
-        on_timeout: TimeoutBehavior,
-    ) -> Result<ChildrenOutcome>;
-}
-
-/// Flows: graph changes, snapshots and cancellation.
-#[async_trait]
-pub trait Flows: Send + Sync {
-    /// Create a flow and its first members and edges, in one transaction.
-    async fn create_flow(
-        &self,
-        tenant: TenantId,
-        flow: &NewFlow,
-        write: GraphWrite<'_>,
-    ) -> Result<GraphApplied>;
-
-    /// Add members and edges to a flow, in one transaction: refused whole if an
-    /// edge would close a cycle, point at a member that no longer waits, or
-    /// the flow moved past `change.expected_revision`.
-    async fn extend_flow(
-        &self,
-        tenant: TenantId,
-        flow: FlowId,
-        write: GraphWrite<'_>,
-    ) -> Result<GraphApplied>;
-
-    async fn get_flow(&self, tenant: TenantId, flow: FlowId) -> Result<FlowSnapshot>;
-
-    /// The flow's edges in (from, to) key order: only those out of the
-    /// member keyed `from`, and into the member keyed `to`, when given.
-    /// `not_found` when the tenant has no such flow.
-    async fn flow_edges(
-        &self,
-        tenant: TenantId,
-        flow: FlowId,
-        filter: EdgeFilter<'_>,
-    ) -> Result<Vec<FlowEdgeDetail>>;
-
-    /// A page of the tenant's flows, in id (creation) order.
-    async fn list_flows(
-        &self,
-        tenant: TenantId,
-        page: Page<Option<FlowId>>,
-    ) -> Result<Vec<FlowSummary>>;
-
-    /// Close a flow to new members and cancel the members `policy` names;
-    /// returns how many were cancelled. Idempotent.
-    async fn cancel_flow(
-        &self,
-        tenant: TenantId,
-        flow: FlowId,
-        cancel: FlowCancel<'_>,
-    ) -> Result<u64>;
-}
+// The backend's own `put_component` serializes uploads of one kind before
+// the shared statement.
+storage_methods! { $ implement_components: impl Components in components {
+    read {
+        "latest component" latest_component(tenant: TenantId, kind: &str)
+            -> Option<ComponentVersion>;
+        "component wasm" component_wasm(tenant: TenantId, digest: &str) -> Vec<u8>;
+        "list components" list_components(tenant: TenantId) -> Vec<ComponentVersion>;
+        "get component" get_component(tenant: TenantId, kind: &str, n: i32) -> ComponentVersion;
+    }
+    write {
+        "deprecate component" deprecate_component(tenant: TenantId, kind: &str, n: i32)
+            -> ComponentVersion;
+    }
+    own {
+        put_component(tenant: TenantId, component: NewComponent<'_>) -> (ComponentVersion, bool);
+    }
+} }

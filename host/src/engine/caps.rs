@@ -68,7 +68,7 @@ impl LimitsCache {
 }
 
 impl Engine {
-    /// The tenant's limits, read at most once per [`TTL`].
+    /// The tenant's limits, read at most once per `TTL`.
     pub async fn tenant_limits(&self, tenant: TenantId) -> Result<TenantLimits> {
         if let Some(limits) = self.limits_cache.get(tenant) {
             return Ok(limits);

@@ -62,7 +62,7 @@ pub struct HttpExchange {
 #[derive(Debug, Clone, Default)]
 pub struct HttpLog {
     pub exchanges: Vec<HttpExchange>,
-    /// Requests past [`MAX_EXCHANGES_KEPT`], not itemised.
+    /// Requests past `MAX_EXCHANGES_KEPT`, not itemised.
     pub unlisted: u64,
 }
 

@@ -23,7 +23,7 @@ use crate::model::{
     TimeoutBehavior, UsageEntry, UsageOutcome,
 };
 
-crate::backend::shared::budgets::implement!(PgBackend, pg);
+crate::backend::configuration::implement_budgets!(PgBackend, pg);
 
 async fn create_budget(db: &PgBackend, tenant: TenantId, budget: &NewBudget) -> Result<Budget> {
     let pool = &db.pool;

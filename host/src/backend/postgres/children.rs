@@ -26,7 +26,7 @@ use crate::model::{
     SpawnedChild, Suspension, TimeoutBehavior, ROOT_KEY,
 };
 
-crate::backend::shared::children::implement!(PgBackend, pg);
+crate::backend::coordination::implement_children!(PgBackend, pg);
 
 async fn spawn_child(
     db: &PgBackend,

@@ -7,7 +7,7 @@ use crate::backend::NewComponent;
 use crate::error::{EngineError, Result};
 use crate::model::{ComponentVersion, TenantId};
 
-crate::backend::shared::components::implement!(PgBackend, pg);
+crate::backend::traits::implement_components!(PgBackend, pg);
 
 /// One transaction under an advisory lock on (tenant, kind), so concurrent
 /// uploads of one kind get consecutive versions instead of a key conflict.

@@ -38,7 +38,7 @@ async fn unblock_scope(
     Ok(())
 }
 
-crate::backend::shared::concurrency::implement!(PgBackend, pg);
+crate::backend::configuration::implement_concurrency!(PgBackend, pg);
 
 async fn set_concurrency_limit(
     db: &PgBackend,

@@ -7,7 +7,7 @@ use crate::backend::shared::config_values::{sealed, ConfigRow as Row, COLUMNS};
 use crate::error::{EngineError, Result};
 use crate::model::{SealedConfig, TenantId};
 
-crate::backend::shared::config_values::implement!(PgBackend, pg);
+crate::backend::configuration::implement_config_values!(PgBackend, pg);
 
 /// The tenant's row, locked, serialises concurrent puts.
 async fn put_config(

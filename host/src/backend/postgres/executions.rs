@@ -13,7 +13,7 @@ use crate::model::{
     MAX_LANE_PAGE,
 };
 
-crate::backend::shared::executions::implement!(PgBackend, pg);
+crate::backend::traits::implement_executions!(PgBackend, pg);
 
 async fn create_executions(
     db: &PgBackend,

@@ -27,7 +27,7 @@ use crate::model::{
     PublicState, TenantId,
 };
 
-crate::backend::shared::flows::implement!(PgBackend, pg);
+crate::backend::coordination::implement_flows!(PgBackend, pg);
 
 async fn create_flow(
     db: &PgBackend,

@@ -3,4 +3,4 @@
 
 use super::PgBackend;
 
-crate::backend::shared::grants::implement!(PgBackend, pg);
+crate::backend::configuration::implement_grants!(PgBackend, pg);

@@ -33,7 +33,7 @@ const FAILING_KINDS_SQL: &str = "\
     WHERE a.tenant_id = $1 AND a.started_at >= $2 AND a.ended_at >= $3 AND a.state = ANY($4)
     GROUP BY e.kind ORDER BY failed DESC, e.kind LIMIT $5";
 
-crate::backend::shared::insights::implement!(PgBackend, pg);
+crate::backend::insights::implement_insights!(PgBackend, pg);
 
 async fn lease_history(
     db: &PgBackend,

@@ -23,7 +23,7 @@ use crate::model::{
 };
 use crate::model::{ClaimRequest, ClaimedExecution, ExecutionId, FailureClass, TenantId};
 
-crate::backend::shared::leases::implement!(PgBackend, pg);
+crate::backend::traits::implement_leases!(PgBackend, pg);
 
 #[tracing::instrument(skip_all, fields(worker = %request.worker_id, limit = request.limit))]
 async fn claim(db: &PgBackend, request: &ClaimRequest) -> Result<Vec<ClaimedExecution>> {

@@ -13,7 +13,7 @@ use crate::backend::NewFrame;
 use crate::error::{EngineError, Result};
 use crate::model::{LeaseHandle, StreamMode, BEST_EFFORT_WINDOW};
 
-crate::backend::shared::output::implement!(PgBackend, pg);
+crate::backend::traits::implement_output!(PgBackend, pg);
 
 /// One statement checks the lease (locking the execution's row) and hands
 /// out the next sequence number from the attempt's counters, so a frame

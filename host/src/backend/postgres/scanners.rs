@@ -20,7 +20,7 @@ use crate::model::{ExecutionId, TenantId};
 use crate::model::{ExecutionPolicy, Failure, FailureClass, LeaseHandle};
 use std::time::Duration;
 
-crate::backend::shared::scanners::implement!(PgBackend, pg);
+crate::backend::background::implement_scanners!(PgBackend, pg);
 
 /// Each tenant's expired leases, off `executions_lease_expiry_idx`
 /// (tenant, lease expiry; active executions only).

@@ -23,7 +23,7 @@ use crate::model::{
     SUPERSEDED,
 };
 
-crate::backend::shared::schedules::implement!(PgBackend, pg);
+crate::backend::configuration::implement_schedules!(PgBackend, pg);
 
 /// Fire the schedule now, outside its plan; its next fire time stays.
 async fn trigger_schedule(db: &PgBackend, tenant: TenantId, id: ScheduleId) -> Result<Created> {

@@ -21,7 +21,7 @@ use crate::backend::{SleepRequest, StepRecord};
 use crate::error::{EngineError, Result};
 use crate::model::{JournalLimits, LeaseHandle, NewStep, StepOutcome};
 
-crate::backend::shared::steps::implement!(PgBackend, pg);
+crate::backend::coordination::implement_steps!(PgBackend, pg);
 
 async fn record_step(db: &PgBackend, lease: &LeaseHandle, record: StepRecord<'_>) -> Result<()> {
     let op = "record step";

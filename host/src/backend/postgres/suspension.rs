@@ -27,7 +27,7 @@ use crate::model::{
 };
 use crate::model::{WaitpointId, WaitpointRef};
 
-crate::backend::shared::suspension::implement!(PgBackend, pg);
+crate::backend::coordination::implement_suspension!(PgBackend, pg);
 
 /// Create (or, for a key already open, return) a waitpoint of the lease's
 /// execution. Signals delivered to it are kept until a suspension uses them.

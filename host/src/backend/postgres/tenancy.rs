@@ -9,7 +9,7 @@ use crate::backend::refusals::unknown_tenant;
 use crate::error::{EngineError, Result};
 use crate::model::{Tenant, TenantId, TenantLimits};
 
-crate::backend::shared::tenancy::implement!(PgBackend, pg);
+crate::backend::traits::implement_tenancy!(PgBackend, pg);
 
 async fn create_tenant(db: &PgBackend, name: &str) -> Result<Tenant> {
     let pool = &db.pool;

@@ -3,4 +3,4 @@
 
 use super::PgBackend;
 
-crate::backend::shared::waitpoint_keys::implement!(PgBackend, pg);
+crate::backend::configuration::implement_waitpoint_keys!(PgBackend, pg);

@@ -70,20 +70,3 @@ for_both_drivers! {
         }
     }
 }
-
-// Budgets: usage is charged under each backend's own locking, so every
-// method is the backend's own.
-storage_methods! { $ impl Budgets in budgets {
-    read {}
-    write {}
-    own {
-        create_budget(tenant: TenantId, budget: &NewBudget) -> Budget;
-        get_budget(tenant: TenantId, id: BudgetId) -> Budget;
-        list_budgets(tenant: TenantId) -> Vec<Budget>;
-        reset_budget(tenant: TenantId, id: BudgetId) -> Budget;
-        adjust_usage(tenant: TenantId, id: BudgetId, adjust: UsageAdjust<'_>) -> Budget;
-        list_adjustments(tenant: TenantId, id: BudgetId, limit: u32) -> Vec<BudgetAdjustment>;
-        report_usage(lease: &LeaseHandle, report: &[UsageEntry], dedup: Option<&str>)
-            -> UsageOutcome;
-    }
-} }

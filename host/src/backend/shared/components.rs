@@ -195,22 +195,3 @@ for_both_drivers! {
             .ok_or_else(|| version_not_found(kind, number))
     }
 }
-
-// Components: the backend's own `put_component` serializes uploads of one kind (and checks the
-// tenant) before the shared statement.
-storage_methods! { $ impl Components in components {
-    read {
-        "latest component" latest_component(tenant: TenantId, kind: &str)
-            -> Option<ComponentVersion>;
-        "component wasm" component_wasm(tenant: TenantId, digest: &str) -> Vec<u8>;
-        "list components" list_components(tenant: TenantId) -> Vec<ComponentVersion>;
-        "get component" get_component(tenant: TenantId, kind: &str, n: i32) -> ComponentVersion;
-    }
-    write {
-        "deprecate component" deprecate_component(tenant: TenantId, kind: &str, n: i32)
-            -> ComponentVersion;
-    }
-    own {
-        put_component(tenant: TenantId, component: NewComponent<'_>) -> (ComponentVersion, bool);
-    }
-} }

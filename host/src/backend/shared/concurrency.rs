@@ -92,16 +92,3 @@ for_both_drivers! {
         rows.into_iter().map(limit).collect()
     }
 }
-
-// ConcurrencyLimits: every write (which may free held work) is the backend's own.
-storage_methods! { $ impl ConcurrencyLimits in concurrency {
-    read {
-        "list concurrency limits" list_concurrency_limits(tenant: TenantId) -> Vec<ConcurrencyLimit>;
-    }
-    write {}
-    own {
-        set_concurrency_limit(tenant: TenantId, limit: &ConcurrencyLimit, max: u32) -> ();
-        delete_concurrency_limit(tenant: TenantId, scope: ConcurrencyScope, name: &str) -> bool;
-        release_held_keys(limit: u32) -> u64;
-    }
-} }

@@ -135,22 +135,3 @@ for_both_drivers! {
         Ok(done.rows_affected() > 0)
     }
 }
-
-// ConfigValues: the backend's own `put_config` holds the tenant's values still, and its
-// `config_values` matches a list of names.
-storage_methods! { $ impl ConfigValues in config_values {
-    read {
-        "list config values" list_config(tenant: TenantId) -> Vec<SealedConfig>;
-        "find config values to reseal" config_sealed_by_other_keys(key_id: &str, limit: u32)
-            -> Vec<(TenantId, SealedConfig)>;
-    }
-    write {
-        "delete config value" delete_config(tenant: TenantId, name: &str) -> bool;
-        "reseal config value" reseal_config(tenant: TenantId, old: &str, value: &SealedConfig)
-            -> bool;
-    }
-    own {
-        put_config(tenant: TenantId, value: &SealedConfig, max_values: u32) -> ();
-        config_values(tenant: TenantId, names: &[String]) -> Vec<SealedConfig>;
-    }
-} }

@@ -40,18 +40,3 @@ for_both_drivers! {
         .map_err(EngineError::storage("bump graph revision"))
     }
 }
-
-// Flows: a graph change follows each backend's own lock order (see their
-// module docs), so every method is the backend's own.
-storage_methods! { $ impl Flows in flows {
-    read {}
-    write {}
-    own {
-        create_flow(tenant: TenantId, flow: &NewFlow, write: GraphWrite<'_>) -> GraphApplied;
-        extend_flow(tenant: TenantId, flow: FlowId, write: GraphWrite<'_>) -> GraphApplied;
-        get_flow(tenant: TenantId, flow: FlowId) -> FlowSnapshot;
-        flow_edges(tenant: TenantId, flow: FlowId, filter: EdgeFilter<'_>) -> Vec<FlowEdgeDetail>;
-        list_flows(tenant: TenantId, page: Page<Option<FlowId>>) -> Vec<FlowSummary>;
-        cancel_flow(tenant: TenantId, flow: FlowId, cancel: FlowCancel<'_>) -> u64;
-    }
-} }

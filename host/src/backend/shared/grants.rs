@@ -130,20 +130,3 @@ for_both_drivers! {
         Ok(done.rows_affected() > 0)
     }
 }
-
-// Grants: every method is a shared statement.
-storage_methods! { $ impl Grants in grants {
-    read {
-        "read capability ceiling" ceiling(tenant: TenantId) -> CapabilityCeiling;
-        "read grant" grant(tenant: TenantId, kind: &str) -> Option<StoredGrant>;
-        "list grants" list_grants(tenant: TenantId) -> Vec<StoredGrant>;
-        "read capabilities" capabilities(tenant: TenantId, kind: &str)
-            -> (CapabilityCeiling, ComponentGrant);
-    }
-    write {
-        "set capability ceiling" set_ceiling(tenant: TenantId, ceiling: &CapabilityCeiling) -> ();
-        "put grant" put_grant(tenant: TenantId, kind: &str, grant: &ComponentGrant) -> StoredGrant;
-        "delete grant" delete_grant(tenant: TenantId, kind: &str) -> bool;
-    }
-    own {}
-} }

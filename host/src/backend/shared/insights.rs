@@ -57,16 +57,3 @@ fn attempt(row: AttemptRow) -> Result<AttemptRecord> {
             .map_err(|e| EngineError::Corrupt(format!("attempt failure: {e}")))?,
     })
 }
-
-// Insights: the lease history and the overview are the backend's own.
-storage_methods! { $ impl Insights in insights {
-    read {
-        "list attempts" list_attempts(tenant: TenantId, id: ExecutionId, limit: u32)
-            -> Vec<AttemptRecord>;
-    }
-    write {}
-    own {
-        lease_history(tenant: TenantId, id: ExecutionId, limit: u32) -> Vec<LeaseEvent>;
-        overview(tenant: TenantId, since: DateTime<Utc>) -> Overview;
-    }
-} }

@@ -35,11 +35,12 @@ macro_rules! for_both_drivers {
     };
 }
 
-/// Declare a storage trait's methods once, for both backends: defines (and
-/// exports from the invoking module) `implement!(Backend, driver)`, which
-/// each backend invokes in its module of the same name.
+/// Declare how a storage trait is implemented, one line a method, beside
+/// the trait: defines (and exports from the invoking module)
+/// `implement_concept!(Backend, driver)`, which each backend invokes in its
+/// module of the same name.
 ///
-/// `storage_methods! { $ impl Trait in concept { read {…} write {…} own {…} } }`
+/// `storage_methods! { $ implement_concept: impl Trait in concept { read {…} write {…} own {…} } }`
 /// (the leading `$` lets the list define a macro of its own). Each entry is
 /// one line, `"op" name(args) -> T;`:
 /// - under `read`, the trait method runs `shared::concept::driver::name(conn,
@@ -52,19 +53,20 @@ macro_rules! for_both_drivers {
 /// Types in the list are named as `crate::model` and the backend's
 /// parameter structs export them.
 macro_rules! storage_methods {
-    ($d:tt impl $trait:ident in $concept:ident { $($list:tt)* }) => {
+    ($d:tt $implement:ident: impl $trait:ident in $concept:ident { $($list:tt)* }) => {
         #[doc = concat!("[`", stringify!($trait), "`](crate::backend::", stringify!($trait), ") ")]
-        #[doc = "for a backend and its driver module here: `implement!(Backend, driver)`."]
-        macro_rules! implement {
+        #[doc = "for a backend and its driver module: `implement_…!(Backend, driver)`."]
+        macro_rules! $implement {
             ($d backend:ty, $d driver:ident) => {
                 $crate::backend::shared::storage_impl! {
                     $trait for $d backend, $concept::$d driver, $($list)*
                 }
             };
         }
-        pub(crate) use implement;
+        pub(crate) use $implement;
     };
 }
+pub(crate) use storage_methods;
 
 /// The impl [`storage_methods!`] declares. It stands in an anonymous
 /// constant so that the list's types resolve against `crate::model` and the
@@ -114,7 +116,6 @@ macro_rules! storage_impl {
 pub(crate) use storage_impl;
 
 pub(crate) mod budgets;
-pub(crate) mod children;
 pub(crate) mod components;
 pub(crate) mod concurrency;
 pub(crate) mod config_values;
@@ -123,9 +124,7 @@ pub(crate) mod executions;
 pub(crate) mod flows;
 pub(crate) mod grants;
 pub(crate) mod insights;
-pub(crate) mod leases;
 pub(crate) mod output;
-pub(crate) mod scanners;
 pub(crate) mod schedules;
 pub(crate) mod stamp;
 pub(crate) mod steps;

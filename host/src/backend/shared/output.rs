@@ -65,18 +65,3 @@ fn frame((seq, frame_type, mode, payload, created): FrameRow) -> Result<Frame> {
         created_at: created.into(),
     })
 }
-
-// Output: the fenced writes are the backend's own.
-storage_methods! { $ impl Output in output {
-    read {
-        "read frames" read_frames(tenant: TenantId, attempt: AttemptRef, page: Page<i64>)
-            -> Vec<Frame>;
-        "read summary" read_summary(tenant: TenantId, attempt: AttemptRef)
-            -> Option<StreamSummary>;
-    }
-    write {}
-    own {
-        append_frame(lease: &LeaseHandle, frame: NewFrame<'_>) -> i64;
-        set_progress(lease: &LeaseHandle, percent: u8, message: &str) -> ();
-    }
-} }

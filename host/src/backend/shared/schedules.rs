@@ -199,22 +199,3 @@ for_both_drivers! {
         Ok(done.rows_affected() > 0)
     }
 }
-
-// Schedules: firing (which creates executions) is the backend's own.
-storage_methods! { $ impl Schedules in schedules {
-    read {
-        "get schedule" get_schedule(tenant: TenantId, id: ScheduleId) -> Schedule;
-        "list schedules" list_schedules(tenant: TenantId, page: Page<Option<ScheduleId>>)
-            -> Vec<Schedule>;
-    }
-    write {
-        "create schedule" create_schedule(tenant: TenantId, create: ScheduleCreate<'_>) -> Schedule;
-        "pause schedule" set_schedule_paused(tenant: TenantId, id: ScheduleId, change: PauseChange)
-            -> Schedule;
-        "delete schedule" delete_schedule(tenant: TenantId, id: ScheduleId) -> bool;
-    }
-    own {
-        trigger_schedule(tenant: TenantId, id: ScheduleId) -> Created;
-        fire_due_schedules(limit: u32) -> u64;
-    }
-} }

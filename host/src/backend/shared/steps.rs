@@ -70,16 +70,3 @@ for_both_drivers! {
         rows.into_iter().map(StepRow::entry).collect()
     }
 }
-
-// Steps: the fenced writes are the backend's own.
-storage_methods! { $ impl Steps in steps {
-    read {
-        "read journal" journal(tenant: TenantId, id: ExecutionId, page: Page<Option<u32>>)
-            -> Vec<JournalEntry>;
-    }
-    write {}
-    own {
-        record_step(lease: &LeaseHandle, record: StepRecord<'_>) -> ();
-        sleep(lease: &LeaseHandle, request: SleepRequest<'_>) -> ();
-    }
-} }

@@ -107,23 +107,3 @@ for_both_drivers! {
         Ok(rows.into_iter().map(Waitpoint::from).collect())
     }
 }
-
-// Suspensions: every write (fenced, or resuming) is the backend's own.
-storage_methods! { $ impl Suspensions in suspension {
-    read {
-        "read resume signals" resume_signals(tenant: TenantId, id: ExecutionId, seq: i32)
-            -> Vec<Signal>;
-        "list waitpoints" list_waitpoints(
-            tenant: TenantId,
-            id: ExecutionId,
-            page: Page<Option<WaitpointId>>
-        ) -> Vec<Waitpoint>;
-    }
-    write {}
-    own {
-        create_waitpoint(lease: &LeaseHandle, new: NewWaitpoint<'_>) -> Waitpoint;
-        suspend(lease: &LeaseHandle, request: SuspendRequest<'_>) -> SuspendOutcome;
-        deliver_signal(tenant: TenantId, to: WaitpointRef, signal: &NewSignal) -> SignalOutcome;
-        resume(tenant: TenantId, id: ExecutionId) -> ();
-    }
-} }

@@ -106,24 +106,3 @@ for_both_drivers! {
         Ok(rows.into_iter().map(ApiKey::from).collect())
     }
 }
-
-// Tenancy: tenants themselves are stored differently by each backend (see this module's docs),
-// so their methods are its own.
-storage_methods! { $ impl Tenancy in tenancy {
-    read {
-        "find api key" find_api_key(key_id: ApiKeyId) -> Option<StoredApiKey>;
-        "list api keys" list_api_keys(tenant: TenantId) -> Vec<ApiKey>;
-    }
-    write {
-        "create api key" create_api_key(tenant: TenantId, key: NewApiKey<'_>) -> ApiKey;
-        "revoke api key" revoke_api_key(tenant: TenantId, key_id: ApiKeyId) -> ApiKey;
-    }
-    own {
-        create_tenant(name: &str) -> Tenant;
-        list_tenants() -> Vec<Tenant>;
-        get_tenant(tenant: TenantId) -> Tenant;
-        stored_bytes(tenant: TenantId) -> u64;
-        set_tenant_limits(tenant: TenantId, limits: &TenantLimits) -> Tenant;
-        admission(tenant: TenantId, kinds: &[&str]) -> (TenantLimits, Vec<String>);
-    }
-} }

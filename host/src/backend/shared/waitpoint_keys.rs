@@ -116,20 +116,3 @@ for_both_drivers! {
         Ok(done.rows_affected() > 0)
     }
 }
-
-// WaitpointKeys: every method is a shared statement.
-storage_methods! { $ impl WaitpointKeys in waitpoint_keys {
-    read {
-        "read waitpoint keys" waitpoint_keys() -> Vec<StoredWaitpointKey>;
-    }
-    write {
-        "add waitpoint key" add_waitpoint_key(
-            key: &StoredWaitpointKey,
-            retire_others_at: Option<DateTime<Utc>>,
-            prune_retired_before: DateTime<Utc>
-        ) -> bool;
-        "reseal waitpoint key" reseal_waitpoint_key(kid: &str, old: &str, secret: &SealedBytes)
-            -> bool;
-    }
-    own {}
-} }

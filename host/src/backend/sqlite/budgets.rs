@@ -27,7 +27,7 @@ use crate::model::{
     UsageOutcome,
 };
 
-crate::backend::shared::budgets::implement!(SqliteBackend, sqlite);
+crate::backend::configuration::implement_budgets!(SqliteBackend, sqlite);
 
 async fn create_budget(db: &SqliteBackend, tenant: TenantId, budget: &NewBudget) -> Result<Budget> {
     db.write("create budget", async |conn, _| {

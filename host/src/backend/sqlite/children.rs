@@ -30,7 +30,7 @@ use crate::model::{
     SpawnedChild, Suspension, TenantId, TimeoutBehavior, ROOT_KEY,
 };
 
-crate::backend::shared::children::implement!(SqliteBackend, sqlite);
+crate::backend::coordination::implement_children!(SqliteBackend, sqlite);
 
 async fn spawn_child(
     db: &SqliteBackend,

@@ -7,7 +7,7 @@ use crate::backend::NewComponent;
 use crate::error::Result;
 use crate::model::{ComponentVersion, TenantId};
 
-crate::backend::shared::components::implement!(SqliteBackend, sqlite);
+crate::backend::traits::implement_components!(SqliteBackend, sqlite);
 
 /// The single writer gives concurrent uploads of one kind consecutive
 /// versions; an unknown tenant is refused by the blob's foreign key.

@@ -254,7 +254,7 @@ async fn unblock_scope(
     Ok(())
 }
 
-crate::backend::shared::concurrency::implement!(SqliteBackend, sqlite);
+crate::backend::configuration::implement_concurrency!(SqliteBackend, sqlite);
 
 async fn set_concurrency_limit(
     db: &SqliteBackend,

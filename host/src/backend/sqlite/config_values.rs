@@ -7,7 +7,7 @@ use crate::backend::shared::config_values::{sealed, ConfigRow as Row, COLUMNS};
 use crate::error::{EngineError, Result};
 use crate::model::{SealedConfig, TenantId};
 
-crate::backend::shared::config_values::implement!(SqliteBackend, sqlite);
+crate::backend::configuration::implement_config_values!(SqliteBackend, sqlite);
 
 /// One writer at a time: the count cannot move under the put.
 async fn put_config(

@@ -19,7 +19,7 @@ use crate::model::{
     MAX_LANE_PAGE,
 };
 
-crate::backend::shared::executions::implement!(SqliteBackend, sqlite);
+crate::backend::traits::implement_executions!(SqliteBackend, sqlite);
 
 async fn create_executions(
     db: &SqliteBackend,

@@ -27,7 +27,7 @@ use crate::model::{
     TenantId,
 };
 
-crate::backend::shared::flows::implement!(SqliteBackend, sqlite);
+crate::backend::coordination::implement_flows!(SqliteBackend, sqlite);
 
 async fn create_flow(
     db: &SqliteBackend,

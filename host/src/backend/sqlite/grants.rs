@@ -3,4 +3,4 @@
 
 use super::SqliteBackend;
 
-crate::backend::shared::grants::implement!(SqliteBackend, sqlite);
+crate::backend::configuration::implement_grants!(SqliteBackend, sqlite);

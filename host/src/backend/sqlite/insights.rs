@@ -19,7 +19,7 @@ use crate::model::{
     ExecutionId, LeaseEvent, Overview, TenantId, MAX_FAILING_KINDS, MAX_LEASE_HISTORY,
 };
 
-crate::backend::shared::insights::implement!(SqliteBackend, sqlite);
+crate::backend::insights::implement_insights!(SqliteBackend, sqlite);
 
 async fn lease_history(
     db: &SqliteBackend,

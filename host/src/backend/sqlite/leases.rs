@@ -28,7 +28,7 @@ use crate::model::{
 };
 use crate::model::{ExecutionId, FailureClass};
 
-crate::backend::shared::leases::implement!(SqliteBackend, sqlite);
+crate::backend::traits::implement_leases!(SqliteBackend, sqlite);
 
 async fn renew(db: &SqliteBackend, lease: &LeaseHandle, ttl: Duration) -> Result<DateTime<Utc>> {
     db.write("renew", async |conn, effects| {

@@ -17,7 +17,7 @@ use crate::backend::NewFrame;
 use crate::error::{EngineError, Result};
 use crate::model::{merge_patch, ExecutionUpdate, LeaseHandle, StreamMode, BEST_EFFORT_WINDOW};
 
-crate::backend::shared::output::implement!(SqliteBackend, sqlite);
+crate::backend::traits::implement_output!(SqliteBackend, sqlite);
 
 /// The fenced row update hands out the next sequence number of the attempt.
 async fn append_frame(db: &SqliteBackend, lease: &LeaseHandle, frame: NewFrame<'_>) -> Result<i64> {

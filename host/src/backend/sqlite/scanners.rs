@@ -19,7 +19,7 @@ use crate::model::Eligibility;
 use crate::model::{AttemptPhase, TerminalOutcome};
 use crate::model::{Failure, FailureClass};
 
-crate::backend::shared::scanners::implement!(SqliteBackend, sqlite);
+crate::backend::background::implement_scanners!(SqliteBackend, sqlite);
 
 /// Expired leases: the attempt ends `lease_expired` and the execution runs
 /// again (a reclaim), unless it has been reclaimed `max_reclaim_count` times.

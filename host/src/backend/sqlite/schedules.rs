@@ -14,7 +14,7 @@ use crate::backend::shared::schedules::{ScheduleRow, COLUMNS};
 use crate::error::{EngineError, Result};
 use crate::model::{Created, OverlapAction, Schedule, ScheduleId, TenantId, SUPERSEDED};
 
-crate::backend::shared::schedules::implement!(SqliteBackend, sqlite);
+crate::backend::configuration::implement_schedules!(SqliteBackend, sqlite);
 
 /// Fire the schedule now, outside its plan; its next fire time stays.
 async fn trigger_schedule(db: &SqliteBackend, tenant: TenantId, id: ScheduleId) -> Result<Created> {

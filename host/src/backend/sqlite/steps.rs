@@ -17,7 +17,7 @@ use crate::backend::{SleepRequest, StepRecord};
 use crate::error::{EngineError, Result};
 use crate::model::{LeaseHandle, StepOutcome, StreamMode};
 
-crate::backend::shared::steps::implement!(SqliteBackend, sqlite);
+crate::backend::coordination::implement_steps!(SqliteBackend, sqlite);
 
 async fn record_step(
     db: &SqliteBackend,

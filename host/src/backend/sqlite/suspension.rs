@@ -30,7 +30,7 @@ use crate::model::{
 };
 use crate::model::{WaitpointId, WaitpointRef};
 
-crate::backend::shared::suspension::implement!(SqliteBackend, sqlite);
+crate::backend::coordination::implement_suspension!(SqliteBackend, sqlite);
 
 async fn create_waitpoint(
     db: &SqliteBackend,

@@ -9,7 +9,7 @@ use super::SqliteBackend;
 use crate::error::{EngineError, Result};
 use crate::model::{Tenant, TenantId, TenantLimits};
 
-crate::backend::shared::tenancy::implement!(SqliteBackend, sqlite);
+crate::backend::traits::implement_tenancy!(SqliteBackend, sqlite);
 
 async fn create_tenant(db: &SqliteBackend, name: &str) -> Result<Tenant> {
     db.write("create tenant", async |conn, _| {

@@ -3,4 +3,4 @@
 
 use super::SqliteBackend;
 
-crate::backend::shared::waitpoint_keys::implement!(SqliteBackend, sqlite);
+crate::backend::configuration::implement_waitpoint_keys!(SqliteBackend, sqlite);
