@@ -345,10 +345,18 @@ async fn remote_commands_drive_a_served_installation() {
             "1000",
             "--input",
             "7",
+            "--missed",
+            "backfill:3",
+            "--overlap",
+            "cancel-previous",
             "--json",
         ],
     );
     assert!(ok, "{err}");
+    assert!(
+        out.contains(r#""cancel_previous""#) && out.contains(r#""backfill""#),
+        "the policies given are the schedule's: {out}"
+    );
     let tick: serde_json::Value = serde_json::from_str(&out).unwrap();
     let tick_id = tick["schedule_id"].as_str().unwrap().to_owned();
     let tag = format!("flowfabric.schedule:{tick_id}");
@@ -436,6 +444,28 @@ async fn remote_commands_drive_a_served_installation() {
     let refused = served.cli(key, &["submit", &bad]);
     one_line_error("a malformed line", &refused);
     assert!(refused.2.contains(":2:"), "names the line: {}", refused.2);
+    // A line the API would refuse (a misspelt field) is found before
+    // anything is sent, even when earlier lines go in batches of their own.
+    let typo = served.write(
+        "typo.jsonl",
+        b"{\"kind\": \"echo\", \"tags\": {\"from\": \"typo\"}}\n{\"kind\": \"echo\", \"prority\": 1}\n",
+    );
+    let refused = served.cli(key, &["submit", &typo, "--batch-size", "1"]);
+    one_line_error("a misspelt field", &refused);
+    assert!(refused.2.contains(":2:"), "names the line: {}", refused.2);
+    assert!(
+        refused.2.contains("prority"),
+        "names the field: {}",
+        refused.2
+    );
+    let (ok, out, _) = served.cli(key, &["list", "--tag", "from:typo", "--json"]);
+    assert!(ok);
+    let page: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        page["items"].as_array().unwrap().len(),
+        0,
+        "nothing was sent"
+    );
 
     let (ok, out, _) = served.cli(key, &["list", "--tag", "from:file", "--json"]);
     assert!(ok);

@@ -22,16 +22,17 @@ use crate::model::{
 };
 
 /// A new execution. Give the input as `input` (any JSON) or `input_base64`.
-#[derive(Debug, Deserialize, ToSchema)]
+// Serialize too: the CLI sends this struct, so the two cannot drift apart.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateExecution {
     /// The component kind that runs it.
     pub kind: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lane: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<Value>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_base64: Option<String>,
     #[serde(default)]
     pub priority: i32,
@@ -43,13 +44,13 @@ pub struct CreateExecution {
     pub policy: ExecutionPolicy,
     /// Creating twice with one key (within the policy's dedup window) returns
     /// the first execution.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
     /// The tenant's concurrency limit for the kind (else the lane) applies
     /// per value of this key: a customer id, say.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency_key: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay_until: Option<DateTime<Utc>>,
 }
 
@@ -70,7 +71,7 @@ impl CreateExecution {
     }
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBatch {
     pub executions: Vec<CreateExecution>,
@@ -246,10 +247,10 @@ pub fn result_of(execution: &Execution) -> ExecutionResult {
     }
 }
 
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelBody {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 

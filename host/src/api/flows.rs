@@ -277,12 +277,12 @@ pub async fn list(
     Ok(Json(FlowPage { items, next_cursor }))
 }
 
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelFlowBody {
     #[serde(default)]
     pub policy: FlowCancelPolicy,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 

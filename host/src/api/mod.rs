@@ -20,13 +20,14 @@ pub use components::{ComponentList, Uploaded};
 pub use concurrency::ConcurrencyLimitList;
 pub use events::EventPage;
 pub use executions::{
-    BatchCreated, Cancelled, ExecutionPage, ExecutionResult, LeaseRevoked, Replayed,
+    BatchCreated, CancelBody, Cancelled, CreateBatch, CreateExecution, ExecutionPage,
+    ExecutionResult, LeaseRevoked, Replayed,
 };
-pub use flows::{EdgeList, FlowCancelled, FlowPage};
+pub use flows::{CancelFlowBody, EdgeList, FlowCancelled, FlowPage};
 pub use grants::{ConfigList, GrantList};
 pub use insights::{AttemptList, LeaseHistory};
 pub use payload::Payload;
-pub use schedules::{ScheduleList, ScheduleView};
+pub use schedules::{CreateSchedule, ScheduleList, ScheduleView, ScheduledBody};
 pub use signals::SuspendedPage;
 pub use steps::StepList;
 pub use streams::{FrameView, StateChange};

@@ -23,7 +23,7 @@ use crate::model::{
 /// Fire times a schedule's view lists ahead.
 const UPCOMING: usize = 5;
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSchedule {
     /// Unique within the tenant.
@@ -44,15 +44,15 @@ pub struct CreateSchedule {
 }
 
 /// What each fire creates.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduledBody {
     pub kind: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lane: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<Value>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_base64: Option<String>,
     #[serde(default)]
     pub priority: i32,
@@ -61,7 +61,7 @@ pub struct ScheduledBody {
     #[serde(default)]
     pub policy: ExecutionPolicy,
     /// Each fire's execution carries this concurrency key.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency_key: Option<String>,
 }
 

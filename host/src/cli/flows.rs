@@ -4,11 +4,11 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use flowfabric::api::{EdgeList, FlowCancelled, FlowPage};
-use flowfabric::model::{FlowSnapshot, GraphApplied};
+use flowfabric::api::{CancelFlowBody, EdgeList, FlowCancelled, FlowPage};
+use flowfabric::model::{FlowCancelPolicy, FlowSnapshot, GraphApplied};
 use reqwest::Method;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::client::{path_segment, wire_name, ApiClient, Connection, NO_BODY};
 use super::remote::print_json;
@@ -102,7 +102,13 @@ pub async fn run(connection: &Connection, command: FlowCommand) -> anyhow::Resul
             })
         }
         FlowCommand::Cancel { id, policy, reason } => {
-            let body = json!({ "policy": policy, "reason": reason });
+            let policy: FlowCancelPolicy = serde_json::from_value(Value::String(policy.clone()))
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "--policy {policy}: expected cancel_all, cancel_pending or flow_only"
+                    )
+                })?;
+            let body = CancelFlowBody { policy, reason };
             let path = format!("/v1/flows/{}/cancel", path_segment(&id));
             let answer: FlowCancelled = client.typed(Method::POST, &path, Some(&body)).await?;
             show(json, &answer, |a| {

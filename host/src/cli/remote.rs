@@ -16,10 +16,10 @@ use serde_json::{json, Value};
 
 use flowfabric::api::error::ErrorBody;
 use flowfabric::api::{
-    BatchCreated, Cancelled, ExecutionPage, ExecutionResult, FrameView, LeaseRevoked, Payload,
-    Replayed, StateChange, SuspendedPage,
+    BatchCreated, CancelBody, Cancelled, CreateBatch, CreateExecution, ExecutionPage,
+    ExecutionResult, FrameView, LeaseRevoked, Payload, Replayed, StateChange, SuspendedPage,
 };
-use flowfabric::model::{Created, Execution, PublicState};
+use flowfabric::model::{Created, Execution, ExecutionPolicy, PublicState};
 
 use super::client::{decode, path_segment, wire_name, ApiClient, Connection, NO_BODY};
 
@@ -38,20 +38,36 @@ pub struct InputArgs {
     input_file: Option<PathBuf>,
 }
 
+/// An execution's input as the API takes it: JSON, or bytes in base64.
+#[derive(Default)]
+struct Input {
+    json: Option<Value>,
+    base64: Option<String>,
+}
+
 impl InputArgs {
-    fn into_fields(self) -> anyhow::Result<Value> {
-        let base64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    fn read(self) -> anyhow::Result<Input> {
+        let base64 = |bytes: &[u8]| Some(base64::engine::general_purpose::STANDARD.encode(bytes));
         Ok(if let Some(text) = self.input {
             let value: Value = serde_json::from_str(&text).context("--input is not JSON")?;
-            json!({ "input": value })
+            Input {
+                json: Some(value),
+                base64: None,
+            }
         } else if let Some(text) = self.input_text {
-            json!({ "input_base64": base64(text.as_bytes()) })
+            Input {
+                json: None,
+                base64: base64(text.as_bytes()),
+            }
         } else if let Some(path) = self.input_file {
             let bytes =
                 std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-            json!({ "input_base64": base64(&bytes) })
+            Input {
+                json: None,
+                base64: base64(&bytes),
+            }
         } else {
-            json!({})
+            Input::default()
         })
     }
 }
@@ -169,18 +185,21 @@ pub async fn suspended(connection: &Connection, args: Suspended) -> anyhow::Resu
 
 pub async fn run(connection: &Connection, args: Run) -> anyhow::Result<()> {
     let client = ApiClient::tenant(connection)?;
-    let mut body = args.input.into_fields()?;
-    body["kind"] = json!(args.kind);
-    body["priority"] = json!(args.priority);
-    if let Some(lane) = args.lane {
-        body["lane"] = json!(lane);
-    }
+    let input = args.input.read()?;
+    let mut policy = ExecutionPolicy::default();
     if let Some(retries) = args.max_retries {
-        body["policy"] = json!({ "retry": { "max_retries": retries } });
+        policy.retry.max_retries = retries;
     }
-    if let Some(key) = args.concurrency_key {
-        body["concurrency_key"] = json!(key);
-    }
+    let body = CreateExecution {
+        kind: args.kind,
+        lane: args.lane,
+        input: input.json,
+        input_base64: input.base64,
+        priority: args.priority,
+        policy,
+        concurrency_key: args.concurrency_key,
+        ..CreateExecution::default()
+    };
     let created: Created = client
         .typed(Method::POST, "/v1/executions", Some(&body))
         .await?;
@@ -287,9 +306,14 @@ pub async fn submit(connection: &Connection, args: Submit) -> anyhow::Result<()>
         if line.trim().is_empty() {
             continue;
         }
-        let value: Value = serde_json::from_str(line)
-            .with_context(|| format!("{}:{}: not JSON", args.file.display(), number + 1))?;
-        executions.push((number + 1, value));
+        let execution: CreateExecution = serde_json::from_str(line).with_context(|| {
+            format!(
+                "{}:{}: not an execution (see `POST /v1/executions`)",
+                args.file.display(),
+                number + 1
+            )
+        })?;
+        executions.push((number + 1, execution));
     }
     if executions.is_empty() {
         bail!("{} holds no executions", args.file.display());
@@ -301,9 +325,12 @@ pub async fn submit(connection: &Connection, args: Submit) -> anyhow::Result<()>
     };
     let (mut created, mut existing) = (0usize, 0usize);
     let mut ids = Vec::new();
-    for chunk in executions.chunks(args.batch_size.clamp(1, 1_000)) {
-        let body = json!({ "executions": chunk.iter().map(|(_, v)| v).collect::<Vec<_>>() });
-        let (first, last) = (chunk[0].0, chunk[chunk.len() - 1].0);
+    let batch = args.batch_size.clamp(1, 1_000);
+    let mut rest = executions.into_iter().peekable();
+    while rest.peek().is_some() {
+        let (lines, chunk): (Vec<usize>, Vec<CreateExecution>) = rest.by_ref().take(batch).unzip();
+        let (first, last) = (lines[0], lines[lines.len() - 1]);
+        let body = CreateBatch { executions: chunk };
         let answer: BatchCreated = client
             .typed(Method::POST, "/v1/executions/batch", Some(&body))
             .await
@@ -321,7 +348,7 @@ pub async fn submit(connection: &Connection, args: Submit) -> anyhow::Result<()>
             }
             ids.push(result.execution_id);
         }
-        progress.inc(chunk.len() as u64);
+        progress.inc(lines.len() as u64);
     }
     progress.finish_and_clear();
     if connection.json {
@@ -439,7 +466,7 @@ pub async fn cancel(
     reason: Option<String>,
 ) -> anyhow::Result<()> {
     let client = ApiClient::tenant(connection)?;
-    let body = json!({ "reason": reason });
+    let body = CancelBody { reason };
     let path = format!("/v1/executions/{}/cancel", path_segment(id));
     let answer: Cancelled = client.typed(Method::POST, &path, Some(&body)).await?;
     if connection.json {

@@ -2,10 +2,10 @@
 
 use anyhow::{bail, Context};
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use flowfabric::api::{ScheduleList, ScheduleView};
-use flowfabric::model::Created;
+use flowfabric::api::{CreateSchedule, ScheduleList, ScheduleView, ScheduledBody};
+use flowfabric::model::{Cadence, Created, MissedPolicy, OverlapPolicy};
 
 use super::client::{path_segment, ApiClient, Connection, NO_BODY};
 use super::remote::print_json;
@@ -39,9 +39,9 @@ pub enum ScheduleCommand {
         /// Fire times that passed unfired: skip, run-once, or backfill:N.
         #[arg(long, default_value = "run-once")]
         missed: String,
-        /// When the last execution has not ended: allow, skip or cancel-previous.
-        #[arg(long, default_value = "allow")]
-        overlap: String,
+        /// When the last execution has not ended.
+        #[arg(long, value_enum, default_value_t = Overlap::Allow)]
+        overlap: Overlap,
         /// Each fire's execution carries this concurrency key.
         #[arg(long)]
         concurrency_key: Option<String>,
@@ -77,25 +77,28 @@ pub async fn run(connection: &Connection, command: ScheduleCommand) -> anyhow::R
             concurrency_key,
         } => {
             let cadence = match (cron, every_ms) {
-                (Some(expression), _) => {
-                    json!({"type": "cron", "expression": expression, "time_zone": time_zone})
-                }
-                (None, Some(ms)) => json!({"type": "interval", "every_ms": ms}),
+                (Some(expression), _) => Cadence::Cron {
+                    expression,
+                    time_zone,
+                },
+                (None, Some(every_ms)) => Cadence::Interval { every_ms },
                 (None, None) => bail!("give --cron or --every-ms"),
             };
-            let mut execution = json!({ "kind": kind, "concurrency_key": concurrency_key });
-            if let Some(input) = input {
-                execution["input"] =
-                    serde_json::from_str::<Value>(&input).unwrap_or(Value::String(input));
-            }
-            let body = json!({
-                "name": name,
-                "cadence": cadence,
-                "jitter_ms": jitter_ms,
-                "missed": missed_policy(&missed)?,
-                "overlap": overlap.replace('-', "_"),
-                "execution": execution,
-            });
+            let input = input
+                .map(|text| serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text)));
+            let body = CreateSchedule {
+                name,
+                cadence,
+                jitter_ms,
+                missed: missed_policy(&missed)?,
+                overlap: overlap.into(),
+                execution: ScheduledBody {
+                    kind,
+                    input,
+                    concurrency_key,
+                    ..ScheduledBody::default()
+                },
+            };
             vec![
                 client
                     .typed(Method::POST, "/v1/schedules", Some(&body))
@@ -156,16 +159,37 @@ pub async fn run(connection: &Connection, command: ScheduleCommand) -> anyhow::R
     Ok(())
 }
 
+/// What `--overlap` takes, as the API's overlap policy.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Overlap {
+    /// Start another one beside it.
+    Allow,
+    /// Skip this fire time.
+    Skip,
+    /// Cancel the running one, then start the new one.
+    CancelPrevious,
+}
+
+impl From<Overlap> for OverlapPolicy {
+    fn from(overlap: Overlap) -> Self {
+        match overlap {
+            Overlap::Allow => OverlapPolicy::Allow,
+            Overlap::Skip => OverlapPolicy::Skip,
+            Overlap::CancelPrevious => OverlapPolicy::CancelPrevious,
+        }
+    }
+}
+
 /// `skip`, `run-once` or `backfill:N` as the API's missed policy.
-fn missed_policy(spec: &str) -> anyhow::Result<Value> {
+fn missed_policy(spec: &str) -> anyhow::Result<MissedPolicy> {
     Ok(match spec.split_once(':') {
-        None if spec == "skip" => json!({"type": "skip"}),
-        None if spec == "run-once" => json!({"type": "run_once"}),
+        None if spec == "skip" => MissedPolicy::Skip,
+        None if spec == "run-once" => MissedPolicy::RunOnce,
         Some(("backfill", n)) => {
             let max: u32 = n
                 .parse()
                 .with_context(|| format!("--missed {spec}: `{n}` is not a count"))?;
-            json!({"type": "backfill", "max": max})
+            MissedPolicy::Backfill { max }
         }
         _ => bail!("--missed: expected skip, run-once or backfill:N"),
     })
