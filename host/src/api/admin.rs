@@ -14,11 +14,11 @@ use super::AppState;
 use crate::engine::IssuedKey;
 use crate::model::{ApiKey, ApiKeyId, Tenant, TenantId, TenantLimits, TenantUsage};
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
     pub name: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<TenantLimits>,
 }
 

@@ -137,7 +137,7 @@ pub struct ConfigList {
     pub items: Vec<ConfigEntry>,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetConfig {
     pub value: String,

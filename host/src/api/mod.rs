@@ -14,7 +14,7 @@ mod components;
 pub mod error;
 mod events;
 
-pub use admin::{TenantCreated, TenantList};
+pub use admin::{CreateTenant, TenantCreated, TenantList};
 pub use budgets::AdjustmentList;
 pub use components::{ComponentList, Uploaded};
 pub use concurrency::ConcurrencyLimitList;
@@ -24,7 +24,7 @@ pub use executions::{
     ExecutionResult, LeaseRevoked, Replayed,
 };
 pub use flows::{CancelFlowBody, EdgeList, FlowCancelled, FlowPage};
-pub use grants::{ConfigList, GrantList};
+pub use grants::{ConfigList, GrantList, SetConfig};
 pub use insights::{AttemptList, LeaseHistory};
 pub use payload::Payload;
 pub use schedules::{CreateSchedule, ScheduleList, ScheduleView, ScheduledBody};

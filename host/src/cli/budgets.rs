@@ -5,7 +5,7 @@ use reqwest::Method;
 use serde_json::json;
 
 use flowfabric::api::AdjustmentList;
-use flowfabric::model::{Budget, BudgetScope, DimensionLimit, NewBudget};
+use flowfabric::model::{Budget, BudgetScope, DimensionLimit, NewBudget, UsageAdjustment};
 
 use super::client::{path_segment, wire_name, ApiClient, Connection, NO_BODY};
 use super::remote::print_json;
@@ -98,7 +98,11 @@ pub async fn run(connection: &Connection, command: BudgetCommand) -> anyhow::Res
             reason,
         } => {
             let path = format!("/v1/budgets/{}/usage", path_segment(&id));
-            let body = json!({ "dimension": dimension, "delta": delta, "reason": reason });
+            let body = UsageAdjustment {
+                dimension,
+                delta,
+                reason,
+            };
             vec![client.typed(Method::POST, &path, Some(&body)).await?]
         }
         BudgetCommand::Adjustments { id, limit } => {

@@ -1,10 +1,9 @@
 //! `flowfabric concurrency …`: limits per concurrency key, per kind or lane.
 
 use reqwest::Method;
-use serde_json::json;
 
 use flowfabric::api::ConcurrencyLimitList;
-use flowfabric::model::{ConcurrencyLimit, ConcurrencyScope};
+use flowfabric::model::{ConcurrencyLimit, ConcurrencyScope, KeyLimit};
 
 use super::client::{path_segment, ApiClient, Connection, NO_BODY};
 use super::remote::print_json;
@@ -68,11 +67,11 @@ pub async fn run(connection: &Connection, command: ConcurrencyCommand) -> anyhow
             max_starts,
             window_ms,
         } => {
-            let body = json!({
-                "max_running": max_running,
-                "max_starts": max_starts,
-                "window_ms": window_ms,
-            });
+            let body = KeyLimit {
+                max_running,
+                max_starts,
+                window_ms,
+            };
             let set: ConcurrencyLimit = client
                 .typed(Method::PUT, &at(scope, &name), Some(&body))
                 .await?;

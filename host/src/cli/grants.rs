@@ -6,7 +6,7 @@ use std::io::Read;
 use anyhow::{bail, Context};
 use reqwest::Method;
 
-use flowfabric::api::{ConfigList, GrantList};
+use flowfabric::api::{ConfigList, GrantList, SetConfig};
 use flowfabric::engine::SealingKeys;
 use flowfabric::model::{
     CapabilityCeiling, ComponentGrant, ComponentImport, ConfigEntry, StoredGrant,
@@ -225,7 +225,7 @@ pub async fn config(connection: &Connection, command: ConfigCommand) -> anyhow::
                 Some(v) => v,
                 None => read_stdin()?,
             };
-            let body = serde_json::json!({ "value": value, "secret": secret });
+            let body = SetConfig { value, secret };
             let path = format!("/v1/config/{}", path_segment(&name));
             let entry: ConfigEntry = client.typed(Method::PUT, &path, Some(&body)).await?;
             if connection.json {

@@ -6,9 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use reqwest::Method;
-use serde_json::json;
 
-use flowfabric::api::{ComponentList, TenantCreated, TenantList, Uploaded};
+use flowfabric::api::{ComponentList, CreateTenant, TenantCreated, TenantList, Uploaded};
 use flowfabric::model::{Tenant, TenantLimits};
 
 use super::client::{decode, path_segment, ApiClient, Connection, NO_BODY};
@@ -115,7 +114,10 @@ pub async fn tenant(connection: &Connection, command: TenantCommand) -> anyhow::
     let client = ApiClient::admin(connection)?;
     match command {
         TenantCommand::Create { name, limits } => {
-            let body = json!({ "name": name, "limits": TenantLimits::from(limits) });
+            let body = CreateTenant {
+                name,
+                limits: Some(TenantLimits::from(limits)),
+            };
             let created: TenantCreated = client
                 .typed(Method::POST, "/v1/admin/tenants", Some(&body))
                 .await?;

@@ -133,7 +133,7 @@ pub struct Budget {
 
 /// A correction of one dimension's usage, made without a lease (an
 /// operator's `report_usage_admin`): `delta` may be negative.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UsageAdjustment {
     pub dimension: String,
