@@ -9,7 +9,7 @@ use flowfabric::model::{
     NewBudget, NewExecution, NewFlow, StreamMode, TenantLimits,
 };
 use flowfabric::EngineError;
-use flowfabric_tests::Store;
+use flowfabric_tests::{Store, TestDb};
 
 use crate::{request, setup_on, task};
 
@@ -270,7 +270,33 @@ async fn flows_stop_at_their_member_cap(store: Store) {
     assert_eq!(db.count("executions").await, 3);
 }
 
+/// A component blob's digest is its SHA-256 in 64 lowercase hex digits,
+/// on both backends (a CHECK on Postgres, triggers on SQLite), whatever
+/// writes the row: the component cache names files by it.
+async fn a_component_digest_is_64_lowercase_hex_digits(store: Store) {
+    let db = TestDb::on(store).await;
+    let tenant = db.tenant("blobs").await;
+    let good = "0123456789abcdef".repeat(4);
+    for bad in [
+        "".to_owned(),
+        "abc".to_owned(),
+        "0123456789ABCDEF".repeat(4),
+        format!("{}0", good),
+        format!("../{}", &good[3..]),
+        format!("{}g", &good[1..]),
+    ] {
+        assert!(
+            db.store_blob_raw(tenant, &bad).await.is_err(),
+            "`{bad}` was stored"
+        );
+    }
+    assert_eq!(db.count("component_blobs").await, 0);
+    db.store_blob_raw(tenant, &good).await.unwrap();
+    assert_eq!(db.count("component_blobs").await, 1);
+}
+
 on_both_backends!(
+    a_component_digest_is_64_lowercase_hex_digits,
     flows_stop_at_their_member_cap,
     a_storage_quota_refuses_writes_past_it,
     a_poisoned_row_cannot_stop_claims_or_scanners_for_others,

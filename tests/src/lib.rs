@@ -420,6 +420,23 @@ impl TestDb {
         (backend.pool().clone(), backend)
     }
 
+    /// Store a component blob under `digest` by hand, past the engine (which
+    /// computes every digest itself): what the schema alone allows.
+    pub async fn store_blob_raw(&self, tenant: TenantId, digest: &str) -> Result<(), sqlx::Error> {
+        let sql = "INSERT INTO component_blobs (tenant_id, digest, wasm) VALUES ($1, $2, $3)";
+        let wasm: &[u8] = b"\0asm";
+        match &self.store {
+            Stored::Postgres { pool, .. } => {
+                let query = sqlx::query(sql).bind(tenant).bind(digest).bind(wasm);
+                query.execute(pool).await.map(|_| ())
+            }
+            Stored::Sqlite { pool, .. } => {
+                let query = sqlx::query(sql).bind(tenant).bind(digest).bind(wasm);
+                query.execute(pool).await.map(|_| ())
+            }
+        }
+    }
+
     /// Rows in a table, for asserting that a rejected request wrote nothing.
     pub async fn count(&self, table: &str) -> i64 {
         let sql = format!("SELECT count(*) FROM {table}");

@@ -492,3 +492,15 @@ CREATE UNIQUE INDEX signals_idempotency_idx ON signals (tenant_id, execution_id,
 
 CREATE UNIQUE INDEX waitpoints_open_key_idx ON waitpoints (tenant_id, execution_id, waitpoint_key)
     WHERE state <> 'closed';
+
+CREATE TRIGGER component_blobs_digest_insert BEFORE INSERT ON component_blobs
+WHEN length(NEW.digest) <> 64 OR NEW.digest GLOB '*[^0-9a-f]*'
+BEGIN
+    SELECT RAISE(ABORT, 'CHECK constraint failed: component_blobs digest');
+END;
+
+CREATE TRIGGER component_blobs_digest_update BEFORE UPDATE OF digest ON component_blobs
+WHEN length(NEW.digest) <> 64 OR NEW.digest GLOB '*[^0-9a-f]*'
+BEGIN
+    SELECT RAISE(ABORT, 'CHECK constraint failed: component_blobs digest');
+END;
