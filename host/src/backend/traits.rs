@@ -143,13 +143,13 @@ pub trait Executions: Send + Sync {
 storage_methods! { $ implement_executions: impl Executions in executions {
     read {
         "get execution state" execution_state(tenant: TenantId, id: ExecutionId) -> ExecutionState;
+        "count lanes" lane_counts(tenant: TenantId, page: Page<Option<&str>>) -> Vec<LaneCounts>;
     }
     write {}
     own {
         create_executions(tenant: TenantId, executions: &[NewExecution], max_queued: Option<u32>) -> Vec<Created>;
         get_execution(tenant: TenantId, id: ExecutionId) -> Execution;
         list_executions(tenant: TenantId, filter: &ExecutionFilter) -> Vec<Execution>;
-        lane_counts(tenant: TenantId, page: Page<Option<&str>>) -> Vec<LaneCounts>;
         cancel(tenant: TenantId, id: ExecutionId, reason: &str) -> bool;
         replay(tenant: TenantId, id: ExecutionId, how: Replay) -> ReplayOutcome;
         change_priority(tenant: TenantId, id: ExecutionId, priority: i32) -> ();

@@ -8,9 +8,8 @@ use super::PgBackend;
 use crate::backend::refusals;
 use crate::error::{EngineError, Result};
 use crate::model::{
-    Created, Execution, ExecutionFilter, ExecutionId, FlowId, LaneCounts, NewExecution, Page,
-    PublicState, Replay, ReplayOutcome, TenantId, DEFAULT_DEDUP_WINDOW_MS, DEFAULT_MAX_REPLAYS,
-    MAX_LANE_PAGE,
+    Created, Execution, ExecutionFilter, ExecutionId, FlowId, NewExecution, PublicState, Replay,
+    ReplayOutcome, TenantId, DEFAULT_DEDUP_WINDOW_MS, DEFAULT_MAX_REPLAYS,
 };
 
 crate::backend::traits::implement_executions!(PgBackend, pg);
@@ -33,33 +32,6 @@ async fn create_executions(
 
 async fn get_execution(db: &PgBackend, tenant: TenantId, id: ExecutionId) -> Result<Execution> {
     read_execution(&db.pool, tenant, id).await
-}
-
-/// One pass over the tenant's unfinished executions, served by
-/// `executions_state_idx` (tenant, public state): the terminal ones are
-/// never read.
-async fn lane_counts(
-    db: &PgBackend,
-    tenant: TenantId,
-    page: Page<Option<&str>>,
-) -> Result<Vec<LaneCounts>> {
-    let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
-        "SELECT lane, \
-                count(*) FILTER (WHERE lifecycle_phase = 'runnable'), \
-                count(*) FILTER (WHERE lifecycle_phase = 'active'), \
-                count(*) FILTER (WHERE lifecycle_phase = 'suspended') \
-         FROM executions \
-         WHERE tenant_id = $1 AND public_state = ANY($2) AND ($3::text IS NULL OR lane > $3) \
-         GROUP BY lane ORDER BY lane LIMIT $4",
-    )
-    .bind(tenant)
-    .bind(live_states())
-    .bind(page.after)
-    .bind(i64::from(page.limit.min(MAX_LANE_PAGE)))
-    .fetch_all(&db.pool)
-    .await
-    .map_err(EngineError::storage("count lanes"))?;
-    Ok(rows.into_iter().map(crate::backend::lane_counts).collect())
 }
 
 /// Keyset pagination over the time-ordered id; `executions_state_idx` serves the
@@ -452,12 +424,3 @@ fresh_counts AS (
 )
 SELECT replay_count, (SELECT count(*) FROM wake) AS woke FROM replayed
 "#;
-
-/// The public states of executions that have not ended.
-fn live_states() -> Vec<&'static str> {
-    PublicState::ALL
-        .into_iter()
-        .filter(|s| !s.is_terminal())
-        .map(PublicState::as_str)
-        .collect()
-}

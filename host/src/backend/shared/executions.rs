@@ -1,12 +1,50 @@
-//! Executions: a point read of the public state written once; creation,
-//! listing and the operator operations are each backend's own (Postgres
-//! writes a batch in one `unnest` statement and cancels through its
-//! PL/pgSQL function; SQLite runs the rules in Rust on the one writer).
+//! Executions: the public-state read and the lane counts written once;
+//! creation, listing and the operator operations are each backend's own
+//! (Postgres writes a batch in one `unnest` statement and cancels through
+//! its PL/pgSQL function; SQLite runs the rules in Rust on the one writer).
+
+use std::sync::LazyLock;
 
 use crate::error::{EngineError, Result};
-use crate::model::{ExecutionId, ExecutionState, TenantId};
+use crate::model::{
+    ExecutionId, ExecutionState, LaneCounts, Page, PublicState, TenantId, MAX_LANE_PAGE,
+};
+
+/// The lane counts' statement: the public states of executions not yet
+/// ended are spelt out, so that both drivers read only those entries of
+/// `executions_state_idx` (tenant, public state), never the ended ones.
+static LANE_COUNTS_SQL: LazyLock<String> = LazyLock::new(|| {
+    let live: Vec<String> = PublicState::ALL
+        .into_iter()
+        .filter(|s| !s.is_terminal())
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect();
+    format!(
+        "SELECT lane, \
+                count(*) FILTER (WHERE lifecycle_phase = 'runnable'), \
+                count(*) FILTER (WHERE lifecycle_phase = 'active'), \
+                count(*) FILTER (WHERE lifecycle_phase = 'suspended') \
+         FROM executions \
+         WHERE tenant_id = $1 AND public_state IN ({}) \
+           AND (CAST($2 AS TEXT) IS NULL OR lane > $2) \
+         GROUP BY lane ORDER BY lane LIMIT $3",
+        live.join(", ")
+    )
+});
 
 for_both_drivers! {
+    /// A page of the tenant's lanes with unfinished executions, by lane.
+    async fn lane_counts(conn, tenant: TenantId, page: Page<Option<&str>>) -> Result<Vec<LaneCounts>> {
+        let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(LANE_COUNTS_SQL.as_str())
+            .bind(tenant)
+            .bind(page.after)
+            .bind(i64::from(page.limit.min(MAX_LANE_PAGE)))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(EngineError::storage("count lanes"))?;
+        Ok(rows.into_iter().map(crate::backend::lane_counts).collect())
+    }
+
     /// The execution's public state and attempt, off `executions_pkey`.
     async fn execution_state(conn, tenant: TenantId, id: ExecutionId) -> Result<ExecutionState> {
         let row: Option<(String, i32)> = sqlx::query_as(

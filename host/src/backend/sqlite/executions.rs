@@ -12,11 +12,10 @@ use crate::backend::refusals;
 use crate::error::{EngineError, Result};
 use crate::model::Eligibility;
 use crate::model::TerminalOutcome;
-use crate::model::{AttemptPhase, LifecyclePhase, Ownership, Page};
+use crate::model::{AttemptPhase, LifecyclePhase, Ownership};
 use crate::model::{
-    Created, Execution, ExecutionFilter, ExecutionId, Failure, FlowId, LaneCounts, NewExecution,
-    PublicState, Replay, ReplayOutcome, TenantId, DEFAULT_DEDUP_WINDOW_MS, DEFAULT_MAX_REPLAYS,
-    MAX_LANE_PAGE,
+    Created, Execution, ExecutionFilter, ExecutionId, Failure, FlowId, NewExecution, PublicState,
+    Replay, ReplayOutcome, TenantId, DEFAULT_DEDUP_WINDOW_MS, DEFAULT_MAX_REPLAYS,
 };
 
 crate::backend::traits::implement_executions!(SqliteBackend, sqlite);
@@ -86,33 +85,6 @@ async fn list_executions(
         .await
         .map_err(EngineError::storage("list executions"))?;
     rows.iter().map(Exec::to_execution).collect()
-}
-
-/// One pass over the tenant's executions, off the tenant prefix of
-/// `executions_state_idx`.
-async fn lane_counts(
-    db: &SqliteBackend,
-    tenant: TenantId,
-    page: Page<Option<&str>>,
-) -> Result<Vec<LaneCounts>> {
-    let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
-        "SELECT lane, \
-                count(*) FILTER (WHERE lifecycle_phase = 'runnable'), \
-                count(*) FILTER (WHERE lifecycle_phase = 'active'), \
-                count(*) FILTER (WHERE lifecycle_phase = 'suspended') \
-         FROM executions \
-         WHERE tenant_id = ?1 \
-           AND lifecycle_phase <> 'terminal' \
-           AND (?2 IS NULL OR lane > ?2) \
-         GROUP BY lane ORDER BY lane LIMIT ?3",
-    )
-    .bind(tenant)
-    .bind(page.after)
-    .bind(i64::from(page.limit.min(MAX_LANE_PAGE)))
-    .fetch_all(db.reader())
-    .await
-    .map_err(EngineError::storage("count lanes"))?;
-    Ok(rows.into_iter().map(crate::backend::lane_counts).collect())
 }
 
 /// End a non-terminal execution as `cancelled`, revoking any live lease.
