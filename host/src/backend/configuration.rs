@@ -330,10 +330,12 @@ pub trait Budgets: Send + Sync {
     ) -> Result<UsageOutcome>;
 }
 
-// Usage is charged under each backend's own locking, so every
-// method is the backend's own.
+// Usage is charged under each backend's own locking, so every method but
+// the adjustments' read is the backend's own.
 storage_methods! { $ implement_budgets: impl Budgets in budgets {
-    read {}
+    read {
+        "list adjustments" list_adjustments(tenant: TenantId, id: BudgetId, limit: u32) -> Vec<BudgetAdjustment>;
+    }
     write {}
     own {
         create_budget(tenant: TenantId, budget: &NewBudget) -> Budget;
@@ -341,7 +343,6 @@ storage_methods! { $ implement_budgets: impl Budgets in budgets {
         list_budgets(tenant: TenantId) -> Vec<Budget>;
         reset_budget(tenant: TenantId, id: BudgetId) -> Budget;
         adjust_usage(tenant: TenantId, id: BudgetId, adjust: UsageAdjust<'_>) -> Budget;
-        list_adjustments(tenant: TenantId, id: BudgetId, limit: u32) -> Vec<BudgetAdjustment>;
         report_usage(lease: &LeaseHandle, report: &[UsageEntry], dedup: Option<&str>)
             -> UsageOutcome;
     }

@@ -6,10 +6,9 @@ use super::PgBackend;
 
 use super::budgets::{get_budget_in, release_holds};
 use super::rows::transaction;
-use crate::backend::shared::budgets::pg as shared;
 use crate::backend::{refusals, UsageAdjust};
 use crate::error::{EngineError, Result};
-use crate::model::{Budget, BudgetAdjustment, BudgetId, TenantId};
+use crate::model::{Budget, BudgetId, TenantId};
 
 fn err(op: &'static str) -> impl FnOnce(sqlx::Error) -> EngineError {
     EngineError::storage(op)
@@ -91,18 +90,4 @@ pub(super) async fn adjust_usage(
         get_budget_in(tx, tenant, id).await
     })
     .await
-}
-
-/// Newest first, by the primary key (after checking the budget is the
-/// tenant's).
-pub(super) async fn list_adjustments(
-    db: &PgBackend,
-    tenant: TenantId,
-    id: BudgetId,
-    limit: u32,
-) -> Result<Vec<BudgetAdjustment>> {
-    let pool = &db.pool;
-    let mut conn = pool.acquire().await.map_err(err("list adjustments"))?;
-    get_budget_in(&mut conn, tenant, id).await?;
-    shared::adjustments(&mut conn, tenant, id, limit).await
 }

@@ -5,7 +5,7 @@
 //! budget whose scope covers it, in budget id order: two reports against the
 //! same budget serialise on its row, and never deadlock.
 
-use super::budget_adjustments::{adjust_usage, list_adjustments};
+use super::budget_adjustments::adjust_usage;
 use sqlx::postgres::PgRow;
 use sqlx::PgConnection;
 

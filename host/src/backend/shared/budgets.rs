@@ -1,6 +1,7 @@
 //! Budget operations that are the same on both drivers.
 
 use super::stamp::Stamp;
+use crate::backend::refusals::budget_not_found;
 use crate::error::{EngineError, Result};
 use crate::model::{BudgetAdjustment, BudgetId, BudgetScope, TenantId};
 
@@ -20,11 +21,22 @@ fn adjustment(
 }
 
 for_both_drivers! {
-    /// The budget's newest `limit` adjustments, newest first. The caller
-    /// checks that the budget is the tenant's.
-    async fn adjustments(conn, tenant: TenantId, id: BudgetId, limit: u32)
+    /// The budget's newest `limit` adjustments, newest first, by the
+    /// primary key; `NotFound` when the tenant has no such budget.
+    async fn list_adjustments(conn, tenant: TenantId, id: BudgetId, limit: u32)
         -> Result<Vec<BudgetAdjustment>>
     {
+        let exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM budgets WHERE tenant_id = $1 AND budget_id = $2)",
+        )
+        .bind(tenant)
+        .bind(id)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(EngineError::storage("list adjustments"))?;
+        if !exists {
+            return Err(budget_not_found(id));
+        }
         let rows: Vec<AdjustmentRow> = sqlx::query_as(
             "SELECT adjustment_id, dimension, delta, used_after, reason, created_at \
              FROM budget_adjustments WHERE tenant_id = $1 AND budget_id = $2 \

@@ -4,10 +4,9 @@
 use super::budgets::{read_budget, release_holds};
 use super::time::now;
 use super::SqliteBackend;
-use crate::backend::shared::budgets::sqlite as shared;
 use crate::backend::{refusals, UsageAdjust};
 use crate::error::{EngineError, Result};
-use crate::model::{Budget, BudgetAdjustment, BudgetId, TenantId};
+use crate::model::{Budget, BudgetId, TenantId};
 
 pub(super) async fn adjust_usage(
     db: &SqliteBackend,
@@ -90,21 +89,6 @@ pub(super) async fn adjust_usage(
             }
         }
         read_budget(conn, tenant, id).await
-    })
-    .await
-}
-
-/// Newest first, by `budget_adjustments_budget_idx`.
-pub(super) async fn list_adjustments(
-    db: &SqliteBackend,
-    tenant: TenantId,
-    id: BudgetId,
-    limit: u32,
-) -> Result<Vec<BudgetAdjustment>> {
-    let op = "list adjustments";
-    db.read(op, async |conn| {
-        read_budget(conn, tenant, id).await?;
-        shared::adjustments(conn, tenant, id, limit).await
     })
     .await
 }

@@ -8,7 +8,7 @@
 
 use sqlx::SqliteConnection;
 
-use super::budget_adjustments::{adjust_usage, list_adjustments};
+use super::budget_adjustments::adjust_usage;
 use super::leases::fail_row;
 use super::leases::held;
 use super::record::Exec;
