@@ -210,16 +210,17 @@ pub trait Flows: Send + Sync {
 }
 
 // A graph change follows each backend's own lock order (see their `flows`
-// modules), so every method is the backend's own.
+// modules), so every write is the backend's own; the reads are shared.
 storage_methods! { $ implement_flows: impl Flows in flows {
-    read {}
+    read {
+        "read flow" get_flow(tenant: TenantId, flow: FlowId) -> FlowSnapshot;
+        "list flows" list_flows(tenant: TenantId, page: Page<Option<FlowId>>) -> Vec<FlowSummary>;
+    }
     write {}
     own {
         create_flow(tenant: TenantId, flow: &NewFlow, write: GraphWrite<'_>) -> GraphApplied;
         extend_flow(tenant: TenantId, flow: FlowId, write: GraphWrite<'_>) -> GraphApplied;
-        get_flow(tenant: TenantId, flow: FlowId) -> FlowSnapshot;
         flow_edges(tenant: TenantId, flow: FlowId, filter: EdgeFilter<'_>) -> Vec<FlowEdgeDetail>;
-        list_flows(tenant: TenantId, page: Page<Option<FlowId>>) -> Vec<FlowSummary>;
         cancel_flow(tenant: TenantId, flow: FlowId, cancel: FlowCancel<'_>) -> u64;
     }
 } }

@@ -9,22 +9,19 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use sqlx::postgres::PgRow;
 use sqlx::PgConnection;
 
 use super::executions::{insert_executions, FlowPlacement};
 use super::flow_cancel::cancel_flow;
 use super::flow_edges::flow_edges;
-use super::rows::{col, json, parse, transaction, unknown_tenant_or};
+use super::rows::{col, transaction, unknown_tenant_or};
 use super::PgBackend;
 use crate::backend::refusals;
 use crate::backend::shared::flows::pg::{bump_graph_revision, refuse_cycles};
 use crate::backend::GraphWrite;
 use crate::error::{EngineError, Result};
 use crate::model::{
-    EdgeState, ExecutionId, FlowEdgeView, FlowId, FlowMemberView, FlowSnapshot, FlowState,
-    FlowSummary, GraphApplied, GraphChange, JoinPolicy, JoinState, NewExecution, NewFlow, Page,
-    PublicState, TenantId,
+    ExecutionId, FlowId, GraphApplied, GraphChange, NewExecution, NewFlow, TenantId,
 };
 
 crate::backend::coordination::implement_flows!(PgBackend, pg);
@@ -51,39 +48,6 @@ async fn create_flow(
         Ok(applied)
     })
     .await
-}
-
-async fn list_flows(
-    db: &PgBackend,
-    tenant: TenantId,
-    page: Page<Option<FlowId>>,
-) -> Result<Vec<FlowSummary>> {
-    let pool = &db.pool;
-    // Counts per flow off `executions_flow_key_idx`.
-    let sql = format!(
-        "SELECT {FLOW_COLUMNS}, count(e.execution_id) AS members, \
-             count(*) FILTER (WHERE e.lifecycle_phase <> 'terminal') AS unfinished, \
-             count(*) FILTER (WHERE e.terminal_outcome IN ('failed', 'expired')) AS failed \
-         FROM flows f \
-         LEFT JOIN executions e ON e.tenant_id = f.tenant_id AND e.flow_id = f.flow_id \
-         WHERE f.tenant_id = $1 AND ($2::uuid IS NULL OR f.flow_id > $2) \
-         GROUP BY f.tenant_id, f.flow_id ORDER BY f.flow_id LIMIT $3"
-    );
-    sqlx::query(&sql)
-        .bind(tenant)
-        .bind(page.after)
-        .bind(i64::from(page.limit))
-        .fetch_all(pool)
-        .await
-        .map_err(EngineError::storage("list flows"))?
-        .iter()
-        .map(|r| {
-            summary(
-                r,
-                (col(r, "members")?, col(r, "unfinished")?, col(r, "failed")?),
-            )
-        })
-        .collect()
 }
 
 pub(super) async fn extend_flow(
@@ -389,118 +353,4 @@ pub(super) fn violated(e: &EngineError) -> Option<&str> {
         } => db.constraint(),
         _ => None,
     }
-}
-
-const FLOW_COLUMNS: &str =
-    "f.flow_id, f.name, f.tags, f.graph_revision, f.cancelled_at, f.created_at";
-
-/// Member counts of a flow: (members, unfinished, failed or expired).
-type Counts = (i64, i64, i64);
-
-fn summary(row: &PgRow, (members, unfinished, failed): Counts) -> Result<FlowSummary> {
-    let cancelled_at: Option<chrono::DateTime<chrono::Utc>> = col(row, "cancelled_at")?;
-    Ok(FlowSummary {
-        flow_id: col(row, "flow_id")?,
-        name: col(row, "name")?,
-        tags: json(col(row, "tags")?, "flow tags")?,
-        revision: col(row, "graph_revision")?,
-        state: FlowState::derive(cancelled_at.is_some(), members, unfinished, failed),
-        members,
-        unfinished,
-        failed,
-        cancelled_at,
-        created_at: col(row, "created_at")?,
-    })
-}
-
-/// The flow, its members and its edges; the member counts come from the
-/// members read here rather than from a second aggregate query.
-pub(super) async fn get_flow(
-    db: &PgBackend,
-    tenant: TenantId,
-    flow_id: FlowId,
-) -> Result<FlowSnapshot> {
-    let pool = &db.pool;
-    let row = sqlx::query(&format!(
-        "SELECT {FLOW_COLUMNS} FROM flows f WHERE f.tenant_id = $1 AND f.flow_id = $2"
-    ))
-    .bind(tenant)
-    .bind(flow_id)
-    .fetch_optional(pool)
-    .await
-    .map_err(EngineError::storage("read flow"))?
-    .ok_or_else(|| refusals::flow_not_found(flow_id))?;
-    let members = sqlx::query(
-        "SELECT e.flow_key, e.execution_id, e.kind, e.public_state, \
-                g.policy, g.k, g.on_satisfied, g.state AS join_state \
-         FROM executions e \
-         LEFT JOIN flow_groups g ON g.tenant_id = e.tenant_id AND g.downstream_id = e.execution_id \
-         WHERE e.tenant_id = $1 AND e.flow_id = $2 ORDER BY e.flow_key",
-    )
-    .bind(tenant)
-    .bind(flow_id)
-    .fetch_all(pool)
-    .await
-    .map_err(EngineError::storage("read flow members"))?
-    .iter()
-    .map(member)
-    .collect::<Result<Vec<_>>>()?;
-    let count = |f: fn(PublicState) -> bool| members.iter().filter(|m| f(m.state)).count() as i64;
-    let counts = (
-        members.len() as i64,
-        count(|s| !s.is_terminal()),
-        count(|s| matches!(s, PublicState::Failed | PublicState::Expired)),
-    );
-    let summary = summary(&row, counts)?;
-    let edges = sqlx::query(
-        "SELECT u.flow_key AS from_key, d.flow_key AS to_key, ed.pass_result, ed.state \
-         FROM flow_edges ed \
-         JOIN executions u ON u.tenant_id = ed.tenant_id AND u.execution_id = ed.upstream_id \
-         JOIN executions d ON d.tenant_id = ed.tenant_id AND d.execution_id = ed.downstream_id \
-         WHERE ed.tenant_id = $1 AND ed.flow_id = $2 ORDER BY 1, 2",
-    )
-    .bind(tenant)
-    .bind(flow_id)
-    .fetch_all(pool)
-    .await
-    .map_err(EngineError::storage("read flow edges"))?
-    .iter()
-    .map(|r| {
-        Ok(FlowEdgeView {
-            from: col(r, "from_key")?,
-            to: col(r, "to_key")?,
-            pass_result: col(r, "pass_result")?,
-            state: EdgeState::from_stored(&col::<String>(r, "state")?),
-        })
-    })
-    .collect::<Result<Vec<_>>>()?;
-    Ok(FlowSnapshot {
-        summary,
-        members,
-        edges,
-    })
-}
-
-fn member(row: &PgRow) -> Result<FlowMemberView> {
-    let policy: Option<String> = col(row, "policy")?;
-    let join = match policy {
-        Some(name) => Some(
-            JoinPolicy::from_parts(&name, col(row, "k")?, &col::<String>(row, "on_satisfied")?)
-                .map_err(EngineError::Corrupt)?,
-        ),
-        None => None,
-    };
-    let join_state = col::<Option<String>>(row, "join_state")?.map(|s| match s.as_str() {
-        "satisfied" => JoinState::Satisfied,
-        "impossible" => JoinState::Impossible,
-        _ => JoinState::Pending,
-    });
-    Ok(FlowMemberView {
-        key: col(row, "flow_key")?,
-        execution_id: col(row, "execution_id")?,
-        kind: col(row, "kind")?,
-        state: parse::<PublicState>(&col::<String>(row, "public_state")?)?,
-        join,
-        join_state,
-    })
 }

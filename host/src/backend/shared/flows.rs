@@ -1,10 +1,190 @@
-//! Flow operations that are the same on both drivers.
+//! Flow operations that are the same on both drivers: the cycle check and
+//! revision count a graph change runs, and reading flows back.
 
+use std::collections::BTreeMap;
+
+use sqlx::types::Json;
+
+use super::stamp::Stamp;
 use crate::backend::refusals;
 use crate::error::{EngineError, Result};
-use crate::model::{find_cycle, FlowId, TenantId};
+use crate::model::{
+    find_cycle, EdgeState, ExecutionId, FlowEdgeView, FlowId, FlowMemberView, FlowSnapshot,
+    FlowState, FlowSummary, JoinPolicy, JoinState, Page, PublicState, TenantId,
+};
+
+/// A flow's own row, as both reads select it (`FLOW_COLUMNS`).
+#[derive(sqlx::FromRow)]
+struct FlowRow {
+    flow_id: FlowId,
+    name: String,
+    tags: Json<BTreeMap<String, String>>,
+    graph_revision: i32,
+    cancelled_at: Option<Stamp>,
+    created_at: Stamp,
+}
+
+const FLOW_COLUMNS: &str = "f.flow_id, f.name, f.tags, f.graph_revision, f.cancelled_at, \
+                            f.created_at";
+
+impl FlowRow {
+    /// The flow with its member counts: all, not ended, and failed or
+    /// expired (which decide its state with the cancel).
+    fn summary(self, members: i64, unfinished: i64, failed: i64) -> FlowSummary {
+        let cancelled = self.cancelled_at.is_some();
+        FlowSummary {
+            flow_id: self.flow_id,
+            name: self.name,
+            tags: self.tags.0,
+            revision: self.graph_revision,
+            state: FlowState::derive(cancelled, members, unfinished, failed),
+            members,
+            unfinished,
+            failed,
+            cancelled_at: self.cancelled_at.map(Into::into),
+            created_at: self.created_at.into(),
+        }
+    }
+}
+
+/// A flow with its member counts, as the listing's aggregate reads it.
+#[derive(sqlx::FromRow)]
+struct ListedRow {
+    #[sqlx(flatten)]
+    flow: FlowRow,
+    members: i64,
+    unfinished: i64,
+    failed: i64,
+}
+
+/// A member and, when it joins several upstreams, its join.
+#[derive(sqlx::FromRow)]
+struct MemberRow {
+    flow_key: String,
+    execution_id: ExecutionId,
+    kind: String,
+    public_state: String,
+    policy: Option<String>,
+    k: Option<i32>,
+    on_satisfied: Option<String>,
+    join_state: Option<String>,
+}
+
+impl MemberRow {
+    fn view(self) -> Result<FlowMemberView> {
+        let join = match (self.policy, self.on_satisfied) {
+            (Some(name), Some(on_satisfied)) => Some(
+                JoinPolicy::from_parts(&name, self.k, &on_satisfied)
+                    .map_err(EngineError::Corrupt)?,
+            ),
+            _ => None,
+        };
+        Ok(FlowMemberView {
+            key: self.flow_key,
+            execution_id: self.execution_id,
+            kind: self.kind,
+            state: self
+                .public_state
+                .parse::<PublicState>()
+                .map_err(EngineError::Corrupt)?,
+            join,
+            join_state: self.join_state.map(|s| match s.as_str() {
+                "satisfied" => JoinState::Satisfied,
+                "impossible" => JoinState::Impossible,
+                _ => JoinState::Pending,
+            }),
+        })
+    }
+}
 
 for_both_drivers! {
+    /// A page of the tenant's flows in id order, each with its member
+    /// counts off `executions_flow_key_idx`.
+    async fn list_flows(conn, tenant: TenantId, page: Page<Option<FlowId>>) -> Result<Vec<FlowSummary>> {
+        let rows: Vec<ListedRow> = sqlx::query_as(&format!(
+            "SELECT {FLOW_COLUMNS}, count(e.execution_id) AS members, \
+                 count(e.execution_id) FILTER (WHERE e.lifecycle_phase <> 'terminal') \
+                     AS unfinished, \
+                 count(e.execution_id) FILTER (WHERE e.terminal_outcome IN ('failed', 'expired')) \
+                     AS failed \
+             FROM flows f \
+             LEFT JOIN executions e ON e.tenant_id = f.tenant_id AND e.flow_id = f.flow_id \
+             WHERE f.tenant_id = $1 AND ($2 IS NULL OR f.flow_id > $2) \
+             GROUP BY f.tenant_id, f.flow_id ORDER BY f.flow_id LIMIT $3"
+        ))
+        .bind(tenant)
+        .bind(page.after)
+        .bind(i64::from(page.limit))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(EngineError::storage("list flows"))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| r.flow.summary(r.members, r.unfinished, r.failed))
+            .collect())
+    }
+
+    /// The flow, its members and its edges; the member counts come from the
+    /// members read here rather than from a second aggregate query.
+    async fn get_flow(conn, tenant: TenantId, flow_id: FlowId) -> Result<FlowSnapshot> {
+        let flow: FlowRow = sqlx::query_as(&format!(
+            "SELECT {FLOW_COLUMNS} FROM flows f WHERE f.tenant_id = $1 AND f.flow_id = $2"
+        ))
+        .bind(tenant)
+        .bind(flow_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(EngineError::storage("read flow"))?
+        .ok_or_else(|| refusals::flow_not_found(flow_id))?;
+        let members = sqlx::query_as::<_, MemberRow>(
+            "SELECT e.flow_key, e.execution_id, e.kind, e.public_state, \
+                 g.policy, g.k, g.on_satisfied, g.state AS join_state \
+             FROM executions e \
+             LEFT JOIN flow_groups g \
+                 ON g.tenant_id = e.tenant_id AND g.downstream_id = e.execution_id \
+             WHERE e.tenant_id = $1 AND e.flow_id = $2 ORDER BY e.flow_key",
+        )
+        .bind(tenant)
+        .bind(flow_id)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(EngineError::storage("read flow members"))?
+        .into_iter()
+        .map(MemberRow::view)
+        .collect::<Result<Vec<_>>>()?;
+        let count =
+            |f: fn(PublicState) -> bool| members.iter().filter(|m| f(m.state)).count() as i64;
+        let summary = flow.summary(
+            members.len() as i64,
+            count(|s| !s.is_terminal()),
+            count(|s| matches!(s, PublicState::Failed | PublicState::Expired)),
+        );
+        let edges = sqlx::query_as::<_, (String, String, bool, String)>(
+            "SELECT u.flow_key, d.flow_key, ed.pass_result, ed.state FROM flow_edges ed \
+             JOIN executions u ON u.tenant_id = ed.tenant_id AND u.execution_id = ed.upstream_id \
+             JOIN executions d ON d.tenant_id = ed.tenant_id AND d.execution_id = ed.downstream_id \
+             WHERE ed.tenant_id = $1 AND ed.flow_id = $2 ORDER BY 1, 2",
+        )
+        .bind(tenant)
+        .bind(flow_id)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(EngineError::storage("read flow edges"))?
+        .into_iter()
+        .map(|(from, to, pass_result, state)| FlowEdgeView {
+            from,
+            to,
+            pass_result,
+            state: EdgeState::from_stored(&state),
+        })
+        .collect();
+        Ok(FlowSnapshot {
+            summary,
+            members,
+            edges,
+        })
+    }
+
     /// The whole graph must stay acyclic. Only needed when an edge points at
     /// a member that already existed: edges into new members cannot close a
     /// cycle through the (acyclic) existing graph, and the engine checks the

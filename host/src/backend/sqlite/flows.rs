@@ -15,17 +15,13 @@ use super::flow_cancel::cancel_flow;
 use super::flow_edges::flow_edges;
 use super::record::Exec;
 use super::tenancy::read_tenant;
-use super::time::{at, now, Millis};
+use super::time::{now, Millis};
 use super::{Effects, Finished, SqliteBackend};
 use crate::backend::refusals;
 use crate::backend::shared::flows::sqlite::{bump_graph_revision, refuse_cycles};
 use crate::backend::GraphWrite;
 use crate::error::{EngineError, Result};
-use crate::model::{
-    EdgeState, ExecutionId, FlowEdgeView, FlowId, FlowMemberView, FlowSnapshot, FlowState,
-    FlowSummary, GraphApplied, GraphChange, JoinPolicy, JoinState, NewFlow, Page, PublicState,
-    TenantId,
-};
+use crate::model::{ExecutionId, FlowId, GraphApplied, GraphChange, NewFlow, TenantId};
 
 crate::backend::coordination::implement_flows!(SqliteBackend, sqlite);
 
@@ -53,42 +49,6 @@ async fn create_flow(
         apply(conn, tenant, flow_id, change, max_queued, effects).await
     })
     .await
-}
-
-async fn list_flows(
-    db: &SqliteBackend,
-    tenant: TenantId,
-    page: Page<Option<FlowId>>,
-) -> Result<Vec<FlowSummary>> {
-    #[derive(sqlx::FromRow)]
-    struct Listed {
-        #[sqlx(flatten)]
-        flow: FlowRow,
-        members: i64,
-        unfinished: i64,
-        failed: i64,
-    }
-    let rows: Vec<Listed> = sqlx::query_as(
-        "SELECT f.flow_id, f.name, f.tags, f.graph_revision, f.cancelled_at, f.created_at, \
-             count(e.execution_id) AS members, \
-             count(e.execution_id) FILTER (WHERE e.lifecycle_phase <> 'terminal') AS unfinished, \
-             count(e.execution_id) FILTER (WHERE e.terminal_outcome IN ('failed', 'expired')) \
-                 AS failed \
-         FROM flows f \
-         LEFT JOIN executions e ON e.tenant_id = f.tenant_id AND e.flow_id = f.flow_id \
-         WHERE f.tenant_id = ?1 AND (?2 IS NULL OR f.flow_id > ?2) \
-         GROUP BY f.tenant_id, f.flow_id ORDER BY f.flow_id LIMIT ?3",
-    )
-    .bind(tenant)
-    .bind(page.after)
-    .bind(i64::from(page.limit))
-    .fetch_all(db.reader())
-    .await
-    .map_err(EngineError::storage("list flows"))?;
-    Ok(rows
-        .into_iter()
-        .map(|r| r.flow.summary(r.members, r.unfinished, r.failed))
-        .collect())
 }
 
 /// A flow's graph revision and whether it was cancelled.
@@ -359,135 +319,4 @@ async fn insert_edge(
     .await
     .map_err(EngineError::storage("insert edges"))?;
     Ok(())
-}
-
-#[derive(sqlx::FromRow)]
-struct FlowRow {
-    flow_id: FlowId,
-    name: String,
-    tags: Json<BTreeMap<String, String>>,
-    graph_revision: i32,
-    cancelled_at: Option<Millis>,
-    created_at: Millis,
-}
-
-const FLOW_COLUMNS: &str = "flow_id, name, tags, graph_revision, cancelled_at, created_at";
-
-impl FlowRow {
-    fn summary(self, members: i64, unfinished: i64, failed: i64) -> FlowSummary {
-        let cancelled = self.cancelled_at.is_some();
-        FlowSummary {
-            flow_id: self.flow_id,
-            name: self.name,
-            tags: self.tags.0,
-            revision: self.graph_revision,
-            state: FlowState::derive(cancelled, members, unfinished, failed),
-            members,
-            unfinished,
-            failed,
-            cancelled_at: self.cancelled_at.map(at),
-            created_at: at(self.created_at),
-        }
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct MemberRow {
-    flow_key: String,
-    execution_id: ExecutionId,
-    kind: String,
-    public_state: String,
-    policy: Option<String>,
-    k: Option<i32>,
-    on_satisfied: Option<String>,
-    join_state: Option<String>,
-}
-
-impl MemberRow {
-    fn view(self) -> Result<FlowMemberView> {
-        let join = match (self.policy, self.on_satisfied) {
-            (Some(name), Some(on_satisfied)) => Some(
-                JoinPolicy::from_parts(&name, self.k, &on_satisfied)
-                    .map_err(EngineError::Corrupt)?,
-            ),
-            _ => None,
-        };
-        Ok(FlowMemberView {
-            key: self.flow_key,
-            execution_id: self.execution_id,
-            kind: self.kind,
-            state: self.public_state.parse().map_err(EngineError::Corrupt)?,
-            join,
-            join_state: self.join_state.map(|s| match s.as_str() {
-                "satisfied" => JoinState::Satisfied,
-                "impossible" => JoinState::Impossible,
-                _ => JoinState::Pending,
-            }),
-        })
-    }
-}
-
-pub(super) async fn get_flow(
-    db: &SqliteBackend,
-    tenant: TenantId,
-    flow_id: FlowId,
-) -> Result<FlowSnapshot> {
-    db.read("read flow", async |conn| {
-        let flow: FlowRow = sqlx::query_as(&format!(
-            "SELECT {FLOW_COLUMNS} FROM flows WHERE tenant_id = ? AND flow_id = ?"
-        ))
-        .bind(tenant)
-        .bind(flow_id)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(EngineError::storage("read flow"))?
-        .ok_or_else(|| refusals::flow_not_found(flow_id))?;
-        let members = sqlx::query_as::<_, MemberRow>(
-            "SELECT e.flow_key, e.execution_id, e.kind, e.public_state, \
-                g.policy, g.k, g.on_satisfied, g.state AS join_state \
-         FROM executions e \
-         LEFT JOIN flow_groups g ON g.tenant_id = e.tenant_id AND g.downstream_id = e.execution_id \
-         WHERE e.tenant_id = ? AND e.flow_id = ? ORDER BY e.flow_key",
-        )
-        .bind(tenant)
-        .bind(flow_id)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(EngineError::storage("read flow members"))?
-        .into_iter()
-        .map(MemberRow::view)
-        .collect::<Result<Vec<_>>>()?;
-        let count =
-            |f: fn(PublicState) -> bool| members.iter().filter(|m| f(m.state)).count() as i64;
-        let summary = flow.summary(
-            members.len() as i64,
-            count(|s| !s.is_terminal()),
-            count(|s| matches!(s, PublicState::Failed | PublicState::Expired)),
-        );
-        let edges = sqlx::query_as::<_, (String, String, bool, String)>(
-            "SELECT u.flow_key, d.flow_key, ed.pass_result, ed.state FROM flow_edges ed \
-         JOIN executions u ON u.tenant_id = ed.tenant_id AND u.execution_id = ed.upstream_id \
-         JOIN executions d ON d.tenant_id = ed.tenant_id AND d.execution_id = ed.downstream_id \
-         WHERE ed.tenant_id = ? AND ed.flow_id = ? ORDER BY 1, 2",
-        )
-        .bind(tenant)
-        .bind(flow_id)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(EngineError::storage("read flow edges"))?
-        .into_iter()
-        .map(|(from, to, pass_result, state)| FlowEdgeView {
-            from,
-            to,
-            pass_result,
-            state: EdgeState::from_stored(&state),
-        })
-        .collect();
-        Ok(FlowSnapshot {
-            summary,
-            members,
-            edges,
-        })
-    })
-    .await
 }
