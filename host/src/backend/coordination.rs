@@ -215,12 +215,12 @@ storage_methods! { $ implement_flows: impl Flows in flows {
     read {
         "read flow" get_flow(tenant: TenantId, flow: FlowId) -> FlowSnapshot;
         "list flows" list_flows(tenant: TenantId, page: Page<Option<FlowId>>) -> Vec<FlowSummary>;
+        "read flow edges" flow_edges(tenant: TenantId, flow: FlowId, filter: EdgeFilter<'_>) -> Vec<FlowEdgeDetail>;
     }
     write {}
     own {
         create_flow(tenant: TenantId, flow: &NewFlow, write: GraphWrite<'_>) -> GraphApplied;
         extend_flow(tenant: TenantId, flow: FlowId, write: GraphWrite<'_>) -> GraphApplied;
-        flow_edges(tenant: TenantId, flow: FlowId, filter: EdgeFilter<'_>) -> Vec<FlowEdgeDetail>;
         cancel_flow(tenant: TenantId, flow: FlowId, cancel: FlowCancel<'_>) -> u64;
     }
 } }

@@ -13,7 +13,6 @@ use sqlx::PgConnection;
 
 use super::executions::{insert_executions, FlowPlacement};
 use super::flow_cancel::cancel_flow;
-use super::flow_edges::flow_edges;
 use super::rows::{col, transaction, unknown_tenant_or};
 use super::PgBackend;
 use crate::backend::refusals;

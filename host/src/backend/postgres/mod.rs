@@ -36,7 +36,6 @@ mod counters;
 mod events;
 mod executions;
 mod flow_cancel;
-mod flow_edges;
 mod flow_revive;
 mod flows;
 mod grants;

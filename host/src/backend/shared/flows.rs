@@ -7,10 +7,11 @@ use sqlx::types::Json;
 
 use super::stamp::Stamp;
 use crate::backend::refusals;
+use crate::backend::EdgeFilter;
 use crate::error::{EngineError, Result};
 use crate::model::{
-    find_cycle, EdgeState, ExecutionId, FlowEdgeView, FlowId, FlowMemberView, FlowSnapshot,
-    FlowState, FlowSummary, JoinPolicy, JoinState, Page, PublicState, TenantId,
+    find_cycle, EdgeState, ExecutionId, FlowEdgeDetail, FlowEdgeView, FlowId, FlowMemberView,
+    FlowSnapshot, FlowState, FlowSummary, JoinPolicy, JoinState, Page, PublicState, TenantId,
 };
 
 /// A flow's own row, as both reads select it (`FLOW_COLUMNS`).
@@ -97,7 +98,71 @@ impl MemberRow {
     }
 }
 
+/// A flow's edges on their own. Starting from the flow's row makes "no such
+/// flow" (no row) and "no such edges" (one row of nulls) one query. The
+/// edges come by `flow_edges_flow_idx`, bounded by the flow's member cap,
+/// and each end's key by the executions primary key.
+const EDGES_SQL: &str = "\
+    SELECT ed.upstream_id, ed.downstream_id, u.flow_key, d.flow_key, ed.pass_result, ed.state, \
+           ed.created_at \
+    FROM flows f \
+    LEFT JOIN (flow_edges ed \
+        JOIN executions u ON u.tenant_id = ed.tenant_id AND u.execution_id = ed.upstream_id \
+        JOIN executions d ON d.tenant_id = ed.tenant_id AND d.execution_id = ed.downstream_id) \
+      ON ed.tenant_id = f.tenant_id AND ed.flow_id = f.flow_id \
+     AND ($3 IS NULL OR u.flow_key = $3) AND ($4 IS NULL OR d.flow_key = $4) \
+    WHERE f.tenant_id = $1 AND f.flow_id = $2 \
+    ORDER BY 3, 4";
+
+/// An edge as [`EDGES_SQL`] reads it: all nulls for the flow's row when
+/// no edge matches.
+type EdgeRow = (
+    Option<ExecutionId>,
+    Option<ExecutionId>,
+    Option<String>,
+    Option<String>,
+    Option<bool>,
+    Option<String>,
+    Option<Stamp>,
+);
+
+/// An edge, or `None` for the flow's row with no edge matching.
+fn edge(row: EdgeRow) -> Option<FlowEdgeDetail> {
+    let (Some(up), Some(down), Some(from), Some(to), Some(pass), Some(state), Some(created)) = row
+    else {
+        return None;
+    };
+    Some(FlowEdgeDetail {
+        from,
+        to,
+        from_execution_id: up,
+        to_execution_id: down,
+        pass_result: pass,
+        state: EdgeState::from_stored(&state),
+        created_at: created.into(),
+    })
+}
+
 for_both_drivers! {
+    /// The flow's edges in (from, to) key order, only those out of `from`
+    /// and into `to` when given; `NotFound` when the tenant has no such flow.
+    async fn flow_edges(conn, tenant: TenantId, flow: FlowId, filter: EdgeFilter<'_>)
+        -> Result<Vec<FlowEdgeDetail>>
+    {
+        let rows: Vec<EdgeRow> = sqlx::query_as(EDGES_SQL)
+            .bind(tenant)
+            .bind(flow)
+            .bind(filter.from)
+            .bind(filter.to)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(EngineError::storage("read flow edges"))?;
+        if rows.is_empty() {
+            return Err(refusals::flow_not_found(flow));
+        }
+        Ok(rows.into_iter().filter_map(edge).collect())
+    }
+
     /// A page of the tenant's flows in id order, each with its member
     /// counts off `executions_flow_key_idx`.
     async fn list_flows(conn, tenant: TenantId, page: Page<Option<FlowId>>) -> Result<Vec<FlowSummary>> {

@@ -12,7 +12,6 @@ use sqlx::SqliteConnection;
 
 use super::executions::{admit, create_one, Placement};
 use super::flow_cancel::cancel_flow;
-use super::flow_edges::flow_edges;
 use super::record::Exec;
 use super::tenancy::read_tenant;
 use super::time::{now, Millis};

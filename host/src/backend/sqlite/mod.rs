@@ -35,7 +35,6 @@ mod config_values;
 mod events;
 mod executions;
 mod flow_cancel;
-mod flow_edges;
 mod flow_revive;
 mod flows;
 mod grants;
