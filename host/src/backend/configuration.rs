@@ -330,17 +330,17 @@ pub trait Budgets: Send + Sync {
     ) -> Result<UsageOutcome>;
 }
 
-// Usage is charged under each backend's own locking, so every method but
-// the adjustments' read is the backend's own.
+// Usage is charged under each backend's own locking, so every write is
+// the backend's own; the reads are shared.
 storage_methods! { $ implement_budgets: impl Budgets in budgets {
     read {
         "list adjustments" list_adjustments(tenant: TenantId, id: BudgetId, limit: u32) -> Vec<BudgetAdjustment>;
+        "get budget" get_budget(tenant: TenantId, id: BudgetId) -> Budget;
+        "list budgets" list_budgets(tenant: TenantId) -> Vec<Budget>;
     }
     write {}
     own {
         create_budget(tenant: TenantId, budget: &NewBudget) -> Budget;
-        get_budget(tenant: TenantId, id: BudgetId) -> Budget;
-        list_budgets(tenant: TenantId) -> Vec<Budget>;
         reset_budget(tenant: TenantId, id: BudgetId) -> Budget;
         adjust_usage(tenant: TenantId, id: BudgetId, adjust: UsageAdjust<'_>) -> Budget;
         report_usage(lease: &LeaseHandle, report: &[UsageEntry], dedup: Option<&str>)

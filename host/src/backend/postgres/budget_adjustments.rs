@@ -4,8 +4,9 @@
 
 use super::PgBackend;
 
-use super::budgets::{get_budget_in, release_holds};
+use super::budgets::release_holds;
 use super::rows::transaction;
+use crate::backend::shared::budgets::pg::get_budget;
 use crate::backend::{refusals, UsageAdjust};
 use crate::error::{EngineError, Result};
 use crate::model::{Budget, BudgetId, TenantId};
@@ -87,7 +88,7 @@ pub(super) async fn adjust_usage(
                 release_holds(tx, tenant, id).await?;
             }
         }
-        get_budget_in(tx, tenant, id).await
+        get_budget(tx, tenant, id).await
     })
     .await
 }

@@ -15,12 +15,12 @@ use super::suspension::{record_suspension, resume_execution};
 use super::PgBackend;
 use crate::backend::refusals::budget_not_found;
 use crate::backend::refusals::check_usage_fits;
-use crate::backend::shared::budgets::pg::check_scope_exists;
+use crate::backend::shared::budgets::pg::{check_scope_exists, get_budget};
 use crate::error::{EngineError, Result};
 use crate::model::{
-    Breach, Budget, BudgetId, BudgetScope, DimensionUsage, ExecutionId, ExecutionPolicy, Failure,
-    FailureClass, HardLimitAction, LeaseHandle, NewBudget, ResumeCondition, Suspension, TenantId,
-    TimeoutBehavior, UsageEntry, UsageOutcome,
+    Breach, Budget, BudgetId, ExecutionId, ExecutionPolicy, Failure, FailureClass, HardLimitAction,
+    LeaseHandle, NewBudget, ResumeCondition, Suspension, TenantId, TimeoutBehavior, UsageEntry,
+    UsageOutcome,
 };
 
 crate::backend::configuration::implement_budgets!(PgBackend, pg);
@@ -70,28 +70,10 @@ async fn create_budget(db: &PgBackend, tenant: TenantId, budget: &NewBudget) -> 
         .execute(&mut *tx)
         .await
         .map_err(unknown_tenant_or(op, tenant))?;
-        let created = get_budget_in(tx, tenant, id).await?;
+        let created = get_budget(tx, tenant, id).await?;
         Ok(created)
     })
     .await
-}
-
-async fn get_budget(db: &PgBackend, tenant: TenantId, id: BudgetId) -> Result<Budget> {
-    let pool = &db.pool;
-    let mut conn = pool.acquire().await.map_err(err("get budget"))?;
-    get_budget_in(&mut conn, tenant, id).await
-}
-
-async fn list_budgets(db: &PgBackend, tenant: TenantId) -> Result<Vec<Budget>> {
-    let pool = &db.pool;
-    let rows = sqlx::query(&format!(
-        "SELECT {BUDGET_COLUMNS} FROM budgets b WHERE b.tenant_id = $1 ORDER BY b.budget_id"
-    ))
-    .bind(tenant)
-    .fetch_all(pool)
-    .await
-    .map_err(err("list budgets"))?;
-    rows.iter().map(budget).collect()
 }
 
 /// Usage back to zero, and executions suspended on the budget resume.
@@ -112,7 +94,7 @@ async fn reset_budget(db: &PgBackend, tenant: TenantId, id: BudgetId) -> Result<
             return Err(budget_not_found(id));
         }
         reset_in(tx, tenant, id).await?;
-        let budget = get_budget_in(tx, tenant, id).await?;
+        let budget = get_budget(tx, tenant, id).await?;
         Ok(budget)
     })
     .await
@@ -236,79 +218,12 @@ async fn report_usage(
     .await
 }
 
-const BUDGET_COLUMNS: &str = "b.budget_id, b.name, b.scope, b.scope_key, b.on_hard_limit, \
-    b.reset_interval_ms, b.next_reset_at, b.created_at, \
-    coalesce((SELECT jsonb_agg(jsonb_build_object('dimension', d.dimension, \
-        'soft_limit', d.soft_limit, 'hard_limit', d.hard_limit, 'used', d.used, \
-        'exhausted', d.exhausted) \
-        ORDER BY d.dimension) FROM budget_dimensions d \
-        WHERE d.tenant_id = b.tenant_id AND d.budget_id = b.budget_id), '[]') AS dimensions";
-
 fn err(op: &'static str) -> impl FnOnce(sqlx::Error) -> EngineError {
     EngineError::storage(op)
 }
 
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-pub(super) async fn get_budget_in(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    id: BudgetId,
-) -> Result<Budget> {
-    let row = sqlx::query(&format!(
-        "SELECT {BUDGET_COLUMNS} FROM budgets b WHERE b.tenant_id = $1 AND b.budget_id = $2"
-    ))
-    .bind(tenant)
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(err("get budget"))?
-    .ok_or_else(|| budget_not_found(id))?;
-    budget(&row)
-}
-
-fn budget(row: &PgRow) -> Result<Budget> {
-    let scope: String = col(row, "scope")?;
-    let key: String = col(row, "scope_key")?;
-    fn id<T: std::str::FromStr>(k: &str) -> Result<T> {
-        k.parse::<T>()
-            .map_err(|_| EngineError::Corrupt(format!("budget scope key `{k}`")))
-    }
-    let scope = match scope.as_str() {
-        "tenant" => BudgetScope::Tenant,
-        "flow" => BudgetScope::Flow { flow_id: id(&key)? },
-        "execution" => BudgetScope::Execution {
-            execution_id: id(&key)?,
-        },
-        "lane" => BudgetScope::Lane { lane: key },
-        other => return Err(EngineError::Corrupt(format!("budget scope `{other}`"))),
-    };
-    let dimensions: Vec<serde_json::Value> = json(col(row, "dimensions")?, "budget dimensions")?;
-    let dimensions = dimensions
-        .into_iter()
-        .map(|d| {
-            let n = |k: &str| d[k].as_i64().map(|v| v.max(0) as u64);
-            DimensionUsage {
-                dimension: d["dimension"].as_str().unwrap_or_default().to_owned(),
-                soft_limit: n("soft_limit"),
-                hard_limit: n("hard_limit"),
-                used: n("used").unwrap_or(0),
-                exhausted: d["exhausted"] == true,
-            }
-        })
-        .collect();
-    Ok(Budget {
-        budget_id: col(row, "budget_id")?,
-        name: col(row, "name")?,
-        scope,
-        on_hard_limit: parse(&col::<String>(row, "on_hard_limit")?)?,
-        reset_interval_ms: col::<Option<i64>>(row, "reset_interval_ms")?.map(|v| v.max(0) as u64),
-        next_reset_at: col(row, "next_reset_at")?,
-        created_at: col(row, "created_at")?,
-        dimensions,
-    })
 }
 
 /// One matching dimension row, locked.

@@ -1,9 +1,82 @@
-//! Budget operations that are the same on both drivers.
+//! Budget operations that are the same on both drivers: reading budgets
+//! back, their adjustments, and the scope check a new budget passes.
+
+use std::collections::BTreeMap;
 
 use super::stamp::Stamp;
 use crate::backend::refusals::budget_not_found;
 use crate::error::{EngineError, Result};
-use crate::model::{BudgetAdjustment, BudgetId, BudgetScope, TenantId};
+use crate::model::{Budget, BudgetAdjustment, BudgetId, BudgetScope, DimensionUsage, TenantId};
+
+#[derive(sqlx::FromRow)]
+struct BudgetRow {
+    budget_id: BudgetId,
+    name: String,
+    scope: String,
+    scope_key: String,
+    on_hard_limit: String,
+    reset_interval_ms: Option<i64>,
+    next_reset_at: Option<Stamp>,
+    created_at: Stamp,
+}
+
+const BUDGET_COLUMNS: &str = "budget_id, name, scope, scope_key, on_hard_limit, \
+    reset_interval_ms, next_reset_at, created_at";
+
+#[derive(sqlx::FromRow)]
+struct DimensionRow {
+    budget_id: BudgetId,
+    dimension: String,
+    soft_limit: Option<i64>,
+    hard_limit: Option<i64>,
+    used: i64,
+    exhausted: bool,
+}
+
+impl DimensionRow {
+    fn usage(self) -> DimensionUsage {
+        let unsigned = |v: i64| v.max(0) as u64;
+        DimensionUsage {
+            dimension: self.dimension,
+            soft_limit: self.soft_limit.map(unsigned),
+            hard_limit: self.hard_limit.map(unsigned),
+            used: unsigned(self.used),
+            exhausted: self.exhausted,
+        }
+    }
+}
+
+impl BudgetRow {
+    fn budget(self, dimensions: Vec<DimensionUsage>) -> Result<Budget> {
+        fn id<T: std::str::FromStr>(k: &str) -> Result<T> {
+            k.parse::<T>()
+                .map_err(|_| EngineError::Corrupt(format!("budget scope key `{k}`")))
+        }
+        let scope = match self.scope.as_str() {
+            "tenant" => BudgetScope::Tenant,
+            "flow" => BudgetScope::Flow {
+                flow_id: id(&self.scope_key)?,
+            },
+            "execution" => BudgetScope::Execution {
+                execution_id: id(&self.scope_key)?,
+            },
+            "lane" => BudgetScope::Lane {
+                lane: self.scope_key,
+            },
+            other => return Err(EngineError::Corrupt(format!("budget scope `{other}`"))),
+        };
+        Ok(Budget {
+            budget_id: self.budget_id,
+            name: self.name,
+            scope,
+            on_hard_limit: self.on_hard_limit.parse().map_err(EngineError::Corrupt)?,
+            reset_interval_ms: self.reset_interval_ms.map(|v| v.max(0) as u64),
+            next_reset_at: self.next_reset_at.map(Into::into),
+            created_at: self.created_at.into(),
+            dimensions,
+        })
+    }
+}
 
 type AdjustmentRow = (i64, String, i64, i64, String, Stamp);
 
@@ -21,6 +94,62 @@ fn adjustment(
 }
 
 for_both_drivers! {
+    /// The tenant's budget, with its dimensions in name order (primary
+    /// keys of `budgets` and `budget_dimensions`); `NotFound` when the
+    /// tenant has none by this id. Writes call it on their own
+    /// transaction, to return what they left.
+    async fn get_budget(conn, tenant: TenantId, id: BudgetId) -> Result<Budget> {
+        let row: BudgetRow = sqlx::query_as(&format!(
+            "SELECT {BUDGET_COLUMNS} FROM budgets WHERE tenant_id = $1 AND budget_id = $2"
+        ))
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(EngineError::storage("get budget"))?
+        .ok_or_else(|| budget_not_found(id))?;
+        let dimensions: Vec<DimensionRow> = sqlx::query_as(
+            "SELECT budget_id, dimension, soft_limit, hard_limit, used, exhausted \
+             FROM budget_dimensions WHERE tenant_id = $1 AND budget_id = $2 ORDER BY dimension",
+        )
+        .bind(tenant)
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(EngineError::storage("get budget"))?;
+        row.budget(dimensions.into_iter().map(DimensionRow::usage).collect())
+    }
+
+    /// Every budget of the tenant in id order, each with its dimensions:
+    /// two reads, whatever the number of budgets.
+    async fn list_budgets(conn, tenant: TenantId) -> Result<Vec<Budget>> {
+        let rows: Vec<BudgetRow> = sqlx::query_as(&format!(
+            "SELECT {BUDGET_COLUMNS} FROM budgets WHERE tenant_id = $1 ORDER BY budget_id"
+        ))
+        .bind(tenant)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(EngineError::storage("list budgets"))?;
+        let dimensions: Vec<DimensionRow> = sqlx::query_as(
+            "SELECT budget_id, dimension, soft_limit, hard_limit, used, exhausted \
+             FROM budget_dimensions WHERE tenant_id = $1 ORDER BY budget_id, dimension",
+        )
+        .bind(tenant)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(EngineError::storage("list budgets"))?;
+        let mut by_budget: BTreeMap<BudgetId, Vec<DimensionUsage>> = BTreeMap::new();
+        for d in dimensions {
+            by_budget.entry(d.budget_id).or_default().push(d.usage());
+        }
+        rows.into_iter()
+            .map(|row| {
+                let dimensions = by_budget.remove(&row.budget_id).unwrap_or_default();
+                row.budget(dimensions)
+            })
+            .collect()
+    }
+
     /// The budget's newest `limit` adjustments, newest first, by the
     /// primary key; `NotFound` when the tenant has no such budget.
     async fn list_adjustments(conn, tenant: TenantId, id: BudgetId, limit: u32)

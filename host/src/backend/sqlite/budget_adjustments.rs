@@ -1,9 +1,10 @@
 //! Usage corrected by hand (`Budgets::adjust_usage`), and the audit trail
 //! of those corrections, under the one writer.
 
-use super::budgets::{read_budget, release_holds};
+use super::budgets::release_holds;
 use super::time::now;
 use super::SqliteBackend;
+use crate::backend::shared::budgets::sqlite::get_budget;
 use crate::backend::{refusals, UsageAdjust};
 use crate::error::{EngineError, Result};
 use crate::model::{Budget, BudgetId, TenantId};
@@ -88,7 +89,7 @@ pub(super) async fn adjust_usage(
                 release_holds(conn, tenant, id, effects).await?;
             }
         }
-        read_budget(conn, tenant, id).await
+        get_budget(conn, tenant, id).await
     })
     .await
 }

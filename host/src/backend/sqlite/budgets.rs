@@ -14,17 +14,16 @@ use super::leases::held;
 use super::record::Exec;
 use super::suspension::{record_suspension, resume_row};
 use super::tenancy::read_tenant;
-use super::time::{after_ms, at, now, Millis};
+use super::time::{after_ms, now};
 use super::{Effects, SqliteBackend};
 use crate::backend::refusals::budget_not_found;
 use crate::backend::refusals::check_usage_fits;
-use crate::backend::shared::budgets::sqlite::check_scope_exists;
+use crate::backend::shared::budgets::sqlite::{check_scope_exists, get_budget};
 use crate::error::{EngineError, Result};
 use crate::model::Eligibility;
 use crate::model::{
-    Breach, Budget, BudgetId, BudgetScope, DimensionUsage, Failure, FailureClass, HardLimitAction,
-    LeaseHandle, NewBudget, ResumeCondition, Suspension, TenantId, TimeoutBehavior, UsageEntry,
-    UsageOutcome,
+    Breach, Budget, BudgetId, Failure, FailureClass, HardLimitAction, LeaseHandle, NewBudget,
+    ResumeCondition, Suspension, TenantId, TimeoutBehavior, UsageEntry, UsageOutcome,
 };
 
 crate::backend::configuration::implement_budgets!(SqliteBackend, sqlite);
@@ -65,32 +64,7 @@ async fn create_budget(db: &SqliteBackend, tenant: TenantId, budget: &NewBudget)
             .await
             .map_err(EngineError::storage("create budget"))?;
         }
-        read_budget(conn, tenant, id).await
-    })
-    .await
-}
-
-async fn get_budget(db: &SqliteBackend, tenant: TenantId, id: BudgetId) -> Result<Budget> {
-    db.read("get budget", async |conn| {
-        read_budget(conn, tenant, id).await
-    })
-    .await
-}
-
-async fn list_budgets(db: &SqliteBackend, tenant: TenantId) -> Result<Vec<Budget>> {
-    db.read("list budgets", async |conn| {
-        let rows: Vec<BudgetRow> = sqlx::query_as(&format!(
-            "SELECT {BUDGET_COLUMNS} FROM budgets WHERE tenant_id = ? ORDER BY budget_id"
-        ))
-        .bind(tenant)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(EngineError::storage("list budgets"))?;
-        let mut budgets = Vec::with_capacity(rows.len());
-        for row in rows {
-            budgets.push(budget(conn, tenant, row).await?);
-        }
-        Ok(budgets)
+        get_budget(conn, tenant, id).await
     })
     .await
 }
@@ -112,7 +86,7 @@ async fn reset_budget(db: &SqliteBackend, tenant: TenantId, id: BudgetId) -> Res
             return Err(budget_not_found(id));
         }
         reset_in(conn, tenant, id, effects).await?;
-        read_budget(conn, tenant, id).await
+        get_budget(conn, tenant, id).await
     })
     .await
 }
@@ -245,96 +219,6 @@ async fn report_usage(
 
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-#[derive(sqlx::FromRow)]
-struct BudgetRow {
-    budget_id: BudgetId,
-    name: String,
-    scope: String,
-    scope_key: String,
-    on_hard_limit: String,
-    reset_interval_ms: Option<i64>,
-    next_reset_at: Option<Millis>,
-    created_at: Millis,
-}
-
-const BUDGET_COLUMNS: &str = "budget_id, name, scope, scope_key, on_hard_limit, \
-    reset_interval_ms, next_reset_at, created_at";
-
-#[derive(sqlx::FromRow)]
-struct DimensionRow {
-    dimension: String,
-    soft_limit: Option<i64>,
-    hard_limit: Option<i64>,
-    used: i64,
-    exhausted: bool,
-}
-
-async fn budget(conn: &mut SqliteConnection, tenant: TenantId, row: BudgetRow) -> Result<Budget> {
-    fn id<T: std::str::FromStr>(k: &str) -> Result<T> {
-        k.parse::<T>()
-            .map_err(|_| EngineError::Corrupt(format!("budget scope key `{k}`")))
-    }
-    let scope = match row.scope.as_str() {
-        "tenant" => BudgetScope::Tenant,
-        "flow" => BudgetScope::Flow {
-            flow_id: id(&row.scope_key)?,
-        },
-        "execution" => BudgetScope::Execution {
-            execution_id: id(&row.scope_key)?,
-        },
-        "lane" => BudgetScope::Lane {
-            lane: row.scope_key,
-        },
-        other => return Err(EngineError::Corrupt(format!("budget scope `{other}`"))),
-    };
-    let dimensions: Vec<DimensionRow> = sqlx::query_as(
-        "SELECT dimension, soft_limit, hard_limit, used, exhausted FROM budget_dimensions \
-         WHERE tenant_id = ? AND budget_id = ? ORDER BY dimension",
-    )
-    .bind(tenant)
-    .bind(row.budget_id)
-    .fetch_all(conn)
-    .await
-    .map_err(EngineError::storage("read budget"))?;
-    let unsigned = |v: i64| v.max(0) as u64;
-    Ok(Budget {
-        budget_id: row.budget_id,
-        name: row.name,
-        scope,
-        on_hard_limit: row.on_hard_limit.parse().map_err(EngineError::Corrupt)?,
-        reset_interval_ms: row.reset_interval_ms.map(unsigned),
-        next_reset_at: row.next_reset_at.map(at),
-        created_at: at(row.created_at),
-        dimensions: dimensions
-            .into_iter()
-            .map(|d| DimensionUsage {
-                dimension: d.dimension,
-                soft_limit: d.soft_limit.map(unsigned),
-                hard_limit: d.hard_limit.map(unsigned),
-                used: unsigned(d.used),
-                exhausted: d.exhausted,
-            })
-            .collect(),
-    })
-}
-
-pub(super) async fn read_budget(
-    conn: &mut SqliteConnection,
-    tenant: TenantId,
-    id: BudgetId,
-) -> Result<Budget> {
-    let row: BudgetRow = sqlx::query_as(&format!(
-        "SELECT {BUDGET_COLUMNS} FROM budgets WHERE tenant_id = ? AND budget_id = ?"
-    ))
-    .bind(tenant)
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(EngineError::storage("get budget"))?
-    .ok_or_else(|| budget_not_found(id))?;
-    budget(conn, tenant, row).await
 }
 
 /// One dimension of a budget covering the reporting execution.
