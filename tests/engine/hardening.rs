@@ -232,6 +232,9 @@ async fn a_storage_quota_refuses_writes_past_it(store: Store) {
     let usage = e.usage(a).await.unwrap();
     assert_eq!(usage.max_stored_bytes, Some(10_000));
     assert!(usage.stored_bytes >= 8_000, "{usage:?}");
+    // Measured afresh: the two inputs and the frame's payload, to the byte.
+    assert_eq!(db.backend().stored_bytes(a).await.unwrap(), 8_005);
+    assert_eq!(db.backend().stored_bytes(b).await.unwrap(), 40_000);
 }
 
 /// Flows created or extended over the API stop at the member cap too.

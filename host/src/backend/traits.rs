@@ -70,6 +70,7 @@ storage_methods! { $ implement_tenancy: impl Tenancy in tenancy {
     read {
         "find api key" find_api_key(key_id: ApiKeyId) -> Option<StoredApiKey>;
         "list api keys" list_api_keys(tenant: TenantId) -> Vec<ApiKey>;
+        "measure stored bytes" stored_bytes(tenant: TenantId) -> u64;
     }
     write {
         "create api key" create_api_key(tenant: TenantId, key: NewApiKey<'_>) -> ApiKey;
@@ -79,7 +80,6 @@ storage_methods! { $ implement_tenancy: impl Tenancy in tenancy {
         create_tenant(name: &str) -> Tenant;
         list_tenants() -> Vec<Tenant>;
         get_tenant(tenant: TenantId) -> Tenant;
-        stored_bytes(tenant: TenantId) -> u64;
         set_tenant_limits(tenant: TenantId, limits: &TenantLimits) -> Tenant;
         admission(tenant: TenantId, kinds: &[&str]) -> (TenantLimits, Vec<String>);
     }

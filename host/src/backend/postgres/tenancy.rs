@@ -37,25 +37,6 @@ async fn list_tenants(db: &PgBackend) -> Result<Vec<Tenant>> {
     rows.iter().map(tenant).collect()
 }
 
-/// Bytes the tenant keeps: inputs and results of its executions, and the
-/// payloads of their frames. `octet_length` reads a stored value's length
-/// from its header, without fetching or decompressing it.
-async fn stored_bytes(db: &PgBackend, tenant: TenantId) -> Result<u64> {
-    let pool = &db.pool;
-    let bytes: i64 = sqlx::query_scalar(
-        "SELECT ((SELECT coalesce(sum(octet_length(input) + coalesce(octet_length(result), 0)), 0) \
-                  FROM executions WHERE tenant_id = $1) \
-               + (SELECT coalesce(sum(octet_length(payload)), 0) \
-                  FROM frames WHERE tenant_id = $1) \
-               + (SELECT coalesce(sum(size), 0) FROM steps WHERE tenant_id = $1))::bigint",
-    )
-    .bind(tenant)
-    .fetch_one(pool)
-    .await
-    .map_err(EngineError::storage("measure stored bytes"))?;
-    Ok(bytes.max(0) as u64)
-}
-
 const TENANT_COLUMNS: &str = "tenant_id, name, created_at, max_running, max_queued, \
     max_input_bytes, max_component_bytes, max_task_timeout_ms, max_memory_mib, \
     max_starts_per_window, start_window_ms, max_result_bytes, max_frame_bytes_per_attempt, \

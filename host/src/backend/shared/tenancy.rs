@@ -1,6 +1,7 @@
-//! API key statements that are the same on both drivers, and the row every read
-//! of a key decodes. (Tenants are stored differently: Postgres keeps each
-//! limit in a column of its own, SQLite the limits as one JSON document.)
+//! API key statements that are the same on both drivers, the row every read
+//! of a key decodes, and what a tenant stores. (Tenants themselves are
+//! stored differently: Postgres keeps each limit in a column of its own,
+//! SQLite the limits as one JSON document.)
 
 use chrono::Utc;
 
@@ -42,6 +43,27 @@ struct StoredKeyRow {
 }
 
 for_both_drivers! {
+    /// Bytes the tenant keeps: inputs and results of its executions, the
+    /// payloads of their frames, and their steps. `octet_length` reads a
+    /// stored value's length from its header (Postgres) or record header
+    /// (SQLite), without fetching it.
+    async fn stored_bytes(conn, tenant: TenantId) -> Result<u64> {
+        let bytes: i64 = sqlx::query_scalar(
+            "SELECT CAST((SELECT coalesce(sum(octet_length(input) \
+                              + coalesce(octet_length(result), 0)), 0) \
+                          FROM executions WHERE tenant_id = $1) \
+                       + (SELECT coalesce(sum(octet_length(payload)), 0) \
+                          FROM frames WHERE tenant_id = $1) \
+                       + (SELECT coalesce(sum(size), 0) FROM steps WHERE tenant_id = $1) \
+                     AS BIGINT)",
+        )
+        .bind(tenant)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(EngineError::storage("measure stored bytes"))?;
+        Ok(bytes.max(0) as u64)
+    }
+
     /// Store a key the engine minted (only its secret's hash).
     async fn create_api_key(conn, tenant: TenantId, key: NewApiKey<'_>) -> Result<ApiKey> {
         let row: KeyRow = sqlx::query_as(&format!(

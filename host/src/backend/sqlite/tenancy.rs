@@ -128,20 +128,3 @@ pub(super) async fn read_tenant(conn: &mut SqliteConnection, id: TenantId) -> Re
     .map_err(EngineError::storage("get tenant"))?;
     row.map(Tenant::from).ok_or_else(|| unknown_tenant(id))
 }
-
-/// Bytes the tenant keeps: inputs and results of its executions, and the
-/// payloads of their frames (`length` of a blob reads its size from the
-/// record header).
-async fn stored_bytes(db: &SqliteBackend, tenant: TenantId) -> Result<u64> {
-    let bytes: i64 = sqlx::query_scalar(
-        "SELECT (SELECT coalesce(sum(length(input) + coalesce(length(result), 0)), 0) \
-                 FROM executions WHERE tenant_id = ?1) \
-              + (SELECT coalesce(sum(length(payload)), 0) FROM frames WHERE tenant_id = ?1) \
-              + (SELECT coalesce(sum(size), 0) FROM steps WHERE tenant_id = ?1)",
-    )
-    .bind(tenant)
-    .fetch_one(db.reader())
-    .await
-    .map_err(EngineError::storage("measure stored bytes"))?;
-    Ok(bytes.max(0) as u64)
-}
