@@ -1,10 +1,45 @@
-//! An execution's attempts, read the same way on both drivers.
+//! An execution's attempts, and the parts of a tenant's overview that are
+//! the same statement on both drivers (its per-minute outcomes are not: the
+//! drivers bucket times differently).
+
+use std::sync::LazyLock;
 
 use sqlx::types::Json;
 
 use super::stamp::Stamp;
+use crate::backend::insights::{ended_failed_list, state_names, STATE_COUNT_PROBE};
 use crate::error::{EngineError, Result};
-use crate::model::{AttemptRecord, ExecutionId, TenantId, MAX_ATTEMPT_PAGE};
+use crate::model::{AttemptRecord, ExecutionId, TenantId, MAX_ATTEMPT_PAGE, MAX_FAILING_KINDS};
+
+/// Each public state's count, read off `executions_state_idx` at most
+/// [`STATE_COUNT_PROBE`] entries a state. The states are spelt out as rows
+/// (a list neither driver needs to bind).
+static STATE_COUNTS_SQL: LazyLock<String> = LazyLock::new(|| {
+    let states: Vec<String> = state_names()
+        .into_iter()
+        .map(|s| format!("SELECT '{s}' AS state"))
+        .collect();
+    format!(
+        "SELECT s.state, (SELECT count(*) FROM (SELECT 1 FROM executions e \
+             WHERE e.tenant_id = $1 AND e.public_state = s.state LIMIT $2) c) \
+         FROM ({}) s ORDER BY s.state",
+        states.join(" UNION ALL ")
+    )
+});
+
+/// The kinds with the most failed attempts that ended after `$3` (started
+/// after `$2`, the `attempts_started_idx` range).
+static FAILING_KINDS_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT e.kind, count(*) AS failed \
+         FROM attempts a \
+         JOIN executions e ON e.tenant_id = a.tenant_id AND e.execution_id = a.execution_id \
+         WHERE a.tenant_id = $1 AND a.started_at >= $2 AND a.ended_at >= $3 \
+           AND a.state IN ({}) \
+         GROUP BY e.kind ORDER BY failed DESC, e.kind LIMIT $4",
+        ended_failed_list()
+    )
+});
 
 type AttemptRow = (
     i32,
@@ -18,6 +53,30 @@ type AttemptRow = (
 );
 
 for_both_drivers! {
+    /// (state, count up to [`STATE_COUNT_PROBE`]) for every public state.
+    async fn state_counts(conn, tenant: TenantId) -> Result<Vec<(String, i64)>> {
+        sqlx::query_as(STATE_COUNTS_SQL.as_str())
+            .bind(tenant)
+            .bind(STATE_COUNT_PROBE)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(EngineError::storage("read the overview"))
+    }
+
+    /// (kind, failed attempts) for the kinds failing most in the window.
+    async fn failing_kinds(conn, tenant: TenantId, started: Stamp, since: Stamp)
+        -> Result<Vec<(String, i64)>>
+    {
+        sqlx::query_as(FAILING_KINDS_SQL.as_str())
+            .bind(tenant)
+            .bind(started)
+            .bind(since)
+            .bind(i64::from(MAX_FAILING_KINDS))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(EngineError::storage("read the overview"))
+    }
+
     /// The execution's attempts, newest first, at most `limit` (a range of
     /// the attempts primary key). Empty for an execution never claimed and
     /// for another tenant's: the caller tells the two apart.
