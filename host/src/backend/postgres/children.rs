@@ -18,12 +18,14 @@ use super::rows::{col, parse, transaction, Args};
 use super::suspension::{lock_leased, record_suspension};
 use super::PgBackend;
 use crate::backend::refusals;
+use crate::backend::shared::children::pg::check_child_spawn;
+use crate::backend::shared::flows::pg::bump_graph_revision;
 use crate::backend::ChildSpawn;
 use crate::error::{EngineError, Result};
 use crate::model::FlowId;
 use crate::model::{
-    ChildOutcome, ChildrenOutcome, ExecutionId, LeaseHandle, PublicState, ResumeCondition,
-    SpawnedChild, Suspension, TimeoutBehavior, ROOT_KEY,
+    ChildOutcome, ChildrenOutcome, LeaseHandle, PublicState, ResumeCondition, SpawnedChild,
+    Suspension, TimeoutBehavior, ROOT_KEY,
 };
 
 crate::backend::coordination::implement_children!(PgBackend, pg);
@@ -85,41 +87,11 @@ async fn spawn_child(
         if cancelled {
             return Err(refusals::flow_cancelled(flow_id, "new children"));
         }
-        let existing: Option<(ExecutionId, Option<ExecutionId>)> = sqlx::query_as(
-            "SELECT execution_id, parent_id FROM executions \
-             WHERE tenant_id = $1 AND flow_id = $2 AND flow_key = $3",
-        )
-        .bind(tenant)
-        .bind(flow_id)
-        .bind(key)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(err(op))?;
-        if let Some((execution_id, parent)) = existing {
-            return if parent == Some(lease.execution_id) {
-                Ok(SpawnedChild {
-                    execution_id,
-                    created: false,
-                })
-            } else {
-                Err(refusals::child_key_taken(key))
-            };
+        if let Some(spawned) =
+            check_child_spawn(tx, tenant, lease.execution_id, flow_id, key, &limits).await?
+        {
+            return Ok(spawned);
         }
-        let (children, members): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT count(*) FROM (SELECT 1 FROM executions \
-                     WHERE tenant_id = $1 AND parent_id = $2 LIMIT $4) c), \
-                 (SELECT count(*) FROM (SELECT 1 FROM executions \
-                     WHERE tenant_id = $1 AND flow_id = $3 LIMIT $5) m)",
-        )
-        .bind(tenant)
-        .bind(lease.execution_id)
-        .bind(flow_id)
-        .bind(i64::from(limits.max_children))
-        .bind(i64::from(limits.max_flow_members))
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(err(op))?;
-        refusals::check_spawn(&limits, children, members)?;
         let max_queued = limits.max_queued;
         let placement = FlowPlacement {
             flow_id,
@@ -134,15 +106,7 @@ async fn spawn_child(
                 Some("executions_flow_key_idx") => refusals::child_key_taken(key),
                 _ => e,
             })?;
-        sqlx::query(
-            "UPDATE flows SET graph_revision = graph_revision + 1 \
-             WHERE tenant_id = $1 AND flow_id = $2",
-        )
-        .bind(tenant)
-        .bind(flow_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(err(op))?;
+        bump_graph_revision(tx, tenant, flow_id).await?;
         Ok(SpawnedChild {
             execution_id: created[0].execution_id,
             created: true,

@@ -116,6 +116,7 @@ macro_rules! storage_impl {
 pub(crate) use storage_impl;
 
 pub(crate) mod budgets;
+pub(crate) mod children;
 pub(crate) mod components;
 pub(crate) mod concurrency;
 pub(crate) mod config_values;

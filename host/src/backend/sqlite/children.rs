@@ -21,6 +21,8 @@ use super::suspension::record_suspension;
 use super::time::now;
 use super::{Effects, Finished, SqliteBackend};
 use crate::backend::refusals;
+use crate::backend::shared::children::sqlite::check_child_spawn;
+use crate::backend::shared::flows::sqlite::bump_graph_revision;
 use crate::backend::ChildSpawn;
 use crate::error::{EngineError, Result};
 use crate::model::FlowId;
@@ -68,41 +70,11 @@ async fn spawn_child(
         if cancelled {
             return Err(refusals::flow_cancelled(flow_id, "new children"));
         }
-        let existing: Option<(ExecutionId, Option<ExecutionId>)> = sqlx::query_as(
-            "SELECT execution_id, parent_id FROM executions \
-             WHERE tenant_id = ? AND flow_id = ? AND flow_key = ?",
-        )
-        .bind(tenant)
-        .bind(flow_id)
-        .bind(key)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(EngineError::storage("spawn child"))?;
-        if let Some((execution_id, spawned_by)) = existing {
-            return if spawned_by == Some(lease.execution_id) {
-                Ok(SpawnedChild {
-                    execution_id,
-                    created: false,
-                })
-            } else {
-                Err(refusals::child_key_taken(key))
-            };
+        if let Some(spawned) =
+            check_child_spawn(conn, tenant, lease.execution_id, flow_id, key, &limits).await?
+        {
+            return Ok(spawned);
         }
-        let (children, members): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT count(*) FROM (SELECT 1 FROM executions \
-                     WHERE tenant_id = ?1 AND parent_id = ?2 LIMIT ?4)), \
-                 (SELECT count(*) FROM (SELECT 1 FROM executions \
-                     WHERE tenant_id = ?1 AND flow_id = ?3 LIMIT ?5))",
-        )
-        .bind(tenant)
-        .bind(lease.execution_id)
-        .bind(flow_id)
-        .bind(i64::from(limits.max_children))
-        .bind(i64::from(limits.max_flow_members))
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(EngineError::storage("spawn child"))?;
-        refusals::check_spawn(&limits, children, members)?;
         if let Some(limit) = limits.max_queued {
             super::executions::admit(conn, tenant, 1, limit).await?;
         }
@@ -113,15 +85,7 @@ async fn spawn_child(
             parent: Some(lease.execution_id),
         };
         let created = create_one(conn, tenant, child, Some(placement), effects).await?;
-        sqlx::query(
-            "UPDATE flows SET graph_revision = graph_revision + 1 \
-             WHERE tenant_id = ? AND flow_id = ?",
-        )
-        .bind(tenant)
-        .bind(flow_id)
-        .execute(conn)
-        .await
-        .map_err(EngineError::storage("spawn child"))?;
+        bump_graph_revision(conn, tenant, flow_id).await?;
         Ok(SpawnedChild {
             execution_id: created.execution_id,
             created: true,
