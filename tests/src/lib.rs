@@ -6,7 +6,9 @@
 //! temporary directory, and a watchdog stops and deletes it when this process
 //! exits. Either way a template database is migrated once, and every test clones
 //! it (`CREATE DATABASE … TEMPLATE`, ~30 ms), so tests run in parallel without
-//! seeing each other's rows.
+//! seeing each other's rows. Nothing drops a test's database when it ends;
+//! instead, preparing the template drops those earlier runs left on a
+//! long-lived server, once they are an hour old.
 
 mod postgres;
 mod proxy;
@@ -167,7 +169,8 @@ impl TestDb {
     /// A database on `server` (`postgres://user@host:port`), which must have
     /// the test template (the shared server, or a [`Cluster`]).
     pub async fn on_server(server: &str, limits: Limits) -> Self {
-        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+        // Time-ordered, so a later run can tell a leftover from a live one.
+        let name = format!("t_{}", uuid::Uuid::now_v7().simple());
         let admin = PgPoolOptions::new()
             .max_connections(1)
             .connect(&format!("{server}/postgres"))
@@ -563,6 +566,7 @@ async fn prepare_template(server: &str) {
             .await
             .expect("create template");
     }
+    drop_leftover_databases(&mut conn).await;
     // Always re-run migrations: a new migration must reach an old template.
     let template = PgBackend::connect(&format!("{server}/{TEMPLATE}"), 1)
         .await
@@ -573,6 +577,51 @@ async fn prepare_template(server: &str) {
         .execute(&mut *conn)
         .await
         .expect("template unlock");
+}
+
+/// How old a test database must be before a later run drops it: older than
+/// any test that could still be using it.
+const LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Whether `name` is a test database (`t_` and a time-ordered id) created
+/// more than [`LEFTOVER_AGE`] before `now` (Unix milliseconds).
+fn is_leftover(name: &str, now_ms: u64) -> bool {
+    let Some(id) = name
+        .strip_prefix("t_")
+        .and_then(|id| uuid::Uuid::parse_str(id).ok())
+    else {
+        return false;
+    };
+    match id.get_timestamp() {
+        Some(created) => {
+            let (secs, nanos) = created.to_unix();
+            let created_ms = secs * 1000 + u64::from(nanos) / 1_000_000;
+            now_ms.saturating_sub(created_ms) > LEFTOVER_AGE.as_millis() as u64
+        }
+        // An id without a time, from before test databases were named by
+        // time: left by an earlier run.
+        None => true,
+    }
+}
+
+/// Drop the test databases earlier runs left on a long-lived server (each
+/// test clones one, and nothing drops it when the test ends). One still in
+/// use cannot be dropped, and is left.
+async fn drop_leftover_databases(conn: &mut sqlx::PgConnection) {
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 't\\_%'")
+            .fetch_all(&mut *conn)
+            .await
+            .expect("list test databases");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64;
+    for name in names.iter().filter(|n| is_leftover(n, now_ms)) {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+            .execute(&mut *conn)
+            .await;
+    }
 }
 
 /// Bytes of a guest component built from `guests/` (`echo`, `testkit`).
@@ -595,4 +644,29 @@ pub fn runtime() -> Arc<flowfabric::runtime::Runtime> {
             Arc::new(flowfabric::runtime::Runtime::new(config).expect("wasm runtime"))
         })
         .clone()
+}
+
+#[cfg(test)]
+mod leftover_tests {
+    use super::is_leftover;
+
+    #[test]
+    fn only_old_test_databases_are_leftovers() {
+        let now = uuid::Uuid::now_v7();
+        let now_ms = {
+            let (secs, nanos) = now.get_timestamp().unwrap().to_unix();
+            secs * 1000 + u64::from(nanos) / 1_000_000
+        };
+        let fresh = format!("t_{}", now.simple());
+        assert!(!is_leftover(&fresh, now_ms), "a database made just now");
+        assert!(
+            is_leftover(&fresh, now_ms + 2 * 3600 * 1000),
+            "the same, two hours on"
+        );
+        let untimed = format!("t_{}", uuid::Uuid::new_v4().simple());
+        assert!(is_leftover(&untimed, now_ms), "named before ids had a time");
+        assert!(!is_leftover("postgres", now_ms));
+        assert!(!is_leftover("flowfabric_template", now_ms));
+        assert!(!is_leftover("t_not_a_uuid", now_ms));
+    }
 }
