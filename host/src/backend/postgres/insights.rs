@@ -7,7 +7,6 @@ use chrono::{DateTime, Utc};
 
 use super::PgBackend;
 use crate::backend::insights::{outcome_window_start, overview_of, ENDED_FAILED};
-use crate::backend::shared::events::LeaseRow;
 use crate::backend::shared::insights::pg as shared;
 use crate::backend::shared::stamp::Stamp;
 use crate::error::{EngineError, Result};
@@ -33,7 +32,7 @@ async fn lease_history(
     limit: u32,
 ) -> Result<Vec<LeaseEvent>> {
     let limit = limit.clamp(1, MAX_LEASE_HISTORY);
-    super::outbox::history::<LeaseRow>(&db.pool, tenant, id, limit).await
+    super::outbox::lease_history(&db.pool, tenant, id, limit).await
 }
 
 async fn overview(db: &PgBackend, tenant: TenantId, since: DateTime<Utc>) -> Result<Overview> {

@@ -14,10 +14,10 @@ use super::Connections;
 use sqlx::postgres::PgRow;
 
 use super::rows::col;
-use crate::backend::shared::events::Stream;
+use crate::backend::shared::events::{LeaseRow, Stream};
 use crate::error::{EngineError, Result};
 use crate::model::ExecutionId;
-use crate::model::{EventBatch, EventCursor, TenantId};
+use crate::model::{EventBatch, EventCursor, LeaseEvent, TenantId};
 
 /// The oldest transaction still running, as the outboxes store txids.
 const HORIZON: &str = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
@@ -90,20 +90,19 @@ pub(super) async fn prune(
     Ok(done.rows_affected())
 }
 
-/// The execution's newest `limit` events of stream `R`, oldest first, off
-/// the table's `(tenant_id, execution_id, …)` index: committed ones,
-/// whatever the horizon (a history, not a stream to follow).
-pub(super) async fn history<R: Stream>(
+/// The execution's newest `limit` lease events, oldest first, off
+/// `lease_events_execution_idx`: committed ones, whatever the horizon (a
+/// history, not a stream to follow).
+pub(super) async fn lease_history(
     pool: &Connections,
     tenant: TenantId,
     id: ExecutionId,
     limit: u32,
-) -> Result<Vec<R::Event>> {
+) -> Result<Vec<LeaseEvent>> {
     let sql = format!(
-        "SELECT {columns}, txid FROM {table} \
+        "SELECT {}, txid FROM lease_events \
          WHERE tenant_id = $1 AND execution_id = $2 ORDER BY event_id DESC LIMIT $3",
-        columns = R::COLUMNS,
-        table = R::TABLE,
+        LeaseRow::COLUMNS,
     );
     let rows = sqlx::query(&sql)
         .bind(tenant)
@@ -119,7 +118,7 @@ pub(super) async fn history<R: Stream>(
                 txid: col(row, "txid")?,
                 event_id: col(row, "event_id")?,
             };
-            Ok(decode::<R>(row)?.event(cursor))
+            Ok(decode::<LeaseRow>(row)?.event(cursor))
         })
         .collect::<Result<Vec<_>>>()?;
     events.reverse();

@@ -21,6 +21,30 @@ use crate::model::{Failure, FailureClass};
 
 crate::backend::background::implement_scanners!(SqliteBackend, sqlite);
 
+const EXPIRED_LEASES: Due = Due {
+    op: "reclaim expired leases",
+    state: "lifecycle_phase = 'active'",
+    column: "lease_expires_at",
+};
+
+const DUE_DELAYS: Due = Due {
+    op: "promote delayed",
+    state: "lifecycle_phase = 'runnable' AND eligibility_state = 'not_eligible_until_time'",
+    column: "eligible_at",
+};
+
+const TIMED_OUT_ATTEMPTS: Due = Due {
+    op: "attempt timeout",
+    state: "lifecycle_phase = 'active'",
+    column: "attempt_timeout_at",
+};
+
+const PAST_DEADLINE: Due = Due {
+    op: "expire past deadline",
+    state: "lifecycle_phase <> 'terminal'",
+    column: "deadline_at",
+};
+
 /// Expired leases: the attempt ends `lease_expired` and the execution runs
 /// again (a reclaim), unless it has been reclaimed `max_reclaim_count` times.
 async fn reclaim_expired_leases(db: &SqliteBackend, limit: u32) -> Result<u64> {
@@ -28,13 +52,8 @@ async fn reclaim_expired_leases(db: &SqliteBackend, limit: u32) -> Result<u64> {
         FailureClass::LeaseExpired,
         "the lease expired before the attempt ended",
     );
-    let leases = Due {
-        op: "reclaim expired leases",
-        state: "lifecycle_phase = 'active'",
-        column: "lease_expires_at",
-    };
-    db.write(leases.op, async |conn, effects| {
-        let (now, mut rows) = leases.take(conn, limit, 0).await?;
+    db.write(EXPIRED_LEASES.op, async |conn, effects| {
+        let (now, mut rows) = EXPIRED_LEASES.take(conn, limit, 0).await?;
         for row in &mut rows {
             let before = row.lease_before();
             let spent = row.reclaim_count + 1
@@ -71,13 +90,8 @@ async fn reclaim_expired_leases(db: &SqliteBackend, limit: u32) -> Result<u64> {
 
 /// Delays that have passed: the execution becomes eligible now.
 async fn promote_delayed(db: &SqliteBackend, limit: u32) -> Result<u64> {
-    let delayed = Due {
-        op: "promote delayed",
-        state: "lifecycle_phase = 'runnable' AND eligibility_state = 'not_eligible_until_time'",
-        column: "eligible_at",
-    };
-    db.write(delayed.op, async |conn, effects| {
-        let (now, mut rows) = delayed.take(conn, limit, 1).await?;
+    db.write(DUE_DELAYS.op, async |conn, effects| {
+        let (now, mut rows) = DUE_DELAYS.take(conn, limit, 1).await?;
         for row in &mut rows {
             let before = row.lease_before();
             row.eligibility_state = Eligibility::EligibleNow;
@@ -92,13 +106,8 @@ async fn promote_delayed(db: &SqliteBackend, limit: u32) -> Result<u64> {
 /// Attempts past their timeout fail with class `timeout`; the retry policy
 /// decides what follows, as for a worker's own failure.
 async fn fail_timed_out_attempts(db: &SqliteBackend, limit: u32) -> Result<u64> {
-    let timed_out = Due {
-        op: "attempt timeout",
-        state: "lifecycle_phase = 'active'",
-        column: "attempt_timeout_at",
-    };
-    db.write(timed_out.op, async |conn, effects| {
-        let (_, mut rows) = timed_out.take(conn, limit, 0).await?;
+    db.write(TIMED_OUT_ATTEMPTS.op, async |conn, effects| {
+        let (_, mut rows) = TIMED_OUT_ATTEMPTS.take(conn, limit, 0).await?;
         for row in &mut rows {
             let limit_ms = row.policy.timeouts.attempt_timeout_ms.unwrap_or_default();
             let failure = Failure::new(
@@ -114,13 +123,8 @@ async fn fail_timed_out_attempts(db: &SqliteBackend, limit: u32) -> Result<u64> 
 
 /// Executions past their deadline end `expired`, whatever phase they are in.
 async fn expire_past_deadline(db: &SqliteBackend, limit: u32) -> Result<u64> {
-    let past_deadline = Due {
-        op: "expire past deadline",
-        state: "lifecycle_phase <> 'terminal'",
-        column: "deadline_at",
-    };
-    db.write(past_deadline.op, async |conn, effects| {
-        let (now, mut rows) = past_deadline.take(conn, limit, 0).await?;
+    db.write(PAST_DEADLINE.op, async |conn, effects| {
+        let (now, mut rows) = PAST_DEADLINE.take(conn, limit, 0).await?;
         for row in &mut rows {
             let before = row.lease_before();
             let had_lease = row.lease_id.is_some();

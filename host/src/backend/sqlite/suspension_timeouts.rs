@@ -17,16 +17,17 @@ use crate::model::TerminalOutcome;
 use crate::model::WaitpointId;
 use crate::model::{Failure, FailureClass, ResumeCondition, TimeoutBehavior, TIMEOUT_SIGNAL};
 
+const TIMED_OUT_SUSPENSIONS: Due = Due {
+    op: "time out suspensions",
+    state: "lifecycle_phase = 'suspended'",
+    column: "suspension_timeout_at",
+};
+
 /// Scanner: suspensions past their timeout resume with a `timeout` signal or
 /// end the execution, as their `on_timeout` says.
 pub(super) async fn time_out_suspensions(db: &SqliteBackend, limit: u32) -> Result<u64> {
-    let timed_out = Due {
-        op: "time out suspensions",
-        state: "lifecycle_phase = 'suspended'",
-        column: "suspension_timeout_at",
-    };
-    db.write(timed_out.op, async |conn, effects| {
-        let (now, mut rows) = timed_out.take(conn, limit, 0).await?;
+    db.write(TIMED_OUT_SUSPENSIONS.op, async |conn, effects| {
+        let (now, mut rows) = TIMED_OUT_SUSPENSIONS.take(conn, limit, 0).await?;
         for row in &mut rows {
             let Some(suspension) = row.suspension.clone() else {
                 continue;
