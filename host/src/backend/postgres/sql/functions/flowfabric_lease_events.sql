@@ -1,6 +1,7 @@
 CREATE OR REPLACE FUNCTION public.flowfabric_lease_events()
  RETURNS trigger
  LANGUAGE plpgsql
+ SET enable_nestloop TO 'off'
 AS $function$
 DECLARE
     notified integer;

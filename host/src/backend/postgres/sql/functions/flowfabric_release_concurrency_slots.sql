@@ -20,13 +20,20 @@ BEGIN
            array_agg(r.n)
     INTO tenants, scopes, names, keys, counts
     FROM (
-        SELECT o.tenant_id, o.concurrency_held AS scope,
-            CASE o.concurrency_held WHEN 'kind' THEN o.kind ELSE o.lane END AS name,
-            o.concurrency_key AS key, count(*)::int AS n
-        FROM old_rows o
-        JOIN new_rows w ON w.tenant_id = o.tenant_id AND w.execution_id = o.execution_id
-        WHERE o.concurrency_held IS NOT NULL AND o.lifecycle_phase = 'active'
-          AND w.lifecycle_phase <> 'active'
+        SELECT ended.tenant_id, ended.scope, ended.name, ended.key, count(*)::int AS n
+        FROM (
+            SELECT o.tenant_id, o.execution_id, o.concurrency_held AS scope,
+                CASE o.concurrency_held WHEN 'kind' THEN o.kind ELSE o.lane END AS name,
+                o.concurrency_key AS key
+            FROM old_rows o
+            WHERE o.concurrency_held IS NOT NULL AND o.lifecycle_phase = 'active'
+            EXCEPT ALL
+            SELECT w.tenant_id, w.execution_id, w.concurrency_held,
+                CASE w.concurrency_held WHEN 'kind' THEN w.kind ELSE w.lane END,
+                w.concurrency_key
+            FROM new_rows w
+            WHERE w.concurrency_held IS NOT NULL AND w.lifecycle_phase = 'active'
+        ) ended
         GROUP BY 1, 2, 3, 4
         ORDER BY 1, 2, 3, 4
     ) r;
