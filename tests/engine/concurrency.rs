@@ -417,6 +417,57 @@ async fn batched_completions_across_keys_never_deadlock(store: Store) {
     assert_eq!(total, 2_000);
 }
 
+/// Only a run that ends gives its slot back. Writes that leave a keyed run
+/// running (lease renewals, progress) keep it counted, and a batch of ends
+/// frees one slot per run it ended, not per row it touched: a completion
+/// batch whose other lease is stale ends one run and frees one slot.
+async fn only_runs_that_end_give_their_slots_back(store: Store) {
+    let (db, t) = setup_on(store).await;
+    let e = &db.engine;
+    set(e, t, limit(ConcurrencyScope::Kind, "echo", 2)).await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(submit(e, t, "a").await);
+    }
+    let running = claim_keys(e, 10).await;
+    assert_eq!(running.len(), 2, "the key's limit: {running:?}");
+    let (first, second) = (&running[0].1, &running[1].1);
+
+    for lease in [first, second] {
+        e.renew(lease, Duration::from_secs(30)).await.unwrap();
+        e.set_progress(lease, 50, "halfway").await.unwrap();
+    }
+    assert!(
+        claim_keys(e, 10).await.is_empty(),
+        "renewals and progress free no slot"
+    );
+
+    // One batch: the first run ends; the second's lease is from an older
+    // epoch, so that write is fenced out and the run goes on.
+    let mut stale = second.clone();
+    stale.lease_epoch -= 1;
+    let written = e
+        .complete_many(&[(first.clone(), &b"ok"[..]), (stale, &b"ok"[..])])
+        .await
+        .unwrap();
+    assert!(written[0].is_ok(), "{written:?}");
+    assert!(written[1].is_err(), "{written:?}");
+    let next = claim_keys(e, 10).await;
+    assert_eq!(next.len(), 1, "one run ended, one slot free: {next:?}");
+    assert!(claim_keys(e, 10).await.is_empty(), "the key is full again");
+
+    // Both remaining runs end in one batch: two slots, two more runs.
+    let written = e
+        .complete_many(&[
+            (second.clone(), &b"ok"[..]),
+            (next[0].1.clone(), &b"ok"[..]),
+        ])
+        .await
+        .unwrap();
+    assert!(written.iter().all(Result::is_ok), "{written:?}");
+    assert_eq!(claim_keys(e, 10).await.len(), 2);
+}
+
 /// A run that ends while a claim holds its key's slot waits for that claim,
 /// then gives the slot back. The version it locks is then newer than its
 /// statement's snapshot; counted down by the row id it locked, in the same
@@ -575,6 +626,7 @@ async fn a_missing_slot_is_made_by_the_claim_that_finds_it_on_postgres() {
 
 on_both_backends!(
     batched_completions_across_keys_never_deadlock,
+    only_runs_that_end_give_their_slots_back,
     a_schedules_executions_carry_its_concurrency_key,
     a_key_runs_at_most_its_limit_and_hands_its_slot_on,
     concurrent_claimers_never_run_more_of_a_key_than_its_limit,
