@@ -16,6 +16,7 @@
 mod background;
 mod configuration;
 mod coordination;
+mod fetch;
 mod insights;
 mod params;
 pub mod pool;
@@ -30,6 +31,8 @@ pub use configuration::{
     Budgets, ConcurrencyLimits, ConfigValues, Grants, Schedules, WaitpointKeys,
 };
 pub use coordination::{Children, Flows, Steps, Suspensions};
+#[allow(unused_imports)]
+pub(crate) use fetch::{Fetch, Run};
 pub use insights::Insights;
 pub use params::{
     ChildSpawn, EdgeFilter, FlowCancel, GraphWrite, NewApiKey, NewComponent, NewFrame,

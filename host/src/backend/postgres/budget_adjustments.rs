@@ -3,17 +3,14 @@
 //! locks it, so a correction and a report of the same budget serialise.
 
 use super::PgBackend;
+use crate::backend::{Fetch, Run};
 
 use super::budgets::release_holds;
 use super::rows::transaction;
 use crate::backend::shared::budgets::pg::get_budget;
 use crate::backend::{refusals, UsageAdjust};
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 use crate::model::{Budget, BudgetId, TenantId};
-
-fn err(op: &'static str) -> impl FnOnce(sqlx::Error) -> EngineError {
-    EngineError::storage(op)
-}
 
 pub(super) async fn adjust_usage(
     db: &PgBackend,
@@ -31,9 +28,8 @@ pub(super) async fn adjust_usage(
         .bind(tenant)
         .bind(id)
         .bind(&adjust.adjustment.dimension)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(err(op))?;
+        .optional(&mut *tx, op)
+        .await?;
         let Some((used, hard, was_exhausted)) = row else {
             return Err(refusals::budget_dimension_not_found(
                 id,
@@ -48,9 +44,8 @@ pub(super) async fn adjust_usage(
         .bind(tenant)
         .bind(id)
         .bind(i64::from(adjust.max_adjustments))
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(err(op))?;
+        .one(&mut *tx, op)
+        .await?;
         if kept >= i64::from(adjust.max_adjustments) {
             return Err(refusals::adjustments_exceeded(adjust.max_adjustments));
         }
@@ -71,9 +66,8 @@ pub(super) async fn adjust_usage(
         .bind(exhausted)
         .bind(adjust.adjustment.delta)
         .bind(&adjust.adjustment.reason)
-        .execute(&mut *tx)
-        .await
-        .map_err(err(op))?;
+        .run(&mut *tx, op)
+        .await?;
         if was_exhausted && !exhausted {
             let still: bool = sqlx::query_scalar(
                 "SELECT EXISTS (SELECT 1 FROM budget_dimensions \
@@ -81,9 +75,8 @@ pub(super) async fn adjust_usage(
             )
             .bind(tenant)
             .bind(id)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(err(op))?;
+            .one(&mut *tx, op)
+            .await?;
             if !still {
                 release_holds(tx, tenant, id).await?;
             }

@@ -6,6 +6,7 @@
 //! same budget serialise on its row, and never deadlock.
 
 use super::budget_adjustments::adjust_usage;
+use crate::backend::{Fetch, Run};
 use sqlx::postgres::PgRow;
 use sqlx::PgConnection;
 
@@ -16,7 +17,7 @@ use super::PgBackend;
 use crate::backend::refusals::budget_not_found;
 use crate::backend::refusals::check_usage_fits;
 use crate::backend::shared::budgets::pg::{check_scope_exists, get_budget};
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 use crate::model::{
     Breach, Budget, BudgetId, ExecutionId, ExecutionPolicy, Failure, FailureClass, HardLimitAction,
     LeaseHandle, NewBudget, ResumeCondition, Suspension, TenantId, TimeoutBehavior, UsageEntry,
@@ -87,9 +88,8 @@ async fn reset_budget(db: &PgBackend, tenant: TenantId, id: BudgetId) -> Result<
         )
         .bind(tenant)
         .bind(id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(err(op))?;
+        .optional(&mut *tx, op)
+        .await?;
         if found.is_none() {
             return Err(budget_not_found(id));
         }
@@ -114,9 +114,8 @@ async fn report_usage(
              FROM executions WHERE {FENCE} FOR UPDATE"
         );
         let Some(row) = sqlx::query_with(&sql, Args::fence(lease).done(op)?)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(err(op))?
+            .optional(&mut *tx, op)
+            .await?
         else {
             return Err(rejection(pool, lease, None).await?);
         };
@@ -129,9 +128,8 @@ async fn report_usage(
             .bind(lease.tenant_id)
             .bind(lease.execution_id)
             .bind(key)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(err(op))?;
+            .one(&mut *tx, op)
+            .await?;
             if seen {
                 return Ok(UsageOutcome::AlreadyApplied);
             }
@@ -150,9 +148,8 @@ async fn report_usage(
             .bind(lease.execution_id)
             .bind(dimension)
             .bind(lease.attempt_index)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(err(op))?
+            .optional(&mut *tx, op)
+            .await?
             .unwrap_or_else(|| "0".into());
             check_usage_fits(dimension, delta, limits.iter().map(|l| l.used), &attempt_used)?;
             checked.push((dimension, delta, limits));
@@ -173,9 +170,8 @@ async fn report_usage(
             .bind(lease.tenant_id)
             .bind(breach.budget_id)
             .bind(&breach.dimension)
-            .execute(&mut *tx)
-            .await
-            .map_err(err(op))?;
+            .run(&mut *tx, op)
+            .await?;
             return Ok(UsageOutcome::HardBreach(breach));
         }
         if let Some(key) = dedup_key {
@@ -185,9 +181,8 @@ async fn report_usage(
             .bind(lease.tenant_id)
             .bind(lease.execution_id)
             .bind(key)
-            .execute(&mut *tx)
-            .await
-            .map_err(err(op))?;
+            .run(&mut *tx, op)
+            .await?;
         }
         for (dimension, delta, limits) in &checked {
             let ids: Vec<BudgetId> = limits.iter().map(|l| l.budget_id).collect();
@@ -206,9 +201,8 @@ async fn report_usage(
             .bind(delta)
             .bind(&ids)
             .bind(lease.attempt_index)
-            .execute(&mut *tx)
-            .await
-            .map_err(err(op))?;
+            .run(&mut *tx, op)
+            .await?;
         }
         let over_soft = checked
             .iter()
@@ -216,10 +210,6 @@ async fn report_usage(
         Ok(over_soft.map_or(UsageOutcome::Ok, UsageOutcome::SoftBreach))
     })
     .await
-}
-
-fn err(op: &'static str) -> impl FnOnce(sqlx::Error) -> EngineError {
-    EngineError::storage(op)
 }
 
 fn to_i64(v: u64) -> i64 {
@@ -275,9 +265,8 @@ async fn lock_limits(
     .bind(col::<String>(execution, "flow")?)
     .bind(lease.execution_id.to_string())
     .bind(col::<String>(execution, "lane")?)
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(err("lock budgets"))?;
+    .all(&mut *tx, "lock budgets")
+    .await?;
     rows.iter()
         .map(|r| {
             Ok(Limit {
@@ -332,9 +321,8 @@ async fn reset_in(tx: &mut PgConnection, tenant: TenantId, id: BudgetId) -> Resu
     )
     .bind(tenant)
     .bind(id)
-    .execute(&mut *tx)
-    .await
-    .map_err(err("reset budget"))?;
+    .run(&mut *tx, "reset budget")
+    .await?;
     release_holds(tx, tenant, id).await
 }
 
@@ -356,9 +344,8 @@ pub(super) async fn release_holds(
          SELECT pg_notify('flowfabric_work', '') WHERE EXISTS (SELECT 1 FROM unblocked)",
     )
     .bind(tenant)
-    .execute(&mut *tx)
-    .await
-    .map_err(err("unblock executions"))?;
+    .run(&mut *tx, "unblock executions")
+    .await?;
     let waiting: Vec<(ExecutionId, i32)> = sqlx::query_as(
         "SELECT execution_id, suspension_seq FROM executions \
          WHERE tenant_id = $1 AND lifecycle_phase = 'suspended' \
@@ -368,9 +355,8 @@ pub(super) async fn release_holds(
     )
     .bind(tenant)
     .bind(id)
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(err("find executions waiting on a budget"))?;
+    .all(&mut *tx, "find executions waiting on a budget")
+    .await?;
     for (execution, seq) in waiting {
         resume_execution(tx, tenant, execution, seq).await?;
     }
@@ -390,9 +376,8 @@ pub(super) async fn reset_due_budgets(db: &PgBackend, limit: u32) -> Result<u64>
              RETURNING tenant_id, budget_id",
         )
         .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(err(op))?;
+        .all(&mut *tx, op)
+        .await?;
         for (tenant, id) in &due {
             reset_in(tx, *tenant, *id).await?;
         }

@@ -7,6 +7,7 @@
 //! only; a child's transaction locks the child, then tries its parent with
 //! SKIP LOCKED, so the two never wait on each other.
 
+use crate::backend::{Fetch, Run};
 use std::time::Duration;
 
 use sqlx::postgres::PgRow;
@@ -21,7 +22,7 @@ use crate::backend::refusals;
 use crate::backend::shared::children::pg::check_child_spawn;
 use crate::backend::shared::flows::pg::bump_graph_revision;
 use crate::backend::ChildSpawn;
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 use crate::model::FlowId;
 use crate::model::{
     ChildOutcome, ChildrenOutcome, LeaseHandle, PublicState, ResumeCondition, SpawnedChild,
@@ -43,9 +44,8 @@ async fn spawn_child(
         let sql = format!("SELECT flow_id, flow_key FROM executions WHERE {FENCE} FOR UPDATE");
         let parent: Option<(Option<FlowId>, Option<String>)> =
             sqlx::query_as_with(&sql, Args::fence(lease).done(op)?)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(err(op))?;
+                .optional(&mut *tx, op)
+                .await?;
         let Some((flow, parent_key)) = parent else {
             return Err(rejection(pool, lease, None).await?);
         };
@@ -64,9 +64,8 @@ async fn spawn_child(
                 .bind(flow_id)
                 .bind(lease.execution_id)
                 .bind(ROOT_KEY)
-                .execute(&mut *tx)
-                .await
-                .map_err(err(op))?;
+                .run(&mut *tx, op)
+                .await?;
                 flow_id
             }
         };
@@ -80,9 +79,8 @@ async fn spawn_child(
         )
         .bind(tenant)
         .bind(flow_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(err(op))?
+        .optional(&mut *tx, op)
+        .await?
         .ok_or_else(|| refusals::flow_not_found(flow_id))?;
         if cancelled {
             return Err(refusals::flow_cancelled(flow_id, "new children"));
@@ -136,9 +134,8 @@ async fn wait_children(
         )
         .bind(lease.tenant_id)
         .bind(lease.execution_id)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(err(op))?;
+        .all(&mut *tx, op)
+        .await?;
         let children = rows.iter().map(child).collect::<Result<Vec<_>>>()?;
         if children.iter().all(|c| c.state.is_terminal()) {
             return Ok(ChildrenOutcome::Done(children));
@@ -148,10 +145,6 @@ async fn wait_children(
         Ok(ChildrenOutcome::Suspended)
     })
     .await
-}
-
-fn err(op: &'static str) -> impl FnOnce(sqlx::Error) -> EngineError {
-    EngineError::storage(op)
 }
 
 fn child(row: &PgRow) -> Result<ChildOutcome> {
@@ -186,8 +179,7 @@ pub(super) async fn wake_waiting_parents(db: &PgBackend, limit: u32) -> Result<u
              LIMIT $1) w",
     )
     .bind(i64::from(limit))
-    .fetch_one(pool)
-    .await
-    .map_err(err("wake waiting parents"))?;
+    .one(pool, "wake waiting parents")
+    .await?;
     Ok(u64::try_from(woken).unwrap_or(0))
 }

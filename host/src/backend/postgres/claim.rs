@@ -1,6 +1,7 @@
 //! The claim: one statement that picks, locks and leases executions across
 //! tenants, and the probe that picks its shape.
 
+use crate::backend::Fetch;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -397,9 +398,8 @@ pub(super) async fn explain_claim(pool: &Connections, request: &ClaimRequest) ->
         ),
         claim_args(request, "explain claim")?,
     )
-    .fetch_all(pool)
-    .await
-    .map_err(EngineError::storage("explain claim"))?;
+    .all(pool, "explain claim")
+    .await?;
     Ok(lines.join("\n"))
 }
 
@@ -408,9 +408,8 @@ async fn probe_shape(pool: &Connections) -> Result<Shape> {
     static SHAPE_SQL: LazyLock<String> =
         LazyLock::new(|| format!("SELECT {NEEDS_ADMISSION}, {NEEDS_KEYS}"));
     let (admission, keys) = sqlx::query_as(&SHAPE_SQL)
-        .fetch_one(pool)
-        .await
-        .map_err(EngineError::storage("claim admission probe"))?;
+        .one(pool, "claim admission probe")
+        .await?;
     Ok(Shape { admission, keys })
 }
 
@@ -423,9 +422,8 @@ async fn claim_rows(
 ) -> Result<Vec<PgRow>> {
     let run = async |slots| {
         sqlx::query_with(claim_sql(shape, slots), claim_args(request, "claim")?)
-            .fetch_all(pool)
+            .all(pool, "claim")
             .await
-            .map_err(EngineError::storage("claim"))
     };
     if !shape.keys {
         return run(SlotLocks::Pass).await;

@@ -4,7 +4,8 @@
 use super::PgBackend;
 use crate::backend::shared::components::pg as shared;
 use crate::backend::NewComponent;
-use crate::error::{EngineError, Result};
+use crate::backend::Run;
+use crate::error::Result;
 use crate::model::{ComponentVersion, TenantId};
 
 crate::backend::traits::implement_components!(PgBackend, pg);
@@ -21,9 +22,8 @@ async fn put_component(
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text || '/' || $2, 0))")
             .bind(tenant)
             .bind(component.kind)
-            .execute(&mut *tx)
-            .await
-            .map_err(EngineError::storage(op))?;
+            .run(&mut *tx, op)
+            .await?;
         shared::put_component(tx, tenant, component).await
     })
     .await

@@ -6,7 +6,8 @@
 use super::rows::transaction;
 use super::PgBackend;
 use crate::backend::shared::concurrency::pg as shared;
-use crate::error::{EngineError, Result};
+use crate::backend::{Fetch, Run};
+use crate::error::Result;
 use crate::model::{ConcurrencyLimit, ConcurrencyScope, TenantId};
 
 /// Make claimable what the tenant's limit for a scope and name held back,
@@ -32,9 +33,8 @@ async fn unblock_scope(
         .bind(tenant)
         .bind(scope.as_str())
         .bind(name)
-        .execute(conn)
-        .await
-        .map_err(EngineError::storage("release held executions"))?;
+        .run(conn, "release held executions")
+        .await?;
     Ok(())
 }
 
@@ -52,9 +52,8 @@ async fn set_concurrency_limit(
         // passed by two new limits at once.
         sqlx::query("SELECT 1 FROM tenants WHERE tenant_id = $1 FOR UPDATE")
             .bind(tenant)
-            .execute(&mut *tx)
-            .await
-            .map_err(EngineError::storage(op))?;
+            .run(&mut *tx, op)
+            .await?;
         shared::put_concurrency_limit(tx, tenant, limit, max_limits).await?;
         unblock_scope(tx, tenant, limit.scope, &limit.name).await
     })
@@ -131,8 +130,7 @@ SELECT (SELECT count(*) FROM freed) + 0 * (SELECT count(*) FROM wake)
 "#,
     )
     .bind(i64::from(limit))
-    .fetch_one(&db.pool)
-    .await
-    .map_err(EngineError::storage("release held keys"))?;
+    .one(&db.pool, "release held keys")
+    .await?;
     Ok(n as u64)
 }

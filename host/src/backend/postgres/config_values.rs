@@ -4,7 +4,8 @@
 use super::PgBackend;
 use crate::backend::shared::config_values::pg as shared;
 use crate::backend::shared::config_values::{sealed, ConfigRow as Row, COLUMNS};
-use crate::error::{EngineError, Result};
+use crate::backend::{Fetch, Run};
+use crate::error::Result;
 use crate::model::{SealedConfig, TenantId};
 
 crate::backend::configuration::implement_config_values!(PgBackend, pg);
@@ -20,9 +21,8 @@ async fn put_config(
     db.quiet_write(op, async |tx| {
         sqlx::query("SELECT 1 FROM tenants WHERE tenant_id = $1 FOR UPDATE")
             .bind(tenant)
-            .execute(&mut *tx)
-            .await
-            .map_err(EngineError::storage(op))?;
+            .run(&mut *tx, op)
+            .await?;
         shared::put_config(tx, tenant, value, max_values).await
     })
     .await
@@ -44,9 +44,8 @@ async fn config_values(
         ))
         .bind(tenant)
         .bind(names)
-        .fetch_all(conn)
-        .await
-        .map_err(EngineError::storage("read config values"))?;
+        .all(conn, "read config values")
+        .await?;
         Ok(rows.into_iter().map(sealed).collect())
     })
     .await

@@ -4,7 +4,8 @@
 
 use super::PgBackend;
 use crate::backend::shared::events::{origins, Stream};
-use crate::error::{EngineError, Result};
+use crate::backend::Fetch;
+use crate::error::Result;
 use crate::model::{EventBatch, EventCursor, ExecutionId, ExecutionOrigin, Page, TenantId};
 
 crate::backend::shared::events::implement!(PgBackend);
@@ -29,8 +30,7 @@ async fn execution_origins(
     )
     .bind(tenant)
     .bind(ids)
-    .fetch_all(&db.pool)
-    .await
-    .map_err(EngineError::storage("read execution origins"))?;
+    .all(&db.pool, "read execution origins")
+    .await?;
     Ok(origins(rows))
 }

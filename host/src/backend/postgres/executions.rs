@@ -1,6 +1,7 @@
 //! Execution creation, reads and operator operations.
 
 use super::Connections;
+use crate::backend::{Fetch, Run};
 use sqlx::PgConnection;
 
 use super::rows::{col, execution, transaction, unknown_tenant_or, EXECUTION_COLUMNS};
@@ -66,9 +67,8 @@ async fn list_executions(
                 .as_ref()
                 .map(|(k, v)| serde_json::json!({ k: v })),
         )
-        .fetch_all(pool)
-        .await
-        .map_err(EngineError::storage("list executions"))?;
+        .all(pool, "list executions")
+        .await?;
     rows.iter().map(execution).collect()
 }
 
@@ -80,9 +80,8 @@ async fn cancel(db: &PgBackend, tenant: TenantId, id: ExecutionId, reason: &str)
         .bind(tenant)
         .bind(id)
         .bind(reason)
-        .fetch_optional(pool)
-        .await
-        .map_err(EngineError::storage("cancel"))?;
+        .optional(pool, "cancel")
+        .await?;
     if cancelled.is_some() {
         return Ok(true);
     }
@@ -111,9 +110,8 @@ async fn replay(
             .bind(id)
             .bind(DEFAULT_MAX_REPLAYS as i32)
             .bind(replay.keep_steps)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(EngineError::storage("replay"))?;
+            .optional(&mut *tx, "replay")
+            .await?;
         let Some(replay_count) = replayed else {
             let execution = read_execution(pool, tenant, id).await?;
             return Err(refusals::not_replayable(
@@ -149,9 +147,8 @@ async fn change_priority(
     .bind(tenant)
     .bind(id)
     .bind(priority)
-    .execute(pool)
-    .await
-    .map_err(EngineError::storage("change priority"))?
+    .run(pool, "change priority")
+    .await?
     .rows_affected();
     if changed == 1 {
         return Ok(());
@@ -358,9 +355,8 @@ async fn existing_for_key(
     )
     .bind(tenant)
     .bind(key)
-    .fetch_one(conn)
+    .one(conn, "read idempotency key")
     .await
-    .map_err(EngineError::storage("read idempotency key"))
 }
 
 pub(super) async fn read_execution(
@@ -374,9 +370,8 @@ pub(super) async fn read_execution(
     let row = sqlx::query(&sql)
         .bind(tenant)
         .bind(id)
-        .fetch_optional(pool)
-        .await
-        .map_err(EngineError::storage("get execution"))?
+        .optional(pool, "get execution")
+        .await?
         .ok_or_else(|| not_found(id))?;
     execution(&row)
 }

@@ -3,9 +3,10 @@
 
 use super::Connections;
 use super::PgBackend;
+use crate::backend::{Fetch, Run};
 
 use crate::backend::{refusals, FlowCancel};
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 use crate::model::{ExecutionId, FlowId, TenantId};
 
 /// Close the flow to new members, then cancel the members `policy` names one
@@ -40,9 +41,8 @@ pub(super) async fn cancel_flow(
     .bind(flow_id)
     .bind(reason)
     .bind(phases)
-    .fetch_optional(pool)
-    .await
-    .map_err(EngineError::storage("cancel flow"))?;
+    .optional(pool, "cancel flow")
+    .await?;
     let members = members.ok_or_else(|| refusals::flow_not_found(flow_id))?;
     let mut cancelled = 0;
     for id in members {
@@ -52,9 +52,8 @@ pub(super) async fn cancel_flow(
         .bind(tenant)
         .bind(id)
         .bind(reason)
-        .fetch_one(pool)
-        .await
-        .map_err(EngineError::storage("cancel flow member"))?;
+        .one(pool, "cancel flow member")
+        .await?;
         cancelled += n as u64;
     }
     sqlx::query(&format!(
@@ -64,9 +63,8 @@ pub(super) async fn cancel_flow(
     ))
     .bind(tenant)
     .bind(flow_id)
-    .execute(pool)
-    .await
-    .map_err(EngineError::storage("cancel flow"))?;
+    .run(pool, "cancel flow")
+    .await?;
     Ok(cancelled)
 }
 
@@ -96,9 +94,8 @@ async fn finish_cancelled_flows(pool: &Connections, limit: u32) -> Result<u64> {
            AND {NOTHING_LEFT_TO_CANCEL}"
     ))
     .bind(i64::from(limit))
-    .execute(pool)
-    .await
-    .map_err(EngineError::storage("finish cancelled flows"))?;
+    .run(pool, "finish cancelled flows")
+    .await?;
     Ok(cancelled)
 }
 
@@ -123,9 +120,8 @@ async fn cancel_skip_locked(
     ))
     .bind(i64::from(limit))
     .bind(reason)
-    .fetch_one(pool)
-    .await
-    .map_err(EngineError::storage(op))?;
+    .one(pool, op)
+    .await?;
     Ok(cancelled.max(0) as u64)
 }
 
@@ -158,8 +154,7 @@ pub(super) async fn cancel_pending_siblings(db: &PgBackend, limit: u32) -> Resul
              ORDER BY g.tenant_id, g.downstream_id \
              FOR UPDATE SKIP LOCKED)",
     )
-    .execute(pool)
-    .await
-    .map_err(EngineError::storage("clear cancel-pending groups"))?;
+    .run(pool, "clear cancel-pending groups")
+    .await?;
     Ok(cancelled + finish_cancelled_flows(pool, limit).await?)
 }

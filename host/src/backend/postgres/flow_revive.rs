@@ -12,6 +12,7 @@
 //! before the recount reads it (and, finding the group not pending, left
 //! the counts alone) or adds its edge to the recount after.
 
+use crate::backend::Fetch;
 use sqlx::PgConnection;
 
 use crate::backend::refusals;
@@ -35,9 +36,8 @@ pub(super) async fn check_revivable(
     )
     .bind(tenant)
     .bind(id)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(EngineError::storage(OP))?;
+    .optional(&mut *conn, OP)
+    .await?;
     match member {
         None => Err(EngineError::NotFound {
             what: "execution",
@@ -88,9 +88,8 @@ async fn reopen_edges(
     )
     .bind(tenant)
     .bind(upstreams)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(EngineError::storage(OP))?;
+    .all(&mut *conn, OP)
+    .await?;
     if locked.is_empty() {
         return Ok(locked);
     }
@@ -107,9 +106,8 @@ async fn reopen_edges(
     .bind(tenant)
     .bind(upstreams)
     .bind(&locked)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(EngineError::storage(OP))?;
+    .all(&mut *conn, OP)
+    .await?;
     reopened.sort();
     reopened.dedup();
     Ok(reopened)
@@ -137,9 +135,8 @@ async fn recount_joins(
     )
     .bind(tenant)
     .bind(downstreams)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(EngineError::storage(OP))?;
+    .all(&mut *conn, OP)
+    .await?;
     Ok(rows.into_iter().unzip())
 }
 
@@ -176,9 +173,8 @@ RETURNING e.execution_id
     .bind(tenant)
     .bind(ids)
     .bind(states)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(EngineError::storage(OP))?;
+    .all(&mut *conn, OP)
+    .await?;
     revived.sort();
     Ok(revived)
 }

@@ -7,6 +7,7 @@
 //! executions (shared), then join groups in key order, so the two cannot
 //! deadlock; an edge from a member that already ended resolves before commit.
 
+use crate::backend::{Fetch, Run};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use sqlx::PgConnection;
@@ -64,9 +65,8 @@ pub(super) async fn extend_flow(
         )
         .bind(tenant)
         .bind(flow_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(EngineError::storage("extend flow"))?
+        .optional(&mut *tx, "extend flow")
+        .await?
         .ok_or_else(|| refusals::flow_not_found(flow_id))?;
         let revision: i32 = col(&row, "graph_revision")?;
         if col::<bool>(&row, "cancelled")? {
@@ -109,9 +109,8 @@ async fn apply(
     )
     .bind(tenant)
     .bind(&upstreams)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(EngineError::storage("lock upstreams"))?;
+    .all(&mut *conn, "lock upstreams")
+    .await?;
 
     // Then the groups of members that already existed: they must still wait.
     let new_ids: BTreeSet<ExecutionId> = members.values().copied().collect();
@@ -135,9 +134,8 @@ async fn apply(
             .bind(tenant)
             .bind(&done)
             .bind(&outcomes)
-            .execute(&mut *conn)
-            .await
-            .map_err(EngineError::storage("resolve edges"))?;
+            .run(&mut *conn, "resolve edges")
+            .await?;
     }
     let revision = bump_graph_revision(conn, tenant, flow_id).await?;
     Ok(GraphApplied {
@@ -210,9 +208,8 @@ async fn resolve_keys(
     .bind(tenant)
     .bind(flow_id)
     .bind(&wanted)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(EngineError::storage("resolve member keys"))?;
+    .all(&mut *conn, "resolve member keys")
+    .await?;
     ids.extend(rows);
     for (i, edge) in change.edges.iter().enumerate() {
         for (end, key) in [("from", &edge.from), ("to", &edge.to)] {
@@ -240,9 +237,8 @@ async fn check_still_waiting(
     )
     .bind(tenant)
     .bind(downstreams)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(EngineError::storage("lock join groups"))?;
+    .all(&mut *conn, "lock join groups")
+    .await?;
     if let Some(started) = downstreams.iter().find(|d| !waiting.contains(d)) {
         let key = ids
             .iter()
@@ -291,9 +287,8 @@ async fn insert_groups(
             .map(|m| m.join.on_satisfied().as_str())
             .collect::<Vec<_>>(),
     )
-    .execute(&mut *conn)
-    .await
-    .map_err(EngineError::storage("insert join groups"))?;
+    .run(&mut *conn, "insert join groups")
+    .await?;
     Ok(())
 }
 

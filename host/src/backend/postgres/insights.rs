@@ -3,6 +3,7 @@
 //! tenant's overview (state counts off
 //! `executions_state_idx`, the last hour's outcomes off `attempts_started_idx`).
 
+use crate::backend::Fetch;
 use chrono::{DateTime, Utc};
 
 use super::PgBackend;
@@ -45,9 +46,8 @@ async fn overview(db: &PgBackend, tenant: TenantId, since: DateTime<Utc>) -> Res
         .bind(started)
         .bind(since)
         .bind(ENDED_FAILED)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(EngineError::storage(op))?;
+        .all(&mut *conn, op)
+        .await?;
     let kinds = shared::failing_kinds(&mut conn, tenant, Stamp(started), Stamp(since)).await?;
     overview_of(states, minutes, kinds)
 }

@@ -5,6 +5,7 @@
 //! changes nothing; [`explain_lease_miss`] then says why, or recognises a replay by
 //! the caller that already succeeded.
 
+use crate::backend::Fetch;
 use std::collections::HashSet;
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -38,9 +39,8 @@ async fn renew(db: &PgBackend, lease: &LeaseHandle, ttl: Duration) -> Result<Dat
     );
     let expires =
         sqlx::query_scalar_with(&sql, Args::fence(lease).push(millis(ttl)).done("renew")?)
-            .fetch_optional(pool)
-            .await
-            .map_err(EngineError::storage("renew"))?;
+            .optional(pool, "renew")
+            .await?;
     match expires {
         Some(at) => Ok(at),
         None => Err(rejection(pool, lease, None).await?),
@@ -88,9 +88,8 @@ async fn complete_many(
         .done(OP)?;
     // One statement: atomic on its own, without a BEGIN and COMMIT round trip.
     let rows = sqlx::query_with(&COMPLETE_MANY_SQL, bound)
-        .fetch_all(pool)
-        .await
-        .map_err(EngineError::storage(OP))?;
+        .all(pool, OP)
+        .await?;
     let moved = rows
         .iter()
         .map(|r| Ok((col(r, "tenant_id")?, col(r, "execution_id")?)))
@@ -113,9 +112,8 @@ async fn fail(db: &PgBackend, lease: &LeaseHandle, failure: &Failure) -> Result<
     let applied = transaction(pool, "fail", async |tx| {
         let sql = format!("SELECT policy, retry_count FROM executions WHERE {FENCE} FOR UPDATE");
         let locked = sqlx::query_with(&sql, Args::fence(lease).done("fail")?)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(EngineError::storage("fail"))?;
+            .optional(&mut *tx, "fail")
+            .await?;
         let Some(row) = locked else {
             return Ok(None);
         };
@@ -170,9 +168,8 @@ async fn revoke_lease(db: &PgBackend, tenant: TenantId, id: ExecutionId) -> Resu
         .bind(tenant)
         .bind(id)
         .bind(serde_json::to_value(&failure).expect("failure serialises"))
-        .fetch_optional(pool)
-        .await
-        .map_err(EngineError::storage("revoke lease"))?;
+        .optional(pool, "revoke lease")
+        .await?;
     match revoked {
         Some(attempt) => Ok(attempt),
         None => Err(EngineError::NotActive {
@@ -277,10 +274,7 @@ FROM moved m
         .push(attempt_state_str(t.attempt_state))
         .push(args.delay_ms)
         .done(t.op)?;
-    let row = sqlx::query_with(&sql, bound)
-        .fetch_optional(conn)
-        .await
-        .map_err(EngineError::storage(t.op))?;
+    let row = sqlx::query_with(&sql, bound).optional(conn, t.op).await?;
     row.map(|r| {
         Ok(Moved {
             phase: col(&r, "lifecycle_phase")?,

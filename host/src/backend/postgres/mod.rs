@@ -54,6 +54,7 @@ mod tenancy;
 mod waitpoint_keys;
 mod wakeups;
 
+use crate::backend::Fetch;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -181,9 +182,8 @@ impl Backend for PgBackend {
 
     async fn pending_migrations(&self) -> Result<Vec<i64>> {
         let applied: Vec<i64> = sqlx::query_scalar(APPLIED_MIGRATIONS)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(EngineError::storage("read migrations"))?;
+            .all(&self.pool, "read migrations")
+            .await?;
         Ok(pending(&MIGRATOR, &applied))
     }
 }

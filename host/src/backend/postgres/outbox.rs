@@ -11,6 +11,7 @@
 //! `(tenant_id, txid, event_id)` primary key.
 
 use super::Connections;
+use crate::backend::{Fetch, Run};
 use sqlx::postgres::PgRow;
 
 use super::rows::col;
@@ -42,9 +43,8 @@ pub(super) async fn read<R: Stream>(
         .bind(after.txid)
         .bind(after.event_id)
         .bind(i64::from(limit) + 1)
-        .fetch_all(pool)
-        .await
-        .map_err(EngineError::storage(R::OP))?;
+        .all(pool, R::OP)
+        .await?;
     let mut events = Vec::with_capacity(rows.len());
     let mut pending = false;
     for row in &rows {
@@ -84,9 +84,8 @@ pub(super) async fn prune(
     let done = sqlx::query(&sql)
         .bind(retention_ms)
         .bind(i64::from(limit))
-        .execute(pool)
-        .await
-        .map_err(EngineError::storage("prune events"))?;
+        .run(pool, "prune events")
+        .await?;
     Ok(done.rows_affected())
 }
 
@@ -108,9 +107,8 @@ pub(super) async fn lease_history(
         .bind(tenant)
         .bind(id)
         .bind(i64::from(limit))
-        .fetch_all(pool)
-        .await
-        .map_err(EngineError::storage("read lease history"))?;
+        .all(pool, "read lease history")
+        .await?;
     let mut events = rows
         .iter()
         .map(|row| {
@@ -155,11 +153,8 @@ pub(super) async fn all_completions(
     .bind(after.txid)
     .bind(after.event_id)
     .bind(i64::from(limit))
-    .fetch_all(pool)
-    .await
-    .map_err(EngineError::storage(
-        "read completion events for subscribers",
-    ))?;
+    .all(pool, "read completion events for subscribers")
+    .await?;
     let mut cursor = after;
     let mut woken = Vec::with_capacity(rows.len());
     for row in &rows {
@@ -180,9 +175,8 @@ pub(super) async fn completions_head(pool: &Connections) -> Result<EventCursor> 
         "SELECT txid, event_id FROM completion_events WHERE txid < {HORIZON} \
          ORDER BY txid DESC, event_id DESC LIMIT 1"
     ))
-    .fetch_optional(pool)
-    .await
-    .map_err(EngineError::storage("read outbox head"))?;
+    .optional(pool, "read outbox head")
+    .await?;
     Ok(
         row.map_or(EventCursor::START, |(txid, event_id)| EventCursor {
             txid,

@@ -2,6 +2,7 @@
 //! Both are worker writes, fenced by the lease like every other.
 
 use super::Connections;
+use crate::backend::{Fetch, Run};
 
 use super::counters;
 use super::leases::{rejection, FENCE};
@@ -55,9 +56,8 @@ async fn append_frame(db: &PgBackend, lease: &LeaseHandle, frame: NewFrame<'_>) 
     .done("append frame")?;
     // The second column (the notify's `void`) is never decoded.
     let seq: Option<i64> = sqlx::query_scalar_with(&sql, bound)
-        .fetch_optional(pool)
-        .await
-        .map_err(EngineError::storage("append frame"))?;
+        .optional(pool, "append frame")
+        .await?;
     match seq {
         Some(seq) => Ok(seq),
         None => {
@@ -80,9 +80,8 @@ async fn set_progress(
         .push(message)
         .done("set progress")?;
     let updated = sqlx::query_with(&sql, bound)
-        .execute(pool)
-        .await
-        .map_err(EngineError::storage("set progress"))?
+        .run(pool, "set progress")
+        .await?
         .rows_affected();
     if updated == 1 {
         Ok(())
@@ -103,9 +102,8 @@ async fn frame_refusal(
         counters::HELD_FRAME_BYTES
     );
     let held: Option<i64> = sqlx::query_scalar_with(&sql, Args::fence(lease).done("append frame")?)
-        .fetch_optional(pool)
-        .await
-        .map_err(EngineError::storage("append frame"))?;
+        .optional(pool, "append frame")
+        .await?;
     match held {
         Some(stored) => Ok(refusals::frame_bytes_exceeded(
             max_attempt_bytes,

@@ -1,5 +1,6 @@
 //! Decoding rows into model types, and explaining why a fenced write matched no row.
 
+use crate::backend::Fetch;
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
@@ -109,9 +110,8 @@ pub(super) async fn explain_lease_miss(
     .bind(lease.tenant_id)
     .bind(lease.execution_id)
     .bind(lease.attempt_index)
-    .fetch_optional(pool)
-    .await
-    .map_err(EngineError::storage("read lease state"))?;
+    .optional(pool, "read lease state")
+    .await?;
     let Some(row) = row else {
         return Ok(LeaseMiss::Rejected(EngineError::NotFound {
             what: "execution",

@@ -5,6 +5,7 @@
 //! several hosts can run the same pass at once without waiting on each other, and
 //! a tenant with a huge backlog does not delay the others.
 
+use crate::backend::Fetch;
 use std::sync::LazyLock;
 
 use super::budgets::reset_due_budgets;
@@ -15,7 +16,7 @@ use super::rows::{col, completion_outbox, json, transaction};
 use super::suspension_timeouts::time_out_suspensions;
 use super::{Connections, PgBackend};
 use crate::backend::shared::events::{CompletionRow, LeaseRow, SignalRow, Stream};
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 use crate::model::{ExecutionId, TenantId};
 use crate::model::{ExecutionPolicy, Failure, FailureClass, LeaseHandle};
 use std::time::Duration;
@@ -38,9 +39,8 @@ async fn reclaim_expired_leases(db: &PgBackend, limit: u32) -> Result<u64> {
         .bind(i64::from(limit))
         .bind(serde_json::to_value(&spent).expect("failure serialises"))
         .bind(serde_json::to_value(&expired).expect("failure serialises"))
-        .fetch_one(pool)
-        .await
-        .map_err(EngineError::storage("reclaim expired leases"))?;
+        .one(pool, "reclaim expired leases")
+        .await?;
     Ok(n as u64)
 }
 
@@ -74,9 +74,8 @@ SELECT (SELECT count(*) FROM moved) + 0 * (SELECT count(*) FROM wake)
 "#,
     )
     .bind(i64::from(limit))
-    .fetch_one(pool)
-    .await
-    .map_err(EngineError::storage("promote delayed"))?;
+    .one(pool, "promote delayed")
+    .await?;
     Ok(n as u64)
 }
 
@@ -96,9 +95,8 @@ async fn expire_past_deadline(db: &PgBackend, limit: u32) -> Result<u64> {
     let pool = &db.pool;
     let n: i64 = sqlx::query_scalar(&DEADLINE_SQL)
         .bind(i64::from(limit))
-        .fetch_one(pool)
-        .await
-        .map_err(EngineError::storage("expire past deadline"))?;
+        .one(pool, "expire past deadline")
+        .await?;
     Ok(n as u64)
 }
 
@@ -160,9 +158,8 @@ impl PastDue {
             column = self.column,
         ))
         .bind(i64::from(limit))
-        .fetch_all(pool)
-        .await
-        .map_err(EngineError::storage(self.op))?;
+        .all(pool, self.op)
+        .await?;
         let mut changed = 0;
         for (tenant, id) in due {
             if one(tenant, id).await? {
@@ -188,9 +185,8 @@ async fn fail_timed_out(
         )
         .bind(tenant)
         .bind(execution)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(EngineError::storage("attempt timeout"))?;
+        .optional(&mut *tx, "attempt timeout")
+        .await?;
         let Some(row) = locked else {
             return Ok(false);
         };

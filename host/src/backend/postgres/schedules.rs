@@ -6,6 +6,7 @@
 //! batch that fails is fired again one schedule per transaction, so one bad
 //! schedule cannot hold back the rest.
 
+use crate::backend::{Fetch, Run};
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
@@ -86,9 +87,8 @@ async fn fire_batch(db: &PgBackend, limit: u32) -> Result<(u32, u64)> {
              ORDER BY next_fire_at LIMIT $1 FOR UPDATE SKIP LOCKED"
         ))
         .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(EngineError::storage(op))?;
+        .all(&mut *tx, op)
+        .await?;
         let now = Utc::now();
         let mut planned = Vec::with_capacity(rows.len());
         for row in rows {
@@ -153,9 +153,8 @@ async fn record_fires(
             .collect::<Vec<_>>(),
     )
     .bind(last)
-    .execute(&mut *tx)
-    .await
-    .map_err(EngineError::storage("fire schedules"))?;
+    .run(&mut *tx, "fire schedules")
+    .await?;
     Ok(())
 }
 
@@ -167,9 +166,8 @@ async fn fire_one_by_one(db: &PgBackend, limit: u32) -> Result<u64> {
          WHERE NOT paused AND next_fire_at <= now() ORDER BY next_fire_at LIMIT $1",
     )
     .bind(i64::from(limit))
-    .fetch_all(&db.pool)
-    .await
-    .map_err(EngineError::storage("find due schedules"))?;
+    .all(&db.pool, "find due schedules")
+    .await?;
     let mut fired = 0;
     for (tenant, id) in due {
         match fire_one(db, tenant, id).await {
@@ -235,9 +233,8 @@ async fn lock_schedule(
     ))
     .bind(tenant)
     .bind(id)
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(EngineError::storage(op))?;
+    .optional(&mut *tx, op)
+    .await?;
     Ok(row.map(ScheduleRow::schedule))
 }
 
@@ -259,9 +256,8 @@ async fn cancel_previous(tx: &mut PgConnection, schedule: &Schedule) -> Result<(
             .bind(schedule.tenant_id)
             .bind(last)
             .bind(SUPERSEDED)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(EngineError::storage("fire schedule"))?;
+            .optional(&mut *tx, "fire schedule")
+            .await?;
     }
     Ok(())
 }

@@ -8,6 +8,7 @@
 //! A refused record changes nothing; why it was refused is read afterwards.
 
 use super::Connections;
+use crate::backend::Fetch;
 use chrono::Utc;
 use sqlx::PgConnection;
 
@@ -96,9 +97,8 @@ async fn record_in(
         .push(i64::try_from(record.limits.max_bytes).unwrap_or(i64::MAX))
         .done(op)?;
     let recorded: Option<i64> = sqlx::query_scalar_with(&sql, bound)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(EngineError::storage(op))?;
+        .optional(&mut *conn, op)
+        .await?;
     if recorded.is_some() {
         return Ok(());
     }
@@ -130,9 +130,8 @@ async fn explain_miss(
         .push(step_index(step.position)?)
         .done(op)?;
     let row = sqlx::query_with(&sql, bound)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(EngineError::storage(op))?;
+        .optional(&mut *conn, op)
+        .await?;
     let Some(row) = row else {
         return Err(rejection(pool, lease, None).await?);
     };

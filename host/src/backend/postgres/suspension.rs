@@ -5,6 +5,7 @@
 //! the signals that end it are serialised: a condition is evaluated once per
 //! change, and an execution cannot be resumed twice by racing signals.
 
+use crate::backend::{Fetch, Run};
 use std::time::Duration;
 
 use super::Connections;
@@ -51,9 +52,8 @@ async fn create_waitpoint(
         .bind(lease.execution_id)
         .bind(new.key)
         .bind(i64::from(new.max_waitpoints))
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(err(op))?;
+        .one(&mut *tx, op)
+        .await?;
         if !open && total >= i64::from(new.max_waitpoints) {
             return Err(refusals::waitpoints_exceeded(new.max_waitpoints));
         }
@@ -70,9 +70,8 @@ async fn create_waitpoint(
         .bind(Uuid::now_v7())
         .bind(new.key)
         .bind(new.expires_in.map(millis))
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(err(op))?;
+        .one(&mut *tx, op)
+        .await?;
         Ok(row.into())
     })
     .await
@@ -100,9 +99,8 @@ async fn suspend(
         .bind(lease.tenant_id)
         .bind(lease.execution_id)
         .bind(&keys)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(err(op))?;
+        .optional(&mut *tx, op)
+        .await?;
         let ids: Vec<WaitpointId> = keys.iter().map(|_| WaitpointId::new()).collect();
         sqlx::query(
             "INSERT INTO waitpoints (tenant_id, execution_id, waitpoint_id, waitpoint_key, state) \
@@ -114,9 +112,8 @@ async fn suspend(
         .bind(lease.execution_id)
         .bind(&keys)
         .bind(&ids)
-        .execute(&mut *tx)
-        .await
-        .map_err(err(op))?;
+        .run(&mut *tx, op)
+        .await?;
         // Counted after the insert; past the cap, the transaction is undone.
         let total: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM (SELECT 1 FROM waitpoints \
@@ -125,9 +122,8 @@ async fn suspend(
         .bind(lease.tenant_id)
         .bind(lease.execution_id)
         .bind(i64::from(request.max_waitpoints) + 1)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(err(op))?;
+        .one(&mut *tx, op)
+        .await?;
         if total > i64::from(request.max_waitpoints) {
             return Err(refusals::waitpoints_exceeded(request.max_waitpoints));
         }
@@ -145,9 +141,8 @@ async fn suspend(
             .bind(lease.tenant_id)
             .bind(lease.execution_id)
             .bind(seq)
-            .execute(&mut *tx)
-            .await
-            .map_err(err(op))?;
+            .run(&mut *tx, op)
+            .await?;
             return Ok(SuspendOutcome::AlreadySatisfied(consumed));
         }
         record_suspension(
@@ -178,10 +173,6 @@ async fn resume(db: &PgBackend, tenant: TenantId, id: ExecutionId) -> Result<()>
     .await
 }
 
-pub(super) fn err(op: &'static str) -> impl FnOnce(sqlx::Error) -> EngineError {
-    EngineError::storage(op)
-}
-
 /// Lock the lease's execution row, or explain why the lease does not hold.
 /// Returns the execution's suspension count.
 pub(super) async fn lock_leased(
@@ -192,9 +183,8 @@ pub(super) async fn lock_leased(
 ) -> Result<i32> {
     let sql = format!("SELECT suspension_seq FROM executions WHERE {FENCE} FOR UPDATE");
     let seq = sqlx::query_scalar_with(&sql, Args::fence(lease).done(op)?)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(err(op))?;
+        .optional(&mut *tx, op)
+        .await?;
     match seq {
         Some(seq) => Ok(seq),
         None => Err(rejection(pool, lease, None).await?),
@@ -229,9 +219,8 @@ pub(super) async fn record_suspension(
         .push(suspension.blocking_reason())
         .done("suspend")?;
     sqlx::query_with(&sql, args)
-        .execute(&mut *tx)
-        .await
-        .map_err(err("suspend"))?;
+        .run(&mut *tx, "suspend")
+        .await?;
     Ok(())
 }
 
@@ -250,9 +239,8 @@ async fn buffered_signals(
     ))
     .bind(tenant)
     .bind(id)
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(err("read buffered signals"))?;
+    .all(&mut *tx, "read buffered signals")
+    .await?;
     Ok(rows.into_iter().map(Signal::from).collect())
 }
 
@@ -278,9 +266,8 @@ async fn consume_and_close(
     .bind(tenant)
     .bind(id)
     .bind(seq)
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(err(op))?;
+    .all(&mut *tx, op)
+    .await?;
     let mut signals: Vec<Signal> = rows.into_iter().map(Signal::from).collect();
     signals.sort_by_key(|s| (s.created_at, s.signal_id));
     Ok(signals)
@@ -306,9 +293,8 @@ pub(super) async fn resume_execution(
     )
     .bind(tenant)
     .bind(id)
-    .execute(&mut *tx)
-    .await
-    .map_err(err("resume"))?;
+    .run(&mut *tx, "resume")
+    .await?;
     Ok(())
 }
 
@@ -325,9 +311,8 @@ async fn lock_by_id(tx: &mut PgConnection, tenant: TenantId, id: ExecutionId) ->
     )
     .bind(tenant)
     .bind(id)
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(err("lock execution"))?
+    .optional(&mut *tx, "lock execution")
+    .await?
     .ok_or_else(|| EngineError::NotFound {
         what: "execution",
         id: id.to_string(),
@@ -371,9 +356,8 @@ async fn deliver_in(
         .bind(tenant)
         .bind(to.execution)
         .bind(key)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(err(op))?;
+        .optional(&mut *tx, op)
+        .await?;
         if let Some(signal_id) = existing {
             let event =
                 SignalEventRow::new(tenant, to.execution, to.waitpoint, signal_id, &new.name);
@@ -394,9 +378,8 @@ async fn deliver_in(
     .bind(tenant)
     .bind(to.execution)
     .bind(to.waitpoint)
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(err(op))?
+    .optional(&mut *tx, op)
+    .await?
     .ok_or_else(|| EngineError::NotFound {
         what: "waitpoint",
         id: to.waitpoint.to_string(),
@@ -421,9 +404,8 @@ async fn deliver_in(
     .bind(&new.name)
     .bind(&new.payload)
     .bind(&new.idempotency_key)
-    .execute(&mut *tx)
-    .await
-    .map_err(err(op))?;
+    .run(&mut *tx, op)
+    .await?;
     let mut resumed = false;
     if let (PublicState::Suspended, Some(suspension)) = (locked.state, &locked.suspension) {
         let buffered = buffered_signals(&mut *tx, tenant, to.execution).await?;
@@ -477,9 +459,8 @@ impl<'a> SignalEventRow<'a> {
         .bind(self.signal)
         .bind(self.name)
         .bind(effect)
-        .execute(&mut *tx)
-        .await
-        .map_err(err("record signal event"))?;
+        .run(&mut *tx, "record signal event")
+        .await?;
         Ok(())
     }
 }

@@ -4,12 +4,13 @@
 
 use super::Connections;
 use super::PgBackend;
+use crate::backend::{Fetch, Run};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::rows::{col, json, transaction};
 use super::scanners::SUSPENSIONS_PAST_TIMEOUT;
-use super::suspension::{err, resume_execution, SignalEventRow};
+use super::suspension::{resume_execution, SignalEventRow};
 use crate::error::Result;
 use crate::model::WaitpointId;
 use crate::model::{
@@ -35,9 +36,8 @@ async fn time_out_one(pool: &Connections, tenant: TenantId, id: ExecutionId) -> 
         )
         .bind(tenant)
         .bind(id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(err(op))?;
+        .optional(&mut *tx, op)
+        .await?;
         let Some(row) = row else {
             return Ok(false);
         };
@@ -61,9 +61,8 @@ async fn time_out_one(pool: &Connections, tenant: TenantId, id: ExecutionId) -> 
                 .bind(Uuid::nil())
                 .bind(TIMEOUT_SIGNAL)
                 .bind(seq)
-                .execute(&mut *tx)
-                .await
-                .map_err(err(op))?;
+                .run(&mut *tx, op)
+                .await?;
                 resume_execution(tx, tenant, id, seq).await?;
                 SignalEventRow::new(tenant, id, WaitpointId::nil(), signal_id, TIMEOUT_SIGNAL)
                     .record(tx, "resumed")
@@ -116,8 +115,7 @@ async fn end_suspended(
     .bind(outcome)
     .bind(failure)
     .bind(attempt_state)
-    .execute(&mut *tx)
-    .await
-    .map_err(err("end timed-out suspension"))?;
+    .run(&mut *tx, "end timed-out suspension")
+    .await?;
     Ok(())
 }

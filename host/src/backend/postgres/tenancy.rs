@@ -1,5 +1,6 @@
 //! Tenants, their limits and their API keys.
 
+use crate::backend::Fetch;
 use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
@@ -19,9 +20,8 @@ async fn create_tenant(db: &PgBackend, name: &str) -> Result<Tenant> {
     ))
     .bind(Uuid::now_v7())
     .bind(name)
-    .fetch_optional(pool)
-    .await
-    .map_err(EngineError::storage("create tenant"))?
+    .optional(pool, "create tenant")
+    .await?
     .ok_or_else(|| EngineError::Conflict(format!("a tenant named `{name}` already exists")))?;
     tenant(&row)
 }
@@ -31,9 +31,8 @@ async fn list_tenants(db: &PgBackend) -> Result<Vec<Tenant>> {
     let rows = sqlx::query(&format!(
         "SELECT {TENANT_COLUMNS} FROM tenants ORDER BY name"
     ))
-    .fetch_all(pool)
-    .await
-    .map_err(EngineError::storage("list tenants"))?;
+    .all(pool, "list tenants")
+    .await?;
     rows.iter().map(tenant).collect()
 }
 
@@ -47,9 +46,8 @@ async fn get_tenant(db: &PgBackend, id: TenantId) -> Result<Tenant> {
         "SELECT {TENANT_COLUMNS} FROM tenants WHERE tenant_id = $1"
     ))
     .bind(id)
-    .fetch_optional(&db.pool)
-    .await
-    .map_err(EngineError::storage("get tenant"))?
+    .optional(&db.pool, "get tenant")
+    .await?
     .ok_or_else(|| unknown_tenant(id))?;
     tenant(&row)
 }
@@ -71,9 +69,8 @@ async fn admission(
     ))
     .bind(id)
     .bind(kinds)
-    .fetch_optional(&db.pool)
-    .await
-    .map_err(EngineError::storage("admission"))?
+    .optional(&db.pool, "admission")
+    .await?
     .ok_or_else(|| unknown_tenant(id))?;
     Ok((tenant(&row)?.limits, col(&row, "missing_kinds")?))
 }
@@ -119,9 +116,8 @@ async fn set_tenant_limits(db: &PgBackend, id: TenantId, limits: &TenantLimits) 
             .max_stored_bytes
             .map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
     )
-    .fetch_optional(&db.pool)
-    .await
-    .map_err(EngineError::storage("set tenant limits"))?
+    .optional(&db.pool, "set tenant limits")
+    .await?
     .ok_or_else(|| unknown_tenant(id))?;
     tenant(&row)
 }

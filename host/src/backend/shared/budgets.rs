@@ -1,6 +1,7 @@
 //! Budget operations that are the same on both drivers: reading budgets
 //! back, their adjustments, and the scope check a new budget passes.
 
+use crate::backend::Fetch;
 use std::collections::BTreeMap;
 
 use super::stamp::Stamp;
@@ -104,9 +105,8 @@ for_both_drivers! {
         ))
         .bind(tenant)
         .bind(id)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(EngineError::storage("get budget"))?
+        .optional(&mut *conn, "get budget")
+        .await?
         .ok_or_else(|| budget_not_found(id))?;
         let dimensions: Vec<DimensionRow> = sqlx::query_as(
             "SELECT budget_id, dimension, soft_limit, hard_limit, used, exhausted \
@@ -114,9 +114,8 @@ for_both_drivers! {
         )
         .bind(tenant)
         .bind(id)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(EngineError::storage("get budget"))?;
+        .all(&mut *conn, "get budget")
+        .await?;
         row.budget(dimensions.into_iter().map(DimensionRow::usage).collect())
     }
 
@@ -127,17 +126,15 @@ for_both_drivers! {
             "SELECT {BUDGET_COLUMNS} FROM budgets WHERE tenant_id = $1 ORDER BY budget_id"
         ))
         .bind(tenant)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(EngineError::storage("list budgets"))?;
+        .all(&mut *conn, "list budgets")
+        .await?;
         let dimensions: Vec<DimensionRow> = sqlx::query_as(
             "SELECT budget_id, dimension, soft_limit, hard_limit, used, exhausted \
              FROM budget_dimensions WHERE tenant_id = $1 ORDER BY budget_id, dimension",
         )
         .bind(tenant)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(EngineError::storage("list budgets"))?;
+        .all(&mut *conn, "list budgets")
+        .await?;
         let mut by_budget: BTreeMap<BudgetId, Vec<DimensionUsage>> = BTreeMap::new();
         for d in dimensions {
             by_budget.entry(d.budget_id).or_default().push(d.usage());
@@ -160,9 +157,8 @@ for_both_drivers! {
         )
         .bind(tenant)
         .bind(id)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(EngineError::storage("list adjustments"))?;
+        .one(&mut *conn, "list adjustments")
+        .await?;
         if !exists {
             return Err(budget_not_found(id));
         }
@@ -174,9 +170,8 @@ for_both_drivers! {
         .bind(tenant)
         .bind(id)
         .bind(i64::from(limit))
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(EngineError::storage("list adjustments"))?;
+        .all(&mut *conn, "list adjustments")
+        .await?;
         Ok(rows.into_iter().map(adjustment).collect())
     }
 
@@ -198,9 +193,8 @@ for_both_drivers! {
         let exists: bool = sqlx::query_scalar(sql)
             .bind(tenant)
             .bind(id)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(EngineError::storage("check budget scope"))?;
+            .one(&mut *conn, "check budget scope")
+            .await?;
         if exists {
             Ok(())
         } else {

@@ -3,7 +3,8 @@
 //! creating the child are each backend's own.)
 
 use crate::backend::refusals;
-use crate::error::{EngineError, Result};
+use crate::backend::Fetch;
+use crate::error::Result;
 use crate::model::{ExecutionId, FlowId, SpawnLimits, SpawnedChild, TenantId};
 
 for_both_drivers! {
@@ -30,9 +31,8 @@ for_both_drivers! {
         .bind(tenant)
         .bind(flow_id)
         .bind(key)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(EngineError::storage(op))?;
+        .optional(&mut *conn, op)
+        .await?;
         if let Some((execution_id, spawned_by)) = existing {
             return if spawned_by == Some(parent) {
                 Ok(Some(SpawnedChild {
@@ -54,9 +54,8 @@ for_both_drivers! {
         .bind(flow_id)
         .bind(i64::from(limits.max_children))
         .bind(i64::from(limits.max_flow_members))
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(EngineError::storage(op))?;
+        .one(&mut *conn, op)
+        .await?;
         refusals::check_spawn(limits, children, members)?;
         Ok(None)
     }

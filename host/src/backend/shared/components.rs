@@ -1,6 +1,7 @@
 //! Component version statements that are the same on both drivers, and the
 //! row every read of a version decodes.
 
+use crate::backend::Fetch;
 use chrono::Utc;
 
 use super::stamp::Stamp;
@@ -61,9 +62,8 @@ for_both_drivers! {
         ))
         .bind(tenant)
         .bind(component.kind)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(EngineError::storage(op))?;
+        .optional(&mut *conn, op)
+        .await?;
         if let Some(latest) = latest
             .as_ref()
             .filter(|v| v.digest == component.digest && !v.deprecated)
@@ -80,9 +80,8 @@ for_both_drivers! {
             .bind(component.kind)
             .bind(latest.version)
             .bind(imports)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(EngineError::storage(op))?;
+            .one(&mut *conn, op)
+            .await?;
             return Ok((row.into(), false));
         }
         sqlx::query(
@@ -118,9 +117,8 @@ for_both_drivers! {
         sqlx::query_scalar("SELECT wasm FROM component_blobs WHERE tenant_id = $1 AND digest = $2")
             .bind(tenant)
             .bind(digest)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(EngineError::storage("component wasm"))?
+            .optional(&mut *conn, "component wasm")
+            .await?
             .ok_or_else(|| EngineError::NotFound {
                 what: "component",
                 id: digest.to_owned(),
@@ -137,9 +135,8 @@ for_both_drivers! {
         ))
         .bind(tenant)
         .bind(kind)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(EngineError::storage("latest component"))?;
+        .optional(&mut *conn, "latest component")
+        .await?;
         Ok(row.map(ComponentVersion::from))
     }
 
@@ -149,9 +146,8 @@ for_both_drivers! {
             "SELECT {VERSION_COLUMNS} FROM components WHERE tenant_id = $1 ORDER BY kind, version"
         ))
         .bind(tenant)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(EngineError::storage("list components"))?;
+        .all(&mut *conn, "list components")
+        .await?;
         Ok(rows.into_iter().map(ComponentVersion::from).collect())
     }
 
@@ -188,9 +184,8 @@ for_both_drivers! {
             .bind(tenant)
             .bind(kind)
             .bind(number)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(EngineError::storage(op))?;
+            .optional(&mut *conn, op)
+            .await?;
         row.map(ComponentVersion::from)
             .ok_or_else(|| version_not_found(kind, number))
     }

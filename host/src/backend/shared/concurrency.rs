@@ -1,10 +1,11 @@
 //! Concurrency limit statements that are the same on both drivers.
 
+use crate::backend::{Fetch, Run};
 use chrono::Utc;
 
 use super::stamp::Stamp;
 use crate::backend::refusals::check_named_cap;
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 use crate::model::{ConcurrencyLimit, ConcurrencyScope, TenantId};
 
 /// Scope, name, max running, max starts, window (ms); the counts cast to
@@ -34,9 +35,8 @@ for_both_drivers! {
         .bind(tenant)
         .bind(limit.scope.as_str())
         .bind(&limit.name)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(EngineError::storage(op))?;
+        .one(&mut *conn, op)
+        .await?;
         check_named_cap(tenant, probe, max_limits, "concurrency_limits", "concurrency limits")?;
         let key = &limit.limit;
         sqlx::query(
@@ -54,9 +54,8 @@ for_both_drivers! {
         .bind(key.max_starts.map(|n| i32::try_from(n).unwrap_or(i32::MAX)))
         .bind(key.window_ms.map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)))
         .bind(Stamp(Utc::now()))
-        .execute(&mut *conn)
-        .await
-        .map_err(EngineError::storage(op))?;
+        .run(&mut *conn, op)
+        .await?;
         Ok(())
     }
 
@@ -71,9 +70,8 @@ for_both_drivers! {
         .bind(tenant)
         .bind(scope.as_str())
         .bind(name)
-        .execute(&mut *conn)
-        .await
-        .map_err(EngineError::storage("delete concurrency limit"))?
+        .run(&mut *conn, "delete concurrency limit")
+        .await?
         .rows_affected();
         Ok(deleted == 1)
     }
@@ -86,9 +84,8 @@ for_both_drivers! {
              FROM concurrency_limits WHERE tenant_id = $1 ORDER BY scope, name",
         )
         .bind(tenant)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(EngineError::storage("list concurrency limits"))?;
+        .all(&mut *conn, "list concurrency limits")
+        .await?;
         rows.into_iter().map(limit).collect()
     }
 }

@@ -1,11 +1,12 @@
 //! Config value operations that are the same on both drivers, and the
 //! row every read of them decodes.
 
+use crate::backend::{Fetch, Run};
 use chrono::{DateTime, Utc};
 
 use super::stamp::Stamp;
 use crate::backend::refusals::check_named_cap;
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 use crate::model::{SealedConfig, TenantId};
 
 /// The columns of a config value, in [`ConfigRow`]'s order.
@@ -46,9 +47,8 @@ for_both_drivers! {
         )
         .bind(tenant)
         .bind(&value.name)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(EngineError::storage(op))?;
+        .one(&mut *conn, op)
+        .await?;
         check_named_cap(tenant, probe, max_values, "config_values", "config values")?;
         sqlx::query(
             "INSERT INTO config_values \
@@ -65,9 +65,8 @@ for_both_drivers! {
         .bind(&value.nonce)
         .bind(&value.ciphertext)
         .bind(Stamp(Utc::now()))
-        .execute(&mut *conn)
-        .await
-        .map_err(EngineError::storage(op))?;
+        .run(&mut *conn, op)
+        .await?;
         Ok(())
     }
 
@@ -77,9 +76,8 @@ for_both_drivers! {
             "SELECT {COLUMNS} FROM config_values WHERE tenant_id = $1 ORDER BY name"
         ))
         .bind(tenant)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(EngineError::storage("list config values"))?;
+        .all(&mut *conn, "list config values")
+        .await?;
         Ok(rows.into_iter().map(sealed).collect())
     }
 
@@ -95,9 +93,8 @@ for_both_drivers! {
             ))
             .bind(key_id)
             .bind(i64::from(limit))
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(EngineError::storage("find config values to reseal"))?;
+            .all(&mut *conn, "find config values to reseal")
+            .await?;
         Ok(rows
             .into_iter()
             .map(|(t, n, s, k, nonce, c, u)| (t, sealed((n, s, k, nonce, c, u))))
@@ -118,9 +115,8 @@ for_both_drivers! {
         .bind(&value.key_id)
         .bind(&value.nonce)
         .bind(&value.ciphertext)
-        .execute(&mut *conn)
-        .await
-        .map_err(EngineError::storage("reseal config value"))?;
+        .run(&mut *conn, "reseal config value")
+        .await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -129,9 +125,8 @@ for_both_drivers! {
         let done = sqlx::query("DELETE FROM config_values WHERE tenant_id = $1 AND name = $2")
             .bind(tenant)
             .bind(name)
-            .execute(&mut *conn)
-            .await
-            .map_err(EngineError::storage("delete config value"))?;
+            .run(&mut *conn, "delete config value")
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 }

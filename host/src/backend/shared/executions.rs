@@ -3,6 +3,7 @@
 //! (Postgres writes a batch in one `unnest` statement and cancels through
 //! its PL/pgSQL function; SQLite runs the rules in Rust on the one writer).
 
+use crate::backend::Fetch;
 use std::sync::LazyLock;
 
 use crate::error::{EngineError, Result};
@@ -39,9 +40,8 @@ for_both_drivers! {
             .bind(tenant)
             .bind(page.after)
             .bind(i64::from(page.limit.min(MAX_LANE_PAGE)))
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(EngineError::storage("count lanes"))?;
+            .all(&mut *conn, "count lanes")
+            .await?;
         Ok(rows.into_iter().map(crate::backend::lane_counts).collect())
     }
 
@@ -53,9 +53,8 @@ for_both_drivers! {
         )
         .bind(tenant)
         .bind(id)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(EngineError::storage("get execution state"))?;
+        .optional(&mut *conn, "get execution state")
+        .await?;
         let (state, attempt_index) = row.ok_or_else(|| EngineError::NotFound {
             what: "execution",
             id: id.to_string(),

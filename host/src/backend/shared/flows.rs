@@ -1,6 +1,7 @@
 //! Flow operations that are the same on both drivers: the cycle check and
 //! revision count a graph change runs, and reading flows back.
 
+use crate::backend::Fetch;
 use std::collections::BTreeMap;
 
 use sqlx::types::Json;
@@ -154,9 +155,8 @@ for_both_drivers! {
             .bind(flow)
             .bind(filter.from)
             .bind(filter.to)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(EngineError::storage("read flow edges"))?;
+            .all(&mut *conn, "read flow edges")
+            .await?;
         if rows.is_empty() {
             return Err(refusals::flow_not_found(flow));
         }
@@ -180,9 +180,8 @@ for_both_drivers! {
         .bind(tenant)
         .bind(page.after)
         .bind(i64::from(page.limit))
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(EngineError::storage("list flows"))?;
+        .all(&mut *conn, "list flows")
+        .await?;
         Ok(rows
             .into_iter()
             .map(|r| r.flow.summary(r.members, r.unfinished, r.failed))
@@ -197,9 +196,8 @@ for_both_drivers! {
         ))
         .bind(tenant)
         .bind(flow_id)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(EngineError::storage("read flow"))?
+        .optional(&mut *conn, "read flow")
+        .await?
         .ok_or_else(|| refusals::flow_not_found(flow_id))?;
         let members = sqlx::query_as::<_, MemberRow>(
             "SELECT e.flow_key, e.execution_id, e.kind, e.public_state, \
@@ -211,9 +209,8 @@ for_both_drivers! {
         )
         .bind(tenant)
         .bind(flow_id)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(EngineError::storage("read flow members"))?
+        .all(&mut *conn, "read flow members")
+        .await?
         .into_iter()
         .map(MemberRow::view)
         .collect::<Result<Vec<_>>>()?;
@@ -232,9 +229,8 @@ for_both_drivers! {
         )
         .bind(tenant)
         .bind(flow_id)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(EngineError::storage("read flow edges"))?
+        .all(&mut *conn, "read flow edges")
+        .await?
         .into_iter()
         .map(|(from, to, pass_result, state)| FlowEdgeView {
             from,
@@ -263,9 +259,8 @@ for_both_drivers! {
         )
         .bind(tenant)
         .bind(flow_id)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(EngineError::storage("read flow edges"))?;
+        .all(&mut *conn, "read flow edges")
+        .await?;
         match find_cycle(&edges) {
             Some(cycle) => Err(refusals::cycle(&cycle)),
             None => Ok(()),
@@ -280,8 +275,7 @@ for_both_drivers! {
         )
         .bind(tenant)
         .bind(flow_id)
-        .fetch_one(&mut *conn)
+        .one(&mut *conn, "bump graph revision")
         .await
-        .map_err(EngineError::storage("bump graph revision"))
     }
 }

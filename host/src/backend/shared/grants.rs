@@ -1,12 +1,13 @@
 //! Ceiling and grant operations that are the same on both drivers, and the
 //! row every read of a grant decodes.
 
+use crate::backend::{Fetch, Run};
 use chrono::Utc;
 use sqlx::types::Json;
 
 use super::stamp::Stamp;
 use crate::backend::refusals::unknown_tenant_or;
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 use crate::model::{CapabilityCeiling, ComponentGrant, StoredGrant, TenantId};
 
 /// A grant as `RETURNING kind, grant_spec, updated_at` reads it.
@@ -66,9 +67,8 @@ for_both_drivers! {
         )
         .bind(tenant)
         .bind(kind)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(EngineError::storage("read grant"))?;
+        .optional(&mut *conn, "read grant")
+        .await?;
         Ok(row.map(stored))
     }
 
@@ -79,9 +79,8 @@ for_both_drivers! {
              WHERE tenant_id = $1 ORDER BY kind",
         )
         .bind(tenant)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(EngineError::storage("list grants"))?;
+        .all(&mut *conn, "list grants")
+        .await?;
         Ok(rows.into_iter().map(stored).collect())
     }
 
@@ -98,9 +97,8 @@ for_both_drivers! {
             )
             .bind(tenant)
             .bind(kind)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(EngineError::storage("read capabilities"))?;
+            .one(&mut *conn, "read capabilities")
+            .await?;
         Ok((
             ceiling.map(|Json(c)| c).unwrap_or_default(),
             grant.map(|Json(g)| g).unwrap_or_default(),
@@ -113,9 +111,8 @@ for_both_drivers! {
         let row: Option<Json<CapabilityCeiling>> =
             sqlx::query_scalar("SELECT ceiling FROM capability_ceilings WHERE tenant_id = $1")
                 .bind(tenant)
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(EngineError::storage("read capability ceiling"))?;
+                .optional(&mut *conn, "read capability ceiling")
+                .await?;
         Ok(row.map(|Json(c)| c).unwrap_or_default())
     }
 
@@ -124,9 +121,8 @@ for_both_drivers! {
         let done = sqlx::query("DELETE FROM component_grants WHERE tenant_id = $1 AND kind = $2")
             .bind(tenant)
             .bind(kind)
-            .execute(&mut *conn)
-            .await
-            .map_err(EngineError::storage("delete grant"))?;
+            .run(&mut *conn, "delete grant")
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 }

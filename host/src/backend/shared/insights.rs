@@ -2,6 +2,7 @@
 //! the same statement on both drivers (its per-minute outcomes are not: the
 //! drivers bucket times differently).
 
+use crate::backend::Fetch;
 use std::sync::LazyLock;
 
 use sqlx::types::Json;
@@ -58,9 +59,8 @@ for_both_drivers! {
         sqlx::query_as(STATE_COUNTS_SQL.as_str())
             .bind(tenant)
             .bind(STATE_COUNT_PROBE)
-            .fetch_all(&mut *conn)
+            .all(&mut *conn, "read the overview")
             .await
-            .map_err(EngineError::storage("read the overview"))
     }
 
     /// (kind, failed attempts) for the kinds failing most in the window.
@@ -72,9 +72,8 @@ for_both_drivers! {
             .bind(started)
             .bind(since)
             .bind(i64::from(MAX_FAILING_KINDS))
-            .fetch_all(&mut *conn)
+            .all(&mut *conn, "read the overview")
             .await
-            .map_err(EngineError::storage("read the overview"))
     }
 
     /// The execution's attempts, newest first, at most `limit` (a range of
@@ -92,9 +91,8 @@ for_both_drivers! {
         .bind(tenant)
         .bind(id)
         .bind(i64::from(limit.clamp(1, MAX_ATTEMPT_PAGE)))
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(EngineError::storage("list attempts"))?;
+        .all(&mut *conn, "list attempts")
+        .await?;
         rows.into_iter().map(attempt).collect()
     }
 }

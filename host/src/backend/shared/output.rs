@@ -1,6 +1,7 @@
 //! Reading back what an attempt streamed: the same statements on both
 //! drivers.
 
+use crate::backend::Fetch;
 use sqlx::types::Json;
 
 use super::stamp::Stamp;
@@ -27,9 +28,8 @@ for_both_drivers! {
         .bind(attempt.index)
         .bind(page.after)
         .bind(i64::from(page.limit))
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(EngineError::storage("read frames"))?;
+        .all(&mut *conn, "read frames")
+        .await?;
         rows.into_iter().map(frame).collect()
     }
 
@@ -44,9 +44,8 @@ for_both_drivers! {
         .bind(tenant)
         .bind(attempt.execution)
         .bind(attempt.index)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(EngineError::storage("read summary"))?;
+        .optional(&mut *conn, "read summary")
+        .await?;
         Ok(row.map(|(Json(document), version, first, updated)| StreamSummary {
             document,
             version,

@@ -1,6 +1,7 @@
 //! Schedule operations that are the same on both drivers, and the row
 //! every read of a schedule decodes.
 
+use crate::backend::{Fetch, Run};
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 
@@ -90,9 +91,8 @@ for_both_drivers! {
         )
         .bind(tenant)
         .bind(i64::from(create.max_schedules) + 1)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(EngineError::storage(op))?;
+        .one(&mut *conn, op)
+        .await?;
         if count > i64::from(create.max_schedules) {
             return Err(refusals::schedules_exceeded(create.max_schedules));
         }
@@ -136,9 +136,8 @@ for_both_drivers! {
         .bind(Stamp(next_fire_at))
         .bind(Stamp(last_fire_at))
         .bind(last.map(|c| c.execution_id))
-        .execute(&mut *conn)
-        .await
-        .map_err(EngineError::storage("fire schedule"))?;
+        .run(&mut *conn, "fire schedule")
+        .await?;
         Ok(())
     }
 
@@ -165,9 +164,8 @@ for_both_drivers! {
         .bind(tenant)
         .bind(page.after.unwrap_or(ScheduleId::nil()))
         .bind(i64::from(page.limit))
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(EngineError::storage("list schedules"))?;
+        .all(&mut *conn, "list schedules")
+        .await?;
         Ok(rows.into_iter().map(ScheduleRow::schedule).collect())
     }
 
@@ -182,9 +180,8 @@ for_both_drivers! {
         )
         .bind(schedule.tenant_id)
         .bind(last)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(EngineError::storage("fire schedule"))?;
+        .optional(&mut *conn, "fire schedule")
+        .await?;
         Ok(running.unwrap_or(false))
     }
 
@@ -193,9 +190,8 @@ for_both_drivers! {
         let done = sqlx::query("DELETE FROM schedules WHERE tenant_id = $1 AND schedule_id = $2")
             .bind(tenant)
             .bind(id)
-            .execute(&mut *conn)
-            .await
-            .map_err(EngineError::storage("delete schedule"))?;
+            .run(&mut *conn, "delete schedule")
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 }

@@ -2,6 +2,7 @@
 //! drivers.
 
 use super::stamp::Stamp;
+use crate::backend::Fetch;
 use crate::error::{EngineError, Result};
 use crate::model::{ExecutionId, JournalEntry, Page, StepKind, StepOutcome, TenantId};
 
@@ -64,9 +65,8 @@ for_both_drivers! {
         .bind(id)
         .bind(page.after.map_or(-1, i64::from))
         .bind(i64::from(page.limit))
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(EngineError::storage("read journal"))?;
+        .all(&mut *conn, "read journal")
+        .await?;
         rows.into_iter().map(StepRow::entry).collect()
     }
 }

@@ -1,11 +1,12 @@
 //! Waitpoint and signal rows, and the reads of them that are the same on
 //! both drivers.
 
+use crate::backend::Fetch;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::stamp::Stamp;
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 use crate::model::{ExecutionId, Page, Signal, TenantId, Waitpoint, WaitpointId};
 
 /// The columns of a waitpoint, as [`WaitpointRow`] reads them.
@@ -78,9 +79,8 @@ for_both_drivers! {
         .bind(tenant)
         .bind(id)
         .bind(seq)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(EngineError::storage("read resume signals"))?;
+        .all(&mut *conn, "read resume signals")
+        .await?;
         Ok(rows.into_iter().map(Signal::from).collect())
     }
 
@@ -101,9 +101,8 @@ for_both_drivers! {
         .bind(id)
         .bind(page.after.unwrap_or(WaitpointId::nil()))
         .bind(i64::from(page.limit))
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(EngineError::storage("list waitpoints"))?;
+        .all(&mut *conn, "list waitpoints")
+        .await?;
         Ok(rows.into_iter().map(Waitpoint::from).collect())
     }
 }

@@ -3,6 +3,7 @@
 //! stored differently: Postgres keeps each limit in a column of its own,
 //! SQLite the limits as one JSON document.)
 
+use crate::backend::Fetch;
 use chrono::Utc;
 
 use super::stamp::Stamp;
@@ -58,9 +59,8 @@ for_both_drivers! {
                      AS BIGINT)",
         )
         .bind(tenant)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(EngineError::storage("measure stored bytes"))?;
+        .one(&mut *conn, "measure stored bytes")
+        .await?;
         Ok(bytes.max(0) as u64)
     }
 
@@ -91,9 +91,8 @@ for_both_drivers! {
         .bind(key_id)
         .bind(tenant)
         .bind(Stamp(Utc::now()))
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(EngineError::storage("revoke api key"))?;
+        .optional(&mut *conn, "revoke api key")
+        .await?;
         row.map(ApiKey::from).ok_or_else(|| EngineError::NotFound {
             what: "api key",
             id: key_id.to_string(),
@@ -107,9 +106,8 @@ for_both_drivers! {
             "SELECT {KEY_COLUMNS}, secret_sha256 FROM api_keys WHERE key_id = $1"
         ))
         .bind(key_id)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(EngineError::storage("find api key"))?;
+        .optional(&mut *conn, "find api key")
+        .await?;
         Ok(row.map(|r| StoredApiKey {
             key: r.key.into(),
             secret_sha256: r.secret_sha256,
@@ -122,9 +120,8 @@ for_both_drivers! {
             "SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY created_at"
         ))
         .bind(tenant)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(EngineError::storage("list api keys"))?;
+        .all(&mut *conn, "list api keys")
+        .await?;
         Ok(rows.into_iter().map(ApiKey::from).collect())
     }
 }

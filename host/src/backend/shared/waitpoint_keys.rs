@@ -1,10 +1,11 @@
 //! The keys that sign waitpoint tokens: every statement is the same on both
 //! drivers.
 
+use crate::backend::{Fetch, Run};
 use chrono::{DateTime, Utc};
 
 use super::stamp::Stamp;
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 use crate::model::{SealedBytes, StoredWaitpointKey};
 
 type KeyRow = (
@@ -40,9 +41,8 @@ for_both_drivers! {
             "SELECT kid, sealed_by, nonce, ciphertext, created_at, activates_at, retires_at \
              FROM waitpoint_keys ORDER BY created_at, kid",
         )
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(EngineError::storage("read waitpoint keys"))?;
+        .all(&mut *conn, "read waitpoint keys")
+        .await?;
         Ok(rows.into_iter().map(stored).collect())
     }
 
@@ -69,9 +69,8 @@ for_both_drivers! {
         .bind(Stamp(key.created_at))
         .bind(Stamp(key.activates_at))
         .bind(key.retires_at.map(Stamp))
-        .execute(&mut *conn)
-        .await
-        .map_err(EngineError::storage(op))?
+        .run(&mut *conn, op)
+        .await?
         .rows_affected()
             > 0;
         if !added {
@@ -84,15 +83,13 @@ for_both_drivers! {
             )
             .bind(&key.kid)
             .bind(Stamp(at))
-            .execute(&mut *conn)
-            .await
-            .map_err(EngineError::storage(op))?;
+            .run(&mut *conn, op)
+            .await?;
         }
         sqlx::query("DELETE FROM waitpoint_keys WHERE retires_at < $1")
             .bind(Stamp(prune_retired_before))
-            .execute(&mut *conn)
-            .await
-            .map_err(EngineError::storage(op))?;
+            .run(&mut *conn, op)
+            .await?;
         Ok(true)
     }
 
@@ -110,9 +107,8 @@ for_both_drivers! {
         .bind(&secret.key_id)
         .bind(&secret.nonce)
         .bind(&secret.ciphertext)
-        .execute(&mut *conn)
-        .await
-        .map_err(EngineError::storage("reseal waitpoint key"))?;
+        .run(&mut *conn, "reseal waitpoint key")
+        .await?;
         Ok(done.rows_affected() > 0)
     }
 }

@@ -6,7 +6,8 @@ use super::time::now;
 use super::SqliteBackend;
 use crate::backend::shared::budgets::sqlite::get_budget;
 use crate::backend::{refusals, UsageAdjust};
-use crate::error::{EngineError, Result};
+use crate::backend::{Fetch, Run};
+use crate::error::Result;
 use crate::model::{Budget, BudgetId, TenantId};
 
 pub(super) async fn adjust_usage(
@@ -24,9 +25,8 @@ pub(super) async fn adjust_usage(
         .bind(tenant)
         .bind(id)
         .bind(&adjust.adjustment.dimension)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(EngineError::storage(op))?;
+        .optional(&mut *conn, op)
+        .await?;
         let Some((used, hard, was_exhausted)) = row else {
             return Err(refusals::budget_dimension_not_found(
                 id,
@@ -40,9 +40,8 @@ pub(super) async fn adjust_usage(
         .bind(tenant)
         .bind(id)
         .bind(i64::from(adjust.max_adjustments))
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(EngineError::storage(op))?;
+        .one(&mut *conn, op)
+        .await?;
         if kept >= i64::from(adjust.max_adjustments) {
             return Err(refusals::adjustments_exceeded(adjust.max_adjustments));
         }
@@ -57,9 +56,8 @@ pub(super) async fn adjust_usage(
         .bind(tenant)
         .bind(id)
         .bind(&adjust.adjustment.dimension)
-        .execute(&mut *conn)
-        .await
-        .map_err(EngineError::storage(op))?;
+        .run(&mut *conn, op)
+        .await?;
         sqlx::query(
             "INSERT INTO budget_adjustments \
                  (tenant_id, budget_id, dimension, delta, used_after, reason, created_at) \
@@ -72,9 +70,8 @@ pub(super) async fn adjust_usage(
         .bind(used_after)
         .bind(&adjust.adjustment.reason)
         .bind(now())
-        .execute(&mut *conn)
-        .await
-        .map_err(EngineError::storage(op))?;
+        .run(&mut *conn, op)
+        .await?;
         if was_exhausted && !exhausted {
             let still: bool = sqlx::query_scalar(
                 "SELECT EXISTS (SELECT 1 FROM budget_dimensions \
@@ -82,9 +79,8 @@ pub(super) async fn adjust_usage(
             )
             .bind(tenant)
             .bind(id)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(EngineError::storage(op))?;
+            .one(&mut *conn, op)
+            .await?;
             if !still {
                 release_holds(conn, tenant, id, effects).await?;
             }

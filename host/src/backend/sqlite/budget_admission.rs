@@ -4,12 +4,13 @@
 //! being started. `budgets::release_holds` makes them claimable again when
 //! the budget has room.
 
+use crate::backend::Fetch;
 use sqlx::SqliteConnection;
 
 use super::record::Exec;
 use super::time::now;
 use super::Effects;
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 use crate::model::Eligibility;
 
 /// Whether an exhausted budget covers `row`.
@@ -26,9 +27,8 @@ pub(super) async fn over_budget(conn: &mut SqliteConnection, row: &Exec) -> Resu
     .bind(row.flow_id.map(|f| f.to_string()).unwrap_or_default())
     .bind(row.execution_id.to_string())
     .bind(&row.lane)
-    .fetch_one(conn)
+    .one(conn, "claim")
     .await
-    .map_err(EngineError::storage("claim"))
 }
 
 /// The claim moves a candidate an exhausted budget covers to

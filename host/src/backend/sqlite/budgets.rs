@@ -6,6 +6,7 @@
 //! one writer's transaction, so two reports against one budget are applied
 //! one after the other without row locks.
 
+use crate::backend::{Fetch, Run};
 use sqlx::SqliteConnection;
 
 use super::budget_adjustments::adjust_usage;
@@ -47,9 +48,8 @@ async fn create_budget(db: &SqliteBackend, tenant: TenantId, budget: &NewBudget)
         .bind(budget.reset_interval_ms.map(to_i64))
         .bind(budget.reset_interval_ms.map(|ms| after_ms(now, ms)))
         .bind(now)
-        .execute(&mut *conn)
-        .await
-        .map_err(EngineError::storage("create budget"))?;
+        .run(&mut *conn, "create budget")
+        .await?;
         for d in &budget.dimensions {
             sqlx::query(
                 "INSERT INTO budget_dimensions (tenant_id, budget_id, dimension, soft_limit, \
@@ -60,9 +60,8 @@ async fn create_budget(db: &SqliteBackend, tenant: TenantId, budget: &NewBudget)
             .bind(&d.dimension)
             .bind(d.soft_limit.map(to_i64))
             .bind(d.hard_limit.map(to_i64))
-            .execute(&mut *conn)
-            .await
-            .map_err(EngineError::storage("create budget"))?;
+            .run(&mut *conn, "create budget")
+            .await?;
         }
         get_budget(conn, tenant, id).await
     })
@@ -79,9 +78,8 @@ async fn reset_budget(db: &SqliteBackend, tenant: TenantId, id: BudgetId) -> Res
         .bind(now())
         .bind(tenant)
         .bind(id)
-        .execute(&mut *conn)
-        .await
-        .map_err(EngineError::storage("reset budget"))?;
+        .run(&mut *conn, "reset budget")
+        .await?;
         if found.rows_affected() == 0 {
             return Err(budget_not_found(id));
         }
@@ -108,9 +106,8 @@ async fn report_usage(
             .bind(tenant)
             .bind(id)
             .bind(key)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(EngineError::storage("report usage"))?;
+            .one(&mut *conn, "report usage")
+            .await?;
             if seen {
                 return Ok(UsageOutcome::AlreadyApplied);
             }
@@ -128,9 +125,8 @@ async fn report_usage(
             .bind(tenant)
             .bind(id)
             .bind(lease.attempt_index)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(EngineError::storage("report usage"))?
+            .optional(&mut *conn, "report usage")
+            .await?
             .unwrap_or_else(|| "0".into());
             check_usage_fits(
                 dimension,
@@ -158,9 +154,8 @@ async fn report_usage(
             .bind(tenant)
             .bind(breach.budget_id)
             .bind(&breach.dimension)
-            .execute(&mut *conn)
-            .await
-            .map_err(EngineError::storage("report usage"))?;
+            .run(&mut *conn, "report usage")
+            .await?;
             return Ok(UsageOutcome::HardBreach(breach));
         }
         if let Some(key) = dedup_key {
@@ -172,9 +167,8 @@ async fn report_usage(
             .bind(id)
             .bind(key)
             .bind(now())
-            .execute(&mut *conn)
-            .await
-            .map_err(EngineError::storage("report usage"))?;
+            .run(&mut *conn, "report usage")
+            .await?;
         }
         for (dimension, delta, limits) in &checked {
             for limit in limits {
@@ -187,9 +181,8 @@ async fn report_usage(
                 .bind(tenant)
                 .bind(limit.budget_id)
                 .bind(dimension)
-                .execute(&mut *conn)
-                .await
-                .map_err(EngineError::storage("report usage"))?;
+                .run(&mut *conn, "report usage")
+                .await?;
             }
             sqlx::query(
                 "UPDATE attempts SET usage = json_set(usage, '$.' || json_quote(?1), \
@@ -201,9 +194,8 @@ async fn report_usage(
             .bind(tenant)
             .bind(id)
             .bind(lease.attempt_index)
-            .execute(&mut *conn)
-            .await
-            .map_err(EngineError::storage("report usage"))?;
+            .run(&mut *conn, "report usage")
+            .await?;
         }
         let mut over_soft = None;
         for (dimension, delta, limits) in &checked {
@@ -270,9 +262,8 @@ async fn limits(conn: &mut SqliteConnection, row: &Exec, dimension: &str) -> Res
     .bind(row.flow_id.map(|f| f.to_string()).unwrap_or_default())
     .bind(row.execution_id.to_string())
     .bind(&row.lane)
-    .fetch_all(conn)
+    .all(conn, "read budgets")
     .await
-    .map_err(EngineError::storage("read budgets"))
 }
 
 /// A hard breach ends the attempt as the budget says: failed for good, or
@@ -319,9 +310,8 @@ async fn reset_in(
     )
     .bind(tenant)
     .bind(id)
-    .execute(&mut *conn)
-    .await
-    .map_err(EngineError::storage("reset budget"))?;
+    .run(&mut *conn, "reset budget")
+    .await?;
     release_holds(conn, tenant, id, effects).await
 }
 
@@ -379,9 +369,8 @@ pub(super) async fn reset_due_budgets(db: &SqliteBackend, limit: u32) -> Result<
         )
         .bind(now)
         .bind(i64::from(limit))
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(EngineError::storage("reset due budgets"))?;
+        .all(&mut *conn, "reset due budgets")
+        .await?;
         for (tenant, id) in &due {
             sqlx::query(
                 "UPDATE budgets SET next_reset_at = ? + reset_interval_ms \
@@ -390,9 +379,8 @@ pub(super) async fn reset_due_budgets(db: &SqliteBackend, limit: u32) -> Result<
             .bind(now)
             .bind(tenant)
             .bind(id)
-            .execute(&mut *conn)
-            .await
-            .map_err(EngineError::storage("reset due budgets"))?;
+            .run(&mut *conn, "reset due budgets")
+            .await?;
             reset_in(conn, *tenant, *id, effects).await?;
         }
         Ok(due.len() as u64)

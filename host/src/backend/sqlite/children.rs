@@ -8,6 +8,7 @@
 //! parent is never locked by another transaction, so none is left for the
 //! wake-parents scanner.
 
+use crate::backend::{Fetch, Run};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -24,7 +25,7 @@ use crate::backend::refusals;
 use crate::backend::shared::children::sqlite::check_child_spawn;
 use crate::backend::shared::flows::sqlite::bump_graph_revision;
 use crate::backend::ChildSpawn;
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 use crate::model::FlowId;
 use crate::model::LifecyclePhase;
 use crate::model::{
@@ -56,9 +57,8 @@ async fn spawn_child(
                 .bind(flow_id)
                 .bind(format!("children of {}", lease.execution_id))
                 .bind(now())
-                .execute(&mut *conn)
-                .await
-                .map_err(EngineError::storage("spawn child"))?;
+                .run(&mut *conn, "spawn child")
+                .await?;
                 let before = parent.lease_before();
                 parent.flow_id = Some(flow_id);
                 parent.flow_key = Some(ROOT_KEY.into());
@@ -162,9 +162,8 @@ pub(super) async fn wake_parents(
         )
         .bind(tenant)
         .bind(id)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(EngineError::storage("wake parents"))?;
+        .one(&mut *conn, "wake parents")
+        .await?;
         if !unfinished {
             let before = parent.lease_before();
             parent.resume(now());

@@ -1,6 +1,7 @@
 //! The claim: lease a tenant-fair batch of runnable executions in one write
 //! transaction, and write its rows together ([`Batch`]).
 
+use crate::backend::Fetch;
 use std::collections::HashSet;
 
 use rand::seq::SliceRandom;
@@ -14,7 +15,7 @@ use super::record::Exec;
 use super::time::{after, after_ms, at, now, Millis};
 use super::writes::Writes;
 use super::{Effects, SqliteBackend};
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 use crate::model::{AttemptPhase, Eligibility, LifecyclePhase, Ownership};
 use crate::model::{
     AttemptType, ClaimRequest, ClaimedExecution, TaskCeilings, TenantId, TenantLimits,
@@ -124,10 +125,8 @@ const RUNNING: &str =
 async fn tenants_with_work(
     conn: &mut SqliteConnection,
 ) -> Result<Vec<(TenantId, TenantLimits, bool)>> {
-    let rows: Vec<(TenantId, Json<TenantLimits>, bool)> = sqlx::query_as(TENANTS_WITH_WORK)
-        .fetch_all(conn)
-        .await
-        .map_err(EngineError::storage("claim"))?;
+    let rows: Vec<(TenantId, Json<TenantLimits>, bool)> =
+        sqlx::query_as(TENANTS_WITH_WORK).all(conn, "claim").await?;
     Ok(rows.into_iter().map(|(t, l, x)| (t, l.0, x)).collect())
 }
 
@@ -143,9 +142,8 @@ async fn room(
     if let Some(max) = limits.max_running {
         let running: i64 = sqlx::query_scalar(RUNNING)
             .bind(tenant)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(EngineError::storage("claim"))?;
+            .one(&mut *conn, "claim")
+            .await?;
         room = room.min(i64::from(max) - running);
     }
     if let Some(max) = limits.max_starts_per_window {
@@ -155,9 +153,8 @@ async fn room(
         )
         .bind(tenant)
         .bind(now - i64::try_from(window).unwrap_or(i64::MAX))
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(EngineError::storage("claim"))?;
+        .one(&mut *conn, "claim")
+        .await?;
         room = room.min(i64::from(max) - started);
     }
     Ok(u32::try_from(room.max(0)).unwrap_or(0))
@@ -188,9 +185,8 @@ async fn candidates(
             .bind(lane)
             .bind(&capabilities)
             .bind(i64::from(room))
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(EngineError::storage("claim"))?;
+            .all(&mut *conn, "claim")
+            .await?;
         all.extend(rows.into_iter().map(Exec::remembering_stored));
     }
     all.sort_by(|a, b| {

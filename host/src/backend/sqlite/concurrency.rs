@@ -8,13 +8,14 @@
 //! slot to the key's next blocked execution ([`hand_on`], called by
 //! `Exec::save` whenever a lease is dropped, as the Postgres trigger does).
 
+use crate::backend::{Fetch, Run};
 use sqlx::SqliteConnection;
 
 use super::record::Exec;
 use super::time::{now, Millis};
 use super::{Effects, SqliteBackend};
 use crate::backend::shared::concurrency::sqlite as shared;
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 use crate::model::{ConcurrencyLimit, ConcurrencyScope, Eligibility, TenantId};
 
 /// The most of a full key's queue one claim blocks.
@@ -52,9 +53,8 @@ async fn rule_for(conn: &mut SqliteConnection, row: &Exec) -> Result<Option<Rule
     .bind(row.tenant_id)
     .bind(&row.kind)
     .bind(&row.lane)
-    .fetch_optional(conn)
-    .await
-    .map_err(EngineError::storage("read concurrency limit"))?;
+    .optional(conn, "read concurrency limit")
+    .await?;
     Ok(
         found.map(|(scope, name, max_running, max_starts, window_ms)| Rule {
             scope,
@@ -82,9 +82,8 @@ async fn room(conn: &mut SqliteConnection, row: &Exec, rule: &Rule, now: Millis)
         .bind(&row.concurrency_key)
         .bind(&rule.scope)
         .bind(&rule.name)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(EngineError::storage("count concurrency slot"))?;
+        .one(&mut *conn, "count concurrency slot")
+        .await?;
     let mut room = rule.max_running - running;
     if let Some(max_starts) = rule.max_starts {
         let current = window_started_at.is_some_and(|t| t > now - rule.window_ms);
@@ -129,9 +128,8 @@ pub(super) async fn judge(
         .bind(&row.concurrency_key)
         .bind(now)
         .bind(rule.window_ms)
-        .execute(conn)
-        .await
-        .map_err(EngineError::storage("count concurrency start"))?;
+        .run(conn, "count concurrency start")
+        .await?;
     }
     Ok(KeyVerdict::Admit(Some(rule.scope)))
 }
@@ -165,9 +163,8 @@ pub(super) async fn block(
     .bind(&rule.scope)
     .bind(&rule.name)
     .bind(BLOCK_BATCH)
-    .execute(conn)
-    .await
-    .map_err(EngineError::storage("block concurrency key"))?;
+    .run(conn, "block concurrency key")
+    .await?;
     Ok(())
 }
 
@@ -221,9 +218,8 @@ async fn unblock(
     .bind(kind)
     .bind(lane)
     .bind(limit)
-    .execute(conn)
-    .await
-    .map_err(EngineError::storage("release held executions"))?
+    .run(conn, "release held executions")
+    .await?
     .rows_affected();
     Ok(freed)
 }
@@ -246,9 +242,8 @@ async fn unblock_scope(
     .bind(tenant)
     .bind(name)
     .bind(scope.as_str())
-    .execute(conn)
-    .await
-    .map_err(EngineError::storage("release held executions"))?
+    .run(conn, "release held executions")
+    .await?
     .rows_affected();
     effects.work |= freed > 0;
     Ok(())
@@ -292,9 +287,8 @@ async fn release_held_keys(db: &SqliteBackend, limit: u32) -> Result<u64> {
                  GROUP BY tenant_id, concurrency_key, kind, lane LIMIT ?)",
         ))
         .bind(i64::from(limit))
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(EngineError::storage(op))?;
+        .all(&mut *conn, op)
+        .await?;
         let now = now();
         let mut freed = 0;
         for row in &groups {

@@ -4,7 +4,8 @@
 use super::SqliteBackend;
 use crate::backend::shared::config_values::sqlite as shared;
 use crate::backend::shared::config_values::{sealed, ConfigRow as Row, COLUMNS};
-use crate::error::{EngineError, Result};
+use crate::backend::Fetch;
+use crate::error::Result;
 use crate::model::{SealedConfig, TenantId};
 
 crate::backend::configuration::implement_config_values!(SqliteBackend, sqlite);
@@ -38,8 +39,7 @@ async fn config_values(
     ))
     .bind(tenant)
     .bind(names)
-    .fetch_all(db.reader())
-    .await
-    .map_err(EngineError::storage("read config values"))?;
+    .all(db.reader(), "read config values")
+    .await?;
     Ok(rows.into_iter().map(sealed).collect())
 }

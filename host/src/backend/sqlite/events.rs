@@ -4,7 +4,8 @@
 
 use super::SqliteBackend;
 use crate::backend::shared::events::{origins, Stream};
-use crate::error::{EngineError, Result};
+use crate::backend::Fetch;
+use crate::error::Result;
 use crate::model::{EventBatch, EventCursor, ExecutionId, ExecutionOrigin, Page, TenantId};
 
 crate::backend::shared::events::implement!(SqliteBackend);
@@ -23,9 +24,8 @@ async fn read_stream<R: Stream>(
     .bind(tenant)
     .bind(page.after.event_id)
     .bind(i64::from(page.limit))
-    .fetch_all(db.reader())
-    .await
-    .map_err(EngineError::storage(R::OP))?;
+    .all(db.reader(), R::OP)
+    .await?;
     Ok(EventBatch {
         events: rows.into_iter().map(event).collect(),
         pending: false,
@@ -59,9 +59,6 @@ async fn execution_origins(
     for id in ids {
         query = query.bind(*id);
     }
-    let rows = query
-        .fetch_all(db.reader())
-        .await
-        .map_err(EngineError::storage("read execution origins"))?;
+    let rows = query.all(db.reader(), "read execution origins").await?;
     Ok(origins(rows))
 }

@@ -1,5 +1,6 @@
 //! Creating and reading executions, and the operator operations on them.
 
+use crate::backend::{Fetch, Run};
 use sqlx::types::Json;
 use sqlx::SqliteConnection;
 
@@ -81,9 +82,8 @@ async fn list_executions(
         .bind(tag_key)
         .bind(tag_value)
         .bind(i64::from(filter.limit))
-        .fetch_all(db.reader())
-        .await
-        .map_err(EngineError::storage("list executions"))?;
+        .all(db.reader(), "list executions")
+        .await?;
     rows.iter().map(Exec::to_execution).collect()
 }
 
@@ -145,9 +145,8 @@ async fn replay(
             sqlx::query("DELETE FROM steps WHERE tenant_id = ? AND execution_id = ?")
                 .bind(tenant)
                 .bind(id)
-                .execute(&mut *conn)
-                .await
-                .map_err(EngineError::storage("replay"))?;
+                .run(&mut *conn, "replay")
+                .await?;
         }
         let revived = if replay.revive_dependents {
             super::flow_revive::revive_dependents(conn, tenant, id, effects).await?
@@ -200,9 +199,8 @@ pub(super) async fn admit(
     ))
     .bind(tenant)
     .bind(i64::from(limit))
-    .fetch_one(conn)
-    .await
-    .map_err(EngineError::storage("count backlog"))?;
+    .one(conn, "count backlog")
+    .await?;
     if backlog.saturating_add(adding as i64) > i64::from(limit) {
         return Err(EngineError::QuotaExceeded {
             what: "queued executions",
@@ -238,9 +236,8 @@ pub(super) async fn create_one(
         .bind(tenant)
         .bind(key)
         .bind(now)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(EngineError::storage("read idempotency key"))?;
+        .optional(&mut *conn, "read idempotency key")
+        .await?;
         if let Some(existing) = existing {
             return Ok(Created {
                 execution_id: existing,
@@ -260,9 +257,8 @@ pub(super) async fn create_one(
         .bind(key)
         .bind(id)
         .bind(after_ms(now, window))
-        .execute(&mut *conn)
-        .await
-        .map_err(EngineError::storage("write idempotency key"))?;
+        .run(&mut *conn, "write idempotency key")
+        .await?;
     }
     let eligible_at = new.delay_until.map_or(now, millis_of).max(now);
     let mut row = Exec {

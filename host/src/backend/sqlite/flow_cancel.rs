@@ -6,7 +6,8 @@ use super::record::Exec;
 use super::time::now;
 use super::SqliteBackend;
 use crate::backend::{refusals, FlowCancel};
-use crate::error::{EngineError, Result};
+use crate::backend::{Fetch, Run};
+use crate::error::Result;
 use crate::model::{ExecutionId, FlowId, TenantId};
 
 /// Close the flow to new members and cancel the members `policy` names,
@@ -29,9 +30,8 @@ pub(super) async fn cancel_flow(
         .bind(reason)
         .bind(tenant)
         .bind(flow_id)
-        .execute(&mut *conn)
-        .await
-        .map_err(EngineError::storage("cancel flow"))?;
+        .run(&mut *conn, "cancel flow")
+        .await?;
         if found.rows_affected() == 0 {
             return Err(refusals::flow_not_found(flow_id));
         }
@@ -43,9 +43,8 @@ pub(super) async fn cancel_flow(
         .bind(tenant)
         .bind(flow_id)
         .bind(serde_json::to_string(phases).expect("strings serialise"))
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(EngineError::storage("cancel flow"))?;
+        .all(&mut *conn, "cancel flow")
+        .await?;
         let mut cancelled = 0;
         for id in members {
             let mut row = Exec::get(conn, tenant, id).await?;

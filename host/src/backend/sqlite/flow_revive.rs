@@ -7,13 +7,14 @@
 //! again comes back to wait on it; the members that came back are the next
 //! round. One writer: nothing moves in between.
 
+use crate::backend::Fetch;
 use sqlx::SqliteConnection;
 
 use super::record::Exec;
 use super::time::now;
 use super::Effects;
 use crate::backend::refusals;
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 use crate::model::{
     AttemptPhase, Eligibility, ExecutionId, LifecyclePhase, TenantId, TerminalOutcome,
 };
@@ -31,9 +32,8 @@ pub(super) async fn check_revivable(conn: &mut SqliteConnection, row: &Exec) -> 
     )
     .bind(row.tenant_id)
     .bind(flow)
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(EngineError::storage(OP))?;
+    .one(&mut *conn, OP)
+    .await?;
     if cancelled {
         return Err(refusals::flow_cancelled(flow, "revived members"));
     }
@@ -93,9 +93,8 @@ async fn reopen_edges(
     )
     .bind(tenant)
     .bind(upstream)
-    .fetch_all(&mut *conn)
+    .all(&mut *conn, OP)
     .await
-    .map_err(EngineError::storage(OP))
 }
 
 /// Recount a dependent's join from its edges; the state it is in now.
@@ -118,9 +117,8 @@ async fn recount_join(
     )
     .bind(tenant)
     .bind(downstream)
-    .fetch_one(&mut *conn)
+    .one(&mut *conn, OP)
     .await
-    .map_err(EngineError::storage(OP))
 }
 
 /// A skipped dependent waits on its join again, with a fresh deadline.

@@ -5,6 +5,7 @@
 //! follows then is in `resolve`). A graph change is refused whole, with the
 //! reason, exactly as on Postgres.
 
+use crate::backend::{Fetch, Run};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use sqlx::types::Json;
@@ -42,9 +43,8 @@ async fn create_flow(
         .bind(&flow.name)
         .bind(Json(&flow.tags))
         .bind(now())
-        .execute(&mut *conn)
-        .await
-        .map_err(EngineError::storage("create flow"))?;
+        .run(&mut *conn, "create flow")
+        .await?;
         apply(conn, tenant, flow_id, change, max_queued, effects).await
     })
     .await
@@ -61,9 +61,8 @@ pub(super) async fn flow_state(
     )
     .bind(tenant)
     .bind(flow_id)
-    .fetch_optional(conn)
-    .await
-    .map_err(EngineError::storage("read flow"))?
+    .optional(conn, "read flow")
+    .await?
     .ok_or_else(|| refusals::flow_not_found(flow_id))?;
     Ok((revision, cancelled_at.is_some()))
 }
@@ -157,9 +156,8 @@ async fn insert_members(
         .bind(tenant)
         .bind(flow_id)
         .bind(&member.key)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(EngineError::storage("insert members"))?;
+        .one(&mut *conn, "insert members")
+        .await?;
         if taken {
             return Err(refusals::member_key_taken());
         }
@@ -197,9 +195,8 @@ async fn resolve_keys(
             .bind(tenant)
             .bind(flow_id)
             .bind(key)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(EngineError::storage("resolve member keys"))?;
+            .optional(&mut *conn, "resolve member keys")
+            .await?;
             let id = id.ok_or_else(|| {
                 EngineError::invalid(
                     format!("edges[{i}].{end}"),
@@ -226,9 +223,8 @@ async fn check_still_waiting(
         )
         .bind(tenant)
         .bind(downstream)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(EngineError::storage("read join groups"))?;
+        .one(&mut *conn, "read join groups")
+        .await?;
         if !waiting {
             let key = ids
                 .iter()
@@ -263,9 +259,8 @@ async fn insert_groups(
         .bind(member.join.name())
         .bind(member.join.k().map(i64::from))
         .bind(member.join.on_satisfied().as_str())
-        .execute(&mut *conn)
-        .await
-        .map_err(EngineError::storage("insert join groups"))?;
+        .run(&mut *conn, "insert join groups")
+        .await?;
     }
     Ok(())
 }
@@ -287,9 +282,8 @@ async fn insert_edge(
     .bind(tenant)
     .bind(upstream)
     .bind(downstream)
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(EngineError::storage("insert edges"))?;
+    .one(&mut *conn, "insert edges")
+    .await?;
     if exists {
         return Err(refusals::dependency_exists());
     }
@@ -306,16 +300,14 @@ async fn insert_edge(
     .bind(flow_id)
     .bind(pass_result)
     .bind(now())
-    .execute(&mut *conn)
-    .await
-    .map_err(EngineError::storage("insert edges"))?;
+    .run(&mut *conn, "insert edges")
+    .await?;
     sqlx::query(
         "UPDATE flow_groups SET total = total + 1 WHERE tenant_id = ? AND downstream_id = ?",
     )
     .bind(tenant)
     .bind(downstream)
-    .execute(conn)
-    .await
-    .map_err(EngineError::storage("insert edges"))?;
+    .run(conn, "insert edges")
+    .await?;
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! outcomes off `attempts_started_idx`). Times are stored in milliseconds,
 //! so a minute is an integer division.
 
+use crate::backend::Fetch;
 use chrono::{DateTime, Utc};
 
 use super::events::event;
@@ -14,7 +15,7 @@ use crate::backend::insights::{ended_failed_list, outcome_window_start, overview
 use crate::backend::shared::events::{LeaseRow, Stream};
 use crate::backend::shared::insights::sqlite as shared;
 use crate::backend::shared::stamp::Stamp;
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 use crate::model::{ExecutionId, LeaseEvent, Overview, TenantId, MAX_LEASE_HISTORY};
 
 crate::backend::insights::implement_insights!(SqliteBackend, sqlite);
@@ -34,9 +35,8 @@ async fn lease_history(
     .bind(tenant)
     .bind(id)
     .bind(i64::from(limit.clamp(1, MAX_LEASE_HISTORY)))
-    .fetch_all(db.reader())
-    .await
-    .map_err(EngineError::storage(op))?;
+    .all(db.reader(), op)
+    .await?;
     Ok(rows.into_iter().rev().map(event).collect())
 }
 
@@ -60,9 +60,8 @@ async fn overview(db: &SqliteBackend, tenant: TenantId, since: DateTime<Utc>) ->
         .bind(tenant)
         .bind(millis_of(started))
         .bind(millis_of(since))
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(EngineError::storage(op))?;
+        .all(&mut *conn, op)
+        .await?;
         let kinds = shared::failing_kinds(conn, tenant, Stamp(started), Stamp(since)).await?;
         overview_of(
             states,

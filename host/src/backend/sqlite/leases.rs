@@ -5,6 +5,7 @@
 //! longer names the live lease changes nothing; [`hold`] then says why, or
 //! recognises a replay by the handle that already made the same move.
 
+use crate::backend::Fetch;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -207,9 +208,8 @@ pub(super) async fn hold(
     .bind(lease.tenant_id)
     .bind(lease.execution_id)
     .bind(lease.attempt_index)
-    .fetch_optional(conn)
-    .await
-    .map_err(EngineError::storage("read lease state"))?;
+    .optional(conn, "read lease state")
+    .await?;
     let attempt = match attempt {
         Some((id, epoch, state)) => Some((id, epoch, state.parse().map_err(EngineError::Corrupt)?)),
         None => None,

@@ -58,6 +58,7 @@ mod waitpoint_keys;
 mod wakeups;
 mod writes;
 
+use crate::backend::Fetch;
 use std::collections::HashSet;
 use std::path::Path;
 use std::str::FromStr;
@@ -285,9 +286,8 @@ impl Backend for SqliteBackend {
 
     async fn pending_migrations(&self) -> Result<Vec<i64>> {
         let applied: Vec<i64> = sqlx::query_scalar(APPLIED_MIGRATIONS)
-            .fetch_all(self.reader())
-            .await
-            .map_err(EngineError::storage("read migrations"))?;
+            .all(self.reader(), "read migrations")
+            .await?;
         Ok(pending(&MIGRATOR, &applied))
     }
 }

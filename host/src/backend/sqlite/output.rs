@@ -5,6 +5,7 @@
 //! paging by id can never pass an event that commits later: nothing is ever
 //! withheld (`pending` is always false) and the cursor is the id itself.
 
+use crate::backend::{Fetch, Run};
 use sqlx::types::Json;
 use sqlx::SqliteConnection;
 
@@ -56,9 +57,8 @@ async fn append_frame(db: &SqliteBackend, lease: &LeaseHandle, frame: NewFrame<'
                 .bind(lease.execution_id)
                 .bind(lease.attempt_index)
                 .bind(seq - BEST_EFFORT_WINDOW)
-                .execute(&mut *conn)
-                .await
-                .map_err(EngineError::storage("trim best-effort frames"))?;
+                .run(&mut *conn, "trim best-effort frames")
+                .await?;
             }
         }
         Ok(seq)
@@ -99,9 +99,8 @@ async fn merge_summary(
     .bind(lease.tenant_id)
     .bind(lease.execution_id)
     .bind(lease.attempt_index)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(EngineError::storage("merge summary"))?;
+    .optional(&mut *conn, "merge summary")
+    .await?;
     let mut document = current.map_or_else(|| serde_json::json!({}), |d| d.0);
     merge_patch(&mut document, &patch);
     sqlx::query(
@@ -116,9 +115,8 @@ async fn merge_summary(
     .bind(Json(document))
     .bind(now)
     .bind(now)
-    .execute(conn)
-    .await
-    .map_err(EngineError::storage("merge summary"))?;
+    .run(conn, "merge summary")
+    .await?;
     Ok(())
 }
 
@@ -145,9 +143,8 @@ pub(super) async fn insert_frame(
         .bind(i64::try_from(bytes).unwrap_or(i64::MAX))
         .bind(lease.tenant_id)
         .bind(lease.execution_id)
-        .execute(&mut *conn)
-        .await
-        .map_err(EngineError::storage(op))?;
+        .run(&mut *conn, op)
+        .await?;
     sqlx::query(
         "INSERT INTO frames (tenant_id, execution_id, attempt_index, seq, frame_type, mode, \
          payload, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -160,9 +157,8 @@ pub(super) async fn insert_frame(
     .bind(mode.as_str())
     .bind(payload)
     .bind(now())
-    .execute(&mut *conn)
-    .await
-    .map_err(EngineError::storage(op))?;
+    .run(&mut *conn, op)
+    .await?;
     effects.updates.push(ExecutionUpdate {
         tenant_id: lease.tenant_id,
         execution_id: lease.execution_id,
@@ -177,8 +173,7 @@ pub(super) async fn attempt_frame_bytes(conn: &mut SqliteConnection, row: &Exec)
     )
     .bind(row.tenant_id)
     .bind(row.execution_id)
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(EngineError::storage("append frame"))?;
+    .one(&mut *conn, "append frame")
+    .await?;
     Ok(refusals::frame_bytes_after(row.frame_seq, stored, 0))
 }

@@ -9,6 +9,7 @@
 //! does, so no path can skip either. The public state is a generated column
 //! on both backends.
 
+use crate::backend::Fetch;
 use std::collections::{BTreeMap, HashMap};
 
 use sqlx::types::Json;
@@ -172,9 +173,8 @@ impl Exec {
         sqlx::query_as(&Self::select_sql("tenant_id = ? AND execution_id = ?"))
             .bind(tenant)
             .bind(id)
-            .fetch_optional(conn)
+            .optional(conn, "read execution")
             .await
-            .map_err(EngineError::storage("read execution"))
     }
 
     /// The rows of several executions in one statement (those that exist),
@@ -197,9 +197,8 @@ impl Exec {
              (SELECT unhex(value ->> 0), unhex(value ->> 1) FROM json_each(?))",
         ))
         .bind(keys)
-        .fetch_all(conn)
-        .await
-        .map_err(EngineError::storage("read executions"))?;
+        .all(conn, "read executions")
+        .await?;
         Ok(rows
             .into_iter()
             .map(|row| ((row.tenant_id, row.execution_id), row.remembering_stored()))
@@ -226,9 +225,8 @@ impl Exec {
     ) -> Result<Vec<Exec>> {
         sqlx::query_as(&Self::select_sql(clause))
             .bind(tenant)
-            .fetch_all(conn)
+            .all(conn, op)
             .await
-            .map_err(EngineError::storage(op))
     }
 
     /// The executions `parent` spawned, in spawn order.
@@ -242,9 +240,8 @@ impl Exec {
         ))
         .bind(tenant)
         .bind(parent)
-        .fetch_all(conn)
+        .all(conn, "read children")
         .await
-        .map_err(EngineError::storage("read children"))
     }
 
     /// `SELECT` of every column for rows matching `clause` (a `WHERE` body,

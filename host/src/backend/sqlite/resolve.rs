@@ -7,6 +7,7 @@
 //! impossible ones skipped, and a satisfied `cancel_remaining` join cancels
 //! its unfinished upstreams at once (one writer: no row is ever locked).
 
+use crate::backend::{Fetch, Run};
 use std::collections::BTreeMap;
 
 use sqlx::SqliteConnection;
@@ -15,7 +16,7 @@ use super::executions::cancel_row;
 use super::record::Exec;
 use super::time::now;
 use super::{Effects, Finished};
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 use crate::model::{AttemptPhase, TerminalOutcome};
 use crate::model::{Eligibility, LifecyclePhase};
 use crate::model::{ExecutionId, TenantId};
@@ -60,9 +61,8 @@ pub(super) async fn resolve(
         .bind(state)
         .bind(tenant)
         .bind(upstream)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(EngineError::storage("resolve edges"))?;
+        .all(&mut *conn, "resolve edges")
+        .await?;
         for downstream in downstreams {
             let counts = resolved.entry((tenant, downstream)).or_default();
             if state == "satisfied" {
@@ -92,9 +92,8 @@ async fn resolve_group(
     )
     .bind(tenant)
     .bind(downstream)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(EngineError::storage("resolve join group"))?;
+    .optional(&mut *conn, "resolve join group")
+    .await?;
     let Some(group) = group else {
         return Ok(());
     };
@@ -116,9 +115,8 @@ async fn resolve_group(
     .bind(state)
     .bind(tenant)
     .bind(downstream)
-    .execute(&mut *conn)
-    .await
-    .map_err(EngineError::storage("resolve join group"))?;
+    .run(&mut *conn, "resolve join group")
+    .await?;
     match state {
         "satisfied" => {
             release(conn, tenant, group.downstream_id, effects).await?;
@@ -164,9 +162,8 @@ async fn release(
     )
     .bind(tenant)
     .bind(id)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(EngineError::storage("release downstream"))?;
+    .optional(&mut *conn, "release downstream")
+    .await?;
     if let Some(Some(input)) = passed {
         row.input = input;
     }
@@ -207,9 +204,8 @@ async fn cancel_unfinished_upstreams(
     )
     .bind(tenant)
     .bind(downstream)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(EngineError::storage("cancel siblings"))?;
+    .all(&mut *conn, "cancel siblings")
+    .await?;
     for upstream in upstreams {
         let mut row = Exec::get(conn, tenant, upstream).await?;
         if !row.is_terminal() {

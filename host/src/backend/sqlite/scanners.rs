@@ -2,6 +2,7 @@
 //! execution deadlines and event retention. Each is one write transaction
 //! over at most `limit` rows per tenant, oldest due first.
 
+use crate::backend::{Fetch, Run};
 use std::time::Duration;
 
 use sqlx::types::Json;
@@ -14,7 +15,7 @@ use super::record::Exec;
 use super::suspension_timeouts::time_out_suspensions;
 use super::time::{now, Millis};
 use super::SqliteBackend;
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 use crate::model::Eligibility;
 use crate::model::{AttemptPhase, TerminalOutcome};
 use crate::model::{Failure, FailureClass};
@@ -166,9 +167,8 @@ async fn prune_events(db: &SqliteBackend, retention: Duration, limit: u32) -> Re
             ))
             .bind(cutoff)
             .bind(i64::from(limit))
-            .execute(&mut *conn)
-            .await
-            .map_err(EngineError::storage("prune events"))?
+            .run(&mut *conn, "prune events")
+            .await?
             .rows_affected();
         }
         Ok(pruned)
@@ -220,8 +220,7 @@ impl Due {
         sqlx::query_as(&sql)
             .bind(now)
             .bind(i64::from(limit))
-            .fetch_all(conn)
+            .all(conn, self.op)
             .await
-            .map_err(EngineError::storage(self.op))
     }
 }

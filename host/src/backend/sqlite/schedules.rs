@@ -2,6 +2,7 @@
 //! fires each in the same write transaction: nothing can fire one between
 //! the read and the write.
 
+use crate::backend::Fetch;
 use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 
@@ -39,9 +40,8 @@ async fn fire_due_schedules(db: &SqliteBackend, limit: u32) -> Result<u64> {
         ))
         .bind(now())
         .bind(i64::from(limit))
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(EngineError::storage("find due schedules"))?;
+        .all(&mut *conn, "find due schedules")
+        .await?;
         let mut fired = 0;
         for row in due {
             let due = row.schedule();

@@ -6,9 +6,10 @@
 //! name. A test fails when it drifts from the migrations
 //! (`scripts/dump-schema.sh` writes it anew).
 
+use crate::backend::Fetch;
 use sqlx::SqliteConnection;
 
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 
 const HEADER: &str = "-- The current SQLite schema, read from a freshly migrated database.\n\
     -- Written by scripts/dump-schema.sh; edit the migrations, never this file.\n";
@@ -21,9 +22,8 @@ pub async fn canonical(conn: &mut SqliteConnection) -> Result<String> {
          ORDER BY CASE type WHEN 'table' THEN 0 WHEN 'index' THEN 1 WHEN 'trigger' THEN 2 \
                   ELSE 3 END, name",
     )
-    .fetch_all(conn)
-    .await
-    .map_err(EngineError::storage("read schema"))?;
+    .all(conn, "read schema")
+    .await?;
     let mut out = String::from(HEADER);
     for statement in statements {
         out.push('\n');

@@ -4,6 +4,7 @@
 //! position, the journal's count and bytes: a range scan of the primary
 //! key), then writes the step and its `step` frame in the same transaction.
 
+use crate::backend::{Fetch, Run};
 use chrono::Utc;
 use sqlx::SqliteConnection;
 
@@ -14,7 +15,7 @@ use super::suspension::record_suspension;
 use super::{Effects, SqliteBackend};
 use crate::backend::refusals::{step_admission, StepSlot};
 use crate::backend::{SleepRequest, StepRecord};
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 use crate::model::{LeaseHandle, StepOutcome, StreamMode};
 
 crate::backend::coordination::implement_steps!(SqliteBackend, sqlite);
@@ -58,9 +59,8 @@ async fn record_in(
     )
     .bind(lease.tenant_id)
     .bind(lease.execution_id)
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(EngineError::storage(op))?;
+    .one(&mut *conn, op)
+    .await?;
     let existing: Option<(String, i32, String)> = sqlx::query_as(
         "SELECT name, attempt_index, kind FROM steps \
          WHERE tenant_id = ? AND execution_id = ? AND step_index = ?",
@@ -68,9 +68,8 @@ async fn record_in(
     .bind(lease.tenant_id)
     .bind(lease.execution_id)
     .bind(i64::from(record.step.position))
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(EngineError::storage(op))?;
+    .optional(&mut *conn, op)
+    .await?;
     let slot = StepSlot {
         count,
         bytes,
@@ -103,9 +102,8 @@ async fn record_in(
     .bind(lease.attempt_index)
     .bind(i64::try_from(record.step.duration_ms).unwrap_or(i64::MAX))
     .bind(super::time::now())
-    .execute(&mut *conn)
-    .await
-    .map_err(EngineError::storage(op))?;
+    .run(&mut *conn, op)
+    .await?;
     let frame_bytes = attempt_frame_bytes(conn, row).await? + record.frame.len() as u64;
     insert_frame(
         conn,

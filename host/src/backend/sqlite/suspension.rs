@@ -6,6 +6,7 @@
 //! the one writer's transaction, so a condition is evaluated once per change
 //! and racing signals cannot resume an execution twice.
 
+use crate::backend::{Fetch, Run};
 use std::time::Duration;
 
 use sqlx::types::Json;
@@ -50,9 +51,8 @@ async fn create_waitpoint(
         .bind(tenant)
         .bind(id)
         .bind(i64::from(new.max_waitpoints))
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(EngineError::storage("create waitpoint"))?;
+        .one(&mut *conn, "create waitpoint")
+        .await?;
         if total >= i64::from(new.max_waitpoints) {
             return Err(refusals::waitpoints_exceeded(new.max_waitpoints));
         }
@@ -90,9 +90,8 @@ async fn suspend(
                     .bind(tenant)
                     .bind(id)
                     .bind(open.waitpoint_id)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(EngineError::storage("suspend"))?;
+                    .run(&mut *conn, "suspend")
+                    .await?;
                 }
                 None => {
                     insert_waitpoint(conn, tenant, id, key, "active", None).await?;
@@ -107,9 +106,8 @@ async fn suspend(
         .bind(tenant)
         .bind(id)
         .bind(i64::from(request.max_waitpoints) + 1)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(EngineError::storage("suspend"))?;
+        .one(&mut *conn, "suspend")
+        .await?;
         if total > i64::from(request.max_waitpoints) {
             return Err(refusals::waitpoints_exceeded(request.max_waitpoints));
         }
@@ -146,9 +144,8 @@ async fn open_waitpoint(
     .bind(tenant)
     .bind(id)
     .bind(key)
-    .fetch_optional(conn)
+    .optional(conn, "read waitpoint")
     .await
-    .map_err(EngineError::storage("read waitpoint"))
 }
 
 async fn insert_waitpoint(
@@ -170,9 +167,8 @@ async fn insert_waitpoint(
     .bind(state)
     .bind(expires_at)
     .bind(now())
-    .fetch_one(conn)
+    .one(conn, "create waitpoint")
     .await
-    .map_err(EngineError::storage("create waitpoint"))
 }
 
 /// Suspend a held row as its next suspension: the lease is released and the
@@ -213,9 +209,8 @@ async fn buffered_signals(
     ))
     .bind(tenant)
     .bind(id)
-    .fetch_all(conn)
-    .await
-    .map_err(EngineError::storage("read buffered signals"))?;
+    .all(conn, "read buffered signals")
+    .await?;
     Ok(rows.into_iter().map(Signal::from).collect())
 }
 
@@ -237,18 +232,16 @@ async fn consume_and_close(
     .bind(tenant)
     .bind(id)
     .bind(seq)
-    .execute(&mut *conn)
-    .await
-    .map_err(EngineError::storage("consume signals"))?;
+    .run(&mut *conn, "consume signals")
+    .await?;
     sqlx::query(
         "UPDATE waitpoints SET state = 'closed' \
          WHERE tenant_id = ? AND execution_id = ? AND state = 'active'",
     )
     .bind(tenant)
     .bind(id)
-    .execute(conn)
-    .await
-    .map_err(EngineError::storage("consume signals"))?;
+    .run(conn, "consume signals")
+    .await?;
     Ok(consumed)
 }
 
@@ -287,9 +280,8 @@ pub(super) async fn deliver_signal(
             .bind(tenant)
             .bind(to.execution)
             .bind(key)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(EngineError::storage("deliver signal"))?;
+            .optional(&mut *conn, "deliver signal")
+            .await?;
             if let Some(signal_id) = existing {
                 event(signal_id).record(conn, "duplicate", effects).await?;
                 return Ok(SignalOutcome::Duplicate { signal_id });
@@ -302,9 +294,8 @@ pub(super) async fn deliver_signal(
         .bind(tenant)
         .bind(to.execution)
         .bind(to.waitpoint)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(EngineError::storage("deliver signal"))?
+        .optional(&mut *conn, "deliver signal")
+        .await?
         .ok_or_else(|| EngineError::NotFound {
             what: "waitpoint",
             id: to.waitpoint.to_string(),
@@ -332,9 +323,8 @@ pub(super) async fn deliver_signal(
         .bind(&new.payload)
         .bind(&new.idempotency_key)
         .bind(now())
-        .execute(&mut *conn)
-        .await
-        .map_err(EngineError::storage("deliver signal"))?;
+        .run(&mut *conn, "deliver signal")
+        .await?;
         let mut resumed = false;
         if let (PublicState::Suspended, Some(suspension)) = (state, row.suspension.clone()) {
             let buffered = buffered_signals(conn, tenant, to.execution).await?;
@@ -377,9 +367,8 @@ impl SignalEventRow<'_> {
         .bind(self.name)
         .bind(effect)
         .bind(now())
-        .execute(conn)
-        .await
-        .map_err(EngineError::storage("record signal event"))?;
+        .run(conn, "record signal event")
+        .await?;
         effects.event_tenants.insert(self.tenant);
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! suspension's `on_timeout` says (fail, cancel, resume with a timeout
 //! signal).
 
+use crate::backend::Run;
 use sqlx::types::Json;
 use sqlx::SqliteConnection;
 use uuid::Uuid;
@@ -12,7 +13,7 @@ use super::scanners::Due;
 use super::suspension::{resume_row, SignalEventRow};
 use super::time::now;
 use super::{Effects, SqliteBackend};
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 use crate::model::TerminalOutcome;
 use crate::model::WaitpointId;
 use crate::model::{Failure, FailureClass, ResumeCondition, TimeoutBehavior, TIMEOUT_SIGNAL};
@@ -51,9 +52,8 @@ pub(super) async fn time_out_suspensions(db: &SqliteBackend, limit: u32) -> Resu
                     .bind(TIMEOUT_SIGNAL)
                     .bind(row.suspension_seq)
                     .bind(now)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(EngineError::storage("time out suspension"))?;
+                    .run(&mut *conn, "time out suspension")
+                    .await?;
                     resume_row(conn, row, effects).await?;
                     SignalEventRow {
                         tenant: row.tenant_id,

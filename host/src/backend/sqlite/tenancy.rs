@@ -1,5 +1,6 @@
 //! Tenants, their API keys and their components.
 
+use crate::backend::{Fetch, Run};
 use sqlx::types::Json;
 use sqlx::SqliteConnection;
 use uuid::Uuid;
@@ -20,9 +21,8 @@ async fn create_tenant(db: &SqliteBackend, name: &str) -> Result<Tenant> {
         .bind(Uuid::now_v7())
         .bind(name)
         .bind(now())
-        .fetch_optional(conn)
-        .await
-        .map_err(EngineError::storage("create tenant"))?;
+        .optional(conn, "create tenant")
+        .await?;
         row.map(Tenant::from)
             .ok_or_else(|| EngineError::Conflict(format!("a tenant named `{name}` already exists")))
     })
@@ -33,9 +33,8 @@ async fn list_tenants(db: &SqliteBackend) -> Result<Vec<Tenant>> {
     let rows: Vec<TenantRow> = sqlx::query_as(&format!(
         "SELECT {TENANT_COLUMNS} FROM tenants ORDER BY name"
     ))
-    .fetch_all(db.reader())
-    .await
-    .map_err(EngineError::storage("list tenants"))?;
+    .all(db.reader(), "list tenants")
+    .await?;
     Ok(rows.into_iter().map(Tenant::from).collect())
 }
 
@@ -53,9 +52,8 @@ async fn set_tenant_limits(
         let done = sqlx::query("UPDATE tenants SET limits = ? WHERE tenant_id = ?")
             .bind(Json(limits))
             .bind(tenant)
-            .execute(&mut *conn)
-            .await
-            .map_err(EngineError::storage("set tenant limits"))?;
+            .run(&mut *conn, "set tenant limits")
+            .await?;
         if done.rows_affected() == 0 {
             return Err(unknown_tenant(tenant));
         }
@@ -83,9 +81,8 @@ async fn admission(
             )
             .bind(tenant)
             .bind(kind)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(EngineError::storage("admission"))?;
+            .one(&mut *conn, "admission")
+            .await?;
             if !runnable {
                 missing.push((*kind).to_owned());
             }
@@ -123,8 +120,7 @@ pub(super) async fn read_tenant(conn: &mut SqliteConnection, id: TenantId) -> Re
         "SELECT {TENANT_COLUMNS} FROM tenants WHERE tenant_id = ?"
     ))
     .bind(id)
-    .fetch_optional(conn)
-    .await
-    .map_err(EngineError::storage("get tenant"))?;
+    .optional(conn, "get tenant")
+    .await?;
     row.map(Tenant::from).ok_or_else(|| unknown_tenant(id))
 }

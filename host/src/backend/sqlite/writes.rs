@@ -14,6 +14,7 @@
 //!   hand-off, whose prepared form sqlx keeps on the connection (preparing
 //!   them afresh each time would cost more than the hand-offs it saves).
 
+use crate::backend::Run;
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
 use sqlx::sqlite::{SqliteArgumentValue, SqliteArguments, SqliteTypeInfo};
@@ -100,10 +101,7 @@ impl<'q> Writes<'q> {
                 .add(Encoded(value))
                 .map_err(|e| EngineError::storage(op)(sqlx::Error::Encode(e)))?;
         }
-        sqlx::query_with(&sql, arguments)
-            .execute(conn)
-            .await
-            .map_err(EngineError::storage(op))?;
+        sqlx::query_with(&sql, arguments).run(conn, op).await?;
         Ok(())
     }
 }
