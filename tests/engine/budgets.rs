@@ -1,6 +1,7 @@
 //! Budgets and quotas (reference §6 "budgets and quotas"): reports checked and
 //! applied under the lease, soft and hard limits, dedup, scopes, resets.
 
+use flowfabric::backend::UsageAdjust;
 use flowfabric::model::TenantId;
 use flowfabric::model::{
     AttemptType, Breach, BudgetScope, DimensionLimit, HardLimitAction, NewBudget, PublicState,
@@ -519,6 +520,37 @@ async fn usage_is_corrected_by_hand_audited_and_releases_what_it_held(store: Sto
     assert_eq!(
         e.list_adjustments(t, b.budget_id, 10).await.unwrap().len(),
         3
+    );
+
+    // A budget keeps a bounded number of adjustments (the engine's cap is
+    // large; the backend takes it as a parameter): one past it is refused
+    // and changes nothing.
+    let backend = e.backend();
+    let one_more = UsageAdjustment {
+        dimension: "tokens".into(),
+        delta: 7,
+        reason: "past the cap".into(),
+    };
+    let capped = |max_adjustments| UsageAdjust {
+        adjustment: &one_more,
+        max_adjustments,
+    };
+    match backend.adjust_usage(t, b.budget_id, capped(3)).await {
+        Err(EngineError::LimitExceeded { limit, value, .. }) => {
+            assert_eq!((limit, value), ("max_adjustments_per_budget", 3))
+        }
+        other => panic!("expected the adjustment cap, got {other:?}"),
+    }
+    let kept = e.list_adjustments(t, b.budget_id, 10).await.unwrap();
+    assert_eq!(kept.len(), 3, "nothing written");
+    assert_eq!(used(e, t, b.budget_id).await, 0);
+    let applied = backend
+        .adjust_usage(t, b.budget_id, capped(4))
+        .await
+        .unwrap();
+    assert_eq!(
+        applied.dimensions[0].used, 7,
+        "under a higher cap it applies"
     );
 }
 

@@ -3,12 +3,12 @@
 //! locks it, so a correction and a report of the same budget serialise.
 
 use super::PgBackend;
-use crate::backend::{Fetch, Run};
 
 use super::budgets::release_holds;
 use super::rows::transaction;
-use crate::backend::shared::budgets::pg::get_budget;
+use crate::backend::shared::budgets::pg::{check_adjustment_room, get_budget};
 use crate::backend::{refusals, UsageAdjust};
+use crate::backend::{Fetch, Run};
 use crate::error::Result;
 use crate::model::{Budget, BudgetId, TenantId};
 
@@ -36,19 +36,7 @@ pub(super) async fn adjust_usage(
                 &adjust.adjustment.dimension,
             ));
         };
-        // Counted by the primary key's prefix, stopping past the cap.
-        let kept: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM (SELECT 1 FROM budget_adjustments \
-             WHERE tenant_id = $1 AND budget_id = $2 LIMIT $3) a",
-        )
-        .bind(tenant)
-        .bind(id)
-        .bind(i64::from(adjust.max_adjustments))
-        .one(&mut *tx, op)
-        .await?;
-        if kept >= i64::from(adjust.max_adjustments) {
-            return Err(refusals::adjustments_exceeded(adjust.max_adjustments));
-        }
+        check_adjustment_room(tx, tenant, id, adjust.max_adjustments).await?;
         let used_after = adjust.adjustment.applied_to(used);
         let exhausted = hard.is_some_and(|h| used_after >= h);
         sqlx::query(

@@ -6,7 +6,6 @@
 //! same budget serialise on its row, and never deadlock.
 
 use super::budget_adjustments::adjust_usage;
-use crate::backend::{Fetch, Run};
 use sqlx::postgres::PgRow;
 use sqlx::PgConnection;
 
@@ -16,7 +15,10 @@ use super::suspension::{record_suspension, resume_execution};
 use super::PgBackend;
 use crate::backend::refusals::budget_not_found;
 use crate::backend::refusals::check_usage_fits;
-use crate::backend::shared::budgets::pg::{check_scope_exists, get_budget};
+use crate::backend::shared::budgets::pg::{
+    check_scope_exists, get_budget, remember_usage_report, usage_reported,
+};
+use crate::backend::{Fetch, Run};
 use crate::error::Result;
 use crate::model::{
     Breach, Budget, BudgetId, ExecutionId, ExecutionPolicy, Failure, FailureClass, HardLimitAction,
@@ -121,16 +123,7 @@ async fn report_usage(
         };
         // The execution's lock serialises its reports, so a read is enough here.
         if let Some(key) = dedup_key {
-            let seen: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM usage_reports \
-                 WHERE tenant_id = $1 AND execution_id = $2 AND dedup_key = $3)",
-            )
-            .bind(lease.tenant_id)
-            .bind(lease.execution_id)
-            .bind(key)
-            .one(&mut *tx, op)
-            .await?;
-            if seen {
+            if usage_reported(tx, lease.tenant_id, lease.execution_id, key).await? {
                 return Ok(UsageOutcome::AlreadyApplied);
             }
         }
@@ -151,12 +144,17 @@ async fn report_usage(
             .optional(&mut *tx, op)
             .await?
             .unwrap_or_else(|| "0".into());
-            check_usage_fits(dimension, delta, limits.iter().map(|l| l.used), &attempt_used)?;
+            check_usage_fits(
+                dimension,
+                delta,
+                limits.iter().map(|l| l.used),
+                &attempt_used,
+            )?;
             checked.push((dimension, delta, limits));
         }
-        let hard = checked
-            .iter()
-            .find_map(|(dimension, delta, limits)| first_breach(limits, *delta, dimension, |l| l.hard));
+        let hard = checked.iter().find_map(|(dimension, delta, limits)| {
+            first_breach(limits, *delta, dimension, |l| l.hard)
+        });
         if let Some(breach) = hard {
             // Not applied, and not remembered: the same report may be retried
             // once the budget allows it.
@@ -175,14 +173,7 @@ async fn report_usage(
             return Ok(UsageOutcome::HardBreach(breach));
         }
         if let Some(key) = dedup_key {
-            sqlx::query(
-                "INSERT INTO usage_reports (tenant_id, execution_id, dedup_key) VALUES ($1, $2, $3)",
-            )
-            .bind(lease.tenant_id)
-            .bind(lease.execution_id)
-            .bind(key)
-            .run(&mut *tx, op)
-            .await?;
+            remember_usage_report(tx, lease.tenant_id, lease.execution_id, key).await?;
         }
         for (dimension, delta, limits) in &checked {
             let ids: Vec<BudgetId> = limits.iter().map(|l| l.budget_id).collect();
@@ -204,9 +195,9 @@ async fn report_usage(
             .run(&mut *tx, op)
             .await?;
         }
-        let over_soft = checked
-            .iter()
-            .find_map(|(dimension, delta, limits)| first_breach(limits, *delta, dimension, |l| l.soft));
+        let over_soft = checked.iter().find_map(|(dimension, delta, limits)| {
+            first_breach(limits, *delta, dimension, |l| l.soft)
+        });
         Ok(over_soft.map_or(UsageOutcome::Ok, UsageOutcome::SoftBreach))
     })
     .await

@@ -7,7 +7,6 @@
 //! only; a child's transaction locks the child, then tries its parent with
 //! SKIP LOCKED, so the two never wait on each other.
 
-use crate::backend::{Fetch, Run};
 use std::time::Duration;
 
 use sqlx::postgres::PgRow;
@@ -22,6 +21,7 @@ use crate::backend::refusals;
 use crate::backend::shared::children::pg::check_child_spawn;
 use crate::backend::shared::flows::pg::bump_graph_revision;
 use crate::backend::ChildSpawn;
+use crate::backend::{Fetch, Run};
 use crate::error::Result;
 use crate::model::FlowId;
 use crate::model::{

@@ -1,7 +1,6 @@
 //! The claim: one statement that picks, locks and leases executions across
 //! tenants, and the probe that picks its shape.
 
-use crate::backend::Fetch;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -15,6 +14,7 @@ use super::claim_keys::{
 };
 use super::leases::millis;
 use super::rows::{col, json, parse, Args};
+use crate::backend::Fetch;
 use crate::error::{EngineError, Result};
 use crate::model::{AttemptType, ClaimRequest, ClaimedExecution, LeaseHandle, TaskCeilings};
 

@@ -1,12 +1,12 @@
 //! Execution creation, reads and operator operations.
 
 use super::Connections;
-use crate::backend::{Fetch, Run};
 use sqlx::PgConnection;
 
 use super::rows::{col, execution, transaction, unknown_tenant_or, EXECUTION_COLUMNS};
 use super::PgBackend;
 use crate::backend::refusals;
+use crate::backend::{Fetch, Run};
 use crate::error::{EngineError, Result};
 use crate::model::{
     Created, Execution, ExecutionFilter, ExecutionId, FlowId, NewExecution, PublicState, Replay,

@@ -3,9 +3,9 @@
 
 use super::Connections;
 use super::PgBackend;
-use crate::backend::{Fetch, Run};
 
 use crate::backend::{refusals, FlowCancel};
+use crate::backend::{Fetch, Run};
 use crate::error::Result;
 use crate::model::{ExecutionId, FlowId, TenantId};
 

@@ -12,10 +12,10 @@
 //! before the recount reads it (and, finding the group not pending, left
 //! the counts alone) or adds its edge to the recount after.
 
-use crate::backend::Fetch;
 use sqlx::PgConnection;
 
 use crate::backend::refusals;
+use crate::backend::Fetch;
 use crate::error::{EngineError, Result};
 use crate::model::{ExecutionId, FlowId, TenantId};
 

@@ -7,7 +7,6 @@
 //! executions (shared), then join groups in key order, so the two cannot
 //! deadlock; an edge from a member that already ended resolves before commit.
 
-use crate::backend::{Fetch, Run};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use sqlx::PgConnection;
@@ -19,6 +18,7 @@ use super::PgBackend;
 use crate::backend::refusals;
 use crate::backend::shared::flows::pg::{bump_graph_revision, refuse_cycles};
 use crate::backend::GraphWrite;
+use crate::backend::{Fetch, Run};
 use crate::error::{EngineError, Result};
 use crate::model::{
     ExecutionId, FlowId, GraphApplied, GraphChange, NewExecution, NewFlow, TenantId,

@@ -3,13 +3,13 @@
 //! tenant's overview (state counts off
 //! `executions_state_idx`, the last hour's outcomes off `attempts_started_idx`).
 
-use crate::backend::Fetch;
 use chrono::{DateTime, Utc};
 
 use super::PgBackend;
 use crate::backend::insights::{outcome_window_start, overview_of, ENDED_FAILED};
 use crate::backend::shared::insights::pg as shared;
 use crate::backend::shared::stamp::Stamp;
+use crate::backend::Fetch;
 use crate::error::{EngineError, Result};
 use crate::model::{ExecutionId, LeaseEvent, Overview, TenantId, MAX_LEASE_HISTORY};
 

@@ -5,7 +5,6 @@
 //! changes nothing; [`explain_lease_miss`] then says why, or recognises a replay by
 //! the caller that already succeeded.
 
-use crate::backend::Fetch;
 use std::collections::HashSet;
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -17,6 +16,7 @@ use sqlx::PgConnection;
 use super::executions::read_execution;
 use super::rows::{col, completion_outbox, explain_lease_miss, json, transaction, Args};
 use super::PgBackend;
+use crate::backend::Fetch;
 use crate::backend::{stale_lease, LeaseMiss, NOT_HELD};
 use crate::error::{EngineError, Result};
 use crate::model::{

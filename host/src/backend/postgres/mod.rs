@@ -54,7 +54,6 @@ mod tenancy;
 mod waitpoint_keys;
 mod wakeups;
 
-use crate::backend::Fetch;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -64,6 +63,7 @@ use sqlx::postgres::PgConnectOptions;
 pub type Connections = super::pool::Connections<sqlx::Postgres>;
 
 use super::{migration_failed, pending, Backend, APPLIED_MIGRATIONS};
+use crate::backend::Fetch;
 use crate::error::{EngineError, Result};
 use crate::model::ClaimRequest;
 

@@ -11,11 +11,11 @@
 //! `(tenant_id, txid, event_id)` primary key.
 
 use super::Connections;
-use crate::backend::{Fetch, Run};
 use sqlx::postgres::PgRow;
 
 use super::rows::col;
 use crate::backend::shared::events::{LeaseRow, Stream};
+use crate::backend::{Fetch, Run};
 use crate::error::{EngineError, Result};
 use crate::model::ExecutionId;
 use crate::model::{EventBatch, EventCursor, LeaseEvent, TenantId};

@@ -2,7 +2,6 @@
 //! Both are worker writes, fenced by the lease like every other.
 
 use super::Connections;
-use crate::backend::{Fetch, Run};
 
 use super::counters;
 use super::leases::{rejection, FENCE};
@@ -11,6 +10,7 @@ use super::PgBackend;
 use super::UPDATES_CHANNEL;
 use crate::backend::refusals;
 use crate::backend::NewFrame;
+use crate::backend::{Fetch, Run};
 use crate::error::{EngineError, Result};
 use crate::model::{LeaseHandle, StreamMode, BEST_EFFORT_WINDOW};
 

@@ -1,6 +1,5 @@
 //! Decoding rows into model types, and explaining why a fenced write matched no row.
 
-use crate::backend::Fetch;
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
@@ -9,6 +8,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row as _};
 
 use super::COMPLETION_CHANNEL;
+use crate::backend::Fetch;
 use crate::backend::{LeaseLookup, LeaseMiss};
 use crate::error::{EngineError, Result};
 use crate::model::{

@@ -5,7 +5,6 @@
 //! several hosts can run the same pass at once without waiting on each other, and
 //! a tenant with a huge backlog does not delay the others.
 
-use crate::backend::Fetch;
 use std::sync::LazyLock;
 
 use super::budgets::reset_due_budgets;
@@ -16,6 +15,7 @@ use super::rows::{col, completion_outbox, json, transaction};
 use super::suspension_timeouts::time_out_suspensions;
 use super::{Connections, PgBackend};
 use crate::backend::shared::events::{CompletionRow, LeaseRow, SignalRow, Stream};
+use crate::backend::Fetch;
 use crate::error::Result;
 use crate::model::{ExecutionId, TenantId};
 use crate::model::{ExecutionPolicy, Failure, FailureClass, LeaseHandle};

@@ -6,7 +6,6 @@
 //! batch that fails is fired again one schedule per transaction, so one bad
 //! schedule cannot hold back the rest.
 
-use crate::backend::{Fetch, Run};
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
@@ -18,6 +17,7 @@ use super::PgBackend;
 use crate::backend::refusals;
 use crate::backend::shared::schedules::pg::{self as shared, still_running};
 use crate::backend::shared::schedules::{ScheduleRow, COLUMNS};
+use crate::backend::{Fetch, Run};
 use crate::error::{EngineError, Result};
 use crate::model::{
     Created, ExecutionId, FirePlan, NewExecution, OverlapAction, Schedule, ScheduleId, TenantId,

@@ -8,7 +8,6 @@
 //! A refused record changes nothing; why it was refused is read afterwards.
 
 use super::Connections;
-use crate::backend::Fetch;
 use chrono::Utc;
 use sqlx::PgConnection;
 
@@ -18,6 +17,7 @@ use super::rows::{col, transaction, Args};
 use super::suspension::{lock_leased, record_suspension};
 use super::{PgBackend, UPDATES_CHANNEL};
 use crate::backend::refusals::{step_admission, StepSlot};
+use crate::backend::Fetch;
 use crate::backend::{SleepRequest, StepRecord};
 use crate::error::{EngineError, Result};
 use crate::model::{JournalLimits, LeaseHandle, NewStep, StepOutcome};

@@ -5,7 +5,6 @@
 //! the signals that end it are serialised: a condition is evaluated once per
 //! change, and an execution cannot be resumed twice by racing signals.
 
-use crate::backend::{Fetch, Run};
 use std::time::Duration;
 
 use super::Connections;
@@ -20,6 +19,7 @@ use crate::backend::refusals;
 use crate::backend::shared::suspension::{
     SignalRow, WaitpointRow, SIGNAL_COLUMNS, WAITPOINT_COLUMNS,
 };
+use crate::backend::{Fetch, Run};
 use crate::backend::{NewWaitpoint, SuspendRequest};
 use crate::error::{EngineError, Result};
 use crate::model::{

@@ -4,13 +4,13 @@
 
 use super::Connections;
 use super::PgBackend;
-use crate::backend::{Fetch, Run};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::rows::{col, json, transaction};
 use super::scanners::SUSPENSIONS_PAST_TIMEOUT;
 use super::suspension::{resume_execution, SignalEventRow};
+use crate::backend::{Fetch, Run};
 use crate::error::Result;
 use crate::model::WaitpointId;
 use crate::model::{

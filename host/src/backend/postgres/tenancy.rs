@@ -1,12 +1,12 @@
 //! Tenants, their limits and their API keys.
 
-use crate::backend::Fetch;
 use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
 use super::rows::col;
 use super::PgBackend;
 use crate::backend::refusals::unknown_tenant;
+use crate::backend::Fetch;
 use crate::error::{EngineError, Result};
 use crate::model::{Tenant, TenantId, TenantLimits};
 

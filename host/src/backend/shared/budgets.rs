@@ -1,13 +1,17 @@
 //! Budget operations that are the same on both drivers: reading budgets
 //! back, their adjustments, and the scope check a new budget passes.
 
-use crate::backend::Fetch;
 use std::collections::BTreeMap;
 
+use chrono::Utc;
+
 use super::stamp::Stamp;
-use crate::backend::refusals::budget_not_found;
+use crate::backend::refusals::{adjustments_exceeded, budget_not_found};
+use crate::backend::{Fetch, Run};
 use crate::error::{EngineError, Result};
-use crate::model::{Budget, BudgetAdjustment, BudgetId, BudgetScope, DimensionUsage, TenantId};
+use crate::model::{
+    Budget, BudgetAdjustment, BudgetId, BudgetScope, DimensionUsage, ExecutionId, TenantId,
+};
 
 #[derive(sqlx::FromRow)]
 struct BudgetRow {
@@ -173,6 +177,53 @@ for_both_drivers! {
         .all(&mut *conn, "list adjustments")
         .await?;
         Ok(rows.into_iter().map(adjustment).collect())
+    }
+
+    /// A budget keeps at most `max` adjustments; one more is refused.
+    /// Counted by the primary key's prefix, stopping past the cap.
+    async fn check_adjustment_room(conn, tenant: TenantId, id: BudgetId, max: u32) -> Result<()> {
+        let kept: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT 1 FROM budget_adjustments \
+             WHERE tenant_id = $1 AND budget_id = $2 LIMIT $3) a",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(i64::from(max))
+        .one(&mut *conn, "adjust usage")
+        .await?;
+        if kept >= i64::from(max) {
+            return Err(adjustments_exceeded(max));
+        }
+        Ok(())
+    }
+
+    /// Whether a usage report with this key was already applied to the
+    /// execution (a report is applied once, however often it is sent).
+    async fn usage_reported(conn, tenant: TenantId, id: ExecutionId, key: &str) -> Result<bool> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM usage_reports \
+             WHERE tenant_id = $1 AND execution_id = $2 AND dedup_key = $3)",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(key)
+        .one(&mut *conn, "report usage")
+        .await
+    }
+
+    /// Remember that the report with this key was applied.
+    async fn remember_usage_report(conn, tenant: TenantId, id: ExecutionId, key: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO usage_reports (tenant_id, execution_id, dedup_key, created_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(key)
+        .bind(Stamp(Utc::now()))
+        .run(&mut *conn, "report usage")
+        .await?;
+        Ok(())
     }
 
     /// A flow or execution scope must name one of the tenant's own.

@@ -1,11 +1,11 @@
 //! Component version statements that are the same on both drivers, and the
 //! row every read of a version decodes.
 
-use crate::backend::Fetch;
 use chrono::Utc;
 
 use super::stamp::Stamp;
 use crate::backend::refusals::unknown_tenant_or;
+use crate::backend::Fetch;
 use crate::backend::NewComponent;
 use crate::error::{EngineError, Result};
 use crate::model::{ComponentVersion, TenantId};

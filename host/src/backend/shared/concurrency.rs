@@ -1,10 +1,10 @@
 //! Concurrency limit statements that are the same on both drivers.
 
-use crate::backend::{Fetch, Run};
 use chrono::Utc;
 
 use super::stamp::Stamp;
 use crate::backend::refusals::check_named_cap;
+use crate::backend::{Fetch, Run};
 use crate::error::Result;
 use crate::model::{ConcurrencyLimit, ConcurrencyScope, TenantId};
 

@@ -1,11 +1,11 @@
 //! Config value operations that are the same on both drivers, and the
 //! row every read of them decodes.
 
-use crate::backend::{Fetch, Run};
 use chrono::{DateTime, Utc};
 
 use super::stamp::Stamp;
 use crate::backend::refusals::check_named_cap;
+use crate::backend::{Fetch, Run};
 use crate::error::Result;
 use crate::model::{SealedConfig, TenantId};
 

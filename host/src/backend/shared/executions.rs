@@ -3,9 +3,9 @@
 //! (Postgres writes a batch in one `unnest` statement and cancels through
 //! its PL/pgSQL function; SQLite runs the rules in Rust on the one writer).
 
-use crate::backend::Fetch;
 use std::sync::LazyLock;
 
+use crate::backend::Fetch;
 use crate::error::{EngineError, Result};
 use crate::model::{
     ExecutionId, ExecutionState, LaneCounts, Page, PublicState, TenantId, MAX_LANE_PAGE,

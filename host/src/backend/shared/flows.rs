@@ -1,7 +1,6 @@
 //! Flow operations that are the same on both drivers: the cycle check and
 //! revision count a graph change runs, and reading flows back.
 
-use crate::backend::Fetch;
 use std::collections::BTreeMap;
 
 use sqlx::types::Json;
@@ -9,6 +8,7 @@ use sqlx::types::Json;
 use super::stamp::Stamp;
 use crate::backend::refusals;
 use crate::backend::EdgeFilter;
+use crate::backend::Fetch;
 use crate::error::{EngineError, Result};
 use crate::model::{
     find_cycle, EdgeState, ExecutionId, FlowEdgeDetail, FlowEdgeView, FlowId, FlowMemberView,

@@ -1,12 +1,12 @@
 //! Ceiling and grant operations that are the same on both drivers, and the
 //! row every read of a grant decodes.
 
-use crate::backend::{Fetch, Run};
 use chrono::Utc;
 use sqlx::types::Json;
 
 use super::stamp::Stamp;
 use crate::backend::refusals::unknown_tenant_or;
+use crate::backend::{Fetch, Run};
 use crate::error::Result;
 use crate::model::{CapabilityCeiling, ComponentGrant, StoredGrant, TenantId};
 

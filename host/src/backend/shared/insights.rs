@@ -2,13 +2,13 @@
 //! the same statement on both drivers (its per-minute outcomes are not: the
 //! drivers bucket times differently).
 
-use crate::backend::Fetch;
 use std::sync::LazyLock;
 
 use sqlx::types::Json;
 
 use super::stamp::Stamp;
 use crate::backend::insights::{ended_failed_list, state_names, STATE_COUNT_PROBE};
+use crate::backend::Fetch;
 use crate::error::{EngineError, Result};
 use crate::model::{AttemptRecord, ExecutionId, TenantId, MAX_ATTEMPT_PAGE, MAX_FAILING_KINDS};
 

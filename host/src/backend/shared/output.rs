@@ -1,10 +1,10 @@
 //! Reading back what an attempt streamed: the same statements on both
 //! drivers.
 
-use crate::backend::Fetch;
 use sqlx::types::Json;
 
 use super::stamp::Stamp;
+use crate::backend::Fetch;
 use crate::error::{EngineError, Result};
 use crate::model::{AttemptRef, Frame, Page, StreamSummary, TenantId};
 

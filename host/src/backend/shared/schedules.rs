@@ -1,12 +1,12 @@
 //! Schedule operations that are the same on both drivers, and the row
 //! every read of a schedule decodes.
 
-use crate::backend::{Fetch, Run};
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 
 use super::stamp::Stamp;
 use crate::backend::refusals::{self, unknown_tenant_or};
+use crate::backend::{Fetch, Run};
 use crate::backend::{PauseChange, ScheduleCreate};
 use crate::error::{EngineError, Result};
 use crate::model::{Created, ExecutionId, NewSchedule, Page, Schedule, ScheduleId, TenantId};

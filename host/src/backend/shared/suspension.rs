@@ -1,11 +1,11 @@
 //! Waitpoint and signal rows, and the reads of them that are the same on
 //! both drivers.
 
-use crate::backend::Fetch;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::stamp::Stamp;
+use crate::backend::Fetch;
 use crate::error::Result;
 use crate::model::{ExecutionId, Page, Signal, TenantId, Waitpoint, WaitpointId};
 

@@ -3,11 +3,11 @@
 //! stored differently: Postgres keeps each limit in a column of its own,
 //! SQLite the limits as one JSON document.)
 
-use crate::backend::Fetch;
 use chrono::Utc;
 
 use super::stamp::Stamp;
 use crate::backend::refusals::unknown_tenant_or;
+use crate::backend::Fetch;
 use crate::backend::NewApiKey;
 use crate::error::{EngineError, Result};
 use crate::model::{ApiKey, ApiKeyId, StoredApiKey, TenantId};

@@ -1,10 +1,10 @@
 //! The keys that sign waitpoint tokens: every statement is the same on both
 //! drivers.
 
-use crate::backend::{Fetch, Run};
 use chrono::{DateTime, Utc};
 
 use super::stamp::Stamp;
+use crate::backend::{Fetch, Run};
 use crate::error::Result;
 use crate::model::{SealedBytes, StoredWaitpointKey};
 

@@ -4,7 +4,7 @@
 use super::budgets::release_holds;
 use super::time::now;
 use super::SqliteBackend;
-use crate::backend::shared::budgets::sqlite::get_budget;
+use crate::backend::shared::budgets::sqlite::{check_adjustment_room, get_budget};
 use crate::backend::{refusals, UsageAdjust};
 use crate::backend::{Fetch, Run};
 use crate::error::Result;
@@ -33,18 +33,7 @@ pub(super) async fn adjust_usage(
                 &adjust.adjustment.dimension,
             ));
         };
-        let kept: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM (SELECT 1 FROM budget_adjustments \
-             WHERE tenant_id = ? AND budget_id = ? LIMIT ?)",
-        )
-        .bind(tenant)
-        .bind(id)
-        .bind(i64::from(adjust.max_adjustments))
-        .one(&mut *conn, op)
-        .await?;
-        if kept >= i64::from(adjust.max_adjustments) {
-            return Err(refusals::adjustments_exceeded(adjust.max_adjustments));
-        }
+        check_adjustment_room(conn, tenant, id, adjust.max_adjustments).await?;
         let used_after = adjust.adjustment.applied_to(used);
         let exhausted = hard.is_some_and(|h| used_after >= h);
         sqlx::query(

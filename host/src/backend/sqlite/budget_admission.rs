@@ -4,12 +4,12 @@
 //! being started. `budgets::release_holds` makes them claimable again when
 //! the budget has room.
 
-use crate::backend::Fetch;
 use sqlx::SqliteConnection;
 
 use super::record::Exec;
 use super::time::now;
 use super::Effects;
+use crate::backend::Fetch;
 use crate::error::Result;
 use crate::model::Eligibility;
 

@@ -6,7 +6,6 @@
 //! one writer's transaction, so two reports against one budget are applied
 //! one after the other without row locks.
 
-use crate::backend::{Fetch, Run};
 use sqlx::SqliteConnection;
 
 use super::budget_adjustments::adjust_usage;
@@ -19,7 +18,10 @@ use super::time::{after_ms, now};
 use super::{Effects, SqliteBackend};
 use crate::backend::refusals::budget_not_found;
 use crate::backend::refusals::check_usage_fits;
-use crate::backend::shared::budgets::sqlite::{check_scope_exists, get_budget};
+use crate::backend::shared::budgets::sqlite::{
+    check_scope_exists, get_budget, remember_usage_report, usage_reported,
+};
+use crate::backend::{Fetch, Run};
 use crate::error::{EngineError, Result};
 use crate::model::Eligibility;
 use crate::model::{
@@ -99,16 +101,7 @@ async fn report_usage(
         let mut row = held(conn, lease).await?;
         let (tenant, id) = (lease.tenant_id, lease.execution_id);
         if let Some(key) = dedup_key {
-            let seen: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM usage_reports \
-                 WHERE tenant_id = ? AND execution_id = ? AND dedup_key = ?)",
-            )
-            .bind(tenant)
-            .bind(id)
-            .bind(key)
-            .one(&mut *conn, "report usage")
-            .await?;
-            if seen {
+            if usage_reported(conn, tenant, id, key).await? {
                 return Ok(UsageOutcome::AlreadyApplied);
             }
         }
@@ -159,16 +152,7 @@ async fn report_usage(
             return Ok(UsageOutcome::HardBreach(breach));
         }
         if let Some(key) = dedup_key {
-            sqlx::query(
-                "INSERT INTO usage_reports (tenant_id, execution_id, dedup_key, created_at) \
-                 VALUES (?, ?, ?, ?)",
-            )
-            .bind(tenant)
-            .bind(id)
-            .bind(key)
-            .bind(now())
-            .run(&mut *conn, "report usage")
-            .await?;
+            remember_usage_report(conn, tenant, id, key).await?;
         }
         for (dimension, delta, limits) in &checked {
             for limit in limits {

@@ -8,7 +8,6 @@
 //! parent is never locked by another transaction, so none is left for the
 //! wake-parents scanner.
 
-use crate::backend::{Fetch, Run};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -25,6 +24,7 @@ use crate::backend::refusals;
 use crate::backend::shared::children::sqlite::check_child_spawn;
 use crate::backend::shared::flows::sqlite::bump_graph_revision;
 use crate::backend::ChildSpawn;
+use crate::backend::{Fetch, Run};
 use crate::error::Result;
 use crate::model::FlowId;
 use crate::model::LifecyclePhase;

@@ -1,7 +1,6 @@
 //! The claim: lease a tenant-fair batch of runnable executions in one write
 //! transaction, and write its rows together ([`Batch`]).
 
-use crate::backend::Fetch;
 use std::collections::HashSet;
 
 use rand::seq::SliceRandom;
@@ -15,6 +14,7 @@ use super::record::Exec;
 use super::time::{after, after_ms, at, now, Millis};
 use super::writes::Writes;
 use super::{Effects, SqliteBackend};
+use crate::backend::Fetch;
 use crate::error::Result;
 use crate::model::{AttemptPhase, Eligibility, LifecyclePhase, Ownership};
 use crate::model::{

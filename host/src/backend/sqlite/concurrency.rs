@@ -8,13 +8,13 @@
 //! slot to the key's next blocked execution ([`hand_on`], called by
 //! `Exec::save` whenever a lease is dropped, as the Postgres trigger does).
 
-use crate::backend::{Fetch, Run};
 use sqlx::SqliteConnection;
 
 use super::record::Exec;
 use super::time::{now, Millis};
 use super::{Effects, SqliteBackend};
 use crate::backend::shared::concurrency::sqlite as shared;
+use crate::backend::{Fetch, Run};
 use crate::error::Result;
 use crate::model::{ConcurrencyLimit, ConcurrencyScope, Eligibility, TenantId};
 

@@ -1,6 +1,5 @@
 //! Creating and reading executions, and the operator operations on them.
 
-use crate::backend::{Fetch, Run};
 use sqlx::types::Json;
 use sqlx::SqliteConnection;
 
@@ -10,6 +9,7 @@ use super::time::{after_ms, millis_of, now, Millis};
 use super::writes::Writes;
 use super::{Effects, SqliteBackend};
 use crate::backend::refusals;
+use crate::backend::{Fetch, Run};
 use crate::error::{EngineError, Result};
 use crate::model::Eligibility;
 use crate::model::TerminalOutcome;

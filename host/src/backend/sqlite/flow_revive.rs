@@ -7,13 +7,13 @@
 //! again comes back to wait on it; the members that came back are the next
 //! round. One writer: nothing moves in between.
 
-use crate::backend::Fetch;
 use sqlx::SqliteConnection;
 
 use super::record::Exec;
 use super::time::now;
 use super::Effects;
 use crate::backend::refusals;
+use crate::backend::Fetch;
 use crate::error::Result;
 use crate::model::{
     AttemptPhase, Eligibility, ExecutionId, LifecyclePhase, TenantId, TerminalOutcome,

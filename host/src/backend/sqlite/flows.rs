@@ -5,7 +5,6 @@
 //! follows then is in `resolve`). A graph change is refused whole, with the
 //! reason, exactly as on Postgres.
 
-use crate::backend::{Fetch, Run};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use sqlx::types::Json;
@@ -20,6 +19,7 @@ use super::{Effects, Finished, SqliteBackend};
 use crate::backend::refusals;
 use crate::backend::shared::flows::sqlite::{bump_graph_revision, refuse_cycles};
 use crate::backend::GraphWrite;
+use crate::backend::{Fetch, Run};
 use crate::error::{EngineError, Result};
 use crate::model::{ExecutionId, FlowId, GraphApplied, GraphChange, NewFlow, TenantId};
 

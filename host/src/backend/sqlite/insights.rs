@@ -5,7 +5,6 @@
 //! outcomes off `attempts_started_idx`). Times are stored in milliseconds,
 //! so a minute is an integer division.
 
-use crate::backend::Fetch;
 use chrono::{DateTime, Utc};
 
 use super::events::event;
@@ -15,6 +14,7 @@ use crate::backend::insights::{ended_failed_list, outcome_window_start, overview
 use crate::backend::shared::events::{LeaseRow, Stream};
 use crate::backend::shared::insights::sqlite as shared;
 use crate::backend::shared::stamp::Stamp;
+use crate::backend::Fetch;
 use crate::error::Result;
 use crate::model::{ExecutionId, LeaseEvent, Overview, TenantId, MAX_LEASE_HISTORY};
 

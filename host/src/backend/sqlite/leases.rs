@@ -5,7 +5,6 @@
 //! longer names the live lease changes nothing; [`hold`] then says why, or
 //! recognises a replay by the handle that already made the same move.
 
-use crate::backend::Fetch;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -20,6 +19,7 @@ use super::record::{not_found, Exec};
 use super::time::{after, at, millis_of, now, Millis};
 use super::writes::Writes;
 use super::{Effects, SqliteBackend};
+use crate::backend::Fetch;
 use crate::backend::{stale_lease, LeaseLookup, LeaseMiss, NOT_HELD};
 use crate::error::{EngineError, Result};
 use crate::model::TerminalOutcome;

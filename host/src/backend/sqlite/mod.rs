@@ -58,7 +58,6 @@ mod waitpoint_keys;
 mod wakeups;
 mod writes;
 
-use crate::backend::Fetch;
 use std::collections::HashSet;
 use std::path::Path;
 use std::str::FromStr;
@@ -72,6 +71,7 @@ use super::pool::Connections;
 use tokio::sync::{broadcast, watch};
 
 use super::{migration_failed, pending, Backend, APPLIED_MIGRATIONS};
+use crate::backend::Fetch;
 use crate::error::{EngineError, Result};
 use crate::model::{ExecutionId, ExecutionUpdate, TenantId};
 

@@ -5,7 +5,6 @@
 //! paging by id can never pass an event that commits later: nothing is ever
 //! withheld (`pending` is always false) and the cursor is the id itself.
 
-use crate::backend::{Fetch, Run};
 use sqlx::types::Json;
 use sqlx::SqliteConnection;
 
@@ -15,6 +14,7 @@ use super::time::{now, Millis};
 use super::{Effects, SqliteBackend};
 use crate::backend::refusals;
 use crate::backend::NewFrame;
+use crate::backend::{Fetch, Run};
 use crate::error::{EngineError, Result};
 use crate::model::{merge_patch, ExecutionUpdate, LeaseHandle, StreamMode, BEST_EFFORT_WINDOW};
 

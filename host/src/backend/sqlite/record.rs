@@ -9,7 +9,6 @@
 //! does, so no path can skip either. The public state is a generated column
 //! on both backends.
 
-use crate::backend::Fetch;
 use std::collections::{BTreeMap, HashMap};
 
 use sqlx::types::Json;
@@ -21,6 +20,7 @@ use super::stored_policy::StoredPolicy;
 use super::time::{at, Millis};
 use super::writes::Writes;
 use super::{Effects, Finished};
+use crate::backend::Fetch;
 use crate::error::{EngineError, Result};
 use crate::model::{
     public_state, runnable_blocking_reason, AttemptPhase, Eligibility, FlowId, LifecyclePhase,

@@ -7,7 +7,6 @@
 //! impossible ones skipped, and a satisfied `cancel_remaining` join cancels
 //! its unfinished upstreams at once (one writer: no row is ever locked).
 
-use crate::backend::{Fetch, Run};
 use std::collections::BTreeMap;
 
 use sqlx::SqliteConnection;
@@ -16,6 +15,7 @@ use super::executions::cancel_row;
 use super::record::Exec;
 use super::time::now;
 use super::{Effects, Finished};
+use crate::backend::{Fetch, Run};
 use crate::error::Result;
 use crate::model::{AttemptPhase, TerminalOutcome};
 use crate::model::{Eligibility, LifecyclePhase};

@@ -2,7 +2,6 @@
 //! execution deadlines and event retention. Each is one write transaction
 //! over at most `limit` rows per tenant, oldest due first.
 
-use crate::backend::{Fetch, Run};
 use std::time::Duration;
 
 use sqlx::types::Json;
@@ -15,6 +14,7 @@ use super::record::Exec;
 use super::suspension_timeouts::time_out_suspensions;
 use super::time::{now, Millis};
 use super::SqliteBackend;
+use crate::backend::{Fetch, Run};
 use crate::error::Result;
 use crate::model::Eligibility;
 use crate::model::{AttemptPhase, TerminalOutcome};

@@ -2,7 +2,6 @@
 //! fires each in the same write transaction: nothing can fire one between
 //! the read and the write.
 
-use crate::backend::Fetch;
 use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 
@@ -12,6 +11,7 @@ use super::time::now;
 use super::{Effects, SqliteBackend};
 use crate::backend::shared::schedules::sqlite::{self as shared, still_running};
 use crate::backend::shared::schedules::{ScheduleRow, COLUMNS};
+use crate::backend::Fetch;
 use crate::error::{EngineError, Result};
 use crate::model::{Created, OverlapAction, Schedule, ScheduleId, TenantId, SUPERSEDED};
 

@@ -6,9 +6,9 @@
 //! name. A test fails when it drifts from the migrations
 //! (`scripts/dump-schema.sh` writes it anew).
 
-use crate::backend::Fetch;
 use sqlx::SqliteConnection;
 
+use crate::backend::Fetch;
 use crate::error::Result;
 
 const HEADER: &str = "-- The current SQLite schema, read from a freshly migrated database.\n\

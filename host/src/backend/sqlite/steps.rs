@@ -4,7 +4,6 @@
 //! position, the journal's count and bytes: a range scan of the primary
 //! key), then writes the step and its `step` frame in the same transaction.
 
-use crate::backend::{Fetch, Run};
 use chrono::Utc;
 use sqlx::SqliteConnection;
 
@@ -14,6 +13,7 @@ use super::record::Exec;
 use super::suspension::record_suspension;
 use super::{Effects, SqliteBackend};
 use crate::backend::refusals::{step_admission, StepSlot};
+use crate::backend::{Fetch, Run};
 use crate::backend::{SleepRequest, StepRecord};
 use crate::error::Result;
 use crate::model::{LeaseHandle, StepOutcome, StreamMode};

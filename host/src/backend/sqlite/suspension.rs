@@ -6,7 +6,6 @@
 //! the one writer's transaction, so a condition is evaluated once per change
 //! and racing signals cannot resume an execution twice.
 
-use crate::backend::{Fetch, Run};
 use std::time::Duration;
 
 use sqlx::types::Json;
@@ -22,6 +21,7 @@ use crate::backend::refusals;
 use crate::backend::shared::suspension::{
     SignalRow, WaitpointRow, SIGNAL_COLUMNS, WAITPOINT_COLUMNS,
 };
+use crate::backend::{Fetch, Run};
 use crate::backend::{NewWaitpoint, SuspendRequest};
 use crate::error::{EngineError, Result};
 use crate::model::{AttemptPhase, Eligibility, LifecyclePhase};

@@ -2,7 +2,6 @@
 //! suspension's `on_timeout` says (fail, cancel, resume with a timeout
 //! signal).
 
-use crate::backend::Run;
 use sqlx::types::Json;
 use sqlx::SqliteConnection;
 use uuid::Uuid;
@@ -13,6 +12,7 @@ use super::scanners::Due;
 use super::suspension::{resume_row, SignalEventRow};
 use super::time::now;
 use super::{Effects, SqliteBackend};
+use crate::backend::Run;
 use crate::error::Result;
 use crate::model::TerminalOutcome;
 use crate::model::WaitpointId;

@@ -1,12 +1,12 @@
 //! Tenants, their API keys and their components.
 
-use crate::backend::{Fetch, Run};
 use sqlx::types::Json;
 use sqlx::SqliteConnection;
 use uuid::Uuid;
 
 use super::time::{at, now, Millis};
 use super::SqliteBackend;
+use crate::backend::{Fetch, Run};
 use crate::error::{EngineError, Result};
 use crate::model::{Tenant, TenantId, TenantLimits};
 

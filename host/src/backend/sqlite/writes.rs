@@ -14,12 +14,12 @@
 //!   hand-off, whose prepared form sqlx keeps on the connection (preparing
 //!   them afresh each time would cost more than the hand-offs it saves).
 
-use crate::backend::Run;
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
 use sqlx::sqlite::{SqliteArgumentValue, SqliteArguments, SqliteTypeInfo};
 use sqlx::{Arguments, Encode, Sqlite, SqliteConnection, Type};
 
+use crate::backend::Run;
 use crate::error::{EngineError, Result};
 
 /// Statements and their parameters, to run in one hand-off to the writer.
