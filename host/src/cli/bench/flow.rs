@@ -138,7 +138,7 @@ async fn measure(url: &str, args: &FlowBench) -> anyhow::Result<Vec<Row>> {
 /// Seconds taken by `create`, then by `drain` once it is done.
 async fn timed(
     create: impl std::future::Future<Output = anyhow::Result<()>>,
-    drain: impl std::future::Future<Output = anyhow::Result<()>>,
+    drain: impl std::future::Future<Output = anyhow::Result<std::time::Duration>>,
 ) -> anyhow::Result<(f64, f64)> {
     let started = Instant::now();
     create.await?;

@@ -77,6 +77,8 @@ struct Row {
     create_per_s: f64,
     process_per_s: f64,
     e2e_per_s: f64,
+    /// Time in claims per execution, summed over the loops (engine rows).
+    claim_us: Option<f64>,
 }
 
 pub async fn run(args: EngineBench) -> anyhow::Result<()> {
@@ -99,6 +101,7 @@ pub async fn run(args: EngineBench) -> anyhow::Result<()> {
                     batch,
                     keys,
                     ratios: Vec::new(),
+                    claim_ratios: Vec::new(),
                     rows: Vec::new(),
                 });
             }
@@ -113,6 +116,9 @@ pub async fn run(args: EngineBench) -> anyhow::Result<()> {
                 for cost in &mut keyed[these.clone()] {
                     let with = round(&args, workers, batch, Path::Keyed(cost.keys)).await?;
                     cost.ratios.push(without.process_per_s / with.process_per_s);
+                    if let (Some(keyed), Some(plain)) = (with.claim_us, without.claim_us) {
+                        cost.claim_ratios.push(keyed / plain);
+                    }
                     cost.rows.push(with);
                 }
             }
@@ -145,25 +151,35 @@ pub async fn run(args: EngineBench) -> anyhow::Result<()> {
             "\nconcurrency keys (a limit that never binds): claim+complete cost against no keys,"
         );
         println!(
+            "and the claims alone (time in claim calls, summed over the loops, waits included);"
+        );
+        println!(
             "{} paired rounds (engine without keys, then with), median and range",
             args.key_rounds
         );
         println!(
-            "{:>7} {:>5}  {:>6} {:>15} {:>14} {:>13}",
-            "workers", "batch", "keys", "claim+complete", "cost vs none", "range"
+            "{:>7} {:>5}  {:>6} {:>15} {:>14} {:>13} {:>12} {:>13}",
+            "workers",
+            "batch",
+            "keys",
+            "claim+complete",
+            "cost vs none",
+            "range",
+            "claim alone",
+            "range"
         );
         for cost in &keyed {
-            let mut ratios = cost.ratios.clone();
-            ratios.sort_by(f64::total_cmp);
             let rates: Vec<f64> = cost.rows.iter().map(|r| r.process_per_s).collect();
             println!(
-                "{:>7} {:>5}  {:>6} {:>15.0} {:>14.2} {:>13}",
+                "{:>7} {:>5}  {:>6} {:>15.0} {:>14.2} {:>13} {:>12.2} {:>13}",
                 cost.workers,
                 cost.batch,
                 cost.keys,
                 median(rates),
-                median(ratios.clone()),
-                format!("{:.2}-{:.2}", ratios[0], ratios[ratios.len() - 1])
+                median(cost.ratios.clone()),
+                span(&cost.ratios),
+                median(cost.claim_ratios.clone()),
+                span(&cost.claim_ratios),
             );
         }
     }
@@ -179,7 +195,16 @@ struct KeyCost {
     batch: u32,
     keys: usize,
     ratios: Vec<f64>,
+    /// The claims' own time against the claims' without keys.
+    claim_ratios: Vec<f64>,
     rows: Vec<Row>,
+}
+
+/// `low-high` of a set of ratios.
+fn span(ratios: &[f64]) -> String {
+    let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let high = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{low:.2}-{high:.2}")
 }
 
 /// The middle value (the upper of the two middle ones for an even count).
@@ -207,7 +232,7 @@ async fn round(args: &EngineBench, workers: usize, batch: u32, path: Path) -> an
         .map(|i| format!("job {i}").into_bytes())
         .collect();
 
-    let (create, process) = match path {
+    let (create, process, claiming) = match path {
         Path::Raw => {
             let queue = Arc::new(RawQueue::setup(backend.pool().clone(), &scratch.url).await?);
             let started = Instant::now();
@@ -230,7 +255,7 @@ async fn round(args: &EngineBench, workers: usize, batch: u32, path: Path) -> an
                 }
             })
             .await?;
-            (create, started.elapsed())
+            (create, started.elapsed(), None)
         }
         Path::Engine | Path::Keyed(_) => {
             // No components exist here: this measures the queue path alone.
@@ -263,8 +288,8 @@ async fn round(args: &EngineBench, workers: usize, batch: u32, path: Path) -> an
             }
             let create = started.elapsed();
             let started = Instant::now();
-            drain_engine(&engine, workers, args.executions, batch).await?;
-            (create, started.elapsed())
+            let claiming = drain_engine(&engine, workers, args.executions, batch).await?;
+            (create, started.elapsed(), Some(claiming))
         }
     };
     scratch.drop().await?;
@@ -284,6 +309,7 @@ async fn round(args: &EngineBench, workers: usize, batch: u32, path: Path) -> an
         create_per_s: n / create.as_secs_f64(),
         process_per_s: n / process.as_secs_f64(),
         e2e_per_s: n / (create + process).as_secs_f64(),
+        claim_us: claiming.map(|c| c.as_secs_f64() * 1e6 / n),
     })
 }
 
@@ -304,25 +330,35 @@ fn never_binding_limit() -> flowfabric::model::ConcurrencyLimit {
 /// `workers` loops that claim up to `batch` executions and complete them in one
 /// write, as the worker pool's group commit does for runs that end together,
 /// until `total` were processed: the engine-only path both benchmarks compare
-/// against.
+/// against. Returns the time spent in claims, summed over the loops (the
+/// claims' own cost, waits for locks included, without the completions).
 pub(super) async fn drain_engine(
     engine: &Engine,
     workers: usize,
     total: usize,
     batch: u32,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Duration> {
     let request = claim_request(batch);
     let engine = engine.clone();
+    let claiming = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let spent = claiming.clone();
     drain(workers, total, move || {
         let engine = engine.clone();
         let request = request.clone();
+        let claiming = claiming.clone();
         async move {
+            let started = Instant::now();
             let claimed = engine.claim(&request).await?;
+            let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            claiming.fetch_add(nanos, std::sync::atomic::Ordering::Relaxed);
             complete_all(&engine, &claimed).await?;
             Ok(claimed.len())
         }
     })
-    .await
+    .await?;
+    Ok(Duration::from_nanos(
+        spent.load(std::sync::atomic::Ordering::Relaxed),
+    ))
 }
 
 /// Complete every claimed execution with the same small result, in one write.
