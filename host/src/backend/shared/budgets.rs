@@ -1,5 +1,6 @@
 //! Budget operations that are the same on both drivers: reading budgets
-//! back, their adjustments, and the scope check a new budget passes.
+//! back, their adjustments, the scope check a new budget passes, the cap on
+//! a budget's adjustments, and the keys that make a usage report apply once.
 
 use std::collections::BTreeMap;
 
