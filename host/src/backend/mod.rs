@@ -31,7 +31,6 @@ pub use configuration::{
     Budgets, ConcurrencyLimits, ConfigValues, Grants, Schedules, WaitpointKeys,
 };
 pub use coordination::{Children, Flows, Steps, Suspensions};
-#[allow(unused_imports)]
 pub(crate) use fetch::{Fetch, Run};
 pub use insights::Insights;
 pub use params::{
