@@ -6,6 +6,7 @@ use flowfabric::engine::{ScannerConfig, Scanners};
 use flowfabric::model::PublicState;
 
 use crate::{config, text, Env};
+use flowfabric_tests::Store;
 
 #[tokio::test]
 async fn a_killed_worker_is_reclaimed_and_another_completes() {
@@ -118,6 +119,25 @@ async fn many_executions_run_exactly_once_across_pools() {
     for pool in pools {
         pool.shutdown().await;
     }
+}
+
+/// A pool sizes its claims to its slots (16 a slot, at least 64), and the
+/// engine refuses a claim larger than its `max_claim_batch`: the pool asks
+/// for no more than the engine takes, so a small engine limit slows claims
+/// down and never stops them.
+#[tokio::test]
+async fn claims_stay_within_the_engines_batch_limit() {
+    assert_eq!(flowfabric::worker::default_claim_batch(1), 64);
+    assert_eq!(flowfabric::worker::default_claim_batch(16), 256);
+    assert_eq!(flowfabric::worker::default_claim_batch(500), 1_000);
+    let env = Env::on_with(Store::Postgres, |limits| limits.max_claim_batch = 5).await;
+    let pool = env.pool(config(16));
+    let ids = create_testkit(&env, (0..40).map(|i| format!("echo:{i}"))).await;
+    for (i, id) in ids.iter().enumerate() {
+        let ex = env.wait_terminal(*id).await;
+        assert_eq!(text(&ex.result), i.to_string());
+    }
+    pool.shutdown().await;
 }
 
 #[tokio::test]

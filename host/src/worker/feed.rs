@@ -188,6 +188,10 @@ pub(super) async fn claim_loop(
     let claim_ahead = config
         .claim_ahead
         .unwrap_or(CLAIM_AHEAD_PER_SLOT * config.slots);
+    // The engine refuses a claim of more than its `max_claim_batch`.
+    let claim_size = config
+        .claim_size()
+        .min(engine.limits().max_claim_batch.max(1) as usize);
     let shared = Shared {
         completer: Completer::start(
             engine.clone(),
@@ -233,7 +237,7 @@ pub(super) async fn claim_loop(
                 false => 0,
             };
             let ahead = ready.room(depth);
-            let want = (idle.len() + ahead).min(shared.config.claim_batch.max(1) as usize);
+            let want = (idle.len() + ahead).min(claim_size);
             if want > 0 {
                 if let Some(w) = work.as_mut() {
                     w.borrow_and_update();

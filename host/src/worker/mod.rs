@@ -49,8 +49,9 @@ pub struct WorkerConfig {
     pub lease_ttl: Duration,
     /// Claim again after this long even without a wake-up.
     pub poll_interval: Duration,
-    /// Most executions taken in one claim.
-    pub claim_batch: u32,
+    /// Most executions taken in one claim (`None`: [`default_claim_batch`]
+    /// for `slots`). Never more than the engine's `max_claim_batch`.
+    pub claim_batch: Option<u32>,
     /// Under a backlog of short runs, the most executions kept claimed ahead
     /// of free slots (`None`: 64 per slot; 0: never). How many are kept
     /// follows the pace of recent runs, up to this; see `feed`.
@@ -64,6 +65,12 @@ pub struct WorkerConfig {
 }
 
 impl WorkerConfig {
+    /// Most executions one claim asks for.
+    pub fn claim_size(&self) -> usize {
+        self.claim_batch
+            .map_or_else(|| default_claim_batch(self.slots), |n| n.max(1) as usize)
+    }
+
     /// Runs at once, across tenants: `slots` and the reserve.
     pub fn capacity(&self) -> usize {
         let slots = self.slots.max(1);
@@ -83,13 +90,27 @@ impl Default for WorkerConfig {
             capabilities: Vec::new(),
             lease_ttl: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),
-            claim_batch: 64,
+            claim_batch: None,
             claim_ahead: None,
             sandbox: SandboxLimits::default(),
             drain_timeout: Duration::from_secs(30),
             reserved_slots: None,
         }
     }
+}
+
+/// The most executions a claim takes unless configured: 16 a slot, at least
+/// 64 and at most 1,000 (the engine's default `max_claim_batch`).
+///
+/// Under a backlog of short runs the pool claims ahead (see `feed`), and a
+/// claim's fixed cost (its round trip, plan, triggers and commit) is spread
+/// over the rows it takes. A fixed 64 left a 16-slot pool making claim after
+/// claim of 64; sized to the pool, a 16-slot pool takes up to 256 a claim and
+/// drained a backlog 14–20 % faster on Postgres and on SQLite (`bench pool`,
+/// alternated builds), while a pool of up to four slots claims as before: a
+/// larger claim there came back after its ready queue had run down.
+pub fn default_claim_batch(slots: usize) -> usize {
+    slots.saturating_mul(16).clamp(64, 1_000)
 }
 
 /// Completion writes in flight at once; completions that arrive meanwhile are

@@ -48,7 +48,9 @@ impl<V: Clone> Fresh<V> {
 
 #[derive(Default)]
 pub(super) struct Resolver {
-    versions: Fresh<Option<ComponentVersion>>,
+    /// Shared, not copied: every run of the kind reads the same answer (its
+    /// digest), and a version carries strings and its import list.
+    versions: Fresh<Option<Arc<ComponentVersion>>>,
     capabilities: Fresh<Arc<AttemptCapabilities>>,
 }
 
@@ -58,10 +60,14 @@ impl Resolver {
         engine: &Engine,
         tenant: TenantId,
         kind: &str,
-    ) -> Result<Option<ComponentVersion>> {
+    ) -> Result<Option<Arc<ComponentVersion>>> {
         self.versions
-            .get(tenant, kind, || {
-                engine.backend().latest_component(tenant, kind)
+            .get(tenant, kind, async || {
+                Ok(engine
+                    .backend()
+                    .latest_component(tenant, kind)
+                    .await?
+                    .map(Arc::new))
             })
             .await
     }
