@@ -34,7 +34,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::engine::Engine;
+use crate::engine::{Engine, Limits};
 use crate::model::{ExecutionId, DEFAULT_LANE};
 use crate::runtime::{AbortOnDrop, Runtime, SandboxLimits};
 
@@ -100,7 +100,7 @@ impl Default for WorkerConfig {
 }
 
 /// The most executions a claim takes unless configured: 16 a slot, at least
-/// 64 and at most 1,000 (the engine's default `max_claim_batch`).
+/// 64 and at most the engine's default `max_claim_batch` (1,000).
 ///
 /// Under a backlog of short runs the pool claims ahead (see `feed`), and a
 /// claim's fixed cost (its round trip, statement triggers and commit) is
@@ -110,7 +110,8 @@ impl Default for WorkerConfig {
 /// SQLite (`bench pool`, alternated builds). A pool of up to four slots
 /// claims 64 as before: a fixed 256 did not help it.
 pub fn default_claim_batch(slots: usize) -> usize {
-    slots.saturating_mul(16).clamp(64, 1_000)
+    let most = Limits::default().max_claim_batch as usize;
+    slots.saturating_mul(16).max(64).min(most)
 }
 
 /// Completion writes in flight at once; completions that arrive meanwhile are
