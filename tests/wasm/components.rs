@@ -166,10 +166,19 @@ async fn the_baseline_runs_the_same_component_and_links_none_of_our_host_functio
                 let (answer, _) = baseline.run(b"http:GET:http://127.0.0.1:9/").await;
                 let answer = String::from_utf8(answer.unwrap()).unwrap();
                 assert!(answer.starts_with("error="), "{answer}");
+                // One instance called three times answers each call.
+                let calls = baseline.run_on_one_instance(b"echo:x", 3).await.unwrap();
+                assert_eq!(calls.len(), 3);
+                assert!(calls.iter().all(|(answer, _)| answer == b"x"));
             }
             // `echo` reports progress first: a host function of ours.
             _ => {
                 let error = answer.unwrap_err();
+                assert!(error.contains("links no host functions"), "{error}");
+                let error = baseline
+                    .run_on_one_instance(b"echo:x", 3)
+                    .await
+                    .unwrap_err();
                 assert!(error.contains("links no host functions"), "{error}");
             }
         }

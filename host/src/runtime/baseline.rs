@@ -141,6 +141,50 @@ impl Baseline {
     }
 }
 
+impl Baseline {
+    /// One fresh instance, then `calls` calls of `run(input)` on it: every
+    /// call's answer and time, the first call first. It stops at the first
+    /// call that fails.
+    ///
+    /// The sandbox never does this: every attempt gets a fresh instance, so
+    /// nothing one run leaves in its memory reaches the next. It measures
+    /// what a call costs once the instance exists, beside what a fresh
+    /// instance costs (`run`), which is the price of that isolation.
+    pub async fn run_on_one_instance(
+        &self,
+        input: &[u8],
+        calls: usize,
+    ) -> Result<Vec<(Vec<u8>, Duration)>, String> {
+        let mut store = Store::new(&self.engine, BareState::new());
+        store.set_epoch_deadline(DEADLINE.as_millis() as u64 / EPOCH_TICK.as_millis() as u64);
+        let failed = |e: wasmtime::Error| format!("{e:#}");
+        let instance = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(failed)?;
+        let run = instance
+            .get_func(&mut store, "run")
+            .ok_or("the component exports no `run`")?;
+        let mut answers = Vec::with_capacity(calls);
+        for _ in 0..calls {
+            let calling = Instant::now();
+            let input = Val::List(input.iter().map(|b| Val::U8(*b)).collect());
+            let mut result = [Val::Bool(false)];
+            run.call_async(&mut store, &[input], &mut result)
+                .await
+                .map_err(failed)?;
+            let took = calling.elapsed();
+            let answer = match result {
+                [Val::Result(Ok(Some(bytes)))] => bytes_of(&bytes)?,
+                [other] => return Err(format!("`run` answered {other:?}")),
+            };
+            answers.push((answer, took));
+        }
+        Ok(answers)
+    }
+}
+
 fn bytes_of(value: &Val) -> Result<Vec<u8>, String> {
     match value {
         Val::List(items) => items

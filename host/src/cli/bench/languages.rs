@@ -13,7 +13,10 @@
 //! hops overlap with other tasks' work. Then the same no-op run by wasmtime
 //! alone (`runtime::Baseline`: the same engine and compiled component, none
 //! of our path around it), so that what our path adds and what the
-//! component itself costs are told apart in one run. Then the same per-task
+//! component itself costs are told apart in one run; beside it, the same
+//! no-op called again and again on one instance (which the sandbox never
+//! does: it is what a fresh instance per attempt costs, next to a call).
+//! Then the same per-task
 //! figures for a realistic input: an order of about 1 KiB of JSON that each
 //! guest parses and prices, reporting on it through three host calls.
 
@@ -53,6 +56,17 @@ struct Figures {
     order: PerTask,
     /// The no-op run by wasmtime alone (see [`Baseline`]): no setup, no hop.
     baseline: PerTask,
+    /// The no-op called on one instance by wasmtime alone.
+    one_instance: OneInstance,
+}
+
+/// The no-op called `calls` times on one instance (wasmtime alone): the
+/// first call, which may initialise the guest's runtime, and the median of
+/// the later ones.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+struct OneInstance {
+    first_call_us: f64,
+    later_call_us: f64,
 }
 
 /// The realistic input: `order:JSON` with an order of about 1 KiB, which
@@ -185,6 +199,23 @@ fn print_baseline_rows(rows: &[(&str, Figures)]) {
             ours.busy_us / alone.busy_us,
         );
     }
+    println!(
+        "the same no-op, wasmtime alone, called again and again on one instance \
+         (the sandbox never reuses one: a fresh instance per attempt)"
+    );
+    println!(
+        "  {:<7} {:>10} {:>10}   (fresh instance per task ÷ later call)",
+        "", "first call", "later call"
+    );
+    for (lang, f) in rows {
+        let one = f.one_instance;
+        println!(
+            "  {lang:<7} {:>10.1} {:>10.1}   {:.0}",
+            one.first_call_us,
+            one.later_call_us,
+            f.baseline.total_us / one.later_call_us.max(0.1),
+        );
+    }
 }
 
 /// The realistic input's row per language, beside its no-op figures.
@@ -244,6 +275,7 @@ async fn measure(path: &Path, order: &Order, calls: usize) -> anyhow::Result<Fig
     let realistic = per_task(&worker, &wasm, order.task(), calls).await?;
     let per_task = per_task(&worker, &wasm, NOOP, calls).await?;
     let baseline = baseline_per_task(&worker, &component, calls, per_task.in_flight).await?;
+    let one_instance = calls_on_one_instance(&worker, &component, calls).await?;
     let _ = std::fs::remove_dir_all(cache);
     Ok(Figures {
         bytes: wasm.len(),
@@ -252,6 +284,7 @@ async fn measure(path: &Path, order: &Order, calls: usize) -> anyhow::Result<Fig
         per_task,
         order: realistic,
         baseline,
+        one_instance,
     })
 }
 
@@ -295,6 +328,33 @@ async fn baseline_per_task(
         teardown_us: micros(teardown),
         busy_us: busy,
         in_flight,
+    })
+}
+
+/// The no-op `calls` times on one instance, by wasmtime alone; every answer
+/// must be the sandbox's.
+async fn calls_on_one_instance(
+    runtime: &Runtime,
+    component: &Prepared,
+    calls: usize,
+) -> anyhow::Result<OneInstance> {
+    let baseline = runtime.baseline(component)?;
+    let answers = baseline
+        .run_on_one_instance(NOOP.input, calls.max(2))
+        .await
+        .map_err(|e| anyhow::anyhow!("wasmtime alone, one instance: {e}"))?;
+    if let Some((wrong, _)) = answers.iter().find(|(answer, _)| answer != NOOP.expect) {
+        anyhow::bail!(
+            "wasmtime alone, one instance: the guest answered {:?}",
+            String::from_utf8_lossy(wrong)
+        );
+    }
+    let micros = |d: Duration| d.as_secs_f64() * 1e6;
+    let mut later: Vec<f64> = answers[1..].iter().map(|(_, d)| micros(*d)).collect();
+    later.sort_by(f64::total_cmp);
+    Ok(OneInstance {
+        first_call_us: micros(answers[0].1),
+        later_call_us: later[later.len() / 2],
     })
 }
 
