@@ -187,8 +187,10 @@ fn outcome(
     let state = store.data();
     RunOutcome {
         result,
-        stdout: state.stdout.contents().to_vec(),
-        stderr: state.stderr.contents().to_vec(),
+        // Handed over: the captures are empty (and closed) until a next
+        // attempt in the same store gives them room again.
+        stdout: state.stdout.take(0),
+        stderr: state.stderr.take(0),
         http: state.outbound.take_log(),
         elapsed: started.elapsed(),
         instantiation,

@@ -16,6 +16,7 @@ mod attempt;
 mod baseline;
 mod bindings;
 mod cache;
+mod capture;
 mod dial;
 mod fair;
 mod imports;

@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, UpdateDeadline};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use wasmtime_wasi_config::WasiConfigVariables;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use super::capture::Capture;
 use super::fair::{FairGate, Owner, Turn};
 use super::imports::TaskImports;
 use super::outbound::{ConnectionCaps, Outbound};
@@ -85,8 +85,8 @@ pub struct StoreState {
     pub(super) memory: MemoryLimiter,
     pub(super) imports: Arc<dyn TaskImports>,
     pub(super) stopped: Option<StopReason>,
-    pub(super) stdout: MemoryOutputPipe,
-    pub(super) stderr: MemoryOutputPipe,
+    pub(super) stdout: Capture,
+    pub(super) stderr: Capture,
     pub(super) cpu: CpuShare,
     http: WasiHttpCtx,
     pub(super) outbound: Outbound,
@@ -156,8 +156,8 @@ impl StoreState {
         cpu: CpuShare,
         scratch_root: &ScratchRoot,
     ) -> std::io::Result<Self> {
-        let stdout = MemoryOutputPipe::new(limits.output_bytes);
-        let stderr = MemoryOutputPipe::new(limits.output_bytes);
+        let stdout = Capture::new(limits.output_bytes);
+        let stderr = Capture::new(limits.output_bytes);
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(stdout.clone())
             .stderr(stderr.clone())

@@ -34,9 +34,9 @@ use wasmtime_wasi::filesystem::{Descriptor, WasiFilesystemView};
 use wasmtime_wasi::p2::bindings::filesystem::types::{
     DescriptorFlags, ErrorCode, HostDescriptor, OpenFlags, PathFlags,
 };
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::p2::{DynOutputStream, FsResult, OutputStream, Pollable, StreamError};
 
+use super::capture::Capture;
 use super::sandbox::StoreState;
 
 /// What creating one file, directory or link costs against the quota.
@@ -55,12 +55,12 @@ pub(super) struct Quota {
     /// Where the first refusal is explained (the attempt's stderr): a
     /// stream write's error reaches most guests' libc as a bare EIO, since
     /// it does not ask `filesystem-error-code` what it was.
-    notice: Option<MemoryOutputPipe>,
+    notice: Option<Capture>,
     noticed: AtomicBool,
 }
 
 impl Quota {
-    pub(super) fn new(limit: u64, notice: MemoryOutputPipe) -> Self {
+    pub(super) fn new(limit: u64, notice: Capture) -> Self {
         Self {
             limit,
             notice: Some(notice),
@@ -409,7 +409,7 @@ mod tests {
 
     #[test]
     fn quota_refuses_without_taking_and_refunds() {
-        let stderr = MemoryOutputPipe::new(1024);
+        let stderr = Capture::new(1024);
         let quota = Quota::new(10, stderr.clone());
         quota.charge(6).unwrap();
         assert_eq!(quota.charge(5), Err(ErrorCode::InsufficientSpace));
@@ -424,7 +424,7 @@ mod tests {
         assert!(quota.check_end(Some(10)).is_ok());
         assert!(quota.check_end(Some(11)).is_err());
         assert!(quota.check_end(None).is_err(), "an offset that overflows");
-        let notice = String::from_utf8(stderr.contents().to_vec()).unwrap();
+        let notice = String::from_utf8(stderr.take(0)).unwrap();
         assert_eq!(notice.matches("quota of 10 bytes").count(), 1, "{notice}");
     }
 }
