@@ -10,6 +10,7 @@ mod guest_control;
 mod hardening;
 mod languages;
 mod pool;
+mod reuse;
 mod sandbox;
 mod scratch;
 mod steps;

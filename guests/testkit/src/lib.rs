@@ -43,6 +43,7 @@
 //! | `config-names` | returns the names it may read, comma-separated |
 //! | `steps:SCRIPT` | durable steps and sleeps, as `steps.rs` describes |
 //! | `scratch:KIB[:UNTIL]`, `scratch-files:N` | the scratch directory, as `scratch.rs` describes |
+//! | `count` | counts its calls in this instance's memory; returns `count=N` (1 on a fresh instance) |
 //! | `spawn-nested:N` | spawns N `spawn:echo:a\|echo:b` children without keys (each spawns two of its own), waits, returns the report |
 //!
 //! A waiting command, once resumed (or satisfied at once), returns
@@ -57,6 +58,10 @@ use flowfabric_guest::{
 };
 
 struct Testkit;
+
+/// Calls of `count` this instance has answered: state that a fresh
+/// instance starts again and a kept one carries to its next attempt.
+static COUNTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// `order:JSON`: parse an order, price its items, report as a task would
 /// (two progress calls and a frame). `bench languages` runs it as its
@@ -88,6 +93,10 @@ impl Task for Testkit {
         let (command, arg) = input.split_once(':').unwrap_or((input.as_str(), ""));
         match command {
             "echo" => Ok(arg.as_bytes().to_vec()),
+            "count" => {
+                let n = COUNTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                Ok(format!("count={n}").into_bytes())
+            }
             "order" => order(arg),
             "steps" => steps::run(arg),
             "scratch" => scratch::write(arg),

@@ -51,6 +51,12 @@ pub struct GrantFlags {
     /// most this many bytes; it is deleted when the attempt ends.
     #[arg(long)]
     scratch_bytes: Option<u64>,
+    /// Run attempts on instances kept from earlier attempts of this kind
+    /// (much faster for JavaScript and Python guests); what the guest keeps
+    /// in memory is then there for the next attempt. The ceiling must allow
+    /// it (`tenant capabilities --reuse-instances`); not with --scratch-bytes.
+    #[arg(long)]
+    reuse_instances: bool,
 }
 
 impl From<GrantFlags> for ComponentGrant {
@@ -61,6 +67,7 @@ impl From<GrantFlags> for ComponentGrant {
             http_max_response_bytes: f.http_max_response_bytes,
             config: f.config,
             scratch_bytes: f.scratch_bytes,
+            reuse_instances: f.reuse_instances,
         }
     }
 }
@@ -90,6 +97,9 @@ pub struct CeilingFlags {
     /// Let the tenant grant scratch directories of up to this many bytes.
     #[arg(long)]
     scratch_bytes: Option<u64>,
+    /// Let the tenant's grants reuse instances between attempts of a kind.
+    #[arg(long)]
+    reuse_instances: bool,
     /// Replace the ceiling with these flags (without it, the current ceiling is shown).
     #[arg(long)]
     set: bool,
@@ -105,6 +115,7 @@ impl From<CeilingFlags> for CapabilityCeiling {
             http_max_connections: f.http_max_connections,
             config: f.config,
             scratch_bytes: f.scratch_bytes,
+            reuse_instances: f.reuse_instances,
         }
     }
 }

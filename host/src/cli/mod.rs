@@ -109,6 +109,11 @@ pub struct WorkerArgs {
     /// directory, removed when it exits).
     #[arg(long, env = "FLOWFABRIC_SCRATCH_DIR")]
     pub scratch_dir: Option<std::path::PathBuf>,
+    /// Guest instances kept between attempts for kinds whose grant reuses
+    /// instances (`grant set --reuse-instances`), beyond the running ones;
+    /// 0 keeps none, so every attempt gets a fresh instance.
+    #[arg(long, env = "FLOWFABRIC_WARM_INSTANCES", default_value_t = 16)]
+    pub warm_instances: u32,
     /// How long shutdown waits for running executions before releasing them.
     #[arg(long, env = "FLOWFABRIC_DRAIN_TIMEOUT_MS", default_value_t = 30_000)]
     pub drain_timeout_ms: u64,
@@ -203,6 +208,7 @@ impl WorkerArgs {
             max_memory_bytes: (self.task_memory_mib << 20).max(256 << 20),
             cache_dir: Some(self.cache_dir.clone()),
             scratch_dir: self.scratch_dir.clone(),
+            warm_instances: self.warm_instances,
             ..RuntimeConfig::default()
         };
         Ok(Arc::new(

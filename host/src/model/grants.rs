@@ -56,6 +56,15 @@ pub struct CapabilityCeiling {
     /// no component of the tenant gets a scratch directory.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scratch_bytes: Option<u64>,
+    /// Whether the tenant may let a component kind's attempts run on
+    /// instances kept from its earlier attempts (`reuse_instances` in a
+    /// grant).
+    #[serde(skip_serializing_if = "is_false")]
+    pub reuse_instances: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// What a tenant grants one component kind.
@@ -75,6 +84,13 @@ pub struct ComponentGrant {
     /// the capabilities docs). Without it the guest sees no files at all.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scratch_bytes: Option<u64>,
+    /// Run the kind's attempts on instances kept from its earlier attempts
+    /// instead of a fresh instance each: much faster for JavaScript and
+    /// Python guests, but what the guest keeps in its memory (globals,
+    /// caches, the last input) is there for the next attempt of the kind.
+    /// Needs the operator's ceiling to allow it; not with `scratch_bytes`.
+    #[serde(skip_serializing_if = "is_false")]
+    pub reuse_instances: bool,
 }
 
 /// A grant as stored and listed.
@@ -199,6 +215,19 @@ impl ComponentGrant {
                 "the operator does not let this tenant grant config values",
             ));
         }
+        if self.reuse_instances && !ceiling.reuse_instances {
+            return Err(GrantError::new(
+                "reuse_instances",
+                "the operator does not let this tenant reuse instances",
+            ));
+        }
+        if self.reuse_instances && self.scratch_bytes.is_some() {
+            return Err(GrantError::new(
+                "reuse_instances",
+                "cannot be combined with scratch_bytes: each attempt's scratch \
+                 directory is given to a fresh instance",
+            ));
+        }
         match (self.scratch_bytes, ceiling.scratch_bytes) {
             (Some(_), None) => Err(GrantError::new(
                 "scratch_bytes",
@@ -249,6 +278,9 @@ pub struct EffectiveGrant {
     pub config: Vec<String>,
     /// Scratch quota in bytes; 0 means no scratch directory.
     pub scratch_bytes: u64,
+    /// Attempts may run on an instance kept from an earlier attempt of the
+    /// same kind (granted, allowed by the ceiling, and no scratch).
+    pub reuse_instances: bool,
 }
 
 impl EffectiveGrant {
@@ -287,6 +319,9 @@ impl EffectiveGrant {
                 (Some(granted), Some(cap)) => granted.min(cap),
                 _ => 0,
             },
+            reuse_instances: grant.reuse_instances
+                && ceiling.reuse_instances
+                && grant.scratch_bytes.is_none(),
         }
     }
 
@@ -388,6 +423,42 @@ mod tests {
             ..ceiling.clone()
         };
         config.validate(&open).unwrap();
+    }
+
+    #[test]
+    fn reuse_needs_the_ceiling_and_no_scratch() {
+        let reuse = ComponentGrant {
+            reuse_instances: true,
+            ..Default::default()
+        };
+        let closed = CapabilityCeiling::default();
+        let err = reuse.validate(&closed).unwrap_err();
+        assert_eq!(err.field, "reuse_instances");
+        let open = CapabilityCeiling {
+            reuse_instances: true,
+            scratch_bytes: Some(1 << 20),
+            ..Default::default()
+        };
+        reuse.validate(&open).unwrap();
+        let with_scratch = ComponentGrant {
+            scratch_bytes: Some(1024),
+            ..reuse.clone()
+        };
+        let err = with_scratch.validate(&open).unwrap_err();
+        assert_eq!(err.field, "reuse_instances");
+        assert!(err.reason.contains("scratch_bytes"), "{}", err.reason);
+        let tenant = TenantId::nil();
+        assert!(EffectiveGrant::resolve(tenant, &open, &reuse).reuse_instances);
+        // A ceiling that stops allowing it turns an existing grant's off.
+        assert!(!EffectiveGrant::resolve(tenant, &closed, &reuse).reuse_instances);
+        assert!(!EffectiveGrant::resolve(tenant, &open, &with_scratch).reuse_instances);
+        // Not granted: off, and left out of the stored document.
+        let plain = ComponentGrant::default();
+        assert!(!EffectiveGrant::resolve(tenant, &open, &plain).reuse_instances);
+        assert_eq!(
+            serde_json::to_value(&plain).unwrap().get("reuse_instances"),
+            None
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! One attempt: a fresh store, a fresh instance, one call of `run`, and an
-//! outcome that says how it ended and where its time went.
+//! One attempt: a fresh store and instance (or, when its grant allows, one
+//! kept from an earlier attempt of its kind; see `warm`), one call of
+//! `run`, and an outcome that says how it ended and where its time went.
 //!
 //! Everything a guest can do wrong ends here as a classified [`RunResult`]:
 //! a trap, a timeout (epoch or fuel), a memory limit, a release by a host
@@ -10,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use wasmtime::{Engine, Store};
 
-use super::bindings::FailureClass as GuestFailureClass;
+use super::bindings::{FailureClass as GuestFailureClass, Task};
 use super::imports::Release;
 use super::outbound::HttpLog;
 use super::sandbox::{self, CancelFlag, SandboxLimits, StopReason, StoreState};
+use super::warm::WarmInstance;
 use super::Prepared;
 use crate::model::{Failure, FailureClass};
 
@@ -68,54 +70,94 @@ pub(super) fn ended_early(failure: Failure, started: Instant) -> RunOutcome {
     }
 }
 
-/// One attempt in a fresh store, on the guest threads, once it has a turn.
-pub(super) async fn run_in_store(
-    engine: Engine,
-    component: Prepared,
-    state: StoreState,
-    input: Vec<u8>,
-    limits: SandboxLimits,
-    cancel: CancelFlag,
-    fuel: bool,
-) -> RunOutcome {
-    state.cpu.take_turn().await;
-    let started = Instant::now();
-    let mut store = Store::new(&engine, state);
-    let (result, instantiation) = call_run(
-        &mut store, started, &component, &input, &limits, cancel, fuel,
-    )
-    .await;
-    let mut outcome = outcome(&store, result, started, instantiation);
-    let dropping = Instant::now();
-    drop(store);
-    outcome.teardown = dropping.elapsed();
-    outcome
+/// Where an attempt runs.
+pub(super) enum Start {
+    /// A fresh store, for a fresh instance.
+    Fresh(Box<StoreState>),
+    /// A store and instance kept from an earlier attempt, already made this
+    /// attempt's (`StoreState::retarget`).
+    Kept(WarmInstance),
 }
 
-/// Set the store's limits, instantiate, call `run`: the result and how long
-/// the store and instance took to make (from `started`).
+/// What one attempt calls, and under which limits.
+pub(super) struct Call {
+    pub engine: Engine,
+    pub component: Prepared,
+    pub input: Vec<u8>,
+    pub limits: SandboxLimits,
+    pub cancel: CancelFlag,
+    /// Whether the engine meters fuel.
+    pub fuel: bool,
+}
+
+/// One attempt on the guest threads, once it has a turn; with `keep`, the
+/// instance is handed back for a later attempt if the run returned.
+pub(super) async fn run_in_store(
+    call: Call,
+    start: Start,
+    keep: bool,
+) -> (RunOutcome, Option<WarmInstance>) {
+    let (mut store, kept, uses) = match start {
+        Start::Fresh(state) => {
+            state.cpu.take_turn().await;
+            (Store::new(&call.engine, *state), None, 0)
+        }
+        Start::Kept(warm) => {
+            warm.store.data().cpu.take_turn().await;
+            (warm.store, Some(warm.task), warm.uses)
+        }
+    };
+    let started = Instant::now();
+    let (result, instantiation, task) = call_run(&mut store, started, &call, kept).await;
+    let mut outcome = outcome(&store, result, started, instantiation);
+    match task {
+        Some(task) if keep && store.data().stopped.is_none() && !store.data().memory.hit => {
+            // Its turn on the guest threads goes back now, not when the store
+            // is dropped: a kept store must not hold a turn while it waits.
+            store.data().cpu.give_up();
+            (outcome, Some(WarmInstance::new(store, task, uses + 1)))
+        }
+        _ => {
+            let dropping = Instant::now();
+            drop(store);
+            outcome.teardown = dropping.elapsed();
+            (outcome, None)
+        }
+    }
+}
+
+/// Set the store's limits, instantiate (unless the instance was kept), call
+/// `run`: the result, how long the store and instance took to make (from
+/// `started`), and the instance if the call returned (it may serve again).
 async fn call_run(
     store: &mut Store<StoreState>,
     started: Instant,
-    component: &Prepared,
-    input: &[u8],
-    limits: &SandboxLimits,
-    cancel: CancelFlag,
-    fuel: bool,
-) -> (RunResult, Duration) {
+    call: &Call,
+    kept: Option<Task>,
+) -> (RunResult, Duration, Option<Task>) {
+    let limits = &call.limits;
     store.limiter(|s| &mut s.memory);
     store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(sandbox::epoch_callback(started + limits.timeout, cancel));
-    if let (true, Some(fuel)) = (fuel, limits.fuel) {
+    store.epoch_deadline_callback(sandbox::epoch_callback(
+        started + limits.timeout,
+        call.cancel.clone(),
+    ));
+    if let (true, Some(fuel)) = (call.fuel, limits.fuel) {
         if let Err(e) = store.set_fuel(fuel) {
-            return (RunResult::Failed(internal_failure(e)), Duration::ZERO);
+            return (RunResult::Failed(internal_failure(e)), Duration::ZERO, None);
         }
     }
     let mut instantiation = Duration::ZERO;
+    let mut returned = None;
     let called = async {
-        let task = component.0.instantiate_async(&mut *store).await?;
+        let task = match kept {
+            Some(task) => task,
+            None => call.component.0.instantiate_async(&mut *store).await?,
+        };
         instantiation = started.elapsed();
-        task.call_run(&mut *store, input).await
+        let answer = task.call_run(&mut *store, &call.input).await?;
+        returned = Some(task);
+        Ok::<_, wasmtime::Error>(answer)
     }
     .await;
     let result = match called {
@@ -123,7 +165,7 @@ async fn call_run(
         Ok(Err(e)) => RunResult::Failed(Failure::new(guest_class(e.class), e.message)),
         Err(e) => classify_error(store, &e, limits),
     };
-    (result, instantiation)
+    (result, instantiation, returned)
 }
 
 fn classify_error(

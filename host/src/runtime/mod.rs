@@ -23,6 +23,7 @@ mod imports;
 mod outbound;
 mod sandbox;
 mod scratch;
+mod warm;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -46,10 +47,11 @@ pub use outbound::{HttpExchange, HttpLog};
 pub use sandbox::{CancelFlag, SandboxLimits};
 
 use crate::model::AttemptCapabilities;
-use attempt::{ended_early, internal_failure, run_in_store};
+use attempt::{ended_early, internal_failure, run_in_store, Call, Start};
 use bindings::{Task, TaskPre};
 use cache::ArtifactCache;
 use sandbox::StoreState;
+use warm::{WarmKey, WarmPool};
 
 /// Process-wide runtime settings.
 #[derive(Debug, Clone)]
@@ -72,6 +74,9 @@ pub struct RuntimeConfig {
     /// uses a directory of the runtime's own under the system's temporary
     /// directory, removed with the runtime.
     pub scratch_dir: Option<PathBuf>,
+    /// Instances kept between attempts whose grant reuses instances (see
+    /// `warm`), beyond `max_instances`; 0 keeps none.
+    pub warm_instances: u32,
 }
 
 impl Default for RuntimeConfig {
@@ -85,6 +90,7 @@ impl Default for RuntimeConfig {
             cached_components: 256,
             pooling: true,
             scratch_dir: None,
+            warm_instances: 16,
         }
     }
 }
@@ -109,9 +115,9 @@ pub enum ComponentError {
     Internal(String),
 }
 
-/// A component ready to instantiate.
+/// A component ready to instantiate, and its content digest.
 #[derive(Clone)]
-pub struct Prepared(Arc<TaskPre<StoreState>>);
+pub struct Prepared(Arc<TaskPre<StoreState>>, Arc<str>);
 
 /// Who a run is for and what it may use.
 #[derive(Clone)]
@@ -122,6 +128,9 @@ pub struct Guest {
     pub owner: Owner,
     /// What it may reach beyond its input.
     pub capabilities: Arc<AttemptCapabilities>,
+    /// The component kind it runs as: with a grant that reuses instances,
+    /// only attempts of the same kind share one.
+    pub kind: Arc<str>,
 }
 
 pub struct Runtime {
@@ -148,6 +157,8 @@ pub struct Runtime {
     connections: Arc<outbound::ConnectionCaps>,
     /// Where attempts' scratch directories are made.
     scratch_root: scratch::ScratchRoot,
+    /// Instances kept for the next attempt of their kind.
+    warm: WarmPool,
 }
 
 /// How often the epoch advances: the granularity of timeouts, cancellation
@@ -190,6 +201,7 @@ impl Runtime {
         let scratch_root =
             scratch::ScratchRoot::new(config.scratch_dir.clone()).map_err(internal)?;
         Ok(Self {
+            warm: WarmPool::new(config.warm_instances),
             scratch_root,
             engine,
             linker,
@@ -322,15 +334,17 @@ impl Runtime {
             .instantiate_pre(&component)
             .map_err(|e| ComponentError::WorldMismatch(format!("{e:#}")))?;
         let pre = TaskPre::new(pre).map_err(|e| ComponentError::WorldMismatch(format!("{e:#}")))?;
-        let prepared = Prepared(Arc::new(pre));
+        let prepared = Prepared(Arc::new(pre), Arc::from(digest));
         self.cache.keep_ready(digest, prepared.clone());
         Ok(prepared)
     }
 
-    /// Run one attempt: a fresh store, `run(input)`, and a classified outcome.
-    /// The guest runs on the runtime's own threads (see `guests`), in turns
-    /// shared fairly between owners (see `fair`); dropping the returned
-    /// future stops it at its next epoch tick.
+    /// Run one attempt: a fresh store (or, when its grant reuses instances,
+    /// one kept from an earlier attempt of its kind; see `warm`),
+    /// `run(input)`, and a classified outcome. The guest runs on the
+    /// runtime's own threads (see `guests`), in turns shared fairly between
+    /// owners (see `fair`); dropping the returned future stops it at its
+    /// next epoch tick.
     pub async fn run(
         &self,
         component: &Prepared,
@@ -344,16 +358,13 @@ impl Runtime {
             .guests
             .as_ref()
             .expect("guest threads live as long as the runtime");
-        let cpu = sandbox::CpuShare::new(self.turns.clone(), guest.owner);
-        let state = match StoreState::new(
-            guest.imports,
-            &guest.capabilities,
-            &self.connections,
-            limits,
-            cpu,
-            &self.scratch_root,
-        ) {
-            Ok(state) => state,
+        let key = guest.capabilities.grant.reuse_instances.then(|| WarmKey {
+            tenant: guest.capabilities.grant.tenant,
+            kind: guest.kind.clone(),
+            digest: component.1.clone(),
+        });
+        let start = match self.start(key.as_ref(), guest, limits) {
+            Ok(start) => start,
             Err(e) => {
                 return ended_early(
                     internal_failure(format!("creating the attempt's scratch directory: {e}")),
@@ -362,23 +373,67 @@ impl Runtime {
             }
         };
         let setup = started.elapsed();
-        let run = guests.spawn(run_in_store(
-            self.engine.clone(),
-            component.clone(),
-            state,
-            input.to_vec(),
-            limits.clone(),
+        let call = Call {
+            engine: self.engine.clone(),
+            component: component.clone(),
+            input: input.to_vec(),
+            limits: limits.clone(),
             cancel,
-            self.config.fuel,
-        ));
+            fuel: self.config.fuel,
+        };
+        let run = guests.spawn(run_in_store(call, start, key.is_some()));
         let mut run = AbortOnDrop(run);
         match (&mut run.0).await {
-            Ok(outcome) => RunOutcome { setup, ..outcome },
+            Ok((outcome, kept)) => {
+                if let (Some(key), Some(kept)) = (key, kept) {
+                    let dropped = self.warm.keep(key, kept);
+                    metrics::gauge!("flowfabric_warm_instances").set(self.warm.len() as f64);
+                    drop(dropped);
+                }
+                RunOutcome { setup, ..outcome }
+            }
             Err(e) => ended_early(
                 internal_failure(format!("the guest's run ended abnormally: {e}")),
                 started,
             ),
         }
+    }
+
+    /// Where an attempt runs: an instance kept for its key, made this
+    /// attempt's, or else a fresh store.
+    fn start(
+        &self,
+        key: Option<&WarmKey>,
+        guest: Guest,
+        limits: &SandboxLimits,
+    ) -> std::io::Result<Start> {
+        let cpu = sandbox::CpuShare::new(self.turns.clone(), guest.owner);
+        let (kept, stale) = match key {
+            Some(key) => self.warm.take(key),
+            None => (None, Vec::new()),
+        };
+        drop(stale);
+        let kept = kept.filter(|w| w.store.data().can_serve(&guest.capabilities, limits));
+        if let Some(mut warm) = kept {
+            warm.store.data_mut().retarget(
+                guest.imports,
+                &guest.capabilities,
+                &self.connections,
+                limits,
+                cpu,
+            );
+            metrics::counter!("flowfabric_warm_instance_reuses_total").increment(1);
+            return Ok(Start::Kept(warm));
+        }
+        StoreState::new(
+            guest.imports,
+            &guest.capabilities,
+            &self.connections,
+            limits,
+            cpu,
+            &self.scratch_root,
+        )
+        .map(|state| Start::Fresh(Box::new(state)))
     }
 }
 
@@ -404,7 +459,7 @@ impl Drop for Runtime {
 
 fn engine_config(config: &RuntimeConfig) -> Config {
     let mut pool = PoolingAllocationConfig::default();
-    let n = config.max_instances.max(1);
+    let n = config.max_instances.max(1) + config.warm_instances;
     pool.total_component_instances(n)
         .total_core_instances(n * 8)
         .total_memories(n * 2)

@@ -198,6 +198,46 @@ impl StoreState {
             _scratch: scratch,
         })
     }
+
+    /// Whether a store kept from an earlier attempt (see `warm`) can serve
+    /// an attempt with these capabilities and limits: not if its memory is
+    /// already past the attempt's limit, nor for a grant with a scratch
+    /// directory (one is preopened only when an instance is made).
+    pub(super) fn can_serve(
+        &self,
+        capabilities: &AttemptCapabilities,
+        limits: &SandboxLimits,
+    ) -> bool {
+        self.memory.size <= limits.memory_bytes && capabilities.grant.scratch_bytes == 0
+    }
+
+    /// Make a kept store (see `can_serve`) this attempt's: its host calls,
+    /// grant, config values, limits and turn, and empty output. The guest's
+    /// own memory and the resources it holds stay.
+    pub(super) fn retarget(
+        &mut self,
+        imports: Arc<dyn TaskImports>,
+        capabilities: &AttemptCapabilities,
+        connections: &ConnectionCaps,
+        limits: &SandboxLimits,
+        cpu: CpuShare,
+    ) {
+        self.stdout.take(limits.output_bytes);
+        self.stderr.take(limits.output_bytes);
+        self.outbound = Outbound::new(
+            Arc::new(capabilities.grant.clone()),
+            imports.clone(),
+            connections,
+            cpu.releaser(),
+        );
+        self.memory.max_bytes = limits.memory_bytes;
+        self.memory.hit = false;
+        self.imports = imports;
+        self.stopped = None;
+        self.cpu = cpu;
+        self.config = capabilities.config.iter().cloned().collect();
+        self.scratch_quota = Arc::new(Quota::new(0, self.stderr.clone()));
+    }
 }
 
 impl WasiView for StoreState {
@@ -268,6 +308,10 @@ pub(super) fn epoch_callback(
 pub(super) struct MemoryLimiter {
     max_bytes: usize,
     pub(super) hit: bool,
+    /// Bytes of linear memory the store's instance has (every memory's
+    /// growth, from its creation), so that a kept instance whose memory is
+    /// already past an attempt's limit does not serve it.
+    size: usize,
 }
 
 impl MemoryLimiter {
@@ -275,6 +319,7 @@ impl MemoryLimiter {
         Self {
             max_bytes,
             hit: false,
+            size: 0,
         }
     }
 }
@@ -282,7 +327,7 @@ impl MemoryLimiter {
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -290,6 +335,7 @@ impl ResourceLimiter for MemoryLimiter {
             self.hit = true;
             return Ok(false);
         }
+        self.size += desired.saturating_sub(current);
         Ok(true)
     }
 

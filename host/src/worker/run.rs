@@ -80,6 +80,7 @@ impl Job {
                     imports: task.clone(),
                     owner: task.lease().tenant_id.as_uuid(),
                     capabilities,
+                    kind: Arc::from(task.claimed.kind.as_str()),
                 };
                 let outcome = runtime
                     .run(

@@ -273,6 +273,7 @@ async fn guest_run(
             grant: EffectiveGrant::resolve(tenant, &ceiling, &grant),
             config: Vec::new(),
         }),
+        kind: Arc::from("bench"),
     };
     let input = format!("http-n:{requests}:{url}");
     let limits = SandboxLimits {

@@ -241,6 +241,7 @@ pub(super) async fn run_once(
         imports: Arc::new(NoImports),
         owner: uuid::Uuid::nil(),
         capabilities: Arc::default(),
+        kind: Arc::from("bench"),
     };
     let outcome = runtime
         .run(
