@@ -146,10 +146,11 @@ impl Baseline {
     /// call's answer and time, the first call first. It stops at the first
     /// call that fails.
     ///
-    /// The sandbox never does this: every attempt gets a fresh instance, so
-    /// nothing one run leaves in its memory reaches the next. It measures
-    /// what a call costs once the instance exists, beside what a fresh
-    /// instance costs (`run`), which is the price of that isolation.
+    /// By default the sandbox gives every attempt a fresh instance, so
+    /// nothing one run leaves in its memory reaches the next (a grant's
+    /// `reuse_instances` trades that away; see `warm`). This measures what a
+    /// call costs once the instance exists, beside what a fresh instance
+    /// costs (`run`), which is the price of that isolation.
     pub async fn run_on_one_instance(
         &self,
         input: &[u8],

@@ -14,11 +14,12 @@
 //! alone (`runtime::Baseline`: the same engine and compiled component, none
 //! of our path around it), so that what our path adds and what the
 //! component itself costs are told apart in one run; beside it, the same
-//! no-op called again and again on one instance (which the sandbox never
-//! does: it is what a fresh instance per attempt costs, next to a call).
-//! Then the same per-task
-//! figures for a realistic input: an order of about 1 KiB of JSON that each
-//! guest parses and prices, reporting on it through three host calls.
+//! no-op called again and again on one instance (which the sandbox does only
+//! for a grant's `reuse_instances`: it is what a fresh instance per attempt
+//! costs, next to a call), and the no-op through our path with instances
+//! reused. Then the same per-task figures for a realistic input: an order
+//! of about 1 KiB of JSON that each guest parses and prices, reporting on it
+//! through three host calls.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,7 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use flowfabric::runtime::{Baseline, BaselineTimes, Prepared, Runtime, RuntimeConfig};
 
-use super::wasm::{per_task, run_once, timed, PerTask, TaskInput, NOOP};
+use super::wasm::{per_task, run_once, timed, Instances, PerTask, TaskInput, NOOP};
 use super::write_json;
 
 #[derive(clap::Args)]
@@ -58,6 +59,9 @@ struct Figures {
     baseline: PerTask,
     /// The no-op called on one instance by wasmtime alone.
     one_instance: OneInstance,
+    /// The no-op through our path with instances reused (a grant's
+    /// `reuse_instances`).
+    reused: PerTask,
 }
 
 /// The no-op called `calls` times on one instance (wasmtime alone): the
@@ -201,7 +205,7 @@ fn print_baseline_rows(rows: &[(&str, Figures)]) {
     }
     println!(
         "the same no-op, wasmtime alone, called again and again on one instance \
-         (the sandbox never reuses one: a fresh instance per attempt)"
+         (the sandbox reuses one only for a grant's reuse_instances)"
     );
     println!(
         "  {:<7} {:>10} {:>10}   (fresh instance per task ÷ later call)",
@@ -214,6 +218,27 @@ fn print_baseline_rows(rows: &[(&str, Figures)]) {
             one.first_call_us,
             one.later_call_us,
             f.baseline.total_us / one.later_call_us.max(0.1),
+        );
+    }
+    println!(
+        "the same no-op through our path, instances reused (a grant's reuse_instances; \
+         first task on a fresh instance, the rest on kept ones)"
+    );
+    println!(
+        "  {:<7} {:>8} {:>11} {:>6} {:>5} {:>6}   (fresh ÷ reused: task, busy)",
+        "", "µs/task", "instantiate", "run", "hop", "busy"
+    );
+    for (lang, f) in rows {
+        let reused = f.reused;
+        println!(
+            "  {lang:<7} {:>8.1} {:>11.1} {:>6.1} {:>5.1} {:>6.1}   {:.1} {:.1}",
+            reused.total_us,
+            reused.instantiate_us,
+            reused.run_us,
+            reused.hop_us(),
+            reused.busy_us,
+            f.per_task.total_us / reused.total_us,
+            f.per_task.busy_us / reused.busy_us,
         );
     }
 }
@@ -269,11 +294,12 @@ async fn measure(path: &Path, order: &Order, calls: usize) -> anyhow::Result<Fig
             Err::<Vec<u8>, _>("the artifact cache missed")
         })
         .await?;
-    run_once(&worker, &component, NOOP).await?;
+    run_once(&worker, &component, NOOP, Instances::Fresh).await?;
     let first_run_ms = started.elapsed().as_secs_f64() * 1e3;
 
-    let realistic = per_task(&worker, &wasm, order.task(), calls).await?;
-    let per_task = per_task(&worker, &wasm, NOOP, calls).await?;
+    let realistic = per_task(&worker, &wasm, order.task(), calls, Instances::Fresh).await?;
+    let reused = per_task(&worker, &wasm, NOOP, calls, Instances::Reused).await?;
+    let per_task = per_task(&worker, &wasm, NOOP, calls, Instances::Fresh).await?;
     let baseline = baseline_per_task(&worker, &component, calls, per_task.in_flight).await?;
     let one_instance = calls_on_one_instance(&worker, &component, calls).await?;
     let _ = std::fs::remove_dir_all(cache);
@@ -285,6 +311,7 @@ async fn measure(path: &Path, order: &Order, calls: usize) -> anyhow::Result<Fig
         order: realistic,
         baseline,
         one_instance,
+        reused,
     })
 }
 

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use super::dbcost::{self, PerExecution};
 use super::scratch::ScratchDatabase;
 use anyhow::Context;
-use flowfabric::model::NewExecution;
+use flowfabric::model::{CapabilityCeiling, ComponentGrant, NewExecution};
 use flowfabric::runtime::{Runtime, RuntimeConfig};
 use flowfabric::worker::{WorkerConfig, WorkerPool};
 
@@ -67,6 +67,10 @@ pub struct PoolBench {
     /// run's write-ahead log against it).
     #[arg(long)]
     keep_database: bool,
+    /// Grant the component `reuse_instances` (and allow it in the tenant's
+    /// ceiling): executions run on kept instances instead of a fresh one each.
+    #[arg(long)]
+    reuse_instances: bool,
 }
 
 #[derive(serde::Serialize)]
@@ -194,6 +198,18 @@ async fn round(
     let tenant = engine.create_tenant("bench").await?.tenant_id;
     let runtime = Arc::new(Runtime::new(RuntimeConfig::default())?);
     flowfabric::components::register(&engine, &runtime, tenant, "testkit", wasm).await?;
+    if args.reuse_instances {
+        let ceiling = CapabilityCeiling {
+            reuse_instances: true,
+            ..CapabilityCeiling::default()
+        };
+        engine.set_ceiling(tenant, &ceiling).await?;
+        let grant = ComponentGrant {
+            reuse_instances: true,
+            ..ComponentGrant::default()
+        };
+        engine.put_grant(tenant, "testkit", &grant).await?;
+    }
     let backlog: Vec<NewExecution> = (0..n)
         .map(|i| NewExecution::new("testkit", format!("echo:{i}").into_bytes()))
         .collect();

@@ -15,7 +15,9 @@ use super::scratch::ScratchDatabase;
 use anyhow::Context;
 use async_trait::async_trait;
 use flowfabric::engine::Engine;
-use flowfabric::model::{EventCursor, NewExecution, TenantId, DEFAULT_LANE};
+use flowfabric::model::{
+    AttemptCapabilities, EffectiveGrant, EventCursor, NewExecution, TenantId, DEFAULT_LANE,
+};
 use flowfabric::runtime::{
     AttemptType, CancelFlag, Child, Guest, GuestStepOutcome, GuestStreamMode, HostError, HostReply,
     LogLevel, Prepared, ResumeCondition, RunOutcome, RunResult, Runtime, RuntimeConfig,
@@ -68,7 +70,9 @@ pub async fn run(args: WasmBench) -> anyhow::Result<()> {
             pooling,
             ..RuntimeConfig::default()
         })?;
-        let micros = per_task(&runtime, &wasm, NOOP, args.calls).await?.total_us;
+        let micros = per_task(&runtime, &wasm, NOOP, args.calls, Instances::Fresh)
+            .await?
+            .total_us;
         per_call.push(micros);
         println!(
             "  {name:<10} {micros:>8.1} µs/task  {:>9.0} tasks/s",
@@ -143,21 +147,44 @@ pub(super) const NOOP: TaskInput<'static> = TaskInput {
     expect: b"x",
 };
 
-/// Fresh instance + one `run` per task, one task at a time after a warm-up;
-/// then the same with as many tasks in flight as the runtime has guest
-/// threads, twice over.
+/// Which instance each task runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Instances {
+    /// A fresh one per task, as every attempt gets by default.
+    Fresh,
+    /// One kept from an earlier task when there is one, as with a grant's
+    /// `reuse_instances`.
+    Reused,
+}
+
+impl Instances {
+    fn capabilities(self) -> Arc<AttemptCapabilities> {
+        Arc::new(AttemptCapabilities {
+            grant: EffectiveGrant {
+                reuse_instances: self == Instances::Reused,
+                ..EffectiveGrant::default()
+            },
+            config: Vec::new(),
+        })
+    }
+}
+
+/// An instance (as `instances` says) + one `run` per task, one task at a
+/// time after a warm-up; then the same with as many tasks in flight as the
+/// runtime has guest threads, twice over.
 pub(super) async fn per_task(
     runtime: &Runtime,
     wasm: &[u8],
     task: TaskInput<'_>,
     calls: usize,
+    instances: Instances,
 ) -> anyhow::Result<PerTask> {
     let digest = runtime.register(wasm).await?;
     let component = runtime
         .prepare(&digest, || async { Ok::<_, String>(wasm.to_vec()) })
         .await?;
     let (wall, [setup, instantiate, run, teardown]) = timed(calls, || async {
-        let outcome = run_once(runtime, &component, task).await?;
+        let outcome = run_once(runtime, &component, task, instances).await?;
         Ok([
             outcome.setup,
             outcome.instantiation,
@@ -168,7 +195,7 @@ pub(super) async fn per_task(
     .await?;
     let micros = |d: Duration| d.as_secs_f64() * 1e6 / calls as f64;
     let in_flight = 2 * std::thread::available_parallelism().map_or(2, |n| n.get());
-    let busy = busy_wall(runtime, &component, task, calls, in_flight).await?;
+    let busy = busy_wall(runtime, &component, task, calls, in_flight, instances).await?;
     Ok(PerTask {
         total_us: micros(wall),
         setup_us: micros(setup),
@@ -214,11 +241,12 @@ async fn busy_wall(
     task: TaskInput<'_>,
     calls: usize,
     in_flight: usize,
+    instances: Instances,
 ) -> anyhow::Result<Duration> {
     let each = calls.div_ceil(in_flight);
     let lane = || async {
         for _ in 0..each {
-            run_once(runtime, component, task).await?;
+            run_once(runtime, component, task, instances).await?;
         }
         anyhow::Ok(())
     };
@@ -230,17 +258,18 @@ async fn busy_wall(
         .mul_f64(calls as f64 / (each * in_flight) as f64))
 }
 
-/// A fresh instance and one `run`, which must complete with the answer
-/// expected.
+/// An instance (as `instances` says) and one `run`, which must complete
+/// with the answer expected.
 pub(super) async fn run_once(
     runtime: &Runtime,
     component: &Prepared,
     task: TaskInput<'_>,
+    instances: Instances,
 ) -> anyhow::Result<RunOutcome> {
     let guest = Guest {
         imports: Arc::new(NoImports),
         owner: uuid::Uuid::nil(),
-        capabilities: Arc::default(),
+        capabilities: instances.capabilities(),
         kind: Arc::from("bench"),
     };
     let outcome = runtime
