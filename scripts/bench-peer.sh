@@ -7,7 +7,9 @@
 #   - flowfabric's engine queue path (claim batches 1 and 100) and the whole
 #     worker pool running a wasm echo with as many slots as graphile-worker's
 #     concurrency, from a Rust guest and from a JavaScript one (graphile-worker
-#     runs its tasks as JavaScript in Node: the row a JS user compares);
+#     runs its tasks as JavaScript in Node: the row a JS user compares), each
+#     with a fresh instance per execution (the default) and with instances
+#     reused (a grant's reuse_instances);
 #   - at each worker count given, on a fast throwaway server (fsync off) and
 #     then on a durable one (fsync and synchronous_commit on, as production).
 # Besides jobs/s, each pool and graphile row reports what a job cost the
@@ -47,6 +49,12 @@ measure() {
       --slots "$w" --server-cost --json-out "$out/pool-$setting-$w.json" >/dev/null
     "$bin" bench pool --database-url "$url" --component "$js_guest" --executions "$jobs" \
       --slots "$w" --server-cost --json-out "$out/pool-js-$setting-$w.json" >/dev/null
+    "$bin" bench pool --database-url "$url" --guests "$guests" --executions "$jobs" \
+      --slots "$w" --server-cost --reuse-instances \
+      --json-out "$out/pool-reused-$setting-$w.json" >/dev/null
+    "$bin" bench pool --database-url "$url" --component "$js_guest" --executions "$jobs" \
+      --slots "$w" --server-cost --reuse-instances \
+      --json-out "$out/pool-js-reused-$setting-$w.json" >/dev/null
     for mode in default batched; do
       db="graphile_${mode}_$w"
       $psql -q "$url" -c "CREATE DATABASE $db"
@@ -83,6 +91,10 @@ for setting in ["fast", "durable"]:
         entries.append(("flowfabric pool, Rust guest (wasm echo)", pool["process_per_s"], pool["server_cost"]))
         pool = load(f"pool-js-{setting}-{w}.json")[0]
         entries.append(("flowfabric pool, JS guest (wasm echo)", pool["process_per_s"], pool["server_cost"]))
+        pool = load(f"pool-reused-{setting}-{w}.json")[0]
+        entries.append(("  the same, Rust, instances reused", pool["process_per_s"], pool["server_cost"]))
+        pool = load(f"pool-js-reused-{setting}-{w}.json")[0]
+        entries.append(("  the same, JS, instances reused", pool["process_per_s"], pool["server_cost"]))
         for name, per_s, cost in entries:
             ratio = per_s / batched["process_per_s"]
             vs_default = per_s / default["process_per_s"]
