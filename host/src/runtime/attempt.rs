@@ -15,7 +15,7 @@ use super::bindings::{FailureClass as GuestFailureClass, Task};
 use super::imports::Release;
 use super::outbound::HttpLog;
 use super::sandbox::{self, CancelFlag, SandboxLimits, StopReason, StoreState};
-use super::warm::WarmInstance;
+use super::warm::{WarmInstance, MAX_USES};
 use super::Prepared;
 use crate::model::{Failure, FailureClass};
 
@@ -111,11 +111,17 @@ pub(super) async fn run_in_store(
     let (result, instantiation, task) = call_run(&mut store, started, &call, kept).await;
     let mut outcome = outcome(&store, result, started, instantiation);
     match task {
-        Some(task) if keep && store.data().stopped.is_none() && !store.data().memory.hit => {
+        Some(task)
+            if keep
+                && uses + 1 < MAX_USES
+                && store.data().stopped.is_none()
+                && !store.data().memory.hit =>
+        {
             // Its turn on the guest threads goes back now, not when the store
             // is dropped: a kept store must not hold a turn while it waits.
             store.data().cpu.give_up();
-            (outcome, Some(WarmInstance::new(store, task, uses + 1)))
+            let uses = uses + 1;
+            (outcome, Some(WarmInstance { store, task, uses }))
         }
         _ => {
             let dropping = Instant::now();

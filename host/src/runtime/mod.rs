@@ -158,7 +158,7 @@ pub struct Runtime {
     /// Where attempts' scratch directories are made.
     scratch_root: scratch::ScratchRoot,
     /// Instances kept for the next attempt of their kind.
-    warm: WarmPool,
+    warm: Arc<WarmPool>,
 }
 
 /// How often the epoch advances: the granularity of timeouts, cancellation
@@ -187,7 +187,8 @@ impl Runtime {
         let cache =
             ArtifactCache::new(&engine, config.cache_dir.clone(), config.cached_components)?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
-        spawn_epoch_ticker(engine.clone(), ticker_stop.clone());
+        let warm = Arc::new(WarmPool::new(config.warm_instances));
+        spawn_epoch_ticker(engine.clone(), ticker_stop.clone(), warm.clone());
         let threads = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
@@ -201,7 +202,7 @@ impl Runtime {
         let scratch_root =
             scratch::ScratchRoot::new(config.scratch_dir.clone()).map_err(internal)?;
         Ok(Self {
-            warm: WarmPool::new(config.warm_instances),
+            warm,
             scratch_root,
             engine,
             linker,
@@ -408,12 +409,9 @@ impl Runtime {
         limits: &SandboxLimits,
     ) -> std::io::Result<Start> {
         let cpu = sandbox::CpuShare::new(self.turns.clone(), guest.owner);
-        let (kept, stale) = match key {
-            Some(key) => self.warm.take(key),
-            None => (None, Vec::new()),
-        };
-        drop(stale);
-        let kept = kept.filter(|w| w.store.data().can_serve(&guest.capabilities, limits));
+        let kept = key
+            .and_then(|key| self.warm.take(key))
+            .filter(|w| w.store.data().can_serve(&guest.capabilities, limits));
         if let Some(mut warm) = kept {
             warm.store.data_mut().retarget(
                 guest.imports,
@@ -504,13 +502,22 @@ fn lower_priority() {
     }
 }
 
-fn spawn_epoch_ticker(engine: Engine, stop: Arc<AtomicBool>) {
+/// Ticks between two sweeps of the kept instances for stale ones (~1 s).
+const TICKS_PER_SWEEP: u32 = 500;
+
+fn spawn_epoch_ticker(engine: Engine, stop: Arc<AtomicBool>, warm: Arc<WarmPool>) {
     std::thread::Builder::new()
         .name("flowfabric-epoch".into())
         .spawn(move || {
+            let mut ticks = 0u32;
             while !stop.load(Ordering::Acquire) {
                 std::thread::sleep(EPOCH_TICK);
                 engine.increment_epoch();
+                ticks += 1;
+                if ticks == TICKS_PER_SWEEP {
+                    ticks = 0;
+                    drop(warm.take_stale());
+                }
             }
         })
         .expect("spawn epoch ticker");

@@ -63,31 +63,28 @@ pub(super) struct WarmInstance {
     pub task: Task,
     /// Attempts it has served.
     pub uses: u32,
-    idle_since: Instant,
 }
 
-impl WarmInstance {
-    pub(super) fn new(store: Store<StoreState>, task: Task, uses: u32) -> Self {
-        Self {
-            store,
-            task,
-            uses,
-            idle_since: Instant::now(),
-        }
-    }
+/// One kept value and since when it waits.
+struct Idle<T> {
+    value: T,
+    since: Instant,
+}
 
+impl<T> Idle<T> {
     fn is_stale(&self, now: Instant) -> bool {
-        now.duration_since(self.idle_since) > MAX_IDLE
+        now.saturating_duration_since(self.since) > MAX_IDLE
     }
 }
 
-/// The kept instances.
-pub(super) struct WarmPool {
+/// The kept instances (generic only so that its rules can be tested
+/// without making instances).
+pub(super) struct WarmPool<T = WarmInstance> {
     capacity: usize,
-    idle: Mutex<HashMap<WarmKey, Vec<WarmInstance>>>,
+    idle: Mutex<HashMap<WarmKey, Vec<Idle<T>>>>,
 }
 
-impl WarmPool {
+impl<T> WarmPool<T> {
     pub(super) fn new(capacity: u32) -> Self {
         Self {
             capacity: capacity as usize,
@@ -95,30 +92,50 @@ impl WarmPool {
         }
     }
 
-    /// The most recently kept instance for `key`, if any is still fresh.
-    /// What is dropped here (stale instances) is returned to be dropped by
-    /// the caller, outside the lock.
-    pub(super) fn take(&self, key: &WarmKey) -> (Option<WarmInstance>, Vec<WarmInstance>) {
-        let now = Instant::now();
+    /// The most recently kept instance for `key` that is not stale.
+    pub(super) fn take(&self, key: &WarmKey) -> Option<T> {
+        self.take_at(key, Instant::now())
+    }
+
+    fn take_at(&self, key: &WarmKey, now: Instant) -> Option<T> {
         let mut idle = self.lock();
-        let Some(kept) = idle.get_mut(key) else {
-            return (None, Vec::new());
-        };
-        let (stale, fresh): (Vec<_>, Vec<_>) = kept.drain(..).partition(|w| w.is_stale(now));
-        *kept = fresh;
+        let kept = idle.get_mut(key)?;
         let taken = kept.pop();
         if kept.is_empty() {
             idle.remove(key);
         }
-        (taken, stale)
+        drop(idle);
+        // The newest is stale only if all are; it is dropped outside the lock.
+        taken.filter(|w| !w.is_stale(now)).map(|w| w.value)
     }
 
-    /// Keep `instance` for `key`'s next attempt. Returns what has to go to
-    /// make room (the oldest kept instances), for the caller to drop
-    /// outside the lock; with no room at all, `instance` itself.
-    pub(super) fn keep(&self, key: WarmKey, instance: WarmInstance) -> Vec<WarmInstance> {
-        if self.capacity == 0 || instance.uses >= MAX_USES {
-            return vec![instance];
+    /// Take out every instance unused for longer than [`MAX_IDLE`], for the
+    /// caller to drop outside the lock. The runtime's epoch thread calls it
+    /// about once a second, so an instance no attempt asks for again (its
+    /// kind's grant changed, a new version was uploaded) does not hold its
+    /// memory longer than that.
+    pub(super) fn take_stale(&self) -> Vec<T> {
+        self.take_stale_at(Instant::now())
+    }
+
+    fn take_stale_at(&self, now: Instant) -> Vec<T> {
+        let mut idle = self.lock();
+        let mut stale = Vec::new();
+        idle.retain(|_, kept| {
+            let (old, fresh): (Vec<_>, Vec<_>) = kept.drain(..).partition(|w| w.is_stale(now));
+            stale.extend(old.into_iter().map(|w| w.value));
+            *kept = fresh;
+            !kept.is_empty()
+        });
+        stale
+    }
+
+    /// Keep `value` for `key`'s next attempt. Returns what has to go to
+    /// make room (the oldest kept), for the caller to drop outside the
+    /// lock; with no room at all, `value` itself.
+    pub(super) fn keep(&self, key: WarmKey, value: T) -> Vec<T> {
+        if self.capacity == 0 {
+            return vec![value];
         }
         let mut idle = self.lock();
         let mut dropped = Vec::new();
@@ -127,12 +144,13 @@ impl WarmPool {
                 break;
             };
             let kept = idle.get_mut(&oldest).expect("the oldest key is kept");
-            dropped.push(kept.remove(0));
+            dropped.push(kept.remove(0).value);
             if kept.is_empty() {
                 idle.remove(&oldest);
             }
         }
-        idle.entry(key).or_default().push(instance);
+        let since = Instant::now();
+        idle.entry(key).or_default().push(Idle { value, since });
         dropped
     }
 
@@ -141,15 +159,68 @@ impl WarmPool {
         self.lock().values().map(Vec::len).sum()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<WarmKey, Vec<WarmInstance>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<WarmKey, Vec<Idle<T>>>> {
         self.idle.lock().expect("warm instances")
     }
 }
 
-/// The key whose first (oldest) kept instance has been idle longest.
-fn oldest_key(idle: &HashMap<WarmKey, Vec<WarmInstance>>) -> Option<WarmKey> {
+/// The key whose first (oldest) kept instance has waited longest.
+fn oldest_key<T>(idle: &HashMap<WarmKey, Vec<Idle<T>>>) -> Option<WarmKey> {
     idle.iter()
-        .filter_map(|(key, kept)| kept.first().map(|w| (w.idle_since, key)))
+        .filter_map(|(key, kept)| kept.first().map(|w| (w.since, key)))
         .min_by_key(|(since, _)| *since)
         .map(|(_, key)| key.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(tenant: u128, kind: &str) -> WarmKey {
+        WarmKey {
+            tenant: TenantId::from(uuid::Uuid::from_u128(tenant)),
+            kind: Arc::from(kind),
+            digest: Arc::from("d"),
+        }
+    }
+
+    #[test]
+    fn an_instance_serves_only_its_key_newest_first() {
+        let pool = WarmPool::new(8);
+        assert!(pool.keep(key(1, "a"), 1).is_empty());
+        assert!(pool.keep(key(1, "a"), 2).is_empty());
+        assert!(pool.keep(key(2, "a"), 3).is_empty());
+        assert_eq!(pool.take(&key(1, "b")), None, "another kind");
+        assert_eq!(pool.take(&key(3, "a")), None, "another tenant");
+        assert_eq!(pool.take(&key(1, "a")), Some(2));
+        assert_eq!(pool.take(&key(1, "a")), Some(1));
+        assert_eq!(pool.take(&key(1, "a")), None);
+        assert_eq!(pool.len(), 1);
+    }
+
+    #[test]
+    fn a_full_pool_drops_the_oldest_and_an_empty_one_keeps_nothing() {
+        let pool = WarmPool::new(2);
+        assert!(pool.keep(key(1, "a"), 1).is_empty());
+        assert!(pool.keep(key(2, "a"), 2).is_empty());
+        assert_eq!(pool.keep(key(1, "a"), 3), vec![1]);
+        assert_eq!(pool.len(), 2);
+        assert_eq!(pool.take(&key(1, "a")), Some(3));
+        assert_eq!(pool.take(&key(2, "a")), Some(2));
+        let none = WarmPool::new(0);
+        assert_eq!(none.keep(key(1, "a"), 7), vec![7]);
+        assert_eq!(none.len(), 0);
+    }
+
+    #[test]
+    fn instances_unused_past_the_limit_are_not_served_and_are_swept() {
+        let pool = WarmPool::new(8);
+        pool.keep(key(1, "a"), 1);
+        pool.keep(key(2, "a"), 2);
+        let later = Instant::now() + MAX_IDLE + Duration::from_secs(1);
+        assert_eq!(pool.take_at(&key(1, "a"), later), None);
+        assert_eq!(pool.take_stale_at(Instant::now()), Vec::<i32>::new());
+        assert_eq!(pool.take_stale_at(later), vec![2]);
+        assert_eq!(pool.len(), 0);
+    }
 }
