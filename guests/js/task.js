@@ -170,6 +170,10 @@ async function httpN(arg) {
   return `ok=${ok} error=none`;
 }
 
+// Calls of `count` this instance has answered: state a fresh instance starts
+// again and a reused one keeps.
+let counted = 0;
+
 function handle(input) {
   const text = new TextDecoder("utf-8", { fatal: true }).decode(input);
   const colon = text.indexOf(":");
@@ -177,6 +181,9 @@ function handle(input) {
   switch (command) {
     case "echo":
       return arg;
+    case "count":
+      counted += 1;
+      return `count=${counted}`;
     case "order":
       return order(arg);
     case "fail-until": {

@@ -4,6 +4,7 @@ with byte-identical outputs, so one integration test checks every language.
 | input | behaviour |
 |---|---|
 | `echo:TEXT` | returns TEXT |
+| `count` | counts its calls in this instance's memory; `count=N` (1 on a fresh instance) |
 | `fail-until:N` | transient failure on attempts before N, then `ok on attempt N` |
 | `permanent` | permanent failure |
 | `frames:N` | progress + N frames + a log line, returns `frames=N` |
@@ -25,7 +26,13 @@ import flowfabric
 from flowfabric import TaskFailure
 
 
+# Calls of `count` this instance has answered: state a fresh instance starts
+# again and a reused one keeps.
+_counted = 0
+
+
 def handle(input: bytes) -> bytes:
+    global _counted
     try:
         text = input.decode()
     except UnicodeDecodeError:
@@ -33,6 +40,9 @@ def handle(input: bytes) -> bytes:
     command, _, arg = text.partition(":")
     if command == "echo":
         return arg.encode()
+    if command == "count":
+        _counted += 1
+        return f"count={_counted}".encode()
     if command == "order":
         return order(arg)
     if command == "fail-until":

@@ -3,7 +3,7 @@
 use flowfabric_tests::Store;
 use std::time::Duration;
 
-use flowfabric::model::{ExecutionFilter, TenantLimits};
+use flowfabric::model::{CapabilityCeiling, ComponentGrant, ExecutionFilter, TenantLimits};
 use flowfabric::EngineError;
 
 use crate::{claim_one, request, setup_on, task};
@@ -165,9 +165,7 @@ async fn bad_limits_are_rejected_and_unknown_tenants_are_not_found(store: Store)
 /// own, is what refuses it), and stores nothing.
 async fn writes_for_an_unknown_tenant_are_not_found_and_store_nothing(store: Store) {
     use flowfabric::backend::{NewApiKey, NewComponent, ScheduleCreate};
-    use flowfabric::model::{
-        CapabilityCeiling, ComponentGrant, MissedPolicy, OverlapPolicy, SealedConfig, TenantId,
-    };
+    use flowfabric::model::{MissedPolicy, OverlapPolicy, SealedConfig, TenantId};
 
     let (db, _) = setup_on(store).await;
     let backend = db.backend();
@@ -531,7 +529,53 @@ async fn one_slot_claims_are_shared_whatever_the_priorities_and_ages(store: Stor
     );
 }
 
+/// Instance reuse is stored with the ceiling and the grant, read back by
+/// the attempt's capabilities, and only while the ceiling allows it.
+async fn instance_reuse_is_stored_and_cut_by_the_ceiling(store: Store) {
+    let (db, tenant) = setup_on(store).await;
+    let ceiling = CapabilityCeiling {
+        reuse_instances: true,
+        ..CapabilityCeiling::default()
+    };
+    db.engine.set_ceiling(tenant, &ceiling).await.unwrap();
+    let grant = ComponentGrant {
+        reuse_instances: true,
+        ..ComponentGrant::default()
+    };
+    db.engine.put_grant(tenant, "echo", &grant).await.unwrap();
+    let backend = db.backend();
+    assert_eq!(backend.ceiling(tenant).await.unwrap(), ceiling);
+    let stored = backend.grant(tenant, "echo").await.unwrap().unwrap();
+    assert_eq!(stored.grant, grant);
+    let caps = db
+        .engine
+        .attempt_capabilities(tenant, "echo")
+        .await
+        .unwrap();
+    assert!(caps.grant.reuse_instances);
+    // Another kind of the tenant is not granted it.
+    let other = db
+        .engine
+        .attempt_capabilities(tenant, "testkit")
+        .await
+        .unwrap();
+    assert!(!other.grant.reuse_instances);
+    // The ceiling taken back: the stored grant stays, reuse is off.
+    db.engine
+        .set_ceiling(tenant, &CapabilityCeiling::default())
+        .await
+        .unwrap();
+    let caps = db
+        .engine
+        .attempt_capabilities(tenant, "echo")
+        .await
+        .unwrap();
+    assert!(!caps.grant.reuse_instances);
+    assert!(backend.grant(tenant, "echo").await.unwrap().is_some());
+}
+
 on_both_backends!(
+    instance_reuse_is_stored_and_cut_by_the_ceiling,
     quota_admission_caps_starts_per_window,
     api_keys_authenticate_until_revoked,
     another_tenants_key_cannot_be_revoked,

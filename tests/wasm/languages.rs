@@ -434,3 +434,77 @@ async fn every_language_writes_its_own_scratch_within_the_quota() {
     }
     pool.shutdown().await;
 }
+
+/// With a grant's `reuse_instances`, each language's guest answers the
+/// same on instances kept from earlier attempts as on fresh ones, round
+/// after round, including after its own failures: its runtime survives
+/// being called again, and what one attempt reports stays its own.
+#[tokio::test]
+async fn every_language_answers_the_same_on_reused_instances() {
+    let env = polyglot_env().await;
+    let ceiling = flowfabric::model::CapabilityCeiling {
+        reuse_instances: true,
+        ..Default::default()
+    };
+    env.db
+        .engine
+        .set_ceiling(env.tenant, &ceiling)
+        .await
+        .unwrap();
+    let grant = flowfabric::model::ComponentGrant {
+        reuse_instances: true,
+        ..Default::default()
+    };
+    for (_, kind) in LANGUAGES {
+        env.db
+            .engine
+            .put_grant(env.tenant, kind, &grant)
+            .await
+            .unwrap();
+    }
+    // One slot: every attempt after a language's first runs on a kept one.
+    let pool = env.pool(config(1));
+    let order =
+        r#"order:{"order":"A-7","items":[{"qty":2,"price_cents":150},{"qty":1,"price_cents":99}]}"#;
+    let counts = async |expected: &str| {
+        for (lang, id) in submit_all(&env, "count", 0).await {
+            let done = completed(&env, lang, id).await;
+            assert_eq!(text(&done.result), expected, "{lang}");
+        }
+    };
+    counts("count=1").await;
+    for round in 0..3 {
+        for (lang, id) in submit_all(&env, &format!("echo:round {round}"), 0).await {
+            let done = completed(&env, lang, id).await;
+            assert_eq!(text(&done.result), format!("round {round}"), "{lang}");
+        }
+        for (lang, id) in submit_all(&env, order, 0).await {
+            let done = completed(&env, lang, id).await;
+            assert_eq!(
+                text(&done.result),
+                "order=A-7 items=2 total_cents=399",
+                "{lang}"
+            );
+        }
+        for (lang, id) in submit_all(&env, "frames:2", 0).await {
+            let done = completed(&env, lang, id).await;
+            assert_eq!(text(&done.result), "frames=2", "{lang}");
+            let items: Vec<String> = env
+                .first_attempt_frames(id, 100)
+                .await
+                .iter()
+                .filter(|f| f.frame_type == "item")
+                .map(|f| String::from_utf8_lossy(&f.payload).into_owned())
+                .collect();
+            assert_eq!(items, ["0", "1"], "{lang}, round {round}");
+        }
+        for (lang, id) in submit_all(&env, "permanent", 0).await {
+            let done = env.wait_terminal(id).await;
+            let failure = done.last_failure.expect("a failure");
+            assert_eq!(failure.class, FailureClass::Permanent, "{lang}");
+        }
+    }
+    // All of it ran on the instance the first `count` made.
+    counts("count=2").await;
+    pool.shutdown().await;
+}
