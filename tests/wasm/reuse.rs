@@ -5,7 +5,7 @@
 //! many times its instance has been called, so it tells a kept instance
 //! from a fresh one.
 
-use flowfabric::model::{CapabilityCeiling, ComponentGrant, PublicState, TenantId};
+use flowfabric::model::{CapabilityCeiling, ComponentGrant, FailureClass, PublicState, TenantId};
 use flowfabric_tests::guest;
 
 use crate::upstream::grant;
@@ -124,6 +124,15 @@ async fn a_run_that_did_not_return_leaves_no_instance_to_reuse() {
     let trapped = run_as(&env, env.tenant, "testkit", "panic").await;
     assert_eq!(trapped, "failed: Some(Trap)");
     assert_eq!(count(&env, env.tenant, "testkit").await, 1);
+    // Nor does a timeout.
+    let mut spin = flowfabric::model::NewExecution::new("testkit", b"loop".to_vec());
+    spin.policy.retry.max_retries = 0;
+    spin.policy.timeouts.attempt_timeout_ms = Some(200);
+    let id = env.db.engine.create(env.tenant, spin).await.unwrap();
+    let ex = env.wait_terminal(id.execution_id).await;
+    assert_eq!(ex.last_failure.unwrap().class, FailureClass::Timeout);
+    assert_eq!(count(&env, env.tenant, "testkit").await, 1);
+    assert_eq!(count(&env, env.tenant, "testkit").await, 2);
     // Nor does a refused memory growth.
     let oom = run_as(&env, env.tenant, "testkit", "alloc:512").await;
     assert_eq!(oom, "failed: Some(OutOfMemory)");
