@@ -46,7 +46,7 @@ pub use imports::{HostReply, Release, TaskImports};
 pub use outbound::{HttpExchange, HttpLog};
 pub use sandbox::{CancelFlag, SandboxLimits};
 
-use crate::model::AttemptCapabilities;
+use crate::model::{AttemptCapabilities, TenantId};
 use attempt::{ended_early, internal_failure, run_in_store, Call, Start};
 use bindings::{Task, TaskPre};
 use cache::ArtifactCache;
@@ -360,7 +360,9 @@ impl Runtime {
             .as_ref()
             .expect("guest threads live as long as the runtime");
         let key = guest.capabilities.grant.reuse_instances.then(|| WarmKey {
-            tenant: guest.capabilities.grant.tenant,
+            // The run's owner (the lease's tenant), not the grant's: the key
+            // must not depend on which grant the caller passed.
+            tenant: TenantId::from(guest.owner),
             kind: guest.kind.clone(),
             digest: component.1.clone(),
         });
