@@ -442,25 +442,8 @@ async fn every_language_writes_its_own_scratch_within_the_quota() {
 #[tokio::test]
 async fn every_language_answers_the_same_on_reused_instances() {
     let env = polyglot_env().await;
-    let ceiling = flowfabric::model::CapabilityCeiling {
-        reuse_instances: true,
-        ..Default::default()
-    };
-    env.db
-        .engine
-        .set_ceiling(env.tenant, &ceiling)
-        .await
-        .unwrap();
-    let grant = flowfabric::model::ComponentGrant {
-        reuse_instances: true,
-        ..Default::default()
-    };
     for (_, kind) in LANGUAGES {
-        env.db
-            .engine
-            .put_grant(env.tenant, kind, &grant)
-            .await
-            .unwrap();
+        crate::reuse::allow_reuse(&env, env.tenant, kind).await;
     }
     // One slot: every attempt after a language's first runs on a kept one.
     let pool = env.pool(config(1));

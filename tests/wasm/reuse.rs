@@ -26,8 +26,8 @@ fn reuse_grant() -> ComponentGrant {
     }
 }
 
-/// Let `tenant` reuse instances of `kind`.
-async fn allow_reuse(env: &Env, tenant: TenantId, kind: &str) {
+/// Let `tenant` reuse instances of `kind` (the ceiling, then the grant).
+pub(crate) async fn allow_reuse(env: &Env, tenant: TenantId, kind: &str) {
     env.db
         .engine
         .set_ceiling(tenant, &reuse_ceiling())

@@ -389,9 +389,7 @@ impl Runtime {
         match (&mut run.0).await {
             Ok((outcome, kept)) => {
                 if let (Some(key), Some(kept)) = (key, kept) {
-                    let dropped = self.warm.keep(key, kept);
-                    metrics::gauge!("flowfabric_warm_instances").set(self.warm.len() as f64);
-                    drop(dropped);
+                    drop(self.warm.keep(key, kept));
                 }
                 RunOutcome { setup, ..outcome }
             }

@@ -104,6 +104,7 @@ impl<T> WarmPool<T> {
         if kept.is_empty() {
             idle.remove(key);
         }
+        publish(&idle);
         drop(idle);
         // The newest is stale only if all are; it is dropped outside the lock.
         taken.filter(|w| !w.is_stale(now)).map(|w| w.value)
@@ -127,6 +128,7 @@ impl<T> WarmPool<T> {
             *kept = fresh;
             !kept.is_empty()
         });
+        publish(&idle);
         stale
     }
 
@@ -139,7 +141,7 @@ impl<T> WarmPool<T> {
         }
         let mut idle = self.lock();
         let mut dropped = Vec::new();
-        while idle.values().map(Vec::len).sum::<usize>() >= self.capacity {
+        while count(&idle) >= self.capacity {
             let Some(oldest) = oldest_key(&idle) else {
                 break;
             };
@@ -151,17 +153,29 @@ impl<T> WarmPool<T> {
         }
         let since = Instant::now();
         idle.entry(key).or_default().push(Idle { value, since });
+        publish(&idle);
         dropped
     }
 
     /// Instances kept now.
-    pub(super) fn len(&self) -> usize {
-        self.lock().values().map(Vec::len).sum()
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        count(&self.lock())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<WarmKey, Vec<Idle<T>>>> {
         self.idle.lock().expect("warm instances")
     }
+}
+
+fn count<T>(idle: &HashMap<WarmKey, Vec<Idle<T>>>) -> usize {
+    idle.values().map(Vec::len).sum()
+}
+
+/// The `flowfabric_warm_instances` gauge: instances kept now, set wherever
+/// the count changes (a keep, a take, a sweep).
+fn publish<T>(idle: &HashMap<WarmKey, Vec<Idle<T>>>) {
+    metrics::gauge!("flowfabric_warm_instances").set(count(idle) as f64);
 }
 
 /// The key whose first (oldest) kept instance has waited longest.
