@@ -9,6 +9,7 @@ mod grants;
 mod guest_control;
 mod hardening;
 mod languages;
+mod placement;
 mod pool;
 mod reuse;
 mod sandbox;

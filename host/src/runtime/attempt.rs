@@ -7,6 +7,7 @@
 //! call. The runtime never lets an error from inside the sandbox escape as
 //! anything else, so a hostile guest cannot crash or confuse its worker.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::{Engine, Store};
@@ -14,6 +15,7 @@ use wasmtime::{Engine, Store};
 use super::bindings::{FailureClass as GuestFailureClass, Task};
 use super::imports::Release;
 use super::outbound::HttpLog;
+use super::placement::{Placement, Ran};
 use super::sandbox::{self, CancelFlag, SandboxLimits, StopReason, StoreState};
 use super::warm::{WarmInstance, MAX_USES};
 use super::Prepared;
@@ -41,7 +43,7 @@ pub struct RunOutcome {
     /// The HTTP requests the guest made.
     pub http: HttpLog,
     /// Time in the sandbox: from the fresh wasmtime store (once the attempt
-    /// has a turn on a guest thread) to the outcome. Building the attempt's
+    /// has a turn) to the outcome. Building the attempt's
     /// host state before that, and dropping the store after, are not in it.
     pub elapsed: Duration,
     /// The part of `elapsed` before `run` was called: the store and the
@@ -51,9 +53,12 @@ pub struct RunOutcome {
     /// Before `elapsed`, on the caller's thread: the attempt's host state
     /// (WASI context, output pipes, HTTP hooks, scratch directory).
     pub setup: Duration,
-    /// After `elapsed`, on the guest thread: dropping the store, which
-    /// returns the instance's memory and tables to the pool.
+    /// After `elapsed`: dropping the store, which returns the instance's
+    /// memory and tables to the pool.
     pub teardown: Duration,
+    /// Whether it ran on the caller's thread, the guest threads or both
+    /// (see `placement`).
+    pub ran: Ran,
 }
 
 /// The outcome of a run that failed before or outside the guest.
@@ -67,6 +72,7 @@ pub(super) fn ended_early(failure: Failure, started: Instant) -> RunOutcome {
         instantiation: Duration::ZERO,
         setup: Duration::ZERO,
         teardown: Duration::ZERO,
+        ran: Ran::OnCaller,
     }
 }
 
@@ -77,6 +83,17 @@ pub(super) enum Start {
     /// A store and instance kept from an earlier attempt, already made this
     /// attempt's (`StoreState::retarget`).
     Kept(WarmInstance),
+}
+
+impl Start {
+    /// Where the attempt runs, as its epoch callback sees it.
+    pub(super) fn placement(&self) -> Arc<Placement> {
+        let cpu = match self {
+            Self::Fresh(state) => &state.cpu,
+            Self::Kept(warm) => &warm.store.data().cpu,
+        };
+        cpu.placement.clone()
+    }
 }
 
 /// What one attempt calls, and under which limits.
@@ -90,7 +107,8 @@ pub(super) struct Call {
     pub fuel: bool,
 }
 
-/// One attempt on the guest threads, once it has a turn; with `keep`, the
+/// One attempt, once it has a turn (on the caller's thread first, see
+/// `placement`); with `keep`, the
 /// instance is handed back for a later attempt if the run returned.
 pub(super) async fn run_in_store(
     call: Call,
@@ -244,6 +262,7 @@ fn outcome(
         instantiation,
         setup: Duration::ZERO,
         teardown: Duration::ZERO,
+        ran: Ran::OnCaller,
     }
 }
 

@@ -21,6 +21,7 @@ mod dial;
 mod fair;
 mod imports;
 mod outbound;
+mod placement;
 mod sandbox;
 mod scratch;
 mod warm;
@@ -44,12 +45,14 @@ pub use bindings::{
 pub use fair::Owner;
 pub use imports::{HostReply, Release, TaskImports};
 pub use outbound::{HttpExchange, HttpLog};
+pub use placement::Ran;
 pub use sandbox::{CancelFlag, SandboxLimits};
 
 use crate::model::{AttemptCapabilities, TenantId};
 use attempt::{ended_early, internal_failure, run_in_store, Call, Start};
 use bindings::{Task, TaskPre};
 use cache::ArtifactCache;
+use placement::{run_here_first, InlineHint};
 use sandbox::StoreState;
 use warm::{WarmKey, WarmPool};
 
@@ -115,9 +118,10 @@ pub enum ComponentError {
     Internal(String),
 }
 
-/// A component ready to instantiate, and its content digest.
+/// A component ready to instantiate, its content digest, and where its
+/// next attempt starts (see `placement`).
 #[derive(Clone)]
-pub struct Prepared(Arc<TaskPre<StoreState>>, Arc<str>);
+pub struct Prepared(Arc<TaskPre<StoreState>>, Arc<str>, Arc<InlineHint>);
 
 /// Who a run is for and what it may use.
 #[derive(Clone)]
@@ -149,7 +153,9 @@ pub struct Runtime {
     /// CPU-bound guests on two workers stretched each of the host's database
     /// round trips from 0.5 ms to ~290 ms (1.2 s at worst), stalling leases,
     /// claims and the API alike. On threads of their own the OS preempts them.
-    /// Always `Some` until dropped.
+    /// A guest gets here after a few milliseconds at most; until then it
+    /// runs on its caller's thread, where most finish (`placement`). Always `Some`
+    /// until dropped.
     guests: Option<tokio::runtime::Runtime>,
     /// Turns on the guest threads, shared fairly between tenants.
     turns: Arc<fair::FairGate>,
@@ -335,17 +341,19 @@ impl Runtime {
             .instantiate_pre(&component)
             .map_err(|e| ComponentError::WorldMismatch(format!("{e:#}")))?;
         let pre = TaskPre::new(pre).map_err(|e| ComponentError::WorldMismatch(format!("{e:#}")))?;
-        let prepared = Prepared(Arc::new(pre), Arc::from(digest));
+        let prepared = Prepared(Arc::new(pre), Arc::from(digest), Arc::default());
         self.cache.keep_ready(digest, prepared.clone());
         Ok(prepared)
     }
 
     /// Run one attempt: a fresh store (or, when its grant reuses instances,
     /// one kept from an earlier attempt of its kind; see `warm`),
-    /// `run(input)`, and a classified outcome. The guest runs on the
-    /// runtime's own threads (see `guests`), in turns shared fairly between
-    /// owners (see `fair`); dropping the returned future stops it at its
-    /// next epoch tick.
+    /// `run(input)`, and a classified outcome. The guest starts on the
+    /// caller's thread and moves to the runtime's own threads if it runs
+    /// for more than a few milliseconds (see `placement`, `guests`); it runs in turns shared
+    /// fairly between owners (see `fair`). Dropping the returned future
+    /// stops it: at once on the caller's thread, at its next epoch tick on
+    /// the guest threads.
     pub async fn run(
         &self,
         component: &Prepared,
@@ -384,19 +392,28 @@ impl Runtime {
             cancel,
             fuel: self.config.fuel,
         };
-        let run = guests.spawn(run_in_store(call, start, key.is_some()));
-        let mut run = AbortOnDrop(run);
-        match (&mut run.0).await {
+        let placement = start.placement();
+        let attempt = Box::pin(run_in_store(call, start, key.is_some()));
+        let (ended, ran) = run_here_first(attempt, &placement, &component.2, guests.handle()).await;
+        metrics::counter!("flowfabric_guest_runs_total", "ran" => ran.as_str()).increment(1);
+        match ended {
             Ok((outcome, kept)) => {
                 if let (Some(key), Some(kept)) = (key, kept) {
                     drop(self.warm.keep(key, kept));
                 }
-                RunOutcome { setup, ..outcome }
+                RunOutcome {
+                    setup,
+                    ran,
+                    ..outcome
+                }
             }
-            Err(e) => ended_early(
-                internal_failure(format!("the guest's run ended abnormally: {e}")),
-                started,
-            ),
+            Err(e) => RunOutcome {
+                ran,
+                ..ended_early(
+                    internal_failure(format!("the guest's run ended abnormally: {e}")),
+                    started,
+                )
+            },
         }
     }
 

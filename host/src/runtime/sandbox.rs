@@ -24,6 +24,7 @@ use super::capture::Capture;
 use super::fair::{FairGate, Owner, Turn};
 use super::imports::TaskImports;
 use super::outbound::{ConnectionCaps, Outbound};
+use super::placement::Placement;
 use super::scratch::{Quota, ScratchRoot};
 use crate::model::AttemptCapabilities;
 
@@ -103,6 +104,8 @@ pub(super) struct CpuShare {
     gate: Arc<FairGate>,
     owner: Owner,
     held: Arc<std::sync::Mutex<Option<Turn>>>,
+    /// Whether the attempt still runs on its caller's thread (`placement`).
+    pub(super) placement: Arc<Placement>,
 }
 
 impl CpuShare {
@@ -111,6 +114,7 @@ impl CpuShare {
             gate,
             owner,
             held: Arc::default(),
+            placement: Arc::default(),
         }
     }
 
@@ -269,6 +273,7 @@ pub(super) fn epoch_callback(
        + Sync
        + 'static {
     move |mut store| {
+        store.data().cpu.placement.tick();
         let reason = if cancel.is_cancelled() {
             Some(StopReason::Cancelled)
         } else if Instant::now() >= deadline {
