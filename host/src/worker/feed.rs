@@ -161,6 +161,25 @@ fn room_ahead(depth: usize, ready: usize, input_bytes: usize) -> usize {
     room
 }
 
+/// How many a claim asks for: the free slots and the room ahead, at most
+/// `claim_size`. A free slot counts only while nothing is ready, or when new
+/// work was announced (or the loop was woken) since the last claim. With
+/// executions ready, a slot stays free only because their tenants are at
+/// their share (the reserve, see `share`); claiming for it again and again
+/// took one row a claim, for the tenant already at its share, at every turn
+/// of the loop: under a single tenant's backlog of millisecond runs, a claim
+/// of one or two for every execution.
+fn claim_want(
+    idle: usize,
+    ahead: usize,
+    nothing_ready: bool,
+    news: bool,
+    claim_size: usize,
+) -> usize {
+    let idle = if nothing_ready || news { idle } else { 0 };
+    (idle + ahead).min(claim_size)
+}
+
 /// What the loop and its runs share.
 struct Shared {
     engine: Engine,
@@ -237,7 +256,16 @@ pub(super) async fn claim_loop(
                 false => 0,
             };
             let ahead = ready.room(depth);
-            let want = (idle.len() + ahead).min(claim_size);
+            let announced = work
+                .as_ref()
+                .is_some_and(|w| w.has_changed().unwrap_or(false));
+            let want = claim_want(
+                idle.len(),
+                ahead,
+                ready.tasks.is_empty(),
+                woken || announced,
+                claim_size,
+            );
             if want > 0 {
                 if let Some(w) = work.as_mut() {
                     w.borrow_and_update();
@@ -460,6 +488,18 @@ mod tests {
             0,
             "turned off"
         );
+    }
+
+    #[test]
+    fn a_free_slot_beside_ready_work_is_claimed_for_only_on_news() {
+        // Nothing ready: every free slot is claimed for.
+        assert_eq!(claim_want(3, 0, true, false, 64), 3);
+        // Work ready, its tenants at their share: the reserve waits for news.
+        assert_eq!(claim_want(1, 0, false, false, 64), 0);
+        assert_eq!(claim_want(1, 0, false, true, 64), 1);
+        // The room ahead is claimed either way, within the claim's size.
+        assert_eq!(claim_want(1, 40, false, false, 64), 40);
+        assert_eq!(claim_want(30, 40, true, false, 64), 64);
     }
 
     #[test]
