@@ -8,9 +8,9 @@
 //! cost of a fresh instance plus one `run` after that, one task at a time,
 //! split into the attempt's host state (setup), instantiation, the `run`
 //! call, the store's drop (teardown) and what is left of the caller's wait
-//! (the hop to a guest thread and back); and the wall time per task when as
-//! many tasks are in flight as a busy worker pool keeps (busy), where the
-//! hops overlap with other tasks' work. Then the same no-op run by wasmtime
+//! (scheduling, and for a run that moved to a guest thread, the hop there
+//! and back; see `runtime::placement`); and the wall time per task when as
+//! many tasks are in flight as a busy worker pool keeps (busy). Then the same no-op run by wasmtime
 //! alone (`runtime::Baseline`: the same engine and compiled component, none
 //! of our path around it), so that what our path adds and what the
 //! component itself costs are told apart in one run; beside it, the same

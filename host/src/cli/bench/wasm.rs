@@ -126,8 +126,9 @@ pub(super) struct PerTask {
 }
 
 impl PerTask {
-    /// What is left of the caller's wait: the hop to a guest thread and
-    /// back (waking a parked thread on each side) and scheduling.
+    /// What is left of the caller's wait: scheduling, and for a run that
+    /// moved to a guest thread, the hop there and back (waking a parked
+    /// thread on each side).
     pub fn hop_us(&self) -> f64 {
         let accounted = self.setup_us + self.instantiate_us + self.run_us + self.teardown_us;
         (self.total_us - accounted).max(0.0)
