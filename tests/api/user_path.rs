@@ -505,6 +505,8 @@ async fn health_metrics_and_openapi_are_served() {
         "flowfabric_claimed_executions_total",
         "flowfabric_attempts_finished_total",
         "flowfabric_completion_batch_size",
+        // Where the run went: the worker's thread, or the guest threads.
+        r#"flowfabric_guest_runs_total{ran=""#,
         r#"flowfabric_backend_info{backend="postgres"} 1"#,
     ] {
         assert!(metrics.contains(name), "{name} missing from /metrics");
