@@ -11,6 +11,11 @@ use flowfabric::model::{Execution, ExecutionId, FailureClass, NewSignal, PublicS
 use crate::{config, text, Env};
 
 /// Language name and the kind its conformance guest is registered under.
+/// An order every conformance guest prices, and the answer each must give.
+const ORDER: &str =
+    r#"order:{"order":"A-7","items":[{"qty":2,"price_cents":150},{"qty":1,"price_cents":99}]}"#;
+const PRICED: &str = "order=A-7 items=2 total_cents=399";
+
 const LANGUAGES: [(&str, &str); 3] = [
     ("rust", "testkit"),
     ("js", "conformance-js"),
@@ -104,15 +109,9 @@ async fn every_language_reports_progress_and_appends_dense_frames() {
 async fn every_language_prices_an_order_and_refuses_one_that_is_not_json() {
     let env = polyglot_env().await;
     let pool = env.pool(config(3));
-    let order =
-        r#"order:{"order":"A-7","items":[{"qty":2,"price_cents":150},{"qty":1,"price_cents":99}]}"#;
-    for (lang, id) in submit_all(&env, order, 0).await {
+    for (lang, id) in submit_all(&env, ORDER, 0).await {
         let done = completed(&env, lang, id).await;
-        assert_eq!(
-            text(&done.result),
-            "order=A-7 items=2 total_cents=399",
-            "{lang}"
-        );
+        assert_eq!(text(&done.result), PRICED, "{lang}");
         assert_eq!(done.progress_percent, Some(100), "{lang}");
         let frames = env.first_attempt_frames(id, 10).await;
         let totals: Vec<_> = frames.iter().filter(|f| f.frame_type == "total").collect();
@@ -447,8 +446,6 @@ async fn every_language_answers_the_same_on_reused_instances() {
     }
     // One slot: every attempt after a language's first runs on a kept one.
     let pool = env.pool(config(1));
-    let order =
-        r#"order:{"order":"A-7","items":[{"qty":2,"price_cents":150},{"qty":1,"price_cents":99}]}"#;
     let counts = async |expected: &str| {
         for (lang, id) in submit_all(&env, "count", 0).await {
             let done = completed(&env, lang, id).await;
@@ -461,13 +458,9 @@ async fn every_language_answers_the_same_on_reused_instances() {
             let done = completed(&env, lang, id).await;
             assert_eq!(text(&done.result), format!("round {round}"), "{lang}");
         }
-        for (lang, id) in submit_all(&env, order, 0).await {
+        for (lang, id) in submit_all(&env, ORDER, 0).await {
             let done = completed(&env, lang, id).await;
-            assert_eq!(
-                text(&done.result),
-                "order=A-7 items=2 total_cents=399",
-                "{lang}"
-            );
+            assert_eq!(text(&done.result), PRICED, "{lang}");
         }
         for (lang, id) in submit_all(&env, "frames:2", 0).await {
             let done = completed(&env, lang, id).await;

@@ -43,8 +43,8 @@ pub struct RunOutcome {
     /// The HTTP requests the guest made.
     pub http: HttpLog,
     /// Time in the sandbox: from the fresh wasmtime store (once the attempt
-    /// has a turn) to the outcome. Building the attempt's
-    /// host state before that, and dropping the store after, are not in it.
+    /// has a turn) to the outcome. Building the attempt's host state before
+    /// that, and dropping the store after, are not in it.
     pub elapsed: Duration,
     /// The part of `elapsed` before `run` was called: the store and the
     /// instance (zero when no instance was made). The rest is the guest's
@@ -108,8 +108,8 @@ pub(super) struct Call {
 }
 
 /// One attempt, once it has a turn (on the caller's thread first, see
-/// `placement`); with `keep`, the
-/// instance is handed back for a later attempt if the run returned.
+/// `placement`); with `keep`, the instance is handed back for a later
+/// attempt if the run returned.
 pub(super) async fn run_in_store(
     call: Call,
     start: Start,

@@ -154,8 +154,8 @@ pub struct Runtime {
     /// round trips from 0.5 ms to ~290 ms (1.2 s at worst), stalling leases,
     /// claims and the API alike. On threads of their own the OS preempts them.
     /// A guest gets here after a few milliseconds at most; until then it
-    /// runs on its caller's thread, where most finish (`placement`). Always `Some`
-    /// until dropped.
+    /// runs on its caller's thread, where most finish (`placement`).
+    /// Always `Some` until dropped.
     guests: Option<tokio::runtime::Runtime>,
     /// Turns on the guest threads, shared fairly between tenants.
     turns: Arc<fair::FairGate>,
@@ -350,10 +350,10 @@ impl Runtime {
     /// one kept from an earlier attempt of its kind; see `warm`),
     /// `run(input)`, and a classified outcome. The guest starts on the
     /// caller's thread and moves to the runtime's own threads if it runs
-    /// for more than a few milliseconds (see `placement`, `guests`); it runs in turns shared
-    /// fairly between owners (see `fair`). Dropping the returned future
-    /// stops it: at once on the caller's thread, at its next epoch tick on
-    /// the guest threads.
+    /// for more than a few milliseconds (see `placement`, `guests`); it
+    /// runs in turns shared fairly between owners (see `fair`). Dropping
+    /// the returned future stops it: at once on the caller's thread, at its
+    /// next epoch tick on the guest threads.
     pub async fn run(
         &self,
         component: &Prepared,
