@@ -19,7 +19,10 @@
 //! costs, next to a call), and the no-op through our path with instances
 //! reused. Then the same per-task figures for a realistic input: an order
 //! of about 1 KiB of JSON that each guest parses and prices, reporting on it
-//! through three host calls.
+//! through three host calls. Last, the smallest Rust guest (`echo.wasm`, a
+//! progress call and a frame, as the template of `flowfabric new --lang
+//! rust` does): a component's instantiation grows with the functions it
+//! imports, and the conformance guest imports every interface there is.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,7 +36,7 @@ use super::write_json;
 
 #[derive(clap::Args)]
 pub struct LanguagesBench {
-    /// Where the Rust guests are (`testkit.wasm`).
+    /// Where the Rust guests are (`testkit.wasm`, `echo.wasm`).
     #[arg(long, default_value = "guests/target/wasm32-wasip2/release")]
     guests: PathBuf,
     /// Where the JS and Python guests are (`js.wasm`, `python.wasm`).
@@ -63,6 +66,21 @@ struct Figures {
     /// `reuse_instances`).
     reused: PerTask,
 }
+
+/// The smallest Rust guest's figures: it echoes its input after a progress
+/// call and a frame.
+#[derive(serde::Serialize)]
+struct Smallest {
+    bytes: usize,
+    per_task: PerTask,
+    reused: PerTask,
+}
+
+/// What the echo guest is asked, and answers.
+const ECHO: TaskInput<'static> = TaskInput {
+    input: b"echo:x",
+    expect: b"echo:x",
+};
 
 /// The no-op called `calls` times on one instance (wasmtime alone): the
 /// first call, which may initialise the guest's runtime, and the median of
@@ -171,10 +189,16 @@ pub async fn run(args: LanguagesBench) -> anyhow::Result<()> {
     }
     print_baseline_rows(&rows);
     print_order_rows(&order, &rows);
-    let rows: Vec<_> = rows
+    let echo = args.guests.join("echo.wasm");
+    let smallest = measure_smallest(&echo, args.calls)
+        .await
+        .with_context(|| format!("rust echo ({})", echo.display()))?;
+    print_smallest_row(&smallest, &rows);
+    let mut rows: Vec<_> = rows
         .into_iter()
         .map(|(language, figures)| serde_json::json!({ "language": language, "figures": figures }))
         .collect();
+    rows.push(serde_json::json!({ "language": "rust-echo", "figures": smallest }));
     write_json(args.json_out.as_deref(), &rows)
 }
 
@@ -313,6 +337,59 @@ async fn measure(path: &Path, order: &Order, calls: usize) -> anyhow::Result<Fig
         one_instance,
         reused,
     })
+}
+
+/// The echo guest per task, through our path with a fresh instance and with
+/// instances reused.
+async fn measure_smallest(path: &Path, calls: usize) -> anyhow::Result<Smallest> {
+    let wasm = std::fs::read(path).context("reading the component (build the guests)")?;
+    let cache =
+        std::env::temp_dir().join(format!("ff-bench-lang-{}", uuid::Uuid::now_v7().simple()));
+    let worker = Runtime::new(RuntimeConfig {
+        cache_dir: Some(cache.clone()),
+        ..RuntimeConfig::default()
+    })?;
+    let reused = per_task(&worker, &wasm, ECHO, calls, Instances::Reused).await?;
+    let per_task = per_task(&worker, &wasm, ECHO, calls, Instances::Fresh).await?;
+    let _ = std::fs::remove_dir_all(cache);
+    Ok(Smallest {
+        bytes: wasm.len(),
+        per_task,
+        reused,
+    })
+}
+
+/// The smallest Rust guest's row, beside the conformance guest's no-op.
+fn print_smallest_row(smallest: &Smallest, rows: &[(&str, Figures)]) {
+    println!(
+        "the smallest rust guest: echo.wasm (a progress call and a frame, as the template of \
+         `flowfabric new --lang rust`), {} bytes",
+        smallest.bytes
+    );
+    println!(
+        "  {:<7} {:>8} {:>6} {:>11} {:>6} {:>8} {:>5} {:>6} {:>7}   (÷ rust testkit: task, instantiate)",
+        "", "µs/task", "setup", "instantiate", "run", "teardown", "hop", "busy", "reused"
+    );
+    let (task, reused) = (smallest.per_task, smallest.reused);
+    let ratios = rows.first().map_or(String::new(), |(_, b)| {
+        format!(
+            "{:.2} {:.2}",
+            task.total_us / b.per_task.total_us,
+            task.instantiate_us / b.per_task.instantiate_us
+        )
+    });
+    println!(
+        "  {:<7} {:>8.1} {:>6.1} {:>11.1} {:>6.1} {:>8.1} {:>5.1} {:>6.1} {:>7.1}   {ratios}",
+        "echo",
+        task.total_us,
+        task.setup_us,
+        task.instantiate_us,
+        task.run_us,
+        task.teardown_us,
+        task.hop_us(),
+        task.busy_us,
+        reused.total_us,
+    );
 }
 
 /// The no-op per task by wasmtime alone: one task at a time on this task
