@@ -383,7 +383,8 @@ fn not_found(id: ExecutionId) -> EngineError {
     }
 }
 
-/// The shared cancel (`flowfabric_cancel`, migration 0006) for one execution.
+/// The shared cancel (`flowfabric_cancel`: `flowfabric_end_unfinished` with
+/// the outcome `cancelled`, migration 0032) for one execution.
 pub(super) const CANCEL_SQL: &str = "SELECT count(*) FROM flowfabric_cancel(ARRAY[$1]::uuid[], \
     ARRAY[$2]::uuid[], $3) HAVING count(*) > 0";
 

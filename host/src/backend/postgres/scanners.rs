@@ -93,7 +93,7 @@ async fn fail_timed_out_attempts(db: &PgBackend, limit: u32) -> Result<u64> {
 /// revoked with them. Candidates come off `executions_deadline_idx`.
 async fn expire_past_deadline(db: &PgBackend, limit: u32) -> Result<u64> {
     let pool = &db.pool;
-    let n: i64 = sqlx::query_scalar(&DEADLINE_SQL)
+    let n: i64 = sqlx::query_scalar(DEADLINE_SQL)
         .bind(i64::from(limit))
         .one(pool, "expire past deadline")
         .await?;
@@ -265,9 +265,10 @@ SELECT (SELECT count(*) FROM moved)
     )
 });
 
-static DEADLINE_SQL: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        r#"
+/// Due executions, at most `$1` a tenant, ended `expired` by the transition
+/// a cancel makes too (`flowfabric_end_unfinished`, migration 0032). One
+/// aggregate builds both arrays, so each tenant stays paired with its id.
+const DEADLINE_SQL: &str = r#"
 WITH due AS (
     SELECT c.tenant_id, c.execution_id
     FROM tenants t
@@ -280,27 +281,10 @@ WITH due AS (
         FOR UPDATE SKIP LOCKED
     ) c
 ),
-moved AS (
-    UPDATE executions e SET lifecycle_phase = 'terminal', ownership_state = 'unowned',
-        eligibility_state = 'not_applicable', blocking_reason = NULL,
-        terminal_outcome = 'expired', attempt_state = 'attempt_terminal',
-        lease_id = NULL, lease_expires_at = NULL, attempt_timeout_at = NULL,
-        suspension = NULL, suspension_timeout_at = NULL, finished_at = now(), updated_at = now()
-    FROM due d
-    WHERE e.tenant_id = d.tenant_id AND e.execution_id = d.execution_id
-    RETURNING e.tenant_id, e.execution_id, e.attempt_index
-),
-attempt AS (
-    UPDATE attempts a SET state = 'expired', ended_at = now()
-    FROM moved m
-    WHERE a.tenant_id = m.tenant_id AND a.execution_id = m.execution_id
-      AND a.attempt_index = m.attempt_index AND a.state IN ('running', 'suspended')
-),
-{outbox},
-revoke AS (SELECT pg_notify('flowfabric_revoked', execution_id::text) FROM moved)
-SELECT count(*) + 0 * ((SELECT count(*) FROM event_notify) + (SELECT count(*) FROM revoke))
-FROM moved
-"#,
-        outbox = completion_outbox("moved", "'expired'", "true"),
-    )
-});
+batch AS (
+    SELECT array_agg(tenant_id) AS tenants, array_agg(execution_id) AS ids FROM due
+)
+SELECT count(ended.*)
+FROM batch b
+CROSS JOIN LATERAL flowfabric_end_unfinished(b.tenants, b.ids, 'expired', NULL) ended
+"#;
