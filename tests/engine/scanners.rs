@@ -1,7 +1,9 @@
 use std::time::Duration;
 
 use flowfabric::engine::{ScannerConfig, Scanners};
-use flowfabric::model::{AttemptType, Backoff, CompletionEvent, FailureClass, PublicState};
+use flowfabric::model::{
+    AttemptState, AttemptType, Backoff, CompletionEvent, FailureClass, PublicState,
+};
 use flowfabric::EngineError;
 use flowfabric_tests::Store;
 
@@ -117,13 +119,26 @@ async fn execution_deadline_expires_runnable_and_active(store: Store) {
     let held = claim_one(e).await;
     let kept = e.create(t, task("no deadline")).await.unwrap().execution_id;
     let kept_lease = claim_one(e).await;
-    let waiting = e.create(t, short).await.unwrap().execution_id;
+    let waiting = e.create(t, short.clone()).await.unwrap().execution_id;
+    // Another tenant's in the same pass: each id must end with its own tenant.
+    let other = db.tenant("other").await;
+    let others = e.create(other, short).await.unwrap().execution_id;
 
     tokio::time::sleep(Duration::from_millis(20)).await;
-    assert_eq!(db.backend().expire_past_deadline(100).await.unwrap(), 2);
+    assert_eq!(db.backend().expire_past_deadline(100).await.unwrap(), 3);
     for id in [waiting, active] {
         assert_eq!(e.get(t, id).await.unwrap().state, PublicState::Expired);
     }
+    assert_eq!(
+        e.get(other, others).await.unwrap().state,
+        PublicState::Expired
+    );
+    let attempts = e.attempts(t, active).await.unwrap();
+    assert_eq!(
+        attempts.iter().map(|a| a.state).collect::<Vec<_>>(),
+        [AttemptState::Expired],
+        "the running attempt ends expired"
+    );
     assert_eq!(e.get(t, kept).await.unwrap().state, PublicState::Active);
     let err = e.complete(&held.lease, b"").await.unwrap_err();
     assert!(
