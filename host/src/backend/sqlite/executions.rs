@@ -332,13 +332,43 @@ pub(super) async fn cancel_row(
     reason: &str,
     effects: &mut Effects,
 ) -> Result<()> {
-    let now = now();
+    end_unfinished(
+        conn,
+        row,
+        TerminalOutcome::Cancelled,
+        Some(reason),
+        now(),
+        effects,
+    )
+    .await
+}
+
+/// End an unfinished row the caller has read in this transaction with
+/// `outcome`, as a cancel or a passed deadline does: terminal, its running or
+/// suspended attempt ended alike, the completion recorded, and a worker still
+/// holding its lease told to stop. `reason` is kept as the cancellation's.
+pub(super) async fn end_unfinished(
+    conn: &mut SqliteConnection,
+    row: &mut Exec,
+    outcome: TerminalOutcome,
+    reason: Option<&str>,
+    now: Millis,
+    effects: &mut Effects,
+) -> Result<()> {
     let before = row.lease_before();
     let had_lease = row.lease_id.is_some();
-    row.make_terminal(TerminalOutcome::Cancelled, now);
-    row.cancellation_reason = Some(reason.to_owned());
+    row.make_terminal(outcome, now);
+    row.cancellation_reason = reason.map(str::to_owned);
     row.save(conn, Some(before), effects).await?;
-    end_attempt(conn, row, "cancelled", None, &["running", "suspended"], now).await?;
+    end_attempt(
+        conn,
+        row,
+        outcome.as_str(),
+        None,
+        &["running", "suspended"],
+        now,
+    )
+    .await?;
     row.record_completion(conn, effects).await?;
     if had_lease {
         effects.revoked.push(row.execution_id);

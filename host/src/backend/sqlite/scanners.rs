@@ -8,7 +8,7 @@ use sqlx::types::Json;
 use sqlx::SqliteConnection;
 
 use super::budgets::reset_due_budgets;
-use super::executions::end_attempt;
+use super::executions::{end_attempt, end_unfinished};
 use super::leases::fail_row;
 use super::record::Exec;
 use super::suspension_timeouts::time_out_suspensions;
@@ -127,15 +127,7 @@ async fn expire_past_deadline(db: &SqliteBackend, limit: u32) -> Result<u64> {
     db.write(PAST_DEADLINE.op, async |conn, effects| {
         let (now, mut rows) = PAST_DEADLINE.take(conn, limit, 0).await?;
         for row in &mut rows {
-            let before = row.lease_before();
-            let had_lease = row.lease_id.is_some();
-            row.make_terminal(TerminalOutcome::Expired, now);
-            row.save(conn, Some(before), effects).await?;
-            end_attempt(conn, row, "expired", None, &["running", "suspended"], now).await?;
-            row.record_completion(conn, effects).await?;
-            if had_lease {
-                effects.revoked.push(row.execution_id);
-            }
+            end_unfinished(conn, row, TerminalOutcome::Expired, None, now, effects).await?;
         }
         Ok(rows.len() as u64)
     })
