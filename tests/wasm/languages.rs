@@ -10,12 +10,12 @@ use flowfabric::model::{Execution, ExecutionId, FailureClass, NewSignal, PublicS
 
 use crate::{config, text, Env};
 
-/// Language name and the kind its conformance guest is registered under.
 /// An order every conformance guest prices, and the answer each must give.
 const ORDER: &str =
     r#"order:{"order":"A-7","items":[{"qty":2,"price_cents":150},{"qty":1,"price_cents":99}]}"#;
 const PRICED: &str = "order=A-7 items=2 total_cents=399";
 
+/// Language name and the kind its conformance guest is registered under.
 const LANGUAGES: [(&str, &str); 3] = [
     ("rust", "testkit"),
     ("js", "conformance-js"),

@@ -143,9 +143,8 @@ pub async fn run(args: LanguagesBench) -> anyhow::Result<()> {
         args.calls
     );
     println!(
-        "  {:<7} {:>9} {:>10} {:>12} {:>8} {:>6} {:>11} {:>6} {:>8} {:>5} {:>6}   (ratios to rust: size, compile, first run, task, in sandbox, busy)",
-        "", "bytes", "compile ms", "first run ms", "µs/task", "setup", "instantiate", "run",
-        "teardown", "hop", "busy"
+        "  {:<7} {:>9} {:>10} {:>12} {TASK_HEADER}   (ratios to rust: size, compile, first run, task, in sandbox, busy)",
+        "", "bytes", "compile ms", "first run ms"
     );
     let order = Order::new();
     let mut rows: Vec<(&str, Figures)> = Vec::new();
@@ -159,17 +158,11 @@ pub async fn run(args: LanguagesBench) -> anyhow::Result<()> {
         };
         let task = f.per_task;
         println!(
-            "  {lang:<7} {:>9} {:>10.0} {:>12.1} {:>8.1} {:>6.1} {:>11.1} {:>6.1} {:>8.1} {:>5.1} {:>6.1}   {} {} {} {} {} {}",
+            "  {lang:<7} {:>9} {:>10.0} {:>12.1} {}   {} {} {} {} {} {}",
             f.bytes,
             f.compile_ms,
             f.first_run_ms,
-            task.total_us,
-            task.setup_us,
-            task.instantiate_us,
-            task.run_us,
-            task.teardown_us,
-            task.hop_us(),
-            task.busy_us,
+            task_columns(&task),
             ratio(f.bytes as f64, |b| b.bytes as f64),
             ratio(f.compile_ms, |b| b.compile_ms),
             ratio(f.first_run_ms, |b| b.first_run_ms),
@@ -297,12 +290,8 @@ fn print_order_rows(order: &Order, rows: &[(&str, Figures)]) {
 async fn measure(path: &Path, order: &Order, calls: usize) -> anyhow::Result<Figures> {
     let wasm =
         std::fs::read(path).context("reading the component (scripts/build-guests.sh builds it)")?;
-    let cache =
-        std::env::temp_dir().join(format!("ff-bench-lang-{}", uuid::Uuid::now_v7().simple()));
-    let config = RuntimeConfig {
-        cache_dir: Some(cache.clone()),
-        ..RuntimeConfig::default()
-    };
+    let cache = ScratchCache::new();
+    let config = cache.config();
 
     let uploader = Runtime::new(config.clone())?;
     let started = Instant::now();
@@ -326,7 +315,6 @@ async fn measure(path: &Path, order: &Order, calls: usize) -> anyhow::Result<Fig
     let per_task = per_task(&worker, &wasm, NOOP, calls, Instances::Fresh).await?;
     let baseline = baseline_per_task(&worker, &component, calls, per_task.in_flight).await?;
     let one_instance = calls_on_one_instance(&worker, &component, calls).await?;
-    let _ = std::fs::remove_dir_all(cache);
     Ok(Figures {
         bytes: wasm.len(),
         compile_ms,
@@ -339,19 +327,40 @@ async fn measure(path: &Path, order: &Order, calls: usize) -> anyhow::Result<Fig
     })
 }
 
+/// An artifact cache of the bench's own, removed when dropped (on an error
+/// too), so each measurement starts from an empty one.
+struct ScratchCache(PathBuf);
+
+impl ScratchCache {
+    fn new() -> Self {
+        let dir = format!("ff-bench-lang-{}", uuid::Uuid::now_v7().simple());
+        Self(std::env::temp_dir().join(dir))
+    }
+
+    fn config(&self) -> RuntimeConfig {
+        RuntimeConfig {
+            cache_dir: Some(self.0.clone()),
+            ..RuntimeConfig::default()
+        }
+    }
+}
+
+impl Drop for ScratchCache {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// The echo guest per task, through our path with a fresh instance and with
 /// instances reused.
 async fn measure_smallest(path: &Path, calls: usize) -> anyhow::Result<Smallest> {
-    let wasm = std::fs::read(path).context("reading the component (build the guests)")?;
-    let cache =
-        std::env::temp_dir().join(format!("ff-bench-lang-{}", uuid::Uuid::now_v7().simple()));
-    let worker = Runtime::new(RuntimeConfig {
-        cache_dir: Some(cache.clone()),
-        ..RuntimeConfig::default()
-    })?;
+    let wasm = std::fs::read(path).context(
+        "reading the component (`cargo build --release --target wasm32-wasip2` in guests/ builds it)",
+    )?;
+    let cache = ScratchCache::new();
+    let worker = Runtime::new(cache.config())?;
     let reused = per_task(&worker, &wasm, ECHO, calls, Instances::Reused).await?;
     let per_task = per_task(&worker, &wasm, ECHO, calls, Instances::Fresh).await?;
-    let _ = std::fs::remove_dir_all(cache);
     Ok(Smallest {
         bytes: wasm.len(),
         per_task,
@@ -367,8 +376,8 @@ fn print_smallest_row(smallest: &Smallest, rows: &[(&str, Figures)]) {
         smallest.bytes
     );
     println!(
-        "  {:<7} {:>8} {:>6} {:>11} {:>6} {:>8} {:>5} {:>6} {:>7}   (÷ rust testkit: task, instantiate)",
-        "", "µs/task", "setup", "instantiate", "run", "teardown", "hop", "busy", "reused"
+        "  {:<7} {TASK_HEADER} {:>7}   (÷ rust testkit: task, instantiate)",
+        "", "reused"
     );
     let (task, reused) = (smallest.per_task, smallest.reused);
     let ratios = rows.first().map_or(String::new(), |(_, b)| {
@@ -379,8 +388,20 @@ fn print_smallest_row(smallest: &Smallest, rows: &[(&str, Figures)]) {
         )
     });
     println!(
-        "  {:<7} {:>8.1} {:>6.1} {:>11.1} {:>6.1} {:>8.1} {:>5.1} {:>6.1} {:>7.1}   {ratios}",
+        "  {:<7} {} {:>7.1}   {ratios}",
         "echo",
+        task_columns(&task),
+        reused.total_us,
+    );
+}
+
+/// The per-task columns' heading, matching [`task_columns`].
+const TASK_HEADER: &str = " µs/task  setup instantiate    run teardown   hop   busy";
+
+/// A task's split, in the columns of [`TASK_HEADER`].
+fn task_columns(task: &PerTask) -> String {
+    format!(
+        "{:>8.1} {:>6.1} {:>11.1} {:>6.1} {:>8.1} {:>5.1} {:>6.1}",
         task.total_us,
         task.setup_us,
         task.instantiate_us,
@@ -388,8 +409,7 @@ fn print_smallest_row(smallest: &Smallest, rows: &[(&str, Figures)]) {
         task.teardown_us,
         task.hop_us(),
         task.busy_us,
-        reused.total_us,
-    );
+    )
 }
 
 /// The no-op per task by wasmtime alone: one task at a time on this task
