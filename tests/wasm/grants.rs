@@ -8,9 +8,11 @@ use flowfabric::model::{
     BudgetScope, CapabilityCeiling, ComponentGrant, DimensionLimit, FailureClass, HardLimitAction,
     NewBudget, PublicState,
 };
-use flowfabric_tests::{guest, Store};
+use flowfabric_tests::Store;
 
-use crate::upstream::{allow_upstream, grant, http_grant, loopback_ceiling, Upstream};
+use crate::upstream::{
+    allow_upstream, grant, http_grant, loopback_ceiling, tenant_with_testkit, Upstream,
+};
 use crate::{config, text, Env};
 
 #[tokio::test]
@@ -197,29 +199,14 @@ async fn a_hard_budget_on_http_requests_stops_further_calls() {
 async fn config_and_grants_stay_with_their_tenant(store: Store) {
     let env = Env::on(store).await;
     let up = Upstream::start().await;
-    let other = env.db.tenant("other").await;
-    flowfabric::components::register(
-        &env.db.engine,
-        &env.runtime,
-        other,
-        "testkit",
-        &guest("testkit"),
-    )
-    .await
-    .unwrap();
     // The other tenant may reach the server and reads a secret.
-    env.db
-        .engine
-        .set_ceiling(other, &loopback_ceiling())
-        .await
-        .unwrap();
     let origin = format!("http://127.0.0.1:{}", up.port);
     let theirs = ComponentGrant {
         http: vec![origin.clone()],
         config: vec!["API_TOKEN".into()],
         ..Default::default()
     };
-    grant(&env, other, "testkit", theirs).await;
+    let other = tenant_with_testkit(&env, "other", theirs).await;
     env.db
         .engine
         .put_config(other, "API_TOKEN", "their-secret-0042", true)

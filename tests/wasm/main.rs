@@ -8,6 +8,7 @@ mod components;
 mod grants;
 mod guest_control;
 mod hardening;
+mod keep_alive;
 mod languages;
 mod placement;
 mod pool;

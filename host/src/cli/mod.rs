@@ -114,6 +114,15 @@ pub struct WorkerArgs {
     /// 0 keeps none, so every attempt gets a fresh instance.
     #[arg(long, env = "FLOWFABRIC_WARM_INSTANCES", default_value_t = 16)]
     pub warm_instances: u32,
+    /// How long a guest's outbound HTTP connection stays open, idle, for the
+    /// next request of the same tenant to the same origin; 0 opens a
+    /// connection per request.
+    #[arg(
+        long,
+        env = "FLOWFABRIC_HTTP_IDLE_TIMEOUT_MS",
+        default_value_t = default_http_idle_ms()
+    )]
+    pub http_idle_timeout_ms: u64,
     /// How long shutdown waits for running executions before releasing them.
     #[arg(long, env = "FLOWFABRIC_DRAIN_TIMEOUT_MS", default_value_t = 30_000)]
     pub drain_timeout_ms: u64,
@@ -166,6 +175,10 @@ pub struct WorkerArgs {
     pub max_stored_bytes_per_tenant: Option<u64>,
 }
 
+const fn default_http_idle_ms() -> u64 {
+    flowfabric::runtime::DEFAULT_HTTP_IDLE_TIMEOUT.as_millis() as u64
+}
+
 impl WorkerArgs {
     /// `base` with this process's caps on what guests may grow.
     pub fn limits(&self, base: Limits) -> Limits {
@@ -209,6 +222,7 @@ impl WorkerArgs {
             cache_dir: Some(self.cache_dir.clone()),
             scratch_dir: self.scratch_dir.clone(),
             warm_instances: self.warm_instances,
+            http_idle_timeout: Duration::from_millis(self.http_idle_timeout_ms),
             ..RuntimeConfig::default()
         };
         Ok(Arc::new(

@@ -10,9 +10,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use hyper::client::conn::http1::SendRequest;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use wasmtime_wasi_http::Error as HttpError;
+use wasmtime_wasi_http::io::TokioIo;
+use wasmtime_wasi_http::{Error as HttpError, WasiBody};
 
 use super::outbound::Target;
 
@@ -101,4 +103,27 @@ pub(super) async fn tls(
                 HttpError::TlsProtocolError
             }
         })
+}
+
+/// HTTP/1.1 over `stream`, the connection driven by a task of its own that
+/// holds the tenant's connection `permit` until the connection closes (when
+/// the server closes it, or its sender is dropped with nothing in flight).
+pub(super) async fn http1(
+    stream: Box<dyn Stream>,
+    within: Duration,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Result<SendRequest<WasiBody>, HttpError> {
+    let (sender, conn) = tokio::time::timeout(
+        within,
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)),
+    )
+    .await
+    .map_err(|_| HttpError::ConnectionTimeout)?
+    .map_err(HttpError::from)?;
+    tokio::spawn(async move {
+        let _permit = permit;
+        // How it ended reaches the request or the body being read.
+        let _ = conn.await;
+    });
+    Ok(sender)
 }

@@ -20,11 +20,14 @@ mod capture;
 mod dial;
 mod fair;
 mod imports;
+mod keep_alive;
 mod outbound;
 mod placement;
 mod sandbox;
 mod scratch;
 mod warm;
+
+pub use keep_alive::DEFAULT_IDLE_TIMEOUT as DEFAULT_HTTP_IDLE_TIMEOUT;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -80,6 +83,10 @@ pub struct RuntimeConfig {
     /// Instances kept between attempts whose grant reuses instances (see
     /// `warm`), beyond `max_instances`; 0 keeps none.
     pub warm_instances: u32,
+    /// How long an outbound connection is kept open after a guest's request
+    /// for the next request of the same tenant to the same origin (see
+    /// `keep_alive`); zero opens a connection per request.
+    pub http_idle_timeout: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -94,6 +101,7 @@ impl Default for RuntimeConfig {
             pooling: true,
             scratch_dir: None,
             warm_instances: 16,
+            http_idle_timeout: keep_alive::DEFAULT_IDLE_TIMEOUT,
         }
     }
 }
@@ -159,8 +167,8 @@ pub struct Runtime {
     guests: Option<tokio::runtime::Runtime>,
     /// Turns on the guest threads, shared fairly between tenants.
     turns: Arc<fair::FairGate>,
-    /// Each tenant's cap on open outbound connections.
-    connections: Arc<outbound::ConnectionCaps>,
+    /// Each tenant's cap on open outbound connections, and those kept open.
+    connections: Arc<outbound::Connections>,
     /// Where attempts' scratch directories are made.
     scratch_root: scratch::ScratchRoot,
     /// Instances kept for the next attempt of their kind.
@@ -194,6 +202,7 @@ impl Runtime {
             ArtifactCache::new(&engine, config.cache_dir.clone(), config.cached_components)?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let warm = Arc::new(WarmPool::new(config.warm_instances));
+        let connections = Arc::new(outbound::Connections::new(config.http_idle_timeout));
         spawn_epoch_ticker(engine.clone(), ticker_stop.clone(), warm.clone());
         let threads = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -219,7 +228,7 @@ impl Runtime {
             ticker_stop,
             guests: Some(guests),
             turns: fair::FairGate::new(threads),
-            connections: Arc::default(),
+            connections,
         })
     }
 

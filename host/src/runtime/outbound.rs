@@ -33,11 +33,11 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
-use super::dial::{connect, resolve, tls, Stream};
+use super::dial::{connect, http1, resolve, tls, Stream};
 use super::imports::TaskImports;
+use super::keep_alive::{KeepAlive, Kept, Origin, Sent as KeptSent};
 use super::UsageResult;
 use crate::model::EffectiveGrant;
 
@@ -74,15 +74,24 @@ impl HttpLog {
     }
 }
 
-/// The per-tenant caps on open connections, shared by every run.
-#[derive(Default)]
-pub(super) struct ConnectionCaps(
-    Mutex<std::collections::HashMap<uuid::Uuid, (u32, Arc<Semaphore>)>>,
-);
+/// What every run's requests share: each tenant's cap on open connections,
+/// and the connections kept open between requests (`keep_alive`).
+pub(super) struct Connections {
+    caps: Mutex<std::collections::HashMap<uuid::Uuid, (u32, Arc<Semaphore>)>>,
+    kept: Arc<KeepAlive>,
+}
 
-impl ConnectionCaps {
+impl Connections {
+    /// `idle_timeout` zero opens a connection per request.
+    pub(super) fn new(idle_timeout: Duration) -> Self {
+        Self {
+            caps: Mutex::default(),
+            kept: KeepAlive::new(idle_timeout),
+        }
+    }
+
     fn for_tenant(&self, tenant: uuid::Uuid, cap: u32) -> Arc<Semaphore> {
-        let mut caps = self.0.lock().expect("connection caps");
+        let mut caps = self.caps.lock().expect("connection caps");
         let entry = caps
             .entry(tenant)
             .or_insert_with(|| (cap, Arc::new(Semaphore::new(cap as usize))));
@@ -104,6 +113,7 @@ struct Shared {
     grant: Arc<EffectiveGrant>,
     imports: Arc<dyn TaskImports>,
     connections: Arc<Semaphore>,
+    kept: Arc<KeepAlive>,
     log: Mutex<HttpLog>,
     /// Hands the guest's CPU turn on while it waits on the network.
     release_turn: Box<dyn Fn() + Send + Sync>,
@@ -113,15 +123,16 @@ impl Outbound {
     pub(super) fn new(
         grant: Arc<EffectiveGrant>,
         imports: Arc<dyn TaskImports>,
-        caps: &ConnectionCaps,
+        connections: &Connections,
         release_turn: Box<dyn Fn() + Send + Sync>,
     ) -> Self {
-        let connections = caps.for_tenant(grant.tenant.as_uuid(), grant.http_max_connections);
+        let cap = connections.for_tenant(grant.tenant.as_uuid(), grant.http_max_connections);
         Self {
             shared: Arc::new(Shared {
                 grant,
                 imports,
-                connections,
+                connections: cap,
+                kept: connections.kept.clone(),
                 log: Mutex::default(),
                 release_turn,
             }),
@@ -218,10 +229,11 @@ impl Drop for Recorder {
         } else {
             "ok"
         };
-        metrics::counter!("flowfabric_http_requests_total", "outcome" => outcome).increment(1);
-        metrics::counter!("flowfabric_http_bytes_total", "direction" => "out")
+        metrics::counter!("flowfabric_guest_http_requests_total", "outcome" => outcome)
+            .increment(1);
+        metrics::counter!("flowfabric_guest_http_bytes_total", "direction" => "out")
             .increment(exchange.bytes_out);
-        metrics::counter!("flowfabric_http_bytes_total", "direction" => "in")
+        metrics::counter!("flowfabric_guest_http_bytes_total", "direction" => "in")
             .increment(exchange.bytes_in);
         let mut log = self.shared.log.lock().expect("http log");
         if log.exchanges.len() < MAX_EXCHANGES_KEPT {
@@ -248,8 +260,14 @@ async fn send(
         started: Instant::now(),
         bytes_out: Arc::default(),
     };
-    match exchange(&shared, request, options, &target, &mut recorder).await {
-        Ok((response, conn)) => {
+    let origin = Origin {
+        tenant: shared.grant.tenant.as_uuid(),
+        scheme: target.scheme,
+        host: target.host.clone(),
+        port: target.port,
+    };
+    match exchange(&shared, request, options, &target, &origin, &mut recorder).await {
+        Ok((response, kept)) => {
             let limit = shared.grant.http_max_response_bytes;
             let between = timeouts(&shared.grant, options).2;
             let body = response.map(|incoming| {
@@ -260,10 +278,13 @@ async fn send(
                     idle: Box::pin(tokio::time::sleep(between)),
                     bytes_in: 0,
                     recorder,
+                    reuse: Some((shared.kept.clone(), origin, kept)),
                 }
                 .boxed_unsync()
             });
-            let io = conn.into_io();
+            // The connection is driven by a task of its own (`open`), which
+            // outlives the response when the connection is kept.
+            let io: IoFuture = Box::new(async { Ok(()) });
             Ok((body, io))
         }
         Err(e) => {
@@ -293,45 +314,70 @@ fn timeouts(
     )
 }
 
+/// Check, meter and send one request: on a kept connection to its origin
+/// if there is one (see `keep_alive`), else on a new one.
 async fn exchange(
     shared: &Shared,
-    mut request: http::Request<WasiBody>,
+    request: http::Request<WasiBody>,
     options: Option<RequestOptions>,
     target: &Target,
+    origin: &Origin,
     recorder: &mut Recorder,
-) -> Result<(http::Response<hyper::body::Incoming>, Connection), HttpError> {
+) -> Result<(http::Response<hyper::body::Incoming>, Kept), HttpError> {
     let grant = &shared.grant;
     if !grant.allows_origin(target.scheme, &target.host, target.port) {
         return Err(HttpError::HttpRequestDenied);
     }
     let (connect_timeout, first_byte, _) = timeouts(grant, options);
-    let permit = tokio::time::timeout(connect_timeout, shared.connections.clone().acquire_owned())
-        .await
-        .map_err(|_| HttpError::ConnectionLimitReached)?
-        .map_err(|_| HttpError::ConnectionLimitReached)?;
-    meter_request(shared).await?;
-    let addrs = resolve(target, connect_timeout).await?;
-    let allowed: Vec<SocketAddr> = addrs
-        .into_iter()
-        .filter(|a| grant.allows_ip(a.ip()))
-        .collect();
-    if allowed.is_empty() {
-        return Err(HttpError::DestinationIpProhibited);
-    }
-    let tcp = connect(&allowed, connect_timeout).await?;
-    let stream: Box<dyn Stream> = if target.scheme == "https" {
-        Box::new(tls(tcp, &target.host, connect_timeout).await?)
-    } else {
-        Box::new(tcp)
+    let mut request = outgoing(request, recorder)?;
+    let kept = shared.kept.take(origin, |ip| grant.allows_ip(ip));
+    let permit = match kept {
+        Some(_) => None,
+        None => Some(permit(shared, connect_timeout).await?),
     };
-    let (mut sender, conn) = tokio::time::timeout(
-        connect_timeout,
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)),
-    )
-    .await
-    .map_err(|_| HttpError::ConnectionTimeout)?
-    .map_err(HttpError::from)?;
+    meter_request(shared).await?;
+    let (response, kept) = 'sent: {
+        if let Some(mut kept) = kept {
+            match kept.send(request, connect_timeout, first_byte).await? {
+                KeptSent::Answered(response) => {
+                    count_connection("reused");
+                    break 'sent (response, kept);
+                }
+                // The server closed it while it was idle; the request was
+                // not sent, so it goes out on a new connection.
+                KeptSent::Unsent(unsent) => request = unsent,
+            }
+        }
+        let permit = match permit {
+            Some(permit) => permit,
+            None => self::permit(shared, connect_timeout).await?,
+        };
+        let mut kept = open(grant, target, connect_timeout, permit).await?;
+        count_connection("opened");
+        match kept.send(request, connect_timeout, first_byte).await? {
+            KeptSent::Answered(response) => (response, kept),
+            KeptSent::Unsent(_) => return Err(HttpError::ConnectionTerminated),
+        }
+    };
+    recorder.exchange.status = Some(response.status().as_u16());
+    if let Some(len) = declared_length(&response) {
+        if len > grant.http_max_response_bytes {
+            return Err(HttpError::HttpResponseBodySize(Some(len)));
+        }
+    }
+    Ok((response, kept))
+}
 
+fn count_connection(how: &'static str) {
+    metrics::counter!("flowfabric_guest_http_connections_total", "connection" => how).increment(1);
+}
+
+/// The request as it goes on the wire: its target as a path (the
+/// connection is the origin's), its body's bytes counted as they are sent.
+fn outgoing(
+    mut request: http::Request<WasiBody>,
+    recorder: &Recorder,
+) -> Result<http::Request<WasiBody>, HttpError> {
     let path = request
         .uri()
         .path_and_query()
@@ -342,25 +388,57 @@ async fn exchange(
         .build()
         .map_err(|_| HttpError::HttpRequestUriInvalid)?;
     let counted = recorder.bytes_out.clone();
-    let request = request.map(|body| {
+    Ok(request.map(|body| {
         body.map_frame(move |frame| {
             if let Some(data) = frame.data_ref() {
                 counted.fetch_add(data.len() as u64, Ordering::Relaxed);
             }
             frame
         })
-    });
-    let mut conn = Connection::new(conn, permit);
-    let response = tokio::time::timeout(first_byte, conn.alongside(sender.send_request(request)))
-        .await
-        .map_err(|_| HttpError::ConnectionReadTimeout)??;
-    recorder.exchange.status = Some(response.status().as_u16());
-    if let Some(len) = declared_length(&response) {
-        if len > grant.http_max_response_bytes {
-            return Err(HttpError::HttpResponseBodySize(Some(len)));
-        }
+        .boxed_unsync()
+    }))
+}
+
+/// One of the tenant's connection permits; with none free, the tenant's
+/// longest idle connection is closed to free one.
+async fn permit(shared: &Shared, within: Duration) -> Result<OwnedSemaphorePermit, HttpError> {
+    if let Ok(permit) = shared.connections.clone().try_acquire_owned() {
+        return Ok(permit);
     }
-    Ok((response, conn))
+    shared.kept.close_oldest(shared.grant.tenant.as_uuid());
+    tokio::time::timeout(within, shared.connections.clone().acquire_owned())
+        .await
+        .map_err(|_| HttpError::ConnectionLimitReached)?
+        .map_err(|_| HttpError::ConnectionLimitReached)
+}
+
+/// A new connection to a checked address of `target`, driven by a task of
+/// its own that holds the tenant's permit until the connection closes.
+async fn open(
+    grant: &EffectiveGrant,
+    target: &Target,
+    within: Duration,
+    permit: OwnedSemaphorePermit,
+) -> Result<Kept, HttpError> {
+    let addrs = resolve(target, within).await?;
+    let allowed: Vec<SocketAddr> = addrs
+        .into_iter()
+        .filter(|a| grant.allows_ip(a.ip()))
+        .collect();
+    if allowed.is_empty() {
+        return Err(HttpError::DestinationIpProhibited);
+    }
+    let tcp = connect(&allowed, within).await?;
+    let peer = tcp
+        .peer_addr()
+        .map_err(|_| HttpError::ConnectionTerminated)?;
+    let stream: Box<dyn Stream> = if target.scheme == "https" {
+        Box::new(tls(tcp, &target.host, within).await?)
+    } else {
+        Box::new(tcp)
+    };
+    let sender = http1(stream, within, permit).await?;
+    Ok(Kept { sender, peer })
 }
 
 /// Count the request against the budgets covering the execution before it
@@ -380,72 +458,6 @@ async fn meter_request(shared: &Shared) -> Result<(), HttpError> {
         Err(e) => Err(HttpError::InternalError(Some(format!(
             "the request could not be metered: {e:?}"
         )))),
-    }
-}
-
-/// A connection being driven, holding the tenant's connection permit until
-/// it closes (when the response body is read or dropped).
-///
-/// It is driven alongside the request in the same task until the response
-/// head arrives, then handed on as the exchange's I/O future, which wasmtime
-/// runs on a task of its own: one task fewer than spawning the connection
-/// first, and no hop between tasks to get the head.
-struct Connection {
-    conn: Option<Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>>,
-    permit: OwnedSemaphorePermit,
-}
-
-impl Connection {
-    fn new<C>(conn: C, permit: OwnedSemaphorePermit) -> Self
-    where
-        C: Future<Output = hyper::Result<()>> + Send + 'static,
-    {
-        Self {
-            conn: Some(Box::pin(conn)),
-            permit,
-        }
-    }
-
-    /// Wait for `request` while driving the connection. A connection that
-    /// ends first ends the request with it.
-    async fn alongside<R>(
-        &mut self,
-        request: impl Future<Output = hyper::Result<R>>,
-    ) -> Result<R, HttpError> {
-        let mut request = std::pin::pin!(request);
-        std::future::poll_fn(|cx| {
-            if let Poll::Ready(r) = request.as_mut().poll(cx) {
-                return Poll::Ready(r.map_err(HttpError::from));
-            }
-            let Some(conn) = self.conn.as_mut() else {
-                return Poll::Ready(Err(HttpError::ConnectionTerminated));
-            };
-            match conn.as_mut().poll(cx) {
-                Poll::Pending => Poll::Pending,
-                Poll::Ready(ended) => {
-                    self.conn = None;
-                    // The request learns of the ended connection at once.
-                    match request.as_mut().poll(cx) {
-                        Poll::Ready(r) => Poll::Ready(r.map_err(HttpError::from)),
-                        Poll::Pending => Poll::Ready(Err(ended
-                            .err()
-                            .map_or(HttpError::ConnectionTerminated, HttpError::from))),
-                    }
-                }
-            }
-        })
-        .await
-    }
-
-    /// What is left of the connection, to drive while the guest reads.
-    fn into_io(self) -> IoFuture {
-        Box::new(async move {
-            let _permit = self.permit;
-            match self.conn {
-                Some(conn) => conn.await.map_err(HttpError::from),
-                None => Ok(()),
-            }
-        })
     }
 }
 
@@ -469,6 +481,17 @@ struct MeteredBody {
     idle: Pin<Box<tokio::time::Sleep>>,
     bytes_in: u64,
     recorder: Recorder,
+    /// The connection, kept once the body was read to its end; dropped
+    /// (and so closed) with the body otherwise.
+    reuse: Option<(Arc<KeepAlive>, Origin, Kept)>,
+}
+
+impl MeteredBody {
+    /// Record the failure; the connection is not kept after one.
+    fn failed(&mut self, e: &HttpError) {
+        self.recorder.fail(e);
+        self.reuse = None;
+    }
 }
 
 impl Body for MeteredBody {
@@ -487,7 +510,7 @@ impl Body for MeteredBody {
                     this.recorder.exchange.bytes_in = this.bytes_in.min(this.limit);
                     if this.bytes_in > this.limit {
                         let e = HttpError::HttpResponseBodySize(Some(this.limit));
-                        this.recorder.fail(&e);
+                        this.failed(&e);
                         return Poll::Ready(Some(Err(e)));
                     }
                 }
@@ -497,14 +520,19 @@ impl Body for MeteredBody {
             }
             Poll::Ready(Some(Err(e))) => {
                 let e = HttpError::from(e);
-                this.recorder.fail(&e);
+                this.failed(&e);
                 Poll::Ready(Some(Err(e)))
             }
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                if let Some((pool, origin, kept)) = this.reuse.take() {
+                    pool.put(origin, kept);
+                }
+                Poll::Ready(None)
+            }
             Poll::Pending => match this.idle.as_mut().poll(cx) {
                 Poll::Ready(()) => {
                     let e = HttpError::ConnectionReadTimeout;
-                    this.recorder.fail(&e);
+                    this.failed(&e);
                     Poll::Ready(Some(Err(e)))
                 }
                 Poll::Pending => Poll::Pending,

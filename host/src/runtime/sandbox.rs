@@ -23,7 +23,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use super::capture::Capture;
 use super::fair::{FairGate, Owner, Turn};
 use super::imports::TaskImports;
-use super::outbound::{ConnectionCaps, Outbound};
+use super::outbound::{Connections, Outbound};
 use super::placement::Placement;
 use super::scratch::{Quota, ScratchRoot};
 use crate::model::AttemptCapabilities;
@@ -155,7 +155,7 @@ impl StoreState {
     pub(super) fn new(
         imports: Arc<dyn TaskImports>,
         capabilities: &AttemptCapabilities,
-        connections: &ConnectionCaps,
+        connections: &Connections,
         limits: &SandboxLimits,
         cpu: CpuShare,
         scratch_root: &ScratchRoot,
@@ -222,7 +222,7 @@ impl StoreState {
         &mut self,
         imports: Arc<dyn TaskImports>,
         capabilities: &AttemptCapabilities,
-        connections: &ConnectionCaps,
+        connections: &Connections,
         limits: &SandboxLimits,
         cpu: CpuShare,
     ) {
