@@ -1,7 +1,9 @@
 //! `flowfabric bench http`: what a guest's outbound request costs through
 //! the host's sender, against the same request made by the host itself with
-//! the same HTTP client (hyper, a fresh connection per request, as the
-//! sender makes them), in one run against one loopback server.
+//! the same HTTP client (hyper), in one run against one loopback server.
+//! Both sides keep their connection open between requests, as the sender
+//! does by default; `--fresh-connections` opens one per request on both
+//! sides (the sender with keep-alive off).
 //!
 //! The Rust guest's row is the host path's own cost: the SDK is a thin
 //! layer over `wasi:http`. The JS (`fetch`) and Python rows add what each
@@ -51,6 +53,9 @@ pub struct HttpBench {
     /// Response body size.
     #[arg(long, default_value_t = 1_024)]
     body_bytes: usize,
+    /// A new connection for every request, on both sides.
+    #[arg(long)]
+    fresh_connections: bool,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json_out: Option<PathBuf>,
@@ -112,7 +117,15 @@ impl Contender {
 pub async fn run(args: HttpBench) -> anyhow::Result<()> {
     let per_round = args.requests / ROUNDS;
     anyhow::ensure!(per_round >= 10, "--requests: at least {}", 10 * ROUNDS);
-    let runtime = Runtime::new(RuntimeConfig::default())?;
+    let fresh = args.fresh_connections;
+    let runtime = Runtime::new(RuntimeConfig {
+        http_idle_timeout: if fresh {
+            std::time::Duration::ZERO
+        } else {
+            flowfabric::runtime::DEFAULT_HTTP_IDLE_TIMEOUT
+        },
+        ..RuntimeConfig::default()
+    })?;
     let mut contenders = vec![contender(
         "rust",
         prepare(&runtime, &args.guests.join("testkit.wasm"))
@@ -129,18 +142,21 @@ pub async fn run(args: HttpBench) -> anyhow::Result<()> {
     }
     let port = serve(args.body_bytes).await?;
     let url = format!("http://127.0.0.1:{port}/body");
+    // One tenant makes every guest request: kept connections serve the
+    // next run as they serve the next request.
+    let tenant = TenantId::new();
     // Warm every path, then take the rounds.
-    host_round(&url, 50).await?;
+    host_round(&url, 50, fresh).await?;
     for c in &contenders {
-        guest_run(&runtime, &c.component, &url, port, 20).await?;
+        guest_run(&runtime, tenant, &c.component, &url, port, 20).await?;
     }
     let mut host_rounds = Vec::new();
     for _ in 0..ROUNDS {
-        let host = host_round(&url, per_round).await?;
+        let host = host_round(&url, per_round, fresh).await?;
         host_rounds.push(host);
         for c in &mut contenders {
-            let empty = guest_run(&runtime, &c.component, &url, port, 0).await?;
-            let run = guest_run(&runtime, &c.component, &url, port, per_round).await?;
+            let empty = guest_run(&runtime, tenant, &c.component, &url, port, 0).await?;
+            let run = guest_run(&runtime, tenant, &c.component, &url, port, per_round).await?;
             let guest = (run - empty).max(0.0) / f64::from(per_round);
             c.empty_runs.push(empty);
             c.whole.push(run / f64::from(per_round));
@@ -149,8 +165,13 @@ pub async fn run(args: HttpBench) -> anyhow::Result<()> {
         }
     }
     let host = median(host_rounds);
+    let connections = if fresh {
+        "a fresh connection each"
+    } else {
+        "connections kept open"
+    };
     println!(
-        "GET of a {} B body over loopback, a fresh connection each; {ROUNDS} rounds of {per_round} requests, medians:",
+        "GET of a {} B body over loopback, {connections}; {ROUNDS} rounds of {per_round} requests, medians:",
         args.body_bytes
     );
     println!("  host, hyper directly          {host:>8.1} µs/request");
@@ -219,8 +240,9 @@ async fn serve(bytes: usize) -> anyhow::Result<u16> {
     Ok(port)
 }
 
-/// µs per request made by the host with hyper, as the sender makes them.
-async fn host_round(url: &str, requests: u32) -> anyhow::Result<f64> {
+/// µs per request made by the host with hyper, as the sender makes them:
+/// on one connection kept open, or (`fresh`) a new one each.
+async fn host_round(url: &str, requests: u32, fresh: bool) -> anyhow::Result<f64> {
     let uri: http::Uri = url.parse()?;
     let addr = format!(
         "{}:{}",
@@ -228,12 +250,22 @@ async fn host_round(url: &str, requests: u32) -> anyhow::Result<f64> {
         uri.port_u16().unwrap_or(80)
     );
     let started = Instant::now();
+    let mut kept = None;
     for _ in 0..requests {
-        let tcp = tokio::net::TcpStream::connect(&addr).await?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(wasmtime_wasi_http::io::TokioIo::new(tcp))
+        let sender = match kept.take() {
+            Some(sender) => sender,
+            None => {
+                let tcp = tokio::net::TcpStream::connect(&addr).await?;
+                let (sender, conn) = hyper::client::conn::http1::handshake(
+                    wasmtime_wasi_http::io::TokioIo::new(tcp),
+                )
                 .await?;
-        tokio::spawn(conn);
+                tokio::spawn(conn);
+                sender
+            }
+        };
+        let mut sender: hyper::client::conn::http1::SendRequest<Empty<bytes::Bytes>> = sender;
+        sender.ready().await?;
         let request = http::Request::get(uri.path())
             .header(
                 http::header::HOST,
@@ -243,6 +275,9 @@ async fn host_round(url: &str, requests: u32) -> anyhow::Result<f64> {
         let response = sender.send_request(request).await?;
         let body = response.into_body().collect().await?.to_bytes();
         anyhow::ensure!(!body.is_empty(), "empty body");
+        if !fresh {
+            kept = Some(sender);
+        }
     }
     Ok(started.elapsed().as_secs_f64() * 1e6 / f64::from(requests))
 }
@@ -250,12 +285,12 @@ async fn host_round(url: &str, requests: u32) -> anyhow::Result<f64> {
 /// µs of one run of the guest making `requests` requests (`http-n`).
 async fn guest_run(
     runtime: &Runtime,
+    tenant: TenantId,
     component: &Prepared,
     url: &str,
     port: u16,
     requests: u32,
 ) -> anyhow::Result<f64> {
-    let tenant = TenantId::new();
     let ceiling = CapabilityCeiling {
         http_allow: vec!["http://127.0.0.1:*".into()],
         http_allow_cidrs: vec!["127.0.0.0/8".into()],
