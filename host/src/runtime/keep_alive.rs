@@ -203,22 +203,40 @@ impl KeepAlive {
     /// not another request comes; it ends with the pool.
     fn start_sweeping(self: &Arc<Self>) {
         use std::sync::atomic::Ordering;
+        // Bodies are read on the runtime's threads; should one ever be read
+        // elsewhere, idle connections still expire when next looked at.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         if self.sweeping.swap(true, Ordering::AcqRel) {
             return;
         }
-        let pool: Weak<Self> = Arc::downgrade(self);
+        let sweeper = Sweeper(Arc::downgrade(self));
         let every = (self.idle_timeout / 4).max(Duration::from_millis(50));
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             let mut ticks = tokio::time::interval(every);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticks.tick().await;
-                let Some(pool) = pool.upgrade() else {
+                let Some(pool) = sweeper.0.upgrade() else {
                     return;
                 };
                 pool.sweep();
             }
         });
+    }
+}
+
+/// The sweeping task's hold on its pool; if the task ends with its runtime
+/// while the pool lives on, the next connection kept starts another.
+struct Sweeper(Weak<KeepAlive>);
+
+impl Drop for Sweeper {
+    fn drop(&mut self) {
+        if let Some(pool) = self.0.upgrade() {
+            pool.sweeping
+                .store(false, std::sync::atomic::Ordering::Release);
+        }
     }
 }
 
@@ -317,6 +335,26 @@ mod tests {
         // The reading half sees the close and the sending half reports it.
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(pool.take(&origin(1, port), |_| true).is_none());
+    }
+
+    #[test]
+    fn a_sweeper_whose_runtime_ended_is_started_again() {
+        use std::sync::atomic::Ordering;
+        let pool = KeepAlive::new(Duration::from_secs(30));
+        let first = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        first.block_on(async { pool.start_sweeping() });
+        assert!(pool.sweeping.load(Ordering::Acquire));
+        drop(first);
+        assert!(!pool.sweeping.load(Ordering::Acquire), "its task ended");
+        let second = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        second.block_on(async { pool.start_sweeping() });
+        assert!(pool.sweeping.load(Ordering::Acquire));
     }
 
     #[tokio::test]
