@@ -254,6 +254,12 @@ mod tests {
         }
     }
 
+    async fn loopback() -> (tokio::net::TcpListener, u16) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        (listener, port)
+    }
+
     /// A real connection to a loopback listener that accepts and holds it.
     async fn connection(listener: &tokio::net::TcpListener) -> (Kept, tokio::net::TcpStream) {
         let addr = listener.local_addr().unwrap();
@@ -269,8 +275,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_is_kept_only_for_its_tenant_and_origin() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let (listener, port) = loopback().await;
         let pool = KeepAlive::new(Duration::from_secs(30));
         let (kept, _server) = connection(&listener).await;
         pool.put(origin(1, port), kept);
@@ -304,8 +309,7 @@ mod tests {
 
     #[tokio::test]
     async fn idle_connections_expire_and_are_capped_per_origin() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let (listener, port) = loopback().await;
         let pool = KeepAlive::new(Duration::from_millis(200));
         let mut servers = Vec::new();
         for _ in 0..MAX_IDLE_PER_ORIGIN + 2 {
@@ -321,8 +325,7 @@ mod tests {
 
     #[tokio::test]
     async fn nothing_is_kept_with_a_zero_timeout_or_once_the_server_closed() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let (listener, port) = loopback().await;
         let off = KeepAlive::new(Duration::ZERO);
         let (kept, _server) = connection(&listener).await;
         off.put(origin(1, port), kept);
@@ -359,8 +362,7 @@ mod tests {
 
     #[tokio::test]
     async fn closing_the_oldest_frees_only_that_tenants_connection() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let (listener, port) = loopback().await;
         let pool = KeepAlive::new(Duration::from_secs(30));
         let (a, _sa) = connection(&listener).await;
         pool.put(origin(1, port), a);
