@@ -23,11 +23,22 @@ async fn a_tenants_requests_share_a_connection_across_attempts() {
     let pool = env.pool(config(1));
 
     let five = format!("http-n:5:{}", up.url("/hello"));
-    assert_eq!(env.completed_text(&five, 0).await, "ok=5 error=none");
+    let first = env.submit("testkit", &five, 0).await;
+    assert_eq!(
+        crate::text(&env.wait_terminal(first).await.result),
+        "ok=5 error=none"
+    );
     assert_eq!(up.hits(), 5);
     assert_eq!(up.connections(), 1, "five requests, one connection");
-    assert_eq!(env.completed_text(&five, 0).await, "ok=5 error=none");
+    let second = env.submit("testkit", &five, 0).await;
+    assert_eq!(
+        crate::text(&env.wait_terminal(second).await.result),
+        "ok=5 error=none"
+    );
     assert_eq!(up.connections(), 1, "the next attempt reuses it");
+    // The attempt's log says which requests a kept connection carried.
+    assert_eq!(reused(&env, first).await, [false, true, true, true, true]);
+    assert_eq!(reused(&env, second).await, [true; 5]);
 
     // Another tenant, same component kind, same origin: its own connection.
     let origin = format!("http://127.0.0.1:{}", up.port);
@@ -49,6 +60,17 @@ async fn a_tenants_requests_share_a_connection_across_attempts() {
     assert_eq!(up.hits(), 15);
     assert_eq!(up.connections(), 2, "tenants never share a connection");
     pool.shutdown().await;
+}
+
+/// Each `http` frame's `reused_connection`, in order.
+async fn reused(env: &Env, id: flowfabric::model::ExecutionId) -> Vec<bool> {
+    env.first_attempt_frames(id, 100)
+        .await
+        .iter()
+        .filter(|f| f.frame_type == "http")
+        .map(|f| serde_json::from_slice::<serde_json::Value>(&f.payload).unwrap())
+        .map(|v| v["reused_connection"].as_bool().unwrap())
+        .collect()
 }
 
 #[tokio::test]

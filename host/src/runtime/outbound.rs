@@ -56,6 +56,8 @@ pub struct HttpExchange {
     pub duration: Duration,
     /// Why it was refused or failed, if it was.
     pub error: Option<String>,
+    /// It went out on a connection kept open from an earlier request.
+    pub reused_connection: bool,
 }
 
 /// What an attempt's requests came to.
@@ -341,6 +343,7 @@ async fn exchange(
             match kept.send(request, connect_timeout, first_byte).await? {
                 KeptSent::Answered(response) => {
                     count_connection("reused");
+                    recorder.exchange.reused_connection = true;
                     break 'sent (response, kept);
                 }
                 // The server closed it while it was idle; the request was

@@ -188,8 +188,8 @@ async fn save_output(task: &ClaimedTask, stream: &str, bytes: &[u8]) {
 }
 
 /// The guest's HTTP requests, into the attempt's log (one `http` frame
-/// each: method, origin, status, bytes, duration; never paths, headers or
-/// bodies) and its bytes into the budgets as `http_bytes_out` and
+/// each: method, origin, status, bytes, duration, whether a kept connection
+/// carried it; never paths, headers or bodies) and its bytes into the budgets as `http_bytes_out` and
 /// `http_bytes_in` (requests were counted as they were made).
 async fn record_http(task: &ClaimedTask, log: &HttpLog) {
     if log.exchanges.is_empty() || task.is_lease_lost() {
@@ -204,6 +204,7 @@ async fn record_http(task: &ClaimedTask, log: &HttpLog) {
             "bytes_in": e.bytes_in,
             "duration_ms": e.duration.as_millis() as u64,
             "error": e.error,
+            "reused_connection": e.reused_connection,
         });
         if let Err(err) = task.frame("http", payload.to_string().as_bytes()).await {
             tracing::debug!(error = ?err, "http log not saved");
