@@ -554,7 +554,33 @@ async fn usage_is_corrected_by_hand_audited_and_releases_what_it_held(store: Sto
     );
 }
 
+/// Whether a host may count a dimension in memory: only while no budget of
+/// the tenant limits it, whatever the budget's scope or kind of limit.
+async fn a_dimension_is_limited_while_a_budget_of_the_tenant_has_it(store: Store) {
+    let (db, t) = setup_on(store).await;
+    let e = &db.engine;
+    let other = db.tenant("other").await;
+    assert!(
+        !e.budget_limits(t, "tokens").await.unwrap(),
+        "no budget yet"
+    );
+    let lane = BudgetScope::Lane { lane: "gpu".into() };
+    e.create_budget(t, budget(lane, Some(10), None))
+        .await
+        .unwrap();
+    assert!(
+        e.budget_limits(t, "tokens").await.unwrap(),
+        "a soft limit in another lane still counts"
+    );
+    assert!(!e.budget_limits(t, "http_requests").await.unwrap());
+    assert!(
+        !e.budget_limits(other, "tokens").await.unwrap(),
+        "another tenant's budget is not this tenant's"
+    );
+}
+
 on_both_backends!(
+    a_dimension_is_limited_while_a_budget_of_the_tenant_has_it,
     usage_is_corrected_by_hand_audited_and_releases_what_it_held,
     a_report_over_several_dimensions_applies_whole_or_not_at_all,
     budget_report_and_breach,

@@ -8,6 +8,7 @@ mod components;
 mod grants;
 mod guest_control;
 mod hardening;
+mod http_usage;
 mod keep_alive;
 mod languages;
 mod placement;

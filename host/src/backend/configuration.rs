@@ -328,6 +328,10 @@ pub trait Budgets: Send + Sync {
         report: &[UsageEntry],
         dedup_key: Option<&str>,
     ) -> Result<UsageOutcome>;
+
+    /// Whether any budget of the tenant limits `dimension`, softly or
+    /// hard, whatever its scope.
+    async fn limits_dimension(&self, tenant: TenantId, dimension: &str) -> Result<bool>;
 }
 
 // Usage is charged under each backend's own locking, so every write is
@@ -337,6 +341,7 @@ storage_methods! { $ implement_budgets: impl Budgets in budgets {
         "list adjustments" list_adjustments(tenant: TenantId, id: BudgetId, limit: u32) -> Vec<BudgetAdjustment>;
         "get budget" get_budget(tenant: TenantId, id: BudgetId) -> Budget;
         "list budgets" list_budgets(tenant: TenantId) -> Vec<Budget>;
+        "limits dimension" limits_dimension(tenant: TenantId, dimension: &str) -> bool;
     }
     write {}
     own {

@@ -43,6 +43,13 @@ impl Engine {
         self.report_usage_many(lease, vec![entry], dedup_key).await
     }
 
+    /// Whether a budget of the tenant limits `dimension`: while none does,
+    /// a worker may count the dimension in memory and report it when the
+    /// attempt ends, rather than at each use.
+    pub async fn budget_limits(&self, tenant: TenantId, dimension: &str) -> Result<bool> {
+        self.backend.limits_dimension(tenant, dimension).await
+    }
+
     /// Correct a budget dimension's usage without a lease (negative `delta`
     /// to lower it), kept with `reason` in the budget's audit trail.
     pub async fn adjust_usage(

@@ -12,6 +12,7 @@ use super::bindings::{
     Child, HostError, LogLevel, ResumeCondition, Signal, StepOutcome, StepStart, StoredFrame,
     StreamMode, TaskInfo, TimeoutBehavior, UsageResult, Waitpoint,
 };
+use super::outbound::Outbound;
 use super::sandbox::{StopReason, StoreState};
 use crate::model::Failure;
 
@@ -72,6 +73,10 @@ pub trait TaskImports: Send + Sync + 'static {
         report: Vec<(String, u64)>,
         dedup_key: Option<String>,
     ) -> Result<UsageResult, HostError>;
+    /// Whether a budget may limit `dimension` for this execution: the host
+    /// must then report each use as it happens; otherwise it may add its
+    /// uses up and report them when the attempt ends.
+    async fn usage_limited(&self, dimension: &str) -> Result<bool, HostError>;
     async fn create_waitpoint(
         &self,
         key: String,
@@ -152,6 +157,13 @@ impl StoreState {
             }
         }
     }
+}
+
+/// `call`, a call that may let go of the lease, after the attempt's HTTP
+/// usage counted so far is reported: a report needs the lease.
+async fn settled<T>(outbound: &Outbound, call: impl std::future::Future<Output = T>) -> T {
+    outbound.settle_usage().await;
+    call.await
 }
 
 /// One host call: counted, traced, and made without holding a turn on the
@@ -244,7 +256,10 @@ impl claimed_task::Host for StoreState {
         let reply = host_call!(
             self.cpu,
             "suspend",
-            self.imports.suspend(condition, timeout_ms, on_timeout)
+            settled(
+                &self.outbound,
+                self.imports.suspend(condition, timeout_ms, on_timeout)
+            )
         );
         self.unless_stopped(reply)
     }
@@ -260,8 +275,11 @@ impl claimed_task::Host for StoreState {
         let reply = host_call!(
             self.cpu,
             "suspend_with",
-            self.imports
-                .suspend_with(condition, reason, signal_names, timeout_ms, on_timeout)
+            settled(
+                &self.outbound,
+                self.imports
+                    .suspend_with(condition, reason, signal_names, timeout_ms, on_timeout)
+            )
         );
         self.unless_stopped(reply)
     }
@@ -287,7 +305,10 @@ impl claimed_task::Host for StoreState {
         let reply = host_call!(
             self.cpu,
             "wait_children",
-            self.imports.wait_children(timeout_ms, on_timeout)
+            settled(
+                &self.outbound,
+                self.imports.wait_children(timeout_ms, on_timeout)
+            )
         );
         self.unless_stopped(reply)
     }
@@ -311,17 +332,29 @@ impl claimed_task::Host for StoreState {
     }
 
     async fn sleep(&mut self, duration_ms: u64) -> wasmtime::Result<Result<(), HostError>> {
-        let reply = host_call!(self.cpu, "sleep", self.imports.sleep(duration_ms));
+        let reply = host_call!(
+            self.cpu,
+            "sleep",
+            settled(&self.outbound, self.imports.sleep(duration_ms))
+        );
         self.unless_stopped(reply)
     }
 
     async fn delay(&mut self, duration_ms: u64) -> wasmtime::Result<Result<(), HostError>> {
-        let reply = host_call!(self.cpu, "delay", self.imports.delay(duration_ms));
+        let reply = host_call!(
+            self.cpu,
+            "delay",
+            settled(&self.outbound, self.imports.delay(duration_ms))
+        );
         self.unless_stopped(reply)
     }
 
     async fn cancel(&mut self, reason: String) -> wasmtime::Result<Result<(), HostError>> {
-        let reply = host_call!(self.cpu, "cancel", self.imports.cancel(reason));
+        let reply = host_call!(
+            self.cpu,
+            "cancel",
+            settled(&self.outbound, self.imports.cancel(reason))
+        );
         self.unless_stopped(reply)
     }
 

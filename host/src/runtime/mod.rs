@@ -19,6 +19,7 @@ mod cache;
 mod capture;
 mod dial;
 mod fair;
+mod http_usage;
 mod imports;
 mod keep_alive;
 mod outbound;

@@ -36,9 +36,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::dial::{connect, http1, resolve, tls, Stream};
+use super::http_usage::HttpUsage;
 use super::imports::TaskImports;
 use super::keep_alive::{KeepAlive, Kept, Origin, Sent as KeptSent};
-use super::UsageResult;
 use crate::model::EffectiveGrant;
 
 /// Exchanges one attempt keeps for its log; later ones are counted only.
@@ -66,14 +66,9 @@ pub struct HttpLog {
     pub exchanges: Vec<HttpExchange>,
     /// Requests past `MAX_EXCHANGES_KEPT`, not itemised.
     pub unlisted: u64,
-}
-
-impl HttpLog {
-    pub fn bytes(&self) -> (u64, u64) {
-        self.exchanges
-            .iter()
-            .fold((0, 0), |(o, i), e| (o + e.bytes_out, i + e.bytes_in))
-    }
+    /// Usage counted and not yet reported (see `http_usage`), by
+    /// dimension, for the attempt's end to report.
+    pub usage: Vec<(String, u64)>,
 }
 
 /// What every run's requests share: each tenant's cap on open connections,
@@ -113,7 +108,7 @@ pub(super) struct Outbound {
 
 struct Shared {
     grant: Arc<EffectiveGrant>,
-    imports: Arc<dyn TaskImports>,
+    usage: HttpUsage,
     connections: Arc<Semaphore>,
     kept: Arc<KeepAlive>,
     log: Mutex<HttpLog>,
@@ -132,7 +127,7 @@ impl Outbound {
         Self {
             shared: Arc::new(Shared {
                 grant,
-                imports,
+                usage: HttpUsage::new(imports),
                 connections: cap,
                 kept: connections.kept.clone(),
                 log: Mutex::default(),
@@ -142,7 +137,15 @@ impl Outbound {
     }
 
     pub(super) fn take_log(&self) -> HttpLog {
-        std::mem::take(&mut *self.shared.log.lock().expect("http log"))
+        let mut log = std::mem::take(&mut *self.shared.log.lock().expect("http log"));
+        log.usage = self.shared.usage.take();
+        log
+    }
+
+    /// Report the usage counted so far, while the lease is held (see
+    /// `http_usage`).
+    pub(super) async fn settle_usage(&self) {
+        self.shared.usage.settle().await;
     }
 }
 
@@ -226,6 +229,9 @@ impl Drop for Recorder {
         let mut exchange = std::mem::take(&mut self.exchange);
         exchange.duration = self.started.elapsed();
         exchange.bytes_out = self.bytes_out.load(Ordering::Relaxed);
+        self.shared
+            .usage
+            .count_bytes(exchange.bytes_out, exchange.bytes_in);
         let outcome = if exchange.error.is_some() {
             "failed"
         } else {
@@ -337,7 +343,7 @@ async fn exchange(
         Some(_) => None,
         None => Some(permit(shared, connect_timeout).await?),
     };
-    meter_request(shared).await?;
+    shared.usage.count_request().await?;
     let (response, kept) = 'sent: {
         if let Some(mut kept) = kept {
             match kept.send(request, connect_timeout, first_byte).await? {
@@ -442,26 +448,6 @@ async fn open(
     };
     let sender = http1(stream, within, permit).await?;
     Ok(Kept { sender, peer })
-}
-
-/// Count the request against the budgets covering the execution before it
-/// is sent: a hard limit refuses it (and ends the attempt, as the budget
-/// says), a lost lease refuses it too.
-async fn meter_request(shared: &Shared) -> Result<(), HttpError> {
-    match shared
-        .imports
-        .report_usage("http_requests".to_owned(), 1, None)
-        .await
-    {
-        Ok(UsageResult::HardBreach(b)) => Err(HttpError::InternalError(Some(format!(
-            "budget exceeded: {} is at {} of {}",
-            b.dimension, b.current, b.limit
-        )))),
-        Ok(_) => Ok(()),
-        Err(e) => Err(HttpError::InternalError(Some(format!(
-            "the request could not be metered: {e:?}"
-        )))),
-    }
 }
 
 fn declared_length<B>(response: &http::Response<B>) -> Option<u64> {

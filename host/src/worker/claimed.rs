@@ -269,6 +269,16 @@ impl TaskImports for ClaimedTask {
             .await
     }
 
+    async fn usage_limited(&self, dimension: &str) -> Result<bool, HostError> {
+        if self.is_lease_lost() {
+            return Err(HostError::LeaseLost);
+        }
+        self.engine
+            .budget_limits(self.lease().tenant_id, dimension)
+            .await
+            .map_err(|e| self.host_error(e))
+    }
+
     async fn report_usage_many(
         &self,
         report: Vec<(String, u64)>,

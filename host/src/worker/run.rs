@@ -189,10 +189,11 @@ async fn save_output(task: &ClaimedTask, stream: &str, bytes: &[u8]) {
 
 /// The guest's HTTP requests, into the attempt's log (one `http` frame
 /// each: method, origin, status, bytes, duration, whether a kept connection
-/// carried it; never paths, headers or bodies) and its bytes into the budgets as `http_bytes_out` and
-/// `http_bytes_in` (requests were counted as they were made).
+/// carried it; never paths, headers or bodies), and what they used and was
+/// not reported yet into the budgets, in one report (see the runtime's
+/// `http_usage`).
 async fn record_http(task: &ClaimedTask, log: &HttpLog) {
-    if log.exchanges.is_empty() || task.is_lease_lost() {
+    if task.is_lease_lost() {
         return;
     }
     for e in &log.exchanges {
@@ -215,13 +216,9 @@ async fn record_http(task: &ClaimedTask, log: &HttpLog) {
         let note = serde_json::json!({ "unlisted_requests": log.unlisted });
         let _ = task.frame("http", note.to_string().as_bytes()).await;
     }
-    let (out, into) = log.bytes();
-    for (dimension, bytes) in [("http_bytes_out", out), ("http_bytes_in", into)] {
-        if bytes > 0 {
-            let reported = task.report_usage(dimension.to_owned(), bytes, None).await;
-            if let Err(err) = reported {
-                tracing::debug!(error = ?err, dimension, "http usage not reported");
-            }
+    if !log.usage.is_empty() {
+        if let Err(err) = task.report_usage_many(log.usage.clone(), None).await {
+            tracing::debug!(error = ?err, "http usage not reported");
         }
     }
 }

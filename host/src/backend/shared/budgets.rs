@@ -152,6 +152,20 @@ for_both_drivers! {
             .collect()
     }
 
+    /// Whether any of the tenant's budgets has `dimension`: the primary
+    /// key's tenant prefix (a tenant's budgets and their dimensions are
+    /// capped).
+    async fn limits_dimension(conn, tenant: TenantId, dimension: &str) -> Result<bool> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM budget_dimensions \
+             WHERE tenant_id = $1 AND dimension = $2)",
+        )
+        .bind(tenant)
+        .bind(dimension)
+        .one(&mut *conn, "limits dimension")
+        .await
+    }
+
     /// The budget's newest `limit` adjustments, newest first, by the
     /// primary key; `NotFound` when the tenant has no such budget.
     async fn list_adjustments(conn, tenant: TenantId, id: BudgetId, limit: u32)

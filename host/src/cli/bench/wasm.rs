@@ -375,6 +375,10 @@ impl TaskImports for NoImports {
     ) -> Result<UsageResult, HostError> {
         Ok(UsageResult::Ok)
     }
+    async fn usage_limited(&self, _: &str) -> Result<bool, HostError> {
+        Ok(false)
+    }
+
     async fn report_usage_many(
         &self,
         _: Vec<(String, u64)>,
