@@ -56,6 +56,12 @@ pub struct HttpBench {
     /// A new connection for every request, on both sides.
     #[arg(long)]
     fresh_connections: bool,
+    /// Also run the Rust guest's requests through a worker pool on a
+    /// scratch database of this Postgres server and on a fresh SQLite file,
+    /// without and with a budget on `http_requests` (the bench creates and
+    /// drops its own database).
+    #[arg(long)]
+    database_url: Option<String>,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json_out: Option<PathBuf>,
@@ -73,6 +79,8 @@ struct Summary {
     guest_whole_run_us_per_request: f64,
     /// The interpreted guests' rows, by language.
     languages: Vec<LanguageRow>,
+    /// With `--database-url`: the Rust guest through a worker.
+    worker: Vec<super::http_worker::WorkerRow>,
 }
 
 #[derive(serde::Serialize)]
@@ -189,6 +197,22 @@ pub async fn run(args: HttpBench) -> anyhow::Result<()> {
             r.language, r.run_without_requests_us, r.whole_run_us_per_request
         );
     }
+    let mut worker = Vec::new();
+    if let Some(database_url) = &args.database_url {
+        let wasm = super::http_worker::testkit(&args.guests)?;
+        worker = super::http_worker::rows(database_url, &wasm, port, 5, per_round).await?;
+        println!(
+            "  the Rust guest through a worker pool, one slot, µs/request (metering included):"
+        );
+        for w in &worker {
+            let metering = if w.budget_on_requests {
+                "a budget on http_requests: reported per request"
+            } else {
+                "no budget on requests: reported per attempt"
+            };
+            println!("  {:<8} {:>8.1}  ({metering})", w.store, w.us_per_request);
+        }
+    }
     let mut rows = rows.into_iter();
     let rust = rows.next().expect("the Rust row is always there");
     write_json(
@@ -201,6 +225,7 @@ pub async fn run(args: HttpBench) -> anyhow::Result<()> {
             guest_run_without_requests_us: rust.run_without_requests_us,
             guest_whole_run_us_per_request: rust.whole_run_us_per_request,
             languages: rows.collect(),
+            worker,
         },
     )
 }

@@ -16,6 +16,7 @@ pub mod depth;
 pub mod fairness;
 pub mod flow;
 pub mod http;
+pub mod http_worker;
 pub mod languages;
 pub mod latency;
 pub mod newcomer;
