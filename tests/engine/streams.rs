@@ -152,7 +152,64 @@ async fn frame_sequences_and_byte_totals_are_per_attempt(store: Store) {
     );
 }
 
+/// Frames written together take consecutive sequence numbers between the
+/// frames written alone, count against the attempt's bytes as a whole (all
+/// or none), and are fenced like any frame.
+async fn frames_appended_together_are_one_write_all_or_none(store: Store) {
+    let (db, t) = setup_on(store).await;
+    let e = &db.engine;
+    let limits = TenantLimits {
+        max_frame_bytes_per_attempt: Some(100),
+        ..TenantLimits::default()
+    };
+    e.set_tenant_limits(t, limits).await.unwrap();
+    let id = e.create(t, task("x")).await.unwrap().execution_id;
+    let c = claim_one(e).await;
+    let one = async |payload: &[u8]| {
+        e.append_frame(&c.lease, "out", StreamMode::Durable, payload)
+            .await
+    };
+    assert_eq!(one(b"first").await.unwrap(), 1);
+    let batch = [b"a".to_vec(), b"bb".to_vec(), b"ccc".to_vec()];
+    assert_eq!(e.append_frames(&c.lease, "http", &batch).await.unwrap(), 4);
+    assert_eq!(one(b"last").await.unwrap(), 5);
+
+    // 5 + 6 + 4 bytes held: 86 more would pass the 100.
+    let over = [vec![1; 40], vec![2; 46]];
+    let err = e.append_frames(&c.lease, "http", &over).await.unwrap_err();
+    assert_eq!(err.kind(), "limit_exceeded", "{err}");
+    let empty = e.append_frames(&c.lease, "http", &[]).await.unwrap_err();
+    assert_eq!(empty.kind(), "invalid_input", "{empty}");
+
+    let frames = e.read_frames(t, id, 1, 0, 20).await.unwrap();
+    let written: Vec<(i64, &str, &[u8])> = frames
+        .iter()
+        .map(|f| (f.seq, f.frame_type.as_str(), f.payload.as_slice()))
+        .collect();
+    assert_eq!(
+        written,
+        [
+            (1, "out", &b"first"[..]),
+            (2, "http", b"a"),
+            (3, "http", b"bb"),
+            (4, "http", b"ccc"),
+            (5, "out", b"last"),
+        ],
+        "nothing of the refused batch"
+    );
+    assert!(frames.iter().all(|f| f.mode == StreamMode::Durable));
+
+    e.complete(&c.lease, b"").await.unwrap();
+    let late = e.append_frames(&c.lease, "http", &batch).await.unwrap_err();
+    assert!(
+        matches!(late.kind(), "not_active" | "stale_lease"),
+        "{late}"
+    );
+    assert_eq!(e.read_frames(t, id, 1, 0, 20).await.unwrap().len(), 5);
+}
+
 on_both_backends!(
+    frames_appended_together_are_one_write_all_or_none,
     summary_frames_merge_into_one_document_per_attempt,
     best_effort_frames_keep_only_the_newest_window,
     frame_sequences_and_byte_totals_are_per_attempt,

@@ -34,7 +34,7 @@ pub use coordination::{Children, Flows, Steps, Suspensions};
 pub(crate) use fetch::{Fetch, Run};
 pub use insights::Insights;
 pub use params::{
-    ChildSpawn, EdgeFilter, FlowCancel, GraphWrite, NewApiKey, NewComponent, NewFrame,
+    ChildSpawn, EdgeFilter, FlowCancel, FrameBatch, GraphWrite, NewApiKey, NewComponent, NewFrame,
     NewWaitpoint, PauseChange, ScheduleCreate, SleepRequest, StepRecord, SuspendRequest,
     UsageAdjust,
 };

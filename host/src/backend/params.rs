@@ -37,6 +37,22 @@ pub struct NewFrame<'a> {
     pub max_attempt_bytes: u64,
 }
 
+/// Durable frames of one type, appended together (see
+/// `Output::append_frames`).
+#[derive(Clone, Copy, Debug)]
+pub struct FrameBatch<'a> {
+    pub frame_type: &'a str,
+    pub payloads: &'a [Vec<u8>],
+    pub max_attempt_bytes: u64,
+}
+
+impl FrameBatch<'_> {
+    /// The payloads' bytes in all.
+    pub fn bytes(&self) -> u64 {
+        self.payloads.iter().map(|p| p.len() as u64).sum()
+    }
+}
+
 /// A component version's bytes, under `kind`, with what the runtime found it
 /// imports.
 #[derive(Clone, Copy, Debug)]

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use super::shared::storage_methods;
 use chrono::{DateTime, Utc};
 
-use super::params::{NewApiKey, NewComponent, NewFrame};
+use super::params::{FrameBatch, NewApiKey, NewComponent, NewFrame};
 use crate::error::Result;
 use crate::model::{
     ApiKey, ApiKeyId, AttemptRef, ClaimRequest, ClaimedExecution, CompletionEvent,
@@ -220,6 +220,12 @@ pub trait Output: Send + Sync {
     /// pass `max_attempt_bytes` in all.
     async fn append_frame(&self, lease: &LeaseHandle, frame: NewFrame<'_>) -> Result<i64>;
 
+    /// Append durable frames of one type to the lease's attempt in one
+    /// write, all or none, with consecutive sequence numbers; returns the
+    /// last. Refused as `append_frame` is when all of them would pass the
+    /// attempt's bytes.
+    async fn append_frames(&self, lease: &LeaseHandle, batch: FrameBatch<'_>) -> Result<i64>;
+
     /// A page of one attempt's frames: those with `seq` past the page's
     /// cursor, in order.
     async fn read_frames(
@@ -251,6 +257,7 @@ storage_methods! { $ implement_output: impl Output in output {
     write {}
     own {
         append_frame(lease: &LeaseHandle, frame: NewFrame<'_>) -> i64;
+        append_frames(lease: &LeaseHandle, batch: FrameBatch<'_>) -> i64;
         set_progress(lease: &LeaseHandle, percent: u8, message: &str) -> ();
     }
 } }

@@ -3,11 +3,14 @@
 //! installation's and the tenant's limits before storage sees it.
 
 use super::{clipped, Engine};
-use crate::backend::NewFrame;
+use crate::backend::{FrameBatch, NewFrame};
 use crate::error::{EngineError, Result};
 use crate::model::{
     AttemptRef, ExecutionId, Frame, LeaseHandle, Page, StreamMode, StreamSummary, TenantId,
 };
+
+/// Frames one `append_frames` call may write.
+pub const MAX_FRAMES_PER_BATCH: usize = 1_000;
 
 impl Engine {
     pub async fn append_frame(
@@ -45,6 +48,43 @@ impl Engine {
             max_attempt_bytes,
         };
         self.backend.append_frame(lease, frame).await
+    }
+
+    /// Durable frames of one type in one write (a worker's own records,
+    /// such as an attempt's HTTP log): each checked as `append_frame`
+    /// checks one, stored all or none; returns the last sequence number.
+    pub async fn append_frames(
+        &self,
+        lease: &LeaseHandle,
+        frame_type: &str,
+        payloads: &[Vec<u8>],
+    ) -> Result<i64> {
+        self.check_name("frame type", frame_type)?;
+        if payloads.is_empty() || payloads.len() > MAX_FRAMES_PER_BATCH {
+            return Err(EngineError::invalid(
+                "frames",
+                format!("give 1 to {MAX_FRAMES_PER_BATCH}"),
+            ));
+        }
+        if let Some(large) = payloads
+            .iter()
+            .find(|p| p.len() > self.limits.max_frame_bytes)
+        {
+            return Err(EngineError::PayloadTooLarge {
+                field: "frame",
+                size: large.len(),
+                limit: self.limits.max_frame_bytes,
+            });
+        }
+        let bytes: usize = payloads.iter().map(Vec::len).sum();
+        self.check_storage(lease.tenant_id, bytes).await?;
+        let max_attempt_bytes = self.caps(lease.tenant_id).await?.frame_bytes_per_attempt;
+        let batch = FrameBatch {
+            frame_type,
+            payloads,
+            max_attempt_bytes,
+        };
+        self.backend.append_frames(lease, batch).await
     }
 
     pub async fn read_summary(

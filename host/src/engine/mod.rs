@@ -33,6 +33,7 @@ use crate::model::{Replay, ReplayOutcome};
 
 pub use caps::GrowthCaps;
 pub use events::{FilteredBatch, Subscription, MAX_EVENT_PAGE};
+pub use frames::MAX_FRAMES_PER_BATCH;
 pub use insights::OVERVIEW_WINDOW;
 pub use scanners::{ScannerConfig, Scanners};
 pub use schedules::MAX_SCHEDULE_PAGE;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::steps::StepCursor;
-use crate::engine::Engine;
+use crate::engine::{Engine, MAX_FRAMES_PER_BATCH};
 use crate::error::EngineError;
 use crate::model::{
     self, AttemptType as ModelAttemptType, ChildrenOutcome, ClaimedExecution, JournalEntry,
@@ -135,6 +135,35 @@ impl ClaimedTask {
     pub(super) async fn frame(&self, frame_type: &str, payload: &[u8]) -> Result<u64, HostError> {
         self.frame_in(frame_type, payload, StreamMode::Durable)
             .await
+    }
+
+    /// Append durable frames of one type in as few writes as the engine
+    /// allows, as many as the attempt's frame budget has room for; returns
+    /// how many were written (all of them, or an error).
+    pub(super) async fn frames(
+        &self,
+        frame_type: &str,
+        payloads: &[Vec<u8>],
+    ) -> Result<usize, HostError> {
+        if self.is_lease_lost() {
+            return Err(HostError::LeaseLost);
+        }
+        let max = self.engine.limits().max_frames_per_attempt;
+        let wanted = u32::try_from(payloads.len()).unwrap_or(u32::MAX);
+        let before = self.frames.fetch_add(wanted, Ordering::AcqRel);
+        let room = max.saturating_sub(before).min(wanted) as usize;
+        if room == 0 {
+            return Err(HostError::LimitExceeded(format!(
+                "at most {max} frames per attempt"
+            )));
+        }
+        for batch in payloads[..room].chunks(MAX_FRAMES_PER_BATCH) {
+            self.engine
+                .append_frames(self.lease(), frame_type, batch)
+                .await
+                .map_err(|e| self.host_error(e))?;
+        }
+        Ok(room)
     }
 
     async fn frame_in(

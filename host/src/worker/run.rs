@@ -196,25 +196,33 @@ async fn record_http(task: &ClaimedTask, log: &HttpLog) {
     if task.is_lease_lost() {
         return;
     }
-    for e in &log.exchanges {
-        let payload = serde_json::json!({
-            "method": e.method,
-            "origin": e.origin,
-            "status": e.status,
-            "bytes_out": e.bytes_out,
-            "bytes_in": e.bytes_in,
-            "duration_ms": e.duration.as_millis() as u64,
-            "error": e.error,
-            "reused_connection": e.reused_connection,
-        });
-        if let Err(err) = task.frame("http", payload.to_string().as_bytes()).await {
-            tracing::debug!(error = ?err, "http log not saved");
-            break;
-        }
-    }
+    let mut frames: Vec<Vec<u8>> = log
+        .exchanges
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "method": e.method,
+                "origin": e.origin,
+                "status": e.status,
+                "bytes_out": e.bytes_out,
+                "bytes_in": e.bytes_in,
+                "duration_ms": e.duration.as_millis() as u64,
+                "error": e.error,
+                "reused_connection": e.reused_connection,
+            })
+            .to_string()
+            .into_bytes()
+        })
+        .collect();
     if log.unlisted > 0 {
         let note = serde_json::json!({ "unlisted_requests": log.unlisted });
-        let _ = task.frame("http", note.to_string().as_bytes()).await;
+        frames.push(note.to_string().into_bytes());
+    }
+    // One write for the whole log, not one a request.
+    if !frames.is_empty() {
+        if let Err(err) = task.frames("http", &frames).await {
+            tracing::debug!(error = ?err, "http log not saved");
+        }
     }
     if !log.usage.is_empty() {
         if let Err(err) = task.report_usage_many(log.usage.clone(), None).await {

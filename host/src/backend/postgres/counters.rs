@@ -30,12 +30,14 @@ pub(super) fn attempt_bytes() -> String {
     format!("(CASE WHEN {SAME_ATTEMPT} THEN c.frame_bytes ELSE 0 END)")
 }
 
-/// `SET` assignments that advance the frame counters by one frame (its bytes
-/// are the proposed row's `frame_bytes`).
+/// `SET` assignments that advance the frame counters by the proposed row's
+/// frames: `frame_seq` of them (1 for one frame; the proposed row, written
+/// as it is when there is none yet, holds that many) with `frame_bytes`.
 pub(super) fn next_frame() -> String {
     format!(
         "attempt_index = excluded.attempt_index, \
-         frame_seq = (CASE WHEN {SAME_ATTEMPT} THEN c.frame_seq ELSE 0 END) + 1, \
+         frame_seq = (CASE WHEN {SAME_ATTEMPT} THEN c.frame_seq ELSE 0 END) \
+             + excluded.frame_seq, \
          frame_bytes = {bytes} + excluded.frame_bytes",
         bytes = attempt_bytes()
     )

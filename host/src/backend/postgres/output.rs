@@ -9,8 +9,8 @@ use super::rows::Args;
 use super::PgBackend;
 use super::UPDATES_CHANNEL;
 use crate::backend::refusals;
-use crate::backend::NewFrame;
 use crate::backend::{Fetch, Run};
+use crate::backend::{FrameBatch, NewFrame};
 use crate::error::{EngineError, Result};
 use crate::model::{LeaseHandle, StreamMode, BEST_EFFORT_WINDOW};
 
@@ -62,6 +62,51 @@ async fn append_frame(db: &PgBackend, lease: &LeaseHandle, frame: NewFrame<'_>) 
         Some(seq) => Ok(seq),
         None => {
             Err(frame_refusal(pool, lease, frame.payload.len(), frame.max_attempt_bytes).await?)
+        }
+    }
+}
+
+/// As `append_frame`, for many durable frames in one statement: the
+/// counters advance by all of them at once, and the frames take the
+/// sequence numbers up to the one the counters return.
+async fn append_frames(db: &PgBackend, lease: &LeaseHandle, batch: FrameBatch<'_>) -> Result<i64> {
+    let pool = &db.pool;
+    let sql = format!(
+        "WITH {fence}, \
+              batch AS (SELECT b.payload, b.ord FROM unnest($7::bytea[]) \
+                            WITH ORDINALITY AS b(payload, ord)), \
+              total AS (SELECT count(*) AS n, coalesce(sum(octet_length(payload)), 0) AS bytes \
+                        FROM batch), \
+              seq AS (INSERT INTO execution_counters AS c \
+                          (tenant_id, execution_id, attempt_index, frame_seq, frame_bytes) \
+                      SELECT $1, $2, $3, t.n, t.bytes FROM fence, total t \
+                      WHERE t.n > 0 AND t.bytes <= $8 \
+                      ON CONFLICT (tenant_id, execution_id) DO UPDATE SET {next} \
+                      WHERE {held} + excluded.frame_bytes <= $8 \
+                      RETURNING frame_seq), \
+              inserted AS (INSERT INTO frames (tenant_id, execution_id, attempt_index, seq, \
+                               frame_type, mode, payload) \
+                           SELECT $1, $2, $3, s.frame_seq - t.n + b.ord, $6, 'durable', b.payload \
+                           FROM seq s, total t, batch b RETURNING seq) \
+         SELECT l.last, pg_notify('{UPDATES_CHANNEL}', $1::text || ':' || $2::text) \
+         FROM (SELECT max(seq) AS last FROM inserted) l WHERE l.last IS NOT NULL",
+        fence = counters::fenced(),
+        next = counters::next_frame(),
+        held = counters::attempt_bytes(),
+    );
+    let bound = Args::fence(lease)
+        .push(batch.frame_type)
+        .push(batch.payloads)
+        .push(i64::try_from(batch.max_attempt_bytes).unwrap_or(i64::MAX))
+        .done("append frames")?;
+    let last: Option<i64> = sqlx::query_scalar_with(&sql, bound)
+        .optional(pool, "append frames")
+        .await?;
+    match last {
+        Some(last) => Ok(last),
+        None => {
+            let adding = usize::try_from(batch.bytes()).unwrap_or(usize::MAX);
+            Err(frame_refusal(pool, lease, adding, batch.max_attempt_bytes).await?)
         }
     }
 }

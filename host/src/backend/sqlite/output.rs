@@ -13,8 +13,8 @@ use super::record::Exec;
 use super::time::{now, Millis};
 use super::{Effects, SqliteBackend};
 use crate::backend::refusals;
-use crate::backend::NewFrame;
 use crate::backend::{Fetch, Run};
+use crate::backend::{FrameBatch, NewFrame};
 use crate::error::{EngineError, Result};
 use crate::model::{merge_patch, ExecutionUpdate, LeaseHandle, StreamMode, BEST_EFFORT_WINDOW};
 
@@ -34,13 +34,13 @@ async fn append_frame(db: &SqliteBackend, lease: &LeaseHandle, frame: NewFrame<'
             ));
         }
         let now = now();
-        let seq = insert_frame(
+        let seq = insert_frames(
             conn,
             lease,
             &mut row,
             frame.frame_type,
             frame.mode,
-            frame.payload,
+            &[frame.payload],
             bytes,
             effects,
         )
@@ -62,6 +62,40 @@ async fn append_frame(db: &SqliteBackend, lease: &LeaseHandle, frame: NewFrame<'
             }
         }
         Ok(seq)
+    })
+    .await
+}
+
+/// As `append_frame`, for many durable frames in one write.
+async fn append_frames(
+    db: &SqliteBackend,
+    lease: &LeaseHandle,
+    batch: FrameBatch<'_>,
+) -> Result<i64> {
+    db.write("append frames", async |conn, effects| {
+        let mut row = held(conn, lease).await?;
+        let used = attempt_frame_bytes(conn, &row).await?;
+        let adding = batch.bytes();
+        let bytes = used.saturating_add(adding);
+        if bytes > batch.max_attempt_bytes {
+            return Err(refusals::frame_bytes_exceeded(
+                batch.max_attempt_bytes,
+                used,
+                usize::try_from(adding).unwrap_or(usize::MAX),
+            ));
+        }
+        let payloads: Vec<&[u8]> = batch.payloads.iter().map(Vec::as_slice).collect();
+        insert_frames(
+            conn,
+            lease,
+            &mut row,
+            batch.frame_type,
+            StreamMode::Durable,
+            &payloads,
+            bytes,
+            effects,
+        )
+        .await
     })
     .await
 }
@@ -124,20 +158,20 @@ async fn merge_summary(
 /// the next sequence number, the running total, the frame and a wake-up
 /// for its watchers. Returns the frame's sequence number.
 #[allow(clippy::too_many_arguments)]
-pub(super) async fn insert_frame(
+pub(super) async fn insert_frames(
     conn: &mut SqliteConnection,
     lease: &LeaseHandle,
     row: &mut Exec,
     frame_type: &str,
     mode: StreamMode,
-    payload: &[u8],
+    payloads: &[&[u8]],
     bytes: u64,
     effects: &mut Effects,
 ) -> Result<i64> {
     let op = "append frame";
     let before = row.lease_before();
-    row.frame_seq += 1;
-    let seq = row.frame_seq;
+    let first = row.frame_seq + 1;
+    row.frame_seq += payloads.len() as i64;
     row.save(conn, Some(before), effects).await?;
     sqlx::query("UPDATE executions SET frame_bytes = ? WHERE tenant_id = ? AND execution_id = ?")
         .bind(i64::try_from(bytes).unwrap_or(i64::MAX))
@@ -145,25 +179,28 @@ pub(super) async fn insert_frame(
         .bind(lease.execution_id)
         .run(&mut *conn, op)
         .await?;
-    sqlx::query(
-        "INSERT INTO frames (tenant_id, execution_id, attempt_index, seq, frame_type, mode, \
-         payload, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(lease.tenant_id)
-    .bind(lease.execution_id)
-    .bind(lease.attempt_index)
-    .bind(seq)
-    .bind(frame_type)
-    .bind(mode.as_str())
-    .bind(payload)
-    .bind(now())
-    .run(&mut *conn, op)
-    .await?;
+    let created_at = now();
+    for (seq, payload) in (first..).zip(payloads) {
+        sqlx::query(
+            "INSERT INTO frames (tenant_id, execution_id, attempt_index, seq, frame_type, mode, \
+             payload, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(lease.tenant_id)
+        .bind(lease.execution_id)
+        .bind(lease.attempt_index)
+        .bind(seq)
+        .bind(frame_type)
+        .bind(mode.as_str())
+        .bind(*payload)
+        .bind(created_at)
+        .run(&mut *conn, op)
+        .await?;
+    }
     effects.updates.push(ExecutionUpdate {
         tenant_id: lease.tenant_id,
         execution_id: lease.execution_id,
     });
-    Ok(seq)
+    Ok(row.frame_seq)
 }
 
 /// The bytes the held `row`'s attempt's frames hold.

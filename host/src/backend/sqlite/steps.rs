@@ -8,7 +8,7 @@ use chrono::Utc;
 use sqlx::SqliteConnection;
 
 use super::leases::held;
-use super::output::{attempt_frame_bytes, insert_frame};
+use super::output::{attempt_frame_bytes, insert_frames};
 use super::record::Exec;
 use super::suspension::record_suspension;
 use super::{Effects, SqliteBackend};
@@ -105,13 +105,13 @@ async fn record_in(
     .run(&mut *conn, op)
     .await?;
     let frame_bytes = attempt_frame_bytes(conn, row).await? + record.frame.len() as u64;
-    insert_frame(
+    insert_frames(
         conn,
         lease,
         row,
         "step",
         StreamMode::Durable,
-        record.frame,
+        &[record.frame],
         frame_bytes,
         effects,
     )
