@@ -24,15 +24,8 @@ crate::backend::traits::implement_output!(SqliteBackend, sqlite);
 async fn append_frame(db: &SqliteBackend, lease: &LeaseHandle, frame: NewFrame<'_>) -> Result<i64> {
     db.write("append frame", async |conn, effects| {
         let mut row = held(conn, lease).await?;
-        let used = attempt_frame_bytes(conn, &row).await?;
-        let bytes = used.saturating_add(frame.payload.len() as u64);
-        if bytes > frame.max_attempt_bytes {
-            return Err(refusals::frame_bytes_exceeded(
-                frame.max_attempt_bytes,
-                used,
-                frame.payload.len(),
-            ));
-        }
+        let adding = frame.payload.len() as u64;
+        let bytes = bytes_after(conn, &row, adding, frame.max_attempt_bytes).await?;
         let now = now();
         let seq = insert_frames(
             conn,
@@ -74,16 +67,7 @@ async fn append_frames(
 ) -> Result<i64> {
     db.write("append frames", async |conn, effects| {
         let mut row = held(conn, lease).await?;
-        let used = attempt_frame_bytes(conn, &row).await?;
-        let adding = batch.bytes();
-        let bytes = used.saturating_add(adding);
-        if bytes > batch.max_attempt_bytes {
-            return Err(refusals::frame_bytes_exceeded(
-                batch.max_attempt_bytes,
-                used,
-                usize::try_from(adding).unwrap_or(usize::MAX),
-            ));
-        }
+        let bytes = bytes_after(conn, &row, batch.bytes(), batch.max_attempt_bytes).await?;
         let payloads: Vec<&[u8]> = batch.payloads.iter().map(Vec::as_slice).collect();
         insert_frames(
             conn,
@@ -201,6 +185,23 @@ pub(super) async fn insert_frames(
         execution_id: lease.execution_id,
     });
     Ok(row.frame_seq)
+}
+
+/// What the held `row`'s attempt's frames will hold with `adding` bytes
+/// more, or the refusal when that passes `max`.
+async fn bytes_after(
+    conn: &mut SqliteConnection,
+    row: &Exec,
+    adding: u64,
+    max: u64,
+) -> Result<u64> {
+    let used = attempt_frame_bytes(conn, row).await?;
+    let bytes = used.saturating_add(adding);
+    if bytes > max {
+        let adding = usize::try_from(adding).unwrap_or(usize::MAX);
+        return Err(refusals::frame_bytes_exceeded(max, used, adding));
+    }
+    Ok(bytes)
 }
 
 /// The bytes the held `row`'s attempt's frames hold.
