@@ -100,17 +100,26 @@ async fn best_effort_frames_keep_only_the_newest_window(store: Store) {
     );
 }
 
+/// Cap the tenant's frame bytes per attempt at `bytes`; one execution.
+async fn with_frame_cap(
+    e: &flowfabric::Engine,
+    t: flowfabric::model::TenantId,
+    bytes: u64,
+) -> flowfabric::model::ExecutionId {
+    let limits = TenantLimits {
+        max_frame_bytes_per_attempt: Some(bytes),
+        ..TenantLimits::default()
+    };
+    e.set_tenant_limits(t, limits).await.unwrap();
+    e.create(t, task("x")).await.unwrap().execution_id
+}
+
 /// Sequence numbers and the byte cap count per attempt: a new attempt starts
 /// both again, and a resumed attempt carries on where it suspended.
 async fn frame_sequences_and_byte_totals_are_per_attempt(store: Store) {
     let (db, t) = setup_on(store).await;
     let e = &db.engine;
-    let limits = TenantLimits {
-        max_frame_bytes_per_attempt: Some(100),
-        ..TenantLimits::default()
-    };
-    e.set_tenant_limits(t, limits).await.unwrap();
-    let id = e.create(t, task("x")).await.unwrap().execution_id;
+    let id = with_frame_cap(e, t, 100).await;
     let append = async |lease, bytes: usize| {
         e.append_frame(lease, "out", StreamMode::Durable, &vec![7; bytes])
             .await
@@ -158,12 +167,7 @@ async fn frame_sequences_and_byte_totals_are_per_attempt(store: Store) {
 async fn frames_appended_together_are_one_write_all_or_none(store: Store) {
     let (db, t) = setup_on(store).await;
     let e = &db.engine;
-    let limits = TenantLimits {
-        max_frame_bytes_per_attempt: Some(100),
-        ..TenantLimits::default()
-    };
-    e.set_tenant_limits(t, limits).await.unwrap();
-    let id = e.create(t, task("x")).await.unwrap().execution_id;
+    let id = with_frame_cap(e, t, 100).await;
     let c = claim_one(e).await;
     let one = async |payload: &[u8]| {
         e.append_frame(&c.lease, "out", StreamMode::Durable, payload)

@@ -21,13 +21,7 @@ impl Engine {
         payload: &[u8],
     ) -> Result<i64> {
         self.check_name("frame type", frame_type)?;
-        if payload.len() > self.limits.max_frame_bytes {
-            return Err(EngineError::PayloadTooLarge {
-                field: "frame",
-                size: payload.len(),
-                limit: self.limits.max_frame_bytes,
-            });
-        }
+        self.check_frame_size(payload)?;
         if mode == StreamMode::Summary {
             let patch: serde_json::Value = serde_json::from_slice(payload).map_err(|e| {
                 EngineError::invalid("frame", format!("a summary frame must be JSON: {e}"))
@@ -39,8 +33,7 @@ impl Engine {
                 ));
             }
         }
-        self.check_storage(lease.tenant_id, payload.len()).await?;
-        let max_attempt_bytes = self.caps(lease.tenant_id).await?.frame_bytes_per_attempt;
+        let max_attempt_bytes = self.frame_room(lease, payload.len()).await?;
         let frame = NewFrame {
             frame_type,
             mode,
@@ -66,25 +59,35 @@ impl Engine {
                 format!("give 1 to {MAX_FRAMES_PER_BATCH}"),
             ));
         }
-        if let Some(large) = payloads
-            .iter()
-            .find(|p| p.len() > self.limits.max_frame_bytes)
-        {
-            return Err(EngineError::PayloadTooLarge {
-                field: "frame",
-                size: large.len(),
-                limit: self.limits.max_frame_bytes,
-            });
+        for payload in payloads {
+            self.check_frame_size(payload)?;
         }
         let bytes: usize = payloads.iter().map(Vec::len).sum();
-        self.check_storage(lease.tenant_id, bytes).await?;
-        let max_attempt_bytes = self.caps(lease.tenant_id).await?.frame_bytes_per_attempt;
+        let max_attempt_bytes = self.frame_room(lease, bytes).await?;
         let batch = FrameBatch {
             frame_type,
             payloads,
             max_attempt_bytes,
         };
         self.backend.append_frames(lease, batch).await
+    }
+
+    fn check_frame_size(&self, payload: &[u8]) -> Result<()> {
+        if payload.len() > self.limits.max_frame_bytes {
+            return Err(EngineError::PayloadTooLarge {
+                field: "frame",
+                size: payload.len(),
+                limit: self.limits.max_frame_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Check `bytes` more against the tenant's stored-bytes quota; returns
+    /// the cap on the bytes one attempt's frames may hold.
+    async fn frame_room(&self, lease: &LeaseHandle, bytes: usize) -> Result<u64> {
+        self.check_storage(lease.tenant_id, bytes).await?;
+        Ok(self.caps(lease.tenant_id).await?.frame_bytes_per_attempt)
     }
 
     pub async fn read_summary(

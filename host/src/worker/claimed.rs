@@ -138,25 +138,14 @@ impl ClaimedTask {
     }
 
     /// Append durable frames of one type in as few writes as the engine
-    /// allows, as many as the attempt's frame budget has room for; returns
-    /// how many were written (all of them, or an error).
+    /// allows: as many of them as the attempt's frame count has room for.
+    /// Returns how many were written.
     pub(super) async fn frames(
         &self,
         frame_type: &str,
         payloads: &[Vec<u8>],
     ) -> Result<usize, HostError> {
-        if self.is_lease_lost() {
-            return Err(HostError::LeaseLost);
-        }
-        let max = self.engine.limits().max_frames_per_attempt;
-        let wanted = u32::try_from(payloads.len()).unwrap_or(u32::MAX);
-        let before = self.frames.fetch_add(wanted, Ordering::AcqRel);
-        let room = max.saturating_sub(before).min(wanted) as usize;
-        if room == 0 {
-            return Err(HostError::LimitExceeded(format!(
-                "at most {max} frames per attempt"
-            )));
-        }
+        let room = self.frame_room(payloads.len())?;
         for batch in payloads[..room].chunks(MAX_FRAMES_PER_BATCH) {
             self.engine
                 .append_frames(self.lease(), frame_type, batch)
@@ -166,21 +155,30 @@ impl ClaimedTask {
         Ok(room)
     }
 
+    /// Take up to `wanted` of the attempt's frame count (the lease still
+    /// held); how many were free, at least one.
+    fn frame_room(&self, wanted: usize) -> Result<usize, HostError> {
+        if self.is_lease_lost() {
+            return Err(HostError::LeaseLost);
+        }
+        let max = self.engine.limits().max_frames_per_attempt;
+        let wanted = u32::try_from(wanted).unwrap_or(u32::MAX);
+        let before = self.frames.fetch_add(wanted, Ordering::AcqRel);
+        match max.saturating_sub(before).min(wanted) {
+            0 => Err(HostError::LimitExceeded(format!(
+                "at most {max} frames per attempt"
+            ))),
+            room => Ok(room as usize),
+        }
+    }
+
     async fn frame_in(
         &self,
         frame_type: &str,
         payload: &[u8],
         mode: StreamMode,
     ) -> Result<u64, HostError> {
-        if self.is_lease_lost() {
-            return Err(HostError::LeaseLost);
-        }
-        let max = self.engine.limits().max_frames_per_attempt;
-        if self.frames.fetch_add(1, Ordering::AcqRel) >= max {
-            return Err(HostError::LimitExceeded(format!(
-                "at most {max} frames per attempt"
-            )));
-        }
+        self.frame_room(1)?;
         self.engine
             .append_frame(self.lease(), frame_type, mode, payload)
             .await

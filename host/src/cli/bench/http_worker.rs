@@ -10,11 +10,11 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use flowfabric::model::{
     BudgetScope, CapabilityCeiling, ComponentGrant, DimensionLimit, HardLimitAction, NewBudget,
-    NewExecution, TenantId,
+    TenantId,
 };
 use flowfabric::runtime::{Runtime, RuntimeConfig};
 use flowfabric::worker::{WorkerConfig, WorkerPool};
@@ -22,7 +22,7 @@ use flowfabric::Engine;
 
 use super::median;
 use super::scratch::ScratchDatabase;
-use super::steps::wait_completed;
+use super::steps::submit_and_wait;
 
 /// One store and metering mode: µs a request through a worker.
 #[derive(serde::Serialize)]
@@ -146,13 +146,7 @@ async fn run(
     requests: u32,
 ) -> anyhow::Result<Duration> {
     let input = format!("http-n:{requests}:{url}");
-    let started = Instant::now();
-    let id = engine
-        .create(tenant, NewExecution::new("testkit", input.into_bytes()))
-        .await?
-        .execution_id;
-    wait_completed(engine, tenant, id).await?;
-    let took = started.elapsed();
+    let (took, id) = submit_and_wait(engine, tenant, &input).await?;
     let result = engine.get(tenant, id).await?.result.unwrap_or_default();
     let expected = format!("ok={requests} error=none");
     anyhow::ensure!(

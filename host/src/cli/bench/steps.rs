@@ -228,7 +228,7 @@ async fn end_to_end(
     ))
 }
 
-async fn submit_and_wait(
+pub(super) async fn submit_and_wait(
     engine: &Engine,
     tenant: TenantId,
     input: &str,
@@ -248,11 +248,7 @@ async fn submit_and_wait(
 /// Until the execution has completed: its state is read on every event-stream
 /// wake-up of the tenant (a lease or completion event; not on frames, which
 /// only the guests with steps write) and at least every 20 ms.
-pub(super) async fn wait_completed(
-    engine: &Engine,
-    tenant: TenantId,
-    id: ExecutionId,
-) -> anyhow::Result<()> {
+async fn wait_completed(engine: &Engine, tenant: TenantId, id: ExecutionId) -> anyhow::Result<()> {
     let mut wakeups = engine.event_wakeups().await?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
