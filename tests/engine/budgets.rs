@@ -26,6 +26,14 @@ fn budget(scope: BudgetScope, soft: Option<u64>, hard: Option<u64>) -> NewBudget
     }
 }
 
+fn limit(dimension: &str, soft: Option<u64>, hard: Option<u64>) -> DimensionLimit {
+    DimensionLimit {
+        dimension: dimension.into(),
+        soft_limit: soft,
+        hard_limit: hard,
+    }
+}
+
 async fn used(e: &Engine, t: TenantId, id: flowfabric::model::BudgetId) -> u64 {
     e.backend().get_budget(t, id).await.unwrap().dimensions[0].used
 }
@@ -329,11 +337,6 @@ async fn a_refused_report_blocks_later_claims(store: Store) {
 async fn a_report_over_several_dimensions_applies_whole_or_not_at_all(store: Store) {
     let (db, t) = setup_on(store).await;
     let e = &db.engine;
-    let limit = |dimension: &str, soft, hard| DimensionLimit {
-        dimension: dimension.into(),
-        soft_limit: soft,
-        hard_limit: hard,
-    };
     let b = e
         .create_budget(
             t,
@@ -579,7 +582,122 @@ async fn a_dimension_is_limited_while_a_budget_of_the_tenant_has_it(store: Store
     );
 }
 
+/// Reports from many executions at once, each over two dimensions, against
+/// a tenant budget and a lane budget: every applied report is counted
+/// exactly once, the soft limit is reported by exactly the reports that
+/// end past it, nothing passes the hard limit, and no report deadlocks.
+async fn concurrent_reports_count_exactly_up_to_the_hard_limit(store: Store) {
+    let (db, t) = setup_on(store).await;
+    let e = &db.engine;
+    let budget_of = |scope, dimensions| NewBudget {
+        name: "shared".into(),
+        scope,
+        dimensions,
+        on_hard_limit: HardLimitAction::Fail,
+        reset_interval_ms: None,
+    };
+    let tenant_wide = e
+        .create_budget(
+            t,
+            budget_of(
+                BudgetScope::Tenant,
+                vec![
+                    limit("calls", Some(20), Some(30)),
+                    limit("tokens", None, Some(1_000_000)),
+                ],
+            ),
+        )
+        .await
+        .unwrap();
+    let lane = e
+        .create_budget(
+            t,
+            budget_of(
+                BudgetScope::Lane {
+                    lane: flowfabric::model::DEFAULT_LANE.into(),
+                },
+                vec![limit("tokens", Some(1_000), Some(10_000))],
+            ),
+        )
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(
+            e.create(t, task(&format!("r{i}")))
+                .await
+                .unwrap()
+                .execution_id,
+        );
+    }
+    let claimed = e.claim(&crate::request(6)).await.unwrap();
+    assert_eq!(claimed.len(), 6);
+    let outcomes = futures::future::join_all(claimed.iter().map(|c| async move {
+        let mut seen = Vec::new();
+        for _ in 0..10 {
+            let report = vec![
+                UsageEntry {
+                    dimension: "tokens".into(),
+                    delta: 2,
+                },
+                UsageEntry {
+                    dimension: "calls".into(),
+                    delta: 1,
+                },
+            ];
+            let outcome = e.report_usage_many(&c.lease, report, None).await.unwrap();
+            let ended = matches!(outcome, UsageOutcome::HardBreach(_));
+            seen.push(outcome);
+            if ended {
+                break;
+            }
+        }
+        seen
+    }))
+    .await;
+    let all: Vec<&UsageOutcome> = outcomes.iter().flatten().collect();
+    let applied = all
+        .iter()
+        .filter(|o| matches!(o, UsageOutcome::Ok | UsageOutcome::SoftBreach(_)))
+        .count();
+    let soft = all
+        .iter()
+        .filter(|o| matches!(o, UsageOutcome::SoftBreach(b) if b.dimension == "calls"))
+        .count();
+    assert_eq!(applied, 30, "{all:?}");
+    assert_eq!(
+        soft, 10,
+        "the reports taking `calls` from 21 to 30: {all:?}"
+    );
+    let dimension_used = |budget: &flowfabric::model::Budget, name: &str| {
+        budget
+            .dimensions
+            .iter()
+            .find(|d| d.dimension == name)
+            .unwrap()
+            .used
+    };
+    let tenant_wide = e
+        .backend()
+        .get_budget(t, tenant_wide.budget_id)
+        .await
+        .unwrap();
+    assert_eq!(dimension_used(&tenant_wide, "calls"), 30);
+    assert_eq!(dimension_used(&tenant_wide, "tokens"), 60);
+    let lane = e.backend().get_budget(t, lane.budget_id).await.unwrap();
+    assert_eq!(dimension_used(&lane, "tokens"), 60);
+    let mut calls = 0;
+    for id in ids {
+        let usage = db.attempt_usage(id).await;
+        let of = |name: &str| usage.get(name).and_then(|v| v.as_u64()).unwrap_or(0);
+        assert_eq!(of("tokens"), 2 * of("calls"), "{usage}");
+        calls += of("calls");
+    }
+    assert_eq!(calls, 30, "each execution's attempt counts what it applied");
+}
+
 on_both_backends!(
+    concurrent_reports_count_exactly_up_to_the_hard_limit,
     a_dimension_is_limited_while_a_budget_of_the_tenant_has_it,
     usage_is_corrected_by_hand_audited_and_releases_what_it_held,
     a_report_over_several_dimensions_applies_whole_or_not_at_all,

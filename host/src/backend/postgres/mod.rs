@@ -51,6 +51,7 @@ mod steps;
 mod suspension;
 mod suspension_timeouts;
 mod tenancy;
+mod usage;
 mod waitpoint_keys;
 mod wakeups;
 
