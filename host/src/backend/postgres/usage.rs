@@ -17,17 +17,17 @@
 //! not.
 
 use sqlx::postgres::PgRow;
-use sqlx::PgConnection;
+use sqlx::{FromRow, PgConnection};
 
-use super::budgets::to_i64;
 use super::leases::{fail_locked, rejection, FENCE};
-use super::rows::{col, json, parse, transaction, Args};
+use super::rows::{col, json, transaction, Args};
 use super::suspension::record_suspension;
 use super::PgBackend;
 use crate::backend::refusals::check_usage_fits;
 use crate::backend::shared::budgets::pg::{remember_usage_report, usage_reported};
+use crate::backend::shared::usage::{delta_of, first_breach, Bound, Checked, Limit};
 use crate::backend::{Fetch, Run};
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 use crate::model::{
     Breach, BudgetId, ExecutionPolicy, Failure, FailureClass, HardLimitAction, LeaseHandle,
     ResumeCondition, Suspension, TimeoutBehavior, UsageEntry, UsageOutcome,
@@ -104,7 +104,7 @@ async fn report_in_one_statement(
          ORDER BY l.dimension, l.budget_id"
     );
     let dimensions: Vec<&str> = report.iter().map(|e| e.dimension.as_str()).collect();
-    let deltas: Vec<i64> = report.iter().map(|e| to_i64(e.delta)).collect();
+    let deltas: Vec<i64> = report.iter().map(delta_of).collect();
     let args = Args::fence(lease).push(dimensions).push(deltas).done(op)?;
     let rows = sqlx::query_with(&sql, args).all(&db.pool, op).await?;
     // One row at least (the left join), unless the statement changed.
@@ -117,7 +117,7 @@ async fn report_in_one_statement(
     if !col::<bool>(first, "applied")? {
         return Ok(None);
     }
-    let mut soft = None;
+    let mut checked = Vec::with_capacity(report.len());
     for entry in report {
         let limits = rows
             .iter()
@@ -128,12 +128,12 @@ async fn report_in_one_statement(
                     .as_deref()
                     == Some(&entry.dimension)
             })
-            .map(limit_of)
+            .map(|r| Limit::from_row(r).map_err(EngineError::storage(op)))
             .collect::<Result<Vec<_>>>()?;
-        let delta = to_i64(entry.delta);
-        debug_assert!(first_breach(&limits, delta, &entry.dimension, |l| l.hard).is_none());
-        soft = soft.or_else(|| first_breach(&limits, delta, &entry.dimension, |l| l.soft));
+        checked.push(Checked::new(entry, limits));
     }
+    debug_assert!(matches!(first_breach(&checked, Bound::Hard), Ok(None)));
+    let soft = first_breach(&checked, Bound::Soft)?;
     Ok(Some(
         soft.map_or(UsageOutcome::Ok, UsageOutcome::SoftBreach),
     ))
@@ -171,30 +171,28 @@ async fn report_step_by_step(
         // dimensions come in name order, so two reports lock alike.
         let mut checked = Vec::with_capacity(report.len());
         for entry in report {
-            let (dimension, delta) = (entry.dimension.as_str(), to_i64(entry.delta));
-            let limits = lock_limits(tx, lease, &row, dimension).await?;
+            let limits = lock_limits(tx, lease, &row, &entry.dimension).await?;
             let attempt_used: String = sqlx::query_scalar(
                 "SELECT coalesce(usage ->> $3, '0') FROM attempts \
                  WHERE tenant_id = $1 AND execution_id = $2 AND attempt_index = $4",
             )
             .bind(lease.tenant_id)
             .bind(lease.execution_id)
-            .bind(dimension)
+            .bind(&entry.dimension)
             .bind(lease.attempt_index)
             .optional(&mut *tx, op)
             .await?
             .unwrap_or_else(|| "0".into());
+            let entry = Checked::new(entry, limits);
             check_usage_fits(
-                dimension,
-                delta,
-                limits.iter().map(|l| l.used),
+                entry.dimension,
+                entry.delta,
+                entry.limits.iter().map(|l| l.used),
                 &attempt_used,
             )?;
-            checked.push((dimension, delta, limits));
+            checked.push(entry);
         }
-        let hard = checked.iter().find_map(|(dimension, delta, limits)| {
-            first_breach(limits, *delta, dimension, |l| l.hard)
-        });
+        let hard = first_breach(&checked, Bound::Hard)?;
         if let Some(breach) = hard {
             // Not applied, and not remembered: the same report may be retried
             // once the budget allows it.
@@ -215,8 +213,8 @@ async fn report_step_by_step(
         if let Some(key) = dedup_key {
             remember_usage_report(tx, lease.tenant_id, lease.execution_id, key).await?;
         }
-        for (dimension, delta, limits) in &checked {
-            let ids: Vec<BudgetId> = limits.iter().map(|l| l.budget_id).collect();
+        for entry in &checked {
+            let ids: Vec<BudgetId> = entry.limits.iter().map(|l| l.budget_id).collect();
             sqlx::query(
                 "WITH spent AS ( \
                      UPDATE budget_dimensions SET used = used + $4, \
@@ -228,47 +226,17 @@ async fn report_step_by_step(
             )
             .bind(lease.tenant_id)
             .bind(lease.execution_id)
-            .bind(dimension)
-            .bind(delta)
+            .bind(entry.dimension)
+            .bind(entry.delta)
             .bind(&ids)
             .bind(lease.attempt_index)
             .run(&mut *tx, op)
             .await?;
         }
-        let over_soft = checked.iter().find_map(|(dimension, delta, limits)| {
-            first_breach(limits, *delta, dimension, |l| l.soft)
-        });
+        let over_soft = first_breach(&checked, Bound::Soft)?;
         Ok(over_soft.map_or(UsageOutcome::Ok, UsageOutcome::SoftBreach))
     })
     .await
-}
-
-/// One matching dimension row, locked.
-struct Limit {
-    budget_id: BudgetId,
-    action: HardLimitAction,
-    soft: Option<i64>,
-    hard: Option<i64>,
-    used: i64,
-}
-
-/// The first limit (hard or soft, as `which` picks) that `delta` would cross.
-fn first_breach(
-    limits: &[Limit],
-    delta: i64,
-    dimension: &str,
-    which: fn(&Limit) -> Option<i64>,
-) -> Option<Breach> {
-    limits.iter().find_map(|l| {
-        let after = l.used.saturating_add(delta);
-        which(l).filter(|limit| after > *limit).map(|limit| Breach {
-            budget_id: l.budget_id,
-            dimension: dimension.to_owned(),
-            current: after.max(0) as u64,
-            limit: limit.max(0) as u64,
-            action: l.action,
-        })
-    })
 }
 
 /// The dimension rows of every budget covering the lease's execution, locked
@@ -294,17 +262,9 @@ async fn lock_limits(
     .bind(col::<String>(execution, "lane")?)
     .all(&mut *tx, "lock budgets")
     .await?;
-    rows.iter().map(limit_of).collect()
-}
-
-fn limit_of(row: &PgRow) -> Result<Limit> {
-    Ok(Limit {
-        budget_id: col(row, "budget_id")?,
-        action: parse(&col::<String>(row, "on_hard_limit")?)?,
-        soft: col(row, "soft_limit")?,
-        hard: col(row, "hard_limit")?,
-        used: col(row, "used")?,
-    })
+    rows.iter()
+        .map(|r| Limit::from_row(r).map_err(EngineError::storage("lock budgets")))
+        .collect()
 }
 
 /// A hard breach ends the attempt as the budget says: failed for good, or

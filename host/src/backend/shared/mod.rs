@@ -131,4 +131,5 @@ pub(crate) mod stamp;
 pub(crate) mod steps;
 pub(crate) mod suspension;
 pub(crate) mod tenancy;
+pub(crate) mod usage;
 pub(crate) mod waitpoint_keys;

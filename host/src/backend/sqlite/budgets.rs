@@ -21,8 +21,9 @@ use crate::backend::refusals::check_usage_fits;
 use crate::backend::shared::budgets::sqlite::{
     check_scope_exists, get_budget, remember_usage_report, usage_reported,
 };
+use crate::backend::shared::usage::{first_breach, Bound, Checked, Limit};
 use crate::backend::{Fetch, Run};
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 use crate::model::Eligibility;
 use crate::model::{
     Breach, Budget, BudgetId, Failure, FailureClass, HardLimitAction, LeaseHandle, NewBudget,
@@ -108,35 +109,28 @@ async fn report_usage(
         // Every dimension is checked before any is applied.
         let mut checked = Vec::with_capacity(report.len());
         for entry in report {
-            let (dimension, delta) = (entry.dimension.as_str(), to_i64(entry.delta));
-            let limits = limits(conn, &row, dimension).await?;
+            let limits = limits(conn, &row, &entry.dimension).await?;
             let attempt_used: String = sqlx::query_scalar(
                 "SELECT coalesce(CAST(json_extract(usage, '$.' || json_quote(?1)) AS TEXT), '0') \
                  FROM attempts WHERE tenant_id = ?2 AND execution_id = ?3 AND attempt_index = ?4",
             )
-            .bind(dimension)
+            .bind(&entry.dimension)
             .bind(tenant)
             .bind(id)
             .bind(lease.attempt_index)
             .optional(&mut *conn, "report usage")
             .await?
             .unwrap_or_else(|| "0".into());
+            let entry = Checked::new(entry, limits);
             check_usage_fits(
-                dimension,
-                delta,
-                limits.iter().map(|l| l.used),
+                entry.dimension,
+                entry.delta,
+                entry.limits.iter().map(|l| l.used),
                 &attempt_used,
             )?;
-            checked.push((dimension, delta, limits));
+            checked.push(entry);
         }
-        let mut hard = None;
-        for (dimension, delta, limits) in &checked {
-            if let Some(breach) = first_breach(limits, *delta, dimension, |l| l.hard_limit)? {
-                hard = Some(breach);
-                break;
-            }
-        }
-        if let Some(breach) = hard {
+        if let Some(breach) = first_breach(&checked, Bound::Hard)? {
             // Not applied, and not remembered: the same report may be
             // retried once the budget allows it.
             enforce(conn, &mut row, &breach, effects).await?;
@@ -154,17 +148,17 @@ async fn report_usage(
         if let Some(key) = dedup_key {
             remember_usage_report(conn, tenant, id, key).await?;
         }
-        for (dimension, delta, limits) in &checked {
-            for limit in limits {
+        for entry in &checked {
+            for limit in &entry.limits {
                 sqlx::query(
                     "UPDATE budget_dimensions SET used = used + ?1, \
                          exhausted = exhausted OR coalesce(used + ?1 >= hard_limit, 0) \
                      WHERE tenant_id = ?2 AND budget_id = ?3 AND dimension = ?4",
                 )
-                .bind(delta)
+                .bind(entry.delta)
                 .bind(tenant)
                 .bind(limit.budget_id)
-                .bind(dimension)
+                .bind(entry.dimension)
                 .run(&mut *conn, "report usage")
                 .await?;
             }
@@ -173,21 +167,15 @@ async fn report_usage(
                      coalesce(json_extract(usage, '$.' || json_quote(?1)), 0) + ?2) \
                  WHERE tenant_id = ?3 AND execution_id = ?4 AND attempt_index = ?5",
             )
-            .bind(dimension)
-            .bind(delta)
+            .bind(entry.dimension)
+            .bind(entry.delta)
             .bind(tenant)
             .bind(id)
             .bind(lease.attempt_index)
             .run(&mut *conn, "report usage")
             .await?;
         }
-        let mut over_soft = None;
-        for (dimension, delta, limits) in &checked {
-            over_soft = first_breach(limits, *delta, dimension, |l| l.soft_limit)?;
-            if over_soft.is_some() {
-                break;
-            }
-        }
+        let over_soft = first_breach(&checked, Bound::Soft)?;
         Ok(over_soft.map_or(UsageOutcome::Ok, UsageOutcome::SoftBreach))
     })
     .await
@@ -195,38 +183,6 @@ async fn report_usage(
 
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-/// One dimension of a budget covering the reporting execution.
-#[derive(sqlx::FromRow)]
-struct Limit {
-    budget_id: BudgetId,
-    on_hard_limit: String,
-    soft_limit: Option<i64>,
-    hard_limit: Option<i64>,
-    used: i64,
-}
-
-/// The first limit (hard or soft, as `which` picks) that `delta` would cross.
-fn first_breach(
-    limits: &[Limit],
-    delta: i64,
-    dimension: &str,
-    which: fn(&Limit) -> Option<i64>,
-) -> Result<Option<Breach>> {
-    for l in limits {
-        let after = l.used.saturating_add(delta);
-        if let Some(limit) = which(l).filter(|limit| after > *limit) {
-            return Ok(Some(Breach {
-                budget_id: l.budget_id,
-                dimension: dimension.to_owned(),
-                current: after.max(0) as u64,
-                limit: limit.max(0) as u64,
-                action: l.on_hard_limit.parse().map_err(EngineError::Corrupt)?,
-            }));
-        }
-    }
-    Ok(None)
 }
 
 /// The dimension `dimension` of every budget covering `row`, in budget order.
