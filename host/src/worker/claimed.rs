@@ -321,8 +321,16 @@ impl TaskImports for ClaimedTask {
         let outcome = self
             .engine
             .report_usage_many(self.lease(), report, dedup_key.as_deref())
-            .await
-            .map_err(|e| self.host_error(e))?;
+            .await;
+        let counted = match &outcome {
+            Ok(UsageOutcome::Ok) => "ok",
+            Ok(UsageOutcome::SoftBreach(_)) => "soft_breach",
+            Ok(UsageOutcome::HardBreach(_)) => "hard_breach",
+            Ok(UsageOutcome::AlreadyApplied) => "already_applied",
+            Err(_) => "refused",
+        };
+        metrics::counter!("flowfabric_usage_reports_total", "outcome" => counted).increment(1);
+        let outcome = outcome.map_err(|e| self.host_error(e))?;
         let breach = |b: model::Breach| Breach {
             dimension: b.dimension,
             current: b.current,
