@@ -7,11 +7,20 @@
 //! its answer back costs two thread wake-ups: 11 to 47 µs a task on a 2 vCPU
 //! VM (`bench languages`' hop), more than a Rust guest's whole run on a kept
 //! instance and a third of a fresh one. So an attempt starts where its caller
-//! is, and an epoch tick that finds it there for longer than
+//! is, and an epoch tick that finds it has computed there for longer than
 //! [`INLINE_SLICE`] marks it (`Placement::tick`); the guest yields at that
 //! tick as it does at every one, and [`run_here_first`] hands the half-run
-//! future to the guest threads. A guest takes the caller's thread for under
-//! two ticks (4 ms), and waiting on a host call there uses no CPU.
+//! future to the guest threads. A guest computes on the caller's thread for
+//! under two ticks (4 ms).
+//!
+//! What counts is the time the guest's own code ran there: the store's
+//! call hook ([`Placement::transition`]) stops the clock whenever the guest
+//! calls into the host and starts it when the host hands back. Waiting on a
+//! host call uses no CPU, and a guest that spends its life waiting on the
+//! network or the database would otherwise move after 2 ms of waiting and
+//! pay a wake-up of a guest thread at every answer from then on. The hook
+//! is wasmtime's own transition, so a guest cannot compute while the clock
+//! is stopped.
 //!
 //! It still needs a turn (`fair`) before it runs, wherever it runs, so turns
 //! are shared between tenants exactly as before. What is new is that a few
@@ -45,27 +54,63 @@ pub(super) const SKIP_AFTER_MOVE: u32 = 16;
 pub(super) const INLINE_SLICE: Duration = Duration::from_millis(2);
 
 /// One attempt's place: on the caller's thread until an epoch tick finds it
-/// there for longer than [`INLINE_SLICE`].
+/// has computed there for longer than [`INLINE_SLICE`].
 #[derive(Debug, Default)]
 pub(super) struct Placement {
-    /// When it started on the caller's thread; `None` once it moved, and for
-    /// an attempt that starts on the guest threads.
-    on_caller_since: Mutex<Option<Instant>>,
+    /// What it computed on the caller's thread; `None` once it moved, and
+    /// for an attempt that starts on the guest threads.
+    on_caller: Mutex<Option<Computed>>,
     /// It must leave the caller's thread at its next yield.
     must_move: AtomicBool,
+}
+
+/// Compute time on the caller's thread: the guest's code running there.
+#[derive(Debug, Default, Clone, Copy)]
+struct Computed {
+    /// What it ran before its current stretch.
+    before: Duration,
+    /// When the guest's code last took over from the host; `None` while the
+    /// host runs (a host call, or before the first call into the guest).
+    in_guest_since: Option<Instant>,
+}
+
+impl Computed {
+    fn total(self) -> Duration {
+        self.before
+            + self
+                .in_guest_since
+                .map_or(Duration::ZERO, |since| since.elapsed())
+    }
 }
 
 impl Placement {
     /// Called at every epoch tick of the guest.
     pub(super) fn tick(&self) {
-        let since = *self.on_caller_since.lock().expect("placement lock");
-        if since.is_some_and(|since| since.elapsed() >= INLINE_SLICE) {
+        let computed = *self.on_caller.lock().expect("placement lock");
+        if computed.is_some_and(|c| c.total() >= INLINE_SLICE) {
             self.must_move.store(true, Ordering::Relaxed);
         }
     }
 
+    /// Called by the store's call hook at every switch between the guest's
+    /// code and the host's: `into_host` stops the clock, its opposite starts
+    /// it.
+    pub(super) fn transition(&self, into_host: bool) {
+        let mut on_caller = self.on_caller.lock().expect("placement lock");
+        let Some(computed) = on_caller.as_mut() else {
+            return;
+        };
+        if into_host {
+            if let Some(since) = computed.in_guest_since.take() {
+                computed.before += since.elapsed();
+            }
+        } else {
+            computed.in_guest_since.get_or_insert_with(Instant::now);
+        }
+    }
+
     fn set_on_caller(&self, on_caller: bool) {
-        *self.on_caller_since.lock().expect("placement lock") = on_caller.then(Instant::now);
+        *self.on_caller.lock().expect("placement lock") = on_caller.then(Computed::default);
     }
 
     fn must_move(&self) -> bool {
@@ -199,9 +244,35 @@ mod tests {
         placement.set_on_caller(true);
         placement.tick();
         assert!(!placement.must_move(), "a tick too soon after the start");
-        *placement.on_caller_since.lock().unwrap() = Some(Instant::now() - INLINE_SLICE);
+        placement.transition(false);
+        computed_for(&placement, INLINE_SLICE);
         placement.tick();
         assert!(placement.must_move());
+    }
+
+    /// As if the guest's code had taken over `ago`.
+    fn computed_for(placement: &Placement, ago: Duration) {
+        let mut computed = placement.on_caller.lock().unwrap();
+        computed.as_mut().unwrap().in_guest_since = Some(Instant::now() - ago);
+    }
+
+    #[test]
+    fn time_spent_in_host_calls_is_not_computing() {
+        let placement = Placement::default();
+        placement.set_on_caller(true);
+        // Long waits on the host between short stretches of the guest's code.
+        for _ in 0..10 {
+            placement.transition(false);
+            computed_for(&placement, INLINE_SLICE / 20);
+            placement.transition(true);
+            std::thread::sleep(INLINE_SLICE / 4);
+            placement.tick();
+        }
+        assert!(!placement.must_move(), "half the slice computed in all");
+        placement.transition(false);
+        computed_for(&placement, INLINE_SLICE / 2);
+        placement.tick();
+        assert!(placement.must_move(), "the stretches add up to the slice");
     }
 
     #[tokio::test]
@@ -216,7 +287,8 @@ mod tests {
         let seen = placement.clone();
         let attempt = Box::pin(async move {
             let first = std::thread::current().name().map(str::to_owned);
-            *seen.on_caller_since.lock().unwrap() = Some(Instant::now() - INLINE_SLICE);
+            seen.transition(false);
+            computed_for(&seen, INLINE_SLICE);
             seen.tick();
             tokio::task::yield_now().await;
             (first, std::thread::current().name().map(str::to_owned))
