@@ -54,29 +54,34 @@ async fn a_spinning_guest_leaves_the_workers_thread() {
     pool.shutdown().await;
 }
 
-/// A guest that spends its run waiting on the host (its sleeps are
-/// `wasi:clocks` waits, its frames host calls) computes for far less than
-/// the slice, however long it runs, so it stays on the worker's thread
-/// instead of paying a guest thread's wake-up at every answer. The metric is
-/// read from a recorder local to this thread, where the worker records it.
+/// A guest that spends its run waiting (its sleeps are `wasi:clocks` waits,
+/// its frames database writes) holds the worker's thread for far less than
+/// the slice, however long it runs, so it stays there instead of paying a
+/// guest thread's wake-up at every answer. The slice is 25 ms here, not the
+/// default 2 ms, because an instantiation alone takes milliseconds in a debug
+/// build; the run waits 60 ms. The metric is read from a recorder local to
+/// this thread, where the worker records it.
 #[tokio::test(flavor = "current_thread")]
 async fn a_guest_waiting_on_the_host_stays_on_the_workers_thread() {
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let runs = recorder.handle();
     let _local = metrics::set_default_local_recorder(&recorder);
     let env = Env::new().await;
-    // A runtime of its own: in the shared one another test's spinning
-    // testkit may have sent the component's next attempts straight to the
-    // guest threads.
-    let runtime = flowfabric::runtime::Runtime::new(Default::default()).expect("wasm runtime");
+    // A runtime of its own, with the longer slice; and in the shared one
+    // another test's spinning testkit may have sent the component's next
+    // attempts straight to the guest threads.
+    let runtime = flowfabric::runtime::Runtime::new(flowfabric::runtime::RuntimeConfig {
+        inline_slice: Duration::from_millis(25),
+        ..Default::default()
+    })
+    .expect("wasm runtime");
     let pool = flowfabric::worker::WorkerPool::start(
         env.db.engine.clone(),
         std::sync::Arc::new(runtime),
         config(1),
     );
-    // Three frames and three sleeps of 5 ms: 15 ms or more, all but a few
-    // microseconds of it waiting.
-    assert_eq!(env.completed_text("drip:3:5", 0).await, "dripped=3");
+    // Four frames and four sleeps of 15 ms.
+    assert_eq!(env.completed_text("drip:4:15", 0).await, "dripped=4");
     let rendered = runs.render();
     assert!(
         rendered.contains(r#"flowfabric_guest_runs_total{ran="caller"} 1"#),

@@ -166,10 +166,6 @@ async fn call_run(
         started + limits.timeout,
         call.cancel.clone(),
     ));
-    store.call_hook(|store, hook| {
-        store.data().cpu.placement.transition(hook.entering_host());
-        Ok(())
-    });
     if let (true, Some(fuel)) = (call.fuel, limits.fuel) {
         if let Err(e) = store.set_fuel(fuel) {
             return (RunResult::Failed(internal_failure(e)), Duration::ZERO, None);

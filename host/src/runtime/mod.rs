@@ -49,7 +49,7 @@ pub use bindings::{
 pub use fair::Owner;
 pub use imports::{HostReply, Release, TaskImports};
 pub use outbound::{HttpExchange, HttpLog};
-pub use placement::Ran;
+pub use placement::{Ran, INLINE_SLICE};
 pub use sandbox::{CancelFlag, SandboxLimits};
 
 use crate::model::{AttemptCapabilities, TenantId};
@@ -88,6 +88,10 @@ pub struct RuntimeConfig {
     /// for the next request of the same tenant to the same origin (see
     /// `keep_alive`); zero opens a connection per request.
     pub http_idle_timeout: Duration,
+    /// How long an attempt may hold the caller's thread (the worker's)
+    /// before it moves to the guest threads (see `placement`); waits do not
+    /// count.
+    pub inline_slice: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -103,6 +107,7 @@ impl Default for RuntimeConfig {
             scratch_dir: None,
             warm_instances: 16,
             http_idle_timeout: keep_alive::DEFAULT_IDLE_TIMEOUT,
+            inline_slice: placement::INLINE_SLICE,
         }
     }
 }
@@ -435,7 +440,7 @@ impl Runtime {
         guest: Guest,
         limits: &SandboxLimits,
     ) -> std::io::Result<Start> {
-        let cpu = sandbox::CpuShare::new(self.turns.clone(), guest.owner);
+        let cpu = sandbox::CpuShare::new(self.turns.clone(), guest.owner, self.config.inline_slice);
         let kept = key
             .and_then(|key| self.warm.take(key))
             .filter(|w| w.store.data().can_serve(&guest.capabilities, limits));

@@ -13,14 +13,14 @@
 //! future to the guest threads. A guest computes on the caller's thread for
 //! under two ticks (4 ms).
 //!
-//! What counts is the time the guest's own code ran there: the store's
-//! call hook ([`Placement::transition`]) stops the clock whenever the guest
-//! calls into the host and starts it when the host hands back. Waiting on a
-//! host call uses no CPU, and a guest that spends its life waiting on the
-//! network or the database would otherwise move after 2 ms of waiting and
-//! pay a wake-up of a guest thread at every answer from then on. The hook
-//! is wasmtime's own transition, so a guest cannot compute while the clock
-//! is stopped.
+//! What counts is the time the attempt held the caller's thread: the time
+//! spent polling its future there, the guest's code and the host calls that
+//! finished without waiting alike, and not the time between polls, when
+//! the attempt waits on the network, the database, a sleep or a turn and
+//! the thread is free. A guest that spends its life waiting would otherwise
+//! move after 2 ms of waiting and pay a wake-up of a guest thread at every
+//! answer from then on; and a guest cannot hide CPU from the clock behind
+//! host calls that answer at once.
 //!
 //! It still needs a turn (`fair`) before it runs, wherever it runs, so turns
 //! are shared between tenants exactly as before. What is new is that a few
@@ -51,12 +51,15 @@ pub(super) const SKIP_AFTER_MOVE: u32 = 16;
 /// moving at any tick would send those to the guest threads for nothing.
 /// Attempts shorter than this never move; none stays past its first tick
 /// after it, so under 4 ms in all.
-pub(super) const INLINE_SLICE: Duration = Duration::from_millis(2);
+pub const INLINE_SLICE: Duration = Duration::from_millis(2);
 
 /// One attempt's place: on the caller's thread until an epoch tick finds it
 /// has computed there for longer than [`INLINE_SLICE`].
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Placement {
+    /// How long it may hold the caller's thread ([`INLINE_SLICE`] unless
+    /// the runtime's configuration says otherwise).
+    slice: Duration,
     /// What it computed on the caller's thread; `None` once it moved, and
     /// for an attempt that starts on the guest threads.
     on_caller: Mutex<Option<Computed>>,
@@ -64,48 +67,58 @@ pub(super) struct Placement {
     must_move: AtomicBool,
 }
 
-/// Compute time on the caller's thread: the guest's code running there.
+/// The time an attempt held the caller's thread: its polls there.
 #[derive(Debug, Default, Clone, Copy)]
 struct Computed {
-    /// What it ran before its current stretch.
+    /// The polls that returned.
     before: Duration,
-    /// When the guest's code last took over from the host; `None` while the
-    /// host runs (a host call, or before the first call into the guest).
-    in_guest_since: Option<Instant>,
+    /// When the poll under way began; `None` between polls.
+    polled_since: Option<Instant>,
 }
 
 impl Computed {
     fn total(self) -> Duration {
         self.before
             + self
-                .in_guest_since
+                .polled_since
                 .map_or(Duration::ZERO, |since| since.elapsed())
     }
 }
 
+impl Default for Placement {
+    fn default() -> Self {
+        Self::new(INLINE_SLICE)
+    }
+}
+
 impl Placement {
+    pub(super) fn new(slice: Duration) -> Self {
+        Self {
+            slice,
+            on_caller: Mutex::default(),
+            must_move: AtomicBool::default(),
+        }
+    }
+
     /// Called at every epoch tick of the guest.
     pub(super) fn tick(&self) {
         let computed = *self.on_caller.lock().expect("placement lock");
-        if computed.is_some_and(|c| c.total() >= INLINE_SLICE) {
+        if computed.is_some_and(|c| c.total() >= self.slice) {
             self.must_move.store(true, Ordering::Relaxed);
         }
     }
 
-    /// Called by the store's call hook at every switch between the guest's
-    /// code and the host's: `into_host` stops the clock, its opposite starts
-    /// it.
-    pub(super) fn transition(&self, into_host: bool) {
+    /// A poll of the attempt on the caller's thread begins (`true`) or
+    /// returns (`false`).
+    fn polling(&self, began: bool) {
         let mut on_caller = self.on_caller.lock().expect("placement lock");
         let Some(computed) = on_caller.as_mut() else {
             return;
         };
-        if into_host {
-            if let Some(since) = computed.in_guest_since.take() {
-                computed.before += since.elapsed();
-            }
-        } else {
-            computed.in_guest_since.get_or_insert_with(Instant::now);
+        if began {
+            computed.polled_since = Some(Instant::now());
+        } else if let Some(since) = computed.polled_since.take() {
+            computed.before += since.elapsed();
         }
     }
 
@@ -180,10 +193,12 @@ pub(super) async fn run_here_first<T: Send + 'static>(
     let mut attempt = Some(attempt);
     let here = std::future::poll_fn(|cx| {
         let running = attempt.as_mut().expect("polled until it leaves");
-        match AssertUnwindSafe(running.as_mut())
+        placement.polling(true);
+        let polled = AssertUnwindSafe(running.as_mut())
             .catch_unwind()
-            .poll_unpin(cx)
-        {
+            .poll_unpin(cx);
+        placement.polling(false);
+        match polled {
             Poll::Ready(done) => Poll::Ready(Some(done)),
             Poll::Pending if placement.must_move() => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
@@ -244,35 +259,35 @@ mod tests {
         placement.set_on_caller(true);
         placement.tick();
         assert!(!placement.must_move(), "a tick too soon after the start");
-        placement.transition(false);
+        placement.polling(true);
         computed_for(&placement, INLINE_SLICE);
         placement.tick();
         assert!(placement.must_move());
     }
 
-    /// As if the guest's code had taken over `ago`.
+    /// As if the poll under way had begun `ago`.
     fn computed_for(placement: &Placement, ago: Duration) {
         let mut computed = placement.on_caller.lock().unwrap();
-        computed.as_mut().unwrap().in_guest_since = Some(Instant::now() - ago);
+        computed.as_mut().unwrap().polled_since = Some(Instant::now() - ago);
     }
 
     #[test]
-    fn time_spent_in_host_calls_is_not_computing() {
+    fn time_between_polls_is_not_holding_the_thread() {
         let placement = Placement::default();
         placement.set_on_caller(true);
-        // Long waits on the host between short stretches of the guest's code.
+        // Long waits between short polls.
         for _ in 0..10 {
-            placement.transition(false);
+            placement.polling(true);
             computed_for(&placement, INLINE_SLICE / 20);
-            placement.transition(true);
+            placement.polling(false);
             std::thread::sleep(INLINE_SLICE / 4);
-            placement.tick();
         }
-        assert!(!placement.must_move(), "half the slice computed in all");
-        placement.transition(false);
+        placement.polling(true);
+        placement.tick();
+        assert!(!placement.must_move(), "half the slice held in all");
         computed_for(&placement, INLINE_SLICE / 2);
         placement.tick();
-        assert!(placement.must_move(), "the stretches add up to the slice");
+        assert!(placement.must_move(), "the polls add up to the slice");
     }
 
     #[tokio::test]
@@ -287,7 +302,6 @@ mod tests {
         let seen = placement.clone();
         let attempt = Box::pin(async move {
             let first = std::thread::current().name().map(str::to_owned);
-            seen.transition(false);
             computed_for(&seen, INLINE_SLICE);
             seen.tick();
             tokio::task::yield_now().await;

@@ -109,12 +109,12 @@ pub(super) struct CpuShare {
 }
 
 impl CpuShare {
-    pub(super) fn new(gate: Arc<FairGate>, owner: Owner) -> Self {
+    pub(super) fn new(gate: Arc<FairGate>, owner: Owner, inline_slice: Duration) -> Self {
         Self {
             gate,
             owner,
             held: Arc::default(),
-            placement: Arc::default(),
+            placement: Arc::new(Placement::new(inline_slice)),
         }
     }
 
