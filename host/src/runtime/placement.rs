@@ -7,11 +7,11 @@
 //! its answer back costs two thread wake-ups: 11 to 47 µs a task on a 2 vCPU
 //! VM (`bench languages`' hop), more than a Rust guest's whole run on a kept
 //! instance and a third of a fresh one. So an attempt starts where its caller
-//! is, and an epoch tick that finds it has computed there for longer than
+//! is, and an epoch tick that finds it has held that thread for longer than
 //! [`INLINE_SLICE`] marks it (`Placement::tick`); the guest yields at that
 //! tick as it does at every one, and [`run_here_first`] hands the half-run
-//! future to the guest threads. A guest computes on the caller's thread for
-//! under two ticks (4 ms).
+//! future to the guest threads. A guest holds the caller's thread for under
+//! two ticks (4 ms).
 //!
 //! What counts is the time the attempt held the caller's thread: the time
 //! spent polling its future there, the guest's code and the host calls that
@@ -54,29 +54,29 @@ pub(super) const SKIP_AFTER_MOVE: u32 = 16;
 pub const INLINE_SLICE: Duration = Duration::from_millis(2);
 
 /// One attempt's place: on the caller's thread until an epoch tick finds it
-/// has computed there for longer than [`INLINE_SLICE`].
+/// has held that thread for longer than [`INLINE_SLICE`].
 #[derive(Debug)]
 pub(super) struct Placement {
     /// How long it may hold the caller's thread ([`INLINE_SLICE`] unless
     /// the runtime's configuration says otherwise).
     slice: Duration,
-    /// What it computed on the caller's thread; `None` once it moved, and
-    /// for an attempt that starts on the guest threads.
-    on_caller: Mutex<Option<Computed>>,
+    /// How long it held the caller's thread; `None` once it moved, and for
+    /// an attempt that starts on the guest threads.
+    on_caller: Mutex<Option<Held>>,
     /// It must leave the caller's thread at its next yield.
     must_move: AtomicBool,
 }
 
 /// The time an attempt held the caller's thread: its polls there.
 #[derive(Debug, Default, Clone, Copy)]
-struct Computed {
+struct Held {
     /// The polls that returned.
     before: Duration,
     /// When the poll under way began; `None` between polls.
     polled_since: Option<Instant>,
 }
 
-impl Computed {
+impl Held {
     fn total(self) -> Duration {
         self.before
             + self
@@ -102,8 +102,8 @@ impl Placement {
 
     /// Called at every epoch tick of the guest.
     pub(super) fn tick(&self) {
-        let computed = *self.on_caller.lock().expect("placement lock");
-        if computed.is_some_and(|c| c.total() >= self.slice) {
+        let held = *self.on_caller.lock().expect("placement lock");
+        if held.is_some_and(|c| c.total() >= self.slice) {
             self.must_move.store(true, Ordering::Relaxed);
         }
     }
@@ -112,18 +112,18 @@ impl Placement {
     /// returns (`false`).
     fn polling(&self, began: bool) {
         let mut on_caller = self.on_caller.lock().expect("placement lock");
-        let Some(computed) = on_caller.as_mut() else {
+        let Some(held) = on_caller.as_mut() else {
             return;
         };
         if began {
-            computed.polled_since = Some(Instant::now());
-        } else if let Some(since) = computed.polled_since.take() {
-            computed.before += since.elapsed();
+            held.polled_since = Some(Instant::now());
+        } else if let Some(since) = held.polled_since.take() {
+            held.before += since.elapsed();
         }
     }
 
     fn set_on_caller(&self, on_caller: bool) {
-        *self.on_caller.lock().expect("placement lock") = on_caller.then(Computed::default);
+        *self.on_caller.lock().expect("placement lock") = on_caller.then(Held::default);
     }
 
     fn must_move(&self) -> bool {
@@ -260,15 +260,15 @@ mod tests {
         placement.tick();
         assert!(!placement.must_move(), "a tick too soon after the start");
         placement.polling(true);
-        computed_for(&placement, INLINE_SLICE);
+        held_for(&placement, INLINE_SLICE);
         placement.tick();
         assert!(placement.must_move());
     }
 
     /// As if the poll under way had begun `ago`.
-    fn computed_for(placement: &Placement, ago: Duration) {
-        let mut computed = placement.on_caller.lock().unwrap();
-        computed.as_mut().unwrap().polled_since = Some(Instant::now() - ago);
+    fn held_for(placement: &Placement, ago: Duration) {
+        let mut held = placement.on_caller.lock().unwrap();
+        held.as_mut().unwrap().polled_since = Some(Instant::now() - ago);
     }
 
     #[test]
@@ -278,14 +278,14 @@ mod tests {
         // Long waits between short polls.
         for _ in 0..10 {
             placement.polling(true);
-            computed_for(&placement, INLINE_SLICE / 20);
+            held_for(&placement, INLINE_SLICE / 20);
             placement.polling(false);
             std::thread::sleep(INLINE_SLICE / 4);
         }
         placement.polling(true);
         placement.tick();
         assert!(!placement.must_move(), "half the slice held in all");
-        computed_for(&placement, INLINE_SLICE / 2);
+        held_for(&placement, INLINE_SLICE / 2);
         placement.tick();
         assert!(placement.must_move(), "the polls add up to the slice");
     }
@@ -302,7 +302,7 @@ mod tests {
         let seen = placement.clone();
         let attempt = Box::pin(async move {
             let first = std::thread::current().name().map(str::to_owned);
-            computed_for(&seen, INLINE_SLICE);
+            held_for(&seen, INLINE_SLICE);
             seen.tick();
             tokio::task::yield_now().await;
             (first, std::thread::current().name().map(str::to_owned))
