@@ -18,15 +18,7 @@ async fn checked_in_document_matches_the_code() {
     );
 
     let server = TestServer::start().await;
-    let served = server
-        .http
-        .get(server.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let served = server.get_text("/openapi.json").await;
     assert_eq!(served, generated);
     let doc: serde_json::Value = serde_json::from_str(&served).unwrap();
     for path in [

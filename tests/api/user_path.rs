@@ -490,15 +490,7 @@ async fn health_metrics_and_openapi_are_served() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
-    let metrics = server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.get_text("/metrics").await;
     for name in [
         "flowfabric_http_requests_total",
         "flowfabric_http_request_duration_seconds_bucket",

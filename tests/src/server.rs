@@ -88,6 +88,13 @@ impl TestServer {
         format!("{}{path}", self.base)
     }
 
+    /// The body of an unauthenticated GET of `path` (`/metrics`,
+    /// `/openapi.json`).
+    pub async fn get_text(&self, path: &str) -> String {
+        let response = self.http.get(self.url(path)).send().await.unwrap();
+        response.text().await.unwrap()
+    }
+
     /// Create a tenant through the admin API; returns its id and first key.
     pub async fn tenant(&self, name: &str) -> ApiTenant {
         let response = self

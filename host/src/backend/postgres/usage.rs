@@ -23,7 +23,6 @@ use super::leases::{fail_locked, rejection, FENCE};
 use super::rows::{col, json, transaction, Args};
 use super::suspension::record_suspension;
 use super::PgBackend;
-use crate::backend::refusals::check_usage_fits;
 use crate::backend::shared::budgets::pg::{remember_usage_report, usage_reported};
 use crate::backend::shared::usage::{delta_of, first_breach, Bound, Checked, Limit};
 use crate::backend::{Fetch, Run};
@@ -183,14 +182,7 @@ async fn report_step_by_step(
             .optional(&mut *tx, op)
             .await?
             .unwrap_or_else(|| "0".into());
-            let entry = Checked::new(entry, limits);
-            check_usage_fits(
-                entry.dimension,
-                entry.delta,
-                entry.limits.iter().map(|l| l.used),
-                &attempt_used,
-            )?;
-            checked.push(entry);
+            checked.push(Checked::fitting(entry, limits, &attempt_used)?);
         }
         let hard = first_breach(&checked, Bound::Hard)?;
         if let Some(breach) = hard {

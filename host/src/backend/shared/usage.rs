@@ -2,6 +2,7 @@
 //! both drivers: each backend reads (and on Postgres locks) the limits its
 //! own way, then asks these which limit, if any, the report would cross.
 
+use crate::backend::refusals::check_usage_fits;
 use crate::error::{EngineError, Result};
 use crate::model::{Breach, BudgetId, UsageEntry};
 
@@ -31,6 +32,23 @@ impl<'r> Checked<'r> {
             delta: delta_of(entry),
             limits,
         }
+    }
+
+    /// [`Self::new`], refused when the report would push a budget's counter
+    /// or the attempt's (`attempt_used`, as stored) past 63 bits.
+    pub(crate) fn fitting(
+        entry: &'r UsageEntry,
+        limits: Vec<Limit>,
+        attempt_used: &str,
+    ) -> Result<Self> {
+        let checked = Self::new(entry, limits);
+        check_usage_fits(
+            checked.dimension,
+            checked.delta,
+            checked.limits.iter().map(|l| l.used),
+            attempt_used,
+        )?;
+        Ok(checked)
     }
 }
 

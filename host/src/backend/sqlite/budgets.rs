@@ -17,7 +17,6 @@ use super::tenancy::read_tenant;
 use super::time::{after_ms, now};
 use super::{Effects, SqliteBackend};
 use crate::backend::refusals::budget_not_found;
-use crate::backend::refusals::check_usage_fits;
 use crate::backend::shared::budgets::sqlite::{
     check_scope_exists, get_budget, remember_usage_report, usage_reported,
 };
@@ -121,14 +120,7 @@ async fn report_usage(
             .optional(&mut *conn, "report usage")
             .await?
             .unwrap_or_else(|| "0".into());
-            let entry = Checked::new(entry, limits);
-            check_usage_fits(
-                entry.dimension,
-                entry.delta,
-                entry.limits.iter().map(|l| l.used),
-                &attempt_used,
-            )?;
-            checked.push(entry);
+            checked.push(Checked::fitting(entry, limits, &attempt_used)?);
         }
         if let Some(breach) = first_breach(&checked, Bound::Hard)? {
             // Not applied, and not remembered: the same report may be
