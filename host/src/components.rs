@@ -3,7 +3,9 @@
 //! Kept apart from both so that neither the runtime learns about storage nor the
 //! engine about wasm: this is the one place that needs both.
 
-use crate::engine::Engine;
+use std::sync::Arc;
+
+use crate::engine::{Engine, UploadTurn};
 use crate::error::{EngineError, Result};
 use crate::model::{ComponentImport, ComponentVersion, EffectiveGrant, TenantId};
 use crate::runtime::{ComponentError, Runtime};
@@ -32,6 +34,28 @@ pub async fn register(
     engine
         .put_component(tenant, kind, &digest, wasm, &imports)
         .await
+}
+
+/// [`register`] for a caller that may go away half-way (an HTTP request):
+/// it runs to its end on a task of its own and holds the tenant's upload
+/// turn until then, so dropped requests cannot leave compiles behind them
+/// that no turn accounts for.
+pub async fn register_to_end(
+    engine: &Engine,
+    runtime: &Arc<Runtime>,
+    turn: UploadTurn,
+    kind: &str,
+    wasm: bytes::Bytes,
+) -> Result<(ComponentVersion, bool)> {
+    let (engine, runtime, kind) = (engine.clone(), runtime.clone(), kind.to_owned());
+    tokio::spawn(async move {
+        let tenant = turn.tenant();
+        let registered = register(&engine, &runtime, tenant, &kind, &wasm).await;
+        drop(turn);
+        registered
+    })
+    .await
+    .map_err(|e| EngineError::Runtime(format!("registering the component: {e}")))?
 }
 
 /// What the component stored under `digest` imports, each with whether the

@@ -6,7 +6,7 @@
 use reqwest::Method;
 use serde_json::json;
 
-use flowfabric_tests::server::{worker_config, TestServer};
+use flowfabric_tests::server::{response_parts, worker_config, TestServer};
 
 const BIG_BACKLOG: usize = 5_000;
 const SMALL: usize = 10;
@@ -82,5 +82,64 @@ async fn a_big_backlog_does_not_starve_a_small_tenant() {
         big_started_before <= bound,
         "{big_started_before} of the big tenant's executions started before the small \
          tenant's last one; the bound is {bound} (backlog {BIG_BACKLOG})"
+    );
+}
+
+/// A tenant's second upload while its first is still arriving is refused at
+/// once (`429`, retryable), before its body is read; another tenant's upload
+/// goes through meanwhile, and the first completes when its bytes arrive.
+#[tokio::test]
+async fn a_tenant_uploads_one_component_at_a_time() {
+    let server = TestServer::start().await;
+    let slow = server.tenant("slow").await;
+    let other = server.tenant("other").await;
+    let wasm = flowfabric_tests::guest("echo");
+    let (half, rest) = wasm.split_at(wasm.len() / 2);
+    let (send, receive) = futures::channel::mpsc::channel::<std::io::Result<Vec<u8>>>(1);
+    let mut send = send;
+    send.try_send(Ok(half.to_vec())).unwrap();
+    let first = server
+        .http
+        .post(server.url("/v1/components/echo"))
+        .bearer_auth(&slow.token)
+        .header("content-type", "application/wasm")
+        .body(reqwest::Body::wrap_stream(receive))
+        .send();
+    let first = tokio::spawn(first);
+
+    // Once the first upload holds its tenant's turn (the server's engine is
+    // this one), a second is refused without waiting for the first.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while server.db.engine.begin_upload(slow.id).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first never began"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let upload = |tenant: &flowfabric_tests::server::ApiTenant| {
+        server
+            .http
+            .post(server.url("/v1/components/echo"))
+            .bearer_auth(&tenant.token)
+            .header("content-type", "application/wasm")
+            .body(wasm.clone())
+            .send()
+    };
+    let (status, body) = response_parts(upload(&slow).await.unwrap()).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["kind"], "quota_exceeded", "{body}");
+    assert_eq!(body["retryable"], true, "{body}");
+    let (status, body) = response_parts(upload(&other).await.unwrap()).await;
+    assert_eq!(status, 201, "another tenant is not held up: {body}");
+
+    send.try_send(Ok(rest.to_vec())).unwrap();
+    drop(send);
+    let (status, body) = response_parts(first.await.unwrap().unwrap()).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = response_parts(upload(&slow).await.unwrap()).await;
+    assert_eq!(
+        status, 200,
+        "the turn came back (same bytes: no new version): {body}"
     );
 }

@@ -129,8 +129,6 @@ async fn imports_are_recorded_at_upload(store: Store) {
     assert_eq!(got.imports, Some(imports));
 }
 
-on_both_backends!(imports_are_recorded_at_upload);
-
 #[tokio::test]
 async fn concurrent_uploads_of_the_same_bytes_compile_once() {
     let runtime = flowfabric::runtime::Runtime::new(Default::default()).expect("runtime");
@@ -184,3 +182,82 @@ async fn the_baseline_runs_the_same_component_and_links_none_of_our_host_functio
         }
     }
 }
+
+/// A tenant has one upload under way at a time in a process; another
+/// tenant's is not held up by it, and the turn comes back when it ends.
+#[tokio::test]
+async fn a_tenant_has_one_upload_under_way_at_a_time() {
+    let db = TestDb::new().await;
+    let (a, b) = (db.tenant("a").await, db.tenant("b").await);
+    let first = db.engine.begin_upload(a).expect("a's first upload");
+    let second = db.engine.begin_upload(a).unwrap_err();
+    assert_eq!(second.kind(), "quota_exceeded", "{second}");
+    assert!(second.is_retryable());
+    let other = db.engine.begin_upload(b).expect("b is not held up by a");
+    drop(first);
+    let _again = db.engine.begin_upload(a).expect("a's turn came back");
+    drop(other);
+}
+
+/// An upload whose caller goes away (a dropped HTTP request) still runs to
+/// its end, and holds its tenant's turn until then: dropped requests cannot
+/// leave compiles behind that no turn accounts for.
+#[tokio::test]
+async fn an_upload_runs_to_its_end_when_its_caller_goes_away() {
+    let db = TestDb::new().await;
+    let t = db.tenant("acme").await;
+    let turn = db.engine.begin_upload(t).unwrap();
+    let wasm = bytes_of(&guest("echo"));
+    let runtime = runtime();
+    let upload = flowfabric::components::register_to_end(&db.engine, &runtime, turn, "job", wasm);
+    let mut upload = Box::pin(upload);
+    assert!(futures::poll!(upload.as_mut()).is_pending());
+    drop(upload);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while db.engine.begin_upload(t).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upload never ended"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let versions = db.engine.backend().list_components(t).await.unwrap();
+    assert_eq!(
+        versions.len(),
+        1,
+        "the dropped upload was stored: {versions:?}"
+    );
+}
+
+fn bytes_of(wasm: &[u8]) -> axum::body::Bytes {
+    axum::body::Bytes::copy_from_slice(wasm)
+}
+
+/// A component's bytes count against its tenant's storage quota: an upload
+/// that would pass it is refused before it compiles, and nothing is stored.
+async fn components_count_against_the_storage_quota(store: Store) {
+    let db = TestDb::on(store).await;
+    let t = db.tenant("acme").await;
+    let echo = guest("echo");
+    let limits = flowfabric::model::TenantLimits {
+        max_stored_bytes: Some(echo.len() as u64 + 100),
+        ..Default::default()
+    };
+    db.engine.set_tenant_limits(t, limits).await.unwrap();
+    register(&db, t, "small", &echo).await.expect("it fits");
+    assert_eq!(
+        db.engine.backend().stored_bytes(t).await.unwrap(),
+        echo.len() as u64
+    );
+    let err = register(&db, t, "big", &guest("testkit"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "quota_exceeded", "{err}");
+    assert_eq!(db.count("components").await, 1, "nothing more stored");
+    assert_eq!(db.count("component_blobs").await, 1);
+}
+
+on_both_backends!(
+    imports_are_recorded_at_upload,
+    components_count_against_the_storage_quota
+);

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -32,16 +32,22 @@ pub struct Uploaded {
     responses(
         (status = 201, body = Uploaded), (status = 200, body = Uploaded),
         (status = 400, body = ErrorBody, description = "not a valid task component"),
-        (status = 401, body = ErrorBody), (status = 413, body = ErrorBody)),
+        (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 429, body = ErrorBody,
+            description = "another upload of the tenant is under way, or its storage quota is full")),
     security(("api_key" = [])))]
 pub async fn upload(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(kind): Path<String>,
-    RawBody(wasm): RawBody,
+    request: Request,
 ) -> ApiResult<(StatusCode, Json<Uploaded>)> {
+    // The turn before the body: a tenant's second upload at once is refused
+    // before its bytes are read.
+    let turn = state.engine.begin_upload(caller.tenant)?;
+    let RawBody(wasm) = RawBody::from_request(request, &state).await?;
     let (version, created) =
-        crate::components::register(&state.engine, &state.runtime, caller.tenant, &kind, &wasm)
+        crate::components::register_to_end(&state.engine, &state.runtime, turn, &kind, wasm)
             .await?;
     let status = if created {
         StatusCode::CREATED

@@ -2,8 +2,9 @@
 //!
 //! It validates every request before storage sees it (so bad input is rejected
 //! with the field at fault and nothing is written), then delegates to a
-//! [`Backend`]. It owns no state of its own beyond limits; everything durable is
-//! in the backend, so any number of engines may share one database.
+//! [`Backend`]. It owns no state of its own beyond limits, caches and which
+//! tenants have an upload under way here; everything durable is in the
+//! backend, so any number of engines may share one database.
 
 mod budgets;
 mod caps;
@@ -32,6 +33,7 @@ use tokio::sync::watch;
 use crate::model::{Replay, ReplayOutcome};
 
 pub use caps::GrowthCaps;
+pub use components::UploadTurn;
 pub use events::{FilteredBatch, Subscription, MAX_EVENT_PAGE};
 pub use frames::MAX_FRAMES_PER_BATCH;
 pub use insights::OVERVIEW_WINDOW;
@@ -126,6 +128,7 @@ pub struct Engine {
     sealing_keys: Arc<SealingKeys>,
     limits_cache: Arc<caps::LimitsCache>,
     usage_cache: Arc<caps::UsageCache>,
+    uploads: Arc<components::Uploads>,
 }
 
 impl Engine {
@@ -137,6 +140,7 @@ impl Engine {
             sealing_keys: Arc::new(SealingKeys::ephemeral()),
             limits_cache: Arc::default(),
             usage_cache: Arc::default(),
+            uploads: Arc::default(),
         }
     }
 

@@ -92,6 +92,12 @@ pub struct RuntimeConfig {
     /// before it moves to the guest threads (see `placement`); waits do not
     /// count.
     pub inline_slice: Duration,
+    /// Components compiled at once; more wait their turn, first come first
+    /// served. One compile already uses every core (wasmtime compiles a
+    /// component's functions in parallel) and can take hundreds of MiB for
+    /// a large component, so uploads sent in a burst, by one tenant or
+    /// many, queue here instead of starving the guests and the API.
+    pub max_concurrent_compiles: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -108,6 +114,7 @@ impl Default for RuntimeConfig {
             warm_instances: 16,
             http_idle_timeout: keep_alive::DEFAULT_IDLE_TIMEOUT,
             inline_slice: placement::INLINE_SLICE,
+            max_concurrent_compiles: 1,
         }
     }
 }
@@ -157,6 +164,9 @@ pub struct Runtime {
     cache: ArtifactCache,
     /// One gate per digest being compiled, so concurrent callers share a compile.
     compiling: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Turns to compile (`RuntimeConfig::max_concurrent_compiles`), each held
+    /// by the compile itself until it ends, even if its caller went away.
+    compile_turns: Arc<tokio::sync::Semaphore>,
     compiles: AtomicU64,
     config: RuntimeConfig,
     ticker_stop: Arc<AtomicBool>,
@@ -229,6 +239,9 @@ impl Runtime {
             linker,
             cache,
             compiling: Mutex::default(),
+            compile_turns: Arc::new(tokio::sync::Semaphore::new(
+                config.max_concurrent_compiles.max(1),
+            )),
             compiles: AtomicU64::new(0),
             config,
             ticker_stop,
@@ -336,13 +349,27 @@ impl Runtime {
     async fn compile(&self, digest: &str, wasm: Vec<u8>) -> Result<Prepared, ComponentError> {
         check_header(&wasm, self.config.max_component_bytes)?;
         let engine = self.engine.clone();
+        let queued = Instant::now();
+        let turn = self
+            .compile_turns
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(internal)?;
+        metrics::histogram!("flowfabric_component_compile_wait_seconds")
+            .record(queued.elapsed().as_secs_f64());
         let started = Instant::now();
         self.compiles.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("flowfabric_component_compiles_total").increment(1);
-        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &wasm))
-            .await
-            .map_err(internal)?
-            .map_err(|e| ComponentError::Invalid(format!("{e:#}")))?;
+        // The turn moves into the blocking task: a compile cannot be stopped
+        // once begun, so it keeps its turn when its caller is dropped.
+        let component = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            Component::new(&engine, &wasm)
+        })
+        .await
+        .map_err(internal)?
+        .map_err(|e| ComponentError::Invalid(format!("{e:#}")))?;
         metrics::histogram!("flowfabric_component_compile_seconds")
             .record(started.elapsed().as_secs_f64());
         let prepared = self.link(digest, component.clone())?;

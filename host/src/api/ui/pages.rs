@@ -5,8 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use askama::Template;
-use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, Redirect};
 use axum::Form;
@@ -16,7 +15,7 @@ use super::session::{csrf_matches, TenantSession};
 use super::signin::CsrfForm;
 use super::view::{self, render, Chrome};
 use super::{UiError, UiResult};
-use crate::api::error::Path;
+use crate::api::error::{Path, RawBody};
 use crate::api::AppState;
 use crate::engine::OVERVIEW_WINDOW;
 use crate::model::{EffectiveGrant, MinuteOutcomes};
@@ -235,7 +234,7 @@ pub async fn upload(
     session: TenantSession,
     Path(kind): Path<String>,
     headers: HeaderMap,
-    wasm: Bytes,
+    request: Request,
 ) -> UiResult<(StatusCode, String)> {
     let token = headers
         .get("x-csrf-token")
@@ -244,8 +243,10 @@ pub async fn upload(
     if !csrf_matches(&session.session, token) {
         return Err(UiError::csrf());
     }
+    let turn = state.engine.begin_upload(session.tenant)?;
+    let RawBody(wasm) = RawBody::from_request(request, &state).await?;
     let (version, created) =
-        crate::components::register(&state.engine, &state.runtime, session.tenant, &kind, &wasm)
+        crate::components::register_to_end(&state.engine, &state.runtime, turn, &kind, wasm)
             .await?;
     let status = if created {
         StatusCode::CREATED

@@ -45,9 +45,11 @@ struct StoredKeyRow {
 
 for_both_drivers! {
     /// Bytes the tenant keeps: inputs and results of its executions, the
-    /// payloads of their frames, and their steps. `octet_length` reads a
-    /// stored value's length from its header (Postgres) or record header
-    /// (SQLite), without fetching it.
+    /// payloads of their frames, their steps, and its components' bytes.
+    /// `octet_length` reads a stored value's length from its header
+    /// (Postgres) or record header (SQLite), without fetching it. Each part
+    /// reads off an index that leads with the tenant (`component_blobs`:
+    /// its primary key).
     async fn stored_bytes(conn, tenant: TenantId) -> Result<u64> {
         let bytes: i64 = sqlx::query_scalar(
             "SELECT CAST((SELECT coalesce(sum(octet_length(input) \
@@ -56,6 +58,8 @@ for_both_drivers! {
                        + (SELECT coalesce(sum(octet_length(payload)), 0) \
                           FROM frames WHERE tenant_id = $1) \
                        + (SELECT coalesce(sum(size), 0) FROM steps WHERE tenant_id = $1) \
+                       + (SELECT coalesce(sum(octet_length(wasm)), 0) \
+                          FROM component_blobs WHERE tenant_id = $1) \
                      AS BIGINT)",
         )
         .bind(tenant)
