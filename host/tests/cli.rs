@@ -630,6 +630,12 @@ async fn remote_commands_drive_a_served_installation() {
             ],
         ),
     );
+    let (ok, out, err) = served.cli(key, &["budget", "rm", &budget_id]);
+    assert!(ok && out.contains("deleted budget"), "{out}{err}");
+    one_line_error(
+        "a budget already deleted",
+        &served.cli(key, &["budget", "rm", &budget_id]),
+    );
     one_line_error(
         "a malformed limit",
         &served.cli(key, &["budget", "create", "x", "--limit", "calls"]),

@@ -126,6 +126,16 @@ async fn a_guest_spends_against_a_budget_until_its_hard_limit() {
     );
     let (_, list) = server.call(&tenant, Method::GET, "/v1/budgets", None).await;
     assert_eq!(list.as_array().unwrap().len(), 1);
+
+    // Deleted by its tenant only; then it is gone.
+    let (status, _) = server.call(&other, Method::DELETE, &path, None).await;
+    assert_eq!(status, 404, "another tenant cannot delete it");
+    let (status, body) = server.call(&tenant, Method::DELETE, &path, None).await;
+    assert_eq!(status, 204, "{body}");
+    let (status, err) = server.call(&tenant, Method::GET, &path, None).await;
+    assert_eq!((status, err["kind"].as_str()), (404, Some("not_found")));
+    let (status, _) = server.call(&tenant, Method::DELETE, &path, None).await;
+    assert_eq!(status, 404, "deleting it again");
 }
 
 async fn result_text(server: &TestServer, tenant: &ApiTenant, id: &str) -> String {

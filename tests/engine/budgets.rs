@@ -696,7 +696,100 @@ async fn concurrent_reports_count_exactly_up_to_the_hard_limit(store: Store) {
     assert_eq!(calls, 30, "each execution's attempt counts what it applied");
 }
 
+/// Deleting a budget takes its dimensions and audit trail with it and lets
+/// go of what it held, as a reset does: the execution suspended on it
+/// resumes, and one the claim blocked on it is claimable again. Another
+/// tenant's budget is untouched.
+async fn deleting_a_budget_releases_what_it_held(store: Store) {
+    let (db, t) = setup_on(store).await;
+    let e = &db.engine;
+    let other = db.tenant("other").await;
+    let theirs = e
+        .create_budget(other, budget(BudgetScope::Tenant, None, Some(5)))
+        .await
+        .unwrap();
+    let mut new = budget(BudgetScope::Tenant, None, Some(3));
+    new.on_hard_limit = HardLimitAction::Suspend;
+    let b = e.create_budget(t, new).await.unwrap();
+    let adjustment = UsageAdjustment {
+        dimension: "tokens".into(),
+        delta: 1,
+        reason: "a correction".into(),
+    };
+    e.adjust_usage(t, b.budget_id, &adjustment).await.unwrap();
+    let a = e.create(t, task("a")).await.unwrap().execution_id;
+    let c = claim_one(e).await;
+    assert!(matches!(
+        e.report_usage(&c.lease, "tokens", 4, None).await.unwrap(),
+        UsageOutcome::HardBreach(_)
+    ));
+    assert_eq!(db.blocking_reason(a).await, "waiting_for_budget");
+    let blocked = e.create(t, task("b")).await.unwrap().execution_id;
+    assert!(e.claim(&crate::request(5)).await.unwrap().is_empty());
+    assert_eq!(
+        e.state(t, blocked).await.unwrap().state,
+        PublicState::RateLimited
+    );
+
+    e.delete_budget(t, b.budget_id).await.unwrap();
+    let missing = e.backend().get_budget(t, b.budget_id).await.unwrap_err();
+    assert_eq!(missing.kind(), "not_found", "{missing}");
+    let again = e.delete_budget(t, b.budget_id).await.unwrap_err();
+    assert_eq!(again.kind(), "not_found", "{again}");
+    let mut claimed: Vec<_> = e
+        .claim(&crate::request(5))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.lease.execution_id, c.attempt_type))
+        .collect();
+    claimed.sort_by_key(|(id, _)| *id);
+    assert_eq!(
+        claimed,
+        [(a, AttemptType::Resume), (blocked, AttemptType::Initial)]
+    );
+    assert_eq!(db.count("budgets").await, 1, "only the other tenant's");
+    assert_eq!(db.count("budget_dimensions").await, 1);
+    assert_eq!(db.count("budget_adjustments").await, 0);
+    let kept = e
+        .backend()
+        .get_budget(other, theirs.budget_id)
+        .await
+        .unwrap();
+    assert_eq!(kept.dimensions[0].hard_limit, Some(5));
+    let wrong_tenant = e.delete_budget(t, theirs.budget_id).await.unwrap_err();
+    assert_eq!(wrong_tenant.kind(), "not_found", "{wrong_tenant}");
+}
+
+/// A tenant has at most so many budgets; the one past the cap is refused
+/// and not kept, another tenant is not held to this one's count, and
+/// deleting one makes room.
+async fn a_tenant_has_at_most_so_many_budgets(store: Store) {
+    let (db, t) = setup_on(store).await;
+    let backend = db.engine.backend();
+    let other = db.tenant("other").await;
+    let new = budget(BudgetScope::Tenant, None, Some(10));
+    let first = backend.create_budget(t, &new, 2).await.unwrap();
+    backend.create_budget(t, &new, 2).await.unwrap();
+    let refused = backend.create_budget(t, &new, 2).await.unwrap_err();
+    assert_eq!(refused.kind(), "limit_exceeded", "{refused}");
+    assert!(
+        refused.to_string().contains("max_budgets_per_tenant"),
+        "{refused}"
+    );
+    assert_eq!(db.count("budgets").await, 2, "the refused one is not kept");
+    assert_eq!(db.count("budget_dimensions").await, 2);
+    backend
+        .create_budget(other, &new, 2)
+        .await
+        .expect("another tenant's count");
+    backend.delete_budget(t, first.budget_id).await.unwrap();
+    backend.create_budget(t, &new, 2).await.expect("room again");
+}
+
 on_both_backends!(
+    deleting_a_budget_releases_what_it_held,
+    a_tenant_has_at_most_so_many_budgets,
     concurrent_reports_count_exactly_up_to_the_hard_limit,
     a_dimension_is_limited_while_a_budget_of_the_tenant_has_it,
     usage_is_corrected_by_hand_audited_and_releases_what_it_held,

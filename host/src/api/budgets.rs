@@ -20,7 +20,8 @@ use crate::model::{Budget, BudgetAdjustment, BudgetId, NewBudget, UsageAdjustmen
 /// a hard limit (`fail`, the default, or `suspend` until a reset).
 #[utoipa::path(post, path = "/v1/budgets", tag = "budgets", request_body = NewBudget,
     responses((status = 201, body = Budget), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "the tenant has 1,000 budgets")),
     security(("api_key" = [])))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
@@ -56,6 +57,22 @@ pub async fn get(
     Ok(Json(
         state.engine.backend().get_budget(caller.tenant, id).await?,
     ))
+}
+
+/// Delete a budget, its usage and its audit trail. What it held is let go
+/// as a reset lets it go: claims blocked on it are claimable again, and
+/// executions suspended waiting for it resume.
+#[utoipa::path(delete, path = "/v1/budgets/{id}", tag = "budgets",
+    params(("id" = Uuid, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<BudgetId>,
+) -> ApiResult<StatusCode> {
+    state.engine.delete_budget(caller.tenant, id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Usage back to zero; executions suspended on this budget resume.

@@ -194,7 +194,7 @@ pub fn router(engine: Engine, runtime: Arc<Runtime>, config: &ApiConfig) -> Rout
         .route("/flows/{id}/edges/{from}/{to}", get(flows::edge))
         .route("/budgets", post(budgets::create).get(budgets::list))
         .route("/lanes", get(lanes::list))
-        .route("/budgets/{id}", get(budgets::get))
+        .route("/budgets/{id}", get(budgets::get).delete(budgets::delete))
         .route("/budgets/{id}/reset", post(budgets::reset))
         .route("/budgets/{id}/usage", post(budgets::adjust))
         .route("/budgets/{id}/adjustments", get(budgets::adjustments))

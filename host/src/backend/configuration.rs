@@ -286,7 +286,17 @@ storage_methods! { $ implement_schedules: impl Schedules in schedules {
 /// Budgets: limits, usage reports and resets.
 #[async_trait]
 pub trait Budgets: Send + Sync {
-    async fn create_budget(&self, tenant: TenantId, budget: &NewBudget) -> Result<Budget>;
+    /// Create a budget; `limit_exceeded` once the tenant has `max_budgets`.
+    async fn create_budget(
+        &self,
+        tenant: TenantId,
+        budget: &NewBudget,
+        max_budgets: u32,
+    ) -> Result<Budget>;
+
+    /// Delete a budget, its dimensions and its audit trail; what it held is
+    /// released as a reset releases it. `not_found` for an unknown budget.
+    async fn delete_budget(&self, tenant: TenantId, id: BudgetId) -> Result<()>;
 
     async fn get_budget(&self, tenant: TenantId, id: BudgetId) -> Result<Budget>;
 
@@ -345,7 +355,8 @@ storage_methods! { $ implement_budgets: impl Budgets in budgets {
     }
     write {}
     own {
-        create_budget(tenant: TenantId, budget: &NewBudget) -> Budget;
+        create_budget(tenant: TenantId, budget: &NewBudget, max_budgets: u32) -> Budget;
+        delete_budget(tenant: TenantId, id: BudgetId) -> ();
         reset_budget(tenant: TenantId, id: BudgetId) -> Budget;
         adjust_usage(tenant: TenantId, id: BudgetId, adjust: UsageAdjust<'_>) -> Budget;
         report_usage(lease: &LeaseHandle, report: &[UsageEntry], dedup: Option<&str>)

@@ -317,6 +317,14 @@ pub(crate) fn schedules_exceeded(max: u32) -> EngineError {
     )
 }
 
+pub(crate) fn budgets_exceeded(max: u32) -> EngineError {
+    EngineError::limit(
+        "max_budgets_per_tenant",
+        u64::from(max),
+        "the tenant has as many budgets as it may: delete one first",
+    )
+}
+
 pub(crate) fn budget_dimension_not_found(
     id: crate::model::BudgetId,
     dimension: &str,

@@ -1,4 +1,5 @@
-//! `flowfabric budget …`: define budgets, read their usage, reset them.
+//! `flowfabric budget …`: define budgets, read their usage, reset and
+//! delete them.
 
 use anyhow::{anyhow, bail, Context};
 use reqwest::Method;
@@ -35,6 +36,8 @@ pub enum BudgetCommand {
     Get { id: String },
     /// Reset a budget's usage (executions suspended on it resume).
     Reset { id: String },
+    /// Delete a budget (what it held is released, as by a reset).
+    Rm { id: String },
     /// Correct one dimension's usage by hand (a negative delta lowers it),
     /// with a reason kept in the budget's audit trail.
     Adjust {
@@ -90,6 +93,14 @@ pub async fn run(connection: &Connection, command: BudgetCommand) -> anyhow::Res
         BudgetCommand::Reset { id } => {
             let path = format!("/v1/budgets/{}/reset", path_segment(&id));
             vec![client.typed(Method::POST, &path, NO_BODY).await?]
+        }
+        BudgetCommand::Rm { id } => {
+            let path = format!("/v1/budgets/{}", path_segment(&id));
+            client.json(Method::DELETE, &path, None).await?;
+            if !connection.json {
+                println!("deleted budget {id}");
+            }
+            return Ok(());
         }
         BudgetCommand::Adjust {
             id,

@@ -7,7 +7,8 @@ use crate::backend::UsageAdjust;
 use crate::error::{EngineError, Result};
 use crate::model::{
     Budget, BudgetAdjustment, BudgetId, BudgetScope, LeaseHandle, NewBudget, TenantId,
-    UsageAdjustment, UsageEntry, UsageOutcome, MAX_ADJUSTMENTS_PER_BUDGET, MAX_REPORT_DIMENSIONS,
+    UsageAdjustment, UsageEntry, UsageOutcome, MAX_ADJUSTMENTS_PER_BUDGET, MAX_BUDGETS_PER_TENANT,
+    MAX_REPORT_DIMENSIONS,
 };
 
 /// Dimensions one budget may limit.
@@ -21,7 +22,15 @@ const MAX_RESET_INTERVAL_MS: u64 = 366 * 24 * 3600 * 1000;
 impl Engine {
     pub async fn create_budget(&self, tenant: TenantId, budget: NewBudget) -> Result<Budget> {
         self.check_budget(&budget)?;
-        self.backend.create_budget(tenant, &budget).await
+        self.backend
+            .create_budget(tenant, &budget, MAX_BUDGETS_PER_TENANT)
+            .await
+    }
+
+    /// Delete a budget; what it held (claims blocked on it, executions
+    /// suspended waiting for it) is released as a reset releases it.
+    pub async fn delete_budget(&self, tenant: TenantId, id: BudgetId) -> Result<()> {
+        self.backend.delete_budget(tenant, id).await
     }
 
     pub async fn reset_budget(&self, tenant: TenantId, id: BudgetId) -> Result<Budget> {

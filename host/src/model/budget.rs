@@ -161,6 +161,9 @@ pub struct BudgetAdjustment {
     pub created_at: DateTime<Utc>,
 }
 
+/// Budgets one tenant may have at once (deleting one makes room).
+pub const MAX_BUDGETS_PER_TENANT: u32 = 1_000;
+
 /// Adjustments one budget keeps at most.
 pub const MAX_ADJUSTMENTS_PER_BUDGET: u32 = 10_000;
 

@@ -34,7 +34,7 @@ pub use budget::{
     Breach, Budget, BudgetId, BudgetScope, DimensionLimit, DimensionUsage, HardLimitAction,
     NewBudget, UsageAdjustment, UsageEntry, UsageOutcome, MAX_REPORT_DIMENSIONS,
 };
-pub use budget::{BudgetAdjustment, MAX_ADJUSTMENTS_PER_BUDGET};
+pub use budget::{BudgetAdjustment, MAX_ADJUSTMENTS_PER_BUDGET, MAX_BUDGETS_PER_TENANT};
 pub use children::{
     default_child_key, ChildKey, ChildOutcome, ChildrenOutcome, SpawnLimits, SpawnedChild, ROOT_KEY,
 };

@@ -9,14 +9,19 @@ use super::suspension::resume_execution;
 use super::usage::report_usage;
 use super::PgBackend;
 use crate::backend::refusals::budget_not_found;
-use crate::backend::shared::budgets::pg::{check_scope_exists, get_budget};
+use crate::backend::shared::budgets::pg::{check_budget_count, check_scope_exists, get_budget};
 use crate::backend::{Fetch, Run};
 use crate::error::Result;
 use crate::model::{Budget, BudgetId, ExecutionId, NewBudget, TenantId};
 
 crate::backend::configuration::implement_budgets!(PgBackend, pg);
 
-async fn create_budget(db: &PgBackend, tenant: TenantId, budget: &NewBudget) -> Result<Budget> {
+async fn create_budget(
+    db: &PgBackend,
+    tenant: TenantId,
+    budget: &NewBudget,
+    max_budgets: u32,
+) -> Result<Budget> {
     let pool = &db.pool;
     let op = "create budget";
     transaction(pool, op, async |tx| {
@@ -61,8 +66,29 @@ async fn create_budget(db: &PgBackend, tenant: TenantId, budget: &NewBudget) -> 
         .execute(&mut *tx)
         .await
         .map_err(unknown_tenant_or(op, tenant))?;
+        check_budget_count(tx, tenant, max_budgets).await?;
         let created = get_budget(tx, tenant, id).await?;
         Ok(created)
+    })
+    .await
+}
+
+/// Delete the budget (its dimensions and audit trail go with it), then
+/// release what it held, as a reset does.
+async fn delete_budget(db: &PgBackend, tenant: TenantId, id: BudgetId) -> Result<()> {
+    let pool = &db.pool;
+    let op = "delete budget";
+    transaction(pool, op, async |tx| {
+        let found =
+            sqlx::query("DELETE FROM budgets WHERE tenant_id = $1 AND budget_id = $2 RETURNING 1")
+                .bind(tenant)
+                .bind(id)
+                .optional(&mut *tx, op)
+                .await?;
+        if found.is_none() {
+            return Err(budget_not_found(id));
+        }
+        release_holds(tx, tenant, id).await
     })
     .await
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use chrono::Utc;
 
 use super::stamp::Stamp;
-use crate::backend::refusals::{adjustments_exceeded, budget_not_found};
+use crate::backend::refusals::{adjustments_exceeded, budget_not_found, budgets_exceeded};
 use crate::backend::{Fetch, Run};
 use crate::error::{EngineError, Result};
 use crate::model::{
@@ -238,6 +238,23 @@ for_both_drivers! {
         .bind(Stamp(Utc::now()))
         .run(&mut *conn, "report usage")
         .await?;
+        Ok(())
+    }
+
+    /// Refuse the budget just created when it takes the tenant past
+    /// `max_budgets` (counted off `budgets_pkey` by its tenant prefix; one
+    /// past the cap is enough), undoing the caller's transaction.
+    async fn check_budget_count(conn, tenant: TenantId, max_budgets: u32) -> Result<()> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT 1 FROM budgets WHERE tenant_id = $1 LIMIT $2) b",
+        )
+        .bind(tenant)
+        .bind(i64::from(max_budgets) + 1)
+        .one(&mut *conn, "count budgets")
+        .await?;
+        if count > i64::from(max_budgets) {
+            return Err(budgets_exceeded(max_budgets));
+        }
         Ok(())
     }
 

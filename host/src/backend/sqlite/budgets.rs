@@ -18,7 +18,7 @@ use super::time::{after_ms, now};
 use super::{Effects, SqliteBackend};
 use crate::backend::refusals::budget_not_found;
 use crate::backend::shared::budgets::sqlite::{
-    check_scope_exists, get_budget, remember_usage_report, usage_reported,
+    check_budget_count, check_scope_exists, get_budget, remember_usage_report, usage_reported,
 };
 use crate::backend::shared::usage::{first_breach, Bound, Checked, Limit};
 use crate::backend::{Fetch, Run};
@@ -31,7 +31,12 @@ use crate::model::{
 
 crate::backend::configuration::implement_budgets!(SqliteBackend, sqlite);
 
-async fn create_budget(db: &SqliteBackend, tenant: TenantId, budget: &NewBudget) -> Result<Budget> {
+async fn create_budget(
+    db: &SqliteBackend,
+    tenant: TenantId,
+    budget: &NewBudget,
+    max_budgets: u32,
+) -> Result<Budget> {
     db.write("create budget", async |conn, _| {
         read_tenant(conn, tenant).await?;
         check_scope_exists(conn, tenant, &budget.scope).await?;
@@ -65,7 +70,25 @@ async fn create_budget(db: &SqliteBackend, tenant: TenantId, budget: &NewBudget)
             .run(&mut *conn, "create budget")
             .await?;
         }
+        check_budget_count(conn, tenant, max_budgets).await?;
         get_budget(conn, tenant, id).await
+    })
+    .await
+}
+
+/// Delete the budget (its dimensions and audit trail go with it), then
+/// release what it held, as a reset does.
+async fn delete_budget(db: &SqliteBackend, tenant: TenantId, id: BudgetId) -> Result<()> {
+    db.write("delete budget", async |conn, effects| {
+        let done = sqlx::query("DELETE FROM budgets WHERE tenant_id = ? AND budget_id = ?")
+            .bind(tenant)
+            .bind(id)
+            .run(&mut *conn, "delete budget")
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(budget_not_found(id));
+        }
+        release_holds(conn, tenant, id, effects).await
     })
     .await
 }
