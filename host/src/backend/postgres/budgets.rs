@@ -79,15 +79,8 @@ async fn delete_budget(db: &PgBackend, tenant: TenantId, id: BudgetId) -> Result
     let pool = &db.pool;
     let op = "delete budget";
     transaction(pool, op, async |tx| {
-        let found =
-            sqlx::query("DELETE FROM budgets WHERE tenant_id = $1 AND budget_id = $2 RETURNING 1")
-                .bind(tenant)
-                .bind(id)
-                .optional(&mut *tx, op)
-                .await?;
-        if found.is_none() {
-            return Err(budget_not_found(id));
-        }
+        let sql = "DELETE FROM budgets WHERE tenant_id = $1 AND budget_id = $2";
+        write_budget(tx, sql, tenant, id, op).await?;
         release_holds(tx, tenant, id).await
     })
     .await
@@ -98,22 +91,35 @@ async fn reset_budget(db: &PgBackend, tenant: TenantId, id: BudgetId) -> Result<
     let pool = &db.pool;
     let op = "reset budget";
     transaction(pool, op, async |tx| {
-        let found = sqlx::query(
-            "UPDATE budgets SET next_reset_at = now() + least(reset_interval_ms, 31622400000) * interval '1 millisecond' \
-             WHERE tenant_id = $1 AND budget_id = $2 RETURNING 1",
-        )
-        .bind(tenant)
-        .bind(id)
-        .optional(&mut *tx, op)
-        .await?;
-        if found.is_none() {
-            return Err(budget_not_found(id));
-        }
+        let sql = "UPDATE budgets SET next_reset_at = now() \
+                       + least(reset_interval_ms, 31622400000) * interval '1 millisecond' \
+                   WHERE tenant_id = $1 AND budget_id = $2";
+        write_budget(tx, sql, tenant, id, op).await?;
         reset_in(tx, tenant, id).await?;
         let budget = get_budget(tx, tenant, id).await?;
         Ok(budget)
     })
     .await
+}
+
+/// Run `sql`, a write of the budget `($1, $2)`; `not_found` when it
+/// matched none.
+async fn write_budget(
+    tx: &mut PgConnection,
+    sql: &'static str,
+    tenant: TenantId,
+    id: BudgetId,
+    op: &'static str,
+) -> Result<()> {
+    let done = sqlx::query(sql)
+        .bind(tenant)
+        .bind(id)
+        .run(&mut *tx, op)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(budget_not_found(id));
+    }
+    Ok(())
 }
 
 pub(super) fn to_i64(v: u64) -> i64 {

@@ -80,34 +80,36 @@ async fn create_budget(
 /// release what it held, as a reset does.
 async fn delete_budget(db: &SqliteBackend, tenant: TenantId, id: BudgetId) -> Result<()> {
     db.write("delete budget", async |conn, effects| {
-        let done = sqlx::query("DELETE FROM budgets WHERE tenant_id = ? AND budget_id = ?")
-            .bind(tenant)
-            .bind(id)
-            .run(&mut *conn, "delete budget")
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(budget_not_found(id));
-        }
+        let delete = sqlx::query("DELETE FROM budgets WHERE tenant_id = ? AND budget_id = ?");
+        write_budget(conn, delete.bind(tenant).bind(id), id, "delete budget").await?;
         release_holds(conn, tenant, id, effects).await
     })
     .await
 }
 
+/// Run `write`, a write of the budget `id`; `not_found` when it matched
+/// none.
+async fn write_budget<'q>(
+    conn: &mut SqliteConnection,
+    write: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    id: BudgetId,
+    op: &'static str,
+) -> Result<()> {
+    if write.run(&mut *conn, op).await?.rows_affected() == 0 {
+        return Err(budget_not_found(id));
+    }
+    Ok(())
+}
+
 /// Usage back to zero, and executions suspended on the budget resume.
 async fn reset_budget(db: &SqliteBackend, tenant: TenantId, id: BudgetId) -> Result<Budget> {
     db.write("reset budget", async |conn, effects| {
-        let found = sqlx::query(
+        let next = sqlx::query(
             "UPDATE budgets SET next_reset_at = ?1 + reset_interval_ms \
              WHERE tenant_id = ?2 AND budget_id = ?3",
-        )
-        .bind(now())
-        .bind(tenant)
-        .bind(id)
-        .run(&mut *conn, "reset budget")
-        .await?;
-        if found.rows_affected() == 0 {
-            return Err(budget_not_found(id));
-        }
+        );
+        let next = next.bind(now()).bind(tenant).bind(id);
+        write_budget(conn, next, id, "reset budget").await?;
         reset_in(conn, tenant, id, effects).await?;
         get_budget(conn, tenant, id).await
     })
