@@ -20,6 +20,7 @@ mod flows;
 mod hardening;
 mod insights;
 mod lifecycle;
+mod retention;
 mod rules;
 mod scanners;
 mod schedules;

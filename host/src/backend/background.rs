@@ -61,6 +61,12 @@ pub trait Scanners: Send + Sync {
 
     /// Delete events older than `retention` from every event stream.
     async fn prune_events(&self, retention: std::time::Duration, limit: u32) -> Result<u64>;
+
+    /// Delete executions ended more than `retention` ago, with everything
+    /// recorded of them, at most `limit` executions and `limit` flows per
+    /// tenant (see `shared::retention` for what is kept longer). Returns how
+    /// many executions went.
+    async fn prune_executions(&self, retention: std::time::Duration, limit: u32) -> Result<u64>;
 }
 
 // Every pass is the backend's own.
@@ -77,5 +83,6 @@ storage_methods! { $ implement_scanners: impl Scanners in scanners {
         wake_waiting_parents(limit: u32) -> u64;
         reset_due_budgets(limit: u32) -> u64;
         prune_events(retention: std::time::Duration, limit: u32) -> u64;
+        prune_executions(retention: std::time::Duration, limit: u32) -> u64;
     }
 } }

@@ -24,7 +24,7 @@ use anyhow::Context;
 use flowfabric::backend::postgres::PgBackend;
 use flowfabric::backend::sqlite::SqliteBackend;
 use flowfabric::backend::Backend;
-use flowfabric::engine::{Engine, KeyRefresh, Limits};
+use flowfabric::engine::{Engine, KeyRefresh, Limits, ScannerConfig};
 use flowfabric::model::WaitpointKeyState;
 use flowfabric::runtime::{Runtime, RuntimeConfig, SandboxLimits};
 use flowfabric::worker::WorkerConfig;
@@ -60,6 +60,35 @@ pub async fn connect_with(
     backend.migrate().await.context("applying migrations")?;
     tracing::info!(backend = backend.name(), "storage opened and migrated");
     Ok(Engine::new(backend, limits))
+}
+
+/// How long the scanners keep what has ended, shared by `serve` and
+/// `worker` (either may run the scanners).
+#[derive(clap::Args, Clone)]
+pub struct RetentionArgs {
+    /// Days events stay readable in the event streams (completion, lease, signal).
+    #[arg(long, env = "FLOWFABRIC_EVENT_RETENTION_DAYS", default_value_t = 7,
+        value_parser = clap::value_parser!(u32).range(1..=3650))]
+    event_retention_days: u32,
+    /// Days an ended execution is kept, with its attempts, frames and steps,
+    /// before it is deleted (a flow's members once the whole flow has been
+    /// ended that long; a spawned child is a member of its parent's flow);
+    /// 0 keeps them for ever.
+    #[arg(long, env = "FLOWFABRIC_EXECUTION_RETENTION_DAYS", default_value_t = 30,
+        value_parser = clap::value_parser!(u32).range(0..=36500))]
+    execution_retention_days: u32,
+}
+
+impl RetentionArgs {
+    pub fn scanner_config(&self) -> ScannerConfig {
+        let days = |n: u32| Duration::from_secs(u64::from(n) * 86_400);
+        ScannerConfig {
+            event_retention: days(self.event_retention_days),
+            execution_retention: (self.execution_retention_days > 0)
+                .then(|| days(self.execution_retention_days)),
+            ..ScannerConfig::default()
+        }
+    }
 }
 
 /// Settings of the worker pool and its sandbox, shared by `worker` and `dev`.

@@ -7,10 +7,10 @@ use std::time::Duration;
 use anyhow::Context;
 use flowfabric::api::ui::{SessionKey, UiConfig};
 use flowfabric::api::{self, ApiConfig};
-use flowfabric::engine::{Limits, ScannerConfig, Scanners};
+use flowfabric::engine::{Limits, Scanners};
 use flowfabric::worker::WorkerPool;
 
-use super::{connect_with, shutdown_signal, WorkerArgs};
+use super::{connect_with, shutdown_signal, RetentionArgs, WorkerArgs};
 
 #[derive(clap::Args)]
 pub struct Serve {
@@ -54,10 +54,8 @@ pub struct Serve {
     #[arg(long, env = "FLOWFABRIC_UI_SESSION_KEY", hide_env_values = true,
         value_parser = parse_session_key)]
     ui_session_key: Option<SessionKey>,
-    /// Days events stay readable in the event streams (completion, lease, signal).
-    #[arg(long, env = "FLOWFABRIC_EVENT_RETENTION_DAYS", default_value_t = 7,
-        value_parser = clap::value_parser!(u32).range(1..=3650))]
-    event_retention_days: u32,
+    #[command(flatten)]
+    retention: RetentionArgs,
     #[command(flatten)]
     worker: WorkerArgs,
 }
@@ -112,13 +110,8 @@ pub async fn run(args: Serve) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", args.listen))?;
     let address = listener.local_addr().context("reading the bound address")?;
 
-    let scanners = (!args.no_scanners).then(|| {
-        let config = ScannerConfig {
-            event_retention: Duration::from_secs(u64::from(args.event_retention_days) * 86_400),
-            ..ScannerConfig::default()
-        };
-        Scanners::start(engine.backend().clone(), config)
-    });
+    let scanners = (!args.no_scanners)
+        .then(|| Scanners::start(engine.backend().clone(), args.retention.scanner_config()));
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut server = tokio::spawn(api::serve(listener, router, async move {

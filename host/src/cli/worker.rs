@@ -1,9 +1,9 @@
 //! `flowfabric worker`: a worker pool (and the scanners) until SIGTERM.
 
-use flowfabric::engine::{ScannerConfig, Scanners};
+use flowfabric::engine::Scanners;
 use flowfabric::worker::WorkerPool;
 
-use super::{connect_with, shutdown_signal, WorkerArgs};
+use super::{connect_with, shutdown_signal, RetentionArgs, WorkerArgs};
 use flowfabric::engine::Limits;
 
 #[derive(clap::Args)]
@@ -15,6 +15,8 @@ pub struct Worker {
     /// Do not run the scanners here (another process does).
     #[arg(long)]
     no_scanners: bool,
+    #[command(flatten)]
+    retention: RetentionArgs,
 }
 
 pub async fn run(args: Worker) -> anyhow::Result<()> {
@@ -28,7 +30,7 @@ pub async fn run(args: Worker) -> anyhow::Result<()> {
     let (engine, _key_refresh) = args.worker.with_keys(engine).await?;
     let runtime = args.worker.runtime()?;
     let scanners = (!args.no_scanners)
-        .then(|| Scanners::start(engine.backend().clone(), ScannerConfig::default()));
+        .then(|| Scanners::start(engine.backend().clone(), args.retention.scanner_config()));
     let pool = WorkerPool::start(engine, runtime, args.worker.worker_config());
     eprintln!(
         "worker running with {} slots; SIGTERM or Ctrl-C drains and stops",

@@ -13,6 +13,9 @@ use tokio::task::JoinSet;
 
 use crate::backend::Backend;
 
+/// How long an ended execution is kept unless the operator says otherwise.
+const DEFAULT_EXECUTION_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+
 #[derive(Debug, Clone)]
 pub struct ScannerConfig {
     pub lease_expiry: Duration,
@@ -31,6 +34,12 @@ pub struct ScannerConfig {
     pub held_keys: Duration,
     /// How long events stay in the event streams (completion, lease, signal).
     pub event_retention: Duration,
+    /// Ended executions are looked for to delete this often.
+    pub execution_prune: Duration,
+    /// How long an ended execution is kept, with everything recorded of it
+    /// (flows: once every member has ended; children: once their parent
+    /// has); `None` keeps them for ever.
+    pub execution_retention: Option<Duration>,
     /// Rows per tenant per pass.
     pub batch: u32,
 }
@@ -50,6 +59,8 @@ impl Default for ScannerConfig {
             schedules: Duration::from_millis(250),
             held_keys: Duration::from_millis(500),
             event_retention: Duration::from_secs(7 * 24 * 3600),
+            execution_prune: Duration::from_secs(60),
+            execution_retention: Some(DEFAULT_EXECUTION_RETENTION),
             batch: 500,
         }
     }
@@ -66,6 +77,7 @@ enum Pass {
     WakeParents,
     BudgetReset,
     EventPrune,
+    ExecutionPrune,
     Schedules,
     HeldKeys,
 }
@@ -82,6 +94,7 @@ impl Pass {
             Pass::WakeParents => "wake_parents",
             Pass::BudgetReset => "budget_reset",
             Pass::EventPrune => "event_prune",
+            Pass::ExecutionPrune => "execution_prune",
             Pass::Schedules => "schedules",
             Pass::HeldKeys => "held_keys",
         }
@@ -99,6 +112,10 @@ impl Pass {
             Pass::WakeParents => backend.wake_waiting_parents(batch).await,
             Pass::BudgetReset => backend.reset_due_budgets(batch).await,
             Pass::EventPrune => backend.prune_events(config.event_retention, batch).await,
+            Pass::ExecutionPrune => match config.execution_retention {
+                Some(retention) => backend.prune_executions(retention, batch).await,
+                None => Ok(0),
+            },
             Pass::Schedules => backend.fire_due_schedules(batch).await,
             Pass::HeldKeys => backend.release_held_keys(batch).await,
         }
@@ -124,6 +141,7 @@ impl Scanners {
             (Pass::WakeParents, config.wake_parents),
             (Pass::BudgetReset, config.budget_reset),
             (Pass::EventPrune, config.event_prune),
+            (Pass::ExecutionPrune, config.execution_prune),
             (Pass::Schedules, config.schedules),
             (Pass::HeldKeys, config.held_keys),
         ] {

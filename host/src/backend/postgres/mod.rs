@@ -43,6 +43,7 @@ mod insights;
 mod leases;
 mod outbox;
 mod output;
+mod retention;
 mod rows;
 mod scanners;
 mod schedules;

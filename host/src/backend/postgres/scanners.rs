@@ -11,6 +11,7 @@ use super::budgets::reset_due_budgets;
 use super::children::wake_waiting_parents;
 use super::flow_cancel::cancel_pending_siblings;
 use super::leases::fail_locked;
+use super::retention::prune_executions;
 use super::rows::{col, completion_outbox, json, transaction};
 use super::suspension_timeouts::time_out_suspensions;
 use super::{Connections, PgBackend};

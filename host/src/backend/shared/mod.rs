@@ -126,6 +126,7 @@ pub(crate) mod flows;
 pub(crate) mod grants;
 pub(crate) mod insights;
 pub(crate) mod output;
+pub(crate) mod retention;
 pub(crate) mod schedules;
 pub(crate) mod stamp;
 pub(crate) mod steps;

@@ -45,6 +45,7 @@ mod output;
 mod raw;
 mod record;
 mod resolve;
+mod retention;
 mod scanners;
 mod schedules;
 pub mod schema;

@@ -11,6 +11,7 @@ use super::budgets::reset_due_budgets;
 use super::executions::{end_attempt, end_unfinished};
 use super::leases::fail_row;
 use super::record::Exec;
+use super::retention::prune_executions;
 use super::suspension_timeouts::time_out_suspensions;
 use super::time::{now, Millis};
 use super::SqliteBackend;

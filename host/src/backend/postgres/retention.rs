@@ -1,0 +1,105 @@
+//! Retention: deleting executions (and whole flows) ended longer ago than
+//! the retention period. What is deleted is chosen in `shared::retention`;
+//! here it goes, one transaction per tenant.
+//!
+//! The rows the search chose are deleted only while they are still ended
+//! (a replay since the search keeps its execution), and a flow only while
+//! none of its members is running or ended late: each statement re-checks
+//! under its own snapshot. A member a concurrent `extend_flow` adds after
+//! that check keeps the flow's row (its foreign key refuses the delete, the
+//! transaction is undone, and the next pass finds the flow running).
+//! Everything recorded of an execution goes with its row (the foreign keys
+//! cascade); its idempotency key, which has none, is deleted beside it.
+
+use std::time::Duration;
+
+use chrono::Utc;
+
+use super::rows::transaction;
+use super::PgBackend;
+use crate::backend::shared::retention::pg::{prunable_executions, prunable_flows, tenants};
+use crate::backend::Fetch;
+use crate::error::Result;
+use crate::model::{ExecutionId, FlowId, TenantId};
+
+/// The executions `gone` deleted, and their idempotency keys.
+const GONE_AND_KEYS: &str = "keys AS ( \
+         DELETE FROM idempotency_keys k USING gone g \
+         WHERE k.tenant_id = $1 AND k.key = g.idempotency_key \
+           AND k.execution_id = g.execution_id) \
+     SELECT count(*) FROM gone";
+
+pub(super) async fn prune_executions(
+    db: &PgBackend,
+    retention: Duration,
+    limit: u32,
+) -> Result<u64> {
+    let cutoff = Utc::now() - retention;
+    let op = "prune executions";
+    let all = db.read(op, async |conn| tenants(conn).await).await?;
+    let mut pruned = 0;
+    for tenant in all {
+        pruned += transaction(&db.pool, op, async |tx| {
+            let executions = prunable_executions(tx, tenant, cutoff, limit).await?;
+            let flows = prunable_flows(tx, tenant, cutoff, limit).await?;
+            Ok(delete_executions(tx, tenant, &executions).await?
+                + delete_flows(tx, tenant, &flows, cutoff).await?)
+        })
+        .await?;
+    }
+    Ok(pruned)
+}
+
+async fn delete_executions(
+    tx: &mut sqlx::PgConnection,
+    tenant: TenantId,
+    ids: &[ExecutionId],
+) -> Result<u64> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let n: i64 = sqlx::query_scalar(&format!(
+        "WITH gone AS ( \
+             DELETE FROM executions WHERE tenant_id = $1 AND execution_id = ANY($2) \
+               AND lifecycle_phase = 'terminal' \
+             RETURNING execution_id, idempotency_key), \
+         {GONE_AND_KEYS}"
+    ))
+    .bind(tenant)
+    .bind(ids)
+    .one(&mut *tx, "prune executions")
+    .await?;
+    Ok(n as u64)
+}
+
+async fn delete_flows(
+    tx: &mut sqlx::PgConnection,
+    tenant: TenantId,
+    ids: &[FlowId],
+    cutoff: chrono::DateTime<Utc>,
+) -> Result<u64> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let n: i64 = sqlx::query_scalar(&format!(
+        "WITH still AS ( \
+             SELECT f.flow_id FROM flows f WHERE f.tenant_id = $1 AND f.flow_id = ANY($2) \
+               AND NOT EXISTS (SELECT 1 FROM executions m \
+                   WHERE m.tenant_id = $1 AND m.flow_id = f.flow_id \
+                     AND (m.lifecycle_phase <> 'terminal' \
+                          OR coalesce(m.finished_at, m.updated_at) >= $3))), \
+         gone AS ( \
+             DELETE FROM executions e USING still s \
+             WHERE e.tenant_id = $1 AND e.flow_id = s.flow_id \
+             RETURNING e.execution_id, e.idempotency_key), \
+         flows_gone AS ( \
+             DELETE FROM flows f USING still s WHERE f.tenant_id = $1 AND f.flow_id = s.flow_id), \
+         {GONE_AND_KEYS}"
+    ))
+    .bind(tenant)
+    .bind(ids)
+    .bind(cutoff)
+    .one(&mut *tx, "prune flows")
+    .await?;
+    Ok(n as u64)
+}

@@ -1,0 +1,87 @@
+//! Retention: deleting executions (and whole flows) ended longer ago than
+//! the retention period. What is deleted is chosen in `shared::retention`;
+//! here it goes, one write per tenant.
+//!
+//! The one writer runs the search and the deletes in one transaction, so
+//! nothing changes in between. The foreign keys cascade to most of what is
+//! recorded of an execution; its frames, its stream summaries and its
+//! idempotency key have none, and are deleted beside it.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use sqlx::SqliteConnection;
+
+use super::SqliteBackend;
+use crate::backend::shared::retention::sqlite::{prunable_executions, prunable_flows, tenants};
+use crate::backend::{Fetch, Run};
+use crate::error::Result;
+use crate::model::{ExecutionId, TenantId};
+
+/// What an execution leaves that its row's foreign keys do not take with
+/// it, then the row (while it is still ended).
+const DELETE_EXECUTION: [&str; 4] = [
+    "DELETE FROM frames WHERE tenant_id = $1 AND execution_id = $2",
+    "DELETE FROM stream_summaries WHERE tenant_id = $1 AND execution_id = $2",
+    "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND execution_id = $2 \
+       AND key = (SELECT idempotency_key FROM executions \
+                  WHERE tenant_id = $1 AND execution_id = $2)",
+    "DELETE FROM executions WHERE tenant_id = $1 AND execution_id = $2 \
+       AND lifecycle_phase = 'terminal'",
+];
+
+pub(super) async fn prune_executions(
+    db: &SqliteBackend,
+    retention: Duration,
+    limit: u32,
+) -> Result<u64> {
+    let cutoff = Utc::now() - retention;
+    let op = "prune executions";
+    let all = db.read(op, async |conn| tenants(conn).await).await?;
+    let mut pruned = 0;
+    for tenant in all {
+        pruned += db
+            .write(op, async |conn, _| {
+                let mut doomed = prunable_executions(conn, tenant, cutoff, limit).await?;
+                for flow in prunable_flows(conn, tenant, cutoff, limit).await? {
+                    let members: Vec<ExecutionId> = sqlx::query_scalar(
+                        "SELECT execution_id FROM executions WHERE tenant_id = $1 AND flow_id = $2",
+                    )
+                    .bind(tenant)
+                    .bind(flow)
+                    .all(&mut *conn, "find a flow's members")
+                    .await?;
+                    doomed.extend(members);
+                    sqlx::query("DELETE FROM flows WHERE tenant_id = $1 AND flow_id = $2")
+                        .bind(tenant)
+                        .bind(flow)
+                        .run(&mut *conn, "prune flows")
+                        .await?;
+                }
+                let mut deleted = 0;
+                for id in doomed {
+                    deleted += delete_execution(conn, tenant, id).await?;
+                }
+                Ok(deleted)
+            })
+            .await?;
+    }
+    Ok(pruned)
+}
+
+async fn delete_execution(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    id: ExecutionId,
+) -> Result<u64> {
+    let mut deleted = 0;
+    for sql in DELETE_EXECUTION {
+        deleted = sqlx::query(sql)
+            .bind(tenant)
+            .bind(id)
+            .run(&mut *conn, "prune executions")
+            .await?
+            .rows_affected();
+    }
+    Ok(deleted)
+}
