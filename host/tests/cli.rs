@@ -248,6 +248,20 @@ async fn remote_commands_drive_a_served_installation() {
     }
     let (_, out, _) = served.cli(key, &["component", "list"]);
     assert!(out.contains("echo") && out.contains("testkit"), "{out}");
+    // An old version, deprecated then purged; the newest stays.
+    for kind in ["echo", "testkit"] {
+        let file = served.write(&format!("{kind}.wasm"), &guest(kind));
+        let (ok, _, err) = served.cli(key, &["component", "upload", "spare", &file]);
+        assert!(ok, "{err}");
+    }
+    let (ok, out, err) = served.cli(key, &["component", "deprecate", "spare", "1"]);
+    assert!(ok && out.contains("deprecated spare v1"), "{out}{err}");
+    let (ok, out, err) = served.cli(key, &["component", "purge", "spare", "1"]);
+    assert!(ok && out.contains("purged spare v1"), "{out}{err}");
+    one_line_error(
+        "purging the newest version",
+        &served.cli(key, &["component", "purge", "spare", "2"]),
+    );
 
     // run: frames on stderr, the result alone on stdout.
     let (ok, out, err) = served.cli(key, &["run", "testkit", "--input-text", "frames:2"]);

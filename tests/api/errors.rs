@@ -333,6 +333,18 @@ async fn reads_reject_malformed_paths_and_queries() {
             "not_found",
         ),
         (Method::GET, "/v1/components/nope".into(), 404, "not_found"),
+        (
+            Method::POST,
+            "/v1/components/echo/versions/1/purge".into(),
+            409,
+            "conflict",
+        ),
+        (
+            Method::POST,
+            "/v1/components/echo/versions/9/purge".into(),
+            404,
+            "not_found",
+        ),
         (Method::GET, "/v1/nothing-here".into(), 404, "not_found"),
         (
             Method::GET,

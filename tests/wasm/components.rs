@@ -257,7 +257,50 @@ async fn components_count_against_the_storage_quota(store: Store) {
     assert_eq!(db.count("component_blobs").await, 1);
 }
 
+/// A deprecated version that is not its kind's newest can be purged: its
+/// bytes go unless another version has them, and what it took of the
+/// tenant's storage quota is free again.
+async fn purging_a_deprecated_version_frees_its_bytes(store: Store) {
+    let db = TestDb::on(store).await;
+    let t = db.tenant("acme").await;
+    let (echo, testkit) = (guest("echo"), guest("testkit"));
+    let e = &db.engine;
+    register(&db, t, "job", &echo).await.unwrap();
+    register(&db, t, "job", &testkit).await.unwrap();
+    register(&db, t, "other", &echo).await.unwrap();
+    let conflict = |err: EngineError| assert_eq!(err.kind(), "conflict", "{err}");
+    conflict(e.purge_component(t, "job", 1).await.unwrap_err());
+    e.deprecate_component(t, "job", 2).await.unwrap();
+    conflict(e.purge_component(t, "job", 2).await.unwrap_err());
+
+    // The bytes of version 1 are also `other`'s: they stay.
+    e.deprecate_component(t, "job", 1).await.unwrap();
+    e.purge_component(t, "job", 1).await.unwrap();
+    let gone = e.backend().get_component(t, "job", 1).await.unwrap_err();
+    assert_eq!(gone.kind(), "not_found", "{gone}");
+    assert_eq!(db.count("component_blobs").await, 2);
+    let again = e.purge_component(t, "job", 1).await.unwrap_err();
+    assert_eq!(again.kind(), "not_found", "{again}");
+
+    // Once no version has them, they go, and count no more.
+    register(&db, t, "other", &testkit).await.unwrap();
+    e.deprecate_component(t, "other", 1).await.unwrap();
+    e.purge_component(t, "other", 1).await.unwrap();
+    assert_eq!(db.count("component_blobs").await, 1);
+    assert_eq!(
+        e.backend().stored_bytes(t).await.unwrap(),
+        testkit.len() as u64
+    );
+    let (next, created) = register(&db, t, "job", &echo).await.unwrap();
+    assert!(created);
+    assert_eq!(next.version, 3, "numbers are never given twice");
+    let other = db.tenant("other").await;
+    let theirs = e.purge_component(other, "job", 2).await.unwrap_err();
+    assert_eq!(theirs.kind(), "not_found", "{theirs}");
+}
+
 on_both_backends!(
     imports_are_recorded_at_upload,
-    components_count_against_the_storage_quota
+    components_count_against_the_storage_quota,
+    purging_a_deprecated_version_frees_its_bytes
 );

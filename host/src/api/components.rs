@@ -137,6 +137,28 @@ pub async fn get(
     ))
 }
 
+/// Remove a deprecated version, and its bytes unless another version has
+/// the same: how a tenant makes room under its storage quota. The newest
+/// version of a kind stays (the next upload is numbered after it).
+#[utoipa::path(post, path = "/v1/components/{kind}/versions/{version}/purge",
+    tag = "components",
+    params(("kind" = String, Path), ("version" = i32, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody,
+            description = "the version is not deprecated, or is its kind's newest")),
+    security(("api_key" = [])))]
+pub async fn purge(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((kind, version)): Path<(String, i32)>,
+) -> ApiResult<StatusCode> {
+    state
+        .engine
+        .purge_component(caller.tenant, &kind, version)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// Deprecate a version: new attempts run the newest version that is not
 /// deprecated. The bytes are kept, so running attempts are unaffected.
 #[utoipa::path(delete, path = "/v1/components/{kind}/versions/{version}", tag = "components",

@@ -209,6 +209,10 @@ pub fn router(engine: Engine, runtime: Arc<Runtime>, config: &ApiConfig) -> Rout
             "/components/{kind}/versions/{version}",
             get(components::get).delete(components::deprecate),
         )
+        .route(
+            "/components/{kind}/versions/{version}/purge",
+            post(components::purge),
+        )
         .route("/events", get(events::completions))
         .route("/events/stream", get(events::follow_completions))
         .route("/events/leases", get(events::leases))

@@ -35,7 +35,7 @@ use super::{
         events::completions, events::leases, events::signals,
         events::follow_completions, events::follow_leases, events::follow_signals,
         components::upload, components::list, components::versions, components::get,
-        components::deprecate,
+        components::deprecate, components::purge,
         admin::whoami, admin::create_tenant, admin::list_tenants, admin::set_limits,
         admin::create_key, admin::list_keys, admin::revoke_key,
         grants::set_ceiling, grants::get_ceiling, grants::own_ceiling, grants::list, grants::put,

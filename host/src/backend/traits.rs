@@ -334,6 +334,11 @@ pub trait Components: Send + Sync {
         kind: &str,
         version: i32,
     ) -> Result<ComponentVersion>;
+
+    /// Remove a deprecated version that is not its kind's newest, and its
+    /// bytes unless another of the tenant's versions has the same.
+    /// `conflict` for a version still in use or the newest; `not_found`.
+    async fn purge_component(&self, tenant: TenantId, kind: &str, version: i32) -> Result<()>;
 }
 
 // The backend's own `put_component` serializes uploads of one kind before
@@ -349,6 +354,7 @@ storage_methods! { $ implement_components: impl Components in components {
     write {
         "deprecate component" deprecate_component(tenant: TenantId, kind: &str, n: i32)
             -> ComponentVersion;
+        "purge component" purge_component(tenant: TenantId, kind: &str, n: i32) -> ();
     }
     own {
         put_component(tenant: TenantId, component: NewComponent<'_>) -> (ComponentVersion, bool);

@@ -8,7 +8,7 @@ use anyhow::Context;
 use reqwest::Method;
 
 use flowfabric::api::{ComponentList, CreateTenant, TenantCreated, TenantList, Uploaded};
-use flowfabric::model::{Tenant, TenantLimits};
+use flowfabric::model::{ComponentVersion, Tenant, TenantLimits};
 
 use super::client::{decode, path_segment, ApiClient, Connection, NO_BODY};
 use super::remote::print_json;
@@ -108,6 +108,11 @@ pub enum ComponentCommand {
     Upload { kind: String, file: PathBuf },
     /// List the tenant's components.
     List,
+    /// Deprecate a version: new attempts run the newest one not deprecated.
+    Deprecate { kind: String, version: i32 },
+    /// Remove a deprecated version (not its kind's newest) and its bytes,
+    /// to make room under the tenant's storage quota.
+    Purge { kind: String, version: i32 },
 }
 
 pub async fn tenant(connection: &Connection, command: TenantCommand) -> anyhow::Result<()> {
@@ -207,6 +212,28 @@ pub async fn component(connection: &Connection, command: ComponentCommand) -> an
                 );
             }
         }
+        ComponentCommand::Deprecate { kind, version } => {
+            let path = version_path(&kind, version, "");
+            let v: ComponentVersion = client.typed(Method::DELETE, &path, NO_BODY).await?;
+            if connection.json {
+                return print_json(&v);
+            }
+            println!("deprecated {} v{}", v.kind, v.version);
+        }
+        ComponentCommand::Purge { kind, version } => {
+            let path = version_path(&kind, version, "/purge");
+            client.json(Method::POST, &path, None).await?;
+            if !connection.json {
+                println!("purged {kind} v{version}");
+            }
+        }
     }
     Ok(())
+}
+
+fn version_path(kind: &str, version: i32, action: &str) -> String {
+    format!(
+        "/v1/components/{}/versions/{version}{action}",
+        path_segment(kind)
+    )
 }

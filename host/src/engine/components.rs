@@ -104,6 +104,13 @@ impl Engine {
         self.check_storage(tenant, size).await
     }
 
+    /// Remove a deprecated version (not its kind's newest) and, unless
+    /// another version has them, its bytes: what a tenant does to make room
+    /// under its storage quota.
+    pub async fn purge_component(&self, tenant: TenantId, kind: &str, version: i32) -> Result<()> {
+        self.backend.purge_component(tenant, kind, version).await
+    }
+
     pub async fn deprecate_component(
         &self,
         tenant: TenantId,

@@ -5,8 +5,8 @@ use chrono::Utc;
 
 use super::stamp::Stamp;
 use crate::backend::refusals::unknown_tenant_or;
-use crate::backend::Fetch;
 use crate::backend::NewComponent;
+use crate::backend::{Fetch, Run};
 use crate::error::{EngineError, Result};
 use crate::model::{ComponentVersion, TenantId};
 
@@ -173,6 +173,53 @@ for_both_drivers! {
              WHERE tenant_id = $1 AND kind = $2 AND version = $3 RETURNING {VERSION_COLUMNS}"
         );
         one_version(conn, &sql, (tenant, kind, number), "deprecate component").await
+    }
+
+    /// Only a deprecated version goes (no new attempt runs it), and never
+    /// the newest of its kind: the next upload is numbered after the newest
+    /// stored, so a number is never given twice. Its bytes go with it unless
+    /// another version of the tenant has the same digest (off the tenant's
+    /// `components_pkey` prefix).
+    async fn purge_component(conn, tenant: TenantId, kind: &str, number: i32) -> Result<()> {
+        let op = "purge component";
+        let sql = format!(
+            "SELECT {VERSION_COLUMNS} FROM components \
+             WHERE tenant_id = $1 AND kind = $2 AND version = $3"
+        );
+        let version = one_version(conn, &sql, (tenant, kind, number), op).await?;
+        if !version.deprecated {
+            return Err(EngineError::Conflict(format!(
+                "version {number} of `{kind}` is not deprecated: deprecate it first"
+            )));
+        }
+        let newest: i32 = sqlx::query_scalar(
+            "SELECT max(version) FROM components WHERE tenant_id = $1 AND kind = $2",
+        )
+        .bind(tenant)
+        .bind(kind)
+        .one(&mut *conn, op)
+        .await?;
+        if newest == number {
+            return Err(EngineError::Conflict(format!(
+                "version {number} is the newest of `{kind}` and stays (the next upload is \
+                 numbered after it)"
+            )));
+        }
+        sqlx::query("DELETE FROM components WHERE tenant_id = $1 AND kind = $2 AND version = $3")
+            .bind(tenant)
+            .bind(kind)
+            .bind(number)
+            .run(&mut *conn, op)
+            .await?;
+        sqlx::query(
+            "DELETE FROM component_blobs WHERE tenant_id = $1 AND digest = $2 \
+             AND NOT EXISTS (SELECT 1 FROM components WHERE tenant_id = $1 AND digest = $2)",
+        )
+        .bind(tenant)
+        .bind(&version.digest)
+        .run(&mut *conn, op)
+        .await?;
+        Ok(())
     }
 
     /// The one version `sql` reads or changes, named by `$1`–`$3`.
