@@ -452,7 +452,35 @@ async fn suspending_on_an_expired_waitpoint_is_refused(store: Store) {
     );
 }
 
+/// An execution keeps at most so many signals: past the cap a delivery is
+/// refused and nothing is kept, while a duplicate of one it kept is still
+/// answered as such. Signals' payloads count as the tenant's stored bytes.
+async fn signals_are_bounded_per_execution(store: Store) {
+    let (db, tenant) = crate::setup_with(store, |l| l.max_signals_per_execution = 3).await;
+    let e = &db.engine;
+    e.create(tenant, task("a")).await.unwrap();
+    let claimed = claim_one(e).await;
+    let wp = e.create_waitpoint(&claimed.lease, "w", None).await.unwrap();
+    let keyed = NewSignal {
+        idempotency_key: Some("first".into()),
+        ..signal("s", "0123456789")
+    };
+    e.deliver_signal(&wp.token, keyed.clone()).await.unwrap();
+    for payload in ["0123456789", "0123456789"] {
+        e.deliver_signal(&wp.token, signal("s", payload)).await.unwrap();
+    }
+    let refused = e.deliver_signal(&wp.token, signal("s", "more")).await.unwrap_err();
+    assert_eq!(refused.kind(), "limit_exceeded", "{refused}");
+    assert!(refused.to_string().contains("max_signals_per_execution"), "{refused}");
+    assert_eq!(db.count("signals").await, 3, "nothing more kept");
+    let (_, _, again) = e.deliver_signal(&wp.token, keyed).await.unwrap();
+    assert!(matches!(again, SignalOutcome::Duplicate { .. }), "{again:?}");
+    let input = "a".len() as u64;
+    assert_eq!(e.backend().stored_bytes(tenant).await.unwrap(), input + 30);
+}
+
 on_both_backends!(
+    signals_are_bounded_per_execution,
     suspending_on_an_expired_waitpoint_is_refused,
     a_signal_resumes_the_same_attempt_under_a_new_epoch,
     early_signals_are_buffered_and_satisfy_the_suspend_at_once,

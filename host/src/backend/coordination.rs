@@ -10,14 +10,14 @@ use async_trait::async_trait;
 use super::shared::storage_methods;
 
 use super::params::{
-    ChildSpawn, EdgeFilter, FlowCancel, GraphWrite, NewWaitpoint, SleepRequest, StepRecord,
-    SuspendRequest,
+    ChildSpawn, EdgeFilter, FlowCancel, GraphWrite, NewWaitpoint, SignalDelivery, SleepRequest,
+    StepRecord, SuspendRequest,
 };
 use crate::error::Result;
 use crate::model::{
     ChildrenOutcome, ExecutionId, FlowEdgeDetail, FlowId, FlowSnapshot, FlowSummary, GraphApplied,
-    JournalEntry, LeaseHandle, NewFlow, NewSignal, Page, Signal, SignalOutcome, SpawnedChild,
-    SuspendOutcome, TenantId, TimeoutBehavior, Waitpoint, WaitpointId, WaitpointRef,
+    JournalEntry, LeaseHandle, NewFlow, Page, Signal, SignalOutcome, SpawnedChild, SuspendOutcome,
+    TenantId, TimeoutBehavior, Waitpoint, WaitpointId, WaitpointRef,
 };
 
 /// Waitpoints, suspending, signals and resuming.
@@ -44,12 +44,13 @@ pub trait Suspensions: Send + Sync {
     ) -> Result<SuspendOutcome>;
 
     /// Deliver a signal to a waitpoint; resumes the execution when it completes
-    /// the condition. Idempotent by the signal's key.
+    /// the condition. Idempotent by the signal's key. `limit_exceeded` once
+    /// the execution keeps `max_signals`.
     async fn deliver_signal(
         &self,
         tenant: TenantId,
         to: WaitpointRef,
-        signal: &NewSignal,
+        delivery: SignalDelivery<'_>,
     ) -> Result<SignalOutcome>;
 
     /// An operator resumes a suspended execution.
@@ -88,7 +89,8 @@ storage_methods! { $ implement_suspension: impl Suspensions in suspension {
     own {
         create_waitpoint(lease: &LeaseHandle, new: NewWaitpoint<'_>) -> Waitpoint;
         suspend(lease: &LeaseHandle, request: SuspendRequest<'_>) -> SuspendOutcome;
-        deliver_signal(tenant: TenantId, to: WaitpointRef, signal: &NewSignal) -> SignalOutcome;
+        deliver_signal(tenant: TenantId, to: WaitpointRef, delivery: SignalDelivery<'_>)
+            -> SignalOutcome;
         resume(tenant: TenantId, id: ExecutionId) -> ();
     }
 } }

@@ -35,8 +35,8 @@ pub(crate) use fetch::{Fetch, Run};
 pub use insights::Insights;
 pub use params::{
     ChildSpawn, EdgeFilter, FlowCancel, FrameBatch, GraphWrite, NewApiKey, NewComponent, NewFrame,
-    NewWaitpoint, PauseChange, ScheduleCreate, SleepRequest, StepRecord, SuspendRequest,
-    UsageAdjust,
+    NewWaitpoint, PauseChange, ScheduleCreate, SignalDelivery, SleepRequest, StepRecord,
+    SuspendRequest, UsageAdjust,
 };
 pub use traits::{Components, Events, Executions, Leases, Output, Tenancy};
 

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 
 use crate::model::{
     ApiKeyId, ChildKey, FlowCancelPolicy, GraphChange, JournalLimits, NewExecution, NewSchedule,
-    NewStep, ResumeCondition, SpawnLimits, StreamMode, Suspension, TimeoutBehavior,
+    NewSignal, NewStep, ResumeCondition, SpawnLimits, StreamMode, Suspension, TimeoutBehavior,
     UsageAdjustment,
 };
 
@@ -70,6 +70,13 @@ pub struct NewWaitpoint<'a> {
     pub key: &'a str,
     pub expires_in: Option<Duration>,
     pub max_waitpoints: u32,
+}
+
+/// A signal for a waitpoint, within `max_signals` kept for its execution.
+#[derive(Clone, Copy, Debug)]
+pub struct SignalDelivery<'a> {
+    pub signal: &'a NewSignal,
+    pub max_signals: u32,
 }
 
 /// What the lease's execution waits for, for how long, and how many

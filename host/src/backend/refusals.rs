@@ -138,6 +138,14 @@ pub(crate) fn waitpoint_closed(key: &str) -> EngineError {
     ))
 }
 
+pub(crate) fn signals_exceeded(max: u32) -> EngineError {
+    EngineError::limit(
+        "max_signals_per_execution",
+        u64::from(max),
+        "the execution keeps as many signals as it may",
+    )
+}
+
 pub(crate) fn takes_no_signals(id: ExecutionId, state: PublicState) -> EngineError {
     EngineError::Conflict(format!(
         "execution {id} is {state}: it takes no more signals"

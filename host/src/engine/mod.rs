@@ -75,6 +75,8 @@ pub struct Limits {
     pub max_flow_members: u32,
     /// Waitpoints one execution may create.
     pub max_waitpoints_per_execution: u32,
+    /// Signals one execution keeps (delivered, buffered or consumed).
+    pub max_signals_per_execution: u32,
     /// Steps one execution's journal may hold (sleeps included).
     pub max_steps_per_execution: u32,
     /// Bytes of one step's result.
@@ -109,6 +111,7 @@ impl Default for Limits {
             max_children_per_execution: 1_000,
             max_flow_members: 10_000,
             max_waitpoints_per_execution: 1_000,
+            max_signals_per_execution: 10_000,
             max_steps_per_execution: 1_000,
             max_step_bytes: 1 << 20,
             max_journal_bytes_per_execution: 16 << 20,

@@ -2,7 +2,7 @@
 //! authorise signal delivery, and their keys, are in `waitpoint_keys`.
 
 use super::Engine;
-use crate::backend::{NewWaitpoint, SuspendRequest};
+use crate::backend::{NewWaitpoint, SignalDelivery, SuspendRequest};
 use crate::error::{EngineError, Result};
 use crate::model::{
     ExecutionFilter, ExecutionId, LeaseHandle, NewSignal, Page, PublicState, ResumeCondition,
@@ -177,11 +177,16 @@ impl Engine {
                 ));
             }
         }
+        self.check_storage(tenant, signal.payload.len()).await?;
         let to = WaitpointRef {
             execution: id,
             waitpoint,
         };
-        let outcome = self.backend.deliver_signal(tenant, to, &signal).await?;
+        let delivery = SignalDelivery {
+            signal: &signal,
+            max_signals: self.limits.max_signals_per_execution,
+        };
+        let outcome = self.backend.deliver_signal(tenant, to, delivery).await?;
         Ok((tenant, id, outcome))
     }
 

@@ -17,14 +17,14 @@ use super::PgBackend;
 use super::EVENTS_CHANNEL;
 use crate::backend::refusals;
 use crate::backend::shared::suspension::{
-    SignalRow, WaitpointRow, SIGNAL_COLUMNS, WAITPOINT_COLUMNS,
+    pg::check_signal_room, SignalRow, WaitpointRow, SIGNAL_COLUMNS, WAITPOINT_COLUMNS,
 };
 use crate::backend::{Fetch, Run};
-use crate::backend::{NewWaitpoint, SuspendRequest};
+use crate::backend::{NewWaitpoint, SignalDelivery, SuspendRequest};
 use crate::error::{EngineError, Result};
 use crate::model::{
-    ExecutionId, LeaseHandle, NewSignal, PublicState, Signal, SignalOutcome, SuspendOutcome,
-    Suspension, TenantId, Waitpoint,
+    ExecutionId, LeaseHandle, PublicState, Signal, SignalOutcome, SuspendOutcome, Suspension,
+    TenantId, Waitpoint,
 };
 use crate::model::{WaitpointId, WaitpointRef};
 
@@ -332,10 +332,10 @@ async fn deliver_signal(
     db: &PgBackend,
     tenant: TenantId,
     to: WaitpointRef,
-    new: &NewSignal,
+    delivery: SignalDelivery<'_>,
 ) -> Result<SignalOutcome> {
     transaction(&db.pool, "deliver signal", async |tx| {
-        deliver_in(tx, tenant, to, new).await
+        deliver_in(tx, tenant, to, delivery).await
     })
     .await
 }
@@ -344,8 +344,9 @@ async fn deliver_in(
     tx: &mut PgConnection,
     tenant: TenantId,
     to: WaitpointRef,
-    new: &NewSignal,
+    delivery: SignalDelivery<'_>,
 ) -> Result<SignalOutcome> {
+    let new = delivery.signal;
     let op = "deliver signal";
     let locked = lock_by_id(&mut *tx, tenant, to.execution).await?;
     if let Some(key) = &new.idempotency_key {
@@ -391,6 +392,7 @@ async fn deliver_in(
     if locked.state.is_terminal() {
         return Err(refusals::takes_no_signals(to.execution, locked.state));
     }
+    check_signal_room(tx, tenant, to.execution, delivery.max_signals).await?;
     let signal_id = Uuid::now_v7();
     sqlx::query(
         "INSERT INTO signals (tenant_id, execution_id, signal_id, waitpoint_id, waitpoint_key, \

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::stamp::Stamp;
-use crate::backend::Fetch;
+use crate::backend::{refusals, Fetch};
 use crate::error::Result;
 use crate::model::{ExecutionId, Page, Signal, TenantId, Waitpoint, WaitpointId};
 
@@ -66,6 +66,27 @@ impl From<SignalRow> for Signal {
 }
 
 for_both_drivers! {
+    /// Refuse another signal once the execution keeps `max_signals`
+    /// (counted off `signals_pkey` by its execution prefix; the execution's
+    /// row is locked, so no other delivery counts at the same time).
+    async fn check_signal_room(conn, tenant: TenantId, id: ExecutionId, max_signals: u32)
+        -> Result<()>
+    {
+        let kept: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT 1 FROM signals \
+             WHERE tenant_id = $1 AND execution_id = $2 LIMIT $3) s",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(i64::from(max_signals))
+        .one(&mut *conn, "count signals")
+        .await?;
+        if kept >= i64::from(max_signals) {
+            return Err(refusals::signals_exceeded(max_signals));
+        }
+        Ok(())
+    }
+
     /// The signals the execution's resume numbered `seq` consumed, in the
     /// order they arrived.
     async fn resume_signals(conn, tenant: TenantId, id: ExecutionId, seq: i32)

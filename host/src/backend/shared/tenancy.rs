@@ -45,7 +45,8 @@ struct StoredKeyRow {
 
 for_both_drivers! {
     /// Bytes the tenant keeps: inputs and results of its executions, the
-    /// payloads of their frames, their steps, and its components' bytes.
+    /// payloads of their frames and signals, their steps, and its
+    /// components' bytes.
     /// `octet_length` reads a stored value's length from its header
     /// (Postgres) or record header (SQLite), without fetching it. Each part
     /// reads off an index that leads with the tenant (`component_blobs`:
@@ -58,6 +59,8 @@ for_both_drivers! {
                        + (SELECT coalesce(sum(octet_length(payload)), 0) \
                           FROM frames WHERE tenant_id = $1) \
                        + (SELECT coalesce(sum(size), 0) FROM steps WHERE tenant_id = $1) \
+                       + (SELECT coalesce(sum(octet_length(payload)), 0) \
+                          FROM signals WHERE tenant_id = $1) \
                        + (SELECT coalesce(sum(octet_length(wasm)), 0) \
                           FROM component_blobs WHERE tenant_id = $1) \
                      AS BIGINT)",

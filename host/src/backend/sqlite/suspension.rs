@@ -19,15 +19,15 @@ use super::time::{after, at, now, Millis};
 use super::{Effects, SqliteBackend};
 use crate::backend::refusals;
 use crate::backend::shared::suspension::{
-    SignalRow, WaitpointRow, SIGNAL_COLUMNS, WAITPOINT_COLUMNS,
+    sqlite::check_signal_room, SignalRow, WaitpointRow, SIGNAL_COLUMNS, WAITPOINT_COLUMNS,
 };
 use crate::backend::{Fetch, Run};
-use crate::backend::{NewWaitpoint, SuspendRequest};
+use crate::backend::{NewWaitpoint, SignalDelivery, SuspendRequest};
 use crate::error::{EngineError, Result};
 use crate::model::{AttemptPhase, Eligibility, LifecyclePhase};
 use crate::model::{
-    ExecutionId, LeaseHandle, NewSignal, PublicState, Signal, SignalOutcome, SuspendOutcome,
-    Suspension, TenantId, Waitpoint,
+    ExecutionId, LeaseHandle, PublicState, Signal, SignalOutcome, SuspendOutcome, Suspension,
+    TenantId, Waitpoint,
 };
 use crate::model::{WaitpointId, WaitpointRef};
 
@@ -261,8 +261,9 @@ pub(super) async fn deliver_signal(
     db: &SqliteBackend,
     tenant: TenantId,
     to: WaitpointRef,
-    new: &NewSignal,
+    delivery: SignalDelivery<'_>,
 ) -> Result<SignalOutcome> {
+    let new = delivery.signal;
     db.write("deliver signal", async |conn, effects| {
         let mut row = Exec::get(conn, tenant, to.execution).await?;
         let event = |signal_id| SignalEventRow {
@@ -308,6 +309,7 @@ pub(super) async fn deliver_signal(
         if state.is_terminal() {
             return Err(refusals::takes_no_signals(to.execution, state));
         }
+        check_signal_room(conn, tenant, to.execution, delivery.max_signals).await?;
         let signal_id = Uuid::now_v7();
         sqlx::query(
             "INSERT INTO signals (tenant_id, execution_id, signal_id, waitpoint_id, \
