@@ -467,14 +467,25 @@ async fn signals_are_bounded_per_execution(store: Store) {
     };
     e.deliver_signal(&wp.token, keyed.clone()).await.unwrap();
     for payload in ["0123456789", "0123456789"] {
-        e.deliver_signal(&wp.token, signal("s", payload)).await.unwrap();
+        e.deliver_signal(&wp.token, signal("s", payload))
+            .await
+            .unwrap();
     }
-    let refused = e.deliver_signal(&wp.token, signal("s", "more")).await.unwrap_err();
+    let refused = e
+        .deliver_signal(&wp.token, signal("s", "more"))
+        .await
+        .unwrap_err();
     assert_eq!(refused.kind(), "limit_exceeded", "{refused}");
-    assert!(refused.to_string().contains("max_signals_per_execution"), "{refused}");
+    assert!(
+        refused.to_string().contains("max_signals_per_execution"),
+        "{refused}"
+    );
     assert_eq!(db.count("signals").await, 3, "nothing more kept");
     let (_, _, again) = e.deliver_signal(&wp.token, keyed).await.unwrap();
-    assert!(matches!(again, SignalOutcome::Duplicate { .. }), "{again:?}");
+    assert!(
+        matches!(again, SignalOutcome::Duplicate { .. }),
+        "{again:?}"
+    );
     let input = "a".len() as u64;
     assert_eq!(e.backend().stored_bytes(tenant).await.unwrap(), input + 30);
 }

@@ -304,3 +304,47 @@ on_both_backends!(
     components_count_against_the_storage_quota,
     purging_a_deprecated_version_frees_its_bytes
 );
+
+/// The artifact directory is bounded: past its size, the least recently
+/// used compiled component is deleted, and a runtime that needs it again
+/// compiles it again.
+#[tokio::test]
+async fn the_artifact_cache_stays_within_its_size() {
+    let dir = tempfile_dir();
+    let config = || flowfabric::runtime::RuntimeConfig {
+        cache_dir: Some(dir.clone()),
+        cache_max_bytes: 1,
+        ..Default::default()
+    };
+    let (echo, testkit) = (guest("echo"), guest("testkit"));
+    let first = flowfabric::runtime::Runtime::new(config()).unwrap();
+    let echo_digest = first.register(&echo).await.unwrap();
+    let testkit_digest = first.register(&testkit).await.unwrap();
+    let artifacts: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(artifacts.len(), 1, "{artifacts:?}");
+    assert!(!artifacts[0].starts_with(&echo_digest), "{artifacts:?}");
+
+    // A runtime with nothing in memory reads what the directory kept.
+    let second = flowfabric::runtime::Runtime::new(config()).unwrap();
+    let bytes = |wasm: &Vec<u8>| {
+        let wasm = wasm.clone();
+        async move || Ok::<_, String>(wasm)
+    };
+    second
+        .prepare(&testkit_digest, bytes(&testkit))
+        .await
+        .unwrap();
+    assert_eq!(second.compiles(), 0, "testkit's artifact was kept");
+    second.prepare(&echo_digest, bytes(&echo)).await.unwrap();
+    assert_eq!(second.compiles(), 1, "echo's was evicted");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ff-cache-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

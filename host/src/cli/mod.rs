@@ -133,6 +133,10 @@ pub struct WorkerArgs {
         default_value = ".flowfabric/cache"
     )]
     pub cache_dir: std::path::PathBuf,
+    /// The most compiled components in `--cache-dir` may take, in bytes; the
+    /// least recently used are deleted past it (and compiled again if needed).
+    #[arg(long, env = "FLOWFABRIC_CACHE_MAX_BYTES", default_value_t = 4 << 30)]
+    pub cache_max_bytes: u64,
     /// Where attempts granted scratch space get their directories (default:
     /// a directory of the process's own under the system's temporary
     /// directory, removed when it exits).
@@ -249,6 +253,7 @@ impl WorkerArgs {
             max_instances: u32::try_from(self.worker_config().capacity())?,
             max_memory_bytes: (self.task_memory_mib << 20).max(256 << 20),
             cache_dir: Some(self.cache_dir.clone()),
+            cache_max_bytes: self.cache_max_bytes,
             scratch_dir: self.scratch_dir.clone(),
             warm_instances: self.warm_instances,
             http_idle_timeout: Duration::from_millis(self.http_idle_timeout_ms),

@@ -73,6 +73,9 @@ pub struct RuntimeConfig {
     pub fuel: bool,
     /// Where compiled artifacts are cached; `None` keeps them in memory only.
     pub cache_dir: Option<PathBuf>,
+    /// The most the artifacts in `cache_dir` may take together; the least
+    /// recently used are deleted past it.
+    pub cache_max_bytes: u64,
     /// Compiled components kept ready in memory.
     pub cached_components: usize,
     /// Pre-allocate instance slots (fast); `false` allocates per instance.
@@ -108,6 +111,7 @@ impl Default for RuntimeConfig {
             max_component_bytes: 64 << 20,
             fuel: false,
             cache_dir: None,
+            cache_max_bytes: 4 << 30,
             cached_components: 256,
             pooling: true,
             scratch_dir: None,
@@ -214,8 +218,12 @@ impl Runtime {
         .map_err(internal)?;
         Task::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)
             .map_err(internal)?;
-        let cache =
-            ArtifactCache::new(&engine, config.cache_dir.clone(), config.cached_components)?;
+        let cache = ArtifactCache::new(
+            &engine,
+            config.cache_dir.clone(),
+            config.cached_components,
+            config.cache_max_bytes,
+        )?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let warm = Arc::new(WarmPool::new(config.warm_instances));
         let connections = Arc::new(outbound::Connections::new(config.http_idle_timeout));
