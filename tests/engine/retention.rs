@@ -5,7 +5,10 @@
 
 use std::time::Duration;
 
-use flowfabric::model::{ExecutionId, NewExecution, StreamMode, TenantId};
+use flowfabric::model::{
+    BudgetScope, DimensionLimit, ExecutionId, HardLimitAction, NewBudget, NewExecution, StreamMode,
+    TenantId,
+};
 use flowfabric::Engine;
 use flowfabric_tests::Store;
 
@@ -48,6 +51,28 @@ async fn old_ended_executions_are_deleted_with_what_they_recorded(store: Store) 
         graph(vec![member("x"), member("y")], vec![edge("x", "y")]),
     )
     .await;
+    let scoped = |scope| NewBudget {
+        name: "scoped".into(),
+        scope,
+        dimensions: vec![DimensionLimit {
+            dimension: "tokens".into(),
+            soft_limit: None,
+            hard_limit: Some(10),
+        }],
+        on_hard_limit: HardLimitAction::Fail,
+        reset_interval_ms: None,
+    };
+    for scope in [
+        BudgetScope::Execution {
+            execution_id: plain,
+        },
+        BudgetScope::Flow {
+            flow_id: ended_flow.flow_id,
+        },
+        BudgetScope::Tenant,
+    ] {
+        e.create_budget(t, scoped(scope)).await.unwrap();
+    }
     let mut claimed = claim_all(e).await;
     e.append_frame(
         &claimed[&plain].lease,
@@ -100,6 +125,11 @@ async fn old_ended_executions_are_deleted_with_what_they_recorded(store: Store) 
         .await
         .expect("a running flow is kept whole");
     assert_eq!(db.count("frames").await, 0, "its frames went with it");
+    assert_eq!(
+        db.count("budgets").await,
+        1,
+        "budgets scoped to them went too"
+    );
     let again = e.create(t, keyed("again")).await.unwrap();
     assert!(again.created, "its idempotency key went with it");
 

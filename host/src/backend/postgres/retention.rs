@@ -9,7 +9,8 @@
 //! that check keeps the flow's row (its foreign key refuses the delete, the
 //! transaction is undone, and the next pass finds the flow running).
 //! Everything recorded of an execution goes with its row (the foreign keys
-//! cascade); its idempotency key, which has none, is deleted beside it.
+//! cascade); its idempotency key and the budgets scoped to it (or to its
+//! flow), which have none, are deleted beside it.
 
 use std::time::Duration;
 
@@ -22,11 +23,16 @@ use crate::backend::Fetch;
 use crate::error::Result;
 use crate::model::{ExecutionId, FlowId, TenantId};
 
-/// The executions `gone` deleted, and their idempotency keys.
+/// The executions `gone` deleted: their idempotency keys and the budgets
+/// scoped to them (off `budgets_scope_idx`) go too.
 const GONE_AND_KEYS: &str = "keys AS ( \
          DELETE FROM idempotency_keys k USING gone g \
          WHERE k.tenant_id = $1 AND k.key = g.idempotency_key \
-           AND k.execution_id = g.execution_id) \
+           AND k.execution_id = g.execution_id), \
+     scoped AS ( \
+         DELETE FROM budgets b USING gone g \
+         WHERE b.tenant_id = $1 AND b.scope = 'execution' \
+           AND b.scope_key = g.execution_id::text) \
      SELECT count(*) FROM gone";
 
 pub(super) async fn prune_executions(
@@ -94,6 +100,9 @@ async fn delete_flows(
              RETURNING e.execution_id, e.idempotency_key), \
          flows_gone AS ( \
              DELETE FROM flows f USING still s WHERE f.tenant_id = $1 AND f.flow_id = s.flow_id), \
+         flow_scoped AS ( \
+             DELETE FROM budgets b USING still s \
+             WHERE b.tenant_id = $1 AND b.scope = 'flow' AND b.scope_key = s.flow_id::text), \
          {GONE_AND_KEYS}"
     ))
     .bind(tenant)

@@ -2,7 +2,7 @@
 //!
 //! An execution is kept until it has been ended for the retention period,
 //! then deleted with everything recorded of it (attempts, frames, steps,
-//! waitpoints, signals, its idempotency key). What another record still
+//! waitpoints, signals, its idempotency key, budgets scoped to it). What another record still
 //! needs is kept: a flow's members go only with the whole flow, once every
 //! member has ended and the last one ended before the cutoff; a child goes
 //! only once its parent has ended too (or is gone).

@@ -4,8 +4,9 @@
 //!
 //! The one writer runs the search and the deletes in one transaction, so
 //! nothing changes in between. The foreign keys cascade to most of what is
-//! recorded of an execution; its frames, its stream summaries and its
-//! idempotency key have none, and are deleted beside it.
+//! recorded of an execution; its frames, its stream summaries, its
+//! idempotency key and the budgets scoped to it (or to its flow) have none,
+//! and are deleted beside it.
 
 use std::time::Duration;
 
@@ -57,6 +58,7 @@ pub(super) async fn prune_executions(
                         .bind(flow)
                         .run(&mut *conn, "prune flows")
                         .await?;
+                    delete_scoped_budgets(conn, tenant, "flow", flow.to_string()).await?;
                 }
                 let mut deleted = 0;
                 for id in doomed {
@@ -83,5 +85,23 @@ async fn delete_execution(
             .await?
             .rows_affected();
     }
+    delete_scoped_budgets(conn, tenant, "execution", id.to_string()).await?;
     Ok(deleted)
+}
+
+/// The budgets scoped to a deleted execution or flow (off
+/// `budgets_scope_idx`; their dimensions and audit trails cascade).
+async fn delete_scoped_budgets(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    scope: &str,
+    key: String,
+) -> Result<()> {
+    sqlx::query("DELETE FROM budgets WHERE tenant_id = $1 AND scope = $2 AND scope_key = $3")
+        .bind(tenant)
+        .bind(scope)
+        .bind(key)
+        .run(&mut *conn, "prune scoped budgets")
+        .await?;
+    Ok(())
 }
