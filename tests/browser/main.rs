@@ -386,6 +386,40 @@ async fn an_action_without_the_csrf_token_is_refused(store: Store) {
         assert_eq!(status, 403, "body {body:?}");
     }
     assert_eq!(state_of(&server, &tenant, &id).await, "waiting");
+    // The same for a budget's Delete and a version's Deprecate and Purge.
+    let (_, budget) = server
+        .call(
+            &tenant,
+            Method::POST,
+            "/v1/budgets",
+            Some(json!({ "name": "kept", "scope": { "type": "tenant" },
+                "dimensions": [{ "dimension": "tokens", "hard_limit": 1 }] })),
+        )
+        .await;
+    let budget_id = budget["budget_id"].as_str().unwrap();
+    for url in [
+        format!("/ui/budgets/{budget_id}/delete"),
+        "/ui/components/echo/versions/1/deprecate".to_owned(),
+        "/ui/components/echo/versions/1/purge".to_owned(),
+    ] {
+        let status = browser
+            .execute_async(post, vec![json!(url), json!("csrf=")])
+            .await;
+        assert_eq!(status, 403, "{url}");
+    }
+    let (status, _) = server
+        .call(
+            &tenant,
+            Method::GET,
+            &format!("/v1/budgets/{budget_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "the budget is kept");
+    let (_, echo) = server
+        .call(&tenant, Method::GET, "/v1/components/echo/versions/1", None)
+        .await;
+    assert_eq!(echo["deprecated"], false, "{echo}");
     browser.quit().await;
 }
 
@@ -479,8 +513,41 @@ async fn the_other_pages_render(store: Store) {
         .await;
     assert_eq!(status, 200, "{versions}");
     screenshot(&browser, "components").await;
+    // A deprecated version that is not its kind's newest has a Purge button.
+    server.upload(&tenant, "old", "echo").await;
+    server.upload(&tenant, "old", "testkit").await;
+    let (status, body) = server
+        .call(
+            &tenant,
+            Method::DELETE,
+            "/v1/components/old/versions/1",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    browser.goto(&server.url("/ui/components")).await;
+    let purge = browser
+        .wait_for("#components button", |t| t == "Purge")
+        .await;
+    browser.click(&purge).await;
+    browser
+        .wait_for("#components td", |t| t == "uploaded")
+        .await;
+    let (status, _) = server
+        .call(&tenant, Method::GET, "/v1/components/old/versions/1", None)
+        .await;
+    assert_eq!(status, 404, "purged");
+    assert!(!browser.source().await.contains(">Purge<"));
+
     browser.goto(&server.url("/ui/budgets")).await;
     browser.wait_for("#budgets td", |t| t == "tokens").await;
+    let delete = browser.wait_for("#budgets button", |t| t == "Delete").await;
+    browser.click(&delete).await;
+    browser
+        .wait_for("#budgets td", |t| t == "No budgets.")
+        .await;
+    let (_, budgets) = server.call(&tenant, Method::GET, "/v1/budgets", None).await;
+    assert_eq!(budgets, json!([]));
     browser.goto(&server.url("/ui/schedules")).await;
     browser.find("#schedules").await;
     let value: Value = browser.execute("return 1 + 1;", vec![]).await;

@@ -78,10 +78,11 @@ pub fn router(max_component_bytes: usize) -> Router<Arc<AppState>> {
             post(pages::upload).layer(DefaultBodyLimit::max(max_component_bytes)),
         )
         .route(
-            "/components/{kind}/versions/{version}/deprecate",
-            post(pages::deprecate),
+            "/components/{kind}/versions/{version}/{action}",
+            post(pages::version_action),
         )
         .route("/budgets", get(pages::budgets))
+        .route("/budgets/{id}/delete", post(pages::delete_budget))
         .route("/schedules", get(pages::schedules))
         .route(
             "/admin/tenants",

@@ -18,7 +18,7 @@ use super::{UiError, UiResult};
 use crate::api::error::{Path, RawBody};
 use crate::api::AppState;
 use crate::engine::OVERVIEW_WINDOW;
-use crate::model::{EffectiveGrant, MinuteOutcomes};
+use crate::model::{BudgetId, EffectiveGrant, MinuteOutcomes};
 
 /// One minute's bar on the overview chart (succeeded stacked under failed).
 pub struct Bar {
@@ -131,6 +131,8 @@ pub struct VersionRow {
     pub digest: String,
     pub size: String,
     pub deprecated: bool,
+    /// Deprecated and not its kind's newest: it may be purged.
+    pub purgeable: bool,
     pub created: String,
     /// Imports a grant governs, each `name (capability, granted|denied)`;
     /// `None` while this process has not loaded the version.
@@ -178,7 +180,13 @@ pub async fn components(
     // before they were) known to this process because it loaded it.
     let mut grants_by_kind: HashMap<String, EffectiveGrant> = HashMap::new();
     let mut versions = Vec::new();
-    for v in backend.list_components(tenant).await? {
+    let listed = backend.list_components(tenant).await?;
+    let mut newest: HashMap<String, i32> = HashMap::new();
+    for v in &listed {
+        let n = newest.entry(v.kind.clone()).or_default();
+        *n = (*n).max(v.version);
+    }
+    for v in listed {
         let known = v
             .imports
             .clone()
@@ -195,6 +203,7 @@ pub async fn components(
             }
         };
         versions.push(VersionRow {
+            purgeable: v.deprecated && newest.get(&v.kind) != Some(&v.version),
             kind: v.kind,
             version: v.version,
             digest: v.digest,
@@ -259,24 +268,53 @@ pub async fn upload(
     ))
 }
 
-pub async fn deprecate(
+/// A version's button: `deprecate`, or `purge` (a deprecated version that is
+/// not its kind's newest).
+pub async fn version_action(
     State(state): State<Arc<AppState>>,
     session: TenantSession,
-    Path((kind, version)): Path<(String, i32)>,
+    Path((kind, version, action)): Path<(String, i32, String)>,
     Form(form): Form<CsrfForm>,
 ) -> UiResult<Redirect> {
     if !csrf_matches(&session.session, &form.csrf) {
         return Err(UiError::csrf());
     }
-    state
-        .engine
-        .deprecate_component(session.tenant, &kind, version)
-        .await?;
+    let engine = &state.engine;
+    match action.as_str() {
+        "deprecate" => {
+            engine
+                .deprecate_component(session.tenant, &kind, version)
+                .await?;
+        }
+        "purge" => {
+            engine
+                .purge_component(session.tenant, &kind, version)
+                .await?
+        }
+        _ => return Err(UiError::not_found("action")),
+    }
     Ok(Redirect::to("/ui/components"))
+}
+
+/// The budgets page's Delete button.
+pub async fn delete_budget(
+    State(state): State<Arc<AppState>>,
+    session: TenantSession,
+    Path(id): Path<BudgetId>,
+    Form(form): Form<CsrfForm>,
+) -> UiResult<Redirect> {
+    if !csrf_matches(&session.session, &form.csrf) {
+        return Err(UiError::csrf());
+    }
+    state.engine.delete_budget(session.tenant, id).await?;
+    Ok(Redirect::to("/ui/budgets"))
 }
 
 pub struct DimensionRow {
     pub budget: String,
+    /// The budget's id on its first dimension's row (where its Delete
+    /// button goes); `None` on the others.
+    pub delete: Option<String>,
     pub scope: String,
     pub dimension: String,
     pub used: u64,
@@ -301,10 +339,11 @@ pub async fn budgets(
 ) -> UiResult<Html<String>> {
     let mut rows = Vec::new();
     for b in state.engine.backend().list_budgets(session.tenant).await? {
-        for d in &b.dimensions {
+        for (i, d) in b.dimensions.iter().enumerate() {
             let limit = d.hard_limit.or(d.soft_limit).filter(|l| *l > 0);
             rows.push(DimensionRow {
                 budget: b.name.clone(),
+                delete: (i == 0).then(|| b.budget_id.to_string()),
                 scope: serde_json::to_string(&b.scope).unwrap_or_default(),
                 dimension: d.dimension.clone(),
                 used: d.used,
