@@ -162,6 +162,11 @@ async fn execution_deadline_expires_runnable_and_active(store: Store) {
 }
 
 async fn supervised_scanners_promote_delayed_work(store: Store) {
+    // The test's runtime has one thread, so the passes' metrics land in a
+    // recorder of this thread's own.
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let metrics = recorder.handle();
+    let _recording = metrics::set_default_local_recorder(&recorder);
     let (db, t) = setup_on(store).await;
     let config = ScannerConfig {
         delayed: Duration::from_millis(50),
@@ -181,6 +186,9 @@ async fn supervised_scanners_promote_delayed_work(store: Store) {
     }
     scanners.shutdown().await;
     claim_one(&db.engine).await;
+    let text = metrics.render();
+    let promoted = r#"flowfabric_scanner_rows_total{pass="delayed_promoter"} 1"#;
+    assert!(text.contains(promoted), "{text}");
 }
 
 on_both_backends!(

@@ -156,11 +156,15 @@ impl Scanners {
                         Ok(n) => {
                             if n > 0 {
                                 tracing::debug!(pass = pass.name(), changed = n, "scanner pass");
+                                metrics::counter!("flowfabric_scanner_rows_total", "pass" => pass.name())
+                                    .increment(n);
                             }
                             n >= u64::from(config.batch)
                         }
                         Err(e) => {
                             tracing::warn!(pass = pass.name(), error = %e, "scanner pass failed");
+                            metrics::counter!("flowfabric_scanner_failures_total", "pass" => pass.name())
+                                .increment(1);
                             false
                         }
                     };
