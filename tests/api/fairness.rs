@@ -95,17 +95,8 @@ async fn a_tenant_uploads_one_component_at_a_time() {
     let other = server.tenant("other").await;
     let wasm = flowfabric_tests::guest("echo");
     let (half, rest) = wasm.split_at(wasm.len() / 2);
-    let (send, receive) = futures::channel::mpsc::channel::<std::io::Result<Vec<u8>>>(1);
-    let mut send = send;
+    let (mut send, first) = slow_post(&server, &slow, "/v1/components/echo", "application/wasm");
     send.try_send(Ok(half.to_vec())).unwrap();
-    let first = server
-        .http
-        .post(server.url("/v1/components/echo"))
-        .bearer_auth(&slow.token)
-        .header("content-type", "application/wasm")
-        .body(reqwest::Body::wrap_stream(receive))
-        .send();
-    let first = tokio::spawn(first);
 
     // Once the first upload holds its tenant's turn (the server's engine is
     // this one), a second is refused without waiting for the first.
@@ -142,4 +133,97 @@ async fn a_tenant_uploads_one_component_at_a_time() {
         status, 200,
         "the turn came back (same bytes: no new version): {body}"
     );
+}
+
+/// A tenant's requests past its share wait for one of its own to finish,
+/// while another tenant's requests go straight through.
+#[tokio::test]
+async fn a_tenants_flood_waits_for_its_own_turns() {
+    let config = flowfabric::api::ApiConfig {
+        tenant_requests_in_flight: 2,
+        ..Default::default()
+    };
+    let server = TestServer::start_with(Default::default(), config).await;
+    let flood = server.tenant("flood").await;
+    let other = server.tenant("other").await;
+    server.upload(&flood, "echo", "echo").await;
+    // Streams it follows do not keep turns: with two open, a request passes.
+    let mut streams = Vec::new();
+    for _ in 0..2 {
+        let response = server
+            .http
+            .get(server.url("/v1/events/stream"))
+            .bearer_auth(&flood.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        streams.push(response);
+    }
+    let (status, _) = server
+        .call(&flood, reqwest::Method::GET, "/v1/executions", None)
+        .await;
+    assert_eq!(status, 200, "two open streams hold no turn");
+    drop(streams);
+    // Two creates whose bodies arrive slowly hold both of the tenant's turns.
+    let mut senders = Vec::new();
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let (mut send, request) = slow_post(&server, &flood, "/v1/executions", "application/json");
+        send.try_send(Ok(br#"{"kind": "echo", "#.to_vec())).unwrap();
+        senders.push(send);
+        slow.push(request);
+    }
+    let list = |tenant: &flowfabric_tests::server::ApiTenant| {
+        server
+            .http
+            .get(server.url("/v1/executions"))
+            .bearer_auth(&tenant.token)
+            .timeout(std::time::Duration::from_millis(300))
+            .send()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while list(&flood).await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow creates never held their turns"
+        );
+    }
+    let (status, body) = response_parts(list(&other).await.expect("not held up")).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Once the slow ones finish, the tenant's next request goes through.
+    for mut send in senders {
+        send.try_send(Ok(br#""input": 1}"#.to_vec())).unwrap();
+    }
+    for request in slow {
+        let (status, body) = response_parts(request.await.unwrap().unwrap()).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, body) = response_parts(list(&flood).await.unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+type Chunks = futures::channel::mpsc::Sender<std::io::Result<Vec<u8>>>;
+
+/// A POST whose body arrives as the test sends it, chunk by chunk; it ends
+/// when the sender is dropped.
+fn slow_post(
+    server: &TestServer,
+    tenant: &flowfabric_tests::server::ApiTenant,
+    path: &str,
+    content_type: &str,
+) -> (
+    Chunks,
+    tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>,
+) {
+    let (send, receive) = futures::channel::mpsc::channel(1);
+    let request = server
+        .http
+        .post(server.url(path))
+        .bearer_auth(&tenant.token)
+        .header("content-type", content_type)
+        .body(reqwest::Body::wrap_stream(receive))
+        .send();
+    (send, tokio::spawn(request))
 }

@@ -12,14 +12,17 @@ use axum::http::{header, StatusCode};
 use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
+use super::turns::Turn;
 use super::AppState;
 use crate::engine::secret_matches;
 use crate::model::TenantId;
 
-/// An authenticated tenant.
-#[derive(Debug, Clone, Copy)]
+/// An authenticated tenant, holding one of its turns (see `turns`) until
+/// the handler is done with it.
+#[derive(Debug)]
 pub struct Caller {
     pub tenant: TenantId,
+    _turn: Turn,
 }
 
 /// The operator, holding the installation's admin token.
@@ -51,6 +54,18 @@ fn unauthenticated(message: &str) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
 }
 
+impl Caller {
+    /// The tenant as a caller, once one of its turns is free (for a
+    /// dashboard session, which authenticated otherwise).
+    pub(super) async fn of(state: &AppState, tenant: TenantId) -> Result<Self, ApiError> {
+        let turn = state.turns.take(tenant).await?;
+        Ok(Self {
+            tenant,
+            _turn: turn,
+        })
+    }
+}
+
 impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = ApiError;
 
@@ -61,7 +76,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         let token = bearer(parts)?;
         let tenant = state.engine.authenticate(token).await?;
         tracing::Span::current().record("tenant", tracing::field::display(tenant));
-        Ok(Self { tenant })
+        Self::of(state, tenant).await
     }
 }
 

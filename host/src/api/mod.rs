@@ -46,6 +46,7 @@ mod schedules;
 mod signals;
 mod steps;
 mod streams;
+mod turns;
 pub mod ui;
 
 use std::future::Future;
@@ -72,6 +73,10 @@ pub struct ApiConfig {
     pub readiness: Vec<(&'static str, Readiness)>,
     /// The web dashboard at `/ui`; `None` turns it off.
     pub ui: Option<ui::UiConfig>,
+    /// Requests of one tenant handled at once; more wait their turn (see
+    /// `turns`). Keep it under the API's database connections, so that no
+    /// one tenant can hold them all.
+    pub tenant_requests_in_flight: usize,
 }
 
 /// One readiness check: true while its part is up.
@@ -84,6 +89,7 @@ impl Default for ApiConfig {
             max_batch_body_bytes: 32 << 20,
             readiness: Vec::new(),
             ui: Some(ui::UiConfig::default()),
+            tenant_requests_in_flight: 8,
         }
     }
 }
@@ -95,6 +101,7 @@ pub struct AppState {
     metrics: PrometheusHandle,
     readiness: Vec<(&'static str, Readiness)>,
     ui: Option<ui::UiConfig>,
+    turns: turns::TenantTurns,
 }
 
 /// Small JSON bodies: everything that is not an upload or a create.
@@ -116,6 +123,7 @@ pub fn router(engine: Engine, runtime: Arc<Runtime>, config: &ApiConfig) -> Rout
         metrics: handle,
         readiness: config.readiness.clone(),
         ui: config.ui.clone(),
+        turns: turns::TenantTurns::new(config.tenant_requests_in_flight),
     });
     let v1 = Router::new()
         .route(

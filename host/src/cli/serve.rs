@@ -103,6 +103,8 @@ pub async fn run(args: Serve) -> anyhow::Result<()> {
                 .clone()
                 .unwrap_or_else(SessionKey::random),
         }),
+        // Half the API's connections: no one tenant can hold them all.
+        tenant_requests_in_flight: (args.api_connections / 2).max(1) as usize,
     };
     let router = api::router(engine.clone(), runtime.clone(), &config);
     let listener = tokio::net::TcpListener::bind(args.listen)

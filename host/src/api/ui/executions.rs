@@ -379,8 +379,9 @@ pub async fn stream(
     axum::extract::Query(q): axum::extract::Query<StreamQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let caller = Caller {
-        tenant: session.tenant,
+    let caller = match Caller::of(&state, session.tenant).await {
+        Ok(caller) => caller,
+        Err(refused) => return refused.into_response(),
     };
     let query = Query(FollowQuery { after: q.after });
     streams::follow(State(state), caller, Path(id), query, headers)

@@ -1,0 +1,61 @@
+//! Requests in flight, per tenant: a tenant's requests past its share wait
+//! for one of its own to finish.
+//!
+//! Why: the API's requests share one pool of database connections. A
+//! tenant sending requests as fast as it can would otherwise hold every
+//! connection, and every other tenant's request would queue behind its
+//! flood. With a share per tenant smaller than the pool, a flood waits on
+//! its own tenant's turns and leaves connections for the others. A request
+//! holds its turn while its handler runs; a stream a handler returns (the
+//! Server-Sent Events) does not keep it. A request that waits longer than
+//! [`MAX_WAIT`] is refused with `429 quota_exceeded` (retryable).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::error::EngineError;
+use crate::model::TenantId;
+
+/// The longest a request waits for its tenant's turn.
+pub const MAX_WAIT: Duration = Duration::from_secs(10);
+
+/// Each tenant's turns.
+#[derive(Debug)]
+pub(super) struct TenantTurns {
+    per_tenant: usize,
+    gates: Mutex<HashMap<TenantId, Arc<Semaphore>>>,
+}
+
+/// A request's turn, given back when it is dropped.
+#[derive(Debug)]
+pub struct Turn(#[allow(dead_code)] OwnedSemaphorePermit);
+
+impl TenantTurns {
+    pub(super) fn new(per_tenant: usize) -> Self {
+        Self {
+            per_tenant: per_tenant.max(1),
+            gates: Mutex::default(),
+        }
+    }
+
+    /// Wait (at most [`MAX_WAIT`]) for one of the tenant's turns.
+    pub(super) async fn take(&self, tenant: TenantId) -> Result<Turn, EngineError> {
+        let gate = self
+            .gates
+            .lock()
+            .expect("turns lock")
+            .entry(tenant)
+            .or_insert_with(|| Arc::new(Semaphore::new(self.per_tenant)))
+            .clone();
+        match tokio::time::timeout(MAX_WAIT, gate.acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(Turn(permit)),
+            _ => Err(EngineError::QuotaExceeded {
+                what: "requests in flight",
+                limit: self.per_tenant as u64,
+            }),
+        }
+    }
+}
