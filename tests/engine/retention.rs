@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use flowfabric::engine::prune_ended;
 use flowfabric::model::{
     BudgetScope, DimensionLimit, ExecutionId, HardLimitAction, NewBudget, NewExecution, StreamMode,
     TenantId,
@@ -110,7 +111,7 @@ async fn old_ended_executions_are_deleted_with_what_they_recorded(store: Store) 
     e.complete(&claimed[&recent].lease, b"done").await.unwrap();
 
     let backend = e.backend();
-    let pruned = backend.prune_executions(RETENTION, 100).await.unwrap();
+    let pruned = prune_ended(backend.as_ref(), RETENTION, 100).await.unwrap();
     assert_eq!(pruned, 3, "plain, and the ended flow's two members");
     for gone in [plain, ended_flow.members["a"], ended_flow.members["b"]] {
         assert!(!exists(e, t, gone).await, "{gone} was deleted");
@@ -136,10 +137,16 @@ async fn old_ended_executions_are_deleted_with_what_they_recorded(store: Store) 
     // A spawned child joins its parent's flow: both stay until the parent
     // too has been ended for the retention period, then go together.
     e.complete(&parent_lease, b"done").await.unwrap();
-    assert_eq!(backend.prune_executions(RETENTION, 100).await.unwrap(), 0);
+    assert_eq!(
+        prune_ended(backend.as_ref(), RETENTION, 100).await.unwrap(),
+        0
+    );
     assert!(exists(e, t, child).await, "the parent ended only now");
     tokio::time::sleep(RETENTION + Duration::from_millis(150)).await;
-    assert_eq!(backend.prune_executions(RETENTION, 100).await.unwrap(), 3);
+    assert_eq!(
+        prune_ended(backend.as_ref(), RETENTION, 100).await.unwrap(),
+        3
+    );
     for gone in [parent, child, recent] {
         assert!(!exists(e, t, gone).await, "{gone} was deleted");
     }

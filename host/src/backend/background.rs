@@ -7,6 +7,7 @@
 //! hosts at once.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use super::shared::storage_methods;
 use tokio::sync::{broadcast, watch};
@@ -62,11 +63,16 @@ pub trait Scanners: Send + Sync {
     /// Delete events older than `retention` from every event stream.
     async fn prune_events(&self, retention: std::time::Duration, limit: u32) -> Result<u64>;
 
-    /// Delete executions ended more than `retention` ago, with everything
-    /// recorded of them, at most `limit` executions and `limit` flows per
-    /// tenant (see `shared::retention` for what is kept longer). Returns how
-    /// many executions went.
-    async fn prune_executions(&self, retention: std::time::Duration, limit: u32) -> Result<u64>;
+    /// Delete the tenant's executions ended before `cutoff`, with everything
+    /// recorded of them, at most `limit` executions and `limit` flows (see
+    /// `shared::retention` for what is kept longer). Returns how many
+    /// executions went.
+    async fn prune_executions(
+        &self,
+        tenant: TenantId,
+        cutoff: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64>;
 }
 
 // Every pass is the backend's own.
@@ -83,6 +89,6 @@ storage_methods! { $ implement_scanners: impl Scanners in scanners {
         wake_waiting_parents(limit: u32) -> u64;
         reset_due_budgets(limit: u32) -> u64;
         prune_events(retention: std::time::Duration, limit: u32) -> u64;
-        prune_executions(retention: std::time::Duration, limit: u32) -> u64;
+        prune_executions(tenant: TenantId, cutoff: DateTime<Utc>, limit: u32) -> u64;
     }
 } }

@@ -113,13 +113,31 @@ impl Pass {
             Pass::BudgetReset => backend.reset_due_budgets(batch).await,
             Pass::EventPrune => backend.prune_events(config.event_retention, batch).await,
             Pass::ExecutionPrune => match config.execution_retention {
-                Some(retention) => backend.prune_executions(retention, batch).await,
+                Some(retention) => prune_ended(backend, retention, batch).await,
                 None => Ok(0),
             },
             Pass::Schedules => backend.fire_due_schedules(batch).await,
             Pass::HeldKeys => backend.release_held_keys(batch).await,
         }
     }
+}
+
+/// Delete every tenant's executions ended more than `retention` ago, at most
+/// `limit` executions and `limit` flows a tenant (what stays longer:
+/// `backend::shared::retention`). Returns how many executions went.
+pub async fn prune_ended(
+    backend: &dyn Backend,
+    retention: Duration,
+    limit: u32,
+) -> crate::error::Result<u64> {
+    let cutoff = chrono::Utc::now() - retention;
+    let mut pruned = 0;
+    for tenant in backend.list_tenants().await? {
+        pruned += backend
+            .prune_executions(tenant.tenant_id, cutoff, limit)
+            .await?;
+    }
+    Ok(pruned)
 }
 
 pub struct Scanners {

@@ -1,6 +1,6 @@
-//! Retention: deleting executions (and whole flows) ended longer ago than
-//! the retention period. What is deleted is chosen in `shared::retention`;
-//! here it goes, one transaction per tenant.
+//! Retention: deleting a tenant's executions (and whole flows) ended before
+//! the cutoff. What is deleted is chosen in `shared::retention`; here it
+//! goes, in one transaction.
 //!
 //! The rows the search chose are deleted only while they are still ended
 //! (a replay since the search keeps its execution), and a flow only while
@@ -12,13 +12,11 @@
 //! cascade); its idempotency key and the budgets scoped to it (or to its
 //! flow), which have none, are deleted beside it.
 
-use std::time::Duration;
-
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use super::rows::transaction;
 use super::PgBackend;
-use crate::backend::shared::retention::pg::{prunable_executions, prunable_flows, tenants};
+use crate::backend::shared::retention::pg::{prunable_executions, prunable_flows};
 use crate::backend::Fetch;
 use crate::error::Result;
 use crate::model::{ExecutionId, FlowId, TenantId};
@@ -37,23 +35,17 @@ const GONE_AND_KEYS: &str = "keys AS ( \
 
 pub(super) async fn prune_executions(
     db: &PgBackend,
-    retention: Duration,
+    tenant: TenantId,
+    cutoff: DateTime<Utc>,
     limit: u32,
 ) -> Result<u64> {
-    let cutoff = Utc::now() - retention;
-    let op = "prune executions";
-    let all = db.read(op, async |conn| tenants(conn).await).await?;
-    let mut pruned = 0;
-    for tenant in all {
-        pruned += transaction(&db.pool, op, async |tx| {
-            let executions = prunable_executions(tx, tenant, cutoff, limit).await?;
-            let flows = prunable_flows(tx, tenant, cutoff, limit).await?;
-            Ok(delete_executions(tx, tenant, &executions).await?
-                + delete_flows(tx, tenant, &flows, cutoff).await?)
-        })
-        .await?;
-    }
-    Ok(pruned)
+    transaction(&db.pool, "prune executions", async |tx| {
+        let executions = prunable_executions(tx, tenant, cutoff, limit).await?;
+        let flows = prunable_flows(tx, tenant, cutoff, limit).await?;
+        Ok(delete_executions(tx, tenant, &executions).await?
+            + delete_flows(tx, tenant, &flows, cutoff).await?)
+    })
+    .await
 }
 
 async fn delete_executions(
@@ -82,7 +74,7 @@ async fn delete_flows(
     tx: &mut sqlx::PgConnection,
     tenant: TenantId,
     ids: &[FlowId],
-    cutoff: chrono::DateTime<Utc>,
+    cutoff: DateTime<Utc>,
 ) -> Result<u64> {
     if ids.is_empty() {
         return Ok(0);

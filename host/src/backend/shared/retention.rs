@@ -32,13 +32,6 @@ pub(crate) fn ids_from(cutoff: DateTime<Utc>) -> Uuid {
 }
 
 for_both_drivers! {
-    /// Every tenant, in id order (each pass visits them all).
-    async fn tenants(conn) -> Result<Vec<TenantId>> {
-        sqlx::query_scalar("SELECT tenant_id FROM tenants ORDER BY tenant_id")
-            .all(&mut *conn, "list tenants to prune")
-            .await
-    }
-
     /// Up to `limit` of the tenant's executions, outside any flow, ended
     /// before `cutoff`, whose parent (if any) has ended or is gone.
     async fn prunable_executions(conn, tenant: TenantId, cutoff: DateTime<Utc>, limit: u32)

@@ -1,6 +1,6 @@
-//! Retention: deleting executions (and whole flows) ended longer ago than
-//! the retention period. What is deleted is chosen in `shared::retention`;
-//! here it goes, one write per tenant.
+//! Retention: deleting a tenant's executions (and whole flows) ended before
+//! the cutoff. What is deleted is chosen in `shared::retention`; here it
+//! goes, in one write.
 //!
 //! The one writer runs the search and the deletes in one transaction, so
 //! nothing changes in between. The foreign keys cascade to most of what is
@@ -8,13 +8,11 @@
 //! idempotency key and the budgets scoped to it (or to its flow) have none,
 //! and are deleted beside it.
 
-use std::time::Duration;
-
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 
 use super::SqliteBackend;
-use crate::backend::shared::retention::sqlite::{prunable_executions, prunable_flows, tenants};
+use crate::backend::shared::retention::sqlite::{prunable_executions, prunable_flows};
 use crate::backend::{Fetch, Run};
 use crate::error::Result;
 use crate::model::{ExecutionId, TenantId};
@@ -33,42 +31,35 @@ const DELETE_EXECUTION: [&str; 4] = [
 
 pub(super) async fn prune_executions(
     db: &SqliteBackend,
-    retention: Duration,
+    tenant: TenantId,
+    cutoff: DateTime<Utc>,
     limit: u32,
 ) -> Result<u64> {
-    let cutoff = Utc::now() - retention;
-    let op = "prune executions";
-    let all = db.read(op, async |conn| tenants(conn).await).await?;
-    let mut pruned = 0;
-    for tenant in all {
-        pruned += db
-            .write(op, async |conn, _| {
-                let mut doomed = prunable_executions(conn, tenant, cutoff, limit).await?;
-                for flow in prunable_flows(conn, tenant, cutoff, limit).await? {
-                    let members: Vec<ExecutionId> = sqlx::query_scalar(
-                        "SELECT execution_id FROM executions WHERE tenant_id = $1 AND flow_id = $2",
-                    )
-                    .bind(tenant)
-                    .bind(flow)
-                    .all(&mut *conn, "find a flow's members")
-                    .await?;
-                    doomed.extend(members);
-                    sqlx::query("DELETE FROM flows WHERE tenant_id = $1 AND flow_id = $2")
-                        .bind(tenant)
-                        .bind(flow)
-                        .run(&mut *conn, "prune flows")
-                        .await?;
-                    delete_scoped_budgets(conn, tenant, "flow", flow.to_string()).await?;
-                }
-                let mut deleted = 0;
-                for id in doomed {
-                    deleted += delete_execution(conn, tenant, id).await?;
-                }
-                Ok(deleted)
-            })
+    db.write("prune executions", async |conn, _| {
+        let mut doomed = prunable_executions(conn, tenant, cutoff, limit).await?;
+        for flow in prunable_flows(conn, tenant, cutoff, limit).await? {
+            let members: Vec<ExecutionId> = sqlx::query_scalar(
+                "SELECT execution_id FROM executions WHERE tenant_id = $1 AND flow_id = $2",
+            )
+            .bind(tenant)
+            .bind(flow)
+            .all(&mut *conn, "find a flow's members")
             .await?;
-    }
-    Ok(pruned)
+            doomed.extend(members);
+            sqlx::query("DELETE FROM flows WHERE tenant_id = $1 AND flow_id = $2")
+                .bind(tenant)
+                .bind(flow)
+                .run(&mut *conn, "prune flows")
+                .await?;
+            delete_scoped_budgets(conn, tenant, "flow", flow.to_string()).await?;
+        }
+        let mut deleted = 0;
+        for id in doomed {
+            deleted += delete_execution(conn, tenant, id).await?;
+        }
+        Ok(deleted)
+    })
+    .await
 }
 
 async fn delete_execution(
