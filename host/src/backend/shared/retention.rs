@@ -12,7 +12,10 @@
 //! time-ordered (v7), so an execution or flow created at or after the
 //! cutoff has an id at or past [`ids_from`], and none of those can have
 //! been ended for the whole period. No index is added for it, so a claim
-//! or a completion writes nothing more than before.
+//! or a completion writes nothing more than before. The price: each pass
+//! reads again what is old but must stay (members of a flow still running,
+//! executions made long ago that ended lately) before it reaches what can
+//! go; a flow's members are few next to a tenant's history.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
