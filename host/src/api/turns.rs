@@ -31,7 +31,9 @@ pub(super) struct TenantTurns {
 
 /// A request's turn, given back when it is dropped.
 #[derive(Debug)]
-pub struct Turn(#[allow(dead_code)] OwnedSemaphorePermit);
+pub struct Turn {
+    _permit: OwnedSemaphorePermit,
+}
 
 impl TenantTurns {
     pub(super) fn new(per_tenant: usize) -> Self {
@@ -51,7 +53,7 @@ impl TenantTurns {
             .or_insert_with(|| Arc::new(Semaphore::new(self.per_tenant)))
             .clone();
         match tokio::time::timeout(MAX_WAIT, gate.acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(Turn(permit)),
+            Ok(Ok(permit)) => Ok(Turn { _permit: permit }),
             _ => Err(EngineError::QuotaExceeded {
                 what: "requests in flight",
                 limit: self.per_tenant as u64,

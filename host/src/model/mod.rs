@@ -349,6 +349,28 @@ pub struct ComponentVersion {
     pub imports: Option<Vec<String>>,
 }
 
+impl ComponentVersion {
+    /// Why this version may not be purged, given the newest version number
+    /// of its kind; `None` when it may. Only a deprecated version goes (no
+    /// new attempt runs it), and never its kind's newest: the next upload is
+    /// numbered after the newest stored, so a number is never given twice.
+    pub fn purge_refusal(&self, newest_of_kind: i32) -> Option<String> {
+        let (kind, number) = (&self.kind, self.version);
+        if !self.deprecated {
+            Some(format!(
+                "version {number} of `{kind}` is not deprecated: deprecate it first"
+            ))
+        } else if number == newest_of_kind {
+            Some(format!(
+                "version {number} is the newest of `{kind}` and stays (the next upload is \
+                 numbered after it)"
+            ))
+        } else {
+            None
+        }
+    }
+}
+
 /// How a frame is kept (see `stream-mode` in the WIT).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]

@@ -131,7 +131,7 @@ pub struct VersionRow {
     pub digest: String,
     pub size: String,
     pub deprecated: bool,
-    /// Deprecated and not its kind's newest: it may be purged.
+    /// It may be purged (`ComponentVersion::purge_refusal`).
     pub purgeable: bool,
     pub created: String,
     /// Imports a grant governs, each `name (capability, granted|denied)`;
@@ -203,7 +203,7 @@ pub async fn components(
             }
         };
         versions.push(VersionRow {
-            purgeable: v.deprecated && newest.get(&v.kind) != Some(&v.version),
+            purgeable: v.purge_refusal(newest[&v.kind]).is_none(),
             kind: v.kind,
             version: v.version,
             digest: v.digest,

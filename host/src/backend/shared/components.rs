@@ -175,23 +175,12 @@ for_both_drivers! {
         one_version(conn, &sql, (tenant, kind, number), "deprecate component").await
     }
 
-    /// Only a deprecated version goes (no new attempt runs it), and never
-    /// the newest of its kind: the next upload is numbered after the newest
-    /// stored, so a number is never given twice. Its bytes go with it unless
-    /// another version of the tenant has the same digest (off the tenant's
-    /// `components_pkey` prefix).
+    /// A version `ComponentVersion::purge_refusal` lets go. Its bytes go
+    /// with it unless another version of the tenant has the same digest
+    /// (off the tenant's `components_pkey` prefix).
     async fn purge_component(conn, tenant: TenantId, kind: &str, number: i32) -> Result<()> {
         let op = "purge component";
-        let sql = format!(
-            "SELECT {VERSION_COLUMNS} FROM components \
-             WHERE tenant_id = $1 AND kind = $2 AND version = $3"
-        );
-        let version = one_version(conn, &sql, (tenant, kind, number), op).await?;
-        if !version.deprecated {
-            return Err(EngineError::Conflict(format!(
-                "version {number} of `{kind}` is not deprecated: deprecate it first"
-            )));
-        }
+        let version = get_component(conn, tenant, kind, number).await?;
         let newest: i32 = sqlx::query_scalar(
             "SELECT max(version) FROM components WHERE tenant_id = $1 AND kind = $2",
         )
@@ -199,11 +188,8 @@ for_both_drivers! {
         .bind(kind)
         .one(&mut *conn, op)
         .await?;
-        if newest == number {
-            return Err(EngineError::Conflict(format!(
-                "version {number} is the newest of `{kind}` and stays (the next upload is \
-                 numbered after it)"
-            )));
+        if let Some(refusal) = version.purge_refusal(newest) {
+            return Err(EngineError::Conflict(refusal));
         }
         sqlx::query("DELETE FROM components WHERE tenant_id = $1 AND kind = $2 AND version = $3")
             .bind(tenant)
