@@ -204,6 +204,78 @@ async fn a_tenants_flood_waits_for_its_own_turns() {
     assert_eq!(status, 200, "{body}");
 }
 
+#[tokio::test]
+async fn dashboard_pages_wait_for_their_tenants_turns() {
+    let config = flowfabric::api::ApiConfig {
+        tenant_requests_in_flight: 1,
+        ..Default::default()
+    };
+    let server = TestServer::start_with(Default::default(), config).await;
+    let flood = server.tenant("flood").await;
+    let other = server.tenant("other").await;
+    server.upload(&flood, "echo", "echo").await;
+    let id = crate::submit(&server, &flood, "echo", json!(1)).await;
+    let flood_session = sign_in(&server, &flood).await;
+    let other_session = sign_in(&server, &other).await;
+    let page = |session: &str, path: &str| {
+        server
+            .http
+            .get(server.url(path))
+            .header("cookie", session)
+            .timeout(std::time::Duration::from_millis(300))
+            .send()
+    };
+    // A page's execution stream uses the turn its page request holds: with
+    // one turn a tenant, it must not wait for a second.
+    let stream = page(&flood_session, &format!("/ui/executions/{id}/stream"))
+        .await
+        .expect("the stream starts with the page's own turn");
+    assert_eq!(stream.status(), 200);
+    drop(stream);
+
+    // A create whose body arrives slowly holds the tenant's one turn.
+    let (mut send, slow) = slow_post(&server, &flood, "/v1/executions", "application/json");
+    send.try_send(Ok(br#"{"kind": "echo", "#.to_vec())).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while page(&flood_session, "/ui/executions").await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the tenant's pages never waited for its turn"
+        );
+    }
+    let (status, body) = response_parts(
+        page(&other_session, "/ui/executions")
+            .await
+            .expect("another tenant's page is not held up"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    send.try_send(Ok(br#""input": 2}"#.to_vec())).unwrap();
+    drop(send); // The body ends.
+    let (status, body) = response_parts(slow.await.unwrap().unwrap()).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) =
+        response_parts(page(&flood_session, "/ui/executions").await.unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// A dashboard session cookie for the tenant (`name=value`).
+async fn sign_in(server: &TestServer, tenant: &flowfabric_tests::server::ApiTenant) -> String {
+    let response = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(server.url("/ui/login"))
+        .form(&[("token", tenant.token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    let cookie = response.headers()["set-cookie"].to_str().unwrap();
+    cookie.split(';').next().unwrap().to_owned()
+}
+
 type Chunks = futures::channel::mpsc::Sender<std::io::Result<Vec<u8>>>;
 
 /// A POST whose body arrives as the test sends it, chunk by chunk; it ends

@@ -55,14 +55,13 @@ fn unauthenticated(message: &str) -> ApiError {
 }
 
 impl Caller {
-    /// The tenant as a caller, once one of its turns is free (for a
+    /// The tenant as a caller, with a turn already taken for it (by a
     /// dashboard session, which authenticated otherwise).
-    pub(super) async fn of(state: &AppState, tenant: TenantId) -> Result<Self, ApiError> {
-        let turn = state.turns.take(tenant).await?;
-        Ok(Self {
+    pub(super) fn with_turn(tenant: TenantId, turn: Turn) -> Self {
+        Self {
             tenant,
             _turn: turn,
-        })
+        }
     }
 }
 
@@ -76,7 +75,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         let token = bearer(parts)?;
         let tenant = state.engine.authenticate(token).await?;
         tracing::Span::current().record("tenant", tracing::field::display(tenant));
-        Self::of(state, tenant).await
+        Ok(Self::with_turn(tenant, state.turns.take(tenant).await?))
     }
 }
 

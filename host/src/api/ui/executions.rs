@@ -14,7 +14,6 @@ use serde::Deserialize;
 use super::session::{csrf_matches, TenantSession};
 use super::view::{self, render, Chrome};
 use super::{UiError, UiResult};
-use crate::api::auth::Caller;
 use crate::api::error::{Path, Query};
 use crate::api::streams::{self, FollowQuery};
 use crate::api::AppState;
@@ -379,10 +378,7 @@ pub async fn stream(
     axum::extract::Query(q): axum::extract::Query<StreamQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let caller = match Caller::of(&state, session.tenant).await {
-        Ok(caller) => caller,
-        Err(refused) => return refused.into_response(),
-    };
+    let caller = session.into_caller();
     let query = Query(FollowQuery { after: q.after });
     streams::follow(State(state), caller, Path(id), query, headers)
         .await

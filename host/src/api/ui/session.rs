@@ -26,7 +26,11 @@ use rand::RngCore;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use super::super::auth::Caller;
+use super::super::error::ApiError;
+use super::super::turns::Turn;
 use super::super::AppState;
+use super::UiError;
 use crate::model::{ApiKeyId, TenantId};
 
 /// The session cookie's name.
@@ -192,11 +196,23 @@ impl IntoResponse for SignedOut {
     }
 }
 
-/// A tenant's session, checked against its key.
-#[derive(Debug, Clone)]
+/// A tenant's session, checked against its key, holding one of the
+/// tenant's turns (see `api::turns`) while its handler runs: a script
+/// driving the dashboard with a session cookie waits on its own tenant's
+/// turns, as one calling the API does.
+#[derive(Debug)]
 pub struct TenantSession {
     pub tenant: TenantId,
     pub session: Session,
+    turn: Turn,
+}
+
+impl TenantSession {
+    /// The session's tenant as an API caller, with the turn this request
+    /// already holds (taking a second one could wait on the first).
+    pub fn into_caller(self) -> Caller {
+        Caller::with_turn(self.tenant, self.turn)
+    }
 }
 
 /// The operator's session.
@@ -225,8 +241,31 @@ impl FromRequestParts<Arc<AppState>> for AnySession {
     }
 }
 
+/// Why a tenant page was not shown: no valid session, or the tenant's
+/// turns stayed taken.
+#[derive(Debug)]
+pub enum TenantRefusal {
+    SignedOut,
+    Busy(UiError),
+}
+
+impl IntoResponse for TenantRefusal {
+    fn into_response(self) -> Response {
+        match self {
+            Self::SignedOut => SignedOut.into_response(),
+            Self::Busy(error) => error.into_response(),
+        }
+    }
+}
+
+impl From<SignedOut> for TenantRefusal {
+    fn from(_: SignedOut) -> Self {
+        Self::SignedOut
+    }
+}
+
 impl FromRequestParts<Arc<AppState>> for TenantSession {
-    type Rejection = SignedOut;
+    type Rejection = TenantRefusal;
 
     async fn from_request_parts(
         parts: &mut Parts,
@@ -234,15 +273,22 @@ impl FromRequestParts<Arc<AppState>> for TenantSession {
     ) -> Result<Self, Self::Rejection> {
         let session = session_of(parts, state).ok_or(SignedOut)?;
         let Principal::Tenant { tenant, key } = session.principal else {
-            return Err(SignedOut);
+            return Err(TenantRefusal::SignedOut);
         };
         // A revoked key ends its sessions.
         match state.engine.api_key_tenant(key).await {
             Ok(Some(owner)) if owner == tenant => {
                 tracing::Span::current().record("tenant", tracing::field::display(tenant));
-                Ok(Self { tenant, session })
+                let turn = state.turns.take(tenant).await.map_err(|refused| {
+                    TenantRefusal::Busy(UiError::from(ApiError::from(refused)))
+                })?;
+                Ok(Self {
+                    tenant,
+                    session,
+                    turn,
+                })
             }
-            _ => Err(SignedOut),
+            _ => Err(TenantRefusal::SignedOut),
         }
     }
 }
