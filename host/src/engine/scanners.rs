@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::backend::Backend;
 
@@ -163,14 +164,17 @@ impl Scanners {
             (Pass::Schedules, config.schedules),
             (Pass::HeldKeys, config.held_keys),
         ] {
+            if matches!(pass, Pass::ExecutionPrune) && config.execution_retention.is_none() {
+                continue; // Kept forever: nothing to look for.
+            }
             let backend = backend.clone();
             let mut stopped = stop.subscribe();
             let config = config.clone();
             tasks.spawn(async move {
                 loop {
                     let span = tracing::debug_span!("scan", pass = pass.name());
-                    let _guard = span.enter();
-                    let again = match pass.run(backend.as_ref(), &config).await {
+                    let ran = pass.run(backend.as_ref(), &config).instrument(span).await;
+                    let again = match ran {
                         Ok(n) => {
                             if n > 0 {
                                 tracing::debug!(pass = pass.name(), changed = n, "scanner pass");
@@ -186,7 +190,6 @@ impl Scanners {
                             false
                         }
                     };
-                    drop(_guard);
                     if *stopped.borrow() {
                         return;
                     }
