@@ -2,7 +2,7 @@
 
 use flowfabric::model::{
     AttemptType, NewSignal, PublicState, ResumeCondition, SignalOutcome, SuspendOutcome,
-    TimeoutBehavior,
+    TenantLimits, TimeoutBehavior,
 };
 use flowfabric::EngineError;
 use flowfabric_tests::Store;
@@ -490,7 +490,50 @@ async fn signals_are_bounded_per_execution(store: Store) {
     assert_eq!(e.backend().stored_bytes(tenant).await.unwrap(), input + 30);
 }
 
+/// A signal sent again with its idempotency key (a client retrying after a
+/// timeout) is answered `duplicate` even once the tenant is at its storage
+/// quota, as it would be below it; a new signal is refused with the quota,
+/// with or without a key, and nothing more is kept.
+async fn a_resent_signal_is_a_duplicate_at_the_storage_quota(store: Store) {
+    let (db, tenant) = setup_on(store).await;
+    let e = &db.engine;
+    e.create(tenant, task("a")).await.unwrap();
+    let claimed = claim_one(e).await;
+    let wp = e.create_waitpoint(&claimed.lease, "w", None).await.unwrap();
+    let keyed = |key: &str, payload: &str| NewSignal {
+        idempotency_key: Some(key.into()),
+        ..signal("s", payload)
+    };
+    let (_, _, first) = e
+        .deliver_signal(&wp.token, keyed("once", "0123456789"))
+        .await
+        .unwrap();
+    let SignalOutcome::Accepted { signal_id, .. } = first else {
+        panic!("{first:?}");
+    };
+    // The quota is what the tenant stores now: the input and the payload.
+    let at_quota = TenantLimits {
+        max_stored_bytes: Some(11),
+        ..TenantLimits::default()
+    };
+    e.set_tenant_limits(tenant, at_quota).await.unwrap();
+    let (_, _, again) = e
+        .deliver_signal(&wp.token, keyed("once", "0123456789"))
+        .await
+        .expect("a resent signal is answered");
+    assert!(
+        matches!(again, SignalOutcome::Duplicate { signal_id: s } if s == signal_id),
+        "{again:?}"
+    );
+    for new in [keyed("other", "x"), signal("s", "x")] {
+        let refused = e.deliver_signal(&wp.token, new).await.unwrap_err();
+        assert_eq!(refused.kind(), "quota_exceeded", "{refused}");
+    }
+    assert_eq!(db.count("signals").await, 1, "nothing more kept");
+}
+
 on_both_backends!(
+    a_resent_signal_is_a_duplicate_at_the_storage_quota,
     signals_are_bounded_per_execution,
     suspending_on_an_expired_waitpoint_is_refused,
     a_signal_resumes_the_same_attempt_under_a_new_epoch,

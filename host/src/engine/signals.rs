@@ -177,16 +177,33 @@ impl Engine {
                 ));
             }
         }
-        self.check_storage(tenant, signal.payload.len()).await?;
+        // At the quota, a signal with a key may still be a resend of one
+        // already kept: storage is asked with room for no new signal, so it
+        // answers a duplicate as usual and refuses anything else.
+        let at_quota = match self.check_storage(tenant, signal.payload.len()).await {
+            Ok(()) => None,
+            Err(quota @ EngineError::QuotaExceeded { .. }) if signal.idempotency_key.is_some() => {
+                Some(quota)
+            }
+            Err(e) => return Err(e),
+        };
         let to = WaitpointRef {
             execution: id,
             waitpoint,
         };
         let delivery = SignalDelivery {
             signal: &signal,
-            max_signals: self.limits.max_signals_per_execution,
+            max_signals: match at_quota {
+                Some(_) => 0,
+                None => self.limits.max_signals_per_execution,
+            },
         };
-        let outcome = self.backend.deliver_signal(tenant, to, delivery).await?;
+        let delivered = self.backend.deliver_signal(tenant, to, delivery).await;
+        let outcome = match (at_quota, delivered) {
+            (Some(_), Ok(duplicate @ SignalOutcome::Duplicate { .. })) => duplicate,
+            (Some(quota), _) => return Err(quota),
+            (None, delivered) => delivered?,
+        };
         Ok((tenant, id, outcome))
     }
 
