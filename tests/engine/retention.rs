@@ -153,4 +153,47 @@ async fn old_ended_executions_are_deleted_with_what_they_recorded(store: Store) 
     assert!(exists(e, t, running).await);
 }
 
-on_both_backends!(old_ended_executions_are_deleted_with_what_they_recorded);
+/// A tenant whose executions cannot be deleted (here a trigger refuses
+/// them) does not keep the pass from the tenants after it: every other
+/// tenant's old executions still go, and the pass reports the failure.
+async fn one_tenants_failure_does_not_stop_anothers_pruning(store: Store) {
+    let (db, _) = setup_on(store).await;
+    let e = &db.engine;
+    // Made in this order so that each name sorts, and lists, both ways round.
+    let names = ["a-poisoned", "b-fine", "c-poisoned", "d-fine"];
+    let mut ended = Vec::new();
+    for name in names {
+        let t = db.tenant(name).await;
+        let id = e
+            .create(t, NewExecution::new("echo", "x"))
+            .await
+            .unwrap()
+            .execution_id;
+        ended.push((name, t, id));
+    }
+    let claimed = e.claim(&crate::request(10)).await.unwrap();
+    assert_eq!(claimed.len(), names.len());
+    for c in &claimed {
+        e.complete(&c.lease, b"done").await.unwrap();
+    }
+    db.refuse_execution_deletes(&["a-poisoned", "c-poisoned"])
+        .await;
+    tokio::time::sleep(RETENTION + Duration::from_millis(150)).await;
+
+    let failed = prune_ended(e.backend().as_ref(), RETENTION, 100)
+        .await
+        .unwrap_err();
+    assert!(
+        failed.to_string().contains("refused by the test"),
+        "{failed}"
+    );
+    for (name, t, id) in ended {
+        let poisoned = name.ends_with("poisoned");
+        assert_eq!(exists(e, t, id).await, poisoned, "{name}'s execution");
+    }
+}
+
+on_both_backends!(
+    old_ended_executions_are_deleted_with_what_they_recorded,
+    one_tenants_failure_does_not_stop_anothers_pruning,
+);

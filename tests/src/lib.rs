@@ -511,6 +511,40 @@ impl TestDb {
         .await;
     }
 
+    /// Make every delete of the named tenants' executions fail (a row that
+    /// breaks a statement: what one tenant's bad data, or a lock timeout on
+    /// its rows, does to a pass over every tenant).
+    pub async fn refuse_execution_deletes(&self, tenant_names: &[&str]) {
+        let names = tenant_names
+            .iter()
+            .map(|n| format!("'{n}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.poke(
+            &format!(
+                "CREATE OR REPLACE FUNCTION test_refuse_delete() RETURNS trigger \
+                 LANGUAGE plpgsql AS $$ BEGIN \
+                 IF OLD.tenant_id IN (SELECT tenant_id FROM tenants WHERE name IN ({names})) \
+                 THEN RAISE EXCEPTION 'deletes refused by the test'; END IF; \
+                 RETURN OLD; END $$"
+            ),
+            "SELECT 1",
+            None,
+        )
+        .await;
+        self.poke(
+            "CREATE TRIGGER test_refuse_delete BEFORE DELETE ON executions FOR EACH ROW \
+             EXECUTE FUNCTION test_refuse_delete()",
+            &format!(
+                "CREATE TRIGGER test_refuse_delete BEFORE DELETE ON executions \
+                 WHEN OLD.tenant_id IN (SELECT tenant_id FROM tenants WHERE name IN ({names})) \
+                 BEGIN SELECT RAISE(ABORT, 'deletes refused by the test'); END"
+            ),
+            None,
+        )
+        .await;
+    }
+
     /// Set a schedule's next fire time to `at` (a fire time in the past: what
     /// a schedule finds when its host was down since then).
     pub async fn rewind_schedule(&self, schedule: ScheduleId, at: chrono::DateTime<chrono::Utc>) {

@@ -126,6 +126,12 @@ impl Pass {
 /// Delete every tenant's executions ended more than `retention` ago, at most
 /// `limit` executions and `limit` flows a tenant (what stays longer:
 /// `backend::shared::retention`). Returns how many executions went.
+///
+/// Each tenant is pruned in a transaction of its own, and one that fails
+/// (a lock it waited too long for, a row that breaks the delete) does not
+/// keep the pass from the tenants after it: they are all tried, each
+/// failure is logged with its tenant, and the first is returned once every
+/// tenant has had its turn.
 pub async fn prune_ended(
     backend: &dyn Backend,
     retention: Duration,
@@ -133,12 +139,23 @@ pub async fn prune_ended(
 ) -> crate::error::Result<u64> {
     let cutoff = chrono::Utc::now() - retention;
     let mut pruned = 0;
+    let mut first_failure = None;
     for tenant in backend.list_tenants().await? {
-        pruned += backend
+        match backend
             .prune_executions(tenant.tenant_id, cutoff, limit)
-            .await?;
+            .await
+        {
+            Ok(n) => pruned += n,
+            Err(e) => {
+                tracing::warn!(tenant = %tenant.tenant_id, error = %e, "pruning a tenant's executions failed");
+                first_failure.get_or_insert(e);
+            }
+        }
     }
-    Ok(pruned)
+    match first_failure {
+        None => Ok(pruned),
+        Some(e) => Err(e),
+    }
 }
 
 pub struct Scanners {
