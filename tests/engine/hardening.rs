@@ -273,6 +273,38 @@ async fn flows_stop_at_their_member_cap(store: Store) {
     assert_eq!(db.count("executions").await, 3);
 }
 
+/// A flow's edges stop at their cap, whether they come with the flow or
+/// are added later, and a refused change writes nothing.
+async fn flows_stop_at_their_edge_cap(store: Store) {
+    use crate::flows::{edge, graph, member};
+    let db = flowfabric_tests::TestDb::on_with(store, |l| l.max_flow_edges = 2).await;
+    let t = db.tenant("acme").await;
+    let e = &db.engine;
+    let members = || ["a", "b", "c", "d"].map(member).to_vec();
+    let flow = NewFlow {
+        name: "capped".into(),
+        tags: Default::default(),
+    };
+    let three = vec![edge("a", "d"), edge("b", "d"), edge("c", "d")];
+    let err = e
+        .create_flow(t, flow.clone(), graph(members(), three))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "limit_exceeded", "{err}");
+    assert_eq!(db.count("executions").await, 0, "nothing written");
+    let two = vec![edge("a", "d"), edge("b", "d")];
+    let created = e.create_flow(t, flow, graph(members(), two)).await.unwrap();
+    let err = e
+        .extend_flow(t, created.flow_id, graph(vec![], vec![edge("c", "d")]))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("max_flow_edges"), "{err}");
+    assert_eq!(db.count("flow_edges").await, 2, "nothing written");
+    e.extend_flow(t, created.flow_id, graph(vec![member("e")], vec![]))
+        .await
+        .expect("members without edges still fit");
+}
+
 /// A component blob's digest is its SHA-256 in 64 lowercase hex digits,
 /// on both backends (a CHECK on Postgres, triggers on SQLite), whatever
 /// writes the row: the component cache names files by it.
@@ -301,6 +333,7 @@ async fn a_component_digest_is_64_lowercase_hex_digits(store: Store) {
 on_both_backends!(
     a_component_digest_is_64_lowercase_hex_digits,
     flows_stop_at_their_member_cap,
+    flows_stop_at_their_edge_cap,
     a_storage_quota_refuses_writes_past_it,
     a_poisoned_row_cannot_stop_claims_or_scanners_for_others,
     extreme_values_are_refused_with_their_field_and_others_still_run,

@@ -23,6 +23,7 @@ impl Engine {
         self.check_flow(&flow)?;
         let max_queued = self.check_change(tenant, &change).await?;
         self.check_members(tenant, 0, change.members.len()).await?;
+        self.check_edges_cap(0, change.edges.len())?;
         let write = GraphWrite {
             change: &change,
             max_queued,
@@ -43,19 +44,33 @@ impl Engine {
             ));
         }
         let max_queued = self.check_change(tenant, &change).await?;
+        // Counted as read before the change: two extensions racing past the
+        // same revision could both pass (`expected_revision` makes one of
+        // them fail), by at most one request's members and edges.
+        let have = self.backend.get_flow(tenant, flow).await?;
         if !change.members.is_empty() {
-            // Counted as read before the change: two extensions racing past
-            // the same revision could both pass (`expected_revision` makes
-            // one of them fail), by at most one request's members.
-            let have = self.backend.get_flow(tenant, flow).await?.members.len();
-            self.check_members(tenant, have, change.members.len())
+            self.check_members(tenant, have.members.len(), change.members.len())
                 .await?;
         }
+        self.check_edges_cap(have.edges.len(), change.edges.len())?;
         let write = GraphWrite {
             change: &change,
             max_queued,
         };
         self.backend.extend_flow(tenant, flow, write).await
+    }
+
+    /// Refuse `adding` edges to a flow of `have` past the installation's cap.
+    fn check_edges_cap(&self, have: usize, adding: usize) -> Result<()> {
+        let cap = self.limits.max_flow_edges;
+        if have + adding > cap as usize {
+            return Err(EngineError::limit(
+                "max_flow_edges",
+                u64::from(cap),
+                format!("the flow has {have} edges and {adding} more would pass it"),
+            ));
+        }
+        Ok(())
     }
 
     /// Refuse `adding` members to a flow of `have` past the tenant's cap.

@@ -73,6 +73,10 @@ pub struct Limits {
     pub max_children_per_execution: u32,
     /// Members of one flow, spawned children included.
     pub max_flow_members: u32,
+    /// Edges of one flow. A graph of `max_flow_members` members could hold
+    /// millions of edges (every pair of them), and a flow's graph is read
+    /// and returned whole.
+    pub max_flow_edges: u32,
     /// Waitpoints one execution may create.
     pub max_waitpoints_per_execution: u32,
     /// Signals one execution keeps (delivered, buffered or consumed).
@@ -110,6 +114,7 @@ impl Default for Limits {
             max_frame_bytes_per_attempt: 64 << 20,
             max_children_per_execution: 1_000,
             max_flow_members: 10_000,
+            max_flow_edges: 100_000,
             max_waitpoints_per_execution: 1_000,
             max_signals_per_execution: 10_000,
             max_steps_per_execution: 1_000,
