@@ -237,6 +237,31 @@ async fn a_storage_quota_refuses_writes_past_it(store: Store) {
     assert_eq!(db.backend().stored_bytes(b).await.unwrap(), 40_000);
 }
 
+/// Requests that find a tenant's stored bytes stale together share one
+/// measurement (it reads every row the tenant has) instead of each making
+/// its own.
+async fn a_tenants_stored_bytes_are_measured_once_at_a_time(store: Store) {
+    let (db, a) = setup_on(store).await;
+    let e = &db.engine;
+    let quota = TenantLimits {
+        max_stored_bytes: Some(1 << 20),
+        ..TenantLimits::default()
+    };
+    e.set_tenant_limits(a, quota).await.unwrap();
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let metrics = recorder.handle();
+    let _recording = metrics::set_default_local_recorder(&recorder);
+    let asked = futures::future::join_all((0..8).map(|_| e.usage(a))).await;
+    for usage in asked {
+        assert_eq!(usage.unwrap().stored_bytes, 0);
+    }
+    let text = metrics.render();
+    assert!(
+        text.contains("flowfabric_storage_measurements_total 1\n"),
+        "{text}"
+    );
+}
+
 /// Flows created or extended over the API stop at the member cap too.
 async fn flows_stop_at_their_member_cap(store: Store) {
     let db = flowfabric_tests::TestDb::on_with(store, |l| l.max_flow_members = 3).await;
@@ -334,6 +359,7 @@ on_both_backends!(
     a_component_digest_is_64_lowercase_hex_digits,
     flows_stop_at_their_member_cap,
     flows_stop_at_their_edge_cap,
+    a_tenants_stored_bytes_are_measured_once_at_a_time,
     a_storage_quota_refuses_writes_past_it,
     a_poisoned_row_cannot_stop_claims_or_scanners_for_others,
     extreme_values_are_refused_with_their_field_and_others_still_run,

@@ -14,7 +14,7 @@
 //! one [`TTL`] (this process counts its own writes until it measures again).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{tighter, Engine};
@@ -38,10 +38,40 @@ pub struct GrowthCaps {
     pub waitpoints_per_execution: u32,
 }
 
-/// Stored bytes per tenant, as measured recently.
+/// Stored bytes per tenant, as measured recently, and a turn per tenant to
+/// measure them.
 #[derive(Default)]
 pub(super) struct UsageCache {
     entries: Mutex<HashMap<TenantId, (Instant, u64)>>,
+    turns: Mutex<HashMap<TenantId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl UsageCache {
+    /// The tenant's bytes, if measured less than [`TTL`] ago.
+    fn fresh(&self, tenant: TenantId) -> Option<u64> {
+        let entries = self.entries.lock().expect("usage cache lock");
+        entries
+            .get(&tenant)
+            .filter(|(measured, _)| measured.elapsed() < TTL)
+            .map(|(_, bytes)| *bytes)
+    }
+
+    fn put(&self, tenant: TenantId, bytes: u64) {
+        let mut entries = self.entries.lock().expect("usage cache lock");
+        if entries.len() >= MAX_TENANTS {
+            entries.clear();
+        }
+        entries.insert(tenant, (Instant::now(), bytes));
+    }
+
+    /// The tenant's turn to measure.
+    fn turn(&self, tenant: TenantId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut turns = self.turns.lock().expect("usage turns lock");
+        if turns.len() >= MAX_TENANTS {
+            turns.clear();
+        }
+        turns.entry(tenant).or_default().clone()
+    }
 }
 
 #[derive(Default)]
@@ -117,23 +147,24 @@ impl Engine {
     }
 
     /// The tenant's stored bytes, measured at most [`TTL`] ago.
+    ///
+    /// One measurement of a tenant at a time: requests that find its figure
+    /// stale together wait for the one measuring, instead of each reading
+    /// every row of the tenant at once.
     async fn stored_bytes(&self, tenant: TenantId) -> Result<u64> {
-        {
-            let entries = self.usage_cache.entries.lock().expect("usage cache lock");
-            if let Some((measured, bytes)) = entries.get(&tenant) {
-                if measured.elapsed() < TTL {
-                    return Ok(*bytes);
-                }
-            }
+        if let Some(bytes) = self.usage_cache.fresh(tenant) {
+            return Ok(bytes);
+        }
+        let turn = self.usage_cache.turn(tenant);
+        let _measuring = turn.lock().await;
+        if let Some(bytes) = self.usage_cache.fresh(tenant) {
+            return Ok(bytes);
         }
         let bytes = self.backend.stored_bytes(tenant).await?;
+        metrics::counter!("flowfabric_storage_measurements_total").increment(1);
         metrics::gauge!("flowfabric_tenant_stored_bytes", "tenant" => tenant.to_string())
             .set(bytes as f64);
-        let mut entries = self.usage_cache.entries.lock().expect("usage cache lock");
-        if entries.len() >= MAX_TENANTS {
-            entries.clear();
-        }
-        entries.insert(tenant, (Instant::now(), bytes));
+        self.usage_cache.put(tenant, bytes);
         Ok(bytes)
     }
 
