@@ -500,6 +500,16 @@ async fn quotas_answer_429_and_admin_input_is_validated() {
         .await;
     assert_error("over max_queued", &got, 429, "quota_exceeded");
     assert_eq!(got.1["retryable"], true);
+    let refused = server
+        .http
+        .post(server.url("/v1/executions"))
+        .bearer_auth(&tenant.token)
+        .json(&json!({ "kind": "echo" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "1", "when to try again");
     assert_eq!(server.db.count("executions").await, 2);
 
     let got = admin(

@@ -1,5 +1,6 @@
-//! Every failure of the API as one JSON shape, `{"error": "...", "kind": "..."}`,
-//! with a status code that tells the client what to do about it.
+//! Every failure of the API as one JSON shape, `{"error": "...", "kind": "...",
+//! "retryable": ...}`, with a status code that tells the client what to do
+//! about it (and, when it may retry, a `Retry-After`).
 //!
 //! Engine errors map by their stable `kind`; request-parsing failures (bad JSON,
 //! wrong types, bodies over the route's limit, malformed path or query) are
@@ -7,7 +8,7 @@
 
 use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -117,11 +118,17 @@ fn is_unavailable(cause: &sqlx::Error) -> bool {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let retryable = self.body.retryable;
         let mut response = (self.status, axum::Json(self.body)).into_response();
+        let headers = response.headers_mut();
         if self.status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if retryable {
+            // RFC 9110 §10.2.3: when to try again. Turns and connections
+            // free up within moments; a quota may take longer, and a client
+            // that retries at this pace is refused cheaply, before any work.
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }
