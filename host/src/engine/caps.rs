@@ -38,32 +38,57 @@ pub struct GrowthCaps {
     pub waitpoints_per_execution: u32,
 }
 
+/// What was read of each tenant less than [`TTL`] ago.
+pub(super) struct Recent<V> {
+    entries: Mutex<HashMap<TenantId, (Instant, V)>>,
+}
+
+impl<V> Default for Recent<V> {
+    fn default() -> Self {
+        Self {
+            entries: Mutex::default(),
+        }
+    }
+}
+
+impl<V: Copy> Recent<V> {
+    fn get(&self, tenant: TenantId) -> Option<V> {
+        let entries = self.entries.lock().expect("tenant cache lock");
+        entries
+            .get(&tenant)
+            .filter(|(read, _)| read.elapsed() < TTL)
+            .map(|(_, value)| *value)
+    }
+
+    pub(super) fn put(&self, tenant: TenantId, value: V) {
+        let mut entries = self.entries.lock().expect("tenant cache lock");
+        if entries.len() >= MAX_TENANTS {
+            entries.clear();
+        }
+        entries.insert(tenant, (Instant::now(), value));
+    }
+
+    /// Change the tenant's value in place, if there is one (fresh or not).
+    fn update(&self, tenant: TenantId, change: impl FnOnce(&mut V)) {
+        let mut entries = self.entries.lock().expect("tenant cache lock");
+        if let Some((_, value)) = entries.get_mut(&tenant) {
+            change(value);
+        }
+    }
+}
+
+/// Each tenant's limits, as read recently.
+pub(super) type LimitsCache = Recent<TenantLimits>;
+
 /// Stored bytes per tenant, as measured recently, and a turn per tenant to
 /// measure them.
 #[derive(Default)]
 pub(super) struct UsageCache {
-    entries: Mutex<HashMap<TenantId, (Instant, u64)>>,
+    bytes: Recent<u64>,
     turns: Mutex<HashMap<TenantId, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl UsageCache {
-    /// The tenant's bytes, if measured less than [`TTL`] ago.
-    fn fresh(&self, tenant: TenantId) -> Option<u64> {
-        let entries = self.entries.lock().expect("usage cache lock");
-        entries
-            .get(&tenant)
-            .filter(|(measured, _)| measured.elapsed() < TTL)
-            .map(|(_, bytes)| *bytes)
-    }
-
-    fn put(&self, tenant: TenantId, bytes: u64) {
-        let mut entries = self.entries.lock().expect("usage cache lock");
-        if entries.len() >= MAX_TENANTS {
-            entries.clear();
-        }
-        entries.insert(tenant, (Instant::now(), bytes));
-    }
-
     /// The tenant's turn to measure.
     fn turn(&self, tenant: TenantId) -> Arc<tokio::sync::Mutex<()>> {
         let mut turns = self.turns.lock().expect("usage turns lock");
@@ -71,29 +96,6 @@ impl UsageCache {
             turns.clear();
         }
         turns.entry(tenant).or_default().clone()
-    }
-}
-
-#[derive(Default)]
-pub(super) struct LimitsCache {
-    entries: Mutex<HashMap<TenantId, (Instant, TenantLimits)>>,
-}
-
-impl LimitsCache {
-    fn get(&self, tenant: TenantId) -> Option<TenantLimits> {
-        let entries = self.entries.lock().expect("limits cache lock");
-        entries
-            .get(&tenant)
-            .filter(|(read, _)| read.elapsed() < TTL)
-            .map(|(_, limits)| *limits)
-    }
-
-    pub(super) fn put(&self, tenant: TenantId, limits: TenantLimits) {
-        let mut entries = self.entries.lock().expect("limits cache lock");
-        if entries.len() >= MAX_TENANTS {
-            entries.clear();
-        }
-        entries.insert(tenant, (Instant::now(), limits));
     }
 }
 
@@ -152,19 +154,19 @@ impl Engine {
     /// stale together wait for the one measuring, instead of each reading
     /// every row of the tenant at once.
     async fn stored_bytes(&self, tenant: TenantId) -> Result<u64> {
-        if let Some(bytes) = self.usage_cache.fresh(tenant) {
+        if let Some(bytes) = self.usage_cache.bytes.get(tenant) {
             return Ok(bytes);
         }
         let turn = self.usage_cache.turn(tenant);
         let _measuring = turn.lock().await;
-        if let Some(bytes) = self.usage_cache.fresh(tenant) {
+        if let Some(bytes) = self.usage_cache.bytes.get(tenant) {
             return Ok(bytes);
         }
         let bytes = self.backend.stored_bytes(tenant).await?;
         metrics::counter!("flowfabric_storage_measurements_total").increment(1);
         metrics::gauge!("flowfabric_tenant_stored_bytes", "tenant" => tenant.to_string())
             .set(bytes as f64);
-        self.usage_cache.put(tenant, bytes);
+        self.usage_cache.bytes.put(tenant, bytes);
         Ok(bytes)
     }
 
@@ -193,10 +195,9 @@ impl Engine {
         }
         // Counted until the next measurement, so that this process's own
         // writes within one TTL cannot pass the quota either.
-        let mut entries = self.usage_cache.entries.lock().expect("usage cache lock");
-        if let Some((_, bytes)) = entries.get_mut(&tenant) {
-            *bytes = bytes.saturating_add(adding as u64);
-        }
+        self.usage_cache
+            .bytes
+            .update(tenant, |bytes| *bytes = bytes.saturating_add(adding as u64));
         Ok(())
     }
 

@@ -62,28 +62,22 @@ impl Engine {
 
     /// Refuse `adding` edges to a flow of `have` past the installation's cap.
     fn check_edges_cap(&self, have: usize, adding: usize) -> Result<()> {
-        let cap = self.limits.max_flow_edges;
-        if have + adding > cap as usize {
-            return Err(EngineError::limit(
-                "max_flow_edges",
-                u64::from(cap),
-                format!("the flow has {have} edges and {adding} more would pass it"),
-            ));
-        }
-        Ok(())
+        let cap = FlowCap {
+            limit: "max_flow_edges",
+            things: "edges",
+            cap: self.limits.max_flow_edges,
+        };
+        cap.check(have, adding)
     }
 
     /// Refuse `adding` members to a flow of `have` past the tenant's cap.
     async fn check_members(&self, tenant: TenantId, have: usize, adding: usize) -> Result<()> {
-        let cap = self.caps(tenant).await?.flow_members;
-        if have + adding > cap as usize {
-            return Err(EngineError::limit(
-                "max_flow_members",
-                u64::from(cap),
-                format!("the flow has {have} members and {adding} more would pass it"),
-            ));
-        }
-        Ok(())
+        let cap = FlowCap {
+            limit: "max_flow_members",
+            things: "members",
+            cap: self.caps(tenant).await?.flow_members,
+        };
+        cap.check(have, adding)
     }
 
     /// Up to `limit` of the flow's members with keys after `after`, in key
@@ -230,6 +224,27 @@ impl Engine {
         }
         let executions: Vec<&NewExecution> = change.members.iter().map(|m| &m.execution).collect();
         self.admit(tenant, &executions, "members").await
+    }
+}
+
+/// A cap on what one flow holds.
+struct FlowCap {
+    limit: &'static str,
+    things: &'static str,
+    cap: u32,
+}
+
+impl FlowCap {
+    fn check(&self, have: usize, adding: usize) -> Result<()> {
+        if have + adding <= self.cap as usize {
+            return Ok(());
+        }
+        let things = self.things;
+        Err(EngineError::limit(
+            self.limit,
+            u64::from(self.cap),
+            format!("the flow has {have} {things} and {adding} more would pass it"),
+        ))
     }
 }
 
