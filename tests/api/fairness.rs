@@ -204,6 +204,68 @@ async fn a_tenants_flood_waits_for_its_own_turns() {
     assert_eq!(status, 200, "{body}");
 }
 
+/// A tenant keeps at most so many live streams open (each reads again at
+/// every wake-up): one more is refused at once with a retryable 429, another
+/// tenant's opens, and a stream the client closes frees its place.
+#[tokio::test]
+async fn a_tenant_has_so_many_streams_open() {
+    let config = flowfabric::api::ApiConfig {
+        tenant_streams: 2,
+        ..Default::default()
+    };
+    let server = TestServer::start_with(Default::default(), config).await;
+    let many = server.tenant("many").await;
+    let other = server.tenant("other").await;
+    server.upload(&many, "echo", "echo").await;
+    let id = crate::submit(&server, &many, "echo", json!(1)).await;
+    let open = |tenant: &flowfabric_tests::server::ApiTenant, path: String| {
+        server
+            .http
+            .get(server.url(&path))
+            .bearer_auth(&tenant.token)
+            .send()
+    };
+    let events = open(&many, "/v1/events/stream".into()).await.unwrap();
+    assert_eq!(events.status(), 200);
+    let follow = open(&many, format!("/v1/executions/{id}/stream"))
+        .await
+        .unwrap();
+    assert_eq!(follow.status(), 200);
+    let refused = open(&many, "/v1/events/leases/stream".into())
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let (_, body) = response_parts(refused).await;
+    assert_eq!(body["kind"], "quota_exceeded", "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("open streams"),
+        "{body}"
+    );
+    let theirs = open(&other, "/v1/events/stream".into()).await.unwrap();
+    assert_eq!(theirs.status(), 200, "another tenant's streams are its own");
+    let (status, _) = server
+        .call(&many, Method::GET, "/v1/executions", None)
+        .await;
+    assert_eq!(status, 200, "streams take no request turns");
+
+    drop(events);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let again = open(&many, "/v1/events/stream".into()).await.unwrap();
+        if again.status() == 200 {
+            break;
+        }
+        assert_eq!(again.status(), 429);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a closed stream never gave its place back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    drop(follow);
+}
+
 #[tokio::test]
 async fn dashboard_pages_wait_for_their_tenants_turns() {
     let config = flowfabric::api::ApiConfig {

@@ -208,10 +208,11 @@ async fn follow<E: Subscription>(
             .map_err(|_| ApiError::invalid("last-event-id: expected an event cursor"))?;
         after = cursor(last, "last-event-id")?;
     }
+    let open = state.streams.take_now(caller.tenant)?;
     // Subscribe before the first read, so nothing written after it is missed.
     let wakeups = state.engine.event_wakeups().await?;
     let state = state.clone();
-    Ok(live::sse(move |tx| {
+    Ok(live::sse(open, move |tx| {
         forward::<E>(state, caller.tenant, after, filter, wakeups, tx)
     }))
 }

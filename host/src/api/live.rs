@@ -12,18 +12,25 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use tokio::sync::{broadcast, mpsc};
 
+use super::turns::Turn;
+
 /// How often a live task re-reads without a wake-up.
 const FALLBACK_POLL: Duration = Duration::from_secs(2);
 
 /// A response streaming what `feed` sends; `feed` runs as its own task and
-/// sees its sender closed once the client goes away.
-pub fn sse<F, Fut>(feed: F) -> Sse<impl Stream<Item = Result<Event, Infallible>>>
+/// sees its sender closed once the client goes away. The task holds the
+/// stream's `turn` (one of its tenant's open streams) until it ends.
+pub fn sse<F, Fut>(turn: Turn, feed: F) -> Sse<impl Stream<Item = Result<Event, Infallible>>>
 where
     F: FnOnce(mpsc::Sender<Event>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(feed(tx));
+    let feeding = feed(tx);
+    tokio::spawn(async move {
+        let _open = turn;
+        feeding.await
+    });
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|event| (Ok(event), rx))
     });

@@ -77,6 +77,9 @@ pub struct ApiConfig {
     /// `turns`). Keep it under the API's database connections, so that no
     /// one tenant can hold them all.
     pub tenant_requests_in_flight: usize,
+    /// Live streams (Server-Sent Events) one tenant may have open at once in
+    /// this process; more are refused with 429.
+    pub tenant_streams: usize,
 }
 
 /// One readiness check: true while its part is up.
@@ -90,6 +93,7 @@ impl Default for ApiConfig {
             readiness: Vec::new(),
             ui: Some(ui::UiConfig::default()),
             tenant_requests_in_flight: 8,
+            tenant_streams: 32,
         }
     }
 }
@@ -102,6 +106,7 @@ pub struct AppState {
     readiness: Vec<(&'static str, Readiness)>,
     ui: Option<ui::UiConfig>,
     turns: turns::TenantTurns,
+    streams: turns::TenantTurns,
 }
 
 /// Small JSON bodies: everything that is not an upload or a create.
@@ -123,7 +128,8 @@ pub fn router(engine: Engine, runtime: Arc<Runtime>, config: &ApiConfig) -> Rout
         metrics: handle,
         readiness: config.readiness.clone(),
         ui: config.ui.clone(),
-        turns: turns::TenantTurns::new(config.tenant_requests_in_flight),
+        turns: turns::TenantTurns::new("requests in flight", config.tenant_requests_in_flight),
+        streams: turns::TenantTurns::new("open streams", config.tenant_streams),
     });
     let v1 = Router::new()
         .route(

@@ -157,10 +157,11 @@ pub async fn follow(
             .ok_or_else(|| ApiError::invalid("after: expected `<attempt>:<seq>`"))?,
     };
     // Subscribe before the first read, so nothing written in between is missed.
+    let open = state.streams.take_now(caller.tenant)?;
     let updates = state.engine.updates().await?;
     state.engine.state(caller.tenant, id).await?;
     let engine = state.engine.clone();
-    Ok(live::sse(move |tx| {
+    Ok(live::sse(open, move |tx| {
         let follower = Follower {
             engine,
             tenant: caller.tenant,

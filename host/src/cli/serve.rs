@@ -105,6 +105,7 @@ pub async fn run(args: Serve) -> anyhow::Result<()> {
         }),
         // Half the API's connections: no one tenant can hold them all.
         tenant_requests_in_flight: (args.api_connections / 2).max(1) as usize,
+        ..ApiConfig::default()
     };
     let router = api::router(engine.clone(), runtime.clone(), &config);
     let listener = tokio::net::TcpListener::bind(args.listen)

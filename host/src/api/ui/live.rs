@@ -24,9 +24,10 @@ pub async fn changes(
     session: TenantSession,
 ) -> UiResult<impl IntoResponse> {
     let tenant = session.tenant;
+    let open = state.streams.take_now(tenant)?;
     let mut events = state.engine.event_wakeups().await?;
     let mut work = state.engine.work_signal().await?;
-    Ok(live::sse(move |tx| async move {
+    Ok(live::sse(open, move |tx| async move {
         loop {
             let changed = tokio::select! {
                 _ = tx.closed() => return,
