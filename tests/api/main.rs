@@ -11,6 +11,7 @@ mod errors;
 mod fairness;
 mod flows;
 mod isolation;
+mod listen;
 mod openapi;
 mod streams;
 mod user_path;

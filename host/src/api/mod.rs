@@ -38,6 +38,7 @@ mod grants;
 mod health;
 mod insights;
 mod lanes;
+pub mod listen;
 mod live;
 pub mod metrics;
 pub mod openapi;
@@ -281,13 +282,12 @@ pub fn router(engine: Engine, runtime: Arc<Runtime>, config: &ApiConfig) -> Rout
         .with_state(state)
 }
 
-/// Serve until `shutdown` resolves, then finish in-flight requests.
+/// Serve until `shutdown` resolves, then finish in-flight requests, with
+/// the default [`listen::ServeLimits`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    listen::serve(listener, router, listen::ServeLimits::default(), shutdown).await
 }

@@ -27,6 +27,13 @@ pub struct Serve {
     /// Database connections for the API and scanners (the pool adds its own).
     #[arg(long, env = "FLOWFABRIC_API_CONNECTIONS", default_value_t = 16)]
     api_connections: u32,
+    /// Client connections held open at once; more wait until one closes.
+    #[arg(
+        long,
+        env = "FLOWFABRIC_MAX_CLIENT_CONNECTIONS",
+        default_value_t = 10_000
+    )]
+    max_client_connections: usize,
     /// Largest input of one execution, in bytes.
     #[arg(long, env = "FLOWFABRIC_MAX_INPUT_BYTES", default_value_t = 1 << 20)]
     max_input_bytes: usize,
@@ -117,10 +124,19 @@ pub async fn run(args: Serve) -> anyhow::Result<()> {
         .then(|| Scanners::start(engine.backend().clone(), args.retention.scanner_config()));
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut server = tokio::spawn(api::serve(listener, router, async move {
-        let mut stopped = stopped;
-        let _ = stopped.wait_for(|s| *s).await;
-    }));
+    let serve_limits = api::listen::ServeLimits {
+        max_connections: args.max_client_connections,
+        ..Default::default()
+    };
+    let mut server = tokio::spawn(api::listen::serve(
+        listener,
+        router,
+        serve_limits,
+        async move {
+            let mut stopped = stopped;
+            let _ = stopped.wait_for(|s| *s).await;
+        },
+    ));
     if !args.no_ui {
         eprintln!("dashboard: http://{address}/ui (sign in with an API key)");
     }
