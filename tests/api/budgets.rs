@@ -42,7 +42,7 @@ async fn a_guest_spends_against_a_budget_until_its_hard_limit() {
 
     // Each report is counted by what came of it (the counters are the
     // process's, so other tests may have added to them).
-    let metrics = server.get_text("/metrics").await;
+    let metrics = server.metrics().await;
     for outcome in ["ok", "soft_breach", "hard_breach", "already_applied"] {
         let series = format!(r#"flowfabric_usage_reports_total{{outcome="{outcome}"}}"#);
         assert!(metrics.contains(&series), "{series} missing from /metrics");

@@ -490,7 +490,16 @@ async fn health_metrics_and_openapi_are_served() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
-    let metrics = server.get_text("/metrics").await;
+    // The metrics name tenants: the operator's alone, not a tenant's.
+    for key in [None, Some(tenant.token.as_str())] {
+        let mut request = server.http.get(server.url("/metrics"));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        let refused = request.send().await.unwrap();
+        assert_eq!(refused.status(), 401, "{key:?}");
+    }
+    let metrics = server.metrics().await;
     for name in [
         "flowfabric_http_requests_total",
         "flowfabric_http_request_duration_seconds_bucket",

@@ -88,10 +88,22 @@ impl TestServer {
         format!("{}{path}", self.base)
     }
 
-    /// The body of an unauthenticated GET of `path` (`/metrics`,
-    /// `/openapi.json`).
+    /// The body of an unauthenticated GET of `path` (`/openapi.json`).
     pub async fn get_text(&self, path: &str) -> String {
         let response = self.http.get(self.url(path)).send().await.unwrap();
+        response.text().await.unwrap()
+    }
+
+    /// `/metrics`, read as the operator.
+    pub async fn metrics(&self) -> String {
+        let response = self
+            .http
+            .get(self.url("/metrics"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
         response.text().await.unwrap()
     }
 

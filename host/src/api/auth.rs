@@ -101,6 +101,30 @@ impl FromRequestParts<Arc<AppState>> for Admin {
     }
 }
 
+/// Who may read `/metrics`: the operator, when the server has an admin
+/// token. The metrics name tenants (`flowfabric_tenant_stored_bytes`) and
+/// show the whole installation's activity, which no tenant may see of
+/// another. A server without an admin token has no operator to ask, and
+/// serves them to anyone who can reach it.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricsReader;
+
+impl FromRequestParts<Arc<AppState>> for MetricsReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        if state.admin_token_sha256.is_none() {
+            return Ok(MetricsReader);
+        }
+        Admin::from_request_parts(parts, state)
+            .await
+            .map(|Admin| MetricsReader)
+    }
+}
+
 /// What the server keeps of the admin token.
 pub fn hash_admin_token(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing::Instrument;
 
+use super::auth::MetricsReader;
 use super::AppState;
 
 const SECONDS_BUCKETS: &[f64] = &[
@@ -38,7 +39,8 @@ pub fn handle() -> PrometheusHandle {
         .clone()
 }
 
-pub async fn render(State(state): State<Arc<AppState>>) -> Response {
+/// The Prometheus text, for the operator (see [`MetricsReader`]).
+pub async fn render(State(state): State<Arc<AppState>>, _reader: MetricsReader) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
