@@ -242,6 +242,18 @@ async fn a_tenant_has_so_many_streams_open() {
         body["error"].as_str().unwrap().contains("open streams"),
         "{body}"
     );
+    // The dashboard's live routes count among them, and say so as a page.
+    let session = sign_in(&server, &many).await;
+    let page = server
+        .http
+        .get(server.url("/ui/live/changes"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 429);
+    assert_eq!(page.headers()["retry-after"], "1");
+    assert!(page.text().await.unwrap().contains("open streams"));
     let theirs = open(&other, "/v1/events/stream".into()).await.unwrap();
     assert_eq!(theirs.status(), 200, "another tenant's streams are its own");
     let (status, _) = server

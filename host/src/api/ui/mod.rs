@@ -169,7 +169,17 @@ impl IntoResponse for UiError {
             status: self.status.as_u16(),
             message: self.message,
         };
-        (self.status, Html(view::render(&page))).into_response()
+        let mut response = (self.status, Html(view::render(&page))).into_response();
+        if matches!(
+            self.status,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        ) {
+            // As the API says it (`api::error`).
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
     }
 }
 
