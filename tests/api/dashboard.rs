@@ -2,6 +2,8 @@
 //! carries, the session cookie's attributes, what sign-in refuses, and that
 //! `--no-ui` leaves no `/ui` route. (The pages themselves: `tests/browser`.)
 
+use std::time::Duration;
+
 use flowfabric::api::ApiConfig;
 use flowfabric::engine::Limits;
 use flowfabric_tests::server::TestServer;
@@ -98,4 +100,43 @@ async fn without_the_ui_there_is_no_ui_route() {
     let server = TestServer::start_with(Limits::default(), config).await;
     let response = client().get(server.url("/ui/login")).send().await.unwrap();
     assert_eq!(response.status(), 404);
+}
+
+/// The dashboard's live stream tells a tenant of its own new work, and
+/// nothing of another tenant's: new work wakes every stream, and what
+/// reaches the page must not say when others submit.
+#[tokio::test]
+async fn the_live_stream_tells_a_tenant_only_of_its_own_work() {
+    let (server, mine) = crate::setup().await;
+    let theirs = server.tenant("theirs").await;
+    server.upload(&theirs, "echo", "echo").await;
+    let session = crate::sign_in(&server, &mine).await;
+    let live = server
+        .http
+        .get(server.url("/ui/live/changes"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
+    let mut live = Box::pin(live.bytes_stream());
+    crate::submit(&server, &theirs, "echo", serde_json::json!(1)).await;
+    assert!(
+        !told(&mut live, 1_500).await,
+        "told of another tenant's work"
+    );
+    crate::submit(&server, &mine, "echo", serde_json::json!(2)).await;
+    assert!(told(&mut live, 5_000).await, "not told of its own work");
+}
+
+/// Whether the stream says `changed` within `wait_ms`.
+async fn told(
+    live: &mut (impl futures::Stream<Item = reqwest::Result<axum::body::Bytes>> + Unpin),
+    wait_ms: u64,
+) -> bool {
+    use futures::StreamExt;
+    match tokio::time::timeout(Duration::from_millis(wait_ms), live.next()).await {
+        Ok(Some(chunk)) => String::from_utf8_lossy(&chunk.unwrap()).contains("changed"),
+        _ => false,
+    }
 }

@@ -243,7 +243,7 @@ async fn a_tenant_has_so_many_streams_open() {
         "{body}"
     );
     // The dashboard's live routes count among them, and say so as a page.
-    let session = sign_in(&server, &many).await;
+    let session = crate::sign_in(&server, &many).await;
     let page = server
         .http
         .get(server.url("/ui/live/changes"))
@@ -289,8 +289,8 @@ async fn dashboard_pages_wait_for_their_tenants_turns() {
     let other = server.tenant("other").await;
     server.upload(&flood, "echo", "echo").await;
     let id = crate::submit(&server, &flood, "echo", json!(1)).await;
-    let flood_session = sign_in(&server, &flood).await;
-    let other_session = sign_in(&server, &other).await;
+    let flood_session = crate::sign_in(&server, &flood).await;
+    let other_session = crate::sign_in(&server, &other).await;
     let page = |session: &str, path: &str| {
         server
             .http
@@ -332,22 +332,6 @@ async fn dashboard_pages_wait_for_their_tenants_turns() {
     let (status, body) =
         response_parts(page(&flood_session, "/ui/executions").await.unwrap()).await;
     assert_eq!(status, 200, "{body}");
-}
-
-/// A dashboard session cookie for the tenant (`name=value`).
-async fn sign_in(server: &TestServer, tenant: &flowfabric_tests::server::ApiTenant) -> String {
-    let response = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-        .post(server.url("/ui/login"))
-        .form(&[("token", tenant.token.as_str())])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 303);
-    let cookie = response.headers()["set-cookie"].to_str().unwrap();
-    cookie.split(';').next().unwrap().to_owned()
 }
 
 type Chunks = futures::channel::mpsc::Sender<std::io::Result<Vec<u8>>>;

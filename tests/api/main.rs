@@ -36,6 +36,22 @@ pub async fn setup_on(store: Store) -> (TestServer, ApiTenant) {
     (server, tenant)
 }
 
+/// A dashboard session cookie for the tenant (`name=value`).
+pub async fn sign_in(server: &TestServer, tenant: &ApiTenant) -> String {
+    let response = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(server.url("/ui/login"))
+        .form(&[("token", tenant.token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    let cookie = response.headers()["set-cookie"].to_str().unwrap();
+    cookie.split(';').next().unwrap().to_owned()
+}
+
 pub async fn submit(server: &TestServer, tenant: &ApiTenant, kind: &str, input: Value) -> String {
     create(server, tenant, json!({ "kind": kind, "input": input })).await
 }

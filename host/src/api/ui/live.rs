@@ -3,6 +3,11 @@
 //! executions page re-reads its rows. It carries no data: the page fetches
 //! its rows through the normal, tenant-scoped route. Wake-ups are coalesced
 //! to one per [`COALESCE`], however busy the tenant.
+//!
+//! What wakes it: the tenant's own events (claims, ends, signals), and new
+//! work. New work names no tenant (one wake-up serves every worker), so on
+//! it the stream looks at the tenant's newest execution and tells the page
+//! only when that changed: the timing of other tenants' work is theirs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +20,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::session::TenantSession;
 use super::UiResult;
 use crate::api::{live, AppState};
+use crate::model::{ExecutionFilter, ExecutionId, TenantId};
 
 /// The least time between two `changed` events of one stream.
 const COALESCE: Duration = Duration::from_millis(750);
@@ -27,6 +33,7 @@ pub async fn changes(
     let open = state.streams.take_now(tenant)?;
     let mut events = state.engine.event_wakeups().await?;
     let mut work = state.engine.work_signal().await?;
+    let mut newest = newest_execution(&state, tenant).await;
     Ok(live::sse(open, move |tx| async move {
         loop {
             let changed = tokio::select! {
@@ -36,10 +43,11 @@ pub async fn changes(
                     Err(RecvError::Lagged(_)) => true,
                     Err(RecvError::Closed) => return,
                 },
-                // New work (of any tenant): cheap to over-report, the page
-                // re-reads one page of its own rows.
                 got = work.changed() => match got {
-                    Ok(()) => true,
+                    Ok(()) => {
+                        let now = newest_execution(&state, tenant).await;
+                        std::mem::replace(&mut newest, now) != now
+                    }
                     Err(_) => return,
                 },
             };
@@ -58,4 +66,16 @@ pub async fn changes(
             }
         }
     }))
+}
+
+/// The tenant's newest execution (`None` if it has none, or the read
+/// failed: the next one that succeeds then counts as a change).
+async fn newest_execution(state: &AppState, tenant: TenantId) -> Option<ExecutionId> {
+    let newest = ExecutionFilter {
+        limit: 1,
+        newest_first: true,
+        ..ExecutionFilter::default()
+    };
+    let page = state.engine.list(tenant, newest).await.ok()?;
+    page.first().map(|e| e.execution_id)
 }
