@@ -111,13 +111,7 @@ async fn the_live_stream_tells_a_tenant_only_of_its_own_work() {
     let theirs = server.tenant("theirs").await;
     server.upload(&theirs, "echo", "echo").await;
     let session = crate::sign_in(&server, &mine).await;
-    let live = server
-        .http
-        .get(server.url("/ui/live/changes"))
-        .header("cookie", &session)
-        .send()
-        .await
-        .unwrap();
+    let live = crate::ui_get(&server, &session, "/ui/live/changes").await;
     assert_eq!(live.status(), 200);
     let mut live = Box::pin(live.bytes_stream());
     crate::submit(&server, &theirs, "echo", serde_json::json!(1)).await;

@@ -244,13 +244,7 @@ async fn a_tenant_has_so_many_streams_open() {
     );
     // The dashboard's live routes count among them, and say so as a page.
     let session = crate::sign_in(&server, &many).await;
-    let page = server
-        .http
-        .get(server.url("/ui/live/changes"))
-        .header("cookie", &session)
-        .send()
-        .await
-        .unwrap();
+    let page = crate::ui_get(&server, &session, "/ui/live/changes").await;
     assert_eq!(page.status(), 429);
     assert_eq!(page.headers()["retry-after"], "1");
     assert!(page.text().await.unwrap().contains("open streams"));

@@ -52,6 +52,17 @@ pub async fn sign_in(server: &TestServer, tenant: &ApiTenant) -> String {
     cookie.split(';').next().unwrap().to_owned()
 }
 
+/// A GET of a dashboard route under the session cookie `session`.
+pub async fn ui_get(server: &TestServer, session: &str, path: &str) -> reqwest::Response {
+    server
+        .http
+        .get(server.url(path))
+        .header("cookie", session)
+        .send()
+        .await
+        .unwrap()
+}
+
 pub async fn submit(server: &TestServer, tenant: &ApiTenant, kind: &str, input: Value) -> String {
     create(server, tenant, json!({ "kind": kind, "input": input })).await
 }
