@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use chrono::Utc;
 
+use super::caps::{Counted, Rows};
 use super::stamp::Stamp;
 use crate::backend::refusals::{adjustments_exceeded, budget_not_found, budgets_exceeded};
 use crate::backend::{Fetch, Run};
@@ -197,16 +198,11 @@ for_both_drivers! {
     /// A budget keeps at most `max` adjustments; one more is refused.
     /// Counted by the primary key's prefix, stopping past the cap.
     async fn check_adjustment_room(conn, tenant: TenantId, id: BudgetId, max: u32) -> Result<()> {
-        let kept: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM (SELECT 1 FROM budget_adjustments \
-             WHERE tenant_id = $1 AND budget_id = $2 LIMIT $3) a",
-        )
-        .bind(tenant)
-        .bind(id)
-        .bind(i64::from(max))
-        .one(&mut *conn, "adjust usage")
-        .await?;
-        if kept >= i64::from(max) {
+        let rows = Rows {
+            table: "budget_adjustments",
+            within: Some(("budget_id", id.as_uuid())),
+        };
+        if !caps::within_cap(conn, tenant, rows, max, Counted::BeforeWrite, "adjust usage").await? {
             return Err(adjustments_exceeded(max));
         }
         Ok(())
@@ -245,14 +241,13 @@ for_both_drivers! {
     /// `max_budgets` (counted off `budgets_pkey` by its tenant prefix; one
     /// past the cap is enough), undoing the caller's transaction.
     async fn check_budget_count(conn, tenant: TenantId, max_budgets: u32) -> Result<()> {
-        let count: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM (SELECT 1 FROM budgets WHERE tenant_id = $1 LIMIT $2) b",
-        )
-        .bind(tenant)
-        .bind(i64::from(max_budgets) + 1)
-        .one(&mut *conn, "count budgets")
-        .await?;
-        if count > i64::from(max_budgets) {
+        let rows = Rows {
+            table: "budgets",
+            within: None,
+        };
+        if !caps::within_cap(conn, tenant, rows, max_budgets, Counted::AfterWrite, "count budgets")
+            .await?
+        {
             return Err(budgets_exceeded(max_budgets));
         }
         Ok(())

@@ -23,6 +23,9 @@ macro_rules! for_both_drivers {
         pub(crate) mod $module {
             #[allow(unused_imports)]
             use super::*;
+            // The shared row caps, on this same driver.
+            #[allow(unused_imports)]
+            use crate::backend::shared::caps::$module as caps;
             $(
                 $(#[$meta])*
                 pub(crate) async fn $name($conn: &mut $connection $(, $arg: $ty)*) -> $ret $body
@@ -116,6 +119,7 @@ macro_rules! storage_impl {
 pub(crate) use storage_impl;
 
 pub(crate) mod budgets;
+pub(crate) mod caps;
 pub(crate) mod children;
 pub(crate) mod components;
 pub(crate) mod concurrency;

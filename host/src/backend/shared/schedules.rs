@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 
+use super::caps::{Counted, Rows};
 use super::stamp::Stamp;
 use crate::backend::refusals::{self, unknown_tenant_or};
 use crate::backend::{Fetch, Run};
@@ -85,15 +86,11 @@ for_both_drivers! {
         let Some(row) = row else {
             return Err(refusals::schedule_name_taken(&create.spec.name));
         };
-        // schedules_pkey, by its tenant prefix; one past the cap is enough.
-        let count: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM (SELECT 1 FROM schedules WHERE tenant_id = $1 LIMIT $2) s",
-        )
-        .bind(tenant)
-        .bind(i64::from(create.max_schedules) + 1)
-        .one(&mut *conn, op)
-        .await?;
-        if count > i64::from(create.max_schedules) {
+        let rows = Rows {
+            table: "schedules",
+            within: None,
+        };
+        if !caps::within_cap(conn, tenant, rows, create.max_schedules, Counted::AfterWrite, op).await? {
             return Err(refusals::schedules_exceeded(create.max_schedules));
         }
         Ok(row.schedule())

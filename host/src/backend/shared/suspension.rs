@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::caps::{Counted, Rows};
 use super::stamp::Stamp;
 use crate::backend::{refusals, Fetch};
 use crate::error::Result;
@@ -72,16 +73,13 @@ for_both_drivers! {
     async fn check_signal_room(conn, tenant: TenantId, id: ExecutionId, max_signals: u32)
         -> Result<()>
     {
-        let kept: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM (SELECT 1 FROM signals \
-             WHERE tenant_id = $1 AND execution_id = $2 LIMIT $3) s",
-        )
-        .bind(tenant)
-        .bind(id)
-        .bind(i64::from(max_signals))
-        .one(&mut *conn, "count signals")
-        .await?;
-        if kept >= i64::from(max_signals) {
+        let rows = Rows {
+            table: "signals",
+            within: Some(("execution_id", id.as_uuid())),
+        };
+        if !caps::within_cap(conn, tenant, rows, max_signals, Counted::BeforeWrite, "count signals")
+            .await?
+        {
             return Err(refusals::signals_exceeded(max_signals));
         }
         Ok(())

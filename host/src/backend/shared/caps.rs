@@ -1,0 +1,65 @@
+//! Caps on how many rows of one kind a tenant, or one of its objects, may
+//! keep (budgets, schedules, a budget's adjustments, an execution's
+//! signals): one rule, counted the same way everywhere.
+//!
+//! The count reads the table's primary key by its prefix and stops one past
+//! the cap, so it costs no more than the cap however many rows there are.
+//! The caller holds what serialises the writes it caps (the parent row's
+//! lock on Postgres, the single writer on SQLite), so no two writes count
+//! at once.
+
+use uuid::Uuid;
+
+use crate::backend::Fetch;
+use crate::error::Result;
+use crate::model::TenantId;
+
+/// Whose rows a cap counts: the tenant's in `table`, or only those whose
+/// `column` is `id`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rows {
+    pub table: &'static str,
+    pub within: Option<(&'static str, Uuid)>,
+}
+
+/// Whether the rows counted include the one being written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Counted {
+    /// Counted before the write: there must be room for one more.
+    BeforeWrite,
+    /// Counted after it, in the same transaction: the rows must fit.
+    AfterWrite,
+}
+
+fn count_sql(rows: Rows) -> String {
+    let table = rows.table;
+    match rows.within {
+        None => {
+            format!("SELECT count(*) FROM (SELECT 1 FROM {table} WHERE tenant_id = $1 LIMIT $2) c")
+        }
+        Some((column, _)) => format!(
+            "SELECT count(*) FROM (SELECT 1 FROM {table} \
+             WHERE tenant_id = $1 AND {column} = $2 LIMIT $3) c"
+        ),
+    }
+}
+
+for_both_drivers! {
+    /// Whether `rows` stay within `max` (see [`Counted`]).
+    async fn within_cap(conn, tenant: TenantId, rows: Rows, max: u32, counted: Counted, op: &'static str)
+        -> Result<bool>
+    {
+        let max = i64::from(max);
+        let sql = count_sql(rows);
+        let query = sqlx::query_scalar(&sql).bind(tenant);
+        let query = match rows.within {
+            Some((_, id)) => query.bind(id),
+            None => query,
+        };
+        let kept: i64 = query.bind(max + 1).one(&mut *conn, op).await?;
+        Ok(match counted {
+            Counted::BeforeWrite => kept < max,
+            Counted::AfterWrite => kept <= max,
+        })
+    }
+}
