@@ -49,6 +49,22 @@ pub(crate) trait Fetch<'q, DB: Database>: Sized + Send + 'q {
     where
         'q: 'e,
         E: 'e + Executor<'c, Database = DB>;
+
+    /// Every row, each turned into a `T` by `into`: the common read of a
+    /// list, rows straight into the model's type.
+    fn all_mapped<'e, 'c: 'e, E, T>(
+        self,
+        executor: E,
+        op: &'static str,
+        into: impl FnMut(Self::Row) -> T + Send + 'e,
+    ) -> impl Future<Output = Result<Vec<T>>> + Send + 'e
+    where
+        'q: 'e,
+        E: 'e + Executor<'c, Database = DB>,
+    {
+        let rows = self.all(executor, op);
+        async move { Ok(rows.await?.into_iter().map(into).collect()) }
+    }
 }
 
 /// One `impl Fetch` for a sqlx query type: the same three methods, each
@@ -111,6 +127,39 @@ pub(crate) trait Run<'q, DB: Database>: Sized + Send + 'q {
     where
         'q: 'e,
         E: 'e + Executor<'c, Database = DB>;
+
+    /// Run it; whether it changed any row (a delete or update of one row by
+    /// its key: whether there was one).
+    fn changed<'e, 'c: 'e, E>(
+        self,
+        executor: E,
+        op: &'static str,
+    ) -> impl Future<Output = Result<bool>> + Send + 'e
+    where
+        'q: 'e,
+        E: 'e + Executor<'c, Database = DB>,
+        DB::QueryResult: RowsAffected,
+    {
+        let done = self.run(executor, op);
+        async move { Ok(done.await?.rows_affected() > 0) }
+    }
+}
+
+/// What a statement changed, as each driver reports it.
+pub(crate) trait RowsAffected {
+    fn rows_affected(&self) -> u64;
+}
+
+impl RowsAffected for sqlx::postgres::PgQueryResult {
+    fn rows_affected(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+impl RowsAffected for sqlx::sqlite::SqliteQueryResult {
+    fn rows_affected(&self) -> u64 {
+        self.rows_affected()
+    }
 }
 
 impl<'q, DB, A> Run<'q, DB> for Query<'q, DB, A>

@@ -38,15 +38,14 @@ async fn config_values(
         return Ok(Vec::new());
     }
     db.read("read config values", async |conn| {
-        let rows: Vec<Row> = sqlx::query_as(&format!(
+        sqlx::query_as::<_, Row>(&format!(
             "SELECT {COLUMNS} FROM config_values WHERE tenant_id = $1 AND name = ANY($2) \
              ORDER BY name"
         ))
         .bind(tenant)
         .bind(names)
-        .all(conn, "read config values")
-        .await?;
-        Ok(rows.into_iter().map(sealed).collect())
+        .all_mapped(conn, "read config values", sealed)
+        .await
     })
     .await
 }

@@ -230,7 +230,7 @@ async fn buffered_signals(
     tenant: TenantId,
     id: ExecutionId,
 ) -> Result<Vec<Signal>> {
-    let rows: Vec<SignalRow> = sqlx::query_as(&format!(
+    sqlx::query_as::<_, SignalRow>(&format!(
         "SELECT {SIGNAL_COLUMNS} FROM signals s \
          WHERE s.tenant_id = $1 AND s.execution_id = $2 AND s.consumed_in IS NULL \
            AND s.waitpoint_id IN (SELECT waitpoint_id FROM waitpoints \
@@ -239,9 +239,8 @@ async fn buffered_signals(
     ))
     .bind(tenant)
     .bind(id)
-    .all(&mut *tx, "read buffered signals")
-    .await?;
-    Ok(rows.into_iter().map(Signal::from).collect())
+    .all_mapped(&mut *tx, "read buffered signals", Signal::from)
+    .await
 }
 
 /// The active waitpoints' buffered signals become the resume's (`seq`); the

@@ -182,7 +182,7 @@ for_both_drivers! {
         if !exists {
             return Err(budget_not_found(id));
         }
-        let rows: Vec<AdjustmentRow> = sqlx::query_as(
+        sqlx::query_as::<_, AdjustmentRow>(
             "SELECT adjustment_id, dimension, delta, used_after, reason, created_at \
              FROM budget_adjustments WHERE tenant_id = $1 AND budget_id = $2 \
              ORDER BY adjustment_id DESC LIMIT $3",
@@ -190,9 +190,8 @@ for_both_drivers! {
         .bind(tenant)
         .bind(id)
         .bind(i64::from(limit))
-        .all(&mut *conn, "list adjustments")
-        .await?;
-        Ok(rows.into_iter().map(adjustment).collect())
+        .all_mapped(&mut *conn, "list adjustments", adjustment)
+        .await
     }
 
     /// A budget keeps at most `max` adjustments; one more is refused.

@@ -142,13 +142,12 @@ for_both_drivers! {
 
     /// Every version the tenant has, by kind and number.
     async fn list_components(conn, tenant: TenantId) -> Result<Vec<ComponentVersion>> {
-        let rows: Vec<VersionRow> = sqlx::query_as(&format!(
+        sqlx::query_as::<_, VersionRow>(&format!(
             "SELECT {VERSION_COLUMNS} FROM components WHERE tenant_id = $1 ORDER BY kind, version"
         ))
         .bind(tenant)
-        .all(&mut *conn, "list components")
-        .await?;
-        Ok(rows.into_iter().map(ComponentVersion::from).collect())
+        .all_mapped(&mut *conn, "list components", ComponentVersion::from)
+        .await
     }
 
     /// Version `number` of `kind`.

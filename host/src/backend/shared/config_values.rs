@@ -72,13 +72,12 @@ for_both_drivers! {
 
     /// The tenant's values, in name order (the config_values primary key).
     async fn list_config(conn, tenant: TenantId) -> Result<Vec<SealedConfig>> {
-        let rows: Vec<ConfigRow> = sqlx::query_as(&format!(
+        sqlx::query_as::<_, ConfigRow>(&format!(
             "SELECT {COLUMNS} FROM config_values WHERE tenant_id = $1 ORDER BY name"
         ))
         .bind(tenant)
-        .all(&mut *conn, "list config values")
-        .await?;
-        Ok(rows.into_iter().map(sealed).collect())
+        .all_mapped(&mut *conn, "list config values", sealed)
+        .await
     }
 
     /// Up to `limit` values sealed by a key other than `key_id`, with their
@@ -105,7 +104,7 @@ for_both_drivers! {
     async fn reseal_config(conn, tenant: TenantId, old_key_id: &str, value: &SealedConfig)
         -> Result<bool>
     {
-        let done = sqlx::query(
+        sqlx::query(
             "UPDATE config_values SET key_id = $4, nonce = $5, ciphertext = $6 \
              WHERE tenant_id = $1 AND name = $2 AND key_id = $3",
         )
@@ -115,18 +114,16 @@ for_both_drivers! {
         .bind(&value.key_id)
         .bind(&value.nonce)
         .bind(&value.ciphertext)
-        .run(&mut *conn, "reseal config value")
-        .await?;
-        Ok(done.rows_affected() > 0)
+        .changed(&mut *conn, "reseal config value")
+        .await
     }
 
     /// Delete the value named `name`; whether there was one.
     async fn delete_config(conn, tenant: TenantId, name: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM config_values WHERE tenant_id = $1 AND name = $2")
+        sqlx::query("DELETE FROM config_values WHERE tenant_id = $1 AND name = $2")
             .bind(tenant)
             .bind(name)
-            .run(&mut *conn, "delete config value")
-            .await?;
-        Ok(done.rows_affected() > 0)
+            .changed(&mut *conn, "delete config value")
+            .await
     }
 }

@@ -74,14 +74,13 @@ for_both_drivers! {
 
     /// The tenant's grants in kind order (component_grants primary key).
     async fn list_grants(conn, tenant: TenantId) -> Result<Vec<StoredGrant>> {
-        let rows: Vec<GrantRow> = sqlx::query_as(
+        sqlx::query_as::<_, GrantRow>(
             "SELECT kind, grant_spec, updated_at FROM component_grants \
              WHERE tenant_id = $1 ORDER BY kind",
         )
         .bind(tenant)
-        .all(&mut *conn, "list grants")
-        .await?;
-        Ok(rows.into_iter().map(stored).collect())
+        .all_mapped(&mut *conn, "list grants", stored)
+        .await
     }
 
     /// The tenant's ceiling and its grant for `kind`, each the default when
@@ -118,11 +117,10 @@ for_both_drivers! {
 
     /// Delete the grant of `kind`; whether there was one.
     async fn delete_grant(conn, tenant: TenantId, kind: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM component_grants WHERE tenant_id = $1 AND kind = $2")
+        sqlx::query("DELETE FROM component_grants WHERE tenant_id = $1 AND kind = $2")
             .bind(tenant)
             .bind(kind)
-            .run(&mut *conn, "delete grant")
-            .await?;
-        Ok(done.rows_affected() > 0)
+            .changed(&mut *conn, "delete grant")
+            .await
     }
 }

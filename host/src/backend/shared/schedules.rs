@@ -154,16 +154,15 @@ for_both_drivers! {
     async fn list_schedules(conn, tenant: TenantId, page: Page<Option<ScheduleId>>)
         -> Result<Vec<Schedule>>
     {
-        let rows: Vec<ScheduleRow> = sqlx::query_as(&format!(
+        sqlx::query_as::<_, ScheduleRow>(&format!(
             "SELECT {COLUMNS} FROM schedules WHERE tenant_id = $1 AND schedule_id > $2 \
              ORDER BY schedule_id LIMIT $3"
         ))
         .bind(tenant)
         .bind(page.after.unwrap_or(ScheduleId::nil()))
         .bind(i64::from(page.limit))
-        .all(&mut *conn, "list schedules")
-        .await?;
-        Ok(rows.into_iter().map(ScheduleRow::schedule).collect())
+        .all_mapped(&mut *conn, "list schedules", ScheduleRow::schedule)
+        .await
     }
 
     /// Whether the execution the schedule last created has not ended.
@@ -184,11 +183,10 @@ for_both_drivers! {
 
     /// Delete the schedule; whether there was one.
     async fn delete_schedule(conn, tenant: TenantId, id: ScheduleId) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM schedules WHERE tenant_id = $1 AND schedule_id = $2")
+        sqlx::query("DELETE FROM schedules WHERE tenant_id = $1 AND schedule_id = $2")
             .bind(tenant)
             .bind(id)
-            .run(&mut *conn, "delete schedule")
-            .await?;
-        Ok(done.rows_affected() > 0)
+            .changed(&mut *conn, "delete schedule")
+            .await
     }
 }

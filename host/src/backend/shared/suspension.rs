@@ -90,7 +90,7 @@ for_both_drivers! {
     async fn resume_signals(conn, tenant: TenantId, id: ExecutionId, seq: i32)
         -> Result<Vec<Signal>>
     {
-        let rows: Vec<SignalRow> = sqlx::query_as(&format!(
+        sqlx::query_as::<_, SignalRow>(&format!(
             "SELECT {SIGNAL_COLUMNS} FROM signals \
              WHERE tenant_id = $1 AND execution_id = $2 AND consumed_in = $3 \
              ORDER BY created_at, signal_id"
@@ -98,9 +98,8 @@ for_both_drivers! {
         .bind(tenant)
         .bind(id)
         .bind(seq)
-        .all(&mut *conn, "read resume signals")
-        .await?;
-        Ok(rows.into_iter().map(Signal::from).collect())
+        .all_mapped(&mut *conn, "read resume signals", Signal::from)
+        .await
     }
 
     /// A page of the execution's waitpoints in id order (the primary key's:
@@ -111,7 +110,7 @@ for_both_drivers! {
         id: ExecutionId,
         page: Page<Option<WaitpointId>>,
     ) -> Result<Vec<Waitpoint>> {
-        let rows: Vec<WaitpointRow> = sqlx::query_as(&format!(
+        sqlx::query_as::<_, WaitpointRow>(&format!(
             "SELECT {WAITPOINT_COLUMNS} FROM waitpoints \
              WHERE tenant_id = $1 AND execution_id = $2 AND waitpoint_id > $3 \
              ORDER BY waitpoint_id LIMIT $4"
@@ -120,8 +119,7 @@ for_both_drivers! {
         .bind(id)
         .bind(page.after.unwrap_or(WaitpointId::nil()))
         .bind(i64::from(page.limit))
-        .all(&mut *conn, "list waitpoints")
-        .await?;
-        Ok(rows.into_iter().map(Waitpoint::from).collect())
+        .all_mapped(&mut *conn, "list waitpoints", Waitpoint::from)
+        .await
     }
 }

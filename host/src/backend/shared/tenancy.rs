@@ -123,12 +123,11 @@ for_both_drivers! {
 
     /// The tenant's keys, oldest first (off `api_keys_tenant_idx`).
     async fn list_api_keys(conn, tenant: TenantId) -> Result<Vec<ApiKey>> {
-        let rows: Vec<KeyRow> = sqlx::query_as(&format!(
+        sqlx::query_as::<_, KeyRow>(&format!(
             "SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY created_at"
         ))
         .bind(tenant)
-        .all(&mut *conn, "list api keys")
-        .await?;
-        Ok(rows.into_iter().map(ApiKey::from).collect())
+        .all_mapped(&mut *conn, "list api keys", ApiKey::from)
+        .await
     }
 }

@@ -37,13 +37,12 @@ fn stored(
 for_both_drivers! {
     /// Every key, oldest first: a handful of rows, read whole.
     async fn waitpoint_keys(conn) -> Result<Vec<StoredWaitpointKey>> {
-        let rows: Vec<KeyRow> = sqlx::query_as(
+        sqlx::query_as::<_, KeyRow>(
             "SELECT kid, sealed_by, nonce, ciphertext, created_at, activates_at, retires_at \
              FROM waitpoint_keys ORDER BY created_at, kid",
         )
-        .all(&mut *conn, "read waitpoint keys")
-        .await?;
-        Ok(rows.into_iter().map(stored).collect())
+        .all_mapped(&mut *conn, "read waitpoint keys", stored)
+        .await
     }
 
     /// Add `key` unless one with its id exists (then nothing is written:
@@ -98,7 +97,7 @@ for_both_drivers! {
     async fn reseal_waitpoint_key(conn, kid: &str, old_key_id: &str, secret: &SealedBytes)
         -> Result<bool>
     {
-        let done = sqlx::query(
+        sqlx::query(
             "UPDATE waitpoint_keys SET sealed_by = $3, nonce = $4, ciphertext = $5 \
              WHERE kid = $1 AND sealed_by = $2",
         )
@@ -107,8 +106,7 @@ for_both_drivers! {
         .bind(&secret.key_id)
         .bind(&secret.nonce)
         .bind(&secret.ciphertext)
-        .run(&mut *conn, "reseal waitpoint key")
-        .await?;
-        Ok(done.rows_affected() > 0)
+        .changed(&mut *conn, "reseal waitpoint key")
+        .await
     }
 }

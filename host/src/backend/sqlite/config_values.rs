@@ -33,13 +33,12 @@ async fn config_values(
         return Ok(Vec::new());
     }
     let names = serde_json::to_string(names).expect("names serialise");
-    let rows: Vec<Row> = sqlx::query_as(&format!(
+    sqlx::query_as::<_, Row>(&format!(
         "SELECT {COLUMNS} FROM config_values WHERE tenant_id = ? \
          AND name IN (SELECT value FROM json_each(?)) ORDER BY name"
     ))
     .bind(tenant)
     .bind(names)
-    .all(db.reader(), "read config values")
-    .await?;
-    Ok(rows.into_iter().map(sealed).collect())
+    .all_mapped(db.reader(), "read config values", sealed)
+    .await
 }

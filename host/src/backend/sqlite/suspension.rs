@@ -200,7 +200,7 @@ async fn buffered_signals(
     tenant: TenantId,
     id: ExecutionId,
 ) -> Result<Vec<Signal>> {
-    let rows: Vec<SignalRow> = sqlx::query_as(&format!(
+    sqlx::query_as::<_, SignalRow>(&format!(
         "SELECT {SIGNAL_COLUMNS} FROM signals s \
          WHERE s.tenant_id = ?1 AND s.execution_id = ?2 AND s.consumed_in IS NULL \
            AND s.waitpoint_id IN (SELECT waitpoint_id FROM waitpoints \
@@ -209,9 +209,8 @@ async fn buffered_signals(
     ))
     .bind(tenant)
     .bind(id)
-    .all(conn, "read buffered signals")
-    .await?;
-    Ok(rows.into_iter().map(Signal::from).collect())
+    .all_mapped(conn, "read buffered signals", Signal::from)
+    .await
 }
 
 /// The active waitpoints' buffered signals become resume `seq`'s; the

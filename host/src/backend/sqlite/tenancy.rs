@@ -30,12 +30,11 @@ async fn create_tenant(db: &SqliteBackend, name: &str) -> Result<Tenant> {
 }
 
 async fn list_tenants(db: &SqliteBackend) -> Result<Vec<Tenant>> {
-    let rows: Vec<TenantRow> = sqlx::query_as(&format!(
+    sqlx::query_as::<_, TenantRow>(&format!(
         "SELECT {TENANT_COLUMNS} FROM tenants ORDER BY name"
     ))
-    .all(db.reader(), "list tenants")
-    .await?;
-    Ok(rows.into_iter().map(Tenant::from).collect())
+    .all_mapped(db.reader(), "list tenants", Tenant::from)
+    .await
 }
 
 async fn get_tenant(db: &SqliteBackend, tenant: TenantId) -> Result<Tenant> {
