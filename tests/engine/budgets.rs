@@ -535,10 +535,11 @@ async fn usage_is_corrected_by_hand_audited_and_releases_what_it_held(store: Sto
         reason: "past the cap".into(),
     };
     let capped = |max_adjustments| UsageAdjust {
+        budget: b.budget_id,
         adjustment: &one_more,
         max_adjustments,
     };
-    match backend.adjust_usage(t, b.budget_id, capped(3)).await {
+    match backend.adjust_usage(t, capped(3)).await {
         Err(EngineError::LimitExceeded { limit, value, .. }) => {
             assert_eq!((limit, value), ("max_adjustments_per_budget", 3))
         }
@@ -547,10 +548,7 @@ async fn usage_is_corrected_by_hand_audited_and_releases_what_it_held(store: Sto
     let kept = e.list_adjustments(t, b.budget_id, 10).await.unwrap();
     assert_eq!(kept.len(), 3, "nothing written");
     assert_eq!(used(e, t, b.budget_id).await, 0);
-    let applied = backend
-        .adjust_usage(t, b.budget_id, capped(4))
-        .await
-        .unwrap();
+    let applied = backend.adjust_usage(t, capped(4)).await.unwrap();
     assert_eq!(
         applied.dimensions[0].used, 7,
         "under a higher cap it applies"

@@ -312,12 +312,7 @@ pub trait Budgets: Send + Sync {
     /// the budget's dimensions exhausted, what the budget held is released
     /// as a reset releases it. `not_found` for an unknown budget or
     /// dimension; `limit_exceeded` once the budget kept `max_adjustments`.
-    async fn adjust_usage(
-        &self,
-        tenant: TenantId,
-        id: BudgetId,
-        adjust: UsageAdjust<'_>,
-    ) -> Result<Budget>;
+    async fn adjust_usage(&self, tenant: TenantId, adjust: UsageAdjust<'_>) -> Result<Budget>;
 
     /// The budget's adjustments, newest first, at most `limit`.
     async fn list_adjustments(
@@ -358,7 +353,7 @@ storage_methods! { $ implement_budgets: impl Budgets in budgets {
         create_budget(tenant: TenantId, budget: &NewBudget, max_budgets: u32) -> Budget;
         delete_budget(tenant: TenantId, id: BudgetId) -> ();
         reset_budget(tenant: TenantId, id: BudgetId) -> Budget;
-        adjust_usage(tenant: TenantId, id: BudgetId, adjust: UsageAdjust<'_>) -> Budget;
+        adjust_usage(tenant: TenantId, adjust: UsageAdjust<'_>) -> Budget;
         report_usage(lease: &LeaseHandle, report: &[UsageEntry], dedup: Option<&str>)
             -> UsageOutcome;
     }

@@ -17,7 +17,7 @@ use crate::error::Result;
 use crate::model::{
     ChildrenOutcome, ExecutionId, FlowEdgeDetail, FlowId, FlowSnapshot, FlowSummary, GraphApplied,
     JournalEntry, LeaseHandle, NewFlow, Page, Signal, SignalOutcome, SpawnedChild, SuspendOutcome,
-    TenantId, TimeoutBehavior, Waitpoint, WaitpointId, WaitpointRef,
+    TenantId, TimeoutBehavior, Waitpoint, WaitpointId,
 };
 
 /// Waitpoints, suspending, signals and resuming.
@@ -49,7 +49,6 @@ pub trait Suspensions: Send + Sync {
     async fn deliver_signal(
         &self,
         tenant: TenantId,
-        to: WaitpointRef,
         delivery: SignalDelivery<'_>,
     ) -> Result<SignalOutcome>;
 
@@ -89,8 +88,7 @@ storage_methods! { $ implement_suspension: impl Suspensions in suspension {
     own {
         create_waitpoint(lease: &LeaseHandle, new: NewWaitpoint<'_>) -> Waitpoint;
         suspend(lease: &LeaseHandle, request: SuspendRequest<'_>) -> SuspendOutcome;
-        deliver_signal(tenant: TenantId, to: WaitpointRef, delivery: SignalDelivery<'_>)
-            -> SignalOutcome;
+        deliver_signal(tenant: TenantId, delivery: SignalDelivery<'_>) -> SignalOutcome;
         resume(tenant: TenantId, id: ExecutionId) -> ();
     }
 } }
@@ -203,12 +201,7 @@ pub trait Flows: Send + Sync {
 
     /// Close a flow to new members and cancel the members `policy` names;
     /// returns how many were cancelled. Idempotent.
-    async fn cancel_flow(
-        &self,
-        tenant: TenantId,
-        flow: FlowId,
-        cancel: FlowCancel<'_>,
-    ) -> Result<u64>;
+    async fn cancel_flow(&self, tenant: TenantId, cancel: FlowCancel<'_>) -> Result<u64>;
 }
 
 // A graph change follows each backend's own lock order (see their `flows`
@@ -223,6 +216,6 @@ storage_methods! { $ implement_flows: impl Flows in flows {
     own {
         create_flow(tenant: TenantId, flow: &NewFlow, write: GraphWrite<'_>) -> GraphApplied;
         extend_flow(tenant: TenantId, flow: FlowId, write: GraphWrite<'_>) -> GraphApplied;
-        cancel_flow(tenant: TenantId, flow: FlowId, cancel: FlowCancel<'_>) -> u64;
+        cancel_flow(tenant: TenantId, cancel: FlowCancel<'_>) -> u64;
     }
 } }

@@ -14,9 +14,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::model::{
-    ApiKeyId, ChildKey, FlowCancelPolicy, GraphChange, JournalLimits, NewExecution, NewSchedule,
-    NewSignal, NewStep, ResumeCondition, SpawnLimits, StreamMode, Suspension, TimeoutBehavior,
-    UsageAdjustment,
+    ApiKeyId, BudgetId, ChildKey, FlowCancelPolicy, FlowId, GraphChange, JournalLimits,
+    NewExecution, NewSchedule, NewSignal, NewStep, ResumeCondition, SpawnLimits, StreamMode,
+    Suspension, TimeoutBehavior, UsageAdjustment, WaitpointRef,
 };
 
 /// An API key to store; only the hash of its secret is kept.
@@ -75,6 +75,7 @@ pub struct NewWaitpoint<'a> {
 /// A signal for a waitpoint, within `max_signals` kept for its execution.
 #[derive(Clone, Copy, Debug)]
 pub struct SignalDelivery<'a> {
+    pub to: WaitpointRef,
     pub signal: &'a NewSignal,
     pub max_signals: u32,
 }
@@ -163,6 +164,7 @@ impl PauseChange {
 /// `max_adjustments`.
 #[derive(Clone, Copy, Debug)]
 pub struct UsageAdjust<'a> {
+    pub budget: BudgetId,
     pub adjustment: &'a UsageAdjustment,
     pub max_adjustments: u32,
 }
@@ -194,6 +196,7 @@ pub struct EdgeFilter<'a> {
 /// Which of a flow's members to cancel, and why.
 #[derive(Clone, Copy, Debug)]
 pub struct FlowCancel<'a> {
+    pub flow: FlowId,
     pub policy: FlowCancelPolicy,
     pub reason: &'a str,
 }

@@ -79,10 +79,11 @@ impl Engine {
             ));
         }
         let adjust = UsageAdjust {
+            budget: id,
             adjustment,
             max_adjustments: MAX_ADJUSTMENTS_PER_BUDGET,
         };
-        self.backend.adjust_usage(tenant, id, adjust).await
+        self.backend.adjust_usage(tenant, adjust).await
     }
 
     /// The budget's hand corrections, newest first (at most 1,000).

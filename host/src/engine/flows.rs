@@ -157,10 +157,11 @@ impl Engine {
         let mut reason = reason.to_owned();
         super::truncate_utf8(&mut reason, 1024);
         let cancel = FlowCancel {
+            flow,
             policy,
             reason: &reason,
         };
-        self.backend.cancel_flow(tenant, flow, cancel).await
+        self.backend.cancel_flow(tenant, cancel).await
     }
 
     fn check_flow(&self, flow: &NewFlow) -> Result<()> {

@@ -192,13 +192,14 @@ impl Engine {
             waitpoint,
         };
         let delivery = SignalDelivery {
+            to,
             signal: &signal,
             max_signals: match at_quota {
                 Some(_) => 0,
                 None => self.limits.max_signals_per_execution,
             },
         };
-        let delivered = self.backend.deliver_signal(tenant, to, delivery).await;
+        let delivered = self.backend.deliver_signal(tenant, delivery).await;
         let outcome = match (at_quota, delivered) {
             (Some(_), Ok(duplicate @ SignalOutcome::Duplicate { .. })) => duplicate,
             (Some(quota), _) => return Err(quota),

@@ -7,7 +7,7 @@ use super::PgBackend;
 use crate::backend::{refusals, FlowCancel};
 use crate::backend::{Fetch, Run};
 use crate::error::Result;
-use crate::model::{ExecutionId, FlowId, TenantId};
+use crate::model::{ExecutionId, TenantId};
 
 /// Close the flow to new members, then cancel the members `policy` names one
 /// statement each, newest first (so downstreams end `cancelled`, not
@@ -17,11 +17,14 @@ use crate::model::{ExecutionId, FlowId, TenantId};
 pub(super) async fn cancel_flow(
     db: &PgBackend,
     tenant: TenantId,
-    flow_id: FlowId,
     cancel: FlowCancel<'_>,
 ) -> Result<u64> {
     let pool = &db.pool;
-    let FlowCancel { policy, reason } = cancel;
+    let FlowCancel {
+        flow: flow_id,
+        policy,
+        reason,
+    } = cancel;
     let phases = policy.phases();
     // `cancel_phases` records what is left to do, for the scanner to finish
     // if this process dies before the loop below has (migration 0018).

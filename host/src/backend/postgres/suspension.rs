@@ -22,11 +22,11 @@ use crate::backend::shared::suspension::{
 use crate::backend::{Fetch, Run};
 use crate::backend::{NewWaitpoint, SignalDelivery, SuspendRequest};
 use crate::error::{EngineError, Result};
+use crate::model::WaitpointId;
 use crate::model::{
     ExecutionId, LeaseHandle, PublicState, Signal, SignalOutcome, SuspendOutcome, Suspension,
     TenantId, Waitpoint,
 };
-use crate::model::{WaitpointId, WaitpointRef};
 
 crate::backend::coordination::implement_suspension!(PgBackend, pg);
 
@@ -330,11 +330,10 @@ async fn lock_by_id(tx: &mut PgConnection, tenant: TenantId, id: ExecutionId) ->
 async fn deliver_signal(
     db: &PgBackend,
     tenant: TenantId,
-    to: WaitpointRef,
     delivery: SignalDelivery<'_>,
 ) -> Result<SignalOutcome> {
     transaction(&db.pool, "deliver signal", async |tx| {
-        deliver_in(tx, tenant, to, delivery).await
+        deliver_in(tx, tenant, delivery).await
     })
     .await
 }
@@ -342,10 +341,9 @@ async fn deliver_signal(
 async fn deliver_in(
     tx: &mut PgConnection,
     tenant: TenantId,
-    to: WaitpointRef,
     delivery: SignalDelivery<'_>,
 ) -> Result<SignalOutcome> {
-    let new = delivery.signal;
+    let (to, new) = (delivery.to, delivery.signal);
     let op = "deliver signal";
     let locked = lock_by_id(&mut *tx, tenant, to.execution).await?;
     if let Some(key) = &new.idempotency_key {

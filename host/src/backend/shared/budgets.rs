@@ -9,11 +9,25 @@ use chrono::Utc;
 use super::caps::{Counted, Rows};
 use super::stamp::Stamp;
 use crate::backend::refusals::{adjustments_exceeded, budget_not_found, budgets_exceeded};
-use crate::backend::{Fetch, Run};
+use crate::backend::{Fetch, Run, UsageAdjust};
 use crate::error::{EngineError, Result};
 use crate::model::{
     Budget, BudgetAdjustment, BudgetId, BudgetScope, DimensionUsage, ExecutionId, TenantId,
 };
+
+/// A dimension as read before a hand correction: its usage, its hard
+/// limit, and whether it was exhausted.
+#[derive(sqlx::FromRow)]
+pub(crate) struct DimensionBefore {
+    used: i64,
+    hard_limit: Option<i64>,
+    exhausted: bool,
+}
+
+/// The read of [`DimensionBefore`] that a backend runs (Postgres adds its
+/// row lock): by `budget_dimensions_pkey`.
+pub(crate) const DIMENSION_BEFORE: &str = "SELECT used, hard_limit, exhausted \
+    FROM budget_dimensions WHERE tenant_id = $1 AND budget_id = $2 AND dimension = $3";
 
 #[derive(sqlx::FromRow)]
 struct BudgetRow {
@@ -205,6 +219,61 @@ for_both_drivers! {
             return Err(adjustments_exceeded(max));
         }
         Ok(())
+    }
+
+    /// Apply a hand correction to the dimension the caller read (on
+    /// Postgres, locked) as `before`: within the budget's cap on
+    /// adjustments, the dimension's new usage and whether it is exhausted,
+    /// and the correction in the audit trail. Whether the budget has no
+    /// exhausted dimension left because of it: then the caller releases
+    /// what the budget held, as its driver does.
+    async fn record_adjustment(conn, tenant: TenantId, adjust: UsageAdjust<'_>, before: DimensionBefore)
+        -> Result<bool>
+    {
+        let op = "adjust usage";
+        let UsageAdjust { budget, adjustment, max_adjustments } = adjust;
+        check_adjustment_room(conn, tenant, budget, max_adjustments).await?;
+        let used_after = adjustment.applied_to(before.used);
+        let exhausted = before.hard_limit.is_some_and(|h| used_after >= h);
+        // budget_dimensions_pkey.
+        sqlx::query(
+            "UPDATE budget_dimensions SET used = $4, exhausted = $5 \
+             WHERE tenant_id = $1 AND budget_id = $2 AND dimension = $3",
+        )
+        .bind(tenant)
+        .bind(budget)
+        .bind(&adjustment.dimension)
+        .bind(used_after)
+        .bind(exhausted)
+        .run(&mut *conn, op)
+        .await?;
+        sqlx::query(
+            "INSERT INTO budget_adjustments \
+                 (tenant_id, budget_id, dimension, delta, used_after, reason, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(tenant)
+        .bind(budget)
+        .bind(&adjustment.dimension)
+        .bind(adjustment.delta)
+        .bind(used_after)
+        .bind(&adjustment.reason)
+        .bind(Stamp(Utc::now()))
+        .run(&mut *conn, op)
+        .await?;
+        if !before.exhausted || exhausted {
+            return Ok(false);
+        }
+        // budget_dimensions_pkey, by its (tenant, budget) prefix.
+        let still: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM budget_dimensions \
+             WHERE tenant_id = $1 AND budget_id = $2 AND exhausted)",
+        )
+        .bind(tenant)
+        .bind(budget)
+        .one(&mut *conn, op)
+        .await?;
+        Ok(!still)
     }
 
     /// Whether a usage report with this key was already applied to the

@@ -8,17 +8,20 @@ use super::SqliteBackend;
 use crate::backend::{refusals, FlowCancel};
 use crate::backend::{Fetch, Run};
 use crate::error::Result;
-use crate::model::{ExecutionId, FlowId, TenantId};
+use crate::model::{ExecutionId, TenantId};
 
 /// Close the flow to new members and cancel the members `policy` names,
 /// newest first (so downstreams end `cancelled`, not `skipped`).
 pub(super) async fn cancel_flow(
     db: &SqliteBackend,
     tenant: TenantId,
-    flow_id: FlowId,
     cancel: FlowCancel<'_>,
 ) -> Result<u64> {
-    let FlowCancel { policy, reason } = cancel;
+    let FlowCancel {
+        flow: flow_id,
+        policy,
+        reason,
+    } = cancel;
     let phases = policy.phases();
     db.write("cancel flow", async |conn, effects| {
         let found = sqlx::query(

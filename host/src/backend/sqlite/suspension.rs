@@ -24,12 +24,12 @@ use crate::backend::shared::suspension::{
 use crate::backend::{Fetch, Run};
 use crate::backend::{NewWaitpoint, SignalDelivery, SuspendRequest};
 use crate::error::{EngineError, Result};
+use crate::model::WaitpointId;
 use crate::model::{AttemptPhase, Eligibility, LifecyclePhase};
 use crate::model::{
     ExecutionId, LeaseHandle, PublicState, Signal, SignalOutcome, SuspendOutcome, Suspension,
     TenantId, Waitpoint,
 };
-use crate::model::{WaitpointId, WaitpointRef};
 
 crate::backend::coordination::implement_suspension!(SqliteBackend, sqlite);
 
@@ -259,10 +259,9 @@ pub(super) async fn resume_row(
 pub(super) async fn deliver_signal(
     db: &SqliteBackend,
     tenant: TenantId,
-    to: WaitpointRef,
     delivery: SignalDelivery<'_>,
 ) -> Result<SignalOutcome> {
-    let new = delivery.signal;
+    let (to, new) = (delivery.to, delivery.signal);
     db.write("deliver signal", async |conn, effects| {
         let mut row = Exec::get(conn, tenant, to.execution).await?;
         let event = |signal_id| SignalEventRow {
