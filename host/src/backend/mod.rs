@@ -24,6 +24,7 @@ pub mod postgres;
 mod refusals;
 mod shared;
 pub mod sqlite;
+mod stored;
 mod traits;
 
 pub use background::{Scanners, Wakeups};
@@ -38,6 +39,7 @@ pub use params::{
     NewWaitpoint, PauseChange, ScheduleCreate, SignalDelivery, SleepRequest, StepRecord,
     SuspendRequest, UsageAdjust,
 };
+pub(crate) use stored::{stored_i32, stored_i64, stored_millis};
 pub use traits::{Components, Events, Executions, Leases, Output, Tenancy};
 
 /// The storage traits by method only (`use crate::backend::prelude::*`), for

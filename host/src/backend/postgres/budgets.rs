@@ -4,12 +4,15 @@
 use super::budget_adjustments::adjust_usage;
 use sqlx::PgConnection;
 
-use super::rows::{transaction, unknown_tenant_or};
+use super::rows::transaction;
 use super::suspension::resume_execution;
 use super::usage::report_usage;
 use super::PgBackend;
 use crate::backend::refusals::budget_not_found;
-use crate::backend::shared::budgets::pg::{check_budget_count, check_scope_exists, get_budget};
+use crate::backend::shared::budgets::pg::{
+    check_budget_count, check_scope_exists, get_budget, insert_budget,
+};
+use crate::backend::stored_i64;
 use crate::backend::{Fetch, Run};
 use crate::error::Result;
 use crate::model::{Budget, BudgetId, ExecutionId, NewBudget, TenantId};
@@ -27,45 +30,26 @@ async fn create_budget(
     transaction(pool, op, async |tx| {
         check_scope_exists(tx, tenant, &budget.scope).await?;
         let id = BudgetId::new();
+        insert_budget(tx, tenant, id, budget).await?;
+        let (names, soft, hard): (Vec<&str>, Vec<Option<i64>>, Vec<Option<i64>>) = budget
+            .dimensions
+            .iter()
+            .map(|d| {
+                let limit = |l: Option<u64>| l.map(stored_i64);
+                (d.dimension.as_str(), limit(d.soft_limit), limit(d.hard_limit))
+            })
+            .collect();
         sqlx::query(
-            "WITH b AS ( \
-                 INSERT INTO budgets (tenant_id, budget_id, name, scope, scope_key, on_hard_limit, \
-                     reset_interval_ms, next_reset_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, now() + $7 * interval '1 millisecond')) \
-             INSERT INTO budget_dimensions (tenant_id, budget_id, dimension, soft_limit, hard_limit) \
-             SELECT $1, $2, d, s, h FROM unnest($8::text[], $9::int8[], $10::int8[]) AS x(d, s, h)",
+            "INSERT INTO budget_dimensions (tenant_id, budget_id, dimension, soft_limit, hard_limit) \
+             SELECT $1, $2, d, s, h FROM unnest($3::text[], $4::int8[], $5::int8[]) AS x(d, s, h)",
         )
         .bind(tenant)
         .bind(id)
-        .bind(&budget.name)
-        .bind(budget.scope.kind())
-        .bind(budget.scope.key())
-        .bind(budget.on_hard_limit.as_str())
-        .bind(budget.reset_interval_ms.map(to_i64))
-        .bind(
-            budget
-                .dimensions
-                .iter()
-                .map(|d| d.dimension.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            budget
-                .dimensions
-                .iter()
-                .map(|d| d.soft_limit.map(to_i64))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            budget
-                .dimensions
-                .iter()
-                .map(|d| d.hard_limit.map(to_i64))
-                .collect::<Vec<_>>(),
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(unknown_tenant_or(op, tenant))?;
+        .bind(names)
+        .bind(soft)
+        .bind(hard)
+        .run(&mut *tx, op)
+        .await?;
         check_budget_count(tx, tenant, max_budgets).await?;
         let created = get_budget(tx, tenant, id).await?;
         Ok(created)
@@ -120,10 +104,6 @@ async fn write_budget(
         return Err(budget_not_found(id));
     }
     Ok(())
-}
-
-pub(super) fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 async fn reset_in(tx: &mut PgConnection, tenant: TenantId, id: BudgetId) -> Result<()> {

@@ -6,6 +6,7 @@ use sqlx::PgConnection;
 use super::rows::{col, execution, transaction, unknown_tenant_or, EXECUTION_COLUMNS};
 use super::PgBackend;
 use crate::backend::refusals;
+use crate::backend::stored_i64;
 use crate::backend::{Fetch, Run};
 use crate::error::{EngineError, Result};
 use crate::model::{
@@ -281,12 +282,12 @@ pub(super) async fn insert_executions(
         .bind(new.iter().map(|n| n.delay_until).collect::<Vec<_>>())
         .bind(
             new.iter()
-                .map(|n| n.policy.timeouts.execution_deadline_ms.map(ms))
+                .map(|n| n.policy.timeouts.execution_deadline_ms.map(stored_i64))
                 .collect::<Vec<_>>(),
         )
         .bind(
             new.iter()
-                .map(|n| ms(n.policy.dedup_window_ms.unwrap_or(DEFAULT_DEDUP_WINDOW_MS)))
+                .map(|n| stored_i64(n.policy.dedup_window_ms.unwrap_or(DEFAULT_DEDUP_WINDOW_MS)))
                 .collect::<Vec<_>>(),
         )
         .bind(max_queued.map(i64::from))
@@ -339,10 +340,6 @@ pub(super) async fn insert_executions(
         });
     }
     Ok(created)
-}
-
-fn ms(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 async fn existing_for_key(

@@ -16,6 +16,7 @@ use sqlx::PgConnection;
 use super::executions::read_execution;
 use super::rows::{col, completion_outbox, explain_lease_miss, json, transaction, Args};
 use super::PgBackend;
+use crate::backend::stored_millis;
 use crate::backend::Fetch;
 use crate::backend::{stale_lease, LeaseMiss, NOT_HELD};
 use crate::error::{EngineError, Result};
@@ -180,7 +181,7 @@ async fn revoke_lease(db: &PgBackend, tenant: TenantId, id: ExecutionId) -> Resu
 }
 
 pub(super) fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+    stored_millis(d)
 }
 
 /// The lease a fenced write must still hold. It says nothing of the phase: a

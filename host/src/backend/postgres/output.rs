@@ -9,6 +9,7 @@ use super::rows::Args;
 use super::PgBackend;
 use super::UPDATES_CHANNEL;
 use crate::backend::refusals;
+use crate::backend::stored_i64;
 use crate::backend::{Fetch, Run};
 use crate::backend::{FrameBatch, NewFrame};
 use crate::error::{EngineError, Result};
@@ -48,7 +49,7 @@ async fn append_frame(db: &PgBackend, lease: &LeaseHandle, frame: NewFrame<'_>) 
         .push(frame.frame_type)
         .push(frame.mode.as_str())
         .push(frame.payload)
-        .push(i64::try_from(frame.max_attempt_bytes).unwrap_or(i64::MAX));
+        .push(stored_i64(frame.max_attempt_bytes));
     let bound = match frame.mode {
         StreamMode::Durable | StreamMode::Summary => args,
         StreamMode::BestEffort => args.push(BEST_EFFORT_WINDOW),
@@ -97,7 +98,7 @@ async fn append_frames(db: &PgBackend, lease: &LeaseHandle, batch: FrameBatch<'_
     let bound = Args::fence(lease)
         .push(batch.frame_type)
         .push(batch.payloads)
-        .push(i64::try_from(batch.max_attempt_bytes).unwrap_or(i64::MAX))
+        .push(stored_i64(batch.max_attempt_bytes))
         .done("append frames")?;
     let last: Option<i64> = sqlx::query_scalar_with(&sql, bound)
         .optional(pool, "append frames")

@@ -17,6 +17,7 @@ use super::rows::{col, transaction, Args};
 use super::suspension::{lock_leased, record_suspension};
 use super::{PgBackend, UPDATES_CHANNEL};
 use crate::backend::refusals::{step_admission, StepSlot};
+use crate::backend::stored_i64;
 use crate::backend::Fetch;
 use crate::backend::{SleepRequest, StepRecord};
 use crate::error::{EngineError, Result};
@@ -91,10 +92,10 @@ async fn record_in(
         .push(output)
         .push(error)
         .push(wake_at)
-        .push(i64::try_from(record.step.duration_ms).unwrap_or(i64::MAX))
+        .push(stored_i64(record.step.duration_ms))
         .push(record.frame)
         .push(i64::from(record.limits.max_steps))
-        .push(i64::try_from(record.limits.max_bytes).unwrap_or(i64::MAX))
+        .push(stored_i64(record.limits.max_bytes))
         .done(op)?;
     let recorded: Option<i64> = sqlx::query_scalar_with(&sql, bound)
         .optional(&mut *conn, op)

@@ -7,6 +7,7 @@ use super::rows::col;
 use super::PgBackend;
 use crate::backend::refusals::unknown_tenant;
 use crate::backend::Fetch;
+use crate::backend::{stored_i32, stored_i64};
 use crate::error::{EngineError, Result};
 use crate::model::{Tenant, TenantId, TenantLimits};
 
@@ -86,44 +87,24 @@ async fn set_tenant_limits(db: &PgBackend, id: TenantId, limits: &TenantLimits) 
          WHERE tenant_id = $1 RETURNING {TENANT_COLUMNS}"
     ))
     .bind(id)
-    .bind(limits.max_running.map(to_i32))
-    .bind(limits.max_queued.map(to_i32))
-    .bind(limits.max_input_bytes.map(to_i32))
-    .bind(limits.max_component_bytes.map(to_i32))
-    .bind(
-        limits
-            .max_task_timeout_ms
-            .map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
-    )
-    .bind(limits.max_memory_mib.map(to_i32))
-    .bind(limits.max_starts_per_window.map(to_i32))
-    .bind(
-        limits
-            .start_window_ms
-            .map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
-    )
-    .bind(limits.max_result_bytes.map(to_i32))
-    .bind(
-        limits
-            .max_frame_bytes_per_attempt
-            .map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
-    )
-    .bind(limits.max_children_per_execution.map(to_i32))
-    .bind(limits.max_flow_members.map(to_i32))
-    .bind(limits.max_waitpoints_per_execution.map(to_i32))
-    .bind(
-        limits
-            .max_stored_bytes
-            .map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
-    )
+    .bind(limits.max_running.map(stored_i32))
+    .bind(limits.max_queued.map(stored_i32))
+    .bind(limits.max_input_bytes.map(stored_i32))
+    .bind(limits.max_component_bytes.map(stored_i32))
+    .bind(limits.max_task_timeout_ms.map(stored_i64))
+    .bind(limits.max_memory_mib.map(stored_i32))
+    .bind(limits.max_starts_per_window.map(stored_i32))
+    .bind(limits.start_window_ms.map(stored_i64))
+    .bind(limits.max_result_bytes.map(stored_i32))
+    .bind(limits.max_frame_bytes_per_attempt.map(stored_i64))
+    .bind(limits.max_children_per_execution.map(stored_i32))
+    .bind(limits.max_flow_members.map(stored_i32))
+    .bind(limits.max_waitpoints_per_execution.map(stored_i32))
+    .bind(limits.max_stored_bytes.map(stored_i64))
     .optional(&db.pool, "set tenant limits")
     .await?
     .ok_or_else(|| unknown_tenant(id))?;
     tenant(&row)
-}
-
-fn to_i32(v: u32) -> i32 {
-    i32::try_from(v).unwrap_or(i32::MAX)
 }
 
 fn tenant(row: &PgRow) -> Result<Tenant> {

@@ -8,11 +8,13 @@ use chrono::Utc;
 
 use super::caps::{Counted, Rows};
 use super::stamp::Stamp;
+use crate::backend::refusals::unknown_tenant_or;
 use crate::backend::refusals::{adjustments_exceeded, budget_not_found, budgets_exceeded};
-use crate::backend::{Fetch, Run, UsageAdjust};
+use crate::backend::{stored_i64, Fetch, Run, UsageAdjust};
 use crate::error::{EngineError, Result};
 use crate::model::{
-    Budget, BudgetAdjustment, BudgetId, BudgetScope, DimensionUsage, ExecutionId, TenantId,
+    Budget, BudgetAdjustment, BudgetId, BudgetScope, DimensionUsage, ExecutionId, NewBudget,
+    TenantId,
 };
 
 /// A dimension as read before a hand correction: its usage, its hard
@@ -318,6 +320,30 @@ for_both_drivers! {
         {
             return Err(budgets_exceeded(max_budgets));
         }
+        Ok(())
+    }
+
+    /// The budget's own row, its first reset one interval from now (its
+    /// dimensions are the caller's: Postgres inserts them as arrays, SQLite
+    /// one by one). An unknown tenant is `not_found`.
+    async fn insert_budget(conn, tenant: TenantId, id: BudgetId, budget: &NewBudget) -> Result<()> {
+        let now = Utc::now();
+        sqlx::query(
+            "INSERT INTO budgets (tenant_id, budget_id, name, scope, scope_key, on_hard_limit, \
+             reset_interval_ms, next_reset_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(&budget.name)
+        .bind(budget.scope.kind())
+        .bind(budget.scope.key())
+        .bind(budget.on_hard_limit.as_str())
+        .bind(budget.reset_interval_ms.map(stored_i64))
+        .bind(budget.reset_interval_ms.map(|ms| Stamp::after(now, ms)))
+        .bind(Stamp(now))
+        .execute(&mut *conn)
+        .await
+        .map_err(unknown_tenant_or("create budget", tenant))?;
         Ok(())
     }
 

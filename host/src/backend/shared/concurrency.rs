@@ -4,6 +4,7 @@ use chrono::Utc;
 
 use super::stamp::Stamp;
 use crate::backend::refusals::check_named_cap;
+use crate::backend::{stored_i32, stored_i64};
 use crate::backend::{Fetch, Run};
 use crate::error::Result;
 use crate::model::{ConcurrencyLimit, ConcurrencyScope, TenantId};
@@ -50,9 +51,9 @@ for_both_drivers! {
         .bind(tenant)
         .bind(limit.scope.as_str())
         .bind(&limit.name)
-        .bind(i32::try_from(key.max_running).unwrap_or(i32::MAX))
-        .bind(key.max_starts.map(|n| i32::try_from(n).unwrap_or(i32::MAX)))
-        .bind(key.window_ms.map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)))
+        .bind(stored_i32(key.max_running))
+        .bind(key.max_starts.map(stored_i32))
+        .bind(key.window_ms.map(stored_i64))
         .bind(Stamp(Utc::now()))
         .run(&mut *conn, op)
         .await?;

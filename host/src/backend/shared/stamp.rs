@@ -23,6 +23,14 @@ impl From<Stamp> for DateTime<Utc> {
 }
 
 impl Stamp {
+    /// `ms` milliseconds after `from`; the latest instant past chrono's
+    /// range (a deadline that far is never due).
+    pub(crate) fn after(from: DateTime<Utc>, ms: u64) -> Stamp {
+        let later = chrono::TimeDelta::try_milliseconds(crate::backend::stored_i64(ms))
+            .and_then(|delta| from.checked_add_signed(delta));
+        Stamp(later.unwrap_or(DateTime::<Utc>::MAX_UTC))
+    }
+
     /// The instant SQLite stores as `millis` since the epoch. Past chrono's
     /// range only if the file was written by hand; the latest instant keeps
     /// such a row readable (and never due).

@@ -3,6 +3,7 @@
 //! own way, then asks these which limit, if any, the report would cross.
 
 use crate::backend::refusals::check_usage_fits;
+use crate::backend::stored_i64;
 use crate::error::{EngineError, Result};
 use crate::model::{Breach, BudgetId, UsageEntry};
 
@@ -62,7 +63,7 @@ pub(crate) enum Bound {
 /// A report's delta as storage counts it (the engine refuses any past
 /// 63 bits).
 pub(crate) fn delta_of(entry: &UsageEntry) -> i64 {
-    i64::try_from(entry.delta).unwrap_or(i64::MAX)
+    stored_i64(entry.delta)
 }
 
 /// The first limit the report would cross on `bound`: dimension by dimension

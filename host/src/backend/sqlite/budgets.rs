@@ -14,13 +14,15 @@ use super::leases::held;
 use super::record::Exec;
 use super::suspension::{record_suspension, resume_row};
 use super::tenancy::read_tenant;
-use super::time::{after_ms, now};
+use super::time::now;
 use super::{Effects, SqliteBackend};
 use crate::backend::refusals::budget_not_found;
 use crate::backend::shared::budgets::sqlite::{
-    check_budget_count, check_scope_exists, get_budget, remember_usage_report, usage_reported,
+    check_budget_count, check_scope_exists, get_budget, insert_budget, remember_usage_report,
+    usage_reported,
 };
 use crate::backend::shared::usage::{first_breach, Bound, Checked, Limit};
+use crate::backend::stored_i64;
 use crate::backend::{Fetch, Run};
 use crate::error::Result;
 use crate::model::Eligibility;
@@ -41,22 +43,7 @@ async fn create_budget(
         read_tenant(conn, tenant).await?;
         check_scope_exists(conn, tenant, &budget.scope).await?;
         let id = BudgetId::new();
-        let now = now();
-        sqlx::query(
-            "INSERT INTO budgets (tenant_id, budget_id, name, scope, scope_key, on_hard_limit, \
-             reset_interval_ms, next_reset_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(tenant)
-        .bind(id)
-        .bind(&budget.name)
-        .bind(budget.scope.kind())
-        .bind(budget.scope.key())
-        .bind(budget.on_hard_limit.as_str())
-        .bind(budget.reset_interval_ms.map(to_i64))
-        .bind(budget.reset_interval_ms.map(|ms| after_ms(now, ms)))
-        .bind(now)
-        .run(&mut *conn, "create budget")
-        .await?;
+        insert_budget(conn, tenant, id, budget).await?;
         for d in &budget.dimensions {
             sqlx::query(
                 "INSERT INTO budget_dimensions (tenant_id, budget_id, dimension, soft_limit, \
@@ -65,8 +52,8 @@ async fn create_budget(
             .bind(tenant)
             .bind(id)
             .bind(&d.dimension)
-            .bind(d.soft_limit.map(to_i64))
-            .bind(d.hard_limit.map(to_i64))
+            .bind(d.soft_limit.map(stored_i64))
+            .bind(d.hard_limit.map(stored_i64))
             .run(&mut *conn, "create budget")
             .await?;
         }
@@ -196,10 +183,6 @@ async fn report_usage(
         Ok(over_soft.map_or(UsageOutcome::Ok, UsageOutcome::SoftBreach))
     })
     .await
-}
-
-fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// The dimension `dimension` of every budget covering `row`, in budget order.

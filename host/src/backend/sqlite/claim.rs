@@ -14,6 +14,7 @@ use super::record::Exec;
 use super::time::{after, after_ms, at, now, Millis};
 use super::writes::Writes;
 use super::{Effects, SqliteBackend};
+use crate::backend::stored_i64;
 use crate::backend::Fetch;
 use crate::error::Result;
 use crate::model::{AttemptPhase, Eligibility, LifecyclePhase, Ownership};
@@ -152,7 +153,7 @@ async fn room(
             "SELECT count(*) FROM attempts WHERE tenant_id = ? AND started_at > ?",
         )
         .bind(tenant)
-        .bind(now - i64::try_from(window).unwrap_or(i64::MAX))
+        .bind(now - stored_i64(window))
         .one(&mut *conn, "claim")
         .await?;
         room = room.min(i64::from(max) - started);

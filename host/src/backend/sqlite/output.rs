@@ -13,6 +13,7 @@ use super::record::Exec;
 use super::time::{now, Millis};
 use super::{Effects, SqliteBackend};
 use crate::backend::refusals;
+use crate::backend::stored_i64;
 use crate::backend::{Fetch, Run};
 use crate::backend::{FrameBatch, NewFrame};
 use crate::error::{EngineError, Result};
@@ -158,7 +159,7 @@ pub(super) async fn insert_frames(
     row.frame_seq += payloads.len() as i64;
     row.save(conn, Some(before), effects).await?;
     sqlx::query("UPDATE executions SET frame_bytes = ? WHERE tenant_id = ? AND execution_id = ?")
-        .bind(i64::try_from(bytes).unwrap_or(i64::MAX))
+        .bind(stored_i64(bytes))
         .bind(lease.tenant_id)
         .bind(lease.execution_id)
         .run(&mut *conn, op)

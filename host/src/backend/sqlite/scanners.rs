@@ -15,6 +15,7 @@ use super::retention::prune_executions;
 use super::suspension_timeouts::time_out_suspensions;
 use super::time::{now, Millis};
 use super::SqliteBackend;
+use crate::backend::{stored_i32, stored_millis};
 use crate::backend::{Fetch, Run};
 use crate::error::Result;
 use crate::model::Eligibility;
@@ -58,8 +59,7 @@ async fn reclaim_expired_leases(db: &SqliteBackend, limit: u32) -> Result<u64> {
         let (now, mut rows) = EXPIRED_LEASES.take(conn, limit, 0).await?;
         for row in &mut rows {
             let before = row.lease_before();
-            let spent = row.reclaim_count + 1
-                > i32::try_from(row.policy.timeouts.max_reclaim_count).unwrap_or(i32::MAX);
+            let spent = row.reclaim_count + 1 > stored_i32(row.policy.timeouts.max_reclaim_count);
             row.reclaim_count += 1;
             row.release_lease(now);
             if spent {
@@ -150,7 +150,7 @@ async fn wake_waiting_parents(_db: &SqliteBackend, _limit: u32) -> Result<u64> {
 
 /// Delete events older than `retention`, at most `limit` per stream.
 async fn prune_events(db: &SqliteBackend, retention: Duration, limit: u32) -> Result<u64> {
-    let cutoff = now() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    let cutoff = now() - stored_millis(retention);
     db.write("prune events", async |conn, _| {
         let mut pruned = 0;
         for table in ["completion_events", "lease_events", "signal_events"] {

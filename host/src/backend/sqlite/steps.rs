@@ -13,6 +13,7 @@ use super::record::Exec;
 use super::suspension::record_suspension;
 use super::{Effects, SqliteBackend};
 use crate::backend::refusals::{step_admission, StepSlot};
+use crate::backend::stored_i64;
 use crate::backend::{Fetch, Run};
 use crate::backend::{SleepRequest, StepRecord};
 use crate::error::Result;
@@ -100,7 +101,7 @@ async fn record_in(
     .bind(wake_at)
     .bind(record.step.outcome.size() as i64)
     .bind(lease.attempt_index)
-    .bind(i64::try_from(record.step.duration_ms).unwrap_or(i64::MAX))
+    .bind(stored_i64(record.step.duration_ms))
     .bind(super::time::now())
     .run(&mut *conn, op)
     .await?;

@@ -3,6 +3,7 @@
 //! One process owns an embedded database, so its clock is the only one that
 //! decides lease expiry; integers keep comparisons and index order exact.
 
+use crate::backend::{stored_i64, stored_millis};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -22,9 +23,9 @@ pub(super) fn millis_of(t: DateTime<Utc>) -> Millis {
 }
 
 pub(super) fn after(from: Millis, d: Duration) -> Millis {
-    from.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    from.saturating_add(stored_millis(d))
 }
 
 pub(super) fn after_ms(from: Millis, ms: u64) -> Millis {
-    from.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX))
+    from.saturating_add(stored_i64(ms))
 }
