@@ -20,12 +20,7 @@ pub(super) async fn cancel_flow(
     cancel: FlowCancel<'_>,
 ) -> Result<u64> {
     let pool = &db.pool;
-    let FlowCancel {
-        flow: flow_id,
-        policy,
-        reason,
-    } = cancel;
-    let phases = policy.phases();
+    let (flow_id, reason, phases) = (cancel.flow, cancel.reason, cancel.policy.phases());
     // `cancel_phases` records what is left to do, for the scanner to finish
     // if this process dies before the loop below has (migration 0018).
     let members: Option<Vec<ExecutionId>> = sqlx::query_scalar(

@@ -17,12 +17,7 @@ pub(super) async fn cancel_flow(
     tenant: TenantId,
     cancel: FlowCancel<'_>,
 ) -> Result<u64> {
-    let FlowCancel {
-        flow: flow_id,
-        policy,
-        reason,
-    } = cancel;
-    let phases = policy.phases();
+    let (flow_id, reason, phases) = (cancel.flow, cancel.reason, cancel.policy.phases());
     db.write("cancel flow", async |conn, effects| {
         let found = sqlx::query(
             "UPDATE flows SET cancelled_at = coalesce(cancelled_at, ?), \

@@ -25,7 +25,6 @@ const SIBLING_CANCELLED: &str = "flow: a sibling satisfied the join";
 
 #[derive(sqlx::FromRow)]
 struct Group {
-    downstream_id: ExecutionId,
     k: Option<i32>,
     on_satisfied: String,
     total: i32,
@@ -87,7 +86,7 @@ async fn resolve_group(
     effects: &mut Effects,
 ) -> Result<()> {
     let group: Option<Group> = sqlx::query_as(
-        "SELECT downstream_id, k, on_satisfied, total, succeeded, unsatisfied FROM flow_groups \
+        "SELECT k, on_satisfied, total, succeeded, unsatisfied FROM flow_groups \
          WHERE tenant_id = ? AND downstream_id = ? AND state = 'pending'",
     )
     .bind(tenant)
@@ -119,12 +118,18 @@ async fn resolve_group(
     .await?;
     match state {
         "satisfied" => {
-            release(conn, tenant, group.downstream_id, effects).await?;
+            if let Some(row) = still_waiting(conn, tenant, downstream).await? {
+                release(conn, row, effects).await?;
+            }
             if group.on_satisfied == "cancel_remaining" {
                 cancel_unfinished_upstreams(conn, tenant, downstream, effects).await?;
             }
         }
-        "impossible" => skip(conn, tenant, downstream, effects).await?,
+        "impossible" => {
+            if let Some(row) = still_waiting(conn, tenant, downstream).await? {
+                skip(conn, row, effects).await?;
+            }
+        }
         _ => {}
     }
     Ok(())
@@ -145,23 +150,15 @@ async fn still_waiting(
 
 /// A satisfied downstream that still waits becomes runnable (now, or at its
 /// own delay), taking its input from the edge that passes a result.
-async fn release(
-    conn: &mut SqliteConnection,
-    tenant: TenantId,
-    id: ExecutionId,
-    effects: &mut Effects,
-) -> Result<()> {
-    let Some(mut row) = still_waiting(conn, tenant, id).await? else {
-        return Ok(());
-    };
+async fn release(conn: &mut SqliteConnection, mut row: Exec, effects: &mut Effects) -> Result<()> {
     let passed: Option<Option<Vec<u8>>> = sqlx::query_scalar(
         "SELECT u.result FROM flow_edges ed \
          JOIN executions u ON u.tenant_id = ed.tenant_id AND u.execution_id = ed.upstream_id \
          WHERE ed.tenant_id = ? AND ed.downstream_id = ? AND ed.pass_result \
            AND ed.state = 'satisfied'",
     )
-    .bind(tenant)
-    .bind(id)
+    .bind(row.tenant_id)
+    .bind(row.execution_id)
     .optional(&mut *conn, "release downstream")
     .await?;
     if let Some(Some(input)) = passed {
@@ -175,15 +172,7 @@ async fn release(
 }
 
 /// A downstream whose join can no longer be satisfied ends `skipped`.
-async fn skip(
-    conn: &mut SqliteConnection,
-    tenant: TenantId,
-    id: ExecutionId,
-    effects: &mut Effects,
-) -> Result<()> {
-    let Some(mut row) = still_waiting(conn, tenant, id).await? else {
-        return Ok(());
-    };
+async fn skip(conn: &mut SqliteConnection, mut row: Exec, effects: &mut Effects) -> Result<()> {
     let before = row.lease_before();
     row.make_terminal(TerminalOutcome::Skipped, now());
     row.save(conn, Some(before), effects).await?;
