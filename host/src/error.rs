@@ -130,6 +130,15 @@ impl EngineError {
         }
     }
 
+    /// No `what` (a kind of object, as the error names it) with this id
+    /// that the caller may see.
+    pub fn not_found(what: &'static str, id: impl ToString) -> Self {
+        Self::NotFound {
+            what,
+            id: id.to_string(),
+        }
+    }
+
     pub fn storage(op: &'static str) -> impl FnOnce(sqlx::Error) -> Self {
         move |cause| Self::Storage { op, cause }
     }

@@ -9,10 +9,7 @@ use crate::error::EngineError;
 use crate::model::{ExecutionId, FlowId, PublicState, TenantId};
 
 pub(crate) fn unknown_tenant(id: TenantId) -> EngineError {
-    EngineError::NotFound {
-        what: "tenant",
-        id: id.to_string(),
-    }
+    EngineError::not_found("tenant", id)
 }
 
 /// A storage error, except that a foreign-key violation (only `tenant_id`
@@ -54,17 +51,11 @@ pub(crate) fn check_named_cap(
 }
 
 pub(crate) fn budget_not_found(id: crate::model::BudgetId) -> EngineError {
-    EngineError::NotFound {
-        what: "budget",
-        id: id.to_string(),
-    }
+    EngineError::not_found("budget", id)
 }
 
 pub(crate) fn flow_not_found(flow_id: FlowId) -> EngineError {
-    EngineError::NotFound {
-        what: "flow",
-        id: flow_id.to_string(),
-    }
+    EngineError::not_found("flow", flow_id)
 }
 
 /// A cancelled flow takes nothing new (`what`: "new members or edges", …).
@@ -307,10 +298,7 @@ pub(crate) fn step_admission(
 }
 
 pub(crate) fn schedule_not_found(id: crate::model::ScheduleId) -> EngineError {
-    EngineError::NotFound {
-        what: "schedule",
-        id: id.to_string(),
-    }
+    EngineError::not_found("schedule", id)
 }
 
 pub(crate) fn schedule_name_taken(name: &str) -> EngineError {
@@ -337,10 +325,7 @@ pub(crate) fn budget_dimension_not_found(
     id: crate::model::BudgetId,
     dimension: &str,
 ) -> EngineError {
-    EngineError::NotFound {
-        what: "budget dimension",
-        id: format!("{id}/{dimension}"),
-    }
+    EngineError::not_found("budget dimension", format!("{id}/{dimension}"))
 }
 
 /// A budget's audit trail of hand corrections is full.

@@ -41,10 +41,10 @@ impl Engine {
         {
             Ok(())
         } else {
-            Err(EngineError::NotFound {
-                what: "concurrency limit",
-                id: format!("{}/{name}", scope.as_str()),
-            })
+            Err(EngineError::not_found(
+                "concurrency limit",
+                format!("{}/{name}", scope.as_str()),
+            ))
         }
     }
 }

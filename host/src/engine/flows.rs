@@ -130,10 +130,7 @@ impl Engine {
         self.flow_edges(tenant, flow, Some(from), Some(to))
             .await?
             .pop()
-            .ok_or_else(|| EngineError::NotFound {
-                what: "flow edge",
-                id: format!("{from} -> {to}"),
-            })
+            .ok_or_else(|| EngineError::not_found("flow edge", format!("{from} -> {to}")))
     }
 
     pub async fn list_flows(

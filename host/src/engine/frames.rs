@@ -103,10 +103,7 @@ impl Engine {
         self.backend
             .read_summary(tenant, attempt)
             .await?
-            .ok_or_else(|| EngineError::NotFound {
-                what: "summary of attempt",
-                id: attempt.to_string(),
-            })
+            .ok_or_else(|| EngineError::not_found("summary of attempt", attempt))
     }
 
     pub async fn read_frames(

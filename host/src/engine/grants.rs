@@ -101,10 +101,7 @@ impl Engine {
         if self.backend.delete_config(tenant, name).await? {
             Ok(())
         } else {
-            Err(EngineError::NotFound {
-                what: "config value",
-                id: name.to_owned(),
-            })
+            Err(EngineError::not_found("config value", name))
         }
     }
 

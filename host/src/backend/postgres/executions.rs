@@ -374,10 +374,7 @@ pub(super) async fn read_execution(
 }
 
 fn not_found(id: ExecutionId) -> EngineError {
-    EngineError::NotFound {
-        what: "execution",
-        id: id.to_string(),
-    }
+    EngineError::not_found("execution", id)
 }
 
 /// The shared cancel (`flowfabric_cancel`: `flowfabric_end_unfinished` with

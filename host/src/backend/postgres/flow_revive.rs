@@ -39,10 +39,7 @@ pub(super) async fn check_revivable(
     .optional(&mut *conn, OP)
     .await?;
     match member {
-        None => Err(EngineError::NotFound {
-            what: "execution",
-            id: id.to_string(),
-        }),
+        None => Err(EngineError::not_found("execution", id)),
         Some((None, _)) => Err(refusals::not_a_flow_member(id)),
         Some((Some(flow), true)) => Err(refusals::flow_cancelled(flow, "revived members")),
         Some((Some(_), false)) => Ok(()),

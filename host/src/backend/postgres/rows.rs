@@ -113,10 +113,10 @@ pub(super) async fn explain_lease_miss(
     .optional(pool, "read lease state")
     .await?;
     let Some(row) = row else {
-        return Ok(LeaseMiss::Rejected(EngineError::NotFound {
-            what: "execution",
-            id: lease.execution_id.to_string(),
-        }));
+        return Ok(LeaseMiss::Rejected(EngineError::not_found(
+            "execution",
+            lease.execution_id,
+        )));
     };
     let attempt_lease: Option<uuid::Uuid> = col(&row, "attempt_lease_id")?;
     let attempt_epoch: Option<i64> = col(&row, "attempt_lease_epoch")?;

@@ -312,10 +312,7 @@ async fn lock_by_id(tx: &mut PgConnection, tenant: TenantId, id: ExecutionId) ->
     .bind(id)
     .optional(&mut *tx, "lock execution")
     .await?
-    .ok_or_else(|| EngineError::NotFound {
-        what: "execution",
-        id: id.to_string(),
-    })?;
+    .ok_or_else(|| EngineError::not_found("execution", id))?;
     let state: String = col(&row, "public_state")?;
     let suspension: Option<serde_json::Value> = col(&row, "suspension")?;
     Ok(Locked {
@@ -378,10 +375,7 @@ async fn deliver_in(
     .bind(to.waitpoint)
     .optional(&mut *tx, op)
     .await?
-    .ok_or_else(|| EngineError::NotFound {
-        what: "waitpoint",
-        id: to.waitpoint.to_string(),
-    })?;
+    .ok_or_else(|| EngineError::not_found("waitpoint", to.waitpoint))?;
     let target = Waitpoint::from(row.waitpoint);
     if target.state == "closed" || row.expired == Some(true) {
         return Err(refusals::waitpoint_closed(&target.key));

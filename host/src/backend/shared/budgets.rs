@@ -370,10 +370,7 @@ for_both_drivers! {
         if exists {
             Ok(())
         } else {
-            Err(EngineError::NotFound {
-                what,
-                id: id.to_string(),
-            })
+            Err(EngineError::not_found(what, id))
         }
     }
 }

@@ -40,10 +40,7 @@ impl From<VersionRow> for ComponentVersion {
 }
 
 fn version_not_found(kind: &str, number: i32) -> EngineError {
-    EngineError::NotFound {
-        what: "component version",
-        id: format!("{kind}@{number}"),
-    }
+    EngineError::not_found("component version", format!("{kind}@{number}"))
 }
 
 for_both_drivers! {
@@ -119,10 +116,7 @@ for_both_drivers! {
             .bind(digest)
             .optional(&mut *conn, "component wasm")
             .await?
-            .ok_or_else(|| EngineError::NotFound {
-                what: "component",
-                id: digest.to_owned(),
-            })
+            .ok_or_else(|| EngineError::not_found("component", digest))
     }
 
     /// The newest version of `kind` that is not deprecated.

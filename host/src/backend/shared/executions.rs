@@ -55,10 +55,7 @@ for_both_drivers! {
         .bind(id)
         .optional(&mut *conn, "get execution state")
         .await?;
-        let (state, attempt_index) = row.ok_or_else(|| EngineError::NotFound {
-            what: "execution",
-            id: id.to_string(),
-        })?;
+        let (state, attempt_index) = row.ok_or_else(|| EngineError::not_found("execution", id))?;
         Ok(ExecutionState {
             state: state.parse().map_err(EngineError::Corrupt)?,
             attempt_index,

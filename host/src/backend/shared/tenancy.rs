@@ -100,10 +100,7 @@ for_both_drivers! {
         .bind(Stamp(Utc::now()))
         .optional(&mut *conn, "revoke api key")
         .await?;
-        row.map(ApiKey::from).ok_or_else(|| EngineError::NotFound {
-            what: "api key",
-            id: key_id.to_string(),
-        })
+        row.map(ApiKey::from).ok_or_else(|| EngineError::not_found("api key", key_id))
     }
 
     /// The key with this id, revoked or not, with its secret's hash (one

@@ -531,8 +531,5 @@ impl Exec {
 }
 
 pub(super) fn not_found(id: ExecutionId) -> EngineError {
-    EngineError::NotFound {
-        what: "execution",
-        id: id.to_string(),
-    }
+    EngineError::not_found("execution", id)
 }

@@ -295,10 +295,7 @@ pub(super) async fn deliver_signal(
         .bind(to.waitpoint)
         .optional(&mut *conn, "deliver signal")
         .await?
-        .ok_or_else(|| EngineError::NotFound {
-            what: "waitpoint",
-            id: to.waitpoint.to_string(),
-        })?;
+        .ok_or_else(|| EngineError::not_found("waitpoint", to.waitpoint))?;
         let expired = target.expired_by(at(now()));
         if target.state == "closed" || expired {
             return Err(refusals::waitpoint_closed(&target.waitpoint_key));
