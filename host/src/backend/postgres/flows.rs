@@ -13,10 +13,10 @@ use sqlx::PgConnection;
 
 use super::executions::{insert_executions, FlowPlacement};
 use super::flow_cancel::cancel_flow;
-use super::rows::{col, transaction, unknown_tenant_or};
+use super::rows::{col, transaction};
 use super::PgBackend;
 use crate::backend::refusals;
-use crate::backend::shared::flows::pg::{bump_graph_revision, refuse_cycles};
+use crate::backend::shared::flows::pg::{bump_graph_revision, insert_flow, refuse_cycles};
 use crate::backend::GraphWrite;
 use crate::backend::{Fetch, Run};
 use crate::error::{EngineError, Result};
@@ -35,17 +35,8 @@ async fn create_flow(
     let GraphWrite { change, max_queued } = write;
     let pool = &db.pool;
     transaction(pool, "create flow", async |tx| {
-        let flow_id = FlowId::new();
-        sqlx::query("INSERT INTO flows (tenant_id, flow_id, name, tags) VALUES ($1, $2, $3, $4)")
-            .bind(tenant)
-            .bind(flow_id)
-            .bind(&flow.name)
-            .bind(serde_json::to_value(&flow.tags).expect("tags serialise"))
-            .execute(&mut *tx)
-            .await
-            .map_err(unknown_tenant_or("create flow", tenant))?;
-        let applied = apply(tx, tenant, flow_id, change, max_queued).await?;
-        Ok(applied)
+        let flow_id = insert_flow(tx, tenant, flow).await?;
+        apply(tx, tenant, flow_id, change, max_queued).await
     })
     .await
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use chrono::Utc;
 use sqlx::types::Json;
 
 use super::stamp::Stamp;
@@ -12,7 +13,8 @@ use crate::backend::Fetch;
 use crate::error::{EngineError, Result};
 use crate::model::{
     find_cycle, EdgeState, ExecutionId, FlowEdgeDetail, FlowEdgeView, FlowId, FlowMemberView,
-    FlowSnapshot, FlowState, FlowSummary, JoinPolicy, JoinState, Page, PublicState, TenantId,
+    FlowSnapshot, FlowState, FlowSummary, JoinPolicy, JoinState, NewFlow, Page, PublicState,
+    TenantId,
 };
 
 /// A flow's own row, as both reads select it (`FLOW_COLUMNS`).
@@ -145,6 +147,25 @@ fn edge(row: EdgeRow) -> Option<FlowEdgeDetail> {
 }
 
 for_both_drivers! {
+    /// A new flow's own row, with no members yet; its id. An unknown tenant
+    /// is `not_found`.
+    async fn insert_flow(conn, tenant: TenantId, flow: &NewFlow) -> Result<FlowId> {
+        let flow_id = FlowId::new();
+        sqlx::query(
+            "INSERT INTO flows (tenant_id, flow_id, name, tags, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(tenant)
+        .bind(flow_id)
+        .bind(&flow.name)
+        .bind(Json(&flow.tags))
+        .bind(Stamp(Utc::now()))
+        .execute(&mut *conn)
+        .await
+        .map_err(refusals::unknown_tenant_or("create flow", tenant))?;
+        Ok(flow_id)
+    }
+
     /// The flow's edges in (from, to) key order, only those out of `from`
     /// and into `to` when given; `NotFound` when the tenant has no such flow.
     async fn flow_edges(conn, tenant: TenantId, flow: FlowId, filter: EdgeFilter<'_>)

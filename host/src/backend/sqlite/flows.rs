@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use sqlx::types::Json;
 use sqlx::SqliteConnection;
 
 use super::executions::{admit, create_one, Placement};
@@ -17,7 +16,7 @@ use super::tenancy::read_tenant;
 use super::time::{now, Millis};
 use super::{Effects, Finished, SqliteBackend};
 use crate::backend::refusals;
-use crate::backend::shared::flows::sqlite::{bump_graph_revision, refuse_cycles};
+use crate::backend::shared::flows::sqlite::{bump_graph_revision, insert_flow, refuse_cycles};
 use crate::backend::GraphWrite;
 use crate::backend::{Fetch, Run};
 use crate::error::{EngineError, Result};
@@ -34,17 +33,7 @@ async fn create_flow(
     let GraphWrite { change, max_queued } = write;
     db.write("create flow", async |conn, effects| {
         read_tenant(conn, tenant).await?;
-        let flow_id = FlowId::new();
-        sqlx::query(
-            "INSERT INTO flows (tenant_id, flow_id, name, tags, created_at) VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(tenant)
-        .bind(flow_id)
-        .bind(&flow.name)
-        .bind(Json(&flow.tags))
-        .bind(now())
-        .run(&mut *conn, "create flow")
-        .await?;
+        let flow_id = insert_flow(conn, tenant, flow).await?;
         apply(conn, tenant, flow_id, change, max_queued, effects).await
     })
     .await
