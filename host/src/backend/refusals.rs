@@ -74,7 +74,25 @@ pub(crate) fn not_a_flow_member(id: ExecutionId) -> EngineError {
     )
 }
 
-pub(crate) fn revision_conflict(flow_id: FlowId, revision: i32, expected: i32) -> EngineError {
+/// A graph change applies to a flow that is not cancelled, and, when it
+/// names the revision it expects, only at that revision.
+pub(crate) fn check_graph_change(
+    flow_id: FlowId,
+    (revision, cancelled): (i32, bool),
+    expected: Option<i32>,
+) -> Result<(), EngineError> {
+    if cancelled {
+        return Err(flow_cancelled(flow_id, "new members or edges"));
+    }
+    match expected {
+        Some(expected) if expected != revision => {
+            Err(revision_conflict(flow_id, revision, expected))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn revision_conflict(flow_id: FlowId, revision: i32, expected: i32) -> EngineError {
     EngineError::graph(
         "graph_revision_conflict",
         format!("flow {flow_id} is at revision {revision}, not {expected}: re-read it"),

@@ -59,17 +59,9 @@ pub(super) async fn extend_flow(
         .optional(&mut *tx, "extend flow")
         .await?
         .ok_or_else(|| refusals::flow_not_found(flow_id))?;
-        let revision: i32 = col(&row, "graph_revision")?;
-        if col::<bool>(&row, "cancelled")? {
-            return Err(refusals::flow_cancelled(flow_id, "new members or edges"));
-        }
-        if let Some(expected) = change.expected_revision {
-            if expected != revision {
-                return Err(refusals::revision_conflict(flow_id, revision, expected));
-            }
-        }
-        let applied = apply(tx, tenant, flow_id, change, max_queued).await?;
-        Ok(applied)
+        let state = (col(&row, "graph_revision")?, col(&row, "cancelled")?);
+        refusals::check_graph_change(flow_id, state, change.expected_revision)?;
+        apply(tx, tenant, flow_id, change, max_queued).await
     })
     .await
 }

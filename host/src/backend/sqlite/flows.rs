@@ -64,15 +64,8 @@ pub(super) async fn extend_flow(
 ) -> Result<GraphApplied> {
     let GraphWrite { change, max_queued } = write;
     db.write("extend flow", async |conn, effects| {
-        let (revision, cancelled) = flow_state(conn, tenant, flow_id).await?;
-        if cancelled {
-            return Err(refusals::flow_cancelled(flow_id, "new members or edges"));
-        }
-        if let Some(expected) = change.expected_revision {
-            if expected != revision {
-                return Err(refusals::revision_conflict(flow_id, revision, expected));
-            }
-        }
+        let state = flow_state(conn, tenant, flow_id).await?;
+        refusals::check_graph_change(flow_id, state, change.expected_revision)?;
         apply(conn, tenant, flow_id, change, max_queued, effects).await
     })
     .await
