@@ -17,6 +17,7 @@ use super::rows::{col, transaction};
 use super::PgBackend;
 use crate::backend::refusals;
 use crate::backend::shared::flows::pg::{bump_graph_revision, insert_flow, refuse_cycles};
+use crate::backend::shared::flows::EdgePlan;
 use crate::backend::GraphWrite;
 use crate::backend::{Fetch, Run};
 use crate::error::{EngineError, Result};
@@ -76,39 +77,26 @@ async fn apply(
 ) -> Result<GraphApplied> {
     let members = insert_members(conn, tenant, flow_id, change, max_queued).await?;
     let ids = resolve_keys(conn, tenant, flow_id, change, &members).await?;
-    let edge_ids: Vec<(ExecutionId, ExecutionId)> = change
-        .edges
-        .iter()
-        .map(|e| (ids[&e.from], ids[&e.to]))
-        .collect();
+    let plan = EdgePlan::new(change, &ids, &members);
 
     // Upstreams first (shared: they may end, but not while we read them).
-    let upstreams: BTreeSet<ExecutionId> = edge_ids.iter().map(|(u, _)| *u).collect();
-    let upstreams: Vec<ExecutionId> = upstreams.into_iter().collect();
     let ended: Vec<(ExecutionId, String)> = sqlx::query_as(
         "SELECT execution_id, terminal_outcome FROM executions \
          WHERE tenant_id = $1 AND execution_id = ANY($2) AND lifecycle_phase = 'terminal' \
          ORDER BY execution_id FOR SHARE",
     )
     .bind(tenant)
-    .bind(&upstreams)
+    .bind(&plan.upstreams)
     .all(&mut *conn, "lock upstreams")
     .await?;
 
     // Then the groups of members that already existed: they must still wait.
-    let new_ids: BTreeSet<ExecutionId> = members.values().copied().collect();
-    let existing_downstreams: BTreeSet<ExecutionId> = edge_ids
-        .iter()
-        .map(|(_, d)| *d)
-        .filter(|d| !new_ids.contains(d))
-        .collect();
-    let existing_downstreams: Vec<ExecutionId> = existing_downstreams.into_iter().collect();
-    if !existing_downstreams.is_empty() {
-        check_still_waiting(conn, tenant, &existing_downstreams, &ids).await?;
+    if !plan.existing_downstreams.is_empty() {
+        check_still_waiting(conn, tenant, &plan.existing_downstreams, &ids).await?;
     }
     insert_groups(conn, tenant, flow_id, change, &members).await?;
-    insert_edges(conn, tenant, flow_id, change, &edge_ids).await?;
-    if !existing_downstreams.is_empty() {
+    insert_edges(conn, tenant, flow_id, &plan.edges).await?;
+    if !plan.existing_downstreams.is_empty() {
         refuse_cycles(conn, tenant, flow_id).await?;
     }
     if !ended.is_empty() {
@@ -279,12 +267,13 @@ async fn insert_edges(
     conn: &mut PgConnection,
     tenant: TenantId,
     flow_id: FlowId,
-    change: &GraphChange,
-    edge_ids: &[(ExecutionId, ExecutionId)],
+    edges: &[(ExecutionId, ExecutionId, bool)],
 ) -> Result<()> {
-    if edge_ids.is_empty() {
+    if edges.is_empty() {
         return Ok(());
     }
+    let mut columns: (Vec<ExecutionId>, Vec<ExecutionId>, Vec<bool>) = Default::default();
+    columns.extend(edges.iter().copied());
     sqlx::query(
         "WITH e AS ( \
              INSERT INTO flow_edges (tenant_id, upstream_id, downstream_id, flow_id, pass_result) \
@@ -296,15 +285,9 @@ async fn insert_edges(
     )
     .bind(tenant)
     .bind(flow_id)
-    .bind(edge_ids.iter().map(|(u, _)| *u).collect::<Vec<_>>())
-    .bind(edge_ids.iter().map(|(_, d)| *d).collect::<Vec<_>>())
-    .bind(
-        change
-            .edges
-            .iter()
-            .map(|e| e.pass_result)
-            .collect::<Vec<_>>(),
-    )
+    .bind(columns.0)
+    .bind(columns.1)
+    .bind(columns.2)
     .execute(&mut *conn)
     .await
     .map_err(|e| {

@@ -1,7 +1,7 @@
 //! Flow operations that are the same on both drivers: the cycle check and
 //! revision count a graph change runs, and reading flows back.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::Utc;
 use sqlx::types::Json;
@@ -13,8 +13,8 @@ use crate::backend::Fetch;
 use crate::error::{EngineError, Result};
 use crate::model::{
     find_cycle, EdgeState, ExecutionId, FlowEdgeDetail, FlowEdgeView, FlowId, FlowMemberView,
-    FlowSnapshot, FlowState, FlowSummary, JoinPolicy, JoinState, NewFlow, Page, PublicState,
-    TenantId,
+    FlowSnapshot, FlowState, FlowSummary, GraphChange, JoinPolicy, JoinState, NewFlow, Page,
+    PublicState, TenantId,
 };
 
 /// A flow's own row, as both reads select it (`FLOW_COLUMNS`).
@@ -144,6 +144,45 @@ fn edge(row: EdgeRow) -> Option<FlowEdgeDetail> {
         state: EdgeState::from_stored(&state),
         created_at: created.into(),
     })
+}
+
+/// A graph change in ids, once its new members exist and every key it
+/// names is resolved: its edges, the upstreams they leave, and the members
+/// that existed before the change and now wait on more.
+pub(crate) struct EdgePlan {
+    /// (upstream, downstream, pass_result), in the change's order.
+    pub edges: Vec<(ExecutionId, ExecutionId, bool)>,
+    /// Every upstream once, in id order (the order their rows are locked).
+    pub upstreams: Vec<ExecutionId>,
+    /// Downstreams that are not new in this change, in id order: they must
+    /// still wait, and an edge into one may close a cycle.
+    pub existing_downstreams: Vec<ExecutionId>,
+}
+
+impl EdgePlan {
+    pub(crate) fn new(
+        change: &GraphChange,
+        ids: &HashMap<String, ExecutionId>,
+        new_members: &BTreeMap<String, ExecutionId>,
+    ) -> Self {
+        let edges: Vec<(ExecutionId, ExecutionId, bool)> = change
+            .edges
+            .iter()
+            .map(|e| (ids[&e.from], ids[&e.to], e.pass_result))
+            .collect();
+        let upstreams: BTreeSet<ExecutionId> = edges.iter().map(|(u, _, _)| *u).collect();
+        let new_ids: BTreeSet<ExecutionId> = new_members.values().copied().collect();
+        let existing_downstreams: BTreeSet<ExecutionId> = edges
+            .iter()
+            .map(|(_, d, _)| *d)
+            .filter(|d| !new_ids.contains(d))
+            .collect();
+        EdgePlan {
+            edges,
+            upstreams: upstreams.into_iter().collect(),
+            existing_downstreams: existing_downstreams.into_iter().collect(),
+        }
+    }
 }
 
 for_both_drivers! {

@@ -17,6 +17,7 @@ use super::time::{now, Millis};
 use super::{Effects, Finished, SqliteBackend};
 use crate::backend::refusals;
 use crate::backend::shared::flows::sqlite::{bump_graph_revision, insert_flow, refuse_cycles};
+use crate::backend::shared::flows::EdgePlan;
 use crate::backend::GraphWrite;
 use crate::backend::{Fetch, Run};
 use crate::error::{EngineError, Result};
@@ -82,28 +83,17 @@ async fn apply(
 ) -> Result<GraphApplied> {
     let members = insert_members(conn, tenant, flow_id, change, max_queued, effects).await?;
     let ids = resolve_keys(conn, tenant, flow_id, change, &members).await?;
-    let edges: Vec<(ExecutionId, ExecutionId, bool)> = change
-        .edges
-        .iter()
-        .map(|e| (ids[&e.from], ids[&e.to], e.pass_result))
-        .collect();
-    let new_ids: BTreeSet<ExecutionId> = members.values().copied().collect();
-    let existing_downstreams: BTreeSet<ExecutionId> = edges
-        .iter()
-        .map(|(_, d, _)| *d)
-        .filter(|d| !new_ids.contains(d))
-        .collect();
-    check_still_waiting(conn, tenant, &existing_downstreams, &ids).await?;
+    let plan = EdgePlan::new(change, &ids, &members);
+    check_still_waiting(conn, tenant, &plan.existing_downstreams, &ids).await?;
     insert_groups(conn, tenant, flow_id, change, &members).await?;
-    for (upstream, downstream, pass_result) in &edges {
+    for (upstream, downstream, pass_result) in &plan.edges {
         insert_edge(conn, tenant, flow_id, *upstream, *downstream, *pass_result).await?;
     }
-    if !existing_downstreams.is_empty() {
+    if !plan.existing_downstreams.is_empty() {
         refuse_cycles(conn, tenant, flow_id).await?;
     }
     // Edges from members that already ended resolve now, before commit.
-    let upstreams: BTreeSet<ExecutionId> = edges.iter().map(|(u, _, _)| *u).collect();
-    for upstream in upstreams {
+    for upstream in plan.upstreams {
         let row = Exec::get(conn, tenant, upstream).await?;
         if let (true, Some(outcome)) = (row.is_terminal(), &row.terminal_outcome) {
             effects.finished.push(Finished::of(&row, outcome.as_str()));
@@ -195,7 +185,7 @@ async fn resolve_keys(
 async fn check_still_waiting(
     conn: &mut SqliteConnection,
     tenant: TenantId,
-    downstreams: &BTreeSet<ExecutionId>,
+    downstreams: &[ExecutionId],
     ids: &HashMap<String, ExecutionId>,
 ) -> Result<()> {
     for downstream in downstreams {
