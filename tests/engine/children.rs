@@ -1,6 +1,7 @@
 //! Children spawned by a running execution, and waiting for them
 //! (`spawn-child` / `wait-children`).
 
+use flowfabric::backend::Sweep;
 use flowfabric::model::{
     AttemptType, ChildrenOutcome, ClaimedExecution, Failure, FailureClass, NewExecution,
     PublicState, TimeoutBehavior,
@@ -200,7 +201,10 @@ async fn bad_children_and_stale_leases_are_refused_and_write_nothing(store: Stor
 
     // Reclaimed: the old lease can neither spawn nor wait.
     db.expire_lease(id).await;
-    e.backend().reclaim_expired_leases(100).await.unwrap();
+    e.backend()
+        .reclaim_expired_leases(Sweep::every_tenant(100))
+        .await
+        .unwrap();
     let reclaimed = claim_one(e).await;
     let stale = e.spawn_child(&parent.lease, task("x"), "late").await;
     assert!(
@@ -309,7 +313,13 @@ async fn a_wait_that_times_out_fails_the_parent(store: Store) {
         .unwrap();
     assert_eq!(outcome, ChildrenOutcome::Suspended);
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    assert_eq!(e.backend().time_out_suspensions(100).await.unwrap(), 1);
+    assert_eq!(
+        e.backend()
+            .time_out_suspensions(Sweep::every_tenant(100))
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(state(e, t, parent_id).await, PublicState::Failed);
     assert_eq!(
         state(e, t, child).await,

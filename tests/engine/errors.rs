@@ -1,5 +1,6 @@
 //! Bad input gets a typed error naming what is wrong, and writes nothing.
 
+use flowfabric::backend::Sweep;
 use flowfabric::model::{Backoff, Failure, FailureClass, LeaseHandle};
 use flowfabric::EngineError;
 use flowfabric_tests::Store;
@@ -202,7 +203,10 @@ async fn frames_and_progress_are_fenced_by_the_lease(store: Store) {
         1
     );
     db.expire_lease(id).await;
-    db.backend().reclaim_expired_leases(10).await.unwrap();
+    db.backend()
+        .reclaim_expired_leases(Sweep::every_tenant(10))
+        .await
+        .unwrap();
     let new = claim_one(e).await;
 
     let err = e

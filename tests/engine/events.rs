@@ -2,6 +2,7 @@
 //! signal delivery, read by cursor; the cursor never skips an event whose
 //! transaction commits late; retention prunes old events.
 
+use flowfabric::backend::Sweep;
 use flowfabric_tests::Store;
 use std::time::Duration;
 
@@ -137,7 +138,13 @@ async fn lease_history_records_every_lease_change(store: Store) {
     let first = claim_one(e).await;
     e.renew(&first.lease, Duration::from_secs(5)).await.unwrap();
     db.expire_lease(id).await;
-    assert_eq!(db.backend().reclaim_expired_leases(10).await.unwrap(), 1);
+    assert_eq!(
+        db.backend()
+            .reclaim_expired_leases(Sweep::every_tenant(10))
+            .await
+            .unwrap(),
+        1
+    );
     let second = claim_one(e).await;
     // A stale renew changes nothing and records nothing.
     assert!(e.renew(&first.lease, Duration::from_secs(5)).await.is_err());
@@ -282,7 +289,13 @@ async fn a_timeout_auto_resume_is_a_signal_event(store: Store) {
     .await
     .unwrap();
     db.expire_suspension_timeouts().await;
-    assert_eq!(db.backend().time_out_suspensions(10).await.unwrap(), 1);
+    assert_eq!(
+        db.backend()
+            .time_out_suspensions(Sweep::every_tenant(10))
+            .await
+            .unwrap(),
+        1
+    );
     let events = db.events::<SignalEvent>(t).await;
     assert_eq!(events.len(), 1);
     assert_eq!(

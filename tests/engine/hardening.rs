@@ -4,6 +4,7 @@
 //! scanner pass fail for other tenants.
 
 use chrono::{TimeDelta, Utc};
+use flowfabric::backend::Sweep;
 use flowfabric::model::{
     Backoff, BudgetScope, DimensionLimit, FlowMember, GraphChange, HardLimitAction, JoinPolicy,
     NewBudget, NewExecution, NewFlow, StreamMode, TenantLimits,
@@ -38,8 +39,17 @@ async fn a_poisoned_row_cannot_stop_claims_or_scanners_for_others(store: Store) 
     // The scanners read the same row: lease expiry (the reclaim cap) and the
     // attempt timeout pass must not fail either.
     db.expire_lease(poisoned).await;
-    assert_eq!(db.backend().reclaim_expired_leases(100).await.unwrap(), 1);
-    db.backend().fail_timed_out_attempts(100).await.unwrap();
+    assert_eq!(
+        db.backend()
+            .reclaim_expired_leases(Sweep::every_tenant(100))
+            .await
+            .unwrap(),
+        1
+    );
+    db.backend()
+        .fail_timed_out_attempts(Sweep::every_tenant(100))
+        .await
+        .unwrap();
     let again = e
         .claim(&request(10))
         .await

@@ -2,6 +2,7 @@
 //! per lease, newest first), its lease history, the tenant overview, and
 //! listings newest first.
 
+use flowfabric::backend::Sweep;
 use flowfabric::error::EngineError;
 use flowfabric::model::{
     AttemptState, AttemptType, Backoff, ExecutionFilter, Failure, FailureClass, PublicState,
@@ -25,7 +26,10 @@ async fn attempts_list_each_lease_newest_first_and_stay_in_their_tenant(store: S
         .await
         .unwrap();
     db.make_due(id).await;
-    db.backend().promote_delayed(100).await.unwrap();
+    db.backend()
+        .promote_delayed(Sweep::every_tenant(100))
+        .await
+        .unwrap();
     let second = claim_one(e).await;
 
     let attempts = e.attempts(t, id).await.unwrap();

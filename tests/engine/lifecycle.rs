@@ -1,4 +1,5 @@
 use chrono::Utc;
+use flowfabric::backend::Sweep;
 use flowfabric::model::{
     AttemptType, Backoff, CompletionEvent, FailOutcome, Failure, FailureClass, NewExecution, Page,
     PublicState,
@@ -61,7 +62,13 @@ async fn fail_with_retry_then_success(store: Store) {
     claim_none(e).await;
 
     db.make_due(id).await;
-    assert_eq!(db.backend().promote_delayed(100).await.unwrap(), 1);
+    assert_eq!(
+        db.backend()
+            .promote_delayed(Sweep::every_tenant(100))
+            .await
+            .unwrap(),
+        1
+    );
     let second = claim_one(e).await;
     assert_eq!(
         (second.lease.attempt_index, second.attempt_type),
@@ -177,7 +184,13 @@ async fn delay_execution_releases_the_lease_until_due(store: Store) {
     assert!(matches!(err, EngineError::StaleLease { .. }), "{err}");
 
     db.make_due(id).await;
-    assert_eq!(db.backend().promote_delayed(100).await.unwrap(), 1);
+    assert_eq!(
+        db.backend()
+            .promote_delayed(Sweep::every_tenant(100))
+            .await
+            .unwrap(),
+        1
+    );
     let again = claim_one(e).await;
     assert_eq!(
         (again.lease.attempt_index, again.attempt_type),
@@ -194,7 +207,10 @@ async fn delay_until_at_creation(store: Store) {
     assert_eq!(e.get(t, id).await.unwrap().state, PublicState::Delayed);
     claim_none(e).await;
     assert_eq!(
-        db.backend().promote_delayed(100).await.unwrap(),
+        db.backend()
+            .promote_delayed(Sweep::every_tenant(100))
+            .await
+            .unwrap(),
         0,
         "not due yet"
     );

@@ -1,6 +1,7 @@
+use flowfabric::backend::Sweep;
 use std::time::Duration;
 
-use flowfabric::engine::{ScannerConfig, Scanners};
+use flowfabric::engine::{sweep_tenants, ScannerConfig, Scanners};
 use flowfabric::model::{
     AttemptState, AttemptType, Backoff, CompletionEvent, FailureClass, PublicState,
 };
@@ -15,13 +16,22 @@ async fn reclaim_expired_lease_fences_the_old_holder(store: Store) {
     let id = e.create(t, task("x")).await.unwrap().execution_id;
     let old = claim_one(e).await;
     assert_eq!(
-        db.backend().reclaim_expired_leases(100).await.unwrap(),
+        db.backend()
+            .reclaim_expired_leases(Sweep::every_tenant(100))
+            .await
+            .unwrap(),
         0,
         "lease still live"
     );
 
     db.expire_lease(id).await;
-    assert_eq!(db.backend().reclaim_expired_leases(100).await.unwrap(), 1);
+    assert_eq!(
+        db.backend()
+            .reclaim_expired_leases(Sweep::every_tenant(100))
+            .await
+            .unwrap(),
+        1
+    );
     let ex = e.get(t, id).await.unwrap();
     assert_eq!((ex.state, ex.reclaim_count), (PublicState::Waiting, 1));
 
@@ -51,7 +61,13 @@ async fn reclaim_cap_fails_the_execution(store: Store) {
     let id = e.create(t, new).await.unwrap().execution_id;
     claim_one(e).await;
     db.expire_lease(id).await;
-    assert_eq!(db.backend().reclaim_expired_leases(100).await.unwrap(), 1);
+    assert_eq!(
+        db.backend()
+            .reclaim_expired_leases(Sweep::every_tenant(100))
+            .await
+            .unwrap(),
+        1
+    );
     let ex = e.get(t, id).await.unwrap();
     assert_eq!(ex.state, PublicState::Failed);
     assert_eq!(ex.last_failure.unwrap().class, FailureClass::LeaseExpired);
@@ -79,7 +95,13 @@ async fn attempt_timeout_fails_the_attempt_and_retries(store: Store) {
     let id = e.create(t, new).await.unwrap().execution_id;
     let c = claim_one(e).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    assert_eq!(db.backend().fail_timed_out_attempts(100).await.unwrap(), 1);
+    assert_eq!(
+        db.backend()
+            .fail_timed_out_attempts(Sweep::every_tenant(100))
+            .await
+            .unwrap(),
+        1
+    );
     let ex = e.get(t, id).await.unwrap();
     assert_eq!(ex.state, PublicState::Waiting);
     assert_eq!(ex.last_failure.unwrap().class, FailureClass::Timeout);
@@ -104,7 +126,13 @@ async fn an_attempt_without_a_timeout_never_times_out(store: Store) {
     let past_any_timeout = 8 * 24 * 3_600_000;
     db.age_attempt_timeouts(Duration::from_millis(past_any_timeout))
         .await;
-    assert_eq!(db.backend().fail_timed_out_attempts(100).await.unwrap(), 1);
+    assert_eq!(
+        db.backend()
+            .fail_timed_out_attempts(Sweep::every_tenant(100))
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(e.get(t, bounded).await.unwrap().state, PublicState::Waiting);
     assert_eq!(e.get(t, open).await.unwrap().state, PublicState::Active);
     e.complete(&open_lease.lease, b"done").await.unwrap();
@@ -125,7 +153,13 @@ async fn execution_deadline_expires_runnable_and_active(store: Store) {
     let others = e.create(other, short).await.unwrap().execution_id;
 
     tokio::time::sleep(Duration::from_millis(20)).await;
-    assert_eq!(db.backend().expire_past_deadline(100).await.unwrap(), 3);
+    assert_eq!(
+        db.backend()
+            .expire_past_deadline(Sweep::every_tenant(100))
+            .await
+            .unwrap(),
+        3
+    );
     for id in [waiting, active] {
         assert_eq!(e.get(t, id).await.unwrap().state, PublicState::Expired);
     }
@@ -191,6 +225,62 @@ async fn supervised_scanners_promote_delayed_work(store: Store) {
     assert!(text.contains(promoted), "{text}");
 }
 
+/// A scanner pass over every tenant that one tenant's row breaks (here a
+/// trigger refuses updates of two of four tenants' executions) still moves
+/// every other tenant's due rows, and reports the failure: run over every
+/// tenant at once, then, when that fails, one tenant at a time.
+async fn one_tenants_row_does_not_stop_a_pass_for_the_others(store: Store) {
+    let (db, _) = setup_on(store).await;
+    let e = &db.engine;
+    let backend = db.backend();
+    // Made in this order so that each name sorts, and lists, both ways round.
+    let names = ["a-poisoned", "b-fine", "c-poisoned", "d-fine"];
+    let mut running = Vec::new();
+    for name in names {
+        let t = db.tenant(name).await;
+        let mut timed = task("x");
+        timed.policy.timeouts.attempt_timeout_ms = Some(60_000);
+        timed.policy.retry.backoff = Backoff::Fixed { delay_ms: 0 };
+        let leased = e.create(t, task("x")).await.unwrap().execution_id;
+        let timed = e.create(t, timed).await.unwrap().execution_id;
+        running.push((name, t, leased, timed));
+    }
+    let claimed = e.claim(&crate::request(10)).await.unwrap();
+    assert_eq!(claimed.len(), 2 * names.len());
+    for (_, _, leased, _) in &running {
+        db.expire_lease(*leased).await;
+    }
+    db.age_attempt_timeouts(Duration::from_secs(120)).await;
+    db.refuse_execution_updates(&["a-poisoned", "c-poisoned"])
+        .await;
+
+    let leases = sweep_tenants(backend.as_ref(), 100, |s| backend.reclaim_expired_leases(s));
+    let failed = leases.await.unwrap_err();
+    assert!(
+        failed.to_string().contains("refused by the test"),
+        "{failed}"
+    );
+    let attempts = sweep_tenants(backend.as_ref(), 100, |s| {
+        backend.fail_timed_out_attempts(s)
+    });
+    let failed = attempts.await.unwrap_err();
+    assert!(
+        failed.to_string().contains("refused by the test"),
+        "{failed}"
+    );
+    for (name, t, leased, timed) in running {
+        let moved = !name.ends_with("poisoned");
+        for (what, id) in [("expired lease", leased), ("timed-out attempt", timed)] {
+            let state = e.get(t, id).await.unwrap().state;
+            assert_eq!(
+                state == PublicState::Waiting,
+                moved,
+                "{name}'s {what}: {state:?}"
+            );
+        }
+    }
+}
+
 on_both_backends!(
     reclaim_expired_lease_fences_the_old_holder,
     reclaim_cap_fails_the_execution,
@@ -199,4 +289,5 @@ on_both_backends!(
     an_attempt_without_a_timeout_never_times_out,
     execution_deadline_expires_runnable_and_active,
     supervised_scanners_promote_delayed_work,
+    one_tenants_row_does_not_stop_a_pass_for_the_others,
 );

@@ -1,5 +1,6 @@
 //! Suspension and signals (reference §6 "suspension and signals").
 
+use flowfabric::backend::Sweep;
 use flowfabric::model::{
     AttemptType, NewSignal, PublicState, ResumeCondition, SignalOutcome, SuspendOutcome,
     TenantLimits, TimeoutBehavior,
@@ -262,12 +263,21 @@ async fn suspension_timeouts_fail_cancel_expire_or_auto_resume(store: Store) {
         ids.push(id);
     }
     assert_eq!(
-        db.backend().time_out_suspensions(100).await.unwrap(),
+        db.backend()
+            .time_out_suspensions(Sweep::every_tenant(100))
+            .await
+            .unwrap(),
         0,
         "not due yet"
     );
     db.expire_suspension_timeouts().await;
-    assert_eq!(db.backend().time_out_suspensions(100).await.unwrap(), 4);
+    assert_eq!(
+        db.backend()
+            .time_out_suspensions(Sweep::every_tenant(100))
+            .await
+            .unwrap(),
+        4
+    );
     for (id, (_, expected)) in ids.iter().zip(behaviours) {
         let ex = db.engine.get(tenant, *id).await.unwrap();
         assert_eq!(ex.state, expected, "{:?}", ex.last_failure);

@@ -515,30 +515,43 @@ impl TestDb {
     /// breaks a statement: what one tenant's bad data, or a lock timeout on
     /// its rows, does to a pass over every tenant).
     pub async fn refuse_execution_deletes(&self, tenant_names: &[&str]) {
+        self.refuse_execution_writes("DELETE", tenant_names).await;
+    }
+
+    /// Make every update of the named tenants' executions fail, as
+    /// `refuse_execution_deletes` does deletes.
+    pub async fn refuse_execution_updates(&self, tenant_names: &[&str]) {
+        self.refuse_execution_writes("UPDATE", tenant_names).await;
+    }
+
+    async fn refuse_execution_writes(&self, write: &str, tenant_names: &[&str]) {
         let names = tenant_names
             .iter()
             .map(|n| format!("'{n}'"))
             .collect::<Vec<_>>()
             .join(", ");
+        let name = format!("test_refuse_{}", write.to_lowercase());
         self.poke(
             &format!(
-                "CREATE OR REPLACE FUNCTION test_refuse_delete() RETURNS trigger \
+                "CREATE OR REPLACE FUNCTION {name}() RETURNS trigger \
                  LANGUAGE plpgsql AS $$ BEGIN \
                  IF OLD.tenant_id IN (SELECT tenant_id FROM tenants WHERE name IN ({names})) \
-                 THEN RAISE EXCEPTION 'deletes refused by the test'; END IF; \
-                 RETURN OLD; END $$"
+                 THEN RAISE EXCEPTION '{write}s refused by the test'; END IF; \
+                 RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END; END $$"
             ),
             "SELECT 1",
             None,
         )
         .await;
         self.poke(
-            "CREATE TRIGGER test_refuse_delete BEFORE DELETE ON executions FOR EACH ROW \
-             EXECUTE FUNCTION test_refuse_delete()",
             &format!(
-                "CREATE TRIGGER test_refuse_delete BEFORE DELETE ON executions \
+                "CREATE TRIGGER {name} BEFORE {write} ON executions FOR EACH ROW \
+                 EXECUTE FUNCTION {name}()"
+            ),
+            &format!(
+                "CREATE TRIGGER {name} BEFORE {write} ON executions \
                  WHEN OLD.tenant_id IN (SELECT tenant_id FROM tenants WHERE name IN ({names})) \
-                 BEGIN SELECT RAISE(ABORT, 'deletes refused by the test'); END"
+                 BEGIN SELECT RAISE(ABORT, '{write}s refused by the test'); END"
             ),
             None,
         )

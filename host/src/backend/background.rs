@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::shared::storage_methods;
+use super::Sweep;
 use tokio::sync::{broadcast, watch};
 
 use crate::error::Result;
@@ -36,18 +37,19 @@ pub trait Wakeups: Send + Sync {
 }
 
 /// Scanner passes. Each handles at most `limit` rows per tenant and returns how
-/// many it changed; all are safe to run concurrently on several hosts.
+/// many it changed; all are safe to run concurrently on several hosts. Those
+/// that take a [`Sweep`] can be narrowed to one tenant.
 #[async_trait]
 pub trait Scanners: Send + Sync {
-    async fn reclaim_expired_leases(&self, limit: u32) -> Result<u64>;
+    async fn reclaim_expired_leases(&self, sweep: Sweep) -> Result<u64>;
 
-    async fn promote_delayed(&self, limit: u32) -> Result<u64>;
+    async fn promote_delayed(&self, sweep: Sweep) -> Result<u64>;
 
-    async fn fail_timed_out_attempts(&self, limit: u32) -> Result<u64>;
+    async fn fail_timed_out_attempts(&self, sweep: Sweep) -> Result<u64>;
 
-    async fn expire_past_deadline(&self, limit: u32) -> Result<u64>;
+    async fn expire_past_deadline(&self, sweep: Sweep) -> Result<u64>;
 
-    async fn time_out_suspensions(&self, limit: u32) -> Result<u64>;
+    async fn time_out_suspensions(&self, sweep: Sweep) -> Result<u64>;
 
     /// Cancel upstreams a satisfied `cancel_remaining` join could not cancel
     /// at once (their rows were locked at the time).
@@ -80,11 +82,11 @@ storage_methods! { $ implement_scanners: impl Scanners in scanners {
     read {}
     write {}
     own {
-        reclaim_expired_leases(limit: u32) -> u64;
-        promote_delayed(limit: u32) -> u64;
-        fail_timed_out_attempts(limit: u32) -> u64;
-        expire_past_deadline(limit: u32) -> u64;
-        time_out_suspensions(limit: u32) -> u64;
+        reclaim_expired_leases(sweep: Sweep) -> u64;
+        promote_delayed(sweep: Sweep) -> u64;
+        fail_timed_out_attempts(sweep: Sweep) -> u64;
+        expire_past_deadline(sweep: Sweep) -> u64;
+        time_out_suspensions(sweep: Sweep) -> u64;
         cancel_pending_siblings(limit: u32) -> u64;
         wake_waiting_parents(limit: u32) -> u64;
         reset_due_budgets(limit: u32) -> u64;

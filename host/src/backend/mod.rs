@@ -37,7 +37,7 @@ pub use insights::Insights;
 pub use params::{
     ChildSpawn, EdgeFilter, FlowCancel, FrameBatch, GraphWrite, NewApiKey, NewComponent, NewFrame,
     NewWaitpoint, PauseChange, ScheduleCreate, SignalDelivery, SleepRequest, StepRecord,
-    SuspendRequest, UsageAdjust,
+    SuspendRequest, Sweep, UsageAdjust,
 };
 pub(crate) use stored::{stored_i32, stored_i64, stored_millis};
 pub use traits::{Components, Events, Executions, Leases, Output, Tenancy};

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use crate::model::{
     ApiKeyId, BudgetId, ChildKey, FlowCancelPolicy, FlowId, GraphChange, JournalLimits,
     NewExecution, NewSchedule, NewSignal, NewStep, ResumeCondition, SpawnLimits, StreamMode,
-    Suspension, TimeoutBehavior, UsageAdjustment, WaitpointRef,
+    Suspension, TenantId, TimeoutBehavior, UsageAdjustment, WaitpointRef,
 };
 
 /// An API key to store; only the hash of its secret is kept.
@@ -191,6 +191,26 @@ pub struct GraphWrite<'a> {
 pub struct EdgeFilter<'a> {
     pub from: Option<&'a str>,
     pub to: Option<&'a str>,
+}
+
+/// How far a scanner pass reaches: at most `limit` due rows a tenant, over
+/// every tenant, or only `tenant`'s (a pass that failed is run again one
+/// tenant at a time, so that one tenant's row that breaks it does not stop
+/// the others').
+#[derive(Clone, Copy, Debug)]
+pub struct Sweep {
+    pub limit: u32,
+    pub tenant: Option<TenantId>,
+}
+
+impl Sweep {
+    /// Every tenant, at most `limit` rows each.
+    pub fn every_tenant(limit: u32) -> Self {
+        Self {
+            limit,
+            tenant: None,
+        }
+    }
 }
 
 /// Which of a flow's members to cancel, and why.

@@ -37,7 +37,7 @@ pub use components::UploadTurn;
 pub use events::{FilteredBatch, Subscription, MAX_EVENT_PAGE};
 pub use frames::MAX_FRAMES_PER_BATCH;
 pub use insights::OVERVIEW_WINDOW;
-pub use scanners::{prune_ended, ScannerConfig, Scanners};
+pub use scanners::{prune_ended, sweep_tenants, ScannerConfig, Scanners};
 pub use schedules::MAX_SCHEDULE_PAGE;
 pub use signals::{WaitpointWithToken, MAX_SUSPENDED_PAGE, MAX_WAITPOINT_PAGE};
 pub use steps::{wake_time, MAX_STEP_PAGE};

@@ -5,6 +5,7 @@
 //! must outlive a database restart. Stopping is cooperative through a watch
 //! channel, so `shutdown` returns once every pass has finished its current batch.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +13,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Sweep};
+use crate::model::TenantId;
 
 /// How long an ended execution is kept unless the operator says otherwise.
 const DEFAULT_EXECUTION_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -104,11 +106,19 @@ impl Pass {
     async fn run(self, backend: &dyn Backend, config: &ScannerConfig) -> crate::error::Result<u64> {
         let batch = config.batch;
         match self {
-            Pass::LeaseExpiry => backend.reclaim_expired_leases(batch).await,
-            Pass::Delayed => backend.promote_delayed(batch).await,
-            Pass::AttemptTimeout => backend.fail_timed_out_attempts(batch).await,
-            Pass::Deadline => backend.expire_past_deadline(batch).await,
-            Pass::SuspensionTimeout => backend.time_out_suspensions(batch).await,
+            Pass::LeaseExpiry => {
+                sweep_tenants(backend, batch, |s| backend.reclaim_expired_leases(s)).await
+            }
+            Pass::Delayed => sweep_tenants(backend, batch, |s| backend.promote_delayed(s)).await,
+            Pass::AttemptTimeout => {
+                sweep_tenants(backend, batch, |s| backend.fail_timed_out_attempts(s)).await
+            }
+            Pass::Deadline => {
+                sweep_tenants(backend, batch, |s| backend.expire_past_deadline(s)).await
+            }
+            Pass::SuspensionTimeout => {
+                sweep_tenants(backend, batch, |s| backend.time_out_suspensions(s)).await
+            }
             Pass::SiblingCancel => backend.cancel_pending_siblings(batch).await,
             Pass::WakeParents => backend.wake_waiting_parents(batch).await,
             Pass::BudgetReset => backend.reset_due_budgets(batch).await,
@@ -138,22 +148,62 @@ pub async fn prune_ended(
     limit: u32,
 ) -> crate::error::Result<u64> {
     let cutoff = chrono::Utc::now() - retention;
-    let mut pruned = 0;
+    each_tenant(backend, |tenant| {
+        backend.prune_executions(tenant, cutoff, limit)
+    })
+    .await
+}
+
+/// Run a scanner pass over every tenant at once; if that fails, run it again
+/// for each tenant on its own. One tenant's row that breaks the pass (data
+/// it should not hold, a state a bug meets) then holds back only that
+/// tenant's share, and every other tenant's due rows still move. The pass
+/// over every tenant is the usual case and costs one statement or
+/// transaction; the retry costs one a tenant, and only after a failure.
+pub async fn sweep_tenants<F, Fut>(
+    backend: &dyn Backend,
+    limit: u32,
+    pass: F,
+) -> crate::error::Result<u64>
+where
+    F: Fn(Sweep) -> Fut,
+    Fut: Future<Output = crate::error::Result<u64>>,
+{
+    let failed = match pass(Sweep::every_tenant(limit)).await {
+        Ok(changed) => return Ok(changed),
+        Err(e) => e,
+    };
+    tracing::warn!(error = %failed, "a scanner pass over every tenant failed; running it a tenant at a time");
+    each_tenant(backend, |tenant| {
+        pass(Sweep {
+            limit,
+            tenant: Some(tenant),
+        })
+    })
+    .await
+}
+
+/// `run` for every tenant, in turn, whatever the others' outcome: each
+/// failure is logged with its tenant, and the first is returned once every
+/// tenant has had its turn; otherwise the sum of what each changed.
+async fn each_tenant<F, Fut>(backend: &dyn Backend, run: F) -> crate::error::Result<u64>
+where
+    F: Fn(TenantId) -> Fut,
+    Fut: Future<Output = crate::error::Result<u64>>,
+{
+    let mut changed = 0;
     let mut first_failure = None;
     for tenant in backend.list_tenants().await? {
-        match backend
-            .prune_executions(tenant.tenant_id, cutoff, limit)
-            .await
-        {
-            Ok(n) => pruned += n,
+        match run(tenant.tenant_id).await {
+            Ok(n) => changed += n,
             Err(e) => {
-                tracing::warn!(tenant = %tenant.tenant_id, error = %e, "pruning a tenant's executions failed");
+                tracing::warn!(tenant = %tenant.tenant_id, error = %e, "a scanner pass failed for a tenant");
                 first_failure.get_or_insert(e);
             }
         }
     }
     match first_failure {
-        None => Ok(pruned),
+        None => Ok(changed),
         Some(e) => Err(e),
     }
 }

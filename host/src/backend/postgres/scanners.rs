@@ -16,7 +16,7 @@ use super::rows::{col, completion_outbox, json, transaction};
 use super::suspension_timeouts::time_out_suspensions;
 use super::{Connections, PgBackend};
 use crate::backend::shared::events::{CompletionRow, LeaseRow, SignalRow, Stream};
-use crate::backend::Fetch;
+use crate::backend::{Fetch, Sweep};
 use crate::error::Result;
 use crate::model::{ExecutionId, TenantId};
 use crate::model::{ExecutionPolicy, Failure, FailureClass, LeaseHandle};
@@ -26,7 +26,7 @@ crate::backend::background::implement_scanners!(PgBackend, pg);
 
 /// Each tenant's expired leases, off `executions_lease_expiry_idx`
 /// (tenant, lease expiry; active executions only).
-async fn reclaim_expired_leases(db: &PgBackend, limit: u32) -> Result<u64> {
+async fn reclaim_expired_leases(db: &PgBackend, sweep: Sweep) -> Result<u64> {
     let pool = &db.pool;
     let spent = Failure::new(
         FailureClass::LeaseExpired,
@@ -37,9 +37,10 @@ async fn reclaim_expired_leases(db: &PgBackend, limit: u32) -> Result<u64> {
         "the lease expired before the attempt ended",
     );
     let n: i64 = sqlx::query_scalar(&RECLAIM_SQL)
-        .bind(i64::from(limit))
+        .bind(i64::from(sweep.limit))
         .bind(serde_json::to_value(&spent).expect("failure serialises"))
         .bind(serde_json::to_value(&expired).expect("failure serialises"))
+        .bind(sweep.tenant)
         .one(pool, "reclaim expired leases")
         .await?;
     Ok(n as u64)
@@ -47,7 +48,7 @@ async fn reclaim_expired_leases(db: &PgBackend, limit: u32) -> Result<u64> {
 
 /// Each tenant's due delayed executions, off `executions_delayed_idx`
 /// (tenant, eligible_at; runnable and not yet eligible only).
-async fn promote_delayed(db: &PgBackend, limit: u32) -> Result<u64> {
+async fn promote_delayed(db: &PgBackend, sweep: Sweep) -> Result<u64> {
     let pool = &db.pool;
     let n: i64 = sqlx::query_scalar(
         r#"
@@ -62,6 +63,7 @@ WITH due AS (
         LIMIT $1
         FOR UPDATE SKIP LOCKED
     ) c
+    WHERE $2::uuid IS NULL OR t.tenant_id = $2
 ),
 moved AS (
     UPDATE executions e SET eligibility_state = 'eligible_now',
@@ -74,7 +76,8 @@ wake AS (SELECT pg_notify('flowfabric_work', '') WHERE EXISTS (SELECT 1 FROM mov
 SELECT (SELECT count(*) FROM moved) + 0 * (SELECT count(*) FROM wake)
 "#,
     )
-    .bind(i64::from(limit))
+    .bind(i64::from(sweep.limit))
+    .bind(sweep.tenant)
     .one(pool, "promote delayed")
     .await?;
     Ok(n as u64)
@@ -83,19 +86,20 @@ SELECT (SELECT count(*) FROM moved) + 0 * (SELECT count(*) FROM wake)
 /// Attempts past their timeout fail with class `timeout`, through the same code
 /// path as a worker's `fail`, so the retry policy decides what follows.
 /// Candidates come off `executions_attempt_timeout_idx`.
-async fn fail_timed_out_attempts(db: &PgBackend, limit: u32) -> Result<u64> {
+async fn fail_timed_out_attempts(db: &PgBackend, sweep: Sweep) -> Result<u64> {
     let pool = &db.pool;
     ATTEMPTS_PAST_TIMEOUT
-        .handle(pool, limit, |tenant, id| fail_timed_out(pool, tenant, id))
+        .handle(pool, sweep, |tenant, id| fail_timed_out(pool, tenant, id))
         .await
 }
 
 /// Non-terminal executions past their deadline end `expired`; a live lease is
 /// revoked with them. Candidates come off `executions_deadline_idx`.
-async fn expire_past_deadline(db: &PgBackend, limit: u32) -> Result<u64> {
+async fn expire_past_deadline(db: &PgBackend, sweep: Sweep) -> Result<u64> {
     let pool = &db.pool;
     let n: i64 = sqlx::query_scalar(DEADLINE_SQL)
-        .bind(i64::from(limit))
+        .bind(i64::from(sweep.limit))
+        .bind(sweep.tenant)
         .one(pool, "expire past deadline")
         .await?;
     Ok(n as u64)
@@ -137,13 +141,14 @@ pub(super) const SUSPENSIONS_PAST_TIMEOUT: PastDue = PastDue {
 };
 
 impl PastDue {
-    /// Up to `limit` of each tenant's, earliest first, each given to `one`,
+    /// Up to `sweep.limit` of each tenant's (or only `sweep.tenant`'s),
+    /// earliest first, each given to `one`,
     /// which says whether it changed it (another scanner may have got there
     /// first); how many were changed.
     pub(super) async fn handle<F>(
         &self,
         pool: &Connections,
-        limit: u32,
+        sweep: Sweep,
         one: impl Fn(TenantId, ExecutionId) -> F,
     ) -> Result<u64>
     where
@@ -154,20 +159,34 @@ impl PastDue {
                  SELECT e.tenant_id, e.execution_id FROM executions e \
                  WHERE e.tenant_id = t.tenant_id AND e.lifecycle_phase = '{phase}' \
                    AND e.{column} IS NOT NULL AND e.{column} < now() \
-                 ORDER BY e.{column} LIMIT $1) c",
+                 ORDER BY e.{column} LIMIT $1) c \
+             WHERE $2::uuid IS NULL OR t.tenant_id = $2",
             phase = self.phase,
             column = self.column,
         ))
-        .bind(i64::from(limit))
+        .bind(i64::from(sweep.limit))
+        .bind(sweep.tenant)
         .all(pool, self.op)
         .await?;
+        // Each row in a transaction of its own: one that fails is logged
+        // and the rest still run, so a row that always fails does not hold
+        // back the rows after it; the first failure is returned at the end.
         let mut changed = 0;
+        let mut first_failure = None;
         for (tenant, id) in due {
-            if one(tenant, id).await? {
-                changed += 1;
+            match one(tenant, id).await {
+                Ok(true) => changed += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(%tenant, execution = %id, error = %e, op = self.op, "a scanner pass failed on one row");
+                    first_failure.get_or_insert(e);
+                }
             }
         }
-        Ok(changed)
+        match first_failure {
+            None => Ok(changed),
+            Some(e) => Err(e),
+        }
     }
 }
 
@@ -230,6 +249,7 @@ WITH expired AS (
         LIMIT $1
         FOR UPDATE SKIP LOCKED
     ) c
+    WHERE $4::uuid IS NULL OR t.tenant_id = $4
 ),
 moved AS (
     UPDATE executions e SET
@@ -281,6 +301,7 @@ WITH due AS (
         LIMIT $1
         FOR UPDATE SKIP LOCKED
     ) c
+    WHERE $2::uuid IS NULL OR t.tenant_id = $2
 ),
 batch AS (
     SELECT array_agg(tenant_id) AS tenants, array_agg(execution_id) AS ids FROM due

@@ -10,19 +10,19 @@ use uuid::Uuid;
 use super::rows::{col, json, transaction};
 use super::scanners::SUSPENSIONS_PAST_TIMEOUT;
 use super::suspension::{resume_execution, SignalEventRow};
-use crate::backend::{Fetch, Run};
+use crate::backend::{Fetch, Run, Sweep};
 use crate::error::Result;
 use crate::model::WaitpointId;
 use crate::model::{
     ExecutionId, ResumeCondition, Suspension, TenantId, TimeoutBehavior, TIMEOUT_SIGNAL,
 };
 
-/// Scanner: suspensions past their timeout, up to `limit` per tenant, each in
-/// its own transaction (the behaviours differ and each locks one row).
-pub(super) async fn time_out_suspensions(db: &PgBackend, limit: u32) -> Result<u64> {
+/// Scanner: suspensions past their timeout, up to `sweep.limit` per tenant,
+/// each in its own transaction (the behaviours differ and each locks one row).
+pub(super) async fn time_out_suspensions(db: &PgBackend, sweep: Sweep) -> Result<u64> {
     let pool = &db.pool;
     SUSPENSIONS_PAST_TIMEOUT
-        .handle(pool, limit, |tenant, id| time_out_one(pool, tenant, id))
+        .handle(pool, sweep, |tenant, id| time_out_one(pool, tenant, id))
         .await
 }
 

@@ -16,7 +16,7 @@ use super::suspension_timeouts::time_out_suspensions;
 use super::time::{now, Millis};
 use super::SqliteBackend;
 use crate::backend::{stored_i32, stored_millis};
-use crate::backend::{Fetch, Run};
+use crate::backend::{Fetch, Run, Sweep};
 use crate::error::Result;
 use crate::model::Eligibility;
 use crate::model::{AttemptPhase, TerminalOutcome};
@@ -50,13 +50,13 @@ const PAST_DEADLINE: Due = Due {
 
 /// Expired leases: the attempt ends `lease_expired` and the execution runs
 /// again (a reclaim), unless it has been reclaimed `max_reclaim_count` times.
-async fn reclaim_expired_leases(db: &SqliteBackend, limit: u32) -> Result<u64> {
+async fn reclaim_expired_leases(db: &SqliteBackend, sweep: Sweep) -> Result<u64> {
     let expired = Failure::new(
         FailureClass::LeaseExpired,
         "the lease expired before the attempt ended",
     );
     db.write(EXPIRED_LEASES.op, async |conn, effects| {
-        let (now, mut rows) = EXPIRED_LEASES.take(conn, limit, 0).await?;
+        let (now, mut rows) = EXPIRED_LEASES.take(conn, sweep, 0).await?;
         for row in &mut rows {
             let before = row.lease_before();
             let spent = row.reclaim_count + 1 > stored_i32(row.policy.timeouts.max_reclaim_count);
@@ -91,9 +91,9 @@ async fn reclaim_expired_leases(db: &SqliteBackend, limit: u32) -> Result<u64> {
 }
 
 /// Delays that have passed: the execution becomes eligible now.
-async fn promote_delayed(db: &SqliteBackend, limit: u32) -> Result<u64> {
+async fn promote_delayed(db: &SqliteBackend, sweep: Sweep) -> Result<u64> {
     db.write(DUE_DELAYS.op, async |conn, effects| {
-        let (now, mut rows) = DUE_DELAYS.take(conn, limit, 1).await?;
+        let (now, mut rows) = DUE_DELAYS.take(conn, sweep, 1).await?;
         for row in &mut rows {
             let before = row.lease_before();
             row.eligibility_state = Eligibility::EligibleNow;
@@ -107,9 +107,9 @@ async fn promote_delayed(db: &SqliteBackend, limit: u32) -> Result<u64> {
 
 /// Attempts past their timeout fail with class `timeout`; the retry policy
 /// decides what follows, as for a worker's own failure.
-async fn fail_timed_out_attempts(db: &SqliteBackend, limit: u32) -> Result<u64> {
+async fn fail_timed_out_attempts(db: &SqliteBackend, sweep: Sweep) -> Result<u64> {
     db.write(TIMED_OUT_ATTEMPTS.op, async |conn, effects| {
-        let (_, mut rows) = TIMED_OUT_ATTEMPTS.take(conn, limit, 0).await?;
+        let (_, mut rows) = TIMED_OUT_ATTEMPTS.take(conn, sweep, 0).await?;
         for row in &mut rows {
             let limit_ms = row.policy.timeouts.attempt_timeout_ms.unwrap_or_default();
             let failure = Failure::new(
@@ -124,9 +124,9 @@ async fn fail_timed_out_attempts(db: &SqliteBackend, limit: u32) -> Result<u64> 
 }
 
 /// Executions past their deadline end `expired`, whatever phase they are in.
-async fn expire_past_deadline(db: &SqliteBackend, limit: u32) -> Result<u64> {
+async fn expire_past_deadline(db: &SqliteBackend, sweep: Sweep) -> Result<u64> {
     db.write(PAST_DEADLINE.op, async |conn, effects| {
-        let (now, mut rows) = PAST_DEADLINE.take(conn, limit, 0).await?;
+        let (now, mut rows) = PAST_DEADLINE.take(conn, sweep, 0).await?;
         for row in &mut rows {
             end_unfinished(conn, row, TerminalOutcome::Expired, None, now, effects).await?;
         }
@@ -182,22 +182,23 @@ pub(super) struct Due {
 }
 
 impl Due {
-    /// The pass's clock and its due rows, at most `limit` per tenant,
-    /// oldest first. `slack` counts a row due that many milliseconds early.
+    /// The pass's clock and its due rows, at most `sweep.limit` per tenant
+    /// (of every tenant, or only `sweep.tenant`), oldest first. `slack`
+    /// counts a row due that many milliseconds early.
     pub(super) async fn take(
         &self,
         conn: &mut SqliteConnection,
-        limit: u32,
+        sweep: Sweep,
         slack: Millis,
     ) -> Result<(Millis, Vec<Exec>)> {
         let now = now();
-        Ok((now, self.rows(conn, limit, now + slack).await?))
+        Ok((now, self.rows(conn, sweep, now + slack).await?))
     }
 
     async fn rows(
         &self,
         conn: &mut SqliteConnection,
-        limit: u32,
+        sweep: Sweep,
         now: Millis,
     ) -> Result<Vec<Exec>> {
         let Due { state, column, .. } = self;
@@ -207,12 +208,14 @@ impl Due {
                      SELECT execution_id, row_number() OVER ( \
                          PARTITION BY tenant_id ORDER BY {column}) AS n \
                      FROM executions \
-                     WHERE {state} AND {column} IS NOT NULL AND {column} < ?1) \
+                     WHERE {state} AND {column} IS NOT NULL AND {column} < ?1 \
+                       AND (?3 IS NULL OR tenant_id = ?3)) \
                  WHERE n <= ?2)"
         ));
         sqlx::query_as(&sql)
             .bind(now)
-            .bind(i64::from(limit))
+            .bind(i64::from(sweep.limit))
+            .bind(sweep.tenant)
             .all(conn, self.op)
             .await
     }

@@ -12,7 +12,7 @@ use super::scanners::Due;
 use super::suspension::{resume_row, SignalEventRow};
 use super::time::now;
 use super::{Effects, SqliteBackend};
-use crate::backend::Run;
+use crate::backend::{Run, Sweep};
 use crate::error::Result;
 use crate::model::TerminalOutcome;
 use crate::model::WaitpointId;
@@ -26,9 +26,9 @@ const TIMED_OUT_SUSPENSIONS: Due = Due {
 
 /// Scanner: suspensions past their timeout resume with a `timeout` signal or
 /// end the execution, as their `on_timeout` says.
-pub(super) async fn time_out_suspensions(db: &SqliteBackend, limit: u32) -> Result<u64> {
+pub(super) async fn time_out_suspensions(db: &SqliteBackend, sweep: Sweep) -> Result<u64> {
     db.write(TIMED_OUT_SUSPENSIONS.op, async |conn, effects| {
-        let (now, mut rows) = TIMED_OUT_SUSPENSIONS.take(conn, limit, 0).await?;
+        let (now, mut rows) = TIMED_OUT_SUSPENSIONS.take(conn, sweep, 0).await?;
         for row in &mut rows {
             let Some(suspension) = row.suspension.clone() else {
                 continue;
