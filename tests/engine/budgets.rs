@@ -1,6 +1,7 @@
 //! Budgets and quotas (reference §6 "budgets and quotas"): reports checked and
 //! applied under the lease, soft and hard limits, dedup, scopes, resets.
 
+use flowfabric::backend::Sweep;
 use flowfabric::backend::UsageAdjust;
 use flowfabric::model::TenantId;
 use flowfabric::model::{
@@ -209,13 +210,31 @@ async fn budget_reset_on_its_interval(store: Store) {
     e.create(t, task("a")).await.unwrap();
     let c = claim_one(e).await;
     e.report_usage(&c.lease, "tokens", 7, None).await.unwrap();
-    assert_eq!(e.backend().reset_due_budgets(100).await.unwrap(), 0);
+    assert_eq!(
+        e.backend()
+            .reset_due_budgets(Sweep::every_tenant(100))
+            .await
+            .unwrap(),
+        0
+    );
     db.make_budget_resets_due().await;
-    assert_eq!(e.backend().reset_due_budgets(100).await.unwrap(), 1);
+    assert_eq!(
+        e.backend()
+            .reset_due_budgets(Sweep::every_tenant(100))
+            .await
+            .unwrap(),
+        1
+    );
     let after = e.backend().get_budget(t, b.budget_id).await.unwrap();
     assert_eq!(after.dimensions[0].used, 0);
     assert!(after.next_reset_at.unwrap() > chrono::Utc::now());
-    assert_eq!(e.backend().reset_due_budgets(100).await.unwrap(), 0);
+    assert_eq!(
+        e.backend()
+            .reset_due_budgets(Sweep::every_tenant(100))
+            .await
+            .unwrap(),
+        0
+    );
 }
 
 /// Reference scenario `block_and_unblock`: once a budget is exhausted, claims

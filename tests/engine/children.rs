@@ -295,9 +295,21 @@ async fn a_parent_locked_when_its_last_child_ends_is_resumed_by_the_scanner() {
         "the child did not wait for its parent's lock"
     );
     claim_none(e).await;
-    assert_eq!(e.backend().wake_waiting_parents(100).await.unwrap(), 1);
+    assert_eq!(
+        e.backend()
+            .wake_waiting_parents(Sweep::every_tenant(100))
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(state(e, t, parent_id).await, PublicState::Waiting);
-    assert_eq!(e.backend().wake_waiting_parents(100).await.unwrap(), 0);
+    assert_eq!(
+        e.backend()
+            .wake_waiting_parents(Sweep::every_tenant(100))
+            .await
+            .unwrap(),
+        0
+    );
     assert_eq!(claim_one(e).await.lease.execution_id, parent_id);
 }
 

@@ -3,6 +3,7 @@
 //! does not delay other keys; what a limit holds back says so and is handed
 //! on as slots free; start windows; which limit applies; bad input; tenants.
 
+use flowfabric::backend::Sweep;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -142,7 +143,10 @@ async fn concurrent_claimers_never_run_more_of_a_key_than_its_limit(store: Store
                     // execution, skipping one a concurrent claim has
                     // locked; the scanner's pass frees what that left
                     // held, as it does in a running installation.
-                    e.backend().release_held_keys(100).await.unwrap();
+                    e.backend()
+                        .release_held_keys(Sweep::every_tenant(100))
+                        .await
+                        .unwrap();
                     tokio::time::sleep(Duration::from_millis(5)).await;
                     continue;
                 }
@@ -229,13 +233,22 @@ async fn starts_per_window_hold_a_key_until_the_window_rolls_over(store: Store) 
         e.complete(lease, b"ok").await.unwrap();
     }
     assert!(claim_keys(e, 10).await.is_empty(), "the window is used up");
-    db.backend().release_held_keys(100).await.unwrap();
+    db.backend()
+        .release_held_keys(Sweep::every_tenant(100))
+        .await
+        .unwrap();
     assert!(
         claim_keys(e, 10).await.is_empty(),
         "nothing is released inside the window"
     );
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    assert!(db.backend().release_held_keys(100).await.unwrap() >= 2);
+    assert!(
+        db.backend()
+            .release_held_keys(Sweep::every_tenant(100))
+            .await
+            .unwrap()
+            >= 2
+    );
     assert_eq!(claim_keys(e, 10).await.len(), 2, "a new window");
 }
 

@@ -1,6 +1,7 @@
 //! Flows (reference §6: flow_linear_chain, flow_fan_out, flow_dependency_failure_propagation,
 //! flow_data_passing, flow_cancel, edge policies AnyOf/Quorum with CancelRemaining/LetRun).
 
+use flowfabric::backend::Sweep;
 use flowfabric_tests::Store;
 use std::collections::HashMap;
 
@@ -330,9 +331,21 @@ async fn sibling_cancel_waits_for_a_locked_row_then_the_scanner_finishes_it() {
         .unwrap();
     holder.rollback().await.unwrap();
     assert_eq!(state(e, t, f.members["b"]).await, PublicState::Active);
-    assert_eq!(e.backend().cancel_pending_siblings(100).await.unwrap(), 1);
+    assert_eq!(
+        e.backend()
+            .cancel_pending_siblings(Sweep::every_tenant(100))
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(state(e, t, f.members["b"]).await, PublicState::Cancelled);
-    assert_eq!(e.backend().cancel_pending_siblings(100).await.unwrap(), 0);
+    assert_eq!(
+        e.backend()
+            .cancel_pending_siblings(Sweep::every_tenant(100))
+            .await
+            .unwrap(),
+        0
+    );
     let flagged: i64 = sqlx::query_scalar("SELECT count(*) FROM flow_groups WHERE cancel_pending")
         .fetch_one(db.pg())
         .await
@@ -366,7 +379,11 @@ async fn a_flow_cancel_cut_short_is_finished_by_the_scanner() {
     .execute(db.pg())
     .await
     .unwrap();
-    let finished = e.backend().cancel_pending_siblings(100).await.unwrap();
+    let finished = e
+        .backend()
+        .cancel_pending_siblings(Sweep::every_tenant(100))
+        .await
+        .unwrap();
     assert!(
         finished >= 2,
         "{finished}: c may be skipped by a's cancel instead"

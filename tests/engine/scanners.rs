@@ -281,6 +281,52 @@ async fn one_tenants_row_does_not_stop_a_pass_for_the_others(store: Store) {
     }
 }
 
+/// A pass narrowed to one tenant (what a failed pass is retried as) moves
+/// that tenant's due rows and none of another's; the pass over every tenant
+/// then moves the rest.
+async fn a_sweep_for_one_tenant_moves_only_its_rows(store: Store) {
+    let (db, _) = setup_on(store).await;
+    let e = &db.engine;
+    let backend = db.backend();
+    let mut due = Vec::new();
+    for name in ["one", "other"] {
+        let t = db.tenant(name).await;
+        let mut timed = task("x");
+        timed.policy.timeouts.attempt_timeout_ms = Some(60_000);
+        timed.policy.retry.backoff = Backoff::Fixed { delay_ms: 0 };
+        let leased = e.create(t, task("x")).await.unwrap().execution_id;
+        let timed = e.create(t, timed).await.unwrap().execution_id;
+        let mut later = task("x");
+        later.delay_until = Some(chrono::Utc::now() + chrono::Duration::hours(1));
+        let delayed = e.create(t, later).await.unwrap().execution_id;
+        due.push((t, leased, timed, delayed));
+    }
+    assert_eq!(e.claim(&crate::request(10)).await.unwrap().len(), 4);
+    for (_, leased, _, delayed) in &due {
+        db.expire_lease(*leased).await;
+        db.make_due(*delayed).await;
+    }
+    db.age_attempt_timeouts(Duration::from_secs(120)).await;
+
+    let one = due[0].0;
+    let only_one = Sweep {
+        limit: 100,
+        tenant: Some(one),
+    };
+    for round in [only_one, Sweep::every_tenant(100)] {
+        assert_eq!(backend.reclaim_expired_leases(round).await.unwrap(), 1);
+        assert_eq!(backend.fail_timed_out_attempts(round).await.unwrap(), 1);
+        assert_eq!(backend.promote_delayed(round).await.unwrap(), 1);
+        let moved = |t| round.tenant.is_none() || t == one;
+        for &(t, leased, timed, delayed) in &due {
+            for id in [leased, timed, delayed] {
+                let state = e.get(t, id).await.unwrap().state;
+                assert_eq!(state == PublicState::Waiting, moved(t), "{t}: {state:?}");
+            }
+        }
+    }
+}
+
 on_both_backends!(
     reclaim_expired_lease_fences_the_old_holder,
     reclaim_cap_fails_the_execution,
@@ -290,4 +336,5 @@ on_both_backends!(
     execution_deadline_expires_runnable_and_active,
     supervised_scanners_promote_delayed_work,
     one_tenants_row_does_not_stop_a_pass_for_the_others,
+    a_sweep_for_one_tenant_moves_only_its_rows,
 );

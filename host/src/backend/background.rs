@@ -53,14 +53,14 @@ pub trait Scanners: Send + Sync {
 
     /// Cancel upstreams a satisfied `cancel_remaining` join could not cancel
     /// at once (their rows were locked at the time).
-    async fn cancel_pending_siblings(&self, limit: u32) -> Result<u64>;
+    async fn cancel_pending_siblings(&self, sweep: Sweep) -> Result<u64>;
 
     /// Resume parents whose children have all ended but that no child's
     /// transaction could resume (their row was locked at the time).
-    async fn wake_waiting_parents(&self, limit: u32) -> Result<u64>;
+    async fn wake_waiting_parents(&self, sweep: Sweep) -> Result<u64>;
 
     /// Reset budgets whose interval has passed.
-    async fn reset_due_budgets(&self, limit: u32) -> Result<u64>;
+    async fn reset_due_budgets(&self, sweep: Sweep) -> Result<u64>;
 
     /// Delete events older than `retention` from every event stream.
     async fn prune_events(&self, retention: std::time::Duration, limit: u32) -> Result<u64>;
@@ -87,9 +87,9 @@ storage_methods! { $ implement_scanners: impl Scanners in scanners {
         fail_timed_out_attempts(sweep: Sweep) -> u64;
         expire_past_deadline(sweep: Sweep) -> u64;
         time_out_suspensions(sweep: Sweep) -> u64;
-        cancel_pending_siblings(limit: u32) -> u64;
-        wake_waiting_parents(limit: u32) -> u64;
-        reset_due_budgets(limit: u32) -> u64;
+        cancel_pending_siblings(sweep: Sweep) -> u64;
+        wake_waiting_parents(sweep: Sweep) -> u64;
+        reset_due_budgets(sweep: Sweep) -> u64;
         prune_events(retention: std::time::Duration, limit: u32) -> u64;
         prune_executions(tenant: TenantId, cutoff: DateTime<Utc>, limit: u32) -> u64;
     }

@@ -12,7 +12,7 @@ use super::shared::storage_methods;
 use crate::error::Result;
 use chrono::{DateTime, Utc};
 
-use super::params::{PauseChange, ScheduleCreate, UsageAdjust};
+use super::params::{PauseChange, ScheduleCreate, Sweep, UsageAdjust};
 use crate::model::{
     Budget, BudgetAdjustment, BudgetId, CapabilityCeiling, ComponentGrant, ConcurrencyLimit,
     ConcurrencyScope, Created, LeaseHandle, NewBudget, Page, Schedule, ScheduleId, SealedBytes,
@@ -161,7 +161,7 @@ pub trait ConcurrencyLimits: Send + Sync {
     /// back although the key has room now (its start window rolled over, or
     /// its freed slot was handed to one that then went away). Returns how
     /// many.
-    async fn release_held_keys(&self, limit: u32) -> Result<u64>;
+    async fn release_held_keys(&self, sweep: Sweep) -> Result<u64>;
 }
 
 // Every write (which may free held work) is the backend's own.
@@ -173,7 +173,7 @@ storage_methods! { $ implement_concurrency: impl ConcurrencyLimits in concurrenc
     own {
         set_concurrency_limit(tenant: TenantId, limit: &ConcurrencyLimit, max: u32) -> ();
         delete_concurrency_limit(tenant: TenantId, scope: ConcurrencyScope, name: &str) -> bool;
-        release_held_keys(limit: u32) -> u64;
+        release_held_keys(sweep: Sweep) -> u64;
     }
 } }
 

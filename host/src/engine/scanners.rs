@@ -119,16 +119,22 @@ impl Pass {
             Pass::SuspensionTimeout => {
                 sweep_tenants(backend, batch, |s| backend.time_out_suspensions(s)).await
             }
-            Pass::SiblingCancel => backend.cancel_pending_siblings(batch).await,
-            Pass::WakeParents => backend.wake_waiting_parents(batch).await,
-            Pass::BudgetReset => backend.reset_due_budgets(batch).await,
+            Pass::SiblingCancel => {
+                sweep_tenants(backend, batch, |s| backend.cancel_pending_siblings(s)).await
+            }
+            Pass::WakeParents => {
+                sweep_tenants(backend, batch, |s| backend.wake_waiting_parents(s)).await
+            }
+            Pass::BudgetReset => {
+                sweep_tenants(backend, batch, |s| backend.reset_due_budgets(s)).await
+            }
             Pass::EventPrune => backend.prune_events(config.event_retention, batch).await,
             Pass::ExecutionPrune => match config.execution_retention {
                 Some(retention) => prune_ended(backend, retention, batch).await,
                 None => Ok(0),
             },
             Pass::Schedules => backend.fire_due_schedules(batch).await,
-            Pass::HeldKeys => backend.release_held_keys(batch).await,
+            Pass::HeldKeys => sweep_tenants(backend, batch, |s| backend.release_held_keys(s)).await,
         }
     }
 }

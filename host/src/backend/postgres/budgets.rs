@@ -13,7 +13,7 @@ use crate::backend::shared::budgets::pg::{
     check_budget_count, check_scope_exists, get_budget, insert_budget,
 };
 use crate::backend::stored_i64;
-use crate::backend::{Fetch, Run};
+use crate::backend::{Fetch, Run, Sweep};
 use crate::error::Result;
 use crate::model::{Budget, BudgetId, ExecutionId, NewBudget, TenantId};
 
@@ -156,18 +156,20 @@ pub(super) async fn release_holds(
 }
 
 /// Reset budgets whose interval has passed.
-pub(super) async fn reset_due_budgets(db: &PgBackend, limit: u32) -> Result<u64> {
+pub(super) async fn reset_due_budgets(db: &PgBackend, sweep: Sweep) -> Result<u64> {
     let pool = &db.pool;
     let op = "reset due budgets";
     transaction(pool, op, async |tx| {
         let due: Vec<(TenantId, BudgetId)> = sqlx::query_as(
             "UPDATE budgets b SET next_reset_at = now() + least(reset_interval_ms, 31622400000) * interval '1 millisecond' \
              WHERE (tenant_id, budget_id) IN ( \
-                 SELECT tenant_id, budget_id FROM budgets WHERE next_reset_at <= now() \
+                 SELECT tenant_id, budget_id FROM budgets \
+                 WHERE next_reset_at <= now() AND ($2::uuid IS NULL OR tenant_id = $2) \
                  ORDER BY next_reset_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
              RETURNING tenant_id, budget_id",
         )
-        .bind(i64::from(limit))
+        .bind(i64::from(sweep.limit))
+        .bind(sweep.tenant)
         .all(&mut *tx, op)
         .await?;
         for (tenant, id) in &due {

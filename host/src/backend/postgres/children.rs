@@ -21,7 +21,7 @@ use crate::backend::refusals;
 use crate::backend::shared::children::pg::check_child_spawn;
 use crate::backend::shared::flows::pg::bump_graph_revision;
 use crate::backend::ChildSpawn;
-use crate::backend::{Fetch, Run};
+use crate::backend::{Fetch, Run, Sweep};
 use crate::error::Result;
 use crate::model::FlowId;
 use crate::model::{
@@ -165,7 +165,7 @@ fn child(row: &PgRow) -> Result<ChildOutcome> {
 
 /// Resume parents whose children have all ended but which no child's
 /// transaction could resume (their row was locked at the time).
-pub(super) async fn wake_waiting_parents(db: &PgBackend, limit: u32) -> Result<u64> {
+pub(super) async fn wake_waiting_parents(db: &PgBackend, sweep: Sweep) -> Result<u64> {
     let pool = &db.pool;
     let woken: i32 = sqlx::query_scalar(
         "SELECT flowfabric_wake_parents(array_agg(w.tenant_id), array_agg(w.execution_id)) \
@@ -176,9 +176,11 @@ pub(super) async fn wake_waiting_parents(db: &PgBackend, limit: u32) -> Result<u
                AND NOT EXISTS (SELECT 1 FROM executions c \
                    WHERE c.tenant_id = e.tenant_id AND c.parent_id = e.execution_id \
                      AND c.lifecycle_phase <> 'terminal') \
-             LIMIT $1) w",
+             LIMIT $1) w \
+         WHERE $2::uuid IS NULL OR t.tenant_id = $2",
     )
-    .bind(i64::from(limit))
+    .bind(i64::from(sweep.limit))
+    .bind(sweep.tenant)
     .one(pool, "wake waiting parents")
     .await?;
     Ok(u64::try_from(woken).unwrap_or(0))

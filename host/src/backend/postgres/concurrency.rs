@@ -6,7 +6,7 @@
 use super::rows::transaction;
 use super::PgBackend;
 use crate::backend::shared::concurrency::pg as shared;
-use crate::backend::{Fetch, Run};
+use crate::backend::{Fetch, Run, Sweep};
 use crate::error::Result;
 use crate::model::{ConcurrencyLimit, ConcurrencyScope, TenantId};
 
@@ -79,12 +79,13 @@ async fn delete_concurrency_limit(
 /// now under the limit that applies (all of it when none does), read
 /// without locking the slot: making one too many claimable only costs
 /// the next claim a re-block, as the claim judges it under the lock.
-async fn release_held_keys(db: &PgBackend, limit: u32) -> Result<u64> {
+async fn release_held_keys(db: &PgBackend, sweep: Sweep) -> Result<u64> {
     let n: i64 = sqlx::query_scalar(
         r#"
 WITH groups AS (
     SELECT DISTINCT tenant_id, concurrency_key, kind, lane FROM executions
     WHERE eligibility_state = 'blocked_by_concurrency_key'
+      AND ($2::uuid IS NULL OR tenant_id = $2)
     LIMIT $1
 ),
 judged AS (
@@ -129,7 +130,8 @@ wake AS (SELECT pg_notify('flowfabric_work', '') WHERE EXISTS (SELECT 1 FROM fre
 SELECT (SELECT count(*) FROM freed) + 0 * (SELECT count(*) FROM wake)
 "#,
     )
-    .bind(i64::from(limit))
+    .bind(i64::from(sweep.limit))
+    .bind(sweep.tenant)
     .one(&db.pool, "release held keys")
     .await?;
     Ok(n as u64)

@@ -5,7 +5,7 @@ use super::Connections;
 use super::PgBackend;
 
 use crate::backend::{refusals, FlowCancel};
-use crate::backend::{Fetch, Run};
+use crate::backend::{Fetch, Run, Sweep};
 use crate::error::Result;
 use crate::model::{ExecutionId, TenantId};
 
@@ -73,13 +73,13 @@ const NOTHING_LEFT_TO_CANCEL: &str = "NOT EXISTS (SELECT 1 FROM executions e \
 
 /// Finish cancels of flows whose process died mid-way (`cancel_phases`),
 /// passing over members another transaction holds.
-async fn finish_cancelled_flows(pool: &Connections, limit: u32) -> Result<u64> {
+async fn finish_cancelled_flows(pool: &Connections, sweep: Sweep) -> Result<u64> {
     let cancelled = cancel_skip_locked(
         pool,
         "FROM flows f \
          JOIN executions e ON e.tenant_id = f.tenant_id AND e.flow_id = f.flow_id \
          WHERE f.cancel_phases IS NOT NULL AND e.lifecycle_phase = ANY(f.cancel_phases)",
-        limit,
+        sweep,
         "flow cancelled",
         "finish cancelled flows",
     )
@@ -88,27 +88,31 @@ async fn finish_cancelled_flows(pool: &Connections, limit: u32) -> Result<u64> {
         "UPDATE flows f SET cancel_phases = NULL \
          WHERE (f.tenant_id, f.flow_id) IN ( \
              SELECT tenant_id, flow_id FROM flows WHERE cancel_phases IS NOT NULL \
+               AND ($2::uuid IS NULL OR tenant_id = $2) \
              ORDER BY tenant_id, flow_id LIMIT $1 FOR UPDATE SKIP LOCKED) \
            AND {NOTHING_LEFT_TO_CANCEL}"
     ))
-    .bind(i64::from(limit))
+    .bind(i64::from(sweep.limit))
+    .bind(sweep.tenant)
     .run(pool, "finish cancelled flows")
     .await?;
     Ok(cancelled)
 }
 
-/// Cancel up to `limit` executions (`e`) that `from_where` picks, passing over
-/// rows another transaction holds, in one statement; returns how many ended.
+/// Cancel up to `sweep.limit` executions (`e`) that `from_where` picks (of
+/// `sweep.tenant` only, when it names one), passing over rows another
+/// transaction holds, in one statement; returns how many ended.
 async fn cancel_skip_locked(
     pool: &Connections,
     from_where: &str,
-    limit: u32,
+    sweep: Sweep,
     reason: &str,
     op: &'static str,
 ) -> Result<u64> {
     let cancelled: i64 = sqlx::query_scalar(&format!(
         "WITH c AS ( \
              SELECT e.tenant_id, e.execution_id {from_where} \
+               AND ($3::uuid IS NULL OR e.tenant_id = $3) \
              ORDER BY e.tenant_id, e.execution_id LIMIT $1 \
              FOR UPDATE OF e SKIP LOCKED) \
          SELECT count(*) FROM flowfabric_cancel( \
@@ -116,8 +120,9 @@ async fn cancel_skip_locked(
              (SELECT array_agg(execution_id ORDER BY tenant_id, execution_id) FROM c), \
              $2)"
     ))
-    .bind(i64::from(limit))
+    .bind(i64::from(sweep.limit))
     .bind(reason)
+    .bind(sweep.tenant)
     .one(pool, op)
     .await?;
     Ok(cancelled.max(0) as u64)
@@ -127,7 +132,7 @@ async fn cancel_skip_locked(
 /// upstreams were locked when the join was satisfied, and flow cancels a
 /// process did not finish (see [`cancel_flow`]). Nothing here waits on a
 /// lock, so it cannot deadlock with the transactions it is cleaning up after.
-pub(super) async fn cancel_pending_siblings(db: &PgBackend, limit: u32) -> Result<u64> {
+pub(super) async fn cancel_pending_siblings(db: &PgBackend, sweep: Sweep) -> Result<u64> {
     let pool = &db.pool;
     let cancelled = cancel_skip_locked(
         pool,
@@ -135,7 +140,7 @@ pub(super) async fn cancel_pending_siblings(db: &PgBackend, limit: u32) -> Resul
          JOIN flow_edges ed ON ed.tenant_id = g.tenant_id AND ed.downstream_id = g.downstream_id \
          JOIN executions e ON e.tenant_id = ed.tenant_id AND e.execution_id = ed.upstream_id \
          WHERE g.cancel_pending AND ed.state = 'pending' AND e.lifecycle_phase <> 'terminal'",
-        limit,
+        sweep,
         "flow: a sibling satisfied the join",
         "cancel pending siblings",
     )
@@ -144,7 +149,7 @@ pub(super) async fn cancel_pending_siblings(db: &PgBackend, limit: u32) -> Resul
         "UPDATE flow_groups SET cancel_pending = false \
          WHERE (tenant_id, downstream_id) IN ( \
              SELECT g.tenant_id, g.downstream_id FROM flow_groups g \
-             WHERE g.cancel_pending AND NOT EXISTS ( \
+             WHERE g.cancel_pending AND ($1::uuid IS NULL OR g.tenant_id = $1) AND NOT EXISTS ( \
                  SELECT 1 FROM flow_edges ed JOIN executions u \
                      ON u.tenant_id = ed.tenant_id AND u.execution_id = ed.upstream_id \
                  WHERE ed.tenant_id = g.tenant_id AND ed.downstream_id = g.downstream_id \
@@ -152,7 +157,8 @@ pub(super) async fn cancel_pending_siblings(db: &PgBackend, limit: u32) -> Resul
              ORDER BY g.tenant_id, g.downstream_id \
              FOR UPDATE SKIP LOCKED)",
     )
+    .bind(sweep.tenant)
     .run(pool, "clear cancel-pending groups")
     .await?;
-    Ok(cancelled + finish_cancelled_flows(pool, limit).await?)
+    Ok(cancelled + finish_cancelled_flows(pool, sweep).await?)
 }

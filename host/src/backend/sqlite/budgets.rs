@@ -23,7 +23,7 @@ use crate::backend::shared::budgets::sqlite::{
 };
 use crate::backend::shared::usage::{first_breach, Bound, Checked, Limit};
 use crate::backend::stored_i64;
-use crate::backend::{Fetch, Run};
+use crate::backend::{Fetch, Run, Sweep};
 use crate::error::Result;
 use crate::model::Eligibility;
 use crate::model::{
@@ -300,15 +300,17 @@ pub(super) async fn release_holds(
 }
 
 /// Reset budgets whose interval has passed.
-pub(super) async fn reset_due_budgets(db: &SqliteBackend, limit: u32) -> Result<u64> {
+pub(super) async fn reset_due_budgets(db: &SqliteBackend, sweep: Sweep) -> Result<u64> {
     db.write("reset due budgets", async |conn, effects| {
         let now = now();
         let due: Vec<(TenantId, BudgetId)> = sqlx::query_as(
-            "SELECT tenant_id, budget_id FROM budgets WHERE next_reset_at <= ? \
-             ORDER BY next_reset_at LIMIT ?",
+            "SELECT tenant_id, budget_id FROM budgets \
+             WHERE next_reset_at <= ?1 AND (?3 IS NULL OR tenant_id = ?3) \
+             ORDER BY next_reset_at LIMIT ?2",
         )
         .bind(now)
-        .bind(i64::from(limit))
+        .bind(i64::from(sweep.limit))
+        .bind(sweep.tenant)
         .all(&mut *conn, "reset due budgets")
         .await?;
         for (tenant, id) in &due {

@@ -14,7 +14,7 @@ use super::record::Exec;
 use super::time::{now, Millis};
 use super::{Effects, SqliteBackend};
 use crate::backend::shared::concurrency::sqlite as shared;
-use crate::backend::{Fetch, Run};
+use crate::backend::{Fetch, Run, Sweep};
 use crate::error::Result;
 use crate::model::{ConcurrencyLimit, ConcurrencyScope, Eligibility, TenantId};
 
@@ -278,15 +278,18 @@ async fn delete_concurrency_limit(
     .await
 }
 
-async fn release_held_keys(db: &SqliteBackend, limit: u32) -> Result<u64> {
+async fn release_held_keys(db: &SqliteBackend, sweep: Sweep) -> Result<u64> {
+    let limit = sweep.limit;
     let op = "release held keys";
     db.write(op, async |conn, effects| {
         let groups: Vec<Exec> = sqlx::query_as(&Exec::select_sql(
             "rowid IN (SELECT min(rowid) FROM executions \
                  WHERE eligibility_state = 'blocked_by_concurrency_key' \
-                 GROUP BY tenant_id, concurrency_key, kind, lane LIMIT ?)",
+                   AND (?2 IS NULL OR tenant_id = ?2) \
+                 GROUP BY tenant_id, concurrency_key, kind, lane LIMIT ?1)",
         ))
         .bind(i64::from(limit))
+        .bind(sweep.tenant)
         .all(&mut *conn, op)
         .await?;
         let now = now();

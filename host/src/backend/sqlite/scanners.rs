@@ -138,13 +138,13 @@ async fn expire_past_deadline(db: &SqliteBackend, sweep: Sweep) -> Result<u64> {
 /// Nothing to do: the single writer never finds a sibling's row locked, so
 /// the transaction that satisfies a `cancel_remaining` join cancels them all
 /// (`settle`).
-async fn cancel_pending_siblings(_db: &SqliteBackend, _limit: u32) -> Result<u64> {
+async fn cancel_pending_siblings(_db: &SqliteBackend, _sweep: Sweep) -> Result<u64> {
     Ok(0)
 }
 
 /// Nothing to do: the transaction that ends a parent's last child resumes
 /// the parent (`settle`); no row is ever locked against it.
-async fn wake_waiting_parents(_db: &SqliteBackend, _limit: u32) -> Result<u64> {
+async fn wake_waiting_parents(_db: &SqliteBackend, _sweep: Sweep) -> Result<u64> {
     Ok(0)
 }
 
