@@ -637,6 +637,48 @@ async fn a_missing_slot_is_made_by_the_claim_that_finds_it_on_postgres() {
     );
 }
 
+/// The pass that releases held executions looks at every tenant's held
+/// keys: a tenant with more held keys than the pass takes (none of them with
+/// room) does not keep another tenant's key, whose window rolled over, held.
+async fn a_tenant_with_many_held_keys_does_not_hold_back_anothers(store: Store) {
+    let (db, _) = setup_on(store).await;
+    let e = &db.engine;
+    // Made first, so its keys come first in the held keys' index.
+    let crowded = db.tenant("a-crowded").await;
+    set(e, crowded, limit(ConcurrencyScope::Kind, "echo", 1)).await;
+    for key in ["k0", "k1", "k2", "k3", "k4"] {
+        submit(e, crowded, key).await;
+        submit(e, crowded, key).await;
+    }
+    assert_eq!(claim_keys(e, 20).await.len(), 5, "one of each key runs");
+    assert!(claim_keys(e, 20).await.is_empty(), "the rest are held");
+
+    let windowed = db.tenant("b-windowed").await;
+    let mut rate = limit(ConcurrencyScope::Kind, "echo", 10);
+    rate.limit.max_starts = Some(2);
+    rate.limit.window_ms = Some(1_000);
+    set(e, windowed, rate).await;
+    for _ in 0..4 {
+        submit(e, windowed, "w").await;
+    }
+    let first = claim_keys(e, 20).await;
+    assert_eq!(first.len(), 2, "two starts a window");
+    for (_, lease) in &first {
+        e.complete(lease, b"ok").await.unwrap();
+    }
+    assert!(claim_keys(e, 20).await.is_empty(), "the window is used up");
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+
+    // Three held keys a tenant a pass: the crowded tenant's five fill it.
+    db.backend()
+        .release_held_keys(Sweep::every_tenant(3))
+        .await
+        .unwrap();
+    let released = claim_keys(e, 20).await;
+    assert_eq!(released.len(), 2, "a new window for the other tenant");
+    assert!(released.iter().all(|(key, _)| key == "w"));
+}
+
 on_both_backends!(
     batched_completions_across_keys_never_deadlock,
     only_runs_that_end_give_their_slots_back,
@@ -648,4 +690,5 @@ on_both_backends!(
     the_kinds_limit_applies_before_the_lanes,
     deleting_or_raising_a_limit_frees_what_it_held,
     bad_limits_and_keys_are_refused_and_tenants_stay_apart,
+    a_tenant_with_many_held_keys_does_not_hold_back_anothers,
 );

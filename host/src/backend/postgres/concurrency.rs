@@ -75,7 +75,9 @@ async fn delete_concurrency_limit(
 }
 
 /// Groups of held-back executions (tenant, key, kind, lane) off
-/// `executions_concurrency_blocked_idx`, each with the room its key has
+/// `executions_concurrency_blocked_idx`, at most `limit` a tenant (so one
+/// tenant's many held keys do not crowd another's out of the pass), each
+/// with the room its key has
 /// now under the limit that applies (all of it when none does), read
 /// without locking the slot: making one too many claimable only costs
 /// the next claim a re-block, as the claim judges it under the lock.
@@ -83,10 +85,14 @@ async fn release_held_keys(db: &PgBackend, sweep: Sweep) -> Result<u64> {
     let n: i64 = sqlx::query_scalar(
         r#"
 WITH groups AS (
-    SELECT DISTINCT tenant_id, concurrency_key, kind, lane FROM executions
-    WHERE eligibility_state = 'blocked_by_concurrency_key'
-      AND ($2::uuid IS NULL OR tenant_id = $2)
-    LIMIT $1
+    SELECT g.* FROM tenants t
+    CROSS JOIN LATERAL (
+        SELECT DISTINCT x.tenant_id, x.concurrency_key, x.kind, x.lane FROM executions x
+        WHERE x.tenant_id = t.tenant_id
+          AND x.eligibility_state = 'blocked_by_concurrency_key'
+        LIMIT $1
+    ) g
+    WHERE $2::uuid IS NULL OR t.tenant_id = $2
 ),
 judged AS (
     SELECT g.*, CASE WHEN rule.scope IS NULL THEN $1

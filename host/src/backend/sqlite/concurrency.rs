@@ -283,10 +283,14 @@ async fn release_held_keys(db: &SqliteBackend, sweep: Sweep) -> Result<u64> {
     let op = "release held keys";
     db.write(op, async |conn, effects| {
         let groups: Vec<Exec> = sqlx::query_as(&Exec::select_sql(
-            "rowid IN (SELECT min(rowid) FROM executions \
+            "rowid IN (SELECT first FROM ( \
+                 SELECT min(rowid) AS first, \
+                        row_number() OVER (PARTITION BY tenant_id) AS n \
+                 FROM executions \
                  WHERE eligibility_state = 'blocked_by_concurrency_key' \
                    AND (?2 IS NULL OR tenant_id = ?2) \
-                 GROUP BY tenant_id, concurrency_key, kind, lane LIMIT ?1)",
+                 GROUP BY tenant_id, concurrency_key, kind, lane) \
+             WHERE n <= ?1)",
         ))
         .bind(i64::from(limit))
         .bind(sweep.tenant)
