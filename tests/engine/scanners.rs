@@ -225,6 +225,14 @@ async fn supervised_scanners_promote_delayed_work(store: Store) {
     assert!(text.contains(promoted), "{text}");
 }
 
+/// A task whose attempts time out after a minute and are retried at once.
+fn timed_task() -> flowfabric::model::NewExecution {
+    let mut timed = task("x");
+    timed.policy.timeouts.attempt_timeout_ms = Some(60_000);
+    timed.policy.retry.backoff = Backoff::Fixed { delay_ms: 0 };
+    timed
+}
+
 /// A scanner pass over every tenant that one tenant's row breaks (here a
 /// trigger refuses updates of two of four tenants' executions) still moves
 /// every other tenant's due rows, and reports the failure: run over every
@@ -238,11 +246,8 @@ async fn one_tenants_row_does_not_stop_a_pass_for_the_others(store: Store) {
     let mut running = Vec::new();
     for name in names {
         let t = db.tenant(name).await;
-        let mut timed = task("x");
-        timed.policy.timeouts.attempt_timeout_ms = Some(60_000);
-        timed.policy.retry.backoff = Backoff::Fixed { delay_ms: 0 };
         let leased = e.create(t, task("x")).await.unwrap().execution_id;
-        let timed = e.create(t, timed).await.unwrap().execution_id;
+        let timed = e.create(t, timed_task()).await.unwrap().execution_id;
         running.push((name, t, leased, timed));
     }
     let claimed = e.claim(&crate::request(10)).await.unwrap();
@@ -291,11 +296,8 @@ async fn a_sweep_for_one_tenant_moves_only_its_rows(store: Store) {
     let mut due = Vec::new();
     for name in ["one", "other"] {
         let t = db.tenant(name).await;
-        let mut timed = task("x");
-        timed.policy.timeouts.attempt_timeout_ms = Some(60_000);
-        timed.policy.retry.backoff = Backoff::Fixed { delay_ms: 0 };
         let leased = e.create(t, task("x")).await.unwrap().execution_id;
-        let timed = e.create(t, timed).await.unwrap().execution_id;
+        let timed = e.create(t, timed_task()).await.unwrap().execution_id;
         let mut later = task("x");
         later.delay_until = Some(chrono::Utc::now() + chrono::Duration::hours(1));
         let delayed = e.create(t, later).await.unwrap().execution_id;
