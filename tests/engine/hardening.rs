@@ -5,6 +5,7 @@
 
 use chrono::{TimeDelta, Utc};
 use flowfabric::backend::Sweep;
+use flowfabric::model::STORED_RECORD_BYTES;
 use flowfabric::model::{
     Backoff, BudgetScope, DimensionLimit, FlowMember, GraphChange, HardLimitAction, JoinPolicy,
     NewBudget, NewExecution, NewFlow, StreamMode, TenantLimits,
@@ -242,9 +243,17 @@ async fn a_storage_quota_refuses_writes_past_it(store: Store) {
     let usage = e.usage(a).await.unwrap();
     assert_eq!(usage.max_stored_bytes, Some(10_000));
     assert!(usage.stored_bytes >= 8_000, "{usage:?}");
-    // Measured afresh: the two inputs and the frame's payload, to the byte.
-    assert_eq!(db.backend().stored_bytes(a).await.unwrap(), 8_005);
-    assert_eq!(db.backend().stored_bytes(b).await.unwrap(), 40_000);
+    // Measured afresh, to the byte: the two inputs and the frame's
+    // payload, and each of those three records.
+    let records = STORED_RECORD_BYTES;
+    assert_eq!(
+        db.backend().stored_bytes(a).await.unwrap(),
+        8_005 + 3 * records
+    );
+    assert_eq!(
+        db.backend().stored_bytes(b).await.unwrap(),
+        40_000 + records
+    );
 }
 
 /// Requests that find a tenant's stored bytes stale together share one

@@ -1,6 +1,7 @@
 //! Suspension and signals (reference §6 "suspension and signals").
 
 use flowfabric::backend::Sweep;
+use flowfabric::model::STORED_RECORD_BYTES;
 use flowfabric::model::{
     AttemptType, NewSignal, PublicState, ResumeCondition, SignalOutcome, SuspendOutcome,
     TenantLimits, TimeoutBehavior,
@@ -496,8 +497,12 @@ async fn signals_are_bounded_per_execution(store: Store) {
         matches!(again, SignalOutcome::Duplicate { .. }),
         "{again:?}"
     );
+    // The input and the three payloads, and those four records.
     let input = "a".len() as u64;
-    assert_eq!(e.backend().stored_bytes(tenant).await.unwrap(), input + 30);
+    assert_eq!(
+        e.backend().stored_bytes(tenant).await.unwrap(),
+        input + 30 + 4 * STORED_RECORD_BYTES
+    );
 }
 
 /// A signal sent again with its idempotency key (a client retrying after a
@@ -521,9 +526,10 @@ async fn a_resent_signal_is_a_duplicate_at_the_storage_quota(store: Store) {
     let SignalOutcome::Accepted { signal_id, .. } = first else {
         panic!("{first:?}");
     };
-    // The quota is what the tenant stores now: the input and the payload.
+    // The quota is what the tenant stores now: the input and the payload,
+    // and their two records.
     let at_quota = TenantLimits {
-        max_stored_bytes: Some(11),
+        max_stored_bytes: Some(11 + 2 * STORED_RECORD_BYTES),
         ..TenantLimits::default()
     };
     e.set_tenant_limits(tenant, at_quota).await.unwrap();

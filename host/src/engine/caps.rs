@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use super::{tighter, Engine};
 use crate::error::{EngineError, Result};
-use crate::model::{TenantId, TenantLimits, TenantUsage};
+use crate::model::{TenantId, TenantLimits, TenantUsage, STORED_RECORD_BYTES};
 
 /// How long a tenant's limits, once read, are used without reading again.
 const TTL: Duration = Duration::from_secs(5);
@@ -179,8 +179,8 @@ impl Engine {
         })
     }
 
-    /// Refuse to store `adding` more bytes for a tenant at its quota
-    /// (`quota_exceeded`). Free for a tenant with none.
+    /// Refuse to store `adding` more bytes (see [`stored_size`]) for a
+    /// tenant at its quota (`quota_exceeded`). Free for a tenant with none.
     pub async fn check_storage(&self, tenant: TenantId, adding: usize) -> Result<()> {
         let limits = self.tenant_limits(tenant).await?;
         let Some(quota) = self.storage_quota(&limits) else {
@@ -215,4 +215,11 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// `payload` bytes in `records` new records, as the storage quota counts
+/// them: each record counts [`STORED_RECORD_BYTES`] besides its payload.
+pub(crate) fn stored_size(payload: usize, records: usize) -> usize {
+    let per_record = usize::try_from(STORED_RECORD_BYTES).unwrap_or(usize::MAX);
+    payload.saturating_add(records.saturating_mul(per_record))
 }

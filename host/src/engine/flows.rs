@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use super::caps::stored_size;
 use super::{Engine, Limits};
 use crate::backend::{EdgeFilter, FlowCancel, GraphWrite};
 use crate::error::{EngineError, Result};
@@ -21,6 +22,8 @@ impl Engine {
         change: GraphChange,
     ) -> Result<GraphApplied> {
         self.check_flow(&flow)?;
+        // The flow's own record (its members are counted as executions).
+        self.check_storage(tenant, stored_size(0, 1)).await?;
         let max_queued = self.check_change(tenant, &change).await?;
         self.check_members(tenant, 0, change.members.len()).await?;
         self.check_edges_cap(0, change.edges.len())?;

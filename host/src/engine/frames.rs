@@ -2,6 +2,7 @@
 //! progress) and reading it back: each frame checked against the
 //! installation's and the tenant's limits before storage sees it.
 
+use super::caps::stored_size;
 use super::{clipped, Engine};
 use crate::backend::{FrameBatch, NewFrame};
 use crate::error::{EngineError, Result};
@@ -33,7 +34,9 @@ impl Engine {
                 ));
             }
         }
-        let max_attempt_bytes = self.frame_room(lease, payload.len()).await?;
+        let max_attempt_bytes = self
+            .frame_room(lease, stored_size(payload.len(), 1))
+            .await?;
         let frame = NewFrame {
             frame_type,
             mode,
@@ -63,7 +66,9 @@ impl Engine {
             self.check_frame_size(payload)?;
         }
         let bytes: usize = payloads.iter().map(Vec::len).sum();
-        let max_attempt_bytes = self.frame_room(lease, bytes).await?;
+        let max_attempt_bytes = self
+            .frame_room(lease, stored_size(bytes, payloads.len()))
+            .await?;
         let batch = FrameBatch {
             frame_type,
             payloads,
@@ -83,10 +88,11 @@ impl Engine {
         Ok(())
     }
 
-    /// Check `bytes` more against the tenant's stored-bytes quota; returns
+    /// Check `stored` more (payload and records) against the tenant's
+    /// stored-bytes quota; returns
     /// the cap on the bytes one attempt's frames may hold.
-    async fn frame_room(&self, lease: &LeaseHandle, bytes: usize) -> Result<u64> {
-        self.check_storage(lease.tenant_id, bytes).await?;
+    async fn frame_room(&self, lease: &LeaseHandle, stored: usize) -> Result<u64> {
+        self.check_storage(lease.tenant_id, stored).await?;
         Ok(self.caps(lease.tenant_id).await?.frame_bytes_per_attempt)
     }
 

@@ -232,7 +232,8 @@ impl Engine {
             ));
         }
         let input_bytes = batch.iter().map(|n| n.input.len()).sum();
-        self.check_storage(tenant, input_bytes).await?;
+        self.check_storage(tenant, caps::stored_size(input_bytes, batch.len()))
+            .await?;
         Ok(match (limits.max_queued, self.limits.max_queued) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

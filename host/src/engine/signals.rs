@@ -1,6 +1,7 @@
 //! Waitpoints, suspension and signals at the engine level. The tokens that
 //! authorise signal delivery, and their keys, are in `waitpoint_keys`.
 
+use super::caps::stored_size;
 use super::Engine;
 use crate::backend::{NewWaitpoint, SignalDelivery, SuspendRequest};
 use crate::error::{EngineError, Result};
@@ -180,7 +181,10 @@ impl Engine {
         // At the quota, a signal with a key may still be a resend of one
         // already kept: storage is asked with room for no new signal, so it
         // answers a duplicate as usual and refuses anything else.
-        let at_quota = match self.check_storage(tenant, signal.payload.len()).await {
+        let at_quota = match self
+            .check_storage(tenant, stored_size(signal.payload.len(), 1))
+            .await
+        {
             Ok(()) => None,
             Err(quota @ EngineError::QuotaExceeded { .. }) if signal.idempotency_key.is_some() => {
                 Some(quota)

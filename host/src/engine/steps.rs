@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+use super::caps::stored_size;
 use super::signals::MAX_SUSPEND_MS;
 use super::{truncate_utf8, Engine};
 use crate::backend::{SleepRequest, StepRecord};
@@ -41,7 +42,7 @@ impl Engine {
     /// with nothing written.
     pub async fn record_step(&self, lease: &LeaseHandle, mut step: NewStep) -> Result<()> {
         self.check_step(&mut step)?;
-        self.check_storage(lease.tenant_id, step.outcome.size())
+        self.check_storage(lease.tenant_id, stored_size(step.outcome.size(), 1))
             .await?;
         let frame = step_frame(&step);
         let record = StepRecord {

@@ -84,6 +84,7 @@ pub use suspension::{
 };
 pub use tenancy::{
     ApiKey, StoredApiKey, TaskCeilings, Tenant, TenantLimits, TenantUsage, DEFAULT_START_WINDOW_MS,
+    STORED_RECORD_BYTES,
 };
 
 pub use ids::{ApiKeyId, AttemptRef, ExecutionId, ScheduleId, TenantId, WaitpointId, WaitpointRef};

@@ -49,16 +49,24 @@ pub struct TenantLimits {
     pub max_flow_members: Option<u32>,
     /// Waitpoints one execution may create.
     pub max_waitpoints_per_execution: Option<u32>,
-    /// Bytes the tenant may keep stored: inputs, results and frames. Writes
-    /// that would pass it are refused (`quota_exceeded`).
+    /// Bytes the tenant may keep stored: inputs, results, frames, signals,
+    /// steps and component bytes, and [`STORED_RECORD_BYTES`] for each
+    /// execution, flow, frame, signal and step. Writes that would pass it
+    /// are refused (`quota_exceeded`).
     pub max_stored_bytes: Option<u64>,
 }
+
+/// What each stored record (an execution, a flow, a frame, a signal, a
+/// step) counts toward a tenant's stored bytes besides its payload: its
+/// keys, times and index entries take room whatever it holds, so records
+/// with nothing in them are not free to keep.
+pub const STORED_RECORD_BYTES: u64 = 100;
 
 /// What a tenant uses of what it may keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct TenantUsage {
-    /// Bytes of inputs, results and frames stored, as last measured (at
-    /// most a few seconds ago).
+    /// Bytes the tenant keeps (see `max_stored_bytes` in its limits), as
+    /// last measured (at most a few seconds ago).
     pub stored_bytes: u64,
     /// The quota that applies (the tenant's, or the installation's), if any.
     pub max_stored_bytes: Option<u64>,

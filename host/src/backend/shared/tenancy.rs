@@ -10,7 +10,7 @@ use crate::backend::refusals::unknown_tenant_or;
 use crate::backend::Fetch;
 use crate::backend::NewApiKey;
 use crate::error::{EngineError, Result};
-use crate::model::{ApiKey, ApiKeyId, StoredApiKey, TenantId};
+use crate::model::{ApiKey, ApiKeyId, StoredApiKey, TenantId, STORED_RECORD_BYTES};
 
 /// The columns of a key, as [`KeyRow`] reads them (never its secret's hash).
 pub(crate) const KEY_COLUMNS: &str = "key_id, tenant_id, name, created_at, revoked_at";
@@ -52,20 +52,24 @@ for_both_drivers! {
     /// reads off an index that leads with the tenant (`component_blobs`:
     /// its primary key).
     async fn stored_bytes(conn, tenant: TenantId) -> Result<u64> {
+        // $2 is what each record counts besides its payload
+        // (STORED_RECORD_BYTES).
         let bytes: i64 = sqlx::query_scalar(
             "SELECT CAST((SELECT coalesce(sum(octet_length(input) \
-                              + coalesce(octet_length(result), 0)), 0) \
+                              + coalesce(octet_length(result), 0) + $2), 0) \
                           FROM executions WHERE tenant_id = $1) \
-                       + (SELECT coalesce(sum(octet_length(payload)), 0) \
+                       + (SELECT count(*) * $2 FROM flows WHERE tenant_id = $1) \
+                       + (SELECT coalesce(sum(octet_length(payload) + $2), 0) \
                           FROM frames WHERE tenant_id = $1) \
-                       + (SELECT coalesce(sum(size), 0) FROM steps WHERE tenant_id = $1) \
-                       + (SELECT coalesce(sum(octet_length(payload)), 0) \
+                       + (SELECT coalesce(sum(size + $2), 0) FROM steps WHERE tenant_id = $1) \
+                       + (SELECT coalesce(sum(octet_length(payload) + $2), 0) \
                           FROM signals WHERE tenant_id = $1) \
                        + (SELECT coalesce(sum(octet_length(wasm)), 0) \
                           FROM component_blobs WHERE tenant_id = $1) \
                      AS BIGINT)",
         )
         .bind(tenant)
+        .bind(STORED_RECORD_BYTES as i64)
         .one(&mut *conn, "measure stored bytes")
         .await?;
         Ok(bytes.max(0) as u64)
