@@ -374,6 +374,35 @@ async fn a_component_digest_is_64_lowercase_hex_digits(store: Store) {
     assert_eq!(db.count("component_blobs").await, 1);
 }
 
+/// Records with nothing in them are not free to keep: under a quota of two
+/// and a half records, two empty executions fit and a third is refused, as
+/// is an empty flow.
+async fn empty_records_count_against_the_storage_quota(store: Store) {
+    let (db, t) = setup_on(store).await;
+    let e = &db.engine;
+    let quota = TenantLimits {
+        max_stored_bytes: Some(2 * STORED_RECORD_BYTES + STORED_RECORD_BYTES / 2),
+        ..TenantLimits::default()
+    };
+    e.set_tenant_limits(t, quota).await.unwrap();
+    let empty = || NewExecution::new("echo", Vec::new());
+    e.create(t, empty()).await.unwrap();
+    e.create(t, empty()).await.unwrap();
+    let refused = e.create(t, empty()).await.unwrap_err();
+    assert_eq!(refused.kind(), "quota_exceeded", "{refused}");
+    let flow = NewFlow {
+        name: "empty".into(),
+        tags: Default::default(),
+    };
+    let refused = e
+        .create_flow(t, flow, GraphChange::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind(), "quota_exceeded", "{refused}");
+    assert_eq!(db.count("executions").await, 2, "nothing more written");
+    assert_eq!(db.count("flows").await, 0);
+}
+
 on_both_backends!(
     a_component_digest_is_64_lowercase_hex_digits,
     flows_stop_at_their_member_cap,
@@ -382,4 +411,5 @@ on_both_backends!(
     a_storage_quota_refuses_writes_past_it,
     a_poisoned_row_cannot_stop_claims_or_scanners_for_others,
     extreme_values_are_refused_with_their_field_and_others_still_run,
+    empty_records_count_against_the_storage_quota,
 );
