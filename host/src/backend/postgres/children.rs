@@ -15,6 +15,7 @@ use super::executions::{insert_executions, FlowPlacement};
 use super::flows::violated;
 use super::leases::{rejection, FENCE};
 use super::rows::{col, parse, transaction, Args};
+use super::scanners::count_pass;
 use super::suspension::{lock_leased, record_suspension};
 use super::PgBackend;
 use crate::backend::refusals;
@@ -166,22 +167,18 @@ fn child(row: &PgRow) -> Result<ChildOutcome> {
 /// Resume parents whose children have all ended but which no child's
 /// transaction could resume (their row was locked at the time).
 pub(super) async fn wake_waiting_parents(db: &PgBackend, sweep: Sweep) -> Result<u64> {
-    let pool = &db.pool;
-    let woken: i32 = sqlx::query_scalar(
-        "SELECT flowfabric_wake_parents(array_agg(w.tenant_id), array_agg(w.execution_id)) \
-         FROM tenants t CROSS JOIN LATERAL ( \
-             SELECT e.tenant_id, e.execution_id FROM executions e \
-             WHERE e.tenant_id = t.tenant_id AND e.lifecycle_phase = 'suspended' \
-               AND e.blocking_reason = 'waiting_for_children' \
-               AND NOT EXISTS (SELECT 1 FROM executions c \
-                   WHERE c.tenant_id = e.tenant_id AND c.parent_id = e.execution_id \
-                     AND c.lifecycle_phase <> 'terminal') \
-             LIMIT $1) w \
-         WHERE $2::uuid IS NULL OR t.tenant_id = $2",
-    )
-    .bind(i64::from(sweep.limit))
-    .bind(sweep.tenant)
-    .one(pool, "wake waiting parents")
-    .await?;
-    Ok(u64::try_from(woken).unwrap_or(0))
+    count_pass(&db.pool, WAKE_PARENTS_SQL, sweep, "wake waiting parents").await
 }
+
+const WAKE_PARENTS_SQL: &str = "\
+    SELECT CAST(flowfabric_wake_parents(array_agg(w.tenant_id), array_agg(w.execution_id)) \
+                AS BIGINT) \
+    FROM tenants t CROSS JOIN LATERAL ( \
+        SELECT e.tenant_id, e.execution_id FROM executions e \
+        WHERE e.tenant_id = t.tenant_id AND e.lifecycle_phase = 'suspended' \
+          AND e.blocking_reason = 'waiting_for_children' \
+          AND NOT EXISTS (SELECT 1 FROM executions c \
+              WHERE c.tenant_id = e.tenant_id AND c.parent_id = e.execution_id \
+                AND c.lifecycle_phase <> 'terminal') \
+        LIMIT $1) w \
+    WHERE $2::uuid IS NULL OR t.tenant_id = $2";

@@ -4,9 +4,10 @@
 //! release trigger (`sql/functions/flowfabric_release_concurrency_slots.sql`).
 
 use super::rows::transaction;
+use super::scanners::count_pass;
 use super::PgBackend;
 use crate::backend::shared::concurrency::pg as shared;
-use crate::backend::{Fetch, Run, Sweep};
+use crate::backend::{Run, Sweep};
 use crate::error::Result;
 use crate::model::{ConcurrencyLimit, ConcurrencyScope, TenantId};
 
@@ -77,13 +78,15 @@ async fn delete_concurrency_limit(
 /// Groups of held-back executions (tenant, key, kind, lane) off
 /// `executions_concurrency_blocked_idx`, at most `limit` a tenant (so one
 /// tenant's many held keys do not crowd another's out of the pass), each
-/// with the room its key has
-/// now under the limit that applies (all of it when none does), read
-/// without locking the slot: making one too many claimable only costs
-/// the next claim a re-block, as the claim judges it under the lock.
+/// with the room its key has now under the limit that applies (all of it
+/// when none does), read without locking the slot: making one too many
+/// claimable only costs the next claim a re-block, as the claim judges it
+/// under the lock.
 async fn release_held_keys(db: &PgBackend, sweep: Sweep) -> Result<u64> {
-    let n: i64 = sqlx::query_scalar(
-        r#"
+    count_pass(&db.pool, RELEASE_HELD_SQL, sweep, "release held keys").await
+}
+
+const RELEASE_HELD_SQL: &str = r#"
 WITH groups AS (
     SELECT g.* FROM tenants t
     CROSS JOIN LATERAL (
@@ -134,11 +137,4 @@ freed AS (
 ),
 wake AS (SELECT pg_notify('flowfabric_work', '') WHERE EXISTS (SELECT 1 FROM freed))
 SELECT (SELECT count(*) FROM freed) + 0 * (SELECT count(*) FROM wake)
-"#,
-    )
-    .bind(i64::from(sweep.limit))
-    .bind(sweep.tenant)
-    .one(&db.pool, "release held keys")
-    .await?;
-    Ok(n as u64)
-}
+"#;

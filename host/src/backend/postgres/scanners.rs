@@ -49,9 +49,10 @@ async fn reclaim_expired_leases(db: &PgBackend, sweep: Sweep) -> Result<u64> {
 /// Each tenant's due delayed executions, off `executions_delayed_idx`
 /// (tenant, eligible_at; runnable and not yet eligible only).
 async fn promote_delayed(db: &PgBackend, sweep: Sweep) -> Result<u64> {
-    let pool = &db.pool;
-    let n: i64 = sqlx::query_scalar(
-        r#"
+    count_pass(&db.pool, PROMOTE_SQL, sweep, "promote delayed").await
+}
+
+const PROMOTE_SQL: &str = r#"
 WITH due AS (
     SELECT c.tenant_id, c.execution_id
     FROM tenants t
@@ -74,13 +75,23 @@ moved AS (
 ),
 wake AS (SELECT pg_notify('flowfabric_work', '') WHERE EXISTS (SELECT 1 FROM moved))
 SELECT (SELECT count(*) FROM moved) + 0 * (SELECT count(*) FROM wake)
-"#,
-    )
-    .bind(i64::from(sweep.limit))
-    .bind(sweep.tenant)
-    .one(pool, "promote delayed")
-    .await?;
-    Ok(n as u64)
+"#;
+
+/// Run a pass whose statement takes the sweep's limit as `$1` and its
+/// tenant (or NULL for every tenant) as `$2`, and returns how many rows it
+/// changed.
+pub(super) async fn count_pass(
+    pool: &Connections,
+    sql: &'static str,
+    sweep: Sweep,
+    op: &'static str,
+) -> Result<u64> {
+    let n: i64 = sqlx::query_scalar(sql)
+        .bind(i64::from(sweep.limit))
+        .bind(sweep.tenant)
+        .one(pool, op)
+        .await?;
+    Ok(n.max(0) as u64)
 }
 
 /// Attempts past their timeout fail with class `timeout`, through the same code
@@ -96,13 +107,7 @@ async fn fail_timed_out_attempts(db: &PgBackend, sweep: Sweep) -> Result<u64> {
 /// Non-terminal executions past their deadline end `expired`; a live lease is
 /// revoked with them. Candidates come off `executions_deadline_idx`.
 async fn expire_past_deadline(db: &PgBackend, sweep: Sweep) -> Result<u64> {
-    let pool = &db.pool;
-    let n: i64 = sqlx::query_scalar(DEADLINE_SQL)
-        .bind(i64::from(sweep.limit))
-        .bind(sweep.tenant)
-        .one(pool, "expire past deadline")
-        .await?;
-    Ok(n as u64)
+    count_pass(&db.pool, DEADLINE_SQL, sweep, "expire past deadline").await
 }
 
 async fn prune_events(db: &PgBackend, retention: Duration, limit: u32) -> Result<u64> {
