@@ -103,30 +103,44 @@ impl Pass {
         }
     }
 
-    async fn run(self, backend: &dyn Backend, config: &ScannerConfig) -> crate::error::Result<u64> {
+    async fn run(
+        self,
+        backend: &dyn Backend,
+        config: &ScannerConfig,
+        retries: &mut TenantRetries,
+    ) -> crate::error::Result<u64> {
         let batch = config.batch;
         match self {
             Pass::LeaseExpiry => {
-                sweep_tenants(backend, batch, |s| backend.reclaim_expired_leases(s)).await
+                sweep(backend, batch, retries, |s| {
+                    backend.reclaim_expired_leases(s)
+                })
+                .await
             }
-            Pass::Delayed => sweep_tenants(backend, batch, |s| backend.promote_delayed(s)).await,
+            Pass::Delayed => sweep(backend, batch, retries, |s| backend.promote_delayed(s)).await,
             Pass::AttemptTimeout => {
-                sweep_tenants(backend, batch, |s| backend.fail_timed_out_attempts(s)).await
+                sweep(backend, batch, retries, |s| {
+                    backend.fail_timed_out_attempts(s)
+                })
+                .await
             }
             Pass::Deadline => {
-                sweep_tenants(backend, batch, |s| backend.expire_past_deadline(s)).await
+                sweep(backend, batch, retries, |s| backend.expire_past_deadline(s)).await
             }
             Pass::SuspensionTimeout => {
-                sweep_tenants(backend, batch, |s| backend.time_out_suspensions(s)).await
+                sweep(backend, batch, retries, |s| backend.time_out_suspensions(s)).await
             }
             Pass::SiblingCancel => {
-                sweep_tenants(backend, batch, |s| backend.cancel_pending_siblings(s)).await
+                sweep(backend, batch, retries, |s| {
+                    backend.cancel_pending_siblings(s)
+                })
+                .await
             }
             Pass::WakeParents => {
-                sweep_tenants(backend, batch, |s| backend.wake_waiting_parents(s)).await
+                sweep(backend, batch, retries, |s| backend.wake_waiting_parents(s)).await
             }
             Pass::BudgetReset => {
-                sweep_tenants(backend, batch, |s| backend.reset_due_budgets(s)).await
+                sweep(backend, batch, retries, |s| backend.reset_due_budgets(s)).await
             }
             Pass::EventPrune => backend.prune_events(config.event_retention, batch).await,
             Pass::ExecutionPrune => match config.execution_retention {
@@ -134,7 +148,9 @@ impl Pass {
                 None => Ok(0),
             },
             Pass::Schedules => backend.fire_due_schedules(batch).await,
-            Pass::HeldKeys => sweep_tenants(backend, batch, |s| backend.release_held_keys(s)).await,
+            Pass::HeldKeys => {
+                sweep(backend, batch, retries, |s| backend.release_held_keys(s)).await
+            }
         }
     }
 }
@@ -175,10 +191,55 @@ where
     F: Fn(Sweep) -> Fut,
     Fut: Future<Output = crate::error::Result<u64>>,
 {
+    sweep(backend, limit, &mut TenantRetries::default(), pass).await
+}
+
+/// How often a pass that keeps failing over every tenant is run again a
+/// tenant at a time. Each such retry reads every tenant, so a row that
+/// always breaks a pass costs the database one round of per-tenant
+/// statements a period, not one a pass; meanwhile the other tenants' due
+/// rows for that pass wait at most this long.
+const TENANT_RETRY_PERIOD: Duration = Duration::from_secs(30);
+
+/// When a scanner task last retried its pass a tenant at a time.
+#[derive(Debug, Default)]
+struct TenantRetries {
+    last: Option<std::time::Instant>,
+}
+
+impl TenantRetries {
+    /// Whether a retry may run at `now` (and, if so, it counts as the last).
+    fn take(&mut self, now: std::time::Instant) -> bool {
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < TENANT_RETRY_PERIOD)
+        {
+            return false;
+        }
+        self.last = Some(now);
+        true
+    }
+}
+
+/// [`sweep_tenants`], retrying a tenant at a time only when `retries`
+/// allows it.
+async fn sweep<F, Fut>(
+    backend: &dyn Backend,
+    limit: u32,
+    retries: &mut TenantRetries,
+    pass: F,
+) -> crate::error::Result<u64>
+where
+    F: Fn(Sweep) -> Fut,
+    Fut: Future<Output = crate::error::Result<u64>>,
+{
     let failed = match pass(Sweep::every_tenant(limit)).await {
         Ok(changed) => return Ok(changed),
         Err(e) => e,
     };
+    if !retries.take(std::time::Instant::now()) {
+        return Err(failed);
+    }
     tracing::warn!(error = %failed, "a scanner pass over every tenant failed; running it a tenant at a time");
     each_tenant(backend, |tenant| {
         pass(Sweep {
@@ -244,9 +305,13 @@ impl Scanners {
             let mut stopped = stop.subscribe();
             let config = config.clone();
             tasks.spawn(async move {
+                let mut retries = TenantRetries::default();
                 loop {
                     let span = tracing::debug_span!("scan", pass = pass.name());
-                    let ran = pass.run(backend.as_ref(), &config).instrument(span).await;
+                    let ran = pass
+                        .run(backend.as_ref(), &config, &mut retries)
+                        .instrument(span)
+                        .await;
                     let again = match ran {
                         Ok(n) => {
                             if n > 0 {
@@ -282,5 +347,24 @@ impl Scanners {
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_pass_is_retried_a_tenant_at_a_time_once_a_period() {
+        let start = std::time::Instant::now();
+        let mut retries = TenantRetries::default();
+        assert!(retries.take(start), "the first failure is retried at once");
+        assert!(!retries.take(start), "not again within the period");
+        let almost = start + TENANT_RETRY_PERIOD - Duration::from_millis(1);
+        assert!(!retries.take(almost));
+        assert!(
+            retries.take(start + TENANT_RETRY_PERIOD),
+            "once the period has passed"
+        );
     }
 }
