@@ -49,23 +49,21 @@ async fn reclaim_expired_leases(db: &PgBackend, sweep: Sweep) -> Result<u64> {
 /// Each tenant's due delayed executions, off `executions_delayed_idx`
 /// (tenant, eligible_at; runnable and not yet eligible only).
 async fn promote_delayed(db: &PgBackend, sweep: Sweep) -> Result<u64> {
-    count_pass(&db.pool, PROMOTE_SQL, sweep, "promote delayed").await
+    count_pass(&db.pool, &PROMOTE_SQL, sweep, "promote delayed").await
 }
 
-const PROMOTE_SQL: &str = r#"
-WITH due AS (
-    SELECT c.tenant_id, c.execution_id
-    FROM tenants t
-    CROSS JOIN LATERAL (
-        SELECT e.tenant_id, e.execution_id FROM executions e
-        WHERE e.tenant_id = t.tenant_id AND e.lifecycle_phase = 'runnable'
-          AND e.eligibility_state = 'not_eligible_until_time' AND e.eligible_at <= now()
-        ORDER BY e.eligible_at
-        LIMIT $1
-        FOR UPDATE SKIP LOCKED
-    ) c
-    WHERE $2::uuid IS NULL OR t.tenant_id = $2
-),
+static PROMOTE_SQL: LazyLock<String> = LazyLock::new(|| {
+    let due = DuePerTenant {
+        also: "",
+        due: "e.lifecycle_phase = 'runnable' \
+              AND e.eligibility_state = 'not_eligible_until_time' AND e.eligible_at <= now()",
+        order: "eligible_at",
+        tenant: "$2",
+        locked: true,
+    };
+    format!(
+        r#"
+WITH due AS ({due}),
 moved AS (
     UPDATE executions e SET eligibility_state = 'eligible_now',
         blocking_reason = 'waiting_for_worker', updated_at = now()
@@ -75,14 +73,17 @@ moved AS (
 ),
 wake AS (SELECT pg_notify('flowfabric_work', '') WHERE EXISTS (SELECT 1 FROM moved))
 SELECT (SELECT count(*) FROM moved) + 0 * (SELECT count(*) FROM wake)
-"#;
+"#,
+        due = due.sql()
+    )
+});
 
 /// Run a pass whose statement takes the sweep's limit as `$1` and its
 /// tenant (or NULL for every tenant) as `$2`, and returns how many rows it
 /// changed.
 pub(super) async fn count_pass(
     pool: &Connections,
-    sql: &'static str,
+    sql: &str,
     sweep: Sweep,
     op: &'static str,
 ) -> Result<u64> {
@@ -107,7 +108,7 @@ async fn fail_timed_out_attempts(db: &PgBackend, sweep: Sweep) -> Result<u64> {
 /// Non-terminal executions past their deadline end `expired`; a live lease is
 /// revoked with them. Candidates come off `executions_deadline_idx`.
 async fn expire_past_deadline(db: &PgBackend, sweep: Sweep) -> Result<u64> {
-    count_pass(&db.pool, DEADLINE_SQL, sweep, "expire past deadline").await
+    count_pass(&db.pool, &DEADLINE_SQL, sweep, "expire past deadline").await
 }
 
 async fn prune_events(db: &PgBackend, retention: Duration, limit: u32) -> Result<u64> {
@@ -117,6 +118,46 @@ async fn prune_events(db: &PgBackend, retention: Duration, limit: u32) -> Result
         pruned += super::outbox::prune(&db.pool, table, ms, limit).await?;
     }
     Ok(pruned)
+}
+
+/// Each tenant's due executions, the rule every pass here reads them by:
+/// through a `LATERAL` probe per tenant (so a tenant with a huge backlog
+/// takes no more of a pass than `$1` rows), those `due` (a condition on
+/// `e`) earliest by `order` first, of every tenant or only the one `tenant`
+/// (a parameter, NULL for every tenant) names. `locked`: taken with
+/// `FOR UPDATE SKIP LOCKED`, so hosts running the same pass take different
+/// rows. Selects `tenant_id`, `execution_id` and `also` (extra columns of
+/// `e`, each with a leading comma).
+struct DuePerTenant<'a> {
+    also: &'a str,
+    due: &'a str,
+    order: &'a str,
+    tenant: &'a str,
+    locked: bool,
+}
+
+impl DuePerTenant<'_> {
+    fn sql(&self) -> String {
+        let DuePerTenant {
+            also,
+            due,
+            order,
+            tenant,
+            locked,
+        } = self;
+        let lock = if *locked {
+            "FOR UPDATE SKIP LOCKED"
+        } else {
+            ""
+        };
+        format!(
+            "SELECT c.* FROM tenants t CROSS JOIN LATERAL ( \
+                 SELECT e.tenant_id, e.execution_id{also} FROM executions e \
+                 WHERE e.tenant_id = t.tenant_id AND {due} \
+                 ORDER BY e.{order} LIMIT $1 {lock}) c \
+             WHERE {tenant}::uuid IS NULL OR t.tenant_id = {tenant}"
+        )
+    }
 }
 
 /// Executions past a deadline of their phase, each handled in a
@@ -159,20 +200,23 @@ impl PastDue {
     where
         F: std::future::Future<Output = Result<bool>>,
     {
-        let due: Vec<(TenantId, ExecutionId)> = sqlx::query_as(&format!(
-            "SELECT c.tenant_id, c.execution_id FROM tenants t CROSS JOIN LATERAL ( \
-                 SELECT e.tenant_id, e.execution_id FROM executions e \
-                 WHERE e.tenant_id = t.tenant_id AND e.lifecycle_phase = '{phase}' \
-                   AND e.{column} IS NOT NULL AND e.{column} < now() \
-                 ORDER BY e.{column} LIMIT $1) c \
-             WHERE $2::uuid IS NULL OR t.tenant_id = $2",
+        let due = format!(
+            "e.lifecycle_phase = '{phase}' AND e.{column} IS NOT NULL AND e.{column} < now()",
             phase = self.phase,
             column = self.column,
-        ))
-        .bind(i64::from(sweep.limit))
-        .bind(sweep.tenant)
-        .all(pool, self.op)
-        .await?;
+        );
+        let search = DuePerTenant {
+            also: "",
+            due: &due,
+            order: self.column,
+            tenant: "$2",
+            locked: false,
+        };
+        let due: Vec<(TenantId, ExecutionId)> = sqlx::query_as(&search.sql())
+            .bind(i64::from(sweep.limit))
+            .bind(sweep.tenant)
+            .all(pool, self.op)
+            .await?;
         // Each row in a transaction of its own: one that fails is logged
         // and the rest still run, so a row that always fails does not hold
         // back the rows after it; the first failure is returned at the end.
@@ -240,22 +284,7 @@ async fn fail_timed_out(
 static RECLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         r#"
-WITH expired AS (
-    SELECT c.tenant_id, c.execution_id, c.spent
-    FROM tenants t
-    CROSS JOIN LATERAL (
-        SELECT e.tenant_id, e.execution_id,
-               e.reclaim_count + 1
-                   > coalesce(least((e.policy -> 'timeouts' ->> 'max_reclaim_count')::numeric, 1000)::int, 100) AS spent
-        FROM executions e
-        WHERE e.tenant_id = t.tenant_id AND e.lifecycle_phase = 'active'
-          AND e.lease_expires_at < now()
-        ORDER BY e.lease_expires_at
-        LIMIT $1
-        FOR UPDATE SKIP LOCKED
-    ) c
-    WHERE $4::uuid IS NULL OR t.tenant_id = $4
-),
+WITH expired AS ({expired}),
 moved AS (
     UPDATE executions e SET
         reclaim_count = e.reclaim_count + 1,
@@ -288,30 +317,41 @@ SELECT (SELECT count(*) FROM moved)
     + 0 * ((SELECT count(*) FROM wake) + (SELECT count(*) FROM event_notify))
 "#,
         outbox = completion_outbox("moved", "'failed'", "lifecycle_phase = 'terminal'"),
+        expired = DuePerTenant {
+            also: ", e.reclaim_count + 1 > coalesce(least(\
+                   (e.policy -> 'timeouts' ->> 'max_reclaim_count')::numeric, 1000)::int, 100) \
+                   AS spent",
+            due: "e.lifecycle_phase = 'active' AND e.lease_expires_at < now()",
+            order: "lease_expires_at",
+            tenant: "$4",
+            locked: true,
+        }
+        .sql(),
     )
 });
 
 /// Due executions, at most `$1` a tenant, ended `expired` by the transition
 /// a cancel makes too (`flowfabric_end_unfinished`, migration 0032). One
 /// aggregate builds both arrays, so each tenant stays paired with its id.
-const DEADLINE_SQL: &str = r#"
-WITH due AS (
-    SELECT c.tenant_id, c.execution_id
-    FROM tenants t
-    CROSS JOIN LATERAL (
-        SELECT e.tenant_id, e.execution_id FROM executions e
-        WHERE e.tenant_id = t.tenant_id AND e.lifecycle_phase <> 'terminal'
-          AND e.deadline_at IS NOT NULL AND e.deadline_at < now()
-        ORDER BY e.deadline_at
-        LIMIT $1
-        FOR UPDATE SKIP LOCKED
-    ) c
-    WHERE $2::uuid IS NULL OR t.tenant_id = $2
-),
+static DEADLINE_SQL: LazyLock<String> = LazyLock::new(|| {
+    let due = DuePerTenant {
+        also: "",
+        due: "e.lifecycle_phase <> 'terminal' AND e.deadline_at IS NOT NULL \
+              AND e.deadline_at < now()",
+        order: "deadline_at",
+        tenant: "$2",
+        locked: true,
+    };
+    format!(
+        r#"
+WITH due AS ({due}),
 batch AS (
     SELECT array_agg(tenant_id) AS tenants, array_agg(execution_id) AS ids FROM due
 )
 SELECT count(ended.*)
 FROM batch b
 CROSS JOIN LATERAL flowfabric_end_unfinished(b.tenants, b.ids, 'expired', NULL) ended
-"#;
+"#,
+        due = due.sql()
+    )
+});
