@@ -804,6 +804,32 @@ async fn a_tenant_has_at_most_so_many_budgets(store: Store) {
     backend.create_budget(t, &new, 2).await.expect("room again");
 }
 
+/// The budget reset pass narrowed to one tenant (what a failed pass is
+/// retried as) resets only that tenant's due budgets.
+async fn a_reset_pass_for_one_tenant_resets_only_its_budgets(store: Store) {
+    let (db, one) = setup_on(store).await;
+    let e = &db.engine;
+    let other = db.tenant("other").await;
+    for t in [one, other] {
+        let mut new = budget(BudgetScope::Tenant, None, Some(10));
+        new.reset_interval_ms = Some(60_000);
+        e.create_budget(t, new).await.unwrap();
+    }
+    db.make_budget_resets_due().await;
+    let only_one = Sweep {
+        limit: 100,
+        tenant: Some(one),
+    };
+    assert_eq!(e.backend().reset_due_budgets(only_one).await.unwrap(), 1);
+    assert_eq!(e.backend().reset_due_budgets(only_one).await.unwrap(), 0);
+    let every = Sweep::every_tenant(100);
+    assert_eq!(
+        e.backend().reset_due_budgets(every).await.unwrap(),
+        1,
+        "the other's"
+    );
+}
+
 on_both_backends!(
     deleting_a_budget_releases_what_it_held,
     a_tenant_has_at_most_so_many_budgets,
@@ -818,4 +844,5 @@ on_both_backends!(
     budget_reset_on_its_interval,
     block_and_unblock,
     a_refused_report_blocks_later_claims,
+    a_reset_pass_for_one_tenant_resets_only_its_budgets,
 );
