@@ -9,6 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
@@ -69,8 +70,9 @@ impl Default for ScannerConfig {
     }
 }
 
+/// The passes that go tenant by tenant (see [`sweep_tenants`]).
 #[derive(Clone, Copy, Debug)]
-enum Pass {
+enum Swept {
     LeaseExpiry,
     Delayed,
     AttemptTimeout,
@@ -79,27 +81,55 @@ enum Pass {
     SiblingCancel,
     WakeParents,
     BudgetReset,
+    HeldKeys,
+}
+
+impl Swept {
+    fn name(self) -> &'static str {
+        match self {
+            Swept::LeaseExpiry => "lease_expiry",
+            Swept::Delayed => "delayed_promoter",
+            Swept::AttemptTimeout => "attempt_timeout",
+            Swept::Deadline => "execution_deadline",
+            Swept::SuspensionTimeout => "suspension_timeout",
+            Swept::SiblingCancel => "sibling_cancel",
+            Swept::WakeParents => "wake_parents",
+            Swept::BudgetReset => "budget_reset",
+            Swept::HeldKeys => "held_keys",
+        }
+    }
+
+    /// The backend's pass over `sweep`'s tenants.
+    fn over(self, backend: &dyn Backend, sweep: Sweep) -> BoxFuture<'_, crate::error::Result<u64>> {
+        match self {
+            Swept::LeaseExpiry => backend.reclaim_expired_leases(sweep),
+            Swept::Delayed => backend.promote_delayed(sweep),
+            Swept::AttemptTimeout => backend.fail_timed_out_attempts(sweep),
+            Swept::Deadline => backend.expire_past_deadline(sweep),
+            Swept::SuspensionTimeout => backend.time_out_suspensions(sweep),
+            Swept::SiblingCancel => backend.cancel_pending_siblings(sweep),
+            Swept::WakeParents => backend.wake_waiting_parents(sweep),
+            Swept::BudgetReset => backend.reset_due_budgets(sweep),
+            Swept::HeldKeys => backend.release_held_keys(sweep),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Pass {
+    Swept(Swept),
     EventPrune,
     ExecutionPrune,
     Schedules,
-    HeldKeys,
 }
 
 impl Pass {
     fn name(self) -> &'static str {
         match self {
-            Pass::LeaseExpiry => "lease_expiry",
-            Pass::Delayed => "delayed_promoter",
-            Pass::AttemptTimeout => "attempt_timeout",
-            Pass::Deadline => "execution_deadline",
-            Pass::SuspensionTimeout => "suspension_timeout",
-            Pass::SiblingCancel => "sibling_cancel",
-            Pass::WakeParents => "wake_parents",
-            Pass::BudgetReset => "budget_reset",
+            Pass::Swept(swept) => swept.name(),
             Pass::EventPrune => "event_prune",
             Pass::ExecutionPrune => "execution_prune",
             Pass::Schedules => "schedules",
-            Pass::HeldKeys => "held_keys",
         }
     }
 
@@ -111,46 +141,13 @@ impl Pass {
     ) -> crate::error::Result<u64> {
         let batch = config.batch;
         match self {
-            Pass::LeaseExpiry => {
-                sweep(backend, batch, retries, |s| {
-                    backend.reclaim_expired_leases(s)
-                })
-                .await
-            }
-            Pass::Delayed => sweep(backend, batch, retries, |s| backend.promote_delayed(s)).await,
-            Pass::AttemptTimeout => {
-                sweep(backend, batch, retries, |s| {
-                    backend.fail_timed_out_attempts(s)
-                })
-                .await
-            }
-            Pass::Deadline => {
-                sweep(backend, batch, retries, |s| backend.expire_past_deadline(s)).await
-            }
-            Pass::SuspensionTimeout => {
-                sweep(backend, batch, retries, |s| backend.time_out_suspensions(s)).await
-            }
-            Pass::SiblingCancel => {
-                sweep(backend, batch, retries, |s| {
-                    backend.cancel_pending_siblings(s)
-                })
-                .await
-            }
-            Pass::WakeParents => {
-                sweep(backend, batch, retries, |s| backend.wake_waiting_parents(s)).await
-            }
-            Pass::BudgetReset => {
-                sweep(backend, batch, retries, |s| backend.reset_due_budgets(s)).await
-            }
+            Pass::Swept(swept) => sweep(backend, batch, retries, |s| swept.over(backend, s)).await,
             Pass::EventPrune => backend.prune_events(config.event_retention, batch).await,
             Pass::ExecutionPrune => match config.execution_retention {
                 Some(retention) => prune_ended(backend, retention, batch).await,
                 None => Ok(0),
             },
             Pass::Schedules => backend.fire_due_schedules(batch).await,
-            Pass::HeldKeys => {
-                sweep(backend, batch, retries, |s| backend.release_held_keys(s)).await
-            }
         }
     }
 }
@@ -285,18 +282,21 @@ impl Scanners {
         let (stop, _) = watch::channel(false);
         let mut tasks = JoinSet::new();
         for (pass, interval) in [
-            (Pass::LeaseExpiry, config.lease_expiry),
-            (Pass::Delayed, config.delayed),
-            (Pass::AttemptTimeout, config.attempt_timeout),
-            (Pass::Deadline, config.deadline),
-            (Pass::SuspensionTimeout, config.suspension_timeout),
-            (Pass::SiblingCancel, config.sibling_cancel),
-            (Pass::WakeParents, config.wake_parents),
-            (Pass::BudgetReset, config.budget_reset),
+            (Pass::Swept(Swept::LeaseExpiry), config.lease_expiry),
+            (Pass::Swept(Swept::Delayed), config.delayed),
+            (Pass::Swept(Swept::AttemptTimeout), config.attempt_timeout),
+            (Pass::Swept(Swept::Deadline), config.deadline),
+            (
+                Pass::Swept(Swept::SuspensionTimeout),
+                config.suspension_timeout,
+            ),
+            (Pass::Swept(Swept::SiblingCancel), config.sibling_cancel),
+            (Pass::Swept(Swept::WakeParents), config.wake_parents),
+            (Pass::Swept(Swept::BudgetReset), config.budget_reset),
             (Pass::EventPrune, config.event_prune),
             (Pass::ExecutionPrune, config.execution_prune),
             (Pass::Schedules, config.schedules),
-            (Pass::HeldKeys, config.held_keys),
+            (Pass::Swept(Swept::HeldKeys), config.held_keys),
         ] {
             if matches!(pass, Pass::ExecutionPrune) && config.execution_retention.is_none() {
                 continue; // Kept forever: nothing to look for.
