@@ -16,7 +16,7 @@ use super::flows::violated;
 use super::leases::{rejection, FENCE};
 use super::rows::{col, parse, transaction, Args};
 use super::scanners::count_pass;
-use super::suspension::{lock_leased, record_suspension};
+use super::suspension::record_suspension;
 use super::PgBackend;
 use crate::backend::refusals;
 use crate::backend::shared::children::pg::check_child_spawn;
@@ -122,10 +122,9 @@ async fn wait_children(
     timeout: Option<Duration>,
     on_timeout: TimeoutBehavior,
 ) -> Result<ChildrenOutcome> {
-    let pool = &db.pool;
     let op = "wait children";
-    transaction(pool, op, async |tx| {
-        let seq = lock_leased(pool, tx, lease, op).await? + 1;
+    db.write_held(op, lease, async |tx, suspensions| {
+        let seq = suspensions + 1;
         // After the lock: a child ending from now on sees this transaction's
         // suspension (or skips the locked row and leaves it to the scanner).
         let rows = sqlx::query(

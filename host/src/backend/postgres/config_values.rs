@@ -34,9 +34,6 @@ async fn config_values(
     tenant: TenantId,
     names: &[String],
 ) -> Result<Vec<SealedConfig>> {
-    if names.is_empty() {
-        return Ok(Vec::new());
-    }
     db.read("read config values", async |conn| {
         sqlx::query_as::<_, Row>(&format!(
             "SELECT {COLUMNS} FROM config_values WHERE tenant_id = $1 AND name = ANY($2) \

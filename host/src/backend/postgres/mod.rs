@@ -115,6 +115,25 @@ impl PgBackend {
         self.pool.transaction(op, None, body).await
     }
 
+    /// One transaction under a lease: the lease's execution row is locked
+    /// first, fenced by the lease's epoch (a stale lease changes nothing and
+    /// is refused with the reason). `body` gets how many times the
+    /// execution has suspended so far.
+    pub(super) async fn write_held<T>(
+        &self,
+        op: &'static str,
+        lease: &crate::model::LeaseHandle,
+        body: impl AsyncFnOnce(&mut sqlx::PgConnection, i32) -> Result<T>,
+    ) -> Result<T> {
+        let pool = &self.pool;
+        self.pool
+            .transaction(op, None, async |tx| {
+                let suspensions = suspension::lock_leased(pool, tx, lease, op).await?;
+                body(tx, suspensions).await
+            })
+            .await
+    }
+
     /// A backend of at most `max_connections` to `url`, which must answer:
     /// one connection is opened (and kept) before this returns.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {

@@ -18,7 +18,7 @@ use crate::backend::refusals;
 use crate::backend::shared::schedules::pg::{self as shared, still_running};
 use crate::backend::shared::schedules::{ScheduleRow, COLUMNS};
 use crate::backend::{Fetch, Run};
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 use crate::model::{
     Created, ExecutionId, FirePlan, NewExecution, OverlapAction, Schedule, ScheduleId, TenantId,
     SUPERSEDED,
@@ -35,11 +35,7 @@ async fn trigger_schedule(db: &PgBackend, tenant: TenantId, id: ScheduleId) -> R
             .ok_or_else(|| refusals::schedule_not_found(id))?;
         let now = Utc::now();
         let created = fire(tx, &found, &[now]).await?;
-        shared::record_fire(tx, &found, now, found.next_fire_at, created.last()).await?;
-        created
-            .into_iter()
-            .next()
-            .ok_or_else(|| EngineError::Corrupt("a trigger created nothing".into()))
+        shared::record_trigger(tx, &found, now, created).await
     })
     .await
 }

@@ -13,7 +13,8 @@
 
 use sqlx::PgPool;
 
-use crate::error::{EngineError, Result};
+use crate::backend::Fetch;
+use crate::error::Result;
 
 /// The schema as one document, and each function as a file of its own.
 pub struct CanonicalSchema {
@@ -29,12 +30,12 @@ const HEADER: &str = "-- The current Postgres schema, read from a freshly migrat
 /// Read the canonical schema of the database `pool` is connected to.
 pub async fn canonical(pool: &PgPool) -> Result<CanonicalSchema> {
     let mut schema = String::from(HEADER);
-    for table in tables(pool).await? {
+    for table in definitions(pool, TABLES).await? {
         schema.push('\n');
         schema.push_str(&table_ddl(pool, &table).await?);
     }
-    section(&mut schema, "Indexes", &indexes(pool).await?);
-    section(&mut schema, "Triggers", &triggers(pool).await?);
+    section(&mut schema, "Indexes", &definitions(pool, INDEXES).await?);
+    section(&mut schema, "Triggers", &definitions(pool, TRIGGERS).await?);
     Ok(CanonicalSchema {
         schema,
         functions: functions(pool).await?,
@@ -49,18 +50,31 @@ fn section(out: &mut String, title: &str, statements: &[String]) {
     }
 }
 
-fn err(e: sqlx::Error) -> EngineError {
-    EngineError::storage("read schema")(e)
-}
+const OP: &str = "read schema";
 
-async fn tables(pool: &PgPool) -> Result<Vec<String>> {
-    sqlx::query_scalar(
-        "SELECT tablename::text FROM pg_tables \
-         WHERE schemaname = 'public' AND tablename <> '_sqlx_migrations' ORDER BY tablename",
-    )
-    .fetch_all(pool)
-    .await
-    .map_err(err)
+const TABLES: &str = "SELECT tablename::text FROM pg_tables \
+     WHERE schemaname = 'public' AND tablename <> '_sqlx_migrations' ORDER BY tablename";
+
+/// Indexes that no constraint creates (those show with their constraint).
+const INDEXES: &str = "SELECT pg_get_indexdef(i.indexrelid) \
+     FROM pg_index i \
+     JOIN pg_class c ON c.oid = i.indexrelid \
+     JOIN pg_class t ON t.oid = i.indrelid \
+     JOIN pg_namespace n ON n.oid = c.relnamespace \
+     WHERE n.nspname = 'public' AND t.relname <> '_sqlx_migrations' \
+       AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid) \
+     ORDER BY t.relname, c.relname";
+
+const TRIGGERS: &str = "SELECT pg_get_triggerdef(tg.oid) \
+     FROM pg_trigger tg \
+     JOIN pg_class t ON t.oid = tg.tgrelid \
+     JOIN pg_namespace n ON n.oid = t.relnamespace \
+     WHERE n.nspname = 'public' AND NOT tg.tgisinternal \
+     ORDER BY t.relname, tg.tgname";
+
+/// What `sql` reads, one name or definition a row.
+async fn definitions(pool: &PgPool, sql: &str) -> Result<Vec<String>> {
+    sqlx::query_scalar(sql).all(pool, OP).await
 }
 
 async fn table_ddl(pool: &PgPool, table: &str) -> Result<String> {
@@ -77,9 +91,8 @@ async fn table_ddl(pool: &PgPool, table: &str) -> Result<String> {
          ORDER BY a.attnum",
     )
     .bind(table)
-    .fetch_all(pool)
-    .await
-    .map_err(err)?;
+    .all(pool, OP)
+    .await?;
     let constraints: Vec<String> = sqlx::query_scalar(
         "SELECT 'CONSTRAINT ' || conname || ' ' || pg_get_constraintdef(oid) \
          FROM pg_constraint \
@@ -87,9 +100,8 @@ async fn table_ddl(pool: &PgPool, table: &str) -> Result<String> {
          ORDER BY conname",
     )
     .bind(table)
-    .fetch_all(pool)
-    .await
-    .map_err(err)?;
+    .all(pool, OP)
+    .await?;
     // Storage parameters (a fillfactor) decide how writes land on pages,
     // which is part of what a migration sets.
     let options: Option<String> = sqlx::query_scalar(
@@ -97,9 +109,8 @@ async fn table_ddl(pool: &PgPool, table: &str) -> Result<String> {
          WHERE oid = ('public.' || quote_ident($1))::regclass",
     )
     .bind(table)
-    .fetch_one(pool)
-    .await
-    .map_err(err)?;
+    .one(pool, OP)
+    .await?;
     let body: Vec<String> = columns
         .into_iter()
         .chain(constraints)
@@ -112,37 +123,6 @@ async fn table_ddl(pool: &PgPool, table: &str) -> Result<String> {
     ))
 }
 
-/// Indexes that no constraint creates (those show with their constraint).
-async fn indexes(pool: &PgPool) -> Result<Vec<String>> {
-    sqlx::query_scalar(
-        "SELECT pg_get_indexdef(i.indexrelid) \
-         FROM pg_index i \
-         JOIN pg_class c ON c.oid = i.indexrelid \
-         JOIN pg_class t ON t.oid = i.indrelid \
-         JOIN pg_namespace n ON n.oid = c.relnamespace \
-         WHERE n.nspname = 'public' AND t.relname <> '_sqlx_migrations' \
-           AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid) \
-         ORDER BY t.relname, c.relname",
-    )
-    .fetch_all(pool)
-    .await
-    .map_err(err)
-}
-
-async fn triggers(pool: &PgPool) -> Result<Vec<String>> {
-    sqlx::query_scalar(
-        "SELECT pg_get_triggerdef(tg.oid) \
-         FROM pg_trigger tg \
-         JOIN pg_class t ON t.oid = tg.tgrelid \
-         JOIN pg_namespace n ON n.oid = t.relnamespace \
-         WHERE n.nspname = 'public' AND NOT tg.tgisinternal \
-         ORDER BY t.relname, tg.tgname",
-    )
-    .fetch_all(pool)
-    .await
-    .map_err(err)
-}
-
 async fn functions(pool: &PgPool) -> Result<Vec<(String, String)>> {
     let rows: Vec<(String, String)> = sqlx::query_as(
         "SELECT p.proname::text, pg_get_functiondef(p.oid) \
@@ -150,9 +130,8 @@ async fn functions(pool: &PgPool) -> Result<Vec<(String, String)>> {
          WHERE n.nspname = 'public' \
          ORDER BY p.proname, pg_get_function_identity_arguments(p.oid)",
     )
-    .fetch_all(pool)
-    .await
-    .map_err(err)?;
+    .all(pool, OP)
+    .await?;
     let mut seen: std::collections::HashMap<String, usize> = Default::default();
     let mut out = Vec::with_capacity(rows.len());
     for (name, definition) in rows {

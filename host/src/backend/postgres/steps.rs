@@ -13,8 +13,8 @@ use sqlx::PgConnection;
 
 use super::counters;
 use super::leases::{rejection, FENCE};
-use super::rows::{col, transaction, Args};
-use super::suspension::{lock_leased, record_suspension};
+use super::rows::{col, Args};
+use super::suspension::record_suspension;
 use super::{PgBackend, UPDATES_CHANNEL};
 use crate::backend::refusals::{step_admission, StepSlot};
 use crate::backend::stored_i64;
@@ -33,10 +33,9 @@ async fn record_step(db: &PgBackend, lease: &LeaseHandle, record: StepRecord<'_>
 }
 
 async fn sleep(db: &PgBackend, lease: &LeaseHandle, request: SleepRequest<'_>) -> Result<()> {
-    let pool = &db.pool;
-    let op = "sleep";
-    transaction(pool, op, async |tx| {
-        let seq = lock_leased(pool, tx, lease, op).await? + 1;
+    let (pool, op) = (&db.pool, "sleep");
+    db.write_held(op, lease, async |tx, suspensions| {
+        let seq = suspensions + 1;
         if let Some(record) = request.record() {
             record_in(pool, tx, lease, record).await?;
         }

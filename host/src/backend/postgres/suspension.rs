@@ -37,10 +37,8 @@ async fn create_waitpoint(
     lease: &LeaseHandle,
     new: NewWaitpoint<'_>,
 ) -> Result<Waitpoint> {
-    let pool = &db.pool;
     let op = "create waitpoint";
-    transaction(pool, op, async |tx| {
-        lock_leased(pool, tx, lease, op).await?;
+    db.write_held(op, lease, async |tx, _| {
         // The execution's row lock serialises its waitpoints: count, then add.
         let (open, total): (bool, i64) = sqlx::query_as(
             "SELECT EXISTS (SELECT 1 FROM waitpoints WHERE tenant_id = $1 AND execution_id = $2 \
@@ -84,10 +82,9 @@ async fn suspend(
     lease: &LeaseHandle,
     request: SuspendRequest<'_>,
 ) -> Result<SuspendOutcome> {
-    let pool = &db.pool;
     let op = "suspend";
-    transaction(pool, op, async |tx| {
-        let seq = lock_leased(pool, tx, lease, op).await? + 1;
+    db.write_held(op, lease, async |tx, suspensions| {
+        let seq = suspensions + 1;
         let keys = request.suspension.condition.keys();
         // Read before the insert below makes them active (and so unexpired).
         let expired: Option<String> = sqlx::query_scalar(

@@ -9,7 +9,9 @@ use chrono::Utc;
 use super::caps::{Counted, Rows};
 use super::stamp::Stamp;
 use crate::backend::refusals::unknown_tenant_or;
-use crate::backend::refusals::{adjustments_exceeded, budget_not_found, budgets_exceeded};
+use crate::backend::refusals::{
+    adjustments_exceeded, budget_dimension_not_found, budget_not_found, budgets_exceeded,
+};
 use crate::backend::{stored_i64, Fetch, Run, UsageAdjust};
 use crate::error::{EngineError, Result};
 use crate::model::{
@@ -20,15 +22,15 @@ use crate::model::{
 /// A dimension as read before a hand correction: its usage, its hard
 /// limit, and whether it was exhausted.
 #[derive(sqlx::FromRow)]
-pub(crate) struct DimensionBefore {
+struct DimensionBefore {
     used: i64,
     hard_limit: Option<i64>,
     exhausted: bool,
 }
 
-/// The read of [`DimensionBefore`] that a backend runs (Postgres adds its
-/// row lock): by `budget_dimensions_pkey`.
-pub(crate) const DIMENSION_BEFORE: &str = "SELECT used, hard_limit, exhausted \
+/// The read of [`DimensionBefore`] (the driver adds its row lock): by
+/// `budget_dimensions_pkey`.
+const DIMENSION_BEFORE: &str = "SELECT used, hard_limit, exhausted \
     FROM budget_dimensions WHERE tenant_id = $1 AND budget_id = $2 AND dimension = $3";
 
 #[derive(sqlx::FromRow)]
@@ -223,17 +225,23 @@ for_both_drivers! {
         Ok(())
     }
 
-    /// Apply a hand correction to the dimension the caller read (on
-    /// Postgres, locked) as `before`: within the budget's cap on
-    /// adjustments, the dimension's new usage and whether it is exhausted,
-    /// and the correction in the audit trail. Whether the budget has no
-    /// exhausted dimension left because of it: then the caller releases
-    /// what the budget held, as its driver does.
-    async fn record_adjustment(conn, tenant: TenantId, adjust: UsageAdjust<'_>, before: DimensionBefore)
-        -> Result<bool>
-    {
+    /// Apply a hand correction to a dimension, read and locked first, as a
+    /// report locks it, so that the two serialise: within the budget's cap
+    /// on adjustments, the dimension's new usage and whether it is
+    /// exhausted, and the correction in the audit trail. Whether the budget
+    /// has no exhausted dimension left because of it: then the caller
+    /// releases what the budget held, as its driver does.
+    async fn record_adjustment(conn, tenant: TenantId, adjust: UsageAdjust<'_>) -> Result<bool> {
         let op = "adjust usage";
         let UsageAdjust { budget, adjustment, max_adjustments } = adjust;
+        let dimension = &adjustment.dimension;
+        let before: DimensionBefore = sqlx::query_as(&format!("{DIMENSION_BEFORE}{FOR_UPDATE}"))
+            .bind(tenant)
+            .bind(budget)
+            .bind(dimension)
+            .optional(&mut *conn, op)
+            .await?
+            .ok_or_else(|| budget_dimension_not_found(budget, dimension))?;
         check_adjustment_room(conn, tenant, budget, max_adjustments).await?;
         let used_after = adjustment.applied_to(before.used);
         let exhausted = before.hard_limit.is_some_and(|h| used_after >= h);

@@ -10,6 +10,7 @@
 
 use uuid::Uuid;
 
+use crate::backend::refusals;
 use crate::backend::Fetch;
 use crate::error::Result;
 use crate::model::TenantId;
@@ -29,6 +30,32 @@ pub(crate) enum Counted {
     BeforeWrite,
     /// Counted after it, in the same transaction: the rows must fit.
     AfterWrite,
+}
+
+/// A tenant's named rows under a count cap (config values, concurrency
+/// limits): `table` is also the limit's name in the refusal, `key` the
+/// columns (after `tenant_id`) and values that name the row being written,
+/// `what` the rows in words.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Named<'a> {
+    pub table: &'static str,
+    pub key: &'a [(&'static str, &'a str)],
+    pub max: u32,
+    pub what: &'static str,
+}
+
+/// Whether the tenant exists, whether the named row does, and how many rows
+/// the tenant holds (the table's primary key, by its tenant prefix).
+fn named_probe_sql(named: Named<'_>) -> String {
+    let table = named.table;
+    let key: String = (0..named.key.len())
+        .map(|i| format!(" AND {} = ${}", named.key[i].0, i + 2))
+        .collect();
+    format!(
+        "SELECT EXISTS (SELECT 1 FROM tenants WHERE tenant_id = $1), \
+                EXISTS (SELECT 1 FROM {table} WHERE tenant_id = $1{key}), \
+                (SELECT count(*) FROM {table} WHERE tenant_id = $1)"
+    )
 }
 
 fn count_sql(rows: Rows) -> String {
@@ -61,5 +88,20 @@ for_both_drivers! {
             Counted::BeforeWrite => kept < max,
             Counted::AfterWrite => kept <= max,
         })
+    }
+
+    /// Refuse writing the row `named` names when the tenant is unknown, or
+    /// when the row is new and the tenant already holds `named.max` (see
+    /// [`refusals::check_named_cap`]). The caller keeps the count still.
+    async fn check_named_cap(conn, tenant: TenantId, named: Named<'_>, op: &'static str)
+        -> Result<()>
+    {
+        let sql = named_probe_sql(named);
+        let mut query = sqlx::query_as(&sql).bind(tenant);
+        for (_, value) in named.key {
+            query = query.bind(*value);
+        }
+        let probe: (bool, bool, i64) = query.one(&mut *conn, op).await?;
+        refusals::check_named_cap(tenant, probe, named.max, named.table, named.what)
     }
 }

@@ -2,8 +2,8 @@
 
 use chrono::Utc;
 
+use super::caps::Named;
 use super::stamp::Stamp;
-use crate::backend::refusals::check_named_cap;
 use crate::backend::{stored_i32, stored_i64};
 use crate::backend::{Fetch, Run};
 use crate::error::Result;
@@ -26,19 +26,9 @@ for_both_drivers! {
         -> Result<()>
     {
         let op = "set concurrency limit";
-        // concurrency_limits_pkey, by its tenant prefix.
-        let probe: (bool, bool, i64) = sqlx::query_as(
-            "SELECT EXISTS (SELECT 1 FROM tenants WHERE tenant_id = $1), \
-                    EXISTS (SELECT 1 FROM concurrency_limits \
-                        WHERE tenant_id = $1 AND scope = $2 AND name = $3), \
-                    (SELECT count(*) FROM concurrency_limits WHERE tenant_id = $1)",
-        )
-        .bind(tenant)
-        .bind(limit.scope.as_str())
-        .bind(&limit.name)
-        .one(&mut *conn, op)
-        .await?;
-        check_named_cap(tenant, probe, max_limits, "concurrency_limits", "concurrency limits")?;
+        let key = [("scope", limit.scope.as_str()), ("name", limit.name.as_str())];
+        let named = Named { table: "concurrency_limits", key: &key, max: max_limits, what: "concurrency limits" };
+        caps::check_named_cap(conn, tenant, named, op).await?;
         let key = &limit.limit;
         sqlx::query(
             "INSERT INTO concurrency_limits \

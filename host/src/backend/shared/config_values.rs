@@ -3,8 +3,8 @@
 
 use chrono::{DateTime, Utc};
 
+use super::caps::Named;
 use super::stamp::Stamp;
-use crate::backend::refusals::check_named_cap;
 use crate::backend::{Fetch, Run};
 use crate::error::Result;
 use crate::model::{SealedConfig, TenantId};
@@ -39,17 +39,9 @@ for_both_drivers! {
         -> Result<()>
     {
         let op = "put config value";
-        // Primary key of config_values, by its tenant prefix.
-        let probe: (bool, bool, i64) = sqlx::query_as(
-            "SELECT EXISTS (SELECT 1 FROM tenants WHERE tenant_id = $1), \
-                    EXISTS (SELECT 1 FROM config_values WHERE tenant_id = $1 AND name = $2), \
-                    (SELECT count(*) FROM config_values WHERE tenant_id = $1)",
-        )
-        .bind(tenant)
-        .bind(&value.name)
-        .one(&mut *conn, op)
-        .await?;
-        check_named_cap(tenant, probe, max_values, "config_values", "config values")?;
+        let key = [("name", value.name.as_str())];
+        let named = Named { table: "config_values", key: &key, max: max_values, what: "config values" };
+        caps::check_named_cap(conn, tenant, named, op).await?;
         sqlx::query(
             "INSERT INTO config_values \
                  (tenant_id, name, secret, key_id, nonce, ciphertext, updated_at) \

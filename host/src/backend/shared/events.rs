@@ -157,6 +157,13 @@ pub(crate) fn origins(rows: Vec<(ExecutionId, String, String)>) -> Vec<Execution
 /// `execution_origins(db, tenant, ids)`.
 macro_rules! implement {
     ($backend:ty) => {
+        $crate::backend::shared::events::implement!(@streams $backend,
+            completion_events: CompletionRow => CompletionEvent,
+            lease_events: LeaseRow => LeaseEvent,
+            signal_events: SignalRow => SignalEvent);
+    };
+    // Each stream is the same read of its own rows.
+    (@streams $backend:ty, $($stream:ident: $row:ident => $event:ident),*) => {
         const _: () = {
             use $crate::backend::shared::events::{CompletionRow, LeaseRow, SignalRow};
             use $crate::error::Result;
@@ -167,29 +174,15 @@ macro_rules! implement {
 
             #[async_trait::async_trait]
             impl $crate::backend::Events for $backend {
-                async fn completion_events(
-                    &self,
-                    tenant: TenantId,
-                    page: Page<EventCursor>,
-                ) -> Result<EventBatch<CompletionEvent>> {
-                    read_stream::<CompletionRow>(self, tenant, page).await
-                }
-
-                async fn lease_events(
-                    &self,
-                    tenant: TenantId,
-                    page: Page<EventCursor>,
-                ) -> Result<EventBatch<LeaseEvent>> {
-                    read_stream::<LeaseRow>(self, tenant, page).await
-                }
-
-                async fn signal_events(
-                    &self,
-                    tenant: TenantId,
-                    page: Page<EventCursor>,
-                ) -> Result<EventBatch<SignalEvent>> {
-                    read_stream::<SignalRow>(self, tenant, page).await
-                }
+                $(
+                    async fn $stream(
+                        &self,
+                        tenant: TenantId,
+                        page: Page<EventCursor>,
+                    ) -> Result<EventBatch<$event>> {
+                        read_stream::<$row>(self, tenant, page).await
+                    }
+                )*
 
                 async fn execution_origins(
                     &self,

@@ -13,7 +13,7 @@
 /// `pg::name(conn: &mut PgConnection, …)` and
 /// `sqlite::name(conn: &mut SqliteConnection, …)` with the same body.
 macro_rules! for_both_drivers {
-    (@driver $module:ident, $connection:ty, $doc:literal;
+    (@driver $module:ident, $connection:ty, $row_lock:literal, $doc:literal;
         $(
             $(#[$meta:meta])*
             async fn $name:ident($conn:ident $(, $arg:ident: $ty:ty)* $(,)?) -> $ret:ty $body:block
@@ -26,6 +26,10 @@ macro_rules! for_both_drivers {
             // The shared row caps, on this same driver.
             #[allow(unused_imports)]
             use crate::backend::shared::caps::$module as caps;
+            /// What a read appends to lock the rows it reads until commit:
+            /// Postgres locks them; on SQLite the one writer holds them all.
+            #[allow(dead_code)]
+            const FOR_UPDATE: &str = $row_lock;
             $(
                 $(#[$meta])*
                 pub(crate) async fn $name($conn: &mut $connection $(, $arg: $ty)*) -> $ret $body
@@ -33,8 +37,8 @@ macro_rules! for_both_drivers {
         }
     };
     ($($operations:tt)*) => {
-        for_both_drivers!(@driver pg, sqlx::PgConnection, "On a Postgres connection."; $($operations)*);
-        for_both_drivers!(@driver sqlite, sqlx::SqliteConnection, "On a SQLite connection."; $($operations)*);
+        for_both_drivers!(@driver pg, sqlx::PgConnection, " FOR UPDATE", "On a Postgres connection."; $($operations)*);
+        for_both_drivers!(@driver sqlite, sqlx::SqliteConnection, "", "On a SQLite connection."; $($operations)*);
     };
 }
 

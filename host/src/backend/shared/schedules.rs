@@ -138,6 +138,18 @@ for_both_drivers! {
         Ok(())
     }
 
+    /// Record a trigger of `schedule` at `now`, outside its plan (its next
+    /// fire time stays), and return the execution it created.
+    async fn record_trigger(conn, schedule: &Schedule, now: DateTime<Utc>, created: Vec<Created>)
+        -> Result<Created>
+    {
+        record_fire(conn, schedule, now, schedule.next_fire_at, created.last()).await?;
+        created
+            .into_iter()
+            .next()
+            .ok_or_else(|| EngineError::Corrupt("a trigger created nothing".into()))
+    }
+
     /// The tenant's schedule `id` (its primary key).
     async fn get_schedule(conn, tenant: TenantId, id: ScheduleId) -> Result<Schedule> {
         let row = sqlx::query_as(&format!(

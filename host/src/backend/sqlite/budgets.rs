@@ -10,7 +10,6 @@ use sqlx::SqliteConnection;
 
 use super::budget_adjustments::adjust_usage;
 use super::leases::fail_row;
-use super::leases::held;
 use super::record::Exec;
 use super::suspension::{record_suspension, resume_row};
 use super::tenancy::read_tenant;
@@ -109,8 +108,7 @@ async fn report_usage(
     report: &[UsageEntry],
     dedup_key: Option<&str>,
 ) -> Result<UsageOutcome> {
-    db.write("report usage", async |conn, effects| {
-        let mut row = held(conn, lease).await?;
+    db.write_held("report usage", lease, async |conn, mut row, effects| {
         let (tenant, id) = (lease.tenant_id, lease.execution_id);
         if let Some(key) = dedup_key {
             if usage_reported(conn, tenant, id, key).await? {

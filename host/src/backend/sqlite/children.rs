@@ -15,7 +15,6 @@ use sqlx::SqliteConnection;
 
 use super::executions::{create_one, Placement};
 use super::flows::flow_state;
-use super::leases::held;
 use super::record::Exec;
 use super::suspension::record_suspension;
 use super::time::now;
@@ -41,8 +40,7 @@ async fn spawn_child(
     spawn: ChildSpawn<'_>,
 ) -> Result<SpawnedChild> {
     let ChildSpawn { child, key, limits } = spawn;
-    db.write("spawn child", async |conn, effects| {
-        let mut parent = held(conn, lease).await?;
+    db.write_held("spawn child", lease, async |conn, mut parent, effects| {
         let tenant = lease.tenant_id;
         let key = &key.resolve(parent.flow_key.as_deref(), limits.max_key_len)?;
         let flow_id = match parent.flow_id {
@@ -102,8 +100,7 @@ async fn wait_children(
     timeout: Option<Duration>,
     on_timeout: TimeoutBehavior,
 ) -> Result<ChildrenOutcome> {
-    db.write("wait children", async |conn, effects| {
-        let mut parent = held(conn, lease).await?;
+    db.write_held("wait children", lease, async |conn, mut parent, effects| {
         let children = Exec::children(conn, lease.tenant_id, lease.execution_id).await?;
         if children.iter().all(Exec::is_terminal) {
             return Ok(ChildrenOutcome::Done(

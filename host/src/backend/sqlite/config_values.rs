@@ -29,9 +29,6 @@ async fn config_values(
     tenant: TenantId,
     names: &[String],
 ) -> Result<Vec<SealedConfig>> {
-    if names.is_empty() {
-        return Ok(Vec::new());
-    }
     let names = serde_json::to_string(names).expect("names serialise");
     sqlx::query_as::<_, Row>(&format!(
         "SELECT {COLUMNS} FROM config_values WHERE tenant_id = ? \

@@ -32,8 +32,7 @@ use crate::model::{ExecutionId, FailureClass};
 crate::backend::traits::implement_leases!(SqliteBackend, sqlite);
 
 async fn renew(db: &SqliteBackend, lease: &LeaseHandle, ttl: Duration) -> Result<DateTime<Utc>> {
-    db.write("renew", async |conn, effects| {
-        let mut row = held(conn, lease).await?;
+    db.write_held("renew", lease, async |conn, mut row, effects| {
         let before = row.lease_before();
         let now = now();
         row.lease_expires_at = Some(after(now, ttl));

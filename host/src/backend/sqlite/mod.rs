@@ -74,7 +74,7 @@ use tokio::sync::{broadcast, watch};
 use super::{migration_failed, pending, Backend, APPLIED_MIGRATIONS};
 use crate::backend::Fetch;
 use crate::error::{EngineError, Result};
-use crate::model::{ExecutionId, ExecutionUpdate, TenantId};
+use crate::model::{ExecutionId, ExecutionUpdate, LeaseHandle, TenantId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
@@ -213,6 +213,22 @@ impl SqliteBackend {
             .await?;
         self.announce(effects);
         Ok(value)
+    }
+
+    /// [`Self::write`] under a lease: `body` gets the lease's execution row,
+    /// read inside the transaction and fenced by the lease's epoch, so a
+    /// stale lease changes nothing (see [`leases::held`]).
+    async fn write_held<T>(
+        &self,
+        op: &'static str,
+        lease: &LeaseHandle,
+        body: impl AsyncFnOnce(&mut SqliteConnection, record::Exec, &mut Effects) -> Result<T>,
+    ) -> Result<T> {
+        self.write(op, async |conn, effects| {
+            let row = leases::held(conn, lease).await?;
+            body(conn, row, effects).await
+        })
+        .await
     }
 
     /// [`Self::write`] for a write that wakes nobody (it adds no work and

@@ -8,7 +8,6 @@
 use sqlx::types::Json;
 use sqlx::SqliteConnection;
 
-use super::leases::held;
 use super::record::Exec;
 use super::time::{now, Millis};
 use super::{Effects, SqliteBackend};
@@ -23,8 +22,7 @@ crate::backend::traits::implement_output!(SqliteBackend, sqlite);
 
 /// The fenced row update hands out the next sequence number of the attempt.
 async fn append_frame(db: &SqliteBackend, lease: &LeaseHandle, frame: NewFrame<'_>) -> Result<i64> {
-    db.write("append frame", async |conn, effects| {
-        let mut row = held(conn, lease).await?;
+    db.write_held("append frame", lease, async |conn, mut row, effects| {
         let adding = frame.payload.len() as u64;
         let bytes = bytes_after(conn, &row, adding, frame.max_attempt_bytes).await?;
         let now = now();
@@ -66,8 +64,7 @@ async fn append_frames(
     lease: &LeaseHandle,
     batch: FrameBatch<'_>,
 ) -> Result<i64> {
-    db.write("append frames", async |conn, effects| {
-        let mut row = held(conn, lease).await?;
+    db.write_held("append frames", lease, async |conn, mut row, effects| {
         let bytes = bytes_after(conn, &row, batch.bytes(), batch.max_attempt_bytes).await?;
         let payloads: Vec<&[u8]> = batch.payloads.iter().map(Vec::as_slice).collect();
         insert_frames(
@@ -91,8 +88,7 @@ async fn set_progress(
     percent: u8,
     message: &str,
 ) -> Result<()> {
-    db.write("set progress", async |conn, effects| {
-        let mut row = held(conn, lease).await?;
+    db.write_held("set progress", lease, async |conn, mut row, effects| {
         let before = row.lease_before();
         row.progress_percent = Some(i16::from(percent.min(100)));
         row.progress_message = Some(message.to_owned());

@@ -12,7 +12,7 @@ use super::{Effects, SqliteBackend};
 use crate::backend::shared::schedules::sqlite::{self as shared, still_running};
 use crate::backend::shared::schedules::{ScheduleRow, COLUMNS};
 use crate::backend::Fetch;
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 use crate::model::{Created, OverlapAction, Schedule, ScheduleId, TenantId, SUPERSEDED};
 
 crate::backend::configuration::implement_schedules!(SqliteBackend, sqlite);
@@ -23,11 +23,7 @@ async fn trigger_schedule(db: &SqliteBackend, tenant: TenantId, id: ScheduleId) 
         let found = shared::get_schedule(conn, tenant, id).await?;
         let now = Utc::now();
         let created = fire(conn, &found, &[now], effects).await?;
-        shared::record_fire(conn, &found, now, found.next_fire_at, created.last()).await?;
-        created
-            .into_iter()
-            .next()
-            .ok_or_else(|| EngineError::Corrupt("a trigger created nothing".into()))
+        shared::record_trigger(conn, &found, now, created).await
     })
     .await
 }

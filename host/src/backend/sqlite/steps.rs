@@ -7,7 +7,6 @@
 use chrono::Utc;
 use sqlx::SqliteConnection;
 
-use super::leases::held;
 use super::output::{attempt_frame_bytes, insert_frames};
 use super::record::Exec;
 use super::suspension::record_suspension;
@@ -26,16 +25,14 @@ async fn record_step(
     lease: &LeaseHandle,
     record: StepRecord<'_>,
 ) -> Result<()> {
-    db.write("record step", async |conn, effects| {
-        let mut row = held(conn, lease).await?;
+    db.write_held("record step", lease, async |conn, mut row, effects| {
         record_in(conn, lease, &mut row, record, effects).await
     })
     .await
 }
 
 async fn sleep(db: &SqliteBackend, lease: &LeaseHandle, request: SleepRequest<'_>) -> Result<()> {
-    db.write("sleep", async |conn, effects| {
-        let mut row = held(conn, lease).await?;
+    db.write_held("sleep", lease, async |conn, mut row, effects| {
         if let Some(record) = request.record() {
             record_in(conn, lease, &mut row, record, effects).await?;
         }

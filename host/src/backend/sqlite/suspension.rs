@@ -13,7 +13,6 @@ use sqlx::SqliteConnection;
 use uuid::Uuid;
 
 use super::executions::end_attempt;
-use super::leases::held;
 use super::record::Exec;
 use super::time::{after, at, now, Millis};
 use super::{Effects, SqliteBackend};
@@ -38,8 +37,7 @@ async fn create_waitpoint(
     lease: &LeaseHandle,
     new: NewWaitpoint<'_>,
 ) -> Result<Waitpoint> {
-    db.write("create waitpoint", async |conn, _| {
-        held(conn, lease).await?;
+    db.write_held("create waitpoint", lease, async |conn, _, _| {
         let (tenant, id) = (lease.tenant_id, lease.execution_id);
         if let Some(open) = open_waitpoint(conn, tenant, id, new.key).await? {
             return Ok(open.into());
@@ -71,8 +69,7 @@ async fn suspend(
     lease: &LeaseHandle,
     request: SuspendRequest<'_>,
 ) -> Result<SuspendOutcome> {
-    db.write("suspend", async |conn, effects| {
-        let mut row = held(conn, lease).await?;
+    db.write_held("suspend", lease, async |conn, mut row, effects| {
         let (tenant, id) = (lease.tenant_id, lease.execution_id);
         let seq = row.suspension_seq + 1;
         let mut expired = None;
