@@ -7,8 +7,6 @@
 //! executions (shared), then join groups in key order, so the two cannot
 //! deadlock; an edge from a member that already ended resolves before commit.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-
 use sqlx::PgConnection;
 
 use super::executions::{insert_executions, FlowPlacement};
@@ -17,13 +15,11 @@ use super::rows::{col, transaction};
 use super::PgBackend;
 use crate::backend::refusals;
 use crate::backend::shared::flows::pg::{bump_graph_revision, insert_flow, refuse_cycles};
-use crate::backend::shared::flows::EdgePlan;
+use crate::backend::shared::flows::{member_started, EdgePlan, Graph, MemberIds, Members};
 use crate::backend::GraphWrite;
 use crate::backend::{Fetch, Run};
 use crate::error::{EngineError, Result};
-use crate::model::{
-    ExecutionId, FlowId, GraphApplied, GraphChange, NewExecution, NewFlow, TenantId,
-};
+use crate::model::{ExecutionId, FlowId, GraphApplied, NewExecution, NewFlow, TenantId};
 
 crate::backend::coordination::implement_flows!(PgBackend, pg);
 
@@ -37,7 +33,12 @@ async fn create_flow(
     let pool = &db.pool;
     transaction(pool, "create flow", async |tx| {
         let flow_id = insert_flow(tx, tenant, flow).await?;
-        apply(tx, tenant, flow_id, change, max_queued).await
+        let graph = Graph {
+            tenant,
+            flow_id,
+            change,
+        };
+        apply(tx, graph, max_queued).await
     })
     .await
 }
@@ -62,22 +63,32 @@ pub(super) async fn extend_flow(
         .ok_or_else(|| refusals::flow_not_found(flow_id))?;
         let state = (col(&row, "graph_revision")?, col(&row, "cancelled")?);
         refusals::check_graph_change(flow_id, state, change.expected_revision)?;
-        apply(tx, tenant, flow_id, change, max_queued).await
+        apply(
+            tx,
+            Graph {
+                tenant,
+                flow_id,
+                change,
+            },
+            max_queued,
+        )
+        .await
     })
     .await
 }
 
-/// Add `change` to a flow whose row the caller has written or locked.
+/// Add the change to a flow whose row the caller has written or locked.
 async fn apply(
     conn: &mut PgConnection,
-    tenant: TenantId,
-    flow_id: FlowId,
-    change: &GraphChange,
+    graph: Graph<'_>,
     max_queued: Option<u32>,
 ) -> Result<GraphApplied> {
-    let members = insert_members(conn, tenant, flow_id, change, max_queued).await?;
-    let ids = resolve_keys(conn, tenant, flow_id, change, &members).await?;
-    let plan = EdgePlan::new(change, &ids, &members);
+    let Graph {
+        tenant, flow_id, ..
+    } = graph;
+    let members = insert_members(conn, graph, max_queued).await?;
+    let ids = resolve_keys(conn, graph, &members).await?;
+    let plan = EdgePlan::new(graph.change, &ids, &members);
 
     // Upstreams first (shared: they may end, but not while we read them).
     let ended: Vec<(ExecutionId, String)> = sqlx::query_as(
@@ -94,8 +105,8 @@ async fn apply(
     if !plan.existing_downstreams.is_empty() {
         check_still_waiting(conn, tenant, &plan.existing_downstreams, &ids).await?;
     }
-    insert_groups(conn, tenant, flow_id, change, &members).await?;
-    insert_edges(conn, tenant, flow_id, &plan.edges).await?;
+    insert_groups(conn, graph, &members).await?;
+    insert_edges(conn, graph, &plan.edges).await?;
     if !plan.existing_downstreams.is_empty() {
         refuse_cycles(conn, tenant, flow_id).await?;
     }
@@ -116,90 +127,76 @@ async fn apply(
     })
 }
 
+/// The change's new members, inserted in one statement.
 async fn insert_members(
     conn: &mut PgConnection,
-    tenant: TenantId,
-    flow_id: FlowId,
-    change: &GraphChange,
+    graph: Graph<'_>,
     max_queued: Option<u32>,
-) -> Result<BTreeMap<String, ExecutionId>> {
-    if change.members.is_empty() {
-        return Ok(BTreeMap::new());
+) -> Result<Members> {
+    let members = &graph.change.members;
+    if members.is_empty() {
+        return Ok(Members::new());
     }
-    let waits: BTreeSet<&str> = change.edges.iter().map(|e| e.to.as_str()).collect();
+    let waiting = graph.waiting();
     let placement = FlowPlacement {
-        flow_id,
-        keys: change.members.iter().map(|m| m.key.as_str()).collect(),
-        blocked: change
-            .members
+        flow_id: graph.flow_id,
+        keys: members.iter().map(|m| m.key.as_str()).collect(),
+        blocked: members
             .iter()
-            .map(|m| waits.contains(m.key.as_str()))
+            .map(|m| waiting.contains(m.key.as_str()))
             .collect(),
         parent: None,
     };
-    let executions: Vec<&NewExecution> = change.members.iter().map(|m| &m.execution).collect();
-    let created = insert_executions(conn, tenant, &executions, max_queued, Some(&placement))
-        .await
-        .map_err(|e| match violated(&e) {
-            Some("executions_flow_key_idx") => refusals::member_key_taken(),
-            _ => e,
-        })?;
-    Ok(change
-        .members
+    let executions: Vec<&NewExecution> = members.iter().map(|m| &m.execution).collect();
+    let created = insert_executions(
+        conn,
+        graph.tenant,
+        &executions,
+        max_queued,
+        Some(&placement),
+    )
+    .await
+    .map_err(|e| match violated(&e) {
+        Some("executions_flow_key_idx") => refusals::member_key_taken(),
+        _ => e,
+    })?;
+    Ok(members
         .iter()
         .zip(created)
         .map(|(m, c)| (m.key.clone(), c.execution_id))
         .collect())
 }
 
-/// Ids for every key the change names: its new members and existing ones.
+/// Ids for every key the change names: its new members and existing ones
+/// (one read of `executions_flow_key_idx` for all of those).
 async fn resolve_keys(
     conn: &mut PgConnection,
-    tenant: TenantId,
-    flow_id: FlowId,
-    change: &GraphChange,
-    members: &BTreeMap<String, ExecutionId>,
-) -> Result<HashMap<String, ExecutionId>> {
-    let mut ids: HashMap<String, ExecutionId> =
-        members.iter().map(|(k, v)| (k.clone(), *v)).collect();
-    let wanted: BTreeSet<&str> = change
-        .edges
-        .iter()
-        .flat_map(|e| [e.from.as_str(), e.to.as_str()])
-        .filter(|k| !ids.contains_key(*k))
-        .collect();
-    if wanted.is_empty() {
-        return Ok(ids);
+    graph: Graph<'_>,
+    members: &Members,
+) -> Result<MemberIds> {
+    let (mut ids, wanted) = graph.known_and_wanted(members);
+    if !wanted.is_empty() {
+        let found: Vec<(String, ExecutionId)> = sqlx::query_as(
+            "SELECT flow_key, execution_id FROM executions \
+             WHERE tenant_id = $1 AND flow_id = $2 AND flow_key = ANY($3)",
+        )
+        .bind(graph.tenant)
+        .bind(graph.flow_id)
+        .bind(&wanted)
+        .all(&mut *conn, "resolve member keys")
+        .await?;
+        ids.extend(found);
     }
-    let wanted: Vec<&str> = wanted.into_iter().collect();
-    let rows: Vec<(String, ExecutionId)> = sqlx::query_as(
-        "SELECT flow_key, execution_id FROM executions \
-         WHERE tenant_id = $1 AND flow_id = $2 AND flow_key = ANY($3)",
-    )
-    .bind(tenant)
-    .bind(flow_id)
-    .bind(&wanted)
-    .all(&mut *conn, "resolve member keys")
-    .await?;
-    ids.extend(rows);
-    for (i, edge) in change.edges.iter().enumerate() {
-        for (end, key) in [("from", &edge.from), ("to", &edge.to)] {
-            if !ids.contains_key(key) {
-                return Err(EngineError::invalid(
-                    format!("edges[{i}].{end}"),
-                    format!("no member `{key}` in this flow or this request"),
-                ));
-            }
-        }
-    }
+    graph.check_resolved(&ids)?;
     Ok(ids)
 }
 
+/// Lock the join groups of `downstreams`, which must all still wait.
 async fn check_still_waiting(
     conn: &mut PgConnection,
     tenant: TenantId,
     downstreams: &[ExecutionId],
-    ids: &HashMap<String, ExecutionId>,
+    ids: &MemberIds,
 ) -> Result<()> {
     let waiting: Vec<ExecutionId> = sqlx::query_scalar(
         "SELECT downstream_id FROM flow_groups \
@@ -210,30 +207,15 @@ async fn check_still_waiting(
     .bind(downstreams)
     .all(&mut *conn, "lock join groups")
     .await?;
-    if let Some(started) = downstreams.iter().find(|d| !waiting.contains(d)) {
-        let key = ids
-            .iter()
-            .find(|(_, id)| *id == started)
-            .map(|(k, _)| k.as_str())
-            .unwrap_or("?");
-        return Err(refusals::member_started(key));
+    match downstreams.iter().find(|d| !waiting.contains(d)) {
+        Some(started) => Err(member_started(ids, *started)),
+        None => Ok(()),
     }
-    Ok(())
 }
 
-async fn insert_groups(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    flow_id: FlowId,
-    change: &GraphChange,
-    members: &BTreeMap<String, ExecutionId>,
-) -> Result<()> {
-    let waits: BTreeSet<&str> = change.edges.iter().map(|e| e.to.as_str()).collect();
-    let joining: Vec<_> = change
-        .members
-        .iter()
-        .filter(|m| waits.contains(m.key.as_str()))
-        .collect();
+/// A join group for each new member that waits on incoming edges.
+async fn insert_groups(conn: &mut PgConnection, graph: Graph<'_>, members: &Members) -> Result<()> {
+    let joining = graph.joining();
     if joining.is_empty() {
         return Ok(());
     }
@@ -242,8 +224,8 @@ async fn insert_groups(
          SELECT $1, d, $2, p, k, o FROM unnest($3::uuid[], $4::text[], $5::int4[], $6::text[]) \
              AS x(d, p, k, o)",
     )
-    .bind(tenant)
-    .bind(flow_id)
+    .bind(graph.tenant)
+    .bind(graph.flow_id)
     .bind(joining.iter().map(|m| members[&m.key]).collect::<Vec<_>>())
     .bind(joining.iter().map(|m| m.join.name()).collect::<Vec<_>>())
     .bind(
@@ -263,10 +245,10 @@ async fn insert_groups(
     Ok(())
 }
 
+/// The change's edges, counted into their join groups.
 async fn insert_edges(
     conn: &mut PgConnection,
-    tenant: TenantId,
-    flow_id: FlowId,
+    graph: Graph<'_>,
     edges: &[(ExecutionId, ExecutionId, bool)],
 ) -> Result<()> {
     if edges.is_empty() {
@@ -283,8 +265,8 @@ async fn insert_edges(
          FROM (SELECT downstream_id, count(*)::int AS n FROM e GROUP BY downstream_id) c \
          WHERE g.tenant_id = $1 AND g.downstream_id = c.downstream_id",
     )
-    .bind(tenant)
-    .bind(flow_id)
+    .bind(graph.tenant)
+    .bind(graph.flow_id)
     .bind(columns.0)
     .bind(columns.1)
     .bind(columns.2)

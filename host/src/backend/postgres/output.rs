@@ -50,21 +50,21 @@ async fn append_frame(db: &PgBackend, lease: &LeaseHandle, frame: NewFrame<'_>) 
         .push(frame.mode.as_str())
         .push(frame.payload)
         .push(stored_i64(frame.max_attempt_bytes));
-    let bound = match frame.mode {
+    let op = "append frame";
+    let args = match frame.mode {
         StreamMode::Durable | StreamMode::Summary => args,
         StreamMode::BestEffort => args.push(BEST_EFFORT_WINDOW),
     }
-    .done("append frame")?;
-    // The second column (the notify's `void`) is never decoded.
-    let seq: Option<i64> = sqlx::query_scalar_with(&sql, bound)
-        .optional(pool, "append frame")
-        .await?;
-    match seq {
-        Some(seq) => Ok(seq),
-        None => {
-            Err(frame_refusal(pool, lease, frame.payload.len(), frame.max_attempt_bytes).await?)
-        }
+    .done(op)?;
+    Append {
+        op,
+        sql: &sql,
+        args,
+        adding: frame.payload.len(),
+        max_attempt_bytes: frame.max_attempt_bytes,
     }
+    .run(pool, lease)
+    .await
 }
 
 /// As `append_frame`, for many durable frames in one statement: the
@@ -95,19 +95,44 @@ async fn append_frames(db: &PgBackend, lease: &LeaseHandle, batch: FrameBatch<'_
         next = counters::next_frame(),
         held = counters::attempt_bytes(),
     );
-    let bound = Args::fence(lease)
+    let op = "append frames";
+    let args = Args::fence(lease)
         .push(batch.frame_type)
         .push(batch.payloads)
         .push(stored_i64(batch.max_attempt_bytes))
-        .done("append frames")?;
-    let last: Option<i64> = sqlx::query_scalar_with(&sql, bound)
-        .optional(pool, "append frames")
-        .await?;
-    match last {
-        Some(last) => Ok(last),
-        None => {
-            let adding = usize::try_from(batch.bytes()).unwrap_or(usize::MAX);
-            Err(frame_refusal(pool, lease, adding, batch.max_attempt_bytes).await?)
+        .done(op)?;
+    Append {
+        op,
+        sql: &sql,
+        args,
+        adding: usize::try_from(batch.bytes()).unwrap_or(usize::MAX),
+        max_attempt_bytes: batch.max_attempt_bytes,
+    }
+    .run(pool, lease)
+    .await
+}
+
+/// An append statement, bound, that adds `adding` bytes to the attempt's
+/// frames: its first column is the last sequence number it handed out (the
+/// second, the notify's `void`, is never decoded), and it returns no row
+/// when the fence or the attempt's byte cap refused it.
+struct Append<'a> {
+    op: &'static str,
+    sql: &'a str,
+    args: sqlx::postgres::PgArguments,
+    adding: usize,
+    max_attempt_bytes: u64,
+}
+
+impl Append<'_> {
+    /// The last sequence number, or why the append was refused.
+    async fn run(self, pool: &Connections, lease: &LeaseHandle) -> Result<i64> {
+        let seq: Option<i64> = sqlx::query_scalar_with(self.sql, self.args)
+            .optional(pool, self.op)
+            .await?;
+        match seq {
+            Some(seq) => Ok(seq),
+            None => Err(frame_refusal(pool, lease, self.adding, self.max_attempt_bytes).await?),
         }
     }
 }

@@ -12,9 +12,9 @@ use crate::backend::EdgeFilter;
 use crate::backend::Fetch;
 use crate::error::{EngineError, Result};
 use crate::model::{
-    find_cycle, EdgeState, ExecutionId, FlowEdgeDetail, FlowEdgeView, FlowId, FlowMemberView,
-    FlowSnapshot, FlowState, FlowSummary, GraphChange, JoinPolicy, JoinState, NewFlow, Page,
-    PublicState, TenantId,
+    find_cycle, EdgeState, ExecutionId, FlowEdgeDetail, FlowEdgeView, FlowId, FlowMember,
+    FlowMemberView, FlowSnapshot, FlowState, FlowSummary, GraphChange, JoinPolicy, JoinState,
+    NewFlow, Page, PublicState, TenantId,
 };
 
 /// A flow's own row, as both reads select it (`FLOW_COLUMNS`).
@@ -144,6 +144,78 @@ fn edge(row: EdgeRow) -> Option<FlowEdgeDetail> {
         state: EdgeState::from_stored(&state),
         created_at: created.into(),
     })
+}
+
+/// Keys to ids: a change's new members, as they are inserted.
+pub(crate) type Members = BTreeMap<String, ExecutionId>;
+
+/// Keys to ids: every key a change names, new members and existing ones.
+pub(crate) type MemberIds = HashMap<String, ExecutionId>;
+
+/// A graph change and the tenant's flow it applies to.
+#[derive(Clone, Copy)]
+pub(crate) struct Graph<'a> {
+    pub tenant: TenantId,
+    pub flow_id: FlowId,
+    pub change: &'a GraphChange,
+}
+
+impl<'a> Graph<'a> {
+    /// Keys of the members that incoming edges make wait (a join group
+    /// each).
+    pub(crate) fn waiting(&self) -> BTreeSet<&'a str> {
+        self.change.edges.iter().map(|e| e.to.as_str()).collect()
+    }
+
+    /// The new members that wait on incoming edges, in the change's order.
+    pub(crate) fn joining(&self) -> Vec<&'a FlowMember> {
+        let waiting = self.waiting();
+        self.change
+            .members
+            .iter()
+            .filter(|m| waiting.contains(m.key.as_str()))
+            .collect()
+    }
+
+    /// The new members' ids, and the keys its edges name that are not new
+    /// (existing members, to be looked up).
+    pub(crate) fn known_and_wanted(&self, members: &Members) -> (MemberIds, Vec<&'a str>) {
+        let ids: MemberIds = members.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        let wanted: BTreeSet<&str> = self
+            .change
+            .edges
+            .iter()
+            .flat_map(|e| [e.from.as_str(), e.to.as_str()])
+            .filter(|k| !ids.contains_key(*k))
+            .collect();
+        (ids, wanted.into_iter().collect())
+    }
+
+    /// Refuse an edge that names a key that is neither a new member nor one
+    /// the flow has (`ids`, as looked up).
+    pub(crate) fn check_resolved(&self, ids: &MemberIds) -> Result<()> {
+        for (i, edge) in self.change.edges.iter().enumerate() {
+            for (end, key) in [("from", &edge.from), ("to", &edge.to)] {
+                if !ids.contains_key(key) {
+                    return Err(EngineError::invalid(
+                        format!("edges[{i}].{end}"),
+                        format!("no member `{key}` in this flow or this request"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Refuse an edge into `started`, a member that no longer waits on its
+/// dependencies, named by its key.
+pub(crate) fn member_started(ids: &MemberIds, started: ExecutionId) -> EngineError {
+    let key = ids
+        .iter()
+        .find(|(_, id)| **id == started)
+        .map_or("?", |(k, _)| k.as_str());
+    refusals::member_started(key)
 }
 
 /// A graph change in ids, once its new members exist and every key it

@@ -5,8 +5,6 @@
 //! follows then is in `resolve`). A graph change is refused whole, with the
 //! reason, exactly as on Postgres.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-
 use sqlx::SqliteConnection;
 
 use super::executions::{admit, create_one, Placement};
@@ -17,11 +15,11 @@ use super::time::{now, Millis};
 use super::{Effects, Finished, SqliteBackend};
 use crate::backend::refusals;
 use crate::backend::shared::flows::sqlite::{bump_graph_revision, insert_flow, refuse_cycles};
-use crate::backend::shared::flows::EdgePlan;
+use crate::backend::shared::flows::{member_started, EdgePlan, Graph, MemberIds, Members};
 use crate::backend::GraphWrite;
 use crate::backend::{Fetch, Run};
-use crate::error::{EngineError, Result};
-use crate::model::{ExecutionId, FlowId, GraphApplied, GraphChange, NewFlow, TenantId};
+use crate::error::Result;
+use crate::model::{ExecutionId, FlowId, GraphApplied, NewFlow, TenantId};
 
 crate::backend::coordination::implement_flows!(SqliteBackend, sqlite);
 
@@ -35,7 +33,12 @@ async fn create_flow(
     db.write("create flow", async |conn, effects| {
         read_tenant(conn, tenant).await?;
         let flow_id = insert_flow(conn, tenant, flow).await?;
-        apply(conn, tenant, flow_id, change, max_queued, effects).await
+        let graph = Graph {
+            tenant,
+            flow_id,
+            change,
+        };
+        apply(conn, graph, max_queued, effects).await
     })
     .await
 }
@@ -67,27 +70,43 @@ pub(super) async fn extend_flow(
     db.write("extend flow", async |conn, effects| {
         let state = flow_state(conn, tenant, flow_id).await?;
         refusals::check_graph_change(flow_id, state, change.expected_revision)?;
-        apply(conn, tenant, flow_id, change, max_queued, effects).await
+        apply(
+            conn,
+            Graph {
+                tenant,
+                flow_id,
+                change,
+            },
+            max_queued,
+            effects,
+        )
+        .await
     })
     .await
 }
 
-/// Add `change` to a flow, whole or not at all (the caller's transaction).
+/// Add the change to a flow, whole or not at all (the caller's transaction).
 async fn apply(
     conn: &mut SqliteConnection,
-    tenant: TenantId,
-    flow_id: FlowId,
-    change: &GraphChange,
+    graph: Graph<'_>,
     max_queued: Option<u32>,
     effects: &mut Effects,
 ) -> Result<GraphApplied> {
-    let members = insert_members(conn, tenant, flow_id, change, max_queued, effects).await?;
-    let ids = resolve_keys(conn, tenant, flow_id, change, &members).await?;
-    let plan = EdgePlan::new(change, &ids, &members);
+    let Graph {
+        tenant, flow_id, ..
+    } = graph;
+    let members = insert_members(conn, graph, max_queued, effects).await?;
+    let ids = resolve_keys(conn, graph, &members).await?;
+    let plan = EdgePlan::new(graph.change, &ids, &members);
     check_still_waiting(conn, tenant, &plan.existing_downstreams, &ids).await?;
-    insert_groups(conn, tenant, flow_id, change, &members).await?;
-    for (upstream, downstream, pass_result) in &plan.edges {
-        insert_edge(conn, tenant, flow_id, *upstream, *downstream, *pass_result).await?;
+    insert_groups(conn, graph, &members).await?;
+    for &(upstream, downstream, pass_result) in &plan.edges {
+        let edge = NewEdge {
+            upstream,
+            downstream,
+            pass_result,
+        };
+        insert_edge(conn, graph, edge).await?;
     }
     if !plan.existing_downstreams.is_empty() {
         refuse_cycles(conn, tenant, flow_id).await?;
@@ -107,19 +126,23 @@ async fn apply(
     })
 }
 
+/// The change's new members, one at a time under the one writer.
 async fn insert_members(
     conn: &mut SqliteConnection,
-    tenant: TenantId,
-    flow_id: FlowId,
-    change: &GraphChange,
+    graph: Graph<'_>,
     max_queued: Option<u32>,
     effects: &mut Effects,
-) -> Result<BTreeMap<String, ExecutionId>> {
+) -> Result<Members> {
+    let Graph {
+        tenant,
+        flow_id,
+        change,
+    } = graph;
     if let Some(limit) = max_queued.filter(|_| !change.members.is_empty()) {
         admit(conn, tenant, change.members.len(), limit).await?;
     }
-    let waits: BTreeSet<&str> = change.edges.iter().map(|e| e.to.as_str()).collect();
-    let mut members = BTreeMap::new();
+    let waiting = graph.waiting();
+    let mut members = Members::new();
     for member in &change.members {
         let taken: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM executions \
@@ -136,7 +159,7 @@ async fn insert_members(
         let placement = Placement {
             flow_id,
             key: &member.key,
-            blocked: waits.contains(member.key.as_str()),
+            blocked: waiting.contains(member.key.as_str()),
             parent: None,
         };
         let created = create_one(conn, tenant, &member.execution, Some(placement), effects).await?;
@@ -145,39 +168,30 @@ async fn insert_members(
     Ok(members)
 }
 
-/// Ids for every key the change names: its new members and existing ones.
+/// Ids for every key the change names: its new members and existing ones
+/// (one read of `executions_flow_key_idx` for all of those, the keys as one
+/// JSON array).
 async fn resolve_keys(
     conn: &mut SqliteConnection,
-    tenant: TenantId,
-    flow_id: FlowId,
-    change: &GraphChange,
-    members: &BTreeMap<String, ExecutionId>,
-) -> Result<HashMap<String, ExecutionId>> {
-    let mut ids: HashMap<String, ExecutionId> =
-        members.iter().map(|(k, v)| (k.clone(), *v)).collect();
-    for (i, edge) in change.edges.iter().enumerate() {
-        for (end, key) in [("from", &edge.from), ("to", &edge.to)] {
-            if ids.contains_key(key) {
-                continue;
-            }
-            let id: Option<ExecutionId> = sqlx::query_scalar(
-                "SELECT execution_id FROM executions \
-                 WHERE tenant_id = ? AND flow_id = ? AND flow_key = ?",
-            )
-            .bind(tenant)
-            .bind(flow_id)
-            .bind(key)
-            .optional(&mut *conn, "resolve member keys")
-            .await?;
-            let id = id.ok_or_else(|| {
-                EngineError::invalid(
-                    format!("edges[{i}].{end}"),
-                    format!("no member `{key}` in this flow or this request"),
-                )
-            })?;
-            ids.insert(key.clone(), id);
-        }
+    graph: Graph<'_>,
+    members: &Members,
+) -> Result<MemberIds> {
+    let (mut ids, wanted) = graph.known_and_wanted(members);
+    if !wanted.is_empty() {
+        let wanted = serde_json::to_string(&wanted).expect("keys serialise");
+        let found: Vec<(String, ExecutionId)> = sqlx::query_as(
+            "SELECT flow_key, execution_id FROM executions \
+             WHERE tenant_id = ? AND flow_id = ? \
+               AND flow_key IN (SELECT value FROM json_each(?))",
+        )
+        .bind(graph.tenant)
+        .bind(graph.flow_id)
+        .bind(wanted)
+        .all(&mut *conn, "resolve member keys")
+        .await?;
+        ids.extend(found);
     }
+    graph.check_resolved(&ids)?;
     Ok(ids)
 }
 
@@ -186,7 +200,7 @@ async fn check_still_waiting(
     conn: &mut SqliteConnection,
     tenant: TenantId,
     downstreams: &[ExecutionId],
-    ids: &HashMap<String, ExecutionId>,
+    ids: &MemberIds,
 ) -> Result<()> {
     for downstream in downstreams {
         let waiting: bool = sqlx::query_scalar(
@@ -198,36 +212,26 @@ async fn check_still_waiting(
         .one(&mut *conn, "read join groups")
         .await?;
         if !waiting {
-            let key = ids
-                .iter()
-                .find(|(_, id)| *id == downstream)
-                .map_or("?", |(k, _)| k.as_str());
-            return Err(refusals::member_started(key));
+            return Err(member_started(ids, *downstream));
         }
     }
     Ok(())
 }
 
+/// A join group for each new member that waits on incoming edges.
 async fn insert_groups(
     conn: &mut SqliteConnection,
-    tenant: TenantId,
-    flow_id: FlowId,
-    change: &GraphChange,
-    members: &BTreeMap<String, ExecutionId>,
+    graph: Graph<'_>,
+    members: &Members,
 ) -> Result<()> {
-    let waits: BTreeSet<&str> = change.edges.iter().map(|e| e.to.as_str()).collect();
-    for member in change
-        .members
-        .iter()
-        .filter(|m| waits.contains(m.key.as_str()))
-    {
+    for member in graph.joining() {
         sqlx::query(
             "INSERT INTO flow_groups (tenant_id, downstream_id, flow_id, policy, k, on_satisfied) \
              VALUES (?, ?, ?, ?, ?, ?)",
         )
-        .bind(tenant)
+        .bind(graph.tenant)
         .bind(members[&member.key])
-        .bind(flow_id)
+        .bind(graph.flow_id)
         .bind(member.join.name())
         .bind(member.join.k().map(i64::from))
         .bind(member.join.on_satisfied().as_str())
@@ -237,14 +241,24 @@ async fn insert_groups(
     Ok(())
 }
 
-async fn insert_edge(
-    conn: &mut SqliteConnection,
-    tenant: TenantId,
-    flow_id: FlowId,
+/// One edge of a change, in ids.
+struct NewEdge {
     upstream: ExecutionId,
     downstream: ExecutionId,
     pass_result: bool,
-) -> Result<()> {
+}
+
+/// An edge, refused when it repeats one or gives its downstream a second
+/// input; counted into its join group.
+async fn insert_edge(conn: &mut SqliteConnection, graph: Graph<'_>, edge: NewEdge) -> Result<()> {
+    let Graph {
+        tenant, flow_id, ..
+    } = graph;
+    let NewEdge {
+        upstream,
+        downstream,
+        pass_result,
+    } = edge;
     let (exists, has_input): (bool, bool) = sqlx::query_as(
         "SELECT EXISTS (SELECT 1 FROM flow_edges \
                  WHERE tenant_id = ?1 AND upstream_id = ?2 AND downstream_id = ?3), \

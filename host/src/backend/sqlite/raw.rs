@@ -289,12 +289,20 @@ impl DatabaseError for SqliteFailure {
 /// A connection to a fresh in-memory database for the backend's unit tests,
 /// opened as the backend opens its own: after [`configure_process`].
 #[cfg(test)]
-pub(super) async fn memory_connection() -> sqlx::SqliteConnection {
+/// `setup` runs on it first, one statement after another.
+pub(super) async fn memory_connection(setup: &[&str]) -> sqlx::SqliteConnection {
     use sqlx::Connection;
     configure_process();
-    sqlx::SqliteConnection::connect("sqlite::memory:")
+    let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:")
         .await
-        .expect("an in-memory SQLite database")
+        .expect("an in-memory SQLite database");
+    for statement in setup {
+        sqlx::query(statement)
+            .execute(&mut conn)
+            .await
+            .expect(statement);
+    }
+    conn
 }
 
 #[cfg(test)]
@@ -303,15 +311,13 @@ mod tests {
 
     #[tokio::test]
     async fn sqlite_counts_no_allocations_once_the_process_is_configured() {
-        let mut conn = memory_connection().await;
-        sqlx::query("CREATE TABLE t (v TEXT NOT NULL)")
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        sqlx::query("INSERT INTO t VALUES (hex(randomblob(4096)))")
-            .execute(&mut conn)
-            .await
-            .unwrap();
+        // A row big enough that SQLite's own allocator would count it,
+        // on a connection still open when the counter is read.
+        let _conn = memory_connection(&[
+            "CREATE TABLE t (v TEXT NOT NULL)",
+            "INSERT INTO t VALUES (hex(randomblob(4096)))",
+        ])
+        .await;
         // SAFETY: reads one of SQLite's counters; no pointer is involved.
         let counted = unsafe { ffi::sqlite3_memory_used() };
         assert_eq!(counted, 0, "SQLite counted {counted} bytes in use");

@@ -61,7 +61,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_compact_form_is_written_and_both_forms_read_back() {
-        let mut conn = super::super::raw::memory_connection().await;
+        let mut conn = super::super::raw::memory_connection(&[]).await;
         let custom = ExecutionPolicy {
             max_replays: Some(2),
             ..ExecutionPolicy::default()

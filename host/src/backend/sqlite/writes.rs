@@ -138,13 +138,19 @@ impl Type<Sqlite> for Encoded<'_> {
 mod tests {
     use super::*;
 
+    use super::super::raw::memory_connection;
+
+    const TABLE_T: &str = "CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)";
+
     async fn memory() -> SqliteConnection {
-        let mut conn = super::super::raw::memory_connection().await;
-        sqlx::query("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)")
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        conn
+        memory_connection(&[TABLE_T]).await
+    }
+
+    /// `writes` fails with `reason` in its message and writes nothing.
+    async fn assert_refused(conn: &mut SqliteConnection, writes: Writes<'_>, reason: &str) {
+        let e = writes.run(&mut *conn, "refused").await.unwrap_err();
+        assert!(e.to_string().contains(reason), "{e}");
+        assert!(rows(conn).await.is_empty());
     }
 
     async fn rows(conn: &mut SqliteConnection) -> Vec<(i64, String)> {
@@ -228,10 +234,8 @@ mod tests {
         // Both batches repeat a text, so they run on the handle, which
         // counts each statement's parameters.
         for writes in [too_few, too_many] {
-            let e = writes.run(&mut conn, "mismatch").await.unwrap_err();
-            assert!(e.to_string().contains("parameters for"), "{e}");
+            assert_refused(&mut conn, writes, "parameters for").await;
         }
-        assert!(rows(&mut conn).await.is_empty());
     }
 
     #[tokio::test]
@@ -241,18 +245,15 @@ mod tests {
         writes.statement(
             "INSERT INTO t (k, v) VALUES (1, 'a'); INSERT INTO t (k, v) VALUES (2, 'b')",
         );
-        let e = writes.run(&mut conn, "two").await.unwrap_err();
-        assert!(e.to_string().contains("not one statement"), "{e}");
-        assert!(rows(&mut conn).await.is_empty());
+        assert_refused(&mut conn, writes, "not one statement").await;
     }
 
     #[tokio::test]
     async fn values_are_stored_as_sqlx_binds_them() {
-        let mut conn = memory().await;
-        sqlx::query("CREATE TABLE typed (id BLOB, doc TEXT, n INTEGER, x REAL, b BLOB, z TEXT)")
-            .execute(&mut conn)
-            .await
-            .unwrap();
+        let mut conn = memory_connection(&[
+            "CREATE TABLE typed (id BLOB, doc TEXT, n INTEGER, x REAL, b BLOB, z TEXT)",
+        ])
+        .await;
         let id = uuid::Uuid::now_v7();
         let doc = sqlx::types::Json(serde_json::json!({"a": [1, "two"]}));
         let sql = "INSERT INTO typed (id, doc, n, x, b, z) VALUES (?, ?, ?, ?, ?, ?)";
