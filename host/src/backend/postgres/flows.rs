@@ -14,8 +14,8 @@ use super::flow_cancel::cancel_flow;
 use super::rows::{col, transaction};
 use super::PgBackend;
 use crate::backend::refusals;
-use crate::backend::shared::flows::pg::{bump_graph_revision, insert_flow, refuse_cycles};
-use crate::backend::shared::flows::{member_started, EdgePlan, Graph, MemberIds, Members};
+use crate::backend::shared::flows::pg as shared;
+use crate::backend::shared::flows::{EdgePlan, Graph, Members};
 use crate::backend::GraphWrite;
 use crate::backend::{Fetch, Run};
 use crate::error::{EngineError, Result};
@@ -29,16 +29,9 @@ async fn create_flow(
     flow: &NewFlow,
     write: GraphWrite<'_>,
 ) -> Result<GraphApplied> {
-    let GraphWrite { change, max_queued } = write;
-    let pool = &db.pool;
-    transaction(pool, "create flow", async |tx| {
-        let flow_id = insert_flow(tx, tenant, flow).await?;
-        let graph = Graph {
-            tenant,
-            flow_id,
-            change,
-        };
-        apply(tx, graph, max_queued).await
+    transaction(&db.pool, "create flow", async |tx| {
+        let flow_id = shared::insert_flow(tx, tenant, flow).await?;
+        apply(tx, write.on(tenant, flow_id)).await
     })
     .await
 }
@@ -50,7 +43,6 @@ pub(super) async fn extend_flow(
     write: GraphWrite<'_>,
 ) -> Result<GraphApplied> {
     let pool = &db.pool;
-    let GraphWrite { change, max_queued } = write;
     transaction(pool, "extend flow", async |tx| {
         let row = sqlx::query(
             "SELECT graph_revision, cancelled_at IS NOT NULL AS cancelled FROM flows \
@@ -62,33 +54,17 @@ pub(super) async fn extend_flow(
         .await?
         .ok_or_else(|| refusals::flow_not_found(flow_id))?;
         let state = (col(&row, "graph_revision")?, col(&row, "cancelled")?);
-        refusals::check_graph_change(flow_id, state, change.expected_revision)?;
-        apply(
-            tx,
-            Graph {
-                tenant,
-                flow_id,
-                change,
-            },
-            max_queued,
-        )
-        .await
+        refusals::check_graph_change(flow_id, state, write.change.expected_revision)?;
+        apply(tx, write.on(tenant, flow_id)).await
     })
     .await
 }
 
 /// Add the change to a flow whose row the caller has written or locked.
-async fn apply(
-    conn: &mut PgConnection,
-    graph: Graph<'_>,
-    max_queued: Option<u32>,
-) -> Result<GraphApplied> {
-    let Graph {
-        tenant, flow_id, ..
-    } = graph;
-    let members = insert_members(conn, graph, max_queued).await?;
-    let ids = resolve_keys(conn, graph, &members).await?;
-    let plan = EdgePlan::new(graph.change, &ids, &members);
+async fn apply(conn: &mut PgConnection, graph: Graph<'_>) -> Result<GraphApplied> {
+    let (tenant, flow_id) = (graph.tenant, graph.flow_id);
+    let members = insert_members(conn, graph).await?;
+    let plan = shared::plan_edges(conn, graph, &members).await?;
 
     // Upstreams first (shared: they may end, but not while we read them).
     let ended: Vec<(ExecutionId, String)> = sqlx::query_as(
@@ -103,12 +79,12 @@ async fn apply(
 
     // Then the groups of members that already existed: they must still wait.
     if !plan.existing_downstreams.is_empty() {
-        check_still_waiting(conn, tenant, &plan.existing_downstreams, &ids).await?;
+        check_still_waiting(conn, tenant, &plan).await?;
     }
     insert_groups(conn, graph, &members).await?;
     insert_edges(conn, graph, &plan.edges).await?;
     if !plan.existing_downstreams.is_empty() {
-        refuse_cycles(conn, tenant, flow_id).await?;
+        shared::refuse_cycles(conn, tenant, flow_id).await?;
     }
     if !ended.is_empty() {
         let (done, outcomes): (Vec<ExecutionId>, Vec<String>) = ended.into_iter().unzip();
@@ -119,7 +95,7 @@ async fn apply(
             .run(&mut *conn, "resolve edges")
             .await?;
     }
-    let revision = bump_graph_revision(conn, tenant, flow_id).await?;
+    let revision = shared::bump_graph_revision(conn, tenant, flow_id).await?;
     Ok(GraphApplied {
         flow_id,
         revision,
@@ -128,11 +104,7 @@ async fn apply(
 }
 
 /// The change's new members, inserted in one statement.
-async fn insert_members(
-    conn: &mut PgConnection,
-    graph: Graph<'_>,
-    max_queued: Option<u32>,
-) -> Result<Members> {
+async fn insert_members(conn: &mut PgConnection, graph: Graph<'_>) -> Result<Members> {
     let members = &graph.change.members;
     if members.is_empty() {
         return Ok(Members::new());
@@ -148,6 +120,7 @@ async fn insert_members(
         parent: None,
     };
     let executions: Vec<&NewExecution> = members.iter().map(|m| &m.execution).collect();
+    let max_queued = graph.max_queued;
     let created = insert_executions(
         conn,
         graph.tenant,
@@ -167,48 +140,24 @@ async fn insert_members(
         .collect())
 }
 
-/// Ids for every key the change names: its new members and existing ones
-/// (one read of `executions_flow_key_idx` for all of those).
-async fn resolve_keys(
-    conn: &mut PgConnection,
-    graph: Graph<'_>,
-    members: &Members,
-) -> Result<MemberIds> {
-    let (mut ids, wanted) = graph.known_and_wanted(members);
-    if !wanted.is_empty() {
-        let found: Vec<(String, ExecutionId)> = sqlx::query_as(
-            "SELECT flow_key, execution_id FROM executions \
-             WHERE tenant_id = $1 AND flow_id = $2 AND flow_key = ANY($3)",
-        )
-        .bind(graph.tenant)
-        .bind(graph.flow_id)
-        .bind(&wanted)
-        .all(&mut *conn, "resolve member keys")
-        .await?;
-        ids.extend(found);
-    }
-    graph.check_resolved(&ids)?;
-    Ok(ids)
-}
-
 /// Lock the join groups of `downstreams`, which must all still wait.
 async fn check_still_waiting(
     conn: &mut PgConnection,
     tenant: TenantId,
-    downstreams: &[ExecutionId],
-    ids: &MemberIds,
+    plan: &EdgePlan,
 ) -> Result<()> {
+    let downstreams = &plan.existing_downstreams;
     let waiting: Vec<ExecutionId> = sqlx::query_scalar(
         "SELECT downstream_id FROM flow_groups \
          WHERE tenant_id = $1 AND downstream_id = ANY($2) AND state = 'pending' \
          ORDER BY downstream_id FOR UPDATE",
     )
     .bind(tenant)
-    .bind(downstreams)
+    .bind(downstreams.as_slice())
     .all(&mut *conn, "lock join groups")
     .await?;
     match downstreams.iter().find(|d| !waiting.contains(d)) {
-        Some(started) => Err(member_started(ids, *started)),
+        Some(started) => Err(plan.started(*started)),
         None => Ok(()),
     }
 }

@@ -8,8 +8,8 @@ use sqlx::types::Json;
 
 use super::stamp::Stamp;
 use crate::backend::refusals;
-use crate::backend::EdgeFilter;
 use crate::backend::Fetch;
+use crate::backend::{EdgeFilter, GraphWrite};
 use crate::error::{EngineError, Result};
 use crate::model::{
     find_cycle, EdgeState, ExecutionId, FlowEdgeDetail, FlowEdgeView, FlowId, FlowMember,
@@ -152,12 +152,26 @@ pub(crate) type Members = BTreeMap<String, ExecutionId>;
 /// Keys to ids: every key a change names, new members and existing ones.
 pub(crate) type MemberIds = HashMap<String, ExecutionId>;
 
-/// A graph change and the tenant's flow it applies to.
+/// A graph change, the tenant's flow it applies to, and the backlog its
+/// new members may not take the tenant past.
 #[derive(Clone, Copy)]
 pub(crate) struct Graph<'a> {
     pub tenant: TenantId,
     pub flow_id: FlowId,
     pub change: &'a GraphChange,
+    pub max_queued: Option<u32>,
+}
+
+impl<'a> GraphWrite<'a> {
+    /// This write, to the tenant's flow `flow_id`.
+    pub(crate) fn on(self, tenant: TenantId, flow_id: FlowId) -> Graph<'a> {
+        Graph {
+            tenant,
+            flow_id,
+            change: self.change,
+            max_queued: self.max_queued,
+        }
+    }
 }
 
 impl<'a> Graph<'a> {
@@ -179,7 +193,7 @@ impl<'a> Graph<'a> {
 
     /// The new members' ids, and the keys its edges name that are not new
     /// (existing members, to be looked up).
-    pub(crate) fn known_and_wanted(&self, members: &Members) -> (MemberIds, Vec<&'a str>) {
+    fn known_and_wanted(&self, members: &Members) -> (MemberIds, Vec<&'a str>) {
         let ids: MemberIds = members.iter().map(|(k, v)| (k.clone(), *v)).collect();
         let wanted: BTreeSet<&str> = self
             .change
@@ -193,7 +207,7 @@ impl<'a> Graph<'a> {
 
     /// Refuse an edge that names a key that is neither a new member nor one
     /// the flow has (`ids`, as looked up).
-    pub(crate) fn check_resolved(&self, ids: &MemberIds) -> Result<()> {
+    fn check_resolved(&self, ids: &MemberIds) -> Result<()> {
         for (i, edge) in self.change.edges.iter().enumerate() {
             for (end, key) in [("from", &edge.from), ("to", &edge.to)] {
                 if !ids.contains_key(key) {
@@ -208,20 +222,12 @@ impl<'a> Graph<'a> {
     }
 }
 
-/// Refuse an edge into `started`, a member that no longer waits on its
-/// dependencies, named by its key.
-pub(crate) fn member_started(ids: &MemberIds, started: ExecutionId) -> EngineError {
-    let key = ids
-        .iter()
-        .find(|(_, id)| **id == started)
-        .map_or("?", |(k, _)| k.as_str());
-    refusals::member_started(key)
-}
-
 /// A graph change in ids, once its new members exist and every key it
 /// names is resolved: its edges, the upstreams they leave, and the members
 /// that existed before the change and now wait on more.
 pub(crate) struct EdgePlan {
+    /// Every key the change names, with its id.
+    pub ids: MemberIds,
     /// (upstream, downstream, pass_result), in the change's order.
     pub edges: Vec<(ExecutionId, ExecutionId, bool)>,
     /// Every upstream once, in id order (the order their rows are locked).
@@ -232,11 +238,7 @@ pub(crate) struct EdgePlan {
 }
 
 impl EdgePlan {
-    pub(crate) fn new(
-        change: &GraphChange,
-        ids: &HashMap<String, ExecutionId>,
-        new_members: &BTreeMap<String, ExecutionId>,
-    ) -> Self {
+    fn new(change: &GraphChange, ids: MemberIds, new_members: &Members) -> Self {
         let edges: Vec<(ExecutionId, ExecutionId, bool)> = change
             .edges
             .iter()
@@ -250,14 +252,48 @@ impl EdgePlan {
             .filter(|d| !new_ids.contains(d))
             .collect();
         EdgePlan {
+            ids,
             edges,
             upstreams: upstreams.into_iter().collect(),
             existing_downstreams: existing_downstreams.into_iter().collect(),
         }
     }
+
+    /// Refuse an edge into `started`, an existing member that no longer
+    /// waits on its dependencies, named by its key.
+    pub(crate) fn started(&self, started: ExecutionId) -> EngineError {
+        let key = self
+            .ids
+            .iter()
+            .find(|(_, id)| **id == started)
+            .map_or("?", |(k, _)| k.as_str());
+        refusals::member_started(key)
+    }
 }
 
 for_both_drivers! {
+    /// The change in ids, once its new `members` exist: every key it names
+    /// is resolved to a new member or an existing one (one read of
+    /// `executions_flow_key_idx` for all of those), or the change refused.
+    async fn plan_edges(conn, graph: Graph<'_>, members: &Members) -> Result<EdgePlan> {
+        let (mut ids, wanted) = graph.known_and_wanted(members);
+        if !wanted.is_empty() {
+            let found: Vec<(String, ExecutionId)> = sqlx::query_as(&format!(
+                "SELECT flow_key, execution_id FROM executions \
+                 WHERE tenant_id = $1 AND flow_id = $2 AND {}",
+                in_json_texts("flow_key", "$3")
+            ))
+            .bind(graph.tenant)
+            .bind(graph.flow_id)
+            .bind(Json(&wanted))
+            .all(&mut *conn, "resolve member keys")
+            .await?;
+            ids.extend(found);
+        }
+        graph.check_resolved(&ids)?;
+        Ok(EdgePlan::new(graph.change, ids, members))
+    }
+
     /// A new flow's own row, with no members yet; its id. An unknown tenant
     /// is `not_found`.
     async fn insert_flow(conn, tenant: TenantId, flow: &NewFlow) -> Result<FlowId> {

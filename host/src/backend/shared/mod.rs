@@ -13,7 +13,7 @@
 /// `pg::name(conn: &mut PgConnection, …)` and
 /// `sqlite::name(conn: &mut SqliteConnection, …)` with the same body.
 macro_rules! for_both_drivers {
-    (@driver $module:ident, $connection:ty, $row_lock:literal, $doc:literal;
+    (@driver $module:ident, $connection:ty, $row_lock:literal, $in_json:literal, $doc:literal;
         $(
             $(#[$meta:meta])*
             async fn $name:ident($conn:ident $(, $arg:ident: $ty:ty)* $(,)?) -> $ret:ty $body:block
@@ -30,6 +30,12 @@ macro_rules! for_both_drivers {
             /// Postgres locks them; on SQLite the one writer holds them all.
             #[allow(dead_code)]
             const FOR_UPDATE: &str = $row_lock;
+            /// `column IN` the texts of a JSON array bound as `param` (a
+            /// list of any length in one parameter, on either driver).
+            #[allow(dead_code)]
+            fn in_json_texts(column: &str, param: &str) -> String {
+                format!($in_json, column = column, param = param)
+            }
             $(
                 $(#[$meta])*
                 pub(crate) async fn $name($conn: &mut $connection $(, $arg: $ty)*) -> $ret $body
@@ -37,8 +43,10 @@ macro_rules! for_both_drivers {
         }
     };
     ($($operations:tt)*) => {
-        for_both_drivers!(@driver pg, sqlx::PgConnection, " FOR UPDATE", "On a Postgres connection."; $($operations)*);
-        for_both_drivers!(@driver sqlite, sqlx::SqliteConnection, "", "On a SQLite connection."; $($operations)*);
+        for_both_drivers!(@driver pg, sqlx::PgConnection, " FOR UPDATE",
+            "{column} IN (SELECT jsonb_array_elements_text({param}))", "On a Postgres connection."; $($operations)*);
+        for_both_drivers!(@driver sqlite, sqlx::SqliteConnection, "",
+            "{column} IN (SELECT value FROM json_each({param}))", "On a SQLite connection."; $($operations)*);
     };
 }
 

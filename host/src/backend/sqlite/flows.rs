@@ -14,8 +14,8 @@ use super::tenancy::read_tenant;
 use super::time::{now, Millis};
 use super::{Effects, Finished, SqliteBackend};
 use crate::backend::refusals;
-use crate::backend::shared::flows::sqlite::{bump_graph_revision, insert_flow, refuse_cycles};
-use crate::backend::shared::flows::{member_started, EdgePlan, Graph, MemberIds, Members};
+use crate::backend::shared::flows::sqlite as shared;
+use crate::backend::shared::flows::{EdgePlan, Graph, Members};
 use crate::backend::GraphWrite;
 use crate::backend::{Fetch, Run};
 use crate::error::Result;
@@ -29,16 +29,10 @@ async fn create_flow(
     flow: &NewFlow,
     write: GraphWrite<'_>,
 ) -> Result<GraphApplied> {
-    let GraphWrite { change, max_queued } = write;
     db.write("create flow", async |conn, effects| {
         read_tenant(conn, tenant).await?;
-        let flow_id = insert_flow(conn, tenant, flow).await?;
-        let graph = Graph {
-            tenant,
-            flow_id,
-            change,
-        };
-        apply(conn, graph, max_queued, effects).await
+        let flow_id = shared::insert_flow(conn, tenant, flow).await?;
+        apply(conn, write.on(tenant, flow_id), effects).await
     })
     .await
 }
@@ -66,21 +60,10 @@ pub(super) async fn extend_flow(
     flow_id: FlowId,
     write: GraphWrite<'_>,
 ) -> Result<GraphApplied> {
-    let GraphWrite { change, max_queued } = write;
     db.write("extend flow", async |conn, effects| {
         let state = flow_state(conn, tenant, flow_id).await?;
-        refusals::check_graph_change(flow_id, state, change.expected_revision)?;
-        apply(
-            conn,
-            Graph {
-                tenant,
-                flow_id,
-                change,
-            },
-            max_queued,
-            effects,
-        )
-        .await
+        refusals::check_graph_change(flow_id, state, write.change.expected_revision)?;
+        apply(conn, write.on(tenant, flow_id), effects).await
     })
     .await
 }
@@ -89,16 +72,12 @@ pub(super) async fn extend_flow(
 async fn apply(
     conn: &mut SqliteConnection,
     graph: Graph<'_>,
-    max_queued: Option<u32>,
     effects: &mut Effects,
 ) -> Result<GraphApplied> {
-    let Graph {
-        tenant, flow_id, ..
-    } = graph;
-    let members = insert_members(conn, graph, max_queued, effects).await?;
-    let ids = resolve_keys(conn, graph, &members).await?;
-    let plan = EdgePlan::new(graph.change, &ids, &members);
-    check_still_waiting(conn, tenant, &plan.existing_downstreams, &ids).await?;
+    let (tenant, flow_id) = (graph.tenant, graph.flow_id);
+    let members = insert_members(conn, graph, effects).await?;
+    let plan = shared::plan_edges(conn, graph, &members).await?;
+    check_still_waiting(conn, tenant, &plan).await?;
     insert_groups(conn, graph, &members).await?;
     for &(upstream, downstream, pass_result) in &plan.edges {
         let edge = NewEdge {
@@ -109,7 +88,7 @@ async fn apply(
         insert_edge(conn, graph, edge).await?;
     }
     if !plan.existing_downstreams.is_empty() {
-        refuse_cycles(conn, tenant, flow_id).await?;
+        shared::refuse_cycles(conn, tenant, flow_id).await?;
     }
     // Edges from members that already ended resolve now, before commit.
     for upstream in plan.upstreams {
@@ -118,7 +97,7 @@ async fn apply(
             effects.finished.push(Finished::of(&row, outcome.as_str()));
         }
     }
-    let revision = bump_graph_revision(conn, tenant, flow_id).await?;
+    let revision = shared::bump_graph_revision(conn, tenant, flow_id).await?;
     Ok(GraphApplied {
         flow_id,
         revision,
@@ -130,15 +109,10 @@ async fn apply(
 async fn insert_members(
     conn: &mut SqliteConnection,
     graph: Graph<'_>,
-    max_queued: Option<u32>,
     effects: &mut Effects,
 ) -> Result<Members> {
-    let Graph {
-        tenant,
-        flow_id,
-        change,
-    } = graph;
-    if let Some(limit) = max_queued.filter(|_| !change.members.is_empty()) {
+    let (tenant, flow_id, change) = (graph.tenant, graph.flow_id, graph.change);
+    if let Some(limit) = graph.max_queued.filter(|_| !change.members.is_empty()) {
         admit(conn, tenant, change.members.len(), limit).await?;
     }
     let waiting = graph.waiting();
@@ -168,40 +142,13 @@ async fn insert_members(
     Ok(members)
 }
 
-/// Ids for every key the change names: its new members and existing ones
-/// (one read of `executions_flow_key_idx` for all of those, the keys as one
-/// JSON array).
-async fn resolve_keys(
-    conn: &mut SqliteConnection,
-    graph: Graph<'_>,
-    members: &Members,
-) -> Result<MemberIds> {
-    let (mut ids, wanted) = graph.known_and_wanted(members);
-    if !wanted.is_empty() {
-        let wanted = serde_json::to_string(&wanted).expect("keys serialise");
-        let found: Vec<(String, ExecutionId)> = sqlx::query_as(
-            "SELECT flow_key, execution_id FROM executions \
-             WHERE tenant_id = ? AND flow_id = ? \
-               AND flow_key IN (SELECT value FROM json_each(?))",
-        )
-        .bind(graph.tenant)
-        .bind(graph.flow_id)
-        .bind(wanted)
-        .all(&mut *conn, "resolve member keys")
-        .await?;
-        ids.extend(found);
-    }
-    graph.check_resolved(&ids)?;
-    Ok(ids)
-}
-
 /// Edges may only point at members that still wait on their dependencies.
 async fn check_still_waiting(
     conn: &mut SqliteConnection,
     tenant: TenantId,
-    downstreams: &[ExecutionId],
-    ids: &MemberIds,
+    plan: &EdgePlan,
 ) -> Result<()> {
+    let downstreams = &plan.existing_downstreams;
     for downstream in downstreams {
         let waiting: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM flow_groups \
@@ -212,7 +159,7 @@ async fn check_still_waiting(
         .one(&mut *conn, "read join groups")
         .await?;
         if !waiting {
-            return Err(member_started(ids, *downstream));
+            return Err(plan.started(*downstream));
         }
     }
     Ok(())
@@ -251,9 +198,7 @@ struct NewEdge {
 /// An edge, refused when it repeats one or gives its downstream a second
 /// input; counted into its join group.
 async fn insert_edge(conn: &mut SqliteConnection, graph: Graph<'_>, edge: NewEdge) -> Result<()> {
-    let Graph {
-        tenant, flow_id, ..
-    } = graph;
+    let (tenant, flow_id) = (graph.tenant, graph.flow_id);
     let NewEdge {
         upstream,
         downstream,
