@@ -16,8 +16,9 @@ use super::rows::{col, json, transaction, Args};
 use super::PgBackend;
 use super::EVENTS_CHANNEL;
 use crate::backend::refusals;
+use crate::backend::shared::suspension::pg as shared;
 use crate::backend::shared::suspension::{
-    pg::check_signal_room, SignalRow, WaitpointRow, SIGNAL_COLUMNS, WAITPOINT_COLUMNS,
+    SignalRow, WaitpointRow, SIGNAL_COLUMNS, WAITPOINT_COLUMNS,
 };
 use crate::backend::{Fetch, Run};
 use crate::backend::{NewWaitpoint, SignalDelivery, SuspendRequest};
@@ -124,7 +125,7 @@ async fn suspend(
         if total > i64::from(request.max_waitpoints) {
             return Err(refusals::waitpoints_exceeded(request.max_waitpoints));
         }
-        let buffered = buffered_signals(tx, lease.tenant_id, lease.execution_id).await?;
+        let buffered = shared::buffered_signals(tx, lease.tenant_id, lease.execution_id).await?;
         let satisfied = request.suspension.is_satisfied_by(&buffered);
         if let (false, Some(key)) = (satisfied, &expired) {
             // Signals refused since it expired would never resume this.
@@ -219,25 +220,6 @@ pub(super) async fn record_suspension(
         .run(&mut *tx, "suspend")
         .await?;
     Ok(())
-}
-
-/// Unconsumed signals on the execution's active waitpoints.
-async fn buffered_signals(
-    tx: &mut PgConnection,
-    tenant: TenantId,
-    id: ExecutionId,
-) -> Result<Vec<Signal>> {
-    sqlx::query_as::<_, SignalRow>(&format!(
-        "SELECT {SIGNAL_COLUMNS} FROM signals s \
-         WHERE s.tenant_id = $1 AND s.execution_id = $2 AND s.consumed_in IS NULL \
-           AND s.waitpoint_id IN (SELECT waitpoint_id FROM waitpoints \
-               WHERE tenant_id = $1 AND execution_id = $2 AND state = 'active') \
-         ORDER BY s.created_at, s.signal_id"
-    ))
-    .bind(tenant)
-    .bind(id)
-    .all_mapped(&mut *tx, "read buffered signals", Signal::from)
-    .await
 }
 
 /// The active waitpoints' buffered signals become the resume's (`seq`); the
@@ -380,7 +362,7 @@ async fn deliver_in(
     if locked.state.is_terminal() {
         return Err(refusals::takes_no_signals(to.execution, locked.state));
     }
-    check_signal_room(tx, tenant, to.execution, delivery.max_signals).await?;
+    shared::check_signal_room(tx, tenant, to.execution, delivery.max_signals).await?;
     let signal_id = Uuid::now_v7();
     sqlx::query(
         "INSERT INTO signals (tenant_id, execution_id, signal_id, waitpoint_id, waitpoint_key, \
@@ -398,7 +380,7 @@ async fn deliver_in(
     .await?;
     let mut resumed = false;
     if let (PublicState::Suspended, Some(suspension)) = (locked.state, &locked.suspension) {
-        let buffered = buffered_signals(&mut *tx, tenant, to.execution).await?;
+        let buffered = shared::buffered_signals(&mut *tx, tenant, to.execution).await?;
         if suspension.is_satisfied_by(&buffered) {
             resume_execution(&mut *tx, tenant, to.execution, locked.seq).await?;
             resumed = true;

@@ -85,6 +85,22 @@ for_both_drivers! {
         Ok(())
     }
 
+    /// Unconsumed signals on the execution's active waitpoints, in the order
+    /// they arrived.
+    async fn buffered_signals(conn, tenant: TenantId, id: ExecutionId) -> Result<Vec<Signal>> {
+        sqlx::query_as::<_, SignalRow>(&format!(
+            "SELECT {SIGNAL_COLUMNS} FROM signals s \
+             WHERE s.tenant_id = $1 AND s.execution_id = $2 AND s.consumed_in IS NULL \
+               AND s.waitpoint_id IN (SELECT waitpoint_id FROM waitpoints \
+                   WHERE tenant_id = $1 AND execution_id = $2 AND state = 'active') \
+             ORDER BY s.created_at, s.signal_id"
+        ))
+        .bind(tenant)
+        .bind(id)
+        .all_mapped(&mut *conn, "read buffered signals", Signal::from)
+        .await
+    }
+
     /// The signals the execution's resume numbered `seq` consumed, in the
     /// order they arrived.
     async fn resume_signals(conn, tenant: TenantId, id: ExecutionId, seq: i32)

@@ -17,9 +17,8 @@ use super::record::Exec;
 use super::time::{after, at, now, Millis};
 use super::{Effects, SqliteBackend};
 use crate::backend::refusals;
-use crate::backend::shared::suspension::{
-    sqlite::check_signal_room, SignalRow, WaitpointRow, SIGNAL_COLUMNS, WAITPOINT_COLUMNS,
-};
+use crate::backend::shared::suspension::sqlite as shared;
+use crate::backend::shared::suspension::{WaitpointRow, WAITPOINT_COLUMNS};
 use crate::backend::{Fetch, Run};
 use crate::backend::{NewWaitpoint, SignalDelivery, SuspendRequest};
 use crate::error::{EngineError, Result};
@@ -108,7 +107,7 @@ async fn suspend(
         if total > i64::from(request.max_waitpoints) {
             return Err(refusals::waitpoints_exceeded(request.max_waitpoints));
         }
-        let buffered = buffered_signals(conn, tenant, id).await?;
+        let buffered = shared::buffered_signals(conn, tenant, id).await?;
         let satisfied = request.suspension.is_satisfied_by(&buffered);
         if let (false, Some(key)) = (satisfied, &expired) {
             // Signals refused since it expired would never resume this.
@@ -191,25 +190,6 @@ pub(super) async fn record_suspension(
     end_attempt(conn, row, "suspended", None, &["running"], now).await
 }
 
-/// Unconsumed signals on the execution's active waitpoints.
-async fn buffered_signals(
-    conn: &mut SqliteConnection,
-    tenant: TenantId,
-    id: ExecutionId,
-) -> Result<Vec<Signal>> {
-    sqlx::query_as::<_, SignalRow>(&format!(
-        "SELECT {SIGNAL_COLUMNS} FROM signals s \
-         WHERE s.tenant_id = ?1 AND s.execution_id = ?2 AND s.consumed_in IS NULL \
-           AND s.waitpoint_id IN (SELECT waitpoint_id FROM waitpoints \
-               WHERE tenant_id = ?1 AND execution_id = ?2 AND state = 'active') \
-         ORDER BY s.created_at, s.signal_id"
-    ))
-    .bind(tenant)
-    .bind(id)
-    .all_mapped(conn, "read buffered signals", Signal::from)
-    .await
-}
-
 /// The active waitpoints' buffered signals become resume `seq`'s; the
 /// waitpoints close, so a later signal to them is refused.
 async fn consume_and_close(
@@ -218,7 +198,7 @@ async fn consume_and_close(
     id: ExecutionId,
     seq: i32,
 ) -> Result<Vec<Signal>> {
-    let consumed = buffered_signals(conn, tenant, id).await?;
+    let consumed = shared::buffered_signals(conn, tenant, id).await?;
     sqlx::query(
         "UPDATE signals SET consumed_in = ?3 \
          WHERE tenant_id = ?1 AND execution_id = ?2 AND consumed_in IS NULL \
@@ -301,7 +281,7 @@ pub(super) async fn deliver_signal(
         if state.is_terminal() {
             return Err(refusals::takes_no_signals(to.execution, state));
         }
-        check_signal_room(conn, tenant, to.execution, delivery.max_signals).await?;
+        shared::check_signal_room(conn, tenant, to.execution, delivery.max_signals).await?;
         let signal_id = Uuid::now_v7();
         sqlx::query(
             "INSERT INTO signals (tenant_id, execution_id, signal_id, waitpoint_id, \
@@ -321,7 +301,7 @@ pub(super) async fn deliver_signal(
         .await?;
         let mut resumed = false;
         if let (PublicState::Suspended, Some(suspension)) = (state, row.suspension.clone()) {
-            let buffered = buffered_signals(conn, tenant, to.execution).await?;
+            let buffered = shared::buffered_signals(conn, tenant, to.execution).await?;
             if suspension.is_satisfied_by(&buffered) {
                 resume_row(conn, &mut row, effects).await?;
                 resumed = true;
