@@ -110,23 +110,22 @@ pub trait ConfigValues: Send + Sync {
     ) -> Result<bool>;
 }
 
-// The backend's own `put_config` holds the tenant's values still, and its
-// `config_values` matches a list of names.
 storage_methods! { $ implement_config_values: impl ConfigValues in config_values {
     read {
         "list config values" list_config(tenant: TenantId) -> Vec<SealedConfig>;
+        "read config values" config_values(tenant: TenantId, names: &[String])
+            -> Vec<SealedConfig>;
         "find config values to reseal" config_sealed_by_other_keys(key_id: &str, limit: u32)
             -> Vec<(TenantId, SealedConfig)>;
     }
     write {
+        "put config value" put_config(tenant: TenantId, value: &SealedConfig, max_values: u32)
+            -> ();
         "delete config value" delete_config(tenant: TenantId, name: &str) -> bool;
         "reseal config value" reseal_config(tenant: TenantId, old: &str, value: &SealedConfig)
             -> bool;
     }
-    own {
-        put_config(tenant: TenantId, value: &SealedConfig, max_values: u32) -> ();
-        config_values(tenant: TenantId, names: &[String]) -> Vec<SealedConfig>;
-    }
+    own {}
 } }
 
 /// Concurrency limits: at most so many running (and started per window) of

@@ -47,14 +47,7 @@ async fn set_concurrency_limit(
     limit: &ConcurrencyLimit,
     max_limits: u32,
 ) -> Result<()> {
-    let op = "set concurrency limit";
-    transaction(&db.pool, op, async |tx| {
-        // The tenant's row serialises concurrent sets, so the count cannot be
-        // passed by two new limits at once.
-        sqlx::query("SELECT 1 FROM tenants WHERE tenant_id = $1 FOR UPDATE")
-            .bind(tenant)
-            .run(&mut *tx, op)
-            .await?;
+    transaction(&db.pool, "set concurrency limit", async |tx| {
         shared::put_concurrency_limit(tx, tenant, limit, max_limits).await?;
         unblock_scope(tx, tenant, limit.scope, &limit.name).await
     })

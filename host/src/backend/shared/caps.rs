@@ -11,7 +11,7 @@
 use uuid::Uuid;
 
 use crate::backend::refusals;
-use crate::backend::Fetch;
+use crate::backend::{Fetch, Run};
 use crate::error::Result;
 use crate::model::TenantId;
 
@@ -92,10 +92,16 @@ for_both_drivers! {
 
     /// Refuse writing the row `named` names when the tenant is unknown, or
     /// when the row is new and the tenant already holds `named.max` (see
-    /// [`refusals::check_named_cap`]). The caller keeps the count still.
+    /// [`refusals::check_named_cap`]). The count then stays still until
+    /// commit: on Postgres the tenant's row is locked first (so two new
+    /// names cannot pass the cap at once); on SQLite the one writer holds it.
     async fn check_named_cap(conn, tenant: TenantId, named: Named<'_>, op: &'static str)
         -> Result<()>
     {
+        sqlx::query(&format!("SELECT 1 FROM tenants WHERE tenant_id = $1{FOR_UPDATE}"))
+            .bind(tenant)
+            .run(&mut *conn, op)
+            .await?;
         let sql = named_probe_sql(named);
         let mut query = sqlx::query_as(&sql).bind(tenant);
         for (_, value) in named.key {

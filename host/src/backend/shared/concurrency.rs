@@ -18,10 +18,9 @@ fn limit((scope, name, max_running, max_starts, window_ms): LimitRow) -> Result<
 }
 
 for_both_drivers! {
-    /// Create or replace a limit, refusing a new one past `max_limits`. The
-    /// caller holds the tenant's limits still (Postgres: its tenant row;
-    /// SQLite: the single writer), and makes claimable what the new limit no
-    /// longer holds back.
+    /// Create or replace a limit, refusing a new one past `max_limits` (the
+    /// cap holds the tenant's limits still until commit). The caller makes
+    /// claimable what the new limit no longer holds back.
     async fn put_concurrency_limit(conn, tenant: TenantId, limit: &ConcurrencyLimit, max_limits: u32)
         -> Result<()>
     {

@@ -2,6 +2,7 @@
 //! row every read of them decodes.
 
 use chrono::{DateTime, Utc};
+use sqlx::types::Json;
 
 use super::caps::Named;
 use super::stamp::Stamp;
@@ -31,10 +32,8 @@ pub(crate) fn sealed(
 }
 
 for_both_drivers! {
-    /// Create or replace a value, refusing a new name past `max_values`. The
-    /// caller holds the tenant's config still (Postgres: its tenant row;
-    /// SQLite: the single writer), so the count cannot be passed by two new
-    /// names at once.
+    /// Create or replace a value, refusing a new name past `max_values`
+    /// (the cap holds the tenant's values still until commit).
     async fn put_config(conn, tenant: TenantId, value: &SealedConfig, max_values: u32)
         -> Result<()>
     {
@@ -60,6 +59,19 @@ for_both_drivers! {
         .run(&mut *conn, op)
         .await?;
         Ok(())
+    }
+
+    /// The values among `names` that exist, in name order (probes of the
+    /// config_values primary key; the names travel as one JSON array).
+    async fn config_values(conn, tenant: TenantId, names: &[String]) -> Result<Vec<SealedConfig>> {
+        sqlx::query_as::<_, ConfigRow>(&format!(
+            "SELECT {COLUMNS} FROM config_values WHERE tenant_id = $1 AND {} ORDER BY name",
+            in_json_texts("name", "$2")
+        ))
+        .bind(tenant)
+        .bind(Json(names))
+        .all_mapped(&mut *conn, "read config values", sealed)
+        .await
     }
 
     /// The tenant's values, in name order (the config_values primary key).
