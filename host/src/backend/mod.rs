@@ -99,10 +99,7 @@ impl LeaseLookup {
             };
         }
         if self.state.is_terminal() {
-            return LeaseMiss::Rejected(EngineError::NotActive {
-                execution_id: lease.execution_id,
-                state: self.state,
-            });
+            return LeaseMiss::Rejected(refusals::not_active(lease.execution_id, self.state));
         }
         let reason = if self.current_epoch > lease.lease_epoch {
             "a newer lease holds the execution"

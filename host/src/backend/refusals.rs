@@ -161,6 +161,22 @@ pub(crate) fn takes_no_signals(id: ExecutionId, state: PublicState) -> EngineErr
     ))
 }
 
+/// An operation that needs the execution running (a lease to act on).
+pub(crate) fn not_active(execution_id: ExecutionId, state: PublicState) -> EngineError {
+    EngineError::NotActive {
+        execution_id,
+        state,
+    }
+}
+
+/// An operation that needs the execution waiting to be claimed.
+pub(crate) fn not_runnable(execution_id: ExecutionId, state: PublicState) -> EngineError {
+    EngineError::NotRunnable {
+        execution_id,
+        state,
+    }
+}
+
 pub(crate) fn not_suspended(id: ExecutionId, state: PublicState) -> EngineError {
     EngineError::Conflict(format!("execution {id} is {state}, not suspended"))
 }

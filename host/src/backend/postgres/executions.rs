@@ -88,10 +88,7 @@ async fn cancel(db: &PgBackend, tenant: TenantId, id: ExecutionId, reason: &str)
     }
     match read_execution(pool, tenant, id).await?.state {
         PublicState::Cancelled => Ok(false),
-        state => Err(EngineError::NotActive {
-            execution_id: id,
-            state,
-        }),
+        state => Err(refusals::not_active(id, state)),
     }
 }
 
@@ -155,10 +152,7 @@ async fn change_priority(
         return Ok(());
     }
     let state = read_execution(pool, tenant, id).await?.state;
-    Err(EngineError::NotRunnable {
-        execution_id: id,
-        state,
-    })
+    Err(refusals::not_runnable(id, state))
 }
 
 /// All rows go in through `unnest`, so a batch of 100 is one statement. A key

@@ -16,6 +16,7 @@ use sqlx::PgConnection;
 use super::executions::read_execution;
 use super::rows::{col, completion_outbox, explain_lease_miss, json, transaction, Args};
 use super::PgBackend;
+use crate::backend::refusals;
 use crate::backend::stored_millis;
 use crate::backend::Fetch;
 use crate::backend::{stale_lease, LeaseMiss, NOT_HELD};
@@ -173,10 +174,10 @@ async fn revoke_lease(db: &PgBackend, tenant: TenantId, id: ExecutionId) -> Resu
         .await?;
     match revoked {
         Some(attempt) => Ok(attempt),
-        None => Err(EngineError::NotActive {
-            execution_id: id,
-            state: read_execution(pool, tenant, id).await?.state,
-        }),
+        None => Err(refusals::not_active(
+            id,
+            read_execution(pool, tenant, id).await?.state,
+        )),
     }
 }
 

@@ -95,15 +95,11 @@ async fn cancel(
     id: ExecutionId,
     reason: &str,
 ) -> Result<bool> {
-    db.write("cancel", async |conn, effects| {
-        let mut row = Exec::get(conn, tenant, id).await?;
+    db.write_row("cancel", tenant, id, async |conn, mut row, effects| {
         if row.is_terminal() {
             return match row.derived_public_state() {
                 PublicState::Cancelled => Ok(false),
-                state => Err(EngineError::NotActive {
-                    execution_id: id,
-                    state,
-                }),
+                state => Err(refusals::not_active(id, state)),
             };
         }
         cancel_row(conn, &mut row, reason, effects).await?;
@@ -120,8 +116,7 @@ async fn replay(
     id: ExecutionId,
     replay: Replay,
 ) -> Result<ReplayOutcome> {
-    db.write("replay", async |conn, effects| {
-        let mut row = Exec::get(conn, tenant, id).await?;
+    db.write_row("replay", tenant, id, async |conn, mut row, effects| {
         if replay.revive_dependents {
             super::flow_revive::check_revivable(conn, &row).await?;
         }
@@ -167,19 +162,20 @@ async fn change_priority(
     id: ExecutionId,
     priority: i32,
 ) -> Result<()> {
-    db.write("change priority", async |conn, effects| {
-        let mut row = Exec::get(conn, tenant, id).await?;
-        if row.lifecycle_phase != LifecyclePhase::Runnable {
-            return Err(EngineError::NotRunnable {
-                execution_id: id,
-                state: row.derived_public_state(),
-            });
-        }
-        row.priority = priority;
-        row.updated_at = now();
-        let before = row.lease_before();
-        row.save(conn, Some(before), effects).await
-    })
+    db.write_row(
+        "change priority",
+        tenant,
+        id,
+        async |conn, mut row, effects| {
+            if row.lifecycle_phase != LifecyclePhase::Runnable {
+                return Err(refusals::not_runnable(id, row.derived_public_state()));
+            }
+            row.priority = priority;
+            row.updated_at = now();
+            let before = row.lease_before();
+            row.save(conn, Some(before), effects).await
+        },
+    )
     .await
 }
 

@@ -231,6 +231,22 @@ impl SqliteBackend {
         .await
     }
 
+    /// [`Self::write`] on one execution: `body` gets its row, read inside
+    /// the transaction (`not_found` when the tenant has no such execution).
+    async fn write_row<T>(
+        &self,
+        op: &'static str,
+        tenant: TenantId,
+        id: ExecutionId,
+        body: impl AsyncFnOnce(&mut SqliteConnection, record::Exec, &mut Effects) -> Result<T>,
+    ) -> Result<T> {
+        self.write(op, async |conn, effects| {
+            let row = record::Exec::get(conn, tenant, id).await?;
+            body(conn, row, effects).await
+        })
+        .await
+    }
+
     /// [`Self::write`] for a write that wakes nobody (it adds no work and
     /// delivers no signal): the form a write written once for both drivers
     /// takes.

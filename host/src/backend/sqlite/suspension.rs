@@ -350,8 +350,7 @@ impl SignalEventRow<'_> {
 
 /// An operator resumes a suspended execution, whatever its condition.
 pub(super) async fn resume(db: &SqliteBackend, tenant: TenantId, id: ExecutionId) -> Result<()> {
-    db.write("resume", async |conn, effects| {
-        let mut row = Exec::get(conn, tenant, id).await?;
+    db.write_row("resume", tenant, id, async |conn, mut row, effects| {
         let state = row.derived_public_state();
         if state != PublicState::Suspended {
             return Err(refusals::not_suspended(id, state));
