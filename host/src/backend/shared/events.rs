@@ -10,6 +10,7 @@
 //! [`Events`](crate::backend::Events) impl is written once, in
 //! [`implement!`].
 
+use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 use sqlx::FromRow;
@@ -35,40 +36,71 @@ pub(crate) trait Stream:
     fn event(self, cursor: EventCursor) -> Self::Event;
 }
 
-#[derive(sqlx::FromRow)]
-pub(crate) struct CompletionRow {
-    event_id: i64,
+/// A stored value as the model holds it: most as they are, times through
+/// [`Stamp`].
+trait Model<T> {
+    fn model(self) -> T;
+}
+
+impl<T> Model<T> for T {
+    fn model(self) -> T {
+        self
+    }
+}
+
+impl Model<DateTime<Utc>> for Stamp {
+    fn model(self) -> DateTime<Utc> {
+        self.into()
+    }
+}
+
+impl Model<Option<DateTime<Utc>>> for Option<Stamp> {
+    fn model(self) -> Option<DateTime<Utc>> {
+        self.map(Into::into)
+    }
+}
+
+/// A stream's row and its [`Stream`] impl from one list of fields: the row
+/// reads `event_id` and the columns of the fields' names, and each field
+/// passes into the event's field of the same name, so the columns, the row
+/// and the event cannot drift apart.
+macro_rules! stream_row {
+    ($row:ident => $event:ident in $table:literal, $op:literal { $($field:ident: $ty:ty,)* }) => {
+        #[derive(sqlx::FromRow)]
+        pub(crate) struct $row {
+            event_id: i64,
+            $($field: $ty,)*
+        }
+
+        impl Stream for $row {
+            type Event = $event;
+            const TABLE: &'static str = $table;
+            const COLUMNS: &'static str = concat!("event_id" $(, ", ", stringify!($field))*);
+            const OP: &'static str = $op;
+
+            fn event_id(&self) -> i64 {
+                self.event_id
+            }
+
+            fn event(self, cursor: EventCursor) -> $event {
+                $event {
+                    cursor,
+                    event_id: self.event_id,
+                    $($field: Model::model(self.$field),)*
+                }
+            }
+        }
+    };
+}
+
+stream_row!(CompletionRow => CompletionEvent in "completion_events", "read completion events" {
     execution_id: ExecutionId,
     attempt_index: i32,
     outcome: String,
     created_at: Stamp,
-}
+});
 
-impl Stream for CompletionRow {
-    type Event = CompletionEvent;
-    const TABLE: &'static str = "completion_events";
-    const COLUMNS: &'static str = "event_id, execution_id, attempt_index, outcome, created_at";
-    const OP: &'static str = "read completion events";
-
-    fn event_id(&self) -> i64 {
-        self.event_id
-    }
-
-    fn event(self, cursor: EventCursor) -> CompletionEvent {
-        CompletionEvent {
-            cursor,
-            event_id: self.event_id,
-            execution_id: self.execution_id,
-            attempt_index: self.attempt_index,
-            outcome: self.outcome,
-            created_at: self.created_at.into(),
-        }
-    }
-}
-
-#[derive(sqlx::FromRow)]
-pub(crate) struct LeaseRow {
-    event_id: i64,
+stream_row!(LeaseRow => LeaseEvent in "lease_events", "read lease events" {
     execution_id: ExecutionId,
     attempt_index: i32,
     lease_epoch: i64,
@@ -76,69 +108,16 @@ pub(crate) struct LeaseRow {
     lease_expires_at: Option<Stamp>,
     phase: String,
     created_at: Stamp,
-}
+});
 
-impl Stream for LeaseRow {
-    type Event = LeaseEvent;
-    const TABLE: &'static str = "lease_events";
-    const COLUMNS: &'static str = "event_id, execution_id, attempt_index, lease_epoch, kind, \
-                                   lease_expires_at, phase, created_at";
-    const OP: &'static str = "read lease events";
-
-    fn event_id(&self) -> i64 {
-        self.event_id
-    }
-
-    fn event(self, cursor: EventCursor) -> LeaseEvent {
-        LeaseEvent {
-            cursor,
-            event_id: self.event_id,
-            execution_id: self.execution_id,
-            attempt_index: self.attempt_index,
-            lease_epoch: self.lease_epoch,
-            kind: self.kind,
-            lease_expires_at: self.lease_expires_at.map(Into::into),
-            phase: self.phase,
-            created_at: self.created_at.into(),
-        }
-    }
-}
-
-#[derive(sqlx::FromRow)]
-pub(crate) struct SignalRow {
-    event_id: i64,
+stream_row!(SignalRow => SignalEvent in "signal_events", "read signal events" {
     execution_id: ExecutionId,
     waitpoint_id: WaitpointId,
     signal_id: Uuid,
     name: String,
     effect: String,
     created_at: Stamp,
-}
-
-impl Stream for SignalRow {
-    type Event = SignalEvent;
-    const TABLE: &'static str = "signal_events";
-    const COLUMNS: &'static str =
-        "event_id, execution_id, waitpoint_id, signal_id, name, effect, created_at";
-    const OP: &'static str = "read signal events";
-
-    fn event_id(&self) -> i64 {
-        self.event_id
-    }
-
-    fn event(self, cursor: EventCursor) -> SignalEvent {
-        SignalEvent {
-            cursor,
-            event_id: self.event_id,
-            execution_id: self.execution_id,
-            waitpoint_id: self.waitpoint_id,
-            signal_id: self.signal_id,
-            name: self.name,
-            effect: self.effect,
-            created_at: self.created_at.into(),
-        }
-    }
-}
+});
 
 /// Executions' kinds and lanes, as `SELECT execution_id, kind, lane` reads
 /// them.
