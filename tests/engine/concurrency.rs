@@ -679,6 +679,41 @@ async fn a_tenant_with_many_held_keys_does_not_hold_back_anothers(store: Store) 
     assert!(released.iter().all(|(key, _)| key == "w"));
 }
 
+/// The pass takes so many held keys a tenant. A tenant with more held keys
+/// than that, none with room, does not keep its own later key held once that
+/// key's window rolls over: each pass goes on where the last one stopped.
+async fn every_held_key_of_a_tenant_is_looked_at_in_turn(store: Store) {
+    let (db, t) = setup_on(store).await;
+    let e = &db.engine;
+    let mut rule = limit(ConcurrencyScope::Kind, "echo", 1);
+    rule.limit.max_starts = Some(1);
+    rule.limit.window_ms = Some(1_000);
+    set(e, t, rule).await;
+    // `w` sorts after every `k`, so it comes last in the held keys' index.
+    for key in ["k0", "k1", "k2", "k3", "k4", "w"] {
+        submit(e, t, key).await;
+        submit(e, t, key).await;
+    }
+    let first = claim_keys(e, 20).await;
+    assert_eq!(first.len(), 6, "one of each key runs");
+    assert!(claim_keys(e, 20).await.is_empty(), "the rest are held");
+    let (_, w) = first.iter().find(|(key, _)| key == "w").unwrap();
+    e.complete(w, b"ok").await.unwrap();
+    assert!(claim_keys(e, 20).await.is_empty(), "w's window is used up");
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+
+    // Three held keys a pass; the five `k` keys still run one each.
+    for _ in 0..3 {
+        db.backend()
+            .release_held_keys(Sweep::every_tenant(3))
+            .await
+            .unwrap();
+    }
+    let released = claim_keys(e, 20).await;
+    assert_eq!(released.len(), 1, "w has a new window");
+    assert_eq!(released[0].0, "w");
+}
+
 on_both_backends!(
     batched_completions_across_keys_never_deadlock,
     only_runs_that_end_give_their_slots_back,
@@ -691,4 +726,5 @@ on_both_backends!(
     deleting_or_raising_a_limit_frees_what_it_held,
     bad_limits_and_keys_are_refused_and_tenants_stay_apart,
     a_tenant_with_many_held_keys_does_not_hold_back_anothers,
+    every_held_key_of_a_tenant_is_looked_at_in_turn,
 );

@@ -17,6 +17,7 @@ mod background;
 mod configuration;
 mod coordination;
 mod fetch;
+mod held_keys;
 mod insights;
 mod params;
 pub mod pool;

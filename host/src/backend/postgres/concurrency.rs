@@ -3,12 +3,14 @@
 //! in `claim.rs`; handing a slot on when its holder stops running is the
 //! release trigger (`sql/functions/flowfabric_release_concurrency_slots.sql`).
 
-use super::rows::transaction;
-use super::scanners::count_pass;
+use sqlx::FromRow;
+
+use super::rows::{col, transaction};
 use super::PgBackend;
+use crate::backend::held_keys::PassEnd;
 use crate::backend::shared::concurrency::pg as shared;
-use crate::backend::{Run, Sweep};
-use crate::error::Result;
+use crate::backend::{Fetch, Run, Sweep};
+use crate::error::{EngineError, Result};
 use crate::model::{ConcurrencyLimit, ConcurrencyScope, TenantId};
 
 /// Make claimable what the tenant's limit for a scope and name held back,
@@ -70,22 +72,73 @@ async fn delete_concurrency_limit(
 
 /// Groups of held-back executions (tenant, key, kind, lane) off
 /// `executions_concurrency_blocked_idx`, at most `limit` a tenant (so one
-/// tenant's many held keys do not crowd another's out of the pass), each
-/// with the room its key has now under the limit that applies (all of it
-/// when none does), read without locking the slot: making one too many
-/// claimable only costs the next claim a re-block, as the claim judges it
-/// under the lock.
+/// tenant's many held keys do not crowd another's out of the pass), in key
+/// order from where the tenant's last pass stopped (see
+/// [`crate::backend::held_keys`]), each with the room its key has now under
+/// the limit that applies (all of it when none does), read without locking
+/// the slot: making one too many claimable only costs the next claim a
+/// re-block, as the claim judges it under the lock.
 async fn release_held_keys(db: &PgBackend, sweep: Sweep) -> Result<u64> {
-    count_pass(&db.pool, RELEASE_HELD_SQL, sweep, "release held keys").await
+    let op = "release held keys";
+    let starts = db.held_cursors.starts(sweep);
+    let rows: Vec<(i64, Option<PassEnd>)> = sqlx::query(RELEASE_HELD_SQL)
+        .bind(i64::from(sweep.limit))
+        .bind(sweep.tenant)
+        .bind(starts.iter().map(|(t, _)| *t).collect::<Vec<_>>())
+        .bind(
+            starts
+                .iter()
+                .map(|(_, g)| g.concurrency_key.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            starts
+                .iter()
+                .map(|(_, g)| g.kind.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            starts
+                .iter()
+                .map(|(_, g)| g.lane.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .all(&db.pool, op)
+        .await?
+        .iter()
+        .map(|row| {
+            let freed: i64 = col(row, "freed")?;
+            let tenant: Option<TenantId> = col(row, "tenant_id")?;
+            let end = match tenant {
+                Some(_) => Some(PassEnd::from_row(row).map_err(EngineError::storage(op))?),
+                None => None,
+            };
+            Ok((freed, end))
+        })
+        .collect::<Result<_>>()?;
+    let freed = rows.first().map_or(0, |(freed, _)| *freed);
+    db.held_cursors
+        .advance(sweep, rows.into_iter().filter_map(|(_, end)| end).collect());
+    Ok(freed.max(0) as u64)
 }
 
 const RELEASE_HELD_SQL: &str = r#"
-WITH groups AS (
+WITH starts AS (
+    SELECT * FROM unnest($3::uuid[], $4::text[], $5::text[], $6::text[])
+        AS c(tenant_id, concurrency_key, kind, lane)
+),
+groups AS (
     SELECT g.* FROM tenants t
+    LEFT JOIN starts c ON c.tenant_id = t.tenant_id
     CROSS JOIN LATERAL (
         SELECT DISTINCT x.tenant_id, x.concurrency_key, x.kind, x.lane FROM executions x
         WHERE x.tenant_id = t.tenant_id
           AND x.eligibility_state = 'blocked_by_concurrency_key'
+          -- The first, for the index; the second, exact.
+          AND x.concurrency_key >= coalesce(c.concurrency_key, '')
+          AND (c.tenant_id IS NULL
+               OR (x.concurrency_key, x.kind, x.lane) > (c.concurrency_key, c.kind, c.lane))
+        ORDER BY x.concurrency_key, x.kind, x.lane
         LIMIT $1
     ) g
     WHERE $2::uuid IS NULL OR t.tenant_id = $2
@@ -128,6 +181,14 @@ freed AS (
         WHERE j.room > 0))
     RETURNING 1
 ),
-wake AS (SELECT pg_notify('flowfabric_work', '') WHERE EXISTS (SELECT 1 FROM freed))
-SELECT (SELECT count(*) FROM freed) + 0 * (SELECT count(*) FROM wake)
+wake AS (SELECT pg_notify('flowfabric_work', '') WHERE EXISTS (SELECT 1 FROM freed)),
+ends AS (
+    SELECT DISTINCT ON (tenant_id) tenant_id, concurrency_key, kind, lane,
+        count(*) OVER (PARTITION BY tenant_id) AS taken
+    FROM groups
+    ORDER BY tenant_id, concurrency_key DESC, kind DESC, lane DESC
+)
+SELECT f.freed, e.tenant_id, e.concurrency_key, e.kind, e.lane, e.taken
+FROM (SELECT (SELECT count(*) FROM freed) + 0 * (SELECT count(*) FROM wake) AS freed) f
+LEFT JOIN ends e ON true
 "#;

@@ -88,6 +88,7 @@ pub struct PgBackend {
     pool: Connections,
     notifications: wakeups::Notifications,
     claim_shape: claim::KnownShape,
+    held_cursors: crate::backend::held_keys::HeldCursors,
 }
 
 impl PgBackend {
@@ -175,6 +176,7 @@ impl PgBackend {
             notifications: wakeups::Notifications::new(pool.clone(), options),
             pool,
             claim_shape: claim::KnownShape::default(),
+            held_cursors: Default::default(),
         }
     }
 

@@ -8,11 +8,14 @@
 //! slot to the key's next blocked execution ([`hand_on`], called by
 //! `Exec::save` whenever a lease is dropped, as the Postgres trigger does).
 
+use std::collections::HashMap;
+
 use sqlx::SqliteConnection;
 
 use super::record::Exec;
 use super::time::{now, Millis};
 use super::{Effects, SqliteBackend};
+use crate::backend::held_keys::{HeldGroup, PassEnd};
 use crate::backend::shared::concurrency::sqlite as shared;
 use crate::backend::{Fetch, Run, Sweep};
 use crate::error::Result;
@@ -278,44 +281,103 @@ async fn delete_concurrency_limit(
     .await
 }
 
+/// Each tenant's held groups (key, kind, lane), at most `limit` a tenant
+/// from where its last pass stopped (see [`crate::backend::held_keys`]),
+/// each released as far as its key has room now.
 async fn release_held_keys(db: &SqliteBackend, sweep: Sweep) -> Result<u64> {
     let limit = sweep.limit;
     let op = "release held keys";
-    db.write(op, async |conn, effects| {
-        let groups: Vec<Exec> = sqlx::query_as(&Exec::select_sql(
-            "rowid IN (SELECT first FROM ( \
-                 SELECT min(rowid) AS first, \
-                        row_number() OVER (PARTITION BY tenant_id) AS n \
-                 FROM executions \
-                 WHERE eligibility_state = 'blocked_by_concurrency_key' \
-                   AND (?2 IS NULL OR tenant_id = ?2) \
-                 GROUP BY tenant_id, concurrency_key, kind, lane) \
-             WHERE n <= ?1)",
-        ))
-        .bind(i64::from(limit))
-        .bind(sweep.tenant)
-        .all(&mut *conn, op)
-        .await?;
-        let now = now();
-        let mut freed = 0;
-        for row in &groups {
-            let Some(key) = &row.concurrency_key else {
-                continue;
-            };
-            let (scope, name, room) = match rule_for(conn, row).await? {
-                Some(rule) => {
-                    let room = room(conn, row, &rule, now).await?;
-                    (rule.scope, rule.name, room)
+    let starts: HashMap<TenantId, HeldGroup> = db.held_cursors.starts(sweep).into_iter().collect();
+    let (freed, ends) = db
+        .write(op, async |conn, effects| {
+            let tenants: Vec<TenantId> = match sweep.tenant {
+                Some(tenant) => vec![tenant],
+                None => {
+                    sqlx::query_scalar(
+                        "SELECT DISTINCT tenant_id FROM executions \
+                     WHERE eligibility_state = 'blocked_by_concurrency_key'",
+                    )
+                    .all(&mut *conn, op)
+                    .await?
                 }
-                None => ("kind".to_owned(), row.kind.clone(), i64::from(limit)),
             };
-            if room > 0 {
-                let only = Some((row.kind.as_str(), row.lane.as_str()));
-                freed += unblock(conn, row.tenant_id, key, &scope, &name, only, room).await?;
+            let now = now();
+            let (mut freed, mut ends) = (0, Vec::new());
+            for tenant in tenants {
+                let groups = held_groups(conn, tenant, starts.get(&tenant), limit).await?;
+                if let Some(last) = groups.last() {
+                    ends.push(PassEnd {
+                        tenant_id: tenant,
+                        last: HeldGroup {
+                            concurrency_key: last.concurrency_key.clone().unwrap_or_default(),
+                            kind: last.kind.clone(),
+                            lane: last.lane.clone(),
+                        },
+                        taken: groups.len() as i64,
+                    });
+                }
+                for row in &groups {
+                    freed += release_group(conn, row, limit, now).await?;
+                }
             }
+            effects.work |= freed > 0;
+            Ok((freed, ends))
+        })
+        .await?;
+    db.held_cursors.advance(sweep, ends);
+    Ok(freed)
+}
+
+/// The first held row of each of the tenant's held groups after `after`, at
+/// most `limit`, in group order (off `executions_concurrency_blocked_idx`).
+async fn held_groups(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    after: Option<&HeldGroup>,
+    limit: u32,
+) -> Result<Vec<Exec>> {
+    let sql = Exec::select_sql(
+        "rowid IN (SELECT min(rowid) FROM executions \
+             WHERE tenant_id = ?1 AND eligibility_state = 'blocked_by_concurrency_key' \
+               AND concurrency_key >= coalesce(?2, '') \
+               AND (?2 IS NULL OR (concurrency_key, kind, lane) > (?2, ?3, ?4)) \
+             GROUP BY concurrency_key, kind, lane \
+             ORDER BY concurrency_key, kind, lane LIMIT ?5)",
+    );
+    let mut rows: Vec<Exec> = sqlx::query_as(&sql)
+        .bind(tenant)
+        .bind(after.map(|g| g.concurrency_key.as_str()))
+        .bind(after.map(|g| g.kind.as_str()))
+        .bind(after.map(|g| g.lane.as_str()))
+        .bind(i64::from(limit))
+        .all(&mut *conn, "release held keys")
+        .await?;
+    rows.sort_by(|a, b| {
+        (&a.concurrency_key, &a.kind, &a.lane).cmp(&(&b.concurrency_key, &b.kind, &b.lane))
+    });
+    Ok(rows)
+}
+
+/// Release as many of `row`'s group as its key has room for now; how many.
+async fn release_group(
+    conn: &mut SqliteConnection,
+    row: &Exec,
+    limit: u32,
+    now: Millis,
+) -> Result<u64> {
+    let Some(key) = &row.concurrency_key else {
+        return Ok(0);
+    };
+    let (scope, name, room) = match rule_for(conn, row).await? {
+        Some(rule) => {
+            let room = room(conn, row, &rule, now).await?;
+            (rule.scope, rule.name, room)
         }
-        effects.work |= freed > 0;
-        Ok(freed)
-    })
-    .await
+        None => ("kind".to_owned(), row.kind.clone(), i64::from(limit)),
+    };
+    if room <= 0 {
+        return Ok(0);
+    }
+    let only = Some((row.kind.as_str(), row.lane.as_str()));
+    unblock(conn, row.tenant_id, key, &scope, &name, only, room).await
 }

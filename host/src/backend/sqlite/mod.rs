@@ -92,6 +92,7 @@ pub struct SqliteBackend {
     revoked: broadcast::Sender<ExecutionId>,
     updates: broadcast::Sender<ExecutionUpdate>,
     events: broadcast::Sender<TenantId>,
+    held_cursors: crate::backend::held_keys::HeldCursors,
 }
 
 /// What a committed write tells the rest of the process.
@@ -185,6 +186,7 @@ impl SqliteBackend {
             revoked: broadcast::channel(1024).0,
             updates: broadcast::channel(4096).0,
             events: broadcast::channel(1024).0,
+            held_cursors: Default::default(),
         })
     }
 
