@@ -36,6 +36,14 @@ fn limit(scope: ConcurrencyScope, name: &str, max_running: u32) -> ConcurrencyLi
     }
 }
 
+/// The `echo` kind's limit: `max_running`, and `max_starts` a second.
+fn per_second(max_running: u32, max_starts: u32) -> ConcurrencyLimit {
+    let mut rule = limit(ConcurrencyScope::Kind, "echo", max_running);
+    rule.limit.max_starts = Some(max_starts);
+    rule.limit.window_ms = Some(1_000);
+    rule
+}
+
 async fn set(engine: &Engine, tenant: TenantId, limit: ConcurrencyLimit) {
     engine
         .set_concurrency_limit(tenant, limit)
@@ -220,10 +228,7 @@ async fn a_full_key_with_a_backlog_does_not_delay_other_keys(store: Store) {
 async fn starts_per_window_hold_a_key_until_the_window_rolls_over(store: Store) {
     let (db, t) = setup_on(store).await;
     let e = &db.engine;
-    let mut rate = limit(ConcurrencyScope::Kind, "echo", 10);
-    rate.limit.max_starts = Some(2);
-    rate.limit.window_ms = Some(1_000);
-    set(e, t, rate).await;
+    set(e, t, per_second(10, 2)).await;
     for _ in 0..5 {
         submit(e, t, "a").await;
     }
@@ -654,10 +659,7 @@ async fn a_tenant_with_many_held_keys_does_not_hold_back_anothers(store: Store) 
     assert!(claim_keys(e, 20).await.is_empty(), "the rest are held");
 
     let windowed = db.tenant("b-windowed").await;
-    let mut rate = limit(ConcurrencyScope::Kind, "echo", 10);
-    rate.limit.max_starts = Some(2);
-    rate.limit.window_ms = Some(1_000);
-    set(e, windowed, rate).await;
+    set(e, windowed, per_second(10, 2)).await;
     for _ in 0..4 {
         submit(e, windowed, "w").await;
     }
@@ -685,10 +687,7 @@ async fn a_tenant_with_many_held_keys_does_not_hold_back_anothers(store: Store) 
 async fn every_held_key_of_a_tenant_is_looked_at_in_turn(store: Store) {
     let (db, t) = setup_on(store).await;
     let e = &db.engine;
-    let mut rule = limit(ConcurrencyScope::Kind, "echo", 1);
-    rule.limit.max_starts = Some(1);
-    rule.limit.window_ms = Some(1_000);
-    set(e, t, rule).await;
+    set(e, t, per_second(1, 1)).await;
     // `w` sorts after every `k`, so it comes last in the held keys' index.
     for key in ["k0", "k1", "k2", "k3", "k4", "w"] {
         submit(e, t, key).await;

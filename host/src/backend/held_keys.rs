@@ -89,30 +89,38 @@ mod tests {
         }
     }
 
+    const EVERY: Sweep = Sweep {
+        limit: 3,
+        tenant: None,
+    };
+
+    /// Cursors after a pass over every tenant that ended as `ends` say.
+    fn after(ends: Vec<PassEnd>) -> HeldCursors {
+        let cursors = HeldCursors::default();
+        cursors.advance(EVERY, ends);
+        cursors
+    }
+
     #[test]
     fn a_full_pass_goes_on_and_a_short_one_starts_over() {
         let (a, b) = (TenantId::new(), TenantId::new());
-        let cursors = HeldCursors::default();
-        let every = Sweep::every_tenant(3);
-        cursors.advance(every, vec![end(a, "k2", 3), end(b, "x0", 1)]);
-        assert_eq!(cursors.starts(every), vec![(a, group("k2"))]);
+        let cursors = after(vec![end(a, "k2", 3), end(b, "x0", 1)]);
+        assert_eq!(cursors.starts(EVERY), vec![(a, group("k2"))]);
         // A's pass reached its end; B had nothing held.
-        cursors.advance(every, vec![end(a, "w", 2)]);
-        assert!(cursors.starts(every).is_empty());
+        cursors.advance(EVERY, vec![end(a, "w", 2)]);
+        assert!(cursors.starts(EVERY).is_empty());
     }
 
     #[test]
     fn a_pass_for_one_tenant_moves_only_its_cursor() {
         let (a, b) = (TenantId::new(), TenantId::new());
-        let cursors = HeldCursors::default();
-        let every = Sweep::every_tenant(3);
-        cursors.advance(every, vec![end(a, "k2", 3), end(b, "x2", 3)]);
+        let cursors = after(vec![end(a, "k2", 3), end(b, "x2", 3)]);
         let only_a = Sweep {
             limit: 3,
             tenant: Some(a),
         };
         assert_eq!(cursors.starts(only_a), vec![(a, group("k2"))]);
         cursors.advance(only_a, vec![]);
-        assert_eq!(cursors.starts(every), vec![(b, group("x2"))]);
+        assert_eq!(cursors.starts(EVERY), vec![(b, group("x2"))]);
     }
 }

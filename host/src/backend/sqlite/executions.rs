@@ -162,20 +162,14 @@ async fn change_priority(
     id: ExecutionId,
     priority: i32,
 ) -> Result<()> {
-    db.write_row(
-        "change priority",
-        tenant,
-        id,
-        async |conn, mut row, effects| {
-            if row.lifecycle_phase != LifecyclePhase::Runnable {
-                return Err(refusals::not_runnable(id, row.derived_public_state()));
-            }
-            row.priority = priority;
-            row.updated_at = now();
-            let before = row.lease_before();
-            row.save(conn, Some(before), effects).await
-        },
-    )
+    let op = "change priority";
+    db.write_row(op, tenant, id, async |conn, mut row, effects| {
+        row.require(LifecyclePhase::Runnable, refusals::not_runnable)?;
+        row.priority = priority;
+        row.updated_at = now();
+        let before = row.lease_before();
+        row.save(conn, Some(before), effects).await
+    })
     .await
 }
 

@@ -137,29 +137,23 @@ async fn cancel_by_worker(db: &SqliteBackend, lease: &LeaseHandle, reason: &str)
 /// Operator revoke: the active attempt ends `revoked` now and the execution
 /// is runnable again; the worker holding the lease is told at once.
 async fn revoke_lease(db: &SqliteBackend, tenant: TenantId, id: ExecutionId) -> Result<i32> {
-    db.write_row(
-        "revoke lease",
-        tenant,
-        id,
-        async |conn, mut row, effects| {
-            if row.lifecycle_phase != LifecyclePhase::Active {
-                return Err(refusals::not_active(id, row.derived_public_state()));
-            }
-            let now = now();
-            let before = row.lease_before();
-            row.release_lease(now);
-            row.ownership_state = Ownership::LeaseRevoked;
-            row.make_runnable(now, AttemptPhase::AttemptInterrupted, now);
-            row.save(conn, Some(before), effects).await?;
-            let failure = Failure::new(
-                FailureClass::LeaseExpired,
-                "the lease was revoked by an operator",
-            );
-            end_attempt(conn, &row, "revoked", Some(&failure), &["running"], now).await?;
-            effects.revoked.push(id);
-            Ok(row.attempt_index)
-        },
-    )
+    let op = "revoke lease";
+    db.write_row(op, tenant, id, async |conn, mut row, effects| {
+        row.require(LifecyclePhase::Active, refusals::not_active)?;
+        let now = now();
+        let before = row.lease_before();
+        row.release_lease(now);
+        row.ownership_state = Ownership::LeaseRevoked;
+        row.make_runnable(now, AttemptPhase::AttemptInterrupted, now);
+        row.save(conn, Some(before), effects).await?;
+        let failure = Failure::new(
+            FailureClass::LeaseExpired,
+            "the lease was revoked by an operator",
+        );
+        end_attempt(conn, &row, "revoked", Some(&failure), &["running"], now).await?;
+        effects.revoked.push(id);
+        Ok(row.attempt_index)
+    })
     .await
 }
 

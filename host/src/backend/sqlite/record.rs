@@ -280,6 +280,19 @@ impl Exec {
         self.lifecycle_phase == LifecyclePhase::Terminal
     }
 
+    /// Refuse, with `refusal` naming the state it is in, unless the
+    /// execution is in `phase`.
+    pub fn require(
+        &self,
+        phase: LifecyclePhase,
+        refusal: fn(ExecutionId, PublicState) -> EngineError,
+    ) -> crate::error::Result<()> {
+        if self.lifecycle_phase == phase {
+            return Ok(());
+        }
+        Err(refusal(self.execution_id, self.derived_public_state()))
+    }
+
     /// Drop the lease (every move out of `active` does).
     pub fn release_lease(&mut self, now: Millis) {
         self.ownership_state = Ownership::Unowned;
