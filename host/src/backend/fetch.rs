@@ -7,14 +7,58 @@
 //! name is what an operator reads in the error and the logs). Written out,
 //! that is three lines after every statement, hundreds of times, on both
 //! drivers; here it is one call: `.one(conn, "op")`, `.all(…)`,
-//! `.optional(…)`, and `.run(…)` for a statement that returns no rows.
+//! `.optional(…)`, and `.run(…)` for a statement that returns no rows. The
+//! name may be an [`Op`] instead: [`Op::for_tenant`] names a write of a
+//! tenant's row, whose `tenant_id` foreign key's violation then reads as
+//! that tenant not found.
+//! The name may be an [`Op`] instead: [`Op::for_tenant`] names a write of a
+//! tenant's row, whose `tenant_id` foreign key's violation then reads as
+//! that tenant not found.
 
 use std::future::Future;
 
 use sqlx::query::{Query, QueryAs, QueryScalar};
 use sqlx::{Database, Executor, FromRow, IntoArguments};
 
+use crate::backend::refusals;
 use crate::error::{EngineError, Result};
+use crate::model::TenantId;
+
+/// What a statement's errors are named by: its operation and, for a write
+/// of a tenant's row, that tenant.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Op {
+    name: &'static str,
+    tenant: Option<TenantId>,
+}
+
+impl Op {
+    /// A write of `tenant`'s row: a violation of its `tenant_id` foreign key
+    /// (only `tenant_id` references `tenants` among the columns writes name)
+    /// is the tenant's `not_found`.
+    pub(crate) fn for_tenant(name: &'static str, tenant: TenantId) -> Self {
+        Op {
+            name,
+            tenant: Some(tenant),
+        }
+    }
+
+    fn failed(self, e: sqlx::Error) -> EngineError {
+        match self.tenant {
+            Some(tenant) => refusals::unknown_tenant_or(self.name, tenant)(e),
+            None => EngineError::Storage {
+                op: self.name,
+                cause: e,
+            },
+        }
+    }
+}
+
+impl From<&'static str> for Op {
+    fn from(name: &'static str) -> Self {
+        Op { name, tenant: None }
+    }
+}
 
 /// A statement that returns rows, each decoded as `Self::Row`.
 pub(crate) trait Fetch<'q, DB: Database>: Sized + Send + 'q {
@@ -24,7 +68,7 @@ pub(crate) trait Fetch<'q, DB: Database>: Sized + Send + 'q {
     fn one<'e, 'c: 'e, E>(
         self,
         executor: E,
-        op: &'static str,
+        op: impl Into<Op>,
     ) -> impl Future<Output = Result<Self::Row>> + Send + 'e
     where
         'q: 'e,
@@ -34,7 +78,7 @@ pub(crate) trait Fetch<'q, DB: Database>: Sized + Send + 'q {
     fn all<'e, 'c: 'e, E>(
         self,
         executor: E,
-        op: &'static str,
+        op: impl Into<Op>,
     ) -> impl Future<Output = Result<Vec<Self::Row>>> + Send + 'e
     where
         'q: 'e,
@@ -44,7 +88,7 @@ pub(crate) trait Fetch<'q, DB: Database>: Sized + Send + 'q {
     fn optional<'e, 'c: 'e, E>(
         self,
         executor: E,
-        op: &'static str,
+        op: impl Into<Op>,
     ) -> impl Future<Output = Result<Option<Self::Row>>> + Send + 'e
     where
         'q: 'e,
@@ -55,7 +99,7 @@ pub(crate) trait Fetch<'q, DB: Database>: Sized + Send + 'q {
     fn all_mapped<'e, 'c: 'e, E, T>(
         self,
         executor: E,
-        op: &'static str,
+        op: impl Into<Op>,
         into: impl FnMut(Self::Row) -> T + Send + 'e,
     ) -> impl Future<Output = Result<Vec<T>>> + Send + 'e
     where
@@ -79,32 +123,43 @@ macro_rules! fetch_impl {
         {
             type Row = $row;
 
-            async fn one<'e, 'c: 'e, E>(self, executor: E, op: &'static str) -> Result<$row>
-            where
-                'q: 'e,
-                E: 'e + Executor<'c, Database = DB>,
-            {
-                self.fetch_one(executor).await.map_err(EngineError::storage(op))
-            }
-
-            async fn all<'e, 'c: 'e, E>(self, executor: E, op: &'static str) -> Result<Vec<$row>>
-            where
-                'q: 'e,
-                E: 'e + Executor<'c, Database = DB>,
-            {
-                self.fetch_all(executor).await.map_err(EngineError::storage(op))
-            }
-
-            async fn optional<'e, 'c: 'e, E>(
+            fn one<'e, 'c: 'e, E>(
                 self,
                 executor: E,
-                op: &'static str,
-            ) -> Result<Option<$row>>
+                op: impl Into<Op>,
+            ) -> impl Future<Output = Result<$row>> + Send + 'e
             where
                 'q: 'e,
                 E: 'e + Executor<'c, Database = DB>,
             {
-                self.fetch_optional(executor).await.map_err(EngineError::storage(op))
+                let op = op.into();
+                async move { self.fetch_one(executor).await.map_err(|e| op.failed(e)) }
+            }
+
+            fn all<'e, 'c: 'e, E>(
+                self,
+                executor: E,
+                op: impl Into<Op>,
+            ) -> impl Future<Output = Result<Vec<$row>>> + Send + 'e
+            where
+                'q: 'e,
+                E: 'e + Executor<'c, Database = DB>,
+            {
+                let op = op.into();
+                async move { self.fetch_all(executor).await.map_err(|e| op.failed(e)) }
+            }
+
+            fn optional<'e, 'c: 'e, E>(
+                self,
+                executor: E,
+                op: impl Into<Op>,
+            ) -> impl Future<Output = Result<Option<$row>>> + Send + 'e
+            where
+                'q: 'e,
+                E: 'e + Executor<'c, Database = DB>,
+            {
+                let op = op.into();
+                async move { self.fetch_optional(executor).await.map_err(|e| op.failed(e)) }
             }
         }
     };
@@ -122,7 +177,7 @@ pub(crate) trait Run<'q, DB: Database>: Sized + Send + 'q {
     fn run<'e, 'c: 'e, E>(
         self,
         executor: E,
-        op: &'static str,
+        op: impl Into<Op>,
     ) -> impl Future<Output = Result<DB::QueryResult>> + Send + 'e
     where
         'q: 'e,
@@ -133,7 +188,7 @@ pub(crate) trait Run<'q, DB: Database>: Sized + Send + 'q {
     fn changed<'e, 'c: 'e, E>(
         self,
         executor: E,
-        op: &'static str,
+        op: impl Into<Op>,
     ) -> impl Future<Output = Result<bool>> + Send + 'e
     where
         'q: 'e,
@@ -167,13 +222,16 @@ where
     DB: Database,
     A: 'q + IntoArguments<'q, DB> + Send,
 {
-    async fn run<'e, 'c: 'e, E>(self, executor: E, op: &'static str) -> Result<DB::QueryResult>
+    fn run<'e, 'c: 'e, E>(
+        self,
+        executor: E,
+        op: impl Into<Op>,
+    ) -> impl Future<Output = Result<DB::QueryResult>> + Send + 'e
     where
         'q: 'e,
         E: 'e + Executor<'c, Database = DB>,
     {
-        self.execute(executor)
-            .await
-            .map_err(EngineError::storage(op))
+        let op = op.into();
+        async move { self.execute(executor).await.map_err(|e| op.failed(e)) }
     }
 }

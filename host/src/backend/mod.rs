@@ -33,7 +33,7 @@ pub use configuration::{
     Budgets, ConcurrencyLimits, ConfigValues, Grants, Schedules, WaitpointKeys,
 };
 pub use coordination::{Children, Flows, Steps, Suspensions};
-pub(crate) use fetch::{Fetch, Run};
+pub(crate) use fetch::{Fetch, Op, Run};
 pub use insights::Insights;
 pub use params::{
     ChildSpawn, EdgeFilter, FlowCancel, FrameBatch, GraphWrite, NewApiKey, NewComponent, NewFrame,

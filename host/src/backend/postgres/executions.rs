@@ -3,11 +3,11 @@
 use super::Connections;
 use sqlx::PgConnection;
 
-use super::rows::{col, execution, transaction, unknown_tenant_or, EXECUTION_COLUMNS};
+use super::rows::{col, execution, transaction, EXECUTION_COLUMNS};
 use super::PgBackend;
 use crate::backend::refusals;
 use crate::backend::stored_i64;
-use crate::backend::{Fetch, Run};
+use crate::backend::{Fetch, Op, Run};
 use crate::error::{EngineError, Result};
 use crate::model::{
     Created, Execution, ExecutionFilter, ExecutionId, FlowId, NewExecution, PublicState, Replay,
@@ -294,9 +294,8 @@ pub(super) async fn insert_executions(
                 .map(|n| n.concurrency_key.as_deref())
                 .collect::<Vec<_>>(),
         )
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(unknown_tenant_or("create executions", tenant))?;
+        .all(&mut *conn, Op::for_tenant("create executions", tenant))
+        .await?;
     if let (Some(limit), Some(row)) = (max_queued, rows.first()) {
         if !col::<bool>(row, "admitted")? {
             return Err(EngineError::QuotaExceeded {

@@ -172,8 +172,6 @@ event_notify AS (
     )
 }
 
-pub(super) use crate::backend::refusals::unknown_tenant_or;
-
 /// Positional arguments built before the statement, so that the lease fence
 /// (`$1`–`$5`, see `leases::FENCE`) and the claim's arguments are each bound in
 /// one place. An encoding error is kept until `done`.

@@ -8,11 +8,10 @@ use chrono::Utc;
 
 use super::caps::{Counted, Rows};
 use super::stamp::Stamp;
-use crate::backend::refusals::unknown_tenant_or;
 use crate::backend::refusals::{
     adjustments_exceeded, budget_dimension_not_found, budget_not_found, budgets_exceeded,
 };
-use crate::backend::{stored_i64, Fetch, Run, UsageAdjust};
+use crate::backend::{stored_i64, Fetch, Op, Run, UsageAdjust};
 use crate::error::{EngineError, Result};
 use crate::model::{
     Budget, BudgetAdjustment, BudgetId, BudgetScope, DimensionUsage, ExecutionId, NewBudget,
@@ -349,9 +348,8 @@ for_both_drivers! {
         .bind(budget.reset_interval_ms.map(stored_i64))
         .bind(budget.reset_interval_ms.map(|ms| Stamp::after(now, ms)))
         .bind(Stamp(now))
-        .execute(&mut *conn)
-        .await
-        .map_err(unknown_tenant_or("create budget", tenant))?;
+        .run(&mut *conn, Op::for_tenant("create budget", tenant))
+        .await?;
         Ok(())
     }
 

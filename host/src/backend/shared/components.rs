@@ -4,9 +4,8 @@
 use chrono::Utc;
 
 use super::stamp::Stamp;
-use crate::backend::refusals::unknown_tenant_or;
 use crate::backend::NewComponent;
-use crate::backend::{Fetch, Run};
+use crate::backend::{Fetch, Op, Run};
 use crate::error::{EngineError, Result};
 use crate::model::{ComponentVersion, TenantId};
 
@@ -88,9 +87,8 @@ for_both_drivers! {
         .bind(tenant)
         .bind(component.digest)
         .bind(component.wasm)
-        .execute(&mut *conn)
-        .await
-        .map_err(unknown_tenant_or(op, tenant))?;
+        .run(&mut *conn, Op::for_tenant(op, tenant))
+        .await?;
         let row: VersionRow = sqlx::query_as(&format!(
             "INSERT INTO components \
                  (tenant_id, kind, version, digest, size_bytes, created_at, imports) \
@@ -103,9 +101,8 @@ for_both_drivers! {
         .bind(i32::try_from(component.wasm.len()).unwrap_or(i32::MAX))
         .bind(Stamp(Utc::now()))
         .bind(imports)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(unknown_tenant_or(op, tenant))?;
+        .one(&mut *conn, Op::for_tenant(op, tenant))
+        .await?;
         Ok((row.into(), true))
     }
 

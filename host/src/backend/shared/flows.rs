@@ -8,8 +8,8 @@ use sqlx::types::Json;
 
 use super::stamp::Stamp;
 use crate::backend::refusals;
-use crate::backend::Fetch;
 use crate::backend::{EdgeFilter, GraphWrite};
+use crate::backend::{Fetch, Op, Run};
 use crate::error::{EngineError, Result};
 use crate::model::{
     find_cycle, EdgeState, ExecutionId, FlowEdgeDetail, FlowEdgeView, FlowId, FlowMember,
@@ -307,9 +307,8 @@ for_both_drivers! {
         .bind(&flow.name)
         .bind(Json(&flow.tags))
         .bind(Stamp(Utc::now()))
-        .execute(&mut *conn)
-        .await
-        .map_err(refusals::unknown_tenant_or("create flow", tenant))?;
+        .run(&mut *conn, Op::for_tenant("create flow", tenant))
+        .await?;
         Ok(flow_id)
     }
 

@@ -5,8 +5,7 @@ use chrono::Utc;
 use sqlx::types::Json;
 
 use super::stamp::Stamp;
-use crate::backend::refusals::unknown_tenant_or;
-use crate::backend::{Fetch, Run};
+use crate::backend::{Fetch, Op, Run};
 use crate::error::Result;
 use crate::model::{CapabilityCeiling, ComponentGrant, StoredGrant, TenantId};
 
@@ -32,9 +31,8 @@ for_both_drivers! {
         .bind(tenant)
         .bind(Json(ceiling))
         .bind(Stamp(Utc::now()))
-        .execute(&mut *conn)
-        .await
-        .map_err(unknown_tenant_or("set capability ceiling", tenant))?;
+        .run(&mut *conn, Op::for_tenant("set capability ceiling", tenant))
+        .await?;
         Ok(())
     }
 
@@ -53,9 +51,8 @@ for_both_drivers! {
         .bind(kind)
         .bind(Json(grant))
         .bind(Stamp(Utc::now()))
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(unknown_tenant_or("put grant", tenant))?;
+        .one(&mut *conn, Op::for_tenant("put grant", tenant))
+        .await?;
         Ok(stored(row))
     }
 

@@ -6,8 +6,8 @@ use sqlx::types::Json;
 
 use super::caps::{Counted, Rows};
 use super::stamp::Stamp;
-use crate::backend::refusals::{self, unknown_tenant_or};
-use crate::backend::{Fetch, Run};
+use crate::backend::refusals;
+use crate::backend::{Fetch, Op, Run};
 use crate::backend::{PauseChange, ScheduleCreate};
 use crate::error::{EngineError, Result};
 use crate::model::{Created, ExecutionId, NewSchedule, Page, Schedule, ScheduleId, TenantId};
@@ -80,9 +80,8 @@ for_both_drivers! {
         .bind(&create.spec.execution.input)
         .bind(Stamp(create.next_fire_at))
         .bind(Stamp(Utc::now()))
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(unknown_tenant_or(op, tenant))?;
+        .optional(&mut *conn, Op::for_tenant(op, tenant))
+        .await?;
         let Some(row) = row else {
             return Err(refusals::schedule_name_taken(&create.spec.name));
         };

@@ -6,9 +6,8 @@
 use chrono::Utc;
 
 use super::stamp::Stamp;
-use crate::backend::refusals::unknown_tenant_or;
-use crate::backend::Fetch;
 use crate::backend::NewApiKey;
+use crate::backend::{Fetch, Op};
 use crate::error::{EngineError, Result};
 use crate::model::{ApiKey, ApiKeyId, StoredApiKey, TenantId, STORED_RECORD_BYTES};
 
@@ -86,9 +85,8 @@ for_both_drivers! {
         .bind(key.name)
         .bind(key.secret_sha256)
         .bind(Stamp(Utc::now()))
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(unknown_tenant_or("create api key", tenant))?;
+        .one(&mut *conn, Op::for_tenant("create api key", tenant))
+        .await?;
         Ok(row.into())
     }
 
