@@ -574,6 +574,39 @@ async fn instance_reuse_is_stored_and_cut_by_the_ceiling(store: Store) {
     assert!(backend.grant(tenant, "echo").await.unwrap().is_some());
 }
 
+/// Uploads of one kind at the same time each get the next version, with no
+/// conflict and no number given twice (on Postgres, the kind's lock; on
+/// SQLite, the one writer).
+async fn concurrent_uploads_of_a_kind_get_consecutive_versions(store: Store) {
+    let (db, t) = setup_on(store).await;
+    let backend = db.backend();
+    let uploads = (0..8).map(|i| {
+        let backend = backend.clone();
+        tokio::spawn(async move {
+            let wasm = format!("\0asm upload {i}").into_bytes();
+            let digest = format!("{i:064}");
+            let component = flowfabric::backend::NewComponent {
+                kind: "concurrent",
+                digest: &digest,
+                wasm: &wasm,
+                imports: &[],
+            };
+            backend
+                .put_component(t, component)
+                .await
+                .map(|(v, new)| (v.version, new))
+        })
+    });
+    let mut versions = Vec::new();
+    for upload in futures::future::join_all(uploads).await {
+        let (version, new) = upload.unwrap().expect("every upload is stored");
+        assert!(new, "each upload has bytes of its own");
+        versions.push(version);
+    }
+    versions.sort();
+    assert_eq!(versions, (1..=8).collect::<Vec<_>>());
+}
+
 on_both_backends!(
     instance_reuse_is_stored_and_cut_by_the_ceiling,
     quota_admission_caps_starts_per_window,
@@ -589,4 +622,5 @@ on_both_backends!(
     listing_filters_by_tag,
     watchers_are_woken_by_frames_and_by_completion,
     one_slot_claims_are_shared_whatever_the_priorities_and_ages,
+    concurrent_uploads_of_a_kind_get_consecutive_versions,
 );

@@ -341,8 +341,6 @@ pub trait Components: Send + Sync {
     async fn purge_component(&self, tenant: TenantId, kind: &str, version: i32) -> Result<()>;
 }
 
-// The backend's own `put_component` serializes uploads of one kind before
-// the shared statement.
 storage_methods! { $ implement_components: impl Components in components {
     read {
         "latest component" latest_component(tenant: TenantId, kind: &str)
@@ -355,8 +353,8 @@ storage_methods! { $ implement_components: impl Components in components {
         "deprecate component" deprecate_component(tenant: TenantId, kind: &str, n: i32)
             -> ComponentVersion;
         "purge component" purge_component(tenant: TenantId, kind: &str, n: i32) -> ();
+        "put component" put_component(tenant: TenantId, component: NewComponent<'_>)
+            -> (ComponentVersion, bool);
     }
-    own {
-        put_component(tenant: TenantId, component: NewComponent<'_>) -> (ComponentVersion, bool);
-    }
+    own {}
 } }

@@ -43,14 +43,16 @@ fn version_not_found(kind: &str, number: i32) -> EngineError {
 }
 
 for_both_drivers! {
-    /// Store `component` as the next version of its kind, in a transaction
-    /// that already holds the kind's versions still (the caller's lock or
-    /// single writer): uploading the bytes the newest version already has
-    /// returns that version, `false` for "nothing new".
+    /// Store `component` as the next version of its kind, with the kind's
+    /// versions held still (`lock_name`), so concurrent uploads of one kind
+    /// get consecutive versions instead of a key conflict: uploading the
+    /// bytes the newest version already has returns that version, `false`
+    /// for "nothing new".
     async fn put_component(conn, tenant: TenantId, component: NewComponent<'_>)
         -> Result<(ComponentVersion, bool)>
     {
         let op = "put component";
+        lock_name(conn, tenant, component.kind, op).await?;
         let imports = sqlx::types::Json(component.imports);
         let latest: Option<VersionRow> = sqlx::query_as(&format!(
             "SELECT {VERSION_COLUMNS} FROM components WHERE tenant_id = $1 AND kind = $2 \

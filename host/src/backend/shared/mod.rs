@@ -13,7 +13,8 @@
 /// `pg::name(conn: &mut PgConnection, …)` and
 /// `sqlite::name(conn: &mut SqliteConnection, …)` with the same body.
 macro_rules! for_both_drivers {
-    (@driver $module:ident, $connection:ty, $row_lock:literal, $in_json:literal, $doc:literal;
+    (@driver $module:ident, $connection:ty, $row_lock:literal, $in_json:literal, $name_lock:literal,
+        $doc:literal;
         $(
             $(#[$meta:meta])*
             async fn $name:ident($conn:ident $(, $arg:ident: $ty:ty)* $(,)?) -> $ret:ty $body:block
@@ -36,6 +37,23 @@ macro_rules! for_both_drivers {
             fn in_json_texts(column: &str, param: &str) -> String {
                 format!($in_json, column = column, param = param)
             }
+            /// Hold writes that name (`tenant`, `name`) still until commit:
+            /// on Postgres, a transaction's advisory lock on the pair; on
+            /// SQLite, the one writer already does.
+            #[allow(dead_code)]
+            async fn lock_name(
+                conn: &mut $connection,
+                tenant: crate::model::TenantId,
+                name: &str,
+                op: &'static str,
+            ) -> crate::error::Result<()> {
+                const SQL: &str = $name_lock;
+                if !SQL.is_empty() {
+                    use crate::backend::Run;
+                    sqlx::query(SQL).bind(tenant).bind(name).run(&mut *conn, op).await?;
+                }
+                Ok(())
+            }
             $(
                 $(#[$meta])*
                 pub(crate) async fn $name($conn: &mut $connection $(, $arg: $ty)*) -> $ret $body
@@ -44,9 +62,12 @@ macro_rules! for_both_drivers {
     };
     ($($operations:tt)*) => {
         for_both_drivers!(@driver pg, sqlx::PgConnection, " FOR UPDATE",
-            "{column} IN (SELECT jsonb_array_elements_text({param}))", "On a Postgres connection."; $($operations)*);
+            "{column} IN (SELECT jsonb_array_elements_text({param}))",
+            "SELECT pg_advisory_xact_lock(hashtextextended($1::text || '/' || $2, 0))",
+            "On a Postgres connection."; $($operations)*);
         for_both_drivers!(@driver sqlite, sqlx::SqliteConnection, "",
-            "{column} IN (SELECT value FROM json_each({param}))", "On a SQLite connection."; $($operations)*);
+            "{column} IN (SELECT value FROM json_each({param}))", "",
+            "On a SQLite connection."; $($operations)*);
     };
 }
 
