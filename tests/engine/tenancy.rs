@@ -529,6 +529,38 @@ async fn one_slot_claims_are_shared_whatever_the_priorities_and_ages(store: Stor
     );
 }
 
+/// An attempt reads the config values its grant names that exist, opened,
+/// and no other (the names go to storage as one list, on both backends).
+async fn an_attempt_reads_the_granted_config_that_exists(store: Store) {
+    let (db, tenant) = setup_on(store).await;
+    let e = &db.engine;
+    let ceiling = CapabilityCeiling {
+        config: true,
+        ..CapabilityCeiling::default()
+    };
+    e.set_ceiling(tenant, &ceiling).await.unwrap();
+    for (name, value, secret) in [("a", "1", false), ("b", "2", true), ("c", "3", true)] {
+        e.put_config(tenant, name, value, secret).await.unwrap();
+    }
+    let grant = ComponentGrant {
+        config: vec!["c".into(), "a".into(), "missing".into()],
+        ..ComponentGrant::default()
+    };
+    e.put_grant(tenant, "echo", &grant).await.unwrap();
+    let caps = e.attempt_capabilities(tenant, "echo").await.unwrap();
+    let read: Vec<(&str, &str)> = caps
+        .config
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(read, [("a", "1"), ("c", "3")]);
+    // Another tenant's value of a granted name is not this tenant's.
+    let other = db.tenant("other").await;
+    e.put_config(other, "missing", "x", false).await.unwrap();
+    let caps = e.attempt_capabilities(tenant, "echo").await.unwrap();
+    assert_eq!(caps.config.len(), 2);
+}
+
 /// Instance reuse is stored with the ceiling and the grant, read back by
 /// the attempt's capabilities, and only while the ceiling allows it.
 async fn instance_reuse_is_stored_and_cut_by_the_ceiling(store: Store) {
@@ -623,4 +655,5 @@ on_both_backends!(
     watchers_are_woken_by_frames_and_by_completion,
     one_slot_claims_are_shared_whatever_the_priorities_and_ages,
     concurrent_uploads_of_a_kind_get_consecutive_versions,
+    an_attempt_reads_the_granted_config_that_exists,
 );
