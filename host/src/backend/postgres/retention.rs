@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 
 use super::rows::transaction;
 use super::PgBackend;
-use crate::backend::shared::retention::pg::{prunable_executions, prunable_flows};
+use crate::backend::shared::retention::pg::prunable;
 use crate::backend::Fetch;
 use crate::error::Result;
 use crate::model::{ExecutionId, FlowId, TenantId};
@@ -40,10 +40,9 @@ pub(super) async fn prune_executions(
     limit: u32,
 ) -> Result<u64> {
     transaction(&db.pool, "prune executions", async |tx| {
-        let executions = prunable_executions(tx, tenant, cutoff, limit).await?;
-        let flows = prunable_flows(tx, tenant, cutoff, limit).await?;
-        Ok(delete_executions(tx, tenant, &executions).await?
-            + delete_flows(tx, tenant, &flows, cutoff).await?)
+        let found = prunable(tx, tenant, cutoff, limit).await?;
+        Ok(delete_executions(tx, tenant, &found.executions).await?
+            + delete_flows(tx, tenant, &found.flows, cutoff).await?)
     })
     .await
 }

@@ -34,53 +34,57 @@ pub(crate) fn ids_from(cutoff: DateTime<Utc>) -> Uuid {
     Uuid::from_bytes(bytes)
 }
 
-for_both_drivers! {
-    /// Up to `limit` of the tenant's executions, outside any flow, ended
-    /// before `cutoff`, whose parent (if any) has ended or is gone.
-    async fn prunable_executions(conn, tenant: TenantId, cutoff: DateTime<Utc>, limit: u32)
-        -> Result<Vec<ExecutionId>>
-    {
-        sqlx::query_scalar(
-            "SELECT x.execution_id FROM executions x \
-             WHERE x.tenant_id = $1 \
-               AND x.public_state IN ('completed', 'failed', 'cancelled', 'expired', 'skipped') \
-               AND x.execution_id < $2 \
-               AND coalesce(x.finished_at, x.updated_at) < $3 \
-               AND x.flow_id IS NULL \
-               AND NOT EXISTS (SELECT 1 FROM executions p \
-                   WHERE p.tenant_id = x.tenant_id AND p.execution_id = x.parent_id \
-                     AND p.lifecycle_phase <> 'terminal') \
-             LIMIT $4",
-        )
-        .bind(tenant)
-        .bind(ids_from(cutoff))
-        .bind(Stamp(cutoff))
-        .bind(i64::from(limit))
-        .all(&mut *conn, "find executions to prune")
-        .await
-    }
+/// What retention may delete of a tenant now.
+#[derive(Debug, Default)]
+pub(crate) struct Prunable {
+    /// Executions outside any flow, ended before the cutoff, whose parent
+    /// (if any) has ended or is gone.
+    pub executions: Vec<ExecutionId>,
+    /// Flows created before the cutoff whose members have all ended, the
+    /// last before the cutoff.
+    pub flows: Vec<FlowId>,
+}
 
-    /// Up to `limit` of the tenant's flows created before `cutoff` whose
-    /// members have all ended, the last before `cutoff` (members off
-    /// `executions_flow_key_idx`).
-    async fn prunable_flows(conn, tenant: TenantId, cutoff: DateTime<Utc>, limit: u32)
-        -> Result<Vec<FlowId>>
-    {
-        sqlx::query_scalar(
-            "SELECT f.flow_id FROM flows f \
-             WHERE f.tenant_id = $1 AND f.flow_id < $2 \
-               AND NOT EXISTS (SELECT 1 FROM executions m \
-                   WHERE m.tenant_id = f.tenant_id AND m.flow_id = f.flow_id \
-                     AND (m.lifecycle_phase <> 'terminal' \
-                          OR coalesce(m.finished_at, m.updated_at) >= $3)) \
-             LIMIT $4",
+for_both_drivers! {
+    /// Up to `limit` each of the tenant's executions and flows that
+    /// retention may delete (see [`Prunable`]), in one statement: the
+    /// executions off `executions_state_idx`, the flows off their primary
+    /// key, their members off `executions_flow_key_idx`.
+    async fn prunable(conn, tenant: TenantId, cutoff: DateTime<Utc>, limit: u32) -> Result<Prunable> {
+        let rows: Vec<(bool, Uuid)> = sqlx::query_as(
+            "SELECT * FROM (SELECT false AS flow, x.execution_id AS id FROM executions x \
+                 WHERE x.tenant_id = $1 \
+                   AND x.public_state IN ('completed', 'failed', 'cancelled', 'expired', 'skipped') \
+                   AND x.execution_id < $2 \
+                   AND coalesce(x.finished_at, x.updated_at) < $3 \
+                   AND x.flow_id IS NULL \
+                   AND NOT EXISTS (SELECT 1 FROM executions p \
+                       WHERE p.tenant_id = x.tenant_id AND p.execution_id = x.parent_id \
+                         AND p.lifecycle_phase <> 'terminal') \
+                 LIMIT $4) e \
+             UNION ALL \
+             SELECT * FROM (SELECT true AS flow, f.flow_id AS id FROM flows f \
+                 WHERE f.tenant_id = $1 AND f.flow_id < $2 \
+                   AND NOT EXISTS (SELECT 1 FROM executions m \
+                       WHERE m.tenant_id = f.tenant_id AND m.flow_id = f.flow_id \
+                         AND (m.lifecycle_phase <> 'terminal' \
+                              OR coalesce(m.finished_at, m.updated_at) >= $3)) \
+                 LIMIT $4) f",
         )
         .bind(tenant)
         .bind(ids_from(cutoff))
         .bind(Stamp(cutoff))
         .bind(i64::from(limit))
-        .all(&mut *conn, "find flows to prune")
-        .await
+        .all(&mut *conn, "find what to prune")
+        .await?;
+        let mut found = Prunable::default();
+        for (flow, id) in rows {
+            match flow {
+                true => found.flows.push(FlowId::from(id)),
+                false => found.executions.push(ExecutionId::from(id)),
+            }
+        }
+        Ok(found)
     }
 }
 

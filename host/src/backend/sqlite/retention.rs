@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 
 use super::SqliteBackend;
-use crate::backend::shared::retention::sqlite::{prunable_executions, prunable_flows};
+use crate::backend::shared::retention::sqlite::prunable;
 use crate::backend::{Fetch, Run};
 use crate::error::Result;
 use crate::model::{ExecutionId, TenantId};
@@ -36,8 +36,9 @@ pub(super) async fn prune_executions(
     limit: u32,
 ) -> Result<u64> {
     db.write("prune executions", async |conn, _| {
-        let mut doomed = prunable_executions(conn, tenant, cutoff, limit).await?;
-        for flow in prunable_flows(conn, tenant, cutoff, limit).await? {
+        let found = prunable(conn, tenant, cutoff, limit).await?;
+        let mut doomed = found.executions;
+        for flow in found.flows {
             let members: Vec<ExecutionId> = sqlx::query_scalar(
                 "SELECT execution_id FROM executions WHERE tenant_id = $1 AND flow_id = $2",
             )
