@@ -44,6 +44,16 @@ fn per_second(max_running: u32, max_starts: u32) -> ConcurrencyLimit {
     rule
 }
 
+/// One pass of the scanner that releases held work, at most `per_tenant`
+/// held keys a tenant; how many executions it released.
+async fn release_held(engine: &Engine, per_tenant: u32) -> u64 {
+    engine
+        .backend()
+        .release_held_keys(Sweep::every_tenant(per_tenant))
+        .await
+        .unwrap()
+}
+
 async fn set(engine: &Engine, tenant: TenantId, limit: ConcurrencyLimit) {
     engine
         .set_concurrency_limit(tenant, limit)
@@ -151,10 +161,7 @@ async fn concurrent_claimers_never_run_more_of_a_key_than_its_limit(store: Store
                     // execution, skipping one a concurrent claim has
                     // locked; the scanner's pass frees what that left
                     // held, as it does in a running installation.
-                    e.backend()
-                        .release_held_keys(Sweep::every_tenant(100))
-                        .await
-                        .unwrap();
+                    release_held(&e, 100).await;
                     tokio::time::sleep(Duration::from_millis(5)).await;
                     continue;
                 }
@@ -225,35 +232,32 @@ async fn a_full_key_with_a_backlog_does_not_delay_other_keys(store: Store) {
     assert_eq!(held, 499, "the rest of the full key waits, marked");
 }
 
-async fn starts_per_window_hold_a_key_until_the_window_rolls_over(store: Store) {
-    let (db, t) = setup_on(store).await;
-    let e = &db.engine;
-    set(e, t, per_second(10, 2)).await;
-    for _ in 0..5 {
-        submit(e, t, "a").await;
+/// Give the tenant `n` executions of `key` under two starts a second, run
+/// the window's two to their end, and check that the rest wait.
+async fn use_up_a_window(e: &Engine, tenant: TenantId, key: &str, n: usize) {
+    set(e, tenant, per_second(10, 2)).await;
+    for _ in 0..n {
+        submit(e, tenant, key).await;
     }
-    let first = claim_keys(e, 10).await;
+    let first = claim_keys(e, 20).await;
     assert_eq!(first.len(), 2, "two starts a window");
     for (_, lease) in &first {
         e.complete(lease, b"ok").await.unwrap();
     }
-    assert!(claim_keys(e, 10).await.is_empty(), "the window is used up");
-    db.backend()
-        .release_held_keys(Sweep::every_tenant(100))
-        .await
-        .unwrap();
+    assert!(claim_keys(e, 20).await.is_empty(), "the window is used up");
+}
+
+async fn starts_per_window_hold_a_key_until_the_window_rolls_over(store: Store) {
+    let (db, t) = setup_on(store).await;
+    let e = &db.engine;
+    use_up_a_window(e, t, "a", 5).await;
+    release_held(e, 100).await;
     assert!(
         claim_keys(e, 10).await.is_empty(),
         "nothing is released inside the window"
     );
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    assert!(
-        db.backend()
-            .release_held_keys(Sweep::every_tenant(100))
-            .await
-            .unwrap()
-            >= 2
-    );
+    assert!(release_held(e, 100).await >= 2);
     assert_eq!(claim_keys(e, 10).await.len(), 2, "a new window");
 }
 
@@ -659,23 +663,11 @@ async fn a_tenant_with_many_held_keys_does_not_hold_back_anothers(store: Store) 
     assert!(claim_keys(e, 20).await.is_empty(), "the rest are held");
 
     let windowed = db.tenant("b-windowed").await;
-    set(e, windowed, per_second(10, 2)).await;
-    for _ in 0..4 {
-        submit(e, windowed, "w").await;
-    }
-    let first = claim_keys(e, 20).await;
-    assert_eq!(first.len(), 2, "two starts a window");
-    for (_, lease) in &first {
-        e.complete(lease, b"ok").await.unwrap();
-    }
-    assert!(claim_keys(e, 20).await.is_empty(), "the window is used up");
+    use_up_a_window(e, windowed, "w", 4).await;
     tokio::time::sleep(Duration::from_millis(1_100)).await;
 
     // Three held keys a tenant a pass: the crowded tenant's five fill it.
-    db.backend()
-        .release_held_keys(Sweep::every_tenant(3))
-        .await
-        .unwrap();
+    release_held(e, 3).await;
     let released = claim_keys(e, 20).await;
     assert_eq!(released.len(), 2, "a new window for the other tenant");
     assert!(released.iter().all(|(key, _)| key == "w"));
@@ -703,10 +695,7 @@ async fn every_held_key_of_a_tenant_is_looked_at_in_turn(store: Store) {
 
     // Three held keys a pass; the five `k` keys still run one each.
     for _ in 0..3 {
-        db.backend()
-            .release_held_keys(Sweep::every_tenant(3))
-            .await
-            .unwrap();
+        release_held(e, 3).await;
     }
     let released = claim_keys(e, 20).await;
     assert_eq!(released.len(), 1, "w has a new window");

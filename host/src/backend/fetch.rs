@@ -11,9 +11,6 @@
 //! name may be an [`Op`] instead: [`Op::for_tenant`] names a write of a
 //! tenant's row, whose `tenant_id` foreign key's violation then reads as
 //! that tenant not found.
-//! The name may be an [`Op`] instead: [`Op::for_tenant`] names a write of a
-//! tenant's row, whose `tenant_id` foreign key's violation then reads as
-//! that tenant not found.
 
 use std::future::Future;
 
@@ -44,9 +41,11 @@ impl Op {
     }
 
     fn failed(self, e: sqlx::Error) -> EngineError {
-        match self.tenant {
-            Some(tenant) => refusals::unknown_tenant_or(self.name, tenant)(e),
-            None => EngineError::Storage {
+        match (&e, self.tenant) {
+            (sqlx::Error::Database(db), Some(tenant)) if db.is_foreign_key_violation() => {
+                refusals::unknown_tenant(tenant)
+            }
+            _ => EngineError::Storage {
                 op: self.name,
                 cause: e,
             },
@@ -111,8 +110,27 @@ pub(crate) trait Fetch<'q, DB: Database>: Sized + Send + 'q {
     }
 }
 
-/// One `impl Fetch` for a sqlx query type: the same three methods, each
-/// forwarding to sqlx's fetch of the same name.
+/// One method of an `impl Fetch` or `impl Run`: `$name` awaits sqlx's
+/// `$fetch` and names its error by the operation.
+macro_rules! fetch_method {
+    ($name:ident, $fetch:ident, $out:ty) => {
+        fn $name<'e, 'c: 'e, E>(
+            self,
+            executor: E,
+            op: impl Into<Op>,
+        ) -> impl Future<Output = Result<$out>> + Send + 'e
+        where
+            'q: 'e,
+            E: 'e + Executor<'c, Database = DB>,
+        {
+            let op = op.into();
+            async move { self.$fetch(executor).await.map_err(|e| op.failed(e)) }
+        }
+    };
+}
+
+/// One `impl Fetch` for a sqlx query type: three methods, each forwarding
+/// to sqlx's fetch of the same name.
 macro_rules! fetch_impl {
     ([$($generics:tt)*] $query:ty, $row:ty, where $($bounds:tt)*) => {
         impl<'q, DB, A, $($generics)*> Fetch<'q, DB> for $query
@@ -123,44 +141,9 @@ macro_rules! fetch_impl {
         {
             type Row = $row;
 
-            fn one<'e, 'c: 'e, E>(
-                self,
-                executor: E,
-                op: impl Into<Op>,
-            ) -> impl Future<Output = Result<$row>> + Send + 'e
-            where
-                'q: 'e,
-                E: 'e + Executor<'c, Database = DB>,
-            {
-                let op = op.into();
-                async move { self.fetch_one(executor).await.map_err(|e| op.failed(e)) }
-            }
-
-            fn all<'e, 'c: 'e, E>(
-                self,
-                executor: E,
-                op: impl Into<Op>,
-            ) -> impl Future<Output = Result<Vec<$row>>> + Send + 'e
-            where
-                'q: 'e,
-                E: 'e + Executor<'c, Database = DB>,
-            {
-                let op = op.into();
-                async move { self.fetch_all(executor).await.map_err(|e| op.failed(e)) }
-            }
-
-            fn optional<'e, 'c: 'e, E>(
-                self,
-                executor: E,
-                op: impl Into<Op>,
-            ) -> impl Future<Output = Result<Option<$row>>> + Send + 'e
-            where
-                'q: 'e,
-                E: 'e + Executor<'c, Database = DB>,
-            {
-                let op = op.into();
-                async move { self.fetch_optional(executor).await.map_err(|e| op.failed(e)) }
-            }
+            fetch_method!(one, fetch_one, $row);
+            fetch_method!(all, fetch_all, Vec<$row>);
+            fetch_method!(optional, fetch_optional, Option<$row>);
         }
     };
 }
@@ -222,16 +205,5 @@ where
     DB: Database,
     A: 'q + IntoArguments<'q, DB> + Send,
 {
-    fn run<'e, 'c: 'e, E>(
-        self,
-        executor: E,
-        op: impl Into<Op>,
-    ) -> impl Future<Output = Result<DB::QueryResult>> + Send + 'e
-    where
-        'q: 'e,
-        E: 'e + Executor<'c, Database = DB>,
-    {
-        let op = op.into();
-        async move { self.execute(executor).await.map_err(|e| op.failed(e)) }
-    }
+    fetch_method!(run, execute, DB::QueryResult);
 }

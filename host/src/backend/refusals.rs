@@ -12,19 +12,6 @@ pub(crate) fn unknown_tenant(id: TenantId) -> EngineError {
     EngineError::not_found("tenant", id)
 }
 
-/// A storage error, except that a foreign-key violation (only `tenant_id`
-/// references `tenants` among the columns callers write) means an unknown
-/// tenant.
-pub(crate) fn unknown_tenant_or(
-    op: &'static str,
-    tenant: TenantId,
-) -> impl FnOnce(sqlx::Error) -> EngineError {
-    move |e| match &e {
-        sqlx::Error::Database(db) if db.is_foreign_key_violation() => unknown_tenant(tenant),
-        _ => EngineError::Storage { op, cause: e },
-    }
-}
-
 /// A tenant's named things under a count cap (config values, concurrency
 /// limits): the tenant must exist, and a name it does not have yet is refused
 /// once it holds `max` of them. `probe` is what the caller read, under a lock

@@ -116,9 +116,10 @@ impl Engine {
         let (ceiling, grant) = self.backend.capabilities(tenant, kind).await?;
         let grant = EffectiveGrant::resolve(tenant, &ceiling, &grant);
         // Most grants name no config: no read for them.
-        let sealed = match grant.config.is_empty() {
-            true => Vec::new(),
-            false => self.backend.config_values(tenant, &grant.config).await?,
+        let sealed = if grant.config.is_empty() {
+            Vec::new()
+        } else {
+            self.backend.config_values(tenant, &grant.config).await?
         };
         let config = sealed
             .iter()

@@ -7,7 +7,7 @@ use sqlx::FromRow;
 
 use super::rows::{col, transaction};
 use super::PgBackend;
-use crate::backend::held_keys::PassEnd;
+use crate::backend::held_keys::{HeldGroup, PassEnd};
 use crate::backend::shared::concurrency::pg as shared;
 use crate::backend::{Fetch, Run, Sweep};
 use crate::error::{EngineError, Result};
@@ -81,28 +81,16 @@ async fn delete_concurrency_limit(
 async fn release_held_keys(db: &PgBackend, sweep: Sweep) -> Result<u64> {
     let op = "release held keys";
     let starts = db.held_cursors.starts(sweep);
+    let column = |field: fn(&HeldGroup) -> &str| -> Vec<&str> {
+        starts.iter().map(|(_, group)| field(group)).collect()
+    };
     let rows: Vec<(i64, Option<PassEnd>)> = sqlx::query(RELEASE_HELD_SQL)
         .bind(i64::from(sweep.limit))
         .bind(sweep.tenant)
-        .bind(starts.iter().map(|(t, _)| *t).collect::<Vec<_>>())
-        .bind(
-            starts
-                .iter()
-                .map(|(_, g)| g.concurrency_key.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            starts
-                .iter()
-                .map(|(_, g)| g.kind.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            starts
-                .iter()
-                .map(|(_, g)| g.lane.as_str())
-                .collect::<Vec<_>>(),
-        )
+        .bind(starts.iter().map(|(tenant, _)| *tenant).collect::<Vec<_>>())
+        .bind(column(|g| &g.concurrency_key))
+        .bind(column(|g| &g.kind))
+        .bind(column(|g| &g.lane))
         .all(&db.pool, op)
         .await?
         .iter()

@@ -292,14 +292,7 @@ async fn release_held_keys(db: &SqliteBackend, sweep: Sweep) -> Result<u64> {
         .write(op, async |conn, effects| {
             let tenants: Vec<TenantId> = match sweep.tenant {
                 Some(tenant) => vec![tenant],
-                None => {
-                    sqlx::query_scalar(
-                        "SELECT DISTINCT tenant_id FROM executions \
-                     WHERE eligibility_state = 'blocked_by_concurrency_key'",
-                    )
-                    .all(&mut *conn, op)
-                    .await?
-                }
+                None => sqlx::query_scalar(HELD_TENANTS).all(&mut *conn, op).await?,
             };
             let now = now();
             let (mut freed, mut ends) = (0, Vec::new());
@@ -327,6 +320,10 @@ async fn release_held_keys(db: &SqliteBackend, sweep: Sweep) -> Result<u64> {
     db.held_cursors.advance(sweep, ends);
     Ok(freed)
 }
+
+/// Tenants with held work (off `executions_concurrency_blocked_idx`).
+const HELD_TENANTS: &str = "SELECT DISTINCT tenant_id FROM executions \
+    WHERE eligibility_state = 'blocked_by_concurrency_key'";
 
 /// The first held row of each of the tenant's held groups after `after`, at
 /// most `limit`, in group order (off `executions_concurrency_blocked_idx`).
