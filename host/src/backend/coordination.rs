@@ -86,10 +86,13 @@ storage_methods! { $ implement_suspension: impl Suspensions in suspension {
     }
     write {}
     own {
-        create_waitpoint(lease: &LeaseHandle, new: NewWaitpoint<'_>) -> Waitpoint;
-        suspend(lease: &LeaseHandle, request: SuspendRequest<'_>) -> SuspendOutcome;
         deliver_signal(tenant: TenantId, delivery: SignalDelivery<'_>) -> SignalOutcome;
         resume(tenant: TenantId, id: ExecutionId) -> ();
+    }
+    held {
+        "create waitpoint" create_waitpoint(lease: &LeaseHandle, new: NewWaitpoint<'_>)
+            -> Waitpoint;
+        "suspend" suspend(lease: &LeaseHandle, request: SuspendRequest<'_>) -> SuspendOutcome;
     }
 } }
 
@@ -127,7 +130,9 @@ storage_methods! { $ implement_steps: impl Steps in steps {
     write {}
     own {
         record_step(lease: &LeaseHandle, record: StepRecord<'_>) -> ();
-        sleep(lease: &LeaseHandle, request: SleepRequest<'_>) -> ();
+    }
+    held {
+        "sleep" sleep(lease: &LeaseHandle, request: SleepRequest<'_>) -> ();
     }
 } }
 
@@ -155,7 +160,13 @@ storage_methods! { $ implement_children: impl Children in children {
     write {}
     own {
         spawn_child(lease: &LeaseHandle, spawn: ChildSpawn<'_>) -> SpawnedChild;
-        wait_children(lease: &LeaseHandle, timeout: Option<Duration>, on_timeout: TimeoutBehavior) -> ChildrenOutcome;
+    }
+    held {
+        "wait children" wait_children(
+            lease: &LeaseHandle,
+            timeout: Option<Duration>,
+            on_timeout: TimeoutBehavior
+        ) -> ChildrenOutcome;
     }
 } }
 

@@ -59,39 +59,51 @@ impl From<&'static str> for Op {
     }
 }
 
+/// One method of `Fetch` or `Run`: declared (`name -> Out;`), or
+/// implemented (`name -> Out = fetch;`) by awaiting sqlx's `fetch` and
+/// naming its error by the operation. The methods differ only in what they
+/// return.
+macro_rules! fetch_fn {
+    ($(#[$doc:meta])* $name:ident -> $out:ty;) => {
+        fetch_fn!(@fn [$(#[$doc])*] $name, $out, [];);
+    };
+    ($name:ident -> $out:ty = $fetch:ident;) => {
+        fetch_fn!(@fn [] $name, $out, [$fetch]);
+    };
+    (@fn [$($doc:tt)*] $name:ident, $out:ty, [$($fetch:ident)?] $($semicolon:tt)?) => {
+        $($doc)*
+        fn $name<'e, 'c: 'e, E>(
+            self,
+            executor: E,
+            op: impl Into<Op>,
+        ) -> impl Future<Output = Result<$out>> + Send + 'e
+        where
+            'q: 'e,
+            E: 'e + Executor<'c, Database = DB>
+        $({
+            let op = op.into();
+            async move { self.$fetch(executor).await.map_err(|e| op.failed(e)) }
+        })?
+        $($semicolon)?
+    };
+}
+
 /// A statement that returns rows, each decoded as `Self::Row`.
 pub(crate) trait Fetch<'q, DB: Database>: Sized + Send + 'q {
     type Row: Send + Unpin + 'q;
 
-    /// Exactly one row; none is a storage error (`RowNotFound`).
-    fn one<'e, 'c: 'e, E>(
-        self,
-        executor: E,
-        op: impl Into<Op>,
-    ) -> impl Future<Output = Result<Self::Row>> + Send + 'e
-    where
-        'q: 'e,
-        E: 'e + Executor<'c, Database = DB>;
-
-    /// Every row.
-    fn all<'e, 'c: 'e, E>(
-        self,
-        executor: E,
-        op: impl Into<Op>,
-    ) -> impl Future<Output = Result<Vec<Self::Row>>> + Send + 'e
-    where
-        'q: 'e,
-        E: 'e + Executor<'c, Database = DB>;
-
-    /// The first row, if there is one.
-    fn optional<'e, 'c: 'e, E>(
-        self,
-        executor: E,
-        op: impl Into<Op>,
-    ) -> impl Future<Output = Result<Option<Self::Row>>> + Send + 'e
-    where
-        'q: 'e,
-        E: 'e + Executor<'c, Database = DB>;
+    fetch_fn! {
+        /// Exactly one row; none is a storage error (`RowNotFound`).
+        one -> Self::Row;
+    }
+    fetch_fn! {
+        /// Every row.
+        all -> Vec<Self::Row>;
+    }
+    fetch_fn! {
+        /// The first row, if there is one.
+        optional -> Option<Self::Row>;
+    }
 
     /// Every row, each turned into a `T` by `into`: the common read of a
     /// list, rows straight into the model's type.
@@ -110,25 +122,6 @@ pub(crate) trait Fetch<'q, DB: Database>: Sized + Send + 'q {
     }
 }
 
-/// One method of an `impl Fetch` or `impl Run`: `$name` awaits sqlx's
-/// `$fetch` and names its error by the operation.
-macro_rules! fetch_method {
-    ($name:ident, $fetch:ident, $out:ty) => {
-        fn $name<'e, 'c: 'e, E>(
-            self,
-            executor: E,
-            op: impl Into<Op>,
-        ) -> impl Future<Output = Result<$out>> + Send + 'e
-        where
-            'q: 'e,
-            E: 'e + Executor<'c, Database = DB>,
-        {
-            let op = op.into();
-            async move { self.$fetch(executor).await.map_err(|e| op.failed(e)) }
-        }
-    };
-}
-
 /// One `impl Fetch` for a sqlx query type: three methods, each forwarding
 /// to sqlx's fetch of the same name.
 macro_rules! fetch_impl {
@@ -141,9 +134,9 @@ macro_rules! fetch_impl {
         {
             type Row = $row;
 
-            fetch_method!(one, fetch_one, $row);
-            fetch_method!(all, fetch_all, Vec<$row>);
-            fetch_method!(optional, fetch_optional, Option<$row>);
+            fetch_fn!(one -> $row = fetch_one;);
+            fetch_fn!(all -> Vec<$row> = fetch_all;);
+            fetch_fn!(optional -> Option<$row> = fetch_optional;);
         }
     };
 }
@@ -156,15 +149,10 @@ fetch_impl!([] Query<'q, DB, A>, DB::Row, where DB::Row: 'q,);
 
 /// A statement run for its effect.
 pub(crate) trait Run<'q, DB: Database>: Sized + Send + 'q {
-    /// Run it; what it changed (`rows_affected`).
-    fn run<'e, 'c: 'e, E>(
-        self,
-        executor: E,
-        op: impl Into<Op>,
-    ) -> impl Future<Output = Result<DB::QueryResult>> + Send + 'e
-    where
-        'q: 'e,
-        E: 'e + Executor<'c, Database = DB>;
+    fetch_fn! {
+        /// Run it; what it changed (`rows_affected`).
+        run -> DB::QueryResult;
+    }
 
     /// Run it; whether it changed any row (a delete or update of one row by
     /// its key: whether there was one).
@@ -205,5 +193,5 @@ where
     DB: Database,
     A: 'q + IntoArguments<'q, DB> + Send,
 {
-    fetch_method!(run, execute, DB::QueryResult);
+    fetch_fn!(run -> DB::QueryResult = execute;);
 }

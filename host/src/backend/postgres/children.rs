@@ -17,6 +17,7 @@ use super::leases::{rejection, FENCE};
 use super::rows::{col, parse, transaction, Args};
 use super::scanners::count_pass;
 use super::suspension::record_suspension;
+use super::Held;
 use super::PgBackend;
 use crate::backend::refusals;
 use crate::backend::shared::children::pg::check_child_spawn;
@@ -117,34 +118,30 @@ async fn spawn_child(
 /// Return the children if all have ended; otherwise suspend the parent until
 /// the last one does.
 async fn wait_children(
-    db: &PgBackend,
-    lease: &LeaseHandle,
+    held: Held<'_>,
     timeout: Option<Duration>,
     on_timeout: TimeoutBehavior,
 ) -> Result<ChildrenOutcome> {
-    let op = "wait children";
-    db.write_held(op, lease, async |tx, suspensions| {
-        let seq = suspensions + 1;
-        // After the lock: a child ending from now on sees this transaction's
-        // suspension (or skips the locked row and leaves it to the scanner).
-        let rows = sqlx::query(
-            "SELECT execution_id, flow_key, kind, public_state, result, \
-                 coalesce(last_failure->>'message', cancellation_reason) AS error \
-             FROM executions WHERE tenant_id = $1 AND parent_id = $2 ORDER BY execution_id",
-        )
-        .bind(lease.tenant_id)
-        .bind(lease.execution_id)
-        .all(&mut *tx, op)
-        .await?;
-        let children = rows.iter().map(child).collect::<Result<Vec<_>>>()?;
-        if children.iter().all(|c| c.state.is_terminal()) {
-            return Ok(ChildrenOutcome::Done(children));
-        }
-        let suspension = Suspension::new(ResumeCondition::Children, on_timeout);
-        record_suspension(tx, lease, &suspension, seq, timeout).await?;
-        Ok(ChildrenOutcome::Suspended)
-    })
-    .await
+    let (tx, lease, op, suspensions) = (held.tx, held.lease, held.op, held.suspensions);
+    let seq = suspensions + 1;
+    // After the lock: a child ending from now on sees this transaction's
+    // suspension (or skips the locked row and leaves it to the scanner).
+    let rows = sqlx::query(
+        "SELECT execution_id, flow_key, kind, public_state, result, \
+             coalesce(last_failure->>'message', cancellation_reason) AS error \
+         FROM executions WHERE tenant_id = $1 AND parent_id = $2 ORDER BY execution_id",
+    )
+    .bind(lease.tenant_id)
+    .bind(lease.execution_id)
+    .all(&mut *tx, op)
+    .await?;
+    let children = rows.iter().map(child).collect::<Result<Vec<_>>>()?;
+    if children.iter().all(|c| c.state.is_terminal()) {
+        return Ok(ChildrenOutcome::Done(children));
+    }
+    let suspension = Suspension::new(ResumeCondition::Children, on_timeout);
+    record_suspension(tx, lease, &suspension, seq, timeout).await?;
+    Ok(ChildrenOutcome::Suspended)
 }
 
 fn child(row: &PgRow) -> Result<ChildOutcome> {

@@ -84,6 +84,18 @@ const COMPLETION_CHANNEL: &str = "flowfabric_completion";
 /// a tenant has new events.
 const EVENTS_CHANNEL: &str = "flowfabric_events";
 
+/// A write by a lease holder, once the lease is checked and its execution's
+/// row locked ([`PgBackend::write_held`]): what the write works on.
+struct Held<'a> {
+    tx: &'a mut sqlx::PgConnection,
+    lease: &'a crate::model::LeaseHandle,
+    /// How many times the execution has suspended so far.
+    suspensions: i32,
+    /// For explaining a refusal outside the transaction.
+    pool: &'a Connections,
+    op: &'static str,
+}
+
 pub struct PgBackend {
     pool: Connections,
     notifications: wakeups::Notifications,
@@ -118,19 +130,25 @@ impl PgBackend {
 
     /// One transaction under a lease: the lease's execution row is locked
     /// first, fenced by the lease's epoch (a stale lease changes nothing and
-    /// is refused with the reason). `body` gets how many times the
-    /// execution has suspended so far.
-    pub(super) async fn write_held<T>(
+    /// is refused with the reason); then `body` runs on the [`Held`] row.
+    async fn write_held<T>(
         &self,
         op: &'static str,
         lease: &crate::model::LeaseHandle,
-        body: impl AsyncFnOnce(&mut sqlx::PgConnection, i32) -> Result<T>,
+        body: impl AsyncFnOnce(Held<'_>) -> Result<T>,
     ) -> Result<T> {
         let pool = &self.pool;
         self.pool
             .transaction(op, None, async |tx| {
                 let suspensions = suspension::lock_leased(pool, tx, lease, op).await?;
-                body(tx, suspensions).await
+                body(Held {
+                    tx,
+                    lease,
+                    suspensions,
+                    pool,
+                    op,
+                })
+                .await
             })
             .await
     }

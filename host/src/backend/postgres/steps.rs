@@ -8,6 +8,7 @@
 //! A refused record changes nothing; why it was refused is read afterwards.
 
 use super::Connections;
+use super::Held;
 use chrono::Utc;
 use sqlx::PgConnection;
 
@@ -32,17 +33,14 @@ async fn record_step(db: &PgBackend, lease: &LeaseHandle, record: StepRecord<'_>
     conn.settle_on_ok(recorded)
 }
 
-async fn sleep(db: &PgBackend, lease: &LeaseHandle, request: SleepRequest<'_>) -> Result<()> {
-    let (pool, op) = (&db.pool, "sleep");
-    db.write_held(op, lease, async |tx, suspensions| {
-        let seq = suspensions + 1;
-        if let Some(record) = request.record() {
-            record_in(pool, tx, lease, record).await?;
-        }
-        let (suspension, timeout) = request.suspension(Utc::now());
-        record_suspension(tx, lease, &suspension, seq, Some(timeout)).await
-    })
-    .await
+async fn sleep(held: Held<'_>, request: SleepRequest<'_>) -> Result<()> {
+    let (tx, lease, suspensions, pool) = (held.tx, held.lease, held.suspensions, held.pool);
+    let seq = suspensions + 1;
+    if let Some(record) = request.record() {
+        record_in(pool, tx, lease, record).await?;
+    }
+    let (suspension, timeout) = request.suspension(Utc::now());
+    record_suspension(tx, lease, &suspension, seq, Some(timeout)).await
 }
 
 /// Record `step` on `conn` (the pool's or a transaction's), or say why not.

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use super::Connections;
+use super::Held;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -33,127 +34,106 @@ crate::backend::coordination::implement_suspension!(PgBackend, pg);
 
 /// Create (or, for a key already open, return) a waitpoint of the lease's
 /// execution. Signals delivered to it are kept until a suspension uses them.
-async fn create_waitpoint(
-    db: &PgBackend,
-    lease: &LeaseHandle,
-    new: NewWaitpoint<'_>,
-) -> Result<Waitpoint> {
-    let op = "create waitpoint";
-    db.write_held(op, lease, async |tx, _| {
-        // The execution's row lock serialises its waitpoints: count, then add.
-        let (open, total): (bool, i64) = sqlx::query_as(
-            "SELECT EXISTS (SELECT 1 FROM waitpoints WHERE tenant_id = $1 AND execution_id = $2 \
-                 AND waitpoint_key = $3 AND state <> 'closed'), \
-             (SELECT count(*) FROM (SELECT 1 FROM waitpoints \
-                 WHERE tenant_id = $1 AND execution_id = $2 LIMIT $4) w)",
-        )
-        .bind(lease.tenant_id)
-        .bind(lease.execution_id)
-        .bind(new.key)
-        .bind(i64::from(new.max_waitpoints))
-        .one(&mut *tx, op)
-        .await?;
-        if !open && total >= i64::from(new.max_waitpoints) {
-            return Err(refusals::waitpoints_exceeded(new.max_waitpoints));
-        }
-        let row: WaitpointRow = sqlx::query_as(&format!(
-            "INSERT INTO waitpoints (tenant_id, execution_id, waitpoint_id, waitpoint_key, state, \
-                 expires_at) \
-             VALUES ($1, $2, $3, $4, 'pending', now() + $5 * interval '1 millisecond') \
-             ON CONFLICT (tenant_id, execution_id, waitpoint_key) WHERE state <> 'closed' \
-             DO UPDATE SET waitpoint_key = EXCLUDED.waitpoint_key \
-             RETURNING {WAITPOINT_COLUMNS}"
-        ))
-        .bind(lease.tenant_id)
-        .bind(lease.execution_id)
-        .bind(Uuid::now_v7())
-        .bind(new.key)
-        .bind(new.expires_in.map(millis))
-        .one(&mut *tx, op)
-        .await?;
-        Ok(row.into())
-    })
-    .await
+async fn create_waitpoint(held: Held<'_>, new: NewWaitpoint<'_>) -> Result<Waitpoint> {
+    let (tx, lease, op) = (held.tx, held.lease, held.op);
+    // The execution's row lock serialises its waitpoints: count, then add.
+    let (open, total): (bool, i64) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM waitpoints WHERE tenant_id = $1 AND execution_id = $2 \
+             AND waitpoint_key = $3 AND state <> 'closed'), \
+         (SELECT count(*) FROM (SELECT 1 FROM waitpoints \
+             WHERE tenant_id = $1 AND execution_id = $2 LIMIT $4) w)",
+    )
+    .bind(lease.tenant_id)
+    .bind(lease.execution_id)
+    .bind(new.key)
+    .bind(i64::from(new.max_waitpoints))
+    .one(&mut *tx, op)
+    .await?;
+    if !open && total >= i64::from(new.max_waitpoints) {
+        return Err(refusals::waitpoints_exceeded(new.max_waitpoints));
+    }
+    let row: WaitpointRow = sqlx::query_as(&format!(
+        "INSERT INTO waitpoints (tenant_id, execution_id, waitpoint_id, waitpoint_key, state, \
+             expires_at) \
+         VALUES ($1, $2, $3, $4, 'pending', now() + $5 * interval '1 millisecond') \
+         ON CONFLICT (tenant_id, execution_id, waitpoint_key) WHERE state <> 'closed' \
+         DO UPDATE SET waitpoint_key = EXCLUDED.waitpoint_key \
+         RETURNING {WAITPOINT_COLUMNS}"
+    ))
+    .bind(lease.tenant_id)
+    .bind(lease.execution_id)
+    .bind(Uuid::now_v7())
+    .bind(new.key)
+    .bind(new.expires_in.map(millis))
+    .one(&mut *tx, op)
+    .await?;
+    Ok(row.into())
 }
 
 /// Suspend the lease's execution, unless signals already buffered on the
 /// condition's waitpoints satisfy it.
-async fn suspend(
-    db: &PgBackend,
-    lease: &LeaseHandle,
-    request: SuspendRequest<'_>,
-) -> Result<SuspendOutcome> {
-    let op = "suspend";
-    db.write_held(op, lease, async |tx, suspensions| {
-        let seq = suspensions + 1;
-        let keys = request.suspension.condition.keys();
-        // Read before the insert below makes them active (and so unexpired).
-        let expired: Option<String> = sqlx::query_scalar(
-            "SELECT waitpoint_key FROM waitpoints \
-             WHERE tenant_id = $1 AND execution_id = $2 AND state = 'pending' \
-               AND waitpoint_key = ANY($3) AND expires_at <= now() \
-             ORDER BY waitpoint_key LIMIT 1",
-        )
-        .bind(lease.tenant_id)
-        .bind(lease.execution_id)
-        .bind(&keys)
-        .optional(&mut *tx, op)
-        .await?;
-        let ids: Vec<WaitpointId> = keys.iter().map(|_| WaitpointId::new()).collect();
+async fn suspend(held: Held<'_>, request: SuspendRequest<'_>) -> Result<SuspendOutcome> {
+    let (tx, lease, op, suspensions) = (held.tx, held.lease, held.op, held.suspensions);
+    let seq = suspensions + 1;
+    let keys = request.suspension.condition.keys();
+    // Read before the insert below makes them active (and so unexpired).
+    let expired: Option<String> = sqlx::query_scalar(
+        "SELECT waitpoint_key FROM waitpoints \
+         WHERE tenant_id = $1 AND execution_id = $2 AND state = 'pending' \
+           AND waitpoint_key = ANY($3) AND expires_at <= now() \
+         ORDER BY waitpoint_key LIMIT 1",
+    )
+    .bind(lease.tenant_id)
+    .bind(lease.execution_id)
+    .bind(&keys)
+    .optional(&mut *tx, op)
+    .await?;
+    let ids: Vec<WaitpointId> = keys.iter().map(|_| WaitpointId::new()).collect();
+    sqlx::query(
+        "INSERT INTO waitpoints (tenant_id, execution_id, waitpoint_id, waitpoint_key, state) \
+         SELECT $1, $2, id, key, 'active' FROM unnest($3::text[], $4::uuid[]) AS k(key, id) \
+         ON CONFLICT (tenant_id, execution_id, waitpoint_key) WHERE state <> 'closed' \
+         DO UPDATE SET state = 'active'",
+    )
+    .bind(lease.tenant_id)
+    .bind(lease.execution_id)
+    .bind(&keys)
+    .bind(&ids)
+    .run(&mut *tx, op)
+    .await?;
+    // Counted after the insert; past the cap, the transaction is undone.
+    let total: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT 1 FROM waitpoints \
+         WHERE tenant_id = $1 AND execution_id = $2 LIMIT $3) w",
+    )
+    .bind(lease.tenant_id)
+    .bind(lease.execution_id)
+    .bind(i64::from(request.max_waitpoints) + 1)
+    .one(&mut *tx, op)
+    .await?;
+    if total > i64::from(request.max_waitpoints) {
+        return Err(refusals::waitpoints_exceeded(request.max_waitpoints));
+    }
+    let buffered = shared::buffered_signals(tx, lease.tenant_id, lease.execution_id).await?;
+    let satisfied = request.suspension.is_satisfied_by(&buffered);
+    if let (false, Some(key)) = (satisfied, &expired) {
+        // Signals refused since it expired would never resume this.
+        return Err(refusals::waitpoint_expired(key));
+    }
+    if satisfied {
+        let consumed = consume_and_close(tx, lease.tenant_id, lease.execution_id, seq).await?;
         sqlx::query(
-            "INSERT INTO waitpoints (tenant_id, execution_id, waitpoint_id, waitpoint_key, state) \
-             SELECT $1, $2, id, key, 'active' FROM unnest($3::text[], $4::uuid[]) AS k(key, id) \
-             ON CONFLICT (tenant_id, execution_id, waitpoint_key) WHERE state <> 'closed' \
-             DO UPDATE SET state = 'active'",
+            "UPDATE executions SET suspension_seq = $3 WHERE tenant_id = $1 AND execution_id = $2",
         )
         .bind(lease.tenant_id)
         .bind(lease.execution_id)
-        .bind(&keys)
-        .bind(&ids)
+        .bind(seq)
         .run(&mut *tx, op)
         .await?;
-        // Counted after the insert; past the cap, the transaction is undone.
-        let total: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM (SELECT 1 FROM waitpoints \
-             WHERE tenant_id = $1 AND execution_id = $2 LIMIT $3) w",
-        )
-        .bind(lease.tenant_id)
-        .bind(lease.execution_id)
-        .bind(i64::from(request.max_waitpoints) + 1)
-        .one(&mut *tx, op)
-        .await?;
-        if total > i64::from(request.max_waitpoints) {
-            return Err(refusals::waitpoints_exceeded(request.max_waitpoints));
-        }
-        let buffered = shared::buffered_signals(tx, lease.tenant_id, lease.execution_id).await?;
-        let satisfied = request.suspension.is_satisfied_by(&buffered);
-        if let (false, Some(key)) = (satisfied, &expired) {
-            // Signals refused since it expired would never resume this.
-            return Err(refusals::waitpoint_expired(key));
-        }
-        if satisfied {
-            let consumed = consume_and_close(tx, lease.tenant_id, lease.execution_id, seq).await?;
-            sqlx::query(
-                "UPDATE executions SET suspension_seq = $3 WHERE tenant_id = $1 AND execution_id = $2",
-            )
-            .bind(lease.tenant_id)
-            .bind(lease.execution_id)
-            .bind(seq)
-            .run(&mut *tx, op)
-            .await?;
-            return Ok(SuspendOutcome::AlreadySatisfied(consumed));
-        }
-        record_suspension(
-            tx,
-            lease,
-            request.suspension,
-            seq,
-            request.timeout,
-        )
-        .await?;
-        Ok(SuspendOutcome::Suspended)
-    })
-    .await
+        return Ok(SuspendOutcome::AlreadySatisfied(consumed));
+    }
+    record_suspension(tx, lease, request.suspension, seq, request.timeout).await?;
+    Ok(SuspendOutcome::Suspended)
 }
 
 /// An operator resumes a suspended execution, whatever its condition.

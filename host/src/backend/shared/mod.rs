@@ -84,7 +84,13 @@ macro_rules! for_both_drivers {
 /// - under `write`, the same inside the backend's `quiet_write`, a
 ///   transaction that wakes nobody (it adds no work, delivers no signal);
 /// - under `own` (no `"op"`), the drivers differ, and the backend supplies
-///   `async fn name(db: &Backend, args) -> Result<T>` in that module.
+///   `async fn name(db: &Backend, args) -> Result<T>` in that module;
+/// - under `held` (optional, last; the first argument is always `lease:
+///   &LeaseHandle`), a write by the lease holder: the trait method runs the
+///   backend's `write_held`, which checks the lease and locks the
+///   execution in a transaction, and inside it the module's
+///   `async fn name(held: Held<'_>, args) -> Result<T>`. No such write can
+///   forget its fence.
 ///
 /// Types in the list are named as `crate::model` and the backend's
 /// parameter structs export them.
@@ -113,6 +119,10 @@ macro_rules! storage_impl {
         read { $( $read_op:literal $read:ident($($read_arg:ident: $read_ty:ty),*) -> $read_ret:ty; )* }
         write { $( $write_op:literal $write:ident($($write_arg:ident: $write_ty:ty),*) -> $write_ret:ty; )* }
         own { $( $own:ident($($own_arg:ident: $own_ty:ty),*) -> $own_ret:ty; )* }
+        $(held { $(
+            $held_op:literal $held:ident(lease: &LeaseHandle $(, $held_arg:ident: $held_ty:ty)*)
+                -> $held_ret:ty;
+        )* })?
     ) => {
         const _: () = {
             #[allow(unused_imports)]
@@ -145,6 +155,16 @@ macro_rules! storage_impl {
                         $own(self $(, $own_arg)*).await
                     }
                 )*
+                $($(
+                    async fn $held(
+                        &self,
+                        lease: &LeaseHandle
+                        $(, $held_arg: $held_ty)*
+                    ) -> $crate::error::Result<$held_ret> {
+                        self.write_held($held_op, lease, async |held| $held(held $(, $held_arg)*).await)
+                            .await
+                    }
+                )*)?
             }
         };
     };

@@ -18,6 +18,7 @@ use super::flows::flow_state;
 use super::record::Exec;
 use super::suspension::record_suspension;
 use super::time::now;
+use super::Held;
 use super::{Effects, Finished, SqliteBackend};
 use crate::backend::refusals;
 use crate::backend::shared::children::sqlite::check_child_spawn;
@@ -40,7 +41,8 @@ async fn spawn_child(
     spawn: ChildSpawn<'_>,
 ) -> Result<SpawnedChild> {
     let ChildSpawn { child, key, limits } = spawn;
-    db.write_held("spawn child", lease, async |conn, mut parent, effects| {
+    db.write_held("spawn child", lease, async |held| {
+        let (conn, mut parent, effects) = (held.conn, held.row, held.effects);
         let tenant = lease.tenant_id;
         let key = &key.resolve(parent.flow_key.as_deref(), limits.max_key_len)?;
         let flow_id = match parent.flow_id {
@@ -95,23 +97,20 @@ async fn spawn_child(
 /// The lease's children if all have ended; otherwise suspend the parent
 /// until the last one does.
 async fn wait_children(
-    db: &SqliteBackend,
-    lease: &LeaseHandle,
+    held: Held<'_>,
     timeout: Option<Duration>,
     on_timeout: TimeoutBehavior,
 ) -> Result<ChildrenOutcome> {
-    db.write_held("wait children", lease, async |conn, mut parent, effects| {
-        let children = Exec::children(conn, lease.tenant_id, lease.execution_id).await?;
-        if children.iter().all(Exec::is_terminal) {
-            return Ok(ChildrenOutcome::Done(
-                children.iter().map(outcome).collect::<Result<_>>()?,
-            ));
-        }
-        let suspension = Suspension::new(ResumeCondition::Children, on_timeout);
-        record_suspension(conn, &mut parent, &suspension, timeout, effects).await?;
-        Ok(ChildrenOutcome::Suspended)
-    })
-    .await
+    let (conn, lease, mut parent, effects) = (held.conn, held.lease, held.row, held.effects);
+    let children = Exec::children(conn, lease.tenant_id, lease.execution_id).await?;
+    if children.iter().all(Exec::is_terminal) {
+        return Ok(ChildrenOutcome::Done(
+            children.iter().map(outcome).collect::<Result<_>>()?,
+        ));
+    }
+    let suspension = Suspension::new(ResumeCondition::Children, on_timeout);
+    record_suspension(conn, &mut parent, &suspension, timeout, effects).await?;
+    Ok(ChildrenOutcome::Suspended)
 }
 
 fn outcome(child: &Exec) -> Result<ChildOutcome> {

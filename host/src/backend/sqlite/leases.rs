@@ -33,7 +33,8 @@ use crate::model::{ExecutionId, FailureClass};
 crate::backend::traits::implement_leases!(SqliteBackend, sqlite);
 
 async fn renew(db: &SqliteBackend, lease: &LeaseHandle, ttl: Duration) -> Result<DateTime<Utc>> {
-    db.write_held("renew", lease, async |conn, mut row, effects| {
+    db.write_held("renew", lease, async |held| {
+        let (conn, mut row, effects) = (held.conn, held.row, held.effects);
         let before = row.lease_before();
         let now = now();
         row.lease_expires_at = Some(after(now, ttl));

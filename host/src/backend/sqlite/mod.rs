@@ -95,6 +95,16 @@ pub struct SqliteBackend {
     held_cursors: crate::backend::held_keys::HeldCursors,
 }
 
+/// A write by a lease holder, inside the writer's transaction once the
+/// lease is checked ([`SqliteBackend::write_held`]): what the write works on.
+struct Held<'a> {
+    conn: &'a mut SqliteConnection,
+    lease: &'a LeaseHandle,
+    /// The lease's execution, as read under the lease.
+    row: record::Exec,
+    effects: &'a mut Effects,
+}
+
 /// What a committed write tells the rest of the process.
 #[derive(Default)]
 pub(super) struct Effects {
@@ -224,11 +234,17 @@ impl SqliteBackend {
         &self,
         op: &'static str,
         lease: &LeaseHandle,
-        body: impl AsyncFnOnce(&mut SqliteConnection, record::Exec, &mut Effects) -> Result<T>,
+        body: impl AsyncFnOnce(Held<'_>) -> Result<T>,
     ) -> Result<T> {
         self.write(op, async |conn, effects| {
             let row = leases::held(conn, lease).await?;
-            body(conn, row, effects).await
+            body(Held {
+                conn,
+                lease,
+                row,
+                effects,
+            })
+            .await
         })
         .await
     }

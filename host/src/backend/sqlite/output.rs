@@ -22,7 +22,8 @@ crate::backend::traits::implement_output!(SqliteBackend, sqlite);
 
 /// The fenced row update hands out the next sequence number of the attempt.
 async fn append_frame(db: &SqliteBackend, lease: &LeaseHandle, frame: NewFrame<'_>) -> Result<i64> {
-    db.write_held("append frame", lease, async |conn, mut row, effects| {
+    db.write_held("append frame", lease, async |held| {
+        let (conn, mut row, effects) = (held.conn, held.row, held.effects);
         let adding = frame.payload.len() as u64;
         let bytes = bytes_after(conn, &row, adding, frame.max_attempt_bytes).await?;
         let now = now();
@@ -64,7 +65,8 @@ async fn append_frames(
     lease: &LeaseHandle,
     batch: FrameBatch<'_>,
 ) -> Result<i64> {
-    db.write_held("append frames", lease, async |conn, mut row, effects| {
+    db.write_held("append frames", lease, async |held| {
+        let (conn, mut row, effects) = (held.conn, held.row, held.effects);
         let bytes = bytes_after(conn, &row, batch.bytes(), batch.max_attempt_bytes).await?;
         let payloads: Vec<&[u8]> = batch.payloads.iter().map(Vec::as_slice).collect();
         insert_frames(
@@ -88,7 +90,8 @@ async fn set_progress(
     percent: u8,
     message: &str,
 ) -> Result<()> {
-    db.write_held("set progress", lease, async |conn, mut row, effects| {
+    db.write_held("set progress", lease, async |held| {
+        let (conn, mut row, effects) = (held.conn, held.row, held.effects);
         let before = row.lease_before();
         row.progress_percent = Some(i16::from(percent.min(100)));
         row.progress_message = Some(message.to_owned());

@@ -10,6 +10,7 @@ use sqlx::SqliteConnection;
 use super::output::{attempt_frame_bytes, insert_frames};
 use super::record::Exec;
 use super::suspension::record_suspension;
+use super::Held;
 use super::{Effects, SqliteBackend};
 use crate::backend::refusals::{step_admission, StepSlot};
 use crate::backend::stored_i64;
@@ -25,21 +26,20 @@ async fn record_step(
     lease: &LeaseHandle,
     record: StepRecord<'_>,
 ) -> Result<()> {
-    db.write_held("record step", lease, async |conn, mut row, effects| {
-        record_in(conn, lease, &mut row, record, effects).await
+    db.write_held("record step", lease, async |held| {
+        let mut row = held.row;
+        record_in(held.conn, lease, &mut row, record, held.effects).await
     })
     .await
 }
 
-async fn sleep(db: &SqliteBackend, lease: &LeaseHandle, request: SleepRequest<'_>) -> Result<()> {
-    db.write_held("sleep", lease, async |conn, mut row, effects| {
-        if let Some(record) = request.record() {
-            record_in(conn, lease, &mut row, record, effects).await?;
-        }
-        let (suspension, timeout) = request.suspension(Utc::now());
-        record_suspension(conn, &mut row, &suspension, Some(timeout), effects).await
-    })
-    .await
+async fn sleep(held: Held<'_>, request: SleepRequest<'_>) -> Result<()> {
+    let (conn, lease, mut row, effects) = (held.conn, held.lease, held.row, held.effects);
+    if let Some(record) = request.record() {
+        record_in(conn, lease, &mut row, record, effects).await?;
+    }
+    let (suspension, timeout) = request.suspension(Utc::now());
+    record_suspension(conn, &mut row, &suspension, Some(timeout), effects).await
 }
 
 /// Record `step` for the held `row`, with its frame, unless refused.

@@ -15,6 +15,7 @@ use uuid::Uuid;
 use super::executions::end_attempt;
 use super::record::Exec;
 use super::time::{after, at, now, Millis};
+use super::Held;
 use super::{Effects, SqliteBackend};
 use crate::backend::refusals;
 use crate::backend::shared::suspension::sqlite as shared;
@@ -25,105 +26,93 @@ use crate::error::{EngineError, Result};
 use crate::model::WaitpointId;
 use crate::model::{AttemptPhase, Eligibility, LifecyclePhase};
 use crate::model::{
-    ExecutionId, LeaseHandle, PublicState, Signal, SignalOutcome, SuspendOutcome, Suspension,
-    TenantId, Waitpoint,
+    ExecutionId, PublicState, Signal, SignalOutcome, SuspendOutcome, Suspension, TenantId,
+    Waitpoint,
 };
 
 crate::backend::coordination::implement_suspension!(SqliteBackend, sqlite);
 
-async fn create_waitpoint(
-    db: &SqliteBackend,
-    lease: &LeaseHandle,
-    new: NewWaitpoint<'_>,
-) -> Result<Waitpoint> {
-    db.write_held("create waitpoint", lease, async |conn, _, _| {
-        let (tenant, id) = (lease.tenant_id, lease.execution_id);
-        if let Some(open) = open_waitpoint(conn, tenant, id, new.key).await? {
-            return Ok(open.into());
-        }
-        let total: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM (SELECT 1 FROM waitpoints \
-             WHERE tenant_id = ? AND execution_id = ? LIMIT ?)",
-        )
-        .bind(tenant)
-        .bind(id)
-        .bind(i64::from(new.max_waitpoints))
-        .one(&mut *conn, "create waitpoint")
-        .await?;
-        if total >= i64::from(new.max_waitpoints) {
-            return Err(refusals::waitpoints_exceeded(new.max_waitpoints));
-        }
-        let expires_at = new.expires_in.map(|d| after(now(), d));
-        Ok(
-            insert_waitpoint(conn, tenant, id, new.key, "pending", expires_at)
-                .await?
-                .into(),
-        )
-    })
-    .await
+async fn create_waitpoint(held: Held<'_>, new: NewWaitpoint<'_>) -> Result<Waitpoint> {
+    let (conn, lease) = (held.conn, held.lease);
+    let (tenant, id) = (lease.tenant_id, lease.execution_id);
+    if let Some(open) = open_waitpoint(conn, tenant, id, new.key).await? {
+        return Ok(open.into());
+    }
+    let total: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT 1 FROM waitpoints \
+         WHERE tenant_id = ? AND execution_id = ? LIMIT ?)",
+    )
+    .bind(tenant)
+    .bind(id)
+    .bind(i64::from(new.max_waitpoints))
+    .one(&mut *conn, "create waitpoint")
+    .await?;
+    if total >= i64::from(new.max_waitpoints) {
+        return Err(refusals::waitpoints_exceeded(new.max_waitpoints));
+    }
+    let expires_at = new.expires_in.map(|d| after(now(), d));
+    Ok(
+        insert_waitpoint(conn, tenant, id, new.key, "pending", expires_at)
+            .await?
+            .into(),
+    )
 }
 
-async fn suspend(
-    db: &SqliteBackend,
-    lease: &LeaseHandle,
-    request: SuspendRequest<'_>,
-) -> Result<SuspendOutcome> {
-    db.write_held("suspend", lease, async |conn, mut row, effects| {
-        let (tenant, id) = (lease.tenant_id, lease.execution_id);
-        let seq = row.suspension_seq + 1;
-        let mut expired = None;
-        for key in request.suspension.condition.keys() {
-            match open_waitpoint(conn, tenant, id, key).await? {
-                Some(open) => {
-                    let past = open.expired_by(at(now()));
-                    if open.state == "pending" && past && expired.is_none() {
-                        expired = Some(key.to_owned());
-                    }
-                    sqlx::query(
-                        "UPDATE waitpoints SET state = 'active' \
-                         WHERE tenant_id = ? AND execution_id = ? AND waitpoint_id = ?",
-                    )
-                    .bind(tenant)
-                    .bind(id)
-                    .bind(open.waitpoint_id)
-                    .run(&mut *conn, "suspend")
-                    .await?;
+async fn suspend(held: Held<'_>, request: SuspendRequest<'_>) -> Result<SuspendOutcome> {
+    let (conn, lease, mut row, effects) = (held.conn, held.lease, held.row, held.effects);
+    let (tenant, id) = (lease.tenant_id, lease.execution_id);
+    let seq = row.suspension_seq + 1;
+    let mut expired = None;
+    for key in request.suspension.condition.keys() {
+        match open_waitpoint(conn, tenant, id, key).await? {
+            Some(open) => {
+                let past = open.expired_by(at(now()));
+                if open.state == "pending" && past && expired.is_none() {
+                    expired = Some(key.to_owned());
                 }
-                None => {
-                    insert_waitpoint(conn, tenant, id, key, "active", None).await?;
-                }
+                sqlx::query(
+                    "UPDATE waitpoints SET state = 'active' \
+                     WHERE tenant_id = ? AND execution_id = ? AND waitpoint_id = ?",
+                )
+                .bind(tenant)
+                .bind(id)
+                .bind(open.waitpoint_id)
+                .run(&mut *conn, "suspend")
+                .await?;
+            }
+            None => {
+                insert_waitpoint(conn, tenant, id, key, "active", None).await?;
             }
         }
-        // Counted after the inserts; past the cap, the write is undone.
-        let total: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM (SELECT 1 FROM waitpoints \
-             WHERE tenant_id = ? AND execution_id = ? LIMIT ?)",
-        )
-        .bind(tenant)
-        .bind(id)
-        .bind(i64::from(request.max_waitpoints) + 1)
-        .one(&mut *conn, "suspend")
-        .await?;
-        if total > i64::from(request.max_waitpoints) {
-            return Err(refusals::waitpoints_exceeded(request.max_waitpoints));
-        }
-        let buffered = shared::buffered_signals(conn, tenant, id).await?;
-        let satisfied = request.suspension.is_satisfied_by(&buffered);
-        if let (false, Some(key)) = (satisfied, &expired) {
-            // Signals refused since it expired would never resume this.
-            return Err(refusals::waitpoint_expired(key));
-        }
-        if satisfied {
-            let consumed = consume_and_close(conn, tenant, id, seq).await?;
-            let before = row.lease_before();
-            row.suspension_seq = seq;
-            row.save(conn, Some(before), effects).await?;
-            return Ok(SuspendOutcome::AlreadySatisfied(consumed));
-        }
-        record_suspension(conn, &mut row, request.suspension, request.timeout, effects).await?;
-        Ok(SuspendOutcome::Suspended)
-    })
-    .await
+    }
+    // Counted after the inserts; past the cap, the write is undone.
+    let total: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT 1 FROM waitpoints \
+         WHERE tenant_id = ? AND execution_id = ? LIMIT ?)",
+    )
+    .bind(tenant)
+    .bind(id)
+    .bind(i64::from(request.max_waitpoints) + 1)
+    .one(&mut *conn, "suspend")
+    .await?;
+    if total > i64::from(request.max_waitpoints) {
+        return Err(refusals::waitpoints_exceeded(request.max_waitpoints));
+    }
+    let buffered = shared::buffered_signals(conn, tenant, id).await?;
+    let satisfied = request.suspension.is_satisfied_by(&buffered);
+    if let (false, Some(key)) = (satisfied, &expired) {
+        // Signals refused since it expired would never resume this.
+        return Err(refusals::waitpoint_expired(key));
+    }
+    if satisfied {
+        let consumed = consume_and_close(conn, tenant, id, seq).await?;
+        let before = row.lease_before();
+        row.suspension_seq = seq;
+        row.save(conn, Some(before), effects).await?;
+        return Ok(SuspendOutcome::AlreadySatisfied(consumed));
+    }
+    record_suspension(conn, &mut row, request.suspension, request.timeout, effects).await?;
+    Ok(SuspendOutcome::Suspended)
 }
 
 /// The open (not closed) waitpoint of the execution with this key.
