@@ -343,21 +343,7 @@ async fn deliver_in(
         return Err(refusals::takes_no_signals(to.execution, locked.state));
     }
     shared::check_signal_room(tx, tenant, to.execution, delivery.max_signals).await?;
-    let signal_id = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO signals (tenant_id, execution_id, signal_id, waitpoint_id, waitpoint_key, \
-             name, payload, idempotency_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(tenant)
-    .bind(to.execution)
-    .bind(signal_id)
-    .bind(to.waitpoint)
-    .bind(&target.key)
-    .bind(&new.name)
-    .bind(&new.payload)
-    .bind(&new.idempotency_key)
-    .run(&mut *tx, op)
-    .await?;
+    let signal_id = shared::insert_signal(tx, tenant, to, &target.key, new).await?;
     let mut resumed = false;
     if let (PublicState::Suspended, Some(suspension)) = (locked.state, &locked.suspension) {
         let buffered = shared::buffered_signals(&mut *tx, tenant, to.execution).await?;

@@ -6,9 +6,11 @@ use uuid::Uuid;
 
 use super::caps::{Counted, Rows};
 use super::stamp::Stamp;
-use crate::backend::{refusals, Fetch};
+use crate::backend::{refusals, Fetch, Run};
 use crate::error::Result;
-use crate::model::{ExecutionId, Page, Signal, TenantId, Waitpoint, WaitpointId};
+use crate::model::{
+    ExecutionId, NewSignal, Page, Signal, TenantId, Waitpoint, WaitpointId, WaitpointRef,
+};
 
 /// The columns of a waitpoint, as [`WaitpointRow`] reads them.
 pub(crate) const WAITPOINT_COLUMNS: &str =
@@ -83,6 +85,31 @@ for_both_drivers! {
             return Err(refusals::signals_exceeded(max_signals));
         }
         Ok(())
+    }
+
+    /// Store a signal delivered to the waitpoint `to` (whose key is `key`),
+    /// unconsumed; returns its new id.
+    async fn insert_signal(conn, tenant: TenantId, to: WaitpointRef, key: &str, signal: &NewSignal)
+        -> Result<Uuid>
+    {
+        let signal_id = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO signals (tenant_id, execution_id, signal_id, waitpoint_id, \
+                 waitpoint_key, name, payload, idempotency_key, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(tenant)
+        .bind(to.execution)
+        .bind(signal_id)
+        .bind(to.waitpoint)
+        .bind(key)
+        .bind(&signal.name)
+        .bind(&signal.payload)
+        .bind(&signal.idempotency_key)
+        .bind(Stamp(Utc::now()))
+        .run(&mut *conn, "deliver signal")
+        .await?;
+        Ok(signal_id)
     }
 
     /// Unconsumed signals on the execution's active waitpoints, in the order

@@ -271,23 +271,8 @@ pub(super) async fn deliver_signal(
             return Err(refusals::takes_no_signals(to.execution, state));
         }
         shared::check_signal_room(conn, tenant, to.execution, delivery.max_signals).await?;
-        let signal_id = Uuid::now_v7();
-        sqlx::query(
-            "INSERT INTO signals (tenant_id, execution_id, signal_id, waitpoint_id, \
-             waitpoint_key, name, payload, idempotency_key, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(tenant)
-        .bind(to.execution)
-        .bind(signal_id)
-        .bind(to.waitpoint)
-        .bind(&target.waitpoint_key)
-        .bind(&new.name)
-        .bind(&new.payload)
-        .bind(&new.idempotency_key)
-        .bind(now())
-        .run(&mut *conn, "deliver signal")
-        .await?;
+        let key = &target.waitpoint_key;
+        let signal_id = shared::insert_signal(conn, tenant, to, key, new).await?;
         let mut resumed = false;
         if let (PublicState::Suspended, Some(suspension)) = (state, row.suspension.clone()) {
             let buffered = shared::buffered_signals(conn, tenant, to.execution).await?;
