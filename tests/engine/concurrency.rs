@@ -702,6 +702,55 @@ async fn every_held_key_of_a_tenant_is_looked_at_in_turn(store: Store) {
     assert_eq!(released[0].0, "w");
 }
 
+/// The held-keys pass finds a tenant's held groups one index probe a group,
+/// however many executions each holds back: a tenant with a large backlog
+/// behind one key does not make every pass read all of it (a `DISTINCT`
+/// over the held executions did). Planned with and without statistics.
+#[tokio::test]
+async fn the_held_keys_pass_steps_from_group_to_group_on_postgres() {
+    let (db, t) = crate::setup().await;
+    let e = &db.engine;
+    set(e, t, limit(ConcurrencyScope::Kind, "echo", 1)).await;
+    let backlog: Vec<NewExecution> = (0..2_000).map(|i| keyed(&format!("k{}", i % 2))).collect();
+    for chunk in backlog.chunks(500) {
+        e.create_batch(t, chunk).await.unwrap();
+    }
+    assert_eq!(claim_keys(e, 10).await.len(), 2, "one of each key runs");
+    let backend = flowfabric::backend::postgres::PgBackend::connect(db.pg_url(), 2)
+        .await
+        .unwrap();
+    for analyzed in [false, true] {
+        if analyzed {
+            sqlx::query("ANALYZE").execute(db.pg()).await.unwrap();
+        }
+        let plan = backend.explain_held_keys_pass(500).await.unwrap();
+        let groups = plan
+            .split("CTE freed")
+            .next()
+            .and_then(|p| p.split("CTE groups").nth(1))
+            .unwrap_or(&plan);
+        assert!(
+            groups.contains("Recursive Union")
+                && groups.contains("executions_concurrency_held_groups_idx"),
+            "the groups are walked on their index (analyzed: {analyzed}):\n{plan}"
+        );
+        let scans = [
+            "Aggregate",
+            "Unique",
+            "Sort",
+            "Bitmap Heap Scan",
+            "Seq Scan on executions",
+        ];
+        for reads_all in scans {
+            assert!(
+                !groups.contains(reads_all),
+                "finding the groups reads every held execution ({reads_all}, \
+                 analyzed: {analyzed}):\n{plan}"
+            );
+        }
+    }
+}
+
 on_both_backends!(
     batched_completions_across_keys_never_deadlock,
     only_runs_that_end_give_their_slots_back,

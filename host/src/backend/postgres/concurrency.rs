@@ -6,6 +6,7 @@
 use sqlx::FromRow;
 
 use super::rows::{col, transaction};
+use super::Connections;
 use super::PgBackend;
 use crate::backend::held_keys::{HeldGroup, PassEnd};
 use crate::backend::shared::concurrency::pg as shared;
@@ -71,7 +72,7 @@ async fn delete_concurrency_limit(
 }
 
 /// Groups of held-back executions (tenant, key, kind, lane) off
-/// `executions_concurrency_blocked_idx`, at most `limit` a tenant (so one
+/// `executions_concurrency_held_groups_idx`, at most `limit` a tenant (so one
 /// tenant's many held keys do not crowd another's out of the pass), in key
 /// order from where the tenant's last pass stopped (see
 /// [`crate::backend::held_keys`]), each with the room its key has now under
@@ -110,24 +111,58 @@ async fn release_held_keys(db: &PgBackend, sweep: Sweep) -> Result<u64> {
     Ok(freed.max(0) as u64)
 }
 
+/// [`RELEASE_HELD_SQL`]'s plan for a pass over every tenant from the start.
+pub(super) async fn explain_release_held(pool: &Connections, per_tenant: u32) -> Result<String> {
+    let op = "explain release held keys";
+    let none: Vec<&str> = Vec::new();
+    let lines: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {RELEASE_HELD_SQL}"))
+        .bind(i64::from(per_tenant))
+        .bind(None::<TenantId>)
+        .bind(Vec::<TenantId>::new())
+        .bind(&none)
+        .bind(&none)
+        .bind(&none)
+        .all(pool, op)
+        .await?;
+    Ok(lines.join("\n"))
+}
+
 const RELEASE_HELD_SQL: &str = r#"
 WITH starts AS (
     SELECT * FROM unnest($3::uuid[], $4::text[], $5::text[], $6::text[])
         AS c(tenant_id, concurrency_key, kind, lane)
 ),
 groups AS (
+    -- Each tenant's next groups after its cursor, one probe of
+    -- executions_concurrency_held_groups_idx a group (a DISTINCT would read
+    -- every held execution of the keys it passes). Keys, kinds and lanes are
+    -- never empty, so ('', '', '') is before every group.
     SELECT g.* FROM tenants t
     LEFT JOIN starts c ON c.tenant_id = t.tenant_id
     CROSS JOIN LATERAL (
-        SELECT DISTINCT x.tenant_id, x.concurrency_key, x.kind, x.lane FROM executions x
-        WHERE x.tenant_id = t.tenant_id
-          AND x.eligibility_state = 'blocked_by_concurrency_key'
-          -- The first, for the index; the second, exact.
-          AND x.concurrency_key >= coalesce(c.concurrency_key, '')
-          AND (c.tenant_id IS NULL
-               OR (x.concurrency_key, x.kind, x.lane) > (c.concurrency_key, c.kind, c.lane))
-        ORDER BY x.concurrency_key, x.kind, x.lane
-        LIMIT $1
+        WITH RECURSIVE walk AS (
+            (SELECT x.tenant_id, x.concurrency_key, x.kind, x.lane, 1 AS n
+             FROM executions x
+             WHERE x.tenant_id = t.tenant_id
+               AND x.eligibility_state = 'blocked_by_concurrency_key'
+               AND (x.concurrency_key, x.kind, x.lane)
+                   > (coalesce(c.concurrency_key, ''), coalesce(c.kind, ''), coalesce(c.lane, ''))
+             ORDER BY x.concurrency_key, x.kind, x.lane
+             LIMIT 1)
+            UNION ALL
+            SELECT nx.tenant_id, nx.concurrency_key, nx.kind, nx.lane, w.n + 1
+            FROM walk w
+            CROSS JOIN LATERAL (
+                SELECT x.tenant_id, x.concurrency_key, x.kind, x.lane FROM executions x
+                WHERE x.tenant_id = w.tenant_id
+                  AND x.eligibility_state = 'blocked_by_concurrency_key'
+                  AND (x.concurrency_key, x.kind, x.lane) > (w.concurrency_key, w.kind, w.lane)
+                ORDER BY x.concurrency_key, x.kind, x.lane
+                LIMIT 1
+            ) nx
+            WHERE w.n < $1
+        )
+        SELECT walk.tenant_id, walk.concurrency_key, walk.kind, walk.lane FROM walk
     ) g
     WHERE $2::uuid IS NULL OR t.tenant_id = $2
 ),

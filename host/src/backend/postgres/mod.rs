@@ -209,6 +209,12 @@ impl PgBackend {
     pub async fn explain_claim(&self, request: &ClaimRequest) -> Result<String> {
         claim::explain_claim(&self.pool, request).await
     }
+
+    /// The plan of the held-keys pass over every tenant, from the start of
+    /// each tenant's held groups (for tests that pin its indexes).
+    pub async fn explain_held_keys_pass(&self, per_tenant: u32) -> Result<String> {
+        concurrency::explain_release_held(&self.pool, per_tenant).await
+    }
 }
 
 #[async_trait]

@@ -321,25 +321,49 @@ async fn release_held_keys(db: &SqliteBackend, sweep: Sweep) -> Result<u64> {
     Ok(freed)
 }
 
-/// Tenants with held work (off `executions_concurrency_blocked_idx`).
-const HELD_TENANTS: &str = "SELECT DISTINCT tenant_id FROM executions \
-    WHERE eligibility_state = 'blocked_by_concurrency_key'";
+/// Tenants with held work: one probe of `executions_concurrency_held_groups_idx`
+/// a tenant (a `DISTINCT` would read every held execution).
+const HELD_TENANTS: &str = "WITH RECURSIVE held(tenant_id) AS ( \
+        SELECT (SELECT min(tenant_id) FROM executions \
+            WHERE eligibility_state = 'blocked_by_concurrency_key') \
+        UNION ALL \
+        SELECT (SELECT min(x.tenant_id) FROM executions x \
+            WHERE x.eligibility_state = 'blocked_by_concurrency_key' \
+              AND x.tenant_id > held.tenant_id) \
+        FROM held WHERE held.tenant_id IS NOT NULL) \
+    SELECT tenant_id FROM held WHERE tenant_id IS NOT NULL";
 
-/// The first held row of each of the tenant's held groups after `after`, at
-/// most `limit`, in group order (off `executions_concurrency_blocked_idx`).
+/// The first held row (in claim order) of each of the tenant's held groups
+/// after `after`, at most `limit`, in group order: one probe of
+/// `executions_concurrency_held_groups_idx` a group, whatever each holds.
 async fn held_groups(
     conn: &mut SqliteConnection,
     tenant: TenantId,
     after: Option<&HeldGroup>,
     limit: u32,
 ) -> Result<Vec<Exec>> {
+    // Keys, kinds and lanes are never empty, so ('', '', '') is before all.
+    // The previous group's columns go through `coalesce` in the next probe:
+    // compared as plain columns of another row, SQLite bounds the index
+    // range by the key alone and reads the rest of the key's rows (3.40's
+    // query plan says so); as expressions, by the whole row value.
     let sql = Exec::select_sql(
-        "rowid IN (SELECT min(rowid) FROM executions \
-             WHERE tenant_id = ?1 AND eligibility_state = 'blocked_by_concurrency_key' \
-               AND concurrency_key >= coalesce(?2, '') \
-               AND (?2 IS NULL OR (concurrency_key, kind, lane) > (?2, ?3, ?4)) \
-             GROUP BY concurrency_key, kind, lane \
-             ORDER BY concurrency_key, kind, lane LIMIT ?5)",
+        "rowid IN (WITH RECURSIVE walk(row, n) AS ( \
+             SELECT (SELECT rowid FROM executions \
+                 WHERE tenant_id = ?1 AND eligibility_state = 'blocked_by_concurrency_key' \
+                   AND (concurrency_key, kind, lane) \
+                       > (coalesce(?2, ''), coalesce(?3, ''), coalesce(?4, '')) \
+                 ORDER BY concurrency_key, kind, lane LIMIT 1), 1 \
+             UNION ALL \
+             SELECT (SELECT x.rowid FROM executions x \
+                 WHERE x.tenant_id = ?1 \
+                   AND x.eligibility_state = 'blocked_by_concurrency_key' \
+                   AND (x.concurrency_key, x.kind, x.lane) > (coalesce(p.concurrency_key, ''), \
+                       coalesce(p.kind, ''), coalesce(p.lane, '')) \
+                 ORDER BY x.concurrency_key, x.kind, x.lane LIMIT 1), walk.n + 1 \
+             FROM walk JOIN executions p ON p.rowid = walk.row \
+             WHERE walk.n < ?5) \
+         SELECT row FROM walk WHERE row IS NOT NULL)",
     );
     let mut rows: Vec<Exec> = sqlx::query_as(&sql)
         .bind(tenant)

@@ -515,6 +515,7 @@ CREATE INDEX executions_budget_blocked_idx ON public.executions USING btree (ten
 CREATE INDEX executions_children_idx ON public.executions USING btree (tenant_id, parent_id, lifecycle_phase) WHERE (parent_id IS NOT NULL);
 CREATE INDEX executions_claim_idx ON public.executions USING btree (tenant_id, lane, priority DESC, eligible_at, execution_id) WHERE ((lifecycle_phase = 'runnable'::text) AND (eligibility_state = 'eligible_now'::text));
 CREATE INDEX executions_concurrency_blocked_idx ON public.executions USING btree (tenant_id, concurrency_key, priority DESC, eligible_at, execution_id) WHERE (eligibility_state = 'blocked_by_concurrency_key'::text);
+CREATE INDEX executions_concurrency_held_groups_idx ON public.executions USING btree (tenant_id, concurrency_key, kind, lane, priority DESC, eligible_at, execution_id) WHERE (eligibility_state = 'blocked_by_concurrency_key'::text);
 CREATE INDEX executions_concurrency_key_idx ON public.executions USING btree (tenant_id, concurrency_key, priority DESC, eligible_at, execution_id) WHERE ((concurrency_key IS NOT NULL) AND (lifecycle_phase = 'runnable'::text) AND (eligibility_state = 'eligible_now'::text));
 CREATE INDEX executions_deadline_idx ON public.executions USING btree (tenant_id, deadline_at) WHERE ((lifecycle_phase <> 'terminal'::text) AND (deadline_at IS NOT NULL));
 CREATE INDEX executions_delayed_idx ON public.executions USING btree (tenant_id, eligible_at) WHERE ((lifecycle_phase = 'runnable'::text) AND (eligibility_state = 'not_eligible_until_time'::text));

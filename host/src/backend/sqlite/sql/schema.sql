@@ -450,6 +450,10 @@ CREATE INDEX executions_concurrency_blocked_idx ON executions
     (tenant_id, concurrency_key, priority DESC, eligible_at, execution_id)
     WHERE eligibility_state = 'blocked_by_concurrency_key';
 
+CREATE INDEX executions_concurrency_held_groups_idx ON executions
+    (tenant_id, concurrency_key, kind, lane, priority DESC, eligible_at, execution_id)
+    WHERE eligibility_state = 'blocked_by_concurrency_key';
+
 CREATE INDEX executions_concurrency_key_idx ON executions
     (tenant_id, concurrency_key, priority DESC, eligible_at, execution_id)
     WHERE concurrency_key IS NOT NULL AND lifecycle_phase = 'runnable'
