@@ -17,14 +17,14 @@ use flowfabric_tests::Store;
 
 use crate::{request, setup_on, task};
 
-fn keyed(key: &str) -> NewExecution {
+pub(crate) fn keyed(key: &str) -> NewExecution {
     NewExecution {
         concurrency_key: Some(key.into()),
         ..task(key)
     }
 }
 
-fn limit(scope: ConcurrencyScope, name: &str, max_running: u32) -> ConcurrencyLimit {
+pub(crate) fn limit(scope: ConcurrencyScope, name: &str, max_running: u32) -> ConcurrencyLimit {
     ConcurrencyLimit {
         scope,
         name: name.into(),
@@ -37,7 +37,7 @@ fn limit(scope: ConcurrencyScope, name: &str, max_running: u32) -> ConcurrencyLi
 }
 
 /// The `echo` kind's limit: `max_running`, and `max_starts` a second.
-fn per_second(max_running: u32, max_starts: u32) -> ConcurrencyLimit {
+pub(crate) fn per_second(max_running: u32, max_starts: u32) -> ConcurrencyLimit {
     let mut rule = limit(ConcurrencyScope::Kind, "echo", max_running);
     rule.limit.max_starts = Some(max_starts);
     rule.limit.window_ms = Some(1_000);
@@ -46,7 +46,7 @@ fn per_second(max_running: u32, max_starts: u32) -> ConcurrencyLimit {
 
 /// One pass of the scanner that releases held work, at most `per_tenant`
 /// held keys a tenant; how many executions it released.
-async fn release_held(engine: &Engine, per_tenant: u32) -> u64 {
+pub(crate) async fn release_held(engine: &Engine, per_tenant: u32) -> u64 {
     engine
         .backend()
         .release_held_keys(Sweep::every_tenant(per_tenant))
@@ -54,14 +54,14 @@ async fn release_held(engine: &Engine, per_tenant: u32) -> u64 {
         .unwrap()
 }
 
-async fn set(engine: &Engine, tenant: TenantId, limit: ConcurrencyLimit) {
+pub(crate) async fn set(engine: &Engine, tenant: TenantId, limit: ConcurrencyLimit) {
     engine
         .set_concurrency_limit(tenant, limit)
         .await
         .expect("set concurrency limit");
 }
 
-async fn submit(engine: &Engine, tenant: TenantId, key: &str) -> ExecutionId {
+pub(crate) async fn submit(engine: &Engine, tenant: TenantId, key: &str) -> ExecutionId {
     engine
         .create(tenant, keyed(key))
         .await
@@ -70,7 +70,10 @@ async fn submit(engine: &Engine, tenant: TenantId, key: &str) -> ExecutionId {
 }
 
 /// The concurrency key of each execution a claim of `n` takes.
-async fn claim_keys(engine: &Engine, n: u32) -> Vec<(String, flowfabric::model::LeaseHandle)> {
+pub(crate) async fn claim_keys(
+    engine: &Engine,
+    n: u32,
+) -> Vec<(String, flowfabric::model::LeaseHandle)> {
     let mut out = Vec::new();
     for c in engine.claim(&request(n)).await.expect("claim") {
         let ex = engine
@@ -234,7 +237,7 @@ async fn a_full_key_with_a_backlog_does_not_delay_other_keys(store: Store) {
 
 /// Give the tenant `n` executions of `key` under two starts a second, run
 /// the window's two to their end, and check that the rest wait.
-async fn use_up_a_window(e: &Engine, tenant: TenantId, key: &str, n: usize) {
+pub(crate) async fn use_up_a_window(e: &Engine, tenant: TenantId, key: &str, n: usize) {
     set(e, tenant, per_second(10, 2)).await;
     for _ in 0..n {
         submit(e, tenant, key).await;
@@ -646,111 +649,6 @@ async fn a_missing_slot_is_made_by_the_claim_that_finds_it_on_postgres() {
     );
 }
 
-/// The pass that releases held executions looks at every tenant's held
-/// keys: a tenant with more held keys than the pass takes (none of them with
-/// room) does not keep another tenant's key, whose window rolled over, held.
-async fn a_tenant_with_many_held_keys_does_not_hold_back_anothers(store: Store) {
-    let (db, _) = setup_on(store).await;
-    let e = &db.engine;
-    // Made first, so its keys come first in the held keys' index.
-    let crowded = db.tenant("a-crowded").await;
-    set(e, crowded, limit(ConcurrencyScope::Kind, "echo", 1)).await;
-    for key in ["k0", "k1", "k2", "k3", "k4"] {
-        submit(e, crowded, key).await;
-        submit(e, crowded, key).await;
-    }
-    assert_eq!(claim_keys(e, 20).await.len(), 5, "one of each key runs");
-    assert!(claim_keys(e, 20).await.is_empty(), "the rest are held");
-
-    let windowed = db.tenant("b-windowed").await;
-    use_up_a_window(e, windowed, "w", 4).await;
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
-
-    // Three held keys a tenant a pass: the crowded tenant's five fill it.
-    release_held(e, 3).await;
-    let released = claim_keys(e, 20).await;
-    assert_eq!(released.len(), 2, "a new window for the other tenant");
-    assert!(released.iter().all(|(key, _)| key == "w"));
-}
-
-/// The pass takes so many held keys a tenant. A tenant with more held keys
-/// than that, none with room, does not keep its own later key held once that
-/// key's window rolls over: each pass goes on where the last one stopped.
-async fn every_held_key_of_a_tenant_is_looked_at_in_turn(store: Store) {
-    let (db, t) = setup_on(store).await;
-    let e = &db.engine;
-    set(e, t, per_second(1, 1)).await;
-    // `w` sorts after every `k`, so it comes last in the held keys' index.
-    for key in ["k0", "k1", "k2", "k3", "k4", "w"] {
-        submit(e, t, key).await;
-        submit(e, t, key).await;
-    }
-    let first = claim_keys(e, 20).await;
-    assert_eq!(first.len(), 6, "one of each key runs");
-    assert!(claim_keys(e, 20).await.is_empty(), "the rest are held");
-    let (_, w) = first.iter().find(|(key, _)| key == "w").unwrap();
-    e.complete(w, b"ok").await.unwrap();
-    assert!(claim_keys(e, 20).await.is_empty(), "w's window is used up");
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
-
-    // Three held keys a pass; the five `k` keys still run one each.
-    for _ in 0..3 {
-        release_held(e, 3).await;
-    }
-    let released = claim_keys(e, 20).await;
-    assert_eq!(released.len(), 1, "w has a new window");
-    assert_eq!(released[0].0, "w");
-}
-
-/// The held-keys pass finds a tenant's held groups one index probe a group,
-/// however many executions each holds back: a tenant with a large backlog
-/// behind one key does not make every pass read all of it (a `DISTINCT`
-/// over the held executions did). Planned with and without statistics.
-#[tokio::test]
-async fn the_held_keys_pass_steps_from_group_to_group_on_postgres() {
-    let (db, t) = crate::setup().await;
-    let e = &db.engine;
-    set(e, t, limit(ConcurrencyScope::Kind, "echo", 1)).await;
-    let backlog: Vec<NewExecution> = (0..2_000).map(|i| keyed(&format!("k{}", i % 2))).collect();
-    for chunk in backlog.chunks(500) {
-        e.create_batch(t, chunk).await.unwrap();
-    }
-    assert_eq!(claim_keys(e, 10).await.len(), 2, "one of each key runs");
-    let backend = flowfabric::backend::postgres::PgBackend::connect(db.pg_url(), 2)
-        .await
-        .unwrap();
-    for analyzed in [false, true] {
-        if analyzed {
-            sqlx::query("ANALYZE").execute(db.pg()).await.unwrap();
-        }
-        let plan = backend.explain_held_keys_pass(500).await.unwrap();
-        let groups = plan
-            .split("CTE freed")
-            .next()
-            .and_then(|p| p.split("CTE groups").nth(1))
-            .unwrap_or(&plan);
-        assert!(
-            groups.contains("Recursive Union")
-                && groups.contains("executions_concurrency_held_groups_idx"),
-            "the groups are walked on their index (analyzed: {analyzed}):\n{plan}"
-        );
-        let scans = [
-            "Aggregate",
-            "Unique",
-            "Sort",
-            "Bitmap Heap Scan",
-            "Seq Scan on executions",
-        ];
-        for reads_all in scans {
-            assert!(
-                !groups.contains(reads_all),
-                "finding the groups reads every held execution ({reads_all}, \
-                 analyzed: {analyzed}):\n{plan}"
-            );
-        }
-    }
-}
-
 on_both_backends!(
     batched_completions_across_keys_never_deadlock,
     only_runs_that_end_give_their_slots_back,
@@ -762,6 +660,4 @@ on_both_backends!(
     the_kinds_limit_applies_before_the_lanes,
     deleting_or_raising_a_limit_frees_what_it_held,
     bad_limits_and_keys_are_refused_and_tenants_stay_apart,
-    a_tenant_with_many_held_keys_does_not_hold_back_anothers,
-    every_held_key_of_a_tenant_is_looked_at_in_turn,
 );

@@ -18,6 +18,7 @@ mod flow_edges;
 mod flow_revive;
 mod flows;
 mod hardening;
+mod held_keys;
 mod insights;
 mod lifecycle;
 mod retention;

@@ -333,22 +333,15 @@ const HELD_TENANTS: &str = "WITH RECURSIVE held(tenant_id) AS ( \
         FROM held WHERE held.tenant_id IS NOT NULL) \
     SELECT tenant_id FROM held WHERE tenant_id IS NOT NULL";
 
-/// The first held row (in claim order) of each of the tenant's held groups
-/// after `after`, at most `limit`, in group order: one probe of
-/// `executions_concurrency_held_groups_idx` a group, whatever each holds.
-async fn held_groups(
-    conn: &mut SqliteConnection,
-    tenant: TenantId,
-    after: Option<&HeldGroup>,
-    limit: u32,
-) -> Result<Vec<Exec>> {
-    // Keys, kinds and lanes are never empty, so ('', '', '') is before all.
-    // The previous group's columns go through `coalesce` in the next probe:
-    // compared as plain columns of another row, SQLite bounds the index
-    // range by the key alone and reads the rest of the key's rows (3.40's
-    // query plan says so); as expressions, by the whole row value.
-    let sql = Exec::select_sql(
-        "rowid IN (WITH RECURSIVE walk(row, n) AS ( \
+/// Which rows [`held_groups`] reads: a recursive walk of
+/// `executions_concurrency_held_groups_idx`, one probe a group, binding the
+/// tenant (?1), the cursor (?2-?4, NULL for the start) and the limit (?5).
+/// Keys, kinds and lanes are never empty, so ('', '', '') is before all.
+/// The previous group's columns go through `coalesce` in the next probe:
+/// compared as plain columns of another row, SQLite bounds the index range
+/// by the key alone and reads the rest of the key's rows (its query plan
+/// says so); as expressions, by the whole row value.
+const HELD_GROUPS: &str = "rowid IN (WITH RECURSIVE walk(row, n) AS ( \
              SELECT (SELECT rowid FROM executions \
                  WHERE tenant_id = ?1 AND eligibility_state = 'blocked_by_concurrency_key' \
                    AND (concurrency_key, kind, lane) \
@@ -363,8 +356,18 @@ async fn held_groups(
                  ORDER BY x.concurrency_key, x.kind, x.lane LIMIT 1), walk.n + 1 \
              FROM walk JOIN executions p ON p.rowid = walk.row \
              WHERE walk.n < ?5) \
-         SELECT row FROM walk WHERE row IS NOT NULL)",
-    );
+         SELECT row FROM walk WHERE row IS NOT NULL)";
+
+/// The first held row (in claim order) of each of the tenant's held groups
+/// after `after`, at most `limit`, in group order: one probe of
+/// `executions_concurrency_held_groups_idx` a group, whatever each holds.
+async fn held_groups(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    after: Option<&HeldGroup>,
+    limit: u32,
+) -> Result<Vec<Exec>> {
+    let sql = Exec::select_sql(HELD_GROUPS);
     let mut rows: Vec<Exec> = sqlx::query_as(&sql)
         .bind(tenant)
         .bind(after.map(|g| g.concurrency_key.as_str()))
@@ -377,6 +380,32 @@ async fn held_groups(
         (&a.concurrency_key, &a.kind, &a.lane).cmp(&(&b.concurrency_key, &b.kind, &b.lane))
     });
     Ok(rows)
+}
+
+/// The query plans of the held-keys pass's reads, one line a step.
+pub(super) async fn explain_held_pass(conn: &mut SqliteConnection) -> Result<String> {
+    let op = "explain release held keys";
+    let groups = format!("EXPLAIN QUERY PLAN {}", Exec::select_sql(HELD_GROUPS));
+    let mut lines: Vec<String> = Vec::new();
+    for (sql, binds) in [
+        (format!("EXPLAIN QUERY PLAN {HELD_TENANTS}"), false),
+        (groups, true),
+    ] {
+        let query = sqlx::query_as::<_, (i64, i64, i64, String)>(&sql);
+        let query = if binds {
+            query
+                .bind(TenantId::nil())
+                .bind(None::<&str>)
+                .bind(None::<&str>)
+                .bind(None::<&str>)
+                .bind(500_i64)
+        } else {
+            query
+        };
+        let plan = query.all(&mut *conn, op).await?;
+        lines.extend(plan.into_iter().map(|(_, _, _, detail)| detail));
+    }
+    Ok(lines.join("\n"))
 }
 
 /// Release as many of `row`'s group as its key has room for now; how many.

@@ -155,6 +155,15 @@ impl SqliteBackend {
         Self::with_options(options).await
     }
 
+    /// The query plans of the held-keys pass's reads (for tests that pin
+    /// its indexes), one line a step.
+    pub async fn explain_held_keys_pass(&self) -> Result<String> {
+        self.read("explain release held keys", async |conn| {
+            concurrency::explain_held_pass(conn).await
+        })
+        .await
+    }
+
     async fn with_options(options: SqliteConnectOptions) -> Result<Self> {
         raw::configure_process();
         if let Some(parent) = options.get_filename().parent() {
