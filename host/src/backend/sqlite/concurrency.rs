@@ -186,40 +186,51 @@ pub(super) async fn hand_on(
     } else {
         &row.lane
     };
-    let freed = unblock(conn, row.tenant_id, key, scope, name, None, 1).await?;
+    let freed = unblock(conn, row.tenant_id, key, Pick::Limited { scope, name }, 1).await?;
     effects.work |= freed > 0;
     Ok(())
 }
 
-/// Make up to `limit` held-back executions of a key claimable: those of
-/// the scope's name, or of one kind and lane when `only` names them.
+/// Which of a key's held-back executions [`unblock`] hands on.
+enum Pick<'a> {
+    /// Those a limit holds: of the kind or lane its scope names (off
+    /// `executions_concurrency_blocked_idx`).
+    Limited { scope: &'a str, name: &'a str },
+    /// Those of one held group, one kind and lane (off
+    /// `executions_concurrency_held_groups_idx`, in claim order).
+    Group { kind: &'a str, lane: &'a str },
+}
+
+/// Make up to `limit` of a key's held-back executions claimable, in claim
+/// order: those `pick` picks.
 async fn unblock(
     conn: &mut SqliteConnection,
     tenant: TenantId,
     key: &str,
-    scope: &str,
-    name: &str,
-    only: Option<(&str, &str)>,
+    pick: Pick<'_>,
     limit: i64,
 ) -> Result<u64> {
-    let (kind, lane) = only.unzip();
-    let freed = sqlx::query(
+    let (picked, first, second) = match pick {
+        Pick::Limited { scope, name } => (
+            "?5 = CASE ?4 WHEN 'kind' THEN kind ELSE lane END",
+            scope,
+            name,
+        ),
+        Pick::Group { kind, lane } => ("kind = ?4 AND lane = ?5", kind, lane),
+    };
+    let freed = sqlx::query(&format!(
         "UPDATE executions SET eligibility_state = 'eligible_now', \
              blocking_reason = 'waiting_for_worker', updated_at = ?1 \
          WHERE rowid IN (SELECT rowid FROM executions \
              WHERE tenant_id = ?2 AND concurrency_key = ?3 \
-               AND eligibility_state = 'blocked_by_concurrency_key' \
-               AND ?5 = CASE ?4 WHEN 'kind' THEN kind ELSE lane END \
-               AND (?6 IS NULL OR (kind = ?6 AND lane = ?7)) \
-             ORDER BY priority DESC, eligible_at, execution_id LIMIT ?8)",
-    )
+               AND eligibility_state = 'blocked_by_concurrency_key' AND {picked} \
+             ORDER BY priority DESC, eligible_at, execution_id LIMIT ?6)"
+    ))
     .bind(now())
     .bind(tenant)
     .bind(key)
-    .bind(scope)
-    .bind(name)
-    .bind(kind)
-    .bind(lane)
+    .bind(first)
+    .bind(second)
     .bind(limit)
     .run(conn, "release held executions")
     .await?
@@ -418,16 +429,18 @@ async fn release_group(
     let Some(key) = &row.concurrency_key else {
         return Ok(0);
     };
-    let (scope, name, room) = match rule_for(conn, row).await? {
-        Some(rule) => {
-            let room = room(conn, row, &rule, now).await?;
-            (rule.scope, rule.name, room)
-        }
-        None => ("kind".to_owned(), row.kind.clone(), i64::from(limit)),
+    // The group is one kind and lane, so whichever the rule's scope names,
+    // its executions are the group's.
+    let room = match rule_for(conn, row).await? {
+        Some(rule) => room(conn, row, &rule, now).await?,
+        None => i64::from(limit),
     };
     if room <= 0 {
         return Ok(0);
     }
-    let only = Some((row.kind.as_str(), row.lane.as_str()));
-    unblock(conn, row.tenant_id, key, &scope, &name, only, room).await
+    let group = Pick::Group {
+        kind: &row.kind,
+        lane: &row.lane,
+    };
+    unblock(conn, row.tenant_id, key, group, room).await
 }
