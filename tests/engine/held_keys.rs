@@ -151,7 +151,58 @@ async fn the_held_keys_pass_steps_from_group_to_group_on_sqlite() {
     }
 }
 
+/// A run's end hands its key on to what the same limit holds back, looking
+/// through at most 1,000 of the key's held executions (in claim order): a
+/// key holding back a great many of another kind ahead of them does not make
+/// every end read them all. Past the bound, the held-keys pass frees it.
+async fn a_runs_end_looks_through_a_bounded_part_of_its_keys_backlog(store: Store) {
+    for (ahead, freed_by_the_end) in [(10, true), (1_100, false)] {
+        let (db, t) = setup_on(store).await;
+        let e = &db.engine;
+        set(e, t, limit(ConcurrencyScope::Kind, "echo", 1)).await;
+        set(e, t, limit(ConcurrencyScope::Kind, "sync", 1)).await;
+        // One echo runs; `ahead` more are held, older than any sync.
+        let echoes: Vec<NewExecution> = (0..=ahead).map(|_| keyed("k")).collect();
+        for chunk in echoes.chunks(500) {
+            e.create_batch(t, chunk).await.unwrap();
+        }
+        let sync = || NewExecution {
+            kind: "sync".into(),
+            ..keyed("k")
+        };
+        e.create_batch(t, &[sync(), sync()]).await.unwrap();
+        let mut running = Vec::new();
+        loop {
+            let claimed = e.claim(&crate::request(100)).await.unwrap();
+            if claimed.is_empty() {
+                break;
+            }
+            running.extend(claimed);
+        }
+        let kinds: Vec<&str> = running.iter().map(|c| c.kind.as_str()).collect();
+        assert_eq!(kinds.len(), 2, "one of each kind runs: {kinds:?}");
+        let running_sync = running.iter().find(|c| c.kind == "sync").unwrap();
+
+        e.complete(&running_sync.lease, b"ok").await.unwrap();
+        let next = e.claim(&crate::request(100)).await.unwrap();
+        assert_eq!(
+            next.len(),
+            usize::from(freed_by_the_end),
+            "with {ahead} held ahead, the end hands the key on: {freed_by_the_end}"
+        );
+        if !freed_by_the_end {
+            release_held(e, 500).await;
+            let next = e.claim(&crate::request(100)).await.unwrap();
+            assert_eq!(next.len(), 1, "the pass frees the held sync");
+            assert_eq!(next[0].kind, "sync");
+        } else {
+            assert_eq!(next[0].kind, "sync");
+        }
+    }
+}
+
 on_both_backends!(
     a_tenant_with_many_held_keys_does_not_hold_back_anothers,
     every_held_key_of_a_tenant_is_looked_at_in_turn,
+    a_runs_end_looks_through_a_bounded_part_of_its_keys_backlog,
 );

@@ -24,6 +24,12 @@ use crate::model::{ConcurrencyLimit, ConcurrencyScope, Eligibility, TenantId};
 /// The most of a full key's queue one claim blocks.
 const BLOCK_BATCH: i64 = 1_000;
 
+/// The most of a key's held executions (in claim order) a run's end looks
+/// through for one its limit holds. A key may hold back a great many of
+/// another kind or lane ahead of them; past this bound, the held-keys pass
+/// (which steps from group to group) frees what the end did not.
+const HAND_ON_LOOKS_AT: i64 = 1_000;
+
 /// The limit that applies to an execution, as stored.
 #[derive(Debug, Clone)]
 pub(super) struct Rule {
@@ -193,7 +199,8 @@ pub(super) async fn hand_on(
 
 /// Which of a key's held-back executions [`unblock`] hands on.
 enum Pick<'a> {
-    /// Those a limit holds: of the kind or lane its scope names (off
+    /// Those a limit holds: of the kind or lane its scope names, among the
+    /// key's first [`HAND_ON_LOOKS_AT`] held executions (off
     /// `executions_concurrency_blocked_idx`).
     Limited { scope: &'a str, name: &'a str },
     /// Those of one held group, one kind and lane (off
@@ -210,20 +217,34 @@ async fn unblock(
     pick: Pick<'_>,
     limit: i64,
 ) -> Result<u64> {
-    let (picked, first, second) = match pick {
+    let (held, first, second) = match pick {
+        // The key's first held executions, whatever holds them, then those
+        // of the limit: off the key's index, read no further than the bound.
         Pick::Limited { scope, name } => (
-            "?5 = CASE ?4 WHEN 'kind' THEN kind ELSE lane END",
+            format!(
+                "(SELECT rowid, kind, lane, priority, eligible_at, execution_id \
+                  FROM executions WHERE tenant_id = ?2 AND concurrency_key = ?3 \
+                    AND eligibility_state = 'blocked_by_concurrency_key' \
+                  ORDER BY priority DESC, eligible_at, execution_id \
+                  LIMIT {HAND_ON_LOOKS_AT}) \
+                 WHERE ?5 = CASE ?4 WHEN 'kind' THEN kind ELSE lane END"
+            ),
             scope,
             name,
         ),
-        Pick::Group { kind, lane } => ("kind = ?4 AND lane = ?5", kind, lane),
+        Pick::Group { kind, lane } => (
+            "executions WHERE tenant_id = ?2 AND concurrency_key = ?3 \
+               AND eligibility_state = 'blocked_by_concurrency_key' \
+               AND kind = ?4 AND lane = ?5"
+                .to_owned(),
+            kind,
+            lane,
+        ),
     };
     let freed = sqlx::query(&format!(
         "UPDATE executions SET eligibility_state = 'eligible_now', \
              blocking_reason = 'waiting_for_worker', updated_at = ?1 \
-         WHERE rowid IN (SELECT rowid FROM executions \
-             WHERE tenant_id = ?2 AND concurrency_key = ?3 \
-               AND eligibility_state = 'blocked_by_concurrency_key' AND {picked} \
+         WHERE rowid IN (SELECT rowid FROM {held} \
              ORDER BY priority DESC, eligible_at, execution_id LIMIT ?6)"
     ))
     .bind(now())
