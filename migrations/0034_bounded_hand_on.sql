@@ -6,7 +6,11 @@
 -- many of another kind ahead of them made every such end read them all.
 -- It now takes the key's first 1,000 held executions and picks among those;
 -- past them, the held-keys pass (which steps from group to group) frees
--- what the end did not, within a pass or a few.
+-- what the end did not, within a pass or a few. The picked rows are locked
+-- by the update itself, found by ctid (a TID scan, in ctid order): locked
+-- in a subquery, by ctid, the planner may scan the table for them instead.
+-- A row another transaction holds (the held-keys pass freeing it) is
+-- waited for, then left alone if that transaction changed it.
 CREATE OR REPLACE FUNCTION flowfabric_release_concurrency_slots()
  RETURNS trigger
  LANGUAGE plpgsql
@@ -80,22 +84,18 @@ BEGIN
         SELECT x.row_id
         FROM unnest(tenants, scopes, names, keys, counts) AS r(tenant_id, scope, name, key, n)
         CROSS JOIN LATERAL (
-            SELECT q.ctid AS row_id FROM executions q
-            WHERE q.ctid = ANY(ARRAY(
-                SELECT h.row_id FROM (
-                    SELECT h.ctid AS row_id, h.kind, h.lane, h.priority, h.eligible_at,
-                        h.execution_id
-                    FROM executions h
-                    WHERE h.tenant_id = r.tenant_id AND h.concurrency_key = r.key
-                      AND h.eligibility_state = 'blocked_by_concurrency_key'
-                    ORDER BY h.priority DESC, h.eligible_at, h.execution_id
-                    LIMIT 1000
-                ) h
-                WHERE r.name = CASE r.scope WHEN 'kind' THEN h.kind ELSE h.lane END
+            SELECT h.row_id FROM (
+                SELECT h.ctid AS row_id, h.kind, h.lane, h.priority, h.eligible_at,
+                    h.execution_id
+                FROM executions h
+                WHERE h.tenant_id = r.tenant_id AND h.concurrency_key = r.key
+                  AND h.eligibility_state = 'blocked_by_concurrency_key'
                 ORDER BY h.priority DESC, h.eligible_at, h.execution_id
-                LIMIT r.n))
-              AND q.eligibility_state = 'blocked_by_concurrency_key'
-            FOR UPDATE SKIP LOCKED
+                LIMIT 1000
+            ) h
+            WHERE r.name = CASE r.scope WHEN 'kind' THEN h.kind ELSE h.lane END
+            ORDER BY h.priority DESC, h.eligible_at, h.execution_id
+            LIMIT r.n
         ) x));
     GET DIAGNOSTICS freed = ROW_COUNT;
     IF freed > 0 THEN

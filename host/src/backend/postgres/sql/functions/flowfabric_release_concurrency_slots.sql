@@ -71,22 +71,18 @@ BEGIN
         SELECT x.row_id
         FROM unnest(tenants, scopes, names, keys, counts) AS r(tenant_id, scope, name, key, n)
         CROSS JOIN LATERAL (
-            SELECT q.ctid AS row_id FROM executions q
-            WHERE q.ctid = ANY(ARRAY(
-                SELECT h.row_id FROM (
-                    SELECT h.ctid AS row_id, h.kind, h.lane, h.priority, h.eligible_at,
-                        h.execution_id
-                    FROM executions h
-                    WHERE h.tenant_id = r.tenant_id AND h.concurrency_key = r.key
-                      AND h.eligibility_state = 'blocked_by_concurrency_key'
-                    ORDER BY h.priority DESC, h.eligible_at, h.execution_id
-                    LIMIT 1000
-                ) h
-                WHERE r.name = CASE r.scope WHEN 'kind' THEN h.kind ELSE h.lane END
+            SELECT h.row_id FROM (
+                SELECT h.ctid AS row_id, h.kind, h.lane, h.priority, h.eligible_at,
+                    h.execution_id
+                FROM executions h
+                WHERE h.tenant_id = r.tenant_id AND h.concurrency_key = r.key
+                  AND h.eligibility_state = 'blocked_by_concurrency_key'
                 ORDER BY h.priority DESC, h.eligible_at, h.execution_id
-                LIMIT r.n))
-              AND q.eligibility_state = 'blocked_by_concurrency_key'
-            FOR UPDATE SKIP LOCKED
+                LIMIT 1000
+            ) h
+            WHERE r.name = CASE r.scope WHEN 'kind' THEN h.kind ELSE h.lane END
+            ORDER BY h.priority DESC, h.eligible_at, h.execution_id
+            LIMIT r.n
         ) x));
     GET DIAGNOSTICS freed = ROW_COUNT;
     IF freed > 0 THEN
