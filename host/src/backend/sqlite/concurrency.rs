@@ -217,13 +217,32 @@ async fn unblock(
     pick: Pick<'_>,
     limit: i64,
 ) -> Result<u64> {
-    let (held, first, second) = match pick {
+    let (sql, first, second) = unblock_sql(&pick);
+    let freed = sqlx::query(&sql)
+        .bind(now())
+        .bind(tenant)
+        .bind(key)
+        .bind(first)
+        .bind(second)
+        .bind(limit)
+        .run(conn, "release held executions")
+        .await?
+        .rows_affected();
+    Ok(freed)
+}
+
+/// The statement of [`unblock`] for `pick`, with its `?4` and `?5`.
+fn unblock_sql<'a>(pick: &Pick<'a>) -> (String, &'a str, &'a str) {
+    let (held, first, second) = match *pick {
         // The key's first held executions, whatever holds them, then those
         // of the limit: off the key's index, read no further than the bound.
+        // The outer query scans the subquery's rows as they come, in claim
+        // order, and stops at the limit (a second ORDER BY here would sort
+        // all of the bound's rows first).
         Pick::Limited { scope, name } => (
             format!(
-                "(SELECT rowid, kind, lane, priority, eligible_at, execution_id \
-                  FROM executions WHERE tenant_id = ?2 AND concurrency_key = ?3 \
+                "(SELECT rowid, kind, lane FROM executions \
+                  WHERE tenant_id = ?2 AND concurrency_key = ?3 \
                     AND eligibility_state = 'blocked_by_concurrency_key' \
                   ORDER BY priority DESC, eligible_at, execution_id \
                   LIMIT {HAND_ON_LOOKS_AT}) \
@@ -235,28 +254,19 @@ async fn unblock(
         Pick::Group { kind, lane } => (
             "executions WHERE tenant_id = ?2 AND concurrency_key = ?3 \
                AND eligibility_state = 'blocked_by_concurrency_key' \
-               AND kind = ?4 AND lane = ?5"
+               AND kind = ?4 AND lane = ?5 \
+             ORDER BY priority DESC, eligible_at, execution_id"
                 .to_owned(),
             kind,
             lane,
         ),
     };
-    let freed = sqlx::query(&format!(
+    let sql = format!(
         "UPDATE executions SET eligibility_state = 'eligible_now', \
              blocking_reason = 'waiting_for_worker', updated_at = ?1 \
-         WHERE rowid IN (SELECT rowid FROM {held} \
-             ORDER BY priority DESC, eligible_at, execution_id LIMIT ?6)"
-    ))
-    .bind(now())
-    .bind(tenant)
-    .bind(key)
-    .bind(first)
-    .bind(second)
-    .bind(limit)
-    .run(conn, "release held executions")
-    .await?
-    .rows_affected();
-    Ok(freed)
+         WHERE rowid IN (SELECT rowid FROM {held} LIMIT ?6)"
+    );
+    (sql, first, second)
 }
 
 /// Make claimable whatever the tenant's limit for a scope and name held back.
@@ -464,4 +474,48 @@ async fn release_group(
         lane: &row.lane,
     };
     unblock(conn, row.tenant_id, key, group, room).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{unblock_sql, Pick};
+    use crate::backend::sqlite::SqliteBackend;
+    use crate::backend::Backend;
+
+    /// A run's end hands its key on off the key's index, reading its held
+    /// executions in claim order and stopping at what it frees: no sort of
+    /// the bound's rows (which would read all of them on every end).
+    #[tokio::test]
+    async fn the_hand_on_reads_the_keys_index_in_order_without_sorting() {
+        let dir = std::env::temp_dir().join(format!("ff-plan-{}", uuid::Uuid::now_v7()));
+        let db = SqliteBackend::open(&dir.join("plan.db")).await.unwrap();
+        db.migrate().await.unwrap();
+        let mut conn = db.writer.acquire().await.unwrap();
+        for pick in [
+            Pick::Limited {
+                scope: "kind",
+                name: "echo",
+            },
+            Pick::Group {
+                kind: "echo",
+                lane: "default",
+            },
+        ] {
+            let (sql, _, _) = unblock_sql(&pick);
+            let rows: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
+                    .fetch_all(&mut *conn)
+                    .await
+                    .unwrap();
+            let plan: String = rows.into_iter().map(|r| r.3 + "\n").collect();
+            assert!(
+                plan.contains("executions_concurrency_blocked_idx")
+                    || plan.contains("executions_concurrency_held_groups_idx"),
+                "{plan}"
+            );
+            assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+        }
+        drop(conn);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }
