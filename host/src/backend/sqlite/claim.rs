@@ -295,8 +295,7 @@ fn attempt_type_str(t: AttemptType) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::{RUNNING, TENANTS_WITH_WORK};
-    use crate::backend::sqlite::SqliteBackend;
-    use crate::backend::Backend;
+    use crate::backend::sqlite::plans::query_plans;
 
     /// The claim's per-tenant lookups stay on their partial indexes, not on
     /// `executions_state_idx`, which lists a tenant's finished executions
@@ -305,30 +304,16 @@ mod tests {
     /// SQLite, 3.40, picks `executions_state_idx` for the first.)
     #[tokio::test]
     async fn the_claims_lookups_stay_on_their_partial_indexes() {
-        let dir = std::env::temp_dir().join(format!("ff-plan-{}", uuid::Uuid::now_v7()));
-        let db = SqliteBackend::open(&dir.join("plan.db")).await.unwrap();
-        db.migrate().await.unwrap();
-        let mut conn = db.writer.acquire().await.unwrap();
-        let mut plan = async |sql: &str| -> String {
-            let rows: Vec<(i64, i64, i64, String)> =
-                sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
-                    .fetch_all(&mut *conn)
-                    .await
-                    .unwrap();
-            rows.into_iter().map(|r| r.3 + "\n").collect()
-        };
-        let tenants = plan(TENANTS_WITH_WORK).await;
+        let plans = query_plans(&[TENANTS_WITH_WORK, RUNNING]).await;
+        let (tenants, running) = (&plans[0], &plans[1]);
         assert!(tenants.contains("executions_claim_idx"), "{tenants}");
         assert!(
             tenants.contains("budget_dimensions_exhausted_idx"),
             "{tenants}"
         );
-        let running = plan(RUNNING).await;
         assert!(running.contains("executions_active_idx"), "{running}");
         for plan in [tenants, running] {
             assert!(!plan.contains("executions_state_idx"), "{plan}");
         }
-        drop(conn);
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -479,43 +479,30 @@ async fn release_group(
 #[cfg(test)]
 mod tests {
     use super::{unblock_sql, Pick};
-    use crate::backend::sqlite::SqliteBackend;
-    use crate::backend::Backend;
+    use crate::backend::sqlite::plans::query_plans;
 
     /// A run's end hands its key on off the key's index, reading its held
     /// executions in claim order and stopping at what it frees: no sort of
     /// the bound's rows (which would read all of them on every end).
     #[tokio::test]
     async fn the_hand_on_reads_the_keys_index_in_order_without_sorting() {
-        let dir = std::env::temp_dir().join(format!("ff-plan-{}", uuid::Uuid::now_v7()));
-        let db = SqliteBackend::open(&dir.join("plan.db")).await.unwrap();
-        db.migrate().await.unwrap();
-        let mut conn = db.writer.acquire().await.unwrap();
-        for pick in [
-            Pick::Limited {
-                scope: "kind",
-                name: "echo",
-            },
-            Pick::Group {
-                kind: "echo",
-                lane: "default",
-            },
-        ] {
-            let (sql, _, _) = unblock_sql(&pick);
-            let rows: Vec<(i64, i64, i64, String)> =
-                sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
-                    .fetch_all(&mut *conn)
-                    .await
-                    .unwrap();
-            let plan: String = rows.into_iter().map(|r| r.3 + "\n").collect();
-            assert!(
-                plan.contains("executions_concurrency_blocked_idx")
-                    || plan.contains("executions_concurrency_held_groups_idx"),
-                "{plan}"
-            );
+        let limited = Pick::Limited {
+            scope: "kind",
+            name: "echo",
+        };
+        let group = Pick::Group {
+            kind: "echo",
+            lane: "default",
+        };
+        let (limited, group) = (unblock_sql(&limited).0, unblock_sql(&group).0);
+        let plans = query_plans(&[&limited, &group]).await;
+        let indexes = [
+            "executions_concurrency_blocked_idx",
+            "executions_concurrency_held_groups_idx",
+        ];
+        for (plan, index) in plans.iter().zip(indexes) {
+            assert!(plan.contains(index), "{plan}");
             assert!(!plan.contains("TEMP B-TREE"), "{plan}");
         }
-        drop(conn);
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -42,6 +42,8 @@ mod insights;
 mod lease_history;
 mod leases;
 mod output;
+#[cfg(test)]
+mod plans;
 mod raw;
 mod record;
 mod resolve;
