@@ -9,6 +9,7 @@
 //! `Exec::save` whenever a lease is dropped, as the Postgres trigger does).
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use sqlx::SqliteConnection;
 
@@ -27,7 +28,8 @@ const BLOCK_BATCH: i64 = 1_000;
 /// The most of a key's held executions (in claim order) a run's end looks
 /// through for one its limit holds. A key may hold back a great many of
 /// another kind or lane ahead of them; past this bound, the held-keys pass
-/// (which steps from group to group) frees what the end did not.
+/// (which steps from group to group) frees what the end did not. Postgres's
+/// release trigger has the same bound (migration 0034).
 const HAND_ON_LOOKS_AT: i64 = 1_000;
 
 /// The limit that applies to an execution, as stored.
@@ -218,7 +220,7 @@ async fn unblock(
     limit: i64,
 ) -> Result<u64> {
     let (sql, first, second) = unblock_sql(&pick);
-    let freed = sqlx::query(&sql)
+    let freed = sqlx::query(sql)
         .bind(now())
         .bind(tenant)
         .bind(key)
@@ -231,42 +233,44 @@ async fn unblock(
     Ok(freed)
 }
 
-/// The statement of [`unblock`] for `pick`, with its `?4` and `?5`.
-fn unblock_sql<'a>(pick: &Pick<'a>) -> (String, &'a str, &'a str) {
-    let (held, first, second) = match *pick {
-        // The key's first held executions, whatever holds them, then those
-        // of the limit: off the key's index, read no further than the bound.
-        // The outer query scans the subquery's rows as they come, in claim
-        // order, and stops at the limit (a second ORDER BY here would sort
-        // all of the bound's rows first).
-        Pick::Limited { scope, name } => (
-            format!(
-                "(SELECT rowid, kind, lane FROM executions \
-                  WHERE tenant_id = ?2 AND concurrency_key = ?3 \
-                    AND eligibility_state = 'blocked_by_concurrency_key' \
-                  ORDER BY priority DESC, eligible_at, execution_id \
-                  LIMIT {HAND_ON_LOOKS_AT}) \
-                 WHERE ?5 = CASE ?4 WHEN 'kind' THEN kind ELSE lane END"
-            ),
-            scope,
-            name,
-        ),
-        Pick::Group { kind, lane } => (
+/// The statement of [`unblock`] for `pick`, with its `?4` and `?5`. Each
+/// text is built once: a hand-on runs at the end of every keyed run.
+fn unblock_sql<'a>(pick: &Pick<'a>) -> (&'static str, &'a str, &'a str) {
+    // `(SELECT rowid FROM {held} LIMIT ?6)` picks the rows to free.
+    fn freeing(held: &str) -> String {
+        format!(
+            "UPDATE executions SET eligibility_state = 'eligible_now', \
+                 blocking_reason = 'waiting_for_worker', updated_at = ?1 \
+             WHERE rowid IN (SELECT rowid FROM {held} LIMIT ?6)"
+        )
+    }
+    // The key's first held executions, whatever holds them, then those of
+    // the limit: off the key's index, read no further than the bound. The
+    // outer query scans the subquery's rows as they come, in claim order,
+    // and stops at the limit (a second ORDER BY here would sort all of the
+    // bound's rows first).
+    static LIMITED: LazyLock<String> = LazyLock::new(|| {
+        freeing(&format!(
+            "(SELECT rowid, kind, lane FROM executions \
+              WHERE tenant_id = ?2 AND concurrency_key = ?3 \
+                AND eligibility_state = 'blocked_by_concurrency_key' \
+              ORDER BY priority DESC, eligible_at, execution_id \
+              LIMIT {HAND_ON_LOOKS_AT}) \
+             WHERE ?5 = CASE ?4 WHEN 'kind' THEN kind ELSE lane END"
+        ))
+    });
+    static GROUP: LazyLock<String> = LazyLock::new(|| {
+        freeing(
             "executions WHERE tenant_id = ?2 AND concurrency_key = ?3 \
                AND eligibility_state = 'blocked_by_concurrency_key' \
                AND kind = ?4 AND lane = ?5 \
-             ORDER BY priority DESC, eligible_at, execution_id"
-                .to_owned(),
-            kind,
-            lane,
-        ),
-    };
-    let sql = format!(
-        "UPDATE executions SET eligibility_state = 'eligible_now', \
-             blocking_reason = 'waiting_for_worker', updated_at = ?1 \
-         WHERE rowid IN (SELECT rowid FROM {held} LIMIT ?6)"
-    );
-    (sql, first, second)
+             ORDER BY priority DESC, eligible_at, execution_id",
+        )
+    });
+    match *pick {
+        Pick::Limited { scope, name } => (LIMITED.as_str(), scope, name),
+        Pick::Group { kind, lane } => (GROUP.as_str(), kind, lane),
+    }
 }
 
 /// Make claimable whatever the tenant's limit for a scope and name held back.
@@ -494,8 +498,7 @@ mod tests {
             kind: "echo",
             lane: "default",
         };
-        let (limited, group) = (unblock_sql(&limited).0, unblock_sql(&group).0);
-        let plans = query_plans(&[&limited, &group]).await;
+        let plans = query_plans(&[unblock_sql(&limited).0, unblock_sql(&group).0]).await;
         let indexes = [
             "executions_concurrency_blocked_idx",
             "executions_concurrency_held_groups_idx",
