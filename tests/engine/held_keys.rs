@@ -201,8 +201,43 @@ async fn a_runs_end_looks_through_a_bounded_part_of_its_keys_backlog(store: Stor
     }
 }
 
+/// Deleting a limit frees at once at most 1,000 of what it held back, so one
+/// API call is never one unbounded update; the held-keys pass frees the
+/// rest.
+async fn a_limit_change_frees_a_bounded_part_at_once(store: Store) {
+    let (db, t) = setup_on(store).await;
+    let e = &db.engine;
+    set(e, t, limit(ConcurrencyScope::Kind, "echo", 1)).await;
+    let held = 1_100;
+    let echoes: Vec<NewExecution> = (0..=held).map(|_| keyed("k")).collect();
+    for chunk in echoes.chunks(500) {
+        e.create_batch(t, chunk).await.unwrap();
+    }
+    assert_eq!(claim_all(e).await, 1, "one runs, the rest are held");
+
+    e.delete_concurrency_limit(t, ConcurrencyScope::Kind, "echo")
+        .await
+        .unwrap();
+    assert_eq!(claim_all(e).await, 1_000, "freed at once");
+    release_held(e, 500).await;
+    assert_eq!(claim_all(e).await, held - 1_000, "freed by the pass");
+}
+
+/// Claims until nothing is claimable; how many were claimed.
+async fn claim_all(e: &flowfabric::Engine) -> usize {
+    let mut claimed = 0;
+    loop {
+        let batch = e.claim(&crate::request(100)).await.unwrap();
+        if batch.is_empty() {
+            return claimed;
+        }
+        claimed += batch.len();
+    }
+}
+
 on_both_backends!(
     a_tenant_with_many_held_keys_does_not_hold_back_anothers,
     every_held_key_of_a_tenant_is_looked_at_in_turn,
     a_runs_end_looks_through_a_bounded_part_of_its_keys_backlog,
+    a_limit_change_frees_a_bounded_part_at_once,
 );

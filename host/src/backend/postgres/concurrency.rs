@@ -3,29 +3,47 @@
 //! in `claim.rs`; handing a slot on when its holder stops running is the
 //! release trigger (`sql/functions/flowfabric_release_concurrency_slots.sql`).
 
+use std::sync::LazyLock;
+
 use sqlx::FromRow;
 
 use super::rows::{col, transaction};
 use super::Connections;
 use super::PgBackend;
 use crate::backend::held_keys::{HeldGroup, PassEnd};
-use crate::backend::shared::concurrency::pg as shared;
+use crate::backend::shared::concurrency::{
+    pg as shared, LIMIT_CHANGE_FREES, LIMIT_CHANGE_LOOKS_AT,
+};
 use crate::backend::{Fetch, Run, Sweep};
 use crate::error::{EngineError, Result};
 use crate::model::{ConcurrencyLimit, ConcurrencyScope, TenantId};
 
 /// Make claimable what the tenant's limit for a scope and name held back,
-/// off `executions_concurrency_blocked_idx`. The next claim judges each
-/// again, under whatever limit applies now.
-const UNBLOCK_SCOPE_SQL: &str = "\
-    WITH freed AS (
-        UPDATE executions SET eligibility_state = 'eligible_now',
-            blocking_reason = 'waiting_for_worker', updated_at = now()
-        WHERE tenant_id = $1 AND eligibility_state = 'blocked_by_concurrency_key'
-          AND $3 = CASE $2 WHEN 'kind' THEN kind ELSE lane END
-        RETURNING 1),
-    wake AS (SELECT pg_notify('flowfabric_work', '') WHERE EXISTS (SELECT 1 FROM freed))
-    SELECT (SELECT count(*) FROM freed) + 0 * (SELECT count(*) FROM wake)";
+/// as far as [`LIMIT_CHANGE_FREES`] among the tenant's first
+/// [`LIMIT_CHANGE_LOOKS_AT`] held executions, off
+/// `executions_concurrency_blocked_idx`. The next claims judge each again,
+/// under whatever limit applies now. The rows are taken by the update's TID
+/// scan: one another transaction changed meanwhile is passed over, and left
+/// to the held-keys pass if it is still held.
+static UNBLOCK_SCOPE_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH freed AS (
+            UPDATE executions e SET eligibility_state = 'eligible_now',
+                blocking_reason = 'waiting_for_worker', updated_at = now()
+            WHERE e.ctid = ANY(ARRAY(
+                SELECT h.ctid FROM (
+                    SELECT x.ctid, x.kind, x.lane FROM executions x
+                    WHERE x.tenant_id = $1
+                      AND x.eligibility_state = 'blocked_by_concurrency_key'
+                    LIMIT {LIMIT_CHANGE_LOOKS_AT}) h
+                WHERE $3 = CASE $2 WHEN 'kind' THEN h.kind ELSE h.lane END
+                LIMIT {LIMIT_CHANGE_FREES}))
+              AND e.eligibility_state = 'blocked_by_concurrency_key'
+            RETURNING 1),
+        wake AS (SELECT pg_notify('flowfabric_work', '') WHERE EXISTS (SELECT 1 FROM freed))
+        SELECT (SELECT count(*) FROM freed) + 0 * (SELECT count(*) FROM wake)"
+    )
+});
 
 async fn unblock_scope(
     conn: &mut sqlx::PgConnection,
@@ -33,7 +51,7 @@ async fn unblock_scope(
     scope: ConcurrencyScope,
     name: &str,
 ) -> Result<()> {
-    sqlx::query(UNBLOCK_SCOPE_SQL)
+    sqlx::query(&UNBLOCK_SCOPE_SQL)
         .bind(tenant)
         .bind(scope.as_str())
         .bind(name)

@@ -13,6 +13,14 @@ use crate::model::{ConcurrencyLimit, ConcurrencyScope, TenantId};
 /// `bigint` so that both drivers decode them alike.
 type LimitRow = (String, String, i64, Option<i64>, Option<i64>);
 
+/// The most of what a limit held back that setting or deleting it frees at
+/// once, picked among the tenant's first [`LIMIT_CHANGE_LOOKS_AT`] held
+/// executions (in the held index's order): a tenant holding back a great
+/// many does not turn one API call into one unbounded update. The held-keys
+/// pass frees the rest, group by group, under the limit that applies now.
+pub(crate) const LIMIT_CHANGE_FREES: i64 = 1_000;
+pub(crate) const LIMIT_CHANGE_LOOKS_AT: i64 = 10_000;
+
 fn limit((scope, name, max_running, max_starts, window_ms): LimitRow) -> Result<ConcurrencyLimit> {
     ConcurrencyLimit::from_stored(&scope, name, max_running, max_starts, window_ms)
 }

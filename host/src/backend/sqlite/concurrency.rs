@@ -17,7 +17,9 @@ use super::record::Exec;
 use super::time::{now, Millis};
 use super::{Effects, SqliteBackend};
 use crate::backend::held_keys::{HeldGroup, PassEnd};
-use crate::backend::shared::concurrency::sqlite as shared;
+use crate::backend::shared::concurrency::{
+    sqlite as shared, LIMIT_CHANGE_FREES, LIMIT_CHANGE_LOOKS_AT,
+};
 use crate::backend::{Fetch, Run, Sweep};
 use crate::error::Result;
 use crate::model::{ConcurrencyLimit, ConcurrencyScope, Eligibility, TenantId};
@@ -273,7 +275,10 @@ fn unblock_sql<'a>(pick: &Pick<'a>) -> (&'static str, &'a str, &'a str) {
     }
 }
 
-/// Make claimable whatever the tenant's limit for a scope and name held back.
+/// Make claimable what the tenant's limit for a scope and name held back,
+/// as far as [`LIMIT_CHANGE_FREES`] among the tenant's first
+/// [`LIMIT_CHANGE_LOOKS_AT`] held executions (off
+/// `executions_concurrency_blocked_idx`); the held-keys pass frees the rest.
 async fn unblock_scope(
     conn: &mut SqliteConnection,
     tenant: TenantId,
@@ -281,19 +286,26 @@ async fn unblock_scope(
     name: &str,
     effects: &mut Effects,
 ) -> Result<()> {
-    let freed = sqlx::query(
-        "UPDATE executions SET eligibility_state = 'eligible_now', \
-             blocking_reason = 'waiting_for_worker', updated_at = ? \
-         WHERE tenant_id = ? AND eligibility_state = 'blocked_by_concurrency_key' \
-           AND ? = CASE ? WHEN 'kind' THEN kind ELSE lane END",
-    )
-    .bind(now())
-    .bind(tenant)
-    .bind(name)
-    .bind(scope.as_str())
-    .run(conn, "release held executions")
-    .await?
-    .rows_affected();
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "UPDATE executions SET eligibility_state = 'eligible_now', \
+                 blocking_reason = 'waiting_for_worker', updated_at = ?1 \
+             WHERE rowid IN (SELECT rowid FROM \
+                 (SELECT rowid, kind, lane FROM executions \
+                  WHERE tenant_id = ?2 AND eligibility_state = 'blocked_by_concurrency_key' \
+                  LIMIT {LIMIT_CHANGE_LOOKS_AT}) \
+               WHERE ?3 = CASE ?4 WHEN 'kind' THEN kind ELSE lane END \
+               LIMIT {LIMIT_CHANGE_FREES})"
+        )
+    });
+    let freed = sqlx::query(&SQL)
+        .bind(now())
+        .bind(tenant)
+        .bind(name)
+        .bind(scope.as_str())
+        .run(conn, "release held executions")
+        .await?
+        .rows_affected();
     effects.work |= freed > 0;
     Ok(())
 }
