@@ -183,6 +183,35 @@ async fn the_baseline_runs_the_same_component_and_links_none_of_our_host_functio
     }
 }
 
+/// `bench http`'s baseline sends a guest's requests as they are, on one
+/// connection kept between requests and runs, where the plain baseline
+/// refuses them.
+#[tokio::test]
+async fn the_baseline_sending_http_sends_each_request_on_one_kept_connection() {
+    let runtime = runtime();
+    let upstream = crate::upstream::Upstream::start().await;
+    let wasm = guest("testkit");
+    let digest = runtime.register(&wasm).await.unwrap();
+    let component = runtime
+        .prepare(&digest, || async { Ok::<_, String>(wasm.clone()) })
+        .await
+        .unwrap();
+    let three = format!("http-n:3:{}", upstream.url("/hello"));
+    let refused = runtime.baseline(&component).unwrap();
+    let (answer, _) = refused.run(three.as_bytes()).await;
+    let answer = String::from_utf8(answer.unwrap()).unwrap();
+    assert!(answer.starts_with("ok=0 error="), "{answer}");
+    assert_eq!(upstream.hits(), 0, "nothing was sent");
+
+    let sending = runtime.baseline_sending_http(&component).unwrap();
+    for _ in 0..2 {
+        let (answer, _) = sending.run(three.as_bytes()).await;
+        assert_eq!(answer.unwrap(), b"ok=3 error=none");
+    }
+    assert_eq!(upstream.hits(), 6);
+    assert_eq!(upstream.connections(), 1, "one connection, kept");
+}
+
 /// A tenant has one upload under way at a time in a process; another
 /// tenant's is not held up by it, and the turn comes back when it ends.
 #[tokio::test]

@@ -15,8 +15,18 @@
 //! `flowfabric:task` imports as functions that fail: only a task that calls
 //! no host function (the no-op) runs here. It is for measuring, never for
 //! running tenants' work.
+//!
+//! For `flowfabric bench http` its sender can instead send every request
+//! as it is, with hyper, on one connection kept open (`sending_http`): no
+//! grant, address check, meter or log. A guest's request then costs what
+//! wasmtime's `wasi:http` and the guest's own HTTP code cost, and the
+//! difference to the sandbox's figure is our sender's work.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use http_body_util::BodyExt;
+use hyper::client::conn::http1::SendRequest;
 
 use wasmtime::component::{InstancePre, Linker, ResourceTable, Val};
 use wasmtime::{Engine, Store};
@@ -34,6 +44,7 @@ const DEADLINE: Duration = Duration::from_secs(60);
 pub struct Baseline {
     engine: Engine,
     pre: InstancePre<BareState>,
+    sender: BareSender,
 }
 
 /// Where one baseline task's time went.
@@ -66,6 +77,18 @@ impl super::Runtime {
         Ok(Baseline {
             engine: self.engine.clone(),
             pre,
+            sender: BareSender::Refuse,
+        })
+    }
+
+    /// [`Self::baseline`] whose `wasi:http` requests are sent, each as it
+    /// is, on one connection kept open between requests and runs (to the
+    /// first origin asked for; the bench asks for one): for measuring a
+    /// guest's request without our sender around it.
+    pub fn baseline_sending_http(&self, component: &Prepared) -> Result<Baseline, ComponentError> {
+        Ok(Baseline {
+            sender: BareSender::Plain(Arc::default()),
+            ..self.baseline(component)?
         })
     }
 }
@@ -110,7 +133,7 @@ impl Baseline {
     /// A fresh store and instance and one `run(input)` on the caller's task:
     /// the guest's answer (its `ok` bytes, or what went wrong) and the times.
     pub async fn run(&self, input: &[u8]) -> (Result<Vec<u8>, String>, BaselineTimes) {
-        let state = BareState::new();
+        let state = BareState::new(self.sender.clone());
         let started = Instant::now();
         let mut store = Store::new(&self.engine, state);
         store.set_epoch_deadline(DEADLINE.as_millis() as u64 / EPOCH_TICK.as_millis() as u64);
@@ -156,7 +179,7 @@ impl Baseline {
         input: &[u8],
         calls: usize,
     ) -> Result<Vec<(Vec<u8>, Duration)>, String> {
-        let mut store = Store::new(&self.engine, BareState::new());
+        let mut store = Store::new(&self.engine, BareState::new(self.sender.clone()));
         store.set_epoch_deadline(DEADLINE.as_millis() as u64 / EPOCH_TICK.as_millis() as u64);
         let failed = |e: wasmtime::Error| format!("{e:#}");
         let instance = self
@@ -204,14 +227,14 @@ struct BareState {
     wasi: WasiCtx,
     table: ResourceTable,
     http: WasiHttpCtx,
-    refuse: RefuseAll,
+    sender: BareSender,
     config: WasiConfigVariables,
 }
 
 impl BareState {
     /// As the sandbox's WASI context denies (`sandbox::StoreState::new`):
     /// no sockets, no name lookups, nothing preopened, an empty environment.
-    fn new() -> Self {
+    fn new(sender: BareSender) -> Self {
         let wasi = WasiCtx::builder()
             .allow_tcp(false)
             .allow_udp(false)
@@ -221,7 +244,7 @@ impl BareState {
             wasi,
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
-            refuse: RefuseAll,
+            sender,
             config: WasiConfigVariables::new(),
         }
     }
@@ -241,26 +264,75 @@ impl WasiHttpView for BareState {
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: &mut self.refuse,
+            hooks: &mut self.sender,
         }
     }
 }
 
-/// The baseline's `wasi:http` sender: every request is refused.
-struct RefuseAll;
+/// The baseline's `wasi:http` sender.
+#[derive(Clone)]
+enum BareSender {
+    /// Every request is refused.
+    Refuse,
+    /// Every request is sent as it is, on the one connection kept here.
+    Plain(Arc<tokio::sync::Mutex<Option<SendRequest<WasiBody>>>>),
+}
 
 type Sent = (
     http::Response<WasiBody>,
     Box<dyn std::future::Future<Output = Result<(), HttpError>> + Send>,
 );
 
-impl WasiHttpHooks for RefuseAll {
+impl WasiHttpHooks for BareSender {
     fn send_request(
         &mut self,
-        _request: http::Request<WasiBody>,
+        request: http::Request<WasiBody>,
         _options: Option<RequestOptions>,
         _fut: Box<dyn std::future::Future<Output = Result<(), HttpError>> + Send>,
     ) -> Box<dyn std::future::Future<Output = Result<Sent, HttpError>> + Send> {
-        Box::new(async { Err(HttpError::HttpRequestDenied) })
+        match self {
+            Self::Refuse => Box::new(async { Err(HttpError::HttpRequestDenied) }),
+            Self::Plain(kept) => Box::new(send_plain(kept.clone(), request)),
+        }
     }
+}
+
+/// Send `request` on the kept connection, opening it first if there is
+/// none; the response's body is the connection's, unchecked and uncounted.
+async fn send_plain(
+    kept: Arc<tokio::sync::Mutex<Option<SendRequest<WasiBody>>>>,
+    mut request: http::Request<WasiBody>,
+) -> Result<Sent, HttpError> {
+    let mut kept = kept.lock().await;
+    let mut sender = match kept.take() {
+        Some(sender) => sender,
+        None => {
+            let uri = request.uri();
+            let host = uri.host().ok_or(HttpError::HttpRequestUriInvalid)?;
+            let addr = format!("{host}:{}", uri.port_u16().unwrap_or(80));
+            let tcp = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(|_| HttpError::ConnectionRefused)?;
+            let (sender, conn) =
+                hyper::client::conn::http1::handshake(wasmtime_wasi_http::io::TokioIo::new(tcp))
+                    .await
+                    .map_err(HttpError::from)?;
+            tokio::spawn(conn);
+            sender
+        }
+    };
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    *request.uri_mut() = path.parse().map_err(|_| HttpError::HttpRequestUriInvalid)?;
+    sender.ready().await.map_err(HttpError::from)?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(HttpError::from)?;
+    *kept = Some(sender);
+    let response = response.map(|body| body.map_err(HttpError::from).boxed_unsync());
+    Ok((response, Box::new(async { Ok(()) })))
 }

@@ -9,6 +9,13 @@
 //! layer over `wasi:http`. The JS (`fetch`) and Python rows add what each
 //! language's HTTP layer costs on top; they are measured only when their
 //! guests are built (`scripts/build-guests.sh`).
+//!
+//! Each guest's requests are also made by the same component run by
+//! wasmtime alone, its `wasi:http` requests sent as they are on a kept
+//! connection, with nothing of ours around them (`Runtime::baseline_sending_http`):
+//! what is left between that and the host's own request is wasmtime's
+//! `wasi:http` and the guest's own HTTP code, and between ours and it, our
+//! sender's work (checks, meter, log, fair turns).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,7 +28,7 @@ use flowfabric::model::{
     AttemptCapabilities, CapabilityCeiling, ComponentGrant, EffectiveGrant, TenantId,
 };
 use flowfabric::runtime::{
-    CancelFlag, Guest, Prepared, RunResult, Runtime, RuntimeConfig, SandboxLimits,
+    Baseline, CancelFlag, Guest, Prepared, RunResult, Runtime, RuntimeConfig, SandboxLimits,
 };
 
 use super::wasm::NoImports;
@@ -77,6 +84,10 @@ struct Summary {
     /// request (see [`ROUNDS`]).
     guest_run_without_requests_us: f64,
     guest_whole_run_us_per_request: f64,
+    /// The Rust guest's request run by wasmtime alone, and ours against it.
+    guest_alone_us_per_request: f64,
+    guest_alone_over_host: f64,
+    guest_over_alone: f64,
     /// The interpreted guests' rows, by language.
     languages: Vec<LanguageRow>,
     /// With `--database-url`: the Rust guest through a worker.
@@ -93,6 +104,12 @@ struct LanguageRow {
     run_without_requests_us: f64,
     /// The whole run (its own cost included) divided by its requests.
     whole_run_us_per_request: f64,
+    /// The same guest's request run by wasmtime alone, sent as it is.
+    alone_us_per_request: f64,
+    alone_added_us_per_request: f64,
+    alone_over_host: f64,
+    /// Ours against wasmtime alone, round by round.
+    over_alone: f64,
 }
 
 /// A guest that makes the bench's requests, and its rounds.
@@ -107,6 +124,13 @@ struct Contender {
     empty_runs: Vec<f64>,
     /// µs per request in each round, the run's own cost included.
     whole: Vec<f64>,
+    /// The component run by wasmtime alone, and its rounds as `rounds`
+    /// and `paired` are.
+    alone: Baseline,
+    alone_rounds: Vec<f64>,
+    alone_paired: Vec<(f64, f64)>,
+    /// Each round's request through our sender against wasmtime alone's.
+    over_alone: Vec<f64>,
 }
 
 impl Contender {
@@ -118,6 +142,10 @@ impl Contender {
             over_host: median(self.paired.iter().map(|p| p.1).collect()),
             run_without_requests_us: median(self.empty_runs.clone()),
             whole_run_us_per_request: median(self.whole.clone()),
+            alone_us_per_request: median(self.alone_rounds.clone()),
+            alone_added_us_per_request: median(self.alone_paired.iter().map(|p| p.0).collect()),
+            alone_over_host: median(self.alone_paired.iter().map(|p| p.1).collect()),
+            over_alone: median(self.over_alone.clone()),
         }
     }
 }
@@ -135,15 +163,20 @@ pub async fn run(args: HttpBench) -> anyhow::Result<()> {
         ..RuntimeConfig::default()
     })?;
     let mut contenders = vec![contender(
+        &runtime,
         "rust",
         prepare(&runtime, &args.guests.join("testkit.wasm"))
             .await
             .context("testkit.wasm (build the guests first)")?,
-    )];
+    )?];
     for language in ["js", "python"] {
         let path = args.polyglot.join(format!("{language}.wasm"));
         if path.exists() {
-            contenders.push(contender(language, prepare(&runtime, &path).await?));
+            contenders.push(contender(
+                &runtime,
+                language,
+                prepare(&runtime, &path).await?,
+            )?);
         } else {
             println!("({language}: {} not built, skipped)", path.display());
         }
@@ -157,6 +190,7 @@ pub async fn run(args: HttpBench) -> anyhow::Result<()> {
     host_round(&url, 50, fresh).await?;
     for c in &contenders {
         guest_run(&runtime, tenant, &c.component, &url, port, 20).await?;
+        alone_run(&c.alone, &url, 20).await?;
     }
     let mut host_rounds = Vec::new();
     for _ in 0..ROUNDS {
@@ -170,6 +204,12 @@ pub async fn run(args: HttpBench) -> anyhow::Result<()> {
             c.whole.push(run / f64::from(per_round));
             c.rounds.push(guest);
             c.paired.push((guest - host, guest / host));
+            let empty = alone_run(&c.alone, &url, 0).await?;
+            let run = alone_run(&c.alone, &url, per_round).await?;
+            let alone = (run - empty).max(0.0) / f64::from(per_round);
+            c.alone_rounds.push(alone);
+            c.alone_paired.push((alone - host, alone / host));
+            c.over_alone.push(guest / alone);
         }
     }
     let host = median(host_rounds);
@@ -188,6 +228,19 @@ pub async fn run(args: HttpBench) -> anyhow::Result<()> {
         println!(
             "  {:<6} guest, through the host {:>8.1} µs/request  {:.2}× host, +{:.1} µs",
             r.language, r.us_per_request, r.over_host, r.added_us_per_request
+        );
+    }
+    println!(
+        "  the same guests run by wasmtime alone, each request sent as it is on a kept connection\n  (no grant, address check, meter or log; the guests' own HTTP code and wasmtime's wasi:http):"
+    );
+    for r in &rows {
+        println!(
+            "  {:<6} guest, wasmtime alone   {:>8.1} µs/request  {:.2}× host, +{:.1} µs; ours ÷ alone {:.2}",
+            r.language,
+            r.alone_us_per_request,
+            r.alone_over_host,
+            r.alone_added_us_per_request,
+            r.over_alone
         );
     }
     println!("  each guest round's run itself, taken out above (a run making no request):");
@@ -224,21 +277,32 @@ pub async fn run(args: HttpBench) -> anyhow::Result<()> {
             guest_over_host: rust.over_host,
             guest_run_without_requests_us: rust.run_without_requests_us,
             guest_whole_run_us_per_request: rust.whole_run_us_per_request,
+            guest_alone_us_per_request: rust.alone_us_per_request,
+            guest_alone_over_host: rust.alone_over_host,
+            guest_over_alone: rust.over_alone,
             languages: rows.collect(),
             worker,
         },
     )
 }
 
-fn contender(language: &'static str, component: Prepared) -> Contender {
-    Contender {
+fn contender(
+    runtime: &Runtime,
+    language: &'static str,
+    component: Prepared,
+) -> anyhow::Result<Contender> {
+    Ok(Contender {
         language,
+        alone: runtime.baseline_sending_http(&component)?,
         component,
         rounds: Vec::new(),
         paired: Vec::new(),
         empty_runs: Vec::new(),
         whole: Vec::new(),
-    }
+        alone_rounds: Vec::new(),
+        alone_paired: Vec::new(),
+        over_alone: Vec::new(),
+    })
 }
 
 async fn prepare(runtime: &Runtime, path: &std::path::Path) -> anyhow::Result<Prepared> {
@@ -249,7 +313,11 @@ async fn prepare(runtime: &Runtime, path: &std::path::Path) -> anyhow::Result<Pr
         .await?)
 }
 
-/// A loopback server answering `/body` with `bytes` bytes.
+/// A loopback server answering `/body` with `bytes` bytes, on a thread and
+/// runtime of its own, as a real server is in a process of its own: on the
+/// bench's own runtime, a client and the server would answer each other
+/// within one thread's task queue, which flatters whichever path runs its
+/// client there and charges a path that crosses threads twice.
 async fn serve(bytes: usize) -> anyhow::Result<u16> {
     let body = vec![b'x'; bytes];
     let app = axum::Router::new().route(
@@ -259,9 +327,20 @@ async fn serve(bytes: usize) -> anyhow::Result<u16> {
             async move { body }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
     let port = listener.local_addr()?.port();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let server = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("bench-http-server".into())
+        .spawn(move || {
+            server.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                axum::serve(listener, app).await
+            })
+        })?;
     Ok(port)
 }
 
@@ -305,6 +384,20 @@ async fn host_round(url: &str, requests: u32, fresh: bool) -> anyhow::Result<f64
         }
     }
     Ok(started.elapsed().as_secs_f64() * 1e6 / f64::from(requests))
+}
+
+/// µs of one run of the guest making `requests` requests (`http-n`), run by
+/// wasmtime alone.
+async fn alone_run(alone: &Baseline, url: &str, requests: u32) -> anyhow::Result<f64> {
+    let input = format!("http-n:{requests}:{url}");
+    let started = Instant::now();
+    let (answer, _) = alone.run(input.as_bytes()).await;
+    let elapsed = started.elapsed();
+    match answer {
+        Ok(out) if out == format!("ok={requests} error=none").as_bytes() => {}
+        other => anyhow::bail!("the guest's requests, wasmtime alone, failed: {other:?}"),
+    }
+    Ok(elapsed.as_secs_f64() * 1e6)
 }
 
 /// µs of one run of the guest making `requests` requests (`http-n`).
