@@ -105,13 +105,15 @@ pub(super) async fn tls(
         })
 }
 
-/// HTTP/1.1 over `stream`, the connection driven by a task of its own that
-/// holds the tenant's connection `permit` until the connection closes (when
-/// the server closes it, or its sender is dropped with nothing in flight).
+/// HTTP/1.1 over `stream`, the connection driven by a task of its own on
+/// `io` that holds the tenant's connection `permit` until the connection
+/// closes (when the server closes it, or its sender is dropped with nothing
+/// in flight).
 pub(super) async fn http1(
     stream: Box<dyn Stream>,
     within: Duration,
     permit: tokio::sync::OwnedSemaphorePermit,
+    io: &tokio::runtime::Handle,
 ) -> Result<SendRequest<WasiBody>, HttpError> {
     let (sender, conn) = tokio::time::timeout(
         within,
@@ -120,7 +122,7 @@ pub(super) async fn http1(
     .await
     .map_err(|_| HttpError::ConnectionTimeout)?
     .map_err(HttpError::from)?;
-    tokio::spawn(async move {
+    io.spawn(async move {
         let _permit = permit;
         // How it ended reaches the request or the body being read.
         let _ = conn.await;

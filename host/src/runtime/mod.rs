@@ -164,7 +164,6 @@ impl Runtime {
         )?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let warm = Arc::new(WarmPool::new(config.warm_instances));
-        let connections = Arc::new(outbound::Connections::new(config.http_idle_timeout));
         spawn_epoch_ticker(engine.clone(), ticker_stop.clone(), warm.clone());
         let threads = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -176,6 +175,10 @@ impl Runtime {
             .enable_all()
             .build()
             .map_err(internal)?;
+        let connections = Arc::new(outbound::Connections::new(
+            config.http_idle_timeout,
+            guests.handle().clone(),
+        ));
         let scratch_root =
             scratch::ScratchRoot::new(config.scratch_dir.clone()).map_err(internal)?;
         Ok(Self {
