@@ -584,7 +584,40 @@ async fn a_filtered_read_scans_one_window_and_moves_on(store: Store) {
     assert!(!second.more);
 }
 
+/// A tenant's event wake-ups reach only its own followers: another tenant's
+/// claims and completions, however many, wake none of them; its own do.
+async fn event_wakeups_reach_only_their_tenants_followers(store: Store) {
+    let (db, a) = setup_on(store).await;
+    let e = &db.engine;
+    let b = db.tenant("b").await;
+    let mut follows_a = e.event_wakeups(a).await.unwrap();
+    for i in 0..20 {
+        e.create(b, task(&i.to_string())).await.unwrap();
+    }
+    for _ in 0..20 {
+        let c = claim_one(e).await;
+        e.complete(&c.lease, b"").await.unwrap();
+    }
+    assert_eq!(db.events::<CompletionEvent>(b).await.len(), 20);
+    // Time for b's notifications to come round on Postgres.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        follows_a.try_recv(),
+        Err(tokio::sync::broadcast::error::TryRecvError::Empty),
+        "b's events woke a's follower"
+    );
+
+    e.create(a, task("a")).await.unwrap();
+    let c = claim_one(e).await;
+    e.complete(&c.lease, b"").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), follows_a.recv())
+        .await
+        .expect("a's own events wake its follower")
+        .unwrap();
+}
+
 on_both_backends!(
+    event_wakeups_reach_only_their_tenants_followers,
     filtered_reads_keep_only_matching_events,
     a_filtered_read_scans_one_window_and_moves_on,
     signal_delivery_records_buffered_resumed_and_duplicate,

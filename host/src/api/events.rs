@@ -210,7 +210,7 @@ async fn follow<E: Subscription>(
     }
     let open = state.streams.take_now(caller.tenant)?;
     // Subscribe before the first read, so nothing written after it is missed.
-    let wakeups = state.engine.event_wakeups().await?;
+    let wakeups = state.engine.event_wakeups(caller.tenant).await?;
     let state = state.clone();
     Ok(live::sse(open, move |tx| {
         forward::<E>(state, caller.tenant, after, filter, wakeups, tx)
@@ -226,7 +226,7 @@ async fn forward<E: Subscription>(
     tenant: TenantId,
     mut after: EventCursor,
     filter: EventFilter,
-    mut wakeups: broadcast::Receiver<TenantId>,
+    mut wakeups: broadcast::Receiver<()>,
     tx: mpsc::Sender<Event>,
 ) {
     loop {
@@ -260,7 +260,7 @@ async fn forward<E: Subscription>(
                 _ = tokio::time::sleep(PENDING_RETRY) => true,
             }
         } else {
-            live::wait(&mut wakeups, &tx, |t| *t == tenant).await
+            live::wait(&mut wakeups, &tx, |()| true).await
         };
         if !woken {
             return;

@@ -31,9 +31,10 @@ pub trait Wakeups: Send + Sync {
     /// Best effort, like revocations: watchers poll slowly as well.
     async fn updates(&self) -> Result<broadcast::Receiver<ExecutionUpdate>>;
 
-    /// Wake-ups for followers of the lease and signal streams: the tenant
-    /// whose stream has new events. Best effort like `updates`.
-    async fn event_wakeups(&self) -> Result<broadcast::Receiver<TenantId>>;
+    /// Wake-ups for `tenant`'s followers of its lease, signal and
+    /// completion streams: its streams have new events. Only that tenant's
+    /// (see `tenant_wakeups`). Best effort like `updates`.
+    async fn event_wakeups(&self, tenant: TenantId) -> Result<broadcast::Receiver<()>>;
 }
 
 /// Scanner passes. Each handles at most `limit` rows per tenant and returns how

@@ -26,6 +26,7 @@ mod refusals;
 mod shared;
 pub mod sqlite;
 mod stored;
+mod tenant_wakeups;
 mod traits;
 
 pub use background::{Scanners, Wakeups};

@@ -149,8 +149,8 @@ impl Engine {
     }
 
     /// The tenant whose event streams may have grown: a wake-up, not data.
-    pub async fn event_wakeups(&self) -> Result<broadcast::Receiver<TenantId>> {
-        self.backend.event_wakeups().await
+    pub async fn event_wakeups(&self, tenant: TenantId) -> Result<broadcast::Receiver<()>> {
+        self.backend.event_wakeups(tenant).await
     }
 }
 

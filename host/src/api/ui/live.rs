@@ -31,7 +31,7 @@ pub async fn changes(
 ) -> UiResult<impl IntoResponse> {
     let tenant = session.tenant;
     let open = state.streams.take_now(tenant)?;
-    let mut events = state.engine.event_wakeups().await?;
+    let mut events = state.engine.event_wakeups(tenant).await?;
     let mut work = state.engine.work_signal().await?;
     let mut newest = newest_execution(&state, tenant).await;
     Ok(live::sse(open, move |tx| async move {
@@ -39,8 +39,8 @@ pub async fn changes(
             let changed = tokio::select! {
                 _ = tx.closed() => return,
                 got = events.recv() => match got {
-                    Ok(t) => t == tenant,
-                    Err(RecvError::Lagged(_)) => true,
+                    // Only this tenant's: a lag is its own events too.
+                    Ok(()) | Err(RecvError::Lagged(_)) => true,
                     Err(RecvError::Closed) => return,
                 },
                 got = work.changed() => match got {

@@ -15,6 +15,7 @@
 //! wake-ups, not data: a subscriber re-reads what it shows, and polls slowly
 //! too, because a notification lost with a connection is not replayed.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::Connections;
@@ -25,6 +26,7 @@ use tokio::sync::{broadcast, watch, OnceCell};
 use super::outbox;
 use super::PgBackend;
 use super::{COMPLETION_CHANNEL, EVENTS_CHANNEL, REVOKED_CHANNEL, UPDATES_CHANNEL, WORK_CHANNEL};
+use crate::backend::tenant_wakeups::TenantWakeups;
 use crate::backend::Wakeups;
 use crate::error::{EngineError, Result};
 use crate::model::{EventCursor, ExecutionId, ExecutionUpdate, TenantId};
@@ -43,8 +45,8 @@ impl Wakeups for PgBackend {
         self.notifications.updates().await
     }
 
-    async fn event_wakeups(&self) -> Result<broadcast::Receiver<TenantId>> {
-        self.notifications.events().await
+    async fn event_wakeups(&self, tenant: TenantId) -> Result<broadcast::Receiver<()>> {
+        self.notifications.events(tenant).await
     }
 }
 
@@ -61,7 +63,7 @@ struct Listening {
     work: watch::Sender<u64>,
     revoked: broadcast::Sender<ExecutionId>,
     updates: broadcast::Sender<ExecutionUpdate>,
-    events: broadcast::Sender<TenantId>,
+    events: Arc<TenantWakeups>,
     tasks: [tokio::task::AbortHandle; 2],
 }
 
@@ -106,7 +108,7 @@ impl Notifications {
                 let (work, _) = watch::channel(0u64);
                 let (revoked, _) = broadcast::channel(1024);
                 let (updates, _) = broadcast::channel(4096);
-                let (events, _) = broadcast::channel(1024);
+                let events = Arc::new(TenantWakeups::default());
                 let (completions, completed) = watch::channel(0u64);
                 let senders = Senders {
                     work: work.clone(),
@@ -148,8 +150,8 @@ impl Notifications {
         Ok(self.listening().await?.updates.subscribe())
     }
 
-    pub(super) async fn events(&self) -> Result<broadcast::Receiver<TenantId>> {
-        Ok(self.listening().await?.events.subscribe())
+    pub(super) async fn events(&self, tenant: TenantId) -> Result<broadcast::Receiver<()>> {
+        Ok(self.listening().await?.events.subscribe(tenant))
     }
 }
 
@@ -157,7 +159,7 @@ struct Senders {
     work: watch::Sender<u64>,
     revoked: broadcast::Sender<ExecutionId>,
     updates: broadcast::Sender<ExecutionUpdate>,
-    events: broadcast::Sender<TenantId>,
+    events: Arc<TenantWakeups>,
     /// Bumped for every completion notification; the dispatcher watches it.
     completions: watch::Sender<u64>,
 }
@@ -171,7 +173,7 @@ const DISPATCH_POLL: Duration = Duration::from_secs(2);
 /// ended, and followers of each tenant's completion stream.
 struct Woken {
     updates: broadcast::Sender<ExecutionUpdate>,
-    tenants: broadcast::Sender<TenantId>,
+    tenants: Arc<TenantWakeups>,
 }
 
 /// Broadcast every completion event, in cursor order, to whoever waits: one
@@ -195,7 +197,7 @@ async fn dispatch_completions(
         if let Ok(Err(_)) = tokio::time::timeout(wait, notified.changed()).await {
             return; // The listener is gone.
         }
-        if woken.updates.receiver_count() + woken.tenants.receiver_count() == 0 {
+        if woken.updates.receiver_count() == 0 && !woken.tenants.followed() {
             (stale, pending) = (true, false);
             continue;
         }
@@ -219,7 +221,7 @@ async fn dispatch_completions(
                         tenants.insert(tenant_id);
                     }
                     for tenant in tenants {
-                        let _ = woken.tenants.send(tenant);
+                        woken.tenants.wake(tenant);
                     }
                     cursor = next;
                     pending = more;
@@ -259,7 +261,7 @@ async fn forward(mut listener: PgListener, senders: Senders) {
                         .split_once(':')
                         .and_then(|(_, t)| t.parse().ok())
                     {
-                        let _ = senders.events.send(tenant);
+                        senders.events.wake(tenant);
                     }
                 }
                 _ => senders.work.send_modify(|n| *n = n.wrapping_add(1)),

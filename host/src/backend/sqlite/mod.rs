@@ -93,7 +93,7 @@ pub struct SqliteBackend {
     work: watch::Sender<u64>,
     revoked: broadcast::Sender<ExecutionId>,
     updates: broadcast::Sender<ExecutionUpdate>,
-    events: broadcast::Sender<TenantId>,
+    events: crate::backend::tenant_wakeups::TenantWakeups,
     held_cursors: crate::backend::held_keys::HeldCursors,
 }
 
@@ -206,7 +206,7 @@ impl SqliteBackend {
             work: watch::channel(0).0,
             revoked: broadcast::channel(1024).0,
             updates: broadcast::channel(4096).0,
-            events: broadcast::channel(1024).0,
+            events: Default::default(),
             held_cursors: Default::default(),
         })
     }
@@ -316,7 +316,7 @@ impl SqliteBackend {
             let _ = self.updates.send(update);
         }
         for tenant in effects.event_tenants {
-            let _ = self.events.send(tenant);
+            self.events.wake(tenant);
         }
     }
 }

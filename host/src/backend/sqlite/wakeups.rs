@@ -23,7 +23,7 @@ impl Wakeups for SqliteBackend {
         Ok(self.updates.subscribe())
     }
 
-    async fn event_wakeups(&self) -> Result<broadcast::Receiver<TenantId>> {
-        Ok(self.events.subscribe())
+    async fn event_wakeups(&self, tenant: TenantId) -> Result<broadcast::Receiver<()>> {
+        Ok(self.events.subscribe(tenant))
     }
 }

@@ -249,7 +249,7 @@ pub(super) async fn submit_and_wait(
 /// wake-up of the tenant (a lease or completion event; not on frames, which
 /// only the guests with steps write) and at least every 20 ms.
 async fn wait_completed(engine: &Engine, tenant: TenantId, id: ExecutionId) -> anyhow::Result<()> {
-    let mut wakeups = engine.event_wakeups().await?;
+    let mut wakeups = engine.event_wakeups(tenant).await?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match engine.state(tenant, id).await?.state {
@@ -264,8 +264,7 @@ async fn wait_completed(engine: &Engine, tenant: TenantId, id: ExecutionId) -> a
         let _ = tokio::time::timeout(Duration::from_millis(20), async {
             loop {
                 match wakeups.recv().await {
-                    Ok(woken) if woken == tenant => return,
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Ok(()) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
                     Err(_) => std::future::pending::<()>().await,
                 }
             }
