@@ -471,32 +471,41 @@ async fn listing_filters_by_tag(store: Store) {
     );
 }
 
+/// A watcher of an execution is woken by its frames and its end, and by
+/// nothing of another execution (here another tenant's, run first).
 async fn watchers_are_woken_by_frames_and_by_completion(store: Store) {
     let (db, tenant) = setup_on(store).await;
-    let mut updates = db.engine.updates().await.unwrap();
-    let id = db
-        .engine
-        .create(tenant, task("a"))
-        .await
-        .unwrap()
-        .execution_id;
-    let claimed = claim_one(&db.engine).await;
-    db.engine
-        .append_frame(
-            &claimed.lease,
-            "log",
-            flowfabric::model::StreamMode::Durable,
-            b"hi",
-        )
+    let e = &db.engine;
+    let id = e.create(tenant, task("a")).await.unwrap().execution_id;
+    let mut updates = e.updates(tenant, id).await.unwrap();
+    let other = db.tenant("other").await;
+    e.create(other, task("b")).await.unwrap();
+    let mut claimed = e.claim(&crate::request(10)).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    claimed.sort_by_key(|c| c.lease.execution_id == id);
+    let durable = flowfabric::model::StreamMode::Durable;
+    let (theirs, ours) = (&claimed[0], &claimed[1]);
+    e.append_frame(&theirs.lease, "log", durable, b"hi")
         .await
         .unwrap();
-    db.engine.complete(&claimed.lease, b"ok").await.unwrap();
+    e.complete(&theirs.lease, b"ok").await.unwrap();
+    // Time for the other's notifications to come round on Postgres.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        updates.try_recv(),
+        Err(tokio::sync::broadcast::error::TryRecvError::Empty),
+        "another execution woke this one's watcher"
+    );
+
+    e.append_frame(&ours.lease, "log", durable, b"hi")
+        .await
+        .unwrap();
+    e.complete(&ours.lease, b"ok").await.unwrap();
     for _ in 0..2 {
-        let update = tokio::time::timeout(Duration::from_secs(10), updates.recv())
+        tokio::time::timeout(Duration::from_secs(10), updates.recv())
             .await
             .expect("an update within 10 s")
             .unwrap();
-        assert_eq!((update.tenant_id, update.execution_id), (tenant, id));
     }
 }
 

@@ -260,7 +260,7 @@ async fn forward<E: Subscription>(
                 _ = tokio::time::sleep(PENDING_RETRY) => true,
             }
         } else {
-            live::wait(&mut wakeups, &tx, |()| true).await
+            live::wait(&mut wakeups, &tx).await
         };
         if !woken {
             return;

@@ -1,8 +1,9 @@
 //! What the live (Server-Sent Events) routes share: a task that feeds events
-//! through a channel to the response, and sleeping between reads until the
-//! backend's shared broadcasts name something the task watches, or a
-//! slow poll passes (a notification lost with a connection is not replayed).
-//! A waiting task holds no database connection.
+//! through a channel to the response, and sleeping between reads until a
+//! wake-up addressed to what the task follows arrives (its tenant's event
+//! streams, or its execution), or a slow poll passes (a notification lost
+//! with a connection is not replayed). A waiting task holds no database
+//! connection.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -37,29 +38,21 @@ where
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
-/// Sleep until an update `watched` accepts arrives or the poll interval
-/// passes (`true`: read again), or the client is gone (`false`: stop).
-pub async fn wait<T: Clone>(
-    updates: &mut broadcast::Receiver<T>,
-    tx: &mpsc::Sender<Event>,
-    watched: impl Fn(&T) -> bool,
-) -> bool {
+/// Sleep until a wake-up arrives or the poll interval passes (`true`: read
+/// again), or the client is gone (`false`: stop).
+pub async fn wait(wakeups: &mut broadcast::Receiver<()>, tx: &mpsc::Sender<Event>) -> bool {
     tokio::select! {
         _ = tx.closed() => false,
-        _ = next_update(updates, watched) => true,
+        _ = next_wakeup(wakeups) => true,
         _ = tokio::time::sleep(FALLBACK_POLL) => true,
     }
 }
 
-async fn next_update<T: Clone>(updates: &mut broadcast::Receiver<T>, watched: impl Fn(&T) -> bool) {
-    loop {
-        match updates.recv().await {
-            Ok(u) if watched(&u) => return,
-            Ok(_) => {}
-            // Updates were dropped, one of them perhaps ours: read again.
-            Err(broadcast::error::RecvError::Lagged(_)) => return,
-            // No more wake-ups: polling alone from now on.
-            Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
-        }
+async fn next_wakeup(wakeups: &mut broadcast::Receiver<()>) {
+    match wakeups.recv().await {
+        // Some were dropped (all of them ours): read again all the same.
+        Ok(()) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+        // No more wake-ups: polling alone from now on.
+        Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
     }
 }

@@ -25,8 +25,7 @@ use super::payload::Payload;
 use super::{live, AppState};
 use crate::engine::Engine;
 use crate::model::{
-    ExecutionId, ExecutionState, ExecutionUpdate, Frame, PublicState, StreamMode, StreamSummary,
-    TenantId,
+    ExecutionId, ExecutionState, Frame, PublicState, StreamMode, StreamSummary, TenantId,
 };
 
 const PAGE: u32 = 500;
@@ -158,7 +157,7 @@ pub async fn follow(
     };
     // Subscribe before the first read, so nothing written in between is missed.
     let open = state.streams.take_now(caller.tenant)?;
-    let updates = state.engine.updates().await?;
+    let updates = state.engine.updates(caller.tenant, id).await?;
     state.engine.state(caller.tenant, id).await?;
     let engine = state.engine.clone();
     Ok(live::sse(open, move |tx| {
@@ -210,16 +209,14 @@ struct Follower {
 struct Gone;
 
 impl Follower {
-    async fn run(mut self, mut updates: broadcast::Receiver<ExecutionUpdate>) {
+    async fn run(mut self, mut updates: broadcast::Receiver<()>) {
         let mut last_state: Option<ExecutionState> = None;
         loop {
             match self.step(&mut last_state).await {
                 Ok(true) | Err(Gone) => return,
                 Ok(false) => {}
             }
-            let (tenant, id) = (self.tenant, self.id);
-            let ours = |u: &ExecutionUpdate| u.tenant_id == tenant && u.execution_id == id;
-            if !live::wait(&mut updates, &self.tx, ours).await {
+            if !live::wait(&mut updates, &self.tx).await {
                 return;
             }
         }

@@ -27,13 +27,14 @@ pub trait Wakeups: Send + Sync {
     /// remains the guarantee.
     async fn revocations(&self) -> Result<broadcast::Receiver<ExecutionId>>;
 
-    /// Wake-ups for watchers of an execution: a frame was appended or it ended.
-    /// Best effort, like revocations: watchers poll slowly as well.
-    async fn updates(&self) -> Result<broadcast::Receiver<ExecutionUpdate>>;
+    /// Wake-ups for `watched`'s followers: a frame was appended or it
+    /// ended. Only that execution's (see `addressed_wakeups`). Best effort,
+    /// like revocations: watchers poll slowly as well.
+    async fn updates(&self, watched: ExecutionUpdate) -> Result<broadcast::Receiver<()>>;
 
     /// Wake-ups for `tenant`'s followers of its lease, signal and
     /// completion streams: its streams have new events. Only that tenant's
-    /// (see `tenant_wakeups`). Best effort like `updates`.
+    /// (see `addressed_wakeups`). Best effort like `updates`.
     async fn event_wakeups(&self, tenant: TenantId) -> Result<broadcast::Receiver<()>>;
 }
 

@@ -13,6 +13,7 @@
 //! needs the stored state: fencing, transitions, idempotency. How to add an
 //! operation is in `docs/development.md`.
 
+mod addressed_wakeups;
 mod background;
 mod configuration;
 mod coordination;
@@ -26,7 +27,6 @@ mod refusals;
 mod shared;
 pub mod sqlite;
 mod stored;
-mod tenant_wakeups;
 mod traits;
 
 pub use background::{Scanners, Wakeups};

@@ -500,10 +500,18 @@ impl Engine {
         self.backend.revocations().await
     }
 
+    /// Wake-ups for followers of one execution: a frame, or its end.
     pub async fn updates(
         &self,
-    ) -> Result<tokio::sync::broadcast::Receiver<crate::model::ExecutionUpdate>> {
-        self.backend.updates().await
+        tenant: TenantId,
+        execution: ExecutionId,
+    ) -> Result<tokio::sync::broadcast::Receiver<()>> {
+        self.backend
+            .updates(crate::model::ExecutionUpdate {
+                tenant_id: tenant,
+                execution_id: execution,
+            })
+            .await
     }
 
     pub async fn work_signal(&self) -> Result<watch::Receiver<u64>> {

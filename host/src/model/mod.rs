@@ -328,7 +328,7 @@ pub struct ExecutionFilter {
 
 /// Something about this execution changed (a frame, or it ended): a wake-up
 /// for whoever watches it, who then reads what changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ExecutionUpdate {
     pub tenant_id: TenantId,
     pub execution_id: ExecutionId,

@@ -26,7 +26,7 @@ use tokio::sync::{broadcast, watch, OnceCell};
 use super::outbox;
 use super::PgBackend;
 use super::{COMPLETION_CHANNEL, EVENTS_CHANNEL, REVOKED_CHANNEL, UPDATES_CHANNEL, WORK_CHANNEL};
-use crate::backend::tenant_wakeups::TenantWakeups;
+use crate::backend::addressed_wakeups::{ExecutionWakeups, TenantWakeups};
 use crate::backend::Wakeups;
 use crate::error::{EngineError, Result};
 use crate::model::{EventCursor, ExecutionId, ExecutionUpdate, TenantId};
@@ -41,8 +41,8 @@ impl Wakeups for PgBackend {
         self.notifications.revoked().await
     }
 
-    async fn updates(&self) -> Result<broadcast::Receiver<ExecutionUpdate>> {
-        self.notifications.updates().await
+    async fn updates(&self, watched: ExecutionUpdate) -> Result<broadcast::Receiver<()>> {
+        self.notifications.updates(watched).await
     }
 
     async fn event_wakeups(&self, tenant: TenantId) -> Result<broadcast::Receiver<()>> {
@@ -62,7 +62,7 @@ pub(super) struct Notifications {
 struct Listening {
     work: watch::Sender<u64>,
     revoked: broadcast::Sender<ExecutionId>,
-    updates: broadcast::Sender<ExecutionUpdate>,
+    updates: Arc<ExecutionWakeups>,
     events: Arc<TenantWakeups>,
     tasks: [tokio::task::AbortHandle; 2],
 }
@@ -107,7 +107,7 @@ impl Notifications {
                 let cursor = outbox::completions_head(&self.pool).await?;
                 let (work, _) = watch::channel(0u64);
                 let (revoked, _) = broadcast::channel(1024);
-                let (updates, _) = broadcast::channel(4096);
+                let updates = Arc::new(ExecutionWakeups::default());
                 let events = Arc::new(TenantWakeups::default());
                 let (completions, completed) = watch::channel(0u64);
                 let senders = Senders {
@@ -146,8 +146,11 @@ impl Notifications {
         Ok(self.listening().await?.revoked.subscribe())
     }
 
-    pub(super) async fn updates(&self) -> Result<broadcast::Receiver<ExecutionUpdate>> {
-        Ok(self.listening().await?.updates.subscribe())
+    pub(super) async fn updates(
+        &self,
+        watched: ExecutionUpdate,
+    ) -> Result<broadcast::Receiver<()>> {
+        Ok(self.listening().await?.updates.subscribe(watched))
     }
 
     pub(super) async fn events(&self, tenant: TenantId) -> Result<broadcast::Receiver<()>> {
@@ -158,7 +161,7 @@ impl Notifications {
 struct Senders {
     work: watch::Sender<u64>,
     revoked: broadcast::Sender<ExecutionId>,
-    updates: broadcast::Sender<ExecutionUpdate>,
+    updates: Arc<ExecutionWakeups>,
     events: Arc<TenantWakeups>,
     /// Bumped for every completion notification; the dispatcher watches it.
     completions: watch::Sender<u64>,
@@ -172,7 +175,7 @@ const DISPATCH_POLL: Duration = Duration::from_secs(2);
 /// Who the completion dispatcher wakes: watchers of each execution that
 /// ended, and followers of each tenant's completion stream.
 struct Woken {
-    updates: broadcast::Sender<ExecutionUpdate>,
+    updates: Arc<ExecutionWakeups>,
     tenants: Arc<TenantWakeups>,
 }
 
@@ -197,7 +200,7 @@ async fn dispatch_completions(
         if let Ok(Err(_)) = tokio::time::timeout(wait, notified.changed()).await {
             return; // The listener is gone.
         }
-        if woken.updates.receiver_count() == 0 && !woken.tenants.followed() {
+        if !woken.updates.followed() && !woken.tenants.followed() {
             (stale, pending) = (true, false);
             continue;
         }
@@ -213,8 +216,7 @@ async fn dispatch_completions(
                     let full = ended.len() == 1000;
                     let mut tenants = std::collections::BTreeSet::new();
                     for (tenant_id, execution_id) in ended {
-                        // No receivers is fine: nobody waits right now.
-                        let _ = woken.updates.send(ExecutionUpdate {
+                        woken.updates.wake(ExecutionUpdate {
                             tenant_id,
                             execution_id,
                         });
@@ -251,7 +253,7 @@ async fn forward(mut listener: PgListener, senders: Senders) {
                 }
                 UPDATES_CHANNEL => {
                     if let Some(update) = parse_update(n.payload()) {
-                        let _ = senders.updates.send(update);
+                        senders.updates.wake(update);
                     }
                 }
                 COMPLETION_CHANNEL => senders.completions.send_modify(|n| *n = n.wrapping_add(1)),

@@ -92,8 +92,8 @@ pub struct SqliteBackend {
     reader: Connections<Sqlite>,
     work: watch::Sender<u64>,
     revoked: broadcast::Sender<ExecutionId>,
-    updates: broadcast::Sender<ExecutionUpdate>,
-    events: crate::backend::tenant_wakeups::TenantWakeups,
+    updates: crate::backend::addressed_wakeups::ExecutionWakeups,
+    events: crate::backend::addressed_wakeups::TenantWakeups,
     held_cursors: crate::backend::held_keys::HeldCursors,
 }
 
@@ -205,7 +205,7 @@ impl SqliteBackend {
             reader,
             work: watch::channel(0).0,
             revoked: broadcast::channel(1024).0,
-            updates: broadcast::channel(4096).0,
+            updates: Default::default(),
             events: Default::default(),
             held_cursors: Default::default(),
         })
@@ -313,7 +313,7 @@ impl SqliteBackend {
             let _ = self.revoked.send(id);
         }
         for update in effects.updates {
-            let _ = self.updates.send(update);
+            self.updates.wake(update);
         }
         for tenant in effects.event_tenants {
             self.events.wake(tenant);

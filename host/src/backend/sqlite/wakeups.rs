@@ -19,8 +19,8 @@ impl Wakeups for SqliteBackend {
         Ok(self.revoked.subscribe())
     }
 
-    async fn updates(&self) -> Result<broadcast::Receiver<ExecutionUpdate>> {
-        Ok(self.updates.subscribe())
+    async fn updates(&self, watched: ExecutionUpdate) -> Result<broadcast::Receiver<()>> {
+        Ok(self.updates.subscribe(watched))
     }
 
     async fn event_wakeups(&self, tenant: TenantId) -> Result<broadcast::Receiver<()>> {
