@@ -123,6 +123,31 @@ async fn the_live_stream_tells_a_tenant_only_of_its_own_work() {
     assert!(told(&mut live, 5_000).await, "not told of its own work");
 }
 
+/// A change within the stream's coalescing wait (750 ms) after it told the
+/// page came after the page's read: the page is told again once the wait
+/// ends, not left showing the state it read.
+#[tokio::test]
+async fn a_change_during_the_live_streams_wait_is_told_after_it() {
+    let (server, mine) = crate::setup().await;
+    let session = crate::sign_in(&server, &mine).await;
+    let live = crate::ui_get(&server, &session, "/ui/live/changes").await;
+    let mut live = Box::pin(live.bytes_stream());
+    crate::submit(&server, &mine, "echo", serde_json::json!(1)).await;
+    assert!(told(&mut live, 5_000).await, "not told of its own work");
+    // Claimed at once, inside the wait: the page read it queued.
+    let request = flowfabric::model::ClaimRequest {
+        worker_id: "test".into(),
+        worker_instance: "test".into(),
+        lanes: vec!["default".into()],
+        capabilities: vec![],
+        limit: 1,
+        lease_ttl: Duration::from_secs(30),
+        exclude_tenants: Vec::new(),
+    };
+    assert_eq!(server.db.engine.claim(&request).await.unwrap().len(), 1);
+    assert!(told(&mut live, 3_000).await, "not told of the claim");
+}
+
 /// Whether the stream says `changed` within `wait_ms`.
 async fn told(
     live: &mut (impl futures::Stream<Item = reqwest::Result<axum::body::Bytes>> + Unpin),

@@ -8,6 +8,8 @@
 //! work. New work names no tenant (one wake-up serves every worker), so on
 //! it the stream looks at the tenant's newest execution and tells the page
 //! only when that changed: the timing of other tenants' work is theirs.
+//! What changes while a stream waits out its [`COALESCE`] came after the
+//! page's read, so the page is told again at the end of the wait.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +17,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::response::sse::Event;
 use axum::response::IntoResponse;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::session::TenantSession;
 use super::UiResult;
@@ -35,22 +37,24 @@ pub async fn changes(
     let mut work = state.engine.work_signal().await?;
     let mut newest = newest_execution(&state, tenant).await;
     Ok(live::sse(open, move |tx| async move {
+        // Something changed while the stream slept after telling the page:
+        // after the page's read, so it is told again at once.
+        let mut missed = false;
         loop {
-            let changed = tokio::select! {
-                _ = tx.closed() => return,
-                got = events.recv() => match got {
-                    // Only this tenant's: a lag is its own events too.
-                    Ok(()) | Err(RecvError::Lagged(_)) => true,
-                    Err(RecvError::Closed) => return,
-                },
-                got = work.changed() => match got {
-                    Ok(()) => {
-                        let now = newest_execution(&state, tenant).await;
-                        std::mem::replace(&mut newest, now) != now
-                    }
-                    Err(_) => return,
-                },
-            };
+            let changed = missed
+                || tokio::select! {
+                    _ = tx.closed() => return,
+                    got = events.recv() => match got {
+                        // Only this tenant's: a lag is its own events too.
+                        Ok(()) | Err(RecvError::Lagged(_)) => true,
+                        Err(RecvError::Closed) => return,
+                    },
+                    got = work.changed() => match got {
+                        Ok(()) => newest_changed(&state, tenant, &mut newest).await,
+                        Err(_) => return,
+                    },
+                };
+            missed = false;
             if changed {
                 if tx
                     .send(Event::default().event("changed").data("1"))
@@ -60,12 +64,27 @@ pub async fn changes(
                     return;
                 }
                 tokio::time::sleep(COALESCE).await;
-                // What arrived meanwhile is covered by the next read.
-                while events.try_recv().is_ok() {}
-                work.borrow_and_update();
+                while let Ok(()) | Err(TryRecvError::Lagged(_)) = events.try_recv() {
+                    missed = true;
+                }
+                if work.has_changed().unwrap_or(false) {
+                    work.borrow_and_update();
+                    missed |= newest_changed(&state, tenant, &mut newest).await;
+                }
             }
         }
     }))
+}
+
+/// Whether the tenant's newest execution is another than `newest`, which
+/// becomes it.
+async fn newest_changed(
+    state: &AppState,
+    tenant: TenantId,
+    newest: &mut Option<ExecutionId>,
+) -> bool {
+    let now = newest_execution(state, tenant).await;
+    std::mem::replace(newest, now) != now
 }
 
 /// The tenant's newest execution (`None` if it has none, or the read
