@@ -51,7 +51,7 @@ async fn unblock_scope(
     scope: ConcurrencyScope,
     name: &str,
 ) -> Result<()> {
-    sqlx::query(&UNBLOCK_SCOPE_SQL)
+    sqlx::query(UNBLOCK_SCOPE_SQL.as_str())
         .bind(tenant)
         .bind(scope.as_str())
         .bind(name)

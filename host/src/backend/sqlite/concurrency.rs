@@ -238,13 +238,9 @@ async fn unblock(
 /// The statement of [`unblock`] for `pick`, with its `?4` and `?5`. Each
 /// text is built once: a hand-on runs at the end of every keyed run.
 fn unblock_sql<'a>(pick: &Pick<'a>) -> (&'static str, &'a str, &'a str) {
-    // `(SELECT rowid FROM {held} LIMIT ?6)` picks the rows to free.
-    fn freeing(held: &str) -> String {
-        format!(
-            "UPDATE executions SET eligibility_state = 'eligible_now', \
-                 blocking_reason = 'waiting_for_worker', updated_at = ?1 \
-             WHERE rowid IN (SELECT rowid FROM {held} LIMIT ?6)"
-        )
+    // Up to `?6` of `held`, in the order they come.
+    fn freeing_up_to_limit(held: &str) -> String {
+        freeing(&format!("SELECT rowid FROM {held} LIMIT ?6"))
     }
     // The key's first held executions, whatever holds them, then those of
     // the limit: off the key's index, read no further than the bound. The
@@ -252,7 +248,7 @@ fn unblock_sql<'a>(pick: &Pick<'a>) -> (&'static str, &'a str, &'a str) {
     // and stops at the limit (a second ORDER BY here would sort all of the
     // bound's rows first).
     static LIMITED: LazyLock<String> = LazyLock::new(|| {
-        freeing(&format!(
+        freeing_up_to_limit(&format!(
             "(SELECT rowid, kind, lane FROM executions \
               WHERE tenant_id = ?2 AND concurrency_key = ?3 \
                 AND eligibility_state = 'blocked_by_concurrency_key' \
@@ -262,7 +258,7 @@ fn unblock_sql<'a>(pick: &Pick<'a>) -> (&'static str, &'a str, &'a str) {
         ))
     });
     static GROUP: LazyLock<String> = LazyLock::new(|| {
-        freeing(
+        freeing_up_to_limit(
             "executions WHERE tenant_id = ?2 AND concurrency_key = ?3 \
                AND eligibility_state = 'blocked_by_concurrency_key' \
                AND kind = ?4 AND lane = ?5 \
@@ -273,6 +269,17 @@ fn unblock_sql<'a>(pick: &Pick<'a>) -> (&'static str, &'a str, &'a str) {
         Pick::Limited { scope, name } => (LIMITED.as_str(), scope, name),
         Pick::Group { kind, lane } => (GROUP.as_str(), kind, lane),
     }
+}
+
+/// The statement that makes the rows `picked` (a query of `rowid`s)
+/// claimable again, at `?1`; the next claims judge each under the limit
+/// that applies then.
+fn freeing(picked: &str) -> String {
+    format!(
+        "UPDATE executions SET eligibility_state = 'eligible_now', \
+             blocking_reason = 'waiting_for_worker', updated_at = ?1 \
+         WHERE rowid IN ({picked})"
+    )
 }
 
 /// Make claimable what the tenant's limit for a scope and name held back,
@@ -287,18 +294,16 @@ async fn unblock_scope(
     effects: &mut Effects,
 ) -> Result<()> {
     static SQL: LazyLock<String> = LazyLock::new(|| {
-        format!(
-            "UPDATE executions SET eligibility_state = 'eligible_now', \
-                 blocking_reason = 'waiting_for_worker', updated_at = ?1 \
-             WHERE rowid IN (SELECT rowid FROM \
+        freeing(&format!(
+            "SELECT rowid FROM \
                  (SELECT rowid, kind, lane FROM executions \
                   WHERE tenant_id = ?2 AND eligibility_state = 'blocked_by_concurrency_key' \
                   LIMIT {LIMIT_CHANGE_LOOKS_AT}) \
-               WHERE ?3 = CASE ?4 WHEN 'kind' THEN kind ELSE lane END \
-               LIMIT {LIMIT_CHANGE_FREES})"
-        )
+             WHERE ?3 = CASE ?4 WHEN 'kind' THEN kind ELSE lane END \
+             LIMIT {LIMIT_CHANGE_FREES}"
+        ))
     });
-    let freed = sqlx::query(&SQL)
+    let freed = sqlx::query(SQL.as_str())
         .bind(now())
         .bind(tenant)
         .bind(name)

@@ -389,15 +389,24 @@ async fn host_round(url: &str, requests: u32, fresh: bool) -> anyhow::Result<f64
 /// µs of one run of the guest making `requests` requests (`http-n`), run by
 /// wasmtime alone.
 async fn alone_run(alone: &Baseline, url: &str, requests: u32) -> anyhow::Result<f64> {
-    let input = format!("http-n:{requests}:{url}");
     let started = Instant::now();
-    let (answer, _) = alone.run(input.as_bytes()).await;
+    let (answer, _) = alone.run(http_n(requests, url).as_bytes()).await;
     let elapsed = started.elapsed();
     match answer {
-        Ok(out) if out == format!("ok={requests} error=none").as_bytes() => {}
+        Ok(out) if all_answered(&out, requests) => {}
         other => anyhow::bail!("the guest's requests, wasmtime alone, failed: {other:?}"),
     }
     Ok(elapsed.as_secs_f64() * 1e6)
+}
+
+/// The guests' command: `requests` GETs of `url`.
+fn http_n(requests: u32, url: &str) -> String {
+    format!("http-n:{requests}:{url}")
+}
+
+/// Whether `http-n`'s answer says every request was answered.
+fn all_answered(out: &[u8], requests: u32) -> bool {
+    out == format!("ok={requests} error=none").as_bytes()
 }
 
 /// µs of one run of the guest making `requests` requests (`http-n`).
@@ -428,7 +437,7 @@ async fn guest_run(
         }),
         kind: Arc::from("bench"),
     };
-    let input = format!("http-n:{requests}:{url}");
+    let input = http_n(requests, url);
     let limits = SandboxLimits {
         timeout: std::time::Duration::from_secs(600),
         ..SandboxLimits::default()
@@ -445,7 +454,7 @@ async fn guest_run(
         .await;
     let elapsed = started.elapsed();
     match outcome.result {
-        RunResult::Completed(out) if out == format!("ok={requests} error=none").as_bytes() => {}
+        RunResult::Completed(out) if all_answered(&out, requests) => {}
         other => anyhow::bail!("the guest's requests failed: {other:?}"),
     }
     Ok(elapsed.as_secs_f64() * 1e6)
