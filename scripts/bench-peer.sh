@@ -13,7 +13,9 @@
 #   - at each worker count given, on a fast throwaway server (fsync off) and
 #     then on a durable one (fsync and synchronous_commit on, as production).
 # Besides jobs/s, each pool and graphile row reports what a job cost the
-# server: WAL bytes, transactions, rows written, server CPU.
+# server: WAL bytes, transactions, rows written, server CPU; and the CPU of
+# the system's own process (the worker pool's, or Node's), which with the
+# server's is what a job costs this machine.
 # Prints a table with ratios to graphile-worker default and batched; writes
 # bench-results/peer.json.
 #   scripts/bench-peer.sh [jobs] [workers, comma-separated]
@@ -73,7 +75,7 @@ jobs, workers, out = sys.argv[1], sys.argv[2].split(","), sys.argv[3]
 load = lambda name: json.load(open(os.path.join(out, name)))
 rows = []
 print(f"\n{jobs} no-op jobs; jobs/s, ratios to graphile-worker default and batched, and what a job cost the server")
-head = f"{'server':<8} {'w':>3} {'system':<36} {'jobs/s':>8} {'vs default':>10} {'vs batched':>10} {'WAL B':>7} {'xacts':>6} {'rows':>6} {'CPU µs':>7}"
+head = f"{'server':<8} {'w':>3} {'system':<36} {'jobs/s':>8} {'vs default':>10} {'vs batched':>10} {'WAL B':>7} {'xacts':>6} {'rows':>6} {'CPU µs':>7} {'client µs':>9}"
 print(head)
 for setting in ["fast", "durable"]:
     for w in workers:
@@ -102,7 +104,8 @@ for setting in ["fast", "durable"]:
             fmt = lambda k, f: (f.format(c[k]) if k in c else "-")
             print(f"{setting:<8} {w:>3} {name:<36} {per_s:>8.0f} {vs_default:>10.2f} {ratio:>10.2f} "
                   f"{fmt('wal_bytes', '{:.0f}'):>7} {fmt('transactions', '{:.2f}'):>6} "
-                  f"{fmt('rows_written', '{:.2f}'):>6} {fmt('server_cpu_us', '{:.0f}'):>7}")
+                  f"{fmt('rows_written', '{:.2f}'):>6} {fmt('server_cpu_us', '{:.0f}'):>7} "
+                  f"{fmt('client_cpu_us', '{:.0f}'):>9}")
             rows.append({"server": setting, "workers": int(w), "system": name,
                          "per_s": per_s, "vs_graphile_default": vs_default,
                          "vs_graphile_batched": ratio, "server_cost": cost})

@@ -10,7 +10,8 @@
 // Prints one JSON line: {"mode", "jobs", "concurrency", "enqueue_per_s",
 // "process_per_s", "server_cost"}; with SERVER_COST=1, server_cost holds what
 // each job cost the server (WAL bytes, transactions, rows written, server
-// CPU), read the way `flowfabric bench pool --server-cost` reads them.
+// CPU), read the way `flowfabric bench pool --server-cost` reads them, and
+// the CPU this Node process spent (client_cpu_us).
 import { readdirSync, readFileSync } from "node:fs";
 import { run, runMigrations, Logger } from "graphile-worker";
 import pg from "pg";
@@ -67,6 +68,7 @@ async function counters(cpu) {
   return { ...rows[0], cpu };
 }
 const before = measureCost ? await counters(cpuTicks()) : null;
+const ownBefore = process.cpuUsage();
 
 const preset =
   mode === "batched"
@@ -105,6 +107,7 @@ for (;;) {
 }
 const processSeconds = Number(process.hrtime.bigint() - started) / 1e9;
 const cpuAfter = cpuTicks();
+const ownSpent = process.cpuUsage(ownBefore);
 await runner.stop();
 let serverCost = null;
 if (before) {
@@ -119,6 +122,7 @@ if (before) {
     transactions: (after.xacts - before.xacts) / jobs,
     rows_written: (after.rows - before.rows) / jobs,
     server_cpu_us: ((after.cpu - before.cpu) / ticksPerSecond) * 1e6 / jobs,
+    client_cpu_us: (ownSpent.user + ownSpent.system) / jobs,
   };
 }
 await pool.end();

@@ -1,5 +1,7 @@
 //! What a stretch of work cost the Postgres server: WAL bytes, transactions,
-//! rows written and server CPU, read before and after it.
+//! rows written and server CPU, read before and after it; and, beside it,
+//! the CPU the bench's own process spent (the worker pool, the runtime and
+//! the engine's side of every statement).
 //!
 //! Jobs per second depend on the machine; these per-execution figures do
 //! not, and they are what to set beside a peer's per job
@@ -12,7 +14,9 @@
 //! `postgres` process on this host (the bench and the server must share it)
 //! plus what their exited children used (the postmaster's `cutime` and
 //! `cstime` hold the backends that closed), sampled from `/proc` when the
-//! work starts and ends.
+//! work starts and ends. On a machine the server and the client share, the
+//! two CPU figures together bound the jobs a second: a job can go no faster
+//! than its CPU, theirs and ours, spread over the cores.
 
 use std::time::Duration;
 
@@ -29,12 +33,22 @@ pub struct Snapshot {
     lsn: String,
     xacts: i64,
     rows: i64,
-    cpu_ticks: u64,
+    cpu: CpuSample,
 }
 
-/// CPU ticks of the server now, for a [`snapshot`] taken a little later.
-pub fn cpu_now() -> u64 {
-    postgres_cpu_ticks()
+/// The CPU spent so far by the server and by this process.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuSample {
+    server_ticks: u64,
+    own: Duration,
+}
+
+/// The CPU spent so far, for a [`snapshot`] taken a little later.
+pub fn cpu_now() -> CpuSample {
+    CpuSample {
+        server_ticks: postgres_cpu_ticks(),
+        own: own_cpu(),
+    }
 }
 
 /// What happened between two snapshots, per execution.
@@ -44,12 +58,14 @@ pub struct PerExecution {
     pub transactions: f64,
     pub rows_written: f64,
     pub server_cpu_us: f64,
+    /// The CPU this process spent (user + system, all threads).
+    pub client_cpu_us: f64,
 }
 
 /// Wait for the counters to settle, then read them for the database `url`
-/// names, with the CPU ticks sampled (by [`cpu_now`]) when the work began or
+/// names, with the CPU sampled (by [`cpu_now`]) when the work began or
 /// ended.
-pub async fn snapshot(url: &str, cpu_ticks: u64) -> anyhow::Result<Snapshot> {
+pub async fn snapshot(url: &str, cpu: CpuSample) -> anyhow::Result<Snapshot> {
     tokio::time::sleep(STATS_SETTLE).await;
     let pool = PgPoolOptions::new().max_connections(1).connect(url).await?;
     let (lsn, xacts, rows): (String, i64, i64) = sqlx::query_as(
@@ -65,7 +81,7 @@ pub async fn snapshot(url: &str, cpu_ticks: u64) -> anyhow::Result<Snapshot> {
         lsn,
         xacts,
         rows,
-        cpu_ticks,
+        cpu,
     })
 }
 
@@ -88,14 +104,30 @@ impl Snapshot {
         let n = executions.max(1) as f64;
         // SAFETY: sysconf only reads a constant of the running system.
         let ticks_per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        let ticks = self.cpu_ticks.saturating_sub(before.cpu_ticks) as f64;
+        let ticks = (self.cpu.server_ticks).saturating_sub(before.cpu.server_ticks) as f64;
+        let own = self.cpu.own.saturating_sub(before.cpu.own);
         Ok(PerExecution {
             wal_bytes: wal / n,
             transactions: (self.xacts - before.xacts) as f64 / n,
             rows_written: (self.rows - before.rows) as f64 / n,
             server_cpu_us: ticks / ticks_per_s * 1e6 / n,
+            client_cpu_us: own.as_secs_f64() * 1e6 / n,
         })
     }
+}
+
+/// User + system time of this process, every thread of it.
+fn own_cpu() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes one `rusage` into the pointer it is given.
+    let usage = match unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } {
+        0 => unsafe { usage.assume_init() },
+        _ => return Duration::ZERO,
+    };
+    let time = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+    };
+    time(usage.ru_utime) + time(usage.ru_stime)
 }
 
 /// User + system ticks of every `postgres` process and its exited children.
@@ -130,6 +162,18 @@ fn process_ticks(stat: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn own_cpu_counts_a_busy_thread() {
+        let before = super::own_cpu();
+        let started = std::time::Instant::now();
+        let mut x = 0u64;
+        while started.elapsed() < std::time::Duration::from_millis(50) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let spent = super::own_cpu().saturating_sub(before);
+        assert!(spent >= std::time::Duration::from_millis(15), "{spent:?}");
+    }
+
     #[test]
     fn reads_ticks_of_postgres_processes_only() {
         let line = "42 (postgres) S 1 42 42 0 -1 4194560 100 0 0 0 17 5 3 1 20 0 1 0 100 0 0";

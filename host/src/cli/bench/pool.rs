@@ -38,6 +38,10 @@ pub struct PoolBench {
     /// language compares.
     #[arg(long)]
     component: Option<PathBuf>,
+    /// Each execution's input is `INPUT:N`: with testkit, `echo` does
+    /// nothing but answer, `say` also writes a durable frame.
+    #[arg(long, default_value = "echo")]
+    input: String,
     #[arg(long, default_value_t = 5_000)]
     executions: usize,
     /// Worker pool slots (executions run at once) to measure.
@@ -164,8 +168,14 @@ pub async fn run(args: PoolBench) -> anyhow::Result<()> {
     for r in &rows {
         if let Some(c) = &r.server_cost {
             println!(
-                "slots {}: per execution {:.0} WAL bytes, {:.2} transactions, {:.2} rows written, {:.0} µs server CPU",
-                r.slots, c.wal_bytes, c.transactions, c.rows_written, c.server_cpu_us
+                "slots {}: per execution {:.0} WAL bytes, {:.2} transactions, {:.2} rows written, \
+                 {:.0} µs server CPU, {:.0} µs our process's CPU",
+                r.slots,
+                c.wal_bytes,
+                c.transactions,
+                c.rows_written,
+                c.server_cpu_us,
+                c.client_cpu_us
             );
         }
     }
@@ -211,7 +221,7 @@ async fn round(
         engine.put_grant(tenant, "testkit", &grant).await?;
     }
     let backlog: Vec<NewExecution> = (0..n)
-        .map(|i| NewExecution::new("testkit", format!("echo:{i}").into_bytes()))
+        .map(|i| NewExecution::new("testkit", format!("{}:{i}", args.input).into_bytes()))
         .collect();
     for chunk in backlog.chunks(engine.limits().max_batch) {
         engine.create_batch(tenant, chunk).await?;
