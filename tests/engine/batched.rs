@@ -5,8 +5,8 @@ use flowfabric_tests::Store;
 use std::collections::HashMap;
 
 use flowfabric::model::{
-    AttemptState, ClaimedExecution, CompletionEvent, FlowEdge, FlowMember, GraphChange, JoinPolicy,
-    LeaseHandle, NewExecution, NewFlow, PublicState,
+    AttemptState, ClaimedExecution, Completion, CompletionEvent, FlowEdge, FlowMember, GraphChange,
+    JoinPolicy, LeaseHandle, NewExecution, NewFlow, Progress, PublicState,
 };
 use flowfabric::EngineError;
 
@@ -181,10 +181,11 @@ async fn batched_completions_are_planned_for_each_batch() {
     let (one_connection, backend) = db.one_connection_backend().await;
     for _ in 0..15 {
         let claimed = backend.claim(&request(2)).await.unwrap();
-        let results = backend
-            .complete_many(&completing(&claimed, b"ok"))
-            .await
-            .unwrap();
+        let ends: Vec<Completion> = claimed
+            .iter()
+            .map(|c| Completion::new(&c.lease, b"ok"))
+            .collect();
+        let results = backend.complete_many(&ends).await.unwrap();
         assert!(results.iter().all(Result::is_ok), "{results:?}");
     }
     let (generic, custom): (i64, i64) = sqlx::query_as(
@@ -285,7 +286,66 @@ async fn a_large_claim_and_completion_batch_write_every_row(store: Store) {
     assert_eq!(db.events::<CompletionEvent>(t).await.len(), 100);
 }
 
+/// A completion carries the progress its run reported last: written with
+/// the result, clamped and clipped as a progress write is, and a completion
+/// without one leaves what was written before.
+async fn a_completion_writes_the_progress_it_carries(store: Store) {
+    let (db, t) = setup_on(store).await;
+    let e = &db.engine;
+    for i in 0..4 {
+        e.create(t, task(&format!("p-{i}"))).await.unwrap();
+    }
+    let claimed = e.claim(&request(4)).await.unwrap();
+    let [kept, clamped, clipped, single] = &claimed[..] else {
+        panic!("claimed {}", claimed.len())
+    };
+    e.set_progress(&kept.lease, 20, "earlier").await.unwrap();
+    let long = "é".repeat(700);
+    let progress = |percent, message| Some(Progress { percent, message });
+    let results = e
+        .complete_many_with(&[
+            Completion::new(&kept.lease, b"a"),
+            Completion {
+                progress: progress(250, "done"),
+                ..Completion::new(&clamped.lease, b"b")
+            },
+            Completion {
+                progress: progress(70, &long),
+                ..Completion::new(&clipped.lease, b"c")
+            },
+        ])
+        .await
+        .expect("the batch is written");
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    e.complete_with(&Completion {
+        progress: progress(55, "alone"),
+        ..Completion::new(&single.lease, b"d")
+    })
+    .await
+    .unwrap();
+
+    let shown = |c: &ClaimedExecution| {
+        let id = c.lease.execution_id;
+        async move {
+            let ex = e.get(t, id).await.unwrap();
+            assert_eq!(ex.state, PublicState::Completed);
+            (ex.progress_percent, ex.progress_message.unwrap_or_default())
+        }
+    };
+    assert_eq!(shown(kept).await, (Some(20), "earlier".into()), "kept");
+    assert_eq!(shown(clamped).await, (Some(100), "done".into()), "clamped");
+    let (percent, message) = shown(clipped).await;
+    assert_eq!(percent, Some(70));
+    assert!(
+        message.len() <= 1_024 && long.starts_with(&message) && message.len() > 1_000,
+        "clipped to {} bytes",
+        message.len()
+    );
+    assert_eq!(shown(single).await, (Some(55), "alone".into()), "single");
+}
+
 on_both_backends!(
+    a_completion_writes_the_progress_it_carries,
     a_large_claim_and_completion_batch_write_every_row,
     a_completion_twice_in_one_batch_is_written_once,
     each_completion_in_a_batch_is_fenced_and_answered_on_its_own,

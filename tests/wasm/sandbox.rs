@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use flowfabric::model::{FailureClass, PublicState};
+use flowfabric_tests::{on_both_backends, Store};
 
 use crate::{config, text, Env};
 
@@ -270,3 +271,44 @@ async fn a_tenants_ceilings_tighten_the_workers_sandbox() {
     }
     pool.shutdown().await;
 }
+
+/// Progress is written a few times a second at most, by a writer of the
+/// attempt's own: a report made early in a long run shows while the run
+/// goes on, and the last report of a run comes with its completion.
+async fn progress_shows_during_a_run_and_the_last_report_with_its_end(store: Store) {
+    let env = Env::on(store).await;
+    let pool = env.pool(config(1));
+    let id = env.submit("testkit", "progress-sleep:3000", 0).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let running = loop {
+        let ex = env.db.engine.get(env.tenant, id).await.expect("get");
+        if ex.progress_percent.is_some() || ex.state.is_terminal() {
+            break ex;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no progress shown");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(running.state, PublicState::Active, "shown while it runs");
+    assert_eq!(
+        (
+            running.progress_percent,
+            running.progress_message.as_deref()
+        ),
+        (Some(10), Some("started"))
+    );
+    let done = env.wait_terminal(id).await;
+    assert_eq!(
+        done.state,
+        PublicState::Completed,
+        "{:?}",
+        done.last_failure
+    );
+    assert_eq!(
+        (done.progress_percent, done.progress_message.as_deref()),
+        (Some(90), Some("finishing")),
+        "the last report, written with the result"
+    );
+    pool.shutdown().await;
+}
+
+on_both_backends!(progress_shows_during_a_run_and_the_last_report_with_its_end);

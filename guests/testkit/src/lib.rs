@@ -38,6 +38,7 @@
 //! | `http-auth:NAME:URL` | GET with `authorization: Bearer <config NAME>`; returns `status=S` or `error=CODE` |
 //! | `order:JSON` | prices an order (`{"order":ID,"items":[{"qty":Q,"price_cents":P},…]}`): progress, a `total` frame, progress; returns `order=ID items=N total_cents=T` |
 //! | `say:TEXT` | one `say` frame holding TEXT; returns TEXT |
+//! | `progress-sleep:MS` | reports progress 10 (`started`), sleeps MS ms, reports 90 (`finishing`); returns `slept` |
 //! | `drip:N:MS` | N `drip` frames (`drop I`), sleeping MS after each; returns `dripped=N` |
 //! | `config:NAME` | returns the value of NAME, or `absent` |
 //! | `config-names` | returns the names it may read, comma-separated |
@@ -273,6 +274,15 @@ impl Task for Testkit {
                 }
                 flowfabric_guest::progress(100, "done")?;
                 Ok(format!("frames={n}").into_bytes())
+            }
+            "progress-sleep" => {
+                let ms: u64 = arg
+                    .parse()
+                    .map_err(|_| TaskError::permanent("progress-sleep needs milliseconds"))?;
+                flowfabric_guest::progress(10, "started")?;
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                flowfabric_guest::progress(90, "finishing")?;
+                Ok(b"slept".to_vec())
             }
             "say" => {
                 flowfabric_guest::frame("say", arg.as_bytes())?;

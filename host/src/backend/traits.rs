@@ -22,7 +22,7 @@ use chrono::{DateTime, Utc};
 use super::params::{FrameBatch, NewApiKey, NewComponent, NewFrame};
 use crate::error::Result;
 use crate::model::{
-    ApiKey, ApiKeyId, AttemptRef, ClaimRequest, ClaimedExecution, CompletionEvent,
+    ApiKey, ApiKeyId, AttemptRef, ClaimRequest, ClaimedExecution, Completion, CompletionEvent,
     ComponentVersion, Created, EventBatch, EventCursor, Execution, ExecutionFilter, ExecutionId,
     ExecutionOrigin, ExecutionState, FailOutcome, Failure, Frame, LaneCounts, LeaseEvent,
     LeaseHandle, NewExecution, Page, Replay, ReplayOutcome, SignalEvent, StoredApiKey,
@@ -165,18 +165,19 @@ pub trait Leases: Send + Sync {
     /// Extend a held lease; returns the new expiry. Never bumps the epoch.
     async fn renew(&self, lease: &LeaseHandle, ttl: Duration) -> Result<DateTime<Utc>>;
 
-    /// Finish successfully. Idempotent for the handle that completed it.
-    async fn complete(&self, lease: &LeaseHandle, result: &[u8]) -> Result<()>;
+    /// Finish successfully, writing the progress the completion carries
+    /// in the same write. Idempotent for the handle that completed it.
+    async fn complete(&self, completion: &Completion<'_>) -> Result<()>;
 
     /// Complete several executions, each under its own lease; the result for
     /// each is what [`Leases::complete`] would return for it. Workers gather
     /// the completions that arrive while a write is in flight into one call, so
     /// the per-statement cost is paid once per batch. An `Err` means nothing was
     /// written. The default completes them one at a time.
-    async fn complete_many(&self, completions: &[(LeaseHandle, &[u8])]) -> Result<Vec<Result<()>>> {
+    async fn complete_many(&self, completions: &[Completion<'_>]) -> Result<Vec<Result<()>>> {
         let mut results = Vec::with_capacity(completions.len());
-        for (lease, result) in completions {
-            results.push(self.complete(lease, result).await);
+        for completion in completions {
+            results.push(self.complete(completion).await);
         }
         Ok(results)
     }
@@ -203,8 +204,8 @@ storage_methods! { $ implement_leases: impl Leases in leases {
     own {
         claim(request: &ClaimRequest) -> Vec<ClaimedExecution>;
         renew(lease: &LeaseHandle, ttl: std::time::Duration) -> DateTime<Utc>;
-        complete(lease: &LeaseHandle, result: &[u8]) -> ();
-        complete_many(completions: &[(LeaseHandle, &[u8])]) -> Vec<crate::error::Result<()>>;
+        complete(completion: &Completion<'_>) -> ();
+        complete_many(completions: &[Completion<'_>]) -> Vec<crate::error::Result<()>>;
         fail(lease: &LeaseHandle, failure: &Failure) -> FailOutcome;
         cancel_by_worker(lease: &LeaseHandle, reason: &str) -> ();
         revoke_lease(tenant: TenantId, id: ExecutionId) -> i32;

@@ -50,8 +50,8 @@ pub use waitpoint_keys::{
 use crate::backend::Backend;
 use crate::error::{EngineError, Result};
 use crate::model::{
-    ClaimRequest, ClaimedExecution, Created, Execution, ExecutionFilter, ExecutionId, FailOutcome,
-    Failure, LeaseHandle, NewExecution, TenantId,
+    ClaimRequest, ClaimedExecution, Completion, Created, Execution, ExecutionFilter, ExecutionId,
+    FailOutcome, Failure, LeaseHandle, NewExecution, Progress, TenantId,
 };
 
 /// Size and shape limits applied to every request.
@@ -360,8 +360,15 @@ impl Engine {
     }
 
     pub async fn complete(&self, lease: &LeaseHandle, result: &[u8]) -> Result<()> {
-        self.check_result(result)?;
-        self.backend.complete(lease, result).await
+        self.complete_with(&Completion::new(lease, result)).await
+    }
+
+    /// Complete an execution, writing the progress its attempt reported
+    /// last in the same write (clamped and clipped as
+    /// [`Engine::set_progress`] does).
+    pub async fn complete_with(&self, completion: &Completion<'_>) -> Result<()> {
+        self.check_result(completion.result)?;
+        self.backend.complete(&within_limits(completion)).await
     }
 
     /// Complete several executions in one write; one result per completion, in
@@ -370,15 +377,27 @@ impl Engine {
         &self,
         completions: &[(LeaseHandle, &[u8])],
     ) -> Result<Vec<Result<()>>> {
+        let completions: Vec<Completion<'_>> = completions
+            .iter()
+            .map(|(lease, result)| Completion::new(lease, result))
+            .collect();
+        self.complete_many_with(&completions).await
+    }
+
+    /// [`Engine::complete_many`], each completion with the progress it carries.
+    pub async fn complete_many_with(
+        &self,
+        completions: &[Completion<'_>],
+    ) -> Result<Vec<Result<()>>> {
         let mut results: Vec<Option<Result<()>>> = completions
             .iter()
-            .map(|(_, result)| self.check_result(result).err().map(Err))
+            .map(|c| self.check_result(c.result).err().map(Err))
             .collect();
-        let valid: Vec<(LeaseHandle, &[u8])> = completions
+        let valid: Vec<Completion<'_>> = completions
             .iter()
             .zip(&results)
             .filter(|(_, refused)| refused.is_none())
-            .map(|((lease, result), _)| (lease.clone(), *result))
+            .map(|(c, _)| within_limits(c))
             .collect();
         let mut written = if valid.is_empty() {
             Vec::new()
@@ -570,6 +589,18 @@ fn truncate_utf8(s: &mut String, max: usize) {
             .find(|&i| s.is_char_boundary(i))
             .unwrap_or(0);
         s.truncate(cut);
+    }
+}
+
+/// A completion with its progress as storage keeps it: at most 100 %, the
+/// message clipped.
+fn within_limits<'a>(completion: &Completion<'a>) -> Completion<'a> {
+    Completion {
+        progress: completion.progress.map(|p| Progress {
+            percent: p.percent.min(100),
+            message: clipped(p.message),
+        }),
+        ..*completion
     }
 }
 

@@ -265,6 +265,35 @@ pub struct LeaseHandle {
     pub lease_epoch: i64,
 }
 
+/// Progress an attempt reported: a percentage (0 to 100) and a short message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress<'a> {
+    pub percent: u8,
+    pub message: &'a str,
+}
+
+/// A successful attempt's end: its result and, when the attempt reported
+/// progress that is not written yet, that progress. The host writes
+/// progress a few times a second at most, so what a short run reported
+/// last is written with its result, in the same write.
+#[derive(Debug, Clone, Copy)]
+pub struct Completion<'a> {
+    pub lease: &'a LeaseHandle,
+    pub result: &'a [u8],
+    pub progress: Option<Progress<'a>>,
+}
+
+impl<'a> Completion<'a> {
+    /// The end of an attempt that has no progress left to write.
+    pub fn new(lease: &'a LeaseHandle, result: &'a [u8]) -> Self {
+        Self {
+            lease,
+            result,
+            progress: None,
+        }
+    }
+}
+
 /// Who is claiming, what it can run, and how much.
 #[derive(Debug, Clone)]
 pub struct ClaimRequest {

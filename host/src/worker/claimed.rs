@@ -2,11 +2,12 @@
 //! every call fenced by the lease this attempt holds.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Instant;
 
 use async_trait::async_trait;
 
+use super::progress;
 use super::steps::StepCursor;
 use crate::engine::{Engine, MAX_FRAMES_PER_BATCH};
 use crate::error::EngineError;
@@ -19,9 +20,6 @@ use crate::runtime::{
     HostReply, LogLevel, Release, ResumeCondition, Signal, StepStart, StoredFrame, TaskImports,
     TaskInfo, TimeoutBehavior, UsageResult, Waitpoint,
 };
-
-/// Progress is written at most this often; the newest value in between wins.
-const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Frames one `read-frames` call returns at most.
 const MAX_FRAMES_READ: u32 = 100;
@@ -42,7 +40,10 @@ pub(super) struct ClaimedTask {
     frames: AtomicU32,
     /// `spawn-child` calls so far in this run, for default child keys.
     spawned: AtomicU32,
-    progress: Mutex<Progress>,
+    /// Progress reported and not yet written, and its writer.
+    pub(super) progress: progress::Reports,
+    /// This task, for the progress writer (which must not keep it alive).
+    me: Weak<ClaimedTask>,
     /// What resumed this attempt (set before the run, when it is a resume).
     resume_signals: Mutex<Vec<Signal>>,
     /// The execution's journal, read at this run's first step.
@@ -50,15 +51,10 @@ pub(super) struct ClaimedTask {
     pub(super) steps: Mutex<StepCursor>,
 }
 
-#[derive(Default)]
-struct Progress {
-    last_write: Option<Instant>,
-    pending: Option<(u8, String)>,
-}
-
 impl ClaimedTask {
-    pub(super) fn new(engine: Engine, claimed: ClaimedExecution, cancel: CancelFlag) -> Self {
-        Self {
+    /// A claimed execution's task; call on the host's runtime.
+    pub(super) fn new(engine: Engine, claimed: ClaimedExecution, cancel: CancelFlag) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
             engine,
             claimed,
             cancel,
@@ -67,11 +63,12 @@ impl ClaimedTask {
             renewal_failures: AtomicU32::new(0),
             frames: AtomicU32::new(0),
             spawned: AtomicU32::new(0),
-            progress: Mutex::new(Progress::default()),
+            progress: progress::Reports::new(),
+            me: me.clone(),
             resume_signals: Mutex::new(Vec::new()),
             journal: tokio::sync::OnceCell::new(),
             steps: Mutex::new(StepCursor::default()),
-        }
+        })
     }
 
     /// Load the signals that resumed this attempt, if it is a resume.
@@ -214,10 +211,10 @@ impl ClaimedTask {
         HostReply::Released(release)
     }
 
-    /// Write progress held back by the throttle, if any.
+    /// Write progress held back by the throttle, if any: the run is
+    /// ending other than by completing.
     pub(super) async fn flush_progress(&self) {
-        let pending = self.progress.lock().expect("progress lock").pending.take();
-        if let Some((percent, message)) = pending {
+        if let Some((percent, message)) = self.progress.take() {
             if !self.is_lease_lost() {
                 let _ = self
                     .engine
@@ -255,21 +252,8 @@ impl TaskImports for ClaimedTask {
         if self.is_lease_lost() {
             return Err(HostError::LeaseLost);
         }
-        {
-            let mut p = self.progress.lock().expect("progress lock");
-            if p.last_write
-                .is_some_and(|t| t.elapsed() < PROGRESS_INTERVAL)
-            {
-                p.pending = Some((percent, message));
-                return Ok(());
-            }
-            p.last_write = Some(Instant::now());
-            p.pending = None;
-        }
-        self.engine
-            .set_progress(self.lease(), percent, &message)
-            .await
-            .map_err(|e| self.host_error(e))
+        self.progress.report(&self.me, percent, message);
+        Ok(())
     }
 
     async fn append_frame(

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot, Mutex, OwnedSemaphorePermit, Semaphore};
 
 use crate::engine::Engine;
 use crate::error::Result;
-use crate::model::LeaseHandle;
+use crate::model::{Completion, LeaseHandle, Progress};
 
 /// Most completions written in one statement, and about the most result
 /// bytes (a batch stops growing once it holds this many): large results go
@@ -39,7 +39,22 @@ const MAX_QUEUED_KIB: u32 = 64 << 10;
 struct Pending {
     lease: LeaseHandle,
     result: Vec<u8>,
+    /// The progress the completion carries (percent, message).
+    progress: Option<(u8, String)>,
     reply: oneshot::Sender<Result<()>>,
+}
+
+impl Pending {
+    fn completion(&self) -> Completion<'_> {
+        Completion {
+            lease: &self.lease,
+            result: &self.result,
+            progress: self.progress.as_ref().map(|(percent, message)| Progress {
+                percent: *percent,
+                message,
+            }),
+        }
+    }
 }
 
 /// A completion handed over: its answer, once written.
@@ -105,14 +120,17 @@ impl Completer {
         }
     }
 
-    /// Queue the completion of the lease's execution with `result`, once
-    /// there is room; [`Completer::written`] then waits for its answer.
-    pub(super) async fn queue(&self, lease: &LeaseHandle, result: &[u8]) -> Queued {
-        let room = self.bounds.admit(result.len()).await;
+    /// Queue the completion, once there is room; [`Completer::written`]
+    /// then waits for its answer.
+    pub(super) async fn queue(&self, completion: &Completion<'_>) -> Queued {
+        let room = self.bounds.admit(completion.result.len()).await;
         let (reply, answer) = oneshot::channel();
         let _ = self.queue.send(Pending {
-            lease: lease.clone(),
-            result: result.to_vec(),
+            lease: completion.lease.clone(),
+            result: completion.result.to_vec(),
+            progress: completion
+                .progress
+                .map(|p| (p.percent, p.message.to_owned())),
             reply,
         });
         Queued {
@@ -121,17 +139,13 @@ impl Completer {
         }
     }
 
-    /// What [`Engine::complete`] would have returned for a queued completion.
-    pub(super) async fn written(
-        &self,
-        queued: Queued,
-        lease: &LeaseHandle,
-        result: &[u8],
-    ) -> Result<()> {
+    /// What [`Engine::complete_with`] would have returned for a queued
+    /// completion.
+    pub(super) async fn written(&self, queued: Queued, completion: &Completion<'_>) -> Result<()> {
         match queued.answer.await {
             Ok(written) => written,
             // The flush tasks are gone (a panic in one): write it directly.
-            Err(_) => self.engine.complete(lease, result).await,
+            Err(_) => self.engine.complete_with(completion).await,
         }
     }
 }
@@ -170,11 +184,8 @@ async fn next_batch(receiver: &Mutex<mpsc::UnboundedReceiver<Pending>>) -> Optio
 async fn write(engine: &Engine, batch: Vec<Pending>) {
     metrics::histogram!("flowfabric_completion_batch_size").record(batch.len() as f64);
     let written = {
-        let completions: Vec<(LeaseHandle, &[u8])> = batch
-            .iter()
-            .map(|p| (p.lease.clone(), p.result.as_slice()))
-            .collect();
-        engine.complete_many(&completions).await
+        let completions: Vec<Completion<'_>> = batch.iter().map(Pending::completion).collect();
+        engine.complete_many_with(&completions).await
     };
     match written {
         Ok(results) => {
@@ -189,7 +200,7 @@ async fn write(engine: &Engine, batch: Vec<Pending>) {
                 "batched completion failed; writing one at a time"
             );
             for pending in batch {
-                let result = engine.complete(&pending.lease, &pending.result).await;
+                let result = engine.complete_with(&pending.completion()).await;
                 let _ = pending.reply.send(result);
             }
         }
@@ -211,6 +222,7 @@ mod tests {
                 lease_epoch: 1,
             },
             result: vec![0; result_bytes],
+            progress: None,
             reply: oneshot::channel().0,
         }
     }

@@ -397,11 +397,7 @@ fn start_claim(shared: &Shared, instance: &str, want: usize, full: Vec<TenantId>
 /// A claimed execution, known to revocations from its claim on.
 fn track(shared: &Shared, claimed: ClaimedExecution) -> Arc<ClaimedTask> {
     let id = claimed.lease.execution_id;
-    let task = Arc::new(ClaimedTask::new(
-        shared.engine.clone(),
-        claimed,
-        CancelFlag::default(),
-    ));
+    let task = ClaimedTask::new(shared.engine.clone(), claimed, CancelFlag::default());
     shared
         .running
         .lock()

@@ -18,6 +18,7 @@
 mod claimed;
 mod complete;
 mod feed;
+mod progress;
 mod resolve;
 mod run;
 mod share;

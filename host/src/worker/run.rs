@@ -14,7 +14,9 @@ use super::share::Slot;
 use super::WorkerConfig;
 use crate::engine::Engine;
 use crate::error::EngineError;
-use crate::model::{AttemptCapabilities, ClaimedExecution, Failure, FailureClass, TenantId};
+use crate::model::{
+    AttemptCapabilities, ClaimedExecution, Completion, Failure, FailureClass, Progress, TenantId,
+};
 use crate::runtime::{
     AbortOnDrop, Guest, HttpLog, Prepared, RunResult, Runtime, SandboxLimits, TaskImports,
 };
@@ -108,11 +110,19 @@ impl Job {
             Err(failure) => RunResult::Failed(failure),
         };
         drop(renewer);
-        task.flush_progress().await;
+        // A completion carries the progress left to write; any other end
+        // writes it first.
+        let progress = match &outcome {
+            RunResult::Completed(_) => task.progress.take(),
+            _ => {
+                task.flush_progress().await;
+                None
+            }
+        };
         // How long the slot was busy, not the guest alone: what sets how
         // fast the slots get through what is claimed ahead.
         pace.record(started.elapsed());
-        finish(&engine, &completer, &task, outcome, slot).await;
+        finish(&engine, &completer, &task, outcome, progress, slot).await;
     }
 }
 
@@ -315,6 +325,7 @@ async fn finish(
     completer: &Completer,
     task: &ClaimedTask,
     result: RunResult,
+    progress: Option<(u8, String)>,
     slot: Slot,
 ) {
     let lease = task.lease();
@@ -335,19 +346,33 @@ async fn finish(
             .increment(1);
         return;
     }
+    let progress = progress.as_ref().map(|(percent, message)| Progress {
+        percent: *percent,
+        message,
+    });
     for attempt in 1..=FINISH_ATTEMPTS {
         let written = match &result {
             RunResult::Completed(output) if attempt == 1 => {
-                let queued = completer.queue(lease, output).await;
+                let completion = Completion {
+                    lease,
+                    result: output,
+                    progress,
+                };
+                let queued = completer.queue(&completion).await;
                 drop(slot.take());
                 completer
-                    .written(queued, lease, output)
+                    .written(queued, &completion)
                     .await
                     .map(|()| "completed")
             }
-            RunResult::Completed(output) => {
-                engine.complete(lease, output).await.map(|()| "completed")
-            }
+            RunResult::Completed(output) => engine
+                .complete_with(&Completion {
+                    lease,
+                    result: output,
+                    progress,
+                })
+                .await
+                .map(|()| "completed"),
             RunResult::Failed(failure) => {
                 engine.fail(lease, failure.clone()).await.map(|_| "failed")
             }

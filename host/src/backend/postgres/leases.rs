@@ -22,7 +22,8 @@ use crate::backend::Fetch;
 use crate::backend::{stale_lease, LeaseMiss, NOT_HELD};
 use crate::error::{EngineError, Result};
 use crate::model::{
-    AttemptState, ExecutionPolicy, FailOutcome, Failure, LeaseHandle, PublicState, RetryDecision,
+    AttemptState, Completion, ExecutionPolicy, FailOutcome, Failure, LeaseHandle, Progress,
+    PublicState, RetryDecision,
 };
 use crate::model::{ClaimRequest, ClaimedExecution, ExecutionId, FailureClass, TenantId};
 
@@ -57,18 +58,15 @@ async fn renew(db: &PgBackend, lease: &LeaseHandle, ttl: Duration) -> Result<Dat
 /// explained afterwards one by one, exactly as a single `complete` would be:
 /// a replay by the handle that completed it is `Ok`, anything else its error.
 #[tracing::instrument(skip_all, fields(count = completions.len()))]
-async fn complete_many(
-    db: &PgBackend,
-    completions: &[(LeaseHandle, &[u8])],
-) -> Result<Vec<Result<()>>> {
+async fn complete_many(db: &PgBackend, completions: &[Completion<'_>]) -> Result<Vec<Result<()>>> {
     let pool = &db.pool;
     const OP: &str = "complete many";
-    if let [(lease, result)] = completions {
+    if let [completion] = completions {
         // The single-row statement plans faster than the batch's join.
-        return Ok(vec![complete(db, lease, result).await]);
+        return Ok(vec![complete(db, completion).await]);
     }
     let column = |field: fn(&LeaseHandle) -> uuid::Uuid| -> Vec<uuid::Uuid> {
-        completions.iter().map(|(l, _)| field(l)).collect()
+        completions.iter().map(|c| field(c.lease)).collect()
     };
     let bound = Args::new()
         .push(column(|l| l.tenant_id.as_uuid()))
@@ -76,17 +74,29 @@ async fn complete_many(
         .push(
             completions
                 .iter()
-                .map(|(l, _)| l.attempt_index)
+                .map(|c| c.lease.attempt_index)
                 .collect::<Vec<_>>(),
         )
         .push(column(|l| l.lease_id))
         .push(
             completions
                 .iter()
-                .map(|(l, _)| l.lease_epoch)
+                .map(|c| c.lease.lease_epoch)
                 .collect::<Vec<_>>(),
         )
-        .push(completions.iter().map(|(_, r)| *r).collect::<Vec<_>>())
+        .push(completions.iter().map(|c| c.result).collect::<Vec<_>>())
+        .push(
+            completions
+                .iter()
+                .map(|c| c.progress.map(|p| i16::from(p.percent)))
+                .collect::<Vec<_>>(),
+        )
+        .push(
+            completions
+                .iter()
+                .map(|c| c.progress.map(|p| p.message))
+                .collect::<Vec<_>>(),
+        )
         .done(OP)?;
     // One statement: atomic on its own, without a BEGIN and COMMIT round trip.
     let rows = sqlx::query_with(&COMPLETE_MANY_SQL, bound)
@@ -98,7 +108,8 @@ async fn complete_many(
         .collect::<Result<HashSet<(TenantId, ExecutionId)>>>()?;
     // The batch is written: from here on an error belongs to one completion.
     let mut results = Vec::with_capacity(completions.len());
-    for (lease, _) in completions {
+    for c in completions {
+        let lease = c.lease;
         results.push(if moved.contains(&(lease.tenant_id, lease.execution_id)) {
             Ok(())
         } else {
@@ -221,6 +232,8 @@ struct Transition {
 #[derive(Default)]
 struct TransitionArgs<'a> {
     result: Option<&'a [u8]>,
+    /// Progress a completion carries (`$12`, `$13`).
+    progress: Option<Progress<'a>>,
     reason: Option<&'a str>,
     eligible_at: Option<DateTime<Utc>>,
     failure: Option<&'a Failure>,
@@ -275,6 +288,8 @@ FROM moved m
         .push(failure)
         .push(attempt_state_str(t.attempt_state))
         .push(args.delay_ms)
+        .push(args.progress.map(|p| i16::from(p.percent)))
+        .push(args.progress.map(|p| p.message))
         .done(t.op)?;
     let row = sqlx::query_with(&sql, bound).optional(conn, t.op).await?;
     row.map(|r| {
@@ -313,9 +328,28 @@ macro_rules! completed {
     };
 }
 
+/// A completion's progress, when it carries one (`percent`, `message`: its
+/// parameters), replaces what the row holds.
+macro_rules! progress_carried {
+    ($percent:literal, $message:literal) => {
+        concat!(
+            "progress_percent = coalesce(",
+            $percent,
+            "::int2, progress_percent), ",
+            "progress_message = coalesce(",
+            $message,
+            "::text, progress_message)"
+        )
+    };
+}
+
 const COMPLETE: Transition = Transition {
     op: "complete",
-    set: concat!(completed!(), ", result = $6"),
+    set: concat!(
+        completed!(),
+        ", result = $6, ",
+        progress_carried!("$12", "$13")
+    ),
     attempt_state: AttemptState::Succeeded,
 };
 
@@ -383,27 +417,32 @@ async fn replayed_or_rejected(
     }
 }
 
-#[tracing::instrument(skip_all, fields(execution = %lease.execution_id, attempt = lease.attempt_index))]
-pub(super) async fn complete(db: &PgBackend, lease: &LeaseHandle, result: &[u8]) -> Result<()> {
+#[tracing::instrument(skip_all, fields(execution = %completion.lease.execution_id, attempt = completion.lease.attempt_index))]
+pub(super) async fn complete(db: &PgBackend, completion: &Completion<'_>) -> Result<()> {
     let pool = &db.pool;
     let args = TransitionArgs {
-        result: Some(result),
+        result: Some(completion.result),
+        progress: completion.progress,
         ..Default::default()
     };
-    simple_transition(pool, lease, &COMPLETE, args).await
+    simple_transition(pool, completion.lease, &COMPLETE, args).await
 }
 
-/// The batch completion (`$1`–`$6`: arrays of tenant, execution, attempt
-/// index, lease id, lease epoch and result), built once.
+/// The batch completion (`$1`–`$8`: arrays of tenant, execution, attempt
+/// index, lease id, lease epoch, result, and the progress each carries, or
+/// NULL), built once.
 static COMPLETE_MANY_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         r#"
 WITH input AS (
-    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int4[], $4::uuid[], $5::int8[], $6::bytea[])
-        AS i(tenant_id, execution_id, attempt_index, lease_id, lease_epoch, result)
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int4[], $4::uuid[], $5::int8[], $6::bytea[],
+                         $7::int2[], $8::text[])
+        AS i(tenant_id, execution_id, attempt_index, lease_id, lease_epoch, result,
+             progress_percent, progress_message)
 ),
 locked AS (
-    SELECT e.tenant_id, e.execution_id, i.result
+    SELECT e.tenant_id, e.execution_id, i.result,
+           i.progress_percent AS carried_percent, i.progress_message AS carried_message
     FROM input i
     JOIN executions e ON e.tenant_id = i.tenant_id AND e.execution_id = i.execution_id
         AND e.attempt_index = i.attempt_index AND e.lease_id = i.lease_id
@@ -412,7 +451,8 @@ locked AS (
     FOR UPDATE OF e
 ),
 moved AS (
-    UPDATE executions e SET {completed}, result = l.result, {LEASE_RELEASED}
+    UPDATE executions e SET {completed}, result = l.result, {LEASE_RELEASED},
+        {progress}
     FROM locked l
     WHERE e.tenant_id = l.tenant_id AND e.execution_id = l.execution_id
     RETURNING e.tenant_id, e.execution_id, e.attempt_index, e.lifecycle_phase, e.terminal_outcome
@@ -428,6 +468,7 @@ SELECT m.tenant_id, m.execution_id, (SELECT count(*) FROM event_notify) AS notif
 FROM moved m
 "#,
         completed = completed!(),
+        progress = progress_carried!("l.carried_percent", "l.carried_message"),
         outbox = completion_outbox("moved", "terminal_outcome", "true"),
     )
 });

@@ -26,7 +26,8 @@ use crate::error::{EngineError, Result};
 use crate::model::TerminalOutcome;
 use crate::model::{AttemptPhase, LifecyclePhase, Ownership};
 use crate::model::{
-    AttemptState, FailOutcome, Failure, LeaseHandle, PublicState, RetryDecision, TenantId,
+    AttemptState, Completion, FailOutcome, Failure, LeaseHandle, PublicState, RetryDecision,
+    TenantId,
 };
 use crate::model::{ExecutionId, FailureClass};
 
@@ -45,9 +46,9 @@ async fn renew(db: &SqliteBackend, lease: &LeaseHandle, ttl: Duration) -> Result
     .await
 }
 
-async fn complete(db: &SqliteBackend, lease: &LeaseHandle, result: &[u8]) -> Result<()> {
+async fn complete(db: &SqliteBackend, completion: &Completion<'_>) -> Result<()> {
     db.write("complete", async |conn, effects| {
-        complete_in(conn, lease, result, effects).await
+        complete_in(conn, completion, effects).await
     })
     .await
 }
@@ -61,7 +62,7 @@ async fn complete(db: &SqliteBackend, lease: &LeaseHandle, result: &[u8]) -> Res
 /// ([`Batch`]) and one commit.
 async fn complete_many(
     db: &SqliteBackend,
-    completions: &[(LeaseHandle, &[u8])],
+    completions: &[Completion<'_>],
 ) -> Result<Vec<Result<()>>> {
     db.write("complete many", async |conn, effects| {
         let now = now();
@@ -71,10 +72,11 @@ async fn complete_many(
         let mut results = Vec::with_capacity(completions.len());
         let keys = completions
             .iter()
-            .map(|(l, _)| (l.tenant_id, l.execution_id));
+            .map(|c| (c.lease.tenant_id, c.lease.execution_id));
         let mut rows = Exec::load_many(conn, keys).await?;
         let mut ended = Batch::new();
-        for (lease, result) in completions {
+        for completion in completions {
+            let lease = completion.lease;
             let key = (lease.tenant_id, lease.execution_id);
             // A row read above that the lease still holds; any other (not
             // held, or completed earlier in this batch) is read again,
@@ -90,7 +92,7 @@ async fn complete_many(
             match row {
                 Ok(Some(mut row)) => {
                     let before = row.lease_before();
-                    end_with_success(&mut row, result, now);
+                    end_with_success(&mut row, completion, now);
                     ended.push(row, Some(before), ());
                     results.push(Ok(()));
                 }
@@ -252,12 +254,11 @@ async fn held_or_replayed(
 
 async fn complete_in(
     conn: &mut SqliteConnection,
-    lease: &LeaseHandle,
-    result: &[u8],
+    completion: &Completion<'_>,
     effects: &mut Effects,
 ) -> Result<()> {
-    match held_or_replayed(conn, lease, AttemptState::Succeeded).await? {
-        Some(row) => succeed(conn, row, result, effects).await,
+    match held_or_replayed(conn, completion.lease, AttemptState::Succeeded).await? {
+        Some(row) => succeed(conn, row, completion, effects).await,
         None => Ok(()),
     }
 }
@@ -266,12 +267,12 @@ async fn complete_in(
 async fn succeed(
     conn: &mut SqliteConnection,
     mut row: Exec,
-    result: &[u8],
+    completion: &Completion<'_>,
     effects: &mut Effects,
 ) -> Result<()> {
     let now = now();
     let before = row.lease_before();
-    end_with_success(&mut row, result, now);
+    end_with_success(&mut row, completion, now);
     row.save_and(conn, Some(before), effects, |row, w, effects| {
         write_success(w, row, now, effects);
     })
@@ -279,9 +280,13 @@ async fn succeed(
 }
 
 /// A held row ended with its result, in memory.
-fn end_with_success(row: &mut Exec, result: &[u8], now: Millis) {
+fn end_with_success(row: &mut Exec, completion: &Completion<'_>, now: Millis) {
     row.make_terminal(TerminalOutcome::Success, now);
-    row.result = Some(result.to_vec());
+    row.result = Some(completion.result.to_vec());
+    if let Some(progress) = completion.progress {
+        row.progress_percent = Some(i16::from(progress.percent));
+        row.progress_message = Some(progress.message.to_owned());
+    }
 }
 
 /// What a success writes beside its row: the attempt's end and the outbox.

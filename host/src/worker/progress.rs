@@ -1,0 +1,149 @@
+//! Progress a guest reports, written a few times a second at most.
+//!
+//! A guest may report progress as often as it likes (the import promises
+//! it is cheap), but each write is a fenced update of the execution's row,
+//! which costs the database more than a short run costs the worker. So a
+//! report is kept, not written: a writer task writes the newest one once
+//! [`INTERVAL`] has passed since the attempt's last write (or, for the
+//! first, since the report), and reports that arrive meanwhile replace it.
+//! What a run reported last and is still unwritten when it ends goes with
+//! its end: a completion carries it into the same statement
+//! ([`crate::model::Completion`]), and any other end writes it first. A run
+//! shorter than the interval that reports progress then costs no write of
+//! its own for it.
+
+use std::sync::{Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use super::claimed::ClaimedTask;
+use crate::runtime::AbortOnDrop;
+
+/// Progress is written at most this often; the newest value in between wins.
+pub(super) const INTERVAL: Duration = Duration::from_millis(250);
+
+/// The newest report of an attempt and its writer.
+pub(super) struct Reports {
+    state: Mutex<State>,
+    /// The host's runtime, where the writer runs (reports may come from a
+    /// guest thread's runtime).
+    host: tokio::runtime::Handle,
+}
+
+#[derive(Default)]
+struct State {
+    /// The newest report not yet written.
+    pending: Option<(u8, String)>,
+    /// Reports so far: a write clears `pending` only if none came since it
+    /// read it.
+    reported: u64,
+    last_write: Option<Instant>,
+    /// The writer, while one is armed (it disarms itself when nothing is
+    /// left to write).
+    writer: Option<AbortOnDrop<()>>,
+    armed: bool,
+}
+
+impl Reports {
+    /// Reports of an attempt; call on the host's runtime.
+    pub(super) fn new() -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            host: tokio::runtime::Handle::current(),
+        }
+    }
+
+    /// Keep `report` as the newest, and arm a writer for it if none is armed.
+    pub(super) fn report(&self, owner: &Weak<ClaimedTask>, percent: u8, message: String) {
+        let mut state = self.state.lock().expect("progress lock");
+        state.pending = Some((percent, message));
+        state.reported += 1;
+        if !state.armed {
+            let due = state.last_write.unwrap_or_else(Instant::now) + INTERVAL;
+            state.armed = true;
+            state.writer = Some(AbortOnDrop(
+                self.host.spawn(write_when_due(owner.clone(), due)),
+            ));
+        }
+    }
+
+    /// Stop the writer and take what it has not written: the run is over.
+    /// A write in flight is dropped; what it was writing is still pending,
+    /// and so is returned.
+    pub(super) fn take(&self) -> Option<(u8, String)> {
+        let mut state = self.state.lock().expect("progress lock");
+        state.writer = None;
+        state.armed = false;
+        state.pending.take()
+    }
+
+    /// The newest report, if it is unwritten, with how many reports came
+    /// before it; or, with nothing left to write, disarm.
+    fn next(&self) -> Option<((u8, String), u64)> {
+        let mut state = self.state.lock().expect("progress lock");
+        match &state.pending {
+            Some(report) => Some((report.clone(), state.reported)),
+            None => {
+                state.armed = false;
+                None
+            }
+        }
+    }
+
+    /// A write of the report counted `seen` went through: it is done unless
+    /// a newer one came meanwhile. When the next is due, if one is left.
+    fn written(&self, seen: u64) -> Option<Instant> {
+        let mut state = self.state.lock().expect("progress lock");
+        let now = Instant::now();
+        state.last_write = Some(now);
+        if state.reported == seen {
+            state.pending = None;
+        }
+        match state.pending {
+            Some(_) => Some(now + INTERVAL),
+            None => {
+                state.armed = false;
+                None
+            }
+        }
+    }
+
+    fn disarm(&self) {
+        self.state.lock().expect("progress lock").armed = false;
+    }
+}
+
+/// Write the attempt's newest report once it is due, and again every
+/// [`INTERVAL`] while new ones come; stop when nothing is left, the run is
+/// gone or its lease is.
+async fn write_when_due(owner: Weak<ClaimedTask>, mut due: Instant) {
+    loop {
+        tokio::time::sleep_until(due.into()).await;
+        let Some(task) = owner.upgrade() else {
+            return;
+        };
+        let Some(((percent, message), seen)) = task.progress.next() else {
+            return;
+        };
+        if task.is_lease_lost() {
+            task.progress.disarm();
+            return;
+        }
+        match task
+            .engine
+            .set_progress(task.lease(), percent, &message)
+            .await
+        {
+            Ok(()) => match task.progress.written(seen) {
+                Some(next) => due = next,
+                None => return,
+            },
+            Err(e) => {
+                tracing::debug!(error = %e, "progress not written");
+                // The lease is gone: the guest hears it at its next call.
+                let _ = task.host_error(e);
+                task.progress.disarm();
+                return;
+            }
+        }
+    }
+}
