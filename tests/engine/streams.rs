@@ -254,3 +254,54 @@ async fn a_frame_racing_a_revoke_waits_for_it_and_is_refused_on_postgres() {
     let frames = e.read_frames(t, id, 1, 0, 10).await.unwrap();
     assert_eq!(frames.len(), 1, "only the frame from before the revoke");
 }
+
+/// A frame notifies `flowfabric_updates` only for an execution a live
+/// stream follows: every listening process reads each notification in a
+/// transaction of its own, so one nobody follows would cost the server for
+/// nothing. Following it (`Engine::updates`) marks it first, so its next
+/// frame, and a step's, notifies.
+#[tokio::test]
+async fn only_followed_executions_frames_notify_on_postgres() {
+    let (db, t) = crate::setup().await;
+    let e = &db.engine;
+    let id = e.create(t, task("x")).await.unwrap().execution_id;
+    let c = claim_one(e).await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(db.pg())
+        .await
+        .unwrap();
+    listener.listen("flowfabric_updates").await.unwrap();
+    e.append_frame(&c.lease, "out", StreamMode::Durable, b"unfollowed")
+        .await
+        .unwrap();
+    assert_eq!(heard(&mut listener).await, None, "nobody follows it");
+
+    let _updates = e.updates(t, id).await.unwrap();
+    e.append_frame(&c.lease, "out", StreamMode::Durable, b"followed")
+        .await
+        .unwrap();
+    assert_eq!(
+        heard(&mut listener).await,
+        Some(format!("{t}:{id}")),
+        "a follower marked it"
+    );
+    e.append_frames(&c.lease, "out", &[b"a".to_vec(), b"b".to_vec()])
+        .await
+        .unwrap();
+    assert_eq!(heard(&mut listener).await, Some(format!("{t}:{id}")));
+
+    let other = e.create(t, task("y")).await.unwrap().execution_id;
+    let d = claim_one(e).await;
+    assert_eq!(d.lease.execution_id, other);
+    e.append_frame(&d.lease, "out", StreamMode::Durable, b"theirs")
+        .await
+        .unwrap();
+    assert_eq!(heard(&mut listener).await, None, "another, unfollowed");
+}
+
+/// The payload of the next notification within half a second, if any.
+async fn heard(listener: &mut sqlx::postgres::PgListener) -> Option<String> {
+    tokio::time::timeout(std::time::Duration::from_millis(500), listener.recv())
+        .await
+        .ok()
+        .map(|n| n.unwrap().payload().to_owned())
+}

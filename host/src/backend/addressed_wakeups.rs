@@ -67,6 +67,19 @@ impl<K: Eq + Hash> Addressed<K> {
         }
     }
 
+    /// The addresses that have followers now.
+    pub(crate) fn followed_addresses(&self) -> Vec<K>
+    where
+        K: Clone,
+    {
+        let channels = self.channels.lock().expect("wake-up channels");
+        channels
+            .iter()
+            .filter(|(_, sender)| sender.receiver_count() > 0)
+            .map(|(address, _)| address.clone())
+            .collect()
+    }
+
     /// Whether anything has a follower.
     pub(crate) fn followed(&self) -> bool {
         let channels = self.channels.lock().expect("wake-up channels");

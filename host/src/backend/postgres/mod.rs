@@ -75,8 +75,18 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 const WORK_CHANNEL: &str = "flowfabric_work";
 /// Channel that carries the id of an execution whose lease was revoked.
 const REVOKED_CHANNEL: &str = "flowfabric_revoked";
-/// Channel that carries `<tenant>:<execution>` when a frame is appended.
+/// Channel that carries `<tenant>:<execution>` when a frame is appended to
+/// an execution a live stream follows.
 const UPDATES_CHANNEL: &str = "flowfabric_updates";
+
+/// A statement's column that notifies [`UPDATES_CHANNEL`] for the execution
+/// `$1` (tenant) and `$2` (execution) name, if a live stream follows it
+/// (`followed_executions`; `wakeups.rs` keeps those rows); NULL otherwise.
+/// Its value is never read.
+const NOTIFY_FOLLOWERS: &str =
+    "(SELECT pg_notify('flowfabric_updates', $1::text || ':' || $2::text) \
+     FROM followed_executions f \
+     WHERE f.tenant_id = $1 AND f.execution_id = $2 AND f.until > now())";
 /// Channel that says the completion outbox has new events (the payload, the
 /// newest event id, is informational: the dispatcher reads by cursor).
 const COMPLETION_CHANNEL: &str = "flowfabric_completion";

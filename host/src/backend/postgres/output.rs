@@ -7,7 +7,7 @@ use super::counters;
 use super::leases::{rejection, FENCE};
 use super::rows::Args;
 use super::PgBackend;
-use super::UPDATES_CHANNEL;
+use super::NOTIFY_FOLLOWERS;
 use crate::backend::refusals;
 use crate::backend::stored_i64;
 use crate::backend::{Fetch, Run};
@@ -39,7 +39,7 @@ async fn append_frame(db: &PgBackend, lease: &LeaseHandle, frame: NewFrame<'_>) 
                                frame_type, mode, payload) \
                            SELECT $1, $2, $3, frame_seq, $6, $7, $8 FROM seq RETURNING seq) \
               {mode_work} \
-         SELECT seq, pg_notify('{UPDATES_CHANNEL}', $1::text || ':' || $2::text) FROM inserted",
+         SELECT seq, {NOTIFY_FOLLOWERS} FROM inserted",
         fence = counters::fenced(),
         next = counters::next_frame(),
         held = counters::attempt_bytes(),
@@ -89,7 +89,7 @@ async fn append_frames(db: &PgBackend, lease: &LeaseHandle, batch: FrameBatch<'_
                                frame_type, mode, payload) \
                            SELECT $1, $2, $3, s.frame_seq - t.n + b.ord, $6, 'durable', b.payload \
                            FROM seq s, total t, batch b RETURNING seq) \
-         SELECT l.last, pg_notify('{UPDATES_CHANNEL}', $1::text || ':' || $2::text) \
+         SELECT l.last, {NOTIFY_FOLLOWERS} \
          FROM (SELECT max(seq) AS last FROM inserted) l WHERE l.last IS NOT NULL",
         fence = counters::fenced(),
         next = counters::next_frame(),

@@ -16,7 +16,7 @@ use super::counters;
 use super::leases::{rejection, FENCE};
 use super::rows::{col, Args};
 use super::suspension::record_suspension;
-use super::{PgBackend, UPDATES_CHANNEL};
+use super::{PgBackend, NOTIFY_FOLLOWERS};
 use crate::backend::refusals::{step_admission, StepSlot};
 use crate::backend::stored_i64;
 use crate::backend::Fetch;
@@ -72,7 +72,7 @@ async fn record_in(
              INSERT INTO frames (tenant_id, execution_id, attempt_index, seq, frame_type, mode, \
                  payload) \
              SELECT $1, $2, $3, frame_seq, 'step', 'durable', $14 FROM held) \
-         SELECT frame_seq, pg_notify('{UPDATES_CHANNEL}', $1::text || ':' || $2::text) FROM held",
+         SELECT frame_seq, {NOTIFY_FOLLOWERS} FROM held",
         fence = counters::fenced(),
         next = counters::next_frame(),
     );

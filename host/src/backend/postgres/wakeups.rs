@@ -6,7 +6,10 @@
 //! worker), `flowfabric_revoked` (an execution's lease was revoked by an
 //! operator cancel or its deadline; broadcast so a worker can stop the guest at
 //! once instead of at its next lease renewal, which remains the fallback),
-//! `flowfabric_updates` (a new frame; the payload names the execution),
+//! `flowfabric_updates` (a new frame; the payload names the execution; sent
+//! only for executions a live stream follows, which this process keeps
+//! marked in `followed_executions` while it has followers, see
+//! [`renew_follows`]),
 //! `flowfabric_completion` (the completion outbox has new events: a dispatcher
 //! task reads them by cursor, once for the whole process, and broadcasts each
 //! execution as an update) and `flowfabric_events` (a tenant's lease or signal
@@ -27,7 +30,7 @@ use super::outbox;
 use super::PgBackend;
 use super::{COMPLETION_CHANNEL, EVENTS_CHANNEL, REVOKED_CHANNEL, UPDATES_CHANNEL, WORK_CHANNEL};
 use crate::backend::addressed_wakeups::{ExecutionWakeups, TenantWakeups};
-use crate::backend::Wakeups;
+use crate::backend::{Run, Wakeups};
 use crate::error::{EngineError, Result};
 use crate::model::{EventCursor, ExecutionId, ExecutionUpdate, TenantId};
 
@@ -64,7 +67,7 @@ struct Listening {
     revoked: broadcast::Sender<ExecutionId>,
     updates: Arc<ExecutionWakeups>,
     events: Arc<TenantWakeups>,
-    tasks: [tokio::task::AbortHandle; 2],
+    tasks: [tokio::task::AbortHandle; 3],
 }
 
 /// The listener lives as long as the backend that started it.
@@ -127,12 +130,17 @@ impl Notifications {
                     completed,
                     cursor,
                 ));
+                let renew = tokio::spawn(renew_follows(self.pool.clone(), updates.clone()));
                 Ok::<_, EngineError>(Listening {
                     work,
                     revoked,
                     updates,
                     events,
-                    tasks: [listen.abort_handle(), dispatch.abort_handle()],
+                    tasks: [
+                        listen.abort_handle(),
+                        dispatch.abort_handle(),
+                        renew.abort_handle(),
+                    ],
                 })
             })
             .await
@@ -146,11 +154,15 @@ impl Notifications {
         Ok(self.listening().await?.revoked.subscribe())
     }
 
+    /// Follow `watched`: its frames notify from the moment this returns
+    /// (the follow is marked, and committed, before it does).
     pub(super) async fn updates(
         &self,
         watched: ExecutionUpdate,
     ) -> Result<broadcast::Receiver<()>> {
-        Ok(self.listening().await?.updates.subscribe(watched))
+        let receiver = self.listening().await?.updates.subscribe(watched);
+        mark_followed(&self.pool, &[watched]).await?;
+        Ok(receiver)
     }
 
     pub(super) async fn events(&self, tenant: TenantId) -> Result<broadcast::Receiver<()>> {
@@ -236,6 +248,60 @@ async fn dispatch_completions(
                     break;
                 }
             }
+        }
+    }
+}
+
+/// How long a follow is marked for; renewed at a third of it while the
+/// follower lasts.
+const FOLLOW_FOR: Duration = Duration::from_secs(60);
+/// Most expired follows one renewal pass deletes.
+const EXPIRED_PER_PASS: i64 = 1_000;
+
+/// Mark `watched` as followed for [`FOLLOW_FOR`] from now.
+async fn mark_followed(pool: &Connections, watched: &[ExecutionUpdate]) -> Result<()> {
+    if watched.is_empty() {
+        return Ok(());
+    }
+    let tenants: Vec<uuid::Uuid> = watched.iter().map(|w| w.tenant_id.as_uuid()).collect();
+    let executions: Vec<uuid::Uuid> = watched.iter().map(|w| w.execution_id.as_uuid()).collect();
+    sqlx::query(
+        "INSERT INTO followed_executions (tenant_id, execution_id, until) \
+         SELECT t, e, now() + $3 * interval '1 millisecond' FROM unnest($1::uuid[], $2::uuid[]) AS w(t, e) \
+         ORDER BY t, e \
+         ON CONFLICT (tenant_id, execution_id) DO UPDATE SET until = excluded.until",
+    )
+    .bind(&tenants)
+    .bind(&executions)
+    .bind(FOLLOW_FOR.as_millis() as i64)
+    .run(pool, "follow")
+    .await?;
+    Ok(())
+}
+
+/// While this process has followers, keep their executions marked
+/// followed, and delete follows that expired (a follower's process that
+/// stopped); a follow that lapses costs its stream wake-ups until the
+/// next pass, never its frames (streams poll too).
+async fn renew_follows(pool: Connections, updates: Arc<ExecutionWakeups>) {
+    let mut every = tokio::time::interval(FOLLOW_FOR / 3);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if let Err(e) = mark_followed(&pool, &updates.followed_addresses()).await {
+            tracing::warn!(error = %e, "renewing followed executions");
+        }
+        let expired = sqlx::query(
+            "DELETE FROM followed_executions WHERE (tenant_id, execution_id) IN \
+                 (SELECT tenant_id, execution_id FROM followed_executions \
+                  WHERE until < now() ORDER BY tenant_id, execution_id LIMIT $1 \
+                  FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(EXPIRED_PER_PASS)
+        .run(&pool, "forget follows")
+        .await;
+        if let Err(e) = expired {
+            tracing::warn!(error = %e, "deleting expired follows");
         }
     }
 }

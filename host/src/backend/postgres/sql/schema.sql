@@ -313,6 +313,13 @@ CREATE TABLE flows (
     CONSTRAINT flows_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(tenant_id)
 );
 
+CREATE TABLE followed_executions (
+    tenant_id uuid NOT NULL,
+    execution_id uuid NOT NULL,
+    until timestamp with time zone NOT NULL,
+    CONSTRAINT followed_executions_pkey PRIMARY KEY (tenant_id, execution_id)
+);
+
 CREATE TABLE frames (
     tenant_id uuid NOT NULL,
     execution_id uuid NOT NULL,
