@@ -582,7 +582,11 @@ fn at_index(e: EngineError, list: &str, i: usize, len: usize) -> EngineError {
     }
 }
 
-fn truncate_utf8(s: &mut String, max: usize) {
+/// Most bytes of a free-form message (a progress message, a reason) kept.
+pub const MAX_MESSAGE_BYTES: usize = 1_024;
+
+/// Cut `s` to at most `max` bytes, at a character boundary.
+pub(crate) fn truncate_utf8(s: &mut String, max: usize) {
     if s.len() > max {
         let cut = (0..=max)
             .rev()
@@ -605,7 +609,7 @@ fn within_limits<'a>(completion: &Completion<'a>) -> Completion<'a> {
 }
 
 fn clipped(reason: &str) -> &str {
-    let max = 1_024.min(reason.len());
+    let max = MAX_MESSAGE_BYTES.min(reason.len());
     let cut = (0..=max)
         .rev()
         .find(|&i| reason.is_char_boundary(i))

@@ -16,6 +16,7 @@ use std::sync::{Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use super::claimed::ClaimedTask;
+use crate::engine::{truncate_utf8, MAX_MESSAGE_BYTES};
 use crate::runtime::AbortOnDrop;
 
 /// Progress is written at most this often; the newest value in between wins.
@@ -52,8 +53,11 @@ impl Reports {
         }
     }
 
-    /// Keep `report` as the newest, and arm a writer for it if none is armed.
-    pub(super) fn report(&self, owner: &Weak<ClaimedTask>, percent: u8, message: String) {
+    /// Keep `report` as the newest (its message cut to what storage
+    /// keeps, so a guest cannot park a large one here), and arm a writer
+    /// for it if none is armed.
+    pub(super) fn report(&self, owner: &Weak<ClaimedTask>, percent: u8, mut message: String) {
+        truncate_utf8(&mut message, MAX_MESSAGE_BYTES);
         let mut state = self.state.lock().expect("progress lock");
         state.pending = Some((percent, message));
         state.reported += 1;
@@ -145,5 +149,27 @@ async fn write_when_due(owner: Weak<ClaimedTask>, mut due: Instant) {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_newest_report_is_kept_cut_to_what_storage_keeps() {
+        let reports = Reports::new();
+        let nobody = Weak::new();
+        reports.report(&nobody, 10, "first".into());
+        reports.report(&nobody, 20, "é".repeat(5_000));
+        let (percent, message) = reports.take().expect("a report is pending");
+        assert_eq!(percent, 20, "the newest wins");
+        assert!(
+            message.len() <= MAX_MESSAGE_BYTES && message.len() > MAX_MESSAGE_BYTES - 2,
+            "{} bytes",
+            message.len()
+        );
+        assert!(message.chars().all(|c| c == 'é'), "cut at a character");
+        assert_eq!(reports.take(), None, "taken once");
     }
 }
