@@ -289,6 +289,21 @@ async fn only_followed_executions_frames_notify_on_postgres() {
         .unwrap();
     assert_eq!(heard(&mut listener).await, Some(format!("{t}:{id}")));
 
+    let stranger = db.tenant("stranger").await;
+    let refused = e.updates(stranger, id).await.map(|_| ());
+    assert_eq!(
+        refused.map_err(|e| e.kind()),
+        Err("not_found"),
+        "another tenant's execution cannot be followed"
+    );
+    let missing = flowfabric::model::ExecutionId::new();
+    assert!(e.updates(t, missing).await.is_err(), "nor a missing one");
+    let (marked,): (i64,) = sqlx::query_as("SELECT count(*) FROM followed_executions")
+        .fetch_one(db.pg())
+        .await
+        .unwrap();
+    assert_eq!(marked, 1, "only the followed execution is marked");
+
     let other = e.create(t, task("y")).await.unwrap().execution_id;
     let d = claim_one(e).await;
     assert_eq!(d.lease.execution_id, other);

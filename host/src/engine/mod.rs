@@ -519,12 +519,16 @@ impl Engine {
         self.backend.revocations().await
     }
 
-    /// Wake-ups for followers of one execution: a frame, or its end.
+    /// Wake-ups for followers of one execution: a frame, or its end. Only
+    /// the tenant's own executions may be followed (following marks the
+    /// execution in storage, see the Postgres backend's wake-ups); another
+    /// is `not_found`.
     pub async fn updates(
         &self,
         tenant: TenantId,
         execution: ExecutionId,
     ) -> Result<tokio::sync::broadcast::Receiver<()>> {
+        self.state(tenant, execution).await?;
         self.backend
             .updates(crate::model::ExecutionUpdate {
                 tenant_id: tenant,

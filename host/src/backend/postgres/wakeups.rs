@@ -255,8 +255,10 @@ async fn dispatch_completions(
 /// How long a follow is marked for; renewed at a third of it while the
 /// follower lasts.
 const FOLLOW_FOR: Duration = Duration::from_secs(60);
-/// Most expired follows one renewal pass deletes.
+/// Most expired follows one statement deletes, and most such statements a
+/// renewal pass runs.
 const EXPIRED_PER_PASS: i64 = 1_000;
+const EXPIRED_STATEMENTS: usize = 10;
 
 /// Mark `watched` as followed for [`FOLLOW_FOR`] from now.
 async fn mark_followed(pool: &Connections, watched: &[ExecutionUpdate]) -> Result<()> {
@@ -291,6 +293,14 @@ async fn renew_follows(pool: Connections, updates: Arc<ExecutionWakeups>) {
         if let Err(e) = mark_followed(&pool, &updates.followed_addresses()).await {
             tracing::warn!(error = %e, "renewing followed executions");
         }
+        forget_expired_follows(&pool).await;
+    }
+}
+
+/// Delete expired follows, [`EXPIRED_PER_PASS`] a statement, until a
+/// statement finds fewer or [`EXPIRED_STATEMENTS`] have run.
+async fn forget_expired_follows(pool: &Connections) {
+    for _ in 0..EXPIRED_STATEMENTS {
         let expired = sqlx::query(
             "DELETE FROM followed_executions WHERE (tenant_id, execution_id) IN \
                  (SELECT tenant_id, execution_id FROM followed_executions \
@@ -298,10 +308,15 @@ async fn renew_follows(pool: Connections, updates: Arc<ExecutionWakeups>) {
                   FOR UPDATE SKIP LOCKED)",
         )
         .bind(EXPIRED_PER_PASS)
-        .run(&pool, "forget follows")
+        .run(pool, "forget follows")
         .await;
-        if let Err(e) = expired {
-            tracing::warn!(error = %e, "deleting expired follows");
+        match expired {
+            Ok(done) if done.rows_affected() == EXPIRED_PER_PASS as u64 => continue,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "deleting expired follows");
+                return;
+            }
         }
     }
 }
