@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use super::claimed::ClaimedTask;
 use crate::engine::{truncate_utf8, MAX_MESSAGE_BYTES};
-use crate::runtime::AbortOnDrop;
 
 /// Progress is written at most this often; the newest value in between wins.
 pub(super) const INTERVAL: Duration = Duration::from_millis(250);
@@ -38,10 +37,11 @@ struct State {
     /// read it.
     reported: u64,
     last_write: Option<Instant>,
-    /// The writer, while one is armed (it disarms itself when nothing is
-    /// left to write).
-    writer: Option<AbortOnDrop<()>>,
+    /// Whether a writer task is on its way (it disarms itself when nothing
+    /// is left to write).
     armed: bool,
+    /// The run is over: what is pending was taken, and no writer starts.
+    stopped: bool,
 }
 
 impl Reports {
@@ -61,32 +61,33 @@ impl Reports {
         let mut state = self.state.lock().expect("progress lock");
         state.pending = Some((percent, message));
         state.reported += 1;
-        if !state.armed {
+        if !state.armed && !state.stopped {
             let due = state.last_write.unwrap_or_else(Instant::now) + INTERVAL;
             state.armed = true;
-            state.writer = Some(AbortOnDrop(
-                self.host.spawn(write_when_due(owner.clone(), due)),
-            ));
+            // Not aborted: it stops by itself once the run is over (at
+            // most a sleep later), and a write it started is let finish,
+            // since a write dropped mid-way could leave its connection
+            // inside a transaction.
+            drop(self.host.spawn(write_when_due(owner.clone(), due)));
         }
     }
 
-    /// Stop the writer and take what it has not written: the run is over.
-    /// A write in flight is dropped; what it was writing is still pending,
-    /// and so is returned.
+    /// Take what is not written yet, and stop the writer: the run is over.
+    /// A write in flight finishes; what it writes is still pending until
+    /// then, and so is returned too (written twice, the same value).
     pub(super) fn take(&self) -> Option<(u8, String)> {
         let mut state = self.state.lock().expect("progress lock");
-        state.writer = None;
-        state.armed = false;
+        state.stopped = true;
         state.pending.take()
     }
 
-    /// The newest report, if it is unwritten, with how many reports came
-    /// before it; or, with nothing left to write, disarm.
+    /// The newest report, if it is unwritten and the run goes on, with how
+    /// many reports came before it; or, with nothing left to write, disarm.
     fn next(&self) -> Option<((u8, String), u64)> {
         let mut state = self.state.lock().expect("progress lock");
         match &state.pending {
-            Some(report) => Some((report.clone(), state.reported)),
-            None => {
+            Some(report) if !state.stopped => Some((report.clone(), state.reported)),
+            _ => {
                 state.armed = false;
                 None
             }
