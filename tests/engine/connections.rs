@@ -107,6 +107,35 @@ async fn a_statement_dropped_mid_way_leaves_its_connection_usable() {
     assert_eq!(answer, 7);
 }
 
+/// A connection left inside a transaction nothing owns (a `begin` whose
+/// future was dropped after the database began, before sqlx made its
+/// `Transaction`) is closed on its way back, not handed to the next user,
+/// whose statements would run inside that transaction and never commit.
+#[tokio::test]
+async fn a_connection_left_inside_an_unowned_transaction_is_not_reused() {
+    use sqlx::{Connection as _, TransactionManager as _};
+    let (db, _t) = setup().await;
+    let (connections, _backend) = db.one_connection_backend().await;
+    let pid = server_pid(&connections).await;
+    {
+        let mut conn = connections.acquire().await.unwrap();
+        // What such a dropped `begin` leaves: the transaction begun, no
+        // `Transaction` to end it.
+        sqlx::postgres::PgTransactionManager::begin(&mut conn, None)
+            .await
+            .unwrap();
+        assert!(conn.is_in_transaction());
+    }
+    assert!(
+        server_process_ends(&db, pid).await,
+        "the connection was closed"
+    );
+    let conn = connections.acquire().await.unwrap();
+    assert!(!conn.is_in_transaction(), "the next user starts clean");
+    drop(conn);
+    assert_ne!(server_pid(&connections).await, pid, "a new connection");
+}
+
 /// A pool of its own on the test database, its connections living as
 /// `lifetimes` says.
 fn pool_living(db: &flowfabric_tests::TestDb, lifetimes: Lifetimes) -> Connections {

@@ -354,11 +354,19 @@ impl<DB: Database> Drop for Connection<DB> {
 }
 
 /// Bring an unsettled connection back to `ReadyForQuery` (sending what a
-/// dropped transaction queued, such as its `ROLLBACK`), or close it.
+/// dropped transaction queued, such as its `ROLLBACK`), or close it. One
+/// still inside a transaction after that is closed too: a `begin` dropped
+/// after the database began but before sqlx made its `Transaction` (on
+/// SQLite, while a custom `BEGIN IMMEDIATE` is checked) leaves one that
+/// nothing will end, and the connection's next user would write into it
+/// and never commit.
 async fn ping_then_return<DB: Database>(mut object: Object<Manager<DB>>) {
     let answered = tokio::time::timeout(PING_TIMEOUT, object.ping()).await;
     if !matches!(answered, Ok(Ok(()))) {
         tracing::info!("closing a connection that did not answer its release ping");
+        drop(Object::take(object));
+    } else if object.is_in_transaction() {
+        tracing::info!("closing a connection left inside a transaction nothing will end");
         drop(Object::take(object));
     }
 }
