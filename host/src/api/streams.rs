@@ -157,8 +157,8 @@ pub async fn follow(
     };
     // Subscribe before the first read, so nothing written in between is missed.
     let open = state.streams.take_now(caller.tenant)?;
+    // Another tenant's or a missing execution is `not_found` here.
     let updates = state.engine.updates(caller.tenant, id).await?;
-    state.engine.state(caller.tenant, id).await?;
     let engine = state.engine.clone();
     Ok(live::sse(open, move |tx| {
         let follower = Follower {

@@ -591,13 +591,17 @@ pub const MAX_MESSAGE_BYTES: usize = 1_024;
 
 /// Cut `s` to at most `max` bytes, at a character boundary.
 pub(crate) fn truncate_utf8(s: &mut String, max: usize) {
-    if s.len() > max {
-        let cut = (0..=max)
-            .rev()
-            .find(|&i| s.is_char_boundary(i))
-            .unwrap_or(0);
-        s.truncate(cut);
-    }
+    let cut = utf8_cut(s, max);
+    s.truncate(cut);
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends at a
+/// character boundary, as a length.
+fn utf8_cut(s: &str, max: usize) -> usize {
+    (0..=max.min(s.len()))
+        .rev()
+        .find(|&i| s.is_char_boundary(i))
+        .unwrap_or(0)
 }
 
 /// A completion with its progress as storage keeps it: at most 100 %, the
@@ -613,10 +617,5 @@ fn within_limits<'a>(completion: &Completion<'a>) -> Completion<'a> {
 }
 
 fn clipped(reason: &str) -> &str {
-    let max = MAX_MESSAGE_BYTES.min(reason.len());
-    let cut = (0..=max)
-        .rev()
-        .find(|&i| reason.is_char_boundary(i))
-        .unwrap_or(0);
-    &reason[..cut]
+    &reason[..utf8_cut(reason, MAX_MESSAGE_BYTES)]
 }

@@ -214,11 +214,11 @@ impl ClaimedTask {
     /// Write progress held back by the throttle, if any: the run is
     /// ending other than by completing.
     pub(super) async fn flush_progress(&self) {
-        if let Some((percent, message)) = self.progress.take() {
+        if let Some(report) = self.progress.take() {
             if !self.is_lease_lost() {
                 let _ = self
                     .engine
-                    .set_progress(self.lease(), percent, &message)
+                    .set_progress(self.lease(), report.percent, &report.message)
                     .await;
             }
         }

@@ -22,9 +22,10 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, Mutex, OwnedSemaphorePermit, Semaphore};
 
+use super::progress::Report;
 use crate::engine::Engine;
 use crate::error::Result;
-use crate::model::{Completion, LeaseHandle, Progress};
+use crate::model::{Completion, LeaseHandle};
 
 /// Most completions written in one statement, and about the most result
 /// bytes (a batch stops growing once it holds this many): large results go
@@ -39,8 +40,8 @@ const MAX_QUEUED_KIB: u32 = 64 << 10;
 struct Pending {
     lease: LeaseHandle,
     result: Vec<u8>,
-    /// The progress the completion carries (percent, message).
-    progress: Option<(u8, String)>,
+    /// The progress the completion carries.
+    progress: Option<Report>,
     reply: oneshot::Sender<Result<()>>,
 }
 
@@ -49,10 +50,7 @@ impl Pending {
         Completion {
             lease: &self.lease,
             result: &self.result,
-            progress: self.progress.as_ref().map(|(percent, message)| Progress {
-                percent: *percent,
-                message,
-            }),
+            progress: self.progress.as_ref().map(Report::as_progress),
         }
     }
 }
@@ -128,9 +126,10 @@ impl Completer {
         let _ = self.queue.send(Pending {
             lease: completion.lease.clone(),
             result: completion.result.to_vec(),
-            progress: completion
-                .progress
-                .map(|p| (p.percent, p.message.to_owned())),
+            progress: completion.progress.map(|p| Report {
+                percent: p.percent,
+                message: p.message.to_owned(),
+            }),
             reply,
         });
         Queued {

@@ -17,9 +17,27 @@ use std::time::{Duration, Instant};
 
 use super::claimed::ClaimedTask;
 use crate::engine::{truncate_utf8, MAX_MESSAGE_BYTES};
+use crate::model::Progress;
 
 /// Progress is written at most this often; the newest value in between wins.
 pub(super) const INTERVAL: Duration = Duration::from_millis(250);
+
+/// A report kept until it is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Report {
+    pub(super) percent: u8,
+    pub(super) message: String,
+}
+
+impl Report {
+    /// The report as a completion carries it.
+    pub(super) fn as_progress(&self) -> Progress<'_> {
+        Progress {
+            percent: self.percent,
+            message: &self.message,
+        }
+    }
+}
 
 /// The newest report of an attempt and its writer.
 pub(super) struct Reports {
@@ -32,7 +50,7 @@ pub(super) struct Reports {
 #[derive(Default)]
 struct State {
     /// The newest report not yet written.
-    pending: Option<(u8, String)>,
+    pending: Option<Report>,
     /// Reports so far: a write clears `pending` only if none came since it
     /// read it.
     reported: u64,
@@ -59,7 +77,7 @@ impl Reports {
     pub(super) fn report(&self, owner: &Weak<ClaimedTask>, percent: u8, mut message: String) {
         truncate_utf8(&mut message, MAX_MESSAGE_BYTES);
         let mut state = self.state.lock().expect("progress lock");
-        state.pending = Some((percent, message));
+        state.pending = Some(Report { percent, message });
         state.reported += 1;
         if !state.armed && !state.stopped {
             let due = state.last_write.unwrap_or_else(Instant::now) + INTERVAL;
@@ -75,7 +93,7 @@ impl Reports {
     /// Take what is not written yet, and stop the writer: the run is over.
     /// A write in flight finishes; what it writes is still pending until
     /// then, and so is returned too (written twice, the same value).
-    pub(super) fn take(&self) -> Option<(u8, String)> {
+    pub(super) fn take(&self) -> Option<Report> {
         let mut state = self.state.lock().expect("progress lock");
         state.stopped = true;
         state.pending.take()
@@ -83,7 +101,7 @@ impl Reports {
 
     /// The newest report, if it is unwritten and the run goes on, with how
     /// many reports came before it; or, with nothing left to write, disarm.
-    fn next(&self) -> Option<((u8, String), u64)> {
+    fn next(&self) -> Option<(Report, u64)> {
         let mut state = self.state.lock().expect("progress lock");
         match &state.pending {
             Some(report) if !state.stopped => Some((report.clone(), state.reported)),
@@ -126,7 +144,7 @@ async fn write_when_due(owner: Weak<ClaimedTask>, mut due: Instant) {
         let Some(task) = owner.upgrade() else {
             return;
         };
-        let Some(((percent, message), seen)) = task.progress.next() else {
+        let Some((report, seen)) = task.progress.next() else {
             return;
         };
         if task.is_lease_lost() {
@@ -135,7 +153,7 @@ async fn write_when_due(owner: Weak<ClaimedTask>, mut due: Instant) {
         }
         match task
             .engine
-            .set_progress(task.lease(), percent, &message)
+            .set_progress(task.lease(), report.percent, &report.message)
             .await
         {
             Ok(()) => match task.progress.written(seen) {
@@ -163,7 +181,7 @@ mod tests {
         let nobody = Weak::new();
         reports.report(&nobody, 10, "first".into());
         reports.report(&nobody, 20, "é".repeat(5_000));
-        let (percent, message) = reports.take().expect("a report is pending");
+        let Report { percent, message } = reports.take().expect("a report is pending");
         assert_eq!(percent, 20, "the newest wins");
         assert!(
             message.len() <= MAX_MESSAGE_BYTES && message.len() > MAX_MESSAGE_BYTES - 2,

@@ -9,13 +9,14 @@ use tracing::Instrument;
 use super::claimed::ClaimedTask;
 use super::complete::Completer;
 use super::feed::Pace;
+use super::progress::Report;
 use super::resolve::Resolver;
 use super::share::Slot;
 use super::WorkerConfig;
 use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::model::{
-    AttemptCapabilities, ClaimedExecution, Completion, Failure, FailureClass, Progress, TenantId,
+    AttemptCapabilities, ClaimedExecution, Completion, Failure, FailureClass, TenantId,
 };
 use crate::runtime::{
     AbortOnDrop, Guest, HttpLog, Prepared, RunResult, Runtime, SandboxLimits, TaskImports,
@@ -325,7 +326,7 @@ async fn finish(
     completer: &Completer,
     task: &ClaimedTask,
     result: RunResult,
-    progress: Option<(u8, String)>,
+    progress: Option<Report>,
     slot: Slot,
 ) {
     let lease = task.lease();
@@ -346,10 +347,7 @@ async fn finish(
             .increment(1);
         return;
     }
-    let progress = progress.as_ref().map(|(percent, message)| Progress {
-        percent: *percent,
-        message,
-    });
+    let progress = progress.as_ref().map(Report::as_progress);
     for attempt in 1..=FINISH_ATTEMPTS {
         let written = match &result {
             RunResult::Completed(output) if attempt == 1 => {

@@ -83,10 +83,13 @@ const UPDATES_CHANNEL: &str = "flowfabric_updates";
 /// `$1` (tenant) and `$2` (execution) name, if a live stream follows it
 /// (`followed_executions`; `wakeups.rs` keeps those rows); NULL otherwise.
 /// Its value is never read.
-const NOTIFY_FOLLOWERS: &str =
-    "(SELECT pg_notify('flowfabric_updates', $1::text || ':' || $2::text) \
-     FROM followed_executions f \
-     WHERE f.tenant_id = $1 AND f.execution_id = $2 AND f.until > now())";
+fn notify_followers() -> String {
+    format!(
+        "(SELECT pg_notify('{UPDATES_CHANNEL}', $1::text || ':' || $2::text) \
+         FROM followed_executions f \
+         WHERE f.tenant_id = $1 AND f.execution_id = $2 AND f.until > now())"
+    )
+}
 /// Channel that says the completion outbox has new events (the payload, the
 /// newest event id, is informational: the dispatcher reads by cursor).
 const COMPLETION_CHANNEL: &str = "flowfabric_completion";

@@ -5,9 +5,9 @@ use super::Connections;
 
 use super::counters;
 use super::leases::{rejection, FENCE};
+use super::notify_followers;
 use super::rows::Args;
 use super::PgBackend;
-use super::NOTIFY_FOLLOWERS;
 use crate::backend::refusals;
 use crate::backend::stored_i64;
 use crate::backend::{Fetch, Run};
@@ -39,11 +39,12 @@ async fn append_frame(db: &PgBackend, lease: &LeaseHandle, frame: NewFrame<'_>) 
                                frame_type, mode, payload) \
                            SELECT $1, $2, $3, frame_seq, $6, $7, $8 FROM seq RETURNING seq) \
               {mode_work} \
-         SELECT seq, {NOTIFY_FOLLOWERS} FROM inserted",
+         SELECT seq, {notify} FROM inserted",
         fence = counters::fenced(),
         next = counters::next_frame(),
         held = counters::attempt_bytes(),
         mode_work = mode_work(frame.mode),
+        notify = notify_followers(),
     );
     let args = Args::fence(lease)
         .push(frame.frame_type)
@@ -89,11 +90,12 @@ async fn append_frames(db: &PgBackend, lease: &LeaseHandle, batch: FrameBatch<'_
                                frame_type, mode, payload) \
                            SELECT $1, $2, $3, s.frame_seq - t.n + b.ord, $6, 'durable', b.payload \
                            FROM seq s, total t, batch b RETURNING seq) \
-         SELECT l.last, {NOTIFY_FOLLOWERS} \
+         SELECT l.last, {notify} \
          FROM (SELECT max(seq) AS last FROM inserted) l WHERE l.last IS NOT NULL",
         fence = counters::fenced(),
         next = counters::next_frame(),
         held = counters::attempt_bytes(),
+        notify = notify_followers(),
     );
     let op = "append frames";
     let args = Args::fence(lease)

@@ -16,7 +16,7 @@ use super::counters;
 use super::leases::{rejection, FENCE};
 use super::rows::{col, Args};
 use super::suspension::record_suspension;
-use super::{PgBackend, NOTIFY_FOLLOWERS};
+use super::{notify_followers, PgBackend};
 use crate::backend::refusals::{step_admission, StepSlot};
 use crate::backend::stored_i64;
 use crate::backend::Fetch;
@@ -72,9 +72,10 @@ async fn record_in(
              INSERT INTO frames (tenant_id, execution_id, attempt_index, seq, frame_type, mode, \
                  payload) \
              SELECT $1, $2, $3, frame_seq, 'step', 'durable', $14 FROM held) \
-         SELECT frame_seq, {NOTIFY_FOLLOWERS} FROM held",
+         SELECT frame_seq, {notify} FROM held",
         fence = counters::fenced(),
         next = counters::next_frame(),
+        notify = notify_followers(),
     );
     let (output, error, wake_at) = match &record.step.outcome {
         StepOutcome::Completed(output) => (Some(output.as_slice()), None, None),
