@@ -3,8 +3,8 @@
 use flowfabric::backend::Sweep;
 use flowfabric::model::STORED_RECORD_BYTES;
 use flowfabric::model::{
-    AttemptType, NewSignal, PublicState, ResumeCondition, SignalOutcome, SuspendOutcome,
-    TenantLimits, TimeoutBehavior,
+    AttemptState, AttemptType, NewSignal, PublicState, ResumeCondition, SignalOutcome,
+    SuspendOutcome, TenantLimits, TimeoutBehavior,
 };
 use flowfabric::EngineError;
 use flowfabric_tests::Store;
@@ -79,6 +79,21 @@ async fn a_signal_resumes_the_same_attempt_under_a_new_epoch(store: Store) {
     assert_eq!(resumed.attempt_type, AttemptType::Resume);
     assert_eq!(resumed.lease.attempt_index, first.lease.attempt_index);
     assert_eq!(resumed.lease.lease_epoch, first.lease.lease_epoch + 1);
+    // The attempt's one row follows it: running again, under the new lease.
+    let attempts = db.engine.attempts(tenant, id).await.unwrap();
+    let rows: Vec<_> = attempts
+        .iter()
+        .map(|a| (a.attempt_index, a.attempt_type, a.lease_epoch, a.state))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![(
+            first.lease.attempt_index,
+            AttemptType::Initial,
+            resumed.lease.lease_epoch,
+            AttemptState::Running
+        )]
+    );
     let seq = resumed.resumed_from.expect("a resume claim");
     let woke = db.engine.resume_signals(tenant, id, seq).await.unwrap();
     assert_eq!(woke.len(), 1);

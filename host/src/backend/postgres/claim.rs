@@ -260,18 +260,24 @@ locked AS (
         e.concurrency_key, e.concurrency_held
 ),
 {slots_taken}
+-- Every claim but a resume starts the next attempt (`claimed` counts its
+-- index up), whose row cannot exist yet: a plain insert, not an upsert,
+-- whose speculative insertion costs each row a lock and a confirming WAL
+-- record.
 attempt AS (
     INSERT INTO attempts (tenant_id, execution_id, attempt_index, attempt_type, lease_id,
                           lease_epoch, worker_id, worker_instance, state)
-    -- A resumed attempt's row exists and keeps its type; it takes the new lease.
-    SELECT tenant_id, execution_id, attempt_index,
-           CASE attempt_type WHEN 'resume' THEN 'initial' ELSE attempt_type END,
-           lease_id, lease_epoch, $4, $5, 'running'
-    FROM claimed
-    ON CONFLICT (tenant_id, execution_id, attempt_index) DO UPDATE SET
-        lease_id = EXCLUDED.lease_id, lease_epoch = EXCLUDED.lease_epoch,
-        worker_id = EXCLUDED.worker_id, worker_instance = EXCLUDED.worker_instance,
-        state = 'running'
+    SELECT tenant_id, execution_id, attempt_index, attempt_type, lease_id, lease_epoch,
+           $4, $5, 'running'
+    FROM claimed WHERE attempt_type <> 'resume'
+),
+-- A resumed attempt's row exists and keeps its type; it takes the new lease.
+resumed_attempt AS (
+    UPDATE attempts a SET lease_id = c.lease_id, lease_epoch = c.lease_epoch,
+        worker_id = $4, worker_instance = $5, state = 'running'
+    FROM claimed c
+    WHERE c.attempt_type = 'resume' AND a.tenant_id = c.tenant_id
+      AND a.execution_id = c.execution_id AND a.attempt_index = c.attempt_index
 )
 SELECT *, (SELECT {needs_admission}) AS needs_admission, (SELECT {needs_keys}) AS needs_keys
 FROM claimed ORDER BY turn, draw
