@@ -7,6 +7,7 @@
 extern crate flowfabric_tests;
 
 mod batched;
+mod budget_usage;
 mod budgets;
 mod children;
 mod claim;
