@@ -13,6 +13,7 @@ mod flows;
 mod isolation;
 mod listen;
 mod openapi;
+mod operator;
 mod streams;
 mod user_path;
 

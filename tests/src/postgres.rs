@@ -22,7 +22,7 @@ pub fn server_url() -> String {
                 .enable_all()
                 .build()
                 .expect("runtime")
-                .block_on(super::prepare_template(&u))
+                .block_on(super::template::prepare_template(&u))
         })
         .join()
         .expect("prepare template");
@@ -64,7 +64,7 @@ impl Cluster {
         let mut cluster = Self::init();
         cluster.crash_safe = true;
         cluster.start();
-        super::prepare_template(&cluster.url()).await;
+        super::template::prepare_template(&cluster.url()).await;
         cluster
     }
 
