@@ -43,6 +43,17 @@ pub struct CpuSample {
     own: Duration,
 }
 
+impl CpuSample {
+    /// Microseconds of CPU every `postgres` process on this host spent since
+    /// `before` (at the kernel's tick, 10 ms on most systems, per process).
+    pub fn server_us_since(&self, before: &CpuSample) -> f64 {
+        // SAFETY: sysconf only reads a constant of the running system.
+        let ticks_per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let ticks = self.server_ticks.saturating_sub(before.server_ticks) as f64;
+        ticks / ticks_per_s * 1e6
+    }
+}
+
 /// The CPU spent so far, for a [`snapshot`] taken a little later.
 pub fn cpu_now() -> CpuSample {
     CpuSample {
@@ -102,15 +113,12 @@ impl Snapshot {
                 .await?;
         pool.close().await;
         let n = executions.max(1) as f64;
-        // SAFETY: sysconf only reads a constant of the running system.
-        let ticks_per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        let ticks = (self.cpu.server_ticks).saturating_sub(before.cpu.server_ticks) as f64;
         let own = self.cpu.own.saturating_sub(before.cpu.own);
         Ok(PerExecution {
             wal_bytes: wal / n,
             transactions: (self.xacts - before.xacts) as f64 / n,
             rows_written: (self.rows - before.rows) as f64 / n,
-            server_cpu_us: ticks / ticks_per_s * 1e6 / n,
+            server_cpu_us: self.cpu.server_us_since(&before.cpu) / n,
             client_cpu_us: own.as_secs_f64() * 1e6 / n,
         })
     }

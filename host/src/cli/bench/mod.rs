@@ -80,6 +80,9 @@ struct Row {
     e2e_per_s: f64,
     /// Time in claims per execution, summed over the loops (engine rows).
     claim_us: Option<f64>,
+    /// CPU the Postgres server spent per execution while they were claimed
+    /// and completed (engine rows; the server must run on this host).
+    server_cpu_us: Option<f64>,
 }
 
 pub async fn run(args: EngineBench) -> anyhow::Result<()> {
@@ -103,6 +106,7 @@ pub async fn run(args: EngineBench) -> anyhow::Result<()> {
                     keys,
                     ratios: Vec::new(),
                     claim_ratios: Vec::new(),
+                    cpu_ratios: Vec::new(),
                     rows: Vec::new(),
                 });
             }
@@ -119,6 +123,10 @@ pub async fn run(args: EngineBench) -> anyhow::Result<()> {
                     cost.ratios.push(without.process_per_s / with.process_per_s);
                     if let (Some(keyed), Some(plain)) = (with.claim_us, without.claim_us) {
                         cost.claim_ratios.push(keyed / plain);
+                    }
+                    if let (Some(keyed), Some(plain)) = (with.server_cpu_us, without.server_cpu_us)
+                    {
+                        cost.cpu_ratios.push(keyed / plain);
                     }
                     cost.rows.push(with);
                 }
@@ -151,15 +159,14 @@ pub async fn run(args: EngineBench) -> anyhow::Result<()> {
         println!(
             "\nconcurrency keys (a limit that never binds): claim+complete cost against no keys,"
         );
-        println!(
-            "and the claims alone (time in claim calls, summed over the loops, waits included);"
-        );
+        println!("the claims alone (time in claim calls, summed over the loops, waits included);");
+        println!("and the server's CPU per execution (every postgres process on this host);");
         println!(
             "{} paired rounds (engine without keys, then with), median and range",
             args.key_rounds
         );
         println!(
-            "{:>7} {:>5}  {:>6} {:>15} {:>14} {:>13} {:>12} {:>13}",
+            "{:>7} {:>5}  {:>6} {:>15} {:>14} {:>13} {:>12} {:>13} {:>11} {:>13}",
             "workers",
             "batch",
             "keys",
@@ -167,12 +174,14 @@ pub async fn run(args: EngineBench) -> anyhow::Result<()> {
             "cost vs none",
             "range",
             "claim alone",
+            "range",
+            "server CPU",
             "range"
         );
         for cost in &keyed {
             let rates: Vec<f64> = cost.rows.iter().map(|r| r.process_per_s).collect();
             println!(
-                "{:>7} {:>5}  {:>6} {:>15.0} {:>14.2} {:>13} {:>12.2} {:>13}",
+                "{:>7} {:>5}  {:>6} {:>15.0} {:>14.2} {:>13} {:>12.2} {:>13} {:>11.2} {:>13}",
                 cost.workers,
                 cost.batch,
                 cost.keys,
@@ -181,6 +190,8 @@ pub async fn run(args: EngineBench) -> anyhow::Result<()> {
                 span(&cost.ratios),
                 median(cost.claim_ratios.clone()),
                 span(&cost.claim_ratios),
+                median(cost.cpu_ratios.clone()),
+                span(&cost.cpu_ratios),
             );
         }
     }
@@ -198,6 +209,8 @@ struct KeyCost {
     ratios: Vec<f64>,
     /// The claims' own time against the claims' without keys.
     claim_ratios: Vec<f64>,
+    /// The server's CPU per execution against its CPU without keys.
+    cpu_ratios: Vec<f64>,
     rows: Vec<Row>,
 }
 
@@ -233,7 +246,7 @@ async fn round(args: &EngineBench, workers: usize, batch: u32, path: Path) -> an
         .map(|i| format!("job {i}").into_bytes())
         .collect();
 
-    let (create, process, claiming) = match path {
+    let (create, process, claiming, server_cpu) = match path {
         Path::Raw => {
             let queue = Arc::new(RawQueue::setup(backend.pool().clone(), &scratch.url).await?);
             let started = Instant::now();
@@ -256,7 +269,7 @@ async fn round(args: &EngineBench, workers: usize, batch: u32, path: Path) -> an
                 }
             })
             .await?;
-            (create, started.elapsed(), None)
+            (create, started.elapsed(), None, None)
         }
         Path::Engine | Path::Keyed(_) => {
             // No components exist here: this measures the queue path alone.
@@ -289,8 +302,10 @@ async fn round(args: &EngineBench, workers: usize, batch: u32, path: Path) -> an
             }
             let create = started.elapsed();
             let started = Instant::now();
+            let cpu = dbcost::cpu_now();
             let claiming = drain_engine(&engine, workers, args.executions, batch).await?;
-            (create, started.elapsed(), Some(claiming))
+            let server_cpu = dbcost::cpu_now().server_us_since(&cpu);
+            (create, started.elapsed(), Some(claiming), Some(server_cpu))
         }
     };
     scratch.drop().await?;
@@ -311,6 +326,7 @@ async fn round(args: &EngineBench, workers: usize, batch: u32, path: Path) -> an
         process_per_s: n / process.as_secs_f64(),
         e2e_per_s: n / (create + process).as_secs_f64(),
         claim_us: claiming.map(|c| c.as_secs_f64() * 1e6 / n),
+        server_cpu_us: server_cpu.map(|us| us / n),
     })
 }
 
