@@ -56,7 +56,8 @@ pub struct EngineBench {
     batch: Vec<u32>,
     /// Also run the engine with every execution carrying one of this many
     /// concurrency keys under a limit that never binds, to measure what keys
-    /// cost a claim (e.g. `--keys 10,10000`).
+    /// cost a claim (e.g. `--keys 10,10000`): in time, and in the server's
+    /// CPU when it runs on this host.
     #[arg(long, value_delimiter = ',')]
     keys: Vec<usize>,
     /// With `--keys`: paired rounds (an engine round without keys, then one
@@ -124,9 +125,12 @@ pub async fn run(args: EngineBench) -> anyhow::Result<()> {
                     if let (Some(keyed), Some(plain)) = (with.claim_us, without.claim_us) {
                         cost.claim_ratios.push(keyed / plain);
                     }
+                    // None seen (a server on another host): no ratio.
                     if let (Some(keyed), Some(plain)) = (with.server_cpu_us, without.server_cpu_us)
                     {
-                        cost.cpu_ratios.push(keyed / plain);
+                        if plain > 0.0 {
+                            cost.cpu_ratios.push(keyed / plain);
+                        }
                     }
                     cost.rows.push(with);
                 }
@@ -160,7 +164,9 @@ pub async fn run(args: EngineBench) -> anyhow::Result<()> {
             "\nconcurrency keys (a limit that never binds): claim+complete cost against no keys,"
         );
         println!("the claims alone (time in claim calls, summed over the loops, waits included);");
-        println!("and the server's CPU per execution (every postgres process on this host);");
+        println!(
+            "and the server's CPU per execution (every postgres process on this host; - if none)."
+        );
         println!(
             "{} paired rounds (engine without keys, then with), median and range",
             args.key_rounds
@@ -181,7 +187,7 @@ pub async fn run(args: EngineBench) -> anyhow::Result<()> {
         for cost in &keyed {
             let rates: Vec<f64> = cost.rows.iter().map(|r| r.process_per_s).collect();
             println!(
-                "{:>7} {:>5}  {:>6} {:>15.0} {:>14.2} {:>13} {:>12.2} {:>13} {:>11.2} {:>13}",
+                "{:>7} {:>5}  {:>6} {:>15.0} {:>14.2} {:>13} {:>12.2} {:>13} {:>11} {:>13}",
                 cost.workers,
                 cost.batch,
                 cost.keys,
@@ -190,8 +196,8 @@ pub async fn run(args: EngineBench) -> anyhow::Result<()> {
                 span(&cost.ratios),
                 median(cost.claim_ratios.clone()),
                 span(&cost.claim_ratios),
-                median(cost.cpu_ratios.clone()),
-                span(&cost.cpu_ratios),
+                shown_median(&cost.cpu_ratios),
+                shown_span(&cost.cpu_ratios),
             );
         }
     }
@@ -219,6 +225,24 @@ fn span(ratios: &[f64]) -> String {
     let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
     let high = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     format!("{low:.2}-{high:.2}")
+}
+
+/// The median to two places, or `-` when there is none.
+fn shown_median(ratios: &[f64]) -> String {
+    if ratios.is_empty() {
+        "-".into()
+    } else {
+        format!("{:.2}", median(ratios.to_vec()))
+    }
+}
+
+/// The range, or `-` when there is none.
+fn shown_span(ratios: &[f64]) -> String {
+    if ratios.is_empty() {
+        "-".into()
+    } else {
+        span(ratios)
+    }
 }
 
 /// The middle value (the upper of the two middle ones for an even count).
