@@ -10,7 +10,7 @@ use flowfabric_tests::Store;
 
 use crate::{claim_one, setup_on, task};
 
-fn step(position: u32, name: &str, output: &[u8]) -> NewStep {
+pub(crate) fn step(position: u32, name: &str, output: &[u8]) -> NewStep {
     NewStep {
         position,
         name: name.into(),

@@ -288,6 +288,14 @@ async fn only_followed_executions_frames_notify_on_postgres() {
         .await
         .unwrap();
     assert_eq!(heard(&mut listener).await, Some(format!("{t}:{id}")));
+    e.record_step(&c.lease, crate::steps::step(0, "charge", b"done"))
+        .await
+        .unwrap();
+    assert_eq!(
+        heard(&mut listener).await,
+        Some(format!("{t}:{id}")),
+        "a step is a frame too"
+    );
 
     let stranger = db.tenant("stranger").await;
     let refused = e.updates(stranger, id).await.map(|_| ());

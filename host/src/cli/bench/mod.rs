@@ -197,7 +197,7 @@ pub async fn run(args: EngineBench) -> anyhow::Result<()> {
                 median(cost.claim_ratios.clone()),
                 span(&cost.claim_ratios),
                 shown_median(&cost.cpu_ratios),
-                shown_span(&cost.cpu_ratios),
+                span(&cost.cpu_ratios),
             );
         }
     }
@@ -220,8 +220,11 @@ struct KeyCost {
     rows: Vec<Row>,
 }
 
-/// `low-high` of a set of ratios.
+/// `low-high` of a set of ratios, or `-` for none.
 fn span(ratios: &[f64]) -> String {
+    if ratios.is_empty() {
+        return "-".into();
+    }
     let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
     let high = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     format!("{low:.2}-{high:.2}")
@@ -233,15 +236,6 @@ fn shown_median(ratios: &[f64]) -> String {
         "-".into()
     } else {
         format!("{:.2}", median(ratios.to_vec()))
-    }
-}
-
-/// The range, or `-` when there is none.
-fn shown_span(ratios: &[f64]) -> String {
-    if ratios.is_empty() {
-        "-".into()
-    } else {
-        span(ratios)
     }
 }
 
