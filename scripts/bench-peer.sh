@@ -5,8 +5,9 @@
 #     high-throughput one ("batched": a local queue that fetches and locks
 #     jobs in batches, and batched completion);
 #   - flowfabric's engine queue path (claim batches 1 and 100) and the whole
-#     worker pool running a wasm echo with as many slots as graphile-worker's
-#     concurrency, from a Rust guest and from a JavaScript one (graphile-worker
+#     worker pool running a no-op task with as many slots as graphile-worker's
+#     concurrency, from a Rust guest (guests/noop: its input back, no host
+#     call) and from a JavaScript one (graphile-worker
 #     runs its tasks as JavaScript in Node: the row a JS user compares), each
 #     with a fresh instance per execution (the default) and with instances
 #     reused (a grant's reuse_instances);
@@ -28,7 +29,7 @@ command -v npm >/dev/null || { echo "bench-peer: needs node and npm" >&2; exit 1
 (cd benches/peer && npm ci --silent --no-audit --no-fund)
 cargo build --quiet --release -p flowfabric
 bin="${CARGO_TARGET_DIR:-target}/release/flowfabric"
-(cd guests && cargo build --quiet --release --target wasm32-wasip2 -p testkit)
+(cd guests && cargo build --quiet --release --target wasm32-wasip2 -p noop)
 guests="${CARGO_TARGET_DIR:-guests/target}/wasm32-wasip2/release"
 scripts/build-guests.sh >/dev/null
 js_guest=guests/target/polyglot/js.wasm
@@ -90,9 +91,9 @@ for setting in ["fast", "durable"]:
                 if r["path"] == "engine":
                     entries.append((f"flowfabric engine, claim batch {r['batch']}", r["process_per_s"], None))
         pool = load(f"pool-{setting}-{w}.json")[0]
-        entries.append(("flowfabric pool, Rust guest (wasm echo)", pool["process_per_s"], pool["server_cost"]))
+        entries.append(("flowfabric pool, Rust guest (no-op)", pool["process_per_s"], pool["server_cost"]))
         pool = load(f"pool-js-{setting}-{w}.json")[0]
-        entries.append(("flowfabric pool, JS guest (wasm echo)", pool["process_per_s"], pool["server_cost"]))
+        entries.append(("flowfabric pool, JS guest (echo)", pool["process_per_s"], pool["server_cost"]))
         pool = load(f"pool-reused-{setting}-{w}.json")[0]
         entries.append(("  the same, Rust, instances reused", pool["process_per_s"], pool["server_cost"]))
         pool = load(f"pool-js-reused-{setting}-{w}.json")[0]

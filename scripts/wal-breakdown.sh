@@ -12,7 +12,7 @@ slots=${2:-4}
 source scripts/prerequisites.sh
 cargo build --quiet --release -p flowfabric
 bin="${CARGO_TARGET_DIR:-target}/release/flowfabric"
-(cd guests && cargo build --quiet --release --target wasm32-wasip2 -p testkit)
+(cd guests && cargo build --quiet --release --target wasm32-wasip2 -p noop)
 guests="${CARGO_TARGET_DIR:-guests/target}/wasm32-wasip2/release"
 pgbin=/usr/lib/postgresql/15/bin
 

@@ -14,6 +14,7 @@ fn main() {
         "guests/Cargo.lock",
         "guests/sdk",
         "guests/echo",
+        "guests/noop",
         "guests/testkit",
         "wit",
     ] {

@@ -373,3 +373,53 @@ async fn completed_among(env: &Env) -> i64 {
         .await
         .unwrap()
 }
+
+/// The guest `bench pool` sets beside a peer's no-op job (`guests/noop`):
+/// it runs through the pool and hands its input back, and imports nothing a
+/// grant gives (no HTTP, configuration, files or sockets), so what it costs
+/// is what any task costs; testkit imports every interface.
+#[tokio::test]
+async fn the_benchmarks_no_op_guest_runs_and_imports_no_capability() {
+    let env = Env::new().await;
+    let (noop, _) = flowfabric::components::register(
+        &env.db.engine,
+        &env.runtime,
+        env.tenant,
+        "noop",
+        &flowfabric_tests::guest("noop"),
+    )
+    .await
+    .unwrap();
+    let imports = noop.imports.expect("recorded at upload");
+    for capability in [
+        "wasi:http/",
+        "wasi:config/",
+        "wasi:filesystem/",
+        "wasi:sockets/",
+    ] {
+        assert!(
+            !imports.iter().any(|i| i.starts_with(capability)),
+            "{capability} in {imports:?}"
+        );
+    }
+    let testkit = env
+        .db
+        .engine
+        .backend()
+        .latest_component(env.tenant, "testkit")
+        .await
+        .unwrap()
+        .and_then(|v| v.imports)
+        .expect("testkit's imports");
+    assert!(
+        imports.len() * 2 < testkit.len(),
+        "{imports:?} against {testkit:?}"
+    );
+
+    let pool = env.pool(config(1));
+    let id = env.submit("noop", "echo:7", 0).await;
+    let ex = env.wait_terminal(id).await;
+    assert_eq!(ex.state, PublicState::Completed, "{:?}", ex.last_failure);
+    assert_eq!(text(&ex.result), "echo:7");
+    pool.shutdown().await;
+}

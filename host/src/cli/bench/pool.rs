@@ -29,17 +29,19 @@ use super::{median, wait_for_completions, write_json};
 pub struct PoolBench {
     #[arg(long, env = "DATABASE_URL")]
     database_url: String,
-    /// Where the built guests are (`testkit.wasm` is used).
+    /// Where the built guests are (`noop.wasm` is used: a Rust task that
+    /// hands its input back and makes no host call, as a peer's no-op job).
     #[arg(long, default_value = "guests/target/wasm32-wasip2/release")]
     guests: PathBuf,
-    /// Run this component instead of testkit: any guest that answers
-    /// `echo:TEXT` with TEXT, e.g. the JavaScript or Python conformance guest
+    /// Run this component instead: any guest that answers `echo:TEXT`, e.g.
+    /// the JavaScript or Python conformance guest
     /// (`guests/target/polyglot/js.wasm`), for the row a user of that
-    /// language compares.
+    /// language compares, or the Rust one (`testkit.wasm`), which imports
+    /// every interface a grant can give.
     #[arg(long)]
     component: Option<PathBuf>,
-    /// Each execution's input is `INPUT:N`: with testkit, `echo` does
-    /// nothing but answer, `say` also writes a durable frame.
+    /// Each execution's input is `INPUT:N`: `echo` is answered and nothing
+    /// else; with testkit, `say` also writes a durable frame.
     #[arg(long, default_value = "echo")]
     input: String,
     #[arg(long, default_value_t = 5_000)]
@@ -91,12 +93,15 @@ struct Row {
     server_cost: Option<PerExecution>,
 }
 
+/// The kind the measured component is registered as, whichever it is.
+const KIND: &str = "bench";
+
 pub async fn run(args: PoolBench) -> anyhow::Result<()> {
     anyhow::ensure!(args.slots.iter().all(|&s| s >= 1), "slots start at 1");
     let path = args
         .component
         .clone()
-        .unwrap_or_else(|| args.guests.join("testkit.wasm"));
+        .unwrap_or_else(|| args.guests.join("noop.wasm"));
     let wasm = std::fs::read(&path)
         .with_context(|| format!("reading {} (build the guests first)", path.display()))?;
     let mut rows = Vec::new();
@@ -207,7 +212,7 @@ async fn round(
     let engine = crate::cli::connect(url, u32::try_from(slots)? + 4).await?;
     let tenant = engine.create_tenant("bench").await?.tenant_id;
     let runtime = Arc::new(Runtime::new(RuntimeConfig::default())?);
-    flowfabric::components::register(&engine, &runtime, tenant, "testkit", wasm).await?;
+    flowfabric::components::register(&engine, &runtime, tenant, KIND, wasm).await?;
     if args.reuse_instances {
         let ceiling = CapabilityCeiling {
             reuse_instances: true,
@@ -218,10 +223,10 @@ async fn round(
             reuse_instances: true,
             ..ComponentGrant::default()
         };
-        engine.put_grant(tenant, "testkit", &grant).await?;
+        engine.put_grant(tenant, KIND, &grant).await?;
     }
     let backlog: Vec<NewExecution> = (0..n)
-        .map(|i| NewExecution::new("testkit", format!("{}:{i}", args.input).into_bytes()))
+        .map(|i| NewExecution::new(KIND, format!("{}:{i}", args.input).into_bytes()))
         .collect();
     for chunk in backlog.chunks(engine.limits().max_batch) {
         engine.create_batch(tenant, chunk).await?;
