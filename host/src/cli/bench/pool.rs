@@ -144,8 +144,9 @@ pub async fn run(args: PoolBench) -> anyhow::Result<()> {
         });
     }
     println!(
-        "{} executions of a wasm echo through the worker pool; completed/s{}",
+        "{} executions of {} through the worker pool; completed/s{}",
         args.executions,
+        path.file_name().unwrap_or_default().to_string_lossy(),
         match args.rounds {
             1 => String::new(),
             n => format!(", medians of {n} rounds"),
