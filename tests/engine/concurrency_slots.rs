@@ -1,0 +1,168 @@
+//! How a claim and a run's end meet on a key's slot row in Postgres, where
+//! they lock it: a slot freed while a claim holds it, a held slot passed or
+//! waited for (with a bound), a missing slot made. SQLite has one writer and
+//! no such meetings.
+
+use std::time::Duration;
+
+use flowfabric::model::{
+    ConcurrencyScope, ExecutionId, PublicState, TenantId, BLOCKED_BY_CONCURRENCY_KEY,
+};
+
+use crate::concurrency::{claim_keys, limit, set, submit};
+
+/// A run that ends while a claim holds its key's slot waits for that claim,
+/// then gives the slot back. The version it locks is then newer than its
+/// statement's snapshot; counted down by the row id it locked, in the same
+/// statement, the count was lost: the key stayed full with nothing running,
+/// and its queue was held back for good.
+#[tokio::test]
+async fn a_slot_freed_while_a_claim_holds_it_is_given_back_on_postgres() {
+    let (db, t) = crate::setup().await;
+    let e = &db.engine;
+    set(e, t, limit(ConcurrencyScope::Kind, "echo", 1)).await;
+    submit(e, t, "a").await;
+    let second = submit(e, t, "a").await;
+    let claimed = claim_keys(e, 10).await;
+    assert_eq!(claimed.len(), 1, "one of key a runs");
+
+    // A claim holding the slot: its row updated by a transaction left open.
+    let holder = hold_slots(&db, t).await;
+    let ending = {
+        let (e, lease) = (e.clone(), claimed[0].1.clone());
+        tokio::spawn(async move { e.complete(&lease, b"done").await })
+    };
+    crate::wait_for_a_lock_wait(&db).await;
+    holder.commit().await.unwrap();
+    ending.await.unwrap().expect("the run ends");
+
+    let running: i32 =
+        sqlx::query_scalar("SELECT running FROM concurrency_slots WHERE tenant_id = $1")
+            .bind(t)
+            .fetch_one(db.pg())
+            .await
+            .unwrap();
+    assert_eq!(running, 0, "the slot was given back");
+    let next = claim_keys(e, 10).await;
+    assert_eq!(next.len(), 1, "the key's next runs");
+    assert_eq!(next[0].1.execution_id, second);
+}
+
+/// A claim that finds its key's slot held by another claim (or a run's end)
+/// for longer than its short wait passes the key and leaves its work
+/// runnable, not held back; the next claim takes it.
+#[tokio::test]
+async fn a_claim_passes_a_held_slot_and_leaves_its_work_runnable_on_postgres() {
+    let (db, t) = crate::setup().await;
+    let e = &db.engine;
+    set(e, t, limit(ConcurrencyScope::Kind, "echo", 5)).await;
+    let queued = submit(e, t, "a").await;
+    let holder = hold_slots(&db, t).await;
+    let claimed = tokio::time::timeout(Duration::from_secs(5), claim_keys(e, 10))
+        .await
+        .expect("the claim does not wait long for the slot");
+    assert!(claimed.is_empty(), "the held key is passed");
+    let ex = e.get(t, queued).await.unwrap();
+    assert_eq!(ex.state, PublicState::Waiting);
+    assert_ne!(
+        ex.blocking_reason.as_deref(),
+        Some(BLOCKED_BY_CONCURRENCY_KEY)
+    );
+    holder.commit().await.unwrap();
+    let next = claim_keys(e, 10).await;
+    assert_eq!(next.len(), 1, "the next claim takes the key's work");
+    assert_eq!(next[0].1.execution_id, queued);
+}
+
+/// A claim waits for a held slot, but gives way before a lock cycle could
+/// abort anyone. Here the slot's holder goes on to update the claim's
+/// candidate, as the schedule scanner cancels an overlapping schedule's
+/// previous run after counting another run's end: the claim's wait runs out,
+/// it claims again (passing the slot, or taking it if the holder has
+/// committed by then), and the holder's update and commit go through well
+/// before Postgres's deadlock check (1 s) would abort a side.
+#[tokio::test]
+async fn a_claim_waits_for_a_held_slot_and_gives_way_to_its_holder_on_postgres() {
+    let (db, t) = crate::setup().await;
+    let e = &db.engine;
+    set(e, t, limit(ConcurrencyScope::Kind, "echo", 5)).await;
+    let queued = submit(e, t, "a").await;
+    let mut holder = hold_slots(&db, t).await;
+    let holder_goes_on = async {
+        // The claim waits for the slot (a claim that passed at once would
+        // never show here).
+        crate::wait_for_a_lock_wait(&db).await;
+        let started = tokio::time::Instant::now();
+        sqlx::query(
+            "UPDATE executions SET priority = priority + 1 \
+             WHERE tenant_id = $1 AND execution_id = $2",
+        )
+        .bind(t)
+        .bind(queued)
+        .execute(&mut *holder)
+        .await
+        .expect("the holder's update is not aborted");
+        let waited = started.elapsed();
+        holder.commit().await.expect("the holder commits");
+        waited
+    };
+    let (claimed, waited) = tokio::join!(claim_keys(e, 10), holder_goes_on);
+    assert!(
+        waited < Duration::from_millis(800),
+        "the claim gave way after {waited:?}"
+    );
+    let next = claim_keys(e, 10).await;
+    let taken: Vec<ExecutionId> = claimed
+        .iter()
+        .chain(&next)
+        .map(|(_, lease)| lease.execution_id)
+        .collect();
+    assert_eq!(taken, [queued], "taken once, by one claim or the next");
+}
+
+/// The tenant's slots as a claim holds them: updated by a transaction left
+/// open until it is committed.
+async fn hold_slots(
+    db: &flowfabric_tests::TestDb,
+    tenant: TenantId,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut holder = db.pg().begin().await.unwrap();
+    sqlx::query("UPDATE concurrency_slots SET running = running WHERE tenant_id = $1")
+        .bind(tenant)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    holder
+}
+
+/// A key whose slot is missing (its submit raced a cleanup, or the row was
+/// lost) is passed over by the claim that finds it so, which makes the slot;
+/// the next claim takes the key under its limit.
+#[tokio::test]
+async fn a_missing_slot_is_made_by_the_claim_that_finds_it_on_postgres() {
+    let (db, t) = crate::setup().await;
+    let e = &db.engine;
+    set(e, t, limit(ConcurrencyScope::Kind, "echo", 1)).await;
+    submit(e, t, "a").await;
+    submit(e, t, "a").await;
+    sqlx::query("DELETE FROM concurrency_slots WHERE tenant_id = $1")
+        .bind(t)
+        .execute(db.pg())
+        .await
+        .unwrap();
+    assert!(claim_keys(e, 10).await.is_empty(), "passed over");
+    let slots: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM concurrency_slots \
+         WHERE tenant_id = $1 AND scope = 'kind' AND key = 'a' AND running = 0",
+    )
+    .bind(t)
+    .fetch_one(db.pg())
+    .await
+    .unwrap();
+    assert_eq!(slots, 1, "the claim made the slot");
+    assert_eq!(
+        claim_keys(e, 10).await.len(),
+        1,
+        "one of the key, its limit"
+    );
+}
