@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use flowfabric_tests::guest;
 
-use super::served::{one_line_error, wait_for_steps, Served};
+use super::served::{one_line_error, wait_for, Served};
 
 #[tokio::test]
 async fn remote_commands_drive_a_served_installation() {
@@ -108,7 +108,11 @@ async fn runs_and_steps(served: &Served, key: Option<&str>) {
     );
     assert!(ok, "{err}");
     let stepped = out.trim().to_owned();
-    let listed = wait_for_steps(served, key, &stepped).await;
+    let steps = ["get", &stepped, "--steps"];
+    let listed = wait_for(served, key, &steps, |out| {
+        out.contains("state     completed")
+    })
+    .await;
     assert!(
         listed
             .lines()
@@ -188,19 +192,11 @@ async fn schedules(served: &Served, key: Option<&str>) {
     let tick: serde_json::Value = serde_json::from_str(&out).unwrap();
     let tick_id = tick["schedule_id"].as_str().unwrap().to_owned();
     let tag = format!("flowfabric.schedule:{tick_id}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, out, _) = served.cli(key, &["list", "--tag", &tag, "--json"]);
-        let page: serde_json::Value = serde_json::from_str(&out).unwrap();
-        if !page["items"].as_array().unwrap().is_empty() {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the schedule never fired"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let fired = |out: &str| {
+        let page: serde_json::Value = serde_json::from_str(out).unwrap();
+        !page["items"].as_array().unwrap().is_empty()
+    };
+    wait_for(served, key, &["list", "--tag", &tag, "--json"], fired).await;
     let (ok, out, _) = served.cli(key, &["schedule", "pause", &tick_id]);
     assert!(ok && out.contains("paused"), "{out}");
     let (ok, out, _) = served.cli(key, &["schedule", "trigger", &tick_id]);
@@ -305,16 +301,8 @@ async fn a_submitted_batch(served: &Served, key: Option<&str>) -> String {
     let page: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(page["items"].as_array().unwrap().len(), 3);
     let id = submitted["ids"][0].as_str().unwrap().to_owned();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, out, _) = served.cli(key, &["get", &id]);
-        if out.contains("completed") {
-            assert!(out.contains("result    0"), "{out}");
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{out}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let out = wait_for(served, key, &["get", &id], |out| out.contains("completed")).await;
+    assert!(out.contains("result    0"), "{out}");
     let (ok, out, _) = served.cli(key, &["tail", &id]);
     assert!(ok);
     assert!(out.trim_end().ends_with("-- completed --"), "{out}");
@@ -339,19 +327,14 @@ async fn a_flow_from_a_file(served: &Served, key: Option<&str>) {
     let created: serde_json::Value = serde_json::from_str(&out).unwrap();
     let flow_id = created["flow_id"].as_str().unwrap().to_owned();
     let b = created["members"]["b"].as_str().unwrap().to_owned();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, out, _) = served.cli(key, &["flow", "get", &flow_id]);
-        if out.contains(" completed:") {
-            assert!(
-                out.contains("a -> b: satisfied (passes its result)"),
-                "{out}"
-            );
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{out}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let out = wait_for(served, key, &["flow", "get", &flow_id], |out| {
+        out.contains(" completed:")
+    })
+    .await;
+    assert!(
+        out.contains("a -> b: satisfied (passes its result)"),
+        "{out}"
+    );
     let (_, out, _) = served.cli(key, &["get", &b]);
     assert!(out.contains(r#"result    hi"#), "{out}");
     let (ok, out, _) = served.cli(key, &["flow", "list"]);

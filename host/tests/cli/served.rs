@@ -91,16 +91,21 @@ pub(crate) fn one_line_error(what: &str, (ok, _, stderr): &(bool, String, String
     assert!(stderr.starts_with("error: "), "{what}: {stderr}");
 }
 
-/// `get ID --steps` once the execution has completed.
-pub(crate) async fn wait_for_steps(served: &Served, key: Option<&str>, id: &str) -> String {
+/// Run the CLI with `args` every 100 ms until its standard output passes
+/// `done`, for up to 30 s; returns that output.
+pub(crate) async fn wait_for(
+    served: &Served,
+    key: Option<&str>,
+    args: &[&str],
+    done: impl Fn(&str) -> bool,
+) -> String {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let (ok, out, err) = served.cli(key, &["get", id, "--steps"]);
-        assert!(ok, "{err}");
-        if out.contains("state     completed") {
+        let (_, out, _) = served.cli(key, args);
+        if done(&out) {
             return out;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{out}");
+        assert!(tokio::time::Instant::now() < deadline, "{args:?}: {out}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
