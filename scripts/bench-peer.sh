@@ -14,7 +14,8 @@
 #   - at each worker count given, on a fast throwaway server (fsync off) and
 #     then on a durable one (fsync and synchronous_commit on, as production).
 # Besides jobs/s, each pool and graphile row reports what a job cost the
-# server: WAL bytes, transactions, rows written, server CPU; and the CPU of
+# server: WAL bytes, transactions, statements (pg_stat_statements, loaded on
+# both servers), rows written, server CPU; and the CPU of
 # the system's own process (the worker pool's, or Node's), which with the
 # server's is what a job costs this machine.
 # Prints a table with ratios to graphile-worker default and batched; writes
@@ -40,7 +41,9 @@ psql=/usr/lib/postgresql/15/bin/psql
 # One server setting: every system at every worker count, in one run.
 measure() {
   local setting=$1 url dir
+  # pg_stat_statements counts the statements each system sends a job.
   url=$(FLOWFABRIC_PG_DURABLE=$([ "$setting" = durable ] && echo 1 || echo 0) \
+    FLOWFABRIC_PG_OPTIONS="-c shared_preload_libraries=pg_stat_statements" \
     scripts/throwaway-postgres.sh 2>"$out/pg-$setting.txt")
   dir=$(sed -n 's/^cluster dir: \([^ ]*\).*/\1/p' "$out/pg-$setting.txt")
   for w in ${workers//,/ }; do
@@ -76,7 +79,7 @@ jobs, workers, out = sys.argv[1], sys.argv[2].split(","), sys.argv[3]
 load = lambda name: json.load(open(os.path.join(out, name)))
 rows = []
 print(f"\n{jobs} no-op jobs; jobs/s, ratios to graphile-worker default and batched, and what a job cost the server")
-head = f"{'server':<8} {'w':>3} {'system':<36} {'jobs/s':>8} {'vs default':>10} {'vs batched':>10} {'WAL B':>7} {'xacts':>6} {'rows':>6} {'CPU µs':>7} {'client µs':>9}"
+head = f"{'server':<8} {'w':>3} {'system':<36} {'jobs/s':>8} {'vs default':>10} {'vs batched':>10} {'WAL B':>7} {'xacts':>6} {'stmts':>6} {'rows':>6} {'CPU µs':>7} {'client µs':>9}"
 print(head)
 for setting in ["fast", "durable"]:
     for w in workers:
@@ -102,10 +105,10 @@ for setting in ["fast", "durable"]:
             ratio = per_s / batched["process_per_s"]
             vs_default = per_s / default["process_per_s"]
             c = cost or {}
-            fmt = lambda k, f: (f.format(c[k]) if k in c else "-")
+            fmt = lambda k, f: (f.format(c[k]) if c.get(k) is not None else "-")
             print(f"{setting:<8} {w:>3} {name:<36} {per_s:>8.0f} {vs_default:>10.2f} {ratio:>10.2f} "
                   f"{fmt('wal_bytes', '{:.0f}'):>7} {fmt('transactions', '{:.2f}'):>6} "
-                  f"{fmt('rows_written', '{:.2f}'):>6} {fmt('server_cpu_us', '{:.0f}'):>7} "
+                  f"{fmt('statements', '{:.2f}'):>6} {fmt('rows_written', '{:.2f}'):>6} {fmt('server_cpu_us', '{:.0f}'):>7} "
                   f"{fmt('client_cpu_us', '{:.0f}'):>9}")
             rows.append({"server": setting, "workers": int(w), "system": name,
                          "per_s": per_s, "vs_graphile_default": vs_default,

@@ -10,7 +10,7 @@
 // Prints one JSON line: {"mode", "jobs", "concurrency", "enqueue_per_s",
 // "process_per_s", "server_cost"}; with SERVER_COST=1, server_cost holds what
 // each job cost the server (WAL bytes, transactions, rows written, server
-// CPU), read the way `flowfabric bench pool --server-cost` reads them, and
+// CPU, and statements when the server loads pg_stat_statements), read the way `flowfabric bench pool --server-cost` reads them, and
 // the CPU this Node process spent (client_cpu_us).
 import { readdirSync, readFileSync } from "node:fs";
 import { run, runMigrations, Logger } from "graphile-worker";
@@ -56,18 +56,41 @@ function cpuTicks() {
   return ticks;
 }
 async function counters(cpu) {
-  await settle();
   const client = new pg.Client({ connectionString: url });
   await client.connect();
+  // Before the wait, so that what it writes settles outside the stretch.
+  const countsStatements = await offerStatementCounts(client);
+  await settle();
   const { rows } = await client.query(
     `SELECT pg_current_wal_lsn()::text AS lsn, xact_commit + xact_rollback AS xacts,
             tup_inserted + tup_updated + tup_deleted AS rows
      FROM pg_stat_database WHERE datname = current_database()`,
   );
+  let statements = null;
+  if (countsStatements) {
+    const { rows: calls } = await client.query(
+      `SELECT coalesce(sum(calls), 0)::bigint AS n FROM pg_stat_statements
+       WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())`,
+    );
+    statements = Number(calls[0].n);
+  }
   await client.end();
-  return { ...rows[0], cpu };
+  return { ...rows[0], statements, cpu };
 }
-const before = measureCost ? await counters(cpuTicks()) : null;
+// Statements the clients sent, from pg_stat_statements when the server loads
+// it: made readable in this database; whether it is.
+async function offerStatementCounts(client) {
+  const { rows } = await client.query(
+    "SELECT current_setting('shared_preload_libraries', true) AS libs",
+  );
+  if (!(rows[0].libs ?? "").split(",").some((l) => l.trim() === "pg_stat_statements")) return false;
+  await client.query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements");
+  return true;
+}
+// The server's CPU is sampled once the counters settled, as the work starts:
+// sampled before the wait, it would count what the server did meanwhile.
+const before = measureCost ? await counters(null) : null;
+if (before) before.cpu = cpuTicks();
 const ownBefore = process.cpuUsage();
 
 const preset =
@@ -120,6 +143,10 @@ if (before) {
   serverCost = {
     wal_bytes: rows[0].wal / jobs,
     transactions: (after.xacts - before.xacts) / jobs,
+    statements:
+      after.statements === null || before.statements === null
+        ? null
+        : (after.statements - before.statements) / jobs,
     rows_written: (after.rows - before.rows) / jobs,
     server_cpu_us: ((after.cpu - before.cpu) / ticksPerSecond) * 1e6 / jobs,
     client_cpu_us: (ownSpent.user + ownSpent.system) / jobs,

@@ -1,5 +1,6 @@
 //! What a stretch of work cost the Postgres server: WAL bytes, transactions,
-//! rows written and server CPU, read before and after it; and, beside it,
+//! statements, rows written and server CPU, read before and after it; and,
+//! beside it,
 //! the CPU the bench's own process spent (the worker pool, the runtime and
 //! the engine's side of every statement).
 //!
@@ -10,7 +11,10 @@
 //! server; transactions and rows from the database's `pg_stat_database` row,
 //! which a backend publishes at most once a second while busy and within ten
 //! seconds of going idle, so the counters are read only after
-//! [`STATS_SETTLE`] of quiet; CPU is the user + system time of every
+//! [`STATS_SETTLE`] of quiet; statements (those the clients sent, not what
+//! triggers and functions ran inside them) from `pg_stat_statements`, when
+//! the server loads it (`shared_preload_libraries`; none reported when it
+//! does not); CPU is the user + system time of every
 //! `postgres` process on this host (the bench and the server must share it)
 //! plus what their exited children used (the postmaster's `cutime` and
 //! `cstime` hold the backends that closed), sampled from `/proc` when the
@@ -32,6 +36,7 @@ pub const STATS_SETTLE: Duration = Duration::from_millis(10_500);
 pub struct Snapshot {
     lsn: String,
     xacts: i64,
+    statements: Option<i64>,
     rows: i64,
     cpu: CpuSample,
 }
@@ -67,18 +72,37 @@ pub fn cpu_now() -> CpuSample {
 pub struct PerExecution {
     pub wal_bytes: f64,
     pub transactions: f64,
+    /// Statements the clients sent; `None` when the server does not load
+    /// `pg_stat_statements`.
+    pub statements: Option<f64>,
     pub rows_written: f64,
     pub server_cpu_us: f64,
     /// The CPU this process spent (user + system, all threads).
     pub client_cpu_us: f64,
 }
 
-/// Wait for the counters to settle, then read them for the database `url`
-/// names, with the CPU sampled (by [`cpu_now`]) when the work began or
-/// ended.
-pub async fn snapshot(url: &str, cpu: CpuSample) -> anyhow::Result<Snapshot> {
-    tokio::time::sleep(STATS_SETTLE).await;
+/// Before a stretch of work: the counters of the database `url` names, read
+/// once they settled, and the CPU sampled last, as the work is about to
+/// start (a sample taken before the wait would count what the server did
+/// while settling, autovacuum of a fresh backlog included).
+pub async fn before_work(url: &str) -> anyhow::Result<Snapshot> {
+    let mut snapshot = settled(url, cpu_now()).await?;
+    snapshot.cpu = cpu_now();
+    Ok(snapshot)
+}
+
+/// After a stretch of work: the CPU sampled (by [`cpu_now`]) when it ended,
+/// the rest read once the counters settled.
+pub async fn after_work(url: &str, cpu_at_end: CpuSample) -> anyhow::Result<Snapshot> {
+    settled(url, cpu_at_end).await
+}
+
+/// Wait for the counters to settle, then read them, with `cpu` beside them.
+async fn settled(url: &str, cpu: CpuSample) -> anyhow::Result<Snapshot> {
     let pool = PgPoolOptions::new().max_connections(1).connect(url).await?;
+    // Before the wait, so that what it writes settles outside the stretch.
+    let counts_statements = offer_statement_counts(&pool).await;
+    tokio::time::sleep(STATS_SETTLE).await;
     let (lsn, xacts, rows): (String, i64, i64) = sqlx::query_as(
         "SELECT pg_current_wal_lsn()::text, xact_commit + xact_rollback, \
                 tup_inserted + tup_updated + tup_deleted \
@@ -87,13 +111,47 @@ pub async fn snapshot(url: &str, cpu: CpuSample) -> anyhow::Result<Snapshot> {
     .fetch_one(&pool)
     .await
     .context("reading the server's counters")?;
+    let statements = match counts_statements {
+        true => Some(statements_run(&pool).await?),
+        false => None,
+    };
     pool.close().await;
     Ok(Snapshot {
         lsn,
         xacts,
+        statements,
         rows,
         cpu,
     })
+}
+
+/// Makes `pg_stat_statements` readable in the database, if the server loads
+/// it; whether it does.
+async fn offer_statement_counts(pool: &sqlx::PgPool) -> bool {
+    let loaded: Option<String> =
+        sqlx::query_scalar("SELECT current_setting('shared_preload_libraries', true)")
+            .fetch_one(pool)
+            .await
+            .ok()
+            .flatten();
+    if !loaded.is_some_and(|l| l.split(',').any(|l| l.trim() == "pg_stat_statements")) {
+        return false;
+    }
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .execute(pool)
+        .await
+        .is_ok()
+}
+
+/// Top-level statements run in this database so far.
+async fn statements_run(pool: &sqlx::PgPool) -> anyhow::Result<i64> {
+    sqlx::query_scalar(
+        "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements \
+         WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_one(pool)
+    .await
+    .context("reading pg_stat_statements")
 }
 
 impl Snapshot {
@@ -117,6 +175,10 @@ impl Snapshot {
         Ok(PerExecution {
             wal_bytes: wal / n,
             transactions: (self.xacts - before.xacts) as f64 / n,
+            statements: self
+                .statements
+                .zip(before.statements)
+                .map(|(after, before)| (after - before) as f64 / n),
             rows_written: (self.rows - before.rows) as f64 / n,
             server_cpu_us: self.cpu.server_us_since(&before.cpu) / n,
             client_cpu_us: own.as_secs_f64() * 1e6 / n,

@@ -64,8 +64,9 @@ pub struct PoolBench {
     #[arg(long)]
     claim_ahead: Option<usize>,
     /// Also report what each execution cost the Postgres server (WAL bytes,
-    /// transactions, rows written, server CPU); adds ~20 s a row for the
-    /// server's counters to settle. The server must run on this host.
+    /// transactions, rows written, server CPU, and statements when the
+    /// server loads `pg_stat_statements`); adds ~20 s a row for the server's
+    /// counters to settle. The server must run on this host.
     #[arg(long)]
     server_cost: bool,
     /// Leave each round's scratch database on the server and print its URL,
@@ -173,9 +174,12 @@ pub async fn run(args: PoolBench) -> anyhow::Result<()> {
     }
     for r in &rows {
         if let Some(c) = &r.server_cost {
+            let statements = c
+                .statements
+                .map_or(String::new(), |n| format!("{n:.2} statements, "));
             println!(
-                "slots {}: per execution {:.0} WAL bytes, {:.2} transactions, {:.2} rows written, \
-                 {:.0} µs server CPU, {:.0} µs our process's CPU",
+                "slots {}: per execution {:.0} WAL bytes, {:.2} transactions, {statements}\
+                 {:.2} rows written, {:.0} µs server CPU, {:.0} µs our process's CPU",
                 r.slots,
                 c.wal_bytes,
                 c.transactions,
@@ -238,7 +242,7 @@ async fn round(
         ..WorkerConfig::default()
     };
     let before = match measure_cost {
-        true => Some(dbcost::snapshot(url, dbcost::cpu_now()).await?),
+        true => Some(dbcost::before_work(url).await?),
         false => None,
     };
     let started = Instant::now();
@@ -249,7 +253,7 @@ async fn round(
     pool.shutdown().await;
     let cost = match before {
         Some(before) => {
-            let after = dbcost::snapshot(url, cpu_after).await?;
+            let after = dbcost::after_work(url, cpu_after).await?;
             Some(after.since(&before, url, n).await?)
         }
         None => None,
