@@ -1,8 +1,7 @@
 //! What a stretch of work cost the Postgres server: WAL bytes, transactions,
 //! statements, rows written and server CPU, read before and after it; and,
-//! beside it,
-//! the CPU the bench's own process spent (the worker pool, the runtime and
-//! the engine's side of every statement).
+//! beside it, the CPU the bench's own process spent (the worker pool, the
+//! runtime and the engine's side of every statement).
 //!
 //! Jobs per second depend on the machine; these per-execution figures do
 //! not, and they are what to set beside a peer's per job
