@@ -38,12 +38,8 @@ async fn grants_and_secrets_through_the_cli_and_the_secret_never_shows() {
     const SECRET: &str = "sekrit-value-4711-do-not-leak";
     let port = auth_upstream(SECRET).await;
     let served = Served::start().await;
-    let (ok, out, err) = served.cli(None, &["tenant", "create", "acme", "--json"]);
-    assert!(ok, "{err}");
-    let created: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let key = created["api_key"]["token"].as_str().unwrap().to_owned();
+    let (tenant, key) = served.create_tenant("acme");
     let key = Some(key.as_str());
-    let tenant = created["tenant"]["tenant_id"].as_str().unwrap().to_owned();
     let file = served.write("testkit.wasm", &guest("testkit"));
     let (ok, out, err) = served.cli(key, &["component", "upload", "testkit", &file]);
     assert!(ok, "{err}");
@@ -113,16 +109,9 @@ async fn grants_and_secrets_through_the_cli_and_the_secret_never_shows() {
     let (_, listed_json, _) = served.cli(key, &["config", "list", "--json"]);
 
     // The guest presents the secret to the upstream, which accepts it.
-    let url = format!("{origin}/auth");
-    let (ok, run, err) = served.cli(
-        key,
-        &[
-            "run",
-            "testkit",
-            "--input-text",
-            &format!("http-auth:API_TOKEN:{url}"),
-        ],
-    );
+    let presenting = format!("http-auth:API_TOKEN:{origin}/auth");
+    let present = ["run", "testkit", "--input-text", &presenting];
+    let (ok, run, err) = served.cli(key, &present);
     assert!(ok && run.contains("status=200"), "{run}{err}");
     let id = run
         .split_whitespace()
@@ -155,14 +144,6 @@ async fn grants_and_secrets_through_the_cli_and_the_secret_never_shows() {
     let (ok, _, err) = served.cli(key, &["grant", "rm", "testkit"]);
     assert!(ok, "{err}");
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    let (ok, run, err) = served.cli(
-        key,
-        &[
-            "run",
-            "testkit",
-            "--input-text",
-            &format!("http-auth:API_TOKEN:{url}"),
-        ],
-    );
+    let (ok, run, err) = served.cli(key, &present);
     assert!(ok && run.contains("HttpRequestDenied"), "{run}{err}");
 }

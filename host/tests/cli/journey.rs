@@ -29,13 +29,9 @@ async fn remote_commands_drive_a_served_installation() {
 
 /// Creates the tenant; returns its API key.
 fn a_tenant_with_limits(served: &Served) -> String {
-    let (ok, out, err) = served.cli(None, &["tenant", "create", "acme", "--json"]);
-    assert!(ok, "{err}");
-    let created: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let key = created["api_key"]["token"].as_str().unwrap().to_owned();
+    let (tenant_id, key) = served.create_tenant("acme");
     let (ok, out, _) = served.cli(None, &["tenant", "list"]);
     assert!(ok && out.contains("acme"), "{out}");
-    let tenant_id = created["tenant"]["tenant_id"].as_str().unwrap().to_owned();
     let (ok, out, err) = served.cli(
         None,
         &["tenant", "limits", &tenant_id, "--max-running", "64"],

@@ -77,6 +77,19 @@ impl Served {
         )
     }
 
+    /// `tenant create NAME --json` as the operator; returns the tenant's id
+    /// and its first API key.
+    pub(crate) fn create_tenant(&self, name: &str) -> (String, String) {
+        let (ok, out, err) = self.cli(None, &["tenant", "create", name, "--json"]);
+        assert!(ok, "{err}");
+        let created: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let text = |v: &serde_json::Value| v.as_str().unwrap().to_owned();
+        (
+            text(&created["tenant"]["tenant_id"]),
+            text(&created["api_key"]["token"]),
+        )
+    }
+
     pub(crate) fn write(&self, name: &str, bytes: &[u8]) -> String {
         let path = self.dir.path().join(name);
         std::fs::write(&path, bytes).unwrap();

@@ -85,19 +85,18 @@ pub struct PerExecution {
 /// start (a sample taken before the wait would count what the server did
 /// while settling, autovacuum of a fresh backlog included).
 pub async fn before_work(url: &str) -> anyhow::Result<Snapshot> {
-    let mut snapshot = settled(url, cpu_now()).await?;
-    snapshot.cpu = cpu_now();
-    Ok(snapshot)
+    settled(url, None).await
 }
 
 /// After a stretch of work: the CPU sampled (by [`cpu_now`]) when it ended,
 /// the rest read once the counters settled.
 pub async fn after_work(url: &str, cpu_at_end: CpuSample) -> anyhow::Result<Snapshot> {
-    settled(url, cpu_at_end).await
+    settled(url, Some(cpu_at_end)).await
 }
 
-/// Wait for the counters to settle, then read them, with `cpu` beside them.
-async fn settled(url: &str, cpu: CpuSample) -> anyhow::Result<Snapshot> {
+/// Wait for the counters to settle, then read them, with `cpu` beside them
+/// (sampled last, once they are read, when not given).
+async fn settled(url: &str, cpu: Option<CpuSample>) -> anyhow::Result<Snapshot> {
     let pool = PgPoolOptions::new().max_connections(1).connect(url).await?;
     // Before the wait, so that what it writes settles outside the stretch.
     let counts_statements = offer_statement_counts(&pool).await;
@@ -120,7 +119,7 @@ async fn settled(url: &str, cpu: CpuSample) -> anyhow::Result<Snapshot> {
         xacts,
         statements,
         rows,
-        cpu,
+        cpu: cpu.unwrap_or_else(cpu_now),
     })
 }
 
