@@ -127,6 +127,15 @@ async fn old_ended_executions_are_deleted_with_what_they_recorded(store: Store) 
         .expect("a running flow is kept whole");
     assert_eq!(db.count("frames").await, 0, "its frames went with it");
     assert_eq!(
+        db.count(
+            "attempts a WHERE NOT EXISTS (SELECT 1 FROM executions x \
+             WHERE x.tenant_id = a.tenant_id AND x.execution_id = a.execution_id)"
+        )
+        .await,
+        0,
+        "their attempts went with them"
+    );
+    assert_eq!(
         db.count("budgets").await,
         1,
         "budgets scoped to them went too"

@@ -9,8 +9,9 @@
 //! that check keeps the flow's row (its foreign key refuses the delete, the
 //! transaction is undone, and the next pass finds the flow running).
 //! Everything recorded of an execution goes with its row (the foreign keys
-//! cascade); its idempotency key and the budgets scoped to it (or to its
-//! flow), which have none, are deleted beside it.
+//! cascade); its attempts (whose key the claim no longer checks, migration
+//! 0036), its idempotency key and the budgets scoped to it (or to its flow)
+//! are deleted beside it.
 
 use chrono::{DateTime, Utc};
 
@@ -21,9 +22,13 @@ use crate::backend::Fetch;
 use crate::error::Result;
 use crate::model::{ExecutionId, FlowId, TenantId};
 
-/// The executions `gone` deleted: their idempotency keys and the budgets
-/// scoped to them (off `budgets_scope_idx`) go too.
-const GONE_AND_KEYS: &str = "keys AS ( \
+/// The executions `gone` deleted: their attempts (off the attempts' primary
+/// key), idempotency keys and the budgets scoped to them (off
+/// `budgets_scope_idx`) go too.
+const GONE_AND_KEYS: &str = "attempts_gone AS ( \
+         DELETE FROM attempts a USING gone g \
+         WHERE a.tenant_id = $1 AND a.execution_id = g.execution_id), \
+     keys AS ( \
          DELETE FROM idempotency_keys k USING gone g \
          WHERE k.tenant_id = $1 AND k.key = g.idempotency_key \
            AND k.execution_id = g.execution_id), \

@@ -30,8 +30,7 @@ CREATE TABLE attempts (
     usage jsonb DEFAULT '{}'::jsonb NOT NULL,
     CONSTRAINT attempts_attempt_type_check CHECK ((attempt_type = ANY (ARRAY['initial'::text, 'retry'::text, 'reclaim'::text, 'replay'::text, 'delayed'::text]))),
     CONSTRAINT attempts_pkey PRIMARY KEY (tenant_id, execution_id, attempt_index),
-    CONSTRAINT attempts_state_check CHECK ((state = ANY (ARRAY['running'::text, 'suspended'::text, 'succeeded'::text, 'failed'::text, 'cancelled'::text, 'delayed'::text, 'lease_expired'::text, 'expired'::text, 'revoked'::text]))),
-    CONSTRAINT attempts_tenant_id_execution_id_fkey FOREIGN KEY (tenant_id, execution_id) REFERENCES executions(tenant_id, execution_id) ON DELETE CASCADE
+    CONSTRAINT attempts_state_check CHECK ((state = ANY (ARRAY['running'::text, 'suspended'::text, 'succeeded'::text, 'failed'::text, 'cancelled'::text, 'delayed'::text, 'lease_expired'::text, 'expired'::text, 'revoked'::text])))
 ) WITH (fillfactor=50);
 
 CREATE TABLE budget_adjustments (
