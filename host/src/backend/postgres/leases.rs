@@ -258,7 +258,7 @@ WITH moved AS (
     UPDATE executions SET {set}, {LEASE_RELEASED}
     WHERE {FENCE}
     RETURNING tenant_id, execution_id, attempt_index, lifecycle_phase, terminal_outcome,
-              eligibility_state, eligible_at
+              eligibility_state, eligible_at, flow_id, parent_id
 ),
 attempt AS (
     -- Keyed by parameters, not joined to `moved`: a join can plan as a scan of
@@ -455,7 +455,8 @@ moved AS (
         {progress}
     FROM locked l
     WHERE e.tenant_id = l.tenant_id AND e.execution_id = l.execution_id
-    RETURNING e.tenant_id, e.execution_id, e.attempt_index, e.lifecycle_phase, e.terminal_outcome
+    RETURNING e.tenant_id, e.execution_id, e.attempt_index, e.lifecycle_phase, e.terminal_outcome,
+        e.flow_id, e.parent_id
 ),
 attempt AS (
     UPDATE attempts a SET state = 'succeeded', ended_at = now()

@@ -158,11 +158,17 @@ where
 /// CTEs `event` and `event_notify`: a completion-outbox row for every row of
 /// `source` matching `filter`, then one NOTIFY carrying the newest event id.
 /// The statement's final `SELECT` must read `event_notify`, or Postgres skips it.
+///
+/// `source` returns the execution's `flow_id` and `parent_id`: the event
+/// records whether either is set (`linked`), so the outbox's trigger looks
+/// up flows and parents only for executions that have them.
 pub(super) fn completion_outbox(source: &str, outcome: &str, filter: &str) -> String {
     format!(
         "event AS (
-    INSERT INTO completion_events (tenant_id, execution_id, attempt_index, outcome)
-    SELECT tenant_id, execution_id, attempt_index, {outcome} FROM {source} WHERE {filter}
+    INSERT INTO completion_events (tenant_id, execution_id, attempt_index, outcome, linked)
+    SELECT tenant_id, execution_id, attempt_index, {outcome},
+        flow_id IS NOT NULL OR parent_id IS NOT NULL
+    FROM {source} WHERE {filter}
     RETURNING event_id
 ),
 event_notify AS (

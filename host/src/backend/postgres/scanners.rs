@@ -300,7 +300,8 @@ moved AS (
         attempt_timeout_at = NULL, updated_at = now()
     FROM expired x
     WHERE e.tenant_id = x.tenant_id AND e.execution_id = x.execution_id
-    RETURNING e.tenant_id, e.execution_id, e.attempt_index, e.lifecycle_phase
+    RETURNING e.tenant_id, e.execution_id, e.attempt_index, e.lifecycle_phase, e.flow_id,
+        e.parent_id
 ),
 attempt AS (
     UPDATE attempts a SET state = 'lease_expired', ended_at = now(), failure = $3::jsonb

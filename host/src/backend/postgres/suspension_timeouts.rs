@@ -101,7 +101,7 @@ async fn end_suspended(
                  suspension = NULL, suspension_timeout_at = NULL, finished_at = now(), \
                  updated_at = now() \
              WHERE tenant_id = $1 AND execution_id = $2 RETURNING tenant_id, execution_id, \
-                 attempt_index), \
+                 attempt_index, flow_id, parent_id), \
          attempt AS ( \
              UPDATE attempts a SET state = $5, failure = $4, ended_at = now() FROM moved m \
              WHERE a.tenant_id = m.tenant_id AND a.execution_id = m.execution_id \

@@ -94,6 +94,7 @@ CREATE TABLE completion_events (
     outcome text NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     txid bigint DEFAULT ((pg_current_xact_id())::text)::bigint NOT NULL,
+    linked boolean,
     CONSTRAINT completion_events_pkey PRIMARY KEY (tenant_id, txid, event_id)
 );
 

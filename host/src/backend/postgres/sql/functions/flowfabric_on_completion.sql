@@ -6,6 +6,9 @@ DECLARE
     p_tenants uuid[]; p_ids uuid[];
     f_tenants uuid[]; f_ids uuid[]; f_outcomes text[];
 BEGIN
+    IF NOT EXISTS (SELECT 1 FROM finished WHERE linked IS NOT FALSE) THEN
+        RETURN NULL;
+    END IF;
     SELECT array_agg(f.tenant_id) FILTER (WHERE e.parent_id IS NOT NULL),
            array_agg(e.parent_id) FILTER (WHERE e.parent_id IS NOT NULL),
            array_agg(f.tenant_id) FILTER (WHERE e.flow_id IS NOT NULL),
@@ -16,7 +19,8 @@ BEGIN
     CROSS JOIN LATERAL (
         SELECT x.parent_id, x.flow_id FROM executions x
         WHERE x.tenant_id = f.tenant_id AND x.execution_id = f.execution_id
-        LIMIT 1) e;
+        LIMIT 1) e
+    WHERE f.linked IS NOT FALSE;
     -- Siblings ending together name their parent twice; it is woken once.
     IF p_ids IS NOT NULL THEN
         PERFORM flowfabric_wake_parents(p_tenants, p_ids);
