@@ -86,6 +86,17 @@ const READERS: u32 = 4;
 /// How long a caller waits for the writer or a reader.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The write-ahead log's length, in pages, past which a commit copies it
+/// back into the database file (SQLite's default is 1,000: 4 MiB).
+///
+/// The copy runs in the committing connection, and here that is the one
+/// writer every write waits for. Pages written again and again (the queue
+/// index's, the tail of the history tables) are copied once a checkpoint
+/// however often they were logged, so a longer log means less copying as
+/// well as fewer pauses; the log file grows to about this many pages
+/// (4 KiB each) before it is reused.
+const WAL_AUTOCHECKPOINT_PAGES: u32 = 10_000;
+
 pub struct SqliteBackend {
     /// One connection: every write transaction, in turn.
     writer: Connections<Sqlite>,
@@ -188,7 +199,13 @@ impl SqliteBackend {
         // path that cannot be opened fails here.
         // Writers queue for the one connection: a long write (a large batch)
         // may keep the others waiting a while.
-        let writer = Connections::<Sqlite>::new(options.clone(), 1, ACQUIRE_TIMEOUT);
+        let writer = Connections::<Sqlite>::new(
+            options
+                .clone()
+                .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES.to_string()),
+            1,
+            ACQUIRE_TIMEOUT,
+        );
         writer
             .acquire()
             .await
@@ -351,5 +368,31 @@ impl Backend for SqliteBackend {
             .all(self.reader(), "read migrations")
             .await?;
         Ok(pending(&MIGRATOR, &applied))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{SqliteBackend, WAL_AUTOCHECKPOINT_PAGES};
+    use crate::backend::Fetch;
+
+    /// The writer copies the log back only past the longer threshold, not
+    /// SQLite's default of 1,000 pages.
+    #[tokio::test]
+    async fn the_writer_checkpoints_past_the_longer_log() {
+        let dir = std::env::temp_dir().join(format!("ff-ckpt-{}", uuid::Uuid::now_v7().simple()));
+        let db = SqliteBackend::open(&dir.join("db.sqlite")).await.unwrap();
+        let pages: i64 = db
+            .quiet_write("read the checkpoint threshold", async |conn| {
+                sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+                    .one(conn, "read the checkpoint threshold")
+                    .await
+            })
+            .await
+            .unwrap();
+        assert_eq!(pages, i64::from(WAL_AUTOCHECKPOINT_PAGES));
+        assert!(pages > 1_000);
+        drop(db);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
