@@ -373,26 +373,20 @@ impl Backend for SqliteBackend {
 
 #[cfg(test)]
 mod tests {
-    use super::{SqliteBackend, WAL_AUTOCHECKPOINT_PAGES};
-    use crate::backend::Fetch;
+    use super::plans::Scratch;
+    use super::WAL_AUTOCHECKPOINT_PAGES;
 
     /// The writer copies the log back only past the longer threshold, not
     /// SQLite's default of 1,000 pages.
     #[tokio::test]
     async fn the_writer_checkpoints_past_the_longer_log() {
-        let dir = std::env::temp_dir().join(format!("ff-ckpt-{}", uuid::Uuid::now_v7().simple()));
-        let db = SqliteBackend::open(&dir.join("db.sqlite")).await.unwrap();
-        let pages: i64 = db
-            .quiet_write("read the checkpoint threshold", async |conn| {
-                sqlx::query_scalar("PRAGMA wal_autocheckpoint")
-                    .one(conn, "read the checkpoint threshold")
-                    .await
-            })
+        let scratch = Scratch::new().await;
+        let mut writer = scratch.db.writer.acquire().await.unwrap();
+        let pages: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+            .fetch_one(&mut *writer)
             .await
             .unwrap();
         assert_eq!(pages, i64::from(WAL_AUTOCHECKPOINT_PAGES));
         assert!(pages > 1_000);
-        drop(db);
-        let _ = std::fs::remove_dir_all(dir);
     }
 }

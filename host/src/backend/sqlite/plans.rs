@@ -1,17 +1,39 @@
-//! Test support: the query plans SQLite chooses for statements, on a
-//! freshly migrated database. Unit tests pin the plans of statements that
-//! must stay on an index, since a plan that scans or sorts a table still
-//! gives the right answer and no other test would notice.
+//! Test support: a scratch database, and the query plans SQLite chooses for
+//! statements on one. Unit tests pin the plans of statements that must stay
+//! on an index, since a plan that scans or sorts a table still gives the
+//! right answer and no other test would notice.
+
+use std::path::PathBuf;
 
 use super::SqliteBackend;
 use crate::backend::Backend;
 
+/// A freshly migrated database in a directory of its own, removed on drop.
+pub(super) struct Scratch {
+    pub db: SqliteBackend,
+    dir: PathBuf,
+}
+
+impl Scratch {
+    pub async fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("ff-scratch-{}", uuid::Uuid::now_v7()));
+        let db = SqliteBackend::open(&dir.join("scratch.db")).await.unwrap();
+        db.migrate().await.unwrap();
+        Self { db, dir }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// `EXPLAIN QUERY PLAN` of each statement (one line a plan step), on a
-/// scratch database that is removed afterwards.
+/// [`Scratch`] database.
 pub(super) async fn query_plans(statements: &[&str]) -> Vec<String> {
-    let dir = std::env::temp_dir().join(format!("ff-plan-{}", uuid::Uuid::now_v7()));
-    let db = SqliteBackend::open(&dir.join("plan.db")).await.unwrap();
-    db.migrate().await.unwrap();
+    let scratch = Scratch::new().await;
+    let db = &scratch.db;
     let mut conn = db.writer.acquire().await.unwrap();
     let mut plans = Vec::new();
     for sql in statements {
@@ -23,6 +45,5 @@ pub(super) async fn query_plans(statements: &[&str]) -> Vec<String> {
         plans.push(rows.into_iter().map(|r| r.3 + "\n").collect());
     }
     drop(conn);
-    std::fs::remove_dir_all(dir).unwrap();
     plans
 }
