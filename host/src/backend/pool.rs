@@ -268,6 +268,14 @@ impl<DB: Database> Connection<DB> {
         self.settled = true;
     }
 
+    /// Close the connection instead of returning it: its state is unknown
+    /// (a transaction begun outside sqlx that could not be ended).
+    pub fn discard(mut self) {
+        if let Some(object) = self.object.take() {
+            drop(Object::take(object));
+        }
+    }
+
     /// Settle the connection when `result` is `Ok`, for work that opens no
     /// transaction: returning normally, it awaited every statement it sent.
     pub fn settle_on_ok<T, E>(&mut self, result: Result<T, E>) -> Result<T, E> {

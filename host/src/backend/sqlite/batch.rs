@@ -16,10 +16,9 @@
 //! count, a budget check) must see the rows changed so far: the caller saves
 //! what is pending before such a read.
 
-use sqlx::SqliteConnection;
-
 use super::lease_history::LeaseBefore;
 use super::record::Exec;
+use super::tx::Tx;
 use super::writes::Writes;
 use super::Effects;
 use crate::error::Result;
@@ -61,7 +60,7 @@ impl<X> Batch<X> {
     /// `more` adds for it (its attempt, its outbox row), chunk by chunk.
     pub async fn save(
         &mut self,
-        conn: &mut SqliteConnection,
+        tx: &mut Tx<'_>,
         effects: &mut Effects,
         more: impl Fn(&Exec, &X, &mut Writes<'_>, &mut Effects),
     ) -> Result<()> {
@@ -76,9 +75,9 @@ impl<X> Batch<X> {
                     .write_save(stored.as_deref(), p.before, &mut writes, effects);
                 more(&p.row, &p.extra, &mut writes, effects);
             }
-            writes.run(conn, "write executions").await?;
+            tx.run(writes, "write executions").await?;
             for (p, stored) in chunk.iter_mut().zip(stored) {
-                p.row.end_save(stored, p.before, conn, effects).await?;
+                p.row.end_save(stored, p.before, tx, effects).await?;
             }
             self.saved += n;
         }

@@ -5,17 +5,16 @@ use std::collections::HashSet;
 
 use rand::seq::SliceRandom;
 use sqlx::types::Json;
-use sqlx::SqliteConnection;
 
 use super::batch::Batch;
 use super::budget_admission;
 use super::concurrency::{self, KeyVerdict};
 use super::record::Exec;
 use super::time::{after, after_ms, at, now, Millis};
+use super::tx::Tx;
 use super::writes::Writes;
 use super::{Effects, SqliteBackend};
 use crate::backend::stored_i64;
-use crate::backend::Fetch;
 use crate::error::Result;
 use crate::model::{AttemptPhase, Eligibility, LifecyclePhase, Ownership};
 use crate::model::{
@@ -37,75 +36,83 @@ pub(super) async fn claim(
     if request.limit == 0 || request.lanes.is_empty() {
         return Ok(Vec::new());
     }
-    db.write("claim", async |conn, effects| {
-        let now = now();
-        let mut queues = Vec::new();
-        for (tenant, limits, exhausted) in tenants_with_work(conn).await? {
-            if request.exclude_tenants.contains(&tenant) {
-                continue;
-            }
-            let room = room(conn, tenant, &limits, request.limit, now).await?;
-            if room == 0 {
-                continue;
-            }
-            let candidates = candidates(conn, tenant, request, room).await?;
-            if !candidates.is_empty() {
-                queues.push((
-                    candidates.into_iter(),
-                    TaskCeilings::from(&limits),
-                    exhausted,
-                ));
-            }
-        }
-        queues.shuffle(&mut rand::rng());
-        let mut leased = Batch::new();
-        let with_attempt = |row: &Exec,
-                            attempt: &(AttemptType, TaskCeilings),
-                            w: &mut Writes<'_>,
-                            _: &mut Effects| {
-            write_attempt(w, row, attempt.0, request, now);
-        };
-        let mut progressed = true;
-        while progressed && leased.len() < request.limit as usize {
-            progressed = false;
-            for (queue, ceilings, exhausted) in &mut queues {
-                if leased.len() == request.limit as usize {
-                    break;
-                }
-                let Some(mut row) = queue.next() else {
-                    continue;
-                };
-                progressed = true;
-                // What the checks below read must see the leases so far
-                // (a key's running count); most rows need neither check.
-                if *exhausted || row.concurrency_key.is_some() {
-                    leased.save(conn, effects, with_attempt).await?;
-                }
-                // Budget admission: what an exhausted budget covers is not
-                // started but blocked, so the next claim looks past it.
-                if *exhausted && budget_admission::over_budget(conn, &row).await? {
-                    budget_admission::block(conn, &mut row, effects).await?;
+    db.write_tx("claim", request, |tx, effects, request| {
+        Box::pin(async move {
+            let now = now();
+            let mut queues = Vec::new();
+            for (tenant, limits, exhausted) in tenants_with_work(tx).await? {
+                if request.exclude_tenants.contains(&tenant) {
                     continue;
                 }
-                match concurrency::judge(conn, &row, now).await? {
-                    KeyVerdict::Admit(held) => row.concurrency_held = held,
-                    KeyVerdict::Block(rule) => {
-                        concurrency::block(conn, &mut row, &rule, effects).await?;
+                let room = room(tx, tenant, &limits, request.limit, now).await?;
+                if room == 0 {
+                    continue;
+                }
+                let candidates = candidates(tx, tenant, request, room).await?;
+                // Budget and key admission read and write through sqlx.
+                if exhausted || candidates.iter().any(|c| c.concurrency_key.is_some()) {
+                    tx.require_sqlx()?;
+                }
+                if !candidates.is_empty() {
+                    queues.push((
+                        candidates.into_iter(),
+                        TaskCeilings::from(&limits),
+                        exhausted,
+                    ));
+                }
+            }
+            queues.shuffle(&mut rand::rng());
+            let mut leased = Batch::new();
+            let with_attempt = |row: &Exec,
+                                attempt: &(AttemptType, TaskCeilings),
+                                w: &mut Writes<'_>,
+                                _: &mut Effects| {
+                write_attempt(w, row, attempt.0, request, now);
+            };
+            let mut progressed = true;
+            while progressed && leased.len() < request.limit as usize {
+                progressed = false;
+                for (queue, ceilings, exhausted) in &mut queues {
+                    if leased.len() == request.limit as usize {
+                        break;
+                    }
+                    let Some(mut row) = queue.next() else {
+                        continue;
+                    };
+                    progressed = true;
+                    // What the checks below read must see the leases so far
+                    // (a key's running count); most rows need neither check.
+                    if *exhausted || row.concurrency_key.is_some() {
+                        leased.save(tx, effects, with_attempt).await?;
+                    }
+                    // Budget admission: what an exhausted budget covers is not
+                    // started but blocked, so the next claim looks past it.
+                    if *exhausted && budget_admission::over_budget(tx.conn()?, &row).await? {
+                        budget_admission::block(tx.conn()?, &mut row, effects).await?;
                         continue;
                     }
+                    if row.concurrency_key.is_some() {
+                        match concurrency::judge(tx.conn()?, &row, now).await? {
+                            KeyVerdict::Admit(held) => row.concurrency_held = held,
+                            KeyVerdict::Block(rule) => {
+                                concurrency::block(tx.conn()?, &mut row, &rule, effects).await?;
+                                continue;
+                            }
+                        }
+                    }
+                    let before = row.lease_before();
+                    let attempt_type = lease_row(&mut row, request, now);
+                    leased.push(row, Some(before), (attempt_type, *ceilings));
                 }
-                let before = row.lease_before();
-                let attempt_type = lease_row(&mut row, request, now);
-                leased.push(row, Some(before), (attempt_type, *ceilings));
             }
-        }
-        leased.save(conn, effects, with_attempt).await?;
-        let claimed: Vec<ClaimedExecution> = leased
-            .into_rows()
-            .map(|p| claimed_execution(p.row, p.extra.0, p.extra.1, now))
-            .collect();
-        tracing::debug!(claimed = claimed.len(), "claim");
-        Ok(claimed)
+            leased.save(tx, effects, with_attempt).await?;
+            let claimed: Vec<ClaimedExecution> = leased
+                .into_rows()
+                .map(|p| claimed_execution(p.row, p.extra.0, p.extra.1, now))
+                .collect();
+            tracing::debug!(claimed = claimed.len(), "claim");
+            Ok(claimed)
+        })
     })
     .await
 }
@@ -123,17 +130,15 @@ const TENANTS_WITH_WORK: &str = "SELECT t.tenant_id, t.limits, \
 const RUNNING: &str =
     "SELECT count(*) FROM executions WHERE tenant_id = ? AND lifecycle_phase = 'active'";
 
-async fn tenants_with_work(
-    conn: &mut SqliteConnection,
-) -> Result<Vec<(TenantId, TenantLimits, bool)>> {
+async fn tenants_with_work(tx: &mut Tx<'_>) -> Result<Vec<(TenantId, TenantLimits, bool)>> {
     let rows: Vec<(TenantId, Json<TenantLimits>, bool)> =
-        sqlx::query_as(TENANTS_WITH_WORK).all(conn, "claim").await?;
+        tx.fetch("claim", TENANTS_WITH_WORK, |_| {}).await?;
     Ok(rows.into_iter().map(|(t, l, x)| (t, l.0, x)).collect())
 }
 
 /// How many executions the tenant may start now, at most `limit`.
 async fn room(
-    conn: &mut SqliteConnection,
+    tx: &mut Tx<'_>,
     tenant: TenantId,
     limits: &TenantLimits,
     limit: u32,
@@ -141,30 +146,38 @@ async fn room(
 ) -> Result<u32> {
     let mut room = i64::from(limit);
     if let Some(max) = limits.max_running {
-        let running: i64 = sqlx::query_scalar(RUNNING)
-            .bind(tenant)
-            .one(&mut *conn, "claim")
-            .await?;
+        let running = count(tx, RUNNING, |w| {
+            w.bind(tenant);
+        })
+        .await?;
         room = room.min(i64::from(max) - running);
     }
     if let Some(max) = limits.max_starts_per_window {
         let window = limits.start_window_ms.unwrap_or(DEFAULT_START_WINDOW_MS);
-        let started: i64 = sqlx::query_scalar(
+        let since = now - stored_i64(window);
+        let started = count(
+            tx,
             "SELECT count(*) FROM attempts WHERE tenant_id = ? AND started_at > ?",
+            |w| {
+                w.bind(tenant).bind(since);
+            },
         )
-        .bind(tenant)
-        .bind(now - stored_i64(window))
-        .one(&mut *conn, "claim")
         .await?;
         room = room.min(i64::from(max) - started);
     }
     Ok(u32::try_from(room.max(0)).unwrap_or(0))
 }
 
+/// The one number a `count(*)` returns.
+async fn count<'q>(tx: &mut Tx<'_>, sql: &str, bind: impl FnOnce(&mut Writes<'q>)) -> Result<i64> {
+    let rows: Vec<(i64,)> = tx.fetch("claim", sql, bind).await?;
+    Ok(rows.first().map_or(0, |r| r.0))
+}
+
 /// The tenant's best `room` claimable executions in the request's lanes whose
 /// required capabilities the worker has.
 async fn candidates(
-    conn: &mut SqliteConnection,
+    tx: &mut Tx<'_>,
     tenant: TenantId,
     request: &ClaimRequest,
     room: u32,
@@ -181,12 +194,13 @@ async fn candidates(
          ORDER BY priority DESC, eligible_at, execution_id LIMIT ?",
     );
     for lane in lanes {
-        let rows: Vec<Exec> = sqlx::query_as(&sql)
-            .bind(tenant)
-            .bind(lane)
-            .bind(&capabilities)
-            .bind(i64::from(room))
-            .all(&mut *conn, "claim")
+        let rows: Vec<Exec> = tx
+            .fetch("claim", &sql, |w| {
+                w.bind(tenant)
+                    .bind(lane.as_str())
+                    .bind(capabilities.as_str())
+                    .bind(i64::from(room));
+            })
             .await?;
         all.extend(rows.into_iter().map(Exec::remembering_stored));
     }

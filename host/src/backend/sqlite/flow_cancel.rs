@@ -52,7 +52,7 @@ pub(super) async fn cancel_flow(
             }
             cancel_row(conn, &mut row, reason, effects).await?;
             // Resolve as each member ends, as Postgres does per statement.
-            super::settle(conn, effects).await?;
+            super::settle(&mut super::tx::Tx::Sqlx(conn), effects).await?;
             cancelled += 1;
         }
         Ok(cancelled)

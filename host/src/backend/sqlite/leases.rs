@@ -64,45 +64,48 @@ async fn complete_many(
     db: &SqliteBackend,
     completions: &[Completion<'_>],
 ) -> Result<Vec<Result<()>>> {
-    db.write("complete many", async |conn, effects| {
-        let now = now();
-        let write_end = |row: &Exec, _: &(), w: &mut Writes<'_>, effects: &mut Effects| {
-            write_success(w, row, now, effects);
-        };
-        let mut results = Vec::with_capacity(completions.len());
-        let keys = completions
-            .iter()
-            .map(|c| (c.lease.tenant_id, c.lease.execution_id));
-        let mut rows = Exec::load_many(conn, keys).await?;
-        let mut ended = Batch::new();
-        for completion in completions {
-            let lease = completion.lease;
-            let key = (lease.tenant_id, lease.execution_id);
-            // A row read above that the lease still holds; any other (not
-            // held, or completed earlier in this batch) is read again,
-            // after what is pending is written, and explained one by one.
-            let held = rows.remove(&key).filter(|row| row.is_held_by(lease));
-            let row = match held {
-                Some(row) => Ok(Some(row)),
-                None => {
-                    ended.save(conn, effects, write_end).await?;
-                    held_or_replayed(conn, lease, AttemptState::Succeeded).await
-                }
+    db.write_tx("complete many", completions, |tx, effects, completions| {
+        Box::pin(async move {
+            let now = now();
+            let write_end = |row: &Exec, _: &(), w: &mut Writes<'_>, effects: &mut Effects| {
+                write_success(w, row, now, effects);
             };
-            match row {
-                Ok(Some(mut row)) => {
-                    let before = row.lease_before();
-                    end_with_success(&mut row, completion, now);
-                    ended.push(row, Some(before), ());
-                    results.push(Ok(()));
+            let mut results = Vec::with_capacity(completions.len());
+            let keys: Vec<_> = completions
+                .iter()
+                .map(|c| (c.lease.tenant_id, c.lease.execution_id))
+                .collect();
+            let mut rows = Exec::load_many(tx, &keys).await?;
+            let mut ended = Batch::new();
+            for completion in completions {
+                let lease = completion.lease;
+                let key = (lease.tenant_id, lease.execution_id);
+                // A row read above that the lease still holds; any other (not
+                // held, or completed earlier in this batch) is read again,
+                // after what is pending is written, and explained one by one.
+                let held = rows.remove(&key).filter(|row| row.is_held_by(lease));
+                let row = match held {
+                    Some(row) => Ok(Some(row)),
+                    None => {
+                        ended.save(tx, effects, write_end).await?;
+                        held_or_replayed(tx.conn()?, lease, AttemptState::Succeeded).await
+                    }
+                };
+                match row {
+                    Ok(Some(mut row)) => {
+                        let before = row.lease_before();
+                        end_with_success(&mut row, completion, now);
+                        ended.push(row, Some(before), ());
+                        results.push(Ok(()));
+                    }
+                    Ok(None) => results.push(Ok(())),
+                    Err(e @ EngineError::Storage { .. }) => return Err(e),
+                    Err(refused) => results.push(Err(refused)),
                 }
-                Ok(None) => results.push(Ok(())),
-                Err(e @ EngineError::Storage { .. }) => return Err(e),
-                Err(refused) => results.push(Err(refused)),
             }
-        }
-        ended.save(conn, effects, write_end).await?;
-        Ok(results)
+            ended.save(tx, effects, write_end).await?;
+            Ok(results)
+        })
     })
     .await
 }

@@ -57,6 +57,7 @@ mod suspension;
 mod suspension_timeouts;
 mod tenancy;
 mod time;
+mod tx;
 mod waitpoint_keys;
 mod wakeups;
 mod writes;
@@ -82,6 +83,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite"
 
 /// Readers run alongside the writer; more than a few buys nothing on a file.
 const READERS: u32 = 4;
+
+/// How long a statement waits for a lock another process holds on the file.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a caller waits for the writer or a reader.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -153,6 +157,11 @@ impl Finished {
             in_flow: row.flow_id.is_some(),
         }
     }
+
+    /// Whether a parent or flow edges may be waiting on it.
+    fn awaited(&self) -> bool {
+        self.parent.is_some() || self.in_flow
+    }
 }
 
 impl SqliteBackend {
@@ -194,7 +203,7 @@ impl SqliteBackend {
             // corrupt the file; a process crash loses nothing.
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(BUSY_TIMEOUT);
         // One connection of each opened now: the file is created, and a
         // path that cannot be opened fails here.
         // Writers queue for the one connection: a long write (a large batch)
@@ -247,7 +256,7 @@ impl SqliteBackend {
             .writer
             .transaction(op, Some("BEGIN IMMEDIATE"), async |tx| {
                 let value = body(tx, &mut effects).await?;
-                settle(tx, &mut effects).await?;
+                settle(&mut tx::Tx::Sqlx(tx), &mut effects).await?;
                 Ok(value)
             })
             .await?;
@@ -341,9 +350,14 @@ impl SqliteBackend {
 /// Everything that waits on the executions this transaction ended: parents
 /// waiting for their last child resume, flow edges resolve. That may end more
 /// executions (skips, sibling cancels), settled in turn until nothing more ends.
-pub(super) async fn settle(conn: &mut SqliteConnection, effects: &mut Effects) -> Result<()> {
+/// Executions nothing waits on need no statement.
+async fn settle(tx: &mut tx::Tx<'_>, effects: &mut Effects) -> Result<()> {
     while !effects.finished.is_empty() {
         let finished = std::mem::take(&mut effects.finished);
+        if !finished.iter().any(Finished::awaited) {
+            continue;
+        }
+        let conn = tx.conn()?;
         children::wake_parents(conn, &finished, effects).await?;
         resolve::resolve(conn, &finished, effects).await?;
     }

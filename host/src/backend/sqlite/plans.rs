@@ -17,11 +17,18 @@ pub(super) struct Scratch {
 impl Scratch {
     pub async fn new() -> Self {
         let dir = std::env::temp_dir().join(format!("ff-scratch-{}", uuid::Uuid::now_v7()));
-        let db = SqliteBackend::open(&dir.join("scratch.db")).await.unwrap();
+        let db = SqliteBackend::open(&dir.join(FILE)).await.unwrap();
         db.migrate().await.unwrap();
         Self { db, dir }
     }
+
+    /// The database file, for a second connection to it.
+    pub fn file(&self) -> PathBuf {
+        self.dir.join(FILE)
+    }
 }
+
+const FILE: &str = "scratch.db";
 
 impl Drop for Scratch {
     fn drop(&mut self) {

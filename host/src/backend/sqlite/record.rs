@@ -11,13 +11,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use sqlx::error::BoxDynError;
 use sqlx::types::Json;
 use sqlx::SqliteConnection;
 use uuid::Uuid;
 
 use super::lease_history::LeaseBefore;
+use super::raw;
 use super::stored_policy::StoredPolicy;
 use super::time::{at, Millis};
+use super::tx::Tx;
 use super::writes::Writes;
 use super::{Effects, Finished};
 use crate::backend::Fetch;
@@ -112,6 +115,19 @@ macro_rules! columns {
                 set.join(", ")
             }
 
+            /// The row read on the writer's handle, from a `SELECT` of
+            /// [`COLUMNS`] in order ([`Exec::select_sql`]).
+            fn read_raw(row: &raw::Row<'_>) -> std::result::Result<Exec, BoxDynError> {
+                let mut at = 0..;
+                let mut next = || at.next().expect("unbounded");
+                Ok(Exec {
+                    $tenant: row.get(next())?,
+                    $id: row.get(next())?,
+                    $($value: row.get(next())?,)+
+                    stored: None,
+                })
+            }
+
             /// Bring `stored` up to this row after a save, copying only the
             /// columns that changed.
             fn catch_up(&self, stored: &mut Exec) {
@@ -151,6 +167,12 @@ static SAVE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     )
 });
 
+impl raw::FromRaw for Exec {
+    fn from_raw(row: &raw::Row<'_>) -> std::result::Result<Self, BoxDynError> {
+        Exec::read_raw(row)
+    }
+}
+
 impl Exec {
     /// The row, if the tenant has it, remembering how it is stored: for a
     /// write, whose save then updates only what changed.
@@ -180,10 +202,11 @@ impl Exec {
     /// The rows of several executions in one statement (those that exist),
     /// each remembering how it is stored, by tenant and id.
     pub async fn load_many(
-        conn: &mut SqliteConnection,
-        keys: impl Iterator<Item = (TenantId, ExecutionId)>,
+        tx: &mut Tx<'_>,
+        keys: &[(TenantId, ExecutionId)],
     ) -> Result<HashMap<(TenantId, ExecutionId), Exec>> {
         let keys: Vec<[String; 2]> = keys
+            .iter()
             .map(|(tenant, id)| {
                 [
                     tenant.as_uuid().simple().to_string(),
@@ -192,13 +215,15 @@ impl Exec {
             })
             .collect();
         let keys = serde_json::to_string(&keys).expect("strings serialise");
-        let rows: Vec<Exec> = sqlx::query_as(&Self::select_sql(
+        let sql = Self::select_sql(
             "(tenant_id, execution_id) IN \
              (SELECT unhex(value ->> 0), unhex(value ->> 1) FROM json_each(?))",
-        ))
-        .bind(keys)
-        .all(conn, "read executions")
-        .await?;
+        );
+        let rows: Vec<Exec> = tx
+            .fetch("read executions", &sql, |w| {
+                w.bind(keys);
+            })
+            .await?;
         Ok(rows
             .into_iter()
             .map(|row| ((row.tenant_id, row.execution_id), row.remembering_stored()))
@@ -256,6 +281,12 @@ impl Exec {
     pub fn remembering_stored(mut self) -> Self {
         self.stored = Some(Box::new(self.clone()));
         self
+    }
+
+    /// Whether the row's attempt holds a slot of its concurrency key, which
+    /// ending the attempt hands on ([`super::concurrency::hand_on`]).
+    pub fn holds_concurrency_slot(&self) -> bool {
+        self.concurrency_key.is_some() && self.concurrency_held.is_some()
     }
 
     /// Whether `lease` names this row's live lease.
@@ -391,7 +422,8 @@ impl Exec {
         self.write_save(stored.as_deref(), before, &mut writes, effects);
         more(self, &mut writes, effects);
         writes.run(conn, "write execution").await?;
-        self.end_save(stored, before, conn, effects).await
+        self.end_save(stored, before, &mut Tx::Sqlx(conn), effects)
+            .await
     }
 
     /// A save's first part: the derived columns set, and how the row is
@@ -444,7 +476,7 @@ impl Exec {
         &mut self,
         stored: Option<Box<Exec>>,
         before: Option<LeaseBefore>,
-        conn: &mut SqliteConnection,
+        tx: &mut Tx<'_>,
         effects: &mut Effects,
     ) -> Result<()> {
         if let Some(mut stored) = stored {
@@ -453,8 +485,9 @@ impl Exec {
         }
         // Every move out of `active` drops the lease: a concurrency slot held
         // goes to the key's next execution.
-        if before.is_some_and(|b| b.lease_id.is_some() && self.lease_id.is_none()) {
-            super::concurrency::hand_on(conn, self, effects).await?;
+        let released = before.is_some_and(|b| b.lease_id.is_some() && self.lease_id.is_none());
+        if released && self.holds_concurrency_slot() {
+            super::concurrency::hand_on(tx.conn()?, self, effects).await?;
         }
         if self.lifecycle_phase == LifecyclePhase::Runnable
             && self.eligibility_state == Eligibility::EligibleNow

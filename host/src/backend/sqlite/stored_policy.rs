@@ -55,6 +55,13 @@ impl<'r> Decode<'r, Sqlite> for StoredPolicy {
     }
 }
 
+impl super::raw::Column for StoredPolicy {
+    fn read(row: &super::raw::Row<'_>, at: std::ffi::c_int) -> Result<Self, BoxDynError> {
+        let text: String = super::raw::Column::read(row, at)?;
+        Ok(Self(serde_json::from_str(&text)?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

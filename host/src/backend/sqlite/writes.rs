@@ -19,6 +19,7 @@ use sqlx::error::BoxDynError;
 use sqlx::sqlite::{SqliteArgumentValue, SqliteArguments, SqliteTypeInfo};
 use sqlx::{Arguments, Encode, Sqlite, SqliteConnection, Type};
 
+use super::raw::{FromRaw, Locked};
 use crate::backend::Run;
 use crate::error::{EngineError, Result};
 
@@ -83,16 +84,47 @@ impl<'q> Writes<'q> {
 
     /// Run every statement, in order, in the connection's transaction.
     pub async fn run(self, conn: &mut SqliteConnection, op: &'static str) -> Result<()> {
+        if self.ends.is_empty() && self.refused.is_none() {
+            return Ok(());
+        }
+        if self.texts_repeat() {
+            let mut handle = conn.lock_handle().await.map_err(EngineError::storage(op))?;
+            return self.run_locked(&mut handle, op);
+        }
+        let (sql, arguments) = self.into_query(op)?;
+        sqlx::query_with(&sql, arguments).run(conn, op).await?;
+        Ok(())
+    }
+
+    /// Run every statement, in order, on the writer's locked handle.
+    pub fn run_locked(self, handle: &mut dyn Locked, op: &'static str) -> Result<()> {
         if let Some(e) = self.refused {
             return Err(EngineError::storage(op)(sqlx::Error::Encode(e)));
         }
         if self.ends.is_empty() {
             return Ok(());
         }
-        if self.texts_repeat() {
-            let mut handle = conn.lock_handle().await.map_err(EngineError::storage(op))?;
-            return super::raw::execute(&mut handle, self.statements(), &self.values)
-                .map_err(EngineError::storage(op));
+        super::raw::execute(handle, self.statements(), &self.values)
+            .map_err(EngineError::storage(op))
+    }
+
+    /// Decode the rows of the one statement, read on the locked handle.
+    pub fn fetch_locked<T: FromRaw>(
+        self,
+        handle: &mut dyn Locked,
+        op: &'static str,
+    ) -> Result<Vec<T>> {
+        if let Some(e) = self.refused {
+            return Err(EngineError::storage(op)(sqlx::Error::Encode(e)));
+        }
+        super::raw::query(handle, &self.sql, &self.values).map_err(EngineError::storage(op))
+    }
+
+    /// The statements as one sqlx query: their texts joined, their values
+    /// bound as they were encoded.
+    pub fn into_query(self, op: &'static str) -> Result<(String, SqliteArguments<'q>)> {
+        if let Some(e) = self.refused {
+            return Err(EngineError::storage(op)(sqlx::Error::Encode(e)));
         }
         let sql = self.statements().collect::<Vec<_>>().join(";\n");
         let mut arguments = SqliteArguments::default();
@@ -101,8 +133,7 @@ impl<'q> Writes<'q> {
                 .add(Encoded(value))
                 .map_err(|e| EngineError::storage(op)(sqlx::Error::Encode(e)))?;
         }
-        sqlx::query_with(&sql, arguments).run(conn, op).await?;
-        Ok(())
+        Ok((sql, arguments))
     }
 }
 

@@ -22,8 +22,11 @@
 //! The process's SQLite settings are made here too, before the first
 //! connection ([`configure_process`]).
 //!
-//! This is the only module of the crate that calls SQLite directly; every
-//! `unsafe` block says what makes it sound.
+//! Rows are read here too ([`row`]), for a transaction run whole on the
+//! handle ([`super::tx`]).
+//!
+//! This module and [`row`] are the only ones of the crate that call SQLite
+//! directly; every `unsafe` block says what makes it sound.
 
 use std::borrow::Cow;
 use std::ffi::{c_char, c_int, CStr};
@@ -33,6 +36,22 @@ use std::ptr::{self, NonNull};
 use libsqlite3_sys as ffi;
 use sqlx::error::{DatabaseError, ErrorKind};
 use sqlx::sqlite::{LockedSqliteHandle, SqliteArgumentValue};
+
+mod row;
+
+pub(super) use row::{query, Column, FromRaw, Row};
+
+/// A connection's handle, locked for the caller: while it is held, sqlx's
+/// thread makes no call on the connection.
+pub(super) trait Locked: Send {
+    fn db(&mut self) -> NonNull<ffi::sqlite3>;
+}
+
+impl Locked for LockedSqliteHandle<'_> {
+    fn db(&mut self) -> NonNull<ffi::sqlite3> {
+        self.as_raw_handle()
+    }
+}
 
 /// SQLite's process-wide settings, made before this crate opens its first
 /// connection: memory statistics off.
@@ -71,11 +90,11 @@ pub(super) fn configure_process() {
 /// binding `values` to their parameters statement by statement. Every value
 /// must be used: too few or too many is an error, before anything runs.
 pub(super) fn execute<'s>(
-    handle: &mut LockedSqliteHandle<'_>,
+    handle: &mut dyn Locked,
     statements: impl Iterator<Item = &'s str>,
     values: &[SqliteArgumentValue<'_>],
 ) -> Result<(), sqlx::Error> {
-    let db = handle.as_raw_handle();
+    let db = handle.db();
     let mut prepared: Vec<(&str, Statement)> = Vec::new();
     let mut plan = Vec::new();
     let mut bound = 0;
@@ -106,6 +125,45 @@ pub(super) fn execute<'s>(
         statement.run(db)?;
     }
     Ok(())
+}
+
+/// Run one statement that takes no parameters (`BEGIN IMMEDIATE`, `COMMIT`).
+pub(super) fn execute_text(handle: &mut dyn Locked, sql: &str) -> Result<(), sqlx::Error> {
+    execute(handle, std::iter::once(sql), &[])
+}
+
+/// Whether the connection is inside a transaction.
+pub(super) fn in_transaction(handle: &mut dyn Locked) -> bool {
+    // SAFETY: a locked, open handle; the call only reads its state.
+    unsafe { ffi::sqlite3_get_autocommit(handle.db().as_ptr()) == 0 }
+}
+
+/// Run `f` with the connection's busy timeout at zero (a statement that
+/// meets another connection's lock fails at once with `SQLITE_BUSY`), then
+/// set it back to `restore`.
+pub(super) fn without_busy_wait<T>(
+    handle: &mut dyn Locked,
+    restore: std::time::Duration,
+    f: impl FnOnce(&mut dyn Locked) -> Result<T, sqlx::Error>,
+) -> Result<T, sqlx::Error> {
+    let restore = c_int::try_from(restore.as_millis()).unwrap_or(c_int::MAX);
+    let db = handle.db();
+    // SAFETY: a locked, open handle; the call sets one of its settings.
+    unsafe { ffi::sqlite3_busy_timeout(db.as_ptr(), 0) };
+    let result = f(handle);
+    // SAFETY: as above.
+    unsafe { ffi::sqlite3_busy_timeout(db.as_ptr(), restore) };
+    result
+}
+
+/// Whether `e` is SQLite's `SQLITE_BUSY` (another connection's lock).
+pub(super) fn is_busy(e: &sqlx::Error) -> bool {
+    let Some(db) = e.as_database_error() else {
+        return false;
+    };
+    db.code()
+        .and_then(|code| code.parse::<c_int>().ok())
+        .is_some_and(|code| code & 0xff == ffi::SQLITE_BUSY)
 }
 
 /// A prepared statement, finalised on drop.

@@ -1,0 +1,412 @@
+//! A write transaction in one hand-off to the writer's connection.
+//!
+//! sqlx runs an SQLite connection on a thread of its own: every statement
+//! sent through it is a hand-off to that thread and back, tens of
+//! microseconds of waking threads on a small machine, while the one writer
+//! is held. A claim was five of them (`BEGIN`, the tenants, the candidates,
+//! the rows' writes, `COMMIT`) and a completion batch four, more than the
+//! work SQLite did for a few rows.
+//!
+//! So the hot writes run whole on the writer's handle, which sqlx lends out
+//! ([`LockedSqliteHandle`]) for the cost of one hand-off: `BEGIN IMMEDIATE`,
+//! the reads, the writes and `COMMIT`, on the calling thread, in one go.
+//! Their bodies take a [`Tx`] and are written once for both ways: through
+//! sqlx (the general path) and on the locked handle. What only the general
+//! path does (a key's admission, a budget's, what waits on an ending) asks
+//! for the connection itself ([`Tx::conn`]); on the locked handle that
+//! request rolls the attempt back and the write runs again through sqlx, so
+//! the rare cases cost a wasted attempt and never a second implementation.
+//!
+//! A body on the locked handle never waits: nothing it calls suspends (sqlx
+//! is refused), so it is polled once, and a body that did suspend is rolled
+//! back and run through sqlx. So no task can be cancelled half way through
+//! such a transaction: its future is dropped before `BEGIN` or not at all.
+
+use std::future::Future;
+use std::pin::{pin, Pin};
+use std::task::{Context, Poll, Waker};
+
+use sqlx::sqlite::SqliteRow;
+use sqlx::{FromRow, SqliteConnection};
+
+use super::raw::{self, FromRaw, Locked};
+use super::writes::Writes;
+use super::{Effects, SqliteBackend, BUSY_TIMEOUT};
+use crate::backend::Fetch;
+use crate::error::{EngineError, Result};
+
+/// What a body given to [`SqliteBackend::write_tx`] returns: boxed, so that
+/// one body can be run both ways and still be sent between threads.
+pub(super) type TxFuture<'t, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 't>>;
+
+/// Where a write transaction's statements go.
+pub(super) enum Tx<'a> {
+    /// Through sqlx: a hand-off a statement.
+    Sqlx(&'a mut SqliteConnection),
+    /// On the writer's handle, locked for the whole transaction. `wants_sqlx`
+    /// records that the body asked for what only sqlx runs.
+    Locked {
+        handle: &'a mut dyn Locked,
+        wants_sqlx: &'a mut bool,
+    },
+}
+
+impl Tx<'_> {
+    /// The rows of one statement (`?` parameters, bound by `bind`).
+    pub async fn fetch<'q, T>(
+        &mut self,
+        op: &'static str,
+        sql: &str,
+        bind: impl FnOnce(&mut Writes<'q>),
+    ) -> Result<Vec<T>>
+    where
+        T: FromRaw + for<'r> FromRow<'r, SqliteRow> + Send + Unpin,
+    {
+        let mut statement = Writes::default();
+        statement.statement(sql);
+        bind(&mut statement);
+        match self {
+            Tx::Sqlx(conn) => {
+                let (sql, arguments) = statement.into_query(op)?;
+                sqlx::query_as_with(&sql, arguments)
+                    .all(&mut **conn, op)
+                    .await
+            }
+            Tx::Locked { handle, .. } => statement.fetch_locked(&mut **handle, op),
+        }
+    }
+
+    /// Run the statements, in order.
+    pub async fn run(&mut self, writes: Writes<'_>, op: &'static str) -> Result<()> {
+        match self {
+            Tx::Sqlx(conn) => writes.run(conn, op).await,
+            Tx::Locked { handle, .. } => writes.run_locked(&mut **handle, op),
+        }
+    }
+
+    /// Say that the rest of this write runs only through sqlx: on the locked
+    /// handle, the write is rolled back and run again through sqlx.
+    pub fn require_sqlx(&mut self) -> Result<()> {
+        self.conn().map(|_| ())
+    }
+
+    /// The connection, for what runs only through sqlx. On the locked handle
+    /// this refuses, and the write is run again through sqlx.
+    pub fn conn(&mut self) -> Result<&mut SqliteConnection> {
+        match self {
+            Tx::Sqlx(conn) => Ok(conn),
+            Tx::Locked { wants_sqlx, .. } => {
+                **wants_sqlx = true;
+                Err(EngineError::storage("write on the locked handle")(
+                    sqlx::Error::Protocol("this write runs through sqlx".into()),
+                ))
+            }
+        }
+    }
+}
+
+impl SqliteBackend {
+    /// [`SqliteBackend::write`] for a hot write: on the locked handle in one
+    /// hand-off, or through sqlx when `body` asks for what only sqlx runs.
+    pub(super) async fn write_tx<T, C, B>(&self, op: &'static str, input: &C, body: B) -> Result<T>
+    where
+        C: Sync + ?Sized,
+        B: for<'t, 'c> Fn(&'t mut Tx<'c>, &'t mut Effects, &'t C) -> TxFuture<'t, T> + Send,
+    {
+        let body = match self.write_locked(op, input, body).await? {
+            Ok(value) => return Ok(value),
+            Err(body) => body,
+        };
+        self.write(op, async move |conn, effects| {
+            body(&mut Tx::Sqlx(conn), effects, input).await
+        })
+        .await
+    }
+
+    /// `body` as one transaction on the locked handle; `body` back when it
+    /// asked for sqlx (nothing written).
+    async fn write_locked<T, C, B>(
+        &self,
+        op: &'static str,
+        input: &C,
+        body: B,
+    ) -> Result<Result<T, B>>
+    where
+        C: Sync + ?Sized,
+        B: for<'t, 'c> Fn(&'t mut Tx<'c>, &'t mut Effects, &'t C) -> TxFuture<'t, T> + Send,
+    {
+        let mut conn = self
+            .writer
+            .acquire()
+            .await
+            .map_err(EngineError::storage(op))?;
+        let mut effects = Effects::default();
+        let mut handle = conn.lock_handle().await.map_err(EngineError::storage(op))?;
+        let mut wants_sqlx = false;
+        let outcome = match begin(&mut handle) {
+            Ok(true) => poll_once(async {
+                let mut tx = Tx::Locked {
+                    handle: &mut handle,
+                    wants_sqlx: &mut wants_sqlx,
+                };
+                let value = body(&mut tx, &mut effects, input).await?;
+                super::settle(&mut tx, &mut effects).await?;
+                Ok(value)
+            }),
+            // Another process holds the file's write lock: wait for it
+            // through sqlx, on sqlx's thread, not on this one.
+            Ok(false) => None,
+            Err(e) => Some(Err(EngineError::storage(op)(e))),
+        };
+        let outcome = match outcome {
+            Some(Err(_)) if wants_sqlx => None,
+            // It waited for something: run it through sqlx.
+            outcome => outcome,
+        };
+        let committed = match &outcome {
+            Some(Ok(_)) => raw::execute_text(&mut handle, "COMMIT"),
+            _ => Ok(()),
+        };
+        // Whatever did not commit is rolled back. A connection whose
+        // transaction cannot be ended is closed, not returned to the pool.
+        if let Err(e) = rollback_open(&mut handle) {
+            drop(handle);
+            conn.discard();
+            return Err(EngineError::storage(op)(e));
+        }
+        drop(handle);
+        conn.settle();
+        committed.map_err(EngineError::storage(op))?;
+        match outcome {
+            Some(Ok(value)) => {
+                self.announce(effects);
+                Ok(Ok(value))
+            }
+            Some(Err(e)) => Err(e),
+            None => Ok(Err(body)),
+        }
+    }
+}
+
+/// `BEGIN IMMEDIATE` without waiting: `false` when another process holds
+/// the file's write lock. (This process's writes all go through its one
+/// writer connection, so only another process's can.) Once it has begun,
+/// nothing in the transaction waits for a lock: in WAL mode readers never
+/// block the writer, and the commit's checkpoint skips what readers use.
+fn begin(handle: &mut dyn Locked) -> std::result::Result<bool, sqlx::Error> {
+    rollback_open(handle)?;
+    raw::without_busy_wait(handle, BUSY_TIMEOUT, |handle| {
+        match raw::execute_text(handle, "BEGIN IMMEDIATE") {
+            Ok(()) => Ok(true),
+            Err(e) if raw::is_busy(&e) => Ok(false),
+            Err(e) => Err(e),
+        }
+    })
+}
+
+/// Roll back the connection's transaction, if one is open (a failed
+/// `COMMIT`, a body that failed or asked for sqlx).
+fn rollback_open(handle: &mut dyn Locked) -> std::result::Result<(), sqlx::Error> {
+    if raw::in_transaction(handle) {
+        raw::execute_text(handle, "ROLLBACK")?;
+    }
+    Ok(())
+}
+
+/// Poll `future` once: its output if it finished without waiting.
+fn poll_once<F: Future>(future: F) -> Option<F::Output> {
+    match pin!(future).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(output) => Some(output),
+        Poll::Pending => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::backend::sqlite::plans::Scratch;
+    use crate::backend::sqlite::record::Exec;
+    use crate::backend::{Executions, Leases, Tenancy};
+    use crate::model::{
+        ClaimRequest, Completion, ExecutionPolicy, Failure, FailureClass, NewExecution,
+    };
+
+    async fn marks(db: &SqliteBackend) -> Vec<i64> {
+        sqlx::query_scalar("SELECT n FROM marks ORDER BY n")
+            .fetch_all(db.reader())
+            .await
+            .unwrap()
+    }
+
+    fn mark(n: i64) -> Writes<'static> {
+        let mut w = Writes::default();
+        w.statement("INSERT INTO marks (n) VALUES (?)").bind(n);
+        w
+    }
+
+    /// A hot write runs whole on the locked handle; one that asks for sqlx
+    /// half way is rolled back there and runs once through sqlx; one that
+    /// fails writes nothing, and the writer goes on.
+    #[tokio::test]
+    async fn a_write_runs_on_the_locked_handle_or_once_through_sqlx() {
+        let scratch = Scratch::new().await;
+        let db = &scratch.db;
+        db.quiet_write("table", async |conn| {
+            sqlx::query("CREATE TABLE marks (n INTEGER PRIMARY KEY)")
+                .execute(conn)
+                .await
+                .map_err(EngineError::storage("table"))?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let locked = db
+            .write_tx("one", &(), |tx, _, _| {
+                Box::pin(async move {
+                    tx.run(mark(1), "one").await?;
+                    Ok(matches!(tx, Tx::Locked { .. }))
+                })
+            })
+            .await
+            .unwrap();
+        assert!(locked, "a write that needs no sqlx runs on the handle");
+        let locked = db
+            .write_tx("two", &(), |tx, _, _| {
+                Box::pin(async move {
+                    tx.run(mark(2), "two").await?;
+                    tx.require_sqlx()?;
+                    Ok(matches!(tx, Tx::Locked { .. }))
+                })
+            })
+            .await
+            .unwrap();
+        assert!(!locked, "asking for sqlx runs the write through sqlx");
+        assert_eq!(marks(db).await, [1, 2], "the locked attempt was undone");
+        let failed = db
+            .write_tx("three", &(), |tx, _, _| {
+                Box::pin(async move {
+                    tx.run(mark(3), "three").await?;
+                    tx.run(mark(1), "three").await
+                })
+            })
+            .await
+            .unwrap_err();
+        assert!(failed.to_string().contains("UNIQUE"), "{failed}");
+        assert_eq!(marks(db).await, [1, 2], "a failed write is rolled back");
+        db.write_tx("four", &(), |tx, _, _| {
+            Box::pin(async move { tx.run(mark(4), "four").await })
+        })
+        .await
+        .unwrap();
+        assert_eq!(marks(db).await, [1, 2, 4]);
+    }
+
+    /// While another process holds the file's write lock, a hot write does
+    /// not wait for it on the calling thread (here the runtime's only one,
+    /// which the other connection needs to commit): it waits through sqlx.
+    #[tokio::test]
+    async fn a_write_waits_for_another_process_through_sqlx() {
+        use sqlx::Connection;
+        let scratch = Scratch::new().await;
+        let db = &scratch.db;
+        let mut other = SqliteConnection::connect(&format!("sqlite:{}", scratch.file().display()))
+            .await
+            .unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let write = db.write_tx("wait", &(), |tx, _, _| {
+            Box::pin(async move { Ok(matches!(tx, Tx::Locked { .. })) })
+        });
+        let release = async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+        };
+        let (locked, ()) = tokio::join!(write, release);
+        assert!(!locked.unwrap(), "it waited through sqlx");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    /// Rows read on the locked handle are the rows sqlx reads: every column
+    /// of executions in each state a claim and a completion batch read.
+    #[tokio::test]
+    async fn rows_read_on_the_handle_are_the_rows_sqlx_reads() {
+        let scratch = Scratch::new().await;
+        let db = &scratch.db;
+        let tenant = db.create_tenant("decode").await.unwrap().tenant_id;
+        let plain = NewExecution::new("plain", Vec::new());
+        let full = NewExecution {
+            kind: "full".into(),
+            lane: "lane-ü".into(),
+            input: vec![0, 159, 255],
+            priority: -3,
+            required_capabilities: vec!["net".into()],
+            tags: BTreeMap::from([("k".into(), "v \"quoted\"".into())]),
+            policy: ExecutionPolicy {
+                max_replays: Some(2),
+                ..ExecutionPolicy::default()
+            },
+            idempotency_key: Some("idem".into()),
+            concurrency_key: None,
+            delay_until: None,
+        };
+        db.create_executions(tenant, &[plain.clone(), full, plain.clone(), plain], None)
+            .await
+            .unwrap();
+        let claimed = db
+            .claim(&ClaimRequest {
+                worker_id: "w".into(),
+                worker_instance: "i".into(),
+                lanes: vec!["default".into(), "lane-ü".into()],
+                capabilities: vec!["net".into()],
+                limit: 3,
+                lease_ttl: Duration::from_secs(30),
+                exclude_tenants: Vec::new(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 3);
+        db.complete(&Completion::new(&claimed[0].lease, b"done"))
+            .await
+            .unwrap();
+        db.fail(
+            &claimed[1].lease,
+            &Failure::new(FailureClass::Permanent, "broke"),
+        )
+        .await
+        .unwrap();
+        let sql = Exec::select_sql("tenant_id = ? ORDER BY execution_id");
+        let mut conn = db.writer.acquire().await.unwrap();
+        let by_sqlx: Vec<Exec> = sqlx::query_as(&sql)
+            .bind(tenant)
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        let mut handle = conn.lock_handle().await.unwrap();
+        let mut read = Writes::default();
+        read.statement(&sql).bind(tenant);
+        let raw: Vec<Exec> = read.fetch_locked(&mut handle, "read").unwrap();
+        drop(handle);
+        conn.settle();
+        assert_eq!(by_sqlx.len(), 4);
+        let rows = format!("{by_sqlx:#?}");
+        for read in [
+            "result: Some",
+            "last_failure: Some",
+            "lease_id: Some",
+            "lease_id: None",
+        ] {
+            assert!(rows.contains(read), "{read}: {rows}");
+        }
+        assert_eq!(format!("{raw:#?}"), rows);
+    }
+}
