@@ -18,10 +18,10 @@
 
 use super::lease_history::LeaseBefore;
 use super::record::Exec;
-use super::tx::Tx;
+use super::tx::{Tx, LOCKS_PER_PING};
 use super::writes::Writes;
 use super::Effects;
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 
 /// The most rows whose statements go in one round trip.
 const MAX_CHUNK: usize = 64;
@@ -64,7 +64,18 @@ impl<X> Batch<X> {
         effects: &mut Effects,
         more: impl Fn(&Exec, &X, &mut Writes<'_>, &mut Effects),
     ) -> Result<()> {
+        let mut chunks = 0;
         while self.saved < self.rows.len() {
+            // Through sqlx each chunk locks the handle: keep the messages
+            // those locks leave sqlx's thread few (see `super::tx`).
+            chunks += 1;
+            if let Tx::Sqlx(conn) = tx {
+                if chunks % LOCKS_PER_PING == 0 && !super::tx::ping(conn).await {
+                    return Err(EngineError::storage("write executions")(
+                        sqlx::Error::WorkerCrashed,
+                    ));
+                }
+            }
             let n = chunk_len(self.rows.len() - self.saved);
             let chunk = &mut self.rows[self.saved..self.saved + n];
             let stored: Vec<Option<Box<Exec>>> =

@@ -110,6 +110,9 @@ pub struct SqliteBackend {
     updates: crate::backend::addressed_wakeups::ExecutionWakeups,
     events: crate::backend::addressed_wakeups::TenantWakeups,
     held_cursors: crate::backend::held_keys::HeldCursors,
+    /// The writer's handle locks since sqlx's thread last answered a
+    /// statement ([`tx::LOCKS_PER_PING`]).
+    locks_since_ping: std::sync::atomic::AtomicU32,
 }
 
 /// A write by a lease holder, inside the writer's transaction once the
@@ -234,6 +237,7 @@ impl SqliteBackend {
             updates: Default::default(),
             events: Default::default(),
             held_cursors: Default::default(),
+            locks_since_ping: Default::default(),
         })
     }
 

@@ -17,6 +17,13 @@
 //! request rolls the attempt back and the write runs again through sqlx, so
 //! the rare cases cost a wasted attempt and never a second implementation.
 //!
+//! Each lock leaves sqlx's thread a message to work through, and sqlx 0.8
+//! deadlocks once 50 are queued (its command buffer: the locking task
+//! waits to queue one more while holding the lock the thread waits for).
+//! A statement through sqlx, which waits for its answer, empties the queue;
+//! so after [`LOCKS_PER_PING`] locks with no statement between, the writer
+//! is pinged.
+//!
 //! A body on the locked handle never waits: nothing it calls suspends (sqlx
 //! is refused), so it is polled once, and a body that did suspend is rolled
 //! back and run through sqlx. So no task can be cancelled half way through
@@ -34,6 +41,10 @@ use super::writes::Writes;
 use super::{Effects, SqliteBackend, BUSY_TIMEOUT};
 use crate::backend::Fetch;
 use crate::error::{EngineError, Result};
+
+/// Locks of the writer's handle, at most, before sqlx's thread is made to
+/// work through the messages they left (well under its buffer of 50).
+pub(super) const LOCKS_PER_PING: u32 = 16;
 
 /// What a body given to [`SqliteBackend::write_tx`] returns: boxed, so that
 /// one body can be run both ways and still be sent between threads.
@@ -175,7 +186,9 @@ impl SqliteBackend {
             return Err(EngineError::storage(op)(e));
         }
         drop(handle);
-        conn.settle();
+        if self.ping_after_locks(&mut conn).await {
+            conn.settle();
+        }
         committed.map_err(EngineError::storage(op))?;
         match outcome {
             Some(Ok(value)) => {
@@ -184,6 +197,34 @@ impl SqliteBackend {
             }
             Some(Err(e)) => Err(e),
             None => Ok(Err(body)),
+        }
+    }
+}
+
+impl SqliteBackend {
+    /// Count a lock of the writer's handle; every [`LOCKS_PER_PING`], ping
+    /// the connection, which returns once sqlx's thread has worked through
+    /// every message queued before it. A failed ping leaves the connection
+    /// to the pool's own check (`false`).
+    async fn ping_after_locks(&self, conn: &mut SqliteConnection) -> bool {
+        use std::sync::atomic::Ordering;
+        if self.locks_since_ping.fetch_add(1, Ordering::Relaxed) + 1 < LOCKS_PER_PING {
+            return true;
+        }
+        self.locks_since_ping.store(0, Ordering::Relaxed);
+        ping(conn).await
+    }
+}
+
+/// Ping the connection: `true` once sqlx's thread has answered, so has
+/// worked through every message queued before.
+pub(super) async fn ping(conn: &mut SqliteConnection) -> bool {
+    use sqlx::Connection;
+    match conn.ping().await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "an SQLite connection did not answer a ping");
+            false
         }
     }
 }
@@ -334,6 +375,26 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+    }
+
+    /// Hot writes back to back, with no statement through sqlx between
+    /// them, never fill sqlx's command buffer with their locks' messages
+    /// (sqlx 0.8.6 then deadlocks: without the pings this stalled until its
+    /// 60 s timeout).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hot_writes_back_to_back_never_stall_the_writer() {
+        let scratch = Scratch::new().await;
+        let db = &scratch.db;
+        let writes = async {
+            for _ in 0..3_000 {
+                db.write_tx("empty", &(), |_, _, _| Box::pin(async { Ok(()) }))
+                    .await
+                    .unwrap();
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), writes)
+            .await
+            .expect("the writer stalled");
     }
 
     /// Rows read on the locked handle are the rows sqlx reads: every column
