@@ -169,11 +169,10 @@ impl SqliteBackend {
             Ok(false) => None,
             Err(e) => Some(Err(EngineError::storage(op)(e))),
         };
-        let outcome = match outcome {
-            Some(Err(_)) if wants_sqlx => None,
-            // It waited for something: run it through sqlx.
-            outcome => outcome,
-        };
+        // A body that asked for sqlx runs through sqlx, whatever it returned
+        // (one that went on without what it asked for is not committed); a
+        // body that waited for something (`None`) too.
+        let outcome = if wants_sqlx { None } else { outcome };
         let committed = match &outcome {
             Some(Ok(_)) => raw::execute_text(&mut handle, "COMMIT"),
             _ => Ok(()),
@@ -343,6 +342,19 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(marks(db).await, [1, 2, 4]);
+        // A body that goes on past the refusal is still not committed.
+        let locked = db
+            .write_tx("five", &(), |tx, _, _| {
+                Box::pin(async move {
+                    tx.run(mark(5), "five").await?;
+                    let _refused = tx.conn().is_err();
+                    Ok(matches!(tx, Tx::Locked { .. }))
+                })
+            })
+            .await
+            .unwrap();
+        assert!(!locked);
+        assert_eq!(marks(db).await, [1, 2, 4, 5]);
     }
 
     /// While another process holds the file's write lock, a hot write does
