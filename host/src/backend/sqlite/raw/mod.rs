@@ -16,8 +16,9 @@
 //! so a value is stored exactly as when sqlx binds it.
 //!
 //! The statements run on the calling task's thread, which waits meanwhile
-//! as it would have for sqlx's: a batch is at most one chunk of rows
-//! (`batch::MAX_CHUNK`), a millisecond or two of SQLite's work.
+//! as it would have for sqlx's: through sqlx, a batch is at most one chunk
+//! of rows (`batch::MAX_CHUNK`), a millisecond or two of SQLite's work; a
+//! transaction run whole on the handle is bounded in `super::tx`.
 //!
 //! The process's SQLite settings are made here too, before the first
 //! connection ([`configure_process`]).
