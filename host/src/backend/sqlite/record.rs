@@ -97,6 +97,21 @@ macro_rules! columns {
             concat!(stringify!($tenant), ", ", stringify!($id) $(, ", ", stringify!($value))+);
         const COLUMN_COUNT: usize = 2 + [$(stringify!($value)),+].len();
 
+        /// The row read on the writer's handle, from a `SELECT` of
+        /// [`COLUMNS`] in order ([`Exec::select_sql`]).
+        impl raw::FromRaw for Exec {
+            fn from_raw(row: &raw::Row<'_>) -> std::result::Result<Self, BoxDynError> {
+                let mut at = 0..;
+                let mut next = || at.next().expect("unbounded");
+                Ok(Exec {
+                    $tenant: row.get(next())?,
+                    $id: row.get(next())?,
+                    $($value: row.get(next())?,)+
+                    stored: None,
+                })
+            }
+        }
+
         impl Exec {
             /// Bind every column, in [`COLUMNS`] order.
             fn bind_all<'q>(&'q self, w: &mut Writes<'q>) {
@@ -113,19 +128,6 @@ macro_rules! columns {
                     w.bind(&self.$value);
                 })+
                 set.join(", ")
-            }
-
-            /// The row read on the writer's handle, from a `SELECT` of
-            /// [`COLUMNS`] in order ([`Exec::select_sql`]).
-            fn read_raw(row: &raw::Row<'_>) -> std::result::Result<Exec, BoxDynError> {
-                let mut at = 0..;
-                let mut next = || at.next().expect("unbounded");
-                Ok(Exec {
-                    $tenant: row.get(next())?,
-                    $id: row.get(next())?,
-                    $($value: row.get(next())?,)+
-                    stored: None,
-                })
             }
 
             /// Bring `stored` up to this row after a save, copying only the
@@ -166,12 +168,6 @@ static SAVE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
          ON CONFLICT (tenant_id, execution_id) DO UPDATE SET {updates}"
     )
 });
-
-impl raw::FromRaw for Exec {
-    fn from_raw(row: &raw::Row<'_>) -> std::result::Result<Self, BoxDynError> {
-        Exec::read_raw(row)
-    }
-}
 
 impl Exec {
     /// The row, if the tenant has it, remembering how it is stored: for a

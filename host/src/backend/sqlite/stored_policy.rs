@@ -55,10 +55,10 @@ impl<'r> Decode<'r, Sqlite> for StoredPolicy {
     }
 }
 
+/// Read on the writer's handle as [`Decode`] reads it: the text, as JSON.
 impl super::raw::Column for StoredPolicy {
     fn read(row: &super::raw::Row<'_>, at: std::ffi::c_int) -> Result<Self, BoxDynError> {
-        let text: String = super::raw::Column::read(row, at)?;
-        Ok(Self(serde_json::from_str(&text)?))
+        sqlx::types::Json::<ExecutionPolicy>::read(row, at).map(|policy| Self(policy.0))
     }
 }
 

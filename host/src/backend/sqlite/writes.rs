@@ -96,15 +96,22 @@ impl<'q> Writes<'q> {
         Ok(())
     }
 
+    /// These statements, or the error of the first value that could not be
+    /// encoded.
+    fn encoded(self, op: &'static str) -> Result<Self> {
+        match self.refused {
+            Some(e) => Err(EngineError::storage(op)(sqlx::Error::Encode(e))),
+            None => Ok(self),
+        }
+    }
+
     /// Run every statement, in order, on the writer's locked handle.
     pub fn run_locked(self, handle: &mut dyn Locked, op: &'static str) -> Result<()> {
-        if let Some(e) = self.refused {
-            return Err(EngineError::storage(op)(sqlx::Error::Encode(e)));
-        }
-        if self.ends.is_empty() {
+        let this = self.encoded(op)?;
+        if this.ends.is_empty() {
             return Ok(());
         }
-        super::raw::execute(handle, self.statements(), &self.values)
+        super::raw::execute(handle, this.statements(), &this.values)
             .map_err(EngineError::storage(op))
     }
 
@@ -114,21 +121,17 @@ impl<'q> Writes<'q> {
         handle: &mut dyn Locked,
         op: &'static str,
     ) -> Result<Vec<T>> {
-        if let Some(e) = self.refused {
-            return Err(EngineError::storage(op)(sqlx::Error::Encode(e)));
-        }
-        super::raw::query(handle, &self.sql, &self.values).map_err(EngineError::storage(op))
+        let this = self.encoded(op)?;
+        super::raw::query(handle, &this.sql, &this.values).map_err(EngineError::storage(op))
     }
 
     /// The statements as one sqlx query: their texts joined, their values
     /// bound as they were encoded.
     pub fn into_query(self, op: &'static str) -> Result<(String, SqliteArguments<'q>)> {
-        if let Some(e) = self.refused {
-            return Err(EngineError::storage(op)(sqlx::Error::Encode(e)));
-        }
-        let sql = self.statements().collect::<Vec<_>>().join(";\n");
+        let this = self.encoded(op)?;
+        let sql = this.statements().collect::<Vec<_>>().join(";\n");
         let mut arguments = SqliteArguments::default();
-        for value in self.values {
+        for value in this.values {
             arguments
                 .add(Encoded(value))
                 .map_err(|e| EngineError::storage(op)(sqlx::Error::Encode(e)))?;
