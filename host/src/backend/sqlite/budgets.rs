@@ -109,7 +109,7 @@ async fn report_usage(
     dedup_key: Option<&str>,
 ) -> Result<UsageOutcome> {
     db.write_held("report usage", lease, async |held| {
-        let (conn, mut row, effects) = (held.conn, held.row, held.effects);
+        let (conn, mut row, effects) = (held.tx.conn()?, held.row, held.effects);
         let (tenant, id) = (lease.tenant_id, lease.execution_id);
         if let Some(key) = dedup_key {
             if usage_reported(conn, tenant, id, key).await? {

@@ -42,7 +42,7 @@ async fn spawn_child(
 ) -> Result<SpawnedChild> {
     let ChildSpawn { child, key, limits } = spawn;
     db.write_held("spawn child", lease, async |held| {
-        let (conn, mut parent, effects) = (held.conn, held.row, held.effects);
+        let (conn, mut parent, effects) = (held.tx.conn()?, held.row, held.effects);
         let tenant = lease.tenant_id;
         let key = &key.resolve(parent.flow_key.as_deref(), limits.max_key_len)?;
         let flow_id = match parent.flow_id {
@@ -97,11 +97,11 @@ async fn spawn_child(
 /// The lease's children if all have ended; otherwise suspend the parent
 /// until the last one does.
 async fn wait_children(
-    held: Held<'_>,
+    held: Held<'_, '_>,
     timeout: Option<Duration>,
     on_timeout: TimeoutBehavior,
 ) -> Result<ChildrenOutcome> {
-    let (conn, lease, mut parent, effects) = (held.conn, held.lease, held.row, held.effects);
+    let (conn, lease, mut parent, effects) = (held.tx.conn()?, held.lease, held.row, held.effects);
     let children = Exec::children(conn, lease.tenant_id, lease.execution_id).await?;
     if children.iter().all(Exec::is_terminal) {
         return Ok(ChildrenOutcome::Done(

@@ -17,6 +17,7 @@ use super::claim::claim;
 use super::executions::{end_attempt, write_end_attempt};
 use super::record::{not_found, Exec};
 use super::time::{after, at, millis_of, now, Millis};
+use super::tx::Tx;
 use super::writes::Writes;
 use super::{Effects, SqliteBackend};
 use crate::backend::refusals;
@@ -34,14 +35,16 @@ use crate::model::{ExecutionId, FailureClass};
 crate::backend::traits::implement_leases!(SqliteBackend, sqlite);
 
 async fn renew(db: &SqliteBackend, lease: &LeaseHandle, ttl: Duration) -> Result<DateTime<Utc>> {
-    db.write_held("renew", lease, async |held| {
-        let (conn, mut row, effects) = (held.conn, held.row, held.effects);
-        let before = row.lease_before();
-        let now = now();
-        row.lease_expires_at = Some(after(now, ttl));
-        row.updated_at = now;
-        row.save(conn, Some(before), effects).await?;
-        Ok(at(row.lease_expires_at.unwrap_or(now)))
+    db.write_held_tx("renew", lease, &ttl, |held, ttl| {
+        Box::pin(async move {
+            let (tx, mut row, effects) = (held.tx, held.row, held.effects);
+            let before = row.lease_before();
+            let now = now();
+            row.lease_expires_at = Some(after(now, *ttl));
+            row.updated_at = now;
+            row.save_in(tx, Some(before), effects, |_, _, _| {}).await?;
+            Ok(at(row.lease_expires_at.unwrap_or(now)))
+        })
     })
     .await
 }
@@ -234,10 +237,17 @@ pub(super) async fn hold(
 }
 
 /// The row the lease holds, or why it does not: for writes that are not
-/// moves out of `active` (renew, frames, progress, waitpoints, spawns), for
-/// which a replay is nothing to recognise.
-pub(super) async fn held(conn: &mut SqliteConnection, lease: &LeaseHandle) -> Result<Exec> {
-    match hold(conn, lease, AttemptState::Running).await? {
+/// moves out of `active` (renew, frames, progress, steps, waitpoints,
+/// spawns), for which a replay is nothing to recognise. Why a lease does not
+/// hold is read through sqlx (on the locked handle, the write then runs
+/// again through sqlx): a refusal is rare, and worth no second reading of
+/// the attempts.
+pub(super) async fn held(tx: &mut Tx<'_>, lease: &LeaseHandle) -> Result<Exec> {
+    let row = Exec::load_in(tx, lease.tenant_id, lease.execution_id).await?;
+    if let Some(row) = row.filter(|row| row.is_held_by(lease)) {
+        return Ok(row);
+    }
+    match hold(tx.conn()?, lease, AttemptState::Running).await? {
         Hold::Held(row) => Ok(*row),
         Hold::Replayed { .. } => Err(stale_lease(lease, NOT_HELD)),
     }

@@ -113,12 +113,18 @@ pub struct SqliteBackend {
     /// The writer's handle locks since sqlx's thread last answered a
     /// statement ([`tx::LOCKS_PER_PING`]).
     locks_since_ping: std::sync::atomic::AtomicU32,
+    /// Hot writes that asked for sqlx on the locked handle and ran again
+    /// through it ([`tx`]): what tests read to see a hot path stay hot.
+    reruns_through_sqlx: std::sync::atomic::AtomicU64,
 }
 
 /// A write by a lease holder, inside the writer's transaction once the
 /// lease is checked ([`SqliteBackend::write_held`]): what the write works on.
-struct Held<'a> {
-    conn: &'a mut SqliteConnection,
+struct Held<'a, 'c> {
+    /// The write's transaction. Writes that run only through sqlx take the
+    /// connection from it ([`tx::Tx::conn`]); under
+    /// [`SqliteBackend::write_held`] that is always there.
+    tx: &'a mut tx::Tx<'c>,
     lease: &'a LeaseHandle,
     /// The lease's execution, as read under the lease.
     row: record::Exec,
@@ -238,6 +244,7 @@ impl SqliteBackend {
             events: Default::default(),
             held_cursors: Default::default(),
             locks_since_ping: Default::default(),
+            reruns_through_sqlx: Default::default(),
         })
     }
 
@@ -275,17 +282,48 @@ impl SqliteBackend {
         &self,
         op: &'static str,
         lease: &LeaseHandle,
-        body: impl AsyncFnOnce(Held<'_>) -> Result<T>,
+        body: impl AsyncFnOnce(Held<'_, '_>) -> Result<T>,
     ) -> Result<T> {
         self.write(op, async |conn, effects| {
-            let row = leases::held(conn, lease).await?;
+            let tx = &mut tx::Tx::Sqlx(conn);
+            let row = leases::held(tx, lease).await?;
             body(Held {
-                conn,
+                tx,
                 lease,
                 row,
                 effects,
             })
             .await
+        })
+        .await
+    }
+
+    /// [`Self::write_held`] for a lease holder's frequent writes (frames,
+    /// progress, steps, renewals): in one hand-off to the writer
+    /// ([`Self::write_tx`]), `body` given `input`.
+    async fn write_held_tx<T, C, B>(
+        &self,
+        op: &'static str,
+        lease: &LeaseHandle,
+        input: &C,
+        body: B,
+    ) -> Result<T>
+    where
+        C: Sync,
+        B: for<'t, 'c> Fn(Held<'t, 'c>, &'t C) -> tx::TxFuture<'t, T> + Sync,
+    {
+        self.write_tx(op, &(lease, input, &body), |tx, effects, args| {
+            let (lease, input, body) = *args;
+            Box::pin(async move {
+                let row = leases::held(tx, lease).await?;
+                let held = Held {
+                    tx,
+                    lease,
+                    row,
+                    effects,
+                };
+                body(held, input).await
+            })
         })
         .await
     }

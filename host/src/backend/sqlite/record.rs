@@ -177,9 +177,25 @@ impl Exec {
         tenant: TenantId,
         id: ExecutionId,
     ) -> Result<Option<Exec>> {
-        Ok(Self::peek(conn, tenant, id)
-            .await?
-            .map(Exec::remembering_stored))
+        Self::load_in(&mut Tx::Sqlx(conn), tenant, id).await
+    }
+
+    /// [`Exec::load`], in a write transaction either way ([`Tx`]).
+    pub async fn load_in(
+        tx: &mut Tx<'_>,
+        tenant: TenantId,
+        id: ExecutionId,
+    ) -> Result<Option<Exec>> {
+        let rows: Vec<Exec> = tx
+            .fetch(
+                "read execution",
+                &Self::select_sql("tenant_id = ? AND execution_id = ?"),
+                |w| {
+                    w.bind(tenant).bind(id);
+                },
+            )
+            .await?;
+        Ok(rows.into_iter().next().map(Exec::remembering_stored))
     }
 
     /// The row, if the tenant has it, only to read.
@@ -413,13 +429,24 @@ impl Exec {
         effects: &mut Effects,
         more: impl FnOnce(&Exec, &mut Writes<'_>, &mut Effects),
     ) -> Result<()> {
+        self.save_in(&mut Tx::Sqlx(conn), before, effects, more)
+            .await
+    }
+
+    /// [`Exec::save_and`], in a write transaction either way ([`Tx`]).
+    pub async fn save_in(
+        &mut self,
+        tx: &mut Tx<'_>,
+        before: Option<LeaseBefore>,
+        effects: &mut Effects,
+        more: impl FnOnce(&Exec, &mut Writes<'_>, &mut Effects),
+    ) -> Result<()> {
         let stored = self.begin_save();
         let mut writes = Writes::default();
         self.write_save(stored.as_deref(), before, &mut writes, effects);
         more(self, &mut writes, effects);
-        writes.run(conn, "write execution").await?;
-        self.end_save(stored, before, &mut Tx::Sqlx(conn), effects)
-            .await
+        tx.run(writes, "write execution").await?;
+        self.end_save(stored, before, tx, effects).await
     }
 
     /// A save's first part: the derived columns set, and how the row is

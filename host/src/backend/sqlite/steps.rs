@@ -5,16 +5,16 @@
 //! key), then writes the step and its `step` frame in the same transaction.
 
 use chrono::Utc;
-use sqlx::SqliteConnection;
 
 use super::output::{attempt_frame_bytes, insert_frames};
 use super::record::Exec;
 use super::suspension::record_suspension;
+use super::tx::Tx;
+use super::writes::Writes;
 use super::Held;
 use super::{Effects, SqliteBackend};
 use crate::backend::refusals::{step_admission, StepSlot};
 use crate::backend::stored_i64;
-use crate::backend::{Fetch, Run};
 use crate::backend::{SleepRequest, StepRecord};
 use crate::error::Result;
 use crate::model::{LeaseHandle, StepOutcome, StreamMode};
@@ -26,53 +26,62 @@ async fn record_step(
     lease: &LeaseHandle,
     record: StepRecord<'_>,
 ) -> Result<()> {
-    db.write_held("record step", lease, async |held| {
-        let mut row = held.row;
-        record_in(held.conn, lease, &mut row, record, held.effects).await
+    db.write_held_tx("record step", lease, &record, |held, record| {
+        Box::pin(async move {
+            let mut row = held.row;
+            record_in(held.tx, held.lease, &mut row, record, held.effects).await
+        })
     })
     .await
 }
 
-async fn sleep(held: Held<'_>, request: SleepRequest<'_>) -> Result<()> {
-    let (conn, lease, mut row, effects) = (held.conn, held.lease, held.row, held.effects);
+async fn sleep(held: Held<'_, '_>, request: SleepRequest<'_>) -> Result<()> {
+    let (tx, lease, mut row, effects) = (held.tx, held.lease, held.row, held.effects);
     if let Some(record) = request.record() {
-        record_in(conn, lease, &mut row, record, effects).await?;
+        record_in(tx, lease, &mut row, &record, effects).await?;
     }
     let (suspension, timeout) = request.suspension(Utc::now());
-    record_suspension(conn, &mut row, &suspension, Some(timeout), effects).await
+    record_suspension(tx.conn()?, &mut row, &suspension, Some(timeout), effects).await
 }
 
 /// Record `step` for the held `row`, with its frame, unless refused.
 async fn record_in(
-    conn: &mut SqliteConnection,
+    tx: &mut Tx<'_>,
     lease: &LeaseHandle,
     row: &mut Exec,
-    record: StepRecord<'_>,
+    record: &StepRecord<'_>,
     effects: &mut Effects,
 ) -> Result<()> {
     let op = "record step";
-    let (count, bytes): (i64, i64) = sqlx::query_as(
-        "SELECT count(*), coalesce(sum(size), 0) FROM steps \
-         WHERE tenant_id = ? AND execution_id = ?",
-    )
-    .bind(lease.tenant_id)
-    .bind(lease.execution_id)
-    .one(&mut *conn, op)
-    .await?;
-    let existing: Option<(String, i32, String)> = sqlx::query_as(
-        "SELECT name, attempt_index, kind FROM steps \
-         WHERE tenant_id = ? AND execution_id = ? AND step_index = ?",
-    )
-    .bind(lease.tenant_id)
-    .bind(lease.execution_id)
-    .bind(i64::from(record.step.position))
-    .optional(&mut *conn, op)
-    .await?;
+    let (tenant, id) = (lease.tenant_id, lease.execution_id);
+    let totals: Vec<(i64, i64)> = tx
+        .fetch(
+            op,
+            "SELECT count(*), coalesce(sum(size), 0) FROM steps \
+             WHERE tenant_id = ? AND execution_id = ?",
+            |w| {
+                w.bind(tenant).bind(id);
+            },
+        )
+        .await?;
+    let (count, bytes) = totals.first().copied().unwrap_or((0, 0));
+    let existing: Vec<(String, i32, String)> = tx
+        .fetch(
+            op,
+            "SELECT name, attempt_index, kind FROM steps \
+             WHERE tenant_id = ? AND execution_id = ? AND step_index = ?",
+            |w| {
+                w.bind(tenant)
+                    .bind(id)
+                    .bind(i64::from(record.step.position));
+            },
+        )
+        .await?;
     let slot = StepSlot {
         count,
         bytes,
         existing: existing
-            .as_ref()
+            .first()
             .map(|(name, attempt, kind)| (name.as_str(), *attempt, kind.as_str())),
     };
     if !step_admission(&slot, record.step, lease.attempt_index, record.limits)? {
@@ -83,15 +92,16 @@ async fn record_in(
         StepOutcome::Failed(message) => (None, Some(message.as_str()), None),
         StepOutcome::Sleep { wake_at } => (None, None, Some(super::time::millis_of(*wake_at))),
     };
-    sqlx::query(
+    let mut step = Writes::default();
+    step.statement(
         "INSERT INTO steps (tenant_id, execution_id, step_index, name, kind, output, error, \
              wake_at, size, attempt_index, duration_ms, recorded_at) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
-    .bind(lease.tenant_id)
-    .bind(lease.execution_id)
+    .bind(tenant)
+    .bind(id)
     .bind(i64::from(record.step.position))
-    .bind(&record.step.name)
+    .bind(record.step.name.as_str())
     .bind(record.step.outcome.kind().as_str())
     .bind(output)
     .bind(error)
@@ -99,12 +109,11 @@ async fn record_in(
     .bind(record.step.outcome.size() as i64)
     .bind(lease.attempt_index)
     .bind(stored_i64(record.step.duration_ms))
-    .bind(super::time::now())
-    .run(&mut *conn, op)
-    .await?;
-    let frame_bytes = attempt_frame_bytes(conn, row).await? + record.frame.len() as u64;
+    .bind(super::time::now());
+    tx.run(step, op).await?;
+    let frame_bytes = attempt_frame_bytes(tx, row).await? + record.frame.len() as u64;
     insert_frames(
-        conn,
+        tx,
         lease,
         row,
         "step",

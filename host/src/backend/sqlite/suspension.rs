@@ -32,8 +32,8 @@ use crate::model::{
 
 crate::backend::coordination::implement_suspension!(SqliteBackend, sqlite);
 
-async fn create_waitpoint(held: Held<'_>, new: NewWaitpoint<'_>) -> Result<Waitpoint> {
-    let (conn, lease) = (held.conn, held.lease);
+async fn create_waitpoint(held: Held<'_, '_>, new: NewWaitpoint<'_>) -> Result<Waitpoint> {
+    let (conn, lease) = (held.tx.conn()?, held.lease);
     let (tenant, id) = (lease.tenant_id, lease.execution_id);
     if let Some(open) = open_waitpoint(conn, tenant, id, new.key).await? {
         return Ok(open.into());
@@ -58,8 +58,8 @@ async fn create_waitpoint(held: Held<'_>, new: NewWaitpoint<'_>) -> Result<Waitp
     )
 }
 
-async fn suspend(held: Held<'_>, request: SuspendRequest<'_>) -> Result<SuspendOutcome> {
-    let (conn, lease, mut row, effects) = (held.conn, held.lease, held.row, held.effects);
+async fn suspend(held: Held<'_, '_>, request: SuspendRequest<'_>) -> Result<SuspendOutcome> {
+    let (conn, lease, mut row, effects) = (held.tx.conn()?, held.lease, held.row, held.effects);
     let (tenant, id) = (lease.tenant_id, lease.execution_id);
     let seq = row.suspension_seq + 1;
     let mut expired = None;

@@ -131,6 +131,9 @@ impl SqliteBackend {
             Ok(value) => return Ok(value),
             Err(body) => body,
         };
+        self.reruns_through_sqlx
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        metrics::counter!("flowfabric_sqlite_writes_rerun_total", "op" => op).increment(1);
         self.write(op, async move |conn, effects| {
             body(&mut Tx::Sqlx(conn), effects, input).await
         })
@@ -204,6 +207,14 @@ impl SqliteBackend {
 }
 
 impl SqliteBackend {
+    /// Hot writes so far that ran through sqlx after all (they asked for
+    /// it, or another process held the file's write lock).
+    #[cfg(test)]
+    pub(super) fn reruns_through_sqlx(&self) -> u64 {
+        self.reruns_through_sqlx
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Count a lock of the writer's handle; every [`LOCKS_PER_PING`], ping
     /// the connection, which returns once sqlx's thread has worked through
     /// every message queued before it. A failed ping leaves the connection
