@@ -298,6 +298,7 @@ pub(super) async fn create_one(
         progress_percent: None,
         progress_message: None,
         frame_seq: 0,
+        frame_bytes: 0,
         flow_id: placement.as_ref().map(|p| p.flow_id),
         flow_key: placement.as_ref().map(|p| p.key.to_owned()),
         parent_id: placement.as_ref().and_then(|p| p.parent),

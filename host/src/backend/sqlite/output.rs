@@ -26,7 +26,7 @@ async fn append_frame(db: &SqliteBackend, lease: &LeaseHandle, frame: NewFrame<'
         Box::pin(async move {
             let (tx, lease, mut row, effects) = (held.tx, held.lease, held.row, held.effects);
             let adding = frame.payload.len() as u64;
-            let bytes = bytes_after(tx, &row, adding, frame.max_attempt_bytes).await?;
+            let bytes = bytes_after(&row, adding, frame.max_attempt_bytes)?;
             let now = now();
             let seq = insert_frames(
                 tx,
@@ -70,7 +70,7 @@ async fn append_frames(
     db.write_held_tx("append frames", lease, &batch, |held, batch| {
         Box::pin(async move {
             let (tx, lease, mut row, effects) = (held.tx, held.lease, held.row, held.effects);
-            let bytes = bytes_after(tx, &row, batch.bytes(), batch.max_attempt_bytes).await?;
+            let bytes = bytes_after(&row, batch.bytes(), batch.max_attempt_bytes)?;
             let payloads: Vec<&[u8]> = batch.payloads.iter().map(Vec::as_slice).collect();
             insert_frames(
                 tx,
@@ -170,13 +170,9 @@ pub(super) async fn insert_frames(
     let before = row.lease_before();
     let first = row.frame_seq + 1;
     row.frame_seq += payloads.len() as i64;
+    row.frame_bytes = stored_i64(bytes);
     row.save_in(tx, Some(before), effects, |_, _, _| {}).await?;
     let mut frames = Writes::default();
-    frames
-        .statement("UPDATE executions SET frame_bytes = ? WHERE tenant_id = ? AND execution_id = ?")
-        .bind(stored_i64(bytes))
-        .bind(lease.tenant_id)
-        .bind(lease.execution_id);
     let created_at = now();
     for (seq, payload) in (first..).zip(payloads) {
         frames
@@ -203,8 +199,8 @@ pub(super) async fn insert_frames(
 
 /// What the held `row`'s attempt's frames will hold with `adding` bytes
 /// more, or the refusal when that passes `max`.
-async fn bytes_after(tx: &mut Tx<'_>, row: &Exec, adding: u64, max: u64) -> Result<u64> {
-    let used = attempt_frame_bytes(tx, row).await?;
+fn bytes_after(row: &Exec, adding: u64, max: u64) -> Result<u64> {
+    let used = attempt_frame_bytes(row);
     let bytes = used.saturating_add(adding);
     if bytes > max {
         let adding = usize::try_from(adding).unwrap_or(usize::MAX);
@@ -214,18 +210,8 @@ async fn bytes_after(tx: &mut Tx<'_>, row: &Exec, adding: u64, max: u64) -> Resu
 }
 
 /// The bytes the held `row`'s attempt's frames hold.
-pub(super) async fn attempt_frame_bytes(tx: &mut Tx<'_>, row: &Exec) -> Result<u64> {
-    let stored: Vec<(i64,)> = tx
-        .fetch(
-            "append frame",
-            "SELECT frame_bytes FROM executions WHERE tenant_id = ? AND execution_id = ?",
-            |w| {
-                w.bind(row.tenant_id).bind(row.execution_id);
-            },
-        )
-        .await?;
-    let stored = stored.first().map_or(0, |(bytes,)| *bytes);
-    Ok(refusals::frame_bytes_after(row.frame_seq, stored, 0))
+pub(super) fn attempt_frame_bytes(row: &Exec) -> u64 {
+    refusals::frame_bytes_after(row.frame_seq, row.frame_bytes, 0)
 }
 
 #[cfg(test)]

@@ -73,6 +73,9 @@ pub(super) struct Exec {
     pub progress_percent: Option<i16>,
     pub progress_message: Option<String>,
     pub frame_seq: i64,
+    /// The bytes of the frames of the attempt that last appended one (see
+    /// `refusals::frame_bytes_after`).
+    pub frame_bytes: i64,
     pub flow_id: Option<FlowId>,
     pub flow_key: Option<String>,
     pub parent_id: Option<ExecutionId>,
@@ -148,7 +151,7 @@ columns! {
         attempt_state, attempt_index, lease_epoch, lease_id, lease_expires_at,
         attempt_timeout_at, retry_count, reclaim_count, replay_count, eligible_at, deadline_at,
         created_at, updated_at, started_at, finished_at, result, last_failure,
-        cancellation_reason, progress_percent, progress_message, frame_seq, flow_id, flow_key,
+        cancellation_reason, progress_percent, progress_message, frame_seq, frame_bytes, flow_id, flow_key,
         parent_id, suspension_seq, suspension, suspension_timeout_at, concurrency_key,
         concurrency_held,
 }

@@ -111,7 +111,7 @@ async fn record_in(
     .bind(stored_i64(record.step.duration_ms))
     .bind(super::time::now());
     tx.run(step, op).await?;
-    let frame_bytes = attempt_frame_bytes(tx, row).await? + record.frame.len() as u64;
+    let frame_bytes = attempt_frame_bytes(row) + record.frame.len() as u64;
     insert_frames(
         tx,
         lease,
