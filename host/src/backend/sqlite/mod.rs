@@ -113,6 +113,14 @@ pub struct SqliteBackend {
     /// The writer's handle locks since sqlx's thread last answered a
     /// statement ([`tx::LOCKS_PER_PING`]).
     locks_since_ping: std::sync::atomic::AtomicU32,
+    /// The database file, for the backend's own write connection (`None`
+    /// for an in-memory database, which a second connection would not see).
+    file: Option<std::path::PathBuf>,
+    /// The backend's own write connection ([`raw::Owned`]), used only by
+    /// the task holding `writer`; opened on first use.
+    own: std::sync::Mutex<Option<raw::Owned>>,
+    /// Opening it failed once: the hot writes borrow sqlx's handle instead.
+    own_failed: std::sync::atomic::AtomicBool,
     /// Hot writes that asked for sqlx on the locked handle and ran again
     /// through it ([`tx`]): what tests read to see a hot path stay hot.
     reruns_through_sqlx: std::sync::atomic::AtomicU64,
@@ -229,6 +237,11 @@ impl SqliteBackend {
             .await
             .map_err(EngineError::storage("open"))?
             .settle();
+        // A file on disk once the writer opened it; an in-memory database
+        // has a name and no file.
+        let file = std::fs::canonicalize(options.get_filename())
+            .ok()
+            .filter(|path| path.is_file());
         let reader = Connections::<Sqlite>::new(options.read_only(true), READERS, ACQUIRE_TIMEOUT);
         reader
             .acquire()
@@ -244,6 +257,9 @@ impl SqliteBackend {
             events: Default::default(),
             held_cursors: Default::default(),
             locks_since_ping: Default::default(),
+            file,
+            own: Default::default(),
+            own_failed: Default::default(),
             reruns_through_sqlx: Default::default(),
         })
     }

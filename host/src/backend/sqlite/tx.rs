@@ -1,4 +1,4 @@
-//! A write transaction in one hand-off to the writer's connection.
+//! A write transaction run whole on the writer's connection, in one go.
 //!
 //! sqlx runs an SQLite connection on a thread of its own: every statement
 //! sent through it is a hand-off to that thread and back, tens of
@@ -7,9 +7,13 @@
 //! the rows' writes, `COMMIT`) and a completion batch four, more than the
 //! work SQLite did for a few rows.
 //!
-//! So the hot writes run whole on the writer's handle, which sqlx lends out
-//! ([`LockedSqliteHandle`]) for the cost of one hand-off: `BEGIN IMMEDIATE`,
-//! the reads, the writes and `COMMIT`, on the calling thread, in one go.
+//! So the hot writes run whole on a handle locked for them: `BEGIN
+//! IMMEDIATE`, the reads, the writes and `COMMIT`, on the calling thread, in
+//! one go. The handle is the backend's own write connection
+//! ([`raw::Owned`]), used only by the task that holds sqlx's writer, so with
+//! nothing to hand off at all; where there is none (an in-memory database),
+//! sqlx's writer's own handle, which sqlx lends out
+//! ([`sqlx::sqlite::LockedSqliteHandle`]) for the cost of one hand-off.
 //! Their bodies take a [`Tx`] and are written once for both ways: through
 //! sqlx (the general path) and on the locked handle. What only the general
 //! path does (a key's admission, a budget's, what waits on an ending) asks
@@ -17,12 +21,12 @@
 //! request rolls the attempt back and the write runs again through sqlx, so
 //! the rare cases cost a wasted attempt and never a second implementation.
 //!
-//! Each lock leaves sqlx's thread a message to work through, and sqlx 0.8
-//! deadlocks once 50 are queued (its command buffer: the locking task
-//! waits to queue one more while holding the lock the thread waits for).
-//! A statement through sqlx, which waits for its answer, empties the queue;
-//! so after [`LOCKS_PER_PING`] locks with no statement between, the writer
-//! is pinged.
+//! Each borrowing of sqlx's handle leaves sqlx's thread a message to work
+//! through, and sqlx 0.8 deadlocks once 50 are queued (its command buffer:
+//! the locking task waits to queue one more while holding the lock the
+//! thread waits for). A statement through sqlx, which waits for its answer,
+//! empties the queue; so after [`LOCKS_PER_PING`] borrowings with no
+//! statement between, the writer is pinged.
 //!
 //! A body on the locked handle never waits: nothing it calls suspends (sqlx
 //! is refused), so it is polled once, and a body that did suspend is rolled
@@ -140,8 +144,9 @@ impl SqliteBackend {
         .await
     }
 
-    /// `body` as one transaction on the locked handle; `body` back when it
-    /// asked for sqlx (nothing written).
+    /// `body` as one transaction on a handle locked for it (the backend's
+    /// own write connection, else sqlx's writer's handle); `body` back when
+    /// it asked for sqlx (nothing written).
     async fn write_locked<T, C, B>(
         &self,
         op: &'static str,
@@ -152,50 +157,39 @@ impl SqliteBackend {
         C: Sync + ?Sized,
         B: for<'t, 'c> Fn(&'t mut Tx<'c>, &'t mut Effects, &'t C) -> TxFuture<'t, T> + Send,
     {
+        // Holding sqlx's writer is what makes this the one write running.
         let mut conn = self
             .writer
             .acquire()
             .await
             .map_err(EngineError::storage(op))?;
         let mut effects = Effects::default();
-        let mut handle = conn.lock_handle().await.map_err(EngineError::storage(op))?;
-        let mut wants_sqlx = false;
-        let outcome = match begin(&mut handle) {
-            Ok(true) => poll_once(async {
-                let mut tx = Tx::Locked {
-                    handle: &mut handle,
-                    wants_sqlx: &mut wants_sqlx,
-                };
-                let value = body(&mut tx, &mut effects, input).await?;
-                super::settle(&mut tx, &mut effects).await?;
-                Ok(value)
-            }),
-            // Another process holds the file's write lock: wait for it
-            // through sqlx, on sqlx's thread, not on this one.
-            Ok(false) => None,
-            Err(e) => Some(Err(EngineError::storage(op)(e))),
+        let run = |handle: &mut dyn Locked, effects: &mut Effects| {
+            transaction(op, handle, input, &body, effects)
         };
-        // A body that asked for sqlx runs through sqlx, whatever it returned
-        // (one that went on without what it asked for is not committed); a
-        // body that waited for something (`None`) too.
-        let outcome = if wants_sqlx { None } else { outcome };
-        let committed = match &outcome {
-            Some(Ok(_)) => raw::execute_text(&mut handle, "COMMIT"),
-            _ => Ok(()),
+        let ended = match self.on_own_connection(op, |handle| run(handle, &mut effects)) {
+            Some(ended) => {
+                conn.settle();
+                ended
+            }
+            None => {
+                let mut handle = conn.lock_handle().await.map_err(EngineError::storage(op))?;
+                let ended = run(&mut handle, &mut effects);
+                drop(handle);
+                if ended.unended.is_some() {
+                    // Its transaction could not be ended: closed, not reused.
+                    conn.discard();
+                } else if self.ping_after_locks(&mut conn).await {
+                    conn.settle();
+                }
+                ended
+            }
         };
-        // Whatever did not commit is rolled back. A connection whose
-        // transaction cannot be ended is closed, not returned to the pool.
-        if let Err(e) = rollback_open(&mut handle) {
-            drop(handle);
-            conn.discard();
+        if let Some(e) = ended.unended {
             return Err(EngineError::storage(op)(e));
         }
-        drop(handle);
-        if self.ping_after_locks(&mut conn).await {
-            conn.settle();
-        }
-        committed.map_err(EngineError::storage(op))?;
-        match outcome {
+        ended.committed.map_err(EngineError::storage(op))?;
+        match ended.outcome {
             Some(Ok(value)) => {
                 self.announce(effects);
                 Ok(Ok(value))
@@ -203,6 +197,92 @@ impl SqliteBackend {
             Some(Err(e)) => Err(e),
             None => Ok(Err(body)),
         }
+    }
+
+    /// `run` on the backend's own write connection, opened on first use;
+    /// `None` when there is none (an in-memory database, or one that could
+    /// not be opened: the writes then borrow sqlx's handle). A connection
+    /// whose transaction could not be ended is closed, to be opened again.
+    fn on_own_connection<T>(
+        &self,
+        op: &'static str,
+        run: impl FnOnce(&mut dyn Locked) -> Ended<T>,
+    ) -> Option<Ended<T>> {
+        let file = self.file.as_deref()?;
+        let mut own = self.own.lock().unwrap_or_else(|e| e.into_inner());
+        if own.is_none() && !self.own_failed.load(std::sync::atomic::Ordering::Relaxed) {
+            match raw::Owned::open(file, BUSY_TIMEOUT, super::WAL_AUTOCHECKPOINT_PAGES) {
+                Ok(opened) => *own = Some(opened),
+                Err(e) => {
+                    tracing::warn!(op, error = %e, "SQLite: no write connection of our own; \
+                        writes borrow sqlx's");
+                    self.own_failed
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+        let ended = run(own.as_mut()?);
+        if ended.unended.is_some() {
+            *own = None;
+        }
+        Some(ended)
+    }
+}
+
+/// How a transaction run whole on a locked handle ended.
+struct Ended<T> {
+    /// The body's result; `None` when it runs again through sqlx (it asked
+    /// for sqlx, or another process held the file's write lock).
+    outcome: Option<Result<T>>,
+    /// The commit's result (`Ok` when nothing was to commit).
+    committed: std::result::Result<(), sqlx::Error>,
+    /// Why the transaction could not be ended, when it could not.
+    unended: Option<sqlx::Error>,
+}
+
+/// `body` as one transaction on `handle`: `BEGIN IMMEDIATE`, the body polled
+/// once, `COMMIT`, and whatever did not commit rolled back.
+fn transaction<T, C, B>(
+    op: &'static str,
+    handle: &mut dyn Locked,
+    input: &C,
+    body: &B,
+    effects: &mut Effects,
+) -> Ended<T>
+where
+    C: Sync + ?Sized,
+    B: for<'t, 'c> Fn(&'t mut Tx<'c>, &'t mut Effects, &'t C) -> TxFuture<'t, T> + Send,
+{
+    let mut wants_sqlx = false;
+    let outcome = match begin(handle) {
+        Ok(true) => poll_once(async {
+            let mut tx = Tx::Locked {
+                handle: &mut *handle,
+                wants_sqlx: &mut wants_sqlx,
+            };
+            let value = body(&mut tx, effects, input).await?;
+            super::settle(&mut tx, effects).await?;
+            Ok(value)
+        }),
+        // Another process holds the file's write lock: wait for it
+        // through sqlx, on sqlx's thread, not on this one.
+        Ok(false) => None,
+        Err(e) => Some(Err(EngineError::storage(op)(e))),
+    };
+    // A body that asked for sqlx runs through sqlx, whatever it returned
+    // (one that went on without what it asked for is not committed); a
+    // body that waited for something (`None`) too.
+    let outcome = if wants_sqlx { None } else { outcome };
+    let committed = match &outcome {
+        Some(Ok(_)) => raw::execute_text(handle, "COMMIT"),
+        _ => Ok(()),
+    };
+    // Whatever did not commit is rolled back.
+    let unended = rollback_open(handle).err();
+    Ended {
+        outcome,
+        committed,
+        unended,
     }
 }
 
@@ -327,6 +407,10 @@ mod tests {
             .await
             .unwrap();
         assert!(locked, "a write that needs no sqlx runs on the handle");
+        assert!(
+            db.own.lock().unwrap().is_some(),
+            "on the backend's own connection, not sqlx's borrowed handle"
+        );
         let locked = db
             .write_tx("two", &(), |tx, _, _| {
                 Box::pin(async move {
@@ -403,14 +487,17 @@ mod tests {
         );
     }
 
-    /// Hot writes back to back, with no statement through sqlx between
-    /// them, never fill sqlx's command buffer with their locks' messages
-    /// (sqlx 0.8.6 then deadlocks: without the pings this stalled until its
-    /// 60 s timeout).
+    /// Hot writes back to back on sqlx's borrowed handle (as where the
+    /// backend has no connection of its own), with no statement through
+    /// sqlx between them, never fill sqlx's command buffer with their locks'
+    /// messages (sqlx 0.8.6 then deadlocks: without the pings this stalled
+    /// until its 60 s timeout).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn hot_writes_back_to_back_never_stall_the_writer() {
         let scratch = Scratch::new().await;
         let db = &scratch.db;
+        db.own_failed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let writes = async {
             for _ in 0..3_000 {
                 db.write_tx("empty", &(), |_, _, _| Box::pin(async { Ok(()) }))
@@ -421,6 +508,10 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(60), writes)
             .await
             .expect("the writer stalled");
+        assert!(
+            db.own.lock().unwrap().is_none(),
+            "sqlx's handle was borrowed"
+        );
     }
 
     /// Rows read on the locked handle are the rows sqlx reads: every column

@@ -24,7 +24,8 @@
 //! connection ([`configure_process`]).
 //!
 //! Rows are read here too ([`row`]), for a transaction run whole on the
-//! handle ([`super::tx`]).
+//! handle ([`super::tx`]), which runs on the backend's own write connection
+//! when it has one ([`owned`]) rather than on sqlx's borrowed handle.
 //!
 //! This module and [`row`] are the only ones of the crate that call SQLite
 //! directly; every `unsafe` block says what makes it sound.
@@ -38,8 +39,10 @@ use libsqlite3_sys as ffi;
 use sqlx::error::{DatabaseError, ErrorKind};
 use sqlx::sqlite::{LockedSqliteHandle, SqliteArgumentValue};
 
+mod owned;
 mod row;
 
+pub(super) use owned::Owned;
 pub(super) use row::{query, Column, FromRaw, Row};
 
 /// A connection's handle, locked for the caller: while it is held, sqlx's
