@@ -23,10 +23,14 @@ use std::time::Duration;
 
 use libsqlite3_sys as ffi;
 
-use super::{execute_text, last_error, misuse, Locked};
+use super::{execute_text, last_error, misuse, Cache, Locked};
 
 /// An open connection to a database file, closed on drop.
-pub(in crate::backend::sqlite) struct Owned(NonNull<ffi::sqlite3>);
+pub(in crate::backend::sqlite) struct Owned {
+    db: NonNull<ffi::sqlite3>,
+    /// Its statements, kept prepared across transactions.
+    cache: Cache,
+}
 
 // SAFETY: the connection is opened with `SQLITE_OPEN_NOMUTEX`: SQLite lets
 // it move between threads as long as two never use it at once, which
@@ -58,7 +62,10 @@ impl Owned {
                 "SQLite could not open {path:?} (code {rc})"
             )));
         };
-        let mut owned = Self(db);
+        let mut owned = Self {
+            db,
+            cache: Cache::default(),
+        };
         if rc != ffi::SQLITE_OK {
             return Err(last_error(db));
         }
@@ -78,16 +85,23 @@ impl Owned {
 
 impl Locked for Owned {
     fn db(&mut self) -> NonNull<ffi::sqlite3> {
-        self.0
+        self.db
+    }
+
+    fn cache(&mut self) -> Option<&mut Cache> {
+        Some(&mut self.cache)
     }
 }
 
 impl Drop for Owned {
     fn drop(&mut self) {
-        // SAFETY: the handle is open and closed once. Every statement
-        // prepared on it was finalised when its `Statement` dropped (all
-        // are dropped before the call that prepared them returns).
-        let rc = unsafe { ffi::sqlite3_close(self.0.as_ptr()) };
+        // Its kept statements first: a connection closes only once every
+        // statement prepared on it is finalised.
+        self.cache.clear();
+        // SAFETY: the handle is open and closed once, every statement
+        // prepared on it finalised (those of a call when it returned, the
+        // kept ones just now).
+        let rc = unsafe { ffi::sqlite3_close(self.db.as_ptr()) };
         if rc != ffi::SQLITE_OK {
             tracing::warn!(rc, "SQLite: the backend's write connection did not close");
         }
@@ -97,6 +111,7 @@ impl Drop for Owned {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sqlx::sqlite::SqliteArgumentValue;
 
     #[tokio::test]
     async fn opens_the_file_with_the_writers_settings_and_no_other() {
@@ -124,6 +139,26 @@ mod tests {
             matches!(refused, Some(sqlx::error::ErrorKind::ForeignKeyViolation)),
             "foreign keys are enforced: {refused:?}"
         );
+        // Statements are kept by text, and a kept one follows the schema.
+        let insert = "INSERT INTO p (id) VALUES (?)";
+        super::super::execute(
+            &mut owned,
+            [insert].into_iter(),
+            &[SqliteArgumentValue::Int64(1)],
+        )
+        .unwrap();
+        let kept = owned.cache.0.len();
+        execute_text(&mut owned, "ALTER TABLE p ADD COLUMN note TEXT DEFAULT 'n'").unwrap();
+        super::super::execute(
+            &mut owned,
+            [insert].into_iter(),
+            &[SqliteArgumentValue::Int64(2)],
+        )
+        .unwrap();
+        assert_eq!(owned.cache.0.len(), kept + 1, "only the ALTER was new");
+        let notes: Vec<(String,)> =
+            super::super::query(&mut owned, "SELECT note FROM p ORDER BY id", &[]).unwrap();
+        assert_eq!(notes, [("n".to_owned(),), ("n".to_owned(),)]);
         drop(owned);
         std::fs::remove_dir_all(&dir).unwrap();
     }

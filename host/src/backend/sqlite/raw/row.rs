@@ -20,7 +20,7 @@ use sqlx::sqlite::SqliteArgumentValue;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::{last_error, misuse, Locked, Statement};
+use super::{last_error, misuse, Cache, Locked, Statement};
 use crate::model::{
     AttemptPhase, Eligibility, ExecutionId, FlowId, LifecyclePhase, Ownership, TenantId,
     TerminalOutcome,
@@ -198,7 +198,9 @@ pub(in crate::backend::sqlite) fn query<T: FromRaw>(
     values: &[SqliteArgumentValue<'_>],
 ) -> Result<Vec<T>, sqlx::Error> {
     let db = handle.db();
-    let mut statement = Statement::prepare(db, sql)?;
+    let mut this_call = Cache::default();
+    let cache = handle.cache().unwrap_or(&mut this_call);
+    let statement = cache.statement(db, sql)?;
     if statement.parameter_count() != values.len() {
         return Err(misuse(format!(
             "{} parameters for {} values",
@@ -206,6 +208,17 @@ pub(in crate::backend::sqlite) fn query<T: FromRaw>(
             values.len()
         )));
     }
+    let rows = read_rows(db, statement, values);
+    statement.reset();
+    rows
+}
+
+/// Bind `values` to `statement` and decode every row it returns.
+fn read_rows<T: FromRaw>(
+    db: NonNull<ffi::sqlite3>,
+    statement: &mut Statement,
+    values: &[SqliteArgumentValue<'_>],
+) -> Result<Vec<T>, sqlx::Error> {
     for (index, value) in values.iter().enumerate() {
         statement.bind(db, index + 1, value)?;
     }
