@@ -219,11 +219,9 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::backend::sqlite::plans::Scratch;
+    use crate::backend::sqlite::plans::{claim_request, Scratch};
     use crate::backend::{Executions, Leases, Output, StepRecord, Steps, Tenancy};
-    use crate::model::{
-        ClaimRequest, Completion, JournalLimits, NewExecution, NewStep, StepOutcome,
-    };
+    use crate::model::{Completion, JournalLimits, NewExecution, NewStep, StepOutcome};
 
     async fn count(db: &SqliteBackend, table: &str) -> i64 {
         sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
@@ -246,15 +244,7 @@ mod tests {
             .await
             .unwrap();
         let claimed = db
-            .claim(&ClaimRequest {
-                worker_id: "w".into(),
-                worker_instance: "i".into(),
-                lanes: vec!["default".into()],
-                capabilities: Vec::new(),
-                limit: 1,
-                lease_ttl: Duration::from_secs(30),
-                exclude_tenants: Vec::new(),
-            })
+            .claim(&claim_request(&["default"], &[], 1))
             .await
             .unwrap();
         let lease = &claimed[0].lease;

@@ -30,6 +30,25 @@ impl Scratch {
 
 const FILE: &str = "scratch.db";
 
+/// A claim of up to `limit` executions of `lanes` by a worker with
+/// `capabilities`, holding leases for 30 s.
+pub(super) fn claim_request(
+    lanes: &[&str],
+    capabilities: &[&str],
+    limit: u32,
+) -> crate::model::ClaimRequest {
+    let owned = |all: &[&str]| all.iter().map(|s| (*s).to_owned()).collect();
+    crate::model::ClaimRequest {
+        worker_id: "w".into(),
+        worker_instance: "i".into(),
+        lanes: owned(lanes),
+        capabilities: owned(capabilities),
+        limit,
+        lease_ttl: std::time::Duration::from_secs(30),
+        exclude_tenants: Vec::new(),
+    }
+}
+
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);

@@ -361,12 +361,10 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::backend::sqlite::plans::Scratch;
+    use crate::backend::sqlite::plans::{claim_request, Scratch};
     use crate::backend::sqlite::record::Exec;
     use crate::backend::{Executions, Leases, Tenancy};
-    use crate::model::{
-        ClaimRequest, Completion, ExecutionPolicy, Failure, FailureClass, NewExecution,
-    };
+    use crate::model::{Completion, ExecutionPolicy, Failure, FailureClass, NewExecution};
 
     async fn marks(db: &SqliteBackend) -> Vec<i64> {
         sqlx::query_scalar("SELECT n FROM marks ORDER BY n")
@@ -541,15 +539,7 @@ mod tests {
             .await
             .unwrap();
         let claimed = db
-            .claim(&ClaimRequest {
-                worker_id: "w".into(),
-                worker_instance: "i".into(),
-                lanes: vec!["default".into(), "lane-ü".into()],
-                capabilities: vec!["net".into()],
-                limit: 3,
-                lease_ttl: Duration::from_secs(30),
-                exclude_tenants: Vec::new(),
-            })
+            .claim(&claim_request(&["default", "lane-ü"], &["net"], 3))
             .await
             .unwrap();
         assert_eq!(claimed.len(), 3);
