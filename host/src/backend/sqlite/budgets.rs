@@ -14,6 +14,7 @@ use super::record::Exec;
 use super::suspension::{record_suspension, resume_row};
 use super::tenancy::read_tenant;
 use super::time::now;
+use super::tx::Tx;
 use super::{Effects, SqliteBackend};
 use crate::backend::refusals::budget_not_found;
 use crate::backend::shared::budgets::sqlite::{
@@ -222,7 +223,7 @@ async fn enforce(
                     breach.budget_id, breach.dimension, breach.current, breach.limit
                 ),
             );
-            fail_row(conn, row, &failure, effects).await?;
+            fail_row(&mut Tx::Sqlx(conn), row, &failure, effects).await?;
         }
         HardLimitAction::Suspend => {
             let suspension = Suspension::new(

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
-use sqlx::SqliteConnection;
 use uuid::Uuid;
 
 use super::batch::Batch;
@@ -21,7 +20,6 @@ use super::tx::Tx;
 use super::writes::Writes;
 use super::{Effects, SqliteBackend};
 use crate::backend::refusals;
-use crate::backend::Fetch;
 use crate::backend::{stale_lease, LeaseLookup, LeaseMiss, NOT_HELD};
 use crate::error::{EngineError, Result};
 use crate::model::TerminalOutcome;
@@ -50,8 +48,13 @@ async fn renew(db: &SqliteBackend, lease: &LeaseHandle, ttl: Duration) -> Result
 }
 
 async fn complete(db: &SqliteBackend, completion: &Completion<'_>) -> Result<()> {
-    db.write("complete", async |conn, effects| {
-        complete_in(conn, completion, effects).await
+    db.write_tx("complete", completion, |tx, effects, completion| {
+        Box::pin(async move {
+            match held_or_replayed(tx, completion.lease, AttemptState::Succeeded).await? {
+                Some(row) => succeed(tx, row, completion, effects).await,
+                None => Ok(()),
+            }
+        })
     })
     .await
 }
@@ -91,7 +94,7 @@ async fn complete_many(
                     Some(row) => Ok(Some(row)),
                     None => {
                         ended.save(tx, effects, write_end).await?;
-                        held_or_replayed(tx.conn()?, lease, AttemptState::Succeeded).await
+                        held_or_replayed(tx, lease, AttemptState::Succeeded).await
                     }
                 };
                 match row {
@@ -114,22 +117,27 @@ async fn complete_many(
 }
 
 async fn fail(db: &SqliteBackend, lease: &LeaseHandle, failure: &Failure) -> Result<FailOutcome> {
-    db.write("fail", async |conn, effects| {
-        match hold(conn, lease, AttemptState::Failed).await? {
-            Hold::Held(mut row) => fail_row(conn, &mut row, failure, effects).await,
-            Hold::Replayed {
-                state: PublicState::Failed,
-                attempt_is_current: true,
-            } => Ok(FailOutcome::TerminalFailed),
-            Hold::Replayed { .. } => Ok(FailOutcome::RetryScheduled { retry_at: None }),
-        }
+    db.write_tx("fail", &(lease, failure), |tx, effects, input| {
+        let (lease, failure) = *input;
+        Box::pin(async move {
+            match hold(tx, lease, AttemptState::Failed).await? {
+                Hold::Held(mut row) => fail_row(tx, &mut row, failure, effects).await,
+                Hold::Replayed {
+                    state: PublicState::Failed,
+                    attempt_is_current: true,
+                } => Ok(FailOutcome::TerminalFailed),
+                Hold::Replayed { .. } => Ok(FailOutcome::RetryScheduled { retry_at: None }),
+            }
+        })
     })
     .await
 }
 
 async fn cancel_by_worker(db: &SqliteBackend, lease: &LeaseHandle, reason: &str) -> Result<()> {
     db.write("cancel", async |conn, effects| {
-        let Some(mut row) = held_or_replayed(conn, lease, AttemptState::Cancelled).await? else {
+        let Some(mut row) =
+            held_or_replayed(&mut Tx::Sqlx(conn), lease, AttemptState::Cancelled).await?
+        else {
             return Ok(());
         };
         let now = now();
@@ -168,7 +176,9 @@ async fn revoke_lease(db: &SqliteBackend, tenant: TenantId, id: ExecutionId) -> 
 
 async fn delay(db: &SqliteBackend, lease: &LeaseHandle, until: DateTime<Utc>) -> Result<()> {
     db.write("delay", async |conn, effects| {
-        let Some(mut row) = held_or_replayed(conn, lease, AttemptState::Delayed).await? else {
+        let Some(mut row) =
+            held_or_replayed(&mut Tx::Sqlx(conn), lease, AttemptState::Delayed).await?
+        else {
             return Ok(());
         };
         let now = now();
@@ -195,26 +205,29 @@ pub(super) enum Hold {
 /// Read the row a lease names and check the fence; when it does not hold,
 /// the error that says why (or [`Hold::Replayed`] for a replay of `replay_as`).
 pub(super) async fn hold(
-    conn: &mut SqliteConnection,
+    tx: &mut Tx<'_>,
     lease: &LeaseHandle,
     replay_as: AttemptState,
 ) -> Result<Hold> {
-    let row = Exec::load(conn, lease.tenant_id, lease.execution_id)
+    let row = Exec::load_in(tx, lease.tenant_id, lease.execution_id)
         .await?
         .ok_or_else(|| not_found(lease.execution_id))?;
     if row.is_held_by(lease) {
         return Ok(Hold::Held(Box::new(row)));
     }
-    let attempt: Option<(Uuid, i64, String)> = sqlx::query_as(
-        "SELECT lease_id, lease_epoch, state FROM attempts \
-         WHERE tenant_id = ? AND execution_id = ? AND attempt_index = ?",
-    )
-    .bind(lease.tenant_id)
-    .bind(lease.execution_id)
-    .bind(lease.attempt_index)
-    .optional(conn, "read lease state")
-    .await?;
-    let attempt = match attempt {
+    let attempts: Vec<(Uuid, i64, String)> = tx
+        .fetch(
+            "read lease state",
+            "SELECT lease_id, lease_epoch, state FROM attempts \
+             WHERE tenant_id = ? AND execution_id = ? AND attempt_index = ?",
+            |w| {
+                w.bind(lease.tenant_id)
+                    .bind(lease.execution_id)
+                    .bind(lease.attempt_index);
+            },
+        )
+        .await?;
+    let attempt = match attempts.into_iter().next() {
         Some((id, epoch, state)) => Some((id, epoch, state.parse().map_err(EngineError::Corrupt)?)),
         None => None,
     };
@@ -238,16 +251,9 @@ pub(super) async fn hold(
 
 /// The row the lease holds, or why it does not: for writes that are not
 /// moves out of `active` (renew, frames, progress, steps, waitpoints,
-/// spawns), for which a replay is nothing to recognise. Why a lease does not
-/// hold is read through sqlx (on the locked handle, the write then runs
-/// again through sqlx): a refusal is rare, and worth no second reading of
-/// the attempts.
+/// spawns), for which a replay is nothing to recognise.
 pub(super) async fn held(tx: &mut Tx<'_>, lease: &LeaseHandle) -> Result<Exec> {
-    let row = Exec::load_in(tx, lease.tenant_id, lease.execution_id).await?;
-    if let Some(row) = row.filter(|row| row.is_held_by(lease)) {
-        return Ok(row);
-    }
-    match hold(tx.conn()?, lease, AttemptState::Running).await? {
+    match hold(tx, lease, AttemptState::Running).await? {
         Hold::Held(row) => Ok(*row),
         Hold::Replayed { .. } => Err(stale_lease(lease, NOT_HELD)),
     }
@@ -255,30 +261,19 @@ pub(super) async fn held(tx: &mut Tx<'_>, lease: &LeaseHandle) -> Result<Exec> {
 
 /// A held row, or `Ok(None)` for a replay that needs no answer of its own.
 async fn held_or_replayed(
-    conn: &mut SqliteConnection,
+    tx: &mut Tx<'_>,
     lease: &LeaseHandle,
     replay_as: AttemptState,
 ) -> Result<Option<Exec>> {
-    Ok(match hold(conn, lease, replay_as).await? {
+    Ok(match hold(tx, lease, replay_as).await? {
         Hold::Held(row) => Some(*row),
         Hold::Replayed { .. } => None,
     })
 }
 
-async fn complete_in(
-    conn: &mut SqliteConnection,
-    completion: &Completion<'_>,
-    effects: &mut Effects,
-) -> Result<()> {
-    match held_or_replayed(conn, completion.lease, AttemptState::Succeeded).await? {
-        Some(row) => succeed(conn, row, completion, effects).await,
-        None => Ok(()),
-    }
-}
-
 /// End a held execution with its result.
 async fn succeed(
-    conn: &mut SqliteConnection,
+    tx: &mut Tx<'_>,
     mut row: Exec,
     completion: &Completion<'_>,
     effects: &mut Effects,
@@ -286,7 +281,7 @@ async fn succeed(
     let now = now();
     let before = row.lease_before();
     end_with_success(&mut row, completion, now);
-    row.save_and(conn, Some(before), effects, |row, w, effects| {
+    row.save_in(tx, Some(before), effects, |row, w, effects| {
         write_success(w, row, now, effects);
     })
     .await
@@ -311,7 +306,7 @@ fn write_success(w: &mut Writes<'_>, row: &Exec, now: Millis, effects: &mut Effe
 /// Apply a failure to a held row: another attempt after the policy's backoff,
 /// or the end. Shared by worker `fail` and the attempt-timeout scanner.
 pub(super) async fn fail_row(
-    conn: &mut SqliteConnection,
+    tx: &mut Tx<'_>,
     row: &mut Exec,
     failure: &Failure,
     effects: &mut Effects,
@@ -335,7 +330,7 @@ pub(super) async fn fail_row(
             FailOutcome::TerminalFailed
         }
     };
-    row.save_and(conn, Some(before), effects, |row, w, effects| {
+    row.save_in(tx, Some(before), effects, |row, w, effects| {
         write_end_attempt(w, row, "failed", Some(failure), &["running"], now);
         if row.is_terminal() {
             row.write_completion(w, effects);
@@ -343,4 +338,49 @@ pub(super) async fn fail_row(
     })
     .await?;
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::sqlite::plans::{claim_request, Scratch};
+    use crate::backend::{Executions, Leases, Tenancy};
+    use crate::model::NewExecution;
+
+    /// A failure and its replay, a completion and its replay, run whole on
+    /// the locked handle (none runs again through sqlx), and a replay
+    /// writes nothing more.
+    #[tokio::test]
+    async fn ends_and_their_replays_stay_on_the_locked_handle() {
+        let scratch = Scratch::new().await;
+        let db = &scratch.db;
+        let tenant = db.create_tenant("ends").await.unwrap().tenant_id;
+        let new = NewExecution::new("job", Vec::new());
+        db.create_executions(tenant, &[new.clone(), new], None)
+            .await
+            .unwrap();
+        let claimed = db
+            .claim(&claim_request(&["default"], &[], 2))
+            .await
+            .unwrap();
+        let (failing, completing) = (&claimed[0].lease, &claimed[1].lease);
+        let before = db.sqlx_writes();
+        let failure = Failure::new(FailureClass::Permanent, "broke");
+        let failed = db.fail(failing, &failure).await.unwrap();
+        assert!(matches!(failed, FailOutcome::TerminalFailed), "{failed:?}");
+        let replayed = db.fail(failing, &failure).await.unwrap();
+        assert!(
+            matches!(replayed, FailOutcome::TerminalFailed),
+            "{replayed:?}"
+        );
+        let completion = Completion::new(completing, b"done");
+        db.complete(&completion).await.unwrap();
+        db.complete(&completion).await.unwrap();
+        assert_eq!(db.sqlx_writes(), before, "every end ran locked");
+        let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM completion_events")
+            .fetch_one(db.reader())
+            .await
+            .unwrap();
+        assert_eq!(outbox, 2, "one completion event each, replays wrote none");
+    }
 }

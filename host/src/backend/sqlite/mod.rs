@@ -121,9 +121,10 @@ pub struct SqliteBackend {
     own: std::sync::Mutex<Option<raw::Owned>>,
     /// Opening it failed once: the hot writes borrow sqlx's handle instead.
     own_failed: std::sync::atomic::AtomicBool,
-    /// Hot writes that asked for sqlx on the locked handle and ran again
-    /// through it ([`tx`]): what tests read to see a hot path stay hot.
-    reruns_through_sqlx: std::sync::atomic::AtomicU64,
+    /// Writes run through sqlx ([`SqliteBackend::write`]; a hot write that
+    /// ran again that way included): what tests read to see a hot path
+    /// stay on the locked handle.
+    sqlx_writes: std::sync::atomic::AtomicU64,
 }
 
 /// A write by a lease holder, inside the writer's transaction once the
@@ -260,7 +261,7 @@ impl SqliteBackend {
             file,
             own: Default::default(),
             own_failed: Default::default(),
-            reruns_through_sqlx: Default::default(),
+            sqlx_writes: Default::default(),
         })
     }
 
@@ -278,6 +279,8 @@ impl SqliteBackend {
         // IMMEDIATE takes the write lock up front: another process on the
         // same file then waits (busy timeout) instead of failing when its
         // read would have to become a write.
+        self.sqlx_writes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut effects = Effects::default();
         let value = self
             .writer

@@ -231,10 +231,10 @@ mod tests {
     }
 
     /// A lease holder's frequent writes (frames of each mode, a batch of
-    /// frames, progress, a step, a renewal) run whole on the writer's
-    /// locked handle: none runs again through sqlx. A refusal of the write
-    /// itself (too many bytes) is made there too; one of the lease (its run
-    /// ended) is explained through sqlx. Neither writes anything.
+    /// frames, progress, a step, a renewal, the end) run whole on the
+    /// writer's locked handle: none runs again through sqlx. Refusals are
+    /// made there too, of the write itself (too many bytes) or of the lease
+    /// (its run ended), and write nothing.
     #[tokio::test]
     async fn a_lease_holders_writes_stay_on_the_locked_handle() {
         let scratch = Scratch::new().await;
@@ -248,7 +248,7 @@ mod tests {
             .await
             .unwrap();
         let lease = &claimed[0].lease;
-        let before = db.reruns_through_sqlx();
+        let before = db.sqlx_writes();
         let frame = |mode, payload: &'static [u8]| NewFrame {
             frame_type: "log",
             mode,
@@ -289,7 +289,7 @@ mod tests {
         };
         db.record_step(lease, record).await.unwrap();
         db.renew(lease, Duration::from_secs(60)).await.unwrap();
-        assert_eq!(db.reruns_through_sqlx(), before, "every write ran locked");
+        assert_eq!(db.sqlx_writes(), before, "every write ran locked");
         assert_eq!(count(db, "frames").await, 6, "five frames and the step's");
         assert_eq!(count(db, "steps").await, 1);
 
@@ -305,7 +305,7 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(refused.kind(), "limit_exceeded", "{refused}");
-        assert_eq!(db.reruns_through_sqlx(), before);
+        assert_eq!(db.sqlx_writes(), before);
 
         db.complete(&Completion::new(lease, b"done")).await.unwrap();
         let stale = db
@@ -313,11 +313,7 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(stale.kind(), "not_active", "{stale}");
-        assert_eq!(
-            db.reruns_through_sqlx(),
-            before + 1,
-            "explained through sqlx"
-        );
+        assert_eq!(db.sqlx_writes(), before, "explained on the handle");
         assert_eq!(
             count(db, "frames").await,
             6,

@@ -14,6 +14,7 @@ use super::record::Exec;
 use super::retention::prune_executions;
 use super::suspension_timeouts::time_out_suspensions;
 use super::time::{now, Millis};
+use super::tx::Tx;
 use super::SqliteBackend;
 use crate::backend::{stored_i32, stored_millis};
 use crate::backend::{Fetch, Run, Sweep};
@@ -116,7 +117,7 @@ async fn fail_timed_out_attempts(db: &SqliteBackend, sweep: Sweep) -> Result<u64
                 FailureClass::Timeout,
                 format!("the attempt ran past its timeout of {limit_ms} ms"),
             );
-            fail_row(conn, row, &failure, effects).await?;
+            fail_row(&mut Tx::Sqlx(conn), row, &failure, effects).await?;
         }
         Ok(rows.len() as u64)
     })

@@ -135,8 +135,6 @@ impl SqliteBackend {
             Ok(value) => return Ok(value),
             Err(body) => body,
         };
-        self.reruns_through_sqlx
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         metrics::counter!("flowfabric_sqlite_writes_rerun_total", "op" => op).increment(1);
         self.write(op, async move |conn, effects| {
             body(&mut Tx::Sqlx(conn), effects, input).await
@@ -287,12 +285,12 @@ where
 }
 
 impl SqliteBackend {
-    /// Hot writes so far that ran through sqlx after all (they asked for
-    /// it, or another process held the file's write lock).
+    /// Writes so far that ran through sqlx: the general ones, and hot ones
+    /// that ran again that way (they asked for it, or another process held
+    /// the file's write lock).
     #[cfg(test)]
-    pub(super) fn reruns_through_sqlx(&self) -> u64 {
-        self.reruns_through_sqlx
-            .load(std::sync::atomic::Ordering::Relaxed)
+    pub(super) fn sqlx_writes(&self) -> u64 {
+        self.sqlx_writes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Count a lock of the writer's handle; every [`LOCKS_PER_PING`], ping
