@@ -49,8 +49,9 @@ pub(super) async fn claim(
                     continue;
                 }
                 let candidates = candidates(tx, tenant, request, room).await?;
-                // Budget and key admission read and write through sqlx.
-                if exhausted || candidates.iter().any(|c| c.concurrency_key.is_some()) {
+                // Budget admission reads and writes through sqlx (key
+                // admission runs wherever the claim does).
+                if exhausted {
                     tx.require_sqlx()?;
                 }
                 if !candidates.is_empty() {
@@ -92,10 +93,10 @@ pub(super) async fn claim(
                         continue;
                     }
                     if row.concurrency_key.is_some() {
-                        match concurrency::judge(tx.conn()?, &row, now).await? {
+                        match concurrency::judge(tx, &row, now).await? {
                             KeyVerdict::Admit(held) => row.concurrency_held = held,
                             KeyVerdict::Block(rule) => {
-                                concurrency::block(tx.conn()?, &mut row, &rule, effects).await?;
+                                concurrency::block(tx, &mut row, &rule, effects).await?;
                                 continue;
                             }
                         }
@@ -329,5 +330,60 @@ mod tests {
         for plan in [tenants, running] {
             assert!(!plan.contains("executions_state_idx"), "{plan}");
         }
+    }
+}
+
+#[cfg(test)]
+mod keyed_tests {
+    use crate::backend::sqlite::plans::{claim_request, Scratch};
+    use crate::backend::{ConcurrencyLimits, Executions, Leases, Tenancy};
+    use crate::model::{ConcurrencyLimit, ConcurrencyScope, KeyLimit, NewExecution, PublicState};
+
+    /// A claim of keyed work judges its keys on the locked handle, counting
+    /// starts and blocking a full key's queue there, with no write through
+    /// sqlx.
+    #[tokio::test]
+    async fn a_keyed_claim_stays_on_the_locked_handle() {
+        let scratch = Scratch::new().await;
+        let db = &scratch.db;
+        let tenant = db.create_tenant("keys").await.unwrap().tenant_id;
+        let limit = ConcurrencyLimit {
+            scope: ConcurrencyScope::Kind,
+            name: "job".into(),
+            limit: KeyLimit {
+                max_running: 1,
+                max_starts: Some(10),
+                window_ms: Some(60_000),
+            },
+        };
+        db.set_concurrency_limit(tenant, &limit, 10).await.unwrap();
+        let keyed = |key: &str| NewExecution {
+            concurrency_key: Some(key.into()),
+            ..NewExecution::new("job", Vec::new())
+        };
+        let news = [keyed("a"), keyed("a"), keyed("a"), keyed("b")];
+        let ids = db.create_executions(tenant, &news, None).await.unwrap();
+        let before = db.sqlx_writes();
+        let claimed = db.claim(&claim_request(&["default"], &[], 4)).await.unwrap();
+        assert_eq!(db.sqlx_writes(), before, "the claim ran on the handle");
+        assert_eq!(claimed.len(), 2, "one of each key: {claimed:?}");
+        let mut states = Vec::new();
+        for created in &ids {
+            let id = created.execution_id;
+            states.push(db.get_execution(tenant, id).await.unwrap().state);
+        }
+        let blocked = states
+            .iter()
+            .filter(|s| **s != PublicState::Active)
+            .count();
+        assert_eq!(blocked, 2, "the rest of key a held back: {states:?}");
+        let starts: i64 = sqlx::query_scalar(
+            "SELECT sum(window_starts) FROM concurrency_slots WHERE tenant_id = ?",
+        )
+        .bind(tenant)
+        .fetch_one(db.reader())
+        .await
+        .unwrap();
+        assert_eq!(starts, 2, "each key's start counted");
     }
 }

@@ -15,6 +15,8 @@ use sqlx::SqliteConnection;
 
 use super::record::Exec;
 use super::time::{now, Millis};
+use super::tx::Tx;
+use super::writes::Writes;
 use super::{Effects, SqliteBackend};
 use crate::backend::held_keys::{HeldGroup, PassEnd};
 use crate::backend::shared::concurrency::{
@@ -53,36 +55,42 @@ pub(super) enum KeyVerdict {
 }
 
 /// The kind's limit, else the lane's, for a keyed execution.
-async fn rule_for(conn: &mut SqliteConnection, row: &Exec) -> Result<Option<Rule>> {
+async fn rule_for(tx: &mut Tx<'_>, row: &Exec) -> Result<Option<Rule>> {
     if row.concurrency_key.is_none() {
         return Ok(None);
     }
-    let found: Option<(String, String, i64, Option<i64>, i64)> = sqlx::query_as(
-        "SELECT scope, name, max_running, max_starts, coalesce(window_ms, 1000) \
-         FROM concurrency_limits WHERE tenant_id = ? \
-           AND ((scope = 'kind' AND name = ?) OR (scope = 'lane' AND name = ?)) \
-         ORDER BY scope LIMIT 1",
-    )
-    .bind(row.tenant_id)
-    .bind(&row.kind)
-    .bind(&row.lane)
-    .optional(conn, "read concurrency limit")
-    .await?;
-    Ok(
-        found.map(|(scope, name, max_running, max_starts, window_ms)| Rule {
+    let found: Vec<(String, String, i64, Option<i64>, i64)> = tx
+        .fetch(
+            "read concurrency limit",
+            "SELECT scope, name, max_running, max_starts, coalesce(window_ms, 1000) \
+             FROM concurrency_limits WHERE tenant_id = ? \
+               AND ((scope = 'kind' AND name = ?) OR (scope = 'lane' AND name = ?)) \
+             ORDER BY scope LIMIT 1",
+            |w| {
+                w.bind(row.tenant_id)
+                    .bind(row.kind.as_str())
+                    .bind(row.lane.as_str());
+            },
+        )
+        .await?;
+    Ok(found
+        .into_iter()
+        .next()
+        .map(|(scope, name, max_running, max_starts, window_ms)| Rule {
             scope,
             name,
             max_running,
             max_starts,
             window_ms,
-        }),
-    )
+        }))
 }
 
 /// How many more of the row's key the rule lets start now.
-async fn room(conn: &mut SqliteConnection, row: &Exec, rule: &Rule, now: Millis) -> Result<i64> {
-    let (running, window_started_at, window_starts): (i64, Option<Millis>, Option<i64>) =
-        sqlx::query_as(
+async fn room(tx: &mut Tx<'_>, row: &Exec, rule: &Rule, now: Millis) -> Result<i64> {
+    let op = "count concurrency slot";
+    let counted: Vec<(i64, Option<Millis>, Option<i64>)> = tx
+        .fetch(
+            op,
             "SELECT (SELECT count(*) FROM executions WHERE tenant_id = ?1 \
                         AND concurrency_key = ?2 AND concurrency_held = ?3 \
                         AND lifecycle_phase = 'active' \
@@ -90,13 +98,18 @@ async fn room(conn: &mut SqliteConnection, row: &Exec, rule: &Rule, now: Millis)
                     s.window_started_at, s.window_starts \
              FROM (SELECT 1) LEFT JOIN concurrency_slots s ON s.tenant_id = ?1 \
                  AND s.scope = ?3 AND s.name = ?4 AND s.key = ?2",
+            |w| {
+                w.bind(row.tenant_id)
+                    .bind(row.concurrency_key.as_deref())
+                    .bind(rule.scope.as_str())
+                    .bind(rule.name.as_str());
+            },
         )
-        .bind(row.tenant_id)
-        .bind(&row.concurrency_key)
-        .bind(&rule.scope)
-        .bind(&rule.name)
-        .one(&mut *conn, "count concurrency slot")
         .await?;
+    let (running, window_started_at, window_starts) = counted
+        .into_iter()
+        .next()
+        .ok_or_else(|| crate::error::EngineError::storage(op)(sqlx::Error::RowNotFound))?;
     let mut room = rule.max_running - running;
     if let Some(max_starts) = rule.max_starts {
         let current = window_started_at.is_some_and(|t| t > now - rule.window_ms);
@@ -114,35 +127,32 @@ async fn room(conn: &mut SqliteConnection, row: &Exec, rule: &Rule, now: Millis)
 
 /// Judge a claim candidate under its key's limit; an admitted one's start
 /// is counted in its key's window.
-pub(super) async fn judge(
-    conn: &mut SqliteConnection,
-    row: &Exec,
-    now: Millis,
-) -> Result<KeyVerdict> {
-    let Some(rule) = rule_for(conn, row).await? else {
+pub(super) async fn judge(tx: &mut Tx<'_>, row: &Exec, now: Millis) -> Result<KeyVerdict> {
+    let Some(rule) = rule_for(tx, row).await? else {
         return Ok(KeyVerdict::Admit(None));
     };
-    if room(conn, row, &rule, now).await? == 0 {
+    if room(tx, row, &rule, now).await? == 0 {
         return Ok(KeyVerdict::Block(rule));
     }
     if rule.max_starts.is_some() {
-        sqlx::query(
-            "INSERT INTO concurrency_slots (tenant_id, scope, name, key, window_started_at, \
-                 window_starts) VALUES (?1, ?2, ?3, ?4, ?5, 1) \
-             ON CONFLICT (tenant_id, scope, name, key) DO UPDATE SET \
-                 window_starts = CASE WHEN window_started_at > ?5 - ?6 \
-                     THEN window_starts + 1 ELSE 1 END, \
-                 window_started_at = CASE WHEN window_started_at > ?5 - ?6 \
-                     THEN window_started_at ELSE ?5 END",
-        )
-        .bind(row.tenant_id)
-        .bind(&rule.scope)
-        .bind(&rule.name)
-        .bind(&row.concurrency_key)
-        .bind(now)
-        .bind(rule.window_ms)
-        .run(conn, "count concurrency start")
-        .await?;
+        let mut start = Writes::default();
+        start
+            .statement(
+                "INSERT INTO concurrency_slots (tenant_id, scope, name, key, \
+                     window_started_at, window_starts) VALUES (?1, ?2, ?3, ?4, ?5, 1) \
+                 ON CONFLICT (tenant_id, scope, name, key) DO UPDATE SET \
+                     window_starts = CASE WHEN window_started_at > ?5 - ?6 \
+                         THEN window_starts + 1 ELSE 1 END, \
+                     window_started_at = CASE WHEN window_started_at > ?5 - ?6 \
+                         THEN window_started_at ELSE ?5 END",
+            )
+            .bind(row.tenant_id)
+            .bind(rule.scope.as_str())
+            .bind(rule.name.as_str())
+            .bind(row.concurrency_key.as_deref())
+            .bind(now)
+            .bind(rule.window_ms);
+        tx.run(start, "count concurrency start").await?;
     }
     Ok(KeyVerdict::Admit(Some(rule.scope)))
 }
@@ -150,7 +160,7 @@ pub(super) async fn judge(
 /// Block a candidate whose key is full, and the rest of the key's queue
 /// under the same limit, so the next claims look past them.
 pub(super) async fn block(
-    conn: &mut SqliteConnection,
+    tx: &mut Tx<'_>,
     row: &mut Exec,
     rule: &Rule,
     effects: &mut Effects,
@@ -158,8 +168,9 @@ pub(super) async fn block(
     let before = row.lease_before();
     row.eligibility_state = Eligibility::BlockedByConcurrencyKey;
     row.updated_at = now();
-    row.save(conn, Some(before), effects).await?;
-    sqlx::query(
+    row.save_in(tx, Some(before), effects, |_, _, _| {}).await?;
+    let mut rest = Writes::default();
+    rest.statement(
         "UPDATE executions SET eligibility_state = 'blocked_by_concurrency_key', \
              blocking_reason = 'blocked_by_concurrency_key', updated_at = ?1 \
          WHERE rowid IN (SELECT rowid FROM executions x \
@@ -172,13 +183,11 @@ pub(super) async fn block(
     )
     .bind(row.updated_at)
     .bind(row.tenant_id)
-    .bind(&row.concurrency_key)
-    .bind(&rule.scope)
-    .bind(&rule.name)
-    .bind(BLOCK_BATCH)
-    .run(conn, "block concurrency key")
-    .await?;
-    Ok(())
+    .bind(row.concurrency_key.as_deref())
+    .bind(rule.scope.as_str())
+    .bind(rule.name.as_str())
+    .bind(BLOCK_BATCH);
+    tx.run(rest, "block concurrency key").await
 }
 
 /// A slot holder stopped running: make the next execution its limit holds
@@ -483,8 +492,8 @@ async fn release_group(
     };
     // The group is one kind and lane, so whichever the rule's scope names,
     // its executions are the group's.
-    let room = match rule_for(conn, row).await? {
-        Some(rule) => room(conn, row, &rule, now).await?,
+    let room = match rule_for(&mut Tx::Sqlx(conn), row).await? {
+        Some(rule) => room(&mut Tx::Sqlx(conn), row, &rule, now).await?,
         None => i64::from(limit),
     };
     if room <= 0 {

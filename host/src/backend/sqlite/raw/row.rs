@@ -189,6 +189,7 @@ macro_rules! tuple_row {
 tuple_row!(A 0);
 tuple_row!(A 0, B 1);
 tuple_row!(A 0, B 1, C 2);
+tuple_row!(A 0, B 1, C 2, D 3, E 4);
 
 /// Run one statement (`?` parameters only) with `values` bound in order, and
 /// decode every row it returns.
