@@ -364,7 +364,10 @@ mod keyed_tests {
         let news = [keyed("a"), keyed("a"), keyed("a"), keyed("b")];
         let ids = db.create_executions(tenant, &news, None).await.unwrap();
         let before = db.sqlx_writes();
-        let claimed = db.claim(&claim_request(&["default"], &[], 4)).await.unwrap();
+        let claimed = db
+            .claim(&claim_request(&["default"], &[], 4))
+            .await
+            .unwrap();
         assert_eq!(db.sqlx_writes(), before, "the claim ran on the handle");
         assert_eq!(claimed.len(), 2, "one of each key: {claimed:?}");
         let mut states = Vec::new();
@@ -372,10 +375,7 @@ mod keyed_tests {
             let id = created.execution_id;
             states.push(db.get_execution(tenant, id).await.unwrap().state);
         }
-        let blocked = states
-            .iter()
-            .filter(|s| **s != PublicState::Active)
-            .count();
+        let blocked = states.iter().filter(|s| **s != PublicState::Active).count();
         assert_eq!(blocked, 2, "the rest of key a held back: {states:?}");
         let starts: i64 = sqlx::query_scalar(
             "SELECT sum(window_starts) FROM concurrency_slots WHERE tenant_id = ?",

@@ -221,9 +221,7 @@ pub(super) async fn hold(
             "SELECT lease_id, lease_epoch, state FROM attempts \
              WHERE tenant_id = ? AND execution_id = ? AND attempt_index = ?",
             |w| {
-                w.bind(lease.tenant_id)
-                    .bind(lease.execution_id)
-                    .bind(lease.attempt_index);
+                w.bind_attempt(lease);
             },
         )
         .await?;

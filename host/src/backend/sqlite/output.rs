@@ -48,9 +48,7 @@ async fn append_frame(db: &SqliteBackend, lease: &LeaseHandle, frame: NewFrame<'
                         "DELETE FROM frames WHERE tenant_id = ? AND execution_id = ? \
                          AND attempt_index = ? AND mode = 'best_effort' AND seq <= ?",
                     )
-                    .bind(lease.tenant_id)
-                    .bind(lease.execution_id)
-                    .bind(lease.attempt_index)
+                    .bind_attempt(lease)
                     .bind(seq - BEST_EFFORT_WINDOW);
                     tx.run(trim, "trim best-effort frames").await?;
                 }
@@ -124,9 +122,7 @@ async fn merge_summary(
             "SELECT document FROM stream_summaries \
              WHERE tenant_id = ? AND execution_id = ? AND attempt_index = ?",
             |w| {
-                w.bind(lease.tenant_id)
-                    .bind(lease.execution_id)
-                    .bind(lease.attempt_index);
+                w.bind_attempt(lease);
             },
         )
         .await?;
@@ -144,9 +140,7 @@ async fn merge_summary(
              SET document = excluded.document, version = version + 1, \
              updated_at = excluded.updated_at",
         )
-        .bind(lease.tenant_id)
-        .bind(lease.execution_id)
-        .bind(lease.attempt_index)
+        .bind_attempt(lease)
         .bind(Json(document))
         .bind(now)
         .bind(now);
@@ -180,9 +174,7 @@ pub(super) async fn insert_frames(
                 "INSERT INTO frames (tenant_id, execution_id, attempt_index, seq, frame_type, \
                  mode, payload, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             )
-            .bind(lease.tenant_id)
-            .bind(lease.execution_id)
-            .bind(lease.attempt_index)
+            .bind_attempt(lease)
             .bind(seq)
             .bind(frame_type)
             .bind(mode.as_str())

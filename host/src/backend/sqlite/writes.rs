@@ -48,6 +48,14 @@ impl<'q> Writes<'q> {
         self
     }
 
+    /// Bind the lease's attempt, for `tenant_id = ? AND execution_id = ?
+    /// AND attempt_index = ?`.
+    pub fn bind_attempt(&mut self, lease: &crate::model::LeaseHandle) -> &mut Self {
+        self.bind(lease.tenant_id)
+            .bind(lease.execution_id)
+            .bind(lease.attempt_index)
+    }
+
     /// Bind the next `?` parameter, encoded as sqlx encodes it.
     pub fn bind<T: Encode<'q, Sqlite> + Type<Sqlite> + 'q>(&mut self, value: T) -> &mut Self {
         let before = self.values.len();
