@@ -310,7 +310,9 @@ fn attempt_type_str(t: AttemptType) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::{RUNNING, TENANTS_WITH_WORK};
-    use crate::backend::sqlite::plans::query_plans;
+    use crate::backend::sqlite::plans::{claim_request, query_plans, Scratch};
+    use crate::backend::{ConcurrencyLimits, Executions, Leases, Tenancy};
+    use crate::model::{ConcurrencyLimit, ConcurrencyScope, KeyLimit, NewExecution, PublicState};
 
     /// The claim's per-tenant lookups stay on their partial indexes, not on
     /// `executions_state_idx`, which lists a tenant's finished executions
@@ -331,13 +333,6 @@ mod tests {
             assert!(!plan.contains("executions_state_idx"), "{plan}");
         }
     }
-}
-
-#[cfg(test)]
-mod keyed_tests {
-    use crate::backend::sqlite::plans::{claim_request, Scratch};
-    use crate::backend::{ConcurrencyLimits, Executions, Leases, Tenancy};
-    use crate::model::{ConcurrencyLimit, ConcurrencyScope, KeyLimit, NewExecution, PublicState};
 
     /// A claim of keyed work judges its keys on the locked handle, counting
     /// starts and blocking a full key's queue there, with no write through

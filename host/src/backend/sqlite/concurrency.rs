@@ -59,8 +59,8 @@ async fn rule_for(tx: &mut Tx<'_>, row: &Exec) -> Result<Option<Rule>> {
     if row.concurrency_key.is_none() {
         return Ok(None);
     }
-    let found: Vec<(String, String, i64, Option<i64>, i64)> = tx
-        .fetch(
+    let found: Option<(String, String, i64, Option<i64>, i64)> = tx
+        .optional(
             "read concurrency limit",
             "SELECT scope, name, max_running, max_starts, coalesce(window_ms, 1000) \
              FROM concurrency_limits WHERE tenant_id = ? \
@@ -73,23 +73,22 @@ async fn rule_for(tx: &mut Tx<'_>, row: &Exec) -> Result<Option<Rule>> {
             },
         )
         .await?;
-    Ok(found
-        .into_iter()
-        .next()
-        .map(|(scope, name, max_running, max_starts, window_ms)| Rule {
+    Ok(
+        found.map(|(scope, name, max_running, max_starts, window_ms)| Rule {
             scope,
             name,
             max_running,
             max_starts,
             window_ms,
-        }))
+        }),
+    )
 }
 
 /// How many more of the row's key the rule lets start now.
 async fn room(tx: &mut Tx<'_>, row: &Exec, rule: &Rule, now: Millis) -> Result<i64> {
     let op = "count concurrency slot";
-    let counted: Vec<(i64, Option<Millis>, Option<i64>)> = tx
-        .fetch(
+    let (running, window_started_at, window_starts): (i64, Option<Millis>, Option<i64>) = tx
+        .one(
             op,
             "SELECT (SELECT count(*) FROM executions WHERE tenant_id = ?1 \
                         AND concurrency_key = ?2 AND concurrency_held = ?3 \
@@ -106,10 +105,7 @@ async fn room(tx: &mut Tx<'_>, row: &Exec, rule: &Rule, now: Millis) -> Result<i
             },
         )
         .await?;
-    let (running, window_started_at, window_starts) = counted
-        .into_iter()
-        .next()
-        .ok_or_else(|| crate::error::EngineError::storage(op)(sqlx::Error::RowNotFound))?;
+
     let mut room = rule.max_running - running;
     if let Some(max_starts) = rule.max_starts {
         let current = window_started_at.is_some_and(|t| t > now - rule.window_ms);

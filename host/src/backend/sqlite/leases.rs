@@ -215,8 +215,8 @@ pub(super) async fn hold(
     if row.is_held_by(lease) {
         return Ok(Hold::Held(Box::new(row)));
     }
-    let attempts: Vec<(Uuid, i64, String)> = tx
-        .fetch(
+    let attempt: Option<(Uuid, i64, String)> = tx
+        .optional(
             "read lease state",
             "SELECT lease_id, lease_epoch, state FROM attempts \
              WHERE tenant_id = ? AND execution_id = ? AND attempt_index = ?",
@@ -225,7 +225,7 @@ pub(super) async fn hold(
             },
         )
         .await?;
-    let attempt = match attempts.into_iter().next() {
+    let attempt = match attempt {
         Some((id, epoch, state)) => Some((id, epoch, state.parse().map_err(EngineError::Corrupt)?)),
         None => None,
     };

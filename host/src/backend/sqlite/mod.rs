@@ -124,6 +124,7 @@ pub struct SqliteBackend {
     /// Writes run through sqlx ([`SqliteBackend::write`]; a hot write that
     /// ran again that way included): what tests read to see a hot path
     /// stay on the locked handle.
+    #[cfg(test)]
     sqlx_writes: std::sync::atomic::AtomicU64,
 }
 
@@ -261,6 +262,7 @@ impl SqliteBackend {
             file,
             own: Default::default(),
             own_failed: Default::default(),
+            #[cfg(test)]
             sqlx_writes: Default::default(),
         })
     }
@@ -279,6 +281,7 @@ impl SqliteBackend {
         // IMMEDIATE takes the write lock up front: another process on the
         // same file then waits (busy timeout) instead of failing when its
         // read would have to become a write.
+        #[cfg(test)]
         self.sqlx_writes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut effects = Effects::default();

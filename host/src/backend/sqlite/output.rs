@@ -116,8 +116,8 @@ async fn merge_summary(
     let op = "merge summary";
     let patch: serde_json::Value = serde_json::from_slice(patch)
         .map_err(|e| EngineError::invalid("payload", format!("not JSON: {e}")))?;
-    let current: Vec<(Json<serde_json::Value>,)> = tx
-        .fetch(
+    let current: Option<(Json<serde_json::Value>,)> = tx
+        .optional(
             op,
             "SELECT document FROM stream_summaries \
              WHERE tenant_id = ? AND execution_id = ? AND attempt_index = ?",
@@ -126,10 +126,7 @@ async fn merge_summary(
             },
         )
         .await?;
-    let mut document = current
-        .into_iter()
-        .next()
-        .map_or_else(|| serde_json::json!({}), |(d,)| d.0);
+    let mut document = current.map_or_else(|| serde_json::json!({}), |(d,)| d.0);
     merge_patch(&mut document, &patch);
     let mut upsert = Writes::default();
     upsert

@@ -189,8 +189,8 @@ impl Exec {
         tenant: TenantId,
         id: ExecutionId,
     ) -> Result<Option<Exec>> {
-        let rows: Vec<Exec> = tx
-            .fetch(
+        let row: Option<Exec> = tx
+            .optional(
                 "read execution",
                 &Self::select_sql("tenant_id = ? AND execution_id = ?"),
                 |w| {
@@ -198,7 +198,7 @@ impl Exec {
                 },
             )
             .await?;
-        Ok(rows.into_iter().next().map(Exec::remembering_stored))
+        Ok(row.map(Exec::remembering_stored))
     }
 
     /// The row, if the tenant has it, only to read.

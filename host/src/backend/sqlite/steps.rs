@@ -54,8 +54,8 @@ async fn record_in(
 ) -> Result<()> {
     let op = "record step";
     let (tenant, id) = (lease.tenant_id, lease.execution_id);
-    let totals: Vec<(i64, i64)> = tx
-        .fetch(
+    let (count, bytes): (i64, i64) = tx
+        .one(
             op,
             "SELECT count(*), coalesce(sum(size), 0) FROM steps \
              WHERE tenant_id = ? AND execution_id = ?",
@@ -64,9 +64,8 @@ async fn record_in(
             },
         )
         .await?;
-    let (count, bytes) = totals.first().copied().unwrap_or((0, 0));
-    let existing: Vec<(String, i32, String)> = tx
-        .fetch(
+    let existing: Option<(String, i32, String)> = tx
+        .optional(
             op,
             "SELECT name, attempt_index, kind FROM steps \
              WHERE tenant_id = ? AND execution_id = ? AND step_index = ?",
@@ -81,7 +80,7 @@ async fn record_in(
         count,
         bytes,
         existing: existing
-            .first()
+            .as_ref()
             .map(|(name, attempt, kind)| (name.as_str(), *attempt, kind.as_str())),
     };
     if !step_admission(&slot, record.step, lease.attempt_index, record.limits)? {

@@ -94,6 +94,34 @@ impl Tx<'_> {
         }
     }
 
+    /// The first row of one statement, if it returns any.
+    pub async fn optional<'q, T>(
+        &mut self,
+        op: &'static str,
+        sql: &str,
+        bind: impl FnOnce(&mut Writes<'q>),
+    ) -> Result<Option<T>>
+    where
+        T: FromRaw + for<'r> FromRow<'r, SqliteRow> + Send + Unpin,
+    {
+        Ok(self.fetch(op, sql, bind).await?.into_iter().next())
+    }
+
+    /// The row of a statement that always returns one (an aggregate).
+    pub async fn one<'q, T>(
+        &mut self,
+        op: &'static str,
+        sql: &str,
+        bind: impl FnOnce(&mut Writes<'q>),
+    ) -> Result<T>
+    where
+        T: FromRaw + for<'r> FromRow<'r, SqliteRow> + Send + Unpin,
+    {
+        self.optional(op, sql, bind)
+            .await?
+            .ok_or_else(|| EngineError::storage(op)(sqlx::Error::RowNotFound))
+    }
+
     /// Run the statements, in order.
     pub async fn run(&mut self, writes: Writes<'_>, op: &'static str) -> Result<()> {
         match self {
