@@ -2,15 +2,16 @@
 //! streams, each an outbox table read by cursor up to the horizon of
 //! running transactions (see `outbox`).
 
+use super::outbox::Outbox;
 use super::PgBackend;
-use crate::backend::shared::events::{origins, Stream};
+use crate::backend::shared::events::origins;
 use crate::backend::Fetch;
 use crate::error::Result;
 use crate::model::{EventBatch, EventCursor, ExecutionId, ExecutionOrigin, Page, TenantId};
 
 crate::backend::shared::events::implement!(PgBackend);
 
-async fn read_stream<R: Stream>(
+async fn read_stream<R: Outbox>(
     db: &PgBackend,
     tenant: TenantId,
     page: Page<EventCursor>,

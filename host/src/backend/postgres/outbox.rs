@@ -1,4 +1,4 @@
-//! Reading the event outboxes (`completion_events`, `lease_events`,
+//! Reading the event outboxes (`completion_events`, lease events,
 //! `signal_events`) by cursor, and pruning them.
 //!
 //! A read delivers only events written by transactions older than the oldest
@@ -9,13 +9,17 @@
 //! withholds, the batch says `pending` so a follower reads again shortly rather
 //! than waiting for the next wake-up. Each read is a range scan of the table's
 //! `(tenant_id, txid, event_id)` primary key.
+//!
+//! Lease events are stored a statement's worth to a row
+//! (`lease_event_batches`, migration 0038): a row's events are read back one
+//! by one, each with its own id, by unnesting its arrays ([`LEASE_EVENTS`]).
 
 use super::Connections;
 use sqlx::postgres::PgRow;
 
 use super::rows::col;
-use crate::backend::shared::events::{LeaseRow, Stream};
-use crate::backend::{Fetch, Run};
+use crate::backend::shared::events::{CompletionRow, LeaseRow, SignalRow, Stream};
+use crate::backend::Fetch;
 use crate::error::{EngineError, Result};
 use crate::model::ExecutionId;
 use crate::model::{EventBatch, EventCursor, LeaseEvent, TenantId};
@@ -23,21 +27,89 @@ use crate::model::{EventBatch, EventCursor, LeaseEvent, TenantId};
 /// The oldest transaction still running, as the outboxes store txids.
 const HORIZON: &str = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
 
+/// A stream as Postgres stores it: the query that reads a tenant's events
+/// after a cursor, and the tables pruned.
+pub(super) trait Outbox: Stream {
+    /// The tables its rows are in, each with how many events a row holds.
+    const STORED_IN: &'static [(&'static str, &'static str)];
+    /// Tenant `$1`'s events after the cursor `($2, $3)`, in cursor order, at
+    /// most `$4`: the row's columns, `txid` and `horizon`.
+    fn read_sql() -> String {
+        format!(
+            "SELECT {columns}, txid, {HORIZON} AS horizon FROM {table} \
+             WHERE tenant_id = $1 AND (txid, event_id) > ($2, $3) \
+             ORDER BY txid, event_id LIMIT $4",
+            columns = Self::COLUMNS,
+            table = Self::STORED_IN[0].0,
+        )
+    }
+}
+
+impl Outbox for CompletionRow {
+    const STORED_IN: &'static [(&'static str, &'static str)] = &[("completion_events", "1")];
+}
+
+impl Outbox for SignalRow {
+    const STORED_IN: &'static [(&'static str, &'static str)] = &[("signal_events", "1")];
+}
+
+/// Lease events written before migration 0038, one row each; read and
+/// pruned beside the batches until a release drops the table.
+const LEGACY_LEASE_EVENTS: &str = "lease_events";
+
+impl Outbox for LeaseRow {
+    const STORED_IN: &'static [(&'static str, &'static str)] = &[
+        ("lease_event_batches", "cardinality(execution_ids)"),
+        (LEGACY_LEASE_EVENTS, "1"),
+    ];
+
+    /// Both tables' events after the cursor, merged. A batch holds fewer
+    /// than 2^20 events from its `event_id` on, so one with an event after
+    /// `$3` starts after `$3 - 2^20`: that bound keeps the scan on the
+    /// primary key, the next condition picks the events.
+    fn read_sql() -> String {
+        format!(
+            "SELECT e.*, {HORIZON} AS horizon FROM ( \
+                 (SELECT {columns}, txid FROM {LEGACY_LEASE_EVENTS} \
+                  WHERE tenant_id = $1 AND (txid, event_id) > ($2, $3) \
+                  ORDER BY txid, event_id LIMIT $4) \
+                 UNION ALL \
+                 (SELECT {LEASE_EVENTS} FROM lease_event_batches b {UNNEST_EVENTS} \
+                  WHERE b.tenant_id = $1 AND (b.txid, b.event_id) > ($2, $3 - 1048576) \
+                    AND (b.txid, b.event_id + u.ord - 1) > ($2, $3) \
+                  ORDER BY b.txid, b.event_id, u.ord LIMIT $4)) e \
+             ORDER BY e.txid, e.event_id LIMIT $4",
+            columns = Self::COLUMNS,
+        )
+    }
+}
+
+/// The columns of [`LeaseRow`] and `txid`, one row per event of the rows `b`
+/// of `lease_event_batches` that [`UNNEST_EVENTS`] unnests; kinds and
+/// phases decoded from their one-byte codes (an unknown code reads as NULL,
+/// which decoding refuses).
+const LEASE_EVENTS: &str = "b.event_id + u.ord - 1 AS event_id, u.execution_id, \
+    u.attempt_index, u.lease_epoch, \
+    CASE u.kind WHEN 'a' THEN 'acquired' WHEN 'c' THEN 'reclaimed' WHEN 'n' THEN 'renewed' \
+        WHEN 'r' THEN 'released' WHEN 'e' THEN 'expired' WHEN 'v' THEN 'revoked' END AS kind, \
+    u.lease_expires_at, \
+    CASE u.phase WHEN 'u' THEN 'submitted' WHEN 'r' THEN 'runnable' WHEN 'a' THEN 'active' \
+        WHEN 's' THEN 'suspended' WHEN 't' THEN 'terminal' END AS phase, \
+    b.created_at, b.txid";
+/// Each row `b`'s events, as `u`.
+const UNNEST_EVENTS: &str = "CROSS JOIN LATERAL unnest(\
+    b.execution_ids, b.attempt_indexes, b.lease_epochs, b.kinds, b.lease_expires_ats, b.phases) \
+    WITH ORDINALITY AS u(execution_id, attempt_index, lease_epoch, kind, lease_expires_at, phase, ord)";
+
 /// The tenant's events of stream `R` after `after`, oldest first, at most
 /// `limit`.
-pub(super) async fn read<R: Stream>(
+pub(super) async fn read<R: Outbox>(
     pool: &Connections,
     tenant: TenantId,
     after: EventCursor,
     limit: u32,
 ) -> Result<EventBatch<R::Event>> {
-    let sql = format!(
-        "SELECT {columns}, txid, {HORIZON} AS horizon FROM {table} \
-         WHERE tenant_id = $1 AND (txid, event_id) > ($2, $3) \
-         ORDER BY txid, event_id LIMIT $4",
-        columns = R::COLUMNS,
-        table = R::TABLE,
-    );
+    let sql = R::read_sql();
     let rows = sqlx::query(&sql)
         .bind(tenant)
         .bind(after.txid)
@@ -61,13 +133,28 @@ pub(super) async fn read<R: Stream>(
     Ok(EventBatch { events, pending })
 }
 
-/// Delete up to `limit` of each tenant's oldest events of `table` written
-/// before `retention_ms` ago; returns how many went. Takes the head of each
-/// tenant's primary-key range and deletes what is old enough in it, so a
-/// pass with nothing to prune reads `limit` rows per tenant, not the table.
-pub(super) async fn prune(
+/// Delete up to `limit` of each tenant's oldest rows of stream `R` written
+/// before `retention_ms` ago, in each of its tables; returns how many
+/// events went.
+pub(super) async fn prune<R: Outbox>(
+    pool: &Connections,
+    retention_ms: i64,
+    limit: u32,
+) -> Result<u64> {
+    let mut gone = 0;
+    for (table, events) in R::STORED_IN {
+        gone += prune_table(pool, table, events, retention_ms, limit).await?;
+    }
+    Ok(gone)
+}
+
+/// Takes the head of each tenant's primary-key range and deletes what is
+/// old enough in it, so a pass with nothing to prune reads `limit` rows per
+/// tenant, not the table. `events`: what a row counts for.
+async fn prune_table(
     pool: &Connections,
     table: &str,
+    events: &str,
     retention_ms: i64,
     limit: u32,
 ) -> Result<u64> {
@@ -76,22 +163,29 @@ pub(super) async fn prune(
              SELECT h.tenant_id, h.txid, h.event_id, h.created_at FROM tenants t \
              CROSS JOIN LATERAL ( \
                  SELECT tenant_id, txid, event_id, created_at FROM {table} o \
-                 WHERE o.tenant_id = t.tenant_id ORDER BY txid, event_id LIMIT $2) h) \
-         DELETE FROM {table} o USING head h \
-         WHERE o.tenant_id = h.tenant_id AND o.txid = h.txid AND o.event_id = h.event_id \
-           AND h.created_at < now() - $1 * interval '1 millisecond'",
+                 WHERE o.tenant_id = t.tenant_id ORDER BY txid, event_id LIMIT $2) h), \
+         gone AS ( \
+             DELETE FROM {table} o USING head h \
+             WHERE o.tenant_id = h.tenant_id AND o.txid = h.txid AND o.event_id = h.event_id \
+               AND h.created_at < now() - $1 * interval '1 millisecond' \
+             RETURNING {events} AS events) \
+         SELECT coalesce(sum(events), 0)::bigint FROM gone",
     );
-    let done = sqlx::query(&sql)
+    let (gone,): (i64,) = sqlx::query_as(&sql)
         .bind(retention_ms)
         .bind(i64::from(limit))
-        .run(pool, "prune events")
+        .one(pool, "prune events")
         .await?;
-    Ok(done.rows_affected())
+    Ok(gone.max(0) as u64)
 }
 
-/// The execution's newest `limit` lease events, oldest first, off
-/// `lease_events_execution_idx`: committed ones, whatever the horizon (a
-/// history, not a stream to follow).
+/// The execution's newest `limit` lease events, oldest first: the batches
+/// `lease_event_batches_execution_idx` finds for it and the rows of the old
+/// table `lease_events_execution_idx` does, merged. The batches are found
+/// by the execution alone (`OFFSET 0` keeps the tenant's condition out of
+/// that scan): planned by the tenant's primary-key range instead, a
+/// timeline would read the tenant's whole history. Committed ones, whatever
+/// the horizon (a history, not a stream to follow).
 pub(super) async fn lease_history(
     pool: &Connections,
     tenant: TenantId,
@@ -99,9 +193,17 @@ pub(super) async fn lease_history(
     limit: u32,
 ) -> Result<Vec<LeaseEvent>> {
     let sql = format!(
-        "SELECT {}, txid FROM lease_events \
-         WHERE tenant_id = $1 AND execution_id = $2 ORDER BY event_id DESC LIMIT $3",
-        LeaseRow::COLUMNS,
+        "SELECT e.* FROM ( \
+             (SELECT {columns}, txid FROM {LEGACY_LEASE_EVENTS} \
+              WHERE tenant_id = $1 AND execution_id = $2 ORDER BY event_id DESC LIMIT $3) \
+             UNION ALL \
+             (SELECT {LEASE_EVENTS} FROM ( \
+                  SELECT * FROM lease_event_batches \
+                  WHERE execution_ids @> ARRAY[$2::uuid] OFFSET 0) b {UNNEST_EVENTS} \
+              WHERE b.tenant_id = $1 AND u.execution_id = $2 \
+              ORDER BY b.event_id + u.ord DESC LIMIT $3)) e \
+         ORDER BY e.event_id DESC LIMIT $3",
+        columns = LeaseRow::COLUMNS,
     );
     let rows = sqlx::query(&sql)
         .bind(tenant)

@@ -11,11 +11,12 @@ use super::budgets::reset_due_budgets;
 use super::children::wake_waiting_parents;
 use super::flow_cancel::cancel_pending_siblings;
 use super::leases::fail_locked;
+use super::outbox::prune;
 use super::retention::prune_executions;
 use super::rows::{col, completion_outbox, json, transaction};
 use super::suspension_timeouts::time_out_suspensions;
 use super::{Connections, PgBackend};
-use crate::backend::shared::events::{CompletionRow, LeaseRow, SignalRow, Stream};
+use crate::backend::shared::events::{CompletionRow, LeaseRow, SignalRow};
 use crate::backend::{Fetch, Sweep};
 use crate::error::Result;
 use crate::model::{ExecutionId, TenantId};
@@ -113,11 +114,10 @@ async fn expire_past_deadline(db: &PgBackend, sweep: Sweep) -> Result<u64> {
 
 async fn prune_events(db: &PgBackend, retention: Duration, limit: u32) -> Result<u64> {
     let ms = super::leases::millis(retention);
-    let mut pruned = 0;
-    for table in [CompletionRow::TABLE, LeaseRow::TABLE, SignalRow::TABLE] {
-        pruned += super::outbox::prune(&db.pool, table, ms, limit).await?;
-    }
-    Ok(pruned)
+    let pool = &db.pool;
+    Ok(prune::<CompletionRow>(pool, ms, limit).await?
+        + prune::<LeaseRow>(pool, ms, limit).await?
+        + prune::<SignalRow>(pool, ms, limit).await?)
 }
 
 /// Each tenant's due executions, the rule every pass here reads them by:

@@ -342,6 +342,23 @@ CREATE TABLE idempotency_keys (
     CONSTRAINT idempotency_keys_pkey PRIMARY KEY (tenant_id, key)
 );
 
+CREATE TABLE lease_event_batches (
+    tenant_id uuid NOT NULL,
+    event_id bigint DEFAULT (nextval('lease_event_batch_seq'::regclass) * 1048576) NOT NULL,
+    txid bigint DEFAULT ((pg_current_xact_id())::text)::bigint NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    execution_ids uuid[] NOT NULL,
+    attempt_indexes integer[] NOT NULL,
+    lease_epochs bigint[] NOT NULL,
+    kinds "char"[] NOT NULL,
+    lease_expires_ats timestamp with time zone[] NOT NULL,
+    phases "char"[] NOT NULL,
+    CONSTRAINT lease_event_batches_check CHECK ((((cardinality(execution_ids) >= 1) AND (cardinality(execution_ids) <= 1048575)) AND (cardinality(attempt_indexes) = cardinality(execution_ids)) AND (cardinality(lease_epochs) = cardinality(execution_ids)) AND (cardinality(kinds) = cardinality(execution_ids)) AND (cardinality(lease_expires_ats) = cardinality(execution_ids)) AND (cardinality(phases) = cardinality(execution_ids)))),
+    CONSTRAINT lease_event_batches_kinds_check CHECK ((kinds <@ '{a,c,n,r,e,v}'::"char"[])),
+    CONSTRAINT lease_event_batches_phases_check CHECK ((phases <@ '{u,r,a,s,t}'::"char"[])),
+    CONSTRAINT lease_event_batches_pkey PRIMARY KEY (tenant_id, txid, event_id)
+) WITH (toast_tuple_target=8160);
+
 CREATE TABLE lease_events (
     tenant_id uuid NOT NULL,
     event_id bigint NOT NULL,
@@ -537,6 +554,7 @@ CREATE UNIQUE INDEX flow_edges_one_input_idx ON public.flow_edges USING btree (t
 CREATE INDEX flow_groups_cancel_pending_idx ON public.flow_groups USING btree (tenant_id, downstream_id) WHERE cancel_pending;
 CREATE INDEX flows_cancel_unfinished_idx ON public.flows USING btree (tenant_id, flow_id) WHERE (cancel_phases IS NOT NULL);
 CREATE INDEX frames_best_effort_idx ON public.frames USING btree (tenant_id, execution_id, attempt_index, seq) WHERE (mode = 'best_effort'::text);
+CREATE INDEX lease_event_batches_execution_idx ON public.lease_event_batches USING gin (execution_ids);
 CREATE INDEX lease_events_execution_idx ON public.lease_events USING btree (tenant_id, execution_id, event_id);
 CREATE INDEX schedules_due_idx ON public.schedules USING btree (next_fire_at) WHERE (NOT paused);
 CREATE INDEX signals_buffered_idx ON public.signals USING btree (tenant_id, execution_id, waitpoint_id) WHERE (consumed_in IS NULL);
