@@ -1,0 +1,12 @@
+-- The lease-history GIN index (migration 0038) takes new entries into a
+-- pending list and merges them into its tree later: by autovacuum, or by the
+-- insert that finds the list over its limit, which then merges the whole
+-- list inside that statement. Under a steady backlog autovacuum runs too
+-- rarely to get there first, so that statement is a claim or a completion
+-- batch holding its rows while it merges: with the default 4 MB (~125,000
+-- events) about 230-340 ms (measured with `gin_clean_pending_list` on a
+-- 60 MB index), once every ~60,000 runs on a 2-core VM. At
+-- 256 kB a merge is ~8,000 events, about 30-40 ms every ~4,000 runs: the same
+-- work in all, in pauses a claim can afford; and a timeline read, which scans
+-- the whole list, reads at most 256 kB of it.
+ALTER INDEX lease_event_batches_execution_idx SET (gin_pending_list_limit = 256);
