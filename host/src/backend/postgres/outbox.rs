@@ -33,7 +33,9 @@ pub(super) trait Outbox: Stream {
     /// The tables its rows are in, each with how many events a row holds.
     const STORED_IN: &'static [(&'static str, &'static str)];
     /// Tenant `$1`'s events after the cursor `($2, $3)`, in cursor order, at
-    /// most `$4`: the row's columns, `txid` and `horizon`.
+    /// most `$4`: the row's columns, `txid` and `horizon`. This reads the
+    /// one table of a stream stored a row an event; a stream stored
+    /// otherwise, or in more than one table, says how to read it.
     fn read_sql() -> String {
         format!(
             "SELECT {columns}, txid, {HORIZON} AS horizon FROM {table} \
