@@ -3,13 +3,12 @@
 //! transaction commits late; retention prunes old events.
 
 use flowfabric::backend::Sweep;
-use flowfabric::Engine;
 use flowfabric_tests::Store;
 use std::time::Duration;
 
 use flowfabric::model::{
-    ClaimedExecution, CompletionEvent, EventCursor, LeaseEvent, NewSignal, ResumeCondition,
-    SignalEvent, SignalOutcome, StreamMode, TenantId, TimeoutBehavior,
+    CompletionEvent, EventCursor, LeaseEvent, NewSignal, ResumeCondition, SignalEvent,
+    SignalOutcome, TimeoutBehavior,
 };
 
 use crate::{claim_one, setup, setup_on, task};
@@ -51,8 +50,8 @@ async fn a_late_committing_event_is_not_skipped() {
 
     let mut open = db.pg().begin().await.unwrap();
     sqlx::query(
-        "INSERT INTO completion_events (tenant_id, execution_id, attempt_index, outcome) \
-         VALUES ($1, $2, 0, 'cancelled')",
+        "INSERT INTO completion_event_batches (tenant_id, execution_ids, attempt_indexes, \
+             outcomes, linked) VALUES ($1, ARRAY[$2::uuid], '{0}', '{c}', '{f}')",
     )
     .bind(t)
     .bind(early)
@@ -83,181 +82,11 @@ async fn a_late_committing_event_is_not_skipped() {
     assert_ne!(early, late);
 }
 
-fn kinds(events: &[LeaseEvent]) -> Vec<(&str, i64)> {
+pub(crate) fn kinds(events: &[LeaseEvent]) -> Vec<(&str, i64)> {
     events
         .iter()
         .map(|ev| (ev.kind.as_str(), ev.lease_epoch))
         .collect()
-}
-
-/// `n` new executions of tenant `t`, claimed in one claim.
-async fn claim_batch(e: &Engine, t: TenantId, n: usize) -> Vec<ClaimedExecution> {
-    let news: Vec<_> = (0..n).map(|i| task(&i.to_string())).collect();
-    e.create_batch(t, &news).await.unwrap();
-    let claimed = e.claim(&crate::request(n as u32)).await.unwrap();
-    assert_eq!(claimed.len(), n);
-    claimed
-}
-
-/// Completes every claimed execution in one batch.
-async fn complete_all(e: &Engine, claimed: &[ClaimedExecution]) {
-    let completions: Vec<_> = claimed
-        .iter()
-        .map(|c| (c.lease.clone(), &b"ok"[..]))
-        .collect();
-    for written in e.complete_many(&completions).await.unwrap() {
-        written.unwrap();
-    }
-}
-
-async fn batched_claims_and_completions_record_one_event_per_execution(store: Store) {
-    let (db, t) = setup_on(store).await;
-    let e = &db.engine;
-    let claimed = claim_batch(e, t, 3).await;
-    // Updates of the execution row that leave its lease alone record nothing.
-    let first = &claimed[0].lease;
-    e.append_frame(first, "log", StreamMode::Durable, b"x")
-        .await
-        .unwrap();
-    e.set_progress(first, 50, "half").await.unwrap();
-    complete_all(e, &claimed).await;
-
-    let events = db.events::<LeaseEvent>(t).await;
-    for c in &claimed {
-        let mine: Vec<_> = events
-            .iter()
-            .filter(|ev| ev.execution_id == c.lease.execution_id)
-            .map(|ev| (ev.kind.as_str(), ev.lease_epoch, ev.attempt_index))
-            .collect();
-        let (epoch, attempt) = (c.lease.lease_epoch, c.lease.attempt_index);
-        assert_eq!(
-            mine,
-            [("acquired", epoch, attempt), ("released", epoch, attempt)]
-        );
-    }
-    assert_eq!(events.len(), 6);
-}
-
-/// A claim of many executions records their acquisitions together (on
-/// Postgres, one stored row a tenant); read in pages smaller than that,
-/// every event still comes once, in order, with an id and cursor of its own,
-/// and each execution's history finds its own.
-async fn a_batch_of_lease_events_reads_back_one_event_at_a_time(store: Store) {
-    let (db, t) = setup_on(store).await;
-    let e = &db.engine;
-    let claimed = claim_batch(e, t, 25).await;
-    complete_all(e, &claimed).await;
-
-    let all = db.events::<LeaseEvent>(t).await;
-    assert_eq!(all.len(), 50);
-    assert!(all.windows(2).all(|w| w[0].cursor < w[1].cursor));
-    assert!(all.windows(2).all(|w| w[0].event_id < w[1].event_id));
-    let mut paged = Vec::new();
-    let mut after = EventCursor::START;
-    loop {
-        let page = e.lease_events(t, after, 4).await.unwrap();
-        assert!(page.events.len() <= 4);
-        let Some(last) = page.events.last() else {
-            assert!(!page.pending);
-            break;
-        };
-        after = last.cursor;
-        paged.extend(page.events);
-    }
-    assert_eq!(paged, all, "pages of four deliver every event once");
-    // A cursor from the middle of a statement's events resumes after it.
-    let resumed = e.lease_events(t, all[10].cursor, 3).await.unwrap();
-    assert_eq!(resumed.events, all[11..14]);
-
-    for c in [&claimed[0], &claimed[24]] {
-        let history = e.lease_history(t, c.lease.execution_id).await.unwrap();
-        assert_eq!(
-            kinds(&history),
-            [
-                ("acquired", c.lease.lease_epoch),
-                ("released", c.lease.lease_epoch)
-            ]
-        );
-        let from_stream: Vec<_> = all
-            .iter()
-            .filter(|ev| ev.execution_id == c.lease.execution_id)
-            .cloned()
-            .collect();
-        assert_eq!(history, from_stream);
-    }
-    let stranger = db.tenant("stranger").await;
-    let theirs = e.lease_history(stranger, claimed[0].lease.execution_id);
-    assert!(matches!(
-        theirs.await,
-        Err(flowfabric::error::EngineError::NotFound { .. })
-    ));
-}
-
-/// On Postgres a statement's lease changes are stored one row per tenant
-/// (migration 0038), each tenant's events in its own row.
-#[tokio::test]
-async fn a_claims_lease_events_are_one_row_per_tenant() {
-    let (db, t) = setup().await;
-    let e = &db.engine;
-    let other = db.tenant("other").await;
-    for tenant in [t, other] {
-        let news: Vec<_> = (0..10).map(|i| task(&i.to_string())).collect();
-        e.create_batch(tenant, &news).await.unwrap();
-    }
-    let claimed = e.claim(&crate::request(20)).await.unwrap();
-    assert_eq!(claimed.len(), 20);
-    let rows: Vec<(uuid::Uuid, i32)> = sqlx::query_as(
-        "SELECT tenant_id, cardinality(execution_ids) FROM lease_event_batches ORDER BY 1",
-    )
-    .fetch_all(db.pg())
-    .await
-    .unwrap();
-    let mut expected = vec![(t.as_uuid(), 10), (other.as_uuid(), 10)];
-    expected.sort();
-    assert_eq!(rows, expected);
-    for tenant in [t, other] {
-        let events = db.events::<LeaseEvent>(tenant).await;
-        assert_eq!(events.len(), 10);
-        assert!(events.iter().all(|ev| ev.kind == "acquired"));
-    }
-}
-
-/// Events in the table lease events were kept in before migration 0038
-/// (written before it ran, or by a process of the previous build still
-/// running) are read, followed and pruned beside the batches.
-#[tokio::test]
-async fn lease_events_of_the_previous_build_stay_readable() {
-    let (db, t) = setup().await;
-    let e = &db.engine;
-    let id = e.create(t, task("a")).await.unwrap().execution_id;
-    sqlx::query(
-        "INSERT INTO lease_events (tenant_id, execution_id, attempt_index, lease_epoch, kind, \
-             lease_expires_at, phase) VALUES ($1, $2, 7, 70, 'acquired', now(), 'active')",
-    )
-    .bind(t)
-    .bind(id)
-    .execute(db.pg())
-    .await
-    .unwrap();
-    let c = claim_one(e).await;
-    e.complete(&c.lease, b"").await.unwrap();
-
-    let epoch = c.lease.lease_epoch;
-    let expected = [("acquired", 70), ("acquired", epoch), ("released", epoch)];
-    let events = db.events::<LeaseEvent>(t).await;
-    assert_eq!(kinds(&events), expected);
-    assert!(events.windows(2).all(|w| w[0].cursor < w[1].cursor));
-    let after_old = e.lease_events(t, events[0].cursor, 10).await.unwrap();
-    assert_eq!(after_old.events, events[1..]);
-    assert_eq!(kinds(&e.lease_history(t, id).await.unwrap()), expected);
-
-    sqlx::query("UPDATE lease_events SET created_at = now() - interval '2 days'")
-        .execute(db.pg())
-        .await
-        .unwrap();
-    let day = Duration::from_secs(86_400);
-    assert_eq!(db.backend().prune_events(day, 100).await.unwrap(), 1);
-    assert_eq!(kinds(&db.events::<LeaseEvent>(t).await), expected[1..]);
 }
 
 async fn lease_history_records_every_lease_change(store: Store) {
@@ -448,7 +277,8 @@ async fn retention_prunes_only_old_events() {
     let events = db.events::<CompletionEvent>(t).await;
     // Age the first two completions (and every lease event) by two days.
     for sql in [
-        "UPDATE completion_events SET created_at = now() - interval '2 days' WHERE event_id <= $1",
+        "UPDATE completion_event_batches SET created_at = now() - interval '2 days' \
+         WHERE event_id <= $1",
         "UPDATE lease_event_batches SET created_at = now() - interval '2 days' \
          WHERE $1::bigint IS NOT NULL",
     ] {
@@ -563,7 +393,5 @@ on_both_backends!(
     a_timeout_auto_resume_is_a_signal_event,
     completion_events_page_by_cursor_per_tenant,
     lease_history_records_every_lease_change,
-    batched_claims_and_completions_record_one_event_per_execution,
-    a_batch_of_lease_events_reads_back_one_event_at_a_time,
     an_operator_revokes_a_lease_and_the_execution_runs_again,
 );

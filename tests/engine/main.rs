@@ -15,6 +15,7 @@ mod concurrency;
 mod concurrency_slots;
 mod connections;
 mod errors;
+mod event_rows;
 mod events;
 mod events_filtered;
 mod flow_cancel;

@@ -310,7 +310,7 @@ async fn suspension_timeouts_fail_cancel_expire_or_auto_resume(store: Store) {
         .unwrap();
     assert_eq!(woke[0].name, "timeout");
     // Terminal outcomes wrote completion events; the resumed one did not.
-    assert_eq!(db.count("completion_events").await, 3);
+    assert_eq!(db.completion_events_written().await, 3);
 }
 
 async fn operators_resume_and_cancel_suspended_executions(store: Store) {

@@ -450,6 +450,29 @@ impl TestDb {
         .expect("count rows")
     }
 
+    /// Completion events written, every tenant's: Postgres stores a
+    /// statement's as one row (and events of earlier builds a row each),
+    /// SQLite a row each.
+    pub async fn completion_events_written(&self) -> i64 {
+        match &self.store {
+            Stored::Postgres { pool, .. } => {
+                sqlx::query_scalar(
+                    "SELECT (SELECT count(*) FROM completion_events) + coalesce( \
+                     (SELECT sum(cardinality(execution_ids)) FROM completion_event_batches), \
+                     0)::bigint",
+                )
+                .fetch_one(pool)
+                .await
+            }
+            Stored::Sqlite { pool, .. } => {
+                sqlx::query_scalar("SELECT count(*) FROM completion_events")
+                    .fetch_one(pool)
+                    .await
+            }
+        }
+        .expect("count completion events")
+    }
+
     /// Move the database clock's view of a lease into the past, so expiry can be
     /// tested without sleeping for a whole TTL.
     pub async fn expire_lease(&self, execution: ExecutionId) {

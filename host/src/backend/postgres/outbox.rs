@@ -10,9 +10,11 @@
 //! than waiting for the next wake-up. Each read is a range scan of the table's
 //! `(tenant_id, txid, event_id)` primary key.
 //!
-//! Lease events are stored a statement's worth to a row
-//! (`lease_event_batches`, migration 0038): a row's events are read back one
-//! by one, each with its own id, by unnesting its arrays ([`LEASE_EVENTS`]).
+//! Lease events and completion events are stored a statement's worth to a
+//! row (`lease_event_batches`, migration 0038; `completion_event_batches`,
+//! 0040), beside the tables the builds before stored them in, a row an
+//! event: a row's events are read back one by one, each with its own id, by
+//! unnesting its arrays ([`Batches`]), merged with the old table's.
 
 use super::Connections;
 use sqlx::postgres::PgRow;
@@ -47,61 +49,130 @@ pub(super) trait Outbox: Stream {
     }
 }
 
-impl Outbox for CompletionRow {
-    const STORED_IN: &'static [(&'static str, &'static str)] = &[("completion_events", "1")];
+/// A stream stored a statement's worth to a row (migrations 0038 and 0040)
+/// beside the table the builds before stored it in, a row an event. A row's
+/// `event_id` is its first event's; it holds fewer than 2^20 events.
+struct Batches {
+    table: &'static str,
+    legacy: &'static str,
+    /// The stream's columns and `txid`, one row per event of the rows `b`
+    /// that `unnest` unnests as `u`.
+    events: &'static str,
+    unnest: &'static str,
 }
+
+impl Batches {
+    /// What a row of `table` counts for when pruned.
+    const EVENTS_PER_ROW: &'static str = "cardinality(execution_ids)";
+
+    /// Events after the cursor `({txid}, {event_id})`, in cursor order, at
+    /// most `{limit}`, of both tables: the stream's columns (the legacy
+    /// table's `legacy_columns`), `txid` and `horizon`; a tenant's, or every
+    /// tenant's with `tenant_id` too. A row with an event after `event_id`
+    /// starts after `event_id - 2^20`: that bound keeps the scan on the
+    /// index, the next condition picks the events.
+    fn read_after(&self, legacy_columns: &str, scope: Scope, cursor: [&str; 3]) -> String {
+        let [txid, event_id, limit] = cursor;
+        let (legacy_extra, legacy_scope, extra, scope) = match scope {
+            Scope::Tenant(t) => (
+                String::new(),
+                format!("tenant_id = {t} AND"),
+                String::new(),
+                format!("b.tenant_id = {t} AND"),
+            ),
+            Scope::Every => (
+                "tenant_id, ".into(),
+                String::new(),
+                "b.tenant_id, ".into(),
+                String::new(),
+            ),
+        };
+        format!(
+            "SELECT e.*, {HORIZON} AS horizon FROM ( \
+                 (SELECT {legacy_extra}{legacy_columns}, txid FROM {legacy} \
+                  WHERE {legacy_scope} (txid, event_id) > ({txid}, {event_id}) \
+                  ORDER BY txid, event_id LIMIT {limit}) \
+                 UNION ALL \
+                 (SELECT {extra}{events} FROM {table} b {unnest} \
+                  WHERE {scope} (b.txid, b.event_id) > ({txid}, {event_id} - 1048576) \
+                    AND (b.txid, b.event_id + u.ord - 1) > ({txid}, {event_id}) \
+                  ORDER BY b.txid, b.event_id, u.ord LIMIT {limit})) e \
+             ORDER BY e.txid, e.event_id LIMIT {limit}",
+            legacy = self.legacy,
+            table = self.table,
+            events = self.events,
+            unnest = self.unnest,
+        )
+    }
+
+    /// A tenant's read: tenant `$1`, cursor `($2, $3)`, limit `$4`.
+    fn tenant_read(&self, legacy_columns: &str) -> String {
+        self.read_after(legacy_columns, Scope::Tenant("$1"), ["$2", "$3", "$4"])
+    }
+}
+
+/// Whose events a read of [`Batches`] takes.
+enum Scope {
+    /// The tenant bound as this parameter's.
+    Tenant(&'static str),
+    /// Every tenant's, each event with its `tenant_id`.
+    Every,
+}
+
+impl Outbox for CompletionRow {
+    const STORED_IN: &'static [(&'static str, &'static str)] = &[
+        (COMPLETIONS.table, Batches::EVENTS_PER_ROW),
+        (COMPLETIONS.legacy, "1"),
+    ];
+
+    fn read_sql() -> String {
+        COMPLETIONS.tenant_read(Self::COLUMNS)
+    }
+}
+
+/// The completion outbox (migration 0040): outcomes decoded from their
+/// one-byte codes by `flowfabric_outcome`.
+const COMPLETIONS: Batches = Batches {
+    table: "completion_event_batches",
+    legacy: "completion_events",
+    events: "b.event_id + u.ord - 1 AS event_id, u.execution_id, u.attempt_index, \
+        flowfabric_outcome(u.outcome) AS outcome, b.created_at, b.txid",
+    unnest: "CROSS JOIN LATERAL unnest(b.execution_ids, b.attempt_indexes, b.outcomes) \
+        WITH ORDINALITY AS u(execution_id, attempt_index, outcome, ord)",
+};
 
 impl Outbox for SignalRow {
     const STORED_IN: &'static [(&'static str, &'static str)] = &[("signal_events", "1")];
 }
 
-/// Lease events written before migration 0038, one row each; read and
-/// pruned beside the batches until a release drops the table.
-const LEGACY_LEASE_EVENTS: &str = "lease_events";
-
 impl Outbox for LeaseRow {
     const STORED_IN: &'static [(&'static str, &'static str)] = &[
-        ("lease_event_batches", "cardinality(execution_ids)"),
-        (LEGACY_LEASE_EVENTS, "1"),
+        (LEASES.table, Batches::EVENTS_PER_ROW),
+        (LEASES.legacy, "1"),
     ];
 
-    /// Both tables' events after the cursor, merged. A batch holds fewer
-    /// than 2^20 events from its `event_id` on, so one with an event after
-    /// `$3` starts after `$3 - 2^20`: that bound keeps the scan on the
-    /// primary key, the next condition picks the events.
     fn read_sql() -> String {
-        format!(
-            "SELECT e.*, {HORIZON} AS horizon FROM ( \
-                 (SELECT {columns}, txid FROM {LEGACY_LEASE_EVENTS} \
-                  WHERE tenant_id = $1 AND (txid, event_id) > ($2, $3) \
-                  ORDER BY txid, event_id LIMIT $4) \
-                 UNION ALL \
-                 (SELECT {LEASE_EVENTS} FROM lease_event_batches b {UNNEST_EVENTS} \
-                  WHERE b.tenant_id = $1 AND (b.txid, b.event_id) > ($2, $3 - 1048576) \
-                    AND (b.txid, b.event_id + u.ord - 1) > ($2, $3) \
-                  ORDER BY b.txid, b.event_id, u.ord LIMIT $4)) e \
-             ORDER BY e.txid, e.event_id LIMIT $4",
-            columns = Self::COLUMNS,
-        )
+        LEASES.tenant_read(Self::COLUMNS)
     }
 }
 
-/// The columns of [`LeaseRow`] and `txid`, one row per event of the rows `b`
-/// of `lease_event_batches` that [`UNNEST_EVENTS`] unnests; kinds and
-/// phases decoded from their one-byte codes (an unknown code reads as NULL,
-/// which decoding refuses).
-const LEASE_EVENTS: &str = "b.event_id + u.ord - 1 AS event_id, u.execution_id, \
+/// Lease history (migration 0038): kinds and phases decoded from their
+/// one-byte codes (an unknown code reads as NULL, which decoding refuses).
+const LEASES: Batches = Batches {
+    table: "lease_event_batches",
+    legacy: "lease_events",
+    events: "b.event_id + u.ord - 1 AS event_id, u.execution_id, \
     u.attempt_index, u.lease_epoch, \
     CASE u.kind WHEN 'a' THEN 'acquired' WHEN 'c' THEN 'reclaimed' WHEN 'n' THEN 'renewed' \
         WHEN 'r' THEN 'released' WHEN 'e' THEN 'expired' WHEN 'v' THEN 'revoked' END AS kind, \
     u.lease_expires_at, \
     CASE u.phase WHEN 'u' THEN 'submitted' WHEN 'r' THEN 'runnable' WHEN 'a' THEN 'active' \
         WHEN 's' THEN 'suspended' WHEN 't' THEN 'terminal' END AS phase, \
-    b.created_at, b.txid";
-/// Each row `b`'s events, as `u`.
-const UNNEST_EVENTS: &str = "CROSS JOIN LATERAL unnest(\
+    b.created_at, b.txid",
+    unnest: "CROSS JOIN LATERAL unnest(\
     b.execution_ids, b.attempt_indexes, b.lease_epochs, b.kinds, b.lease_expires_ats, b.phases) \
-    WITH ORDINALITY AS u(execution_id, attempt_index, lease_epoch, kind, lease_expires_at, phase, ord)";
+    WITH ORDINALITY AS u(execution_id, attempt_index, lease_epoch, kind, lease_expires_at, phase, ord)",
+};
 
 /// The tenant's events of stream `R` after `after`, oldest first, at most
 /// `limit`.
@@ -196,16 +267,19 @@ pub(super) async fn lease_history(
 ) -> Result<Vec<LeaseEvent>> {
     let sql = format!(
         "SELECT e.* FROM ( \
-             (SELECT {columns}, txid FROM {LEGACY_LEASE_EVENTS} \
+             (SELECT {columns}, txid FROM {legacy} \
               WHERE tenant_id = $1 AND execution_id = $2 ORDER BY event_id DESC LIMIT $3) \
              UNION ALL \
-             (SELECT {LEASE_EVENTS} FROM ( \
+             (SELECT {events} FROM ( \
                   SELECT * FROM lease_event_batches \
-                  WHERE execution_ids @> ARRAY[$2::uuid] OFFSET 0) b {UNNEST_EVENTS} \
+                  WHERE execution_ids @> ARRAY[$2::uuid] OFFSET 0) b {unnest} \
               WHERE b.tenant_id = $1 AND u.execution_id = $2 \
               ORDER BY b.event_id + u.ord DESC LIMIT $3)) e \
          ORDER BY e.event_id DESC LIMIT $3",
         columns = LeaseRow::COLUMNS,
+        legacy = LEASES.legacy,
+        events = LEASES.events,
+        unnest = LEASES.unnest,
     );
     let rows = sqlx::query(&sql)
         .bind(tenant)
@@ -242,23 +316,20 @@ fn position(row: &PgRow) -> Result<(EventCursor, bool)> {
 }
 
 /// Process-wide read for the completion dispatcher: every tenant's completion
-/// events after `after` (served by `completion_events_txid_idx`), as
-/// `(tenant, execution)` pairs, with the new cursor and the pending flag.
+/// events after `after` (served by the tables' `(txid, event_id)` indexes),
+/// as `(tenant, execution)` pairs, with the new cursor and the pending flag.
 pub(super) async fn all_completions(
     pool: &Connections,
     after: EventCursor,
     limit: u32,
 ) -> Result<(Vec<(TenantId, ExecutionId)>, EventCursor, bool)> {
-    let rows = sqlx::query(&format!(
-        "SELECT tenant_id, execution_id, txid, event_id, {HORIZON} AS horizon \
-         FROM completion_events WHERE (txid, event_id) > ($1, $2) \
-         ORDER BY txid, event_id LIMIT $3"
-    ))
-    .bind(after.txid)
-    .bind(after.event_id)
-    .bind(i64::from(limit))
-    .all(pool, "read completion events for subscribers")
-    .await?;
+    let sql = COMPLETIONS.read_after(CompletionRow::COLUMNS, Scope::Every, ["$1", "$2", "$3"]);
+    let rows = sqlx::query(&sql)
+        .bind(after.txid)
+        .bind(after.event_id)
+        .bind(i64::from(limit))
+        .all(pool, "read completion events for subscribers")
+        .await?;
     let mut cursor = after;
     let mut woken = Vec::with_capacity(rows.len());
     for row in &rows {
@@ -276,8 +347,16 @@ pub(super) async fn all_completions(
 /// dispatcher that starts now begins.
 pub(super) async fn completions_head(pool: &Connections) -> Result<EventCursor> {
     let row: Option<(i64, i64)> = sqlx::query_as(&format!(
-        "SELECT txid, event_id FROM completion_events WHERE txid < {HORIZON} \
-         ORDER BY txid DESC, event_id DESC LIMIT 1"
+        "SELECT txid, event_id FROM ( \
+             (SELECT txid, event_id FROM {legacy} WHERE txid < {HORIZON} \
+              ORDER BY txid DESC, event_id DESC LIMIT 1) \
+             UNION ALL \
+             (SELECT txid, event_id + {count} - 1 FROM {table} WHERE txid < {HORIZON} \
+              ORDER BY txid DESC, event_id DESC LIMIT 1)) h \
+         ORDER BY txid DESC, event_id DESC LIMIT 1",
+        legacy = COMPLETIONS.legacy,
+        table = COMPLETIONS.table,
+        count = Batches::EVENTS_PER_ROW,
     ))
     .optional(pool, "read outbox head")
     .await?;

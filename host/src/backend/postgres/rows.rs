@@ -155,28 +155,37 @@ where
         .map_err(|e| EngineError::Corrupt(format!("column {name}: {e}")))
 }
 
-/// CTEs `event` and `event_notify`: a completion-outbox row for every row of
-/// `source` matching `filter`, then one NOTIFY carrying the newest event id.
-/// The statement's final `SELECT` must read `event_notify`, or Postgres skips it.
+/// CTEs `event` and `event_notify`: the completion events of the rows of
+/// `source` matching `filter`, one outbox row of them per tenant (migration
+/// 0040), then one NOTIFY carrying the newest event id. The statement's final
+/// `SELECT` must read `event_notify`, or Postgres skips it. `outcome` is an
+/// outcome's name.
 ///
-/// `source` returns the execution's `flow_id` and `parent_id`: the event
+/// `source` returns the execution's `flow_id` and `parent_id`: each event
 /// records whether either is set (`linked`), so the outbox's trigger looks
 /// up flows and parents only for executions that have them.
 pub(super) fn completion_outbox(source: &str, outcome: &str, filter: &str) -> String {
     format!(
         "event AS (
-    INSERT INTO completion_events (tenant_id, execution_id, attempt_index, outcome, linked)
-    SELECT tenant_id, execution_id, attempt_index, {outcome},
-        flow_id IS NOT NULL OR parent_id IS NOT NULL
-    FROM {source} WHERE {filter}
-    RETURNING event_id
+    INSERT INTO completion_event_batches (tenant_id, execution_ids, attempt_indexes, outcomes, linked)
+    SELECT tenant_id, array_agg(execution_id), array_agg(attempt_index),
+        array_agg(flowfabric_outcome_code({outcome})),
+        array_agg(flow_id IS NOT NULL OR parent_id IS NOT NULL)
+    FROM (SELECT *, (row_number() OVER () - 1) / {EVENTS_PER_ROW} AS part
+          FROM {source} WHERE {filter}) s
+    GROUP BY tenant_id, part
+    RETURNING event_id + cardinality(execution_ids) - 1 AS last_event_id
 ),
 event_notify AS (
-    SELECT pg_notify('{COMPLETION_CHANNEL}', max(event_id)::text) FROM event
+    SELECT pg_notify('{COMPLETION_CHANNEL}', max(last_event_id)::text) FROM event
     HAVING count(*) > 0
 )"
     )
 }
+
+/// Most events an outbox row of a statement holds: below the 2^20 a row's
+/// id range has.
+const EVENTS_PER_ROW: u32 = 1_000_000;
 
 /// Positional arguments built before the statement, so that the lease fence
 /// (`$1`–`$5`, see `leases::FENCE`) and the claim's arguments are each bound in

@@ -86,6 +86,20 @@ CREATE TABLE capability_ceilings (
     CONSTRAINT capability_ceilings_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(tenant_id) ON DELETE CASCADE
 );
 
+CREATE TABLE completion_event_batches (
+    tenant_id uuid NOT NULL,
+    event_id bigint DEFAULT (nextval('completion_event_batch_seq'::regclass) * 1048576) NOT NULL,
+    txid bigint DEFAULT ((pg_current_xact_id())::text)::bigint NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    execution_ids uuid[] NOT NULL,
+    attempt_indexes integer[] NOT NULL,
+    outcomes "char"[] NOT NULL,
+    linked boolean[] NOT NULL,
+    CONSTRAINT completion_event_batches_check CHECK ((((cardinality(execution_ids) >= 1) AND (cardinality(execution_ids) <= 1048575)) AND (cardinality(attempt_indexes) = cardinality(execution_ids)) AND (cardinality(outcomes) = cardinality(execution_ids)) AND (cardinality(linked) = cardinality(execution_ids)))),
+    CONSTRAINT completion_event_batches_outcomes_check CHECK ((outcomes <@ '{s,f,c,e,k}'::"char"[])),
+    CONSTRAINT completion_event_batches_pkey PRIMARY KEY (tenant_id, txid, event_id)
+) WITH (toast_tuple_target=8160);
+
 CREATE TABLE completion_events (
     tenant_id uuid NOT NULL,
     event_id bigint NOT NULL,
@@ -533,6 +547,7 @@ CREATE INDEX attempts_started_idx ON public.attempts USING btree (tenant_id, sta
 CREATE INDEX budget_dimensions_exhausted_idx ON public.budget_dimensions USING btree (tenant_id, budget_id) WHERE exhausted;
 CREATE INDEX budgets_reset_idx ON public.budgets USING btree (next_reset_at) WHERE (next_reset_at IS NOT NULL);
 CREATE INDEX budgets_scope_idx ON public.budgets USING btree (tenant_id, scope, scope_key);
+CREATE INDEX completion_event_batches_txid_idx ON public.completion_event_batches USING btree (txid, event_id);
 CREATE INDEX completion_events_txid_idx ON public.completion_events USING btree (txid, event_id);
 CREATE INDEX executions_attempt_timeout_idx ON public.executions USING btree (tenant_id, attempt_timeout_at) WHERE ((lifecycle_phase = 'active'::text) AND (attempt_timeout_at IS NOT NULL));
 CREATE INDEX executions_budget_blocked_idx ON public.executions USING btree (tenant_id, execution_id) WHERE (eligibility_state = 'blocked_by_budget'::text);
@@ -564,6 +579,7 @@ CREATE INDEX tenants_admission_limited_idx ON public.tenants USING btree (tenant
 CREATE UNIQUE INDEX waitpoints_open_key_idx ON public.waitpoints USING btree (tenant_id, execution_id, waitpoint_key) WHERE (state <> 'closed'::text);
 
 -- Triggers
+CREATE TRIGGER completion_event_batches_resolve_flows AFTER INSERT ON public.completion_event_batches REFERENCING NEW TABLE AS finished FOR EACH STATEMENT EXECUTE FUNCTION flowfabric_on_completion_batch();
 CREATE TRIGGER completion_events_resolve_flows AFTER INSERT ON public.completion_events REFERENCING NEW TABLE AS finished FOR EACH STATEMENT EXECUTE FUNCTION flowfabric_on_completion();
 CREATE TRIGGER executions_lease_events AFTER UPDATE ON public.executions REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION flowfabric_lease_events();
 CREATE TRIGGER executions_release_concurrency_slots AFTER UPDATE ON public.executions REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION flowfabric_release_concurrency_slots();

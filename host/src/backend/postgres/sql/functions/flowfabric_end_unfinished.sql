@@ -15,7 +15,8 @@ moved AS (
     FROM target t
     WHERE e.tenant_id = t.tenant_id AND e.execution_id = t.execution_id
       AND e.lifecycle_phase <> 'terminal'
-    RETURNING e.tenant_id, e.execution_id, e.attempt_index
+    RETURNING e.tenant_id, e.execution_id, e.attempt_index,
+        e.flow_id IS NOT NULL OR e.parent_id IS NOT NULL AS linked
 ),
 attempt AS (
     UPDATE attempts a SET state = p_outcome, ended_at = now()
@@ -24,12 +25,15 @@ attempt AS (
       AND a.attempt_index = m.attempt_index AND a.state IN ('running', 'suspended')
 ),
 event AS (
-    INSERT INTO completion_events (tenant_id, execution_id, attempt_index, outcome)
-    SELECT tenant_id, execution_id, attempt_index, p_outcome FROM moved
-    RETURNING event_id
+    INSERT INTO completion_event_batches (tenant_id, execution_ids, attempt_indexes, outcomes, linked)
+    SELECT m.tenant_id, array_agg(m.execution_id), array_agg(m.attempt_index),
+        array_agg(flowfabric_outcome_code(p_outcome)), array_agg(m.linked)
+    FROM (SELECT *, (row_number() OVER () - 1) / 1000000 AS part FROM moved) m
+    GROUP BY m.tenant_id, m.part
+    RETURNING event_id + cardinality(execution_ids) - 1 AS last_event_id
 ),
 event_notify AS (
-    SELECT pg_notify('flowfabric_completion', max(event_id)::text) FROM event
+    SELECT pg_notify('flowfabric_completion', max(last_event_id)::text) FROM event
     HAVING count(*) > 0
 ),
 revoke AS (SELECT pg_notify('flowfabric_revoked', execution_id::text) FROM moved)

@@ -2,32 +2,11 @@ CREATE OR REPLACE FUNCTION public.flowfabric_on_completion()
  RETURNS trigger
  LANGUAGE plpgsql
 AS $function$
-DECLARE
-    p_tenants uuid[]; p_ids uuid[];
-    f_tenants uuid[]; f_ids uuid[]; f_outcomes text[];
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM finished WHERE linked IS NOT FALSE) THEN
-        RETURN NULL;
-    END IF;
-    SELECT array_agg(f.tenant_id) FILTER (WHERE e.parent_id IS NOT NULL),
-           array_agg(e.parent_id) FILTER (WHERE e.parent_id IS NOT NULL),
-           array_agg(f.tenant_id) FILTER (WHERE e.flow_id IS NOT NULL),
-           array_agg(f.execution_id) FILTER (WHERE e.flow_id IS NOT NULL),
-           array_agg(f.outcome) FILTER (WHERE e.flow_id IS NOT NULL)
-    INTO p_tenants, p_ids, f_tenants, f_ids, f_outcomes
-    FROM finished f
-    CROSS JOIN LATERAL (
-        SELECT x.parent_id, x.flow_id FROM executions x
-        WHERE x.tenant_id = f.tenant_id AND x.execution_id = f.execution_id
-        LIMIT 1) e
-    WHERE f.linked IS NOT FALSE;
-    -- Siblings ending together name their parent twice; it is woken once.
-    IF p_ids IS NOT NULL THEN
-        PERFORM flowfabric_wake_parents(p_tenants, p_ids);
-    END IF;
-    -- Events written by flowfabric_resolve itself are walked by its own loop.
-    IF f_ids IS NOT NULL AND pg_trigger_depth() = 1 THEN
-        PERFORM flowfabric_resolve(f_tenants, f_ids, f_outcomes);
+    IF EXISTS (SELECT 1 FROM finished WHERE linked IS NOT FALSE) THEN
+        PERFORM flowfabric_completed(array_agg(tenant_id), array_agg(execution_id),
+                                     array_agg(outcome))
+        FROM finished WHERE linked IS NOT FALSE;
     END IF;
     RETURN NULL;
 END

@@ -96,14 +96,20 @@ BEGIN
             FROM unnest(bad_tenants, bad_ids) AS s(tenant_id, execution_id)
             WHERE e.tenant_id = s.tenant_id AND e.execution_id = s.execution_id
               AND e.lifecycle_phase = 'runnable' AND e.eligibility_state = 'blocked_by_dependencies'
-            RETURNING e.tenant_id, e.execution_id, e.attempt_index
+            RETURNING e.tenant_id, e.execution_id, e.attempt_index,
+                e.flow_id IS NOT NULL OR e.parent_id IS NOT NULL AS linked
         ),
         event AS (
-            INSERT INTO completion_events (tenant_id, execution_id, attempt_index, outcome)
-            SELECT tenant_id, execution_id, attempt_index, 'skipped' FROM moved
-            RETURNING tenant_id, execution_id, event_id
+            INSERT INTO completion_event_batches (tenant_id, execution_ids, attempt_indexes,
+                                                  outcomes, linked)
+            SELECT m.tenant_id, array_agg(m.execution_id), array_agg(m.attempt_index),
+                array_agg(flowfabric_outcome_code('skipped')), array_agg(m.linked)
+            FROM (SELECT *, (row_number() OVER () - 1) / 1000000 AS part FROM moved) m
+            GROUP BY m.tenant_id, m.part
+            RETURNING event_id + cardinality(execution_ids) - 1 AS last_event_id
         )
-        SELECT array_agg(tenant_id), array_agg(execution_id), max(event_id)
+        SELECT (SELECT array_agg(tenant_id) FROM moved), (SELECT array_agg(execution_id) FROM moved),
+            max(last_event_id)
         INTO s_tenants, s_ids, s_event
         FROM event;
         IF s_event IS NOT NULL THEN
