@@ -132,6 +132,101 @@ async fn a_listing_pages_newest_first(store: Store) {
     assert_eq!(seen, ids);
 }
 
+/// A list by state finds each execution in its state, running ones too,
+/// newest first and a page at a time, and none of another tenant's.
+async fn a_listing_by_state_finds_running_waiting_and_ended(store: Store) {
+    let (db, t) = setup_on(store).await;
+    let e = &db.engine;
+    for i in 0..6 {
+        e.create(t, task(&i.to_string())).await.unwrap();
+    }
+    let mut claimed = e.claim(&request(5)).await.unwrap();
+    claimed.sort_by_key(|c| c.lease.execution_id);
+    for c in &claimed[..2] {
+        e.complete(&c.lease, b"ok").await.unwrap();
+    }
+    let newest_first = |cs: &[ClaimedExecution]| {
+        let mut ids: Vec<_> = cs.iter().map(|c| c.lease.execution_id).collect();
+        ids.reverse();
+        ids
+    };
+    let (ended, running) = (newest_first(&claimed[..2]), newest_first(&claimed[2..]));
+    let other = db.tenant("other").await;
+    e.create(other, task("z")).await.unwrap();
+
+    let listed = async |state, limit, after| {
+        let filter = ExecutionFilter {
+            state: Some(state),
+            limit,
+            after,
+            newest_first: true,
+            ..Default::default()
+        };
+        let page = e.list(t, filter).await.unwrap();
+        assert!(page.iter().all(|x| x.state == state));
+        page.iter().map(|x| x.execution_id).collect::<Vec<_>>()
+    };
+    assert_eq!(listed(PublicState::Active, 10, None).await, running);
+    assert_eq!(
+        listed(PublicState::Active, 2, Some(running[0])).await,
+        running[1..]
+    );
+    assert_eq!(listed(PublicState::Completed, 10, None).await, ended);
+    let waiting = listed(PublicState::Waiting, 10, None).await;
+    assert_eq!(waiting.len(), 1);
+    assert!(!claimed.iter().any(|c| c.lease.execution_id == waiting[0]));
+    assert!(listed(PublicState::Failed, 10, None).await.is_empty());
+}
+
+/// On Postgres each list by state stays on its index in its generic plan
+/// (the one a prepared statement settles on): running executions on the
+/// lease-expiry index, every other state on the state index, which leaves
+/// running executions out (migration 0041) and so serves a generic plan
+/// only when the statement says it needs no running ones; a list of every
+/// state on the primary key.
+#[tokio::test]
+async fn a_listing_by_state_stays_on_its_index() {
+    let (db, t) = setup().await;
+    let e = &db.engine;
+    // 1,500 executions: 950 ended, 50 running, 500 waiting; planned with
+    // their statistics.
+    let news: Vec<_> = (0..1_500).map(|i| task(&i.to_string())).collect();
+    for chunk in news.chunks(500) {
+        e.create_batch(t, chunk).await.unwrap();
+    }
+    for round in 0..10 {
+        let claimed = e.claim(&request(100)).await.unwrap();
+        let ending = if round == 9 { 50 } else { 100 };
+        let done: Vec<_> = claimed[..ending]
+            .iter()
+            .map(|c| (c.lease.clone(), &b"ok"[..]))
+            .collect();
+        e.complete_many(&done).await.unwrap();
+    }
+    sqlx::query("ANALYZE executions")
+        .execute(db.pg())
+        .await
+        .unwrap();
+    let pg = flowfabric::backend::postgres::PgBackend::connect(db.pg_url(), 1)
+        .await
+        .unwrap();
+    for state in PublicState::ALL.into_iter().map(Some).chain([None]) {
+        let filter = ExecutionFilter {
+            state,
+            limit: 50,
+            newest_first: true,
+            ..Default::default()
+        };
+        let plan = pg.explain_list(t, &filter).await.unwrap();
+        let index = match state {
+            Some(PublicState::Active) => "executions_lease_expiry_idx",
+            Some(_) => "executions_state_idx",
+            None => "executions_pkey",
+        };
+        assert!(plan.contains(index), "{state:?}: {plan}");
+    }
+}
+
 /// Every lease change of one execution, oldest first: acquired, renewed,
 /// revoked, reclaimed, released; none of another execution's; another
 /// tenant's id is not found.
@@ -207,6 +302,7 @@ async fn the_overview_stops_counting_a_state_at_the_cap(store: Store) {
 }
 
 on_both_backends!(
+    a_listing_by_state_finds_running_waiting_and_ended,
     the_overview_stops_counting_a_state_at_the_cap,
     lease_history_tells_each_lease_in_order,
     attempts_list_each_lease_newest_first_and_stay_in_their_tenant,

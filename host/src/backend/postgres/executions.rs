@@ -3,7 +3,7 @@
 use super::Connections;
 use sqlx::PgConnection;
 
-use super::rows::{col, execution, transaction, EXECUTION_COLUMNS};
+use super::rows::{col, execution, transaction, Args, EXECUTION_COLUMNS};
 use super::PgBackend;
 use crate::backend::refusals;
 use crate::backend::stored_i64;
@@ -36,41 +36,117 @@ async fn get_execution(db: &PgBackend, tenant: TenantId, id: ExecutionId) -> Res
     read_execution(&db.pool, tenant, id).await
 }
 
-/// Keyset pagination over the time-ordered id; `executions_state_idx` serves the
-/// state filter, the primary key the rest.
+/// Keyset pagination over the time-ordered id: the primary key serves a
+/// list of every state, `executions_state_idx` one state (it has no running
+/// executions, migration 0041), `executions_lease_expiry_idx` the running ones.
 async fn list_executions(
     db: &PgBackend,
     tenant: TenantId,
     filter: &ExecutionFilter,
 ) -> Result<Vec<Execution>> {
-    let pool = &db.pool;
-    let (past, order) = crate::backend::list_order(filter);
-    let sql = format!(
-        "SELECT {EXECUTION_COLUMNS} FROM executions \
-         WHERE tenant_id = $1 \
-           AND ($2::text IS NULL OR public_state = $2) \
-           AND ($3::text IS NULL OR kind = $3) \
-           AND ($4::text IS NULL OR lane = $4) \
-           AND ($5::uuid IS NULL OR execution_id {past} $5) \
-           AND ($7::jsonb IS NULL OR tags @> $7) \
-         ORDER BY execution_id {order} LIMIT $6"
-    );
-    let rows = sqlx::query(&sql)
-        .bind(tenant)
-        .bind(filter.state.map(PublicState::as_str))
-        .bind(filter.kind.as_deref())
-        .bind(filter.lane.as_deref())
-        .bind(filter.after)
-        .bind(i64::from(filter.limit))
-        .bind(
+    let sql = list_sql(filter);
+    let op = "list executions";
+    let rows = sqlx::query_with(&sql, list_args(tenant, filter, op)?)
+        .all(&db.pool, op)
+        .await?;
+    rows.iter().map(execution).collect()
+}
+
+/// The generic plan of the list statement for `filter`, the one a prepared
+/// statement settles on (nothing is read): the statement is prepared under
+/// a name of its own, explained as executed with `filter`'s arguments under
+/// `plan_cache_mode = force_generic_plan`, and deallocated. (A plain
+/// `EXPLAIN` with arguments plans for their values.)
+pub(super) async fn explain_list(
+    pool: &Connections,
+    tenant: TenantId,
+    filter: &ExecutionFilter,
+) -> Result<String> {
+    let op = "explain list";
+    let name = format!("flowfabric_explain_{}", uuid::Uuid::now_v7().simple());
+    transaction(pool, op, async |conn| {
+        let run = async |conn: &mut PgConnection, sql: String| {
+            sqlx::query(&sql)
+                .execute(&mut *conn)
+                .await
+                .map_err(EngineError::storage(op))
+        };
+        run(
+            conn,
+            "SET LOCAL plan_cache_mode = force_generic_plan".into(),
+        )
+        .await?;
+        run(conn, format!("PREPARE {name} AS {}", list_sql(filter))).await?;
+        let explain = format!("EXPLAIN EXECUTE {name}({})", list_literals(tenant, filter));
+        let lines: Vec<String> = sqlx::query_scalar(&explain).all(&mut *conn, op).await?;
+        run(conn, format!("DEALLOCATE {name}")).await?;
+        Ok(lines.join("\n"))
+    })
+    .await
+}
+
+/// The list statement's arguments as SQL literals (`EXECUTE` of a prepared
+/// statement takes no parameters of its own statement).
+fn list_literals(tenant: TenantId, filter: &ExecutionFilter) -> String {
+    let text =
+        |s: Option<&str>| s.map_or("NULL".into(), |s| format!("'{}'", s.replace('\'', "''")));
+    let tag = filter
+        .tag
+        .as_ref()
+        .map(|(k, v)| serde_json::json!({ k: v }).to_string());
+    [
+        text(Some(&tenant.to_string())),
+        text(filter.state.map(PublicState::as_str)),
+        text(filter.kind.as_deref()),
+        text(filter.lane.as_deref()),
+        text(filter.after.map(|id| id.to_string()).as_deref()),
+        filter.limit.to_string(),
+        text(tag.as_deref()),
+    ]
+    .join(", ")
+}
+
+/// The list statement's arguments, `$1`-`$7`.
+fn list_args(
+    tenant: TenantId,
+    filter: &ExecutionFilter,
+    op: &'static str,
+) -> Result<sqlx::postgres::PgArguments> {
+    Args::new()
+        .push(tenant)
+        .push(filter.state.map(PublicState::as_str))
+        .push(filter.kind.clone())
+        .push(filter.lane.clone())
+        .push(filter.after)
+        .push(i64::from(filter.limit))
+        .push(
             filter
                 .tag
                 .as_ref()
                 .map(|(k, v)| serde_json::json!({ k: v })),
         )
-        .all(pool, "list executions")
-        .await?;
-    rows.iter().map(execution).collect()
+        .done(op)
+}
+
+/// The list statement for `filter`: `$2` is the state, or NULL; the state
+/// condition is spelt out for the index it means, so that a generic plan
+/// can use it.
+fn list_sql(filter: &ExecutionFilter) -> String {
+    let (past, order) = crate::backend::list_order(filter);
+    let state = match filter.state {
+        None => "$2::text IS NULL",
+        Some(PublicState::Active) => "public_state = $2 AND lifecycle_phase = 'active'",
+        Some(_) => "public_state = $2 AND public_state <> 'active'",
+    };
+    format!(
+        "SELECT {EXECUTION_COLUMNS} FROM executions \
+         WHERE tenant_id = $1 AND {state} \
+           AND ($3::text IS NULL OR kind = $3) \
+           AND ($4::text IS NULL OR lane = $4) \
+           AND ($5::uuid IS NULL OR execution_id {past} $5) \
+           AND ($7::jsonb IS NULL OR tags @> $7) \
+         ORDER BY execution_id {order} LIMIT $6"
+    )
 }
 
 /// Operator cancel: any non-terminal execution; a live lease is revoked by the same

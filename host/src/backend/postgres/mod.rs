@@ -223,6 +223,16 @@ impl PgBackend {
         claim::explain_claim(&self.pool, request).await
     }
 
+    /// The generic plan of the execution list for `filter` (nothing is
+    /// read), for tests that pin its indexes.
+    pub async fn explain_list(
+        &self,
+        tenant: crate::model::TenantId,
+        filter: &crate::model::ExecutionFilter,
+    ) -> Result<String> {
+        executions::explain_list(&self.pool, tenant, filter).await
+    }
+
     /// The plan of the held-keys pass over every tenant, from the start of
     /// each tenant's held groups (for tests that pin its indexes).
     pub async fn explain_held_keys_pass(&self, per_tenant: u32) -> Result<String> {

@@ -13,11 +13,13 @@ use crate::model::{
 
 /// The lane counts' statement: the public states of executions not yet
 /// ended are spelt out, so that both drivers read only those entries of
-/// `executions_state_idx` (tenant, public state), never the ended ones.
+/// `executions_state_idx` (tenant, public state), never the ended ones; the
+/// running ones are read apart (`lifecycle_phase = 'active'`), since the
+/// Postgres index leaves them out (migration 0041).
 static LANE_COUNTS_SQL: LazyLock<String> = LazyLock::new(|| {
-    let live: Vec<String> = PublicState::ALL
+    let waiting: Vec<String> = PublicState::ALL
         .into_iter()
-        .filter(|s| !s.is_terminal())
+        .filter(|s| !s.is_terminal() && *s != PublicState::Active)
         .map(|s| format!("'{}'", s.as_str()))
         .collect();
     format!(
@@ -25,11 +27,16 @@ static LANE_COUNTS_SQL: LazyLock<String> = LazyLock::new(|| {
                 count(*) FILTER (WHERE lifecycle_phase = 'runnable'), \
                 count(*) FILTER (WHERE lifecycle_phase = 'active'), \
                 count(*) FILTER (WHERE lifecycle_phase = 'suspended') \
-         FROM executions \
-         WHERE tenant_id = $1 AND public_state IN ({}) \
-           AND (CAST($2 AS TEXT) IS NULL OR lane > $2) \
+         FROM ( \
+             SELECT lane, lifecycle_phase FROM executions \
+             WHERE tenant_id = $1 AND public_state IN ({}) \
+               AND (CAST($2 AS TEXT) IS NULL OR lane > $2) \
+             UNION ALL \
+             SELECT lane, lifecycle_phase FROM executions \
+             WHERE tenant_id = $1 AND lifecycle_phase = 'active' \
+               AND (CAST($2 AS TEXT) IS NULL OR lane > $2)) live \
          GROUP BY lane ORDER BY lane LIMIT $3",
-        live.join(", ")
+        waiting.join(", ")
     )
 });
 

@@ -12,17 +12,24 @@ use crate::backend::Fetch;
 use crate::error::{EngineError, Result};
 use crate::model::{AttemptRecord, ExecutionId, TenantId, MAX_ATTEMPT_PAGE, MAX_FAILING_KINDS};
 
-/// Each public state's count, read off `executions_state_idx` at most
-/// [`STATE_COUNT_PROBE`] entries a state. The states are spelt out as rows
-/// (a list neither driver needs to bind).
+/// Each public state's count, at most [`STATE_COUNT_PROBE`] entries a
+/// state: running executions off the running ones' index
+/// (`lifecycle_phase = 'active'`; on Postgres `executions_lease_expiry_idx`),
+/// the others off `executions_state_idx`, which on Postgres has no running
+/// executions (`public_state <> 'active'` spelt out lets the plan use it). The
+/// states are spelt out as rows (a list neither driver needs to bind).
 static STATE_COUNTS_SQL: LazyLock<String> = LazyLock::new(|| {
     let states: Vec<String> = state_names()
         .into_iter()
         .map(|s| format!("SELECT '{s}' AS state"))
         .collect();
     format!(
-        "SELECT s.state, (SELECT count(*) FROM (SELECT 1 FROM executions e \
-             WHERE e.tenant_id = $1 AND e.public_state = s.state LIMIT $2) c) \
+        "SELECT s.state, CASE WHEN s.state = 'active' \
+             THEN (SELECT count(*) FROM (SELECT 1 FROM executions e \
+                 WHERE e.tenant_id = $1 AND e.lifecycle_phase = 'active' LIMIT $2) c) \
+             ELSE (SELECT count(*) FROM (SELECT 1 FROM executions e \
+                 WHERE e.tenant_id = $1 AND e.public_state = s.state \
+                   AND e.public_state <> 'active' LIMIT $2) c) END \
          FROM ({}) s ORDER BY s.state",
         states.join(" UNION ALL ")
     )
