@@ -75,18 +75,12 @@ async fn a_batch_of_lease_events_reads_back_one_event_at_a_time(store: Store) {
 
     let all = db.events::<LeaseEvent>(t).await;
     assert_eq!(all.len(), 50);
-    assert!(all.windows(2).all(|w| w[0].cursor < w[1].cursor));
-    assert!(all.windows(2).all(|w| w[0].event_id < w[1].event_id));
-    let paged = in_pages(
-        all.len(),
-        |ev: &LeaseEvent| ev.cursor,
-        async |after| e.lease_events(t, after, 4).await.unwrap(),
+    read_back_one_at_a_time(
+        &all,
+        |ev: &LeaseEvent| (ev.cursor, ev.event_id),
+        async |after, limit| e.lease_events(t, after, limit).await.unwrap(),
     )
     .await;
-    assert_eq!(paged, all, "pages of four deliver every event once");
-    // A cursor from the middle of a statement's events resumes after it.
-    let resumed = e.lease_events(t, all[10].cursor, 3).await.unwrap();
-    assert_eq!(resumed.events, all[11..14]);
 
     for c in [&claimed[0], &claimed[24]] {
         let history = e.lease_history(t, c.lease.execution_id).await.unwrap();
@@ -179,27 +173,36 @@ async fn lease_events_of_the_previous_build_stay_readable() {
     assert_eq!(kinds(&db.events::<LeaseEvent>(t).await), expected[1..]);
 }
 
-/// Every event a stream's reads deliver, page by page from the start: each
-/// page at most four events, and no more than `expected` events in all (a
-/// read that never moves on fails rather than loops).
-async fn in_pages<E>(
-    expected: usize,
-    cursor: impl Fn(&E) -> EventCursor,
-    read: impl AsyncFn(EventCursor) -> EventBatch<E>,
-) -> Vec<E> {
+/// `all`, a stream's every event (more than 14), is in cursor and id
+/// order; read from the start in pages of four, every event comes once
+/// (and no more than `all` in all: a read that never moves on fails rather
+/// than loops); a cursor from the middle of a statement's events resumes
+/// after it.
+async fn read_back_one_at_a_time<E: Clone + PartialEq + std::fmt::Debug>(
+    all: &[E],
+    position: impl Fn(&E) -> (EventCursor, i64),
+    read: impl AsyncFn(EventCursor, u32) -> EventBatch<E>,
+) {
+    assert!(all.windows(2).all(|w| position(&w[0]) < position(&w[1])));
+    assert!(all
+        .windows(2)
+        .all(|w| position(&w[0]).1 < position(&w[1]).1));
     let mut paged = Vec::new();
     let mut after = EventCursor::START;
     loop {
-        let page = read(after).await;
+        let page = read(after, 4).await;
         assert!(page.events.len() <= 4);
         let Some(last) = page.events.last() else {
             assert!(!page.pending);
-            return paged;
+            break;
         };
-        after = cursor(last);
+        after = position(last).0;
         paged.extend(page.events);
-        assert!(paged.len() <= expected, "{} events read", paged.len());
+        assert!(paged.len() <= all.len(), "{} events read", paged.len());
     }
+    assert_eq!(paged, all, "pages of four deliver every event once");
+    let resumed = read(position(&all[10]).0, 3).await;
+    assert_eq!(resumed.events, all[11..14]);
 }
 
 /// A completion batch records its executions' completion events together
@@ -213,8 +216,6 @@ async fn a_batch_of_completion_events_reads_back_one_event_at_a_time(store: Stor
 
     let all = db.events::<CompletionEvent>(t).await;
     assert_eq!(all.len(), 25);
-    assert!(all.windows(2).all(|w| w[0].cursor < w[1].cursor));
-    assert!(all.windows(2).all(|w| w[0].event_id < w[1].event_id));
     let mut ended: Vec<_> = all.iter().map(|ev| ev.execution_id).collect();
     let mut expected: Vec<_> = claimed.iter().map(|c| c.lease.execution_id).collect();
     ended.sort();
@@ -224,16 +225,12 @@ async fn a_batch_of_completion_events_reads_back_one_event_at_a_time(store: Stor
     assert!(all
         .iter()
         .all(|ev| (ev.outcome.as_str(), ev.attempt_index) == ("success", first_attempt)));
-    let paged = in_pages(
-        all.len(),
-        |ev: &CompletionEvent| ev.cursor,
-        async |after| e.completion_events(t, after, 4).await.unwrap(),
+    read_back_one_at_a_time(
+        &all,
+        |ev: &CompletionEvent| (ev.cursor, ev.event_id),
+        async |after, limit| e.completion_events(t, after, limit).await.unwrap(),
     )
     .await;
-    assert_eq!(paged, all, "pages of four deliver every event once");
-    // A cursor from the middle of a statement's events resumes after it.
-    let resumed = e.completion_events(t, all[10].cursor, 3).await.unwrap();
-    assert_eq!(resumed.events, all[11..14]);
     let stranger = db.tenant("stranger").await;
     assert!(db.events::<CompletionEvent>(stranger).await.is_empty());
 }
