@@ -36,6 +36,7 @@ mod steps;
 mod streams;
 mod suspension;
 mod tenancy;
+mod upgrade;
 mod waitpoint_keys;
 
 use std::time::Duration;

@@ -1,0 +1,156 @@
+//! Upgrading a database the previous build migrated: the event outboxes
+//! moved into rows of events (Postgres migrations 0038 and 0040) keep
+//! every event written before, in order, with later events after them.
+
+use flowfabric::backend::postgres::PgBackend;
+use flowfabric::backend::Backend;
+use flowfabric::engine::{Engine, Limits};
+use flowfabric::model::{CompletionEvent, EventCursor, LeaseEvent, TenantId};
+use flowfabric_tests::{ScratchDir, TestDb};
+use sqlx::postgres::PgPoolOptions;
+
+use crate::{claim_one, task};
+
+/// The last migration of the build before the outboxes' rows of events.
+const PREVIOUS_BUILD: i64 = 37;
+
+/// A new database on the test server, migrated as the previous build left
+/// it: the migrations up to [`PREVIOUS_BUILD`], run from a copy of them.
+async fn migrated_by_the_previous_build(server_db: &TestDb) -> String {
+    let url = server_db.pg_url();
+    let server = &url[..url.rfind('/').unwrap()];
+    // Named as the harness names its databases, so it is cleaned up with them.
+    let name = format!("t_{}", uuid::Uuid::now_v7().simple());
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&format!("{server}/postgres"))
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name} TEMPLATE template0"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let url = format!("{server}/{name}");
+
+    let dir = ScratchDir::new("migrations");
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations");
+    for entry in std::fs::read_dir(source).unwrap() {
+        let path = entry.unwrap().path();
+        let file = path.file_name().unwrap().to_str().unwrap().to_owned();
+        let version: Option<i64> = file.split('_').next().and_then(|v| v.parse().ok());
+        if file.ends_with(".sql") && version.is_some_and(|v| v <= PREVIOUS_BUILD) {
+            std::fs::copy(&path, dir.path().join(&file)).unwrap();
+        }
+    }
+    let before = sqlx::migrate::Migrator::new(dir.path().to_owned())
+        .await
+        .unwrap();
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .unwrap();
+    before.run(&pool).await.unwrap();
+    pool.close().await;
+    url
+}
+
+/// Events the previous build wrote (a completion and two lease changes,
+/// its outbox rows of one event each) read back after the upgrade, before
+/// the events this build writes; every id stays unique and growing.
+#[tokio::test]
+async fn events_written_before_the_upgrade_read_back_first() {
+    let server = TestDb::new().await;
+    let url = migrated_by_the_previous_build(&server).await;
+    let old = PgBackend::connect(&url, 4).await.unwrap();
+    let pool = old.pool().clone();
+    let tenant = uuid::Uuid::now_v7();
+    sqlx::query("INSERT INTO tenants (tenant_id, name) VALUES ($1, 'upgraded')")
+        .bind(tenant)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let earlier = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO completion_events (tenant_id, execution_id, attempt_index, outcome) \
+         VALUES ($1, $2, 1, 'success')",
+    )
+    .bind(tenant)
+    .bind(earlier)
+    .execute(&pool)
+    .await
+    .unwrap();
+    for kind in ["acquired", "released"] {
+        sqlx::query(
+            "INSERT INTO lease_events (tenant_id, execution_id, attempt_index, lease_epoch, \
+                 kind, lease_expires_at, phase) VALUES ($1, $2, 1, 1, $3, now(), 'active')",
+        )
+        .bind(tenant)
+        .bind(earlier)
+        .bind(kind)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+
+    // This build migrates the rest and runs an execution of its own.
+    old.migrate().await.unwrap();
+    let backend: std::sync::Arc<dyn Backend> = std::sync::Arc::new(old);
+    let limits = Limits {
+        require_component: false,
+        ..Default::default()
+    };
+    let engine = Engine::new(backend, limits);
+    let t: TenantId = tenant.into();
+    let id = engine.create(t, task("after")).await.unwrap().execution_id;
+    let c = claim_one(&engine).await;
+    assert_eq!(c.lease.execution_id, id);
+    engine.complete(&c.lease, b"").await.unwrap();
+
+    let completions = engine
+        .completion_events(t, EventCursor::START, 10)
+        .await
+        .unwrap()
+        .events;
+    let ended: Vec<_> = completions
+        .iter()
+        .map(|ev| ev.execution_id.as_uuid())
+        .collect();
+    assert_eq!(ended, [earlier, id.as_uuid()]);
+    in_order(&completions, |ev: &CompletionEvent| {
+        (ev.cursor, ev.event_id)
+    });
+    let leases = engine
+        .lease_events(t, EventCursor::START, 10)
+        .await
+        .unwrap()
+        .events;
+    let told: Vec<_> = leases
+        .iter()
+        .map(|ev| (ev.execution_id.as_uuid(), ev.kind.as_str()))
+        .collect();
+    assert_eq!(
+        told,
+        [
+            (earlier, "acquired"),
+            (earlier, "released"),
+            (id.as_uuid(), "acquired"),
+            (id.as_uuid(), "released")
+        ]
+    );
+    in_order(&leases, |ev: &LeaseEvent| (ev.cursor, ev.event_id));
+    let after_old = engine
+        .completion_events(t, completions[0].cursor, 10)
+        .await
+        .unwrap();
+    assert_eq!(after_old.events, completions[1..]);
+}
+
+/// Cursors and ids grow from each event to the next.
+fn in_order<E>(events: &[E], position: impl Fn(&E) -> (EventCursor, i64)) {
+    assert!(events.windows(2).all(|w| position(&w[0]) < position(&w[1])));
+    assert!(events
+        .windows(2)
+        .all(|w| position(&w[0]).1 < position(&w[1]).1));
+}
