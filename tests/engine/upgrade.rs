@@ -6,7 +6,7 @@ use flowfabric::backend::postgres::PgBackend;
 use flowfabric::backend::Backend;
 use flowfabric::engine::{Engine, Limits};
 use flowfabric::model::{CompletionEvent, EventCursor, LeaseEvent, TenantId};
-use flowfabric_tests::{ScratchDir, TestDb};
+use flowfabric_tests::{all_events, ScratchDir, TestDb};
 use sqlx::postgres::PgPoolOptions;
 
 use crate::{claim_one, task};
@@ -108,11 +108,7 @@ async fn events_written_before_the_upgrade_read_back_first() {
     assert_eq!(c.lease.execution_id, id);
     engine.complete(&c.lease, b"").await.unwrap();
 
-    let completions = engine
-        .completion_events(t, EventCursor::START, 10)
-        .await
-        .unwrap()
-        .events;
+    let completions: Vec<CompletionEvent> = all_events(&engine, t).await;
     let ended: Vec<_> = completions
         .iter()
         .map(|ev| ev.execution_id.as_uuid())
@@ -121,11 +117,7 @@ async fn events_written_before_the_upgrade_read_back_first() {
     in_order(&completions, |ev: &CompletionEvent| {
         (ev.cursor, ev.event_id)
     });
-    let leases = engine
-        .lease_events(t, EventCursor::START, 10)
-        .await
-        .unwrap()
-        .events;
+    let leases: Vec<LeaseEvent> = all_events(&engine, t).await;
     let told: Vec<_> = leases
         .iter()
         .map(|ev| (ev.execution_id.as_uuid(), ev.kind.as_str()))

@@ -393,26 +393,7 @@ impl TestDb {
     /// cursor until the outbox withholds nothing (a transaction of a test
     /// running alongside can briefly hold delivery back; see migration 0011).
     pub async fn events<E: Subscription>(&self, tenant: TenantId) -> Vec<E> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let (mut all, mut after) = (Vec::new(), EventCursor::START);
-        loop {
-            let batch = E::read(&self.engine, tenant, after, 1_000)
-                .await
-                .expect("read events");
-            if let Some(last) = batch.events.last() {
-                after = last.cursor();
-            }
-            let page_full = batch.events.len() == 1_000;
-            all.extend(batch.events);
-            if !batch.pending && !page_full {
-                return all;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "events still withheld after 10 s"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        all_events(&self.engine, tenant).await
     }
 
     /// A backend over one connection of its own, so a test can read that
@@ -631,4 +612,30 @@ pub fn runtime() -> Arc<flowfabric::runtime::Runtime> {
             Arc::new(flowfabric::runtime::Runtime::new(config).expect("wasm runtime"))
         })
         .clone()
+}
+
+/// Every event of stream `E` the tenant has, read from the start: waits
+/// (up to 10 s) while the database withholds some behind a transaction
+/// still open, as a follower would.
+pub async fn all_events<E: Subscription>(engine: &Engine, tenant: TenantId) -> Vec<E> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (mut all, mut after) = (Vec::new(), EventCursor::START);
+    loop {
+        let batch = E::read(engine, tenant, after, 1_000)
+            .await
+            .expect("read events");
+        if let Some(last) = batch.events.last() {
+            after = last.cursor();
+        }
+        let page_full = batch.events.len() == 1_000;
+        all.extend(batch.events);
+        if !batch.pending && !page_full {
+            return all;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "events still withheld after 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
