@@ -106,10 +106,12 @@ async fn a_batch_of_lease_events_reads_back_one_event_at_a_time(store: Store) {
     ));
 }
 
-/// On Postgres a statement's lease changes are stored one row per tenant
-/// (migration 0038), each tenant's events in its own row.
+/// On Postgres a statement's lease changes (migration 0038) and its
+/// completion events (0040) are stored one row per tenant, each tenant's
+/// events in its own row: a claim of two tenants' work writes a lease row
+/// each, their completion batch a completion row each.
 #[tokio::test]
-async fn a_claims_lease_events_are_one_row_per_tenant() {
+async fn a_statements_events_are_one_row_per_tenant() {
     let (db, t) = setup().await;
     let e = &db.engine;
     let other = db.tenant("other").await;
@@ -117,21 +119,26 @@ async fn a_claims_lease_events_are_one_row_per_tenant() {
         let news: Vec<_> = (0..10).map(|i| task(&i.to_string())).collect();
         e.create_batch(tenant, &news).await.unwrap();
     }
-    let claimed = e.claim(&crate::request(20)).await.unwrap();
-    assert_eq!(claimed.len(), 20);
-    let rows: Vec<(uuid::Uuid, i32)> = sqlx::query_as(
-        "SELECT tenant_id, cardinality(execution_ids) FROM lease_event_batches ORDER BY 1",
-    )
-    .fetch_all(db.pg())
-    .await
-    .unwrap();
     let mut expected = vec![(t.as_uuid(), 10), (other.as_uuid(), 10)];
     expected.sort();
-    assert_eq!(rows, expected);
+    let rows_of = async |table: &str| -> Vec<(uuid::Uuid, i32)> {
+        let sql = format!("SELECT tenant_id, cardinality(execution_ids) FROM {table} ORDER BY 1");
+        sqlx::query_as(&sql).fetch_all(db.pg()).await.unwrap()
+    };
+
+    let claimed = e.claim(&crate::request(20)).await.unwrap();
+    assert_eq!(claimed.len(), 20);
+    assert_eq!(rows_of("lease_event_batches").await, expected);
     for tenant in [t, other] {
         let events = db.events::<LeaseEvent>(tenant).await;
         assert_eq!(events.len(), 10);
         assert!(events.iter().all(|ev| ev.kind == "acquired"));
+    }
+
+    complete_all(e, &claimed).await;
+    assert_eq!(rows_of("completion_event_batches").await, expected);
+    for tenant in [t, other] {
+        assert_eq!(db.events::<CompletionEvent>(tenant).await.len(), 10);
     }
 }
 
@@ -233,33 +240,6 @@ async fn a_batch_of_completion_events_reads_back_one_event_at_a_time(store: Stor
     .await;
     let stranger = db.tenant("stranger").await;
     assert!(db.events::<CompletionEvent>(stranger).await.is_empty());
-}
-
-/// On Postgres a completion batch's events are stored one row per tenant
-/// (migration 0040).
-#[tokio::test]
-async fn a_completion_batch_is_one_outbox_row_per_tenant() {
-    let (db, t) = setup().await;
-    let e = &db.engine;
-    let other = db.tenant("other").await;
-    for tenant in [t, other] {
-        let news: Vec<_> = (0..10).map(|i| task(&i.to_string())).collect();
-        e.create_batch(tenant, &news).await.unwrap();
-    }
-    let claimed = e.claim(&crate::request(20)).await.unwrap();
-    complete_all(e, &claimed).await;
-    let rows: Vec<(uuid::Uuid, i32)> = sqlx::query_as(
-        "SELECT tenant_id, cardinality(execution_ids) FROM completion_event_batches ORDER BY 1",
-    )
-    .fetch_all(db.pg())
-    .await
-    .unwrap();
-    let mut expected = vec![(t.as_uuid(), 10), (other.as_uuid(), 10)];
-    expected.sort();
-    assert_eq!(rows, expected);
-    for tenant in [t, other] {
-        assert_eq!(db.events::<CompletionEvent>(tenant).await.len(), 10);
-    }
 }
 
 /// Completion events in the table of the builds before migration 0040

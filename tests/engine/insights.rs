@@ -217,7 +217,7 @@ async fn a_listing_by_state_stays_on_its_index() {
             newest_first: true,
             ..Default::default()
         };
-        let plan = pg.explain_list(t, &filter).await.unwrap();
+        let plan = pg.explain_list(&filter).await.unwrap();
         let index = match state {
             Some(PublicState::Active) => "executions_lease_expiry_idx",
             Some(_) => "executions_state_idx",

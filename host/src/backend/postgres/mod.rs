@@ -225,12 +225,8 @@ impl PgBackend {
 
     /// The generic plan of the execution list for `filter` (nothing is
     /// read), for tests that pin its indexes.
-    pub async fn explain_list(
-        &self,
-        tenant: crate::model::TenantId,
-        filter: &crate::model::ExecutionFilter,
-    ) -> Result<String> {
-        executions::explain_list(&self.pool, tenant, filter).await
+    pub async fn explain_list(&self, filter: &crate::model::ExecutionFilter) -> Result<String> {
+        executions::explain_list(&self.pool, filter).await
     }
 
     /// The plan of the held-keys pass over every tenant, from the start of

@@ -62,8 +62,9 @@ struct Batches {
 }
 
 impl Batches {
-    /// What a row of `table` counts for when pruned.
-    const EVENTS_PER_ROW: &'static str = "cardinality(execution_ids)";
+    /// How many events a row of `table` holds (what it counts for when
+    /// pruned).
+    const EVENT_COUNT: &'static str = "cardinality(execution_ids)";
 
     /// Events after the cursor `({txid}, {event_id})`, in cursor order, at
     /// most `{limit}`, of both tables: the stream's columns (the legacy
@@ -121,7 +122,7 @@ enum Scope {
 
 impl Outbox for CompletionRow {
     const STORED_IN: &'static [(&'static str, &'static str)] = &[
-        (COMPLETIONS.table, Batches::EVENTS_PER_ROW),
+        (COMPLETIONS.table, Batches::EVENT_COUNT),
         (COMPLETIONS.legacy, "1"),
     ];
 
@@ -146,10 +147,8 @@ impl Outbox for SignalRow {
 }
 
 impl Outbox for LeaseRow {
-    const STORED_IN: &'static [(&'static str, &'static str)] = &[
-        (LEASES.table, Batches::EVENTS_PER_ROW),
-        (LEASES.legacy, "1"),
-    ];
+    const STORED_IN: &'static [(&'static str, &'static str)] =
+        &[(LEASES.table, Batches::EVENT_COUNT), (LEASES.legacy, "1")];
 
     fn read_sql() -> String {
         LEASES.tenant_read(Self::COLUMNS)
@@ -356,7 +355,7 @@ pub(super) async fn completions_head(pool: &Connections) -> Result<EventCursor> 
          ORDER BY txid DESC, event_id DESC LIMIT 1",
         legacy = COMPLETIONS.legacy,
         table = COMPLETIONS.table,
-        count = Batches::EVENTS_PER_ROW,
+        count = Batches::EVENT_COUNT,
     ))
     .optional(pool, "read outbox head")
     .await?;
