@@ -142,6 +142,73 @@ async fn a_statements_events_are_one_row_per_tenant() {
     }
 }
 
+/// On Postgres an execution's timeline is found by the tenant and the moment
+/// its executions were created (migration 0042), not by each execution: a
+/// claim of work created together adds a key or two to the index, not one an
+/// execution. Two tenants' executions created at the same moment, claimed and
+/// ended in the same statements, share their tenant's keys, and each timeline
+/// still holds its own events alone; the read stays on that index.
+#[tokio::test]
+async fn a_timeline_is_found_by_its_moment_and_holds_its_own_events() {
+    let (db, t) = setup().await;
+    let e = &db.engine;
+    let other = db.tenant("other").await;
+    for tenant in [t, other] {
+        let news: Vec<_> = (0..30).map(|i| task(&i.to_string())).collect();
+        e.create_batch(tenant, &news).await.unwrap();
+    }
+    let claimed = e.claim(&crate::request(60)).await.unwrap();
+    assert_eq!(claimed.len(), 60);
+    complete_all(e, &claimed).await;
+
+    let rows: Vec<(i32, i32)> = sqlx::query_as(
+        "SELECT cardinality(execution_ids),              cardinality(flowfabric_execution_moments(tenant_id, execution_ids))          FROM lease_event_batches",
+    )
+    .fetch_all(db.pg())
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 4, "a row per tenant for the claim and the end");
+    for (events, keys) in rows {
+        assert_eq!(events, 30);
+        assert!((1..=2).contains(&keys), "{keys} keys for {events} events");
+    }
+    for c in &claimed {
+        let lease = &c.lease;
+        let history = e.lease_history(lease.tenant_id, lease.execution_id);
+        let history = history.await.unwrap();
+        assert!(history
+            .iter()
+            .all(|ev| ev.execution_id == lease.execution_id));
+        let expected = [
+            ("acquired", lease.lease_epoch),
+            ("released", lease.lease_epoch),
+        ];
+        assert_eq!(kinds(&history), expected);
+    }
+
+    // Enough history of another tenant that a scan of the table costs more.
+    let stranger = db.tenant("stranger").await;
+    sqlx::query(
+        "INSERT INTO lease_event_batches (tenant_id, execution_ids, attempt_indexes, \
+             lease_epochs, kinds, lease_expires_ats, phases) \
+         SELECT $1, ARRAY[gen_random_uuid()], '{0}', '{1}', '{a}', ARRAY[now()], '{a}' \
+         FROM generate_series(1, 5000)",
+    )
+    .bind(stranger)
+    .execute(db.pg())
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE lease_event_batches")
+        .execute(db.pg())
+        .await
+        .unwrap();
+    let pg = flowfabric::backend::postgres::PgBackend::connect(db.pg_url(), 1)
+        .await
+        .unwrap();
+    let plan = pg.explain_lease_history().await.unwrap();
+    assert!(plan.contains("lease_event_batches_moment_idx"), "{plan}");
+}
+
 /// Events in the table lease events were kept in before migration 0038
 /// (written before it ran, or by a process of the previous build still
 /// running) are read, followed and pruned beside the batches.

@@ -52,34 +52,9 @@ async fn list_executions(
     rows.iter().map(execution).collect()
 }
 
-/// The generic plan of the list statement for `filter`, the one a prepared
-/// statement settles on (nothing is read): the statement is prepared under
-/// a name of its own, explained under `plan_cache_mode =
-/// force_generic_plan` (a generic plan uses no argument's value, so all are
-/// NULL), and deallocated. (A plain `EXPLAIN` with arguments plans for
-/// their values.)
+/// The generic plan of the list statement for `filter` (nothing is read).
 pub(super) async fn explain_list(pool: &Connections, filter: &ExecutionFilter) -> Result<String> {
-    let op = "explain list";
-    let name = format!("flowfabric_explain_{}", uuid::Uuid::now_v7().simple());
-    transaction(pool, op, async |conn| {
-        let run = async |conn: &mut PgConnection, sql: String| {
-            sqlx::query(&sql)
-                .execute(&mut *conn)
-                .await
-                .map_err(EngineError::storage(op))
-        };
-        run(
-            conn,
-            "SET LOCAL plan_cache_mode = force_generic_plan".into(),
-        )
-        .await?;
-        run(conn, format!("PREPARE {name} AS {}", list_sql(filter))).await?;
-        let explain = format!("EXPLAIN EXECUTE {name}({})", ["NULL"; 7].join(", "));
-        let lines: Vec<String> = sqlx::query_scalar(&explain).all(&mut *conn, op).await?;
-        run(conn, format!("DEALLOCATE {name}")).await?;
-        Ok(lines.join("\n"))
-    })
-    .await
+    super::explain::generic_plan(pool, &list_sql(filter), 7).await
 }
 
 /// The list statement's arguments, `$1`-`$7`.

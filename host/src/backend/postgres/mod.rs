@@ -35,6 +35,7 @@ mod config_values;
 mod counters;
 mod events;
 mod executions;
+mod explain;
 mod flow_cancel;
 mod flow_revive;
 mod flows;
@@ -227,6 +228,12 @@ impl PgBackend {
     /// read), for tests that pin its indexes.
     pub async fn explain_list(&self, filter: &crate::model::ExecutionFilter) -> Result<String> {
         executions::explain_list(&self.pool, filter).await
+    }
+
+    /// The generic plan of an execution's lease history read (nothing is
+    /// read), for tests that pin its index.
+    pub async fn explain_lease_history(&self) -> Result<String> {
+        explain::generic_plan(&self.pool, &outbox::lease_history_sql(), 3).await
     }
 
     /// The plan of the held-keys pass over every tenant, from the start of

@@ -173,6 +173,10 @@ const LEASES: Batches = Batches {
     WITH ORDINALITY AS u(execution_id, attempt_index, lease_epoch, kind, lease_expires_at, phase, ord)",
 };
 
+/// The expression `lease_event_batches_moment_idx` indexes (migration 0042):
+/// a row's distinct (tenant, moment of creation) keys of its executions.
+const LEASE_MOMENTS: &str = "flowfabric_execution_moments(tenant_id, execution_ids)";
+
 /// The tenant's events of stream `R` after `after`, oldest first, at most
 /// `limit`.
 pub(super) async fn read<R: Outbox>(
@@ -252,34 +256,22 @@ async fn prune_table(
 }
 
 /// The execution's newest `limit` lease events, oldest first: the batches
-/// `lease_event_batches_execution_idx` finds for it and the rows of the old
-/// table `lease_events_execution_idx` does, merged. The batches are found
-/// by the execution alone (`OFFSET 0` keeps the tenant's condition out of
-/// that scan): planned by the tenant's primary-key range instead, a
-/// timeline would read the tenant's whole history. Committed ones, whatever
-/// the horizon (a history, not a stream to follow).
+/// `lease_event_batches_moment_idx` finds for it and the rows of the old
+/// table `lease_events_execution_idx` does, merged. That index keys a row by
+/// the tenant and the 16 ms in which each of its executions was created
+/// (migration 0042), so it finds the rows of every execution the tenant
+/// created with this one, and only this execution's events are kept. The
+/// batches are found by the key alone (`OFFSET 0` keeps the tenant's
+/// condition out of that scan): planned by the tenant's primary-key range
+/// instead, a timeline would read the tenant's whole history. Committed
+/// ones, whatever the horizon (a history, not a stream to follow).
 pub(super) async fn lease_history(
     pool: &Connections,
     tenant: TenantId,
     id: ExecutionId,
     limit: u32,
 ) -> Result<Vec<LeaseEvent>> {
-    let sql = format!(
-        "SELECT e.* FROM ( \
-             (SELECT {columns}, txid FROM {legacy} \
-              WHERE tenant_id = $1 AND execution_id = $2 ORDER BY event_id DESC LIMIT $3) \
-             UNION ALL \
-             (SELECT {events} FROM ( \
-                  SELECT * FROM lease_event_batches \
-                  WHERE execution_ids @> ARRAY[$2::uuid] OFFSET 0) b {unnest} \
-              WHERE b.tenant_id = $1 AND u.execution_id = $2 \
-              ORDER BY b.event_id + u.ord DESC LIMIT $3)) e \
-         ORDER BY e.event_id DESC LIMIT $3",
-        columns = LeaseRow::COLUMNS,
-        legacy = LEASES.legacy,
-        events = LEASES.events,
-        unnest = LEASES.unnest,
-    );
+    let sql = lease_history_sql();
     let rows = sqlx::query(&sql)
         .bind(tenant)
         .bind(id)
@@ -298,6 +290,28 @@ pub(super) async fn lease_history(
         .collect::<Result<Vec<_>>>()?;
     events.reverse();
     Ok(events)
+}
+
+/// [`lease_history`]'s statement (`$1` tenant, `$2` execution, `$3` limit).
+pub(super) fn lease_history_sql() -> String {
+    format!(
+        "SELECT e.* FROM ( \
+             (SELECT {columns}, txid FROM {legacy} \
+              WHERE tenant_id = $1 AND execution_id = $2 ORDER BY event_id DESC LIMIT $3) \
+             UNION ALL \
+             (SELECT {events} FROM ( \
+                  SELECT * FROM lease_event_batches \
+                  WHERE {moments} @> flowfabric_execution_moments($1, ARRAY[$2::uuid]) \
+                  OFFSET 0) b {unnest} \
+              WHERE b.tenant_id = $1 AND u.execution_id = $2 \
+              ORDER BY b.event_id + u.ord DESC LIMIT $3)) e \
+         ORDER BY e.event_id DESC LIMIT $3",
+        columns = LeaseRow::COLUMNS,
+        legacy = LEASES.legacy,
+        events = LEASES.events,
+        unnest = LEASES.unnest,
+        moments = LEASE_MOMENTS,
+    )
 }
 
 fn decode<R: Stream>(row: &PgRow) -> Result<R> {

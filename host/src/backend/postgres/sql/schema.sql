@@ -569,7 +569,7 @@ CREATE UNIQUE INDEX flow_edges_one_input_idx ON public.flow_edges USING btree (t
 CREATE INDEX flow_groups_cancel_pending_idx ON public.flow_groups USING btree (tenant_id, downstream_id) WHERE cancel_pending;
 CREATE INDEX flows_cancel_unfinished_idx ON public.flows USING btree (tenant_id, flow_id) WHERE (cancel_phases IS NOT NULL);
 CREATE INDEX frames_best_effort_idx ON public.frames USING btree (tenant_id, execution_id, attempt_index, seq) WHERE (mode = 'best_effort'::text);
-CREATE INDEX lease_event_batches_execution_idx ON public.lease_event_batches USING gin (execution_ids) WITH (gin_pending_list_limit='256');
+CREATE INDEX lease_event_batches_moment_idx ON public.lease_event_batches USING gin (flowfabric_execution_moments(tenant_id, execution_ids)) WITH (gin_pending_list_limit='256');
 CREATE INDEX lease_events_execution_idx ON public.lease_events USING btree (tenant_id, execution_id, event_id);
 CREATE INDEX schedules_due_idx ON public.schedules USING btree (next_fire_at) WHERE (NOT paused);
 CREATE INDEX signals_buffered_idx ON public.signals USING btree (tenant_id, execution_id, waitpoint_id) WHERE (consumed_in IS NULL);
