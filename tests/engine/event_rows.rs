@@ -162,7 +162,9 @@ async fn a_timeline_is_found_by_its_moment_and_holds_its_own_events() {
     complete_all(e, &claimed).await;
 
     let rows: Vec<(i32, i32)> = sqlx::query_as(
-        "SELECT cardinality(execution_ids),              cardinality(flowfabric_execution_moments(tenant_id, execution_ids))          FROM lease_event_batches",
+        "SELECT cardinality(execution_ids), (SELECT count(DISTINCT k)::int4 \
+             FROM unnest(flowfabric_execution_moments(tenant_id, execution_ids)) k) \
+         FROM lease_event_batches",
     )
     .fetch_all(db.pg())
     .await

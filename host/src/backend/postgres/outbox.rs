@@ -174,7 +174,8 @@ const LEASES: Batches = Batches {
 };
 
 /// The expression `lease_event_batches_moment_idx` indexes (migration 0042):
-/// a row's distinct (tenant, moment of creation) keys of its executions.
+/// a key (tenant, moment of creation) an event of the row; the index keeps
+/// each key once.
 const LEASE_MOMENTS: &str = "flowfabric_execution_moments(tenant_id, execution_ids)";
 
 /// The tenant's events of stream `R` after `after`, oldest first, at most
