@@ -216,10 +216,7 @@ async fn a_batch_completion_probes_each_row_by_its_key() {
         db.engine.create_batch(t, chunk).await.unwrap();
     }
     let claimed = db.engine.claim(&request(64)).await.unwrap();
-    sqlx::query("ANALYZE").execute(db.pg()).await.unwrap();
-    let pg = flowfabric::backend::postgres::PgBackend::connect(db.pg_url(), 1)
-        .await
-        .unwrap();
+    let pg = db.analysed_backend("executions").await;
     let ends: Vec<Completion> = claimed
         .iter()
         .map(|c| Completion::new(&c.lease, b"ok"))

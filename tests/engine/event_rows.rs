@@ -200,13 +200,7 @@ async fn a_timeline_is_found_by_its_moment_and_holds_its_own_events() {
     .execute(db.pg())
     .await
     .unwrap();
-    sqlx::query("ANALYZE lease_event_batches")
-        .execute(db.pg())
-        .await
-        .unwrap();
-    let pg = flowfabric::backend::postgres::PgBackend::connect(db.pg_url(), 1)
-        .await
-        .unwrap();
+    let pg = db.analysed_backend("lease_event_batches").await;
     let plan = pg.explain_lease_history().await.unwrap();
     assert!(plan.contains("lease_event_batches_moment_idx"), "{plan}");
 }

@@ -203,13 +203,7 @@ async fn a_listing_by_state_stays_on_its_index() {
             .collect();
         e.complete_many(&done).await.unwrap();
     }
-    sqlx::query("ANALYZE executions")
-        .execute(db.pg())
-        .await
-        .unwrap();
-    let pg = flowfabric::backend::postgres::PgBackend::connect(db.pg_url(), 1)
-        .await
-        .unwrap();
+    let pg = db.analysed_backend("executions").await;
     for state in PublicState::ALL.into_iter().map(Some).chain([None]) {
         let filter = ExecutionFilter {
             state,

@@ -404,6 +404,14 @@ impl TestDb {
         (backend.pool().clone(), backend)
     }
 
+    /// A backend for reading query plans: `table` analysed first, so the
+    /// planner sees the rows a test wrote, then a backend of one connection.
+    pub async fn analysed_backend(&self, table: &str) -> PgBackend {
+        let analyse = format!("ANALYZE {table}");
+        sqlx::query(&analyse).execute(self.pg()).await.unwrap();
+        PgBackend::connect(self.pg_url(), 1).await.unwrap()
+    }
+
     /// Store a component blob under `digest` by hand, past the engine (which
     /// computes every digest itself): what the schema alone allows.
     pub async fn store_blob_raw(&self, tenant: TenantId, digest: &str) -> Result<(), sqlx::Error> {
