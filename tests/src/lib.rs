@@ -409,7 +409,7 @@ impl TestDb {
     pub async fn analysed_backend(&self, table: &str) -> PgBackend {
         let analyse = format!("ANALYZE {table}");
         sqlx::query(&analyse).execute(self.pg()).await.unwrap();
-        PgBackend::connect(self.pg_url(), 1).await.unwrap()
+        self.one_connection_backend().await.1
     }
 
     /// Store a component blob under `digest` by hand, past the engine (which

@@ -54,7 +54,8 @@ async fn renew(db: &PgBackend, lease: &LeaseHandle, ttl: Duration) -> Result<Dat
 ///
 /// The rows are locked in key order before they change, as every multi-row
 /// write here does, so two batches (or a batch and a flow cancel) cannot
-/// deadlock; each is found by a primary-key probe, whatever the table's size. Completions whose lease no longer matches change nothing and are
+/// deadlock; each is found by a primary-key probe, whatever the table's
+/// size. Completions whose lease no longer matches change nothing and are
 /// explained afterwards one by one, exactly as a single `complete` would be:
 /// a replay by the handle that completed it is `Ok`, anything else its error.
 #[tracing::instrument(skip_all, fields(count = completions.len()))]
@@ -62,7 +63,7 @@ async fn complete_many(db: &PgBackend, completions: &[Completion<'_>]) -> Result
     let pool = &db.pool;
     const OP: &str = "complete many";
     if let [completion] = completions {
-        // The single-row statement plans faster than the batch's join.
+        // The single-row statement plans faster than the batch's.
         return Ok(vec![complete(db, completion).await]);
     }
     let bound = complete_many_args(completions, OP)?;
