@@ -190,7 +190,7 @@ async fn batched_completions_are_planned_for_each_batch() {
     }
     let (generic, custom): (i64, i64) = sqlx::query_as(
         "SELECT generic_plans, custom_plans FROM pg_prepared_statements \
-         WHERE statement LIKE '%CROSS JOIN LATERAL%' AND statement LIKE '%succeeded%' \
+         WHERE statement LIKE '%FOR UPDATE OF e%' AND statement LIKE '%succeeded%' \
            AND statement NOT LIKE '%pg_prepared%'",
     )
     .fetch_one(&one_connection)
@@ -201,35 +201,6 @@ async fn batched_completions_are_planned_for_each_batch() {
         (0, 15),
         "the batch completion must be planned for every batch"
     );
-}
-
-/// A batch completion finds each row by a primary-key probe, locked in key
-/// order, and updates the versions it locked by `ctid`, whatever the
-/// table's size: joined to its input, it was planned against a table of a
-/// few thousand executions as a hash join over a scan of all of them, a
-/// scan for every batch.
-#[tokio::test]
-async fn a_batch_completion_probes_each_row_by_its_key() {
-    let (db, t) = setup().await;
-    let backlog: Vec<NewExecution> = (0..3_000).map(|i| task(&i.to_string())).collect();
-    for chunk in backlog.chunks(1_000) {
-        db.engine.create_batch(t, chunk).await.unwrap();
-    }
-    let claimed = db.engine.claim(&request(64)).await.unwrap();
-    let pg = db.analysed_backend("executions").await;
-    let ends: Vec<Completion> = claimed
-        .iter()
-        .map(|c| Completion::new(&c.lease, b"ok"))
-        .collect();
-    let plan = pg.explain_complete_many(&ends).await.unwrap();
-    assert!(!plan.contains("Seq Scan on executions"), "{plan}");
-    for part in [
-        "LockRows",
-        "Index Scan using executions_pkey",
-        "Tid Scan on executions",
-    ] {
-        assert!(plan.contains(part), "{part}: {plan}");
-    }
 }
 
 /// The same completion twice in one batch (a worker's retry caught up with

@@ -54,8 +54,7 @@ async fn renew(db: &PgBackend, lease: &LeaseHandle, ttl: Duration) -> Result<Dat
 ///
 /// The rows are locked in key order before they change, as every multi-row
 /// write here does, so two batches (or a batch and a flow cancel) cannot
-/// deadlock; each is found by a primary-key probe, whatever the table's
-/// size. Completions whose lease no longer matches change nothing and are
+/// deadlock. Completions whose lease no longer matches change nothing and are
 /// explained afterwards one by one, exactly as a single `complete` would be:
 /// a replay by the handle that completed it is `Ok`, anything else its error.
 #[tracing::instrument(skip_all, fields(count = completions.len()))]
@@ -63,40 +62,13 @@ async fn complete_many(db: &PgBackend, completions: &[Completion<'_>]) -> Result
     let pool = &db.pool;
     const OP: &str = "complete many";
     if let [completion] = completions {
-        // The single-row statement plans faster than the batch's.
+        // The single-row statement plans faster than the batch's join.
         return Ok(vec![complete(db, completion).await]);
     }
-    let bound = complete_many_args(completions, OP)?;
-    // One statement: atomic on its own, without a BEGIN and COMMIT round trip.
-    let rows = sqlx::query_with(&COMPLETE_MANY_SQL, bound)
-        .all(pool, OP)
-        .await?;
-    let moved = rows
-        .iter()
-        .map(|r| Ok((col(r, "tenant_id")?, col(r, "execution_id")?)))
-        .collect::<Result<HashSet<(TenantId, ExecutionId)>>>()?;
-    // The batch is written: from here on an error belongs to one completion.
-    let mut results = Vec::with_capacity(completions.len());
-    for c in completions {
-        let lease = c.lease;
-        results.push(if moved.contains(&(lease.tenant_id, lease.execution_id)) {
-            Ok(())
-        } else {
-            replayed_or_rejected(pool, lease, AttemptState::Succeeded).await
-        });
-    }
-    Ok(results)
-}
-
-/// [`COMPLETE_MANY_SQL`]'s arguments for `completions`.
-fn complete_many_args(
-    completions: &[Completion<'_>],
-    op: &'static str,
-) -> Result<sqlx::postgres::PgArguments> {
     let column = |field: fn(&LeaseHandle) -> uuid::Uuid| -> Vec<uuid::Uuid> {
         completions.iter().map(|c| field(c.lease)).collect()
     };
-    Args::new()
+    let bound = Args::new()
         .push(column(|l| l.tenant_id.as_uuid()))
         .push(column(|l| l.execution_id.as_uuid()))
         .push(
@@ -125,22 +97,26 @@ fn complete_many_args(
                 .map(|c| c.progress.map(|p| p.message))
                 .collect::<Vec<_>>(),
         )
-        .done(op)
-}
-
-/// The plan of the batch completion for `completions`, planned for their
-/// values as a batch is (nothing is written), for tests that pin how it
-/// finds its rows.
-pub(super) async fn explain_complete_many(
-    pool: &Connections,
-    completions: &[Completion<'_>],
-) -> Result<String> {
-    const OP: &str = "explain complete many";
-    let sql = format!("EXPLAIN {}", *COMPLETE_MANY_SQL);
-    let lines: Vec<String> = sqlx::query_scalar_with(&sql, complete_many_args(completions, OP)?)
+        .done(OP)?;
+    // One statement: atomic on its own, without a BEGIN and COMMIT round trip.
+    let rows = sqlx::query_with(&COMPLETE_MANY_SQL, bound)
         .all(pool, OP)
         .await?;
-    Ok(lines.join("\n"))
+    let moved = rows
+        .iter()
+        .map(|r| Ok((col(r, "tenant_id")?, col(r, "execution_id")?)))
+        .collect::<Result<HashSet<(TenantId, ExecutionId)>>>()?;
+    // The batch is written: from here on an error belongs to one completion.
+    let mut results = Vec::with_capacity(completions.len());
+    for c in completions {
+        let lease = c.lease;
+        results.push(if moved.contains(&(lease.tenant_id, lease.execution_id)) {
+            Ok(())
+        } else {
+            replayed_or_rejected(pool, lease, AttemptState::Succeeded).await
+        });
+    }
+    Ok(results)
 }
 
 #[tracing::instrument(skip_all, fields(execution = %lease.execution_id, attempt = lease.attempt_index, class = failure.class.as_str()))]
@@ -464,30 +440,21 @@ WITH input AS (
         AS i(tenant_id, execution_id, attempt_index, lease_id, lease_epoch, result,
              progress_percent, progress_message)
 ),
--- Each row found by its key and locked in key order: the input sorted, then
--- one primary-key probe a completion (a lateral subquery runs once per row
--- of the input, in its order). Joined instead, a batch against a table of a
--- few thousand rows was planned as a hash join over a scan of all of them.
--- The update then names the locked versions by `ctid` (a TID scan), as the
--- claim does: no one else can change a row this transaction holds.
 locked AS (
-    SELECT e.row_id, e.tenant_id, e.execution_id, i.result,
+    SELECT e.tenant_id, e.execution_id, i.result,
            i.progress_percent AS carried_percent, i.progress_message AS carried_message
-    FROM (SELECT * FROM input ORDER BY tenant_id, execution_id) i
-    CROSS JOIN LATERAL (
-        SELECT e.ctid AS row_id, e.tenant_id, e.execution_id FROM executions e
-        WHERE e.tenant_id = i.tenant_id AND e.execution_id = i.execution_id
-          AND e.attempt_index = i.attempt_index AND e.lease_id = i.lease_id
-          AND e.lease_epoch = i.lease_epoch
-        FOR UPDATE
-    ) e
+    FROM input i
+    JOIN executions e ON e.tenant_id = i.tenant_id AND e.execution_id = i.execution_id
+        AND e.attempt_index = i.attempt_index AND e.lease_id = i.lease_id
+        AND e.lease_epoch = i.lease_epoch
+    ORDER BY e.tenant_id, e.execution_id
+    FOR UPDATE OF e
 ),
 moved AS (
     UPDATE executions e SET {completed}, result = l.result, {LEASE_RELEASED},
         {progress}
     FROM locked l
     WHERE e.tenant_id = l.tenant_id AND e.execution_id = l.execution_id
-      AND e.ctid = ANY(ARRAY(SELECT row_id FROM locked))
     RETURNING e.tenant_id, e.execution_id, e.attempt_index, e.lifecycle_phase, e.terminal_outcome,
         e.flow_id, e.parent_id
 ),

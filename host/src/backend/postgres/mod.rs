@@ -230,16 +230,6 @@ impl PgBackend {
         executions::explain_list(&self.pool, filter).await
     }
 
-    /// The plan of the batch completion for `completions`, planned for
-    /// their values as a batch is (nothing is written), for tests that pin
-    /// how it finds its rows.
-    pub async fn explain_complete_many(
-        &self,
-        completions: &[crate::model::Completion<'_>],
-    ) -> Result<String> {
-        leases::explain_complete_many(&self.pool, completions).await
-    }
-
     /// The generic plan of an execution's lease history read (nothing is
     /// read), for tests that pin its index.
     pub async fn explain_lease_history(&self) -> Result<String> {
