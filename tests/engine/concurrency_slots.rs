@@ -36,12 +36,7 @@ async fn a_slot_freed_while_a_claim_holds_it_is_given_back_on_postgres() {
     holder.commit().await.unwrap();
     ending.await.unwrap().expect("the run ends");
 
-    let running: i32 =
-        sqlx::query_scalar("SELECT running FROM concurrency_slots WHERE tenant_id = $1")
-            .bind(t)
-            .fetch_one(db.pg())
-            .await
-            .unwrap();
+    let running = slot_running(&db, t).await;
     assert_eq!(running, 0, "the slot was given back");
     let next = claim_keys(e, 10).await;
     assert_eq!(next.len(), 1, "the key's next runs");
@@ -118,6 +113,74 @@ async fn a_claim_waits_for_a_held_slot_and_gives_way_to_its_holder_on_postgres()
         .map(|(_, lease)| lease.execution_id)
         .collect();
     assert_eq!(taken, [queued], "taken once, by one claim or the next");
+}
+
+/// A claim counts a key's room off its snapshot and locks the key's slot
+/// only if the room looks short. Should another claim fill the key after
+/// that snapshot, the count at the end finds the slot full on the row as
+/// last committed: the claim starts over locking every slot, and the key's
+/// work is held back, never run past the limit.
+#[tokio::test]
+async fn a_room_taken_after_the_claims_snapshot_is_not_overrun_on_postgres() {
+    let (db, t) = crate::setup().await;
+    let e = &db.engine;
+    set(e, t, limit(ConcurrencyScope::Kind, "echo", 1)).await;
+    let queued = submit(e, t, "a").await;
+    // Another claim that took the key's room: its count not yet committed.
+    let mut other = db.pg().begin().await.unwrap();
+    sqlx::query("UPDATE concurrency_slots SET running = 1 WHERE tenant_id = $1")
+        .bind(t)
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    let other_commits = async {
+        crate::wait_for_a_lock_wait(&db).await;
+        other.commit().await.unwrap();
+    };
+    let (claimed, ()) = tokio::join!(claim_keys(e, 10), other_commits);
+    assert!(claimed.is_empty(), "the key was full: {claimed:?}");
+    let running = slot_running(&db, t).await;
+    assert_eq!(running, 1, "only the other claim's run is counted");
+    let ex = e.get(t, queued).await.unwrap();
+    assert_eq!(ex.state, PublicState::Waiting);
+    assert_eq!(
+        ex.blocking_reason.as_deref(),
+        Some(BLOCKED_BY_CONCURRENCY_KEY)
+    );
+}
+
+/// A keyed claim reads each candidate's slot with a probe of its own, and
+/// counts its runs in by key: with thousands of slots, a join that hashed a
+/// scan of all of them made a claim of 100 cost twice as much.
+#[tokio::test]
+async fn a_keyed_claim_probes_its_slots_by_key_on_postgres() {
+    let (db, t) = crate::setup().await;
+    let e = &db.engine;
+    set(e, t, limit(ConcurrencyScope::Kind, "echo", 5)).await;
+    let backlog: Vec<_> = (0..3_000)
+        .map(|i| crate::concurrency::keyed(&format!("key-{i}")))
+        .collect();
+    for chunk in backlog.chunks(500) {
+        e.create_batch(t, chunk).await.unwrap();
+    }
+    let backend = db.analysed_backend("executions, concurrency_slots").await;
+    for n in [1, 100] {
+        let plan = backend.explain_claim(&crate::request(n)).await.unwrap();
+        assert!(plan.contains("CTE seen"), "the keyed shape:\n{plan}");
+        assert!(
+            !plan.contains("Seq Scan on concurrency_slots"),
+            "a claim of {n} scans every slot:\n{plan}"
+        );
+    }
+}
+
+/// The running count of the tenant's one slot.
+async fn slot_running(db: &flowfabric_tests::TestDb, tenant: TenantId) -> i32 {
+    sqlx::query_scalar("SELECT running FROM concurrency_slots WHERE tenant_id = $1")
+        .bind(tenant)
+        .fetch_one(db.pg())
+        .await
+        .unwrap()
 }
 
 /// The tenant's slots as a claim holds them: updated by a transaction left

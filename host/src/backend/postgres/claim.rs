@@ -8,10 +8,7 @@ use std::time::Duration;
 use super::Connections;
 use sqlx::postgres::{PgArguments, PgRow};
 
-use super::claim_keys::{
-    slot_keys, slot_lock, wait_bound, SlotLocks, KEY_ADMISSION, KEY_RULE_COLUMNS, KEY_RULE_JOIN,
-    KEY_SLOTS_TAKEN,
-};
+use super::claim_keys::{key_parts, SlotLocks, KEY_ROOM_CHECKED, KEY_RULE_COLUMNS, KEY_RULE_JOIN};
 use super::leases::millis;
 use super::rows::{col, json, parse, Args};
 use crate::backend::Fetch;
@@ -116,21 +113,32 @@ const NEEDS_KEYS: &str = "EXISTS (SELECT 1 FROM concurrency_limits)";
 /// budget, found by one probe of `budget_dimensions_exhausted_idx` per tenant.
 ///
 /// Concurrency keys: a candidate with a key that a limit covers (its kind's,
-/// else its lane's) needs room in its key's slot, a row this statement locks.
-/// A locked row reads as last committed, so the slot's running count and
-/// start window are exact even when another claim committed after this
-/// statement's snapshot was taken. A slot another transaction holds (a
-/// claim, or the end of a keyed run, until it commits) is waited for, in key
-/// order, but only for `SLOT_WAIT` (`claim_keys.rs`): some transactions that hold a slot go
+/// else its lane's) needs room in its key's slot. The claim reads each slot
+/// as its snapshot has it, and locks only the tight ones, keys with fewer
+/// free runs than candidates: a locked row reads as last committed, so their
+/// counts are exact even when another claim committed after this statement's
+/// snapshot was taken, and a full key's queue may be held back (a key held
+/// back on a stale count could wait for a run's end that already came). A
+/// roomy key is not locked: its runs are counted into its slot at the end,
+/// by an update that checks the room again on the row as last committed, and
+/// should another claim have taken it in between, the statement fails
+/// (`serialization_failure`, migration 0044) rather than run past the limit.
+/// Locking every slot held each from early in the statement to its commit:
+/// at 10 keys, where every claim and every run's end want the same slots,
+/// claims waited on each other (`flowfabric bench engine --keys 10`: claims
+/// 1.85–2.00× the keyless cost, 1.58–1.62× locking only the tight ones).
+/// A slot another transaction holds (a claim, or the end of a keyed run,
+/// until it commits) is waited for, tight ones in key order, but only for
+/// `SLOT_WAIT` (`claim_keys.rs`): some transactions that hold a slot go
 /// on to wait for other executions' rows (the schedule scanner cancels each
 /// overlapping schedule's previous run in turn, in one transaction), so a
 /// claim that waited while it holds runnable candidates could deadlock with
 /// one. The bound is far below Postgres's `deadlock_timeout`, so the claim
 /// always gives way first: its statement fails on the lock timeout, and the
-/// claim runs again passing every held slot (`SKIP LOCKED`), whose
-/// candidates stay runnable for the next claim. Passing at once made keyed
-/// claims under contention come back empty: at 10 keys, 243 claims for 50
-/// batches.
+/// claim runs again locking every slot and passing held ones (`SKIP
+/// LOCKED`), whose candidates stay runnable for the next claim; so does a
+/// claim whose room was taken. Passing at once made keyed claims under
+/// contention come back empty: at 10 keys, 243 claims for 50 batches.
 /// Candidates past a key's room, and up to 1,000 more of the full key's
 /// queue, move to `blocked_by_concurrency_key`, out of the index, so a key
 /// with a backlog cannot fill every claim's share. The statement counts what
@@ -279,7 +287,7 @@ resumed_attempt AS (
     WHERE c.attempt_type = 'resume' AND a.tenant_id = c.tenant_id
       AND a.execution_id = c.execution_id AND a.attempt_index = c.attempt_index
 )
-SELECT *, (SELECT {needs_admission}) AS needs_admission, (SELECT {needs_keys}) AS needs_keys
+SELECT *, (SELECT {needs_admission}) AS needs_admission, (SELECT {needs_keys}) AS needs_keys{key_room_checked}
 FROM claimed ORDER BY turn, draw
 "#;
 
@@ -339,14 +347,14 @@ fn claim_sql(shape: Shape, slots: SlotLocks) -> &'static str {
     static SHAPES: LazyLock<[String; 8]> = LazyLock::new(|| {
         std::array::from_fn(|i| {
             let slots = if i & 4 != 0 {
-                SlotLocks::Wait
+                SlotLocks::Tight
             } else {
                 SlotLocks::Pass
             };
             fill_claim(Shape::from_index(i), slots)
         })
     });
-    let waits = usize::from(shape.keys && slots == SlotLocks::Wait);
+    let waits = usize::from(shape.keys && slots == SlotLocks::Tight);
     &SHAPES[waits * 4 + shape.index()]
 }
 
@@ -368,6 +376,10 @@ fn gate(shape: Shape) -> String {
 fn fill_claim(shape: Shape, slots: SlotLocks) -> String {
     let pick = |yes: &'static str, no: &'static str| if shape.admission { yes } else { no };
     let key = |yes: &'static str, no: &'static str| if shape.keys { yes } else { no };
+    let (key_admission, slots_taken) = match shape.keys {
+        true => key_parts(slots),
+        false => Default::default(),
+    };
     CLAIM_TEMPLATE
         .replace("{runnable}", RUNNABLE)
         .replace("{exhausted}", pick("budget.any_exhausted", "false"))
@@ -380,17 +392,15 @@ fn fill_claim(shape: Shape, slots: SlotLocks) -> String {
         .replace("{blocked}", pick(ADMISSION_BLOCKED, ""))
         .replace("{rule_columns}", key(KEY_RULE_COLUMNS, ""))
         .replace("{rule_join}", key(KEY_RULE_JOIN, ""))
-        .replace("{key_admission}", key(KEY_ADMISSION, ""))
+        .replace("{key_admission}", &key_admission)
         .replace("{candidates}", key("judged", "locked"))
         .replace("{admitted}", key(" AND l.key_state = 'admit'", ""))
         .replace("{held}", key("p.rule_scope", "NULL"))
-        .replace("{slots_taken}", key(KEY_SLOTS_TAKEN, ""))
+        .replace("{slots_taken}", &slots_taken)
+        .replace("{key_room_checked}", key(KEY_ROOM_CHECKED, ""))
         .replace("{gate}", &gate(shape))
         .replace("{needs_admission}", NEEDS_ADMISSION)
         .replace("{needs_keys}", NEEDS_KEYS)
-        .replace("{slot_keys}", slot_keys(slots))
-        .replace("{wait_bound}", &wait_bound(slots))
-        .replace("{slot_lock}", slot_lock(slots))
 }
 
 /// The plan Postgres chooses for the claim statement with these arguments
@@ -400,7 +410,7 @@ pub(super) async fn explain_claim(pool: &Connections, request: &ClaimRequest) ->
     let lines: Vec<String> = sqlx::query_scalar_with(
         &format!(
             "EXPLAIN {}",
-            claim_sql(probe_shape(pool).await?, SlotLocks::Wait)
+            claim_sql(probe_shape(pool).await?, SlotLocks::Tight)
         ),
         claim_args(request, "explain claim")?,
     )
@@ -419,8 +429,10 @@ async fn probe_shape(pool: &Connections) -> Result<Shape> {
     Ok(Shape { admission, keys })
 }
 
-/// The claim's rows: a keyed claim first waits for held slots, and if the
-/// wait runs out (or Postgres found a lock cycle), claims again passing them.
+/// The claim's rows: a keyed claim first locks only its tight slots, waiting
+/// for held ones; if a wait runs out (or Postgres found a lock cycle), or a
+/// key's room was taken under it, it claims again locking every slot and
+/// passing held ones.
 async fn claim_rows(
     pool: &Connections,
     shape: Shape,
@@ -434,17 +446,22 @@ async fn claim_rows(
     if !shape.keys {
         return run(SlotLocks::Pass).await;
     }
-    match run(SlotLocks::Wait).await {
+    match run(SlotLocks::Tight).await {
         Err(e) if gave_way(&e) => {
-            tracing::debug!("claim: a held slot outlasted the wait; passing held slots");
+            tracing::debug!(
+                "claim: a held slot outlasted the wait, or a key's room was taken; \
+                 locking every slot, passing held ones"
+            );
             run(SlotLocks::Pass).await
         }
         other => other,
     }
 }
 
-/// Whether a claim failed because it stopped waiting for a lock: its own
-/// lock timeout (`55P03`), or Postgres breaking a lock cycle (`40P01`).
+/// Whether a claim failed because it stopped waiting for a lock (its own
+/// lock timeout, `55P03`, or Postgres breaking a lock cycle, `40P01`), or a
+/// key's room it had counted off its snapshot was taken (`40001`, migration
+/// 0044).
 fn gave_way(e: &EngineError) -> bool {
     let EngineError::Storage { cause, .. } = e else {
         return false;
@@ -452,7 +469,7 @@ fn gave_way(e: &EngineError) -> bool {
     cause
         .as_database_error()
         .and_then(|e| e.code())
-        .is_some_and(|code| code == "55P03" || code == "40P01")
+        .is_some_and(|code| matches!(code.as_ref(), "55P03" | "40P01" | "40001"))
 }
 
 /// `$1`–`$7` of [`claim_sql`].

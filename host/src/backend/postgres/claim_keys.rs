@@ -5,18 +5,26 @@
 //! because only tenants with a concurrency limit need them, and a claim
 //! leaves them out otherwise.
 
-/// How long a keyed claim waits for a slot another transaction holds before
-/// it claims again passing held slots; far below `deadlock_timeout` (1 s by
-/// default), so a claim in a lock cycle gives way before Postgres would
-/// abort either side.
+/// How long a keyed claim waits for a slot another transaction holds (to
+/// lock it, or to count its runs into it) before it claims again passing
+/// held slots; far below `deadlock_timeout` (1 s by default), so a claim in
+/// a lock cycle gives way before Postgres would abort either side.
 pub(super) const SLOT_WAIT: &str = "100ms";
 
-/// How a keyed claim locks its keys' slots.
+/// How a keyed claim treats its keys' slots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum SlotLocks {
-    /// In key order, waiting up to [`SLOT_WAIT`] for each.
-    Wait,
-    /// Passing any slot another transaction holds.
+    /// Read every slot as the statement's snapshot has it, and lock only
+    /// the tight ones: keys with less room than candidates, whose queue may
+    /// have to be held back, which only a slot's last committed count may
+    /// decide. The others' runs are counted into their slots at the end,
+    /// their room checked again there on the row as last committed (the
+    /// statement fails with `serialization_failure` if another claim took
+    /// it). Waits up to [`SLOT_WAIT`] for a held slot, tight ones in key
+    /// order.
+    Tight,
+    /// Lock every slot, passing any another transaction holds: every room
+    /// exact, nothing waited for.
     Pass,
 }
 
@@ -44,55 +52,57 @@ pub(super) const KEY_RULE_JOIN: &str = r#"    LEFT JOIN LATERAL (
         LIMIT 1
     ) rule ON true
 "#;
-pub(super) const KEY_ADMISSION: &str = r#"-- The candidates' keys, each with its limit.
+pub(super) const KEY_ADMISSION: &str = r#"-- The candidates' keys, each with its limit and its number of candidates.
 slot_keys AS (
-    SELECT DISTINCT tenant_id, rule_scope AS scope, rule_name AS name, concurrency_key AS key,
-        max_running, max_starts, window_ms
+    SELECT tenant_id, rule_scope AS scope, rule_name AS name, concurrency_key AS key,
+        max_running, max_starts, window_ms, count(*) AS wanted
     FROM locked WHERE rule_scope IS NOT NULL
+    GROUP BY 1, 2, 3, 4, 5, 6, 7
 ),
--- Their slots, locked (waited for briefly, in key order, or passed over:
--- see `SlotLocks`); a passed slot's candidates stay for the next claim.
--- Locked rows read as last committed, so the counts are exact whatever this
--- statement's snapshot saw. One primary-key probe a key: joined, the generic
--- plan hashes a scan of every slot.
-slots AS (
-    SELECT k.*, s.running, s.window_started_at, s.window_starts
-    FROM {slot_keys} k
+-- Their slots as this statement's snapshot has them, no lock taken: one
+-- primary-key probe a key. When waiting, the transaction's lock timeout is
+-- set first.
+seen AS (
+    SELECT k.*, {room} AS room
+    FROM slot_keys k
     CROSS JOIN LATERAL (
         SELECT s.running, s.window_started_at, s.window_starts
         FROM concurrency_slots s
         WHERE s.tenant_id = k.tenant_id AND s.scope = k.scope AND s.name = k.name
           AND s.key = k.key{wait_bound}
+        -- Keeps the subquery a probe a key: flattened into a join, it plans
+        -- as a hash of every slot.
+        LIMIT 1
+    ) s
+),
+-- The slots a room must be exact for, locked (see `SlotLocks`; a passed
+-- slot's candidates stay for the next claim). Locked rows read as last
+-- committed, so their counts are exact whatever this statement's snapshot
+-- saw, and a full key's queue may be held back.
+tight AS (
+    SELECT k.tenant_id, k.scope, k.name, k.key, {room} AS room
+    FROM (SELECT * FROM seen WHERE {is_tight} ORDER BY tenant_id, scope, name, key) k
+    CROSS JOIN LATERAL (
+        SELECT s.running, s.window_started_at, s.window_starts
+        FROM concurrency_slots s
+        WHERE s.tenant_id = k.tenant_id AND s.scope = k.scope AND s.name = k.name
+          AND s.key = k.key
         {slot_lock}
     ) s
 ),
 slot_room AS (
-    SELECT s.tenant_id, s.scope, s.name, s.key,
-        s.max_starts IS NOT NULL AS counts_starts,
-        s.max_starts IS NOT NULL AND (s.window_started_at IS NULL
-            OR s.window_started_at <= now() - s.window_ms * interval '1 millisecond') AS new_window,
-        greatest(0, least(s.max_running - s.running,
-            CASE WHEN s.max_starts IS NULL THEN s.max_running
-                 WHEN s.window_started_at > now() - s.window_ms * interval '1 millisecond'
-                 THEN s.max_starts - s.window_starts
-                 ELSE s.max_starts END)) AS room
-    FROM slots s
+    SELECT tenant_id, scope, name, key, room FROM seen WHERE NOT ({is_tight})
+    UNION ALL
+    SELECT tenant_id, scope, name, key, room FROM tight
 ),
 -- A slot the key's submit did not make (it raced a cleanup): made now, and
--- used by the next claim. Only keys without a locked slot are probed, and
--- by snapshot, so a slot another claim is updating is not waited for.
+-- used by the next claim.
 missing_slots AS (
     INSERT INTO concurrency_slots (tenant_id, scope, name, key)
     SELECT k.tenant_id, k.scope, k.name, k.key
     FROM slot_keys k
-    LEFT JOIN LATERAL (
-        SELECT 1 AS found FROM concurrency_slots s
-        WHERE s.tenant_id = k.tenant_id AND s.scope = k.scope AND s.name = k.name
-          AND s.key = k.key
-        LIMIT 1
-    ) f ON true
-    WHERE f.found IS NULL AND NOT EXISTS (
-        SELECT 1 FROM slots s WHERE s.tenant_id = k.tenant_id AND s.scope = k.scope
+    WHERE NOT EXISTS (
+        SELECT 1 FROM seen s WHERE s.tenant_id = k.tenant_id AND s.scope = k.scope
             AND s.name = k.name AND s.key = k.key)
     ON CONFLICT DO NOTHING
 ),
@@ -111,6 +121,7 @@ judged AS (
 ),
 -- A full key's candidates, and the rest of its queue (up to 1,000 a claim),
 -- leave the claim index, so the next claims look past them to other keys.
+-- Only a tight key can be full: its room is exact.
 key_blocked AS (
     UPDATE executions e SET eligibility_state = 'blocked_by_concurrency_key',
         blocking_reason = 'blocked_by_concurrency_key', updated_at = now()
@@ -135,49 +146,91 @@ key_blocked AS (
             FOR UPDATE SKIP LOCKED) q))
 ),
 "#;
+/// The runs this statement leased, counted into their keys' slots: by key,
+/// so a slot updated after this statement's snapshot is updated as last
+/// committed (an update by row id would not see that version). The room is
+/// checked again on that row: a key whose slot was not locked had its room
+/// counted off the snapshot, and a claim that committed since may have taken
+/// it. Such a key is not counted, and `KEY_ROOM_CHECKED` fails the statement.
 pub(super) const KEY_SLOTS_TAKEN: &str = r#"taken AS (
     UPDATE concurrency_slots s SET running = s.running + t.n,
-        window_started_at = CASE WHEN t.new_window THEN now() ELSE s.window_started_at END,
-        window_starts = CASE WHEN t.new_window THEN t.n
-                             WHEN t.counts_starts THEN s.window_starts + t.n ELSE 0 END
+        window_started_at = CASE WHEN t.max_starts IS NOT NULL AND {new_window}
+                                 THEN now() ELSE s.window_started_at END,
+        window_starts = CASE WHEN t.max_starts IS NULL THEN 0
+                             WHEN {new_window} THEN t.n
+                             ELSE s.window_starts + t.n END
     FROM (
-        SELECT r.tenant_id, r.scope, r.name, r.key, r.new_window, r.counts_starts,
-            count(*)::int AS n
+        SELECT k.tenant_id, k.scope, k.name, k.key, k.max_running, k.max_starts,
+            k.window_ms * interval '1 millisecond' AS window_length, count(*)::int AS n
         FROM claimed c
-        JOIN slot_room r ON r.tenant_id = c.tenant_id AND r.scope = c.concurrency_held
-            AND r.name = CASE c.concurrency_held WHEN 'kind' THEN c.kind ELSE c.lane END
-            AND r.key = c.concurrency_key
-        GROUP BY 1, 2, 3, 4, 5, 6
+        JOIN slot_keys k ON k.tenant_id = c.tenant_id AND k.scope = c.concurrency_held
+            AND k.name = CASE c.concurrency_held WHEN 'kind' THEN c.kind ELSE c.lane END
+            AND k.key = c.concurrency_key
+        GROUP BY 1, 2, 3, 4, 5, 6, 7
+        -- Probed in this order, so the slots not locked before are locked in
+        -- key order too.
+        ORDER BY 1, 2, 3, 4
     ) t
-    -- By key, not by the ctid `slots` locked: that version may be newer than
-    -- this statement's snapshot, and an update by ctid would not see it.
     WHERE s.tenant_id = t.tenant_id AND s.scope = t.scope AND s.name = t.name AND s.key = t.key
+      AND s.running + t.n <= t.max_running
+      AND (t.max_starts IS NULL OR {new_window} OR s.window_starts + t.n <= t.max_starts)
+    RETURNING 1
 ),
 "#;
+/// The claim's last column when it has the key parts: every key it leased
+/// was counted into its slot, or the statement fails (migration 0044).
+pub(super) const KEY_ROOM_CHECKED: &str = ",\n    (SELECT CASE \
+     WHEN (SELECT count(*) FROM taken) = (SELECT count(*) FROM (\
+         SELECT DISTINCT c.tenant_id, c.concurrency_held, c.concurrency_key, \
+             CASE c.concurrency_held WHEN 'kind' THEN c.kind ELSE c.lane END \
+         FROM claimed c WHERE c.concurrency_held IS NOT NULL) held) THEN true \
+     ELSE flowfabric_key_room_taken() END) AS key_room_checked";
 
-/// The keys whose slots are locked: in key order when waiting, so that two
-/// claims never wait for each other's slots.
-pub(super) fn slot_keys(slots: SlotLocks) -> &'static str {
-    match slots {
-        SlotLocks::Wait => "(SELECT * FROM slot_keys ORDER BY tenant_id, scope, name, key)",
-        SlotLocks::Pass => "slot_keys",
-    }
+/// A slot's room for more runs of its key (`s`: the slot, `k`: its limit).
+const ROOM: &str = "greatest(0, least(k.max_running - s.running,
+        CASE WHEN k.max_starts IS NULL THEN k.max_running
+             WHEN s.window_started_at > now() - k.window_ms * interval '1 millisecond'
+             THEN k.max_starts - s.window_starts
+             ELSE k.max_starts END))";
+
+/// Whether a slot's start window has run out (`s`: the slot, `t`: its limit).
+const NEW_WINDOW: &str =
+    "(s.window_started_at IS NULL OR s.window_started_at <= now() - t.window_length)";
+
+/// `KEY_ADMISSION` and `KEY_SLOTS_TAKEN` for `slots`.
+pub(super) fn key_parts(slots: SlotLocks) -> (String, String) {
+    let admission = KEY_ADMISSION
+        .replace("{room}", ROOM)
+        .replace("{wait_bound}", &wait_bound(slots))
+        .replace("{is_tight}", is_tight(slots))
+        .replace("{slot_lock}", slot_lock(slots));
+    let taken = KEY_SLOTS_TAKEN.replace("{new_window}", NEW_WINDOW);
+    (admission, taken)
 }
 
 /// When waiting: the statement's lock timeout, set (for this transaction
-/// only) by a one-time filter evaluated before the first slot is locked.
-pub(super) fn wait_bound(slots: SlotLocks) -> String {
+/// only) by a one-time filter evaluated before the first slot is read, so it
+/// bounds both the tight slots' locks and the count at the end.
+fn wait_bound(slots: SlotLocks) -> String {
     match slots {
-        SlotLocks::Wait => format!(
+        SlotLocks::Tight => format!(
             "\n          AND (SELECT set_config('lock_timeout', '{SLOT_WAIT}', true)) IS NOT NULL"
         ),
         SlotLocks::Pass => String::new(),
     }
 }
 
-pub(super) fn slot_lock(slots: SlotLocks) -> &'static str {
+/// The keys whose slots are locked.
+fn is_tight(slots: SlotLocks) -> &'static str {
     match slots {
-        SlotLocks::Wait => "FOR UPDATE",
+        SlotLocks::Tight => "room < wanted",
+        SlotLocks::Pass => "true",
+    }
+}
+
+fn slot_lock(slots: SlotLocks) -> &'static str {
+    match slots {
+        SlotLocks::Tight => "FOR UPDATE",
         SlotLocks::Pass => "FOR UPDATE SKIP LOCKED",
     }
 }
