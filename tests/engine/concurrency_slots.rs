@@ -48,6 +48,10 @@ async fn a_slot_freed_while_a_claim_holds_it_is_given_back_on_postgres() {
 /// runnable, not held back; the next claim takes it.
 #[tokio::test]
 async fn a_claim_passes_a_held_slot_and_leaves_its_work_runnable_on_postgres() {
+    // The test's runtime has one thread, where the claims run and count.
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let metrics = recorder.handle();
+    let _recording = metrics::set_default_local_recorder(&recorder);
     let (db, t) = crate::setup().await;
     let e = &db.engine;
     set(e, t, limit(ConcurrencyScope::Kind, "echo", 5)).await;
@@ -67,6 +71,7 @@ async fn a_claim_passes_a_held_slot_and_leaves_its_work_runnable_on_postgres() {
     let next = claim_keys(e, 10).await;
     assert_eq!(next.len(), 1, "the next claim takes the key's work");
     assert_eq!(next[0].1.execution_id, queued);
+    assert_reruns(&metrics, "held_slot");
 }
 
 /// A claim waits for a held slot, but gives way before a lock cycle could
@@ -122,6 +127,10 @@ async fn a_claim_waits_for_a_held_slot_and_gives_way_to_its_holder_on_postgres()
 /// work is held back, never run past the limit.
 #[tokio::test]
 async fn a_room_taken_after_the_claims_snapshot_is_not_overrun_on_postgres() {
+    // The test's runtime has one thread, where the claims run and count.
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let metrics = recorder.handle();
+    let _recording = metrics::set_default_local_recorder(&recorder);
     let (db, t) = crate::setup().await;
     let e = &db.engine;
     set(e, t, limit(ConcurrencyScope::Kind, "echo", 1)).await;
@@ -147,6 +156,7 @@ async fn a_room_taken_after_the_claims_snapshot_is_not_overrun_on_postgres() {
         ex.blocking_reason.as_deref(),
         Some(BLOCKED_BY_CONCURRENCY_KEY)
     );
+    assert_reruns(&metrics, "room_taken");
 }
 
 /// A keyed claim reads each candidate's slot with a probe of its own, and
@@ -181,6 +191,13 @@ async fn slot_running(db: &flowfabric_tests::TestDb, tenant: TenantId) -> i32 {
         .fetch_one(db.pg())
         .await
         .unwrap()
+}
+
+/// One keyed claim ran again, for `why`, and counted it.
+fn assert_reruns(metrics: &metrics_exporter_prometheus::PrometheusHandle, why: &str) {
+    let text = metrics.render();
+    let series = format!("flowfabric_keyed_claims_rerun_total{{why=\"{why}\"}} 1");
+    assert!(text.contains(&series), "{series} missing from:\n{text}");
 }
 
 /// The tenant's slots as a claim holds them: updated by a transaction left

@@ -447,29 +447,31 @@ async fn claim_rows(
         return run(SlotLocks::Pass).await;
     }
     match run(SlotLocks::Tight).await {
-        Err(e) if gave_way(&e) => {
-            tracing::debug!(
-                "claim: a held slot outlasted the wait, or a key's room was taken; \
-                 locking every slot, passing held ones"
-            );
-            run(SlotLocks::Pass).await
-        }
-        other => other,
+        Err(e) => match gave_way(&e) {
+            Some(why) => {
+                tracing::debug!(why, "keyed claim: locking every slot, passing held ones");
+                metrics::counter!("flowfabric_keyed_claims_rerun_total", "why" => why).increment(1);
+                run(SlotLocks::Pass).await
+            }
+            None => Err(e),
+        },
+        rows => rows,
     }
 }
 
-/// Whether a claim failed because it stopped waiting for a lock (its own
-/// lock timeout, `55P03`, or Postgres breaking a lock cycle, `40P01`), or a
-/// key's room it had counted off its snapshot was taken (`40001`, migration
-/// 0044).
-fn gave_way(e: &EngineError) -> bool {
+/// Why a keyed claim gave way, if it did: it stopped waiting for a held
+/// slot (its own lock timeout, `55P03`, or Postgres breaking a lock cycle,
+/// `40P01`), or a key's room it had counted off its snapshot was taken by
+/// another claim (`40001`, migration 0044).
+fn gave_way(e: &EngineError) -> Option<&'static str> {
     let EngineError::Storage { cause, .. } = e else {
-        return false;
+        return None;
     };
-    cause
-        .as_database_error()
-        .and_then(|e| e.code())
-        .is_some_and(|code| matches!(code.as_ref(), "55P03" | "40P01" | "40001"))
+    match cause.as_database_error()?.code()?.as_ref() {
+        "55P03" | "40P01" => Some("held_slot"),
+        "40001" => Some("room_taken"),
+        _ => None,
+    }
 }
 
 /// `$1`–`$7` of [`claim_sql`].
