@@ -8,7 +8,7 @@ use sqlx::types::Json;
 
 use super::batch::Batch;
 use super::budget_admission;
-use super::concurrency::{self, KeyVerdict};
+use super::concurrency::{self, ClaimKeys, KeyVerdict};
 use super::record::Exec;
 use super::time::{after, after_ms, at, now, Millis};
 use super::tx::Tx;
@@ -70,6 +70,7 @@ pub(super) async fn claim(
                                 _: &mut Effects| {
                 write_attempt(w, row, attempt.0, request, now);
             };
+            let mut keys = ClaimKeys::default();
             let mut progressed = true;
             while progressed && leased.len() < request.limit as usize {
                 progressed = false;
@@ -81,9 +82,9 @@ pub(super) async fn claim(
                         continue;
                     };
                     progressed = true;
-                    // What the checks below read must see the leases so far
-                    // (a key's running count); most rows need neither check.
-                    if *exhausted || row.concurrency_key.is_some() {
+                    // Budget admission reads the leases so far; most rows
+                    // need no check. (`keys` counts a key's own.)
+                    if *exhausted {
                         leased.save(tx, effects, with_attempt).await?;
                     }
                     // Budget admission: what an exhausted budget covers is not
@@ -93,9 +94,12 @@ pub(super) async fn claim(
                         continue;
                     }
                     if row.concurrency_key.is_some() {
-                        match concurrency::judge(tx, &row, now).await? {
+                        match keys.judge(tx, &row, now).await? {
                             KeyVerdict::Admit(held) => row.concurrency_held = held,
                             KeyVerdict::Block(rule) => {
+                                // Blocking the key's queue reads the rows as
+                                // stored: the leases so far must be.
+                                leased.save(tx, effects, with_attempt).await?;
                                 concurrency::block(tx, &mut row, &rule, effects).await?;
                                 continue;
                             }

@@ -1,7 +1,8 @@
 //! Concurrency limits per key on the embedded backend.
 //!
 //! One writer at a time, so the claim counts a key's running executions
-//! directly (off `executions_concurrency_running_idx`) and keeps only each
+//! directly (off `executions_concurrency_running_idx`, once a key a claim,
+//! its own leases counted in memory: [`ClaimKeys`]) and keeps only each
 //! key's start window in a slot row. Otherwise the rules are Postgres's:
 //! the limit is the kind's, else the lane's; a full key's candidates and the
 //! rest of its queue are blocked; a slot holder that stops running hands its
@@ -84,73 +85,141 @@ async fn rule_for(tx: &mut Tx<'_>, row: &Exec) -> Result<Option<Rule>> {
     )
 }
 
-/// How many more of the row's key the rule lets start now.
-async fn room(tx: &mut Tx<'_>, row: &Exec, rule: &Rule, now: Millis) -> Result<i64> {
-    let op = "count concurrency slot";
-    let (running, window_started_at, window_starts): (i64, Option<Millis>, Option<i64>) = tx
-        .one(
-            op,
-            "SELECT (SELECT count(*) FROM executions WHERE tenant_id = ?1 \
-                        AND concurrency_key = ?2 AND concurrency_held = ?3 \
-                        AND lifecycle_phase = 'active' \
-                        AND ?4 = CASE ?3 WHEN 'kind' THEN kind ELSE lane END), \
-                    s.window_started_at, s.window_starts \
-             FROM (SELECT 1) LEFT JOIN concurrency_slots s ON s.tenant_id = ?1 \
-                 AND s.scope = ?3 AND s.name = ?4 AND s.key = ?2",
-            |w| {
-                w.bind(row.tenant_id)
-                    .bind(row.concurrency_key.as_deref())
-                    .bind(rule.scope.as_str())
-                    .bind(rule.name.as_str());
-            },
-        )
-        .await?;
+/// A key's running executions under its rule (off
+/// `executions_concurrency_running_idx`).
+const KEY_RUNNING: &str = "SELECT count(*) FROM executions WHERE tenant_id = ?1 \
+      AND concurrency_key = ?2 AND concurrency_held = ?3 AND lifecycle_phase = 'active' \
+      AND ?4 = CASE ?3 WHEN 'kind' THEN kind ELSE lane END";
 
+/// A key's start window under its rule, if its slot has one.
+const KEY_WINDOW: &str = "SELECT window_started_at, window_starts FROM concurrency_slots \
+    WHERE tenant_id = ?1 AND key = ?2 AND scope = ?3 AND name = ?4";
+
+/// Bind a key's tenant, key, and its rule's scope and name, as `KEY_RUNNING`
+/// and `KEY_WINDOW` number them.
+fn bind_key<'q>(w: &mut Writes<'q>, row: &'q Exec, rule: &'q Rule) {
+    w.bind(row.tenant_id)
+        .bind(row.concurrency_key.as_deref())
+        .bind(rule.scope.as_str())
+        .bind(rule.name.as_str());
+}
+
+async fn key_running(tx: &mut Tx<'_>, row: &Exec, rule: &Rule) -> Result<i64> {
+    let (running,): (i64,) = tx
+        .one("count concurrency key", KEY_RUNNING, |w| {
+            bind_key(w, row, rule)
+        })
+        .await?;
+    Ok(running)
+}
+
+/// How many more of the row's key the rule lets start now, `running` of
+/// them running.
+async fn room_with(
+    tx: &mut Tx<'_>,
+    row: &Exec,
+    rule: &Rule,
+    running: i64,
+    now: Millis,
+) -> Result<i64> {
     let mut room = rule.max_running - running;
     if let Some(max_starts) = rule.max_starts {
-        let current = window_started_at.is_some_and(|t| t > now - rule.window_ms);
-        room = room.min(
-            max_starts
-                - if current {
-                    window_starts.unwrap_or(0)
-                } else {
-                    0
-                },
-        );
+        let window: Option<(Option<Millis>, Option<i64>)> = tx
+            .optional("read concurrency window", KEY_WINDOW, |w| {
+                bind_key(w, row, rule)
+            })
+            .await?;
+        let (started_at, starts) = window.unwrap_or_default();
+        let current = started_at.is_some_and(|t| t > now - rule.window_ms);
+        room = room.min(max_starts - if current { starts.unwrap_or(0) } else { 0 });
     }
     Ok(room.max(0))
 }
 
-/// Judge a claim candidate under its key's limit; an admitted one's start
-/// is counted in its key's window.
-pub(super) async fn judge(tx: &mut Tx<'_>, row: &Exec, now: Millis) -> Result<KeyVerdict> {
-    let Some(rule) = rule_for(tx, row).await? else {
-        return Ok(KeyVerdict::Admit(None));
-    };
-    if room(tx, row, &rule, now).await? == 0 {
-        return Ok(KeyVerdict::Block(rule));
+/// How many more of the row's key the rule lets start now.
+async fn room(tx: &mut Tx<'_>, row: &Exec, rule: &Rule, now: Millis) -> Result<i64> {
+    let running = key_running(tx, row, rule).await?;
+    room_with(tx, row, rule, running, now).await
+}
+
+/// What a claim has learnt of its candidates' keys: each limit (by tenant,
+/// kind and lane) and each key's running count, the claim's own leases
+/// included. The claim's transaction is the only writer, so nothing else
+/// changes them under it; and the leases it has yet to save are counted
+/// here, not read back, so a keyed candidate does not make it save the rows
+/// before it one by one.
+#[derive(Default)]
+pub(super) struct ClaimKeys {
+    rules: HashMap<(TenantId, String, String), Option<Rule>>,
+    running: HashMap<(TenantId, String, String, String), i64>,
+}
+
+impl ClaimKeys {
+    /// Judge a claim candidate under its key's limit; an admitted one is
+    /// counted as running, and its start in its key's window.
+    pub(super) async fn judge(
+        &mut self,
+        tx: &mut Tx<'_>,
+        row: &Exec,
+        now: Millis,
+    ) -> Result<KeyVerdict> {
+        let Some(key) = row.concurrency_key.as_deref() else {
+            return Ok(KeyVerdict::Admit(None));
+        };
+        let of_row = (row.tenant_id, row.kind.clone(), row.lane.clone());
+        let rule = match self.rules.get(&of_row) {
+            Some(rule) => rule.clone(),
+            None => {
+                let rule = rule_for(tx, row).await?;
+                self.rules.insert(of_row, rule.clone());
+                rule
+            }
+        };
+        let Some(rule) = rule else {
+            return Ok(KeyVerdict::Admit(None));
+        };
+        let slot = (
+            row.tenant_id,
+            rule.scope.clone(),
+            rule.name.clone(),
+            key.to_owned(),
+        );
+        let running = match self.running.get(&slot) {
+            Some(&running) => running,
+            None => key_running(tx, row, &rule).await?,
+        };
+        if room_with(tx, row, &rule, running, now).await? == 0 {
+            self.running.insert(slot, running);
+            return Ok(KeyVerdict::Block(rule));
+        }
+        self.running.insert(slot, running + 1);
+        if rule.max_starts.is_some() {
+            count_start(tx, row, &rule, now).await?;
+        }
+        Ok(KeyVerdict::Admit(Some(rule.scope)))
     }
-    if rule.max_starts.is_some() {
-        let mut start = Writes::default();
-        start
-            .statement(
-                "INSERT INTO concurrency_slots (tenant_id, scope, name, key, \
-                     window_started_at, window_starts) VALUES (?1, ?2, ?3, ?4, ?5, 1) \
-                 ON CONFLICT (tenant_id, scope, name, key) DO UPDATE SET \
-                     window_starts = CASE WHEN window_started_at > ?5 - ?6 \
-                         THEN window_starts + 1 ELSE 1 END, \
-                     window_started_at = CASE WHEN window_started_at > ?5 - ?6 \
-                         THEN window_started_at ELSE ?5 END",
-            )
-            .bind(row.tenant_id)
-            .bind(rule.scope.as_str())
-            .bind(rule.name.as_str())
-            .bind(row.concurrency_key.as_deref())
-            .bind(now)
-            .bind(rule.window_ms);
-        tx.run(start, "count concurrency start").await?;
-    }
-    Ok(KeyVerdict::Admit(Some(rule.scope)))
+}
+
+/// Count an admitted execution's start in its key's window.
+async fn count_start(tx: &mut Tx<'_>, row: &Exec, rule: &Rule, now: Millis) -> Result<()> {
+    let mut start = Writes::default();
+    start
+        .statement(
+            "INSERT INTO concurrency_slots (tenant_id, scope, name, key, \
+                 window_started_at, window_starts) VALUES (?1, ?2, ?3, ?4, ?5, 1) \
+             ON CONFLICT (tenant_id, scope, name, key) DO UPDATE SET \
+                 window_starts = CASE WHEN window_started_at > ?5 - ?6 \
+                     THEN window_starts + 1 ELSE 1 END, \
+                 window_started_at = CASE WHEN window_started_at > ?5 - ?6 \
+                     THEN window_started_at ELSE ?5 END",
+        )
+        .bind(row.tenant_id)
+        .bind(rule.scope.as_str())
+        .bind(rule.name.as_str())
+        .bind(row.concurrency_key.as_deref())
+        .bind(now)
+        .bind(rule.window_ms);
+    tx.run(start, "count concurrency start").await
 }
 
 /// Block a candidate whose key is full, and the rest of the key's queue
