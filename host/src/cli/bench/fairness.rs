@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::scratch::ScratchDatabase;
+use super::scratch::{Scratch, ScratchDatabase};
 use anyhow::Context;
 use flowfabric::engine::Engine;
 use flowfabric::model::{NewExecution, PublicState, TenantId};
@@ -176,33 +176,5 @@ async fn wait_running(engine: &Engine, tenant: TenantId, n: usize) -> anyhow::Re
             "the spinning guests never started"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// A database of the round's own.
-enum Scratch {
-    Postgres(ScratchDatabase),
-    Sqlite(PathBuf),
-}
-
-impl Scratch {
-    fn sqlite() -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("ff-bench-{}", uuid::Uuid::now_v7().simple()));
-        std::fs::create_dir_all(&dir)?;
-        Ok(Self::Sqlite(dir))
-    }
-
-    fn url(&self) -> String {
-        match self {
-            Self::Postgres(db) => db.url.clone(),
-            Self::Sqlite(dir) => format!("sqlite:{}", dir.join("bench.db").display()),
-        }
-    }
-
-    async fn drop(self) -> anyhow::Result<()> {
-        match self {
-            Self::Postgres(db) => Ok(db.drop().await?),
-            Self::Sqlite(dir) => Ok(std::fs::remove_dir_all(dir)?),
-        }
     }
 }

@@ -34,12 +34,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use flowfabric::backend::postgres::Connections;
 use flowfabric::backend::postgres::PgBackend;
-use flowfabric::backend::Backend;
 use flowfabric::engine::{Engine, Limits};
 use flowfabric::model::{
     ClaimRequest, ClaimedExecution, EventCursor, LeaseHandle, NewExecution, TenantId, DEFAULT_LANE,
 };
-use scratch::{RawQueue, ScratchDatabase};
+use scratch::{RawQueue, Scratch, ScratchDatabase};
 
 #[derive(clap::Args)]
 pub struct EngineBench {
@@ -64,6 +63,10 @@ pub struct EngineBench {
     /// per key count) whose cost ratios give the reported median and range.
     #[arg(long, default_value_t = 7)]
     key_rounds: usize,
+    /// With `--keys`: also run the paired rounds on fresh SQLite files (the
+    /// embedded default), reported in a table of their own.
+    #[arg(long)]
+    sqlite: bool,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json_out: Option<std::path::PathBuf>,
@@ -94,46 +97,20 @@ pub async fn run(args: EngineBench) -> anyhow::Result<()> {
     );
     anyhow::ensure!(args.keys.iter().all(|&k| k >= 1), "key counts start at 1");
     anyhow::ensure!(args.key_rounds >= 1, "--key-rounds starts at 1");
+    anyhow::ensure!(
+        !args.sqlite || !args.keys.is_empty(),
+        "--sqlite runs the key rounds on SQLite: give --keys too"
+    );
     let mut rows = Vec::new();
     let mut keyed = Vec::new();
+    let mut keyed_sqlite = Vec::new();
     for &workers in &args.workers {
         for &batch in &args.batch {
-            rows.push(round(&args, workers, batch, Path::Raw).await?);
-            rows.push(round(&args, workers, batch, Path::Engine).await?);
-            for &keys in &args.keys {
-                keyed.push(KeyCost {
-                    workers,
-                    batch,
-                    keys,
-                    ratios: Vec::new(),
-                    claim_ratios: Vec::new(),
-                    cpu_ratios: Vec::new(),
-                    rows: Vec::new(),
-                });
-            }
-            let these = keyed.len() - args.keys.len()..keyed.len();
-            let rounds = if args.keys.is_empty() {
-                0
-            } else {
-                args.key_rounds
-            };
-            for _ in 0..rounds {
-                let without = round(&args, workers, batch, Path::Engine).await?;
-                for cost in &mut keyed[these.clone()] {
-                    let with = round(&args, workers, batch, Path::Keyed(cost.keys)).await?;
-                    cost.ratios.push(without.process_per_s / with.process_per_s);
-                    if let (Some(keyed), Some(plain)) = (with.claim_us, without.claim_us) {
-                        cost.claim_ratios.push(keyed / plain);
-                    }
-                    // None seen (a server on another host): no ratio.
-                    if let (Some(keyed), Some(plain)) = (with.server_cpu_us, without.server_cpu_us)
-                    {
-                        if plain > 0.0 {
-                            cost.cpu_ratios.push(keyed / plain);
-                        }
-                    }
-                    cost.rows.push(with);
-                }
+            rows.push(round(&args, workers, batch, Path::Raw, Store::Postgres).await?);
+            rows.push(round(&args, workers, batch, Path::Engine, Store::Postgres).await?);
+            keyed.extend(key_rounds(&args, workers, batch, Store::Postgres).await?);
+            if args.sqlite {
+                keyed_sqlite.extend(key_rounds(&args, workers, batch, Store::Sqlite).await?);
             }
         }
     }
@@ -167,43 +144,100 @@ pub async fn run(args: EngineBench) -> anyhow::Result<()> {
         println!(
             "and the server's CPU per execution (every postgres process on this host; - if none)."
         );
-        println!(
-            "{} paired rounds (engine without keys, then with), median and range",
-            args.key_rounds
-        );
-        println!(
-            "{:>7} {:>5}  {:>6} {:>15} {:>14} {:>13} {:>12} {:>13} {:>11} {:>13}",
-            "workers",
-            "batch",
-            "keys",
-            "claim+complete",
-            "cost vs none",
-            "range",
-            "claim alone",
-            "range",
-            "server CPU",
-            "range"
-        );
-        for cost in &keyed {
-            let rates: Vec<f64> = cost.rows.iter().map(|r| r.process_per_s).collect();
-            println!(
-                "{:>7} {:>5}  {:>6} {:>15.0} {:>14.2} {:>13} {:>12.2} {:>13} {:>11} {:>13}",
-                cost.workers,
-                cost.batch,
-                cost.keys,
-                median(rates),
-                median(cost.ratios.clone()),
-                span(&cost.ratios),
-                median(cost.claim_ratios.clone()),
-                span(&cost.claim_ratios),
-                shown_median(&cost.cpu_ratios),
-                span(&cost.cpu_ratios),
-            );
-        }
+        print_key_costs(&args, &keyed);
     }
-    rows.extend(keyed.into_iter().flat_map(|cost| cost.rows));
+    if !keyed_sqlite.is_empty() {
+        println!("\nthe same on fresh SQLite files (the embedded default; no server):");
+        print_key_costs(&args, &keyed_sqlite);
+    }
+    rows.extend(
+        keyed
+            .into_iter()
+            .chain(keyed_sqlite)
+            .flat_map(|cost| cost.rows),
+    );
     write_json(args.json_out.as_deref(), &rows)?;
     Ok(())
+}
+
+/// `--key-rounds` paired rounds on `store`: an engine round without keys,
+/// then one for each of `--keys`; what each key count cost against it.
+async fn key_rounds(
+    args: &EngineBench,
+    workers: usize,
+    batch: u32,
+    store: Store,
+) -> anyhow::Result<Vec<KeyCost>> {
+    let mut costs: Vec<KeyCost> = args
+        .keys
+        .iter()
+        .map(|&keys| KeyCost {
+            workers,
+            batch,
+            keys,
+            ratios: Vec::new(),
+            claim_ratios: Vec::new(),
+            cpu_ratios: Vec::new(),
+            rows: Vec::new(),
+        })
+        .collect();
+    if costs.is_empty() {
+        return Ok(costs);
+    }
+    for _ in 0..args.key_rounds {
+        let without = round(args, workers, batch, Path::Engine, store).await?;
+        for cost in &mut costs {
+            let with = round(args, workers, batch, Path::Keyed(cost.keys), store).await?;
+            cost.ratios.push(without.process_per_s / with.process_per_s);
+            if let (Some(keyed), Some(plain)) = (with.claim_us, without.claim_us) {
+                cost.claim_ratios.push(keyed / plain);
+            }
+            // None seen (SQLite, or a server on another host): no ratio.
+            if let (Some(keyed), Some(plain)) = (with.server_cpu_us, without.server_cpu_us) {
+                if plain > 0.0 {
+                    cost.cpu_ratios.push(keyed / plain);
+                }
+            }
+            cost.rows.push(with);
+        }
+    }
+    Ok(costs)
+}
+
+fn print_key_costs(args: &EngineBench, costs: &[KeyCost]) {
+    println!(
+        "{} paired rounds (engine without keys, then with), median and range",
+        args.key_rounds
+    );
+    println!(
+        "{:>7} {:>5}  {:>6} {:>15} {:>14} {:>13} {:>12} {:>13} {:>11} {:>13}",
+        "workers",
+        "batch",
+        "keys",
+        "claim+complete",
+        "cost vs none",
+        "range",
+        "claim alone",
+        "range",
+        "server CPU",
+        "range"
+    );
+    for cost in costs {
+        let rates: Vec<f64> = cost.rows.iter().map(|r| r.process_per_s).collect();
+        println!(
+            "{:>7} {:>5}  {:>6} {:>15.0} {:>14.2} {:>13} {:>12.2} {:>13} {:>11} {:>13}",
+            cost.workers,
+            cost.batch,
+            cost.keys,
+            median(rates),
+            median(cost.ratios.clone()),
+            span(&cost.ratios),
+            median(cost.claim_ratios.clone()),
+            span(&cost.claim_ratios),
+            shown_median(&cost.cpu_ratios),
+            span(&cost.cpu_ratios),
+        );
+    }
 }
 
 /// Paired rounds of one key count: its rows, and each one's cost against the
@@ -253,88 +287,41 @@ enum Path {
     Keyed(usize),
 }
 
-async fn round(args: &EngineBench, workers: usize, batch: u32, path: Path) -> anyhow::Result<Row> {
-    let scratch = ScratchDatabase::create(&args.database_url)
-        .await
-        .context("creating a scratch database")?;
-    let pool_size = u32::try_from(workers + 2)?;
-    let backend = PgBackend::connect(&scratch.url, pool_size).await?;
-    backend.migrate().await?;
-    let payloads: Vec<Vec<u8>> = (0..args.executions)
-        .map(|i| format!("job {i}").into_bytes())
-        .collect();
+/// Where a round runs: a scratch database of the Postgres server, or (the
+/// key rounds with `--sqlite`) a fresh SQLite file.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Store {
+    Postgres,
+    Sqlite,
+}
 
-    let (create, process, claiming, server_cpu) = match path {
-        Path::Raw => {
-            let queue = Arc::new(RawQueue::setup(backend.pool().clone(), &scratch.url).await?);
-            let started = Instant::now();
-            for chunk in payloads.chunks(batch as usize) {
-                queue.insert(chunk).await?;
-            }
-            let create = started.elapsed();
-            let started = Instant::now();
-            drain(workers, args.executions, {
-                let queue = queue.clone();
-                move || {
-                    let queue = queue.clone();
-                    async move {
-                        let ids = queue.claim(batch).await?;
-                        if !ids.is_empty() {
-                            queue.complete_many(&ids, b"done").await?;
-                        }
-                        Ok(ids.len())
-                    }
-                }
-            })
-            .await?;
-            (create, started.elapsed(), None, None)
-        }
-        Path::Engine | Path::Keyed(_) => {
-            // No components exist here: this measures the queue path alone.
-            let limits = Limits {
-                require_component: false,
-                ..Limits::default()
-            };
-            let engine = Engine::new(Arc::new(backend), limits);
-            let tenant = engine.create_tenant("bench").await?.tenant_id;
-            let keys = match path {
-                Path::Keyed(keys) => Some(keys),
-                _ => None,
-            };
-            if keys.is_some() {
-                engine
-                    .set_concurrency_limit(tenant, never_binding_limit())
-                    .await?;
-            }
-            let news: Vec<NewExecution> = payloads
-                .into_iter()
-                .enumerate()
-                .map(|(i, p)| NewExecution {
-                    concurrency_key: keys.map(|k| format!("key-{}", i % k)),
-                    ..NewExecution::new("bench", p)
-                })
-                .collect();
-            let started = Instant::now();
-            for chunk in news.chunks(batch as usize) {
-                engine.create_batch(tenant, chunk).await?;
-            }
-            let create = started.elapsed();
-            let started = Instant::now();
-            let cpu = dbcost::cpu_now();
-            let claiming = drain_engine(&engine, workers, args.executions, batch).await?;
-            let server_cpu = dbcost::cpu_now().server_us_since(&cpu);
-            (create, started.elapsed(), Some(claiming), Some(server_cpu))
-        }
+async fn round(
+    args: &EngineBench,
+    workers: usize,
+    batch: u32,
+    path: Path,
+    store: Store,
+) -> anyhow::Result<Row> {
+    let scratch = match store {
+        Store::Postgres => Scratch::Postgres(
+            ScratchDatabase::create(&args.database_url)
+                .await
+                .context("creating a scratch database")?,
+        ),
+        Store::Sqlite => Scratch::sqlite()?,
     };
+    let measured = measure(args, &scratch.url(), workers, batch, path, store).await;
     scratch.drop().await?;
+    let (create, process, claiming, server_cpu) = measured?;
     let n = args.executions as f64;
     Ok(Row {
         workers,
         batch,
-        path: match path {
-            Path::Raw => "raw-sql",
-            Path::Engine => "engine",
-            Path::Keyed(_) => "keyed",
+        path: match (path, store) {
+            (Path::Raw, _) => "raw-sql",
+            (Path::Engine, _) => "engine",
+            (Path::Keyed(_), Store::Postgres) => "keyed",
+            (Path::Keyed(_), Store::Sqlite) => "keyed-sqlite",
         },
         keys: match path {
             Path::Keyed(keys) => Some(keys),
@@ -346,6 +333,86 @@ async fn round(args: &EngineBench, workers: usize, batch: u32, path: Path) -> an
         claim_us: claiming.map(|c| c.as_secs_f64() * 1e6 / n),
         server_cpu_us: server_cpu.map(|us| us / n),
     })
+}
+
+/// Time to create, time to claim and complete, the claims' own time (engine
+/// paths) and the Postgres server's CPU (engine paths on Postgres).
+type Measured = (Duration, Duration, Option<Duration>, Option<f64>);
+
+async fn measure(
+    args: &EngineBench,
+    url: &str,
+    workers: usize,
+    batch: u32,
+    path: Path,
+    store: Store,
+) -> anyhow::Result<Measured> {
+    let pool_size = u32::try_from(workers + 2)?;
+    let payloads: Vec<Vec<u8>> = (0..args.executions)
+        .map(|i| format!("job {i}").into_bytes())
+        .collect();
+    if let Path::Raw = path {
+        let backend = PgBackend::connect(url, pool_size).await?;
+        let queue = Arc::new(RawQueue::setup(backend.pool().clone(), url).await?);
+        let started = Instant::now();
+        for chunk in payloads.chunks(batch as usize) {
+            queue.insert(chunk).await?;
+        }
+        let create = started.elapsed();
+        let started = Instant::now();
+        drain(workers, args.executions, {
+            let queue = queue.clone();
+            move || {
+                let queue = queue.clone();
+                async move {
+                    let ids = queue.claim(batch).await?;
+                    if !ids.is_empty() {
+                        queue.complete_many(&ids, b"done").await?;
+                    }
+                    Ok(ids.len())
+                }
+            }
+        })
+        .await?;
+        return Ok((create, started.elapsed(), None, None));
+    }
+    // No components exist here: this measures the queue path alone.
+    let limits = Limits {
+        require_component: false,
+        ..Limits::default()
+    };
+    let engine = crate::cli::connect_with(url, pool_size, limits).await?;
+    let tenant = engine.create_tenant("bench").await?.tenant_id;
+    let keys = match path {
+        Path::Keyed(keys) => Some(keys),
+        _ => None,
+    };
+    if keys.is_some() {
+        engine
+            .set_concurrency_limit(tenant, never_binding_limit())
+            .await?;
+    }
+    let news: Vec<NewExecution> = payloads
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| NewExecution {
+            concurrency_key: keys.map(|k| format!("key-{}", i % k)),
+            ..NewExecution::new("bench", p)
+        })
+        .collect();
+    let started = Instant::now();
+    for chunk in news.chunks(batch as usize) {
+        engine.create_batch(tenant, chunk).await?;
+    }
+    let create = started.elapsed();
+    let started = Instant::now();
+    let cpu = dbcost::cpu_now();
+    let claiming = drain_engine(&engine, workers, args.executions, batch).await?;
+    let server_cpu = match store {
+        Store::Postgres => Some(dbcost::cpu_now().server_us_since(&cpu)),
+        Store::Sqlite => None,
+    };
+    Ok((create, started.elapsed(), Some(claiming), server_cpu))
 }
 
 /// A limit on the bench kind as high as limits go: every claim does the

@@ -8,6 +8,7 @@
 //! also wake a listener with NOTIFY on insert, the floor of the engine's
 //! wake-up path.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use sqlx::postgres::{PgListener, PgPoolOptions};
@@ -17,6 +18,35 @@ use flowfabric::backend::postgres::Connections;
 use uuid::Uuid;
 
 use flowfabric::error::{EngineError, Result};
+
+/// A database of a round's own: a scratch database of a Postgres server, or
+/// a fresh SQLite file (the embedded default) in a directory of its own.
+pub enum Scratch {
+    Postgres(ScratchDatabase),
+    Sqlite(PathBuf),
+}
+
+impl Scratch {
+    pub fn sqlite() -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("ff-bench-{}", uuid::Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self::Sqlite(dir))
+    }
+
+    pub fn url(&self) -> String {
+        match self {
+            Self::Postgres(db) => db.url.clone(),
+            Self::Sqlite(dir) => format!("sqlite:{}", dir.join("bench.db").display()),
+        }
+    }
+
+    pub async fn drop(self) -> anyhow::Result<()> {
+        match self {
+            Self::Postgres(db) => Ok(db.drop().await?),
+            Self::Sqlite(dir) => Ok(std::fs::remove_dir_all(dir)?),
+        }
+    }
+}
 
 /// A database created for one benchmark run and dropped afterwards.
 pub struct ScratchDatabase {
