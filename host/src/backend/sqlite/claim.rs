@@ -316,7 +316,9 @@ mod tests {
     use super::{RUNNING, TENANTS_WITH_WORK};
     use crate::backend::sqlite::plans::{claim_request, query_plans, Scratch};
     use crate::backend::{ConcurrencyLimits, Executions, Leases, Tenancy};
-    use crate::model::{ConcurrencyLimit, ConcurrencyScope, KeyLimit, NewExecution, PublicState};
+    use crate::model::{
+        Completion, ConcurrencyLimit, ConcurrencyScope, KeyLimit, NewExecution, PublicState,
+    };
 
     /// The claim's per-tenant lookups stay on their partial indexes, not on
     /// `executions_state_idx`, which lists a tenant's finished executions
@@ -384,5 +386,21 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(starts, 2, "each key's start counted");
+
+        // Their ends hand key a's slot on, on the handle too.
+        let done: Vec<Completion<'_>> = claimed
+            .iter()
+            .map(|c| Completion::new(&c.lease, b"done"))
+            .collect();
+        let before = db.sqlx_writes();
+        for written in db.complete_many(&done).await.unwrap() {
+            written.unwrap();
+        }
+        assert_eq!(db.sqlx_writes(), before, "the ends ran on the handle");
+        let next = db
+            .claim(&claim_request(&["default"], &[], 4))
+            .await
+            .unwrap();
+        assert_eq!(next.len(), 1, "key a's next was handed the slot: {next:?}");
     }
 }

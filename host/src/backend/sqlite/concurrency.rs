@@ -257,11 +257,7 @@ pub(super) async fn block(
 
 /// A slot holder stopped running: make the next execution its limit holds
 /// back claimable.
-pub(super) async fn hand_on(
-    conn: &mut SqliteConnection,
-    row: &Exec,
-    effects: &mut Effects,
-) -> Result<()> {
+pub(super) async fn hand_on(tx: &mut Tx<'_>, row: &Exec, effects: &mut Effects) -> Result<()> {
     let (Some(key), Some(scope)) = (&row.concurrency_key, &row.concurrency_held) else {
         return Ok(());
     };
@@ -270,7 +266,7 @@ pub(super) async fn hand_on(
     } else {
         &row.lane
     };
-    let freed = unblock(conn, row.tenant_id, key, Pick::Limited { scope, name }, 1).await?;
+    let freed = unblock(tx, row.tenant_id, key, Pick::Limited { scope, name }, 1).await?;
     effects.work |= freed > 0;
     Ok(())
 }
@@ -289,24 +285,29 @@ enum Pick<'a> {
 /// Make up to `limit` of a key's held-back executions claimable, in claim
 /// order: those `pick` picks.
 async fn unblock(
-    conn: &mut SqliteConnection,
+    tx: &mut Tx<'_>,
     tenant: TenantId,
     key: &str,
     pick: Pick<'_>,
     limit: i64,
 ) -> Result<u64> {
     let (sql, first, second) = unblock_sql(&pick);
-    let freed = sqlx::query(sql)
+    let mut freeing = Writes::default();
+    freeing
+        .statement(sql)
         .bind(now())
         .bind(tenant)
         .bind(key)
         .bind(first)
         .bind(second)
-        .bind(limit)
-        .run(conn, "release held executions")
-        .await?
-        .rows_affected();
-    Ok(freed)
+        .bind(limit);
+    tx.run(freeing, "release held executions").await?;
+    // Asked of the connection, so the same on the writer's own handle as
+    // through sqlx: a keyed run's end stays on the handle.
+    let (freed,): (i64,) = tx
+        .one("count released executions", "SELECT changes()", |_| {})
+        .await?;
+    Ok(u64::try_from(freed).unwrap_or(0))
 }
 
 /// The statement of [`unblock`] for `pick`, with its `?4` and `?5`. Each
@@ -568,7 +569,7 @@ async fn release_group(
         kind: &row.kind,
         lane: &row.lane,
     };
-    unblock(conn, row.tenant_id, key, group, room).await
+    unblock(&mut Tx::Sqlx(conn), row.tenant_id, key, group, room).await
 }
 
 #[cfg(test)]

@@ -513,7 +513,7 @@ impl Exec {
         // goes to the key's next execution.
         let released = before.is_some_and(|b| b.lease_id.is_some() && self.lease_id.is_none());
         if released && self.holds_concurrency_slot() {
-            super::concurrency::hand_on(tx.conn()?, self, effects).await?;
+            super::concurrency::hand_on(tx, self, effects).await?;
         }
         if self.lifecycle_phase == LifecyclePhase::Runnable
             && self.eligibility_state == Eligibility::EligibleNow
