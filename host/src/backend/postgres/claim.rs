@@ -125,8 +125,8 @@ const NEEDS_KEYS: &str = "EXISTS (SELECT 1 FROM concurrency_limits)";
 /// (`serialization_failure`, migration 0044) rather than run past the limit.
 /// Locking every slot held each from early in the statement to its commit:
 /// at 10 keys, where every claim and every run's end want the same slots,
-/// claims waited on each other (`flowfabric bench engine --keys 10`: claims
-/// 1.85–2.00× the keyless cost, 1.58–1.62× locking only the tight ones).
+/// claims waited on each other (`flowfabric bench engine --keys 10`; figures
+/// in docs/performance-log/2026-12-07-keyed-claims-tight-slots.md).
 /// A slot another transaction holds (a claim, or the end of a keyed run,
 /// until it commits) is waited for, tight ones in key order, but only for
 /// `SLOT_WAIT` (`claim_keys.rs`): some transactions that hold a slot go

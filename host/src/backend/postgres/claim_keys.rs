@@ -174,16 +174,15 @@ pub(super) const KEY_SLOTS_TAKEN: &str = r#"taken AS (
     WHERE s.tenant_id = t.tenant_id AND s.scope = t.scope AND s.name = t.name AND s.key = t.key
       AND s.running + t.n <= t.max_running
       AND (t.max_starts IS NULL OR {new_window} OR s.window_starts + t.n <= t.max_starts)
-    RETURNING 1
+    RETURNING t.n
 ),
 "#;
-/// The claim's last column when it has the key parts: every key it leased
-/// was counted into its slot, or the statement fails (migration 0044).
+/// The claim's last column when it has the key parts: every keyed run it
+/// leased was counted into its slot (each held run is in exactly one of
+/// `taken`'s groups), or the statement fails (migration 0044).
 pub(super) const KEY_ROOM_CHECKED: &str = ",\n    (SELECT CASE \
-     WHEN (SELECT count(*) FROM taken) = (SELECT count(*) FROM (\
-         SELECT DISTINCT c.tenant_id, c.concurrency_held, c.concurrency_key, \
-             CASE c.concurrency_held WHEN 'kind' THEN c.kind ELSE c.lane END \
-         FROM claimed c WHERE c.concurrency_held IS NOT NULL) held) THEN true \
+     WHEN (SELECT coalesce(sum(n), 0) FROM taken) \
+        = (SELECT count(*) FROM claimed WHERE concurrency_held IS NOT NULL) THEN true \
      ELSE flowfabric_key_room_taken() END) AS key_room_checked";
 
 /// A slot's room for more runs of its key (`s`: the slot, `k`: its limit).

@@ -292,30 +292,26 @@ async fn unblock(
     limit: i64,
 ) -> Result<u64> {
     let (sql, first, second) = unblock_sql(&pick);
-    let mut freeing = Writes::default();
-    freeing
-        .statement(sql)
-        .bind(now())
-        .bind(tenant)
-        .bind(key)
-        .bind(first)
-        .bind(second)
-        .bind(limit);
-    tx.run(freeing, "release held executions").await?;
-    // Asked of the connection, so the same on the writer's own handle as
-    // through sqlx: a keyed run's end stays on the handle.
-    let (freed,): (i64,) = tx
-        .one("count released executions", "SELECT changes()", |_| {})
+    let freed: Vec<(i64,)> = tx
+        .fetch("release held executions", sql, |w| {
+            w.bind(now())
+                .bind(tenant)
+                .bind(key)
+                .bind(first)
+                .bind(second)
+                .bind(limit);
+        })
         .await?;
-    Ok(u64::try_from(freed).unwrap_or(0))
+    Ok(freed.len() as u64)
 }
 
 /// The statement of [`unblock`] for `pick`, with its `?4` and `?5`. Each
 /// text is built once: a hand-on runs at the end of every keyed run.
 fn unblock_sql<'a>(pick: &Pick<'a>) -> (&'static str, &'a str, &'a str) {
-    // Up to `?6` of `held`, in the order they come.
+    // Up to `?6` of `held`, in the order they come; a row for each freed,
+    // so that [`unblock`] counts them on whichever connection it runs.
     fn freeing_up_to_limit(held: &str) -> String {
-        freeing(&format!("SELECT rowid FROM {held} LIMIT ?6"))
+        freeing(&format!("SELECT rowid FROM {held} LIMIT ?6")) + " RETURNING 1"
     }
     // The key's first held executions, whatever holds them, then those of
     // the limit: off the key's index, read no further than the bound. The

@@ -28,7 +28,7 @@ pub enum Scratch {
 
 impl Scratch {
     pub fn sqlite() -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("ff-bench-{}", uuid::Uuid::now_v7().simple()));
+        let dir = std::env::temp_dir().join(format!("ff-bench-{}", Uuid::now_v7().simple()));
         std::fs::create_dir_all(&dir)?;
         Ok(Self::Sqlite(dir))
     }
