@@ -36,7 +36,7 @@ async fn a_slot_freed_while_a_claim_holds_it_is_given_back_on_postgres() {
     holder.commit().await.unwrap();
     ending.await.unwrap().expect("the run ends");
 
-    let running = slot_running(&db, t).await;
+    let running = slot_running(&db, t, "a").await;
     assert_eq!(running, 0, "the slot was given back");
     let next = claim_keys(e, 10).await;
     assert_eq!(next.len(), 1, "the key's next runs");
@@ -71,7 +71,7 @@ async fn a_claim_passes_a_held_slot_and_leaves_its_work_runnable_on_postgres() {
     let next = claim_keys(e, 10).await;
     assert_eq!(next.len(), 1, "the next claim takes the key's work");
     assert_eq!(next[0].1.execution_id, queued);
-    assert_reruns(&metrics, "held_slot");
+    assert_eq!(reruns(&metrics, "held_slot"), 1);
 }
 
 /// A claim waits for a held slot, but gives way before a lock cycle could
@@ -120,11 +120,12 @@ async fn a_claim_waits_for_a_held_slot_and_gives_way_to_its_holder_on_postgres()
     assert_eq!(taken, [queued], "taken once, by one claim or the next");
 }
 
-/// A claim counts a key's room off its snapshot and locks the key's slot
-/// only if the room looks short. Should another claim fill the key after
-/// that snapshot, the count at the end finds the slot full on the row as
-/// last committed: the claim starts over locking every slot, and the key's
-/// work is held back, never run past the limit.
+/// A claim that reads its slots first (as claims do for a while after one
+/// met a full key) counts a key's room off its snapshot and locks the key's
+/// slot only if the room looks short. Should another claim fill the key
+/// after that snapshot, the count at the end finds the slot full on the row
+/// as last committed: the claim starts over locking every slot, and the
+/// key's work is held back, never run past the limit.
 #[tokio::test]
 async fn a_room_taken_after_the_claims_snapshot_is_not_overrun_on_postgres() {
     // The test's runtime has one thread, where the claims run and count.
@@ -134,10 +135,11 @@ async fn a_room_taken_after_the_claims_snapshot_is_not_overrun_on_postgres() {
     let (db, t) = crate::setup().await;
     let e = &db.engine;
     set(e, t, limit(ConcurrencyScope::Kind, "echo", 1)).await;
+    meet_a_full_key(e, t, "b").await;
     let queued = submit(e, t, "a").await;
     // Another claim that took the key's room: its count not yet committed.
     let mut other = db.pg().begin().await.unwrap();
-    sqlx::query("UPDATE concurrency_slots SET running = 1 WHERE tenant_id = $1")
+    sqlx::query("UPDATE concurrency_slots SET running = 1 WHERE tenant_id = $1 AND key = 'a'")
         .bind(t)
         .execute(&mut *other)
         .await
@@ -148,7 +150,7 @@ async fn a_room_taken_after_the_claims_snapshot_is_not_overrun_on_postgres() {
     };
     let (claimed, ()) = tokio::join!(claim_keys(e, 10), other_commits);
     assert!(claimed.is_empty(), "the key was full: {claimed:?}");
-    let running = slot_running(&db, t).await;
+    let running = slot_running(&db, t, "a").await;
     assert_eq!(running, 1, "only the other claim's run is counted");
     let ex = e.get(t, queued).await.unwrap();
     assert_eq!(ex.state, PublicState::Waiting);
@@ -156,7 +158,76 @@ async fn a_room_taken_after_the_claims_snapshot_is_not_overrun_on_postgres() {
         ex.blocking_reason.as_deref(),
         Some(BLOCKED_BY_CONCURRENCY_KEY)
     );
-    assert_reruns(&metrics, "room_taken");
+    assert_eq!(reruns(&metrics, "room_taken"), 1);
+}
+
+/// A claim first only counts its runs into their keys' slots, reading none
+/// before. When a key has less room than the claim took, the count fails
+/// and the claim runs again reading its slots: the key runs up to its limit
+/// and the rest of its queue is held back. The next claims read first too,
+/// while keys keep binding; eight in a row that find none go back to
+/// counting only.
+#[tokio::test]
+async fn a_count_only_claim_that_meets_a_full_key_claims_again_reading_its_slots_on_postgres() {
+    // The test's runtime has one thread, where the claims run and count.
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let metrics = recorder.handle();
+    let _recording = metrics::set_default_local_recorder(&recorder);
+    let (db, t) = crate::setup().await;
+    let e = &db.engine;
+    set(e, t, limit(ConcurrencyScope::Kind, "echo", 2)).await;
+    for key in ["a", "b"] {
+        submit(e, t, key).await;
+    }
+    let roomy = claim_keys(e, 10).await;
+    assert_eq!(roomy.len(), 2, "room for both");
+    assert_eq!(reruns(&metrics, "room_short"), 0, "counted only, at once");
+
+    meet_a_full_key(e, t, "c").await;
+    assert_eq!(reruns(&metrics, "room_short"), 1);
+    assert_eq!(slot_running(&db, t, "c").await, 2, "the limit, not past it");
+    // Reading first, the next claim holds a full key back without a rerun,
+    // and starts the count of claims that read first again.
+    for _ in 0..3 {
+        submit(e, t, "d").await;
+    }
+    assert_eq!(claim_keys(e, 10).await.len(), 2);
+    assert_eq!(reruns(&metrics, "room_short"), 1, "read first");
+    for _ in 0..8 {
+        assert!(claim_keys(e, 10).await.is_empty());
+    }
+    meet_a_full_key(e, t, "e").await;
+    assert_eq!(reruns(&metrics, "room_short"), 2, "counting only again");
+}
+
+/// Claims that meet `key` full: one more of it than the limit of 2 (or 1)
+/// allows is submitted and claimed, and the rest is held back.
+async fn meet_a_full_key(e: &flowfabric::engine::Engine, t: TenantId, key: &str) {
+    for _ in 0..3 {
+        submit(e, t, key).await;
+    }
+    let claimed = claim_keys(e, 10).await;
+    assert!(
+        matches!(claimed.len(), 1 | 2) && claimed.iter().all(|(k, _)| k == key),
+        "{claimed:?}"
+    );
+    let held = e
+        .list(
+            t,
+            flowfabric::model::ExecutionFilter {
+                limit: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .iter()
+        .filter(|x| {
+            x.concurrency_key.as_deref() == Some(key)
+                && x.blocking_reason.as_deref() == Some(BLOCKED_BY_CONCURRENCY_KEY)
+        })
+        .count();
+    assert_eq!(held, 3 - claimed.len(), "the rest of {key} is held back");
 }
 
 /// A keyed claim reads each candidate's slot with a probe of its own, and
@@ -184,20 +255,24 @@ async fn a_keyed_claim_probes_its_slots_by_key_on_postgres() {
     }
 }
 
-/// The running count of the tenant's one slot.
-async fn slot_running(db: &flowfabric_tests::TestDb, tenant: TenantId) -> i32 {
-    sqlx::query_scalar("SELECT running FROM concurrency_slots WHERE tenant_id = $1")
+/// The running count of the tenant's slot of `key`.
+async fn slot_running(db: &flowfabric_tests::TestDb, tenant: TenantId, key: &str) -> i32 {
+    sqlx::query_scalar("SELECT running FROM concurrency_slots WHERE tenant_id = $1 AND key = $2")
         .bind(tenant)
+        .bind(key)
         .fetch_one(db.pg())
         .await
         .unwrap()
 }
 
-/// One keyed claim ran again, for `why`, and counted it.
-fn assert_reruns(metrics: &metrics_exporter_prometheus::PrometheusHandle, why: &str) {
-    let text = metrics.render();
-    let series = format!("flowfabric_keyed_claims_rerun_total{{why=\"{why}\"}} 1");
-    assert!(text.contains(&series), "{series} missing from:\n{text}");
+/// How many keyed claims ran again, for `why`.
+fn reruns(metrics: &metrics_exporter_prometheus::PrometheusHandle, why: &str) -> u64 {
+    let series = format!("flowfabric_keyed_claims_rerun_total{{why=\"{why}\"}} ");
+    metrics
+        .render()
+        .lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .map_or(0, |n| n.parse().expect("a count"))
 }
 
 /// The tenant's slots as a claim holds them: updated by a transaction left

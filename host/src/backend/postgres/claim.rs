@@ -1,18 +1,20 @@
 //! The claim: one statement that picks, locks and leases executions across
 //! tenants, and the probe that picks its shape.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::LazyLock;
 use std::time::Duration;
 
 use super::Connections;
 use sqlx::postgres::{PgArguments, PgRow};
 
-use super::claim_keys::{key_parts, SlotLocks, KEY_ROOM_CHECKED, KEY_RULE_COLUMNS, KEY_RULE_JOIN};
+use super::claim_keys::{
+    key_parts, KeyParts, SlotLocks, KEY_CLAIMED_COLUMNS, KEY_RULE_COLUMNS, KEY_RULE_JOIN,
+};
 use super::leases::millis;
 use super::rows::{col, json, parse, Args};
 use crate::backend::Fetch;
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 use crate::model::{AttemptType, ClaimRequest, ClaimedExecution, LeaseHandle, TaskCeilings};
 
 /// The admission parts of [`claim_sql`]: a tenant's room under its limits and
@@ -113,20 +115,25 @@ const NEEDS_KEYS: &str = "EXISTS (SELECT 1 FROM concurrency_limits)";
 /// budget, found by one probe of `budget_dimensions_exhausted_idx` per tenant.
 ///
 /// Concurrency keys: a candidate with a key that a limit covers (its kind's,
-/// else its lane's) needs room in its key's slot. The claim reads each slot
-/// as its snapshot has it, and locks only the tight ones, keys with fewer
-/// free runs than candidates: a locked row reads as last committed, so their
-/// counts are exact even when another claim committed after this statement's
-/// snapshot was taken, and a full key's queue may be held back (a key held
-/// back on a stale count could wait for a run's end that already came). A
-/// roomy key is not locked: its runs are counted into its slot at the end,
-/// by an update that checks the room again on the row as last committed, and
-/// should another claim have taken it in between, the statement fails
+/// else its lane's) needs room in its key's slot. While limits do not bind, a
+/// claim reads no slot before it picks: it counts its runs into their slots
+/// at the end, by an update that checks each key's room on the row as last
+/// committed, and should a key lack room for them the statement fails
 /// (`serialization_failure`, migration 0044) rather than run past the limit.
-/// Locking every slot held each from early in the statement to its commit:
-/// at 10 keys, where every claim and every run's end want the same slots,
-/// claims waited on each other (`flowfabric bench engine --keys 10`; figures
-/// in docs/performance-log/2026-12-07-keyed-claims-tight-slots.md).
+/// It then claims again reading its slots first, as the next claims do
+/// ([`KnownShape`]): it reads each slot as its snapshot has it, and locks
+/// only the tight ones, keys with fewer free runs than candidates: a locked
+/// row reads as last committed, so their counts are exact even when another
+/// claim committed after this statement's snapshot was taken, and a full
+/// key's queue may be held back (a key held back on a stale count could wait
+/// for a run's end that already came). A roomy key is not locked: it is
+/// counted in at the end as above. Reading first costs a probe a key and
+/// the judging of every candidate against its key's room: counting only
+/// made keyed claims of 100 a fifth to a third cheaper (figures in
+/// docs/performance-log/2026-12-07-keyed-claims-count-only.md). Locking
+/// every slot held each from early in the statement to its commit, and at
+/// 10 keys, where every claim and every run's end want the same slots,
+/// claims waited on each other.
 /// A slot another transaction holds (a claim, or the end of a keyed run,
 /// until it commits) is waited for, tight ones in key order, but only for
 /// `SLOT_WAIT` (`claim_keys.rs`): some transactions that hold a slot go
@@ -137,8 +144,9 @@ const NEEDS_KEYS: &str = "EXISTS (SELECT 1 FROM concurrency_limits)";
 /// always gives way first: its statement fails on the lock timeout, and the
 /// claim runs again locking every slot and passing held ones (`SKIP
 /// LOCKED`), whose candidates stay runnable for the next claim; so does a
-/// claim whose room was taken. Passing at once made keyed claims under
-/// contention come back empty: at 10 keys, 243 claims for 50 batches.
+/// claim that read first and whose room was taken after its snapshot.
+/// Passing at once made keyed claims under contention come back empty: at 10
+/// keys, 243 claims for 50 batches.
 /// Candidates past a key's room, and up to 1,000 more of the full key's
 /// queue, move to `blocked_by_concurrency_key`, out of the index, so a key
 /// with a backlog cannot fill every claim's share. The statement counts what
@@ -265,7 +273,7 @@ locked AS (
         END AS attempt_type,
         CASE WHEN p.attempt_state = 'pending_resume_attempt' THEN e.suspension_seq END
             AS resumed_from,
-        e.concurrency_key, e.concurrency_held
+        e.concurrency_key, e.concurrency_held{claimed_key_columns}
 ),
 {slots_taken}
 -- Every claim but a resume starts the next attempt (`claimed` counts its
@@ -324,38 +332,68 @@ impl Shape {
     }
 }
 
-/// The shape the last claim found needed, shared by a backend's claims.
+/// How many keyed claims read their slots first after one found a key with
+/// less room than candidates. While limits bind, claims keep reading first
+/// (each that still finds such a key starts the count again); once they
+/// stop binding, claims go back to counting only, the cheaper statement
+/// (`SlotLocks::CountOnly`). A burst costs one statement in vain, the
+/// count-only claim that met the full key.
+const READ_FIRST_CLAIMS: u32 = 8;
+
+/// The shape the last claim found needed, and how the next keyed claims
+/// treat their slots; shared by a backend's claims.
 #[derive(Default)]
-pub(super) struct KnownShape(AtomicU8);
+pub(super) struct KnownShape {
+    needed: AtomicU8,
+    /// Keyed claims left that read their slots first.
+    read_first: AtomicU32,
+}
 
 impl KnownShape {
     fn get(&self) -> Option<Shape> {
-        match self.0.load(Ordering::Relaxed) {
+        match self.needed.load(Ordering::Relaxed) {
             0 => None,
             known => Some(Shape::from_index(usize::from(known))),
         }
     }
 
     fn set(&self, shape: Shape) {
-        self.0.store(4 | shape.index() as u8, Ordering::Relaxed);
+        self.needed
+            .store(4 | shape.index() as u8, Ordering::Relaxed);
+    }
+
+    /// How the next keyed claim first treats its slots.
+    fn first_slot_locks(&self) -> SlotLocks {
+        let read_first = self
+            .read_first
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        match read_first {
+            Ok(_) => SlotLocks::Tight,
+            Err(_) => SlotLocks::CountOnly,
+        }
+    }
+
+    /// A claim found a key with less room than candidates.
+    fn met_tight_key(&self) {
+        self.read_first.store(READ_FIRST_CLAIMS, Ordering::Relaxed);
     }
 }
 
-/// The claim statement of `shape` (locking slots as `slots` says, if it has
+/// The claim statement of `shape` (treating slots as `slots` says, if it has
 /// the key parts), built once each.
 fn claim_sql(shape: Shape, slots: SlotLocks) -> &'static str {
-    static SHAPES: LazyLock<[String; 8]> = LazyLock::new(|| {
-        std::array::from_fn(|i| {
-            let slots = if i & 4 != 0 {
-                SlotLocks::Tight
-            } else {
-                SlotLocks::Pass
-            };
-            fill_claim(Shape::from_index(i), slots)
-        })
+    static SHAPES: LazyLock<Vec<String>> = LazyLock::new(|| {
+        SlotLocks::ALL
+            .iter()
+            .flat_map(|&slots| (0..4).map(move |i| fill_claim(Shape::from_index(i), slots)))
+            .collect()
     });
-    let waits = usize::from(shape.keys && slots == SlotLocks::Tight);
-    &SHAPES[waits * 4 + shape.index()]
+    let slots = match shape.keys {
+        true => slots,
+        false => SlotLocks::CountOnly,
+    };
+    let mode = SlotLocks::ALL.iter().position(|&s| s == slots).unwrap_or(0);
+    &SHAPES[mode * 4 + shape.index()]
 }
 
 /// The gate of a shape that leaves parts out: they must not be needed.
@@ -376,9 +414,15 @@ fn gate(shape: Shape) -> String {
 fn fill_claim(shape: Shape, slots: SlotLocks) -> String {
     let pick = |yes: &'static str, no: &'static str| if shape.admission { yes } else { no };
     let key = |yes: &'static str, no: &'static str| if shape.keys { yes } else { no };
-    let (key_admission, slots_taken) = match shape.keys {
+    let keys = match shape.keys {
         true => key_parts(slots),
-        false => Default::default(),
+        false => KeyParts {
+            admission: String::new(),
+            candidates: "locked",
+            admitted: "",
+            taken: String::new(),
+            checked: String::new(),
+        },
     };
     CLAIM_TEMPLATE
         .replace("{runnable}", RUNNABLE)
@@ -392,31 +436,43 @@ fn fill_claim(shape: Shape, slots: SlotLocks) -> String {
         .replace("{blocked}", pick(ADMISSION_BLOCKED, ""))
         .replace("{rule_columns}", key(KEY_RULE_COLUMNS, ""))
         .replace("{rule_join}", key(KEY_RULE_JOIN, ""))
-        .replace("{key_admission}", &key_admission)
-        .replace("{candidates}", key("judged", "locked"))
-        .replace("{admitted}", key(" AND l.key_state = 'admit'", ""))
+        .replace("{key_admission}", &keys.admission)
+        .replace("{candidates}", keys.candidates)
+        .replace("{admitted}", keys.admitted)
         .replace("{held}", key("p.rule_scope", "NULL"))
-        .replace("{slots_taken}", &slots_taken)
-        .replace("{key_room_checked}", key(KEY_ROOM_CHECKED, ""))
+        .replace("{claimed_key_columns}", key(KEY_CLAIMED_COLUMNS, ""))
+        .replace("{slots_taken}", &keys.taken)
+        .replace("{key_room_checked}", &keys.checked)
         .replace("{gate}", &gate(shape))
         .replace("{needs_admission}", NEEDS_ADMISSION)
         .replace("{needs_keys}", NEEDS_KEYS)
 }
 
-/// The plan Postgres chooses for the claim statement with these arguments
-/// (`EXPLAIN`, nothing is executed). Lets tests and operators check that the
-/// claim stays on `executions_claim_idx` however large the backlog.
+/// The plans Postgres chooses for the claim statement with these arguments
+/// (`EXPLAIN`, nothing is executed): with concurrency limits set, one plan for
+/// each way of treating the keys' slots, each after a `-- slots: …` line.
+/// Lets tests and operators check that the claim stays on
+/// `executions_claim_idx` however large the backlog.
 pub(super) async fn explain_claim(pool: &Connections, request: &ClaimRequest) -> Result<String> {
-    let lines: Vec<String> = sqlx::query_scalar_with(
-        &format!(
-            "EXPLAIN {}",
-            claim_sql(probe_shape(pool).await?, SlotLocks::Tight)
-        ),
-        claim_args(request, "explain claim")?,
-    )
-    .all(pool, "explain claim")
-    .await?;
-    Ok(lines.join("\n"))
+    let shape = probe_shape(pool).await?;
+    let modes: &[SlotLocks] = match shape.keys {
+        true => &SlotLocks::ALL,
+        false => &[SlotLocks::Pass],
+    };
+    let mut plans = Vec::new();
+    for &slots in modes {
+        let lines: Vec<String> = sqlx::query_scalar_with(
+            &format!("EXPLAIN {}", claim_sql(shape, slots)),
+            claim_args(request, "explain claim")?,
+        )
+        .all(pool, "explain claim")
+        .await?;
+        if shape.keys {
+            plans.push(format!("-- slots: {slots:?}"));
+        }
+        plans.extend(lines);
+    }
+    Ok(plans.join("\n"))
 }
 
 /// What the claim needs now, asked on its own.
@@ -429,12 +485,16 @@ async fn probe_shape(pool: &Connections) -> Result<Shape> {
     Ok(Shape { admission, keys })
 }
 
-/// The claim's rows: a keyed claim first locks only its tight slots, waiting
-/// for held ones; if a wait runs out (or Postgres found a lock cycle), or a
+/// The claim's rows. A keyed claim first counts only, or (after a claim
+/// met a key with less room than candidates) reads its slots and locks the
+/// tight ones, waiting for held ones ([`KnownShape::first_slot_locks`]). If
+/// a key had no room for what a count-only claim took, it claims again
+/// reading first; if a wait runs out (or Postgres found a lock cycle), or a
 /// key's room was taken under it, it claims again locking every slot and
 /// passing held ones.
 async fn claim_rows(
     pool: &Connections,
+    known: &KnownShape,
     shape: Shape,
     request: &ClaimRequest,
 ) -> Result<Vec<PgRow>> {
@@ -446,31 +506,28 @@ async fn claim_rows(
     if !shape.keys {
         return run(SlotLocks::Pass).await;
     }
-    match run(SlotLocks::Tight).await {
-        Err(e) => match gave_way(&e) {
-            Some(why) => {
-                tracing::debug!(why, "keyed claim: locking every slot, passing held ones");
-                metrics::counter!("flowfabric_keyed_claims_rerun_total", "why" => why).increment(1);
-                run(SlotLocks::Pass).await
+    let mut slots = known.first_slot_locks();
+    loop {
+        let error = match run(slots).await {
+            Ok(rows) => {
+                if let Some(row) = rows.first() {
+                    if col(row, "keys_tight")? {
+                        known.met_tight_key();
+                    }
+                }
+                return Ok(rows);
             }
-            None => Err(e),
-        },
-        rows => rows,
-    }
-}
-
-/// Why a keyed claim gave way, if it did: it stopped waiting for a held
-/// slot (its own lock timeout, `55P03`, or Postgres breaking a lock cycle,
-/// `40P01`), or a key's room it had counted off its snapshot was taken by
-/// another claim (`40001`, migration 0044).
-fn gave_way(e: &EngineError) -> Option<&'static str> {
-    let EngineError::Storage { cause, .. } = e else {
-        return None;
-    };
-    match cause.as_database_error()?.code()?.as_ref() {
-        "55P03" | "40P01" => Some("held_slot"),
-        "40001" => Some("room_taken"),
-        _ => None,
+            Err(error) => error,
+        };
+        let Some((why, next)) = slots.after(&error) else {
+            return Err(error);
+        };
+        if next == SlotLocks::Tight {
+            known.met_tight_key();
+        }
+        tracing::debug!(why, next = ?next, "keyed claim: claiming again");
+        metrics::counter!("flowfabric_keyed_claims_rerun_total", "why" => why).increment(1);
+        slots = next;
     }
 }
 
@@ -527,7 +584,7 @@ pub(super) async fn claim(
     // The known shape, then the one a probe found needed (short again only
     // if yet another limit came in between).
     for _ in 0..3 {
-        let rows = claim_rows(pool, shape, request).await?;
+        let rows = claim_rows(pool, known, shape, request).await?;
         if let Some(row) = rows.first() {
             known.set(Shape {
                 admission: col(row, "needs_admission")?,

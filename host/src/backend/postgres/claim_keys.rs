@@ -1,9 +1,11 @@
 //! The concurrency-key parts of the claim statement (`claim.rs`): each
 //! candidate's limit, its key's slot locked, and whether it is admitted,
 //! passed over or blocked; and how the slots are locked, waiting for a held
-//! one with a bound or passing it. Kept apart from the rest of the claim
-//! because only tenants with a concurrency limit need them, and a claim
-//! leaves them out otherwise.
+//! one with a bound or passing it; and how a claim that gave way on a slot
+//! claims again. Kept apart from the rest of the claim because only tenants
+//! with a concurrency limit need them, and a claim leaves them out otherwise.
+
+use crate::error::EngineError;
 
 /// How long a keyed claim waits for a slot another transaction holds (to
 /// lock it, or to count its runs into it) before it claims again passing
@@ -14,6 +16,14 @@ pub(super) const SLOT_WAIT: &str = "100ms";
 /// How a keyed claim treats its keys' slots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum SlotLocks {
+    /// Read no slot first: admit every keyed candidate and count the runs
+    /// into their slots at the end, where the room is checked on each row
+    /// as last committed. A key without room for all of its runs fails the
+    /// statement (`serialization_failure`), and the claim runs again as
+    /// [`SlotLocks::Tight`], which holds a full key's queue back. The
+    /// cheapest claim while limits do not bind: a key's slot is read and
+    /// written once, by the count. Waits up to [`SLOT_WAIT`] for a held slot.
+    CountOnly,
     /// Read every slot as the statement's snapshot has it, and lock only
     /// the tight ones: keys with less room than candidates, whose queue may
     /// have to be held back, which only a slot's last committed count may
@@ -26,6 +36,50 @@ pub(super) enum SlotLocks {
     /// Lock every slot, passing any another transaction holds: every room
     /// exact, nothing waited for.
     Pass,
+}
+
+impl SlotLocks {
+    pub(super) const ALL: [SlotLocks; 3] =
+        [SlotLocks::CountOnly, SlotLocks::Tight, SlotLocks::Pass];
+
+    /// Why a claim treating its slots so gave way with `error`, if it did,
+    /// and how it claims again.
+    pub(super) fn after(self, error: &EngineError) -> Option<(&'static str, SlotLocks)> {
+        match (self, gave_way(error)?) {
+            (SlotLocks::Pass, _) => None,
+            (SlotLocks::CountOnly, Conflict::Room) => Some(("room_short", SlotLocks::Tight)),
+            (SlotLocks::Tight, Conflict::Room) => Some(("room_taken", SlotLocks::Pass)),
+            (_, Conflict::HeldSlot) => Some(("held_slot", SlotLocks::Pass)),
+        }
+    }
+
+    /// Whether the claim reads its slots before it judges its candidates.
+    fn reads_first(self) -> bool {
+        self != SlotLocks::CountOnly
+    }
+}
+
+/// What made a keyed claim give way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Conflict {
+    /// It stopped waiting for a held slot (its own lock timeout, `55P03`),
+    /// or Postgres broke a lock cycle (`40P01`).
+    HeldSlot,
+    /// A key had no room for the runs it counted in (`40001`, migration
+    /// 0044): another claim took the room it saw in its snapshot, or it
+    /// read no room at all.
+    Room,
+}
+
+fn gave_way(e: &EngineError) -> Option<Conflict> {
+    let EngineError::Storage { cause, .. } = e else {
+        return None;
+    };
+    match cause.as_database_error()?.code()?.as_ref() {
+        "55P03" | "40P01" => Some(Conflict::HeldSlot),
+        "40001" => Some(Conflict::Room),
+        _ => None,
+    }
 }
 
 /// The concurrency-key parts of `claim_sql` (`claim.rs`): each candidate's
@@ -151,7 +205,9 @@ key_blocked AS (
 /// committed (an update by row id would not see that version). The room is
 /// checked again on that row: a key whose slot was not locked had its room
 /// counted off the snapshot, and a claim that committed since may have taken
-/// it. Such a key is not counted, and `KEY_ROOM_CHECKED` fails the statement.
+/// it, or (`SlotLocks::CountOnly`) not counted at all. Such a key is not
+/// counted, and `KEY_ROOM_CHECKED` fails the statement. The limits come with
+/// the claimed rows (`KEY_CLAIMED_COLUMNS`).
 pub(super) const KEY_SLOTS_TAKEN: &str = r#"taken AS (
     UPDATE concurrency_slots s SET running = s.running + t.n,
         window_started_at = CASE WHEN t.max_starts IS NOT NULL AND {new_window}
@@ -160,12 +216,11 @@ pub(super) const KEY_SLOTS_TAKEN: &str = r#"taken AS (
                              WHEN {new_window} THEN t.n
                              ELSE s.window_starts + t.n END
     FROM (
-        SELECT k.tenant_id, k.scope, k.name, k.key, k.max_running, k.max_starts,
-            k.window_ms * interval '1 millisecond' AS window_length, count(*)::int AS n
+        SELECT c.tenant_id, c.concurrency_held AS scope, c.rule_name AS name,
+            c.concurrency_key AS key, c.max_running, c.max_starts,
+            c.window_ms * interval '1 millisecond' AS window_length, count(*)::int AS n
         FROM claimed c
-        JOIN slot_keys k ON k.tenant_id = c.tenant_id AND k.scope = c.concurrency_held
-            AND k.name = CASE c.concurrency_held WHEN 'kind' THEN c.kind ELSE c.lane END
-            AND k.key = c.concurrency_key
+        WHERE c.concurrency_held IS NOT NULL{count_wait_bound}
         GROUP BY 1, 2, 3, 4, 5, 6, 7
         -- Probed in this order, so the slots not locked before are locked in
         -- key order too.
@@ -173,14 +228,22 @@ pub(super) const KEY_SLOTS_TAKEN: &str = r#"taken AS (
     ) t
     WHERE s.tenant_id = t.tenant_id AND s.scope = t.scope AND s.name = t.name AND s.key = t.key
       AND s.running + t.n <= t.max_running
-      AND (t.max_starts IS NULL OR {new_window} OR s.window_starts + t.n <= t.max_starts)
+      AND (t.max_starts IS NULL
+           OR CASE WHEN {new_window} THEN 0 ELSE s.window_starts END + t.n <= t.max_starts)
     RETURNING t.n
 ),
 "#;
-/// The claim's last column when it has the key parts: every keyed run it
-/// leased was counted into its slot (each held run is in exactly one of
-/// `taken`'s groups), or the statement fails (migration 0044).
-pub(super) const KEY_ROOM_CHECKED: &str = ",\n    (SELECT CASE \
+/// The limit a claimed keyed run was admitted under, returned by `claimed`
+/// for `KEY_SLOTS_TAKEN`.
+pub(super) const KEY_CLAIMED_COLUMNS: &str =
+    ",\n        p.rule_name, p.max_running, p.max_starts, p.window_ms";
+
+/// The claim's last columns when it has the key parts: whether it found a
+/// key tight (for [`SlotLocks::CountOnly`], which reads no slot first,
+/// never), and that every keyed run it leased was counted into its slot
+/// (each held run is in exactly one of `taken`'s groups), or the statement
+/// fails (migration 0044).
+const KEY_CHECKED_COLUMNS: &str = ",\n    {keys_tight} AS keys_tight, (SELECT CASE \
      WHEN (SELECT coalesce(sum(n), 0) FROM taken) \
         = (SELECT count(*) FROM claimed WHERE concurrency_held IS NOT NULL) THEN true \
      ELSE flowfabric_key_room_taken() END) AS key_room_checked";
@@ -196,40 +259,73 @@ const ROOM: &str = "greatest(0, least(k.max_running - s.running,
 const NEW_WINDOW: &str =
     "(s.window_started_at IS NULL OR s.window_started_at <= now() - t.window_length)";
 
-/// `KEY_ADMISSION` and `KEY_SLOTS_TAKEN` for `slots`.
-pub(super) fn key_parts(slots: SlotLocks) -> (String, String) {
-    let admission = KEY_ADMISSION
-        .replace("{room}", ROOM)
-        .replace("{wait_bound}", &wait_bound(slots))
-        .replace("{is_tight}", is_tight(slots))
-        .replace("{slot_lock}", slot_lock(slots));
-    let taken = KEY_SLOTS_TAKEN.replace("{new_window}", NEW_WINDOW);
-    (admission, taken)
+/// The concurrency-key parts of the claim statement for `slots`.
+pub(super) struct KeyParts {
+    /// `KEY_ADMISSION`, if the claim reads its slots first.
+    pub admission: String,
+    /// The claim's candidates: judged against their keys' room, or all.
+    pub candidates: &'static str,
+    /// The filter of the candidates a key admits.
+    pub admitted: &'static str,
+    /// `KEY_SLOTS_TAKEN`.
+    pub taken: String,
+    /// `KEY_CHECKED_COLUMNS`.
+    pub checked: String,
 }
 
-/// When waiting: the statement's lock timeout, set (for this transaction
-/// only) by a one-time filter evaluated before the first slot is read, so it
-/// bounds both the tight slots' locks and the count at the end.
-fn wait_bound(slots: SlotLocks) -> String {
-    match slots {
-        SlotLocks::Tight => format!(
+pub(super) fn key_parts(slots: SlotLocks) -> KeyParts {
+    let reads_first = slots.reads_first();
+    let admission = match reads_first {
+        true => KEY_ADMISSION
+            .replace("{room}", ROOM)
+            .replace("{wait_bound}", &wait_bound(slots == SlotLocks::Tight))
+            .replace("{is_tight}", is_tight(slots))
+            .replace("{slot_lock}", slot_lock(slots)),
+        false => String::new(),
+    };
+    let keys_tight = match reads_first {
+        true => "(SELECT EXISTS (SELECT 1 FROM seen WHERE room < wanted))",
+        false => "false",
+    };
+    KeyParts {
+        admission,
+        candidates: if reads_first { "judged" } else { "locked" },
+        admitted: if reads_first {
+            " AND l.key_state = 'admit'"
+        } else {
+            ""
+        },
+        taken: KEY_SLOTS_TAKEN
+            .replace("{new_window}", NEW_WINDOW)
+            .replace("{count_wait_bound}", &wait_bound(!reads_first)),
+        checked: KEY_CHECKED_COLUMNS.replace("{keys_tight}", keys_tight),
+    }
+}
+
+/// When `waits`: the statement's lock timeout, set (for this transaction
+/// only) by a one-time filter evaluated before the first slot is read or
+/// counted into, so it bounds both the tight slots' locks and the count at
+/// the end.
+fn wait_bound(waits: bool) -> String {
+    match waits {
+        true => format!(
             "\n          AND (SELECT set_config('lock_timeout', '{SLOT_WAIT}', true)) IS NOT NULL"
         ),
-        SlotLocks::Pass => String::new(),
+        false => String::new(),
     }
 }
 
 /// The keys whose slots are locked.
 fn is_tight(slots: SlotLocks) -> &'static str {
     match slots {
-        SlotLocks::Tight => "room < wanted",
+        SlotLocks::CountOnly | SlotLocks::Tight => "room < wanted",
         SlotLocks::Pass => "true",
     }
 }
 
 fn slot_lock(slots: SlotLocks) -> &'static str {
     match slots {
-        SlotLocks::Tight => "FOR UPDATE",
+        SlotLocks::CountOnly | SlotLocks::Tight => "FOR UPDATE",
         SlotLocks::Pass => "FOR UPDATE SKIP LOCKED",
     }
 }
