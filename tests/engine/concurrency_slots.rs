@@ -11,6 +11,17 @@ use flowfabric::model::{
 
 use crate::concurrency::{claim_keys, limit, set, submit};
 
+/// Binds `$metrics` to a handle of what this thread records until the end
+/// of the test (a test's runtime has one thread, where its claims run and
+/// count).
+macro_rules! record_metrics {
+    ($metrics:ident) => {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let $metrics = recorder.handle();
+        let _recording = metrics::set_default_local_recorder(&recorder);
+    };
+}
+
 /// A run that ends while a claim holds its key's slot waits for that claim,
 /// then gives the slot back. The version it locks is then newer than its
 /// statement's snapshot; counted down by the row id it locked, in the same
@@ -48,10 +59,7 @@ async fn a_slot_freed_while_a_claim_holds_it_is_given_back_on_postgres() {
 /// runnable, not held back; the next claim takes it.
 #[tokio::test]
 async fn a_claim_passes_a_held_slot_and_leaves_its_work_runnable_on_postgres() {
-    // The test's runtime has one thread, where the claims run and count.
-    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-    let metrics = recorder.handle();
-    let _recording = metrics::set_default_local_recorder(&recorder);
+    record_metrics!(metrics);
     let (db, t) = crate::setup().await;
     let e = &db.engine;
     set(e, t, limit(ConcurrencyScope::Kind, "echo", 5)).await;
@@ -128,10 +136,7 @@ async fn a_claim_waits_for_a_held_slot_and_gives_way_to_its_holder_on_postgres()
 /// key's work is held back, never run past the limit.
 #[tokio::test]
 async fn a_room_taken_after_the_claims_snapshot_is_not_overrun_on_postgres() {
-    // The test's runtime has one thread, where the claims run and count.
-    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-    let metrics = recorder.handle();
-    let _recording = metrics::set_default_local_recorder(&recorder);
+    record_metrics!(metrics);
     let (db, t) = crate::setup().await;
     let e = &db.engine;
     set(e, t, limit(ConcurrencyScope::Kind, "echo", 1)).await;
@@ -161,6 +166,47 @@ async fn a_room_taken_after_the_claims_snapshot_is_not_overrun_on_postgres() {
     assert_eq!(reruns(&metrics, "room_taken"), 1);
 }
 
+/// A claim that reads its slots first waits for a tight key's slot that a
+/// run's end holds, and finds it counted down once that end commits: the
+/// key has room again, and the claim takes it. Its count into the slot is
+/// checked on the count written, not on the slot as its snapshot saw it
+/// (still full): checked there, the slot was passed over, and the claim
+/// undone and run again for a room that was never taken.
+#[tokio::test]
+async fn a_slot_counted_down_after_the_claims_snapshot_is_taken_at_once_on_postgres() {
+    record_metrics!(metrics);
+    let (db, t) = crate::setup().await;
+    let e = &db.engine;
+    set(e, t, limit(ConcurrencyScope::Kind, "echo", 1)).await;
+    meet_a_full_key(e, t, "b").await;
+    submit(e, t, "a").await;
+    submit(e, t, "a").await;
+    let count_a = |running: i32| {
+        sqlx::query("UPDATE concurrency_slots SET running = $2 WHERE tenant_id = $1 AND key = 'a'")
+            .bind(t)
+            .bind(running)
+    };
+    // One of key a runs: the key is full as the claim's snapshot sees it.
+    count_a(1).execute(db.pg()).await.unwrap();
+    // Its end, counting it out, not yet committed.
+    let mut ending = db.pg().begin().await.unwrap();
+    count_a(0).execute(&mut *ending).await.unwrap();
+    let end_commits = async {
+        crate::wait_for_a_lock_wait(&db).await;
+        ending.commit().await.unwrap();
+    };
+    let (claimed, ()) = tokio::join!(claim_keys(e, 10), end_commits);
+    assert_eq!(
+        reruns(&metrics, "room_taken"),
+        0,
+        "the claim was not undone"
+    );
+    if reruns(&metrics, "held_slot") == 0 {
+        assert_eq!(claimed.len(), 1, "the room the end gave back: {claimed:?}");
+        assert_eq!(slot_running(&db, t, "a").await, 1);
+    }
+}
+
 /// A claim first only counts its runs into their keys' slots, reading none
 /// before. When a key has less room than the claim took, the count fails
 /// and the claim runs again reading its slots: the key runs up to its limit
@@ -169,10 +215,7 @@ async fn a_room_taken_after_the_claims_snapshot_is_not_overrun_on_postgres() {
 /// counting only.
 #[tokio::test]
 async fn a_count_only_claim_that_meets_a_full_key_claims_again_reading_its_slots_on_postgres() {
-    // The test's runtime has one thread, where the claims run and count.
-    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-    let metrics = recorder.handle();
-    let _recording = metrics::set_default_local_recorder(&recorder);
+    record_metrics!(metrics);
     let (db, t) = crate::setup().await;
     let e = &db.engine;
     set(e, t, limit(ConcurrencyScope::Kind, "echo", 2)).await;

@@ -203,11 +203,11 @@ key_blocked AS (
 /// The runs this statement leased, counted into their keys' slots: by key,
 /// so a slot updated after this statement's snapshot is updated as last
 /// committed (an update by row id would not see that version). The room is
-/// checked again on that row: a key whose slot was not locked had its room
-/// counted off the snapshot, and a claim that committed since may have taken
-/// it, or (`SlotLocks::CountOnly`) not counted at all. Such a key is not
-/// counted, and `KEY_ROOM_CHECKED` fails the statement. The limits come with
-/// the claimed rows (`KEY_CLAIMED_COLUMNS`).
+/// checked again on the counts written: a key whose slot was not locked had
+/// its room counted off the snapshot, and a claim that committed since may
+/// have taken it, or (`SlotLocks::CountOnly`) not counted at all. Such a
+/// key's count does not fit, and `KEY_CHECKED_COLUMNS` fails the statement,
+/// undoing it. The limits come with the claimed rows (`KEY_CLAIMED_COLUMNS`).
 pub(super) const KEY_SLOTS_TAKEN: &str = r#"taken AS (
     UPDATE concurrency_slots s SET running = s.running + t.n,
         window_started_at = CASE WHEN t.max_starts IS NOT NULL AND {new_window}
@@ -227,10 +227,12 @@ pub(super) const KEY_SLOTS_TAKEN: &str = r#"taken AS (
         ORDER BY 1, 2, 3, 4
     ) t
     WHERE s.tenant_id = t.tenant_id AND s.scope = t.scope AND s.name = t.name AND s.key = t.key
-      AND s.running + t.n <= t.max_running
-      AND (t.max_starts IS NULL
-           OR CASE WHEN {new_window} THEN 0 ELSE s.window_starts END + t.n <= t.max_starts)
-    RETURNING t.n
+    -- The room is checked on the counts written, not in the filter: a filter
+    -- is tested first on the version this statement's snapshot sees, and a
+    -- slot a run's end counted down since then would be passed over on its
+    -- stale count.
+    RETURNING t.n, s.running <= t.max_running
+        AND (t.max_starts IS NULL OR s.window_starts <= t.max_starts) AS fits
 ),
 "#;
 /// The limit a claimed keyed run was admitted under, returned by `claimed`
@@ -240,11 +242,11 @@ pub(super) const KEY_CLAIMED_COLUMNS: &str =
 
 /// The claim's last columns when it has the key parts: whether it found a
 /// key tight (for [`SlotLocks::CountOnly`], which reads no slot first,
-/// never), and that every keyed run it leased was counted into its slot
-/// (each held run is in exactly one of `taken`'s groups), or the statement
-/// fails (migration 0044).
+/// never), and that every keyed run it leased was counted into a slot it
+/// fits (each held run is in exactly one of `taken`'s groups), or the
+/// statement fails (migration 0044).
 const KEY_CHECKED_COLUMNS: &str = ",\n    {keys_tight} AS keys_tight, (SELECT CASE \
-     WHEN (SELECT coalesce(sum(n), 0) FROM taken) \
+     WHEN (SELECT coalesce(sum(n) FILTER (WHERE fits), 0) FROM taken) \
         = (SELECT count(*) FROM claimed WHERE concurrency_held IS NOT NULL) THEN true \
      ELSE flowfabric_key_room_taken() END) AS key_room_checked";
 
