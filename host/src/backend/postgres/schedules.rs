@@ -67,7 +67,7 @@ async fn fire_due_schedules(db: &PgBackend, limit: u32) -> Result<u64> {
 /// the insert over many, few enough that each transaction stays short
 /// (~60 ms at 500 on a 2 vCPU machine). At 100, one scanner fired 10,000
 /// due schedules at 0.43–0.48 of a plain batch insert's speed; at 500,
-/// 0.61–0.63 (`bench schedules`).
+/// 0.61–0.63 (`bench schedules`, 2026-12-03).
 const FIRE_BATCH: u32 = 500;
 
 /// Fire up to `limit` due schedules in one transaction: lock them (`SKIP
