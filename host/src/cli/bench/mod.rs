@@ -255,7 +255,7 @@ struct KeyCost {
 }
 
 /// `low-high` of a set of ratios, or `-` for none.
-fn span(ratios: &[f64]) -> String {
+pub(super) fn span(ratios: &[f64]) -> String {
     if ratios.is_empty() {
         return "-".into();
     }

@@ -8,7 +8,9 @@
 //! same executions (each schedule's template at one fire time) through
 //! `create_batch` in batches of the engine's largest, before and after the
 //! firing; the figure is the baseline's time over the firing's (higher is
-//! better; 1.0 would be as fast as the batch insert).
+//! better; 1.0 would be as fast as the batch insert). Each scanner count runs
+//! `--rounds` times on fresh databases; the table shows each round's times
+//! and the median and range of the figure.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,6 +39,10 @@ pub struct SchedulesBench {
     /// Scanner loops firing them concurrently (as that many processes would).
     #[arg(long, value_delimiter = ',', default_value = "1,4")]
     scanners: Vec<usize>,
+    /// Rounds per scanner count, each on a fresh database: the figure is
+    /// their median (a single round on a shared machine can be a fifth off).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json_out: Option<std::path::PathBuf>,
@@ -61,30 +67,47 @@ pub async fn run(args: SchedulesBench) -> anyhow::Result<()> {
         args.scanners.iter().all(|&n| (1..=64).contains(&n)),
         "--scanners: 1 to 64 each"
     );
+    anyhow::ensure!((1..=50).contains(&args.rounds), "--rounds: 1 to 50");
     let mut rows = Vec::new();
     for &scanners in &args.scanners {
-        let scratch = ScratchDatabase::create(&args.database_url)
-            .await
-            .context("creating a scratch database")?;
-        let result = round(&scratch.url, args.schedules, scanners).await;
-        scratch.drop().await?;
-        rows.push(result?);
+        for _ in 0..args.rounds {
+            let scratch = ScratchDatabase::create(&args.database_url)
+                .await
+                .context("creating a scratch database")?;
+            let result = round(&scratch.url, args.schedules, scanners).await;
+            scratch.drop().await?;
+            rows.push(result?);
+        }
     }
     println!(
         "{} schedules due in the same second; seconds to create their executions",
         args.schedules
     );
     println!(
-        "{:>8} {:>10} {:>13} {:>16}",
-        "scanners", "fire", "batch insert", "insert/fire"
+        "{:>8} {:>24} {:>24} {:>12} {:>12}",
+        "scanners", "fire", "batch insert", "insert/fire", "range"
     );
-    for r in &rows {
+    for &scanners in &args.scanners {
+        let of: Vec<&Row> = rows.iter().filter(|r| r.scanners == scanners).collect();
+        let ratios: Vec<f64> = of.iter().map(|r| r.ratio).collect();
         println!(
-            "{:>8} {:>10.3} {:>13.3} {:>16.2}",
-            r.scanners, r.fire_s, r.batch_insert_s, r.ratio
+            "{:>8} {:>24} {:>24} {:>12.2} {:>12}",
+            scanners,
+            times(of.iter().map(|r| r.fire_s)),
+            times(of.iter().map(|r| r.batch_insert_s)),
+            super::median(ratios.clone()),
+            super::span(&ratios)
         );
     }
     write_json(args.json_out.as_deref(), &rows)
+}
+
+/// Each round's seconds, in the order they ran.
+fn times(seconds: impl Iterator<Item = f64>) -> String {
+    seconds
+        .map(|s| format!("{s:.3}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn template() -> ScheduledExecution {
