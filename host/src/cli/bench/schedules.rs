@@ -84,19 +84,19 @@ pub async fn run(args: SchedulesBench) -> anyhow::Result<()> {
         args.schedules
     );
     println!(
-        "{:>8} {:>24} {:>24} {:>12} {:>12}",
-        "scanners", "fire", "batch insert", "insert/fire", "range"
+        "{:>8} {:>12} {:>10}  fire (s, each round) | batch insert (s)",
+        "scanners", "insert/fire", "range"
     );
     for &scanners in &args.scanners {
         let of: Vec<&Row> = rows.iter().filter(|r| r.scanners == scanners).collect();
         let ratios: Vec<f64> = of.iter().map(|r| r.ratio).collect();
         println!(
-            "{:>8} {:>24} {:>24} {:>12.2} {:>12}",
+            "{:>8} {:>12.2} {:>10}  {} | {}",
             scanners,
+            super::median(ratios.clone()),
+            super::span(&ratios),
             times(of.iter().map(|r| r.fire_s)),
             times(of.iter().map(|r| r.batch_insert_s)),
-            super::median(ratios.clone()),
-            super::span(&ratios)
         );
     }
     write_json(args.json_out.as_deref(), &rows)
