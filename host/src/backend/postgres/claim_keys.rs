@@ -39,6 +39,7 @@ pub(super) enum SlotLocks {
 }
 
 impl SlotLocks {
+    /// Every way, in declaration order (`slots as usize` indexes it).
     pub(super) const ALL: [SlotLocks; 3] =
         [SlotLocks::CountOnly, SlotLocks::Tight, SlotLocks::Pass];
 
@@ -275,6 +276,19 @@ pub(super) struct KeyParts {
     pub checked: String,
 }
 
+impl KeyParts {
+    /// A claim without the key parts: its candidates are all it locked.
+    pub(super) fn none() -> KeyParts {
+        KeyParts {
+            admission: String::new(),
+            candidates: "locked",
+            admitted: "",
+            taken: String::new(),
+            checked: String::new(),
+        }
+    }
+}
+
 pub(super) fn key_parts(slots: SlotLocks) -> KeyParts {
     let reads_first = slots.reads_first();
     let admission = match reads_first {
@@ -329,5 +343,19 @@ fn slot_lock(slots: SlotLocks) -> &'static str {
     match slots {
         SlotLocks::CountOnly | SlotLocks::Tight => "FOR UPDATE",
         SlotLocks::Pass => "FOR UPDATE SKIP LOCKED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SlotLocks;
+
+    /// `claim_sql` finds a statement by `slots as usize` among those built
+    /// in the order of `ALL`.
+    #[test]
+    fn all_is_in_declaration_order() {
+        for (i, slots) in SlotLocks::ALL.into_iter().enumerate() {
+            assert_eq!(slots as usize, i, "{slots:?}");
+        }
     }
 }
