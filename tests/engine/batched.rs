@@ -190,7 +190,7 @@ async fn batched_completions_are_planned_for_each_batch() {
     }
     let (generic, custom): (i64, i64) = sqlx::query_as(
         "SELECT generic_plans, custom_plans FROM pg_prepared_statements \
-         WHERE statement LIKE '%FOR UPDATE OF e%' AND statement LIKE '%succeeded%' \
+         WHERE statement LIKE '%carried_percent%' AND statement LIKE '%succeeded%' \
            AND statement NOT LIKE '%pg_prepared%'",
     )
     .fetch_one(&one_connection)
@@ -344,7 +344,48 @@ async fn a_completion_writes_the_progress_it_carries(store: Store) {
     assert_eq!(shown(single).await, (Some(55), "alone".into()), "single");
 }
 
+/// A batch out of key order (the order rows were once locked in) is written
+/// whole and answered in the caller's order.
+async fn a_batch_out_of_key_order_is_answered_in_its_own_order(store: Store) {
+    let (db, t) = setup_on(store).await;
+    let e = &db.engine;
+    for i in 0..4 {
+        e.create(t, task(&format!("o-{i}"))).await.unwrap();
+    }
+    let mut claimed = e.claim(&request(4)).await.unwrap();
+    assert_eq!(claimed.len(), 4);
+    claimed.sort_by_key(|c| std::cmp::Reverse(c.lease.execution_id.as_uuid()));
+    e.revoke_lease(t, claimed[1].lease.execution_id)
+        .await
+        .unwrap();
+    let results_by_position: Vec<Vec<u8>> = (0..claimed.len())
+        .map(|i| format!("at {i}").into_bytes())
+        .collect();
+    let batch: Vec<(LeaseHandle, &[u8])> = claimed
+        .iter()
+        .zip(&results_by_position)
+        .map(|(c, r)| (c.lease.clone(), &r[..]))
+        .collect();
+
+    let results = e.complete_many(&batch).await.expect("the batch is written");
+
+    assert!(
+        matches!(results[1], Err(EngineError::StaleLease { .. })),
+        "the revoked one, where the caller put it: {results:?}"
+    );
+    for i in [0, 2, 3] {
+        assert!(results[i].is_ok(), "{i}: {:?}", results[i]);
+        let ex = e.get(t, claimed[i].lease.execution_id).await.unwrap();
+        assert_eq!(
+            ex.result.as_deref(),
+            Some(&results_by_position[i][..]),
+            "{i}"
+        );
+    }
+}
+
 on_both_backends!(
+    a_batch_out_of_key_order_is_answered_in_its_own_order,
     a_completion_writes_the_progress_it_carries,
     a_large_claim_and_completion_batch_write_every_row,
     a_completion_twice_in_one_batch_is_written_once,
