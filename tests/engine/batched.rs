@@ -384,8 +384,115 @@ async fn a_batch_out_of_key_order_is_answered_in_its_own_order(store: Store) {
     }
 }
 
+/// Batches that end runs while an operator cancels and revokes the same
+/// runs, from the other end, until they meet: every write is answered (none fails on a lock
+/// cycle: the batch locks no row before it changes it, and the single-row
+/// writes wait for one row each), and each run ends once, as the write
+/// that won says, with one completion event.
+async fn batches_racing_cancels_and_revokes_end_each_run_once(store: Store) {
+    let (db, t) = setup_on(store).await;
+    let e = std::sync::Arc::new(db.engine.clone());
+    let backlog: Vec<NewExecution> = (0..300).map(|i| task(&i.to_string())).collect();
+    e.create_batch(t, &backlog).await.unwrap();
+    let mut claimed = e.claim(&request(300)).await.unwrap();
+    assert_eq!(claimed.len(), 300);
+    claimed.sort_by_key(|c| c.lease.execution_id.as_uuid());
+    let leases: Vec<LeaseHandle> = claimed.into_iter().map(|c| c.lease).collect();
+
+    // The completers start once the operator is 40 runs in.
+    let started = std::sync::Arc::new(tokio::sync::Barrier::new(3));
+    let mut writers = Vec::new();
+    // Two completers, each a half of the runs in batches of 25, last first.
+    for half in leases.chunks(150) {
+        let (e, started, mut half) = (e.clone(), started.clone(), half.to_vec());
+        half.reverse();
+        writers.push(tokio::spawn(async move {
+            started.wait().await;
+            let mut won = Vec::new();
+            for batch in half.chunks(25) {
+                let ends: Vec<_> = batch.iter().map(|l| (l.clone(), &b"ok"[..])).collect();
+                let written = e.complete_many(&ends).await.expect("the batch is written");
+                for (lease, result) in batch.iter().zip(written) {
+                    match result {
+                        Ok(()) => won.push(lease.execution_id),
+                        Err(EngineError::StaleLease { .. } | EngineError::NotActive { .. }) => {}
+                        Err(other) => panic!("{}: {other}", other.kind()),
+                    }
+                }
+            }
+            won
+        }));
+    }
+    // An operator cancelling every third run and revoking every seventh
+    // (first first, while the completers start from the last).
+    let operator = {
+        let (e, started, leases) = (e.clone(), started.clone(), leases.clone());
+        tokio::spawn(async move {
+            let (mut cancelled, mut revoked) = (Vec::new(), Vec::new());
+            for (i, lease) in leases.iter().enumerate() {
+                if i == 40 {
+                    started.wait().await;
+                }
+                let id = lease.execution_id;
+                if i % 3 == 0 {
+                    match e.cancel(t, id, "race").await {
+                        Ok(true) => cancelled.push(id),
+                        Ok(false) | Err(EngineError::NotActive { .. }) => {}
+                        Err(other) => panic!("cancel {}: {other}", other.kind()),
+                    }
+                } else if i % 7 == 0 {
+                    match e.revoke_lease(t, id).await {
+                        Ok(_) => revoked.push(id),
+                        Err(EngineError::NotActive { .. }) => {}
+                        Err(other) => panic!("revoke {}: {other}", other.kind()),
+                    }
+                }
+            }
+            (cancelled, revoked)
+        })
+    };
+    let mut completed = Vec::new();
+    for w in writers {
+        completed.extend(w.await.unwrap());
+    }
+    let (cancelled, revoked) = operator.await.unwrap();
+    assert!(
+        !cancelled.is_empty() && !revoked.is_empty() && completed.len() > 150,
+        "both sides won runs: {} cancelled, {} revoked, {} completed",
+        cancelled.len(),
+        revoked.len(),
+        completed.len()
+    );
+
+    for id in leases.iter().map(|l| l.execution_id) {
+        let state = e.get(t, id).await.unwrap().state;
+        let winners = [
+            completed.contains(&id).then_some(PublicState::Completed),
+            cancelled.contains(&id).then_some(PublicState::Cancelled),
+            revoked.contains(&id).then_some(PublicState::Waiting),
+        ];
+        let winners: Vec<PublicState> = winners.into_iter().flatten().collect();
+        assert_eq!(
+            winners,
+            [state],
+            "{id}: one write won, and its state stands"
+        );
+    }
+    let mut events: Vec<_> = db
+        .events::<CompletionEvent>(t)
+        .await
+        .into_iter()
+        .map(|ev| ev.execution_id)
+        .collect();
+    events.sort_by_key(|id| id.as_uuid());
+    let mut ended: Vec<_> = completed.iter().chain(&cancelled).copied().collect();
+    ended.sort_by_key(|id| id.as_uuid());
+    assert_eq!(events, ended, "one completion event a run that ended");
+}
+
 on_both_backends!(
     a_batch_out_of_key_order_is_answered_in_its_own_order,
+    batches_racing_cancels_and_revokes_end_each_run_once,
     a_completion_writes_the_progress_it_carries,
     a_large_claim_and_completion_batch_write_every_row,
     a_completion_twice_in_one_batch_is_written_once,
