@@ -171,8 +171,14 @@ const NEEDS_KEYS: &str = "EXISTS (SELECT 1 FROM concurrency_limits)";
 /// statement for every call while its custom plans look cheaper than the
 /// generic one. So the statement reads its parameters through scalar
 /// subqueries (`(SELECT $3::bigint)`), which hide their values from the
-/// planner: custom plans then cost what the generic plan costs, and after five
-/// calls Postgres keeps the generic plan. Not knowing how many rows are picked,
+/// planner (custom plans would cost what the generic plan costs), and it runs
+/// under `plan_cache_mode = force_generic_plan` ([`CLAIM_BEGIN`]). Hiding the
+/// values alone was not enough: Postgres compares a new generic plan (after
+/// an `ANALYZE`, say) with the average of the custom plans before it, and
+/// when the backlog has grown since those, every claim was planned anew
+/// until hundreds of dearer custom plans had moved that average (a quarter
+/// to a third of the claims of a 100,000-run drain, 9-15 µs of the server's
+/// CPU a run). Not knowing how many rows are picked,
 /// that plan would join them back to `executions` by hashing a sequential
 /// scan, so both updates name their rows by `ctid = ANY(...)`: a TID scan,
 /// whatever the statistics. (`= ANY` on both key columns probed every
@@ -476,6 +482,12 @@ async fn probe_shape(pool: &Connections) -> Result<Shape> {
     Ok(Shape { admission, keys })
 }
 
+/// How the claim's transaction begins, in one round trip: the claim is
+/// planned once per connection (see [`CLAIM_TEMPLATE`]). A setting of the
+/// transaction's own, so the connection's other statements are planned as
+/// before; the statement alone in it, so it commits as it did on its own.
+const CLAIM_BEGIN: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan";
+
 /// The claim's rows. A keyed claim first counts only, or (after a claim
 /// met a key with less room than candidates) reads its slots and locks the
 /// tight ones, waiting for held ones ([`KnownShape::first_slot_locks`]). If
@@ -490,9 +502,12 @@ async fn claim_rows(
     request: &ClaimRequest,
 ) -> Result<Vec<PgRow>> {
     let run = async |slots| {
-        sqlx::query_with(claim_sql(shape, slots), claim_args(request, "claim")?)
-            .all(pool, "claim")
-            .await
+        pool.transaction("claim", Some(CLAIM_BEGIN), async |tx| {
+            sqlx::query_with(claim_sql(shape, slots), claim_args(request, "claim")?)
+                .all(&mut *tx, "claim")
+                .await
+        })
+        .await
     };
     if !shape.keys {
         return run(SlotLocks::Pass).await;
