@@ -245,7 +245,8 @@ async fn the_claim_is_planned_once_per_connection() {
     let (db, t) = setup().await;
     let backlog: Vec<NewExecution> = (0..40).map(|i| task(&i.to_string())).collect();
     db.engine.create_batch(t, &backlog).await.unwrap();
-    let (one_connection, backend) = db.one_connection_backend().await;
+    let (_, backend) = db.one_connection_backend().await;
+    let one_connection = backend.claim_connections().clone();
     for admission in [false, true] {
         let limits = TenantLimits {
             max_running: admission.then_some(10_000),
@@ -280,8 +281,8 @@ async fn the_claim_is_planned_once_per_connection() {
 /// against the custom plans of the calls before: planned for a backlog of
 /// 40, they look far cheaper than the plan for 20,000, and Postgres would
 /// plan every claim anew until enough dearer custom plans had moved their
-/// average (hundreds of claims, a millisecond and more each). The claim
-/// asks for the generic plan itself, so no call is planned for its values.
+/// average (hundreds of claims, a millisecond and more each). The claim's
+/// connections ask for generic plans, so no call is planned for its values.
 #[tokio::test]
 async fn the_claim_is_not_replanned_when_the_backlog_grows() {
     use flowfabric::backend::prelude::*;
@@ -293,7 +294,8 @@ async fn the_claim_is_not_replanned_when_the_backlog_grows() {
         .execute(db.pg())
         .await
         .unwrap();
-    let (one_connection, backend) = db.one_connection_backend().await;
+    let (_, backend) = db.one_connection_backend().await;
+    let one_connection = backend.claim_connections().clone();
     for _ in 0..10 {
         assert_eq!(backend.claim(&request(1)).await.unwrap().len(), 1);
     }

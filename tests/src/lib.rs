@@ -396,8 +396,9 @@ impl TestDb {
         all_events(&self.engine, tenant).await
     }
 
-    /// A backend over one connection of its own, so a test can read that
-    /// connection's session state (its prepared statements and their plans).
+    /// A backend over one connection of its own (and one for its claims), so
+    /// a test can read that connection's session state (its prepared
+    /// statements and their plans; the claim's through `claim_connections`).
     pub async fn one_connection_backend(&self) -> (Connections, PgBackend) {
         let options = PgBackend::connect_options(self.pg_url()).expect("test database url");
         let backend = PgBackend::with_options(options, 1);

@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use super::Connections;
-use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgRow};
 
 use super::claim_keys::{
     key_parts, KeyParts, SlotLocks, KEY_CLAIMED_COLUMNS, KEY_RULE_COLUMNS, KEY_RULE_JOIN,
@@ -172,7 +172,7 @@ const NEEDS_KEYS: &str = "EXISTS (SELECT 1 FROM concurrency_limits)";
 /// generic one. So the statement reads its parameters through scalar
 /// subqueries (`(SELECT $3::bigint)`), which hide their values from the
 /// planner (custom plans would cost what the generic plan costs), and it runs
-/// under `plan_cache_mode = force_generic_plan` ([`CLAIM_BEGIN`]). Hiding the
+/// on connections that plan for no values ([`claim_connect_options`]). Hiding the
 /// values alone was not enough: Postgres compares a new generic plan (after
 /// an `ANALYZE`, say) with the average of the custom plans before it, and
 /// when the backlog has grown since those, every claim was planned anew
@@ -482,11 +482,22 @@ async fn probe_shape(pool: &Connections) -> Result<Shape> {
     Ok(Shape { admission, keys })
 }
 
-/// How the claim's transaction begins, in one round trip: the claim is
-/// planned once per connection (see [`CLAIM_TEMPLATE`]). A setting of the
-/// transaction's own, so the connection's other statements are planned as
-/// before; the statement alone in it, so it commits as it did on its own.
-const CLAIM_BEGIN: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan";
+/// How many of a backend's `statements` connections are the claim's own: a
+/// quarter, at least one. A worker process has one claim in flight at a
+/// time; an API server one for each remote worker asking at that moment.
+pub(super) fn claim_connections(statements: u32) -> u32 {
+    (statements / 4).max(1)
+}
+
+/// How the claim's own connections open: every statement on them is planned
+/// for no values of its own (`plan_cache_mode = force_generic_plan`), so the
+/// claim is planned once per connection (see [`CLAIM_TEMPLATE`]). Set on
+/// connections of their own rather than for each claim, where it would cost
+/// a transaction and two more round trips a claim, a sixth of a claim of one
+/// (`bench engine --batch 1`); the backend's other statements plan as before.
+pub(super) fn claim_connect_options(options: PgConnectOptions) -> PgConnectOptions {
+    options.options([("plan_cache_mode", "force_generic_plan")])
+}
 
 /// The claim's rows. A keyed claim first counts only, or (after a claim
 /// met a key with less room than candidates) reads its slots and locks the
@@ -502,12 +513,9 @@ async fn claim_rows(
     request: &ClaimRequest,
 ) -> Result<Vec<PgRow>> {
     let run = async |slots| {
-        pool.transaction("claim", Some(CLAIM_BEGIN), async |tx| {
-            sqlx::query_with(claim_sql(shape, slots), claim_args(request, "claim")?)
-                .all(&mut *tx, "claim")
-                .await
-        })
-        .await
+        sqlx::query_with(claim_sql(shape, slots), claim_args(request, "claim")?)
+            .all(pool, "claim")
+            .await
     };
     if !shape.keys {
         return run(SlotLocks::Pass).await;

@@ -31,7 +31,7 @@ crate::backend::traits::implement_leases!(PgBackend, pg);
 
 #[tracing::instrument(skip_all, fields(worker = %request.worker_id, limit = request.limit))]
 async fn claim(db: &PgBackend, request: &ClaimRequest) -> Result<Vec<ClaimedExecution>> {
-    super::claim::claim(&db.pool, &db.claim_shape, request).await
+    super::claim::claim(&db.claims, &db.claim_shape, request).await
 }
 
 async fn renew(db: &PgBackend, lease: &LeaseHandle, ttl: Duration) -> Result<DateTime<Utc>> {

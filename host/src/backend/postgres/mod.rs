@@ -112,6 +112,8 @@ struct Held<'a> {
 
 pub struct PgBackend {
     pool: Connections,
+    /// The claim's own connections, which plan for no values (`claim.rs`).
+    claims: Connections,
     notifications: wakeups::Notifications,
     claim_shape: claim::KnownShape,
     held_cursors: crate::backend::held_keys::HeldCursors,
@@ -200,13 +202,22 @@ impl PgBackend {
 
     /// A backend whose connections open as they are first needed, at most
     /// `max_connections` of them: one for the notification listener (when
-    /// something listens), the rest for statements.
+    /// something listens), a quarter of the rest for claims, the others for
+    /// the other statements. Fewer than three still open up to three.
     pub fn with_options(options: PgConnectOptions, max_connections: u32) -> Self {
-        let statements = max_connections.saturating_sub(1).max(1);
-        let pool = Connections::new(options.clone(), statements, Duration::from_secs(10));
+        let statements = max_connections.saturating_sub(1).max(2);
+        let claimers = claim::claim_connections(statements);
+        let wait = Duration::from_secs(10);
+        let pool = Connections::new(options.clone(), statements - claimers, wait);
+        let claims = Connections::new(
+            claim::claim_connect_options(options.clone()),
+            claimers,
+            wait,
+        );
         Self {
             notifications: wakeups::Notifications::new(pool.clone(), options),
             pool,
+            claims,
             claim_shape: claim::KnownShape::default(),
             held_cursors: Default::default(),
         }
@@ -219,9 +230,15 @@ impl PgBackend {
         &self.pool
     }
 
+    /// The claim's own connections, for a test's inspection of their session
+    /// (the claim's prepared statement and its plans).
+    pub fn claim_connections(&self) -> &Connections {
+        &self.claims
+    }
+
     /// The query plan of the claim statement for `request` (nothing is claimed).
     pub async fn explain_claim(&self, request: &ClaimRequest) -> Result<String> {
-        claim::explain_claim(&self.pool, request).await
+        claim::explain_claim(&self.claims, request).await
     }
 
     /// The generic plan of the execution list for `filter` (nothing is
