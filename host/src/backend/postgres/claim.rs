@@ -176,9 +176,9 @@ const NEEDS_KEYS: &str = "EXISTS (SELECT 1 FROM concurrency_limits)";
 /// values alone was not enough: Postgres compares a new generic plan (after
 /// an `ANALYZE`, say) with the average of the custom plans before it, and
 /// when the backlog has grown since those, every claim was planned anew
-/// until hundreds of dearer custom plans had moved that average (a quarter
-/// to a third of the claims of a 100,000-run drain, 9-15 µs of the server's
-/// CPU a run). Not knowing how many rows are picked,
+/// until hundreds of dearer custom plans had moved that average (608 of
+/// 1,565 claims in one 100,000-run drain; 12-15 µs of the server's CPU a run
+/// over all statements in such drains). Not knowing how many rows are picked,
 /// that plan would join them back to `executions` by hashing a sequential
 /// scan, so both updates name their rows by `ctid = ANY(...)`: a TID scan,
 /// whatever the statistics. (`= ANY` on both key columns probed every
@@ -482,11 +482,12 @@ async fn probe_shape(pool: &Connections) -> Result<Shape> {
     Ok(Shape { admission, keys })
 }
 
-/// How many of a backend's `statements` connections are the claim's own: a
-/// quarter, at least one. A worker process has one claim in flight at a
-/// time; an API server one for each remote worker asking at that moment.
+/// How many of a backend's `statements` connections are the claim's own: an
+/// eighth, at least one. A worker process has one claim in flight at a time
+/// (its budget of slots + 4 counted one for it); an API server has one for
+/// each remote worker asking at that moment, each a few milliseconds long.
 pub(super) fn claim_connections(statements: u32) -> u32 {
-    (statements / 4).max(1)
+    (statements / 8).max(1)
 }
 
 /// How the claim's own connections open: every statement on them is planned

@@ -202,7 +202,7 @@ impl PgBackend {
 
     /// A backend whose connections open as they are first needed, at most
     /// `max_connections` of them: one for the notification listener (when
-    /// something listens), a quarter of the rest for claims, the others for
+    /// something listens), an eighth of the rest for claims, the others for
     /// the other statements. Fewer than three still open up to three.
     pub fn with_options(options: PgConnectOptions, max_connections: u32) -> Self {
         let statements = max_connections.saturating_sub(1).max(2);
