@@ -169,8 +169,9 @@ impl PgBackend {
             .await
     }
 
-    /// A backend of at most `max_connections` to `url`, which must answer:
-    /// one connection is opened (and kept) before this returns.
+    /// A backend of at most `max_connections` to `url` (at least three; see
+    /// [`Self::with_options`]), which must answer: one connection is opened
+    /// (and kept) before this returns.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
         let backend = Self::with_options(Self::connect_options(url)?, max_connections);
         backend
