@@ -483,9 +483,9 @@ async fn probe_shape(pool: &Connections) -> Result<Shape> {
 }
 
 /// How many of a backend's `statements` connections are the claim's own: an
-/// eighth, at least one. A worker process has one claim in flight at a time
-/// (its budget of slots + 4 counted one for it); an API server has one for
-/// each remote worker asking at that moment, each a few milliseconds long.
+/// eighth, at least one. A worker pool has one claim in flight at a time
+/// (its budget of slots + 4 counted one for it); callers of `Engine::claim`
+/// beyond that take turns, each claim a few milliseconds long.
 pub(super) fn claim_connections(statements: u32) -> u32 {
     (statements / 8).max(1)
 }
