@@ -560,7 +560,7 @@ CREATE INDEX executions_deadline_idx ON public.executions USING btree (tenant_id
 CREATE INDEX executions_delayed_idx ON public.executions USING btree (tenant_id, eligible_at) WHERE ((lifecycle_phase = 'runnable'::text) AND (eligibility_state = 'not_eligible_until_time'::text));
 CREATE UNIQUE INDEX executions_flow_key_idx ON public.executions USING btree (tenant_id, flow_id, flow_key) WHERE (flow_id IS NOT NULL);
 CREATE INDEX executions_lease_expiry_idx ON public.executions USING btree (tenant_id, lease_expires_at) WHERE (lifecycle_phase = 'active'::text);
-CREATE INDEX executions_state_idx ON public.executions USING btree (tenant_id, public_state, execution_id) WHERE (public_state <> 'active'::text);
+CREATE INDEX executions_state_idx ON public.executions USING btree (tenant_id, public_state DESC, execution_id) WHERE (public_state <> 'active'::text);
 CREATE INDEX executions_suspension_timeout_idx ON public.executions USING btree (tenant_id, suspension_timeout_at) WHERE ((lifecycle_phase = 'suspended'::text) AND (suspension_timeout_at IS NOT NULL));
 CREATE INDEX executions_waiting_children_idx ON public.executions USING btree (tenant_id, execution_id) WHERE ((lifecycle_phase = 'suspended'::text) AND (blocking_reason = 'waiting_for_children'::text));
 CREATE INDEX flow_edges_downstream_idx ON public.flow_edges USING btree (tenant_id, downstream_id);
